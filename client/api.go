@@ -1,0 +1,184 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Health is the answer of sys/health.
+type Health struct {
+	Initialized bool   `json:"initialized"`
+	Sealed      bool   `json:"sealed"`
+	State       string `json:"state"`
+	Version     string `json:"version"`
+}
+
+// Health never fails on a sealed or uninitialised server: the state is in the result.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	err := c.Do(ctx, "GET", "/api/v1/sys/health", nil, &h)
+	if e, ok := err.(*Error); ok && (e.Status == 503 || e.Status == 501) {
+		err = nil
+	}
+	return h, err
+}
+
+// Status is the server's status (see `coffer status`).
+type Status struct {
+	State              string    `json:"state"`
+	Initialized        bool      `json:"initialized"`
+	Sealed             bool      `json:"sealed"`
+	Version            string    `json:"version"`
+	PID                int       `json:"pid"`
+	DataDir            string    `json:"data_dir"`
+	StartedAt          time.Time `json:"started_at"`
+	ClusterID          string    `json:"cluster_id"`
+	KeystoreGeneration uint32    `json:"keystore_generation"`
+	AutoOpen           bool      `json:"auto_open"`
+	DataKey            uint32    `json:"current_data_key"`
+	AppliedIndex       uint64    `json:"applied_index"`
+	Journal            struct {
+		Segment   string `json:"segment"`
+		LastIndex uint64 `json:"last_index"`
+		Segments  int    `json:"segments"`
+	} `json:"journal"`
+	Raft     json.RawMessage `json:"raft"`
+	Writable bool            `json:"writable"`
+	Alerts   []Alert         `json:"alerts"`
+}
+
+// Alert is a condition the operator must see.
+type Alert struct {
+	Component string    `json:"component"`
+	Message   string    `json:"message"`
+	Since     time.Time `json:"since"`
+}
+
+// Status fetches the server status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.Do(ctx, "GET", "/api/v1/sys/status", nil, &s)
+}
+
+// Init creates the keystore and returns the root token.
+func (c *Client) Init(ctx context.Context, passphrase string) (string, error) {
+	var r struct {
+		RootToken string `json:"root_token"`
+	}
+	err := c.Do(ctx, "POST", "/api/v1/sys/init", map[string]string{"passphrase": passphrase}, &r)
+	return r.RootToken, err
+}
+
+// Open opens the keystore with its passphrase.
+func (c *Client) Open(ctx context.Context, passphrase string) error {
+	return c.Do(ctx, "POST", "/api/v1/sys/open", map[string]string{"passphrase": passphrase}, nil)
+}
+
+// OpenAuto opens the keystore with its auto-open file.
+func (c *Client) OpenAuto(ctx context.Context) error {
+	return c.Do(ctx, "POST", "/api/v1/sys/open", map[string]bool{"auto": true}, nil)
+}
+
+// Seal seals the keystore.
+func (c *Client) Seal(ctx context.Context) error { return c.Do(ctx, "POST", "/api/v1/sys/seal", nil, nil) }
+
+// Stop asks the server to stop (smart, fast or immediate).
+func (c *Client) Stop(ctx context.Context, mode string) error {
+	return c.Do(ctx, "POST", "/api/v1/sys/stop", map[string]string{"mode": mode}, nil)
+}
+
+// RotateMasterKey creates a new master key generation.
+func (c *Client) RotateMasterKey(ctx context.Context) (uint32, error) {
+	var r struct {
+		Generation uint32 `json:"generation"`
+	}
+	err := c.Do(ctx, "POST", "/api/v1/sys/keystore/rotate-master-key", nil, &r)
+	return r.Generation, err
+}
+
+// RotateDataKey creates a new data key for new writes.
+func (c *Client) RotateDataKey(ctx context.Context) (uint32, error) {
+	var r struct {
+		Generation uint32 `json:"generation"`
+	}
+	err := c.Do(ctx, "POST", "/api/v1/sys/keystore/rotate-data-key", nil, &r)
+	return r.Generation, err
+}
+
+// ChangePassphrase re-seals the keystore under a new passphrase.
+func (c *Client) ChangePassphrase(ctx context.Context, old, new string) error {
+	return c.Do(ctx, "POST", "/api/v1/sys/keystore/change-passphrase", map[string]string{"old_passphrase": old, "new_passphrase": new}, nil)
+}
+
+// SetAutoOpen enables or disables the auto-open file.
+func (c *Client) SetAutoOpen(ctx context.Context, on bool) error {
+	p := "/api/v1/sys/keystore/disable-auto-open"
+	if on {
+		p = "/api/v1/sys/keystore/enable-auto-open"
+	}
+	return c.Do(ctx, "POST", p, nil, nil)
+}
+
+// Segment describes a journal segment.
+type Segment struct {
+	Name       string    `json:"name"`
+	FirstIndex uint64    `json:"first_index"`
+	LastIndex  uint64    `json:"last_index"`
+	Records    int       `json:"records"`
+	Size       int64     `json:"size"`
+	Created    time.Time `json:"created"`
+	Closed     bool      `json:"closed"`
+}
+
+// JournalSegments lists the journal segments.
+func (c *Client) JournalSegments(ctx context.Context) ([]Segment, error) {
+	var r struct {
+		Segments []Segment `json:"segments"`
+	}
+	err := c.Do(ctx, "GET", "/api/v1/sys/journal", nil, &r)
+	return r.Segments, err
+}
+
+// RotateJournal closes the open segment and starts a new one.
+func (c *Client) RotateJournal(ctx context.Context) (Segment, error) {
+	var r struct {
+		Closed Segment `json:"closed"`
+	}
+	err := c.Do(ctx, "POST", "/api/v1/sys/journal/rotate", nil, &r)
+	return r.Closed, err
+}
+
+// Secret is one version of a secret.
+type Secret struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Version uint64 `json:"version"`
+	Latest  uint64 `json:"latest_version"`
+	Created string `json:"created"`
+	Value   []byte `json:"value"`
+}
+
+// PutSecret writes a new version and returns its number.
+func (c *Client) PutSecret(ctx context.Context, name string, value []byte) (uint64, error) {
+	var r Secret
+	err := c.Do(ctx, "PUT", "/api/v1/secrets/"+escapePath(name), map[string][]byte{"value": value}, &r)
+	return r.Version, err
+}
+
+// GetSecret reads a version (0 = latest).
+func (c *Client) GetSecret(ctx context.Context, name string, version uint64) (Secret, error) {
+	p := "/api/v1/secrets/" + escapePath(name)
+	if version > 0 {
+		p += "?version=" + strconv.FormatUint(version, 10)
+	}
+	var r Secret
+	return r, c.Do(ctx, "GET", p, nil, &r)
+}
+
+func escapePath(name string) string {
+	u := url.URL{Path: name}
+	return u.EscapedPath()
+}

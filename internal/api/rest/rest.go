@@ -1,0 +1,427 @@
+// Package rest is Coffer's native JSON API under /api/v1: decode, authorise,
+// call the service, encode. It holds no domain logic.
+package rest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/journal"
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+// MaxBody is the largest request body accepted.
+const MaxBody = 1 << 20
+
+// Stopper stops the server in a mode (smart, fast, immediate).
+type Stopper func(mode string) error
+
+// Options for the handler.
+type Options struct {
+	Logger *slog.Logger
+	Stop   Stopper
+}
+
+type ctxKey int
+
+const localKey ctxKey = 1
+
+// WithLocal marks a request context as coming from the local control socket,
+// whose access is guarded by the data dir's file permissions.
+func WithLocal(ctx context.Context) context.Context { return context.WithValue(ctx, localKey, true) }
+
+type api struct {
+	svc  *service.Service
+	log  *slog.Logger
+	stop Stopper
+}
+
+// Handler returns the /api/v1 routes.
+func Handler(svc *service.Service, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &api{svc: svc, log: opts.Logger, stop: opts.Stop}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/sys/health", a.health)
+	mux.HandleFunc("POST /api/v1/sys/init", a.init)
+	mux.HandleFunc("POST /api/v1/sys/open", a.open)
+	mux.HandleFunc("POST /api/v1/sys/seal", a.auth(a.seal))
+	mux.HandleFunc("GET /api/v1/sys/status", a.auth(a.status))
+	mux.HandleFunc("POST /api/v1/sys/stop", a.auth(a.stopServer))
+	mux.HandleFunc("POST /api/v1/sys/keystore/rotate-master-key", a.auth(a.rotateMasterKey))
+	mux.HandleFunc("POST /api/v1/sys/keystore/change-passphrase", a.auth(a.changePassphrase))
+	mux.HandleFunc("POST /api/v1/sys/keystore/enable-auto-open", a.auth(a.enableAutoOpen))
+	mux.HandleFunc("POST /api/v1/sys/keystore/disable-auto-open", a.auth(a.disableAutoOpen))
+	mux.HandleFunc("POST /api/v1/sys/keystore/rotate-data-key", a.auth(a.rotateDataKey))
+	mux.HandleFunc("GET /api/v1/sys/journal", a.auth(a.journalList))
+	mux.HandleFunc("POST /api/v1/sys/journal/rotate", a.auth(a.journalRotate))
+	mux.HandleFunc("PUT /api/v1/secrets/{name...}", a.auth(a.putSecret))
+	mux.HandleFunc("GET /api/v1/secrets/{name...}", a.auth(a.getSecret))
+	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// errorTable maps service errors to HTTP status and a stable code. First match wins.
+var errorTable = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{service.ErrWrongPassphrase, http.StatusBadRequest, "wrong_passphrase"},
+	{service.ErrPassphraseLength, http.StatusBadRequest, "invalid_passphrase"},
+	{service.ErrMachineMismatch, http.StatusConflict, "auto_open_wrong_machine"},
+	{service.ErrAutoOpenDisabled, http.StatusConflict, "auto_open_disabled"},
+	{service.ErrAutoOpenStale, http.StatusConflict, "auto_open_stale"},
+	{service.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
+	{service.ErrForbidden, http.StatusForbidden, "forbidden"},
+	{service.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{service.ErrNotFound, http.StatusNotFound, "not_found"},
+	{service.ErrConflict, http.StatusConflict, "conflict"},
+	{service.ErrAlreadyInit, http.StatusConflict, "already_initialized"},
+	{service.ErrAlreadyOpen, http.StatusConflict, "already_open"},
+	{service.ErrUninitialized, http.StatusNotImplemented, "uninitialized"},
+	{service.ErrSealed, http.StatusServiceUnavailable, "sealed"},
+	{service.ErrWriteUnavailable, http.StatusServiceUnavailable, "writes_unavailable"},
+	{service.ErrStopping, http.StatusServiceUnavailable, "stopping"},
+	{service.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+}
+
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	for _, e := range errorTable {
+		if errors.Is(err, e.err) {
+			writeErr(w, e.status, e.code, err.Error())
+			return
+		}
+	}
+	a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	writeErr(w, http.StatusInternalServerError, "internal", err.Error())
+}
+
+// ErrorBody is the one error shape of the API.
+type ErrorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeErr(w http.ResponseWriter, status int, code, msg string) {
+	var b ErrorBody
+	b.Error.Code, b.Error.Message = code, msg
+	writeJSON(w, status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON body strictly: size-limited, unknown fields refused,
+// one value only.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("%w: body larger than %d bytes", service.ErrInvalid, MaxBody)
+		}
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: empty body, expected a JSON object", service.ErrInvalid)
+		}
+		return fmt.Errorf("%w: malformed JSON body: %v", service.ErrInvalid, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the JSON object", service.ErrInvalid)
+	}
+	return nil
+}
+
+func bearer(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		return strings.TrimSpace(strings.TrimPrefix(h, "Bearer "))
+	}
+	return r.Header.Get("X-Coffer-Token")
+}
+
+func (a *api) auth(next func(http.ResponseWriter, *http.Request, service.Identity)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if local, _ := r.Context().Value(localKey).(bool); local {
+			next(w, r, service.Identity{Name: "local", Policy: "root", Local: true})
+			return
+		}
+		id, err := a.svc.Authenticate(bearer(r))
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		next(w, r, id)
+	}
+}
+
+// Health answers like Vault's sys/health: 200 open, 503 sealed, 501 uninitialised.
+type Health struct {
+	Initialized bool   `json:"initialized"`
+	Sealed      bool   `json:"sealed"`
+	State       string `json:"state"`
+	Version     string `json:"version"`
+	ClusterID   string `json:"cluster_id,omitempty"`
+}
+
+func (a *api) health(w http.ResponseWriter, r *http.Request) {
+	st := a.svc.State()
+	h := Health{Initialized: st != service.StateUninitialized, Sealed: st != service.StateOpen, State: st, Version: service.Version}
+	code := http.StatusOK
+	switch st {
+	case service.StateUninitialized:
+		code = http.StatusNotImplemented
+	case service.StateSealed:
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, h)
+}
+
+// PassphraseRequest is the body of init and open.
+type PassphraseRequest struct {
+	Passphrase string `json:"passphrase"`
+	Auto       bool   `json:"auto,omitempty"` // open only: use keystore.aks
+}
+
+// InitResponse carries the root token, shown once.
+type InitResponse struct {
+	RootToken string `json:"root_token"`
+}
+
+func (a *api) init(w http.ResponseWriter, r *http.Request) {
+	var req PassphraseRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	tok, err := a.svc.Init(r.Context(), []byte(req.Passphrase))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, InitResponse{RootToken: tok})
+}
+
+func (a *api) open(w http.ResponseWriter, r *http.Request) {
+	var req PassphraseRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var err error
+	if req.Auto {
+		err = a.svc.OpenAuto(r.Context())
+	} else {
+		err = a.svc.Open(r.Context(), []byte(req.Passphrase))
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.svc.Status())
+}
+
+func (a *api) seal(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	if err := a.svc.Seal(r.Context()); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, a.svc.Status())
+}
+
+func (a *api) status(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	writeJSON(w, http.StatusOK, a.svc.Status())
+}
+
+// StopRequest selects a stop mode.
+type StopRequest struct {
+	Mode string `json:"mode"`
+}
+
+func (a *api) stopServer(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	var req StopRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	switch req.Mode {
+	case "", "smart", "fast", "immediate":
+	default:
+		a.fail(w, r, fmt.Errorf("%w: stop mode %q: use smart, fast or immediate", service.ErrInvalid, req.Mode))
+		return
+	}
+	if req.Mode == "" {
+		req.Mode = "smart"
+	}
+	if a.stop == nil {
+		a.fail(w, r, fmt.Errorf("%w: this server cannot be stopped over the API", service.ErrUnavailable))
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"mode": req.Mode, "pid": strconv.Itoa(a.svc.Status().PID)})
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	go a.stop(req.Mode)
+}
+
+// GenerationResponse reports a key generation.
+type GenerationResponse struct {
+	Generation uint32 `json:"generation"`
+}
+
+func (a *api) rotateMasterKey(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	gen, err := a.svc.RotateMasterKey(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, GenerationResponse{Generation: gen})
+}
+
+func (a *api) rotateDataKey(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	id, err := a.svc.RotateDataKey(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, GenerationResponse{Generation: id})
+}
+
+// ChangePassphraseRequest is the body of change-passphrase.
+type ChangePassphraseRequest struct {
+	Old string `json:"old_passphrase"`
+	New string `json:"new_passphrase"`
+}
+
+func (a *api) changePassphrase(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	var req ChangePassphraseRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.svc.ChangePassphrase(r.Context(), []byte(req.Old), []byte(req.New)); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"changed": true})
+}
+
+func (a *api) enableAutoOpen(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	if err := a.svc.EnableAutoOpen(r.Context()); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"auto_open": true})
+}
+
+func (a *api) disableAutoOpen(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	if err := a.svc.DisableAutoOpen(r.Context()); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"auto_open": false})
+}
+
+func (a *api) journalList(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	segs, err := a.svc.JournalSegments()
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := make([]Segment, 0, len(segs))
+	for _, sg := range segs {
+		out = append(out, segmentOf(sg))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"segments": out})
+}
+
+// Segment is a journal segment as the API shows it.
+type Segment struct {
+	Name       string    `json:"name"`
+	FirstIndex uint64    `json:"first_index"`
+	LastIndex  uint64    `json:"last_index"`
+	Records    int       `json:"records"`
+	Size       int64     `json:"size"`
+	Created    time.Time `json:"created"`
+	Closed     bool      `json:"closed"`
+}
+
+func segmentOf(s journal.SegmentInfo) Segment {
+	return Segment{Name: s.Name, FirstIndex: s.FirstIndex, LastIndex: s.LastIndex, Records: s.Records, Size: s.Size, Created: s.Created, Closed: s.Closed}
+}
+
+func (a *api) journalRotate(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	seg, err := a.svc.RotateJournal()
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"closed": segmentOf(seg)})
+}
+
+// SecretRequest is the body of a secret write; Value is base64 in JSON.
+type SecretRequest struct {
+	Value []byte `json:"value"`
+}
+
+// SecretResponse describes a stored secret version.
+type SecretResponse struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Version uint64 `json:"version"`
+	Latest  uint64 `json:"latest_version,omitempty"`
+	Created string `json:"created,omitempty"`
+	Value   []byte `json:"value,omitempty"`
+}
+
+func (a *api) putSecret(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	var req SecretRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	v, err := a.svc.PutSecret(r.Context(), name, req.Value)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, SecretResponse{Name: name, Version: v})
+}
+
+func (a *api) getSecret(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+	var version uint64
+	if q := r.URL.Query().Get("version"); q != "" {
+		v, err := strconv.ParseUint(q, 10, 64)
+		if err != nil || v == 0 {
+			a.fail(w, r, fmt.Errorf("%w: version %q must be a positive integer", service.ErrInvalid, q))
+			return
+		}
+		version = v
+	}
+	sec, err := a.svc.GetSecret(r.Context(), r.PathValue("name"), version)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, SecretResponse{ID: sec.ID, Name: sec.Name, Version: sec.Version, Latest: sec.Latest,
+		Created: sec.Created.Format("2006-01-02T15:04:05.000000000Z07:00"), Value: sec.Value})
+}

@@ -1,0 +1,270 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/server"
+)
+
+func newInitCmd(g *globals) *cobra.Command {
+	var passFile string
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Initialise a new server: create the keystore and its first master key",
+		Long: `Create keystore.ks with the first master encryption key, sealed by a
+passphrase of 8 to 200 bytes, open it, and print the root token once.
+Keep the passphrase safe: without it (or auto-open on this machine) the
+keystore cannot be opened and nothing in it can be read.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pass, err := readPassphrase(cmd, passFile, "New keystore passphrase", true)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx()
+			defer cancel()
+			tok, err := c.Init(ctx, string(pass))
+			if err != nil {
+				return err
+			}
+			if g.format == "json" {
+				return g.printJSON(cmd, map[string]string{"root_token": tok})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Keystore initialised and open.\nRoot token (shown once): %s\n", tok)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "read the passphrase from this file (- for stdin)")
+	return cmd
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the server state, keystore generation, journal position and alerts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx()
+			defer cancel()
+			st, err := c.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if g.format == "json" {
+				return g.printJSON(cmd, st)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "State:\t%s\n", st.State)
+			fmt.Fprintf(w, "Writable:\t%v\n", st.Writable)
+			fmt.Fprintf(w, "PID:\t%d\n", st.PID)
+			fmt.Fprintf(w, "Data dir:\t%s\n", st.DataDir)
+			fmt.Fprintf(w, "Version:\t%s\n", st.Version)
+			fmt.Fprintf(w, "Cluster id:\t%s\n", st.ClusterID)
+			fmt.Fprintf(w, "Keystore generation:\t%d\n", st.KeystoreGeneration)
+			fmt.Fprintf(w, "Auto-open:\t%v\n", st.AutoOpen)
+			fmt.Fprintf(w, "Applied index:\t%d\n", st.AppliedIndex)
+			fmt.Fprintf(w, "Journal:\t%s (last index %d, %d segments)\n", st.Journal.Segment, st.Journal.LastIndex, st.Journal.Segments)
+			w.Flush()
+			for _, a := range st.Alerts {
+				fmt.Fprintf(cmd.OutOrStdout(), "ALERT [%s] since %s: %s\n", a.Component, a.Since.Format(time.RFC3339), a.Message)
+			}
+			return nil
+		},
+	}
+}
+
+func newStopCmd(g *globals) *cobra.Command {
+	var mode string
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "stop",
+		Short: "Stop a server: smart (default), fast or immediate",
+		Long: `Stop a server as a database server stops:
+  smart      wait for in-flight requests to finish (SIGTERM)
+  fast       cancel in-flight requests, then stop cleanly (SIGINT)
+  immediate  exit at once without cleanup; the next start recovers from
+             the raft log and the journal (SIGQUIT)
+With --data-dir the signal is sent to the pid in <data-dir>/coffer.pid and the
+command waits until the server has released the data dir. Otherwise the stop
+is requested over the API.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sig := map[string]syscall.Signal{"smart": syscall.SIGTERM, "fast": syscall.SIGINT, "immediate": syscall.SIGQUIT}[mode]
+			if sig == 0 {
+				return fmt.Errorf("stop mode %q: use smart, fast or immediate", mode)
+			}
+			if g.dataDir != "" {
+				pid, _, err := server.ReadPID(g.dataDir)
+				if err != nil || !server.Locked(g.dataDir) {
+					return fmt.Errorf("no server is running on %s", g.dataDir)
+				}
+				if err := syscall.Kill(pid, sig); err != nil {
+					return fmt.Errorf("signal pid %d: %w", pid, err)
+				}
+				deadline := time.Now().Add(wait)
+				for server.Locked(g.dataDir) {
+					if time.Now().After(deadline) {
+						return fmt.Errorf("server pid %d has not stopped after %s", pid, wait)
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "server pid %d stopped (%s)\n", pid, mode)
+				return nil
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx()
+			defer cancel()
+			if err := c.Stop(ctx, mode); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stop (%s) requested\n", mode)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&mode, "mode", "m", "smart", "stop mode: smart, fast or immediate")
+	cmd.Flags().DurationVar(&wait, "wait", 5*time.Minute, "with --data-dir: how long to wait for the server to exit")
+	return cmd
+}
+
+func newKeystoreCmd(g *globals) *cobra.Command {
+	ks := &cobra.Command{
+		Use:   "keystore",
+		Short: "Open, seal and manage the keystore (master keys, passphrase, auto-open)",
+	}
+	var passFile string
+	var auto bool
+	open := &cobra.Command{
+		Use:   "open",
+		Short: "Open the keystore with its passphrase (or --auto with keystore.aks)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx()
+			defer cancel()
+			if auto {
+				err = c.OpenAuto(ctx)
+			} else {
+				var pass []byte
+				if pass, err = readPassphrase(cmd, passFile, "Keystore passphrase", false); err != nil {
+					return err
+				}
+				err = c.Open(ctx, string(pass))
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "keystore open")
+			return nil
+		},
+	}
+	open.Flags().StringVar(&passFile, "passphrase-file", "", "read the passphrase from this file (- for stdin)")
+	open.Flags().BoolVar(&auto, "auto", false, "open with the auto-open file keystore.aks")
+
+	simple := func(use, short, done string, fn func(*client.Client, *cobra.Command) (string, error)) *cobra.Command {
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				c, err := g.client()
+				if err != nil {
+					return err
+				}
+				msg, err := fn(c, cmd)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), done+msg)
+				return nil
+			},
+		}
+	}
+	seal := simple("seal", "Seal the keystore: drop every key from memory and stop serving keys", "keystore sealed", func(c *client.Client, _ *cobra.Command) (string, error) {
+		ctx, cancel := g.ctx()
+		defer cancel()
+		return "", c.Seal(ctx)
+	})
+	rotate := simple("rotate-master-key", "Create a new master key generation and re-wrap the data keys", "master key rotated: generation ", func(c *client.Client, _ *cobra.Command) (string, error) {
+		ctx, cancel := g.ctx()
+		defer cancel()
+		gen, err := c.RotateMasterKey(ctx)
+		return fmt.Sprint(gen), err
+	})
+	rotateDEK := simple("rotate-data-key", "Create a new data key for new writes (old ones stay readable)", "data key rotated: key ", func(c *client.Client, _ *cobra.Command) (string, error) {
+		ctx, cancel := g.ctx()
+		defer cancel()
+		id, err := c.RotateDataKey(ctx)
+		return fmt.Sprint(id), err
+	})
+	enable := simple("enable-auto-open", "Write keystore.aks so this machine opens the keystore at start without the passphrase", "auto-open enabled", func(c *client.Client, _ *cobra.Command) (string, error) {
+		ctx, cancel := g.ctx()
+		defer cancel()
+		return "", c.SetAutoOpen(ctx, true)
+	})
+	disable := simple("disable-auto-open", "Delete keystore.aks: the passphrase is needed at every start", "auto-open disabled", func(c *client.Client, _ *cobra.Command) (string, error) {
+		ctx, cancel := g.ctx()
+		defer cancel()
+		return "", c.SetAutoOpen(ctx, false)
+	})
+	var oldFile, newFile string
+	change := &cobra.Command{
+		Use:   "change-passphrase",
+		Short: "Re-seal the keystore under a new passphrase (keys are unchanged)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if oldFile == "-" && newFile == "-" {
+				return errors.New("only one of --old-passphrase-file and --new-passphrase-file can be stdin")
+			}
+			old, err := readPassphrase(cmd, oldFile, "Current keystore passphrase", false)
+			if err != nil {
+				return err
+			}
+			nw, err := readPassphrase(cmd, newFile, "New keystore passphrase", true)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx()
+			defer cancel()
+			if err := c.ChangePassphrase(ctx, string(old), string(nw)); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase changed")
+			return nil
+		},
+	}
+	change.Flags().StringVar(&oldFile, "old-passphrase-file", "", "file with the current passphrase (- for stdin)")
+	change.Flags().StringVar(&newFile, "new-passphrase-file", "", "file with the new passphrase (- for stdin)")
+	ks.AddCommand(open, seal, rotate, rotateDEK, change, enable, disable)
+	return ks
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

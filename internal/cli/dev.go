@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-kms/coffer/internal/config"
+	"github.com/coffer-kms/coffer/internal/fsutil"
+	"github.com/coffer-kms/coffer/internal/server"
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+type devOptions struct {
+	listen   string
+	logLevel string
+}
+
+// Dev files kept in the dev data dir (0600), so a restarted dev server can be
+// used again. Dev mode only: a production keystore passphrase lives with the
+// operator, never next to the data.
+const (
+	devPassphraseFile = "dev-passphrase"
+	devTokenFile      = "dev-root-token"
+)
+
+func newDevCmd(g *globals) *cobra.Command {
+	o := &devOptions{}
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a single-node development server with an auto-opened keystore",
+		Long: `Run a development server: single node, data in a local directory
+(./coffer-dev unless --data-dir is given; kept between runs), keystore created with a random
+passphrase and opened automatically on this machine, TLS with a generated CA.
+It prints the URL, the CA file, the root token and the environment to export.
+Not for production: the passphrase and root token are kept in the data dir.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := config.Default()
+			dir := g.dataDir
+			if dir == "" {
+				dir = "coffer-dev"
+			}
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			cfg.DataDir, cfg.Listen = abs, o.listen
+			cfg.Log.Format, cfg.Log.Level = "text", o.logLevel
+			cfg.Storage.MinFreeBytes = 16 << 20
+			out := cmd.OutOrStdout()
+			return server.Run(server.Options{Config: cfg, LogOutput: cmd.ErrOrStderr(), OnReady: func(s *server.Server) error {
+				tok, err := devPrepare(s)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, `
+Coffer dev server is running: single node, NOT for production.
+
+  URL:             %s
+  CA certificate:  %s
+  Root token:      %s
+  Data dir:        %s
+  Keystore:        open; auto-opens on this machine (passphrase in %s)
+  Control socket:  %s
+
+  export COFFER_ADDR=%s
+  export COFFER_CACERT=%s
+  export COFFER_TOKEN=%s
+
+Try: coffer status; coffer secret put demo --value hello; coffer secret get demo
+Stop with Ctrl-C (fast stop) or: coffer stop --data-dir %s
+`, s.URL, s.CAFile, tok, abs, filepath.Join(abs, devPassphraseFile), s.Socket, s.URL, s.CAFile, tok, abs)
+				return nil
+			}})
+		},
+	}
+	cmd.Flags().StringVar(&o.listen, "listen", "127.0.0.1:8200", "address to listen on")
+	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+// devPrepare initialises the keystore on first run and opens it afterwards.
+func devPrepare(s *server.Server) (string, error) {
+	svc := s.Service
+	dir := s.Service.Status().DataDir
+	ctx := context.Background()
+	passFile, tokFile := filepath.Join(dir, devPassphraseFile), filepath.Join(dir, devTokenFile)
+	switch svc.State() {
+	case service.StateUninitialized:
+		b := make([]byte, 24)
+		rand.Read(b)
+		pass := base64.RawURLEncoding.EncodeToString(b)
+		if err := fsutil.WriteFile(passFile, []byte(pass+"\n")); err != nil {
+			return "", err
+		}
+		tok, err := svc.Init(ctx, []byte(pass))
+		if err != nil {
+			return "", err
+		}
+		if err := fsutil.WriteFile(tokFile, []byte(tok+"\n")); err != nil {
+			return "", err
+		}
+		if err := svc.EnableAutoOpen(ctx); err != nil {
+			return "", err
+		}
+		return tok, nil
+	case service.StateSealed:
+		pass, err := os.ReadFile(passFile)
+		if err != nil {
+			return "", fmt.Errorf("dev keystore is sealed and %s is missing: %w", passFile, err)
+		}
+		if err := svc.Open(ctx, []byte(strings.TrimSpace(string(pass)))); err != nil && !errors.Is(err, service.ErrAlreadyOpen) {
+			return "", err
+		}
+	}
+	tok, err := os.ReadFile(tokFile)
+	if err != nil {
+		return "", fmt.Errorf("read dev root token: %w", err)
+	}
+	return strings.TrimSpace(string(tok)), nil
+}

@@ -1,0 +1,340 @@
+// Package cluster runs hashicorp/raft for Coffer: one voter by default. Every
+// mutation is a raft log entry; Apply returns only after the entry is
+// committed (fsynced in the raft log) and applied by the FSM.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/coffer-kms/coffer/internal/fsutil"
+)
+
+// Errors.
+var (
+	ErrNotLeader = errors.New("this node is not the leader")
+	ErrStopped   = errors.New("cluster is not running")
+	ErrTimeout   = errors.New("timed out waiting for the cluster")
+)
+
+// Config of a node.
+type Config struct {
+	Dir    string // <data-dir>/raft
+	NodeID string
+	Logger *slog.Logger
+	// HeartbeatTimeout and ElectionTimeout; zero picks defaults suited to one node.
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+	// SnapshotThreshold: log entries between snapshots (0: 8192).
+	SnapshotThreshold uint64
+	// TrailingLogs kept after a snapshot (0: 10240).
+	TrailingLogs uint64
+	// StableRetryDelay: how long to wait between retries when persisting raft's
+	// term or vote fails (disk full). raft panics on such failures; we pause instead.
+	StableRetryDelay time.Duration
+}
+
+// Node is one raft member.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	store     *raftboltdb.BoltStore
+	stable    *retryingStable
+	snaps     raft.SnapshotStore
+	mu        sync.RWMutex
+	raft      *raft.Raft
+	transport raft.Transport
+}
+
+// Open opens the raft log store (without starting raft), so the caller can
+// read committed entries, e.g. to rebuild the journal.
+func Open(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StableRetryDelay <= 0 {
+		cfg.StableRetryDelay = time.Second
+	}
+	if err := fsutil.EnsureDir(cfg.Dir); err != nil {
+		return nil, err
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(cfg.Dir, "raft.db"),
+		BoltOptions: &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w", cfg.Dir, err)
+	}
+	os.Chmod(filepath.Join(cfg.Dir, "raft.db"), fsutil.FileMode)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hclogFor(cfg.Logger))
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("open raft snapshots %s: %w", cfg.Dir, err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: snaps}
+	n.stable = &retryingStable{inner: store, delay: cfg.StableRetryDelay, log: cfg.Logger, stop: make(chan struct{})}
+	return n, nil
+}
+
+// LogStore gives read access to committed entries.
+func (n *Node) LogStore() raft.LogStore { return n.store }
+
+// Start runs raft with fsm, bootstrapping a single-voter cluster on first use.
+func (n *Node) Start(fsm raft.BatchingFSM) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.raft != nil {
+		return errors.New("raft already running")
+	}
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(n.cfg.NodeID)
+	c.Logger = hclogFor(n.log)
+	c.HeartbeatTimeout = orDur(n.cfg.HeartbeatTimeout, 500*time.Millisecond)
+	c.ElectionTimeout = orDur(n.cfg.ElectionTimeout, 500*time.Millisecond)
+	c.LeaderLeaseTimeout = c.HeartbeatTimeout / 2
+	c.CommitTimeout = 5 * time.Millisecond
+	c.MaxAppendEntries = 512
+	c.BatchApplyCh = true
+	c.SnapshotThreshold = orU64(n.cfg.SnapshotThreshold, 8192)
+	c.TrailingLogs = orU64(n.cfg.TrailingLogs, 10240)
+	// The FSM is persistent (bbolt with its applied index): raft need not
+	// restore a snapshot into it at start; entries after the snapshot are
+	// replayed and the FSM skips those it already has.
+	c.NoSnapshotRestoreOnStart = true
+
+	addr, trans := raft.NewInmemTransport(raft.ServerAddress(n.cfg.NodeID))
+	has, err := raft.HasExistingState(n.store, n.stable, n.snaps)
+	if err != nil {
+		return fmt.Errorf("inspect raft state: %w", err)
+	}
+	if !has {
+		conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: c.LocalID, Address: addr}}}
+		if err := raft.BootstrapCluster(c, n.store, n.stable, n.snaps, trans, conf); err != nil {
+			return fmt.Errorf("bootstrap raft: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(c, fsm, n.store, n.stable, n.snaps, trans)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.raft, n.transport = r, trans
+	return nil
+}
+
+// WaitLeader blocks until this node is leader or ctx ends.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	r := n.get()
+	if r == nil {
+		return ErrStopped
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for r.State() != raft.Leader {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for leadership: %w", ErrTimeout)
+		case <-t.C:
+		}
+	}
+	// Make sure every committed entry is applied before serving.
+	return waitFuture(ctx, r.Barrier(timeoutOf(ctx)))
+}
+
+func (n *Node) get() *raft.Raft {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.raft
+}
+
+// Apply proposes data and returns the FSM's result once applied.
+func (n *Node) Apply(ctx context.Context, data []byte) (any, error) {
+	r := n.get()
+	if r == nil {
+		return nil, ErrStopped
+	}
+	f := r.Apply(data, timeoutOf(ctx))
+	if err := waitFuture(ctx, f); err != nil {
+		return nil, err
+	}
+	return f.Response(), nil
+}
+
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return ErrStopped
+		case errors.Is(err, raft.ErrEnqueueTimeout):
+			return fmt.Errorf("%w: %v", ErrTimeout, err)
+		}
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", ErrTimeout, ctx.Err())
+	}
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Millisecond
+	}
+	return 30 * time.Second
+}
+
+// Status of the node.
+type Status struct {
+	NodeID       string `json:"node_id"`
+	State        string `json:"state"`
+	Term         uint64 `json:"term"`
+	LastIndex    uint64 `json:"last_log_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Leader       string `json:"leader"`
+}
+
+// Status reports raft's view; State is "stopped" when raft is not running.
+func (n *Node) Status() Status {
+	st := Status{NodeID: n.cfg.NodeID, State: "stopped"}
+	r := n.get()
+	if r == nil {
+		st.LastIndex, _ = n.store.LastIndex()
+		return st
+	}
+	st.State = r.State().String()
+	st.LastIndex = r.LastIndex()
+	st.AppliedIndex = r.AppliedIndex()
+	st.CommitIndex = r.CommitIndex()
+	_, id := r.LeaderWithID()
+	st.Leader = string(id)
+	if t, err := n.store.GetUint64([]byte("CurrentTerm")); err == nil {
+		st.Term = t
+	}
+	return st
+}
+
+// Snapshot asks raft for a snapshot now.
+func (n *Node) Snapshot() error {
+	r := n.get()
+	if r == nil {
+		return ErrStopped
+	}
+	return r.Snapshot().Error()
+}
+
+// Stop shuts raft down (the log store stays open).
+func (n *Node) Stop() error {
+	n.mu.Lock()
+	r := n.raft
+	n.raft = nil
+	n.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	if err := r.Shutdown().Error(); err != nil {
+		return fmt.Errorf("stop raft: %w", err)
+	}
+	if c, ok := n.transport.(io.Closer); ok {
+		c.Close()
+	}
+	return nil
+}
+
+// Close stops raft and closes the log store.
+func (n *Node) Close() error {
+	close(n.stable.stop)
+	err := n.Stop()
+	if cerr := n.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// retryingStable wraps raft's stable store: raft panics when it cannot
+// persist its term or vote (e.g. disk full). We retry until it works or the
+// node closes, so a full disk pauses the node instead of crashing it.
+type retryingStable struct {
+	inner raft.StableStore
+	delay time.Duration
+	log   *slog.Logger
+	stop  chan struct{}
+}
+
+func (s *retryingStable) retry(what string, fn func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		s.log.Error("raft stable store write failed; retrying", "what", what, "error", err, "attempt", attempt)
+		select {
+		case <-s.stop:
+			return err
+		case <-time.After(s.delay):
+		}
+	}
+}
+
+func (s *retryingStable) Set(k, v []byte) error {
+	return s.retry("set "+string(k), func() error { return s.inner.Set(k, v) })
+}
+func (s *retryingStable) Get(k []byte) ([]byte, error) { return s.inner.Get(k) }
+func (s *retryingStable) SetUint64(k []byte, v uint64) error {
+	return s.retry("set "+string(k), func() error { return s.inner.SetUint64(k, v) })
+}
+func (s *retryingStable) GetUint64(k []byte) (uint64, error) { return s.inner.GetUint64(k) }
+
+func orDur(v, d time.Duration) time.Duration {
+	if v > 0 {
+		return v
+	}
+	return d
+}
+
+func orU64(v, d uint64) uint64 {
+	if v > 0 {
+		return v
+	}
+	return d
+}
+
+// hclogFor routes raft's hclog output into slog at warn level and above.
+func hclogFor(l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "raft",
+		Level:      hclog.Warn,
+		Output:     slogWriter{l},
+		JSONFormat: false,
+	})
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := string(p)
+	for len(msg) > 0 && (msg[len(msg)-1] == '\n') {
+		msg = msg[:len(msg)-1]
+	}
+	w.l.Warn(msg, "component", "raft")
+	return len(p), nil
+}

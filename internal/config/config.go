@@ -1,0 +1,139 @@
+// Package config reads Coffer's server configuration file (YAML). Every
+// setting is documented in docs/config.md; unknown keys are refused.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Duration is a time.Duration written as "5s", "1h".
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: duration must be a string like \"5s\"", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %v", n.Line, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the string form.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Config is the server configuration.
+type Config struct {
+	DataDir  string `yaml:"data_dir"`
+	Listen   string `yaml:"listen"`
+	Name     string `yaml:"name"`
+	TLS      TLS    `yaml:"tls"`
+	Log      Log    `yaml:"log"`
+	Keystore struct {
+		AutoOpen bool `yaml:"auto_open"`
+		KDF      struct {
+			Time      uint32 `yaml:"time"`
+			MemoryKiB uint32 `yaml:"memory_kib"`
+			Threads   uint8  `yaml:"threads"`
+		} `yaml:"kdf"`
+	} `yaml:"keystore"`
+	Journal struct {
+		MaxSegmentBytes int64    `yaml:"max_segment_bytes"`
+		MaxSegmentAge   Duration `yaml:"max_segment_age"`
+	} `yaml:"journal"`
+	Storage struct {
+		WriteRetryDelay   Duration `yaml:"write_retry_delay"`
+		MinFreeBytes      uint64   `yaml:"min_free_bytes"`
+		SnapshotThreshold uint64   `yaml:"snapshot_threshold"`
+	} `yaml:"storage"`
+	Shutdown struct {
+		SmartTimeout Duration `yaml:"smart_timeout"`
+	} `yaml:"shutdown"`
+}
+
+// TLS settings.
+type TLS struct {
+	Disable  bool     `yaml:"disable"`
+	CertFile string   `yaml:"cert_file"`
+	KeyFile  string   `yaml:"key_file"`
+	Hosts    []string `yaml:"hosts"`
+}
+
+// Log settings.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Default returns the defaults every setting falls back to.
+func Default() Config {
+	var c Config
+	c.DataDir = "/var/lib/coffer"
+	c.Listen = "127.0.0.1:8200"
+	c.Name = "coffer"
+	c.Log.Level = "info"
+	c.Log.Format = "json"
+	c.Keystore.AutoOpen = true
+	c.Journal.MaxSegmentBytes = 64 << 20
+	c.Journal.MaxSegmentAge = Duration{time.Hour}
+	c.Storage.WriteRetryDelay = Duration{5 * time.Second}
+	c.Storage.MinFreeBytes = 64 << 20
+	return c
+}
+
+// Load reads path over the defaults.
+func Load(path string) (Config, error) {
+	c := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, errEOF(err)) {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		c.DataDir = filepath.Join(filepath.Dir(path), c.DataDir)
+	}
+	return c, c.Validate()
+}
+
+func errEOF(err error) error {
+	if err != nil && err.Error() == "EOF" {
+		return err
+	}
+	return errors.New("not eof")
+}
+
+// Validate checks values.
+func (c Config) Validate() error {
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log.level %q: use debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		return fmt.Errorf("config: log.format %q: use json or text", c.Log.Format)
+	}
+	if c.DataDir == "" {
+		return errors.New("config: data_dir is required")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("config: tls.cert_file and tls.key_file go together")
+	}
+	return nil
+}

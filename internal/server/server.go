@@ -1,0 +1,410 @@
+// Package server runs one Coffer process: it locks the data dir, opens the
+// service, serves HTTPS and the local control socket, and handles signals and
+// the three stop modes (smart, fast, immediate) as a database server does.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/api/rest"
+	"github.com/coffer-kms/coffer/internal/config"
+	"github.com/coffer-kms/coffer/internal/fsutil"
+	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/tlsutil"
+)
+
+// Files in the data dir owned by the server process.
+const (
+	LockFile   = "LOCK"
+	PIDFile    = "coffer.pid"
+	SocketFile = "coffer.sock"
+)
+
+// Stop modes.
+const (
+	StopSmart     = "smart"
+	StopFast      = "fast"
+	StopImmediate = "immediate"
+)
+
+// Options for Run.
+type Options struct {
+	Config     config.Config
+	ConfigPath string // re-read on SIGHUP (log level, TLS files); empty: no reload of settings
+	LogOutput  io.Writer
+	// OnReady runs once the listeners are up (dev mode initialises here).
+	OnReady func(*Server) error
+	// MachineIdentity overrides keystore.DefaultMachineIdentity (tests).
+	MachineIdentity func() ([]byte, error)
+}
+
+// Server is a running Coffer process.
+type Server struct {
+	opts     Options
+	cfg      config.Config
+	Log      *slog.Logger
+	level    *slog.LevelVar
+	Service  *service.Service
+	tlsCerts *tlsutil.Reloader
+	CAFile   string
+	URL      string
+	Socket   string
+
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+	httpSrv    *http.Server
+	sockSrv    *http.Server
+	stopOnce   sync.Once
+	stopMode   chan string
+	done       chan struct{}
+	lock       *os.File
+}
+
+// Run starts the server and blocks until it stops.
+func Run(opts Options) error {
+	s, err := Start(opts)
+	if err != nil {
+		return err
+	}
+	return s.Wait()
+}
+
+// Start brings the server up and returns once it is listening.
+func Start(opts Options) (_ *Server, err error) {
+	cfg := opts.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.LogOutput == nil {
+		opts.LogOutput = os.Stderr
+	}
+	level := new(slog.LevelVar)
+	level.Set(parseLevel(cfg.Log.Level))
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewJSONHandler(opts.LogOutput, hopts)
+	if cfg.Log.Format == "text" {
+		h = slog.NewTextHandler(opts.LogOutput, hopts)
+	}
+	log := slog.New(h)
+
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DataDir = dataDir
+	if err := fsutil.EnsureDir(dataDir); err != nil {
+		return nil, err
+	}
+	lock, err := lockDataDir(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
+
+	svc, err := service.New(service.Config{
+		DataDir:         dataDir,
+		Name:            cfg.Name,
+		KDF:             keystore.KDFParams{Time: cfg.Keystore.KDF.Time, MemoryKiB: cfg.Keystore.KDF.MemoryKiB, Threads: cfg.Keystore.KDF.Threads},
+		MachineIdentity: opts.MachineIdentity,
+		JournalMaxBytes: cfg.Journal.MaxSegmentBytes,
+		JournalMaxAge:   cfg.Journal.MaxSegmentAge.Duration,
+		WriteRetryDelay: cfg.Storage.WriteRetryDelay.Duration,
+		MinFreeBytes:    cfg.Storage.MinFreeBytes,
+		SnapshotEvery:   cfg.Storage.SnapshotThreshold,
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			svc.Close()
+		}
+	}()
+
+	s := &Server{opts: opts, cfg: cfg, Log: log, level: level, Service: svc, lock: lock,
+		stopMode: make(chan string, 1), done: make(chan struct{})}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+
+	var tlsConf *tls.Config
+	if !cfg.TLS.Disable {
+		certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
+		if certFile == "" {
+			dir := filepath.Join(dataDir, "tls")
+			created, err := tlsutil.EnsureGenerated(dir, append(cfg.TLS.Hosts, hostOf(cfg.Listen)))
+			if err != nil {
+				return nil, fmt.Errorf("generate TLS certificates: %w", err)
+			}
+			if created {
+				log.Info("generated a CA and server certificate", "dir", dir)
+			}
+			certFile, keyFile = filepath.Join(dir, tlsutil.CertFile), filepath.Join(dir, tlsutil.KeyFile)
+			s.CAFile = filepath.Join(dir, tlsutil.CAFile)
+		}
+		if s.tlsCerts, err = tlsutil.NewReloader(certFile, keyFile); err != nil {
+			return nil, err
+		}
+		tlsConf = s.tlsCerts.ServerConfig()
+	}
+
+	handler := rest.Handler(svc, rest.Options{Logger: log, Stop: s.Stop})
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	scheme := "http"
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+		scheme = "https"
+	}
+	s.URL = scheme + "://" + ln.Addr().String()
+	s.Socket = filepath.Join(dataDir, SocketFile)
+	os.Remove(s.Socket)
+	sln, err := net.Listen("unix", s.Socket)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on control socket %s: %w", s.Socket, err)
+	}
+	os.Chmod(s.Socket, fsutil.FileMode)
+
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	s.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return s.baseCtx }, ErrorLog: errLog}
+	s.sockSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return rest.WithLocal(s.baseCtx) }, ErrorLog: errLog}
+	go s.httpSrv.Serve(ln)
+	go s.sockSrv.Serve(sln)
+
+	if err := writePID(dataDir, s.URL, s.Socket); err != nil {
+		s.httpSrv.Close()
+		s.sockSrv.Close()
+		return nil, err
+	}
+	log.Info("coffer listening", "url", s.URL, "socket", s.Socket, "data_dir", dataDir, "state", svc.State(), "version", service.Version, "pid", os.Getpid())
+
+	if cfg.Keystore.AutoOpen && svc.State() == service.StateSealed && svc.AutoOpenEnabled() {
+		ctx, cancel := context.WithTimeout(s.baseCtx, time.Minute)
+		if err := svc.OpenAuto(ctx); err != nil {
+			log.Error("auto-open failed; open the keystore with its passphrase", "error", err)
+		}
+		cancel()
+	}
+	if opts.OnReady != nil {
+		if err := opts.OnReady(s); err != nil {
+			s.shutdown(StopFast)
+			return nil, err
+		}
+	}
+	go s.signals()
+	go s.run()
+	return s, nil
+}
+
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+func parseLevel(s string) slog.Level {
+	switch s {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// Stop requests a stop in the given mode and returns at once.
+func (s *Server) Stop(mode string) error {
+	switch mode {
+	case StopSmart, StopFast, StopImmediate:
+	default:
+		return fmt.Errorf("unknown stop mode %q: use smart, fast or immediate", mode)
+	}
+	if mode == StopImmediate {
+		s.Log.Warn("immediate stop: exiting without cleanup; the next start recovers from the raft log and journal")
+		os.Exit(3)
+	}
+	select {
+	case s.stopMode <- mode:
+	default:
+		// A stop is already under way; a fast request may upgrade a smart one.
+		if mode == StopFast {
+			s.cancelBase()
+			s.httpSrv.Close()
+		}
+	}
+	return nil
+}
+
+// Wait blocks until the server has stopped.
+func (s *Server) Wait() error {
+	<-s.done
+	return nil
+}
+
+func (s *Server) run() {
+	mode := <-s.stopMode
+	s.shutdown(mode)
+}
+
+func (s *Server) shutdown(mode string) {
+	s.stopOnce.Do(func() {
+		defer close(s.done)
+		s.Log.Info("stopping", "mode", mode)
+		switch mode {
+		case StopFast:
+			s.cancelBase()
+			s.httpSrv.Close()
+			s.sockSrv.Close()
+		default:
+			ctx := context.Background()
+			if d := s.cfg.Shutdown.SmartTimeout.Duration; d > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, d)
+				defer cancel()
+			}
+			if err := s.httpSrv.Shutdown(ctx); err != nil {
+				s.Log.Warn("smart stop timed out; cancelling remaining requests", "error", err)
+				s.cancelBase()
+				s.httpSrv.Close()
+			}
+			s.sockSrv.Shutdown(ctx)
+			s.sockSrv.Close()
+		}
+		if err := s.Service.Close(); err != nil {
+			s.Log.Error("close service", "error", err)
+		}
+		os.Remove(s.Socket)
+		os.Remove(filepath.Join(s.cfg.DataDir, PIDFile))
+		s.lock.Close()
+		s.Log.Info("stopped", "mode", mode)
+	})
+}
+
+func (s *Server) signals() {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-s.done:
+			return
+		case sig := <-ch:
+			switch sig {
+			case syscall.SIGTERM:
+				s.Stop(StopSmart)
+			case syscall.SIGINT:
+				s.Stop(StopFast)
+			case syscall.SIGQUIT:
+				s.Stop(StopImmediate)
+			case syscall.SIGHUP:
+				s.Reload()
+			case syscall.SIGUSR2:
+				if seg, err := s.Service.RotateJournal(); err != nil {
+					s.Log.Error("journal rotation on SIGUSR2 failed", "error", err)
+				} else {
+					s.Log.Info("journal rotated on SIGUSR2", "closed", seg.Name)
+				}
+			}
+		}
+	}
+}
+
+// Reload re-reads the TLS certificate and the log level (SIGHUP).
+func (s *Server) Reload() {
+	if s.opts.ConfigPath != "" {
+		if c, err := config.Load(s.opts.ConfigPath); err != nil {
+			s.Log.Error("reload: config not reloaded", "error", err)
+		} else {
+			s.level.Set(parseLevel(c.Log.Level))
+			s.Log.Info("reload: log level set", "level", c.Log.Level)
+		}
+	}
+	if s.tlsCerts != nil {
+		if err := s.tlsCerts.Reload(); err != nil {
+			s.Log.Error("reload: TLS certificate not reloaded; the old one stays in use", "error", err)
+		} else {
+			s.Log.Info("reload: TLS certificate reloaded")
+		}
+	}
+}
+
+// lockDataDir takes an exclusive lock so two servers never share a data dir.
+func lockDataDir(dir string) (*os.File, error) {
+	p := filepath.Join(dir, LockFile)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, fsutil.FileMode)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		pid, _, _ := ReadPID(dir)
+		return nil, fmt.Errorf("data dir %s is in use by another coffer process (pid %d): %w", dir, pid, err)
+	}
+	return f, nil
+}
+
+// Locked reports whether a server holds the data dir's lock.
+func Locked(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, LockFile))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return true
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
+func writePID(dir, url, sock string) error {
+	return fsutil.WriteFile(filepath.Join(dir, PIDFile), []byte(fmt.Sprintf("%d\n%s\n%s\n", os.Getpid(), url, sock)))
+}
+
+// ReadPID returns the pid and URL written by a running server.
+func ReadPID(dir string) (pid int, url string, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
+	if err != nil {
+		return 0, "", err
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	pid, err = strconv.Atoi(strings.TrimSpace(lines[0]))
+	if err != nil {
+		return 0, "", fmt.Errorf("malformed %s: %w", PIDFile, err)
+	}
+	if len(lines) > 1 {
+		url = lines[1]
+	}
+	return pid, url, nil
+}
+
+// ErrNotRunning means no server holds the data dir.
+var ErrNotRunning = errors.New("no server is running on this data dir")

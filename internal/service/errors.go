@@ -1,0 +1,34 @@
+package service
+
+import (
+	"errors"
+
+	"github.com/coffer-kms/coffer/internal/keystore"
+)
+
+// Sentinel errors. Transports map these to status codes through one table each.
+var (
+	ErrUninitialized   = errors.New("keystore is not initialised")
+	ErrAlreadyInit     = errors.New("keystore is already initialised")
+	ErrSealed          = errors.New("keystore is sealed")
+	ErrAlreadyOpen     = errors.New("keystore is already open")
+	ErrInvalid         = errors.New("invalid request")
+	ErrNotFound        = errors.New("not found")
+	ErrConflict        = errors.New("conflict")
+	ErrUnauthenticated = errors.New("missing or invalid token")
+	ErrForbidden       = errors.New("permission denied")
+	// ErrWriteUnavailable: writes are refused (disk full, failing storage); reads continue.
+	ErrWriteUnavailable = errors.New("writes are unavailable")
+	ErrUnavailable      = errors.New("service unavailable")
+	ErrStopping         = errors.New("server is shutting down")
+)
+
+// Keystore errors a transport may want to name precisely (they arrive wrapped
+// together with ErrInvalid or ErrUninitialized).
+var (
+	ErrWrongPassphrase  = keystore.ErrWrongPassphrase
+	ErrPassphraseLength = keystore.ErrPassphraseLength
+	ErrMachineMismatch  = keystore.ErrMachineMismatch
+	ErrAutoOpenDisabled = keystore.ErrAutoOpenDisabled
+	ErrAutoOpenStale    = keystore.ErrAutoOpenStale
+)

@@ -1,0 +1,629 @@
+// Package service is Coffer's domain layer: the keystore lifecycle, secrets and
+// tokens. Every mutation becomes one command applied through the cluster; reads
+// go to the local state. Transports (REST, Vault, KMIP) call only this package.
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/barrier"
+	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/fsutil"
+	"github.com/coffer-kms/coffer/internal/journal"
+	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+// Version of the software, set by the build.
+var Version = "0.1.0-dev"
+
+// Config of the service.
+type Config struct {
+	DataDir string
+	// Name prefixes journal segments (<name>-<YYYYMMDDhhmmss>.recovery).
+	Name            string
+	KDF             keystore.KDFParams
+	MachineIdentity func() ([]byte, error)
+	JournalMaxBytes int64
+	JournalMaxAge   time.Duration
+	// WriteRetryDelay: pause between retries of a failed state/journal write,
+	// and how long writes stay refused after a raft log write error.
+	WriteRetryDelay time.Duration
+	// MinFreeBytes: writes are refused while the data dir's filesystem has less free.
+	MinFreeBytes  uint64
+	ApplyTimeout  time.Duration
+	SnapshotEvery uint64 // raft snapshot threshold (entries); 0 = default
+	Logger        *slog.Logger
+}
+
+// Lifecycle states.
+const (
+	StateUninitialized = "uninitialized"
+	StateSealed        = "sealed"
+	StateOpen          = "open"
+)
+
+// Service is one Coffer node's domain core.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	ks   *keystore.Store
+	st   *state.Store
+	node *cluster.Node
+	bar  *barrier.Barrier
+
+	mu    sync.RWMutex // lifecycle: held for writing while opening/sealing
+	ring  *keystore.Keyring
+	jr    *journal.Journal
+	state string
+
+	writeErr  atomic.Pointer[Alert] // raft log / disk guard
+	stopRetry chan struct{}
+	nameLocks [64]sync.Mutex
+	started   time.Time
+	closed    atomic.Bool
+}
+
+// Alert is a condition an operator must see.
+type Alert struct {
+	Component string    `json:"component"`
+	Message   string    `json:"message"`
+	Since     time.Time `json:"since"`
+}
+
+// Paths inside the data dir.
+func KeystoreDir(dataDir string) string { return filepath.Join(dataDir, "keystore") }
+func JournalDir(dataDir string) string  { return filepath.Join(dataDir, "journal") }
+func StatePath(dataDir string) string   { return filepath.Join(dataDir, "state.db") }
+func RaftDir(dataDir string) string     { return filepath.Join(dataDir, "raft") }
+
+// New opens the data dir (state, raft log) without opening the keystore.
+func New(cfg Config) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "coffer"
+	}
+	if cfg.WriteRetryDelay <= 0 {
+		cfg.WriteRetryDelay = 5 * time.Second
+	}
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	if err := fsutil.EnsureDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	nodeID, err := loadNodeID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := state.Open(StatePath(cfg.DataDir), state.Options{Logger: cfg.Logger, RetryDelay: cfg.WriteRetryDelay})
+	if err != nil {
+		return nil, err
+	}
+	node, err := cluster.Open(cluster.Config{Dir: RaftDir(cfg.DataDir), NodeID: nodeID, Logger: cfg.Logger,
+		SnapshotThreshold: cfg.SnapshotEvery, StableRetryDelay: cfg.WriteRetryDelay})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s := &Service{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		ks:      keystore.New(KeystoreDir(cfg.DataDir), keystore.Options{KDF: cfg.KDF, MachineIdentity: cfg.MachineIdentity,
+			Warn: func(err error) { cfg.Logger.Warn("keystore", "warning", err) }}),
+		st:      st,
+		node:    node,
+		bar:     barrier.New(),
+		started: time.Now(),
+	}
+	s.state = StateSealed
+	if ok, err := s.ks.Exists(); err != nil {
+		s.Close()
+		return nil, err
+	} else if !ok {
+		s.state = StateUninitialized
+	}
+	return s, nil
+}
+
+func loadNodeID(dir string) (string, error) {
+	p := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(p)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read node id: %w", err)
+	}
+	id := "node-" + randHex(6)
+	if err := fsutil.WriteFile(p, []byte(id+"\n")); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// State is uninitialized, sealed or open.
+func (s *Service) State() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.state
+}
+
+// Init creates the keystore with its first master key, opens it, and returns
+// the root token (shown once; only its hash is stored).
+func (s *Service) Init(ctx context.Context, passphrase []byte) (rootToken string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != StateUninitialized {
+		return "", ErrAlreadyInit
+	}
+	ring, err := s.ks.Init(passphrase)
+	if err != nil {
+		return "", mapKeystoreErr(err)
+	}
+	if err := s.openLocked(ctx, ring); err != nil {
+		return "", fmt.Errorf("open new keystore: %w", err)
+	}
+	tok, err := s.createTokenLocked(ctx, "root", "root")
+	if err != nil {
+		return "", err
+	}
+	s.log.Info("keystore initialised", "generation", ring.Current())
+	return tok, nil
+}
+
+// Open opens the keystore with the passphrase and starts serving.
+func (s *Service) Open(ctx context.Context, passphrase []byte) error {
+	return s.open(ctx, func() (*keystore.Keyring, error) { return s.ks.Open(passphrase) })
+}
+
+// OpenAuto opens the keystore with keystore.aks.
+func (s *Service) OpenAuto(ctx context.Context) error {
+	return s.open(ctx, s.ks.OpenAuto)
+}
+
+func (s *Service) open(ctx context.Context, get func() (*keystore.Keyring, error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case StateUninitialized:
+		return ErrUninitialized
+	case StateOpen:
+		return ErrAlreadyOpen
+	}
+	ring, err := get()
+	if err != nil {
+		return mapKeystoreErr(err)
+	}
+	return s.openLocked(ctx, ring)
+}
+
+// openLocked loads the data keys, repairs and completes the journal from the
+// raft log, starts raft, and finishes an interrupted init or MEK rotation.
+func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err error) {
+	keys, current, err := s.st.DEKs()
+	if err != nil {
+		return fmt.Errorf("read data keys: %w", err)
+	}
+	if err := s.bar.Unseal(ring, keys, current); err != nil {
+		return fmt.Errorf("load data keys: %w", err)
+	}
+	jr, err := journal.Open(journal.Options{Dir: JournalDir(s.cfg.DataDir), Name: s.cfg.Name,
+		MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge})
+	if err != nil {
+		s.bar.Drop()
+		return fmt.Errorf("open journal: %w", err)
+	}
+	if r := jr.Repaired(); r != nil {
+		s.log.Warn("journal torn tail repaired", "file", r.File, "offset", r.Offset, "dropped_bytes", r.DroppedBytes, "reason", r.Reason)
+	}
+	defer func() {
+		if err != nil {
+			s.node.Stop()
+			s.st.Detach()
+			jr.Close()
+			s.bar.Drop()
+		}
+	}()
+	s.st.Attach(jr, s.node.LogStore(), s.bar)
+	if err := s.st.FillJournal(); err != nil {
+		return fmt.Errorf("complete journal from raft log: %w", err)
+	}
+	if err := s.node.Start(s.st); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := s.node.WaitLeader(wctx); err != nil {
+		return err
+	}
+	s.ring, s.jr, s.state = ring, jr, StateOpen
+	s.stopRetry = make(chan struct{})
+	go s.retryLoop(s.stopRetry)
+	defer func() {
+		if err != nil {
+			s.ring, s.jr, s.state = nil, nil, StateSealed
+		}
+	}()
+	if s.st.ClusterID() == "" {
+		wk, err := barrier.NewKey(ring, 1, time.Now())
+		if err != nil {
+			return err
+		}
+		if err := s.applyLocked(ctx, state.TypeClusterInit, state.ClusterInit{ClusterID: "cl-" + randHex(8), Key: wk}); err != nil {
+			return fmt.Errorf("initialise cluster state: %w", err)
+		}
+	}
+	if err := s.rewrapLocked(ctx); err != nil {
+		return err
+	}
+	s.log.Info("keystore open", "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
+	return nil
+}
+
+// rewrapLocked re-wraps every data key not wrapped by the current MEK
+// generation (completes a rotation that was interrupted, or was just done).
+func (s *Service) rewrapLocked(ctx context.Context) error {
+	keys, _, err := s.st.DEKs()
+	if err != nil {
+		return err
+	}
+	var out []barrier.WrappedKey
+	for _, wk := range keys {
+		if wk.MEKGen == s.ring.Current() {
+			continue
+		}
+		nk, err := barrier.Rewrap(s.ring, wk)
+		if err != nil {
+			return err
+		}
+		out = append(out, nk)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	if err := s.applyLocked(ctx, state.TypeDEKRewrap, out); err != nil {
+		return fmt.Errorf("re-wrap data keys under MEK generation %d: %w", s.ring.Current(), err)
+	}
+	s.log.Info("data keys re-wrapped", "count", len(out), "generation", s.ring.Current())
+	return nil
+}
+
+// Seal stops raft and drops every key from memory.
+func (s *Service) Seal(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case StateUninitialized:
+		return ErrUninitialized
+	case StateSealed:
+		return ErrSealed
+	}
+	return s.sealLocked()
+}
+
+func (s *Service) sealLocked() error {
+	if s.stopRetry != nil {
+		close(s.stopRetry)
+		s.stopRetry = nil
+	}
+	err := s.node.Stop()
+	s.st.Detach()
+	if s.jr != nil {
+		if cerr := s.jr.Close(); err == nil {
+			err = cerr
+		}
+	}
+	s.bar.Drop()
+	s.ring, s.jr, s.state = nil, nil, StateSealed
+	s.log.Info("keystore sealed")
+	return err
+}
+
+// RotateMasterKey adds a new MEK generation and re-wraps the data keys.
+func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.requireOpenLocked(); err != nil {
+		return 0, err
+	}
+	if err := s.writableLocked(); err != nil {
+		return 0, err
+	}
+	ring, err := s.ks.Rotate(s.ring)
+	if err != nil {
+		return 0, mapKeystoreErr(err)
+	}
+	s.ring = ring
+	s.bar.SetKeyring(ring)
+	if err := s.rewrapLocked(ctx); err != nil {
+		// The keystore has the new generation; the next open finishes the re-wrap.
+		return ring.Current(), err
+	}
+	s.log.Info("master key rotated", "generation", ring.Current())
+	return ring.Current(), nil
+}
+
+// ChangePassphrase re-seals the keystore under a new passphrase.
+func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == StateUninitialized {
+		return ErrUninitialized
+	}
+	ring, err := s.ks.ChangePassphrase(old, new)
+	if err != nil {
+		return mapKeystoreErr(err)
+	}
+	if s.state == StateOpen {
+		s.ring = ring
+		s.bar.SetKeyring(ring)
+	}
+	s.log.Info("keystore passphrase changed")
+	return nil
+}
+
+// EnableAutoOpen writes keystore.aks for this machine.
+func (s *Service) EnableAutoOpen(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.requireOpenLocked(); err != nil {
+		return err
+	}
+	if err := s.ks.EnableAutoOpen(s.ring); err != nil {
+		return mapKeystoreErr(err)
+	}
+	s.log.Info("auto-open enabled")
+	return nil
+}
+
+// DisableAutoOpen deletes keystore.aks.
+func (s *Service) DisableAutoOpen(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == StateUninitialized {
+		return ErrUninitialized
+	}
+	if err := s.ks.DisableAutoOpen(); err != nil {
+		return mapKeystoreErr(err)
+	}
+	s.log.Info("auto-open disabled")
+	return nil
+}
+
+// AutoOpenEnabled reports whether keystore.aks exists.
+func (s *Service) AutoOpenEnabled() bool {
+	ok, _ := s.ks.AutoOpenEnabled()
+	return ok
+}
+
+// RotateDataKey creates a new data key used for new writes.
+func (s *Service) RotateDataKey(ctx context.Context) (uint32, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.requireOpenLocked(); err != nil {
+		return 0, err
+	}
+	keys, _, err := s.st.DEKs()
+	if err != nil {
+		return 0, err
+	}
+	var max uint32
+	for _, k := range keys {
+		if k.ID > max {
+			max = k.ID
+		}
+	}
+	wk, err := barrier.NewKey(s.ring, max+1, time.Now())
+	if err != nil {
+		return 0, err
+	}
+	if err := s.applyLocked(ctx, state.TypeDEKCreate, wk); err != nil {
+		return 0, err
+	}
+	return wk.ID, nil
+}
+
+// RotateJournal closes the open segment and starts a new one.
+func (s *Service) RotateJournal() (journal.SegmentInfo, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.requireOpenLocked(); err != nil {
+		return journal.SegmentInfo{}, err
+	}
+	seg, err := s.jr.Rotate()
+	if err == nil {
+		s.log.Info("journal rotated", "closed", seg.Name, "last_index", seg.LastIndex)
+	}
+	return seg, err
+}
+
+// JournalSegments lists segments; it works sealed too (reads the files).
+func (s *Service) JournalSegments() ([]journal.SegmentInfo, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.jr != nil {
+		return s.jr.Segments(), nil
+	}
+	return journal.ListSegments(JournalDir(s.cfg.DataDir))
+}
+
+func (s *Service) requireOpenLocked() error {
+	switch s.state {
+	case StateUninitialized:
+		return ErrUninitialized
+	case StateSealed:
+		return ErrSealed
+	}
+	return nil
+}
+
+// writableLocked refuses writes while storage is failing or the disk is
+// nearly full, so that nothing is half-written and reads keep working.
+func (s *Service) writableLocked() error {
+	if s.closed.Load() {
+		return ErrStopping
+	}
+	if h := s.st.Health(); h != nil {
+		return fmt.Errorf("%w: %s write failing since %s (%s); retrying every %s", ErrWriteUnavailable,
+			h.Component, h.Since.Format(time.RFC3339), h.Error, s.cfg.WriteRetryDelay)
+	}
+	if err := s.checkDisk(); err != nil {
+		return err
+	}
+	if a := s.writeErr.Load(); a != nil {
+		if time.Since(a.Since) >= s.cfg.WriteRetryDelay {
+			s.writeErr.CompareAndSwap(a, nil) // retry: let this write probe
+		} else {
+			return fmt.Errorf("%w: %s (since %s; retrying after %s)", ErrWriteUnavailable, a.Message, a.Since.Format(time.RFC3339), s.cfg.WriteRetryDelay)
+		}
+	}
+	return nil
+}
+
+// retryLoop retries a failed journal write every WriteRetryDelay while open,
+// so the node recovers once the disk has room again even with no new writes.
+func (s *Service) retryLoop(stop chan struct{}) {
+	t := time.NewTicker(s.cfg.WriteRetryDelay)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if h := s.st.Health(); h != nil && h.Component == "journal" {
+				s.st.FillJournal()
+			}
+			s.checkDisk()
+		}
+	}
+}
+
+// checkDisk refuses writes while the data dir's filesystem is below
+// MinFreeBytes, and clears the alert once space is back.
+func (s *Service) checkDisk() error {
+	if s.cfg.MinFreeBytes == 0 {
+		return nil
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(s.cfg.DataDir, &fs); err != nil {
+		return nil
+	}
+	free := fs.Bavail * uint64(fs.Bsize)
+	if free < s.cfg.MinFreeBytes {
+		msg := fmt.Sprintf("data directory %s has %d bytes free, below min_free_bytes %d: writes paused until space is freed", s.cfg.DataDir, free, s.cfg.MinFreeBytes)
+		s.raise("disk", msg)
+		return fmt.Errorf("%w: %s", ErrWriteUnavailable, msg)
+	}
+	if a := s.writeErr.Load(); a != nil && a.Component == "disk" {
+		s.writeErr.CompareAndSwap(a, nil)
+		s.log.Info("disk space available again; writes resume")
+	}
+	return nil
+}
+
+func (s *Service) raise(component, msg string) {
+	old := s.writeErr.Load()
+	if old != nil && old.Component == component && old.Message == msg {
+		return
+	}
+	a := &Alert{Component: component, Message: msg, Since: time.Now().UTC()}
+	if s.writeErr.CompareAndSwap(old, a) {
+		s.log.Error("writes refused", "component", component, "reason", msg)
+	}
+}
+
+// apply proposes one command (lifecycle read-locked by the caller).
+func (s *Service) applyLocked(ctx context.Context, t state.Type, body any) error {
+	_, err := s.applyResult(ctx, t, body)
+	return err
+}
+
+func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any, error) {
+	if err := s.writableLocked(); err != nil {
+		return nil, err
+	}
+	cmd, err := state.NewCommand(t, time.Now(), body)
+	if err != nil {
+		return nil, err
+	}
+	actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	res, err := s.node.Apply(actx, cmd.Marshal())
+	if err != nil {
+		if errors.Is(err, cluster.ErrStopped) {
+			return nil, ErrStopping
+		}
+		s.raise("raft", "raft log write failed: "+err.Error())
+		return nil, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
+	}
+	if e, ok := res.(error); ok {
+		return nil, mapStateErr(e)
+	}
+	return res, nil
+}
+
+func mapStateErr(err error) error {
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case errors.Is(err, state.ErrConflict), errors.Is(err, state.ErrExists):
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
+}
+
+func mapKeystoreErr(err error) error {
+	switch {
+	case errors.Is(err, keystore.ErrNotInitialized):
+		return fmt.Errorf("%w: %w", ErrUninitialized, err)
+	case errors.Is(err, keystore.ErrAlreadyInitialized):
+		return fmt.Errorf("%w: %w", ErrAlreadyInit, err)
+	case errors.Is(err, keystore.ErrWrongPassphrase), errors.Is(err, keystore.ErrPassphraseLength),
+		errors.Is(err, keystore.ErrAutoOpenDisabled), errors.Is(err, keystore.ErrMachineMismatch),
+		errors.Is(err, keystore.ErrAutoOpenStale):
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return err
+}
+
+// Close seals and closes everything (idempotent).
+func (s *Service) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	if s.state == StateOpen {
+		err = s.sealLocked()
+	}
+	if cerr := s.node.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := s.st.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

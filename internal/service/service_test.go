@@ -1,0 +1,299 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/journal"
+	"github.com/coffer-kms/coffer/internal/keystore"
+)
+
+var cheapKDF = keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
+const pass = "service-test-pass"
+
+func newSvc(t testing.TB, dir string) *Service {
+	t.Helper()
+	s, err := New(Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond,
+		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestInitPutGetReopen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := newSvc(t, dir)
+	if s.State() != StateUninitialized {
+		t.Fatalf("state %s", s.State())
+	}
+	if _, err := s.PutSecret(ctx, "a", []byte("x")); !errors.Is(err, ErrUninitialized) {
+		t.Fatalf("put before init: %v", err)
+	}
+	tok, err := s.Init(ctx, []byte(pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Init(ctx, []byte(pass)); !errors.Is(err, ErrAlreadyInit) {
+		t.Fatalf("init twice: %v", err)
+	}
+	if id, err := s.Authenticate(tok); err != nil || id.Policy != "root" {
+		t.Fatalf("root token: %v %+v", err, id)
+	}
+	for i := 1; i <= 3; i++ {
+		v, err := s.PutSecret(ctx, "db/tde", []byte(fmt.Sprintf("key-%d", i)))
+		if err != nil || v != uint64(i) {
+			t.Fatalf("put %d: v=%d err=%v", i, v, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = newSvc(t, dir)
+	defer s.Close()
+	if s.State() != StateSealed {
+		t.Fatalf("after restart: %s", s.State())
+	}
+	if _, err := s.GetSecret(ctx, "db/tde", 0); !errors.Is(err, ErrSealed) {
+		t.Fatalf("read sealed: %v", err)
+	}
+	if err := s.Open(ctx, []byte("wrong-passphrase")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(ctx, []byte(pass)); !errors.Is(err, ErrAlreadyOpen) {
+		t.Fatalf("open twice: %v", err)
+	}
+	for i := 1; i <= 3; i++ {
+		sec, err := s.GetSecret(ctx, "db/tde", uint64(i))
+		if err != nil || string(sec.Value) != fmt.Sprintf("key-%d", i) {
+			t.Fatalf("get v%d: %q %v", i, sec.Value, err)
+		}
+	}
+	if _, err := s.GetSecret(ctx, "db/tde", 9); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing version: %v", err)
+	}
+	if _, err := s.Authenticate("cof_nope"); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("bad token: %v", err)
+	}
+}
+
+func TestRotationsKeepDataReadable(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := newSvc(t, dir)
+	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	s.PutSecret(ctx, "k", []byte("before"))
+	gen, err := s.RotateMasterKey(ctx)
+	if err != nil || gen != 2 {
+		t.Fatalf("rotate: %d %v", gen, err)
+	}
+	// Every data key is now wrapped by generation 2.
+	keys, _, _ := s.st.DEKs()
+	for _, k := range keys {
+		if k.MEKGen != 2 {
+			t.Fatalf("data key %d still wrapped by generation %d", k.ID, k.MEKGen)
+		}
+	}
+	dek, err := s.RotateDataKey(ctx)
+	if err != nil || dek != 2 {
+		t.Fatalf("rotate data key: %d %v", dek, err)
+	}
+	s.PutSecret(ctx, "k", []byte("after"))
+	if err := s.ChangePassphrase(ctx, []byte(pass), []byte(pass+"2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnableAutoOpen(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = newSvc(t, dir)
+	defer s.Close()
+	if err := s.OpenAuto(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for v, want := range map[uint64]string{1: "before", 2: "after"} {
+		sec, err := s.GetSecret(ctx, "k", v)
+		if err != nil || string(sec.Value) != want {
+			t.Fatalf("v%d: %q %v", v, sec.Value, err)
+		}
+	}
+	if st := s.Status(); st.KeystoreGeneration != 2 || st.DataKey != 2 || !st.AutoOpen {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestJournalHasEveryCommand: the journal holds one record per applied
+// command, decrypts with the data keys, and its payload is never plaintext.
+func TestJournalHasEveryCommand(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := newSvc(t, dir)
+	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("very-secret-value-123456")
+	for i := 0; i < 10; i++ {
+		if _, err := s.PutSecret(ctx, fmt.Sprintf("s%d", i), secret); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RotateJournal(); err != nil {
+		t.Fatal(err)
+	}
+	s.PutSecret(ctx, "last", secret)
+	applied := s.st.AppliedIndex()
+	n := 0
+	err := journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+		n++
+		if r.Payload == nil {
+			return fmt.Errorf("record %d not decrypted", r.Index)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// cluster-init, token, 10 puts, last put, plus the raft configuration entry.
+	if n != 14 {
+		t.Fatalf("journal records = %d, want 14", n)
+	}
+	if s.jr.LastIndex() != applied {
+		t.Fatalf("journal last %d, applied %d", s.jr.LastIndex(), applied)
+	}
+	s.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
+	files2, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, f := range append(files, files2...) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if bytes.Contains(b, secret) || bytes.Contains(b, []byte(pass)) {
+			t.Fatalf("plaintext secret found at rest in %s", f)
+		}
+	}
+}
+
+// TestJournalRebuiltFromRaftLog: records missing from the journal (a crash
+// between the state commit and the journal write) are rebuilt at open.
+func TestJournalRebuiltFromRaftLog(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := newSvc(t, dir)
+	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		s.PutSecret(ctx, fmt.Sprintf("s%d", i), []byte("v"))
+	}
+	applied := s.st.AppliedIndex()
+	s.Close()
+	// Drop the journal entirely: every record must come back from the raft log.
+	os.RemoveAll(JournalDir(dir))
+	s = newSvc(t, dir)
+	defer s.Close()
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.jr.LastIndex(); got < applied {
+		t.Fatalf("journal rebuilt to %d, applied %d", got, applied)
+	}
+	if _, err := journal.Verify(JournalDir(dir), s.bar); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	s := newSvc(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.Init(ctx, []byte("1234567")); !errors.Is(err, ErrPassphraseLength) {
+		t.Fatalf("7 bytes: %v", err)
+	}
+	if _, err := s.Init(ctx, bytes.Repeat([]byte("a"), 201)); !errors.Is(err, ErrPassphraseLength) {
+		t.Fatalf("201 bytes: %v", err)
+	}
+	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"", "../x", "a b", "-x", string(bytes.Repeat([]byte("a"), 300))} {
+		if _, err := s.PutSecret(ctx, name, []byte("v")); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("name %q: %v", name, err)
+		}
+	}
+	if _, err := s.PutSecret(ctx, "big", make([]byte, MaxSecretBytes+1)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("oversized: %v", err)
+	}
+}
+
+// --- benchmarks: acknowledged writes per second (group commit), reads per second.
+
+func benchWrites(b *testing.B, writers int) {
+	dir := b.TempDir()
+	ctx := context.Background()
+	s := newSvc(b, dir)
+	defer s.Close()
+	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+		b.Fatal(err)
+	}
+	val := bytes.Repeat([]byte("k"), 32)
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := (b.N + writers - 1) / writers
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				if _, err := s.PutSecret(ctx, fmt.Sprintf("w%d-%d", w, i), val); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	b.ReportMetric(float64(per*writers)/b.Elapsed().Seconds(), "writes/s")
+}
+
+func BenchmarkWrite1(b *testing.B)  { benchWrites(b, 1) }
+func BenchmarkWrite8(b *testing.B)  { benchWrites(b, 8) }
+func BenchmarkWrite64(b *testing.B) { benchWrites(b, 64) }
+
+func BenchmarkRead(b *testing.B) {
+	ctx := context.Background()
+	s := newSvc(b, b.TempDir())
+	defer s.Close()
+	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		s.PutSecret(ctx, fmt.Sprintf("r%d", i), []byte("value-of-32-bytes-for-the-bench!"))
+	}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, err := s.GetSecret(ctx, fmt.Sprintf("r%d", i%1000), 0); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+}

@@ -1,0 +1,85 @@
+package service
+
+import (
+	"crypto/rand"
+	"os"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/cluster"
+)
+
+func randRead(b []byte) {
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+}
+
+// Status is what `coffer status` shows. It never contains secrets.
+type Status struct {
+	State              string         `json:"state"`
+	Initialized        bool           `json:"initialized"`
+	Sealed             bool           `json:"sealed"`
+	Version            string         `json:"version"`
+	PID                int            `json:"pid"`
+	DataDir            string         `json:"data_dir"`
+	StartedAt          time.Time      `json:"started_at"`
+	ClusterID          string         `json:"cluster_id,omitempty"`
+	KeystoreGeneration uint32         `json:"keystore_generation,omitempty"`
+	AutoOpen           bool           `json:"auto_open"`
+	DataKey            uint32         `json:"current_data_key,omitempty"`
+	AppliedIndex       uint64         `json:"applied_index"`
+	Journal            JournalStatus  `json:"journal"`
+	Raft               cluster.Status `json:"raft"`
+	Writable           bool           `json:"writable"`
+	Alerts             []Alert        `json:"alerts"`
+}
+
+// JournalStatus is the journal position.
+type JournalStatus struct {
+	Segment   string `json:"segment,omitempty"`
+	LastIndex uint64 `json:"last_index"`
+	Segments  int    `json:"segments"`
+}
+
+// Status reports the node's state.
+func (s *Service) Status() Status {
+	s.checkDisk()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := Status{
+		State:        s.state,
+		Initialized:  s.state != StateUninitialized,
+		Sealed:       s.state != StateOpen,
+		Version:      Version,
+		PID:          os.Getpid(),
+		DataDir:      s.cfg.DataDir,
+		StartedAt:    s.started.UTC(),
+		ClusterID:    s.st.ClusterID(),
+		AutoOpen:     s.AutoOpenEnabled(),
+		AppliedIndex: s.st.AppliedIndex(),
+		Raft:         s.node.Status(),
+		Alerts:       []Alert{},
+	}
+	if s.ring != nil {
+		st.KeystoreGeneration = s.ring.Current()
+		st.DataKey = s.bar.Current()
+	}
+	var segs int
+	if s.jr != nil {
+		all := s.jr.Segments()
+		segs = len(all)
+		if segs > 0 {
+			st.Journal.Segment = all[segs-1].Name
+		}
+		st.Journal.LastIndex = s.jr.LastIndex()
+		st.Journal.Segments = segs
+	}
+	if h := s.st.Health(); h != nil {
+		st.Alerts = append(st.Alerts, Alert{Component: h.Component, Message: h.Error, Since: h.Since})
+	}
+	if a := s.writeErr.Load(); a != nil {
+		st.Alerts = append(st.Alerts, *a)
+	}
+	st.Writable = s.state == StateOpen && len(st.Alerts) == 0
+	return st
+}

@@ -1,0 +1,154 @@
+// Package tlsutil creates Coffer's certificate authority and server
+// certificate, and serves a certificate that can be reloaded on SIGHUP.
+package tlsutil
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/fsutil"
+)
+
+// Files of the generated TLS material inside <data-dir>/tls.
+const (
+	CAFile   = "ca.crt"
+	CAKey    = "ca.key"
+	CertFile = "server.crt"
+	KeyFile  = "server.key"
+)
+
+// EnsureGenerated creates a CA and a server certificate in dir unless they
+// exist. hosts are DNS names or IPs for the server certificate (localhost,
+// 127.0.0.1 and ::1 are always included).
+func EnsureGenerated(dir string, hosts []string) (created bool, err error) {
+	if _, err := os.Stat(filepath.Join(dir, CertFile)); err == nil {
+		return false, nil
+	}
+	if err := fsutil.EnsureDir(dir); err != nil {
+		return false, err
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return false, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "Coffer CA", Organization: []string{"Coffer"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return false, fmt.Errorf("create CA certificate: %w", err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return false, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "coffer server", Organization: []string{"Coffer"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(2, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	all := append([]string{"localhost", "127.0.0.1", "::1"}, hosts...)
+	if hn, err := os.Hostname(); err == nil && hn != "" {
+		all = append(all, hn)
+	}
+	seen := map[string]bool{}
+	for _, h := range all {
+		if h == "" || seen[h] {
+			continue
+		}
+		seen[h] = true
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &srvKey.PublicKey, caKey)
+	if err != nil {
+		return false, fmt.Errorf("create server certificate: %w", err)
+	}
+	write := func(name, typ string, b []byte) error {
+		return fsutil.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}))
+	}
+	caKeyDER, _ := x509.MarshalECPrivateKey(caKey)
+	srvKeyDER, _ := x509.MarshalECPrivateKey(srvKey)
+	// Server cert last: its presence marks the set complete.
+	for _, f := range []struct {
+		n, t string
+		b    []byte
+	}{
+		{CAKey, "EC PRIVATE KEY", caKeyDER}, {CAFile, "CERTIFICATE", caDER},
+		{KeyFile, "EC PRIVATE KEY", srvKeyDER}, {CertFile, "CERTIFICATE", der},
+	} {
+		if err := write(f.n, f.t, f.b); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return n
+}
+
+// Reloader serves the current certificate and reloads it from files on demand.
+type Reloader struct {
+	certFile, keyFile string
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+// NewReloader loads the key pair.
+func NewReloader(certFile, keyFile string) (*Reloader, error) {
+	r := &Reloader{certFile: certFile, keyFile: keyFile}
+	return r, r.Reload()
+}
+
+// Reload re-reads the files; on error the old certificate stays in use.
+func (r *Reloader) Reload() error {
+	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate %s: %w", r.certFile, err)
+	}
+	r.cur.Store(&c)
+	return nil
+}
+
+// GetCertificate implements tls.Config.GetCertificate.
+func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c := r.cur.Load()
+	if c == nil {
+		return nil, errors.New("no certificate loaded")
+	}
+	return c, nil
+}
+
+// ServerConfig is a TLS 1.2+ server config using r.
+func (r *Reloader) ServerConfig() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+}

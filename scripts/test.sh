@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what the tests need and run every test. CI (.ci/run) calls this.
+# Needs: Go (the version in go.mod) and root for the disk-full test (it mounts
+# a small tmpfs). Under CI=true a missing component is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+need_pkgs=()
+command -v mount >/dev/null || need_pkgs+=(mount)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing ${need_pkgs[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
+  else
+    echo "missing: ${need_pkgs[*]} (apt-get install ${need_pkgs[*]})" >&2
+    exit 1
+  fi
+fi
+
+log "go vet"
+go vet ./...
+
+log "gofmt"
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then echo "gofmt needed: $bad" >&2; exit 1; fi
+
+log "unit tests (race detector)"
+go test -race -count=1 -timeout 20m ./internal/... ./client/...
+
+log "end-to-end tests (real binary, kill -9, disk full, CLI scripts)"
+go test -count=1 -timeout 30m ./test/...
+
+log "benchmarks compile and run once"
+go test -run '^$' -bench . -benchtime 1x -timeout 10m ./... >/dev/null
+
+log "all tests passed"

@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/client"
+)
+
+// mountTmpfs mounts a small tmpfs and unmounts it at the end of the test.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	requireRoot(t, "mounts a small tmpfs to fill the disk")
+	dir := filepath.Join(t.TempDir(), "mnt")
+	os.MkdirAll(dir, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs (needs root and mount(8) from util-linux): %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// fill writes a file until the filesystem is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill: %v", err)
+			}
+			return
+		}
+	}
+}
+
+func diskFullScenario(t *testing.T, minFree int64) {
+	mnt := mountTmpfs(t, "48m")
+	dir := filepath.Join(mnt, "data")
+	n := newNode(t, dir, fmt.Sprintf("storage:\n  min_free_bytes: %d\n  write_retry_delay: 300ms\n", minFree))
+	n.start()
+	defer n.stop()
+	n.initialise()
+	ctx := context.Background()
+	c := n.https()
+	acked := map[string]string{}
+	for i := 0; i < 200; i++ {
+		name := fmt.Sprintf("pre-%d", i)
+		if _, err := c.PutSecret(ctx, name, []byte("v-"+name)); err != nil {
+			t.Fatal(err)
+		}
+		acked[name] = "v-" + name
+	}
+
+	filler := filepath.Join(mnt, "filler")
+	fill(t, filler)
+
+	// Writes fail cleanly (or, while free pages last, succeed and are kept).
+	refused := 0
+	for i := 0; i < 300 && refused < 20; i++ {
+		name := fmt.Sprintf("full-%d", i)
+		_, err := c.PutSecret(ctx, name, []byte("v-"+name))
+		switch {
+		case err == nil:
+			acked[name] = "v-" + name
+		case client.IsCode(err, "writes_unavailable"):
+			refused++
+			if i == 0 && minFree > 0 && !strings.Contains(err.Error(), "free") {
+				t.Fatalf("refusal does not say why: %v", err)
+			}
+		default:
+			t.Fatalf("write on a full disk: want writes_unavailable, got %v", err)
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no write was refused on a full disk")
+	}
+	// Reads keep working, and status shows the alert.
+	verifyAll(t, n, acked)
+	st, err := n.local().Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Writable || len(st.Alerts) == 0 {
+		t.Fatalf("status on a full disk should show an alert: %+v", st)
+	}
+	out, _ := coffer(t, nil, "status", "--data-dir", dir)
+	if !strings.Contains(out, "ALERT") {
+		t.Fatalf("coffer status does not show the alert:\n%s", out)
+	}
+
+	// Free the space: writes resume after the retry delay.
+	os.Remove(filepath.Join(mnt, "filler"))
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("after-%d", i)
+		_, err := c.PutSecret(ctx, name, []byte("v-"+name))
+		if err == nil {
+			acked[name] = "v-" + name
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes did not resume after freeing space: %v\n%s", err, n.logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	verifyAll(t, n, acked)
+	st, _ = n.local().Status(ctx)
+	if !st.Writable {
+		t.Fatalf("still not writable after recovery: %+v", st.Alerts)
+	}
+	n.stop()
+	if out, err := coffer(t, nil, "journal", "verify", "--data-dir", dir); err != nil {
+		t.Fatalf("journal after disk full: %v\n%s", err, out)
+	}
+	// And a restart keeps everything.
+	n.start()
+	n.waitState("open")
+	verifyAll(t, n, acked)
+}
+
+// TestDiskFullGuard: the free-space guard refuses writes before the disk is full.
+func TestDiskFullGuard(t *testing.T) { diskFullScenario(t, 4<<20) }
+
+// TestDiskFullENOSPC: with no guard, the real ENOSPC path: raft log, state and
+// journal writes fail, nothing half-written, writes resume when space returns.
+func TestDiskFullENOSPC(t *testing.T) { diskFullScenario(t, 0) }
