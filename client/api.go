@@ -83,7 +83,9 @@ func (c *Client) OpenAuto(ctx context.Context) error {
 }
 
 // Seal seals the keystore.
-func (c *Client) Seal(ctx context.Context) error { return c.Do(ctx, "POST", "/api/v1/sys/seal", nil, nil) }
+func (c *Client) Seal(ctx context.Context) error {
+	return c.Do(ctx, "POST", "/api/v1/sys/seal", nil, nil)
+}
 
 // Stop asks the server to stop (smart, fast or immediate).
 func (c *Client) Stop(ctx context.Context, mode string) error {

@@ -122,9 +122,9 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		ks:      keystore.New(KeystoreDir(cfg.DataDir), keystore.Options{KDF: cfg.KDF, MachineIdentity: cfg.MachineIdentity,
+		cfg: cfg,
+		log: cfg.Logger,
+		ks: keystore.New(KeystoreDir(cfg.DataDir), keystore.Options{KDF: cfg.KDF, MachineIdentity: cfg.MachineIdentity,
 			Warn: func(err error) { cfg.Logger.Warn("keystore", "warning", err) }}),
 		st:      st,
 		node:    node,

@@ -77,6 +77,9 @@ func diskFullScenario(t *testing.T, minFree int64) {
 		case err == nil:
 			acked[name] = "v-" + name
 		case client.IsCode(err, "writes_unavailable"):
+			if refused == 0 {
+				t.Logf("first refusal after %d writes on the full disk: %v", i, err)
+			}
 			refused++
 			if i == 0 && minFree > 0 && !strings.Contains(err.Error(), "free") {
 				t.Fatalf("refusal does not say why: %v", err)
@@ -97,6 +100,7 @@ func diskFullScenario(t *testing.T, minFree int64) {
 	if st.Writable || len(st.Alerts) == 0 {
 		t.Fatalf("status on a full disk should show an alert: %+v", st)
 	}
+	t.Logf("alert: %+v", st.Alerts[0])
 	out, _ := coffer(t, nil, "status", "--data-dir", dir)
 	if !strings.Contains(out, "ALERT") {
 		t.Fatalf("coffer status does not show the alert:\n%s", out)
@@ -118,6 +122,7 @@ func diskFullScenario(t *testing.T, minFree int64) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	verifyAll(t, n, acked)
+	t.Logf("writes resumed; %d acknowledged writes intact", len(acked))
 	st, _ = n.local().Status(ctx)
 	if !st.Writable {
 		t.Fatalf("still not writable after recovery: %+v", st.Alerts)
