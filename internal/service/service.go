@@ -575,6 +575,10 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 		if errors.Is(err, cluster.ErrStopped) {
 			return nil, ErrStopping
 		}
+		if h := s.st.Health(); h != nil {
+			// The entry is in the raft log; the state machine is retrying it.
+			return nil, fmt.Errorf("%w: outcome unknown, the %s write is failing and being retried (%s)", ErrWriteUnavailable, h.Component, h.Error)
+		}
 		s.raise("raft", "raft log write failed: "+err.Error())
 		return nil, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
 	}

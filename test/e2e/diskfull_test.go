@@ -47,9 +47,25 @@ func fill(t *testing.T, path string) {
 	}
 }
 
-func diskFullScenario(t *testing.T, minFree int64) {
+// diskFullScenario fills a small tmpfs holding the data dir, or, with
+// onTmpfs set, only those parts of it (symlinked there), so that each write
+// path — raft log, state, journal — meets ENOSPC on its own.
+func diskFullScenario(t *testing.T, minFree int64, onTmpfs ...string) {
 	mnt := mountTmpfs(t, "48m")
 	dir := filepath.Join(mnt, "data")
+	if len(onTmpfs) > 0 {
+		dir = filepath.Join(t.TempDir(), "data")
+		os.MkdirAll(dir, 0o700)
+		for _, part := range onTmpfs {
+			target := filepath.Join(mnt, part)
+			if filepath.Ext(part) == "" {
+				os.MkdirAll(target, 0o700)
+			}
+			if err := os.Symlink(target, filepath.Join(dir, part)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	n := newNode(t, dir, fmt.Sprintf("storage:\n  min_free_bytes: %d\n  write_retry_delay: 300ms\n", minFree))
 	n.start()
 	defer n.stop()
@@ -143,3 +159,12 @@ func TestDiskFullGuard(t *testing.T) { diskFullScenario(t, 4<<20) }
 // TestDiskFullENOSPC: with no guard, the real ENOSPC path: raft log, state and
 // journal writes fail, nothing half-written, writes resume when space returns.
 func TestDiskFullENOSPC(t *testing.T) { diskFullScenario(t, 0) }
+
+// TestDiskFullStateOnly: the raft log has room, the state database does not:
+// the state machine pauses and retries the batch; nothing is lost.
+func TestDiskFullStateOnly(t *testing.T) { diskFullScenario(t, 0, "state.db") }
+
+// TestDiskFullJournalOnly: only the journal's filesystem is full: the segment
+// is cut back, writes are refused, and the missing records are rebuilt from the
+// raft log once there is room.
+func TestDiskFullJournalOnly(t *testing.T) { diskFullScenario(t, 0, "journal") }

@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDevQuickStart runs the README's first command (coffer dev), reads the
+// printed URL, CA file and token, and uses them from the CLI.
+func TestDevQuickStart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	run := func() (map[string]string, *exec.Cmd, *syncBuf) {
+		cmd := exec.Command(cofferBin, "dev", "--data-dir", dir, "--listen", "127.0.0.1:0")
+		stdout, _ := cmd.StdoutPipe()
+		logs := &syncBuf{}
+		cmd.Stderr = logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		re := regexp.MustCompile(`export (COFFER_\w+)=(\S+)`)
+		sc := bufio.NewScanner(stdout)
+		deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+		defer deadline.Stop()
+		for sc.Scan() && len(got) < 3 {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				got[m[1]] = m[2]
+			}
+		}
+		go io.Copy(io.Discard, stdout)
+		if len(got) < 3 {
+			t.Fatalf("dev did not print the three exports: %v\n%s", got, logs)
+		}
+		return got, cmd, logs
+	}
+	env, cmd, logs := run()
+	envList := []string{"COFFER_ADDR=" + env["COFFER_ADDR"], "COFFER_CACERT=" + env["COFFER_CACERT"], "COFFER_TOKEN=" + env["COFFER_TOKEN"]}
+	out, err := coffer(t, envList, "status")
+	if err != nil || !strings.Contains(out, "open") {
+		t.Fatalf("status with the printed environment: %v\n%s", err, out)
+	}
+	if out, err := coffer(t, envList, "secret", "put", "demo", "--value", "hello"); err != nil {
+		t.Fatalf("put: %v\n%s", err, out)
+	}
+	if out, err := coffer(t, envList, "secret", "get", "demo"); err != nil || strings.TrimSpace(out) != "hello" {
+		t.Fatalf("get: %v %q", err, out)
+	}
+	// Files holding secrets are 0600 and their directories 0700.
+	for _, p := range []string{dir, filepath.Join(dir, "keystore"), filepath.Join(dir, "journal"), filepath.Join(dir, "tls")} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o700 {
+			t.Fatalf("%s: mode %v %v", p, st.Mode().Perm(), err)
+		}
+	}
+	for _, p := range []string{"keystore/keystore.ks", "keystore/keystore.aks", "state.db", "raft/raft.db", "tls/ca.key", "tls/server.key", "dev-passphrase", "dev-root-token"} {
+		if st, err := os.Stat(filepath.Join(dir, p)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %v %v", p, st.Mode().Perm(), err)
+		}
+	}
+	// Ctrl-C stops it; a second run reuses the data and auto-opens.
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("dev exit: %v\n%s", err, logs)
+	}
+	env2, cmd2, _ := run()
+	defer func() { cmd2.Process.Signal(syscall.SIGINT); cmd2.Wait() }()
+	if env2["COFFER_TOKEN"] != env["COFFER_TOKEN"] {
+		t.Fatal("dev restart printed a different root token")
+	}
+	envList[0] = "COFFER_ADDR=" + env2["COFFER_ADDR"]
+	if out, err := coffer(t, envList, "secret", "get", "demo"); err != nil || strings.TrimSpace(out) != "hello" {
+		t.Fatalf("get after dev restart: %v %q", err, out)
+	}
+}
+
+// TestSIGHUPReloadsCertificate: a new server certificate is served after SIGHUP
+// without a restart; a broken one is refused and the old one stays.
+func TestSIGHUPReloadsCertificate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	n := newNode(t, dir, "")
+	n.start()
+	defer n.stop()
+	serial := func() *big.Int {
+		pem, _ := os.ReadFile(n.caFile)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(n.url, "https://"), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	before := serial()
+	tlsDir := filepath.Join(dir, "tls")
+	newSerial := issueServerCert(t, tlsDir)
+	n.signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, func() bool { return serial().Cmp(newSerial) == 0 })
+	if before.Cmp(newSerial) == 0 {
+		t.Fatal("serials equal")
+	}
+	// A broken certificate file: the old one keeps being served.
+	os.WriteFile(filepath.Join(tlsDir, "server.crt"), []byte("garbage"), 0o600)
+	n.signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(n.logs.String(), "TLS certificate not reloaded") })
+	if serial().Cmp(newSerial) != 0 {
+		t.Fatal("a broken certificate replaced the working one")
+	}
+}
+
+func issueServerCert(t *testing.T, dir string) *big.Int {
+	t.Helper()
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	keyPEM, _ := os.ReadFile(filepath.Join(dir, "ca.key"))
+	cb, _ := pem.Decode(caPEM)
+	kb, _ := pem.Decode(keyPEM)
+	ca, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial := big.NewInt(time.Now().UnixNano())
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "reloaded"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: ca.IPAddresses, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	tmpl.IPAddresses = append(tmpl.IPAddresses, []byte{127, 0, 0, 1})
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(filepath.Join(dir, "server.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
+	os.WriteFile(filepath.Join(dir, "server.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	return serial
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSmartStopUnderLoad: SIGTERM while clients write: the server exits 0,
+// and every write it acknowledged is there after a restart.
+func TestSmartStopUnderLoad(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	n := newNode(t, dir, "")
+	n.start()
+	defer n.stop()
+	n.initialise()
+	tok := n.token
+	c := n.https()
+	var mu sync.Mutex
+	acked := map[string]string{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				name := fmt.Sprintf("s-%d-%d", w, i)
+				if _, err := c.PutSecret(ctx, name, []byte(name)); err == nil {
+					mu.Lock()
+					acked[name] = name
+					mu.Unlock()
+				} else {
+					return
+				}
+			}
+		}(w)
+	}
+	time.Sleep(300 * time.Millisecond)
+	n.signal(syscall.SIGTERM)
+	code := n.waitExit(30 * time.Second)
+	cancel()
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("smart stop exit code %d\n%s", code, n.logs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "coffer.pid")); !os.IsNotExist(err) {
+		t.Fatal("pid file left after a clean stop")
+	}
+	n.start()
+	n.token = tok
+	n.waitState("open")
+	verifyAll(t, n, acked)
+	if len(acked) == 0 {
+		t.Fatal("no write acknowledged")
+	}
+}
