@@ -572,12 +572,22 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 	defer cancel()
 	res, err := s.node.Apply(actx, cmd.Marshal())
 	if err != nil {
-		if errors.Is(err, cluster.ErrStopped) {
+		switch {
+		case errors.Is(err, cluster.ErrStopped):
 			return nil, ErrStopping
+		case ctx.Err() != nil:
+			// The caller went away; the command may still be applied.
+			return nil, fmt.Errorf("request cancelled before the write was confirmed (it may still be applied): %w", ctx.Err())
+		case errors.Is(err, cluster.ErrNotLeader):
+			return nil, fmt.Errorf("%w: no leader at the moment (election in progress): %v", ErrUnavailable, err)
 		}
 		if h := s.st.Health(); h != nil {
 			// The entry is in the raft log; the state machine is retrying it.
 			return nil, fmt.Errorf("%w: outcome unknown, the %s write is failing and being retried (%s)", ErrWriteUnavailable, h.Component, h.Error)
+		}
+		if errors.Is(err, cluster.ErrTimeout) {
+			// Not confirmed in time (raft busy or stuck); not a storage error by itself.
+			return nil, fmt.Errorf("%w: write not confirmed within %s (it may still be applied): %v", ErrUnavailable, s.cfg.ApplyTimeout, err)
 		}
 		s.raise("raft", "raft log write failed: "+err.Error())
 		return nil, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)

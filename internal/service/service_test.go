@@ -297,3 +297,25 @@ func BenchmarkRead(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
 }
+
+// TestCancelledRequestRaisesNoAlert: a caller that gives up mid-write must not
+// be mistaken for a failing raft log (which would refuse every write for a while).
+func TestCancelledRequestRaisesNoAlert(t *testing.T) {
+	s := newSvc(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		cctx, cancel := context.WithCancel(ctx)
+		go cancel()
+		s.PutSecret(cctx, fmt.Sprintf("c%d", i), []byte("v"))
+	}
+	if st := s.Status(); len(st.Alerts) != 0 || !st.Writable {
+		t.Fatalf("alerts after cancelled requests: %+v", st.Alerts)
+	}
+	if _, err := s.PutSecret(ctx, "after", []byte("v")); err != nil {
+		t.Fatalf("write after cancelled requests: %v", err)
+	}
+}

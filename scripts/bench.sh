@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Benchmarks with ratios against a peer measured on this machine in this run.
+#   Coffer write path (HTTP-less service: barrier encryption, raft log, bbolt
+#   state + applied index, journal) vs. the peer: bare bbolt with one fsynced
+#   transaction per write, same number of concurrent writers.
+#   Coffer reads (decrypt + metadata) vs. bare bbolt reads.
+# Then an end-to-end run of `coffer bench` over HTTPS against a dev server.
+# Usage: scripts/bench.sh [benchtime]   (default 2s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bt=${1:-2s}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(go version | cut -d' ' -f3), $(df -T . | awk 'NR==2{print $2}') filesystem"
+go test -run '^$' -bench 'Benchmark(Write|Read)' -benchtime "$bt" ./internal/service/ | tee -a "$out"
+go test -run '^$' -bench 'BenchmarkPeer' -benchtime "$bt" ./test/bench/ | tee -a "$out"
+metric() { awk -v n="$1" '$1 ~ "^"n"-" {for (i=1;i<=NF;i++) if ($(i+1) ~ /\/s$/) {print $i; exit}}' "$out"; }
+echo
+printf '%-28s %12s %12s %8s\n' "benchmark" "coffer" "peer" "ratio"
+for pair in "Write1 PeerWrite1" "Write8 PeerWrite8" "Write64 PeerWrite64" "Read PeerRead"; do
+  set -- $pair
+  c=$(metric "Benchmark$1"); p=$(metric "Benchmark$2")
+  printf '%-28s %12.0f %12.0f %8.2f\n' "$1 (ops/s)" "$c" "$p" "$(awk -v c="$c" -v p="$p" 'BEGIN{print c/p}')"
+done
+
+echo
+echo "end to end over HTTPS (coffer bench against a dev server, 5 s each):"
+dir=$(mktemp -d)
+go build -o "$dir/coffer" ./cmd/coffer
+"$dir/coffer" dev --data-dir "$dir/data" --listen 127.0.0.1:0 >"$dir/dev.out" 2>"$dir/dev.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null; rm -rf "$dir" "$out"' EXIT
+for _ in $(seq 100); do grep -q 'export COFFER_TOKEN' "$dir/dev.out" && break; sleep 0.1; done
+eval "$(grep '^  export' "$dir/dev.out")"
+for w in 1 8 64; do "$dir/coffer" bench --op put --workers $w --duration 5s; done
+"$dir/coffer" bench --op get --workers 8 --duration 5s
