@@ -115,6 +115,12 @@ func (c *Client) ChangePassphrase(ctx context.Context, old, new string) error {
 	return c.Do(ctx, "POST", "/api/v1/sys/keystore/change-passphrase", map[string]string{"old_passphrase": old, "new_passphrase": new}, nil)
 }
 
+// ResetPassphrase sets a new keystore passphrase without the old one. The
+// server allows it only over its local control socket, with the keystore open.
+func (c *Client) ResetPassphrase(ctx context.Context, new string) error {
+	return c.Do(ctx, "POST", "/api/v1/sys/keystore/reset-passphrase", map[string]string{"new_passphrase": new}, nil)
+}
+
 // SetAutoOpen enables or disables the auto-open file.
 func (c *Client) SetAutoOpen(ctx context.Context, on bool) error {
 	p := "/api/v1/sys/keystore/disable-auto-open"

@@ -260,11 +260,38 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 	}
 	change.Flags().StringVar(&oldFile, "old-passphrase-file", "", "file with the current passphrase (- for stdin)")
 	change.Flags().StringVar(&newFile, "new-passphrase-file", "", "file with the new passphrase (- for stdin)")
-	ks.AddCommand(open, seal, rotate, rotateDEK, change, enable, disable)
+	var resetFile string
+	reset := &cobra.Command{
+		Use:   "reset-passphrase",
+		Short: "Set a new passphrase without the old one (keystore open, on the server host only)",
+		Long: `For a lost passphrase: while the keystore is open (or still auto-opens on
+this machine), re-seal keystore.ks under a new passphrase. Allowed only through
+the local control socket (--data-dir), so only someone with access to the data
+directory on the server host can do it. Keys are unchanged.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.dataDir == "" && os.Getenv("COFFER_DATA_DIR") == "" {
+				return errors.New("reset-passphrase works only through the local control socket: give --data-dir DIR")
+			}
+			nw, err := readPassphrase(cmd, resetFile, "New keystore passphrase", true)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx()
+			defer cancel()
+			if err := c.ResetPassphrase(ctx, string(nw)); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase reset")
+			return nil
+		},
+	}
+	reset.Flags().StringVar(&resetFile, "new-passphrase-file", "", "file with the new passphrase (- for stdin)")
+	ks.AddCommand(open, seal, rotate, rotateDEK, change, reset, enable, disable)
 	return ks
 }
 
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}

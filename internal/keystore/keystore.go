@@ -587,3 +587,43 @@ func (s *Store) Info() (Info, error) {
 }
 
 func now() time.Time { return time.Unix(0, time.Now().UnixNano()).UTC() }
+
+// ResetPassphrase re-seals the keystore under a new passphrase using the open
+// keyring k instead of the old passphrase. It is for an operator who lost the
+// passphrase while the keystore is still open (or still auto-opens on this
+// machine): whoever holds k can already read every MEK, so this grants
+// nothing new. Callers must restrict who may invoke it.
+func (s *Store) ResetPassphrase(k *Keyring, new []byte) (*Keyring, error) {
+	if err := checkPassphrase(new); err != nil {
+		return nil, fmt.Errorf("new passphrase: %w", err)
+	}
+	kdf := s.kdf()
+	if err := kdf.validate(); err != nil {
+		return nil, fmt.Errorf("keystore KDF parameters: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkCurrent(k); err != nil {
+		return nil, err
+	}
+	k.r.mu.RLock()
+	if k.r.wiped {
+		k.r.mu.RUnlock()
+		return nil, ErrKeyringWiped
+	}
+	gens, current := k.r.meks(), k.r.current
+	k.r.mu.RUnlock()
+	defer wipeMEKs(gens)
+	var salt [saltSize]byte
+	if _, err := rand.Read(salt[:]); err != nil {
+		return nil, fmt.Errorf("generate salt: %w", err)
+	}
+	kek := deriveKEK(new, salt[:], kdf)
+	defer clear(kek)
+	nk, err := s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
+	if err != nil {
+		return nil, err
+	}
+	s.rebuildAKSIfEnabled(nk)
+	return nk, nil
+}

@@ -817,3 +817,37 @@ func BenchmarkOpenDefaultKDF(b *testing.B) {
 		}
 	}
 }
+
+func TestResetPassphraseWithOpenKeyring(t *testing.T) {
+	s := newStore(t, t.TempDir())
+	k, err := s.Init([]byte("forgotten-passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, wrapped, err := k.Wrap([]byte("dek"), []byte("aad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResetPassphrase(k, []byte("short")); !errors.Is(err, ErrPassphraseLength) {
+		t.Fatalf("short new passphrase: %v", err)
+	}
+	nk, err := s.ResetPassphrase(k, []byte("brand-new-passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Open([]byte("forgotten-passphrase")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("old passphrase after reset: %v", err)
+	}
+	ok, err := s.Open([]byte("brand-new-passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := ok.Unwrap(gen, wrapped, []byte("aad")); err != nil || string(pt) != "dek" {
+		t.Fatalf("MEKs changed by reset: %v", err)
+	}
+	// The keyring from before the reset is stale now.
+	if _, err := s.ResetPassphrase(k, []byte("another-passphrase")); !errors.Is(err, ErrStaleKeyring) {
+		t.Fatalf("stale keyring: %v", err)
+	}
+	_ = nk
+}

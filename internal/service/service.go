@@ -384,6 +384,28 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	return nil
 }
 
+// ResetPassphrase re-seals the open keystore under a new passphrase without
+// the old one (for a lost passphrase while the keystore is open). Transports
+// allow it only to local administrators.
+func (s *Service) ResetPassphrase(ctx context.Context, id Identity, new []byte) error {
+	if !id.Local {
+		return fmt.Errorf("%w: a passphrase reset is allowed only through the local control socket (coffer keystore reset-passphrase --data-dir DIR)", ErrForbidden)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.requireOpenLocked(); err != nil {
+		return err
+	}
+	ring, err := s.ks.ResetPassphrase(s.ring, new)
+	if err != nil {
+		return mapKeystoreErr(err)
+	}
+	s.ring = ring
+	s.bar.SetKeyring(ring)
+	s.log.Warn("keystore passphrase reset through the local control socket")
+	return nil
+}
+
 // EnableAutoOpen writes keystore.aks for this machine.
 func (s *Service) EnableAutoOpen(ctx context.Context) error {
 	s.mu.Lock()

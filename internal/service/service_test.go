@@ -319,3 +319,28 @@ func TestCancelledRequestRaisesNoAlert(t *testing.T) {
 		t.Fatalf("write after cancelled requests: %v", err)
 	}
 }
+
+func TestResetPassphraseLocalOnly(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := newSvc(t, dir)
+	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	s.PutSecret(ctx, "k", []byte("v"))
+	if err := s.ResetPassphrase(ctx, Identity{Name: "root", Policy: "root"}, []byte("new-passphrase")); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("remote reset: %v", err)
+	}
+	if err := s.ResetPassphrase(ctx, Identity{Local: true}, []byte("new-passphrase")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = newSvc(t, dir)
+	defer s.Close()
+	if err := s.Open(ctx, []byte("new-passphrase")); err != nil {
+		t.Fatal(err)
+	}
+	if sec, err := s.GetSecret(ctx, "k", 0); err != nil || string(sec.Value) != "v" {
+		t.Fatalf("after reset: %v", err)
+	}
+}

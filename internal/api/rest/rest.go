@@ -59,6 +59,7 @@ func Handler(svc *service.Service, opts Options) http.Handler {
 	mux.HandleFunc("POST /api/v1/sys/stop", a.auth(a.stopServer))
 	mux.HandleFunc("POST /api/v1/sys/keystore/rotate-master-key", a.auth(a.rotateMasterKey))
 	mux.HandleFunc("POST /api/v1/sys/keystore/change-passphrase", a.auth(a.changePassphrase))
+	mux.HandleFunc("POST /api/v1/sys/keystore/reset-passphrase", a.auth(a.resetPassphrase))
 	mux.HandleFunc("POST /api/v1/sys/keystore/enable-auto-open", a.auth(a.enableAutoOpen))
 	mux.HandleFunc("POST /api/v1/sys/keystore/disable-auto-open", a.auth(a.disableAutoOpen))
 	mux.HandleFunc("POST /api/v1/sys/keystore/rotate-data-key", a.auth(a.rotateDataKey))
@@ -322,6 +323,24 @@ func (a *api) changePassphrase(w http.ResponseWriter, r *http.Request, _ service
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"changed": true})
+}
+
+// ResetPassphraseRequest is the body of reset-passphrase.
+type ResetPassphraseRequest struct {
+	New string `json:"new_passphrase"`
+}
+
+func (a *api) resetPassphrase(w http.ResponseWriter, r *http.Request, id service.Identity) {
+	var req ResetPassphraseRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if err := a.svc.ResetPassphrase(r.Context(), id, []byte(req.New)); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"reset": true})
 }
 
 func (a *api) enableAutoOpen(w http.ResponseWriter, r *http.Request, _ service.Identity) {
