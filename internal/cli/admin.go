@@ -294,4 +294,3 @@ directory on the server host can do it. Keys are unchanged.`,
 	ks.AddCommand(open, seal, rotate, rotateDEK, change, reset, enable, disable)
 	return ks
 }
-
