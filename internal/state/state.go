@@ -352,11 +352,13 @@ func (s *Store) fillJournalLocked(upTo uint64) error {
 		return fmt.Errorf("journal ends at index %d but the raft log starts at %d: records %d-%d cannot be rebuilt", from-1, first, from, first-1)
 	}
 	var recs []journal.Record
+	rebuilt := 0
 	flush := func() error {
 		if len(recs) == 0 {
 			return nil
 		}
 		err := s.journal.Append(recs, s.bar)
+		rebuilt += len(recs)
 		recs = recs[:0]
 		return err
 	}
@@ -391,7 +393,9 @@ func (s *Store) fillJournalLocked(upTo uint64) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	s.log.Info("journal rebuilt from raft log", "from", from, "to", upTo)
+	if rebuilt > 0 {
+		s.log.Info("journal records rebuilt from raft log", "records", rebuilt, "from", from, "to", upTo)
+	}
 	return nil
 }
 

@@ -1,0 +1,61 @@
+// Package cli tests the coffer command line with testscript scripts
+// (testdata/*.txtar): each script starts a real server in the background and
+// drives it with the CLI, as an operator would.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/cli"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"coffer": func() { os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr)) },
+	})
+}
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// waitstate DATADIR STATE: poll the server's health through its
+			// control socket until it reports STATE (30 s at most).
+			"waitstate": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: waitstate DATADIR STATE")
+				}
+				dir := ts.MkAbs(args[0])
+				c, err := client.New(client.Config{Addresses: []string{"unix://" + filepath.Join(dir, "coffer.sock")}, Timeout: time.Second})
+				ts.Check(err)
+				deadline := time.Now().Add(30 * time.Second)
+				var last string
+				for time.Now().Before(deadline) {
+					h, err := c.Health(context.Background())
+					if err == nil {
+						last = h.State
+						if h.State == args[1] {
+							return
+						}
+					} else {
+						last = err.Error()
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				ts.Fatalf("server in %s not %s after 30s (last: %s)", dir, args[1], last)
+			},
+		},
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("COFFER_MACHINE_ID_FILE", filepath.Join(env.WorkDir, "machine-id"))
+			return os.WriteFile(filepath.Join(env.WorkDir, "machine-id"), []byte(fmt.Sprintf("test-%d\n", time.Now().UnixNano())), 0o600)
+		},
+	})
+}
