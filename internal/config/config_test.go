@@ -1,0 +1,57 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, s string) string {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte(s), 0o600)
+	return p
+}
+
+func TestLoadOverridesDefaults(t *testing.T) {
+	p := write(t, "data_dir: d\nlisten: 127.0.0.1:9\nstorage:\n  write_retry_delay: 250ms\n  min_free_bytes: 0\n")
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != filepath.Join(filepath.Dir(p), "d") || c.Listen != "127.0.0.1:9" {
+		t.Fatalf("%+v", c)
+	}
+	if c.Storage.WriteRetryDelay.Duration != 250*time.Millisecond || c.Storage.MinFreeBytes != 0 {
+		t.Fatalf("storage %+v", c.Storage)
+	}
+	if c.Journal.MaxSegmentBytes != 64<<20 || !c.Keystore.AutoOpen || c.Log.Level != "info" {
+		t.Fatalf("defaults lost: %+v", c)
+	}
+}
+
+func TestLoadRefusesMistakes(t *testing.T) {
+	for body, want := range map[string]string{
+		"data_dir: d\nlisten_addr: x\n":                 "listen_addr",
+		"data_dir: d\nlog:\n  level: loud\n":            "log.level",
+		"data_dir: d\njournal:\n  max_segment_age: 5\n": "duration",
+		"data_dir: d\ntls:\n  cert_file: a\n":           "go together",
+		"data_dir: [\n":                                 "config",
+	} {
+		_, err := Load(write(t, body))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want mention of %q", body, err, want)
+		}
+	}
+}
+
+func TestEmptyFileUsesDefaults(t *testing.T) {
+	c, err := Load(write(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:8200" {
+		t.Fatalf("%+v", c)
+	}
+}
