@@ -72,6 +72,15 @@ func (c *Client) Init(ctx context.Context, passphrase string) (string, error) {
 	return r.RootToken, err
 }
 
+// CreateRootToken issues a new root token (local control socket only).
+func (c *Client) CreateRootToken(ctx context.Context) (string, error) {
+	var r struct {
+		RootToken string `json:"root_token"`
+	}
+	err := c.Do(ctx, "POST", "/api/v1/sys/root-token", nil, &r)
+	return r.RootToken, err
+}
+
 // Open opens the keystore with its passphrase.
 func (c *Client) Open(ctx context.Context, passphrase string) error {
 	return c.Do(ctx, "POST", "/api/v1/sys/open", map[string]string{"passphrase": passphrase}, nil)

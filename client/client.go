@@ -117,6 +117,22 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &e) && e.Code == code
 }
 
+// retryable reports whether a failed request may be sent to the next
+// address: only when it never reached a server (dial failed), or for reads.
+// A write that may have reached a server is never re-sent, so a timeout can
+// not turn into a duplicate version.
+func retryable(method string, err error) bool {
+	var apiErr *Error
+	if errors.As(err, &apiErr) {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return method == http.MethodGet
+}
+
 // Do sends one request and decodes the JSON answer into out (if non-nil).
 // Connection failures fail over to the next address; API errors do not.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
@@ -130,8 +146,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	var lastErr error
 	for _, b := range c.bases {
 		err := c.do(ctx, b, method, path, body, out)
-		var apiErr *Error
-		if err == nil || errors.As(err, &apiErr) || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil || !retryable(method, err) {
 			return err
 		}
 		lastErr = err

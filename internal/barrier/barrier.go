@@ -46,6 +46,9 @@ type WrappedKey struct {
 	MEKGen  uint32    `json:"mek_generation"`
 	Wrapped []byte    `json:"wrapped"`
 	Created time.Time `json:"created"`
+	// Index is the raft index of the command that created the key (set by
+	// the state machine); the journal uses it to know which key was current.
+	Index uint64 `json:"index,omitempty"`
 }
 
 func dekAAD(id uint32) []byte {

@@ -21,6 +21,8 @@ func newInitCmd(g *globals) *cobra.Command {
 		Short: "Initialise a new server: create the keystore and its first master key",
 		Long: `Create keystore.ks with the first master encryption key, sealed by a
 passphrase of 8 to 200 bytes, open it, and print the root token once.
+Run it on the server host with --data-dir DIR: a server accepts init only
+through its local control socket, never from the network.
 Keep the passphrase safe: without it (or auto-open on this machine) the
 keystore cannot be opened and nothing in it can be read.`,
 		Args: cobra.NoArgs,
@@ -48,6 +50,39 @@ keystore cannot be opened and nothing in it can be read.`,
 	}
 	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "read the passphrase from this file (- for stdin)")
 	return cmd
+}
+
+func newTokenCmd(g *globals) *cobra.Command {
+	t := &cobra.Command{
+		Use:   "token",
+		Short: "Manage access tokens",
+	}
+	t.AddCommand(&cobra.Command{
+		Use:   "create-root",
+		Short: "Create a new root token (on the server host, through the control socket)",
+		Long: `Create a new root token, e.g. after the one printed at init was lost, or
+when init was interrupted before it could store one. Allowed only through the
+local control socket (--data-dir), with the keystore open.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.dataDir == "" && os.Getenv("COFFER_DATA_DIR") == "" {
+				return errors.New("create-root works only through the local control socket: give --data-dir DIR")
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.ctx()
+			defer cancel()
+			tok, err := c.CreateRootToken(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Root token (shown once): %s\n", tok)
+			return nil
+		},
+	})
+	return t
 }
 
 func newStatusCmd(g *globals) *cobra.Command {

@@ -101,7 +101,7 @@ func devPrepare(s *server.Server) (string, error) {
 		if err := fsutil.WriteFile(passFile, []byte(pass+"\n")); err != nil {
 			return "", err
 		}
-		tok, err := svc.Init(ctx, []byte(pass))
+		tok, err := svc.Init(ctx, service.Identity{Name: "dev", Local: true}, []byte(pass))
 		if err != nil {
 			return "", err
 		}

@@ -85,7 +85,59 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: snaps}
 	n.stable = &retryingStable{inner: store, delay: cfg.StableRetryDelay, log: cfg.Logger, stop: make(chan struct{})}
+	close(n.stable.stop) // armed by Start
 	return n, nil
+}
+
+// SnapshotIndex is the index of the latest raft snapshot (0: none).
+func (n *Node) SnapshotIndex() (uint64, error) {
+	metas, err := n.snaps.List()
+	if err != nil {
+		return 0, fmt.Errorf("list raft snapshots: %w", err)
+	}
+	if len(metas) == 0 {
+		return 0, nil
+	}
+	return metas[0].Index, nil
+}
+
+// RestoreLatestSnapshot loads the latest raft snapshot into fsm (used when
+// the state is behind it, e.g. state.db was lost).
+func (n *Node) RestoreLatestSnapshot(fsm raft.FSM) error {
+	metas, err := n.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return fmt.Errorf("no raft snapshot to restore from: %v", err)
+	}
+	_, rc, err := n.snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("open raft snapshot %s: %w", metas[0].ID, err)
+	}
+	return fsm.Restore(rc)
+}
+
+// LastIndex is the last index raft knows: its log's or its snapshot's.
+func (n *Node) LastIndex() (uint64, error) {
+	last, err := n.store.LastIndex()
+	if err != nil {
+		return 0, fmt.Errorf("read raft log: %w", err)
+	}
+	snap, err := n.SnapshotIndex()
+	if err != nil {
+		return 0, err
+	}
+	return max(last, snap), nil
+}
+
+// TermAt returns the term of the entry at idx, if raft still has it.
+func (n *Node) TermAt(idx uint64) (uint64, bool) {
+	var l raft.Log
+	if err := n.store.GetLog(idx, &l); err == nil {
+		return l.Term, true
+	}
+	if metas, err := n.snaps.List(); err == nil && len(metas) > 0 && metas[0].Index == idx {
+		return metas[0].Term, true
+	}
+	return 0, false
 }
 
 // LogStore gives read access to committed entries.
@@ -125,6 +177,7 @@ func (n *Node) Start(fsm raft.BatchingFSM) error {
 			return fmt.Errorf("bootstrap raft: %w", err)
 		}
 	}
+	n.stable.arm()
 	r, err := raft.NewRaft(c, fsm, n.store, n.stable, n.snaps, trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
@@ -251,6 +304,9 @@ func (n *Node) Stop() error {
 	if r == nil {
 		return nil
 	}
+	// A term write retrying on a full disk would block the shutdown forever;
+	// end the retry (raft then gives up on that write).
+	n.stable.interrupt()
 	if err := r.Shutdown().Error(); err != nil {
 		return fmt.Errorf("stop raft: %w", err)
 	}
@@ -262,7 +318,6 @@ func (n *Node) Stop() error {
 
 // Close stops raft and closes the log store.
 func (n *Node) Close() error {
-	close(n.stable.stop)
 	err := n.Stop()
 	if cerr := n.store.Close(); err == nil {
 		err = cerr
@@ -277,10 +332,30 @@ type retryingStable struct {
 	inner raft.StableStore
 	delay time.Duration
 	log   *slog.Logger
+	mu    sync.Mutex
 	stop  chan struct{}
 }
 
+func (s *retryingStable) arm() {
+	s.mu.Lock()
+	s.stop = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *retryingStable) interrupt() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+}
+
 func (s *retryingStable) retry(what string, fn func() error) error {
+	s.mu.Lock()
+	stop := s.stop
+	s.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		err := fn()
 		if err == nil {
@@ -288,7 +363,7 @@ func (s *retryingStable) retry(what string, fn func() error) error {
 		}
 		s.log.Error("raft stable store write failed; retrying", "what", what, "error", err, "attempt", attempt)
 		select {
-		case <-s.stop:
+		case <-stop:
 			return err
 		case <-time.After(s.delay):
 		}

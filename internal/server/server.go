@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/coffer-kms/coffer/internal/api/rest"
 	"github.com/coffer-kms/coffer/internal/config"
 	"github.com/coffer-kms/coffer/internal/fsutil"
@@ -108,6 +110,9 @@ func Start(opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 	cfg.DataDir = dataDir
+	// Everything this process creates — including files made by libraries,
+	// such as raft snapshots — is private to its owner.
+	syscall.Umask(0o077)
 	if err := fsutil.EnsureDir(dataDir); err != nil {
 		return nil, err
 	}
@@ -185,13 +190,26 @@ func Start(opts Options) (_ *Server, err error) {
 		ln.Close()
 		return nil, fmt.Errorf("listen on control socket %s: %w", s.Socket, err)
 	}
-	os.Chmod(s.Socket, fsutil.FileMode)
+	if err := os.Chmod(s.Socket, fsutil.FileMode); err != nil {
+		ln.Close()
+		sln.Close()
+		return nil, fmt.Errorf("restrict control socket %s: %w", s.Socket, err)
+	}
 
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	s.httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return s.baseCtx }, ErrorLog: errLog}
 	s.sockSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return rest.WithLocal(s.baseCtx) }, ErrorLog: errLog}
+		BaseContext: func(net.Listener) context.Context { return s.baseCtx }, ErrorLog: errLog,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			// Local administration needs the same user as the server (or root),
+			// on top of the data dir's 0700: checked with SO_PEERCRED.
+			if peerIsTrusted(c) {
+				return rest.WithLocal(ctx)
+			}
+			log.Warn("control socket connection from another user: treated as remote (token required)")
+			return ctx
+		}}
 	go s.httpSrv.Serve(ln)
 	go s.sockSrv.Serve(sln)
 
@@ -258,6 +276,7 @@ func (s *Server) Stop(mode string) error {
 		if mode == StopFast {
 			s.cancelBase()
 			s.httpSrv.Close()
+			s.sockSrv.Close()
 		}
 	}
 	return nil
@@ -408,3 +427,24 @@ func ReadPID(dir string) (pid int, url string, err error) {
 
 // ErrNotRunning means no server holds the data dir.
 var ErrNotRunning = errors.New("no server is running on this data dir")
+
+// peerIsTrusted reports whether the peer of a unix connection runs as this
+// process's user or as root.
+func peerIsTrusted(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return false
+	}
+	return cred.Uid == 0 || int(cred.Uid) == os.Getuid()
+}

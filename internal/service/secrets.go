@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/state"
@@ -24,6 +25,11 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,254}$`)
 func ValidName(name string) error {
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("%w: name %q: use 1-255 characters from A-Z a-z 0-9 _ . - /, starting with a letter or digit", ErrInvalid, name)
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: name %q: empty, \".\" and \"..\" path segments are not allowed", ErrInvalid, name)
+		}
 	}
 	return nil
 }
@@ -76,7 +82,11 @@ func (s *Service) PutSecret(ctx context.Context, name string, value []byte) (uin
 		if err != nil {
 			return 0, err
 		}
-		v, _ := res.(uint64)
+		v, ok := res.(uint64)
+		if !ok || v != version {
+			// Never report success for a write the state machine did not apply.
+			return 0, fmt.Errorf("secret %q: the state machine did not confirm version %d (result %v)", name, version, res)
+		}
 		return v, nil
 	}
 }

@@ -70,6 +70,7 @@ type Service struct {
 	jr    *journal.Journal
 	state string
 
+	stateV    atomic.Value          // mirror of state for lock-free reads
 	writeErr  atomic.Pointer[Alert] // raft log / disk guard
 	stopRetry chan struct{}
 	nameLocks [64]sync.Mutex
@@ -131,12 +132,12 @@ func New(cfg Config) (*Service, error) {
 		bar:     barrier.New(),
 		started: time.Now(),
 	}
-	s.state = StateSealed
+	s.setStateLocked(StateSealed)
 	if ok, err := s.ks.Exists(); err != nil {
 		s.Close()
 		return nil, err
 	} else if !ok {
-		s.state = StateUninitialized
+		s.setStateLocked(StateUninitialized)
 	}
 	return s, nil
 }
@@ -163,16 +164,28 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// State is uninitialized, sealed or open.
+// State is uninitialized, sealed or open. It never blocks, so health checks
+// answer while an open or a rotation is in progress.
 func (s *Service) State() string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.state
+	if v, ok := s.stateV.Load().(string); ok {
+		return v
+	}
+	return StateUninitialized
+}
+
+func (s *Service) setStateLocked(st string) {
+	s.state = st
+	s.stateV.Store(st)
 }
 
 // Init creates the keystore with its first master key, opens it, and returns
-// the root token (shown once; only its hash is stored).
-func (s *Service) Init(ctx context.Context, passphrase []byte) (rootToken string, err error) {
+// the root token (shown once; only its hash is stored). Only a local
+// administrator (control socket or in-process) may initialise a server, so
+// whoever first reaches the network port cannot take it over.
+func (s *Service) Init(ctx context.Context, id Identity, passphrase []byte) (rootToken string, err error) {
+	if !id.Local {
+		return "", fmt.Errorf("%w: initialise through the local control socket: coffer init --data-dir DIR", ErrForbidden)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != StateUninitialized {
@@ -182,15 +195,36 @@ func (s *Service) Init(ctx context.Context, passphrase []byte) (rootToken string
 	if err != nil {
 		return "", mapKeystoreErr(err)
 	}
+	// From here on the keystore exists: a failure leaves the node sealed
+	// (open it and create a root token), never "uninitialised".
+	s.setStateLocked(StateSealed)
 	if err := s.openLocked(ctx, ring); err != nil {
-		return "", fmt.Errorf("open new keystore: %w", err)
+		return "", fmt.Errorf("keystore created, but opening it failed (fix the cause, then coffer keystore open and coffer token create-root): %w", err)
 	}
 	tok, err := s.createTokenLocked(ctx, "root", "root")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("keystore created and open, but the root token was not stored (retry with coffer token create-root --data-dir DIR): %w", err)
 	}
 	s.log.Info("keystore initialised", "generation", ring.Current())
 	return tok, nil
+}
+
+// CreateRootToken issues a new root token. Local administrators only: it is
+// how an operator recovers from a lost root token.
+func (s *Service) CreateRootToken(ctx context.Context, id Identity) (string, error) {
+	if !id.Local {
+		return "", fmt.Errorf("%w: root tokens are created only through the local control socket", ErrForbidden)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.requireOpenLocked(); err != nil {
+		return "", err
+	}
+	tok, err := s.createTokenLocked(ctx, "root", "root")
+	if err == nil {
+		s.log.Warn("root token created through the local control socket")
+	}
+	return tok, err
 }
 
 // Open opens the keystore with the passphrase and starts serving.
@@ -219,9 +253,14 @@ func (s *Service) open(ctx context.Context, get func() (*keystore.Keyring, error
 	return s.openLocked(ctx, ring)
 }
 
-// openLocked loads the data keys, repairs and completes the journal from the
-// raft log, starts raft, and finishes an interrupted init or MEK rotation.
+// openLocked checks that the state and the raft log belong together, loads
+// the data keys, repairs and completes the journal from the raft log, starts
+// raft, and finishes an interrupted init or MEK rotation. On any error it
+// undoes everything: the node stays sealed.
 func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err error) {
+	if err := s.reconcileLocked(); err != nil {
+		return err
+	}
 	keys, current, err := s.st.DEKs()
 	if err != nil {
 		return fmt.Errorf("read data keys: %w", err)
@@ -238,12 +277,17 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	if r := jr.Repaired(); r != nil {
 		s.log.Warn("journal torn tail repaired", "file", r.File, "offset", r.Offset, "dropped_bytes", r.DroppedBytes, "reason", r.Reason)
 	}
+	stopRetry := make(chan struct{})
 	defer func() {
 		if err != nil {
+			close(stopRetry)
+			s.st.Interrupt()
 			s.node.Stop()
 			s.st.Detach()
 			jr.Close()
 			s.bar.Drop()
+			s.ring, s.jr, s.stopRetry = nil, nil, nil
+			s.setStateLocked(StateSealed)
 		}
 	}()
 	s.st.Attach(jr, s.node.LogStore(), s.bar)
@@ -258,14 +302,9 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	if err := s.node.WaitLeader(wctx); err != nil {
 		return err
 	}
-	s.ring, s.jr, s.state = ring, jr, StateOpen
-	s.stopRetry = make(chan struct{})
-	go s.retryLoop(s.stopRetry)
-	defer func() {
-		if err != nil {
-			s.ring, s.jr, s.state = nil, nil, StateSealed
-		}
-	}()
+	s.ring, s.jr, s.stopRetry = ring, jr, stopRetry
+	s.setStateLocked(StateOpen)
+	go s.retryLoop(stopRetry)
 	if s.st.ClusterID() == "" {
 		wk, err := barrier.NewKey(ring, 1, time.Now())
 		if err != nil {
@@ -279,6 +318,40 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		return err
 	}
 	s.log.Info("keystore open", "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
+	return nil
+}
+
+// reconcileLocked makes sure state.db and the raft log describe the same
+// history before raft starts. If the state is behind the latest raft snapshot
+// (state.db lost or replaced by an older copy), it is restored from that
+// snapshot; if the raft log ends before the state (raft dir lost or replaced)
+// or disagrees on the term of the last applied entry, opening is refused:
+// starting anyway would silently drop or overwrite acknowledged writes.
+func (s *Service) reconcileLocked() error {
+	applied, appliedTerm := s.st.AppliedIndex(), s.st.AppliedTerm()
+	snapIdx, err := s.node.SnapshotIndex()
+	if err != nil {
+		return err
+	}
+	if snapIdx > applied {
+		s.log.Warn("state.db is behind the raft snapshot: restoring it from the snapshot", "applied", applied, "snapshot", snapIdx)
+		if err := s.node.RestoreLatestSnapshot(s.st); err != nil {
+			return fmt.Errorf("state.db is at index %d, behind the raft snapshot at %d, and restoring it failed: %w", applied, snapIdx, err)
+		}
+		applied, appliedTerm = s.st.AppliedIndex(), s.st.AppliedTerm()
+	}
+	last, err := s.node.LastIndex()
+	if err != nil {
+		return err
+	}
+	if applied > last {
+		return fmt.Errorf("%w: state.db has applied index %d but the raft log in %s ends at %d: the raft directory was lost or replaced; refusing to start, as new writes would be silently dropped (restore from a backup)", ErrUnavailable, applied, RaftDir(s.cfg.DataDir), last)
+	}
+	if applied > 0 {
+		if term, ok := s.node.TermAt(applied); ok && appliedTerm != 0 && term != appliedTerm {
+			return fmt.Errorf("%w: state.db and the raft log disagree at index %d (terms %d and %d): they come from different histories; refusing to start (restore from a backup)", ErrUnavailable, applied, appliedTerm, term)
+		}
+	}
 	return nil
 }
 
@@ -328,6 +401,7 @@ func (s *Service) sealLocked() error {
 		close(s.stopRetry)
 		s.stopRetry = nil
 	}
+	s.st.Interrupt() // a batch retrying a failed write must not block raft's shutdown
 	err := s.node.Stop()
 	s.st.Detach()
 	if s.jr != nil {
@@ -336,7 +410,8 @@ func (s *Service) sealLocked() error {
 		}
 	}
 	s.bar.Drop()
-	s.ring, s.jr, s.state = nil, nil, StateSealed
+	s.ring, s.jr = nil, nil
+	s.setStateLocked(StateSealed)
 	s.log.Info("keystore sealed")
 	return err
 }
@@ -507,7 +582,8 @@ func (s *Service) writableLocked() error {
 	if s.closed.Load() {
 		return ErrStopping
 	}
-	if h := s.st.Health(); h != nil {
+	if hs := s.st.Health(); len(hs) > 0 {
+		h := hs[0]
 		return fmt.Errorf("%w: %s write failing since %s (%s); retrying every %s", ErrWriteUnavailable,
 			h.Component, h.Since.Format(time.RFC3339), h.Error, s.cfg.WriteRetryDelay)
 	}
@@ -534,8 +610,10 @@ func (s *Service) retryLoop(stop chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			if h := s.st.Health(); h != nil && h.Component == "journal" {
-				s.st.FillJournal()
+			for _, h := range s.st.Health() {
+				if h.Component == "journal" {
+					s.st.FillJournal()
+				}
 			}
 			s.checkDisk()
 		}
@@ -599,13 +677,13 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 			return nil, ErrStopping
 		case ctx.Err() != nil:
 			// The caller went away; the command may still be applied.
-			return nil, fmt.Errorf("request cancelled before the write was confirmed (it may still be applied): %w", ctx.Err())
+			return nil, fmt.Errorf("%w: request cancelled before the write was confirmed (it may still be applied): %v", ErrUnavailable, ctx.Err())
 		case errors.Is(err, cluster.ErrNotLeader):
 			return nil, fmt.Errorf("%w: no leader at the moment (election in progress): %v", ErrUnavailable, err)
 		}
-		if h := s.st.Health(); h != nil {
+		if hs := s.st.Health(); len(hs) > 0 {
 			// The entry is in the raft log; the state machine is retrying it.
-			return nil, fmt.Errorf("%w: outcome unknown, the %s write is failing and being retried (%s)", ErrWriteUnavailable, h.Component, h.Error)
+			return nil, fmt.Errorf("%w: outcome unknown, the %s write is failing and being retried (%s)", ErrWriteUnavailable, hs[0].Component, hs[0].Error)
 		}
 		if errors.Is(err, cluster.ErrTimeout) {
 			// Not confirmed in time (raft busy or stuck); not a storage error by itself.
@@ -615,6 +693,9 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 		return nil, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
 	}
 	if e, ok := res.(error); ok {
+		if errors.Is(e, state.ErrAbandoned) {
+			return nil, fmt.Errorf("%w: %v", ErrStopping, e)
+		}
 		return nil, mapStateErr(e)
 	}
 	return res, nil

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/state"
 )
 
 var cheapKDF = keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
@@ -39,11 +41,11 @@ func TestInitPutGetReopen(t *testing.T) {
 	if _, err := s.PutSecret(ctx, "a", []byte("x")); !errors.Is(err, ErrUninitialized) {
 		t.Fatalf("put before init: %v", err)
 	}
-	tok, err := s.Init(ctx, []byte(pass))
+	tok, err := s.Init(ctx, local, []byte(pass))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Init(ctx, []byte(pass)); !errors.Is(err, ErrAlreadyInit) {
+	if _, err := s.Init(ctx, local, []byte(pass)); !errors.Is(err, ErrAlreadyInit) {
 		t.Fatalf("init twice: %v", err)
 	}
 	if id, err := s.Authenticate(tok); err != nil || id.Policy != "root" {
@@ -93,7 +95,7 @@ func TestRotationsKeepDataReadable(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
 	s.PutSecret(ctx, "k", []byte("before"))
@@ -142,7 +144,7 @@ func TestJournalHasEveryCommand(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
 	secret := []byte("very-secret-value-123456")
@@ -156,20 +158,27 @@ func TestJournalHasEveryCommand(t *testing.T) {
 	}
 	s.PutSecret(ctx, "last", secret)
 	applied := s.st.AppliedIndex()
-	n := 0
+	n, puts := 0, 0
 	err := journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		n++
-		if r.Payload == nil {
-			return fmt.Errorf("record %d not decrypted", r.Index)
+		if r.Index != uint64(n) {
+			return fmt.Errorf("journal indexes not contiguous: record %d has index %d", n, r.Index)
+		}
+		if r.Type == uint16(state.TypeSecretPut) {
+			puts++
+			if r.KeyID == 0 || r.Payload == nil {
+				return fmt.Errorf("put record %d stored in clear or not decrypted", r.Index)
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// cluster-init, token, 10 puts, last put, plus the raft configuration entry.
-	if n != 14 {
-		t.Fatalf("journal records = %d, want 14", n)
+	// Every raft entry (commands, configuration, leader no-ops and barriers)
+	// has exactly one record.
+	if uint64(n) != applied || puts != 11 {
+		t.Fatalf("journal records = %d (puts %d), applied index %d", n, puts, applied)
 	}
 	if s.jr.LastIndex() != applied {
 		t.Fatalf("journal last %d, applied %d", s.jr.LastIndex(), applied)
@@ -189,17 +198,29 @@ func TestJournalHasEveryCommand(t *testing.T) {
 }
 
 // TestJournalRebuiltFromRaftLog: records missing from the journal (a crash
-// between the state commit and the journal write) are rebuilt at open.
+// between the state commit and the journal write) are rebuilt at open, each
+// encrypted under the data key that was current at its index.
 func TestJournalRebuiltFromRaftLog(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
 		s.PutSecret(ctx, fmt.Sprintf("s%d", i), []byte("v"))
 	}
+	if _, err := s.RotateDataKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 5; i < 10; i++ {
+		s.PutSecret(ctx, fmt.Sprintf("s%d", i), []byte("v"))
+	}
+	keyOf := map[uint64]uint32{}
+	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+		keyOf[r.Index] = r.KeyID
+		return nil
+	})
 	applied := s.st.AppliedIndex()
 	s.Close()
 	// Drop the journal entirely: every record must come back from the raft log.
@@ -215,22 +236,94 @@ func TestJournalRebuiltFromRaftLog(t *testing.T) {
 	if _, err := journal.Verify(JournalDir(dir), s.bar); err != nil {
 		t.Fatal(err)
 	}
+	used := map[uint32]bool{}
+	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+		if want, ok := keyOf[r.Index]; ok && r.KeyID != want {
+			t.Errorf("rebuilt record %d under data key %d, originally %d", r.Index, r.KeyID, want)
+		}
+		used[r.KeyID] = true
+		return nil
+	})
+	if !used[1] || !used[2] {
+		t.Fatalf("expected records under data keys 1 and 2, got %v", used)
+	}
+}
+
+// TestRaftDirLostRefusesToOpen: state.db ahead of the raft log means the raft
+// directory was lost; starting would silently drop new writes.
+func TestRaftDirLostRefusesToOpen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := newSvc(t, dir)
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	s.PutSecret(ctx, "k", []byte("v"))
+	s.Close()
+	os.RemoveAll(RaftDir(dir))
+	s = newSvc(t, dir)
+	defer s.Close()
+	err := s.Open(ctx, []byte(pass))
+	if err == nil || !strings.Contains(err.Error(), "raft directory was lost") {
+		t.Fatalf("open with a lost raft dir: %v", err)
+	}
+	if s.State() != StateSealed {
+		t.Fatalf("state after refused open: %s", s.State())
+	}
+}
+
+// TestStateLostIsRebuiltFromSnapshotAndLog: state.db lost; the latest raft
+// snapshot plus the log after it bring every write back.
+func TestStateLostIsRebuiltFromSnapshotAndLog(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := newSvc(t, dir)
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		s.PutSecret(ctx, fmt.Sprintf("a%d", i), []byte(fmt.Sprint(i)))
+	}
+	if err := s.node.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		s.PutSecret(ctx, fmt.Sprintf("b%d", i), []byte(fmt.Sprint(i)))
+	}
+	s.Close()
+	if err := os.Remove(StatePath(dir)); err != nil {
+		t.Fatal(err)
+	}
+	s = newSvc(t, dir)
+	defer s.Close()
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"a", "b"} {
+		for i := 0; i < 20; i++ {
+			sec, err := s.GetSecret(ctx, fmt.Sprintf("%s%d", p, i), 0)
+			if err != nil || string(sec.Value) != fmt.Sprint(i) {
+				t.Fatalf("%s%d after state loss: %v", p, i, err)
+			}
+		}
+	}
 }
 
 func TestValidation(t *testing.T) {
 	s := newSvc(t, t.TempDir())
 	defer s.Close()
 	ctx := context.Background()
-	if _, err := s.Init(ctx, []byte("1234567")); !errors.Is(err, ErrPassphraseLength) {
+	if _, err := s.Init(ctx, local, []byte("1234567")); !errors.Is(err, ErrPassphraseLength) {
 		t.Fatalf("7 bytes: %v", err)
 	}
-	if _, err := s.Init(ctx, bytes.Repeat([]byte("a"), 201)); !errors.Is(err, ErrPassphraseLength) {
+	if _, err := s.Init(ctx, local, bytes.Repeat([]byte("a"), 201)); !errors.Is(err, ErrPassphraseLength) {
 		t.Fatalf("201 bytes: %v", err)
 	}
-	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"", "../x", "a b", "-x", string(bytes.Repeat([]byte("a"), 300))} {
+	for _, name := range []string{"", "../x", "a b", "-x", string(bytes.Repeat([]byte("a"), 300)),
+		"x/../y", "a//b", "a/./b", "a/", "a/.."} {
 		if _, err := s.PutSecret(ctx, name, []byte("v")); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("name %q: %v", name, err)
 		}
@@ -247,7 +340,7 @@ func benchWrites(b *testing.B, writers int) {
 	ctx := context.Background()
 	s := newSvc(b, dir)
 	defer s.Close()
-	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		b.Fatal(err)
 	}
 	val := bytes.Repeat([]byte("k"), 32)
@@ -278,7 +371,7 @@ func BenchmarkRead(b *testing.B) {
 	ctx := context.Background()
 	s := newSvc(b, b.TempDir())
 	defer s.Close()
-	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		b.Fatal(err)
 	}
 	for i := 0; i < 1000; i++ {
@@ -304,7 +397,7 @@ func TestCancelledRequestRaisesNoAlert(t *testing.T) {
 	s := newSvc(t, t.TempDir())
 	defer s.Close()
 	ctx := context.Background()
-	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 50; i++ {
@@ -324,7 +417,7 @@ func TestResetPassphraseLocalOnly(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, []byte(pass)); err != nil {
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
 	s.PutSecret(ctx, "k", []byte("v"))
@@ -344,3 +437,5 @@ func TestResetPassphraseLocalOnly(t *testing.T) {
 		t.Fatalf("after reset: %v", err)
 	}
 }
+
+var local = Identity{Name: "test", Local: true}

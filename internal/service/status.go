@@ -74,7 +74,7 @@ func (s *Service) Status() Status {
 		st.Journal.LastIndex = s.jr.LastIndex()
 		st.Journal.Segments = segs
 	}
-	if h := s.st.Health(); h != nil {
+	for _, h := range s.st.Health() {
 		st.Alerts = append(st.Alerts, Alert{Component: h.Component, Message: h.Error, Since: h.Since})
 	}
 	if a := s.writeErr.Load(); a != nil {

@@ -54,7 +54,7 @@ type VersionMeta struct {
 // apply mutates tx for one command. The returned error is an I/O failure that
 // aborts the batch; domain errors are the result. Handlers validate before
 // they write, so a domain error never leaves a partial change.
-func (s *Store) apply(tx *bolt.Tx, cmd Command) (any, error) {
+func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 	switch cmd.Type {
 	case TypeClusterInit:
 		var b ClusterInit
@@ -68,12 +68,14 @@ func (s *Store) apply(tx *bolt.Tx, cmd Command) (any, error) {
 		if err := meta.Put(keyClusterID, []byte(b.ClusterID)); err != nil {
 			return nil, err
 		}
+		b.Key.Index = index
 		return s.installDEK(tx, b.Key)
 	case TypeDEKCreate:
 		var wk barrier.WrappedKey
 		if err := cmd.decode(&wk); err != nil {
 			return err, nil
 		}
+		wk.Index = index
 		return s.installDEK(tx, wk)
 	case TypeDEKRewrap:
 		var keys []barrier.WrappedKey
@@ -87,6 +89,11 @@ func (s *Store) apply(tx *bolt.Tx, cmd Command) (any, error) {
 			}
 		}
 		for _, wk := range keys {
+			var old barrier.WrappedKey
+			if err := decodeJSON(b.Get(u32(wk.ID)), &old); err != nil {
+				return nil, err
+			}
+			wk.Index = old.Index // the creation index never changes
 			if err := putJSON(b, u32(wk.ID), wk); err != nil {
 				return nil, err
 			}

@@ -15,6 +15,11 @@ type Type uint16
 const (
 	// TypeRaftConfig marks a raft configuration entry in the journal.
 	TypeRaftConfig Type = 1
+	// TypeRaftMarker stands in the journal for a raft entry the FSM does not
+	// apply (leader no-op, barrier), keeping journal indexes contiguous.
+	TypeRaftMarker Type = 3
+	// TypeInvalid journals an entry that could not be decoded (its raw bytes).
+	TypeInvalid Type = 4
 	// TypeClusterInit names the cluster and installs the first data key (body: ClusterInit).
 	TypeClusterInit Type = 2
 	// TypeDEKCreate adds a data key and makes it current (body: barrier.WrappedKey).
@@ -30,6 +35,8 @@ const (
 var typeNames = map[Type]string{
 	TypeRaftConfig:  "raft-config",
 	TypeClusterInit: "cluster-init",
+	TypeRaftMarker:  "raft-marker",
+	TypeInvalid:     "invalid",
 	TypeDEKCreate:   "dek-create",
 	TypeDEKRewrap:   "dek-rewrap",
 	TypeTokenCreate: "token-create",
@@ -48,7 +55,7 @@ func (t Type) String() string {
 // Data-key commands qualify: they carry only MEK-wrapped keys, and they must
 // be readable before the key they introduce is known.
 func (t Type) ClearPayload() bool {
-	return t == TypeRaftConfig || t == TypeClusterInit || t == TypeDEKCreate || t == TypeDEKRewrap
+	return t == TypeRaftConfig || t == TypeRaftMarker || t == TypeClusterInit || t == TypeDEKCreate || t == TypeDEKRewrap
 }
 
 // Command is one state mutation as it travels through raft.

@@ -13,12 +13,14 @@
 package state
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,9 +62,21 @@ type Store struct {
 	bar     *barrier.Barrier
 
 	applied atomic.Uint64
-	stop    chan struct{}
-	health  atomic.Pointer[WriteHealth]
+	stop    chan struct{} // closed by Close
+	// interrupt is closed by Interrupt (seal/stop) to end a retrying batch;
+	// Attach re-arms it. abandoned is set when a batch was given up: raft
+	// counts those entries as applied, so no snapshot may be taken until the
+	// next open replays them.
+	interrupt chan struct{}
+	abandoned atomic.Bool
+	stateH    atomic.Pointer[WriteHealth]
+	journalH  atomic.Pointer[WriteHealth]
 }
+
+// ErrAbandoned is the result of entries whose state write was given up because
+// the node is sealing or stopping. They are committed in the raft log and are
+// applied at the next open: their outcome is unknown to the caller, not lost.
+var ErrAbandoned = errors.New("state write abandoned while stopping; the command is committed and will be applied at the next start")
 
 // WriteHealth reports a failing state or journal write.
 type WriteHealth struct {
@@ -84,7 +98,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{path: path, log: opts.Logger, opts: opts, db: db, stop: make(chan struct{})}
+	s := &Store{path: path, log: opts.Logger, opts: opts, db: db, stop: make(chan struct{}), interrupt: make(chan struct{})}
 	s.applied.Store(readApplied(db))
 	return s, nil
 }
@@ -143,8 +157,45 @@ func (s *Store) Path() string { return s.path }
 // AppliedIndex is the last raft index applied to the state.
 func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
 
-// Health returns the current write failure, or nil.
-func (s *Store) Health() *WriteHealth { return s.health.Load() }
+// Health returns the current write failures (state first), empty if none.
+func (s *Store) Health() []WriteHealth {
+	var out []WriteHealth
+	for _, p := range []*atomic.Pointer[WriteHealth]{&s.stateH, &s.journalH} {
+		if h := p.Load(); h != nil {
+			out = append(out, *h)
+		}
+	}
+	return out
+}
+
+func (s *Store) slot(component string) *atomic.Pointer[WriteHealth] {
+	if component == "journal" {
+		return &s.journalH
+	}
+	return &s.stateH
+}
+
+// AppliedTerm is the raft term of the last applied entry.
+func (s *Store) AppliedTerm() uint64 {
+	var t uint64
+	s.View(func(tx *bolt.Tx) error {
+		t = getU64(tx.Bucket(bucketMeta), keyAppliedTerm)
+		return nil
+	})
+	return t
+}
+
+// Interrupt ends a batch that is retrying a failed write, so raft can shut
+// down (seal, stop). Attach re-arms it.
+func (s *Store) Interrupt() {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	select {
+	case <-s.interrupt:
+	default:
+		close(s.interrupt)
+	}
+}
 
 // Attach connects the journal, the raft log (to rebuild missing journal
 // records) and the barrier (to encrypt them) when the keystore opens.
@@ -152,6 +203,8 @@ func (s *Store) Attach(j *journal.Journal, logs raft.LogStore, b *barrier.Barrie
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
 	s.journal, s.logs, s.bar = j, logs, b
+	s.interrupt = make(chan struct{})
+	s.abandoned.Store(false)
 }
 
 // Detach disconnects them when the keystore is sealed.
@@ -170,7 +223,13 @@ func (s *Store) View(fn func(tx *bolt.Tx) error) error {
 
 // DEKs returns the wrapped data keys and the current key id.
 func (s *Store) DEKs() (keys []barrier.WrappedKey, current uint32, err error) {
-	err = s.View(func(tx *bolt.Tx) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.dekLocked()
+}
+
+func (s *Store) dekLocked() (keys []barrier.WrappedKey, current uint32, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		current = uint32(getU64(tx.Bucket(bucketMeta), keyCurrentDEK))
 		return tx.Bucket(bucketDEKs).ForEach(func(k, v []byte) error {
 			var wk barrier.WrappedKey
@@ -238,21 +297,26 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 			if n := len(logs); n > 0 && logs[n-1].Index > applied {
 				s.applied.Store(logs[n-1].Index)
 			}
-			if h := s.health.Load(); h != nil && h.Component == "state" {
+			if h := s.stateH.Swap(nil); h != nil {
 				s.log.Info("state writes recovered", "after_attempts", h.Attempts)
-				s.health.Store(nil)
 			}
 			break
 		}
 		s.failing("state", err, attempt)
+		s.jmu.Lock()
+		interrupt := s.interrupt
+		s.jmu.Unlock()
 		select {
 		case <-s.stop:
-			for i := range resp {
-				resp[i] = fmt.Errorf("state write failed and server is stopping: %w", err)
-			}
-			return resp
+		case <-interrupt:
 		case <-time.After(s.opts.RetryDelay):
+			continue
 		}
+		s.abandoned.Store(true)
+		for i := range resp {
+			resp[i] = fmt.Errorf("%w (last error: %v)", ErrAbandoned, err)
+		}
+		return resp
 	}
 	if len(recs) > 0 {
 		s.appendJournal(recs)
@@ -261,11 +325,12 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 }
 
 func (s *Store) failing(component string, err error, attempt int) {
+	slot := s.slot(component)
 	h := &WriteHealth{Component: component, Error: err.Error(), Since: time.Now().UTC(), Attempts: attempt}
-	if old := s.health.Load(); old != nil && old.Component == component {
+	if old := slot.Load(); old != nil {
 		h.Since = old.Since
 	}
-	s.health.Store(h)
+	slot.Store(h)
 	s.log.Error("write failed; writes paused, retrying", "component", component, "error", err, "attempt", attempt, "retry_in", s.opts.RetryDelay)
 }
 
@@ -281,17 +346,25 @@ func (s *Store) applyOne(tx *bolt.Tx, l *raft.Log) (*journal.Record, any, error)
 	}
 	cmd, err := UnmarshalCommand(l.Data)
 	if err != nil {
-		return nil, err, nil // an undecodable entry is recorded as a failed result, not retried forever
+		// Journal it anyway so the journal never falls behind the state.
+		return &journal.Record{Index: l.Index, Time: l.AppendedAt, Type: uint16(TypeInvalid), KeyID: s.currentKey(), Payload: l.Data}, err, nil
 	}
-	res, ioErr := s.apply(tx, cmd)
+	res, ioErr := s.apply(tx, l.Index, cmd)
 	if ioErr != nil {
 		return nil, nil, ioErr
 	}
 	rec := &journal.Record{Index: l.Index, Time: cmd.Time, Type: uint16(cmd.Type), Payload: l.Data}
-	if !cmd.Type.ClearPayload() && s.bar != nil {
-		rec.KeyID = s.bar.Current()
+	if !cmd.Type.ClearPayload() {
+		rec.KeyID = s.currentKey()
 	}
 	return rec, res, nil
+}
+
+func (s *Store) currentKey() uint32 {
+	if s.bar == nil {
+		return 0
+	}
+	return s.bar.Current()
 }
 
 // Apply implements raft.FSM for single entries.
@@ -305,25 +378,55 @@ func (s *Store) appendJournal(recs []journal.Record) {
 	}
 	err := s.fillJournalLocked(recs[0].Index - 1)
 	if err == nil {
+		recs, err = s.withMarkers(recs)
+	}
+	if err == nil {
 		err = s.journal.Append(recs, s.bar)
 	}
 	s.journalResult(err)
 }
 
+// withMarkers inserts marker records for raft entries between the records of
+// a batch that the FSM did not see (no-ops, barriers).
+func (s *Store) withMarkers(recs []journal.Record) ([]journal.Record, error) {
+	gap := false
+	for i := 1; i < len(recs); i++ {
+		if recs[i].Index != recs[i-1].Index+1 {
+			gap = true
+			break
+		}
+	}
+	if !gap || s.logs == nil {
+		return recs, nil
+	}
+	out := make([]journal.Record, 0, len(recs)+4)
+	for i, r := range recs {
+		if i > 0 {
+			for idx := recs[i-1].Index + 1; idx < r.Index; idx++ {
+				var l raft.Log
+				if err := s.logs.GetLog(idx, &l); err != nil {
+					return nil, fmt.Errorf("read raft entry %d for the journal: %w", idx, err)
+				}
+				out = append(out, recordFor(&l, 0))
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // journalResult records a journal failure (raising the alert) or clears it.
 func (s *Store) journalResult(err error) {
-	h := s.health.Load()
 	if err != nil {
 		attempt := 1
-		if h != nil && h.Component == "journal" {
+		if h := s.journalH.Load(); h != nil {
 			attempt = h.Attempts + 1
 		}
 		s.failing("journal", err, attempt)
 		return
 	}
-	if h != nil && h.Component == "journal" {
-		s.log.Info("journal writes recovered")
-		s.health.CompareAndSwap(h, nil)
+	if h := s.journalH.Swap(nil); h != nil {
+		s.log.Info("journal writes recovered", "after_attempts", h.Attempts)
 	}
 }
 
@@ -351,6 +454,10 @@ func (s *Store) fillJournalLocked(upTo uint64) error {
 	if first, err := s.logs.FirstIndex(); err == nil && first > from && first != 0 {
 		return fmt.Errorf("journal ends at index %d but the raft log starts at %d: records %d-%d cannot be rebuilt", from-1, first, from, first-1)
 	}
+	keyAt, err := s.keyIndex()
+	if err != nil {
+		return err
+	}
 	var recs []journal.Record
 	rebuilt := 0
 	flush := func() error {
@@ -367,23 +474,7 @@ func (s *Store) fillJournalLocked(upTo uint64) error {
 		if err := s.logs.GetLog(i, &l); err != nil {
 			return fmt.Errorf("rebuild journal record %d from raft log: %w", i, err)
 		}
-		var rec *journal.Record
-		switch l.Type {
-		case raft.LogConfiguration:
-			rec = &journal.Record{Index: l.Index, Time: l.AppendedAt, Type: uint16(TypeRaftConfig), Payload: l.Data}
-		case raft.LogCommand:
-			cmd, err := UnmarshalCommand(l.Data)
-			if err != nil {
-				continue
-			}
-			rec = &journal.Record{Index: l.Index, Time: cmd.Time, Type: uint16(cmd.Type), Payload: l.Data}
-			if !cmd.Type.ClearPayload() && s.bar != nil {
-				rec.KeyID = s.bar.Current()
-			}
-		}
-		if rec != nil {
-			recs = append(recs, *rec)
-		}
+		recs = append(recs, recordFor(&l, keyAt(l.Index)))
 		if len(recs) >= 256 {
 			if err := flush(); err != nil {
 				return err
@@ -402,6 +493,9 @@ func (s *Store) fillJournalLocked(upTo uint64) error {
 // Snapshot implements raft.FSM. It fsyncs the journal first and refuses while
 // the journal is behind, so raft never compacts entries the journal lacks.
 func (s *Store) Snapshot() (raft.FSMSnapshot, error) {
+	if s.abandoned.Load() {
+		return nil, errors.New("a state write was abandoned: snapshot refused until the next open replays it")
+	}
 	s.jmu.Lock()
 	if s.journal != nil {
 		if s.journal.LastIndex() < s.applied.Load() {
@@ -438,7 +532,7 @@ func (p *snapshot) Release() { p.tx.Rollback() }
 // Restore implements raft.FSM. The snapshot is a whole bbolt file. If this
 // store has already applied at least as far as the snapshot (it is a prefix
 // of our committed history), it is discarded; otherwise the database is
-// replaced atomically and the barrier reloaded.
+// replaced atomically and, when unsealed, the barrier reloads the data keys.
 func (s *Store) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	tmp := s.path + ".restore"
@@ -473,6 +567,15 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 	s.db = db
 	s.applied.Store(idx)
 	s.log.Warn("state replaced from raft snapshot", "index", idx)
+	if s.bar != nil && !s.bar.Sealed() {
+		keys, current, err := s.dekLocked()
+		if err != nil {
+			return err
+		}
+		if err := s.bar.Unseal(s.bar.Keyring(), keys, current); err != nil {
+			return fmt.Errorf("restore: load data keys of the snapshot: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -493,4 +596,46 @@ func getU64(b *bolt.Bucket, k []byte) uint64 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(v)
+}
+
+// recordFor is the journal record of a raft entry. Entries the FSM never
+// sees (no-ops, barriers) become marker records, so journal indexes are
+// contiguous and a missing record is always detectable.
+func recordFor(l *raft.Log, key uint32) journal.Record {
+	switch l.Type {
+	case raft.LogConfiguration:
+		return journal.Record{Index: l.Index, Time: l.AppendedAt, Type: uint16(TypeRaftConfig), Payload: l.Data}
+	case raft.LogCommand:
+		cmd, err := UnmarshalCommand(l.Data)
+		if err != nil {
+			return journal.Record{Index: l.Index, Time: l.AppendedAt, Type: uint16(TypeInvalid), KeyID: key, Payload: l.Data}
+		}
+		r := journal.Record{Index: l.Index, Time: cmd.Time, Type: uint16(cmd.Type), Payload: l.Data}
+		if !cmd.Type.ClearPayload() {
+			r.KeyID = key
+		}
+		return r
+	}
+	return journal.Record{Index: l.Index, Time: l.AppendedAt, Type: uint16(TypeRaftMarker)}
+}
+
+// keyIndex returns, for a raft index, the data key that was current when
+// that entry was applied: the newest key created at or before it. Rebuilt
+// records are thus encrypted exactly as they were the first time, and a
+// replay from any backup point finds the key it needs.
+func (s *Store) keyIndex() (func(uint64) uint32, error) {
+	keys, _, err := s.DEKs()
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(keys, func(a, b barrier.WrappedKey) int { return cmp.Compare(a.Index, b.Index) })
+	return func(idx uint64) uint32 {
+		var id uint32
+		for _, k := range keys {
+			if k.Index <= idx {
+				id = k.ID
+			}
+		}
+		return id
+	}, nil
 }

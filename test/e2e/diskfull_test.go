@@ -168,3 +168,65 @@ func TestDiskFullStateOnly(t *testing.T) { diskFullScenario(t, 0, "state.db") }
 // is cut back, writes are refused, and the missing records are rebuilt from the
 // raft log once there is room.
 func TestDiskFullJournalOnly(t *testing.T) { diskFullScenario(t, 0, "journal") }
+
+// TestStopWhileStateWriteFails: a fast stop must not hang while the state
+// machine is retrying a failed write (it used to wait forever); after space
+// returns, the next start applies the committed command and loses nothing.
+func TestStopWhileStateWriteFails(t *testing.T) {
+	mnt := mountTmpfs(t, "48m")
+	dir := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(dir, 0o700)
+	if err := os.Symlink(filepath.Join(mnt, "state.db"), filepath.Join(dir, "state.db")); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t, dir, "storage:\n  min_free_bytes: 0\n  write_retry_delay: 300ms\n")
+	n.start()
+	defer n.stop()
+	n.initialise()
+	ctx := context.Background()
+	c := n.https()
+	acked := map[string]string{}
+	for i := 0; i < 100; i++ {
+		name := fmt.Sprintf("pre-%d", i)
+		if _, err := c.PutSecret(ctx, name, []byte(name)); err != nil {
+			t.Fatal(err)
+		}
+		acked[name] = name
+	}
+	fill(t, filepath.Join(mnt, "filler"))
+	go func() {
+		for i := 0; i < 50; i++ {
+			c.PutSecret(ctx, fmt.Sprintf("pending-%d", i), []byte("x"))
+		}
+	}()
+	waitFor(t, 30*time.Second, func() bool {
+		st, err := n.local().Status(ctx)
+		if err != nil {
+			return false
+		}
+		for _, a := range st.Alerts {
+			if a.Component == "state" {
+				return true
+			}
+		}
+		return false
+	})
+	start := time.Now()
+	out, err := coffer(t, nil, "stop", "-m", "fast", "--data-dir", dir, "--wait", "20s")
+	if err != nil {
+		t.Fatalf("fast stop while the state write fails: %v\n%s\n%s", err, out, n.logs)
+	}
+	t.Logf("stopped in %s while the state write was failing", time.Since(start).Round(time.Millisecond))
+	n.waitExit(10 * time.Second)
+	os.Remove(filepath.Join(mnt, "filler"))
+	n.start()
+	n.waitState("open")
+	verifyAll(t, n, acked)
+	if _, err := n.https().PutSecret(ctx, "after", []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	n.stop()
+	if out, err := coffer(t, nil, "journal", "verify", "--data-dir", dir); err != nil {
+		t.Fatalf("journal: %v\n%s", err, out)
+	}
+}

@@ -55,6 +55,7 @@ func Handler(svc *service.Service, opts Options) http.Handler {
 	mux.HandleFunc("POST /api/v1/sys/init", a.init)
 	mux.HandleFunc("POST /api/v1/sys/open", a.open)
 	mux.HandleFunc("POST /api/v1/sys/seal", a.auth(a.seal))
+	mux.HandleFunc("POST /api/v1/sys/root-token", a.auth(a.rootToken))
 	mux.HandleFunc("GET /api/v1/sys/status", a.auth(a.status))
 	mux.HandleFunc("POST /api/v1/sys/stop", a.auth(a.stopServer))
 	mux.HandleFunc("POST /api/v1/sys/keystore/rotate-master-key", a.auth(a.rotateMasterKey))
@@ -213,7 +214,17 @@ func (a *api) init(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	tok, err := a.svc.Init(r.Context(), []byte(req.Passphrase))
+	local, _ := r.Context().Value(localKey).(bool)
+	tok, err := a.svc.Init(r.Context(), service.Identity{Name: "local", Local: local}, []byte(req.Passphrase))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, InitResponse{RootToken: tok})
+}
+
+func (a *api) rootToken(w http.ResponseWriter, r *http.Request, id service.Identity) {
+	tok, err := a.svc.CreateRootToken(r.Context(), id)
 	if err != nil {
 		a.fail(w, r, err)
 		return

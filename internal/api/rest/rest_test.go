@@ -22,7 +22,7 @@ func setup(t *testing.T) (*httptest.Server, *service.Service, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { svc.Close() })
-	tok, err := svc.Init(context.Background(), []byte("rest-test-passphrase"))
+	tok, err := svc.Init(context.Background(), service.Identity{Local: true}, []byte("rest-test-passphrase"))
 	if err != nil {
 		t.Fatal(err)
 	}
