@@ -1,6 +1,6 @@
-# Coffer — the two commands are in README.md:
+# Conveniences. The two commands are in README.md:
 #   go run ./cmd/coffer dev      start a dev server
-#   make test                    install what the tests need and run them all
+#   ./scripts/test.sh            install what the tests need and run them all (= make test)
 
 GO ?= go
 

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -563,7 +564,11 @@ func (s *Service) JournalSegments() ([]journal.SegmentInfo, error) {
 	if s.jr != nil {
 		return s.jr.Segments(), nil
 	}
-	return journal.ListSegments(JournalDir(s.cfg.DataDir))
+	segs, err := journal.ListSegments(JournalDir(s.cfg.DataDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // never opened: no journal yet
+	}
+	return segs, err
 }
 
 func (s *Service) requireOpenLocked() error {
