@@ -65,8 +65,8 @@ when init was interrupted before it could store one. Allowed only through the
 local control socket (--data-dir), with the keystore open.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.dataDir == "" && os.Getenv("COFFER_DATA_DIR") == "" {
-				return errors.New("create-root works only through the local control socket: give --data-dir DIR")
+			if err := g.requireLocal("create-root"); err != nil {
+				return err
 			}
 			c, err := g.client()
 			if err != nil {
@@ -305,8 +305,8 @@ the local control socket (--data-dir), so only someone with access to the data
 directory on the server host can do it. Keys are unchanged.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.dataDir == "" && os.Getenv("COFFER_DATA_DIR") == "" {
-				return errors.New("reset-passphrase works only through the local control socket: give --data-dir DIR")
+			if err := g.requireLocal("reset-passphrase"); err != nil {
+				return err
 			}
 			nw, err := readPassphrase(cmd, resetFile, "New keystore passphrase", true)
 			if err != nil {

@@ -110,6 +110,14 @@ func (g *globals) client() (*client.Client, error) {
 	return client.New(cfg)
 }
 
+// requireLocal refuses commands that only the local control socket may run.
+func (g *globals) requireLocal(cmd string) error {
+	if g.dataDir == "" && os.Getenv("COFFER_DATA_DIR") == "" {
+		return fmt.Errorf("%s works only through the local control socket: give --data-dir DIR", cmd)
+	}
+	return nil
+}
+
 func (g *globals) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.timeout)
 }

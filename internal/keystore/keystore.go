@@ -514,16 +514,27 @@ func (s *Store) ChangePassphrase(old, new []byte) (*Keyring, error) {
 		return nil, err
 	}
 	defer k.Wipe()
+	return s.resealLocked(k, new, kdf)
+}
+
+// resealLocked writes k's MEKs to keystore.ks under a KEK derived from
+// passphrase with a fresh salt, and rebuilds keystore.aks if it exists.
+// s.mu must be held.
+func (s *Store) resealLocked(k *Keyring, passphrase []byte, kdf KDFParams) (*Keyring, error) {
+	k.r.mu.RLock()
+	if k.r.wiped {
+		k.r.mu.RUnlock()
+		return nil, ErrKeyringWiped
+	}
+	gens, current := k.r.meks(), k.r.current
+	k.r.mu.RUnlock()
+	defer wipeMEKs(gens)
 	var salt [saltSize]byte
 	if _, err := rand.Read(salt[:]); err != nil {
 		return nil, fmt.Errorf("generate salt: %w", err)
 	}
-	kek := deriveKEK(new, salt[:], kdf)
+	kek := deriveKEK(passphrase, salt[:], kdf)
 	defer clear(kek)
-	k.r.mu.RLock()
-	gens, current := k.r.meks(), k.r.current
-	k.r.mu.RUnlock()
-	defer wipeMEKs(gens)
 	nk, err := s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
 	if err != nil {
 		return nil, err
@@ -606,24 +617,5 @@ func (s *Store) ResetPassphrase(k *Keyring, new []byte) (*Keyring, error) {
 	if err := s.checkCurrent(k); err != nil {
 		return nil, err
 	}
-	k.r.mu.RLock()
-	if k.r.wiped {
-		k.r.mu.RUnlock()
-		return nil, ErrKeyringWiped
-	}
-	gens, current := k.r.meks(), k.r.current
-	k.r.mu.RUnlock()
-	defer wipeMEKs(gens)
-	var salt [saltSize]byte
-	if _, err := rand.Read(salt[:]); err != nil {
-		return nil, fmt.Errorf("generate salt: %w", err)
-	}
-	kek := deriveKEK(new, salt[:], kdf)
-	defer clear(kek)
-	nk, err := s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
-	if err != nil {
-		return nil, err
-	}
-	s.rebuildAKSIfEnabled(nk)
-	return nk, nil
+	return s.resealLocked(k, new, kdf)
 }
