@@ -3,7 +3,6 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"os"
 	"syscall"
 	"text/tabwriter"
 	"time"
