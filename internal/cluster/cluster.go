@@ -128,6 +128,27 @@ func (n *Node) LastIndex() (uint64, error) {
 	return max(last, snap), nil
 }
 
+// FirstIndex is the first entry still in the raft log (0: empty log).
+func (n *Node) FirstIndex() (uint64, error) {
+	return n.store.FirstIndex()
+}
+
+// HasFSMEntries reports whether any entry in [from, to] is one the FSM
+// applies (a command or configuration). Entries no longer in the log count
+// as FSM entries (unknown).
+func (n *Node) HasFSMEntries(from, to uint64) bool {
+	for i := from; i <= to; i++ {
+		var l raft.Log
+		if err := n.store.GetLog(i, &l); err != nil {
+			return true
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return true
+		}
+	}
+	return false
+}
+
 // TermAt returns the term of the entry at idx, if raft still has it.
 func (n *Node) TermAt(idx uint64) (uint64, bool) {
 	var l raft.Log

@@ -21,8 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/coffer-kms/coffer/internal/api/rest"
 	"github.com/coffer-kms/coffer/internal/config"
 	"github.com/coffer-kms/coffer/internal/fsutil"
@@ -427,24 +425,3 @@ func ReadPID(dir string) (pid int, url string, err error) {
 
 // ErrNotRunning means no server holds the data dir.
 var ErrNotRunning = errors.New("no server is running on this data dir")
-
-// peerIsTrusted reports whether the peer of a unix connection runs as this
-// process's user or as root.
-func peerIsTrusted(c net.Conn) bool {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return false
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return false
-	}
-	return cred.Uid == 0 || int(cred.Uid) == os.Getuid()
-}

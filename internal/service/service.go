@@ -278,6 +278,15 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	if r := jr.Repaired(); r != nil {
 		s.log.Warn("journal torn tail repaired", "file", r.File, "offset", r.Offset, "dropped_bytes", r.DroppedBytes, "reason", r.Reason)
 	}
+	if last, err := s.node.LastIndex(); err != nil || jr.LastIndex() > max(last, s.st.AppliedIndex()) {
+		jr.Close()
+		s.bar.Drop()
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: the journal in %s ends at index %d, beyond the raft log (%d) and the state (%d): state.db and raft/ were lost or replaced while the journal was kept; refusing to start, as new records would collide with old ones (restore from a backup, or move the journal aside to start a new history)",
+			ErrUnavailable, JournalDir(s.cfg.DataDir), jr.LastIndex(), last, s.st.AppliedIndex())
+	}
 	stopRetry := make(chan struct{})
 	defer func() {
 		if err != nil {
@@ -334,7 +343,9 @@ func (s *Service) reconcileLocked() error {
 	if err != nil {
 		return err
 	}
-	if snapIdx > applied {
+	// Raft's snapshot index also counts no-op and barrier entries, which the
+	// state never applies: only a real gap needs a restore.
+	if snapIdx > applied && s.node.HasFSMEntries(applied+1, snapIdx) {
 		s.log.Warn("state.db is behind the raft snapshot: restoring it from the snapshot", "applied", applied, "snapshot", snapIdx)
 		if err := s.node.RestoreLatestSnapshot(s.st); err != nil {
 			return fmt.Errorf("state.db is at index %d, behind the raft snapshot at %d, and restoring it failed: %w", applied, snapIdx, err)
@@ -347,6 +358,15 @@ func (s *Service) reconcileLocked() error {
 	}
 	if applied > last {
 		return fmt.Errorf("%w: state.db has applied index %d but the raft log in %s ends at %d: the raft directory was lost or replaced; refusing to start, as new writes would be silently dropped (restore from a backup)", ErrUnavailable, applied, RaftDir(s.cfg.DataDir), last)
+	}
+	// Raft replays from its snapshot (or from 1); the log must still hold the
+	// entries after what the state has.
+	first, err := s.node.FirstIndex()
+	if err != nil {
+		return err
+	}
+	if first > 0 && first > max(applied, snapIdx)+1 {
+		return fmt.Errorf("%w: state.db is at index %d and the latest raft snapshot at %d, but the raft log starts at %d: entries %d-%d are gone; refusing to start (restore from a backup)", ErrUnavailable, applied, snapIdx, first, max(applied, snapIdx)+1, first-1)
 	}
 	if applied > 0 {
 		if term, ok := s.node.TermAt(applied); ok && appliedTerm != 0 && term != appliedTerm {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -439,3 +440,80 @@ func TestResetPassphraseLocalOnly(t *testing.T) {
 }
 
 var local = Identity{Name: "test", Local: true}
+
+// TestJournalAheadOfRaftRefusesToOpen: state.db and raft/ lost, journal kept:
+// new records would collide with the old history's indexes.
+func TestJournalAheadOfRaftRefusesToOpen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := newSvc(t, dir)
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		s.PutSecret(ctx, fmt.Sprintf("k%d", i), []byte("v"))
+	}
+	s.Close()
+	os.Remove(StatePath(dir))
+	os.RemoveAll(RaftDir(dir))
+	s = newSvc(t, dir)
+	defer s.Close()
+	err := s.Open(ctx, []byte(pass))
+	if err == nil || !strings.Contains(err.Error(), "beyond the raft log") {
+		t.Fatalf("open with only the journal left: %v", err)
+	}
+}
+
+// TestNoNeedlessSnapshotRestore: raft's snapshot index also counts no-op and
+// barrier entries; a state that only lacks those must not be "restored".
+func TestNoNeedlessSnapshotRestore(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	newLogged := func() *Service {
+		s, err := New(Config{DataDir: dir, KDF: cheapKDF, Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)),
+			MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := newLogged()
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	s.PutSecret(ctx, "k", []byte("v"))
+	s.Close()
+	for i := 0; i < 2; i++ { // each open appends a barrier; then snapshot
+		s = newLogged()
+		if err := s.Open(ctx, []byte(pass)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.node.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	s = newLogged()
+	defer s.Close()
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(logs.String(), "behind the raft snapshot") {
+		t.Fatalf("needless snapshot restore:\n%s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -260,6 +260,15 @@ func (s *Store) ClusterID() string {
 // acknowledged is lost and nothing is half-applied.
 func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 	resp := make([]any, len(logs))
+	if s.abandoned.Load() {
+		// An earlier batch was given up; applying later ones would move the
+		// applied index past it and lose it for good. Refuse until the next
+		// open (Attach), whose replay applies everything in order.
+		for i := range resp {
+			resp[i] = ErrAbandoned
+		}
+		return resp
+	}
 	var recs []journal.Record
 	for attempt := 1; ; attempt++ {
 		recs = recs[:0]
@@ -407,7 +416,7 @@ func (s *Store) withMarkers(recs []journal.Record) ([]journal.Record, error) {
 				if err := s.logs.GetLog(idx, &l); err != nil {
 					return nil, fmt.Errorf("read raft entry %d for the journal: %w", idx, err)
 				}
-				out = append(out, recordFor(&l, 0))
+				out = append(out, recordFor(&l, s.currentKey()))
 			}
 		}
 		out = append(out, r)
@@ -628,7 +637,14 @@ func (s *Store) keyIndex() (func(uint64) uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(keys, func(a, b barrier.WrappedKey) int { return cmp.Compare(a.Index, b.Index) })
+	// Keys made before creation indexes were recorded have Index 0; among
+	// those the highest id is the newest.
+	slices.SortFunc(keys, func(a, b barrier.WrappedKey) int {
+		if c := cmp.Compare(a.Index, b.Index); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
 	return func(idx uint64) uint32 {
 		var id uint32
 		for _, k := range keys {

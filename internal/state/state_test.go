@@ -114,3 +114,31 @@ func TestCommandRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAbandonedBatchBlocksLaterOnes: once a batch is given up (seal/stop while
+// its write fails), no later batch may apply — it would move the applied
+// index past the abandoned entries and lose them. Attach (next open) re-arms.
+func TestAbandonedBatchBlocksLaterOnes(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.ApplyBatch([]*raft.Log{put(t, 1, "a", 1)})
+	s.abandoned.Store(true) // as after Interrupt during a failing write of entry 2
+	res := s.ApplyBatch([]*raft.Log{put(t, 3, "b", 1)})
+	if e, ok := res[0].(error); !ok || !errors.Is(e, ErrAbandoned) {
+		t.Fatalf("batch after an abandoned one: %v", res[0])
+	}
+	if s.AppliedIndex() != 1 {
+		t.Fatalf("applied index moved to %d past abandoned entries", s.AppliedIndex())
+	}
+	if _, err := s.Snapshot(); err == nil {
+		t.Fatal("snapshot allowed after an abandoned batch")
+	}
+	s.Attach(nil, nil, nil)
+	res = s.ApplyBatch([]*raft.Log{put(t, 2, "c", 1), put(t, 3, "b", 1)})
+	if res[0] != uint64(1) || res[1] != uint64(1) || s.AppliedIndex() != 3 {
+		t.Fatalf("replay after re-open: %v, applied %d", res, s.AppliedIndex())
+	}
+}

@@ -76,7 +76,8 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 		{"short passphrase", "POST", "/api/v1/sys/keystore/change-passphrase", `{"old_passphrase":"rest-test-passphrase","new_passphrase":"short"}`, 400, "invalid_passphrase", "8 to 200"},
 		{"wrong old passphrase", "POST", "/api/v1/sys/keystore/change-passphrase", `{"old_passphrase":"not-the-passphrase","new_passphrase":"long-enough-pass"}`, 400, "wrong_passphrase", "passphrase"},
 		{"remote reset", "POST", "/api/v1/sys/keystore/reset-passphrase", `{"new_passphrase":"long-enough-pass"}`, 403, "forbidden", "local control socket"},
-		{"init again", "POST", "/api/v1/sys/init", `{"passphrase":"whatever-passphrase"}`, 409, "already_initialized", "already"},
+		{"init over the network", "POST", "/api/v1/sys/init", `{"passphrase":"whatever-passphrase"}`, 403, "forbidden", "local control socket"},
+		{"root token over the network", "POST", "/api/v1/sys/root-token", ``, 403, "forbidden", "local control socket"},
 	}
 	for _, c := range cases {
 		if c.method == "" {

@@ -1,0 +1,103 @@
+package rest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+// fuzzSetup is setup from rest_test.go for a *testing.F: a real, open
+// service in a temporary data dir, its handler and a root token.
+func fuzzSetup(f *testing.F) (http.Handler, string) {
+	f.Helper()
+	svc, err := service.New(service.Config{DataDir: f.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, WriteRetryDelay: 100 * time.Millisecond})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { svc.Close() })
+	tok, err := svc.Init(context.Background(), service.Identity{Local: true}, []byte("rest-test-passphrase"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	return Handler(svc, Options{}), tok
+}
+
+// FuzzSecretPutBody sends the fuzz bytes as the JSON body of
+// PUT /api/v1/secrets/{name} with the fuzz string as name. Every answer is a
+// 200 naming the stored version, or a 4xx in the one error shape; never a 5xx.
+func FuzzSecretPutBody(f *testing.F) {
+	for _, s := range []struct{ name, body string }{
+		{"a", `{"value":"c2VjcmV0"}`},
+		{"db/tde", `{"value":"c2VjcmV0"}`},
+		{"a", `{"value":"c2VjcmV0"} {}`},
+		{"a", `{"value":"c2VjcmV0","extra":1}`},
+		{"a", `{"value":"***"}`},
+		{"a", `{"value":42}`},
+		{"a", `{"value":""}`},
+		{"a", `{"value":null}`},
+		{"a", `null`},
+		{"a", `{"value":`},
+		{"a", ``},
+		{"a b", `{"value":"eA=="}`},
+		{"", `{"value":"eA=="}`},
+		{"..", `{"value":"eA=="}`},
+		{"a//b", `{"value":"eA=="}`},
+		{strings.Repeat("n", 256), `{"value":"eA=="}`},
+	} {
+		f.Add(s.name, []byte(s.body))
+	}
+	h, tok := fuzzSetup(f)
+
+	f.Fuzz(func(t *testing.T, name string, body []byte) {
+		req := httptest.NewRequest(http.MethodPut, "/api/v1/secrets/x", bytes.NewReader(body))
+		// The name goes into the path as a client would send it: slashes as
+		// segment separators, everything else escaped as needed.
+		req.URL.Path = "/api/v1/secrets/" + name
+		req.URL.RawPath = ""
+		req.RequestURI = req.URL.RequestURI()
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+
+		status, raw := rec.Code, rec.Body.Bytes()
+		switch {
+		case status == http.StatusOK:
+			var sr SecretResponse
+			if err := json.Unmarshal(raw, &sr); err != nil || sr.Name != name || sr.Version == 0 {
+				t.Fatalf("200 with body %q (%v)", raw, err)
+			}
+			if err := service.ValidName(name); err != nil {
+				t.Fatalf("stored a secret under a name the service calls invalid: %v", err)
+			}
+		case status == http.StatusMovedPermanently || status == http.StatusTemporaryRedirect || status == http.StatusPermanentRedirect:
+			// net/http's ServeMux redirects a path with empty, "." or ".."
+			// segments to its cleaned form before any handler runs. Such a
+			// name is invalid anyway.
+			if service.ValidName(name) == nil {
+				t.Fatalf("redirect (%s) for the valid name %q", rec.Header().Get("Location"), name)
+			}
+		case status >= 400 && status < 500:
+			var eb ErrorBody
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&eb); err != nil || eb.Error.Code == "" || eb.Error.Message == "" {
+				t.Fatalf("%d without the error shape: %q (%v)", status, raw, err)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Fatalf("%d with Content-Type %q", status, ct)
+			}
+		default:
+			t.Fatalf("PUT %q with body %q: status %d: %s", name, body, status, raw)
+		}
+	})
+}

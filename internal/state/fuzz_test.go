@@ -1,0 +1,190 @@
+package state
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/coffer-kms/coffer/internal/barrier"
+)
+
+var fuzzT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func fuzzCmd(f *testing.F, typ Type, body any) []byte {
+	c, err := NewCommand(typ, fuzzT0, body)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return c.Marshal()
+}
+
+// fuzzDump returns every key/value of the state except the applied index and
+// term, which ApplyBatch advances for every entry, failed or not.
+func fuzzDump(t *testing.T, s *Store) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := s.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(k, v []byte) error {
+				if bytes.Equal(name, bucketMeta) && (bytes.Equal(k, keyAppliedIndex) || bytes.Equal(k, keyAppliedTerm)) {
+					return nil
+				}
+				out[string(name)+"\x00"+string(k)] = string(v)
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// FuzzUnmarshalCommand decodes arbitrary raft log data and applies it as
+// entry 4 to a fresh state that holds a small prelude (entries 1-3: data key
+// 1, secret "a" version 1, token "h"), so that commands referring to existing
+// objects are exercised too. A malformed or refused command must give an
+// error result and change nothing but the applied index; no command may make
+// ApplyBatch retry forever (that is what it does with an I/O error).
+func FuzzUnmarshalCommand(f *testing.F) {
+	wk := func(id uint32) barrier.WrappedKey {
+		return barrier.WrappedKey{ID: id, MEKGen: 1, Wrapped: []byte("wrapped"), Created: fuzzT0}
+	}
+	prelude := [][]byte{
+		fuzzCmd(f, TypeDEKCreate, wk(1)),
+		fuzzCmd(f, TypeSecretPut, SecretPut{ID: "id-a", Name: "a", Version: 1, Value: []byte("sealed")}),
+		fuzzCmd(f, TypeTokenCreate, Token{Hash: "h", Policy: "root", Name: "root", Created: fuzzT0}),
+	}
+	seeds := [][]byte{
+		fuzzCmd(f, TypeClusterInit, ClusterInit{ClusterID: "c1", Key: wk(2)}),
+		fuzzCmd(f, TypeDEKCreate, wk(2)),
+		fuzzCmd(f, TypeDEKRewrap, []barrier.WrappedKey{wk(1)}),
+		fuzzCmd(f, TypeDEKRewrap, []barrier.WrappedKey{wk(9)}),
+		fuzzCmd(f, TypeTokenCreate, Token{Hash: "abc", Policy: "root", Name: "t", Created: fuzzT0}),
+		fuzzCmd(f, TypeSecretPut, SecretPut{ID: "id-a", Name: "a", Version: 2, Value: []byte("v2")}),
+		fuzzCmd(f, TypeSecretPut, SecretPut{ID: "id-b", Name: "b", Version: 1, Value: []byte("v1")}),
+		fuzzCmd(f, TypeSecretPut, SecretPut{ID: "id-b", Name: "b", Version: 2, Value: []byte("v2")}),
+		fuzzCmd(f, Type(999), struct{}{}),
+		append(fuzzCmd(f, TypeSecretPut, nil)[:cmdHeader], `{"name":`...),
+		{0, 100, 0, 0},
+		{},
+	}
+	for _, s := range seeds {
+		f.Add(s)
+	}
+
+	// Build the prelude state once; every input starts from a copy of it.
+	tmpl := filepath.Join(f.TempDir(), "state.db")
+	s, err := Open(tmpl, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	var logs []*raft.Log
+	for i, d := range prelude {
+		logs = append(logs, &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: d})
+	}
+	for i, r := range s.ApplyBatch(logs) {
+		if e, ok := r.(error); ok {
+			f.Fatalf("prelude entry %d: %v", i+1, e)
+		}
+	}
+	if err := s.Close(); err != nil {
+		f.Fatal(err)
+	}
+	tmplBytes, err := os.ReadFile(tmpl)
+	if err != nil {
+		f.Fatal(err)
+	}
+	index := uint64(len(prelude) + 1)
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cmd, err := UnmarshalCommand(data)
+		if len(data) < cmdHeader {
+			if !errors.Is(err, ErrBadCommand) {
+				t.Fatalf("UnmarshalCommand(%d bytes): %v, want ErrBadCommand", len(data), err)
+			}
+		} else {
+			if err != nil {
+				t.Fatalf("UnmarshalCommand: %v", err)
+			}
+			if cmd.Type != Type(binary.BigEndian.Uint16(data)) || !bytes.Equal(cmd.Body, data[cmdHeader:]) || !bytes.Equal(cmd.Marshal(), data) {
+				t.Fatalf("UnmarshalCommand does not round-trip: %+v", cmd)
+			}
+		}
+
+		path := filepath.Join(t.TempDir(), "state.db")
+		if err := os.WriteFile(path, tmplBytes, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(path, Options{RetryDelay: 5 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		before := fuzzDump(t, s)
+
+		done := make(chan []any, 1)
+		go func() {
+			done <- s.ApplyBatch([]*raft.Log{{Index: index, Term: 2, Type: raft.LogCommand, Data: data}})
+		}()
+		var res []any
+		var stuck string
+		deadline := time.After(10 * time.Second)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+	wait:
+		for {
+			select {
+			case res = <-done:
+				break wait
+			case <-tick.C:
+				if h := s.Health(); len(h) > 0 && stuck == "" {
+					// The batch failed as if the disk did: ApplyBatch now
+					// retries it until the store is closed.
+					stuck = fmt.Sprintf("%s write failing: %s", h[0].Component, h[0].Error)
+					s.Interrupt()
+				}
+			case <-deadline:
+				stuck = "ApplyBatch did not return within 10s"
+				s.Interrupt()
+				deadline = nil
+			}
+		}
+		if stuck != "" {
+			t.Fatalf("command %q (type %s) is retried forever as an I/O failure instead of getting an error result: %s",
+				data, cmd.Type, stuck)
+		}
+		if len(res) != 1 {
+			t.Fatalf("ApplyBatch returned %d results for 1 entry", len(res))
+		}
+		if got := s.AppliedIndex(); got != index {
+			t.Fatalf("applied index %d after applying entry %d", got, index)
+		}
+		after := fuzzDump(t, s)
+		e, isErr := res[0].(error)
+		if !isErr {
+			return
+		}
+		if !errors.Is(e, ErrBadCommand) && !errors.Is(e, ErrNotFound) && !errors.Is(e, ErrConflict) && !errors.Is(e, ErrExists) {
+			t.Fatalf("error result %v wraps none of the package's errors", e)
+		}
+		for k, v := range after {
+			if bv, ok := before[k]; !ok || bv != v {
+				t.Fatalf("command %q failed (%v) but wrote %q = %q (before: %q, present %v)", data, e, k, v, bv, ok)
+			}
+		}
+		for k := range before {
+			if _, ok := after[k]; !ok {
+				t.Fatalf("command %q failed (%v) but deleted %q", data, e, k)
+			}
+		}
+	})
+}
