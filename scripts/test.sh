@@ -32,6 +32,14 @@ go test -race -count=1 -timeout 20m ./internal/... ./client/...
 log "end-to-end tests (real binary, kill -9, disk full, CLI scripts)"
 go test -count=1 -timeout 30m ./test/...
 
+log "short fuzz runs (seed corpora also run as plain tests above)"
+for t in internal/keystore:FuzzOpenKeystore internal/keystore:FuzzOpenAutoOpen internal/journal:FuzzVerifySegment \
+         internal/state:FuzzUnmarshalCommand internal/api/rest:FuzzSecretPutBody; do
+  go test -run '^$' -fuzz "^${t#*:}\$" -fuzztime "${FUZZTIME:-8s}" "./${t%%:*}/" >/tmp/coffer-fuzz.log 2>&1 \
+    || { cat /tmp/coffer-fuzz.log; echo "fuzz ${t} failed" >&2; exit 1; }
+  echo "fuzz ${t}: ok"
+done
+
 log "benchmarks compile and run once"
 go test -run '^$' -bench . -benchtime 1x -timeout 10m ./... >/dev/null
 

@@ -417,6 +417,9 @@ func decodeAKSPayload(b []byte) (*aksContent, error) {
 		MemoryKiB: binary.BigEndian.Uint32(p[5:]),
 		Threads:   p[9],
 	}
+	if err := a.seal.kdf.validate(); err != nil {
+		return nil, fmt.Errorf("KDF parameters: %w", err)
+	}
 	copy(a.seal.salt[:], p[10:])
 	a.seal.kek = append([]byte(nil), p[10+saltSize:10+saltSize+keySize]...)
 	gens, current, err := decodeMEKs(b[aksPayloadFixed:])

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -65,6 +66,12 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		if meta.Get(keyClusterID) != nil {
 			return fmt.Errorf("cluster: %w", ErrExists), nil
 		}
+		if b.ClusterID == "" || len(b.ClusterID) > 128 {
+			return fmt.Errorf("%w: cluster id must be 1 to 128 bytes", ErrBadCommand), nil
+		}
+		if err := checkDEK(tx, b.Key, false); err != nil {
+			return err, nil
+		}
 		if err := meta.Put(keyClusterID, []byte(b.ClusterID)); err != nil {
 			return nil, err
 		}
@@ -73,6 +80,9 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 	case TypeDEKCreate:
 		var wk barrier.WrappedKey
 		if err := cmd.decode(&wk); err != nil {
+			return err, nil
+		}
+		if err := checkDEK(tx, wk, false); err != nil {
 			return err, nil
 		}
 		wk.Index = index
@@ -84,8 +94,8 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		}
 		b := tx.Bucket(bucketDEKs)
 		for _, wk := range keys {
-			if b.Get(u32(wk.ID)) == nil {
-				return fmt.Errorf("rewrap data key %d: %w", wk.ID, ErrNotFound), nil
+			if err := checkDEK(tx, wk, true); err != nil {
+				return err, nil
 			}
 		}
 		for _, wk := range keys {
@@ -104,6 +114,9 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		if err := cmd.decode(&t); err != nil {
 			return err, nil
 		}
+		if len(t.Hash) != 64 || strings.Trim(t.Hash, "0123456789abcdef") != "" {
+			return fmt.Errorf("%w: token hash must be 64 lowercase hex characters", ErrBadCommand), nil
+		}
 		return nil, putJSON(tx.Bucket(bucketTokens), []byte(t.Hash), t)
 	case TypeSecretPut:
 		var p SecretPut
@@ -115,11 +128,25 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 	return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, cmd.Type), nil
 }
 
+// checkDEK validates a wrapped data key before anything is written: id 1 or
+// more, wrapped bytes present, and (not) already stored.
+func checkDEK(tx *bolt.Tx, wk barrier.WrappedKey, mustExist bool) error {
+	if wk.ID == 0 || wk.MEKGen == 0 || len(wk.Wrapped) == 0 || len(wk.Wrapped) > 1024 {
+		return fmt.Errorf("%w: data key %d: id, MEK generation and wrapped key are required", ErrBadCommand, wk.ID)
+	}
+	exists := tx.Bucket(bucketDEKs).Get(u32(wk.ID)) != nil
+	switch {
+	case mustExist && !exists:
+		return fmt.Errorf("data key %d: %w", wk.ID, ErrNotFound)
+	case !mustExist && exists:
+		return fmt.Errorf("data key %d: %w", wk.ID, ErrExists)
+	}
+	return nil
+}
+
+// installDEK stores a checked data key and makes it current.
 func (s *Store) installDEK(tx *bolt.Tx, wk barrier.WrappedKey) (any, error) {
 	b := tx.Bucket(bucketDEKs)
-	if b.Get(u32(wk.ID)) != nil {
-		return fmt.Errorf("data key %d: %w", wk.ID, ErrExists), nil
-	}
 	if err := putJSON(b, u32(wk.ID), wk); err != nil {
 		return nil, err
 	}
@@ -137,6 +164,11 @@ func (s *Store) installDEK(tx *bolt.Tx, wk barrier.WrappedKey) (any, error) {
 }
 
 func (s *Store) applySecretPut(tx *bolt.Tx, now time.Time, p SecretPut) (any, error) {
+	// The service validated the request; a committed command is checked again
+	// because a malformed one must fail as a result, never as an endless retry.
+	if p.Name == "" || len(p.Name) > 255 || p.ID == "" || len(p.ID) > 64 || len(p.Value) == 0 || len(p.Value) > 1<<20 {
+		return fmt.Errorf("%w: secret put needs a name (1-255 bytes), an id (1-64 bytes) and a value", ErrBadCommand), nil
+	}
 	names := tx.Bucket(bucketSecrets)
 	var m SecretMeta
 	if v := names.Get([]byte(p.Name)); v != nil {

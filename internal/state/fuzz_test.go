@@ -50,7 +50,7 @@ func fuzzDump(t *testing.T, s *Store) map[string]string {
 
 // FuzzUnmarshalCommand decodes arbitrary raft log data and applies it as
 // entry 4 to a fresh state that holds a small prelude (entries 1-3: data key
-// 1, secret "a" version 1, token "h"), so that commands referring to existing
+// 1, secret "a" version 1, token "aaaa…"), so that commands referring to existing
 // objects are exercised too. A malformed or refused command must give an
 // error result and change nothing but the applied index; no command may make
 // ApplyBatch retry forever (that is what it does with an I/O error).
@@ -61,7 +61,7 @@ func FuzzUnmarshalCommand(f *testing.F) {
 	prelude := [][]byte{
 		fuzzCmd(f, TypeDEKCreate, wk(1)),
 		fuzzCmd(f, TypeSecretPut, SecretPut{ID: "id-a", Name: "a", Version: 1, Value: []byte("sealed")}),
-		fuzzCmd(f, TypeTokenCreate, Token{Hash: "h", Policy: "root", Name: "root", Created: fuzzT0}),
+		fuzzCmd(f, TypeTokenCreate, Token{Hash: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", Policy: "root", Name: "root", Created: fuzzT0}),
 	}
 	seeds := [][]byte{
 		fuzzCmd(f, TypeClusterInit, ClusterInit{ClusterID: "c1", Key: wk(2)}),
