@@ -314,7 +314,7 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	}
 	s.ring, s.jr, s.stopRetry = ring, jr, stopRetry
 	s.setStateLocked(StateOpen)
-	go s.retryLoop(stopRetry)
+	go s.maintenance(stopRetry, jr)
 	if s.st.ClusterID() == "" {
 		wk, err := barrier.NewKey(ring, 1, time.Now())
 		if err != nil {
@@ -625,22 +625,43 @@ func (s *Service) writableLocked() error {
 	return nil
 }
 
-// retryLoop retries a failed journal write every WriteRetryDelay while open,
-// so the node recovers once the disk has room again even with no new writes.
-func (s *Service) retryLoop(stop chan struct{}) {
-	t := time.NewTicker(s.cfg.WriteRetryDelay)
-	defer t.Stop()
+// maintenance runs while the keystore is open: it retries a failed journal
+// write every WriteRetryDelay (so the node recovers once the disk has room
+// even with no new writes), re-checks free space, and closes a journal
+// segment that has outlived JournalMaxAge even when no write comes to
+// trigger the rotation.
+func (s *Service) maintenance(stop chan struct{}, jr *journal.Journal) {
+	retry := time.NewTicker(s.cfg.WriteRetryDelay)
+	defer retry.Stop()
+	ageEvery := time.Hour
+	if a := s.cfg.JournalMaxAge; a > 0 {
+		ageEvery = min(max(a/4, 100*time.Millisecond), 10*time.Second)
+	}
+	age := time.NewTicker(ageEvery)
+	defer age.Stop()
 	for {
 		select {
 		case <-stop:
 			return
-		case <-t.C:
+		case <-retry.C:
 			for _, h := range s.st.Health() {
 				if h.Component == "journal" {
 					s.st.FillJournal()
 				}
 			}
 			s.checkDisk()
+		case <-age.C:
+			if s.cfg.JournalMaxAge <= 0 {
+				continue
+			}
+			segs := jr.Segments()
+			if n := len(segs); n > 0 && segs[n-1].Records > 0 && time.Since(segs[n-1].Created) >= s.cfg.JournalMaxAge {
+				if seg, err := jr.Rotate(); err != nil {
+					s.log.Error("journal rotation by age failed", "error", err)
+				} else {
+					s.log.Info("journal rotated by age", "closed", seg.Name, "last_index", seg.LastIndex)
+				}
+			}
 		}
 	}
 }

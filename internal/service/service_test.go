@@ -517,3 +517,31 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestJournalRotatesByAgeWithoutWrites: an idle segment older than
+// JournalMaxAge is closed by the service, not only before the next write.
+func TestJournalRotatesByAgeWithoutWrites(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, JournalMaxAge: 300 * time.Millisecond,
+		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	s.PutSecret(ctx, "k", []byte("v"))
+	before, _ := s.JournalSegments()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		segs, _ := s.JournalSegments()
+		if len(segs) > len(before) && segs[len(segs)-2].Closed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rotation by age: %d segments before, %d after", len(before), len(segs))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
