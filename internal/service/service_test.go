@@ -32,6 +32,16 @@ func newSvc(t testing.TB, dir string) *Service {
 	return s
 }
 
+// initSvc is a new, initialised and open service on dir.
+func initSvc(t testing.TB, dir string) *Service {
+	t.Helper()
+	s := newSvc(t, dir)
+	if _, err := s.Init(context.Background(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestInitPutGetReopen(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -95,10 +105,7 @@ func TestInitPutGetReopen(t *testing.T) {
 func TestRotationsKeepDataReadable(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
+	s := initSvc(t, dir)
 	s.PutSecret(ctx, "k", []byte("before"))
 	gen, err := s.RotateMasterKey(ctx)
 	if err != nil || gen != 2 {
@@ -144,10 +151,7 @@ func TestRotationsKeepDataReadable(t *testing.T) {
 func TestJournalHasEveryCommand(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
+	s := initSvc(t, dir)
 	secret := []byte("very-secret-value-123456")
 	for i := 0; i < 10; i++ {
 		if _, err := s.PutSecret(ctx, fmt.Sprintf("s%d", i), secret); err != nil {
@@ -204,10 +208,7 @@ func TestJournalHasEveryCommand(t *testing.T) {
 func TestJournalRebuiltFromRaftLog(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
+	s := initSvc(t, dir)
 	for i := 0; i < 5; i++ {
 		s.PutSecret(ctx, fmt.Sprintf("s%d", i), []byte("v"))
 	}
@@ -255,10 +256,7 @@ func TestJournalRebuiltFromRaftLog(t *testing.T) {
 func TestRaftDirLostRefusesToOpen(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
+	s := initSvc(t, dir)
 	s.PutSecret(ctx, "k", []byte("v"))
 	s.Close()
 	os.RemoveAll(RaftDir(dir))
@@ -278,10 +276,7 @@ func TestRaftDirLostRefusesToOpen(t *testing.T) {
 func TestStateLostIsRebuiltFromSnapshotAndLog(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
+	s := initSvc(t, dir)
 	for i := 0; i < 20; i++ {
 		s.PutSecret(ctx, fmt.Sprintf("a%d", i), []byte(fmt.Sprint(i)))
 	}
@@ -417,10 +412,7 @@ func TestCancelledRequestRaisesNoAlert(t *testing.T) {
 func TestResetPassphraseLocalOnly(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
+	s := initSvc(t, dir)
 	s.PutSecret(ctx, "k", []byte("v"))
 	if err := s.ResetPassphrase(ctx, Identity{Name: "root", Policy: "root"}, []byte("new-passphrase")); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("remote reset: %v", err)
@@ -446,10 +438,7 @@ var local = Identity{Name: "test", Local: true}
 func TestJournalAheadOfRaftRefusesToOpen(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s := newSvc(t, dir)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
+	s := initSvc(t, dir)
 	for i := 0; i < 5; i++ {
 		s.PutSecret(ctx, fmt.Sprintf("k%d", i), []byte("v"))
 	}

@@ -2,34 +2,14 @@ package rest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
 )
-
-// fuzzSetup is setup from rest_test.go for a *testing.F: a real, open
-// service in a temporary data dir, its handler and a root token.
-func fuzzSetup(f *testing.F) (http.Handler, string) {
-	f.Helper()
-	svc, err := service.New(service.Config{DataDir: f.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, WriteRetryDelay: 100 * time.Millisecond})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { svc.Close() })
-	tok, err := svc.Init(context.Background(), service.Identity{Local: true}, []byte("rest-test-passphrase"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	return Handler(svc, Options{}), tok
-}
 
 // FuzzSecretPutBody sends the fuzz bytes as the JSON body of
 // PUT /api/v1/secrets/{name} with the fuzz string as name. Every answer is a
@@ -55,7 +35,7 @@ func FuzzSecretPutBody(f *testing.F) {
 	} {
 		f.Add(s.name, []byte(s.body))
 	}
-	h, tok := fuzzSetup(f)
+	h, tok := newService(f)
 
 	f.Fuzz(func(t *testing.T, name string, body []byte) {
 		req := httptest.NewRequest(http.MethodPut, "/api/v1/secrets/x", bytes.NewReader(body))

@@ -14,7 +14,15 @@ import (
 	"github.com/coffer-kms/coffer/internal/service"
 )
 
-func setup(t *testing.T) (*httptest.Server, *service.Service, string) {
+// newService is a real, open service in a temporary data dir, its handler
+// and a root token.
+func newService(t testing.TB) (http.Handler, string) {
+	t.Helper()
+	h, _, tok := newServiceWith(t)
+	return h, tok
+}
+
+func newServiceWith(t testing.TB) (http.Handler, *service.Service, string) {
 	t.Helper()
 	svc, err := service.New(service.Config{DataDir: t.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
 		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, WriteRetryDelay: 100 * time.Millisecond})
@@ -26,7 +34,13 @@ func setup(t *testing.T) (*httptest.Server, *service.Service, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(svc, Options{}))
+	return Handler(svc, Options{}), svc, tok
+}
+
+func setup(t *testing.T) (*httptest.Server, *service.Service, string) {
+	t.Helper()
+	h, svc, tok := newServiceWith(t)
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, svc, tok
 }
