@@ -475,6 +475,8 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	if s.state == StateOpen {
 		s.ring = ring
 		s.bar.SetKeyring(ring)
+	} else {
+		ring.Wipe() // sealed: nothing may keep keys in memory
 	}
 	s.log.Info("keystore passphrase changed")
 	return nil
