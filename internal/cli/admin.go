@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"syscall"
@@ -30,11 +31,10 @@ keystore cannot be opened and nothing in it can be read.`,
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			tok, err := c.Init(ctx, string(pass))
 			if err != nil {
@@ -67,11 +67,10 @@ local control socket (--data-dir), with the keystore open.`,
 			if err := g.requireLocal("create-root"); err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			tok, err := c.CreateRootToken(ctx)
 			if err != nil {
@@ -90,11 +89,10 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Short: "Show the server state, keystore generation, journal position and alerts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			st, err := c.Status(ctx)
 			if err != nil {
@@ -161,11 +159,10 @@ is requested over the API.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "server pid %d stopped (%s)\n", pid, mode)
 				return nil
 			}
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			if err := c.Stop(ctx, mode); err != nil {
 				return err
@@ -191,11 +188,10 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 		Short: "Open the keystore with its passphrase (or --auto with keystore.aks)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			if auto {
 				err = c.OpenAuto(ctx)
@@ -216,17 +212,18 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 	open.Flags().StringVar(&passFile, "passphrase-file", "", "read the passphrase from this file (- for stdin)")
 	open.Flags().BoolVar(&auto, "auto", false, "open with the auto-open file keystore.aks")
 
-	simple := func(use, short, done string, fn func(*client.Client, *cobra.Command) (string, error)) *cobra.Command {
+	simple := func(use, short, done string, fn func(context.Context, *client.Client) (string, error)) *cobra.Command {
 		return &cobra.Command{
 			Use:   use,
 			Short: short,
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				c, err := g.client()
+				c, ctx, cancel, err := g.connect()
 				if err != nil {
 					return err
 				}
-				msg, err := fn(c, cmd)
+				defer cancel()
+				msg, err := fn(ctx, c)
 				if err != nil {
 					return err
 				}
@@ -235,31 +232,21 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 			},
 		}
 	}
-	seal := simple("seal", "Seal the keystore: drop every key from memory and stop serving keys", "keystore sealed", func(c *client.Client, _ *cobra.Command) (string, error) {
-		ctx, cancel := g.ctx()
-		defer cancel()
+	seal := simple("seal", "Seal the keystore: drop every key from memory and stop serving keys", "keystore sealed", func(ctx context.Context, c *client.Client) (string, error) {
 		return "", c.Seal(ctx)
 	})
-	rotate := simple("rotate-master-key", "Create a new master key generation and re-wrap the data keys", "master key rotated: generation ", func(c *client.Client, _ *cobra.Command) (string, error) {
-		ctx, cancel := g.ctx()
-		defer cancel()
+	rotate := simple("rotate-master-key", "Create a new master key generation and re-wrap the data keys", "master key rotated: generation ", func(ctx context.Context, c *client.Client) (string, error) {
 		gen, err := c.RotateMasterKey(ctx)
 		return fmt.Sprint(gen), err
 	})
-	rotateDEK := simple("rotate-data-key", "Create a new data key for new writes (old ones stay readable)", "data key rotated: key ", func(c *client.Client, _ *cobra.Command) (string, error) {
-		ctx, cancel := g.ctx()
-		defer cancel()
+	rotateDEK := simple("rotate-data-key", "Create a new data key for new writes (old ones stay readable)", "data key rotated: key ", func(ctx context.Context, c *client.Client) (string, error) {
 		id, err := c.RotateDataKey(ctx)
 		return fmt.Sprint(id), err
 	})
-	enable := simple("enable-auto-open", "Write keystore.aks so this machine opens the keystore at start without the passphrase", "auto-open enabled", func(c *client.Client, _ *cobra.Command) (string, error) {
-		ctx, cancel := g.ctx()
-		defer cancel()
+	enable := simple("enable-auto-open", "Write keystore.aks so this machine opens the keystore at start without the passphrase", "auto-open enabled", func(ctx context.Context, c *client.Client) (string, error) {
 		return "", c.SetAutoOpen(ctx, true)
 	})
-	disable := simple("disable-auto-open", "Delete keystore.aks: the passphrase is needed at every start", "auto-open disabled", func(c *client.Client, _ *cobra.Command) (string, error) {
-		ctx, cancel := g.ctx()
-		defer cancel()
+	disable := simple("disable-auto-open", "Delete keystore.aks: the passphrase is needed at every start", "auto-open disabled", func(ctx context.Context, c *client.Client) (string, error) {
 		return "", c.SetAutoOpen(ctx, false)
 	})
 	var oldFile, newFile string
@@ -279,11 +266,10 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			if err := c.ChangePassphrase(ctx, string(old), string(nw)); err != nil {
 				return err
@@ -311,11 +297,10 @@ directory on the server host can do it. Keys are unchanged.`,
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			if err := c.ResetPassphrase(ctx, string(nw)); err != nil {
 				return err

@@ -24,11 +24,10 @@ size, by age, on SIGUSR2 and with "coffer journal rotate".`,
 		Short: "List journal segments with their index ranges",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			segs, err := c.JournalSegments(ctx)
 			if err != nil {
@@ -54,11 +53,10 @@ size, by age, on SIGUSR2 and with "coffer journal rotate".`,
 		Short: "Close the open journal segment and start a new one",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			seg, err := c.RotateJournal(ctx)
 			if err != nil {

@@ -118,6 +118,16 @@ func (g *globals) requireLocal(cmd string) error {
 	return nil
 }
 
+// connect builds a client and a request context bounded by --timeout.
+func (g *globals) connect() (*client.Client, context.Context, context.CancelFunc, error) {
+	c, err := g.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := g.ctx()
+	return c, ctx, cancel, nil
+}
+
 func (g *globals) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.timeout)
 }

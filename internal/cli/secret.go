@@ -39,11 +39,10 @@ func newSecretCmd(g *globals) *cobra.Command {
 			default:
 				return errors.New("give --value or --value-file (- for stdin)")
 			}
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			ver, err := c.PutSecret(ctx, args[0], v)
 			if err != nil {
@@ -64,11 +63,10 @@ func newSecretCmd(g *globals) *cobra.Command {
 		Short: "Print a secret's value (latest, or --version N)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, ctx, cancel, err := g.connect()
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.ctx()
 			defer cancel()
 			sec, err := c.GetSecret(ctx, args[0], version)
 			if err != nil {

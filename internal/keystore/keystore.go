@@ -500,12 +500,9 @@ func (s *Store) ChangePassphrase(old, new []byte) (*Keyring, error) {
 	if err := checkPassphrase(old); err != nil {
 		return nil, fmt.Errorf("old passphrase: %w", err)
 	}
-	if err := checkPassphrase(new); err != nil {
-		return nil, fmt.Errorf("new passphrase: %w", err)
-	}
-	kdf := s.kdf()
-	if err := kdf.validate(); err != nil {
-		return nil, fmt.Errorf("keystore KDF parameters: %w", err)
+	kdf, err := s.newPassphraseKDF(new)
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -515,6 +512,19 @@ func (s *Store) ChangePassphrase(old, new []byte) (*Keyring, error) {
 	}
 	defer k.Wipe()
 	return s.resealLocked(k, new, kdf)
+}
+
+// newPassphraseKDF checks a new passphrase and returns the configured KDF
+// parameters it will be sealed with.
+func (s *Store) newPassphraseKDF(passphrase []byte) (KDFParams, error) {
+	if err := checkPassphrase(passphrase); err != nil {
+		return KDFParams{}, fmt.Errorf("new passphrase: %w", err)
+	}
+	kdf := s.kdf()
+	if err := kdf.validate(); err != nil {
+		return KDFParams{}, fmt.Errorf("keystore KDF parameters: %w", err)
+	}
+	return kdf, nil
 }
 
 // resealLocked writes k's MEKs to keystore.ks under a KEK derived from
@@ -605,12 +615,9 @@ func now() time.Time { return time.Unix(0, time.Now().UnixNano()).UTC() }
 // machine): whoever holds k can already read every MEK, so this grants
 // nothing new. Callers must restrict who may invoke it.
 func (s *Store) ResetPassphrase(k *Keyring, new []byte) (*Keyring, error) {
-	if err := checkPassphrase(new); err != nil {
-		return nil, fmt.Errorf("new passphrase: %w", err)
-	}
-	kdf := s.kdf()
-	if err := kdf.validate(); err != nil {
-		return nil, fmt.Errorf("keystore KDF parameters: %w", err)
+	kdf, err := s.newPassphraseKDF(new)
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -6,7 +6,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -422,6 +421,3 @@ func ReadPID(dir string) (pid int, url string, err error) {
 	}
 	return pid, url, nil
 }
-
-// ErrNotRunning means no server holds the data dir.
-var ErrNotRunning = errors.New("no server is running on this data dir")

@@ -220,16 +220,6 @@ func (s *Store) SecretValue(id string, version uint64) ([]byte, error) {
 	return out, err
 }
 
-// SecretCount is the number of secrets.
-func (s *Store) SecretCount() int {
-	n := 0
-	s.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketSecrets).Stats().KeyN
-		return nil
-	})
-	return n
-}
-
 // TokenByHash looks up a token by its hex SHA-256.
 func (s *Store) TokenByHash(hash string) (Token, error) {
 	var t Token

@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -568,7 +569,11 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 	if err := os.Rename(tmp, s.path); err != nil {
 		return fmt.Errorf("restore: replace state: %w", err)
 	}
-	fsutil.SyncDir(dirOf(s.path))
+	if err := fsutil.SyncDir(filepath.Dir(s.path)); err != nil {
+		// The new file is in place; only the rename's durability is in doubt.
+		// Reopen regardless: returning now would leave the state closed.
+		s.log.Error("restore: fsync of the data dir after replacing state.db failed", "error", err)
+	}
 	db, err := openDB(s.path)
 	if err != nil {
 		return err
@@ -586,15 +591,6 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 		}
 	}
 	return nil
-}
-
-func dirOf(p string) string {
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '/' {
-			return p[:i]
-		}
-	}
-	return "."
 }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -171,10 +171,7 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 // and every write it acknowledged is there after a restart.
 func TestSmartStopUnderLoad(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	n := newNode(t, dir, "")
-	n.start()
-	defer n.stop()
-	n.initialise()
+	n := initialisedNode(t, dir, "")
 	tok := n.token
 	c := n.https()
 	var mu sync.Mutex

@@ -66,20 +66,10 @@ func diskFullScenario(t *testing.T, minFree int64, onTmpfs ...string) {
 			}
 		}
 	}
-	n := newNode(t, dir, fmt.Sprintf("storage:\n  min_free_bytes: %d\n  write_retry_delay: 300ms\n", minFree))
-	n.start()
-	defer n.stop()
-	n.initialise()
+	n := initialisedNode(t, dir, fmt.Sprintf("storage:\n  min_free_bytes: %d\n  write_retry_delay: 300ms\n", minFree))
 	ctx := context.Background()
 	c := n.https()
-	acked := map[string]string{}
-	for i := 0; i < 200; i++ {
-		name := fmt.Sprintf("pre-%d", i)
-		if _, err := c.PutSecret(ctx, name, []byte("v-"+name)); err != nil {
-			t.Fatal(err)
-		}
-		acked[name] = "v-" + name
-	}
+	acked := putMany(t, c, "pre", 200)
 
 	filler := filepath.Join(mnt, "filler")
 	fill(t, filler)
@@ -179,20 +169,10 @@ func TestStopWhileStateWriteFails(t *testing.T) {
 	if err := os.Symlink(filepath.Join(mnt, "state.db"), filepath.Join(dir, "state.db")); err != nil {
 		t.Fatal(err)
 	}
-	n := newNode(t, dir, "storage:\n  min_free_bytes: 0\n  write_retry_delay: 300ms\n")
-	n.start()
-	defer n.stop()
-	n.initialise()
+	n := initialisedNode(t, dir, "storage:\n  min_free_bytes: 0\n  write_retry_delay: 300ms\n")
 	ctx := context.Background()
 	c := n.https()
-	acked := map[string]string{}
-	for i := 0; i < 100; i++ {
-		name := fmt.Sprintf("pre-%d", i)
-		if _, err := c.PutSecret(ctx, name, []byte(name)); err != nil {
-			t.Fatal(err)
-		}
-		acked[name] = name
-	}
+	acked := putMany(t, c, "pre", 100)
 	fill(t, filepath.Join(mnt, "filler"))
 	go func() {
 		for i := 0; i < 50; i++ {

@@ -22,10 +22,7 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 		iterations = 5
 	}
 	dir := filepath.Join(t.TempDir(), "data")
-	n := newNode(t, dir, "")
-	n.start()
-	defer n.stop()
-	n.initialise()
+	n := initialisedNode(t, dir, "")
 	token := n.token
 
 	acked := map[string]string{}

@@ -156,6 +156,32 @@ func (n *node) initialise() {
 	}
 }
 
+// initialisedNode starts a server on dataDir (extra YAML appended to its
+// config), initialises it with auto-open, and stops it when the test ends.
+func initialisedNode(t *testing.T, dataDir, extra string) *node {
+	t.Helper()
+	n := newNode(t, dataDir, extra)
+	n.start()
+	t.Cleanup(n.stop)
+	n.initialise()
+	return n
+}
+
+// putMany writes count secrets "<prefix>-<i>" with value "v-<name>" and
+// returns them as acknowledged.
+func putMany(t *testing.T, c *client.Client, prefix string, count int) map[string]string {
+	t.Helper()
+	acked := make(map[string]string, count)
+	for i := 0; i < count; i++ {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		if _, err := c.PutSecret(context.Background(), name, []byte("v-"+name)); err != nil {
+			t.Fatal(err)
+		}
+		acked[name] = "v-" + name
+	}
+	return acked
+}
+
 // waitState polls health until the server reports state.
 func (n *node) waitState(state string) {
 	n.t.Helper()

@@ -163,10 +163,7 @@ func TestLifecycle(t *testing.T) {
 // TestSIGUSR2RotatesJournal: SIGUSR2 closes the open segment and starts a new one.
 func TestSIGUSR2RotatesJournal(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	n := newNode(t, dir, "")
-	n.start()
-	defer n.stop()
-	n.initialise()
+	n := initialisedNode(t, dir, "")
 	ctx := context.Background()
 	if _, err := n.https().PutSecret(ctx, "a", []byte("1")); err != nil {
 		t.Fatal(err)
