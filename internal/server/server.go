@@ -343,7 +343,7 @@ func (s *Server) signals() {
 			case syscall.SIGHUP:
 				s.Reload()
 			case syscall.SIGUSR2:
-				if seg, err := s.Service.RotateJournal(); err != nil {
+				if seg, err := s.Service.RotateJournal(service.WithIdentity(context.Background(), service.LocalRoot())); err != nil {
 					s.Log.Error("journal rotation on SIGUSR2 failed", "error", err)
 				} else {
 					s.Log.Info("journal rotated on SIGUSR2", "closed", seg.Name)

@@ -8,13 +8,21 @@ import (
 
 // Sentinel errors. Transports map these to status codes through one table each.
 var (
-	ErrUninitialized   = errors.New("keystore is not initialised")
-	ErrAlreadyInit     = errors.New("keystore is already initialised")
-	ErrSealed          = errors.New("keystore is sealed")
-	ErrAlreadyOpen     = errors.New("keystore is already open")
-	ErrInvalid         = errors.New("invalid request")
-	ErrNotFound        = errors.New("not found")
-	ErrConflict        = errors.New("conflict")
+	ErrUninitialized = errors.New("keystore is not initialised")
+	ErrAlreadyInit   = errors.New("keystore is already initialised")
+	ErrSealed        = errors.New("keystore is sealed")
+	ErrAlreadyOpen   = errors.New("keystore is already open")
+	ErrInvalid       = errors.New("invalid request")
+	ErrNotFound      = errors.New("not found")
+	ErrConflict      = errors.New("conflict")
+	// ErrState: the object's lifecycle state does not allow the operation.
+	ErrState = errors.New("operation not allowed in the object's state")
+	// ErrGone: the material was destroyed.
+	ErrGone = errors.New("material destroyed")
+	// ErrTampered: the audit chain is broken (an edited, removed or reordered record).
+	ErrTampered = errors.New("audit log tampered")
+	// ErrThrottled: too many failed logins; wait before trying again.
+	ErrThrottled       = errors.New("too many failed attempts")
 	ErrUnauthenticated = errors.New("missing or invalid token")
 	ErrForbidden       = errors.New("permission denied")
 	// ErrWriteUnavailable: writes are refused (disk full, failing storage); reads continue.

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -19,11 +20,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/audit"
 	"github.com/coffer-kms/coffer/internal/barrier"
 	"github.com/coffer-kms/coffer/internal/cluster"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/lifecycle"
 	"github.com/coffer-kms/coffer/internal/state"
 )
 
@@ -47,6 +50,18 @@ type Config struct {
 	ApplyTimeout  time.Duration
 	SnapshotEvery uint64 // raft snapshot threshold (entries); 0 = default
 	Logger        *slog.Logger
+	// PasswordKDF: Argon2id cost of administrator password hashes.
+	PasswordKDF PasswordKDF
+	// SessionTTL: how long a login session lasts (default 8h).
+	SessionTTL time.Duration
+	// CertIssuer signs endpoint client certificates (nil: token-only enrolment).
+	CertIssuer CertIssuer
+	// Sleep waits for a login throttle delay (tests replace it).
+	Sleep func(ctx context.Context, d time.Duration) error
+	// AuditSyslog mirrors each audit record to this writer (nil: no mirror).
+	AuditSyslog io.Writer
+	// AuditMaxFileBytes rotates audit files past this size (0: default).
+	AuditMaxFileBytes int64
 }
 
 // Lifecycle states.
@@ -75,6 +90,11 @@ type Service struct {
 	writeErr  atomic.Pointer[Alert] // raft log / disk guard
 	stopRetry chan struct{}
 	nameLocks [64]sync.Mutex
+	throttle  throttle
+
+	nodeID        string
+	audit         *audit.Log
+	auditFailures atomic.Uint64
 	started   time.Time
 	closed    atomic.Bool
 }
@@ -106,6 +126,15 @@ func New(cfg Config) (*Service, error) {
 	if cfg.ApplyTimeout <= 0 {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
+	if cfg.PasswordKDF == (PasswordKDF{}) {
+		cfg.PasswordKDF = DefaultPasswordKDF
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 8 * time.Hour
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleepCtx
+	}
 	if err := fsutil.EnsureDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -132,6 +161,12 @@ func New(cfg Config) (*Service, error) {
 		node:    node,
 		bar:     barrier.New(),
 		started: time.Now(),
+		nodeID:  nodeID,
+	}
+	s.audit, err = audit.Open(AuditDir(cfg.DataDir), audit.Options{MaxFileBytes: cfg.AuditMaxFileBytes, Syslog: cfg.AuditSyslog, Logger: cfg.Logger})
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open the audit log (check it with coffer audit verify --data-dir; see the runbook \"audit log damaged\"): %w", err)
 	}
 	s.setStateLocked(StateSealed)
 	if ok, err := s.ks.Exists(); err != nil {
@@ -205,6 +240,9 @@ func (s *Service) Init(ctx context.Context, id Identity, passphrase []byte) (roo
 	tok, err := s.createTokenLocked(ctx, "root", "root")
 	if err != nil {
 		return "", fmt.Errorf("keystore created and open, but the root token was not stored (retry with coffer token create-root --data-dir DIR): %w", err)
+	}
+	if _, err := s.applyResult(ctx, state.TypeWalletCreate, state.Wallet{Name: DefaultWallet, Description: "created at initialisation", CreatedBy: "init"}); err != nil {
+		s.log.Warn("the default wallet was not created; create it with coffer wallet create", "error", err)
 	}
 	s.log.Info("keystore initialised", "generation", ring.Current())
 	return tok, nil
@@ -406,6 +444,9 @@ func (s *Service) rewrapLocked(ctx context.Context) error {
 
 // Seal stops raft and drops every key from memory.
 func (s *Service) Seal(ctx context.Context) error {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "sealing the keystore"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch s.state {
@@ -439,6 +480,9 @@ func (s *Service) sealLocked() error {
 
 // RotateMasterKey adds a new MEK generation and re-wraps the data keys.
 func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "rotating the master key"); err != nil {
+		return 0, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.requireOpenLocked(); err != nil {
@@ -463,6 +507,9 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 
 // ChangePassphrase re-seals the keystore under a new passphrase.
 func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "changing the passphrase"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state == StateUninitialized {
@@ -506,6 +553,9 @@ func (s *Service) ResetPassphrase(ctx context.Context, id Identity, new []byte) 
 
 // EnableAutoOpen writes keystore.aks for this machine.
 func (s *Service) EnableAutoOpen(ctx context.Context) error {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "enabling auto-open"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.requireOpenLocked(); err != nil {
@@ -520,6 +570,9 @@ func (s *Service) EnableAutoOpen(ctx context.Context) error {
 
 // DisableAutoOpen deletes keystore.aks.
 func (s *Service) DisableAutoOpen(ctx context.Context) error {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "disabling auto-open"); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state == StateUninitialized {
@@ -540,6 +593,9 @@ func (s *Service) AutoOpenEnabled() bool {
 
 // RotateDataKey creates a new data key used for new writes.
 func (s *Service) RotateDataKey(ctx context.Context) (uint32, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "rotating the data key"); err != nil {
+		return 0, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if err := s.requireOpenLocked(); err != nil {
@@ -566,7 +622,10 @@ func (s *Service) RotateDataKey(ctx context.Context) (uint32, error) {
 }
 
 // RotateJournal closes the open segment and starts a new one.
-func (s *Service) RotateJournal() (journal.SegmentInfo, error) {
+func (s *Service) RotateJournal(ctx context.Context) (journal.SegmentInfo, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "rotating the journal"); err != nil {
+		return journal.SegmentInfo{}, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if err := s.requireOpenLocked(); err != nil {
@@ -580,7 +639,10 @@ func (s *Service) RotateJournal() (journal.SegmentInfo, error) {
 }
 
 // JournalSegments lists segments; it works sealed too (reads the files).
-func (s *Service) JournalSegments() ([]journal.SegmentInfo, error) {
+func (s *Service) JournalSegments(ctx context.Context) ([]journal.SegmentInfo, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "listing journal segments"); err != nil {
+		return nil, err
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.jr != nil {
@@ -755,6 +817,10 @@ func mapStateErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrNotFound, err)
 	case errors.Is(err, state.ErrConflict), errors.Is(err, state.ErrExists):
 		return fmt.Errorf("%w: %v", ErrConflict, err)
+	case errors.Is(err, lifecycle.ErrIllegal):
+		return fmt.Errorf("%w: %v", ErrState, err)
+	case errors.Is(err, state.ErrBadCommand):
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return err
 }
@@ -773,6 +839,32 @@ func mapKeystoreErr(err error) error {
 	return err
 }
 
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Authorize checks that the caller holds role for an operation a transport
+// performs itself (stopping the server, for instance).
+func (s *Service) Authorize(ctx context.Context, role Role, what string) error {
+	_, err := requireRole(ctx, role, what)
+	return err
+}
+
+// StatusFor is Status for an administrator of any role.
+func (s *Service) StatusFor(ctx context.Context) (Status, error) {
+	if _, err := requireAdmin(ctx, "reading the server status"); err != nil {
+		return Status{}, err
+	}
+	return s.Status(), nil
+}
+
 // Close seals and closes everything (idempotent).
 func (s *Service) Close() error {
 	if s.closed.Swap(true) {
@@ -789,6 +881,11 @@ func (s *Service) Close() error {
 	}
 	if cerr := s.st.Close(); err == nil {
 		err = cerr
+	}
+	if s.audit != nil {
+		if cerr := s.audit.Close(); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }

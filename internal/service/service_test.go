@@ -36,7 +36,7 @@ func newSvc(t testing.TB, dir string) *Service {
 func initSvc(t testing.TB, dir string) *Service {
 	t.Helper()
 	s := newSvc(t, dir)
-	if _, err := s.Init(context.Background(), local, []byte(pass)); err != nil {
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -44,12 +44,12 @@ func initSvc(t testing.TB, dir string) *Service {
 
 func TestInitPutGetReopen(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := newSvc(t, dir)
 	if s.State() != StateUninitialized {
 		t.Fatalf("state %s", s.State())
 	}
-	if _, err := s.PutSecret(ctx, "a", []byte("x")); !errors.Is(err, ErrUninitialized) {
+	if _, err := s.PutSecret(ctx, "default", "a", []byte("x")); !errors.Is(err, ErrUninitialized) {
 		t.Fatalf("put before init: %v", err)
 	}
 	tok, err := s.Init(ctx, local, []byte(pass))
@@ -59,13 +59,13 @@ func TestInitPutGetReopen(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); !errors.Is(err, ErrAlreadyInit) {
 		t.Fatalf("init twice: %v", err)
 	}
-	if id, err := s.Authenticate(tok); err != nil || id.Policy != "root" {
+	if id, err := s.Authenticate(tok); err != nil || id.Kind != KindRoot || !id.Has(RoleKeyAdmin) {
 		t.Fatalf("root token: %v %+v", err, id)
 	}
 	for i := 1; i <= 3; i++ {
-		v, err := s.PutSecret(ctx, "db/tde", []byte(fmt.Sprintf("key-%d", i)))
-		if err != nil || v != uint64(i) {
-			t.Fatalf("put %d: v=%d err=%v", i, v, err)
+		v, err := s.PutSecret(ctx, "default", "db/tde", []byte(fmt.Sprintf("key-%d", i)))
+		if err != nil || v.Latest != uint64(i) {
+			t.Fatalf("put %d: v=%d err=%v", i, v.Latest, err)
 		}
 	}
 	if err := s.Close(); err != nil {
@@ -104,9 +104,9 @@ func TestInitPutGetReopen(t *testing.T) {
 
 func TestRotationsKeepDataReadable(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := initSvc(t, dir)
-	s.PutSecret(ctx, "k", []byte("before"))
+	s.PutSecret(ctx, "default", "k", []byte("before"))
 	gen, err := s.RotateMasterKey(ctx)
 	if err != nil || gen != 2 {
 		t.Fatalf("rotate: %d %v", gen, err)
@@ -122,7 +122,7 @@ func TestRotationsKeepDataReadable(t *testing.T) {
 	if err != nil || dek != 2 {
 		t.Fatalf("rotate data key: %d %v", dek, err)
 	}
-	s.PutSecret(ctx, "k", []byte("after"))
+	s.PutSecret(ctx, "default", "k", []byte("after"))
 	if err := s.ChangePassphrase(ctx, []byte(pass), []byte(pass+"2")); err != nil {
 		t.Fatal(err)
 	}
@@ -150,18 +150,18 @@ func TestRotationsKeepDataReadable(t *testing.T) {
 // command, decrypts with the data keys, and its payload is never plaintext.
 func TestJournalHasEveryCommand(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := initSvc(t, dir)
 	secret := []byte("very-secret-value-123456")
 	for i := 0; i < 10; i++ {
-		if _, err := s.PutSecret(ctx, fmt.Sprintf("s%d", i), secret); err != nil {
+		if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), secret); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.RotateJournal(); err != nil {
+	if _, err := s.RotateJournal(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, "last", secret)
+	s.PutSecret(ctx, "default", "last", secret)
 	applied := s.st.AppliedIndex()
 	n, puts := 0, 0
 	err := journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
@@ -169,7 +169,7 @@ func TestJournalHasEveryCommand(t *testing.T) {
 		if r.Index != uint64(n) {
 			return fmt.Errorf("journal indexes not contiguous: record %d has index %d", n, r.Index)
 		}
-		if r.Type == uint16(state.TypeSecretPut) {
+		if r.Type == uint16(state.TypeObjectCreate) {
 			puts++
 			if r.KeyID == 0 || r.Payload == nil {
 				return fmt.Errorf("put record %d stored in clear or not decrypted", r.Index)
@@ -207,16 +207,16 @@ func TestJournalHasEveryCommand(t *testing.T) {
 // encrypted under the data key that was current at its index.
 func TestJournalRebuiltFromRaftLog(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := initSvc(t, dir)
 	for i := 0; i < 5; i++ {
-		s.PutSecret(ctx, fmt.Sprintf("s%d", i), []byte("v"))
+		s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
 	}
 	if _, err := s.RotateDataKey(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i := 5; i < 10; i++ {
-		s.PutSecret(ctx, fmt.Sprintf("s%d", i), []byte("v"))
+		s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
 	}
 	keyOf := map[uint64]uint32{}
 	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
@@ -255,9 +255,9 @@ func TestJournalRebuiltFromRaftLog(t *testing.T) {
 // directory was lost; starting would silently drop new writes.
 func TestRaftDirLostRefusesToOpen(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := initSvc(t, dir)
-	s.PutSecret(ctx, "k", []byte("v"))
+	s.PutSecret(ctx, "default", "k", []byte("v"))
 	s.Close()
 	os.RemoveAll(RaftDir(dir))
 	s = newSvc(t, dir)
@@ -275,16 +275,16 @@ func TestRaftDirLostRefusesToOpen(t *testing.T) {
 // snapshot plus the log after it bring every write back.
 func TestStateLostIsRebuiltFromSnapshotAndLog(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := initSvc(t, dir)
 	for i := 0; i < 20; i++ {
-		s.PutSecret(ctx, fmt.Sprintf("a%d", i), []byte(fmt.Sprint(i)))
+		s.PutSecret(ctx, "default", fmt.Sprintf("a%d", i), []byte(fmt.Sprint(i)))
 	}
 	if err := s.node.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 20; i++ {
-		s.PutSecret(ctx, fmt.Sprintf("b%d", i), []byte(fmt.Sprint(i)))
+		s.PutSecret(ctx, "default", fmt.Sprintf("b%d", i), []byte(fmt.Sprint(i)))
 	}
 	s.Close()
 	if err := os.Remove(StatePath(dir)); err != nil {
@@ -308,7 +308,7 @@ func TestStateLostIsRebuiltFromSnapshotAndLog(t *testing.T) {
 func TestValidation(t *testing.T) {
 	s := newSvc(t, t.TempDir())
 	defer s.Close()
-	ctx := context.Background()
+	ctx := rootCtx()
 	if _, err := s.Init(ctx, local, []byte("1234567")); !errors.Is(err, ErrPassphraseLength) {
 		t.Fatalf("7 bytes: %v", err)
 	}
@@ -320,11 +320,11 @@ func TestValidation(t *testing.T) {
 	}
 	for _, name := range []string{"", "../x", "a b", "-x", string(bytes.Repeat([]byte("a"), 300)),
 		"x/../y", "a//b", "a/./b", "a/", "a/.."} {
-		if _, err := s.PutSecret(ctx, name, []byte("v")); !errors.Is(err, ErrInvalid) {
+		if _, err := s.PutSecret(ctx, "default", name, []byte("v")); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("name %q: %v", name, err)
 		}
 	}
-	if _, err := s.PutSecret(ctx, "big", make([]byte, MaxSecretBytes+1)); !errors.Is(err, ErrInvalid) {
+	if _, err := s.PutSecret(ctx, "default", "big", make([]byte, MaxSecretBytes+1)); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("oversized: %v", err)
 	}
 }
@@ -333,7 +333,7 @@ func TestValidation(t *testing.T) {
 
 func benchWrites(b *testing.B, writers int) {
 	dir := b.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := newSvc(b, dir)
 	defer s.Close()
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
@@ -348,7 +348,7 @@ func benchWrites(b *testing.B, writers int) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; i < per; i++ {
-				if _, err := s.PutSecret(ctx, fmt.Sprintf("w%d-%d", w, i), val); err != nil {
+				if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("w%d-%d", w, i), val); err != nil {
 					b.Error(err)
 					return
 				}
@@ -364,14 +364,14 @@ func BenchmarkWrite8(b *testing.B)  { benchWrites(b, 8) }
 func BenchmarkWrite64(b *testing.B) { benchWrites(b, 64) }
 
 func BenchmarkRead(b *testing.B) {
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := newSvc(b, b.TempDir())
 	defer s.Close()
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		b.Fatal(err)
 	}
 	for i := 0; i < 1000; i++ {
-		s.PutSecret(ctx, fmt.Sprintf("r%d", i), []byte("value-of-32-bytes-for-the-bench!"))
+		s.PutSecret(ctx, "default", fmt.Sprintf("r%d", i), []byte("value-of-32-bytes-for-the-bench!"))
 	}
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -392,29 +392,29 @@ func BenchmarkRead(b *testing.B) {
 func TestCancelledRequestRaisesNoAlert(t *testing.T) {
 	s := newSvc(t, t.TempDir())
 	defer s.Close()
-	ctx := context.Background()
+	ctx := rootCtx()
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 50; i++ {
 		cctx, cancel := context.WithCancel(ctx)
 		go cancel()
-		s.PutSecret(cctx, fmt.Sprintf("c%d", i), []byte("v"))
+		s.PutSecret(cctx, "default", fmt.Sprintf("c%d", i), []byte("v"))
 	}
 	if st := s.Status(); len(st.Alerts) != 0 || !st.Writable {
 		t.Fatalf("alerts after cancelled requests: %+v", st.Alerts)
 	}
-	if _, err := s.PutSecret(ctx, "after", []byte("v")); err != nil {
+	if _, err := s.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
 		t.Fatalf("write after cancelled requests: %v", err)
 	}
 }
 
 func TestResetPassphraseLocalOnly(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := initSvc(t, dir)
-	s.PutSecret(ctx, "k", []byte("v"))
-	if err := s.ResetPassphrase(ctx, Identity{Name: "root", Policy: "root"}, []byte("new-passphrase")); !errors.Is(err, ErrForbidden) {
+	s.PutSecret(ctx, "default", "k", []byte("v"))
+	if err := s.ResetPassphrase(ctx, Identity{Kind: KindRoot, Name: "root", Roles: AllRoles}, []byte("new-passphrase")); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("remote reset: %v", err)
 	}
 	if err := s.ResetPassphrase(ctx, Identity{Local: true}, []byte("new-passphrase")); err != nil {
@@ -437,10 +437,10 @@ var local = Identity{Name: "test", Local: true}
 // new records would collide with the old history's indexes.
 func TestJournalAheadOfRaftRefusesToOpen(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	s := initSvc(t, dir)
 	for i := 0; i < 5; i++ {
-		s.PutSecret(ctx, fmt.Sprintf("k%d", i), []byte("v"))
+		s.PutSecret(ctx, "default", fmt.Sprintf("k%d", i), []byte("v"))
 	}
 	s.Close()
 	os.Remove(StatePath(dir))
@@ -457,7 +457,7 @@ func TestJournalAheadOfRaftRefusesToOpen(t *testing.T) {
 // barrier entries; a state that only lacks those must not be "restored".
 func TestNoNeedlessSnapshotRestore(t *testing.T) {
 	dir := t.TempDir()
-	ctx := context.Background()
+	ctx := rootCtx()
 	var logs bytes.Buffer
 	var mu sync.Mutex
 	newLogged := func() *Service {
@@ -472,7 +472,7 @@ func TestNoNeedlessSnapshotRestore(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, "k", []byte("v"))
+	s.PutSecret(ctx, "default", "k", []byte("v"))
 	s.Close()
 	for i := 0; i < 2; i++ { // each open appends a barrier; then snapshot
 		s = newLogged()
@@ -510,7 +510,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // TestJournalRotatesByAgeWithoutWrites: an idle segment older than
 // JournalMaxAge is closed by the service, not only before the next write.
 func TestJournalRotatesByAgeWithoutWrites(t *testing.T) {
-	ctx := context.Background()
+	ctx := rootCtx()
 	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, JournalMaxAge: 300 * time.Millisecond,
 		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
 	if err != nil {
@@ -520,11 +520,11 @@ func TestJournalRotatesByAgeWithoutWrites(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, "k", []byte("v"))
-	before, _ := s.JournalSegments()
+	s.PutSecret(ctx, "default", "k", []byte("v"))
+	before, _ := s.JournalSegments(rootCtx())
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		segs, _ := s.JournalSegments()
+		segs, _ := s.JournalSegments(rootCtx())
 		if len(segs) > len(before) && segs[len(segs)-2].Closed {
 			return
 		}
@@ -533,4 +533,17 @@ func TestJournalRotatesByAgeWithoutWrites(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func rootCtx() context.Context { return WithIdentity(context.Background(), LocalRoot()) }
+
+type secretView struct {
+	Version uint64
+	Value   []byte
+}
+
+// GetSecret reads secret data from the default wallet (tests only).
+func (s *Service) GetSecret(ctx context.Context, name string, version uint64) (secretView, error) {
+	_, m, err := s.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: name}, version)
+	return secretView{Version: m.Version, Value: m.Value}, err
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,37 +18,22 @@ type ClusterInit struct {
 	Key       barrier.WrappedKey `json:"key"`
 }
 
+// Token kinds.
+const (
+	TokenRoot     = "root"     // all roles; created at init or through the local socket
+	TokenSession  = "session"  // a user's login; expires
+	TokenEndpoint = "endpoint" // an enrolled endpoint's credential
+)
+
 // Token is an access token as stored: only its SHA-256.
 type Token struct {
-	Hash    string    `json:"hash"` // hex SHA-256 of the token
-	Policy  string    `json:"policy"`
-	Name    string    `json:"name"`
-	Created time.Time `json:"created"`
-}
-
-// SecretPut writes version Version of the secret Name (id ID). The value is
-// already sealed by the barrier for (ID, Version).
-type SecretPut struct {
-	ID      string `json:"id"`
-	Name    string `json:"name"`
-	Version uint64 `json:"version"`
-	Value   []byte `json:"value"`
-}
-
-// SecretMeta is what is stored about a secret besides its values.
-type SecretMeta struct {
-	ID       string        `json:"id"`
-	Name     string        `json:"name"`
-	Latest   uint64        `json:"latest"`
-	Created  time.Time     `json:"created"`
-	Updated  time.Time     `json:"updated"`
-	Versions []VersionMeta `json:"versions"`
-}
-
-// VersionMeta describes one version.
-type VersionMeta struct {
-	Version uint64    `json:"version"`
-	Created time.Time `json:"created"`
+	Hash    string     `json:"hash"` // hex SHA-256 of the token
+	Kind    string     `json:"kind,omitempty"`
+	Subject string     `json:"subject,omitempty"` // user or endpoint name
+	Policy  string     `json:"policy,omitempty"`
+	Name    string     `json:"name"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires,omitempty"`
 }
 
 // apply mutates tx for one command. The returned error is an I/O failure that
@@ -110,20 +94,33 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		}
 		return nil, nil
 	case TypeTokenCreate:
-		var t Token
-		if err := cmd.decode(&t); err != nil {
-			return err, nil
-		}
-		if len(t.Hash) != 64 || strings.Trim(t.Hash, "0123456789abcdef") != "" {
-			return fmt.Errorf("%w: token hash must be 64 lowercase hex characters", ErrBadCommand), nil
-		}
-		return nil, putJSON(tx.Bucket(bucketTokens), []byte(t.Hash), t)
-	case TypeSecretPut:
-		var p SecretPut
-		if err := cmd.decode(&p); err != nil {
-			return err, nil
-		}
-		return s.applySecretPut(tx, cmd.Time, p)
+		return decodeApply(cmd, func(t Token) (any, error) { return s.applyTokenCreate(tx, cmd.Time, t) })
+	case TypeTokenRevoke:
+		return decodeApply(cmd, func(c TokenRevoke) (any, error) { return s.applyTokenRevoke(tx, c) })
+	case TypeObjectCreate:
+		return decodeApply(cmd, func(c ObjectCreate) (any, error) { return s.applyObjectCreate(tx, cmd.Time, c) })
+	case TypeObjectRotate:
+		return decodeApply(cmd, func(c ObjectRotate) (any, error) { return s.applyObjectRotate(tx, cmd.Time, c) })
+	case TypeObjectState:
+		return decodeApply(cmd, func(c ObjectState) (any, error) { return s.applyObjectState(tx, cmd.Time, c) })
+	case TypeObjectAttrs:
+		return decodeApply(cmd, func(c ObjectAttrs) (any, error) { return s.applyObjectAttrs(tx, cmd.Time, c) })
+	case TypeWalletCreate:
+		return decodeApply(cmd, func(c Wallet) (any, error) { return s.applyWalletCreate(tx, cmd.Time, c) })
+	case TypeWalletDelete:
+		return decodeApply(cmd, func(c WalletDelete) (any, error) { return s.applyWalletDelete(tx, c) })
+	case TypeGrant:
+		return decodeApply(cmd, func(c Grant) (any, error) { return s.applyGrant(tx, c) })
+	case TypeEndpointEnroll:
+		return decodeApply(cmd, func(c EndpointEnroll) (any, error) { return s.applyEndpointEnroll(tx, cmd.Time, c) })
+	case TypeEndpointRevoke:
+		return decodeApply(cmd, func(c EndpointRevoke) (any, error) { return s.applyEndpointRevoke(tx, cmd.Time, c) })
+	case TypeUserCreate:
+		return decodeApply(cmd, func(c User) (any, error) { return s.applyUserCreate(tx, cmd.Time, c) })
+	case TypeUserUpdate:
+		return decodeApply(cmd, func(c UserUpdate) (any, error) { return s.applyUserUpdate(tx, cmd.Time, c) })
+	case TypeUserDelete:
+		return decodeApply(cmd, func(c UserDelete) (any, error) { return s.applyUserDelete(tx, c) })
 	}
 	return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, cmd.Type), nil
 }
@@ -163,63 +160,6 @@ func (s *Store) installDEK(tx *bolt.Tx, wk barrier.WrappedKey) (any, error) {
 	return nil, nil
 }
 
-func (s *Store) applySecretPut(tx *bolt.Tx, now time.Time, p SecretPut) (any, error) {
-	// The service validated the request; a committed command is checked again
-	// because a malformed one must fail as a result, never as an endless retry.
-	if p.Name == "" || len(p.Name) > 255 || p.ID == "" || len(p.ID) > 64 || len(p.Value) == 0 || len(p.Value) > 1<<20 {
-		return fmt.Errorf("%w: secret put needs a name (1-255 bytes), an id (1-64 bytes) and a value", ErrBadCommand), nil
-	}
-	names := tx.Bucket(bucketSecrets)
-	var m SecretMeta
-	if v := names.Get([]byte(p.Name)); v != nil {
-		if err := decodeJSON(v, &m); err != nil {
-			return nil, err
-		}
-		if m.ID != p.ID || p.Version != m.Latest+1 {
-			return fmt.Errorf("secret %q: expected version %d, latest is %d: %w", p.Name, p.Version, m.Latest, ErrConflict), nil
-		}
-	} else {
-		if p.Version != 1 {
-			return fmt.Errorf("secret %q does not exist; version must be 1: %w", p.Name, ErrConflict), nil
-		}
-		m = SecretMeta{ID: p.ID, Name: p.Name, Created: now}
-	}
-	m.Latest = p.Version
-	m.Updated = now
-	m.Versions = append(m.Versions, VersionMeta{Version: p.Version, Created: now})
-	if err := tx.Bucket(bucketValues).Put(valueKey(p.ID, p.Version), p.Value); err != nil {
-		return nil, err
-	}
-	return m.Latest, putJSON(names, []byte(p.Name), m)
-}
-
-// Secret returns a secret's metadata by name.
-func (s *Store) Secret(name string) (SecretMeta, error) {
-	var m SecretMeta
-	err := s.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketSecrets).Get([]byte(name))
-		if v == nil {
-			return fmt.Errorf("secret %q: %w", name, ErrNotFound)
-		}
-		return decodeJSON(v, &m)
-	})
-	return m, err
-}
-
-// SecretValue returns the sealed value of one version.
-func (s *Store) SecretValue(id string, version uint64) ([]byte, error) {
-	var out []byte
-	err := s.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketValues).Get(valueKey(id, version))
-		if v == nil {
-			return fmt.Errorf("secret %s version %d: %w", id, version, ErrNotFound)
-		}
-		out = append([]byte(nil), v...)
-		return nil
-	})
-	return out, err
-}
-
 // TokenByHash looks up a token by its hex SHA-256.
 func (s *Store) TokenByHash(hash string) (Token, error) {
 	var t Token
@@ -238,6 +178,16 @@ func valueKey(id string, version uint64) []byte {
 	k = append(k, id...)
 	k = append(k, '/')
 	return binary.BigEndian.AppendUint64(k, version)
+}
+
+// decodeApply decodes the command body into T and applies it; a body that
+// does not decode is the command's result, never an I/O failure.
+func decodeApply[T any](cmd Command, fn func(T) (any, error)) (any, error) {
+	var v T
+	if err := cmd.decode(&v); err != nil {
+		return err, nil
+	}
+	return fn(v)
 }
 
 func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }

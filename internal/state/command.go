@@ -28,8 +28,34 @@ const (
 	TypeDEKRewrap Type = 11
 	// TypeTokenCreate stores an access token's hash (body: Token).
 	TypeTokenCreate Type = 20
-	// TypeSecretPut writes a new version of a secret (body: SecretPut).
-	TypeSecretPut Type = 100
+	// TypeTokenRevoke deletes a token (body: TokenRevoke).
+	TypeTokenRevoke Type = 21
+	// 100 was the unreleased "secret-put" stand-in: retired, never reuse.
+
+	// TypeObjectCreate adds a security object with its first version (body: ObjectCreate).
+	TypeObjectCreate Type = 110
+	// TypeObjectRotate adds a version (body: ObjectRotate).
+	TypeObjectRotate Type = 111
+	// TypeObjectState moves an object along its lifecycle (body: ObjectState).
+	TypeObjectState Type = 112
+	// TypeObjectAttrs changes custom attributes (body: ObjectAttrs).
+	TypeObjectAttrs Type = 113
+	// TypeWalletCreate adds a wallet (body: Wallet).
+	TypeWalletCreate Type = 120
+	// TypeWalletDelete removes an empty wallet (body: WalletDelete).
+	TypeWalletDelete Type = 121
+	// TypeGrant sets or removes an endpoint's permission on a wallet (body: Grant).
+	TypeGrant Type = 122
+	// TypeEndpointEnroll adds an endpoint and its token (body: EndpointEnroll).
+	TypeEndpointEnroll Type = 130
+	// TypeEndpointRevoke disables an endpoint (body: EndpointRevoke).
+	TypeEndpointRevoke Type = 131
+	// TypeUserCreate adds an administrator (body: User).
+	TypeUserCreate Type = 140
+	// TypeUserUpdate changes an administrator (body: UserUpdate).
+	TypeUserUpdate Type = 141
+	// TypeUserDelete removes an administrator and its sessions (body: UserDelete).
+	TypeUserDelete Type = 142
 )
 
 var typeNames = map[Type]string{
@@ -40,7 +66,19 @@ var typeNames = map[Type]string{
 	TypeDEKCreate:   "dek-create",
 	TypeDEKRewrap:   "dek-rewrap",
 	TypeTokenCreate: "token-create",
-	TypeSecretPut:   "secret-put",
+	TypeTokenRevoke:    "token-revoke",
+	TypeObjectCreate:   "object-create",
+	TypeObjectRotate:   "object-rotate",
+	TypeObjectState:    "object-state",
+	TypeObjectAttrs:    "object-attrs",
+	TypeWalletCreate:   "wallet-create",
+	TypeWalletDelete:   "wallet-delete",
+	TypeGrant:          "grant",
+	TypeEndpointEnroll: "endpoint-enroll",
+	TypeEndpointRevoke: "endpoint-revoke",
+	TypeUserCreate:     "user-create",
+	TypeUserUpdate:     "user-update",
+	TypeUserDelete:     "user-delete",
 }
 
 func (t Type) String() string {

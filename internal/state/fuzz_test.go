@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/coffer-kms/coffer/internal/barrier"
+	"github.com/coffer-kms/coffer/internal/lifecycle"
 )
 
 var fuzzT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -49,8 +50,8 @@ func fuzzDump(t *testing.T, s *Store) map[string]string {
 }
 
 // FuzzUnmarshalCommand decodes arbitrary raft log data and applies it as
-// entry 4 to a fresh state that holds a small prelude (entries 1-3: data key
-// 1, secret "a" version 1, token "aaaa…"), so that commands referring to existing
+// the entry after a small prelude applied to a fresh state (data key
+// 1, wallet "w" holding object "a", endpoint "db1", user "alice", token "aaaa…"), so that commands referring to existing
 // objects are exercised too. A malformed or refused command must give an
 // error result and change nothing but the applied index; no command may make
 // ApplyBatch retry forever (that is what it does with an I/O error).
@@ -60,7 +61,10 @@ func FuzzUnmarshalCommand(f *testing.F) {
 	}
 	prelude := [][]byte{
 		fuzzCmd(f, TypeDEKCreate, wk(1)),
-		fuzzCmd(f, TypeSecretPut, SecretPut{ID: "id-a", Name: "a", Version: 1, Value: []byte("sealed")}),
+		fuzzCmd(f, TypeWalletCreate, Wallet{Name: "w"}),
+		fuzzCmd(f, TypeObjectCreate, ObjectCreate{Object: Object{ID: "id-a", Wallet: "w", Name: "a", Type: TypeSecretData, State: "active"}, Material: []byte("sealed")}),
+		fuzzCmd(f, TypeEndpointEnroll, EndpointEnroll{Endpoint: Endpoint{Name: "db1"}, TokenHash: "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}),
+		fuzzCmd(f, TypeUserCreate, User{Name: "alice", PasswordHash: "$argon2id$x", Roles: []string{"key_admin"}}),
 		fuzzCmd(f, TypeTokenCreate, Token{Hash: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", Policy: "root", Name: "root", Created: fuzzT0}),
 	}
 	seeds := [][]byte{
@@ -69,11 +73,26 @@ func FuzzUnmarshalCommand(f *testing.F) {
 		fuzzCmd(f, TypeDEKRewrap, []barrier.WrappedKey{wk(1)}),
 		fuzzCmd(f, TypeDEKRewrap, []barrier.WrappedKey{wk(9)}),
 		fuzzCmd(f, TypeTokenCreate, Token{Hash: "abc", Policy: "root", Name: "t", Created: fuzzT0}),
-		fuzzCmd(f, TypeSecretPut, SecretPut{ID: "id-a", Name: "a", Version: 2, Value: []byte("v2")}),
-		fuzzCmd(f, TypeSecretPut, SecretPut{ID: "id-b", Name: "b", Version: 1, Value: []byte("v1")}),
-		fuzzCmd(f, TypeSecretPut, SecretPut{ID: "id-b", Name: "b", Version: 2, Value: []byte("v2")}),
+		fuzzCmd(f, TypeObjectRotate, ObjectRotate{ID: "id-a", Version: 2, Material: []byte("v2")}),
+		fuzzCmd(f, TypeObjectRotate, ObjectRotate{ID: "id-a", Version: 3, Material: []byte("v3")}),
+		fuzzCmd(f, TypeObjectCreate, ObjectCreate{Object: Object{ID: "id-b", Wallet: "w", Name: "b", Type: TypeSymmetricKey, State: "pre-active"}, Material: []byte("v1")}),
+		fuzzCmd(f, TypeObjectCreate, ObjectCreate{Object: Object{ID: "id-c", Wallet: "w", Name: "a", Type: TypeSecretData, State: "active"}, Material: []byte("v1")}),
+		fuzzCmd(f, TypeObjectCreate, ObjectCreate{Object: Object{ID: "id-d", Wallet: "nope", Name: "d", Type: TypeSecretData, State: "active"}, Material: []byte("v1")}),
+		fuzzCmd(f, TypeObjectState, ObjectState{ID: "id-a", To: "deactivated"}),
+		fuzzCmd(f, TypeObjectState, ObjectState{ID: "id-a", To: "destroyed"}),
+		fuzzCmd(f, TypeObjectAttrs, ObjectAttrs{ID: "id-a", Set: map[string]string{"owner": "dba"}, Delete: []string{"x"}}),
+		fuzzCmd(f, TypeWalletCreate, Wallet{Name: "w"}),
+		fuzzCmd(f, TypeWalletDelete, WalletDelete{Name: "w"}),
+		fuzzCmd(f, TypeGrant, Grant{Wallet: "w", Endpoint: "db1", Permission: "read"}),
+		fuzzCmd(f, TypeGrant, Grant{Wallet: "w", Endpoint: "db1", Permission: "owner"}),
+		fuzzCmd(f, TypeEndpointEnroll, EndpointEnroll{Endpoint: Endpoint{Name: "db1"}, TokenHash: "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"}),
+		fuzzCmd(f, TypeEndpointRevoke, EndpointRevoke{Name: "db1"}),
+		fuzzCmd(f, TypeUserCreate, User{Name: "alice", PasswordHash: "h", Roles: []string{"x"}}),
+		fuzzCmd(f, TypeUserUpdate, UserUpdate{Name: "alice"}),
+		fuzzCmd(f, TypeUserDelete, UserDelete{Name: "alice"}),
+		fuzzCmd(f, TypeTokenRevoke, TokenRevoke{Hash: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}),
 		fuzzCmd(f, Type(999), struct{}{}),
-		append(fuzzCmd(f, TypeSecretPut, nil)[:cmdHeader], `{"name":`...),
+		append(fuzzCmd(f, TypeObjectCreate, nil)[:cmdHeader], `{"object":`...),
 		{0, 100, 0, 0},
 		{},
 	}
@@ -173,7 +192,7 @@ func FuzzUnmarshalCommand(f *testing.F) {
 		if !isErr {
 			return
 		}
-		if !errors.Is(e, ErrBadCommand) && !errors.Is(e, ErrNotFound) && !errors.Is(e, ErrConflict) && !errors.Is(e, ErrExists) {
+		if !errors.Is(e, ErrBadCommand) && !errors.Is(e, ErrNotFound) && !errors.Is(e, ErrConflict) && !errors.Is(e, ErrExists) && !errors.Is(e, lifecycle.ErrIllegal) {
 			t.Fatalf("error result %v wraps none of the package's errors", e)
 		}
 		for k, v := range after {

@@ -2,13 +2,19 @@ package state
 
 // Every bbolt bucket and key the state uses, in one place (as etcd does).
 var (
-	bucketMeta    = []byte("meta")
-	bucketDEKs    = []byte("deks")
-	bucketTokens  = []byte("tokens")
-	bucketSecrets = []byte("secrets")  // name -> SecretMeta (JSON)
-	bucketValues  = []byte("versions") // id/u64 version -> sealed value
+	bucketMeta      = []byte("meta")
+	bucketDEKs      = []byte("deks")
+	bucketTokens    = []byte("tokens")         // hex SHA-256 -> Token
+	bucketObjects   = []byte("objects")        // object id -> Object (metadata, no material)
+	bucketNames     = []byte("object_names")   // wallet 0x00 name -> object id
+	bucketValues    = []byte("versions")       // object id / u64 version -> sealed material
+	bucketWallets   = []byte("wallets")        // name -> Wallet
+	bucketEndpoints = []byte("endpoints")      // name -> Endpoint
+	bucketCerts     = []byte("endpoint_certs") // hex SHA-256 of a client certificate -> endpoint name
+	bucketUsers     = []byte("users")          // name -> User
 
-	allBuckets = [][]byte{bucketMeta, bucketDEKs, bucketTokens, bucketSecrets, bucketValues}
+	allBuckets = [][]byte{bucketMeta, bucketDEKs, bucketTokens, bucketObjects, bucketNames, bucketValues,
+		bucketWallets, bucketEndpoints, bucketCerts, bucketUsers}
 
 	keySchema       = []byte("schema_version")
 	keyAppliedIndex = []byte("applied_index")
@@ -18,4 +24,6 @@ var (
 )
 
 // SchemaVersion of state.db. Bump with a migration.
-const SchemaVersion = 1
+// 2: security objects, wallets, endpoints, users (the version-1 "secrets"
+// stand-in was never released).
+const SchemaVersion = 2

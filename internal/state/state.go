@@ -37,7 +37,7 @@ import (
 // Domain errors returned as FSM results (deterministic on every node).
 var (
 	ErrNotFound = errors.New("not found")
-	ErrConflict = errors.New("version conflict")
+	ErrConflict = errors.New("conflict")
 	ErrExists   = errors.New("already exists")
 )
 

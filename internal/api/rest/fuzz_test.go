@@ -12,7 +12,7 @@ import (
 )
 
 // FuzzSecretPutBody sends the fuzz bytes as the JSON body of
-// PUT /api/v1/secrets/{name} with the fuzz string as name. Every answer is a
+// PUT /api/v1/wallets/default/secrets/{name} with the fuzz string as name. Every answer is a
 // 200 naming the stored version, or a 4xx in the one error shape; never a 5xx.
 func FuzzSecretPutBody(f *testing.F) {
 	for _, s := range []struct{ name, body string }{
@@ -38,10 +38,10 @@ func FuzzSecretPutBody(f *testing.F) {
 	h, tok := newService(f)
 
 	f.Fuzz(func(t *testing.T, name string, body []byte) {
-		req := httptest.NewRequest(http.MethodPut, "/api/v1/secrets/x", bytes.NewReader(body))
+		req := httptest.NewRequest(http.MethodPut, "/api/v1/wallets/default/secrets/x", bytes.NewReader(body))
 		// The name goes into the path as a client would send it: slashes as
 		// segment separators, everything else escaped as needed.
-		req.URL.Path = "/api/v1/secrets/" + name
+		req.URL.Path = "/api/v1/wallets/default/secrets/" + name
 		req.URL.RawPath = ""
 		req.RequestURI = req.URL.RequestURI()
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -52,8 +52,8 @@ func FuzzSecretPutBody(f *testing.F) {
 		status, raw := rec.Code, rec.Body.Bytes()
 		switch {
 		case status == http.StatusOK:
-			var sr SecretResponse
-			if err := json.Unmarshal(raw, &sr); err != nil || sr.Name != name || sr.Version == 0 {
+			var sr service.Object
+			if err := json.Unmarshal(raw, &sr); err != nil || sr.Name != name || sr.Latest == 0 {
 				t.Fatalf("200 with body %q (%v)", raw, err)
 			}
 			if err := service.ValidName(name); err != nil {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/api/openapi"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -26,8 +27,9 @@ type Stopper func(mode string) error
 
 // Options for the handler.
 type Options struct {
-	Logger *slog.Logger
-	Stop   Stopper
+	Logger  *slog.Logger
+	Stop    Stopper
+	Metrics Observer
 }
 
 type ctxKey int
@@ -38,10 +40,19 @@ const localKey ctxKey = 1
 // whose access is guarded by the data dir's file permissions.
 func WithLocal(ctx context.Context) context.Context { return context.WithValue(ctx, localKey, true) }
 
+func isLocal(r *http.Request) bool { v, _ := r.Context().Value(localKey).(bool); return v }
+
 type api struct {
-	svc  *service.Service
-	log  *slog.Logger
-	stop Stopper
+	svc     *service.Service
+	log     *slog.Logger
+	stop    Stopper
+	metrics Observer
+	doc     []byte
+}
+
+// Observer receives one call per finished request (metrics).
+type Observer interface {
+	ObserveRequest(transport, route, method string, code int, d time.Duration)
 }
 
 // Handler returns the /api/v1 routes.
@@ -49,29 +60,94 @@ func Handler(svc *service.Service, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &api{svc: svc, log: opts.Logger, stop: opts.Stop}
+	a := &api{svc: svc, log: opts.Logger, stop: opts.Stop, metrics: opts.Metrics, doc: OpenAPIDocument}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/sys/health", a.health)
-	mux.HandleFunc("POST /api/v1/sys/init", a.init)
-	mux.HandleFunc("POST /api/v1/sys/open", a.open)
-	mux.HandleFunc("POST /api/v1/sys/seal", a.auth(a.seal))
-	mux.HandleFunc("POST /api/v1/sys/root-token", a.auth(a.rootToken))
-	mux.HandleFunc("GET /api/v1/sys/status", a.auth(a.status))
-	mux.HandleFunc("POST /api/v1/sys/stop", a.auth(a.stopServer))
-	mux.HandleFunc("POST /api/v1/sys/keystore/rotate-master-key", a.auth(a.rotateMasterKey))
-	mux.HandleFunc("POST /api/v1/sys/keystore/change-passphrase", a.auth(a.changePassphrase))
-	mux.HandleFunc("POST /api/v1/sys/keystore/reset-passphrase", a.auth(a.resetPassphrase))
-	mux.HandleFunc("POST /api/v1/sys/keystore/enable-auto-open", a.auth(a.enableAutoOpen))
-	mux.HandleFunc("POST /api/v1/sys/keystore/disable-auto-open", a.auth(a.disableAutoOpen))
-	mux.HandleFunc("POST /api/v1/sys/keystore/rotate-data-key", a.auth(a.rotateDataKey))
-	mux.HandleFunc("GET /api/v1/sys/journal", a.auth(a.journalList))
-	mux.HandleFunc("POST /api/v1/sys/journal/rotate", a.auth(a.journalRotate))
-	mux.HandleFunc("PUT /api/v1/secrets/{name...}", a.auth(a.putSecret))
-	mux.HandleFunc("GET /api/v1/secrets/{name...}", a.auth(a.getSecret))
-	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+	for _, rt := range a.routes() {
+		mux.Handle(rt.Method+" "+rt.Pattern, a.wrap(rt))
+	}
+	mux.Handle("/api/v1/", a.wrap(route{Route: openapi.Route{Pattern: "/api/v1/", OperationID: "notFound"}, h: func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
-	})
+	}}))
 	return mux
+}
+
+// statusWriter remembers the status and error code of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	code   string
+	msg    string
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type errNoter interface{ noteError(code, msg string) }
+
+func (w *statusWriter) noteError(code, msg string) { w.code, w.msg = code, msg }
+
+// wrap authenticates, runs the handler, then audits and measures the request.
+func (a *api) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		call := &service.Call{Source: r.RemoteAddr, Transport: "rest", Start: start}
+		if isLocal(r) {
+			call.Transport, call.Source = "socket", "local"
+		}
+		ctx := service.WithCall(r.Context(), call)
+		r = r.WithContext(ctx)
+		switch id, err := a.identify(r); {
+		case err == nil:
+			call.Identity = id
+			rt.h(sw, r)
+		case rt.Auth:
+			a.fail(sw, r, err)
+		default:
+			rt.h(sw, r)
+		}
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		d := time.Since(start)
+		if a.metrics != nil {
+			a.metrics.ObserveRequest(call.Transport, rt.Pattern, r.Method, status, d)
+		}
+		if rt.NoAudit {
+			return
+		}
+		code := "ok"
+		if status >= 400 {
+			code = sw.code
+		}
+		a.svc.Audit(call, rt.OperationID, status, code, sw.msg)
+	})
+}
+
+// identify resolves the caller: the local socket is root; otherwise a bearer
+// token, or else an enrolled client certificate.
+func (a *api) identify(r *http.Request) (service.Identity, error) {
+	if isLocal(r) {
+		return service.LocalRoot(), nil
+	}
+	if tok := bearer(r); tok != "" {
+		return a.svc.Authenticate(tok)
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		return a.svc.AuthenticateCert(r.TLS.PeerCertificates[0].Raw)
+	}
+	return service.Identity{}, fmt.Errorf("%w: send a token (Authorization: Bearer ...) or an enrolled client certificate", service.ErrUnauthenticated)
 }
 
 // errorTable maps service errors to HTTP status and a stable code. First match wins.
@@ -87,9 +163,13 @@ var errorTable = []struct {
 	{service.ErrAutoOpenStale, http.StatusConflict, "auto_open_stale"},
 	{service.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
 	{service.ErrForbidden, http.StatusForbidden, "forbidden"},
+	{service.ErrThrottled, http.StatusTooManyRequests, "throttled"},
 	{service.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{service.ErrState, http.StatusConflict, "invalid_state"},
+	{service.ErrGone, http.StatusGone, "destroyed"},
 	{service.ErrNotFound, http.StatusNotFound, "not_found"},
 	{service.ErrConflict, http.StatusConflict, "conflict"},
+	{service.ErrTampered, http.StatusConflict, "audit_tampered"},
 	{service.ErrAlreadyInit, http.StatusConflict, "already_initialized"},
 	{service.ErrAlreadyOpen, http.StatusConflict, "already_open"},
 	{service.ErrUninitialized, http.StatusNotImplemented, "uninitialized"},
@@ -110,6 +190,15 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeErr(w, http.StatusInternalServerError, "internal", err.Error())
 }
 
+// reply writes v with status, or the error.
+func (a *api) reply(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, status, v)
+}
+
 // ErrorBody is the one error shape of the API.
 type ErrorBody struct {
 	Error struct {
@@ -119,6 +208,9 @@ type ErrorBody struct {
 }
 
 func writeErr(w http.ResponseWriter, status int, code, msg string) {
+	if n, ok := w.(errNoter); ok {
+		n.noteError(code, msg)
+	}
 	var b ErrorBody
 	b.Error.Code, b.Error.Message = code, msg
 	writeJSON(w, status, b)
@@ -160,21 +252,6 @@ func bearer(r *http.Request) string {
 	return r.Header.Get("X-Coffer-Token")
 }
 
-func (a *api) auth(next func(http.ResponseWriter, *http.Request, service.Identity)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if local, _ := r.Context().Value(localKey).(bool); local {
-			next(w, r, service.Identity{Name: "local", Policy: "root", Local: true})
-			return
-		}
-		id, err := a.svc.Authenticate(bearer(r))
-		if err != nil {
-			a.fail(w, r, err)
-			return
-		}
-		next(w, r, id)
-	}
-}
-
 // Health answers like Vault's sys/health: 200 open, 503 sealed, 501 uninitialised.
 type Health struct {
 	Initialized bool   `json:"initialized"`
@@ -214,8 +291,11 @@ func (a *api) init(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	local, _ := r.Context().Value(localKey).(bool)
-	tok, err := a.svc.Init(r.Context(), service.Identity{Name: "local", Local: local}, []byte(req.Passphrase))
+	id := service.Identity{Name: "anonymous"}
+	if isLocal(r) {
+		id = service.LocalRoot()
+	}
+	tok, err := a.svc.Init(r.Context(), id, []byte(req.Passphrase))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -223,7 +303,8 @@ func (a *api) init(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, InitResponse{RootToken: tok})
 }
 
-func (a *api) rootToken(w http.ResponseWriter, r *http.Request, id service.Identity) {
+func (a *api) rootToken(w http.ResponseWriter, r *http.Request) {
+	id := service.CallFrom(r.Context()).Identity
 	tok, err := a.svc.CreateRootToken(r.Context(), id)
 	if err != nil {
 		a.fail(w, r, err)
@@ -251,7 +332,7 @@ func (a *api) open(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, a.svc.Status())
 }
 
-func (a *api) seal(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+func (a *api) seal(w http.ResponseWriter, r *http.Request) {
 	if err := a.svc.Seal(r.Context()); err != nil {
 		a.fail(w, r, err)
 		return
@@ -259,8 +340,9 @@ func (a *api) seal(w http.ResponseWriter, r *http.Request, _ service.Identity) {
 	writeJSON(w, http.StatusOK, a.svc.Status())
 }
 
-func (a *api) status(w http.ResponseWriter, r *http.Request, _ service.Identity) {
-	writeJSON(w, http.StatusOK, a.svc.Status())
+func (a *api) status(w http.ResponseWriter, r *http.Request) {
+	st, err := a.svc.StatusFor(r.Context())
+	a.reply(w, r, http.StatusOK, st, err)
 }
 
 // StopRequest selects a stop mode.
@@ -268,7 +350,11 @@ type StopRequest struct {
 	Mode string `json:"mode"`
 }
 
-func (a *api) stopServer(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+func (a *api) stopServer(w http.ResponseWriter, r *http.Request) {
+	if err := a.svc.Authorize(r.Context(), service.RoleSystemAdmin, "stopping the server"); err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	var req StopRequest
 	if err := decode(w, r, &req); err != nil {
 		a.fail(w, r, err)
@@ -299,7 +385,7 @@ type GenerationResponse struct {
 	Generation uint32 `json:"generation"`
 }
 
-func (a *api) rotateMasterKey(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+func (a *api) rotateMasterKey(w http.ResponseWriter, r *http.Request) {
 	gen, err := a.svc.RotateMasterKey(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
@@ -308,7 +394,7 @@ func (a *api) rotateMasterKey(w http.ResponseWriter, r *http.Request, _ service.
 	writeJSON(w, http.StatusOK, GenerationResponse{Generation: gen})
 }
 
-func (a *api) rotateDataKey(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+func (a *api) rotateDataKey(w http.ResponseWriter, r *http.Request) {
 	id, err := a.svc.RotateDataKey(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
@@ -323,7 +409,7 @@ type ChangePassphraseRequest struct {
 	New string `json:"new_passphrase"`
 }
 
-func (a *api) changePassphrase(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+func (a *api) changePassphrase(w http.ResponseWriter, r *http.Request) {
 	var req ChangePassphraseRequest
 	if err := decode(w, r, &req); err != nil {
 		a.fail(w, r, err)
@@ -341,7 +427,8 @@ type ResetPassphraseRequest struct {
 	New string `json:"new_passphrase"`
 }
 
-func (a *api) resetPassphrase(w http.ResponseWriter, r *http.Request, id service.Identity) {
+func (a *api) resetPassphrase(w http.ResponseWriter, r *http.Request) {
+	id := service.CallFrom(r.Context()).Identity
 	var req ResetPassphraseRequest
 	if err := decode(w, r, &req); err != nil {
 		a.fail(w, r, err)
@@ -354,7 +441,7 @@ func (a *api) resetPassphrase(w http.ResponseWriter, r *http.Request, id service
 	writeJSON(w, http.StatusOK, map[string]bool{"reset": true})
 }
 
-func (a *api) enableAutoOpen(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+func (a *api) enableAutoOpen(w http.ResponseWriter, r *http.Request) {
 	if err := a.svc.EnableAutoOpen(r.Context()); err != nil {
 		a.fail(w, r, err)
 		return
@@ -362,7 +449,7 @@ func (a *api) enableAutoOpen(w http.ResponseWriter, r *http.Request, _ service.I
 	writeJSON(w, http.StatusOK, map[string]bool{"auto_open": true})
 }
 
-func (a *api) disableAutoOpen(w http.ResponseWriter, r *http.Request, _ service.Identity) {
+func (a *api) disableAutoOpen(w http.ResponseWriter, r *http.Request) {
 	if err := a.svc.DisableAutoOpen(r.Context()); err != nil {
 		a.fail(w, r, err)
 		return
@@ -370,8 +457,8 @@ func (a *api) disableAutoOpen(w http.ResponseWriter, r *http.Request, _ service.
 	writeJSON(w, http.StatusOK, map[string]bool{"auto_open": false})
 }
 
-func (a *api) journalList(w http.ResponseWriter, r *http.Request, _ service.Identity) {
-	segs, err := a.svc.JournalSegments()
+func (a *api) journalList(w http.ResponseWriter, r *http.Request) {
+	segs, err := a.svc.JournalSegments(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -380,7 +467,7 @@ func (a *api) journalList(w http.ResponseWriter, r *http.Request, _ service.Iden
 	for _, sg := range segs {
 		out = append(out, segmentOf(sg))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"segments": out})
+	writeJSON(w, http.StatusOK, JournalList{Segments: out})
 }
 
 // Segment is a journal segment as the API shows it.
@@ -398,60 +485,11 @@ func segmentOf(s journal.SegmentInfo) Segment {
 	return Segment{Name: s.Name, FirstIndex: s.FirstIndex, LastIndex: s.LastIndex, Records: s.Records, Size: s.Size, Created: s.Created, Closed: s.Closed}
 }
 
-func (a *api) journalRotate(w http.ResponseWriter, r *http.Request, _ service.Identity) {
-	seg, err := a.svc.RotateJournal()
+func (a *api) journalRotate(w http.ResponseWriter, r *http.Request) {
+	seg, err := a.svc.RotateJournal(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"closed": segmentOf(seg)})
-}
-
-// SecretRequest is the body of a secret write; Value is base64 in JSON.
-type SecretRequest struct {
-	Value []byte `json:"value"`
-}
-
-// SecretResponse describes a stored secret version.
-type SecretResponse struct {
-	ID      string `json:"id"`
-	Name    string `json:"name"`
-	Version uint64 `json:"version"`
-	Latest  uint64 `json:"latest_version,omitempty"`
-	Created string `json:"created,omitempty"`
-	Value   []byte `json:"value,omitempty"`
-}
-
-func (a *api) putSecret(w http.ResponseWriter, r *http.Request, _ service.Identity) {
-	var req SecretRequest
-	if err := decode(w, r, &req); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	name := r.PathValue("name")
-	v, err := a.svc.PutSecret(r.Context(), name, req.Value)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, SecretResponse{Name: name, Version: v})
-}
-
-func (a *api) getSecret(w http.ResponseWriter, r *http.Request, _ service.Identity) {
-	var version uint64
-	if q := r.URL.Query().Get("version"); q != "" {
-		v, err := strconv.ParseUint(q, 10, 64)
-		if err != nil || v == 0 {
-			a.fail(w, r, fmt.Errorf("%w: version %q must be a positive integer", service.ErrInvalid, q))
-			return
-		}
-		version = v
-	}
-	sec, err := a.svc.GetSecret(r.Context(), r.PathValue("name"), version)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, SecretResponse{ID: sec.ID, Name: sec.Name, Version: sec.Version, Latest: sec.Latest,
-		Created: sec.Created.Format("2006-01-02T15:04:05.000000000Z07:00"), Value: sec.Value})
+	writeJSON(w, http.StatusOK, JournalRotated{Closed: segmentOf(seg)})
 }

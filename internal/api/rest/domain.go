@@ -1,0 +1,425 @@
+package rest
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+// Request and response bodies of the domain routes.
+type (
+	// LoginRequest logs a user in.
+	LoginRequest struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+	}
+	// CreateUserRequest creates an administrator.
+	CreateUserRequest struct {
+		Name     string         `json:"name"`
+		Password string         `json:"password"`
+		Roles    []service.Role `json:"roles" doc:"system_admin, key_admin, audit_manager"`
+	}
+	// CreateWalletRequest creates a wallet.
+	CreateWalletRequest struct {
+		Name        string `json:"name"`
+		Description string `json:"description,omitempty"`
+	}
+	// GrantRequest sets an endpoint's permission on a wallet.
+	GrantRequest struct {
+		Permission service.Permission `json:"permission" doc:"read, read_modify or manage"`
+	}
+	// PutSecretRequest writes a secret value.
+	PutSecretRequest struct {
+		Value []byte `json:"value" doc:"base64, 1 byte to 64 KiB"`
+	}
+	// ObjectWithMaterial is an object and one version's material.
+	ObjectWithMaterial struct {
+		Object   service.Object    `json:"object"`
+		Material *service.Material `json:"material,omitempty"`
+	}
+	// VersionList lists an object's versions.
+	VersionList struct {
+		ID       string                  `json:"id"`
+		Latest   uint64                  `json:"latest_version"`
+		Versions []service.ObjectVersion `json:"versions"`
+	}
+	// RotateRequest optionally carries the new value (secret data: required).
+	RotateRequest struct {
+		Value []byte `json:"value,omitempty" doc:"base64"`
+	}
+	// StateRequest optionally says why.
+	StateRequest struct {
+		Reason string `json:"reason,omitempty"`
+	}
+	// AttributesRequest sets and deletes custom attributes.
+	AttributesRequest struct {
+		Set    map[string]string `json:"set,omitempty"`
+		Delete []string          `json:"delete,omitempty"`
+	}
+	// EnrollRequest enrols an endpoint.
+	EnrollRequest struct {
+		Name        string `json:"name"`
+		Description string `json:"description,omitempty"`
+		CSR         string `json:"csr,omitempty" doc:"PEM certificate request; the endpoint keeps its private key"`
+	}
+	// AuditPage is a run of audit records.
+	AuditPage struct {
+		Records []service.AuditRecord `json:"records"`
+		Next    uint64                `json:"next_from,omitempty"`
+	}
+	// JournalList lists journal segments.
+	JournalList struct {
+		Segments []Segment `json:"segments"`
+	}
+	// JournalRotated names the closed segment.
+	JournalRotated struct {
+		Closed Segment `json:"closed"`
+	}
+)
+
+// decodeOptional is decode for bodies that may be empty.
+func decodeOptional(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return decode(w, r, v)
+}
+
+func queryUint(r *http.Request, name string) (uint64, error) {
+	q := r.URL.Query().Get(name)
+	if q == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(q, 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("%w: %s %q must be a positive integer", service.ErrInvalid, name, q)
+	}
+	return v, nil
+}
+
+func queryInt(r *http.Request, name string) (int, error) {
+	v, err := queryUint(r, name)
+	if v > 1<<20 {
+		return 0, fmt.Errorf("%w: %s %d is too large", service.ErrInvalid, name, v)
+	}
+	return int(v), err
+}
+
+func queryBool(r *http.Request, name string) (bool, error) {
+	q := r.URL.Query().Get(name)
+	if q == "" {
+		return false, nil
+	}
+	v, err := strconv.ParseBool(q)
+	if err != nil {
+		return false, fmt.Errorf("%w: %s %q must be true or false", service.ErrInvalid, name, q)
+	}
+	return v, nil
+}
+
+func page(r *http.Request) (int, string, error) {
+	n, err := queryInt(r, "limit")
+	return n, r.URL.Query().Get("page_token"), err
+}
+
+func (a *api) openapi(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(a.doc)
+}
+
+func (a *api) login(w http.ResponseWriter, r *http.Request) {
+	var req LoginRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	sess, err := a.svc.Login(r.Context(), req.Username, req.Password, r.RemoteAddr)
+	if err == nil {
+		service.CallFrom(r.Context()).Identity = service.Identity{Kind: service.KindUser, Name: sess.User, Roles: sess.Roles}
+	}
+	a.reply(w, r, http.StatusOK, sess, err)
+}
+
+func (a *api) logout(w http.ResponseWriter, r *http.Request) {
+	a.reply(w, r, http.StatusOK, map[string]bool{"logged_out": true}, a.svc.Logout(r.Context()))
+}
+
+func (a *api) whoami(w http.ResponseWriter, r *http.Request) {
+	v, err := a.svc.WhoAmI(r.Context())
+	a.reply(w, r, http.StatusOK, v, err)
+}
+
+func (a *api) createUser(w http.ResponseWriter, r *http.Request) {
+	var req CreateUserRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	u, err := a.svc.CreateUser(r.Context(), req.Name, req.Password, req.Roles)
+	a.reply(w, r, http.StatusCreated, u, err)
+}
+
+func (a *api) listUsers(w http.ResponseWriter, r *http.Request) {
+	n, tok, err := page(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p, err := a.svc.ListUsers(r.Context(), n, tok)
+	a.reply(w, r, http.StatusOK, p, err)
+}
+
+func (a *api) getUser(w http.ResponseWriter, r *http.Request) {
+	u, err := a.svc.GetUser(r.Context(), r.PathValue("name"))
+	a.reply(w, r, http.StatusOK, u, err)
+}
+
+func (a *api) updateUser(w http.ResponseWriter, r *http.Request) {
+	var req service.UserChange
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	u, err := a.svc.UpdateUser(r.Context(), r.PathValue("name"), req)
+	a.reply(w, r, http.StatusOK, u, err)
+}
+
+func (a *api) deleteUser(w http.ResponseWriter, r *http.Request) {
+	if err := a.svc.DeleteUser(r.Context(), r.PathValue("name")); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *api) createWallet(w http.ResponseWriter, r *http.Request) {
+	var req CreateWalletRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	wl, err := a.svc.CreateWallet(r.Context(), req.Name, req.Description)
+	a.reply(w, r, http.StatusCreated, wl, err)
+}
+
+func (a *api) listWallets(w http.ResponseWriter, r *http.Request) {
+	n, tok, err := page(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p, err := a.svc.ListWallets(r.Context(), n, tok)
+	a.reply(w, r, http.StatusOK, p, err)
+}
+
+func (a *api) getWallet(w http.ResponseWriter, r *http.Request) {
+	wl, err := a.svc.GetWallet(r.Context(), r.PathValue("wallet"))
+	a.reply(w, r, http.StatusOK, wl, err)
+}
+
+func (a *api) deleteWallet(w http.ResponseWriter, r *http.Request) {
+	if err := a.svc.DeleteWallet(r.Context(), r.PathValue("wallet")); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *api) grant(w http.ResponseWriter, r *http.Request) {
+	var req GrantRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if req.Permission == "" {
+		a.fail(w, r, fmt.Errorf("%w: permission is required (read, read_modify or manage); DELETE the grant to remove it", service.ErrInvalid))
+		return
+	}
+	wl, err := a.svc.SetGrant(r.Context(), r.PathValue("wallet"), r.PathValue("endpoint"), req.Permission)
+	a.reply(w, r, http.StatusOK, wl, err)
+}
+
+func (a *api) revokeGrant(w http.ResponseWriter, r *http.Request) {
+	wl, err := a.svc.SetGrant(r.Context(), r.PathValue("wallet"), r.PathValue("endpoint"), "")
+	a.reply(w, r, http.StatusOK, wl, err)
+}
+
+func (a *api) getByName(w http.ResponseWriter, r *http.Request) {
+	a.material(w, r, service.Ref{Wallet: r.PathValue("wallet"), Name: r.PathValue("name")})
+}
+
+func (a *api) getMaterial(w http.ResponseWriter, r *http.Request) {
+	a.material(w, r, service.Ref{ID: r.PathValue("id")})
+}
+
+func (a *api) material(w http.ResponseWriter, r *http.Request, ref service.Ref) {
+	version, err := queryUint(r, "version")
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	metaOnly, err := queryBool(r, "metadata_only")
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if metaOnly {
+		if version != 0 {
+			a.fail(w, r, fmt.Errorf("%w: version and metadata_only together make no sense", service.ErrInvalid))
+			return
+		}
+		o, err := a.svc.DescribeObject(r.Context(), ref)
+		a.reply(w, r, http.StatusOK, ObjectWithMaterial{Object: o}, err)
+		return
+	}
+	o, m, err := a.svc.GetObject(r.Context(), ref, version)
+	a.reply(w, r, http.StatusOK, ObjectWithMaterial{Object: o, Material: &m}, err)
+}
+
+func (a *api) putSecret(w http.ResponseWriter, r *http.Request) {
+	var req PutSecretRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := a.svc.PutSecret(r.Context(), r.PathValue("wallet"), r.PathValue("name"), req.Value)
+	a.reply(w, r, http.StatusOK, o, err)
+}
+
+func (a *api) createObject(w http.ResponseWriter, r *http.Request) {
+	var req service.CreateObject
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := a.svc.CreateObject(r.Context(), req)
+	a.reply(w, r, http.StatusCreated, o, err)
+}
+
+func (a *api) listObjects(w http.ResponseWriter, r *http.Request) {
+	n, tok, err := page(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	query := service.Query{Wallet: q.Get("wallet"), Name: q.Get("name"), Type: q.Get("type"), State: q.Get("state"), Limit: n, PageToken: tok}
+	for _, kv := range q["attr"] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			a.fail(w, r, fmt.Errorf("%w: attr %q: use key=value", service.ErrInvalid, kv))
+			return
+		}
+		if query.Attributes == nil {
+			query.Attributes = map[string]string{}
+		}
+		query.Attributes[k] = v
+	}
+	p, err := a.svc.ListObjects(r.Context(), query)
+	a.reply(w, r, http.StatusOK, p, err)
+}
+
+func (a *api) getObject(w http.ResponseWriter, r *http.Request) {
+	o, err := a.svc.DescribeObject(r.Context(), service.Ref{ID: r.PathValue("id")})
+	a.reply(w, r, http.StatusOK, o, err)
+}
+
+func (a *api) listVersions(w http.ResponseWriter, r *http.Request) {
+	o, err := a.svc.DescribeObject(r.Context(), service.Ref{ID: r.PathValue("id")})
+	a.reply(w, r, http.StatusOK, VersionList{ID: o.ID, Latest: o.Latest, Versions: o.Versions}, err)
+}
+
+func (a *api) rotateObject(w http.ResponseWriter, r *http.Request) {
+	var req RotateRequest
+	if err := decodeOptional(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := a.svc.RotateObject(r.Context(), service.Ref{ID: r.PathValue("id")}, req.Value)
+	a.reply(w, r, http.StatusOK, o, err)
+}
+
+func (a *api) transition(t service.Transition) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req StateRequest
+		if err := decodeOptional(w, r, &req); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		o, err := a.svc.ChangeState(r.Context(), service.Ref{ID: r.PathValue("id")}, t, req.Reason)
+		a.reply(w, r, http.StatusOK, o, err)
+	}
+}
+
+func (a *api) setAttributes(w http.ResponseWriter, r *http.Request) {
+	var req AttributesRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := a.svc.SetAttributes(r.Context(), service.Ref{ID: r.PathValue("id")}, req.Set, req.Delete)
+	a.reply(w, r, http.StatusOK, o, err)
+}
+
+func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
+	var req EnrollRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	e, err := a.svc.EnrollEndpoint(r.Context(), req.Name, req.Description, []byte(req.CSR))
+	a.reply(w, r, http.StatusCreated, e, err)
+}
+
+func (a *api) listEndpoints(w http.ResponseWriter, r *http.Request) {
+	n, tok, err := page(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p, err := a.svc.ListEndpoints(r.Context(), n, tok)
+	a.reply(w, r, http.StatusOK, p, err)
+}
+
+func (a *api) getEndpoint(w http.ResponseWriter, r *http.Request) {
+	e, err := a.svc.GetEndpoint(r.Context(), r.PathValue("name"))
+	a.reply(w, r, http.StatusOK, e, err)
+}
+
+func (a *api) revokeEndpoint(w http.ResponseWriter, r *http.Request) {
+	e, err := a.svc.RevokeEndpoint(r.Context(), r.PathValue("name"))
+	a.reply(w, r, http.StatusOK, e, err)
+}
+
+func (a *api) readAudit(w http.ResponseWriter, r *http.Request) {
+	from, err := queryUint(r, "from")
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	limit, err := queryInt(r, "limit")
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if limit == 0 {
+		limit = service.DefaultListLimit
+	}
+	recs, err := a.svc.AuditRecords(r.Context(), from, limit)
+	p := AuditPage{Records: recs}
+	if p.Records == nil {
+		p.Records = []service.AuditRecord{}
+	}
+	if len(recs) == limit {
+		p.Next = recs[len(recs)-1].Seq + 1
+	}
+	a.reply(w, r, http.StatusOK, p, err)
+}
+
+func (a *api) verifyAudit(w http.ResponseWriter, r *http.Request) {
+	rep, err := a.svc.VerifyAudit(r.Context())
+	a.reply(w, r, http.StatusOK, rep, err)
+}

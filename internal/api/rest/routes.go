@@ -1,0 +1,137 @@
+package rest
+
+import (
+	_ "embed"
+	"net/http"
+
+	"github.com/coffer-kms/coffer/internal/api/openapi"
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+// OpenAPIDocument is the checked-in description of every route (openapi.json).
+// TestOpenAPIMatchesRoutes fails when it drifts from the route table; run
+// `go test ./internal/api/rest -run TestOpenAPIMatchesRoutes -update` to
+// regenerate it.
+//
+//go:embed openapi.json
+var OpenAPIDocument []byte
+
+// route is one API route: its documentation and its handler.
+type route struct {
+	openapi.Route
+	h       http.HandlerFunc
+	NoAudit bool // health and the document itself: polled often, touch nothing
+}
+
+var (
+	e400 = []int{400, 401, 403, 503}
+	eObj = []int{400, 401, 403, 404, 409, 503}
+)
+
+// Query parameters shared by list routes.
+var pageParams = []openapi.Param{
+	{Name: "limit", In: "query", Type: "integer", Description: "page size, 1 to 1000 (default 100)"},
+	{Name: "page_token", In: "query", Type: "string", Description: "next_page_token of the previous page"},
+}
+
+// routes is the whole API. The OpenAPI document is generated from it.
+func (a *api) routes() []route {
+	r := func(method, pattern, op, summary string, auth bool, req, resp any, errs []int, h http.HandlerFunc, tags ...string) route {
+		return route{Route: openapi.Route{Method: method, Pattern: pattern, OperationID: op, Summary: summary, Auth: auth,
+			Request: req, Response: resp, Errors: errs, Tags: tags}, h: h}
+	}
+	withQuery := func(rt route, q ...openapi.Param) route { rt.Query = append(rt.Query, q...); return rt }
+	status := func(rt route, code int) route { rt.Status = code; return rt }
+	noAudit := func(rt route) route { rt.NoAudit = true; return rt }
+	version := openapi.Param{Name: "version", In: "query", Type: "integer", Description: "version number (default: latest)"}
+	return []route{
+		// System
+		noAudit(r("GET", "/api/v1/sys/health", "health", "Health: 200 open, 503 sealed, 501 uninitialised", false, nil, Health{}, nil, a.health, "sys")),
+		noAudit(r("GET", "/api/v1/openapi.json", "openapi", "This API's OpenAPI 3 document", false, nil, nil, nil, a.openapi, "sys")),
+		r("POST", "/api/v1/sys/init", "init", "Initialise the keystore (local control socket only)", false, PassphraseRequest{}, InitResponse{}, []int{400, 403, 409}, a.init, "sys"),
+		r("POST", "/api/v1/sys/open", "open", "Open the keystore with the passphrase or auto-open", false, PassphraseRequest{}, service.Status{}, []int{400, 409, 501}, a.open, "sys"),
+		r("POST", "/api/v1/sys/seal", "seal", "Seal the keystore", true, nil, service.Status{}, e400, a.seal, "sys"),
+		r("GET", "/api/v1/sys/status", "status", "Node status", true, nil, service.Status{}, e400, a.status, "sys"),
+		status(r("POST", "/api/v1/sys/stop", "stop", "Stop the server (smart, fast or immediate)", true, StopRequest{}, nil, e400, a.stopServer, "sys"), 202),
+		r("POST", "/api/v1/sys/root-token", "createRootToken", "Create a root token (local control socket only)", true, nil, InitResponse{}, e400, a.rootToken, "sys"),
+		r("POST", "/api/v1/sys/keystore/rotate-master-key", "rotateMasterKey", "Add a master key generation and re-wrap the data keys", true, nil, GenerationResponse{}, e400, a.rotateMasterKey, "sys"),
+		r("POST", "/api/v1/sys/keystore/rotate-data-key", "rotateDataKey", "Start a new data key", true, nil, GenerationResponse{}, e400, a.rotateDataKey, "sys"),
+		r("POST", "/api/v1/sys/keystore/change-passphrase", "changePassphrase", "Change the keystore passphrase", true, ChangePassphraseRequest{}, nil, e400, a.changePassphrase, "sys"),
+		r("POST", "/api/v1/sys/keystore/reset-passphrase", "resetPassphrase", "Set a new passphrase without the old one (local control socket only)", true, ResetPassphraseRequest{}, nil, e400, a.resetPassphrase, "sys"),
+		r("POST", "/api/v1/sys/keystore/enable-auto-open", "enableAutoOpen", "Write keystore.aks so the server opens without a passphrase", true, nil, nil, e400, a.enableAutoOpen, "sys"),
+		r("POST", "/api/v1/sys/keystore/disable-auto-open", "disableAutoOpen", "Remove keystore.aks", true, nil, nil, e400, a.disableAutoOpen, "sys"),
+		r("GET", "/api/v1/sys/journal", "listJournal", "Journal segments", true, nil, JournalList{}, e400, a.journalList, "sys"),
+		r("POST", "/api/v1/sys/journal/rotate", "rotateJournal", "Close the current journal segment", true, nil, JournalRotated{}, e400, a.journalRotate, "sys"),
+
+		// Sessions
+		r("POST", "/api/v1/auth/login", "login", "Log in with a user name and password; returns an expiring session token", false, LoginRequest{}, service.Session{}, []int{400, 401, 429, 503}, a.login, "auth"),
+		r("POST", "/api/v1/auth/logout", "logout", "End the caller's session", true, nil, nil, e400, a.logout, "auth"),
+		r("GET", "/api/v1/auth/whoami", "whoami", "The caller's identity", true, nil, service.Whoami{}, e400, a.whoami, "auth"),
+
+		// Users
+		status(r("POST", "/api/v1/users", "createUser", "Create an administrator", true, CreateUserRequest{}, service.User{}, []int{400, 401, 403, 409, 503}, a.createUser, "users"), 201),
+		withQuery(r("GET", "/api/v1/users", "listUsers", "List administrators", true, nil, service.Page[service.User]{}, e400, a.listUsers, "users"), pageParams...),
+		r("GET", "/api/v1/users/{name}", "getUser", "Get an administrator", true, nil, service.User{}, []int{401, 403, 404}, a.getUser, "users"),
+		r("PATCH", "/api/v1/users/{name}", "updateUser", "Change an administrator's password, roles or disabled flag", true, service.UserChange{}, service.User{}, eObj, a.updateUser, "users"),
+		status(r("DELETE", "/api/v1/users/{name}", "deleteUser", "Delete an administrator and end its sessions", true, nil, nil, eObj, a.deleteUser, "users"), 204),
+
+		// Wallets
+		status(r("POST", "/api/v1/wallets", "createWallet", "Create a wallet", true, CreateWalletRequest{}, service.Wallet{}, []int{400, 401, 403, 409, 503}, a.createWallet, "wallets"), 201),
+		withQuery(r("GET", "/api/v1/wallets", "listWallets", "List wallets (endpoints see those granted to them)", true, nil, service.Page[service.Wallet]{}, e400, a.listWallets, "wallets"), pageParams...),
+		r("GET", "/api/v1/wallets/{wallet}", "getWallet", "Get a wallet and its grants", true, nil, service.Wallet{}, []int{401, 403, 404}, a.getWallet, "wallets"),
+		status(r("DELETE", "/api/v1/wallets/{wallet}", "deleteWallet", "Delete an empty wallet", true, nil, nil, eObj, a.deleteWallet, "wallets"), 204),
+		r("PUT", "/api/v1/wallets/{wallet}/grants/{endpoint}", "grant", "Give an endpoint read, read_modify or manage on a wallet", true, GrantRequest{}, service.Wallet{}, eObj, a.grant, "wallets"),
+		r("DELETE", "/api/v1/wallets/{wallet}/grants/{endpoint}", "revokeGrant", "Take an endpoint's permission on a wallet away", true, nil, service.Wallet{}, eObj, a.revokeGrant, "wallets"),
+		withQuery(r("GET", "/api/v1/wallets/{wallet}/objects/{name...}", "getObjectByName", "Get an object by wallet and name, with its material unless metadata_only", true, nil, ObjectWithMaterial{}, []int{400, 401, 403, 404, 410, 503}, a.getByName, "objects"),
+			version, openapi.Param{Name: "metadata_only", In: "query", Type: "boolean", Description: "omit the material"}),
+		r("PUT", "/api/v1/wallets/{wallet}/secrets/{name...}", "putSecret", "Write a secret: create the secret-data object, or add a version", true, PutSecretRequest{}, service.Object{}, eObj, a.putSecret, "objects"),
+
+		// Objects
+		status(r("POST", "/api/v1/objects", "createObject", "Create a symmetric key, secret data or key pair", true, service.CreateObject{}, service.Object{}, eObj, a.createObject, "objects"), 201),
+		withQuery(r("GET", "/api/v1/objects", "locateObjects", "List and search objects", true, nil, service.Page[service.Object]{}, e400, a.listObjects, "objects"),
+			append([]openapi.Param{
+				{Name: "wallet", In: "query", Type: "string", Description: "only this wallet"},
+				{Name: "name", In: "query", Type: "string", Description: "exact name, or a prefix ending in *"},
+				{Name: "type", In: "query", Type: "string", Description: "symmetric_key, secret_data or key_pair"},
+				{Name: "state", In: "query", Type: "string", Description: "pre-active, active, deactivated, compromised or destroyed"},
+				{Name: "attr", In: "query", Type: "string", Description: "key=value; repeat for several (all must match)"},
+			}, pageParams...)...),
+		r("GET", "/api/v1/objects/{id}", "getObject", "Get an object's metadata", true, nil, service.Object{}, []int{401, 403, 404}, a.getObject, "objects"),
+		withQuery(r("GET", "/api/v1/objects/{id}/material", "getMaterial", "Get an object's metadata and the material of a version", true, nil, ObjectWithMaterial{}, []int{400, 401, 403, 404, 410, 503}, a.getMaterial, "objects"), version),
+		r("GET", "/api/v1/objects/{id}/versions", "listVersions", "List an object's versions", true, nil, VersionList{}, []int{401, 403, 404}, a.listVersions, "objects"),
+		r("POST", "/api/v1/objects/{id}/rotate", "rotateObject", "Add a new version (fresh material, or the given value)", true, RotateRequest{}, service.Object{}, eObj, a.rotateObject, "objects"),
+		r("POST", "/api/v1/objects/{id}/activate", "activateObject", "pre-active to active", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Activate), "objects"),
+		r("POST", "/api/v1/objects/{id}/deactivate", "deactivateObject", "to deactivated (no longer used to protect data)", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Deactivate), "objects"),
+		r("POST", "/api/v1/objects/{id}/revoke", "revokeObject", "to compromised", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Revoke), "objects"),
+		r("POST", "/api/v1/objects/{id}/destroy", "destroyObject", "Erase the material (deactivated or compromised objects only); metadata stays", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Destroy), "objects"),
+		r("PATCH", "/api/v1/objects/{id}/attributes", "setAttributes", "Set and delete custom attributes", true, AttributesRequest{}, service.Object{}, eObj, a.setAttributes, "objects"),
+
+		// Endpoints
+		status(r("POST", "/api/v1/endpoints", "enrollEndpoint", "Enrol an endpoint: a token, and a client certificate when a CSR is sent", true, EnrollRequest{}, service.Enrollment{}, []int{400, 401, 403, 409, 503}, a.enroll, "endpoints"), 201),
+		withQuery(r("GET", "/api/v1/endpoints", "listEndpoints", "List endpoints", true, nil, service.Page[service.Endpoint]{}, e400, a.listEndpoints, "endpoints"), pageParams...),
+		r("GET", "/api/v1/endpoints/{name}", "getEndpoint", "Get an endpoint", true, nil, service.Endpoint{}, []int{401, 403, 404}, a.getEndpoint, "endpoints"),
+		r("POST", "/api/v1/endpoints/{name}/revoke", "revokeEndpoint", "Revoke an endpoint's token, certificate and grants", true, nil, service.Endpoint{}, eObj, a.revokeEndpoint, "endpoints"),
+
+		// Audit
+		withQuery(r("GET", "/api/v1/audit", "readAudit", "Read audit records", true, nil, AuditPage{}, e400, a.readAudit, "audit"),
+			openapi.Param{Name: "from", In: "query", Type: "integer", Description: "first sequence number (default 1)"},
+			openapi.Param{Name: "limit", In: "query", Type: "integer", Description: "1 to 1000 (default 100)"}),
+		r("POST", "/api/v1/audit/verify", "verifyAudit", "Verify this node's audit hash chain", true, nil, service.AuditReport{}, []int{401, 403, 409}, a.verifyAudit, "audit"),
+	}
+}
+
+// Routes returns the route table's documentation (for the OpenAPI generator and tests).
+func Routes() []openapi.Route {
+	var out []openapi.Route
+	for _, rt := range (&api{}).routes() {
+		out = append(out, rt.Route)
+	}
+	return out
+}
+
+// BuildOpenAPI generates the OpenAPI document from the route table.
+func BuildOpenAPI() ([]byte, error) {
+	return openapi.Build(openapi.Info{Title: "Coffer API", Version: "1",
+		Description: "Coffer's native REST API. Authenticate with Authorization: Bearer <token> (root, session or endpoint token) or an enrolled client certificate. Errors are {\"error\":{\"code\",\"message\"}}."},
+		Routes(), ErrorBody{})
+}

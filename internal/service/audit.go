@@ -1,0 +1,92 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/audit"
+)
+
+// AuditDir is where a node keeps its hash-chained audit log.
+func AuditDir(dataDir string) string { return filepath.Join(dataDir, "audit") }
+
+// AuditRecord is one audited request.
+type AuditRecord = audit.Record
+
+// AuditReport is the result of verifying the audit chain.
+type AuditReport = audit.Report
+
+// Audit appends one record for a finished request. Transports call it for
+// every request they serve; the message is the error text (which never
+// carries key material), the object ids are those the service noted.
+func (s *Service) Audit(c *Call, operation string, status int, result, message string) {
+	if s.audit == nil || c == nil {
+		return
+	}
+	rec := audit.Record{
+		Node:      s.nodeID,
+		Actor:     c.Identity.Actor(),
+		Roles:     c.Identity.RoleNames(),
+		Source:    c.Source,
+		Transport: c.Transport,
+		Operation: operation,
+		Objects:   c.Objects(),
+		Result:    result,
+		Status:    status,
+		Error:     message,
+		LatencyMS: float64(time.Since(c.Start).Microseconds()) / 1000,
+	}
+	if len(rec.Error) > 512 {
+		rec.Error = rec.Error[:512] + "…"
+	}
+	if _, err := s.audit.Append(rec); err != nil {
+		s.auditFailures.Add(1)
+		s.log.Error("audit write failed", "operation", operation, "error", err)
+	}
+}
+
+// AuditRecords returns up to limit records from seq from (audit managers).
+func (s *Service) AuditRecords(ctx context.Context, from uint64, limit int) ([]AuditRecord, error) {
+	if _, err := requireRole(ctx, RoleAuditManager, "reading the audit log"); err != nil {
+		return nil, err
+	}
+	if limit <= 0 || limit > MaxListLimit {
+		return nil, fmt.Errorf("%w: limit %d: use 1 to %d", ErrInvalid, limit, MaxListLimit)
+	}
+	if s.audit == nil {
+		return nil, fmt.Errorf("%w: the audit log is not open", ErrUnavailable)
+	}
+	return s.audit.Read(max(from, 1), limit)
+}
+
+// VerifyAudit checks this node's audit chain (audit managers). A broken
+// chain is reported as an error that names the file, line and record.
+func (s *Service) VerifyAudit(ctx context.Context) (AuditReport, error) {
+	if _, err := requireRole(ctx, RoleAuditManager, "verifying the audit log"); err != nil {
+		return AuditReport{}, err
+	}
+	if s.audit != nil {
+		s.audit.Sync()
+	}
+	rep, err := audit.Verify(AuditDir(s.cfg.DataDir))
+	var te *audit.TamperError
+	if errors.As(err, &te) {
+		return rep, fmt.Errorf("%w: %v", ErrTampered, err)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return rep, nil
+	}
+	return rep, err
+}
+
+// AuditCount is the number of audit records written on this node.
+func (s *Service) AuditCount() uint64 {
+	if s.audit == nil {
+		return 0
+	}
+	return s.audit.Count()
+}

@@ -1,0 +1,258 @@
+package service
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+// Role is an administrator's role, as in Oracle Key Vault.
+type Role string
+
+// Roles. Values are stored: never rename.
+const (
+	// RoleSystemAdmin: keystore, backups, cluster, settings, users.
+	RoleSystemAdmin Role = "system_admin"
+	// RoleKeyAdmin: wallets, endpoints, objects in every wallet.
+	RoleKeyAdmin Role = "key_admin"
+	// RoleAuditManager: read and verify the audit log.
+	RoleAuditManager Role = "audit_manager"
+)
+
+// AllRoles lists the roles.
+var AllRoles = []Role{RoleSystemAdmin, RoleKeyAdmin, RoleAuditManager}
+
+// Permission is an endpoint's right on a wallet.
+type Permission string
+
+// Permissions, weakest first; each includes the ones before it.
+const (
+	// PermRead: get objects and their metadata, list, locate.
+	PermRead Permission = "read"
+	// PermReadModify: also create, rotate, activate, set attributes.
+	PermReadModify Permission = "read_modify"
+	// PermManage: also deactivate, revoke, destroy, and grant others access to the wallet.
+	PermManage Permission = "manage"
+)
+
+// AllPermissions lists the permissions, weakest first.
+var AllPermissions = []Permission{PermRead, PermReadModify, PermManage}
+
+func (p Permission) rank() int { return slices.Index(AllPermissions, p) }
+
+// Includes reports whether p allows everything q does.
+func (p Permission) Includes(q Permission) bool { return p.rank() >= 0 && p.rank() >= q.rank() }
+
+// Identity kinds.
+const (
+	KindRoot     = "root"
+	KindUser     = "user"
+	KindEndpoint = "endpoint"
+)
+
+// Identity is who is calling: an administrator (root token or user session)
+// or an enrolled endpoint.
+type Identity struct {
+	Kind  string
+	Name  string
+	Roles []Role
+	Local bool // came through the local control socket
+	// tokenHash identifies the session for logout (never the token itself).
+	tokenHash string
+	Expires   *time.Time
+}
+
+// LocalRoot is the identity of a request on the local control socket, whose
+// access is guarded by the data dir's file permissions.
+func LocalRoot() Identity {
+	return Identity{Kind: KindRoot, Name: "local", Roles: AllRoles, Local: true}
+}
+
+// Has reports whether the identity holds role r.
+func (id Identity) Has(r Role) bool { return slices.Contains(id.Roles, r) }
+
+// Actor names the identity for the audit log: "root", "local", "user:alice", "endpoint:db1".
+func (id Identity) Actor() string {
+	switch {
+	case id.Local:
+		return "local"
+	case id.Kind == KindRoot:
+		return "root"
+	case id.Kind == "":
+		return "anonymous"
+	}
+	return id.Kind + ":" + id.Name
+}
+
+// RoleNames returns the roles as strings.
+func (id Identity) RoleNames() []string {
+	out := make([]string, len(id.Roles))
+	for i, r := range id.Roles {
+		out[i] = string(r)
+	}
+	return out
+}
+
+// Call carries one request's caller and what it touched through the service,
+// so that every transport audits the same way.
+type Call struct {
+	Identity  Identity
+	Source    string // remote address
+	Transport string // rest, vault, kmip, socket
+	Start     time.Time
+
+	mu      sync.Mutex
+	objects []string
+}
+
+type callKey struct{}
+
+// WithCall attaches a call to ctx. Service methods that need a caller fail
+// with ErrUnauthenticated when there is none.
+func WithCall(ctx context.Context, c *Call) context.Context {
+	return context.WithValue(ctx, callKey{}, c)
+}
+
+// CallFrom returns the call attached to ctx, or nil.
+func CallFrom(ctx context.Context) *Call { c, _ := ctx.Value(callKey{}).(*Call); return c }
+
+// WithIdentity is WithCall for a caller without transport details (tests, in-process use).
+func WithIdentity(ctx context.Context, id Identity) context.Context {
+	return WithCall(ctx, &Call{Identity: id, Transport: "internal", Start: time.Now()})
+}
+
+// Note records object ids the call touched (for the audit log).
+func (c *Call) Note(ids ...string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.objects = append(c.objects, ids...)
+	c.mu.Unlock()
+}
+
+// Objects returns the ids noted so far.
+func (c *Call) Objects() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.objects)
+}
+
+func note(ctx context.Context, ids ...string) { CallFrom(ctx).Note(ids...) }
+
+// caller returns the authenticated identity of ctx.
+func caller(ctx context.Context) (Identity, error) {
+	c := CallFrom(ctx)
+	if c == nil || c.Identity.Kind == "" {
+		return Identity{}, ErrUnauthenticated
+	}
+	return c.Identity, nil
+}
+
+// requireRole checks that the caller is an administrator holding role r.
+func requireRole(ctx context.Context, r Role, what string) (Identity, error) {
+	id, err := caller(ctx)
+	if err != nil {
+		return id, err
+	}
+	if !id.Has(r) {
+		return id, fmt.Errorf("%w: %s needs the %s role (caller %s)", ErrForbidden, what, r, id.Actor())
+	}
+	return id, nil
+}
+
+// requireAdmin checks that the caller is an administrator with any role.
+func requireAdmin(ctx context.Context, what string) (Identity, error) {
+	id, err := caller(ctx)
+	if err != nil {
+		return id, err
+	}
+	if id.Kind == KindEndpoint || len(id.Roles) == 0 {
+		return id, fmt.Errorf("%w: %s is for administrators (caller %s)", ErrForbidden, what, id.Actor())
+	}
+	return id, nil
+}
+
+// TokenPrefix marks Coffer tokens so they are easy to spot in leaked text.
+const TokenPrefix = "cof_"
+
+func hashToken(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
+}
+
+func newToken() (tok, hash string) {
+	b := make([]byte, 32)
+	randRead(b)
+	tok = TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+	return tok, hashToken(tok)
+}
+
+func (s *Service) createTokenLocked(ctx context.Context, name, policy string) (string, error) {
+	tok, h := newToken()
+	err := s.applyLocked(ctx, state.TypeTokenCreate, state.Token{Hash: h, Kind: state.TokenRoot, Policy: policy, Name: name, Created: time.Now().UTC()})
+	if err != nil {
+		return "", fmt.Errorf("store %s token: %w", name, err)
+	}
+	return tok, nil
+}
+
+// Authenticate resolves a bearer token. It works while sealed (token hashes
+// are not secret), so an operator can check status, seal and stop.
+func (s *Service) Authenticate(tok string) (Identity, error) {
+	if tok == "" {
+		return Identity{}, ErrUnauthenticated
+	}
+	h := hashToken(tok)
+	t, err := s.st.TokenByHash(h)
+	if err != nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(h)) != 1 {
+		return Identity{}, ErrUnauthenticated
+	}
+	if t.Expires != nil && !time.Now().Before(*t.Expires) {
+		return Identity{}, fmt.Errorf("%w: session expired at %s; log in again", ErrUnauthenticated, t.Expires.Format(time.RFC3339))
+	}
+	switch t.Kind {
+	case "", state.TokenRoot:
+		return Identity{Kind: KindRoot, Name: t.Name, Roles: AllRoles, tokenHash: h}, nil
+	case state.TokenSession:
+		u, err := s.st.User(t.Subject)
+		if err != nil || u.Disabled {
+			return Identity{}, ErrUnauthenticated
+		}
+		return Identity{Kind: KindUser, Name: u.Name, Roles: rolesOf(u.Roles), tokenHash: h, Expires: t.Expires}, nil
+	case state.TokenEndpoint:
+		e, err := s.st.Endpoint(t.Subject)
+		if err != nil || e.State != "active" {
+			return Identity{}, ErrUnauthenticated
+		}
+		return Identity{Kind: KindEndpoint, Name: e.Name, tokenHash: h}, nil
+	}
+	return Identity{}, ErrUnauthenticated
+}
+
+// AuthenticateCert resolves a client certificate (its DER bytes, already
+// verified against Coffer's CA by the TLS layer) to an enrolled endpoint.
+func (s *Service) AuthenticateCert(der []byte) (Identity, error) {
+	fp := sha256.Sum256(der)
+	e, err := s.st.EndpointByCert(hex.EncodeToString(fp[:]))
+	if err != nil || e.State != "active" {
+		return Identity{}, fmt.Errorf("%w: client certificate is not enrolled or its endpoint is revoked", ErrUnauthenticated)
+	}
+	return Identity{Kind: KindEndpoint, Name: e.Name}, nil
+}
+
+func rolesOf(names []string) []Role {
+	out := make([]Role, 0, len(names))
+	for _, n := range names {
+		out = append(out, Role(n))
+	}
+	return out
+}

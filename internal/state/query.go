@@ -1,0 +1,159 @@
+package state
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Read-only queries on the local state. They see every command applied on
+// this node; on a follower that may lag the leader by a few entries.
+
+func isDomain(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrExists) || errors.Is(err, ErrBadCommand)
+}
+
+func viewJSON[T any](s *Store, bucket, key []byte, what string) (T, error) {
+	var v T
+	err := s.View(func(tx *bolt.Tx) error {
+		got, ok, err := getJSON[T](tx.Bucket(bucket), key)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%s: %w", what, ErrNotFound)
+		}
+		v = got
+		return nil
+	})
+	return v, err
+}
+
+func listJSON[T any](s *Store, bucket []byte) ([]T, error) {
+	var out []T
+	err := s.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, raw []byte) error {
+			var v T
+			if err := decodeJSON(raw, &v); err != nil {
+				return fmt.Errorf("decode %s/%s: %w", bucket, k, err)
+			}
+			out = append(out, v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Object returns an object's metadata by id.
+func (s *Store) Object(id string) (Object, error) {
+	return viewJSON[Object](s, bucketObjects, []byte(id), fmt.Sprintf("object %s", id))
+}
+
+// ObjectByName returns an object's metadata by wallet and name.
+func (s *Store) ObjectByName(wallet, name string) (Object, error) {
+	var o Object
+	err := s.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketNames).Get(nameKey(wallet, name))
+		if id == nil {
+			return fmt.Errorf("object %q in wallet %q: %w", name, wallet, ErrNotFound)
+		}
+		got, ok, err := getJSON[Object](tx.Bucket(bucketObjects), id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("object %s (name index of %q): %w", id, name, ErrNotFound)
+		}
+		o = got
+		return nil
+	})
+	return o, err
+}
+
+// Material returns the sealed material of one version.
+func (s *Store) Material(id string, version uint64) ([]byte, error) {
+	var out []byte
+	err := s.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketValues).Get(valueKey(id, version))
+		if v == nil {
+			return fmt.Errorf("object %s version %d material: %w", id, version, ErrNotFound)
+		}
+		out = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
+
+// Objects calls fn for each object with an id after `after`, in id order,
+// until fn returns false.
+func (s *Store) Objects(after string, fn func(Object) bool) error {
+	return s.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketObjects).Cursor()
+		var k, v []byte
+		if after == "" {
+			k, v = c.First()
+		} else {
+			k, v = c.Seek([]byte(after))
+			if k != nil && bytes.Equal(k, []byte(after)) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil; k, v = c.Next() {
+			var o Object
+			if err := decodeJSON(v, &o); err != nil {
+				return fmt.Errorf("decode object %s: %w", k, err)
+			}
+			if !fn(o) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// Wallet returns a wallet by name.
+func (s *Store) Wallet(name string) (Wallet, error) {
+	return viewJSON[Wallet](s, bucketWallets, []byte(name), fmt.Sprintf("wallet %q", name))
+}
+
+// Wallets lists every wallet in name order.
+func (s *Store) Wallets() ([]Wallet, error) { return listJSON[Wallet](s, bucketWallets) }
+
+// Endpoint returns an endpoint by name.
+func (s *Store) Endpoint(name string) (Endpoint, error) {
+	return viewJSON[Endpoint](s, bucketEndpoints, []byte(name), fmt.Sprintf("endpoint %q", name))
+}
+
+// Endpoints lists every endpoint in name order.
+func (s *Store) Endpoints() ([]Endpoint, error) { return listJSON[Endpoint](s, bucketEndpoints) }
+
+// EndpointByCert returns the endpoint enrolled with a certificate (hex SHA-256 of its DER).
+func (s *Store) EndpointByCert(fingerprint string) (Endpoint, error) {
+	var e Endpoint
+	err := s.View(func(tx *bolt.Tx) error {
+		name := tx.Bucket(bucketCerts).Get([]byte(fingerprint))
+		if name == nil {
+			return ErrNotFound
+		}
+		got, ok, err := getJSON[Endpoint](tx.Bucket(bucketEndpoints), name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrNotFound
+		}
+		e = got
+		return nil
+	})
+	return e, err
+}
+
+// User returns an administrator by name.
+func (s *Store) User(name string) (User, error) {
+	return viewJSON[User](s, bucketUsers, []byte(name), fmt.Sprintf("user %q", name))
+}
+
+// Users lists every administrator in name order.
+func (s *Store) Users() ([]User, error) { return listJSON[User](s, bucketUsers) }
