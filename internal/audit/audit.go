@@ -184,7 +184,10 @@ func (l *Log) open() error {
 		p := filepath.Join(l.dir, files[i].name)
 		raw, ok, err := tailLine(p)
 		if err != nil {
-			return fmt.Errorf("audit: open: %w", err)
+			if te := (*TamperError)(nil); errors.As(err, &te) {
+				return te
+			}
+			return fmt.Errorf("audit: read %s: %w", p, err)
 		}
 		if !ok {
 			continue

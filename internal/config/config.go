@@ -61,6 +61,19 @@ type Config struct {
 	Shutdown struct {
 		SmartTimeout Duration `yaml:"smart_timeout"`
 	} `yaml:"shutdown"`
+	Auth struct {
+		SessionTTL Duration `yaml:"session_ttl"`
+		// ClientCertDays is the lifetime of endpoint client certificates.
+		ClientCertDays int `yaml:"client_cert_days"`
+	} `yaml:"auth"`
+	Audit struct {
+		Syslog       bool   `yaml:"syslog"`
+		SyslogTag    string `yaml:"syslog_tag"`
+		MaxFileBytes int64  `yaml:"max_file_bytes"`
+	} `yaml:"audit"`
+	Metrics struct {
+		Disable bool `yaml:"disable"`
+	} `yaml:"metrics"`
 }
 
 // TLS settings.
@@ -69,6 +82,11 @@ type TLS struct {
 	CertFile string   `yaml:"cert_file"`
 	KeyFile  string   `yaml:"key_file"`
 	Hosts    []string `yaml:"hosts"`
+	// ClientCAFile: CA that signs endpoint client certificates when the
+	// server uses its own cert_file (with generated certificates it is the
+	// generated CA). Needs client_ca_key_file to enrol with certificates.
+	ClientCAFile    string `yaml:"client_ca_file"`
+	ClientCAKeyFile string `yaml:"client_ca_key_file"`
 }
 
 // Log settings.
@@ -90,6 +108,10 @@ func Default() Config {
 	c.Journal.MaxSegmentAge = Duration{time.Hour}
 	c.Storage.WriteRetryDelay = Duration{5 * time.Second}
 	c.Storage.MinFreeBytes = 64 << 20
+	c.Auth.SessionTTL = Duration{8 * time.Hour}
+	c.Auth.ClientCertDays = 730
+	c.Audit.SyslogTag = "coffer-audit"
+	c.Audit.MaxFileBytes = 64 << 20
 	return c
 }
 
@@ -128,6 +150,18 @@ func (c Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("config: tls.cert_file and tls.key_file go together")
+	}
+	if c.TLS.ClientCAKeyFile != "" && c.TLS.ClientCAFile == "" {
+		return errors.New("config: tls.client_ca_key_file needs tls.client_ca_file")
+	}
+	if c.Auth.SessionTTL.Duration < time.Minute || c.Auth.SessionTTL.Duration > 30*24*time.Hour {
+		return fmt.Errorf("config: auth.session_ttl %s: use 1m to 720h", c.Auth.SessionTTL.Duration)
+	}
+	if c.Auth.ClientCertDays < 1 || c.Auth.ClientCertDays > 3650 {
+		return fmt.Errorf("config: auth.client_cert_days %d: use 1 to 3650", c.Auth.ClientCertDays)
+	}
+	if c.Audit.MaxFileBytes < 1<<20 {
+		return fmt.Errorf("config: audit.max_file_bytes %d: at least 1 MiB", c.Audit.MaxFileBytes)
 	}
 	return nil
 }

@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/rest"
+	"github.com/coffer-kms/coffer/internal/audit"
 	"github.com/coffer-kms/coffer/internal/config"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/metrics"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
@@ -123,17 +125,81 @@ func Start(opts Options) (_ *Server, err error) {
 		}
 	}()
 
+	// TLS first: the CA also signs endpoint client certificates.
+	var (
+		tlsConf  *tls.Config
+		tlsCerts *tlsutil.Reloader
+		caFile   string
+		issuer   *tlsutil.CA
+	)
+	if !cfg.TLS.Disable {
+		certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
+		if certFile == "" {
+			dir := filepath.Join(dataDir, "tls")
+			created, err := tlsutil.EnsureGenerated(dir, append(cfg.TLS.Hosts, hostOf(cfg.Listen)))
+			if err != nil {
+				return nil, fmt.Errorf("generate TLS certificates: %w", err)
+			}
+			if created {
+				log.Info("generated a CA and server certificate", "dir", dir)
+			}
+			certFile, keyFile = filepath.Join(dir, tlsutil.CertFile), filepath.Join(dir, tlsutil.KeyFile)
+			caFile = filepath.Join(dir, tlsutil.CAFile)
+			if issuer, err = tlsutil.LoadCA(dir); err != nil {
+				return nil, err
+			}
+		} else if cfg.TLS.ClientCAFile != "" && cfg.TLS.ClientCAKeyFile != "" {
+			if issuer, err = tlsutil.LoadCAFiles(cfg.TLS.ClientCAFile, cfg.TLS.ClientCAKeyFile); err != nil {
+				return nil, err
+			}
+		}
+		if tlsCerts, err = tlsutil.NewReloader(certFile, keyFile); err != nil {
+			return nil, err
+		}
+		tlsConf = tlsCerts.ServerConfig()
+		if issuer != nil {
+			issuer.Valid = time.Duration(cfg.Auth.ClientCertDays) * 24 * time.Hour
+			// Endpoints may authenticate with a client certificate signed by
+			// the CA; a token alone is also accepted, so a certificate is optional.
+			tlsConf.ClientAuth = tls.VerifyClientCertIfGiven
+			tlsConf.ClientCAs = issuer.Pool()
+		} else if cfg.TLS.ClientCAFile != "" {
+			pool, err := tlsutil.LoadPool(cfg.TLS.ClientCAFile)
+			if err != nil {
+				return nil, err
+			}
+			tlsConf.ClientAuth = tls.VerifyClientCertIfGiven
+			tlsConf.ClientCAs = pool
+		}
+	}
+	var auditSyslog io.Writer
+	if cfg.Audit.Syslog {
+		w, err := audit.MirrorSyslog(cfg.Audit.SyslogTag)
+		if err != nil {
+			return nil, fmt.Errorf("audit.syslog: connect to the local syslog: %w", err)
+		}
+		auditSyslog = w
+	}
+	var certIssuer service.CertIssuer
+	if issuer != nil {
+		certIssuer = issuer
+	}
+
 	svc, err := service.New(service.Config{
-		DataDir:         dataDir,
-		Name:            cfg.Name,
-		KDF:             keystore.KDFParams{Time: cfg.Keystore.KDF.Time, MemoryKiB: cfg.Keystore.KDF.MemoryKiB, Threads: cfg.Keystore.KDF.Threads},
-		MachineIdentity: opts.MachineIdentity,
-		JournalMaxBytes: cfg.Journal.MaxSegmentBytes,
-		JournalMaxAge:   cfg.Journal.MaxSegmentAge.Duration,
-		WriteRetryDelay: cfg.Storage.WriteRetryDelay.Duration,
-		MinFreeBytes:    cfg.Storage.MinFreeBytes,
-		SnapshotEvery:   cfg.Storage.SnapshotThreshold,
-		Logger:          log,
+		DataDir:           dataDir,
+		Name:              cfg.Name,
+		KDF:               keystore.KDFParams{Time: cfg.Keystore.KDF.Time, MemoryKiB: cfg.Keystore.KDF.MemoryKiB, Threads: cfg.Keystore.KDF.Threads},
+		MachineIdentity:   opts.MachineIdentity,
+		JournalMaxBytes:   cfg.Journal.MaxSegmentBytes,
+		JournalMaxAge:     cfg.Journal.MaxSegmentAge.Duration,
+		WriteRetryDelay:   cfg.Storage.WriteRetryDelay.Duration,
+		MinFreeBytes:      cfg.Storage.MinFreeBytes,
+		SnapshotEvery:     cfg.Storage.SnapshotThreshold,
+		Logger:            log,
+		SessionTTL:        cfg.Auth.SessionTTL.Duration,
+		CertIssuer:        certIssuer,
+		AuditSyslog:       auditSyslog,
+		AuditMaxFileBytes: cfg.Audit.MaxFileBytes,
 	})
 	if err != nil {
 		return nil, err
@@ -147,29 +213,19 @@ func Start(opts Options) (_ *Server, err error) {
 	s := &Server{opts: opts, cfg: cfg, Log: log, level: level, Service: svc, lock: lock,
 		stopMode: make(chan string, 1), done: make(chan struct{})}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.tlsCerts, s.CAFile = tlsCerts, caFile
 
-	var tlsConf *tls.Config
-	if !cfg.TLS.Disable {
-		certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
-		if certFile == "" {
-			dir := filepath.Join(dataDir, "tls")
-			created, err := tlsutil.EnsureGenerated(dir, append(cfg.TLS.Hosts, hostOf(cfg.Listen)))
-			if err != nil {
-				return nil, fmt.Errorf("generate TLS certificates: %w", err)
-			}
-			if created {
-				log.Info("generated a CA and server certificate", "dir", dir)
-			}
-			certFile, keyFile = filepath.Join(dir, tlsutil.CertFile), filepath.Join(dir, tlsutil.KeyFile)
-			s.CAFile = filepath.Join(dir, tlsutil.CAFile)
-		}
-		if s.tlsCerts, err = tlsutil.NewReloader(certFile, keyFile); err != nil {
-			return nil, err
-		}
-		tlsConf = s.tlsCerts.ServerConfig()
+	ropts := rest.Options{Logger: log, Stop: s.Stop}
+	mux := http.NewServeMux()
+	if !cfg.Metrics.Disable {
+		m := metrics.New(svc)
+		ropts.Metrics = m
+		// Unauthenticated, as Prometheus scrapes: it carries no secrets,
+		// object names or tokens (labels are route patterns).
+		mux.Handle("GET /metrics", m.Handler())
 	}
-
-	handler := rest.Handler(svc, rest.Options{Logger: log, Stop: s.Stop})
+	mux.Handle("/", rest.Handler(svc, ropts))
+	handler := http.Handler(mux)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)

@@ -90,3 +90,6 @@ func (s *Service) AuditCount() uint64 {
 	}
 	return s.audit.Count()
 }
+
+// AuditFailures counts audit records that could not be written.
+func (s *Service) AuditFailures() uint64 { return s.auditFailures.Load() }

@@ -281,6 +281,18 @@ func orNone(s string) string {
 	return s
 }
 
+// checkOpen refuses early (without locks) while uninitialised or sealed, so
+// that such a refusal is not masked by a lookup error.
+func (s *Service) checkOpen() error {
+	switch s.State() {
+	case StateUninitialized:
+		return ErrUninitialized
+	case StateSealed:
+		return ErrSealed
+	}
+	return nil
+}
+
 // openForRead takes the lifecycle read lock and checks the keystore is open.
 func (s *Service) openForRead() (func(), error) {
 	s.mu.RLock()
@@ -317,6 +329,9 @@ func (s *Service) CreateObject(ctx context.Context, req CreateObject) (Object, e
 		return Object{}, err
 	}
 	if err := validAttrs(req.Attrs); err != nil {
+		return Object{}, err
+	}
+	if err := s.checkOpen(); err != nil {
 		return Object{}, err
 	}
 	id, err := s.authorizeWallet(ctx, req.Wallet, PermReadModify, "creating an object")
@@ -509,6 +524,9 @@ func (s *Service) PutSecret(ctx context.Context, wallet, name string, value []by
 	}
 	if len(value) == 0 || len(value) > MaxSecretBytes {
 		return Object{}, fmt.Errorf("%w: secret value must be 1 to %d bytes, got %d", ErrInvalid, MaxSecretBytes, len(value))
+	}
+	if err := s.checkOpen(); err != nil {
+		return Object{}, err
 	}
 	if _, err := s.authorizeWallet(ctx, wallet, PermReadModify, "writing a secret"); err != nil {
 		return Object{}, err

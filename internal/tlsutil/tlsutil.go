@@ -3,9 +3,12 @@
 package tlsutil
 
 import (
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -151,4 +154,99 @@ func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 // ServerConfig is a TLS 1.2+ server config using r.
 func (r *Reloader) ServerConfig() *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+}
+
+// CA signs endpoint client certificates with the generated CA in a TLS dir.
+type CA struct {
+	cert  *x509.Certificate
+	key   crypto.Signer
+	pem   []byte
+	Valid time.Duration // lifetime of issued client certificates
+}
+
+// LoadCA reads ca.crt and ca.key from dir.
+func LoadCA(dir string) (*CA, error) {
+	return LoadCAFiles(filepath.Join(dir, CAFile), filepath.Join(dir, CAKey))
+}
+
+// LoadPool reads a PEM bundle of CA certificates.
+func LoadPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read client CA: %w", err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("client CA %s: no PEM certificate found", file)
+	}
+	return p, nil
+}
+
+// LoadCAFiles reads a CA certificate and its EC private key (PEM).
+func LoadCAFiles(certFile, keyFile string) (*CA, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA key: %w", err)
+	}
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("CA certificate %s: no PEM certificate", certFile)
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, fmt.Errorf("CA key %s: no PEM block", keyFile)
+	}
+	var key crypto.Signer
+	if k, err := x509.ParseECPrivateKey(kb.Bytes); err == nil {
+		key = k
+	} else if k, err2 := x509.ParsePKCS8PrivateKey(kb.Bytes); err2 == nil {
+		s, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("CA key %s: not a signing key", keyFile)
+		}
+		key = s
+	} else {
+		return nil, fmt.Errorf("CA key %s: %w", keyFile, err)
+	}
+	return &CA{cert: cert, key: key, pem: certPEM, Valid: 2 * 365 * 24 * time.Hour}, nil
+}
+
+// Pool is a cert pool holding the CA (to verify client certificates).
+func (c *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(c.cert)
+	return p
+}
+
+// IssueClientCert signs a client-authentication certificate for commonName
+// with the public key of csr. The CSR's own subject and extensions are
+// ignored: the server decides what it certifies.
+func (c *CA) IssueClientCert(csr *x509.CertificateRequest, commonName string) ([]byte, []byte, error) {
+	switch csr.PublicKey.(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+	default:
+		return nil, nil, fmt.Errorf("unsupported CSR public key type %T", csr.PublicKey)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"Coffer endpoint"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(c.Valid),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, csr.PublicKey, c.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sign client certificate: %w", err)
+	}
+	return der, c.pem, nil
 }
