@@ -95,8 +95,8 @@ type Service struct {
 	nodeID        string
 	audit         *audit.Log
 	auditFailures atomic.Uint64
-	started   time.Time
-	closed    atomic.Bool
+	started       time.Time
+	closed        atomic.Bool
 }
 
 // Alert is a condition an operator must see.

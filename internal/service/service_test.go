@@ -24,7 +24,7 @@ const pass = "service-test-pass"
 
 func newSvc(t testing.TB, dir string) *Service {
 	t.Helper()
-	s, err := New(Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond,
+	s, err := New(Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
 		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil }})
 	if err != nil {
 		t.Fatal(err)

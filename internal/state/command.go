@@ -59,13 +59,13 @@ const (
 )
 
 var typeNames = map[Type]string{
-	TypeRaftConfig:  "raft-config",
-	TypeClusterInit: "cluster-init",
-	TypeRaftMarker:  "raft-marker",
-	TypeInvalid:     "invalid",
-	TypeDEKCreate:   "dek-create",
-	TypeDEKRewrap:   "dek-rewrap",
-	TypeTokenCreate: "token-create",
+	TypeRaftConfig:     "raft-config",
+	TypeClusterInit:    "cluster-init",
+	TypeRaftMarker:     "raft-marker",
+	TypeInvalid:        "invalid",
+	TypeDEKCreate:      "dek-create",
+	TypeDEKRewrap:      "dek-rewrap",
+	TypeTokenCreate:    "token-create",
 	TypeTokenRevoke:    "token-revoke",
 	TypeObjectCreate:   "object-create",
 	TypeObjectRotate:   "object-rotate",

@@ -38,9 +38,9 @@ var allowed = map[string]string{
 	"rotateObject": "rm+", "activateObject": "rm+", "setAttributes": "rm+",
 	"deactivateObject": "manage+", "revokeObject": "manage+", "destroyObject": "manage+",
 	"enrollEndpoint": "keyadmin root", "listEndpoints": "keyadmin root",
-	"getEndpoint": "ep-read keyadmin root", // ep-read reads itself
+	"getEndpoint":    "ep-read keyadmin root", // ep-read reads itself
 	"revokeEndpoint": "keyadmin root",
-	"readAudit": "auditor root", "verifyAudit": "auditor root",
+	"readAudit":      "auditor root", "verifyAudit": "auditor root",
 }
 
 func expand(spec string) []string {

@@ -1,0 +1,446 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/lifecycle"
+)
+
+func TestObjectTypesAndVersions(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	ctx := rootCtx()
+	for _, c := range []struct {
+		req     CreateObject
+		alg     string
+		length  int
+		checkFn func(m Material) error
+	}{
+		{CreateObject{Type: TypeSymmetricKey}, "AES", 256, func(m Material) error { return wantLen(m.Value, 32) }},
+		{CreateObject{Type: TypeSymmetricKey, Length: 128}, "AES", 128, func(m Material) error { return wantLen(m.Value, 16) }},
+		{CreateObject{Type: TypeSymmetricKey, Length: 192}, "AES", 192, func(m Material) error { return wantLen(m.Value, 24) }},
+		{CreateObject{Type: TypeSecretData, Value: []byte("tde-master-key")}, "OPAQUE", 14 * 8, func(m Material) error {
+			if string(m.Value) != "tde-master-key" {
+				return fmt.Errorf("value %q", m.Value)
+			}
+			return nil
+		}},
+		{CreateObject{Type: TypeKeyPair, Algorithm: "RSA", Length: 2048}, "RSA", 2048, func(m Material) error {
+			k, err := x509.ParsePKCS8PrivateKey(m.Value)
+			if err != nil {
+				return err
+			}
+			pub, err := x509.ParsePKIXPublicKey(m.Public)
+			if err != nil || !k.(*rsa.PrivateKey).PublicKey.Equal(pub) || k.(*rsa.PrivateKey).N.BitLen() != 2048 {
+				return fmt.Errorf("RSA pair does not match: %v", err)
+			}
+			return nil
+		}},
+		{CreateObject{Type: TypeKeyPair, Algorithm: "EC", Length: 384}, "EC", 384, func(m Material) error {
+			k, err := x509.ParsePKCS8PrivateKey(m.Value)
+			if err != nil {
+				return err
+			}
+			if k.(*ecdsa.PrivateKey).Curve.Params().BitSize != 384 {
+				return fmt.Errorf("curve %s", k.(*ecdsa.PrivateKey).Curve.Params().Name)
+			}
+			return nil
+		}},
+	} {
+		c.req.Wallet, c.req.Name = DefaultWallet, fmt.Sprintf("%s-%s-%d", c.req.Type, c.alg, c.length)
+		c.req.Attrs = map[string]string{"owner": "dba"}
+		o, err := s.CreateObject(ctx, c.req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.req.Name, err)
+		}
+		if o.Algorithm != c.alg || o.Length != c.length || o.State != "active" || o.Latest != 1 || o.Attributes["owner"] != "dba" || len(o.ID) != 36 {
+			t.Fatalf("%s: %+v", c.req.Name, o)
+		}
+		_, m1, err := s.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: c.req.Name}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.checkFn(m1); err != nil {
+			t.Fatalf("%s: %v", c.req.Name, err)
+		}
+		var newVal []byte
+		if c.req.Type == TypeSecretData {
+			newVal = []byte("second")
+		}
+		r, err := s.RotateObject(ctx, Ref{ID: o.ID}, newVal)
+		if err != nil || r.Latest != 2 || len(r.Versions) != 2 {
+			t.Fatalf("%s rotate: %+v %v", c.req.Name, r, err)
+		}
+		_, m2, err := s.GetObject(ctx, Ref{ID: o.ID}, 0)
+		if err != nil || m2.Version != 2 || bytes.Equal(m1.Value, m2.Value) {
+			t.Fatalf("%s: latest after rotate: v%d %v (same material: %v)", c.req.Name, m2.Version, err, bytes.Equal(m1.Value, m2.Value))
+		}
+		_, old, err := s.GetObject(ctx, Ref{ID: o.ID}, 1)
+		if err != nil || !bytes.Equal(old.Value, m1.Value) {
+			t.Fatalf("%s: old version not retrievable: %v", c.req.Name, err)
+		}
+		if _, _, err := s.GetObject(ctx, Ref{ID: o.ID}, 3); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s: version 3: %v", c.req.Name, err)
+		}
+	}
+	// Names are unique within a wallet, not across wallets.
+	if _, err := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "symmetric_key-AES-256", Type: TypeSymmetricKey}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	if _, err := s.CreateWallet(ctx, "other", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateObject(ctx, CreateObject{Wallet: "other", Name: "symmetric_key-AES-256", Type: TypeSymmetricKey}); err != nil {
+		t.Fatalf("same name in another wallet: %v", err)
+	}
+}
+
+func wantLen(b []byte, n int) error {
+	if len(b) != n {
+		return fmt.Errorf("%d bytes, want %d", len(b), n)
+	}
+	return nil
+}
+
+// TestLifecycleThroughService walks every pair of states through the
+// service, checking each transition against the lifecycle table, and that
+// destroying erases material but keeps metadata.
+func TestLifecycleThroughService(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	ctx := rootCtx()
+	// How to reach each state from a fresh pre-active object.
+	path := map[lifecycle.State][]Transition{
+		lifecycle.PreActive:   nil,
+		lifecycle.Active:      {Activate},
+		lifecycle.Deactivated: {Activate, Deactivate},
+		lifecycle.Compromised: {Activate, Revoke},
+		lifecycle.Destroyed:   {Activate, Deactivate, Destroy},
+	}
+	target := map[Transition]lifecycle.State{Activate: lifecycle.Active, Deactivate: lifecycle.Deactivated, Revoke: lifecycle.Compromised, Destroy: lifecycle.Destroyed}
+	n := 0
+	for _, from := range lifecycle.All {
+		for _, tr := range []Transition{Activate, Deactivate, Revoke, Destroy} {
+			n++
+			o, err := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: fmt.Sprintf("lc-%d", n), Type: TypeSymmetricKey, PreActive: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, step := range path[from] {
+				if _, err := s.ChangeState(ctx, Ref{ID: o.ID}, step, "setup"); err != nil {
+					t.Fatalf("reach %s: %s: %v", from, step, err)
+				}
+			}
+			got, err := s.ChangeState(ctx, Ref{ID: o.ID}, tr, "test")
+			legal := lifecycle.Allowed(from, target[tr])
+			switch {
+			case legal && err != nil:
+				t.Errorf("%s --%s--> refused: %v", from, tr, err)
+			case legal && got.State != string(target[tr]):
+				t.Errorf("%s --%s--> state %s", from, tr, got.State)
+			case !legal && !errors.Is(err, ErrState):
+				t.Errorf("%s --%s--> %v, want ErrState", from, tr, err)
+			}
+			after, _ := s.DescribeObject(ctx, Ref{ID: o.ID})
+			if !legal && after.State != string(from) {
+				t.Errorf("refused %s --%s--> still changed the state to %s", from, tr, after.State)
+			}
+		}
+	}
+	// Destroy: material gone, metadata kept, name still taken.
+	o, _ := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "doomed", Type: TypeSecretData, Value: []byte("destroy-me-123")})
+	s.RotateObject(ctx, Ref{ID: o.ID}, []byte("destroy-me-456"))
+	if _, err := s.ChangeState(ctx, Ref{ID: o.ID}, Destroy, ""); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "deactivate it") {
+		t.Fatalf("destroy of an active object: %v", err)
+	}
+	s.ChangeState(ctx, Ref{ID: o.ID}, Deactivate, "retired")
+	d, err := s.ChangeState(ctx, Ref{ID: o.ID}, Destroy, "")
+	if err != nil || d.Destroyed == nil || d.Reason != "retired" || !d.Versions[0].Destroyed || !d.Versions[1].Destroyed {
+		t.Fatalf("destroy: %+v %v", d, err)
+	}
+	if _, _, err := s.GetObject(ctx, Ref{ID: o.ID}, 1); !errors.Is(err, ErrGone) {
+		t.Fatalf("get destroyed: %v", err)
+	}
+	if _, err := s.st.Material(o.ID, 1); err == nil {
+		t.Fatal("destroyed material still in the state")
+	}
+	if _, err := s.RotateObject(ctx, Ref{ID: o.ID}, []byte("x")); !errors.Is(err, ErrState) {
+		t.Fatalf("rotate destroyed: %v", err)
+	}
+	if _, err := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "doomed", Type: TypeSecretData, Value: []byte("x")}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("name of a destroyed object reused: %v", err)
+	}
+	s.Close()
+	b, _ := os.ReadFile(StatePath(s.cfg.DataDir))
+	if bytes.Contains(b, []byte("destroy-me")) {
+		t.Fatal("plaintext in state.db")
+	}
+}
+
+func TestLocateAndPagination(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	ctx := rootCtx()
+	s.CreateWallet(ctx, "db", "")
+	for i := 0; i < 25; i++ {
+		w := DefaultWallet
+		if i%5 == 0 {
+			w = "db"
+		}
+		typ, val := TypeSymmetricKey, []byte(nil)
+		if i%2 == 1 {
+			typ, val = TypeSecretData, []byte("v")
+		}
+		if _, err := s.CreateObject(ctx, CreateObject{Wallet: w, Name: fmt.Sprintf("app/key-%02d", i), Type: typ, Value: val,
+			Attrs: map[string]string{"tier": fmt.Sprint(i % 3)}, PreActive: i >= 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(q Query) int {
+		t.Helper()
+		n, pages := 0, 0
+		for {
+			p, err := s.ListObjects(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(p.Items)
+			pages++
+			if p.NextToken == "" {
+				return n
+			}
+			q.PageToken = p.NextToken
+		}
+	}
+	for _, c := range []struct {
+		q    Query
+		want int
+	}{
+		{Query{}, 25},
+		{Query{Limit: 4}, 25},
+		{Query{Wallet: "db"}, 5},
+		{Query{Type: TypeSecretData}, 12},
+		{Query{State: "pre-active"}, 5},
+		{Query{Name: "app/key-1*"}, 10},
+		{Query{Name: "app/key-07"}, 1},
+		{Query{Attributes: map[string]string{"tier": "0"}}, 9},
+		{Query{Wallet: DefaultWallet, Type: TypeSymmetricKey, Attributes: map[string]string{"tier": "1"}, Limit: 1}, 3},
+	} {
+		if got := count(c.q); got != c.want {
+			t.Errorf("%+v: %d objects, want %d", c.q, got, c.want)
+		}
+	}
+}
+
+func TestEndpointPermissions(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	ctx := rootCtx()
+	s.CreateWallet(ctx, "db", "")
+	o, _ := s.CreateObject(ctx, CreateObject{Wallet: "db", Name: "tde", Type: TypeSymmetricKey})
+	other, _ := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "x", Type: TypeSymmetricKey})
+	e, err := s.EnrollEndpoint(ctx, "db1", "primary", nil)
+	if err != nil || !strings.HasPrefix(e.Token, TokenPrefix) {
+		t.Fatalf("enroll: %v", err)
+	}
+	id, err := s.Authenticate(e.Token)
+	if err != nil || id.Kind != KindEndpoint || id.Name != "db1" {
+		t.Fatalf("endpoint token: %+v %v", id, err)
+	}
+	ep := WithIdentity(context.Background(), id)
+	if _, _, err := s.GetObject(ep, Ref{ID: o.ID}, 0); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("read without grant: %v", err)
+	}
+	s.SetGrant(ctx, "db", "db1", PermRead)
+	if _, _, err := s.GetObject(ep, Ref{Wallet: "db", Name: "tde"}, 0); err != nil {
+		t.Fatalf("read with grant: %v", err)
+	}
+	if _, _, err := s.GetObject(ep, Ref{ID: other.ID}, 0); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("read in another wallet: %v", err)
+	}
+	if _, _, err := s.GetObject(ep, Ref{Wallet: DefaultWallet, Name: "nope"}, 0); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("probing a wallet without grant must not say what exists: %v", err)
+	}
+	if _, err := s.RotateObject(ep, Ref{ID: o.ID}, nil); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("rotate with read: %v", err)
+	}
+	p, _ := s.ListObjects(ep, Query{})
+	if len(p.Items) != 1 || p.Items[0].ID != o.ID {
+		t.Fatalf("endpoint list sees %d objects", len(p.Items))
+	}
+	s.SetGrant(ctx, "db", "db1", PermReadModify)
+	if _, err := s.RotateObject(ep, Ref{ID: o.ID}, nil); err != nil {
+		t.Fatalf("rotate with read_modify: %v", err)
+	}
+	if _, err := s.ChangeState(ep, Ref{ID: o.ID}, Deactivate, ""); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("deactivate with read_modify: %v", err)
+	}
+	if _, err := s.SetGrant(ep, "db", "db1", PermManage); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("endpoint raised its own permission: %v", err)
+	}
+	if _, err := s.RevokeEndpoint(ctx, "db1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(e.Token); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("revoked endpoint token still works: %v", err)
+	}
+	w, _ := s.GetWallet(ctx, "db")
+	if _, ok := w.Grants["db1"]; ok {
+		t.Fatal("revoked endpoint keeps its grant")
+	}
+	// Re-enrolment issues new credentials and starts with no grant.
+	e2, err := s.EnrollEndpoint(ctx, "db1", "", nil)
+	if err != nil || e2.Token == e.Token {
+		t.Fatalf("re-enrol: %v", err)
+	}
+}
+
+func TestUsersSessionsAndThrottle(t *testing.T) {
+	dir := t.TempDir()
+	var slept []time.Duration
+	s, err := New(Config{DataDir: dir, KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, SessionTTL: time.Hour,
+		Sleep: func(_ context.Context, d time.Duration) error { slept = append(slept, d); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := rootCtx()
+	if _, err := s.CreateUser(ctx, "alice", "correct horse battery", []Role{RoleKeyAdmin, RoleKeyAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := s.GetUser(ctx, "alice")
+	if len(u.Roles) != 1 {
+		t.Fatalf("roles not deduplicated: %v", u.Roles)
+	}
+	raw, _ := s.st.User("alice")
+	if !strings.HasPrefix(raw.PasswordHash, "$argon2id$v=19$") || strings.Contains(raw.PasswordHash, "correct horse") {
+		t.Fatalf("password stored as %q", raw.PasswordHash)
+	}
+	sess, err := s.Login(context.Background(), "alice", "correct horse battery", "10.0.0.1:5555")
+	if err != nil || sess.Expires.Before(time.Now().Add(59*time.Minute)) {
+		t.Fatalf("login: %+v %v", sess, err)
+	}
+	id, err := s.Authenticate(sess.Token)
+	if err != nil || id.Kind != KindUser || !id.Has(RoleKeyAdmin) || id.Has(RoleSystemAdmin) {
+		t.Fatalf("session identity: %+v %v", id, err)
+	}
+	// Roles are read at each request: a change applies at once.
+	s.UpdateUser(ctx, "alice", UserChange{Roles: &[]Role{RoleAuditManager}})
+	if id, _ := s.Authenticate(sess.Token); id.Has(RoleKeyAdmin) || !id.Has(RoleAuditManager) {
+		t.Fatalf("roles after change: %v", id.Roles)
+	}
+	// Failed logins: the first three are free, then each waits longer.
+	for i := 0; i < 6; i++ {
+		if _, err := s.Login(context.Background(), "alice", "wrong password!", "10.0.0.1:5555"); !errors.Is(err, ErrUnauthenticated) {
+			t.Fatalf("wrong password: %v", err)
+		}
+	}
+	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second}
+	if fmt.Sprint(slept) != fmt.Sprint(want) {
+		t.Fatalf("throttle delays %v, want %v", slept, want)
+	}
+	// Unknown users are throttled too and get the same answer.
+	_, err = s.Login(context.Background(), "mallory", "whatever-pw", "10.0.0.9:1")
+	if !errors.Is(err, ErrUnauthenticated) || strings.Contains(err.Error(), "mallory") {
+		t.Fatalf("unknown user: %v", err)
+	}
+	// A password change ends existing sessions; so does disabling.
+	if _, err := s.Login(context.Background(), "alice", "correct horse battery", "10.0.0.2:1"); err != nil {
+		t.Fatal(err)
+	}
+	np := "another long password"
+	s.UpdateUser(ctx, "alice", UserChange{Password: &np})
+	if _, err := s.Authenticate(sess.Token); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("session survived a password change: %v", err)
+	}
+	// A user changes its own password only with the old one.
+	sess2, _ := s.Login(context.Background(), "alice", np, "10.0.0.2:1")
+	id2, _ := s.Authenticate(sess2.Token)
+	self := WithIdentity(context.Background(), id2)
+	bad, good := "not it at all", np
+	np2 := "yet another password"
+	if _, err := s.UpdateUser(self, "alice", UserChange{Password: &np2, OldPassword: &bad}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("self change with a wrong old password: %v", err)
+	}
+	if _, err := s.UpdateUser(self, "alice", UserChange{Password: &np2, OldPassword: &good}); err != nil {
+		t.Fatalf("self change: %v", err)
+	}
+	if _, err := s.UpdateUser(self, "alice", UserChange{Roles: &[]Role{RoleSystemAdmin}}); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("self promotion: %v", err)
+	}
+	// Logout ends the session.
+	sess3, _ := s.Login(context.Background(), "alice", np2, "10.0.0.2:1")
+	id3, _ := s.Authenticate(sess3.Token)
+	if err := s.Logout(WithIdentity(context.Background(), id3)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(sess3.Token); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatal("session survived logout")
+	}
+	if err := s.DeleteUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSessionExpires(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	s.cfg.SessionTTL = 50 * time.Millisecond
+	ctx := rootCtx()
+	s.CreateUser(ctx, "bob", "bobs password", []Role{RoleSystemAdmin})
+	sess, err := s.Login(context.Background(), "bob", "bobs password", "x:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond)
+	if _, err := s.Authenticate(sess.Token); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("expired session: %v", err)
+	}
+}
+
+func TestAuditRecordsRequests(t *testing.T) {
+	dir := t.TempDir()
+	s := initSvc(t, dir)
+	defer s.Close()
+	c := &Call{Identity: LocalRoot(), Transport: "rest", Source: "127.0.0.1:9", Start: time.Now()}
+	ctx := WithCall(context.Background(), c)
+	o, err := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "audited", Type: TypeSecretData, Value: []byte("never-in-audit-42")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Audit(c, "createObject", 201, "ok", "")
+	recs, err := s.AuditRecords(rootCtx(), 1, 100)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("records %d %v", len(recs), err)
+	}
+	r := recs[0]
+	if r.Actor != "local" || r.Operation != "createObject" || len(r.Objects) != 1 || r.Objects[0] != o.ID || r.Source != "127.0.0.1:9" || r.Status != 201 {
+		t.Fatalf("record %+v", r)
+	}
+	if _, err := s.VerifyAudit(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	files, _ := filepath.Glob(filepath.Join(AuditDir(dir), "*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte("never-in-audit-42")) {
+			t.Fatalf("secret in %s", f)
+		}
+	}
+}
