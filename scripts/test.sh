@@ -9,10 +9,11 @@ log() { printf '\n== %s\n' "$*"; }
 
 need_pkgs=()
 command -v mount >/dev/null || need_pkgs+=(mount)
+command -v promtool >/dev/null || need_pkgs+=(prometheus) # promtool check metrics
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_pkgs[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   else
     echo "missing: ${need_pkgs[*]} (apt-get install ${need_pkgs[*]})" >&2
     exit 1
