@@ -35,7 +35,7 @@ go test -count=1 -timeout 30m ./test/...
 
 log "short fuzz runs (seed corpora also run as plain tests above)"
 for t in internal/keystore:FuzzOpenKeystore internal/keystore:FuzzOpenAutoOpen internal/journal:FuzzVerifySegment \
-         internal/state:FuzzUnmarshalCommand internal/api/rest:FuzzSecretPutBody; do
+         internal/state:FuzzUnmarshalCommand internal/api/rest:FuzzSecretPutBody internal/api/rest:FuzzCreateObjectBody; do
   go test -run '^$' -fuzz "^${t#*:}\$" -fuzztime "${FUZZTIME:-8s}" "./${t%%:*}/" >/tmp/coffer-fuzz.log 2>&1 \
     || { cat /tmp/coffer-fuzz.log; echo "fuzz ${t} failed" >&2; exit 1; }
   echo "fuzz ${t}: ok"

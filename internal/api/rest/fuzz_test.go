@@ -81,3 +81,43 @@ func FuzzSecretPutBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCreateObjectBody sends arbitrary bodies to POST /api/v1/objects: every
+// answer is a 201 for a valid request or a 4xx in the error shape, never a 5xx.
+func FuzzCreateObjectBody(f *testing.F) {
+	for _, s := range []string{
+		`{"wallet":"default","name":"k","type":"symmetric_key"}`,
+		`{"wallet":"default","name":"k","type":"symmetric_key","length":128,"attributes":{"a":"b"}}`,
+		`{"wallet":"default","name":"s","type":"secret_data","value":"eA=="}`,
+		`{"wallet":"default","name":"p","type":"key_pair","algorithm":"EC","length":384}`,
+		`{"wallet":"default","name":"k","type":"symmetric_key","value":"AAAAAAAAAAAAAAAAAAAAAA=="}`,
+		`{"wallet":"nope","name":"k","type":"symmetric_key"}`,
+		`{"wallet":"default","name":"k","type":"key_pair","algorithm":"RSA","length":-1}`,
+		`{"wallet":"default","name":"k","type":"secret_data","pre_active":true,"value":"eA=="}`,
+		`{"wallet":"default","name":"k","type":"symmetric_key","attributes":{"":""}}`,
+		`[]`, `null`, `{`,
+	} {
+		f.Add([]byte(s))
+	}
+	h, tok := newService(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req := httptest.NewRequest(http.MethodPost, "/api/v1/objects", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch status := rec.Code; {
+		case status == http.StatusCreated:
+			var o service.Object
+			if err := json.Unmarshal(rec.Body.Bytes(), &o); err != nil || o.ID == "" || o.Latest != 1 {
+				t.Fatalf("201 with body %q (%v)", rec.Body.Bytes(), err)
+			}
+		case status >= 400 && status < 500:
+			var eb ErrorBody
+			if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || eb.Error.Code == "" || eb.Error.Message == "" {
+				t.Fatalf("%d without the error shape: %q", status, rec.Body.Bytes())
+			}
+		default:
+			t.Fatalf("body %q: status %d: %s", body, status, rec.Body.Bytes())
+		}
+	})
+}
