@@ -3,8 +3,6 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"net/url"
-	"strconv"
 	"time"
 )
 
@@ -168,34 +166,8 @@ func (c *Client) RotateJournal(ctx context.Context) (Segment, error) {
 	return r.Closed, err
 }
 
-// Secret is one version of a secret.
-type Secret struct {
-	ID      string `json:"id"`
-	Name    string `json:"name"`
-	Version uint64 `json:"version"`
-	Latest  uint64 `json:"latest_version"`
-	Created string `json:"created"`
-	Value   []byte `json:"value"`
-}
-
-// PutSecret writes a new version and returns its number.
-func (c *Client) PutSecret(ctx context.Context, name string, value []byte) (uint64, error) {
-	var r Secret
-	err := c.Do(ctx, "PUT", "/api/v1/secrets/"+escapePath(name), map[string][]byte{"value": value}, &r)
-	return r.Version, err
-}
-
-// GetSecret reads a version (0 = latest).
-func (c *Client) GetSecret(ctx context.Context, name string, version uint64) (Secret, error) {
-	p := "/api/v1/secrets/" + escapePath(name)
-	if version > 0 {
-		p += "?version=" + strconv.FormatUint(version, 10)
-	}
-	var r Secret
-	return r, c.Do(ctx, "GET", p, nil, &r)
-}
-
-func escapePath(name string) string {
-	u := url.URL{Path: name}
-	return u.EscapedPath()
+// OpenAPI returns the server's OpenAPI 3 document.
+func (c *Client) OpenAPI(ctx context.Context) (json.RawMessage, error) {
+	var doc json.RawMessage
+	return doc, c.Do(ctx, "GET", "/api/v1/openapi.json", nil, &doc)
 }

@@ -22,9 +22,11 @@ import (
 
 // Environment variables, as Vault's CLI has them.
 const (
-	EnvAddr   = "COFFER_ADDR"
-	EnvToken  = "COFFER_TOKEN"
-	EnvCACert = "COFFER_CACERT"
+	EnvAddr       = "COFFER_ADDR"
+	EnvToken      = "COFFER_TOKEN"
+	EnvCACert     = "COFFER_CACERT"
+	EnvClientCert = "COFFER_CLIENT_CERT"
+	EnvClientKey  = "COFFER_CLIENT_KEY"
 )
 
 // Config of a client.
@@ -32,13 +34,22 @@ type Config struct {
 	// Addresses are tried in order until one answers (https://host:port or unix:///path).
 	Addresses []string
 	Token     string
-	CACert    string        // PEM file with the CA that signed the server certificate
-	Timeout   time.Duration // per request; 0 = 30s
+	CACert    string // PEM file with the CA that signed the server certificate
+	// ClientCert and ClientKey are PEM files of an enrolled endpoint's client
+	// certificate and private key, for mutual TLS. Give both or neither.
+	ClientCert string
+	ClientKey  string
+	Timeout    time.Duration // per request; 0 = 30s
+	// MaxIdleConns is how many idle keep-alive connections are kept per
+	// server (0 = 64). Raise it to the number of concurrent callers.
+	MaxIdleConns int
 }
 
-// FromEnv fills a Config from COFFER_ADDR (comma-separated), COFFER_TOKEN, COFFER_CACERT.
+// FromEnv fills a Config from COFFER_ADDR (comma-separated), COFFER_TOKEN,
+// COFFER_CACERT, COFFER_CLIENT_CERT and COFFER_CLIENT_KEY.
 func FromEnv() Config {
-	c := Config{Token: os.Getenv(EnvToken), CACert: os.Getenv(EnvCACert)}
+	c := Config{Token: os.Getenv(EnvToken), CACert: os.Getenv(EnvCACert),
+		ClientCert: os.Getenv(EnvClientCert), ClientKey: os.Getenv(EnvClientKey)}
 	if a := os.Getenv(EnvAddr); a != "" {
 		for _, p := range strings.Split(a, ",") {
 			if p = strings.TrimSpace(p); p != "" {
@@ -52,7 +63,6 @@ func FromEnv() Config {
 // Client calls a Coffer server.
 type Client struct {
 	cfg   Config
-	hc    *http.Client
 	bases []base
 }
 
@@ -81,12 +91,26 @@ func New(cfg Config) (*Client, error) {
 		}
 		tlsConf.RootCAs = pool
 	}
+	switch {
+	case cfg.ClientCert != "" && cfg.ClientKey != "":
+		cert, err := tls.LoadX509KeyPair(cfg.ClientCert, cfg.ClientKey)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %s with key %s: %w", cfg.ClientCert, cfg.ClientKey, err)
+		}
+		tlsConf.Certificates = []tls.Certificate{cert}
+	case cfg.ClientCert != "" || cfg.ClientKey != "":
+		return nil, errors.New("mutual TLS needs both a client certificate and its key (ClientCert and ClientKey)")
+	}
+	if cfg.MaxIdleConns <= 0 {
+		cfg.MaxIdleConns = 64
+	}
 	c := &Client{cfg: cfg}
-	tcp := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: true}}
+	tcp := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf, MaxIdleConnsPerHost: cfg.MaxIdleConns,
+		IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: true}}
 	for _, a := range cfg.Addresses {
 		if strings.HasPrefix(a, "unix://") {
 			path := strings.TrimPrefix(a, "unix://")
-			hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.MaxIdleConns, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
 				return d.DialContext(ctx, "unix", path)
 			}}}
@@ -101,6 +125,20 @@ func New(cfg Config) (*Client, error) {
 	}
 	return c, nil
 }
+
+// WithToken returns a copy of the client that sends tok (e.g. the token of a
+// session from Login). The copy shares the connections.
+func (c *Client) WithToken(tok string) *Client {
+	cp := *c
+	cp.cfg.Token = tok
+	return &cp
+}
+
+// Token returns the token the client sends.
+func (c *Client) Token() string { return c.cfg.Token }
+
+// Addresses returns the configured server addresses, in failover order.
+func (c *Client) Addresses() []string { return append([]string(nil), c.cfg.Addresses...) }
 
 // Error is an API error: HTTP status plus the server's code and message.
 type Error struct {
@@ -192,7 +230,7 @@ func (c *Client) do(ctx context.Context, b base, method, path string, body []byt
 		}
 		return &Error{Status: resp.StatusCode, Code: "http_error", Message: strings.TrimSpace(string(data))}
 	}
-	if out == nil {
+	if out == nil || len(data) == 0 {
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -42,6 +44,165 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	walk(root)
 	if count < 20 {
 		t.Fatalf("only %d commands found", count)
+	}
+}
+
+// TestCommandTree: every command the CLI documents exists, takes --format
+// (inherited), and the commands of the domain groups explain themselves with
+// a long help or examples.
+func TestCommandTree(t *testing.T) {
+	root := NewRootCommand()
+	want := []string{
+		"key create", "key get", "key list", "key rotate", "key activate", "key deactivate", "key revoke", "key destroy", "key versions", "key set-attr",
+		"secret put", "secret get",
+		"wallet create", "wallet list", "wallet show", "wallet delete",
+		"endpoint enroll", "endpoint list", "endpoint show", "endpoint revoke", "endpoint grant",
+		"user create", "user list", "user show", "user delete", "user set-roles", "user passwd", "user disable", "user enable",
+		"login", "logout", "whoami",
+		"audit list", "audit verify",
+		"completion bash", "completion zsh", "completion fish",
+		"bench", "status", "init", "keystore open", "journal verify", "token create-root",
+	}
+	documented := map[string]bool{"key": true, "secret": true, "wallet": true, "endpoint": true, "user": true, "login": true, "logout": true, "audit": true, "bench": true, "completion": true}
+	for _, path := range want {
+		c, rest, err := root.Find(strings.Fields(path))
+		if err != nil || len(rest) > 0 || c.CommandPath() != "coffer "+path {
+			t.Errorf("command %q not found (got %v, %v)", path, c.CommandPath(), err)
+			continue
+		}
+		if c.Flag("format") == nil || c.Flag("client-dir") == nil {
+			t.Errorf("%s: no --format or --client-dir", path)
+		}
+		if documented[strings.Fields(path)[0]] && c.Long == "" && c.Example == "" && !strings.HasPrefix(path, "completion ") {
+			if c.Name() != "list" && c.Name() != "show" && c.Name() != "enable" && c.Name() != "disable" && c.Name() != "delete" {
+				t.Errorf("%s: neither a long help nor examples", path)
+			}
+		}
+	}
+	for _, flags := range []struct{ path, flags string }{
+		{"key create", "wallet type algorithm length value-file attr pre-active"},
+		{"key get", "wallet version metadata-only out encoding"},
+		{"key list", "wallet name type state attr limit"},
+		{"key destroy", "wallet reason yes"},
+		{"key set-attr", "wallet delete"},
+		{"endpoint enroll", "out description wallet permission endpoint-address no-cert"},
+		{"endpoint grant", "wallet permission remove"},
+		{"user create", "role password-file"},
+		{"user passwd", "password-file old-password-file"},
+		{"login", "username password-file"},
+		{"audit list", "from limit"},
+		{"audit verify", "offline audit-dir"},
+		{"bench", "op concurrency duration wallet keys"},
+	} {
+		c, _, _ := root.Find(strings.Fields(flags.path))
+		for _, f := range strings.Fields(flags.flags) {
+			if c.Flags().Lookup(f) == nil {
+				t.Errorf("%s: no --%s", flags.path, f)
+			}
+		}
+	}
+}
+
+func run(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestLocalValidation: mistakes caught before any server is contacted.
+func TestLocalValidation(t *testing.T) {
+	dead := "https://127.0.0.1:1"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"key", "get", "x", "--encoding", "raw", "--address", dead}, "--encoding raw needs --out"},
+		{[]string{"key", "get", "x", "--encoding", "b32", "--address", dead}, "use base64, hex or raw"},
+		{[]string{"key", "get", "x", "--metadata-only", "--version", "2", "--address", dead}, "--metadata-only"},
+		{[]string{"key", "create", "x", "--address", dead}, "--type is required"},
+		{[]string{"key", "create", "x", "--type", "symmetric_key", "--attr", "novalue", "--address", dead}, "use key=value"},
+		{[]string{"key", "set-attr", "x", "--address", dead}, "nothing to change"},
+		{[]string{"key", "destroy", "1b4e28ba-2fa1-4d3b-a3f5-ef1f5b2c9d10", "--address", "unix:///nonexistent/sock"}, "1b4e28ba"},
+		{[]string{"secret", "put", "x", "--address", dead}, "give --value or --value-file"},
+		{[]string{"secret", "put", "x", "--value", "a", "--value-file", "f", "--address", dead}, "not both"},
+		{[]string{"endpoint", "enroll", "db1", "--address", dead}, "--out DIR is required"},
+		{[]string{"endpoint", "grant", "db1", "--address", dead}, "--wallet W is required"},
+		{[]string{"endpoint", "grant", "db1", "--wallet", "w", "--address", dead}, "--permission"},
+		{[]string{"user", "create", "bob", "--address", dead}, "--role"},
+		{[]string{"audit", "verify", "--offline"}, "--offline needs --data-dir"},
+		{[]string{"status", "--format", "yaml"}, "use table or json"},
+		{[]string{"bench", "--op", "delete", "--address", dead}, "use put, get, create or get-by-name"},
+		{[]string{"--client-dir", "/nonexistent", "whoami"}, "/nonexistent/config.json"},
+	} {
+		code, _, stderr := run(tc.args...)
+		if code == 0 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: code %d, stderr %q, want %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+func TestDestroyNeedsConfirmation(t *testing.T) {
+	// Without a terminal and without --yes, destroy refuses before its request.
+	t.Setenv("COFFER_DATA_DIR", "")
+	code, _, stderr := run("key", "destroy", "1b4e28ba-2fa1-4d3b-a3f5-ef1f5b2c9d10", "--address", "https://127.0.0.1:1")
+	if code == 0 || !strings.Contains(stderr, "--yes") {
+		t.Fatalf("code %d, stderr %q", code, stderr)
+	}
+}
+
+func TestEnrollRefusesNonEmptyDir(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "something"), []byte("x"), 0o600)
+	code, _, stderr := run("endpoint", "enroll", "db1", "--out", dir, "--address", "https://127.0.0.1:1")
+	if code == 0 || !strings.Contains(stderr, "is not empty") {
+		t.Fatalf("code %d, stderr %q", code, stderr)
+	}
+}
+
+func TestCompletionScripts(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		code, out, stderr := run("completion", sh)
+		if code != 0 || !strings.Contains(out, "coffer") {
+			t.Errorf("completion %s: code %d, %s", sh, code, stderr)
+		}
+	}
+}
+
+func TestTokenFileResolution(t *testing.T) {
+	dir := t.TempDir()
+	tf := filepath.Join(dir, "tok")
+	os.WriteFile(tf, []byte("cof_from_file\n"), 0o600)
+	t.Setenv("COFFER_TOKEN_FILE", tf)
+	t.Setenv("COFFER_TOKEN", "")
+	t.Setenv("COFFER_ADDR", "")
+	t.Setenv("COFFER_DATA_DIR", "")
+	t.Setenv("COFFER_CLIENT_DIR", "")
+	g := &globals{address: "https://kms:8200"}
+	cn, err := g.resolve()
+	if err != nil || cn.cfg.Token != "cof_from_file" || cn.tokenFromFile != tf {
+		t.Fatalf("token file not used: %+v %v", cn, err)
+	}
+	g.token = "cof_flag"
+	if cn, _ = g.resolve(); cn.cfg.Token != "cof_flag" {
+		t.Fatalf("--token must win over the token file: %q", cn.cfg.Token)
+	}
+	g = &globals{dataDir: dir}
+	if cn, _ = g.resolve(); cn.cfg.Token != "" || cn.cfg.Addresses[0] != "unix://"+filepath.Join(dir, "coffer.sock") {
+		t.Fatalf("control socket: %+v", cn.cfg)
+	}
+	// A client dir: its addresses and token; --address overrides the addresses.
+	cd := filepath.Join(dir, "ep")
+	os.Mkdir(cd, 0o700)
+	os.WriteFile(filepath.Join(cd, "token"), []byte("cof_endpoint\n"), 0o600)
+	os.WriteFile(filepath.Join(cd, "config.json"), []byte(`{"endpoint":"db1","addresses":["https://a:1"],"token_file":"token"}`), 0o600)
+	t.Setenv("COFFER_CLIENT_DIR", cd)
+	g = &globals{}
+	if cn, _ = g.resolve(); cn.cfg.Token != "cof_endpoint" || cn.cfg.Addresses[0] != "https://a:1" {
+		t.Fatalf("client dir: %+v", cn.cfg)
+	}
+	g = &globals{address: "https://b:2"}
+	if cn, _ = g.resolve(); cn.cfg.Token != "cof_endpoint" || cn.cfg.Addresses[0] != "https://b:2" {
+		t.Fatalf("client dir with --address: %+v", cn.cfg)
 	}
 }
 

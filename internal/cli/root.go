@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,12 +20,13 @@ import (
 
 // globals are the connection flags shared by admin commands.
 type globals struct {
-	address string
-	token   string
-	caCert  string
-	dataDir string
-	format  string
-	timeout time.Duration
+	address   string
+	token     string
+	caCert    string
+	dataDir   string
+	clientDir string
+	format    string
+	timeout   time.Duration
 }
 
 // NewRootCommand builds the coffer command tree.
@@ -41,15 +43,30 @@ Start a production server:    coffer server --config /etc/coffer/coffer.yaml
 Admin commands reach a server at $COFFER_ADDR (https://host:port) with
 $COFFER_TOKEN and $COFFER_CACERT, or, with --data-dir, through the server's
 local control socket <data-dir>/coffer.sock (no token needed: access is
-guarded by the data dir's permissions).`,
+guarded by the data dir's permissions).
+
+Credentials, first match wins:
+  --data-dir DIR           the local control socket (all roles)
+  --client-dir DIR         an enrolled endpoint's directory (see "coffer
+                           endpoint enroll"); also $COFFER_CLIENT_DIR
+  --token / $COFFER_TOKEN  a root, session or endpoint token
+  ~/.coffer-token          the session stored by "coffer login"
+                           ($COFFER_TOKEN_FILE overrides the path)
+Mutual TLS outside a client dir: $COFFER_CLIENT_CERT and $COFFER_CLIENT_KEY.
+
+Shell completion: see "coffer completion --help".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			return g.checkFormat()
+		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.address, "address", "", "server address, https://host:port or unix:///path (default $COFFER_ADDR)")
 	pf.StringVar(&g.token, "token", "", "access token (default $COFFER_TOKEN)")
 	pf.StringVar(&g.caCert, "ca-cert", "", "CA certificate file for TLS (default $COFFER_CACERT)")
 	pf.StringVar(&g.dataDir, "data-dir", "", "use the local control socket of the server on this data dir (default $COFFER_DATA_DIR)")
+	pf.StringVar(&g.clientDir, "client-dir", "", "talk as the endpoint enrolled in this directory (default $COFFER_CLIENT_DIR)")
 	pf.StringVar(&g.format, "format", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 60*time.Second, "request timeout")
 
@@ -63,10 +80,76 @@ guarded by the data dir's permissions).`,
 		newTokenCmd(g),
 		newJournalCmd(g),
 		newSecretCmd(g),
+		newKeyCmd(g),
+		newWalletCmd(g),
+		newEndpointCmd(g),
+		newUserCmd(g),
+		newLoginCmd(g),
+		newLogoutCmd(g),
+		newWhoamiCmd(g),
+		newAuditCmd(g),
 		newBenchCmd(g),
 		newVersionCmd(),
 	)
+	root.RegisterFlagCompletionFunc("format", fixedCompletion("table", "json"))
+	addCompletionCmd(root)
 	return root
+}
+
+// fixedCompletion completes a flag from a fixed list.
+func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return values, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// addCompletionCmd adds cobra's completion command now (not only at
+// Execute), with how to install it.
+func addCompletionCmd(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() != "completion" {
+			continue
+		}
+		c.Short = "Generate the shell completion script (bash, zsh, fish, powershell)"
+		c.Long = `Print a completion script for commands, flags and fixed flag values
+(--format, --type, --state, --permission, --role, --encoding).
+
+  bash   source <(coffer completion bash)
+         permanently: coffer completion bash > /etc/bash_completion.d/coffer
+         (needs the bash-completion package)
+  zsh    coffer completion zsh > "${fpath[1]}/_coffer"
+         (needs "autoload -U compinit; compinit" in ~/.zshrc)
+  fish   coffer completion fish > ~/.config/fish/completions/coffer.fish
+
+Start a new shell afterwards. "coffer completion SHELL --help" has details.`
+		c.Example = "  source <(coffer completion bash)"
+		// cobra's scripts go to the output the root had when the command was
+		// made; write to the command's output at run time instead.
+		for _, sh := range c.Commands() {
+			sh.RunE = func(cmd *cobra.Command, _ []string) error {
+				noDesc, _ := cmd.Flags().GetBool("no-descriptions")
+				out, r := cmd.OutOrStdout(), cmd.Root()
+				switch cmd.Name() {
+				case "bash":
+					return r.GenBashCompletionV2(out, !noDesc)
+				case "zsh":
+					if noDesc {
+						return r.GenZshCompletionNoDesc(out)
+					}
+					return r.GenZshCompletion(out)
+				case "fish":
+					return r.GenFishCompletion(out, !noDesc)
+				case "powershell":
+					if noDesc {
+						return r.GenPowerShellCompletion(out)
+					}
+					return r.GenPowerShellCompletionWithDesc(out)
+				}
+				return fmt.Errorf("no completion for %s", cmd.Name())
+			}
+		}
+	}
 }
 
 // Main runs the command line and returns the exit code.
@@ -82,37 +165,107 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func (g *globals) client() (*client.Client, error) {
-	cfg := client.FromEnv()
-	if g.token != "" {
-		cfg.Token = g.token
+// Environment variables of the CLI (the client package reads COFFER_ADDR,
+// COFFER_TOKEN, COFFER_CACERT, COFFER_CLIENT_CERT and COFFER_CLIENT_KEY).
+const (
+	envDataDir   = "COFFER_DATA_DIR"
+	envClientDir = "COFFER_CLIENT_DIR"
+	envTokenFile = "COFFER_TOKEN_FILE"
+	tokenFile    = ".coffer-token"
+)
+
+// conn is how the CLI reaches a server.
+type conn struct {
+	cfg client.Config
+	// socketDir is the data dir when talking through its control socket.
+	socketDir string
+	// tokenFromFile is set when the token came from the login token file.
+	tokenFromFile string
+}
+
+// tokenFilePath is where `coffer login` keeps the session token:
+// $COFFER_TOKEN_FILE, else $HOME/.coffer-token ("" if there is no home).
+func tokenFilePath() string {
+	if p := os.Getenv(envTokenFile); p != "" {
+		return p
 	}
-	if g.caCert != "" {
-		cfg.CACert = g.caCert
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return ""
 	}
-	dataDir := g.dataDir
-	if dataDir == "" && g.address == "" && len(cfg.Addresses) == 0 {
-		dataDir = os.Getenv("COFFER_DATA_DIR")
+	return filepath.Join(home, tokenFile)
+}
+
+// resolve works out the connection. In order: --data-dir (the local control
+// socket), --client-dir / $COFFER_CLIENT_DIR (an enrolled endpoint), then
+// --address / $COFFER_ADDR / $COFFER_DATA_DIR / https://127.0.0.1:8200.
+// --token, --ca-cert and --address override what a client dir says. Without
+// a token from --token or $COFFER_TOKEN, the login token file is used.
+func (g *globals) resolve() (conn, error) {
+	var c conn
+	clientDir := g.clientDir
+	if clientDir == "" && g.dataDir == "" {
+		clientDir = os.Getenv(envClientDir)
 	}
 	switch {
-	case g.address != "":
-		cfg.Addresses = []string{g.address}
-	case dataDir != "":
-		abs, err := filepath.Abs(dataDir)
+	case g.dataDir != "":
+		c.cfg = client.FromEnv()
+		c.socketDir = g.dataDir
+	case clientDir != "":
+		cfg, err := client.LoadEnrollment(clientDir)
 		if err != nil {
-			return nil, err
+			return c, err
 		}
-		cfg.Addresses = []string{"unix://" + filepath.Join(abs, "coffer.sock")}
-	case len(cfg.Addresses) == 0:
-		cfg.Addresses = []string{"https://127.0.0.1:8200"}
+		c.cfg = cfg
+	default:
+		c.cfg = client.FromEnv()
+		if g.address == "" && len(c.cfg.Addresses) == 0 {
+			c.socketDir = os.Getenv(envDataDir)
+		}
 	}
-	cfg.Timeout = g.timeout
-	return client.New(cfg)
+	if g.token != "" {
+		c.cfg.Token = g.token
+	}
+	if g.caCert != "" {
+		c.cfg.CACert = g.caCert
+	}
+	switch {
+	case g.address != "" && g.dataDir == "":
+		c.cfg.Addresses = []string{g.address}
+		c.socketDir = ""
+	case c.socketDir != "":
+		abs, err := filepath.Abs(c.socketDir)
+		if err != nil {
+			return c, err
+		}
+		c.socketDir = abs
+		c.cfg.Addresses = []string{"unix://" + filepath.Join(abs, "coffer.sock")}
+	case len(c.cfg.Addresses) == 0:
+		c.cfg.Addresses = []string{"https://127.0.0.1:8200"}
+	}
+	if c.cfg.Token == "" && clientDir == "" && c.socketDir == "" {
+		if p := tokenFilePath(); p != "" {
+			if b, err := os.ReadFile(p); err == nil {
+				c.cfg.Token = strings.TrimSpace(string(b))
+				c.tokenFromFile = p
+			}
+		}
+	}
+	c.cfg.Timeout = g.timeout
+	return c, nil
+}
+
+func (g *globals) client() (*client.Client, error) {
+	c, err := g.resolve()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(c.cfg)
 }
 
 // requireLocal refuses commands that only the local control socket may run.
 func (g *globals) requireLocal(cmd string) error {
-	if g.dataDir == "" && os.Getenv("COFFER_DATA_DIR") == "" {
+	if g.dataDir == "" && os.Getenv(envDataDir) == "" {
 		return fmt.Errorf("%s works only through the local control socket: give --data-dir DIR", cmd)
 	}
 	return nil

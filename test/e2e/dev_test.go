@@ -184,7 +184,7 @@ func TestSmartStopUnderLoad(t *testing.T) {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				name := fmt.Sprintf("s-%d-%d", w, i)
-				if _, err := c.PutSecret(ctx, name, []byte(name)); err == nil {
+				if _, err := c.PutSecret(ctx, "default", name, []byte(name)); err == nil {
 					mu.Lock()
 					acked[name] = name
 					mu.Unlock()

@@ -78,7 +78,7 @@ func diskFullScenario(t *testing.T, minFree int64, onTmpfs ...string) {
 	refused := 0
 	for i := 0; i < 300 && refused < 20; i++ {
 		name := fmt.Sprintf("full-%d", i)
-		_, err := c.PutSecret(ctx, name, []byte("v-"+name))
+		_, err := c.PutSecret(ctx, "default", name, []byte("v-"+name))
 		switch {
 		case err == nil:
 			acked[name] = "v-" + name
@@ -117,7 +117,7 @@ func diskFullScenario(t *testing.T, minFree int64, onTmpfs ...string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for i := 0; ; i++ {
 		name := fmt.Sprintf("after-%d", i)
-		_, err := c.PutSecret(ctx, name, []byte("v-"+name))
+		_, err := c.PutSecret(ctx, "default", name, []byte("v-"+name))
 		if err == nil {
 			acked[name] = "v-" + name
 			break
@@ -176,7 +176,7 @@ func TestStopWhileStateWriteFails(t *testing.T) {
 	fill(t, filepath.Join(mnt, "filler"))
 	go func() {
 		for i := 0; i < 50; i++ {
-			c.PutSecret(ctx, fmt.Sprintf("pending-%d", i), []byte("x"))
+			c.PutSecret(ctx, "default", fmt.Sprintf("pending-%d", i), []byte("x"))
 		}
 	}()
 	waitFor(t, 30*time.Second, func() bool {
@@ -202,7 +202,7 @@ func TestStopWhileStateWriteFails(t *testing.T) {
 	n.start()
 	n.waitState("open")
 	verifyAll(t, n, acked)
-	if _, err := n.https().PutSecret(ctx, "after", []byte("ok")); err != nil {
+	if _, err := n.https().PutSecret(ctx, "default", "after", []byte("ok")); err != nil {
 		t.Fatal(err)
 	}
 	n.stop()

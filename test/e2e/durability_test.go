@@ -46,7 +46,7 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 				for i := 0; ctx.Err() == nil; i++ {
 					name := fmt.Sprintf("k-%d-%d-%d", it, w, i)
 					val := "v:" + name
-					if _, err := c.PutSecret(ctx, name, []byte(val)); err == nil {
+					if _, err := c.PutSecret(ctx, "default", name, []byte(val)); err == nil {
 						mu.Lock()
 						acked[name] = val
 						mu.Unlock()
@@ -92,7 +92,7 @@ func verifyAll(t *testing.T, n *node, acked map[string]string) {
 	c := n.local()
 	ctx := context.Background()
 	for name, want := range acked {
-		s, err := c.GetSecret(ctx, name, 0)
+		s, err := c.GetSecret(ctx, "default", name, 0)
 		if err != nil {
 			t.Fatalf("acknowledged write %s lost: %v\n%s", name, err, n.logs)
 		}

@@ -174,7 +174,7 @@ func putMany(t *testing.T, c *client.Client, prefix string, count int) map[strin
 	acked := make(map[string]string, count)
 	for i := 0; i < count; i++ {
 		name := fmt.Sprintf("%s-%d", prefix, i)
-		if _, err := c.PutSecret(context.Background(), name, []byte("v-"+name)); err != nil {
+		if _, err := c.PutSecret(context.Background(), "default", name, []byte("v-"+name)); err != nil {
 			t.Fatal(err)
 		}
 		acked[name] = "v-" + name

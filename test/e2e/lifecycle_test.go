@@ -59,12 +59,12 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("open health = %d", got)
 	}
 	c := n.https()
-	if _, err := c.PutSecret(ctx, "tde/master", []byte("k1")); err != nil {
+	if _, err := c.PutSecret(ctx, "default", "tde/master", []byte("k1")); err != nil {
 		t.Fatal(err)
 	}
 	// Unauthenticated and wrong tokens are refused.
 	bad, _ := client.New(client.Config{Addresses: []string{n.url}, CACert: n.caFile, Token: "cof_wrong"})
-	if _, err := bad.GetSecret(ctx, "tde/master", 0); !client.IsCode(err, "unauthenticated") {
+	if _, err := bad.GetSecret(ctx, "default", "tde/master", 0); !client.IsCode(err, "unauthenticated") {
 		t.Fatalf("wrong token: %v", err)
 	}
 	if err := c.Open(ctx, testPassphrase); !client.IsCode(err, "already_open") {
@@ -76,7 +76,7 @@ func TestLifecycle(t *testing.T) {
 	if got := healthCode(t, n); got != 503 {
 		t.Fatalf("sealed health = %d", got)
 	}
-	if _, err := c.GetSecret(ctx, "tde/master", 0); !client.IsCode(err, "sealed") {
+	if _, err := c.GetSecret(ctx, "default", "tde/master", 0); !client.IsCode(err, "sealed") {
 		t.Fatalf("read while sealed: %v", err)
 	}
 	if err := c.Open(ctx, "wrong-passphrase!"); !client.IsCode(err, "wrong_passphrase") {
@@ -93,7 +93,7 @@ func TestLifecycle(t *testing.T) {
 	if _, err := c.RotateDataKey(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PutSecret(ctx, "tde/master", []byte("k2")); err != nil {
+	if _, err := c.PutSecret(ctx, "default", "tde/master", []byte("k2")); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.ChangePassphrase(ctx, testPassphrase, testPassphrase+"-new"); err != nil {
@@ -113,7 +113,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for v, want := range map[uint64]string{1: "k1", 2: "k2"} {
-		s, err := n.https().GetSecret(ctx, "tde/master", v)
+		s, err := n.https().GetSecret(ctx, "default", "tde/master", v)
 		if err != nil || string(s.Value) != want {
 			t.Fatalf("version %d after rotation+restart: %q %v", v, s.Value, err)
 		}
@@ -139,7 +139,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("after auto-open restart: %+v", st)
 	}
 	// Immediate stop exits at once; the next start recovers.
-	if _, err := n.https().PutSecret(ctx, "after-immediate", []byte("x")); err != nil {
+	if _, err := n.https().PutSecret(ctx, "default", "after-immediate", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	n.signal(syscall.SIGQUIT)
@@ -148,7 +148,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	n.start()
 	n.waitState("open")
-	if s, err := n.https().GetSecret(ctx, "after-immediate", 0); err != nil || string(s.Value) != "x" {
+	if s, err := n.https().GetSecret(ctx, "default", "after-immediate", 0); err != nil || string(s.Value) != "x" {
 		t.Fatalf("after immediate stop: %v", err)
 	}
 	// coffer stop -m fast --data-dir signals by pid and waits.
@@ -165,7 +165,7 @@ func TestSIGUSR2RotatesJournal(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	n := initialisedNode(t, dir, "")
 	ctx := context.Background()
-	if _, err := n.https().PutSecret(ctx, "a", []byte("1")); err != nil {
+	if _, err := n.https().PutSecret(ctx, "default", "a", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
 	before, err := n.local().JournalSegments(ctx)
@@ -188,7 +188,7 @@ func TestSIGUSR2RotatesJournal(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// A write goes into the new segment; the journal verifies across both.
-	if _, err := n.https().PutSecret(ctx, "b", []byte("2")); err != nil {
+	if _, err := n.https().PutSecret(ctx, "default", "b", []byte("2")); err != nil {
 		t.Fatal(err)
 	}
 	n.stop()

@@ -173,6 +173,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	for _, rt := range routes {
 		t.Run(rt.OperationID, func(t *testing.T) {
+			t.Parallel() // each route has its own server
 			f := newMatrixFixture(t)
 			ok := expand(allowed[rt.OperationID])
 			for _, c := range callers {
