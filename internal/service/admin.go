@@ -45,6 +45,7 @@ func walletOf(w state.Wallet) Wallet {
 
 // CreateWallet adds a wallet (key administrators).
 func (s *Service) CreateWallet(ctx context.Context, name, description string) (Wallet, error) {
+	note(ctx, "wallet:"+name)
 	id, err := requireRole(ctx, RoleKeyAdmin, "creating a wallet")
 	if err != nil {
 		return Wallet{}, err
@@ -71,6 +72,7 @@ func (s *Service) CreateWallet(ctx context.Context, name, description string) (W
 
 // DeleteWallet removes an empty wallet (key administrators).
 func (s *Service) DeleteWallet(ctx context.Context, name string) error {
+	note(ctx, "wallet:"+name)
 	if _, err := requireRole(ctx, RoleKeyAdmin, "deleting a wallet"); err != nil {
 		return err
 	}
@@ -82,6 +84,7 @@ func (s *Service) DeleteWallet(ctx context.Context, name string) error {
 
 // GetWallet returns a wallet: key administrators see any, endpoints those they may read.
 func (s *Service) GetWallet(ctx context.Context, name string) (Wallet, error) {
+	note(ctx, "wallet:"+name)
 	if _, err := s.authorizeWallet(ctx, name, PermRead, "reading a wallet"); err != nil {
 		return Wallet{}, err
 	}
@@ -127,6 +130,7 @@ func (s *Service) ListWallets(ctx context.Context, limit int, token string) (Pag
 // SetGrant gives endpoint a permission on wallet, or takes it away (perm "").
 // Key administrators may; so may an endpoint holding manage on the wallet.
 func (s *Service) SetGrant(ctx context.Context, wallet, endpoint string, perm Permission) (Wallet, error) {
+	note(ctx, "wallet:"+wallet, "endpoint:"+endpoint)
 	if perm != "" && perm.rank() < 0 {
 		return Wallet{}, fmt.Errorf("%w: permission %q: use read, read_modify or manage", ErrInvalid, perm)
 	}
@@ -193,6 +197,7 @@ type Enrollment struct {
 // EnrollEndpoint registers a client and issues its credentials: a bearer
 // token and, when csr (PEM or DER) is given, a client certificate.
 func (s *Service) EnrollEndpoint(ctx context.Context, name, description string, csr []byte) (Enrollment, error) {
+	note(ctx, "endpoint:"+name)
 	id, err := requireRole(ctx, RoleKeyAdmin, "enrolling an endpoint")
 	if err != nil {
 		return Enrollment{}, err
@@ -254,6 +259,7 @@ func (s *Service) EnrollEndpoint(ctx context.Context, name, description string, 
 
 // GetEndpoint returns an endpoint (key administrators, or the endpoint itself).
 func (s *Service) GetEndpoint(ctx context.Context, name string) (Endpoint, error) {
+	note(ctx, "endpoint:"+name)
 	id, err := caller(ctx)
 	if err != nil {
 		return Endpoint{}, err
@@ -286,6 +292,7 @@ func (s *Service) ListEndpoints(ctx context.Context, limit int, token string) (P
 
 // RevokeEndpoint disables an endpoint's token and certificate and drops its grants.
 func (s *Service) RevokeEndpoint(ctx context.Context, name string) (Endpoint, error) {
+	note(ctx, "endpoint:"+name)
 	id, err := requireRole(ctx, RoleKeyAdmin, "revoking an endpoint")
 	if err != nil {
 		return Endpoint{}, err
@@ -386,6 +393,7 @@ func checkPassword(p, phc string) bool {
 
 // CreateUser adds an administrator (system administrators).
 func (s *Service) CreateUser(ctx context.Context, name, password string, roles []Role) (User, error) {
+	note(ctx, "user:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "creating a user"); err != nil {
 		return User{}, err
 	}
@@ -411,6 +419,7 @@ func (s *Service) CreateUser(ctx context.Context, name, password string, roles [
 
 // GetUser returns a user (system administrators, or the user itself).
 func (s *Service) GetUser(ctx context.Context, name string) (User, error) {
+	note(ctx, "user:"+name)
 	id, err := caller(ctx)
 	if err != nil {
 		return User{}, err
@@ -452,6 +461,7 @@ type UserChange struct {
 // UpdateUser changes a user. System administrators may change anything;
 // users may change their own password, giving the old one.
 func (s *Service) UpdateUser(ctx context.Context, name string, c UserChange) (User, error) {
+	note(ctx, "user:"+name)
 	id, err := caller(ctx)
 	if err != nil {
 		return User{}, err
@@ -495,6 +505,7 @@ func (s *Service) UpdateUser(ctx context.Context, name string, c UserChange) (Us
 
 // DeleteUser removes a user and ends its sessions (system administrators).
 func (s *Service) DeleteUser(ctx context.Context, name string) error {
+	note(ctx, "user:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "deleting a user"); err != nil {
 		return err
 	}
@@ -584,6 +595,7 @@ var dummyHash = "$argon2id$v=19$m=65536,t=2,p=2$c2FsdHNhbHRzYWx0c2FsdA$ZHVtbXlkd
 // Login checks a user's password and issues a session token that expires
 // after the configured session TTL. Failed logins are slowed down.
 func (s *Service) Login(ctx context.Context, name, password, source string) (Session, error) {
+	note(ctx, "user:"+name)
 	host := source
 	if i := strings.LastIndex(source, ":"); i > 0 {
 		host = source[:i]

@@ -400,6 +400,7 @@ func (s *Service) readable(ctx context.Context, ref Ref, what string) (state.Obj
 	}
 	o, err := s.lookup(ref)
 	if err != nil {
+		note(ctx, ref.String())
 		if ref.Wallet != "" {
 			// Do not tell an endpoint what exists in a wallet it cannot read.
 			if _, aerr := s.authorizeWallet(ctx, ref.Wallet, PermRead, what); aerr != nil {

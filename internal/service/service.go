@@ -94,9 +94,34 @@ type Service struct {
 
 	nodeID        string
 	audit         *audit.Log
+	warnings      []Alert // set in New only: conditions that do not stop writes
 	auditFailures atomic.Uint64
 	started       time.Time
 	closed        atomic.Bool
+}
+
+// openAudit opens the audit log. One damage is repaired rather than
+// refused: records lost from the tail (audit.head names a later record than
+// the log holds), which is what a power loss leaves behind, since records are
+// not fsynced one by one. The head is kept aside as evidence, the loss is
+// logged as an error and shown in status, and the chain continues from the
+// last record on disk. Any other damage refuses the start.
+func (s *Service) openAudit() (*audit.Log, error) {
+	dir := AuditDir(s.cfg.DataDir)
+	opts := audit.Options{MaxFileBytes: s.cfg.AuditMaxFileBytes, Syslog: s.cfg.AuditSyslog, Logger: s.cfg.Logger}
+	l, err := audit.Open(dir, opts)
+	var te *audit.TamperError
+	if err == nil || !errors.As(err, &te) || te.Kind != audit.KindTruncated || te.File == audit.HeadFile {
+		return l, err
+	}
+	aside := filepath.Join(dir, fmt.Sprintf("%s.lost-tail-%s", audit.HeadFile, time.Now().UTC().Format("20060102T150405Z")))
+	if rerr := os.Rename(filepath.Join(dir, audit.HeadFile), aside); rerr != nil {
+		return nil, fmt.Errorf("%w (and keeping the head aside failed: %v)", err, rerr)
+	}
+	msg := fmt.Sprintf("audit records were lost from the end of the log (power loss or tampering): %v; the old head is kept as %s; compare with the syslog mirror", err, aside)
+	s.log.Error("audit log tail lost; continuing the chain from the last record on disk", "detail", msg)
+	s.warnings = append(s.warnings, Alert{Component: "audit", Message: msg, Since: time.Now().UTC()})
+	return audit.Open(dir, opts)
 }
 
 // Alert is a condition an operator must see.
@@ -163,7 +188,7 @@ func New(cfg Config) (*Service, error) {
 		started: time.Now(),
 		nodeID:  nodeID,
 	}
-	s.audit, err = audit.Open(AuditDir(cfg.DataDir), audit.Options{MaxFileBytes: cfg.AuditMaxFileBytes, Syslog: cfg.AuditSyslog, Logger: cfg.Logger})
+	s.audit, err = s.openAudit()
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open the audit log (check it with coffer audit verify --data-dir; see the runbook \"audit log damaged\"): %w", err)

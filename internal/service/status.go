@@ -32,6 +32,7 @@ type Status struct {
 	Raft               cluster.Status `json:"raft"`
 	Writable           bool           `json:"writable"`
 	Alerts             []Alert        `json:"alerts"`
+	Warnings           []Alert        `json:"warnings,omitempty"`
 }
 
 // JournalStatus is the journal position.
@@ -81,5 +82,6 @@ func (s *Service) Status() Status {
 		st.Alerts = append(st.Alerts, *a)
 	}
 	st.Writable = s.state == StateOpen && len(st.Alerts) == 0
+	st.Warnings = s.warnings
 	return st
 }

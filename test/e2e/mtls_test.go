@@ -66,6 +66,8 @@ func TestEndpointMutualTLS(t *testing.T) {
 	}
 	good.call("", "GET", "/api/v1/wallets/default/objects/k", "", 200, nil)
 	good.call("", "POST", "/api/v1/objects", `{"wallet":"default","name":"k2","type":"symmetric_key"}`, 403, nil)
+	// A certificate never lends its trust to another identity's token.
+	good.call(n.token, "GET", "/api/v1/auth/whoami", "", 401, nil)
 
 	// A self-signed certificate is refused during the handshake.
 	selfTmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "db1"}, NotBefore: time.Now().Add(-time.Hour),

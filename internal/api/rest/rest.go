@@ -136,16 +136,33 @@ func (a *api) wrap(rt route) http.Handler {
 }
 
 // identify resolves the caller: the local socket is root; otherwise a bearer
-// token, or else an enrolled client certificate.
+// token and/or an enrolled client certificate. When both are sent they must
+// name the same endpoint: a certificate never lends its trust to another
+// identity's token.
 func (a *api) identify(r *http.Request) (service.Identity, error) {
 	if isLocal(r) {
 		return service.LocalRoot(), nil
 	}
-	if tok := bearer(r); tok != "" {
-		return a.svc.Authenticate(tok)
-	}
+	var certID *service.Identity
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		return a.svc.AuthenticateCert(r.TLS.PeerCertificates[0].Raw)
+		id, err := a.svc.AuthenticateCert(r.TLS.PeerCertificates[0].Raw)
+		if err != nil {
+			return service.Identity{}, err
+		}
+		certID = &id
+	}
+	if tok := bearer(r); tok != "" {
+		id, err := a.svc.Authenticate(tok)
+		if err != nil {
+			return id, err
+		}
+		if certID != nil && (id.Kind != service.KindEndpoint || id.Name != certID.Name) {
+			return service.Identity{}, fmt.Errorf("%w: the client certificate belongs to endpoint %q but the token to %s", service.ErrUnauthenticated, certID.Name, id.Actor())
+		}
+		return id, nil
+	}
+	if certID != nil {
+		return *certID, nil
 	}
 	return service.Identity{}, fmt.Errorf("%w: send a token (Authorization: Bearer ...) or an enrolled client certificate", service.ErrUnauthenticated)
 }
