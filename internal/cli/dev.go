@@ -76,6 +76,7 @@ Coffer dev server is running: single node, NOT for production.
   export COFFER_TOKEN=%s
 
 Try: coffer status; coffer secret put demo --value hello; coffer secret get demo
+     coffer key create demo-key --type symmetric_key; coffer key list; coffer whoami
 Stop with Ctrl-C (fast stop) or: coffer stop --data-dir %s
 `, s.URL, s.CAFile, tok, abs, filepath.Join(abs, devPassphraseFile), s.Socket, s.URL, s.CAFile, tok, abs)
 				return nil
@@ -91,7 +92,9 @@ Stop with Ctrl-C (fast stop) or: coffer stop --data-dir %s
 func devPrepare(s *server.Server) (string, error) {
 	svc := s.Service
 	dir := s.Service.Status().DataDir
-	ctx := context.Background()
+	// Dev mode prepares the server in-process, as the local root would
+	// through the control socket.
+	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
 	passFile, tokFile := filepath.Join(dir, devPassphraseFile), filepath.Join(dir, devTokenFile)
 	switch svc.State() {
 	case service.StateUninitialized:
@@ -101,7 +104,7 @@ func devPrepare(s *server.Server) (string, error) {
 		if err := fsutil.WriteFile(passFile, []byte(pass+"\n")); err != nil {
 			return "", err
 		}
-		tok, err := svc.Init(ctx, service.Identity{Name: "dev", Local: true}, []byte(pass))
+		tok, err := svc.Init(ctx, service.LocalRoot(), []byte(pass))
 		if err != nil {
 			return "", err
 		}

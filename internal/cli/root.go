@@ -160,6 +160,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	cmd.SetErr(stderr)
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(stderr, "Error:", err)
+		switch {
+		case client.IsCode(err, "unauthenticated"):
+			fmt.Fprintln(stderr, "Hint: log in with \"coffer login\", or give --token, --client-dir DIR or (on the server host) --data-dir DIR")
+		case client.IsCode(err, "sealed"):
+			fmt.Fprintln(stderr, "Hint: open the keystore with \"coffer keystore open\"")
+		}
 		return 1
 	}
 	return 0

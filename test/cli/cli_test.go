@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +53,37 @@ func TestScripts(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 				}
 				ts.Fatalf("server in %s not %s after 30s (last: %s)", dir, args[1], last)
+			},
+			// serverurl DATADIR: set $URL to the HTTPS address of the server
+			// running on DATADIR (from its coffer.pid) and $CACERT to its
+			// generated CA certificate.
+			"serverurl": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 || neg {
+					ts.Fatalf("usage: serverurl DATADIR")
+				}
+				dir := ts.MkAbs(args[0])
+				b, err := os.ReadFile(filepath.Join(dir, "coffer.pid"))
+				ts.Check(err)
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				if len(lines) < 2 || !strings.HasPrefix(lines[1], "https://") {
+					ts.Fatalf("no https URL in %s/coffer.pid: %q", dir, b)
+				}
+				ts.Setenv("URL", lines[1])
+				ts.Setenv("CACERT", filepath.Join(dir, "tls", "ca.crt"))
+			},
+			// grab VAR REGEXP: set $VAR to the first submatch of REGEXP in the
+			// previous command's stdout.
+			"grab": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 || neg {
+					ts.Fatalf("usage: grab VAR REGEXP")
+				}
+				re, err := regexp.Compile(args[1])
+				ts.Check(err)
+				m := re.FindStringSubmatch(ts.ReadFile("stdout"))
+				if len(m) < 2 {
+					ts.Fatalf("grab: no match for %s in stdout", args[1])
+				}
+				ts.Setenv(args[0], m[1])
 			},
 		},
 		Setup: func(env *testscript.Env) error {
