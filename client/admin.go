@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"iter"
 	"net/url"
 	"strconv"
@@ -128,36 +127,6 @@ type AuditReport struct {
 	LastSeq  uint64 `json:"last_seq"`
 	LastHash string `json:"last_hash"`
 	HeadSeq  uint64 `json:"head_seq"`
-}
-
-// UnmarshalJSON accepts both snake_case names and the Go field names
-// (FirstSeq...) that servers without JSON tags on their report send.
-func (r *AuditReport) UnmarshalJSON(b []byte) error {
-	type plain AuditReport
-	var v struct {
-		plain
-		FirstSeq2 *uint64 `json:"FirstSeq"`
-		LastSeq2  *uint64 `json:"LastSeq"`
-		LastHash2 *string `json:"LastHash"`
-		HeadSeq2  *uint64 `json:"HeadSeq"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	*r = AuditReport(v.plain)
-	if v.FirstSeq2 != nil {
-		r.FirstSeq = *v.FirstSeq2
-	}
-	if v.LastSeq2 != nil {
-		r.LastSeq = *v.LastSeq2
-	}
-	if v.LastHash2 != nil {
-		r.LastHash = *v.LastHash2
-	}
-	if v.HeadSeq2 != nil {
-		r.HeadSeq = *v.HeadSeq2
-	}
-	return nil
 }
 
 func pageQuery(limit int, tok string) string {

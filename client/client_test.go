@@ -154,7 +154,7 @@ func TestRequestShapes(t *testing.T) {
 			next := map[string]string{"": "p2", "p2": "p3", "p3": ""}[tok]
 			writeJSON(w, 200, map[string]any{"items": []map[string]any{{"id": "o-" + tok}}, "next_page_token": next})
 		case r.URL.Path == "/api/v1/audit/verify":
-			io.WriteString(w, `{"Files":1,"Records":7,"FirstSeq":1,"LastSeq":7,"LastHash":"ab","HeadSeq":7}`)
+			io.WriteString(w, `{"files":1,"records":7,"first_seq":1,"last_seq":7,"last_hash":"ab","head_seq":7}`)
 		default:
 			writeJSON(w, 200, map[string]any{})
 		}

@@ -82,12 +82,12 @@ func (l *Log) Read(fromSeq uint64, limit int) ([]Record, error) {
 
 // Report summarizes a verified log.
 type Report struct {
-	Files    int    // log files
-	Records  uint64 // records (lines)
-	FirstSeq uint64 // 0 if empty
-	LastSeq  uint64
-	LastHash string // hex SHA-256 of the last line; 64 zeros if empty
-	HeadSeq  uint64 // seq in audit.head: LastSeq, or lower after a crash between writing a record and the head
+	Files    int    `json:"files"`     // log files
+	Records  uint64 `json:"records"`   // records (lines)
+	FirstSeq uint64 `json:"first_seq"` // 0 if empty
+	LastSeq  uint64 `json:"last_seq"`
+	LastHash string `json:"last_hash"` // hex SHA-256 of the last line; 64 zeros if empty
+	HeadSeq  uint64 `json:"head_seq"`  // seq in audit.head: LastSeq, or lower after a crash between writing a record and the head
 }
 
 // Verify checks the whole log in dir offline: every file in order, every

@@ -73,7 +73,11 @@ func TestEndpointMutualTLS(t *testing.T) {
 	selfTmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "db1"}, NotBefore: time.Now().Add(-time.Hour),
 		NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	selfDER, _ := x509.CreateCertificate(rand.Reader, selfTmpl, selfTmpl, &key.PublicKey, key)
-	bad := withCert(tls.Certificate{Certificate: [][]byte{selfDER}, PrivateKey: key})
+	// GetClientCertificate forces it out: with Certificates alone Go's client
+	// would not send a certificate whose issuer the server did not ask for.
+	selfCert := tls.Certificate{Certificate: [][]byte{selfDER}, PrivateKey: key}
+	bad := &rawAPI{t: t, url: n.url, hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &selfCert, nil }}}}}
 	req, _ := http.NewRequest("GET", n.url+"/api/v1/auth/whoami", nil)
 	if resp, err := bad.hc.Do(req); err == nil {
 		resp.Body.Close()

@@ -121,6 +121,8 @@ func (a *api) wrap(rt route) http.Handler {
 			status = http.StatusOK
 		}
 		d := time.Since(start)
+		a.log.Debug("request", "transport", call.Transport, "method", r.Method, "route", rt.Pattern, "path", r.URL.Path,
+			"status", status, "actor", call.Identity.Actor(), "source", call.Source, "latency", d)
 		if a.metrics != nil {
 			a.metrics.ObserveRequest(call.Transport, rt.Pattern, r.Method, status, d)
 		}
