@@ -433,7 +433,12 @@ func FuzzOpenAutoOpen(f *testing.F) {
 			return
 		}
 		gens, current, ok := fuzzSpecMEKs(data[90:])
+		kdf := KDFParams{Time: binary.BigEndian.Uint32(data[33:]), MemoryKiB: binary.BigEndian.Uint32(data[37:]), Threads: data[41]}
+		kdfOK := kdf.Time >= 1 && kdf.Time <= MaxKDFTime && kdf.Threads >= 1 &&
+			kdf.MemoryKiB >= 8*uint32(kdf.Threads) && kdf.MemoryKiB <= MaxKDFMemoryKiB
 		switch {
+		case !kdfOK:
+			fuzzCheckErr(t, "as payload (KDF parameters out of range)", err, ErrCorrupt)
 		case !ok:
 			fuzzCheckErr(t, "as payload (malformed MEK list)", err, ErrCorrupt)
 		case !bytes.Equal(data[:32], ksHash[:]):
