@@ -225,3 +225,32 @@ func (k Keyring) MarshalJSON() ([]byte, error) {
 		Redacted    bool   `json:"redacted"`
 	}{c, n, true})
 }
+
+// ExportMEKs encodes every master key generation (the MEK list encoding of
+// keystore.ks, FORMAT.md) for a backup. The bytes are key material: the
+// caller encrypts them (the backup payload is age-encrypted) and clears them.
+func (k *Keyring) ExportMEKs() ([]byte, error) {
+	if k == nil || k.r == nil {
+		return nil, errors.New("keystore: export of an empty keyring")
+	}
+	k.r.mu.RLock()
+	defer k.r.mu.RUnlock()
+	if k.r.wiped {
+		return nil, errors.New("keystore: export of a wiped keyring")
+	}
+	gens := k.r.meks()
+	defer wipeMEKs(gens)
+	return encodeMEKs(gens, k.r.current), nil
+}
+
+// ImportMEKs decodes what ExportMEKs wrote into a keyring that can unwrap
+// (it cannot re-seal a keystore.ks: that needs Store.InitFrom with a new
+// passphrase). It is how a restore reads a backup's master keys.
+func ImportMEKs(b []byte) (*Keyring, error) {
+	gens, current, err := decodeMEKs(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: master keys in backup: %v", ErrCorrupt, err)
+	}
+	defer wipeMEKs(gens)
+	return newKeyring(gens, current, sealing{}, [sha256.Size]byte{})
+}

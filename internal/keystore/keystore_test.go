@@ -851,3 +851,44 @@ func TestResetPassphraseWithOpenKeyring(t *testing.T) {
 	}
 	_ = nk
 }
+
+func TestExportImportMEKs(t *testing.T) {
+	s := newStore(t, t.TempDir())
+	ring, err := s.Init([]byte("export-test-passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring2, err := s.Rotate(ring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, wrapped, err := ring2.Wrap([]byte("data key"), []byte("aad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldGen, oldWrapped, _ := ring.Wrap([]byte("old data key"), []byte("aad"))
+	b, err := ring2.ExportMEKs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ImportMEKs(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Current() != ring2.Current() || len(got.Generations()) != 2 {
+		t.Fatalf("imported current %d gens %v", got.Current(), got.Generations())
+	}
+	for _, c := range []struct {
+		gen  uint32
+		w    []byte
+		want string
+	}{{gen, wrapped, "data key"}, {oldGen, oldWrapped, "old data key"}} {
+		pt, err := got.Unwrap(c.gen, c.w, []byte("aad"))
+		if err != nil || string(pt) != c.want {
+			t.Fatalf("unwrap gen %d: %q %v", c.gen, pt, err)
+		}
+	}
+	if _, err := ImportMEKs(b[:len(b)-1]); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("truncated export: %v", err)
+	}
+}

@@ -651,3 +651,29 @@ func (s *Store) keyIndex() (func(uint64) uint32, error) {
 		return id
 	}, nil
 }
+
+// BackupPoint is where a state copy stands in the raft history.
+type BackupPoint struct {
+	Index     uint64 `json:"index"`
+	Term      uint64 `json:"term"`
+	ClusterID string `json:"cluster_id"`
+}
+
+// WriteBackup writes a consistent copy of the whole database to w from one
+// read transaction: writes continue meanwhile (bbolt's MVCC), and the copy
+// holds exactly the commands up to the returned index.
+func (s *Store) WriteBackup(w io.Writer) (BackupPoint, error) {
+	s.mu.RLock()
+	tx, err := s.db.Begin(false)
+	s.mu.RUnlock()
+	if err != nil {
+		return BackupPoint{}, fmt.Errorf("backup: begin read transaction: %w", err)
+	}
+	defer tx.Rollback()
+	meta := tx.Bucket(bucketMeta)
+	p := BackupPoint{Index: getU64(meta, keyAppliedIndex), Term: getU64(meta, keyAppliedTerm), ClusterID: string(meta.Get(keyClusterID))}
+	if _, err := tx.WriteTo(w); err != nil {
+		return BackupPoint{}, fmt.Errorf("backup: copy state: %w", err)
+	}
+	return p, nil
+}
