@@ -474,3 +474,41 @@ func TestAuditTailLostAtOpen(t *testing.T) {
 		t.Fatalf("verify after repair: %+v %v", rep, err)
 	}
 }
+
+func TestRecoveryPassphrase(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	ctx := rootCtx()
+	if st, err := s.Recovery(ctx); err != nil || st.Set {
+		t.Fatalf("fresh: %+v %v", st, err)
+	}
+	if _, err := s.SetRecoveryPassphrase(ctx, nil, []byte("short")); !errors.Is(err, ErrPassphraseLength) {
+		t.Fatalf("short: %v", err)
+	}
+	var hooked []string
+	h := func(why string) { hooked = append(hooked, why) }
+	s.keyChangeHook.Store(&h)
+	st, err := s.SetRecoveryPassphrase(ctx, nil, []byte("recovery-pass-1"))
+	if err != nil || st.Generation != 1 || st.Label != "recovery-1" {
+		t.Fatalf("set: %+v %v", st, err)
+	}
+	if _, err := s.SetRecoveryPassphrase(ctx, []byte("not-it-at-all"), []byte("recovery-pass-2")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("change with a wrong old passphrase: %v", err)
+	}
+	if st, err := s.SetRecoveryPassphrase(ctx, []byte("recovery-pass-1"), []byte("recovery-pass-2")); err != nil || st.Generation != 2 {
+		t.Fatalf("change: %+v %v", st, err)
+	}
+	s.mu.RLock()
+	got, err := s.recoveryLocked()
+	s.mu.RUnlock()
+	if err != nil || string(got) != "recovery-pass-2" {
+		t.Fatalf("current: %v", err)
+	}
+	if len(hooked) != 2 {
+		t.Fatalf("backups not triggered after the changes: %v", hooked)
+	}
+	raw, _ := s.st.Recovery()
+	if bytes.Contains(raw.Sealed, []byte("recovery-pass")) {
+		t.Fatal("recovery passphrase stored in the clear")
+	}
+}

@@ -95,6 +95,7 @@ type Service struct {
 	nodeID        string
 	audit         *audit.Log
 	warnings      []Alert // set in New only: conditions that do not stop writes
+	keyChangeHook atomic.Pointer[func(why string)]
 	auditFailures atomic.Uint64
 	started       time.Time
 	closed        atomic.Bool
@@ -527,6 +528,7 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 		return ring.Current(), err
 	}
 	s.log.Info("master key rotated", "generation", ring.Current())
+	s.afterKeyChange(ctx, "master key rotated")
 	return ring.Current(), nil
 }
 
@@ -551,6 +553,7 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 		ring.Wipe() // sealed: nothing may keep keys in memory
 	}
 	s.log.Info("keystore passphrase changed")
+	s.afterKeyChange(ctx, "keystore passphrase changed")
 	return nil
 }
 
@@ -573,6 +576,7 @@ func (s *Service) ResetPassphrase(ctx context.Context, id Identity, new []byte) 
 	s.ring = ring
 	s.bar.SetKeyring(ring)
 	s.log.Warn("keystore passphrase reset through the local control socket")
+	s.afterKeyChange(ctx, "keystore passphrase reset")
 	return nil
 }
 

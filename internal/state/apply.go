@@ -121,6 +121,22 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		return decodeApply(cmd, func(c UserUpdate) (any, error) { return s.applyUserUpdate(tx, cmd.Time, c) })
 	case TypeUserDelete:
 		return decodeApply(cmd, func(c UserDelete) (any, error) { return s.applyUserDelete(tx, c) })
+	case TypeDestinationPut:
+		return decodeApply(cmd, func(c Destination) (any, error) { return s.applyDestinationPut(tx, cmd.Time, c) })
+	case TypeDestinationDelete:
+		return decodeApply(cmd, func(c DestinationDelete) (any, error) { return s.applyDestinationDelete(tx, c) })
+	case TypeArchiveProgress:
+		return decodeApply(cmd, func(c ArchiveProgress) (any, error) { return s.applyArchiveProgress(tx, cmd.Time, c) })
+	case TypeArchivePause:
+		return decodeApply(cmd, func(c ArchivePause) (any, error) { return s.applyArchivePause(tx, cmd.Time, c) })
+	case TypeBackupRecord:
+		return decodeApply(cmd, func(c BackupRecord) (any, error) { return s.applyBackupRecord(tx, c) })
+	case TypeSchedulePut:
+		return decodeApply(cmd, func(c Schedule) (any, error) { return s.applySchedulePut(tx, cmd.Time, c) })
+	case TypeScheduleDelete:
+		return decodeApply(cmd, func(c ScheduleDelete) (any, error) { return s.applyScheduleDelete(tx, c) })
+	case TypeRecoverySet:
+		return decodeApply(cmd, func(c Recovery) (any, error) { return s.applyRecovery(tx, cmd.Time, c) })
 	}
 	return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, cmd.Type), nil
 }

@@ -56,6 +56,23 @@ const (
 	TypeUserUpdate Type = 141
 	// TypeUserDelete removes an administrator and its sessions (body: UserDelete).
 	TypeUserDelete Type = 142
+
+	// TypeDestinationPut adds or changes a backup destination (body: Destination).
+	TypeDestinationPut Type = 150
+	// TypeDestinationDelete removes a destination's configuration (body: DestinationDelete).
+	TypeDestinationDelete Type = 151
+	// TypeArchiveProgress moves a destination's archive mark (body: ArchiveProgress).
+	TypeArchiveProgress Type = 152
+	// TypeArchivePause pauses or resumes archiving (body: ArchivePause).
+	TypeArchivePause Type = 153
+	// TypeBackupRecord records a backup's progress (body: BackupRecord).
+	TypeBackupRecord Type = 154
+	// TypeSchedulePut adds or changes a backup schedule (body: Schedule).
+	TypeSchedulePut Type = 155
+	// TypeScheduleDelete removes a schedule (body: ScheduleDelete).
+	TypeScheduleDelete Type = 156
+	// TypeRecoverySet sets the recovery passphrase (body: Recovery).
+	TypeRecoverySet Type = 157
 )
 
 var typeNames = map[Type]string{
@@ -79,6 +96,15 @@ var typeNames = map[Type]string{
 	TypeUserCreate:     "user-create",
 	TypeUserUpdate:     "user-update",
 	TypeUserDelete:     "user-delete",
+
+	TypeDestinationPut:    "destination-put",
+	TypeDestinationDelete: "destination-delete",
+	TypeArchiveProgress:   "archive-progress",
+	TypeArchivePause:      "archive-pause",
+	TypeBackupRecord:      "backup-record",
+	TypeSchedulePut:       "schedule-put",
+	TypeScheduleDelete:    "schedule-delete",
+	TypeRecoverySet:       "recovery-set",
 }
 
 func (t Type) String() string {
