@@ -20,6 +20,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
+log "test servers (OpenSSH sshd, versitygw S3; built once and cached)"
+./scripts/testservers.sh
+
 log "go vet"
 go vet ./...
 

@@ -462,3 +462,21 @@ func tailLine(path string) (raw []byte, ok bool, err error) {
 	}
 	return buf[i+1:], true, nil
 }
+
+// ReadHeadFile returns the seq and hash a head file names (for an operator
+// or a repair to compare with the log).
+func ReadHeadFile(path string) (seq uint64, hash string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h, ok, err := readHead(f)
+	if err != nil {
+		return 0, "", err
+	}
+	if !ok {
+		return 0, "", fmt.Errorf("audit: %s is empty", path)
+	}
+	return h.seq, h.hash, nil
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,8 +15,25 @@ import (
 	"github.com/coffer-kms/coffer/internal/server"
 )
 
+type initOptions struct {
+	passFile     string
+	recoveryFile string
+	noRecovery   bool
+}
+
+// check refuses contradictory init flags before anything is read or sent.
+func (o *initOptions) check() error {
+	switch {
+	case o.noRecovery && o.recoveryFile != "":
+		return errors.New("give --recovery-passphrase-file or --no-recovery-passphrase, not both")
+	case o.passFile == "-" && o.recoveryFile == "-":
+		return errors.New("only one of --passphrase-file and --recovery-passphrase-file can be stdin")
+	}
+	return nil
+}
+
 func newInitCmd(g *globals) *cobra.Command {
-	var passFile string
+	o := &initOptions{}
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Initialise a new server: create the keystore and its first master key",
@@ -24,12 +42,35 @@ passphrase of 8 to 200 bytes, open it, and print the root token once.
 Run it on the server host with --data-dir DIR: a server accepts init only
 through its local control socket, never from the network.
 Keep the passphrase safe: without it (or auto-open on this machine) the
-keystore cannot be opened and nothing in it can be read.`,
+keystore cannot be opened and nothing in it can be read.
+
+Then the recovery passphrase (8 to 200 bytes), which encrypts backups, is
+set: from --recovery-passphrase-file, or asked twice on the terminal. Keep it
+apart from the keystore passphrase: restoring a backup needs it. With
+--no-recovery-passphrase none is set, and backups encrypted to it are refused
+until one is set with "coffer backup recovery-passphrase set".`,
+		Example: `  coffer init --data-dir /var/lib/coffer
+  coffer init --data-dir /var/lib/coffer --passphrase-file ks.pass --recovery-passphrase-file recovery.pass`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			pass, err := readPassphrase(cmd, passFile, "New keystore passphrase", true)
+			if err := o.check(); err != nil {
+				return err
+			}
+			pass, err := readPassphrase(cmd, o.passFile, "New keystore passphrase", true)
 			if err != nil {
 				return err
+			}
+			var recovery []byte
+			if !o.noRecovery {
+				if recovery, err = readRecoveryPassphrase(cmd, o.recoveryFile, "--recovery-passphrase-file"); err != nil {
+					if o.recoveryFile == "" && !stdinIsTerminal() {
+						return fmt.Errorf("%w, or --no-recovery-passphrase to set none now", err)
+					}
+					return err
+				}
+				if bytes.Equal(recovery, pass) {
+					fmt.Fprintln(cmd.ErrOrStderr(), "Warning: the recovery passphrase is the keystore passphrase; whoever has a backup and this passphrase has the keys")
+				}
 			}
 			c, ctx, cancel, err := g.connect()
 			if err != nil {
@@ -40,14 +81,35 @@ keystore cannot be opened and nothing in it can be read.`,
 			if err != nil {
 				return err
 			}
-			if g.format == "json" {
-				return g.printJSON(cmd, map[string]string{"root_token": tok})
+			// The same connection (the control socket) sets the recovery
+			// passphrase; the root token is shown whatever happens next.
+			var st client.RecoveryStatus
+			var recErr error
+			if recovery != nil {
+				st, recErr = c.SetRecoveryPassphrase(ctx, "", string(recovery))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Keystore initialised and open.\nRoot token (shown once): %s\n", tok)
+			if g.format == "json" {
+				if err := g.printJSON(cmd, map[string]any{"root_token": tok, "recovery_passphrase": st}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "Keystore initialised and open.\nRoot token (shown once): %s\n", tok)
+				if recErr == nil && st.Set {
+					fmt.Fprintf(cmd.OutOrStdout(), "Recovery passphrase set (%s).\n", st.Label)
+				}
+			}
+			switch {
+			case recErr != nil:
+				return fmt.Errorf("the keystore is initialised, but the recovery passphrase was not set: %w\n(set it with \"coffer backup recovery-passphrase set\")", recErr)
+			case o.noRecovery:
+				fmt.Fprintln(cmd.ErrOrStderr(), `Warning: no recovery passphrase: backups encrypted to it are refused until one is set with "coffer backup recovery-passphrase set"`)
+			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&passFile, "passphrase-file", "", "read the passphrase from this file (- for stdin)")
+	cmd.Flags().StringVar(&o.passFile, "passphrase-file", "", "read the passphrase from this file (- for stdin)")
+	cmd.Flags().StringVar(&o.recoveryFile, "recovery-passphrase-file", "", "read the recovery passphrase for backups from this file (- for stdin)")
+	cmd.Flags().BoolVar(&o.noRecovery, "no-recovery-passphrase", false, "set no recovery passphrase now (backups to it are refused until one is set)")
 	return cmd
 }
 

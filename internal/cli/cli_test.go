@@ -62,8 +62,24 @@ func TestCommandTree(t *testing.T) {
 		"audit list", "audit verify",
 		"completion bash", "completion zsh", "completion fish",
 		"bench", "status", "init", "keystore open", "journal verify", "token create-root",
+		"backup recovery-passphrase set", "backup recovery-passphrase status",
+		"backup destination add", "backup destination edit", "backup destination list", "backup destination rm", "backup destination test",
+		"backup catalog rebuild", "backup run", "backup list",
+		"backup schedule add", "backup schedule edit", "backup schedule list", "backup schedule pause", "backup schedule resume", "backup schedule rm",
+		"journal archive status", "journal archive pause", "journal archive resume",
+		"freeze", "thaw",
 	}
-	documented := map[string]bool{"key": true, "secret": true, "wallet": true, "endpoint": true, "user": true, "login": true, "logout": true, "audit": true, "bench": true, "completion": true}
+	documented := map[string]bool{"key": true, "secret": true, "wallet": true, "endpoint": true, "user": true, "login": true, "logout": true, "audit": true, "bench": true, "completion": true,
+		"backup": true, "freeze": true, "thaw": true, "init": true}
+	// The backup commands, freeze and thaw have all three: short, long and examples.
+	for _, path := range want {
+		if f := strings.Fields(path); f[0] != "backup" && f[0] != "freeze" && f[0] != "thaw" && (len(f) < 2 || f[1] != "archive") {
+			continue
+		}
+		if c, _, err := root.Find(strings.Fields(path)); err == nil && (c.Long == "" || c.Example == "") {
+			t.Errorf("%s: needs a long help and examples", path)
+		}
+	}
 	for _, path := range want {
 		c, rest, err := root.Find(strings.Fields(path))
 		if err != nil || len(rest) > 0 || c.CommandPath() != "coffer "+path {
@@ -93,6 +109,18 @@ func TestCommandTree(t *testing.T) {
 		{"audit list", "from limit"},
 		{"audit verify", "offline audit-dir"},
 		{"bench", "op concurrency duration wallet keys"},
+		{"init", "passphrase-file recovery-passphrase-file no-recovery-passphrase"},
+		{"backup recovery-passphrase set", "passphrase-file old-passphrase-file"},
+		{"backup destination add", "type path host port user password-file endpoint bucket prefix region access-key secret-key-file path-style insecure s3-ca-cert recipient archiving keep-fulls keep-days"},
+		{"backup destination edit", "type path host port user password-file endpoint bucket prefix region access-key secret-key-file path-style insecure s3-ca-cert recipient archiving keep-fulls keep-days"},
+		{"backup catalog rebuild", "destination"},
+		{"backup run", "destination full incremental wait"},
+		{"backup list", "destination"},
+		{"backup schedule add", "destination at now every cron mode"},
+		{"backup schedule edit", "destination at now every cron mode"},
+		{"journal archive pause", "destination"},
+		{"journal archive resume", "destination"},
+		{"freeze", "timeout"},
 	} {
 		c, _, _ := root.Find(strings.Fields(flags.path))
 		for _, f := range strings.Fields(flags.flags) {

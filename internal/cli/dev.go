@@ -29,6 +29,7 @@ type devOptions struct {
 const (
 	devPassphraseFile = "dev-passphrase"
 	devTokenFile      = "dev-root-token"
+	devRecoveryFile   = "dev-recovery-passphrase"
 )
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -40,7 +41,12 @@ func newDevCmd(g *globals) *cobra.Command {
 (./coffer-dev unless --data-dir is given; kept between runs), keystore created with a random
 passphrase and opened automatically on this machine, TLS with a generated CA.
 It prints the URL, the CA file, the root token and the environment to export.
-Not for production: the passphrase and root token are kept in the data dir.`,
+A recovery passphrase for backups is generated too (kept in the data dir
+next to the keystore passphrase), so "coffer backup run --destination LOCAL"
+works at once.
+Not for production: the passphrases and root token are kept in the data dir.`,
+		Example: `  coffer dev
+  coffer dev --data-dir /tmp/coffer-dev --listen 127.0.0.1:8300`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := config.Default()
@@ -61,6 +67,12 @@ Not for production: the passphrase and root token are kept in the data dir.`,
 				if err != nil {
 					return err
 				}
+				recovery := "set elsewhere (not stored in the data dir)"
+				if p, err := devRecovery(s); err != nil {
+					recovery = "not set: " + err.Error()
+				} else if p != "" {
+					recovery = "in " + p
+				}
 				fmt.Fprintf(out, `
 Coffer dev server is running: single node, NOT for production.
 
@@ -69,6 +81,7 @@ Coffer dev server is running: single node, NOT for production.
   Root token:      %s
   Data dir:        %s
   Keystore:        open; auto-opens on this machine (passphrase in %s)
+  Recovery:        passphrase for backups %s
   Control socket:  %s
 
   export COFFER_ADDR=%s
@@ -77,8 +90,9 @@ Coffer dev server is running: single node, NOT for production.
 
 Try: coffer status; coffer secret put demo --value hello; coffer secret get demo
      coffer key create demo-key --type symmetric_key; coffer key list; coffer whoami
+     coffer backup run --destination LOCAL; coffer backup list
 Stop with Ctrl-C (fast stop) or: coffer stop --data-dir %s
-`, s.URL, s.CAFile, tok, abs, filepath.Join(abs, devPassphraseFile), s.Socket, s.URL, s.CAFile, tok, abs)
+`, s.URL, s.CAFile, tok, abs, filepath.Join(abs, devPassphraseFile), recovery, s.Socket, s.URL, s.CAFile, tok, abs)
 				return nil
 			}})
 		},
@@ -98,9 +112,7 @@ func devPrepare(s *server.Server) (string, error) {
 	passFile, tokFile := filepath.Join(dir, devPassphraseFile), filepath.Join(dir, devTokenFile)
 	switch svc.State() {
 	case service.StateUninitialized:
-		b := make([]byte, 24)
-		rand.Read(b)
-		pass := base64.RawURLEncoding.EncodeToString(b)
+		pass := devSecret()
 		if err := fsutil.WriteFile(passFile, []byte(pass+"\n")); err != nil {
 			return "", err
 		}
@@ -129,4 +141,38 @@ func devPrepare(s *server.Server) (string, error) {
 		return "", fmt.Errorf("read dev root token: %w", err)
 	}
 	return strings.TrimSpace(string(tok)), nil
+}
+
+// devSecret is a random passphrase for dev mode.
+func devSecret() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// devRecovery sets a generated recovery passphrase when none is set and
+// keeps it (0600) next to the dev keystore passphrase. It returns the file,
+// or "" when a passphrase was set some other way.
+func devRecovery(s *server.Server) (string, error) {
+	svc := s.Service
+	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
+	path := filepath.Join(svc.Status().DataDir, devRecoveryFile)
+	st, err := svc.Recovery(ctx)
+	if err != nil {
+		return "", err
+	}
+	if st.Set {
+		if _, err := os.Stat(path); err != nil {
+			return "", nil
+		}
+		return path, nil
+	}
+	pass := devSecret()
+	if err := fsutil.WriteFile(path, []byte(pass+"\n")); err != nil {
+		return "", err
+	}
+	if _, err := svc.SetRecoveryPassphrase(ctx, nil, []byte(pass)); err != nil {
+		return "", err
+	}
+	return path, nil
 }

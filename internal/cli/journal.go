@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"text/tabwriter"
@@ -8,13 +9,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coffer-kms/coffer/client"
 	"github.com/coffer-kms/coffer/internal/journal"
 )
 
 func newJournalCmd(g *globals) *cobra.Command {
 	j := &cobra.Command{
 		Use:   "journal",
-		Short: "List, rotate and verify the recovery journal",
+		Short: "List, rotate, verify and archive the recovery journal",
 		Long: `The recovery journal records every applied command in segments named
 <name>-<YYYYMMDDhhmmss>.recovery under <data-dir>/journal. Segments rotate by
 size, by age, on SIGUSR2 and with "coffer journal rotate".`,
@@ -92,6 +94,118 @@ keys (payload decryption is checked by "coffer check", with the keystore).`,
 		},
 	}
 	verify.Flags().StringVar(&dir, "journal-dir", "", "journal directory (default <data-dir>/journal)")
-	j.AddCommand(list, rotate, verify)
+	j.AddCommand(list, rotate, verify, newArchiveCmd(g))
 	return j
+}
+
+// archiveStatus is one archiving destination in "journal archive status".
+type archiveStatus struct {
+	Destination  string `json:"destination"`
+	ArchivedTo   uint64 `json:"archived_to"`
+	Pending      int    `json:"pending_segments"`
+	Paused       bool   `json:"paused"`
+	ArchiveError string `json:"archive_error,omitempty"`
+}
+
+func newArchiveCmd(g *globals) *cobra.Command {
+	a := &cobra.Command{
+		Use:   "archive",
+		Short: "Show, pause and resume archiving of journal segments to backup destinations",
+		Long: `Backup destinations added with --archiving receive every closed journal
+segment, so that a restore can replay past the last backup (point in time).
+Segments not shipped yet stay on the node and count as pending; a failing
+destination is retried, and its last error shows here. Pause archiving to a
+destination during its maintenance; resuming ships what piled up.`,
+		Example: `  coffer journal archive status
+  coffer journal archive pause --destination nas
+  coffer journal archive resume --destination nas`,
+	}
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show how far each archiving destination got",
+		Long: `For every destination with archiving on: the last journal index archived
+there, the closed segments still pending on this node, whether archiving is
+paused, and the last archive error.`,
+		Example: "  coffer journal archive status --format json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			ds, err := c.ListDestinations(ctx)
+			if err != nil {
+				return err
+			}
+			out := []archiveStatus{}
+			for _, d := range ds {
+				if d.Archiving {
+					out = append(out, archiveStatus{Destination: d.Name, ArchivedTo: d.ArchivedTo, Pending: d.Pending, Paused: d.ArchivePaused, ArchiveError: d.ArchiveError})
+				}
+			}
+			if g.format == "json" {
+				return g.printJSON(cmd, out)
+			}
+			if len(out) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "no destination archives the journal (coffer backup destination edit NAME --archiving)")
+				return nil
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "DESTINATION\tARCHIVED TO\tPENDING\tSTATE\tLAST ERROR")
+			for _, s := range out {
+				st := "on"
+				if s.Paused {
+					st = "paused"
+				}
+				fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\n", s.Destination, s.ArchivedTo, s.Pending, st, orDash(s.ArchiveError))
+			}
+			return w.Flush()
+		},
+	}
+	a.AddCommand(status, newArchivePauseCmd(g, true), newArchivePauseCmd(g, false))
+	return a
+}
+
+func newArchivePauseCmd(g *globals, pause bool) *cobra.Command {
+	var dest string
+	name, short, long := "resume", "Resume archiving to a destination", "Resume shipping closed journal segments to the destination; those that piled up go first."
+	if pause {
+		name, short, long = "pause", "Pause archiving to a destination", `Stop shipping closed journal segments to the destination, e.g. during its
+maintenance. They pile up on the node (see "coffer journal archive status")
+until archiving resumes; backups to the destination still run.`
+	}
+	cmd := &cobra.Command{
+		Use:     name + " --destination D",
+		Short:   short,
+		Long:    long,
+		Example: fmt.Sprintf("  coffer journal archive %s --destination nas", name),
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dest == "" {
+				return errors.New("--destination D is required")
+			}
+			c, ctx, cancel, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			var d client.Destination
+			if pause {
+				d, err = c.PauseArchive(ctx, dest)
+			} else {
+				d, err = c.ResumeArchive(ctx, dest)
+			}
+			if err != nil {
+				return err
+			}
+			if g.format == "json" {
+				return g.printJSON(cmd, d)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "archiving to %s %sd (archived to index %d)\n", d.Name, name, d.ArchivedTo)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&dest, "destination", "d", "", "the archiving destination")
+	return cmd
 }

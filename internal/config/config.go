@@ -74,6 +74,19 @@ type Config struct {
 	Metrics struct {
 		Disable bool `yaml:"disable"`
 	} `yaml:"metrics"`
+	Backup struct {
+		// CheckInterval: how often schedules and journal archiving are checked.
+		CheckInterval Duration `yaml:"check_interval"`
+		// AutoFullAfterKeyChange: after a master-key rotation or a keystore or
+		// recovery passphrase change, take a full backup to every destination
+		// with an active schedule.
+		AutoFullAfterKeyChange bool `yaml:"auto_full_after_key_change"`
+		// FreezeTimeout ends a SIGUSR1 / coffer freeze nobody thawed.
+		FreezeTimeout Duration `yaml:"freeze_timeout"`
+		// ArchiveTimeout closes the journal segment at least this often, so the
+		// data at risk between archives is bounded in time (0: journal.max_segment_age).
+		ArchiveTimeout Duration `yaml:"archive_timeout"`
+	} `yaml:"backup"`
 }
 
 // TLS settings.
@@ -112,6 +125,9 @@ func Default() Config {
 	c.Auth.ClientCertDays = 730
 	c.Audit.SyslogTag = "coffer-audit"
 	c.Audit.MaxFileBytes = 64 << 20
+	c.Backup.CheckInterval = Duration{30 * time.Second}
+	c.Backup.AutoFullAfterKeyChange = true
+	c.Backup.FreezeTimeout = Duration{5 * time.Minute}
 	return c
 }
 
@@ -159,6 +175,15 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.ClientCertDays < 1 || c.Auth.ClientCertDays > 3650 {
 		return fmt.Errorf("config: auth.client_cert_days %d: use 1 to 3650", c.Auth.ClientCertDays)
+	}
+	if c.Backup.CheckInterval.Duration < time.Second || c.Backup.CheckInterval.Duration > time.Hour {
+		return fmt.Errorf("config: backup.check_interval %s: use 1s to 1h", c.Backup.CheckInterval.Duration)
+	}
+	if c.Backup.FreezeTimeout.Duration < time.Second || c.Backup.FreezeTimeout.Duration > 24*time.Hour {
+		return fmt.Errorf("config: backup.freeze_timeout %s: use 1s to 24h", c.Backup.FreezeTimeout.Duration)
+	}
+	if c.Backup.ArchiveTimeout.Duration < 0 {
+		return errors.New("config: backup.archive_timeout must not be negative")
 	}
 	if c.Audit.MaxFileBytes < 1<<20 {
 		return fmt.Errorf("config: audit.max_file_bytes %d: at least 1 MiB", c.Audit.MaxFileBytes)

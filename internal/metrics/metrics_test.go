@@ -30,8 +30,12 @@ func scrape(t *testing.T) string {
 	}
 	m := New(svc)
 	h := rest.Handler(svc, rest.Options{Metrics: m})
-	for _, p := range []string{"/api/v1/sys/health", "/api/v1/objects", "/api/v1/objects/nope"} {
-		req := httptest.NewRequest("GET", p, nil)
+	for i, p := range []string{"/api/v1/sys/health", "/api/v1/objects", "/api/v1/objects/nope", "/api/v1/x", "/api/v1/y"} {
+		method := "GET"
+		if i >= 3 {
+			method = strings.Repeat("X", 1000+i) // made-up methods must not mint series
+		}
+		req := httptest.NewRequest(method, p, nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
 		h.ServeHTTP(httptest.NewRecorder(), req)
 	}
@@ -54,11 +58,14 @@ func TestMetricsContent(t *testing.T) {
 		`coffer_raft_state{state="leader"} 1`,
 		`coffer_writable 1`,
 		`coffer_journal_last_index `,
-		`coffer_audit_records 2`, // health is not audited
+		`coffer_audit_records 4`, // health is not audited
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+	if strings.Contains(out, "XXXX") || !strings.Contains(out, `method="other",route="/api/v1/"`) {
+		t.Error("a made-up method became a label value")
 	}
 	if strings.Contains(out, "/api/v1/objects/nope") {
 		t.Error("a request path (not its route pattern) leaked into a label")

@@ -131,6 +131,9 @@ func Start(opts Options) (_ *Server, err error) {
 		tlsCerts *tlsutil.Reloader
 		caFile   string
 		issuer   *tlsutil.CA
+		// The CA a full backup carries, so that endpoints keep working
+		// after a restore on a new machine.
+		caCertFile, caKeyFile string
 	)
 	if !cfg.TLS.Disable {
 		certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
@@ -145,6 +148,7 @@ func Start(opts Options) (_ *Server, err error) {
 			}
 			certFile, keyFile = filepath.Join(dir, tlsutil.CertFile), filepath.Join(dir, tlsutil.KeyFile)
 			caFile = filepath.Join(dir, tlsutil.CAFile)
+			caCertFile, caKeyFile = caFile, filepath.Join(dir, tlsutil.CAKey)
 			if issuer, err = tlsutil.LoadCA(dir); err != nil {
 				return nil, err
 			}
@@ -152,6 +156,7 @@ func Start(opts Options) (_ *Server, err error) {
 			if issuer, err = tlsutil.LoadCAFiles(cfg.TLS.ClientCAFile, cfg.TLS.ClientCAKeyFile); err != nil {
 				return nil, err
 			}
+			caCertFile, caKeyFile = cfg.TLS.ClientCAFile, cfg.TLS.ClientCAKeyFile
 		}
 		if tlsCerts, err = tlsutil.NewReloader(certFile, keyFile); err != nil {
 			return nil, err
@@ -191,7 +196,7 @@ func Start(opts Options) (_ *Server, err error) {
 		KDF:               keystore.KDFParams{Time: cfg.Keystore.KDF.Time, MemoryKiB: cfg.Keystore.KDF.MemoryKiB, Threads: cfg.Keystore.KDF.Threads},
 		MachineIdentity:   opts.MachineIdentity,
 		JournalMaxBytes:   cfg.Journal.MaxSegmentBytes,
-		JournalMaxAge:     cfg.Journal.MaxSegmentAge.Duration,
+		JournalMaxAge:     archiveAge(cfg),
 		WriteRetryDelay:   cfg.Storage.WriteRetryDelay.Duration,
 		MinFreeBytes:      cfg.Storage.MinFreeBytes,
 		SnapshotEvery:     cfg.Storage.SnapshotThreshold,
@@ -200,6 +205,10 @@ func Start(opts Options) (_ *Server, err error) {
 		CertIssuer:        certIssuer,
 		AuditSyslog:       auditSyslog,
 		AuditMaxFileBytes: cfg.Audit.MaxFileBytes,
+		CACert:            caCertFile,
+		CAKey:             caKeyFile,
+		BackupTick:        cfg.Backup.CheckInterval.Duration,
+		NoAutoBackup:      !cfg.Backup.AutoFullAfterKeyChange,
 	})
 	if err != nil {
 		return nil, err
@@ -382,7 +391,7 @@ func (s *Server) shutdown(mode string) {
 
 func (s *Server) signals() {
 	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGUSR1, syscall.SIGCONT)
 	defer signal.Stop(ch)
 	for {
 		select {
@@ -403,6 +412,21 @@ func (s *Server) signals() {
 					s.Log.Error("journal rotation on SIGUSR2 failed", "error", err)
 				} else {
 					s.Log.Info("journal rotated on SIGUSR2", "closed", seg.Name)
+				}
+			case syscall.SIGUSR1:
+				// The dump can take a while: do not hold up other signals.
+				go func() {
+					ctx := service.WithIdentity(context.Background(), service.LocalRoot())
+					if st, err := s.Service.Freeze(ctx, s.cfg.Backup.FreezeTimeout.Duration); err != nil {
+						s.Log.Error("freeze on SIGUSR1 failed", "error", err)
+					} else {
+						s.Log.Warn("frozen on SIGUSR1: copy the data dir now, then send SIGCONT", "until", st.Until, "dump", st.Dump, "note", st.Note)
+					}
+				}()
+			case syscall.SIGCONT:
+				ctx := service.WithIdentity(context.Background(), service.LocalRoot())
+				if _, err := s.Service.Thaw(ctx); err == nil {
+					s.Log.Info("thawed on SIGCONT")
 				}
 			}
 		}
@@ -476,4 +500,15 @@ func ReadPID(dir string) (pid int, url string, err error) {
 		url = lines[1]
 	}
 	return pid, url, nil
+}
+
+// archiveAge is how old the open journal segment may get: backup.archive_timeout
+// bounds in time the data not yet archived, when it is shorter than
+// journal.max_segment_age.
+func archiveAge(cfg config.Config) time.Duration {
+	age := cfg.Journal.MaxSegmentAge.Duration
+	if t := cfg.Backup.ArchiveTimeout.Duration; t > 0 && (age <= 0 || t < age) {
+		age = t
+	}
+	return age
 }

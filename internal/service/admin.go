@@ -481,9 +481,26 @@ func (s *Service) UpdateUser(ctx context.Context, name string, c UserChange) (Us
 			if err != nil {
 				return User{}, mapStateErr(err)
 			}
-			if c.OldPassword == nil || !checkPassword(*c.OldPassword, u.PasswordHash) {
+			d, release, err := s.throttle.begin(ctx, "user:"+name)
+			if err != nil {
+				return User{}, fmt.Errorf("%w: %v", ErrThrottled, err)
+			}
+			defer release()
+			if d > 0 {
+				if err := s.cfg.Sleep(ctx, d); err != nil {
+					return User{}, fmt.Errorf("%w: %v", ErrThrottled, err)
+				}
+			}
+			ok := false
+			if c.OldPassword != nil {
+				if ok, err = s.checkPasswordBounded(ctx, *c.OldPassword, u.PasswordHash); err != nil {
+					return User{}, err
+				}
+			}
+			if !ok {
 				return User{}, fmt.Errorf("%w: old_password is missing or wrong", ErrInvalid)
 			}
+			s.throttle.succeed("user:" + name)
 		}
 		h := s.hashPassword(*c.Password)
 		upd.PasswordHash = &h
@@ -524,68 +541,123 @@ type Session struct {
 }
 
 // throttle slows down repeated failed logins, per user name and per source
-// address: after three failures in a row each attempt waits, doubling from
-// 250 ms up to 8 s; a success (or 15 idle minutes) resets the count.
+// address: after three failures each attempt waits, doubling from 250 ms up
+// to 8 s; a success resets the user's count (the source's count decays
+// after 15 idle minutes). Attempts on one key are serialised — one in
+// flight per user name and per source — and an attempt is counted as a
+// failure before its password is checked, so parallel guesses cannot share
+// one delay.
 type throttle struct {
 	mu    sync.Mutex
 	fails map[string]*failCount
+	swept time.Time
 }
 
 type failCount struct {
-	n    int
-	last time.Time
+	n      int
+	last   time.Time
+	inUse  int           // attempts holding or waiting for the key
+	turnCh chan struct{} // one token: the key's turn
 }
 
 const (
-	throttleFree  = 3
-	throttleBase  = 250 * time.Millisecond
-	throttleMax   = 8 * time.Second
-	throttleReset = 15 * time.Minute
+	throttleFree    = 3
+	throttleBase    = 250 * time.Millisecond
+	throttleMax     = 8 * time.Second
+	throttleReset   = 15 * time.Minute
+	throttleMaxKeys = 100000
 )
 
-func (t *throttle) delay(keys ...string) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var d time.Duration
-	for _, k := range keys {
-		f := t.fails[k]
-		if f == nil || time.Since(f.last) > throttleReset || f.n < throttleFree {
-			continue
-		}
-		d = max(d, min(throttleBase<<min(f.n-throttleFree, 10), throttleMax))
-	}
-	return d
-}
-
-func (t *throttle) fail(keys ...string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+func (t *throttle) entry(k string, now time.Time) *failCount {
 	if t.fails == nil {
 		t.fails = map[string]*failCount{}
 	}
-	now := time.Now()
-	for k, f := range t.fails {
-		if now.Sub(f.last) > throttleReset {
-			delete(t.fails, k)
+	if now.Sub(t.swept) > time.Minute || len(t.fails) >= throttleMaxKeys {
+		t.swept = now
+		for key, f := range t.fails {
+			if f.inUse == 0 && now.Sub(f.last) > throttleReset {
+				delete(t.fails, key)
+			}
+		}
+		// Still full under a flood: evict idle entries, never refuse to count.
+		for key, f := range t.fails {
+			if len(t.fails) < throttleMaxKeys {
+				break
+			}
+			if f.inUse == 0 {
+				delete(t.fails, key)
+			}
 		}
 	}
-	if len(t.fails) > 100000 {
-		return // bounded memory under a flood; the per-key delays already in place remain
+	f := t.fails[k]
+	if f == nil {
+		f = &failCount{turnCh: make(chan struct{}, 1)}
+		f.turnCh <- struct{}{}
+		t.fails[k] = f
 	}
-	for _, k := range keys {
-		f := t.fails[k]
-		if f == nil {
-			f = &failCount{}
-			t.fails[k] = f
-		}
-		f.n++
-		f.last = now
+	if now.Sub(f.last) > throttleReset {
+		f.n = 0
 	}
+	return f
 }
 
-func (t *throttle) reset(key string) {
+// begin waits for the keys' turns, counts the attempt and returns how long
+// it must wait before checking the password, and a release function.
+func (t *throttle) begin(ctx context.Context, keys ...string) (time.Duration, func(), error) {
+	now := time.Now()
 	t.mu.Lock()
-	delete(t.fails, key)
+	var held []*failCount
+	for _, k := range keys {
+		f := t.entry(k, now)
+		f.inUse++
+		held = append(held, f)
+	}
+	t.mu.Unlock()
+	release := func(n int) {
+		t.mu.Lock()
+		for i, f := range held {
+			if i < n {
+				f.turnCh <- struct{}{}
+			}
+			f.inUse--
+		}
+		t.mu.Unlock()
+	}
+	for i, f := range held { // keys in a fixed order (user, then source): no deadlock
+		select {
+		case <-f.turnCh:
+		case <-ctx.Done():
+			release(i)
+			return 0, nil, ctx.Err()
+		}
+	}
+	t.mu.Lock()
+	var d time.Duration
+	for _, f := range held {
+		if f.n >= throttleFree {
+			d = max(d, min(throttleBase<<min(f.n-throttleFree, 10), throttleMax))
+		}
+		f.n++ // counted as a failure until it succeeds
+		f.last = time.Now()
+	}
+	t.mu.Unlock()
+	return d, func() { release(len(held)) }, nil
+}
+
+// succeed clears the first key's count after a successful attempt, and
+// takes the attempt back from the other keys' counts (a source's earlier
+// failures still stand).
+func (t *throttle) succeed(keys ...string) {
+	t.mu.Lock()
+	for i, k := range keys {
+		if f := t.fails[k]; f != nil {
+			if i == 0 {
+				f.n = 0
+			} else if f.n > 0 {
+				f.n--
+			}
+		}
+	}
 	t.mu.Unlock()
 }
 
@@ -595,13 +667,25 @@ var dummyHash = "$argon2id$v=19$m=65536,t=2,p=2$c2FsdHNhbHRzYWx0c2FsdA$ZHVtbXlkd
 // Login checks a user's password and issues a session token that expires
 // after the configured session TTL. Failed logins are slowed down.
 func (s *Service) Login(ctx context.Context, name, password, source string) (Session, error) {
-	note(ctx, "user:"+name)
+	if ValidLabel("user", name) == nil {
+		note(ctx, "user:"+name)
+	} else {
+		note(ctx, "user:(invalid name)")
+	}
+	if len(password) > MaxPasswordBytes {
+		return Session{}, fmt.Errorf("%w: wrong user name or password", ErrUnauthenticated)
+	}
 	host := source
 	if i := strings.LastIndex(source, ":"); i > 0 {
 		host = source[:i]
 	}
 	ukey, skey := "user:"+name, "source:"+host
-	if d := s.throttle.delay(ukey, skey); d > 0 {
+	d, release, err := s.throttle.begin(ctx, ukey, skey)
+	if err != nil {
+		return Session{}, fmt.Errorf("%w: login waited for earlier attempts: %v", ErrThrottled, err)
+	}
+	defer release()
+	if d > 0 {
 		if err := s.cfg.Sleep(ctx, d); err != nil {
 			return Session{}, fmt.Errorf("%w: login delayed after repeated failures: %v", ErrThrottled, err)
 		}
@@ -611,19 +695,45 @@ func (s *Service) Login(ctx context.Context, name, password, source string) (Ses
 	if err != nil {
 		hash = dummyHash
 	}
-	if !checkPassword(password, hash) || err != nil || u.Disabled {
-		s.throttle.fail(ukey, skey)
+	ok, perr := s.checkPasswordBounded(ctx, password, hash)
+	if perr != nil {
+		return Session{}, perr
+	}
+	if !ok || err != nil || u.Disabled {
 		s.log.Warn("login failed", "user", name, "source", source)
 		return Session{}, fmt.Errorf("%w: wrong user name or password", ErrUnauthenticated)
 	}
-	s.throttle.reset(ukey)
+	s.throttle.succeed(ukey, skey)
 	tok, h := newToken()
 	exp := time.Now().Add(s.cfg.SessionTTL).UTC()
+	// The session names the credential generation it was granted for: the
+	// state machine refuses it if the password changed or the account was
+	// disabled meanwhile (a login racing a password change gets nothing).
 	if _, err := s.applyOpen(ctx, state.TypeTokenCreate, state.Token{Hash: h, Kind: state.TokenSession, Subject: name, Name: "session " + name,
-		Created: time.Now().UTC(), Expires: &exp}); err != nil {
+		Created: time.Now().UTC(), Expires: &exp, CredGen: u.CredGen}); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return Session{}, fmt.Errorf("%w: the account changed during the login; log in again", ErrUnauthenticated)
+		}
 		return Session{}, fmt.Errorf("store session of %q: %w", name, err)
 	}
 	return Session{Token: tok, User: name, Roles: rolesOf(u.Roles), Expires: exp}, nil
+}
+
+// checkPasswordBounded runs Argon2id with at most a few checks at once: each
+// takes the KDF's memory, and an unbounded number of concurrent logins would
+// exhaust it. A login that cannot get a slot within 10 s is refused (429).
+func (s *Service) checkPasswordBounded(ctx context.Context, password, hash string) (bool, error) {
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case s.pwSlots <- struct{}{}:
+	case <-t.C:
+		return false, fmt.Errorf("%w: too many logins in progress; try again", ErrThrottled)
+	case <-ctx.Done():
+		return false, fmt.Errorf("%w: %v", ErrThrottled, ctx.Err())
+	}
+	defer func() { <-s.pwSlots }()
+	return checkPassword(password, hash), nil
 }
 
 // Logout ends the caller's session (root and endpoint tokens are revoked

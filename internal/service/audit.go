@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coffer-kms/coffer/internal/audit"
 )
@@ -40,8 +41,14 @@ func (s *Service) Audit(c *Call, operation string, status int, result, message s
 		Error:     message,
 		LatencyMS: float64(time.Since(c.Start).Microseconds()) / 1000,
 	}
-	if len(rec.Error) > 512 {
-		rec.Error = rec.Error[:512] + "…"
+	rec.Error = clip(rec.Error, 512)
+	rec.Operation = clip(rec.Operation, 128)
+	rec.Source = clip(rec.Source, 128)
+	if len(rec.Objects) > 32 {
+		rec.Objects = append(rec.Objects[:31], fmt.Sprintf("…and %d more", len(rec.Objects)-31))
+	}
+	for i, o := range rec.Objects {
+		rec.Objects[i] = clip(o, 256)
 	}
 	if _, err := s.audit.Append(rec); err != nil {
 		s.auditFailures.Add(1)
@@ -93,3 +100,16 @@ func (s *Service) AuditCount() uint64 {
 
 // AuditFailures counts audit records that could not be written.
 func (s *Service) AuditFailures() uint64 { return s.auditFailures.Load() }
+
+// clip bounds a caller-influenced string in an audit record, so that no
+// request can make its own record too large to write.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}

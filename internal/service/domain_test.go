@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -462,7 +463,7 @@ func TestAuditTailLostAtOpen(t *testing.T) {
 	s = newSvc(t, dir)
 	defer s.Close()
 	st := s.Status()
-	if len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0].Message, "lost from the end") {
+	if len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0].Message, "lost at the end") {
 		t.Fatalf("warnings %+v", st.Warnings)
 	}
 	kept, _ := filepath.Glob(filepath.Join(AuditDir(dir), "audit.head.lost-tail-*"))
@@ -470,8 +471,40 @@ func TestAuditTailLostAtOpen(t *testing.T) {
 		t.Fatalf("old head not kept: %v", kept)
 	}
 	s.Audit(&Call{Identity: LocalRoot(), Start: time.Now()}, "after", 200, "ok", "")
-	if rep, err := s.VerifyAudit(rootCtx()); err != nil || rep.LastSeq != 4 {
+	if rep, err := s.VerifyAudit(rootCtx()); err != nil || rep.LastSeq != 5 {
 		t.Fatalf("verify after repair: %+v %v", rep, err)
+	}
+	recs, _ := s.AuditRecords(rootCtx(), 4, 10)
+	if len(recs) != 2 || recs[0].Operation != "auditTailLost" || !strings.Contains(recs[0].Error, "records 4 to 5 were lost") {
+		t.Fatalf("the repair is not recorded in the chain: %+v", recs)
+	}
+	// The warning stays across restarts until the kept head is removed.
+	s.Close()
+	s = newSvc(t, dir)
+	if len(s.Status().Warnings) != 1 {
+		t.Fatal("warning gone after a restart")
+	}
+	s.Close()
+	os.Remove(kept[0])
+	s = newSvc(t, dir)
+	if len(s.Status().Warnings) != 0 {
+		t.Fatal("warning still there after the kept head was removed")
+	}
+}
+
+// TestAuditLogDeletedRefusesStart: deleting every log file is not what a
+// power loss does: the start is refused, nothing is repaired.
+func TestAuditLogDeletedRefusesStart(t *testing.T) {
+	dir := t.TempDir()
+	s := initSvc(t, dir)
+	s.Audit(&Call{Identity: LocalRoot(), Start: time.Now()}, "op", 200, "ok", "")
+	s.Close()
+	files, _ := filepath.Glob(filepath.Join(AuditDir(dir), "audit-*.log"))
+	for _, f := range files {
+		os.Remove(f)
+	}
+	if _, err := New(Config{DataDir: dir, KDF: cheapKDF}); err == nil || !strings.Contains(err.Error(), "audit") {
+		t.Fatalf("start with the audit log deleted: %v", err)
 	}
 }
 
@@ -510,5 +543,163 @@ func TestRecoveryPassphrase(t *testing.T) {
 	raw, _ := s.st.Recovery()
 	if bytes.Contains(raw.Sealed, []byte("recovery-pass")) {
 		t.Fatal("recovery passphrase stored in the clear")
+	}
+}
+
+// TestLoginRacingPasswordChange: a login checked against the old password
+// while the password changes must not leave a working session.
+func TestLoginRacingPasswordChange(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	s.cfg.Sleep = func(context.Context, time.Duration) error { return nil } // failures after the change are throttled
+	ctx := rootCtx()
+	s.CreateUser(ctx, "carol", "old password!", []Role{RoleKeyAdmin})
+	var tokens []string
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			sess, err := s.Login(context.Background(), "carol", "old password!", fmt.Sprintf("10.1.0.%d:1", i))
+			if err == nil {
+				mu.Lock()
+				tokens = append(tokens, sess.Token)
+				mu.Unlock()
+			}
+		}(i)
+	}
+	np := "new password!!"
+	if _, err := s.UpdateUser(ctx, "carol", UserChange{Password: &np}); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for _, tok := range tokens {
+		if _, err := s.Authenticate(tok); err == nil {
+			t.Fatal("a session granted on the old password survived the change")
+		}
+	}
+	// Disabling ends a live session too.
+	sess, err := s.Login(context.Background(), "carol", np, "10.2.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	s.UpdateUser(ctx, "carol", UserChange{Disabled: &yes})
+	if _, err := s.Authenticate(sess.Token); err == nil {
+		t.Fatal("session survived disabling the account")
+	}
+}
+
+// TestConcurrentRotations: concurrent rotations of one object all succeed
+// with distinct, contiguous versions.
+func TestConcurrentRotations(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	ctx := rootCtx()
+	o, _ := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "hot", Type: TypeSymmetricKey})
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.RotateObject(ctx, Ref{ID: o.ID}, nil); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("rotation failed: %v", err)
+	}
+	got, _ := s.DescribeObject(ctx, Ref{ID: o.ID})
+	if got.Latest != 33 || len(got.Versions) != 33 {
+		t.Fatalf("latest %d with %d versions, want 33", got.Latest, len(got.Versions))
+	}
+}
+
+// TestThrottleSerialisesParallelGuesses: parallel wrong guesses for one
+// user wait in turn, each longer, instead of sharing one delay.
+func TestThrottleSerialisesParallelGuesses(t *testing.T) {
+	var mu sync.Mutex
+	var total time.Duration
+	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil },
+		Sleep:           func(_ context.Context, d time.Duration) error { mu.Lock(); total += d; mu.Unlock(); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Init(rootCtx(), local, []byte(pass))
+	s.CreateUser(rootCtx(), "dave", "daves password", []Role{RoleKeyAdmin})
+	var wg sync.WaitGroup
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s.Login(context.Background(), "dave", fmt.Sprintf("guess %d!!", i), fmt.Sprintf("10.3.0.%d:1", i))
+		}(i)
+	}
+	wg.Wait()
+	// Guesses 4..12 wait 0.25+0.5+1+2+4+8+8+8+8 s.
+	if want := 39750 * time.Millisecond; total != want {
+		t.Fatalf("parallel guesses waited %s in total, want %s", total, want)
+	}
+}
+
+func TestPaginationVisitsEachObjectOnce(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	ctx := rootCtx()
+	for i := 0; i < 12; i++ {
+		s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: fmt.Sprintf("p%02d", i), Type: TypeSymmetricKey})
+	}
+	for _, limit := range []int{1, 4, 5, 12, 13} {
+		seen := map[string]bool{}
+		q := Query{Limit: limit}
+		pages := 0
+		for {
+			p, err := s.ListObjects(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, o := range p.Items {
+				if seen[o.ID] {
+					t.Fatalf("limit %d: %s listed twice", limit, o.Name)
+				}
+				seen[o.ID] = true
+			}
+			if p.NextToken == "" {
+				break
+			}
+			q.PageToken = p.NextToken
+		}
+		if want := (12 + limit - 1) / limit; len(seen) != 12 || pages != want {
+			t.Errorf("limit %d: %d objects in %d pages, want 12 in %d", limit, len(seen), pages, want)
+		}
+	}
+}
+
+// TestAuditRecordStaysBounded: a request cannot make its own audit record
+// too big to write (and so escape the audit).
+func TestAuditRecordStaysBounded(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	defer s.Close()
+	c := &Call{Identity: LocalRoot(), Start: time.Now(), Source: strings.Repeat("<", 100000)}
+	ctx := WithCall(context.Background(), c)
+	s.Login(ctx, strings.Repeat("<", 900000), "x", "1.2.3.4:5")
+	for i := 0; i < 100; i++ {
+		c.Note(strings.Repeat("<", 10000))
+	}
+	s.Audit(c, "login", 401, "unauthenticated", strings.Repeat("e", 100000))
+	if s.AuditFailures() != 0 {
+		t.Fatal("the audit record was not written")
+	}
+	recs, _ := s.AuditRecords(rootCtx(), 1, 10)
+	if len(recs) != 1 || len(recs[0].Objects) != 32 || recs[0].Objects[0] != "user:(invalid name)" {
+		t.Fatalf("record %+v", recs)
 	}
 }

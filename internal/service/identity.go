@@ -224,7 +224,7 @@ func (s *Service) Authenticate(tok string) (Identity, error) {
 		return Identity{Kind: KindRoot, Name: t.Name, Roles: AllRoles, tokenHash: h}, nil
 	case state.TokenSession:
 		u, err := s.st.User(t.Subject)
-		if err != nil || u.Disabled {
+		if err != nil || u.Disabled || u.CredGen != t.CredGen {
 			return Identity{}, ErrUnauthenticated
 		}
 		return Identity{Kind: KindUser, Name: u.Name, Roles: rolesOf(u.Roles), tokenHash: h, Expires: t.Expires}, nil

@@ -264,7 +264,11 @@ func (s *Service) authorizeWallet(ctx context.Context, wallet string, need Permi
 			return id, err
 		}
 		if have := Permission(w.Grants[id.Name]); !have.Includes(need) {
-			return id, fmt.Errorf("%w: %s needs %s permission on wallet %q; endpoint %q has %s", ErrForbidden, what, need, wallet, id.Name, orNone(string(have)))
+			if have == "" {
+				// Do not tell an endpoint which wallets exist or hold what.
+				return id, fmt.Errorf("%w: %s needs %s permission; endpoint %q has no grant on that wallet", ErrForbidden, what, need, id.Name)
+			}
+			return id, fmt.Errorf("%w: %s needs %s permission on wallet %q; endpoint %q has %s", ErrForbidden, what, need, wallet, id.Name, have)
 		}
 		return id, nil
 	}
@@ -272,13 +276,6 @@ func (s *Service) authorizeWallet(ctx context.Context, wallet string, need Permi
 		return id, fmt.Errorf("%w: %s needs the %s role or an endpoint grant (caller %s)", ErrForbidden, what, RoleKeyAdmin, id.Actor())
 	}
 	return id, nil
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
 }
 
 // checkOpen refuses early (without locks) while uninitialised or sealed, so
@@ -471,6 +468,17 @@ func (s *Service) rotateLocked(ctx context.Context, ref Ref, value []byte) (Obje
 	if _, err := caller(ctx); err != nil {
 		return Object{}, err
 	}
+	first, err := s.lookup(ref)
+	if err != nil {
+		return Object{}, err
+	}
+	// Rotations of one object take turns on this node (a slot per object),
+	// so concurrent rotations do not race for the same version number; the
+	// state machine still refuses a stale one (another node's), retried here.
+	l := &s.objLocks[lockSlot(first.ID)]
+	l.Lock()
+	defer l.Unlock()
+	ref = Ref{ID: first.ID}
 	for attempt := 0; ; attempt++ {
 		o, err := s.lookup(ref)
 		if err != nil {
@@ -502,8 +510,9 @@ func (s *Service) rotateLocked(ctx context.Context, ref Ref, value []byte) (Obje
 			vlen = 0
 		}
 		res, err := s.applyResult(ctx, state.TypeObjectRotate, state.ObjectRotate{ID: o.ID, Version: version, Material: sealed, Public: public, Length: vlen})
-		if errors.Is(err, ErrConflict) && attempt < 5 {
-			continue // a concurrent rotation took this version number
+		if errors.Is(err, ErrConflict) && attempt < 10 {
+			time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+			continue // a rotation elsewhere took this version number
 		}
 		if err != nil {
 			return Object{}, fmt.Errorf("rotate object %s: %w", o.ID, err)

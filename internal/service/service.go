@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/audit"
+	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/barrier"
 	"github.com/coffer-kms/coffer/internal/cluster"
 	"github.com/coffer-kms/coffer/internal/fsutil"
@@ -62,6 +64,15 @@ type Config struct {
 	AuditSyslog io.Writer
 	// AuditMaxFileBytes rotates audit files past this size (0: default).
 	AuditMaxFileBytes int64
+	// CACert and CAKey are the CA files a full backup carries (empty: none).
+	CACert, CAKey string
+	// BackupScryptWorkFactor is age's scrypt cost for passphrase-encrypted
+	// backups (0: age's default, 18; tests lower it).
+	BackupScryptWorkFactor int
+	// BackupTick is how often schedules and archiving are checked (default 30s).
+	BackupTick time.Duration
+	// NoAutoBackup turns off the full backups taken after key changes.
+	NoAutoBackup bool
 }
 
 // Lifecycle states.
@@ -90,12 +101,19 @@ type Service struct {
 	writeErr  atomic.Pointer[Alert] // raft log / disk guard
 	stopRetry chan struct{}
 	nameLocks [64]sync.Mutex
+	objLocks  [64]sync.Mutex
 	throttle  throttle
+	pwSlots   chan struct{} // bounds concurrent Argon2id password checks
 
 	nodeID        string
 	audit         *audit.Log
 	warnings      []Alert // set in New only: conditions that do not stop writes
 	keyChangeHook atomic.Pointer[func(why string)]
+	backups       *backup.Manager
+	backupCancel  context.CancelFunc
+	backupCtx     context.Context
+	freezeMu      sync.Mutex
+	frozen        *freezeState
 	auditFailures atomic.Uint64
 	started       time.Time
 	closed        atomic.Bool
@@ -110,19 +128,49 @@ type Service struct {
 func (s *Service) openAudit() (*audit.Log, error) {
 	dir := AuditDir(s.cfg.DataDir)
 	opts := audit.Options{MaxFileBytes: s.cfg.AuditMaxFileBytes, Syslog: s.cfg.AuditSyslog, Logger: s.cfg.Logger}
+	defer s.auditWarnings(dir)
 	l, err := audit.Open(dir, opts)
 	var te *audit.TamperError
-	if err == nil || !errors.As(err, &te) || te.Kind != audit.KindTruncated || te.File == audit.HeadFile {
+	if err == nil || !errors.As(err, &te) || te.Kind != audit.KindTruncated || te.File == audit.HeadFile || te.File == "" {
 		return l, err
 	}
+	headPath := filepath.Join(dir, audit.HeadFile)
+	headSeq, headHash, herr := audit.ReadHeadFile(headPath)
+	if herr != nil || te.Seq == 0 || headSeq < te.Seq || headSeq-te.Seq >= maxAuditTailRepair {
+		// Not the tail a power loss leaves: refuse, the operator decides.
+		return nil, err
+	}
 	aside := filepath.Join(dir, fmt.Sprintf("%s.lost-tail-%s", audit.HeadFile, time.Now().UTC().Format("20060102T150405Z")))
-	if rerr := os.Rename(filepath.Join(dir, audit.HeadFile), aside); rerr != nil {
+	if rerr := os.Rename(headPath, aside); rerr != nil {
 		return nil, fmt.Errorf("%w (and keeping the head aside failed: %v)", err, rerr)
 	}
-	msg := fmt.Sprintf("audit records were lost from the end of the log (power loss or tampering): %v; the old head is kept as %s; compare with the syslog mirror", err, aside)
-	s.log.Error("audit log tail lost; continuing the chain from the last record on disk", "detail", msg)
-	s.warnings = append(s.warnings, Alert{Component: "audit", Message: msg, Since: time.Now().UTC()})
-	return audit.Open(dir, opts)
+	l, oerr := audit.Open(dir, opts)
+	if oerr != nil {
+		return nil, oerr
+	}
+	msg := fmt.Sprintf("records %d to %d were lost from the end of the audit log (power loss or tampering); the old head (seq %d, hash %s) is kept as %s",
+		te.Seq, headSeq, headSeq, headHash, filepath.Base(aside))
+	s.log.Error("audit log tail lost; the chain continues from the last record on disk", "detail", msg)
+	// The loss is itself recorded in the chain.
+	if _, aerr := l.Append(audit.Record{Node: s.nodeID, Actor: "coffer", Transport: "internal", Operation: "auditTailLost", Result: "repaired", Error: msg}); aerr != nil {
+		l.Close()
+		return nil, aerr
+	}
+	return l, nil
+}
+
+// maxAuditTailRepair bounds the records a start repairs away: a bigger gap
+// is not what a power loss leaves and refuses the start.
+const maxAuditTailRepair = 1 << 20
+
+// auditWarnings shows kept lost-tail heads in status until an operator
+// removes them after the investigation.
+func (s *Service) auditWarnings(dir string) {
+	kept, _ := filepath.Glob(filepath.Join(dir, audit.HeadFile+".lost-tail-*"))
+	for _, k := range kept {
+		s.warnings = append(s.warnings, Alert{Component: "audit", Since: time.Now().UTC(),
+			Message: fmt.Sprintf("audit records were lost at the end of the log (see %s and the auditTailLost record; compare with the syslog mirror); remove that file once investigated to clear this warning", k)})
+	}
 }
 
 // Alert is a condition an operator must see.
@@ -161,6 +209,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Sleep == nil {
 		cfg.Sleep = sleepCtx
 	}
+	if cfg.BackupTick <= 0 {
+		cfg.BackupTick = 30 * time.Second
+	}
 	if err := fsutil.EnsureDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -188,6 +239,7 @@ func New(cfg Config) (*Service, error) {
 		bar:     barrier.New(),
 		started: time.Now(),
 		nodeID:  nodeID,
+		pwSlots: make(chan struct{}, max(2, runtime.NumCPU())),
 	}
 	s.audit, err = s.openAudit()
 	if err != nil {
@@ -391,6 +443,10 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	if err := s.rewrapLocked(ctx); err != nil {
 		return err
 	}
+	if err := s.ensureLocal(ctx); err != nil {
+		s.log.Warn("the LOCAL backup destination was not recorded; backups to it will retry", "error", err)
+	}
+	s.startBackups()
 	s.log.Info("keystore open", "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
 	return nil
 }
@@ -485,6 +541,7 @@ func (s *Service) Seal(ctx context.Context) error {
 }
 
 func (s *Service) sealLocked() error {
+	s.stopBackups()
 	if s.stopRetry != nil {
 		close(s.stopRetry)
 		s.stopRetry = nil
@@ -700,6 +757,9 @@ func (s *Service) writableLocked() error {
 	if s.closed.Load() {
 		return ErrStopping
 	}
+	if err := s.frozenErr(); err != nil {
+		return err
+	}
 	if hs := s.st.Health(); len(hs) > 0 {
 		h := hs[0]
 		return fmt.Errorf("%w: %s write failing since %s (%s); retrying every %s", ErrWriteUnavailable,
@@ -841,11 +901,16 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 }
 
 func mapStateErr(err error) error {
+	// The state's sentinel is replaced by the service's, not repeated:
+	// "conflict: wallet w still holds objects", not "...: conflict".
+	trim := func(sentinel error) string { return strings.TrimSuffix(err.Error(), ": "+sentinel.Error()) }
 	switch {
 	case errors.Is(err, state.ErrNotFound):
-		return fmt.Errorf("%w: %v", ErrNotFound, err)
-	case errors.Is(err, state.ErrConflict), errors.Is(err, state.ErrExists):
-		return fmt.Errorf("%w: %v", ErrConflict, err)
+		return fmt.Errorf("%w: %s", ErrNotFound, trim(state.ErrNotFound))
+	case errors.Is(err, state.ErrConflict):
+		return fmt.Errorf("%w: %s", ErrConflict, trim(state.ErrConflict))
+	case errors.Is(err, state.ErrExists):
+		return fmt.Errorf("%w: %s", ErrConflict, err)
 	case errors.Is(err, lifecycle.ErrIllegal):
 		return fmt.Errorf("%w: %v", ErrState, err)
 	case errors.Is(err, state.ErrBadCommand):

@@ -34,6 +34,7 @@ type Token struct {
 	Name    string     `json:"name"`
 	Created time.Time  `json:"created"`
 	Expires *time.Time `json:"expires,omitempty"`
+	CredGen uint64     `json:"cred_gen,omitempty"` // session: the user's credential generation it was granted for
 }
 
 // apply mutates tx for one command. The returned error is an I/O failure that

@@ -153,6 +153,7 @@ type User struct {
 	PasswordHash string    `json:"password_hash"` // argon2id, PHC string form
 	Roles        []string  `json:"roles"`
 	Disabled     bool      `json:"disabled,omitempty"`
+	CredGen      uint64    `json:"cred_gen,omitempty"` // bumped by a password change or a disable: older sessions stop working
 	Created      time.Time `json:"created"`
 	Updated      time.Time `json:"updated"`
 }
@@ -282,7 +283,7 @@ func (s *Store) applyObjectRotate(tx *bolt.Tx, now time.Time, c ObjectRotate) (a
 		return fmt.Errorf("%w: object %s is %s; only a pre-active or active object can be rotated", lifecycle.ErrIllegal, o.ID, o.State), nil
 	}
 	if c.Version != o.Latest+1 {
-		return fmt.Errorf("object %s: expected version %d, latest is %d: %w", o.ID, c.Version, o.Latest, ErrConflict), nil
+		return fmt.Errorf("object %s: version %d proposed, but the next version is %d: %w", o.ID, c.Version, o.Latest+1, ErrConflict), nil
 	}
 	o.Latest, o.Updated = c.Version, now
 	o.Versions = append(o.Versions, Version{Version: c.Version, Created: now, Length: c.Length, Public: c.Public})
@@ -598,7 +599,9 @@ func (s *Store) applyUserUpdate(tx *bolt.Tx, now time.Time, c UserUpdate) (any, 
 	}
 	u.Updated = now
 	if c.PasswordHash != nil || u.Disabled {
-		// A new password or a disabled account ends every session.
+		// A new password or a disabled account ends every session, and a
+		// session still being granted on the old credentials is refused.
+		u.CredGen++
 		if err := deleteTokens(tx, TokenSession, u.Name); err != nil {
 			return nil, err
 		}
@@ -624,8 +627,15 @@ func (s *Store) applyTokenCreate(tx *bolt.Tx, now time.Time, t Token) (any, erro
 	switch t.Kind {
 	case "", TokenRoot:
 	case TokenSession:
-		if tx.Bucket(bucketUsers).Get([]byte(t.Subject)) == nil {
+		u, ok, err := getJSON[User](tx.Bucket(bucketUsers), []byte(t.Subject))
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
 			return fmt.Errorf("user %q: %w", t.Subject, ErrNotFound), nil
+		}
+		if u.Disabled || u.CredGen != t.CredGen {
+			return fmt.Errorf("user %q changed (password or disabled) since the login was checked: %w", t.Subject, ErrConflict), nil
 		}
 	default:
 		return bad("token kind %q cannot be created directly", t.Kind), nil

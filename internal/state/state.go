@@ -659,10 +659,11 @@ type BackupPoint struct {
 	ClusterID string `json:"cluster_id"`
 }
 
-// WriteBackup writes a consistent copy of the whole database to w from one
-// read transaction: writes continue meanwhile (bbolt's MVCC), and the copy
-// holds exactly the commands up to the returned index.
-func (s *Store) WriteBackup(w io.Writer) (BackupPoint, error) {
+// WriteBackup writes a consistent copy of the whole database from one read
+// transaction: writes continue meanwhile (bbolt's MVCC), and the copy holds
+// exactly the commands up to the returned index. open is called once with
+// the point and the copy's exact size, and returns where to write it.
+func (s *Store) WriteBackup(open func(p BackupPoint, size int64) (io.Writer, error)) (BackupPoint, error) {
 	s.mu.RLock()
 	tx, err := s.db.Begin(false)
 	s.mu.RUnlock()
@@ -672,6 +673,10 @@ func (s *Store) WriteBackup(w io.Writer) (BackupPoint, error) {
 	defer tx.Rollback()
 	meta := tx.Bucket(bucketMeta)
 	p := BackupPoint{Index: getU64(meta, keyAppliedIndex), Term: getU64(meta, keyAppliedTerm), ClusterID: string(meta.Get(keyClusterID))}
+	w, err := open(p, tx.Size())
+	if err != nil {
+		return BackupPoint{}, err
+	}
 	if _, err := tx.WriteTo(w); err != nil {
 		return BackupPoint{}, fmt.Errorf("backup: copy state: %w", err)
 	}

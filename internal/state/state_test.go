@@ -2,6 +2,7 @@ package state
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -177,9 +178,10 @@ func TestWriteBackupIsConsistent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := s.WriteBackup(f)
+	var size int64
+	p, err := s.WriteBackup(func(_ BackupPoint, n int64) (io.Writer, error) { size = n; return f, nil })
 	f.Close()
-	if err != nil || p.Index != 3 {
+	if st, _ := os.Stat(filepath.Join(dir, "copy.db")); err != nil || p.Index != 3 || st.Size() != size {
 		t.Fatalf("backup point %+v %v", p, err)
 	}
 	s.ApplyBatch([]*raft.Log{put(t, 4, "a", 3)}) // after the copy

@@ -41,6 +41,13 @@ var allowed = map[string]string{
 	"getEndpoint":    "ep-read keyadmin root", // ep-read reads itself
 	"revokeEndpoint": "keyadmin root",
 	"readAudit":      "auditor root", "verifyAudit": "auditor root",
+	"recoveryStatus": "admins", "setRecoveryPassphrase": "sysadmin root",
+	"addDestination": "sysadmin root", "listDestinations": "sysadmin root", "editDestination": "sysadmin root",
+	"deleteDestination": "sysadmin root", "testDestination": "sysadmin root", "rebuildCatalog": "sysadmin root",
+	"pauseArchive": "sysadmin root", "resumeArchive": "sysadmin root", "runBackup": "sysadmin root",
+	"currentBackup": "sysadmin root", "listBackups": "sysadmin root", "addSchedule": "sysadmin root",
+	"listSchedules": "sysadmin root", "editSchedule": "sysadmin root", "deleteSchedule": "sysadmin root",
+	"pauseSchedule": "sysadmin root", "resumeSchedule": "sysadmin root", "freeze": "sysadmin root", "thaw": "sysadmin root",
 }
 
 func expand(spec string) []string {
@@ -120,21 +127,27 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 func (f *matrixFixture) request(rt route, caller string) (method, path, body string) {
 	params := map[string]string{"id": f.objID, "wallet": "w", "name": "k", "endpoint": "ep-none"}
 	bodies := map[string]string{
-		"open":             `{"passphrase":"rest-test-passphrase"}`,
-		"init":             `{"passphrase":"rest-test-passphrase"}`,
-		"stop":             `{"mode":"smart"}`,
-		"changePassphrase": `{"old_passphrase":"rest-test-passphrase","new_passphrase":"rest-test-passphrase"}`,
-		"resetPassphrase":  `{"new_passphrase":"another-passphrase"}`,
-		"login":            `{"username":"keyadmin","password":"password-of-keyadmin"}`,
-		"createUser":       `{"name":"new-` + caller + `","password":"long-enough-pw","roles":["key_admin"]}`,
-		"updateUser":       `{"disabled":false}`,
-		"createWallet":     `{"name":"wallet-` + caller + `"}`,
-		"grant":            `{"permission":"read"}`,
-		"putSecret":        `{"value":"c2VjcmV0"}`,
-		"createObject":     `{"wallet":"w","name":"new-` + caller + `","type":"symmetric_key"}`,
-		"rotateObject":     ``,
-		"setAttributes":    `{"set":{"owner":"dba"}}`,
-		"enrollEndpoint":   `{"name":"new-` + caller + `"}`,
+		"open":                  `{"passphrase":"rest-test-passphrase"}`,
+		"init":                  `{"passphrase":"rest-test-passphrase"}`,
+		"stop":                  `{"mode":"smart"}`,
+		"changePassphrase":      `{"old_passphrase":"rest-test-passphrase","new_passphrase":"rest-test-passphrase"}`,
+		"resetPassphrase":       `{"new_passphrase":"another-passphrase"}`,
+		"login":                 `{"username":"keyadmin","password":"password-of-keyadmin"}`,
+		"createUser":            `{"name":"new-` + caller + `","password":"long-enough-pw","roles":["key_admin"]}`,
+		"updateUser":            `{"disabled":false}`,
+		"createWallet":          `{"name":"wallet-` + caller + `"}`,
+		"grant":                 `{"permission":"read"}`,
+		"putSecret":             `{"value":"c2VjcmV0"}`,
+		"createObject":          `{"wallet":"w","name":"new-` + caller + `","type":"symmetric_key"}`,
+		"rotateObject":          ``,
+		"setAttributes":         `{"set":{"owner":"dba"}}`,
+		"enrollEndpoint":        `{"name":"new-` + caller + `"}`,
+		"setRecoveryPassphrase": `{"new_passphrase":"recovery-passphrase-1"}`,
+		"addDestination":        `{"name":"d-` + caller + `","kind":"dir","path":"/nonexistent/coffer-matrix"}`,
+		"editDestination":       `{"kind":"dir","path":"/nonexistent/coffer-matrix"}`,
+		"runBackup":             `{"destination":"LOCAL","wait":true}`,
+		"addSchedule":           `{"name":"s-` + caller + `","destination":"LOCAL","type":"periodic","every":"24h"}`,
+		"editSchedule":          `{"destination":"LOCAL","type":"periodic","every":"24h"}`,
 	}
 	switch rt.OperationID {
 	case "getUser", "updateUser":

@@ -121,10 +121,11 @@ func (a *api) wrap(rt route) http.Handler {
 			status = http.StatusOK
 		}
 		d := time.Since(start)
-		a.log.Debug("request", "transport", call.Transport, "method", r.Method, "route", rt.Pattern, "path", r.URL.Path,
+		method := metricMethod(r.Method)
+		a.log.Debug("request", "transport", call.Transport, "method", method, "route", rt.Pattern, "path", r.URL.Path,
 			"status", status, "actor", call.Identity.Actor(), "source", call.Source, "latency", d)
 		if a.metrics != nil {
-			a.metrics.ObserveRequest(call.Transport, rt.Pattern, r.Method, status, d)
+			a.metrics.ObserveRequest(call.Transport, rt.Pattern, method, status, d)
 		}
 		if rt.NoAudit {
 			return
@@ -135,6 +136,16 @@ func (a *api) wrap(rt route) http.Handler {
 		}
 		a.svc.Audit(call, rt.OperationID, status, code, sw.msg)
 	})
+}
+
+// metricMethod bounds the method label: any method outside the standard
+// set is "other", so that no client can mint series or bloat a log line.
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 // identify resolves the caller: the local socket is root; otherwise a bearer

@@ -6,6 +6,7 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/api/openapi"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/state"
 )
 
 // OpenAPIDocument is the checked-in description of every route (openapi.json).
@@ -111,6 +112,30 @@ func (a *api) routes() []route {
 		withQuery(r("GET", "/api/v1/endpoints", "listEndpoints", "List endpoints", true, nil, service.Page[service.Endpoint]{}, e400, a.listEndpoints, "endpoints"), pageParams...),
 		r("GET", "/api/v1/endpoints/{name}", "getEndpoint", "Get an endpoint", true, nil, service.Endpoint{}, []int{401, 403, 404}, a.getEndpoint, "endpoints"),
 		r("POST", "/api/v1/endpoints/{name}/revoke", "revokeEndpoint", "Revoke an endpoint's token, certificate and grants", true, nil, service.Endpoint{}, eObj, a.revokeEndpoint, "endpoints"),
+
+		// Backups
+		r("GET", "/api/v1/backup/recovery-passphrase", "recoveryStatus", "Whether a recovery passphrase is set (never the passphrase)", true, nil, service.RecoveryStatus{}, e400, a.recoveryStatus, "backup"),
+		r("POST", "/api/v1/backup/recovery-passphrase", "setRecoveryPassphrase", "Set or change the recovery passphrase that encrypts backups", true, RecoveryRequest{}, service.RecoveryStatus{}, e400, a.setRecovery, "backup"),
+		status(r("POST", "/api/v1/backup/destinations", "addDestination", "Add a destination after writing, reading back and deleting a probe file", true, service.DestinationConfig{}, service.DestinationView{}, []int{400, 401, 403, 409, 503}, a.addDestination, "backup"), 201),
+		r("GET", "/api/v1/backup/destinations", "listDestinations", "Destinations, their archive state and disk use", true, nil, DestinationList{}, e400, a.listDestinations, "backup"),
+		r("PATCH", "/api/v1/backup/destinations/{name}", "editDestination", "Change a destination (empty secrets keep the old ones); validated like add", true, service.DestinationConfig{}, service.DestinationView{}, eObj, a.editDestination, "backup"),
+		status(r("DELETE", "/api/v1/backup/destinations/{name}", "deleteDestination", "Remove a destination's configuration; its backups stay where they are", true, nil, nil, eObj, a.deleteDestination, "backup"), 204),
+		r("POST", "/api/v1/backup/destinations/{name}/test", "testDestination", "Write, read back and delete a probe file", true, nil, nil, eObj, a.testDestination, "backup"),
+		r("POST", "/api/v1/backup/destinations/{name}/catalog/rebuild", "rebuildCatalog", "Rewrite the destination's catalog from the backup files' manifests", true, nil, RebuildResult{}, eObj, a.rebuildCatalog, "backup"),
+		r("POST", "/api/v1/backup/destinations/{name}/archive/pause", "pauseArchive", "Pause shipping journal segments to the destination", true, nil, service.DestinationView{}, eObj, a.archivePause(true), "backup"),
+		r("POST", "/api/v1/backup/destinations/{name}/archive/resume", "resumeArchive", "Resume shipping journal segments", true, nil, service.DestinationView{}, eObj, a.archivePause(false), "backup"),
+		status(r("POST", "/api/v1/backup/run", "runBackup", "Take a backup now (one at a time); 202 when started, 200 with wait", true, service.BackupRequest{}, state.BackupRecord{}, eObj, a.runBackup, "backup"), 202),
+		r("GET", "/api/v1/backup/current", "currentBackup", "The running backup and its progress", true, nil, CurrentBackup{}, e400, a.currentBackup, "backup"),
+		withQuery(r("GET", "/api/v1/backup/backups", "listBackups", "Backups, newest first", true, nil, BackupList{}, e400, a.listBackups, "backup"),
+			openapi.Param{Name: "destination", In: "query", Type: "string", Description: "only this destination"}),
+		status(r("POST", "/api/v1/backup/schedules", "addSchedule", "Add a schedule: once, periodic or cron", true, service.ScheduleConfig{}, service.ScheduleView{}, eObj, a.putSchedule(false), "backup"), 201),
+		r("GET", "/api/v1/backup/schedules", "listSchedules", "Schedules with their state and next run", true, nil, ScheduleList{}, e400, a.listSchedules, "backup"),
+		r("PATCH", "/api/v1/backup/schedules/{name}", "editSchedule", "Change a schedule", true, service.ScheduleConfig{}, service.ScheduleView{}, eObj, a.putSchedule(true), "backup"),
+		status(r("DELETE", "/api/v1/backup/schedules/{name}", "deleteSchedule", "Delete a schedule", true, nil, nil, eObj, a.deleteSchedule, "backup"), 204),
+		r("POST", "/api/v1/backup/schedules/{name}/pause", "pauseSchedule", "ACTIVE to PAUSED", true, nil, service.ScheduleView{}, eObj, a.schedulePause(true), "backup"),
+		r("POST", "/api/v1/backup/schedules/{name}/resume", "resumeSchedule", "PAUSED to ACTIVE", true, nil, service.ScheduleView{}, eObj, a.schedulePause(false), "backup"),
+		r("POST", "/api/v1/sys/freeze", "freeze", "Write a full dump under <data-dir>/dump, then refuse writes until thaw or the timeout", true, FreezeRequest{}, service.FreezeStatus{}, eObj, a.freeze, "sys"),
+		r("POST", "/api/v1/sys/thaw", "thaw", "End a freeze", true, nil, service.FreezeStatus{}, eObj, a.thaw, "sys"),
 
 		// Audit
 		withQuery(r("GET", "/api/v1/audit", "readAudit", "Read audit records", true, nil, AuditPage{}, e400, a.readAudit, "audit"),

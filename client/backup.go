@@ -1,0 +1,372 @@
+package client
+
+import (
+	"context"
+	"net/url"
+	"time"
+)
+
+// Backup modes and kinds.
+const (
+	BackupModeAuto        = "auto" // a full when the last one is 7 days old, else an incremental
+	BackupModeFull        = "full"
+	BackupModeIncremental = "incremental"
+
+	BackupKindFull        = "full"
+	BackupKindIncremental = "incremental"
+	BackupKindSegment     = "segment" // an archived journal segment
+)
+
+// Backup record statuses.
+const (
+	BackupRunning = "RUNNING"
+	BackupDone    = "DONE"
+	BackupFailed  = "FAILED"
+	BackupDeleted = "DELETED"
+)
+
+// Destination kinds, and the name of the built-in destination under the
+// server's data dir.
+const (
+	DestinationDir   = "dir"
+	DestinationSFTP  = "sftp"
+	DestinationS3    = "s3"
+	LocalDestination = "LOCAL"
+)
+
+// Schedule types and states.
+const (
+	ScheduleOnce     = "once"
+	SchedulePeriodic = "periodic"
+	ScheduleCron     = "cron"
+
+	ScheduleActive  = "ACTIVE"
+	ScheduleOngoing = "ONGOING"
+	ScheduleDone    = "DONE"
+	SchedulePaused  = "PAUSED"
+)
+
+// RecoveryStatus says whether a recovery passphrase is set (never the
+// passphrase). Label names the generation in backup manifests.
+type RecoveryStatus struct {
+	Set        bool   `json:"set"`
+	Generation uint64 `json:"generation,omitempty"`
+	Label      string `json:"label,omitempty"`
+}
+
+// DestinationConfig is a backup destination as it is added and edited.
+// Password and SecretKey are write-only: reads never return them, and an
+// edit that leaves them empty keeps the stored ones.
+type DestinationConfig struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`           // dir, sftp or s3 (local: the built-in LOCAL)
+	Path string `json:"path,omitempty"` // dir: directory on the server host; sftp: remote directory
+
+	Host     string `json:"host,omitempty"`
+	Port     int    `json:"port,omitempty"` // sftp: default 22
+	User     string `json:"user,omitempty"`
+	Password string `json:"password,omitempty"` // sftp; empty: key authentication with a key pair the server generates
+
+	Endpoint  string `json:"endpoint,omitempty"` // s3: host:port
+	Bucket    string `json:"bucket,omitempty"`
+	Prefix    string `json:"prefix,omitempty"`
+	Region    string `json:"region,omitempty"`
+	AccessKey string `json:"access_key,omitempty"`
+	SecretKey string `json:"secret_key,omitempty"`
+	PathStyle bool   `json:"path_style,omitempty"`
+	Insecure  bool   `json:"insecure,omitempty"` // s3 over plain http (tests only)
+	CACert    string `json:"ca_cert,omitempty"`  // PEM CA of the S3 endpoint
+
+	Recipients []string `json:"recipients,omitempty"` // age X25519 public keys; empty: the recovery passphrase
+	Archiving  bool     `json:"archiving,omitempty"`  // ship every closed journal segment here
+	KeepFulls  int      `json:"keep_fulls,omitempty"`
+	KeepDays   int      `json:"keep_days,omitempty"`
+}
+
+// Destination is a destination as the server shows it: its configuration
+// (without secrets), where it points, its archive state and its disk use.
+type Destination struct {
+	DestinationConfig
+	Location      string    `json:"location"`
+	SecretSet     bool      `json:"secret_set"`
+	PublicKey     string    `json:"public_key,omitempty"` // sftp key authentication: the authorized_keys line
+	HostKey       string    `json:"host_key,omitempty"`   // sftp: the pinned server key
+	ArchivePaused bool      `json:"archive_paused,omitempty"`
+	ArchivedTo    uint64    `json:"archived_to,omitempty"` // last journal index shipped
+	Pending       int       `json:"pending_segments,omitempty"`
+	ArchiveError  string    `json:"archive_error,omitempty"`
+	Usage         *Usage    `json:"usage,omitempty"` // dir and LOCAL only
+	Created       time.Time `json:"created"`
+	Updated       time.Time `json:"updated"`
+}
+
+// Usage is a destination filesystem's size and free space.
+type Usage struct {
+	Total       uint64  `json:"total_bytes"`
+	Free        uint64  `json:"free_bytes"`
+	UsedPercent float64 `json:"used_percent"`
+}
+
+// BackupRecord is the cluster's record of one backup.
+type BackupRecord struct {
+	ID          string     `json:"id"`
+	Destination string     `json:"destination"`
+	Kind        string     `json:"kind"`   // full, incremental, segment
+	Status      string     `json:"status"` // RUNNING, DONE, FAILED, DELETED
+	Node        string     `json:"node"`
+	File        string     `json:"file,omitempty"`
+	BaseFullID  string     `json:"base_full_id,omitempty"`
+	FirstIndex  uint64     `json:"first_index,omitempty"`
+	LastIndex   uint64     `json:"last_index,omitempty"`
+	Size        int64      `json:"size,omitempty"`
+	SHA256      string     `json:"sha256,omitempty"`
+	Recipients  []string   `json:"recipients,omitempty"`
+	Reason      string     `json:"reason,omitempty"` // why it FAILED, or what started it
+	Started     time.Time  `json:"started"`
+	Finished    *time.Time `json:"finished,omitempty"`
+}
+
+// BackupProgress is the running backup and the bytes written so far.
+type BackupProgress struct {
+	BackupRecord
+	BytesWritten int64 `json:"bytes_written"`
+}
+
+// ScheduleConfig creates or edits a backup schedule. Type once takes At
+// (nil: now), periodic takes Every (a duration of at least 1m), cron takes
+// Cron (five fields or @daily style).
+type ScheduleConfig struct {
+	Name        string     `json:"name"`
+	Destination string     `json:"destination"`
+	Type        string     `json:"type"`
+	At          *time.Time `json:"at,omitempty"`
+	Every       string     `json:"every,omitempty"`
+	Cron        string     `json:"cron,omitempty"`
+	Mode        string     `json:"mode,omitempty"` // auto (default), full or incremental
+}
+
+// Schedule is a stored schedule with its next run.
+type Schedule struct {
+	Name        string     `json:"name"`
+	Destination string     `json:"destination"`
+	Type        string     `json:"type"`
+	At          *time.Time `json:"at,omitempty"`
+	Every       string     `json:"every,omitempty"`
+	Cron        string     `json:"cron,omitempty"`
+	Mode        string     `json:"mode"`
+	State       string     `json:"state"` // ACTIVE, ONGOING, DONE, PAUSED
+	LastRun     *time.Time `json:"last_run,omitempty"`
+	LastResult  string     `json:"last_result,omitempty"`
+	Created     time.Time  `json:"created"`
+	Updated     time.Time  `json:"updated"`
+	Next        *time.Time `json:"next,omitempty"`
+}
+
+// Config returns the schedule as a ScheduleConfig, to edit it.
+func (s Schedule) Config() ScheduleConfig {
+	return ScheduleConfig{Name: s.Name, Destination: s.Destination, Type: s.Type, At: s.At, Every: s.Every, Cron: s.Cron, Mode: s.Mode}
+}
+
+// RebuildResult reports a catalog rebuild: the backups found and the files
+// that were skipped (with why).
+type RebuildResult struct {
+	Backups int      `json:"backups"`
+	Skipped []string `json:"skipped,omitempty"`
+}
+
+// FreezeStatus reports a freeze of writes. Dump is the server-side file of
+// the full dump written before freezing; Note says why none was written.
+type FreezeStatus struct {
+	Frozen bool      `json:"frozen"`
+	Until  time.Time `json:"until,omitzero"`
+	Dump   string    `json:"dump,omitempty"`
+	Note   string    `json:"note,omitempty"`
+}
+
+func destinationPath(name string) string {
+	return "/api/v1/backup/destinations/" + url.PathEscape(name)
+}
+
+func schedulePath(name string) string { return "/api/v1/backup/schedules/" + url.PathEscape(name) }
+
+// Recovery passphrase
+
+// RecoveryStatus reports whether a recovery passphrase is set.
+func (c *Client) RecoveryStatus(ctx context.Context) (RecoveryStatus, error) {
+	var s RecoveryStatus
+	return s, c.Do(ctx, "GET", "/api/v1/backup/recovery-passphrase", nil, &s)
+}
+
+// SetRecoveryPassphrase sets the recovery passphrase that encrypts backups
+// or, when one is set, changes it: old must then be the current one.
+func (c *Client) SetRecoveryPassphrase(ctx context.Context, old, new string) (RecoveryStatus, error) {
+	var s RecoveryStatus
+	return s, c.Do(ctx, "POST", "/api/v1/backup/recovery-passphrase", struct {
+		Old string `json:"old_passphrase,omitempty"`
+		New string `json:"new_passphrase"`
+	}{old, new}, &s)
+}
+
+// Destinations
+
+// AddDestination adds a destination. The server first writes, reads back and
+// deletes a probe file there.
+func (c *Client) AddDestination(ctx context.Context, cfg DestinationConfig) (Destination, error) {
+	var d Destination
+	return d, c.Do(ctx, "POST", "/api/v1/backup/destinations", cfg, &d)
+}
+
+// EditDestination replaces a destination's configuration with cfg (whose
+// Name may be empty); empty secrets keep the stored ones, the kind cannot
+// change. Start from the Destination's DestinationConfig to change a few
+// fields.
+func (c *Client) EditDestination(ctx context.Context, name string, cfg DestinationConfig) (Destination, error) {
+	cfg.Name = name
+	var d Destination
+	return d, c.Do(ctx, "PATCH", destinationPath(name), cfg, &d)
+}
+
+// ListDestinations lists destinations with their archive state and disk use.
+func (c *Client) ListDestinations(ctx context.Context) ([]Destination, error) {
+	var r struct {
+		Destinations []Destination `json:"destinations"`
+	}
+	err := c.Do(ctx, "GET", "/api/v1/backup/destinations", nil, &r)
+	return r.Destinations, err
+}
+
+// DeleteDestination removes a destination's configuration; its backups stay
+// where they are.
+func (c *Client) DeleteDestination(ctx context.Context, name string) error {
+	return c.Do(ctx, "DELETE", destinationPath(name), nil, nil)
+}
+
+// TestDestination writes, reads back and deletes a probe file on a stored
+// destination.
+func (c *Client) TestDestination(ctx context.Context, name string) error {
+	return c.Do(ctx, "POST", destinationPath(name)+"/test", nil, nil)
+}
+
+// RebuildCatalog rewrites a destination's catalog from its backup files' manifests.
+func (c *Client) RebuildCatalog(ctx context.Context, name string) (RebuildResult, error) {
+	var r RebuildResult
+	return r, c.Do(ctx, "POST", destinationPath(name)+"/catalog/rebuild", nil, &r)
+}
+
+// PauseArchive stops shipping journal segments to a destination; they pile
+// up on the node meanwhile.
+func (c *Client) PauseArchive(ctx context.Context, name string) (Destination, error) {
+	var d Destination
+	return d, c.Do(ctx, "POST", destinationPath(name)+"/archive/pause", nil, &d)
+}
+
+// ResumeArchive resumes shipping journal segments to a destination.
+func (c *Client) ResumeArchive(ctx context.Context, name string) (Destination, error) {
+	var d Destination
+	return d, c.Do(ctx, "POST", destinationPath(name)+"/archive/resume", nil, &d)
+}
+
+// Backups
+
+// RunBackup takes a backup to destination now. mode is auto ("" too), full
+// or incremental. Without wait the server answers (202) with the RUNNING
+// record as soon as the backup started: follow it with CurrentBackup. With
+// wait it answers when the backup is done; give the client a Timeout long
+// enough for that.
+func (c *Client) RunBackup(ctx context.Context, destination, mode string, wait bool) (BackupRecord, error) {
+	var r BackupRecord
+	return r, c.Do(ctx, "POST", "/api/v1/backup/run", struct {
+		Destination string `json:"destination"`
+		Mode        string `json:"mode,omitempty"`
+		Wait        bool   `json:"wait,omitempty"`
+	}{destination, mode, wait}, &r)
+}
+
+// CurrentBackup returns the running backup and its progress, or nil when
+// none runs.
+func (c *Client) CurrentBackup(ctx context.Context) (*BackupProgress, error) {
+	var r struct {
+		Running *BackupProgress `json:"running"`
+	}
+	err := c.Do(ctx, "GET", "/api/v1/backup/current", nil, &r)
+	return r.Running, err
+}
+
+// ListBackups lists backup records, newest first, of one destination or
+// (destination "") of all.
+func (c *Client) ListBackups(ctx context.Context, destination string) ([]BackupRecord, error) {
+	v := url.Values{}
+	if destination != "" {
+		v.Set("destination", destination)
+	}
+	var r struct {
+		Backups []BackupRecord `json:"backups"`
+	}
+	err := c.Do(ctx, "GET", "/api/v1/backup/backups"+encodeQuery(v), nil, &r)
+	return r.Backups, err
+}
+
+// Schedules
+
+// AddSchedule adds a schedule.
+func (c *Client) AddSchedule(ctx context.Context, cfg ScheduleConfig) (Schedule, error) {
+	var s Schedule
+	return s, c.Do(ctx, "POST", "/api/v1/backup/schedules", cfg, &s)
+}
+
+// EditSchedule replaces a schedule's configuration with cfg (whose Name may
+// be empty); its state, last run and last result stay. Start from
+// Schedule.Config to change a few fields.
+func (c *Client) EditSchedule(ctx context.Context, name string, cfg ScheduleConfig) (Schedule, error) {
+	cfg.Name = name
+	var s Schedule
+	return s, c.Do(ctx, "PATCH", schedulePath(name), cfg, &s)
+}
+
+// ListSchedules lists schedules with their state and next run.
+func (c *Client) ListSchedules(ctx context.Context) ([]Schedule, error) {
+	var r struct {
+		Schedules []Schedule `json:"schedules"`
+	}
+	err := c.Do(ctx, "GET", "/api/v1/backup/schedules", nil, &r)
+	return r.Schedules, err
+}
+
+// DeleteSchedule deletes a schedule.
+func (c *Client) DeleteSchedule(ctx context.Context, name string) error {
+	return c.Do(ctx, "DELETE", schedulePath(name), nil, nil)
+}
+
+// PauseSchedule turns an ACTIVE schedule PAUSED.
+func (c *Client) PauseSchedule(ctx context.Context, name string) (Schedule, error) {
+	var s Schedule
+	return s, c.Do(ctx, "POST", schedulePath(name)+"/pause", nil, &s)
+}
+
+// ResumeSchedule turns a PAUSED schedule ACTIVE.
+func (c *Client) ResumeSchedule(ctx context.Context, name string) (Schedule, error) {
+	var s Schedule
+	return s, c.Do(ctx, "POST", schedulePath(name)+"/resume", nil, &s)
+}
+
+// Freeze
+
+// Freeze writes a full dump under the server's <data-dir>/dump, then refuses
+// writes (reads keep working) until Thaw or timeout (0: the server's
+// default, 5m), for a storage-level snapshot of the data dir.
+func (c *Client) Freeze(ctx context.Context, timeout time.Duration) (FreezeStatus, error) {
+	var body struct {
+		Timeout string `json:"timeout,omitempty"`
+	}
+	if timeout > 0 {
+		body.Timeout = timeout.String()
+	}
+	var s FreezeStatus
+	return s, c.Do(ctx, "POST", "/api/v1/sys/freeze", body, &s)
+}
+
+// Thaw ends a freeze.
+func (c *Client) Thaw(ctx context.Context) (FreezeStatus, error) {
+	var s FreezeStatus
+	return s, c.Do(ctx, "POST", "/api/v1/sys/thaw", nil, &s)
+}

@@ -1,0 +1,210 @@
+package rest
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+// Bodies of the backup routes.
+type (
+	// RecoveryRequest sets or changes the recovery passphrase.
+	RecoveryRequest struct {
+		Old string `json:"old_passphrase,omitempty" doc:"required to change an existing one"`
+		New string `json:"new_passphrase"`
+	}
+	// DestinationList lists destinations.
+	DestinationList struct {
+		Destinations []service.DestinationView `json:"destinations"`
+	}
+	// BackupList lists backup records, newest first.
+	BackupList struct {
+		Backups []state.BackupRecord `json:"backups"`
+	}
+	// ScheduleList lists schedules.
+	ScheduleList struct {
+		Schedules []service.ScheduleView `json:"schedules"`
+	}
+	// RebuildResult reports a catalog rebuild.
+	RebuildResult struct {
+		Backups int      `json:"backups"`
+		Skipped []string `json:"skipped,omitempty"`
+	}
+	// FreezeRequest freezes writes.
+	FreezeRequest struct {
+		Timeout string `json:"timeout,omitempty" doc:"duration, default 5m"`
+	}
+	// CurrentBackup is the running backup, if any.
+	CurrentBackup struct {
+		Running *BackupProgress `json:"running,omitempty"`
+	}
+	// BackupProgress is a running backup and the bytes written so far.
+	BackupProgress struct {
+		state.BackupRecord
+		BytesWritten int64 `json:"bytes_written"`
+	}
+)
+
+func (a *api) recoveryStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := a.svc.Recovery(r.Context())
+	a.reply(w, r, http.StatusOK, st, err)
+}
+
+func (a *api) setRecovery(w http.ResponseWriter, r *http.Request) {
+	var req RecoveryRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	st, err := a.svc.SetRecoveryPassphrase(r.Context(), []byte(req.Old), []byte(req.New))
+	a.reply(w, r, http.StatusOK, st, err)
+}
+
+func (a *api) addDestination(w http.ResponseWriter, r *http.Request) {
+	var req service.DestinationConfig
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	v, err := a.svc.AddDestination(r.Context(), req)
+	a.reply(w, r, http.StatusCreated, v, err)
+}
+
+func (a *api) editDestination(w http.ResponseWriter, r *http.Request) {
+	var req service.DestinationConfig
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if req.Name != "" && req.Name != r.PathValue("name") {
+		a.fail(w, r, fmt.Errorf("%w: the name in the body (%q) differs from the path", service.ErrInvalid, req.Name))
+		return
+	}
+	req.Name = r.PathValue("name")
+	v, err := a.svc.EditDestination(r.Context(), req)
+	a.reply(w, r, http.StatusOK, v, err)
+}
+
+func (a *api) listDestinations(w http.ResponseWriter, r *http.Request) {
+	ds, err := a.svc.ListDestinations(r.Context())
+	a.reply(w, r, http.StatusOK, DestinationList{Destinations: ds}, err)
+}
+
+func (a *api) deleteDestination(w http.ResponseWriter, r *http.Request) {
+	if err := a.svc.DeleteDestination(r.Context(), r.PathValue("name")); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *api) testDestination(w http.ResponseWriter, r *http.Request) {
+	err := a.svc.TestDestination(r.Context(), r.PathValue("name"))
+	a.reply(w, r, http.StatusOK, map[string]bool{"ok": true}, err)
+}
+
+func (a *api) rebuildCatalog(w http.ResponseWriter, r *http.Request) {
+	n, skipped, err := a.svc.RebuildCatalog(r.Context(), r.PathValue("name"))
+	a.reply(w, r, http.StatusOK, RebuildResult{Backups: n, Skipped: skipped}, err)
+}
+
+func (a *api) archivePause(paused bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := a.svc.SetArchivePaused(r.Context(), r.PathValue("name"), paused)
+		a.reply(w, r, http.StatusOK, v, err)
+	}
+}
+
+func (a *api) runBackup(w http.ResponseWriter, r *http.Request) {
+	var req service.BackupRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	rec, err := a.svc.RunBackup(r.Context(), req)
+	status := http.StatusAccepted
+	if req.Wait {
+		status = http.StatusOK
+	}
+	a.reply(w, r, status, rec, err)
+}
+
+func (a *api) currentBackup(w http.ResponseWriter, r *http.Request) {
+	p, err := a.svc.CurrentBackup(r.Context())
+	var out CurrentBackup
+	if p != nil {
+		out.Running = &BackupProgress{BackupRecord: p.BackupRecord, BytesWritten: p.BytesWritten}
+	}
+	a.reply(w, r, http.StatusOK, out, err)
+}
+
+func (a *api) listBackups(w http.ResponseWriter, r *http.Request) {
+	bs, err := a.svc.ListBackups(r.Context(), r.URL.Query().Get("destination"))
+	a.reply(w, r, http.StatusOK, BackupList{Backups: bs}, err)
+}
+
+func (a *api) putSchedule(edit bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req service.ScheduleConfig
+		if err := decode(w, r, &req); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		status := http.StatusCreated
+		if edit {
+			if req.Name != "" && req.Name != r.PathValue("name") {
+				a.fail(w, r, fmt.Errorf("%w: the name in the body (%q) differs from the path", service.ErrInvalid, req.Name))
+				return
+			}
+			req.Name, status = r.PathValue("name"), http.StatusOK
+		}
+		v, err := a.svc.PutSchedule(r.Context(), req, edit)
+		a.reply(w, r, status, v, err)
+	}
+}
+
+func (a *api) listSchedules(w http.ResponseWriter, r *http.Request) {
+	ss, err := a.svc.ListSchedules(r.Context())
+	a.reply(w, r, http.StatusOK, ScheduleList{Schedules: ss}, err)
+}
+
+func (a *api) schedulePause(paused bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := a.svc.SetSchedulePaused(r.Context(), r.PathValue("name"), paused)
+		a.reply(w, r, http.StatusOK, v, err)
+	}
+}
+
+func (a *api) deleteSchedule(w http.ResponseWriter, r *http.Request) {
+	if err := a.svc.DeleteSchedule(r.Context(), r.PathValue("name")); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *api) freeze(w http.ResponseWriter, r *http.Request) {
+	var req FreezeRequest
+	if err := decodeOptional(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var d time.Duration
+	if req.Timeout != "" {
+		var err error
+		if d, err = time.ParseDuration(req.Timeout); err != nil || d <= 0 {
+			a.fail(w, r, fmt.Errorf("%w: timeout %q: use a duration such as 5m", service.ErrInvalid, req.Timeout))
+			return
+		}
+	}
+	st, err := a.svc.Freeze(r.Context(), d)
+	a.reply(w, r, http.StatusOK, st, err)
+}
+
+func (a *api) thaw(w http.ResponseWriter, r *http.Request) {
+	st, err := a.svc.Thaw(r.Context())
+	a.reply(w, r, http.StatusOK, st, err)
+}

@@ -1,0 +1,166 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/backup/dest"
+)
+
+// CatalogFile is the catalog's name at every destination's root.
+const CatalogFile = "catalog.json"
+
+// Entry is one backup file as the catalog lists it (the manifest without
+// the parts a listing does not need).
+type Entry struct {
+	ID         string    `json:"id"`
+	Kind       string    `json:"kind"`
+	File       string    `json:"file"`
+	BaseFullID string    `json:"base_full_id,omitempty"`
+	FirstIndex uint64    `json:"first_index"`
+	LastIndex  uint64    `json:"last_index"`
+	FirstTime  time.Time `json:"first_time,omitzero"`
+	LastTime   time.Time `json:"last_time,omitzero"`
+	Created    time.Time `json:"created"`
+	Node       string    `json:"node,omitempty"`
+	Size       int64     `json:"size"`
+	SHA256     string    `json:"sha256"`
+	Recipients []string  `json:"recipients"`
+}
+
+func entryOf(file string, m bundle.Manifest) Entry {
+	return Entry{ID: m.ID, Kind: m.Kind, File: file, BaseFullID: m.BaseFullID, FirstIndex: m.FirstIndex, LastIndex: m.LastIndex,
+		FirstTime: m.FirstTime, LastTime: m.LastTime, Created: m.Created, Node: m.Node, Size: m.PayloadSize,
+		SHA256: m.PayloadSHA256, Recipients: m.Recipients}
+}
+
+// Catalog records which cluster owns a destination and every backup on it.
+type Catalog struct {
+	Format    int       `json:"format"`
+	ClusterID string    `json:"cluster_id"`
+	Updated   time.Time `json:"updated"`
+	Entries   []Entry   `json:"backups"`
+}
+
+// Errors about catalogs.
+var (
+	// ErrForeign: the destination belongs to another cluster.
+	ErrForeign = errors.New("destination belongs to another cluster")
+	// ErrCatalogCorrupt: catalog.json cannot be read; rebuild it from the manifests.
+	ErrCatalogCorrupt = errors.New("catalog is corrupt")
+)
+
+// LoadCatalog reads the catalog (an empty one if the destination is new).
+func LoadCatalog(ctx context.Context, d dest.Destination) (Catalog, error) {
+	rc, err := d.Open(ctx, CatalogFile, 0, 0)
+	if errors.Is(err, dest.ErrNotFound) {
+		return Catalog{Format: 1}, nil
+	}
+	if err != nil {
+		return Catalog{}, fmt.Errorf("read catalog at %s: %w", d.Location(), err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 256<<20))
+	if err != nil {
+		return Catalog{}, fmt.Errorf("read catalog at %s: %w", d.Location(), err)
+	}
+	var c Catalog
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil || c.Format != 1 || c.ClusterID == "" {
+		if err == nil {
+			err = fmt.Errorf("format %d, cluster id %q", c.Format, c.ClusterID)
+		}
+		return Catalog{}, fmt.Errorf("%w: %s/%s: %v (rebuild it: coffer backup catalog rebuild --destination NAME)", ErrCatalogCorrupt, d.Location(), CatalogFile, err)
+	}
+	return c, nil
+}
+
+// Claim checks that the catalog belongs to clusterID, or claims a new one.
+func (c *Catalog) Claim(clusterID, location string) error {
+	switch c.ClusterID {
+	case "":
+		c.ClusterID = clusterID
+	case clusterID:
+	default:
+		return fmt.Errorf("%w: %s holds backups of cluster %s, this is cluster %s; use another destination (or path/prefix)", ErrForeign, location, c.ClusterID, clusterID)
+	}
+	return nil
+}
+
+// SaveCatalog writes the catalog atomically (the destination's Save is).
+func SaveCatalog(ctx context.Context, d dest.Destination, c Catalog) error {
+	c.Format = 1
+	c.Updated = time.Now().UTC()
+	slices.SortFunc(c.Entries, func(a, b Entry) int { return strings.Compare(a.File, b.File) })
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := d.Save(ctx, CatalogFile, bytes.NewReader(b), int64(len(b))); err != nil {
+		return fmt.Errorf("write catalog at %s: %w", d.Location(), err)
+	}
+	return nil
+}
+
+// Rebuild reads every backup file's manifest (a ranged read of its trailer)
+// and writes a new catalog. Files whose manifest cannot be read are
+// reported and left out; they are never deleted.
+func Rebuild(ctx context.Context, d dest.Destination, clusterID string) (Catalog, []string, error) {
+	c := Catalog{Format: 1, ClusterID: clusterID}
+	var skipped []string
+	for _, prefix := range []string{BackupsDir + "/", ArchiveDir + "/"} {
+		err := d.List(ctx, prefix, func(fi dest.FileInfo) error {
+			if !strings.HasSuffix(fi.Name, FileSuffix) {
+				return nil
+			}
+			m, err := ReadRemoteManifest(ctx, d, fi)
+			if err != nil {
+				skipped = append(skipped, fmt.Sprintf("%s: %v", fi.Name, err))
+				return nil
+			}
+			if m.ClusterID != clusterID {
+				return fmt.Errorf("%w: %s was written by cluster %s", ErrForeign, fi.Name, m.ClusterID)
+			}
+			c.Entries = append(c.Entries, entryOf(fi.Name, m))
+			return nil
+		})
+		if err != nil {
+			return Catalog{}, skipped, err
+		}
+	}
+	return c, skipped, SaveCatalog(ctx, d, c)
+}
+
+// ReadRemoteManifest reads a backup file's manifest from its trailer.
+func ReadRemoteManifest(ctx context.Context, d dest.Destination, fi dest.FileInfo) (bundle.Manifest, error) {
+	return bundle.ReadManifest(&remoteReaderAt{ctx: ctx, d: d, name: fi.Name}, fi.Size)
+}
+
+// remoteReaderAt turns ranged Opens into an io.ReaderAt.
+type remoteReaderAt struct {
+	ctx  context.Context
+	d    dest.Destination
+	name string
+}
+
+func (r *remoteReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	rc, err := r.d.Open(r.ctx, r.name, off, int64(len(p)))
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	n, err := io.ReadFull(rc, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return n, err
+}

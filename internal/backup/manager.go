@@ -1,0 +1,424 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/journal"
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+func errIsNotFound(err error) bool { return errors.Is(err, dest.ErrNotFound) }
+
+// ErrBusy: only one backup runs at a time.
+var ErrBusy = errors.New("a backup is in progress")
+
+// FullEvery is Oracle Key Vault's rule for automatic mode: a full when the
+// last full is this old (or there is none), otherwise a cumulative incremental.
+const FullEvery = 7 * 24 * time.Hour
+
+// Target is a destination ready to use: opened, with its configuration and
+// the encryption its backups get.
+type Target struct {
+	Dest       dest.Destination
+	Config     state.Destination
+	Encryption bundle.Encryption
+}
+
+// Host is what the manager needs from the node besides Source (the service
+// implements it): destinations with their secrets unsealed, and a place to
+// record progress in the replicated state.
+type Host interface {
+	Source
+	// OpenTarget opens a destination by name.
+	OpenTarget(ctx context.Context, name string) (*Target, error)
+	// Record stores a backup record (through raft).
+	Record(ctx context.Context, r state.BackupRecord) error
+	// Archived moves a destination's archive mark (through raft).
+	Archived(ctx context.Context, name string, index uint64) error
+	// Schedules and Destinations read the replicated configuration.
+	Schedules() ([]state.Schedule, error)
+	Destinations() ([]state.Destination, error)
+	// PutSchedule stores a schedule's new state (through raft).
+	PutSchedule(ctx context.Context, s state.Schedule) error
+	// NewID returns a fresh random suffix.
+	NewID() string
+}
+
+// Manager runs backups one at a time, the schedules and the archiver.
+type Manager struct {
+	host    Host
+	log     *slog.Logger
+	staging string
+
+	run     sync.Mutex // held while a backup runs
+	mu      sync.Mutex
+	current *state.BackupRecord
+	written int64
+	pending map[string]int // destination -> closed segments not yet archived
+	lastErr map[string]string
+}
+
+// NewManager returns a manager; Start runs its loops.
+func NewManager(host Host, stagingDir string, log *slog.Logger) *Manager {
+	return &Manager{host: host, log: log, staging: stagingDir, pending: map[string]int{}, lastErr: map[string]string{}}
+}
+
+// Current returns the running backup, if any, with its progress.
+func (m *Manager) Current() *Progress {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.current == nil {
+		return nil
+	}
+	return &Progress{BackupRecord: *m.current, BytesWritten: m.written}
+}
+
+// Modes of a backup request.
+const (
+	ModeAuto        = "auto"
+	ModeFull        = "full"
+	ModeIncremental = "incremental"
+)
+
+// Request is one backup to run.
+type Request struct {
+	Destination string
+	Mode        string // auto, full, incremental
+	Reason      string
+	// OnStart is called once the RUNNING record is stored (before any data
+	// is written), so that an API can answer while the backup goes on.
+	OnStart func(state.BackupRecord)
+}
+
+// Progress is the running backup and how far it got.
+type Progress struct {
+	state.BackupRecord
+	BytesWritten int64 `json:"bytes_written"`
+}
+
+// Backup runs one backup to the named destination now. It refuses with
+// ErrBusy while another runs.
+func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, error) {
+	destination, mode, reason := req.Destination, req.Mode, req.Reason
+	if !m.run.TryLock() {
+		cur := m.Current()
+		if cur != nil {
+			return state.BackupRecord{}, fmt.Errorf("%w: %s backup %s to %s since %s", ErrBusy, cur.Kind, cur.ID, cur.Destination, cur.Started.Format(time.RFC3339))
+		}
+		return state.BackupRecord{}, ErrBusy
+	}
+	defer m.run.Unlock()
+	t, err := m.host.OpenTarget(ctx, destination)
+	if err != nil {
+		return state.BackupRecord{}, err
+	}
+	defer t.Dest.Close()
+	cat, err := LoadCatalog(ctx, t.Dest)
+	if err != nil {
+		return state.BackupRecord{}, err
+	}
+	kind, base, err := chooseKind(cat, mode, time.Now())
+	if err != nil {
+		return state.BackupRecord{}, err
+	}
+	id := NewID(time.Now(), m.host.NewID())
+	rec := state.BackupRecord{ID: id, Destination: destination, Kind: kind, Status: "RUNNING", Node: m.host.NodeID(), Reason: reason, Started: time.Now().UTC()}
+	if base != nil {
+		rec.BaseFullID = base.ID
+	}
+	if err := m.host.Record(ctx, rec); err != nil {
+		return rec, fmt.Errorf("record the backup start: %w", err)
+	}
+	m.mu.Lock()
+	m.current, m.written = &rec, 0
+	m.mu.Unlock()
+	defer func() { m.mu.Lock(); m.current = nil; m.mu.Unlock() }()
+	if req.OnStart != nil {
+		req.OnStart(rec)
+	}
+	progress := func(n int64) { m.mu.Lock(); m.written = n; m.mu.Unlock() }
+	e, err := Run(ctx, m.host, t.Dest, kind, Options{ID: id, Encryption: t.Encryption, StagingDir: m.staging, Progress: progress, Base: base, Reason: reason})
+	now := time.Now().UTC()
+	rec.Finished = &now
+	if err != nil {
+		rec.Status, rec.Reason = "FAILED", err.Error()
+		m.log.Error("backup failed", "id", id, "destination", destination, "kind", kind, "error", err)
+		if rerr := m.host.Record(context.WithoutCancel(ctx), rec); rerr != nil {
+			m.log.Error("recording the failed backup failed", "id", id, "error", rerr)
+		}
+		return rec, err
+	}
+	rec.Status, rec.File, rec.FirstIndex, rec.LastIndex, rec.Size, rec.SHA256, rec.Recipients = "DONE", e.File, e.FirstIndex, e.LastIndex, e.Size, e.SHA256, e.Recipients
+	if err := m.host.Record(context.WithoutCancel(ctx), rec); err != nil {
+		return rec, fmt.Errorf("backup %s is written, but recording it failed: %w", id, err)
+	}
+	m.log.Info("backup done", "id", id, "destination", destination, "kind", kind, "size", e.Size, "first_index", e.FirstIndex, "last_index", e.LastIndex)
+	r := Retention{KeepFulls: t.Config.KeepFulls, KeepDays: t.Config.KeepDays}
+	if t.Config.Kind == "local" {
+		r = Retention{KeepFulls: 1} // LOCAL keeps only the last full and its incrementals
+	}
+	if kind == KindFull {
+		if dropped, err := r.Apply(ctx, t.Dest, now); err != nil {
+			m.log.Error("retention failed", "destination", destination, "error", err)
+		} else {
+			for _, d := range dropped {
+				m.log.Info("retention removed a backup", "destination", destination, "file", d.File)
+			}
+		}
+	}
+	return rec, nil
+}
+
+// chooseKind applies the mode: auto takes a full when the newest full is
+// FullEvery old or missing, else a cumulative incremental on it.
+func chooseKind(cat Catalog, mode string, now time.Time) (string, *Entry, error) {
+	var last *Entry
+	for i := range cat.Entries {
+		e := &cat.Entries[i]
+		if e.Kind == KindFull && (last == nil || e.Created.After(last.Created)) {
+			last = e
+		}
+	}
+	switch mode {
+	case ModeFull:
+		return KindFull, nil, nil
+	case ModeIncremental:
+		if last == nil {
+			return "", nil, fmt.Errorf("%w on this destination: take a full backup first", ErrNoBase)
+		}
+		return KindIncremental, last, nil
+	case ModeAuto, "":
+		if last == nil || now.Sub(last.Created) >= FullEvery {
+			return KindFull, nil, nil
+		}
+		return KindIncremental, last, nil
+	}
+	return "", nil, fmt.Errorf("backup mode %q: use auto, full or incremental", mode)
+}
+
+// MarkInterrupted turns this node's RUNNING records into FAILED (a restart
+// or crash interrupted them) and removes leftover staging files. Called at
+// open, before any new backup.
+func (m *Manager) MarkInterrupted(ctx context.Context, records []state.BackupRecord) {
+	for _, r := range records {
+		if r.Status != "RUNNING" || r.Node != m.host.NodeID() {
+			continue
+		}
+		now := time.Now().UTC()
+		r.Status, r.Reason, r.Finished = "FAILED", "interrupted: the server stopped or crashed while the backup ran; nothing of it was kept", &now
+		if err := m.host.Record(ctx, r); err != nil {
+			m.log.Error("could not mark an interrupted backup FAILED", "id", r.ID, "error", err)
+			continue
+		}
+		m.log.Warn("backup interrupted by a restart marked FAILED", "id", r.ID, "destination", r.Destination)
+	}
+	removeStaging(m.staging)
+}
+
+// Pending reports, per archiving destination, closed segments not yet shipped.
+func (m *Manager) Pending() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int, len(m.pending))
+	for k, v := range m.pending {
+		out[k] = v
+	}
+	return out
+}
+
+// ArchiveOnce ships every closed journal segment past each archiving
+// destination's mark. A failing destination keeps its segments on the node
+// (they show in Pending) and is retried at the next call.
+func (m *Manager) ArchiveOnce(ctx context.Context) error {
+	dests, err := m.host.Destinations()
+	if err != nil {
+		return err
+	}
+	segs, err := journal.ListSegments(m.host.JournalDir())
+	if err != nil {
+		return fmt.Errorf("list journal segments: %w", err)
+	}
+	var errs []error
+	for _, d := range dests {
+		if !d.Archiving {
+			continue
+		}
+		var todo []journal.SegmentInfo
+		for _, s := range segs {
+			if s.Closed && s.Records > 0 && s.LastIndex > d.ArchivedTo {
+				todo = append(todo, s)
+			}
+		}
+		m.mu.Lock()
+		m.pending[d.Name] = len(todo)
+		m.mu.Unlock()
+		if d.ArchivePaused || len(todo) == 0 {
+			continue
+		}
+		if err := m.ship(ctx, d.Name, todo); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) ship(ctx context.Context, name string, todo []journal.SegmentInfo) error {
+	if !m.run.TryLock() {
+		return nil // a backup is running; archiving resumes after it
+	}
+	defer m.run.Unlock()
+	t, err := m.host.OpenTarget(ctx, name)
+	if err != nil {
+		m.setErr(name, err)
+		return err
+	}
+	defer t.Dest.Close()
+	for i, s := range todo {
+		seg := s
+		if _, err := Run(ctx, m.host, t.Dest, KindSegment, Options{ID: NewID(time.Now(), m.host.NewID()), Encryption: t.Encryption, StagingDir: m.staging, Segment: &seg}); err != nil {
+			m.setErr(name, err)
+			return fmt.Errorf("archive %s to %s: %w", seg.Name, name, err)
+		}
+		if err := m.host.Archived(ctx, name, seg.LastIndex); err != nil {
+			return err
+		}
+		m.mu.Lock()
+		m.pending[name] = len(todo) - i - 1
+		delete(m.lastErr, name)
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+func (m *Manager) setErr(name string, err error) {
+	m.mu.Lock()
+	m.lastErr[name] = err.Error()
+	m.mu.Unlock()
+	m.log.Error("archiving failed; segments stay on the node", "destination", name, "error", err)
+}
+
+// ArchiveErrors returns the last archiving error per destination.
+func (m *Manager) ArchiveErrors() map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]string, len(m.lastErr))
+	for k, v := range m.lastErr {
+		out[k] = v
+	}
+	return out
+}
+
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ParseCron validates a cron expression (5 fields or @daily style).
+func ParseCron(expr string) error {
+	_, err := cronParser.Parse(expr)
+	return err
+}
+
+// Due reports whether schedule s should run at now, and the next time it will.
+func Due(s state.Schedule, now time.Time) (bool, time.Time) {
+	if s.State != "ACTIVE" {
+		return false, time.Time{}
+	}
+	last := s.Created
+	if s.LastRun != nil {
+		last = *s.LastRun
+	}
+	var next time.Time
+	switch s.Type {
+	case "once":
+		if s.LastRun != nil || s.At == nil {
+			return false, time.Time{}
+		}
+		next = *s.At
+	case "periodic":
+		every, err := time.ParseDuration(s.Every)
+		if err != nil || every < time.Minute {
+			return false, time.Time{}
+		}
+		if s.LastRun == nil {
+			next = s.Created
+		} else {
+			next = last.Add(every)
+		}
+	case "cron":
+		sch, err := cronParser.Parse(s.Cron)
+		if err != nil {
+			return false, time.Time{}
+		}
+		next = sch.Next(last)
+	}
+	return !now.Before(next), next
+}
+
+// RunSchedules starts every due schedule (one at a time) and returns when done.
+func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
+	scheds, err := m.host.Schedules()
+	if err != nil {
+		m.log.Error("read schedules", "error", err)
+		return
+	}
+	for _, s := range scheds {
+		due, _ := Due(s, now)
+		if !due {
+			continue
+		}
+		s.State = "ONGOING"
+		if err := m.host.PutSchedule(ctx, s); err != nil {
+			m.log.Error("schedule state", "schedule", s.Name, "error", err)
+			continue
+		}
+		rec, err := m.Backup(ctx, Request{Destination: s.Destination, Mode: s.Mode, Reason: "schedule " + s.Name})
+		t := time.Now().UTC()
+		s.LastRun = &t
+		s.LastResult = "DONE " + rec.ID
+		if err != nil {
+			s.LastResult = "FAILED: " + err.Error()
+			if len(s.LastResult) > 900 {
+				s.LastResult = s.LastResult[:900]
+			}
+		}
+		s.State = "ACTIVE"
+		if s.Type == "once" {
+			s.State = "DONE"
+		}
+		if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
+			m.log.Error("schedule state", "schedule", s.Name, "error", err)
+		}
+	}
+}
+
+// Loop runs schedules and archiving until ctx ends.
+func (m *Manager) Loop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			m.RunSchedules(ctx, now)
+			if err := m.ArchiveOnce(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("archiving", "error", err)
+			}
+		}
+	}
+}
+
+// TestHold runs fn while holding the run lock, as a running backup does
+// (for tests of the one-at-a-time rule).
+func (m *Manager) TestHold(fn func()) {
+	m.run.Lock()
+	defer m.run.Unlock()
+	fn()
+}

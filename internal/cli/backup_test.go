@@ -1,0 +1,237 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coffer-kms/coffer/client"
+)
+
+// TestBackupLocalValidation: backup flag mistakes are refused before any
+// server is contacted.
+func TestBackupLocalValidation(t *testing.T) {
+	dead := "https://127.0.0.1:1"
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.txt")
+	os.WriteFile(notPEM, []byte("hello"), 0o600)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("7 bytes\n"), 0o600)
+	pass := filepath.Join(dir, "pass")
+	os.WriteFile(pass, []byte("a long enough passphrase\n"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"backup", "run", "--address", dead}, "--destination D is required"},
+		{[]string{"backup", "run", "-d", "LOCAL", "--full", "--incremental", "--address", dead}, "--full or --incremental, not both"},
+		{[]string{"backup", "catalog", "rebuild", "--address", dead}, "--destination D is required"},
+		{[]string{"backup", "schedule", "add", "s", "--destination", "LOCAL", "--address", dead}, "exactly one of --at TIME, --now, --every DURATION or --cron EXPR"},
+		{[]string{"backup", "schedule", "add", "s", "--destination", "LOCAL", "--now", "--every", "1h", "--address", dead}, "exactly one of"},
+		{[]string{"backup", "schedule", "add", "s", "--destination", "LOCAL", "--at", "02:00", "--cron", "@daily", "--address", dead}, "exactly one of"},
+		{[]string{"backup", "schedule", "add", "s", "--every", "1h", "--address", dead}, "--destination D is required"},
+		{[]string{"backup", "schedule", "add", "s", "-d", "LOCAL", "--every", "30s", "--address", dead}, "at least 1m"},
+		{[]string{"backup", "schedule", "add", "s", "-d", "LOCAL", "--every", "daily", "--address", dead}, "at least 1m"},
+		{[]string{"backup", "schedule", "add", "s", "-d", "LOCAL", "--at", "tomorrow", "--address", dead}, `--at "tomorrow"`},
+		{[]string{"backup", "schedule", "add", "s", "-d", "LOCAL", "--now", "--mode", "differential", "--address", dead}, "use auto, full or incremental"},
+		{[]string{"backup", "schedule", "add", "s", "-d", "LOCAL", "--cron", " ", "--address", dead}, "--cron needs an expression"},
+		{[]string{"backup", "schedule", "edit", "s", "--address", dead}, "nothing to change"},
+		{[]string{"backup", "schedule", "edit", "s", "--now", "--every", "1h", "--address", dead}, "exactly one of"},
+		{[]string{"backup", "destination", "add", "d", "--address", dead}, "--type is required"},
+		{[]string{"backup", "destination", "add", "d", "--type", "nfs", "--address", dead}, `--type "nfs": use dir, sftp or s3`},
+		{[]string{"backup", "destination", "add", "d", "--type", "dir", "--path", "/b", "--bucket", "b", "--host", "h", "--address", dead}, "--bucket, --host: not for dir destinations"},
+		{[]string{"backup", "destination", "add", "d", "--type", "s3", "--path", "/b", "--address", dead}, "--path: not for s3 destinations"},
+		{[]string{"backup", "destination", "add", "d", "--type", "sftp", "--host", "h", "--port", "70000", "--address", dead}, "--port 70000"},
+		{[]string{"backup", "destination", "add", "d", "--type", "dir", "--path", "/b", "--keep-fulls", "-1", "--address", dead}, "--keep-fulls must not be negative"},
+		{[]string{"backup", "destination", "add", "d", "--type", "dir", "--path", "/b", "--recipient", "ssh-ed25519 AAAA", "--address", dead}, "not an age X25519 public key"},
+		{[]string{"backup", "destination", "add", "d", "--type", "s3", "--s3-ca-cert", notPEM, "--address", dead}, "no PEM certificate"},
+		{[]string{"backup", "destination", "add", "d", "--type", "sftp", "--password-file", empty, "--address", dead}, "password file is empty"},
+		{[]string{"backup", "destination", "add", "d", "--type", "s3", "--endpoint", "e", "--address", dead}, "no terminal to prompt for the secret key: use --secret-key-file"},
+		{[]string{"backup", "destination", "edit", "d", "--address", dead}, "nothing to change"},
+		{[]string{"backup", "recovery-passphrase", "set", "--passphrase-file", "-", "--old-passphrase-file", "-", "--address", dead}, "only one of"},
+		{[]string{"journal", "archive", "pause", "--address", dead}, "--destination D is required"},
+		{[]string{"journal", "archive", "resume", "--address", dead}, "--destination D is required"},
+		{[]string{"freeze", "--timeout", "25h", "--address", dead}, "up to 24h"},
+		{[]string{"init", "--no-recovery-passphrase", "--recovery-passphrase-file", pass, "--address", dead}, "not both"},
+		{[]string{"init", "--passphrase-file", "-", "--recovery-passphrase-file", "-", "--address", dead}, "only one of"},
+		{[]string{"init", "--passphrase-file", pass, "--address", dead}, "use --recovery-passphrase-file FILE (or - for stdin), or --no-recovery-passphrase"},
+		{[]string{"init", "--passphrase-file", pass, "--recovery-passphrase-file", short, "--address", dead}, "recovery passphrase must be 8 to 200 bytes"},
+	} {
+		code, _, stderr := run(tc.args...)
+		if code == 0 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: code %d, stderr %q, want %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+func TestParseAt(t *testing.T) {
+	loc := time.FixedZone("X", 2*3600)
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, loc)
+	for _, tc := range []struct{ in, want string }{
+		{"2025-06-02T02:00:00Z", "2025-06-02T02:00:00Z"},
+		{"2025-06-02T02:00:00+02:00", "2025-06-02T00:00:00Z"},
+		{"2025-06-02 02:00", "2025-06-02T00:00:00Z"},
+		{"2025-06-02T02:00:30", "2025-06-02T00:00:30Z"},
+		{"13:30", "2025-06-01T11:30:00Z"}, // later today
+		{"02:00", "2025-06-02T00:00:00Z"}, // passed today: tomorrow
+		{"12:00:00", "2025-06-02T10:00:00Z"},
+	} {
+		got, err := parseAt(tc.in, now)
+		if err != nil || got.Format(time.RFC3339) != tc.want {
+			t.Errorf("parseAt(%q) = %s, %v; want %s", tc.in, got.Format(time.RFC3339), err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "noon", "25:00", "2025-13-01 00:00"} {
+		if _, err := parseAt(bad, now); err == nil {
+			t.Errorf("parseAt(%q) accepted", bad)
+		}
+	}
+}
+
+// TestScheduleWhen: the timing flags set the schedule type; edit without
+// timing flags keeps the old timing.
+func TestScheduleWhen(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	mk := func(args ...string) (*cobra.Command, *scheduleOptions) {
+		o := &scheduleOptions{}
+		cmd := &cobra.Command{Use: "x"}
+		o.addFlags(cmd)
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Fatal(err)
+		}
+		return cmd, o
+	}
+	for _, tc := range []struct {
+		args             []string
+		typ, every, cron string
+		at               bool
+	}{
+		{[]string{"--now"}, client.ScheduleOnce, "", "", false},
+		{[]string{"--at", "13:00"}, client.ScheduleOnce, "", "", true},
+		{[]string{"--every", "24h"}, client.SchedulePeriodic, "24h", "", false},
+		{[]string{"--cron", "0 2 * * *"}, client.ScheduleCron, "", "0 2 * * *", false},
+	} {
+		cmd, o := mk(tc.args...)
+		old := now
+		cfg := client.ScheduleConfig{Type: client.ScheduleOnce, At: &old, Every: "1h", Cron: "@daily"}
+		if err := o.when(cmd, &cfg, true, now); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if cfg.Type != tc.typ || cfg.Every != tc.every || cfg.Cron != tc.cron || (cfg.At != nil) != tc.at {
+			t.Errorf("%v: %+v", tc.args, cfg)
+		}
+	}
+	cmd, o := mk("--mode", "full")
+	cfg := client.ScheduleConfig{Type: client.ScheduleCron, Cron: "@daily"}
+	if err := o.when(cmd, &cfg, false, now); err != nil || cfg.Type != client.ScheduleCron || cfg.Cron != "@daily" {
+		t.Fatalf("edit without timing flags: %+v %v", cfg, err)
+	}
+}
+
+// TestDestinationApply: only the flags given change a destination.
+func TestDestinationApply(t *testing.T) {
+	o := &destinationOptions{}
+	cmd := &cobra.Command{Use: "x"}
+	o.addFlags(cmd)
+	if err := cmd.ParseFlags([]string{"--keep-fulls", "8", "--archiving=false", "--recipient", ""}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := client.DestinationConfig{Name: "n", Kind: client.DestinationS3, Endpoint: "e:9000", Bucket: "b", AccessKey: "a", PathStyle: true,
+		Archiving: true, KeepFulls: 2, KeepDays: 30, Recipients: []string{"age1x"}}
+	if err := o.apply(cmd, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := client.DestinationConfig{Name: "n", Kind: client.DestinationS3, Endpoint: "e:9000", Bucket: "b", AccessKey: "a", PathStyle: true, KeepFulls: 8, KeepDays: 30}
+	if cfg.Endpoint != want.Endpoint || cfg.Bucket != want.Bucket || !cfg.PathStyle || cfg.Archiving || cfg.KeepFulls != 8 || cfg.KeepDays != 30 ||
+		cfg.Recipients != nil || cfg.SecretKey != "" {
+		t.Fatalf("%+v", cfg)
+	}
+}
+
+func TestHumanBytesAndShorten(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB", 2 << 40: "2.0 TiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+	if got := shorten("disk   full\nwhile writing", 9); got != "disk ful…" {
+		t.Errorf("shorten: %q", got)
+	}
+	if got := shorten("ok", 9); got != "ok" {
+		t.Errorf("shorten: %q", got)
+	}
+}
+
+// fakeBackupServer answers backup run with a RUNNING record, reports it
+// running (with growing bytes) for polls polls, then lists it as final.
+func fakeBackupServer(t *testing.T, polls int, final string) (*httptest.Server, *[]string) {
+	var mu sync.Mutex
+	var seen []string
+	n := 0
+	rec := `"id":"20250102T030405Z-ab12cd34","destination":"nas","kind":"full","node":"n1","started":"2025-01-02T03:04:05Z"`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		body, _ := io.ReadAll(r.Body)
+		seen = append(seen, r.Method+" "+r.URL.Path+" "+r.URL.RawQuery+" "+strings.TrimSpace(string(body)))
+		switch r.URL.Path {
+		case "/api/v1/backup/run":
+			w.WriteHeader(202)
+			io.WriteString(w, `{`+rec+`,"status":"RUNNING"}`)
+		case "/api/v1/backup/current":
+			if n++; n > polls {
+				io.WriteString(w, `{}`)
+				return
+			}
+			fmt.Fprintf(w, `{"running":{%s,"status":"RUNNING","bytes_written":%d}}`, rec, n*4096)
+		case "/api/v1/backup/backups":
+			io.WriteString(w, `{"backups":[{"id":"other","destination":"nas","kind":"full","status":"DONE","started":"2025-01-01T00:00:00Z"},{`+rec+`,`+final+`}]}`)
+		default:
+			w.WriteHeader(404)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &seen
+}
+
+func TestBackupRunFollowsProgress(t *testing.T) {
+	srv, seen := fakeBackupServer(t, 7, `"status":"DONE","size":28672,"first_index":1,"last_index":57,"file":"backups/x-full.cbk","finished":"2025-01-02T03:04:07Z"`)
+	code, out, stderr := run("backup", "run", "--destination", "nas", "--full", "--address", srv.URL)
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	for _, want := range []string{"backup 20250102T030405Z-ab12cd34 started: full to nas", "Status:       DONE", "Size:         28.0 KiB (28672 bytes)",
+		"Indexes:      1-57", "File:         backups/x-full.cbk", "took 2s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(stderr, "backup 20250102T030405Z-ab12cd34: ") || !strings.Contains(stderr, "KiB written") {
+		t.Errorf("no progress lines on stderr: %q", stderr)
+	}
+	if (*seen)[0] != `POST /api/v1/backup/run  {"destination":"nas","mode":"full"}` || (*seen)[len(*seen)-1] != "GET /api/v1/backup/backups destination=nas " {
+		t.Errorf("requests: %q", *seen)
+	}
+}
+
+func TestBackupRunFailedExitsNonZero(t *testing.T) {
+	srv, _ := fakeBackupServer(t, 1, `"status":"FAILED","reason":"write backups/x: no space left on device","finished":"2025-01-02T03:04:06Z"`)
+	code, out, stderr := run("backup", "run", "--destination", "nas", "--address", srv.URL, "--format", "json")
+	if code == 0 || !strings.Contains(stderr, "backup 20250102T030405Z-ab12cd34 FAILED: write backups/x: no space left on device") {
+		t.Fatalf("code %d, stderr %q", code, stderr)
+	}
+	if !strings.Contains(out, `"status": "FAILED"`) || !strings.Contains(out, `"reason": "write backups/x: no space left on device"`) {
+		t.Fatalf("json: %s", out)
+	}
+}

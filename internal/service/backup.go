@@ -1,0 +1,661 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+// LocalDestination is the built-in destination under the data dir.
+const LocalDestination = "LOCAL"
+
+// LocalBackupDir is where LOCAL keeps its backups.
+func LocalBackupDir(dataDir string) string { return filepath.Join(dataDir, "backup", "local") }
+
+// StagingDir is where backup files are assembled before they are saved.
+func StagingDir(dataDir string) string { return filepath.Join(dataDir, "backup", "staging") }
+
+// DestinationConfig is a destination as callers create, edit and see it.
+// Secrets are write-only: reads show whether one is set, never its value.
+type DestinationConfig struct {
+	Name string `json:"name"`
+	Kind string `json:"kind" doc:"dir, sftp or s3 (LOCAL is built in)"`
+	Path string `json:"path,omitempty" doc:"dir: directory; sftp: remote directory"`
+
+	Host     string `json:"host,omitempty"`
+	Port     int    `json:"port,omitempty" doc:"sftp: default 22"`
+	User     string `json:"user,omitempty"`
+	Password string `json:"password,omitempty" doc:"sftp password (write-only); empty: key authentication with a key pair Coffer generates"`
+
+	Endpoint  string `json:"endpoint,omitempty" doc:"s3: host:port"`
+	Bucket    string `json:"bucket,omitempty"`
+	Prefix    string `json:"prefix,omitempty"`
+	Region    string `json:"region,omitempty"`
+	AccessKey string `json:"access_key,omitempty"`
+	SecretKey string `json:"secret_key,omitempty" doc:"write-only"`
+	PathStyle bool   `json:"path_style,omitempty"`
+	Insecure  bool   `json:"insecure,omitempty" doc:"s3 over plain http (tests only)"`
+	CACert    string `json:"ca_cert,omitempty" doc:"PEM CA of the S3 endpoint"`
+
+	Recipients []string `json:"recipients,omitempty" doc:"age X25519 public keys; empty: the recovery passphrase"`
+	Archiving  bool     `json:"archiving,omitempty" doc:"ship every closed journal segment here"`
+	KeepFulls  int      `json:"keep_fulls,omitempty"`
+	KeepDays   int      `json:"keep_days,omitempty"`
+}
+
+// DestinationView is what reads return.
+type DestinationView struct {
+	DestinationConfig
+	Location      string    `json:"location"`
+	SecretSet     bool      `json:"secret_set"`
+	PublicKey     string    `json:"public_key,omitempty" doc:"sftp: paste into the server's authorized_keys"`
+	HostKey       string    `json:"host_key,omitempty" doc:"sftp: pinned server key"`
+	ArchivePaused bool      `json:"archive_paused,omitempty"`
+	ArchivedTo    uint64    `json:"archived_to,omitempty"`
+	Pending       int       `json:"pending_segments,omitempty"`
+	ArchiveError  string    `json:"archive_error,omitempty"`
+	Usage         *Usage    `json:"usage,omitempty"`
+	Note          string    `json:"note,omitempty"`
+	Created       time.Time `json:"created"`
+	Updated       time.Time `json:"updated"`
+}
+
+// Usage of a destination's filesystem.
+type Usage struct {
+	Total       uint64  `json:"total_bytes"`
+	Free        uint64  `json:"free_bytes"`
+	UsedPercent float64 `json:"used_percent"`
+}
+
+func (s *Service) secretID(name, what string) string { return "destination/" + name + "/" + what }
+
+// destinationRecord turns a request into the stored form, sealing secrets.
+func (s *Service) destinationRecord(c DestinationConfig, old *state.Destination) (state.Destination, error) {
+	if err := ValidLabel("destination", c.Name); err != nil {
+		return state.Destination{}, err
+	}
+	if strings.EqualFold(c.Name, LocalDestination) {
+		return state.Destination{}, fmt.Errorf("%w: %s is the built-in destination", ErrConflict, LocalDestination)
+	}
+	for _, r := range c.Recipients {
+		if !strings.HasPrefix(r, "age1") {
+			return state.Destination{}, fmt.Errorf("%w: recipient %q is not an age X25519 public key (age1...)", ErrInvalid, r)
+		}
+	}
+	if c.KeepFulls < 0 || c.KeepDays < 0 {
+		return state.Destination{}, fmt.Errorf("%w: keep_fulls and keep_days must not be negative", ErrInvalid)
+	}
+	d := state.Destination{Name: c.Name, Kind: c.Kind, Path: c.Path, Host: c.Host, Port: c.Port, User: c.User,
+		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: c.Prefix, Region: c.Region, AccessKey: c.AccessKey,
+		PathStyle: c.PathStyle, Insecure: c.Insecure, CACert: c.CACert, Recipients: c.Recipients,
+		Archiving: c.Archiving, KeepFulls: c.KeepFulls, KeepDays: c.KeepDays}
+	version := uint64(1)
+	if old != nil {
+		version = old.SecretVersion + 1
+		d.ArchivePaused, d.ArchivedTo, d.HostKey, d.PublicKey = old.ArchivePaused, old.ArchivedTo, old.HostKey, old.PublicKey
+	}
+	d.SecretVersion = version
+	seal := func(what string, v []byte) ([]byte, error) {
+		return s.bar.EncryptValue(s.secretID(c.Name, what), version, v)
+	}
+	reseal := func(what string, sealed []byte, oldVersion uint64) ([]byte, error) {
+		if len(sealed) == 0 {
+			return nil, nil
+		}
+		pt, err := s.bar.DecryptValue(s.secretID(c.Name, what), oldVersion, sealed)
+		if err != nil {
+			return nil, err
+		}
+		defer clear(pt)
+		return seal(what, pt)
+	}
+	var err error
+	switch c.Kind {
+	case "dir":
+		if !filepath.IsAbs(c.Path) {
+			return d, fmt.Errorf("%w: a dir destination needs an absolute path", ErrInvalid)
+		}
+	case "sftp":
+		if c.Host == "" || c.User == "" || c.Path == "" {
+			return d, fmt.Errorf("%w: an sftp destination needs host, user and path", ErrInvalid)
+		}
+		if d.Port == 0 {
+			d.Port = 22
+		}
+		switch {
+		case c.Password != "":
+			d.SealedSecret, err = seal("secret", []byte(c.Password))
+		case old != nil && len(old.SealedSecret) > 0:
+			d.SealedSecret, err = reseal("secret", old.SealedSecret, old.SecretVersion)
+		}
+		if err != nil {
+			return d, err
+		}
+		if old != nil && len(old.SealedKey) > 0 {
+			d.SealedKey, err = reseal("key", old.SealedKey, old.SecretVersion)
+		} else if len(d.SealedSecret) == 0 {
+			priv, pub, gerr := dest.GenerateKeyPair()
+			if gerr != nil {
+				return d, gerr
+			}
+			d.SealedKey, err = seal("key", priv)
+			clear(priv)
+			d.PublicKey = pub
+		}
+		if err != nil {
+			return d, err
+		}
+	case "s3":
+		if c.Endpoint == "" || c.Bucket == "" || c.AccessKey == "" {
+			return d, fmt.Errorf("%w: an s3 destination needs endpoint, bucket, access_key and secret_key", ErrInvalid)
+		}
+		switch {
+		case c.SecretKey != "":
+			d.SealedSecret, err = seal("secret", []byte(c.SecretKey))
+		case old != nil && len(old.SealedSecret) > 0:
+			d.SealedSecret, err = reseal("secret", old.SealedSecret, old.SecretVersion)
+		default:
+			return d, fmt.Errorf("%w: an s3 destination needs secret_key", ErrInvalid)
+		}
+		if err != nil {
+			return d, err
+		}
+	default:
+		return d, fmt.Errorf("%w: destination kind %q: use dir, sftp or s3", ErrInvalid, c.Kind)
+	}
+	return d, nil
+}
+
+// openDest opens a stored destination (lifecycle read-locked by the caller).
+// onHostKey is called with an SFTP server key seen for the first time.
+func (s *Service) openDest(ctx context.Context, d state.Destination, onHostKey func(string)) (dest.Destination, error) {
+	unseal := func(what string, sealed []byte) ([]byte, error) {
+		if len(sealed) == 0 {
+			return nil, nil
+		}
+		return s.bar.DecryptValue(s.secretID(d.Name, what), d.SecretVersion, sealed)
+	}
+	switch d.Kind {
+	case "local":
+		return dest.NewDir(LocalBackupDir(s.cfg.DataDir))
+	case "dir":
+		return dest.NewDir(d.Path)
+	case "sftp":
+		pw, err := unseal("secret", d.SealedSecret)
+		if err != nil {
+			return nil, err
+		}
+		key, err := unseal("key", d.SealedKey)
+		if err != nil {
+			return nil, err
+		}
+		defer clear(key)
+		return dest.NewSFTP(ctx, dest.SFTPConfig{Host: d.Host, Port: d.Port, User: d.User, Password: string(pw), PrivateKeyPEM: key,
+			Path: d.Path, KnownHostKey: d.HostKey, OnHostKey: onHostKey, Timeout: 30 * time.Second})
+	case "s3":
+		sk, err := unseal("secret", d.SealedSecret)
+		if err != nil {
+			return nil, err
+		}
+		return dest.NewS3(ctx, dest.S3Config{Endpoint: d.Endpoint, Bucket: d.Bucket, Prefix: d.Prefix, Region: d.Region,
+			AccessKey: d.AccessKey, SecretKey: string(sk), PathStyle: d.PathStyle, Insecure: d.Insecure, CACertPEM: []byte(d.CACert)})
+	}
+	return nil, fmt.Errorf("destination %q: unknown kind %q", d.Name, d.Kind)
+}
+
+// ensureLocal creates the LOCAL destination record once.
+func (s *Service) ensureLocal(ctx context.Context) error {
+	if _, err := s.st.Destination(LocalDestination); err == nil {
+		return nil
+	}
+	_, err := s.applyResult(ctx, state.TypeDestinationPut, state.Destination{Name: LocalDestination, Kind: "local"})
+	return err
+}
+
+// AddDestination validates and stores a destination (system administrators).
+// Validation writes, reads back and deletes a probe file and claims (or
+// checks) the destination's catalog for this cluster.
+func (s *Service) AddDestination(ctx context.Context, c DestinationConfig) (DestinationView, error) {
+	return s.putDestination(ctx, c, false)
+}
+
+// EditDestination changes a destination; empty secrets keep the old ones.
+func (s *Service) EditDestination(ctx context.Context, c DestinationConfig) (DestinationView, error) {
+	return s.putDestination(ctx, c, true)
+}
+
+func (s *Service) putDestination(ctx context.Context, c DestinationConfig, edit bool) (DestinationView, error) {
+	note(ctx, "destination:"+c.Name)
+	if _, err := requireRole(ctx, RoleSystemAdmin, "configuring backup destinations"); err != nil {
+		return DestinationView{}, err
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return DestinationView{}, err
+	}
+	defer unlock()
+	var old *state.Destination
+	if o, err := s.st.Destination(c.Name); err == nil {
+		if !edit {
+			return DestinationView{}, fmt.Errorf("%w: destination %q exists (edit it instead)", ErrConflict, c.Name)
+		}
+		old = &o
+	} else if edit {
+		return DestinationView{}, mapStateErr(err)
+	}
+	if len(c.Recipients) == 0 {
+		if _, err := s.st.Recovery(); err != nil {
+			return DestinationView{}, fmt.Errorf("%w: set a recovery passphrase first (coffer backup recovery-passphrase set), or give age recipients", ErrConflict)
+		}
+	}
+	d, err := s.destinationRecord(c, old)
+	if err != nil {
+		return DestinationView{}, err
+	}
+	// An SFTP key Coffer just generated cannot be in authorized_keys yet:
+	// the destination is stored anyway (its host key pinned by the
+	// handshake) and the caller is told to install the public key and test.
+	newKey := d.Kind == "sftp" && len(d.SealedSecret) == 0 && (old == nil || len(old.SealedKey) == 0)
+	var pending string
+	if err := s.probeRaw(ctx, &d); err != nil {
+		if !newKey || !errors.Is(err, dest.ErrAuth) {
+			return DestinationView{}, probeErr(err)
+		}
+		pending = fmt.Sprintf("not usable yet: add the public key to ~/.ssh/authorized_keys of %s on %s, then run coffer backup destination test %s", d.User, d.Host, d.Name)
+	}
+	res, err := s.applyResult(ctx, state.TypeDestinationPut, d)
+	if err != nil {
+		return DestinationView{}, fmt.Errorf("store destination %q: %w", c.Name, err)
+	}
+	stored, _ := res.(state.Destination)
+	v := s.viewDestination(ctx, stored, false)
+	v.Note = pending
+	return v, nil
+}
+
+// probe validates a destination: reachable, writable, and not another
+// cluster's. An SFTP host key seen for the first time is pinned into d.
+func (s *Service) probe(ctx context.Context, d *state.Destination) error {
+	return probeErr(s.probeRaw(ctx, d))
+}
+
+func (s *Service) probeRaw(ctx context.Context, d *state.Destination) error {
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	dd, err := s.openDest(pctx, *d, func(k string) { d.HostKey = k })
+	if err != nil {
+		return err
+	}
+	defer dd.Close()
+	if err := dest.Test(pctx, dd); err != nil {
+		return err
+	}
+	cat, err := backup.LoadCatalog(pctx, dd)
+	if err != nil {
+		return err
+	}
+	return cat.Claim(s.st.ClusterID(), dd.Location())
+}
+
+func probeErr(err error) error {
+	if errors.Is(err, backup.ErrForeign) || errors.Is(err, backup.ErrCatalogCorrupt) {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return destErr(err)
+}
+
+// destErr maps destination failures for transports: configuration problems
+// are the caller's to fix (400/409), an unreachable server is 503.
+func destErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, dest.ErrUnreachable):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	case errors.Is(err, dest.ErrAuth), errors.Is(err, dest.ErrPermission), errors.Is(err, dest.ErrBucketMissing),
+		errors.Is(err, dest.ErrHostKeyChanged), errors.Is(err, dest.ErrNoSpace):
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return err
+}
+
+func (s *Service) viewDestination(ctx context.Context, d state.Destination, withUsage bool) DestinationView {
+	v := DestinationView{DestinationConfig: DestinationConfig{Name: d.Name, Kind: d.Kind, Path: d.Path, Host: d.Host, Port: d.Port, User: d.User,
+		Endpoint: d.Endpoint, Bucket: d.Bucket, Prefix: d.Prefix, Region: d.Region, AccessKey: d.AccessKey, PathStyle: d.PathStyle,
+		Insecure: d.Insecure, CACert: d.CACert, Recipients: d.Recipients, Archiving: d.Archiving, KeepFulls: d.KeepFulls, KeepDays: d.KeepDays},
+		SecretSet: len(d.SealedSecret) > 0, PublicKey: d.PublicKey, HostKey: d.HostKey, ArchivePaused: d.ArchivePaused,
+		ArchivedTo: d.ArchivedTo, Created: d.Created, Updated: d.Updated}
+	if d.Kind == "local" {
+		v.Path = LocalBackupDir(s.cfg.DataDir)
+		v.KeepFulls = 1
+	}
+	if m := s.backups; m != nil {
+		v.Pending = m.Pending()[d.Name]
+		v.ArchiveError = m.ArchiveErrors()[d.Name]
+	}
+	if withUsage && (d.Kind == "local" || d.Kind == "dir") {
+		if dd, err := s.openDest(ctx, d, nil); err == nil {
+			v.Location = dd.Location()
+			if u, ok, err := dd.Usage(ctx); err == nil && ok && u.Total > 0 {
+				v.Usage = &Usage{Total: u.Total, Free: u.Free, UsedPercent: 100 * float64(u.Total-u.Free) / float64(u.Total)}
+			}
+			dd.Close()
+		}
+	}
+	return v
+}
+
+// ListDestinations lists destinations with their archive state and disk use.
+func (s *Service) ListDestinations(ctx context.Context) ([]DestinationView, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "listing backup destinations"); err != nil {
+		return nil, err
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	ds, err := s.st.Destinations()
+	if err != nil {
+		return nil, err
+	}
+	out := []DestinationView{}
+	for _, d := range ds {
+		out = append(out, s.viewDestination(ctx, d, true))
+	}
+	return out, nil
+}
+
+// DeleteDestination removes a destination's configuration; its backups stay.
+func (s *Service) DeleteDestination(ctx context.Context, name string) error {
+	note(ctx, "destination:"+name)
+	if _, err := requireRole(ctx, RoleSystemAdmin, "deleting a backup destination"); err != nil {
+		return err
+	}
+	_, err := s.applyOpen(ctx, state.TypeDestinationDelete, state.DestinationDelete{Name: name})
+	return err
+}
+
+// TestDestination runs the probe again on a stored destination.
+func (s *Service) TestDestination(ctx context.Context, name string) error {
+	note(ctx, "destination:"+name)
+	if _, err := requireRole(ctx, RoleSystemAdmin, "testing a backup destination"); err != nil {
+		return err
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	d, err := s.st.Destination(name)
+	if err != nil {
+		return mapStateErr(err)
+	}
+	return s.probe(ctx, &d)
+}
+
+// BackupRequest asks for a backup now.
+type BackupRequest struct {
+	Destination string `json:"destination"`
+	Mode        string `json:"mode,omitempty" doc:"auto (default), full or incremental"`
+	Wait        bool   `json:"wait,omitempty" doc:"answer when the backup is done (default: as soon as it started; follow it with GET /api/v1/backup/current)"`
+}
+
+// RunBackup takes a backup now (system administrators). Only one runs at a
+// time; a second request gets ErrConflict "backup in progress". Without
+// Wait it returns the RUNNING record as soon as the backup started.
+func (s *Service) RunBackup(ctx context.Context, req BackupRequest) (state.BackupRecord, error) {
+	note(ctx, "destination:"+req.Destination)
+	if _, err := requireRole(ctx, RoleSystemAdmin, "running a backup"); err != nil {
+		return state.BackupRecord{}, err
+	}
+	if err := s.checkOpen(); err != nil {
+		return state.BackupRecord{}, err
+	}
+	s.mu.RLock()
+	m, bctx := s.backups, s.backupCtx
+	s.mu.RUnlock()
+	if m == nil || bctx == nil {
+		return state.BackupRecord{}, ErrSealed
+	}
+	var rec state.BackupRecord
+	var err error
+	if req.Wait {
+		rec, err = m.Backup(ctx, backup.Request{Destination: req.Destination, Mode: req.Mode, Reason: "on request"})
+	} else {
+		started := make(chan state.BackupRecord, 1)
+		done := make(chan error, 1)
+		go func() {
+			_, err := m.Backup(bctx, backup.Request{Destination: req.Destination, Mode: req.Mode, Reason: "on request",
+				OnStart: func(r state.BackupRecord) { started <- r }})
+			done <- err
+		}()
+		select {
+		case rec = <-started:
+		case err = <-done:
+		}
+	}
+	note(ctx, "backup:"+rec.ID)
+	switch {
+	case errors.Is(err, backup.ErrBusy):
+		return rec, fmt.Errorf("%w: %v", ErrConflict, err)
+	case errors.Is(err, backup.ErrNoBase), errors.Is(err, backup.ErrForeign), errors.Is(err, backup.ErrCatalogCorrupt), errors.Is(err, backup.ErrNoJournal):
+		return rec, fmt.Errorf("%w: %v", ErrConflict, err)
+	case err != nil:
+		return rec, destErr(err)
+	}
+	return rec, nil
+}
+
+// ListBackups lists the cluster's backup records, newest first.
+func (s *Service) ListBackups(ctx context.Context, destination string) ([]state.BackupRecord, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "listing backups"); err != nil {
+		return nil, err
+	}
+	all, err := s.st.Backups()
+	if err != nil {
+		return nil, err
+	}
+	out := []state.BackupRecord{}
+	for _, r := range all {
+		if destination == "" || r.Destination == destination {
+			out = append(out, r)
+		}
+	}
+	// Newest first (ids sort by second only).
+	slices.SortStableFunc(out, func(a, b state.BackupRecord) int { return b.Started.Compare(a.Started) })
+	return out, nil
+}
+
+// RebuildCatalog rewrites a destination's catalog from the manifests.
+func (s *Service) RebuildCatalog(ctx context.Context, name string) (int, []string, error) {
+	note(ctx, "destination:"+name)
+	if _, err := requireRole(ctx, RoleSystemAdmin, "rebuilding a catalog"); err != nil {
+		return 0, nil, err
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return 0, nil, err
+	}
+	defer unlock()
+	d, err := s.st.Destination(name)
+	if err != nil {
+		return 0, nil, mapStateErr(err)
+	}
+	dd, err := s.openDest(ctx, d, nil)
+	if err != nil {
+		return 0, nil, destErr(err)
+	}
+	defer dd.Close()
+	c, skipped, err := backup.Rebuild(ctx, dd, s.st.ClusterID())
+	if errors.Is(err, backup.ErrForeign) {
+		return 0, skipped, fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return len(c.Entries), skipped, err
+}
+
+// --- backup.Host, for the manager -----------------------------------------
+
+type backupHost struct{ s *Service }
+
+func (h backupHost) ClusterID() string { return h.s.st.ClusterID() }
+func (h backupHost) NodeID() string    { return h.s.nodeID }
+func (h backupHost) Software() string  { return "coffer " + Version }
+func (h backupHost) JournalDir() string {
+	return JournalDir(h.s.cfg.DataDir)
+}
+func (h backupHost) WriteState(open func(p state.BackupPoint, size int64) (io.Writer, error)) (state.BackupPoint, error) {
+	return h.s.st.WriteBackup(open)
+}
+func (h backupHost) ExportKeys() ([]byte, error) {
+	h.s.mu.RLock()
+	defer h.s.mu.RUnlock()
+	if h.s.ring == nil {
+		return nil, ErrSealed
+	}
+	return h.s.ring.ExportMEKs()
+}
+func (h backupHost) CAFiles() (string, string) { return h.s.cfg.CACert, h.s.cfg.CAKey }
+func (h backupHost) RotateJournal() (uint64, error) {
+	h.s.mu.RLock()
+	defer h.s.mu.RUnlock()
+	if h.s.jr == nil {
+		return 0, ErrSealed
+	}
+	if _, err := h.s.jr.Rotate(); err != nil && h.s.jr.LastIndex() == 0 {
+		return 0, err
+	}
+	return h.s.jr.LastIndex(), nil
+}
+func (h backupHost) OpenTarget(ctx context.Context, name string) (*backup.Target, error) {
+	if err := h.s.ensureLocal(ctx); err != nil && name == LocalDestination {
+		return nil, err
+	}
+	d, err := h.s.st.Destination(name)
+	if err != nil {
+		return nil, mapStateErr(err)
+	}
+	h.s.mu.RLock()
+	defer h.s.mu.RUnlock()
+	dd, err := h.s.openDest(ctx, d, func(k string) {})
+	if err != nil {
+		return nil, err
+	}
+	enc := bundle.Encryption{Recipients: d.Recipients}
+	if len(d.Recipients) == 0 {
+		pw, err := h.s.recoveryLocked()
+		if err != nil {
+			dd.Close()
+			return nil, fmt.Errorf("%w: backups to %s are encrypted to the recovery passphrase: %v", ErrConflict, name, err)
+		}
+		r, _ := h.s.st.Recovery()
+		enc = bundleEncryption(pw, RecoveryLabel(r.Generation), h.s.cfg.BackupScryptWorkFactor)
+	}
+	return &backup.Target{Dest: dd, Config: d, Encryption: enc}, nil
+}
+func (h backupHost) Record(ctx context.Context, r state.BackupRecord) error {
+	_, err := h.s.applyOpen(ctx, state.TypeBackupRecord, r)
+	return err
+}
+func (h backupHost) Archived(ctx context.Context, name string, index uint64) error {
+	_, err := h.s.applyOpen(ctx, state.TypeArchiveProgress, state.ArchiveProgress{Name: name, ArchivedTo: index})
+	return err
+}
+func (h backupHost) Schedules() ([]state.Schedule, error)       { return h.s.st.Schedules() }
+func (h backupHost) Destinations() ([]state.Destination, error) { return h.s.st.Destinations() }
+func (h backupHost) PutSchedule(ctx context.Context, sc state.Schedule) error {
+	_, err := h.s.applyOpen(ctx, state.TypeSchedulePut, sc)
+	return err
+}
+func (h backupHost) NewID() string { return randHex(4) }
+
+// startBackups starts the backup manager's loops (lifecycle write-locked).
+func (s *Service) startBackups() {
+	if s.backups == nil {
+		s.backups = backup.NewManager(backupHost{s}, StagingDir(s.cfg.DataDir), s.log)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ctx = WithIdentity(ctx, LocalRoot())
+	s.backupCancel, s.backupCtx = cancel, ctx
+	m := s.backups
+	go func() {
+		if recs, err := s.st.Backups(); err == nil {
+			m.MarkInterrupted(ctx, recs)
+		}
+		m.Loop(ctx, s.cfg.BackupTick)
+	}()
+	if !s.cfg.NoAutoBackup {
+		h := func(why string) { go s.autoBackup(ctx, why) }
+		s.keyChangeHook.Store(&h)
+	}
+}
+
+// stopBackups cancels running backups and the loops (lifecycle write-locked;
+// it does not wait: the manager needs the read lock to finish).
+func (s *Service) stopBackups() {
+	if s.backupCancel != nil {
+		s.backupCancel()
+		s.backupCancel, s.backupCtx = nil, nil
+	}
+	s.keyChangeHook.Store(nil)
+}
+
+// autoBackup takes a full backup to every destination that has an active
+// schedule, after a key change (the backups must carry the new keys). A
+// running backup delays it; it gives up after ten minutes.
+func (s *Service) autoBackup(ctx context.Context, why string) {
+	scheds, err := s.st.Schedules()
+	if err != nil {
+		return
+	}
+	seen := map[string]bool{}
+	for _, sc := range scheds {
+		if sc.State == "PAUSED" || sc.State == "DONE" || seen[sc.Destination] {
+			continue
+		}
+		seen[sc.Destination] = true
+		deadline := time.Now().Add(10 * time.Minute)
+		for {
+			_, err := s.backups.Backup(ctx, backup.Request{Destination: sc.Destination, Mode: backup.ModeFull, Reason: "automatic: " + why})
+			if !errors.Is(err, backup.ErrBusy) || time.Now().After(deadline) || ctx.Err() != nil {
+				if err != nil {
+					s.log.Error("automatic full backup failed", "destination", sc.Destination, "after", why, "error", err)
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+}
+
+// CurrentBackup returns the running backup and its progress, or nil.
+func (s *Service) CurrentBackup(ctx context.Context) (*backup.Progress, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "following a backup"); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	m := s.backups
+	s.mu.RUnlock()
+	if m == nil {
+		return nil, nil
+	}
+	return m.Current(), nil
+}
+
+func bundleEncryption(pw []byte, label string, workFactor int) bundle.Encryption {
+	return bundle.Encryption{Passphrase: pw, Label: label, ScryptWorkFactor: workFactor}
+}

@@ -1,0 +1,357 @@
+package service
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+// backupSvc is an open service with a recovery passphrase and fast backups.
+func backupSvc(t *testing.T) (*Service, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := New(Config{DataDir: dir, KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, BackupScryptWorkFactor: 10, BackupTick: time.Hour,
+		WriteRetryDelay: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetRecoveryPassphrase(rootCtx(), nil, []byte("recovery-passphrase")); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir
+}
+
+// openBackup decrypts a backup file and returns its tar entries.
+func openBackup(t *testing.T, path, passphrase string) (bundle.Manifest, map[string][]byte) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	rc, m, err := bundle.Open(f, st.Size(), bundle.Decryption{Passphrase: []byte(passphrase)})
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	defer rc.Close()
+	out := map[string][]byte{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		out[h.Name] = b
+	}
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		t.Fatalf("payload check: %v", err)
+	}
+	return m, out
+}
+
+func TestFullIncrementalAndCatalog(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	target := filepath.Join(t.TempDir(), "nas")
+	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target, KeepFulls: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "incremental", Wait: true}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("incremental before any full: %v", err)
+	}
+	s.PutSecret(ctx, DefaultWallet, "before-full", []byte("value-in-full-0123"))
+	full, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true})
+	if err != nil || full.Status != "DONE" || full.Kind != "full" {
+		t.Fatalf("full: %+v %v", full, err)
+	}
+	s.PutSecret(ctx, DefaultWallet, "after-full", []byte("value-in-incremental"))
+	s.RotateMasterKey(ctx)
+	inc, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true})
+	if err != nil || inc.Kind != "incremental" || inc.BaseFullID != full.ID || inc.FirstIndex != full.LastIndex+1 || inc.LastIndex <= inc.FirstIndex {
+		t.Fatalf("auto mode after a fresh full should give an incremental: %+v (full %+v) %v", inc, full, err)
+	}
+
+	m, entries := openBackup(t, filepath.Join(target, full.File), "recovery-passphrase")
+	if m.ClusterID != s.st.ClusterID() || m.LastIndex != full.LastIndex || m.Recipients[0] != "passphrase:recovery-1" {
+		t.Fatalf("full manifest %+v", m)
+	}
+	for _, name := range []string{backup.EntryCluster, backup.EntryKeys, backup.EntryState} {
+		if len(entries[name]) == 0 {
+			t.Fatalf("full lacks %s", name)
+		}
+	}
+	ring, err := keystore.ImportMEKs(entries[backup.EntryKeys])
+	if err != nil || ring.Current() != 1 {
+		t.Fatalf("keys in the full: %v", err)
+	}
+	// The state copy opens and holds the object written before the full.
+	db := filepath.Join(t.TempDir(), "state.db")
+	os.WriteFile(db, entries[backup.EntryState], 0o600)
+	st, err := state.Open(db, state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ObjectByName(DefaultWallet, "before-full"); err != nil {
+		t.Fatalf("object missing from the full: %v", err)
+	}
+	if _, err := st.ObjectByName(DefaultWallet, "after-full"); err == nil {
+		t.Fatal("the full holds a later write")
+	}
+	st.Close()
+	_, ientries := openBackup(t, filepath.Join(target, inc.File), "recovery-passphrase")
+	journals := 0
+	for name := range ientries {
+		if strings.HasPrefix(name, backup.JournalDir) {
+			journals++
+		}
+	}
+	ring2, _ := keystore.ImportMEKs(ientries[backup.EntryKeys])
+	if journals == 0 || ring2.Current() != 2 {
+		t.Fatalf("incremental: %d segments, key generation %d (the rotation since the full must be carried)", journals, ring2.Current())
+	}
+	// No plaintext in the files.
+	for _, f := range []string{full.File, inc.File} {
+		b, _ := os.ReadFile(filepath.Join(target, f))
+		if bytes.Contains(b, []byte("value-in")) || bytes.Contains(b, []byte("recovery-passphrase")) {
+			t.Fatalf("%s holds plaintext", f)
+		}
+	}
+	// A wrong passphrase does not open it.
+	f, _ := os.Open(filepath.Join(target, full.File))
+	fi, _ := f.Stat()
+	if _, _, err := bundle.Open(f, fi.Size(), bundle.Decryption{Passphrase: []byte("wrong-passphrase")}); !errors.Is(err, bundle.ErrWrongKey) {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	f.Close()
+
+	// The catalog lists both; a rebuild from the manifests gives the same.
+	dd, _ := s.openDest(ctx, state.Destination{Name: "nas", Kind: "dir", Path: target}, nil)
+	cat, err := backup.LoadCatalog(ctx, dd)
+	if err != nil || len(cat.Entries) != 2 || cat.ClusterID != s.st.ClusterID() {
+		t.Fatalf("catalog %+v %v", cat, err)
+	}
+	os.WriteFile(filepath.Join(target, backup.CatalogFile), []byte("{garbage"), 0o600)
+	if _, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "rebuild") {
+		t.Fatalf("backup onto a corrupt catalog: %v", err)
+	}
+	n, skipped, err := s.RebuildCatalog(ctx, "nas")
+	if err != nil || n != 2 || len(skipped) != 0 {
+		t.Fatalf("rebuild: %d %v %v", n, skipped, err)
+	}
+	// Retention keeps 2 fulls: after three more fulls, the first full and its incremental are gone.
+	for i := 0; i < 3; i++ {
+		if _, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(target, full.File)); !os.IsNotExist(err) {
+		t.Fatal("retention kept the oldest full")
+	}
+	if _, err := os.Stat(filepath.Join(target, inc.File)); !os.IsNotExist(err) {
+		t.Fatal("retention kept an incremental of a removed full")
+	}
+	list, _ := s.ListBackups(ctx, "nas")
+	if len(list) != 5 || list[0].Kind != "full" { // full, incremental, three fulls
+		t.Fatalf("records %d", len(list))
+	}
+}
+
+func TestDestinationOfAnotherClusterRefused(t *testing.T) {
+	a, _ := backupSvc(t)
+	b, _ := backupSvc(t)
+	target := filepath.Join(t.TempDir(), "shared")
+	if _, err := a.AddDestination(rootCtx(), DestinationConfig{Name: "shared", Kind: "dir", Path: target}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RunBackup(rootCtx(), BackupRequest{Destination: "shared", Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.AddDestination(rootCtx(), DestinationConfig{Name: "shared", Kind: "dir", Path: target})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "another cluster") {
+		t.Fatalf("second cluster on the same destination: %v", err)
+	}
+}
+
+func TestOneBackupAtATimeAndInterrupted(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	// Hold the manager's run lock as a running backup does.
+	s.backups.TestHold(func() {
+		if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "in progress") {
+			t.Fatalf("second backup: %v", err)
+		}
+	})
+	// A RUNNING record left by a crash is marked FAILED at the next open.
+	rec := state.BackupRecord{ID: "20260101T000000Z-dead", Destination: LocalDestination, Kind: "full", Status: "RUNNING", Node: s.nodeID, Started: time.Now()}
+	if _, err := s.applyOpen(ctx, state.TypeBackupRecord, rec); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(StagingDir(s.cfg.DataDir), 0o700)
+	leftover := filepath.Join(StagingDir(s.cfg.DataDir), "staging-123"+backup.FileSuffix)
+	os.WriteFile(leftover, []byte("partial"), 0o600)
+	if err := s.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ := s.st.Backup(rec.ID)
+		if got.Status == "FAILED" && strings.Contains(got.Reason, "interrupted") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("interrupted backup still %s", got.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatal("staging leftovers not removed")
+	}
+}
+
+func TestFreezeRefusesWritesAndDumps(t *testing.T) {
+	s, dir := backupSvc(t)
+	ctx := rootCtx()
+	s.PutSecret(ctx, DefaultWallet, "k", []byte("v"))
+	st, err := s.Freeze(ctx, time.Hour)
+	if err != nil || !st.Frozen || st.Dump == "" {
+		t.Fatalf("freeze: %+v %v", st, err)
+	}
+	if _, err := os.Stat(st.Dump); err != nil || !strings.HasPrefix(st.Dump, DumpDir(dir)) {
+		t.Fatalf("dump %s: %v", st.Dump, err)
+	}
+	before := s.st.AppliedIndex()
+	if _, err := s.PutSecret(ctx, DefaultWallet, "k", []byte("v2")); !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
+		t.Fatalf("write while frozen: %v", err)
+	}
+	if _, _, err := s.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: "k"}, 0); err != nil {
+		t.Fatalf("read while frozen: %v", err)
+	}
+	if s.st.AppliedIndex() != before {
+		t.Fatal("state changed while frozen")
+	}
+	if _, err := s.Thaw(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutSecret(ctx, DefaultWallet, "k", []byte("v2")); err != nil {
+		t.Fatalf("write after thaw: %v", err)
+	}
+	// The timeout thaws by itself.
+	s.Freeze(ctx, 50*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	if err := s.frozenErr(); err != nil {
+		t.Fatalf("still frozen after the timeout: %v", err)
+	}
+}
+
+func TestScheduleRunsAndAutoBackupAfterRotation(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	target := filepath.Join(t.TempDir(), "nas")
+	s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target})
+	if _, err := s.PutSchedule(ctx, ScheduleConfig{Name: "bad", Destination: "nas", Type: "cron", Cron: "not cron"}, false); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad cron: %v", err)
+	}
+	if _, err := s.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: "nas", Type: "periodic", Every: "24h"}, false); err != nil {
+		t.Fatal(err)
+	}
+	s.backups.RunSchedules(ctx, time.Now())
+	sc, _ := s.st.Schedule("nightly")
+	if sc.LastRun == nil || !strings.HasPrefix(sc.LastResult, "DONE") || sc.State != "ACTIVE" {
+		t.Fatalf("schedule after its run: %+v", sc)
+	}
+	if due, next := backup.Due(sc, time.Now()); due || next.Sub(*sc.LastRun) != 24*time.Hour {
+		t.Fatalf("next run %v due %v", next, due)
+	}
+	if _, err := s.SetSchedulePaused(ctx, "nightly", true); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := backup.Due(mustSchedule(t, s, "nightly"), time.Now().Add(48*time.Hour)); due {
+		t.Fatal("a paused schedule is due")
+	}
+	s.SetSchedulePaused(ctx, "nightly", false)
+	// A master-key rotation triggers a full backup to scheduled destinations.
+	before, _ := s.ListBackups(ctx, "nas")
+	s.RotateMasterKey(ctx)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		after, _ := s.ListBackups(ctx, "nas")
+		if len(after) > len(before) && after[0].Status == "DONE" && strings.Contains(after[0].Reason, "master key rotated") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no automatic full after the rotation: %+v", after)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func mustSchedule(t *testing.T, s *Service, name string) state.Schedule {
+	sc, err := s.st.Schedule(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+func TestArchivingShipsClosedSegments(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	target := filepath.Join(t.TempDir(), "arch")
+	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "arch", Kind: "dir", Path: target, Archiving: true}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("a%d", i), []byte("v"))
+		if _, err := s.RotateJournal(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.backups.ArchiveOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := s.st.Destination("arch")
+	files, _ := filepath.Glob(filepath.Join(target, backup.ArchiveDir, "*"+backup.FileSuffix))
+	if len(files) < 3 || d.ArchivedTo == 0 || s.backups.Pending()["arch"] != 0 {
+		t.Fatalf("archived %d files up to %d, pending %d", len(files), d.ArchivedTo, s.backups.Pending()["arch"])
+	}
+	// Paused: new segments pile up on the node and show as pending.
+	s.SetArchivePaused(ctx, "arch", true)
+	s.PutSecret(ctx, DefaultWallet, "p", []byte("v"))
+	s.RotateJournal(ctx)
+	s.backups.ArchiveOnce(ctx)
+	if got := s.backups.Pending()["arch"]; got != 1 {
+		t.Fatalf("pending while paused: %d", got)
+	}
+	s.SetArchivePaused(ctx, "arch", false)
+	s.backups.ArchiveOnce(ctx)
+	if got := s.backups.Pending()["arch"]; got != 0 {
+		t.Fatalf("pending after resume: %d", got)
+	}
+	_ = context.Background
+}

@@ -1,0 +1,129 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/backup/dest"
+)
+
+// DumpDir is where a freeze writes its consistent full dump.
+func DumpDir(dataDir string) string { return filepath.Join(dataDir, "dump") }
+
+// DefaultFreezeTimeout ends a freeze nobody thawed.
+const DefaultFreezeTimeout = 5 * time.Minute
+
+// FreezeStatus reports a freeze.
+type FreezeStatus struct {
+	Frozen bool      `json:"frozen"`
+	Until  time.Time `json:"until,omitzero"`
+	Dump   string    `json:"dump,omitempty" doc:"file of the full dump written before freezing"`
+	Note   string    `json:"note,omitempty"`
+}
+
+type freezeState struct {
+	until time.Time
+	timer *time.Timer
+}
+
+// Freeze writes a consistent full dump under <data-dir>/dump/ (encrypted to
+// the recovery passphrase), then refuses writes — reads keep working — until
+// Thaw or the timeout, so that a storage-level snapshot tool can copy the
+// data dir (OpenKeyServer's SIGUSR1). Without a recovery passphrase the dump
+// is skipped and the freeze still happens (the note says so).
+func (s *Service) Freeze(ctx context.Context, timeout time.Duration) (FreezeStatus, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "freezing writes"); err != nil {
+		return FreezeStatus{}, err
+	}
+	if err := s.checkOpen(); err != nil {
+		return FreezeStatus{}, err
+	}
+	if timeout <= 0 {
+		timeout = DefaultFreezeTimeout
+	}
+	if timeout > 24*time.Hour {
+		return FreezeStatus{}, fmt.Errorf("%w: freeze timeout %s: at most 24h", ErrInvalid, timeout)
+	}
+	st := FreezeStatus{Frozen: true}
+	if e, err := s.dump(ctx); err != nil {
+		st.Note = "no dump written: " + err.Error()
+		s.log.Warn("freeze without a dump", "reason", err)
+	} else {
+		st.Dump = filepath.Join(DumpDir(s.cfg.DataDir), e.File)
+	}
+	s.freezeMu.Lock()
+	defer s.freezeMu.Unlock()
+	if s.frozen != nil {
+		s.frozen.timer.Stop()
+	}
+	until := time.Now().Add(timeout)
+	f := &freezeState{until: until}
+	f.timer = time.AfterFunc(timeout, func() {
+		s.freezeMu.Lock()
+		defer s.freezeMu.Unlock()
+		if s.frozen == f {
+			s.frozen = nil
+			s.log.Warn("freeze timed out; writes resume", "timeout", timeout)
+		}
+	})
+	s.frozen = f
+	st.Until = until.UTC()
+	s.log.Warn("writes frozen for a storage snapshot", "until", st.Until, "dump", st.Dump)
+	return st, nil
+}
+
+// Thaw ends a freeze.
+func (s *Service) Thaw(ctx context.Context) (FreezeStatus, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "thawing writes"); err != nil {
+		return FreezeStatus{}, err
+	}
+	s.freezeMu.Lock()
+	defer s.freezeMu.Unlock()
+	if s.frozen == nil {
+		return FreezeStatus{}, fmt.Errorf("%w: writes are not frozen", ErrConflict)
+	}
+	s.frozen.timer.Stop()
+	s.frozen = nil
+	s.log.Info("writes thawed")
+	return FreezeStatus{}, nil
+}
+
+// frozenErr is non-nil while writes are frozen.
+func (s *Service) frozenErr() error {
+	s.freezeMu.Lock()
+	defer s.freezeMu.Unlock()
+	if s.frozen == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: writes are frozen for a storage snapshot until %s (coffer thaw, or SIGCONT, ends it)", ErrWriteUnavailable, s.frozen.until.UTC().Format(time.RFC3339))
+}
+
+// dump writes one full dump to DumpDir, keeping only the newest.
+func (s *Service) dump(ctx context.Context) (backup.Entry, error) {
+	h := backupHost{s}
+	s.mu.RLock()
+	pw, err := s.recoveryLocked()
+	r, _ := s.st.Recovery()
+	s.mu.RUnlock()
+	if err != nil {
+		return backup.Entry{}, err
+	}
+	defer clear(pw)
+	d, err := dest.NewDir(DumpDir(s.cfg.DataDir))
+	if err != nil {
+		return backup.Entry{}, err
+	}
+	defer d.Close()
+	enc := bundleEncryption(pw, RecoveryLabel(r.Generation), s.cfg.BackupScryptWorkFactor)
+	e, err := backup.Run(ctx, h, d, backup.KindDump, backup.Options{ID: backup.NewID(time.Now(), randHex(4)), Encryption: enc, StagingDir: StagingDir(s.cfg.DataDir)})
+	if err != nil {
+		return e, err
+	}
+	if _, err := (backup.Retention{KeepFulls: 1}).Apply(ctx, d, time.Now()); err != nil {
+		s.log.Warn("old dumps not removed", "error", err)
+	}
+	return e, nil
+}
