@@ -117,14 +117,33 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		return state.BackupRecord{}, ErrBusy
 	}
 	defer m.run.Unlock()
+	// A destination that cannot be reached or read is a failed backup,
+	// recorded as such (backup list shows it with the reason).
+	failEarly := func(err error) (state.BackupRecord, error) {
+		if errors.Is(err, state.ErrNotFound) || ctx.Err() != nil {
+			return state.BackupRecord{}, err
+		}
+		now := time.Now().UTC()
+		kind := mode
+		if kind == "" {
+			kind = ModeAuto
+		}
+		rec := state.BackupRecord{ID: NewID(now, m.host.NewID()), Destination: destination, Kind: kind, Status: "FAILED",
+			Node: m.host.NodeID(), Reason: err.Error(), Started: now, Finished: &now}
+		if rerr := m.host.Record(context.WithoutCancel(ctx), rec); rerr != nil {
+			m.log.Error("recording the failed backup failed", "destination", destination, "error", rerr)
+		}
+		m.log.Error("backup failed", "destination", destination, "error", err)
+		return rec, err
+	}
 	t, err := m.host.OpenTarget(ctx, destination)
 	if err != nil {
-		return state.BackupRecord{}, err
+		return failEarly(err)
 	}
 	defer t.Dest.Close()
 	cat, err := LoadCatalog(ctx, t.Dest)
 	if err != nil {
-		return state.BackupRecord{}, err
+		return failEarly(err)
 	}
 	kind, base, err := chooseKind(cat, mode, time.Now())
 	if err != nil {

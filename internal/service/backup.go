@@ -401,7 +401,32 @@ func (s *Service) TestDestination(ctx context.Context, name string) error {
 	if err != nil {
 		return mapStateErr(err)
 	}
-	return s.probe(ctx, &d)
+	pinned := d.HostKey
+	if err := s.probe(ctx, &d); err != nil {
+		return err
+	}
+	if d.HostKey != pinned {
+		return s.pinHostKeyLocked(ctx, name, d.HostKey)
+	}
+	return nil
+}
+
+// pinHostKeyLocked records an SFTP server key seen for the first time
+// (trust on first use); later connections refuse any other key.
+func (s *Service) pinHostKeyLocked(ctx context.Context, name, key string) error {
+	d, err := s.st.Destination(name)
+	if err != nil {
+		return mapStateErr(err)
+	}
+	if d.HostKey != "" {
+		return nil
+	}
+	d.HostKey = key
+	if _, err := s.applyResult(ctx, state.TypeDestinationPut, d); err != nil {
+		return fmt.Errorf("pin the host key of %q: %w", name, err)
+	}
+	s.log.Info("SFTP host key pinned", "destination", name, "key", key)
+	return nil
 }
 
 // BackupRequest asks for a backup now.
@@ -542,15 +567,29 @@ func (h backupHost) OpenTarget(ctx context.Context, name string) (*backup.Target
 		return nil, err
 	}
 	d, err := h.s.st.Destination(name)
-	if err != nil {
-		return nil, mapStateErr(err)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+	} else if err != nil {
+		return nil, err
 	}
+	var seen string
 	h.s.mu.RLock()
-	defer h.s.mu.RUnlock()
-	dd, err := h.s.openDest(ctx, d, func(k string) {})
+	dd, err := h.s.openDest(ctx, d, func(k string) { seen = k })
+	h.s.mu.RUnlock()
 	if err != nil {
 		return nil, err
 	}
+	if seen != "" && d.HostKey == "" {
+		h.s.mu.RLock()
+		err := h.s.pinHostKeyLocked(ctx, name, seen)
+		h.s.mu.RUnlock()
+		if err != nil {
+			dd.Close()
+			return nil, err
+		}
+	}
+	h.s.mu.RLock()
+	defer h.s.mu.RUnlock()
 	enc := bundle.Encryption{Recipients: d.Recipients}
 	if len(d.Recipients) == 0 {
 		pw, err := h.s.recoveryLocked()

@@ -174,7 +174,7 @@ func TestFullIncrementalAndCatalog(t *testing.T) {
 		t.Fatal("retention kept an incremental of a removed full")
 	}
 	list, _ := s.ListBackups(ctx, "nas")
-	if len(list) != 5 || list[0].Kind != "full" { // full, incremental, three fulls
+	if len(list) != 6 || list[0].Kind != "full" { // full, incremental, the FAILED one on the corrupt catalog, three fulls
 		t.Fatalf("records %d", len(list))
 	}
 }
@@ -355,3 +355,13 @@ func TestArchivingShipsClosedSegments(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+func mustDest(t *testing.T, s *Service, name string) state.Destination {
+	d, err := s.st.Destination(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func bundleIdentity() (string, string, error) { return bundle.GenerateIdentity() }

@@ -1,0 +1,197 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/testserver"
+)
+
+// cycle runs full, incremental and archiving against one destination and
+// checks the catalog the destination holds afterwards.
+func cycle(t *testing.T, s *Service, name string) {
+	t.Helper()
+	ctx := rootCtx()
+	s.PutSecret(ctx, DefaultWallet, "c1", []byte("v"))
+	full, err := s.RunBackup(ctx, BackupRequest{Destination: name, Mode: "full", Wait: true})
+	if err != nil || full.Status != "DONE" {
+		t.Fatalf("%s full: %+v %v", name, full, err)
+	}
+	s.PutSecret(ctx, DefaultWallet, "c2", []byte("v"))
+	inc, err := s.RunBackup(ctx, BackupRequest{Destination: name, Mode: "incremental", Wait: true})
+	if err != nil || inc.BaseFullID != full.ID {
+		t.Fatalf("%s incremental: %+v %v", name, inc, err)
+	}
+	s.PutSecret(ctx, DefaultWallet, "c3", []byte("v"))
+	s.RotateJournal(ctx)
+	if err := s.backups.ArchiveOnce(ctx); err != nil {
+		t.Fatalf("%s archive: %v", name, err)
+	}
+	d, _ := s.st.Destination(name)
+	if d.ArchivedTo < inc.LastIndex {
+		t.Fatalf("%s archived to %d, the incremental reached %d", name, d.ArchivedTo, inc.LastIndex)
+	}
+	dd, err := s.openDest(ctx, d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dd.Close()
+	cat, err := backup.LoadCatalog(ctx, dd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, e := range cat.Entries {
+		kinds[e.Kind]++
+	}
+	if kinds["full"] != 1 || kinds["incremental"] != 1 || kinds["segment"] == 0 {
+		t.Fatalf("%s catalog: %v", name, kinds)
+	}
+	// The catalog agrees with a rebuild from the manifests.
+	if n, skipped, err := s.RebuildCatalog(ctx, name); err != nil || n != len(cat.Entries) || len(skipped) > 0 {
+		t.Fatalf("%s rebuild: %d of %d, skipped %v, %v", name, n, len(cat.Entries), skipped, err)
+	}
+}
+
+func TestBackupToSFTP(t *testing.T) {
+	srv := testserver.StartSSHD(t)
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	// Wrong password: refused with the reason, nothing stored.
+	_, err := s.AddDestination(ctx, DestinationConfig{Name: "bad", Kind: "sftp", Host: srv.Host, Port: srv.Port, User: srv.User, Password: "wrong-password", Path: "/b"})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "authenticat") || strings.Contains(err.Error(), "wrong-password") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if _, err := s.st.Destination("bad"); err == nil {
+		t.Fatal("a refused destination was stored")
+	}
+	// Password authentication, host key pinned on first use.
+	v, err := s.AddDestination(ctx, DestinationConfig{Name: "sftp-pw", Kind: "sftp", Host: srv.Host, Port: srv.Port, User: srv.User,
+		Password: srv.Password, Path: filepath.Join(srv.Dir, "pw"), Archiving: true})
+	if err != nil || v.HostKey == "" || !v.SecretSet {
+		t.Fatalf("add sftp: %+v %v", v, err)
+	}
+	cycle(t, s, "sftp-pw")
+	// Key authentication: Coffer generates the key; the destination is
+	// usable once the public key is installed.
+	v, err = s.AddDestination(ctx, DestinationConfig{Name: "sftp-key", Kind: "sftp", Host: srv.Host, Port: srv.Port, User: srv.User, Path: filepath.Join(srv.Dir, "key")})
+	if err != nil || !strings.HasPrefix(v.PublicKey, "ssh-ed25519 ") || !strings.Contains(v.Note, "authorized_keys") {
+		t.Fatalf("add sftp with a new key: %+v %v", v, err)
+	}
+	if err := s.TestDestination(ctx, "sftp-key"); err == nil {
+		t.Fatal("test passed before the key was installed")
+	}
+	srv.AddAuthorizedKey(v.PublicKey)
+	if err := s.TestDestination(ctx, "sftp-key"); err != nil {
+		t.Fatalf("test after installing the key: %v", err)
+	}
+	if _, err := s.RunBackup(ctx, BackupRequest{Destination: "sftp-key", Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A changed host key is refused, naming both fingerprints.
+	srv.Restart(true)
+	_, err = s.RunBackup(ctx, BackupRequest{Destination: "sftp-key", Wait: true})
+	if err == nil || !strings.Contains(err.Error(), "host key") {
+		t.Fatalf("changed host key: %v", err)
+	}
+	recs, _ := s.ListBackups(ctx, "sftp-key")
+	if recs[0].Status != "FAILED" || !strings.Contains(recs[0].Reason, "host key") {
+		t.Fatalf("the failed backup is not recorded as FAILED with its reason: %+v", recs[0])
+	}
+}
+
+func TestBackupToS3(t *testing.T) {
+	srv := testserver.StartS3(t)
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	base := DestinationConfig{Kind: "s3", Endpoint: srv.Endpoint, Bucket: srv.Bucket, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, PathStyle: true, Insecure: true}
+	for _, c := range []struct {
+		name string
+		edit func(*DestinationConfig)
+		want string
+	}{
+		{"wrong secret", func(d *DestinationConfig) { d.SecretKey = "not-the-secret-key" }, "authentication"},
+		{"missing bucket", func(d *DestinationConfig) { d.Bucket = "no-such-bucket" }, "bucket"},
+		{"unreachable", func(d *DestinationConfig) { d.Endpoint = "127.0.0.1:1" }, "unreachable"},
+	} {
+		d := base
+		d.Name = "bad"
+		c.edit(&d)
+		_, err := s.AddDestination(ctx, d)
+		if err == nil || !strings.Contains(strings.ToLower(err.Error()), c.want) || strings.Contains(err.Error(), d.SecretKey) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+	d := base
+	d.Name, d.Prefix, d.Archiving = "s3", "coffer/prod", true
+	if _, err := s.AddDestination(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	cycle(t, s, "s3")
+	// A second cluster is refused on the same bucket and prefix.
+	other, _ := backupSvc(t)
+	if _, err := other.AddDestination(rootCtx(), d); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "another cluster") {
+		t.Fatalf("second cluster on the same prefix: %v", err)
+	}
+	// Age recipients instead of the passphrase.
+	id, rcpt, err := bundleIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Name, d.Prefix, d.Recipients, d.Archiving = "s3-age", "coffer/age", []string{rcpt}, false
+	if _, err := s.AddDestination(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.RunBackup(ctx, BackupRequest{Destination: "s3-age", Wait: true})
+	if err != nil || len(rec.Recipients) != 1 || rec.Recipients[0] != rcpt {
+		t.Fatalf("age backup: %+v %v", rec, err)
+	}
+	_ = id
+}
+
+func TestBackupToFullDisk(t *testing.T) {
+	dir := testserver.SmallTmpfs(t, 256<<10)
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "small", Kind: "dir", Path: dir}); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the state so that a full does not fit.
+	big := make([]byte, 60000)
+	for i := range big {
+		big[i] = byte(i*7919 + i/13) // poorly compressible
+	}
+	for i := 0; i < 8; i++ {
+		randRead(big)
+		if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("big%d", i), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := s.RunBackup(ctx, BackupRequest{Destination: "small", Mode: "full", Wait: true})
+	if err == nil || !strings.Contains(err.Error(), "space") {
+		t.Fatalf("backup onto a full disk: %v", err)
+	}
+	dd, _ := s.openDest(ctx, mustDest(t, s, "small"), nil)
+	cat, err := backup.LoadCatalog(ctx, dd)
+	if err != nil || len(cat.Entries) != 0 {
+		t.Fatalf("catalog after the failed backup: %+v %v", cat, err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "backups", "*"))
+	if len(files) != 0 {
+		t.Fatalf("partial files left: %v", files)
+	}
+	recs, _ := s.ListBackups(ctx, "small")
+	if len(recs) != 1 || recs[0].Status != "FAILED" {
+		t.Fatalf("records %+v", recs)
+	}
+	views, _ := s.ListDestinations(ctx)
+	for _, v := range views {
+		if v.Name == "small" && (v.Usage == nil || v.Usage.Total == 0) {
+			t.Fatalf("no disk usage for a dir destination: %+v", v)
+		}
+	}
+}
