@@ -83,6 +83,16 @@ var (
 		"Records in this node's audit log.", nil, nil)
 	descAuditFail = prometheus.NewDesc("coffer_audit_write_failures_total",
 		"Audit records that could not be written.", nil, nil)
+	descDestUsed = prometheus.NewDesc("coffer_backup_destination_used_ratio",
+		"Used fraction of a LOCAL or dir backup destination's filesystem (an alert is raised above 0.8).", []string{"destination"}, nil)
+	descPending = prometheus.NewDesc("coffer_backup_archive_pending_segments",
+		"Closed journal segments not yet shipped to an archiving destination.", []string{"destination"}, nil)
+	descBackupRunning = prometheus.NewDesc("coffer_backup_running",
+		"1 while a backup runs.", nil, nil)
+	descFrozen = prometheus.NewDesc("coffer_writes_frozen",
+		"1 while writes are frozen for a storage snapshot (SIGUSR1 / coffer freeze).", nil, nil)
+	descWarnings = prometheus.NewDesc("coffer_warnings",
+		"Warnings in coffer status (do not stop writes).", nil, nil)
 )
 
 var (
@@ -95,7 +105,8 @@ type stateCollector struct{ svc *service.Service }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descState, descWritable, descAlerts, descGeneration, descJournalIndex, descJournalSegments,
-		descApplied, descRaftState, descRaftTerm, descRaftLast, descRaftCommit, descAudit, descAuditFail} {
+		descApplied, descRaftState, descRaftTerm, descRaftLast, descRaftCommit, descAudit, descAuditFail,
+		descDestUsed, descPending, descBackupRunning, descFrozen, descWarnings} {
 		ch <- d
 	}
 }
@@ -127,4 +138,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRaftCommit, prometheus.GaugeValue, float64(st.Raft.CommitIndex))
 	ch <- prometheus.MustNewConstMetric(descAudit, prometheus.GaugeValue, float64(c.svc.AuditCount()))
 	ch <- prometheus.MustNewConstMetric(descAuditFail, prometheus.CounterValue, float64(c.svc.AuditFailures()))
+	for _, d := range st.Backup.Destinations {
+		if d.Kind == "local" || d.Kind == "dir" {
+			ch <- prometheus.MustNewConstMetric(descDestUsed, prometheus.GaugeValue, d.UsedPercent/100, d.Name)
+		}
+		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(d.Pending), d.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(descBackupRunning, prometheus.GaugeValue, b2f(st.Backup.Running != nil))
+	ch <- prometheus.MustNewConstMetric(descFrozen, prometheus.GaugeValue, b2f(st.Backup.Frozen))
+	ch <- prometheus.MustNewConstMetric(descWarnings, prometheus.GaugeValue, float64(len(st.Warnings)))
 }

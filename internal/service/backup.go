@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
@@ -697,4 +698,57 @@ func (s *Service) CurrentBackup(ctx context.Context) (*backup.Progress, error) {
 
 func bundleEncryption(pw []byte, label string, workFactor int) bundle.Encryption {
 	return bundle.Encryption{Passphrase: pw, Label: label, ScryptWorkFactor: workFactor}
+}
+
+// DestinationHealth is a destination's state as status and metrics show it.
+type DestinationHealth struct {
+	Name         string  `json:"name"`
+	Kind         string  `json:"kind"`
+	UsedPercent  float64 `json:"used_percent,omitempty"`
+	Pending      int     `json:"pending_segments,omitempty"`
+	ArchiveError string  `json:"archive_error,omitempty"`
+}
+
+// DiskAlertPercent: a LOCAL or dir destination fuller than this raises an alert.
+const DiskAlertPercent = 80
+
+// backupHealth reports every destination (disk use for local and dir) and
+// the warnings an operator must see: a destination above 80% full, segments
+// that could not be shipped.
+func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
+	ds, err := s.st.Destinations()
+	if err != nil {
+		return nil, nil
+	}
+	var errs map[string]string
+	var pend map[string]int
+	if s.backups != nil {
+		pend, errs = s.backups.Pending(), s.backups.ArchiveErrors()
+	}
+	var out []DestinationHealth
+	var alerts []Alert
+	now := time.Now().UTC()
+	for _, d := range ds {
+		h := DestinationHealth{Name: d.Name, Kind: d.Kind, Pending: pend[d.Name], ArchiveError: errs[d.Name]}
+		path := d.Path
+		if d.Kind == "local" {
+			path = LocalBackupDir(s.cfg.DataDir)
+		}
+		if d.Kind == "local" || d.Kind == "dir" {
+			var fs syscall.Statfs_t
+			if err := syscall.Statfs(path, &fs); err == nil && fs.Blocks > 0 {
+				h.UsedPercent = 100 * float64(fs.Blocks-fs.Bavail) / float64(fs.Blocks)
+				if h.UsedPercent > DiskAlertPercent {
+					alerts = append(alerts, Alert{Component: "backup", Since: now,
+						Message: fmt.Sprintf("destination %s (%s) is %.0f%% full: free space or set retention before backups fail", d.Name, path, h.UsedPercent)})
+				}
+			}
+		}
+		if h.Pending > 0 && h.ArchiveError != "" {
+			alerts = append(alerts, Alert{Component: "backup", Since: now,
+				Message: fmt.Sprintf("%d journal segments wait on this node for destination %s: %s", h.Pending, d.Name, h.ArchiveError)})
+		}
+		out = append(out, h)
+	}
+	return out, alerts
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"errors"
+	"os"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -187,6 +188,16 @@ func TestBackupToFullDisk(t *testing.T) {
 	recs, _ := s.ListBackups(ctx, "small")
 	if len(recs) != 1 || recs[0].Status != "FAILED" {
 		t.Fatalf("records %+v", recs)
+	}
+	// Above 80% full, status warns (and so do the metrics, read from status).
+	filler := make([]byte, 230<<10)
+	os.WriteFile(filepath.Join(dir, "filler"), filler, 0o600)
+	found := false
+	for _, w := range s.Status().Warnings {
+		found = found || strings.Contains(w.Message, "destination small") && strings.Contains(w.Message, "full")
+	}
+	if !found {
+		t.Fatalf("no warning for a destination above 80%%: %+v", s.Status().Warnings)
 	}
 	views, _ := s.ListDestinations(ctx)
 	for _, v := range views {

@@ -33,6 +33,23 @@ type Status struct {
 	Writable           bool           `json:"writable"`
 	Alerts             []Alert        `json:"alerts"`
 	Warnings           []Alert        `json:"warnings,omitempty"`
+	Backup             BackupStatus   `json:"backup"`
+}
+
+// BackupStatus is the backup side of the status.
+type BackupStatus struct {
+	Running      *BackupRunning      `json:"running,omitempty"`
+	Destinations []DestinationHealth `json:"destinations,omitempty"`
+	Frozen       bool                `json:"frozen,omitempty"`
+}
+
+// BackupRunning is the backup in progress.
+type BackupRunning struct {
+	ID           string    `json:"id"`
+	Destination  string    `json:"destination"`
+	Kind         string    `json:"kind"`
+	Started      time.Time `json:"started"`
+	BytesWritten int64     `json:"bytes_written"`
 }
 
 // JournalStatus is the journal position.
@@ -82,6 +99,17 @@ func (s *Service) Status() Status {
 		st.Alerts = append(st.Alerts, *a)
 	}
 	st.Writable = s.state == StateOpen && len(st.Alerts) == 0
-	st.Warnings = s.warnings
+	st.Warnings = append([]Alert(nil), s.warnings...)
+	if s.state == StateOpen {
+		var bw []Alert
+		st.Backup.Destinations, bw = s.backupHealth()
+		st.Warnings = append(st.Warnings, bw...)
+		if s.backups != nil {
+			if p := s.backups.Current(); p != nil {
+				st.Backup.Running = &BackupRunning{ID: p.ID, Destination: p.Destination, Kind: p.Kind, Started: p.Started, BytesWritten: p.BytesWritten}
+			}
+		}
+	}
+	st.Backup.Frozen = s.frozenErr() != nil
 	return st
 }
