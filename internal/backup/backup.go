@@ -197,7 +197,7 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 		id = strings.TrimSuffix(opts.Segment.Name, filepath.Ext(opts.Segment.Name))
 	}
 	name := FileName(kind, id)
-	if err := ctx.Err(); err != nil {
+	if err := testPause(ctx); err != nil {
 		return Entry{}, err
 	}
 	if err := d.Save(ctx, name, f, size); err != nil {
@@ -360,4 +360,20 @@ func writeSegment(begin beginFunc, seg *journal.SegmentInfo) error {
 		return err
 	}
 	return tw.Close()
+}
+
+// testPause holds a backup between staging and saving for the duration in
+// COFFER_TEST_BACKUP_PAUSE: the crash tests kill the server there. Unset in
+// production; it only ever adds a wait.
+func testPause(ctx context.Context) error {
+	d, err := time.ParseDuration(os.Getenv("COFFER_TEST_BACKUP_PAUSE"))
+	if err != nil || d <= 0 {
+		return ctx.Err()
+	}
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -305,7 +305,15 @@ func (s *Service) probeRaw(ctx context.Context, d *state.Destination) error {
 	if err != nil {
 		return err
 	}
-	return cat.Claim(s.st.ClusterID(), dd.Location())
+	fresh := cat.ClusterID == ""
+	if err := cat.Claim(s.st.ClusterID(), dd.Location()); err != nil {
+		return err
+	}
+	if fresh {
+		// Claim it now: another cluster is refused even before our first backup.
+		return backup.SaveCatalog(pctx, dd, cat)
+	}
+	return nil
 }
 
 func probeErr(err error) error {

@@ -50,6 +50,7 @@ type node struct {
 	caFile  string
 	token   string
 	exited  chan error
+	env     []string // extra environment of the server process
 }
 
 type syncBuf struct {
@@ -95,6 +96,7 @@ func (n *node) start() {
 	n.t.Helper()
 	os.Remove(filepath.Join(n.dataDir, "coffer.pid"))
 	n.cmd = exec.Command(cofferBin, "server", "--config", n.config)
+	n.cmd.Env = append(os.Environ(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)

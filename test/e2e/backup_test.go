@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/client"
+)
+
+// TestKillDuringBackup: kill -9 while a backup is being written leaves the
+// destination's catalog consistent (no entry, no file), and the next start
+// marks the backup FAILED with its reason and removes the staging file.
+func TestKillDuringBackup(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	target := filepath.Join(t.TempDir(), "nas")
+	n := newNode(t, dir, "backup:\n  check_interval: 1h\n")
+	n.env = []string{"COFFER_TEST_BACKUP_PAUSE=60s"}
+	n.start()
+	t.Cleanup(n.stop)
+	n.initialise()
+	ctx := context.Background()
+	c := n.https()
+	if _, err := c.SetRecoveryPassphrase(ctx, "", "e2e-recovery-passphrase"); err != nil {
+		t.Fatal(err)
+	}
+	putMany(t, c, "k", 50)
+	if _, err := c.AddDestination(ctx, client.DestinationConfig{Name: "nas", Kind: "dir", Path: target}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.RunBackup(ctx, "nas", "full", false)
+	if err != nil || rec.Status != "RUNNING" {
+		t.Fatalf("start: %+v %v", rec, err)
+	}
+	// Wait until the bundle is staged (the pause holds it before the save).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		staged, _ := filepath.Glob(filepath.Join(dir, "backup", "staging", "staging-*"))
+		if p, _ := c.CurrentBackup(ctx); p != nil && p.BytesWritten > 0 && len(staged) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backup did not reach its staged state")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.kill9()
+
+	n.env = nil
+	n.start()
+	n.waitState("open")
+	c = n.https()
+	deadline = time.Now().Add(20 * time.Second)
+	var got client.BackupRecord
+	for {
+		list, err := c.ListBackups(ctx, "nas")
+		if err == nil && len(list) == 1 {
+			got = list[0]
+			if got.Status == "FAILED" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("interrupted backup not marked FAILED: %+v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got.ID != rec.ID || !strings.Contains(got.Reason, "interrupted") {
+		t.Fatalf("record %+v", got)
+	}
+	if staged, _ := filepath.Glob(filepath.Join(dir, "backup", "staging", "*")); len(staged) != 0 {
+		t.Fatalf("staging files left: %v", staged)
+	}
+	if files, _ := filepath.Glob(filepath.Join(target, "backups", "*")); len(files) != 0 {
+		t.Fatalf("files on the destination from the killed backup: %v", files)
+	}
+	cat, err := os.ReadFile(filepath.Join(target, "catalog.json"))
+	if err != nil || strings.Contains(string(cat), rec.ID) {
+		t.Fatalf("catalog after the kill: %s %v", cat, err)
+	}
+	// And the next backup works.
+	done, err := c.RunBackup(ctx, "nas", "full", true)
+	if err != nil || done.Status != "DONE" {
+		t.Fatalf("backup after the restart: %+v %v", done, err)
+	}
+}
