@@ -24,6 +24,12 @@ for pair in "Write1 PeerWrite1" "Write8 PeerWrite8" "Write64 PeerWrite64" "Read 
 done
 
 echo
+echo "full backup of 1,000,000 objects vs tar | zstd | age of the same data dir (same run):"
+command -v age >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq age >/dev/null; }
+COFFER_BENCH_OBJECTS=${COFFER_BENCH_OBJECTS:-1000000} go test -run '^$' -bench BenchmarkFullBackup -benchtime 1x -timeout 30m ./internal/backup/ \
+  | tr '\t' '\n' | sed -n 's/^ *\([0-9.]*\) \(objects\|state-MB\|coffer-MB\/s\|peer-MB\/s\|coffer\/peer-speed\|coffer-peak-heap-MB\|peer-peak-rss-MB\)$/  \2: \1/p'
+
+echo
 echo "end to end over HTTPS (coffer bench against a dev server, 5 s each):"
 dir=$(mktemp -d)
 go build -o "$dir/coffer" ./cmd/coffer
@@ -32,5 +38,5 @@ pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir" "$out"' EXIT
 for _ in $(seq 100); do grep -q 'export COFFER_TOKEN' "$dir/dev.out" && break; sleep 0.1; done
 eval "$(grep '^  export' "$dir/dev.out")"
-for w in 1 8 64; do "$dir/coffer" bench --op put --workers $w --duration 5s; done
-"$dir/coffer" bench --op get --workers 8 --duration 5s
+for w in 1 8 64; do "$dir/coffer" bench --op put --concurrency $w --duration 5s; done
+"$dir/coffer" bench --op get --concurrency 8 --duration 5s
