@@ -158,6 +158,16 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	var bw *bundle.Writer
 	begin := func(first, last uint64) (io.Writer, error) {
 		m.FirstIndex, m.LastIndex = first, last
+		// The time range the backup covers, as far as this node knows it:
+		// a full reaches up to now; an incremental starts where its full
+		// ended; a segment starts when it was opened.
+		m.LastTime = time.Now().UTC()
+		switch {
+		case opts.Base != nil:
+			m.FirstTime = opts.Base.LastTime
+		case opts.Segment != nil:
+			m.FirstTime = opts.Segment.Created.UTC()
+		}
 		var err error
 		bw, err = bundle.NewWriter(cw, m, opts.Encryption)
 		return bw, err

@@ -181,6 +181,7 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		return rec, fmt.Errorf("backup %s is written, but recording it failed: %w", id, err)
 	}
 	m.log.Info("backup done", "id", id, "destination", destination, "kind", kind, "size", e.Size, "first_index", e.FirstIndex, "last_index", e.LastIndex)
+	cleanup(ctx, t.Dest, m.log)
 	r := Retention{KeepFulls: t.Config.KeepFulls, KeepDays: t.Config.KeepDays}
 	if t.Config.Kind == "local" {
 		r = Retention{KeepFulls: 1} // LOCAL keeps only the last full and its incrementals
@@ -316,6 +317,17 @@ func (m *Manager) ship(ctx context.Context, name string, todo []journal.SegmentI
 		m.mu.Unlock()
 	}
 	return nil
+}
+
+// cleanup removes temp files an interrupted save left on the destination
+// (only those older than dest.StaleTempAge, so a save in progress elsewhere
+// is left alone).
+func cleanup(ctx context.Context, d dest.Destination, log *slog.Logger) {
+	if c, ok := d.(dest.Cleaner); ok {
+		if err := c.Cleanup(ctx); err != nil {
+			log.Warn("removing stale temp files failed", "destination", d.Location(), "error", err)
+		}
+	}
 }
 
 func (m *Manager) setErr(name string, err error) {

@@ -14,6 +14,8 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/fsutil"
+	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/state"
 )
 
@@ -50,6 +52,7 @@ type DestinationConfig struct {
 
 	Recipients []string `json:"recipients,omitempty" doc:"age X25519 public keys; empty: the recovery passphrase"`
 	Archiving  bool     `json:"archiving,omitempty" doc:"ship every closed journal segment here"`
+	Mirror     bool     `json:"mirror,omitempty" doc:"dir only: write every journal record here too, fsynced before the write is acknowledged (at most one destination)"`
 	KeepFulls  int      `json:"keep_fulls,omitempty"`
 	KeepDays   int      `json:"keep_days,omitempty"`
 }
@@ -99,7 +102,18 @@ func (s *Service) destinationRecord(c DestinationConfig, old *state.Destination)
 	d := state.Destination{Name: c.Name, Kind: c.Kind, Path: c.Path, Host: c.Host, Port: c.Port, User: c.User,
 		Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: c.Prefix, Region: c.Region, AccessKey: c.AccessKey,
 		PathStyle: c.PathStyle, Insecure: c.Insecure, CACert: c.CACert, Recipients: c.Recipients,
-		Archiving: c.Archiving, KeepFulls: c.KeepFulls, KeepDays: c.KeepDays}
+		Archiving: c.Archiving, Mirror: c.Mirror, KeepFulls: c.KeepFulls, KeepDays: c.KeepDays}
+	if c.Mirror && c.Kind != "dir" {
+		return state.Destination{}, fmt.Errorf("%w: only a dir destination can mirror the journal", ErrInvalid)
+	}
+	if c.Mirror {
+		ds, _ := s.st.Destinations()
+		for _, o := range ds {
+			if o.Mirror && o.Name != c.Name {
+				return state.Destination{}, fmt.Errorf("%w: destination %q already mirrors the journal (at most one)", ErrConflict, o.Name)
+			}
+		}
+	}
 	version := uint64(1)
 	if old != nil {
 		version = old.SecretVersion + 1
@@ -279,6 +293,9 @@ func (s *Service) putDestination(ctx context.Context, c DestinationConfig, edit 
 		return DestinationView{}, fmt.Errorf("store destination %q: %w", c.Name, err)
 	}
 	stored, _ := res.(state.Destination)
+	if err := s.attachMirrorLocked(); err != nil {
+		pending = strings.TrimSpace(pending + " journal mirror not attached: " + err.Error())
+	}
 	v := s.viewDestination(ctx, stored, false)
 	v.Note = pending
 	return v, nil
@@ -341,7 +358,7 @@ func destErr(err error) error {
 func (s *Service) viewDestination(ctx context.Context, d state.Destination, withUsage bool) DestinationView {
 	v := DestinationView{DestinationConfig: DestinationConfig{Name: d.Name, Kind: d.Kind, Path: d.Path, Host: d.Host, Port: d.Port, User: d.User,
 		Endpoint: d.Endpoint, Bucket: d.Bucket, Prefix: d.Prefix, Region: d.Region, AccessKey: d.AccessKey, PathStyle: d.PathStyle,
-		Insecure: d.Insecure, CACert: d.CACert, Recipients: d.Recipients, Archiving: d.Archiving, KeepFulls: d.KeepFulls, KeepDays: d.KeepDays},
+		Insecure: d.Insecure, CACert: d.CACert, Recipients: d.Recipients, Archiving: d.Archiving, Mirror: d.Mirror, KeepFulls: d.KeepFulls, KeepDays: d.KeepDays},
 		SecretSet: len(d.SealedSecret) > 0, PublicKey: d.PublicKey, HostKey: d.HostKey, ArchivePaused: d.ArchivePaused,
 		ArchivedTo: d.ArchivedTo, Created: d.Created, Updated: d.Updated}
 	if d.Kind == "local" {
@@ -759,4 +776,69 @@ func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
 		out = append(out, h)
 	}
 	return out, alerts
+}
+
+// MirrorDir is where a dir destination mirrors the journal.
+func MirrorDir(d state.Destination, clusterID string) string {
+	return filepath.Join(d.Path, "mirror", clusterID)
+}
+
+// attachMirrorLocked attaches (or detaches) the journal mirror to match the
+// configured destinations. Lifecycle lock held (read or write).
+func (s *Service) attachMirrorLocked() error {
+	if s.jr == nil {
+		return nil
+	}
+	ds, err := s.st.Destinations()
+	if err != nil {
+		return err
+	}
+	var want *state.Destination
+	for i := range ds {
+		if ds[i].Mirror {
+			want = &ds[i]
+		}
+	}
+	s.mirrorMu.Lock()
+	defer s.mirrorMu.Unlock()
+	dir := ""
+	if want != nil {
+		dir = MirrorDir(*want, s.st.ClusterID())
+	}
+	if dir == s.mirrorAt {
+		return nil
+	}
+	if old := s.st.DetachMirror(); old != nil {
+		old.Close()
+		s.log.Info("journal mirror detached", "dir", s.mirrorAt)
+	}
+	s.mirrorAt = ""
+	if want == nil {
+		return nil
+	}
+	if err := fsutil.EnsureDir(dir); err != nil {
+		return fmt.Errorf("journal mirror %s: %w", dir, err)
+	}
+	m, err := journal.Open(journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge})
+	if err != nil {
+		return fmt.Errorf("journal mirror %s: %w", dir, err)
+	}
+	s.mirrorAt = dir
+	if err := s.st.AttachMirror(m, JournalDir(s.cfg.DataDir)); err != nil {
+		// Attached but behind: maintenance retries the resync.
+		s.log.Error("journal mirror attached but not in sync yet", "dir", dir, "error", err)
+		return nil
+	}
+	s.log.Info("journal mirror attached", "dir", dir, "last_index", m.LastIndex())
+	return nil
+}
+
+// detachMirror stops mirroring (at seal).
+func (s *Service) detachMirror() {
+	s.mirrorMu.Lock()
+	defer s.mirrorMu.Unlock()
+	if old := s.st.DetachMirror(); old != nil {
+		old.Close()
+	}
+	s.mirrorAt = ""
 }

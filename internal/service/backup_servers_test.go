@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/testserver"
 )
 
@@ -205,4 +207,60 @@ func TestBackupToFullDisk(t *testing.T) {
 			t.Fatalf("no disk usage for a dir destination: %+v", v)
 		}
 	}
+}
+
+// TestJournalMirror: with a mirror, every acknowledged write is already in
+// the mirror journal; a failing mirror (full disk) warns without stopping
+// writes, and catches up once there is room again.
+func TestJournalMirror(t *testing.T) {
+	dir := testserver.SmallTmpfs(t, 1<<20)
+	s, data := backupSvc(t)
+	s.cfg.WriteRetryDelay = 50 * time.Millisecond
+	ctx := rootCtx()
+	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "mirror", Kind: "dir", Path: dir, Mirror: true}); err != nil {
+		t.Fatal(err)
+	}
+	mdir := MirrorDir(mustDest(t, s, "mirror"), s.st.ClusterID())
+	lastIn := func(d string) uint64 {
+		var last uint64
+		if err := journal.Read(d, s.bar, func(_ journal.SegmentInfo, r journal.Record) error { last = r.Index; return nil }); err != nil {
+			t.Fatalf("read %s: %v", d, err)
+		}
+		return last
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("m%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := lastIn(mdir), s.st.AppliedIndex(); got != want {
+			t.Fatalf("after write %d the mirror has index %d, the state %d", i, got, want)
+		}
+	}
+	// Fill the mirror's disk: writes go on, status warns.
+	filler := filepath.Join(dir, "filler")
+	os.WriteFile(filler, make([]byte, 1<<20), 0o600)
+	for i := 0; i < 20; i++ {
+		if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("full%d", i), make([]byte, 4000)); err != nil {
+			t.Fatalf("a failing mirror stopped writes: %v", err)
+		}
+	}
+	warned := false
+	for _, w := range s.Status().Warnings {
+		warned = warned || w.Component == "mirror"
+	}
+	if !warned {
+		t.Fatal("no warning for a failing mirror")
+	}
+	os.Remove(filler)
+	deadline := time.Now().Add(10 * time.Second)
+	for lastIn(mdir) != s.st.AppliedIndex() {
+		if time.Now().After(deadline) {
+			t.Fatalf("mirror did not catch up: %d of %d", lastIn(mdir), s.st.AppliedIndex())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if s.st.MirrorHealth() != nil {
+		t.Fatal("mirror still marked failing after catching up")
+	}
+	_ = data
 }

@@ -112,6 +112,8 @@ type Service struct {
 	backups       *backup.Manager
 	backupCancel  context.CancelFunc
 	backupCtx     context.Context
+	mirrorMu      sync.Mutex
+	mirrorAt      string // dir of the attached journal mirror
 	freezeMu      sync.Mutex
 	frozen        *freezeState
 	auditFailures atomic.Uint64
@@ -446,6 +448,9 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	if err := s.ensureLocal(ctx); err != nil {
 		s.log.Warn("the LOCAL backup destination was not recorded; backups to it will retry", "error", err)
 	}
+	if err := s.attachMirrorLocked(); err != nil {
+		s.log.Error("journal mirror not attached", "error", err)
+	}
 	s.startBackups()
 	s.log.Info("keystore open", "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
 	return nil
@@ -542,6 +547,7 @@ func (s *Service) Seal(ctx context.Context) error {
 
 func (s *Service) sealLocked() error {
 	s.stopBackups()
+	s.detachMirror()
 	if s.stopRetry != nil {
 		close(s.stopRetry)
 		s.stopRetry = nil
@@ -802,6 +808,7 @@ func (s *Service) maintenance(stop chan struct{}, jr *journal.Journal) {
 					s.st.FillJournal()
 				}
 			}
+			s.st.ResyncMirror()
 			s.checkDisk()
 		case <-age.C:
 			if s.cfg.JournalMaxAge <= 0 {

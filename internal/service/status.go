@@ -104,6 +104,10 @@ func (s *Service) Status() Status {
 		var bw []Alert
 		st.Backup.Destinations, bw = s.backupHealth()
 		st.Warnings = append(st.Warnings, bw...)
+		if h := s.st.MirrorHealth(); h != nil {
+			st.Warnings = append(st.Warnings, Alert{Component: "mirror", Since: h.Since,
+				Message: "journal mirror failing (writes continue but are not also on the mirror disk; retrying): " + h.Error})
+		}
 		if s.backups != nil {
 			if p := s.backups.Current(); p != nil {
 				st.Backup.Running = &BackupRunning{ID: p.ID, Destination: p.Destination, Kind: p.Kind, Started: p.Started, BytesWritten: p.BytesWritten}

@@ -38,6 +38,7 @@ type Destination struct {
 
 	Recipients    []string `json:"recipients,omitempty"` // age X25519; empty: the recovery passphrase
 	Archiving     bool     `json:"archiving,omitempty"`
+	Mirror        bool     `json:"mirror,omitempty"` // dir: synchronous mirror of the journal
 	ArchivePaused bool     `json:"archive_paused,omitempty"`
 	ArchivedTo    uint64   `json:"archived_to,omitempty"` // last journal index shipped
 	KeepFulls     int      `json:"keep_fulls,omitempty"`

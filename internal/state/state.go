@@ -72,6 +72,10 @@ type Store struct {
 	abandoned atomic.Bool
 	stateH    atomic.Pointer[WriteHealth]
 	journalH  atomic.Pointer[WriteHealth]
+
+	mirror    *journal.Journal // guarded by jmu
+	mirrorDir string           // primary journal dir, for resyncs
+	mirrorH   atomic.Pointer[WriteHealth]
 }
 
 // ErrAbandoned is the result of entries whose state write was given up because
@@ -394,6 +398,9 @@ func (s *Store) appendJournal(recs []journal.Record) {
 		err = s.journal.Append(recs, s.bar)
 	}
 	s.journalResult(err)
+	if err == nil {
+		s.appendMirrorLocked(recs)
+	}
 }
 
 // withMarkers inserts marker records for raft entries between the records of

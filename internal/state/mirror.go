@@ -1,0 +1,125 @@
+package state
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/journal"
+)
+
+// The journal mirror (the guide's "WAL multiplexing"): a second journal,
+// usually on the backup disk, that receives every record in the same
+// apply as the primary journal and is fsynced before the write is
+// acknowledged. While it works, an acknowledged write is on the backup disk
+// too. When it fails the node keeps serving (an outage of the backup disk
+// must not stop the key service): the mirror is marked broken, the failure
+// shows in MirrorHealth, and ResyncMirror brings it up to date again.
+
+// AttachMirror makes m receive every journal record from now on, after
+// copying the records it lacks from the primary journal in primaryDir.
+func (s *Store) AttachMirror(m *journal.Journal, primaryDir string) error {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	s.mirror = m
+	s.mirrorDir = primaryDir
+	return s.resyncMirrorLocked()
+}
+
+// DetachMirror stops mirroring and returns the mirror (the caller closes it).
+func (s *Store) DetachMirror() *journal.Journal {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	m := s.mirror
+	s.mirror = nil
+	s.mirrorH.Store(nil)
+	return m
+}
+
+// MirrorHealth reports a failing mirror (nil: healthy or none).
+func (s *Store) MirrorHealth() *WriteHealth { return s.mirrorH.Load() }
+
+// ResyncMirror retries a broken mirror: it copies what it missed from the
+// primary journal; on success the mirror is synchronous again.
+func (s *Store) ResyncMirror() error {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	if s.mirror == nil || s.mirrorH.Load() == nil {
+		return nil
+	}
+	return s.resyncMirrorLocked()
+}
+
+func (s *Store) resyncMirrorLocked() error {
+	if s.mirror == nil || s.journal == nil {
+		return nil
+	}
+	from := s.mirror.LastIndex()
+	var batch []journal.Record
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := s.mirror.Append(batch, s.bar)
+		batch = batch[:0]
+		return err
+	}
+	err := journal.Read(s.mirrorDir, s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+		if r.Index <= from {
+			return nil
+		}
+		batch = append(batch, r)
+		if len(batch) >= 1000 {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err == nil {
+		err = s.mirror.Sync()
+	}
+	if err != nil {
+		s.mirrorFailed(fmt.Errorf("resync mirror in %s: %w", filepath.Dir(s.mirrorPath()), err))
+		return err
+	}
+	if h := s.mirrorH.Swap(nil); h != nil {
+		s.log.Info("journal mirror in sync again", "after_attempts", h.Attempts, "last_index", s.mirror.LastIndex())
+	}
+	return nil
+}
+
+func (s *Store) mirrorPath() string {
+	if segs := s.mirror.Segments(); len(segs) > 0 {
+		return segs[len(segs)-1].Path
+	}
+	return "(no segment yet)"
+}
+
+func (s *Store) mirrorFailed(err error) {
+	h := &WriteHealth{Component: "mirror", Error: err.Error(), Since: time.Now().UTC(), Attempts: 1}
+	if old := s.mirrorH.Load(); old != nil {
+		h.Since, h.Attempts = old.Since, old.Attempts+1
+	}
+	s.mirrorH.Store(h)
+	s.log.Error("journal mirror failing: writes continue, but are no longer also on the mirror disk", "error", err)
+}
+
+// appendMirrorLocked writes recs to a healthy mirror and fsyncs it.
+func (s *Store) appendMirrorLocked(recs []journal.Record) {
+	if s.mirror == nil || s.mirrorH.Load() != nil {
+		return
+	}
+	if last := s.mirror.LastIndex(); last != 0 && recs[0].Index != last+1 {
+		s.resyncMirrorLocked() // the primary filled a gap first: copy from it
+		return
+	}
+	err := s.mirror.Append(recs, s.bar)
+	if err == nil {
+		err = s.mirror.Sync()
+	}
+	if err != nil {
+		s.mirrorFailed(err)
+	}
+}
