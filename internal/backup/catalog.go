@@ -130,7 +130,9 @@ func Rebuild(ctx context.Context, d dest.Destination, clusterID string) (Catalog
 			if m.ClusterID != clusterID {
 				return fmt.Errorf("%w: %s was written by cluster %s", ErrForeign, fi.Name, m.ClusterID)
 			}
-			c.Entries = append(c.Entries, entryOf(fi.Name, m))
+			e := entryOf(fi.Name, m)
+			e.Size = fi.Size // the file, as Run records it
+			c.Entries = append(c.Entries, e)
 			return nil
 		})
 		if err != nil {

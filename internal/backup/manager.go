@@ -51,6 +51,11 @@ type Host interface {
 	PutSchedule(ctx context.Context, s state.Schedule) error
 	// NewID returns a fresh random suffix.
 	NewID() string
+	// Lookup returns the record of a backup id.
+	Lookup(id string) (state.BackupRecord, bool)
+	// Frozen is non-nil while writes are frozen: no backup starts then (it
+	// could not record its result).
+	Frozen() error
 }
 
 // Manager runs backups one at a time, the schedules and the archiver.
@@ -117,6 +122,9 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		return state.BackupRecord{}, ErrBusy
 	}
 	defer m.run.Unlock()
+	if err := m.host.Frozen(); err != nil {
+		return state.BackupRecord{}, fmt.Errorf("%w: no backup starts while writes are frozen (%v)", ErrBusy, err)
+	}
 	// A destination that cannot be reached or read is a failed backup,
 	// recorded as such (backup list shows it with the reason).
 	failEarly := func(err error) (state.BackupRecord, error) {
@@ -187,11 +195,17 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		r = Retention{KeepFulls: 1} // LOCAL keeps only the last full and its incrementals
 	}
 	if kind == KindFull {
-		if dropped, err := r.Apply(ctx, t.Dest, now); err != nil {
+		dropped, err := r.Apply(ctx, t.Dest, now)
+		if err != nil {
 			m.log.Error("retention failed", "destination", destination, "error", err)
-		} else {
-			for _, d := range dropped {
-				m.log.Info("retention removed a backup", "destination", destination, "file", d.File)
+		}
+		for _, d := range dropped {
+			m.log.Info("retention removed a backup", "destination", destination, "file", d.File)
+			if old, ok := m.host.Lookup(d.ID); ok && old.Status == "DONE" {
+				old.Status, old.Reason = "DELETED", "removed by retention on "+now.Format(time.RFC3339)
+				if err := m.host.Record(context.WithoutCancel(ctx), old); err != nil {
+					m.log.Error("could not mark a removed backup DELETED", "id", d.ID, "error", err)
+				}
 			}
 		}
 	}
@@ -242,6 +256,22 @@ func (m *Manager) MarkInterrupted(ctx context.Context, records []state.BackupRec
 		m.log.Warn("backup interrupted by a restart marked FAILED", "id", r.ID, "destination", r.Destination)
 	}
 	removeStaging(m.staging)
+	// A schedule whose run was interrupted stays ONGOING otherwise.
+	if scheds, err := m.host.Schedules(); err == nil {
+		for _, sc := range scheds {
+			if sc.State != "ONGOING" {
+				continue
+			}
+			now := time.Now().UTC()
+			sc.State, sc.LastRun, sc.LastResult = "ACTIVE", &now, "FAILED: interrupted by a restart"
+			if sc.Type == "once" {
+				sc.State = "DONE"
+			}
+			if err := m.host.PutSchedule(ctx, sc); err != nil {
+				m.log.Error("could not reset an interrupted schedule", "schedule", sc.Name, "error", err)
+			}
+		}
+	}
 }
 
 // Pending reports, per archiving destination, closed segments not yet shipped.
@@ -296,6 +326,9 @@ func (m *Manager) ship(ctx context.Context, name string, todo []journal.SegmentI
 		return nil // a backup is running; archiving resumes after it
 	}
 	defer m.run.Unlock()
+	if m.host.Frozen() != nil {
+		return nil // resumes after the thaw
+	}
 	t, err := m.host.OpenTarget(ctx, name)
 	if err != nil {
 		m.setErr(name, err)

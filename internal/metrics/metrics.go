@@ -87,6 +87,8 @@ var (
 		"Used fraction of a LOCAL or dir backup destination's filesystem (an alert is raised above 0.8).", []string{"destination"}, nil)
 	descPending = prometheus.NewDesc("coffer_backup_archive_pending_segments",
 		"Closed journal segments not yet shipped to an archiving destination.", []string{"destination"}, nil)
+	descLastSuccess = prometheus.NewDesc("coffer_backup_last_success_timestamp_seconds",
+		"When the newest successful backup to a destination finished (alert when it grows old).", []string{"destination"}, nil)
 	descBackupRunning = prometheus.NewDesc("coffer_backup_running",
 		"1 while a backup runs.", nil, nil)
 	descFrozen = prometheus.NewDesc("coffer_writes_frozen",
@@ -106,7 +108,7 @@ type stateCollector struct{ svc *service.Service }
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descState, descWritable, descAlerts, descGeneration, descJournalIndex, descJournalSegments,
 		descApplied, descRaftState, descRaftTerm, descRaftLast, descRaftCommit, descAudit, descAuditFail,
-		descDestUsed, descPending, descBackupRunning, descFrozen, descWarnings} {
+		descDestUsed, descPending, descLastSuccess, descBackupRunning, descFrozen, descWarnings} {
 		ch <- d
 	}
 }
@@ -143,6 +145,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descDestUsed, prometheus.GaugeValue, d.UsedPercent/100, d.Name)
 		}
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(d.Pending), d.Name)
+		if d.LastSuccess != nil {
+			ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, float64(d.LastSuccess.UnixNano())/1e9, d.Name)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descBackupRunning, prometheus.GaugeValue, b2f(st.Backup.Running != nil))
 	ch <- prometheus.MustNewConstMetric(descFrozen, prometheus.GaugeValue, b2f(st.Backup.Frozen))

@@ -209,6 +209,7 @@ func Start(opts Options) (_ *Server, err error) {
 		CAKey:             caKeyFile,
 		BackupTick:        cfg.Backup.CheckInterval.Duration,
 		NoAutoBackup:      !cfg.Backup.AutoFullAfterKeyChange,
+		FreezeTimeout:     cfg.Backup.FreezeTimeout.Duration,
 	})
 	if err != nil {
 		return nil, err

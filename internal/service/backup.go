@@ -2,7 +2,9 @@ package service
 
 import (
 	"context"
+
 	"errors"
+	"filippo.io/age"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -92,8 +94,8 @@ func (s *Service) destinationRecord(c DestinationConfig, old *state.Destination)
 		return state.Destination{}, fmt.Errorf("%w: %s is the built-in destination", ErrConflict, LocalDestination)
 	}
 	for _, r := range c.Recipients {
-		if !strings.HasPrefix(r, "age1") {
-			return state.Destination{}, fmt.Errorf("%w: recipient %q is not an age X25519 public key (age1...)", ErrInvalid, r)
+		if _, err := age.ParseX25519Recipient(r); err != nil {
+			return state.Destination{}, fmt.Errorf("%w: recipient %q is not an age X25519 public key (age1...): %v", ErrInvalid, r, err)
 		}
 	}
 	if c.KeepFulls < 0 || c.KeepDays < 0 {
@@ -408,8 +410,15 @@ func (s *Service) DeleteDestination(ctx context.Context, name string) error {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "deleting a backup destination"); err != nil {
 		return err
 	}
-	_, err := s.applyOpen(ctx, state.TypeDestinationDelete, state.DestinationDelete{Name: name})
-	return err
+	unlock, err := s.openForRead()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := s.applyResult(ctx, state.TypeDestinationDelete, state.DestinationDelete{Name: name}); err != nil {
+		return err
+	}
+	return s.attachMirrorLocked() // a deleted mirroring destination stops mirroring now
 }
 
 // TestDestination runs the probe again on a stored destination.
@@ -643,6 +652,11 @@ func (h backupHost) PutSchedule(ctx context.Context, sc state.Schedule) error {
 	return err
 }
 func (h backupHost) NewID() string { return randHex(4) }
+func (h backupHost) Frozen() error { return h.s.frozenErr() }
+func (h backupHost) Lookup(id string) (state.BackupRecord, bool) {
+	r, err := h.s.st.Backup(id)
+	return r, err == nil
+}
 
 // startBackups starts the backup manager's loops (lifecycle write-locked).
 func (s *Service) startBackups() {
@@ -732,6 +746,10 @@ type DestinationHealth struct {
 	UsedPercent  float64 `json:"used_percent,omitempty"`
 	Pending      int     `json:"pending_segments,omitempty"`
 	ArchiveError string  `json:"archive_error,omitempty"`
+	// LastSuccess and LastFailure are the ends of the newest DONE and
+	// FAILED backups (alert on a LastSuccess that grows old).
+	LastSuccess *time.Time `json:"last_success,omitempty"`
+	LastFailure *time.Time `json:"last_failure,omitempty"`
 }
 
 // DiskAlertPercent: a LOCAL or dir destination fuller than this raises an alert.
@@ -750,11 +768,33 @@ func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
 	if s.backups != nil {
 		pend, errs = s.backups.Pending(), s.backups.ArchiveErrors()
 	}
+	last := map[string][2]*time.Time{}
+	if recs, err := s.st.Backups(); err == nil {
+		for _, r := range recs {
+			if r.Finished == nil {
+				continue
+			}
+			l := last[r.Destination]
+			i := -1
+			switch r.Status {
+			case "DONE", "DELETED":
+				i = 0
+			case "FAILED":
+				i = 1
+			}
+			if i >= 0 && (l[i] == nil || r.Finished.After(*l[i])) {
+				t := *r.Finished
+				l[i] = &t
+			}
+			last[r.Destination] = l
+		}
+	}
 	var out []DestinationHealth
 	var alerts []Alert
 	now := time.Now().UTC()
 	for _, d := range ds {
-		h := DestinationHealth{Name: d.Name, Kind: d.Kind, Pending: pend[d.Name], ArchiveError: errs[d.Name]}
+		h := DestinationHealth{Name: d.Name, Kind: d.Kind, Pending: pend[d.Name], ArchiveError: errs[d.Name],
+			LastSuccess: last[d.Name][0], LastFailure: last[d.Name][1]}
 		path := d.Path
 		if d.Kind == "local" {
 			path = LocalBackupDir(s.cfg.DataDir)

@@ -215,7 +215,6 @@ func TestBackupToFullDisk(t *testing.T) {
 func TestJournalMirror(t *testing.T) {
 	dir := testserver.SmallTmpfs(t, 1<<20)
 	s, data := backupSvc(t)
-	s.cfg.WriteRetryDelay = 50 * time.Millisecond
 	ctx := rootCtx()
 	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "mirror", Kind: "dir", Path: dir, Mirror: true}); err != nil {
 		t.Fatal(err)

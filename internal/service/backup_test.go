@@ -173,6 +173,17 @@ func TestFullIncrementalAndCatalog(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(target, inc.File)); !os.IsNotExist(err) {
 		t.Fatal("retention kept an incremental of a removed full")
 	}
+	if r, _ := s.st.Backup(full.ID); r.Status != "DELETED" || !strings.Contains(r.Reason, "retention") {
+		t.Fatalf("record of the removed full: %+v", r)
+	}
+	if h, _ := s.backupHealth(); len(h) == 0 {
+		t.Fatal("no destination health")
+	}
+	for _, h := range s.Status().Backup.Destinations {
+		if h.Name == "nas" && (h.LastSuccess == nil || h.LastFailure == nil) {
+			t.Fatalf("last success/failure of nas: %+v", h)
+		}
+	}
 	list, _ := s.ListBackups(ctx, "nas")
 	if len(list) != 6 || list[0].Kind != "full" { // full, incremental, the FAILED one on the corrupt catalog, three fulls
 		t.Fatalf("records %d", len(list))
@@ -188,6 +199,9 @@ func TestDestinationOfAnotherClusterRefused(t *testing.T) {
 	}
 	if _, err := a.RunBackup(rootCtx(), BackupRequest{Destination: "shared", Wait: true}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := a.AddDestination(rootCtx(), DestinationConfig{Name: "bad-age", Kind: "dir", Path: t.TempDir(), Recipients: []string{"age1notakey"}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("malformed age recipient: %v", err)
 	}
 	_, err := b.AddDestination(rootCtx(), DestinationConfig{Name: "shared", Kind: "dir", Path: target})
 	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "another cluster") {
@@ -207,6 +221,9 @@ func TestOneBackupAtATimeAndInterrupted(t *testing.T) {
 	// A RUNNING record left by a crash is marked FAILED at the next open.
 	rec := state.BackupRecord{ID: "20260101T000000Z-dead", Destination: LocalDestination, Kind: "full", Status: "RUNNING", Node: s.nodeID, Started: time.Now()}
 	if _, err := s.applyOpen(ctx, state.TypeBackupRecord, rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.applyOpen(ctx, state.TypeSchedulePut, state.Schedule{Name: "stuck", Destination: LocalDestination, Type: "periodic", Every: "24h", Mode: "auto", State: "ONGOING"}); err != nil {
 		t.Fatal(err)
 	}
 	os.MkdirAll(StagingDir(s.cfg.DataDir), 0o700)
@@ -232,6 +249,9 @@ func TestOneBackupAtATimeAndInterrupted(t *testing.T) {
 	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
 		t.Fatal("staging leftovers not removed")
 	}
+	if sc, _ := s.st.Schedule("stuck"); sc.State != "ACTIVE" || !strings.Contains(sc.LastResult, "interrupted") {
+		t.Fatalf("interrupted schedule: %+v", sc)
+	}
 }
 
 func TestFreezeRefusesWritesAndDumps(t *testing.T) {
@@ -246,6 +266,12 @@ func TestFreezeRefusesWritesAndDumps(t *testing.T) {
 		t.Fatalf("dump %s: %v", st.Dump, err)
 	}
 	before := s.st.AppliedIndex()
+	if st := s.Status(); st.Writable || !st.Backup.Frozen {
+		t.Fatalf("status while frozen: writable %v frozen %v", st.Writable, st.Backup.Frozen)
+	}
+	if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("backup while frozen: %v", err)
+	}
 	if _, err := s.PutSecret(ctx, DefaultWallet, "k", []byte("v2")); !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
 		t.Fatalf("write while frozen: %v", err)
 	}

@@ -42,12 +42,20 @@ func (s *Service) Freeze(ctx context.Context, timeout time.Duration) (FreezeStat
 		return FreezeStatus{}, err
 	}
 	if timeout <= 0 {
+		timeout = s.cfg.FreezeTimeout
+	}
+	if timeout <= 0 {
 		timeout = DefaultFreezeTimeout
 	}
 	if timeout > 24*time.Hour {
 		return FreezeStatus{}, fmt.Errorf("%w: freeze timeout %s: at most 24h", ErrInvalid, timeout)
 	}
 	st := FreezeStatus{Frozen: true}
+	if m := s.backups; m != nil {
+		if cur := m.Current(); cur != nil {
+			return FreezeStatus{}, fmt.Errorf("%w: backup %s to %s is running; freeze after it ends (it could not record its result while frozen)", ErrConflict, cur.ID, cur.Destination)
+		}
+	}
 	if e, err := s.dump(ctx); err != nil {
 		st.Note = "no dump written: " + err.Error()
 		s.log.Warn("freeze without a dump", "reason", err)

@@ -73,6 +73,8 @@ type Config struct {
 	BackupTick time.Duration
 	// NoAutoBackup turns off the full backups taken after key changes.
 	NoAutoBackup bool
+	// FreezeTimeout ends a freeze nobody thawed (0: DefaultFreezeTimeout).
+	FreezeTimeout time.Duration
 }
 
 // Lifecycle states.

@@ -115,5 +115,8 @@ func (s *Service) Status() Status {
 		}
 	}
 	st.Backup.Frozen = s.frozenErr() != nil
+	if st.Backup.Frozen {
+		st.Writable = false
+	}
 	return st
 }
