@@ -45,7 +45,42 @@ type Status struct {
 	} `json:"journal"`
 	Raft     json.RawMessage `json:"raft"`
 	Writable bool            `json:"writable"`
-	Alerts   []Alert         `json:"alerts"`
+	// Alerts are conditions that stop writes (Writable is false).
+	Alerts []Alert `json:"alerts"`
+	// Warnings need attention but do not stop writes: a failing journal
+	// mirror, a destination filling up, segments that could not be archived.
+	Warnings []Alert      `json:"warnings,omitempty"`
+	Backup   BackupStatus `json:"backup"`
+}
+
+// BackupStatus is the backup side of the status: the running backup, the
+// health of every destination, and whether writes are frozen.
+type BackupStatus struct {
+	Running      *RunningBackup      `json:"running,omitempty"`
+	Destinations []DestinationHealth `json:"destinations,omitempty"`
+	Frozen       bool                `json:"frozen,omitempty"`
+}
+
+// RunningBackup is the backup in progress and the bytes it wrote so far.
+type RunningBackup struct {
+	ID           string    `json:"id"`
+	Destination  string    `json:"destination"`
+	Kind         string    `json:"kind"`
+	Started      time.Time `json:"started"`
+	BytesWritten int64     `json:"bytes_written"`
+}
+
+// DestinationHealth is one destination in the status: disk use (dir and
+// LOCAL only), closed journal segments not archived yet, the last archive
+// error, and when a backup to it last succeeded and last failed.
+type DestinationHealth struct {
+	Name         string     `json:"name"`
+	Kind         string     `json:"kind"`
+	UsedPercent  float64    `json:"used_percent,omitempty"`
+	Pending      int        `json:"pending_segments,omitempty"`
+	ArchiveError string     `json:"archive_error,omitempty"`
+	LastSuccess  *time.Time `json:"last_success,omitempty"`
+	LastFailure  *time.Time `json:"last_failure,omitempty"`
 }
 
 // Alert is a condition the operator must see.

@@ -14,7 +14,7 @@ const (
 
 	BackupKindFull        = "full"
 	BackupKindIncremental = "incremental"
-	BackupKindSegment     = "segment" // an archived journal segment
+	BackupKindSegment     = "segment" // an archived journal segment file (not a backup record kind)
 )
 
 // Backup record statuses.
@@ -22,7 +22,7 @@ const (
 	BackupRunning = "RUNNING"
 	BackupDone    = "DONE"
 	BackupFailed  = "FAILED"
-	BackupDeleted = "DELETED"
+	BackupDeleted = "DELETED" // retention removed the backup's file
 )
 
 // Destination kinds, and the name of the built-in destination under the
@@ -79,8 +79,13 @@ type DestinationConfig struct {
 
 	Recipients []string `json:"recipients,omitempty"` // age X25519 public keys; empty: the recovery passphrase
 	Archiving  bool     `json:"archiving,omitempty"`  // ship every closed journal segment here
-	KeepFulls  int      `json:"keep_fulls,omitempty"`
-	KeepDays   int      `json:"keep_days,omitempty"`
+	// Mirror (dir only, at most one destination): every journal record is
+	// also written to Path/mirror/<cluster-id>, fsynced before the write is
+	// acknowledged. A failing mirror does not stop writes: the status warns
+	// until it catches up.
+	Mirror    bool `json:"mirror,omitempty"`
+	KeepFulls int  `json:"keep_fulls,omitempty"`
+	KeepDays  int  `json:"keep_days,omitempty"`
 }
 
 // Destination is a destination as the server shows it: its configuration
@@ -96,6 +101,7 @@ type Destination struct {
 	Pending       int       `json:"pending_segments,omitempty"`
 	ArchiveError  string    `json:"archive_error,omitempty"`
 	Usage         *Usage    `json:"usage,omitempty"` // dir and LOCAL only
+	Note          string    `json:"note,omitempty"`  // what the operator must do next, e.g. install an SFTP public key, then test
 	Created       time.Time `json:"created"`
 	Updated       time.Time `json:"updated"`
 }
@@ -111,8 +117,8 @@ type Usage struct {
 type BackupRecord struct {
 	ID          string     `json:"id"`
 	Destination string     `json:"destination"`
-	Kind        string     `json:"kind"`   // full, incremental, segment
-	Status      string     `json:"status"` // RUNNING, DONE, FAILED, DELETED
+	Kind        string     `json:"kind"`   // full or incremental (a backup that failed before its kind was chosen: the mode asked for, e.g. auto)
+	Status      string     `json:"status"` // RUNNING, DONE, FAILED, DELETED (retention removed its file)
 	Node        string     `json:"node"`
 	File        string     `json:"file,omitempty"`
 	BaseFullID  string     `json:"base_full_id,omitempty"`
@@ -241,10 +247,18 @@ func (c *Client) DeleteDestination(ctx context.Context, name string) error {
 	return c.Do(ctx, "DELETE", destinationPath(name), nil, nil)
 }
 
+// TestResult is the answer of a destination test that passed. Note, when
+// set, is what the operator must still do.
+type TestResult struct {
+	OK   bool   `json:"ok"`
+	Note string `json:"note,omitempty"`
+}
+
 // TestDestination writes, reads back and deletes a probe file on a stored
 // destination.
-func (c *Client) TestDestination(ctx context.Context, name string) error {
-	return c.Do(ctx, "POST", destinationPath(name)+"/test", nil, nil)
+func (c *Client) TestDestination(ctx context.Context, name string) (TestResult, error) {
+	var r TestResult
+	return r, c.Do(ctx, "POST", destinationPath(name)+"/test", nil, &r)
 }
 
 // RebuildCatalog rewrites a destination's catalog from its backup files' manifests.
@@ -352,8 +366,9 @@ func (c *Client) ResumeSchedule(ctx context.Context, name string) (Schedule, err
 // Freeze
 
 // Freeze writes a full dump under the server's <data-dir>/dump, then refuses
-// writes (reads keep working) until Thaw or timeout (0: the server's
-// default, 5m), for a storage-level snapshot of the data dir.
+// writes (reads keep working) until Thaw or timeout, for a storage-level
+// snapshot of the data dir. With timeout 0 no timeout is sent and the server
+// uses its backup.freeze_timeout setting (default 5m).
 func (c *Client) Freeze(ctx context.Context, timeout time.Duration) (FreezeStatus, error) {
 	var body struct {
 		Timeout string `json:"timeout,omitempty"`

@@ -33,7 +33,7 @@ func TestBackupRequestShapes(t *testing.T) {
 			if r.Method == "POST" && p == "/api/v1/backup/destinations" {
 				w.WriteHeader(201)
 			}
-			io.WriteString(w, `{"name":"off","kind":"dir","path":"/b","location":"/b","secret_set":false,"backups":4,"skipped":["x: bad"]}`)
+			io.WriteString(w, `{"name":"off","kind":"dir","path":"/b","mirror":true,"location":"/b","secret_set":false,"note":"do this next","backups":4,"skipped":["x: bad"],"ok":true}`)
 		case p == "/api/v1/backup/run":
 			w.WriteHeader(202)
 			io.WriteString(w, `{"id":"20250102T030405Z-ab12cd34","destination":"LOCAL","kind":"full","status":"RUNNING","node":"n1","started":"2025-01-02T03:04:05Z"}`)
@@ -78,9 +78,9 @@ func TestBackupRequestShapes(t *testing.T) {
 	_, err = c.SetRecoveryPassphrase(ctx, "first recovery", "second recovery")
 	check("change recovery", err)
 
-	d, err := c.AddDestination(ctx, DestinationConfig{Name: "off", Kind: DestinationDir, Path: "/b", KeepFulls: 2, Archiving: true})
+	d, err := c.AddDestination(ctx, DestinationConfig{Name: "off", Kind: DestinationDir, Path: "/b", KeepFulls: 2, Archiving: true, Mirror: true})
 	check("add destination", err)
-	if d.Location != "/b" {
+	if d.Location != "/b" || !d.Mirror || d.Note != "do this next" {
 		t.Fatalf("added %+v", d)
 	}
 	_, err = c.EditDestination(ctx, "off site", DestinationConfig{Kind: DestinationS3, Endpoint: "s3:9000", Bucket: "b", AccessKey: "ak", PathStyle: true,
@@ -93,7 +93,11 @@ func TestBackupRequestShapes(t *testing.T) {
 		t.Fatalf("destinations %+v", ds)
 	}
 	check("delete destination", c.DeleteDestination(ctx, "off"))
-	check("test destination", c.TestDestination(ctx, "off"))
+	tr, err := c.TestDestination(ctx, "off")
+	check("test destination", err)
+	if !tr.OK || tr.Note != "do this next" {
+		t.Fatalf("test %+v", tr)
+	}
 	rb, err := c.RebuildCatalog(ctx, "off")
 	check("rebuild", err)
 	if rb.Backups != 4 || len(rb.Skipped) != 1 {
@@ -165,7 +169,7 @@ func TestBackupRequestShapes(t *testing.T) {
 		`GET /api/v1/backup/recovery-passphrase  `,
 		`POST /api/v1/backup/recovery-passphrase  {"new_passphrase":"first recovery"}`,
 		`POST /api/v1/backup/recovery-passphrase  {"old_passphrase":"first recovery","new_passphrase":"second recovery"}`,
-		`POST /api/v1/backup/destinations  {"name":"off","kind":"dir","path":"/b","archiving":true,"keep_fulls":2}`,
+		`POST /api/v1/backup/destinations  {"name":"off","kind":"dir","path":"/b","archiving":true,"mirror":true,"keep_fulls":2}`,
 		`PATCH /api/v1/backup/destinations/off%20site  {"name":"off site","kind":"s3","endpoint":"s3:9000","bucket":"b","access_key":"ak","path_style":true,"recipients":["age1xyz"]}`,
 		`GET /api/v1/backup/destinations  `,
 		`DELETE /api/v1/backup/destinations/off  `,
@@ -205,5 +209,36 @@ func TestRunBackupRefused(t *testing.T) {
 	rec, err := c.RunBackup(context.Background(), "d", BackupModeIncremental, false)
 	if !IsCode(err, "conflict") || !strings.Contains(err.Error(), "take a full backup first") || rec.ID != "" {
 		t.Fatalf("%+v %v", rec, err)
+	}
+}
+
+// TestStatusBackup: the status decodes warnings, the running backup, the
+// destinations' health (last success and failure when present) and the freeze.
+func TestStatusBackup(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"state":"open","writable":true,"alerts":[],
+			"warnings":[{"component":"mirror","message":"journal mirror failing","since":"2025-01-02T03:04:05Z"}],
+			"backup":{"running":{"id":"b1","destination":"nas","kind":"full","started":"2025-01-02T03:04:05Z","bytes_written":4096},
+				"destinations":[{"name":"LOCAL","kind":"local","used_percent":42.5,"last_success":"2025-01-02T02:00:00Z"},
+					{"name":"off","kind":"s3","pending_segments":3,"archive_error":"unreachable","last_failure":"2025-01-02T01:00:00Z"}],
+				"frozen":true}}`)
+	}))
+	defer srv.Close()
+	c, _ := New(Config{Addresses: []string{srv.URL}})
+	st, err := c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Warnings) != 1 || st.Warnings[0].Component != "mirror" || st.Warnings[0].Since.IsZero() {
+		t.Fatalf("warnings %+v", st.Warnings)
+	}
+	b := st.Backup
+	if b.Running == nil || b.Running.ID != "b1" || b.Running.BytesWritten != 4096 || !b.Frozen || len(b.Destinations) != 2 {
+		t.Fatalf("backup %+v", b)
+	}
+	l, o := b.Destinations[0], b.Destinations[1]
+	if l.UsedPercent != 42.5 || l.LastSuccess == nil || l.LastSuccess.Hour() != 2 || l.LastFailure != nil ||
+		o.Pending != 3 || o.ArchiveError != "unreachable" || o.LastSuccess != nil || o.LastFailure == nil {
+		t.Fatalf("destinations %+v %+v", l, o)
 	}
 }

@@ -51,6 +51,8 @@ const (
 )
 
 // Source is the node a backup reads from (the service implements it).
+// WriteState's callback runs inside a read transaction of the state: a
+// Source's other methods are never called from it.
 type Source interface {
 	ClusterID() string
 	NodeID() string
@@ -268,35 +270,51 @@ func writeKeysAndCA(tw *tar.Writer, src Source) error {
 	if err != nil {
 		return err
 	}
-	if cert, key := src.CAFiles(); cert != "" && key != "" {
-		if err := writeFileEntry(tw, EntryCACert, cert); err != nil {
-			return err
-		}
-		if err := writeFileEntry(tw, EntryCAKey, key); err != nil {
-			return err
-		}
+	cert, key := src.CAFiles()
+	return writeCA(tw, cert, key)
+}
+
+func writeCA(tw *tar.Writer, cert, key string) error {
+	if cert == "" || key == "" {
+		return nil
 	}
-	return nil
+	if err := writeFileEntry(tw, EntryCACert, cert); err != nil {
+		return err
+	}
+	return writeFileEntry(tw, EntryCAKey, key)
 }
 
 // beginFunc starts the bundle once the index range is known.
 type beginFunc func(first, last uint64) (io.Writer, error)
 
-// writeFull: cluster.json, keys.bin, the CA, then state.db, all from the
-// state's read transaction (the range is the copy's applied index).
+// writeFull: cluster.json, keys.bin, the CA, then state.db. The callback
+// runs inside the state's read transaction: it must not take any lock or
+// open another transaction (a writer waiting to grow the database would
+// deadlock with it), so the keys are exported before and the cluster id
+// comes from the copy's own point.
 func writeFull(begin beginFunc, src Source) error {
+	keys, err := src.ExportKeys()
+	if err != nil {
+		return fmt.Errorf("export master keys: %w", err)
+	}
+	defer clear(keys)
+	node, software := src.NodeID(), src.Software()
+	cert, key := src.CAFiles()
 	var tw *tar.Writer
-	_, err := src.WriteState(func(p state.BackupPoint, size int64) (io.Writer, error) {
+	_, err = src.WriteState(func(p state.BackupPoint, size int64) (io.Writer, error) {
 		w, err := begin(1, p.Index)
 		if err != nil {
 			return nil, err
 		}
 		tw = tar.NewWriter(w)
-		if err := writeJSONEntry(tw, EntryCluster, ClusterInfo{ClusterID: src.ClusterID(), Node: src.NodeID(), Point: p,
-			Software: src.Software(), Taken: time.Now().UTC()}); err != nil {
+		if err := writeJSONEntry(tw, EntryCluster, ClusterInfo{ClusterID: p.ClusterID, Node: node, Point: p,
+			Software: software, Taken: time.Now().UTC()}); err != nil {
 			return nil, err
 		}
-		if err := writeKeysAndCA(tw, src); err != nil {
+		if err := writeEntry(tw, EntryKeys, keys); err != nil {
+			return nil, err
+		}
+		if err := writeCA(tw, cert, key); err != nil {
 			return nil, err
 		}
 		return tw, tw.WriteHeader(&tar.Header{Name: EntryState, Mode: 0o600, Size: size, ModTime: time.Unix(0, 0)})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -148,8 +149,19 @@ local control socket (--data-dir), with the keystore open.`,
 func newStatusCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show the server state, keystore generation, journal position and alerts",
-		Args:  cobra.NoArgs,
+		Short: "Show the server state, keystore generation, journal position, alerts and backups",
+		Long: `Show the node's state, keystore generation and journal position, then:
+  ALERT lines     conditions that stop writes (Writable is false)
+  WARNING lines   conditions that need attention while writes go on, such
+                  as a failing journal mirror (until it catches up), a
+                  destination more than 80% full, or journal segments that
+                  could not be archived
+and, with the keystore open, the running backup (bytes written so far),
+whether writes are frozen, and per destination its disk use (dir and LOCAL),
+closed journal segments waiting to be archived, when a backup to it last
+succeeded and last failed, and the last archive error. --format json has
+everything.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, ctx, cancel, err := g.connect()
 			if err != nil {
@@ -163,24 +175,71 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if g.format == "json" {
 				return g.printJSON(cmd, st)
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "State:\t%s\n", st.State)
-			fmt.Fprintf(w, "Writable:\t%v\n", st.Writable)
-			fmt.Fprintf(w, "PID:\t%d\n", st.PID)
-			fmt.Fprintf(w, "Data dir:\t%s\n", st.DataDir)
-			fmt.Fprintf(w, "Version:\t%s\n", st.Version)
-			fmt.Fprintf(w, "Cluster id:\t%s\n", st.ClusterID)
-			fmt.Fprintf(w, "Keystore generation:\t%d\n", st.KeystoreGeneration)
-			fmt.Fprintf(w, "Auto-open:\t%v\n", st.AutoOpen)
-			fmt.Fprintf(w, "Applied index:\t%d\n", st.AppliedIndex)
-			fmt.Fprintf(w, "Journal:\t%s (last index %d, %d segments)\n", st.Journal.Segment, st.Journal.LastIndex, st.Journal.Segments)
-			w.Flush()
-			for _, a := range st.Alerts {
-				fmt.Fprintf(cmd.OutOrStdout(), "ALERT [%s] since %s: %s\n", a.Component, a.Since.Format(time.RFC3339), a.Message)
-			}
+			printStatus(cmd.OutOrStdout(), st)
 			return nil
 		},
 	}
+}
+
+// printStatus writes the status for people: the node, its alerts (writes
+// stop) and warnings (writes go on), then the backup side.
+func printStatus(out io.Writer, st client.Status) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "State:\t%s\n", st.State)
+	fmt.Fprintf(w, "Writable:\t%v\n", st.Writable)
+	fmt.Fprintf(w, "PID:\t%d\n", st.PID)
+	fmt.Fprintf(w, "Data dir:\t%s\n", st.DataDir)
+	fmt.Fprintf(w, "Version:\t%s\n", st.Version)
+	fmt.Fprintf(w, "Cluster id:\t%s\n", st.ClusterID)
+	fmt.Fprintf(w, "Keystore generation:\t%d\n", st.KeystoreGeneration)
+	fmt.Fprintf(w, "Auto-open:\t%v\n", st.AutoOpen)
+	fmt.Fprintf(w, "Applied index:\t%d\n", st.AppliedIndex)
+	fmt.Fprintf(w, "Journal:\t%s (last index %d, %d segments)\n", st.Journal.Segment, st.Journal.LastIndex, st.Journal.Segments)
+	w.Flush()
+	for _, a := range st.Alerts {
+		fmt.Fprintf(out, "ALERT [%s] since %s: %s\n", a.Component, a.Since.Format(time.RFC3339), a.Message)
+	}
+	for _, a := range st.Warnings {
+		since := ""
+		if !a.Since.IsZero() {
+			since = " since " + a.Since.Format(time.RFC3339)
+		}
+		fmt.Fprintf(out, "WARNING [%s]%s: %s\n", a.Component, since, a.Message)
+	}
+	printBackupStatus(out, st.Backup)
+}
+
+// printBackupStatus writes the running backup, the freeze and a line per
+// destination; nothing when there is nothing to say (a sealed server).
+func printBackupStatus(out io.Writer, b client.BackupStatus) {
+	if b.Running == nil && !b.Frozen && len(b.Destinations) == 0 {
+		return
+	}
+	fmt.Fprintln(out)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	if r := b.Running; r != nil {
+		fmt.Fprintf(w, "Backup running:\t%s %s to %s since %s, %s written\n", r.Kind, r.ID, r.Destination, fmtTime(r.Started), humanBytes(r.BytesWritten))
+	} else {
+		fmt.Fprintf(w, "Backup running:\tnone\n")
+	}
+	if b.Frozen {
+		fmt.Fprintf(w, "Writes frozen:\tyes (until \"coffer thaw\" or the freeze timeout)\n")
+	}
+	w.Flush()
+	if len(b.Destinations) == 0 {
+		return
+	}
+	t := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(t, "DESTINATION\tTYPE\tUSED\tPENDING\tLAST SUCCESS\tLAST FAILURE\tARCHIVE ERROR")
+	for _, d := range b.Destinations {
+		used := "-"
+		if d.Kind == "local" || d.Kind == client.DestinationDir {
+			used = fmt.Sprintf("%.0f%%", d.UsedPercent)
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.Name, d.Kind, used, d.Pending,
+			fmtTimePtr(d.LastSuccess), fmtTimePtr(d.LastFailure), orDash(shorten(d.ArchiveError, 60)))
+	}
+	t.Flush()
 }
 
 func newStopCmd(g *globals) *cobra.Command {

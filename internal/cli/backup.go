@@ -36,7 +36,9 @@ with "coffer backup recovery-passphrase set"), or to age recipients given per
 destination. Keep the recovery passphrase apart from the keystore
 passphrase: a backup needs the recovery passphrase that was valid when it
 was taken. A destination with --archiving also receives every closed journal
-segment (see "coffer journal archive").
+segment (see "coffer journal archive"); one dir destination with --mirror
+also receives every journal record as it is written (see "coffer backup
+destination add --help").
 
 Take backups with "coffer backup run", or let schedules take them; a key
 change (master key rotation, recovery passphrase change) triggers a full
@@ -514,10 +516,15 @@ func newBackupListCmd(g *globals) *cobra.Command {
 		Use:   "list [--destination D]",
 		Short: "List backups, newest first",
 		Long: `List the cluster's backup records, newest first: when each started, its
-kind (full, incremental, or segment for an archived journal segment), status
-(RUNNING, DONE, FAILED, DELETED by retention), size, the journal index range
-it covers, its destination and id. The table shortens why a backup FAILED;
---format json has the whole reason.`,
+kind (full or incremental; a backup that failed before its kind was chosen
+shows the mode asked for), status, size, the journal index range it covers,
+its destination and id. Archived journal segments are not listed here (see
+"coffer journal archive status"). Statuses:
+  RUNNING   being written now
+  DONE      completed
+  FAILED    did not complete (the reason says why)
+  DELETED   retention removed the backup's file (--keep-fulls, --keep-days)
+The table shortens why a backup FAILED; --format json has the whole reason.`,
 		Example: `  coffer backup list
   coffer backup list --destination nas --format json`,
 		Args: cobra.NoArgs,

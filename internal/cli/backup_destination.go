@@ -14,7 +14,11 @@ import (
 )
 
 const destinationKindsHelp = `Types and their flags:
-  dir    --path DIR                 a directory on the server host (absolute)
+  dir    --path DIR [--mirror]      a directory on the server host (absolute)
+         --mirror: every journal record is also written to
+         DIR/mirror/<cluster-id>, fsynced before the write is acknowledged;
+         at most one destination; if the mirror disk fails, writes continue
+         and "coffer status" warns until it catches up
   sftp   --host H [--port 22] --user U --path DIR [--password-file F]
          without a password the server generates a key pair: the command
          prints the public key to add to ~/.ssh/authorized_keys of U on H.
@@ -41,13 +45,14 @@ type destinationOptions struct {
 	accessKey, secretKeyFile, caCertFile string
 	pathStyle, insecure                  bool
 	recipients                           []string
-	archiving                            bool
+	archiving, mirror                    bool
 	keepFulls, keepDays                  int
 }
 
 // destinationFlagKinds says which destination types take a flag.
 var destinationFlagKinds = map[string][]string{
 	"path":            {client.DestinationDir, client.DestinationSFTP},
+	"mirror":          {client.DestinationDir},
 	"host":            {client.DestinationSFTP},
 	"port":            {client.DestinationSFTP},
 	"user":            {client.DestinationSFTP},
@@ -82,6 +87,7 @@ func (o *destinationOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.caCertFile, "s3-ca-cert", "", "s3: PEM file with the CA of the endpoint's certificate")
 	f.StringArrayVar(&o.recipients, "recipient", nil, "encrypt to this age X25519 public key (age1...) instead of the recovery passphrase (repeatable)")
 	f.BoolVar(&o.archiving, "archiving", false, "also ship every closed journal segment here")
+	f.BoolVar(&o.mirror, "mirror", false, "dir: also write every journal record to DIR/mirror/<cluster-id>, fsynced before the write is acknowledged (at most one destination)")
 	f.IntVar(&o.keepFulls, "keep-fulls", 0, "keep the newest N full backups (0: no limit)")
 	f.IntVar(&o.keepDays, "keep-days", 0, "keep backups D days (0: no limit)")
 	cmd.RegisterFlagCompletionFunc("type", fixedCompletion(client.DestinationDir, client.DestinationSFTP, client.DestinationS3))
@@ -131,6 +137,9 @@ func (o *destinationOptions) apply(cmd *cobra.Command, cfg *client.DestinationCo
 	}
 	if f.Changed("archiving") {
 		cfg.Archiving = o.archiving
+	}
+	if f.Changed("mirror") {
+		cfg.Mirror = o.mirror
 	}
 	if f.Changed("keep-fulls") {
 		if o.keepFulls < 0 {
@@ -222,6 +231,28 @@ func printDestinationAdded(cmd *cobra.Command, d client.Destination, verb string
 	if d.Archiving {
 		fmt.Fprintln(w, "Closed journal segments are archived here.")
 	}
+	if d.Mirror {
+		fmt.Fprintf(w, "Every journal record is also written to %s, fsynced before the write is acknowledged.\n", mirrorDir(d))
+	}
+	printNote(cmd, d.Note, false)
+}
+
+// mirrorDir is where a dir destination mirrors the journal, for people.
+func mirrorDir(d client.Destination) string {
+	return strings.TrimSuffix(d.Path, "/") + "/mirror/<cluster-id>"
+}
+
+// printNote shows what the server says must still be done (such as
+// installing a generated SFTP key, then testing), set apart so that it is
+// not missed: last on stdout, or on stderr beside JSON.
+func printNote(cmd *cobra.Command, note string, json bool) {
+	switch {
+	case note == "":
+	case json:
+		fmt.Fprintf(cmd.ErrOrStderr(), "NOTE: %s\n", note)
+	default:
+		fmt.Fprintf(cmd.OutOrStdout(), "\nNOTE: %s\n", note)
+	}
 }
 
 func newDestinationCmd(g *globals) *cobra.Command {
@@ -252,6 +283,7 @@ recovery passphrase (which must be set) unless --recipient keys are given.
 
 ` + destinationKindsHelp,
 		Example: `  coffer backup destination add nas --type dir --path /mnt/nas/coffer --keep-fulls 4 --archiving
+  coffer backup destination add mirror --type dir --path /mnt/disk2/coffer --mirror
   coffer backup destination add vault --type sftp --host backup.example.com --user coffer --path /srv/coffer
   coffer backup destination add minio --type s3 --endpoint minio:9000 --bucket coffer --path-style \
       --access-key coffer --secret-key-file s3-secret --s3-ca-cert minio-ca.pem`,
@@ -285,6 +317,7 @@ recovery passphrase (which must be set) unless --recipient keys are given.
 				return err
 			}
 			if g.format == "json" {
+				printNote(cmd, v.Note, true)
 				return g.printJSON(cmd, v)
 			}
 			printDestinationAdded(cmd, v, "added")
@@ -314,12 +347,14 @@ func newDestinationEditCmd(g *globals) *cobra.Command {
 others stay (secrets too, unless a new --password-file or --secret-key-file is
 given). The type cannot change. The server tests the destination again
 before storing the change. --recipient '' goes back to the recovery
-passphrase; --archiving=false stops archiving.
+passphrase; --archiving=false stops archiving; --mirror=false stops
+mirroring the journal (--mirror turns it on, for a dir destination).
 
 ` + destinationKindsHelp,
 		Example: `  coffer backup destination edit nas --keep-fulls 8
   coffer backup destination edit minio --secret-key-file new-secret
-  coffer backup destination edit nas --archiving=false`,
+  coffer backup destination edit nas --archiving=false
+  coffer backup destination edit nas --mirror=false`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			changed := false
@@ -359,6 +394,7 @@ passphrase; --archiving=false stops archiving.
 				return err
 			}
 			if g.format == "json" {
+				printNote(cmd, v.Note, true)
 				return g.printJSON(cmd, v)
 			}
 			printDestinationAdded(cmd, v, "changed")
@@ -373,9 +409,10 @@ func newDestinationListCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
 		Short: "List destinations with their archive state and disk use",
-		Long: `List destinations: type, location, archiving (on, paused or off), the
-closed journal segments not archived yet, the disk use of dir and LOCAL
-destinations, and the last archive error.`,
+		Long: `List destinations: type (dir+mirror for the destination that mirrors the
+journal), location, archiving (on, paused or off), the closed journal
+segments not archived yet, the disk use of dir and LOCAL destinations, and
+the last archive error.`,
 		Example: "  coffer backup destination list --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -404,7 +441,11 @@ destinations, and the last archive error.`,
 				if d.Usage != nil {
 					used = fmt.Sprintf("%.0f%%", d.Usage.UsedPercent)
 				}
-				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, destinationLocation(d), archivingState(d), pending, used, orDash(shorten(d.ArchiveError, 60)))
+				kind := d.Kind
+				if d.Mirror {
+					kind += "+mirror"
+				}
+				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, kind, destinationLocation(d), archivingState(d), pending, used, orDash(shorten(d.ArchiveError, 60)))
 			}
 			return t.Flush()
 		},
@@ -471,13 +512,20 @@ no space).`,
 				return err
 			}
 			defer cancel()
-			if err := c.TestDestination(ctx, args[0]); err != nil {
+			r, err := c.TestDestination(ctx, args[0])
+			if err != nil {
 				return err
 			}
 			if g.format == "json" {
-				return g.printJSON(cmd, map[string]any{"destination": args[0], "ok": true})
+				out := map[string]any{"destination": args[0], "ok": true}
+				if r.Note != "" {
+					out["note"] = r.Note
+				}
+				printNote(cmd, r.Note, true)
+				return g.printJSON(cmd, out)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "destination %s OK: a probe file was written, read back and deleted\n", args[0])
+			printNote(cmd, r.Note, false)
 			return nil
 		},
 	}

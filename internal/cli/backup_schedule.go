@@ -147,8 +147,11 @@ func newScheduleCmd(g *globals) *cobra.Command {
 		Use:   "schedule",
 		Short: "Schedule backups: once, periodically or by cron",
 		Long: `Schedules take backups to a destination once, periodically or by a cron
-expression. Any node of the cluster may run a due schedule; only one backup
-runs at a time, so a schedule that comes due while another backup runs waits.
+expression. Any node of the cluster may run a due schedule. Only one backup
+runs at a time, and a schedule does not wait for another: a scheduled run
+that finds a backup in progress fails with "a backup is in progress"
+(recorded as the schedule's last result) and the schedule is tried again at
+its next due time (a one-time schedule is then DONE with that result).
 A schedule is ACTIVE, ONGOING (running now), PAUSED, or DONE (a one-time
 schedule that ran). A key change triggers a full backup to every destination
 with an active schedule.
@@ -161,7 +164,7 @@ with an active schedule.
 	s.AddCommand(newScheduleAddCmd(g), newScheduleEditCmd(g), newScheduleListCmd(g))
 	for _, t := range []struct{ name, short, long, verb string }{
 		{"pause", "Pause a schedule (ACTIVE to PAUSED)", "Pause the schedule NAME: it takes no backups until resumed.", "paused"},
-		{"resume", "Resume a paused schedule (PAUSED to ACTIVE)", "Resume the schedule NAME. A run missed while paused is not made up.", "resumed"},
+		{"resume", "Resume a paused schedule (PAUSED to ACTIVE)", "Resume the schedule NAME. If a run came due while it was paused, a\nsingle backup runs at the next schedule check, however many runs were missed.", "resumed"},
 		{"rm", "Delete a schedule", "Delete the schedule NAME. Backups it took stay.", "deleted"},
 	} {
 		s.AddCommand(newScheduleActionCmd(g, t.name, t.short, t.long, t.verb))

@@ -63,6 +63,9 @@ func TestBackupLocalValidation(t *testing.T) {
 		{[]string{"journal", "archive", "pause", "--address", dead}, "--destination D is required"},
 		{[]string{"journal", "archive", "resume", "--address", dead}, "--destination D is required"},
 		{[]string{"freeze", "--timeout", "25h", "--address", dead}, "up to 24h"},
+		{[]string{"freeze", "--timeout", "0", "--address", dead}, "use a positive duration"},
+		{[]string{"backup", "destination", "add", "d", "--type", "s3", "--endpoint", "e", "--mirror", "--address", dead}, "--mirror: not for s3 destinations"},
+		{[]string{"backup", "destination", "add", "d", "--type", "sftp", "--host", "h", "--mirror", "--address", dead}, "--mirror: not for sftp destinations"},
 		{[]string{"init", "--no-recovery-passphrase", "--recovery-passphrase-file", pass, "--address", dead}, "not both"},
 		{[]string{"init", "--passphrase-file", "-", "--recovery-passphrase-file", "-", "--address", dead}, "only one of"},
 		{[]string{"init", "--passphrase-file", pass, "--address", dead}, "use --recovery-passphrase-file FILE (or - for stdin), or --no-recovery-passphrase"},
@@ -156,6 +159,31 @@ func TestDestinationApply(t *testing.T) {
 	if cfg.Endpoint != want.Endpoint || cfg.Bucket != want.Bucket || !cfg.PathStyle || cfg.Archiving || cfg.KeepFulls != 8 || cfg.KeepDays != 30 ||
 		cfg.Recipients != nil || cfg.SecretKey != "" {
 		t.Fatalf("%+v", cfg)
+	}
+}
+
+// TestDestinationApplyMirror: --mirror turns the journal mirror on or off on
+// a dir destination; without the flag an edit keeps it.
+func TestDestinationApplyMirror(t *testing.T) {
+	for _, tc := range []struct {
+		args      []string
+		old, want bool
+	}{
+		{nil, true, true},
+		{[]string{"--keep-days", "3"}, true, true},
+		{[]string{"--mirror"}, false, true},
+		{[]string{"--mirror=false"}, true, false},
+	} {
+		o := &destinationOptions{}
+		cmd := &cobra.Command{Use: "x"}
+		o.addFlags(cmd)
+		if err := cmd.ParseFlags(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		cfg := client.DestinationConfig{Name: "n", Kind: client.DestinationDir, Path: "/b", Mirror: tc.old}
+		if err := o.apply(cmd, &cfg); err != nil || cfg.Mirror != tc.want {
+			t.Errorf("%v on mirror=%v: mirror=%v, %v", tc.args, tc.old, cfg.Mirror, err)
+		}
 	}
 }
 

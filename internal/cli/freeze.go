@@ -16,27 +16,33 @@ const freezeRequestTimeout = 30 * time.Minute
 func newFreezeCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "freeze [--timeout 5m]",
+		Use:   "freeze [--timeout DURATION]",
 		Short: "Write a full dump, then refuse writes for a storage snapshot of the data dir",
 		Long: `Prepare the data dir for a storage-level snapshot (LVM, ZFS, a SAN or VM
 snapshot): the server writes a consistent full dump under <data-dir>/dump,
 encrypted to the recovery passphrase (skipped, with a note, when none is
-set), then refuses every write until "coffer thaw" or until --timeout ends
-the freeze by itself. Reads keep working: keys are still served. Take the
+set), then refuses every write until "coffer thaw" or until the freeze timeout
+ends it by itself. Reads keep working: keys are still served. Take the
 snapshot between freeze and thaw.
 
 Sending SIGUSR1 to the server process does the same as "coffer freeze" (with
 the configured backup.freeze_timeout), and SIGCONT the same as "coffer thaw",
 for snapshot tools that run hooks on the server host.
 
-Here --timeout is how long the freeze lasts at most (default 5m, at most
-24h), not a request timeout.`,
+Here --timeout is how long the freeze lasts at most (up to 24h), not a
+request timeout. Without it the server uses its backup.freeze_timeout
+setting (default 5m).`,
 		Example: `  coffer freeze --timeout 10m && lvcreate --snapshot ... && coffer thaw
   kill -USR1 $(head -1 /var/lib/coffer/coffer.pid)   # the same from a hook`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if timeout < 0 || timeout > 24*time.Hour {
-				return fmt.Errorf("--timeout %s: use a duration up to 24h", timeout)
+			// Without --timeout none is sent: the server's
+			// backup.freeze_timeout applies.
+			timeout := timeout
+			if !cmd.Flags().Changed("timeout") {
+				timeout = 0
+			} else if timeout <= 0 || timeout > 24*time.Hour {
+				return fmt.Errorf("--timeout %s: use a positive duration up to 24h", timeout)
 			}
 			// --timeout is the freeze's here; the request waits for the dump.
 			g.timeout = freezeRequestTimeout
@@ -56,7 +62,7 @@ Here --timeout is how long the freeze lasts at most (default 5m, at most
 			return nil
 		},
 	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "end the freeze by itself after this long (default: the server's, 5m)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "end the freeze by itself after this long, up to 24h (default: the server's backup.freeze_timeout, 5m unless configured)")
 	return cmd
 }
 

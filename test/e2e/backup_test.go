@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,5 +86,53 @@ func TestKillDuringBackup(t *testing.T) {
 	done, err := c.RunBackup(ctx, "nas", "full", true)
 	if err != nil || done.Status != "DONE" {
 		t.Fatalf("backup after the restart: %+v %v", done, err)
+	}
+}
+
+// TestSIGUSR1FreezesAndSIGCONTThaws: OpenKeyServer's dump-and-pause. SIGUSR1
+// writes a full dump under <data-dir>/dump and refuses writes (reads go
+// on); SIGCONT ends it.
+func TestSIGUSR1FreezesAndSIGCONTThaws(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	n := initialisedNode(t, dir, "backup:\n  check_interval: 1h\n  freeze_timeout: 2m\n")
+	ctx := context.Background()
+	c := n.https()
+	if _, err := c.SetRecoveryPassphrase(ctx, "", "e2e-recovery-passphrase"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutSecret(ctx, "default", "k", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	n.signal(syscall.SIGUSR1)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := c.PutSecret(ctx, "default", "probe", []byte("x"))
+		if client.IsCode(err, "writes_unavailable") && strings.Contains(err.Error(), "frozen") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes not frozen after SIGUSR1: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	dumps, _ := filepath.Glob(filepath.Join(dir, "dump", "backups", "*-dump.cbk"))
+	if len(dumps) != 1 {
+		t.Fatalf("dump files: %v", dumps)
+	}
+	if s, err := c.GetSecret(ctx, "default", "k", 0); err != nil || string(s.Value) != "v1" {
+		t.Fatalf("read while frozen: %v", err)
+	}
+	n.signal(syscall.SIGCONT)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if _, err := c.PutSecret(ctx, "default", "k", []byte("v2")); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("writes still refused after SIGCONT: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(n.logs.String(), "frozen on SIGUSR1") {
+		t.Fatal("the freeze is not logged")
 	}
 }
