@@ -10,6 +10,8 @@ log() { printf '\n== %s\n' "$*"; }
 need_pkgs=()
 command -v mount >/dev/null || need_pkgs+=(mount)
 command -v promtool >/dev/null || need_pkgs+=(prometheus) # promtool check metrics
+command -v age >/dev/null || need_pkgs+=(age)               # the backup benchmark's peer: tar | zstd | age
+command -v zstd >/dev/null || need_pkgs+=(zstd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_pkgs[*]}"
