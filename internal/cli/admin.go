@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,13 +23,10 @@ type initOptions struct {
 
 // check refuses contradictory init flags before anything is read or sent.
 func (o *initOptions) check() error {
-	switch {
-	case o.noRecovery && o.recoveryFile != "":
+	if o.noRecovery && o.recoveryFile != "" {
 		return errors.New("give --recovery-passphrase-file or --no-recovery-passphrase, not both")
-	case o.passFile == "-" && o.recoveryFile == "-":
-		return errors.New("only one of --passphrase-file and --recovery-passphrase-file can be stdin")
 	}
-	return nil
+	return oneStdin(o.passFile, "--passphrase-file", o.recoveryFile, "--recovery-passphrase-file")
 }
 
 func newInitCmd(g *globals) *cobra.Command {
@@ -73,39 +69,36 @@ until one is set with "coffer backup recovery-passphrase set".`,
 					fmt.Fprintln(cmd.ErrOrStderr(), "Warning: the recovery passphrase is the keystore passphrase; whoever has a backup and this passphrase has the keys")
 				}
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			tok, err := c.Init(ctx, string(pass))
-			if err != nil {
-				return err
-			}
-			// The same connection (the control socket) sets the recovery
-			// passphrase; the root token is shown whatever happens next.
-			var st client.RecoveryStatus
-			var recErr error
-			if recovery != nil {
-				st, recErr = c.SetRecoveryPassphrase(ctx, "", string(recovery))
-			}
-			if g.format == "json" {
-				if err := g.printJSON(cmd, map[string]any{"root_token": tok, "recovery_passphrase": st}); err != nil {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				tok, err := c.Init(ctx, string(pass))
+				if err != nil {
 					return err
 				}
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "Keystore initialised and open.\nRoot token (shown once): %s\n", tok)
-				if recErr == nil && st.Set {
-					fmt.Fprintf(cmd.OutOrStdout(), "Recovery passphrase set (%s).\n", st.Label)
+				// The same connection (the control socket) sets the recovery
+				// passphrase; the root token is shown whatever happens next.
+				var st client.RecoveryStatus
+				var recErr error
+				if recovery != nil {
+					st, recErr = c.SetRecoveryPassphrase(ctx, "", string(recovery))
 				}
-			}
-			switch {
-			case recErr != nil:
-				return fmt.Errorf("the keystore is initialised, but the recovery passphrase was not set: %w\n(set it with \"coffer backup recovery-passphrase set\")", recErr)
-			case o.noRecovery:
-				fmt.Fprintln(cmd.ErrOrStderr(), `Warning: no recovery passphrase: backups encrypted to it are refused until one is set with "coffer backup recovery-passphrase set"`)
-			}
-			return nil
+				if g.format == "json" {
+					if err := g.printJSON(cmd, map[string]any{"root_token": tok, "recovery_passphrase": st}); err != nil {
+						return err
+					}
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "Keystore initialised and open.\nRoot token (shown once): %s\n", tok)
+					if recErr == nil && st.Set {
+						fmt.Fprintf(cmd.OutOrStdout(), "Recovery passphrase set (%s).\n", st.Label)
+					}
+				}
+				switch {
+				case recErr != nil:
+					return fmt.Errorf("the keystore is initialised, but the recovery passphrase was not set: %w\n(set it with \"coffer backup recovery-passphrase set\")", recErr)
+				case o.noRecovery:
+					fmt.Fprintln(cmd.ErrOrStderr(), `Warning: no recovery passphrase: backups encrypted to it are refused until one is set with "coffer backup recovery-passphrase set"`)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&o.passFile, "passphrase-file", "", "read the passphrase from this file (- for stdin)")
@@ -130,17 +123,14 @@ local control socket (--data-dir), with the keystore open.`,
 			if err := g.requireLocal("create-root"); err != nil {
 				return err
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			tok, err := c.CreateRootToken(ctx)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Root token (shown once): %s\n", tok)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				tok, err := c.CreateRootToken(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Root token (shown once): %s\n", tok)
+				return nil
+			})
 		},
 	})
 	return t
@@ -163,20 +153,17 @@ succeeded and last failed, and the last archive error. --format json has
 everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, st)
-			}
-			printStatus(cmd.OutOrStdout(), st)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, st)
+				}
+				printStatus(cmd.OutOrStdout(), st)
+				return nil
+			})
 		},
 	}
 }
@@ -184,7 +171,7 @@ everything.`,
 // printStatus writes the status for people: the node, its alerts (writes
 // stop) and warnings (writes go on), then the backup side.
 func printStatus(out io.Writer, st client.Status) {
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	w := newTableTo(out)
 	fmt.Fprintf(w, "State:\t%s\n", st.State)
 	fmt.Fprintf(w, "Writable:\t%v\n", st.Writable)
 	fmt.Fprintf(w, "PID:\t%d\n", st.PID)
@@ -216,7 +203,7 @@ func printBackupStatus(out io.Writer, b client.BackupStatus) {
 		return
 	}
 	fmt.Fprintln(out)
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	w := newTableTo(out)
 	if r := b.Running; r != nil {
 		fmt.Fprintf(w, "Backup running:\t%s %s to %s since %s, %s written\n", r.Kind, r.ID, r.Destination, fmtTime(r.Started), humanBytes(r.BytesWritten))
 	} else {
@@ -229,7 +216,7 @@ func printBackupStatus(out io.Writer, b client.BackupStatus) {
 	if len(b.Destinations) == 0 {
 		return
 	}
-	t := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	t := newTableTo(out)
 	fmt.Fprintln(t, "DESTINATION\tTYPE\tUSED\tPENDING\tLAST SUCCESS\tLAST FAILURE\tARCHIVE ERROR")
 	for _, d := range b.Destinations {
 		used := "-"
@@ -280,16 +267,13 @@ is requested over the API.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "server pid %d stopped (%s)\n", pid, mode)
 				return nil
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			if err := c.Stop(ctx, mode); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "stop (%s) requested\n", mode)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				if err := c.Stop(ctx, mode); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "stop (%s) requested\n", mode)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&mode, "mode", "m", "smart", "stop mode: smart, fast or immediate")
@@ -309,25 +293,23 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 		Short: "Open the keystore with its passphrase (or --auto with keystore.aks)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			if auto {
-				err = c.OpenAuto(ctx)
-			} else {
-				var pass []byte
-				if pass, err = readPassphrase(cmd, passFile, "Keystore passphrase", false); err != nil {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				var err error
+				if auto {
+					err = c.OpenAuto(ctx)
+				} else {
+					var pass []byte
+					if pass, err = readPassphrase(cmd, passFile, "Keystore passphrase", false); err != nil {
+						return err
+					}
+					err = c.Open(ctx, string(pass))
+				}
+				if err != nil {
 					return err
 				}
-				err = c.Open(ctx, string(pass))
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "keystore open")
-			return nil
+				fmt.Fprintln(cmd.OutOrStdout(), "keystore open")
+				return nil
+			})
 		},
 	}
 	open.Flags().StringVar(&passFile, "passphrase-file", "", "read the passphrase from this file (- for stdin)")
@@ -339,17 +321,14 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 			Short: short,
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				c, ctx, cancel, err := g.connect()
-				if err != nil {
-					return err
-				}
-				defer cancel()
-				msg, err := fn(ctx, c)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), done+msg)
-				return nil
+				return g.withClient(func(ctx context.Context, c *client.Client) error {
+					msg, err := fn(ctx, c)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), done+msg)
+					return nil
+				})
 			},
 		}
 	}
@@ -376,8 +355,8 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 		Short: "Re-seal the keystore under a new passphrase (keys are unchanged)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if oldFile == "-" && newFile == "-" {
-				return errors.New("only one of --old-passphrase-file and --new-passphrase-file can be stdin")
+			if err := oneStdin(oldFile, "--old-passphrase-file", newFile, "--new-passphrase-file"); err != nil {
+				return err
 			}
 			old, err := readPassphrase(cmd, oldFile, "Current keystore passphrase", false)
 			if err != nil {
@@ -387,16 +366,13 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			if err := c.ChangePassphrase(ctx, string(old), string(nw)); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase changed")
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				if err := c.ChangePassphrase(ctx, string(old), string(nw)); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase changed")
+				return nil
+			})
 		},
 	}
 	change.Flags().StringVar(&oldFile, "old-passphrase-file", "", "file with the current passphrase (- for stdin)")
@@ -418,16 +394,13 @@ directory on the server host can do it. Keys are unchanged.`,
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			if err := c.ResetPassphrase(ctx, string(nw)); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase reset")
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				if err := c.ResetPassphrase(ctx, string(nw)); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase reset")
+				return nil
+			})
 		},
 	}
 	reset.Flags().StringVar(&resetFile, "new-passphrase-file", "", "file with the new passphrase (- for stdin)")

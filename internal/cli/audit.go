@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -34,34 +35,31 @@ verification needs read access to <data-dir>/audit.`,
   coffer audit list --from 1000 --format json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			p, err := c.AuditRecords(ctx, from, limit)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, p)
-			}
-			t := newTable(cmd)
-			fmt.Fprintln(t, "SEQ\tTIME\tACTOR\tSOURCE\tOPERATION\tRESULT\tOBJECTS")
-			for _, r := range p.Records {
-				res := r.Result
-				if r.Status != 0 && r.Result != "ok" {
-					res = fmt.Sprintf("%s (%d)", r.Result, r.Status)
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				p, err := c.AuditRecords(ctx, from, limit)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(t, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, fmtTime(r.Time), r.Actor, orDash(r.Source), r.Operation, res, orDash(strings.Join(r.Objects, ",")))
-			}
-			if err := t.Flush(); err != nil {
-				return err
-			}
-			if p.NextFrom > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "more: coffer audit list --from %d\n", p.NextFrom)
-			}
-			return nil
+				if g.format == "json" {
+					return g.printJSON(cmd, p)
+				}
+				t := newTable(cmd)
+				fmt.Fprintln(t, "SEQ\tTIME\tACTOR\tSOURCE\tOPERATION\tRESULT\tOBJECTS")
+				for _, r := range p.Records {
+					res := r.Result
+					if r.Status != 0 && r.Result != "ok" {
+						res = fmt.Sprintf("%s (%d)", r.Result, r.Status)
+					}
+					fmt.Fprintf(t, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, fmtTime(r.Time), r.Actor, orDash(r.Source), r.Operation, res, orDash(strings.Join(r.Objects, ",")))
+				}
+				if err := t.Flush(); err != nil {
+					return err
+				}
+				if p.NextFrom > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "more: coffer audit list --from %d\n", p.NextFrom)
+				}
+				return nil
+			})
 		},
 	}
 	list.Flags().Uint64Var(&from, "from", 0, "first sequence number (default 1)")
@@ -117,19 +115,16 @@ removed, reordered, truncated, head) and exits with status 1.`,
 				return printAuditReport(g, cmd, client.AuditReport{Files: rep.Files, Records: rep.Records, FirstSeq: rep.FirstSeq,
 					LastSeq: rep.LastSeq, LastHash: rep.LastHash, HeadSeq: rep.HeadSeq}, d)
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			rep, err := c.VerifyAudit(ctx)
-			if err != nil {
-				if client.IsCode(err, "audit_tampered") {
-					return fmt.Errorf("audit log is damaged: %w", err)
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				rep, err := c.VerifyAudit(ctx)
+				if err != nil {
+					if client.IsCode(err, "audit_tampered") {
+						return fmt.Errorf("audit log is damaged: %w", err)
+					}
+					return err
 				}
-				return err
-			}
-			return printAuditReport(g, cmd, rep, "")
+				return printAuditReport(g, cmd, rep, "")
+			})
 		},
 	}
 	verify.Flags().BoolVar(&offline, "offline", false, "verify the files directly, without a server")

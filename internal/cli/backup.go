@@ -105,8 +105,8 @@ current one is needed too: --old-passphrase-file, or asked on the terminal.`,
   coffer backup recovery-passphrase set --passphrase-file new.txt --old-passphrase-file old.txt`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if newFile == "-" && oldFile == "-" {
-				return errors.New("only one of --passphrase-file and --old-passphrase-file can be stdin")
+			if err := oneStdin(newFile, "--passphrase-file", oldFile, "--old-passphrase-file"); err != nil {
+				return err
 			}
 			c, err := g.client()
 			if err != nil {
@@ -159,20 +159,13 @@ current one is needed too: --old-passphrase-file, or asked on the terminal.`,
 		Example: "  coffer backup recovery-passphrase status --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			st, err := c.RecoveryStatus(ctx)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, st)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "Recovery passphrase:", recoveryLine(st))
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				st, err := c.RecoveryStatus(ctx)
+				if err != nil {
+					return err
+				}
+				return g.printResult(cmd, st, "Recovery passphrase: %s\n", recoveryLine(st))
+			})
 		},
 	}
 	r.AddCommand(set, status)
@@ -198,26 +191,23 @@ are skipped and listed.`,
 		Example: "  coffer backup catalog rebuild --destination nas",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if dest == "" {
-				return errors.New("--destination D is required")
-			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
+			if err := requireFlag(dest, "--destination D"); err != nil {
 				return err
 			}
-			defer cancel()
-			r, err := c.RebuildCatalog(ctx, dest)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, r)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "catalog of %s rebuilt: %d backups\n", dest, r.Backups)
-			for _, s := range r.Skipped {
-				fmt.Fprintf(cmd.OutOrStdout(), "skipped: %s\n", s)
-			}
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				r, err := c.RebuildCatalog(ctx, dest)
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, r)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "catalog of %s rebuilt: %d backups\n", dest, r.Backups)
+				for _, s := range r.Skipped {
+					fmt.Fprintf(cmd.OutOrStdout(), "skipped: %s\n", s)
+				}
+				return nil
+			})
 		},
 	}
 	rebuild.Flags().StringVarP(&dest, "destination", "d", "", "the destination")
@@ -529,34 +519,22 @@ The table shortens why a backup FAILED; --format json has the whole reason.`,
   coffer backup list --destination nas --format json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			bs, err := c.ListBackups(ctx, dest)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				if bs == nil {
-					bs = []client.BackupRecord{}
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				bs, err := c.ListBackups(ctx, dest)
+				if err != nil {
+					return err
 				}
-				return g.printJSON(cmd, bs)
-			}
-			t := newTable(cmd)
-			fmt.Fprintln(t, "STARTED\tKIND\tSTATUS\tSIZE\tINDEXES\tDESTINATION\tID\tREASON")
-			for _, b := range bs {
-				size, reason := "-", ""
-				if b.Size > 0 {
-					size = humanBytes(b.Size)
-				}
-				if b.Status == client.BackupFailed {
-					reason = shorten(b.Reason, 50)
-				}
-				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(b.Started), b.Kind, b.Status, size, indexRange(b), b.Destination, b.ID, reason)
-			}
-			return t.Flush()
+				return printList(g, cmd, bs, "STARTED\tKIND\tSTATUS\tSIZE\tINDEXES\tDESTINATION\tID\tREASON", func(b client.BackupRecord) string {
+					size, reason := "-", ""
+					if b.Size > 0 {
+						size = humanBytes(b.Size)
+					}
+					if b.Status == client.BackupFailed {
+						reason = shorten(b.Reason, 50)
+					}
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", fmtTime(b.Started), b.Kind, b.Status, size, indexRange(b), b.Destination, b.ID, reason)
+				})
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&dest, "destination", "d", "", "only backups of this destination")

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -211,8 +212,13 @@ func destinationLocation(d client.Destination) string {
 }
 
 // printDestinationAdded tells what the operator must know after an add or
-// edit: where it points, the key to install, the pinned host key.
-func printDestinationAdded(cmd *cobra.Command, d client.Destination, verb string) {
+// edit: where it points, the key to install, the pinned host key. With
+// --format json: the destination, and the note on stderr.
+func printDestinationAdded(g *globals, cmd *cobra.Command, d client.Destination, verb string) error {
+	if g.format == "json" {
+		printNote(cmd, d.Note, true)
+		return g.printJSON(cmd, d)
+	}
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "destination %s %s: %s\n", d.Name, verb, destinationLocation(d))
 	if d.Kind == client.DestinationSFTP {
@@ -235,6 +241,7 @@ func printDestinationAdded(cmd *cobra.Command, d client.Destination, verb string
 		fmt.Fprintf(w, "Every journal record is also written to %s, fsynced before the write is acknowledged.\n", mirrorDir(d))
 	}
 	printNote(cmd, d.Note, false)
+	return nil
 }
 
 // mirrorDir is where a dir destination mirrors the journal, for people.
@@ -307,21 +314,13 @@ recovery passphrase (which must be set) unless --recipient keys are given.
 				}
 				cfg.SecretKey = string(sk)
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			v, err := c.AddDestination(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				printNote(cmd, v.Note, true)
-				return g.printJSON(cmd, v)
-			}
-			printDestinationAdded(cmd, v, "added")
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				v, err := c.AddDestination(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				return printDestinationAdded(g, cmd, v, "added")
+			})
 		},
 	}
 	o.addFlags(cmd)
@@ -393,12 +392,7 @@ mirroring the journal (--mirror turns it on, for a dir destination).
 			if err != nil {
 				return err
 			}
-			if g.format == "json" {
-				printNote(cmd, v.Note, true)
-				return g.printJSON(cmd, v)
-			}
-			printDestinationAdded(cmd, v, "changed")
-			return nil
+			return printDestinationAdded(g, cmd, v, "changed")
 		},
 	}
 	o.addFlags(cmd)
@@ -416,38 +410,26 @@ the last archive error.`,
 		Example: "  coffer backup destination list --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			ds, err := c.ListDestinations(ctx)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				if ds == nil {
-					ds = []client.Destination{}
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				ds, err := c.ListDestinations(ctx)
+				if err != nil {
+					return err
 				}
-				return g.printJSON(cmd, ds)
-			}
-			t := newTable(cmd)
-			fmt.Fprintln(t, "NAME\tTYPE\tLOCATION\tARCHIVING\tPENDING\tUSED\tARCHIVE ERROR")
-			for _, d := range ds {
-				pending, used := "-", "-"
-				if d.Archiving {
-					pending = fmt.Sprint(d.Pending)
-				}
-				if d.Usage != nil {
-					used = fmt.Sprintf("%.0f%%", d.Usage.UsedPercent)
-				}
-				kind := d.Kind
-				if d.Mirror {
-					kind += "+mirror"
-				}
-				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, kind, destinationLocation(d), archivingState(d), pending, used, orDash(shorten(d.ArchiveError, 60)))
-			}
-			return t.Flush()
+				return printList(g, cmd, ds, "NAME\tTYPE\tLOCATION\tARCHIVING\tPENDING\tUSED\tARCHIVE ERROR", func(d client.Destination) string {
+					pending, used := "-", "-"
+					if d.Archiving {
+						pending = fmt.Sprint(d.Pending)
+					}
+					if d.Usage != nil {
+						used = fmt.Sprintf("%.0f%%", d.Usage.UsedPercent)
+					}
+					kind := d.Kind
+					if d.Mirror {
+						kind += "+mirror"
+					}
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", d.Name, kind, destinationLocation(d), archivingState(d), pending, used, orDash(shorten(d.ArchiveError, 60)))
+				})
+			})
 		},
 	}
 }
@@ -473,25 +455,18 @@ this cluster) finds them. Schedules that use it must be deleted first.`,
 		Example: "  coffer backup destination rm nas",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			where := "where they are"
-			if ds, err := c.ListDestinations(ctx); err == nil {
-				if d, err := findDestination(ds, args[0]); err == nil {
-					where = "in " + destinationLocation(d)
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				where := "where they are"
+				if ds, err := c.ListDestinations(ctx); err == nil {
+					if d, err := findDestination(ds, args[0]); err == nil {
+						where = "in " + destinationLocation(d)
+					}
 				}
-			}
-			if err := c.DeleteDestination(ctx, args[0]); err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, map[string]any{"deleted": args[0]})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "destination %s removed; its backups stay %s\n", args[0], where)
-			return nil
+				if err := c.DeleteDestination(ctx, args[0]); err != nil {
+					return err
+				}
+				return g.printResult(cmd, deletedJSON(args[0]), "destination %s removed; its backups stay %s\n", args[0], where)
+			})
 		},
 	}
 }
@@ -507,26 +482,23 @@ no space).`,
 		Example: "  coffer backup destination test nas",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			r, err := c.TestDestination(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				out := map[string]any{"destination": args[0], "ok": true}
-				if r.Note != "" {
-					out["note"] = r.Note
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				r, err := c.TestDestination(ctx, args[0])
+				if err != nil {
+					return err
 				}
-				printNote(cmd, r.Note, true)
-				return g.printJSON(cmd, out)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "destination %s OK: a probe file was written, read back and deleted\n", args[0])
-			printNote(cmd, r.Note, false)
-			return nil
+				if g.format == "json" {
+					out := map[string]any{"destination": args[0], "ok": true}
+					if r.Note != "" {
+						out["note"] = r.Note
+					}
+					printNote(cmd, r.Note, true)
+					return g.printJSON(cmd, out)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "destination %s OK: a probe file was written, read back and deleted\n", args[0])
+				printNote(cmd, r.Note, false)
+				return nil
+			})
 		},
 	}
 }

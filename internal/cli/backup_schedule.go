@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -134,12 +135,18 @@ func scheduleSpec(s client.Schedule) string {
 	return "-"
 }
 
-func printScheduleDone(cmd *cobra.Command, s client.Schedule, verb string) {
+// printScheduleDone prints a schedule after a change: as JSON with --format
+// json, else a line that says what was done (verb) and when it runs next.
+func printScheduleDone(g *globals, cmd *cobra.Command, s client.Schedule, verb string) error {
+	if g.format == "json" {
+		return g.printJSON(cmd, s)
+	}
 	fmt.Fprintf(cmd.OutOrStdout(), "schedule %s %s: %s backups to %s, %s; %s", s.Name, verb, s.Mode, s.Destination, scheduleSpec(s), s.State)
 	if s.Next != nil {
 		fmt.Fprintf(cmd.OutOrStdout(), ", next run %s", fmtTime(*s.Next))
 	}
 	fmt.Fprintln(cmd.OutOrStdout())
+	return nil
 }
 
 func newScheduleCmd(g *globals) *cobra.Command {
@@ -183,8 +190,8 @@ func newScheduleAddCmd(g *globals) *cobra.Command {
   coffer backup schedule add before-upgrade --destination nas --at 22:00 --mode full`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.destination == "" {
-				return errors.New("--destination D is required")
+			if err := requireFlag(o.destination, "--destination D"); err != nil {
+				return err
 			}
 			if err := o.checkMode(); err != nil {
 				return err
@@ -193,20 +200,13 @@ func newScheduleAddCmd(g *globals) *cobra.Command {
 			if err := o.when(cmd, &cfg, true, time.Now()); err != nil {
 				return err
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			sc, err := c.AddSchedule(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, sc)
-			}
-			printScheduleDone(cmd, sc, "added")
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				sc, err := c.AddSchedule(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				return printScheduleDone(g, cmd, sc, "added")
+			})
 		},
 	}
 	o.addFlags(cmd)
@@ -238,44 +238,36 @@ paused schedule stays paused.
 			if err := o.when(cmd, &probe, false, time.Now()); err != nil {
 				return err
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := g.ctx()
-			defer cancel()
-			all, err := c.ListSchedules(ctx)
-			if err != nil {
-				return err
-			}
-			var cfg *client.ScheduleConfig
-			for _, s := range all {
-				if s.Name == args[0] {
-					sc := s.Config()
-					cfg = &sc
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				all, err := c.ListSchedules(ctx)
+				if err != nil {
+					return err
 				}
-			}
-			if cfg == nil {
-				return fmt.Errorf("schedule %q not found (see \"coffer backup schedule list\")", args[0])
-			}
-			if f.Changed("destination") {
-				cfg.Destination = o.destination
-			}
-			if f.Changed("mode") {
-				cfg.Mode = o.mode
-			}
-			if err := o.when(cmd, cfg, false, time.Now()); err != nil {
-				return err
-			}
-			sc, err := c.EditSchedule(ctx, args[0], *cfg)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, sc)
-			}
-			printScheduleDone(cmd, sc, "changed")
-			return nil
+				var cfg *client.ScheduleConfig
+				for _, s := range all {
+					if s.Name == args[0] {
+						sc := s.Config()
+						cfg = &sc
+					}
+				}
+				if cfg == nil {
+					return fmt.Errorf("schedule %q not found (see \"coffer backup schedule list\")", args[0])
+				}
+				if f.Changed("destination") {
+					cfg.Destination = o.destination
+				}
+				if f.Changed("mode") {
+					cfg.Mode = o.mode
+				}
+				if err := o.when(cmd, cfg, false, time.Now()); err != nil {
+					return err
+				}
+				sc, err := c.EditSchedule(ctx, args[0], *cfg)
+				if err != nil {
+					return err
+				}
+				return printScheduleDone(g, cmd, sc, "changed")
+			})
 		},
 	}
 	o.addFlags(cmd)
@@ -291,28 +283,16 @@ last ran and how that ended, and when it runs next.`,
 		Example: "  coffer backup schedule list --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			ss, err := c.ListSchedules(ctx)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				if ss == nil {
-					ss = []client.Schedule{}
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				ss, err := c.ListSchedules(ctx)
+				if err != nil {
+					return err
 				}
-				return g.printJSON(cmd, ss)
-			}
-			t := newTable(cmd)
-			fmt.Fprintln(t, "NAME\tDESTINATION\tTYPE\tSPEC\tMODE\tSTATE\tLAST RUN\tLAST RESULT\tNEXT")
-			for _, s := range ss {
-				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Destination, s.Type, scheduleSpec(s), s.Mode, s.State,
-					fmtTimePtr(s.LastRun), orDash(shorten(s.LastResult, 40)), fmtTimePtr(s.Next))
-			}
-			return t.Flush()
+				return printList(g, cmd, ss, "NAME\tDESTINATION\tTYPE\tSPEC\tMODE\tSTATE\tLAST RUN\tLAST RESULT\tNEXT", func(s client.Schedule) string {
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", s.Name, s.Destination, s.Type, scheduleSpec(s), s.Mode, s.State,
+						fmtTimePtr(s.LastRun), orDash(shorten(s.LastResult, 40)), fmtTimePtr(s.Next))
+				})
+			})
 		},
 	}
 }
@@ -326,35 +306,27 @@ func newScheduleActionCmd(g *globals, name, short, long, verb string) *cobra.Com
 		Example: fmt.Sprintf("  coffer backup schedule %s nightly", name),
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			var sc client.Schedule
-			switch name {
-			case "pause":
-				sc, err = c.PauseSchedule(ctx, args[0])
-			case "resume":
-				sc, err = c.ResumeSchedule(ctx, args[0])
-			default:
-				err = c.DeleteSchedule(ctx, args[0])
-			}
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				if name == "rm" {
-					return g.printJSON(cmd, map[string]any{"deleted": args[0]})
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				var (
+					sc  client.Schedule
+					err error
+				)
+				switch name {
+				case "pause":
+					sc, err = c.PauseSchedule(ctx, args[0])
+				case "resume":
+					sc, err = c.ResumeSchedule(ctx, args[0])
+				default:
+					err = c.DeleteSchedule(ctx, args[0])
 				}
-				return g.printJSON(cmd, sc)
-			}
-			if name == "rm" {
-				fmt.Fprintf(cmd.OutOrStdout(), "schedule %s deleted\n", args[0])
-				return nil
-			}
-			printScheduleDone(cmd, sc, verb)
-			return nil
+				if err != nil {
+					return err
+				}
+				if name == "rm" {
+					return g.printResult(cmd, deletedJSON(args[0]), "schedule %s deleted\n", args[0])
+				}
+				return printScheduleDone(g, cmd, sc, verb)
+			})
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -310,27 +311,15 @@ func newEndpointListCmd(g *globals) *cobra.Command {
 		Short: "List endpoints",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			es := []client.Endpoint{}
-			for e, err := range c.Endpoints(ctx) {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				es, err := collect(c.Endpoints(ctx))
 				if err != nil {
 					return err
 				}
-				es = append(es, e)
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, es)
-			}
-			t := newTable(cmd)
-			fmt.Fprintln(t, "NAME\tSTATE\tCERTIFICATE EXPIRES\tCREATED\tDESCRIPTION")
-			for _, e := range es {
-				fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.State, fmtTimePtr(e.CertNotAfter), fmtTime(e.Created), orDash(e.Description))
-			}
-			return t.Flush()
+				return printList(g, cmd, es, "NAME\tSTATE\tCERTIFICATE EXPIRES\tCREATED\tDESCRIPTION", func(e client.Endpoint) string {
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", e.Name, e.State, fmtTimePtr(e.CertNotAfter), fmtTime(e.Created), orDash(e.Description))
+				})
+			})
 		},
 	}
 }
@@ -341,50 +330,47 @@ func newEndpointShowCmd(g *globals) *cobra.Command {
 		Short: "Show an endpoint, its certificate and its wallet grants",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			e, err := c.GetEndpoint(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			grants := map[string]string{}
-			for w, err := range c.Wallets(ctx) {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				e, err := c.GetEndpoint(ctx, args[0])
 				if err != nil {
-					break // grants are shown when the caller may list wallets
+					return err
 				}
-				if p, ok := w.Grants[e.Name]; ok {
-					grants[w.Name] = p
+				grants := map[string]string{}
+				for w, err := range c.Wallets(ctx) {
+					if err != nil {
+						break // grants are shown when the caller may list wallets
+					}
+					if p, ok := w.Grants[e.Name]; ok {
+						grants[w.Name] = p
+					}
 				}
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, struct {
-					client.Endpoint
-					Grants map[string]string `json:"grants"`
-				}{e, grants})
-			}
-			t := newTable(cmd)
-			fmt.Fprintf(t, "Name:\t%s\n", e.Name)
-			fmt.Fprintf(t, "Description:\t%s\n", orDash(e.Description))
-			fmt.Fprintf(t, "State:\t%s\n", e.State)
-			fmt.Fprintf(t, "Certificate:\t%s\n", orDash(e.CertFingerprint))
-			if e.CertFingerprint != "" {
-				fmt.Fprintf(t, "Certificate serial:\t%s\n", e.CertSerial)
-				fmt.Fprintf(t, "Certificate expires:\t%s\n", fmtTimePtr(e.CertNotAfter))
-			}
-			fmt.Fprintf(t, "Created:\t%s by %s\n", fmtTime(e.Created), orDash(e.CreatedBy))
-			if e.Revoked != nil {
-				fmt.Fprintf(t, "Revoked:\t%s\n", fmtTime(*e.Revoked))
-			}
-			ws := make([]string, 0, len(grants))
-			for w, p := range grants {
-				ws = append(ws, w+"="+p)
-			}
-			slices.Sort(ws)
-			fmt.Fprintf(t, "Grants:\t%s\n", orDash(strings.Join(ws, ", ")))
-			return t.Flush()
+				if g.format == "json" {
+					return g.printJSON(cmd, struct {
+						client.Endpoint
+						Grants map[string]string `json:"grants"`
+					}{e, grants})
+				}
+				t := newTable(cmd)
+				fmt.Fprintf(t, "Name:\t%s\n", e.Name)
+				fmt.Fprintf(t, "Description:\t%s\n", orDash(e.Description))
+				fmt.Fprintf(t, "State:\t%s\n", e.State)
+				fmt.Fprintf(t, "Certificate:\t%s\n", orDash(e.CertFingerprint))
+				if e.CertFingerprint != "" {
+					fmt.Fprintf(t, "Certificate serial:\t%s\n", e.CertSerial)
+					fmt.Fprintf(t, "Certificate expires:\t%s\n", fmtTimePtr(e.CertNotAfter))
+				}
+				fmt.Fprintf(t, "Created:\t%s by %s\n", fmtTime(e.Created), orDash(e.CreatedBy))
+				if e.Revoked != nil {
+					fmt.Fprintf(t, "Revoked:\t%s\n", fmtTime(*e.Revoked))
+				}
+				ws := make([]string, 0, len(grants))
+				for w, p := range grants {
+					ws = append(ws, w+"="+p)
+				}
+				slices.Sort(ws)
+				fmt.Fprintf(t, "Grants:\t%s\n", orDash(strings.Join(ws, ", ")))
+				return t.Flush()
+			})
 		},
 	}
 }
@@ -398,20 +384,13 @@ on and its wallet grants are removed. The name can be enrolled again later
 (with new credentials).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			e, err := c.RevokeEndpoint(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, e)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "endpoint %s revoked\n", e.Name)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				e, err := c.RevokeEndpoint(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return g.printResult(cmd, e, "endpoint %s revoked\n", e.Name)
+			})
 		},
 	}
 }
@@ -439,29 +418,29 @@ func newEndpointGrantCmd(g *globals) *cobra.Command {
 			case !remove && perm == "":
 				return errors.New("give --permission read|read_modify|manage, or --remove")
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			var w client.Wallet
-			if remove {
-				w, err = c.RevokeGrant(ctx, wallet, args[0])
-			} else {
-				w, err = c.Grant(ctx, wallet, args[0], perm)
-			}
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, w)
-			}
-			if remove {
-				fmt.Fprintf(cmd.OutOrStdout(), "endpoint %s has no permission on wallet %s\n", args[0], wallet)
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "endpoint %s has %s on wallet %s\n", args[0], w.Grants[args[0]], wallet)
-			}
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				var (
+					w   client.Wallet
+					err error
+				)
+				if remove {
+					w, err = c.RevokeGrant(ctx, wallet, args[0])
+				} else {
+					w, err = c.Grant(ctx, wallet, args[0], perm)
+				}
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, w)
+				}
+				if remove {
+					fmt.Fprintf(cmd.OutOrStdout(), "endpoint %s has no permission on wallet %s\n", args[0], wallet)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "endpoint %s has %s on wallet %s\n", args[0], w.Grants[args[0]], wallet)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&wallet, "wallet", "w", "", "the wallet (required)")

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -46,20 +47,17 @@ setting (default 5m).`,
 			}
 			// --timeout is the freeze's here; the request waits for the dump.
 			g.timeout = freezeRequestTimeout
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			st, err := c.Freeze(ctx, timeout)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, st)
-			}
-			printFreeze(cmd, st)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				st, err := c.Freeze(ctx, timeout)
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, st)
+				}
+				printFreeze(cmd, st)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "end the freeze by itself after this long, up to 24h (default: the server's backup.freeze_timeout, 5m unless configured)")
@@ -88,20 +86,13 @@ when writes are not frozen.`,
 		Example: "  coffer thaw",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			st, err := c.Thaw(ctx)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, st)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "writes thawed")
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				st, err := c.Thaw(ctx)
+				if err != nil {
+					return err
+				}
+				return g.printResult(cmd, st, "writes thawed\n")
+			})
 		},
 	}
 }

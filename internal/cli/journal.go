@@ -1,10 +1,9 @@
 package cli
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"path/filepath"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,28 +25,25 @@ size, by age, on SIGUSR2 and with "coffer journal rotate".`,
 		Short: "List journal segments with their index ranges",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			segs, err := c.JournalSegments(ctx)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, segs)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "SEGMENT\tFIRST\tLAST\tRECORDS\tSIZE\tCREATED\tSTATE")
-			for _, s := range segs {
-				st := "open"
-				if s.Closed {
-					st = "closed"
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				segs, err := c.JournalSegments(ctx)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\t%s\n", s.Name, s.FirstIndex, s.LastIndex, s.Records, s.Size, s.Created.Format(time.RFC3339), st)
-			}
-			return w.Flush()
+				if g.format == "json" {
+					return g.printJSON(cmd, segs)
+				}
+				w := newTable(cmd)
+				fmt.Fprintln(w, "SEGMENT\tFIRST\tLAST\tRECORDS\tSIZE\tCREATED\tSTATE")
+				for _, s := range segs {
+					st := "open"
+					if s.Closed {
+						st = "closed"
+					}
+					fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\t%s\n", s.Name, s.FirstIndex, s.LastIndex, s.Records, s.Size, s.Created.Format(time.RFC3339), st)
+				}
+				return w.Flush()
+			})
 		},
 	}
 	rotate := &cobra.Command{
@@ -55,17 +51,14 @@ size, by age, on SIGUSR2 and with "coffer journal rotate".`,
 		Short: "Close the open journal segment and start a new one",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			seg, err := c.RotateJournal(ctx)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "closed %s (indexes %d-%d)\n", seg.Name, seg.FirstIndex, seg.LastIndex)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				seg, err := c.RotateJournal(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "closed %s (indexes %d-%d)\n", seg.Name, seg.FirstIndex, seg.LastIndex)
+				return nil
+			})
 		},
 	}
 	var dir string
@@ -129,38 +122,29 @@ paused, and the last archive error.`,
 		Example: "  coffer journal archive status --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			ds, err := c.ListDestinations(ctx)
-			if err != nil {
-				return err
-			}
-			out := []archiveStatus{}
-			for _, d := range ds {
-				if d.Archiving {
-					out = append(out, archiveStatus{Destination: d.Name, ArchivedTo: d.ArchivedTo, Pending: d.Pending, Paused: d.ArchivePaused, ArchiveError: d.ArchiveError})
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				ds, err := c.ListDestinations(ctx)
+				if err != nil {
+					return err
 				}
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, out)
-			}
-			if len(out) == 0 {
-				fmt.Fprintln(cmd.OutOrStdout(), "no destination archives the journal (coffer backup destination edit NAME --archiving)")
-				return nil
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "DESTINATION\tARCHIVED TO\tPENDING\tSTATE\tLAST ERROR")
-			for _, s := range out {
-				st := "on"
-				if s.Paused {
-					st = "paused"
+				out := []archiveStatus{}
+				for _, d := range ds {
+					if d.Archiving {
+						out = append(out, archiveStatus{Destination: d.Name, ArchivedTo: d.ArchivedTo, Pending: d.Pending, Paused: d.ArchivePaused, ArchiveError: d.ArchiveError})
+					}
 				}
-				fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\n", s.Destination, s.ArchivedTo, s.Pending, st, orDash(s.ArchiveError))
-			}
-			return w.Flush()
+				if len(out) == 0 && g.format != "json" {
+					fmt.Fprintln(cmd.OutOrStdout(), "no destination archives the journal (coffer backup destination edit NAME --archiving)")
+					return nil
+				}
+				return printList(g, cmd, out, "DESTINATION\tARCHIVED TO\tPENDING\tSTATE\tLAST ERROR", func(s archiveStatus) string {
+					st := "on"
+					if s.Paused {
+						st = "paused"
+					}
+					return fmt.Sprintf("%s\t%d\t%d\t%s\t%s", s.Destination, s.ArchivedTo, s.Pending, st, orDash(s.ArchiveError))
+				})
+			})
 		},
 	}
 	a.AddCommand(status, newArchivePauseCmd(g, true), newArchivePauseCmd(g, false))
@@ -182,28 +166,24 @@ until archiving resumes; backups to the destination still run.`
 		Example: fmt.Sprintf("  coffer journal archive %s --destination nas", name),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if dest == "" {
-				return errors.New("--destination D is required")
-			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
+			if err := requireFlag(dest, "--destination D"); err != nil {
 				return err
 			}
-			defer cancel()
-			var d client.Destination
-			if pause {
-				d, err = c.PauseArchive(ctx, dest)
-			} else {
-				d, err = c.ResumeArchive(ctx, dest)
-			}
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, d)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "archiving to %s %sd (archived to index %d)\n", d.Name, name, d.ArchivedTo)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				var (
+					d   client.Destination
+					err error
+				)
+				if pause {
+					d, err = c.PauseArchive(ctx, dest)
+				} else {
+					d, err = c.ResumeArchive(ctx, dest)
+				}
+				if err != nil {
+					return err
+				}
+				return g.printResult(cmd, d, "archiving to %s %sd (archived to index %d)\n", d.Name, name, d.ArchivedTo)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&dest, "destination", "d", "", "the archiving destination")

@@ -95,22 +95,19 @@ The object is active, or pre-active with --pre-active (activate it later with
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			o, err := c.CreateObject(ctx, client.CreateObjectRequest{Wallet: wallet, Name: args[0], Type: typ, Algorithm: alg,
-				Length: length, Value: val, Attributes: a, PreActive: preActive})
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, o)
-			}
-			w := newTable(cmd)
-			printObject(w, o)
-			return w.Flush()
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				o, err := c.CreateObject(ctx, client.CreateObjectRequest{Wallet: wallet, Name: args[0], Type: typ, Algorithm: alg,
+					Length: length, Value: val, Attributes: a, PreActive: preActive})
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, o)
+				}
+				w := newTable(cmd)
+				printObject(w, o)
+				return w.Flush()
+			})
 		},
 	}
 	addWalletFlag(cmd, &wallet)
@@ -160,59 +157,59 @@ gone: the error says when it was destroyed.
 			if metaOnly && (version != 0 || out != "") {
 				return errors.New("--metadata-only reads no material: it goes with neither --version nor --out")
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			var r client.ObjectWithMaterial
-			switch {
-			case metaOnly && isObjectID(args[0]):
-				r.Object, err = c.DescribeObject(ctx, args[0])
-			case metaOnly:
-				r.Object, err = c.DescribeObjectByName(ctx, wallet, args[0])
-			case isObjectID(args[0]):
-				r, err = c.GetObject(ctx, args[0], version)
-			default:
-				r, err = c.GetObjectByName(ctx, wallet, args[0], version)
-			}
-			if err != nil {
-				return err
-			}
-			if out != "" && r.Material != nil {
-				enc, err := encodeValue(r.Material.Value, encoding)
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				var (
+					r   client.ObjectWithMaterial
+					err error
+				)
+				switch {
+				case metaOnly && isObjectID(args[0]):
+					r.Object, err = c.DescribeObject(ctx, args[0])
+				case metaOnly:
+					r.Object, err = c.DescribeObjectByName(ctx, wallet, args[0])
+				case isObjectID(args[0]):
+					r, err = c.GetObject(ctx, args[0], version)
+				default:
+					r, err = c.GetObjectByName(ctx, wallet, args[0], version)
+				}
 				if err != nil {
 					return err
 				}
-				if encoding != "raw" {
-					enc = append(enc, '\n')
-				}
-				if err := fsutil.WriteFile(out, enc); err != nil {
-					return fmt.Errorf("write %s: %w", out, err)
-				}
-			}
-			if g.format == "json" {
 				if out != "" && r.Material != nil {
-					r.Material.Value = nil
-					return g.printJSON(cmd, map[string]any{"object": r.Object, "material": r.Material, "written_to": out, "encoding": encoding})
+					enc, err := encodeValue(r.Material.Value, encoding)
+					if err != nil {
+						return err
+					}
+					if encoding != "raw" {
+						enc = append(enc, '\n')
+					}
+					if err := fsutil.WriteFile(out, enc); err != nil {
+						return fmt.Errorf("write %s: %w", out, err)
+					}
 				}
-				return g.printJSON(cmd, r)
-			}
-			w := newTable(cmd)
-			printObject(w, r.Object)
-			if m := r.Material; m != nil {
-				fmt.Fprintf(w, "Version:\t%d\n", m.Version)
-				if len(m.PublicKey) > 0 {
-					fmt.Fprintf(w, "Public key:\t%s\n", base64.StdEncoding.EncodeToString(m.PublicKey))
+				if g.format == "json" {
+					if out != "" && r.Material != nil {
+						r.Material.Value = nil
+						return g.printJSON(cmd, map[string]any{"object": r.Object, "material": r.Material, "written_to": out, "encoding": encoding})
+					}
+					return g.printJSON(cmd, r)
 				}
-				if out != "" {
-					fmt.Fprintf(w, "Value:\twritten to %s (%d bytes, %s)\n", out, len(m.Value), encoding)
-				} else {
-					enc, _ := encodeValue(m.Value, encoding)
-					fmt.Fprintf(w, "Value (%s):\t%s\n", encoding, enc)
+				w := newTable(cmd)
+				printObject(w, r.Object)
+				if m := r.Material; m != nil {
+					fmt.Fprintf(w, "Version:\t%d\n", m.Version)
+					if len(m.PublicKey) > 0 {
+						fmt.Fprintf(w, "Public key:\t%s\n", base64.StdEncoding.EncodeToString(m.PublicKey))
+					}
+					if out != "" {
+						fmt.Fprintf(w, "Value:\twritten to %s (%d bytes, %s)\n", out, len(m.Value), encoding)
+					} else {
+						enc, _ := encodeValue(m.Value, encoding)
+						fmt.Fprintf(w, "Value (%s):\t%s\n", encoding, enc)
+					}
 				}
-			}
-			return w.Flush()
+				return w.Flush()
+			})
 		},
 	}
 	addWalletFlag(cmd, &wallet)
@@ -258,30 +255,21 @@ all must match. --limit N stops after N objects (default: all).`,
 					q.Limit = limit
 				}
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			objs := []client.Object{}
-			for o, err := range c.Objects(ctx, q) {
-				if err != nil {
-					return err
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				objs := []client.Object{}
+				for o, err := range c.Objects(ctx, q) {
+					if err != nil {
+						return err
+					}
+					objs = append(objs, o)
+					if limit > 0 && len(objs) == limit {
+						break
+					}
 				}
-				objs = append(objs, o)
-				if limit > 0 && len(objs) == limit {
-					break
-				}
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, objs)
-			}
-			w := newTable(cmd)
-			fmt.Fprintln(w, "ID\tWALLET\tNAME\tTYPE\tALGORITHM\tSTATE\tLATEST")
-			for _, o := range objs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", o.ID, o.Wallet, o.Name, o.Type, algorithmOf(o), o.State, o.Latest)
-			}
-			return w.Flush()
+				return printList(g, cmd, objs, "ID\tWALLET\tNAME\tTYPE\tALGORITHM\tSTATE\tLATEST", func(o client.Object) string {
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%d", o.ID, o.Wallet, o.Name, o.Type, algorithmOf(o), o.State, o.Latest)
+				})
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -317,24 +305,13 @@ key of the same length to import). Earlier versions stay readable with
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			id, err := resolveRef(ctx, c, wallet, args[0])
-			if err != nil {
-				return err
-			}
-			o, err := c.RotateObject(ctx, id, val)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, o)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s in wallet %s (%s): version %d\n", o.Name, o.Wallet, o.ID, o.Latest)
-			return nil
+			return g.withObject(wallet, args[0], func(ctx context.Context, c *client.Client, id string) error {
+				o, err := c.RotateObject(ctx, id, val)
+				if err != nil {
+					return err
+				}
+				return g.printResult(cmd, o, "%s in wallet %s (%s): version %d\n", o.Name, o.Wallet, o.ID, o.Latest)
+			})
 		},
 	}
 	addWalletFlag(cmd, &wallet)
@@ -352,32 +329,21 @@ func newKeyTransitionCmd(g *globals, name, short, long string) *cobra.Command {
 		Example: fmt.Sprintf("  coffer key %s db1/tde --reason 'replaced by db1/tde-2025'", name),
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			id, err := resolveRef(ctx, c, wallet, args[0])
-			if err != nil {
-				return err
-			}
-			if name == "destroy" {
-				if err := confirmAction(cmd, yes, fmt.Sprintf("Destroy the material of every version of %s (%s)?", args[0], id)); err != nil {
+			return g.withObject(wallet, args[0], func(ctx context.Context, c *client.Client, id string) error {
+				if name == "destroy" {
+					if err := confirmAction(cmd, yes, fmt.Sprintf("Destroy the material of every version of %s (%s)?", args[0], id)); err != nil {
+						return err
+					}
+				}
+				fn := map[string]func(context.Context, string, string) (client.Object, error){
+					"activate": c.ActivateObject, "deactivate": c.DeactivateObject, "revoke": c.RevokeObject, "destroy": c.DestroyObject,
+				}[name]
+				o, err := fn(ctx, id, reason)
+				if err != nil {
 					return err
 				}
-			}
-			fn := map[string]func(context.Context, string, string) (client.Object, error){
-				"activate": c.ActivateObject, "deactivate": c.DeactivateObject, "revoke": c.RevokeObject, "destroy": c.DestroyObject,
-			}[name]
-			o, err := fn(ctx, id, reason)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, o)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s in wallet %s (%s): %s\n", o.Name, o.Wallet, o.ID, o.State)
-			return nil
+				return g.printResult(cmd, o, "%s in wallet %s (%s): %s\n", o.Name, o.Wallet, o.ID, o.State)
+			})
 		},
 	}
 	addWalletFlag(cmd, &wallet)
@@ -396,35 +362,28 @@ func newKeyVersionsCmd(g *globals) *cobra.Command {
 		Long:  "List the versions of an object's material, oldest first.\n\n" + refHelp,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			id, err := resolveRef(ctx, c, wallet, args[0])
-			if err != nil {
-				return err
-			}
-			vl, err := c.ObjectVersions(ctx, id)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, vl)
-			}
-			w := newTable(cmd)
-			fmt.Fprintln(w, "VERSION\tCREATED\tSTATUS")
-			for _, v := range vl.Versions {
-				var st []string
-				if v.Version == vl.Latest {
-					st = append(st, "latest")
+			return g.withObject(wallet, args[0], func(ctx context.Context, c *client.Client, id string) error {
+				vl, err := c.ObjectVersions(ctx, id)
+				if err != nil {
+					return err
 				}
-				if v.Destroyed {
-					st = append(st, "destroyed")
+				if g.format == "json" {
+					return g.printJSON(cmd, vl)
 				}
-				fmt.Fprintf(w, "%d\t%s\t%s\n", v.Version, fmtTime(v.Created), orDash(strings.Join(st, ", ")))
-			}
-			return w.Flush()
+				w := newTable(cmd)
+				fmt.Fprintln(w, "VERSION\tCREATED\tSTATUS")
+				for _, v := range vl.Versions {
+					var st []string
+					if v.Version == vl.Latest {
+						st = append(st, "latest")
+					}
+					if v.Destroyed {
+						st = append(st, "destroyed")
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\n", v.Version, fmtTime(v.Created), orDash(strings.Join(st, ", ")))
+				}
+				return w.Flush()
+			})
 		},
 	}
 	addWalletFlag(cmd, &wallet)
@@ -453,24 +412,13 @@ printable text. Attributes are searchable with "coffer key list --attr".
 			if len(set) == 0 && len(del) == 0 {
 				return errors.New("nothing to change: give KEY=VALUE arguments or --delete KEY")
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			id, err := resolveRef(ctx, c, wallet, args[0])
-			if err != nil {
-				return err
-			}
-			o, err := c.SetAttributes(ctx, id, set, del)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, o)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s in wallet %s (%s) attributes: %s\n", o.Name, o.Wallet, o.ID, sortedAttrs(o.Attributes))
-			return nil
+			return g.withObject(wallet, args[0], func(ctx context.Context, c *client.Client, id string) error {
+				o, err := c.SetAttributes(ctx, id, set, del)
+				if err != nil {
+					return err
+				}
+				return g.printResult(cmd, o, "%s in wallet %s (%s) attributes: %s\n", o.Name, o.Wallet, o.ID, sortedAttrs(o.Attributes))
+			})
 		},
 	}
 	addWalletFlag(cmd, &wallet)

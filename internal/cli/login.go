@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -44,24 +45,17 @@ terminal; the user name from --username or asked on the terminal.`,
 			if path == "" {
 				return errors.New("no home directory for the token file: set COFFER_TOKEN_FILE")
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			s, err := c.Login(ctx, username, string(pw))
-			if err != nil {
-				return err
-			}
-			if err := fsutil.WriteFile(path, []byte(s.Token+"\n")); err != nil {
-				return fmt.Errorf("store the session token: %w", err)
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, map[string]any{"user": s.User, "roles": s.Roles, "expires": s.Expires, "token_file": path})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Logged in as %s (roles %s) until %s.\nSession token stored in %s.\n",
-				s.User, orDash(strings.Join(s.Roles, ", ")), fmtTime(s.Expires), path)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				s, err := c.Login(ctx, username, string(pw))
+				if err != nil {
+					return err
+				}
+				if err := fsutil.WriteFile(path, []byte(s.Token+"\n")); err != nil {
+					return fmt.Errorf("store the session token: %w", err)
+				}
+				return g.printResult(cmd, map[string]any{"user": s.User, "roles": s.Roles, "expires": s.Expires, "token_file": path},
+					"Logged in as %s (roles %s) until %s.\nSession token stored in %s.\n", s.User, orDash(strings.Join(s.Roles, ", ")), fmtTime(s.Expires), path)
+			})
 		},
 	}
 	cmd.Flags().StringVarP(&username, "username", "u", "", "user name (asked on the terminal if not given)")
@@ -128,26 +122,23 @@ func newWhoamiCmd(g *globals) *cobra.Command {
 		Short: "Show who the server takes you for: kind, name, roles, session expiry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			w, err := c.WhoAmI(ctx)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, w)
-			}
-			t := newTable(cmd)
-			fmt.Fprintf(t, "Kind:\t%s\n", w.Kind)
-			fmt.Fprintf(t, "Name:\t%s\n", w.Name)
-			fmt.Fprintf(t, "Roles:\t%s\n", orDash(strings.Join(w.Roles, ", ")))
-			if w.Expires != nil {
-				fmt.Fprintf(t, "Expires:\t%s (in %s)\n", fmtTime(*w.Expires), time.Until(*w.Expires).Round(time.Minute))
-			}
-			return t.Flush()
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				w, err := c.WhoAmI(ctx)
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, w)
+				}
+				t := newTable(cmd)
+				fmt.Fprintf(t, "Kind:\t%s\n", w.Kind)
+				fmt.Fprintf(t, "Name:\t%s\n", w.Name)
+				fmt.Fprintf(t, "Roles:\t%s\n", orDash(strings.Join(w.Roles, ", ")))
+				if w.Expires != nil {
+					fmt.Fprintf(t, "Expires:\t%s (in %s)\n", fmtTime(*w.Expires), time.Until(*w.Expires).Round(time.Minute))
+				}
+				return t.Flush()
+			})
 		},
 	}
 }

@@ -290,6 +290,29 @@ func (g *globals) connect() (*client.Client, context.Context, context.CancelFunc
 	return c, ctx, cancel, nil
 }
 
+// withClient connects like connect and runs fn with the client and the
+// request context, cancelled when fn returns.
+func (g *globals) withClient(fn func(ctx context.Context, c *client.Client) error) error {
+	c, ctx, cancel, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	return fn(ctx, c)
+}
+
+// withObject is withClient for commands on one object: REF (an id, or a
+// name in wallet) is resolved to the object id first.
+func (g *globals) withObject(wallet, ref string, fn func(ctx context.Context, c *client.Client, id string) error) error {
+	return g.withClient(func(ctx context.Context, c *client.Client) error {
+		id, err := resolveRef(ctx, c, wallet, ref)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, c, id)
+	})
+}
+
 func (g *globals) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.timeout)
 }
@@ -298,6 +321,39 @@ func (g *globals) printJSON(cmd *cobra.Command, v any) error {
 	enc := json.NewEncoder(cmd.OutOrStdout())
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printResult prints v as JSON with --format json, else the message
+// format (with its newline) filled in with args.
+func (g *globals) printResult(cmd *cobra.Command, v any, format string, args ...any) error {
+	if g.format == "json" {
+		return g.printJSON(cmd, v)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), format, args...)
+	return nil
+}
+
+// printList prints items as a JSON array with --format json (an empty or
+// nil list is []), else as a table: the header line, then row(item) for
+// every item (tab-separated columns, no newline).
+func printList[T any](g *globals, cmd *cobra.Command, items []T, header string, row func(T) string) error {
+	if g.format == "json" {
+		if items == nil {
+			items = []T{}
+		}
+		return g.printJSON(cmd, items)
+	}
+	t := newTable(cmd)
+	fmt.Fprintln(t, header)
+	for _, it := range items {
+		fmt.Fprintln(t, row(it))
+	}
+	return t.Flush()
+}
+
+// deletedJSON is what a delete command prints with --format json.
+func deletedJSON(name string) map[string]any {
+	return map[string]any{"deleted": name}
 }
 
 func newVersionCmd() *cobra.Command {

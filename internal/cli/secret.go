@@ -1,9 +1,11 @@
 package cli
 
 import (
-	"fmt"
+	"context"
 
 	"github.com/spf13/cobra"
+
+	"github.com/coffer-kms/coffer/client"
 )
 
 func newSecretCmd(g *globals) *cobra.Command {
@@ -30,20 +32,13 @@ process lists: prefer --value-file FILE, or --value-file - for stdin.`,
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			o, err := c.PutSecret(ctx, wallet, args[0], v)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, map[string]any{"id": o.ID, "wallet": o.Wallet, "name": o.Name, "version": o.Latest})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: version %d\n", args[0], o.Latest)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				o, err := c.PutSecret(ctx, wallet, args[0], v)
+				if err != nil {
+					return err
+				}
+				return g.printResult(cmd, map[string]any{"id": o.ID, "wallet": o.Wallet, "name": o.Name, "version": o.Latest}, "%s: version %d\n", args[0], o.Latest)
+			})
 		},
 	}
 	addWalletFlag(put, &wallet)
@@ -59,20 +54,17 @@ With --format json the value is base64, with its version and id.`,
   coffer secret get db1/password --version 1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				sec, err := c.GetSecret(ctx, wallet, args[0], version)
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, sec)
+				}
+				_, err = cmd.OutOrStdout().Write(append(sec.Value, '\n'))
 				return err
-			}
-			defer cancel()
-			sec, err := c.GetSecret(ctx, wallet, args[0], version)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, sec)
-			}
-			_, err = cmd.OutOrStdout().Write(append(sec.Value, '\n'))
-			return err
+			})
 		},
 	}
 	addWalletFlag(get, &wallet)

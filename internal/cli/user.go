@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -60,20 +61,13 @@ password ("coffer user passwd").
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			usr, err := c.CreateUser(ctx, args[0], string(pw), roles)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, usr)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "user %s created with roles %s\n", usr.Name, strings.Join(usr.Roles, ", "))
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				usr, err := c.CreateUser(ctx, args[0], string(pw), roles)
+				if err != nil {
+					return err
+				}
+				return g.printResult(cmd, usr, "user %s created with roles %s\n", usr.Name, strings.Join(usr.Roles, ", "))
+			})
 		},
 	}
 	create.Flags().StringSliceVarP(&roles, "role", "r", nil, "role: system_admin, key_admin or audit_manager (repeatable)")
@@ -85,27 +79,15 @@ password ("coffer user passwd").
 		Short: "List administrators",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			us := []client.User{}
-			for u, err := range c.Users(ctx) {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				us, err := collect(c.Users(ctx))
 				if err != nil {
 					return err
 				}
-				us = append(us, u)
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, us)
-			}
-			t := newTable(cmd)
-			fmt.Fprintln(t, "NAME\tROLES\tDISABLED\tCREATED")
-			for _, u := range us {
-				fmt.Fprintf(t, "%s\t%s\t%v\t%s\n", u.Name, orDash(strings.Join(u.Roles, ",")), u.Disabled, fmtTime(u.Created))
-			}
-			return t.Flush()
+				return printList(g, cmd, us, "NAME\tROLES\tDISABLED\tCREATED", func(u client.User) string {
+					return fmt.Sprintf("%s\t%s\t%v\t%s", u.Name, orDash(strings.Join(u.Roles, ",")), u.Disabled, fmtTime(u.Created))
+				})
+			})
 		},
 	}
 	show := &cobra.Command{
@@ -113,19 +95,16 @@ password ("coffer user passwd").
 		Short: "Show an administrator",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			usr, err := c.GetUser(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, usr)
-			}
-			return printUser(cmd, usr)
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				usr, err := c.GetUser(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, usr)
+				}
+				return printUser(cmd, usr)
+			})
 		},
 	}
 	var yes bool
@@ -138,19 +117,12 @@ password ("coffer user passwd").
 			if err := confirmAction(cmd, yes, fmt.Sprintf("Delete user %s?", args[0])); err != nil {
 				return err
 			}
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			if err := c.DeleteUser(ctx, args[0]); err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, map[string]any{"deleted": args[0]})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "user %s deleted\n", args[0])
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				if err := c.DeleteUser(ctx, args[0]); err != nil {
+					return err
+				}
+				return g.printResult(cmd, deletedJSON(args[0]), "user %s deleted\n", args[0])
+			})
 		},
 	}
 	del.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
@@ -185,8 +157,8 @@ password ends every session of the user: log in again afterwards.`,
   coffer user passwd bob --password-file new.txt`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if oldFile == "-" && newFile == "-" {
-				return errors.New("only one of --old-password-file and --password-file can be stdin")
+			if err := oneStdin(oldFile, "--old-password-file", newFile, "--password-file"); err != nil {
+				return err
 			}
 			cn, err := g.resolve()
 			if err != nil {
@@ -268,18 +240,11 @@ password ends every session of the user: log in again afterwards.`,
 }
 
 func updateUser(g *globals, cmd *cobra.Command, name string, ch client.UserChange, done string) error {
-	c, ctx, cancel, err := g.connect()
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	usr, err := c.UpdateUser(ctx, name, ch)
-	if err != nil {
-		return err
-	}
-	if g.format == "json" {
-		return g.printJSON(cmd, usr)
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "user %s %s (roles %s, disabled %v)\n", usr.Name, done, orDash(strings.Join(usr.Roles, ", ")), usr.Disabled)
-	return nil
+	return g.withClient(func(ctx context.Context, c *client.Client) error {
+		usr, err := c.UpdateUser(ctx, name, ch)
+		if err != nil {
+			return err
+		}
+		return g.printResult(cmd, usr, "user %s %s (roles %s, disabled %v)\n", usr.Name, done, orDash(strings.Join(usr.Roles, ", ")), usr.Disabled)
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"regexp"
 	"slices"
@@ -63,6 +64,35 @@ func readValue(cmd *cobra.Command, value, file string, required bool) ([]byte, e
 	return nil, nil
 }
 
+// collect reads every item of a listing that the server pages; none is an
+// empty (not nil) slice, which JSON shows as [].
+func collect[T any](items iter.Seq2[T, error]) ([]T, error) {
+	all := []T{}
+	for it, err := range items {
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, it)
+	}
+	return all, nil
+}
+
+// requireFlag refuses an empty value of a required flag: "FLAG is required".
+func requireFlag(value, flag string) error {
+	if value == "" {
+		return fmt.Errorf("%s is required", flag)
+	}
+	return nil
+}
+
+// oneStdin refuses two file flags that both say "-" (stdin).
+func oneStdin(file1, flag1, file2, flag2 string) error {
+	if file1 == "-" && file2 == "-" {
+		return fmt.Errorf("only one of %s and %s can be stdin", flag1, flag2)
+	}
+	return nil
+}
+
 // parseAttrs turns k=v arguments into a map.
 func parseAttrs(kvs []string) (map[string]string, error) {
 	if len(kvs) == 0 {
@@ -97,7 +127,12 @@ func resolveRef(ctx context.Context, c *client.Client, wallet, ref string) (stri
 }
 
 func newTable(cmd *cobra.Command) *tabwriter.Writer {
-	return tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	return newTableTo(cmd.OutOrStdout())
+}
+
+// newTableTo is newTable on any writer.
+func newTableTo(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 }
 
 func fmtTime(t time.Time) string {

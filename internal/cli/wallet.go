@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -25,20 +26,13 @@ after init. Wallets are managed by key administrators (key_admin role).`,
 		Example: `  coffer wallet create db-prod --description "TDE keys of the production databases"`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			w, err := c.CreateWallet(ctx, args[0], desc)
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, w)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wallet %s created\n", w.Name)
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				w, err := c.CreateWallet(ctx, args[0], desc)
+				if err != nil {
+					return err
+				}
+				return g.printResult(cmd, w, "wallet %s created\n", w.Name)
+			})
 		},
 	}
 	create.Flags().StringVarP(&desc, "description", "d", "", "what the wallet is for")
@@ -47,27 +41,15 @@ after init. Wallets are managed by key administrators (key_admin role).`,
 		Short: "List wallets (an endpoint sees those granted to it)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			ws := []client.Wallet{}
-			for w, err := range c.Wallets(ctx) {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				ws, err := collect(c.Wallets(ctx))
 				if err != nil {
 					return err
 				}
-				ws = append(ws, w)
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, ws)
-			}
-			t := newTable(cmd)
-			fmt.Fprintln(t, "NAME\tGRANTS\tCREATED\tDESCRIPTION")
-			for _, w := range ws {
-				fmt.Fprintf(t, "%s\t%d\t%s\t%s\n", w.Name, len(w.Grants), fmtTime(w.Created), orDash(w.Description))
-			}
-			return t.Flush()
+				return printList(g, cmd, ws, "NAME\tGRANTS\tCREATED\tDESCRIPTION", func(w client.Wallet) string {
+					return fmt.Sprintf("%s\t%d\t%s\t%s", w.Name, len(w.Grants), fmtTime(w.Created), orDash(w.Description))
+				})
+			})
 		},
 	}
 	show := &cobra.Command{
@@ -76,39 +58,36 @@ after init. Wallets are managed by key administrators (key_admin role).`,
 		Example: `  coffer wallet show default`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			w, err := c.GetWallet(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, w)
-			}
-			t := newTable(cmd)
-			fmt.Fprintf(t, "Name:\t%s\n", w.Name)
-			fmt.Fprintf(t, "Description:\t%s\n", orDash(w.Description))
-			fmt.Fprintf(t, "Created:\t%s by %s\n", fmtTime(w.Created), orDash(w.CreatedBy))
-			if len(w.Grants) == 0 {
-				fmt.Fprintf(t, "Grants:\tnone\n")
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				w, err := c.GetWallet(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, w)
+				}
+				t := newTable(cmd)
+				fmt.Fprintf(t, "Name:\t%s\n", w.Name)
+				fmt.Fprintf(t, "Description:\t%s\n", orDash(w.Description))
+				fmt.Fprintf(t, "Created:\t%s by %s\n", fmtTime(w.Created), orDash(w.CreatedBy))
+				if len(w.Grants) == 0 {
+					fmt.Fprintf(t, "Grants:\tnone\n")
+					return t.Flush()
+				}
+				t.Flush()
+				fmt.Fprintln(cmd.OutOrStdout())
+				t = newTable(cmd)
+				fmt.Fprintln(t, "ENDPOINT\tPERMISSION")
+				names := make([]string, 0, len(w.Grants))
+				for n := range w.Grants {
+					names = append(names, n)
+				}
+				slices.Sort(names)
+				for _, n := range names {
+					fmt.Fprintf(t, "%s\t%s\n", n, w.Grants[n])
+				}
 				return t.Flush()
-			}
-			t.Flush()
-			fmt.Fprintln(cmd.OutOrStdout())
-			t = newTable(cmd)
-			fmt.Fprintln(t, "ENDPOINT\tPERMISSION")
-			names := make([]string, 0, len(w.Grants))
-			for n := range w.Grants {
-				names = append(names, n)
-			}
-			slices.Sort(names)
-			for _, n := range names {
-				fmt.Fprintf(t, "%s\t%s\n", n, w.Grants[n])
-			}
-			return t.Flush()
+			})
 		},
 	}
 	del := &cobra.Command{
@@ -117,19 +96,12 @@ after init. Wallets are managed by key administrators (key_admin role).`,
 		Long:  "Delete a wallet. The server refuses while the wallet still holds objects.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			if err := c.DeleteWallet(ctx, args[0]); err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, map[string]any{"deleted": args[0]})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wallet %s deleted\n", args[0])
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				if err := c.DeleteWallet(ctx, args[0]); err != nil {
+					return err
+				}
+				return g.printResult(cmd, deletedJSON(args[0]), "wallet %s deleted\n", args[0])
+			})
 		},
 	}
 	wc.AddCommand(create, list, show, del)
