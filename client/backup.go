@@ -385,3 +385,26 @@ func (c *Client) Thaw(ctx context.Context) (FreezeStatus, error) {
 	var s FreezeStatus
 	return s, c.Do(ctx, "POST", "/api/v1/sys/thaw", nil, &s)
 }
+
+// RestorePoint is a named point in the history a restore can stop at.
+type RestorePoint struct {
+	Name      string    `json:"name"`
+	Index     uint64    `json:"index"`
+	Time      time.Time `json:"time"`
+	CreatedBy string    `json:"created_by,omitempty"`
+}
+
+// CreateRestorePoint writes a named restore point (names are unique).
+func (c *Client) CreateRestorePoint(ctx context.Context, name string) (RestorePoint, error) {
+	var rp RestorePoint
+	return rp, c.Do(ctx, "POST", "/api/v1/restore-points", map[string]string{"name": name}, &rp)
+}
+
+// RestorePoints lists restore points, oldest first.
+func (c *Client) RestorePoints(ctx context.Context) ([]RestorePoint, error) {
+	var r struct {
+		RestorePoints []RestorePoint `json:"restore_points"`
+	}
+	err := c.Do(ctx, "GET", "/api/v1/restore-points", nil, &r)
+	return r.RestorePoints, err
+}

@@ -136,6 +136,8 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		return decodeApply(cmd, func(c Schedule) (any, error) { return s.applySchedulePut(tx, cmd.Time, c) })
 	case TypeScheduleDelete:
 		return decodeApply(cmd, func(c ScheduleDelete) (any, error) { return s.applyScheduleDelete(tx, c) })
+	case TypeRestorePoint:
+		return decodeApply(cmd, func(c RestorePoint) (any, error) { return s.applyRestorePoint(tx, index, cmd.Time, c) })
 	case TypeRecoverySet:
 		return decodeApply(cmd, func(c Recovery) (any, error) { return s.applyRecovery(tx, cmd.Time, c) })
 	}

@@ -308,3 +308,39 @@ func (s *Store) Schedules() ([]Schedule, error) { return listJSON[Schedule](s, b
 func (s *Store) Recovery() (Recovery, error) {
 	return viewJSON[Recovery](s, bucketMeta, keyRecovery, "recovery passphrase")
 }
+
+// RestorePoint is a named point in the history: the raft index of its own
+// command, which is also a record in the journal (type TypeRestorePoint), so
+// a restore can stop exactly there.
+type RestorePoint struct {
+	Name      string    `json:"name"`
+	Index     uint64    `json:"index"`
+	Time      time.Time `json:"time"`
+	CreatedBy string    `json:"created_by,omitempty"`
+}
+
+var bucketRestorePoints = []byte("restore_points")
+
+func init() { allBuckets = append(allBuckets, bucketRestorePoints) }
+
+func (s *Store) applyRestorePoint(tx *bolt.Tx, index uint64, now time.Time, rp RestorePoint) (any, error) {
+	if err := checkLen("restore point name", rp.Name, 1, 64); err != nil {
+		return err, nil
+	}
+	if len(rp.CreatedBy) > maxNameBytes {
+		return bad("created_by longer than %d bytes", maxNameBytes), nil
+	}
+	b := tx.Bucket(bucketRestorePoints)
+	if old, ok, err := getJSON[RestorePoint](b, []byte(rp.Name)); err != nil {
+		return nil, err
+	} else if ok {
+		return fmt.Errorf("restore point %q (index %d, %s): %w", rp.Name, old.Index, old.Time.Format(time.RFC3339), ErrExists), nil
+	}
+	rp.Index, rp.Time = index, now
+	return rp, putJSON(b, []byte(rp.Name), rp)
+}
+
+// RestorePoints lists restore points by name.
+func (s *Store) RestorePoints() ([]RestorePoint, error) {
+	return listJSON[RestorePoint](s, bucketRestorePoints)
+}

@@ -73,6 +73,8 @@ const (
 	TypeScheduleDelete Type = 156
 	// TypeRecoverySet sets the recovery passphrase (body: Recovery).
 	TypeRecoverySet Type = 157
+	// TypeRestorePoint names the point in the history where it is applied (body: RestorePoint).
+	TypeRestorePoint Type = 160
 )
 
 var typeNames = map[Type]string{
@@ -105,6 +107,7 @@ var typeNames = map[Type]string{
 	TypeSchedulePut:       "schedule-put",
 	TypeScheduleDelete:    "schedule-delete",
 	TypeRecoverySet:       "recovery-set",
+	TypeRestorePoint:      "restore-point",
 }
 
 func (t Type) String() string {

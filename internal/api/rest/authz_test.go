@@ -41,6 +41,7 @@ var allowed = map[string]string{
 	"getEndpoint":    "ep-read keyadmin root", // ep-read reads itself
 	"revokeEndpoint": "keyadmin root",
 	"readAudit":      "auditor root", "verifyAudit": "auditor root",
+	"createRestorePoint": "sysadmin root", "listRestorePoints": "admins",
 	"recoveryStatus": "admins", "setRecoveryPassphrase": "sysadmin root",
 	"addDestination": "sysadmin root", "listDestinations": "sysadmin root", "editDestination": "sysadmin root",
 	"deleteDestination": "sysadmin root", "testDestination": "sysadmin root", "rebuildCatalog": "sysadmin root",
@@ -145,6 +146,7 @@ func (f *matrixFixture) request(rt route, caller string) (method, path, body str
 		"setRecoveryPassphrase": `{"new_passphrase":"recovery-passphrase-1"}`,
 		"addDestination":        `{"name":"d-` + caller + `","kind":"dir","path":"/nonexistent/coffer-matrix"}`,
 		"editDestination":       `{"kind":"dir","path":"/nonexistent/coffer-matrix"}`,
+		"createRestorePoint":    `{"name":"rp-` + caller + `"}`,
 		"runBackup":             `{"destination":"LOCAL","wait":true}`,
 		"addSchedule":           `{"name":"s-` + caller + `","destination":"LOCAL","type":"periodic","every":"24h"}`,
 		"editSchedule":          `{"destination":"LOCAL","type":"periodic","every":"24h"}`,

@@ -208,3 +208,28 @@ func (a *api) thaw(w http.ResponseWriter, r *http.Request) {
 	st, err := a.svc.Thaw(r.Context())
 	a.reply(w, r, http.StatusOK, st, err)
 }
+
+// RestorePointRequest names a restore point.
+type RestorePointRequest struct {
+	Name string `json:"name"`
+}
+
+// RestorePointList lists restore points, oldest first.
+type RestorePointList struct {
+	RestorePoints []state.RestorePoint `json:"restore_points"`
+}
+
+func (a *api) createRestorePoint(w http.ResponseWriter, r *http.Request) {
+	var req RestorePointRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	rp, err := a.svc.CreateRestorePoint(r.Context(), req.Name)
+	a.reply(w, r, http.StatusCreated, rp, err)
+}
+
+func (a *api) listRestorePoints(w http.ResponseWriter, r *http.Request) {
+	rps, err := a.svc.ListRestorePoints(r.Context())
+	a.reply(w, r, http.StatusOK, RestorePointList{RestorePoints: rps}, err)
+}

@@ -134,6 +134,8 @@ func (a *api) routes() []route {
 		status(r("DELETE", "/api/v1/backup/schedules/{name}", "deleteSchedule", "Delete a schedule", true, nil, nil, eObj, a.deleteSchedule, "backup"), 204),
 		r("POST", "/api/v1/backup/schedules/{name}/pause", "pauseSchedule", "ACTIVE to PAUSED", true, nil, service.ScheduleView{}, eObj, a.schedulePause(true), "backup"),
 		r("POST", "/api/v1/backup/schedules/{name}/resume", "resumeSchedule", "PAUSED to ACTIVE", true, nil, service.ScheduleView{}, eObj, a.schedulePause(false), "backup"),
+		status(r("POST", "/api/v1/restore-points", "createRestorePoint", "Write a named restore point into the history", true, RestorePointRequest{}, state.RestorePoint{}, eObj, a.createRestorePoint, "backup"), 201),
+		r("GET", "/api/v1/restore-points", "listRestorePoints", "Restore points: name, index and time", true, nil, RestorePointList{}, e400, a.listRestorePoints, "backup"),
 		r("POST", "/api/v1/sys/freeze", "freeze", "Write a full dump under <data-dir>/dump, then refuse writes until thaw or the timeout", true, FreezeRequest{}, service.FreezeStatus{}, eObj, a.freeze, "sys"),
 		r("POST", "/api/v1/sys/thaw", "thaw", "End a freeze", true, nil, service.FreezeStatus{}, eObj, a.thaw, "sys"),
 
