@@ -115,7 +115,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if err := fsutil.EnsureDir(dataDir); err != nil {
 		return nil, err
 	}
-	lock, err := lockDataDir(dataDir)
+	lock, err := LockDataDir(dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -453,8 +453,8 @@ func (s *Server) Reload() {
 	}
 }
 
-// lockDataDir takes an exclusive lock so two servers never share a data dir.
-func lockDataDir(dir string) (*os.File, error) {
+// LockDataDir takes an exclusive lock so two servers never share a data dir.
+func LockDataDir(dir string) (*os.File, error) {
 	p := filepath.Join(dir, LockFile)
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, fsutil.FileMode)
 	if err != nil {

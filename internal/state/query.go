@@ -157,3 +157,46 @@ func (s *Store) User(name string) (User, error) {
 
 // Users lists every administrator in name order.
 func (s *Store) Users() ([]User, error) { return listJSON[User](s, bucketUsers) }
+
+// CheckConsistency runs bbolt's own page-level consistency check and
+// returns the problems it finds (at most max).
+func (s *Store) CheckConsistency(max int) []error {
+	var out []error
+	s.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			if len(out) < max {
+				out = append(out, err)
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// EachSealed calls fn with every sealed value the state holds besides object
+// material (which Material and Objects reach): the recovery passphrase and
+// destination secrets, with the barrier id and version each is sealed for.
+func (s *Store) EachSealed(fn func(what, id string, version uint64, sealed []byte) error) error {
+	if r, err := s.Recovery(); err == nil {
+		if err := fn("recovery passphrase", "recovery-passphrase", r.Generation, r.Sealed); err != nil {
+			return err
+		}
+	}
+	ds, err := s.Destinations()
+	if err != nil {
+		return err
+	}
+	for _, d := range ds {
+		if len(d.SealedSecret) > 0 {
+			if err := fn("destination "+d.Name+" secret", "destination/"+d.Name+"/secret", d.SecretVersion, d.SealedSecret); err != nil {
+				return err
+			}
+		}
+		if len(d.SealedKey) > 0 {
+			if err := fn("destination "+d.Name+" key", "destination/"+d.Name+"/key", d.SecretVersion, d.SealedKey); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package check
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+const pass = "check-test-passphrase"
+
+// dataDir makes a stopped data dir holding a few objects.
+func dataDir(t *testing.T) (string, *keystore.Keyring) {
+	t.Helper()
+	dir := t.TempDir()
+	kdf := keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+	svc, err := service.New(service.Config{DataDir: dir, KDF: kdf, MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
+	if _, err := svc.Init(ctx, service.LocalRoot(), []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b", "c"} {
+		if _, err := svc.PutSecret(ctx, service.DefaultWallet, n, []byte("value-"+n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc.RotateJournal(ctx)
+	svc.PutSecret(ctx, service.DefaultWallet, "a", []byte("second"))
+	if err := svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := keystore.New(service.KeystoreDir(dir), keystore.Options{KDF: kdf, MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }}).Open([]byte(pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, ring
+}
+
+func paths(dir string) Paths {
+	return Paths{State: service.StatePath(dir), Raft: service.RaftDir(dir), Journal: service.JournalDir(dir)}
+}
+
+func failing(rep Report) string {
+	for _, r := range rep.Results {
+		if !r.OK {
+			return r.Name + ": " + r.Detail
+		}
+	}
+	return ""
+}
+
+func TestHealthyDataDir(t *testing.T) {
+	dir, ring := dataDir(t)
+	rep := Run(paths(dir), ring)
+	if !rep.OK || len(rep.Results) != 5 {
+		t.Fatalf("healthy dir: %+v", rep)
+	}
+	if d := rep.Results[2].Detail; !strings.Contains(d, "3 objects, 4 versions") {
+		t.Fatalf("secrets: %s", d)
+	}
+}
+
+func TestTamperedMaterialIsNamed(t *testing.T) {
+	dir, ring := dataDir(t)
+	db, err := bolt.Open(service.StatePath(dir), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("versions"))
+		k, v := b.Cursor().First()
+		v = append([]byte(nil), v...)
+		v[len(v)-1] ^= 1
+		return b.Put(k, v)
+	})
+	db.Close()
+	rep := Run(paths(dir), ring)
+	if rep.OK || !strings.Contains(failing(rep), "secrets: object ") || !strings.Contains(failing(rep), "version 1") {
+		t.Fatalf("tampered material: %+v", rep)
+	}
+}
+
+func TestDamagedJournalIsNamed(t *testing.T) {
+	dir, ring := dataDir(t)
+	segs, _ := filepath.Glob(filepath.Join(service.JournalDir(dir), "*.recovery"))
+	b, _ := os.ReadFile(segs[0])
+	b[len(b)/2] ^= 0x40
+	os.WriteFile(segs[0], b, 0o600)
+	rep := Run(paths(dir), ring)
+	if rep.OK || !strings.HasPrefix(failing(rep), "journal: ") || !strings.Contains(failing(rep), filepath.Base(segs[0])) {
+		t.Fatalf("damaged journal: %+v", rep)
+	}
+}
+
+func TestWrongKeystoreAndLostRaft(t *testing.T) {
+	dir, _ := dataDir(t)
+	other, ring := dataDir(t)
+	_ = other
+	rep := Run(paths(dir), ring) // another data dir's master keys
+	if rep.OK || !strings.HasPrefix(failing(rep), "data keys: ") {
+		t.Fatalf("foreign keystore: %+v", rep)
+	}
+	dir2, ring2 := dataDir(t)
+	os.RemoveAll(service.RaftDir(dir2))
+	rep = Run(paths(dir2), ring2)
+	if rep.OK || !strings.Contains(failing(rep), "raft directory is older") {
+		t.Fatalf("lost raft dir: %+v", rep)
+	}
+}
