@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -217,6 +218,9 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	}
 	e := entryOf(name, done)
 	e.Size = size
+	// A file saved again (a segment re-shipped after its mark was not
+	// recorded) replaces its entry rather than listing it twice.
+	cat.Entries = slices.DeleteFunc(cat.Entries, func(x Entry) bool { return x.File == name })
 	cat.Entries = append(cat.Entries, e)
 	if err := SaveCatalog(ctx, d, cat); err != nil {
 		// The file is there but not listed: remove it so that catalog and

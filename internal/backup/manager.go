@@ -21,6 +21,9 @@ func errIsNotFound(err error) bool { return errors.Is(err, dest.ErrNotFound) }
 // ErrBusy: only one backup runs at a time.
 var ErrBusy = errors.New("a backup is in progress")
 
+// ErrFrozen: writes are frozen (a backup could not record its result).
+var ErrFrozen = errors.New("writes are frozen")
+
 // FullEvery is Oracle Key Vault's rule for automatic mode: a full when the
 // last full is this old (or there is none), otherwise a cumulative incremental.
 const FullEvery = 7 * 24 * time.Hour
@@ -123,7 +126,7 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 	}
 	defer m.run.Unlock()
 	if err := m.host.Frozen(); err != nil {
-		return state.BackupRecord{}, fmt.Errorf("%w: no backup starts while writes are frozen (%v)", ErrBusy, err)
+		return state.BackupRecord{}, fmt.Errorf("%w: no backup starts while writes are frozen (%v)", ErrFrozen, err)
 	}
 	// A destination that cannot be reached or read is a failed backup,
 	// recorded as such (backup list shows it with the reason).
@@ -477,6 +480,27 @@ func (m *Manager) Loop(ctx context.Context, every time.Duration) {
 			}
 		}
 	}
+}
+
+// Exclusive runs fn while no backup or archiving runs (and none starts):
+// for other writers of catalogs and for the freeze. It waits for a running
+// backup to end.
+func (m *Manager) Exclusive(fn func() error) error {
+	m.run.Lock()
+	defer m.run.Unlock()
+	return fn()
+}
+
+// TryExclusive is Exclusive without waiting: ErrBusy while a backup runs.
+func (m *Manager) TryExclusive(fn func() error) error {
+	if !m.run.TryLock() {
+		if cur := m.Current(); cur != nil {
+			return fmt.Errorf("%w: %s backup %s to %s", ErrBusy, cur.Kind, cur.ID, cur.Destination)
+		}
+		return fmt.Errorf("%w (or segments are being archived)", ErrBusy)
+	}
+	defer m.run.Unlock()
+	return fn()
 }
 
 // TestHold runs fn while holding the run lock, as a running backup does

@@ -49,6 +49,10 @@ func (r *Report) add(name string, err error, detail string) {
 // Run checks the data dir with the opened keyring.
 func Run(p Paths, ring *keystore.Keyring) Report {
 	var rep Report
+	if _, err := os.Stat(p.State); err != nil {
+		rep.add("state database", fmt.Errorf("state database %s: %w (restore the data dir, or see the runbook for a lost state.db)", p.State, err), "")
+		return rep.done()
+	}
 	st, err := state.Open(p.State, state.Options{})
 	if err != nil {
 		rep.add("state database", err, "")
@@ -155,8 +159,13 @@ func Run(p Paths, ring *keystore.Keyring) Report {
 	case last > max(lastLog, snap):
 		rep.add("raft log", fmt.Errorf("the journal reaches index %d beyond the raft log (%d): the raft directory is older than the journal", last, lastLog), "")
 	default:
+		first, _ := node.FirstIndex()
 		detail := fmt.Sprintf("raft log to %d (snapshot %d) covers the applied index %d", lastLog, snap, applied)
-		if last < applied {
+		switch {
+		case last < applied && first > 0 && first > last+1:
+			rep.add("raft log", fmt.Errorf("the journal ends at %d but the raft log starts at %d: records %d-%d can no longer be rebuilt into the journal", last, first, last+1, first-1), "")
+			return rep.done()
+		case last < applied:
 			detail += fmt.Sprintf("; the journal lags the state by %d records (rebuilt from the raft log at the next open)", applied-last)
 		}
 		rep.add("raft log", nil, detail)

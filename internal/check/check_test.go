@@ -117,3 +117,15 @@ func TestWrongKeystoreAndLostRaft(t *testing.T) {
 		t.Fatalf("lost raft dir: %+v", rep)
 	}
 }
+
+func TestMissingStateIsNamed(t *testing.T) {
+	dir, ring := dataDir(t)
+	os.Remove(service.StatePath(dir))
+	rep := Run(paths(dir), ring)
+	if rep.OK || !strings.Contains(failing(rep), "state database") || !strings.Contains(failing(rep), "no such file") {
+		t.Fatalf("missing state.db: %+v", rep)
+	}
+	if _, err := os.Stat(service.StatePath(dir)); err == nil {
+		t.Fatal("the check created a state.db")
+	}
+}

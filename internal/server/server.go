@@ -426,8 +426,10 @@ func (s *Server) signals() {
 				}()
 			case syscall.SIGCONT:
 				ctx := service.WithIdentity(context.Background(), service.LocalRoot())
-				if _, err := s.Service.Thaw(ctx); err == nil {
-					s.Log.Info("thawed on SIGCONT")
+				if st, err := s.Service.Thaw(ctx); err != nil {
+					s.Log.Warn("SIGCONT: nothing to thaw", "reason", err)
+				} else {
+					s.Log.Info("thawed on SIGCONT", "note", st.Note)
 				}
 			}
 		}

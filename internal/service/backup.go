@@ -120,6 +120,9 @@ func (s *Service) destinationRecord(c DestinationConfig, old *state.Destination)
 	if old != nil {
 		version = old.SecretVersion + 1
 		d.ArchivePaused, d.ArchivedTo, d.HostKey, d.PublicKey = old.ArchivePaused, old.ArchivedTo, old.HostKey, old.PublicKey
+		if old.Host != c.Host || (old.Port != c.Port && c.Port != 0) {
+			d.HostKey = "" // another server: pinned again on first use
+		}
 	}
 	d.SecretVersion = version
 	seal := func(what string, v []byte) ([]byte, error) {
@@ -350,8 +353,10 @@ func destErr(err error) error {
 		return nil
 	case errors.Is(err, dest.ErrUnreachable):
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	case errors.Is(err, dest.ErrNoSpace):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err) // the destination's disk, not the request
 	case errors.Is(err, dest.ErrAuth), errors.Is(err, dest.ErrPermission), errors.Is(err, dest.ErrBucketMissing),
-		errors.Is(err, dest.ErrHostKeyChanged), errors.Is(err, dest.ErrNoSpace):
+		errors.Is(err, dest.ErrHostKeyChanged):
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return err
@@ -507,6 +512,8 @@ func (s *Service) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 	}
 	note(ctx, "backup:"+rec.ID)
 	switch {
+	case errors.Is(err, backup.ErrFrozen):
+		return rec, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
 	case errors.Is(err, backup.ErrBusy):
 		return rec, fmt.Errorf("%w: %v", ErrConflict, err)
 	case errors.Is(err, backup.ErrNoBase), errors.Is(err, backup.ErrForeign), errors.Is(err, backup.ErrCatalogCorrupt), errors.Is(err, backup.ErrNoJournal):
@@ -557,7 +564,13 @@ func (s *Service) RebuildCatalog(ctx context.Context, name string) (int, []strin
 		return 0, nil, destErr(err)
 	}
 	defer dd.Close()
-	c, skipped, err := backup.Rebuild(ctx, dd, s.st.ClusterID())
+	var c backup.Catalog
+	var skipped []string
+	if s.backups != nil {
+		err = s.backups.Exclusive(func() error { c, skipped, err = backup.Rebuild(ctx, dd, s.st.ClusterID()); return err })
+	} else {
+		c, skipped, err = backup.Rebuild(ctx, dd, s.st.ClusterID())
+	}
 	if errors.Is(err, backup.ErrForeign) {
 		return 0, skipped, fmt.Errorf("%w: %v", ErrConflict, err)
 	}
@@ -592,10 +605,16 @@ func (h backupHost) RotateJournal() (uint64, error) {
 	if h.s.jr == nil {
 		return 0, ErrSealed
 	}
-	if _, err := h.s.jr.Rotate(); err != nil && h.s.jr.LastIndex() == 0 {
-		return 0, err
+	// The closed segment's own last index: records written after the
+	// rotation are in the new open segment and belong to the next backup.
+	seg, err := h.s.jr.Rotate()
+	if err != nil {
+		return 0, fmt.Errorf("rotate the journal: %w", err)
 	}
-	return h.s.jr.LastIndex(), nil
+	if seg.Records == 0 {
+		return seg.Prev, nil // nothing new since the last closed segment
+	}
+	return seg.LastIndex, nil
 }
 func (h backupHost) OpenTarget(ctx context.Context, name string) (*backup.Target, error) {
 	if err := h.s.ensureLocal(ctx); err != nil && name == LocalDestination {
@@ -706,7 +725,7 @@ func (s *Service) autoBackup(ctx context.Context, why string) {
 		deadline := time.Now().Add(10 * time.Minute)
 		for {
 			_, err := s.backups.Backup(ctx, backup.Request{Destination: sc.Destination, Mode: backup.ModeFull, Reason: "automatic: " + why})
-			if !errors.Is(err, backup.ErrBusy) || time.Now().After(deadline) || ctx.Err() != nil {
+			if !errors.Is(err, backup.ErrBusy) && !errors.Is(err, backup.ErrFrozen) || time.Now().After(deadline) || ctx.Err() != nil {
 				if err != nil {
 					s.log.Error("automatic full backup failed", "destination", sc.Destination, "after", why, "error", err)
 				}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,7 +271,7 @@ func TestFreezeRefusesWritesAndDumps(t *testing.T) {
 	if st := s.Status(); st.Writable || !st.Backup.Frozen {
 		t.Fatalf("status while frozen: writable %v frozen %v", st.Writable, st.Backup.Frozen)
 	}
-	if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) {
+	if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
 		t.Fatalf("backup while frozen: %v", err)
 	}
 	if _, err := s.PutSecret(ctx, DefaultWallet, "k", []byte("v2")); !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
@@ -364,6 +365,16 @@ func TestArchivingShipsClosedSegments(t *testing.T) {
 	}
 	d, _ := s.st.Destination("arch")
 	files, _ := filepath.Glob(filepath.Join(target, backup.ArchiveDir, "*"+backup.FileSuffix))
+	segs, _ := journal.ListSegments(JournalDir(s.cfg.DataDir))
+	var lastClosed uint64
+	for _, sg := range segs {
+		if sg.Closed && sg.LastIndex > lastClosed {
+			lastClosed = sg.LastIndex
+		}
+	}
+	if d.ArchivedTo != lastClosed {
+		t.Fatalf("archived to %d, the last closed segment ends at %d", d.ArchivedTo, lastClosed)
+	}
 	if len(files) < 3 || d.ArchivedTo == 0 || s.backups.Pending()["arch"] != 0 {
 		t.Fatalf("archived %d files up to %d, pending %d", len(files), d.ArchivedTo, s.backups.Pending()["arch"])
 	}
@@ -393,40 +404,57 @@ func mustDest(t *testing.T, s *Service, name string) state.Destination {
 
 func bundleIdentity() (string, string, error) { return bundle.GenerateIdentity() }
 
-// TestFreezeUnderWrites: a full backup (here the freeze dump) taken while
-// writes go on completes; a write that must grow the database waits for the
-// backup's read transaction, which must never wait for anything itself.
-func TestFreezeUnderWrites(t *testing.T) {
+// TestBackupsUnderWrites: fulls, incrementals and a freeze taken while
+// writes go on all complete, every incremental starts right after the
+// previous backup's end, and writes succeed before and after.
+func TestBackupsUnderWrites(t *testing.T) {
 	s, _ := backupSvc(t)
-	s.cfg.BackupScryptWorkFactor = 16 // a slower start keeps the read transaction open longer
 	ctx := rootCtx()
+	var ok, failed atomic.Int64
 	done := make(chan struct{})
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		for i := 0; ; i++ {
 			select {
 			case <-done:
 				return
 			default:
 			}
-			s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("w%d", i), make([]byte, 2000))
+			if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("w%d", i%50), make([]byte, 500)); err == nil {
+				ok.Add(1)
+			} else if !errors.Is(err, ErrWriteUnavailable) { // refused while frozen
+				failed.Add(1)
+				t.Errorf("write: %v", err)
+			}
 		}
 	}()
-	defer close(done)
-	time.Sleep(100 * time.Millisecond)
-	for i := 0; i < 3; i++ {
-		fin := make(chan error, 1)
-		go func() {
-			_, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "full", Wait: true})
-			fin <- err
-		}()
-		select {
-		case err := <-fin:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("a full backup under concurrent writes hangs")
+	time.Sleep(50 * time.Millisecond)
+	full, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "full", Wait: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := full.LastIndex
+	for i := 0; i < 15; i++ {
+		inc, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "incremental", Wait: true})
+		if err != nil {
+			t.Fatalf("incremental %d under writes: %v", i, err)
 		}
+		if inc.FirstIndex != full.LastIndex+1 || inc.LastIndex < prev {
+			t.Fatalf("incremental %d covers %d-%d (full ends at %d, previous reached %d)", i, inc.FirstIndex, inc.LastIndex, full.LastIndex, prev)
+		}
+		prev = inc.LastIndex
+	}
+	if _, err := s.Freeze(ctx, time.Minute); err != nil {
+		t.Fatalf("freeze under writes: %v", err)
+	}
+	s.Thaw(ctx)
+	before := ok.Load()
+	time.Sleep(100 * time.Millisecond)
+	close(done)
+	<-stopped
+	if ok.Load() == before || failed.Load() != 0 {
+		t.Fatalf("writes after the thaw: %d succeeded (%d before), %d failed", ok.Load(), before, failed.Load())
 	}
 }
 

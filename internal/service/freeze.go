@@ -2,8 +2,10 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
@@ -51,36 +53,55 @@ func (s *Service) Freeze(ctx context.Context, timeout time.Duration) (FreezeStat
 		return FreezeStatus{}, fmt.Errorf("%w: freeze timeout %s: at most 24h", ErrInvalid, timeout)
 	}
 	st := FreezeStatus{Frozen: true}
-	if m := s.backups; m != nil {
-		if cur := m.Current(); cur != nil {
-			return FreezeStatus{}, fmt.Errorf("%w: backup %s to %s is running; freeze after it ends (it could not record its result while frozen)", ErrConflict, cur.ID, cur.Destination)
-		}
-	}
-	if e, err := s.dump(ctx); err != nil {
-		st.Note = "no dump written: " + err.Error()
-		s.log.Warn("freeze without a dump", "reason", err)
-	} else {
-		st.Dump = filepath.Join(DumpDir(s.cfg.DataDir), e.File)
-	}
 	s.freezeMu.Lock()
-	defer s.freezeMu.Unlock()
-	if s.frozen != nil {
-		s.frozen.timer.Stop()
-	}
-	until := time.Now().Add(timeout)
-	f := &freezeState{until: until}
-	f.timer = time.AfterFunc(timeout, func() {
+	s.freezing, s.thawRequested = true, false
+	s.freezeMu.Unlock()
+	defer func() { s.freezeMu.Lock(); s.freezing = false; s.freezeMu.Unlock() }()
+	// No backup or archiving may run across the freeze: it could not
+	// record its result. The dump and the freeze happen under the same lock.
+	do := func() error {
+		if e, err := s.dump(ctx); err != nil {
+			st.Note = "no dump written: " + err.Error()
+			s.log.Warn("freeze without a dump", "reason", err)
+		} else {
+			st.Dump = filepath.Join(DumpDir(s.cfg.DataDir), e.File)
+		}
 		s.freezeMu.Lock()
 		defer s.freezeMu.Unlock()
-		if s.frozen == f {
-			s.frozen = nil
-			s.log.Warn("freeze timed out; writes resume", "timeout", timeout)
+		if s.thawRequested {
+			// A thaw (SIGCONT) arrived while the dump was written.
+			st.Frozen, st.Note = false, strings.TrimSpace(st.Note+" thaw requested during the dump: writes were not frozen")
+			s.log.Warn("freeze cancelled: a thaw arrived while the dump was written")
+			return nil
 		}
-	})
-	s.frozen = f
-	st.Until = until.UTC()
-	s.log.Warn("writes frozen for a storage snapshot", "until", st.Until, "dump", st.Dump)
-	return st, nil
+		if s.frozen != nil {
+			s.frozen.timer.Stop()
+		}
+		until := time.Now().Add(timeout)
+		f := &freezeState{until: until}
+		f.timer = time.AfterFunc(timeout, func() {
+			s.freezeMu.Lock()
+			defer s.freezeMu.Unlock()
+			if s.frozen == f {
+				s.frozen = nil
+				s.log.Warn("freeze timed out; writes resume", "timeout", timeout)
+			}
+		})
+		s.frozen = f
+		st.Until = until.UTC()
+		s.log.Warn("writes frozen for a storage snapshot", "until", st.Until, "dump", st.Dump)
+		return nil
+	}
+	var err error
+	if m := s.backups; m != nil {
+		err = m.TryExclusive(do)
+	} else {
+		err = do()
+	}
+	if errors.Is(err, backup.ErrBusy) {
+		return FreezeStatus{}, fmt.Errorf("%w: %v; freeze after it ends (it could not record its result while frozen)", ErrConflict, err)
+	}
+	return st, err
 }
 
 // Thaw ends a freeze.
@@ -90,6 +111,11 @@ func (s *Service) Thaw(ctx context.Context) (FreezeStatus, error) {
 	}
 	s.freezeMu.Lock()
 	defer s.freezeMu.Unlock()
+	if s.frozen == nil && s.freezing {
+		s.thawRequested = true
+		s.log.Info("thaw requested while a freeze writes its dump: the freeze will not start")
+		return FreezeStatus{Note: "thaw requested while the freeze's dump was being written: writes will not be frozen"}, nil
+	}
 	if s.frozen == nil {
 		return FreezeStatus{}, fmt.Errorf("%w: writes are not frozen", ErrConflict)
 	}

@@ -118,6 +118,8 @@ type Service struct {
 	mirrorAt      string // dir of the attached journal mirror
 	freezeMu      sync.Mutex
 	frozen        *freezeState
+	freezing      bool // a freeze is writing its dump
+	thawRequested bool // a thaw arrived during that dump
 	auditFailures atomic.Uint64
 	started       time.Time
 	closed        atomic.Bool

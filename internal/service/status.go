@@ -61,6 +61,23 @@ type JournalStatus struct {
 
 // Status reports the node's state.
 func (s *Service) Status() Status {
+	st := s.statusCore()
+	if st.State == StateOpen {
+		// Outside the lifecycle lock: statfs of a hung NFS destination must
+		// not hold up seal and stop (and, behind them, every request).
+		var bw []Alert
+		st.Backup.Destinations, bw = s.backupHealth()
+		st.Warnings = append(st.Warnings, bw...)
+		if s.backups != nil {
+			if p := s.backups.Current(); p != nil {
+				st.Backup.Running = &BackupRunning{ID: p.ID, Destination: p.Destination, Kind: p.Kind, Started: p.Started, BytesWritten: p.BytesWritten}
+			}
+		}
+	}
+	return st
+}
+
+func (s *Service) statusCore() Status {
 	s.checkDisk()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -101,17 +118,9 @@ func (s *Service) Status() Status {
 	st.Writable = s.state == StateOpen && len(st.Alerts) == 0
 	st.Warnings = append([]Alert(nil), s.warnings...)
 	if s.state == StateOpen {
-		var bw []Alert
-		st.Backup.Destinations, bw = s.backupHealth()
-		st.Warnings = append(st.Warnings, bw...)
 		if h := s.st.MirrorHealth(); h != nil {
 			st.Warnings = append(st.Warnings, Alert{Component: "mirror", Since: h.Since,
 				Message: "journal mirror failing (writes continue but are not also on the mirror disk; retrying): " + h.Error})
-		}
-		if s.backups != nil {
-			if p := s.backups.Current(); p != nil {
-				st.Backup.Running = &BackupRunning{ID: p.ID, Destination: p.Destination, Kind: p.Kind, Started: p.Started, BytesWritten: p.BytesWritten}
-			}
 		}
 	}
 	st.Backup.Frozen = s.frozenErr() != nil
