@@ -154,12 +154,9 @@ func (s *Store) applyDestinationPut(tx *bolt.Tx, now time.Time, d Destination) (
 
 func (s *Store) applyDestinationDelete(tx *bolt.Tx, c DestinationDelete) (any, error) {
 	b := tx.Bucket(bucketDestinations)
-	d, ok, err := getJSON[Destination](b, []byte(c.Name))
+	d, err := load[Destination](b, c.Name, fmt.Sprintf("destination %q", c.Name))
 	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return fmt.Errorf("destination %q: %w", c.Name, ErrNotFound), nil
+		return resultOrIO(err)
 	}
 	if d.Kind == "local" {
 		return fmt.Errorf("the built-in LOCAL destination cannot be deleted: %w", ErrConflict), nil
@@ -180,12 +177,9 @@ func (s *Store) applyDestinationDelete(tx *bolt.Tx, c DestinationDelete) (any, e
 
 func (s *Store) applyArchiveProgress(tx *bolt.Tx, now time.Time, c ArchiveProgress) (any, error) {
 	b := tx.Bucket(bucketDestinations)
-	d, ok, err := getJSON[Destination](b, []byte(c.Name))
+	d, err := load[Destination](b, c.Name, fmt.Sprintf("destination %q", c.Name))
 	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return fmt.Errorf("destination %q: %w", c.Name, ErrNotFound), nil
+		return resultOrIO(err)
 	}
 	if c.ArchivedTo <= d.ArchivedTo {
 		return d, nil // a late or repeated report never moves the mark back
@@ -196,12 +190,9 @@ func (s *Store) applyArchiveProgress(tx *bolt.Tx, now time.Time, c ArchiveProgre
 
 func (s *Store) applyArchivePause(tx *bolt.Tx, now time.Time, c ArchivePause) (any, error) {
 	b := tx.Bucket(bucketDestinations)
-	d, ok, err := getJSON[Destination](b, []byte(c.Name))
+	d, err := load[Destination](b, c.Name, fmt.Sprintf("destination %q", c.Name))
 	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return fmt.Errorf("destination %q: %w", c.Name, ErrNotFound), nil
+		return resultOrIO(err)
 	}
 	d.ArchivePaused, d.Updated = c.Paused, now
 	return d, putJSON(b, []byte(d.Name), d)

@@ -260,15 +260,18 @@ func (s *Store) applyObjectCreate(tx *bolt.Tx, now time.Time, c ObjectCreate) (a
 	return o, putJSON(tx.Bucket(bucketObjects), []byte(o.ID), o)
 }
 
+// load reads key from b; a missing key is an ErrNotFound naming what (a
+// domain result, see resultOrIO), a decoding failure an I/O error.
+func load[T any](b *bolt.Bucket, key, what string) (T, error) {
+	v, ok, err := getJSON[T](b, []byte(key))
+	if err == nil && !ok {
+		err = fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return v, err
+}
+
 func (s *Store) loadObject(tx *bolt.Tx, id string) (Object, error) {
-	o, ok, err := getJSON[Object](tx.Bucket(bucketObjects), []byte(id))
-	if err != nil {
-		return o, err
-	}
-	if !ok {
-		return o, fmt.Errorf("object %s: %w", id, ErrNotFound)
-	}
-	return o, nil
+	return load[Object](tx.Bucket(bucketObjects), id, "object "+id)
 }
 
 func (s *Store) applyObjectRotate(tx *bolt.Tx, now time.Time, c ObjectRotate) (any, error) {
@@ -390,19 +393,13 @@ func (s *Store) applyGrant(tx *bolt.Tx, c Grant) (any, error) {
 		return bad("permission %q: use one of %v", c.Permission, Permissions), nil
 	}
 	b := tx.Bucket(bucketWallets)
-	w, ok, err := getJSON[Wallet](b, []byte(c.Wallet))
+	w, err := load[Wallet](b, c.Wallet, fmt.Sprintf("wallet %q", c.Wallet))
 	if err != nil {
-		return nil, err
+		return resultOrIO(err)
 	}
-	if !ok {
-		return fmt.Errorf("wallet %q: %w", c.Wallet, ErrNotFound), nil
-	}
-	ep, ok, err := getJSON[Endpoint](tx.Bucket(bucketEndpoints), []byte(c.Endpoint))
+	ep, err := load[Endpoint](tx.Bucket(bucketEndpoints), c.Endpoint, fmt.Sprintf("endpoint %q", c.Endpoint))
 	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return fmt.Errorf("endpoint %q: %w", c.Endpoint, ErrNotFound), nil
+		return resultOrIO(err)
 	}
 	if c.Permission != "" && ep.State != "active" {
 		return fmt.Errorf("endpoint %q is %s: %w", c.Endpoint, ep.State, ErrConflict), nil
@@ -481,12 +478,9 @@ func (s *Store) applyEndpointEnroll(tx *bolt.Tx, now time.Time, c EndpointEnroll
 
 func (s *Store) applyEndpointRevoke(tx *bolt.Tx, now time.Time, c EndpointRevoke) (any, error) {
 	b := tx.Bucket(bucketEndpoints)
-	e, ok, err := getJSON[Endpoint](b, []byte(c.Name))
+	e, err := load[Endpoint](b, c.Name, fmt.Sprintf("endpoint %q", c.Name))
 	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return fmt.Errorf("endpoint %q: %w", c.Name, ErrNotFound), nil
+		return resultOrIO(err)
 	}
 	if e.State != "active" {
 		return fmt.Errorf("endpoint %q is already revoked: %w", c.Name, ErrConflict), nil
@@ -578,12 +572,9 @@ func (s *Store) applyUserCreate(tx *bolt.Tx, now time.Time, u User) (any, error)
 
 func (s *Store) applyUserUpdate(tx *bolt.Tx, now time.Time, c UserUpdate) (any, error) {
 	b := tx.Bucket(bucketUsers)
-	u, ok, err := getJSON[User](b, []byte(c.Name))
+	u, err := load[User](b, c.Name, fmt.Sprintf("user %q", c.Name))
 	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return fmt.Errorf("user %q: %w", c.Name, ErrNotFound), nil
+		return resultOrIO(err)
 	}
 	if c.PasswordHash != nil {
 		u.PasswordHash = *c.PasswordHash
@@ -627,12 +618,9 @@ func (s *Store) applyTokenCreate(tx *bolt.Tx, now time.Time, t Token) (any, erro
 	switch t.Kind {
 	case "", TokenRoot:
 	case TokenSession:
-		u, ok, err := getJSON[User](tx.Bucket(bucketUsers), []byte(t.Subject))
+		u, err := load[User](tx.Bucket(bucketUsers), t.Subject, fmt.Sprintf("user %q", t.Subject))
 		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return fmt.Errorf("user %q: %w", t.Subject, ErrNotFound), nil
+			return resultOrIO(err)
 		}
 		if u.Disabled || u.CredGen != t.CredGen {
 			return fmt.Errorf("user %q changed (password or disabled) since the login was checked: %w", t.Subject, ErrConflict), nil
