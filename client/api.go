@@ -26,18 +26,33 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 
 // Status is the server's status (see `coffer status`).
 type Status struct {
-	State              string    `json:"state"`
-	Initialized        bool      `json:"initialized"`
-	Sealed             bool      `json:"sealed"`
-	Version            string    `json:"version"`
-	PID                int       `json:"pid"`
-	DataDir            string    `json:"data_dir"`
-	StartedAt          time.Time `json:"started_at"`
-	ClusterID          string    `json:"cluster_id"`
-	KeystoreGeneration uint32    `json:"keystore_generation"`
-	AutoOpen           bool      `json:"auto_open"`
-	DataKey            uint32    `json:"current_data_key"`
-	AppliedIndex       uint64    `json:"applied_index"`
+	State       string    `json:"state"`
+	Initialized bool      `json:"initialized"`
+	Sealed      bool      `json:"sealed"`
+	Version     string    `json:"version"`
+	PID         int       `json:"pid"`
+	DataDir     string    `json:"data_dir"`
+	StartedAt   time.Time `json:"started_at"`
+	ClusterID   string    `json:"cluster_id"`
+	// Timeline is the history the cluster is on: 1, plus one per restore.
+	Timeline struct {
+		ID      uint32 `json:"id"`
+		History []struct {
+			ID   uint32 `json:"id"`
+			Upto uint64 `json:"upto"`
+		} `json:"history,omitempty"`
+		Restored *struct {
+			From   string    `json:"from"`
+			Target string    `json:"target"`
+			Index  uint64    `json:"index"`
+			Time   time.Time `json:"time"`
+			At     time.Time `json:"at"`
+		} `json:"restored,omitempty"`
+	} `json:"timeline"`
+	KeystoreGeneration uint32 `json:"keystore_generation"`
+	AutoOpen           bool   `json:"auto_open"`
+	DataKey            uint32 `json:"current_data_key"`
+	AppliedIndex       uint64 `json:"applied_index"`
 	Journal            struct {
 		Segment   string `json:"segment"`
 		LastIndex uint64 `json:"last_index"`

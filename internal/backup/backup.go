@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,7 +72,17 @@ type Source interface {
 	JournalDir() string
 	// Software names the build.
 	Software() string
+	// Timeline is the history the node is on (see state.Timeline).
+	Timeline() state.Timeline
 }
+
+// Manifest extras this package writes.
+const (
+	ExtraTimeline = "timeline"         // decimal timeline id (absent: 1)
+	ExtraHistory  = "timeline_history" // ancestry, state.Timeline.EncodeHistory
+	ExtraDigest   = "state_digest"     // full: state.Store.Digest of the copy
+	ExtraObjects  = "objects"          // full: number of security objects
+)
 
 // ClusterInfo is the payload's description of where it came from.
 type ClusterInfo struct {
@@ -152,6 +164,10 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	if opts.Reason != "" {
 		m.Extra["reason"] = opts.Reason
 	}
+	if tl := src.Timeline(); tl.ID > 1 {
+		m.Extra[ExtraTimeline] = strconv.FormatUint(uint64(tl.ID), 10)
+		m.Extra[ExtraHistory] = tl.EncodeHistory()
+	}
 	cw := &countingWriter{w: f, progress: opts.Progress}
 	if opts.Base != nil {
 		m.BaseFullID = opts.Base.ID
@@ -159,8 +175,9 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	// The bundle writer is created once the index range is known (the
 	// manifest is part of the file's framing).
 	var bw *bundle.Writer
-	begin := func(first, last uint64) (io.Writer, error) {
+	begin := func(first, last uint64, extra map[string]string) (io.Writer, error) {
 		m.FirstIndex, m.LastIndex = first, last
+		maps.Copy(m.Extra, extra)
 		// The time range the backup covers, as far as this node knows it:
 		// a full reaches up to now; an incremental starts where its full
 		// ended; a segment starts when it was opened.
@@ -289,7 +306,7 @@ func writeCA(tw *tar.Writer, cert, key string) error {
 }
 
 // beginFunc starts the bundle once the index range is known.
-type beginFunc func(first, last uint64) (io.Writer, error)
+type beginFunc func(first, last uint64, extra map[string]string) (io.Writer, error)
 
 // writeFull: cluster.json, keys.bin, the CA, then state.db. The callback
 // runs inside the state's read transaction: it must not take any lock or
@@ -306,7 +323,7 @@ func writeFull(begin beginFunc, src Source) error {
 	cert, key := src.CAFiles()
 	var tw *tar.Writer
 	_, err = src.WriteState(func(p state.BackupPoint, size int64) (io.Writer, error) {
-		w, err := begin(1, p.Index)
+		w, err := begin(1, p.Index, map[string]string{ExtraDigest: p.Digest, ExtraObjects: strconv.Itoa(p.Objects)})
 		if err != nil {
 			return nil, err
 		}
@@ -358,7 +375,7 @@ func writeIncremental(begin beginFunc, src Source, base *Entry) error {
 	if covered <= last && last >= from {
 		return fmt.Errorf("%w: records %d-%d are missing from the closed segments", ErrNoJournal, covered, last)
 	}
-	w, err := begin(from, last)
+	w, err := begin(from, last, nil)
 	if err != nil {
 		return err
 	}
@@ -383,7 +400,7 @@ func writeSegment(begin beginFunc, seg *journal.SegmentInfo) error {
 	if seg == nil || !seg.Closed {
 		return errors.New("only a closed journal segment can be archived")
 	}
-	w, err := begin(seg.FirstIndex, seg.LastIndex)
+	w, err := begin(seg.FirstIndex, seg.LastIndex, nil)
 	if err != nil {
 		return err
 	}

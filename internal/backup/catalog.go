@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,12 +35,36 @@ type Entry struct {
 	Size       int64     `json:"size"`
 	SHA256     string    `json:"sha256"`
 	Recipients []string  `json:"recipients"`
+	// Timeline the backup belongs to (0 in catalogs written before
+	// timelines existed: read as 1), and its ancestry ("1:1234,...").
+	Timeline uint32 `json:"timeline,omitempty"`
+	History  string `json:"timeline_history,omitempty"`
+	// Digest and Objects of a full's state copy.
+	Digest  string `json:"state_digest,omitempty"`
+	Objects int    `json:"objects,omitempty"`
+	// Verified is the result of the last "coffer backup verify".
+	Verified *Verification `json:"verified,omitempty"`
 }
 
+// Verification is the outcome of verifying one backup.
+type Verification struct {
+	Time   time.Time `json:"time"`
+	Result string    `json:"result"` // OK or FAILED
+	Reason string    `json:"reason,omitempty"`
+}
+
+// TimelineID is the entry's timeline (1 when not recorded).
+func (e Entry) TimelineID() uint32 { return max(e.Timeline, 1) }
+
 func entryOf(file string, m bundle.Manifest) Entry {
-	return Entry{ID: m.ID, Kind: m.Kind, File: file, BaseFullID: m.BaseFullID, FirstIndex: m.FirstIndex, LastIndex: m.LastIndex,
+	e := Entry{ID: m.ID, Kind: m.Kind, File: file, BaseFullID: m.BaseFullID, FirstIndex: m.FirstIndex, LastIndex: m.LastIndex,
 		FirstTime: m.FirstTime, LastTime: m.LastTime, Created: m.Created, Node: m.Node, Size: m.PayloadSize,
-		SHA256: m.PayloadSHA256, Recipients: m.Recipients}
+		SHA256: m.PayloadSHA256, Recipients: m.Recipients, History: m.Extra[ExtraHistory], Digest: m.Extra[ExtraDigest]}
+	if tl, err := strconv.ParseUint(m.Extra[ExtraTimeline], 10, 32); err == nil && tl > 1 {
+		e.Timeline = uint32(tl)
+	}
+	e.Objects, _ = strconv.Atoi(m.Extra[ExtraObjects])
+	return e
 }
 
 // Catalog records which cluster owns a destination and every backup on it.
@@ -140,6 +165,39 @@ func Rebuild(ctx context.Context, d dest.Destination, clusterID string) (Catalog
 		}
 	}
 	return c, skipped, SaveCatalog(ctx, d, c)
+}
+
+// Scan reads every backup file's manifest like Rebuild, without writing
+// anything: a restore uses it when the catalog is missing or damaged. The
+// cluster id is the files' own (they must all agree).
+func Scan(ctx context.Context, d dest.Destination) (Catalog, []string, error) {
+	c := Catalog{Format: 1}
+	var skipped []string
+	for _, prefix := range []string{BackupsDir + "/", ArchiveDir + "/"} {
+		err := d.List(ctx, prefix, func(fi dest.FileInfo) error {
+			if !strings.HasSuffix(fi.Name, FileSuffix) {
+				return nil
+			}
+			m, err := ReadRemoteManifest(ctx, d, fi)
+			if err != nil {
+				skipped = append(skipped, fmt.Sprintf("%s: %v", fi.Name, err))
+				return nil
+			}
+			if c.ClusterID == "" {
+				c.ClusterID = m.ClusterID
+			} else if m.ClusterID != c.ClusterID {
+				return fmt.Errorf("%w: %s was written by cluster %s, other files by %s", ErrForeign, fi.Name, m.ClusterID, c.ClusterID)
+			}
+			e := entryOf(fi.Name, m)
+			e.Size = fi.Size
+			c.Entries = append(c.Entries, e)
+			return nil
+		})
+		if err != nil {
+			return Catalog{}, skipped, fmt.Errorf("list %s%s: %w", d.Location(), "/"+prefix, err)
+		}
+	}
+	return c, skipped, nil
 }
 
 // ReadRemoteManifest reads a backup file's manifest from its trailer.

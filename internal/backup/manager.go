@@ -156,7 +156,7 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 	if err != nil {
 		return failEarly(err)
 	}
-	kind, base, err := chooseKind(cat, mode, time.Now())
+	kind, base, err := chooseKind(cat, m.host.Timeline().ID, mode, time.Now())
 	if err != nil {
 		return state.BackupRecord{}, err
 	}
@@ -215,13 +215,14 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 	return rec, nil
 }
 
-// chooseKind applies the mode: auto takes a full when the newest full is
-// FullEvery old or missing, else a cumulative incremental on it.
-func chooseKind(cat Catalog, mode string, now time.Time) (string, *Entry, error) {
+// chooseKind applies the mode: auto takes a full when the newest full of
+// this timeline is FullEvery old or missing, else a cumulative incremental
+// on it. A full of another timeline is never a base: its history differs.
+func chooseKind(cat Catalog, timeline uint32, mode string, now time.Time) (string, *Entry, error) {
 	var last *Entry
 	for i := range cat.Entries {
 		e := &cat.Entries[i]
-		if e.Kind == KindFull && (last == nil || e.Created.After(last.Created)) {
+		if e.Kind == KindFull && e.TimelineID() == max(timeline, 1) && (last == nil || e.Created.After(last.Created)) {
 			last = e
 		}
 	}
@@ -230,7 +231,7 @@ func chooseKind(cat Catalog, mode string, now time.Time) (string, *Entry, error)
 		return KindFull, nil, nil
 	case ModeIncremental:
 		if last == nil {
-			return "", nil, fmt.Errorf("%w on this destination: take a full backup first", ErrNoBase)
+			return "", nil, fmt.Errorf("%w on this destination (timeline %d): take a full backup first", ErrNoBase, max(timeline, 1))
 		}
 		return KindIncremental, last, nil
 	case ModeAuto, "":

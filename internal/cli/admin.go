@@ -178,6 +178,12 @@ func printStatus(out io.Writer, st client.Status) {
 	fmt.Fprintf(w, "Data dir:\t%s\n", st.DataDir)
 	fmt.Fprintf(w, "Version:\t%s\n", st.Version)
 	fmt.Fprintf(w, "Cluster id:\t%s\n", st.ClusterID)
+	if tl := st.Timeline; tl.ID > 1 {
+		fmt.Fprintf(w, "Timeline:\t%d\n", tl.ID)
+		if r := tl.Restored; r != nil {
+			fmt.Fprintf(w, "Restored:\t%s from %s to %s (index %d)\n", fmtTime(r.At), r.From, r.Target, r.Index)
+		}
+	}
 	fmt.Fprintf(w, "Keystore generation:\t%d\n", st.KeystoreGeneration)
 	fmt.Fprintf(w, "Auto-open:\t%v\n", st.AutoOpen)
 	fmt.Fprintf(w, "Applied index:\t%d\n", st.AppliedIndex)

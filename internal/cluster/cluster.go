@@ -434,3 +434,46 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	w.l.Warn(msg, "component", "raft")
 	return len(p), nil
 }
+
+// Seed prepares an empty raft directory for a restored state: a raft
+// snapshot at index/term holding the state file (size bytes from r) and a
+// configuration with this node as the only voter, and the current term. The
+// node then starts as a standalone single-node cluster whose log begins
+// after index, agreeing with the state's applied index and term. dir must
+// not hold raft data.
+func Seed(dir, nodeID string, index, term uint64, r io.Reader, size int64) error {
+	if index == 0 || term == 0 {
+		return fmt.Errorf("seed raft: index %d, term %d: both must be positive", index, term)
+	}
+	if err := fsutil.EnsureDir(dir); err != nil {
+		return err
+	}
+	if ents, err := os.ReadDir(dir); err != nil {
+		return err
+	} else if len(ents) > 0 {
+		return fmt.Errorf("seed raft: %s is not empty", dir)
+	}
+	n, err := Open(Config{Dir: dir, NodeID: nodeID})
+	if err != nil {
+		return err
+	}
+	defer n.store.Close()
+	addr, trans := raft.NewInmemTransport(raft.ServerAddress(nodeID))
+	defer trans.Close()
+	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(nodeID), Address: addr}}}
+	sink, err := n.snaps.Create(raft.SnapshotVersionMax, index, term, conf, index, trans)
+	if err != nil {
+		return fmt.Errorf("seed raft: create snapshot: %w", err)
+	}
+	if _, err := io.CopyN(sink, r, size); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("seed raft: write snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("seed raft: finish snapshot: %w", err)
+	}
+	if err := n.store.SetUint64([]byte("CurrentTerm"), term); err != nil {
+		return fmt.Errorf("seed raft: store term: %w", err)
+	}
+	return fsutil.SyncDir(dir)
+}

@@ -46,6 +46,10 @@ type Options struct {
 	MaxSegmentBytes int64            // rotate before a write that would exceed it (footer included); 0 => 64 MiB
 	MaxSegmentAge   time.Duration    // rotate before a write when the open segment is older; 0 => off
 	Now             func() time.Time // nil => time.Now
+	// StartAfter is the index the journal continues from when the directory
+	// holds no segment yet (a restored node's journal begins after the
+	// restored index); ignored otherwise.
+	StartAfter uint64
 }
 
 // SegmentInfo describes one segment file.
@@ -140,6 +144,7 @@ func openWith(opts Options, wrap func(segFile) segFile) (*Journal, error) {
 			DroppedBytes: s.info.Size - s.goodEnd, Reason: ce.Reason}
 		s.info.Size = s.goodEnd
 	}
+	j.last = opts.StartAfter
 	for _, s := range segs {
 		j.segs = append(j.segs, s.info)
 		j.last = s.last

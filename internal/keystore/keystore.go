@@ -19,12 +19,14 @@ package keystore
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -625,4 +627,108 @@ func (s *Store) ResetPassphrase(k *Keyring, new []byte) (*Keyring, error) {
 		return nil, err
 	}
 	return s.resealLocked(k, new, kdf)
+}
+
+// Merge returns a keyring holding every master key generation of rings
+// (each from ImportMEKs), the newest one current. The same generation
+// number with two different keys is refused as corrupt. Like ImportMEKs'
+// keyrings it can unwrap but not re-seal a keystore.
+func Merge(rings ...*Keyring) (*Keyring, error) {
+	gens, current, err := mergeGens(rings)
+	if err != nil {
+		return nil, err
+	}
+	defer wipeMEKs(gens)
+	return newKeyring(gens, current, sealing{}, [sha256.Size]byte{})
+}
+
+// mergeGens returns copies of the union of rings' generations (wipe them).
+func mergeGens(rings []*Keyring) ([]mek, uint32, error) {
+	byNum := map[uint32]mek{}
+	var all [][]mek
+	fail := func(err error) ([]mek, uint32, error) {
+		for _, g := range all {
+			wipeMEKs(g)
+		}
+		return nil, 0, err
+	}
+	for _, k := range rings {
+		if k == nil || k.r == nil {
+			continue
+		}
+		k.r.mu.RLock()
+		if k.r.wiped {
+			k.r.mu.RUnlock()
+			return fail(errors.New("keystore: merge of a wiped keyring"))
+		}
+		gens := k.r.meks()
+		k.r.mu.RUnlock()
+		all = append(all, gens)
+		for _, g := range gens {
+			if old, ok := byNum[g.number]; ok {
+				if !bytes.Equal(old.key, g.key) {
+					return fail(fmt.Errorf("%w: master key generation %d differs between backups (they come from different keystores)", ErrCorrupt, g.number))
+				}
+				continue
+			}
+			byNum[g.number] = g
+		}
+	}
+	if len(byNum) == 0 {
+		return fail(errors.New("keystore: no master key generation to merge"))
+	}
+	out := make([]mek, 0, len(byNum))
+	var current uint32
+	for _, g := range byNum {
+		out = append(out, mek{number: g.number, created: g.created, key: bytes.Clone(g.key)})
+		current = max(current, g.number)
+	}
+	for _, g := range all {
+		wipeMEKs(g)
+	}
+	slices.SortFunc(out, func(a, b mek) int { return cmp.Compare(a.number, b.number) })
+	return out, current, nil
+}
+
+// InitFrom creates a keystore sealed under passphrase that holds every
+// master key generation of rings (imported from backups with ImportMEKs),
+// the newest one current. It is how a restore gives the restored node its
+// own keystore: the generations come from the backups, the passphrase from
+// the operator; no auto-open file is made.
+func (s *Store) InitFrom(passphrase []byte, rings ...*Keyring) (*Keyring, error) {
+	if err := checkPassphrase(passphrase); err != nil {
+		return nil, err
+	}
+	kdf := s.kdf()
+	if err := kdf.validate(); err != nil {
+		return nil, fmt.Errorf("keystore KDF parameters: %w", err)
+	}
+	gens, current, err := mergeGens(rings)
+	if err != nil {
+		return nil, err
+	}
+	defer wipeMEKs(gens)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.absErr != nil {
+		return nil, s.absErr
+	}
+	if err := fsutil.EnsureDir(s.dir); err != nil {
+		return nil, err
+	}
+	if ok, err := fileExists(s.ksPath()); err != nil {
+		return nil, err
+	} else if ok {
+		return nil, fmt.Errorf("%w: %s exists", ErrAlreadyInitialized, s.ksPath())
+	}
+	if err := fsutil.Remove(s.aksPath()); err != nil {
+		return nil, err
+	}
+	var salt [saltSize]byte
+	if _, err := rand.Read(salt[:]); err != nil {
+		return nil, fmt.Errorf("generate salt: %w", err)
+	}
+	kek := deriveKEK(passphrase, salt[:], kdf)
+	defer clear(kek)
+	return s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
 }

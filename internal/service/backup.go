@@ -584,6 +584,7 @@ type backupHost struct{ s *Service }
 func (h backupHost) ClusterID() string { return h.s.st.ClusterID() }
 func (h backupHost) NodeID() string    { return h.s.nodeID }
 func (h backupHost) Software() string  { return "coffer " + Version }
+func (h backupHost) Timeline() state.Timeline { return h.s.st.Timeline() }
 func (h backupHost) JournalDir() string {
 	return JournalDir(h.s.cfg.DataDir)
 }
@@ -690,12 +691,37 @@ func (s *Service) startBackups() {
 		if recs, err := s.st.Backups(); err == nil {
 			m.MarkInterrupted(ctx, recs)
 		}
+		if s.needsFullAfterRestore() {
+			// The old archive belongs to the previous timeline: back up
+			// the new one now, as the database guide says to after every
+			// recovery.
+			go s.autoBackup(ctx, fmt.Sprintf("first start after a restore (timeline %d)", s.st.Timeline().ID))
+		}
 		m.Loop(ctx, s.cfg.BackupTick)
 	}()
 	if !s.cfg.NoAutoBackup {
 		h := func(why string) { go s.autoBackup(ctx, why) }
 		s.keyChangeHook.Store(&h)
 	}
+}
+
+// needsFullAfterRestore: this node was restored and no full backup has
+// completed since.
+func (s *Service) needsFullAfterRestore() bool {
+	tl := s.st.Timeline()
+	if tl.Restored == nil {
+		return false
+	}
+	recs, err := s.st.Backups()
+	if err != nil {
+		return false
+	}
+	for _, r := range recs {
+		if r.Kind == backup.KindFull && r.Status == "DONE" && r.Started.After(tl.Restored.At) {
+			return false
+		}
+	}
+	return true
 }
 
 // stopBackups cancels running backups and the loops (lifecycle write-locked;
@@ -838,7 +864,12 @@ func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
 }
 
 // MirrorDir is where a dir destination mirrors the journal.
-func MirrorDir(d state.Destination, clusterID string) string {
+// A restored cluster's new timeline mirrors into its own directory, so the
+// abandoned history's records are kept apart (and stay usable for a restore).
+func MirrorDir(d state.Destination, clusterID string, timeline uint32) string {
+	if timeline > 1 {
+		return filepath.Join(d.Path, "mirror", fmt.Sprintf("%s.tl%d", clusterID, timeline))
+	}
 	return filepath.Join(d.Path, "mirror", clusterID)
 }
 
@@ -862,7 +893,7 @@ func (s *Service) attachMirrorLocked() error {
 	defer s.mirrorMu.Unlock()
 	dir := ""
 	if want != nil {
-		dir = MirrorDir(*want, s.st.ClusterID())
+		dir = MirrorDir(*want, s.st.ClusterID(), s.st.Timeline().ID)
 	}
 	if dir == s.mirrorAt {
 		return nil
@@ -878,7 +909,11 @@ func (s *Service) attachMirrorLocked() error {
 	if err := fsutil.EnsureDir(dir); err != nil {
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}
-	m, err := journal.Open(journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge})
+	var after uint64 // a restored timeline's mirror starts where its journal does
+	if r := s.st.Timeline().Restored; r != nil {
+		after = r.Index
+	}
+	m, err := journal.Open(journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge, StartAfter: after})
 	if err != nil {
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}
@@ -900,4 +935,38 @@ func (s *Service) detachMirror() {
 		old.Close()
 	}
 	s.mirrorAt = ""
+}
+
+// ArchiveNow closes the open journal segment and ships every closed segment
+// to the archiving destinations now, instead of at the next check (system
+// administrators). It returns the first destination's error, if any.
+func (s *Service) ArchiveNow(ctx context.Context) error {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "archiving the journal"); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	err := s.requireOpenLocked()
+	if err == nil {
+		_, err = s.jr.Rotate()
+	}
+	m := s.backups
+	s.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("close the journal segment: %w", err)
+	}
+	if m == nil {
+		return nil
+	}
+	// Not under the lifecycle lock: shipping records progress through raft.
+	return m.ArchiveOnce(ctx)
+}
+
+// Digest is the state's digest at its applied index (see state.Store.Digest):
+// two nodes, or a node and a restore, with the same digest hold the same
+// history.
+func (s *Service) Digest(ctx context.Context) (index uint64, digest string, objects int, err error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "reading the state digest"); err != nil {
+		return 0, "", 0, err
+	}
+	return s.st.Digest()
 }

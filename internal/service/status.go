@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/state"
 )
 
 func randRead(b []byte) {
@@ -24,6 +25,7 @@ type Status struct {
 	DataDir            string         `json:"data_dir"`
 	StartedAt          time.Time      `json:"started_at"`
 	ClusterID          string         `json:"cluster_id,omitempty"`
+	Timeline           state.Timeline `json:"timeline"`
 	KeystoreGeneration uint32         `json:"keystore_generation,omitempty"`
 	AutoOpen           bool           `json:"auto_open"`
 	DataKey            uint32         `json:"current_data_key,omitempty"`
@@ -90,6 +92,7 @@ func (s *Service) statusCore() Status {
 		DataDir:      s.cfg.DataDir,
 		StartedAt:    s.started.UTC(),
 		ClusterID:    s.st.ClusterID(),
+		Timeline:     s.st.Timeline(),
 		AutoOpen:     s.AutoOpenEnabled(),
 		AppliedIndex: s.st.AppliedIndex(),
 		Raft:         s.node.Status(),

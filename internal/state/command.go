@@ -120,9 +120,12 @@ func (t Type) String() string {
 // ClearPayload reports whether a command of this type carries no secret in
 // the clear, so its journal record may be stored unencrypted (key id 0).
 // Data-key commands qualify: they carry only MEK-wrapped keys, and they must
-// be readable before the key they introduce is known.
+// be readable before the key they introduce is known. Restore points carry
+// only a name, and a restore must find them without any data key (also on
+// a timeline whose keys it does not have).
 func (t Type) ClearPayload() bool {
-	return t == TypeRaftConfig || t == TypeRaftMarker || t == TypeClusterInit || t == TypeDEKCreate || t == TypeDEKRewrap
+	return t == TypeRaftConfig || t == TypeRaftMarker || t == TypeClusterInit || t == TypeDEKCreate || t == TypeDEKRewrap ||
+		t == TypeRestorePoint
 }
 
 // Command is one state mutation as it travels through raft.

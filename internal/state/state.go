@@ -664,6 +664,10 @@ type BackupPoint struct {
 	Index     uint64 `json:"index"`
 	Term      uint64 `json:"term"`
 	ClusterID string `json:"cluster_id"`
+	// Digest and Objects describe the copy (see Store.Digest), so that a
+	// verification can compare a restored state with what was backed up.
+	Digest  string `json:"digest,omitempty"`
+	Objects int    `json:"objects,omitempty"`
 }
 
 // WriteBackup writes a consistent copy of the whole database from one read
@@ -680,6 +684,9 @@ func (s *Store) WriteBackup(open func(p BackupPoint, size int64) (io.Writer, err
 	defer tx.Rollback()
 	meta := tx.Bucket(bucketMeta)
 	p := BackupPoint{Index: getU64(meta, keyAppliedIndex), Term: getU64(meta, keyAppliedTerm), ClusterID: string(meta.Get(keyClusterID))}
+	if p.Digest, p.Objects, err = DigestTx(tx); err != nil {
+		return BackupPoint{}, fmt.Errorf("backup: digest of the state: %w", err)
+	}
 	w, err := open(p, tx.Size())
 	if err != nil {
 		return BackupPoint{}, err

@@ -43,26 +43,42 @@ func EnsureGenerated(dir string, hosts []string) (created bool, err error) {
 	if err := fsutil.EnsureDir(dir); err != nil {
 		return false, err
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return false, err
-	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "Coffer CA", Organization: []string{"Coffer"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(10, 0, 0),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
+	// A CA already there (restored from a backup) is kept: endpoints'
+	// client certificates and clients' CA files stay valid; only the server
+	// certificate is made anew.
+	var (
+		ca     *x509.Certificate
+		caSign crypto.Signer
+		caDER  []byte
+	)
+	if old, err := LoadCA(dir); err == nil {
+		ca, caSign = old.cert, old.key
+	} else if _, serr := os.Stat(filepath.Join(dir, CAFile)); serr == nil {
+		return false, fmt.Errorf("TLS: %s exists but cannot be used: %w", filepath.Join(dir, CAFile), err)
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return false, fmt.Errorf("create CA certificate: %w", err)
+	if ca == nil {
+		caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return false, err
+		}
+		caSign = caKey
+		caTmpl := &x509.Certificate{
+			SerialNumber:          serial(),
+			Subject:               pkix.Name{CommonName: "Coffer CA", Organization: []string{"Coffer"}},
+			NotBefore:             now.Add(-time.Hour),
+			NotAfter:              now.AddDate(10, 0, 0),
+			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			BasicConstraintsValid: true,
+			IsCA:                  true,
+			MaxPathLenZero:        true,
+		}
+		caDER, err = x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+		if err != nil {
+			return false, fmt.Errorf("create CA certificate: %w", err)
+		}
+		ca, _ = x509.ParseCertificate(caDER)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return false, err
@@ -91,23 +107,26 @@ func EnsureGenerated(dir string, hosts []string) (created bool, err error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &srvKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &srvKey.PublicKey, caSign)
 	if err != nil {
 		return false, fmt.Errorf("create server certificate: %w", err)
 	}
 	write := func(name, typ string, b []byte) error {
 		return fsutil.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}))
 	}
-	caKeyDER, _ := x509.MarshalECPrivateKey(caKey)
 	srvKeyDER, _ := x509.MarshalECPrivateKey(srvKey)
-	// Server cert last: its presence marks the set complete.
-	for _, f := range []struct {
+	type file struct {
 		n, t string
 		b    []byte
-	}{
-		{CAKey, "EC PRIVATE KEY", caKeyDER}, {CAFile, "CERTIFICATE", caDER},
-		{KeyFile, "EC PRIVATE KEY", srvKeyDER}, {CertFile, "CERTIFICATE", der},
-	} {
+	}
+	var files []file
+	if caDER != nil {
+		caKeyDER, _ := x509.MarshalECPrivateKey(caSign.(*ecdsa.PrivateKey))
+		files = append(files, file{CAKey, "EC PRIVATE KEY", caKeyDER}, file{CAFile, "CERTIFICATE", caDER})
+	}
+	// Server cert last: its presence marks the set complete.
+	files = append(files, file{KeyFile, "EC PRIVATE KEY", srvKeyDER}, file{CertFile, "CERTIFICATE", der})
+	for _, f := range files {
 		if err := write(f.n, f.t, f.b); err != nil {
 			return false, err
 		}

@@ -1,0 +1,191 @@
+package restore
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/fsutil"
+	"github.com/coffer-kms/coffer/internal/keystore"
+)
+
+// payload is what one backup file held, staged on local disk and trusted:
+// it was read to the end, so every chunk authenticated.
+type payload struct {
+	manifest bundle.Manifest
+	cluster  []byte            // cluster.json
+	keys     *keystore.Keyring // master keys (nil for a segment)
+	caCert   []byte
+	caKey    []byte
+	state    string // staged state.db (full), else ""
+	journal  string // dir of the staged journal segments, else ""
+}
+
+func (p *payload) wipe() {
+	if p.keys != nil {
+		p.keys.Wipe()
+	}
+	clear(p.caKey)
+}
+
+// fetch downloads e from d into dir and opens it with the first key that
+// fits, extracting its entries into dir.
+func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundle.Decryption, dir string, progress func(int64)) (*payload, error) {
+	if err := fsutil.EnsureDir(dir); err != nil {
+		return nil, err
+	}
+	local := filepath.Join(dir, "bundle"+backup.FileSuffix)
+	rc, err := d.Open(ctx, e.File, 0, 0)
+	if err != nil {
+		if errors.Is(err, dest.ErrNotFound) {
+			return nil, fmt.Errorf("backup file %s is missing from %s (the catalog lists it)", e.File, d.Location())
+		}
+		return nil, fmt.Errorf("read %s from %s: %w", e.File, d.Location(), err)
+	}
+	err = fsutil.WriteFileFrom(local, func(w io.Writer) error {
+		_, err := io.Copy(w, &countReader{r: rc, fn: progress})
+		return err
+	})
+	rc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("download %s from %s: %w", e.File, d.Location(), err)
+	}
+	defer os.Remove(local)
+	f, err := os.Open(local)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no recovery passphrase or age identity given")
+	}
+	var (
+		r io.ReadCloser
+		m bundle.Manifest
+	)
+	for _, k := range keys {
+		r, m, err = bundle.Open(f, st.Size(), k)
+		if !errors.Is(err, bundle.ErrWrongKey) {
+			break
+		}
+	}
+	if err != nil {
+		if errors.Is(err, bundle.ErrWrongKey) {
+			return nil, fmt.Errorf("backup %s is encrypted to %s: none of the given recovery passphrases or identities opens it (a backup needs the recovery passphrase that was valid when it was taken): %w",
+				e.File, strings.Join(e.Recipients, ", "), err)
+		}
+		return nil, fmt.Errorf("backup %s: %w", e.File, err)
+	}
+	defer r.Close()
+	if m.ID != e.ID || m.Kind != e.Kind || m.FirstIndex != e.FirstIndex || m.LastIndex != e.LastIndex {
+		return nil, fmt.Errorf("backup %s: its authenticated manifest (%s %s, indexes %d-%d) does not match the catalog (%s %s, %d-%d): rebuild the catalog",
+			e.File, m.Kind, m.ID, m.FirstIndex, m.LastIndex, e.Kind, e.ID, e.FirstIndex, e.LastIndex)
+	}
+	p := &payload{manifest: m}
+	ok := false
+	defer func() {
+		if !ok {
+			p.wipe()
+		}
+	}()
+	var keysRaw []byte
+	defer func() { clear(keysRaw) }()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: read payload: %w", e.File, err)
+		}
+		name := path.Clean(h.Name)
+		switch {
+		case name == backup.EntryCluster:
+			p.cluster, err = readSmall(tr, 1<<20)
+		case name == backup.EntryKeys:
+			keysRaw, err = readSmall(tr, 16<<20)
+		case name == backup.EntryCACert:
+			p.caCert, err = readSmall(tr, 1<<20)
+		case name == backup.EntryCAKey:
+			p.caKey, err = readSmall(tr, 1<<20)
+		case name == backup.EntryState:
+			p.state = filepath.Join(dir, "state.db")
+			err = fsutil.WriteFileFrom(p.state, func(w io.Writer) error { _, err := io.Copy(w, tr); return err })
+		case strings.HasPrefix(name, strings.TrimSuffix(backup.JournalDir, "/")+"/"):
+			base := path.Base(name)
+			if base == "." || base == "/" || strings.Contains(base, "..") {
+				return nil, fmt.Errorf("backup %s: bad journal entry name %q", e.File, h.Name)
+			}
+			p.journal = filepath.Join(dir, "journal")
+			if err = fsutil.EnsureDir(p.journal); err == nil {
+				err = fsutil.WriteFileFrom(filepath.Join(p.journal, base), func(w io.Writer) error { _, err := io.Copy(w, tr); return err })
+			}
+		default:
+			return nil, fmt.Errorf("backup %s: unexpected payload entry %q", e.File, h.Name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: entry %s: %w", e.File, name, err)
+		}
+	}
+	// Only now, at the end of the payload, is everything authenticated.
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", e.File, err)
+	}
+	if err := r.Close(); err != nil {
+		return nil, fmt.Errorf("backup %s: %w", e.File, err)
+	}
+	if keysRaw != nil {
+		if p.keys, err = keystore.ImportMEKs(keysRaw); err != nil {
+			return nil, fmt.Errorf("backup %s: %w", e.File, err)
+		}
+	}
+	switch e.Kind {
+	case backup.KindFull, backup.KindDump:
+		if p.state == "" || p.keys == nil {
+			return nil, fmt.Errorf("backup %s: a full backup without state or master keys", e.File)
+		}
+	case backup.KindIncremental, backup.KindSegment:
+		if p.journal == "" && e.LastIndex >= e.FirstIndex {
+			return nil, fmt.Errorf("backup %s: no journal segment in the payload", e.File)
+		}
+	}
+	ok = true
+	return p, nil
+}
+
+func readSmall(r io.Reader, max int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = fmt.Errorf("larger than %d bytes", max)
+	}
+	return b, err
+}
+
+type countReader struct {
+	r  io.Reader
+	n  int64
+	fn func(int64)
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.fn != nil && n > 0 {
+		c.fn(int64(n))
+	}
+	return n, err
+}

@@ -1,0 +1,557 @@
+package restore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/barrier"
+	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/fsutil"
+	"github.com/coffer-kms/coffer/internal/journal"
+	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/state"
+	"github.com/coffer-kms/coffer/internal/tlsutil"
+)
+
+// Paths inside a data dir (the service's layout; restore is below the
+// service and cannot import it, and a test checks they agree).
+const (
+	StateFile   = "state.db"
+	RaftDir     = "raft"
+	JournalDir  = "journal"
+	KeystoreDir = "keystore"
+	TLSDir      = "tls"
+	NodeIDFile  = "node-id"
+)
+
+// Options of one restore.
+type Options struct {
+	// From is the destination holding the backups.
+	From dest.Destination
+	// Journals are extra raw journal directories to replay from after the
+	// archived segments, e.g. the synchronous mirror (<dir>/mirror/<cluster>).
+	Journals []string
+	// Keys are tried in turn on every backup file: the recovery passphrases
+	// (old and new, for a chain that spans a change) and age identities.
+	Keys []bundle.Decryption
+	// DataDir is the directory to restore into: missing or empty (or moved
+	// aside first when Force is set).
+	DataDir string
+	Force   bool
+	// Lock, if set, locks the data dir for the restore's duration (so no
+	// server starts on it meanwhile) and fails if a server holds it.
+	Lock func(dir string) (io.Closer, error)
+	// Target, Timeline (0: the newest) and BackupID (a full to start from;
+	// "": the newest before the target).
+	Target   Target
+	Timeline uint32
+	BackupID string
+	// Passphrase of the restored node's new keystore, and its KDF.
+	Passphrase []byte
+	KDF        keystore.KDFParams
+	// JournalName is the segment name prefix of the new journal ("coffer").
+	JournalName string
+	// Progress, if set, is told what happens.
+	Progress func(Event)
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Event is one step of a restore, for progress display.
+type Event struct {
+	Phase  string // "catalog", "download", "replay", "finish"
+	File   string
+	Bytes  int64 // downloaded so far in this file
+	Total  int64 // this file's size
+	Index  uint64
+	Target uint64 // 0 if unknown
+	Note   string
+}
+
+// Summary is what a restore reached.
+type Summary struct {
+	ClusterID   string         `json:"cluster_id"`
+	Full        string         `json:"full_backup"`
+	Files       []string       `json:"files"`
+	Journals    []string       `json:"journals,omitempty"`
+	Records     int            `json:"records_replayed"`
+	Index       uint64         `json:"index"`
+	Time        time.Time      `json:"time"` // time of the last record applied (or of the full)
+	Objects     int            `json:"objects"`
+	Digest      string         `json:"state_digest"`
+	Timeline    state.Timeline `json:"timeline"`
+	FromTL      uint32         `json:"from_timeline"`
+	Generations []uint32       `json:"master_key_generations"`
+	MovedAside  string         `json:"moved_aside,omitempty"`
+	Skipped     []string       `json:"skipped_files,omitempty"`
+	Rebuilt     bool           `json:"catalog_rebuilt,omitempty"`
+}
+
+// run is one restore's working state.
+type run struct {
+	ctx      context.Context
+	opts     Options
+	cat      backup.Catalog
+	lin      lineage
+	staging  string
+	st       *state.Store
+	bar      *barrier.Barrier
+	rings    []*keystore.Keyring
+	ring     *keystore.Keyring
+	term     uint64
+	sum      Summary
+	keysRead []string  // backup files whose master keys were read
+	lastT    time.Time // time of the last record applied (or of the full)
+	known    time.Time // the history is known to be complete up to here
+	stopped  bool      // the target was met exactly
+	pending  []journal.Record
+}
+
+// Run restores into opts.DataDir and returns what it reached. On error the
+// data dir is left without a keystore, so no server can start on a partial
+// restore; run again (with Force) after fixing the cause.
+func Run(ctx context.Context, opts Options) (sum Summary, err error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.JournalName == "" {
+		opts.JournalName = "coffer"
+	}
+	if len(opts.Keys) == 0 {
+		return sum, errors.New("restore: no recovery passphrase or age identity given")
+	}
+	if len(opts.Passphrase) == 0 {
+		return sum, errors.New("restore: no keystore passphrase for the restored node")
+	}
+	r := &run{ctx: ctx, opts: opts, bar: barrier.New()}
+	defer r.cleanup()
+	if err := r.prepareDir(); err != nil {
+		return r.sum, err
+	}
+	if opts.Lock != nil {
+		l, err := opts.Lock(opts.DataDir)
+		if err != nil {
+			return r.sum, fmt.Errorf("%w: %v", ErrTargetDir, err)
+		}
+		defer l.Close()
+	}
+	r.staging = filepath.Join(opts.DataDir, ".restore")
+	if err := fsutil.EnsureDir(r.staging); err != nil {
+		return r.sum, err
+	}
+	if err := r.loadCatalog(ctx); err != nil {
+		return r.sum, err
+	}
+	tl := opts.Timeline
+	if tl == 0 {
+		tl = newestTimeline(r.cat)
+	}
+	if r.lin, err = lineageOf(r.cat, tl); err != nil {
+		return r.sum, err
+	}
+	r.sum.FromTL = tl
+	target := opts.Target
+	full, err := chooseFull(r.cat, r.lin, target, opts.BackupID)
+	if err != nil {
+		return r.sum, err
+	}
+	// A restore point older than the chosen full is already inside it:
+	// start again from a full before it.
+	for range 3 {
+		if err := r.loadFull(ctx, full); err != nil {
+			return r.sum, err
+		}
+		if target.Point == "" {
+			break
+		}
+		rp, ok := r.restorePoint(target.Point)
+		if !ok || rp.Index >= full.LastIndex {
+			if ok && rp.Index == full.LastIndex {
+				r.stopped = true
+			}
+			break
+		}
+		earlier, err := chooseFull(r.cat, r.lin, Target{Index: rp.Index}, "")
+		if err != nil {
+			return r.sum, fmt.Errorf("restore point %q is at index %d, inside full backup %s; no earlier full backup to replay to it from: %w", target.Point, rp.Index, full.ID, err)
+		}
+		r.resetState()
+		full = earlier
+		target = Target{Index: rp.Index, Point: target.Point}
+	}
+	r.sum.Full = full.ID
+	if !r.stopped && !(target.Index != 0 && r.st.AppliedIndex() >= target.Index) {
+		if err := r.replay(ctx, full, target); err != nil {
+			return r.sum, err
+		}
+	}
+	if err := r.checkReached(target); err != nil {
+		return r.sum, err
+	}
+	if err := r.finish(ctx); err != nil {
+		return r.sum, err
+	}
+	return r.sum, nil
+}
+
+func (r *run) event(e Event) {
+	if r.opts.Progress != nil {
+		r.opts.Progress(e)
+	}
+}
+
+func (r *run) cleanup() {
+	if r.st != nil {
+		r.st.Close()
+	}
+	r.bar.Drop()
+	for _, k := range r.rings {
+		k.Wipe()
+	}
+	if r.ring != nil {
+		r.ring.Wipe()
+	}
+	if r.staging != "" {
+		os.RemoveAll(r.staging)
+	}
+}
+
+// prepareDir makes sure the data dir is new or empty, moving a non-empty
+// one aside when Force is set.
+func (r *run) prepareDir() error {
+	dir, err := filepath.Abs(r.opts.DataDir)
+	if err != nil {
+		return err
+	}
+	r.opts.DataDir = dir
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fsutil.EnsureDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrTargetDir, err)
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	if r.opts.Lock != nil {
+		// A running server holds the lock: never touch its dir.
+		l, err := r.opts.Lock(dir)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrTargetDir, err)
+		}
+		l.Close()
+	}
+	if !r.opts.Force {
+		return fmt.Errorf("%w: %s is not empty; restore into a new directory, or add --force to move it aside first", ErrTargetDir, dir)
+	}
+	aside := fmt.Sprintf("%s.before-restore-%s", dir, r.opts.Now().UTC().Format("20060102T150405Z"))
+	if err := os.Rename(dir, aside); err != nil {
+		return fmt.Errorf("%w: move %s aside: %v", ErrTargetDir, dir, err)
+	}
+	r.sum.MovedAside = aside
+	return fsutil.EnsureDir(dir)
+}
+
+func (r *run) loadCatalog(ctx context.Context) error {
+	d := r.opts.From
+	r.event(Event{Phase: "catalog", Note: d.Location()})
+	cat, err := backup.LoadCatalog(ctx, d)
+	if err != nil && !errors.Is(err, backup.ErrCatalogCorrupt) {
+		return err
+	}
+	if err != nil || cat.ClusterID == "" {
+		note := "no catalog"
+		if err != nil {
+			note = "catalog damaged"
+		}
+		r.event(Event{Phase: "catalog", Note: note + ": reading every backup's manifest instead"})
+		cat, r.sum.Skipped, err = backup.Scan(ctx, d)
+		if err != nil {
+			return err
+		}
+		r.sum.Rebuilt = true
+	}
+	if len(cat.Entries) == 0 {
+		return fmt.Errorf("%w: %s holds no backup", ErrNoBackup, d.Location())
+	}
+	r.cat = cat
+	r.sum.ClusterID = cat.ClusterID
+	return nil
+}
+
+func (r *run) dl(file string, total int64) func(int64) {
+	var n int64
+	return func(d int64) {
+		n += d
+		r.event(Event{Phase: "download", File: file, Bytes: n, Total: total})
+	}
+}
+
+// loadFull stages the full's state as the restored state.
+func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
+	r.resetState()
+	p, err := fetch(ctx, r.opts.From, full, r.opts.Keys, filepath.Join(r.staging, "full"), r.dl(full.File, full.Size))
+	if err != nil {
+		return err
+	}
+	defer p.wipe()
+	var ci backup.ClusterInfo
+	if err := json.Unmarshal(p.cluster, &ci); err != nil {
+		return fmt.Errorf("backup %s: %s: %w", full.File, backup.EntryCluster, err)
+	}
+	if ci.ClusterID != r.cat.ClusterID || ci.Point.Index != full.LastIndex {
+		return fmt.Errorf("backup %s: holds cluster %s at index %d, the catalog says cluster %s at %d", full.File, ci.ClusterID, ci.Point.Index, r.cat.ClusterID, full.LastIndex)
+	}
+	path := filepath.Join(r.opts.DataDir, StateFile)
+	if err := os.Rename(p.state, path); err != nil {
+		return err
+	}
+	st, err := state.Open(path, state.Options{})
+	if err != nil {
+		return fmt.Errorf("backup %s: state: %w", full.File, err)
+	}
+	r.st = st
+	idx, digest, objects, err := st.Digest()
+	if err != nil {
+		return fmt.Errorf("backup %s: read state: %w", full.File, err)
+	}
+	if idx != full.LastIndex {
+		return fmt.Errorf("backup %s: state is at index %d, its manifest says %d", full.File, idx, full.LastIndex)
+	}
+	if want := p.manifest.Extra[backup.ExtraDigest]; want != "" && want != digest {
+		return fmt.Errorf("backup %s: the state's digest %s differs from the one recorded when it was taken (%s)", full.File, digest, want)
+	}
+	r.rings = append(r.rings, p.keys)
+	r.keysRead = append(r.keysRead, full.File)
+	p.keys = nil
+	if len(p.caCert) > 0 && len(p.caKey) > 0 {
+		dir := filepath.Join(r.opts.DataDir, TLSDir)
+		if err := fsutil.EnsureDir(dir); err != nil {
+			return err
+		}
+		if err := fsutil.WriteFile(filepath.Join(dir, tlsutil.CAFile), p.caCert); err != nil {
+			return err
+		}
+		if err := fsutil.WriteFile(filepath.Join(dir, tlsutil.CAKey), p.caKey); err != nil {
+			return err
+		}
+	}
+	r.term = max(ci.Point.Term, 1)
+	r.lastT, r.known = lastTime(full), lastTime(full)
+	r.sum.Files = append(r.sum.Files, full.File)
+	r.sum.Objects = objects
+	r.event(Event{Phase: "replay", Index: idx, Note: "full backup " + full.ID + " loaded"})
+	return r.unseal()
+}
+
+func (r *run) resetState() {
+	if r.st != nil {
+		r.st.Close()
+		r.st = nil
+		os.Remove(filepath.Join(r.opts.DataDir, StateFile))
+	}
+	os.RemoveAll(filepath.Join(r.opts.DataDir, TLSDir))
+	r.bar.Drop()
+	r.sum.Files, r.sum.Records = nil, 0
+}
+
+// unseal (re)loads the data keys of the state into the barrier, with every
+// master key generation read so far. A data key wrapped by a generation no
+// backup read so far carries (a master key rotation after the last full or
+// incremental) makes it read later fulls and incrementals for their keys.
+func (r *run) unseal() error {
+	keys, current, err := r.st.DEKs()
+	if err != nil {
+		return err
+	}
+	if len(r.missingGens(keys)) > 0 {
+		if err := r.findKeys(keys); err != nil {
+			return err
+		}
+	}
+	if r.ring != nil {
+		r.ring.Wipe()
+	}
+	ring, err := keystore.Merge(r.rings...)
+	if err != nil {
+		return err
+	}
+	r.ring = ring
+	have := map[uint32]bool{}
+	for _, g := range ring.Generations() {
+		have[g.Number] = true
+	}
+	var usable []barrier.WrappedKey
+	cur := uint32(0)
+	for _, k := range keys {
+		if have[k.MEKGen] {
+			usable = append(usable, k)
+			if k.ID == current {
+				cur = current
+			}
+		}
+	}
+	if r.bar.Sealed() {
+		return r.bar.Unseal(ring, usable, cur)
+	}
+	// Data keys wrapped by a generation not read yet (a master key rotation
+	// after the last full or incremental) stay loaded as they were
+	// unwrapped before; new ones are added.
+	r.bar.SetKeyring(ring)
+	for _, k := range usable {
+		if err := r.bar.Install(k, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *run) restorePoint(name string) (state.RestorePoint, bool) {
+	rps, err := r.st.RestorePoints()
+	if err != nil {
+		return state.RestorePoint{}, false
+	}
+	for _, rp := range rps {
+		if rp.Name == name {
+			return rp, true
+		}
+	}
+	return state.RestorePoint{}, false
+}
+
+// newID is a fresh node id, the form the service uses.
+func newID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "node-" + hex.EncodeToString(b)
+}
+
+// finish: new timeline, keystore, journal, raft dir, node id.
+func (r *run) finish(ctx context.Context) error {
+	if err := r.flush(); err != nil {
+		return err
+	}
+	index := r.st.AppliedIndex()
+	if err := r.unseal(); err != nil { // the keystore must open every data key
+		return err
+	}
+	var newest uint32
+	for _, e := range r.cat.Entries {
+		newest = max(newest, e.TimelineID())
+	}
+	tl := state.Timeline{ID: newest + 1, History: r.lin.history(index), Restored: &state.RestoreInfo{
+		From: r.opts.From.Location(), Target: r.opts.Target.String(), Index: index, Time: r.lastT, At: r.opts.Now().UTC()}}
+	if err := r.st.Rebase(r.term, tl); err != nil {
+		return fmt.Errorf("record the new timeline: %w", err)
+	}
+	_, digest, objects, err := r.st.Digest()
+	if err != nil {
+		return err
+	}
+	r.sum.Index, r.sum.Time, r.sum.Digest, r.sum.Objects, r.sum.Timeline = index, r.lastT, digest, objects, tl
+	for _, g := range r.ring.Generations() {
+		r.sum.Generations = append(r.sum.Generations, g.Number)
+	}
+	r.event(Event{Phase: "finish", Index: index, Note: "writing keystore, journal and raft directory"})
+	if err := r.st.Close(); err != nil {
+		return err
+	}
+	r.st = nil
+	dir := r.opts.DataDir
+	nodeID := newID()
+	if err := fsutil.WriteFile(filepath.Join(dir, NodeIDFile), []byte(nodeID+"\n")); err != nil {
+		return err
+	}
+	jr, err := journal.Open(journal.Options{Dir: filepath.Join(dir, JournalDir), Name: r.opts.JournalName, StartAfter: index})
+	if err != nil {
+		return fmt.Errorf("create the journal: %w", err)
+	}
+	if err := jr.Close(); err != nil {
+		return err
+	}
+	sf, err := os.Open(filepath.Join(dir, StateFile))
+	if err != nil {
+		return err
+	}
+	defer sf.Close()
+	fi, err := sf.Stat()
+	if err != nil {
+		return err
+	}
+	if err := cluster.Seed(filepath.Join(dir, RaftDir), nodeID, index, r.term, sf, fi.Size()); err != nil {
+		return err
+	}
+	// The keystore last: without it no server starts on the data dir, so an
+	// interrupted restore is never mistaken for a usable one.
+	ks := keystore.New(filepath.Join(dir, KeystoreDir), keystore.Options{KDF: r.opts.KDF})
+	k, err := ks.InitFrom(r.opts.Passphrase, r.ring)
+	if err != nil {
+		return fmt.Errorf("create the keystore: %w", err)
+	}
+	k.Wipe()
+	os.RemoveAll(r.staging)
+	return fsutil.SyncDir(dir)
+}
+
+// missingGens lists master key generations keys need that no backup read
+// so far carries.
+func (r *run) missingGens(keys []barrier.WrappedKey) []uint32 {
+	have := map[uint32]bool{}
+	for _, k := range r.rings {
+		for _, g := range k.Generations() {
+			have[g.Number] = true
+		}
+	}
+	var out []uint32
+	for _, k := range keys {
+		if !have[k.MEKGen] && !slices.Contains(out, k.MEKGen) {
+			out = append(out, k.MEKGen)
+		}
+	}
+	return out
+}
+
+// findKeys reads the master keys of the other fulls and incrementals,
+// newest first, until keys can all be unwrapped.
+func (r *run) findKeys(keys []barrier.WrappedKey) error {
+	var later []backup.Entry
+	for _, e := range r.cat.Entries {
+		if (e.Kind == backup.KindFull || e.Kind == backup.KindIncremental || e.Kind == backup.KindDump) && !slices.Contains(r.keysRead, e.File) {
+			later = append(later, e)
+		}
+	}
+	slices.SortFunc(later, func(a, b backup.Entry) int { return b.Created.Compare(a.Created) })
+	for _, e := range later {
+		r.keysRead = append(r.keysRead, e.File)
+		dir := filepath.Join(r.staging, "keys")
+		p, err := fetch(r.ctx, r.opts.From, e, r.opts.Keys, dir, r.dl(e.File, e.Size))
+		os.RemoveAll(dir)
+		if err != nil {
+			r.event(Event{Phase: "keys", Note: fmt.Sprintf("%s: %v", e.File, err)})
+			continue
+		}
+		if p.keys != nil {
+			r.rings = append(r.rings, p.keys)
+			p.keys = nil
+		}
+		p.wipe()
+		if len(r.missingGens(keys)) == 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("the restored state has data keys wrapped by master key generation(s) %v, which no readable backup on %s carries (a full or incremental backup taken after the master key rotation has them)",
+		r.missingGens(keys), r.opts.From.Location())
+}

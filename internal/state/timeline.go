@@ -1,0 +1,225 @@
+package state
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/coffer-kms/coffer/internal/journal"
+)
+
+// Timeline is the history a state belongs to. A cluster starts on timeline
+// 1; every restore to a past point starts a new one, so that the records of
+// the abandoned history (archived journal segments with the same indexes)
+// are never replayed into the new one. History lists every timeline this
+// one descends from, oldest first, each with the last index it contributed.
+type Timeline struct {
+	ID      uint32           `json:"id"`
+	History []TimelineBranch `json:"history,omitempty"`
+	// Restored describes the restore that started this timeline.
+	Restored *RestoreInfo `json:"restored,omitempty"`
+}
+
+// TimelineBranch says that timeline ID's history was used up to index Upto
+// (inclusive) before its child branched off.
+type TimelineBranch struct {
+	ID   uint32 `json:"id"`
+	Upto uint64 `json:"upto"`
+}
+
+// RestoreInfo records where a restore came from.
+type RestoreInfo struct {
+	From   string    `json:"from"`
+	Target string    `json:"target"`
+	Index  uint64    `json:"index"`
+	Time   time.Time `json:"time"`
+	At     time.Time `json:"at"`
+}
+
+var keyTimeline = []byte("timeline")
+
+// Timeline returns the state's timeline (1 with no history if never restored).
+func (s *Store) Timeline() Timeline {
+	var tl Timeline
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyTimeline); v != nil {
+			json.Unmarshal(v, &tl)
+		}
+		return nil
+	})
+	if tl.ID == 0 {
+		tl.ID = 1
+	}
+	return tl
+}
+
+// String is "2 (from 1 at 1234)" style: the id and its ancestry.
+func (t Timeline) String() string {
+	var b strings.Builder
+	b.WriteString(strconv.FormatUint(uint64(t.ID), 10))
+	if len(t.History) > 0 {
+		b.WriteString(" (")
+		for i, h := range t.History {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "timeline %d to index %d", h.ID, h.Upto)
+		}
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// EncodeHistory is the compact form carried in backup manifests:
+// "1:1234,2:5678" (timeline:last index used).
+func (t Timeline) EncodeHistory() string {
+	parts := make([]string, len(t.History))
+	for i, h := range t.History {
+		parts[i] = fmt.Sprintf("%d:%d", h.ID, h.Upto)
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParseHistory reads EncodeHistory's form.
+func ParseHistory(s string) ([]TimelineBranch, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []TimelineBranch
+	for _, p := range strings.Split(s, ",") {
+		id, upto, ok := strings.Cut(p, ":")
+		a, err1 := strconv.ParseUint(id, 10, 32)
+		b, err2 := strconv.ParseUint(upto, 10, 64)
+		if !ok || err1 != nil || err2 != nil || a == 0 {
+			return nil, fmt.Errorf("timeline history %q: bad element %q", s, p)
+		}
+		out = append(out, TimelineBranch{ID: uint32(a), Upto: b})
+	}
+	return out, nil
+}
+
+// Rebase is for the offline restore only, on a store no raft node uses: it
+// sets the applied term (the journal does not carry raft terms; the restored
+// raft snapshot gets this one) and the new timeline.
+func (s *Store) Rebase(term uint64, tl Timeline) error {
+	b, err := json.Marshal(tl)
+	if err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if err := m.Put(keyAppliedTerm, u64(term)); err != nil {
+			return err
+		}
+		return m.Put(keyTimeline, b)
+	})
+}
+
+// Replay applies journal records (decrypted) offline, in one transaction
+// per call, exactly as raft would have: commands through the FSM, markers
+// and configuration changes only moving the applied index. Records must
+// follow the applied index without a gap. It returns an error for a gap or
+// an I/O failure; a command's own domain error is part of the history and
+// is not an error here.
+func (s *Store) Replay(recs []journal.Record, term uint64) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if s.journal != nil {
+		return errors.New("replay: the store is attached to a running node")
+	}
+	next := s.applied.Load() + 1
+	logs := make([]*raft.Log, 0, len(recs))
+	for _, r := range recs {
+		if r.Index != next {
+			return fmt.Errorf("replay: record %d does not follow the applied index %d: records %d-%d are missing", r.Index, next-1, next, r.Index-1)
+		}
+		next++
+		l := &raft.Log{Index: r.Index, Term: term, AppendedAt: r.Time}
+		switch Type(r.Type) {
+		case TypeRaftMarker:
+			l.Type = raft.LogNoop
+		case TypeRaftConfig:
+			l.Type, l.Data = raft.LogConfiguration, r.Payload
+		default:
+			if r.Payload == nil {
+				return fmt.Errorf("replay: record %d has no payload (not decrypted)", r.Index)
+			}
+			l.Type, l.Data = raft.LogCommand, r.Payload
+		}
+		logs = append(logs, l)
+	}
+	for _, res := range s.ApplyBatch(logs) {
+		if errors.Is(asErr(res), ErrAbandoned) {
+			return fmt.Errorf("replay: %v", res)
+		}
+	}
+	if got := s.applied.Load(); got != recs[len(recs)-1].Index {
+		return fmt.Errorf("replay: state stands at %d after applying up to %d", got, recs[len(recs)-1].Index)
+	}
+	return nil
+}
+
+func asErr(v any) error {
+	err, _ := v.(error)
+	return err
+}
+
+// Digest is a SHA-256 over every bucket, key and value of the replicated
+// state, leaving out what a restore may legitimately change (the raft term,
+// the timeline). Two stores with the same digest hold the same history up to
+// the same applied index. objects is the number of security objects; index
+// is the applied index the digest was taken at.
+func (s *Store) Digest() (index uint64, digest string, objects int, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	err = s.db.View(func(tx *bolt.Tx) error {
+		index = getU64(tx.Bucket(bucketMeta), keyAppliedIndex)
+		digest, objects, err = DigestTx(tx)
+		return err
+	})
+	return
+}
+
+// DigestTx is Digest inside the caller's transaction.
+func DigestTx(tx *bolt.Tx) (string, int, error) {
+	h := sha256.New()
+	var n [8]byte
+	put := func(b []byte) {
+		l := uint64(len(b))
+		for i := range n {
+			n[i] = byte(l >> (56 - 8*i))
+		}
+		h.Write(n[:])
+		h.Write(b)
+	}
+	objects := 0
+	err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		put(name)
+		meta := string(name) == string(bucketMeta)
+		if string(name) == string(bucketObjects) {
+			objects = b.Stats().KeyN
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if meta && (string(k) == string(keyAppliedTerm) || string(k) == string(keyTimeline)) {
+				return nil
+			}
+			put(k)
+			put(v)
+			return nil
+		})
+	})
+	return hex.EncodeToString(h.Sum(nil)), objects, err
+}
