@@ -223,10 +223,22 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 		return Entry{}, err
 	}
 	id := opts.ID
+	tl := src.Timeline().ID
 	if kind == KindSegment {
 		id = strings.TrimSuffix(opts.Segment.Name, filepath.Ext(opts.Segment.Name))
+		if tl > 1 {
+			// Segment names come from their creation time: a restored
+			// node's first segment may be named like one of the old
+			// history's. The timeline keeps them apart.
+			id += fmt.Sprintf(".tl%d", tl)
+		}
 	}
 	name := FileName(kind, id)
+	for _, x := range cat.Entries {
+		if x.File == name && x.TimelineID() != max(tl, 1) {
+			return Entry{}, fmt.Errorf("%s on %s belongs to timeline %d, this node is on timeline %d: refusing to replace it", name, d.Location(), x.TimelineID(), tl)
+		}
+	}
 	if err := testPause(ctx); err != nil {
 		return Entry{}, err
 	}

@@ -47,7 +47,7 @@ func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundl
 	rc, err := d.Open(ctx, e.File, 0, 0)
 	if err != nil {
 		if errors.Is(err, dest.ErrNotFound) {
-			return nil, fmt.Errorf("backup file %s is missing from %s (the catalog lists it)", e.File, d.Location())
+			return nil, fmt.Errorf("backup file %s is missing from %s (the catalog lists it): %w", e.File, d.Location(), err)
 		}
 		return nil, fmt.Errorf("read %s from %s: %w", e.File, d.Location(), err)
 	}

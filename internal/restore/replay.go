@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/backup/dest"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/state"
 )
@@ -68,11 +69,21 @@ func (r *run) replay(ctx context.Context, full backup.Entry, t Target) error {
 				slices.SortFunc(after, func(a, b source) int { return int(min(max(int64(a.lo)-int64(b.lo), -1), 1)) })
 				return r.gap(next, after[0].lo-1, after[0].name(), t)
 			}
+			if len(r.missing) > 0 && (t.Latest() || t.Index != 0) {
+				return fmt.Errorf("%w: records from %d on were in %v, which the catalog lists but %s no longer has. The last point that can be reached is index %d (%s); restoring to it is an explicit choice: --to-index %d",
+					ErrGap, next, r.missing, r.opts.From.Location(), next-1, r.lastT.UTC().Format(time.RFC3339), next-1)
+			}
 			return nil
 		}
 		s := srcs[best]
 		srcs = slices.Delete(srcs, best, best+1)
 		if err := r.apply(ctx, s, t); err != nil {
+			if errors.Is(err, dest.ErrNotFound) && r.st.AppliedIndex()+1 == next {
+				// Listed but gone: another source may cover the range.
+				r.missing = append(r.missing, s.name())
+				r.event(Event{Phase: "replay", Note: err.Error()})
+				continue
+			}
 			if errors.Is(err, errStop) {
 				r.stopped = true
 				return r.flush()
@@ -96,8 +107,12 @@ func targetIndex(t Target) uint64 {
 }
 
 func (r *run) gap(from, to uint64, nextFile string, t Target) error {
-	return fmt.Errorf("%w: records %d-%d are missing (no incremental backup, archived segment or journal given covers them; the next file, %s, starts at %d). The last point that can be reached is index %d (%s); restoring to it is an explicit choice: --to-index %d",
-		ErrGap, from, to, nextFile, to+1, from-1, r.lastT.UTC().Format(time.RFC3339), from-1)
+	gone := ""
+	if len(r.missing) > 0 {
+		gone = fmt.Sprintf("; listed in the catalog but gone: %v", r.missing)
+	}
+	return fmt.Errorf("%w: records %d-%d are missing (no incremental backup, archived segment or journal given covers them%s; the next file, %s, starts at %d). The last point that can be reached is index %d (%s); restoring to it is an explicit choice: --to-index %d",
+		ErrGap, from, to, gone, nextFile, to+1, from-1, r.lastT.UTC().Format(time.RFC3339), from-1)
 }
 
 // sources lists what can continue the full: its incrementals, archived

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,8 +10,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
@@ -113,6 +117,7 @@ type run struct {
 	term     uint64
 	sum      Summary
 	keysRead []string  // backup files whose master keys were read
+	missing  []string  // files the catalog lists that are gone
 	lastT    time.Time // time of the last record applied (or of the full)
 	known    time.Time // the history is known to be complete up to here
 	stopped  bool      // the target was met exactly
@@ -448,12 +453,9 @@ func (r *run) finish(ctx context.Context) error {
 	if err := r.unseal(); err != nil { // the keystore must open every data key
 		return err
 	}
-	var newest uint32
-	for _, e := range r.cat.Entries {
-		newest = max(newest, e.TimelineID())
-	}
-	tl := state.Timeline{ID: newest + 1, History: r.lin.history(index), Restored: &state.RestoreInfo{
+	tl := state.Timeline{ID: r.newTimelineID(ctx), History: r.lin.history(index), Restored: &state.RestoreInfo{
 		From: r.opts.From.Location(), Target: r.opts.Target.String(), Index: index, Time: r.lastT, At: r.opts.Now().UTC()}}
+	r.reserveTimeline(ctx, tl)
 	if err := r.st.Rebase(r.term, tl); err != nil {
 		return fmt.Errorf("record the new timeline: %w", err)
 	}
@@ -554,4 +556,36 @@ func (r *run) findKeys(keys []barrier.WrappedKey) error {
 	}
 	return fmt.Errorf("the restored state has data keys wrapped by master key generation(s) %v, which no readable backup on %s carries (a full or incremental backup taken after the master key rotation has them)",
 		r.missingGens(keys), r.opts.From.Location())
+}
+
+// TimelinesDir on a destination holds one small file per timeline a
+// restore started, so that two restores from the same backups never pick
+// the same timeline id (as PostgreSQL's .history files in its archive).
+const TimelinesDir = "timelines"
+
+// newTimelineID is one more than any timeline the destination knows of.
+func (r *run) newTimelineID(ctx context.Context) uint32 {
+	var newest uint32 = 1
+	for _, e := range r.cat.Entries {
+		newest = max(newest, e.TimelineID())
+	}
+	r.opts.From.List(ctx, TimelinesDir+"/", func(fi dest.FileInfo) error {
+		base := strings.TrimSuffix(path.Base(fi.Name), ".json")
+		if n, err := strconv.ParseUint(base, 10, 32); err == nil {
+			newest = max(newest, uint32(n))
+		}
+		return nil
+	})
+	return newest + 1
+}
+
+// reserveTimeline records the new timeline on the destination. A
+// destination that cannot be written (read-only credentials) only loses
+// the protection against a second restore picking the same id.
+func (r *run) reserveTimeline(ctx context.Context, tl state.Timeline) {
+	b, _ := json.MarshalIndent(tl, "", "  ")
+	name := fmt.Sprintf("%s/%d.json", TimelinesDir, tl.ID)
+	if err := r.opts.From.Save(ctx, name, bytes.NewReader(b), int64(len(b))); err != nil {
+		r.event(Event{Phase: "finish", Note: fmt.Sprintf("could not record timeline %d on %s (%v): restore again from these backups only into one node", tl.ID, r.opts.From.Location(), err)})
+	}
 }

@@ -2,13 +2,17 @@ package restore_test
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/state"
 )
 
 // TestRestoreLatestAndOpen: full + writes + archived segments restore to the
@@ -87,5 +91,219 @@ func TestRestoreRefusesNonEmptyDir(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(sum.MovedAside, "keep")); err != nil || string(b) != "x" {
 		t.Fatalf("moved-aside dir %q: %v", sum.MovedAside, err)
+	}
+}
+
+// TestTimelines: a restore to a past point starts timeline 2; writes on it
+// are archived next to timeline 1's later segments; a restore of timeline
+// 2 follows timeline 1 up to the branch and never replays what timeline 1
+// did after it; a restore point that exists only on the abandoned part of
+// timeline 1 is refused with an explanation, unless timeline 1 is asked for.
+func TestTimelines(t *testing.T) {
+	e := newEnv(t, true)
+	e.put("a", "a1")
+	e.backup("full")
+	e.put("a", "a2")
+	e.must(e.s.CreateRestorePoint(e.ctx, "before"))
+	branch, _ := e.digest()
+	e.put("a", "a3-abandoned")
+	e.must(e.s.CreateRestorePoint(e.ctx, "tl1-only"))
+	e.archive()
+	e.s.Close()
+
+	sum, dir, err := e.restoreTo(Target{Point: "before"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Index != branch || sum.Timeline.ID != 2 {
+		t.Fatalf("restored to %d on timeline %d, want %d on 2", sum.Index, sum.Timeline.ID, branch)
+	}
+	s2, ctx := openRestored(t, dir)
+	if v := secretValue(t, s2, ctx, "a", 0); v != "a2" {
+		t.Fatalf("a on timeline 2 = %q", v)
+	}
+	if _, err := s2.PutSecret(ctx, service.DefaultWallet, "a", []byte("b-on-tl2")); err != nil {
+		t.Fatal(err)
+	}
+	idx2, want2, _, err := s2.Digest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.ArchiveNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s2.Close()
+
+	// Latest of the newest timeline (2): TL1's full and segments up to the
+	// branch, then TL2's segment; TL1's "a3-abandoned" never comes back.
+	sum, dir3, err := e.restoreTo(Target{})
+	if err != nil {
+		b, _ := os.ReadFile(filepath.Join(e.nas, "catalog.json"))
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if sum.Index != idx2 || sum.Digest != want2 || sum.Timeline.ID != 3 || sum.FromTL != 2 {
+		t.Fatalf("timeline 2 latest: index %d digest %.12s timeline %d from %d; want %d %.12s 3 2", sum.Index, sum.Digest, sum.Timeline.ID, sum.FromTL, idx2, want2)
+	}
+	if h := sum.Timeline.History; len(h) != 2 || h[0] != (state.TimelineBranch{ID: 1, Upto: branch}) || h[1].ID != 2 || h[1].Upto != idx2 {
+		t.Fatalf("history %+v", h)
+	}
+	s3, ctx3 := openRestored(t, dir3)
+	if v := secretValue(t, s3, ctx3, "a", 0); v != "b-on-tl2" {
+		t.Fatalf("a on timeline 3 = %q", v)
+	}
+	s3.Close()
+
+	// The restore point made after the branch on timeline 1.
+	_, _, err = e.restoreTo(Target{Point: "tl1-only"})
+	if !errors.Is(err, restore.ErrNotOnTimeline) || !strings.Contains(err.Error(), "--timeline 1") || !strings.Contains(err.Error(), "abandoned") {
+		t.Fatalf("restore point on the abandoned timeline: %v", err)
+	}
+	sum, dir1, err := e.restoreTo(Target{Point: "tl1-only"}, func(o *restore.Options) { o.Timeline = 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, ctx1 := openRestored(t, dir1)
+	if v := secretValue(t, s1, ctx1, "a", 0); v != "a3-abandoned" {
+		t.Fatalf("a back on timeline 1 = %q", v)
+	}
+	if sum.Timeline.ID != 4 {
+		t.Fatalf("fourth history got timeline %d", sum.Timeline.ID)
+	}
+}
+
+func files(t *testing.T, dir, pattern string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, pattern))
+	if err != nil || len(m) == 0 {
+		t.Fatalf("no %s in %s", pattern, dir)
+	}
+	return m
+}
+
+func flip(t *testing.T, file string, off int64) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[off%int64(len(b))] ^= 0x40
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDamage: a wrong passphrase, flipped bytes in a full backup and in an
+// archived segment, a deleted segment and a deleted catalog each give a
+// clear error or the correct result, never a silently wrong state.
+func TestDamage(t *testing.T) {
+	e := newEnv(t, true)
+	e.put("a", "a1")
+	e.backup("full")
+	for i := range 5 {
+		e.put("a", fmt.Sprint("a", i+2))
+		e.archive()
+	}
+	e.put("b", "b1")
+	idx, want := e.digest()
+	e.archive()
+	e.s.Close()
+	good := func(what string) {
+		t.Helper()
+		sum, _, err := e.restoreTo(Target{})
+		if err != nil || sum.Index != idx || sum.Digest != want {
+			t.Fatalf("%s: %+v %v", what, sum, err)
+		}
+	}
+
+	// Wrong passphrase.
+	_, _, err := e.restoreTo(Target{}, func(o *restore.Options) { o.Keys = []bundle.Decryption{{Passphrase: []byte("not the one")}} })
+	if !errors.Is(err, bundle.ErrWrongKey) || !strings.Contains(err.Error(), "passphrase:recovery-1") || strings.Contains(err.Error(), "not the one") {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+
+	// Deleted catalog: read from the manifests, same result.
+	os.Rename(filepath.Join(e.nas, "catalog.json"), filepath.Join(e.nas, "catalog.saved"))
+	sum, _, err := e.restoreTo(Target{})
+	if err != nil || !sum.Rebuilt || sum.Digest != want {
+		t.Fatalf("without a catalog: %+v %v", sum, err)
+	}
+	os.Rename(filepath.Join(e.nas, "catalog.saved"), filepath.Join(e.nas, "catalog.json"))
+
+	// Flipped bytes in the full: always an error naming the file.
+	full := files(t, e.nas, "backups/*-full.cbk")[0]
+	orig, _ := os.ReadFile(full)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 8 {
+		off := rng.Int64N(int64(len(orig)))
+		flip(t, full, off)
+		_, _, err := e.restoreTo(Target{})
+		if err == nil || !strings.Contains(err.Error(), filepath.Base(full)) {
+			t.Fatalf("full flipped at %d of %d: %v", off, len(orig), err)
+		}
+		os.WriteFile(full, orig, 0o600)
+	}
+	good("after repairing the full")
+
+	// Flipped bytes in a segment: an error naming it.
+	segs := files(t, e.nas, "archive/*.cbk")
+	seg := segs[len(segs)/2]
+	sorig, _ := os.ReadFile(seg)
+	for range 6 {
+		off := rng.Int64N(int64(len(sorig)))
+		flip(t, seg, off)
+		_, _, err := e.restoreTo(Target{})
+		if err == nil || !strings.Contains(err.Error(), filepath.Base(seg)) {
+			t.Fatalf("segment flipped at %d of %d: %v", off, len(sorig), err)
+		}
+		os.WriteFile(seg, sorig, 0o600)
+	}
+	good("after repairing the segment")
+
+	// A deleted segment: the gap is named, with the last reachable point;
+	// restoring to that point explicitly works.
+	os.Remove(seg)
+	_, _, err = e.restoreTo(Target{})
+	if !errors.Is(err, restore.ErrGap) || !strings.Contains(err.Error(), "are missing") || !strings.Contains(err.Error(), "--to-index") {
+		t.Fatalf("deleted segment: %v", err)
+	}
+	var reach uint64
+	fmt.Sscanf(err.Error()[strings.Index(err.Error(), "--to-index ")+len("--to-index "):], "%d", &reach)
+	sum, _, err = e.restoreTo(Target{Index: reach})
+	if err != nil || sum.Index != reach {
+		t.Fatalf("restore to the last reachable index %d: %+v %v", reach, sum, err)
+	}
+}
+
+// TestMirrorRestoresEveryAcknowledgedWrite: with the synchronous journal
+// mirror, losing the data dir loses no acknowledged write: the last full
+// plus the mirror restore the state exactly as it was.
+func TestMirrorRestoresEveryAcknowledgedWrite(t *testing.T) {
+	e := newEnv(t, false)
+	mirror := t.TempDir()
+	if _, err := e.s.AddDestination(e.ctx, service.DestinationConfig{Name: "mirror", Kind: "dir", Path: mirror, Mirror: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.put("a", "a1")
+	e.backup("full")
+	for i := range 50 {
+		e.put(fmt.Sprint("k", i%7), fmt.Sprint(i))
+	}
+	idx, want := e.digest()
+	cluster := e.s.Status().ClusterID
+	// The data disk dies: nothing of the data dir is used.
+	e.s.Close()
+	os.RemoveAll(e.dir)
+	sum, dir, err := e.restoreTo(Target{}, func(o *restore.Options) {
+		o.Journals = []string{filepath.Join(mirror, "mirror", cluster)}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Index != idx || sum.Digest != want {
+		t.Fatalf("restored %d %.12s, the lost node had %d %.12s", sum.Index, sum.Digest, idx, want)
+	}
+	s, ctx := openRestored(t, dir)
+	if v := secretValue(t, s, ctx, "k6", 0); v != "48" {
+		t.Fatalf("k6 = %q", v)
 	}
 }
