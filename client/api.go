@@ -216,6 +216,12 @@ func (c *Client) RotateJournal(ctx context.Context) (Segment, error) {
 	return r.Closed, err
 }
 
+// ArchiveJournal closes the open segment and ships every closed segment to
+// the archiving destinations now.
+func (c *Client) ArchiveJournal(ctx context.Context) error {
+	return c.Do(ctx, "POST", "/api/v1/sys/journal/archive", nil, nil)
+}
+
 // OpenAPI returns the server's OpenAPI 3 document.
 func (c *Client) OpenAPI(ctx context.Context) (json.RawMessage, error) {
 	var doc json.RawMessage

@@ -147,7 +147,26 @@ paused, and the last archive error.`,
 			})
 		},
 	}
-	a.AddCommand(status, newArchivePauseCmd(g, true), newArchivePauseCmd(g, false))
+	now := &cobra.Command{
+		Use:   "now",
+		Short: "Close the current segment and ship every closed segment now",
+		Long: `Archiving ships closed segments at every backup check (backup.check_interval)
+and closes the open segment after backup.archive_timeout. "now" does both at
+once, e.g. right before a planned maintenance or a restore test, so that the
+archive reaches the latest write.`,
+		Example: "  coffer journal archive now",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				if err := c.ArchiveJournal(ctx); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "journal archived")
+				return nil
+			})
+		},
+	}
+	a.AddCommand(status, now, newArchivePauseCmd(g, true), newArchivePauseCmd(g, false))
 	return a
 }
 

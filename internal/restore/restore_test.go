@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -305,5 +306,60 @@ func TestMirrorRestoresEveryAcknowledgedWrite(t *testing.T) {
 	s, ctx := openRestored(t, dir)
 	if v := secretValue(t, s, ctx, "k6", 0); v != "48" {
 		t.Fatalf("k6 = %q", v)
+	}
+}
+
+// TestRestoreAcrossKeyChanges: a chain spanning a master key rotation (whose
+// new generation only a later incremental carries), a keystore
+// passphrase change and a recovery passphrase change restores; each backup
+// opens with the recovery passphrase valid when it was taken, and a chain
+// needing both is refused with only the new one.
+func TestRestoreAcrossKeyChanges(t *testing.T) {
+	e := newEnv(t, true)
+	e.put("a", "a1")
+	e.backup("full")
+	e.put("a", "a2")
+	e.archive()
+	if _, err := e.s.RotateMasterKey(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.RotateDataKey(e.ctx); err != nil { // a data key wrapped by generation 2 only
+		t.Fatal(err)
+	}
+	e.put("a", "a3")
+	if err := e.s.ChangePassphrase(e.ctx, []byte(ksPass), []byte("keystore-passphrase-2")); err != nil {
+		t.Fatal(err)
+	}
+	e.put("a", "a4")
+	e.archive()
+	if _, err := e.s.SetRecoveryPassphrase(e.ctx, []byte(rcPass), []byte("recovery-passphrase-2")); err != nil {
+		t.Fatal(err)
+	}
+	e.put("a", "a5")
+	e.backup("incremental") // carries generation 2; encrypted to the new recovery passphrase
+	e.put("a", "a6")
+	idx, want := e.digest()
+	e.archive()
+	e.s.Close()
+
+	both := func(o *restore.Options) {
+		o.Keys = []bundle.Decryption{{Passphrase: []byte(rcPass)}, {Passphrase: []byte("recovery-passphrase-2")}}
+	}
+	sum, dir, err := e.restoreTo(Target{}, both)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Index != idx || sum.Digest != want || !slices.Equal(sum.Generations, []uint32{1, 2}) {
+		t.Fatalf("restored %d %.12s gens %v, want %d %.12s [1 2]", sum.Index, sum.Digest, sum.Generations, idx, want)
+	}
+	s, ctx := openRestored(t, dir)
+	for v, wantV := range []string{"", "a1", "a2", "a3", "a4", "a5", "a6"} {
+		if v > 0 && secretValue(t, s, ctx, "a", uint64(v)) != wantV {
+			t.Fatalf("a v%d", v)
+		}
+	}
+	_, _, err = e.restoreTo(Target{}, func(o *restore.Options) { o.Keys = []bundle.Decryption{{Passphrase: []byte("recovery-passphrase-2")}} })
+	if !errors.Is(err, bundle.ErrWrongKey) || !strings.Contains(err.Error(), "recovery-1") {
+		t.Fatalf("only the new recovery passphrase: %v", err)
 	}
 }

@@ -26,7 +26,7 @@ var allowed = map[string]string{
 	"seal": "sysadmin root", "status": "admins", "stop": "sysadmin root",
 	"rotateMasterKey": "sysadmin root", "rotateDataKey": "sysadmin root", "changePassphrase": "sysadmin root",
 	"enableAutoOpen": "sysadmin root", "disableAutoOpen": "sysadmin root",
-	"listJournal": "sysadmin root", "rotateJournal": "sysadmin root",
+	"listJournal": "sysadmin root", "rotateJournal": "sysadmin root", "archiveJournal": "sysadmin root",
 	"logout": "authenticated", "whoami": "authenticated",
 	"createUser": "sysadmin root", "listUsers": "sysadmin root", "getUser": "keyadmin sysadmin root", // keyadmin reads itself
 	"updateUser": "sysadmin root", "deleteUser": "sysadmin root",

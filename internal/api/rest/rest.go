@@ -515,6 +515,15 @@ func segmentOf(s journal.SegmentInfo) Segment {
 	return Segment{Name: s.Name, FirstIndex: s.FirstIndex, LastIndex: s.LastIndex, Records: s.Records, Size: s.Size, Created: s.Created, Closed: s.Closed}
 }
 
+// JournalArchived answers an archive-now request.
+type JournalArchived struct {
+	Archived bool `json:"archived"`
+}
+
+func (a *api) journalArchive(w http.ResponseWriter, r *http.Request) {
+	a.reply(w, r, http.StatusOK, JournalArchived{Archived: true}, a.svc.ArchiveNow(r.Context()))
+}
+
 func (a *api) journalRotate(w http.ResponseWriter, r *http.Request) {
 	seg, err := a.svc.RotateJournal(r.Context())
 	if err != nil {
