@@ -210,6 +210,22 @@ func (c *Client) DestroyObject(ctx context.Context, id, reason string) (Object, 
 	return c.transition(ctx, id, "destroy", reason)
 }
 
+// RestoreObjectRequest asks for an object as it was at a past time (or
+// raft index), read from the backups on a destination.
+type RestoreObjectRequest struct {
+	Destination string    `json:"destination"`
+	Time        time.Time `json:"time,omitzero"`
+	Index       uint64    `json:"index,omitempty"`
+	As          string    `json:"as,omitempty"` // a new object with this name; empty: in place
+}
+
+// RestoreObject puts an object's versions back from a backup: in place (the
+// versions it lost since, e.g. after a mistaken destroy) or as a new object.
+func (c *Client) RestoreObject(ctx context.Context, id string, req RestoreObjectRequest) (Object, error) {
+	var o Object
+	return o, c.Do(ctx, "POST", "/api/v1/objects/"+url.PathEscape(id)+"/restore", req, &o)
+}
+
 // SetAttributes sets and deletes custom attributes.
 func (c *Client) SetAttributes(ctx context.Context, id string, set map[string]string, del []string) (Object, error) {
 	var o Object

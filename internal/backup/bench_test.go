@@ -27,9 +27,9 @@ type benchSource struct {
 	dir string
 }
 
-func (b benchSource) ClusterID() string { return "cl-bench" }
-func (b benchSource) NodeID() string    { return "node-bench" }
-func (b benchSource) Software() string  { return "bench" }
+func (b benchSource) ClusterID() string        { return "cl-bench" }
+func (b benchSource) NodeID() string           { return "node-bench" }
+func (b benchSource) Software() string         { return "bench" }
 func (b benchSource) Timeline() state.Timeline { return state.Timeline{ID: 1} }
 func (b benchSource) WriteState(open func(state.BackupPoint, int64) (io.Writer, error)) (state.BackupPoint, error) {
 	return b.st.WriteBackup(open)

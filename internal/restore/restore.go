@@ -71,6 +71,11 @@ type Options struct {
 	Progress func(Event)
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Inspect, if set, gets the restored state (and a barrier holding its
+	// data keys) once the target is reached, instead of a data dir being
+	// finished: no keystore, raft directory or timeline is made, and
+	// Passphrase is not needed. Object-level restore reads one object so.
+	Inspect func(st *state.Store, bar *barrier.Barrier) error
 }
 
 // Event is one step of a restore, for progress display.
@@ -137,7 +142,7 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 	if len(opts.Keys) == 0 {
 		return sum, errors.New("restore: no recovery passphrase or age identity given")
 	}
-	if len(opts.Passphrase) == 0 {
+	if len(opts.Passphrase) == 0 && opts.Inspect == nil {
 		return sum, errors.New("restore: no keystore passphrase for the restored node")
 	}
 	r := &run{ctx: ctx, opts: opts, bar: barrier.New()}
@@ -204,6 +209,17 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 	}
 	if err := r.checkReached(target); err != nil {
 		return r.sum, err
+	}
+	if opts.Inspect != nil {
+		if err := r.flush(); err != nil {
+			return r.sum, err
+		}
+		if err := r.unseal(); err != nil {
+			return r.sum, err
+		}
+		r.sum.Index = r.st.AppliedIndex()
+		r.sum.Time = r.lastT
+		return r.sum, opts.Inspect(r.st, r.bar)
 	}
 	if err := r.finish(ctx); err != nil {
 		return r.sum, err

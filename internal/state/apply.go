@@ -106,6 +106,8 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		return decodeApply(cmd, func(c ObjectState) (any, error) { return s.applyObjectState(tx, cmd.Time, c) })
 	case TypeObjectAttrs:
 		return decodeApply(cmd, func(c ObjectAttrs) (any, error) { return s.applyObjectAttrs(tx, cmd.Time, c) })
+	case TypeObjectRestore:
+		return decodeApply(cmd, func(c ObjectRestore) (any, error) { return s.applyObjectRestore(tx, cmd.Time, c) })
 	case TypeWalletCreate:
 		return decodeApply(cmd, func(c Wallet) (any, error) { return s.applyWalletCreate(tx, cmd.Time, c) })
 	case TypeWalletDelete:

@@ -40,6 +40,8 @@ const (
 	TypeObjectState Type = 112
 	// TypeObjectAttrs changes custom attributes (body: ObjectAttrs).
 	TypeObjectAttrs Type = 113
+	// TypeObjectRestore puts an object's versions back from a backup (body: ObjectRestore).
+	TypeObjectRestore Type = 114
 	// TypeWalletCreate adds a wallet (body: Wallet).
 	TypeWalletCreate Type = 120
 	// TypeWalletDelete removes an empty wallet (body: WalletDelete).
@@ -90,6 +92,7 @@ var typeNames = map[Type]string{
 	TypeObjectRotate:   "object-rotate",
 	TypeObjectState:    "object-state",
 	TypeObjectAttrs:    "object-attrs",
+	TypeObjectRestore:  "object-restore",
 	TypeWalletCreate:   "wallet-create",
 	TypeWalletDelete:   "wallet-delete",
 	TypeGrant:          "grant",

@@ -36,7 +36,7 @@ var allowed = map[string]string{
 	"createObject": "rm+", "locateObjects": "ep-none ep-read ep-rm ep-manage keyadmin root",
 	"getObject": "read+", "getMaterial": "read+", "listVersions": "read+",
 	"rotateObject": "rm+", "activateObject": "rm+", "setAttributes": "rm+",
-	"deactivateObject": "manage+", "revokeObject": "manage+", "destroyObject": "manage+",
+	"deactivateObject": "manage+", "revokeObject": "manage+", "destroyObject": "manage+", "restoreObject": "manage+",
 	"enrollEndpoint": "keyadmin root", "listEndpoints": "keyadmin root",
 	"getEndpoint":    "ep-read keyadmin root", // ep-read reads itself
 	"revokeEndpoint": "keyadmin root",
@@ -147,6 +147,7 @@ func (f *matrixFixture) request(rt route, caller string) (method, path, body str
 		"addDestination":        `{"name":"d-` + caller + `","kind":"dir","path":"/nonexistent/coffer-matrix"}`,
 		"editDestination":       `{"kind":"dir","path":"/nonexistent/coffer-matrix"}`,
 		"createRestorePoint":    `{"name":"rp-` + caller + `"}`,
+		"restoreObject":         `{"destination":"LOCAL","index":1}`,
 		"runBackup":             `{"destination":"LOCAL","wait":true}`,
 		"addSchedule":           `{"name":"s-` + caller + `","destination":"LOCAL","type":"periodic","every":"24h"}`,
 		"editSchedule":          `{"destination":"LOCAL","type":"periodic","every":"24h"}`,

@@ -105,6 +105,7 @@ func (a *api) routes() []route {
 		r("POST", "/api/v1/objects/{id}/activate", "activateObject", "pre-active to active", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Activate), "objects"),
 		r("POST", "/api/v1/objects/{id}/deactivate", "deactivateObject", "to deactivated (no longer used to protect data)", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Deactivate), "objects"),
 		r("POST", "/api/v1/objects/{id}/revoke", "revokeObject", "to compromised", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Revoke), "objects"),
+		r("POST", "/api/v1/objects/{id}/restore", "restoreObject", "Put the object's versions back as they were at a past time, from a backup destination (in place, or as a new object)", true, service.RestoreObjectRequest{}, service.Object{}, eObj, a.restoreObject, "objects"),
 		r("POST", "/api/v1/objects/{id}/destroy", "destroyObject", "Erase the material (deactivated or compromised objects only); metadata stays", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Destroy), "objects"),
 		r("PATCH", "/api/v1/objects/{id}/attributes", "setAttributes", "Set and delete custom attributes", true, AttributesRequest{}, service.Object{}, eObj, a.setAttributes, "objects"),
 

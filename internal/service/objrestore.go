@@ -1,0 +1,137 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/barrier"
+	"github.com/coffer-kms/coffer/internal/fsutil"
+	"github.com/coffer-kms/coffer/internal/restore"
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+// RestoreObjectRequest asks for one object as it was at a past point.
+type RestoreObjectRequest struct {
+	Destination string    `json:"destination" doc:"the backup destination to read"`
+	Time        time.Time `json:"time,omitzero" doc:"the object as it was at this time (RFC 3339)"`
+	Index       uint64    `json:"index,omitempty" doc:"or: as it was at this raft index"`
+	As          string    `json:"as,omitempty" doc:"restore as a new object with this name (same wallet); empty: put the lost versions back into the object itself"`
+}
+
+// RestoreObject reads the backups on a destination as of a past time (or
+// index) and puts one object back through the normal command path: its
+// versions as they were then, e.g. to undo a mistaken destroy. In place
+// (no As) the object regains the material of the versions it has lost and,
+// if destroyed, the state it had; with As a new object is created in the
+// same wallet. Key administrators and endpoints with manage on the wallet.
+func (s *Service) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectRequest) (Object, error) {
+	if req.Destination == "" {
+		return Object{}, fmt.Errorf("%w: destination is required", ErrInvalid)
+	}
+	if req.Time.IsZero() == (req.Index == 0) {
+		return Object{}, fmt.Errorf("%w: give exactly one of time and index", ErrInvalid)
+	}
+	if req.As != "" {
+		if err := ValidName(req.As); err != nil {
+			return Object{}, err
+		}
+	}
+	if err := s.checkOpen(); err != nil {
+		return Object{}, err
+	}
+	live, err := s.lookup(ref)
+	if err != nil {
+		return Object{}, err
+	}
+	if _, err := s.authorizeWallet(ctx, live.Wallet, PermManage, "restoring an object from a backup"); err != nil {
+		return Object{}, err
+	}
+	t, err := backupHost{s}.OpenTarget(ctx, req.Destination)
+	if err != nil {
+		return Object{}, err
+	}
+	defer t.Dest.Close()
+	var keys []bundle.Decryption
+	if len(t.Encryption.Passphrase) > 0 {
+		keys = append(keys, bundle.Decryption{Passphrase: t.Encryption.Passphrase})
+	} else {
+		return Object{}, fmt.Errorf("%w: backups on %s are encrypted to age recipients; the server has no identity to read them: restore the whole node offline (coffer restore --identity)", ErrConflict, req.Destination)
+	}
+	tmp := filepath.Join(s.cfg.DataDir, "restore-tmp", randHex(6))
+	if err := fsutil.EnsureDir(tmp); err != nil {
+		return Object{}, err
+	}
+	defer os.RemoveAll(tmp)
+
+	// Read the object, decrypted, from the restored history.
+	var then state.Object
+	plain := map[uint64][]byte{}
+	defer func() {
+		for _, p := range plain {
+			clear(p)
+		}
+	}()
+	target := restore.Target{Time: req.Time, Index: req.Index}
+	_, err = restore.Run(ctx, restore.Options{From: t.Dest, Keys: keys, DataDir: tmp, Target: target,
+		Inspect: func(st *state.Store, bar *barrier.Barrier) error {
+			o, err := st.Object(live.ID)
+			if err != nil {
+				return fmt.Errorf("object %s did not exist at %s: %w", live.ID, target, err)
+			}
+			then = o
+			for _, v := range o.Versions {
+				if v.Destroyed {
+					continue
+				}
+				sealed, err := st.Material(o.ID, v.Version)
+				if err != nil {
+					return err
+				}
+				p, err := bar.DecryptValue(o.ID, v.Version, sealed)
+				if err != nil {
+					return fmt.Errorf("object %s version %d in the backup: %w", o.ID, v.Version, err)
+				}
+				plain[v.Version] = p
+			}
+			return nil
+		}})
+	if err != nil {
+		if errors.Is(err, state.ErrNotFound) {
+			return Object{}, fmt.Errorf("%w: %v", ErrNotFound, err)
+		}
+		return Object{}, fmt.Errorf("read the backups on %s as of %s: %w", req.Destination, target, err)
+	}
+	if len(plain) == 0 {
+		return Object{}, fmt.Errorf("%w: object %s had no version with material at %s (it was destroyed then)", ErrConflict, live.ID, target)
+	}
+
+	unlock, err := s.openForRead()
+	if err != nil {
+		return Object{}, err
+	}
+	defer unlock()
+	c := state.ObjectRestore{Object: then, InPlace: req.As == "", Materials: map[uint64][]byte{},
+		From: fmt.Sprintf("%s as of %s", req.Destination, target)}
+	if req.As != "" {
+		c.Object.ID, c.Object.Name = newUUID(), req.As
+	}
+	for v, p := range plain {
+		sealed, err := s.bar.EncryptValue(c.Object.ID, v, p)
+		if err != nil {
+			return Object{}, err
+		}
+		c.Materials[v] = sealed
+	}
+	res, err := s.applyResult(ctx, state.TypeObjectRestore, c)
+	if err != nil {
+		return Object{}, fmt.Errorf("restore object %s: %w", live.ID, err)
+	}
+	note(ctx, c.Object.ID)
+	s.log.Info("object restored from a backup", "object", live.ID, "as", c.Object.ID, "destination", req.Destination, "target", target.String(), "versions", len(plain))
+	return confirmObject(res)
+}
