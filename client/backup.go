@@ -148,7 +148,8 @@ type ScheduleConfig struct {
 	At          *time.Time `json:"at,omitempty"`
 	Every       string     `json:"every,omitempty"`
 	Cron        string     `json:"cron,omitempty"`
-	Mode        string     `json:"mode,omitempty"` // auto (default), full or incremental
+	Mode        string     `json:"mode,omitempty"`   // auto (default), full or incremental
+	Verify      bool       `json:"verify,omitempty"` // verify each backup after it is taken
 }
 
 // Schedule is a stored schedule with its next run.
@@ -160,6 +161,7 @@ type Schedule struct {
 	Every       string     `json:"every,omitempty"`
 	Cron        string     `json:"cron,omitempty"`
 	Mode        string     `json:"mode"`
+	Verify      bool       `json:"verify,omitempty"`
 	State       string     `json:"state"` // ACTIVE, ONGOING, DONE, PAUSED
 	LastRun     *time.Time `json:"last_run,omitempty"`
 	LastResult  string     `json:"last_result,omitempty"`
@@ -170,7 +172,7 @@ type Schedule struct {
 
 // Config returns the schedule as a ScheduleConfig, to edit it.
 func (s Schedule) Config() ScheduleConfig {
-	return ScheduleConfig{Name: s.Name, Destination: s.Destination, Type: s.Type, At: s.At, Every: s.Every, Cron: s.Cron, Mode: s.Mode}
+	return ScheduleConfig{Name: s.Name, Destination: s.Destination, Type: s.Type, At: s.At, Every: s.Every, Cron: s.Cron, Mode: s.Mode, Verify: s.Verify}
 }
 
 // RebuildResult reports a catalog rebuild: the backups found and the files
@@ -265,6 +267,29 @@ func (c *Client) TestDestination(ctx context.Context, name string) (TestResult, 
 func (c *Client) RebuildCatalog(ctx context.Context, name string) (RebuildResult, error) {
 	var r RebuildResult
 	return r, c.Do(ctx, "POST", destinationPath(name)+"/catalog/rebuild", nil, &r)
+}
+
+// VerifyResult is the outcome of verifying one backup.
+type VerifyResult struct {
+	ID     string    `json:"id"`
+	Kind   string    `json:"kind"`
+	File   string    `json:"file"`
+	Result string    `json:"result"` // OK or FAILED
+	Reason string    `json:"reason,omitempty"`
+	Time   time.Time `json:"time"`
+}
+
+// VerifyBackups verifies one backup (by id or segment file name) or all of
+// them on a destination, and records the results in its catalog.
+func (c *Client) VerifyBackups(ctx context.Context, destination, id string, all bool) ([]VerifyResult, error) {
+	var r struct {
+		Results []VerifyResult `json:"results"`
+	}
+	err := c.Do(ctx, "POST", destinationPath(destination)+"/verify", struct {
+		ID  string `json:"id,omitempty"`
+		All bool   `json:"all,omitempty"`
+	}{id, all}, &r)
+	return r.Results, err
 }
 
 // PauseArchive stops shipping journal segments to a destination; they pile

@@ -73,6 +73,10 @@ type Manager struct {
 	written int64
 	pending map[string]int // destination -> closed segments not yet archived
 	lastErr map[string]string
+
+	// VerifyAfter, if set, verifies a backup file just taken by a schedule
+	// with Verify on, records the result in the catalog and returns it.
+	VerifyAfter func(ctx context.Context, destination, file string) error
 }
 
 // NewManager returns a manager; Start runs its loops.
@@ -454,6 +458,16 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 			s.LastResult = "FAILED: " + err.Error()
 			if len(s.LastResult) > 900 {
 				s.LastResult = s.LastResult[:900]
+			}
+		}
+		if err == nil && s.Verify && m.VerifyAfter != nil {
+			if verr := m.VerifyAfter(ctx, s.Destination, rec.File); verr != nil {
+				s.LastResult += "; verification FAILED: " + verr.Error()
+				if len(s.LastResult) > 900 {
+					s.LastResult = s.LastResult[:900]
+				}
+			} else {
+				s.LastResult += "; verified OK"
 			}
 		}
 		s.State = "ACTIVE"

@@ -32,6 +32,7 @@ type scheduleOptions struct {
 	now         bool
 	every, cron string
 	mode        string
+	verify      bool
 }
 
 func (o *scheduleOptions) addFlags(cmd *cobra.Command) {
@@ -42,6 +43,7 @@ func (o *scheduleOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.every, "every", "", "periodically, every DURATION (e.g. 24h, at least 1m)")
 	f.StringVar(&o.cron, "cron", "", "cron expression (five fields, or @daily style)")
 	f.StringVar(&o.mode, "mode", "", "auto (default), full or incremental")
+	f.BoolVar(&o.verify, "verify", false, "verify each backup after it is taken (decrypt, replay, integrity check; result in the catalog)")
 	cmd.RegisterFlagCompletionFunc("mode", fixedCompletion(client.BackupModeAuto, client.BackupModeFull, client.BackupModeIncremental))
 }
 
@@ -196,7 +198,7 @@ func newScheduleAddCmd(g *globals) *cobra.Command {
 			if err := o.checkMode(); err != nil {
 				return err
 			}
-			cfg := client.ScheduleConfig{Name: args[0], Destination: o.destination, Mode: o.mode}
+			cfg := client.ScheduleConfig{Name: args[0], Destination: o.destination, Mode: o.mode, Verify: o.verify}
 			if err := o.when(cmd, &cfg, true, time.Now()); err != nil {
 				return err
 			}
@@ -228,8 +230,8 @@ paused schedule stays paused.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
-			if !f.Changed("destination") && !f.Changed("at") && !f.Changed("now") && !f.Changed("every") && !f.Changed("cron") && !f.Changed("mode") {
-				return errors.New("nothing to change: give --destination, --at, --now, --every, --cron or --mode")
+			if !f.Changed("destination") && !f.Changed("at") && !f.Changed("now") && !f.Changed("every") && !f.Changed("cron") && !f.Changed("mode") && !f.Changed("verify") {
+				return errors.New("nothing to change: give --destination, --at, --now, --every, --cron, --mode or --verify")
 			}
 			if err := o.checkMode(); err != nil {
 				return err
@@ -258,6 +260,9 @@ paused schedule stays paused.
 				}
 				if f.Changed("mode") {
 					cfg.Mode = o.mode
+				}
+				if f.Changed("verify") {
+					cfg.Verify = o.verify
 				}
 				if err := o.when(cmd, cfg, false, time.Now()); err != nil {
 					return err

@@ -62,6 +62,9 @@ type Options struct {
 	Target   Target
 	Timeline uint32
 	BackupID string
+	// Files, if set, limits the restore to these backup files (verification
+	// of one backup and the full it builds on).
+	Files []string
 	// Passphrase of the restored node's new keystore, and its KDF.
 	Passphrase []byte
 	KDF        keystore.KDFParams
@@ -304,6 +307,9 @@ func (r *run) loadCatalog(ctx context.Context) error {
 			return err
 		}
 		r.sum.Rebuilt = true
+	}
+	if len(r.opts.Files) > 0 {
+		cat.Entries = slices.DeleteFunc(cat.Entries, func(e backup.Entry) bool { return !slices.Contains(r.opts.Files, e.File) })
 	}
 	if len(cat.Entries) == 0 {
 		return fmt.Errorf("%w: %s holds no backup", ErrNoBackup, d.Location())

@@ -437,3 +437,57 @@ func TestObjectRestore(t *testing.T) {
 		t.Fatalf("copy's version 2: %v", err)
 	}
 }
+
+// TestVerify: every backup on a healthy destination verifies OK, the
+// result lands in the catalog; a damaged segment and a full whose recorded
+// object count disagrees are FAILED with the reason.
+func TestVerify(t *testing.T) {
+	e := newEnv(t, true)
+	for i := range 5 {
+		e.put(fmt.Sprint("k", i), "v")
+	}
+	e.backup("full")
+	e.put("k0", "v2")
+	e.archive()
+	e.backup("incremental")
+	e.put("k1", "v2")
+	e.archive()
+	res, err := e.s.VerifyBackups(e.ctx, "nas", service.VerifyRequest{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, r := range res {
+		if r.Result != "OK" {
+			t.Fatalf("%s %s: %s %s", r.Kind, r.File, r.Result, r.Reason)
+		}
+		kinds[r.Kind]++
+	}
+	if kinds["full"] != 1 || kinds["incremental"] != 1 || kinds["segment"] < 2 {
+		t.Fatalf("verified %v", kinds)
+	}
+	cat, _ := os.ReadFile(filepath.Join(e.nas, "catalog.json"))
+	if strings.Count(string(cat), `"result": "OK"`) != len(res) {
+		t.Fatalf("catalog does not record every result:\n%s", cat)
+	}
+
+	segs := files(t, e.nas, "archive/*.cbk")
+	flip(t, segs[0], 300)
+	res, err = e.s.VerifyBackups(e.ctx, "nas", service.VerifyRequest{ID: filepath.Base(segs[0])})
+	if err != nil || len(res) != 1 || res[0].Result != "FAILED" || !strings.Contains(res[0].Reason, "corrupt") {
+		t.Fatalf("damaged segment: %+v %v", res, err)
+	}
+	cat, _ = os.ReadFile(filepath.Join(e.nas, "catalog.json"))
+	if !strings.Contains(string(cat), `"result": "FAILED"`) {
+		t.Fatal("the failure is not in the catalog")
+	}
+
+	// A catalog that lies about the full's object count.
+	cat = []byte(strings.Replace(string(cat), `"objects": 5`, `"objects": 6`, 1))
+	os.WriteFile(filepath.Join(e.nas, "catalog.json"), cat, 0o600)
+	full := files(t, e.nas, "backups/*-full.cbk")[0]
+	res, err = e.s.VerifyBackups(e.ctx, "nas", service.VerifyRequest{ID: filepath.Base(full)})
+	if err != nil || len(res) != 1 || res[0].Result != "FAILED" || !strings.Contains(res[0].Reason, "5 objects, the backup recorded 6") {
+		t.Fatalf("object count: %+v %v", res, err)
+	}
+}

@@ -682,6 +682,7 @@ func (h backupHost) Lookup(id string) (state.BackupRecord, bool) {
 func (s *Service) startBackups() {
 	if s.backups == nil {
 		s.backups = backup.NewManager(backupHost{s}, StagingDir(s.cfg.DataDir), s.log)
+		s.backups.VerifyAfter = s.verifyAfter
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ctx = WithIdentity(ctx, LocalRoot())

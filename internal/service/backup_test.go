@@ -489,3 +489,25 @@ func TestRestorePoints(t *testing.T) {
 		t.Fatal("restore point record not in the journal at its index")
 	}
 }
+
+// TestScheduleVerifies: a schedule with Verify verifies each backup it
+// takes; the result is in the schedule's last result and the catalog.
+func TestScheduleVerifies(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	target := filepath.Join(t.TempDir(), "nas")
+	s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target})
+	s.PutSecret(ctx, DefaultWallet, "k", []byte("v"))
+	if _, err := s.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: "nas", Type: "periodic", Every: "24h", Verify: true}, false); err != nil {
+		t.Fatal(err)
+	}
+	s.backups.RunSchedules(ctx, time.Now())
+	sc, _ := s.st.Schedule("nightly")
+	if !strings.HasPrefix(sc.LastResult, "DONE") || !strings.HasSuffix(sc.LastResult, "verified OK") {
+		t.Fatalf("schedule result %q", sc.LastResult)
+	}
+	cat, err := os.ReadFile(filepath.Join(target, "catalog.json"))
+	if err != nil || !strings.Contains(string(cat), `"result": "OK"`) {
+		t.Fatalf("catalog: %s %v", cat, err)
+	}
+}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/barrier"
 	"github.com/coffer-kms/coffer/internal/fsutil"
@@ -134,4 +136,102 @@ func (s *Service) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectR
 	note(ctx, c.Object.ID)
 	s.log.Info("object restored from a backup", "object", live.ID, "as", c.Object.ID, "destination", req.Destination, "target", target.String(), "versions", len(plain))
 	return confirmObject(res)
+}
+
+// VerifyResult is the outcome of verifying one backup.
+type VerifyResult struct {
+	ID     string    `json:"id"`
+	Kind   string    `json:"kind"`
+	File   string    `json:"file"`
+	Result string    `json:"result" doc:"OK or FAILED"`
+	Reason string    `json:"reason,omitempty"`
+	Time   time.Time `json:"time"`
+}
+
+// VerifyRequest picks the backups to verify on a destination.
+type VerifyRequest struct {
+	ID  string `json:"id,omitempty" doc:"a backup id (or an archived segment's file name)"`
+	All bool   `json:"all,omitempty" doc:"every backup and archived segment on the destination"`
+}
+
+// VerifyBackups proves backups on a destination restorable (see
+// restore.Verify) and records OK or FAILED with the reason in the
+// destination's catalog. System administrators.
+func (s *Service) VerifyBackups(ctx context.Context, destination string, req VerifyRequest) ([]VerifyResult, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "verifying backups"); err != nil {
+		return nil, err
+	}
+	if req.All == (req.ID != "") {
+		return nil, fmt.Errorf("%w: give a backup id or all", ErrInvalid)
+	}
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	t, err := backupHost{s}.OpenTarget(ctx, destination)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Dest.Close()
+	if len(t.Encryption.Passphrase) == 0 {
+		return nil, fmt.Errorf("%w: backups on %s are encrypted to age recipients; the server has no identity to read them", ErrConflict, destination)
+	}
+	keys := []bundle.Decryption{{Passphrase: t.Encryption.Passphrase}}
+	cat, err := backup.LoadCatalog(ctx, t.Dest)
+	if err != nil {
+		return nil, err
+	}
+	var todo []backup.Entry
+	for _, e := range cat.Entries {
+		if req.All || e.ID == req.ID || path.Base(e.File) == req.ID || e.File == req.ID {
+			todo = append(todo, e)
+		}
+	}
+	if len(todo) == 0 {
+		return nil, fmt.Errorf("%w: backup %q is not in the catalog of %s", ErrNotFound, req.ID, destination)
+	}
+	work := filepath.Join(s.cfg.DataDir, "restore-tmp")
+	if err := fsutil.EnsureDir(work); err != nil {
+		return nil, err
+	}
+	var out []VerifyResult
+	for _, e := range todo {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		v := backup.Verification{Time: time.Now().UTC(), Result: "OK"}
+		if err := restore.Verify(ctx, t.Dest, cat, e, keys, work); err != nil {
+			v.Result, v.Reason = "FAILED", err.Error()
+		}
+		if err := s.recordVerification(ctx, t, e.File, v); err != nil {
+			return out, err
+		}
+		s.log.Info("backup verified", "destination", destination, "file", e.File, "result", v.Result, "reason", v.Reason)
+		out = append(out, VerifyResult{ID: e.ID, Kind: e.Kind, File: e.File, Result: v.Result, Reason: v.Reason, Time: v.Time})
+	}
+	return out, nil
+}
+
+// recordVerification writes a result into the catalog while no backup
+// writes it.
+func (s *Service) recordVerification(ctx context.Context, t *backup.Target, file string, v backup.Verification) error {
+	s.mu.RLock()
+	m := s.backups
+	s.mu.RUnlock()
+	rec := func() error { return restore.Record(ctx, t.Dest, file, v) }
+	if m == nil {
+		return rec()
+	}
+	return m.Exclusive(rec)
+}
+
+// verifyAfter verifies a backup a schedule just took (Schedule.Verify).
+func (s *Service) verifyAfter(ctx context.Context, destination, file string) error {
+	res, err := s.VerifyBackups(WithIdentity(ctx, LocalRoot()), destination, VerifyRequest{ID: file})
+	if err != nil {
+		return err
+	}
+	if len(res) == 1 && res[0].Result != "OK" {
+		return errors.New(res[0].Reason)
+	}
+	return nil
 }

@@ -18,6 +18,7 @@ type ScheduleConfig struct {
 	Every       string     `json:"every,omitempty" doc:"periodic: a duration such as 24h or 30m (at least 1m)"`
 	Cron        string     `json:"cron,omitempty" doc:"cron: five fields or @daily style"`
 	Mode        string     `json:"mode,omitempty" doc:"auto (default: a full when the last full is 7 days old, else an incremental), full or incremental"`
+	Verify      bool       `json:"verify,omitempty" doc:"verify each backup after it is taken (coffer backup verify)"`
 }
 
 // ScheduleView is a schedule with its next run.
@@ -82,7 +83,7 @@ func (s *Service) PutSchedule(ctx context.Context, c ScheduleConfig, edit bool) 
 	if _, err := s.st.Destination(c.Destination); err != nil {
 		return ScheduleView{}, mapStateErr(err)
 	}
-	sc := state.Schedule{Name: c.Name, Destination: c.Destination, Type: c.Type, At: c.At, Every: c.Every, Cron: c.Cron, Mode: c.Mode, State: "ACTIVE"}
+	sc := state.Schedule{Name: c.Name, Destination: c.Destination, Type: c.Type, At: c.At, Every: c.Every, Cron: c.Cron, Mode: c.Mode, Verify: c.Verify, State: "ACTIVE"}
 	if sc.Mode == "" {
 		sc.Mode = backup.ModeAuto
 	}

@@ -92,8 +92,9 @@ type Schedule struct {
 	At          *time.Time `json:"at,omitempty"`    // once
 	Every       string     `json:"every,omitempty"` // periodic: Go duration, at least 1m
 	Cron        string     `json:"cron,omitempty"`
-	Mode        string     `json:"mode"`  // auto (full when the last full is 7 days old, else incremental), full, incremental
-	State       string     `json:"state"` // ACTIVE, ONGOING, DONE, PAUSED
+	Mode        string     `json:"mode"`             // auto (full when the last full is 7 days old, else incremental), full, incremental
+	Verify      bool       `json:"verify,omitempty"` // verify each backup after it is taken
+	State       string     `json:"state"`            // ACTIVE, ONGOING, DONE, PAUSED
 	LastRun     *time.Time `json:"last_run,omitempty"`
 	LastResult  string     `json:"last_result,omitempty"`
 	Created     time.Time  `json:"created"`

@@ -111,6 +111,21 @@ func (a *api) rebuildCatalog(w http.ResponseWriter, r *http.Request) {
 	a.reply(w, r, http.StatusOK, RebuildResult{Backups: n, Skipped: skipped}, err)
 }
 
+// VerifyResults answers a verification.
+type VerifyResults struct {
+	Results []service.VerifyResult `json:"results"`
+}
+
+func (a *api) verifyBackups(w http.ResponseWriter, r *http.Request) {
+	var req service.VerifyRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	res, err := a.svc.VerifyBackups(r.Context(), r.PathValue("name"), req)
+	a.reply(w, r, http.StatusOK, VerifyResults{Results: res}, err)
+}
+
 func (a *api) archivePause(paused bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v, err := a.svc.SetArchivePaused(r.Context(), r.PathValue("name"), paused)
