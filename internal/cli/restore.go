@@ -276,6 +276,9 @@ Its first start takes a full backup to every destination that has a schedule.
 					clear(k.Passphrase)
 				}
 			}()
+			// Everything the restore writes (including raft's snapshot files)
+			// is private to its owner, as the server makes its files.
+			syscall.Umask(0o077)
 			pass, err := readPassphrase(cmd, passFile, "Keystore passphrase for the restored node", true)
 			if err != nil {
 				return err

@@ -92,6 +92,16 @@ func TestRestoreCLI(t *testing.T) {
 	if newCA, _ := os.ReadFile(filepath.Join(dir, "tls", "ca.crt")); !bytes.Equal(newCA, oldCA) {
 		t.Fatal("the CA was not restored")
 	}
+	// Files holding secrets are 0600, their directories 0700.
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if fi.IsDir() && fi.Mode().Perm() != 0o700 || !fi.IsDir() && fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v", p, fi.Mode().Perm())
+		}
+		return nil
+	})
 
 	n.start()
 	n.waitState("sealed")
