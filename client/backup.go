@@ -117,8 +117,9 @@ type Usage struct {
 type BackupRecord struct {
 	ID          string     `json:"id"`
 	Destination string     `json:"destination"`
-	Kind        string     `json:"kind"`   // full or incremental (a backup that failed before its kind was chosen: the mode asked for, e.g. auto)
-	Status      string     `json:"status"` // RUNNING, DONE, FAILED, DELETED (retention removed its file)
+	Timeline    uint32     `json:"timeline,omitempty"` // the history it belongs to: 1, plus one per restore
+	Kind        string     `json:"kind"`               // full or incremental (a backup that failed before its kind was chosen: the mode asked for, e.g. auto)
+	Status      string     `json:"status"`             // RUNNING, DONE, FAILED, DELETED (retention removed its file)
 	Node        string     `json:"node"`
 	File        string     `json:"file,omitempty"`
 	BaseFullID  string     `json:"base_full_id,omitempty"`

@@ -165,7 +165,8 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		return state.BackupRecord{}, err
 	}
 	id := NewID(time.Now(), m.host.NewID())
-	rec := state.BackupRecord{ID: id, Destination: destination, Kind: kind, Status: "RUNNING", Node: m.host.NodeID(), Reason: reason, Started: time.Now().UTC()}
+	rec := state.BackupRecord{ID: id, Destination: destination, Kind: kind, Status: "RUNNING", Node: m.host.NodeID(), Reason: reason,
+		Started: time.Now().UTC(), Timeline: m.host.Timeline().ID}
 	if base != nil {
 		rec.BaseFullID = base.ID
 	}

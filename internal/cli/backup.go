@@ -524,7 +524,7 @@ The table shortens why a backup FAILED; --format json has the whole reason.`,
 				if err != nil {
 					return err
 				}
-				return printList(g, cmd, bs, "STARTED\tKIND\tSTATUS\tSIZE\tINDEXES\tDESTINATION\tID\tREASON", func(b client.BackupRecord) string {
+				return printList(g, cmd, bs, "STARTED\tTIMELINE\tKIND\tSTATUS\tSIZE\tINDEXES\tDESTINATION\tID\tREASON", func(b client.BackupRecord) string {
 					size, reason := "-", ""
 					if b.Size > 0 {
 						size = humanBytes(b.Size)
@@ -532,7 +532,7 @@ The table shortens why a backup FAILED; --format json has the whole reason.`,
 					if b.Status == client.BackupFailed {
 						reason = shorten(b.Reason, 50)
 					}
-					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", fmtTime(b.Started), b.Kind, b.Status, size, indexRange(b), b.Destination, b.ID, reason)
+					return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s", fmtTime(b.Started), max(b.Timeline, 1), b.Kind, b.Status, size, indexRange(b), b.Destination, b.ID, reason)
 				})
 			})
 		},

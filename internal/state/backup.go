@@ -79,7 +79,8 @@ type BackupRecord struct {
 	Size        int64      `json:"size,omitempty"`
 	SHA256      string     `json:"sha256,omitempty"`
 	Recipients  []string   `json:"recipients,omitempty"`
-	Reason      string     `json:"reason,omitempty"` // why FAILED, or what started it
+	Timeline    uint32     `json:"timeline,omitempty"` // the timeline it belongs to (0: 1)
+	Reason      string     `json:"reason,omitempty"`   // why FAILED, or what started it
 	Started     time.Time  `json:"started"`
 	Finished    *time.Time `json:"finished,omitempty"`
 }
