@@ -346,7 +346,7 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 	if err := os.Rename(p.state, path); err != nil {
 		return err
 	}
-	st, err := state.Open(path, state.Options{})
+	st, err := state.Open(path, state.Options{NoSync: true}) // fsynced once, in finish
 	if err != nil {
 		return fmt.Errorf("backup %s: state: %w", full.File, err)
 	}
@@ -490,6 +490,9 @@ func (r *run) finish(ctx context.Context) error {
 		r.sum.Generations = append(r.sum.Generations, g.Number)
 	}
 	r.event(Event{Phase: "finish", Index: index, Note: "writing keystore, journal and raft directory"})
+	if err := r.st.Sync(); err != nil {
+		return fmt.Errorf("fsync the restored state: %w", err)
+	}
 	if err := r.st.Close(); err != nil {
 		return err
 	}

@@ -46,6 +46,9 @@ type Options struct {
 	Logger *slog.Logger
 	// RetryDelay between attempts when a state write fails (disk full, I/O error).
 	RetryDelay time.Duration
+	// NoSync skips the fsync of each commit: only for an offline replay
+	// (restore), which calls Sync once at the end. Never on a live node.
+	NoSync bool
 }
 
 // Store is the bbolt-backed state and the raft FSM.
@@ -103,6 +106,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	db.NoSync = opts.NoSync
 	s := &Store{path: path, log: opts.Logger, opts: opts, db: db, stop: make(chan struct{}), interrupt: make(chan struct{})}
 	s.applied.Store(readApplied(db))
 	return s, nil
@@ -158,6 +162,13 @@ func (s *Store) Close() error {
 
 // Path of the database file.
 func (s *Store) Path() string { return s.path }
+
+// Sync fsyncs the database (after writes made with Options.NoSync).
+func (s *Store) Sync() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Sync()
+}
 
 // AppliedIndex is the last raft index applied to the state.
 func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
