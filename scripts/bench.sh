@@ -23,6 +23,28 @@ for pair in "Write1 PeerWrite1" "Write8 PeerWrite8" "Write64 PeerWrite64" "Read 
   printf '%-28s %12.0f %12.0f %8.2f\n' "$1 (ops/s)" "$c" "$p" "$(awk -v c="$c" -v p="$p" 'BEGIN{print c/p}')"
 done
 
+# --- KMIP (issue 7): Get throughput, Coffer vs Debian's pykmip-server, same
+# client (kmip-go), same workers (test/bench KMIPWorkers = 8), KMIP 1.4.
+echo
+echo "KMIP Get, coffer vs pykmip-server (python3-pykmip), 8 connections, same Go client:"
+command -v pykmip-server >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-pykmip >/dev/null; }
+go test -run '^$' -bench 'BenchmarkKMIPGet' -benchtime "$bt" ./test/bench/ 2>/dev/null | grep '^Benchmark' | tee -a "$out" || true
+c=$(metric BenchmarkKMIPGetCoffer); p=$(metric BenchmarkKMIPGetPeer)
+if [ -n "$c" ] && [ -n "$p" ]; then
+  printf '%-28s %12.0f %12.0f %8.2f\n' "KMIP Get (gets/s)" "$c" "$p" "$(awk -v c="$c" -v p="$p" 'BEGIN{print c/p}')"
+else
+  echo "  KMIP peer benchmark did not run (is python3-pykmip installed?)"
+fi
+
+# --- Vault-compatible KV read over TLS (issue 7) ---
+echo
+echo "Vault-compatible KV read (GET /v1/kv/data/1, 8 concurrent keep-alive clients, TLS) vs a bare Go TLS server answering the same bytes:"
+vout=$(go test -run '^$' -bench 'Benchmark(VaultKVRead|PeerTLSFixed)$' -benchtime "$bt" ./test/bench/ | tee /dev/stderr)
+vc=$(awk '$1 ~ /^BenchmarkVaultKVRead-/ {for (i=1;i<=NF;i++) if ($(i+1)=="reads/s") print $i}' <<<"$vout")
+vp=$(awk '$1 ~ /^BenchmarkPeerTLSFixed-/ {for (i=1;i<=NF;i++) if ($(i+1)=="reads/s") print $i}' <<<"$vout")
+printf '%-28s %12.0f %12.0f %8.2f\n' "VaultKVRead (reads/s)" "$vc" "$vp" "$(awk -v c="$vc" -v p="$vp" 'BEGIN{print c/p}')"
+# --- end Vault section ---
+
 echo
 echo "full backup of 1,000,000 objects vs tar | zstd | age of the same data dir (same run):"
 command -v age >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq age >/dev/null; }

@@ -12,6 +12,9 @@ command -v mount >/dev/null || need_pkgs+=(mount)
 command -v promtool >/dev/null || need_pkgs+=(prometheus) # promtool check metrics
 command -v age >/dev/null || need_pkgs+=(age)               # the backup benchmark's peer: tar | zstd | age
 command -v zstd >/dev/null || need_pkgs+=(zstd)
+command -v pykmip-server >/dev/null || need_pkgs+=(python3-pykmip) # KMIP e2e client (PyKMIP) and benchmark peer
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server) # MariaDB TDE via the Vault API
+[ -e /usr/lib/mysql/plugin/hashicorp_key_management.so ] || need_pkgs+=(mariadb-plugin-hashicorp-key-management)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_pkgs[*]}"
@@ -40,8 +43,9 @@ go test -count=1 -timeout 30m ./test/...
 
 log "short fuzz runs (seed corpora also run as plain tests above)"
 for t in internal/keystore:FuzzOpenKeystore internal/keystore:FuzzOpenAutoOpen internal/journal:FuzzVerifySegment \
-         internal/state:FuzzUnmarshalCommand internal/api/rest:FuzzSecretPutBody internal/api/rest:FuzzCreateObjectBody; do
-  go test -run '^$' -fuzz "^${t#*:}\$" -fuzztime "${FUZZTIME:-8s}" "./${t%%:*}/" >/tmp/coffer-fuzz.log 2>&1 \
+         internal/state:FuzzUnmarshalCommand internal/api/rest:FuzzSecretPutBody internal/api/rest:FuzzCreateObjectBody \
+         internal/api/kmip:FuzzKMIPRequest internal/api/vault:FuzzKVWriteBody internal/api/vault:FuzzTransitBody; do
+  go test -run '^$' -fuzz "^${t#*:}\$" -fuzztime "${FUZZTIME:-8s}" -fuzzminimizetime 2s "./${t%%:*}/" >/tmp/coffer-fuzz.log 2>&1 \
     || { cat /tmp/coffer-fuzz.log; echo "fuzz ${t} failed" >&2; exit 1; }
   echo "fuzz ${t}: ok"
 done

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -87,6 +88,11 @@ type Config struct {
 		// data at risk between archives is bounded in time (0: journal.max_segment_age).
 		ArchiveTimeout Duration `yaml:"archive_timeout"`
 	} `yaml:"backup"`
+	// KMIP: the KMIP listener (issue 7). Empty listen: no KMIP listener.
+	KMIP struct {
+		// Listen is host:port for KMIP over mutual TLS (5696 is KMIP's port).
+		Listen string `yaml:"listen"`
+	} `yaml:"kmip"`
 }
 
 // TLS settings.
@@ -184,6 +190,18 @@ func (c Config) Validate() error {
 	}
 	if c.Backup.ArchiveTimeout.Duration < 0 {
 		return errors.New("config: backup.archive_timeout must not be negative")
+	}
+	// KMIP (issue 7): mutual TLS only.
+	if c.KMIP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.KMIP.Listen); err != nil {
+			return fmt.Errorf("config: kmip.listen %q: use host:port, e.g. 0.0.0.0:5696", c.KMIP.Listen)
+		}
+		if c.TLS.Disable {
+			return errors.New("config: kmip.listen needs TLS: KMIP clients authenticate with certificates (remove tls.disable)")
+		}
+		if c.TLS.CertFile != "" && c.TLS.ClientCAFile == "" {
+			return errors.New("config: kmip.listen with tls.cert_file needs tls.client_ca_file (the CA of endpoint certificates)")
+		}
 	}
 	if c.Audit.MaxFileBytes < 1<<20 {
 		return fmt.Errorf("config: audit.max_file_bytes %d: at least 1 MiB", c.Audit.MaxFileBytes)

@@ -55,3 +55,27 @@ func TestEmptyFileUsesDefaults(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 }
+
+// TestKMIPListen (issue 7): off by default; a host:port turns it on; it
+// needs TLS with a client CA.
+func TestKMIPListen(t *testing.T) {
+	c, err := Load(write(t, "data_dir: d\n"))
+	if err != nil || c.KMIP.Listen != "" {
+		t.Fatalf("default kmip.listen %q (%v): want empty (off)", c.KMIP.Listen, err)
+	}
+	c, err = Load(write(t, "data_dir: d\nkmip:\n  listen: 0.0.0.0:5696\n"))
+	if err != nil || c.KMIP.Listen != "0.0.0.0:5696" {
+		t.Fatalf("kmip.listen %q (%v)", c.KMIP.Listen, err)
+	}
+	for body, want := range map[string]string{
+		"data_dir: d\nkmip:\n  listen: 5696\n":                                       "kmip.listen",
+		"data_dir: d\ntls:\n  disable: true\nkmip:\n  listen: :5696\n":               "needs TLS",
+		"data_dir: d\ntls:\n  cert_file: a\n  key_file: b\nkmip:\n  listen: :5696\n": "client_ca_file",
+		"data_dir: d\nkmip:\n  port: 5696\n":                                         "port",
+	} {
+		_, err := Load(write(t, body))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want mention of %q", body, err, want)
+		}
+	}
+}

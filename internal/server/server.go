@@ -20,7 +20,9 @@ import (
 	"syscall"
 	"time"
 
+	kmipapi "github.com/coffer-kms/coffer/internal/api/kmip"
 	"github.com/coffer-kms/coffer/internal/api/rest"
+	"github.com/coffer-kms/coffer/internal/api/vault"
 	"github.com/coffer-kms/coffer/internal/audit"
 	"github.com/coffer-kms/coffer/internal/config"
 	"github.com/coffer-kms/coffer/internal/fsutil"
@@ -66,11 +68,14 @@ type Server struct {
 	CAFile   string
 	URL      string
 	Socket   string
+	// KMIPAddr is the KMIP listener's address (empty: kmip.listen is off).
+	KMIPAddr string
 
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 	httpSrv    *http.Server
 	sockSrv    *http.Server
+	kmipSrv    *kmipapi.Server // nil: no KMIP listener (issue 7)
 	stopOnce   sync.Once
 	stopMode   chan string
 	done       chan struct{}
@@ -235,6 +240,12 @@ func Start(opts Options) (_ *Server, err error) {
 		mux.Handle("GET /metrics", m.Handler())
 	}
 	mux.Handle("/", rest.Handler(svc, ropts))
+	// Vault-compatible subset (KV v2, Transit, sys/health): docs/vault.md.
+	vopts := vault.Options{Logger: log}
+	if ropts.Metrics != nil {
+		vopts.Metrics = ropts.Metrics
+	}
+	mux.Handle("/v1/", vault.Handler(svc, vopts))
 	handler := http.Handler(mux)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -273,12 +284,35 @@ func Start(opts Options) (_ *Server, err error) {
 			log.Warn("control socket connection from another user: treated as remote (token required)")
 			return ctx
 		}}
+	// KMIP listener (issue 7): mutual TLS with endpoint certificates.
+	if cfg.KMIP.Listen != "" {
+		kconf, err := kmipapi.TLSConfig(tlsConf)
+		if err == nil {
+			var kln net.Listener
+			if kln, err = net.Listen("tcp", cfg.KMIP.Listen); err == nil {
+				s.kmipSrv = kmipapi.New(svc, kmipapi.Options{Logger: log})
+				s.KMIPAddr = kln.Addr().String()
+				go func() {
+					if err := s.kmipSrv.Serve(kln, kconf); err != nil && err != kmipapi.ErrServerClosed {
+						log.Error("kmip listener failed", "error", err)
+					}
+				}()
+				log.Info("kmip listening", "addr", s.KMIPAddr)
+			}
+		}
+		if err != nil {
+			ln.Close()
+			sln.Close()
+			return nil, fmt.Errorf("kmip.listen %s: %w", cfg.KMIP.Listen, err)
+		}
+	}
 	go s.httpSrv.Serve(ln)
 	go s.sockSrv.Serve(sln)
 
 	if err := writePID(dataDir, s.URL, s.Socket); err != nil {
 		s.httpSrv.Close()
 		s.sockSrv.Close()
+		s.stopKMIP(StopFast) // issue 7
 		return nil, err
 	}
 	log.Info("coffer listening", "url", s.URL, "socket", s.Socket, "data_dir", dataDir, "state", svc.State(), "version", service.Version, "pid", os.Getpid())
@@ -340,9 +374,31 @@ func (s *Server) Stop(mode string) error {
 			s.cancelBase()
 			s.httpSrv.Close()
 			s.sockSrv.Close()
+			go s.stopKMIP(StopFast) // issue 7
 		}
 	}
 	return nil
+}
+
+// stopKMIP stops the KMIP listener (issue 7): fast closes its connections
+// at once; smart lets requests in progress finish, bounded by
+// shutdown.smart_timeout.
+func (s *Server) stopKMIP(mode string) {
+	if s.kmipSrv == nil {
+		return
+	}
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	switch d := s.cfg.Shutdown.SmartTimeout.Duration; {
+	case mode == StopFast:
+		ctx, cancel = context.WithCancel(ctx)
+		cancel()
+	case d > 0:
+		ctx, cancel = context.WithTimeout(ctx, d)
+	}
+	defer cancel()
+	if err := s.kmipSrv.Shutdown(ctx); err != nil {
+		s.Log.Warn("kmip: stop closed connections with requests in progress", "error", err)
+	}
 }
 
 // Wait blocks until the server has stopped.
@@ -360,6 +416,7 @@ func (s *Server) shutdown(mode string) {
 	s.stopOnce.Do(func() {
 		defer close(s.done)
 		s.Log.Info("stopping", "mode", mode)
+		s.stopKMIP(mode) // issue 7
 		switch mode {
 		case StopFast:
 			s.cancelBase()

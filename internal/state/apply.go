@@ -143,6 +143,10 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 	case TypeRecoverySet:
 		return decodeApply(cmd, func(c Recovery) (any, error) { return s.applyRecovery(tx, cmd.Time, c) })
 	}
+	// Vault-compatible API commands (170-179), dispatched in kv.go.
+	if res, err, ok := s.applyKV(tx, cmd); ok {
+		return res, err
+	}
 	return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, cmd.Type), nil
 }
 

@@ -1,0 +1,518 @@
+package kmip
+
+import (
+	"bytes"
+	"context"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ovh/kmip-go"
+	"github.com/ovh/kmip-go/kmipclient"
+	"github.com/ovh/kmip-go/payloads"
+	"github.com/ovh/kmip-go/ttlv"
+
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+func attr(name kmip.AttributeName, v any) kmip.Attribute {
+	return kmip.Attribute{AttributeName: name, AttributeValue: v}
+}
+
+func nameAttr(n string) kmip.Attribute {
+	return attr(kmip.AttributeNameName, kmip.Name{NameValue: n, NameType: kmip.NameTypeUninterpretedTextString})
+}
+
+func aesCreate(name string, extra ...kmip.Attribute) *payloads.CreateRequestPayload {
+	return &payloads.CreateRequestPayload{ObjectType: kmip.ObjectTypeSymmetricKey, TemplateAttribute: kmip.TemplateAttribute{
+		Attribute: append([]kmip.Attribute{nameAttr(name), attr(kmip.AttributeNameCryptographicAlgorithm, kmip.CryptographicAlgorithmAES),
+			attr(kmip.AttributeNameCryptographicLength, int32(256))}, extra...)}}
+}
+
+func findAttr(attrs []kmip.Attribute, n kmip.AttributeName) (any, bool) {
+	for _, a := range attrs {
+		if a.AttributeName == n {
+			if v, ok := a.AttributeValue.(ttlv.Value); ok { // custom attributes
+				return v.Value, true
+			}
+			return a.AttributeValue, true
+		}
+	}
+	return nil, false
+}
+
+func getState(t *testing.T, c *kmipclient.Client, id string) kmip.State {
+	t.Helper()
+	r := must[*payloads.GetAttributesResponsePayload](t, c, &payloads.GetAttributesRequestPayload{UniqueIdentifier: id, AttributeName: []kmip.AttributeName{kmip.AttributeNameState}})
+	v, ok := findAttr(r.Attribute, kmip.AttributeNameState)
+	if !ok {
+		t.Fatalf("no State attribute for %s", id)
+	}
+	return v.(kmip.State)
+}
+
+// TestOperations drives every operation through kmip-go's client as an
+// endpoint with manage on wallet w, and checks each result against what the
+// service (the same objects REST serves) holds.
+func TestOperations(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client("ep-manage")
+	if v := c.Version(); v != kmip.V1_4 {
+		t.Fatalf("negotiated version %v, want 1.4", v)
+	}
+
+	dv := must[*payloads.DiscoverVersionsResponsePayload](t, c, &payloads.DiscoverVersionsRequestPayload{})
+	if !slices.Equal(dv.ProtocolVersion, Versions) {
+		t.Fatalf("DiscoverVersions %v", dv.ProtocolVersion)
+	}
+	dv = must[*payloads.DiscoverVersionsResponsePayload](t, c, &payloads.DiscoverVersionsRequestPayload{ProtocolVersion: []kmip.ProtocolVersion{kmip.V2_0, kmip.V1_2}})
+	if !slices.Equal(dv.ProtocolVersion, []kmip.ProtocolVersion{kmip.V1_2}) {
+		t.Fatalf("DiscoverVersions(2.0, 1.2) %v", dv.ProtocolVersion)
+	}
+	q := must[*payloads.QueryResponsePayload](t, c, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{
+		kmip.QueryFunctionOperations, kmip.QueryFunctionObjects, kmip.QueryFunctionServerInformation}})
+	if !slices.Contains(q.Operations, kmip.OperationReKey) || len(q.Operations) != len(Operations) || !slices.Contains(q.ObjectType, kmip.ObjectTypeSecretData) ||
+		!strings.HasPrefix(q.VendorIdentification, "Coffer") {
+		t.Fatalf("Query %+v", q)
+	}
+
+	// Create: pre-active, in the endpoint's one writable wallet.
+	cr := must[*payloads.CreateResponsePayload](t, c, aesCreate("db1/tde", attr("x-owner", "dba")))
+	obj, err := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier})
+	if err != nil || obj.Wallet != "w" || obj.Name != "db1/tde" || obj.State != "pre-active" || obj.Length != 256 || obj.Attributes["owner"] != "dba" {
+		t.Fatalf("created object %+v (%v)", obj, err)
+	}
+	// Get: the material REST returns.
+	g := must[*payloads.GetResponsePayload](t, c, &payloads.GetRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+	key, err := g.Object.(*kmip.SymmetricKey).KeyMaterial()
+	_, mat, _ := f.svc.GetObject(f.root, service.Ref{ID: cr.UniqueIdentifier}, 0)
+	if err != nil || len(key) != 32 || !bytes.Equal(key, mat.Value) {
+		t.Fatalf("Get material %d bytes (%v), differs from the service's: %v", len(key), err, !bytes.Equal(key, mat.Value))
+	}
+	// GetAttributes / GetAttributeList.
+	ga := must[*payloads.GetAttributesResponsePayload](t, c, &payloads.GetAttributesRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+	if n, _ := findAttr(ga.Attribute, kmip.AttributeNameName); n.(kmip.Name).NameValue != "db1/tde" {
+		t.Fatalf("Name %v", n)
+	}
+	if g, _ := findAttr(ga.Attribute, kmip.AttributeNameObjectGroup); g != "w" {
+		t.Fatalf("Object Group %v", g)
+	}
+	if o, _ := findAttr(ga.Attribute, "x-owner"); o != "dba" {
+		t.Fatalf("x-owner %v", o)
+	}
+	if s, _ := findAttr(ga.Attribute, kmip.AttributeNameState); s != kmip.StatePreActive {
+		t.Fatalf("State %v", s)
+	}
+	gl := must[*payloads.GetAttributeListResponsePayload](t, c, &payloads.GetAttributeListRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+	for _, n := range []kmip.AttributeName{kmip.AttributeNameName, kmip.AttributeNameState, kmip.AttributeNameCryptographicLength, "x-owner"} {
+		if !slices.Contains(gl.AttributeName, n) {
+			t.Fatalf("GetAttributeList %v lacks %s", gl.AttributeName, n)
+		}
+	}
+	// Activate.
+	must[*payloads.ActivateResponsePayload](t, c, &payloads.ActivateRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+	if s := getState(t, c, cr.UniqueIdentifier); s != kmip.StateActive {
+		t.Fatalf("after Activate: %v", s)
+	}
+	if r := reason(t, c, &payloads.ActivateRequestPayload{UniqueIdentifier: cr.UniqueIdentifier}); r != kmip.ResultReasonIllegalOperation {
+		t.Fatalf("second Activate: %v", ttlv.EnumStr(r))
+	}
+	// Add / Modify / Delete custom attributes, seen by the service as "env".
+	must[*payloads.AddAttributeResponsePayload](t, c, &payloads.AddAttributeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier, Attribute: attr("x-env", "prod")})
+	if r := reason(t, c, &payloads.AddAttributeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier, Attribute: attr("x-env", "dev")}); r != kmip.ResultReasonInvalidField {
+		t.Fatalf("AddAttribute of an existing attribute: %v", ttlv.EnumStr(r))
+	}
+	must[*payloads.ModifyAttributeResponsePayload](t, c, &payloads.ModifyAttributeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier, Attribute: attr("x-env", "staging")})
+	if obj, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); obj.Attributes["env"] != "staging" {
+		t.Fatalf("after ModifyAttribute: %v", obj.Attributes)
+	}
+	if r := reason(t, c, &payloads.ModifyAttributeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier, Attribute: attr("x-missing", "v")}); r != kmip.ResultReasonItemNotFound {
+		t.Fatalf("ModifyAttribute of a missing attribute: %v", ttlv.EnumStr(r))
+	}
+	if r := reason(t, c, &payloads.ModifyAttributeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier, Attribute: attr(kmip.AttributeNameCryptographicLength, int32(128))}); r != kmip.ResultReasonPermissionDenied {
+		t.Fatalf("ModifyAttribute of Cryptographic Length: %v", ttlv.EnumStr(r))
+	}
+	del := must[*payloads.DeleteAttributeResponsePayload](t, c, &payloads.DeleteAttributeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier, AttributeName: "x-env"})
+	if v, _ := findAttr([]kmip.Attribute{del.Attribute}, "x-env"); v != "staging" {
+		t.Fatalf("DeleteAttribute returned %v", del.Attribute.AttributeValue)
+	}
+	if obj, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); obj.Attributes["env"] != "" || obj.Attributes["owner"] != "dba" {
+		t.Fatalf("after DeleteAttribute: %v", obj.Attributes)
+	}
+	// ReKey: a new version of the same object.
+	rk := must[*payloads.RekeyResponsePayload](t, c, &payloads.RekeyRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+	g2 := must[*payloads.GetResponsePayload](t, c, &payloads.GetRequestPayload{UniqueIdentifier: rk.UniqueIdentifier})
+	key2, _ := g2.Object.(*kmip.SymmetricKey).KeyMaterial()
+	if obj, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); rk.UniqueIdentifier != cr.UniqueIdentifier || obj.Latest != 2 || bytes.Equal(key, key2) {
+		t.Fatalf("ReKey: id %s latest %d same material %v", rk.UniqueIdentifier, obj.Latest, bytes.Equal(key, key2))
+	}
+
+	// Register a symmetric key and secret data.
+	aes := bytes.Repeat([]byte{7}, 16)
+	reg := must[*payloads.RegisterResponsePayload](t, c, &payloads.RegisterRequestPayload{ObjectType: kmip.ObjectTypeSymmetricKey,
+		TemplateAttribute: kmip.TemplateAttribute{Attribute: []kmip.Attribute{nameAttr("imported")}},
+		Object: &kmip.SymmetricKey{KeyBlock: kmip.KeyBlock{KeyFormatType: kmip.KeyFormatTypeRaw, CryptographicAlgorithm: kmip.CryptographicAlgorithmAES,
+			CryptographicLength: 128, KeyValue: &kmip.KeyValue{Plain: &kmip.PlainKeyValue{KeyMaterial: kmip.KeyMaterial{Bytes: &aes}}}}}})
+	if _, m, err := f.svc.GetObject(f.root, service.Ref{ID: reg.UniqueIdentifier}, 0); err != nil || !bytes.Equal(m.Value, aes) {
+		t.Fatalf("registered key: %v", err)
+	}
+	secret := []byte("s3cret-value")
+	regS := must[*payloads.RegisterResponsePayload](t, c, &payloads.RegisterRequestPayload{ObjectType: kmip.ObjectTypeSecretData,
+		TemplateAttribute: kmip.TemplateAttribute{Attribute: []kmip.Attribute{nameAttr("app/password")}},
+		Object: &kmip.SecretData{SecretDataType: kmip.SecretDataTypePassword, KeyBlock: kmip.KeyBlock{KeyFormatType: kmip.KeyFormatTypeOpaque,
+			KeyValue: &kmip.KeyValue{Plain: &kmip.PlainKeyValue{KeyMaterial: kmip.KeyMaterial{Bytes: &secret}}}}}})
+	gs := must[*payloads.GetResponsePayload](t, c, &payloads.GetRequestPayload{UniqueIdentifier: regS.UniqueIdentifier})
+	if d, err := gs.Object.(*kmip.SecretData).Data(); err != nil || !bytes.Equal(d, secret) {
+		t.Fatalf("secret data round trip: %q %v", d, err)
+	}
+	if obj, _ := f.svc.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "app/password"}); obj.Type != service.TypeSecretData || obj.ID != regS.UniqueIdentifier {
+		t.Fatalf("REST view of the registered secret: %+v", obj)
+	}
+
+	// CreateKeyPair: one Coffer object, two KMIP halves.
+	kp := must[*payloads.CreateKeyPairResponsePayload](t, c, &payloads.CreateKeyPairRequestPayload{
+		CommonTemplateAttribute: &kmip.TemplateAttribute{Attribute: []kmip.Attribute{attr(kmip.AttributeNameCryptographicAlgorithm, kmip.CryptographicAlgorithmRSA),
+			attr(kmip.AttributeNameCryptographicLength, int32(2048))}},
+		PrivateKeyTemplateAttribute: &kmip.TemplateAttribute{Attribute: []kmip.Attribute{nameAttr("signing")}}})
+	if kp.PublicKeyUniqueIdentifier != kp.PrivateKeyUniqueIdentifier+PublicSuffix {
+		t.Fatalf("key pair ids %s %s", kp.PrivateKeyUniqueIdentifier, kp.PublicKeyUniqueIdentifier)
+	}
+	gp := must[*payloads.GetResponsePayload](t, c, &payloads.GetRequestPayload{UniqueIdentifier: kp.PrivateKeyUniqueIdentifier})
+	gpub := must[*payloads.GetResponsePayload](t, c, &payloads.GetRequestPayload{UniqueIdentifier: kp.PublicKeyUniqueIdentifier})
+	privDER, _ := gp.Object.(*kmip.PrivateKey).KeyBlock.GetBytes()
+	pubDER, _ := gpub.Object.(*kmip.PublicKey).KeyBlock.GetBytes()
+	priv, err1 := x509.ParsePKCS8PrivateKey(privDER)
+	pub, err2 := x509.ParsePKIXPublicKey(pubDER)
+	if err1 != nil || err2 != nil || !priv.(*rsa.PrivateKey).PublicKey.Equal(pub) || priv.(*rsa.PrivateKey).N.BitLen() != 2048 {
+		t.Fatalf("key pair halves do not match: %v %v", err1, err2)
+	}
+	if gpub.ObjectType != kmip.ObjectTypePublicKey || gp.ObjectType != kmip.ObjectTypePrivateKey {
+		t.Fatalf("object types %v %v", gpub.ObjectType, gp.ObjectType)
+	}
+	if r := reason(t, c, &payloads.RekeyRequestPayload{UniqueIdentifier: kp.PrivateKeyUniqueIdentifier}); r != kmip.ResultReasonIllegalOperation {
+		t.Fatalf("ReKey of a private key: %v", ttlv.EnumStr(r))
+	}
+
+	// Locate by name, custom attribute, object type, group.
+	loc := func(attrs ...kmip.Attribute) []string {
+		return must[*payloads.LocateResponsePayload](t, c, &payloads.LocateRequestPayload{Attribute: attrs}).UniqueIdentifier
+	}
+	if ids := loc(nameAttr("db1/tde")); !slices.Equal(ids, []string{cr.UniqueIdentifier}) {
+		t.Fatalf("Locate by name: %v", ids)
+	}
+	if ids := loc(attr("x-owner", "dba")); !slices.Equal(ids, []string{cr.UniqueIdentifier}) {
+		t.Fatalf("Locate by x-owner: %v", ids)
+	}
+	if ids := loc(attr(kmip.AttributeNameObjectType, kmip.ObjectTypePublicKey)); !slices.Equal(ids, []string{kp.PublicKeyUniqueIdentifier}) {
+		t.Fatalf("Locate public keys: %v", ids)
+	}
+	if ids := loc(nameAttr("signing")); len(ids) != 2 {
+		t.Fatalf("Locate both halves of a pair by name: %v", ids)
+	}
+	if ids := loc(attr(kmip.AttributeNameObjectGroup, "w"), attr(kmip.AttributeNameObjectType, kmip.ObjectTypeSymmetricKey)); len(ids) != 2 {
+		t.Fatalf("Locate symmetric keys in w: %v", ids)
+	}
+	if ids := loc(attr(kmip.AttributeNameState, kmip.StatePreActive)); len(ids) != 4 {
+		t.Fatalf("Locate pre-active (imported key, secret, both halves): %v", ids)
+	}
+	lr := must[*payloads.LocateResponsePayload](t, c, &payloads.LocateRequestPayload{MaximumItems: 1})
+	if len(lr.UniqueIdentifier) != 1 || lr.LocatedItems == nil || *lr.LocatedItems != 5 {
+		t.Fatalf("Locate with Maximum Items 1: %v of %v", lr.UniqueIdentifier, lr.LocatedItems)
+	}
+
+	// Destroy: refused while active (Coffer's two-step rule), then Revoke
+	// deactivates and Destroy erases.
+	if r := reason(t, c, &payloads.DestroyRequestPayload{UniqueIdentifier: cr.UniqueIdentifier}); r != kmip.ResultReasonIllegalOperation {
+		t.Fatalf("Destroy of an active key: %v", ttlv.EnumStr(r))
+	}
+	if s := getState(t, c, cr.UniqueIdentifier); s != kmip.StateActive {
+		t.Fatalf("refused Destroy changed the state to %v", s)
+	}
+	must[*payloads.RevokeResponsePayload](t, c, &payloads.RevokeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier,
+		RevocationReason: kmip.RevocationReason{RevocationReasonCode: kmip.RevocationReasonCodeCessationOfOperation, RevocationMessage: "retired"}})
+	if s := getState(t, c, cr.UniqueIdentifier); s != kmip.StateDeactivated {
+		t.Fatalf("after Revoke (cessation): %v", s)
+	}
+	must[*payloads.RevokeResponsePayload](t, c, &payloads.RevokeRequestPayload{UniqueIdentifier: reg.UniqueIdentifier,
+		RevocationReason: kmip.RevocationReason{RevocationReasonCode: kmip.RevocationReasonCodeKeyCompromise}})
+	if s := getState(t, c, reg.UniqueIdentifier); s != kmip.StateCompromised {
+		t.Fatalf("after Revoke (compromise): %v", s)
+	}
+	must[*payloads.DestroyResponsePayload](t, c, &payloads.DestroyRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+	if s := getState(t, c, cr.UniqueIdentifier); s != kmip.StateDestroyed {
+		t.Fatalf("after Destroy: %v", s)
+	}
+	if r := reason(t, c, &payloads.GetRequestPayload{UniqueIdentifier: cr.UniqueIdentifier}); r != kmip.ResultReasonKeyValueNotPresent {
+		t.Fatalf("Get after Destroy: %v", ttlv.EnumStr(r))
+	}
+	must[*payloads.DestroyResponsePayload](t, c, &payloads.DestroyRequestPayload{UniqueIdentifier: reg.UniqueIdentifier})
+	if s := getState(t, c, reg.UniqueIdentifier); s != kmip.StateDestroyedCompromised {
+		t.Fatalf("destroyed compromised key: %v", s)
+	}
+
+	// Batches use the ID placeholder: Create then Activate without an id.
+	res, err := c.Batch(context.Background(), aesCreate("batch"), &payloads.ActivateRequestPayload{}, &payloads.GetAttributesRequestPayload{})
+	if err != nil || res[0].Err() != nil || res[1].Err() != nil || res[2].Err() != nil {
+		t.Fatalf("batch: %v %v", err, res)
+	}
+	if s, _ := findAttr(res[2].ResponsePayload.(*payloads.GetAttributesResponsePayload).Attribute, kmip.AttributeNameState); s != kmip.StateActive {
+		t.Fatalf("batch create+activate: state %v", s)
+	}
+
+	// Unknown ids and bad input.
+	for _, tc := range []struct {
+		p    kmip.OperationPayload
+		want kmip.ResultReason
+	}{
+		{&payloads.GetRequestPayload{UniqueIdentifier: "00000000-0000-4000-8000-000000000000"}, kmip.ResultReasonItemNotFound},
+		{&payloads.GetRequestPayload{UniqueIdentifier: regS.UniqueIdentifier + PublicSuffix}, kmip.ResultReasonItemNotFound},
+		{&payloads.GetRequestPayload{UniqueIdentifier: regS.UniqueIdentifier, KeyFormatType: kmip.KeyFormatTypePKCS_1}, kmip.ResultReasonKeyFormatTypeNotSupported},
+		{aesCreate("bad name!"), kmip.ResultReasonInvalidField},
+		{aesCreate("db1/tde"), kmip.ResultReasonObjectAlreadyExists},
+		{aesCreate("later", attr(kmip.AttributeNameActivationDate, time.Now().Add(24*time.Hour))), kmip.ResultReasonInvalidField},
+		{aesCreate("contact", attr(kmip.AttributeNameContactInformation, "ops")), kmip.ResultReasonInvalidField},
+		{&payloads.CreateRequestPayload{ObjectType: kmip.ObjectTypeSecretData}, kmip.ResultReasonInvalidField},
+		{&payloads.LocateRequestPayload{Attribute: []kmip.Attribute{attr(kmip.AttributeNameContactInformation, "ops")}}, kmip.ResultReasonInvalidField},
+		{&payloads.ActivateRequestPayload{}, kmip.ResultReasonMissingData},
+	} {
+		if r := reason(t, c, tc.p); r != tc.want {
+			t.Errorf("%T %+v: reason %s, want %s", tc.p, tc.p, ttlv.EnumStr(r), ttlv.EnumStr(tc.want))
+		}
+	}
+
+	// Every item is audited with transport kmip and the endpoint as actor.
+	recs, err := f.svc.AuditRecords(f.root, 1, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kmipGets, denied int
+	for _, r := range recs {
+		if r.Transport == "kmip" && r.Operation == "kmipGet" && r.Actor == "endpoint:ep-manage" {
+			kmipGets++
+		}
+		if r.Transport == "kmip" && r.Result != "ok" {
+			denied++
+		}
+	}
+	if kmipGets < 5 || denied < 5 {
+		t.Fatalf("audit: %d kmipGet records, %d failures", kmipGets, denied)
+	}
+}
+
+// TestPermissions: the endpoint's wallet grants decide, and a refusal
+// changes nothing.
+func TestPermissions(t *testing.T) {
+	f := newFixture(t, Options{})
+	rm := f.client("ep-rm")
+	cr := must[*payloads.CreateResponsePayload](t, rm, aesCreate("k"))
+	if r := reason(t, rm, &payloads.RevokeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier,
+		RevocationReason: kmip.RevocationReason{RevocationReasonCode: kmip.RevocationReasonCodeUnspecified}}); r != kmip.ResultReasonPermissionDenied {
+		t.Fatalf("read_modify Revoke: %s", ttlv.EnumStr(r))
+	}
+	must[*payloads.ActivateResponsePayload](t, rm, &payloads.ActivateRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+
+	rd := f.client("ep-read")
+	must[*payloads.GetResponsePayload](t, rd, &payloads.GetRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+	for _, p := range []kmip.OperationPayload{
+		aesCreate("k2"),
+		&payloads.RekeyRequestPayload{UniqueIdentifier: cr.UniqueIdentifier},
+		&payloads.AddAttributeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier, Attribute: attr("x-a", "b")},
+		&payloads.DestroyRequestPayload{UniqueIdentifier: cr.UniqueIdentifier},
+	} {
+		if r := reason(t, rd, p); r != kmip.ResultReasonPermissionDenied {
+			t.Errorf("read-only endpoint %T: %s", p, ttlv.EnumStr(r))
+		}
+	}
+	none := f.client("ep-none")
+	if r := reason(t, none, &payloads.GetRequestPayload{UniqueIdentifier: cr.UniqueIdentifier}); r != kmip.ResultReasonPermissionDenied {
+		t.Fatalf("endpoint without grant Get: %s", ttlv.EnumStr(r))
+	}
+	if ids := must[*payloads.LocateResponsePayload](t, none, &payloads.LocateRequestPayload{}).UniqueIdentifier; len(ids) != 0 {
+		t.Fatalf("endpoint without grant locates %v", ids)
+	}
+	if r := reason(t, none, aesCreate("k3")); r != kmip.ResultReasonPermissionDenied {
+		t.Fatalf("endpoint without grant Create: %s", ttlv.EnumStr(r))
+	}
+	if r := reason(t, none, aesCreate("k3", attr(kmip.AttributeNameObjectGroup, "w"))); r != kmip.ResultReasonPermissionDenied {
+		t.Fatalf("endpoint without grant Create in w: %s", ttlv.EnumStr(r))
+	}
+	// Two writable wallets: the Object Group attribute must choose.
+	two := f.client("ep-two")
+	if r := reason(t, two, aesCreate("k4")); r != kmip.ResultReasonInvalidField {
+		t.Fatalf("ambiguous wallet: %s", ttlv.EnumStr(r))
+	}
+	c4 := must[*payloads.CreateResponsePayload](t, two, aesCreate("k4", attr(kmip.AttributeNameObjectGroup, "w2")))
+	if o, _ := f.svc.DescribeObject(f.root, service.Ref{ID: c4.UniqueIdentifier}); o.Wallet != "w2" {
+		t.Fatalf("Object Group w2 created in %q", o.Wallet)
+	}
+	// Nothing was created or changed by the refusals.
+	page, _ := f.svc.ListObjects(f.root, service.Query{})
+	if len(page.Items) != 2 {
+		t.Fatalf("objects after refusals: %d, want 2", len(page.Items))
+	}
+	if o, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); o.State != "active" || o.Latest != 1 || len(o.Attributes) != 0 {
+		t.Fatalf("refusals changed the object: %+v", o)
+	}
+}
+
+// TestRevokedEndpoint: revocation refuses the certificate from the next
+// request on, even on an open connection.
+func TestRevokedEndpoint(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client("ep-read")
+	must[*payloads.LocateResponsePayload](t, c, &payloads.LocateRequestPayload{})
+	if _, err := f.svc.RevokeEndpoint(f.root, "ep-read"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Batch(context.Background(), &payloads.LocateRequestPayload{})
+	if err != nil || res[0].ResultStatus == kmip.ResultStatusSuccess || res[0].ResultReason != kmip.ResultReasonAuthenticationNotSuccessful {
+		t.Fatalf("revoked endpoint: %v %+v", err, res)
+	}
+	// A new connection is refused too.
+	c2, err := kmipclient.Dial(f.addr, kmipclient.WithRootCAPem(f.caPEM), kmipclient.WithClientCertPEM(f.pems["ep-read"][0], f.pems["ep-read"][1]))
+	if err == nil {
+		c2.Close()
+		t.Fatal("revoked endpoint negotiated a new connection")
+	}
+}
+
+// TestNoClientCertificate: the handshake needs an enrolled client certificate.
+func TestNoClientCertificate(t *testing.T) {
+	f := newFixture(t, Options{})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(f.caPEM)
+	c, err := tls.Dial("tcp", f.addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err == nil {
+		// TLS 1.3: the refusal arrives with the first read.
+		c.Write(ttlv.MarshalTTLV(kmip.NewRequestMessage(kmip.V1_4, &payloads.QueryRequestPayload{})))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("client without certificate: %v", err)
+	}
+	if _, err := kmipclient.Dial(f.addr, kmipclient.WithRootCAPem(f.caPEM)); err == nil {
+		t.Fatal("kmipclient without a certificate connected")
+	}
+}
+
+// TestMalformedTTLV: garbage gets an Invalid Message response and the
+// connection is closed; the server keeps serving.
+func TestMalformedTTLV(t *testing.T) {
+	f := newFixture(t, Options{})
+	valid := ttlv.MarshalTTLV(kmip.NewRequestMessage(kmip.V1_4, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations}}))
+	truncated := slices.Clone(valid)
+	binary.BigEndian.PutUint32(truncated[4:], uint32(len(valid)-8-16)) // inner lengths now overrun
+	wrongTag := slices.Clone(valid)
+	wrongTag[2] = 0x7c // Response Message
+	for name, msg := range map[string][]byte{
+		"not a structure":  {0x42, 0x00, 0x78, 0x02, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0},
+		"bad inner length": truncated[:len(valid)-16],
+		"response tag":     wrongTag,
+		"random":           append([]byte{0x42, 0x00, 0x78, 0x01, 0, 0, 0, 16}, bytes.Repeat([]byte{0xff}, 16)...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := f.rawConn("ep-read")
+			if _, err := c.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := readResponse(c)
+			if err != nil {
+				t.Fatalf("no error response: %v", err)
+			}
+			if bi := resp.BatchItem[0]; bi.ResultStatus != kmip.ResultStatusOperationFailed || bi.ResultReason != kmip.ResultReasonInvalidMessage {
+				t.Fatalf("response %+v", bi)
+			}
+			expectClosed(t, c, 5*time.Second)
+		})
+	}
+	// Still serving.
+	c := f.rawConn("ep-read")
+	c.Write(valid)
+	resp, err := readResponse(c)
+	if err != nil || resp.BatchItem[0].ResultStatus != kmip.ResultStatusSuccess {
+		t.Fatalf("valid request after garbage: %v %+v", err, resp)
+	}
+}
+
+// TestOversizedMessage: a header announcing more than the limit gets an
+// error response and a closed connection, without the body being awaited.
+func TestOversizedMessage(t *testing.T) {
+	f := newFixture(t, Options{MaxMessageSize: 4096})
+	c := f.rawConn("ep-read")
+	c.Write([]byte{0x42, 0x00, 0x78, 0x01, 0x01, 0, 0, 0}) // 16 MiB announced
+	resp, err := readResponse(c)
+	if err != nil || resp.BatchItem[0].ResultReason != kmip.ResultReasonInvalidMessage || !strings.Contains(resp.BatchItem[0].ResultMessage, "larger") {
+		t.Fatalf("oversized: %v %+v", err, resp)
+	}
+	expectClosed(t, c, 5*time.Second)
+	// A Register above the limit through the client fails the same way.
+	kc := f.client("ep-rm")
+	big := bytes.Repeat([]byte{1}, 8192)
+	_, err = kc.Request(context.Background(), &payloads.RegisterRequestPayload{ObjectType: kmip.ObjectTypeSecretData,
+		Object: &kmip.SecretData{SecretDataType: kmip.SecretDataTypePassword, KeyBlock: kmip.KeyBlock{KeyFormatType: kmip.KeyFormatTypeOpaque,
+			KeyValue: &kmip.KeyValue{Plain: &kmip.PlainKeyValue{KeyMaterial: kmip.KeyMaterial{Bytes: &big}}}}}})
+	if err == nil {
+		t.Fatal("oversized Register succeeded")
+	}
+	if page, _ := f.svc.ListObjects(f.root, service.Query{}); len(page.Items) != 0 {
+		t.Fatalf("oversized Register stored %d objects", len(page.Items))
+	}
+}
+
+// TestSlowAndIdleClients: deadlines close a connection that stalls in a
+// message or idles, so no client can hold a goroutine forever.
+func TestSlowAndIdleClients(t *testing.T) {
+	f := newFixture(t, Options{IdleTimeout: 300 * time.Millisecond, MessageTimeout: 300 * time.Millisecond})
+	idle := f.rawConn("ep-read")
+	start := time.Now()
+	expectClosed(t, idle, 5*time.Second)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("idle connection closed after %s", d)
+	}
+	slow := f.rawConn("ep-read")
+	slow.Write([]byte{0x42, 0x00, 0x78, 0x01, 0, 0, 1, 0}) // header, then nothing
+	expectClosed(t, slow, 5*time.Second)
+	// A silent TCP client that never does TLS is closed too.
+	raw, err := (&net.Dialer{}).Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	expectClosed(t, raw, 5*time.Second)
+}
+
+// TestShutdown: Shutdown closes idle connections at once, stops Serve and
+// refuses new connections.
+func TestShutdown(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client("ep-read")
+	must[*payloads.LocateResponsePayload](t, c, &payloads.LocateRequestPayload{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := f.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Shutdown took %s with an idle connection", d)
+	}
+	select {
+	case err := <-f.done:
+		if err != ErrServerClosed {
+			t.Fatalf("Serve returned %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if _, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", f.addr); err == nil {
+		t.Fatal("listener still accepts")
+	}
+}

@@ -1,0 +1,418 @@
+// Package kmip is Coffer's KMIP transport: KMIP 1.0-1.4 TTLV over mutual
+// TLS (port 5696 by convention). Clients are enrolled endpoints: the client
+// certificate names the endpoint, and the endpoint's wallet grants are its
+// permissions. TTLV encoding, batch handling and the request/response types
+// come from github.com/ovh/kmip-go; this package owns the connection loop
+// (deadlines, size limit, connection limit, shutdown), authentication,
+// auditing and the mapping of KMIP operations onto the service. It holds no
+// domain logic. docs/kmip.md describes the protocol surface.
+package kmip
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/ovh/kmip-go"
+	"github.com/ovh/kmip-go/kmipserver"
+	"github.com/ovh/kmip-go/ttlv"
+
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+// Defaults of Options.
+const (
+	// DefaultMaxMessageSize bounds one request (TTLV header included): a
+	// 64 KiB secret plus attributes fits many times over.
+	DefaultMaxMessageSize = 1 << 20
+	// DefaultIdleTimeout closes a connection that sends nothing for this long.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultMessageTimeout bounds the TLS handshake and reading the rest of
+	// a message once its first byte arrived (slow senders are cut off).
+	DefaultMessageTimeout = 30 * time.Second
+	// DefaultMaxConns bounds concurrent connections; more are closed at once.
+	DefaultMaxConns = 1024
+)
+
+// Options of a Server. Zero values take the defaults above.
+type Options struct {
+	Logger         *slog.Logger
+	MaxMessageSize int
+	IdleTimeout    time.Duration
+	MessageTimeout time.Duration
+	MaxConns       int
+}
+
+// Server serves KMIP on listeners handed to Serve.
+type Server struct {
+	svc  *service.Service
+	log  *slog.Logger
+	opts Options
+	exec *kmipserver.BatchExecutor
+	sem  chan struct{}
+
+	mu       sync.Mutex
+	closing  bool
+	lns      map[net.Listener]struct{}
+	conns    map[*conn]struct{}
+	wg       sync.WaitGroup
+	shutdown chan struct{}
+}
+
+// New returns a KMIP server calling svc.
+func New(svc *service.Service, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.MessageTimeout <= 0 {
+		opts.MessageTimeout = DefaultMessageTimeout
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	s := &Server{svc: svc, log: opts.Logger, opts: opts, sem: make(chan struct{}, opts.MaxConns),
+		lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, shutdown: make(chan struct{})}
+	s.exec = newExecutor(s)
+	return s
+}
+
+// TLSConfig derives the KMIP listener's TLS configuration from the API's:
+// same server certificate, TLS 1.2 or later, and a client certificate
+// signed by clientCAs required at the handshake.
+func TLSConfig(base *tls.Config) (*tls.Config, error) {
+	if base == nil {
+		return nil, errors.New("kmip: needs TLS (tls.disable is set)")
+	}
+	if base.ClientCAs == nil {
+		return nil, errors.New("kmip: needs a CA for client certificates (the generated CA, or tls.client_ca_file)")
+	}
+	c := base.Clone()
+	c.ClientAuth = tls.RequireAndVerifyClientCert
+	if c.MinVersion < tls.VersionTLS12 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	c.NextProtos = nil
+	return c, nil
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("kmip: server closed")
+
+// Serve accepts TLS connections on ln (a plain TCP listener; tlsConf from
+// TLSConfig) until Shutdown.
+func (s *Server) Serve(ln net.Listener, tlsConf *tls.Config) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.lns[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.lns, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		raw, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			s.log.Warn("kmip: too many connections; closing a new one", "source", raw.RemoteAddr().String(), "max", s.opts.MaxConns)
+			raw.Close()
+			continue
+		}
+		c := &conn{srv: s, raw: raw, tc: tls.Server(raw, tlsConf)}
+		if !s.track(c) {
+			<-s.sem
+			raw.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer func() { <-s.sem }()
+			defer s.untrack(c)
+			c.serve()
+		}()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, lets requests in progress finish and closes
+// idle connections. When ctx ends first, remaining connections are closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closing {
+		s.closing = true
+		close(s.shutdown)
+	}
+	for ln := range s.lns {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.wake()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.raw.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// conn is one client connection.
+type conn struct {
+	srv *Server
+	raw net.Conn
+	tc  *tls.Conn
+
+	mu   sync.Mutex
+	busy bool // a request is being handled: shutdown waits for it
+}
+
+// wake makes an idle connection's read return so it sees the shutdown.
+func (c *conn) wake() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.busy {
+		c.raw.SetReadDeadline(time.Now())
+	}
+}
+
+func (c *conn) setBusy(b bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.busy = b
+	return !c.srv.isClosing()
+}
+
+func (c *conn) serve() {
+	s := c.srv
+	defer c.tc.Close()
+	source := c.raw.RemoteAddr().String()
+	defer func() {
+		if r := recover(); r != nil {
+			// Never let one connection take the server down.
+			s.log.Error("kmip: connection handler panicked; connection closed", "source", source, "panic", fmt.Sprint(r))
+		}
+	}()
+	c.raw.SetDeadline(time.Now().Add(s.opts.MessageTimeout))
+	if err := c.tc.Handshake(); err != nil {
+		s.log.Info("kmip: TLS handshake failed", "source", source, "error", err)
+		return
+	}
+	c.raw.SetDeadline(time.Time{})
+	peer := c.tc.ConnectionState().PeerCertificates
+	if len(peer) == 0 {
+		// RequireAndVerifyClientCert makes this unreachable; keep it explicit.
+		return
+	}
+	certDER := peer[0].Raw
+	for {
+		if !c.setBusy(false) {
+			return
+		}
+		msg, err := c.readMessage()
+		if err != nil {
+			var tooBig *tooLargeError
+			switch {
+			case errors.As(err, &tooBig):
+				s.log.Warn("kmip: message too large; connection closed", "source", source, "size", tooBig.size, "max", s.opts.MaxMessageSize)
+				c.writeResponse(errorResponse(nil, kmip.ResultReasonInvalidMessage, err.Error()))
+			case errors.Is(err, io.EOF), s.isClosing():
+			default:
+				var ne net.Error
+				if !errors.As(err, &ne) || !ne.Timeout() {
+					s.log.Info("kmip: read failed; connection closed", "source", source, "error", err)
+				}
+			}
+			return
+		}
+		if !c.setBusy(true) {
+			return
+		}
+		resp, keep := s.handleMessage(context.Background(), certDER, source, msg)
+		if !c.writeResponse(resp) || !keep {
+			return
+		}
+	}
+}
+
+type tooLargeError struct{ size uint64 }
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("message of %d bytes is larger than the server accepts", e.size)
+}
+
+// readMessage reads one TTLV message: the 8-byte header waits up to the idle
+// timeout, the rest must arrive within the message timeout.
+func (c *conn) readMessage() ([]byte, error) {
+	s := c.srv
+	c.raw.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+	if s.isClosing() {
+		// Checked after setting the deadline: a shutdown from now on wakes the read.
+		return nil, io.EOF
+	}
+	var hdr [8]byte
+	if _, err := io.ReadFull(c.tc, hdr[:1]); err != nil {
+		return nil, err
+	}
+	c.raw.SetReadDeadline(time.Now().Add(s.opts.MessageTimeout))
+	if _, err := io.ReadFull(c.tc, hdr[1:]); err != nil {
+		return nil, unexpected(err)
+	}
+	n := uint64(binary.BigEndian.Uint32(hdr[4:]))
+	// Values are padded to 8 bytes.
+	padded := (n + 7) / 8 * 8
+	if 8+padded > uint64(s.opts.MaxMessageSize) {
+		return nil, &tooLargeError{size: 8 + padded}
+	}
+	buf := make([]byte, 8+padded)
+	copy(buf, hdr[:])
+	if _, err := io.ReadFull(c.tc, buf[8:]); err != nil {
+		return nil, unexpected(err)
+	}
+	return buf, nil
+}
+
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func (c *conn) writeResponse(resp *kmip.ResponseMessage) bool {
+	b := ttlv.MarshalTTLV(resp)
+	c.raw.SetWriteDeadline(time.Now().Add(c.srv.opts.MessageTimeout))
+	_, err := c.tc.Write(b)
+	return err == nil
+}
+
+// decodeRequest decodes one TTLV request message. Decoder panics (on input
+// the library does not expect) become errors.
+func decodeRequest(b []byte) (msg *kmip.RequestMessage, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("malformed TTLV: %v", r)
+		}
+	}()
+	msg = new(kmip.RequestMessage)
+	if err := ttlv.UnmarshalTTLV(b, msg); err != nil {
+		return nil, fmt.Errorf("malformed TTLV request: %w", err)
+	}
+	return msg, nil
+}
+
+// handleMessage decodes, authenticates and executes one request. keep is
+// false when the connection must be closed after the response.
+func (s *Server) handleMessage(ctx context.Context, certDER []byte, source string, b []byte) (resp *kmip.ResponseMessage, keep bool) {
+	msg, err := decodeRequest(b)
+	if err != nil {
+		s.log.Info("kmip: malformed request; connection closed", "source", source, "error", err)
+		call := &service.Call{Source: source, Transport: "kmip", Start: time.Now()}
+		s.svc.Audit(call, "kmipMalformed", 400, "invalid_message", clip(err.Error(), 256))
+		return errorResponse(nil, kmip.ResultReasonInvalidMessage, "malformed TTLV request message"), false
+	}
+	// Authenticate on every message: a revoked endpoint is refused from its
+	// next request on, even on a connection opened before.
+	id, err := s.svc.AuthenticateCert(certDER)
+	if err != nil {
+		call := &service.Call{Source: source, Transport: "kmip", Start: time.Now()}
+		s.svc.Audit(call, "kmipAuthenticate", 401, "unauthenticated", err.Error())
+		return errorResponse(msg, kmip.ResultReasonAuthenticationNotSuccessful, err.Error()), false
+	}
+	ctx = context.WithValue(ctx, peerKey{}, peer{id: id, source: source})
+	return s.exec.HandleRequest(ctx, msg), true
+}
+
+type peerKey struct{}
+
+type peer struct {
+	id     service.Identity
+	source string
+}
+
+// errorResponse is a one-item failure response to req (nil when the
+// request could not be decoded).
+func errorResponse(req *kmip.RequestMessage, reason kmip.ResultReason, message string) *kmip.ResponseMessage {
+	hdr := kmip.ResponseHeader{ProtocolVersion: kmip.V1_0, TimeStamp: time.Now().Truncate(time.Second), BatchCount: 1}
+	bi := kmip.ResponseBatchItem{ResultStatus: kmip.ResultStatusOperationFailed, ResultReason: reason, ResultMessage: message}
+	if req != nil {
+		if req.Header.ProtocolVersion != (kmip.ProtocolVersion{}) {
+			hdr.ProtocolVersion = req.Header.ProtocolVersion
+		}
+		hdr.ClientCorrelationValue = req.Header.ClientCorrelationValue
+		if len(req.BatchItem) == 1 {
+			bi.Operation = req.BatchItem[0].Operation
+			bi.UniqueBatchItemID = req.BatchItem[0].UniqueBatchItemID
+		}
+	}
+	return &kmip.ResponseMessage{Header: hdr, BatchItem: []kmip.ResponseBatchItem{bi}}
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,340 @@
+// Package vault is Coffer's Vault-compatible subset under /v1: sys/health,
+// sys/seal-status, sys/mounts, auth/token/lookup-self, KV v2 and Transit, with
+// Vault's JSON envelopes, error shape and status codes, so that Vault
+// clients (MariaDB's hashicorp_key_management plugin, the Go API client,
+// the vault CLI) work unchanged. Like the native REST transport it only
+// decodes, identifies the caller, calls the service and encodes: every
+// permission check and every cryptographic operation is in the service.
+//
+// A mount is declared with POST /v1/sys/mounts/<path> (Vault's "secrets
+// enable") and names the wallet it serves; see docs/vault.md.
+package vault
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+// MaxBody is the largest request body accepted (a 1000-item Transit batch
+// of 64 KiB plaintexts does not fit; Vault's own default is 32 MiB).
+const MaxBody = 4 << 20
+
+// Observer receives one call per finished request (metrics). The route is
+// the operation name, a bounded set.
+type Observer interface {
+	ObserveRequest(transport, route, method string, code int, d time.Duration)
+}
+
+// Options for the handler.
+type Options struct {
+	Logger  *slog.Logger
+	Metrics Observer
+}
+
+type api struct {
+	svc     *service.Service
+	log     *slog.Logger
+	metrics Observer
+}
+
+// Handler serves /v1/.
+func Handler(svc *service.Service, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &api{svc: svc, log: opts.Logger, metrics: opts.Metrics}
+}
+
+// request is one request being served.
+type request struct {
+	a     *api
+	w     *recorder
+	r     *http.Request
+	call  *service.Call
+	op    string // operation name (audit, metrics)
+	reqID string
+	body  map[string]json.RawMessage
+	// warnings collects ignored body fields, reported as Vault does.
+	warnings []string
+}
+
+// recorder remembers the status and error of a response.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	code   string
+	msg    string
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// handler is one route's function.
+type handler func(q *request)
+
+// route is what a path and method resolve to.
+type route struct {
+	op      string
+	auth    bool
+	noAudit bool
+	h       handler
+}
+
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	call := &service.Call{Source: r.RemoteAddr, Transport: "vault", Start: start}
+	r = r.WithContext(service.WithCall(r.Context(), call))
+	q := &request{a: a, w: rec, r: r, call: call, reqID: newRequestID()}
+	rt := a.route(r)
+	q.op = rt.op
+	switch id, err := a.identify(r); {
+	case err == nil:
+		call.Identity = id
+		rt.h(q)
+	case rt.auth:
+		q.fail(err)
+	default:
+		rt.h(q)
+	}
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	d := time.Since(start)
+	method := metricMethod(r.Method)
+	a.log.Debug("request", "transport", "vault", "method", method, "route", q.op, "path", r.URL.Path,
+		"status", status, "actor", call.Identity.Actor(), "source", call.Source, "latency", d)
+	if a.metrics != nil {
+		a.metrics.ObserveRequest("vault", q.op, method, status, d)
+	}
+	if rt.noAudit {
+		return
+	}
+	code := "ok"
+	if status >= 400 {
+		code = rec.code
+	}
+	// q.op: the handler names the operation once the mount's type is known.
+	a.svc.Audit(call, "vault."+q.op, status, code, rec.msg)
+}
+
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, "LIST":
+		return m
+	}
+	return "other"
+}
+
+func newRequestID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// token returns the Vault token of a request: X-Vault-Token, else
+// Authorization: Bearer.
+func token(r *http.Request) string {
+	if t := r.Header.Get("X-Vault-Token"); t != "" {
+		return strings.TrimSpace(t)
+	}
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		return strings.TrimSpace(strings.TrimPrefix(h, "Bearer "))
+	}
+	return ""
+}
+
+// identify resolves the caller from the token and/or an enrolled client
+// certificate, as the native API does: when both are sent they must name
+// the same endpoint.
+func (a *api) identify(r *http.Request) (service.Identity, error) {
+	var certID *service.Identity
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		id, err := a.svc.AuthenticateCert(r.TLS.PeerCertificates[0].Raw)
+		if err != nil {
+			return service.Identity{}, err
+		}
+		certID = &id
+	}
+	if tok := token(r); tok != "" {
+		id, err := a.svc.Authenticate(tok)
+		if err != nil {
+			return id, err
+		}
+		if certID != nil && (id.Kind != service.KindEndpoint || id.Name != certID.Name) {
+			return service.Identity{}, fmt.Errorf("%w: the client certificate belongs to endpoint %q but the token to %s", service.ErrUnauthenticated, certID.Name, id.Actor())
+		}
+		return id, nil
+	}
+	if certID != nil {
+		return *certID, nil
+	}
+	return service.Identity{}, fmt.Errorf("%w: send a token in X-Vault-Token (or Authorization: Bearer) or an enrolled client certificate", service.ErrUnauthenticated)
+}
+
+// errorTable maps service errors to Vault's status codes. First match wins.
+// Vault answers 403 "permission denied" for a missing or invalid token too,
+// and has no 409: conflicts and lifecycle refusals are 400.
+var errorTable = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{service.ErrUnauthenticated, http.StatusForbidden, "unauthenticated"},
+	{service.ErrForbidden, http.StatusForbidden, "forbidden"},
+	{service.ErrThrottled, http.StatusTooManyRequests, "throttled"},
+	{service.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{service.ErrState, http.StatusBadRequest, "invalid_state"},
+	{service.ErrGone, http.StatusNotFound, "destroyed"},
+	{service.ErrNotFound, http.StatusNotFound, "not_found"},
+	{service.ErrConflict, http.StatusBadRequest, "conflict"},
+	{service.ErrUninitialized, http.StatusServiceUnavailable, "uninitialized"},
+	{service.ErrSealed, http.StatusServiceUnavailable, "sealed"},
+	{service.ErrWriteUnavailable, http.StatusServiceUnavailable, "writes_unavailable"},
+	{service.ErrStopping, http.StatusServiceUnavailable, "stopping"},
+	{service.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+}
+
+// classify maps err through the table.
+func classify(err error) (status int, code string) {
+	for _, e := range errorTable {
+		if errors.Is(err, e.err) {
+			return e.status, e.code
+		}
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+// errorBody is Vault's error shape.
+type errorBody struct {
+	Errors []string `json:"errors"`
+}
+
+// fail answers err in Vault's error shape. A not-found is {"errors":[]},
+// which MariaDB's plugin and Vault clients read as "no such secret".
+func (q *request) fail(err error) {
+	status, code := classify(err)
+	msg := err.Error()
+	q.w.code, q.w.msg = code, msg
+	body := errorBody{Errors: []string{msg}}
+	switch status {
+	case http.StatusNotFound:
+		body.Errors = []string{}
+	case http.StatusForbidden:
+		body.Errors = []string{"permission denied: " + msg}
+	case http.StatusInternalServerError:
+		q.a.log.Error("request failed", "method", q.r.Method, "path", q.r.URL.Path, "error", err)
+	}
+	writeJSON(q.w, status, body)
+}
+
+// failStatus answers a transport-level error (unsupported path or method).
+func (q *request) failStatus(status int, code, msg string) {
+	q.w.code, q.w.msg = code, msg
+	writeJSON(q.w, status, errorBody{Errors: []string{msg}})
+}
+
+// envelope is Vault's response shape.
+type envelope struct {
+	RequestID     string   `json:"request_id"`
+	LeaseID       string   `json:"lease_id"`
+	Renewable     bool     `json:"renewable"`
+	LeaseDuration int      `json:"lease_duration"`
+	Data          any      `json:"data"`
+	WrapInfo      any      `json:"wrap_info"`
+	Warnings      []string `json:"warnings"`
+	Auth          any      `json:"auth"`
+	MountType     string   `json:"mount_type,omitempty"`
+}
+
+// reply answers data in the envelope.
+func (q *request) reply(status int, mountType string, data any) {
+	writeJSON(q.w, status, envelope{RequestID: q.reqID, Data: data, Warnings: q.warningsOrNil(), MountType: mountType})
+}
+
+func (q *request) warningsOrNil() []string {
+	if len(q.warnings) == 0 {
+		return nil
+	}
+	return q.warnings
+}
+
+// noContent answers 204, as Vault does for writes without a response.
+func (q *request) noContent() { q.w.WriteHeader(http.StatusNoContent) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// readBody reads the JSON object body (empty is an empty object). Fields a
+// handler does not take are reported as warnings, like Vault does.
+func (q *request) readBody() error {
+	q.body = map[string]json.RawMessage{}
+	b, err := io.ReadAll(http.MaxBytesReader(q.w, q.r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("%w: body larger than %d bytes", service.ErrInvalid, MaxBody)
+		}
+		return fmt.Errorf("%w: reading the body: %v", service.ErrInvalid, err)
+	}
+	return parseBody(b, q.body)
+}
+
+// parseBody decodes b, a JSON object or nothing, into into.
+func parseBody(b []byte, into map[string]json.RawMessage) error {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&into); err != nil {
+		return fmt.Errorf("%w: malformed JSON body: %v", service.ErrInvalid, err)
+	}
+	// dec.More is not enough: it is false for a stray "}" or "]".
+	if len(bytes.TrimSpace(b[dec.InputOffset():])) > 0 {
+		return fmt.Errorf("%w: trailing data after the JSON object", service.ErrInvalid)
+	}
+	if into == nil {
+		return fmt.Errorf("%w: the body must be a JSON object", service.ErrInvalid)
+	}
+	return nil
+}
+
+// take checks that the body has only the given fields; the others become a warning.
+func (q *request) take(fields ...string) {
+	var extra []string
+	for k := range q.body {
+		found := false
+		for _, f := range fields {
+			if k == f {
+				found = true
+			}
+		}
+		if !found {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) > 0 {
+		q.warnings = append(q.warnings, fmt.Sprintf("Endpoint ignored these unrecognized parameters: %v", extra))
+	}
+}

@@ -1,0 +1,565 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/lifecycle"
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+// The Vault-compatible API's service side: the mount table and the KV v2
+// view of a wallet. A KV v2 mount serves one wallet; a KV path is an object
+// name in it; KV versions are object versions. Secret-data objects hold the
+// KV map as JSON and are read-write; symmetric-key objects read as
+// {"data":"<hex of the key>"} (what MariaDB's key plugin reads) and are
+// read-only through KV.
+
+// Mount types.
+const (
+	MountKV      = state.MountKV
+	MountTransit = state.MountTransit
+)
+
+// Mount is a declared /v1/<path> mount.
+type Mount struct {
+	Path        string    `json:"path"`
+	Type        string    `json:"type"`
+	Wallet      string    `json:"wallet"`
+	Description string    `json:"description,omitempty"`
+	CreatedBy   string    `json:"created_by,omitempty"`
+	Created     time.Time `json:"created"`
+}
+
+func mountOf(m state.VaultMount) Mount {
+	return Mount{Path: m.Path, Type: m.Type, Wallet: m.Wallet, Description: m.Description, CreatedBy: m.CreatedBy, Created: m.Created}
+}
+
+// CreateMount declares a mount (key administrators). The wallet must exist.
+func (s *Service) CreateMount(ctx context.Context, m Mount) (Mount, error) {
+	if !state.ValidMountPath(m.Path) {
+		return Mount{}, fmt.Errorf("%w: mount path %q: use 1-64 characters from A-Z a-z 0-9 _ . -, not sys, auth, identity or cubbyhole", ErrInvalid, m.Path)
+	}
+	if m.Type != MountKV && m.Type != MountTransit {
+		return Mount{}, fmt.Errorf("%w: mount type %q: use %s or %s", ErrInvalid, m.Type, MountKV, MountTransit)
+	}
+	if m.Wallet == "" {
+		m.Wallet = m.Path
+	}
+	if err := ValidLabel("wallet", m.Wallet); err != nil {
+		return Mount{}, err
+	}
+	if len(m.Description) > 1024 {
+		return Mount{}, fmt.Errorf("%w: description longer than 1024 bytes", ErrInvalid)
+	}
+	id, err := requireRole(ctx, RoleKeyAdmin, "declaring a mount")
+	if err != nil {
+		return Mount{}, err
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return Mount{}, err
+	}
+	defer unlock()
+	res, err := s.applyResult(ctx, state.TypeVaultMount, state.VaultMount{Path: m.Path, Type: m.Type, Wallet: m.Wallet,
+		Description: m.Description, CreatedBy: id.Actor()})
+	if err != nil {
+		return Mount{}, fmt.Errorf("mount %q: %w", m.Path, err)
+	}
+	vm, ok := res.(state.VaultMount)
+	if !ok {
+		return Mount{}, fmt.Errorf("the state machine did not confirm the mount (result %T)", res)
+	}
+	s.log.Info("mount declared", "path", vm.Path, "type", vm.Type, "wallet", vm.Wallet, "by", id.Actor())
+	return mountOf(vm), nil
+}
+
+// DeleteMount removes a mount declaration (key administrators). The wallet
+// and its objects stay.
+func (s *Service) DeleteMount(ctx context.Context, path string) error {
+	if _, err := requireRole(ctx, RoleKeyAdmin, "removing a mount"); err != nil {
+		return err
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := s.applyLocked(ctx, state.TypeVaultUnmount, state.VaultUnmount{Path: path}); err != nil {
+		return fmt.Errorf("unmount %q: %w", path, err)
+	}
+	return nil
+}
+
+// Mounts lists the declared mounts (key administrators).
+func (s *Service) Mounts(ctx context.Context) ([]Mount, error) {
+	if _, err := requireRole(ctx, RoleKeyAdmin, "listing mounts"); err != nil {
+		return nil, err
+	}
+	ms, err := s.st.VaultMounts()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Mount, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, mountOf(m))
+	}
+	return out, nil
+}
+
+// ResolveMount finds the mount a /v1/<path> request names, for routing.
+// It checks no permission: every operation on the mount's wallet does.
+func (s *Service) ResolveMount(path string) (Mount, error) {
+	m, err := s.st.VaultMount(path)
+	if err != nil {
+		return Mount{}, mapStateErr(err)
+	}
+	return mountOf(m), nil
+}
+
+// DescribeMount returns a mount to a caller that may read its wallet (what
+// Vault's sys/mounts/<path>/tune answers).
+func (s *Service) DescribeMount(ctx context.Context, path string) (Mount, error) {
+	if _, err := caller(ctx); err != nil {
+		return Mount{}, err
+	}
+	m, err := s.ResolveMount(path)
+	if err != nil {
+		if state.ValidMountPath(path) {
+			// Do not tell an endpoint which mounts exist.
+			if _, aerr := s.authorizeWallet(ctx, path, PermRead, "reading a mount"); aerr != nil {
+				return Mount{}, aerr
+			}
+		}
+		return Mount{}, err
+	}
+	if _, err := s.authorizeWallet(ctx, m.Wallet, PermRead, "reading a mount"); err != nil {
+		return Mount{}, err
+	}
+	return m, nil
+}
+
+// KVVersion is one version's KV metadata.
+type KVVersion struct {
+	Version   uint64     `json:"version"`
+	Created   time.Time  `json:"created_time"`
+	Deleted   *time.Time `json:"deletion_time,omitempty"`
+	Destroyed bool       `json:"destroyed"`
+}
+
+// KVSecret is one version of a KV secret: its data (a JSON object) and metadata.
+type KVSecret struct {
+	Data           json.RawMessage   `json:"data"`
+	Version        KVVersion         `json:"version"`
+	CustomMetadata map[string]string `json:"custom_metadata,omitempty"`
+}
+
+// KVMetadata is a KV path's metadata and version list (oldest first).
+type KVMetadata struct {
+	Path           string            `json:"path"`
+	CASRequired    bool              `json:"cas_required"`
+	Created        time.Time         `json:"created_time"`
+	Updated        time.Time         `json:"updated_time"`
+	Current        uint64            `json:"current_version"`
+	Oldest         uint64            `json:"oldest_version"`
+	CustomMetadata map[string]string `json:"custom_metadata,omitempty"`
+	Versions       []KVVersion       `json:"versions"`
+}
+
+// kvObject loads a KV path with its KV state, checking permission need on
+// the wallet. A path hidden by a metadata delete is not found.
+func (s *Service) kvObject(ctx context.Context, wallet, path string, need Permission, what string) (state.Object, state.KVMeta, error) {
+	if err := ValidName(path); err != nil {
+		return state.Object{}, state.KVMeta{}, err
+	}
+	if _, err := caller(ctx); err != nil {
+		return state.Object{}, state.KVMeta{}, err
+	}
+	if _, err := s.authorizeWallet(ctx, wallet, need, what); err != nil {
+		return state.Object{}, state.KVMeta{}, err
+	}
+	o, err := s.st.ObjectByName(wallet, path)
+	if err != nil {
+		note(ctx, wallet+"/"+path)
+		return o, state.KVMeta{}, mapStateErr(err)
+	}
+	note(ctx, o.ID)
+	if o.Type != TypeSecretData && o.Type != TypeSymmetricKey {
+		return o, state.KVMeta{}, fmt.Errorf("%w: %s/%s is a %s; KV serves secret data and symmetric keys", ErrNotFound, wallet, path, o.Type)
+	}
+	m, err := s.st.KVMetaOf(o.ID)
+	if err != nil {
+		return o, m, err
+	}
+	if o.Latest <= m.HiddenThrough {
+		return o, m, fmt.Errorf("%w: %s/%s: its KV metadata was deleted", ErrNotFound, wallet, path)
+	}
+	return o, m, nil
+}
+
+func kvVersionOf(v state.Version, m state.KVMeta) KVVersion {
+	out := KVVersion{Version: v.Version, Created: v.Created, Destroyed: v.Destroyed}
+	if t, ok := m.Deleted[v.Version]; ok {
+		out.Deleted = &t
+	}
+	return out
+}
+
+// KVGet reads version (0 = latest) of a KV path. For a soft-deleted or
+// destroyed version it returns the version's metadata with an ErrNotFound
+// (Vault answers 404 with the metadata).
+func (s *Service) KVGet(ctx context.Context, wallet, path string, version uint64) (KVSecret, error) {
+	unlock, err := s.openForRead()
+	if err != nil {
+		return KVSecret{}, err
+	}
+	defer unlock()
+	o, m, err := s.kvObject(ctx, wallet, path, PermRead, "reading a KV secret")
+	if err != nil {
+		return KVSecret{}, err
+	}
+	if version == 0 {
+		version = o.Latest
+	}
+	i := slices.IndexFunc(o.Versions, func(v state.Version) bool { return v.Version == version })
+	if i < 0 || version <= m.HiddenThrough {
+		return KVSecret{}, fmt.Errorf("%w: %s/%s has no version %d (current %d)", ErrNotFound, wallet, path, version, o.Latest)
+	}
+	sec := KVSecret{Version: kvVersionOf(o.Versions[i], m), CustomMetadata: m.CustomMetadata}
+	switch {
+	case sec.Version.Destroyed || !lifecycle.Usable(o.State):
+		sec.Version.Destroyed = true
+		return sec, fmt.Errorf("%w: %s/%s version %d is destroyed", ErrNotFound, wallet, path, version)
+	case sec.Version.Deleted != nil:
+		return sec, fmt.Errorf("%w: %s/%s version %d is deleted", ErrNotFound, wallet, path, version)
+	}
+	sealed, err := s.st.Material(o.ID, version)
+	if err != nil {
+		return KVSecret{}, mapStateErr(err)
+	}
+	pt, err := s.bar.DecryptValue(o.ID, version, sealed)
+	if err != nil {
+		return KVSecret{}, fmt.Errorf("object %s version %d: %w", o.ID, version, err)
+	}
+	defer clear(pt)
+	if o.Type == TypeSymmetricKey {
+		sec.Data, err = json.Marshal(map[string]string{"data": hex.EncodeToString(pt)})
+		return sec, err
+	}
+	if !isJSONObject(pt) {
+		return KVSecret{}, fmt.Errorf("%w: %s/%s version %d holds a value that is not a JSON object (written outside the KV API); read it with the native API", ErrConflict, wallet, path, version)
+	}
+	sec.Data = bytes.Clone(pt)
+	return sec, nil
+}
+
+func isJSONObject(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) > 0 && b[0] == '{' && json.Valid(b)
+}
+
+// KVPut writes data (a JSON object) as the next version of a KV path,
+// creating the secret-data object if needed. cas, when set, is Vault's
+// check-and-set: 0 = only if the path does not exist, N = only if the
+// current version is N.
+func (s *Service) KVPut(ctx context.Context, wallet, path string, data []byte, cas *uint64) (KVVersion, error) {
+	if err := ValidLabel("wallet", wallet); err != nil {
+		return KVVersion{}, err
+	}
+	if err := ValidName(path); err != nil {
+		return KVVersion{}, err
+	}
+	var buf bytes.Buffer
+	if !isJSONObject(data) || json.Compact(&buf, data) != nil {
+		return KVVersion{}, fmt.Errorf("%w: KV data must be a JSON object", ErrInvalid)
+	}
+	value := buf.Bytes()
+	if len(value) > MaxSecretBytes {
+		return KVVersion{}, fmt.Errorf("%w: KV data is %d bytes as JSON; at most %d", ErrInvalid, len(value), MaxSecretBytes)
+	}
+	if err := s.checkOpen(); err != nil {
+		return KVVersion{}, err
+	}
+	if _, err := s.authorizeWallet(ctx, wallet, PermReadModify, "writing a KV secret"); err != nil {
+		return KVVersion{}, err
+	}
+	l := &s.nameLocks[lockSlot(wallet+"/"+path)]
+	l.Lock()
+	defer l.Unlock()
+	for attempt := 0; ; attempt++ {
+		o, err := s.st.ObjectByName(wallet, path)
+		if errors.Is(err, state.ErrNotFound) {
+			if cas != nil && *cas != 0 {
+				return KVVersion{}, casMismatch(*cas, 0)
+			}
+			obj, err := s.CreateObject(ctx, CreateObject{Wallet: wallet, Name: path, Type: TypeSecretData, Value: value})
+			if errors.Is(err, ErrConflict) && attempt < 3 {
+				continue // created concurrently by another node's request
+			}
+			if err != nil {
+				return KVVersion{}, err
+			}
+			return KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}, nil
+		}
+		if err != nil {
+			return KVVersion{}, err
+		}
+		return s.kvRotate(ctx, o.ID, wallet, path, value, cas)
+	}
+}
+
+func casMismatch(want, have uint64) error {
+	return fmt.Errorf("%w: check-and-set parameter did not match the current version (cas %d, current %d)", ErrInvalid, want, have)
+}
+
+// kvRotate adds the next version of an existing KV secret, honouring cas.
+func (s *Service) kvRotate(ctx context.Context, id, wallet, path string, value []byte, cas *uint64) (KVVersion, error) {
+	unlock, err := s.openForRead()
+	if err != nil {
+		return KVVersion{}, err
+	}
+	defer unlock()
+	l := &s.objLocks[lockSlot(id)]
+	l.Lock()
+	defer l.Unlock()
+	for attempt := 0; ; attempt++ {
+		o, err := s.lookup(Ref{ID: id})
+		if err != nil {
+			return KVVersion{}, err
+		}
+		if o.Type != TypeSecretData {
+			return KVVersion{}, fmt.Errorf("%w: %s/%s is a %s; KV writes only secret data (rotate keys with the native API)", ErrConflict, wallet, path, o.Type)
+		}
+		if o.State != lifecycle.PreActive && o.State != lifecycle.Active {
+			return KVVersion{}, fmt.Errorf("%w: %s/%s is %s; only a pre-active or active secret takes new versions", ErrState, wallet, path, o.State)
+		}
+		m, err := s.st.KVMetaOf(o.ID)
+		if err != nil {
+			return KVVersion{}, err
+		}
+		current := o.Latest
+		if current <= m.HiddenThrough {
+			current = 0
+		}
+		switch {
+		case cas == nil && m.CASRequired:
+			return KVVersion{}, fmt.Errorf("%w: check-and-set parameter required for this call (cas_required is set on %s/%s)", ErrInvalid, wallet, path)
+		case cas != nil && *cas != current:
+			return KVVersion{}, casMismatch(*cas, current)
+		}
+		version := o.Latest + 1
+		sealed, err := s.bar.EncryptValue(o.ID, version, value)
+		if err != nil {
+			return KVVersion{}, err
+		}
+		res, err := s.applyResult(ctx, state.TypeObjectRotate, state.ObjectRotate{ID: o.ID, Version: version, Material: sealed, Length: len(value) * 8})
+		if errors.Is(err, ErrConflict) && cas == nil && attempt < 10 {
+			time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+			continue
+		}
+		if errors.Is(err, ErrConflict) && cas != nil {
+			return KVVersion{}, casMismatch(*cas, current+1)
+		}
+		if err != nil {
+			return KVVersion{}, fmt.Errorf("write %s/%s: %w", wallet, path, err)
+		}
+		note(ctx, o.ID)
+		obj, err := confirmObject(res)
+		if err != nil {
+			return KVVersion{}, err
+		}
+		return KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}, nil
+	}
+}
+
+// KV version operations.
+const (
+	KVDelete   = state.KVDelete
+	KVUndelete = state.KVUndelete
+	KVDestroy  = state.KVDestroy
+)
+
+// KVVersions soft-deletes (read_modify), undeletes (read_modify) or destroys
+// (manage; only versions soft-deleted before) versions of a KV path. No
+// versions with delete means the latest.
+func (s *Service) KVVersions(ctx context.Context, wallet, path, op string, versions []uint64) error {
+	need := PermReadModify
+	switch op {
+	case KVDelete:
+	case KVUndelete:
+		if len(versions) == 0 {
+			return fmt.Errorf("%w: name the versions to undelete", ErrInvalid)
+		}
+	case KVDestroy:
+		need = PermManage
+		if len(versions) == 0 {
+			return fmt.Errorf("%w: name the versions to destroy", ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("%w: KV operation %q: use delete, undelete or destroy", ErrInvalid, op)
+	}
+	if len(versions) > 1000 {
+		return fmt.Errorf("%w: at most 1000 versions per request", ErrInvalid)
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	o, _, err := s.kvObject(ctx, wallet, path, need, op+" of KV versions")
+	if err != nil {
+		return err
+	}
+	if o.Type != TypeSecretData {
+		return fmt.Errorf("%w: %s/%s is a %s; use the native API's lifecycle (deactivate, destroy) for keys", ErrConflict, wallet, path, o.Type)
+	}
+	if len(versions) == 0 {
+		versions = []uint64{o.Latest}
+	}
+	if _, err := s.applyResult(ctx, state.TypeKVVersions, state.KVVersions{ID: o.ID, Op: op, Versions: versions}); err != nil {
+		return fmt.Errorf("%s %s/%s versions %v: %w", op, wallet, path, versions, err)
+	}
+	if op == KVDestroy {
+		s.log.Warn("KV versions destroyed", "id", o.ID, "wallet", wallet, "name", path, "versions", versions, "by", CallFrom(ctx).Identity.Actor())
+	}
+	return nil
+}
+
+// KVDeleteMetadata is Vault's metadata delete (manage): every version must
+// already be soft-deleted or destroyed; their material is erased and the
+// path disappears from KV reads and lists. Unlike Vault, the object and its
+// name stay, and a new write continues the version numbers.
+func (s *Service) KVDeleteMetadata(ctx context.Context, wallet, path string) error {
+	unlock, err := s.openForRead()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	o, _, err := s.kvObject(ctx, wallet, path, PermManage, "deleting KV metadata")
+	if err != nil {
+		return err
+	}
+	if o.Type != TypeSecretData {
+		return fmt.Errorf("%w: %s/%s is a %s; use the native API's lifecycle for keys", ErrConflict, wallet, path, o.Type)
+	}
+	if _, err := s.applyResult(ctx, state.TypeKVVersions, state.KVVersions{ID: o.ID, Op: state.KVDeleteAll}); err != nil {
+		return fmt.Errorf("delete metadata of %s/%s: %w", wallet, path, err)
+	}
+	s.log.Warn("KV metadata deleted (all versions destroyed)", "id", o.ID, "wallet", wallet, "name", path, "by", CallFrom(ctx).Identity.Actor())
+	return nil
+}
+
+// KVMetadataOf returns a KV path's metadata.
+func (s *Service) KVMetadataOf(ctx context.Context, wallet, path string) (KVMetadata, error) {
+	o, m, err := s.kvObject(ctx, wallet, path, PermRead, "reading KV metadata")
+	if err != nil {
+		return KVMetadata{}, err
+	}
+	md := KVMetadata{Path: path, CASRequired: m.CASRequired, Created: o.Created, Updated: o.Updated, Current: o.Latest,
+		CustomMetadata: m.CustomMetadata, Versions: []KVVersion{}}
+	if m.Updated.After(md.Updated) {
+		md.Updated = m.Updated
+	}
+	for _, v := range o.Versions {
+		if v.Version <= m.HiddenThrough {
+			continue
+		}
+		kv := kvVersionOf(v, m)
+		if !lifecycle.Usable(o.State) {
+			kv.Destroyed = true
+		}
+		md.Versions = append(md.Versions, kv)
+		if md.Oldest == 0 {
+			md.Oldest = v.Version
+		}
+	}
+	return md, nil
+}
+
+// KVPutMetadata sets a KV path's settings (read_modify). Coffer keeps every
+// version: maxVersions must be 0. The path must exist (write data first).
+func (s *Service) KVPutMetadata(ctx context.Context, wallet, path string, casRequired bool, custom map[string]string, maxVersions int) error {
+	if maxVersions != 0 {
+		return fmt.Errorf("%w: max_versions %d: Coffer keeps every version of a secret (a database needs every key version that encrypted its data); use 0", ErrInvalid, maxVersions)
+	}
+	if err := validAttrs(custom); err != nil {
+		return err
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	o, _, err := s.kvObject(ctx, wallet, path, PermReadModify, "changing KV metadata")
+	if err != nil {
+		return err
+	}
+	if o.Type != TypeSecretData {
+		return fmt.Errorf("%w: %s/%s is a %s; KV metadata applies to secret data", ErrConflict, wallet, path, o.Type)
+	}
+	if _, err := s.applyResult(ctx, state.TypeKVMetadata, state.KVMetadataPut{ID: o.ID, CASRequired: casRequired, CustomMetadata: custom}); err != nil {
+		return fmt.Errorf("set metadata of %s/%s: %w", wallet, path, err)
+	}
+	return nil
+}
+
+// KVList lists the keys directly under prefix ("" or ending in "/") of a KV
+// mount's wallet, Vault style: "name" for a secret, "dir/" for a folder.
+// An empty result is ErrNotFound (Vault answers 404).
+func (s *Service) KVList(ctx context.Context, wallet, prefix string) ([]string, error) {
+	if prefix != "" && (!strings.HasSuffix(prefix, "/") || ValidName(strings.TrimSuffix(prefix, "/")) != nil) {
+		return nil, fmt.Errorf("%w: list prefix %q: a valid path ending in /", ErrInvalid, prefix)
+	}
+	if _, err := s.authorizeWallet(ctx, wallet, PermRead, "listing KV secrets"); err != nil {
+		return nil, err
+	}
+	var keys []string
+	var ids []string
+	err := s.st.ObjectNames(wallet, prefix, func(name, id string) bool {
+		rest := name[len(prefix):]
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			dir := rest[:i+1]
+			if len(keys) == 0 || keys[len(keys)-1] != dir {
+				keys, ids = append(keys, dir), append(ids, "")
+			}
+			return len(keys) <= 100000
+		}
+		keys, ids = append(keys, rest), append(ids, id)
+		return len(keys) <= 100000
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := keys[:0]
+	for i, k := range keys {
+		if ids[i] != "" {
+			o, err := s.st.Object(ids[i])
+			if err != nil {
+				return nil, err
+			}
+			if o.Type != TypeSecretData && o.Type != TypeSymmetricKey {
+				continue
+			}
+			if m, err := s.st.KVMetaOf(o.ID); err != nil {
+				return nil, err
+			} else if o.Latest <= m.HiddenThrough {
+				continue
+			}
+		}
+		if len(out) > 0 && out[len(out)-1] == k {
+			continue
+		}
+		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: nothing under %q in wallet %q", ErrNotFound, prefix, wallet)
+	}
+	return out, nil
+}
