@@ -269,7 +269,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return fmt.Errorf("%w: malformed JSON body: %v", service.ErrInvalid, err)
 	}
-	if dec.More() {
+	// dec.More is false for a stray "}" or "]": look at what follows.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: trailing data after the JSON object", service.ErrInvalid)
 	}
 	return nil

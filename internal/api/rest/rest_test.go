@@ -84,6 +84,8 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 		{"bad base64", "PUT", "/api/v1/wallets/default/secrets/a", `{"value":"***"}`, 400, "invalid_request", "base64"},
 		{"wrong type", "PUT", "/api/v1/wallets/default/secrets/a", `{"value":42}`, 400, "invalid_request", "malformed JSON"},
 		{"trailing data", "PUT", "/api/v1/wallets/default/secrets/a", `{"value":"eA=="} {}`, 400, "invalid_request", "trailing"},
+		{"trailing brace", "PUT", "/api/v1/wallets/default/secrets/a", `{"value":"eA=="}}`, 400, "invalid_request", "trailing"},
+		{"trailing bracket", "PUT", "/api/v1/wallets/default/secrets/a", `{"value":"eA=="}]`, 400, "invalid_request", "trailing"},
 		{"oversized", "PUT", "/api/v1/wallets/default/secrets/a", `{"value":"` + strings.Repeat("A", MaxBody) + `"}`, 400, "invalid_request", "larger than"},
 		{"odd name", "PUT", "/api/v1/wallets/default/secrets/a%20b", `{"value":"eA=="}`, 400, "invalid_request", "name"},
 		{"dot-dot name", "PUT", "/api/v1/wallets/default/secrets/..%2Fx", `{"value":"eA=="}`, 400, "invalid_request", "name"},
