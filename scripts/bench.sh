@@ -52,6 +52,12 @@ COFFER_BENCH_OBJECTS=${COFFER_BENCH_OBJECTS:-1000000} go test -run '^$' -bench B
   | tr '\t' '\n' | sed -n 's/^ *\([0-9.]*\) \(objects\|state-MB\|coffer-MB\/s\|peer-MB\/s\|coffer\/peer-speed\|coffer-peak-heap-MB\|peer-peak-rss-MB\)$/  \2: \1/p'
 
 echo
+echo "restore of a full backup of 1,000,000 objects, and journal replay of 200,000 records:"
+COFFER_BENCH_OBJECTS=${COFFER_BENCH_OBJECTS:-1000000} COFFER_BENCH_RECORDS=${COFFER_BENCH_RECORDS:-200000} \
+  go test -run '^$' -bench 'Benchmark(Restore|Replay)$' -benchtime 1x -timeout 30m ./internal/restore/ \
+  | tr '\t' '\n' | sed -n 's/^ *\([0-9.]*\) \(objects\|restore-s\|objects\/s\|records\/s\)$/  \2: \1/p'
+
+echo
 echo "end to end over HTTPS (coffer bench against a dev server, 5 s each):"
 dir=$(mktemp -d)
 go build -o "$dir/coffer" ./cmd/coffer
