@@ -135,9 +135,21 @@ func FuzzTransitBody(f *testing.F) {
 			return
 		}
 		data, _ := out["data"].(map[string]any)
+		// A ciphertext decrypts with the associated data and context it was
+		// made with (the top-level ones: batch items carry their own).
 		check := func(ct any, plaintext string) {
 			s, _ := ct.(string)
-			dst, dec := serve(h, root, "POST", "/v1/transit/decrypt/fz", []byte(`{"ciphertext":"`+s+`"}`))
+			req := map[string]json.RawMessage{}
+			req["ciphertext"], _ = json.Marshal(s)
+			if data["batch_results"] == nil {
+				for _, k := range []string{"associated_data", "context"} {
+					if v, ok := in[k]; ok {
+						req[k] = v
+					}
+				}
+			}
+			rb, _ := json.Marshal(req)
+			dst, dec := serve(h, root, "POST", "/v1/transit/decrypt/fz", rb)
 			if dst != 200 {
 				t.Fatalf("ciphertext %q from %s does not decrypt: %d %v", s, path, dst, dec)
 			}
@@ -149,6 +161,9 @@ func FuzzTransitBody(f *testing.F) {
 		case strings.Contains(path, "datakey"):
 			check(data["ciphertext"], data["plaintext"].(string))
 		case data["batch_results"] != nil:
+			if strings.Contains(string(body), "associated_data") || strings.Contains(string(body), "context") {
+				return // per-item associated data: not replayed here
+			}
 			for _, r := range data["batch_results"].([]any) {
 				if m := r.(map[string]any); m["error"] == nil {
 					check(m["ciphertext"], "")
@@ -158,13 +173,11 @@ func FuzzTransitBody(f *testing.F) {
 			want := ""
 			if strings.HasSuffix(path, "/encrypt/fz") && len(in) > 0 {
 				var p string
-				if json.Unmarshal(in["plaintext"], &p) == nil && !strings.Contains(string(body), "associated_data") {
+				if json.Unmarshal(in["plaintext"], &p) == nil {
 					want = p
 				}
 			}
-			if !strings.Contains(string(body), "associated_data") {
-				check(data["ciphertext"], want)
-			}
+			check(data["ciphertext"], want)
 		}
 	})
 }
