@@ -187,6 +187,11 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 			m.FirstTime = opts.Base.LastTime
 		case opts.Segment != nil:
 			m.FirstTime = opts.Segment.Created.UTC()
+			if !opts.Segment.ClosedAt.IsZero() {
+				// When the segment was closed, not when it was shipped:
+				// archiving may run hours later.
+				m.LastTime = opts.Segment.ClosedAt.UTC()
+			}
 		}
 		var err error
 		bw, err = bundle.NewWriter(cw, m, opts.Encryption)

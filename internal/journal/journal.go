@@ -61,7 +61,8 @@ type SegmentInfo struct {
 	Records               int
 	Size                  int64
 	Created               time.Time
-	Closed                bool // has its TypeSegmentEnd footer
+	Closed                bool      // has its TypeSegmentEnd footer
+	ClosedAt              time.Time // when the footer was written (zero if open)
 }
 
 // ErrClosed is returned by operations on a closed Journal.
@@ -400,6 +401,7 @@ func (j *Journal) rotate(now time.Time) (SegmentInfo, error) {
 	cerr := j.f.Close()
 	j.f = nil
 	cur.Closed = true
+	cur.ClosedAt = fromNanos(toNanos(now))
 	cur.Size = j.size
 	closed := *cur
 	if err := j.createSegment(now); err != nil {

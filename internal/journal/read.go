@@ -186,6 +186,7 @@ func scanSegment(dir, name string, chained bool, prevLast uint64, o *scanOpts) (
 			off += frameHeaderLen + blen
 			s.goodEnd = off
 			s.info.Closed = true
+			s.info.ClosedAt = fromNanos(r.time)
 			if off != size {
 				return s, bad(off, 0, "%d bytes after the segment footer", size-off)
 			}

@@ -63,7 +63,7 @@ var (
 // index it contributes (the chosen one: unbounded).
 type lineage []state.TimelineBranch
 
-func lineageOf(cat backup.Catalog, tl uint32) (lineage, error) {
+func lineageOf(cat backup.Catalog, tl uint32, known []state.TimelineBranch) (lineage, error) {
 	var hist string
 	found := false
 	for _, e := range cat.Entries {
@@ -73,6 +73,11 @@ func lineageOf(cat backup.Catalog, tl uint32) (lineage, error) {
 				hist = e.History
 			}
 		}
+	}
+	if !found && known != nil {
+		// A node on a timeline none of whose backups reached this
+		// destination yet: its own history says where it came from.
+		return append(slices.Clone(known), state.TimelineBranch{ID: tl, Upto: math.MaxUint64}), nil
 	}
 	if !found {
 		return nil, fmt.Errorf("timeline %d has no backup on this destination (timelines here: %s)", tl, timelinesOf(cat))

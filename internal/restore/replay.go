@@ -69,7 +69,7 @@ func (r *run) replay(ctx context.Context, full backup.Entry, t Target) error {
 				slices.SortFunc(after, func(a, b source) int { return int(min(max(int64(a.lo)-int64(b.lo), -1), 1)) })
 				return r.gap(next, after[0].lo-1, after[0].name(), t)
 			}
-			if len(r.missing) > 0 && (t.Latest() || t.Index != 0) {
+			if len(r.missing) > 0 {
 				return fmt.Errorf("%w: records from %d on were in %v, which the catalog lists but %s no longer has. The last point that can be reached is index %d (%s); restoring to it is an explicit choice: --to-index %d",
 					ErrGap, next, r.missing, r.opts.From.Location(), next-1, r.lastT.UTC().Format(time.RFC3339), next-1)
 			}
@@ -141,6 +141,15 @@ func (r *run) sources(full backup.Entry) ([]source, error) {
 		if err != nil {
 			return nil, fmt.Errorf("journal %s: %w", dir, err)
 		}
+		tl, err := state.ReadTimelineFile(dir)
+		if err != nil {
+			return nil, err
+		}
+		tlo, thi, ok := r.lin.span(tl.ID)
+		if !ok {
+			return nil, fmt.Errorf("journal %s holds timeline %d, which is not part of timeline %d's history (%v): after a restore the mirror continues in %s.tlN; give that directory",
+				dir, tl.ID, r.lin[len(r.lin)-1].ID, r.lin, filepath.Base(dir))
+		}
 		var lo, hi uint64
 		for _, s := range segs {
 			if s.Records == 0 {
@@ -151,7 +160,8 @@ func (r *run) sources(full backup.Entry) ([]source, error) {
 			}
 			hi = s.LastIndex
 		}
-		if hi > full.LastIndex {
+		lo, hi = max(lo, tlo), min(hi, thi)
+		if hi > full.LastIndex && lo <= hi {
 			out = append(out, source{dir: dir, lo: max(lo, full.LastIndex+1), hi: hi})
 			r.sum.Journals = append(r.sum.Journals, dir)
 		}
@@ -246,10 +256,6 @@ func (r *run) apply(ctx context.Context, s source, t Target) error {
 	if ferr := r.flush(); ferr != nil {
 		return ferr
 	}
-	if err == nil && s.entry != nil && lastTime(*s.entry).After(r.known) {
-		// Consumed to its end: the history is known up to when it was taken.
-		r.known = lastTime(*s.entry)
-	}
 	return err
 }
 
@@ -305,11 +311,11 @@ func (r *run) checkReached(t Target) error {
 	return nil
 }
 
-// knownUntil is the newest time the replayed history is known to cover.
+// knownUntil is the newest time the replayed history is known to cover:
+// the full's time, or the newest record replayed after it. (A segment's
+// shipping or closing time is no proof: a record made before it may sit in
+// a later segment that is missing or was never shipped.)
 func (r *run) knownUntil() time.Time {
-	if r.known.After(r.lastT) {
-		return r.known
-	}
 	return r.lastT
 }
 

@@ -62,6 +62,10 @@ type Options struct {
 	Target   Target
 	Timeline uint32
 	BackupID string
+	// History is the ancestry of Timeline when the caller knows it (a
+	// running node restoring one object): used if no backup of Timeline
+	// reached the destination yet.
+	History []state.TimelineBranch
 	// Files, if set, limits the restore to these backup files (verification
 	// of one backup and the full it builds on).
 	Files []string
@@ -127,7 +131,6 @@ type run struct {
 	keysRead []string  // backup files whose master keys were read
 	missing  []string  // files the catalog lists that are gone
 	lastT    time.Time // time of the last record applied (or of the full)
-	known    time.Time // the history is known to be complete up to here
 	stopped  bool      // the target was met exactly
 	pending  []journal.Record
 }
@@ -171,7 +174,7 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 	if tl == 0 {
 		tl = newestTimeline(r.cat)
 	}
-	if r.lin, err = lineageOf(r.cat, tl); err != nil {
+	if r.lin, err = lineageOf(r.cat, tl, opts.History); err != nil {
 		return r.sum, err
 	}
 	r.sum.FromTL = tl
@@ -377,7 +380,7 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 		}
 	}
 	r.term = max(ci.Point.Term, 1)
-	r.lastT, r.known = lastTime(full), lastTime(full)
+	r.lastT = lastTime(full)
 	r.sum.Files = append(r.sum.Files, full.File)
 	r.sum.Objects = objects
 	r.event(Event{Phase: "replay", Index: idx, Note: "full backup " + full.ID + " loaded"})
@@ -507,6 +510,9 @@ func (r *run) finish(ctx context.Context) error {
 		return fmt.Errorf("create the journal: %w", err)
 	}
 	if err := jr.Close(); err != nil {
+		return err
+	}
+	if err := state.WriteTimelineFile(filepath.Join(dir, JournalDir), tl); err != nil {
 		return err
 	}
 	sf, err := os.Open(filepath.Join(dir, StateFile))

@@ -491,3 +491,150 @@ func TestVerify(t *testing.T) {
 		t.Fatalf("object count: %+v %v", res, err)
 	}
 }
+
+// TestTimeTargetNeedsTheRecordsBeforeIt: a time target is reached only when
+// every record up to it was replayed. A segment shipped late (archiving was
+// paused) is no proof of the time it was shipped at: if the segment after
+// it is missing, or was never shipped, the restore refuses.
+func TestTimeTargetNeedsTheRecordsBeforeIt(t *testing.T) {
+	e := newEnv(t, true)
+	e.put("a", "a1")
+	e.backup("full")
+	if _, err := e.s.SetArchivePaused(e.ctx, "nas", true); err != nil {
+		t.Fatal(err)
+	}
+	e.put("a", "a2")
+	if _, err := e.s.RotateJournal(e.ctx); err != nil { // S1 closes with a2
+		t.Fatal(err)
+	}
+	e.put("a", "a3") // in S2
+	time.Sleep(5 * time.Millisecond)
+	target := time.Now()
+	time.Sleep(5 * time.Millisecond)
+	if _, err := e.s.SetArchivePaused(e.ctx, "nas", false); err != nil {
+		t.Fatal(err)
+	}
+	e.archive() // S1 and S2 ship now, after the target
+	e.put("a", "a4")
+	e.archive()
+	e.s.Close()
+	segs := files(t, e.nas, "archive/*.cbk")
+	if len(segs) < 3 {
+		t.Fatalf("segments %v", segs)
+	}
+	// Every segment there: the state at the target has a3.
+	sum, dir, err := e.restoreTo(Target{Time: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ctx := openRestored(t, dir)
+	if v := secretValue(t, s, ctx, "a", 0); v != "a3" {
+		t.Fatalf("a at the target = %q (index %d)", v, sum.Index)
+	}
+	s.Close()
+	// S2 (holding a3, written before the target) is gone: refused.
+	os.Remove(segs[1])
+	_, _, err = e.restoreTo(Target{Time: target})
+	if !errors.Is(err, restore.ErrGap) {
+		t.Fatalf("restore to a time whose records are partly missing: %v", err)
+	}
+}
+
+// TestMirrorOfAbandonedTimelineRefused: after a restore the mirror
+// continues in <cluster>.tl2; giving the old timeline's mirror to a later
+// restore is refused (it would replay the abandoned history), and the new
+// one restores every acknowledged write of timeline 2.
+func TestMirrorOfAbandonedTimelineRefused(t *testing.T) {
+	e := newEnv(t, true)
+	mirror := t.TempDir()
+	if _, err := e.s.AddDestination(e.ctx, service.DestinationConfig{Name: "mirror", Kind: "dir", Path: mirror, Mirror: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.put("a", "a1")
+	e.backup("full")
+	e.must(e.s.CreateRestorePoint(e.ctx, "good"))
+	e.put("a", "a2-abandoned")
+	e.archive()
+	cluster := e.s.Status().ClusterID
+	e.s.Close()
+
+	_, dir, err := e.restoreTo(Target{Point: "good"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, ctx := openRestored(t, dir)
+	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.PutSecret(ctx, service.DefaultWallet, "a", []byte("b-on-tl2")); err != nil {
+		t.Fatal(err)
+	}
+	idx, want, _, _ := s2.Digest(ctx)
+	s2.Close()
+
+	// Timeline 1's mirror is used only up to where timeline 2 branched off:
+	// its abandoned records never come back.
+	old := filepath.Join(mirror, "mirror", cluster)
+	_, dir1, err := e.restoreTo(Target{}, func(o *restore.Options) { o.Journals = []string{old} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, ctx1 := openRestored(t, dir1)
+	if v := secretValue(t, s1, ctx1, "a", 0); v != "a1" {
+		t.Fatalf("with timeline 1's mirror, a = %q", v)
+	}
+	s1.Close()
+	// A mirror of a timeline outside the history is refused.
+	_, _, err = e.restoreTo(Target{}, func(o *restore.Options) { o.Journals = []string{old}; o.Timeline = 1 })
+	if err != nil {
+		t.Fatalf("timeline 1 with its own mirror: %v", err)
+	}
+	_, _, err = e.restoreTo(Target{}, func(o *restore.Options) { o.Journals = []string{old + ".tl2"}; o.Timeline = 1 })
+	if err == nil || !strings.Contains(err.Error(), "not part of timeline 1") {
+		t.Fatalf("timeline 2's mirror for a timeline 1 restore: %v", err)
+	}
+	sum, _, err := e.restoreTo(Target{}, func(o *restore.Options) { o.Journals = []string{old + ".tl2"} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Index != idx || sum.Digest != want {
+		t.Fatalf("restored %d %.12s, timeline 2 had %d %.12s", sum.Index, sum.Digest, idx, want)
+	}
+}
+
+// TestObjectRestoreFollowsTheNodesTimeline: a restored node restoring one
+// object reads its own history (timeline 2), never the abandoned one, even
+// before any backup of timeline 2 reached the destination.
+func TestObjectRestoreFollowsTheNodesTimeline(t *testing.T) {
+	e := newEnv(t, true)
+	e.put("k", "A")
+	e.backup("full")
+	e.must(e.s.CreateRestorePoint(e.ctx, "good"))
+	e.put("k", "A-abandoned")
+	e.archive()
+	e.s.Close()
+	_, dir, err := e.restoreTo(Target{Point: "good"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, ctx := openRestored(t, dir)
+	o, err := s2.PutSecret(ctx, service.DefaultWallet, "k", []byte("B"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _, _, _ := s2.Digest(ctx)
+	// Nothing of timeline 2 is archived yet: the point cannot be reached.
+	if _, err := s2.RestoreObject(ctx, service.Ref{ID: o.ID}, service.RestoreObjectRequest{Destination: "nas", Index: idx, As: "k-restored"}); !errors.Is(err, restore.ErrGap) {
+		t.Fatalf("before timeline 2 is archived: %v", err)
+	}
+	if err := s2.ArchiveNow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s2.RestoreObject(ctx, service.Ref{ID: o.ID}, service.RestoreObjectRequest{Destination: "nas", Index: idx, As: "k-restored"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := secretValue(t, s2, ctx, c.Name, 2); v != "B" {
+		t.Fatalf("version 2 of the restored copy = %q", v)
+	}
+}

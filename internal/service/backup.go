@@ -910,6 +910,9 @@ func (s *Service) attachMirrorLocked() error {
 	if err := fsutil.EnsureDir(dir); err != nil {
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}
+	if err := state.WriteTimelineFile(dir, s.st.Timeline()); err != nil {
+		return fmt.Errorf("journal mirror %s: %w", dir, err)
+	}
 	var after uint64 // a restored timeline's mirror starts where its journal does
 	if r := s.st.Timeline().Restored; r != nil {
 		after = r.Index

@@ -79,7 +79,12 @@ func (s *Service) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectR
 		}
 	}()
 	target := restore.Target{Time: req.Time, Index: req.Index}
+	tl := s.st.Timeline() // this node's own history, not the newest on the destination
+	if tl.History == nil {
+		tl.History = []state.TimelineBranch{}
+	}
 	_, err = restore.Run(ctx, restore.Options{From: t.Dest, Keys: keys, DataDir: tmp, Target: target,
+		Timeline: tl.ID, History: tl.History,
 		Inspect: func(st *state.Store, bar *barrier.Barrier) error {
 			o, err := st.Object(live.ID)
 			if err != nil {

@@ -397,6 +397,11 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		s.bar.Drop()
 		return fmt.Errorf("open journal: %w", err)
 	}
+	if err := state.WriteTimelineFile(JournalDir(s.cfg.DataDir), s.st.Timeline()); err != nil {
+		jr.Close()
+		s.bar.Drop()
+		return fmt.Errorf("journal: %w", err)
+	}
 	if r := jr.Repaired(); r != nil {
 		s.log.Warn("journal torn tail repaired", "file", r.File, "offset", r.Offset, "dropped_bytes", r.DroppedBytes, "reason", r.Reason)
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/journal"
 )
 
@@ -222,4 +225,35 @@ func DigestTx(tx *bolt.Tx) (string, int, error) {
 		})
 	})
 	return hex.EncodeToString(h.Sum(nil)), objects, err
+}
+
+// TimelineFile, in a journal directory (the node's own and the mirror's),
+// says which timeline its records belong to: journal segments do not carry
+// it, and a restore must not replay an abandoned history's journal.
+const TimelineFile = "timeline.json"
+
+// WriteTimelineFile records tl in journal directory dir.
+func WriteTimelineFile(dir string, tl Timeline) error {
+	b, err := json.MarshalIndent(tl, "", "  ")
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFile(filepath.Join(dir, TimelineFile), b)
+}
+
+// ReadTimelineFile reads it; a directory without one is timeline 1 (written
+// before timelines existed).
+func ReadTimelineFile(dir string) (Timeline, error) {
+	b, err := os.ReadFile(filepath.Join(dir, TimelineFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return Timeline{ID: 1}, nil
+	}
+	if err != nil {
+		return Timeline{}, err
+	}
+	var tl Timeline
+	if err := json.Unmarshal(b, &tl); err != nil || tl.ID == 0 {
+		return Timeline{}, fmt.Errorf("%s: not a timeline record: %v", filepath.Join(dir, TimelineFile), err)
+	}
+	return tl, nil
 }
