@@ -275,7 +275,7 @@ type VerifyResult struct {
 	ID     string    `json:"id"`
 	Kind   string    `json:"kind"`
 	File   string    `json:"file"`
-	Result string    `json:"result"` // OK or FAILED
+	Result string    `json:"result"` // OK, FAILED, or SKIPPED (an earlier recovery passphrase)
 	Reason string    `json:"reason,omitempty"`
 	Time   time.Time `json:"time"`
 }

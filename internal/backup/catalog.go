@@ -49,7 +49,7 @@ type Entry struct {
 // Verification is the outcome of verifying one backup.
 type Verification struct {
 	Time   time.Time `json:"time"`
-	Result string    `json:"result"` // OK or FAILED
+	Result string    `json:"result"` // OK, FAILED, or SKIPPED (an earlier recovery passphrase)
 	Reason string    `json:"reason,omitempty"`
 }
 

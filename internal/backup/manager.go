@@ -202,6 +202,7 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 	if t.Config.Kind == "local" {
 		r = Retention{KeepFulls: 1} // LOCAL keeps only the last full and its incrementals
 	}
+	r.Timeline = m.host.Timeline().ID
 	if kind == KindFull {
 		dropped, err := r.Apply(ctx, t.Dest, now)
 		if err != nil {

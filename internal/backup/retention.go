@@ -14,6 +14,11 @@ import (
 type Retention struct {
 	KeepFulls int // the newest N fulls
 	KeepDays  int // fulls taken in the last D days
+	// Timeline limits retention to the backups of this timeline (0: all).
+	// Backups of other timelines are never removed by retention: they are
+	// another history (a restore may need to go back to it, and a restore
+	// drill sharing the destination must not delete production's backups).
+	Timeline uint32
 }
 
 // Plan returns the catalog entries retention removes. A full is kept when
@@ -24,6 +29,9 @@ type Retention struct {
 func (r Retention) Plan(entries []Entry, now time.Time) []Entry {
 	if r.KeepFulls <= 0 && r.KeepDays <= 0 {
 		return nil
+	}
+	if r.Timeline > 0 {
+		entries = slices.DeleteFunc(slices.Clone(entries), func(e Entry) bool { return e.TimelineID() != r.Timeline })
 	}
 	var fulls []Entry
 	isFull := func(e Entry) bool { return e.Kind == KindFull || e.Kind == KindDump }

@@ -55,3 +55,25 @@ func TestRetentionPlan(t *testing.T) {
 		t.Errorf("the only full was dropped: %s", got)
 	}
 }
+
+// TestRetentionKeepsOtherTimelines: retention on timeline 2 never removes
+// timeline 1's backups.
+func TestRetentionKeepsOtherTimelines(t *testing.T) {
+	now := time.Now()
+	e := func(id, kind string, tl uint32, first, last uint64, age time.Duration) Entry {
+		return Entry{ID: id, Kind: kind, File: id, Timeline: tl, FirstIndex: first, LastIndex: last, Created: now.Add(-age)}
+	}
+	entries := []Entry{
+		e("f1", KindFull, 0, 1, 10, 48*time.Hour), e("s1", KindSegment, 0, 11, 20, 40*time.Hour),
+		e("f2", KindFull, 2, 1, 15, 2*time.Hour), e("f3", KindFull, 2, 1, 30, time.Hour), e("s2", KindSegment, 2, 16, 25, time.Hour),
+	}
+	drop := Retention{KeepFulls: 1, Timeline: 2}.Plan(entries, now)
+	var ids []string
+	for _, d := range drop {
+		ids = append(ids, d.ID)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"f2", "s2"}) {
+		t.Fatalf("dropped %v, want [f2 s2]", ids)
+	}
+}

@@ -144,6 +144,9 @@ func printScheduleDone(g *globals, cmd *cobra.Command, s client.Schedule, verb s
 		return g.printJSON(cmd, s)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "schedule %s %s: %s backups to %s, %s; %s", s.Name, verb, s.Mode, s.Destination, scheduleSpec(s), s.State)
+	if s.Verify {
+		fmt.Fprint(cmd.OutOrStdout(), "; each backup verified")
+	}
 	if s.Next != nil {
 		fmt.Fprintf(cmd.OutOrStdout(), ", next run %s", fmtTime(*s.Next))
 	}

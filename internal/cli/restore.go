@@ -339,7 +339,7 @@ Its first start takes a full backup to every destination that has a schedule.
 			}
 			fmt.Fprintf(w, "\nNext: start the server on %s and open the keystore with the new passphrase.\n", dir)
 			fmt.Fprintf(w, "Its first start takes a full backup to every scheduled destination (a new timeline).\n")
-			fmt.Fprintf(w, "Auto-open was not restored: coffer keystore auto-open enable, if you use it.\n")
+			fmt.Fprintf(w, "Auto-open was not restored: coffer keystore enable-auto-open, if you use it.\n")
 			return nil
 		},
 	}

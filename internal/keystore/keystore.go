@@ -157,6 +157,9 @@ func (s *Store) warn(err error) {
 	}
 }
 
+// CheckPassphrase says whether p is acceptable as a keystore passphrase.
+func CheckPassphrase(p []byte) error { return checkPassphrase(p) }
+
 func checkPassphrase(p []byte) error {
 	if len(p) < MinPassphrase || len(p) > MaxPassphrase {
 		return fmt.Errorf("%w: must be %d to %d bytes, got %d", ErrPassphraseLength, MinPassphrase, MaxPassphrase, len(p))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/coffer-kms/coffer/internal/backup"
@@ -90,7 +91,12 @@ func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundl
 		return nil, fmt.Errorf("backup %s: %w", e.File, err)
 	}
 	defer r.Close()
-	if m.ID != e.ID || m.Kind != e.Kind || m.FirstIndex != e.FirstIndex || m.LastIndex != e.LastIndex {
+	mtl := uint32(1)
+	if v, err := strconv.ParseUint(m.Extra[backup.ExtraTimeline], 10, 32); err == nil && v > 1 {
+		mtl = uint32(v)
+	}
+	if m.ID != e.ID || m.Kind != e.Kind || m.FirstIndex != e.FirstIndex || m.LastIndex != e.LastIndex ||
+		m.BaseFullID != e.BaseFullID || mtl != e.TimelineID() || m.Extra[backup.ExtraHistory] != e.History {
 		return nil, fmt.Errorf("backup %s: its authenticated manifest (%s %s, indexes %d-%d) does not match the catalog (%s %s, %d-%d): rebuild the catalog",
 			e.File, m.Kind, m.ID, m.FirstIndex, m.LastIndex, e.Kind, e.ID, e.FirstIndex, e.LastIndex)
 	}

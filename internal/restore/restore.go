@@ -128,6 +128,7 @@ type run struct {
 	ring     *keystore.Keyring
 	term     uint64
 	sum      Summary
+	created  bool      // the restore made the data dir (or moved the old one aside)
 	keysRead []string  // backup files whose master keys were read
 	missing  []string  // files the catalog lists that are gone
 	lastT    time.Time // time of the last record applied (or of the full)
@@ -148,23 +149,17 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 	if len(opts.Keys) == 0 {
 		return sum, errors.New("restore: no recovery passphrase or age identity given")
 	}
-	if len(opts.Passphrase) == 0 && opts.Inspect == nil {
-		return sum, errors.New("restore: no keystore passphrase for the restored node")
+	if opts.Inspect == nil {
+		if err := keystore.CheckPassphrase(opts.Passphrase); err != nil {
+			return sum, fmt.Errorf("restore: the restored node's keystore passphrase: %w", err)
+		}
 	}
 	r := &run{ctx: ctx, opts: opts, bar: barrier.New()}
 	defer r.cleanup()
-	if err := r.prepareDir(); err != nil {
-		return r.sum, err
-	}
-	if opts.Lock != nil {
-		l, err := opts.Lock(opts.DataDir)
-		if err != nil {
-			return r.sum, fmt.Errorf("%w: %v", ErrTargetDir, err)
-		}
-		defer l.Close()
-	}
-	r.staging = filepath.Join(opts.DataDir, ".restore")
-	if err := fsutil.EnsureDir(r.staging); err != nil {
+	// Everything that can be checked without writing comes first: the
+	// data dir, the catalog, the chain to start from. Only then is a
+	// non-empty dir moved aside.
+	if err := r.checkDir(); err != nil {
 		return r.sum, err
 	}
 	if err := r.loadCatalog(ctx); err != nil {
@@ -181,6 +176,27 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 	target := opts.Target
 	full, err := chooseFull(r.cat, r.lin, target, opts.BackupID)
 	if err != nil {
+		return r.sum, err
+	}
+	if err := r.prepareDir(); err != nil {
+		return r.sum, err
+	}
+	// A failed restore leaves the data dir as it found it: nothing half
+	// restored that a server could start on, the old dir back in place.
+	defer func() {
+		if err != nil {
+			r.undo()
+		}
+	}()
+	if opts.Lock != nil {
+		l, err := opts.Lock(opts.DataDir)
+		if err != nil {
+			return r.sum, fmt.Errorf("%w: %v", ErrTargetDir, err)
+		}
+		defer l.Close()
+	}
+	r.staging = filepath.Join(opts.DataDir, ".restore")
+	if err := fsutil.EnsureDir(r.staging); err != nil {
 		return r.sum, err
 	}
 	// A restore point older than the chosen full is already inside it:
@@ -255,9 +271,9 @@ func (r *run) cleanup() {
 	}
 }
 
-// prepareDir makes sure the data dir is new or empty, moving a non-empty
-// one aside when Force is set.
-func (r *run) prepareDir() error {
+// checkDir makes sure the data dir can be restored into: new, empty, or
+// (with Force) not used by a running server. It changes nothing.
+func (r *run) checkDir() error {
 	dir, err := filepath.Abs(r.opts.DataDir)
 	if err != nil {
 		return err
@@ -265,7 +281,7 @@ func (r *run) prepareDir() error {
 	r.opts.DataDir = dir
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return fsutil.EnsureDir(dir)
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrTargetDir, err)
@@ -284,12 +300,53 @@ func (r *run) prepareDir() error {
 	if !r.opts.Force {
 		return fmt.Errorf("%w: %s is not empty; restore into a new directory, or add --force to move it aside first", ErrTargetDir, dir)
 	}
-	aside := fmt.Sprintf("%s.before-restore-%s", dir, r.opts.Now().UTC().Format("20060102T150405Z"))
-	if err := os.Rename(dir, aside); err != nil {
-		return fmt.Errorf("%w: move %s aside: %v", ErrTargetDir, dir, err)
+	return nil
+}
+
+// prepareDir moves a non-empty data dir aside (checkDir allowed it) and
+// makes sure the dir exists, private.
+func (r *run) prepareDir() error {
+	dir := r.opts.DataDir
+	ents, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		r.created = true
+	case err != nil:
+		return fmt.Errorf("%w: %v", ErrTargetDir, err)
+	case len(ents) > 0:
+		aside := fmt.Sprintf("%s.before-restore-%s", dir, r.opts.Now().UTC().Format("20060102T150405Z"))
+		if err := os.Rename(dir, aside); err != nil {
+			return fmt.Errorf("%w: move %s aside: %v", ErrTargetDir, dir, err)
+		}
+		r.sum.MovedAside = aside
+		r.created = true
 	}
-	r.sum.MovedAside = aside
-	return fsutil.EnsureDir(dir)
+	if err := fsutil.EnsureDir(dir); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// undo removes what a failed restore wrote and puts a moved-aside dir back.
+func (r *run) undo() {
+	if r.st != nil {
+		r.st.Close()
+		r.st = nil
+	}
+	dir := r.opts.DataDir
+	if r.created {
+		os.RemoveAll(dir)
+	} else if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+	if r.sum.MovedAside != "" {
+		if err := os.Rename(r.sum.MovedAside, dir); err == nil {
+			r.sum.MovedAside = ""
+		}
+	}
+	r.staging = ""
 }
 
 func (r *run) loadCatalog(ctx context.Context) error {
@@ -395,6 +452,12 @@ func (r *run) resetState() {
 	}
 	os.RemoveAll(filepath.Join(r.opts.DataDir, TLSDir))
 	r.bar.Drop()
+	// Master keys of the full given up (possibly a later generation made
+	// after the target) must not end up current in the restored keystore.
+	for _, k := range r.rings {
+		k.Wipe()
+	}
+	r.rings, r.keysRead = nil, nil
 	r.sum.Files, r.sum.Records = nil, 0
 }
 
@@ -562,6 +625,9 @@ func (r *run) missingGens(keys []barrier.WrappedKey) []uint32 {
 func (r *run) findKeys(keys []barrier.WrappedKey) error {
 	var later []backup.Entry
 	for _, e := range r.cat.Entries {
+		if _, _, onLineage := r.lin.span(e.TimelineID()); !onLineage {
+			continue // another history's keys
+		}
 		if (e.Kind == backup.KindFull || e.Kind == backup.KindIncremental || e.Kind == backup.KindDump) && !slices.Contains(r.keysRead, e.File) {
 			later = append(later, e)
 		}

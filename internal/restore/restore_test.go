@@ -87,6 +87,29 @@ func TestRestoreRefusesNonEmptyDir(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "keep")); err != nil || string(b) != "x" {
 		t.Fatal("the refused dir was touched")
 	}
+	// A restore that fails after the move puts the old dir back, and one
+	// into a new dir leaves nothing behind.
+	_, _, err = e.restoreTo(Target{Index: 1 << 40}, func(o *restore.Options) { o.DataDir = dir; o.Force = true })
+	if !errors.Is(err, restore.ErrGap) {
+		t.Fatalf("restore beyond the backups: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "keep")); err != nil || string(b) != "x" {
+		t.Fatalf("the old dir is not back after a failed restore: %v", err)
+	}
+	if m, _ := filepath.Glob(dir + ".before-restore-*"); len(m) != 0 {
+		t.Fatalf("left aside: %v", m)
+	}
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	if _, _, err := e.restoreTo(Target{Index: 1 << 40}, func(o *restore.Options) { o.DataDir = fresh }); err == nil {
+		t.Fatal("restore beyond the backups succeeded")
+	}
+	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+		t.Fatalf("a failed restore left %s behind: %v", fresh, err)
+	}
+	// A too-short keystore passphrase is refused before anything is read.
+	if _, _, err := e.restoreTo(Target{}, func(o *restore.Options) { o.DataDir = fresh; o.Passphrase = []byte("short") }); err == nil || !strings.Contains(err.Error(), "passphrase") {
+		t.Fatalf("short passphrase: %v", err)
+	}
 	sum, _, err := e.restoreTo(Target{}, func(o *restore.Options) { o.DataDir = dir; o.Force = true })
 	if err != nil {
 		t.Fatal(err)
@@ -636,5 +659,32 @@ func TestObjectRestoreFollowsTheNodesTimeline(t *testing.T) {
 	}
 	if v := secretValue(t, s2, ctx, c.Name, 2); v != "B" {
 		t.Fatalf("version 2 of the restored copy = %q", v)
+	}
+}
+
+// TestVerifyAfterRecoveryPassphraseChange: backups taken under an earlier
+// recovery passphrase are SKIPPED by the server's verification, not
+// reported as FAILED.
+func TestVerifyAfterRecoveryPassphraseChange(t *testing.T) {
+	e := newEnv(t, false)
+	e.put("a", "1")
+	e.backup("full")
+	if _, err := e.s.SetRecoveryPassphrase(e.ctx, []byte(rcPass), []byte("recovery-passphrase-2")); err != nil {
+		t.Fatal(err)
+	}
+	e.backup("full")
+	res, err := e.s.VerifyBackups(e.ctx, "nas", service.VerifyRequest{All: true})
+	if err != nil || len(res) != 2 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	got := map[string]int{}
+	for _, r := range res {
+		got[r.Result]++
+		if r.Result == "SKIPPED" && !strings.Contains(r.Reason, "recovery-1") {
+			t.Fatalf("reason %q", r.Reason)
+		}
+	}
+	if got["OK"] != 1 || got["SKIPPED"] != 1 {
+		t.Fatalf("results %v", got)
 	}
 }

@@ -149,7 +149,7 @@ func Start(opts Options) (_ *Server, err error) {
 				return nil, fmt.Errorf("generate TLS certificates: %w", err)
 			}
 			if created {
-				log.Info("generated a CA and server certificate", "dir", dir)
+				log.Info("generated a server certificate (and a CA, unless one was there, e.g. restored)", "dir", dir)
 			}
 			certFile, keyFile = filepath.Join(dir, tlsutil.CertFile), filepath.Join(dir, tlsutil.KeyFile)
 			caFile = filepath.Join(dir, tlsutil.CAFile)

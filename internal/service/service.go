@@ -221,6 +221,8 @@ func New(cfg Config) (*Service, error) {
 	if err := fsutil.EnsureDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	// Scratch space of object restores and verifications a crash cut short.
+	os.RemoveAll(filepath.Join(cfg.DataDir, "restore-tmp"))
 	nodeID, err := loadNodeID(cfg.DataDir)
 	if err != nil {
 		return nil, err
