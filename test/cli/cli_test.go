@@ -71,6 +71,28 @@ func TestScripts(t *testing.T) {
 				ts.Setenv("URL", lines[1])
 				ts.Setenv("CACERT", filepath.Join(dir, "tls", "ca.crt"))
 			},
+			// eventually REGEXP PROG ARGS...: run PROG until it succeeds
+			// with stdout matching REGEXP (30 s at most), for what the
+			// server does in the background (e.g. the full backup after a
+			// restore). stdout and stderr are the last run's.
+			"eventually": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) < 2 || neg {
+					ts.Fatalf("usage: eventually REGEXP PROG ARGS...")
+				}
+				re, err := regexp.Compile(args[0])
+				ts.Check(err)
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					err := ts.Exec(args[1], args[2:]...)
+					if err == nil && re.MatchString(ts.ReadFile("stdout")) {
+						return
+					}
+					if time.Now().After(deadline) {
+						ts.Fatalf("no stdout matching %s after 30s (last error: %v)", args[0], err)
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+			},
 			// grab VAR REGEXP: set $VAR to the first submatch of REGEXP in the
 			// previous command's stdout.
 			"grab": func(ts *testscript.TestScript, neg bool, args []string) {
