@@ -48,6 +48,7 @@ const (
 	EntryCluster = "cluster.json" // ClusterInfo
 	EntryKeys    = "keys.bin"     // master key generations (keystore MEK list encoding)
 	EntryState   = "state.db"     // bbolt copy
+	EntryDigest  = "digest.json"  // full: Digest of the state copy, after it
 	EntryCACert  = "tls/ca.crt"
 	EntryCAKey   = "tls/ca.key"
 	JournalDir   = "journal/" // + segment file name
@@ -80,8 +81,6 @@ type Source interface {
 const (
 	ExtraTimeline = "timeline"         // decimal timeline id (absent: 1)
 	ExtraHistory  = "timeline_history" // ancestry, state.Timeline.EncodeHistory
-	ExtraDigest   = "state_digest"     // full: state.Store.Digest of the copy
-	ExtraObjects  = "objects"          // full: number of security objects
 )
 
 // ClusterInfo is the payload's description of where it came from.
@@ -197,9 +196,10 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 		bw, err = bundle.NewWriter(cw, m, opts.Encryption)
 		return bw, err
 	}
+	var point state.BackupPoint
 	switch kind {
 	case KindFull, KindDump:
-		err = writeFull(begin, src)
+		point, err = writeFull(begin, src)
 	case KindIncremental:
 		if opts.Base == nil {
 			return Entry{}, ErrNoBase
@@ -252,6 +252,7 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	}
 	e := entryOf(name, done)
 	e.Size = size
+	e.Digest, e.Objects = point.Digest, point.Objects
 	// A file saved again (a segment re-shipped after its mark was not
 	// recorded) replaces its entry rather than listing it twice.
 	cat.Entries = slices.DeleteFunc(cat.Entries, func(x Entry) bool { return x.File == name })
@@ -330,17 +331,17 @@ type beginFunc func(first, last uint64, extra map[string]string) (io.Writer, err
 // open another transaction (a writer waiting to grow the database would
 // deadlock with it), so the keys are exported before and the cluster id
 // comes from the copy's own point.
-func writeFull(begin beginFunc, src Source) error {
+func writeFull(begin beginFunc, src Source) (state.BackupPoint, error) {
 	keys, err := src.ExportKeys()
 	if err != nil {
-		return fmt.Errorf("export master keys: %w", err)
+		return state.BackupPoint{}, fmt.Errorf("export master keys: %w", err)
 	}
 	defer clear(keys)
 	node, software := src.NodeID(), src.Software()
 	cert, key := src.CAFiles()
 	var tw *tar.Writer
-	_, err = src.WriteState(func(p state.BackupPoint, size int64) (io.Writer, error) {
-		w, err := begin(1, p.Index, map[string]string{ExtraDigest: p.Digest, ExtraObjects: strconv.Itoa(p.Objects)})
+	p, err := src.WriteState(func(p state.BackupPoint, size int64) (io.Writer, error) {
+		w, err := begin(1, p.Index, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -358,9 +359,22 @@ func writeFull(begin beginFunc, src Source) error {
 		return tw, tw.WriteHeader(&tar.Header{Name: EntryState, Mode: 0o600, Size: size, ModTime: time.Unix(0, 0)})
 	})
 	if err != nil {
-		return err
+		return state.BackupPoint{}, err
 	}
-	return tw.Close()
+	// The digest, computed while the copy was written, goes after it: it is
+	// authenticated with the payload, and a restore compares it with the
+	// state it loaded.
+	if err := writeJSONEntry(tw, EntryDigest, StateDigest{Index: p.Index, Digest: p.Digest, Objects: p.Objects}); err != nil {
+		return state.BackupPoint{}, err
+	}
+	return p, tw.Close()
+}
+
+// StateDigest is the digest.json entry of a full backup.
+type StateDigest struct {
+	Index   uint64 `json:"index"`
+	Digest  string `json:"digest"`
+	Objects int    `json:"objects"`
 }
 
 // writeIncremental: the closed journal segments holding records after the

@@ -39,7 +39,9 @@ type Entry struct {
 	// timelines existed: read as 1), and its ancestry ("1:1234,...").
 	Timeline uint32 `json:"timeline,omitempty"`
 	History  string `json:"timeline_history,omitempty"`
-	// Digest and Objects of a full's state copy.
+	// Digest and Objects of a full's state copy, as Run computed them (the
+	// authenticated copy is the payload's digest.json; a catalog rebuilt
+	// from manifests has neither).
 	Digest  string `json:"state_digest,omitempty"`
 	Objects int    `json:"objects,omitempty"`
 	// Verified is the result of the last "coffer backup verify".
@@ -59,11 +61,10 @@ func (e Entry) TimelineID() uint32 { return max(e.Timeline, 1) }
 func entryOf(file string, m bundle.Manifest) Entry {
 	e := Entry{ID: m.ID, Kind: m.Kind, File: file, BaseFullID: m.BaseFullID, FirstIndex: m.FirstIndex, LastIndex: m.LastIndex,
 		FirstTime: m.FirstTime, LastTime: m.LastTime, Created: m.Created, Node: m.Node, Size: m.PayloadSize,
-		SHA256: m.PayloadSHA256, Recipients: m.Recipients, History: m.Extra[ExtraHistory], Digest: m.Extra[ExtraDigest]}
+		SHA256: m.PayloadSHA256, Recipients: m.Recipients, History: m.Extra[ExtraHistory]}
 	if tl, err := strconv.ParseUint(m.Extra[ExtraTimeline], 10, 32); err == nil && tl > 1 {
 		e.Timeline = uint32(tl)
 	}
-	e.Objects, _ = strconv.Atoi(m.Extra[ExtraObjects])
 	return e
 }
 

@@ -3,6 +3,7 @@ package restore
 import (
 	"archive/tar"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ type payload struct {
 	caCert   []byte
 	caKey    []byte
 	state    string // staged state.db (full), else ""
+	digest   *backup.StateDigest
 	journal  string // dir of the staged journal segments, else ""
 }
 
@@ -128,6 +130,12 @@ func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundl
 			p.caCert, err = readSmall(tr, 1<<20)
 		case name == backup.EntryCAKey:
 			p.caKey, err = readSmall(tr, 1<<20)
+		case name == backup.EntryDigest:
+			var b []byte
+			if b, err = readSmall(tr, 1<<16); err == nil {
+				p.digest = new(backup.StateDigest)
+				err = json.Unmarshal(b, p.digest)
+			}
 		case name == backup.EntryState:
 			p.state = filepath.Join(dir, "state.db")
 			err = fsutil.WriteFileFrom(p.state, func(w io.Writer) error { _, err := io.Copy(w, tr); return err })

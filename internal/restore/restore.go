@@ -418,8 +418,9 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 	if idx != full.LastIndex {
 		return fmt.Errorf("backup %s: state is at index %d, its manifest says %d", full.File, idx, full.LastIndex)
 	}
-	if want := p.manifest.Extra[backup.ExtraDigest]; want != "" && want != digest {
-		return fmt.Errorf("backup %s: the state's digest %s differs from the one recorded when it was taken (%s)", full.File, digest, want)
+	if d := p.digest; d != nil && (d.Digest != digest || d.Objects != objects || d.Index != idx) {
+		return fmt.Errorf("backup %s: the state holds %d objects at index %d with digest %s; the backup recorded %d objects at %d with digest %s",
+			full.File, objects, idx, digest, d.Objects, d.Index, d.Digest)
 	}
 	r.rings = append(r.rings, p.keys)
 	r.keysRead = append(r.keysRead, full.File)

@@ -685,25 +685,51 @@ type BackupPoint struct {
 // transaction: writes continue meanwhile (bbolt's MVCC), and the copy holds
 // exactly the commands up to the returned index. open is called once with
 // the point and the copy's exact size, and returns where to write it.
+//
+// The returned point also carries the copy's Digest and object count,
+// computed at the same time from a second read transaction on the same
+// snapshot (no commit can happen between the two: ApplyBatch holds the read
+// side of s.mu for its whole transaction).
 func (s *Store) WriteBackup(open func(p BackupPoint, size int64) (io.Writer, error)) (BackupPoint, error) {
-	s.mu.RLock()
+	s.mu.Lock()
 	tx, err := s.db.Begin(false)
-	s.mu.RUnlock()
+	var tx2 *bolt.Tx
+	if err == nil {
+		if tx2, err = s.db.Begin(false); err != nil {
+			tx.Rollback()
+		}
+	}
+	s.mu.Unlock()
 	if err != nil {
 		return BackupPoint{}, fmt.Errorf("backup: begin read transaction: %w", err)
 	}
 	defer tx.Rollback()
+	type digestResult struct {
+		digest  string
+		objects int
+		err     error
+	}
+	done := make(chan digestResult, 1)
+	go func() {
+		defer tx2.Rollback()
+		d, n, err := DigestTx(tx2)
+		done <- digestResult{d, n, err}
+	}()
 	meta := tx.Bucket(bucketMeta)
 	p := BackupPoint{Index: getU64(meta, keyAppliedIndex), Term: getU64(meta, keyAppliedTerm), ClusterID: string(meta.Get(keyClusterID))}
-	if p.Digest, p.Objects, err = DigestTx(tx); err != nil {
-		return BackupPoint{}, fmt.Errorf("backup: digest of the state: %w", err)
-	}
 	w, err := open(p, tx.Size())
+	if err == nil {
+		if _, werr := tx.WriteTo(w); werr != nil {
+			err = fmt.Errorf("backup: copy state: %w", werr)
+		}
+	}
+	d := <-done
 	if err != nil {
 		return BackupPoint{}, err
 	}
-	if _, err := tx.WriteTo(w); err != nil {
-		return BackupPoint{}, fmt.Errorf("backup: copy state: %w", err)
+	if d.err != nil {
+		return BackupPoint{}, fmt.Errorf("backup: digest of the state: %w", d.err)
 	}
+	p.Digest, p.Objects = d.digest, d.objects
 	return p, nil
 }

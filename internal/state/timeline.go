@@ -1,7 +1,9 @@
 package state
 
 import (
+	"bufio"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -199,14 +201,12 @@ func (s *Store) Digest() (index uint64, digest string, objects int, err error) {
 // DigestTx is Digest inside the caller's transaction.
 func DigestTx(tx *bolt.Tx) (string, int, error) {
 	h := sha256.New()
+	w := bufio.NewWriterSize(h, 64<<10) // few large writes into the hash
 	var n [8]byte
 	put := func(b []byte) {
-		l := uint64(len(b))
-		for i := range n {
-			n[i] = byte(l >> (56 - 8*i))
-		}
-		h.Write(n[:])
-		h.Write(b)
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		w.Write(n[:])
+		w.Write(b)
 	}
 	objects := 0
 	err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
@@ -224,6 +224,7 @@ func DigestTx(tx *bolt.Tx) (string, int, error) {
 			return nil
 		})
 	})
+	w.Flush()
 	return hex.EncodeToString(h.Sum(nil)), objects, err
 }
 
