@@ -15,10 +15,8 @@ import (
 	"io"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
@@ -230,11 +228,12 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	id := opts.ID
 	tl := src.Timeline().ID
 	if kind == KindSegment {
-		id = strings.TrimSuffix(opts.Segment.Name, filepath.Ext(opts.Segment.Name))
+		// Named by index range, not by the node's segment file name: after
+		// a failover the new leader's segments continue the archive under
+		// names that sort in history order, whoever wrote them. The
+		// timeline keeps a restored history's segments apart.
+		id = fmt.Sprintf("%020d-%020d", opts.Segment.FirstIndex, opts.Segment.LastIndex)
 		if tl > 1 {
-			// Segment names come from their creation time: a restored
-			// node's first segment may be named like one of the old
-			// history's. The timeline keeps them apart.
 			id += fmt.Sprintf(".tl%d", tl)
 		}
 	}

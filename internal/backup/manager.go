@@ -56,9 +56,13 @@ type Host interface {
 	NewID() string
 	// Lookup returns the record of a backup id.
 	Lookup(id string) (state.BackupRecord, bool)
+	// Backups lists every backup record.
+	Backups() ([]state.BackupRecord, error)
 	// Frozen is non-nil while writes are frozen: no backup starts then (it
 	// could not record its result).
 	Frozen() error
+	// IsLeader: schedules and archiving run on the cluster's leader only.
+	IsLeader() bool
 }
 
 // Manager runs backups one at a time, the schedules and the archiver.
@@ -253,8 +257,14 @@ func chooseKind(cat Catalog, timeline uint32, mode string, now time.Time) (strin
 // or crash interrupted them) and removes leftover staging files. Called at
 // open, before any new backup.
 func (m *Manager) MarkInterrupted(ctx context.Context, records []state.BackupRecord) {
+	m.markInterrupted(ctx, records, false)
+}
+
+// markInterrupted: anyNode also takes other nodes' RUNNING records (a new
+// leader takes over from one that lost its leadership mid-backup).
+func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRecord, anyNode bool) {
 	for _, r := range records {
-		if r.Status != "RUNNING" || r.Node != m.host.NodeID() {
+		if r.Status != "RUNNING" || !anyNode && r.Node != m.host.NodeID() {
 			continue
 		}
 		now := time.Now().UTC()
@@ -484,6 +494,7 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 
 // Loop runs schedules and archiving until ctx ends.
 func (m *Manager) Loop(ctx context.Context, every time.Duration) {
+	led := m.host.IsLeader()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -491,6 +502,18 @@ func (m *Manager) Loop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			if !m.host.IsLeader() {
+				led = false
+				continue
+			}
+			if !led {
+				// Leadership gained: backups the previous leader was
+				// running died with its leadership.
+				led = true
+				if recs, err := m.host.Backups(); err == nil {
+					m.markInterrupted(ctx, recs, true)
+				}
+			}
 			m.RunSchedules(ctx, now)
 			if err := m.ArchiveOnce(ctx); err != nil && ctx.Err() == nil {
 				m.log.Warn("archiving", "error", err)

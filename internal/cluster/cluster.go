@@ -5,6 +5,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,12 @@ type Config struct {
 	// StableRetryDelay: how long to wait between retries when persisting raft's
 	// term or vote fails (disk full). raft panics on such failures; we pause instead.
 	StableRetryDelay time.Duration
+	// Bind and Advertise are the raft transport's listen address and the
+	// address peers dial; empty Bind: a standalone node on an in-memory
+	// transport. TLS holds the node certificate and the cluster CA (mutual
+	// TLS between nodes).
+	Bind, Advertise string
+	TLS             *tls.Config
 }
 
 // Node is one raft member.
@@ -56,6 +63,7 @@ type Node struct {
 	mu        sync.RWMutex
 	raft      *raft.Raft
 	transport raft.Transport
+	addr      raft.ServerAddress // this node's address in the configuration
 }
 
 // Open opens the raft log store (without starting raft), so the caller can
@@ -161,11 +169,21 @@ func (n *Node) TermAt(idx uint64) (uint64, bool) {
 	return 0, false
 }
 
+// SetTLS sets the node certificate configuration of the network transport
+// (before Start).
+func (n *Node) SetTLS(c *tls.Config) {
+	n.mu.Lock()
+	n.cfg.TLS = c
+	n.mu.Unlock()
+}
+
 // LogStore gives read access to committed entries.
 func (n *Node) LogStore() raft.LogStore { return n.store }
 
-// Start runs raft with fsm, bootstrapping a single-voter cluster on first use.
-func (n *Node) Start(fsm raft.BatchingFSM) error {
+// Start runs raft with fsm. On first use it bootstraps a single-voter
+// cluster unless join is set (a node joining an existing cluster waits to be
+// added by the leader).
+func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.raft != nil {
@@ -187,12 +205,33 @@ func (n *Node) Start(fsm raft.BatchingFSM) error {
 	// replayed and the FSM skips those it already has.
 	c.NoSnapshotRestoreOnStart = true
 
-	addr, trans := raft.NewInmemTransport(raft.ServerAddress(n.cfg.NodeID))
+	var (
+		addr  raft.ServerAddress
+		trans raft.Transport
+	)
+	if n.cfg.Bind != "" {
+		adv := n.cfg.Advertise
+		if adv == "" {
+			adv = n.cfg.Bind
+		}
+		stream, err := newTLSStream(n.cfg.Bind, adv, n.cfg.TLS)
+		if err != nil {
+			return err
+		}
+		nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3,
+			Timeout: 10 * time.Second, Logger: hclogFor(n.log)})
+		addr, trans = raft.ServerAddress(adv), nt
+	} else {
+		addr, trans = raft.NewInmemTransport(raft.ServerAddress(n.cfg.NodeID))
+	}
 	has, err := raft.HasExistingState(n.store, n.stable, n.snaps)
 	if err != nil {
+		if c, ok := trans.(io.Closer); ok {
+			c.Close()
+		}
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
-	if !has {
+	if !has && !join {
 		conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: c.LocalID, Address: addr}}}
 		if err := raft.BootstrapCluster(c, n.store, n.stable, n.snaps, trans, conf); err != nil {
 			return fmt.Errorf("bootstrap raft: %w", err)
@@ -201,9 +240,12 @@ func (n *Node) Start(fsm raft.BatchingFSM) error {
 	n.stable.arm()
 	r, err := raft.NewRaft(c, fsm, n.store, n.stable, n.snaps, trans)
 	if err != nil {
+		if c, ok := trans.(io.Closer); ok {
+			c.Close()
+		}
 		return fmt.Errorf("start raft: %w", err)
 	}
-	n.raft, n.transport = r, trans
+	n.raft, n.transport, n.addr = r, trans, addr
 	return nil
 }
 
@@ -476,4 +518,164 @@ func Seed(dir, nodeID string, index, term uint64, r io.Reader, size int64) error
 		return fmt.Errorf("seed raft: store term: %w", err)
 	}
 	return fsutil.SyncDir(dir)
+}
+
+// ErrNoQuorum: no leader is known (this node is alone or in a minority).
+var ErrNoQuorum = errors.New("no leader: this node cannot reach a quorum of the cluster")
+
+// WaitReady blocks until a leader is known (this node or another) and,
+// on the leader, every committed entry is applied.
+func (n *Node) WaitReady(ctx context.Context) error {
+	r := n.get()
+	if r == nil {
+		return ErrStopped
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if r.State() == raft.Leader {
+			return waitFuture(ctx, r.Barrier(timeoutOf(ctx)))
+		}
+		if addr, _ := r.LeaderWithID(); addr != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for a leader: %w", ErrTimeout)
+		case <-t.C:
+		}
+	}
+}
+
+// IsLeader reports whether this node is the leader now.
+func (n *Node) IsLeader() bool {
+	r := n.get()
+	return r != nil && r.State() == raft.Leader
+}
+
+// Leader returns the leader's id and raft address ("" if unknown).
+func (n *Node) Leader() (id, addr string) {
+	r := n.get()
+	if r == nil {
+		return "", ""
+	}
+	a, i := r.LeaderWithID()
+	return string(i), string(a)
+}
+
+// Address is this node's raft address.
+func (n *Node) Address() string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return string(n.addr)
+}
+
+// Server is one member of the raft configuration.
+type Server struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+}
+
+// Servers returns the latest raft configuration.
+func (n *Node) Servers() ([]Server, error) {
+	r := n.get()
+	if r == nil {
+		return nil, ErrStopped
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Server
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Server{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// LastContact is when this node last heard from the leader (zero on the
+// leader itself, or if never).
+func (n *Node) LastContact() time.Time {
+	r := n.get()
+	if r == nil {
+		return time.Time{}
+	}
+	return r.LastContact()
+}
+
+// AddVoter adds (or re-addresses) a voting member; leader only.
+func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
+	r := n.get()
+	if r == nil {
+		return ErrStopped
+	}
+	return waitFuture(ctx, r.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
+}
+
+// AddNonvoter adds a member that replicates but does not vote; leader only.
+func (n *Node) AddNonvoter(ctx context.Context, id, addr string) error {
+	r := n.get()
+	if r == nil {
+		return ErrStopped
+	}
+	return waitFuture(ctx, r.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
+}
+
+// Remove removes a member; leader only.
+func (n *Node) Remove(ctx context.Context, id string) error {
+	r := n.get()
+	if r == nil {
+		return ErrStopped
+	}
+	return waitFuture(ctx, r.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)))
+}
+
+// Transfer hands leadership to id ("" : the most up-to-date follower).
+func (n *Node) Transfer(ctx context.Context, id, addr string) error {
+	r := n.get()
+	if r == nil {
+		return ErrStopped
+	}
+	if id == "" {
+		return waitFuture(ctx, r.LeadershipTransfer())
+	}
+	return waitFuture(ctx, r.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)))
+}
+
+// VerifyLeader confirms with a quorum that this node is still the leader
+// (for linearizable reads).
+func (n *Node) VerifyLeader(ctx context.Context) error {
+	r := n.get()
+	if r == nil {
+		return ErrStopped
+	}
+	return waitFuture(ctx, r.VerifyLeader())
+}
+
+// RecoverStandalone rewrites the raft configuration of a stopped node so
+// that it is the only voter (the survivor of a cluster whose other members
+// are gone for good). Offline only: the node must not be running. raft
+// replays the committed log into fsm (the node's state, which skips what
+// it has) and snapshots it.
+func RecoverStandalone(cfg Config, fsm raft.FSM) error {
+	n, err := Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer n.store.Close()
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(cfg.NodeID)
+	c.Logger = hclogFor(n.log)
+	addr := cfg.Advertise
+	if addr == "" {
+		addr = cfg.Bind
+	}
+	if addr == "" {
+		addr = cfg.NodeID
+	}
+	_, trans := raft.NewInmemTransport(raft.ServerAddress(addr))
+	defer trans.Close()
+	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(addr)}}}
+	return raft.RecoverCluster(c, fsm, n.store, n.stable, n.snaps, trans, conf)
 }

@@ -581,10 +581,12 @@ func (s *Service) RebuildCatalog(ctx context.Context, name string) (int, []strin
 
 type backupHost struct{ s *Service }
 
-func (h backupHost) ClusterID() string        { return h.s.st.ClusterID() }
-func (h backupHost) NodeID() string           { return h.s.nodeID }
-func (h backupHost) Software() string         { return "coffer " + Version }
-func (h backupHost) Timeline() state.Timeline { return h.s.st.Timeline() }
+func (h backupHost) ClusterID() string                      { return h.s.st.ClusterID() }
+func (h backupHost) NodeID() string                         { return h.s.nodeID }
+func (h backupHost) Software() string                       { return "coffer " + Version }
+func (h backupHost) Timeline() state.Timeline               { return h.s.st.Timeline() }
+func (h backupHost) Backups() ([]state.BackupRecord, error) { return h.s.st.Backups() }
+func (h backupHost) IsLeader() bool                         { return !h.s.Clustered() || h.s.node.IsLeader() }
 func (h backupHost) JournalDir() string {
 	return JournalDir(h.s.cfg.DataDir)
 }

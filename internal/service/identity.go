@@ -56,6 +56,8 @@ const (
 	KindRoot     = "root"
 	KindUser     = "user"
 	KindEndpoint = "endpoint"
+	// KindNode is another cluster node (its node certificate).
+	KindNode = "node"
 )
 
 // Identity is who is calling: an administrator (root token or user session)

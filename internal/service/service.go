@@ -75,6 +75,22 @@ type Config struct {
 	NoAutoBackup bool
 	// FreezeTimeout ends a freeze nobody thawed (0: DefaultFreezeTimeout).
 	FreezeTimeout time.Duration
+
+	// Cluster (issue 6). ClusterBind empty: a standalone node on an
+	// in-memory raft transport.
+	ClusterBind, ClusterAdvertise string
+	// FailoverThreshold: how long without the leader before another is
+	// elected (raft's timeouts are derived from it).
+	FailoverThreshold time.Duration
+	// NoReadOnlyMode: a node without quorum refuses reads too.
+	NoReadOnlyMode bool
+	// APIURL is this node's HTTPS address, for the others to forward to.
+	APIURL string
+	// TLSDir holds the CA and the node certificate.
+	TLSDir string
+	// OnCAChanged is called after a join installed the cluster CA (the
+	// server makes a new server certificate and reloads it).
+	OnCAChanged func() error
 }
 
 // Lifecycle states.
@@ -231,8 +247,13 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	node, err := cluster.Open(cluster.Config{Dir: RaftDir(cfg.DataDir), NodeID: nodeID, Logger: cfg.Logger,
-		SnapshotThreshold: cfg.SnapshotEvery, StableRetryDelay: cfg.WriteRetryDelay})
+	ccfg := cluster.Config{Dir: RaftDir(cfg.DataDir), NodeID: nodeID, Logger: cfg.Logger,
+		SnapshotThreshold: cfg.SnapshotEvery, StableRetryDelay: cfg.WriteRetryDelay}
+	if cfg.ClusterBind != "" {
+		ccfg.Bind, ccfg.Advertise = cfg.ClusterBind, cfg.ClusterAdvertise
+		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout = raftTimeouts(cfg.FailoverThreshold)
+	}
+	node, err := cluster.Open(ccfg)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -433,17 +454,44 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	if err := s.st.FillJournal(); err != nil {
 		return fmt.Errorf("complete journal from raft log: %w", err)
 	}
-	if err := s.node.Start(s.st); err != nil {
+	if s.Clustered() {
+		conf, err := s.nodeTLSLocked()
+		if err != nil {
+			return err
+		}
+		s.node.SetTLS(conf)
+	}
+	if err := s.node.Start(s.st, s.joining()); err != nil {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := s.node.WaitLeader(wctx); err != nil {
-		return err
+	if s.Clustered() {
+		// A member waits a little for a leader, but opens without one: a
+		// node without quorum serves reads (read-only restricted mode).
+		hb, _ := raftTimeouts(s.cfg.FailoverThreshold)
+		wctx, cancel := context.WithTimeout(ctx, 6*hb+2*time.Second)
+		err := s.node.WaitReady(wctx)
+		cancel()
+		if err != nil {
+			s.log.Warn("no leader yet: open in read-only restricted mode until quorum returns", "error", err)
+		}
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := s.node.WaitLeader(wctx); err != nil {
+			return err
+		}
 	}
 	s.ring, s.jr, s.stopRetry = ring, jr, stopRetry
 	s.setStateLocked(StateOpen)
 	go s.maintenance(stopRetry, jr)
+	if s.Clustered() && !s.node.IsLeader() {
+		// Followers change nothing at open: the leader initialises,
+		// re-wraps and records; its entries arrive through raft.
+		s.attachMirrorLocked()
+		s.startBackups()
+		s.log.Info("keystore open (cluster member)", "role", s.Role(), "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
+		return nil
+	}
 	if s.st.ClusterID() == "" {
 		wk, err := barrier.NewKey(ring, 1, time.Now())
 		if err != nil {
@@ -463,6 +511,7 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		s.log.Error("journal mirror not attached", "error", err)
 	}
 	s.startBackups()
+	s.afterOpenClustered(ctx)
 	s.log.Info("keystore open", "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
 	return nil
 }

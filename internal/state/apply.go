@@ -147,6 +147,10 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 	if res, err, ok := s.applyKV(tx, cmd); ok {
 		return res, err
 	}
+	// Cluster membership (190-199), in nodes.go.
+	if res, err, ok := s.applyCluster(tx, cmd); ok {
+		return res, err
+	}
 	return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, cmd.Type), nil
 }
 

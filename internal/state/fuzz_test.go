@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,6 +93,10 @@ func FuzzUnmarshalCommand(f *testing.F) {
 		fuzzCmd(f, TypeUserDelete, UserDelete{Name: "alice"}),
 		fuzzCmd(f, TypeTokenRevoke, TokenRevoke{Hash: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}),
 		fuzzCmd(f, TypeRestorePoint, RestorePoint{Name: "rp1"}),
+		fuzzCmd(f, TypeNodePut, Node{ID: "node-a", RaftAddr: "127.0.0.2:7001", APIURL: "https://127.0.0.2:8200"}),
+		fuzzCmd(f, TypeNodeDelete, NodeDelete{ID: "node-a"}),
+		fuzzCmd(f, TypeJoinToken, JoinToken{Hash: strings.Repeat("ab", 32), Expires: time.Unix(1900000000, 0)}),
+		fuzzCmd(f, TypeJoinTokenUse, JoinTokenUse{Hash: strings.Repeat("ab", 32), Node: "node-b"}),
 		fuzzCmd(f, TypeDestinationPut, Destination{Name: "nas", Kind: "dir", Path: "/b"}),
 		fuzzCmd(f, TypeDestinationPut, Destination{Name: "x", Kind: "tape"}),
 		fuzzCmd(f, TypeDestinationDelete, DestinationDelete{Name: "nas"}),

@@ -9,9 +9,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -268,4 +270,87 @@ func (c *CA) IssueClientCert(csr *x509.CertificateRequest, commonName string) ([
 		return nil, nil, fmt.Errorf("sign client certificate: %w", err)
 	}
 	return der, c.pem, nil
+}
+
+// Node certificates: the identity of a cluster node on the raft transport
+// and when it forwards a client's request to the leader.
+const (
+	NodeCertFile = "node.crt"
+	NodeKeyFile  = "node.key"
+	// NodeOU is the organizational unit that marks a node certificate;
+	// endpoint certificates from the same CA never carry it.
+	NodeOU = "coffer-node"
+)
+
+// IssueNodeCert signs a node certificate for nodeID (server and client
+// authentication, OU NodeOU).
+func (c *CA) IssueNodeCert(pub crypto.PublicKey, nodeID string) ([]byte, error) {
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{"Coffer"}, OrganizationalUnit: []string{NodeOU}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(5, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     []string{nodeID},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.key)
+	if err != nil {
+		return nil, fmt.Errorf("sign node certificate: %w", err)
+	}
+	return der, nil
+}
+
+// CertPEM is the CA certificate (PEM).
+func (c *CA) CertPEM() []byte { return c.pem }
+
+// Fingerprint is the hex SHA-256 of the CA certificate (DER): join tokens
+// carry it so that a joining node can trust the leader it contacts.
+func (c *CA) Fingerprint() string {
+	sum := sha256.Sum256(c.cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// EnsureNodeCert makes dir/node.crt and node.key for nodeID with the CA in
+// dir, unless a certificate for nodeID is there.
+func EnsureNodeCert(dir, nodeID string) error {
+	if b, err := os.ReadFile(filepath.Join(dir, NodeCertFile)); err == nil {
+		if blk, _ := pem.Decode(b); blk != nil {
+			if c, err := x509.ParseCertificate(blk.Bytes); err == nil && c.Subject.CommonName == nodeID {
+				return nil
+			}
+		}
+	}
+	ca, err := LoadCA(dir)
+	if err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, err := ca.IssueNodeCert(&key.PublicKey, nodeID)
+	if err != nil {
+		return err
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	if err := fsutil.WriteFile(filepath.Join(dir, NodeKeyFile), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})); err != nil {
+		return err
+	}
+	return fsutil.WriteFile(filepath.Join(dir, NodeCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// NodeTLS is the mutual-TLS configuration of a node: its node certificate,
+// and the CA in dir as the only root for peers.
+func NodeTLS(dir string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, NodeCertFile), filepath.Join(dir, NodeKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("node certificate: %w", err)
+	}
+	pool, err := LoadPool(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

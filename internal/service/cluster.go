@@ -1,0 +1,697 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/fsutil"
+	"github.com/coffer-kms/coffer/internal/keystore"
+	"github.com/coffer-kms/coffer/internal/state"
+	"github.com/coffer-kms/coffer/internal/tlsutil"
+)
+
+// ErrReadOnly: the node has no quorum (read-only restricted mode): reads
+// are served, every write is refused until quorum returns.
+var ErrReadOnly = errors.New("read-only restricted mode")
+
+// DefaultFailoverThreshold is how long followers wait without hearing from
+// the leader before electing another (Oracle Key Vault's "fast start
+// failover threshold"); raft's timeouts are derived from it.
+const DefaultFailoverThreshold = 3 * time.Second
+
+// joinFile marks a data dir that joined a cluster: raft must not bootstrap
+// a cluster of its own there.
+const joinFile = "cluster-join.json"
+
+// Clustered reports whether this node runs the network raft transport
+// (cluster.listen is set).
+func (s *Service) Clustered() bool { return s.cfg.ClusterBind != "" }
+
+// Role is this node's place in the cluster: standalone (no cluster
+// transport), leader, follower, or read-only (no leader known: no quorum).
+func (s *Service) Role() string {
+	switch {
+	case !s.Clustered():
+		return "standalone"
+	case s.node.IsLeader():
+		return "leader"
+	}
+	if id, _ := s.node.Leader(); id != "" {
+		return "follower"
+	}
+	return "read-only"
+}
+
+// ReadOnlyRestricted reports whether the node is open but without quorum.
+func (s *Service) ReadOnlyRestricted() bool {
+	return s.Clustered() && s.State() == StateOpen && s.Role() == "read-only"
+}
+
+// AllowReadOnly is cluster.allow_read_only_restricted_mode: false means a
+// node without quorum refuses every request, reads too.
+func (s *Service) AllowReadOnly() bool { return !s.cfg.NoReadOnlyMode }
+
+// LeaderAPI returns the leader's API URL for forwarding: self is true when
+// this node leads; ok is false when no leader is known or it has no URL.
+func (s *Service) LeaderAPI() (url string, self, ok bool) {
+	if !s.Clustered() {
+		return "", true, true
+	}
+	if s.node.IsLeader() {
+		return s.cfg.APIURL, true, true
+	}
+	id, _ := s.node.Leader()
+	if id == "" {
+		return "", false, false
+	}
+	nodes, _ := s.st.Nodes()
+	for _, n := range nodes {
+		if n.ID == id && n.APIURL != "" {
+			return n.APIURL, false, true
+		}
+	}
+	return "", false, false
+}
+
+// NodeTLS is the node certificate configuration (forwarding uses it as a
+// client to the leader). Nil when not clustered.
+func (s *Service) NodeTLS() *tls.Config {
+	if !s.Clustered() {
+		return nil
+	}
+	c, err := tlsutil.NodeTLS(s.cfg.TLSDir)
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+// raftTimeouts maps the failover threshold onto raft: a follower starts an
+// election after a heartbeat timeout (randomised up to twice it) and the
+// election itself takes up to the election timeout, so both are a third.
+func raftTimeouts(threshold time.Duration) (hb, el time.Duration) {
+	if threshold <= 0 {
+		threshold = DefaultFailoverThreshold
+	}
+	t := max(threshold/3, 100*time.Millisecond)
+	return t, t
+}
+
+// nodeTLSLocked prepares the node certificate for the raft transport.
+func (s *Service) nodeTLSLocked() (*tls.Config, error) {
+	if err := tlsutil.EnsureNodeCert(s.cfg.TLSDir, s.nodeID); err != nil {
+		return nil, fmt.Errorf("node certificate: %w", err)
+	}
+	return tlsutil.NodeTLS(s.cfg.TLSDir)
+}
+
+func (s *Service) joining() bool {
+	_, err := os.Stat(filepath.Join(s.cfg.DataDir, joinFile))
+	return err == nil
+}
+
+// afterOpenClustered runs once the keystore is open on a clustered node:
+// the leader records its own addresses (and fixes raft's, if it started
+// standalone); a node that joined asks to become a voter once caught up.
+func (s *Service) afterOpenClustered(ctx context.Context) {
+	if !s.Clustered() {
+		return
+	}
+	if s.node.IsLeader() {
+		adv := s.cfg.ClusterAdvertise
+		if adv == "" {
+			adv = s.cfg.ClusterBind
+		}
+		servers, _ := s.node.Servers()
+		for _, sv := range servers {
+			if sv.ID == s.nodeID && sv.Address != adv {
+				if err := s.node.AddVoter(ctx, s.nodeID, adv); err != nil {
+					s.log.Error("update this node's raft address", "error", err)
+				}
+			}
+		}
+		if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL}); err != nil {
+			s.log.Warn("record this node in the cluster", "error", err)
+		}
+	}
+}
+
+// JoinToken is a new one-time join token.
+type JoinToken struct {
+	Token   string    `json:"token" doc:"give it to coffer cluster join on the new node; shown once"`
+	Expires time.Time `json:"expires"`
+}
+
+// CreateJoinToken makes a one-time token a new node presents to join
+// (system administrators). It carries the CA's fingerprint, so the new node
+// can trust the node it contacts.
+func (s *Service) CreateJoinToken(ctx context.Context, ttl time.Duration) (JoinToken, error) {
+	id, err := requireRole(ctx, RoleSystemAdmin, "creating a join token")
+	if err != nil {
+		return JoinToken{}, err
+	}
+	if !s.Clustered() {
+		return JoinToken{}, fmt.Errorf("%w: this node has no cluster transport: set cluster.listen in its configuration and restart it", ErrConflict)
+	}
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	if ttl > 7*24*time.Hour {
+		return JoinToken{}, fmt.Errorf("%w: a join token lives at most 7 days", ErrInvalid)
+	}
+	ca, err := tlsutil.LoadCA(s.cfg.TLSDir)
+	if err != nil {
+		return JoinToken{}, fmt.Errorf("%w: the cluster CA is needed to admit nodes: %v", ErrConflict, err)
+	}
+	secret := randHex(32)
+	sum := sha256.Sum256([]byte(secret))
+	exp := time.Now().Add(ttl).UTC()
+	if _, err := s.applyOpen(ctx, state.TypeJoinToken, state.JoinToken{Hash: hex.EncodeToString(sum[:]), Expires: exp, CreatedBy: id.Actor()}); err != nil {
+		return JoinToken{}, err
+	}
+	return JoinToken{Token: "cjt1." + secret + "." + ca.Fingerprint(), Expires: exp}, nil
+}
+
+// JoinRequest is what a joining node sends to the leader.
+type JoinRequest struct {
+	Token    string `json:"token"`
+	NodeID   string `json:"node_id"`
+	RaftAddr string `json:"raft_address"`
+	APIURL   string `json:"api_url"`
+	CSR      []byte `json:"csr" doc:"PKCS#10 DER, base64"`
+}
+
+// JoinResponse gives the new node what it needs to open: the CA (with its
+// key, so that it can sign endpoint certificates when it leads), its node
+// certificate, and every master key generation. Sent only over TLS to a
+// holder of a valid one-time token.
+type JoinResponse struct {
+	ClusterID    string `json:"cluster_id"`
+	CACert       []byte `json:"ca_cert"`
+	CAKey        []byte `json:"ca_key"`
+	NodeCert     []byte `json:"node_cert"`
+	MasterKeys   []byte `json:"master_keys"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+// AdmitNode handles a join request on the leader: it consumes the token,
+// signs the node certificate, adds the node as a non-voter (it is promoted
+// once it has caught up) and records it.
+func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse, error) {
+	if !s.Clustered() {
+		return JoinResponse{}, fmt.Errorf("%w: this node has no cluster transport", ErrConflict)
+	}
+	if err := ValidLabel("node", req.NodeID); err != nil {
+		return JoinResponse{}, err
+	}
+	parts := strings.Split(req.Token, ".")
+	if len(parts) != 3 || parts[0] != "cjt1" {
+		return JoinResponse{}, fmt.Errorf("%w: malformed join token", ErrUnauthenticated)
+	}
+	if req.RaftAddr == "" || req.APIURL == "" {
+		return JoinResponse{}, fmt.Errorf("%w: raft_address and api_url are required", ErrInvalid)
+	}
+	csr, err := x509.ParseCertificateRequest(req.CSR)
+	if err == nil {
+		err = csr.CheckSignature()
+	}
+	if err != nil {
+		return JoinResponse{}, fmt.Errorf("%w: certificate request: %v", ErrInvalid, err)
+	}
+	if !s.node.IsLeader() {
+		return JoinResponse{}, fmt.Errorf("%w: not the leader", ErrUnavailable)
+	}
+	sum := sha256.Sum256([]byte(parts[1]))
+	unlock, err := s.openForRead()
+	if err != nil {
+		return JoinResponse{}, err
+	}
+	defer unlock()
+	ctx = WithIdentity(ctx, Identity{Kind: KindRoot, Name: "join:" + req.NodeID, Roles: AllRoles})
+	if _, err := s.applyResult(ctx, state.TypeJoinTokenUse, state.JoinTokenUse{Hash: hex.EncodeToString(sum[:]), Node: req.NodeID}); err != nil {
+		return JoinResponse{}, fmt.Errorf("%w: join token refused: %v", ErrUnauthenticated, err)
+	}
+	ca, err := tlsutil.LoadCA(s.cfg.TLSDir)
+	if err != nil {
+		return JoinResponse{}, err
+	}
+	cert, err := ca.IssueNodeCert(csr.PublicKey, req.NodeID)
+	if err != nil {
+		return JoinResponse{}, err
+	}
+	caKey, err := os.ReadFile(filepath.Join(s.cfg.TLSDir, tlsutil.CAKey))
+	if err != nil {
+		return JoinResponse{}, err
+	}
+	meks, err := s.ring.ExportMEKs()
+	if err != nil {
+		return JoinResponse{}, err
+	}
+	if err := s.node.AddNonvoter(ctx, req.NodeID, req.RaftAddr); err != nil {
+		clear(meks)
+		return JoinResponse{}, fmt.Errorf("add %s to the raft configuration: %w", req.NodeID, err)
+	}
+	if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: req.NodeID, RaftAddr: req.RaftAddr, APIURL: req.APIURL}); err != nil {
+		s.log.Warn("record the new node", "node", req.NodeID, "error", err)
+	}
+	s.log.Info("node admitted to the cluster (non-voter until it has caught up)", "node", req.NodeID, "raft_address", req.RaftAddr)
+	return JoinResponse{ClusterID: s.st.ClusterID(), CACert: ca.CertPEM(), CAKey: caKey, NodeCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}),
+		MasterKeys: meks, AppliedIndex: s.st.AppliedIndex()}, nil
+}
+
+// Promote makes a caught-up non-voter a voter (called by the node itself,
+// authenticated by its node certificate, or by a system administrator).
+func (s *Service) Promote(ctx context.Context, nodeID string) error {
+	id, err := caller(ctx)
+	if err != nil {
+		return err
+	}
+	if id.Kind != KindNode && !id.Has(RoleSystemAdmin) {
+		return fmt.Errorf("%w: promoting a node", ErrForbidden)
+	}
+	if id.Kind == KindNode && id.Name != nodeID {
+		return fmt.Errorf("%w: node %s may promote only itself", ErrForbidden, id.Name)
+	}
+	nodes, _ := s.st.Nodes()
+	for _, n := range nodes {
+		if n.ID == nodeID {
+			if err := s.node.AddVoter(ctx, nodeID, n.RaftAddr); err != nil {
+				return fmt.Errorf("%w: promote %s: %v", ErrUnavailable, nodeID, err)
+			}
+			s.log.Info("node promoted to voter", "node", nodeID)
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: node %s", ErrNotFound, nodeID)
+}
+
+// JoinCluster joins this uninitialised node to the cluster whose leader
+// (or any member) is at url, with a join token from coffer cluster token
+// create. The node keystore is sealed under passphrase. Local only.
+func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token string, passphrase []byte) error {
+	if !id.Local {
+		return fmt.Errorf("%w: join through the local control socket: coffer cluster join --data-dir DIR", ErrForbidden)
+	}
+	if !s.Clustered() {
+		return fmt.Errorf("%w: set cluster.listen in this node's configuration and restart it first", ErrConflict)
+	}
+	if err := keystore.CheckPassphrase(passphrase); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || parts[0] != "cjt1" || len(parts[2]) != 64 {
+		return fmt.Errorf("%w: malformed join token (cjt1.<secret>.<CA fingerprint>)", ErrInvalid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != StateUninitialized {
+		return fmt.Errorf("%w: only an uninitialised node joins a cluster (this one has a keystore)", ErrAlreadyInit)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: s.nodeID}}, key)
+	if err != nil {
+		return err
+	}
+	adv := s.cfg.ClusterAdvertise
+	if adv == "" {
+		adv = s.cfg.ClusterBind
+	}
+	body, _ := json.Marshal(JoinRequest{Token: token, NodeID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL, CSR: csr})
+	// The token names the CA's fingerprint: fetch the CA, check it, and
+	// trust only it for the join itself.
+	roots, err := fetchPinnedCA(ctx, url, parts[2])
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		InsecureSkipVerify: true, // verified below against the pinned CA, whatever name the URL uses
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			return verifyChain(raw, roots)
+		}}}}
+	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(url, "/")+"/api/v1/cluster/join", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: contact %s: %v", ErrUnavailable, url, err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: %s refused the join (%d): %s", ErrConflict, url, resp.StatusCode, strings.TrimSpace(string(rb)))
+	}
+	var jr JoinResponse
+	if err := json.Unmarshal(rb, &jr); err != nil {
+		return fmt.Errorf("join answer: %w", err)
+	}
+	defer clear(jr.MasterKeys)
+	defer clear(jr.CAKey)
+	ring, err := keystore.ImportMEKs(jr.MasterKeys)
+	if err != nil {
+		return err
+	}
+	defer ring.Wipe()
+	kder, _ := x509.MarshalECPrivateKey(key)
+	dir := s.cfg.TLSDir
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{
+		{tlsutil.CAKey, jr.CAKey}, {tlsutil.CAFile, jr.CACert},
+		{tlsutil.NodeKeyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})}, {tlsutil.NodeCertFile, jr.NodeCert},
+	} {
+		if err := fsutil.WriteFile(filepath.Join(dir, f.name), f.b); err != nil {
+			return err
+		}
+	}
+	if s.cfg.OnCAChanged != nil {
+		if err := s.cfg.OnCAChanged(); err != nil {
+			return fmt.Errorf("install the cluster CA: %w", err)
+		}
+	}
+	marker, _ := json.Marshal(map[string]any{"url": url, "applied_index": jr.AppliedIndex, "cluster_id": jr.ClusterID})
+	if err := fsutil.WriteFile(filepath.Join(s.cfg.DataDir, joinFile), marker); err != nil {
+		return err
+	}
+	k, err := s.ks.InitFrom(passphrase, ring)
+	if err != nil {
+		return mapKeystoreErr(err)
+	}
+	s.setStateLocked(StateSealed)
+	if err := s.openLocked(ctx, k); err != nil {
+		return fmt.Errorf("joined, but opening failed (coffer keystore open retries): %w", err)
+	}
+	go s.promoteWhenCaughtUp(url, jr.AppliedIndex)
+	s.log.Info("joined the cluster", "cluster_id", jr.ClusterID, "via", url)
+	return nil
+}
+
+// promoteWhenCaughtUp asks the leader to make this node a voter once it has
+// applied what the leader had when it admitted it.
+func (s *Service) promoteWhenCaughtUp(url string, index uint64) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for s.st.AppliedIndex() < index && time.Now().Before(deadline) && !s.closed.Load() {
+		time.Sleep(100 * time.Millisecond)
+	}
+	for attempt := 0; attempt < 50 && !s.closed.Load(); attempt++ {
+		target := url
+		if u, self, ok := s.LeaderAPI(); ok && !self {
+			target = u
+		}
+		if err := s.callLeader(target, "/api/v1/cluster/promote", map[string]string{"node_id": s.nodeID}); err == nil {
+			return
+		} else {
+			s.log.Warn("promotion to voter not done yet; retrying", "error", err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// callLeader POSTs to another node's API with this node's certificate.
+func (s *Service) callLeader(url, path string, body any) error {
+	conf := s.NodeTLS()
+	if conf == nil {
+		return errors.New("no node certificate")
+	}
+	conf.InsecureSkipVerify = true
+	roots := conf.RootCAs
+	conf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		return verifyChain(raw, roots)
+	}
+	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
+	b, _ := json.Marshal(body)
+	resp, err := hc.Post(strings.TrimRight(url, "/")+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s%s: %d %s", url, path, resp.StatusCode, strings.TrimSpace(string(rb)))
+	}
+	return nil
+}
+
+// fetchPinnedCA reads the CA certificate a node serves and checks it
+// against the fingerprint from the join token.
+func fetchPinnedCA(ctx context.Context, url, fp string) (*x509.CertPool, error) {
+	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		InsecureSkipVerify: true}}} // public data, checked against the fingerprint
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(url, "/")+"/api/v1/cluster/ca", nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: contact %s: %v", ErrUnavailable, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	blk, _ := pem.Decode(b)
+	if resp.StatusCode != http.StatusOK || blk == nil {
+		return nil, fmt.Errorf("%w: %s did not serve its CA (%d)", ErrConflict, url, resp.StatusCode)
+	}
+	sum := sha256.Sum256(blk.Bytes)
+	if hex.EncodeToString(sum[:]) != fp {
+		return nil, fmt.Errorf("%w: the CA of %s is not the one named in the join token: refusing to join", ErrUnauthenticated, url)
+	}
+	ca, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return pool, nil
+}
+
+// CACertPEM is the cluster CA certificate (public), for joining nodes.
+func (s *Service) CACertPEM() ([]byte, error) {
+	return os.ReadFile(filepath.Join(s.cfg.TLSDir, tlsutil.CAFile))
+}
+
+func verifyChain(raw [][]byte, roots *x509.CertPool) error {
+	if len(raw) == 0 {
+		return errors.New("no certificate")
+	}
+	leaf, err := x509.ParseCertificate(raw[0])
+	if err != nil {
+		return err
+	}
+	inter := x509.NewCertPool()
+	for _, r := range raw[1:] {
+		if c, err := x509.ParseCertificate(r); err == nil {
+			inter.AddCert(c)
+		}
+	}
+	_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
+}
+
+// ClusterNode is one member as cluster status shows it.
+type ClusterNode struct {
+	ID          string     `json:"id"`
+	RaftAddress string     `json:"raft_address"`
+	APIURL      string     `json:"api_url,omitempty"`
+	Voter       bool       `json:"voter"`
+	Leader      bool       `json:"leader"`
+	Self        bool       `json:"self"`
+	Applied     *uint64    `json:"applied_index,omitempty" doc:"as the node reports it (unknown if unreachable)"`
+	Lag         *uint64    `json:"lag,omitempty" doc:"entries behind this node's view of the commit index"`
+	LastContact *time.Time `json:"last_contact,omitempty" doc:"this node: when it last heard from the leader"`
+	Reachable   bool       `json:"reachable"`
+}
+
+// ClusterStatus is the cluster as this node sees it.
+type ClusterStatus struct {
+	ClusterID string        `json:"cluster_id"`
+	Role      string        `json:"role" doc:"standalone, leader, follower or read-only"`
+	Leader    string        `json:"leader,omitempty"`
+	Nodes     []ClusterNode `json:"nodes"`
+}
+
+// ClusterStatus reports members, roles, last contact, applied index and
+// lag (asking every member's health for its applied index).
+func (s *Service) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
+	if _, err := requireAdmin(ctx, "reading the cluster status"); err != nil {
+		return ClusterStatus{}, err
+	}
+	st := ClusterStatus{ClusterID: s.st.ClusterID(), Role: s.Role()}
+	leaderID, _ := s.node.Leader()
+	st.Leader = leaderID
+	servers, err := s.node.Servers()
+	if err != nil {
+		return st, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	reg := map[string]state.Node{}
+	if nodes, err := s.st.Nodes(); err == nil {
+		for _, n := range nodes {
+			reg[n.ID] = n
+		}
+	}
+	commit := s.node.Status().CommitIndex
+	for _, sv := range servers {
+		cn := ClusterNode{ID: sv.ID, RaftAddress: sv.Address, APIURL: reg[sv.ID].APIURL, Voter: sv.Voter, Leader: sv.ID == leaderID, Self: sv.ID == s.nodeID}
+		var applied uint64
+		ok := false
+		if cn.Self {
+			applied, ok = s.st.AppliedIndex(), true
+			if lc := s.node.LastContact(); !lc.IsZero() && !cn.Leader {
+				cn.LastContact = &lc
+			}
+		} else if cn.APIURL != "" {
+			applied, ok = s.peerApplied(ctx, cn.APIURL)
+		}
+		cn.Reachable = ok
+		if ok {
+			a := applied
+			cn.Applied = &a
+			lag := uint64(0)
+			if commit > applied {
+				lag = commit - applied
+			}
+			cn.Lag = &lag
+		}
+		st.Nodes = append(st.Nodes, cn)
+	}
+	return st, nil
+}
+
+// peerApplied reads another node's applied index from its health.
+func (s *Service) peerApplied(ctx context.Context, url string) (uint64, bool) {
+	conf := s.NodeTLS()
+	if conf == nil {
+		return 0, false
+	}
+	conf.InsecureSkipVerify = true
+	roots := conf.RootCAs
+	conf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error { return verifyChain(raw, roots) }
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(url, "/")+"/api/v1/sys/health", nil)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: conf}}).Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	var h struct {
+		AppliedIndex uint64 `json:"applied_index"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h) != nil {
+		return 0, false
+	}
+	return h.AppliedIndex, true
+}
+
+// Switchover hands leadership to another voter (Oracle Key Vault's
+// "switch roles"); to "" picks the most up-to-date one. Leader only.
+func (s *Service) Switchover(ctx context.Context, to string) (string, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "switching the leader"); err != nil {
+		return "", err
+	}
+	if !s.node.IsLeader() {
+		return "", fmt.Errorf("%w: not the leader", ErrUnavailable)
+	}
+	addr := ""
+	if to != "" {
+		servers, _ := s.node.Servers()
+		for _, sv := range servers {
+			if sv.ID == to {
+				if !sv.Voter {
+					return "", fmt.Errorf("%w: %s is not a voter yet", ErrConflict, to)
+				}
+				addr = sv.Address
+			}
+		}
+		if addr == "" {
+			return "", fmt.Errorf("%w: node %s is not in the cluster", ErrNotFound, to)
+		}
+		if to == s.nodeID {
+			return to, nil
+		}
+	}
+	if err := s.node.Transfer(ctx, to, addr); err != nil {
+		return "", fmt.Errorf("%w: leadership transfer: %v", ErrUnavailable, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for wctx.Err() == nil {
+		if id, _ := s.node.Leader(); id != "" && id != s.nodeID {
+			s.log.Info("leadership transferred", "to", id)
+			return id, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", fmt.Errorf("%w: no new leader after the transfer", ErrUnavailable)
+}
+
+// RemoveNode takes a member out of the cluster (Oracle Key Vault's
+// "unpair"): replacing a failed node is removing it and joining a fresh
+// one. The leader cannot remove itself: switch over first.
+func (s *Service) RemoveNode(ctx context.Context, id string) error {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "removing a node"); err != nil {
+		return err
+	}
+	if !s.node.IsLeader() {
+		return fmt.Errorf("%w: not the leader", ErrUnavailable)
+	}
+	if id == s.nodeID {
+		return fmt.Errorf("%w: the leader cannot remove itself: coffer cluster switchover first", ErrConflict)
+	}
+	if err := s.node.Remove(ctx, id); err != nil {
+		return fmt.Errorf("%w: remove %s: %v", ErrUnavailable, id, err)
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := s.applyResult(ctx, state.TypeNodeDelete, state.NodeDelete{ID: id}); err != nil {
+		return err
+	}
+	s.log.Warn("node removed from the cluster", "node", id)
+	return nil
+}
+
+// NodeID is this node's id.
+func (s *Service) NodeID() string { return s.nodeID }
+
+// RecoverStandalone makes a stopped node the only voter of its cluster
+// (offline; the data dir must not be in use). The operator confirms that
+// the other members are gone for good: if they come back they form a
+// second cluster with the same history — split brain.
+func RecoverStandalone(dataDir string) error {
+	id, err := os.ReadFile(filepath.Join(dataDir, "node-id"))
+	if err != nil {
+		return err
+	}
+	st, err := state.Open(StatePath(dataDir), state.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return cluster.RecoverStandalone(cluster.Config{Dir: RaftDir(dataDir), NodeID: strings.TrimSpace(string(id))}, st)
+}

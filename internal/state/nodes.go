@@ -1,0 +1,134 @@
+package state
+
+import (
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Cluster membership commands (190-199).
+const (
+	// TypeNodePut registers (or updates) a node: its raft and API addresses (body: Node).
+	TypeNodePut Type = 190
+	// TypeNodeDelete forgets a node removed from the cluster (body: NodeDelete).
+	TypeNodeDelete Type = 191
+	// TypeJoinToken stores a one-time join token's hash (body: JoinToken).
+	TypeJoinToken Type = 192
+	// TypeJoinTokenUse consumes a join token (body: JoinTokenUse).
+	TypeJoinTokenUse Type = 193
+)
+
+// Node is a member of the cluster as the others need to know it.
+type Node struct {
+	ID       string    `json:"id"`
+	RaftAddr string    `json:"raft_address"`
+	APIURL   string    `json:"api_url"`
+	Joined   time.Time `json:"joined"`
+}
+
+// NodeDelete removes a node's record.
+type NodeDelete struct {
+	ID string `json:"id"`
+}
+
+// JoinToken is a one-time token a new node presents to join; only its
+// SHA-256 is stored.
+type JoinToken struct {
+	Hash      string    `json:"hash"`
+	Expires   time.Time `json:"expires"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	UsedBy    string    `json:"used_by,omitempty"`
+}
+
+// JoinTokenUse consumes a token for a node.
+type JoinTokenUse struct {
+	Hash string `json:"hash"`
+	Node string `json:"node"`
+}
+
+var (
+	bucketNodes      = []byte("cluster_nodes")
+	bucketJoinTokens = []byte("cluster_join_tokens")
+)
+
+func init() {
+	allBuckets = append(allBuckets, bucketNodes, bucketJoinTokens)
+	typeNames[TypeNodePut] = "node-put"
+	typeNames[TypeNodeDelete] = "node-delete"
+	typeNames[TypeJoinToken] = "join-token"
+	typeNames[TypeJoinTokenUse] = "join-token-use"
+}
+
+// applyCluster dispatches membership commands; ok is false for other types.
+func (s *Store) applyCluster(tx *bolt.Tx, cmd Command) (res any, err error, ok bool) {
+	switch cmd.Type {
+	case TypeNodePut:
+		res, err = decodeApply(cmd, func(n Node) (any, error) {
+			for _, e := range []error{checkLen("node id", n.ID, 1, 64), checkLen("raft address", n.RaftAddr, 1, 255), checkLen("API URL", n.APIURL, 0, 1024)} {
+				if e != nil {
+					return e, nil
+				}
+			}
+			b := tx.Bucket(bucketNodes)
+			if old, ok, err := getJSON[Node](b, []byte(n.ID)); err != nil {
+				return nil, err
+			} else if ok && n.Joined.IsZero() {
+				n.Joined = old.Joined
+			}
+			if n.Joined.IsZero() {
+				n.Joined = cmd.Time
+			}
+			return n, putJSON(b, []byte(n.ID), n)
+		})
+	case TypeNodeDelete:
+		res, err = decodeApply(cmd, func(c NodeDelete) (any, error) {
+			return nil, tx.Bucket(bucketNodes).Delete([]byte(c.ID))
+		})
+	case TypeJoinToken:
+		res, err = decodeApply(cmd, func(t JoinToken) (any, error) {
+			if err := checkLen("join token hash", t.Hash, 64, 64); err != nil {
+				return err, nil
+			}
+			b := tx.Bucket(bucketJoinTokens)
+			// Expired tokens go when a new one is made.
+			var old [][]byte
+			b.ForEach(func(k, v []byte) error {
+				if jt, ok, _ := getJSON[JoinToken](b, k); ok && !jt.Expires.After(cmd.Time) {
+					old = append(old, append([]byte(nil), k...))
+				}
+				return nil
+			})
+			for _, k := range old {
+				if err := b.Delete(k); err != nil {
+					return nil, err
+				}
+			}
+			t.UsedBy = ""
+			return t, putJSON(b, []byte(t.Hash), t)
+		})
+	case TypeJoinTokenUse:
+		res, err = decodeApply(cmd, func(c JoinTokenUse) (any, error) {
+			b := tx.Bucket(bucketJoinTokens)
+			t, ok, err := getJSON[JoinToken](b, []byte(c.Hash))
+			switch {
+			case err != nil:
+				return nil, err
+			case !ok:
+				return fmt.Errorf("join token: %w", ErrNotFound), nil
+			case t.UsedBy != "":
+				return fmt.Errorf("join token already used by node %s: %w", t.UsedBy, ErrConflict), nil
+			case !t.Expires.After(cmd.Time):
+				return fmt.Errorf("join token expired at %s: %w", t.Expires.Format(time.RFC3339), ErrConflict), nil
+			}
+			t.UsedBy = c.Node
+			return t, putJSON(b, []byte(c.Hash), t)
+		})
+	default:
+		return nil, nil, false
+	}
+	return res, err, true
+}
+
+// Nodes lists the registered nodes.
+func (s *Store) Nodes() ([]Node, error) { return listJSON[Node](s, bucketNodes) }
