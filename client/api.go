@@ -12,6 +12,10 @@ type Health struct {
 	Sealed      bool   `json:"sealed"`
 	State       string `json:"state"`
 	Version     string `json:"version"`
+	// Role in a cluster: standalone, leader, follower (answered with 429)
+	// or read-only (no quorum, 503).
+	Role         string `json:"role,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
 }
 
 // Health never fails on a sealed or uninitialised server: the state is in the result.

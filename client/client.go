@@ -156,13 +156,15 @@ func IsCode(err error, code string) bool {
 }
 
 // retryable reports whether a failed request may be sent to the next
-// address: only when it never reached a server (dial failed), or for reads.
-// A write that may have reached a server is never re-sent, so a timeout can
-// not turn into a duplicate version.
+// address: only when it never reached a server (dial failed), or for reads,
+// or when the server refused it before doing anything (a cluster node
+// without quorum: read-only restricted mode). A write that may have reached
+// a server is never re-sent, so a timeout can not turn into a duplicate
+// version.
 func retryable(method string, err error) bool {
 	var apiErr *Error
 	if errors.As(err, &apiErr) {
-		return false
+		return apiErr.Status == http.StatusServiceUnavailable && (apiErr.Code == "read_only_restricted" || method == http.MethodGet)
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {

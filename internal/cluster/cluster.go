@@ -677,5 +677,30 @@ func RecoverStandalone(cfg Config, fsm raft.FSM) error {
 	_, trans := raft.NewInmemTransport(raft.ServerAddress(addr))
 	defer trans.Close()
 	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(addr)}}}
-	return raft.RecoverCluster(c, fsm, n.store, n.stable, n.snaps, trans, conf)
+	return raft.RecoverCluster(c, releasingFSM{fsm}, n.store, n.stable, n.snaps, trans, conf)
 }
+
+// releasingFSM makes sure a snapshot is released once persisted:
+// RecoverCluster does not call Release, and Coffer's snapshot holds a read
+// transaction that would block closing the state.
+type releasingFSM struct{ raft.FSM }
+
+func (f releasingFSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := f.FSM.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &releaseOnce{FSMSnapshot: s}, nil
+}
+
+type releaseOnce struct {
+	raft.FSMSnapshot
+	once sync.Once
+}
+
+func (r *releaseOnce) Persist(sink raft.SnapshotSink) error {
+	defer r.Release()
+	return r.FSMSnapshot.Persist(sink)
+}
+
+func (r *releaseOnce) Release() { r.once.Do(r.FSMSnapshot.Release) }

@@ -88,6 +88,23 @@ type Config struct {
 		// data at risk between archives is bounded in time (0: journal.max_segment_age).
 		ArchiveTimeout Duration `yaml:"archive_timeout"`
 	} `yaml:"backup"`
+	// Cluster: high availability on Raft (issue 6). Empty listen: a
+	// standalone node.
+	Cluster struct {
+		// Listen is host:port of the raft transport (mutual TLS between
+		// nodes); Advertise is what the other nodes dial (default Listen).
+		Listen    string `yaml:"listen"`
+		Advertise string `yaml:"advertise"`
+		// APIURL is this node's https address for the others (forwarded
+		// writes); default: https:// and the API listener's address.
+		APIURL string `yaml:"api_url"`
+		// FailoverThreshold: how long followers wait without the leader
+		// before electing another (default 3s).
+		FailoverThreshold Duration `yaml:"failover_threshold"`
+		// AllowReadOnlyRestrictedMode: a node without quorum serves reads
+		// and refuses writes (true, the default), or refuses everything.
+		AllowReadOnlyRestrictedMode *bool `yaml:"allow_read_only_restricted_mode"`
+	} `yaml:"cluster"`
 	// KMIP: the KMIP listener (issue 7). Empty listen: no KMIP listener.
 	KMIP struct {
 		// Listen is host:port for KMIP over mutual TLS (5696 is KMIP's port).
@@ -181,6 +198,12 @@ func (c Config) Validate() error {
 	}
 	if c.Auth.ClientCertDays < 1 || c.Auth.ClientCertDays > 3650 {
 		return fmt.Errorf("config: auth.client_cert_days %d: use 1 to 3650", c.Auth.ClientCertDays)
+	}
+	if t := c.Cluster.FailoverThreshold.Duration; t != 0 && (t < 300*time.Millisecond || t > 10*time.Minute) {
+		return fmt.Errorf("config: cluster.failover_threshold %s: use 300ms to 10m", t)
+	}
+	if c.Cluster.Listen != "" && c.TLS.Disable {
+		return fmt.Errorf("config: cluster.listen needs TLS (the nodes authenticate each other with certificates from Coffer's CA)")
 	}
 	if c.Backup.CheckInterval.Duration < time.Second || c.Backup.CheckInterval.Duration > time.Hour {
 		return fmt.Errorf("config: backup.check_interval %s: use 1s to 1h", c.Backup.CheckInterval.Duration)

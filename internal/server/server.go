@@ -6,6 +6,8 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,9 +19,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/api/forward"
 	kmipapi "github.com/coffer-kms/coffer/internal/api/kmip"
 	"github.com/coffer-kms/coffer/internal/api/rest"
 	"github.com/coffer-kms/coffer/internal/api/vault"
@@ -136,6 +140,7 @@ func Start(opts Options) (_ *Server, err error) {
 		tlsCerts *tlsutil.Reloader
 		caFile   string
 		issuer   *tlsutil.CA
+		caNow    = &swapCA{}
 		// The CA a full backup carries, so that endpoints keep working
 		// after a restore on a new machine.
 		caCertFile, caKeyFile string
@@ -169,6 +174,7 @@ func Start(opts Options) (_ *Server, err error) {
 		tlsConf = tlsCerts.ServerConfig()
 		if issuer != nil {
 			issuer.Valid = time.Duration(cfg.Auth.ClientCertDays) * 24 * time.Hour
+			caNow.Store(issuer)
 			// Endpoints may authenticate with a client certificate signed by
 			// the CA; a token alone is also accepted, so a certificate is optional.
 			tlsConf.ClientAuth = tls.VerifyClientCertIfGiven
@@ -192,7 +198,20 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	var certIssuer service.CertIssuer
 	if issuer != nil {
-		certIssuer = issuer
+		certIssuer = caNow
+		// The CA can change at run time (a node joining a cluster takes the
+		// cluster's): client certificates are checked against the current one.
+		base := tlsConf
+		tlsConf = base.Clone()
+		tlsConf.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := base.Clone()
+			c.ClientCAs = caNow.Load().Pool()
+			return c, nil
+		}
+	}
+	tlsDir := filepath.Join(dataDir, "tls")
+	if cfg.Cluster.Listen != "" && (cfg.TLS.CertFile != "" || issuer == nil) {
+		return nil, errors.New("cluster.listen needs Coffer's own CA in <data-dir>/tls (tls.cert_file must be unset): node certificates are issued by it")
 	}
 
 	svc, err := service.New(service.Config{
@@ -212,9 +231,34 @@ func Start(opts Options) (_ *Server, err error) {
 		AuditMaxFileBytes: cfg.Audit.MaxFileBytes,
 		CACert:            caCertFile,
 		CAKey:             caKeyFile,
-		BackupTick:        cfg.Backup.CheckInterval.Duration,
-		NoAutoBackup:      !cfg.Backup.AutoFullAfterKeyChange,
-		FreezeTimeout:     cfg.Backup.FreezeTimeout.Duration,
+		ClusterBind:       cfg.Cluster.Listen,
+		ClusterAdvertise:  cfg.Cluster.Advertise,
+		FailoverThreshold: cfg.Cluster.FailoverThreshold.Duration,
+		NoReadOnlyMode:    cfg.Cluster.AllowReadOnlyRestrictedMode != nil && !*cfg.Cluster.AllowReadOnlyRestrictedMode,
+		APIURL:            cfg.Cluster.APIURL,
+		TLSDir:            tlsDir,
+		OnCAChanged: func() error {
+			// A join brought the cluster's CA: a server certificate from it,
+			// and client certificates checked against it.
+			ca, err := tlsutil.LoadCA(tlsDir)
+			if err != nil {
+				return err
+			}
+			ca.Valid = time.Duration(cfg.Auth.ClientCertDays) * 24 * time.Hour
+			os.Remove(filepath.Join(tlsDir, tlsutil.CertFile))
+			os.Remove(filepath.Join(tlsDir, tlsutil.KeyFile))
+			if _, err := tlsutil.EnsureGenerated(tlsDir, append(cfg.TLS.Hosts, hostOf(cfg.Listen))); err != nil {
+				return err
+			}
+			caNow.Store(ca)
+			if tlsCerts != nil {
+				return tlsCerts.Reload()
+			}
+			return nil
+		},
+		BackupTick:    cfg.Backup.CheckInterval.Duration,
+		NoAutoBackup:  !cfg.Backup.AutoFullAfterKeyChange,
+		FreezeTimeout: cfg.Backup.FreezeTimeout.Duration,
 	})
 	if err != nil {
 		return nil, err
@@ -246,7 +290,8 @@ func Start(opts Options) (_ *Server, err error) {
 		vopts.Metrics = ropts.Metrics
 	}
 	mux.Handle("/v1/", vault.Handler(svc, vopts))
-	handler := http.Handler(mux)
+	// Writes reaching a follower go to the leader (issue 6).
+	handler := forward.Handler(mux, svc, forward.Options{Logger: log, IsLocal: rest.IsLocal})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -257,6 +302,7 @@ func Start(opts Options) (_ *Server, err error) {
 		scheme = "https"
 	}
 	s.URL = scheme + "://" + ln.Addr().String()
+	svc.SetAPIURL(s.URL)
 	s.Socket = filepath.Join(dataDir, SocketFile)
 	os.Remove(s.Socket)
 	sln, err := net.Listen("unix", s.Socket)
@@ -571,4 +617,14 @@ func archiveAge(cfg config.Config) time.Duration {
 		age = t
 	}
 	return age
+}
+
+// swapCA is the CA endpoint certificates are issued by and checked
+// against; a node joining a cluster replaces it with the cluster's.
+type swapCA struct{ p atomic.Pointer[tlsutil.CA] }
+
+func (s *swapCA) Store(c *tlsutil.CA) { s.p.Store(c) }
+func (s *swapCA) Load() *tlsutil.CA   { return s.p.Load() }
+func (s *swapCA) IssueClientCert(csr *x509.CertificateRequest, cn string) ([]byte, []byte, error) {
+	return s.p.Load().IssueClientCert(csr, cn)
 }

@@ -695,3 +695,13 @@ func RecoverStandalone(dataDir string) error {
 	defer st.Close()
 	return cluster.RecoverStandalone(cluster.Config{Dir: RaftDir(dataDir), NodeID: strings.TrimSpace(string(id))}, st)
 }
+
+// AppliedIndex is the last raft index applied to this node's state.
+func (s *Service) AppliedIndex() uint64 { return s.st.AppliedIndex() }
+
+// SetAPIURL sets this node's https address (known once the listener is up).
+func (s *Service) SetAPIURL(u string) {
+	if s.cfg.APIURL == "" {
+		s.cfg.APIURL = u
+	}
+}

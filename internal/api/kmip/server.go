@@ -100,11 +100,27 @@ func TLSConfig(base *tls.Config) (*tls.Config, error) {
 		return nil, errors.New("kmip: needs a CA for client certificates (the generated CA, or tls.client_ca_file)")
 	}
 	c := base.Clone()
-	c.ClientAuth = tls.RequireAndVerifyClientCert
-	if c.MinVersion < tls.VersionTLS12 {
-		c.MinVersion = tls.VersionTLS12
+	harden := func(c *tls.Config) {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+		if c.MinVersion < tls.VersionTLS12 {
+			c.MinVersion = tls.VersionTLS12
+		}
+		c.NextProtos = nil
 	}
-	c.NextProtos = nil
+	harden(c)
+	if g := c.GetConfigForClient; g != nil {
+		// The server picks the current CA per connection (it can change
+		// when a node joins a cluster): keep the KMIP requirements on it.
+		c.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			cc, err := g(h)
+			if cc != nil {
+				cc = cc.Clone()
+				cc.GetConfigForClient = nil
+				harden(cc)
+			}
+			return cc, err
+		}
+	}
 	return c, nil
 }
 

@@ -22,6 +22,9 @@ var callers = []string{"anonymous", "ep-none", "ep-read", "ep-rm", "ep-manage", 
 // read_modify, "manage+" manage.
 var allowed = map[string]string{
 	"health": "*", "openapi": "*", "open": "*", "login": "*",
+	"clusterCA": "*", "clusterJoin": "*", "clusterJoinLocal": "", // join: the token authenticates; local join: the control socket only
+	"clusterToken": "sysadmin root", "clusterPromote": "sysadmin root", "clusterStatus": "admins",
+	"clusterSwitchover": "sysadmin root", "clusterRemove": "sysadmin root",
 	"init": "", "createRootToken": "", "resetPassphrase": "", // local control socket only
 	"seal": "sysadmin root", "status": "admins", "stop": "sysadmin root",
 	"rotateMasterKey": "sysadmin root", "rotateDataKey": "sysadmin root", "changePassphrase": "sysadmin root",
@@ -148,6 +151,9 @@ func (f *matrixFixture) request(rt route, caller string) (method, path, body str
 		"editDestination":       `{"kind":"dir","path":"/nonexistent/coffer-matrix"}`,
 		"createRestorePoint":    `{"name":"rp-` + caller + `"}`,
 		"restoreObject":         `{"destination":"LOCAL","index":1}`,
+		"clusterJoin":           `{"token":"cjt1.x.y","node_id":"n2","raft_address":"127.0.0.2:7001","api_url":"https://127.0.0.2:8200","csr":""}`,
+		"clusterJoinLocal":      `{"url":"https://127.0.0.1:1","token":"cjt1.x.` + strings.Repeat("a", 64) + `","passphrase":"long-enough-passphrase"}`,
+		"clusterPromote":        `{"node_id":"n2"}`,
 		"verifyBackups":         `{"all":true}`,
 		"runBackup":             `{"destination":"LOCAL","wait":true}`,
 		"addSchedule":           `{"name":"s-` + caller + `","destination":"LOCAL","type":"periodic","every":"24h"}`,

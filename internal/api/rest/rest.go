@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/coffer-kms/coffer/internal/api/forward"
 	"io"
 	"log/slog"
 	"net/http"
@@ -41,6 +42,9 @@ const localKey ctxKey = 1
 func WithLocal(ctx context.Context) context.Context { return context.WithValue(ctx, localKey, true) }
 
 func isLocal(r *http.Request) bool { v, _ := r.Context().Value(localKey).(bool); return v }
+
+// IsLocal reports whether r came through the control socket.
+func IsLocal(r *http.Request) bool { return isLocal(r) }
 
 type api struct {
 	svc     *service.Service
@@ -156,9 +160,18 @@ func (a *api) identify(r *http.Request) (service.Identity, error) {
 	if isLocal(r) {
 		return service.LocalRoot(), nil
 	}
+	from := forward.Caller(r)
+	if from.Local {
+		// Forwarded from another node's control socket (a node
+		// certificate vouches for it).
+		return service.LocalRoot(), nil
+	}
+	if from.Node != "" && bearer(r) == "" {
+		return service.Identity{Kind: service.KindNode, Name: from.Node}, nil
+	}
 	var certID *service.Identity
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		id, err := a.svc.AuthenticateCert(r.TLS.PeerCertificates[0].Raw)
+	if from.ClientCert != nil {
+		id, err := a.svc.AuthenticateCert(from.ClientCert)
 		if err != nil {
 			return service.Identity{}, err
 		}
@@ -191,6 +204,7 @@ var errorTable = []struct {
 	{service.ErrMachineMismatch, http.StatusConflict, "auto_open_wrong_machine"},
 	{service.ErrAutoOpenDisabled, http.StatusConflict, "auto_open_disabled"},
 	{service.ErrAutoOpenStale, http.StatusConflict, "auto_open_stale"},
+	{service.ErrReadOnly, http.StatusServiceUnavailable, "read_only_restricted"},
 	{service.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
 	{service.ErrForbidden, http.StatusForbidden, "forbidden"},
 	{service.ErrThrottled, http.StatusTooManyRequests, "throttled"},
@@ -283,13 +297,17 @@ func bearer(r *http.Request) string {
 	return r.Header.Get("X-Coffer-Token")
 }
 
-// Health answers like Vault's sys/health: 200 open, 503 sealed, 501 uninitialised.
+// Health answers like Vault's sys/health: 200 open (the leader, or a
+// standalone node), 429 a standby (follower), 503 sealed or without quorum
+// (read-only restricted mode), 501 uninitialised.
 type Health struct {
-	Initialized bool   `json:"initialized"`
-	Sealed      bool   `json:"sealed"`
-	State       string `json:"state"`
-	Version     string `json:"version"`
-	ClusterID   string `json:"cluster_id,omitempty"`
+	Initialized  bool   `json:"initialized"`
+	Sealed       bool   `json:"sealed"`
+	State        string `json:"state"`
+	Version      string `json:"version"`
+	ClusterID    string `json:"cluster_id,omitempty"`
+	Role         string `json:"role,omitempty" doc:"standalone, leader, follower or read-only"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
 }
 
 func (a *api) health(w http.ResponseWriter, r *http.Request) {
@@ -301,6 +319,14 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusNotImplemented
 	case service.StateSealed:
 		code = http.StatusServiceUnavailable
+	default:
+		h.Role, h.AppliedIndex = a.svc.Role(), a.svc.AppliedIndex()
+		switch h.Role {
+		case "follower":
+			code = http.StatusTooManyRequests // a standby, as Vault answers: load balancers route to the leader
+		case "read-only":
+			code = http.StatusServiceUnavailable
+		}
 	}
 	writeJSON(w, code, h)
 }

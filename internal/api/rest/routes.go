@@ -48,6 +48,15 @@ func (a *api) routes() []route {
 	return []route{
 		// System
 		noAudit(r("GET", "/api/v1/sys/health", "health", "Health: 200 open, 503 sealed, 501 uninitialised", false, nil, Health{}, nil, a.health, "sys")),
+		// Cluster (issue 6)
+		noAudit(r("GET", "/api/v1/cluster/ca", "clusterCA", "The cluster CA certificate (PEM; a joining node checks it against its token)", false, nil, nil, nil, a.clusterCA, "cluster")),
+		r("POST", "/api/v1/cluster/join", "clusterJoin", "Admit a node presenting a one-time join token (node to leader)", false, service.JoinRequest{}, service.JoinResponse{}, e400, a.clusterJoin, "cluster"),
+		r("POST", "/api/v1/sys/cluster/join", "clusterJoinLocal", "Join this uninitialised node to a cluster (local control socket only)", false, JoinLocalRequest{}, service.Status{}, []int{400, 403, 409, 503}, a.clusterJoinLocal, "cluster"),
+		r("POST", "/api/v1/cluster/tokens", "clusterToken", "Create a one-time join token", true, TokenRequest{}, service.JoinToken{}, e400, a.clusterToken, "cluster"),
+		r("POST", "/api/v1/cluster/promote", "clusterPromote", "Make a caught-up node a voter (the node itself, or a system administrator)", true, PromoteRequest{}, nil, eObj, a.clusterPromote, "cluster"),
+		r("GET", "/api/v1/cluster", "clusterStatus", "Members, roles, last contact, applied index and lag", true, nil, service.ClusterStatus{}, e400, a.clusterStatus, "cluster"),
+		r("POST", "/api/v1/cluster/switchover", "clusterSwitchover", "Hand leadership to another voter", true, SwitchoverRequest{}, SwitchoverResult{}, eObj, a.clusterSwitchover, "cluster"),
+		r("DELETE", "/api/v1/cluster/nodes/{id}", "clusterRemove", "Remove a node from the cluster", true, nil, nil, eObj, a.clusterRemove, "cluster"),
 		noAudit(r("GET", "/api/v1/openapi.json", "openapi", "This API's OpenAPI 3 document", false, nil, nil, nil, a.openapi, "sys")),
 		r("POST", "/api/v1/sys/init", "init", "Initialise the keystore (local control socket only)", false, PassphraseRequest{}, InitResponse{}, []int{400, 403, 409}, a.init, "sys"),
 		r("POST", "/api/v1/sys/open", "open", "Open the keystore with the passphrase or auto-open", false, PassphraseRequest{}, service.Status{}, []int{400, 409, 501}, a.open, "sys"),

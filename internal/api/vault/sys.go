@@ -127,6 +127,11 @@ func (a *api) health(q *request) {
 		code, param = http.StatusNotImplemented, "uninitcode"
 	case b.Sealed:
 		code, param = http.StatusServiceUnavailable, "sealedcode"
+	case a.svc.Role() == "follower":
+		b.Standby = true
+		code, param = http.StatusTooManyRequests, "standbycode"
+	case a.svc.Role() == "read-only":
+		code, param = http.StatusServiceUnavailable, "sealedcode"
 	}
 	if v := q.r.URL.Query().Get(param); v != "" {
 		c, err := strconv.Atoi(v)

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/coffer-kms/coffer/internal/api/forward"
 	"io"
 	"log/slog"
 	"net/http"
@@ -166,8 +167,8 @@ func token(r *http.Request) string {
 // the same endpoint.
 func (a *api) identify(r *http.Request) (service.Identity, error) {
 	var certID *service.Identity
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		id, err := a.svc.AuthenticateCert(r.TLS.PeerCertificates[0].Raw)
+	if der := forward.Caller(r).ClientCert; der != nil {
+		id, err := a.svc.AuthenticateCert(der)
 		if err != nil {
 			return service.Identity{}, err
 		}
@@ -207,6 +208,7 @@ var errorTable = []struct {
 	{service.ErrConflict, http.StatusBadRequest, "conflict"},
 	{service.ErrUninitialized, http.StatusServiceUnavailable, "uninitialized"},
 	{service.ErrSealed, http.StatusServiceUnavailable, "sealed"},
+	{service.ErrReadOnly, http.StatusServiceUnavailable, "read_only_restricted"},
 	{service.ErrWriteUnavailable, http.StatusServiceUnavailable, "writes_unavailable"},
 	{service.ErrStopping, http.StatusServiceUnavailable, "stopping"},
 	{service.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},

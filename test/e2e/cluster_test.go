@@ -1,0 +1,361 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/client"
+)
+
+const failoverThreshold = 1500 * time.Millisecond
+
+// freeAddr returns a free address on ip now.
+func freeAddr(t *testing.T, ip string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s (Linux routes all of 127/8 to lo): %v", ip, err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// clusterNode is a node whose raft transport listens on its own loopback
+// IP (127.0.0.<i+10>), so its traffic is recognisable by source address.
+func clusterNode(t *testing.T, base string, i int, extra string) *node {
+	t.Helper()
+	ip := fmt.Sprintf("127.0.0.%d", i+10)
+	raft := freeAddr(t, ip)
+	return newNode(t, filepath.Join(base, fmt.Sprintf("n%d", i)), fmt.Sprintf(`cluster:
+  listen: %s
+  failover_threshold: %s
+backup:
+  check_interval: 1h
+%s`, raft, failoverThreshold, extra))
+}
+
+// joinNode starts n uninitialised and joins it through its control socket.
+func joinNode(t *testing.T, n *node, url, token string) {
+	t.Helper()
+	n.start()
+	t.Cleanup(n.stop)
+	n.waitState("uninitialized")
+	pf := filepath.Join(filepath.Dir(n.dataDir), filepath.Base(n.dataDir)+".pass")
+	os.WriteFile(pf, []byte(testPassphrase+"\n"), 0o600)
+	out, err := coffer(t, nil, "cluster", "join", url, "--token", token, "--data-dir", n.dataDir, "--passphrase-file", pf)
+	if err != nil {
+		t.Fatalf("join: %v\n%s\n%s", err, out, n.logs)
+	}
+	n.waitState("open")
+	if err := n.local().SetAutoOpen(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitVoters waits until c reports want voters and a leader.
+func waitVoters(t *testing.T, c *client.Client, want int) client.ClusterStatus {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := c.ClusterStatus(context.Background())
+		voters := 0
+		for _, n := range st.Nodes {
+			if n.Voter {
+				voters++
+			}
+		}
+		if err == nil && voters == want && st.Leader != "" {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster did not reach %d voters: %+v %v", want, st, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startCluster makes an initialised first node and joins n-1 more.
+func startCluster(t *testing.T, n int) ([]*node, *client.Client) {
+	t.Helper()
+	base := t.TempDir()
+	nodes := []*node{clusterNode(t, base, 1, "")}
+	nodes[0].start()
+	t.Cleanup(nodes[0].stop)
+	nodes[0].initialise()
+	c0 := nodes[0].https()
+	tok, err := c0.CreateJoinToken(context.Background(), 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i <= n; i++ {
+		nd := clusterNode(t, base, i, "")
+		nd.token = nodes[0].token
+		if i > 2 {
+			// Each token is good for one join.
+			tk, err := c0.CreateJoinToken(context.Background(), 10*time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok = tk
+		}
+		joinNode(t, nd, nodes[0].url, tok.Token)
+		nodes = append(nodes, nd)
+	}
+	waitVoters(t, c0, n)
+	var urls []string
+	for _, nd := range nodes {
+		urls = append(urls, nd.url)
+	}
+	all, err := client.New(client.Config{Addresses: urls, CACert: nodes[0].caFile, Token: nodes[0].token, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nodes, all
+}
+
+func leaderOf(t *testing.T, nodes []*node) (int, *node) {
+	t.Helper()
+	for i, n := range nodes {
+		if n.cmd.ProcessState != nil {
+			continue
+		}
+		if h, err := n.local().Health(context.Background()); err == nil && h.Role == "leader" {
+			return i, n
+		}
+	}
+	t.Fatal("no leader")
+	return -1, nil
+}
+
+// TestClusterJoinForwardHealth: three nodes form a cluster; a write sent to
+// a follower is forwarded and visible everywhere; health answers 200 on the
+// leader and 429 on followers; a token is good for one join only.
+func TestClusterJoinForwardHealth(t *testing.T) {
+	nodes, _ := startCluster(t, 3)
+	ctx := context.Background()
+	_, leader := leaderOf(t, nodes)
+	var follower *node
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	fc := withToken(t, follower, nodes[0].token)
+	if _, err := fc.PutSecret(ctx, "default", "via-follower", []byte("v1")); err != nil {
+		t.Fatalf("write on a follower: %v", err)
+	}
+	for _, n := range nodes {
+		c := withToken(t, n, nodes[0].token)
+		waitUntil(t, 10*time.Second, func() bool {
+			s, err := c.GetSecret(ctx, "default", "via-follower", 0)
+			return err == nil && string(s.Value) == "v1"
+		}, "the forwarded write on "+n.dataDir)
+		h, err := n.local().Health(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "follower"
+		if n == leader {
+			want = "leader"
+		}
+		if h.Role != want {
+			t.Fatalf("%s health role %q, want %q", n.dataDir, h.Role, want)
+		}
+	}
+	if st := httpStatus(t, follower, "/api/v1/sys/health"); st != 429 {
+		t.Fatalf("follower health %d, want 429", st)
+	}
+	if st := httpStatus(t, leader, "/api/v1/sys/health"); st != 200 {
+		t.Fatalf("leader health %d, want 200", st)
+	}
+	if st := httpStatus(t, follower, "/v1/sys/health"); st != 429 {
+		t.Fatalf("follower Vault health %d, want 429", st)
+	}
+	// Every node keeps its own audit record of what it answered.
+	if out, err := coffer(t, nil, "cluster", "status", "--data-dir", follower.dataDir); err != nil || !strings.Contains(out, "(this node)") || strings.Count(out, "true") < 3 {
+		t.Fatalf("cluster status: %v\n%s", err, out)
+	}
+}
+
+func withToken(t *testing.T, n *node, tok string) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Config{Addresses: []string{n.url}, CACert: n.caFile, Token: tok, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func waitUntil(t *testing.T, d time.Duration, ok func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func httpStatus(t *testing.T, n *node, path string) int {
+	t.Helper()
+	pem, err := os.ReadFile(n.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(n.url + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestClusterLeaderKill: kill -9 of the leader under write load; writes
+// resume within the failover threshold plus 2 s, and every acknowledged
+// write is on every node, the killed one too once it is back.
+func TestClusterLeaderKill(t *testing.T) {
+	nodes, all := startCluster(t, 3)
+	ctx := context.Background()
+	var (
+		mu      sync.Mutex
+		acked   = map[string]string{}
+		lastOK  time.Time
+		longest time.Duration
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := fmt.Sprintf("load-%d", i)
+			_, err := all.PutSecret(ctx, "default", k, []byte("v-"+k))
+			now := time.Now()
+			mu.Lock()
+			if err == nil {
+				acked[k] = "v-" + k
+				if !lastOK.IsZero() && now.Sub(lastOK) > longest {
+					longest = now.Sub(lastOK)
+				}
+				lastOK = now
+			}
+			mu.Unlock()
+			if err != nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	time.Sleep(time.Second)
+	li, leader := leaderOf(t, nodes)
+	leader.kill9()
+	time.Sleep(failoverThreshold + 3*time.Second)
+	close(stop)
+	<-done
+	mu.Lock()
+	gap, n := longest, len(acked)
+	mu.Unlock()
+	if n < 10 {
+		t.Fatalf("only %d writes acknowledged", n)
+	}
+	if gap > failoverThreshold+2*time.Second {
+		t.Fatalf("writes stopped for %s after the leader was killed (threshold %s + 2s)", gap, failoverThreshold)
+	}
+	t.Logf("%d writes acknowledged; longest gap %s", n, gap)
+	// The killed node comes back (auto-open) and catches up.
+	leader.start()
+	leader.waitState("open")
+	for i, nd := range nodes {
+		c := withToken(t, nd, nodes[0].token)
+		waitUntil(t, 30*time.Second, func() bool {
+			for k, v := range acked {
+				s, err := c.GetSecret(ctx, "default", k, 0)
+				if err != nil || string(s.Value) != v {
+					return false
+				}
+			}
+			return true
+		}, fmt.Sprintf("every acknowledged write on node %d (killed: %v)", i, i == li))
+	}
+}
+
+// TestTwoNodePairReadOnly: the survivor of a two-node pair goes into
+// read-only restricted mode (reads served, writes 503 read_only_restricted)
+// and leaves it when its peer returns; after the operator confirms the peer
+// is gone, recover --force-standalone makes it a leader alone.
+func TestTwoNodePairReadOnly(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	ctx := context.Background()
+	c0 := withToken(t, nodes[0], nodes[0].token)
+	if _, err := c0.PutSecret(ctx, "default", "k", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	_, leader := leaderOf(t, nodes)
+	survivor := nodes[0]
+	if survivor == leader {
+		survivor = nodes[1]
+	}
+	sc := withToken(t, survivor, nodes[0].token)
+	waitUntil(t, 10*time.Second, func() bool {
+		s, err := sc.GetSecret(ctx, "default", "k", 0)
+		return err == nil && string(s.Value) == "before"
+	}, "replication to the survivor")
+	leader.kill9()
+	waitUntil(t, 4*failoverThreshold+5*time.Second, func() bool {
+		h, err := survivor.local().Health(ctx)
+		return err == nil && h.Role == "read-only"
+	}, "read-only restricted mode on the survivor")
+	if st := httpStatus(t, survivor, "/api/v1/sys/health"); st != 503 {
+		t.Fatalf("survivor health %d, want 503", st)
+	}
+	if s, err := sc.GetSecret(ctx, "default", "k", 0); err != nil || string(s.Value) != "before" {
+		t.Fatalf("read in read-only restricted mode: %v", err)
+	}
+	_, err := sc.PutSecret(ctx, "default", "k", []byte("during"))
+	if !client.IsCode(err, "read_only_restricted") || !strings.Contains(err.Error(), "read-only restricted mode") {
+		t.Fatalf("write in read-only restricted mode: %v", err)
+	}
+	// The peer returns: the pair has quorum again.
+	leader.start()
+	leader.waitState("open")
+	waitUntil(t, 20*time.Second, func() bool {
+		_, err := sc.PutSecret(ctx, "default", "k", []byte("after"))
+		return err == nil
+	}, "writes after the peer returned")
+	// The peer is gone for good: the operator makes the survivor standalone.
+	leader.kill9()
+	survivor.stop()
+	if out, err := coffer(t, nil, "cluster", "recover", "--data-dir", survivor.dataDir); err == nil || !strings.Contains(out, "--force-standalone") {
+		t.Fatalf("recover without confirmation: %v\n%s", err, out)
+	}
+	if out, err := coffer(t, nil, "cluster", "recover", "--force-standalone", "--data-dir", survivor.dataDir); err != nil {
+		t.Fatalf("recover: %v\n%s", err, out)
+	}
+	survivor.start()
+	survivor.waitState("open")
+	sc = withToken(t, survivor, nodes[0].token)
+	waitUntil(t, 20*time.Second, func() bool {
+		_, err := sc.PutSecret(ctx, "default", "k", []byte("standalone"))
+		return err == nil
+	}, "writes on the recovered survivor")
+	if s, err := sc.GetSecret(ctx, "default", "k", 0); err != nil || string(s.Value) != "standalone" {
+		t.Fatalf("after recovery: %v", err)
+	}
+}
