@@ -40,6 +40,11 @@ type Config struct {
 	ClientCert string
 	ClientKey  string
 	Timeout    time.Duration // per request; 0 = 30s
+	// Linearizable makes every read confirmed by the cluster's leader (a
+	// follower forwards it): it sees every write acknowledged before it
+	// started. Default: reads are served by the node asked, which may lag
+	// the leader by a few milliseconds.
+	Linearizable bool
 	// MaxIdleConns is how many idle keep-alive connections are kept per
 	// server (0 = 64). Raise it to the number of concurrent callers.
 	MaxIdleConns int
@@ -164,7 +169,7 @@ func IsCode(err error, code string) bool {
 func retryable(method string, err error) bool {
 	var apiErr *Error
 	if errors.As(err, &apiErr) {
-		return apiErr.Status == http.StatusServiceUnavailable && (apiErr.Code == "read_only_restricted" || method == http.MethodGet)
+		return apiErr.Status == http.StatusServiceUnavailable && (notApplied(apiErr) || method == http.MethodGet)
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
@@ -184,14 +189,33 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	var lastErr error
-	for _, b := range c.bases {
-		err := c.do(ctx, b, method, path, body, out)
-		if err == nil || ctx.Err() != nil || !retryable(method, err) {
-			return err
+	// A cluster refusing a write it certainly did not apply (no quorum
+	// here, or the leadership moving) gets it again, on every address, for
+	// a few seconds: long enough for an election or a switchover.
+	deadline := time.Now().Add(c.cfg.Timeout)
+	for round := 0; ; round++ {
+		for _, b := range c.bases {
+			err := c.do(ctx, b, method, path, body, out)
+			if err == nil || ctx.Err() != nil || !retryable(method, err) {
+				return err
+			}
+			lastErr = err
 		}
-		lastErr = err
+		var apiErr *Error
+		if !errors.As(lastErr, &apiErr) || !notApplied(apiErr) || time.Now().After(deadline) {
+			return lastErr
+		}
+		select {
+		case <-ctx.Done():
+			return lastErr
+		case <-time.After(time.Duration(min(round+1, 5)) * 100 * time.Millisecond):
+		}
 	}
-	return lastErr
+}
+
+// notApplied: the server refused the request before doing anything.
+func notApplied(e *Error) bool {
+	return e.Status == http.StatusServiceUnavailable && (e.Code == "read_only_restricted" || e.Code == "not_leader")
 }
 
 func (c *Client) do(ctx context.Context, b base, method, path string, body []byte, out any) error {
@@ -210,6 +234,9 @@ func (c *Client) do(ctx context.Context, b base, method, path string, body []byt
 	}
 	if c.cfg.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+	if c.cfg.Linearizable && method == http.MethodGet {
+		req.Header.Set("X-Coffer-Consistency", "linearizable")
 	}
 	resp, err := b.hc.Do(req)
 	if err != nil {

@@ -26,8 +26,12 @@ import (
 // Errors.
 var (
 	ErrNotLeader = errors.New("this node is not the leader")
-	ErrStopped   = errors.New("cluster is not running")
-	ErrTimeout   = errors.New("timed out waiting for the cluster")
+	// ErrNotApplied: the entry was refused before it entered the log (not
+	// the leader when submitted, or a leadership transfer in progress):
+	// it was certainly not applied, and may be sent again.
+	ErrNotApplied = errors.New("refused before the log: not applied")
+	ErrStopped    = errors.New("cluster is not running")
+	ErrTimeout    = errors.New("timed out waiting for the cluster")
 )
 
 // Config of a node.
@@ -295,7 +299,9 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			return fmt.Errorf("%w: %w: %v", ErrNotLeader, ErrNotApplied, err)
+		case errors.Is(err, raft.ErrLeadershipLost):
 			return fmt.Errorf("%w: %v", ErrNotLeader, err)
 		case errors.Is(err, raft.ErrRaftShutdown):
 			return ErrStopped
@@ -704,3 +710,25 @@ func (r *releaseOnce) Persist(sink raft.SnapshotSink) error {
 }
 
 func (r *releaseOnce) Release() { r.once.Do(r.FSMSnapshot.Release) }
+
+// ReadIndex makes a following local read linearizable (raft's read
+// index): it notes the commit index, confirms with a quorum that this node
+// still leads, and waits until that index is applied.
+func (n *Node) ReadIndex(ctx context.Context) error {
+	r := n.get()
+	if r == nil {
+		return ErrStopped
+	}
+	ci := r.CommitIndex()
+	if err := waitFuture(ctx, r.VerifyLeader()); err != nil {
+		return err
+	}
+	for r.AppliedIndex() < ci {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %d to be applied: %w", ci, ErrTimeout)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}

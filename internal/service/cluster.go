@@ -705,3 +705,12 @@ func (s *Service) SetAPIURL(u string) {
 		s.cfg.APIURL = u
 	}
 }
+
+// VerifyLeader confirms with a quorum that this node leads and that every
+// committed entry is applied (linearizable reads).
+func (s *Service) VerifyLeader(ctx context.Context) error {
+	if !s.Clustered() {
+		return nil
+	}
+	return s.node.ReadIndex(ctx)
+}

@@ -28,7 +28,10 @@ var (
 	// ErrWriteUnavailable: writes are refused (disk full, failing storage); reads continue.
 	ErrWriteUnavailable = errors.New("writes are unavailable")
 	ErrUnavailable      = errors.New("service unavailable")
-	ErrStopping         = errors.New("server is shutting down")
+	// ErrNotLeaderNow: a write refused before it was logged because the
+	// leadership is moving (switchover, election): not applied, retry.
+	ErrNotLeaderNow = errors.New("the leader is changing")
+	ErrStopping     = errors.New("server is shutting down")
 )
 
 // Keystore errors a transport may want to name precisely (they arrive wrapped

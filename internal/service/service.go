@@ -944,6 +944,11 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 		case ctx.Err() != nil:
 			// The caller went away; the command may still be applied.
 			return nil, fmt.Errorf("%w: request cancelled before the write was confirmed (it may still be applied): %v", ErrUnavailable, ctx.Err())
+		case errors.Is(err, cluster.ErrNotApplied) && s.Clustered():
+			if id, _ := s.node.Leader(); id != "" || s.node.IsLeader() {
+				return nil, fmt.Errorf("%w: not applied; send it again (%v)", ErrNotLeaderNow, err)
+			}
+			return nil, fmt.Errorf("%w: this node has no quorum (no leader known): reads are served, writes are refused until the cluster is whole again", ErrReadOnly)
 		case errors.Is(err, cluster.ErrNotLeader) && s.Clustered():
 			if id, _ := s.node.Leader(); id != "" {
 				return nil, fmt.Errorf("%w: this node is not the leader (%s is); send writes there or let this node forward them", ErrUnavailable, id)

@@ -5,6 +5,7 @@
 package forward
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -40,6 +41,8 @@ type Cluster interface {
 	NodeTLS() *tls.Config
 	AllowReadOnly() bool
 	ReadOnlyRestricted() bool
+	// VerifyLeader confirms with a quorum that this node still leads.
+	VerifyLeader(ctx context.Context) error
 }
 
 // Options of the middleware.
@@ -98,10 +101,22 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 		}
 		leader, self, ok := c.LeaderAPI()
 		if self {
-			next.ServeHTTP(w, r) // the leader (a linearizable read is confirmed by the handler)
+			if linear && !isWrite(r) {
+				// Still the leader (a quorum says so), with everything
+				// committed applied: the local read is linearizable.
+				if err := c.VerifyLeader(r.Context()); err != nil {
+					refuse(w, r, "could not confirm leadership for a linearizable read: "+err.Error())
+					return
+				}
+			}
+			next.ServeHTTP(w, r)
 			return
 		}
 		if !ok {
+			if linear && !isWrite(r) {
+				refuse(w, r, "read-only restricted mode: no leader to confirm a linearizable read (this node has no quorum); a plain read is served here")
+				return
+			}
 			// No leader: the service refuses the write with the
 			// read-only restricted mode error.
 			next.ServeHTTP(w, r)

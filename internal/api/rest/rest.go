@@ -205,6 +205,7 @@ var errorTable = []struct {
 	{service.ErrAutoOpenDisabled, http.StatusConflict, "auto_open_disabled"},
 	{service.ErrAutoOpenStale, http.StatusConflict, "auto_open_stale"},
 	{service.ErrReadOnly, http.StatusServiceUnavailable, "read_only_restricted"},
+	{service.ErrNotLeaderNow, http.StatusServiceUnavailable, "not_leader"},
 	{service.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
 	{service.ErrForbidden, http.StatusForbidden, "forbidden"},
 	{service.ErrThrottled, http.StatusTooManyRequests, "throttled"},

@@ -209,6 +209,7 @@ var errorTable = []struct {
 	{service.ErrUninitialized, http.StatusServiceUnavailable, "uninitialized"},
 	{service.ErrSealed, http.StatusServiceUnavailable, "sealed"},
 	{service.ErrReadOnly, http.StatusServiceUnavailable, "read_only_restricted"},
+	{service.ErrNotLeaderNow, http.StatusServiceUnavailable, "not_leader"},
 	{service.ErrWriteUnavailable, http.StatusServiceUnavailable, "writes_unavailable"},
 	{service.ErrStopping, http.StatusServiceUnavailable, "stopping"},
 	{service.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},

@@ -1,0 +1,302 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testserver/linearize"
+	"github.com/coffer-kms/coffer/internal/testserver/netproxy"
+)
+
+// proxiedCluster is a cluster whose nodes reach each other only through
+// one fault-injection proxy per node (partitions cut links by source IP).
+type proxiedCluster struct {
+	nodes   []*node
+	proxies []*netproxy.Proxy
+	ips     []string
+	token   string
+}
+
+func startProxiedCluster(t *testing.T, n int) *proxiedCluster {
+	t.Helper()
+	base := t.TempDir()
+	pc := &proxiedCluster{}
+	for i := 1; i <= n; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", i+20)
+		bind := freeAddr(t, ip)
+		p, err := netproxy.New("127.0.0.1:0", bind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		nd := newNode(t, filepath.Join(base, fmt.Sprintf("n%d", i)), fmt.Sprintf(`cluster:
+  listen: %s
+  advertise: %s
+  failover_threshold: %s
+backup:
+  check_interval: 1h
+`, bind, p.Addr(), failoverThreshold))
+		pc.nodes, pc.proxies, pc.ips = append(pc.nodes, nd), append(pc.proxies, p), append(pc.ips, ip)
+	}
+	first := pc.nodes[0]
+	first.start()
+	t.Cleanup(first.stop)
+	first.initialise()
+	pc.token = first.token
+	c0 := first.https()
+	for _, nd := range pc.nodes[1:] {
+		tok, err := c0.CreateJoinToken(context.Background(), 10*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.token = first.token
+		joinNode(t, nd, first.url, tok.Token)
+	}
+	waitVoters(t, c0, n)
+	return pc
+}
+
+// isolate cuts node i off from every other node, both ways.
+func (pc *proxiedCluster) isolate(i int) {
+	pc.proxies[i].BlockAll()
+	for j, p := range pc.proxies {
+		if j != i {
+			p.Block(pc.ips[i])
+		}
+	}
+}
+
+func (pc *proxiedCluster) heal() {
+	for _, p := range pc.proxies {
+		p.UnblockAll()
+	}
+}
+
+func (pc *proxiedCluster) client(t *testing.T, linear bool) *client.Client {
+	t.Helper()
+	var urls []string
+	for _, n := range pc.nodes {
+		urls = append(urls, n.url)
+	}
+	c, err := client.New(client.Config{Addresses: urls, CACert: pc.nodes[0].caFile, Token: pc.token, Timeout: 4 * time.Second, Linearizable: linear})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// outcome classifies a write's error for the linearizability checker.
+func outcome(err error) linearize.Output {
+	var e *client.Error
+	switch {
+	case err == nil:
+		return linearize.Ack()
+	case errors.As(err, &e) && e.Status == 503 && (e.Code == "read_only_restricted" || e.Code == "not_leader"):
+		return linearize.Failed() // refused before the log: certainly not applied
+	}
+	return linearize.Unknown()
+}
+
+// TestClusterPartitionLinearizable: clients write and read (linearizable)
+// a few keys on a 3-node cluster while its leader is cut off by a
+// partition and later a follower is killed with -9; the minority node goes
+// read-only restricted and still serves plain reads, the majority keeps
+// writing, all nodes converge after healing, and porcupine finds the
+// recorded history linearizable.
+func TestClusterPartitionLinearizable(t *testing.T) {
+	pc := startProxiedCluster(t, 3)
+	ctx := context.Background()
+	rec := linearize.NewRecorder()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var writesOK sync.Map
+	for cl := 0; cl < 4; cl++ {
+		wg.Add(1)
+		go func(cl int) {
+			defer wg.Done()
+			c := pc.client(t, true)
+			rng := rand.New(rand.NewPCG(uint64(cl), 7))
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("lin-%d", rng.IntN(6))
+				if rng.IntN(2) == 0 {
+					v := fmt.Sprintf("c%d-%d", cl, i)
+					id := rec.Begin(cl, linearize.Put(key, v))
+					_, err := c.PutSecret(ctx, "default", key, []byte(v))
+					rec.End(id, outcome(err))
+					if err == nil {
+						writesOK.Store(time.Now().UnixNano(), true)
+					}
+				} else {
+					id := rec.Begin(cl, linearize.Get(key))
+					s, err := c.GetSecret(ctx, "default", key, 0)
+					var e *client.Error
+					switch {
+					case err == nil:
+						rec.End(id, linearize.Value(string(s.Value)))
+					case errors.As(err, &e) && e.Status == 404:
+						rec.End(id, linearize.NotFound())
+					default:
+						rec.End(id, linearize.Unknown())
+					}
+				}
+			}
+		}(cl)
+	}
+	time.Sleep(time.Second)
+	li, leader := leaderOf(t, pc.nodes)
+	rec.Note("fault", "isolate the leader "+leader.dataDir)
+	pc.isolate(li)
+	cut := time.Now()
+	// The isolated node loses its leadership and goes read-only; the
+	// majority elects a leader and keeps writing.
+	waitUntil(t, 4*failoverThreshold+5*time.Second, func() bool {
+		h, err := leader.local().Health(ctx)
+		return err == nil && h.Role == "read-only"
+	}, "read-only restricted mode on the isolated old leader")
+	if _, err := withToken(t, leader, pc.token).GetSecret(ctx, "default", "lin-0", 0); err != nil && !client.IsCode(err, "not_found") {
+		t.Fatalf("plain read on the minority: %v", err)
+	}
+	waitUntil(t, 10*time.Second, func() bool {
+		ok := false
+		writesOK.Range(func(k, _ any) bool {
+			if time.Unix(0, k.(int64)).After(cut.Add(failoverThreshold)) {
+				ok = true
+				return false
+			}
+			return true
+		})
+		return ok
+	}, "writes on the majority during the partition")
+	rec.Note("fault", "heal")
+	pc.heal()
+	time.Sleep(2 * time.Second)
+	// kill -9 a follower and bring it back.
+	fi := (li + 1) % 3
+	if i, _ := leaderOf(t, pc.nodes); i == fi {
+		fi = (fi + 1) % 3
+	}
+	rec.Note("fault", "kill -9 "+pc.nodes[fi].dataDir)
+	pc.nodes[fi].kill9()
+	time.Sleep(2 * time.Second)
+	pc.nodes[fi].start()
+	pc.nodes[fi].waitState("open")
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	ok, info, err := rec.Check(2 * time.Minute)
+	if err != nil || !ok {
+		rec.Visualize(filepath.Join(t.TempDir(), "history.html"))
+		t.Fatalf("history of %d operations is not linearizable: %v\n%s", rec.Len(), err, info)
+	}
+	t.Logf("%d operations, linearizable", rec.Len())
+
+	// Convergence: every node holds the same value of every key.
+	want := map[string]string{}
+	lc := pc.client(t, true)
+	for k := 0; k < 6; k++ {
+		key := fmt.Sprintf("lin-%d", k)
+		if s, err := lc.GetSecret(ctx, "default", key, 0); err == nil {
+			want[key] = string(s.Value)
+		}
+	}
+	for _, nd := range pc.nodes {
+		c := withToken(t, nd, pc.token)
+		waitUntil(t, 20*time.Second, func() bool {
+			for k, v := range want {
+				s, err := c.GetSecret(ctx, "default", k, 0)
+				if err != nil || string(s.Value) != v {
+					return false
+				}
+			}
+			return true
+		}, "convergence on "+nd.dataDir)
+	}
+}
+
+// TestClusterSwitchoverUnderLoad: leadership moves to another node while
+// clients write; no request fails, and the new leader is the one asked for.
+func TestClusterSwitchoverUnderLoad(t *testing.T) {
+	nodes, all := startCluster(t, 3)
+	ctx := context.Background()
+	_, leader := leaderOf(t, nodes)
+	var target *node
+	for _, n := range nodes {
+		if n != leader {
+			target = n
+			break
+		}
+	}
+	targetID, _ := nodeIDOf(t, target)
+	stop := make(chan struct{})
+	errs := make(chan error, 100)
+	var wg sync.WaitGroup
+	var n int64
+	var mu sync.Mutex
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := all.PutSecret(ctx, "default", fmt.Sprintf("sw-%d-%d", w, i), []byte("v")); err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				n++
+				mu.Unlock()
+			}
+		}(w)
+	}
+	time.Sleep(time.Second)
+	out, err := coffer(t, nil, "cluster", "switchover", "--to", targetID, "--data-dir", leader.dataDir)
+	if err != nil {
+		t.Fatalf("switchover: %v\n%s", err, out)
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("a write failed during the switchover: %v", err)
+	}
+	if _, nl := leaderOf(t, nodes); nl != target {
+		t.Fatalf("leader is %s, asked for %s", nl.dataDir, target.dataDir)
+	}
+	t.Logf("%d writes, none failed", n)
+}
+
+func nodeIDOf(t *testing.T, n *node) (string, error) {
+	t.Helper()
+	st, err := n.local().ClusterStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range st.Nodes {
+		if x.Self {
+			return x.ID, nil
+		}
+	}
+	t.Fatal("no self in cluster status")
+	return "", nil
+}
+
+var _ = net.Listen
