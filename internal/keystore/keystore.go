@@ -735,3 +735,89 @@ func (s *Store) InitFrom(passphrase []byte, rings ...*Keyring) (*Keyring, error)
 	defer clear(kek)
 	return s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
 }
+
+// WrappedGen is one master key generation wrapped under an earlier one, as
+// a cluster replicates a rotation to the other nodes' keystores.
+type WrappedGen struct {
+	Gen     uint32 `json:"generation"`
+	Under   uint32 `json:"under"`
+	Wrapped []byte `json:"wrapped"`
+}
+
+func genAAD(gen uint32) []byte { return fmt.Appendf(nil, "coffer master key generation %d", gen) }
+
+// WrapGeneration wraps generation gen's key under generation under (both
+// held by k), for the other nodes of a cluster.
+func (k *Keyring) WrapGeneration(gen, under uint32) (WrappedGen, error) {
+	if k == nil || k.r == nil {
+		return WrappedGen{}, errors.New("keystore: wrap with an empty keyring")
+	}
+	k.r.mu.RLock()
+	defer k.r.mu.RUnlock()
+	if k.r.wiped {
+		return WrappedGen{}, ErrKeyringWiped
+	}
+	g, u := k.r.find(gen), k.r.find(under)
+	if g == nil || u == nil {
+		return WrappedGen{}, fmt.Errorf("%w: %d or %d", ErrUnknownGeneration, gen, under)
+	}
+	out := make([]byte, nonceSize, nonceSize+keySize+tagSize)
+	if _, err := rand.Read(out); err != nil {
+		return WrappedGen{}, err
+	}
+	return WrappedGen{Gen: gen, Under: under, Wrapped: u.aead.Seal(out, out[:nonceSize], g.key, genAAD(gen))}, nil
+}
+
+// AddGenerations adds to the keystore the generations of ws it lacks
+// (each unwrapped with an earlier generation it has, in order), re-seals
+// keystore.ks under its current passphrase and rebuilds keystore.aks if
+// it exists. It returns the new Keyring, or k itself if nothing was added.
+func (s *Store) AddGenerations(k *Keyring, ws []WrappedGen) (*Keyring, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkCurrent(k); err != nil {
+		return nil, err
+	}
+	k.r.mu.RLock()
+	if k.r.wiped {
+		k.r.mu.RUnlock()
+		return nil, ErrKeyringWiped
+	}
+	gens := k.r.meks()
+	sl := k.r.seal
+	sl.kek = bytes.Clone(sl.kek)
+	k.r.mu.RUnlock()
+	defer wipeMEKs(gens)
+	defer clear(sl.kek)
+	slices.SortFunc(ws, func(a, b WrappedGen) int { return cmp.Compare(a.Gen, b.Gen) })
+	added := false
+	for _, w := range ws {
+		if slices.ContainsFunc(gens, func(m mek) bool { return m.number == w.Gen }) {
+			continue
+		}
+		i := slices.IndexFunc(gens, func(m mek) bool { return m.number == w.Under })
+		if i < 0 || len(w.Wrapped) < nonceSize+tagSize {
+			return nil, fmt.Errorf("%w: generation %d is wrapped under %d, which this keystore lacks", ErrUnknownGeneration, w.Gen, w.Under)
+		}
+		a, err := newGCM(gens[i].key)
+		if err != nil {
+			return nil, err
+		}
+		key, err := a.Open(nil, w.Wrapped[:nonceSize], w.Wrapped[nonceSize:], genAAD(w.Gen))
+		if err != nil || len(key) != keySize {
+			return nil, fmt.Errorf("%w (generation %d under %d)", ErrUnwrap, w.Gen, w.Under)
+		}
+		gens = append(gens, mek{number: w.Gen, created: now(), key: key})
+		added = true
+	}
+	if !added {
+		return k, nil
+	}
+	slices.SortFunc(gens, func(a, b mek) int { return cmp.Compare(a.number, b.number) })
+	nk, err := s.writeKS(gens, gens[len(gens)-1].number, sl)
+	if err != nil {
+		return nil, err
+	}
+	s.rebuildAKSIfEnabled(nk)
+	return nk, nil
+}

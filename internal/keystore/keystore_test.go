@@ -892,3 +892,55 @@ func TestExportImportMEKs(t *testing.T) {
 		t.Fatalf("truncated export: %v", err)
 	}
 }
+
+// TestAddGenerations: a generation wrapped on one keystore is added to
+// another holding the earlier generation, which then opens with its own
+// passphrase and unwraps what the new generation wrapped.
+func TestAddGenerations(t *testing.T) {
+	a := New(t.TempDir(), Options{KDF: tinyKDF})
+	ka, err := a.Init([]byte("passphrase-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(t.TempDir(), Options{KDF: tinyKDF})
+	kb, err := b.InitFrom([]byte("passphrase-b"), ka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ka2, err := a.Rotate(ka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := ka2.WrapGeneration(2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, wrapped, err := ka2.Wrap([]byte("data key"), []byte("aad"))
+	if err != nil || gen != 2 {
+		t.Fatal(gen, err)
+	}
+	kb2, err := b.AddGenerations(kb, []WrappedGen{w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kb2.Current() != 2 {
+		t.Fatalf("current %d", kb2.Current())
+	}
+	reopened, err := b.Open([]byte("passphrase-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := reopened.Unwrap(2, wrapped, []byte("aad")); err != nil || string(p) != "data key" {
+		t.Fatalf("unwrap with the added generation: %q %v", p, err)
+	}
+	// Adding again changes nothing; a damaged wrap is refused.
+	if same, err := b.AddGenerations(reopened, []WrappedGen{w}); err != nil || same != reopened {
+		t.Fatalf("second add: %v", err)
+	}
+	bad := w
+	bad.Gen, bad.Wrapped = 3, append([]byte(nil), w.Wrapped...)
+	bad.Wrapped[len(bad.Wrapped)-1] ^= 1
+	if _, err := b.AddGenerations(reopened, []WrappedGen{bad}); !errors.Is(err, ErrUnwrap) {
+		t.Fatalf("damaged wrap: %v", err)
+	}
+}

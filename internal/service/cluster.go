@@ -714,3 +714,80 @@ func (s *Service) VerifyLeader(ctx context.Context) error {
 	}
 	return s.node.ReadIndex(ctx)
 }
+
+// syncGenerations adds to this node's keystore the master key generations
+// another node created (replicated wrapped under an earlier generation).
+func (s *Service) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, error) {
+	gens, err := s.st.MEKGens()
+	if err != nil || len(gens) == 0 {
+		return ring, err
+	}
+	have := map[uint32]bool{}
+	for _, g := range ring.Generations() {
+		have[g.Number] = true
+	}
+	var missing []keystore.WrappedGen
+	for _, g := range gens {
+		if !have[g.Gen] {
+			missing = append(missing, g)
+		}
+	}
+	if len(missing) == 0 {
+		return ring, nil
+	}
+	nr, err := s.ks.AddGenerations(ring, missing)
+	if err != nil {
+		return nil, fmt.Errorf("add the cluster's master key generations to this node's keystore: %w", err)
+	}
+	s.log.Info("master key generations from the cluster added to this node's keystore", "current", nr.Current())
+	return nr, nil
+}
+
+// syncKeysLoop keeps a follower's keystore up to date with the leader's
+// master key rotations while it runs (it needs them at its next open).
+func (s *Service) syncKeysLoop(stop <-chan struct{}) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		s.mu.RLock()
+		ring, open := s.ring, s.state == StateOpen
+		s.mu.RUnlock()
+		if !open || ring == nil || !s.lacksGenerations(ring) {
+			continue
+		}
+		s.mu.Lock()
+		if s.state == StateOpen && s.ring != nil {
+			if nr, err := s.syncGenerations(s.ring); err != nil {
+				s.log.Error("master key generations not synchronised", "error", err)
+			} else if nr != s.ring {
+				s.ring = nr
+				s.bar.SetKeyring(nr)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// lacksGenerations reports whether the state carries a master key
+// generation ring does not hold.
+func (s *Service) lacksGenerations(ring *keystore.Keyring) bool {
+	gens, err := s.st.MEKGens()
+	if err != nil {
+		return false
+	}
+	have := map[uint32]bool{}
+	for _, g := range ring.Generations() {
+		have[g.Number] = true
+	}
+	for _, g := range gens {
+		if !have[g.Gen] {
+			return true
+		}
+	}
+	return false
+}

@@ -407,6 +407,11 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	if err := s.reconcileLocked(); err != nil {
 		return err
 	}
+	if nr, err := s.syncGenerations(ring); err != nil {
+		return err
+	} else {
+		ring = nr
+	}
 	keys, current, err := s.st.DEKs()
 	if err != nil {
 		return fmt.Errorf("read data keys: %w", err)
@@ -484,6 +489,9 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	s.ring, s.jr, s.stopRetry = ring, jr, stopRetry
 	s.setStateLocked(StateOpen)
 	go s.maintenance(stopRetry, jr)
+	if s.Clustered() {
+		go s.syncKeysLoop(stopRetry)
+	}
 	if s.Clustered() && !s.node.IsLeader() {
 		// Followers change nothing at open: the leader initialises,
 		// re-wraps and records; its entries arrive through raft.
@@ -646,6 +654,13 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 	}
 	s.ring = ring
 	s.bar.SetKeyring(ring)
+	// Every node's keystore gets the new generation (wrapped under the
+	// previous one, which they all hold) through the replicated state.
+	if w, err := ring.WrapGeneration(ring.Current(), ring.Current()-1); err == nil {
+		if err := s.applyLocked(ctx, state.TypeMEKGen, w); err != nil {
+			s.log.Error("replicating the new master key generation failed; other nodes get it at the next rotation", "error", err)
+		}
+	}
 	if err := s.rewrapLocked(ctx); err != nil {
 		// The keystore has the new generation; the next open finishes the re-wrap.
 		return ring.Current(), err

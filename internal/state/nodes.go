@@ -5,6 +5,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/coffer-kms/coffer/internal/keystore"
 )
 
 // Cluster membership commands (190-199).
@@ -17,6 +19,10 @@ const (
 	TypeJoinToken Type = 192
 	// TypeJoinTokenUse consumes a join token (body: JoinTokenUse).
 	TypeJoinTokenUse Type = 193
+	// TypeMEKGen carries a new master key generation wrapped under the
+	// previous one, so that every node's keystore gets it (body:
+	// keystore.WrappedGen). The payload holds only wrapped key material.
+	TypeMEKGen Type = 194
 )
 
 // Node is a member of the cluster as the others need to know it.
@@ -50,10 +56,12 @@ type JoinTokenUse struct {
 var (
 	bucketNodes      = []byte("cluster_nodes")
 	bucketJoinTokens = []byte("cluster_join_tokens")
+	bucketMEKGens    = []byte("mek_generations")
 )
 
 func init() {
-	allBuckets = append(allBuckets, bucketNodes, bucketJoinTokens)
+	allBuckets = append(allBuckets, bucketNodes, bucketJoinTokens, bucketMEKGens)
+	typeNames[TypeMEKGen] = "mek-generation"
 	typeNames[TypeNodePut] = "node-put"
 	typeNames[TypeNodeDelete] = "node-delete"
 	typeNames[TypeJoinToken] = "join-token"
@@ -124,10 +132,22 @@ func (s *Store) applyCluster(tx *bolt.Tx, cmd Command) (res any, err error, ok b
 			t.UsedBy = c.Node
 			return t, putJSON(b, []byte(c.Hash), t)
 		})
+	case TypeMEKGen:
+		res, err = decodeApply(cmd, func(w keystore.WrappedGen) (any, error) {
+			if w.Gen < 2 || w.Under == 0 || w.Under >= w.Gen || len(w.Wrapped) < 28 || len(w.Wrapped) > 128 {
+				return bad("master key generation %d under %d: malformed", w.Gen, w.Under), nil
+			}
+			return w, putJSON(tx.Bucket(bucketMEKGens), u32(w.Gen), w)
+		})
 	default:
 		return nil, nil, false
 	}
 	return res, err, true
+}
+
+// MEKGens lists the replicated master key generations.
+func (s *Store) MEKGens() ([]keystore.WrappedGen, error) {
+	return listJSON[keystore.WrappedGen](s, bucketMEKGens)
 }
 
 // Nodes lists the registered nodes.

@@ -181,10 +181,26 @@ func TestClusterJoinForwardHealth(t *testing.T) {
 	if st := httpStatus(t, follower, "/v1/sys/health"); st != 429 {
 		t.Fatalf("follower Vault health %d, want 429", st)
 	}
-	// Every node keeps its own audit record of what it answered.
 	if out, err := coffer(t, nil, "cluster", "status", "--data-dir", follower.dataDir); err != nil || !strings.Contains(out, "(this node)") || strings.Count(out, "true") < 3 {
 		t.Fatalf("cluster status: %v\n%s", err, out)
 	}
+	// A master key rotation on the leader reaches every node's keystore:
+	// a follower restarted afterwards opens (auto-open) and serves.
+	if _, err := fc.RotateMasterKey(ctx); err != nil {
+		t.Fatalf("rotate the master key through a follower: %v", err)
+	}
+	if _, err := fc.PutSecret(ctx, "default", "after-rotation", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	follower.kill9()
+	follower.start()
+	follower.waitState("open")
+	fc = withToken(t, follower, nodes[0].token)
+	waitUntil(t, 10*time.Second, func() bool {
+		s, err := fc.GetSecret(ctx, "default", "after-rotation", 0)
+		return err == nil && string(s.Value) == "v2"
+	}, "a restarted follower after a master key rotation")
 }
 
 func withToken(t *testing.T, n *node, tok string) *client.Client {
