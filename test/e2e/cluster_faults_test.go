@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,3 +303,77 @@ func nodeIDOf(t *testing.T, n *node) (string, error) {
 }
 
 var _ = net.Listen
+
+// TestClusterBackupsFollowTheLeader: schedules and archiving run on the
+// leader only; after the leader is killed the new leader continues them,
+// and the archive restores without a gap across the change of leader.
+func TestClusterBackupsFollowTheLeader(t *testing.T) {
+	nodes, all := startCluster(t, 3, "backup:\n  check_interval: 1s\n")
+	ctx := context.Background()
+	nas := t.TempDir()
+	if _, err := all.SetRecoveryPassphrase(ctx, "", "e2e-recovery-passphrase"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := all.AddDestination(ctx, client.DestinationConfig{Name: "nas", Kind: "dir", Path: nas, Archiving: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := all.AddSchedule(ctx, client.ScheduleConfig{Name: "often", Destination: "nas", Type: "periodic", Every: "1m", Mode: "full"}); err != nil {
+		t.Fatal(err)
+	}
+	_, leader := leaderOf(t, nodes)
+	leaderID, _ := nodeIDOf(t, leader)
+	waitUntil(t, 30*time.Second, func() bool {
+		recs, _ := all.ListBackups(ctx, "nas")
+		for _, r := range recs {
+			if r.Kind == "full" && r.Status == "DONE" {
+				if r.Node != leaderID {
+					t.Fatalf("backup taken by %s, the leader is %s", r.Node, leaderID)
+				}
+				return true
+			}
+		}
+		return false
+	}, "the scheduled full backup on the leader")
+	putMany(t, all, "before", 20)
+	if err := all.ArchiveJournal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	leader.kill9()
+	time.Sleep(failoverThreshold + time.Second)
+	after := putMany(t, all, "after", 20)
+	_, nl := leaderOf(t, nodes)
+	lst, err := withToken(t, nl, nl.token).Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := all.ArchiveJournal(ctx); err != nil {
+		t.Fatalf("archive on the new leader: %v", err)
+	}
+	newID, _ := nodeIDOf(t, nl)
+	// The whole history restores from the archive: the old leader's full and
+	// segments, then the new leader's segments, without a gap.
+	rp := filepath.Join(t.TempDir(), "rp")
+	ks := filepath.Join(t.TempDir(), "ks")
+	os.WriteFile(rp, []byte("e2e-recovery-passphrase\n"), 0o600)
+	os.WriteFile(ks, []byte("restored-passphrase\n"), 0o600)
+	out, err := coffer(t, nil, "restore", "--from", nas, "--data-dir", filepath.Join(t.TempDir(), "restored"),
+		"--recovery-passphrase-file", rp, "--passphrase-file", ks, "--format", "json")
+	if err != nil {
+		t.Fatalf("restore across the failover: %v\n%s", err, out)
+	}
+	var sum struct {
+		Index uint64 `json:"index"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &sum); err != nil || sum.Index < lst.AppliedIndex {
+		t.Fatalf("restored to index %d, the new leader had written up to %d: %v\n%s", sum.Index, lst.AppliedIndex, err, out)
+	}
+	recs, _ := all.ListBackups(ctx, "nas")
+	for _, r := range recs {
+		if r.Node != leaderID && r.Node != newID {
+			t.Fatalf("backup %s taken by %s, neither leader", r.ID, r.Node)
+		}
+	}
+	if len(after) != 20 {
+		t.Fatal("writes after the failover")
+	}
+}

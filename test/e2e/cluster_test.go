@@ -36,11 +36,12 @@ func clusterNode(t *testing.T, base string, i int, extra string) *node {
 	t.Helper()
 	ip := fmt.Sprintf("127.0.0.%d", i+10)
 	raft := freeAddr(t, ip)
+	if !strings.Contains(extra, "backup:") {
+		extra = "backup:\n  check_interval: 1h\n" + extra
+	}
 	return newNode(t, filepath.Join(base, fmt.Sprintf("n%d", i)), fmt.Sprintf(`cluster:
   listen: %s
   failover_threshold: %s
-backup:
-  check_interval: 1h
 %s`, raft, failoverThreshold, extra))
 }
 
@@ -84,11 +85,13 @@ func waitVoters(t *testing.T, c *client.Client, want int) client.ClusterStatus {
 	}
 }
 
-// startCluster makes an initialised first node and joins n-1 more.
-func startCluster(t *testing.T, n int) ([]*node, *client.Client) {
+// startCluster makes an initialised first node and joins n-1 more; extra
+// YAML goes into every node's configuration.
+func startCluster(t *testing.T, n int, extra ...string) ([]*node, *client.Client) {
 	t.Helper()
 	base := t.TempDir()
-	nodes := []*node{clusterNode(t, base, 1, "")}
+	x := strings.Join(extra, "")
+	nodes := []*node{clusterNode(t, base, 1, x)}
 	nodes[0].start()
 	t.Cleanup(nodes[0].stop)
 	nodes[0].initialise()
@@ -98,7 +101,7 @@ func startCluster(t *testing.T, n int) ([]*node, *client.Client) {
 		t.Fatal(err)
 	}
 	for i := 2; i <= n; i++ {
-		nd := clusterNode(t, base, i, "")
+		nd := clusterNode(t, base, i, x)
 		nd.token = nodes[0].token
 		if i > 2 {
 			// Each token is good for one join.
