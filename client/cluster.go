@@ -34,6 +34,12 @@ func (c *Client) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 	return s, c.Do(ctx, "GET", "/api/v1/cluster", nil, &s)
 }
 
+// InitCluster makes the answering node the first of a cluster (idempotent).
+func (c *Client) InitCluster(ctx context.Context) (ClusterStatus, error) {
+	var s ClusterStatus
+	return s, c.Do(ctx, "POST", "/api/v1/cluster/init", nil, &s)
+}
+
 // JoinToken is a one-time token for a new node.
 type JoinToken struct {
 	Token   string    `json:"token"`

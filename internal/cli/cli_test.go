@@ -67,7 +67,7 @@ func TestCommandTree(t *testing.T) {
 		"backup catalog rebuild", "backup run", "backup list",
 		"backup schedule add", "backup schedule edit", "backup schedule list", "backup schedule pause", "backup schedule resume", "backup schedule rm",
 		"journal archive status", "journal archive pause", "journal archive resume",
-		"freeze", "thaw", "restore-point create", "restore-point list", "check", "restore", "restore object", "backup verify", "cluster status", "cluster token create", "cluster join", "cluster switchover", "cluster remove", "cluster promote", "cluster recover", "journal archive now",
+		"freeze", "thaw", "restore-point create", "restore-point list", "check", "restore", "restore object", "backup verify", "cluster init", "cluster status", "cluster token create", "cluster join", "cluster switchover", "cluster remove", "cluster promote", "cluster recover", "journal archive now",
 	}
 	documented := map[string]bool{"key": true, "secret": true, "wallet": true, "endpoint": true, "user": true, "login": true, "logout": true, "audit": true, "bench": true, "completion": true,
 		"backup": true, "freeze": true, "thaw": true, "init": true}

@@ -43,9 +43,40 @@ returns. Automatic failover needs three voters.`,
   coffer cluster remove node-9a0b...
   coffer cluster recover --force-standalone --data-dir /var/lib/coffer`,
 	}
-	cmd.AddCommand(newClusterStatusCmd(g), newClusterTokenCmd(g), newClusterJoinCmd(g), newClusterSwitchoverCmd(g),
+	cmd.AddCommand(newClusterInitCmd(g), newClusterStatusCmd(g), newClusterTokenCmd(g), newClusterJoinCmd(g), newClusterSwitchoverCmd(g),
 		newClusterRemoveCmd(g), newClusterPromoteCmd(g), newClusterRecoverCmd(g))
 	return cmd
+}
+
+func newClusterInitCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "init",
+		Short: "Make this node the first of a cluster (records its addresses; safe to repeat)",
+		Long: `Run on the first node, initialised and running with cluster.listen set in
+its configuration. It records the node's raft and API addresses for the
+nodes that will join, and prints the cluster; then create a join token for
+each new node (coffer cluster token create).`,
+		Example: "  coffer cluster init --data-dir /var/lib/coffer\n  coffer cluster token create --data-dir /var/lib/coffer",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				st, err := c.InitCluster(ctx)
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, st)
+				}
+				for _, n := range st.Nodes {
+					if n.Self {
+						fmt.Fprintf(cmd.OutOrStdout(), "cluster %s: node %s leads, raft at %s, API at %s\n", st.ClusterID, n.ID, n.RaftAddress, orDash(n.APIURL))
+					}
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "next: coffer cluster token create, then coffer cluster join on each new node")
+				return nil
+			})
+		},
+	}
 }
 
 func newClusterStatusCmd(g *globals) *cobra.Command {

@@ -791,3 +791,30 @@ func (s *Service) lacksGenerations(ring *keystore.Keyring) bool {
 	}
 	return false
 }
+
+// InitCluster is "coffer cluster init" on the first node: it checks that the
+// node runs the cluster transport and leads, records its raft and API
+// addresses (again, if they changed), and returns the status. A node with
+// cluster.listen set is a cluster of one from its first start; init makes
+// that explicit and is safe to repeat.
+func (s *Service) InitCluster(ctx context.Context) (ClusterStatus, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "initialising the cluster"); err != nil {
+		return ClusterStatus{}, err
+	}
+	if !s.Clustered() {
+		return ClusterStatus{}, fmt.Errorf("%w: set cluster.listen (and cluster.advertise if others reach this node at another address) in the configuration and restart the server", ErrConflict)
+	}
+	if err := s.checkOpen(); err != nil {
+		return ClusterStatus{}, err
+	}
+	if !s.node.IsLeader() {
+		return ClusterStatus{}, fmt.Errorf("%w: this node is a member already (run init on the first node only)", ErrConflict)
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return ClusterStatus{}, err
+	}
+	s.afterOpenClustered(ctx)
+	unlock()
+	return s.ClusterStatus(ctx)
+}

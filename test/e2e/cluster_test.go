@@ -95,6 +95,9 @@ func startCluster(t *testing.T, n int, extra ...string) ([]*node, *client.Client
 	nodes[0].start()
 	t.Cleanup(nodes[0].stop)
 	nodes[0].initialise()
+	if out, err := coffer(t, nil, "cluster", "init", "--data-dir", nodes[0].dataDir); err != nil || !strings.Contains(out, "leads, raft at ") {
+		t.Fatalf("cluster init: %v\n%s", err, out)
+	}
 	c0 := nodes[0].https()
 	tok, err := c0.CreateJoinToken(context.Background(), 10*time.Minute)
 	if err != nil {
@@ -183,6 +186,23 @@ func TestClusterJoinForwardHealth(t *testing.T) {
 	}
 	if st := httpStatus(t, follower, "/v1/sys/health"); st != 429 {
 		t.Fatalf("follower Vault health %d, want 429", st)
+	}
+	// A client that wants no forwarding gets a redirect to the leader.
+	pemCA, _ := os.ReadFile(follower.caFile)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemCA)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("PUT", follower.url+"/api/v1/wallets/default/secrets/redirected", strings.NewReader(`{"value":"eA=="}`))
+	req.Header.Set("Authorization", "Bearer "+nodes[0].token)
+	req.Header.Set("X-Coffer-No-Request-Forwarding", "1")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(resp.Header.Get("Location"), leader.url+"/api/v1/wallets/default/secrets/redirected") {
+		t.Fatalf("no-forwarding write on a follower: %d %q (leader %s)", resp.StatusCode, resp.Header.Get("Location"), leader.url)
 	}
 	if out, err := coffer(t, nil, "cluster", "status", "--data-dir", follower.dataDir); err != nil || !strings.Contains(out, "(this node)") || strings.Count(out, "true") < 3 {
 		t.Fatalf("cluster status: %v\n%s", err, out)
@@ -376,5 +396,56 @@ func TestTwoNodePairReadOnly(t *testing.T) {
 	}, "writes on the recovered survivor")
 	if s, err := sc.GetSecret(ctx, "default", "k", 0); err != nil || string(s.Value) != "standalone" {
 		t.Fatalf("after recovery: %v", err)
+	}
+}
+
+// TestClusterReplaceNode: a follower dies for good; it is removed and a
+// fresh node joins in its place, catching up from a snapshot by itself.
+func TestClusterReplaceNode(t *testing.T) {
+	nodes, all := startCluster(t, 3)
+	ctx := context.Background()
+	acked := putMany(t, all, "before", 30)
+	li, leader := leaderOf(t, nodes)
+	dead := nodes[(li+1)%3]
+	deadID, _ := nodeIDOf(t, dead)
+	dead.kill9()
+	if out, err := coffer(t, nil, "cluster", "remove", deadID, "--data-dir", leader.dataDir); err != nil || !strings.Contains(out, "removed") {
+		t.Fatalf("remove: %v\n%s", err, out)
+	}
+	tok, err := withToken(t, leader, nodes[0].token).CreateJoinToken(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := clusterNode(t, filepath.Dir(nodes[0].dataDir), 9, "")
+	fresh.token = nodes[0].token
+	joinNode(t, fresh, leader.url, tok.Token)
+	st := waitVoters(t, withToken(t, leader, nodes[0].token), 3)
+	for _, n := range st.Nodes {
+		if n.ID == deadID {
+			t.Fatalf("the removed node is still a member: %+v", st)
+		}
+	}
+	fc := withToken(t, fresh, nodes[0].token)
+	waitUntil(t, 20*time.Second, func() bool {
+		for k, v := range acked {
+			s, err := fc.GetSecret(ctx, "default", k, 0)
+			if err != nil || string(s.Value) != v {
+				return false
+			}
+		}
+		return true
+	}, "the replacement node catching up")
+	if _, err := fc.PutSecret(ctx, "default", "after-replace", []byte("x")); err != nil {
+		t.Fatalf("write through the replacement: %v", err)
+	}
+	// The used token does not admit another node.
+	other := clusterNode(t, filepath.Dir(nodes[0].dataDir), 8, "")
+	other.start()
+	t.Cleanup(other.stop)
+	other.waitState("uninitialized")
+	pf := filepath.Join(t.TempDir(), "pass")
+	os.WriteFile(pf, []byte(testPassphrase+"\n"), 0o600)
+	if out, err := coffer(t, nil, "cluster", "join", leader.url, "--token", tok.Token, "--data-dir", other.dataDir, "--passphrase-file", pf); err == nil || !strings.Contains(out, "already used") {
+		t.Fatalf("a second join with the same token: %v\n%s", err, out)
 	}
 }

@@ -23,7 +23,7 @@ var callers = []string{"anonymous", "ep-none", "ep-read", "ep-rm", "ep-manage", 
 var allowed = map[string]string{
 	"health": "*", "openapi": "*", "open": "*", "login": "*",
 	"clusterCA": "*", "clusterJoin": "*", "clusterJoinLocal": "", // join: the token authenticates; local join: the control socket only
-	"clusterToken": "sysadmin root", "clusterPromote": "sysadmin root", "clusterStatus": "admins",
+	"clusterToken": "sysadmin root", "clusterInit": "sysadmin root", "clusterPromote": "sysadmin root", "clusterStatus": "admins",
 	"clusterSwitchover": "sysadmin root", "clusterRemove": "sysadmin root",
 	"init": "", "createRootToken": "", "resetPassphrase": "", // local control socket only
 	"seal": "sysadmin root", "status": "admins", "stop": "sysadmin root",

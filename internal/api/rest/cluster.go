@@ -96,6 +96,11 @@ func (a *api) clusterPromote(w http.ResponseWriter, r *http.Request) {
 	a.reply(w, r, http.StatusOK, map[string]string{"promoted": req.NodeID}, a.svc.Promote(r.Context(), req.NodeID))
 }
 
+func (a *api) clusterInit(w http.ResponseWriter, r *http.Request) {
+	st, err := a.svc.InitCluster(r.Context())
+	a.reply(w, r, http.StatusOK, st, err)
+}
+
 func (a *api) clusterStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := a.svc.ClusterStatus(r.Context())
 	a.reply(w, r, http.StatusOK, st, err)

@@ -52,6 +52,7 @@ func (a *api) routes() []route {
 		noAudit(r("GET", "/api/v1/cluster/ca", "clusterCA", "The cluster CA certificate (PEM; a joining node checks it against its token)", false, nil, nil, nil, a.clusterCA, "cluster")),
 		r("POST", "/api/v1/cluster/join", "clusterJoin", "Admit a node presenting a one-time join token (node to leader)", false, service.JoinRequest{}, service.JoinResponse{}, e400, a.clusterJoin, "cluster"),
 		r("POST", "/api/v1/sys/cluster/join", "clusterJoinLocal", "Join this uninitialised node to a cluster (local control socket only)", false, JoinLocalRequest{}, service.Status{}, []int{400, 403, 409, 503}, a.clusterJoinLocal, "cluster"),
+		r("POST", "/api/v1/cluster/init", "clusterInit", "Make this node the first of a cluster (idempotent): records its addresses", true, nil, service.ClusterStatus{}, e400, a.clusterInit, "cluster"),
 		r("POST", "/api/v1/cluster/tokens", "clusterToken", "Create a one-time join token", true, TokenRequest{}, service.JoinToken{}, e400, a.clusterToken, "cluster"),
 		r("POST", "/api/v1/cluster/promote", "clusterPromote", "Make a caught-up node a voter (the node itself, or a system administrator)", true, PromoteRequest{}, nil, eObj, a.clusterPromote, "cluster"),
 		r("GET", "/api/v1/cluster", "clusterStatus", "Members, roles, last contact, applied index and lag", true, nil, service.ClusterStatus{}, e400, a.clusterStatus, "cluster"),
