@@ -691,6 +691,12 @@ func (s *Service) startBackups() {
 	s.backupCancel, s.backupCtx = cancel, ctx
 	m := s.backups
 	go func() {
+		if !(backupHost{s}).IsLeader() {
+			// A follower runs no backups; if it becomes the leader, the
+			// loop marks what the old leader left running.
+			m.Loop(ctx, s.cfg.BackupTick)
+			return
+		}
 		if recs, err := s.st.Backups(); err == nil {
 			m.MarkInterrupted(ctx, recs)
 		}
