@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -68,6 +69,7 @@ type Node struct {
 	raft      *raft.Raft
 	transport raft.Transport
 	addr      raft.ServerAddress // this node's address in the configuration
+	readyTerm atomic.Uint64      // the term in which this leader committed a barrier
 }
 
 // Open opens the raft log store (without starting raft), so the caller can
@@ -659,57 +661,72 @@ func (n *Node) VerifyLeader(ctx context.Context) error {
 	return waitFuture(ctx, r.VerifyLeader())
 }
 
-// RecoverStandalone rewrites the raft configuration of a stopped node so
-// that it is the only voter (the survivor of a cluster whose other members
-// are gone for good). Offline only: the node must not be running. raft
-// replays the committed log into fsm (the node's state, which skips what
-// it has) and snapshots it.
-func RecoverStandalone(cfg Config, fsm raft.FSM) error {
+// RecoverStandalone makes a stopped node the only voter of its cluster
+// (the survivor of a cluster whose other members are gone for good).
+// Offline only: the node must not be running. It appends a configuration
+// entry naming only this node to its raft log; raft takes the newest
+// configuration in the log at start, so the node elects itself. Unlike
+// raft.RecoverCluster it does not compact the log: the recovery journal is
+// completed from it at the next open.
+func RecoverStandalone(cfg Config) error {
 	n, err := Open(cfg)
 	if err != nil {
 		return err
 	}
 	defer n.store.Close()
-	c := raft.DefaultConfig()
-	c.LocalID = raft.ServerID(cfg.NodeID)
-	c.Logger = hclogFor(n.log)
-	addr := cfg.Advertise
-	if addr == "" {
-		addr = cfg.Bind
-	}
-	if addr == "" {
-		addr = cfg.NodeID
-	}
-	_, trans := raft.NewInmemTransport(raft.ServerAddress(addr))
-	defer trans.Close()
-	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(addr)}}}
-	return raft.RecoverCluster(c, releasingFSM{fsm}, n.store, n.stable, n.snaps, trans, conf)
-}
-
-// releasingFSM makes sure a snapshot is released once persisted:
-// RecoverCluster does not call Release, and Coffer's snapshot holds a read
-// transaction that would block closing the state.
-type releasingFSM struct{ raft.FSM }
-
-func (f releasingFSM) Snapshot() (raft.FSMSnapshot, error) {
-	s, err := f.FSM.Snapshot()
+	last, err := n.LastIndex()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return &releaseOnce{FSMSnapshot: s}, nil
+	if last == 0 {
+		return errors.New("this node has no raft history: nothing to recover")
+	}
+	term, err := n.store.GetUint64([]byte("CurrentTerm"))
+	if err != nil || term == 0 {
+		var l raft.Log
+		if err := n.store.GetLog(last, &l); err == nil {
+			term = l.Term
+		}
+	}
+	if term == 0 {
+		return errors.New("cannot tell this node's raft term")
+	}
+	addr := ""
+	var cur raft.Configuration
+	for i := last; i > 0 && addr == ""; i-- {
+		var l raft.Log
+		if err := n.store.GetLog(i, &l); err != nil {
+			break
+		}
+		if l.Type == raft.LogConfiguration {
+			cur = raft.DecodeConfiguration(l.Data)
+			for _, s := range cur.Servers {
+				if string(s.ID) == cfg.NodeID {
+					addr = string(s.Address)
+				}
+			}
+			break
+		}
+	}
+	if addr == "" {
+		if metas, err := n.snaps.List(); err == nil && len(metas) > 0 {
+			for _, s := range metas[0].Configuration.Servers {
+				if string(s.ID) == cfg.NodeID {
+					addr = string(s.Address)
+				}
+			}
+		}
+	}
+	if addr == "" {
+		return fmt.Errorf("node %s is not in its own raft configuration", cfg.NodeID)
+	}
+	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(addr)}}}
+	entry := raft.Log{Index: last + 1, Term: term, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(conf), AppendedAt: time.Now()}
+	if err := n.store.StoreLog(&entry); err != nil {
+		return fmt.Errorf("write the standalone configuration: %w", err)
+	}
+	return nil
 }
-
-type releaseOnce struct {
-	raft.FSMSnapshot
-	once sync.Once
-}
-
-func (r *releaseOnce) Persist(sink raft.SnapshotSink) error {
-	defer r.Release()
-	return r.FSMSnapshot.Persist(sink)
-}
-
-func (r *releaseOnce) Release() { r.once.Do(r.FSMSnapshot.Release) }
 
 // ReadIndex makes a following local read linearizable (raft's read
 // index): it notes the commit index, confirms with a quorum that this node
@@ -718,6 +735,14 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	r := n.get()
 	if r == nil {
 		return ErrStopped
+	}
+	// A new leader's commit index may lag what the old one committed until
+	// it commits an entry of its own term: once per term, a barrier.
+	if term := r.CurrentTerm(); n.readyTerm.Load() != term {
+		if err := waitFuture(ctx, r.Barrier(timeoutOf(ctx))); err != nil {
+			return err
+		}
+		n.readyTerm.Store(term)
 	}
 	ci := r.CommitIndex()
 	if err := waitFuture(ctx, r.VerifyLeader()); err != nil {

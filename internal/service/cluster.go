@@ -688,12 +688,7 @@ func RecoverStandalone(dataDir string) error {
 	if err != nil {
 		return err
 	}
-	st, err := state.Open(StatePath(dataDir), state.Options{})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	return cluster.RecoverStandalone(cluster.Config{Dir: RaftDir(dataDir), NodeID: strings.TrimSpace(string(id))}, st)
+	return cluster.RecoverStandalone(cluster.Config{Dir: RaftDir(dataDir), NodeID: strings.TrimSpace(string(id))})
 }
 
 // AppliedIndex is the last raft index applied to this node's state.
@@ -754,6 +749,7 @@ func (s *Service) syncKeysLoop(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		s.recordSelfIfLeader()
 		s.mu.RLock()
 		ring, open := s.ring, s.state == StateOpen
 		s.mu.RUnlock()
@@ -817,4 +813,38 @@ func (s *Service) InitCluster(ctx context.Context) (ClusterStatus, error) {
 	s.afterOpenClustered(ctx)
 	unlock()
 	return s.ClusterStatus(ctx)
+}
+
+// recordSelfIfLeader keeps the leader's own addresses current in the node
+// registry (followers forward to the API address found there): a node that
+// restarted on another address and then won an election corrects it.
+func (s *Service) recordSelfIfLeader() {
+	if !s.node.IsLeader() {
+		return
+	}
+	adv := s.cfg.ClusterAdvertise
+	if adv == "" {
+		adv = s.cfg.ClusterBind
+	}
+	nodes, err := s.st.Nodes()
+	if err != nil {
+		return
+	}
+	for _, n := range nodes {
+		if n.ID == s.nodeID && n.APIURL == s.cfg.APIURL && n.RaftAddr == adv {
+			return
+		}
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return
+	}
+	defer unlock()
+	ctx, cancel := context.WithTimeout(WithIdentity(context.Background(), LocalRoot()), 5*time.Second)
+	defer cancel()
+	if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL}); err != nil {
+		s.log.Warn("record this node's addresses", "error", err)
+	} else {
+		s.log.Info("this node's addresses recorded for the cluster", "api_url", s.cfg.APIURL, "raft_address", adv)
+	}
 }

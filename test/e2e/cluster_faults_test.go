@@ -96,6 +96,22 @@ func (pc *proxiedCluster) client(t *testing.T, linear bool) *client.Client {
 	return c
 }
 
+// recordGet reads key for the linearizability checker: a value, not found,
+// or (any error) an unknown outcome.
+func recordGet(ctx context.Context, rec *linearize.Recorder, cl int, c *client.Client, key string) {
+	id := rec.Begin(cl, linearize.Get(key))
+	s, err := c.GetSecret(ctx, "default", key, 0)
+	var e *client.Error
+	switch {
+	case err == nil:
+		rec.End(id, linearize.Value(string(s.Value)))
+	case errors.As(err, &e) && e.Status == 404:
+		rec.End(id, linearize.NotFound())
+	default:
+		rec.End(id, linearize.Unknown())
+	}
+}
+
 // outcome classifies a write's error for the linearizability checker.
 func outcome(err error) linearize.Output {
 	var e *client.Error
@@ -143,17 +159,7 @@ func TestClusterPartitionLinearizable(t *testing.T) {
 						writesOK.Store(time.Now().UnixNano(), true)
 					}
 				} else {
-					id := rec.Begin(cl, linearize.Get(key))
-					s, err := c.GetSecret(ctx, "default", key, 0)
-					var e *client.Error
-					switch {
-					case err == nil:
-						rec.End(id, linearize.Value(string(s.Value)))
-					case errors.As(err, &e) && e.Status == 404:
-						rec.End(id, linearize.NotFound())
-					default:
-						rec.End(id, linearize.Unknown())
-					}
+					recordGet(ctx, rec, cl, c, key)
 				}
 			}
 		}(cl)

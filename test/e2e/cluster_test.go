@@ -20,7 +20,7 @@ import (
 const failoverThreshold = 1500 * time.Millisecond
 
 // freeAddr returns a free address on ip now.
-func freeAddr(t *testing.T, ip string) string {
+func freeAddr(t testing.TB, ip string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", ip+":0")
 	if err != nil {
@@ -32,7 +32,7 @@ func freeAddr(t *testing.T, ip string) string {
 
 // clusterNode is a node whose raft transport listens on its own loopback
 // IP (127.0.0.<i+10>), so its traffic is recognisable by source address.
-func clusterNode(t *testing.T, base string, i int, extra string) *node {
+func clusterNode(t testing.TB, base string, i int, extra string) *node {
 	t.Helper()
 	ip := fmt.Sprintf("127.0.0.%d", i+10)
 	raft := freeAddr(t, ip)
@@ -46,7 +46,7 @@ func clusterNode(t *testing.T, base string, i int, extra string) *node {
 }
 
 // joinNode starts n uninitialised and joins it through its control socket.
-func joinNode(t *testing.T, n *node, url, token string) {
+func joinNode(t testing.TB, n *node, url, token string) {
 	t.Helper()
 	n.start()
 	t.Cleanup(n.stop)
@@ -64,7 +64,7 @@ func joinNode(t *testing.T, n *node, url, token string) {
 }
 
 // waitVoters waits until c reports want voters and a leader.
-func waitVoters(t *testing.T, c *client.Client, want int) client.ClusterStatus {
+func waitVoters(t testing.TB, c *client.Client, want int) client.ClusterStatus {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -87,7 +87,7 @@ func waitVoters(t *testing.T, c *client.Client, want int) client.ClusterStatus {
 
 // startCluster makes an initialised first node and joins n-1 more; extra
 // YAML goes into every node's configuration.
-func startCluster(t *testing.T, n int, extra ...string) ([]*node, *client.Client) {
+func startCluster(t testing.TB, n int, extra ...string) ([]*node, *client.Client) {
 	t.Helper()
 	base := t.TempDir()
 	x := strings.Join(extra, "")

@@ -41,7 +41,7 @@ const testPassphrase = "e2e-passphrase-0123"
 
 // node is one coffer server process.
 type node struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	config  string
 	cmd     *exec.Cmd
@@ -71,7 +71,7 @@ func (s *syncBuf) String() string {
 }
 
 // newNode writes a config for dataDir (cheap KDF for speed) with extra YAML appended.
-func newNode(t *testing.T, dataDir, extra string) *node {
+func newNode(t testing.TB, dataDir, extra string) *node {
 	t.Helper()
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -200,6 +200,9 @@ func (n *node) waitState(state string) {
 	}
 }
 
+// running reports whether the process was started and has not exited.
+func (n *node) running() bool { return n.cmd != nil && n.cmd.ProcessState == nil }
+
 func (n *node) kill9() {
 	n.cmd.Process.Signal(syscall.SIGKILL)
 	<-n.exited
@@ -232,7 +235,7 @@ func (n *node) stop() {
 }
 
 // coffer runs the CLI and returns stdout+stderr and the error.
-func coffer(t *testing.T, env []string, args ...string) (string, error) {
+func coffer(t testing.TB, env []string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(cofferBin, args...)
 	cmd.Env = append(os.Environ(), env...)

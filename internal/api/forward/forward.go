@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -180,7 +181,14 @@ func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
 		Transport: tr,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			o.Logger.Warn("forwarding to the leader failed", "error", err)
-			refuse(w, r, "the leader could not be reached to forward this write (a failover may be in progress): retry")
+			var op *net.OpError
+			if errors.As(err, &op) && op.Op == "dial" {
+				// Never reached the leader: certainly not applied.
+				refuseCode(w, r, "not_leader", "the leader could not be reached to forward this request (a failover may be in progress): not applied, send it again")
+				return
+			}
+			// It may have reached the leader: the outcome is unknown.
+			refuseCode(w, r, "leader_unreachable", "the connection to the leader broke while it handled this request: it may or may not have been applied; check before sending it again")
 		},
 	}
 }
@@ -191,8 +199,12 @@ func (e errString) Error() string { return string(e) }
 
 const errNoCert = errString("no certificate from the leader")
 
-// refuse answers 503 in the transport's error shape.
+// refuse answers 503 read_only_restricted in the transport's error shape.
 func refuse(w http.ResponseWriter, r *http.Request, msg string) {
+	refuseCode(w, r, "read_only_restricted", msg)
+}
+
+func refuseCode(w http.ResponseWriter, r *http.Request, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Retry-After", "1")
 	w.WriteHeader(http.StatusServiceUnavailable)
@@ -206,7 +218,7 @@ func refuse(w http.ResponseWriter, r *http.Request, msg string) {
 			Message string `json:"message"`
 		} `json:"error"`
 	}
-	body.Error.Code, body.Error.Message = "read_only_restricted", msg
+	body.Error.Code, body.Error.Message = code, msg
 	json.NewEncoder(w).Encode(body)
 }
 
