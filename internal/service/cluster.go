@@ -753,6 +753,14 @@ func (s *Service) syncKeysLoop(stop <-chan struct{}) {
 		s.mu.RLock()
 		ring, open := s.ring, s.state == StateOpen
 		s.mu.RUnlock()
+		if rec, ok := s.st.KeystorePassphrase(); open && ok && rec.Version > s.localPassphraseVersion() {
+			s.mu.Lock()
+			if s.state == StateOpen {
+				s.syncPassphraseLocked()
+			}
+			s.mu.Unlock()
+			continue
+		}
 		if !open || ring == nil || !s.lacksGenerations(ring) {
 			continue
 		}
@@ -847,4 +855,64 @@ func (s *Service) recordSelfIfLeader() {
 	} else {
 		s.log.Info("this node's addresses recorded for the cluster", "api_url", s.cfg.APIURL, "raft_address", adv)
 	}
+}
+
+// passphraseVersionFile records which replicated keystore passphrase this
+// node's keystore is sealed under.
+const passphraseVersionFile = "keystore-passphrase-version"
+
+func (s *Service) localPassphraseVersion() uint64 {
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, passphraseVersionFile))
+	if err != nil {
+		return 0
+	}
+	var v uint64
+	fmt.Sscan(strings.TrimSpace(string(b)), &v)
+	return v
+}
+
+func (s *Service) setLocalPassphraseVersion(v uint64) error {
+	return fsutil.WriteFile(filepath.Join(s.cfg.DataDir, passphraseVersionFile), fmt.Appendf(nil, "%d\n", v))
+}
+
+// replicatePassphraseLocked sends a passphrase change made on the leader to
+// the other nodes, sealed under the current data key (the same protection
+// as every secret in the state). Lifecycle lock held.
+func (s *Service) replicatePassphraseLocked(ctx context.Context, p []byte) error {
+	cur, _ := s.st.KeystorePassphrase()
+	v := cur.Version + 1
+	sealed, err := s.bar.EncryptValue("keystore-passphrase", v, p)
+	if err != nil {
+		return err
+	}
+	if err := s.applyLocked(ctx, state.TypeKeystorePassphrase, state.KeystorePassphrase{Version: v, Sealed: sealed}); err != nil {
+		return err
+	}
+	return s.setLocalPassphraseVersion(v)
+}
+
+// syncPassphrase re-seals this node's keystore under a passphrase the
+// leader changed to. Lifecycle lock held for writing.
+func (s *Service) syncPassphraseLocked() {
+	rec, ok := s.st.KeystorePassphrase()
+	if !ok || rec.Version <= s.localPassphraseVersion() || s.ring == nil {
+		return
+	}
+	p, err := s.bar.DecryptValue("keystore-passphrase", rec.Version, rec.Sealed)
+	if err != nil {
+		s.log.Error("the cluster's new keystore passphrase does not decrypt here", "error", err)
+		return
+	}
+	defer clear(p)
+	nr, err := s.ks.ResetPassphrase(s.ring, p)
+	if err != nil {
+		s.log.Error("re-seal this node's keystore under the cluster's new passphrase", "error", err)
+		return
+	}
+	s.ring = nr
+	s.bar.SetKeyring(nr)
+	if err := s.setLocalPassphraseVersion(rec.Version); err != nil {
+		s.log.Error("record the keystore passphrase version", "error", err)
+	}
+	s.log.Info("keystore re-sealed under the passphrase changed on the leader", "version", rec.Version)
 }

@@ -680,6 +680,9 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	if s.state == StateUninitialized {
 		return ErrUninitialized
 	}
+	if s.Clustered() && (s.state != StateOpen || !s.node.IsLeader()) {
+		return fmt.Errorf("%w: in a cluster the keystore passphrase is changed on the open leader, and reaches every node from there (coffer cluster status names the leader)", ErrConflict)
+	}
 	ring, err := s.ks.ChangePassphrase(old, new)
 	if err != nil {
 		return mapKeystoreErr(err)
@@ -689,6 +692,11 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 		s.bar.SetKeyring(ring)
 	} else {
 		ring.Wipe() // sealed: nothing may keep keys in memory
+	}
+	if s.Clustered() {
+		if err := s.replicatePassphraseLocked(ctx, new); err != nil {
+			s.log.Error("the new keystore passphrase did not reach the other nodes; change it again", "error", err)
+		}
 	}
 	s.log.Info("keystore passphrase changed")
 	s.afterKeyChange(ctx, "keystore passphrase changed")

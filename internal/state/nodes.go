@@ -23,7 +23,20 @@ const (
 	// previous one, so that every node's keystore gets it (body:
 	// keystore.WrappedGen). The payload holds only wrapped key material.
 	TypeMEKGen Type = 194
+	// TypeKeystorePassphrase carries a keystore passphrase change made on
+	// the leader, sealed under the current data key, so that every node
+	// re-seals its keystore with it (body: KeystorePassphrase).
+	TypeKeystorePassphrase Type = 195
 )
+
+// KeystorePassphrase is the cluster's keystore passphrase, version Version,
+// sealed by the barrier (object id "keystore-passphrase", version Version).
+type KeystorePassphrase struct {
+	Version uint64 `json:"version"`
+	Sealed  []byte `json:"sealed"`
+}
+
+var keyKeystorePassphrase = []byte("keystore_passphrase")
 
 // Node is a member of the cluster as the others need to know it.
 type Node struct {
@@ -62,6 +75,7 @@ var (
 func init() {
 	allBuckets = append(allBuckets, bucketNodes, bucketJoinTokens, bucketMEKGens)
 	typeNames[TypeMEKGen] = "mek-generation"
+	typeNames[TypeKeystorePassphrase] = "keystore-passphrase"
 	typeNames[TypeNodePut] = "node-put"
 	typeNames[TypeNodeDelete] = "node-delete"
 	typeNames[TypeJoinToken] = "join-token"
@@ -139,10 +153,23 @@ func (s *Store) applyCluster(tx *bolt.Tx, cmd Command) (res any, err error, ok b
 			}
 			return w, putJSON(tx.Bucket(bucketMEKGens), u32(w.Gen), w)
 		})
+	case TypeKeystorePassphrase:
+		res, err = decodeApply(cmd, func(p KeystorePassphrase) (any, error) {
+			if p.Version == 0 || len(p.Sealed) == 0 || len(p.Sealed) > 1024 {
+				return bad("keystore passphrase record: malformed"), nil
+			}
+			return p, putJSON(tx.Bucket(bucketMeta), keyKeystorePassphrase, p)
+		})
 	default:
 		return nil, nil, false
 	}
 	return res, err, true
+}
+
+// KeystorePassphrase returns the replicated passphrase record (ok false: none).
+func (s *Store) KeystorePassphrase() (KeystorePassphrase, bool) {
+	p, err := viewJSON[KeystorePassphrase](s, bucketMeta, keyKeystorePassphrase, "keystore passphrase")
+	return p, err == nil && p.Version > 0
 }
 
 // MEKGens lists the replicated master key generations.

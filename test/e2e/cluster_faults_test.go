@@ -383,3 +383,52 @@ func TestClusterBackupsFollowTheLeader(t *testing.T) {
 		t.Fatal("writes after the failover")
 	}
 }
+
+// TestClusterBackupCutByLeaderChange: a scheduled backup running on the
+// leader when it dies is marked FAILED by the new leader, and its schedule
+// is ACTIVE again (it runs at its next time, on the new leader).
+func TestClusterBackupCutByLeaderChange(t *testing.T) {
+	t.Setenv("COFFER_TEST_BACKUP_PAUSE", "60s") // every backup holds before saving
+	nodes, all := startCluster(t, 3, "backup:\n  check_interval: 1s\n")
+	ctx := context.Background()
+	if _, err := all.SetRecoveryPassphrase(ctx, "", "e2e-recovery-passphrase"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := all.AddDestination(ctx, client.DestinationConfig{Name: "nas", Kind: "dir", Path: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := all.AddSchedule(ctx, client.ScheduleConfig{Name: "hourly", Destination: "nas", Type: "periodic", Every: "1h", Mode: "full"}); err != nil {
+		t.Fatal(err)
+	}
+	var running client.BackupRecord
+	waitUntil(t, 30*time.Second, func() bool {
+		recs, _ := all.ListBackups(ctx, "nas")
+		for _, r := range recs {
+			if r.Status == "RUNNING" {
+				running = r
+				return true
+			}
+		}
+		return false
+	}, "the scheduled backup running on the leader")
+	_, leader := leaderOf(t, nodes)
+	leader.kill9()
+	waitUntil(t, 30*time.Second, func() bool {
+		recs, _ := all.ListBackups(ctx, "nas")
+		for _, r := range recs {
+			if r.ID == running.ID {
+				return r.Status == "FAILED" && strings.Contains(r.Reason, "interrupted")
+			}
+		}
+		return false
+	}, "the cut backup marked FAILED by the new leader")
+	scheds, err := all.ListSchedules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range scheds {
+		if sc.Name == "hourly" && (sc.State != "ACTIVE" || !strings.Contains(sc.LastResult, "interrupted") || sc.Next == nil) {
+			t.Fatalf("schedule after the leader change: %+v", sc)
+		}
+	}
+}

@@ -449,3 +449,40 @@ func TestClusterReplaceNode(t *testing.T) {
 		t.Fatalf("a second join with the same token: %v\n%s", err, out)
 	}
 }
+
+// TestClusterPassphraseChange: a keystore passphrase change on the leader
+// reaches every node without anyone re-entering anything; on a follower
+// it is refused with the reason.
+func TestClusterPassphraseChange(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	ctx := context.Background()
+	_, leader := leaderOf(t, nodes)
+	follower := nodes[0]
+	if follower == leader {
+		follower = nodes[1]
+	}
+	if err := follower.local().ChangePassphrase(ctx, testPassphrase, "new-cluster-passphrase"); err == nil || !strings.Contains(err.Error(), "leader") {
+		t.Fatalf("passphrase change on a follower: %v", err)
+	}
+	if err := leader.local().ChangePassphrase(ctx, testPassphrase, "new-cluster-passphrase"); err != nil {
+		t.Fatal(err)
+	}
+	// The follower re-seals its keystore within a few seconds: after a seal
+	// it opens with the new passphrase only.
+	waitUntil(t, 15*time.Second, func() bool {
+		return strings.Contains(follower.logs.String(), "keystore re-sealed under the passphrase changed on the leader")
+	}, "the follower taking the new passphrase")
+	if err := follower.local().Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := follower.local().Open(ctx, testPassphrase); err == nil {
+		t.Fatal("the old passphrase still opens the follower")
+	}
+	if err := follower.local().Open(ctx, "new-cluster-passphrase"); err != nil {
+		t.Fatalf("the new passphrase on the follower: %v", err)
+	}
+	// Auto-open was rebuilt too: a restart opens by itself.
+	follower.kill9()
+	follower.start()
+	follower.waitState("open")
+}
