@@ -1,6 +1,7 @@
 package restore_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -154,9 +155,21 @@ func TestPropertyRestoreMatchesHistory(t *testing.T) {
 		p := history[rng.IntN(len(history))]
 		check(fmt.Sprintf("index %d", p.index), Target{Index: p.index}, p)
 	}
-	for n := 0; n < 4; n++ {
-		p := history[rng.IntN(len(history))]
+	// A time target needs a later record in the archive to prove nothing
+	// else happened before it (a time after the last archived record is
+	// refused: see TestTimeTargetNeedsTheRecordsBeforeIt).
+	var timed []point
+	for _, p := range history {
+		if p.index < last.index {
+			timed = append(timed, p)
+		}
+	}
+	for n := 0; n < 4 && len(timed) > 0; n++ {
+		p := timed[rng.IntN(len(timed))]
 		check(fmt.Sprintf("time %s", p.at.Format(time.RFC3339Nano)), Target{Time: p.at}, p)
+	}
+	if _, _, err := e.restoreTo(Target{Time: last.at.Add(time.Hour)}, withKeys); !errors.Is(err, restore.ErrGap) {
+		t.Fatalf("a time after the last archived record: %v", err)
 	}
 	n := 0
 	for name, pos := range points {
