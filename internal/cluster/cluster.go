@@ -220,7 +220,7 @@ func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 		if adv == "" {
 			adv = n.cfg.Bind
 		}
-		stream, err := newTLSStream(n.cfg.Bind, adv, n.cfg.TLS)
+		stream, err := newTLSStream(n.cfg.Bind, adv, n.cfg.TLS, n.IsMember)
 		if err != nil {
 			return err
 		}
@@ -691,14 +691,15 @@ func RecoverStandalone(cfg Config) error {
 	if term == 0 {
 		return errors.New("cannot tell this node's raft term")
 	}
-	addr := ""
+	addr, logConf := "", false
 	var cur raft.Configuration
-	for i := last; i > 0 && addr == ""; i-- {
+	for i := last; i > 0 && addr == "" && !logConf; i-- {
 		var l raft.Log
 		if err := n.store.GetLog(i, &l); err != nil {
 			break
 		}
 		if l.Type == raft.LogConfiguration {
+			logConf = true
 			cur = raft.DecodeConfiguration(l.Data)
 			for _, s := range cur.Servers {
 				if string(s.ID) == cfg.NodeID {
@@ -707,6 +708,9 @@ func RecoverStandalone(cfg Config) error {
 			}
 			break
 		}
+	}
+	if addr == "" && logConf {
+		return fmt.Errorf("node %s is not in its newest raft configuration: it was removed from the cluster; it cannot become its only voter", cfg.NodeID)
 	}
 	if addr == "" {
 		if metas, err := n.snaps.List(); err == nil && len(metas) > 0 {
@@ -756,4 +760,28 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// IsMember reports whether id is in this node's raft configuration. A node
+// that has no configuration yet (joining) accepts any node certificate: the
+// leader that adds it makes the first contact.
+func (n *Node) IsMember(id string) bool {
+	r := n.get()
+	if r == nil {
+		return true
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	servers := f.Configuration().Servers
+	if len(servers) == 0 {
+		return true
+	}
+	for _, s := range servers {
+		if string(s.ID) == id {
+			return true
+		}
+	}
+	return false
 }

@@ -33,7 +33,7 @@ type tlsStream struct {
 	local     *net.TCPAddr
 }
 
-func newTLSStream(bind, advertise string, conf *tls.Config) (*tlsStream, error) {
+func newTLSStream(bind, advertise string, conf *tls.Config, member func(id string) bool) (*tlsStream, error) {
 	if conf == nil || len(conf.Certificates) == 0 && conf.GetCertificate == nil {
 		return nil, errors.New("cluster transport: no node certificate")
 	}
@@ -48,7 +48,14 @@ func newTLSStream(bind, advertise string, conf *tls.Config) (*tlsStream, error) 
 	// verifies the chain itself instead of matching a host name.
 	c.InsecureSkipVerify = true
 	c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
-		return VerifyNode(raw, chains, c.RootCAs)
+		id, err := verifyNode(raw, chains, c.RootCAs)
+		if err != nil {
+			return err
+		}
+		if member != nil && !member(id) {
+			return fmt.Errorf("node %s is not a member of this cluster (removed?)", id)
+		}
+		return nil
 	}
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
@@ -80,18 +87,23 @@ func (s *tlsStream) Dial(address raft.ServerAddress, timeout time.Duration) (net
 // cluster CA: chains are the verified chains when the TLS stack verified
 // them (server side), else raw is verified against roots.
 func VerifyNode(raw [][]byte, chains [][]*x509.Certificate, roots *x509.CertPool) error {
+	_, err := verifyNode(raw, chains, roots)
+	return err
+}
+
+func verifyNode(raw [][]byte, chains [][]*x509.Certificate, roots *x509.CertPool) (string, error) {
 	var leaf *x509.Certificate
 	if len(chains) > 0 {
 		leaf = chains[0][0]
 	} else {
 		if len(raw) == 0 {
-			return errors.New("no peer certificate")
+			return "", errors.New("no peer certificate")
 		}
 		certs := make([]*x509.Certificate, len(raw))
 		for i, r := range raw {
 			c, err := x509.ParseCertificate(r)
 			if err != nil {
-				return fmt.Errorf("peer certificate: %w", err)
+				return "", fmt.Errorf("peer certificate: %w", err)
 			}
 			certs[i] = c
 		}
@@ -99,13 +111,13 @@ func VerifyNode(raw [][]byte, chains [][]*x509.Certificate, roots *x509.CertPool
 		for _, c := range certs[1:] {
 			inter.AddCert(c)
 		}
-		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			return fmt.Errorf("peer certificate is not from the cluster CA: %w", err)
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			return "", fmt.Errorf("peer certificate is not a node certificate from the cluster CA: %w", err)
 		}
 		leaf = certs[0]
 	}
 	if !IsNodeCert(leaf) {
-		return fmt.Errorf("peer certificate %q is not a Coffer node certificate", leaf.Subject.CommonName)
+		return "", fmt.Errorf("peer certificate %q is not a Coffer node certificate", leaf.Subject.CommonName)
 	}
-	return nil
+	return leaf.Subject.CommonName, nil
 }

@@ -202,6 +202,11 @@ func (c Config) Validate() error {
 	if t := c.Cluster.FailoverThreshold.Duration; t != 0 && (t < 300*time.Millisecond || t > 10*time.Minute) {
 		return fmt.Errorf("config: cluster.failover_threshold %s: use 300ms to 10m", t)
 	}
+	if c.Cluster.Listen != "" && c.Cluster.APIURL == "" {
+		if host, _, err := net.SplitHostPort(c.Listen); err == nil && (host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified()) {
+			return fmt.Errorf("config: listen %s is a wildcard address: set cluster.api_url to the https address the other nodes reach this one at", c.Listen)
+		}
+	}
 	if c.Cluster.Listen != "" && c.TLS.Disable {
 		return fmt.Errorf("config: cluster.listen needs TLS (the nodes authenticate each other with certificates from Coffer's CA)")
 	}

@@ -768,6 +768,35 @@ func (k *Keyring) WrapGeneration(gen, under uint32) (WrappedGen, error) {
 	return WrappedGen{Gen: gen, Under: under, Wrapped: u.aead.Seal(out, out[:nonceSize], g.key, genAAD(gen))}, nil
 }
 
+// NewGeneration makes a new master key (the next generation number) and
+// returns it wrapped under the current generation, without storing it: a
+// cluster commits it first, then every node adds it with AddGenerations.
+func (k *Keyring) NewGeneration() (WrappedGen, error) {
+	if k == nil || k.r == nil {
+		return WrappedGen{}, errors.New("keystore: new generation of an empty keyring")
+	}
+	k.r.mu.RLock()
+	defer k.r.mu.RUnlock()
+	if k.r.wiped {
+		return WrappedGen{}, ErrKeyringWiped
+	}
+	cur := k.r.find(k.r.current)
+	last := k.r.gens[len(k.r.gens)-1].number
+	if last == ^uint32(0) {
+		return WrappedGen{}, errors.New("keystore: master key generation numbers exhausted")
+	}
+	key := make([]byte, keySize)
+	if _, err := rand.Read(key); err != nil {
+		return WrappedGen{}, fmt.Errorf("generate master key: %w", err)
+	}
+	defer clear(key)
+	out := make([]byte, nonceSize, nonceSize+keySize+tagSize)
+	if _, err := rand.Read(out); err != nil {
+		return WrappedGen{}, err
+	}
+	return WrappedGen{Gen: last + 1, Under: cur.number, Wrapped: cur.aead.Seal(out, out[:nonceSize], key, genAAD(last+1))}, nil
+}
+
 // AddGenerations adds to the keystore the generations of ws it lacks
 // (each unwrapped with an earlier generation it has, in order), re-seals
 // keystore.ks under its current passphrase and rebuilds keystore.aks if

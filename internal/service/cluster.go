@@ -240,19 +240,42 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	if !s.node.IsLeader() {
 		return JoinResponse{}, fmt.Errorf("%w: not the leader", ErrUnavailable)
 	}
+	// Everything is checked before the token is used, and the token against
+	// the local state first: an unknown, used or expired token costs no
+	// raft write.
 	sum := sha256.Sum256([]byte(parts[1]))
+	hash := hex.EncodeToString(sum[:])
+	if t, err := s.st.JoinToken(hash); err != nil || t.UsedBy != "" || !t.Expires.After(time.Now()) {
+		why := "unknown"
+		switch {
+		case err == nil && t.UsedBy != "":
+			why = "already used"
+		case err == nil:
+			why = "expired"
+		}
+		return JoinResponse{}, fmt.Errorf("%w: join token refused: %s", ErrUnauthenticated, why)
+	}
+	servers, err := s.node.Servers()
+	if err != nil {
+		return JoinResponse{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	for _, sv := range servers {
+		if sv.ID == req.NodeID || sv.Address == req.RaftAddr {
+			return JoinResponse{}, fmt.Errorf("%w: node %s or raft address %s is already a member (a copied data dir? remove the old node first)", ErrConflict, req.NodeID, req.RaftAddr)
+		}
+	}
+	ca, err := tlsutil.LoadCA(s.cfg.TLSDir)
+	if err != nil {
+		return JoinResponse{}, err
+	}
 	unlock, err := s.openForRead()
 	if err != nil {
 		return JoinResponse{}, err
 	}
 	defer unlock()
 	ctx = WithIdentity(ctx, Identity{Kind: KindRoot, Name: "join:" + req.NodeID, Roles: AllRoles})
-	if _, err := s.applyResult(ctx, state.TypeJoinTokenUse, state.JoinTokenUse{Hash: hex.EncodeToString(sum[:]), Node: req.NodeID}); err != nil {
+	if _, err := s.applyResult(ctx, state.TypeJoinTokenUse, state.JoinTokenUse{Hash: hash, Node: req.NodeID}); err != nil {
 		return JoinResponse{}, fmt.Errorf("%w: join token refused: %v", ErrUnauthenticated, err)
-	}
-	ca, err := tlsutil.LoadCA(s.cfg.TLSDir)
-	if err != nil {
-		return JoinResponse{}, err
 	}
 	cert, err := ca.IssueNodeCert(csr.PublicKey, req.NodeID)
 	if err != nil {
@@ -444,7 +467,13 @@ func (s *Service) callLeader(url, path string, body any) error {
 	}
 	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
 	b, _ := json.Marshal(body)
-	resp, err := hc.Post(strings.TrimRight(url, "/")+path, "application/json", bytes.NewReader(b))
+	req, err := http.NewRequest("POST", strings.TrimRight(url, "/")+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Coffer-Node-Call", "1") // on its own behalf (forward.HeaderNodeCall)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -507,7 +536,9 @@ func verifyChain(raw [][]byte, roots *x509.CertPool) error {
 			inter.AddCert(c)
 		}
 	}
-	_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	// A server (or node) certificate: an endpoint's client certificate from
+	// the same CA must not pass as another node.
+	_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	return err
 }
 
@@ -916,3 +947,7 @@ func (s *Service) syncPassphraseLocked() {
 	}
 	s.log.Info("keystore re-sealed under the passphrase changed on the leader", "version", rec.Version)
 }
+
+// IsMember reports whether a node id is in the raft configuration (node
+// certificates of removed nodes are refused).
+func (s *Service) IsMember(id string) bool { return s.Clustered() && s.node.IsMember(id) }

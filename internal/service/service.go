@@ -408,7 +408,9 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		return err
 	}
 	if nr, err := s.syncGenerations(ring); err != nil {
-		return err
+		// Open with what this keystore holds; a data key it cannot unwrap
+		// is refused below with its generation named.
+		s.log.Error("master key generations of the cluster not added", "error", err)
 	} else {
 		ring = nr
 	}
@@ -648,19 +650,34 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 	if err := s.writableLocked(); err != nil {
 		return 0, err
 	}
-	ring, err := s.ks.Rotate(s.ring)
-	if err != nil {
-		return 0, mapKeystoreErr(err)
+	var ring *keystore.Keyring
+	if s.Clustered() {
+		// In a cluster the new generation is committed through raft first
+		// (wrapped under the current one, which every node holds); only
+		// then does any keystore, this one included, take it. A rotation
+		// refused or cut off changes no keystore.
+		if !s.node.IsLeader() {
+			return 0, fmt.Errorf("%w: in a cluster the master key is rotated on the leader (writes reaching a follower are forwarded there)", ErrConflict)
+		}
+		w, err := s.ring.NewGeneration()
+		if err != nil {
+			return 0, err
+		}
+		if err := s.applyLocked(ctx, state.TypeMEKGen, w); err != nil {
+			return 0, err
+		}
+		if ring, err = s.ks.AddGenerations(s.ring, []keystore.WrappedGen{w}); err != nil {
+			return 0, fmt.Errorf("the new master key generation %d is committed, but this node's keystore did not take it (it retries): %w", w.Gen, err)
+		}
+	} else {
+		r, err := s.ks.Rotate(s.ring)
+		if err != nil {
+			return 0, mapKeystoreErr(err)
+		}
+		ring = r
 	}
 	s.ring = ring
 	s.bar.SetKeyring(ring)
-	// Every node's keystore gets the new generation (wrapped under the
-	// previous one, which they all hold) through the replicated state.
-	if w, err := ring.WrapGeneration(ring.Current(), ring.Current()-1); err == nil {
-		if err := s.applyLocked(ctx, state.TypeMEKGen, w); err != nil {
-			s.log.Error("replicating the new master key generation failed; other nodes get it at the next rotation", "error", err)
-		}
-	}
 	if err := s.rewrapLocked(ctx); err != nil {
 		// The keystore has the new generation; the next open finishes the re-wrap.
 		return ring.Current(), err
@@ -973,10 +990,9 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 			}
 			return nil, fmt.Errorf("%w: this node has no quorum (no leader known): reads are served, writes are refused until the cluster is whole again", ErrReadOnly)
 		case errors.Is(err, cluster.ErrNotLeader) && s.Clustered():
-			if id, _ := s.node.Leader(); id != "" {
-				return nil, fmt.Errorf("%w: this node is not the leader (%s is); send writes there or let this node forward them", ErrUnavailable, id)
-			}
-			return nil, fmt.Errorf("%w: this node has no quorum (no leader known): reads are served, writes are refused until the cluster is whole again", ErrReadOnly)
+			// Leadership lost while the entry was on its way: a majority may
+			// have it, and the next leader would commit it. Unknown outcome.
+			return nil, fmt.Errorf("%w: the leadership was lost while this write was being committed: it may or may not be applied; check before sending it again", ErrUnavailable)
 		case errors.Is(err, cluster.ErrNotLeader):
 			return nil, fmt.Errorf("%w: no leader at the moment (election in progress): %v", ErrUnavailable, err)
 		}

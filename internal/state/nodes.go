@@ -151,7 +151,12 @@ func (s *Store) applyCluster(tx *bolt.Tx, cmd Command) (res any, err error, ok b
 			if w.Gen < 2 || w.Under == 0 || w.Under >= w.Gen || len(w.Wrapped) < 28 || len(w.Wrapped) > 128 {
 				return bad("master key generation %d under %d: malformed", w.Gen, w.Under), nil
 			}
-			return w, putJSON(tx.Bucket(bucketMEKGens), u32(w.Gen), w)
+			b := tx.Bucket(bucketMEKGens)
+			if b.Get(u32(w.Gen)) != nil {
+				// Two leaders proposed the same number: the first one stands.
+				return fmt.Errorf("master key generation %d: %w", w.Gen, ErrExists), nil
+			}
+			return w, putJSON(b, u32(w.Gen), w)
 		})
 	case TypeKeystorePassphrase:
 		res, err = decodeApply(cmd, func(p KeystorePassphrase) (any, error) {
@@ -179,3 +184,8 @@ func (s *Store) MEKGens() ([]keystore.WrappedGen, error) {
 
 // Nodes lists the registered nodes.
 func (s *Store) Nodes() ([]Node, error) { return listJSON[Node](s, bucketNodes) }
+
+// JoinToken returns a stored join token by its hash.
+func (s *Store) JoinToken(hash string) (JoinToken, error) {
+	return viewJSON[JoinToken](s, bucketJoinTokens, []byte(hash), "join token")
+}

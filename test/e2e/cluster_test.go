@@ -204,6 +204,35 @@ func TestClusterJoinForwardHealth(t *testing.T) {
 	if resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(resp.Header.Get("Location"), leader.url+"/api/v1/wallets/default/secrets/redirected") {
 		t.Fatalf("no-forwarding write on a follower: %d %q (leader %s)", resp.StatusCode, resp.Header.Get("Location"), leader.url)
 	}
+	// A client cannot pose as the forwarding node by having the follower
+	// drop its marker (hop-by-hop headers named in Connection).
+	preq, _ := http.NewRequest("POST", follower.url+"/api/v1/cluster/promote", strings.NewReader(`{"node_id":"x"}`))
+	preq.Header.Set("Connection", "X-Coffer-Forwarded-By, X-Coffer-Node-Call")
+	preq.Header.Set("X-Coffer-Node-Call", "1")
+	presp, err := hc.Do(preq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presp.Body.Close()
+	if presp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("unauthenticated promote through a follower: %d, want 401", presp.StatusCode)
+	}
+	// Unknown join tokens cost the leader no raft write; a known node id is refused.
+	lh, _ := leader.local().Health(ctx)
+	for i := 0; i < 10; i++ {
+		jreq, _ := http.NewRequest("POST", leader.url+"/api/v1/cluster/join", strings.NewReader(`{"token":"cjt1.bogus.x","node_id":"n-evil","raft_address":"127.0.0.99:1","api_url":"https://127.0.0.99:1","csr":""}`))
+		jresp, err := hc.Do(jreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jresp.Body.Close()
+		if jresp.StatusCode == http.StatusOK {
+			t.Fatal("a bogus join token was accepted")
+		}
+	}
+	if lh2, _ := leader.local().Health(ctx); lh2.AppliedIndex != lh.AppliedIndex {
+		t.Fatalf("bogus joins moved the applied index from %d to %d", lh.AppliedIndex, lh2.AppliedIndex)
+	}
 	if out, err := coffer(t, nil, "cluster", "status", "--data-dir", follower.dataDir); err != nil || !strings.Contains(out, "(this node)") || strings.Count(out, "true") < 3 {
 		t.Fatalf("cluster status: %v\n%s", err, out)
 	}
@@ -370,6 +399,13 @@ func TestTwoNodePairReadOnly(t *testing.T) {
 	_, err := sc.PutSecret(ctx, "default", "k", []byte("during"))
 	if !client.IsCode(err, "read_only_restricted") || !strings.Contains(err.Error(), "read-only restricted mode") {
 		t.Fatalf("write in read-only restricted mode: %v", err)
+	}
+	// A master key rotation there is refused and changes no keystore.
+	if _, err := sc.RotateMasterKey(ctx); err == nil {
+		t.Fatal("master key rotation without quorum succeeded")
+	}
+	if st, err := survivor.local().Status(ctx); err != nil || st.KeystoreGeneration != 1 {
+		t.Fatalf("keystore generation after a refused rotation: %d %v", st.KeystoreGeneration, err)
 	}
 	// The peer returns: the pair has quorum again.
 	leader.start()

@@ -17,6 +17,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/cluster"
@@ -27,6 +28,8 @@ const (
 	HeaderClientCert = "X-Coffer-Forwarded-Client-Cert" // base64 DER of the client's verified certificate
 	HeaderLocal      = "X-Coffer-Forwarded-Local"       // "1": the request came through the node's control socket
 	HeaderBy         = "X-Coffer-Forwarded-By"          // the forwarding node's id
+	// HeaderNodeCall "1": a node calls on its own behalf (promotion).
+	HeaderNodeCall = "X-Coffer-Node-Call"
 	// Clients that want a redirect to the leader instead of forwarding.
 	HeaderNoForward      = "X-Coffer-No-Request-Forwarding"
 	HeaderVaultNoForward = "X-Vault-No-Request-Forwarding"
@@ -85,7 +88,10 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	var proxy *httputil.ReverseProxy
+	var (
+		proxy     *httputil.ReverseProxy
+		proxyOnce sync.Once
+	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !c.Clustered() || nodeLocal(r) {
 			next.ServeHTTP(w, r)
@@ -129,31 +135,39 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 			w.WriteHeader(http.StatusTemporaryRedirect)
 			return
 		}
-		if proxy == nil {
-			proxy = newProxy(c, o)
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && cluster.IsNodeCert(r.TLS.PeerCertificates[0]) {
+			// Another node forwarded this here, believing this node leads:
+			// forwarding again could lose the caller or loop.
+			refuseCode(w, r, "not_leader", "this node is not the leader any more: not applied, send it again")
+			return
 		}
+		proxyOnce.Do(func() { proxy = newProxy(c, o) })
 		target, err := url.Parse(leader)
 		if err != nil {
 			refuse(w, r, "the leader's address is not a URL: "+leader)
 			return
 		}
-		r = r.Clone(r.Context())
-		// Only what this node verified is passed on, in headers the leader
-		// trusts from a node certificate alone.
-		r.Header.Del(HeaderClientCert)
-		r.Header.Del(HeaderLocal)
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && !cluster.IsNodeCert(r.TLS.PeerCertificates[0]) {
-			r.Header.Set(HeaderClientCert, base64.StdEncoding.EncodeToString(r.TLS.PeerCertificates[0].Raw))
+		// What the leader trusts from this node's certificate is set in the
+		// proxy's Rewrite, on the outgoing request, after the hop-by-hop
+		// headers a client may name in Connection are removed.
+		var from []string
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			from = append(from, HeaderClientCert, base64.StdEncoding.EncodeToString(r.TLS.PeerCertificates[0].Raw))
 		}
 		if o.IsLocal != nil && o.IsLocal(r) {
-			r.Header.Set(HeaderLocal, "1")
+			from = append(from, HeaderLocal, "1")
 		}
-		r.Header.Set(HeaderBy, c.NodeID())
+		r = r.WithContext(context.WithValue(r.Context(), trustedKey{}, from))
 		r.URL.Scheme, r.URL.Host = target.Scheme, target.Host
 		r.Host = target.Host
 		proxy.ServeHTTP(w, r)
 	})
 }
+
+type trustedKey struct{}
+
+// trustedHeaders is every header the leader believes from a node.
+var trustedHeaders = []string{HeaderClientCert, HeaderLocal, HeaderBy, HeaderNodeCall}
 
 func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
 	conf := c.NodeTLS()
@@ -171,13 +185,26 @@ func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
 		if err != nil {
 			return err
 		}
-		_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		// A server certificate (or a node's): an endpoint's client
+		// certificate from the same CA must not pass as the leader.
+		_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 		return err
 	}
 	tr := &http.Transport{TLSClientConfig: conf, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 60 * time.Second}
 	return &httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { pr.Out.URL = pr.In.URL; pr.Out.Host = pr.In.Host; pr.SetXForwarded() },
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL, pr.Out.Host = pr.In.URL, pr.In.Host
+			pr.SetXForwarded()
+			for _, h := range trustedHeaders {
+				pr.Out.Header.Del(h) // a client's own are never passed on
+			}
+			from, _ := pr.In.Context().Value(trustedKey{}).([]string)
+			for i := 0; i+1 < len(from); i += 2 {
+				pr.Out.Header.Set(from[i], from[i+1])
+			}
+			pr.Out.Header.Set(HeaderBy, c.NodeID())
+		},
 		Transport: tr,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			o.Logger.Warn("forwarding to the leader failed", "error", err)
@@ -232,6 +259,9 @@ type From struct {
 	Node string
 	// Local: a forwarding node received the request on its control socket.
 	Local bool
+	// Peer is the node certificate's id when the peer is a node (forwarding
+	// or calling for itself): the transport checks it is a member.
+	Peer string
 }
 
 // Caller sorts out a request's peer: an endpoint's certificate, or a node
@@ -244,10 +274,14 @@ func Caller(r *http.Request) From {
 	if !cluster.IsNodeCert(peer) {
 		return From{ClientCert: peer.Raw}
 	}
-	if r.Header.Get(HeaderBy) == "" {
-		return From{Node: peer.Subject.CommonName}
+	cn := peer.Subject.CommonName
+	if r.Header.Get(HeaderNodeCall) == "1" && r.Header.Get(HeaderBy) == "" {
+		return From{Node: cn, Peer: cn}
 	}
-	f := From{Local: r.Header.Get(HeaderLocal) == "1"}
+	if r.Header.Get(HeaderBy) == "" {
+		return From{Peer: cn} // a node with neither marker: no identity from it
+	}
+	f := From{Local: r.Header.Get(HeaderLocal) == "1", Peer: cn}
 	if v := r.Header.Get(HeaderClientCert); v != "" {
 		if der, err := base64.StdEncoding.DecodeString(v); err == nil {
 			f.ClientCert = der

@@ -161,6 +161,9 @@ func (a *api) identify(r *http.Request) (service.Identity, error) {
 		return service.LocalRoot(), nil
 	}
 	from := forward.Caller(r)
+	if from.Peer != "" && !a.svc.IsMember(from.Peer) {
+		return service.Identity{}, fmt.Errorf("%w: node %s is not a member of this cluster", service.ErrUnauthenticated, from.Peer)
+	}
 	if from.Local {
 		// Forwarded from another node's control socket (a node
 		// certificate vouches for it).

@@ -167,7 +167,11 @@ func token(r *http.Request) string {
 // the same endpoint.
 func (a *api) identify(r *http.Request) (service.Identity, error) {
 	var certID *service.Identity
-	if der := forward.Caller(r).ClientCert; der != nil {
+	from := forward.Caller(r)
+	if from.Peer != "" && !a.svc.IsMember(from.Peer) {
+		return service.Identity{}, fmt.Errorf("%w: node %s is not a member of this cluster", service.ErrUnauthenticated, from.Peer)
+	}
+	if der := from.ClientCert; der != nil {
 		id, err := a.svc.AuthenticateCert(der)
 		if err != nil {
 			return service.Identity{}, err
