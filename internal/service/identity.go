@@ -258,3 +258,58 @@ func rolesOf(names []string) []Role {
 	}
 	return out
 }
+
+// Presented is what a request presents to be identified, as a transport
+// extracted it: a token, a verified client certificate, and, when another
+// cluster node is the peer, that node and what it vouches for.
+type Presented struct {
+	Token      string
+	ClientCert []byte // DER of a verified client certificate (or one a node forwarded)
+	// Peer is a node certificate's id when another node is the TLS peer.
+	Peer string
+	// Node: that node calls on its own behalf (no client behind it).
+	Node bool
+	// Local: that node received the request on its control socket.
+	Local bool
+	// Hint names, for the error, how this transport takes a token.
+	Hint string
+}
+
+// Identify resolves a caller for every transport alike: a node peer must be
+// a member; a node vouches for its control socket (root) or for itself; a
+// token and/or an enrolled client certificate otherwise, and when both are
+// sent they must name the same endpoint (a certificate never lends its
+// trust to another identity's token).
+func (s *Service) Identify(p Presented) (Identity, error) {
+	if p.Peer != "" && !s.IsMember(p.Peer) {
+		return Identity{}, fmt.Errorf("%w: node %s is not a member of this cluster", ErrUnauthenticated, p.Peer)
+	}
+	if p.Local && p.Peer != "" {
+		return LocalRoot(), nil
+	}
+	if p.Node && p.Peer != "" && p.Token == "" {
+		return Identity{Kind: KindNode, Name: p.Peer}, nil
+	}
+	var certID *Identity
+	if p.ClientCert != nil {
+		id, err := s.AuthenticateCert(p.ClientCert)
+		if err != nil {
+			return Identity{}, err
+		}
+		certID = &id
+	}
+	if p.Token != "" {
+		id, err := s.Authenticate(p.Token)
+		if err != nil {
+			return id, err
+		}
+		if certID != nil && (id.Kind != KindEndpoint || id.Name != certID.Name) {
+			return Identity{}, fmt.Errorf("%w: the client certificate belongs to endpoint %q but the token to %s", ErrUnauthenticated, certID.Name, id.Actor())
+		}
+		return id, nil
+	}
+	if certID != nil {
+		return *certID, nil
+	}
+	return Identity{}, fmt.Errorf("%w: send %s or an enrolled client certificate", ErrUnauthenticated, p.Hint)
+}

@@ -161,39 +161,8 @@ func (a *api) identify(r *http.Request) (service.Identity, error) {
 		return service.LocalRoot(), nil
 	}
 	from := forward.Caller(r)
-	if from.Peer != "" && !a.svc.IsMember(from.Peer) {
-		return service.Identity{}, fmt.Errorf("%w: node %s is not a member of this cluster", service.ErrUnauthenticated, from.Peer)
-	}
-	if from.Local {
-		// Forwarded from another node's control socket (a node
-		// certificate vouches for it).
-		return service.LocalRoot(), nil
-	}
-	if from.Node != "" && bearer(r) == "" {
-		return service.Identity{Kind: service.KindNode, Name: from.Node}, nil
-	}
-	var certID *service.Identity
-	if from.ClientCert != nil {
-		id, err := a.svc.AuthenticateCert(from.ClientCert)
-		if err != nil {
-			return service.Identity{}, err
-		}
-		certID = &id
-	}
-	if tok := bearer(r); tok != "" {
-		id, err := a.svc.Authenticate(tok)
-		if err != nil {
-			return id, err
-		}
-		if certID != nil && (id.Kind != service.KindEndpoint || id.Name != certID.Name) {
-			return service.Identity{}, fmt.Errorf("%w: the client certificate belongs to endpoint %q but the token to %s", service.ErrUnauthenticated, certID.Name, id.Actor())
-		}
-		return id, nil
-	}
-	if certID != nil {
-		return *certID, nil
-	}
-	return service.Identity{}, fmt.Errorf("%w: send a token (Authorization: Bearer ...) or an enrolled client certificate", service.ErrUnauthenticated)
+	return a.svc.Identify(service.Presented{Token: bearer(r), ClientCert: from.ClientCert, Peer: from.Peer,
+		Node: from.Node != "", Local: from.Local, Hint: "a token (Authorization: Bearer ...)"})
 }
 
 // errorTable maps service errors to HTTP status and a stable code. First match wins.

@@ -166,32 +166,11 @@ func token(r *http.Request) string {
 // certificate, as the native API does: when both are sent they must name
 // the same endpoint.
 func (a *api) identify(r *http.Request) (service.Identity, error) {
-	var certID *service.Identity
 	from := forward.Caller(r)
-	if from.Peer != "" && !a.svc.IsMember(from.Peer) {
-		return service.Identity{}, fmt.Errorf("%w: node %s is not a member of this cluster", service.ErrUnauthenticated, from.Peer)
-	}
-	if der := from.ClientCert; der != nil {
-		id, err := a.svc.AuthenticateCert(der)
-		if err != nil {
-			return service.Identity{}, err
-		}
-		certID = &id
-	}
-	if tok := token(r); tok != "" {
-		id, err := a.svc.Authenticate(tok)
-		if err != nil {
-			return id, err
-		}
-		if certID != nil && (id.Kind != service.KindEndpoint || id.Name != certID.Name) {
-			return service.Identity{}, fmt.Errorf("%w: the client certificate belongs to endpoint %q but the token to %s", service.ErrUnauthenticated, certID.Name, id.Actor())
-		}
-		return id, nil
-	}
-	if certID != nil {
-		return *certID, nil
-	}
-	return service.Identity{}, fmt.Errorf("%w: send a token in X-Vault-Token (or Authorization: Bearer) or an enrolled client certificate", service.ErrUnauthenticated)
+	// Vault's API has no control-socket root and no node identity: a node
+	// peer only forwards a client's token or certificate.
+	return a.svc.Identify(service.Presented{Token: token(r), ClientCert: from.ClientCert, Peer: from.Peer,
+		Hint: "a token in X-Vault-Token (or Authorization: Bearer)"})
 }
 
 // errorTable maps service errors to Vault's status codes. First match wins.
