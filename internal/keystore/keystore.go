@@ -453,18 +453,10 @@ func (s *Store) checkCurrent(k *Keyring) error {
 func (s *Store) Rotate(k *Keyring) (*Keyring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.checkCurrent(k); err != nil {
+	gens, sl, err := s.copyRingLocked(k)
+	if err != nil {
 		return nil, err
 	}
-	k.r.mu.RLock()
-	if k.r.wiped {
-		k.r.mu.RUnlock()
-		return nil, ErrKeyringWiped
-	}
-	gens := k.r.meks()
-	sl := k.r.seal
-	sl.kek = bytes.Clone(sl.kek)
-	k.r.mu.RUnlock()
 	defer wipeMEKs(gens)
 	defer clear(sl.kek)
 
@@ -484,6 +476,23 @@ func (s *Store) Rotate(k *Keyring) (*Keyring, error) {
 	}
 	s.rebuildAKSIfEnabled(nk)
 	return nk, nil
+}
+
+// copyRingLocked returns copies of k's generations and sealing (the
+// caller wipes them) after checking k is the keystore's current keyring.
+// Caller holds s.mu.
+func (s *Store) copyRingLocked(k *Keyring) ([]mek, sealing, error) {
+	if err := s.checkCurrent(k); err != nil {
+		return nil, sealing{}, err
+	}
+	k.r.mu.RLock()
+	defer k.r.mu.RUnlock()
+	if k.r.wiped {
+		return nil, sealing{}, ErrKeyringWiped
+	}
+	sl := k.r.seal
+	sl.kek = bytes.Clone(sl.kek)
+	return k.r.meks(), sl, nil
 }
 
 // rebuildAKSIfEnabled rewrites keystore.aks from k when it exists. A failure
@@ -804,18 +813,10 @@ func (k *Keyring) NewGeneration() (WrappedGen, error) {
 func (s *Store) AddGenerations(k *Keyring, ws []WrappedGen) (*Keyring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.checkCurrent(k); err != nil {
+	gens, sl, err := s.copyRingLocked(k)
+	if err != nil {
 		return nil, err
 	}
-	k.r.mu.RLock()
-	if k.r.wiped {
-		k.r.mu.RUnlock()
-		return nil, ErrKeyringWiped
-	}
-	gens := k.r.meks()
-	sl := k.r.seal
-	sl.kek = bytes.Clone(sl.kek)
-	k.r.mu.RUnlock()
 	defer wipeMEKs(gens)
 	defer clear(sl.kek)
 	slices.SortFunc(ws, func(a, b WrappedGen) int { return cmp.Compare(a.Gen, b.Gen) })
