@@ -45,7 +45,7 @@ log "short fuzz runs (seed corpora also run as plain tests above)"
 for t in internal/keystore:FuzzOpenKeystore internal/keystore:FuzzOpenAutoOpen internal/journal:FuzzVerifySegment \
          internal/state:FuzzUnmarshalCommand internal/api/rest:FuzzSecretPutBody internal/api/rest:FuzzCreateObjectBody \
          internal/api/kmip:FuzzKMIPRequest internal/api/vault:FuzzKVWriteBody internal/api/vault:FuzzTransitBody; do
-  go test -run '^$' -fuzz "^${t#*:}\$" -fuzztime "${FUZZTIME:-8s}" "./${t%%:*}/" >/tmp/coffer-fuzz.log 2>&1 \
+  go test -run '^$' -fuzz "^${t#*:}\$" -fuzztime "${FUZZTIME:-8s}" -fuzzminimizetime 0s "./${t%%:*}/" >/tmp/coffer-fuzz.log 2>&1 \
     || { cat /tmp/coffer-fuzz.log; echo "fuzz ${t} failed" >&2; exit 1; }
   echo "fuzz ${t}: ok"
 done

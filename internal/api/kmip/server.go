@@ -389,6 +389,11 @@ func (s *Server) handleMessage(ctx context.Context, certDER []byte, source strin
 		s.svc.Audit(call, "kmipMalformed", 400, "invalid_message", clip(err.Error(), 256))
 		return errorResponse(nil, kmip.ResultReasonInvalidMessage, "malformed TTLV request message"), false
 	}
+	if len(msg.BatchItem) == 0 {
+		// KMIP requires at least one batch item: nothing to answer item by
+		// item, so the whole message is invalid (found by the fuzzer).
+		return errorResponse(msg, kmip.ResultReasonInvalidMessage, "request message has no batch item"), false
+	}
 	// Authenticate on every message: a revoked endpoint is refused from its
 	// next request on, even on a connection opened before.
 	id, err := s.svc.AuthenticateCert(certDER)
