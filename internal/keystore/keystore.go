@@ -208,6 +208,18 @@ func (s *Store) Init(passphrase []byte) (*Keyring, error) {
 	if err := kdf.validate(); err != nil {
 		return nil, fmt.Errorf("keystore KDF parameters: %w", err)
 	}
+	key := make([]byte, keySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generate master key: %w", err)
+	}
+	defer clear(key)
+	return s.create(passphrase, kdf, []mek{{number: 1, created: now(), key: key}}, 1)
+}
+
+// create writes a new keystore.ks holding gens (current the one in use),
+// sealed under passphrase with a fresh salt. It refuses an existing
+// keystore.ks and removes a leftover keystore.aks that belongs to none.
+func (s *Store) create(passphrase []byte, kdf KDFParams, gens []mek, current uint32) (*Keyring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.absErr != nil {
@@ -224,19 +236,13 @@ func (s *Store) Init(passphrase []byte) (*Keyring, error) {
 	if err := fsutil.Remove(s.aksPath()); err != nil {
 		return nil, err
 	}
-	key := make([]byte, keySize)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("generate master key: %w", err)
-	}
-	defer clear(key)
-	gens := []mek{{number: 1, created: now(), key: key}}
 	var salt [saltSize]byte
 	if _, err := rand.Read(salt[:]); err != nil {
 		return nil, fmt.Errorf("generate salt: %w", err)
 	}
 	kek := deriveKEK(passphrase, salt[:], kdf)
 	defer clear(kek)
-	return s.writeKS(gens, 1, sealing{kdf: kdf, salt: salt, kek: kek})
+	return s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
 }
 
 // writeKS seals gens under sl, writes keystore.ks and returns the keyring for
@@ -720,29 +726,7 @@ func (s *Store) InitFrom(passphrase []byte, rings ...*Keyring) (*Keyring, error)
 		return nil, err
 	}
 	defer wipeMEKs(gens)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.absErr != nil {
-		return nil, s.absErr
-	}
-	if err := fsutil.EnsureDir(s.dir); err != nil {
-		return nil, err
-	}
-	if ok, err := fileExists(s.ksPath()); err != nil {
-		return nil, err
-	} else if ok {
-		return nil, fmt.Errorf("%w: %s exists", ErrAlreadyInitialized, s.ksPath())
-	}
-	if err := fsutil.Remove(s.aksPath()); err != nil {
-		return nil, err
-	}
-	var salt [saltSize]byte
-	if _, err := rand.Read(salt[:]); err != nil {
-		return nil, fmt.Errorf("generate salt: %w", err)
-	}
-	kek := deriveKEK(passphrase, salt[:], kdf)
-	defer clear(kek)
-	return s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
+	return s.create(passphrase, kdf, gens, current)
 }
 
 // WrappedGen is one master key generation wrapped under an earlier one, as

@@ -337,29 +337,30 @@ func (s *Service) TransitEncrypt(ctx context.Context, wallet, name string, items
 
 // TransitDecrypt decrypts each item's ciphertext (read).
 func (s *Service) TransitDecrypt(ctx context.Context, wallet, name string, items []TransitItem) ([]TransitResult, error) {
-	if err := checkBatch(len(items)); err != nil {
-		return nil, err
-	}
-	unlock, err := s.openForRead()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	kr, err := s.transitKeyring(ctx, wallet, name, PermRead, "decrypting with a Transit key")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]TransitResult, len(items))
-	for i, it := range items {
-		out[i].Reference = it.Reference
-		out[i].Plaintext, out[i].KeyVersion, out[i].Err = kr.open(it.Ciphertext, it.AssociatedData)
-	}
-	return out, nil
+	return s.transitEach(ctx, wallet, name, items, "decrypting with a Transit key", func(kr *transitKeyring, it TransitItem) (r TransitResult) {
+		r.Plaintext, r.KeyVersion, r.Err = kr.open(it.Ciphertext, it.AssociatedData)
+		return r
+	})
 }
 
 // TransitRewrap decrypts each ciphertext and encrypts it again with the
 // latest (or the given) key version, without returning the plaintext (read).
 func (s *Service) TransitRewrap(ctx context.Context, wallet, name string, items []TransitItem) ([]TransitResult, error) {
+	return s.transitEach(ctx, wallet, name, items, "rewrapping with a Transit key", func(kr *transitKeyring, it TransitItem) (r TransitResult) {
+		pt, _, err := kr.open(it.Ciphertext, it.AssociatedData)
+		if err != nil {
+			r.Err = err
+			return r
+		}
+		defer clear(pt)
+		r.Ciphertext, r.KeyVersion, r.Err = kr.seal(it.KeyVersion, pt, it.AssociatedData)
+		return r
+	})
+}
+
+// transitEach runs fn on every item of a batch with the key's versions
+// (read permission), keeping each item's reference.
+func (s *Service) transitEach(ctx context.Context, wallet, name string, items []TransitItem, what string, fn func(*transitKeyring, TransitItem) TransitResult) ([]TransitResult, error) {
 	if err := checkBatch(len(items)); err != nil {
 		return nil, err
 	}
@@ -368,20 +369,14 @@ func (s *Service) TransitRewrap(ctx context.Context, wallet, name string, items 
 		return nil, err
 	}
 	defer unlock()
-	kr, err := s.transitKeyring(ctx, wallet, name, PermRead, "rewrapping with a Transit key")
+	kr, err := s.transitKeyring(ctx, wallet, name, PermRead, what)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]TransitResult, len(items))
 	for i, it := range items {
+		out[i] = fn(kr, it)
 		out[i].Reference = it.Reference
-		pt, _, err := kr.open(it.Ciphertext, it.AssociatedData)
-		if err != nil {
-			out[i].Err = err
-			continue
-		}
-		out[i].Ciphertext, out[i].KeyVersion, out[i].Err = kr.seal(it.KeyVersion, pt, it.AssociatedData)
-		clear(pt)
 	}
 	return out, nil
 }
