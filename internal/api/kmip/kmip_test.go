@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -514,5 +515,55 @@ func TestShutdown(t *testing.T) {
 	}
 	if _, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", f.addr); err == nil {
 		t.Fatal("listener still accepts")
+	}
+}
+
+// TestShutdownUnderLoad: Shutdown while connections go busy and idle many
+// times a second. A lock-order inversion between the server's lock and a
+// connection's once hung CI here (Shutdown held the server's lock waiting
+// for a connection's; the connection held its own waiting for the server's).
+func TestShutdownUnderLoad(t *testing.T) {
+	query := ttlv.MarshalTTLV(kmip.NewRequestMessage(kmip.V1_4, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations}}))
+	for round := 0; round < 8; round++ {
+		f := newFixture(t, Options{})
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := 0; i < 6; i++ {
+			// Raw connections: the library client has its own race when the
+			// server closes under it.
+			c := f.rawConn("ep-read")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := c.Write(query); err != nil {
+						return // the server went away: expected
+					}
+					if _, err := readResponse(c); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(20+round*15) * time.Millisecond)
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			done <- f.srv.Shutdown(ctx)
+		}()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			close(stop)
+			t.Fatalf("round %d: Shutdown under load did not return (deadlock)", round)
+		}
+		close(stop)
+		wg.Wait()
 	}
 }

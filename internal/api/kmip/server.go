@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ovh/kmip-go"
@@ -58,8 +59,11 @@ type Server struct {
 	exec *kmipserver.BatchExecutor
 	sem  chan struct{}
 
-	mu       sync.Mutex
-	closing  bool
+	mu sync.Mutex
+	// closing is set under mu but read without it: a connection checks it
+	// while holding its own lock, and Shutdown takes mu before a
+	// connection's lock, so reading it under mu there would deadlock.
+	closing  atomic.Bool
 	lns      map[net.Listener]struct{}
 	conns    map[*conn]struct{}
 	wg       sync.WaitGroup
@@ -131,7 +135,7 @@ var ErrServerClosed = errors.New("kmip: server closed")
 // TLSConfig) until Shutdown.
 func (s *Server) Serve(ln net.Listener, tlsConf *tls.Config) error {
 	s.mu.Lock()
-	if s.closing {
+	if s.closing.Load() {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
@@ -181,15 +185,13 @@ func (s *Server) Serve(ln net.Listener, tlsConf *tls.Config) error {
 }
 
 func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
+	return s.closing.Load()
 }
 
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
+	if s.closing.Load() {
 		return false
 	}
 	s.conns[c] = struct{}{}
@@ -208,8 +210,8 @@ func (s *Server) untrack(c *conn) {
 // idle connections. When ctx ends first, remaining connections are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	if !s.closing {
-		s.closing = true
+	if !s.closing.Load() {
+		s.closing.Store(true)
 		close(s.shutdown)
 	}
 	for ln := range s.lns {
