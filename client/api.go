@@ -220,6 +220,25 @@ func (c *Client) RotateJournal(ctx context.Context) (Segment, error) {
 	return r.Closed, err
 }
 
+// JournalPrune is the result of a journal prune on one node.
+type JournalPrune struct {
+	Floor        uint64    `json:"floor"`
+	Holder       string    `json:"holder,omitempty"`
+	KeepSegments int       `json:"keep_segments"`
+	DryRun       bool      `json:"dry_run,omitempty"`
+	Removed      []Segment `json:"removed"`
+	Kept         int       `json:"kept"`
+}
+
+// PruneJournal removes the node's closed journal segments that no
+// destination needs any more; dryRun only lists them. It is about the node
+// the client reaches (never forwarded to the leader).
+func (c *Client) PruneJournal(ctx context.Context, dryRun bool) (JournalPrune, error) {
+	var r JournalPrune
+	err := c.Do(ctx, "POST", "/api/v1/sys/journal/prune", map[string]bool{"dry_run": dryRun}, &r)
+	return r, err
+}
+
 // ArchiveJournal closes the open segment and ships every closed segment to
 // the archiving destinations now.
 func (c *Client) ArchiveJournal(ctx context.Context) error {

@@ -168,6 +168,13 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 	if err != nil {
 		return state.BackupRecord{}, err
 	}
+	if kind == KindIncremental && (mode == ModeAuto || mode == "") && !journalFrom(m.host.JournalDir(), base.LastIndex+1) {
+		// The records after that full are no longer on this node (a node
+		// that joined or restored later, or a pruned journal): an automatic
+		// backup takes a full instead of failing.
+		m.log.Info("backup: the journal no longer holds what an incremental needs; taking a full", "destination", destination, "base", base.ID)
+		kind, base = KindFull, nil
+	}
 	id := NewID(time.Now(), m.host.NewID())
 	rec := state.BackupRecord{ID: id, Destination: destination, Kind: kind, Status: "RUNNING", Node: m.host.NodeID(), Reason: reason,
 		Started: time.Now().UTC(), Timeline: m.host.Timeline().ID}
@@ -490,6 +497,16 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 			m.log.Error("schedule state", "schedule", s.Name, "error", err)
 		}
 	}
+}
+
+// journalFrom reports whether the journal in dir still holds every record
+// from index from on (its oldest segment starts at or before it).
+func journalFrom(dir string, from uint64) bool {
+	segs, err := journal.ListSegments(dir)
+	if err != nil || len(segs) == 0 {
+		return false
+	}
+	return segs[0].Prev < from
 }
 
 // Loop runs schedules and archiving until ctx ends.

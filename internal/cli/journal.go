@@ -15,7 +15,7 @@ import (
 func newJournalCmd(g *globals) *cobra.Command {
 	j := &cobra.Command{
 		Use:   "journal",
-		Short: "List, rotate, verify and archive the recovery journal",
+		Short: "List, rotate, verify, prune and archive the recovery journal",
 		Long: `The recovery journal records every applied command in segments named
 <name>-<YYYYMMDDhhmmss>.recovery under <data-dir>/journal. Segments rotate by
 size, by age, on SIGUSR2 and with "coffer journal rotate".`,
@@ -87,7 +87,52 @@ keys (payload decryption is checked by "coffer check", with the keystore).`,
 		},
 	}
 	verify.Flags().StringVar(&dir, "journal-dir", "", "journal directory (default <data-dir>/journal)")
-	j.AddCommand(list, rotate, verify, newArchiveCmd(g))
+	var dry bool
+	prune := &cobra.Command{
+		Use:   "prune",
+		Short: "Remove closed journal segments no destination needs any more",
+		Long: `Remove this node's oldest closed journal segments that nothing needs any
+more, keeping the journal.keep_segments newest closed ones in any case. A
+segment stays while an archiving destination (paused or failing too) has not
+shipped it, while it holds a record after the newest full backup of any
+destination (incrementals carry every record since their full), or while the
+journal mirror has not copied it. The server does this every minute by
+itself (journal.prune); this runs a round now on the node you reach, and
+--dry-run shows the floor, what holds it, and what would go.`,
+		Example: `  coffer journal prune --dry-run
+  coffer journal prune`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				p, err := c.PruneJournal(ctx, dry)
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, p)
+				}
+				out := cmd.OutOrStdout()
+				if p.Floor == 0 {
+					fmt.Fprintf(out, "floor: none (held by %s)\n", p.Holder)
+				} else {
+					fmt.Fprintf(out, "floor: index %d (held by %s)\n", p.Floor, p.Holder)
+				}
+				verb := "removed"
+				if p.DryRun {
+					verb = "would remove"
+				}
+				var bytes int64
+				for _, s := range p.Removed {
+					bytes += s.Size
+					fmt.Fprintf(out, "%s %s (indexes %d-%d, %d bytes)\n", verb, s.Name, s.FirstIndex, s.LastIndex, s.Size)
+				}
+				fmt.Fprintf(out, "%s %d segments (%d bytes); %d segments stay (at least %d closed ones are always kept)\n", verb, len(p.Removed), bytes, p.Kept, p.KeepSegments)
+				return nil
+			})
+		},
+	}
+	prune.Flags().BoolVar(&dry, "dry-run", false, "only show what would be removed")
+	j.AddCommand(list, rotate, verify, prune, newArchiveCmd(g))
 	return j
 }
 

@@ -53,6 +53,10 @@ type Config struct {
 	Journal struct {
 		MaxSegmentBytes int64    `yaml:"max_segment_bytes"`
 		MaxSegmentAge   Duration `yaml:"max_segment_age"`
+		// KeepSegments: closed segments kept beyond what destinations need.
+		KeepSegments int `yaml:"keep_segments"`
+		// Prune removes closed segments nothing needs (default true).
+		Prune *bool `yaml:"prune"`
 	} `yaml:"journal"`
 	Storage struct {
 		WriteRetryDelay   Duration `yaml:"write_retry_delay"`
@@ -142,6 +146,7 @@ func Default() Config {
 	c.Keystore.AutoOpen = true
 	c.Journal.MaxSegmentBytes = 64 << 20
 	c.Journal.MaxSegmentAge = Duration{time.Hour}
+	c.Journal.KeepSegments = 24
 	c.Storage.WriteRetryDelay = Duration{5 * time.Second}
 	c.Storage.MinFreeBytes = 64 << 20
 	c.Auth.SessionTTL = Duration{8 * time.Hour}
@@ -218,6 +223,9 @@ func (c Config) Validate() error {
 	}
 	if c.Backup.ArchiveTimeout.Duration < 0 {
 		return errors.New("config: backup.archive_timeout must not be negative")
+	}
+	if k := c.Journal.KeepSegments; k < 1 || k > 1000000 {
+		return fmt.Errorf("config: journal.keep_segments %d: use 1 to 1000000 (journal.prune: false keeps every segment)", k)
 	}
 	// KMIP (issue 7): mutual TLS only.
 	if c.KMIP.Listen != "" {

@@ -413,6 +413,64 @@ func (j *Journal) rotate(now time.Time) (SegmentInfo, error) {
 	return closed, nil
 }
 
+// Prune removes the oldest closed segments whose records all lie below
+// index below (LastIndex < below), keeping at least keep closed segments and
+// never the open one. It goes oldest first and stops at the first segment
+// that must stay, so the journal never gets a hole: what remains still
+// verifies (the chain is checked from the first segment present). It returns
+// the segments it removed, also when a removal fails part way.
+func (j *Journal) Prune(below uint64, keep int) ([]SegmentInfo, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil, ErrClosed
+	}
+	n := j.prunableLocked(below, keep)
+	var removed []SegmentInfo
+	var err error
+	for _, s := range j.segs[:n] {
+		if rerr := os.Remove(s.Path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = fmt.Errorf("journal: prune %s: %w", s.Name, rerr)
+			break
+		}
+		removed = append(removed, s)
+	}
+	j.segs = j.segs[len(removed):]
+	if len(removed) > 0 {
+		if serr := fsutil.SyncDir(j.opts.Dir); serr != nil && err == nil {
+			err = fmt.Errorf("journal: prune: %w", serr)
+		}
+	}
+	return removed, err
+}
+
+// Prunable lists the segments Prune(below, keep) would remove.
+func (j *Journal) Prunable(below uint64, keep int) []SegmentInfo {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]SegmentInfo(nil), j.segs[:j.prunableLocked(below, keep)]...)
+}
+
+func (j *Journal) prunableLocked(below uint64, keep int) int {
+	closed := 0
+	for _, s := range j.segs {
+		if s.Closed {
+			closed++
+		}
+	}
+	n := 0
+	for n < len(j.segs) && closed-n > max(keep, 0) {
+		s := j.segs[n]
+		// The last segment is never removed, even when closed (a failed
+		// creation of the next one): it carries the journal's last index.
+		if !s.Closed || n == len(j.segs)-1 || (s.Records > 0 && s.LastIndex >= below) {
+			break
+		}
+		n++
+	}
+	return n
+}
+
 // Segments lists the segments oldest first, including the open one.
 func (j *Journal) Segments() []SegmentInfo {
 	j.mu.Lock()

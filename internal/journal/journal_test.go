@@ -820,3 +820,87 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 }
+
+// TestPrune: Prune removes only whole closed segments below the index, oldest
+// first, keeps the asked number of closed segments and the open one, and
+// leaves a journal that verifies, reopens and keeps appending.
+func TestPrune(t *testing.T) {
+	dir := t.TempDir()
+	clk := newClock()
+	j := openT(t, dir, clk, nil)
+	// Segments 1-10, 11-20, 21-30, 31-40 closed; 41-45 open.
+	for i := uint64(0); i < 4; i++ {
+		appendT(t, j, mkRecs(i*10+1, i*10+10))
+		if _, err := j.Rotate(); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(time.Second)
+	}
+	appendT(t, j, mkRecs(41, 45))
+	names := func() []string {
+		var out []string
+		for _, s := range j.Segments() {
+			out = append(out, fmt.Sprintf("%d-%d", s.FirstIndex, s.LastIndex))
+		}
+		return out
+	}
+	// Nothing below 1; a floor inside a segment keeps that segment.
+	if rm, err := j.Prune(1, 0); err != nil || len(rm) != 0 {
+		t.Fatalf("Prune(1): %v %v", rm, err)
+	}
+	if p := j.Prunable(15, 0); len(p) != 1 || p[0].LastIndex != 10 || len(j.Segments()) != 5 {
+		t.Fatalf("Prunable(15): %+v", p)
+	}
+	if rm, err := j.Prune(15, 0); err != nil || len(rm) != 1 || rm[0].LastIndex != 10 {
+		t.Fatalf("Prune(15): %+v %v", rm, err)
+	}
+	if got := strings.Join(names(), " "); got != "11-20 21-30 31-40 41-45" {
+		t.Fatalf("after Prune(15): %s", got)
+	}
+	// keep wins over the floor.
+	if rm, err := j.Prune(1000, 2); err != nil || len(rm) != 1 || rm[0].FirstIndex != 11 {
+		t.Fatalf("Prune(1000, keep 2): %+v %v", rm, err)
+	}
+	// The open segment is never removed, even with a floor past it.
+	if rm, err := j.Prune(1000, 0); err != nil || len(rm) != 2 {
+		t.Fatalf("Prune(1000, keep 0): %+v %v", rm, err)
+	}
+	if got := strings.Join(names(), " "); got != "41-45" {
+		t.Fatalf("after pruning everything: %s", got)
+	}
+	files, _ := os.ReadDir(dir)
+	if len(files) != 1 {
+		t.Fatalf("%d files left", len(files))
+	}
+	// What is left verifies, reopens with the right last index and goes on.
+	appendT(t, j, mkRecs(46, 47))
+	j.Close()
+	rep := verifyOK(t, dir)
+	if rep.Records != 7 {
+		t.Fatalf("report %+v", rep)
+	}
+	j = openT(t, dir, clk, nil)
+	if j.LastIndex() != 47 {
+		t.Fatalf("last index after reopen %d", j.LastIndex())
+	}
+	appendT(t, j, mkRecs(48, 48))
+	if _, err := j.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	// A just-rotated journal: the closed segment and the empty open one.
+	if rm, err := j.Prune(1000, 0); err != nil || len(rm) != 1 {
+		t.Fatalf("Prune after rotate: %+v %v", rm, err)
+	}
+	j.Close()
+	j = openT(t, dir, clk, nil)
+	defer j.Close()
+	if j.LastIndex() != 48 {
+		t.Fatalf("last index from an empty open segment's header: %d", j.LastIndex())
+	}
+	appendT(t, j, mkRecs(49, 49))
+	// Pruned journal, closed journal.
+	j.Close()
+	if _, err := j.Prune(1000, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Prune on a closed journal: %v", err)
+	}
+}

@@ -31,23 +31,27 @@ type env struct {
 	nas string // destination dir
 }
 
-func newService(t testing.TB, dir string) *service.Service {
+func newService(t testing.TB, dir string, mod ...func(*service.Config)) *service.Service {
 	t.Helper()
-	s, err := service.New(service.Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond,
+	cfg := service.Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond,
 		PasswordKDF:     service.PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
 		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil },
-		BackupTick:      time.Hour, NoAutoBackup: true, BackupScryptWorkFactor: 10})
+		BackupTick:      time.Hour, NoAutoBackup: true, BackupScryptWorkFactor: 10}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	s, err := service.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func newEnv(t testing.TB, archiving bool) *env {
+func newEnv(t testing.TB, archiving bool, mod ...func(*service.Config)) *env {
 	t.Helper()
 	e := &env{t: t, dir: filepath.Join(t.TempDir(), "data"), nas: t.TempDir()}
 	e.ctx = service.WithIdentity(context.Background(), service.LocalRoot())
-	e.s = newService(t, e.dir)
+	e.s = newService(t, e.dir, mod...)
 	t.Cleanup(func() { e.s.Close() })
 	if _, err := e.s.Init(e.ctx, service.Identity{Name: "test", Local: true}, []byte(ksPass)); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -509,5 +510,83 @@ func TestScheduleVerifies(t *testing.T) {
 	cat, err := os.ReadFile(filepath.Join(target, "catalog.json"))
 	if err != nil || !strings.Contains(string(cat), `"result": "OK"`) {
 		t.Fatalf("catalog: %s %v", cat, err)
+	}
+}
+
+// TestAutoBackupFallsBackToFullWithoutJournal: an auto backup whose full's
+// records are no longer in this node's journal (a node that joined later, a
+// pruned journal) takes a full instead of failing; an explicit incremental
+// is refused with the missing range.
+func TestAutoBackupFallsBackToFullWithoutJournal(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	s.PutSecret(ctx, DefaultWallet, "a", []byte("v"))
+	if rec, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil || rec.Status != "DONE" {
+		t.Fatalf("full: %+v %v", rec, err)
+	}
+	s.PutSecret(ctx, DefaultWallet, "b", []byte("v"))
+	if rec, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true}); err != nil || rec.Kind != "incremental" {
+		t.Fatalf("auto with the journal whole: %+v %v", rec, err)
+	}
+	// Lose the oldest segments, as on a node whose journal starts later.
+	s.PutSecret(ctx, DefaultWallet, "c", []byte("v"))
+	s.RotateJournal(ctx)
+	if _, _, err := s.st.PruneJournal(math.MaxUint64, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "incremental", Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "not in the journal any more") {
+		t.Fatalf("explicit incremental without the journal: %+v %v", rec, err)
+	}
+	rec, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true})
+	if err != nil || rec.Kind != "full" || rec.Status != "DONE" {
+		t.Fatalf("auto without the journal: %+v %v", rec, err)
+	}
+}
+
+// TestJournalPrunedByItself: the maintenance loop prunes what the
+// destinations no longer need, and journal.prune false keeps everything.
+func TestJournalPrunedByItself(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		dir := t.TempDir()
+		s, err := New(Config{DataDir: dir, KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+			MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, BackupTick: time.Hour,
+			WriteRetryDelay: 100 * time.Millisecond, JournalKeepSegments: 2, JournalPruneEvery: 50 * time.Millisecond, JournalNoPrune: off})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := rootCtx()
+		if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 6; i++ {
+			s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("k%d", i), []byte("v"))
+			if _, err := s.RotateJournal(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// No destination needs anything: only the kept closed segments and
+		// the open one stay.
+		deadline := time.Now().Add(10 * time.Second)
+		var n int
+		for time.Now().Before(deadline) {
+			segs, _ := journal.ListSegments(JournalDir(dir))
+			if n = len(segs); n == 3 && !off {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+			if off && time.Until(deadline) < 9*time.Second {
+				break // a second of rounds with pruning off
+			}
+		}
+		if !off && n != 3 {
+			t.Fatalf("pruning on: %d segments, want 2 closed + the open one", n)
+		}
+		if off && n < 7 {
+			t.Fatalf("pruning off: %d segments left of 7", n)
+		}
+		s.Close()
 	}
 }

@@ -44,6 +44,12 @@ type Config struct {
 	MachineIdentity func() ([]byte, error)
 	JournalMaxBytes int64
 	JournalMaxAge   time.Duration
+	// JournalKeepSegments: closed segments kept beyond what the destinations
+	// need (0: DefaultJournalKeep). JournalNoPrune keeps every segment.
+	JournalKeepSegments int
+	JournalNoPrune      bool
+	// JournalPruneEvery: how often closed segments are pruned (0: 1 minute).
+	JournalPruneEvery time.Duration
 	// WriteRetryDelay: pause between retries of a failed state/journal write,
 	// and how long writes stay refused after a raft log write error.
 	WriteRetryDelay time.Duration
@@ -898,10 +904,23 @@ func (s *Service) maintenance(stop chan struct{}, jr *journal.Journal) {
 	}
 	age := time.NewTicker(ageEvery)
 	defer age.Stop()
+	pruneEvery := s.cfg.JournalPruneEvery
+	if pruneEvery <= 0 {
+		pruneEvery = time.Minute
+	}
+	prune := time.NewTicker(pruneEvery)
+	defer prune.Stop()
 	for {
 		select {
 		case <-stop:
 			return
+		case <-prune.C:
+			if s.cfg.JournalNoPrune {
+				continue
+			}
+			if _, err := s.pruneJournal(false); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrSealed) {
+				s.log.Warn("journal prune failed; the segments stay and the next round retries", "error", err)
+			}
 		case <-retry.C:
 			for _, h := range s.st.Health() {
 				if h.Component == "journal" {

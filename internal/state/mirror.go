@@ -123,3 +123,28 @@ func (s *Store) appendMirrorLocked(recs []journal.Record) {
 		s.mirrorFailed(err)
 	}
 }
+
+// PruneJournal removes closed journal segments whose records all lie below
+// index below, keeping at least keep closed segments (journal.Prune). An
+// attached mirror lowers the floor to what it still has to copy from the
+// primary journal, so a mirror that is failing (or new) can still catch up;
+// mirrorFloor reports that lower floor (0: the mirror did not lower it).
+// It runs under the journal lock: a mirror resync never sees a segment
+// vanish under it. With dry set it only lists what it would remove.
+func (s *Store) PruneJournal(below uint64, keep int, dry bool) (removed []journal.SegmentInfo, mirrorFloor uint64, err error) {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	if s.journal == nil {
+		return nil, 0, nil
+	}
+	if s.mirror != nil {
+		if m := s.mirror.LastIndex() + 1; m < below {
+			below, mirrorFloor = m, m
+		}
+	}
+	if dry {
+		return s.journal.Prunable(below, keep), mirrorFloor, nil
+	}
+	removed, err = s.journal.Prune(below, keep)
+	return removed, mirrorFloor, err
+}

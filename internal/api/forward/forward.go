@@ -63,6 +63,7 @@ func nodeLocal(r *http.Request) bool {
 		"/api/v1/sys/init", "/api/v1/sys/open", "/api/v1/sys/seal", "/api/v1/sys/stop", "/api/v1/sys/root-token",
 		"/api/v1/sys/keystore/change-passphrase", "/api/v1/sys/keystore/enable-auto-open", "/api/v1/sys/keystore/disable-auto-open",
 		"/api/v1/sys/keystore/reset-passphrase", "/api/v1/sys/freeze", "/api/v1/sys/thaw", "/api/v1/sys/journal/rotate",
+		"/api/v1/sys/journal/prune",
 		"/api/v1/sys/cluster/", "/api/v1/audit/verify", "/api/v1/sys/health", "/v1/sys/health", "/v1/sys/seal-status",
 		"/api/v1/cluster/ca", "/metrics",
 	} {

@@ -30,7 +30,8 @@ var allowed = map[string]string{
 	"rotateMasterKey": "sysadmin root", "rotateDataKey": "sysadmin root", "changePassphrase": "sysadmin root",
 	"enableAutoOpen": "sysadmin root", "disableAutoOpen": "sysadmin root",
 	"listJournal": "sysadmin root", "rotateJournal": "sysadmin root", "archiveJournal": "sysadmin root",
-	"logout": "authenticated", "whoami": "authenticated",
+	"pruneJournal": "sysadmin root",
+	"logout":       "authenticated", "whoami": "authenticated",
 	"createUser": "sysadmin root", "listUsers": "sysadmin root", "getUser": "keyadmin sysadmin root", // keyadmin reads itself
 	"updateUser": "sysadmin root", "deleteUser": "sysadmin root",
 	"createWallet": "keyadmin root", "listWallets": "ep-none ep-read ep-rm ep-manage keyadmin root",

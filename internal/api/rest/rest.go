@@ -524,6 +524,40 @@ func (a *api) journalArchive(w http.ResponseWriter, r *http.Request) {
 	a.reply(w, r, http.StatusOK, JournalArchived{Archived: true}, a.svc.ArchiveNow(r.Context()))
 }
 
+// JournalPruneRequest asks for a journal prune; the body is optional.
+type JournalPruneRequest struct {
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// JournalPruned answers a prune: the floor, what holds it, and the
+// segments removed (or that would be, with dry_run).
+type JournalPruned struct {
+	Floor        uint64    `json:"floor"`
+	Holder       string    `json:"holder,omitempty"`
+	KeepSegments int       `json:"keep_segments"`
+	DryRun       bool      `json:"dry_run,omitempty"`
+	Removed      []Segment `json:"removed"`
+	Kept         int       `json:"kept"`
+}
+
+func (a *api) journalPrune(w http.ResponseWriter, r *http.Request) {
+	var req JournalPruneRequest
+	if err := decodeOptional(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p, err := a.svc.PruneJournal(r.Context(), req.DryRun)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := JournalPruned{Floor: p.Floor, Holder: p.Holder, KeepSegments: p.Keep, DryRun: p.DryRun, Removed: make([]Segment, 0, len(p.Removed)), Kept: p.Kept}
+	for _, sg := range p.Removed {
+		out.Removed = append(out.Removed, segmentOf(sg))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 func (a *api) journalRotate(w http.ResponseWriter, r *http.Request) {
 	seg, err := a.svc.RotateJournal(r.Context())
 	if err != nil {

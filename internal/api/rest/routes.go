@@ -73,6 +73,7 @@ func (a *api) routes() []route {
 		r("POST", "/api/v1/sys/keystore/disable-auto-open", "disableAutoOpen", "Remove keystore.aks", true, nil, nil, e400, a.disableAutoOpen, "sys"),
 		r("GET", "/api/v1/sys/journal", "listJournal", "Journal segments", true, nil, JournalList{}, e400, a.journalList, "sys"),
 		r("POST", "/api/v1/sys/journal/rotate", "rotateJournal", "Close the current journal segment", true, nil, JournalRotated{}, e400, a.journalRotate, "sys"),
+		r("POST", "/api/v1/sys/journal/prune", "pruneJournal", "Remove this node's closed journal segments that no destination needs any more (dry_run: only list them)", true, JournalPruneRequest{}, JournalPruned{}, e400, a.journalPrune, "sys"),
 		r("POST", "/api/v1/sys/journal/archive", "archiveJournal", "Close the current segment and ship every closed segment to the archiving destinations now", true, nil, JournalArchived{}, e400, a.journalArchive, "sys"),
 
 		// Sessions
