@@ -397,8 +397,10 @@ func (s *Service) ListDestinations(ctx context.Context) ([]DestinationView, erro
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
 	ds, err := s.st.Destinations()
+	// Disk use (statfs) is measured without the lifecycle lock: a hung
+	// mount must not hold up a seal, and every request behind it.
+	unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -554,22 +556,27 @@ func (s *Service) RebuildCatalog(ctx context.Context, name string) (int, []strin
 	if err != nil {
 		return 0, nil, err
 	}
-	defer unlock()
 	d, err := s.st.Destination(name)
 	if err != nil {
+		unlock()
 		return 0, nil, mapStateErr(err)
 	}
 	dd, err := s.openDest(ctx, d, nil)
+	bm, clusterID := s.backups, s.st.ClusterID()
+	// Not held across the rebuild: a running backup takes the backup lock
+	// and then this one, so waiting for the backup lock while holding this
+	// one would deadlock as soon as a seal or key change queued between.
+	unlock()
 	if err != nil {
 		return 0, nil, destErr(err)
 	}
 	defer dd.Close()
 	var c backup.Catalog
 	var skipped []string
-	if s.backups != nil {
-		err = s.backups.Exclusive(func() error { c, skipped, err = backup.Rebuild(ctx, dd, s.st.ClusterID()); return err })
+	if bm != nil {
+		err = bm.Exclusive(func() error { c, skipped, err = backup.Rebuild(ctx, dd, clusterID); return err })
 	} else {
-		c, skipped, err = backup.Rebuild(ctx, dd, s.st.ClusterID())
+		c, skipped, err = backup.Rebuild(ctx, dd, clusterID)
 	}
 	if errors.Is(err, backup.ErrForeign) {
 		return 0, skipped, fmt.Errorf("%w: %v", ErrConflict, err)

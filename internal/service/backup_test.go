@@ -590,3 +590,40 @@ func TestJournalPrunedByItself(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestRebuildCatalogDuringBackup: a catalog rebuild that waits for a running
+// backup must not hold the lifecycle lock meanwhile: with a seal queued
+// behind it, the backup's own next step (which takes that lock) would wait
+// on the seal, the seal on the rebuild and the rebuild on the backup.
+func TestRebuildCatalogDuringBackup(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := make(chan error, 1)
+	sealed := make(chan error, 1)
+	var stepDone bool
+	s.backups.TestHold(func() { // as a running backup
+		go func() { _, _, err := s.RebuildCatalog(ctx, "nas"); rebuilt <- err }()
+		time.Sleep(200 * time.Millisecond) // the rebuild waits for the backup
+		go func() { sealed <- s.Seal(ctx) }()
+		time.Sleep(200 * time.Millisecond) // the seal waits for the lifecycle lock
+		step := make(chan struct{})
+		go func() { backupHost{s}.ExportKeys(); close(step) }() // the backup's next step
+		select {
+		case <-step:
+			stepDone = true
+		case <-time.After(5 * time.Second):
+		}
+	})
+	if !stepDone {
+		t.Fatal("a running backup's step hung behind a seal that waited on a catalog rebuild")
+	}
+	if err := <-sealed; err != nil {
+		t.Fatalf("seal: %v", err)
+	}
+	if err := <-rebuilt; err != nil && !errors.Is(err, ErrSealed) {
+		t.Fatalf("rebuild: %v", err)
+	}
+}

@@ -83,9 +83,11 @@ func NewSFTP(ctx context.Context, cfg SFTPConfig) (Destination, error) {
 	case cfg.Password == "" && len(cfg.PrivateKeyPEM) == 0:
 		return nil, newError("connect", "", d.loc, ErrInvalid, errors.New("a password or a private key is required"))
 	}
-	if _, err := d.sftp(ctx); err != nil {
+	_, done, err := d.sftp(ctx)
+	if err != nil {
 		return nil, err
 	}
+	done()
 	return d, nil
 }
 
@@ -124,24 +126,35 @@ func connLost(err error) bool {
 		errors.Is(err, syscall.EPIPE) || errors.As(err, &ne)
 }
 
-// sftp returns the connected client, dialing if there is none.
-func (d *sftpDest) sftp(ctx context.Context) (*sftp.Client, error) {
+// sftp returns the connected client, dialing if there is none, and a
+// function the operation calls when it is done. Until then, the end of ctx
+// closes the connection: the sftp package takes no context, so this is how
+// a cancelled or timed-out operation returns instead of waiting forever on
+// a server that stopped answering (the next operation dials again).
+func (d *sftpDest) sftp(ctx context.Context) (*sftp.Client, func(), error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.client != nil {
-		return d.client, nil
+	c := d.client
+	if c == nil {
+		conn, nc, err := d.dial(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		// The connect deadline also bounds the subsystem start, which
+		// would otherwise wait forever on a server that accepted SSH but
+		// never answers the sftp init.
+		stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+		c, err = sftp.NewClient(conn, sftp.UseConcurrentWrites(true), sftp.UseFstat(true))
+		stop()
+		if err != nil {
+			conn.Close()
+			return nil, nil, d.fail("connect", "", nil, fmt.Errorf("start sftp subsystem: %w", err))
+		}
+		nc.SetDeadline(time.Time{})
+		d.conn, d.client = conn, c
 	}
-	conn, err := d.dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c, err := sftp.NewClient(conn, sftp.UseConcurrentWrites(true), sftp.UseFstat(true))
-	if err != nil {
-		conn.Close()
-		return nil, d.fail("connect", "", nil, fmt.Errorf("start sftp subsystem: %w", err))
-	}
-	d.conn, d.client = conn, c
-	return c, nil
+	stop := context.AfterFunc(ctx, func() { d.drop(c) })
+	return c, func() { stop() }, nil
 }
 
 func (d *sftpDest) drop(c *sftp.Client) {
@@ -154,12 +167,14 @@ func (d *sftpDest) drop(c *sftp.Client) {
 	}
 }
 
-func (d *sftpDest) dial(ctx context.Context) (*ssh.Client, error) {
+// dial connects and authenticates. The connection's deadline (the connect
+// timeout) is still set: the caller clears it once the sftp subsystem is up.
+func (d *sftpDest) dial(ctx context.Context) (*ssh.Client, net.Conn, error) {
 	var auth []ssh.AuthMethod
 	if len(d.cfg.PrivateKeyPEM) > 0 {
 		signer, err := ssh.ParsePrivateKey(d.cfg.PrivateKeyPEM)
 		if err != nil {
-			return nil, newError("connect", "", d.loc, ErrInvalid, fmt.Errorf("parse private key: %w", err))
+			return nil, nil, newError("connect", "", d.loc, ErrInvalid, fmt.Errorf("parse private key: %w", err))
 		}
 		auth = append(auth, ssh.PublicKeys(signer))
 	}
@@ -180,7 +195,7 @@ func (d *sftpDest) dial(ctx context.Context) (*ssh.Client, error) {
 	if d.cfg.KnownHostKey != "" {
 		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(d.cfg.KnownHostKey))
 		if err != nil {
-			return nil, newError("connect", "", d.loc, ErrInvalid, fmt.Errorf("parse pinned host key: %w", err))
+			return nil, nil, newError("connect", "", d.loc, ErrInvalid, fmt.Errorf("parse pinned host key: %w", err))
 		}
 		pinned = k
 	}
@@ -209,7 +224,7 @@ func (d *sftpDest) dial(ctx context.Context) (*ssh.Client, error) {
 	dialer := net.Dialer{Timeout: d.cfg.Timeout}
 	nc, err := dialer.DialContext(ctx, "tcp", d.addr)
 	if err != nil {
-		return nil, newError("connect", "", d.loc, ErrUnreachable, err)
+		return nil, nil, newError("connect", "", d.loc, ErrUnreachable, err)
 	}
 	nc.SetDeadline(time.Now().Add(d.cfg.Timeout))
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
@@ -218,12 +233,11 @@ func (d *sftpDest) dial(ctx context.Context) (*ssh.Client, error) {
 	if err != nil {
 		nc.Close()
 		if pinned != nil && strings.Contains(err.Error(), "no common algorithm for host key") {
-			return nil, newError("connect", "", d.loc, ErrHostKeyChanged,
+			return nil, nil, newError("connect", "", d.loc, ErrHostKeyChanged,
 				fmt.Errorf("server no longer offers a %s host key (pinned %s)", pinned.Type(), ssh.FingerprintSHA256(pinned)))
 		}
-		return nil, d.fail("connect", "", nil, err)
+		return nil, nil, d.fail("connect", "", nil, err)
 	}
-	nc.SetDeadline(time.Time{})
 	if pinned == nil && seen != nil {
 		line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(seen)))
 		d.cfg.KnownHostKey = line
@@ -231,7 +245,7 @@ func (d *sftpDest) dial(ctx context.Context) (*ssh.Client, error) {
 			d.cfg.OnHostKey(line)
 		}
 	}
-	return ssh.NewClient(c, chans, reqs), nil
+	return ssh.NewClient(c, chans, reqs), nc, nil
 }
 
 type hostKeyError struct{ old, new ssh.PublicKey }
@@ -250,10 +264,11 @@ func (d *sftpDest) Save(ctx context.Context, name string, r io.ReadSeeker, size 
 	if size < 0 {
 		return newError("save", name, d.loc, ErrInvalid, errors.New("negative size"))
 	}
-	c, err := d.sftp(ctx)
+	c, done, err := d.sftp(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	target := d.path(name)
 	dir := path.Dir(target)
 	if err := c.MkdirAll(dir); err != nil {
@@ -315,12 +330,13 @@ func (d *sftpDest) Open(ctx context.Context, name string, offset, length int64) 
 	if err := checkName(name); err != nil {
 		return nil, newError("open", name, d.loc, ErrInvalid, err)
 	}
-	c, err := d.sftp(ctx)
+	c, done, err := d.sftp(ctx)
 	if err != nil {
 		return nil, err
 	}
 	f, err := c.Open(d.path(name))
 	if err != nil {
+		done()
 		return nil, d.fail("open", name, c, err)
 	}
 	st, err := f.Stat()
@@ -332,19 +348,22 @@ func (d *sftpDest) Open(ctx context.Context, name string, offset, length int64) 
 	}
 	if err != nil {
 		f.Close()
+		done()
 		return nil, d.fail("open", name, c, err)
 	}
-	return limit(f, length), nil
+	// ctx bounds the reading too, until the caller closes the reader.
+	return doneCloser{limit(f, length), done}, nil
 }
 
 func (d *sftpDest) Stat(ctx context.Context, name string) (FileInfo, error) {
 	if err := checkName(name); err != nil {
 		return FileInfo{}, newError("stat", name, d.loc, ErrInvalid, err)
 	}
-	c, err := d.sftp(ctx)
+	c, done, err := d.sftp(ctx)
 	if err != nil {
 		return FileInfo{}, err
 	}
+	defer done()
 	st, err := c.Stat(d.path(name))
 	if err == nil && !st.Mode().IsRegular() {
 		err = fs.ErrNotExist
@@ -378,6 +397,18 @@ func (d *sftpDest) List(ctx context.Context, prefix string, fn func(FileInfo) er
 	return nil
 }
 
+// doneCloser calls done after closing the reader.
+type doneCloser struct {
+	io.ReadCloser
+	done func()
+}
+
+func (r doneCloser) Close() error {
+	err := r.ReadCloser.Close()
+	r.done()
+	return err
+}
+
 type walkErr struct {
 	c   *sftp.Client
 	err error
@@ -396,10 +427,11 @@ func (d *sftpDest) wrapWalk(op, name string, err error) error {
 // walk calls fn for every non-directory under the part of the tree that can
 // hold names starting with prefix.
 func (d *sftpDest) walk(ctx context.Context, prefix string, fn func(c *sftp.Client, rel string, info fs.FileInfo) error) error {
-	c, err := d.sftp(ctx)
+	c, done, err := d.sftp(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	start := d.root
 	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
 		start = d.path(prefix[:i])
@@ -437,10 +469,11 @@ func (d *sftpDest) Remove(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return newError("remove", name, d.loc, ErrInvalid, err)
 	}
-	c, err := d.sftp(ctx)
+	c, done, err := d.sftp(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	if err := c.Remove(d.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return d.fail("remove", name, c, err)
 	}
@@ -448,10 +481,11 @@ func (d *sftpDest) Remove(ctx context.Context, name string) error {
 }
 
 func (d *sftpDest) Usage(ctx context.Context) (Usage, bool, error) {
-	c, err := d.sftp(ctx)
+	c, done, err := d.sftp(ctx)
 	if err != nil {
 		return Usage{}, false, err
 	}
+	defer done()
 	if _, ok := c.HasExtension("statvfs@openssh.com"); !ok {
 		return Usage{}, false, nil
 	}
