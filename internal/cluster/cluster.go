@@ -752,6 +752,14 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	if err := waitFuture(ctx, r.VerifyLeader()); err != nil {
 		return err
 	}
+	// raft's AppliedIndex moves when entries are handed to the FSM, a little
+	// before the FSM has applied them. That is enough: the barrier above
+	// was applied by the FSM itself (everything of earlier terms is in the
+	// state), and in this term a write is acknowledged only after the FSM
+	// applied it, so every acknowledged write is visible; an entry handed
+	// over but not yet applied belongs to a write still in flight, which a
+	// read may or may not see. (The state's own applied index cannot be
+	// used: barriers and configuration entries never reach it.)
 	for r.AppliedIndex() < ci {
 		select {
 		case <-ctx.Done():

@@ -220,11 +220,19 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	if !s.Clustered() {
 		return JoinResponse{}, fmt.Errorf("%w: this node has no cluster transport", ErrConflict)
 	}
+	var source string
+	if c := CallFrom(ctx); c != nil {
+		source = c.Source
+	}
+	if err := s.joins.allow(source, time.Now()); err != nil {
+		return JoinResponse{}, err
+	}
 	if err := ValidLabel("node", req.NodeID); err != nil {
 		return JoinResponse{}, err
 	}
 	parts := strings.Split(req.Token, ".")
 	if len(parts) != 3 || parts[0] != "cjt1" {
+		s.joins.fail(source, time.Now())
 		return JoinResponse{}, fmt.Errorf("%w: malformed join token", ErrUnauthenticated)
 	}
 	if req.RaftAddr == "" || req.APIURL == "" {
@@ -253,6 +261,7 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 		case err == nil:
 			why = "expired"
 		}
+		s.joins.fail(source, time.Now())
 		return JoinResponse{}, fmt.Errorf("%w: join token refused: %s", ErrUnauthenticated, why)
 	}
 	servers, err := s.node.Servers()
@@ -296,6 +305,7 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: req.NodeID, RaftAddr: req.RaftAddr, APIURL: req.APIURL}); err != nil {
 		s.log.Warn("record the new node", "node", req.NodeID, "error", err)
 	}
+	s.joins.succeed(source)
 	s.log.Info("node admitted to the cluster (non-voter until it has caught up)", "node", req.NodeID, "raft_address", req.RaftAddr)
 	return JoinResponse{ClusterID: s.st.ClusterID(), CACert: ca.CertPEM(), CAKey: caKey, NodeCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}),
 		MasterKeys: meks, AppliedIndex: s.st.AppliedIndex()}, nil

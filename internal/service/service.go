@@ -127,6 +127,7 @@ type Service struct {
 	nameLocks [64]sync.Mutex
 	objLocks  [64]sync.Mutex
 	throttle  throttle
+	joins     joinGuard     // failed cluster join attempts per source
 	pwSlots   chan struct{} // bounds concurrent Argon2id password checks
 
 	nodeID        string

@@ -1,14 +1,21 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -217,18 +224,24 @@ func TestClusterJoinForwardHealth(t *testing.T) {
 	if presp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("unauthenticated promote through a follower: %d, want 401", presp.StatusCode)
 	}
-	// Unknown join tokens cost the leader no raft write; a known node id is refused.
+	// Unknown join tokens cost the leader no raft write; after five failures
+	// the source is refused outright (429) for a while.
 	lh, _ := leader.local().Health(ctx)
-	for i := 0; i < 10; i++ {
-		jreq, _ := http.NewRequest("POST", leader.url+"/api/v1/cluster/join", strings.NewReader(`{"token":"cjt1.bogus.x","node_id":"n-evil","raft_address":"127.0.0.99:1","api_url":"https://127.0.0.99:1","csr":""}`))
+	var codes []int
+	evilKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "n-evil"}}, evilKey)
+	body, _ := json.Marshal(map[string]any{"token": "cjt1.bogus.x", "node_id": "n-evil", "raft_address": "127.0.0.99:1", "api_url": "https://127.0.0.99:1", "csr": csr})
+	for i := 0; i < 8; i++ {
+		jreq, _ := http.NewRequest("POST", leader.url+"/api/v1/cluster/join", bytes.NewReader(body))
 		jresp, err := hc.Do(jreq)
 		if err != nil {
 			t.Fatal(err)
 		}
 		jresp.Body.Close()
-		if jresp.StatusCode == http.StatusOK {
-			t.Fatal("a bogus join token was accepted")
-		}
+		codes = append(codes, jresp.StatusCode)
+	}
+	if want := []int{401, 401, 401, 401, 401, 429, 429, 429}; !slices.Equal(codes, want) {
+		t.Fatalf("bogus joins answered %v, want %v", codes, want)
 	}
 	if lh2, _ := leader.local().Health(ctx); lh2.AppliedIndex != lh.AppliedIndex {
 		t.Fatalf("bogus joins moved the applied index from %d to %d", lh.AppliedIndex, lh2.AppliedIndex)
