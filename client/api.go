@@ -58,9 +58,11 @@ type Status struct {
 	DataKey            uint32 `json:"current_data_key"`
 	AppliedIndex       uint64 `json:"applied_index"`
 	Journal            struct {
-		Segment   string `json:"segment"`
-		LastIndex uint64 `json:"last_index"`
-		Segments  int    `json:"segments"`
+		Segment     string `json:"segment"`
+		LastIndex   uint64 `json:"last_index"`
+		Segments    int    `json:"segments"`
+		PruneFloor  uint64 `json:"prune_floor"`
+		PruneHeldBy string `json:"prune_held_by"`
 	} `json:"journal"`
 	Raft     json.RawMessage `json:"raft"`
 	Writable bool            `json:"writable"`

@@ -188,6 +188,9 @@ func printStatus(out io.Writer, st client.Status) {
 	fmt.Fprintf(w, "Auto-open:\t%v\n", st.AutoOpen)
 	fmt.Fprintf(w, "Applied index:\t%d\n", st.AppliedIndex)
 	fmt.Fprintf(w, "Journal:\t%s (last index %d, %d segments)\n", st.Journal.Segment, st.Journal.LastIndex, st.Journal.Segments)
+	if st.Journal.PruneHeldBy != "" {
+		fmt.Fprintf(w, "Journal kept for:\t%s\n", st.Journal.PruneHeldBy)
+	}
 	w.Flush()
 	for _, a := range st.Alerts {
 		fmt.Fprintf(out, "ALERT [%s] since %s: %s\n", a.Component, a.Since.Format(time.RFC3339), a.Message)

@@ -584,6 +584,9 @@ func TestJournalPrunedByItself(t *testing.T) {
 		if !off && n != 3 {
 			t.Fatalf("pruning on: %d segments, want 2 closed + the open one", n)
 		}
+		if h := s.Status().Journal.PruneHeldBy; !off && !strings.Contains(h, "nothing") || off && h != "" {
+			t.Fatalf("status: journal kept for %q (pruning off: %v)", h, off)
+		}
 		if off && n < 7 {
 			t.Fatalf("pruning off: %d segments left of 7", n)
 		}

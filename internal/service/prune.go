@@ -100,6 +100,11 @@ func (s *Service) pruneJournal(dry bool) (JournalPrune, error) {
 	} else {
 		err = run()
 	}
+	if err == nil && !dry {
+		last := out
+		last.Removed = nil
+		s.lastPrune.Store(&last)
+	}
 	if err == nil && !dry && len(out.Removed) > 0 {
 		first, last := out.Removed[0], out.Removed[len(out.Removed)-1]
 		s.log.Info("journal pruned", "segments", len(out.Removed), "from", first.Name, "to", last.Name,

@@ -127,8 +127,9 @@ type Service struct {
 	nameLocks [64]sync.Mutex
 	objLocks  [64]sync.Mutex
 	throttle  throttle
-	joins     joinGuard     // failed cluster join attempts per source
-	pwSlots   chan struct{} // bounds concurrent Argon2id password checks
+	joins     joinGuard                    // failed cluster join attempts per source
+	lastPrune atomic.Pointer[JournalPrune] // the last automatic or manual prune round
+	pwSlots   chan struct{}                // bounds concurrent Argon2id password checks
 
 	nodeID        string
 	audit         *audit.Log

@@ -59,6 +59,10 @@ type JournalStatus struct {
 	Segment   string `json:"segment,omitempty"`
 	LastIndex uint64 `json:"last_index"`
 	Segments  int    `json:"segments"`
+	// PruneFloor and PruneHeldBy come from the last prune round: closed
+	// segments with records at or after the floor stay, held by that.
+	PruneFloor  uint64 `json:"prune_floor,omitempty"`
+	PruneHeldBy string `json:"prune_held_by,omitempty"`
 }
 
 // Status reports the node's state.
@@ -111,6 +115,9 @@ func (s *Service) statusCore() Status {
 		}
 		st.Journal.LastIndex = s.jr.LastIndex()
 		st.Journal.Segments = segs
+		if p := s.lastPrune.Load(); p != nil {
+			st.Journal.PruneFloor, st.Journal.PruneHeldBy = p.Floor, p.Holder
+		}
 	}
 	for _, h := range s.st.Health() {
 		st.Alerts = append(st.Alerts, Alert{Component: h.Component, Message: h.Error, Since: h.Since})
