@@ -882,11 +882,18 @@ func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
 // MirrorDir is where a dir destination mirrors the journal.
 // A restored cluster's new timeline mirrors into its own directory, so the
 // abandoned history's records are kept apart (and stay usable for a restore).
-func MirrorDir(d state.Destination, clusterID string, timeline uint32) string {
+// In a cluster every node has its own (node is its id; "" standalone): the
+// destination is replicated, so nodes whose mirror paths are one shared
+// disk would otherwise write the same files.
+func MirrorDir(d state.Destination, clusterID, node string, timeline uint32) string {
+	name := clusterID
 	if timeline > 1 {
-		return filepath.Join(d.Path, "mirror", fmt.Sprintf("%s.tl%d", clusterID, timeline))
+		name += fmt.Sprintf(".tl%d", timeline)
 	}
-	return filepath.Join(d.Path, "mirror", clusterID)
+	if node != "" {
+		name += "." + node
+	}
+	return filepath.Join(d.Path, "mirror", name)
 }
 
 // attachMirrorLocked attaches (or detaches) the journal mirror to match the
@@ -909,7 +916,11 @@ func (s *Service) attachMirrorLocked() error {
 	defer s.mirrorMu.Unlock()
 	dir := ""
 	if want != nil {
-		dir = MirrorDir(*want, s.st.ClusterID(), s.st.Timeline().ID)
+		node := ""
+		if s.Clustered() {
+			node = s.nodeID
+		}
+		dir = MirrorDir(*want, s.st.ClusterID(), node, s.st.Timeline().ID)
 	}
 	if dir == s.mirrorAt {
 		return nil

@@ -219,7 +219,7 @@ func TestJournalMirror(t *testing.T) {
 	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "mirror", Kind: "dir", Path: dir, Mirror: true}); err != nil {
 		t.Fatal(err)
 	}
-	mdir := MirrorDir(mustDest(t, s, "mirror"), s.st.ClusterID(), 1)
+	mdir := MirrorDir(mustDest(t, s, "mirror"), s.st.ClusterID(), "", 1)
 	lastIn := func(d string) uint64 {
 		var last uint64
 		if err := journal.Read(d, s.bar, func(_ journal.SegmentInfo, r journal.Record) error { last = r.Index; return nil }); err != nil {

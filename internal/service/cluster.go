@@ -780,10 +780,12 @@ func (s *Service) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, er
 }
 
 // syncKeysLoop keeps a follower's keystore up to date with the leader's
-// master key rotations while it runs (it needs them at its next open).
+// master key rotations while it runs (it needs them at its next open), and
+// its journal mirror attached as the replicated destinations say.
 func (s *Service) syncKeysLoop(stop <-chan struct{}) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	var mirrorErr string
 	for {
 		select {
 		case <-stop:
@@ -793,6 +795,18 @@ func (s *Service) syncKeysLoop(stop <-chan struct{}) {
 		s.recordSelfIfLeader()
 		s.mu.RLock()
 		ring, open := s.ring, s.state == StateOpen
+		if open {
+			// A mirror destination added, changed or removed through
+			// another node reaches this one in the replicated state.
+			msg := ""
+			if err := s.attachMirrorLocked(); err != nil {
+				msg = err.Error()
+			}
+			if msg != mirrorErr && msg != "" {
+				s.log.Error("journal mirror not attached", "error", msg)
+			}
+			mirrorErr = msg
+		}
 		s.mu.RUnlock()
 		if rec, ok := s.st.KeystorePassphrase(); open && ok && rec.Version > s.localPassphraseVersion() {
 			s.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/testserver/linearize"
 	"github.com/coffer-kms/coffer/internal/testserver/netproxy"
 )
@@ -323,6 +324,11 @@ func TestClusterBackupsFollowTheLeader(t *testing.T) {
 	if _, err := all.AddDestination(ctx, client.DestinationConfig{Name: "nas", Kind: "dir", Path: nas, Archiving: true}); err != nil {
 		t.Fatal(err)
 	}
+	// One shared mirror disk: each node mirrors into its own directory.
+	disk2 := t.TempDir()
+	if _, err := all.AddDestination(ctx, client.DestinationConfig{Name: "disk2", Kind: "dir", Path: disk2, Mirror: true}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := all.AddSchedule(ctx, client.ScheduleConfig{Name: "often", Destination: "nas", Type: "periodic", Every: "1m", Mode: "full"}); err != nil {
 		t.Fatal(err)
 	}
@@ -344,6 +350,24 @@ func TestClusterBackupsFollowTheLeader(t *testing.T) {
 	if err := all.ArchiveJournal(ctx); err != nil {
 		t.Fatal(err)
 	}
+	lst0, err := withToken(t, leader, leader.token).Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, func() bool {
+		dirs, _ := filepath.Glob(filepath.Join(disk2, "mirror", "*"))
+		if len(dirs) != 3 {
+			return false
+		}
+		for _, d := range dirs {
+			rep, err := journal.Verify(d, nil)
+			if err != nil || rep.LastIndex+5 < lst0.AppliedIndex {
+				return false
+			}
+		}
+		return true
+	}, "three per-node mirror directories, each a whole journal")
+
 	leader.kill9()
 	time.Sleep(failoverThreshold + time.Second)
 	after := putMany(t, all, "after", 20)
