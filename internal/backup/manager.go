@@ -130,7 +130,12 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		if cur != nil {
 			return state.BackupRecord{}, fmt.Errorf("%w: %s backup %s to %s since %s", ErrBusy, cur.Kind, cur.ID, cur.Destination, cur.Started.Format(time.RFC3339))
 		}
-		return state.BackupRecord{}, ErrBusy
+		// Not a backup: a short task (a journal prune, a catalog write,
+		// shipping a segment). Wait for it a little rather than fail a
+		// scheduled run for a whole period.
+		if !m.lockWithin(ctx, BusyWait, true) {
+			return state.BackupRecord{}, fmt.Errorf("%w (segments are being archived, or the journal pruned, or a catalog written)", ErrBusy)
+		}
 	}
 	defer m.run.Unlock()
 	if err := m.host.Frozen(); err != nil {
@@ -316,6 +321,29 @@ func (m *Manager) Pending() map[string]int {
 // destination's mark. A failing destination keeps its segments on the node
 // (they show in Pending) and is retried at the next call.
 func (m *Manager) ArchiveOnce(ctx context.Context) error {
+	// The listing too is done under the backup lock: a journal prune (which
+	// takes it) never removes a segment between the listing and the read.
+	if !m.run.TryLock() {
+		return nil // a backup or a prune is running; archiving resumes after it
+	}
+	defer m.run.Unlock()
+	return m.archiveLocked(ctx)
+}
+
+// ArchiveWait is ArchiveOnce for an operator's request: it waits up to
+// BusyWait for whatever holds the backup lock (a backup too), then ErrBusy.
+func (m *Manager) ArchiveWait(ctx context.Context) error {
+	if !m.run.TryLock() && !m.lockWithin(ctx, BusyWait, false) {
+		if cur := m.Current(); cur != nil {
+			return fmt.Errorf("%w: %s backup %s to %s; segments are shipped after it", ErrBusy, cur.Kind, cur.ID, cur.Destination)
+		}
+		return fmt.Errorf("%w; try again", ErrBusy)
+	}
+	defer m.run.Unlock()
+	return m.archiveLocked(ctx)
+}
+
+func (m *Manager) archiveLocked(ctx context.Context) error {
 	dests, err := m.host.Destinations()
 	if err != nil {
 		return err
@@ -348,11 +376,8 @@ func (m *Manager) ArchiveOnce(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// ship runs with the backup lock held (ArchiveOnce).
 func (m *Manager) ship(ctx context.Context, name string, todo []journal.SegmentInfo) error {
-	if !m.run.TryLock() {
-		return nil // a backup is running; archiving resumes after it
-	}
-	defer m.run.Unlock()
 	if m.host.Frozen() != nil {
 		return nil // resumes after the thaw
 	}
@@ -495,6 +520,29 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 		}
 		if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
 			m.log.Error("schedule state", "schedule", s.Name, "error", err)
+		}
+	}
+}
+
+// BusyWait is how long a backup waits for a task other than a backup that
+// holds the backup lock.
+var BusyWait = 15 * time.Second
+
+// lockWithin takes the run lock, trying until d has passed or ctx ends
+// (or, with notBackup, until a backup turns out to hold it).
+func (m *Manager) lockWithin(ctx context.Context, d time.Duration, notBackup bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if m.run.TryLock() {
+			return true
+		}
+		if time.Now().After(deadline) || notBackup && m.Current() != nil {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

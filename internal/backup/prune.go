@@ -23,24 +23,42 @@ type Floor struct {
 //     all of them.
 //
 // A destination without a full backup needs nothing: its next backup is a
-// full. Every node computes the same floor from the replicated state, so a
-// follower that becomes leader still has what archiving and incrementals
-// ask for.
-func JournalFloor(dests []state.Destination, recs []state.BackupRecord, timeline uint32) Floor {
+// full. The newest full is taken both by index and by start time (an
+// incremental's base is the newest full in the destination's catalog by
+// time), and the lower of the two counts. A "local" destination (LOCAL) is
+// per node: only this node's (node) backups count for it. Every node
+// computes the same floor for the shared destinations from the replicated
+// state, so a follower that becomes leader still has what archiving and
+// incrementals ask for.
+func JournalFloor(dests []state.Destination, recs []state.BackupRecord, timeline uint32, node string) Floor {
 	f := Floor{Index: math.MaxUint64}
 	lower := func(idx uint64, why string) {
 		if idx < f.Index {
 			f.Index, f.Holder = idx, why
 		}
 	}
-	newest := map[string]state.BackupRecord{}
+	local := map[string]bool{}
+	for _, d := range dests {
+		local[d.Name] = d.Kind == "local"
+	}
+	byIndex, byTime := map[string]state.BackupRecord{}, map[string]state.BackupRecord{}
 	for _, r := range recs {
-		if r.Kind != KindFull || r.Status != "DONE" || max(r.Timeline, 1) != max(timeline, 1) {
+		if r.Kind != KindFull || r.Status != "DONE" || max(r.Timeline, 1) != max(timeline, 1) || local[r.Destination] && r.Node != node {
 			continue
 		}
-		if old, ok := newest[r.Destination]; !ok || r.LastIndex > old.LastIndex {
-			newest[r.Destination] = r
+		if old, ok := byIndex[r.Destination]; !ok || r.LastIndex > old.LastIndex {
+			byIndex[r.Destination] = r
 		}
+		if old, ok := byTime[r.Destination]; !ok || r.Started.After(old.Started) {
+			byTime[r.Destination] = r
+		}
+	}
+	newest := map[string]state.BackupRecord{}
+	for name, r := range byIndex {
+		if t := byTime[name]; t.LastIndex < r.LastIndex {
+			r = t
+		}
+		newest[name] = r
 	}
 	for _, d := range dests {
 		if d.Archiving {

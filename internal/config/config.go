@@ -225,7 +225,7 @@ func (c Config) Validate() error {
 		return errors.New("config: backup.archive_timeout must not be negative")
 	}
 	if k := c.Journal.KeepSegments; k < 1 || k > 1000000 {
-		return fmt.Errorf("config: journal.keep_segments %d: use 1 to 1000000 (journal.prune: false keeps every segment)", k)
+		return fmt.Errorf("config: journal.keep_segments %d: use 1 to 1000000 (journal.prune: false turns automatic pruning off)", k)
 	}
 	// KMIP (issue 7): mutual TLS only.
 	if c.KMIP.Listen != "" {

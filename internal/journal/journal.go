@@ -418,14 +418,15 @@ func (j *Journal) rotate(now time.Time) (SegmentInfo, error) {
 // never the open one. It goes oldest first and stops at the first segment
 // that must stay, so the journal never gets a hole: what remains still
 // verifies (the chain is checked from the first segment present). It returns
-// the segments it removed, also when a removal fails part way.
-func (j *Journal) Prune(below uint64, keep int) ([]SegmentInfo, error) {
+// the segments it removed, also when a removal fails part way. limit > 0
+// caps how many go in one call (each removal holds up appends).
+func (j *Journal) Prune(below uint64, keep, limit int) ([]SegmentInfo, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.closed {
 		return nil, ErrClosed
 	}
-	n := j.prunableLocked(below, keep)
+	n := j.prunableLocked(below, keep, limit)
 	var removed []SegmentInfo
 	var err error
 	for _, s := range j.segs[:n] {
@@ -444,14 +445,14 @@ func (j *Journal) Prune(below uint64, keep int) ([]SegmentInfo, error) {
 	return removed, err
 }
 
-// Prunable lists the segments Prune(below, keep) would remove.
-func (j *Journal) Prunable(below uint64, keep int) []SegmentInfo {
+// Prunable lists the segments Prune(below, keep, limit) would remove.
+func (j *Journal) Prunable(below uint64, keep, limit int) []SegmentInfo {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return append([]SegmentInfo(nil), j.segs[:j.prunableLocked(below, keep)]...)
+	return append([]SegmentInfo(nil), j.segs[:j.prunableLocked(below, keep, limit)]...)
 }
 
-func (j *Journal) prunableLocked(below uint64, keep int) int {
+func (j *Journal) prunableLocked(below uint64, keep, limit int) int {
 	closed := 0
 	for _, s := range j.segs {
 		if s.Closed {
@@ -459,7 +460,7 @@ func (j *Journal) prunableLocked(below uint64, keep int) int {
 		}
 	}
 	n := 0
-	for n < len(j.segs) && closed-n > max(keep, 0) {
+	for n < len(j.segs) && closed-n > max(keep, 0) && (limit <= 0 || n < limit) {
 		s := j.segs[n]
 		// The last segment is never removed, even when closed (a failed
 		// creation of the next one): it carries the journal's last index.

@@ -845,24 +845,28 @@ func TestPrune(t *testing.T) {
 		return out
 	}
 	// Nothing below 1; a floor inside a segment keeps that segment.
-	if rm, err := j.Prune(1, 0); err != nil || len(rm) != 0 {
+	if rm, err := j.Prune(1, 0, 0); err != nil || len(rm) != 0 {
 		t.Fatalf("Prune(1): %v %v", rm, err)
 	}
-	if p := j.Prunable(15, 0); len(p) != 1 || p[0].LastIndex != 10 || len(j.Segments()) != 5 {
+	if p := j.Prunable(15, 0, 0); len(p) != 1 || p[0].LastIndex != 10 || len(j.Segments()) != 5 {
 		t.Fatalf("Prunable(15): %+v", p)
 	}
-	if rm, err := j.Prune(15, 0); err != nil || len(rm) != 1 || rm[0].LastIndex != 10 {
+	if rm, err := j.Prune(15, 0, 0); err != nil || len(rm) != 1 || rm[0].LastIndex != 10 {
 		t.Fatalf("Prune(15): %+v %v", rm, err)
 	}
 	if got := strings.Join(names(), " "); got != "11-20 21-30 31-40 41-45" {
 		t.Fatalf("after Prune(15): %s", got)
 	}
+	// limit caps one call.
+	if p := j.Prunable(1000, 0, 2); len(p) != 2 {
+		t.Fatalf("Prunable with limit 2: %d", len(p))
+	}
 	// keep wins over the floor.
-	if rm, err := j.Prune(1000, 2); err != nil || len(rm) != 1 || rm[0].FirstIndex != 11 {
+	if rm, err := j.Prune(1000, 2, 0); err != nil || len(rm) != 1 || rm[0].FirstIndex != 11 {
 		t.Fatalf("Prune(1000, keep 2): %+v %v", rm, err)
 	}
 	// The open segment is never removed, even with a floor past it.
-	if rm, err := j.Prune(1000, 0); err != nil || len(rm) != 2 {
+	if rm, err := j.Prune(1000, 0, 0); err != nil || len(rm) != 2 {
 		t.Fatalf("Prune(1000, keep 0): %+v %v", rm, err)
 	}
 	if got := strings.Join(names(), " "); got != "41-45" {
@@ -888,7 +892,7 @@ func TestPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A just-rotated journal: the closed segment and the empty open one.
-	if rm, err := j.Prune(1000, 0); err != nil || len(rm) != 1 {
+	if rm, err := j.Prune(1000, 0, 0); err != nil || len(rm) != 1 {
 		t.Fatalf("Prune after rotate: %+v %v", rm, err)
 	}
 	j.Close()
@@ -900,7 +904,7 @@ func TestPrune(t *testing.T) {
 	appendT(t, j, mkRecs(49, 49))
 	// Pruned journal, closed journal.
 	j.Close()
-	if _, err := j.Prune(1000, 0); !errors.Is(err, ErrClosed) {
+	if _, err := j.Prune(1000, 0, 0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Prune on a closed journal: %v", err)
 	}
 }

@@ -988,7 +988,11 @@ func (s *Service) ArchiveNow(ctx context.Context) error {
 		return nil
 	}
 	// Not under the lifecycle lock: shipping records progress through raft.
-	return m.ArchiveOnce(ctx)
+	err = m.ArchiveWait(ctx)
+	if errors.Is(err, backup.ErrBusy) {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
 }
 
 // Digest is the state's digest at its applied index (see state.Store.Digest):

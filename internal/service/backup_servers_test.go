@@ -3,6 +3,7 @@ package service
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -250,6 +251,22 @@ func TestJournalMirror(t *testing.T) {
 	if !warned {
 		t.Fatal("no warning for a failing mirror")
 	}
+	// Pruning keeps what the failing mirror still has to copy.
+	s.cfg.JournalKeepSegments = 1
+	for i := 0; i < 3; i++ {
+		s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("r%d", i), []byte("v"))
+		s.RotateJournal(ctx)
+	}
+	behind := lastIn(mdir)
+	p, err := s.PruneJournal(ctx, false)
+	if err != nil || !strings.Contains(p.Holder, "journal mirror") || p.Floor != behind+1 {
+		t.Fatalf("prune with the mirror behind at %d: %+v %v", behind, p, err)
+	}
+	for _, sg := range p.Removed {
+		if sg.LastIndex > behind {
+			t.Fatalf("pruned %s (to %d), the mirror only has records to %d", sg.Name, sg.LastIndex, behind)
+		}
+	}
 	os.Remove(filler)
 	deadline := time.Now().Add(10 * time.Second)
 	for lastIn(mdir) != s.st.AppliedIndex() {
@@ -262,4 +279,85 @@ func TestJournalMirror(t *testing.T) {
 		t.Fatal("mirror still marked failing after catching up")
 	}
 	_ = data
+}
+
+// TestMirrorNeverGetsAHole: while a configured mirror is not attached,
+// nothing is pruned; and a mirror whose missing records are gone from the
+// journal is refused with the reason instead of being continued with a
+// hole that a restore would only find when it is needed.
+func TestMirrorNeverGetsAHole(t *testing.T) {
+	s, data := backupSvc(t)
+	ctx := rootCtx()
+	s.cfg.JournalKeepSegments = 1
+	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "disk2", Kind: "dir", Path: t.TempDir(), Mirror: true}); err != nil {
+		t.Fatal(err)
+	}
+	mdir := MirrorDir(mustDest(t, s, "disk2"), s.st.ClusterID(), "", 1)
+	turn := func(n int) {
+		for i := 0; i < n; i++ {
+			if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("k%d", time.Now().UnixNano()), []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.RotateJournal(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	turn(3)
+	if p, err := s.PruneJournal(ctx, false); err != nil || len(p.Removed) == 0 {
+		t.Fatalf("prune with the mirror in sync: %+v %v", p, err)
+	}
+	// The mirror is not attached (its disk was not mounted at open, say).
+	s.st.DetachMirror().Close()
+	turn(3)
+	p, err := s.PruneJournal(ctx, false)
+	if err != nil || len(p.Removed) != 0 || !strings.Contains(p.Holder, "not attached") {
+		t.Fatalf("prune with the mirror not attached: %+v %v", p, err)
+	}
+	// Had the journal been pruned anyway, the mirror is not continued.
+	if _, _, err := s.st.PruneJournal(math.MaxUint64, 1, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	m, err := journal.Open(journal.Options{Dir: mdir, Name: "coffer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.st.AttachMirror(m, JournalDir(data))
+	if err == nil || !strings.Contains(err.Error(), "no longer holds records") {
+		t.Fatalf("a mirror with a hole was continued: %v", err)
+	}
+	if h := s.st.MirrorHealth(); h == nil || !strings.Contains(h.Error, "move the mirror directory aside") {
+		t.Fatalf("mirror health: %+v", h)
+	}
+	s.st.DetachMirror().Close()
+	rep, err := journal.Verify(mdir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.LastIndex >= s.st.AppliedIndex() {
+		t.Fatalf("the mirror was continued to %d", rep.LastIndex)
+	}
+}
+
+// TestNoPruneDuringFreeze: a storage snapshot sees the journal unchanged.
+func TestNoPruneDuringFreeze(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	s.cfg.JournalKeepSegments = 1
+	for i := 0; i < 3; i++ {
+		s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("f%d", i), []byte("v"))
+		s.RotateJournal(ctx)
+	}
+	if _, err := s.Freeze(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PruneJournal(ctx, false); !errors.Is(err, ErrConflict) {
+		t.Fatalf("prune while frozen: %v", err)
+	}
+	if _, err := s.Thaw(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.PruneJournal(ctx, false); err != nil || len(p.Removed) == 0 {
+		t.Fatalf("prune after the thaw: %+v %v", p, err)
+	}
 }

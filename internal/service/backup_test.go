@@ -215,12 +215,22 @@ func TestDestinationOfAnotherClusterRefused(t *testing.T) {
 func TestOneBackupAtATimeAndInterrupted(t *testing.T) {
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
-	// Hold the manager's run lock as a running backup does.
+	// Hold the manager's run lock as a task other than a backup does (a
+	// journal prune, archiving): a backup waits up to BusyWait for it.
+	defer func(d time.Duration) { backup.BusyWait = d }(backup.BusyWait)
+	backup.BusyWait = 300 * time.Millisecond
 	s.backups.TestHold(func() {
 		if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "in progress") {
 			t.Fatalf("second backup: %v", err)
 		}
 	})
+	backup.BusyWait = 10 * time.Second
+	held := make(chan struct{})
+	go s.backups.TestHold(func() { close(held); time.Sleep(300 * time.Millisecond) })
+	<-held
+	if rec, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); err != nil || rec.Status != "DONE" {
+		t.Fatalf("a backup behind a short task: %+v %v", rec, err)
+	}
 	// A RUNNING record left by a crash is marked FAILED at the next open.
 	rec := state.BackupRecord{ID: "20260101T000000Z-dead", Destination: LocalDestination, Kind: "full", Status: "RUNNING", Node: s.nodeID, Started: time.Now()}
 	if _, err := s.applyOpen(ctx, state.TypeBackupRecord, rec); err != nil {
@@ -534,7 +544,7 @@ func TestAutoBackupFallsBackToFullWithoutJournal(t *testing.T) {
 	// Lose the oldest segments, as on a node whose journal starts later.
 	s.PutSecret(ctx, DefaultWallet, "c", []byte("v"))
 	s.RotateJournal(ctx)
-	if _, _, err := s.st.PruneJournal(math.MaxUint64, 0, false); err != nil {
+	if _, _, err := s.st.PruneJournal(math.MaxUint64, 0, 0, false); err != nil {
 		t.Fatal(err)
 	}
 	if rec, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "incremental", Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "not in the journal any more") {

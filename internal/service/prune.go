@@ -10,6 +10,10 @@ import (
 	"github.com/coffer-kms/coffer/internal/journal"
 )
 
+// pruneLimit caps the segments one round removes: appends wait while it
+// runs. The next round (a minute later) goes on.
+const pruneLimit = 256
+
 // DefaultJournalKeep is how many closed journal segments a node keeps beyond
 // what its destinations need (journal.keep_segments).
 const DefaultJournalKeep = 24
@@ -57,6 +61,10 @@ func (s *Service) pruneJournal(dry bool) (JournalPrune, error) {
 		if err := s.requireOpenLocked(); err != nil {
 			return err
 		}
+		if err := s.frozenErr(); err != nil {
+			// A storage snapshot is being taken: no file may change.
+			return fmt.Errorf("%w: %v", ErrConflict, err)
+		}
 		// The floor is read inside the backup lock: no backup or archiving
 		// moves it (or reads segments) while segments go.
 		dests, err := s.st.Destinations()
@@ -67,12 +75,20 @@ func (s *Service) pruneJournal(dry bool) (JournalPrune, error) {
 		if err != nil {
 			return fmt.Errorf("journal prune: read backup records: %w", err)
 		}
-		f := backup.JournalFloor(dests, recs, s.st.Timeline().ID)
+		f := backup.JournalFloor(dests, recs, s.st.Timeline().ID, s.nodeID)
 		out.Floor, out.Holder = f.Index, f.Holder
 		if f.Index == math.MaxUint64 {
 			out.Floor, out.Holder = 0, "nothing: no archiving destination and no full backup"
 		}
-		removed, mirrorFloor, err := s.st.PruneJournal(f.Index, out.Keep, dry)
+		for _, d := range dests {
+			if d.Mirror && !s.st.MirrorAttached() {
+				// It will copy what it lacks from this journal once it
+				// is attached again: keep everything until then.
+				f.Index, out.Floor = 0, 1
+				out.Holder = fmt.Sprintf("the journal mirror to %s, which is not attached (see the warnings in coffer status)", d.Name)
+			}
+		}
+		removed, mirrorFloor, err := s.st.PruneJournal(f.Index, out.Keep, pruneLimit, dry)
 		if mirrorFloor != 0 {
 			out.Floor, out.Holder = mirrorFloor, fmt.Sprintf("the journal mirror (it has records to index %d)", mirrorFloor-1)
 		}
@@ -105,7 +121,7 @@ func (s *Service) pruneJournal(dry bool) (JournalPrune, error) {
 		last.Removed = nil
 		s.lastPrune.Store(&last)
 	}
-	if err == nil && !dry && len(out.Removed) > 0 {
+	if !dry && len(out.Removed) > 0 {
 		first, last := out.Removed[0], out.Removed[len(out.Removed)-1]
 		s.log.Info("journal pruned", "segments", len(out.Removed), "from", first.Name, "to", last.Name,
 			"below_index", out.Floor, "held_by", out.Holder, "kept", out.Kept)

@@ -921,7 +921,7 @@ func (s *Service) maintenance(stop chan struct{}, jr *journal.Journal) {
 				continue
 			}
 			if _, err := s.pruneJournal(false); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrSealed) {
-				s.log.Warn("journal prune failed; the segments stay and the next round retries", "error", err)
+				s.log.Warn("journal prune failed; the next round retries", "error", err)
 			}
 		case <-retry.C:
 			for _, h := range s.st.Health() {

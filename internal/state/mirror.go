@@ -36,6 +36,13 @@ func (s *Store) DetachMirror() *journal.Journal {
 	return m
 }
 
+// MirrorAttached reports whether a mirror is attached (healthy or not).
+func (s *Store) MirrorAttached() bool {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	return s.mirror != nil
+}
+
 // MirrorHealth reports a failing mirror (nil: healthy or none).
 func (s *Store) MirrorHealth() *WriteHealth { return s.mirrorH.Load() }
 
@@ -55,6 +62,7 @@ func (s *Store) resyncMirrorLocked() error {
 		return nil
 	}
 	from := s.mirror.LastIndex()
+	first := true
 	var batch []journal.Record
 	flush := func() error {
 		if len(batch) == 0 {
@@ -68,6 +76,12 @@ func (s *Store) resyncMirrorLocked() error {
 		if r.Index <= from {
 			return nil
 		}
+		if first && from != 0 && r.Index != from+1 {
+			// Continuing would leave a hole in the mirror that a restore
+			// with --journal would only find when it is needed.
+			return fmt.Errorf("the journal on the data disk no longer holds records %d-%d that the mirror lacks (pruned while the mirror was not attached): move the mirror directory aside so that a new mirror starts, and take a full backup", from+1, r.Index-1)
+		}
+		first = false
 		batch = append(batch, r)
 		if len(batch) >= 1000 {
 			return flush()
@@ -99,11 +113,16 @@ func (s *Store) mirrorPath() string {
 
 func (s *Store) mirrorFailed(err error) {
 	h := &WriteHealth{Component: "mirror", Error: err.Error(), Since: time.Now().UTC(), Attempts: 1}
-	if old := s.mirrorH.Load(); old != nil {
+	old := s.mirrorH.Load()
+	if old != nil {
 		h.Since, h.Attempts = old.Since, old.Attempts+1
 	}
 	s.mirrorH.Store(h)
-	s.log.Error("journal mirror failing: writes continue, but are no longer also on the mirror disk", "error", err)
+	// Retried every few seconds: log the first failure, a changed reason,
+	// and then every hundredth attempt.
+	if old == nil || old.Error != h.Error || h.Attempts%100 == 0 {
+		s.log.Error("journal mirror failing: writes continue, but are no longer also on the mirror disk", "error", err, "attempts", h.Attempts)
+	}
 }
 
 // appendMirrorLocked writes recs to a healthy mirror and fsyncs it.
@@ -125,13 +144,14 @@ func (s *Store) appendMirrorLocked(recs []journal.Record) {
 }
 
 // PruneJournal removes closed journal segments whose records all lie below
-// index below, keeping at least keep closed segments (journal.Prune). An
+// index below, keeping at least keep closed segments, at most limit of them
+// (journal.Prune). An
 // attached mirror lowers the floor to what it still has to copy from the
 // primary journal, so a mirror that is failing (or new) can still catch up;
 // mirrorFloor reports that lower floor (0: the mirror did not lower it).
 // It runs under the journal lock: a mirror resync never sees a segment
 // vanish under it. With dry set it only lists what it would remove.
-func (s *Store) PruneJournal(below uint64, keep int, dry bool) (removed []journal.SegmentInfo, mirrorFloor uint64, err error) {
+func (s *Store) PruneJournal(below uint64, keep, limit int, dry bool) (removed []journal.SegmentInfo, mirrorFloor uint64, err error) {
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
 	if s.journal == nil {
@@ -143,8 +163,8 @@ func (s *Store) PruneJournal(below uint64, keep int, dry bool) (removed []journa
 		}
 	}
 	if dry {
-		return s.journal.Prunable(below, keep), mirrorFloor, nil
+		return s.journal.Prunable(below, keep, limit), mirrorFloor, nil
 	}
-	removed, err = s.journal.Prune(below, keep)
+	removed, err = s.journal.Prune(below, keep, limit)
 	return removed, mirrorFloor, err
 }
