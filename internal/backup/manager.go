@@ -177,7 +177,7 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		// The records after that full are no longer on this node (a node
 		// that joined or restored later, or a pruned journal): an automatic
 		// backup takes a full instead of failing.
-		m.log.Info("backup: the journal no longer holds what an incremental needs; taking a full", "destination", destination, "base", base.ID)
+		m.log.Warn("backup: the journal on this node no longer holds what an incremental needs; taking a full", "destination", destination, "base", base.ID)
 		kind, base = KindFull, nil
 	}
 	id := NewID(time.Now(), m.host.NewID())
