@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"net/url"
 	"time"
 )
 
@@ -126,13 +127,41 @@ func (c *Client) Init(ctx context.Context, passphrase string) (string, error) {
 	return r.RootToken, err
 }
 
-// CreateRootToken issues a new root token (local control socket only).
-func (c *Client) CreateRootToken(ctx context.Context) (string, error) {
+// CreateRootToken issues a new root token (local control socket only);
+// ttl > 0 makes it expire (0: it does not).
+func (c *Client) CreateRootToken(ctx context.Context, ttl time.Duration) (string, error) {
 	var r struct {
 		RootToken string `json:"root_token"`
 	}
-	err := c.Do(ctx, "POST", "/api/v1/sys/root-token", nil, &r)
+	var body any
+	if ttl > 0 {
+		body = map[string]string{"ttl": ttl.String()}
+	}
+	err := c.Do(ctx, "POST", "/api/v1/sys/root-token", body, &r)
 	return r.RootToken, err
+}
+
+// RootToken describes a root token (never the token itself).
+type RootToken struct {
+	Accessor string     `json:"accessor"`
+	Created  time.Time  `json:"created"`
+	Expires  *time.Time `json:"expires,omitempty"`
+	Expired  bool       `json:"expired,omitempty"`
+	Current  bool       `json:"current,omitempty"`
+}
+
+// ListRootTokens lists root tokens by accessor.
+func (c *Client) ListRootTokens(ctx context.Context) ([]RootToken, error) {
+	var r struct {
+		Tokens []RootToken `json:"tokens"`
+	}
+	err := c.Do(ctx, "GET", "/api/v1/sys/root-tokens", nil, &r)
+	return r.Tokens, err
+}
+
+// RevokeRootToken revokes the root token whose accessor starts with prefix.
+func (c *Client) RevokeRootToken(ctx context.Context, prefix string) error {
+	return c.Do(ctx, "DELETE", "/api/v1/sys/root-tokens/"+url.PathEscape(prefix), nil, nil)
 }
 
 // Open opens the keystore with its passphrase.

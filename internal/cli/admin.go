@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 	"time"
 
@@ -110,29 +111,87 @@ until one is set with "coffer backup recovery-passphrase set".`,
 func newTokenCmd(g *globals) *cobra.Command {
 	t := &cobra.Command{
 		Use:   "token",
-		Short: "Manage access tokens",
+		Short: "Create, list and revoke root tokens",
+		Long: `Root tokens hold every role. The one printed at init, and every one made
+with create-root, stays valid until revoked (or until its --ttl runs out).
+Tokens are never stored, only their SHA-256: lists show an accessor, the
+first 16 hex digits of it, which names a token for revoke and cannot be used
+to authenticate. Prefer administrator accounts (coffer user) for daily work
+and keep root tokens for recovery.`,
 	}
-	t.AddCommand(&cobra.Command{
+	var ttl time.Duration
+	create := &cobra.Command{
 		Use:   "create-root",
 		Short: "Create a new root token (on the server host, through the control socket)",
 		Long: `Create a new root token, e.g. after the one printed at init was lost, or
-when init was interrupted before it could store one. Allowed only through the
-local control socket (--data-dir), with the keystore open.`,
-		Args: cobra.NoArgs,
+when init was interrupted before it could store one, or a short-lived one for
+a task (--ttl). Allowed only through the local control socket (--data-dir),
+with the keystore open. Revoke a lost one with coffer token revoke.`,
+		Example: `  coffer token create-root --data-dir /var/lib/coffer --ttl 1h`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := g.requireLocal("create-root"); err != nil {
 				return err
 			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				tok, err := c.CreateRootToken(ctx)
+				tok, err := c.CreateRootToken(ctx, ttl)
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "Root token (shown once): %s\n", tok)
+				if ttl > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "It expires at %s.\n", time.Now().Add(ttl).UTC().Format(time.RFC3339))
+				}
 				return nil
 			})
 		},
-	})
+	}
+	create.Flags().DurationVar(&ttl, "ttl", 0, "the token expires after this long (1m to 8760h; default: never)")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List root tokens by accessor (never the tokens)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				toks, err := c.ListRootTokens(ctx)
+				if err != nil {
+					return err
+				}
+				return printList(g, cmd, toks, "ACCESSOR\tCREATED\tEXPIRES\tNOTE", func(t client.RootToken) string {
+					exp, note := "never", ""
+					if t.Expires != nil {
+						exp = t.Expires.UTC().Format(time.RFC3339)
+					}
+					if t.Expired {
+						note = "expired"
+					}
+					if t.Current {
+						note = strings.TrimSpace(note + " (this token)")
+					}
+					return fmt.Sprintf("%s\t%s\t%s\t%s", t.Accessor, t.Created.UTC().Format(time.RFC3339), exp, note)
+				})
+			})
+		},
+	}
+	revoke := &cobra.Command{
+		Use:     "revoke ACCESSOR",
+		Short:   "Revoke a root token by its accessor (at least 8 hex digits)",
+		Example: "  coffer token list\n  coffer token revoke 3f9a61c2",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				if err := c.RevokeRootToken(ctx, args[0]); err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, map[string]string{"revoked": args[0]})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "root token %s revoked\n", args[0])
+				return nil
+			})
+		},
+	}
+	t.AddCommand(create, list, revoke)
 	return t
 }
 

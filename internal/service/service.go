@@ -364,21 +364,34 @@ func (s *Service) Init(ctx context.Context, id Identity, passphrase []byte) (roo
 }
 
 // CreateRootToken issues a new root token. Local administrators only: it is
-// how an operator recovers from a lost root token.
-func (s *Service) CreateRootToken(ctx context.Context, id Identity) (string, error) {
+// how an operator recovers from a lost root token, or gets a short-lived
+// one for a task (ttl > 0: it expires then; 0: it never does).
+func (s *Service) CreateRootToken(ctx context.Context, id Identity, ttl time.Duration) (string, error) {
 	if !id.Local {
 		return "", fmt.Errorf("%w: root tokens are created only through the local control socket", ErrForbidden)
+	}
+	if ttl < 0 || ttl > MaxRootTokenTTL {
+		return "", fmt.Errorf("%w: ttl %s: use 1m to %s, or 0 for a token that does not expire", ErrInvalid, ttl, MaxRootTokenTTL)
+	}
+	if ttl > 0 && ttl < time.Minute {
+		return "", fmt.Errorf("%w: ttl %s: at least 1m", ErrInvalid, ttl)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if err := s.requireOpenLocked(); err != nil {
 		return "", err
 	}
-	tok, err := s.createTokenLocked(ctx, "root", "root")
-	if err == nil {
-		s.log.Warn("root token created through the local control socket")
+	tok, h := newToken()
+	t := state.Token{Hash: h, Kind: state.TokenRoot, Policy: "root", Name: "root", Created: time.Now().UTC()}
+	if ttl > 0 {
+		exp := t.Created.Add(ttl)
+		t.Expires = &exp
 	}
-	return tok, err
+	if err := s.applyLocked(ctx, state.TypeTokenCreate, t); err != nil {
+		return "", fmt.Errorf("store root token: %w", err)
+	}
+	s.log.Warn("root token created through the local control socket", "accessor", accessorOf(h), "ttl", ttl.String())
+	return tok, nil
 }
 
 // Open opens the keystore with the passphrase and starts serving.

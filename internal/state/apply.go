@@ -230,3 +230,21 @@ func putJSON(b *bolt.Bucket, k []byte, v any) error {
 }
 
 func decodeJSON(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// RootTokens lists the root tokens (their hashes, never the tokens).
+func (s *Store) RootTokens() ([]Token, error) {
+	var out []Token
+	err := s.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTokens).ForEach(func(_, v []byte) error {
+			var t Token
+			if err := decodeJSON(v, &t); err != nil {
+				return err
+			}
+			if t.Kind == "" || t.Kind == TokenRoot {
+				out = append(out, t)
+			}
+			return nil
+		})
+	})
+	return out, err
+}

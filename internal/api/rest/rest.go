@@ -333,9 +333,42 @@ func (a *api) init(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, InitResponse{RootToken: tok})
 }
 
+// RootTokenRequest asks for a root token; the body is optional.
+type RootTokenRequest struct {
+	TTL string `json:"ttl,omitempty" doc:"Go duration, 1m to 8760h; empty: the token does not expire"`
+}
+
+// RootTokenList lists root tokens.
+type RootTokenList struct {
+	Tokens []service.RootTokenInfo `json:"tokens"`
+}
+
+func (a *api) listRootTokens(w http.ResponseWriter, r *http.Request) {
+	toks, err := a.svc.ListRootTokens(r.Context())
+	a.reply(w, r, http.StatusOK, RootTokenList{Tokens: toks}, err)
+}
+
+func (a *api) revokeRootToken(w http.ResponseWriter, r *http.Request) {
+	a.reply(w, r, http.StatusOK, map[string]string{"revoked": r.PathValue("accessor")}, a.svc.RevokeRootToken(r.Context(), r.PathValue("accessor")))
+}
+
 func (a *api) rootToken(w http.ResponseWriter, r *http.Request) {
+	var req RootTokenRequest
+	if err := decodeOptional(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			a.fail(w, r, fmt.Errorf("%w: ttl %q: a Go duration such as 30m or 8h", service.ErrInvalid, req.TTL))
+			return
+		}
+		ttl = d
+	}
 	id := service.CallFrom(r.Context()).Identity
-	tok, err := a.svc.CreateRootToken(r.Context(), id)
+	tok, err := a.svc.CreateRootToken(r.Context(), id, ttl)
 	if err != nil {
 		a.fail(w, r, err)
 		return

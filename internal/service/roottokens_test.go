@@ -1,0 +1,82 @@
+package service
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+// TestRootTokens: root tokens with and without a lifetime, listed by
+// accessor only, revoked by accessor; expired ones stop working.
+func TestRootTokens(t *testing.T) {
+	s := initSvc(t, t.TempDir())
+	ctx := rootCtx()
+	if _, err := s.CreateRootToken(ctx, Identity{Name: "remote"}, 0); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("root token through the network: %v", err)
+	}
+	for _, bad := range []time.Duration{-time.Minute, time.Second, MaxRootTokenTTL + time.Hour} {
+		if _, err := s.CreateRootToken(ctx, local, bad); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("ttl %s: %v", bad, err)
+		}
+	}
+	short, err := s.CreateRootToken(ctx, local, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Authenticate(short)
+	if err != nil || id.Kind != KindRoot {
+		t.Fatalf("the new root token: %+v %v", id, err)
+	}
+	as := WithCall(ctx, &Call{Identity: id})
+	list, err := s.ListRootTokens(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine RootTokenInfo
+	for _, r := range list {
+		if strings.Contains(short, r.Accessor) {
+			t.Fatal("an accessor is part of the token")
+		}
+		if r.Current {
+			mine = r
+		}
+	}
+	if len(list) < 2 || mine.Accessor == "" || mine.Expires == nil || mine.Expires.Sub(mine.Created) != time.Hour {
+		t.Fatalf("list %+v", list)
+	}
+	// An expired root token no longer authenticates and shows as expired.
+	past := time.Now().Add(-time.Minute).UTC()
+	if _, err := s.applyOpen(ctx, state.TypeTokenCreate, state.Token{Hash: strings.Repeat("ab", 32), Kind: state.TokenRoot, Name: "root", Created: past.Add(-time.Hour), Expires: &past}); err != nil {
+		t.Fatal(err)
+	}
+	list, _ = s.ListRootTokens(ctx)
+	expired := false
+	for _, r := range list {
+		expired = expired || r.Accessor == strings.Repeat("ab", 8) && r.Expired
+	}
+	if !expired {
+		t.Fatalf("expired token not shown as expired: %+v", list)
+	}
+	for prefix, want := range map[string]error{"abc": ErrInvalid, "zzzzzzzz": ErrInvalid, "00000000": ErrNotFound} {
+		if err := s.RevokeRootToken(ctx, prefix); !errors.Is(err, want) {
+			t.Fatalf("revoke %q: %v, want %v", prefix, err, want)
+		}
+	}
+	if err := s.RevokeRootToken(ctx, strings.ToUpper(mine.Accessor[:8])); err != nil {
+		t.Fatalf("revoke by 8 digits: %v", err)
+	}
+	if _, err := s.Authenticate(short); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("a revoked root token still works: %v", err)
+	}
+	if err := s.RevokeRootToken(ctx, mine.Accessor); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("revoke twice: %v", err)
+	}
+	// Only system administrators list and revoke.
+	kctx := WithIdentity(ctx, Identity{Kind: KindUser, Name: "k", Roles: []Role{RoleKeyAdmin}})
+	if _, err := s.ListRootTokens(kctx); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("key admin lists root tokens: %v", err)
+	}
+}
