@@ -127,9 +127,15 @@ func (c *Client) Init(ctx context.Context, passphrase string) (string, error) {
 	return r.RootToken, err
 }
 
-// CreateRootToken issues a new root token (local control socket only);
-// ttl > 0 makes it expire (0: it does not).
-func (c *Client) CreateRootToken(ctx context.Context, ttl time.Duration) (string, error) {
+// CreateRootToken issues a new root token that does not expire (local
+// control socket only).
+func (c *Client) CreateRootToken(ctx context.Context) (string, error) {
+	return c.CreateRootTokenTTL(ctx, 0)
+}
+
+// CreateRootTokenTTL is CreateRootToken for a token that expires after ttl
+// (0: it does not).
+func (c *Client) CreateRootTokenTTL(ctx context.Context, ttl time.Duration) (string, error) {
 	var r struct {
 		RootToken string `json:"root_token"`
 	}
@@ -159,9 +165,14 @@ func (c *Client) ListRootTokens(ctx context.Context) ([]RootToken, error) {
 	return r.Tokens, err
 }
 
-// RevokeRootToken revokes the root token whose accessor starts with prefix.
-func (c *Client) RevokeRootToken(ctx context.Context, prefix string) error {
-	return c.Do(ctx, "DELETE", "/api/v1/sys/root-tokens/"+url.PathEscape(prefix), nil, nil)
+// RevokeRootToken revokes the root token whose accessor starts with prefix
+// and returns its whole accessor.
+func (c *Client) RevokeRootToken(ctx context.Context, prefix string) (string, error) {
+	var r struct {
+		Revoked string `json:"revoked"`
+	}
+	err := c.Do(ctx, "DELETE", "/api/v1/sys/root-tokens/"+url.PathEscape(prefix), nil, &r)
+	return r.Revoked, err
 }
 
 // Open opens the keystore with its passphrase.

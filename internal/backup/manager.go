@@ -134,7 +134,10 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		// shipping a segment). Wait for it a little rather than fail a
 		// scheduled run for a whole period.
 		if !m.lockWithin(ctx, BusyWait, true) {
-			return state.BackupRecord{}, fmt.Errorf("%w (segments are being archived, or the journal pruned, or a catalog written)", ErrBusy)
+			if cur := m.Current(); cur != nil {
+				return state.BackupRecord{}, fmt.Errorf("%w: %s backup %s to %s since %s", ErrBusy, cur.Kind, cur.ID, cur.Destination, cur.Started.Format(time.RFC3339))
+			}
+			return state.BackupRecord{}, errBusyTask
 		}
 	}
 	defer m.run.Unlock()
@@ -337,7 +340,7 @@ func (m *Manager) ArchiveWait(ctx context.Context) error {
 		if cur := m.Current(); cur != nil {
 			return fmt.Errorf("%w: %s backup %s to %s; segments are shipped after it", ErrBusy, cur.Kind, cur.ID, cur.Destination)
 		}
-		return fmt.Errorf("%w; try again", ErrBusy)
+		return errBusyTask
 	}
 	defer m.run.Unlock()
 	return m.archiveLocked(ctx)
@@ -523,6 +526,16 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 		}
 	}
 }
+
+// errBusyTask is ErrBusy for a task other than a backup holding the lock.
+var errBusyTask error = busyTask{}
+
+type busyTask struct{}
+
+func (busyTask) Error() string {
+	return "another backup task holds the destinations (segments being archived, the journal pruned, a catalog written, or a freeze): try again"
+}
+func (busyTask) Is(target error) bool { return target == ErrBusy }
 
 // BusyWait is how long a backup waits for a task other than a backup that
 // holds the backup lock.

@@ -134,7 +134,7 @@ with the keystore open. Revoke a lost one with coffer token revoke.`,
 				return err
 			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				tok, err := c.CreateRootToken(ctx, ttl)
+				tok, err := c.CreateRootTokenTTL(ctx, ttl)
 				if err != nil {
 					return err
 				}
@@ -180,13 +180,14 @@ with the keystore open. Revoke a lost one with coffer token revoke.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				if err := c.RevokeRootToken(ctx, args[0]); err != nil {
+				acc, err := c.RevokeRootToken(ctx, args[0])
+				if err != nil {
 					return err
 				}
 				if g.format == "json" {
-					return g.printJSON(cmd, map[string]string{"revoked": args[0]})
+					return g.printJSON(cmd, map[string]string{"revoked": acc})
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "root token %s revoked\n", args[0])
+				fmt.Fprintf(cmd.OutOrStdout(), "root token %s revoked\n", acc)
 				return nil
 			})
 		},

@@ -17,7 +17,8 @@ import (
 const destinationKindsHelp = `Types and their flags:
   dir    --path DIR [--mirror]      a directory on the server host (absolute)
          --mirror: every journal record is also written to
-         DIR/mirror/<cluster-id>, fsynced before the write is acknowledged;
+         DIR/mirror/<cluster-id> (<cluster-id>.<node-id> on each node of
+         a cluster), fsynced before the write is acknowledged;
          at most one destination; if the mirror disk fails, writes continue
          and "coffer status" warns until it catches up
   sftp   --host H [--port 22] --user U --path DIR [--password-file F]
@@ -88,7 +89,7 @@ func (o *destinationOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.caCertFile, "s3-ca-cert", "", "s3: PEM file with the CA of the endpoint's certificate")
 	f.StringArrayVar(&o.recipients, "recipient", nil, "encrypt to this age X25519 public key (age1...) instead of the recovery passphrase (repeatable)")
 	f.BoolVar(&o.archiving, "archiving", false, "also ship every closed journal segment here")
-	f.BoolVar(&o.mirror, "mirror", false, "dir: also write every journal record to DIR/mirror/<cluster-id>, fsynced before the write is acknowledged (at most one destination)")
+	f.BoolVar(&o.mirror, "mirror", false, "dir: also write every journal record to DIR/mirror/<cluster-id> (<cluster-id>.<node-id> per node in a cluster), fsynced before the write is acknowledged (at most one destination)")
 	f.IntVar(&o.keepFulls, "keep-fulls", 0, "keep the newest N full backups (0: no limit)")
 	f.IntVar(&o.keepDays, "keep-days", 0, "keep backups D days (0: no limit)")
 	cmd.RegisterFlagCompletionFunc("type", fixedCompletion(client.DestinationDir, client.DestinationSFTP, client.DestinationS3))

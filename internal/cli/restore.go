@@ -201,7 +201,8 @@ replayed record by record up to the target:
 Missing records (a gap between backups, a deleted segment) stop the restore
 with the missing range and the last point that can be reached; restoring to
 that point is then an explicit --to-index. --journal DIR adds a raw journal,
-e.g. the synchronous mirror (<path>/mirror/<cluster-id>), so that every write
+e.g. the synchronous mirror (<path>/mirror/<cluster-id>, or that of one
+node, <cluster-id>.<node-id>, in a cluster), so that every write
 acknowledged before a data disk failure is restored.
 
 Backups open with the recovery passphrase that was valid when each was taken:

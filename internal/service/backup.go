@@ -898,7 +898,20 @@ func MirrorDir(d state.Destination, clusterID, node string, timeline uint32) str
 
 // attachMirrorLocked attaches (or detaches) the journal mirror to match the
 // configured destinations. Lifecycle lock held (read or write).
-func (s *Service) attachMirrorLocked() error {
+func (s *Service) attachMirrorLocked() (err error) {
+	defer func() {
+		// A mirror that cannot be attached is a warning in status (and
+		// holds journal pruning: it will need what it missed).
+		if err == nil {
+			s.mirrorAttachErr.Store(nil)
+			return
+		}
+		a := &Alert{Component: "mirror", Message: "journal mirror not attached (writes go on without it; journal segments are kept for it): " + err.Error(), Since: time.Now().UTC()}
+		if old := s.mirrorAttachErr.Load(); old != nil {
+			a.Since = old.Since
+		}
+		s.mirrorAttachErr.Store(a)
+	}()
 	if s.jr == nil {
 		return nil
 	}

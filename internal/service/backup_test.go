@@ -220,11 +220,26 @@ func TestOneBackupAtATimeAndInterrupted(t *testing.T) {
 	defer func(d time.Duration) { backup.BusyWait = d }(backup.BusyWait)
 	backup.BusyWait = 300 * time.Millisecond
 	s.backups.TestHold(func() {
-		if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "in progress") {
-			t.Fatalf("second backup: %v", err)
+		if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "another backup task") {
+			t.Fatalf("backup behind a long task: %v", err)
 		}
 	})
 	backup.BusyWait = 10 * time.Second
+	// Behind a running backup: refused at once, naming it.
+	t.Setenv("COFFER_TEST_BACKUP_PAUSE", "2s")
+	first, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination})
+	if err != nil || first.Status != "RUNNING" {
+		t.Fatalf("first backup: %+v %v", first, err)
+	}
+	start := time.Now()
+	if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "in progress") || !strings.Contains(err.Error(), first.ID) {
+		t.Fatalf("second backup: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second { // BusyWait is 10 s: it did not wait for the backup
+		t.Fatalf("a backup behind a running backup waited %s", d)
+	}
+	t.Setenv("COFFER_TEST_BACKUP_PAUSE", "")
+	s.backups.Exclusive(func() error { return nil }) // the first one is done
 	held := make(chan struct{})
 	go s.backups.TestHold(func() { close(held); time.Sleep(300 * time.Millisecond) })
 	<-held

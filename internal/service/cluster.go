@@ -224,7 +224,7 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	if c := CallFrom(ctx); c != nil {
 		source = c.Source
 	}
-	if err := s.joins.allow(source, time.Now()); err != nil {
+	if err := s.joins.attempt(source, time.Now()); err != nil {
 		return JoinResponse{}, err
 	}
 	if err := ValidLabel("node", req.NodeID); err != nil {
@@ -232,7 +232,6 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	}
 	parts := strings.Split(req.Token, ".")
 	if len(parts) != 3 || parts[0] != "cjt1" {
-		s.joins.fail(source, time.Now())
 		return JoinResponse{}, fmt.Errorf("%w: malformed join token", ErrUnauthenticated)
 	}
 	if req.RaftAddr == "" || req.APIURL == "" {
@@ -261,7 +260,6 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 		case err == nil:
 			why = "expired"
 		}
-		s.joins.fail(source, time.Now())
 		return JoinResponse{}, fmt.Errorf("%w: join token refused: %s", ErrUnauthenticated, why)
 	}
 	servers, err := s.node.Servers()
@@ -786,6 +784,7 @@ func (s *Service) syncKeysLoop(stop <-chan struct{}) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	var mirrorErr string
+	var mirrorRetry time.Time // after a failed attach: not before then
 	for {
 		select {
 		case <-stop:
@@ -795,12 +794,13 @@ func (s *Service) syncKeysLoop(stop <-chan struct{}) {
 		s.recordSelfIfLeader()
 		s.mu.RLock()
 		ring, open := s.ring, s.state == StateOpen
-		if open {
+		if open && !time.Now().Before(mirrorRetry) {
 			// A mirror destination added, changed or removed through
 			// another node reaches this one in the replicated state.
 			msg := ""
 			if err := s.attachMirrorLocked(); err != nil {
 				msg = err.Error()
+				mirrorRetry = time.Now().Add(30 * time.Second) // a hung mount: do not pile up
 			}
 			if msg != mirrorErr && msg != "" {
 				s.log.Error("journal mirror not attached", "error", msg)

@@ -219,7 +219,10 @@ func (s *Service) Authenticate(tok string) (Identity, error) {
 		return Identity{}, ErrUnauthenticated
 	}
 	if t.Expires != nil && !time.Now().Before(*t.Expires) {
-		return Identity{}, fmt.Errorf("%w: session expired at %s; log in again", ErrUnauthenticated, t.Expires.Format(time.RFC3339))
+		if t.Kind == state.TokenSession {
+			return Identity{}, fmt.Errorf("%w: session expired at %s; log in again", ErrUnauthenticated, t.Expires.Format(time.RFC3339))
+		}
+		return Identity{}, fmt.Errorf("%w: token expired at %s", ErrUnauthenticated, t.Expires.Format(time.RFC3339))
 	}
 	switch t.Kind {
 	case "", state.TokenRoot:

@@ -2,17 +2,19 @@ package service
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
 )
 
-// joinGuard limits failed cluster join attempts per source address. The
-// join endpoint is the only one a stranger can call with a secret to guess
-// (the token): after joinFreeFails failures a source is refused outright,
-// for a time that doubles with each further failure, without even looking
-// at the token. Refusing (429) instead of sleeping holds nothing on the
-// server.
+// joinGuard limits cluster join attempts per source address. The join
+// endpoint is the only one a stranger can call with a secret to guess (the
+// token): after joinFreeFails attempts that did not succeed a source is
+// refused outright, for a time that doubles with each further attempt,
+// without even looking at the token. Refusing (429) instead of sleeping
+// holds nothing on the server. An attempt counts when it starts (so
+// parallel guesses count too) and a success clears the source.
 type joinGuard struct {
 	mu sync.Mutex
 	m  map[string]*joinFails
@@ -32,34 +34,23 @@ const (
 	joinMaxKeys   = 10000
 )
 
-// allow reports an error while source must wait.
-func (g *joinGuard) allow(source string, now time.Time) error {
+// attempt counts an attempt from source, or refuses it while the source
+// must wait.
+func (g *joinGuard) attempt(source string, now time.Time) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	f := g.m[sourceHost(source)]
-	if f == nil || !now.Before(f.until) {
-		return nil
+	k := sourceHost(source)
+	f := g.m[k]
+	if f != nil && now.Before(f.until) {
+		return fmt.Errorf("%w: %d failed join attempts from %s; try again in %s", ErrThrottled, f.n, k, f.until.Sub(now).Round(time.Second))
 	}
-	return fmt.Errorf("%w: %d failed join attempts from %s; try again in %s", ErrThrottled, f.n, sourceHost(source), f.until.Sub(now).Round(time.Second))
-}
-
-// fail counts a refused attempt.
-func (g *joinGuard) fail(source string, now time.Time) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.m == nil {
 		g.m = map[string]*joinFails{}
 	}
-	if len(g.m) >= joinMaxKeys {
-		for k, f := range g.m {
-			if now.Sub(f.last) > joinForget || len(g.m) >= joinMaxKeys && !now.Before(f.until) {
-				delete(g.m, k)
-			}
-		}
-	}
-	k := sourceHost(source)
-	f := g.m[k]
 	if f == nil || now.Sub(f.last) > joinForget {
+		if len(g.m) >= joinMaxKeys {
+			g.evict(now)
+		}
 		f = &joinFails{}
 		g.m[k] = f
 	}
@@ -68,19 +59,45 @@ func (g *joinGuard) fail(source string, now time.Time) {
 	if f.n >= joinFreeFails {
 		f.until = now.Add(min(joinBaseWait<<min(f.n-joinFreeFails, 20), joinMaxWait))
 	}
+	return nil
 }
 
-// succeed forgets a source's failures.
+// evict makes room: sources quiet for joinForget go, and if none did, the
+// least recently seen one (memory stays bounded under a flood).
+func (g *joinGuard) evict(now time.Time) {
+	var oldest string
+	for k, f := range g.m {
+		if now.Sub(f.last) > joinForget {
+			delete(g.m, k)
+		} else if oldest == "" || f.last.Before(g.m[oldest].last) {
+			oldest = k
+		}
+	}
+	if len(g.m) >= joinMaxKeys && oldest != "" {
+		delete(g.m, oldest)
+	}
+}
+
+// succeed forgets a source's attempts.
 func (g *joinGuard) succeed(source string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	delete(g.m, sourceHost(source))
 }
 
-// sourceHost is the address without its port.
+// sourceHost is what a source is counted as: its IP without the port or
+// the forwarding node ("ip:port via node"), and an IPv6 address's /64 (one
+// host usually has a whole /64).
 func sourceHost(source string) string {
-	if i := strings.LastIndex(source, ":"); i > 0 && !strings.HasSuffix(source, "]") {
-		return strings.Trim(source[:i], "[]")
+	if i := strings.Index(source, " via "); i >= 0 {
+		source = source[:i]
+	}
+	if h, _, err := net.SplitHostPort(source); err == nil {
+		source = h
+	}
+	source = strings.Trim(source, "[]")
+	if ip := net.ParseIP(source); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 	}
 	return source
 }

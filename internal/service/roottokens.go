@@ -53,18 +53,18 @@ func (s *Service) ListRootTokens(ctx context.Context) ([]RootTokenInfo, error) {
 // (at least 8 hex digits, matching one token) (system administrators). A
 // lost or leaked root token is revoked this way; a new one is created with
 // coffer token create-root on the server host.
-func (s *Service) RevokeRootToken(ctx context.Context, prefix string) error {
-	note(ctx, "root-token:"+prefix)
+func (s *Service) RevokeRootToken(ctx context.Context, prefix string) (string, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "revoking a root token"); err != nil {
-		return err
+		return "", err
 	}
 	prefix = strings.ToLower(prefix)
 	if len(prefix) < 8 || len(prefix) > 64 || strings.Trim(prefix, "0123456789abcdef") != "" {
-		return fmt.Errorf("%w: accessor %q: give at least 8 hex digits as coffer token list shows them", ErrInvalid, prefix)
+		return "", fmt.Errorf("%w: accessor: give at least 8 (at most 64) hex digits as coffer token list shows them", ErrInvalid)
 	}
+	note(ctx, "root-token:"+prefix)
 	toks, err := s.st.RootTokens()
 	if err != nil {
-		return err
+		return "", err
 	}
 	var match []state.Token
 	for _, t := range toks {
@@ -74,14 +74,15 @@ func (s *Service) RevokeRootToken(ctx context.Context, prefix string) error {
 	}
 	switch len(match) {
 	case 0:
-		return fmt.Errorf("%w: no root token with accessor %s", ErrNotFound, prefix)
+		return "", fmt.Errorf("%w: no root token with accessor %s", ErrNotFound, prefix)
 	case 1:
 	default:
-		return fmt.Errorf("%w: %d root tokens start with %s: give more digits", ErrInvalid, len(match), prefix)
+		return "", fmt.Errorf("%w: %d root tokens start with %s: give more digits", ErrInvalid, len(match), prefix)
 	}
 	if _, err := s.applyOpen(ctx, state.TypeTokenRevoke, state.TokenRevoke{Hash: match[0].Hash}); err != nil {
-		return err
+		return "", err
 	}
-	s.log.Warn("root token revoked", "accessor", accessorOf(match[0].Hash))
-	return nil
+	acc := accessorOf(match[0].Hash)
+	s.log.Warn("root token revoked", "accessor", acc)
+	return acc, nil
 }

@@ -37,41 +37,46 @@ func TestRootTokens(t *testing.T) {
 	}
 	var mine RootTokenInfo
 	for _, r := range list {
-		if strings.Contains(short, r.Accessor) {
-			t.Fatal("an accessor is part of the token")
-		}
 		if r.Current {
 			mine = r
 		}
+	}
+	// An accessor names a token but does not authenticate.
+	if _, err := s.Authenticate(mine.Accessor); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("an accessor authenticated: %v", err)
 	}
 	if len(list) < 2 || mine.Accessor == "" || mine.Expires == nil || mine.Expires.Sub(mine.Created) != time.Hour {
 		t.Fatalf("list %+v", list)
 	}
 	// An expired root token no longer authenticates and shows as expired.
 	past := time.Now().Add(-time.Minute).UTC()
-	if _, err := s.applyOpen(ctx, state.TypeTokenCreate, state.Token{Hash: strings.Repeat("ab", 32), Kind: state.TokenRoot, Name: "root", Created: past.Add(-time.Hour), Expires: &past}); err != nil {
+	old, oldHash := newToken()
+	if _, err := s.applyOpen(ctx, state.TypeTokenCreate, state.Token{Hash: oldHash, Kind: state.TokenRoot, Name: "root", Created: past.Add(-time.Hour), Expires: &past}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(old); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "token expired at") {
+		t.Fatalf("an expired root token: %v", err)
 	}
 	list, _ = s.ListRootTokens(ctx)
 	expired := false
 	for _, r := range list {
-		expired = expired || r.Accessor == strings.Repeat("ab", 8) && r.Expired
+		expired = expired || r.Accessor == accessorOf(oldHash) && r.Expired
 	}
 	if !expired {
 		t.Fatalf("expired token not shown as expired: %+v", list)
 	}
 	for prefix, want := range map[string]error{"abc": ErrInvalid, "zzzzzzzz": ErrInvalid, "00000000": ErrNotFound} {
-		if err := s.RevokeRootToken(ctx, prefix); !errors.Is(err, want) {
+		if _, err := s.RevokeRootToken(ctx, prefix); !errors.Is(err, want) {
 			t.Fatalf("revoke %q: %v, want %v", prefix, err, want)
 		}
 	}
-	if err := s.RevokeRootToken(ctx, strings.ToUpper(mine.Accessor[:8])); err != nil {
-		t.Fatalf("revoke by 8 digits: %v", err)
+	if acc, err := s.RevokeRootToken(ctx, strings.ToUpper(mine.Accessor[:8])); err != nil || acc != mine.Accessor {
+		t.Fatalf("revoke by 8 digits: %q %v", acc, err)
 	}
 	if _, err := s.Authenticate(short); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("a revoked root token still works: %v", err)
 	}
-	if err := s.RevokeRootToken(ctx, mine.Accessor); !errors.Is(err, ErrNotFound) {
+	if _, err := s.RevokeRootToken(ctx, mine.Accessor); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("revoke twice: %v", err)
 	}
 	// Only system administrators list and revoke.

@@ -121,15 +121,16 @@ type Service struct {
 	jr    *journal.Journal
 	state string
 
-	stateV    atomic.Value          // mirror of state for lock-free reads
-	writeErr  atomic.Pointer[Alert] // raft log / disk guard
-	stopRetry chan struct{}
-	nameLocks [64]sync.Mutex
-	objLocks  [64]sync.Mutex
-	throttle  throttle
-	joins     joinGuard                    // failed cluster join attempts per source
-	lastPrune atomic.Pointer[JournalPrune] // the last automatic or manual prune round
-	pwSlots   chan struct{}                // bounds concurrent Argon2id password checks
+	stateV          atomic.Value          // mirror of state for lock-free reads
+	writeErr        atomic.Pointer[Alert] // raft log / disk guard
+	stopRetry       chan struct{}
+	nameLocks       [64]sync.Mutex
+	objLocks        [64]sync.Mutex
+	throttle        throttle
+	joins           joinGuard                    // failed cluster join attempts per source
+	lastPrune       atomic.Pointer[JournalPrune] // the last automatic or manual prune round
+	mirrorAttachErr atomic.Pointer[Alert]        // the last mirror attach failed
+	pwSlots         chan struct{}                // bounds concurrent Argon2id password checks
 
 	nodeID        string
 	audit         *audit.Log

@@ -132,6 +132,9 @@ func (s *Service) statusCore() Status {
 			st.Warnings = append(st.Warnings, Alert{Component: "mirror", Since: h.Since,
 				Message: "journal mirror failing (writes continue but are not also on the mirror disk; retrying): " + h.Error})
 		}
+		if a := s.mirrorAttachErr.Load(); a != nil {
+			st.Warnings = append(st.Warnings, *a)
+		}
 	}
 	st.Backup.Frozen = s.frozenErr() != nil
 	if st.Backup.Frozen {

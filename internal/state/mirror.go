@@ -76,10 +76,12 @@ func (s *Store) resyncMirrorLocked() error {
 		if r.Index <= from {
 			return nil
 		}
-		if first && from != 0 && r.Index != from+1 {
+		// r.Prev == from: the primary journal itself jumps there (a raft
+		// snapshot installed on a follower), the mirror lacks nothing it has.
+		if first && from != 0 && r.Index != from+1 && r.Prev != from {
 			// Continuing would leave a hole in the mirror that a restore
 			// with --journal would only find when it is needed.
-			return fmt.Errorf("the journal on the data disk no longer holds records %d-%d that the mirror lacks (pruned while the mirror was not attached): move the mirror directory aside so that a new mirror starts, and take a full backup", from+1, r.Index-1)
+			return fmt.Errorf("the journal on the data disk no longer holds records %d-%d that the mirror lacks (pruned while the mirror was not attached): move the mirror directory aside, restart the server so that a new mirror starts, and take a full backup", from+1, r.Index-1)
 		}
 		first = false
 		batch = append(batch, r)

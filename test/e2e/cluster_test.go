@@ -228,12 +228,15 @@ func TestClusterJoinForwardHealth(t *testing.T) {
 	// the source is refused outright (429) for a while.
 	lh, _ := leader.local().Health(ctx)
 	var codes []int
+	// From an address of its own: the nodes forward from 127.0.0.1.
+	evil := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 77)}}).DialContext}}
 	evilKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "n-evil"}}, evilKey)
 	body, _ := json.Marshal(map[string]any{"token": "cjt1.bogus.x", "node_id": "n-evil", "raft_address": "127.0.0.99:1", "api_url": "https://127.0.0.99:1", "csr": csr})
 	for i := 0; i < 8; i++ {
 		jreq, _ := http.NewRequest("POST", leader.url+"/api/v1/cluster/join", bytes.NewReader(body))
-		jresp, err := hc.Do(jreq)
+		jresp, err := evil.Do(jreq)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,6 +245,16 @@ func TestClusterJoinForwardHealth(t *testing.T) {
 	}
 	if want := []int{401, 401, 401, 401, 401, 429, 429, 429}; !slices.Equal(codes, want) {
 		t.Fatalf("bogus joins answered %v, want %v", codes, want)
+	}
+	// Through a follower the leader counts the client, not the follower.
+	freq, _ := http.NewRequest("POST", follower.url+"/api/v1/cluster/join", bytes.NewReader(body))
+	fresp, err := evil.Do(freq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresp.Body.Close()
+	if fresp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a waiting client's join through a follower: %d, want 429", fresp.StatusCode)
 	}
 	if lh2, _ := leader.local().Health(ctx); lh2.AppliedIndex != lh.AppliedIndex {
 		t.Fatalf("bogus joins moved the applied index from %d to %d", lh.AppliedIndex, lh2.AppliedIndex)

@@ -263,6 +263,9 @@ type From struct {
 	// Peer is the node certificate's id when the peer is a node (forwarding
 	// or calling for itself): the transport checks it is a member.
 	Peer string
+	// ClientAddr is the forwarded client's IP (X-Forwarded-For as the
+	// forwarding node set it; never a client's own); "" if not forwarded.
+	ClientAddr string
 }
 
 // Caller sorts out a request's peer: an endpoint's certificate, or a node
@@ -283,6 +286,14 @@ func Caller(r *http.Request) From {
 		return From{Peer: cn} // a node with neither marker: no identity from it
 	}
 	f := From{Local: r.Header.Get(HeaderLocal) == "1", Peer: cn}
+	// The forwarding proxy drops what the client sent and sets the
+	// client's IP alone (httputil.ProxyRequest.SetXForwarded).
+	if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+		parts := strings.Split(xff[len(xff)-1], ",")
+		if ip := net.ParseIP(strings.TrimSpace(parts[len(parts)-1])); ip != nil {
+			f.ClientAddr = ip.String()
+		}
+	}
 	if v := r.Header.Get(HeaderClientCert); v != "" {
 		if der, err := base64.StdEncoding.DecodeString(v); err == nil {
 			f.ClientCert = der

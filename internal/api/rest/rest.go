@@ -10,6 +10,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/api/forward"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -108,6 +109,10 @@ func (a *api) wrap(rt route) http.Handler {
 		call := &service.Call{Source: r.RemoteAddr, Transport: "rest", Start: start}
 		if isLocal(r) {
 			call.Transport, call.Source = "socket", "local"
+		} else if f := forward.Caller(r); f.ClientAddr != "" && a.svc.IsMember(f.Peer) {
+			// Forwarded by a member: the client is who it forwarded for
+			// (audit, login throttling and join limiting count the client).
+			call.Source = net.JoinHostPort(f.ClientAddr, "0") + " via " + f.Peer
 		}
 		ctx := service.WithCall(r.Context(), call)
 		r = r.WithContext(ctx)
@@ -349,7 +354,8 @@ func (a *api) listRootTokens(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) revokeRootToken(w http.ResponseWriter, r *http.Request) {
-	a.reply(w, r, http.StatusOK, map[string]string{"revoked": r.PathValue("accessor")}, a.svc.RevokeRootToken(r.Context(), r.PathValue("accessor")))
+	acc, err := a.svc.RevokeRootToken(r.Context(), r.PathValue("accessor"))
+	a.reply(w, r, http.StatusOK, map[string]string{"revoked": acc}, err)
 }
 
 func (a *api) rootToken(w http.ResponseWriter, r *http.Request) {
