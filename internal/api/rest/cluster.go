@@ -2,7 +2,6 @@ package rest
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -74,14 +73,10 @@ func (a *api) clusterToken(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil {
-			a.fail(w, r, service.ErrInvalid)
-			return
-		}
-		ttl = d
+	ttl, err := optionalDuration("ttl", req.TTL)
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	t, err := a.svc.CreateJoinToken(r.Context(), ttl)
 	a.reply(w, r, http.StatusOK, t, err)

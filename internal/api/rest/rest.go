@@ -338,6 +338,19 @@ func (a *api) init(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, InitResponse{RootToken: tok})
 }
 
+// optionalDuration parses an optional Go duration field of a request
+// ("": zero).
+func optionalDuration(field, v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %q: a Go duration such as 30m or 8h", service.ErrInvalid, field, v)
+	}
+	return d, nil
+}
+
 // RootTokenRequest asks for a root token; the body is optional.
 type RootTokenRequest struct {
 	TTL string `json:"ttl,omitempty" doc:"Go duration, 1m to 8760h; empty: the token does not expire"`
@@ -364,14 +377,10 @@ func (a *api) rootToken(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil {
-			a.fail(w, r, fmt.Errorf("%w: ttl %q: a Go duration such as 30m or 8h", service.ErrInvalid, req.TTL))
-			return
-		}
-		ttl = d
+	ttl, err := optionalDuration("ttl", req.TTL)
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	id := service.CallFrom(r.Context()).Identity
 	tok, err := a.svc.CreateRootToken(r.Context(), id, ttl)
