@@ -141,6 +141,28 @@ func SaveCatalog(ctx context.Context, d dest.Destination, c Catalog) error {
 // and writes a new catalog. Files whose manifest cannot be read are
 // reported and left out; they are never deleted.
 func Rebuild(ctx context.Context, d dest.Destination, clusterID string) (Catalog, []string, error) {
+	c, skipped, err := scan(ctx, d, clusterID)
+	if err != nil {
+		return Catalog{}, skipped, err
+	}
+	return c, skipped, SaveCatalog(ctx, d, c)
+}
+
+// Scan reads every backup file's manifest like Rebuild, without writing
+// anything: a restore uses it when the catalog is missing or damaged. The
+// cluster id is the files' own (they must all agree).
+func Scan(ctx context.Context, d dest.Destination) (Catalog, []string, error) {
+	c, skipped, err := scan(ctx, d, "")
+	if err != nil {
+		return Catalog{}, skipped, fmt.Errorf("list %s: %w", d.Location(), err)
+	}
+	return c, skipped, nil
+}
+
+// scan builds a catalog from the manifests of every backup file on d. With
+// clusterID set every file must be that cluster's; without, the first
+// readable file sets it and the others must agree.
+func scan(ctx context.Context, d dest.Destination, clusterID string) (Catalog, []string, error) {
 	c := Catalog{Format: 1, ClusterID: clusterID}
 	var skipped []string
 	for _, prefix := range []string{BackupsDir + "/", ArchiveDir + "/"} {
@@ -153,8 +175,13 @@ func Rebuild(ctx context.Context, d dest.Destination, clusterID string) (Catalog
 				skipped = append(skipped, fmt.Sprintf("%s: %v", fi.Name, err))
 				return nil
 			}
-			if m.ClusterID != clusterID {
+			switch {
+			case c.ClusterID == "":
+				c.ClusterID = m.ClusterID
+			case m.ClusterID != c.ClusterID && clusterID != "":
 				return fmt.Errorf("%w: %s was written by cluster %s", ErrForeign, fi.Name, m.ClusterID)
+			case m.ClusterID != c.ClusterID:
+				return fmt.Errorf("%w: %s was written by cluster %s, other files by %s", ErrForeign, fi.Name, m.ClusterID, c.ClusterID)
 			}
 			e := entryOf(fi.Name, m)
 			e.Size = fi.Size // the file, as Run records it
@@ -162,40 +189,7 @@ func Rebuild(ctx context.Context, d dest.Destination, clusterID string) (Catalog
 			return nil
 		})
 		if err != nil {
-			return Catalog{}, skipped, err
-		}
-	}
-	return c, skipped, SaveCatalog(ctx, d, c)
-}
-
-// Scan reads every backup file's manifest like Rebuild, without writing
-// anything: a restore uses it when the catalog is missing or damaged. The
-// cluster id is the files' own (they must all agree).
-func Scan(ctx context.Context, d dest.Destination) (Catalog, []string, error) {
-	c := Catalog{Format: 1}
-	var skipped []string
-	for _, prefix := range []string{BackupsDir + "/", ArchiveDir + "/"} {
-		err := d.List(ctx, prefix, func(fi dest.FileInfo) error {
-			if !strings.HasSuffix(fi.Name, FileSuffix) {
-				return nil
-			}
-			m, err := ReadRemoteManifest(ctx, d, fi)
-			if err != nil {
-				skipped = append(skipped, fmt.Sprintf("%s: %v", fi.Name, err))
-				return nil
-			}
-			if c.ClusterID == "" {
-				c.ClusterID = m.ClusterID
-			} else if m.ClusterID != c.ClusterID {
-				return fmt.Errorf("%w: %s was written by cluster %s, other files by %s", ErrForeign, fi.Name, m.ClusterID, c.ClusterID)
-			}
-			e := entryOf(fi.Name, m)
-			e.Size = fi.Size
-			c.Entries = append(c.Entries, e)
-			return nil
-		})
-		if err != nil {
-			return Catalog{}, skipped, fmt.Errorf("list %s%s: %w", d.Location(), "/"+prefix, err)
+			return Catalog{}, skipped, fmt.Errorf("%s: %w", prefix, err)
 		}
 	}
 	return c, skipped, nil

@@ -80,8 +80,9 @@ func (s *Service) pruneJournal(dry bool) (JournalPrune, error) {
 		if f.Index == math.MaxUint64 {
 			out.Floor, out.Holder = 0, "nothing: no archiving destination and no full backup"
 		}
+		attached := s.st.MirrorAttached()
 		for _, d := range dests {
-			if d.Mirror && !s.st.MirrorAttached() {
+			if d.Mirror && !attached {
 				// It will copy what it lacks from this journal once it
 				// is attached again: keep everything until then.
 				f.Index, out.Floor = 0, 1

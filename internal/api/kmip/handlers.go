@@ -666,11 +666,10 @@ func (h *handler) locate(ctx context.Context, req *payloads.LocateRequestPayload
 }
 
 func (h *handler) activate(ctx context.Context, req *payloads.ActivateRequestPayload) (*payloads.ActivateResponsePayload, error) {
-	t, err := h.target(ctx, req.UniqueIdentifier)
+	// describe resolves the target and checks the object exists and is
+	// visible to the caller.
+	t, _, err := h.describe(ctx, req.UniqueIdentifier)
 	if err != nil {
-		return nil, err
-	}
-	if _, _, err := h.describe(ctx, req.UniqueIdentifier); err != nil {
 		return nil, err
 	}
 	o, err := h.svc.ChangeState(ctx, t.ref, service.Activate, "KMIP Activate")
@@ -681,11 +680,10 @@ func (h *handler) activate(ctx context.Context, req *payloads.ActivateRequestPay
 }
 
 func (h *handler) revoke(ctx context.Context, req *payloads.RevokeRequestPayload) (*payloads.RevokeResponsePayload, error) {
-	t, err := h.target(ctx, req.UniqueIdentifier)
+	// describe resolves the target and checks the object exists and is
+	// visible to the caller.
+	t, _, err := h.describe(ctx, req.UniqueIdentifier)
 	if err != nil {
-		return nil, err
-	}
-	if _, _, err := h.describe(ctx, req.UniqueIdentifier); err != nil {
 		return nil, err
 	}
 	code := req.RevocationReason.RevocationReasonCode
@@ -708,11 +706,10 @@ func (h *handler) revoke(ctx context.Context, req *payloads.RevokeRequestPayload
 }
 
 func (h *handler) destroy(ctx context.Context, req *payloads.DestroyRequestPayload) (*payloads.DestroyResponsePayload, error) {
-	t, err := h.target(ctx, req.UniqueIdentifier)
+	// describe resolves the target and checks the object exists and is
+	// visible to the caller.
+	t, _, err := h.describe(ctx, req.UniqueIdentifier)
 	if err != nil {
-		return nil, err
-	}
-	if _, _, err := h.describe(ctx, req.UniqueIdentifier); err != nil {
 		return nil, err
 	}
 	o, err := h.svc.ChangeState(ctx, t.ref, service.Destroy, "KMIP Destroy")
