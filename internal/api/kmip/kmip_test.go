@@ -567,3 +567,46 @@ func TestShutdownUnderLoad(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestShutdownBeforeHandshakeStarts: a connection accepted just before a
+// shutdown, whose goroutine only starts after the shutdown woke every
+// connection, and whose client never speaks TLS, must not hold the stop for
+// the whole handshake timeout. (On a loaded machine the goroutine starts
+// late; a smart stop once waited out the handshake deadline this way.)
+func TestShutdownBeforeHandshakeStarts(t *testing.T) {
+	f := newFixture(t, Options{MessageTimeout: time.Hour})
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	hook := func() {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-release
+	}
+	testHookBeforeServe.Store(&hook)
+	t.Cleanup(func() { testHookBeforeServe.Store(nil) })
+	raw, err := net.Dial("tcp", f.addr) // never speaks TLS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	<-started // accepted and tracked; its goroutine waits in the hook
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		done <- f.srv.Shutdown(ctx)
+	}()
+	// Shutdown marks closing and wakes the connections under the server's
+	// lock: once closing is set and the lock is free again, the wake is done.
+	for !f.srv.isClosing() {
+		time.Sleep(time.Millisecond)
+	}
+	f.srv.mu.Lock()
+	f.srv.mu.Unlock() //nolint:staticcheck // an empty critical section: waits for Shutdown's wake loop
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown waited for a connection that had not started its handshake: %v", err)
+	}
+}

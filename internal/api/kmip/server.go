@@ -179,6 +179,9 @@ func (s *Server) Serve(ln net.Listener, tlsConf *tls.Config) error {
 		go func() {
 			defer func() { <-s.sem }()
 			defer s.untrack(c)
+			if hook := testHookBeforeServe.Load(); hook != nil {
+				(*hook)()
+			}
 			c.serve()
 		}()
 	}
@@ -256,6 +259,25 @@ func (c *conn) wake() {
 	}
 }
 
+// startHandshake arms the handshake deadline unless the server is closing.
+// Under c.mu, like wake: a shutdown's wake that ran before this (the
+// connection was tracked but its goroutine had not started yet) would
+// otherwise be overwritten by the full handshake deadline, and a client that
+// never speaks TLS would hold the stop for MessageTimeout.
+func (c *conn) startHandshake() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.srv.isClosing() {
+		return false
+	}
+	c.raw.SetDeadline(time.Now().Add(c.srv.opts.MessageTimeout))
+	return true
+}
+
+// testHookBeforeServe, when set by a test, runs in a connection's goroutine
+// before it serves (to order it against a shutdown).
+var testHookBeforeServe atomic.Pointer[func()]
+
 func (c *conn) setBusy(b bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -273,7 +295,9 @@ func (c *conn) serve() {
 			s.log.Error("kmip: connection handler panicked; connection closed", "source", source, "panic", fmt.Sprint(r))
 		}
 	}()
-	c.raw.SetDeadline(time.Now().Add(s.opts.MessageTimeout))
+	if !c.startHandshake() {
+		return
+	}
 	if err := c.tc.Handshake(); err != nil {
 		s.log.Info("kmip: TLS handshake failed", "source", source, "error", err)
 		return
