@@ -43,6 +43,7 @@ func newTLSStream(bind, advertise string, conf *tls.Config, member func(id strin
 	}
 	c.ClientAuth = tls.RequireAndVerifyClientCert
 	c.MinVersion = tls.VersionTLS12
+	c.CipherSuites = tlsutil.AEADSuites()
 	// Nodes are identified by their certificate, not by the address they
 	// are reached at (a proxy or NAT may sit in between): the client side
 	// verifies the chain itself instead of matching a host name.

@@ -172,9 +172,25 @@ func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 	return c, nil
 }
 
-// ServerConfig is a TLS 1.2+ server config using r.
+// ServerConfig is a TLS 1.2+ server config using r, offering AEAD cipher
+// suites only.
 func (r *Reloader) ServerConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+	return &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: AEADSuites(), GetCertificate: r.GetCertificate}
+}
+
+// AEADSuites are the TLS 1.2 cipher suites every Coffer listener and node
+// client offers: forward-secret ECDHE with an AEAD (AES-GCM or
+// ChaCha20-Poly1305). The CBC-SHA1 suites Go would also accept are left out.
+// TLS 1.3 suites are not configurable in Go and are all AEAD.
+func AEADSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
 }
 
 // CA signs endpoint client certificates with the generated CA in a TLS dir.
@@ -352,5 +368,5 @@ func NodeTLS(dir string) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool, MinVersion: tls.VersionTLS12}, nil
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool, MinVersion: tls.VersionTLS12, CipherSuites: AEADSuites()}, nil
 }

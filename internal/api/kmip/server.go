@@ -26,6 +26,7 @@ import (
 	"github.com/ovh/kmip-go/ttlv"
 
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
 
 // Defaults of Options.
@@ -109,6 +110,7 @@ func TLSConfig(base *tls.Config) (*tls.Config, error) {
 		if c.MinVersion < tls.VersionTLS12 {
 			c.MinVersion = tls.VersionTLS12
 		}
+		c.CipherSuites = tlsutil.AEADSuites()
 		c.NextProtos = nil
 	}
 	harden(c)
