@@ -61,6 +61,7 @@ Not for production: the passphrases and root token are kept in the data dir.`,
 			cfg.DataDir, cfg.Listen = abs, o.listen
 			cfg.Log.Format, cfg.Log.Level = "text", o.logLevel
 			cfg.Storage.MinFreeBytes = 16 << 20
+			cfg.Memory.Lock = false // a developer's shell rarely has the limit for it
 			out := cmd.OutOrStdout()
 			return server.Run(server.Options{Config: cfg, LogOutput: cmd.ErrOrStderr(), OnReady: func(s *server.Server) error {
 				tok, err := devPrepare(s)

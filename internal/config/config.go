@@ -114,6 +114,16 @@ type Config struct {
 		// Listen is host:port for KMIP over mutual TLS (5696 is KMIP's port).
 		Listen string `yaml:"listen"`
 	} `yaml:"kmip"`
+	Memory struct {
+		// Lock locks the server's memory (mlockall) so keys are never
+		// written to swap.
+		Lock bool `yaml:"lock"`
+	} `yaml:"memory"`
+	Debug struct {
+		// CoreDumps keeps the process dumpable with its inherited core
+		// limit. A core file holds every key in memory: debugging only.
+		CoreDumps bool `yaml:"core_dumps"`
+	} `yaml:"debug"`
 }
 
 // TLS settings.
@@ -156,6 +166,7 @@ func Default() Config {
 	c.Backup.CheckInterval = Duration{30 * time.Second}
 	c.Backup.AutoFullAfterKeyChange = true
 	c.Backup.FreezeTimeout = Duration{5 * time.Minute}
+	c.Memory.Lock = true
 	return c
 }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/metrics"
+	"github.com/coffer-kms/coffer/internal/procsec"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
@@ -112,6 +113,17 @@ func Start(opts Options) (_ *Server, err error) {
 		h = slog.NewTextHandler(opts.LogOutput, hopts)
 	}
 	log := slog.New(h)
+
+	// Before any key is in memory: no core dumps, and memory locked.
+	prot, err := procsec.Apply(procsec.Options{AllowCoreDumps: cfg.Debug.CoreDumps, LockMemory: cfg.Memory.Lock})
+	if err != nil {
+		return nil, fmt.Errorf("process protections: %w", err)
+	}
+	if cfg.Debug.CoreDumps {
+		log.Warn("debug.core_dumps is on: a core dump of this process holds every key, token and passphrase in memory; turn it off after debugging",
+			"dumpable", prot.Dumpable, "core_limit", prot.CoreLimit)
+	}
+	log.Info("process protections", "dumpable", prot.Dumpable, "core_limit", prot.CoreLimit, "memory_locked", prot.MemoryLocked)
 
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
