@@ -248,3 +248,58 @@ func TestJournalVerifyNeedsDir(t *testing.T) {
 		t.Fatal("verify without a directory succeeded")
 	}
 }
+
+// TestUnknownSubcommandFails: an argument that names no subcommand of a
+// command group is an error at every level ("coffer key bogus" once printed
+// the help of "key" and exited 0).
+func TestUnknownSubcommandFails(t *testing.T) {
+	root := NewRootCommand()
+	var groups []*cobra.Command
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.HasSubCommands() {
+			groups = append(groups, c)
+		}
+		if c.HasSubCommands() && c.HasParent() && c.Runnable() && c.Annotations[groupAnnotation] == "" {
+			// A runnable command with subcommands (restore) checks its
+			// own arguments.
+			groups = groups[:len(groups)-1]
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	if len(groups) < 10 {
+		t.Fatalf("only %d command groups found", len(groups))
+	}
+	for _, g := range groups {
+		path := strings.Fields(g.CommandPath())[1:]
+		r := NewRootCommand()
+		var out bytes.Buffer
+		r.SetOut(&out)
+		r.SetErr(&out)
+		r.SetArgs(append(path, "bogus"))
+		err := r.Execute()
+		if err == nil || !strings.Contains(err.Error(), `unknown command "bogus"`) {
+			t.Errorf("%s bogus: err = %v, want unknown command", g.CommandPath(), err)
+		}
+		// Without an argument the group still prints its help.
+		r = NewRootCommand()
+		out.Reset()
+		r.SetOut(&out)
+		r.SetErr(&out)
+		r.SetArgs(path)
+		if err := r.Execute(); err != nil || !strings.Contains(out.String(), "Available Commands") {
+			t.Errorf("%s: err = %v, help:\n%s", g.CommandPath(), err, out.String())
+		}
+	}
+	// A near miss gets a suggestion.
+	r := NewRootCommand()
+	r.SetOut(new(bytes.Buffer))
+	r.SetErr(new(bytes.Buffer))
+	r.SetArgs([]string{"key", "rotat"})
+	if err := r.Execute(); err == nil || !strings.Contains(err.Error(), "rotate") {
+		t.Errorf("key rotat: %v, want a suggestion of rotate", err)
+	}
+}

@@ -100,7 +100,40 @@ Shell completion: see "coffer completion --help".`,
 	)
 	root.RegisterFlagCompletionFunc("format", fixedCompletion("table", "json"))
 	addCompletionCmd(root)
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// groupAnnotation marks a command that only holds subcommands.
+const groupAnnotation = "coffer-group"
+
+// refuseUnknownSubcommands makes every command group (a command that only
+// holds subcommands) fail on an argument that names no subcommand, as the
+// root does: "coffer key bogus" exits non-zero with "unknown command"
+// instead of printing the group's help and succeeding. A group run without
+// arguments still prints its help.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !c.HasSubCommands() || c.Runnable() || !c.HasParent() {
+		return
+	}
+	if c.Annotations == nil {
+		c.Annotations = map[string]string{}
+	}
+	c.Annotations[groupAnnotation] = "true"
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+		}
+		return fmt.Errorf("%s\nRun '%s --help' for usage", msg, cmd.CommandPath())
+	}
 }
 
 // fixedCompletion completes a flag from a fixed list.
