@@ -303,3 +303,17 @@ func TestUnknownSubcommandFails(t *testing.T) {
 		t.Errorf("key rotat: %v, want a suggestion of rotate", err)
 	}
 }
+
+// TestPrintResultEndsWithNewline: a one-line result ends its line (restore
+// point create once left the shell prompt on the same line).
+func TestPrintResultEndsWithNewline(t *testing.T) {
+	g := &globals{format: "table"}
+	cmd := &cobra.Command{}
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	g.printResult(cmd, nil, "restore point %s created", "rp1")
+	g.printResult(cmd, nil, "two\nlines\n")
+	if got := out.String(); got != "restore point rp1 created\ntwo\nlines\n" {
+		t.Fatalf("output %q", got)
+	}
+}

@@ -366,6 +366,9 @@ func (g *globals) printResult(cmd *cobra.Command, v any, format string, args ...
 	if g.format == "json" {
 		return g.printJSON(cmd, v)
 	}
+	if !strings.HasSuffix(format, "\n") {
+		format += "\n"
+	}
 	fmt.Fprintf(cmd.OutOrStdout(), format, args...)
 	return nil
 }

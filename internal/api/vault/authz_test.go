@@ -112,6 +112,8 @@ func TestVaultAuthorizationMatrix(t *testing.T) {
 					t.Errorf("%s as %s: %d %s, want 403", c.op, who, r.status, r.raw)
 				case !allowed && !strings.Contains(r.raw, "permission denied"):
 					t.Errorf("%s as %s: 403 without Vault's message: %s", c.op, who, r.raw)
+				case !allowed && strings.Count(r.raw, "permission denied") != 1:
+					t.Errorf("%s as %s: the message repeats its prefix: %s", c.op, who, r.raw)
 				}
 			}
 			for op := range vaultAllowed {

@@ -224,7 +224,12 @@ func (q *request) fail(err error) {
 	case http.StatusNotFound:
 		body.Errors = []string{}
 	case http.StatusForbidden:
-		body.Errors = []string{"permission denied: " + msg}
+		// Vault clients look for "permission denied"; the service's own
+		// message often starts with it already (ErrForbidden's text).
+		if !strings.HasPrefix(msg, "permission denied") {
+			msg = "permission denied: " + msg
+		}
+		body.Errors = []string{msg}
 	case http.StatusInternalServerError:
 		q.a.log.Error("request failed", "method", q.r.Method, "path", q.r.URL.Path, "error", err)
 	}

@@ -84,6 +84,9 @@ func TestTuneAndLookupSelf(t *testing.T) {
 		if r.status != 403 || len(errs) != 1 || !strings.HasPrefix(errs[0].(string), "permission denied") {
 			t.Fatalf("token %q: %d %s", tok, r.status, r.raw)
 		}
+		if strings.Count(errs[0].(string), "permission denied") != 1 {
+			t.Fatalf("token %q: the message repeats its prefix: %q", tok, errs[0])
+		}
 		if tok != "" && strings.Contains(r.raw, tok) {
 			t.Fatal("error echoes the token")
 		}
