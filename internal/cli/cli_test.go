@@ -317,3 +317,37 @@ func TestPrintResultEndsWithNewline(t *testing.T) {
 		t.Fatalf("output %q", got)
 	}
 }
+
+// TestWriteValue: text gets one newline at the end, binary is written
+// exactly (a newline once corrupted binary output), and --out files are new
+// and private.
+func TestWriteValue(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"hunter22", "hunter22\n"},
+		{"line\n", "line\n"},
+		{"", "\n"},
+		{"\x00\x01\xffbinary", "\x00\x01\xffbinary"},
+		{"ends in newline but binary \xfe\n", "ends in newline but binary \xfe\n"},
+	} {
+		var out bytes.Buffer
+		if err := writeValue(&out, []byte(c.in)); err != nil || out.String() != c.want {
+			t.Errorf("writeValue(%q) = %q, %v; want %q", c.in, out.String(), err, c.want)
+		}
+	}
+	p := filepath.Join(t.TempDir(), "v.bin")
+	if err := writeNewPrivateFile(p, []byte{0, 1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); !bytes.Equal(b, []byte{0, 1, 2}) {
+		t.Fatalf("file holds %x", b)
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", st.Mode())
+	}
+	if err := writeNewPrivateFile(p, []byte("other")); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Fatalf("overwrote an existing file: %v", err)
+	}
+	if b, _ := os.ReadFile(p); !bytes.Equal(b, []byte{0, 1, 2}) {
+		t.Fatalf("existing file changed: %x", b)
+	}
+}
