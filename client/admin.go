@@ -113,10 +113,12 @@ type AuditRecord struct {
 	LatencyMS float64   `json:"latency_ms"`
 }
 
-// AuditPage is a run of audit records; NextFrom is 0 after the last one.
+// AuditPage is a run of audit records. Oldest first, NextFrom is the from
+// of the next page; newest first, NextBefore is its before; 0 after the last.
 type AuditPage struct {
-	Records  []AuditRecord `json:"records"`
-	NextFrom uint64        `json:"next_from,omitempty"`
+	Records    []AuditRecord `json:"records"`
+	NextFrom   uint64        `json:"next_from,omitempty"`
+	NextBefore uint64        `json:"next_before,omitempty"`
 }
 
 // AuditReport summarises a verified audit log.
@@ -285,6 +287,20 @@ func (c *Client) AuditRecords(ctx context.Context, from uint64, limit int) (Audi
 	v := url.Values{}
 	if from > 0 {
 		v.Set("from", strconv.FormatUint(from, 10))
+	}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var p AuditPage
+	return p, c.Do(ctx, "GET", "/api/v1/audit"+encodeQuery(v), nil, &p)
+}
+
+// AuditRecordsNewest reads up to limit records with sequence numbers below
+// before (0 = from the end), newest first (limit 0 = server default).
+func (c *Client) AuditRecordsNewest(ctx context.Context, before uint64, limit int) (AuditPage, error) {
+	v := url.Values{"order": {"newest"}}
+	if before > 0 {
+		v.Set("before", strconv.FormatUint(before, 10))
 	}
 	if limit > 0 {
 		v.Set("limit", strconv.Itoa(limit))

@@ -26,17 +26,33 @@ reordered and truncated records are detected by "coffer audit verify".
 Reading and verifying through the API needs the audit_manager role; offline
 verification needs read access to <data-dir>/audit.`,
 	}
-	var from uint64
+	var from, before uint64
 	var limit int
+	var reverse bool
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List audit records (from sequence number --from, at most --limit)",
+		Short: "List audit records, newest first (--reverse: oldest first from --from)",
+		Long: `List audit records of this node, newest first, at most --limit (default
+100); the last line says how to get the next page (--before N). With
+--reverse, or --from N, records are listed oldest first from sequence number
+--from.`,
 		Example: `  coffer audit list --limit 20
-  coffer audit list --from 1000 --format json`,
+  coffer audit list --before 5000
+  coffer audit list --reverse --from 1000 --format json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			oldest := reverse || from > 0
+			if oldest && before > 0 {
+				return errors.New("--before pages newest first; with --reverse or --from use --from")
+			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				p, err := c.AuditRecords(ctx, from, limit)
+				var p client.AuditPage
+				var err error
+				if oldest {
+					p, err = c.AuditRecords(ctx, from, limit)
+				} else {
+					p, err = c.AuditRecordsNewest(ctx, before, limit)
+				}
 				if err != nil {
 					return err
 				}
@@ -55,14 +71,19 @@ verification needs read access to <data-dir>/audit.`,
 				if err := t.Flush(); err != nil {
 					return err
 				}
-				if p.NextFrom > 0 {
-					fmt.Fprintf(cmd.OutOrStdout(), "more: coffer audit list --from %d\n", p.NextFrom)
+				switch {
+				case p.NextFrom > 0:
+					fmt.Fprintf(cmd.OutOrStdout(), "more: coffer audit list --reverse --from %d\n", p.NextFrom)
+				case p.NextBefore > 0:
+					fmt.Fprintf(cmd.OutOrStdout(), "more: coffer audit list --before %d\n", p.NextBefore)
 				}
 				return nil
 			})
 		},
 	}
-	list.Flags().Uint64Var(&from, "from", 0, "first sequence number (default 1)")
+	list.Flags().BoolVar(&reverse, "reverse", false, "oldest first, from --from")
+	list.Flags().Uint64Var(&from, "from", 0, "oldest first from this sequence number (default 1; implies --reverse)")
+	list.Flags().Uint64Var(&before, "before", 0, "newest first below this sequence number (the next page)")
 	list.Flags().IntVar(&limit, "limit", 0, "at most this many records, 1 to 1000 (default 100)")
 
 	var offline bool

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -68,6 +69,37 @@ func (s *Service) AuditRecords(ctx context.Context, from uint64, limit int) ([]A
 		return nil, fmt.Errorf("%w: the audit log is not open", ErrUnavailable)
 	}
 	return s.audit.Read(max(from, 1), limit)
+}
+
+// AuditRecordsNewest reads up to limit records with sequence numbers below
+// before (0 = the end of the log), newest first (audit managers).
+func (s *Service) AuditRecordsNewest(ctx context.Context, before uint64, limit int) ([]AuditRecord, error) {
+	if _, err := requireRole(ctx, RoleAuditManager, "reading the audit log"); err != nil {
+		return nil, err
+	}
+	if limit <= 0 || limit > MaxListLimit {
+		return nil, fmt.Errorf("%w: limit %d: use 1 to %d", ErrInvalid, limit, MaxListLimit)
+	}
+	if s.audit == nil {
+		return nil, fmt.Errorf("%w: the audit log is not open", ErrUnavailable)
+	}
+	last := s.audit.Count()
+	if before != 0 && before <= last {
+		last = before - 1
+	}
+	if last == 0 {
+		return nil, nil
+	}
+	first := uint64(1)
+	if last > uint64(limit) {
+		first = last - uint64(limit) + 1
+	}
+	recs, err := s.audit.Read(first, int(last-first+1))
+	if err != nil {
+		return nil, err
+	}
+	slices.Reverse(recs)
+	return recs, nil
 }
 
 // VerifyAudit checks this node's audit chain (audit managers). A broken

@@ -67,8 +67,9 @@ type (
 	}
 	// AuditPage is a run of audit records.
 	AuditPage struct {
-		Records []service.AuditRecord `json:"records"`
-		Next    uint64                `json:"next_from,omitempty"`
+		Records    []service.AuditRecord `json:"records"`
+		Next       uint64                `json:"next_from,omitempty" doc:"oldest first: the from of the next page"`
+		NextBefore uint64                `json:"next_before,omitempty" doc:"newest first: the before of the next page"`
 	}
 	// JournalList lists journal segments.
 	JournalList struct {
@@ -418,13 +419,41 @@ func (a *api) readAudit(w http.ResponseWriter, r *http.Request) {
 	if limit == 0 {
 		limit = service.DefaultListLimit
 	}
-	recs, err := a.svc.AuditRecords(r.Context(), from, limit)
+	before, err := queryUint(r, "before")
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var recs []service.AuditRecord
+	switch order := r.URL.Query().Get("order"); order {
+	case "", "oldest":
+		if before != 0 {
+			a.fail(w, r, fmt.Errorf("%w: before goes with order=newest (oldest first pages with from)", service.ErrInvalid))
+			return
+		}
+		recs, err = a.svc.AuditRecords(r.Context(), from, limit)
+	case "newest":
+		if from != 0 {
+			a.fail(w, r, fmt.Errorf("%w: from goes with order=oldest (newest first pages with before)", service.ErrInvalid))
+			return
+		}
+		recs, err = a.svc.AuditRecordsNewest(r.Context(), before, limit)
+	default:
+		a.fail(w, r, fmt.Errorf("%w: order %q: use oldest or newest", service.ErrInvalid, order))
+		return
+	}
 	p := AuditPage{Records: recs}
 	if p.Records == nil {
 		p.Records = []service.AuditRecord{}
 	}
 	if len(recs) == limit {
-		p.Next = recs[len(recs)-1].Seq + 1
+		if r.URL.Query().Get("order") == "newest" {
+			if s := recs[len(recs)-1].Seq; s > 1 {
+				p.NextBefore = s
+			}
+		} else {
+			p.Next = recs[len(recs)-1].Seq + 1
+		}
 	}
 	a.reply(w, r, http.StatusOK, p, err)
 }

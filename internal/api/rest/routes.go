@@ -157,7 +157,9 @@ func (a *api) routes() []route {
 
 		// Audit
 		withQuery(r("GET", "/api/v1/audit", "readAudit", "Read audit records", true, nil, AuditPage{}, e400, a.readAudit, "audit"),
-			openapi.Param{Name: "from", In: "query", Type: "integer", Description: "first sequence number (default 1)"},
+			openapi.Param{Name: "order", In: "query", Type: "string", Description: "oldest (default: oldest first, from `from`) or newest (newest first, below `before`)"},
+			openapi.Param{Name: "from", In: "query", Type: "integer", Description: "order=oldest: first sequence number (default 1)"},
+			openapi.Param{Name: "before", In: "query", Type: "integer", Description: "order=newest: records with a lower sequence number (default: from the end)"},
 			openapi.Param{Name: "limit", In: "query", Type: "integer", Description: "1 to 1000 (default 100)"}),
 		r("POST", "/api/v1/audit/verify", "verifyAudit", "Verify this node's audit hash chain", true, nil, service.AuditReport{}, []int{401, 403, 409}, a.verifyAudit, "audit"),
 	}
