@@ -31,6 +31,10 @@ var (
 	// the leader when submitted, or a leadership transfer in progress):
 	// it was certainly not applied, and may be sent again.
 	ErrNotApplied = errors.New("refused before the log: not applied")
+	// ErrUnconfirmed: the entry was submitted but its result never came
+	// back (leadership lost while committing it, raft stopped while it was
+	// in flight): a majority may hold it and apply it, or not.
+	ErrUnconfirmed = errors.New("submitted, result unknown")
 	ErrStopped    = errors.New("cluster is not running")
 	ErrTimeout    = errors.New("timed out waiting for the cluster")
 )
@@ -304,9 +308,11 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			return fmt.Errorf("%w: %w: %v", ErrNotLeader, ErrNotApplied, err)
 		case errors.Is(err, raft.ErrLeadershipLost):
-			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+			return fmt.Errorf("%w: %w: %v", ErrNotLeader, ErrUnconfirmed, err)
 		case errors.Is(err, raft.ErrRaftShutdown):
-			return ErrStopped
+			// Refused at once, or dropped (even once committed) by the
+			// shutdown: no telling which.
+			return fmt.Errorf("%w: %w: %v", ErrStopped, ErrUnconfirmed, err)
 		case errors.Is(err, raft.ErrEnqueueTimeout):
 			return fmt.Errorf("%w: %v", ErrTimeout, err)
 		}
