@@ -31,12 +31,13 @@ var (
 	// the leader when submitted, or a leadership transfer in progress):
 	// it was certainly not applied, and may be sent again.
 	ErrNotApplied = errors.New("refused before the log: not applied")
+	ErrStopped    = errors.New("cluster is not running")
+	ErrTimeout    = errors.New("timed out waiting for the cluster")
+
 	// ErrUnconfirmed: the entry was submitted but its result never came
 	// back (leadership lost while committing it, raft stopped while it was
 	// in flight): a majority may hold it and apply it, or not.
 	ErrUnconfirmed = errors.New("submitted, result unknown")
-	ErrStopped    = errors.New("cluster is not running")
-	ErrTimeout    = errors.New("timed out waiting for the cluster")
 )
 
 // Config of a node.

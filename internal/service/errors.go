@@ -31,6 +31,8 @@ var (
 	// ErrNotLeaderNow: a write refused before it was logged because the
 	// leadership is moving (switchover, election): not applied, retry.
 	ErrNotLeaderNow = errors.New("the leader is changing")
+	ErrStopping     = errors.New("server is shutting down")
+
 	// ErrOutcomeUnknown: a write was proposed but its result never came
 	// back (the leadership was lost while it was being committed, the
 	// caller went away, the confirmation timed out, the server stopped):
@@ -38,7 +40,6 @@ var (
 	// checks first. ErrNotLeaderNow and ErrReadOnly are its opposite: not
 	// applied, safe to send again.
 	ErrOutcomeUnknown = errors.New("outcome unknown: the write may or may not have been applied")
-	ErrStopping     = errors.New("server is shutting down")
 )
 
 // Keystore errors a transport may want to name precisely (they arrive wrapped
