@@ -249,7 +249,7 @@ const (
 // the server). Reads may go anywhere, any number of times. A write goes
 // again only when it certainly did nothing: it never got a connection, or
 // the server refused it before doing anything (not_leader,
-// read_only_restricted).
+// read_only_restricted, stopping, sealed, uninitialized).
 func judge(method string, sent bool, err error) (v verdict, unknown bool) {
 	read := method == http.MethodGet || method == http.MethodHead
 	var apiErr *Error
@@ -258,11 +258,17 @@ func judge(method string, sent bool, err error) (v verdict, unknown bool) {
 			return stop, false
 		}
 		switch apiErr.Code {
-		case CodeNotLeader, CodeReadOnly:
+		case CodeNotLeader, CodeReadOnly, "stopping":
+			// Refused before anything happened; the cluster is electing a
+			// leader, has no quorum here, or this node is going down.
 			return tryAgain, false
-		case "sealed", "uninitialized", "writes_unavailable":
-			// A node's own state (another node may be open): not
-			// something a few seconds fix.
+		case "sealed", "uninitialized":
+			// Refused before anything happened, for a state of this node
+			// that a few seconds do not fix: the others may be open.
+			return nextNode, false
+		case "writes_unavailable":
+			// Also the answer for a write stuck in a failing state
+			// write: not sent again.
 			if read {
 				return nextNode, false
 			}

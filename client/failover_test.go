@@ -49,6 +49,29 @@ func TestWriteRidesFailoverWithDeadLeaderLast(t *testing.T) {
 	}
 }
 
+// TestWriteMovesOnFromRefusingNode: a node that refused a write before
+// doing anything (sealed, stopping) leaves it to the next address.
+func TestWriteMovesOnFromRefusingNode(t *testing.T) {
+	for _, code := range []string{"sealed", "stopping", "uninitialized"} {
+		var first atomic.Int32
+		refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			first.Add(1)
+			apiError(w, 503, code, "refused")
+		}))
+		var b atomic.Int32
+		good := notLeaderFor(0, &b)
+		c, err := New(Config{Addresses: []string{refusing.URL, good.URL}, Timeout: 5 * time.Second, RetryTimeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.PutSecret(context.Background(), "default", "k", []byte("v")); err != nil || first.Load() != 1 || b.Load() != 1 {
+			t.Errorf("%s: %v (first saw %d, second %d; want 1 and 1)", code, err, first.Load(), b.Load())
+		}
+		refusing.Close()
+		good.Close()
+	}
+}
+
 // TestWriteGivesUpAtRetryTimeout: when no node takes the write within the
 // retry timeout, the error names every address and its last answer.
 func TestWriteGivesUpAtRetryTimeout(t *testing.T) {
