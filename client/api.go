@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/url"
 	"time"
 )
@@ -23,7 +24,7 @@ type Health struct {
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
 	err := c.Do(ctx, "GET", "/api/v1/sys/health", nil, &h)
-	if e, ok := err.(*Error); ok && (e.Status == 503 || e.Status == 501) {
+	if e := (*Error)(nil); errors.As(err, &e) && (e.Status == 503 || e.Status == 501) {
 		err = nil
 	}
 	return h, err

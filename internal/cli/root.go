@@ -27,6 +27,9 @@ type globals struct {
 	clientDir string
 	format    string
 	timeout   time.Duration
+	// retryTimeout: how long a request goes round the addresses (0: the
+	// client's default, or $COFFER_RETRY_TIMEOUT).
+	retryTimeout time.Duration
 }
 
 // NewRootCommand builds the coffer command tree.
@@ -54,6 +57,13 @@ Credentials, first match wins:
                            ($COFFER_TOKEN_FILE overrides the path)
 Mutual TLS outside a client dir: $COFFER_CLIENT_CERT and $COFFER_CLIENT_KEY.
 
+A cluster: list every node, $COFFER_ADDR=https://kms1:8200,https://kms2:8200,...
+Commands go round the nodes for up to --retry-timeout ($COFFER_RETRY_TIMEOUT,
+default 10s) while none can take a request (a node down, a leader election).
+A write that reached a node whose answer was lost is never sent again: it
+fails with "outcome unknown" and exit status 3; check (read the object)
+before sending it again.
+
 Shell completion: see "coffer completion --help".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -69,6 +79,7 @@ Shell completion: see "coffer completion --help".`,
 	pf.StringVar(&g.clientDir, "client-dir", "", "talk as the endpoint enrolled in this directory (default $COFFER_CLIENT_DIR)")
 	pf.StringVar(&g.format, "format", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 60*time.Second, "request timeout")
+	pf.DurationVar(&g.retryTimeout, "retry-timeout", 0, "how long a request keeps trying the addresses while none can take it, e.g. during a leader election (default $COFFER_RETRY_TIMEOUT, else 10s)")
 
 	root.AddCommand(
 		newServerCmd(),
@@ -192,6 +203,10 @@ Start a new shell afterwards. "coffer completion SHELL --help" has details.`
 	}
 }
 
+// ExitOutcomeUnknown is the exit status of a command whose write may or
+// may not have been applied (client.ErrOutcomeUnknown); other failures exit 1.
+const ExitOutcomeUnknown = 3
+
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	cmd := NewRootCommand()
@@ -205,6 +220,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "Hint: log in with \"coffer login\", or give --token, --client-dir DIR or (on the server host) --data-dir DIR")
 		case client.IsCode(err, "sealed"):
 			fmt.Fprintln(stderr, "Hint: open the keystore with \"coffer keystore open\"")
+		case client.IsOutcomeUnknown(err):
+			fmt.Fprintln(stderr, "The write may or may not have been applied (the server handling it failed before answering).\nCheck its result (read the object) before running the command again.")
+			return ExitOutcomeUnknown
 		}
 		return 1
 	}
@@ -298,6 +316,18 @@ func (g *globals) resolve() (conn, error) {
 		}
 	}
 	c.cfg.Timeout = g.timeout
+	switch {
+	case g.retryTimeout < 0:
+		return c, fmt.Errorf("--retry-timeout %s: must be more than 0", g.retryTimeout)
+	case g.retryTimeout > 0:
+		c.cfg.RetryTimeout = g.retryTimeout
+	default: // also for a client dir, which FromEnv did not read
+		d, err := client.RetryTimeoutFromEnv()
+		if err != nil {
+			return c, err
+		}
+		c.cfg.RetryTimeout = d
+	}
 	return c, nil
 }
 

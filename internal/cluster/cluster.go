@@ -33,6 +33,11 @@ var (
 	ErrNotApplied = errors.New("refused before the log: not applied")
 	ErrStopped    = errors.New("cluster is not running")
 	ErrTimeout    = errors.New("timed out waiting for the cluster")
+
+	// ErrUnconfirmed: the entry was submitted but its result never came
+	// back (leadership lost while committing it, raft stopped while it was
+	// in flight): a majority may hold it and apply it, or not.
+	ErrUnconfirmed = errors.New("submitted, result unknown")
 )
 
 // Config of a node.
@@ -304,9 +309,11 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			return fmt.Errorf("%w: %w: %v", ErrNotLeader, ErrNotApplied, err)
 		case errors.Is(err, raft.ErrLeadershipLost):
-			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+			return fmt.Errorf("%w: %w: %v", ErrNotLeader, ErrUnconfirmed, err)
 		case errors.Is(err, raft.ErrRaftShutdown):
-			return ErrStopped
+			// Refused at once, or dropped (even once committed) by the
+			// shutdown: no telling which.
+			return fmt.Errorf("%w: %w: %v", ErrStopped, ErrUnconfirmed, err)
 		case errors.Is(err, raft.ErrEnqueueTimeout):
 			return fmt.Errorf("%w: %v", ErrTimeout, err)
 		}

@@ -32,6 +32,14 @@ var (
 	// leadership is moving (switchover, election): not applied, retry.
 	ErrNotLeaderNow = errors.New("the leader is changing")
 	ErrStopping     = errors.New("server is shutting down")
+
+	// ErrOutcomeUnknown: a write was proposed but its result never came
+	// back (the leadership was lost while it was being committed, the
+	// caller went away, the confirmation timed out, the server stopped):
+	// it may or may not be applied. Never retried blindly: the caller
+	// checks first. ErrNotLeaderNow and ErrReadOnly are its opposite: not
+	// applied, safe to send again.
+	ErrOutcomeUnknown = errors.New("outcome unknown: the write may or may not have been applied")
 )
 
 // Keystore errors a transport may want to name precisely (they arrive wrapped

@@ -1013,23 +1013,13 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 	defer cancel()
 	res, err := s.node.Apply(actx, cmd.Marshal())
 	if err != nil {
-		switch {
-		case errors.Is(err, cluster.ErrStopped):
-			return nil, ErrStopping
-		case ctx.Err() != nil:
-			// The caller went away; the command may still be applied.
-			return nil, fmt.Errorf("%w: request cancelled before the write was confirmed (it may still be applied): %v", ErrUnavailable, ctx.Err())
-		case errors.Is(err, cluster.ErrNotApplied) && s.Clustered():
-			if id, _ := s.node.Leader(); id != "" || s.node.IsLeader() {
-				return nil, fmt.Errorf("%w: not applied; send it again (%v)", ErrNotLeaderNow, err)
-			}
-			return nil, fmt.Errorf("%w: this node has no quorum (no leader known): reads are served, writes are refused until the cluster is whole again", ErrReadOnly)
-		case errors.Is(err, cluster.ErrNotLeader) && s.Clustered():
-			// Leadership lost while the entry was on its way: a majority may
-			// have it, and the next leader would commit it. Unknown outcome.
-			return nil, fmt.Errorf("%w: the leadership was lost while this write was being committed: it may or may not be applied; check before sending it again", ErrUnavailable)
-		case errors.Is(err, cluster.ErrNotLeader):
-			return nil, fmt.Errorf("%w: no leader at the moment (election in progress): %v", ErrUnavailable, err)
+		leaderKnown := false
+		if s.Clustered() {
+			id, _ := s.node.Leader()
+			leaderKnown = id != "" || s.node.IsLeader()
+		}
+		if e := applyError(err, ctx.Err() != nil, s.Clustered(), leaderKnown); e != nil {
+			return nil, e
 		}
 		if hs := s.st.Health(); len(hs) > 0 {
 			// The entry is in the raft log; the state machine is retrying it.
@@ -1037,18 +1027,46 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 		}
 		if errors.Is(err, cluster.ErrTimeout) {
 			// Not confirmed in time (raft busy or stuck); not a storage error by itself.
-			return nil, fmt.Errorf("%w: write not confirmed within %s (it may still be applied): %v", ErrUnavailable, s.cfg.ApplyTimeout, err)
+			return nil, fmt.Errorf("%w: the write was not confirmed within %s (%v); check before sending it again", ErrOutcomeUnknown, s.cfg.ApplyTimeout, err)
 		}
 		s.raise("raft", "raft log write failed: "+err.Error())
 		return nil, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
 	}
 	if e, ok := res.(error); ok {
 		if errors.Is(e, state.ErrAbandoned) {
-			return nil, fmt.Errorf("%w: %v", ErrStopping, e)
+			// Committed, applied at the next start; this caller gets no result.
+			return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, e)
 		}
 		return nil, mapStateErr(e)
 	}
 	return res, nil
+}
+
+// applyError maps the cluster's answer to a proposed command to the
+// service's sentinel errors, or returns nil for errors it does not
+// classify (storage and timeouts, handled by the caller). callerGone: the
+// caller's context ended; leaderKnown: some node leads (this one or another).
+func applyError(err error, callerGone, clustered, leaderKnown bool) error {
+	switch {
+	case errors.Is(err, cluster.ErrStopped) && errors.Is(err, cluster.ErrUnconfirmed):
+		return fmt.Errorf("%w: the server stopped while this write was being committed; check before sending it again", ErrOutcomeUnknown)
+	case errors.Is(err, cluster.ErrStopped):
+		return ErrStopping
+	case callerGone:
+		return fmt.Errorf("%w: the request was cancelled before the write was confirmed (%v); check before sending it again", ErrOutcomeUnknown, err)
+	case errors.Is(err, cluster.ErrNotApplied) && clustered:
+		if leaderKnown {
+			return fmt.Errorf("%w: not applied; send it again (%v)", ErrNotLeaderNow, err)
+		}
+		return fmt.Errorf("%w: this node has no quorum (no leader known): reads are served, writes are refused until the cluster is whole again", ErrReadOnly)
+	case errors.Is(err, cluster.ErrUnconfirmed):
+		// Leadership lost while the entry was on its way: a majority may
+		// have it, and the next leader would commit it.
+		return fmt.Errorf("%w: the leadership was lost while this write was being committed; check before sending it again", ErrOutcomeUnknown)
+	case errors.Is(err, cluster.ErrNotLeader):
+		return fmt.Errorf("%w: no leader at the moment (election in progress): %v", ErrUnavailable, err)
+	}
+	return nil
 }
 
 func mapStateErr(err error) error {

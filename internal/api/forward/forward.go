@@ -216,7 +216,7 @@ func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
 				return
 			}
 			// It may have reached the leader: the outcome is unknown.
-			refuseCode(w, r, "leader_unreachable", "the connection to the leader broke while it handled this request: it may or may not have been applied; check before sending it again")
+			refuseCode(w, r, "outcome_unknown", "outcome unknown: the connection to the leader broke while it handled this request: it may or may not have been applied; check before sending it again")
 		},
 	}
 }

@@ -25,6 +25,8 @@ var errorTable = []struct {
 	{service.ErrGone, kmip.ResultReasonKeyValueNotPresent, 410},
 	{service.ErrNotFound, kmip.ResultReasonItemNotFound, 404},
 	{service.ErrConflict, kmip.ResultReasonObjectAlreadyExists, 409},
+	// No KMIP reason for it: a general failure whose message says so.
+	{service.ErrOutcomeUnknown, kmip.ResultReasonGeneralFailure, 503},
 	{service.ErrSealed, kmip.ResultReasonGeneralFailure, 503},
 	{service.ErrUninitialized, kmip.ResultReasonGeneralFailure, 503},
 	{service.ErrWriteUnavailable, kmip.ResultReasonGeneralFailure, 503},

@@ -183,6 +183,7 @@ var errorTable = []struct {
 	{service.ErrAutoOpenStale, http.StatusConflict, "auto_open_stale"},
 	{service.ErrReadOnly, http.StatusServiceUnavailable, "read_only_restricted"},
 	{service.ErrNotLeaderNow, http.StatusServiceUnavailable, "not_leader"},
+	{service.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},
 	{service.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
 	{service.ErrForbidden, http.StatusForbidden, "forbidden"},
 	{service.ErrThrottled, http.StatusTooManyRequests, "throttled"},

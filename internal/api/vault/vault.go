@@ -193,6 +193,7 @@ var errorTable = []struct {
 	{service.ErrSealed, http.StatusServiceUnavailable, "sealed"},
 	{service.ErrReadOnly, http.StatusServiceUnavailable, "read_only_restricted"},
 	{service.ErrNotLeaderNow, http.StatusServiceUnavailable, "not_leader"},
+	{service.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},
 	{service.ErrWriteUnavailable, http.StatusServiceUnavailable, "writes_unavailable"},
 	{service.ErrStopping, http.StatusServiceUnavailable, "stopping"},
 	{service.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
