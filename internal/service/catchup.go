@@ -155,3 +155,41 @@ func (s *Service) peerHealth(ctx context.Context, url string) (peerHealthInfo, e
 	}
 	return h, nil
 }
+
+// ForwardTo is the leader-forwarding decision for transports that do not
+// go through the HTTP forwarding (KMIP): whether a request that arrived
+// here must be served by the leader instead, and the leader's API address.
+// Writes on a follower go to the leader, and so do reads on a follower
+// still catching up. With no leader known (read-only restricted mode)
+// nothing goes anywhere: reads are served here and the service refuses
+// writes. A read on a follower still catching up whose leader's address is
+// not known yet is refused (ErrUnavailable) rather than answered stale.
+func (s *Service) ForwardTo(write bool) (url string, forward bool, err error) {
+	if !s.Clustered() || s.node.IsLeader() || !write && s.CaughtUp() {
+		return "", false, nil
+	}
+	u, self, ok := s.LeaderAPI()
+	switch {
+	case self:
+		return "", false, nil
+	case ok:
+		return u, true, nil
+	case write || s.Role() == "read-only":
+		return "", false, nil
+	}
+	return "", false, fmt.Errorf("%w: this node has not caught up with the leader since it started and does not know the leader's address yet: its data may be stale, so the read is not served here; retry shortly", ErrUnavailable)
+}
+
+// WaitApplied waits until this node has applied everything up to idx (a
+// commit index the leader reported for a write it did on this node's
+// behalf), so that a client reads its own writes here next; ctx bounds it.
+func (s *Service) WaitApplied(ctx context.Context, idx uint64) error {
+	for !s.appliedThrough(idx) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %d to be applied here: %w", idx, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}

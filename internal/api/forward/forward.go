@@ -197,7 +197,9 @@ type trustedKey struct{}
 // trustedHeaders is every header the leader believes from a node.
 var trustedHeaders = []string{HeaderClientCert, HeaderLocal, HeaderBy, HeaderNodeCall}
 
-func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
+// leaderTransport is the node-to-node client side: this node's
+// certificate, and the leader verified against the cluster CA.
+func leaderTransport(c Cluster) *http.Transport {
 	conf := c.NodeTLS()
 	if conf == nil {
 		conf = &tls.Config{}
@@ -218,8 +220,12 @@ func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
 		_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 		return err
 	}
-	tr := &http.Transport{TLSClientConfig: conf, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	return &http.Transport{TLSClientConfig: conf, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 60 * time.Second}
+}
+
+func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
+	tr := leaderTransport(c)
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL, pr.Out.Host = pr.In.URL, pr.In.Host
