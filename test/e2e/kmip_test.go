@@ -320,7 +320,7 @@ c.close()
 		h, err := f.local().Health(context.Background())
 		return err == nil && h.Role == "read-only"
 	}, "the follower in read-only restricted mode")
-	got = run(prelude + `
+	got = run(prelude+`
 try:
     c.create(enums.CryptographicAlgorithm.AES, 256, name="refused")
     print("SUCCESS")
