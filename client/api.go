@@ -18,6 +18,12 @@ type Health struct {
 	// or read-only (no quorum, 503).
 	Role         string `json:"role,omitempty"`
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	// CaughtUp is false on a follower that has not yet applied, since it
+	// opened, what the leader had committed (its reads go to the leader);
+	// nil when the keystore is not open.
+	CaughtUp     *bool  `json:"caught_up,omitempty"`
+	LeaderCommit uint64 `json:"leader_commit_index,omitempty"`
+	RaftApplied  uint64 `json:"raft_applied_index,omitempty"`
 }
 
 // Health never fails on a sealed or uninitialised server: the state is in the result.

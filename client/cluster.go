@@ -15,17 +15,21 @@ type ClusterNode struct {
 	Leader      bool       `json:"leader"`
 	Self        bool       `json:"self"`
 	Applied     *uint64    `json:"applied_index,omitempty"`
-	Lag         *uint64    `json:"lag,omitempty"`
+	Lag         *uint64    `json:"lag,omitempty"` // behind the leader's commit index
+	CaughtUp    *bool      `json:"caught_up,omitempty"`
 	LastContact *time.Time `json:"last_contact,omitempty"`
 	Reachable   bool       `json:"reachable"`
 }
 
 // ClusterStatus is the cluster as the answering node sees it.
 type ClusterStatus struct {
-	ClusterID string        `json:"cluster_id"`
-	Role      string        `json:"role"` // standalone, leader, follower or read-only
-	Leader    string        `json:"leader,omitempty"`
-	Nodes     []ClusterNode `json:"nodes"`
+	ClusterID string `json:"cluster_id"`
+	Role      string `json:"role"` // standalone, leader, follower or read-only
+	Leader    string `json:"leader,omitempty"`
+	// LeaderCommit is the leader's commit index lag is counted from (nil
+	// when the leader cannot be reached).
+	LeaderCommit *uint64       `json:"leader_commit_index,omitempty"`
+	Nodes        []ClusterNode `json:"nodes"`
 }
 
 // ClusterStatus lists members, roles, last contact, applied index and lag.

@@ -84,9 +84,12 @@ func newClusterStatusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show the members, the leader, voters, last contact, applied index and lag",
 		Long: `Lists every member of the raft configuration as the answering node sees it:
-whether it votes, whether it leads, its applied index (asked from the node
-itself; "-" if it cannot be reached) and how far that is behind the commit
-index, and for this node when it last heard from the leader.`,
+whether it votes, whether it leads, its applied raft index (asked from the
+node itself; "-" if it cannot be reached), its lag (how far that is behind
+the leader's commit index; "-" if the node or the leader cannot be
+reached), whether it has caught up since it opened (a node that has not
+sends its reads to the leader), and for this node when it last heard from
+the leader.`,
 		Example: "  coffer cluster status\n  coffer cluster status --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -100,7 +103,7 @@ index, and for this node when it last heard from the leader.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "cluster %s: this node is %s; leader %s\n", st.ClusterID, st.Role, orDash(st.Leader))
 				tw := newTable(cmd)
-				fmt.Fprintln(tw, "NODE\tROLE\tVOTER\tRAFT ADDRESS\tAPI\tAPPLIED\tLAG\tLAST CONTACT")
+				fmt.Fprintln(tw, "NODE\tROLE\tVOTER\tRAFT ADDRESS\tAPI\tAPPLIED\tLAG\tCAUGHT UP\tLAST CONTACT")
 				for _, n := range st.Nodes {
 					role := "follower"
 					if n.Leader {
@@ -109,14 +112,20 @@ index, and for this node when it last heard from the leader.`,
 					if n.Self {
 						role += " (this node)"
 					}
-					applied, lag, lc := "-", "-", "-"
+					applied, lag, caught, lc := "-", "-", "-", "-"
 					if n.Applied != nil {
-						applied, lag = fmt.Sprint(*n.Applied), fmt.Sprint(*n.Lag)
+						applied = fmt.Sprint(*n.Applied)
+					}
+					if n.Lag != nil {
+						lag = fmt.Sprint(*n.Lag)
+					}
+					if n.CaughtUp != nil {
+						caught = map[bool]string{true: "yes", false: "no"}[*n.CaughtUp]
 					}
 					if n.LastContact != nil {
 						lc = time.Since(*n.LastContact).Round(time.Millisecond).String() + " ago"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", n.ID, role, n.Voter, n.RaftAddress, orDash(n.APIURL), applied, lag, lc)
+					fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, role, n.Voter, n.RaftAddress, orDash(n.APIURL), applied, lag, caught, lc)
 				}
 				return tw.Flush()
 			})

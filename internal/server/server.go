@@ -351,6 +351,10 @@ func Start(opts Options) (_ *Server, err error) {
 			var kln net.Listener
 			if kln, err = net.Listen("tcp", cfg.KMIP.Listen); err == nil {
 				s.kmipSrv = kmipapi.New(svc, kmipapi.Options{Logger: log})
+				// KMIP messages a follower relays to this node when it leads
+				// (node certificates only; node-local, never forwarded on).
+				// The HTTP server does not serve yet.
+				mux.Handle("POST "+kmipapi.RelayPath, s.kmipSrv.RelayHandler())
 				s.KMIPAddr = kln.Addr().String()
 				go func() {
 					if err := s.kmipSrv.Serve(kln, kconf); err != nil && err != kmipapi.ErrServerClosed {

@@ -124,6 +124,24 @@ func (s *Service) nodeTLSLocked() (*tls.Config, error) {
 	return tlsutil.NodeTLS(s.cfg.TLSDir)
 }
 
+// clusterID is the cluster's id: the state's, or, on a node that has just
+// joined and not yet received the cluster's first entries, the one the
+// leader named in its answer to the join.
+func (s *Service) clusterID() string {
+	if id := s.st.ClusterID(); id != "" {
+		return id
+	}
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, joinFile))
+	if err != nil {
+		return ""
+	}
+	var m struct {
+		ClusterID string `json:"cluster_id"`
+	}
+	json.Unmarshal(b, &m)
+	return m.ClusterID
+}
+
 func (s *Service) joining() bool {
 	_, err := os.Stat(filepath.Join(s.cfg.DataDir, joinFile))
 	return err == nil
@@ -245,7 +263,9 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 		return JoinResponse{}, fmt.Errorf("%w: certificate request: %v", ErrInvalid, err)
 	}
 	if !s.node.IsLeader() {
-		return JoinResponse{}, fmt.Errorf("%w: not the leader", ErrUnavailable)
+		// A follower forwards joins to the leader; it gets here only when
+		// it does not know the leader's address yet (it is catching up).
+		return JoinResponse{}, fmt.Errorf("%w: not the leader, and the leader's address is not known here yet to forward the join: nothing was done; retry shortly or send it to the leader", ErrUnavailable)
 	}
 	// Everything is checked before the token is used, and the token against
 	// the local state first: an unknown, used or expired token costs no
@@ -392,6 +412,11 @@ func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token strin
 	}
 	defer resp.Body.Close()
 	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		// Not refused: the cluster could not take it now (no leader, or
+		// one this member cannot reach yet). Nothing was done.
+		return fmt.Errorf("%w: %s could not admit the join now (503): %s", ErrUnavailable, url, strings.TrimSpace(string(rb)))
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%w: %s refused the join (%d): %s", ErrConflict, url, resp.StatusCode, strings.TrimSpace(string(rb)))
 	}
@@ -558,27 +583,31 @@ type ClusterNode struct {
 	Voter       bool       `json:"voter"`
 	Leader      bool       `json:"leader"`
 	Self        bool       `json:"self"`
-	Applied     *uint64    `json:"applied_index,omitempty" doc:"as the node reports it (unknown if unreachable)"`
-	Lag         *uint64    `json:"lag,omitempty" doc:"entries behind this node's view of the commit index"`
+	Applied     *uint64    `json:"applied_index,omitempty" doc:"raft index the node has applied, as it reports it (unknown if unreachable)"`
+	Lag         *uint64    `json:"lag,omitempty" doc:"entries behind the leader's commit index (unknown if the node or the leader cannot be reached)"`
+	CaughtUp    *bool      `json:"caught_up,omitempty" doc:"the node has applied, since it opened, what the leader had committed; until then its reads go to the leader"`
 	LastContact *time.Time `json:"last_contact,omitempty" doc:"this node: when it last heard from the leader"`
 	Reachable   bool       `json:"reachable"`
 }
 
 // ClusterStatus is the cluster as this node sees it.
 type ClusterStatus struct {
-	ClusterID string        `json:"cluster_id"`
-	Role      string        `json:"role" doc:"standalone, leader, follower or read-only"`
-	Leader    string        `json:"leader,omitempty"`
-	Nodes     []ClusterNode `json:"nodes"`
+	ClusterID    string        `json:"cluster_id"`
+	Role         string        `json:"role" doc:"standalone, leader, follower or read-only"`
+	Leader       string        `json:"leader,omitempty"`
+	LeaderCommit *uint64       `json:"leader_commit_index,omitempty" doc:"the leader's commit index, which lag is counted from (unknown if the leader cannot be reached)"`
+	Nodes        []ClusterNode `json:"nodes"`
 }
 
 // ClusterStatus reports members, roles, last contact, applied index and
-// lag (asking every member's health for its applied index).
+// lag: how far each node's applied index is behind the leader's commit
+// index (asking every member's health for its applied index, and the
+// leader's for its commit index).
 func (s *Service) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 	if _, err := requireAdmin(ctx, "reading the cluster status"); err != nil {
 		return ClusterStatus{}, err
 	}
-	st := ClusterStatus{ClusterID: s.st.ClusterID(), Role: s.Role()}
+	st := ClusterStatus{ClusterID: s.clusterID(), Role: s.Role()}
 	leaderID, _ := s.node.Leader()
 	st.Leader = leaderID
 	servers, err := s.node.Servers()
@@ -591,58 +620,43 @@ func (s *Service) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 			reg[n.ID] = n
 		}
 	}
-	commit := s.node.Status().CommitIndex
+	var commit uint64
+	haveCommit := false
 	for _, sv := range servers {
 		cn := ClusterNode{ID: sv.ID, RaftAddress: sv.Address, APIURL: reg[sv.ID].APIURL, Voter: sv.Voter, Leader: sv.ID == leaderID, Self: sv.ID == s.nodeID}
-		var applied uint64
+		var cu CatchUp
 		ok := false
 		if cn.Self {
-			applied, ok = s.st.AppliedIndex(), true
+			cu, ok = s.CatchUpStatus(), true
 			if lc := s.node.LastContact(); !lc.IsZero() && !cn.Leader {
 				cn.LastContact = &lc
 			}
 		} else if cn.APIURL != "" {
-			applied, ok = s.peerApplied(ctx, cn.APIURL)
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			h, err := s.peerHealth(pctx, cn.APIURL)
+			cancel()
+			cu, ok = h.CatchUp, err == nil && h.Role != ""
 		}
 		cn.Reachable = ok
 		if ok {
-			a := applied
-			cn.Applied = &a
-			lag := uint64(0)
-			if commit > applied {
-				lag = commit - applied
+			a, c := cu.RaftApplied, cu.CaughtUp
+			cn.Applied, cn.CaughtUp = &a, &c
+			if cn.Leader {
+				commit, haveCommit = cu.LeaderCommit, true
 			}
-			cn.Lag = &lag
 		}
 		st.Nodes = append(st.Nodes, cn)
 	}
+	if haveCommit {
+		st.LeaderCommit = &commit
+		for i := range st.Nodes {
+			if a := st.Nodes[i].Applied; a != nil {
+				lag := commit - min(commit, *a)
+				st.Nodes[i].Lag = &lag
+			}
+		}
+	}
 	return st, nil
-}
-
-// peerApplied reads another node's applied index from its health.
-func (s *Service) peerApplied(ctx context.Context, url string) (uint64, bool) {
-	conf := s.NodeTLS()
-	if conf == nil {
-		return 0, false
-	}
-	conf.InsecureSkipVerify = true
-	roots := conf.RootCAs
-	conf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error { return verifyChain(raw, roots) }
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(url, "/")+"/api/v1/sys/health", nil)
-	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: conf}}).Do(req)
-	if err != nil {
-		return 0, false
-	}
-	defer resp.Body.Close()
-	var h struct {
-		AppliedIndex uint64 `json:"applied_index"`
-	}
-	if json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h) != nil {
-		return 0, false
-	}
-	return h.AppliedIndex, true
 }
 
 // Switchover hands leadership to another voter (Oracle Key Vault's

@@ -148,6 +148,11 @@ type Service struct {
 	auditFailures atomic.Uint64
 	started       time.Time
 	closed        atomic.Bool
+	// caughtUp: since its keystore was last opened, this follower has
+	// applied everything the leader had committed when it asked
+	// (catchup.go); leaderCommit is that leader commit index.
+	caughtUp     atomic.Bool
+	leaderCommit atomic.Uint64
 }
 
 // openAudit opens the audit log. One damage is repaired rather than
@@ -515,6 +520,9 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	go s.maintenance(stopRetry, jr)
 	if s.Clustered() {
 		go s.syncKeysLoop(stopRetry)
+		s.caughtUp.Store(false)
+		s.leaderCommit.Store(0)
+		go s.catchUpLoop(stopRetry)
 	}
 	if s.Clustered() && !s.node.IsLeader() {
 		// Followers change nothing at open: the leader initialises,

@@ -2,6 +2,7 @@ package service
 
 import (
 	"crypto/rand"
+	"fmt"
 	"os"
 	"time"
 
@@ -33,6 +34,7 @@ type Status struct {
 	Journal            JournalStatus  `json:"journal"`
 	Raft               cluster.Status `json:"raft"`
 	Writable           bool           `json:"writable"`
+	CatchUp            CatchUp        `json:"catch_up"`
 	Alerts             []Alert        `json:"alerts"`
 	Warnings           []Alert        `json:"warnings,omitempty"`
 	Backup             BackupStatus   `json:"backup"`
@@ -95,7 +97,7 @@ func (s *Service) statusCore() Status {
 		PID:          os.Getpid(),
 		DataDir:      s.cfg.DataDir,
 		StartedAt:    s.started.UTC(),
-		ClusterID:    s.st.ClusterID(),
+		ClusterID:    s.clusterID(),
 		Timeline:     s.st.Timeline(),
 		AutoOpen:     s.AutoOpenEnabled(),
 		AppliedIndex: s.st.AppliedIndex(),
@@ -134,6 +136,16 @@ func (s *Service) statusCore() Status {
 		}
 		if a := s.mirrorAttachErr.Load(); a != nil {
 			st.Warnings = append(st.Warnings, *a)
+		}
+	}
+	if s.state == StateOpen {
+		st.CatchUp = s.CatchUpStatus()
+		if !st.CatchUp.CaughtUp {
+			msg := "catching up with the leader since this node opened: its default reads are sent to the leader until it has applied what the leader had committed"
+			if st.CatchUp.LeaderCommit > 0 {
+				msg += fmt.Sprintf(" (applied %d of %d)", st.CatchUp.RaftApplied, st.CatchUp.LeaderCommit)
+			}
+			st.Warnings = append(st.Warnings, Alert{Component: "cluster", Message: msg, Since: s.started.UTC()})
 		}
 	}
 	st.Backup.Frozen = s.frozenErr() != nil

@@ -407,7 +407,13 @@ func TestTwoNodePairReadOnly(t *testing.T) {
 		survivor = nodes[1]
 	}
 	sc := withToken(t, survivor, nodes[0].token)
+	// Served by the survivor itself: until it has caught up since it
+	// opened, its reads go to the leader.
 	waitUntil(t, 10*time.Second, func() bool {
+		h, err := survivor.local().Health(ctx)
+		if err != nil || h.CaughtUp == nil || !*h.CaughtUp {
+			return false
+		}
 		s, err := sc.GetSecret(ctx, "default", "k", 0)
 		return err == nil && string(s.Value) == "before"
 	}, "replication to the survivor")

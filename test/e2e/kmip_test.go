@@ -252,3 +252,85 @@ func TestKMIPSmartStop(t *testing.T) {
 		t.Fatal("KMIP port still open after stop")
 	}
 }
+
+// TestKMIPFollower: PyKMIP against a follower of a 3-node cluster: Create,
+// Activate and Get work (writes are relayed to the leader over the
+// node-to-node channel, as the client's own endpoint), and the leader holds
+// the object. With its peers gone the follower is in read-only restricted
+// mode: a Create answers Operation Failed with a reason naming that mode,
+// and a Get is still served.
+func TestKMIPFollower(t *testing.T) {
+	py := pykmipPython(t)
+	nodes, _ := startCluster(t, 3, "kmip:\n  listen: 127.0.0.1:0\n")
+	li, leader := leaderOf(t, nodes)
+	var f *node
+	for i, n := range nodes {
+		if i != li {
+			f = n
+			break
+		}
+	}
+	creds := leader.enrollKMIP("pyfollower", "default", "manage")
+	host, port, _ := strings.Cut(f.kmipAddr(), ":")
+	run := func(code string, extra ...string) []string {
+		t.Helper()
+		args := append([]string{"-c", code, host, port, filepath.Join(creds, "client.crt"), filepath.Join(creds, "client.key"), filepath.Join(creds, "ca.crt")}, extra...)
+		cmd := exec.Command(py, args...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("python: %v\n%s\nfollower log:\n%s", err, stderr.String(), f.logs)
+		}
+		return strings.Split(strings.TrimSpace(string(out)), "\n")
+	}
+	const prelude = `
+import sys
+from kmip import enums
+from kmip.pie import client, exceptions
+c = client.ProxyKmipClient(hostname=sys.argv[1], port=int(sys.argv[2]), cert=sys.argv[3], key=sys.argv[4], ca=sys.argv[5])
+c.open()
+`
+	got := run(prelude + `
+uid = c.create(enums.CryptographicAlgorithm.AES, 256, name="via-follower")
+c.activate(uid)
+k = c.get(uid)
+print(uid)
+print(len(k.value))
+print(c.get_attributes(uid, ["State"])[1][0].attribute_value.value.name)
+c.close()
+`)
+	if len(got) != 3 || got[1] != "32" || got[2] != "ACTIVE" {
+		t.Fatalf("PyKMIP create/activate/get on a follower: %q", got)
+	}
+	uid := got[0]
+	o, err := leader.https().DescribeObject(context.Background(), uid)
+	if err != nil || o.Name != "via-follower" || o.State != "active" || o.CreatedBy != "endpoint:pyfollower" {
+		t.Fatalf("the leader's view of the object created through a follower: %+v (%v)", o, err)
+	}
+
+	// The follower alone: read-only restricted mode.
+	for _, n := range nodes {
+		if n != f {
+			n.stop()
+		}
+	}
+	waitUntil(t, 30*time.Second, func() bool {
+		h, err := f.local().Health(context.Background())
+		return err == nil && h.Role == "read-only"
+	}, "the follower in read-only restricted mode")
+	got = run(prelude+`
+try:
+    c.create(enums.CryptographicAlgorithm.AES, 256, name="refused")
+    print("SUCCESS")
+except exceptions.KmipOperationFailure as e:
+    print(e.status.name)
+    print(e.reason.name)
+    print(e.message)
+print(len(c.get(sys.argv[6]).value))
+c.close()
+`, uid)
+	if len(got) != 4 || got[0] != "OPERATION_FAILED" || got[1] != "GENERAL_FAILURE" || !strings.Contains(got[2], "read-only restricted mode") || got[3] != "32" {
+		t.Fatalf("PyKMIP on a read-only follower: %q", got)
+	}
+}

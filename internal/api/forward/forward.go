@@ -1,7 +1,9 @@
 // Package forward sends writes that reach a follower to the cluster's
 // leader (as Vault's request forwarding does), or answers with a redirect
 // when the client asks for one, and tells transports who a forwarded
-// request really comes from. Reads are served where they arrive.
+// request really comes from. Reads are served where they arrive, except on
+// a follower that has not caught up with the leader since it opened: its
+// reads go to the leader too (it would answer with stale data).
 package forward
 
 import (
@@ -45,6 +47,9 @@ type Cluster interface {
 	NodeTLS() *tls.Config
 	AllowReadOnly() bool
 	ReadOnlyRestricted() bool
+	// CaughtUp is false on a follower that has not yet applied, since it
+	// opened, what the leader had committed.
+	CaughtUp() bool
 	// VerifyLeader confirms with a quorum that this node still leads.
 	VerifyLeader(ctx context.Context) error
 }
@@ -72,6 +77,15 @@ func nodeLocal(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// nodeView are reads about this node, its logs or its files (status,
+// journal, audit log, the backup it is running): served where they arrive
+// even while the node catches up.
+func nodeView(r *http.Request) bool {
+	p := r.URL.Path
+	return p == "/api/v1/cluster" || p == "/api/v1/openapi.json" || p == "/api/v1/backup/current" ||
+		strings.HasPrefix(p, "/api/v1/sys/") || p == "/api/v1/audit" || strings.HasPrefix(p, "/api/v1/audit/")
 }
 
 func isWrite(r *http.Request) bool {
@@ -103,11 +117,24 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 			return
 		}
 		linear := strings.EqualFold(r.Header.Get(HeaderConsistency), "linearizable")
-		if !isWrite(r) && !linear {
+		// A follower still catching up since it opened would answer reads
+		// with stale data: they go to the leader like writes.
+		behind := !isWrite(r) && !linear && !nodeView(r) && !c.CaughtUp()
+		if !isWrite(r) && !linear && !behind {
 			next.ServeHTTP(w, r)
 			return
 		}
 		leader, self, ok := c.LeaderAPI()
+		if behind && !ok {
+			if c.ReadOnlyRestricted() {
+				// No quorum, and read-only restricted mode allowed (checked
+				// above): reads are served here, as they are in that mode.
+				next.ServeHTTP(w, r)
+				return
+			}
+			refuseCode(w, r, "not_caught_up", "this node has not caught up with the leader since it started and the leader's API address is not known yet: its data may be stale, so the read is not served here; send it to the leader or retry shortly")
+			return
+		}
 		if self {
 			if linear && !isWrite(r) {
 				// Still the leader (a quorum says so), with everything
@@ -170,7 +197,9 @@ type trustedKey struct{}
 // trustedHeaders is every header the leader believes from a node.
 var trustedHeaders = []string{HeaderClientCert, HeaderLocal, HeaderBy, HeaderNodeCall}
 
-func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
+// leaderTransport is the node-to-node client side: this node's
+// certificate, and the leader verified against the cluster CA.
+func leaderTransport(c Cluster) *http.Transport {
 	conf := c.NodeTLS()
 	if conf == nil {
 		conf = &tls.Config{}
@@ -191,8 +220,12 @@ func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
 		_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 		return err
 	}
-	tr := &http.Transport{TLSClientConfig: conf, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	return &http.Transport{TLSClientConfig: conf, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 60 * time.Second}
+}
+
+func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
+	tr := leaderTransport(c)
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL, pr.Out.Host = pr.In.URL, pr.In.Host

@@ -4,75 +4,76 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 )
 
-type fakeCluster struct{ leader string }
+// fakeCluster is a follower whose leader is known (or not) and whose
+// catch-up state a test sets.
+type fakeCluster struct {
+	caughtUp, readOnly bool
+	leaderURL          string
+}
 
-func (f fakeCluster) Clustered() bool                        { return true }
-func (f fakeCluster) LeaderAPI() (string, bool, bool)        { return f.leader, false, true }
-func (f fakeCluster) NodeID() string                         { return "follower" }
-func (f fakeCluster) NodeTLS() *tls.Config                   { return nil }
-func (f fakeCluster) AllowReadOnly() bool                    { return true }
-func (f fakeCluster) ReadOnlyRestricted() bool               { return false }
-func (f fakeCluster) VerifyLeader(ctx context.Context) error { return nil }
+func (f *fakeCluster) Clustered() bool { return true }
+func (f *fakeCluster) LeaderAPI() (string, bool, bool) {
+	return f.leaderURL, false, f.leaderURL != ""
+}
+func (f *fakeCluster) NodeID() string                     { return "n2" }
+func (f *fakeCluster) NodeTLS() *tls.Config               { return nil }
+func (f *fakeCluster) AllowReadOnly() bool                { return true }
+func (f *fakeCluster) ReadOnlyRestricted() bool           { return f.readOnly }
+func (f *fakeCluster) CaughtUp() bool                     { return f.caughtUp }
+func (f *fakeCluster) VerifyLeader(context.Context) error { return nil }
 
-// forwardOnce sends a write to a follower whose leader is at leader and
-// returns the status and the body.
-func forwardOnce(t *testing.T, leader, path string) (int, string) {
-	t.Helper()
-	h := Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t.Errorf("a write on a follower was served locally")
-	}), fakeCluster{leader: leader}, Options{})
+// TestReadsWhileCatchingUp: a follower that has not caught up serves no
+// default read itself: with the leader's address unknown it answers 503
+// not_caught_up; reads about the node itself are still served; once caught
+// up, or without quorum in read-only restricted mode, reads are local.
+func TestReadsWhileCatchingUp(t *testing.T) {
+	local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	for _, tc := range []struct {
+		name     string
+		c        fakeCluster
+		path     string
+		wantCode int
+		wantErr  string
+	}{
+		{"behind, leader address unknown", fakeCluster{}, "/api/v1/wallets/default/secrets/a", 503, "not_caught_up"},
+		{"behind, Vault read", fakeCluster{}, "/v1/secret/data/a", 503, ""},
+		{"behind, node status", fakeCluster{}, "/api/v1/sys/status", http.StatusTeapot, ""},
+		{"behind, cluster status", fakeCluster{}, "/api/v1/cluster", http.StatusTeapot, ""},
+		{"behind, health", fakeCluster{}, "/api/v1/sys/health", http.StatusTeapot, ""},
+		{"behind, no quorum (read-only restricted mode)", fakeCluster{readOnly: true}, "/api/v1/objects", http.StatusTeapot, ""},
+		{"caught up", fakeCluster{caughtUp: true}, "/api/v1/objects", http.StatusTeapot, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.c
+			rec := httptest.NewRecorder()
+			Handler(local, &c, Options{}).ServeHTTP(rec, httptest.NewRequest("GET", tc.path, nil))
+			if rec.Code != tc.wantCode {
+				t.Fatalf("GET %s: %d, want %d (%s)", tc.path, rec.Code, tc.wantCode, rec.Body)
+			}
+			if tc.wantErr != "" {
+				var body struct {
+					Error struct{ Code, Message string }
+				}
+				json.Unmarshal(rec.Body.Bytes(), &body)
+				if body.Error.Code != tc.wantErr || body.Error.Message == "" {
+					t.Fatalf("GET %s: body %s, want code %s with a message", tc.path, rec.Body, tc.wantErr)
+				}
+			}
+		})
+	}
+	// With the leader's address known, a client asking for no forwarding
+	// is sent there (the read is not answered here).
+	c := fakeCluster{leaderURL: "https://leader.example:8200"}
+	req := httptest.NewRequest("GET", "/api/v1/objects", nil)
+	req.Header.Set(HeaderNoForward, "1")
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(`{"value":"x"}`)))
-	return rec.Code, rec.Body.String()
-}
-
-func errCode(t *testing.T, body string) string {
-	t.Helper()
-	var b struct{ Error struct{ Code string } }
-	if err := json.Unmarshal([]byte(body), &b); err != nil {
-		t.Fatalf("body %q: %v", body, err)
-	}
-	return b.Error.Code
-}
-
-// TestForwardLeaderGone: a leader that refuses the connection never got
-// the write (not applied: not_leader); one that took the request and
-// dropped the connection may have applied it (outcome_unknown), in both
-// API shapes.
-func TestForwardLeaderGone(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String()
-	ln.Close()
-	status, body := forwardOnce(t, dead, "/api/v1/wallets/default/secrets/k")
-	if status != http.StatusServiceUnavailable || errCode(t, body) != "not_leader" {
-		t.Errorf("leader refused the connection: got %d %s, want 503 not_leader", status, body)
-	}
-
-	dropping := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body) // the request arrived whole
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err == nil {
-			conn.Close()
-		}
-	}))
-	defer dropping.Close()
-	status, body = forwardOnce(t, dropping.URL, "/api/v1/wallets/default/secrets/k")
-	if status != http.StatusServiceUnavailable || errCode(t, body) != "outcome_unknown" {
-		t.Errorf("leader dropped the connection: got %d %s, want 503 outcome_unknown", status, body)
-	}
-	status, body = forwardOnce(t, dropping.URL, "/v1/secret/data/k")
-	if status != http.StatusServiceUnavailable || !strings.Contains(body, "outcome unknown") {
-		t.Errorf("leader dropped the connection (Vault API): got %d %s, want 503 saying outcome unknown", status, body)
+	Handler(local, &c, Options{}).ServeHTTP(rec, req)
+	if rec.Code != http.StatusTemporaryRedirect || rec.Header().Get("Location") != "https://leader.example:8200/api/v1/objects" {
+		t.Fatalf("behind, no forwarding: %d %q", rec.Code, rec.Header().Get("Location"))
 	}
 }

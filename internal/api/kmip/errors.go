@@ -32,6 +32,10 @@ var errorTable = []struct {
 	{service.ErrWriteUnavailable, kmip.ResultReasonGeneralFailure, 503},
 	{service.ErrUnavailable, kmip.ResultReasonGeneralFailure, 503},
 	{service.ErrStopping, kmip.ResultReasonGeneralFailure, 503},
+	// The message says which: read-only restricted mode (no quorum), or a
+	// leader change (not applied, send it again).
+	{service.ErrReadOnly, kmip.ResultReasonGeneralFailure, 503},
+	{service.ErrNotLeaderNow, kmip.ResultReasonGeneralFailure, 503},
 }
 
 // reasonStatus gives the audit status of a KMIP result reason this package

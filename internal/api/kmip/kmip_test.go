@@ -6,8 +6,13 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -16,9 +21,11 @@ import (
 
 	"github.com/ovh/kmip-go"
 	"github.com/ovh/kmip-go/kmipclient"
+	"github.com/ovh/kmip-go/kmipserver"
 	"github.com/ovh/kmip-go/payloads"
 	"github.com/ovh/kmip-go/ttlv"
 
+	"github.com/coffer-kms/coffer/internal/api/forward"
 	"github.com/coffer-kms/coffer/internal/service"
 )
 
@@ -608,5 +615,55 @@ func TestShutdownBeforeHandshakeStarts(t *testing.T) {
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown waited for a connection that had not started its handshake: %v", err)
+	}
+}
+
+// TestClusterErrors: the service's cluster refusals reach a KMIP client as
+// Operation Failed with the service's reason (read-only restricted mode;
+// a leader change), not as an internal error.
+func TestClusterErrors(t *testing.T) {
+	f := newFixture(t, Options{})
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("%w: this node has no quorum (no leader known): reads are served, writes are refused until the cluster is whole again", service.ErrReadOnly), "read-only restricted mode"},
+		{fmt.Errorf("%w: not applied; send it again", service.ErrNotLeaderNow), "the leader is changing: not applied"},
+	} {
+		var ke kmipserver.Error
+		if !errors.As(f.srv.mapErr(tc.err), &ke) {
+			t.Fatalf("%v: not a KMIP error", tc.err)
+		}
+		if ke.Reason != kmip.ResultReasonGeneralFailure || !strings.Contains(ke.Message, tc.want) {
+			t.Fatalf("%v: reason %v message %q, want General Failure saying %q", tc.err, ke.Reason, ke.Message, tc.want)
+		}
+	}
+}
+
+// TestRelayHandlerRefusesNonNodes: the leader's relay route takes KMIP
+// messages only from a member node forwarding a client's certificate; a
+// client (no certificate, or an endpoint's own) is refused and nothing is
+// executed.
+func TestRelayHandlerRefusesNonNodes(t *testing.T) {
+	f := newFixture(t, Options{})
+	msg := ttlv.MarshalTTLV(&kmip.RequestMessage{Header: kmip.RequestHeader{ProtocolVersion: kmip.V1_4, BatchCount: 1},
+		BatchItem: []kmip.RequestBatchItem{{Operation: kmip.OperationCreate, RequestPayload: aesCreate("relayed")}}})
+	ep, err := x509.ParseCertificate(f.creds["ep-manage"].Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range map[string]*tls.ConnectionState{"no TLS": nil, "an endpoint's certificate": {PeerCertificates: []*x509.Certificate{ep}}} {
+		req := httptest.NewRequest("POST", RelayPath, bytes.NewReader(msg))
+		req.TLS = st
+		req.Header.Set(forward.HeaderBy, "n1")
+		req.Header.Set(forward.HeaderClientCert, base64.StdEncoding.EncodeToString(ep.Raw))
+		rec := httptest.NewRecorder()
+		f.srv.RelayHandler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusForbidden {
+			t.Fatalf("%s: %d %s, want 403", name, rec.Code, rec.Body)
+		}
+	}
+	if _, err := f.svc.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "relayed"}); !errors.Is(err, service.ErrNotFound) {
+		t.Fatalf("a refused relay created an object: %v", err)
 	}
 }

@@ -17,6 +17,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +28,7 @@ import (
 	"github.com/ovh/kmip-go/kmipserver"
 	"github.com/ovh/kmip-go/ttlv"
 
+	"github.com/coffer-kms/coffer/internal/api/forward"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
@@ -59,6 +63,8 @@ type Server struct {
 	opts Options
 	exec *kmipserver.BatchExecutor
 	sem  chan struct{}
+	// relay sends messages that must be served by the leader there.
+	relay *forward.Relay
 
 	mu sync.Mutex
 	// closing is set under mu but read without it: a connection checks it
@@ -89,7 +95,8 @@ func New(svc *service.Service, opts Options) *Server {
 		opts.MaxConns = DefaultMaxConns
 	}
 	s := &Server{svc: svc, log: opts.Logger, opts: opts, sem: make(chan struct{}, opts.MaxConns),
-		lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, shutdown: make(chan struct{})}
+		lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, shutdown: make(chan struct{}),
+		relay: forward.NewRelay(svc)}
 	s.exec = newExecutor(s)
 	return s
 }
@@ -334,7 +341,13 @@ func (c *conn) serve() {
 		if !c.setBusy(true) {
 			return
 		}
-		resp, keep := s.handleMessage(context.Background(), certDER, source, msg)
+		resp, raw, keep := s.handle(context.Background(), certDER, source, msg, false)
+		if raw != nil {
+			if !c.writeRaw(raw) || !keep {
+				return
+			}
+			continue
+		}
 		if !c.writeResponse(resp) || !keep {
 			return
 		}
@@ -386,7 +399,10 @@ func unexpected(err error) error {
 }
 
 func (c *conn) writeResponse(resp *kmip.ResponseMessage) bool {
-	b := ttlv.MarshalTTLV(resp)
+	return c.writeRaw(ttlv.MarshalTTLV(resp))
+}
+
+func (c *conn) writeRaw(b []byte) bool {
 	c.raw.SetWriteDeadline(time.Now().Add(c.srv.opts.MessageTimeout))
 	_, err := c.tc.Write(b)
 	return err == nil
@@ -407,20 +423,36 @@ func decodeRequest(b []byte) (msg *kmip.RequestMessage, err error) {
 	return msg, nil
 }
 
-// handleMessage decodes, authenticates and executes one request. keep is
-// false when the connection must be closed after the response.
+// handleMessage decodes, authenticates and executes one request here.
+// keep is false when the connection must be closed after the response.
 func (s *Server) handleMessage(ctx context.Context, certDER []byte, source string, b []byte) (resp *kmip.ResponseMessage, keep bool) {
+	resp, raw, keep := s.handle(ctx, certDER, source, b, false)
+	if raw != nil {
+		resp = new(kmip.ResponseMessage)
+		if err := ttlv.UnmarshalTTLV(raw, resp); err != nil {
+			return errorResponse(nil, kmip.ResultReasonGeneralFailure, "the leader's answer does not decode"), false
+		}
+	}
+	return resp, keep
+}
+
+// handle decodes and authenticates one request, then executes it here or,
+// when it must be served by the leader (a write on a follower, or any
+// request on a follower still catching up), relays it there and returns
+// the leader's encoded answer in raw. relayed: the message came from
+// another node's relay (never relayed again).
+func (s *Server) handle(ctx context.Context, certDER []byte, source string, b []byte, relayed bool) (resp *kmip.ResponseMessage, raw []byte, keep bool) {
 	msg, err := decodeRequest(b)
 	if err != nil {
 		s.log.Info("kmip: malformed request; connection closed", "source", source, "error", err)
 		call := &service.Call{Source: source, Transport: "kmip", Start: time.Now()}
 		s.svc.Audit(call, "kmipMalformed", 400, "invalid_message", clip(err.Error(), 256))
-		return errorResponse(nil, kmip.ResultReasonInvalidMessage, "malformed TTLV request message"), false
+		return errorResponse(nil, kmip.ResultReasonInvalidMessage, "malformed TTLV request message"), nil, false
 	}
 	if len(msg.BatchItem) == 0 {
 		// KMIP requires at least one batch item: nothing to answer item by
 		// item, so the whole message is invalid (found by the fuzzer).
-		return errorResponse(msg, kmip.ResultReasonInvalidMessage, "request message has no batch item"), false
+		return errorResponse(msg, kmip.ResultReasonInvalidMessage, "request message has no batch item"), nil, false
 	}
 	// Authenticate on every message: a revoked endpoint is refused from its
 	// next request on, even on a connection opened before.
@@ -428,10 +460,113 @@ func (s *Server) handleMessage(ctx context.Context, certDER []byte, source strin
 	if err != nil {
 		call := &service.Call{Source: source, Transport: "kmip", Start: time.Now()}
 		s.svc.Audit(call, "kmipAuthenticate", 401, "unauthenticated", err.Error())
-		return errorResponse(msg, kmip.ResultReasonAuthenticationNotSuccessful, err.Error()), false
+		return errorResponse(msg, kmip.ResultReasonAuthenticationNotSuccessful, err.Error()), nil, false
+	}
+	// Leader forwarding is the service's decision, as for REST and Vault.
+	url, fwd, err := s.svc.ForwardTo(writes(msg))
+	switch {
+	case err != nil:
+		return errorResponse(msg, kmip.ResultReasonGeneralFailure, err.Error()), nil, true
+	case fwd && relayed:
+		// Relayed here by a node that took this one for the leader.
+		return errorResponse(msg, kmip.ResultReasonGeneralFailure, "this node is not the leader any more: not applied, send it again"), nil, true
+	case fwd:
+		rctx, cancel := context.WithTimeout(ctx, relayTimeout)
+		defer cancel()
+		out, commit, err := s.relay.Post(rctx, url, RelayPath, b, certDER, source, relayResponseLimit)
+		if err == nil && !isResponseMessage(out) {
+			err = errors.New("the leader's answer is not a KMIP response message")
+		}
+		if err != nil {
+			s.log.Warn("kmip: relaying to the leader failed", "source", source, "leader", url, "error", err)
+			return errorResponse(msg, kmip.ResultReasonGeneralFailure, err.Error()), nil, true
+		}
+		// Read your writes: the client's next Get here sees what the
+		// leader just did (bounded; the answer is right either way).
+		wctx, wcancel := context.WithTimeout(ctx, readYourWritesWait)
+		if err := s.svc.WaitApplied(wctx, commit); err != nil {
+			s.log.Warn("kmip: this node has not applied a relayed write yet; answering anyway", "index", commit, "error", err)
+		}
+		wcancel()
+		return nil, out, true
 	}
 	ctx = context.WithValue(ctx, peerKey{}, peer{id: id, source: source})
-	return s.exec.HandleRequest(ctx, msg), true
+	return s.exec.HandleRequest(ctx, msg), nil, true
+}
+
+// RelayPath is the node-only route on which the leader serves KMIP
+// messages a follower relays.
+const RelayPath = "/api/v1/sys/cluster/kmip"
+
+const (
+	relayTimeout = 60 * time.Second
+	// readYourWritesWait bounds the wait for a relayed write to be applied
+	// here before the answer goes back to the client.
+	readYourWritesWait = 5 * time.Second
+	// relayResponseLimit bounds the leader's answer (a Locate of many
+	// objects is far larger than any request).
+	relayResponseLimit = 64 << 20
+)
+
+// readOps are the operations that change nothing: a follower that has
+// caught up serves them itself.
+var readOps = []kmip.Operation{kmip.OperationDiscoverVersions, kmip.OperationQuery, kmip.OperationGet,
+	kmip.OperationGetAttributes, kmip.OperationGetAttributeList, kmip.OperationLocate}
+
+// writes reports whether any item of msg changes state.
+func writes(msg *kmip.RequestMessage) bool {
+	for _, bi := range msg.BatchItem {
+		if !slices.Contains(readOps, bi.Operation) {
+			return true
+		}
+	}
+	return false
+}
+
+// isResponseMessage checks the outer tag of an encoded message: a
+// structure tagged Response Message (0x42007B).
+func isResponseMessage(b []byte) bool {
+	return len(b) >= 8 && b[0] == 0x42 && b[1] == 0x00 && b[2] == 0x7B && b[3] == 0x01
+}
+
+// RelayHandler serves, on the leader, KMIP messages a follower relays on
+// RelayPath: only from a member node's certificate that forwards a
+// client's certificate, which is then authenticated exactly as on a KMIP
+// connection (the same rules as REST and Vault forwarding: a node vouches
+// for the client certificate it verified, never for an identity of its
+// own). The answer is the encoded KMIP response.
+func (s *Server) RelayHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		from := forward.Caller(r)
+		if from.Peer == "" || r.Header.Get(forward.HeaderBy) == "" || from.ClientCert == nil {
+			http.Error(w, "KMIP relay: only a cluster node forwarding a KMIP client's certificate may call this", http.StatusForbidden)
+			return
+		}
+		if !s.svc.IsMember(from.Peer) {
+			http.Error(w, fmt.Sprintf("KMIP relay: node %s is not a member of this cluster", from.Peer), http.StatusForbidden)
+			return
+		}
+		b, err := io.ReadAll(io.LimitReader(r.Body, int64(s.opts.MaxMessageSize)+1))
+		if err != nil {
+			http.Error(w, "KMIP relay: read the message: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if len(b) > s.opts.MaxMessageSize {
+			http.Error(w, (&tooLargeError{size: uint64(len(b))}).Error(), http.StatusRequestEntityTooLarge)
+			return
+		}
+		source := from.ClientAddr
+		if source == "" {
+			source = r.RemoteAddr
+		}
+		resp, raw, _ := s.handle(r.Context(), from.ClientCert, source+" via "+from.Peer, b, true)
+		if raw == nil {
+			raw = ttlv.MarshalTTLV(resp)
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set(forward.HeaderCommitIndex, strconv.FormatUint(s.svc.CatchUpStatus().LeaderCommit, 10))
+		w.Write(raw)
+	})
 }
 
 type peerKey struct{}

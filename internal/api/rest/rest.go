@@ -287,6 +287,13 @@ type Health struct {
 	ClusterID    string `json:"cluster_id,omitempty"`
 	Role         string `json:"role,omitempty" doc:"standalone, leader, follower or read-only"`
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	// CaughtUp: this node has applied, since it opened, what the leader
+	// had committed; until then its default reads go to the leader.
+	CaughtUp *bool `json:"caught_up,omitempty" doc:"false on a follower still catching up since it opened (its reads go to the leader)"`
+	// LeaderCommit: the leader's commit index as this node knows it (the
+	// leader's own on the leader); RaftApplied: the raft index applied here.
+	LeaderCommit uint64 `json:"leader_commit_index,omitempty"`
+	RaftApplied  uint64 `json:"raft_applied_index,omitempty"`
 }
 
 func (a *api) health(w http.ResponseWriter, r *http.Request) {
@@ -300,6 +307,8 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusServiceUnavailable
 	default:
 		h.Role, h.AppliedIndex = a.svc.Role(), a.svc.AppliedIndex()
+		cu := a.svc.CatchUpStatus()
+		h.CaughtUp, h.LeaderCommit, h.RaftApplied = &cu.CaughtUp, cu.LeaderCommit, cu.RaftApplied
 		switch h.Role {
 		case "follower":
 			code = http.StatusTooManyRequests // a standby, as Vault answers: load balancers route to the leader

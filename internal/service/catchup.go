@@ -1,0 +1,195 @@
+package service
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// A follower that was down (or just joined) serves stale data until raft
+// has brought it up to date. It learns how far it must go from the
+// leader: the leader's commit index, read from the leader's health over
+// the node-to-node channel. Until its applied index has reached the commit
+// index the leader reported after this node opened, the node is not
+// caught up: health and status say so, and the transports send its
+// default reads to the leader (RouteRead).
+
+// CaughtUp reports whether this node serves current data: a standalone
+// node and the leader always do; a follower once it has, since its
+// keystore was opened, applied everything the leader had committed when
+// the follower asked.
+func (s *Service) CaughtUp() bool {
+	if !s.Clustered() || s.node.IsLeader() {
+		return true
+	}
+	return s.caughtUp.Load()
+}
+
+// CatchUp is how far this node is from the leader, as health shows it.
+type CatchUp struct {
+	CaughtUp bool `json:"caught_up"`
+	// LeaderCommit is the leader's commit index as this node last learnt
+	// it (its own on the leader); 0 when not known yet.
+	LeaderCommit uint64 `json:"leader_commit_index,omitempty"`
+	// RaftApplied is the last raft index this node applied (commands and
+	// raft's own entries, or the state's applied index if larger).
+	RaftApplied uint64 `json:"raft_applied_index"`
+}
+
+// CatchUpStatus reports CaughtUp with the indexes behind it.
+func (s *Service) CatchUpStatus() CatchUp {
+	st := s.node.Status()
+	// raft counts from its log again after a restart while the state
+	// keeps its applied index: the larger is what this node has applied.
+	c := CatchUp{CaughtUp: s.CaughtUp(), RaftApplied: max(st.AppliedIndex, s.st.AppliedIndex()), LeaderCommit: s.leaderCommit.Load()}
+	if !s.Clustered() || s.node.IsLeader() {
+		c.LeaderCommit = st.CommitIndex
+	}
+	return c
+}
+
+// catchUpLoop runs on a follower from open until it has caught up (or the
+// keystore is sealed): it asks the leader for its commit index and waits
+// until this node has applied up to it.
+func (s *Service) catchUpLoop(stop <-chan struct{}) {
+	wait := func(d time.Duration) bool {
+		select {
+		case <-stop:
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	for !s.closed.Load() {
+		if s.node.IsLeader() {
+			s.caughtUp.Store(true)
+			return
+		}
+		url, self, ok := s.LeaderAPI()
+		if !ok || self {
+			if !wait(250 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		h, err := s.peerHealth(ctx, url)
+		cancel()
+		if err != nil || h.Role != "leader" || h.LeaderCommit == 0 {
+			if err == nil {
+				err = fmt.Errorf("%s answers as %q, not as the leader", url, h.Role)
+			}
+			s.log.Debug("leader commit index not known yet", "error", err)
+			if !wait(500 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		s.leaderCommit.Store(h.LeaderCommit)
+		// Wait for this node to apply up to it; ask again after a while
+		// (a leader change, or a leader far ahead).
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+			if s.appliedThrough(h.LeaderCommit) {
+				s.caughtUp.Store(true)
+				s.log.Info("caught up with the leader: serving reads locally", "leader_commit_index", h.LeaderCommit, "applied_index", s.st.AppliedIndex())
+				return
+			}
+			if !wait(50 * time.Millisecond) {
+				return
+			}
+		}
+	}
+}
+
+// appliedThrough reports whether the state has applied every entry up to
+// idx that the state machine applies (raft's own entries, such as a new
+// leader's barrier, never reach the state's applied index).
+func (s *Service) appliedThrough(idx uint64) bool {
+	sa := s.st.AppliedIndex()
+	if sa >= idx {
+		return true
+	}
+	if s.node.Status().AppliedIndex < idx {
+		return false
+	}
+	return !s.node.HasFSMEntries(sa+1, idx)
+}
+
+// peerHealthInfo is what this node reads from another node's health.
+type peerHealthInfo struct {
+	Role         string `json:"role"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CatchUp
+}
+
+// peerHealth reads another node's health over the node-to-node channel
+// (the peer is verified against the cluster CA).
+func (s *Service) peerHealth(ctx context.Context, url string) (peerHealthInfo, error) {
+	conf := s.NodeTLS()
+	if conf == nil {
+		return peerHealthInfo{}, errors.New("no node certificate")
+	}
+	conf.InsecureSkipVerify = true // verified below against the cluster CA, whatever name the URL uses
+	roots := conf.RootCAs
+	conf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error { return verifyChain(raw, roots) }
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(url, "/")+"/api/v1/sys/health", nil)
+	if err != nil {
+		return peerHealthInfo{}, err
+	}
+	tr := &http.Transport{TLSClientConfig: conf}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return peerHealthInfo{}, err
+	}
+	defer resp.Body.Close()
+	var h peerHealthInfo
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h); err != nil {
+		return peerHealthInfo{}, fmt.Errorf("health of %s: %w", url, err)
+	}
+	return h, nil
+}
+
+// ForwardTo is the leader-forwarding decision for transports that do not
+// go through the HTTP forwarding (KMIP): whether a request that arrived
+// here must be served by the leader instead, and the leader's API address.
+// Writes on a follower go to the leader, and so do reads on a follower
+// still catching up. With no leader known (read-only restricted mode)
+// nothing goes anywhere: reads are served here and the service refuses
+// writes. A read on a follower still catching up whose leader's address is
+// not known yet is refused (ErrUnavailable) rather than answered stale.
+func (s *Service) ForwardTo(write bool) (url string, forward bool, err error) {
+	if !s.Clustered() || s.node.IsLeader() || !write && s.CaughtUp() {
+		return "", false, nil
+	}
+	u, self, ok := s.LeaderAPI()
+	switch {
+	case self:
+		return "", false, nil
+	case ok:
+		return u, true, nil
+	case write || s.Role() == "read-only":
+		return "", false, nil
+	}
+	return "", false, fmt.Errorf("%w: this node has not caught up with the leader since it started and does not know the leader's address yet: its data may be stale, so the read is not served here; retry shortly", ErrUnavailable)
+}
+
+// WaitApplied waits until this node has applied everything up to idx (a
+// commit index the leader reported for a write it did on this node's
+// behalf), so that a client reads its own writes here next; ctx bounds it.
+func (s *Service) WaitApplied(ctx context.Context, idx uint64) error {
+	for !s.appliedThrough(idx) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %d to be applied here: %w", idx, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
