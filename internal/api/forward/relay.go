@@ -65,12 +65,12 @@ func (r *Relay) Post(ctx context.Context, leaderURL, path string, body, clientCe
 		if errors.As(err, &op) && op.Op == "dial" {
 			return nil, 0, fmt.Errorf("%w (%v)", ErrNotReached, op.Err)
 		}
-		return nil, 0, fmt.Errorf("the connection to the leader broke while it handled this request: it may or may not have been applied; check before sending it again (%v)", err)
+		return nil, 0, fmt.Errorf("outcome unknown: the connection to the leader broke while it handled this request: it may or may not have been applied; check before sending it again (%v)", err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, 0, fmt.Errorf("the connection to the leader broke while it answered: it may or may not have been applied; check before sending it again (%v)", err)
+		return nil, 0, fmt.Errorf("outcome unknown: the connection to the leader broke while it answered: it may or may not have been applied; check before sending it again (%v)", err)
 	}
 	if int64(len(b)) > limit {
 		return nil, 0, fmt.Errorf("the leader's answer is larger than %d bytes", limit)
