@@ -53,6 +53,9 @@ terminal; the user name from --username or asked on the terminal.`,
 				if err := fsutil.WriteFile(path, []byte(s.Token+"\n")); err != nil {
 					return fmt.Errorf("store the session token: %w", err)
 				}
+				if cn, err := g.resolve(); err == nil && cn.tokenFromFile == "" {
+					g.warn(fmt.Sprintf("warning: the stored session is not used while %s gives the credentials: later commands run as that, not as %s (check with coffer whoami)", orDash(cn.source), s.User))
+				}
 				return g.printResult(cmd, map[string]any{"user": s.User, "roles": s.Roles, "expires": s.Expires, "token_file": path},
 					"Logged in as %s (roles %s) until %s.\nSession token stored in %s.\n", s.User, orDash(strings.Join(s.Roles, ", ")), fmtTime(s.Expires), path)
 			})
@@ -121,16 +124,32 @@ func newWhoamiCmd(g *globals) *cobra.Command {
 		Use:   "whoami",
 		Short: "Show who the server takes you for: kind, name, roles, session expiry",
 		Args:  cobra.NoArgs,
+		Long: `Show who the server takes you for, and where the credentials came from
+(first match wins): the local control socket (--data-dir), an enrolled
+endpoint's directory (--client-dir), --token, --token-file, $COFFER_TOKEN,
+or the session stored by "coffer login".`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cn, err := g.resolve()
+			if err != nil {
+				return err
+			}
+			source := cn.source
+			if source == "" {
+				source = "none"
+			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				w, err := c.WhoAmI(ctx)
 				if err != nil {
 					return err
 				}
 				if g.format == "json" {
-					return g.printJSON(cmd, w)
+					return g.printJSON(cmd, struct {
+						client.Whoami
+						CredentialSource string `json:"credential_source"`
+					}{w, source})
 				}
 				t := newTable(cmd)
+				fmt.Fprintf(t, "Credentials:\t%s\n", source)
 				fmt.Fprintf(t, "Kind:\t%s\n", w.Kind)
 				fmt.Fprintf(t, "Name:\t%s\n", w.Name)
 				fmt.Fprintf(t, "Roles:\t%s\n", orDash(strings.Join(w.Roles, ", ")))

@@ -6,6 +6,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,6 +31,12 @@ type globals struct {
 	// retryTimeout: how long a request goes round the addresses (0: the
 	// client's default, or $COFFER_RETRY_TIMEOUT).
 	retryTimeout time.Duration
+	// tokenFile: --token-file, a file holding the token.
+	tokenFile string
+	// errOut is the running command's standard error (for warnings).
+	errOut io.Writer
+	// warned: warnings already written (resolve may run more than once).
+	warned map[string]bool
 }
 
 // NewRootCommand builds the coffer command tree.
@@ -67,13 +74,15 @@ before sending it again.
 Shell completion: see "coffer completion --help".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			g.errOut = cmd.ErrOrStderr()
 			return g.checkFormat()
 		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.address, "address", "", "server address, https://host:port or unix:///path (default $COFFER_ADDR)")
-	pf.StringVar(&g.token, "token", "", "access token (default $COFFER_TOKEN)")
+	pf.StringVar(&g.token, "token", "", "access token (visible in the process list: prefer $COFFER_TOKEN or --token-file)")
+	pf.StringVar(&g.tokenFile, "token-file", "", "read the access token from this file")
 	pf.StringVar(&g.caCert, "ca-cert", "", "CA certificate file for TLS (default $COFFER_CACERT)")
 	pf.StringVar(&g.dataDir, "data-dir", "", "use the local control socket of the server on this data dir (default $COFFER_DATA_DIR)")
 	pf.StringVar(&g.clientDir, "client-dir", "", "talk as the endpoint enrolled in this directory (default $COFFER_CLIENT_DIR)")
@@ -245,6 +254,10 @@ type conn struct {
 	socketDir string
 	// tokenFromFile is set when the token came from the login token file.
 	tokenFromFile string
+	// source says where the credentials come from (for whoami and
+	// warnings): the control socket, a client dir, --token, --token-file,
+	// $COFFER_TOKEN, the login token file, or none.
+	source string
 }
 
 // tokenFilePath is where `coffer login` keeps the session token:
@@ -287,8 +300,33 @@ func (g *globals) resolve() (conn, error) {
 			c.socketDir = os.Getenv(envDataDir)
 		}
 	}
+	switch {
+	case g.dataDir != "" || (clientDir == "" && c.socketDir != "" && g.address == ""):
+		c.source = "the local control socket"
+	case clientDir != "":
+		c.source = "the enrolled endpoint in " + clientDir
+	case os.Getenv(client.EnvToken) != "":
+		c.source = "$" + client.EnvToken
+	}
+	if g.token != "" && g.tokenFile != "" {
+		return c, errors.New("give --token or --token-file, not both")
+	}
 	if g.token != "" {
 		c.cfg.Token = g.token
+		c.source = "--token"
+		g.warn("warning: --token shows the token to anyone who can list processes; use $COFFER_TOKEN or --token-file FILE")
+	}
+	if g.tokenFile != "" {
+		b, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return c, fmt.Errorf("--token-file: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return c, fmt.Errorf("--token-file %s is empty", g.tokenFile)
+		}
+		c.cfg.Token = tok
+		c.source = "--token-file " + g.tokenFile
 	}
 	if g.caCert != "" {
 		c.cfg.CACert = g.caCert
@@ -312,6 +350,7 @@ func (g *globals) resolve() (conn, error) {
 			if b, err := os.ReadFile(p); err == nil {
 				c.cfg.Token = strings.TrimSpace(string(b))
 				c.tokenFromFile = p
+				c.source = "the login session in " + p
 			}
 		}
 	}
@@ -329,6 +368,18 @@ func (g *globals) resolve() (conn, error) {
 		c.cfg.RetryTimeout = d
 	}
 	return c, nil
+}
+
+// warn writes a warning to the command's standard error.
+func (g *globals) warn(msg string) {
+	if g.errOut == nil || g.warned[msg] {
+		return
+	}
+	if g.warned == nil {
+		g.warned = map[string]bool{}
+	}
+	g.warned[msg] = true
+	fmt.Fprintln(g.errOut, msg)
 }
 
 func (g *globals) client() (*client.Client, error) {
