@@ -4,6 +4,8 @@ package rest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -209,8 +211,23 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 			return
 		}
 	}
-	a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-	writeErr(w, http.StatusInternalServerError, "internal", err.Error())
+	// An unexpected error's text may name files, peers or internals: the
+	// client gets an id to quote, the log gets the detail.
+	id := newErrorID()
+	a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error_id", id, "error", err)
+	writeErr(w, http.StatusInternalServerError, "internal", InternalMessage(id))
+}
+
+// InternalMessage is what a client is told of an unexpected error.
+func InternalMessage(id string) string {
+	return "internal error; the server log has the details under error_id " + id
+}
+
+// newErrorID is a random id that ties a 500 answer to its log line.
+func newErrorID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // reply writes v with status, or the error.

@@ -232,7 +232,11 @@ func (q *request) fail(err error) {
 		}
 		body.Errors = []string{msg}
 	case http.StatusInternalServerError:
-		q.a.log.Error("request failed", "method", q.r.Method, "path", q.r.URL.Path, "error", err)
+		// The detail stays in the log, under the request id the client gets.
+		q.a.log.Error("request failed", "method", q.r.Method, "path", q.r.URL.Path, "request_id", q.reqID, "error", err)
+		msg = "internal error; the server log has the details under request_id " + q.reqID
+		q.w.msg = msg
+		body.Errors = []string{msg}
 	}
 	writeJSON(q.w, status, body)
 }
