@@ -938,8 +938,9 @@ func (s *Service) attachMirrorLocked() (err error) {
 	if dir == s.mirrorAt {
 		return nil
 	}
-	if old := s.st.DetachMirror(); old != nil {
-		old.Close()
+	if ok, err := s.st.DetachMirror(mirrorStopWait); err != nil {
+		s.log.Error("journal mirror detached", "dir", s.mirrorAt, "error", err)
+	} else if ok {
 		s.log.Info("journal mirror detached", "dir", s.mirrorAt)
 	}
 	s.mirrorAt = ""
@@ -960,22 +961,31 @@ func (s *Service) attachMirrorLocked() (err error) {
 	if err != nil {
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}
-	s.mirrorAt = dir
 	if err := s.st.AttachMirror(m, JournalDir(s.cfg.DataDir)); err != nil {
-		// Attached but behind: maintenance retries the resync.
-		s.log.Error("journal mirror attached but not in sync yet", "dir", dir, "error", err)
+		m.Close()
+		return fmt.Errorf("journal mirror %s: %w", dir, err)
+	}
+	s.mirrorAt = dir
+	ms := s.st.Mirror()
+	if !ms.InSync {
+		// Its writer goes on copying in the background.
+		s.log.Warn("journal mirror attached, still catching up", "dir", dir, "last_index", ms.LastIndex, "behind", ms.Behind)
 		return nil
 	}
-	s.log.Info("journal mirror attached", "dir", dir, "last_index", m.LastIndex())
+	s.log.Info("journal mirror attached", "dir", dir, "last_index", ms.LastIndex)
 	return nil
 }
+
+// mirrorStopWait bounds how long detaching the journal mirror (at seal, or
+// when its destination changes) waits for a write to the mirror disk.
+const mirrorStopWait = 5 * time.Second
 
 // detachMirror stops mirroring (at seal).
 func (s *Service) detachMirror() {
 	s.mirrorMu.Lock()
 	defer s.mirrorMu.Unlock()
-	if old := s.st.DetachMirror(); old != nil {
-		old.Close()
+	if _, err := s.st.DetachMirror(mirrorStopWait); err != nil {
+		s.log.Error("journal mirror", "error", err)
 	}
 	s.mirrorAt = ""
 }

@@ -50,6 +50,9 @@ type Config struct {
 	JournalNoPrune      bool
 	// JournalPruneEvery: how often closed segments are pruned (0: 1 minute).
 	JournalPruneEvery time.Duration
+	// MirrorTimeout: how long a write waits for the journal mirror's fsync
+	// before the mirror is marked behind (0: 2s).
+	MirrorTimeout time.Duration
 	// WriteRetryDelay: pause between retries of a failed state/journal write,
 	// and how long writes stay refused after a raft log write error.
 	WriteRetryDelay time.Duration
@@ -252,7 +255,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := state.Open(StatePath(cfg.DataDir), state.Options{Logger: cfg.Logger, RetryDelay: cfg.WriteRetryDelay})
+	st, err := state.Open(StatePath(cfg.DataDir), state.Options{Logger: cfg.Logger, RetryDelay: cfg.WriteRetryDelay, MirrorTimeout: cfg.MirrorTimeout})
 	if err != nil {
 		return nil, err
 	}
