@@ -192,8 +192,10 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 	if err := m.host.Record(ctx, rec); err != nil {
 		return rec, fmt.Errorf("record the backup start: %w", err)
 	}
+	// A copy: Current reads it under mu while rec goes on changing here.
+	running := rec
 	m.mu.Lock()
-	m.current, m.written = &rec, 0
+	m.current, m.written = &running, 0
 	m.mu.Unlock()
 	defer func() { m.mu.Lock(); m.current = nil; m.mu.Unlock() }()
 	if req.OnStart != nil {

@@ -490,7 +490,7 @@ func (s *Service) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 		return state.BackupRecord{}, err
 	}
 	s.mu.RLock()
-	m, bctx := s.backups, s.backupCtx
+	m, bctx, w := s.backups, s.backupCtx, s.workers
 	s.mu.RUnlock()
 	if m == nil || bctx == nil {
 		return state.BackupRecord{}, ErrSealed
@@ -502,11 +502,14 @@ func (s *Service) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 	} else {
 		started := make(chan state.BackupRecord, 1)
 		done := make(chan error, 1)
-		go func() {
+		// The backup goes on after the request: the open owns it.
+		if !w.Go("backup on request", func(context.Context) {
 			_, err := m.Backup(bctx, backup.Request{Destination: req.Destination, Mode: req.Mode, Reason: "on request",
 				OnStart: func(r state.BackupRecord) { started <- r }})
 			done <- err
-		}()
+		}) {
+			return state.BackupRecord{}, ErrSealed
+		}
 		select {
 		case rec = <-started:
 		case err = <-done:
@@ -687,17 +690,19 @@ func (h backupHost) Lookup(id string) (state.BackupRecord, bool) {
 	return r, err == nil
 }
 
-// startBackups starts the backup manager's loops (lifecycle write-locked).
+// startBackups starts the backup manager's loop as one of the open's
+// goroutines (lifecycle write-locked).
 func (s *Service) startBackups() {
 	if s.backups == nil {
 		s.backups = backup.NewManager(backupHost{s}, StagingDir(s.cfg.DataDir), s.log)
 		s.backups.VerifyAfter = s.verifyAfter
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	w := s.workers
+	ctx, cancel := context.WithCancel(w.ctx)
 	ctx = WithIdentity(ctx, LocalRoot())
 	s.backupCancel, s.backupCtx = cancel, ctx
 	m := s.backups
-	go func() {
+	w.Go("backup loop", func(context.Context) {
 		if !(backupHost{s}).IsLeader() {
 			// A follower runs no backups; if it becomes the leader, the
 			// loop marks what the old leader left running.
@@ -711,12 +716,13 @@ func (s *Service) startBackups() {
 			// The old archive belongs to the previous timeline: back up
 			// the new one now, as the database guide says to after every
 			// recovery.
-			go s.autoBackup(ctx, fmt.Sprintf("first start after a restore (timeline %d)", s.st.Timeline().ID))
+			why := fmt.Sprintf("first start after a restore (timeline %d)", s.st.Timeline().ID)
+			w.Go("automatic backup", func(context.Context) { s.autoBackup(ctx, why) })
 		}
 		m.Loop(ctx, s.cfg.BackupTick)
-	}()
+	})
 	if !s.cfg.NoAutoBackup {
-		h := func(why string) { go s.autoBackup(ctx, why) }
+		h := func(why string) { w.Go("automatic backup", func(context.Context) { s.autoBackup(ctx, why) }) }
 		s.keyChangeHook.Store(&h)
 	}
 }
@@ -741,7 +747,8 @@ func (s *Service) needsFullAfterRestore() bool {
 }
 
 // stopBackups cancels running backups and the loops (lifecycle write-locked;
-// it does not wait: the manager needs the read lock to finish).
+// it does not wait: the manager needs the read lock to finish; the seal's
+// awaitWorkers waits, after releasing the lock).
 func (s *Service) stopBackups() {
 	if s.backupCancel != nil {
 		s.backupCancel()

@@ -119,14 +119,23 @@ type Service struct {
 	node *cluster.Node
 	bar  *barrier.Barrier
 
-	mu    sync.RWMutex // lifecycle: held for writing while opening/sealing
+	// Locks, in the order they are taken: a backup's run lock
+	// (backup.Manager), then mu, then mirrorMu, then workersMu or
+	// freezeMu; state.Store's locks come after all of them. No goroutine
+	// of workers is waited for while mu is held (they take its read side).
+	mu    sync.RWMutex // lifecycle: held for writing while opening/sealing; guards ring, jr, state, workers, backups, backupCtx/Cancel
 	ring  *keystore.Keyring
 	jr    *journal.Journal
 	state string
+	// workers are the goroutines of the current open (nil while sealed);
+	// retired are those of earlier opens that seal has stopped but not yet
+	// seen end (guarded by workersMu).
+	workers   *workers
+	workersMu sync.Mutex
+	retired   []*workers
 
 	stateV          atomic.Value          // mirror of state for lock-free reads
 	writeErr        atomic.Pointer[Alert] // raft log / disk guard
-	stopRetry       chan struct{}
 	nameLocks       [64]sync.Mutex
 	objLocks        [64]sync.Mutex
 	throttle        throttle
@@ -408,7 +417,18 @@ func (s *Service) OpenAuto(ctx context.Context) error {
 	return s.open(ctx, s.ks.OpenAuto)
 }
 
-func (s *Service) open(ctx context.Context, get func() (*keystore.Keyring, error)) error {
+func (s *Service) open(ctx context.Context, get func() (*keystore.Keyring, error)) (err error) {
+	// The goroutines of the last open end first (and those of this one if
+	// it fails), so those of two opens never run side by side.
+	s.awaitWorkers()
+	defer func() {
+		if err != nil {
+			s.awaitWorkers()
+		}
+	}()
+	if s.closed.Load() {
+		return ErrStopping
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch s.state {
@@ -469,16 +489,18 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		return fmt.Errorf("%w: the journal in %s ends at index %d, beyond the raft log (%d) and the state (%d): state.db and raft/ were lost or replaced while the journal was kept; refusing to start, as new records would collide with old ones (restore from a backup, or move the journal aside to start a new history)",
 			ErrUnavailable, JournalDir(s.cfg.DataDir), jr.LastIndex(), last, s.st.AppliedIndex())
 	}
-	stopRetry := make(chan struct{})
+	w := newWorkers()
 	defer func() {
 		if err != nil {
-			close(stopRetry)
+			s.stopBackups()
+			s.detachMirror()
+			s.retireWorkersLocked() // the caller waits for them, without the lock
 			s.st.Interrupt()
 			s.node.Stop()
 			s.st.Detach()
 			jr.Close()
 			s.bar.Drop()
-			s.ring, s.jr, s.stopRetry = nil, nil, nil
+			s.ring, s.jr = nil, nil
 			s.setStateLocked(StateSealed)
 		}
 	}()
@@ -513,11 +535,11 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 			return err
 		}
 	}
-	s.ring, s.jr, s.stopRetry = ring, jr, stopRetry
+	s.ring, s.jr, s.workers = ring, jr, w
 	s.setStateLocked(StateOpen)
-	go s.maintenance(stopRetry, jr)
+	w.Go("journal maintenance", func(ctx context.Context) { s.maintenance(ctx, jr) })
 	if s.Clustered() {
-		go s.syncKeysLoop(stopRetry)
+		w.Go("key sync", s.syncKeysLoop)
 	}
 	if s.Clustered() && !s.node.IsLeader() {
 		// Followers change nothing at open: the leader initialises,
@@ -630,23 +652,28 @@ func (s *Service) Seal(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var err error
 	switch s.state {
 	case StateUninitialized:
-		return ErrUninitialized
+		err = ErrUninitialized
 	case StateSealed:
-		return ErrSealed
+		err = ErrSealed
+	default:
+		err = s.sealLocked()
 	}
-	return s.sealLocked()
+	s.mu.Unlock()
+	if werr := s.awaitWorkers(); werr != nil && err == nil {
+		err = werr
+	}
+	return err
 }
 
+// sealLocked seals; the caller waits for the open's goroutines with
+// awaitWorkers once it has released the lifecycle lock.
 func (s *Service) sealLocked() error {
 	s.stopBackups()
 	s.detachMirror()
-	if s.stopRetry != nil {
-		close(s.stopRetry)
-		s.stopRetry = nil
-	}
+	s.retireWorkersLocked()
 	s.st.Interrupt() // a batch retrying a failed write must not block raft's shutdown
 	err := s.node.Stop()
 	s.st.Detach()
@@ -914,7 +941,7 @@ func (s *Service) writableLocked() error {
 // even with no new writes), re-checks free space, and closes a journal
 // segment that has outlived JournalMaxAge even when no write comes to
 // trigger the rotation.
-func (s *Service) maintenance(stop chan struct{}, jr *journal.Journal) {
+func (s *Service) maintenance(ctx context.Context, jr *journal.Journal) {
 	retry := time.NewTicker(s.cfg.WriteRetryDelay)
 	defer retry.Stop()
 	ageEvery := time.Hour
@@ -931,7 +958,7 @@ func (s *Service) maintenance(stop chan struct{}, jr *journal.Journal) {
 	defer prune.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-prune.C:
 			if s.cfg.JournalNoPrune {
@@ -1119,11 +1146,16 @@ func (s *Service) Close() error {
 		return nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	var err error
 	if s.state == StateOpen {
 		err = s.sealLocked()
 	}
+	s.mu.Unlock()
+	if werr := s.awaitWorkers(); err == nil {
+		err = werr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if cerr := s.node.Close(); err == nil {
 		err = cerr
 	}

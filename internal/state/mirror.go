@@ -308,6 +308,10 @@ func (w *mirrorWriter) broadcastLocked() {
 // closes the mirror journal.
 func (w *mirrorWriter) run() {
 	defer close(w.done)
+	w.loop()
+}
+
+func (w *mirrorWriter) loop() {
 	defer w.j.Close()
 	var retry <-chan time.Time
 	for {
