@@ -964,7 +964,17 @@ func (s *Service) attachMirrorLocked() (err error) {
 	if r := s.st.Timeline().Restored; r != nil {
 		after = r.Index
 	}
-	m, err := journal.Open(journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge, StartAfter: after})
+	open := s.openMirror
+	if open == nil {
+		open = func(o journal.Options) (state.MirrorJournal, error) {
+			j, err := journal.Open(o)
+			if err != nil {
+				return nil, err
+			}
+			return j, nil
+		}
+	}
+	m, err := open(journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge, StartAfter: after})
 	if err != nil {
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}

@@ -152,7 +152,9 @@ type Service struct {
 	backupCancel  context.CancelFunc
 	backupCtx     context.Context
 	mirrorMu      sync.Mutex
-	mirrorAt      string // dir of the attached journal mirror
+	mirrorAt      string // dir of the attached journal mirror; guarded by mirrorMu
+	// openMirror opens the mirror journal (nil: journal.Open; tests hold its writes).
+	openMirror func(journal.Options) (state.MirrorJournal, error)
 	freezeMu      sync.Mutex
 	frozen        *freezeState
 	freezing      bool // a freeze is writing its dump
