@@ -154,7 +154,7 @@ type Service struct {
 	mirrorMu      sync.Mutex
 	mirrorAt      string // dir of the attached journal mirror; guarded by mirrorMu
 	// openMirror opens the mirror journal (nil: journal.Open; tests hold its writes).
-	openMirror func(journal.Options) (state.MirrorJournal, error)
+	openMirror    func(journal.Options) (state.MirrorJournal, error)
 	freezeMu      sync.Mutex
 	frozen        *freezeState
 	freezing      bool // a freeze is writing its dump
