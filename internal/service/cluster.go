@@ -352,6 +352,7 @@ func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token strin
 	if len(parts) != 3 || parts[0] != "cjt1" || len(parts[2]) != 64 {
 		return fmt.Errorf("%w: malformed join token (cjt1.<secret>.<CA fingerprint>)", ErrInvalid)
 	}
+	defer s.awaitWorkers() // those of a failed open, after the lock is released
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != StateUninitialized {

@@ -352,6 +352,7 @@ func (s *Service) Init(ctx context.Context, id Identity, passphrase []byte) (roo
 	if !id.Local {
 		return "", fmt.Errorf("%w: initialise through the local control socket: coffer init --data-dir DIR", ErrForbidden)
 	}
+	defer s.awaitWorkers() // those of a failed open, after the lock is released
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != StateUninitialized {

@@ -63,8 +63,10 @@ var errStopRead = errors.New("stop reading")
 // Locks: mu guards the fields below it; readMu is held by run while it
 // reads the primary journal's files and tried (never waited for) by
 // PruneJournal under Store.jmu, so no segment vanishes under the read.
-// Lock order: Store.jmu, then mirrorWriter.mu or readMu. run never takes
-// Store.jmu.
+// Lock order: Store.jmu, then readMu, then mu, then the journals' own
+// locks. run never takes Store.jmu, and nobody holds a lock while waiting
+// for the mirror's I/O except run itself (readMu, and the mirror journal's
+// own lock inside its Append and Sync).
 type mirrorWriter struct {
 	s          *Store
 	j          MirrorJournal
@@ -145,6 +147,11 @@ func (s *Store) AttachMirror(m MirrorJournal, primaryDir string) error {
 		case <-w.done:
 			return nil
 		case <-t.C:
+			w.mu.Lock()
+			if !w.inSync && !w.stopped && s.mirrorH.Load() == nil {
+				s.mirrorFailed(fmt.Errorf("the journal mirror has not caught up within %s of being attached: it goes on copying in the background", w.timeout))
+			}
+			w.mu.Unlock()
 			return nil
 		}
 	}
