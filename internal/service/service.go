@@ -665,9 +665,9 @@ func (s *Service) Seal(ctx context.Context) error {
 		err = s.sealLocked()
 	}
 	s.mu.Unlock()
-	if werr := s.awaitWorkers(); werr != nil && err == nil {
-		err = werr
-	}
+	// Sealed either way: goroutines that outlive SealWait are logged (and
+	// the next open waits for them again before it starts its own).
+	s.awaitWorkers()
 	return err
 }
 
@@ -1154,9 +1154,7 @@ func (s *Service) Close() error {
 		err = s.sealLocked()
 	}
 	s.mu.Unlock()
-	if werr := s.awaitWorkers(); err == nil {
-		err = werr
-	}
+	s.awaitWorkers() // logs those that outlive SealWait
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cerr := s.node.Close(); err == nil {

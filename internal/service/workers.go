@@ -104,9 +104,9 @@ func (s *Service) retireWorkersLocked() {
 }
 
 // awaitWorkers waits, at most SealWait, for the goroutines of earlier opens
-// to end. Called without the lifecycle lock. It returns an error naming
-// those still running (they have been told to stop; the next call waits for
-// them again).
+// to end. Called without the lifecycle lock. It logs and returns an error
+// naming those still running (they have been told to stop; the next call
+// waits for them again).
 func (s *Service) awaitWorkers() error {
 	s.workersMu.Lock()
 	ws := append([]*workers(nil), s.retired...)

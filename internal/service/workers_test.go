@@ -1,7 +1,9 @@
 package service
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -173,5 +175,33 @@ func TestSealWaitsForGoroutines(t *testing.T) {
 			t.Fatalf("%d goroutines, %d before the rounds:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAwaitWorkersNamesThoseStillRunning: a goroutine that does not end
+// when told to holds a seal up for SealWait only, is named in the error,
+// and is waited for again by the next call; a stopped group starts nothing.
+func TestAwaitWorkersNamesThoseStillRunning(t *testing.T) {
+	defer func(d time.Duration) { SealWait = d }(SealWait)
+	SealWait = 100 * time.Millisecond
+	s := &Service{log: slog.New(slog.DiscardHandler)}
+	w := newWorkers()
+	release := make(chan struct{})
+	w.Go("stuck task", func(context.Context) { <-release })
+	s.workers = w
+	s.retireWorkersLocked()
+	if err := s.awaitWorkers(); err == nil || !strings.Contains(err.Error(), "stuck task") {
+		t.Fatalf("await with a stuck goroutine: %v", err)
+	}
+	if w.Go("late", func(context.Context) {}) {
+		t.Fatal("a stopped group started a goroutine")
+	}
+	close(release)
+	SealWait = time.Minute
+	if err := s.awaitWorkers(); err != nil {
+		t.Fatalf("await after the release: %v", err)
+	}
+	if len(s.retired) != 0 {
+		t.Fatalf("%d groups still retired", len(s.retired))
 	}
 }
