@@ -3,8 +3,8 @@ package service
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"runtime"
 	"strings"
