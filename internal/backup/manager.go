@@ -71,9 +71,12 @@ type Manager struct {
 	log     *slog.Logger
 	staging string
 
-	run     sync.Mutex // held while a backup runs
+	// Locks, in this order: run, then mu. run is held while a backup,
+	// archiving or an Exclusive task runs (for as long as it runs); mu
+	// guards current, written, pending and lastErr and is held only briefly.
+	run     sync.Mutex
 	mu      sync.Mutex
-	current *state.BackupRecord
+	current *state.BackupRecord // a copy of the running backup's record
 	written int64
 	pending map[string]int // destination -> closed segments not yet archived
 	lastErr map[string]string

@@ -497,6 +497,9 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		if err != nil {
 			s.stopBackups()
 			s.detachMirror()
+			if s.workers != w {
+				w.stop() // failed before it started anything
+			}
 			s.retireWorkersLocked() // the caller waits for them, without the lock
 			s.st.Interrupt()
 			s.node.Stop()
