@@ -71,6 +71,14 @@ type Status struct {
 		Segments    int    `json:"segments"`
 		PruneFloor  uint64 `json:"prune_floor"`
 		PruneHeldBy string `json:"prune_held_by"`
+		// Mirror is the attached journal mirror (nil: none). While InSync,
+		// writes are fsynced to it before they are acknowledged; otherwise
+		// it lacks the last Behind records.
+		Mirror *struct {
+			InSync    bool   `json:"in_sync"`
+			LastIndex uint64 `json:"last_index"`
+			Behind    uint64 `json:"behind"`
+		} `json:"mirror,omitempty"`
 	} `json:"journal"`
 	Raft     json.RawMessage `json:"raft"`
 	Writable bool            `json:"writable"`

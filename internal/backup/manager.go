@@ -71,9 +71,12 @@ type Manager struct {
 	log     *slog.Logger
 	staging string
 
-	run     sync.Mutex // held while a backup runs
+	// Locks, in this order: run, then mu. run is held while a backup,
+	// archiving or an Exclusive task runs (for as long as it runs); mu
+	// guards current, written, pending and lastErr and is held only briefly.
+	run     sync.Mutex
 	mu      sync.Mutex
-	current *state.BackupRecord
+	current *state.BackupRecord // a copy of the running backup's record
 	written int64
 	pending map[string]int // destination -> closed segments not yet archived
 	lastErr map[string]string
@@ -192,8 +195,10 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 	if err := m.host.Record(ctx, rec); err != nil {
 		return rec, fmt.Errorf("record the backup start: %w", err)
 	}
+	// A copy: Current reads it under mu while rec goes on changing here.
+	running := rec
 	m.mu.Lock()
-	m.current, m.written = &rec, 0
+	m.current, m.written = &running, 0
 	m.mu.Unlock()
 	defer func() { m.mu.Lock(); m.current = nil; m.mu.Unlock() }()
 	if req.OnStart != nil {

@@ -203,7 +203,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Long: `Show the node's state, keystore generation and journal position, then:
   ALERT lines     conditions that stop writes (Writable is false)
   WARNING lines   conditions that need attention while writes go on, such
-                  as a failing journal mirror (until it catches up), a
+                  as a journal mirror that is failing or behind (until it
+                  catches up; the "Journal mirror" line says by how much), a
                   destination more than 80% full, or journal segments that
                   could not be archived
 and, with the keystore open, the running backup (bytes written so far),
@@ -250,6 +251,13 @@ func printStatus(out io.Writer, st client.Status) {
 	fmt.Fprintf(w, "Journal:\t%s (last index %d, %d segments)\n", st.Journal.Segment, st.Journal.LastIndex, st.Journal.Segments)
 	if st.Journal.PruneHeldBy != "" {
 		fmt.Fprintf(w, "Journal kept for:\t%s\n", st.Journal.PruneHeldBy)
+	}
+	if m := st.Journal.Mirror; m != nil {
+		if m.InSync {
+			fmt.Fprintf(w, "Journal mirror:\tin sync (last index %d)\n", m.LastIndex)
+		} else {
+			fmt.Fprintf(w, "Journal mirror:\tBEHIND by %d records (last index %d): writes are acknowledged without it until it catches up\n", m.Behind, m.LastIndex)
+		}
 	}
 	w.Flush()
 	for _, a := range st.Alerts {

@@ -57,6 +57,9 @@ type Config struct {
 		KeepSegments int `yaml:"keep_segments"`
 		// Prune removes closed segments nothing needs (default true).
 		Prune *bool `yaml:"prune"`
+		// MirrorTimeout: how long a write waits for the journal mirror's
+		// fsync before the mirror is marked behind.
+		MirrorTimeout Duration `yaml:"mirror_timeout"`
 	} `yaml:"journal"`
 	Storage struct {
 		WriteRetryDelay   Duration `yaml:"write_retry_delay"`
@@ -157,6 +160,7 @@ func Default() Config {
 	c.Journal.MaxSegmentBytes = 64 << 20
 	c.Journal.MaxSegmentAge = Duration{time.Hour}
 	c.Journal.KeepSegments = 24
+	c.Journal.MirrorTimeout = Duration{2 * time.Second}
 	c.Storage.WriteRetryDelay = Duration{5 * time.Second}
 	c.Storage.MinFreeBytes = 64 << 20
 	c.Auth.SessionTTL = Duration{8 * time.Hour}
@@ -234,6 +238,9 @@ func (c Config) Validate() error {
 	}
 	if c.Backup.ArchiveTimeout.Duration < 0 {
 		return errors.New("config: backup.archive_timeout must not be negative")
+	}
+	if d := c.Journal.MirrorTimeout.Duration; d < 10*time.Millisecond || d > time.Hour {
+		return fmt.Errorf("config: journal.mirror_timeout %s: use 10ms to 1h", d)
 	}
 	if k := c.Journal.KeepSegments; k < 1 || k > 1000000 {
 		return fmt.Errorf("config: journal.keep_segments %d: use 1 to 1000000 (journal.prune: false turns automatic pruning off)", k)

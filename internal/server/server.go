@@ -234,6 +234,7 @@ func Start(opts Options) (_ *Server, err error) {
 		JournalMaxBytes:     cfg.Journal.MaxSegmentBytes,
 		JournalMaxAge:       archiveAge(cfg),
 		JournalKeepSegments: cfg.Journal.KeepSegments,
+		MirrorTimeout:       cfg.Journal.MirrorTimeout.Duration,
 		JournalNoPrune:      cfg.Journal.Prune != nil && !*cfg.Journal.Prune,
 		WriteRetryDelay:     cfg.Storage.WriteRetryDelay.Duration,
 		MinFreeBytes:        cfg.Storage.MinFreeBytes,

@@ -490,7 +490,7 @@ func (s *Service) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 		return state.BackupRecord{}, err
 	}
 	s.mu.RLock()
-	m, bctx := s.backups, s.backupCtx
+	m, bctx, w := s.backups, s.backupCtx, s.workers
 	s.mu.RUnlock()
 	if m == nil || bctx == nil {
 		return state.BackupRecord{}, ErrSealed
@@ -502,11 +502,14 @@ func (s *Service) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 	} else {
 		started := make(chan state.BackupRecord, 1)
 		done := make(chan error, 1)
-		go func() {
+		// The backup goes on after the request: the open owns it.
+		if !w.Go("backup on request", func(context.Context) {
 			_, err := m.Backup(bctx, backup.Request{Destination: req.Destination, Mode: req.Mode, Reason: "on request",
 				OnStart: func(r state.BackupRecord) { started <- r }})
 			done <- err
-		}()
+		}) {
+			return state.BackupRecord{}, ErrSealed
+		}
 		select {
 		case rec = <-started:
 		case err = <-done:
@@ -687,17 +690,19 @@ func (h backupHost) Lookup(id string) (state.BackupRecord, bool) {
 	return r, err == nil
 }
 
-// startBackups starts the backup manager's loops (lifecycle write-locked).
+// startBackups starts the backup manager's loop as one of the open's
+// goroutines (lifecycle write-locked).
 func (s *Service) startBackups() {
 	if s.backups == nil {
 		s.backups = backup.NewManager(backupHost{s}, StagingDir(s.cfg.DataDir), s.log)
 		s.backups.VerifyAfter = s.verifyAfter
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	w := s.workers
+	ctx, cancel := context.WithCancel(w.ctx)
 	ctx = WithIdentity(ctx, LocalRoot())
 	s.backupCancel, s.backupCtx = cancel, ctx
 	m := s.backups
-	go func() {
+	w.Go("backup loop", func(context.Context) {
 		if !(backupHost{s}).IsLeader() {
 			// A follower runs no backups; if it becomes the leader, the
 			// loop marks what the old leader left running.
@@ -711,12 +716,13 @@ func (s *Service) startBackups() {
 			// The old archive belongs to the previous timeline: back up
 			// the new one now, as the database guide says to after every
 			// recovery.
-			go s.autoBackup(ctx, fmt.Sprintf("first start after a restore (timeline %d)", s.st.Timeline().ID))
+			why := fmt.Sprintf("first start after a restore (timeline %d)", s.st.Timeline().ID)
+			w.Go("automatic backup", func(context.Context) { s.autoBackup(ctx, why) })
 		}
 		m.Loop(ctx, s.cfg.BackupTick)
-	}()
+	})
 	if !s.cfg.NoAutoBackup {
-		h := func(why string) { go s.autoBackup(ctx, why) }
+		h := func(why string) { w.Go("automatic backup", func(context.Context) { s.autoBackup(ctx, why) }) }
 		s.keyChangeHook.Store(&h)
 	}
 }
@@ -741,7 +747,8 @@ func (s *Service) needsFullAfterRestore() bool {
 }
 
 // stopBackups cancels running backups and the loops (lifecycle write-locked;
-// it does not wait: the manager needs the read lock to finish).
+// it does not wait: the manager needs the read lock to finish; the seal's
+// awaitWorkers waits, after releasing the lock).
 func (s *Service) stopBackups() {
 	if s.backupCancel != nil {
 		s.backupCancel()
@@ -938,8 +945,9 @@ func (s *Service) attachMirrorLocked() (err error) {
 	if dir == s.mirrorAt {
 		return nil
 	}
-	if old := s.st.DetachMirror(); old != nil {
-		old.Close()
+	if ok, err := s.st.DetachMirror(mirrorStopWait); err != nil {
+		s.log.Error("journal mirror detached", "dir", s.mirrorAt, "error", err)
+	} else if ok {
 		s.log.Info("journal mirror detached", "dir", s.mirrorAt)
 	}
 	s.mirrorAt = ""
@@ -956,26 +964,45 @@ func (s *Service) attachMirrorLocked() (err error) {
 	if r := s.st.Timeline().Restored; r != nil {
 		after = r.Index
 	}
-	m, err := journal.Open(journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge, StartAfter: after})
+	open := s.openMirror
+	if open == nil {
+		open = func(o journal.Options) (state.MirrorJournal, error) {
+			j, err := journal.Open(o)
+			if err != nil {
+				return nil, err
+			}
+			return j, nil
+		}
+	}
+	m, err := open(journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge, StartAfter: after})
 	if err != nil {
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}
-	s.mirrorAt = dir
 	if err := s.st.AttachMirror(m, JournalDir(s.cfg.DataDir)); err != nil {
-		// Attached but behind: maintenance retries the resync.
-		s.log.Error("journal mirror attached but not in sync yet", "dir", dir, "error", err)
+		m.Close()
+		return fmt.Errorf("journal mirror %s: %w", dir, err)
+	}
+	s.mirrorAt = dir
+	ms := s.st.Mirror()
+	if !ms.InSync {
+		// Its writer goes on copying in the background.
+		s.log.Warn("journal mirror attached, still catching up", "dir", dir, "last_index", ms.LastIndex, "behind", ms.Behind)
 		return nil
 	}
-	s.log.Info("journal mirror attached", "dir", dir, "last_index", m.LastIndex())
+	s.log.Info("journal mirror attached", "dir", dir, "last_index", ms.LastIndex)
 	return nil
 }
+
+// mirrorStopWait bounds how long detaching the journal mirror (at seal, or
+// when its destination changes) waits for a write to the mirror disk.
+const mirrorStopWait = 5 * time.Second
 
 // detachMirror stops mirroring (at seal).
 func (s *Service) detachMirror() {
 	s.mirrorMu.Lock()
 	defer s.mirrorMu.Unlock()
-	if old := s.st.DetachMirror(); old != nil {
-		old.Close()
+	if _, err := s.st.DetachMirror(mirrorStopWait); err != nil {
+		s.log.Error("journal mirror", "error", err)
 	}
 	s.mirrorAt = ""
 }

@@ -308,7 +308,9 @@ func TestMirrorNeverGetsAHole(t *testing.T) {
 		t.Fatalf("prune with the mirror in sync: %+v %v", p, err)
 	}
 	// The mirror is not attached (its disk was not mounted at open, say).
-	s.st.DetachMirror().Close()
+	if ok, err := s.st.DetachMirror(time.Minute); !ok || err != nil {
+		t.Fatalf("detach: %v %v", ok, err)
+	}
 	turn(3)
 	p, err := s.PruneJournal(ctx, false)
 	if err != nil || len(p.Removed) != 0 || !strings.Contains(p.Holder, "not attached") {
@@ -326,10 +328,10 @@ func TestMirrorNeverGetsAHole(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no longer holds records") {
 		t.Fatalf("a mirror with a hole was continued: %v", err)
 	}
-	if h := s.st.MirrorHealth(); h == nil || !strings.Contains(h.Error, "move the mirror directory aside") {
-		t.Fatalf("mirror health: %+v", h)
+	if !strings.Contains(err.Error(), "move the mirror directory aside") || s.st.MirrorAttached() {
+		t.Fatalf("a mirror with a hole: %v (attached: %v)", err, s.st.MirrorAttached())
 	}
-	s.st.DetachMirror().Close()
+	m.Close()
 	rep, err := journal.Verify(mdir, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -57,10 +57,10 @@ func (s *Service) CatchUpStatus() CatchUp {
 // catchUpLoop runs on a follower from open until it has caught up (or the
 // keystore is sealed): it asks the leader for its commit index and waits
 // until this node has applied up to it.
-func (s *Service) catchUpLoop(stop <-chan struct{}) {
+func (s *Service) catchUpLoop(ctx context.Context) {
 	wait := func(d time.Duration) bool {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return false
 		case <-time.After(d):
 			return true
@@ -78,8 +78,8 @@ func (s *Service) catchUpLoop(stop <-chan struct{}) {
 			}
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		h, err := s.peerHealth(ctx, url)
+		hctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		h, err := s.peerHealth(hctx, url)
 		cancel()
 		if err != nil || h.Role != "leader" || h.LeaderCommit == 0 {
 			if err == nil {

@@ -372,6 +372,7 @@ func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token strin
 	if len(parts) != 3 || parts[0] != "cjt1" || len(parts[2]) != 64 {
 		return fmt.Errorf("%w: malformed join token (cjt1.<secret>.<CA fingerprint>)", ErrInvalid)
 	}
+	defer s.awaitWorkers() // those of a failed open, after the lock is released
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != StateUninitialized {
@@ -461,34 +462,41 @@ func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token strin
 	if err := s.openLocked(ctx, k); err != nil {
 		return fmt.Errorf("joined, but opening failed (coffer keystore open retries): %w", err)
 	}
-	go s.promoteWhenCaughtUp(url, jr.AppliedIndex)
+	s.workers.Go("promotion to voter", func(ctx context.Context) { s.promoteWhenCaughtUp(ctx, url, jr.AppliedIndex) })
 	s.log.Info("joined the cluster", "cluster_id", jr.ClusterID, "via", url)
 	return nil
 }
 
 // promoteWhenCaughtUp asks the leader to make this node a voter once it has
 // applied what the leader had when it admitted it.
-func (s *Service) promoteWhenCaughtUp(url string, index uint64) {
-	deadline := time.Now().Add(10 * time.Minute)
-	for s.st.AppliedIndex() < index && time.Now().Before(deadline) && !s.closed.Load() {
-		time.Sleep(100 * time.Millisecond)
+// It gives up when ctx ends (seal), or after ten minutes of catching up
+// and then 50 attempts.
+func (s *Service) promoteWhenCaughtUp(ctx context.Context, url string, index uint64) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	for s.st.AppliedIndex() < index {
+		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+			return
+		}
 	}
-	for attempt := 0; attempt < 50 && !s.closed.Load(); attempt++ {
+	for attempt := 0; attempt < 50; attempt++ {
 		target := url
 		if u, self, ok := s.LeaderAPI(); ok && !self {
 			target = u
 		}
-		if err := s.callLeader(target, "/api/v1/cluster/promote", map[string]string{"node_id": s.nodeID}); err == nil {
+		if err := s.callLeader(ctx, target, "/api/v1/cluster/promote", map[string]string{"node_id": s.nodeID}); err == nil {
 			return
 		} else {
 			s.log.Warn("promotion to voter not done yet; retrying", "error", err)
 		}
-		time.Sleep(time.Second)
+		if sleepCtx(ctx, time.Second) != nil {
+			return
+		}
 	}
 }
 
 // callLeader POSTs to another node's API with this node's certificate.
-func (s *Service) callLeader(url, path string, body any) error {
+func (s *Service) callLeader(ctx context.Context, url, path string, body any) error {
 	conf := s.NodeTLS()
 	if conf == nil {
 		return errors.New("no node certificate")
@@ -500,7 +508,7 @@ func (s *Service) callLeader(url, path string, body any) error {
 	}
 	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequest("POST", strings.TrimRight(url, "/")+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(url, "/")+path, bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
@@ -794,14 +802,14 @@ func (s *Service) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, er
 // syncKeysLoop keeps a follower's keystore up to date with the leader's
 // master key rotations while it runs (it needs them at its next open), and
 // its journal mirror attached as the replicated destinations say.
-func (s *Service) syncKeysLoop(stop <-chan struct{}) {
+func (s *Service) syncKeysLoop(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	var mirrorErr string
 	var mirrorRetry time.Time // after a failed attach: not before then
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}

@@ -50,6 +50,9 @@ type Config struct {
 	JournalNoPrune      bool
 	// JournalPruneEvery: how often closed segments are pruned (0: 1 minute).
 	JournalPruneEvery time.Duration
+	// MirrorTimeout: how long a write waits for the journal mirror's fsync
+	// before the mirror is marked behind (0: 2s).
+	MirrorTimeout time.Duration
 	// WriteRetryDelay: pause between retries of a failed state/journal write,
 	// and how long writes stay refused after a raft log write error.
 	WriteRetryDelay time.Duration
@@ -116,14 +119,23 @@ type Service struct {
 	node *cluster.Node
 	bar  *barrier.Barrier
 
-	mu    sync.RWMutex // lifecycle: held for writing while opening/sealing
+	// Locks, in the order they are taken: a backup's run lock
+	// (backup.Manager), then mu, then mirrorMu, then workersMu or
+	// freezeMu; state.Store's locks come after all of them. No goroutine
+	// of workers is waited for while mu is held (they take its read side).
+	mu    sync.RWMutex // lifecycle: held for writing while opening/sealing; guards ring, jr, state, workers, backups, backupCtx/Cancel
 	ring  *keystore.Keyring
 	jr    *journal.Journal
 	state string
+	// workers are the goroutines of the current open (nil while sealed);
+	// retired are those of earlier opens that seal has stopped but not yet
+	// seen end (guarded by workersMu).
+	workers   *workers
+	workersMu sync.Mutex
+	retired   []*workers
 
 	stateV          atomic.Value          // mirror of state for lock-free reads
 	writeErr        atomic.Pointer[Alert] // raft log / disk guard
-	stopRetry       chan struct{}
 	nameLocks       [64]sync.Mutex
 	objLocks        [64]sync.Mutex
 	throttle        throttle
@@ -140,7 +152,9 @@ type Service struct {
 	backupCancel  context.CancelFunc
 	backupCtx     context.Context
 	mirrorMu      sync.Mutex
-	mirrorAt      string // dir of the attached journal mirror
+	mirrorAt      string // dir of the attached journal mirror; guarded by mirrorMu
+	// openMirror opens the mirror journal (nil: journal.Open; tests hold its writes).
+	openMirror    func(journal.Options) (state.MirrorJournal, error)
 	freezeMu      sync.Mutex
 	frozen        *freezeState
 	freezing      bool // a freeze is writing its dump
@@ -257,7 +271,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := state.Open(StatePath(cfg.DataDir), state.Options{Logger: cfg.Logger, RetryDelay: cfg.WriteRetryDelay})
+	st, err := state.Open(StatePath(cfg.DataDir), state.Options{Logger: cfg.Logger, RetryDelay: cfg.WriteRetryDelay, MirrorTimeout: cfg.MirrorTimeout})
 	if err != nil {
 		return nil, err
 	}
@@ -343,6 +357,7 @@ func (s *Service) Init(ctx context.Context, id Identity, passphrase []byte) (roo
 	if !id.Local {
 		return "", fmt.Errorf("%w: initialise through the local control socket: coffer init --data-dir DIR", ErrForbidden)
 	}
+	defer s.awaitWorkers() // those of a failed open, after the lock is released
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != StateUninitialized {
@@ -410,7 +425,18 @@ func (s *Service) OpenAuto(ctx context.Context) error {
 	return s.open(ctx, s.ks.OpenAuto)
 }
 
-func (s *Service) open(ctx context.Context, get func() (*keystore.Keyring, error)) error {
+func (s *Service) open(ctx context.Context, get func() (*keystore.Keyring, error)) (err error) {
+	// The goroutines of the last open end first (and those of this one if
+	// it fails), so those of two opens never run side by side.
+	s.awaitWorkers()
+	defer func() {
+		if err != nil {
+			s.awaitWorkers()
+		}
+	}()
+	if s.closed.Load() {
+		return ErrStopping
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch s.state {
@@ -471,16 +497,21 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		return fmt.Errorf("%w: the journal in %s ends at index %d, beyond the raft log (%d) and the state (%d): state.db and raft/ were lost or replaced while the journal was kept; refusing to start, as new records would collide with old ones (restore from a backup, or move the journal aside to start a new history)",
 			ErrUnavailable, JournalDir(s.cfg.DataDir), jr.LastIndex(), last, s.st.AppliedIndex())
 	}
-	stopRetry := make(chan struct{})
+	w := newWorkers()
 	defer func() {
 		if err != nil {
-			close(stopRetry)
+			s.stopBackups()
+			s.detachMirror()
+			if s.workers != w {
+				w.stop() // failed before it started anything
+			}
+			s.retireWorkersLocked() // the caller waits for them, without the lock
 			s.st.Interrupt()
 			s.node.Stop()
 			s.st.Detach()
 			jr.Close()
 			s.bar.Drop()
-			s.ring, s.jr, s.stopRetry = nil, nil, nil
+			s.ring, s.jr = nil, nil
 			s.setStateLocked(StateSealed)
 		}
 	}()
@@ -515,14 +546,14 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 			return err
 		}
 	}
-	s.ring, s.jr, s.stopRetry = ring, jr, stopRetry
+	s.ring, s.jr, s.workers = ring, jr, w
 	s.setStateLocked(StateOpen)
-	go s.maintenance(stopRetry, jr)
+	w.Go("journal maintenance", func(ctx context.Context) { s.maintenance(ctx, jr) })
 	if s.Clustered() {
-		go s.syncKeysLoop(stopRetry)
+		w.Go("key sync", s.syncKeysLoop)
 		s.caughtUp.Store(false)
 		s.leaderCommit.Store(0)
-		go s.catchUpLoop(stopRetry)
+		w.Go("catch-up with the leader", s.catchUpLoop)
 	}
 	if s.Clustered() && !s.node.IsLeader() {
 		// Followers change nothing at open: the leader initialises,
@@ -635,23 +666,28 @@ func (s *Service) Seal(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var err error
 	switch s.state {
 	case StateUninitialized:
-		return ErrUninitialized
+		err = ErrUninitialized
 	case StateSealed:
-		return ErrSealed
+		err = ErrSealed
+	default:
+		err = s.sealLocked()
 	}
-	return s.sealLocked()
+	s.mu.Unlock()
+	// Sealed either way: goroutines that outlive SealWait are logged (and
+	// the next open waits for them again before it starts its own).
+	s.awaitWorkers()
+	return err
 }
 
+// sealLocked seals; the caller waits for the open's goroutines with
+// awaitWorkers once it has released the lifecycle lock.
 func (s *Service) sealLocked() error {
 	s.stopBackups()
 	s.detachMirror()
-	if s.stopRetry != nil {
-		close(s.stopRetry)
-		s.stopRetry = nil
-	}
+	s.retireWorkersLocked()
 	s.st.Interrupt() // a batch retrying a failed write must not block raft's shutdown
 	err := s.node.Stop()
 	s.st.Detach()
@@ -919,7 +955,7 @@ func (s *Service) writableLocked() error {
 // even with no new writes), re-checks free space, and closes a journal
 // segment that has outlived JournalMaxAge even when no write comes to
 // trigger the rotation.
-func (s *Service) maintenance(stop chan struct{}, jr *journal.Journal) {
+func (s *Service) maintenance(ctx context.Context, jr *journal.Journal) {
 	retry := time.NewTicker(s.cfg.WriteRetryDelay)
 	defer retry.Stop()
 	ageEvery := time.Hour
@@ -936,7 +972,7 @@ func (s *Service) maintenance(stop chan struct{}, jr *journal.Journal) {
 	defer prune.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-prune.C:
 			if s.cfg.JournalNoPrune {
@@ -1142,11 +1178,14 @@ func (s *Service) Close() error {
 		return nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	var err error
 	if s.state == StateOpen {
 		err = s.sealLocked()
 	}
+	s.mu.Unlock()
+	s.awaitWorkers() // logs those that outlive SealWait
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if cerr := s.node.Close(); err == nil {
 		err = cerr
 	}

@@ -65,6 +65,10 @@ type JournalStatus struct {
 	// segments with records at or after the floor stay, held by that.
 	PruneFloor  uint64 `json:"prune_floor,omitempty"`
 	PruneHeldBy string `json:"prune_held_by,omitempty"`
+	// Mirror is the attached journal mirror (nil: none): in_sync means
+	// writes are fsynced to it before they are acknowledged; otherwise it
+	// is behind by that many records, which a lost data disk would lose.
+	Mirror *state.MirrorState `json:"mirror,omitempty"`
 }
 
 // Status reports the node's state.
@@ -130,9 +134,12 @@ func (s *Service) statusCore() Status {
 	st.Writable = s.state == StateOpen && len(st.Alerts) == 0
 	st.Warnings = append([]Alert(nil), s.warnings...)
 	if s.state == StateOpen {
-		if h := s.st.MirrorHealth(); h != nil {
-			st.Warnings = append(st.Warnings, Alert{Component: "mirror", Since: h.Since,
-				Message: "journal mirror failing (writes continue but are not also on the mirror disk; retrying): " + h.Error})
+		if ms := s.st.Mirror(); ms.Attached {
+			st.Journal.Mirror = &ms
+			if h := s.st.MirrorHealth(); h != nil {
+				st.Warnings = append(st.Warnings, Alert{Component: "mirror", Since: h.Since,
+					Message: fmt.Sprintf("journal mirror behind by %d records, at index %d (writes continue without waiting for it; it catches up in the background): %s", ms.Behind, ms.LastIndex, h.Error)})
+			}
 		}
 		if a := s.mirrorAttachErr.Load(); a != nil {
 			st.Warnings = append(st.Warnings, *a)

@@ -49,9 +49,20 @@ type Options struct {
 	// NoSync skips the fsync of each commit: only for an offline replay
 	// (restore), which calls Sync once at the end. Never on a live node.
 	NoSync bool
+	// MirrorTimeout: how long a write waits for the journal mirror's fsync
+	// before the mirror is marked behind (0: 2s). See mirror.go.
+	MirrorTimeout time.Duration
+	// MirrorQueueBytes: records a mirror that is behind may hold in memory
+	// before it copies from the journal files instead (0: 64 MiB).
+	MirrorQueueBytes int64
 }
 
 // Store is the bbolt-backed state and the raft FSM.
+//
+// Locks, in the order they are taken: jmu, then mu (ApplyBatch takes mu and
+// releases it before jmu; no path holds mu while taking jmu), then a mirror
+// writer's mu or readMu (see mirrorWriter). Neither jmu nor mu is ever held
+// while waiting for the journal mirror.
 type Store struct {
 	path string
 	log  *slog.Logger
@@ -76,9 +87,9 @@ type Store struct {
 	stateH    atomic.Pointer[WriteHealth]
 	journalH  atomic.Pointer[WriteHealth]
 
-	mirror    *journal.Journal // guarded by jmu
-	mirrorDir string           // primary journal dir, for resyncs
-	mirrorH   atomic.Pointer[WriteHealth]
+	mw      *mirrorWriter // the attached journal mirror; guarded by jmu
+	mwOld   *mirrorWriter // the last detached one, until its goroutine has ended; guarded by jmu
+	mirrorH atomic.Pointer[WriteHealth]
 }
 
 // ErrAbandoned is the result of entries whose state write was given up because
@@ -101,6 +112,12 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if opts.RetryDelay <= 0 {
 		opts.RetryDelay = 5 * time.Second
+	}
+	if opts.MirrorTimeout <= 0 {
+		opts.MirrorTimeout = defaultMirrorTimeout
+	}
+	if opts.MirrorQueueBytes <= 0 {
+		opts.MirrorQueueBytes = defaultMirrorQueueBytes
 	}
 	db, err := openDB(path)
 	if err != nil {
@@ -154,6 +171,9 @@ func (s *Store) Close() error {
 	case <-s.stop:
 	default:
 		close(s.stop)
+	}
+	if _, err := s.DetachMirror(5 * time.Second); err != nil {
+		s.log.Error("journal mirror", "error", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -395,10 +415,13 @@ func (s *Store) currentKey() uint32 {
 // Apply implements raft.FSM for single entries.
 func (s *Store) Apply(l *raft.Log) any { return s.ApplyBatch([]*raft.Log{l})[0] }
 
+// appendJournal appends recs to the journal and hands them to the mirror;
+// with the mirror in sync it then waits (without the journal lock) until
+// the mirror has them, at most MirrorTimeout.
 func (s *Store) appendJournal(recs []journal.Record) {
 	s.jmu.Lock()
-	defer s.jmu.Unlock()
 	if s.journal == nil {
+		s.jmu.Unlock()
 		return
 	}
 	err := s.fillJournalLocked(recs[0].Index - 1)
@@ -409,9 +432,13 @@ func (s *Store) appendJournal(recs []journal.Record) {
 		err = s.journal.Append(recs, s.bar)
 	}
 	s.journalResult(err)
+	var w *mirrorWriter
+	var idx uint64
 	if err == nil {
-		s.appendMirrorLocked(recs)
+		w, idx = s.enqueueMirrorLocked(recs)
 	}
+	s.jmu.Unlock()
+	w.waitMirror(idx)
 }
 
 // withMarkers inserts marker records for raft entries between the records of

@@ -1,0 +1,207 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// openGoroutines are the functions of the goroutines an open starts (and
+// of what they run); none may still run once Seal has returned.
+var openGoroutines = []string{
+	"service.(*Service).maintenance",
+	"service.(*Service).syncKeysLoop",
+	"service.(*Service).autoBackup",
+	"service.(*Service).promoteWhenCaughtUp",
+	"backup.(*Manager).Loop",
+	"backup.(*Manager).Backup",
+	"state.(*mirrorWriter).loop",
+}
+
+// runningOpenGoroutines lists the goroutine stacks that are in one of
+// openGoroutines, except those whose header (goroutine id) is in skip.
+func runningOpenGoroutines(skip map[string]bool) []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if skip[goroutineID(g)] {
+			continue
+		}
+		for _, f := range openGoroutines {
+			if strings.Contains(g, f+"(") {
+				out = append(out, g)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// goroutineID is "goroutine N" from a stack's first line.
+func goroutineID(stack string) string {
+	f := strings.Fields(stack)
+	if len(f) < 2 {
+		return ""
+	}
+	return f[0] + " " + f[1]
+}
+
+// TestSealWaitsForGoroutines: sealing and reopening 50 times under load
+// (writes, backups on request, scheduled and automatic backups, a journal
+// mirror) leaves none of an open's goroutines running once Seal returns,
+// and the goroutine count returns to what it was before.
+func TestSealWaitsForGoroutines(t *testing.T) {
+	// Services other tests of the package left open are not this one's.
+	others := map[string]bool{}
+	for _, g := range runningOpenGoroutines(nil) {
+		others[goroutineID(g)] = true
+	}
+	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, BackupScryptWorkFactor: 10,
+		BackupTick: 20 * time.Millisecond, JournalPruneEvery: 20 * time.Millisecond, WriteRetryDelay: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := rootCtx()
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetRecoveryPassphrase(ctx, nil, []byte("recovery-passphrase")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: filepath.Join(t.TempDir(), "nas"), Mirror: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutSchedule(ctx, ScheduleConfig{Name: "often", Destination: "nas", Type: "periodic", Every: "1m"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	var writes, backups atomic.Int64
+	for i := 0; i < 3; i++ {
+		load.Add(1)
+		go func() {
+			defer load.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("w%d-%d", i, n), []byte("v")); err == nil {
+					writes.Add(1)
+				} else if !errors.Is(err, ErrSealed) && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrWriteUnavailable) && !errors.Is(err, ErrStopping) {
+					t.Errorf("write: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	load.Add(1)
+	go func() {
+		defer load.Done()
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if _, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full"}); err == nil {
+				backups.Add(1)
+			}
+			if n%20 == 0 {
+				s.RotateMasterKey(ctx) // an automatic full backup follows
+			}
+		}
+	}()
+
+	for i := 0; i < 50; i++ {
+		// Let the load reach the open node.
+		w0, b0 := writes.Load(), backups.Load()
+		deadline := time.Now().Add(60 * time.Second)
+		for writes.Load() < w0+5 || i%10 == 0 && backups.Load() == b0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: no progress of the load (writes %d, backups %d)", i, writes.Load(), backups.Load())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := s.Seal(ctx); err != nil {
+			t.Fatalf("round %d: seal: %v", i, err)
+		}
+		if left := runningOpenGoroutines(others); len(left) > 0 {
+			t.Fatalf("round %d: goroutines of the open still running after Seal returned:\n%s", i, strings.Join(left, "\n\n"))
+		}
+		if err := s.Open(ctx, []byte(pass)); err != nil {
+			t.Fatalf("round %d: open: %v", i, err)
+		}
+	}
+	close(stop)
+	load.Wait()
+	if writes.Load() == 0 || backups.Load() == 0 {
+		t.Fatalf("no load: %d writes, %d backups", writes.Load(), backups.Load())
+	}
+	if err := s.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, %d before the rounds:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAwaitWorkersNamesThoseStillRunning: a goroutine that does not end
+// when told to holds a seal up for SealWait only, is named in the error,
+// and is waited for again by the next call; a stopped group starts nothing.
+func TestAwaitWorkersNamesThoseStillRunning(t *testing.T) {
+	defer func(d time.Duration) { SealWait = d }(SealWait)
+	SealWait = 100 * time.Millisecond
+	s := &Service{log: slog.New(slog.DiscardHandler)}
+	w := newWorkers()
+	release := make(chan struct{})
+	w.Go("stuck task", func(context.Context) { <-release })
+	s.workers = w
+	s.retireWorkersLocked()
+	if err := s.awaitWorkers(); err == nil || !strings.Contains(err.Error(), "stuck task") {
+		t.Fatalf("await with a stuck goroutine: %v", err)
+	}
+	if w.Go("late", func(context.Context) {}) {
+		t.Fatal("a stopped group started a goroutine")
+	}
+	close(release)
+	SealWait = time.Minute
+	if err := s.awaitWorkers(); err != nil {
+		t.Fatalf("await after the release: %v", err)
+	}
+	if len(s.retired) != 0 {
+		t.Fatalf("%d groups still retired", len(s.retired))
+	}
+}
