@@ -296,7 +296,8 @@ func (s *Store) openPassphrase(passphrase []byte) (*Keyring, error) {
 	defer clear(kek)
 	payload, err := openKS(h, data, kek)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrWrongPassphrase, s.ksPath())
+		// No path: the answer may go to an unauthenticated network caller.
+		return nil, ErrWrongPassphrase
 	}
 	defer clear(payload)
 	gens, current, err := decodeMEKs(payload)

@@ -46,9 +46,16 @@ func (s *Service) SetRecoveryPassphrase(ctx context.Context, old, new []byte) (R
 	switch {
 	case err == nil:
 		defer clear(cur)
-		if subtle.ConstantTimeCompare(cur, old) != 1 {
-			return RecoveryStatus{}, fmt.Errorf("%w: %w: the current recovery passphrase does not match", ErrInvalid, ErrWrongPassphrase)
+		done, err := s.passphraseAttempt(ctx, "recovery")
+		if err != nil {
+			return RecoveryStatus{}, err
 		}
+		if subtle.ConstantTimeCompare(cur, old) != 1 {
+			err := fmt.Errorf("%w: %w: the current recovery passphrase does not match", ErrInvalid, ErrWrongPassphrase)
+			done(err)
+			return RecoveryStatus{}, err
+		}
+		done(nil)
 		r, _ := s.st.Recovery()
 		gen = r.Generation + 1
 	case errors.Is(err, ErrNotFound):

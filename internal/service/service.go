@@ -417,7 +417,13 @@ func (s *Service) CreateRootToken(ctx context.Context, id Identity, ttl time.Dur
 
 // Open opens the keystore with the passphrase and starts serving.
 func (s *Service) Open(ctx context.Context, passphrase []byte) error {
-	return s.open(ctx, func() (*keystore.Keyring, error) { return s.ks.Open(passphrase) })
+	done, err := s.passphraseAttempt(ctx, "open")
+	if err != nil {
+		return err
+	}
+	err = s.open(ctx, func() (*keystore.Keyring, error) { return s.ks.Open(passphrase) })
+	done(err)
+	return err
 }
 
 // OpenAuto opens the keystore with keystore.aks.
@@ -766,7 +772,12 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	if s.Clustered() && (s.state != StateOpen || !s.node.IsLeader()) {
 		return fmt.Errorf("%w: in a cluster the keystore passphrase is changed on the open leader, and reaches every node from there (coffer cluster status names the leader)", ErrConflict)
 	}
+	done, err := s.passphraseAttempt(ctx, "change-passphrase")
+	if err != nil {
+		return err
+	}
 	ring, err := s.ks.ChangePassphrase(old, new)
+	done(err)
 	if err != nil {
 		return mapKeystoreErr(err)
 	}

@@ -1,0 +1,93 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestPassphraseGuessingIsThrottled: wrong keystore passphrases from the
+// network are slowed down per source and in total, like failed logins; the
+// answer names no file; the local socket is not slowed; a right passphrase
+// clears its source's count.
+func TestPassphraseGuessingIsThrottled(t *testing.T) {
+	dir := t.TempDir()
+	var mu sync.Mutex
+	var slept []time.Duration
+	s, err := New(Config{DataDir: dir, KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil },
+		Sleep: func(_ context.Context, d time.Duration) error {
+			mu.Lock()
+			slept = append(slept, d)
+			mu.Unlock()
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	from := func(src string) context.Context {
+		return WithCall(context.Background(), &Call{Transport: "rest", Source: src, Start: time.Now()})
+	}
+	sleeps := func() []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		out := slept
+		slept = nil
+		return out
+	}
+	for i := 0; i < 6; i++ {
+		err := s.Open(from("192.0.2.7:4000"), []byte("not-the-passphrase"))
+		if !errors.Is(err, ErrWrongPassphrase) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+		if strings.Contains(err.Error(), dir) || strings.Contains(err.Error(), "keystore.ks") {
+			t.Fatalf("the answer names the keystore file: %v", err)
+		}
+	}
+	got := sleeps()
+	if len(got) != 3 || !(got[0] < got[1] && got[1] < got[2]) {
+		t.Fatalf("delays after 6 wrong guesses: %v, want 3 growing ones (the first 3 are free)", got)
+	}
+	// Another source pays for the total of wrong guesses too.
+	if err := s.Open(from("198.51.100.9:5000"), []byte("also-wrong-pass")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatal(err)
+	}
+	if got := sleeps(); len(got) != 1 {
+		t.Fatalf("a new source after 6 wrong guesses elsewhere: delays %v, want one", got)
+	}
+	// The local control socket is not slowed down.
+	sock := WithCall(context.Background(), &Call{Transport: "socket", Source: "local", Identity: Identity{Local: true}, Start: time.Now()})
+	if err := s.Open(sock, []byte("wrong-on-socket")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatal(err)
+	}
+	if got := sleeps(); len(got) != 0 {
+		t.Fatalf("socket attempt slowed: %v", got)
+	}
+	// The right passphrase (slowed, like any attempt from that source)
+	// opens and clears the source's count.
+	if err := s.Open(from("192.0.2.7:4001"), []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	sleeps()
+	if err := s.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(from("192.0.2.7:4002"), []byte("wrong-after-success")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatal(err)
+	}
+	for _, d := range sleeps() {
+		if d >= 8*time.Second {
+			t.Fatalf("a source that opened the keystore still waits the maximum: %v", d)
+		}
+	}
+}
