@@ -180,7 +180,7 @@ func forkPoint(a, b lineage) uint64 {
 var ErrAmbiguousTimeline = errors.New("restore: two timelines on this destination have diverged: choose one with --timeline N")
 
 // chooseTimeline is the timeline a restore without --timeline follows: the
-// one written to most recently, unless two timelines both have records
+// one written to most recently (of those holding the most), unless two timelines both have records
 // after their fork point (a restored copy wrote next to the server it
 // copied, or a restore to a past point while the old history went on):
 // then which history is wanted is the operator's choice, never a guess.
@@ -214,9 +214,12 @@ func chooseTimeline(cat backup.Catalog) (uint32, error) {
 	if len(diverged) > 0 {
 		return 0, fmt.Errorf("%w: %s", ErrAmbiguousTimeline, strings.Join(diverged, "; "))
 	}
+	// Not diverged: each timeline's records are a prefix of the one that
+	// reaches furthest (the one written to last, unless it only repeats
+	// what another holds); on a tie, the one written to last.
 	best := tls[0]
 	for _, t := range tls[1:] {
-		if t.LastWrite.After(best.LastWrite) || t.LastWrite.Equal(best.LastWrite) && t.Reach > best.Reach {
+		if t.Reach > best.Reach || t.Reach == best.Reach && t.LastWrite.After(best.LastWrite) {
 			best = t
 		}
 	}

@@ -1109,10 +1109,21 @@ func (s *Service) ArchiveNow(ctx context.Context) error {
 	}
 	// Not under the lifecycle lock: shipping records progress through raft.
 	err = m.ArchiveWait(ctx)
-	if errors.Is(err, backup.ErrBusy) {
+	if errors.Is(err, backup.ErrBusy) || errors.Is(err, backup.ErrOtherWriter) {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// Held destinations were skipped: say so rather than report success.
+	if ds, derr := s.st.Destinations(); derr == nil {
+		for _, d := range ds {
+			if herr := s.heldErr(d.Name); d.Archiving && herr != nil {
+				return fmt.Errorf("%w: segments not shipped to %s: %v", ErrConflict, d.Name, herr)
+			}
+		}
+	}
+	return nil
 }
 
 // Digest is the state's digest at its applied index (see state.Store.Digest):

@@ -81,7 +81,10 @@ func (s *Store) applyRestoreRelease(tx *bolt.Tx, now time.Time, c RestoreRelease
 			return nil, fmt.Errorf("read the timeline: %w", err)
 		}
 	}
-	if !tl.Restored.Holding() {
+	// A copy resumed without taking over may still be made the real
+	// recovery later; nothing else is released twice.
+	laterTakeOver := c.TakeOver && tl.Restored != nil && tl.Restored.Held && !tl.Restored.TakeOver
+	if !tl.Restored.Holding() && !laterTakeOver {
 		return fmt.Errorf("%w (timeline %d): %w", ErrNotHeld, max(tl.ID, 1), ErrConflict), nil
 	}
 	t := now.UTC()
