@@ -24,6 +24,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/backup/dest"
 	"github.com/coffer-kms/coffer/internal/config"
+	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/server"
@@ -324,6 +325,10 @@ forked, it refuses and lists them: choose with --timeline N.
 				}
 				return err
 			}
+			devNote, err := keepDevFiles(sum.MovedAside, dir, pass)
+			if err != nil {
+				return err
+			}
 			if g.format == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -352,6 +357,9 @@ forked, it refuses and lists them: choose with --timeline N.
 			if sum.MovedAside != "" {
 				fmt.Fprintf(w, "  old data dir    moved to %s\n", sum.MovedAside)
 			}
+			if devNote != "" {
+				fmt.Fprintf(w, "  dev data dir    %s\n", devNote)
+			}
 			fmt.Fprintf(w, "\nNext: start the server on %s and open the keystore with the new passphrase.\n", dir)
 			if takeOver {
 				fmt.Fprintf(w, "Its first start takes over every destination: a full backup to each (timeline %d).\n", sum.Timeline.ID)
@@ -379,6 +387,38 @@ forked, it refuses and lists them: choose with --timeline N.
 	f.StringVarP(&configPath, "config", "c", "", "the restored server's configuration (for its keystore KDF and journal name)")
 	cmd.AddCommand(newRestoreObjectCmd(g))
 	return cmd
+}
+
+// keepDevFiles: a restore over a coffer dev data dir (moved aside to old)
+// keeps it usable by coffer dev: the new keystore passphrase goes where dev
+// mode keeps its passphrase, and the root token and recovery passphrase
+// files come along (the restored state has both). Dev mode only: a data
+// dir without dev files gets nothing.
+func keepDevFiles(old, dir string, pass []byte) (string, error) {
+	if old == "" {
+		return "", nil
+	}
+	if _, err := os.Stat(filepath.Join(old, devPassphraseFile)); err != nil {
+		return "", nil
+	}
+	if err := fsutil.WriteFile(filepath.Join(dir, devPassphraseFile), append(append([]byte(nil), pass...), '\n')); err != nil {
+		return "", err
+	}
+	for _, f := range []string{devTokenFile, devRecoveryFile} {
+		b, err := os.ReadFile(filepath.Join(old, f))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		err = fsutil.WriteFile(filepath.Join(dir, f), b)
+		clear(b)
+		if err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("the dev files were kept (%s now holds the new keystore passphrase): coffer dev runs on it", devPassphraseFile), nil
 }
 
 // parseWhen reads an RFC 3339 time, or "YYYY-MM-DD HH:MM:SS" in UTC.
