@@ -787,6 +787,30 @@ func TestRehearsalIsHeld(t *testing.T) {
 	if err := e.s.ArchiveNow(e.ctx); err == nil || !strings.Contains(err.Error(), "timeline 2") {
 		t.Fatalf("archiving of the old timeline after a take-over: %v", err)
 	}
+	// A destination the old timeline writes to, added to the copy after
+	// the take-over, is refused until a repeated take-over claims it (and
+	// only it).
+	other := t.TempDir()
+	if _, err := e.s.AddDestination(e.ctx, service.DestinationConfig{Name: "other", Kind: "dir", Path: other}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.RunBackup(e.ctx, service.BackupRequest{Destination: "other", Mode: "full", Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.AddDestination(ctx, service.DestinationConfig{Name: "other", Kind: "dir", Path: other}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: "other", Mode: "full", Wait: true}); !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "written by timeline 1") {
+		t.Fatalf("a destination of the old timeline added after the take-over: %v", err)
+	}
+	if _, err := s2.ResumeAfterRestore(ctx, true); err != nil {
+		t.Fatalf("a repeated take-over: %v", err)
+	}
+	waitFull(t, s2, ctx, "other", 2)
+	if recs, _ := s2.ListBackups(ctx, "nas"); countFulls(recs, 2) != 1 {
+		t.Fatalf("the repeated take-over took nas again: %+v", recs)
+	}
+
 	// Both timelines have records after the fork: refused, both named.
 	_, _, err = e.restoreTo(Target{})
 	if !errors.Is(err, restore.ErrAmbiguousTimeline) || !strings.Contains(err.Error(), "timeline 1 reaches") || !strings.Contains(err.Error(), "timeline 2 (from timeline 1") {
@@ -841,4 +865,14 @@ func waitFull(t *testing.T, s *service.Service, ctx context.Context, d string, t
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func countFulls(recs []state.BackupRecord, tl uint32) int {
+	n := 0
+	for _, r := range recs {
+		if r.Kind == "full" && r.Status == "DONE" && r.Timeline == tl {
+			n++
+		}
+	}
+	return n
 }

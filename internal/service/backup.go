@@ -792,7 +792,8 @@ var ErrNotHeld = state.ErrNotHeld
 // mirror resume; a destination another timeline writes to keeps refusing
 // this node (the error names both timelines). With takeOver, this node's
 // timeline claims every destination and a full backup to each starts now
-// (older archives cannot continue the new timeline).
+// (older archives cannot continue the new timeline); repeated, it claims
+// the destinations that got no such full yet.
 func (s *Service) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.Timeline, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "resuming backups after a restore"); err != nil {
 		return state.Timeline{}, err
@@ -801,8 +802,12 @@ func (s *Service) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.
 	if err != nil {
 		return state.Timeline{}, err
 	}
-	res, err := s.applyResult(ctx, state.TypeRestoreRelease, state.RestoreRelease{TakeOver: takeOver})
-	if err != nil {
+	var res any
+	if cur := s.st.Timeline(); takeOver && cur.Restored != nil && cur.Restored.TakeOver {
+		// Taken over already: take over again the destinations that have
+		// no full of this timeline yet (unreachable then, or added since).
+		res = cur
+	} else if res, err = s.applyResult(ctx, state.TypeRestoreRelease, state.RestoreRelease{TakeOver: takeOver}); err != nil {
 		unlock()
 		return state.Timeline{}, err
 	}
@@ -820,15 +825,32 @@ func (s *Service) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.
 }
 
 // takeOver takes a full backup, claiming the destination for this node's
-// timeline, to every destination. A running backup delays one; it gives up
-// on a destination after ten minutes.
+// timeline, to every destination that has none of this timeline since the
+// take-over. A running backup delays one; it gives up on a destination
+// after ten minutes.
 func (s *Service) takeOver(ctx context.Context, why string) {
 	ds, err := s.st.Destinations()
 	if err != nil {
 		s.log.Error("taking over the destinations: read them", "error", err)
 		return
 	}
+	tl := s.st.Timeline()
+	since := time.Time{}
+	if tl.Restored != nil && tl.Restored.Released != nil {
+		since = *tl.Restored.Released
+	}
+	taken := map[string]bool{}
+	if recs, err := s.st.Backups(); err == nil {
+		for _, r := range recs {
+			if r.Kind == backup.KindFull && r.Status == "DONE" && r.Timeline == tl.ID && !r.Started.Before(since) {
+				taken[r.Destination] = true
+			}
+		}
+	}
 	for _, d := range ds {
+		if taken[d.Name] {
+			continue
+		}
 		deadline := time.Now().Add(10 * time.Minute)
 		for {
 			_, err := s.backups.Backup(ctx, backup.Request{Destination: d.Name, Mode: backup.ModeFull, Reason: "automatic: " + why, TakeOver: true})
