@@ -2,6 +2,7 @@ package restore_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -740,6 +741,9 @@ func TestRehearsalIsHeld(t *testing.T) {
 	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: service.LocalDestination, Mode: "full", Wait: true}); err != nil {
 		t.Fatalf("LOCAL (in the copy's own data dir) is not held: %v", err)
 	}
+	if res, err := s2.VerifyBackups(ctx, "nas", service.VerifyRequest{All: true}); err != nil || len(res) == 0 || res[0].Result != "OK" {
+		t.Fatalf("the held copy verifies nas: %+v %v", res, err)
+	}
 	if after := listFiles(t, e.nas); !slices.Equal(before, after) {
 		t.Fatalf("the held copy wrote to nas:\nbefore %v\nafter  %v", before, after)
 	}
@@ -821,12 +825,14 @@ func TestRehearsalIsHeld(t *testing.T) {
 	}
 }
 
+// listFiles lists the files under dir with a hash of each.
 func listFiles(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
 	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && !fi.IsDir() {
-			out = append(out, strings.TrimPrefix(p, dir))
+			b, _ := os.ReadFile(p)
+			out = append(out, fmt.Sprintf("%s %x", strings.TrimPrefix(p, dir), sha256.Sum256(b)))
 		}
 		return nil
 	})
