@@ -188,6 +188,9 @@ func Rebuild(ctx context.Context, d dest.Destination, clusterID string) (Catalog
 	if err != nil {
 		return Catalog{}, skipped, err
 	}
+	if old, err := LoadCatalog(ctx, d); err == nil && old.ClusterID == clusterID {
+		c.Writer = old.Writer // the manifests do not say which timeline writes here now
+	}
 	return c, skipped, SaveCatalog(ctx, d, c)
 }
 

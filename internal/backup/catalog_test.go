@@ -1,10 +1,13 @@
 package backup
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffer-kms/coffer/internal/backup/dest"
 )
 
 // TestClaimWriter: one live timeline writes to a destination; another is
@@ -35,5 +38,25 @@ func TestClaimWriter(t *testing.T) {
 	var fresh Catalog
 	if err := fresh.ClaimWriter(5, false, "dir:/new"); err != nil || fresh.Writer != 5 {
 		t.Fatalf("a new destination: %v", err)
+	}
+}
+
+// TestRebuildKeepsTheWriter: the manifests do not say which timeline took
+// a destination over; a rebuilt catalog keeps what the old one recorded.
+func TestRebuildKeepsTheWriter(t *testing.T) {
+	d, err := dest.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := SaveCatalog(ctx, d, Catalog{ClusterID: "cl-a", Writer: 3}); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := Rebuild(ctx, d, "cl-a")
+	if err != nil || c.Writer != 3 {
+		t.Fatalf("rebuilt writer %d: %v", c.Writer, err)
+	}
+	if c, err := LoadCatalog(ctx, d); err != nil || c.Writer != 3 {
+		t.Fatalf("stored writer %d: %v", c.Writer, err)
 	}
 }

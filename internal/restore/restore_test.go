@@ -741,6 +741,9 @@ func TestRehearsalIsHeld(t *testing.T) {
 	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: service.LocalDestination, Mode: "full", Wait: true}); err != nil {
 		t.Fatalf("LOCAL (in the copy's own data dir) is not held: %v", err)
 	}
+	if _, _, err := s2.RebuildCatalog(ctx, "nas"); !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "held") {
+		t.Fatalf("catalog rebuild on a held copy: %v", err)
+	}
 	if res, err := s2.VerifyBackups(ctx, "nas", service.VerifyRequest{All: true}); err != nil || len(res) == 0 || res[0].Result != "OK" {
 		t.Fatalf("the held copy verifies nas: %+v %v", res, err)
 	}

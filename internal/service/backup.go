@@ -564,6 +564,10 @@ func (s *Service) RebuildCatalog(ctx context.Context, name string) (int, []strin
 		unlock()
 		return 0, nil, mapStateErr(err)
 	}
+	if err := s.heldErr(name); err != nil {
+		unlock()
+		return 0, nil, fmt.Errorf("%w: %v", ErrConflict, err)
+	}
 	dd, err := s.openDest(ctx, d, nil)
 	bm, clusterID := s.backups, s.st.ClusterID()
 	// Not held across the rebuild: a running backup takes the backup lock
