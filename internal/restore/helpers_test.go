@@ -180,7 +180,9 @@ func openTakenOver(t testing.TB, dir string) (*service.Service, context.Context)
 		for _, d := range ds {
 			all = all && done[d.Name]
 		}
-		if all {
+		// The last full is recorded DONE a moment before the backup ends
+		// (retention runs after): wait until none runs.
+		if cur, err := s.CurrentBackup(ctx); all && err == nil && cur == nil {
 			return s, ctx
 		}
 		if time.Now().After(deadline) {

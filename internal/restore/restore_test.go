@@ -865,8 +865,8 @@ func waitFull(t *testing.T, s *service.Service, ctx context.Context, d string, t
 			t.Fatal(err)
 		}
 		for _, r := range recs {
-			if r.Kind == "full" && r.Status == "DONE" && r.Timeline == tl {
-				return
+			if cur, err := s.CurrentBackup(ctx); r.Kind == "full" && r.Status == "DONE" && r.Timeline == tl && err == nil && cur == nil {
+				return // and ended: DONE is recorded a moment before
 			}
 		}
 		if time.Now().After(deadline) {
