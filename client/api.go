@@ -59,6 +59,12 @@ type Status struct {
 			Index  uint64    `json:"index"`
 			Time   time.Time `json:"time"`
 			At     time.Time `json:"at"`
+			// Held: backups wait for resume-after-restore; Released is
+			// when the hold ended, TakeOver whether the timeline took
+			// the destinations over.
+			Held     bool       `json:"held"`
+			Released *time.Time `json:"released"`
+			TakeOver bool       `json:"take_over"`
 		} `json:"restored,omitempty"`
 	} `json:"timeline"`
 	KeystoreGeneration uint32 `json:"keystore_generation"`
@@ -96,6 +102,9 @@ type BackupStatus struct {
 	Running      *RunningBackup      `json:"running,omitempty"`
 	Destinations []DestinationHealth `json:"destinations,omitempty"`
 	Frozen       bool                `json:"frozen,omitempty"`
+	// Held: a restored node writes to no destination but LOCAL until
+	// ResumeAfterRestore (a warning says which to use).
+	Held bool `json:"held_after_restore,omitempty"`
 }
 
 // RunningBackup is the backup in progress and the bytes it wrote so far.

@@ -322,6 +322,28 @@ func (c *Client) RunBackup(ctx context.Context, destination, mode string, wait b
 	}{destination, mode, wait}, &r)
 }
 
+// ResumedTimeline is the node's timeline after ResumeAfterRestore.
+type ResumedTimeline struct {
+	ID       uint32 `json:"id"`
+	Restored *struct {
+		From     string     `json:"from"`
+		Target   string     `json:"target"`
+		Index    uint64     `json:"index"`
+		At       time.Time  `json:"at"`
+		Released *time.Time `json:"released"`
+		TakeOver bool       `json:"take_over"`
+	} `json:"restored,omitempty"`
+}
+
+// ResumeAfterRestore ends the hold on a restored node's backups. With
+// takeOver its timeline claims every destination and a full backup to each
+// starts now; without, a destination another timeline writes to keeps
+// refusing it.
+func (c *Client) ResumeAfterRestore(ctx context.Context, takeOver bool) (ResumedTimeline, error) {
+	var r ResumedTimeline
+	return r, c.Do(ctx, "POST", "/api/v1/backup/resume-after-restore", map[string]bool{"take_over": takeOver}, &r)
+}
+
 // CurrentBackup returns the running backup and its progress, or nil when
 // none runs.
 func (c *Client) CurrentBackup(ctx context.Context) (*BackupProgress, error) {

@@ -99,6 +99,9 @@ type Options struct {
 	Base       *Entry // incremental: the full it builds on
 	Segment    *journal.SegmentInfo
 	Reason     string
+	// TakeOver (a full only): claim the destination for this node's
+	// timeline from the timeline that wrote to it so far.
+	TakeOver bool
 }
 
 // NewID returns a backup id that sorts by time: 20261121T065012Z-<8 hex>.
@@ -144,6 +147,9 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 		return Entry{}, err
 	}
 	if err := cat.Claim(src.ClusterID(), d.Location()); err != nil {
+		return Entry{}, err
+	}
+	if err := cat.ClaimWriter(src.Timeline().ID, opts.TakeOver && kind == KindFull, d.Location()); err != nil {
 		return Entry{}, err
 	}
 	if err := fsutil.EnsureDir(opts.StagingDir); err != nil {

@@ -68,12 +68,55 @@ func entryOf(file string, m bundle.Manifest) Entry {
 	return e
 }
 
-// Catalog records which cluster owns a destination and every backup on it.
+// Catalog records which cluster owns a destination, which of its timelines
+// writes to it, and every backup on it.
 type Catalog struct {
-	Format    int       `json:"format"`
-	ClusterID string    `json:"cluster_id"`
-	Updated   time.Time `json:"updated"`
-	Entries   []Entry   `json:"backups"`
+	Format    int    `json:"format"`
+	ClusterID string `json:"cluster_id"`
+	// Writer is the one live timeline that writes here (0: not recorded,
+	// see WriterTimeline). Another timeline (a restored copy) writes only
+	// after it takes the destination over.
+	Writer  uint32    `json:"writer_timeline,omitempty"`
+	Updated time.Time `json:"updated"`
+	Entries []Entry   `json:"backups"`
+}
+
+// WriterTimeline is the timeline that writes to the destination: the one
+// recorded, or (a catalog written before it was recorded, or rebuilt) the
+// timeline of the newest backup; 0 when there is none.
+func (c Catalog) WriterTimeline() uint32 {
+	if c.Writer != 0 {
+		return c.Writer
+	}
+	var newest *Entry
+	for i := range c.Entries {
+		if e := &c.Entries[i]; newest == nil || e.Created.After(newest.Created) {
+			newest = e
+		}
+	}
+	if newest == nil {
+		return 0
+	}
+	return newest.TimelineID()
+}
+
+// ErrOtherWriter: another timeline of the cluster writes to the destination.
+var ErrOtherWriter = errors.New("another timeline writes to this destination")
+
+// ClaimWriter checks that timeline tl may write to the destination and
+// records it as the writer. A destination written by another timeline is
+// refused (naming both), unless takeOver: the restored timeline that is the
+// real recovery claims it.
+func (c *Catalog) ClaimWriter(tl uint32, takeOver bool, location string) error {
+	tl = max(tl, 1)
+	w := c.WriterTimeline()
+	if w != 0 && w != tl && !takeOver {
+		return fmt.Errorf("%w: %s is written by timeline %d of cluster %s, this node is on timeline %d; one live timeline writes to a destination. "+
+			"If this node is a restored copy (a rehearsal), give it another destination; if it is the real recovery, take the destinations over: coffer backup resume-after-restore --take-over",
+			ErrOtherWriter, location, w, c.ClusterID, tl)
+	}
+	c.Writer = tl
+	return nil
 }
 
 // Errors about catalogs.
@@ -144,6 +187,9 @@ func Rebuild(ctx context.Context, d dest.Destination, clusterID string) (Catalog
 	c, skipped, err := scan(ctx, d, clusterID)
 	if err != nil {
 		return Catalog{}, skipped, err
+	}
+	if old, err := LoadCatalog(ctx, d); err == nil && old.ClusterID == clusterID {
+		c.Writer = old.Writer // the manifests do not say which timeline writes here now
 	}
 	return c, skipped, SaveCatalog(ctx, d, c)
 }

@@ -24,6 +24,10 @@ var ErrBusy = errors.New("a backup is in progress")
 // ErrFrozen: writes are frozen (a backup could not record its result).
 var ErrFrozen = errors.New("writes are frozen")
 
+// ErrHeld: the node was restored and its backups to the destination wait
+// for an operator (see Host.Held).
+var ErrHeld = errors.New("backups are held after a restore")
+
 // FullEvery is Oracle Key Vault's rule for automatic mode: a full when the
 // last full is this old (or there is none), otherwise a cumulative incremental.
 const FullEvery = 7 * 24 * time.Hour
@@ -63,6 +67,11 @@ type Host interface {
 	Frozen() error
 	// IsLeader: schedules and archiving run on the cluster's leader only.
 	IsLeader() bool
+	// Held is non-nil (wrapping ErrHeld, saying what to do) while nothing
+	// may be written to the destination: a restored node before an
+	// operator released or took over its backups. Schedules and archiving
+	// skip it meanwhile.
+	Held(destination string) error
 }
 
 // Manager runs backups one at a time, the schedules and the archiver.
@@ -116,6 +125,9 @@ type Request struct {
 	// OnStart is called once the RUNNING record is stored (before any data
 	// is written), so that an API can answer while the backup goes on.
 	OnStart func(state.BackupRecord)
+	// TakeOver (a full only): claim the destination for this node's
+	// timeline (a restore that is the real recovery).
+	TakeOver bool
 }
 
 // Progress is the running backup and how far it got.
@@ -146,6 +158,9 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 	defer m.run.Unlock()
 	if err := m.host.Frozen(); err != nil {
 		return state.BackupRecord{}, fmt.Errorf("%w: no backup starts while writes are frozen (%v)", ErrFrozen, err)
+	}
+	if err := m.host.Held(destination); err != nil {
+		return state.BackupRecord{}, err
 	}
 	// A destination that cannot be reached or read is a failed backup,
 	// recorded as such (backup list shows it with the reason).
@@ -205,7 +220,8 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		req.OnStart(rec)
 	}
 	progress := func(n int64) { m.mu.Lock(); m.written = n; m.mu.Unlock() }
-	e, err := Run(ctx, m.host, t.Dest, kind, Options{ID: id, Encryption: t.Encryption, StagingDir: m.staging, Progress: progress, Base: base, Reason: reason})
+	e, err := Run(ctx, m.host, t.Dest, kind, Options{ID: id, Encryption: t.Encryption, StagingDir: m.staging, Progress: progress, Base: base, Reason: reason,
+		TakeOver: req.TakeOver})
 	now := time.Now().UTC()
 	rec.Finished = &now
 	if err != nil {
@@ -374,7 +390,7 @@ func (m *Manager) archiveLocked(ctx context.Context) error {
 		m.mu.Lock()
 		m.pending[d.Name] = len(todo)
 		m.mu.Unlock()
-		if d.ArchivePaused || len(todo) == 0 {
+		if d.ArchivePaused || len(todo) == 0 || m.host.Held(d.Name) != nil {
 			continue
 		}
 		if err := m.ship(ctx, d.Name, todo); err != nil {
@@ -494,8 +510,8 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 	}
 	for _, s := range scheds {
 		due, _ := Due(s, now)
-		if !due {
-			continue
+		if !due || m.host.Held(s.Destination) != nil {
+			continue // a held destination's schedule runs once released
 		}
 		s.State = "ONGOING"
 		if err := m.host.PutSchedule(ctx, s); err != nil {

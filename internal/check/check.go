@@ -128,6 +128,13 @@ func Run(p Paths, ring *keystore.Keyring) Report {
 		records++
 		return nil
 	})
+	if records == 0 && jerr == nil {
+		// No record yet (a restored data dir before its first write):
+		// the journal ends where it continues from, not at 0.
+		if segs, err := journal.ListSegments(p.Journal); err == nil && len(segs) > 0 {
+			last = segs[len(segs)-1].Prev
+		}
+	}
 	switch {
 	case errors.Is(jerr, fs.ErrNotExist):
 		rep.add("journal", nil, "no journal yet")

@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,8 +11,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/state"
 )
 
 const pass = "check-test-passphrase"
@@ -127,5 +130,36 @@ func TestMissingStateIsNamed(t *testing.T) {
 	}
 	if _, err := os.Stat(service.StatePath(dir)); err == nil {
 		t.Fatal("the check created a state.db")
+	}
+}
+
+// TestEmptyJournalStartingLater: a restored data dir's journal holds no
+// record yet and continues from the restored index; it ends there, not at
+// 0, and neither lags the state nor needs the raft log before it.
+func TestEmptyJournalStartingLater(t *testing.T) {
+	dir, ring := dataDir(t)
+	st, err := state.Open(service.StatePath(dir), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := st.AppliedIndex()
+	st.Close()
+	if err := os.RemoveAll(service.JournalDir(dir)); err != nil {
+		t.Fatal(err)
+	}
+	j, err := journal.Open(journal.Options{Dir: service.JournalDir(dir), Name: "coffer", StartAfter: applied})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	rep := Run(paths(dir), ring)
+	if !rep.OK {
+		t.Fatalf("restored-style dir: %s", failing(rep))
+	}
+	if d := rep.Results[3].Detail; !strings.Contains(d, fmt.Sprintf("0 records verify, last index %d", applied)) {
+		t.Fatalf("journal: %s", d)
+	}
+	if d := rep.Results[4].Detail; strings.Contains(d, "lags") {
+		t.Fatalf("raft log: %s", d)
 	}
 }

@@ -243,6 +243,14 @@ func printStatus(out io.Writer, st client.Status) {
 		fmt.Fprintf(w, "Timeline:\t%d\n", tl.ID)
 		if r := tl.Restored; r != nil {
 			fmt.Fprintf(w, "Restored:\t%s from %s to %s (index %d)\n", fmtTime(r.At), r.From, r.Target, r.Index)
+			switch {
+			case r.Held && r.Released == nil:
+				fmt.Fprintf(w, "Backups:\tHELD after the restore (see the warning)\n")
+			case r.TakeOver:
+				fmt.Fprintf(w, "Backups:\ttook over every destination at %s\n", fmtTime(*r.Released))
+			case r.Released != nil:
+				fmt.Fprintf(w, "Backups:\tresumed at %s (no take-over)\n", fmtTime(*r.Released))
+			}
 		}
 	}
 	fmt.Fprintf(w, "Keystore generation:\t%d\n", st.KeystoreGeneration)

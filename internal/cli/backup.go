@@ -49,8 +49,57 @@ only.`,
   coffer backup schedule add nightly --destination nas --cron '0 2 * * *'
   coffer backup list`,
 	}
-	b.AddCommand(newRecoveryCmd(g), newDestinationCmd(g), newCatalogCmd(g), newBackupRunCmd(g), newBackupListCmd(g), newScheduleCmd(g), newBackupVerifyCmd(g))
+	b.AddCommand(newRecoveryCmd(g), newDestinationCmd(g), newCatalogCmd(g), newBackupRunCmd(g), newBackupListCmd(g), newScheduleCmd(g), newBackupVerifyCmd(g),
+		newResumeAfterRestoreCmd(g))
 	return b
+}
+
+func newResumeAfterRestoreCmd(g *globals) *cobra.Command {
+	var takeOver bool
+	cmd := &cobra.Command{
+		Use:   "resume-after-restore [--take-over]",
+		Short: "End the hold on a restored node's backups, as a copy or (--take-over) as the real recovery",
+		Long: `A server started on a restored data dir writes to no backup destination
+but LOCAL: its backups, schedules, journal archiving and journal mirror are
+held ("coffer status" warns), because a restore may be a rehearsal while the
+server it copies still writes to the same destinations. Say which it is:
+
+  (no flag)    a rehearsal or a copy that lives on: the hold ends; its
+               backups go to destinations no other timeline writes to (give
+               it its own), and a destination another timeline writes to
+               keeps refusing it with an error naming both timelines
+  --take-over  the real recovery: the restored timeline claims every
+               destination and a full backup to each starts now (older
+               archives cannot continue the new timeline); the old
+               timeline, should it still run somewhere, is refused from
+               then on
+
+"coffer restore --take-over" does the same at restore time. System
+administrators only.`,
+		Example: `  coffer backup resume-after-restore --take-over    # this node replaces the lost one
+  coffer backup resume-after-restore                # a rehearsal that keeps running, with its own destinations`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withClient(func(ctx context.Context, c *client.Client) error {
+				tl, err := c.ResumeAfterRestore(ctx, takeOver)
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, tl)
+				}
+				w := cmd.OutOrStdout()
+				if takeOver {
+					fmt.Fprintf(w, "timeline %d takes over every destination: a full backup to each is starting (coffer backup list)\n", tl.ID)
+				} else {
+					fmt.Fprintf(w, "backups of timeline %d resumed; destinations another timeline writes to refuse it (coffer backup list shows why)\n", tl.ID)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&takeOver, "take-over", false, "this restore is the real recovery: claim every destination and take a full backup to each now")
+	return cmd
 }
 
 // Recovery passphrase lengths the server takes.

@@ -21,6 +21,7 @@ import (
 type devOptions struct {
 	listen   string
 	logLevel string
+	passFile string
 }
 
 // Dev files kept in the dev data dir (0600), so a restarted dev server can be
@@ -44,9 +45,16 @@ It prints the URL, the CA file, the root token and the environment to export.
 A recovery passphrase for backups is generated too (kept in the data dir
 next to the keystore passphrase), so "coffer backup run --destination LOCAL"
 works at once.
+A data dir made by "coffer restore" opens too: over a dev data dir (with
+--force) the restore keeps the dev files, the new keystore passphrase
+included; into a new dir, give that passphrase once with --passphrase-file
+(it is kept in the data dir from then on). Its backups to destinations
+other than LOCAL are held after the restore ("coffer status" says how to
+resume them).
 Not for production: the passphrases and root token are kept in the data dir.`,
 		Example: `  coffer dev
-  coffer dev --data-dir /tmp/coffer-dev --listen 127.0.0.1:8300`,
+  coffer dev --data-dir /tmp/coffer-dev --listen 127.0.0.1:8300
+  coffer dev --data-dir /tmp/restored --passphrase-file ks.txt   # a restored data dir, first run`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := config.Default()
@@ -63,8 +71,15 @@ Not for production: the passphrases and root token are kept in the data dir.`,
 			cfg.Storage.MinFreeBytes = 16 << 20
 			cfg.Memory.Lock = false // a developer's shell rarely has the limit for it
 			out := cmd.OutOrStdout()
+			var pass []byte
+			if o.passFile != "" {
+				if pass, err = readPassphrase(cmd, o.passFile, "", false); err != nil {
+					return err
+				}
+				defer clear(pass)
+			}
 			return server.Run(server.Options{Config: cfg, LogOutput: cmd.ErrOrStderr(), OnReady: func(s *server.Server) error {
-				tok, err := devPrepare(s)
+				tok, err := devPrepare(s, pass)
 				if err != nil {
 					return err
 				}
@@ -100,11 +115,14 @@ Stop with Ctrl-C (fast stop) or: coffer stop --data-dir %s
 	}
 	cmd.Flags().StringVar(&o.listen, "listen", "127.0.0.1:8200", "address to listen on")
 	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&o.passFile, "passphrase-file", "", "open a sealed data dir that has no dev passphrase file (one made by coffer restore) with the keystore passphrase in this file; it is kept in the data dir afterwards")
 	return cmd
 }
 
 // devPrepare initialises the keystore on first run and opens it afterwards.
-func devPrepare(s *server.Server) (string, error) {
+// pass, if given, opens a sealed keystore that has no dev passphrase file
+// (a data dir made by coffer restore), and is kept as that file.
+func devPrepare(s *server.Server, pass []byte) (string, error) {
 	svc := s.Service
 	dir := s.Service.Status().DataDir
 	// Dev mode prepares the server in-process, as the local root would
@@ -129,15 +147,35 @@ func devPrepare(s *server.Server) (string, error) {
 		}
 		return tok, nil
 	case service.StateSealed:
-		pass, err := os.ReadFile(passFile)
-		if err != nil {
-			return "", fmt.Errorf("dev keystore is sealed and %s is missing: %w", passFile, err)
-		}
-		if err := svc.Open(ctx, []byte(strings.TrimSpace(string(pass)))); err != nil && !errors.Is(err, service.ErrAlreadyOpen) {
-			return "", err
+		stored, err := os.ReadFile(passFile)
+		switch {
+		case err == nil:
+			if err := svc.Open(ctx, []byte(strings.TrimSpace(string(stored)))); err != nil && !errors.Is(err, service.ErrAlreadyOpen) {
+				return "", err
+			}
+		case errors.Is(err, os.ErrNotExist) && len(pass) > 0:
+			if err := svc.Open(ctx, pass); err != nil && !errors.Is(err, service.ErrAlreadyOpen) {
+				return "", fmt.Errorf("open the keystore with --passphrase-file: %w", err)
+			}
+			if err := fsutil.WriteFile(passFile, append(append([]byte(nil), pass...), '\n')); err != nil {
+				return "", err
+			}
+		case errors.Is(err, os.ErrNotExist):
+			return "", fmt.Errorf("dev keystore is sealed and %s is missing (a data dir made by coffer restore?): run coffer dev --passphrase-file FILE once, FILE holding the keystore passphrase given to the restore", passFile)
+		default:
+			return "", fmt.Errorf("read %s: %w", passFile, err)
 		}
 	}
 	tok, err := os.ReadFile(tokFile)
+	if errors.Is(err, os.ErrNotExist) {
+		// A restored data dir has the backed-up state, not the dev files:
+		// make a root token for it and keep it as dev mode does.
+		t, err := svc.CreateRootToken(ctx, service.LocalRoot(), 0)
+		if err != nil {
+			return "", fmt.Errorf("create a dev root token: %w", err)
+		}
+		return t, fsutil.WriteFile(tokFile, []byte(t+"\n"))
+	}
 	if err != nil {
 		return "", fmt.Errorf("read dev root token: %w", err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/backup/dest"
 	"github.com/coffer-kms/coffer/internal/config"
+	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/server"
@@ -181,7 +182,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		toIndex                      uint64
 		timeline                     uint32
 		journals                     []string
-		force, list                  bool
+		force, list, takeOver        bool
 		passFile, configPath         string
 	)
 	cmd := &cobra.Command{
@@ -218,10 +219,24 @@ The data dir must be new or empty; --force moves a non-empty one aside
 
 The restored node is a standalone single-node cluster on a new timeline: the
 old history's segments after the restore point are never replayed into it.
-Its first start takes a full backup to every destination that has a schedule.
---list shows the backups and timelines at --from and restores nothing.`,
+
+A restore may be a rehearsal while the server it copies still writes to the
+same destinations, so the restored node starts with its backups, schedules,
+journal archiving and mirror HELD: it writes to no destination but LOCAL
+until "coffer backup resume-after-restore" (a copy: only destinations no
+other timeline writes to) or "... --take-over" (the real recovery). With
+--take-over here, the restore is the real recovery from the start: the first
+start claims every destination for the new timeline and takes a full backup
+to each. One live timeline writes to a destination; another is refused.
+
+Without --timeline the restore follows the timeline written to most
+recently; when two timelines both hold records after the point where they
+forked, it refuses and lists them: choose with --timeline N.
+--list shows the timelines (with their last write) and the backups at
+--from, and restores nothing.`,
 		Example: `  coffer restore --list --from /mnt/backup
-  coffer restore --from /mnt/backup --data-dir /var/lib/coffer.new
+  coffer restore --from /mnt/backup --data-dir /srv/rehearsal            # a rehearsal: backups held
+  coffer restore --from /mnt/backup --data-dir /var/lib/coffer --take-over   # the real recovery
   coffer restore --from /mnt/backup --data-dir /var/lib/coffer --force \
       --to-time 2026-11-21T09:30:00Z --recovery-passphrase-file rp.txt --passphrase-file ks.txt
   coffer restore --from sftp://backup@vault2/srv/coffer --sftp-key-file id_ed25519 \
@@ -292,7 +307,7 @@ Its first start takes a full backup to every destination that has a schedule.
 					}
 					return server.LockDataDir(dir)
 				},
-				Target: t, Timeline: timeline, BackupID: backup_, Passphrase: pass}
+				Target: t, Timeline: timeline, BackupID: backup_, Passphrase: pass, TakeOver: takeOver}
 			if configPath != "" {
 				cfg, err := config.Load(configPath)
 				if err != nil {
@@ -308,6 +323,10 @@ Its first start takes a full backup to every destination that has a schedule.
 				if sum.MovedAside != "" {
 					fmt.Fprintf(cmd.ErrOrStderr(), "the old data dir was moved to %s\n", sum.MovedAside)
 				}
+				return err
+			}
+			devNote, err := keepDevFiles(sum.MovedAside, dir, pass)
+			if err != nil {
 				return err
 			}
 			if g.format == "json" {
@@ -338,8 +357,16 @@ Its first start takes a full backup to every destination that has a schedule.
 			if sum.MovedAside != "" {
 				fmt.Fprintf(w, "  old data dir    moved to %s\n", sum.MovedAside)
 			}
+			if devNote != "" {
+				fmt.Fprintf(w, "  dev data dir    %s\n", devNote)
+			}
 			fmt.Fprintf(w, "\nNext: start the server on %s and open the keystore with the new passphrase.\n", dir)
-			fmt.Fprintf(w, "Its first start takes a full backup to every scheduled destination (a new timeline).\n")
+			if takeOver {
+				fmt.Fprintf(w, "Its first start takes over every destination: a full backup to each (timeline %d).\n", sum.Timeline.ID)
+			} else {
+				fmt.Fprintf(w, "Its backups to every destination but LOCAL are HELD: a rehearsal never writes into the chain it copies.\n")
+				fmt.Fprintf(w, "If this is the real recovery: coffer backup resume-after-restore --take-over (or restore with --take-over).\n")
+			}
 			fmt.Fprintf(w, "Auto-open was not restored: coffer keystore enable-auto-open, if you use it.\n")
 			return nil
 		},
@@ -351,7 +378,8 @@ Its first start takes a full backup to every destination that has a schedule.
 	f.StringVar(&toPoint, "to-restore-point", "", "restore up to and including this restore point")
 	f.Uint64Var(&toIndex, "to-index", 0, "restore up to this raft index")
 	f.StringVar(&backup_, "backup", "", "start from this full backup id (default: the newest before the target)")
-	f.Uint32Var(&timeline, "timeline", 0, "restore this timeline's history (default: the newest)")
+	f.Uint32Var(&timeline, "timeline", 0, "restore this timeline's history (default: the one written to most recently; refused when two have diverged)")
+	f.BoolVar(&takeOver, "take-over", false, "this restore is the real recovery: its first start claims every destination and takes a full backup to each (default: backups held)")
 	f.StringArrayVar(&journals, "journal", nil, "also replay this raw journal directory (the synchronous mirror); repeatable")
 	f.BoolVar(&force, "force", false, "move a non-empty data dir aside first")
 	f.BoolVarP(&list, "list", "l", false, "list the backups and timelines at --from, restore nothing")
@@ -359,6 +387,38 @@ Its first start takes a full backup to every destination that has a schedule.
 	f.StringVarP(&configPath, "config", "c", "", "the restored server's configuration (for its keystore KDF and journal name)")
 	cmd.AddCommand(newRestoreObjectCmd(g))
 	return cmd
+}
+
+// keepDevFiles: a restore over a coffer dev data dir (moved aside to old)
+// keeps it usable by coffer dev: the new keystore passphrase goes where dev
+// mode keeps its passphrase, and the root token and recovery passphrase
+// files come along (the restored state has both). Dev mode only: a data
+// dir without dev files gets nothing.
+func keepDevFiles(old, dir string, pass []byte) (string, error) {
+	if old == "" {
+		return "", nil
+	}
+	if _, err := os.Stat(filepath.Join(old, devPassphraseFile)); err != nil {
+		return "", nil
+	}
+	if err := fsutil.WriteFile(filepath.Join(dir, devPassphraseFile), append(append([]byte(nil), pass...), '\n')); err != nil {
+		return "", err
+	}
+	for _, f := range []string{devTokenFile, devRecoveryFile} {
+		b, err := os.ReadFile(filepath.Join(old, f))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		err = fsutil.WriteFile(filepath.Join(dir, f), b)
+		clear(b)
+		if err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("the dev files were kept (%s now holds the new keystore passphrase): coffer dev runs on it", devPassphraseFile), nil
 }
 
 // parseWhen reads an RFC 3339 time, or "YYYY-MM-DD HH:MM:SS" in UTC.
@@ -435,10 +495,14 @@ func listBackups(ctx context.Context, cmd *cobra.Command, g *globals, d dest.Des
 		}
 		return a.Created.Compare(b.Created)
 	})
+	tls := restore.Timelines(cat)
 	if g.format == "json" {
 		enc := json.NewEncoder(cmd.OutOrStdout())
 		enc.SetIndent("", "  ")
-		return enc.Encode(cat)
+		return enc.Encode(struct {
+			backup.Catalog
+			Timelines []restore.TimelineInfo `json:"timelines"`
+		}{cat, tls})
 	}
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "cluster %s at %s", cat.ClusterID, d.Location())
@@ -447,6 +511,21 @@ func listBackups(ctx context.Context, cmd *cobra.Command, g *globals, d dest.Des
 	}
 	fmt.Fprintln(w)
 	tw := newTableTo(w)
+	fmt.Fprintln(tw, "TIMELINE\tFROM\tREACHES\tLAST WRITE\tFILES\tWRITER")
+	for _, t := range tls {
+		from := "-"
+		if n := len(t.History); n > 0 {
+			from = fmt.Sprintf("%d at %d", t.History[n-1].ID, t.History[n-1].Upto)
+		}
+		wr := ""
+		if t.Writer {
+			wr = "yes"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\n", t.ID, from, t.Reach, fmtTime(t.LastWrite), t.Files, wr)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = newTableTo(w)
 	fmt.Fprintln(tw, "TIMELINE\tKIND\tID\tINDEXES\tTAKEN\tSIZE\tVERIFIED")
 	for _, e := range cat.Entries {
 		v := "-"

@@ -149,3 +149,45 @@ func secretValue(t testing.TB, s *service.Service, ctx context.Context, name str
 
 var _ = fmt.Sprint
 var _ io.Closer
+
+// takeOver is a restore option: the restore is the real recovery.
+func takeOver(o *restore.Options) { o.TakeOver = true }
+
+// openTakenOver opens a node restored with takeOver and waits until its
+// first start took every destination over (a DONE full of its timeline to
+// each).
+func openTakenOver(t testing.TB, dir string) (*service.Service, context.Context) {
+	t.Helper()
+	s, ctx := openRestored(t, dir)
+	tl := s.Status().Timeline.ID
+	ds, err := s.ListDestinations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		recs, err := s.ListBackups(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := map[string]bool{}
+		for _, r := range recs {
+			if r.Kind == "full" && r.Status == "DONE" && r.Timeline == tl {
+				done[r.Destination] = true
+			}
+		}
+		all := true
+		for _, d := range ds {
+			all = all && done[d.Name]
+		}
+		// The last full is recorded DONE a moment before the backup ends
+		// (retention runs after): wait until none runs.
+		if cur, err := s.CurrentBackup(ctx); all && err == nil && cur == nil {
+			return s, ctx
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restored node did not take its destinations over: %+v", recs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -104,12 +104,138 @@ func timelinesOf(cat backup.Catalog) string {
 	return strings.Join(s, ", ")
 }
 
-func newestTimeline(cat backup.Catalog) uint32 {
-	var n uint32 = 1
+// TimelineInfo is one timeline on a destination, as restore --list shows it.
+type TimelineInfo struct {
+	ID uint32 `json:"id"`
+	// History is where it branched off (empty for timeline 1).
+	History []state.TimelineBranch `json:"history,omitempty"`
+	// Reach is the last index a restore of it gets from this destination.
+	Reach     uint64    `json:"reach"`
+	LastWrite time.Time `json:"last_write"` // newest backup file of the timeline
+	Files     int       `json:"files"`
+	// Writer: the timeline that writes to the destination now.
+	Writer bool `json:"writer,omitempty"`
+}
+
+// Timelines lists the timelines with backups in the catalog, by id.
+func Timelines(cat backup.Catalog) []TimelineInfo {
+	byID := map[uint32]*TimelineInfo{}
+	var ids []uint32
 	for _, e := range cat.Entries {
-		n = max(n, e.TimelineID())
+		id := e.TimelineID()
+		t := byID[id]
+		if t == nil {
+			t = &TimelineInfo{ID: id}
+			byID[id] = t
+			ids = append(ids, id)
+		}
+		t.Files++
+		if e.Created.After(t.LastWrite) {
+			t.LastWrite = e.Created
+		}
+	}
+	slices.Sort(ids)
+	writer := cat.WriterTimeline()
+	out := make([]TimelineInfo, 0, len(ids))
+	for _, id := range ids {
+		t := byID[id]
+		t.Writer = id == writer
+		if l, err := lineageOf(cat, id, nil); err == nil {
+			t.History = l[:len(l)-1]
+			t.Reach = l.reach(cat)
+		}
+		out = append(out, *t)
+	}
+	return out
+}
+
+// reach is the last index the lineage gets from the catalog's files.
+func (l lineage) reach(cat backup.Catalog) uint64 {
+	var n uint64
+	for _, e := range cat.Entries {
+		if _, hi, ok := l.clip(e); ok {
+			n = max(n, hi)
+		}
 	}
 	return n
+}
+
+// forkPoint is the last index two lineages share.
+func forkPoint(a, b lineage) uint64 {
+	var f uint64
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i].ID != b[i].ID {
+			break
+		}
+		f = min(a[i].Upto, b[i].Upto)
+		if a[i].Upto != b[i].Upto {
+			break
+		}
+	}
+	return f
+}
+
+// ErrAmbiguousTimeline: two timelines on the destination both hold records
+// after the point where they forked; the caller must choose one.
+var ErrAmbiguousTimeline = errors.New("restore: two timelines on this destination have diverged: choose one with --timeline N")
+
+// chooseTimeline is the timeline a restore without --timeline follows: the
+// one written to most recently (of those holding the most), unless two timelines both have records
+// after their fork point (a restored copy wrote next to the server it
+// copied, or a restore to a past point while the old history went on):
+// then which history is wanted is the operator's choice, never a guess.
+func chooseTimeline(cat backup.Catalog) (uint32, error) {
+	tls := Timelines(cat)
+	if len(tls) == 0 {
+		return 1, nil
+	}
+	lins := make([]lineage, len(tls))
+	for i, t := range tls {
+		lins[i], _ = lineageOf(cat, t.ID, nil)
+	}
+	var diverged []string
+	seen := map[uint32]bool{}
+	for i := range tls {
+		for j := i + 1; j < len(tls); j++ {
+			if lins[i] == nil || lins[j] == nil {
+				continue
+			}
+			f := forkPoint(lins[i], lins[j])
+			if tls[i].Reach > f && tls[j].Reach > f {
+				for _, k := range []int{i, j} {
+					if !seen[tls[k].ID] {
+						seen[tls[k].ID] = true
+						diverged = append(diverged, describeTimeline(tls[k]))
+					}
+				}
+			}
+		}
+	}
+	if len(diverged) > 0 {
+		return 0, fmt.Errorf("%w: %s", ErrAmbiguousTimeline, strings.Join(diverged, "; "))
+	}
+	// Not diverged: each timeline's records are a prefix of the one that
+	// reaches furthest (the one written to last, unless it only repeats
+	// what another holds); on a tie, the one written to last.
+	best := tls[0]
+	for _, t := range tls[1:] {
+		if t.Reach > best.Reach || t.Reach == best.Reach && t.LastWrite.After(best.LastWrite) {
+			best = t
+		}
+	}
+	return best.ID, nil
+}
+
+func describeTimeline(t TimelineInfo) string {
+	s := fmt.Sprintf("timeline %d", t.ID)
+	if n := len(t.History); n > 0 {
+		s += fmt.Sprintf(" (from timeline %d at index %d)", t.History[n-1].ID, t.History[n-1].Upto)
+	}
+	s += fmt.Sprintf(" reaches index %d, last written %s", t.Reach, t.LastWrite.UTC().Format(time.RFC3339))
+	if t.Writer {
+		s += ", writes to this destination now"
+	}
+	return s
 }
 
 // span returns the index range [lo, hi] that timeline tl contributes to the

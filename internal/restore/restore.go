@@ -74,6 +74,13 @@ type Options struct {
 	KDF        keystore.KDFParams
 	// JournalName is the segment name prefix of the new journal ("coffer").
 	JournalName string
+	// TakeOver: the restore is the real recovery. The restored node's
+	// first start claims every backup destination for the new timeline
+	// and takes a full backup to each. Without it the node starts with
+	// every destination's backups held (a rehearsal must not take over
+	// the backup chain of the server it copies) until an operator
+	// releases them.
+	TakeOver bool
 	// Progress, if set, is told what happens.
 	Progress func(Event)
 	// Now is the clock (nil: time.Now).
@@ -167,7 +174,9 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 	}
 	tl := opts.Timeline
 	if tl == 0 {
-		tl = newestTimeline(r.cat)
+		if tl, err = chooseTimeline(r.cat); err != nil {
+			return r.sum, err
+		}
 	}
 	if r.lin, err = lineageOf(r.cat, tl, opts.History); err != nil {
 		return r.sum, err
@@ -542,8 +551,12 @@ func (r *run) finish(ctx context.Context) error {
 	if err := r.unseal(); err != nil { // the keystore must open every data key
 		return err
 	}
-	tl := state.Timeline{ID: r.newTimelineID(ctx), History: r.lin.history(index), Restored: &state.RestoreInfo{
-		From: r.opts.From.Location(), Target: r.opts.Target.String(), Index: index, Time: r.lastT, At: r.opts.Now().UTC()}}
+	at := r.opts.Now().UTC()
+	info := &state.RestoreInfo{From: r.opts.From.Location(), Target: r.opts.Target.String(), Index: index, Time: r.lastT, At: at, Held: true}
+	if r.opts.TakeOver {
+		info.Released, info.TakeOver = &at, true
+	}
+	tl := state.Timeline{ID: r.newTimelineID(ctx), History: r.lin.history(index), Restored: info}
 	r.reserveTimeline(ctx, tl)
 	if err := r.st.Rebase(r.term, tl); err != nil {
 		return fmt.Errorf("record the new timeline: %w", err)

@@ -1,6 +1,8 @@
 package restore_test
 
 import (
+	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -136,14 +138,14 @@ func TestTimelines(t *testing.T) {
 	e.archive()
 	e.s.Close()
 
-	sum, dir, err := e.restoreTo(Target{Point: "before"})
+	sum, dir, err := e.restoreTo(Target{Point: "before"}, takeOver)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sum.Index != branch || sum.Timeline.ID != 2 {
 		t.Fatalf("restored to %d on timeline %d, want %d on 2", sum.Index, sum.Timeline.ID, branch)
 	}
-	s2, ctx := openRestored(t, dir)
+	s2, ctx := openTakenOver(t, dir)
 	if v := secretValue(t, s2, ctx, "a", 0); v != "a2" {
 		t.Fatalf("a on timeline 2 = %q", v)
 	}
@@ -159,9 +161,18 @@ func TestTimelines(t *testing.T) {
 	}
 	s2.Close()
 
-	// Latest of the newest timeline (2): TL1's full and segments up to the
-	// branch, then TL2's segment; TL1's "a3-abandoned" never comes back.
-	sum, dir3, err := e.restoreTo(Target{})
+	// Both timelines have records after the branch: without --timeline
+	// the restore refuses and names both.
+	_, _, err = e.restoreTo(Target{})
+	if !errors.Is(err, restore.ErrAmbiguousTimeline) || !strings.Contains(err.Error(), "timeline 1 reaches") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("timeline 2 (from timeline 1 at index %d) reaches index %d", branch, idx2)) ||
+		!strings.Contains(err.Error(), "writes to this destination now") {
+		t.Fatalf("latest with two diverged timelines: %v", err)
+	}
+	// Latest of timeline 2: TL1's full and segments up to the branch (or
+	// TL2's take-over full), then TL2's segment; TL1's "a3-abandoned"
+	// never comes back.
+	sum, dir3, err := e.restoreTo(Target{}, func(o *restore.Options) { o.Timeline = 2 })
 	if err != nil {
 		b, _ := os.ReadFile(filepath.Join(e.nas, "catalog.json"))
 		t.Fatalf("%v\n%s", err, b)
@@ -179,7 +190,7 @@ func TestTimelines(t *testing.T) {
 	s3.Close()
 
 	// The restore point made after the branch on timeline 1.
-	_, _, err = e.restoreTo(Target{Point: "tl1-only"})
+	_, _, err = e.restoreTo(Target{Point: "tl1-only"}, func(o *restore.Options) { o.Timeline = 2 })
 	if !errors.Is(err, restore.ErrNotOnTimeline) || !strings.Contains(err.Error(), "--timeline 1") || !strings.Contains(err.Error(), "abandoned") {
 		t.Fatalf("restore point on the abandoned timeline: %v", err)
 	}
@@ -581,11 +592,11 @@ func TestMirrorOfAbandonedTimelineRefused(t *testing.T) {
 	cluster := e.s.Status().ClusterID
 	e.s.Close()
 
-	_, dir, err := e.restoreTo(Target{Point: "good"})
+	_, dir, err := e.restoreTo(Target{Point: "good"}, takeOver)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2, ctx := openRestored(t, dir)
+	s2, ctx := openTakenOver(t, dir)
 	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -598,7 +609,7 @@ func TestMirrorOfAbandonedTimelineRefused(t *testing.T) {
 	// Timeline 1's mirror is used only up to where timeline 2 branched off:
 	// its abandoned records never come back.
 	old := filepath.Join(mirror, "mirror", cluster)
-	_, dir1, err := e.restoreTo(Target{}, func(o *restore.Options) { o.Journals = []string{old} })
+	_, dir1, err := e.restoreTo(Target{}, func(o *restore.Options) { o.Journals = []string{old}; o.Timeline = 2 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -616,7 +627,7 @@ func TestMirrorOfAbandonedTimelineRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not part of timeline 1") {
 		t.Fatalf("timeline 2's mirror for a timeline 1 restore: %v", err)
 	}
-	sum, _, err := e.restoreTo(Target{}, func(o *restore.Options) { o.Journals = []string{old + ".tl2"} })
+	sum, _, err := e.restoreTo(Target{}, func(o *restore.Options) { o.Journals = []string{old + ".tl2"}; o.Timeline = 2 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -636,11 +647,11 @@ func TestObjectRestoreFollowsTheNodesTimeline(t *testing.T) {
 	e.put("k", "A-abandoned")
 	e.archive()
 	e.s.Close()
-	_, dir, err := e.restoreTo(Target{Point: "good"})
+	_, dir, err := e.restoreTo(Target{Point: "good"}, takeOver)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2, ctx := openRestored(t, dir)
+	s2, ctx := openTakenOver(t, dir)
 	o, err := s2.PutSecret(ctx, service.DefaultWallet, "k", []byte("B"))
 	if err != nil {
 		t.Fatal(err)
@@ -687,4 +698,190 @@ func TestVerifyAfterRecoveryPassphraseChange(t *testing.T) {
 	if got["OK"] != 1 || got["SKIPPED"] != 1 {
 		t.Fatalf("results %v", got)
 	}
+}
+
+// TestRehearsalIsHeld is the rehearsal of the runbooks while the live
+// server goes on: the restored copy writes nothing to the live server's
+// destination (status says so) until it is released; released as a copy
+// it is refused by the destination the live timeline writes to (naming
+// both); a restore without --timeline meanwhile follows the live timeline;
+// taken over, the destination is the copy's and the old timeline is
+// refused, and a restore without --timeline refuses the two diverged
+// timelines.
+func TestRehearsalIsHeld(t *testing.T) {
+	e := newEnv(t, true)
+	e.put("a", "a1")
+	e.backup("full")
+	e.put("b", "b1")
+	e.archive()
+
+	sum, dir, err := e.restoreTo(Target{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := sum.Timeline.Restored; r == nil || !r.Held || r.Released != nil {
+		t.Fatalf("restore without take-over: %+v", r)
+	}
+	before := listFiles(t, e.nas)
+	s2, ctx := openRestored(t, dir)
+	st := s2.Status()
+	if !st.Backup.Held || !hasWarning(st.Warnings, "HELD", "resume-after-restore --take-over") {
+		t.Fatalf("status of a held copy: held %v, warnings %+v", st.Backup.Held, st.Warnings)
+	}
+	_, err = s2.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true})
+	if !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "held after a restore") || !strings.Contains(err.Error(), "resume-after-restore") {
+		t.Fatalf("backup of a held copy to nas: %v", err)
+	}
+	if _, err := s2.PutSecret(ctx, service.DefaultWallet, "c", []byte("on the copy")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.ArchiveNow(ctx); err == nil || !strings.Contains(err.Error(), "held") {
+		t.Fatalf("archive now on a held copy: %v", err)
+	}
+	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: service.LocalDestination, Mode: "full", Wait: true}); err != nil {
+		t.Fatalf("LOCAL (in the copy's own data dir) is not held: %v", err)
+	}
+	if _, _, err := s2.RebuildCatalog(ctx, "nas"); !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "held") {
+		t.Fatalf("catalog rebuild on a held copy: %v", err)
+	}
+	if res, err := s2.VerifyBackups(ctx, "nas", service.VerifyRequest{All: true}); err != nil || len(res) == 0 || res[0].Result != "OK" {
+		t.Fatalf("the held copy verifies nas: %+v %v", res, err)
+	}
+	if after := listFiles(t, e.nas); !slices.Equal(before, after) {
+		t.Fatalf("the held copy wrote to nas:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// The live server goes on writing to nas.
+	e.put("a", "a2-live")
+	e.backup("incremental")
+	liveIdx, liveDigest := e.digest()
+	e.archive()
+
+	// Released as a copy: nas, written by timeline 1, refuses it.
+	if _, err := s2.ResumeAfterRestore(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if s2.Status().Backup.Held {
+		t.Fatal("still held after resume")
+	}
+	if _, err := s2.ResumeAfterRestore(ctx, false); !errors.Is(err, service.ErrConflict) {
+		t.Fatalf("a second resume: %v", err)
+	}
+	_, err = s2.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true})
+	if !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "written by timeline 1") || !strings.Contains(err.Error(), "on timeline 2") {
+		t.Fatalf("a resumed copy writing to the live timeline's destination: %v", err)
+	}
+
+	// A restore without --timeline follows the live timeline.
+	sum, _, err = e.restoreTo(Target{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.FromTL != 1 || sum.Index != liveIdx || sum.Digest != liveDigest {
+		t.Fatalf("restore latest while a copy exists: timeline %d index %d, want timeline 1 at %d", sum.FromTL, sum.Index, liveIdx)
+	}
+
+	// Taken over: a full of timeline 2 claims nas; timeline 1 is refused.
+	if _, err := s2.ResumeAfterRestore(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFull(t, s2, ctx, "nas", 2)
+	e.put("a", "a3-live-too-late")
+	_, err = e.s.RunBackup(e.ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true})
+	if !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "written by timeline 2") || !strings.Contains(err.Error(), "on timeline 1") {
+		t.Fatalf("the old timeline after a take-over: %v", err)
+	}
+	if err := e.s.ArchiveNow(e.ctx); err == nil || !strings.Contains(err.Error(), "timeline 2") {
+		t.Fatalf("archiving of the old timeline after a take-over: %v", err)
+	}
+	// A destination the old timeline writes to, added to the copy after
+	// the take-over, is refused until a repeated take-over claims it (and
+	// only it).
+	other := t.TempDir()
+	if _, err := e.s.AddDestination(e.ctx, service.DestinationConfig{Name: "other", Kind: "dir", Path: other}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.RunBackup(e.ctx, service.BackupRequest{Destination: "other", Mode: "full", Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.AddDestination(ctx, service.DestinationConfig{Name: "other", Kind: "dir", Path: other}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: "other", Mode: "full", Wait: true}); !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "written by timeline 1") {
+		t.Fatalf("a destination of the old timeline added after the take-over: %v", err)
+	}
+	if _, err := s2.ResumeAfterRestore(ctx, true); err != nil {
+		t.Fatalf("a repeated take-over: %v", err)
+	}
+	waitFull(t, s2, ctx, "other", 2)
+	if recs, _ := s2.ListBackups(ctx, "nas"); countFulls(recs, 2) != 1 {
+		t.Fatalf("the repeated take-over took nas again: %+v", recs)
+	}
+
+	// Both timelines have records after the fork: refused, both named.
+	_, _, err = e.restoreTo(Target{})
+	if !errors.Is(err, restore.ErrAmbiguousTimeline) || !strings.Contains(err.Error(), "timeline 1 reaches") || !strings.Contains(err.Error(), "timeline 2 (from timeline 1") {
+		t.Fatalf("restore latest with two diverged timelines: %v", err)
+	}
+	if _, _, err := e.restoreTo(Target{}, func(o *restore.Options) { o.Timeline = 1 }); err != nil {
+		t.Fatalf("--timeline 1 chooses: %v", err)
+	}
+}
+
+// listFiles lists the files under dir with a hash of each.
+func listFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			b, _ := os.ReadFile(p)
+			out = append(out, fmt.Sprintf("%s %x", strings.TrimPrefix(p, dir), sha256.Sum256(b)))
+		}
+		return nil
+	})
+	return out
+}
+
+func hasWarning(ws []service.Alert, parts ...string) bool {
+	for _, w := range ws {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(w.Message, p)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFull waits for a DONE full of timeline tl to destination d.
+func waitFull(t *testing.T, s *service.Service, ctx context.Context, d string, tl uint32) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		recs, err := s.ListBackups(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if cur, err := s.CurrentBackup(ctx); r.Kind == "full" && r.Status == "DONE" && r.Timeline == tl && err == nil && cur == nil {
+				return // and ended: DONE is recorded a moment before
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no full of timeline %d to %s: %+v", tl, d, recs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func countFulls(recs []state.BackupRecord, tl uint32) int {
+	n := 0
+	for _, r := range recs {
+		if r.Kind == "full" && r.Status == "DONE" && r.Timeline == tl {
+			n++
+		}
+	}
+	return n
 }

@@ -332,7 +332,9 @@ func (s *Service) probeRaw(ctx context.Context, d *state.Destination) error {
 		return err
 	}
 	if fresh {
-		// Claim it now: another cluster is refused even before our first backup.
+		// Claim it now: another cluster is refused even before our first
+		// backup, and so is another timeline of this one.
+		cat.Writer = s.st.Timeline().ID
 		return backup.SaveCatalog(pctx, dd, cat)
 	}
 	return nil
@@ -521,7 +523,8 @@ func (s *Service) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 		return rec, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
 	case errors.Is(err, backup.ErrBusy):
 		return rec, fmt.Errorf("%w: %v", ErrConflict, err)
-	case errors.Is(err, backup.ErrNoBase), errors.Is(err, backup.ErrForeign), errors.Is(err, backup.ErrCatalogCorrupt), errors.Is(err, backup.ErrNoJournal):
+	case errors.Is(err, backup.ErrNoBase), errors.Is(err, backup.ErrForeign), errors.Is(err, backup.ErrCatalogCorrupt), errors.Is(err, backup.ErrNoJournal),
+		errors.Is(err, backup.ErrHeld), errors.Is(err, backup.ErrOtherWriter):
 		return rec, fmt.Errorf("%w: %v", ErrConflict, err)
 	case err != nil:
 		return rec, destErr(err)
@@ -563,6 +566,10 @@ func (s *Service) RebuildCatalog(ctx context.Context, name string) (int, []strin
 	if err != nil {
 		unlock()
 		return 0, nil, mapStateErr(err)
+	}
+	if err := s.heldErr(name); err != nil {
+		unlock()
+		return 0, nil, fmt.Errorf("%w: %v", ErrConflict, err)
 	}
 	dd, err := s.openDest(ctx, d, nil)
 	bm, clusterID := s.backups, s.st.ClusterID()
@@ -683,8 +690,9 @@ func (h backupHost) PutSchedule(ctx context.Context, sc state.Schedule) error {
 	_, err := h.s.applyOpen(ctx, state.TypeSchedulePut, sc)
 	return err
 }
-func (h backupHost) NewID() string { return randHex(4) }
-func (h backupHost) Frozen() error { return h.s.frozenErr() }
+func (h backupHost) NewID() string                 { return randHex(4) }
+func (h backupHost) Frozen() error                 { return h.s.frozenErr() }
+func (h backupHost) Held(destination string) error { return h.s.heldErr(destination) }
 func (h backupHost) Lookup(id string) (state.BackupRecord, bool) {
 	r, err := h.s.st.Backup(id)
 	return r, err == nil
@@ -712,11 +720,21 @@ func (s *Service) startBackups() {
 		if recs, err := s.st.Backups(); err == nil {
 			m.MarkInterrupted(ctx, recs)
 		}
-		if s.needsFullAfterRestore() {
-			// The old archive belongs to the previous timeline: back up
-			// the new one now, as the database guide says to after every
-			// recovery.
-			why := fmt.Sprintf("first start after a restore (timeline %d)", s.st.Timeline().ID)
+		switch tl := s.st.Timeline(); {
+		case tl.Restored.Holding():
+			// A restored copy writes into no destination until an
+			// operator says whether it takes over (status shows it).
+			s.log.Warn("backups held after a restore: nothing is written to any destination but LOCAL until coffer backup resume-after-restore [--take-over]", "timeline", tl.ID)
+		case s.needsFullAfterRestore() && tl.Restored.TakeOver:
+			// The restore is the real recovery: the new timeline claims
+			// every destination with a full (the old archives cannot
+			// continue it).
+			why := fmt.Sprintf("taking over after a restore (timeline %d)", tl.ID)
+			w.Go("take-over backup", func(context.Context) { s.takeOver(ctx, why) })
+		case s.needsFullAfterRestore() && !tl.Restored.Held:
+			// Restored before the hold existed: back up the new timeline
+			// to the scheduled destinations, as then.
+			why := fmt.Sprintf("first start after a restore (timeline %d)", tl.ID)
 			w.Go("automatic backup", func(context.Context) { s.autoBackup(ctx, why) })
 		}
 		m.Loop(ctx, s.cfg.BackupTick)
@@ -728,22 +746,141 @@ func (s *Service) startBackups() {
 }
 
 // needsFullAfterRestore: this node was restored and no full backup has
-// completed since.
+// completed since the restore (or since its hold was released).
 func (s *Service) needsFullAfterRestore() bool {
 	tl := s.st.Timeline()
 	if tl.Restored == nil {
 		return false
+	}
+	since := tl.Restored.At
+	if r := tl.Restored.Released; r != nil && r.After(since) {
+		since = *r
 	}
 	recs, err := s.st.Backups()
 	if err != nil {
 		return false
 	}
 	for _, r := range recs {
-		if r.Kind == backup.KindFull && r.Status == "DONE" && r.Started.After(tl.Restored.At) {
+		if r.Kind == backup.KindFull && r.Status == "DONE" && r.Timeline == tl.ID && !r.Started.Before(since) && r.Destination != LocalDestination {
 			return false
 		}
 	}
 	return true
+}
+
+// heldErr is non-nil while the node's backups to the destination are held
+// after a restore. LOCAL is never held: it lives in this node's own data
+// dir, where no other server writes.
+func (s *Service) heldErr(destination string) error {
+	tl := s.st.Timeline()
+	if !tl.Restored.Holding() || destination == LocalDestination {
+		return nil
+	}
+	return fmt.Errorf("%w: this node was restored (timeline %d, from %s to %s) and writes to no backup destination but LOCAL until an operator says so: "+
+		"coffer backup resume-after-restore for a rehearsal or a copy (its backups then go only to destinations no other timeline writes to), "+
+		"coffer backup resume-after-restore --take-over when this restore is the real recovery (it claims every destination and takes a full to each)",
+		backup.ErrHeld, tl.ID, tl.Restored.From, tl.Restored.Target)
+}
+
+// heldAlert is the status warning of a held node (nil when not held).
+func (s *Service) heldAlert() *Alert {
+	tl := s.st.Timeline()
+	if !tl.Restored.Holding() {
+		return nil
+	}
+	return &Alert{Component: "backup", Since: tl.Restored.At, Message: fmt.Sprintf(
+		"backups, schedules, archiving and the journal mirror are HELD after a restore (timeline %d, from %s to %s): nothing is written to any destination but LOCAL. "+
+			"A rehearsal or copy: coffer backup resume-after-restore (it then writes only to destinations no other timeline writes to). "+
+			"The real recovery: coffer backup resume-after-restore --take-over (claims every destination, a full to each now)",
+		tl.ID, tl.Restored.From, tl.Restored.Target)}
+}
+
+// ErrNotHeld: resume-after-restore on a node whose backups are not held.
+var ErrNotHeld = state.ErrNotHeld
+
+// ResumeAfterRestore ends the hold of a restored node's backups (system
+// administrators). Without takeOver, schedules, archiving and the journal
+// mirror resume; a destination another timeline writes to keeps refusing
+// this node (the error names both timelines). With takeOver, this node's
+// timeline claims every destination and a full backup to each starts now
+// (older archives cannot continue the new timeline); repeated, it claims
+// the destinations that got no such full yet.
+func (s *Service) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.Timeline, error) {
+	if _, err := requireRole(ctx, RoleSystemAdmin, "resuming backups after a restore"); err != nil {
+		return state.Timeline{}, err
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return state.Timeline{}, err
+	}
+	var res any
+	if cur := s.st.Timeline(); takeOver && cur.Restored != nil && cur.Restored.TakeOver {
+		// Taken over already: take over again the destinations that have
+		// no full of this timeline yet (unreachable then, or added since).
+		res = cur
+	} else if res, err = s.applyResult(ctx, state.TypeRestoreRelease, state.RestoreRelease{TakeOver: takeOver}); err != nil {
+		unlock()
+		return state.Timeline{}, err
+	}
+	if err := s.attachMirrorLocked(); err != nil {
+		s.log.Warn("journal mirror not attached after the hold ended", "error", err)
+	}
+	bctx, w := s.backupCtx, s.workers
+	unlock()
+	tl, _ := res.(state.Timeline)
+	s.log.Warn("backups resumed after a restore", "timeline", tl.ID, "take_over", takeOver)
+	if takeOver && bctx != nil && w != nil {
+		why := fmt.Sprintf("taking over after a restore (timeline %d)", tl.ID)
+		if !w.Go("take-over backup", func(context.Context) { s.takeOver(bctx, why) }) {
+			s.log.Warn("the take-over backups did not start: the keystore is being sealed; they start at the next open", "timeline", tl.ID)
+		}
+	}
+	return tl, nil
+}
+
+// takeOver takes a full backup, claiming the destination for this node's
+// timeline, to every destination that has none of this timeline since the
+// take-over. A running backup delays one; it gives up on a destination
+// after ten minutes.
+func (s *Service) takeOver(ctx context.Context, why string) {
+	ds, err := s.st.Destinations()
+	if err != nil {
+		s.log.Error("taking over the destinations: read them", "error", err)
+		return
+	}
+	tl := s.st.Timeline()
+	since := time.Time{}
+	if tl.Restored != nil && tl.Restored.Released != nil {
+		since = *tl.Restored.Released
+	}
+	taken := map[string]bool{}
+	if recs, err := s.st.Backups(); err == nil {
+		for _, r := range recs {
+			if r.Kind == backup.KindFull && r.Status == "DONE" && r.Timeline == tl.ID && !r.Started.Before(since) {
+				taken[r.Destination] = true
+			}
+		}
+	}
+	for _, d := range ds {
+		if taken[d.Name] {
+			continue
+		}
+		deadline := time.Now().Add(10 * time.Minute)
+		for {
+			_, err := s.backups.Backup(ctx, backup.Request{Destination: d.Name, Mode: backup.ModeFull, Reason: "automatic: " + why, TakeOver: true})
+			if !errors.Is(err, backup.ErrBusy) && !errors.Is(err, backup.ErrFrozen) || time.Now().After(deadline) || ctx.Err() != nil {
+				if err != nil {
+					s.log.Error("taking over a destination failed", "destination", d.Name, "error", err)
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
 }
 
 // stopBackups cancels running backups and the loops (lifecycle write-locked;
@@ -767,7 +904,7 @@ func (s *Service) autoBackup(ctx context.Context, why string) {
 	}
 	seen := map[string]bool{}
 	for _, sc := range scheds {
-		if sc.State == "PAUSED" || sc.State == "DONE" || seen[sc.Destination] {
+		if sc.State == "PAUSED" || sc.State == "DONE" || seen[sc.Destination] || s.heldErr(sc.Destination) != nil {
 			continue
 		}
 		seen[sc.Destination] = true
@@ -928,7 +1065,7 @@ func (s *Service) attachMirrorLocked() (err error) {
 	}
 	var want *state.Destination
 	for i := range ds {
-		if ds[i].Mirror {
+		if ds[i].Mirror && s.heldErr(ds[i].Name) == nil { // a held restored copy mirrors nowhere
 			want = &ds[i]
 		}
 	}
@@ -1029,10 +1166,21 @@ func (s *Service) ArchiveNow(ctx context.Context) error {
 	}
 	// Not under the lifecycle lock: shipping records progress through raft.
 	err = m.ArchiveWait(ctx)
-	if errors.Is(err, backup.ErrBusy) {
+	if errors.Is(err, backup.ErrBusy) || errors.Is(err, backup.ErrOtherWriter) {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// Held destinations were skipped: say so rather than report success.
+	if ds, derr := s.st.Destinations(); derr == nil {
+		for _, d := range ds {
+			if herr := s.heldErr(d.Name); d.Archiving && herr != nil {
+				return fmt.Errorf("%w: segments not shipped to %s: %v", ErrConflict, d.Name, herr)
+			}
+		}
+	}
+	return nil
 }
 
 // Digest is the state's digest at its applied index (see state.Store.Digest):

@@ -161,7 +161,8 @@ type VerifyRequest struct {
 
 // VerifyBackups proves backups on a destination restorable (see
 // restore.Verify) and records OK or FAILED with the reason in the
-// destination's catalog. System administrators.
+// destination's catalog (when this node's timeline is the one that writes
+// there). System administrators.
 func (s *Service) VerifyBackups(ctx context.Context, destination string, req VerifyRequest) ([]VerifyResult, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "verifying backups"); err != nil {
 		return nil, err
@@ -198,6 +199,11 @@ func (s *Service) VerifyBackups(ctx context.Context, destination string, req Ver
 	if err := fsutil.EnsureDir(work); err != nil {
 		return nil, err
 	}
+	// Only the timeline that writes to the destination records results in
+	// its catalog: a held restored copy (a rehearsal) or another timeline
+	// verifies, and writes nothing there.
+	w := cat.WriterTimeline()
+	record := s.heldErr(destination) == nil && (w == 0 || w == s.st.Timeline().ID)
 	var out []VerifyResult
 	for _, e := range todo {
 		if err := ctx.Err(); err != nil {
@@ -213,8 +219,10 @@ func (s *Service) VerifyBackups(ctx context.Context, destination string, req Ver
 		} else if err != nil {
 			v.Result, v.Reason = "FAILED", err.Error()
 		}
-		if err := s.recordVerification(ctx, t, e.File, v); err != nil {
-			return out, err
+		if record {
+			if err := s.recordVerification(ctx, t, e.File, v); err != nil {
+				return out, err
+			}
 		}
 		s.log.Info("backup verified", "destination", destination, "file", e.File, "result", v.Result, "reason", v.Reason)
 		out = append(out, VerifyResult{ID: e.ID, Kind: e.Kind, File: e.File, Result: v.Result, Reason: v.Reason, Time: v.Time})

@@ -45,6 +45,9 @@ type BackupStatus struct {
 	Running      *BackupRunning      `json:"running,omitempty"`
 	Destinations []DestinationHealth `json:"destinations,omitempty"`
 	Frozen       bool                `json:"frozen,omitempty"`
+	// Held: a restored node writes to no destination but LOCAL until an
+	// operator resumes or takes over its backups (a warning says how).
+	Held bool `json:"held_after_restore,omitempty"`
 }
 
 // BackupRunning is the backup in progress.
@@ -143,6 +146,10 @@ func (s *Service) statusCore() Status {
 		}
 		if a := s.mirrorAttachErr.Load(); a != nil {
 			st.Warnings = append(st.Warnings, *a)
+		}
+		if a := s.heldAlert(); a != nil {
+			st.Warnings = append(st.Warnings, *a)
+			st.Backup.Held = true
 		}
 	}
 	if s.state == StateOpen {

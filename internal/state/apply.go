@@ -142,6 +142,8 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		return decodeApply(cmd, func(c RestorePoint) (any, error) { return s.applyRestorePoint(tx, index, cmd.Time, c) })
 	case TypeRecoverySet:
 		return decodeApply(cmd, func(c Recovery) (any, error) { return s.applyRecovery(tx, cmd.Time, c) })
+	case TypeRestoreRelease:
+		return decodeApply(cmd, func(c RestoreRelease) (any, error) { return s.applyRestoreRelease(tx, cmd.Time, c) })
 	}
 	// Vault-compatible API commands (170-179), dispatched in kv.go.
 	if res, err, ok := s.applyKV(tx, cmd); ok {

@@ -77,6 +77,8 @@ const (
 	TypeRecoverySet Type = 157
 	// TypeRestorePoint names the point in the history where it is applied (body: RestorePoint).
 	TypeRestorePoint Type = 160
+	// TypeRestoreRelease ends the backup hold of a restored timeline (body: RestoreRelease).
+	TypeRestoreRelease Type = 161
 )
 
 var typeNames = map[Type]string{
@@ -111,6 +113,7 @@ var typeNames = map[Type]string{
 	TypeScheduleDelete:    "schedule-delete",
 	TypeRecoverySet:       "recovery-set",
 	TypeRestorePoint:      "restore-point",
+	TypeRestoreRelease:    "restore-release",
 }
 
 func (t Type) String() string {

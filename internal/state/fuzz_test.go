@@ -105,6 +105,7 @@ func FuzzUnmarshalCommand(f *testing.F) {
 		fuzzCmd(f, TypeSchedulePut, Schedule{Name: "s", Destination: "nas", Type: "periodic", State: "ACTIVE"}),
 		fuzzCmd(f, TypeRecoverySet, Recovery{Generation: 1, Sealed: []byte("sealed")}),
 		fuzzCmd(f, TypeRecoverySet, Recovery{Generation: 2, Sealed: []byte("sealed")}),
+		fuzzCmd(f, TypeRestoreRelease, RestoreRelease{TakeOver: true}),
 		fuzzCmd(f, TypeArchiveProgress, ArchiveProgress{Name: "nas", ArchivedTo: 5}),
 		fuzzCmd(f, Type(999), struct{}{}),
 		append(fuzzCmd(f, TypeObjectCreate, nil)[:cmdHeader], `{"object":`...),

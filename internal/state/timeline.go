@@ -40,13 +40,60 @@ type TimelineBranch struct {
 	Upto uint64 `json:"upto"`
 }
 
-// RestoreInfo records where a restore came from.
+// RestoreInfo records where a restore came from, and whether its backups
+// are held.
 type RestoreInfo struct {
 	From   string    `json:"from"`
 	Target string    `json:"target"`
 	Index  uint64    `json:"index"`
 	Time   time.Time `json:"time"`
 	At     time.Time `json:"at"`
+	// Held: a restored copy writes into no backup destination (backups,
+	// schedules, archiving, the journal mirror) until an operator releases
+	// it (TypeRestoreRelease): it may be a rehearsal while the original
+	// still writes to the same destinations. Restores made before the hold
+	// existed have it false.
+	Held bool `json:"held,omitempty"`
+	// Released is when the hold ended (the restore itself, for one made
+	// with take-over), and TakeOver whether this timeline then claimed
+	// every destination (a full backup to each).
+	Released *time.Time `json:"released,omitempty"`
+	TakeOver bool       `json:"take_over,omitempty"`
+}
+
+// Holding reports whether the restore's hold is in force.
+func (r *RestoreInfo) Holding() bool { return r != nil && r.Held && r.Released == nil }
+
+// RestoreRelease ends a restored timeline's hold; with TakeOver the
+// timeline claims every destination (body of TypeRestoreRelease).
+type RestoreRelease struct {
+	TakeOver bool `json:"take_over,omitempty"`
+}
+
+// ErrNotHeld: a release of a timeline whose backups are not held.
+var ErrNotHeld = errors.New("backups are not held after a restore")
+
+func (s *Store) applyRestoreRelease(tx *bolt.Tx, now time.Time, c RestoreRelease) (any, error) {
+	m := tx.Bucket(bucketMeta)
+	var tl Timeline
+	if v := m.Get(keyTimeline); v != nil {
+		if err := json.Unmarshal(v, &tl); err != nil {
+			return nil, fmt.Errorf("read the timeline: %w", err)
+		}
+	}
+	// A copy resumed without taking over may still be made the real
+	// recovery later; nothing else is released twice.
+	laterTakeOver := c.TakeOver && tl.Restored != nil && tl.Restored.Held && !tl.Restored.TakeOver
+	if !tl.Restored.Holding() && !laterTakeOver {
+		return fmt.Errorf("%w (timeline %d): %w", ErrNotHeld, max(tl.ID, 1), ErrConflict), nil
+	}
+	t := now.UTC()
+	tl.Restored.Released, tl.Restored.TakeOver = &t, c.TakeOver
+	b, err := json.Marshal(tl)
+	if err != nil {
+		return nil, err
+	}
+	return tl, m.Put(keyTimeline, b)
 }
 
 var keyTimeline = []byte("timeline")

@@ -213,3 +213,95 @@ func TestSmartStopUnderLoad(t *testing.T) {
 		t.Fatal("no write acknowledged")
 	}
 }
+
+// startDev runs coffer dev on dir and returns the three exports it printed.
+func startDev(t *testing.T, dir string, args ...string) ([]string, *exec.Cmd, *syncBuf) {
+	t.Helper()
+	cmd := exec.Command(cofferBin, append([]string{"dev", "--data-dir", dir, "--listen", "127.0.0.1:0"}, args...)...)
+	stdout, _ := cmd.StdoutPipe()
+	logs := &syncBuf{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	re := regexp.MustCompile(`export (COFFER_\w+)=(\S+)`)
+	sc := bufio.NewScanner(stdout)
+	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	for sc.Scan() && len(got) < 3 {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			got[m[1]] = m[2]
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	if len(got) < 3 {
+		cmd.Wait()
+		t.Fatalf("dev did not print the three exports: %v\n%s", got, logs)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() })
+	return []string{"COFFER_ADDR=" + got["COFFER_ADDR"], "COFFER_CACERT=" + got["COFFER_CACERT"], "COFFER_TOKEN=" + got["COFFER_TOKEN"]}, cmd, logs
+}
+
+// TestDevAfterRestore follows the README's restore section on a dev server:
+// back up to a destination, stop, restore over the dev data dir with
+// --force (and into a new dir), check it, and run coffer dev again on it.
+func TestDevAfterRestore(t *testing.T) {
+	base := t.TempDir()
+	dir, nas := filepath.Join(base, "dev"), filepath.Join(base, "nas")
+	env, cmd, logs := startDev(t, dir)
+	for _, args := range [][]string{
+		{"backup", "destination", "add", "nas", "--type", "dir", "--path", nas, "--archiving"},
+		{"secret", "put", "demo", "--value", "hello"},
+		{"backup", "run", "--destination", "nas", "--full", "--wait"},
+		{"restore-point", "create", "before-migration"},
+		{"secret", "put", "demo", "--value", "changed"},
+		{"journal", "archive", "now"},
+	} {
+		if out, err := coffer(t, env, args...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	rp, _ := os.ReadFile(filepath.Join(dir, "dev-recovery-passphrase"))
+	rpFile, ksFile := filepath.Join(base, "rp"), filepath.Join(base, "ks")
+	os.WriteFile(rpFile, rp, 0o600)
+	os.WriteFile(ksFile, []byte("restored dev passphrase\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("dev exit: %v\n%s", err, logs)
+	}
+
+	// The README: restore over the data dir to the restore point, check it.
+	out, err := coffer(t, nil, "restore", "--from", nas, "--data-dir", dir, "--force", "--to-restore-point", "before-migration",
+		"--recovery-passphrase-file", rpFile, "--passphrase-file", ksFile)
+	if err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	if out, err := coffer(t, nil, "check", "--data-dir", dir, "--passphrase-file", ksFile); err != nil {
+		t.Fatalf("check after the restore: %v\n%s", err, out)
+	}
+	// coffer dev works again, on the restored state.
+	env, _, _ = startDev(t, dir)
+	if out, err := coffer(t, env, "secret", "get", "demo"); err != nil || strings.TrimSpace(out) != "hello" {
+		t.Fatalf("get after the restore: %v %q", err, out)
+	}
+	if out, err := coffer(t, env, "backup", "run", "--destination", "LOCAL", "--wait"); err != nil {
+		t.Fatalf("LOCAL backup of the restored dev server: %v\n%s", err, out)
+	}
+
+	// Restored into a new dir: coffer dev opens it with the passphrase given
+	// to the restore, and keeps it from then on.
+	fresh := filepath.Join(base, "dev2")
+	if out, err := coffer(t, nil, "restore", "--from", nas, "--data-dir", fresh, "--timeline", "1",
+		"--recovery-passphrase-file", rpFile, "--passphrase-file", ksFile); err != nil {
+		t.Fatalf("restore into a new dir: %v\n%s", err, out)
+	}
+	c := exec.Command(cofferBin, "dev", "--data-dir", fresh, "--listen", "127.0.0.1:0")
+	if out, err := c.CombinedOutput(); err == nil || !strings.Contains(string(out), "--passphrase-file") {
+		t.Fatalf("dev on a restored dir without its passphrase: %v\n%s", err, out)
+	}
+	env, _, _ = startDev(t, fresh, "--passphrase-file", ksFile)
+	if out, err := coffer(t, env, "secret", "get", "demo"); err != nil || strings.TrimSpace(out) != "changed" {
+		t.Fatalf("get on the second restore: %v %q", err, out)
+	}
+}

@@ -51,7 +51,8 @@ var allowed = map[string]string{
 	"addDestination": "sysadmin root", "listDestinations": "sysadmin root", "editDestination": "sysadmin root",
 	"deleteDestination": "sysadmin root", "testDestination": "sysadmin root", "rebuildCatalog": "sysadmin root", "verifyBackups": "sysadmin root",
 	"pauseArchive": "sysadmin root", "resumeArchive": "sysadmin root", "runBackup": "sysadmin root",
-	"currentBackup": "sysadmin root", "listBackups": "sysadmin root", "addSchedule": "sysadmin root",
+	"resumeAfterRestore": "sysadmin root",
+	"currentBackup":      "sysadmin root", "listBackups": "sysadmin root", "addSchedule": "sysadmin root",
 	"listSchedules": "sysadmin root", "editSchedule": "sysadmin root", "deleteSchedule": "sysadmin root",
 	"pauseSchedule": "sysadmin root", "resumeSchedule": "sysadmin root", "freeze": "sysadmin root", "thaw": "sysadmin root",
 }

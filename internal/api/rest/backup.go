@@ -147,6 +147,21 @@ func (a *api) runBackup(w http.ResponseWriter, r *http.Request) {
 	a.reply(w, r, status, rec, err)
 }
 
+// ResumeAfterRestoreRequest ends a restored node's backup hold; the body is optional.
+type ResumeAfterRestoreRequest struct {
+	TakeOver bool `json:"take_over,omitempty" doc:"this restore is the real recovery: claim every destination and take a full backup to each now"`
+}
+
+func (a *api) resumeAfterRestore(w http.ResponseWriter, r *http.Request) {
+	var req ResumeAfterRestoreRequest
+	if err := decodeOptional(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	tl, err := a.svc.ResumeAfterRestore(r.Context(), req.TakeOver)
+	a.reply(w, r, http.StatusOK, tl, err)
+}
+
 func (a *api) currentBackup(w http.ResponseWriter, r *http.Request) {
 	p, err := a.svc.CurrentBackup(r.Context())
 	var out CurrentBackup

@@ -141,6 +141,7 @@ func (a *api) routes() []route {
 		r("POST", "/api/v1/backup/destinations/{name}/archive/pause", "pauseArchive", "Pause shipping journal segments to the destination", true, nil, service.DestinationView{}, eObj, a.archivePause(true), "backup"),
 		r("POST", "/api/v1/backup/destinations/{name}/archive/resume", "resumeArchive", "Resume shipping journal segments", true, nil, service.DestinationView{}, eObj, a.archivePause(false), "backup"),
 		status(r("POST", "/api/v1/backup/run", "runBackup", "Take a backup now (one at a time); 202 when started, 200 with wait", true, service.BackupRequest{}, state.BackupRecord{}, eObj, a.runBackup, "backup"), 202),
+		r("POST", "/api/v1/backup/resume-after-restore", "resumeAfterRestore", "End the hold on a restored node's backups; take_over claims every destination for its timeline and starts a full backup to each (409 when not held)", true, ResumeAfterRestoreRequest{}, state.Timeline{}, eObj, a.resumeAfterRestore, "backup"),
 		r("GET", "/api/v1/backup/current", "currentBackup", "The running backup and its progress", true, nil, CurrentBackup{}, e400, a.currentBackup, "backup"),
 		withQuery(r("GET", "/api/v1/backup/backups", "listBackups", "Backups, newest first", true, nil, BackupList{}, e400, a.listBackups, "backup"),
 			openapi.Param{Name: "destination", In: "query", Type: "string", Description: "only this destination"}),
