@@ -225,7 +225,7 @@ func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 		if adv == "" {
 			adv = n.cfg.Bind
 		}
-		stream, err := newTLSStream(n.cfg.Bind, adv, n.cfg.TLS, n.IsMember)
+		stream, err := newTLSStream(n.cfg.Bind, adv, n.cfg.TLS, n.admitsPeer)
 		if err != nil {
 			return err
 		}
@@ -777,13 +777,26 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	return nil
 }
 
-// IsMember reports whether id is in this node's raft configuration. A node
-// that has no configuration yet (joining) accepts any node certificate: the
-// leader that adds it makes the first contact.
+// IsMember reports whether id is in this node's raft configuration. What
+// this node does not know is not a member: with raft stopped, or no
+// configuration yet, nobody is (a node certificate alone proves nothing
+// about membership).
 func (n *Node) IsMember(id string) bool {
+	return n.member(id, false)
+}
+
+// admitsPeer is the raft transport's check of an incoming node: a member,
+// or anyone while this node has no configuration yet (it is joining: the
+// leader that adds it makes the first contact, before the configuration
+// reaches it).
+func (n *Node) admitsPeer(id string) bool {
+	return n.member(id, true)
+}
+
+func (n *Node) member(id string, unknownAdmits bool) bool {
 	r := n.get()
 	if r == nil {
-		return true
+		return unknownAdmits
 	}
 	f := r.GetConfiguration()
 	if f.Error() != nil {
@@ -791,7 +804,7 @@ func (n *Node) IsMember(id string) bool {
 	}
 	servers := f.Configuration().Servers
 	if len(servers) == 0 {
-		return true
+		return unknownAdmits
 	}
 	for _, s := range servers {
 		if string(s.ID) == id {
