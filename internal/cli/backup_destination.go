@@ -405,7 +405,8 @@ func newDestinationListCmd(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List destinations with their archive state and disk use",
 		Long: `List destinations: type (dir+mirror for the destination that mirrors the
-journal), location, archiving (on, paused or off), the closed journal
+journal), location, retention (the newest N fulls and what builds on them,
+backups younger than N days, or all), archiving (on, paused or off), the closed journal
 segments not archived yet, the disk use of dir and LOCAL destinations, and
 the last archive error.`,
 		Example: "  coffer backup destination list --format json",
@@ -416,7 +417,7 @@ the last archive error.`,
 				if err != nil {
 					return err
 				}
-				return printList(g, cmd, ds, "NAME\tTYPE\tLOCATION\tARCHIVING\tPENDING\tUSED\tARCHIVE ERROR", func(d client.Destination) string {
+				return printList(g, cmd, ds, "NAME\tTYPE\tLOCATION\tRETENTION\tARCHIVING\tPENDING\tUSED\tARCHIVE ERROR", func(d client.Destination) string {
 					pending, used := "-", "-"
 					if d.Archiving {
 						pending = fmt.Sprint(d.Pending)
@@ -428,11 +429,30 @@ the last archive error.`,
 					if d.Mirror {
 						kind += "+mirror"
 					}
-					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", d.Name, kind, destinationLocation(d), archivingState(d), pending, used, orDash(shorten(d.ArchiveError, 60)))
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.Name, kind, destinationLocation(d), retention(d), archivingState(d), pending, used, orDash(shorten(d.ArchiveError, 60)))
 				})
 			})
 		},
 	}
+}
+
+// retention says what a destination keeps: the newest N fulls (and what
+// builds on them), backups younger than N days, both, or everything.
+func retention(d client.Destination) string {
+	var parts []string
+	if d.KeepFulls > 0 {
+		parts = append(parts, fmt.Sprintf("%d full", d.KeepFulls))
+		if d.KeepFulls > 1 {
+			parts[0] += "s"
+		}
+	}
+	if d.KeepDays > 0 {
+		parts = append(parts, fmt.Sprintf("%dd", d.KeepDays))
+	}
+	if len(parts) == 0 {
+		return "all"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func archivingState(d client.Destination) string {
