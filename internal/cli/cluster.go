@@ -105,13 +105,7 @@ the leader.`,
 				tw := newTable(cmd)
 				fmt.Fprintln(tw, "NODE\tROLE\tVOTER\tRAFT ADDRESS\tAPI\tAPPLIED\tLAG\tCAUGHT UP\tLAST CONTACT")
 				for _, n := range st.Nodes {
-					role := "follower"
-					if n.Leader {
-						role = "leader"
-					}
-					if n.Self {
-						role += " (this node)"
-					}
+					role := nodeRole(st, n)
 					applied, lag, caught, lc := "-", "-", "-", "-"
 					if n.Applied != nil {
 						applied = fmt.Sprint(*n.Applied)
@@ -308,4 +302,23 @@ nodes (coffer cluster join) instead of restarting them.`,
 	}
 	cmd.Flags().BoolVar(&force, "force-standalone", false, "confirm that the other members are gone for good")
 	return cmd
+}
+
+// nodeRole is a member's role as the answering node sees it: its own role
+// as it reports it (a node without quorum is read-only, not a follower),
+// the leader, and the other members as followers while a leader is known.
+func nodeRole(st client.ClusterStatus, n client.ClusterNode) string {
+	role := "follower"
+	switch {
+	case n.Self && st.Role != "":
+		role = st.Role
+	case n.Leader:
+		role = "leader"
+	case st.Leader == "":
+		role = "member (no leader known)"
+	}
+	if n.Self {
+		role += " (this node)"
+	}
+	return role
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"regexp"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -179,5 +180,27 @@ func TestFreezeTimeout(t *testing.T) {
 	}
 	if strings.Join(bodies, " ") != `{} {"timeout":"10m0s"}` {
 		t.Fatalf("bodies %q", bodies)
+	}
+}
+
+// TestClusterStatusReadOnlyNode: a node without quorum labels itself
+// read-only, not follower, and names no member a follower of a leader it
+// does not know.
+func TestClusterStatusReadOnlyNode(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"cluster_id":"c1","role":"read-only","nodes":[
+			{"id":"n1","voter":true,"self":true,"raft_address":"10.0.0.1:8201"},
+			{"id":"n2","voter":true,"raft_address":"10.0.0.2:8201"}]}`)
+	}))
+	defer srv.Close()
+	code, out, stderr := run("cluster", "status", "--address", srv.URL)
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	if !regexp.MustCompile(`n1 +read-only \(this node\)`).MatchString(out) {
+		t.Fatalf("this node's role:\n%s", out)
+	}
+	if strings.Contains(out, "follower") {
+		t.Fatalf("a read-only node calls a member a follower:\n%s", out)
 	}
 }
