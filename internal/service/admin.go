@@ -679,7 +679,10 @@ func (s *Service) Login(ctx context.Context, name, password, source string) (Ses
 	if i := strings.LastIndex(source, ":"); i > 0 {
 		host = source[:i]
 	}
-	ukey, skey := "user:"+name, "source:"+host
+	// Failures count per (user, address) and per address: someone else's
+	// guesses at a user's password from elsewhere never slow that user
+	// down, and a success clears the user's count at that address.
+	ukey, skey := "user:"+name+"@"+host, "source:"+host
 	d, release, err := s.throttle.begin(ctx, ukey, skey)
 	if err != nil {
 		return Session{}, fmt.Errorf("%w: login waited for earlier attempts: %v", ErrThrottled, err)

@@ -355,6 +355,24 @@ func TestUsersSessionsAndThrottle(t *testing.T) {
 	if fmt.Sprint(slept) != fmt.Sprint(want) {
 		t.Fatalf("throttle delays %v, want %v", slept, want)
 	}
+	// Guesses from one address do not slow the user down at another.
+	slept = nil
+	if _, err := s.Login(context.Background(), "alice", "correct horse battery", "10.0.0.7:1"); err != nil || len(slept) != 0 {
+		t.Fatalf("login from another address after guesses elsewhere: %v, delays %v", err, slept)
+	}
+	// The guessing address still waits, also for another user...
+	if _, err := s.Login(context.Background(), "bob", "wrong password!", "10.0.0.1:5556"); !errors.Is(err, ErrUnauthenticated) || len(slept) != 1 {
+		t.Fatalf("another user from the guessing address: %v, delays %v", err, slept)
+	}
+	// ...and a success there clears alice's count at that address.
+	slept = nil
+	if _, err := s.Login(context.Background(), "alice", "correct horse battery", "10.0.0.1:5557"); err != nil || len(slept) != 1 {
+		t.Fatalf("login at the guessing address: %v, delays %v", err, slept)
+	}
+	slept = nil
+	if _, err := s.Login(context.Background(), "alice", "wrong password!", "10.0.0.1:5558"); !errors.Is(err, ErrUnauthenticated) || len(slept) != 1 || slept[0] >= 8*time.Second {
+		t.Fatalf("after a success: %v, delays %v (the address's count remains, alice's is cleared)", err, slept)
+	}
 	// Unknown users are throttled too and get the same answer.
 	_, err = s.Login(context.Background(), "mallory", "whatever-pw", "10.0.0.9:1")
 	if !errors.Is(err, ErrUnauthenticated) || strings.Contains(err.Error(), "mallory") {
@@ -621,7 +639,8 @@ func TestConcurrentRotations(t *testing.T) {
 }
 
 // TestThrottleSerialisesParallelGuesses: parallel wrong guesses for one
-// user wait in turn, each longer, instead of sharing one delay.
+// user from one address (many connections) wait in turn, each longer,
+// instead of sharing one delay.
 func TestThrottleSerialisesParallelGuesses(t *testing.T) {
 	var mu sync.Mutex
 	var total time.Duration
@@ -639,7 +658,7 @@ func TestThrottleSerialisesParallelGuesses(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			s.Login(context.Background(), "dave", fmt.Sprintf("guess %d!!", i), fmt.Sprintf("10.3.0.%d:1", i))
+			s.Login(context.Background(), "dave", fmt.Sprintf("guess %d!!", i), fmt.Sprintf("10.3.0.1:%d", 1000+i))
 		}(i)
 	}
 	wg.Wait()
