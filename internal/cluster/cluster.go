@@ -175,6 +175,90 @@ func (n *Node) TermAt(idx uint64) (uint64, bool) {
 	return 0, false
 }
 
+// ConfigurationAt finds the latest raft configuration at or before index
+// upTo by reading the log backwards down to the latest snapshot, then the
+// snapshot's own. It reads one entry per index: use it only when the state
+// has not recorded the configuration.
+func (n *Node) ConfigurationAt(upTo uint64) (confIndex uint64, data []byte, ok bool) {
+	metas, _ := n.snaps.List()
+	var floor uint64
+	if len(metas) > 0 {
+		floor = metas[0].Index
+	}
+	for i := upTo; i > floor; i-- {
+		var l raft.Log
+		if err := n.store.GetLog(i, &l); err != nil {
+			break
+		}
+		if l.Type == raft.LogConfiguration {
+			return l.Index, l.Data, true
+		}
+	}
+	if len(metas) > 0 && metas[0].Index <= upTo {
+		return metas[0].ConfigurationIndex, raft.EncodeConfiguration(metas[0].Configuration), true
+	}
+	return 0, nil, false
+}
+
+// SnapshotBeforeStart writes a raft snapshot of fsm at index (with term, and
+// the configuration entry confData at confIndex) while raft is not running.
+// Raft then starts from it: it neither scans the log before index for
+// configuration entries nor replays those entries into the FSM, so opening
+// costs what was logged since, not the whole history. fsm must hold exactly
+// the state at index (Coffer's state is persistent, with its applied index).
+// The log is not compacted here: raft does that at its next snapshot.
+func (n *Node) SnapshotBeforeStart(fsm raft.FSM, index, term, confIndex uint64, confData []byte) (err error) {
+	if n.get() != nil {
+		return errors.New("raft is running: a snapshot before start is not possible")
+	}
+	if index == 0 || term == 0 || confIndex == 0 || confIndex > index {
+		return fmt.Errorf("snapshot at index %d, term %d, configuration index %d: incomplete", index, term, confIndex)
+	}
+	conf, err := decodeConfiguration(confData)
+	if err != nil {
+		return fmt.Errorf("snapshot at index %d: configuration entry %d: %w", index, confIndex, err)
+	}
+	snap, err := fsm.Snapshot()
+	if err != nil {
+		return fmt.Errorf("snapshot at index %d: %w", index, err)
+	}
+	defer snap.Release()
+	// The store encodes the legacy peer list with the transport's
+	// EncodePeer, which for every transport Coffer uses is the address.
+	_, trans := raft.NewInmemTransport("")
+	defer trans.Close()
+	sink, err := n.snaps.Create(raft.SnapshotVersionMax, index, term, conf, confIndex, trans)
+	if err != nil {
+		return fmt.Errorf("snapshot at index %d: create: %w", index, err)
+	}
+	if err := snap.Persist(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("snapshot at index %d: %w", index, err)
+	}
+	return nil
+}
+
+// decodeConfiguration is raft.DecodeConfiguration without its panic.
+func decodeConfiguration(b []byte) (c raft.Configuration, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("undecodable raft configuration: %v", r)
+		}
+	}()
+	if len(b) == 0 {
+		return c, errors.New("empty raft configuration")
+	}
+	c = raft.DecodeConfiguration(b)
+	if len(c.Servers) == 0 {
+		return c, errors.New("raft configuration without servers")
+	}
+	return c, nil
+}
+
+// SnapshotThreshold is the number of log entries after which raft takes a
+// snapshot.
+func (n *Node) SnapshotThreshold() uint64 { return orU64(n.cfg.SnapshotThreshold, 8192) }
+
 // SetTLS sets the node certificate configuration of the network transport
 // (before Start).
 func (n *Node) SetTLS(c *tls.Config) {

@@ -61,6 +61,9 @@ type segScan struct {
 type scanOpts struct {
 	c  Cipher // decrypt payloads with c when non-nil
 	fn func(seg SegmentInfo, r Record) error
+	// gap, when set, is told of records missing between two segments and
+	// the walk goes on (an error from it stops the walk).
+	gap func(g Gap) error
 }
 
 // scanSegment reads one segment. chained says whether prevLast (the last
@@ -123,8 +126,10 @@ func scanSegment(dir, name string, chained bool, prevLast uint64, o *scanOpts) (
 	s.info.Prev = binary.BigEndian.Uint64(hdr[18:])
 	if chained && s.info.Prev != prevLast {
 		if s.info.Prev > prevLast {
-			return s, bad(0, 0, "gap: previous segment ended at %d, this one continues from %d (indexes %d-%d missing)",
+			e := bad(0, 0, "gap: previous segment ended at %d, this one continues from %d (indexes %d-%d missing)",
 				prevLast, s.info.Prev+1, prevLast+1, s.info.Prev)
+			e.Gap = &Gap{From: prevLast + 1, To: s.info.Prev, Next: name}
+			return s, e
 		}
 		return s, bad(0, 0, "overlap: previous segment ended at %d, this one continues from %d", prevLast, s.info.Prev+1)
 	}
@@ -298,9 +303,20 @@ func walk(dir string, o *scanOpts) ([]segScan, error) {
 	var last uint64
 	for i, sf := range files {
 		s, err := scanSegment(dir, sf.name, i > 0, last, o)
+		var ce *CorruptError
+		if errors.As(err, &ce) && ce.Gap != nil {
+			ce.Gap.Prev = files[i-1].name
+			for _, f := range files[:i] {
+				ce.Gap.Older = append(ce.Gap.Older, f.name)
+			}
+			if o.gap != nil {
+				if err = o.gap(*ce.Gap); err == nil {
+					s, err = scanSegment(dir, sf.name, false, 0, o)
+				}
+			}
+		}
 		out = append(out, s)
 		if err != nil {
-			var ce *CorruptError
 			if errors.As(err, &ce) && ce.frame && ce.noLater && i == len(files)-1 {
 				ce.Torn = true
 			}
@@ -353,6 +369,20 @@ func Verify(dir string, c Cipher) (Report, error) {
 		r.LastIndex = s.info.LastIndex
 	}
 	return r, err
+}
+
+// ReadAcrossGaps is Read, except that records missing between two segments
+// (a segment moved aside) are reported to gap, which may stop the walk with
+// an error, and the walk goes on with the next segment.
+func ReadAcrossGaps(dir string, c Cipher, gap func(g Gap) error, fn func(seg SegmentInfo, r Record) error) error {
+	if fn == nil {
+		fn = func(SegmentInfo, Record) error { return nil }
+	}
+	if gap == nil {
+		gap = func(Gap) error { return nil }
+	}
+	_, err := walk(dir, &scanOpts{c: c, fn: fn, gap: gap})
+	return err
 }
 
 // Read calls fn for every record of dir in order, with the segment as read
