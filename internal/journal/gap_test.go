@@ -194,3 +194,34 @@ func TestReadAcrossGaps(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 }
+
+// TestOpenByFooterAgreesWithFullScan: the segments Open describes from
+// footers and first records are those a full read describes.
+func TestOpenByFooterAgreesWithFullScan(t *testing.T) {
+	dir := t.TempDir()
+	clk := newClock()
+	j := openT(t, dir, clk, nil)
+	next := uint64(1)
+	for _, n := range []uint64{1, 2, 7, 30} {
+		appendT(t, j, mkRecs(next, next+n-1))
+		next += n
+		clk.Add(time.Minute)
+		if _, err := j.Rotate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendT(t, j, mkRecs(next, next+3))
+	j.Close()
+	full, err := ListSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err = Open(Options{Dir: dir, Name: "coffer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if got := j.Segments(); !reflect.DeepEqual(got, full) {
+		t.Fatalf("Open:\n%+v\nfull read:\n%+v", got, full)
+	}
+}

@@ -93,10 +93,12 @@ type Journal struct {
 	wrap func(segFile) segFile // tests: wraps every segment opened for writing
 }
 
-// Open scans opts.Dir (creating it 0700), validates all segments, repairs
-// only a torn tail of the last, unclosed segment (see Repaired), and continues
-// the last unclosed segment or creates one. Any other damage fails Open with
-// a *CorruptError.
+// Open scans opts.Dir (creating it 0700), checks the chain of segments,
+// reads the last segment in full, repairs only a torn tail of it when it is
+// unclosed (see Repaired), and continues it or creates the next one. Closed
+// segments before it are read by their header, first record and footer only
+// (the cost of an open does not grow with the history); Verify reads every
+// frame. Damage Open sees fails it with a *CorruptError.
 func Open(opts Options) (*Journal, error) { return openWith(opts, nil) }
 
 func openWith(opts Options, wrap func(segFile) segFile) (*Journal, error) {
@@ -119,7 +121,7 @@ func openWith(opts Options, wrap func(segFile) segFile) (*Journal, error) {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	j := &Journal{opts: opts, wrap: wrap}
-	segs, err := walk(opts.Dir, &scanOpts{})
+	segs, err := walk(opts.Dir, &scanOpts{closedByFooter: true})
 	if err != nil {
 		var ce *CorruptError
 		if !errors.As(err, &ce) || !ce.Torn {
