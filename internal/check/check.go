@@ -149,7 +149,17 @@ func Run(p Paths, ring *keystore.Keyring) Report {
 	case errors.Is(jerr, fs.ErrNotExist):
 		rep.add("journal", nil, "no journal yet")
 	case jerr != nil:
-		rep.add("journal", jerr, "")
+		var ce *journal.CorruptError
+		switch {
+		case errors.As(jerr, &ce) && ce.Torn:
+			rep.add("journal", nil, fmt.Sprintf("%d records verify; %v: a torn final record, which the next open truncates", records, jerr))
+		case errors.As(jerr, &ce) && journal.CheckOpen(p.Journal) == nil:
+			rep.add("journal", fmt.Errorf("%w; the next open does not read this part of a closed segment and opens, but backups and restores that need it fail: with the server stopped, move %s aside and check again (its records are rebuilt from the raft log if it still holds them)", jerr, ce.File), "")
+		case ce != nil:
+			rep.add("journal", fmt.Errorf("%w; the next open refuses: with the server stopped, move %s aside and check again (its records are rebuilt from the raft log if it still holds them)", jerr, ce.File), "")
+		default:
+			rep.add("journal", jerr, "")
+		}
 	case gap != nil:
 		rep.add("journal", gap, "")
 	default:

@@ -135,3 +135,71 @@ func snapshotAndCompact(t *testing.T, dir string, through uint64) {
 		t.Fatal(err)
 	}
 }
+
+// TestDamageCheckPredictsOpen: check says whether the next open reads the
+// damage (and refuses) or not (and opens), and a torn tail is what the open
+// repairs; each prediction is then checked against the open itself.
+func TestDamageCheckPredictsOpen(t *testing.T) {
+	flip := func(t *testing.T, path string, off int64) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[off] ^= 0x40
+		os.WriteFile(path, b, 0o600)
+	}
+	opens := func(t *testing.T, dir string) error {
+		svc, err := service.New(service.Config{DataDir: dir, KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
+			MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer svc.Close()
+		return svc.Open(service.WithIdentity(context.Background(), service.LocalRoot()), []byte(pass))
+	}
+
+	t.Run("inside a closed segment", func(t *testing.T) {
+		dir, ring, segs := threeSegmentDir(t)
+		first := segs[0]
+		if first.Records < 2 {
+			t.Fatalf("first segment %+v", first)
+		}
+		flip(t, first.Path, first.Size-60) // the last record, before the footer
+		r := journalResult(t, Run(paths(dir), ring))
+		if r.OK || !strings.Contains(r.Detail, "the next open does not read this part") || !strings.Contains(r.Detail, "move "+first.Name+" aside") {
+			t.Fatalf("check: %+v", r)
+		}
+		if err := opens(t, dir); err != nil {
+			t.Fatalf("check predicted an open, got %v", err)
+		}
+	})
+	t.Run("footer of a closed segment", func(t *testing.T) {
+		dir, ring, segs := threeSegmentDir(t)
+		first := segs[0]
+		flip(t, first.Path, first.Size-5)
+		r := journalResult(t, Run(paths(dir), ring))
+		if r.OK || !strings.Contains(r.Detail, "the next open refuses") || !strings.Contains(r.Detail, "move "+first.Name+" aside") {
+			t.Fatalf("check: %+v", r)
+		}
+		if err := opens(t, dir); err == nil || !errors.Is(err, service.ErrUnavailable) || !strings.Contains(err.Error(), first.Name) {
+			t.Fatalf("check predicted a refusal, got %v", err)
+		}
+	})
+	t.Run("torn tail", func(t *testing.T) {
+		dir, ring, segs := threeSegmentDir(t)
+		last := segs[len(segs)-1]
+		f, err := os.OpenFile(last.Path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write([]byte{0, 0, 0, 200, 1, 2, 3}) // a frame cut short
+		f.Close()
+		rep := Run(paths(dir), ring)
+		if r := journalResult(t, rep); !r.OK || !rep.OK || !strings.Contains(r.Detail, "which the next open truncates") {
+			t.Fatalf("check: %+v", rep)
+		}
+		if err := opens(t, dir); err != nil {
+			t.Fatalf("check predicted an open, got %v", err)
+		}
+	})
+}

@@ -449,6 +449,18 @@ func Verify(dir string, c Cipher) (Report, error) {
 	return r, err
 }
 
+// CheckOpen reports what Open would say about dir, reading what Open reads
+// and changing nothing: nil when Open would succeed (repairing a torn tail
+// if there is one), else Open's error (a *CorruptError for damage).
+func CheckOpen(dir string) error {
+	_, err := walk(dir, &scanOpts{closedByFooter: true})
+	var ce *CorruptError
+	if errors.As(err, &ce) && ce.Torn {
+		return nil
+	}
+	return err
+}
+
 // ReadAcrossGaps is Read, except that records missing between two segments
 // (a segment moved aside) are reported to gap, which may stop the walk with
 // an error, and the walk goes on with the next segment.

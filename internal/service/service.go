@@ -482,7 +482,7 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	}()
 	s.st.Attach(jr, s.node.LogStore(), s.bar)
 	if err := s.st.FillJournal(); err != nil {
-		return fmt.Errorf("complete journal from raft log: %w", err)
+		return fmt.Errorf("%w: complete the journal from the raft log: %w", ErrUnavailable, err)
 	}
 	s.snapshotAtStartLocked()
 	if s.Clustered() {
