@@ -64,7 +64,7 @@ type Node struct {
 	log       *slog.Logger
 	store     *raftboltdb.BoltStore
 	stable    *retryingStable
-	snaps     raft.SnapshotStore
+	snaps     *snapStore
 	mu        sync.RWMutex
 	raft      *raft.Raft
 	transport raft.Transport
@@ -97,7 +97,7 @@ func Open(cfg Config) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("open raft snapshots %s: %w", cfg.Dir, err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: snaps}
+	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: &snapStore{SnapshotStore: snaps}}
 	n.stable = &retryingStable{inner: store, delay: cfg.StableRetryDelay, log: cfg.Logger, stop: make(chan struct{})}
 	close(n.stable.stop) // armed by Start
 	return n, nil
@@ -200,17 +200,26 @@ func (n *Node) ConfigurationAt(upTo uint64) (confIndex uint64, data []byte, ok b
 	return 0, nil, false
 }
 
-// SnapshotBeforeStart writes a raft snapshot of fsm at index (with term, and
+// SnapshotBeforeStart makes a raft snapshot of fsm at index (with term, and
 // the configuration entry confData at confIndex) while raft is not running.
 // Raft then starts from it: it neither scans the log before index for
 // configuration entries nor replays those entries into the FSM, so opening
 // costs what was logged since, not the whole history. fsm must hold exactly
 // the state at index (Coffer's state is persistent, with its applied index).
-// The log is not compacted here: raft does that at its next snapshot.
+//
+// Only the snapshot's description is made before it returns; its data (the
+// whole state) is written in the background from the FSM snapshot taken
+// now, so the start does not wait for it. Until it is written the snapshot
+// is listed, and opening it (a follower that needs it, a restore) waits for
+// it; if writing fails it is dropped and logged (raft's next snapshot
+// replaces it; a start before that reads the log as before). Stop and Close
+// wait for it. The log is not compacted here: raft does that at its next
+// snapshot.
 func (n *Node) SnapshotBeforeStart(fsm raft.FSM, index, term, confIndex uint64, confData []byte) (err error) {
 	if n.get() != nil {
 		return errors.New("raft is running: a snapshot before start is not possible")
 	}
+	n.snaps.wait()
 	if index == 0 || term == 0 || confIndex == 0 || confIndex > index {
 		return fmt.Errorf("snapshot at index %d, term %d, configuration index %d: incomplete", index, term, confIndex)
 	}
@@ -222,20 +231,110 @@ func (n *Node) SnapshotBeforeStart(fsm raft.FSM, index, term, confIndex uint64, 
 	if err != nil {
 		return fmt.Errorf("snapshot at index %d: %w", index, err)
 	}
-	defer snap.Release()
 	// The store encodes the legacy peer list with the transport's
 	// EncodePeer, which for every transport Coffer uses is the address.
 	_, trans := raft.NewInmemTransport("")
 	defer trans.Close()
-	sink, err := n.snaps.Create(raft.SnapshotVersionMax, index, term, conf, confIndex, trans)
+	sink, err := n.snaps.SnapshotStore.Create(raft.SnapshotVersionMax, index, term, conf, confIndex, trans)
 	if err != nil {
+		snap.Release()
 		return fmt.Errorf("snapshot at index %d: create: %w", index, err)
 	}
-	if err := snap.Persist(sink); err != nil {
-		sink.Cancel()
-		return fmt.Errorf("snapshot at index %d: %w", index, err)
-	}
+	p := &pendingSnap{meta: raft.SnapshotMeta{Version: raft.SnapshotVersionMax, ID: sink.ID(), Index: index, Term: term,
+		Configuration: conf, ConfigurationIndex: confIndex}, done: make(chan struct{})}
+	n.snaps.mu.Lock()
+	n.snaps.pending = p
+	n.snaps.mu.Unlock()
+	go func() {
+		defer close(p.done)
+		defer snap.Release()
+		t0 := time.Now()
+		if err := snap.Persist(sink); err != nil {
+			sink.Cancel()
+			p.err = err
+			n.log.Error("raft snapshot made at start not written; raft's next snapshot replaces it", "index", index, "error", err)
+			return
+		}
+		n.log.Info("raft snapshot made at start written", "index", index, "took", time.Since(t0).Round(time.Millisecond))
+	}()
 	return nil
+}
+
+// WaitSnapshot waits until a snapshot made by SnapshotBeforeStart is
+// written, and returns its error.
+func (n *Node) WaitSnapshot() error { return n.snaps.wait() }
+
+// snapStore is raft's file snapshot store plus at most one snapshot whose
+// data is still being written (SnapshotBeforeStart): it is listed first
+// while it is the newest, and opening it waits for its data.
+type snapStore struct {
+	raft.SnapshotStore
+	mu      sync.Mutex
+	pending *pendingSnap
+}
+
+type pendingSnap struct {
+	meta raft.SnapshotMeta
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// wait waits for the pending snapshot, if any, and forgets it.
+func (s *snapStore) wait() error {
+	s.mu.Lock()
+	p := s.pending
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	<-p.done
+	s.mu.Lock()
+	if s.pending == p {
+		s.pending = nil
+	}
+	s.mu.Unlock()
+	return p.err
+}
+
+// inflight is the pending snapshot while its data is being written.
+func (s *snapStore) inflight() *pendingSnap {
+	s.mu.Lock()
+	p := s.pending
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return nil // written (and listed by the store) or failed (dropped)
+	default:
+		return p
+	}
+}
+
+func (s *snapStore) List() ([]*raft.SnapshotMeta, error) {
+	metas, err := s.SnapshotStore.List()
+	if err != nil {
+		return nil, err
+	}
+	if p := s.inflight(); p != nil && (len(metas) == 0 || metas[0].Index < p.meta.Index) {
+		m := p.meta
+		metas = append([]*raft.SnapshotMeta{&m}, metas...)
+	}
+	return metas, nil
+}
+
+func (s *snapStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	s.mu.Lock()
+	p := s.pending
+	s.mu.Unlock()
+	if p != nil && p.meta.ID == id {
+		<-p.done
+		if p.err != nil {
+			return nil, nil, fmt.Errorf("raft snapshot %s was not written: %w", id, p.err)
+		}
+	}
+	return s.SnapshotStore.Open(id)
 }
 
 // decodeConfiguration is raft.DecodeConfiguration without its panic.
@@ -450,8 +549,10 @@ func (n *Node) Snapshot() error {
 	return r.Snapshot().Error()
 }
 
-// Stop shuts raft down (the log store stays open).
+// Stop shuts raft down (the log store stays open), after a snapshot made by
+// SnapshotBeforeStart is written.
 func (n *Node) Stop() error {
+	n.snaps.wait()
 	n.mu.Lock()
 	r := n.raft
 	n.raft = nil

@@ -2,6 +2,7 @@ package service
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"runtime/pprof"
 	"strconv"
@@ -29,6 +30,9 @@ func benchObjects(b *testing.B) int {
 // ever reached the snapshot threshold. Run it with -benchtime 1x (each
 // iteration builds its own data dir); COFFER_BENCH_OBJECTS sets N and
 // COFFER_BENCH_CPUPROFILE writes a CPU profile of the restart.
+// COFFER_BENCH_DATA_DIR reuses (or, when it holds no keystore, builds into)
+// that data dir instead of a temporary one: copy it first, the restart
+// changes it; COFFER_BENCH_BUILD_ONLY=1 only builds. COFFER_BENCH_LOG=1 prints the restart's service log.
 // COFFER_BENCH_NO_STARTUP_SNAPSHOT=1 restarts with the snapshot threshold out
 // of reach, as before the snapshot at startup existed (for comparison).
 func BenchmarkRestart(b *testing.B) {
@@ -41,11 +45,20 @@ func BenchmarkRestart(b *testing.B) {
 	var total time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		dir := b.TempDir()
+		dir := os.Getenv("COFFER_BENCH_DATA_DIR")
+		if dir == "" {
+			dir = b.TempDir()
+		}
 		// Never snapshot while writing: the whole history stays in the log.
 		s, err := New(cfg(dir, 1<<40))
 		if err != nil {
 			b.Fatal(err)
+		}
+		if s.State() != StateUninitialized {
+			b.Logf("reusing %s", dir)
+			s.Close()
+			restart(b, dir, cfg, &total)
+			continue
 		}
 		if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 			b.Fatal(err)
@@ -70,38 +83,51 @@ func BenchmarkRestart(b *testing.B) {
 		applied := s.st.AppliedIndex()
 		s.crashClose()
 		b.Logf("built %d objects (applied index %d, no snapshot) in %v", n, applied, time.Since(start).Round(time.Second))
-		if f := os.Getenv("COFFER_BENCH_CPUPROFILE"); f != "" {
-			pf, err := os.Create(f)
-			if err != nil {
-				b.Fatal(err)
-			}
-			pprof.StartCPUProfile(pf)
+		if os.Getenv("COFFER_BENCH_BUILD_ONLY") == "1" {
+			continue
 		}
-		b.StartTimer()
-		t0 := time.Now()
-		var every uint64
-		if os.Getenv("COFFER_BENCH_NO_STARTUP_SNAPSHOT") == "1" {
-			every = 1 << 40
-		}
-		s, err = New(cfg(dir, every))
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := s.Open(ctx, []byte(pass)); err != nil {
-			b.Fatal(err)
-		}
-		d := time.Since(t0)
-		b.StopTimer()
-		if os.Getenv("COFFER_BENCH_CPUPROFILE") != "" {
-			pprof.StopCPUProfile()
-		}
-		total += d
-		snap, _ := s.node.SnapshotIndex()
-		b.Logf("restart to healthy: %v (raft snapshot now at %d)", d.Round(time.Millisecond), snap)
-		s.crashClose()
+		restart(b, dir, cfg, &total)
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "restart-s")
 	b.ReportMetric(float64(n), "objects")
+}
+
+// restart times New + Open of dir, adding it to total.
+func restart(b *testing.B, dir string, cfg func(string, uint64) Config, total *time.Duration) {
+	ctx := rootCtx()
+	if f := os.Getenv("COFFER_BENCH_CPUPROFILE"); f != "" {
+		pf, err := os.Create(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pprof.StartCPUProfile(pf)
+	}
+	b.StartTimer()
+	t0 := time.Now()
+	var every uint64
+	if os.Getenv("COFFER_BENCH_NO_STARTUP_SNAPSHOT") == "1" {
+		every = 1 << 40
+	}
+	c := cfg(dir, every)
+	if os.Getenv("COFFER_BENCH_LOG") == "1" {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	s, err := New(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(t0)
+	b.StopTimer()
+	if os.Getenv("COFFER_BENCH_CPUPROFILE") != "" {
+		pprof.StopCPUProfile()
+	}
+	*total += d
+	snap, _ := s.node.SnapshotIndex()
+	b.Logf("restart to healthy: %v (raft snapshot now at %d)", d.Round(time.Millisecond), snap)
+	s.crashClose()
 }
 
 // crashClose closes s leaving the raft log as a kill -9 would: no snapshot

@@ -720,8 +720,10 @@ const stopSnapshotMin = 1024
 // threshold while running, and raft reads every entry since the last
 // snapshot at each start (a scan for configuration entries, then a replay the
 // FSM skips): without this the restart time grows with the history. The
-// journal is complete up to the applied index here (FillJournal), which the
-// state's snapshot requires. A failure only costs time: it is logged.
+// snapshot's data (the whole state) is written in the background
+// (cluster.SnapshotBeforeStart). The journal is complete up to the applied
+// index here (FillJournal), which the state's snapshot requires. A failure
+// only costs time: it is logged.
 func (s *Service) snapshotAtStartLocked() {
 	applied := s.st.AppliedIndex()
 	snapIdx, err := s.node.SnapshotIndex()
@@ -745,7 +747,7 @@ func (s *Service) snapshotAtStartLocked() {
 		s.log.Warn("raft snapshot at startup failed; raft reads its log since the last snapshot", "error", err)
 		return
 	}
-	s.log.Info("raft snapshot taken at startup", "index", applied, "entries_since_previous", applied-snapIdx, "took", time.Since(t0).Round(time.Millisecond))
+	s.log.Info("raft snapshot taken at startup (its data is written in the background)", "index", applied, "entries_since_previous", applied-snapIdx, "took", time.Since(t0).Round(time.Millisecond))
 }
 
 // snapshotAtStopLocked takes a raft snapshot before a clean stop or seal when

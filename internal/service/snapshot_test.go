@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -191,5 +192,51 @@ func TestSnapshotAtCleanStop(t *testing.T) {
 	s.Close()
 	if got := snapshotOf(dir); got != first {
 		t.Fatalf("snapshot moved from %d to %d after 10 entries", first, got)
+	}
+}
+
+// TestSnapshotAtStartupIsComplete: the data of the snapshot made at startup,
+// written in the background, is the whole state: a node whose state.db is
+// lost afterwards is rebuilt from it.
+func TestSnapshotAtStartupIsComplete(t *testing.T) {
+	dir := t.TempDir()
+	ctx := rootCtx()
+	s := svcWith(t, dir, 1<<40, nil, nil)
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	putMany(t, s, "a", 120)
+	s.crashClose()
+
+	s = svcWith(t, dir, 100, nil, nil)
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.node.WaitSnapshot(); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := s.node.SnapshotIndex()
+	s.crashClose()
+	if err := os.Remove(StatePath(dir)); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	s = svcWith(t, dir, 1<<40, &logs, &mu)
+	defer s.Close()
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	restored := strings.Contains(logs.String(), "restoring it from the snapshot")
+	mu.Unlock()
+	if !restored || s.st.AppliedIndex() < snap {
+		t.Fatalf("state not restored from the snapshot at %d (applied %d)", snap, s.st.AppliedIndex())
+	}
+	for _, name := range []string{"a0", "a57", "a119"} {
+		if _, err := s.GetSecret(ctx, name, 0); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
 	}
 }
