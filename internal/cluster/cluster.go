@@ -220,6 +220,7 @@ func (n *Node) SnapshotBeforeStart(fsm raft.FSM, index, term, confIndex uint64, 
 		return errors.New("raft is running: a snapshot before start is not possible")
 	}
 	n.snaps.wait()
+	n.removeTempSnapshots()
 	if index == 0 || term == 0 || confIndex == 0 || confIndex > index {
 		return fmt.Errorf("snapshot at index %d, term %d, configuration index %d: incomplete", index, term, confIndex)
 	}
@@ -258,6 +259,21 @@ func (n *Node) SnapshotBeforeStart(fsm raft.FSM, index, term, confIndex uint64, 
 		n.log.Info("raft snapshot made at start written", "index", index, "took", time.Since(t0).Round(time.Millisecond))
 	}()
 	return nil
+}
+
+// removeTempSnapshots removes the snapshot directories a stop in the middle
+// of writing one left behind (raft ignores them but never removes them: a
+// node killed while writing a snapshot at every start would fill the disk).
+// Only while raft is not running and no snapshot is being written.
+func (n *Node) removeTempSnapshots() {
+	tmps, _ := filepath.Glob(filepath.Join(n.cfg.Dir, "snapshots", "*.tmp"))
+	for _, d := range tmps {
+		if err := os.RemoveAll(d); err != nil {
+			n.log.Warn("unfinished raft snapshot not removed", "dir", d, "error", err)
+			continue
+		}
+		n.log.Info("unfinished raft snapshot removed", "dir", filepath.Base(d))
+	}
 }
 
 // WaitSnapshot waits until a snapshot made by SnapshotBeforeStart is
@@ -377,6 +393,9 @@ func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 	defer n.mu.Unlock()
 	if n.raft != nil {
 		return errors.New("raft already running")
+	}
+	if n.snaps.inflight() == nil {
+		n.removeTempSnapshots()
 	}
 	c := raft.DefaultConfig()
 	c.LocalID = raft.ServerID(n.cfg.NodeID)

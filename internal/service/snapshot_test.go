@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -238,5 +239,28 @@ func TestSnapshotAtStartupIsComplete(t *testing.T) {
 		if _, err := s.GetSecret(ctx, name, 0); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestUnfinishedSnapshotRemoved: a snapshot directory a kill left half
+// written is removed at the next start (raft would keep it forever, and a
+// node killed during every snapshot at startup would fill its disk).
+func TestUnfinishedSnapshotRemoved(t *testing.T) {
+	dir := t.TempDir()
+	ctx := rootCtx()
+	s := initSvc(t, dir)
+	s.crashClose()
+	tmp := filepath.Join(RaftDir(dir), "snapshots", "2-99-1796620730656.tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(tmp, "state.bin"), []byte("half a state"), 0o600)
+	s = newSvc(t, dir)
+	defer s.Close()
+	if err := s.Open(ctx, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Fatalf("unfinished snapshot still there: %v", err)
 	}
 }
