@@ -752,8 +752,14 @@ func (s *Service) snapshotAtStartLocked() {
 
 // snapshotAtStopLocked takes a raft snapshot before a clean stop or seal when
 // at least stopSnapshotMin entries were logged since the last one, so the
-// next start reads only what comes after it. A failure is logged.
+// next start reads only what comes after it, unless writes are failing. A
+// failure is logged.
 func (s *Service) snapshotAtStopLocked() {
+	if len(s.st.Health()) > 0 {
+		// A state or journal write is failing and being retried: raft's
+		// snapshot would wait for the FSM, which waits for the disk.
+		return
+	}
 	snapIdx, err := s.node.SnapshotIndex()
 	if err != nil {
 		return
