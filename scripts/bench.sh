@@ -58,6 +58,11 @@ COFFER_BENCH_OBJECTS=${COFFER_BENCH_OBJECTS:-1000000} COFFER_BENCH_RECORDS=${COF
   | tr '\t' '\n' | sed -n 's/^ *\([0-9.]*\) \(objects\|restore-s\|objects\/s\|records\/s\)$/  \2: \1/p'
 
 echo
+echo "restart to healthy after a crash, 1,000,000 objects and as many raft log entries since the last snapshot (docs/performance.md):"
+COFFER_BENCH_OBJECTS=${COFFER_BENCH_OBJECTS:-1000000} go test -run '^$' -bench '^BenchmarkRestart$' -benchtime 1x -timeout 60m ./internal/service/ \
+  | grep -E 'restart to healthy|built' | sed 's/^ *restart_bench_test.go:[0-9]*: /  /'
+
+echo
 echo "end to end over HTTPS (coffer bench against a dev server, 5 s each):"
 dir=$(mktemp -d)
 go build -o "$dir/coffer" ./cmd/coffer

@@ -69,7 +69,7 @@ type Node struct {
 	log       *slog.Logger
 	store     *raftboltdb.BoltStore
 	stable    *retryingStable
-	snaps     raft.SnapshotStore
+	snaps     *snapStore
 	mu        sync.RWMutex
 	raft      *raft.Raft
 	transport raft.Transport
@@ -102,7 +102,7 @@ func Open(cfg Config) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("open raft snapshots %s: %w", cfg.Dir, err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: snaps}
+	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: &snapStore{SnapshotStore: snaps}}
 	n.stable = &retryingStable{inner: store, delay: cfg.StableRetryDelay, log: cfg.Logger, stop: make(chan struct{})}
 	close(n.stable.stop) // armed by Start
 	return n, nil
@@ -180,6 +180,205 @@ func (n *Node) TermAt(idx uint64) (uint64, bool) {
 	return 0, false
 }
 
+// ConfigurationAt finds the latest raft configuration at or before index
+// upTo by reading the log backwards down to the latest snapshot, then the
+// snapshot's own. It reads one entry per index: use it only when the state
+// has not recorded the configuration.
+func (n *Node) ConfigurationAt(upTo uint64) (confIndex uint64, data []byte, ok bool) {
+	metas, _ := n.snaps.List()
+	var floor uint64
+	if len(metas) > 0 {
+		floor = metas[0].Index
+	}
+	for i := upTo; i > floor; i-- {
+		var l raft.Log
+		if err := n.store.GetLog(i, &l); err != nil {
+			break
+		}
+		if l.Type == raft.LogConfiguration {
+			return l.Index, l.Data, true
+		}
+	}
+	if len(metas) > 0 && metas[0].Index <= upTo {
+		return metas[0].ConfigurationIndex, raft.EncodeConfiguration(metas[0].Configuration), true
+	}
+	return 0, nil, false
+}
+
+// SnapshotBeforeStart makes a raft snapshot of fsm at index (with term, and
+// the configuration entry confData at confIndex) while raft is not running.
+// Raft then starts from it: it neither scans the log before index for
+// configuration entries nor replays those entries into the FSM, so opening
+// costs what was logged since, not the whole history. fsm must hold exactly
+// the state at index (Coffer's state is persistent, with its applied index).
+//
+// Only the snapshot's description is made before it returns; its data (the
+// whole state) is written in the background from the FSM snapshot taken
+// now, so the start does not wait for it. Until it is written the snapshot
+// is listed, and opening it (a follower that needs it, a restore) waits for
+// it; if writing fails it is dropped and logged (raft's next snapshot
+// replaces it; a start before that reads the log as before). Stop and Close
+// wait for it. The log is not compacted here: raft does that at its next
+// snapshot.
+func (n *Node) SnapshotBeforeStart(fsm raft.FSM, index, term, confIndex uint64, confData []byte) (err error) {
+	if n.get() != nil {
+		return errors.New("raft is running: a snapshot before start is not possible")
+	}
+	n.snaps.wait()
+	n.removeTempSnapshots()
+	if index == 0 || term == 0 || confIndex == 0 || confIndex > index {
+		return fmt.Errorf("snapshot at index %d, term %d, configuration index %d: incomplete", index, term, confIndex)
+	}
+	conf, err := decodeConfiguration(confData)
+	if err != nil {
+		return fmt.Errorf("snapshot at index %d: configuration entry %d: %w", index, confIndex, err)
+	}
+	snap, err := fsm.Snapshot()
+	if err != nil {
+		return fmt.Errorf("snapshot at index %d: %w", index, err)
+	}
+	// The store encodes the legacy peer list with the transport's
+	// EncodePeer, which for every transport Coffer uses is the address.
+	_, trans := raft.NewInmemTransport("")
+	defer trans.Close()
+	sink, err := n.snaps.SnapshotStore.Create(raft.SnapshotVersionMax, index, term, conf, confIndex, trans)
+	if err != nil {
+		snap.Release()
+		return fmt.Errorf("snapshot at index %d: create: %w", index, err)
+	}
+	p := &pendingSnap{meta: raft.SnapshotMeta{Version: raft.SnapshotVersionMax, ID: sink.ID(), Index: index, Term: term,
+		Configuration: conf, ConfigurationIndex: confIndex}, done: make(chan struct{})}
+	n.snaps.mu.Lock()
+	n.snaps.pending = p
+	n.snaps.mu.Unlock()
+	go func() {
+		defer close(p.done)
+		defer snap.Release()
+		t0 := time.Now()
+		if err := snap.Persist(sink); err != nil {
+			sink.Cancel()
+			p.err = err
+			n.log.Error("raft snapshot made at start not written; raft's next snapshot replaces it", "index", index, "error", err)
+			return
+		}
+		n.log.Info("raft snapshot made at start written", "index", index, "took", time.Since(t0).Round(time.Millisecond))
+	}()
+	return nil
+}
+
+// removeTempSnapshots removes the snapshot directories a stop in the middle
+// of writing one left behind (raft ignores them but never removes them: a
+// node killed while writing a snapshot at every start would fill the disk).
+// Only while raft is not running and no snapshot is being written.
+func (n *Node) removeTempSnapshots() {
+	tmps, _ := filepath.Glob(filepath.Join(n.cfg.Dir, "snapshots", "*.tmp"))
+	for _, d := range tmps {
+		if err := os.RemoveAll(d); err != nil {
+			n.log.Warn("unfinished raft snapshot not removed", "dir", d, "error", err)
+			continue
+		}
+		n.log.Info("unfinished raft snapshot removed", "dir", filepath.Base(d))
+	}
+}
+
+// WaitSnapshot waits until a snapshot made by SnapshotBeforeStart is
+// written, and returns its error.
+func (n *Node) WaitSnapshot() error { return n.snaps.wait() }
+
+// snapStore is raft's file snapshot store plus at most one snapshot whose
+// data is still being written (SnapshotBeforeStart): it is listed first
+// while it is the newest, and opening it waits for its data.
+type snapStore struct {
+	raft.SnapshotStore
+	mu      sync.Mutex
+	pending *pendingSnap
+}
+
+type pendingSnap struct {
+	meta raft.SnapshotMeta
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// wait waits for the pending snapshot, if any, and forgets it.
+func (s *snapStore) wait() error {
+	s.mu.Lock()
+	p := s.pending
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	<-p.done
+	s.mu.Lock()
+	if s.pending == p {
+		s.pending = nil
+	}
+	s.mu.Unlock()
+	return p.err
+}
+
+// inflight is the pending snapshot while its data is being written.
+func (s *snapStore) inflight() *pendingSnap {
+	s.mu.Lock()
+	p := s.pending
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return nil // written (and listed by the store) or failed (dropped)
+	default:
+		return p
+	}
+}
+
+func (s *snapStore) List() ([]*raft.SnapshotMeta, error) {
+	metas, err := s.SnapshotStore.List()
+	if err != nil {
+		return nil, err
+	}
+	if p := s.inflight(); p != nil && (len(metas) == 0 || metas[0].Index < p.meta.Index) {
+		m := p.meta
+		metas = append([]*raft.SnapshotMeta{&m}, metas...)
+	}
+	return metas, nil
+}
+
+func (s *snapStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	s.mu.Lock()
+	p := s.pending
+	s.mu.Unlock()
+	if p != nil && p.meta.ID == id {
+		<-p.done
+		if p.err != nil {
+			return nil, nil, fmt.Errorf("raft snapshot %s was not written: %w", id, p.err)
+		}
+	}
+	return s.SnapshotStore.Open(id)
+}
+
+// decodeConfiguration is raft.DecodeConfiguration without its panic.
+func decodeConfiguration(b []byte) (c raft.Configuration, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("undecodable raft configuration: %v", r)
+		}
+	}()
+	if len(b) == 0 {
+		return c, errors.New("empty raft configuration")
+	}
+	c = raft.DecodeConfiguration(b)
+	if len(c.Servers) == 0 {
+		return c, errors.New("raft configuration without servers")
+	}
+	return c, nil
+}
+
+// SnapshotThreshold is the number of log entries after which raft takes a
+// snapshot.
+func (n *Node) SnapshotThreshold() uint64 { return orU64(n.cfg.SnapshotThreshold, 8192) }
+
 // SetTLS sets the node certificate configuration of the network transport
 // (before Start).
 func (n *Node) SetTLS(c *tls.Config) {
@@ -199,6 +398,9 @@ func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 	defer n.mu.Unlock()
 	if n.raft != nil {
 		return errors.New("raft already running")
+	}
+	if n.snaps.inflight() == nil {
+		n.removeTempSnapshots()
 	}
 	c := raft.DefaultConfig()
 	c.LocalID = raft.ServerID(n.cfg.NodeID)
@@ -373,8 +575,10 @@ func (n *Node) Snapshot() error {
 	return r.Snapshot().Error()
 }
 
-// Stop shuts raft down (the log store stays open).
+// Stop shuts raft down (the log store stays open), after a snapshot made by
+// SnapshotBeforeStart is written.
 func (n *Node) Stop() error {
+	n.snaps.wait()
 	n.mu.Lock()
 	r := n.raft
 	n.raft = nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -167,8 +168,40 @@ type CorruptError struct {
 	// by truncating the file at Offset; Verify still reports it.
 	Torn bool
 
+	// Gap is set when records are missing between two segments (a
+	// segment was moved aside or lost): see FillGap.
+	Gap *Gap
+
 	frame   bool // damage is in frame framing/CRC (not semantics)
 	noLater bool // no valid frame starts after the damage
+}
+
+// Gap describes records missing between two segments, as when a damaged
+// segment was moved aside.
+type Gap struct {
+	From, To   uint64 // the missing indexes (inclusive)
+	Prev, Next string // the segments around the gap (file names); Next starts after To
+	// Older lists Prev and every segment before it, oldest first: moving
+	// them aside leaves a journal that begins after the gap.
+	Older []string
+}
+
+// Advice says what an open does about the gap when the raft log holds
+// entries from raftFirst on (0: the log is empty): rebuild the missing
+// records, or refuse, naming the segments to move aside and why.
+func (g *Gap) Advice(raftFirst uint64) (rebuild bool, msg string) {
+	if raftFirst != 0 && raftFirst <= g.From {
+		return true, fmt.Sprintf("records %d-%d are missing between segments %s and %s (a segment was moved aside or lost); the raft log still holds them: they are rebuilt into a new segment between the two",
+			g.From, g.To, g.Prev, g.Next)
+	}
+	held := "the raft log is empty"
+	if raftFirst != 0 {
+		held = fmt.Sprintf("the raft log starts at %d", raftFirst)
+	}
+	return false, fmt.Sprintf("records %d-%d are missing between segments %s and %s (a segment was moved aside or lost) and cannot be rebuilt: %s. "+
+		"A journal must be contiguous: move aside the %d segment(s) before the gap (%s), keeping them with the moved one for analysis; the journal then begins at record %d. "+
+		"Incremental backups that need the moved records fail afterwards: take a full backup once open",
+		g.From, g.To, g.Prev, g.Next, held, len(g.Older), strings.Join(g.Older, ", "), g.To+1)
 }
 
 func (e *CorruptError) Error() string {

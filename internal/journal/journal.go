@@ -93,10 +93,12 @@ type Journal struct {
 	wrap func(segFile) segFile // tests: wraps every segment opened for writing
 }
 
-// Open scans opts.Dir (creating it 0700), validates all segments, repairs
-// only a torn tail of the last, unclosed segment (see Repaired), and continues
-// the last unclosed segment or creates one. Any other damage fails Open with
-// a *CorruptError.
+// Open scans opts.Dir (creating it 0700), checks the chain of segments,
+// reads the last segment in full, repairs only a torn tail of it when it is
+// unclosed (see Repaired), and continues it or creates the next one. Closed
+// segments before it are read by their header, first record and footer only
+// (the cost of an open does not grow with the history); Verify reads every
+// frame. Damage Open sees fails it with a *CorruptError.
 func Open(opts Options) (*Journal, error) { return openWith(opts, nil) }
 
 func openWith(opts Options, wrap func(segFile) segFile) (*Journal, error) {
@@ -119,7 +121,7 @@ func openWith(opts Options, wrap func(segFile) segFile) (*Journal, error) {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	j := &Journal{opts: opts, wrap: wrap}
-	segs, err := walk(opts.Dir, &scanOpts{})
+	segs, err := walk(opts.Dir, &scanOpts{closedByFooter: true})
 	if err != nil {
 		var ce *CorruptError
 		if !errors.As(err, &ce) || !ce.Torn {
@@ -506,4 +508,93 @@ func (j *Journal) Close() error {
 	}
 	j.f = nil
 	return err
+}
+
+// FillGap writes the records missing in g (every index from g.From to g.To,
+// read from get) as a new closed segment between g.Prev and g.Next, so that
+// the journal is contiguous again: the repair for a segment moved aside,
+// when the records are still available elsewhere (Coffer's raft log). The
+// new segment is named opts.Name plus a timestamp strictly between those of
+// g.Prev and g.Next, and created atomically (temp file, fsync, rename,
+// fsync of the directory). Nothing else is changed; on error nothing is
+// left behind. c may be nil if every KeyID is 0.
+func FillGap(opts Options, g Gap, c Cipher, get func(index uint64) (Record, error)) (SegmentInfo, error) {
+	if !optionName.MatchString(opts.Name) || len(opts.Name) > maxOptionName {
+		return SegmentInfo{}, fmt.Errorf("journal: invalid segment name prefix %q", opts.Name)
+	}
+	if g.From == 0 || g.To < g.From || g.To-g.From >= 1<<32-1 {
+		return SegmentInfo{}, fmt.Errorf("journal: fill gap: bad range %d-%d", g.From, g.To)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	files, err := listSegmentFiles(opts.Dir)
+	if err != nil {
+		return SegmentInfo{}, err
+	}
+	pi := -1
+	for i, f := range files {
+		if f.name == g.Prev {
+			pi = i
+		}
+	}
+	if pi < 0 || pi+1 >= len(files) || files[pi+1].name != g.Next {
+		return SegmentInfo{}, fmt.Errorf("journal: fill gap %d-%d: segments %s and %s are no longer next to each other in %s", g.From, g.To, g.Prev, g.Next, opts.Dir)
+	}
+	var name, path string
+	for ts := files[pi].ts.Add(time.Second); ts.Before(files[pi+1].ts); ts = ts.Add(time.Second) {
+		n := segmentName(opts.Name, ts)
+		p := filepath.Join(opts.Dir, n)
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			name, path = n, p
+			break
+		}
+	}
+	if name == "" {
+		return SegmentInfo{}, fmt.Errorf("journal: fill gap %d-%d: no segment name is free between %s and %s", g.From, g.To, g.Prev, g.Next)
+	}
+	now := opts.Now()
+	info := SegmentInfo{Name: name, Path: path, Prev: g.From - 1, FirstIndex: g.From, LastIndex: g.To,
+		Created: fromNanos(toNanos(now)), Closed: true, ClosedAt: fromNanos(toNanos(now))}
+	err = fsutil.WriteFileFrom(path, func(w io.Writer) error {
+		buf := encodeHeader(name, now, g.From-1)
+		size := int64(0)
+		flush := func() error {
+			n, err := w.Write(buf)
+			size += int64(n)
+			buf = buf[:0]
+			return err
+		}
+		prev := g.From - 1
+		for idx := g.From; idx <= g.To; idx++ {
+			r, err := get(idx)
+			if err != nil {
+				return fmt.Errorf("record %d: %w", idx, err)
+			}
+			if r.Index != idx {
+				return fmt.Errorf("record %d: got record %d instead", idx, r.Index)
+			}
+			if r.Type == TypeSegmentEnd {
+				return fmt.Errorf("record %d: type %#x is reserved", idx, r.Type)
+			}
+			if buf, err = appendFrame(buf, idx, prev, r.Time, r.Type, r.KeyID, r.Payload, c); err != nil {
+				return fmt.Errorf("record %d: %w", idx, err)
+			}
+			prev = idx
+			if len(buf) >= 1<<20 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		buf = append(buf, footerFrame(g.To, uint32(g.To-g.From+1), now)...)
+		err := flush()
+		info.Size = size
+		return err
+	})
+	if err != nil {
+		return SegmentInfo{}, fmt.Errorf("journal: fill gap %d-%d: %w", g.From, g.To, err)
+	}
+	info.Records = int(g.To - g.From + 1)
+	return info, nil
 }

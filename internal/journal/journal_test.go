@@ -470,6 +470,10 @@ func TestFlippedByte(t *testing.T) {
 	src, segs := buildTwoSegments(t)
 	first, last := segs[0], segs[1]
 	orig, _ := os.ReadFile(first.Path)
+	// Open reads a closed segment that is not the last by its header, first
+	// record and footer: damage between those is for Verify to find.
+	firstOffs, firstSize := frameOffsets(t, first.Path)
+	unread := func(i int) bool { return int64(i) >= firstOffs[1] && int64(i) < firstSize-footerFrameLen }
 	for i := range orig {
 		dir := copyDir(t, src)
 		path := filepath.Join(dir, first.Name)
@@ -489,7 +493,15 @@ func TestFlippedByte(t *testing.T) {
 		if _, err := ListSegments(dir); err == nil {
 			t.Fatalf("flip at %d: ListSegments passed", i)
 		}
-		if j, err := Open(Options{Dir: dir, Name: "coffer"}); err == nil {
+		if j, err := Open(Options{Dir: dir, Name: "coffer"}); unread(i) {
+			if err != nil {
+				t.Fatalf("flip at %d (a record Open does not read): %v", i, err)
+			}
+			if segs := j.Segments(); j.LastIndex() != 6 || segs[0].Records != 3 || segs[0].FirstIndex != 1 || segs[0].LastIndex != 3 {
+				t.Fatalf("flip at %d: last %d, segments %+v", i, j.LastIndex(), segs)
+			}
+			j.Close()
+		} else if err == nil {
 			j.Close()
 			t.Fatalf("flip at %d: Open accepted a damaged closed segment", i)
 		} else {

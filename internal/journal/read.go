@@ -61,6 +61,13 @@ type segScan struct {
 type scanOpts struct {
 	c  Cipher // decrypt payloads with c when non-nil
 	fn func(seg SegmentInfo, r Record) error
+	// gap, when set, is told of records missing between two segments and
+	// the walk goes on (an error from it stops the walk).
+	gap func(g Gap) error
+	// closedByFooter (Open): a segment that is not the last is read by its
+	// header, first record and footer only, when they agree (trustClosed).
+	closedByFooter bool
+	quick          bool // set by walk for the segment being scanned
 }
 
 // scanSegment reads one segment. chained says whether prevLast (the last
@@ -123,14 +130,26 @@ func scanSegment(dir, name string, chained bool, prevLast uint64, o *scanOpts) (
 	s.info.Prev = binary.BigEndian.Uint64(hdr[18:])
 	if chained && s.info.Prev != prevLast {
 		if s.info.Prev > prevLast {
-			return s, bad(0, 0, "gap: previous segment ended at %d, this one continues from %d (indexes %d-%d missing)",
+			e := bad(0, 0, "gap: previous segment ended at %d, this one continues from %d (indexes %d-%d missing)",
 				prevLast, s.info.Prev+1, prevLast+1, s.info.Prev)
+			e.Gap = &Gap{From: prevLast + 1, To: s.info.Prev, Next: name}
+			return s, e
 		}
 		return s, bad(0, 0, "overlap: previous segment ended at %d, this one continues from %d", prevLast, s.info.Prev+1)
 	}
 	off := int64(len(hdr) + headerCRCLen)
 	s.goodEnd = off
 	s.last = s.info.Prev
+	if o.quick {
+		ok, err := trustClosed(f, off, size, &s)
+		if err != nil {
+			return s, ioErr(off, err)
+		}
+		if ok {
+			return s, nil
+		}
+		// Anything odd: read every frame, which names the damage.
+	}
 
 	// frameBad reports damage to framing or checksum, and whether any valid
 	// frame starts after it (if none, it may be a torn tail).
@@ -228,6 +247,69 @@ func scanSegment(dir, name string, chained bool, prevLast uint64, o *scanOpts) (
 	return s, nil
 }
 
+// trustClosed reads a closed segment by its footer and first record only:
+// the footer frame (CRC, type, last index, record count) at the end of the
+// file, and the first record frame after the header (CRC, prev = the
+// header's prev). When they agree it fills s as a full scan would and
+// returns true; otherwise false and s unchanged (the caller scans every
+// frame). Records between the first one and the footer are not read: Verify
+// and Read check those.
+func trustClosed(f io.ReaderAt, off, size int64, s *segScan) (bool, error) {
+	end := size - footerFrameLen
+	if end < off {
+		return false, nil
+	}
+	var ft [footerFrameLen]byte
+	if _, err := f.ReadAt(ft[:], end); err != nil {
+		return false, err
+	}
+	be := binary.BigEndian
+	if be.Uint32(ft[:]) != bodyFixedLen+footerPayloadLen || crc(ft[frameHeaderLen:]) != be.Uint32(ft[4:]) {
+		return false, nil
+	}
+	r := parseBody(ft[frameHeaderLen:])
+	last, count := be.Uint64(r.payload), be.Uint32(r.payload[8:])
+	if r.typ != TypeSegmentEnd || r.keyID != 0 || r.index != last || r.prev != last {
+		return false, nil
+	}
+	prev := s.info.Prev
+	var first uint64
+	if count == 0 {
+		if last != prev || end != off {
+			return false, nil
+		}
+	} else {
+		if last <= prev || end-off < int64(count)*(frameHeaderLen+bodyFixedLen) {
+			return false, nil
+		}
+		var fh [frameHeaderLen]byte
+		if _, err := f.ReadAt(fh[:], off); err != nil {
+			return false, err
+		}
+		blen := int64(be.Uint32(fh[:]))
+		if blen < bodyFixedLen || blen > MaxBodyBytes || off+frameHeaderLen+blen > end {
+			return false, nil
+		}
+		b := make([]byte, blen)
+		if _, err := f.ReadAt(b, off+frameHeaderLen); err != nil {
+			return false, err
+		}
+		fr := parseBody(b)
+		if crc(b) != be.Uint32(fh[4:]) || fr.typ == TypeSegmentEnd || fr.prev != prev || fr.index <= prev || fr.index > last ||
+			(count == 1) != (off+frameHeaderLen+blen == end) || count == 1 && fr.index != last {
+			return false, nil
+		}
+		first = fr.index
+	}
+	s.info.FirstIndex, s.info.Records = first, int(count)
+	if count > 0 {
+		s.info.LastIndex = last
+	}
+	s.info.Closed, s.info.ClosedAt = true, fromNanos(r.time)
+	s.last, s.goodEnd = last, size
+	return true, nil
+}
+
 func checkFooter(r body, last uint64, records int) string {
 	if r.keyID != 0 || len(r.payload) != footerPayloadLen {
 		return fmt.Sprintf("key id %d, payload %d bytes", r.keyID, len(r.payload))
@@ -297,10 +379,22 @@ func walk(dir string, o *scanOpts) ([]segScan, error) {
 	var out []segScan
 	var last uint64
 	for i, sf := range files {
+		o.quick = o.closedByFooter && i < len(files)-1
 		s, err := scanSegment(dir, sf.name, i > 0, last, o)
+		var ce *CorruptError
+		if errors.As(err, &ce) && ce.Gap != nil {
+			ce.Gap.Prev = files[i-1].name
+			for _, f := range files[:i] {
+				ce.Gap.Older = append(ce.Gap.Older, f.name)
+			}
+			if o.gap != nil {
+				if err = o.gap(*ce.Gap); err == nil {
+					s, err = scanSegment(dir, sf.name, false, 0, o)
+				}
+			}
+		}
 		out = append(out, s)
 		if err != nil {
-			var ce *CorruptError
 			if errors.As(err, &ce) && ce.frame && ce.noLater && i == len(files)-1 {
 				ce.Torn = true
 			}
@@ -353,6 +447,32 @@ func Verify(dir string, c Cipher) (Report, error) {
 		r.LastIndex = s.info.LastIndex
 	}
 	return r, err
+}
+
+// CheckOpen reports what Open would say about dir, reading what Open reads
+// and changing nothing: nil when Open would succeed (repairing a torn tail
+// if there is one), else Open's error (a *CorruptError for damage).
+func CheckOpen(dir string) error {
+	_, err := walk(dir, &scanOpts{closedByFooter: true})
+	var ce *CorruptError
+	if errors.As(err, &ce) && ce.Torn {
+		return nil
+	}
+	return err
+}
+
+// ReadAcrossGaps is Read, except that records missing between two segments
+// (a segment moved aside) are reported to gap, which may stop the walk with
+// an error, and the walk goes on with the next segment.
+func ReadAcrossGaps(dir string, c Cipher, gap func(g Gap) error, fn func(seg SegmentInfo, r Record) error) error {
+	if fn == nil {
+		fn = func(SegmentInfo, Record) error { return nil }
+	}
+	if gap == nil {
+		gap = func(Gap) error { return nil }
+	}
+	_, err := walk(dir, &scanOpts{c: c, fn: fn, gap: gap})
+	return err
 }
 
 // Read calls fn for every record of dir in order, with the segment as read

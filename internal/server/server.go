@@ -385,7 +385,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if cfg.Keystore.AutoOpen && svc.State() == service.StateSealed && svc.AutoOpenEnabled() {
 		ctx, cancel := context.WithTimeout(s.baseCtx, time.Minute)
 		if err := svc.OpenAuto(ctx); err != nil {
-			log.Error("auto-open failed; open the keystore with its passphrase", "error", err)
+			log.Error(autoOpenFailed(err), "error", err)
 		}
 		cancel()
 	}
@@ -398,6 +398,17 @@ func Start(opts Options) (_ *Server, err error) {
 	go s.signals()
 	go s.run()
 	return s, nil
+}
+
+// autoOpenFailed is the log message for a failed auto-open: the passphrase
+// is suggested only when it is auto-open itself that failed; when the node
+// could not start (a damaged journal, a lost raft directory, ...) opening
+// with the passphrase fails the same way.
+func autoOpenFailed(err error) string {
+	if errors.Is(err, service.ErrAutoOpenDisabled) || errors.Is(err, service.ErrMachineMismatch) || errors.Is(err, service.ErrAutoOpenStale) {
+		return "auto-open failed; open the keystore with its passphrase"
+	}
+	return "auto-open failed; the node stays sealed until the error is fixed (opening with the passphrase fails the same way)"
 }
 
 func hostOf(addr string) string {

@@ -113,6 +113,8 @@ const (
 type Service struct {
 	cfg Config
 	log *slog.Logger
+	// noStopSnapshot (tests) leaves the raft log as a kill -9 would.
+	noStopSnapshot bool
 
 	ks   *keystore.Store
 	st   *state.Store
@@ -480,11 +482,10 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	if err := s.bar.Unseal(ring, keys, current); err != nil {
 		return fmt.Errorf("load data keys: %w", err)
 	}
-	jr, err := journal.Open(journal.Options{Dir: JournalDir(s.cfg.DataDir), Name: s.cfg.Name,
-		MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge})
+	jr, err := s.openJournalLocked()
 	if err != nil {
 		s.bar.Drop()
-		return fmt.Errorf("open journal: %w", err)
+		return err
 	}
 	if err := state.WriteTimelineFile(JournalDir(s.cfg.DataDir), s.st.Timeline()); err != nil {
 		jr.Close()
@@ -523,8 +524,9 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	}()
 	s.st.Attach(jr, s.node.LogStore(), s.bar)
 	if err := s.st.FillJournal(); err != nil {
-		return fmt.Errorf("complete journal from raft log: %w", err)
+		return fmt.Errorf("%w: complete the journal from the raft log: %w", ErrUnavailable, err)
 	}
+	s.snapshotAtStartLocked()
 	if s.Clustered() {
 		conf, err := s.nodeTLSLocked()
 		if err != nil {
@@ -591,6 +593,51 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	s.afterOpenClustered(ctx)
 	s.log.Info("keystore open", "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
 	return nil
+}
+
+// maxGapRebuilds bounds the gaps one open rebuilds (one per moved segment).
+const maxGapRebuilds = 1000
+
+// openJournalLocked opens the journal. Records missing between two segments
+// (a damaged segment moved aside, as the runbook says) are rebuilt from the
+// raft log when it still holds them; otherwise the open is refused with an
+// error naming the segments to move aside and why. Other damage is refused
+// with what to do. These are unavailable errors, never about the keystore:
+// opening with the passphrase fails the same way until the journal is fixed.
+// The barrier must be unsealed.
+func (s *Service) openJournalLocked() (*journal.Journal, error) {
+	dir := JournalDir(s.cfg.DataDir)
+	opts := journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge}
+	for rebuilt := 0; ; rebuilt++ {
+		jr, err := journal.Open(opts)
+		if err == nil {
+			return jr, nil
+		}
+		var ce *journal.CorruptError
+		if !errors.As(err, &ce) {
+			return nil, fmt.Errorf("open journal: %w", err)
+		}
+		if ce.Gap == nil || rebuilt >= maxGapRebuilds {
+			return nil, fmt.Errorf("%w: the journal in %s is damaged: %w; keep the damaged segment for analysis, move it aside and open again: its records still in the raft log are rebuilt (coffer check --data-dir says what the next open does; runbook \"The journal is damaged\")",
+				ErrUnavailable, dir, err)
+		}
+		g := *ce.Gap
+		first, err := s.node.FirstIndex()
+		if err != nil {
+			return nil, fmt.Errorf("open journal: read the raft log: %w", err)
+		}
+		rebuild, msg := g.Advice(first)
+		if !rebuild {
+			return nil, fmt.Errorf("%w: the journal in %s: %s", ErrUnavailable, dir, msg)
+		}
+		info, err := s.st.RebuildJournalGap(opts, g, s.node.LogStore(), s.bar)
+		if err != nil {
+			return nil, fmt.Errorf("%w: the journal in %s misses records %d-%d between %s and %s, and rebuilding them from the raft log failed: %w",
+				ErrUnavailable, dir, g.From, g.To, g.Prev, g.Next, err)
+		}
+		s.log.Warn("journal records missing between two segments rebuilt from the raft log", "segment", info.Name,
+			"from", g.From, "to", g.To, "after", g.Prev, "before", g.Next)
+	}
 }
 
 // reconcileLocked makes sure state.db and the raft log describe the same
@@ -694,6 +741,9 @@ func (s *Service) sealLocked() error {
 	s.stopBackups()
 	s.detachMirror()
 	s.retireWorkersLocked()
+	if s.state == StateOpen && !s.noStopSnapshot {
+		s.snapshotAtStopLocked()
+	}
 	s.st.Interrupt() // a batch retrying a failed write must not block raft's shutdown
 	err := s.node.Stop()
 	s.st.Detach()
@@ -707,6 +757,73 @@ func (s *Service) sealLocked() error {
 	s.setStateLocked(StateSealed)
 	s.log.Info("keystore sealed")
 	return err
+}
+
+// stopSnapshotMin is how many raft entries since the last snapshot make a
+// clean stop (or seal) take one: fewer cost the next start only milliseconds,
+// while a snapshot writes the whole state.
+const stopSnapshotMin = 1024
+
+// snapshotAtStartLocked writes a raft snapshot at the applied index before
+// raft starts, when the log since the last snapshot has reached raft's
+// snapshot threshold. A node killed every few seconds never reaches that
+// threshold while running, and raft reads every entry since the last
+// snapshot at each start (a scan for configuration entries, then a replay the
+// FSM skips): without this the restart time grows with the history. The
+// snapshot's data (the whole state) is written in the background
+// (cluster.SnapshotBeforeStart). The journal is complete up to the applied
+// index here (FillJournal), which the state's snapshot requires. A failure
+// only costs time: it is logged.
+func (s *Service) snapshotAtStartLocked() {
+	applied := s.st.AppliedIndex()
+	snapIdx, err := s.node.SnapshotIndex()
+	if err != nil || applied <= snapIdx || applied-snapIdx < s.node.SnapshotThreshold() {
+		return
+	}
+	term := s.st.AppliedTerm()
+	if term == 0 {
+		term, _ = s.node.TermAt(applied)
+	}
+	ci, cd, ok := s.st.RaftConfiguration()
+	if !ok {
+		ci, cd, ok = s.node.ConfigurationAt(applied)
+	}
+	if !ok {
+		s.log.Warn("no raft snapshot at startup: the raft configuration is not known; raft reads its log since the last snapshot", "applied_index", applied, "snapshot_index", snapIdx)
+		return
+	}
+	t0 := time.Now()
+	if err := s.node.SnapshotBeforeStart(s.st, applied, term, ci, cd); err != nil {
+		s.log.Warn("raft snapshot at startup failed; raft reads its log since the last snapshot", "error", err)
+		return
+	}
+	s.log.Info("raft snapshot taken at startup (its data is written in the background)", "index", applied, "entries_since_previous", applied-snapIdx, "took", time.Since(t0).Round(time.Millisecond))
+}
+
+// snapshotAtStopLocked takes a raft snapshot before a clean stop or seal when
+// at least stopSnapshotMin entries were logged since the last one, so the
+// next start reads only what comes after it, unless writes are failing. A
+// failure is logged.
+func (s *Service) snapshotAtStopLocked() {
+	if len(s.st.Health()) > 0 {
+		// A state or journal write is failing and being retried: raft's
+		// snapshot would wait for the FSM, which waits for the disk.
+		return
+	}
+	snapIdx, err := s.node.SnapshotIndex()
+	if err != nil {
+		return
+	}
+	last, err := s.node.LastIndex()
+	if err != nil || last < snapIdx+stopSnapshotMin {
+		return
+	}
+	t0 := time.Now()
+	if err := s.node.Snapshot(); err != nil {
+		s.log.Warn("raft snapshot at stop failed; the next start reads the raft log since the last snapshot", "error", err)
+		return
+	}
+	s.log.Info("raft snapshot taken at stop", "entries_since_previous", last-snapIdx, "took", time.Since(t0).Round(time.Millisecond))
 }
 
 // RotateMasterKey adds a new MEK generation and re-wraps the data keys.

@@ -21,6 +21,10 @@ var (
 	keyAppliedTerm  = []byte("applied_term")
 	keyCurrentDEK   = []byte("current_dek")
 	keyClusterID    = []byte("cluster_id")
+	// keyRaftConfig: the latest raft configuration entry applied, as its
+	// index (u64) followed by its data (raft's encoding), so that a snapshot
+	// can be written at the applied index without scanning the raft log.
+	keyRaftConfig = []byte("raft_configuration")
 )
 
 // SchemaVersion of state.db. Bump with a migration.

@@ -211,6 +211,22 @@ func (s *Store) slot(component string) *atomic.Pointer[WriteHealth] {
 	return &s.stateH
 }
 
+// RaftConfiguration is the latest raft configuration entry the state has
+// applied: its index and data (raft's encoding). ok is false when none was
+// recorded (a state written before it was, or restored from such a copy).
+func (s *Store) RaftConfiguration() (index uint64, data []byte, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(keyRaftConfig)
+		if len(v) > 8 {
+			index, data, ok = binary.BigEndian.Uint64(v), append([]byte(nil), v[8:]...), true
+		}
+		return nil
+	})
+	return index, data, ok
+}
+
 // AppliedTerm is the raft term of the last applied entry.
 func (s *Store) AppliedTerm() uint64 {
 	var t uint64
@@ -384,6 +400,9 @@ func (s *Store) failing(component string, err error, attempt int) {
 func (s *Store) applyOne(tx *bolt.Tx, l *raft.Log) (*journal.Record, any, error) {
 	switch l.Type {
 	case raft.LogConfiguration:
+		if err := tx.Bucket(bucketMeta).Put(keyRaftConfig, append(u64(l.Index), l.Data...)); err != nil {
+			return nil, nil, err
+		}
 		return &journal.Record{Index: l.Index, Time: l.AppendedAt, Type: uint16(TypeRaftConfig), Payload: l.Data}, nil, nil
 	case raft.LogCommand:
 	default:
@@ -543,6 +562,25 @@ func (s *Store) fillJournalLocked(upTo uint64) error {
 		s.log.Info("journal records rebuilt from raft log", "records", rebuilt, "from", from, "to", upTo)
 	}
 	return nil
+}
+
+// RebuildJournalGap writes the journal records of g (records missing between
+// two segments, as when one was moved aside) from the raft log, each
+// encrypted under the data key that was current at its index, as a new
+// segment between the two (journal.FillGap). logs must hold every index of
+// the gap; bar must be unsealed.
+func (s *Store) RebuildJournalGap(opts journal.Options, g journal.Gap, logs raft.LogStore, bar *barrier.Barrier) (journal.SegmentInfo, error) {
+	keyAt, err := s.keyIndex()
+	if err != nil {
+		return journal.SegmentInfo{}, err
+	}
+	return journal.FillGap(opts, g, bar, func(i uint64) (journal.Record, error) {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return journal.Record{}, fmt.Errorf("read raft entry: %w", err)
+		}
+		return recordFor(&l, keyAt(l.Index)), nil
+	})
 }
 
 // Snapshot implements raft.FSM. It fsyncs the journal first and refuses while

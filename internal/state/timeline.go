@@ -232,7 +232,8 @@ func asErr(v any) error {
 // Digest is a SHA-256 over every bucket, key and value of the replicated
 // state, leaving out what a restore may legitimately change (the raft term,
 // the timeline). Two stores with the same digest hold the same history up to
-// the same applied index. objects is the number of security objects; index
+// the same applied index (the recorded raft configuration is left out too:
+// a state written before it was recorded must digest alike). objects is the number of security objects; index
 // is the applied index the digest was taken at.
 func (s *Store) Digest() (index uint64, digest string, objects int, err error) {
 	s.mu.RLock()
@@ -263,7 +264,7 @@ func DigestTx(tx *bolt.Tx) (string, int, error) {
 			objects = b.Stats().KeyN
 		}
 		return b.ForEach(func(k, v []byte) error {
-			if meta && (string(k) == string(keyAppliedTerm) || string(k) == string(keyTimeline)) {
+			if meta && (string(k) == string(keyAppliedTerm) || string(k) == string(keyTimeline) || string(k) == string(keyRaftConfig)) {
 				return nil
 			}
 			put(k)
