@@ -2,10 +2,10 @@ package cli
 
 import (
 	"encoding/json"
-	"regexp"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
