@@ -117,6 +117,14 @@ type Config struct {
 		// Listen is host:port for KMIP over mutual TLS (5696 is KMIP's port).
 		Listen string `yaml:"listen"`
 	} `yaml:"kmip"`
+	Connections struct {
+		// PerSource bounds the connections one source address (IPv6: one
+		// /64) holds on each listener (HTTPS API, KMIP).
+		PerSource int `yaml:"per_source"`
+		// Max bounds the connections of each listener; the last eighth of
+		// it is kept for sources that hold none.
+		Max int `yaml:"max"`
+	} `yaml:"connections"`
 	Memory struct {
 		// Lock locks the server's memory (mlockall) so keys are never
 		// written to swap.
@@ -171,6 +179,8 @@ func Default() Config {
 	c.Backup.AutoFullAfterKeyChange = true
 	c.Backup.FreezeTimeout = Duration{5 * time.Minute}
 	c.Memory.Lock = true
+	c.Connections.PerSource = 64
+	c.Connections.Max = 1024
 	return c
 }
 
@@ -206,6 +216,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("config: data_dir is required")
+	}
+	if c.Connections.PerSource < 1 || c.Connections.Max < 8 || c.Connections.PerSource > c.Connections.Max {
+		return fmt.Errorf("config: connections.per_source %d and connections.max %d: per_source at least 1, max at least 8, per_source at most max", c.Connections.PerSource, c.Connections.Max)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("config: tls.cert_file and tls.key_file go together")

@@ -30,7 +30,7 @@ var allowed = map[string][]string{
 		"internal/check", "internal/config", "internal/fsutil", "internal/journal", "internal/keystore",
 		"internal/restore", "internal/server", "internal/service", "internal/tlsutil"},
 	"internal/server": {"internal/api/forward", "internal/api/kmip", "internal/api/rest", "internal/api/vault",
-		"internal/audit", "internal/config", "internal/fsutil", "internal/keystore", "internal/metrics",
+		"internal/audit", "internal/config", "internal/connlimit", "internal/fsutil", "internal/keystore", "internal/metrics",
 		"internal/procsec", "internal/service", "internal/tlsutil"},
 
 	// Transports: decode, authorise through the service, encode.
@@ -39,7 +39,7 @@ var allowed = map[string][]string{
 	"internal/api/kmip":    {"internal/api/forward", "internal/service", "internal/tlsutil"},
 	"internal/api/forward": {"internal/cluster"},
 	"internal/api/openapi": {},
-	"internal/metrics":     {"internal/service"},
+	"internal/metrics":     {"internal/connlimit", "internal/service"},
 
 	// The domain.
 	"internal/service": {"internal/audit", "internal/backup", "internal/backup/bundle", "internal/backup/dest",
@@ -70,6 +70,7 @@ var allowed = map[string][]string{
 	"internal/config":    {},
 	"internal/lifecycle": {},
 	"internal/procsec":   {},
+	"internal/connlimit": {},
 }
 
 // knownViolations are edges the table allows today that the layering does

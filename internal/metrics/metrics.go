@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/coffer-kms/coffer/internal/connlimit"
 	"github.com/coffer-kms/coffer/internal/service"
 )
 
@@ -23,6 +25,7 @@ type Metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	rejects  rejectCollector
 }
 
 // New registers Coffer's metrics for svc.
@@ -46,6 +49,40 @@ func New(svc *service.Service) *Metrics {
 func (m *Metrics) ObserveRequest(transport, route, method string, code int, d time.Duration) {
 	m.requests.WithLabelValues(transport, route, method, strconv.Itoa(code)).Inc()
 	m.latency.WithLabelValues(transport, route, method).Observe(d.Seconds())
+}
+
+// AddConnectionLimits exports the connections a listener refused at once,
+// by reason (per_source: the source held its limit; total: the listener
+// was full), as coffer_connections_rejected_total.
+func (m *Metrics) AddConnectionLimits(listener string, r *connlimit.Rejections) {
+	m.rejects.mu.Lock()
+	defer m.rejects.mu.Unlock()
+	if m.rejects.by == nil {
+		m.rejects.by = map[string]*connlimit.Rejections{}
+		m.reg.MustRegister(&m.rejects)
+	}
+	m.rejects.by[listener] = r
+}
+
+var descRejected = prometheus.NewDesc("coffer_connections_rejected_total",
+	"Connections a listener closed as soon as it accepted them: over the per-source limit (connections.per_source) or the listener's total (connections.max).",
+	[]string{"listener", "reason"}, nil)
+
+// rejectCollector reads the listeners' refusal counters at scrape time.
+type rejectCollector struct {
+	mu sync.Mutex // guards by
+	by map[string]*connlimit.Rejections
+}
+
+func (c *rejectCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descRejected }
+
+func (c *rejectCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for listener, r := range c.by {
+		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(r.PerSource.Load()), listener, "per_source")
+		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(r.Total.Load()), listener, "total")
+	}
 }
 
 // Handler serves the text exposition format.

@@ -29,6 +29,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/api/vault"
 	"github.com/coffer-kms/coffer/internal/audit"
 	"github.com/coffer-kms/coffer/internal/config"
+	"github.com/coffer-kms/coffer/internal/connlimit"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/metrics"
@@ -85,6 +86,25 @@ type Server struct {
 	stopMode   chan string
 	done       chan struct{}
 	lock       *os.File
+	// rejected counts connections the listeners closed at once (over the
+	// per-source or total limit).
+	rejected struct{ https, kmip connlimit.Rejections }
+}
+
+// rejectLogger logs refused connections of a listener, at most once a
+// minute (a flood must not flood the log too); metrics count every one.
+func rejectLogger(log *slog.Logger, listener string) func(reason, source string) {
+	var last atomic.Int64
+	var n atomic.Uint64
+	return func(reason, source string) {
+		n.Add(1)
+		now := time.Now().UnixNano()
+		if prev := last.Load(); now-prev < int64(time.Minute) || !last.CompareAndSwap(prev, now) {
+			return
+		}
+		log.Warn("connections refused: over the per-source or total limit (connections.per_source, connections.max)",
+			"listener", listener, "reason", reason, "source", source, "refused_since_last_line", n.Swap(0))
+	}
 }
 
 // Run starts the server and blocks until it stops.
@@ -293,6 +313,8 @@ func Start(opts Options) (_ *Server, err error) {
 	mux := http.NewServeMux()
 	if !cfg.Metrics.Disable {
 		m := metrics.New(svc)
+		m.AddConnectionLimits("https", &s.rejected.https)
+		m.AddConnectionLimits("kmip", &s.rejected.kmip)
 		ropts.Metrics = m
 		// Unauthenticated, as Prometheus scrapes: it carries no secrets,
 		// object names or tokens (labels are route patterns).
@@ -311,6 +333,9 @@ func Start(opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	// Bounded per source address: one host cannot take every connection.
+	limits := connlimit.Limits{PerSource: cfg.Connections.PerSource, Total: cfg.Connections.Max}
+	ln = connlimit.Wrap(ln, limits, &s.rejected.https, rejectLogger(log, "https"))
 	scheme := "http"
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
@@ -351,7 +376,8 @@ func Start(opts Options) (_ *Server, err error) {
 		if err == nil {
 			var kln net.Listener
 			if kln, err = net.Listen("tcp", cfg.KMIP.Listen); err == nil {
-				s.kmipSrv = kmipapi.New(svc, kmipapi.Options{Logger: log})
+				kln = connlimit.Wrap(kln, limits, &s.rejected.kmip, rejectLogger(log, "kmip"))
+				s.kmipSrv = kmipapi.New(svc, kmipapi.Options{Logger: log, MaxConns: cfg.Connections.Max})
 				// KMIP messages a follower relays to this node when it leads
 				// (node certificates only; node-local, never forwarded on).
 				// The HTTP server does not serve yet.

@@ -581,7 +581,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 // the whole handshake timeout. (On a loaded machine the goroutine starts
 // late; a smart stop once waited out the handshake deadline this way.)
 func TestShutdownBeforeHandshakeStarts(t *testing.T) {
-	f := newFixture(t, Options{MessageTimeout: time.Hour})
+	f := newFixture(t, Options{MessageTimeout: time.Hour, HandshakeTimeout: time.Hour})
 	release := make(chan struct{})
 	started := make(chan struct{}, 1)
 	hook := func() {

@@ -43,6 +43,8 @@ const (
 	// DefaultMessageTimeout bounds the TLS handshake and reading the rest of
 	// a message once its first byte arrived (slow senders are cut off).
 	DefaultMessageTimeout = 30 * time.Second
+	// DefaultHandshakeTimeout bounds the TLS handshake of a new connection.
+	DefaultHandshakeTimeout = 10 * time.Second
 	// DefaultMaxConns bounds concurrent connections; more are closed at once.
 	DefaultMaxConns = 1024
 )
@@ -53,7 +55,11 @@ type Options struct {
 	MaxMessageSize int
 	IdleTimeout    time.Duration
 	MessageTimeout time.Duration
-	MaxConns       int
+	// HandshakeTimeout bounds a new connection's TLS handshake (default
+	// DefaultHandshakeTimeout): a client that connects and says nothing
+	// holds a slot no longer than this.
+	HandshakeTimeout time.Duration
+	MaxConns         int
 }
 
 // Server serves KMIP on listeners handed to Serve.
@@ -90,6 +96,9 @@ func New(svc *service.Service, opts Options) *Server {
 	}
 	if opts.MessageTimeout <= 0 {
 		opts.MessageTimeout = DefaultMessageTimeout
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = min(DefaultHandshakeTimeout, opts.MessageTimeout)
 	}
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = DefaultMaxConns
@@ -279,7 +288,7 @@ func (c *conn) startHandshake() bool {
 	if c.srv.isClosing() {
 		return false
 	}
-	c.raw.SetDeadline(time.Now().Add(c.srv.opts.MessageTimeout))
+	c.raw.SetDeadline(time.Now().Add(c.srv.opts.HandshakeTimeout))
 	return true
 }
 
