@@ -284,23 +284,18 @@ func (c *Client) WhoAmI(ctx context.Context) (Whoami, error) {
 // AuditRecords reads up to limit records from sequence number from (0 = 1;
 // limit 0 = server default).
 func (c *Client) AuditRecords(ctx context.Context, from uint64, limit int) (AuditPage, error) {
-	v := url.Values{}
-	if from > 0 {
-		v.Set("from", strconv.FormatUint(from, 10))
-	}
-	if limit > 0 {
-		v.Set("limit", strconv.Itoa(limit))
-	}
-	var p AuditPage
-	return p, c.Do(ctx, "GET", "/api/v1/audit"+encodeQuery(v), nil, &p)
+	return c.auditPage(ctx, url.Values{}, "from", from, limit)
 }
 
 // AuditRecordsNewest reads up to limit records with sequence numbers below
 // before (0 = from the end), newest first (limit 0 = server default).
 func (c *Client) AuditRecordsNewest(ctx context.Context, before uint64, limit int) (AuditPage, error) {
-	v := url.Values{"order": {"newest"}}
-	if before > 0 {
-		v.Set("before", strconv.FormatUint(before, 10))
+	return c.auditPage(ctx, url.Values{"order": {"newest"}}, "before", before, limit)
+}
+
+func (c *Client) auditPage(ctx context.Context, v url.Values, cursor string, at uint64, limit int) (AuditPage, error) {
+	if at > 0 {
+		v.Set(cursor, strconv.FormatUint(at, 10))
 	}
 	if limit > 0 {
 		v.Set("limit", strconv.Itoa(limit))

@@ -59,29 +59,31 @@ func (s *Service) Audit(c *Call, operation string, status int, result, message s
 
 // AuditRecords returns up to limit records from seq from (audit managers).
 func (s *Service) AuditRecords(ctx context.Context, from uint64, limit int) ([]AuditRecord, error) {
-	if _, err := requireRole(ctx, RoleAuditManager, "reading the audit log"); err != nil {
+	if err := s.auditReadable(ctx, limit); err != nil {
 		return nil, err
 	}
+	return s.audit.Read(max(from, 1), limit)
+}
+
+// auditReadable checks that the caller may read limit records of the log.
+func (s *Service) auditReadable(ctx context.Context, limit int) error {
+	if _, err := requireRole(ctx, RoleAuditManager, "reading the audit log"); err != nil {
+		return err
+	}
 	if limit <= 0 || limit > MaxListLimit {
-		return nil, fmt.Errorf("%w: limit %d: use 1 to %d", ErrInvalid, limit, MaxListLimit)
+		return fmt.Errorf("%w: limit %d: use 1 to %d", ErrInvalid, limit, MaxListLimit)
 	}
 	if s.audit == nil {
-		return nil, fmt.Errorf("%w: the audit log is not open", ErrUnavailable)
+		return fmt.Errorf("%w: the audit log is not open", ErrUnavailable)
 	}
-	return s.audit.Read(max(from, 1), limit)
+	return nil
 }
 
 // AuditRecordsNewest reads up to limit records with sequence numbers below
 // before (0 = the end of the log), newest first (audit managers).
 func (s *Service) AuditRecordsNewest(ctx context.Context, before uint64, limit int) ([]AuditRecord, error) {
-	if _, err := requireRole(ctx, RoleAuditManager, "reading the audit log"); err != nil {
+	if err := s.auditReadable(ctx, limit); err != nil {
 		return nil, err
-	}
-	if limit <= 0 || limit > MaxListLimit {
-		return nil, fmt.Errorf("%w: limit %d: use 1 to %d", ErrInvalid, limit, MaxListLimit)
-	}
-	if s.audit == nil {
-		return nil, fmt.Errorf("%w: the audit log is not open", ErrUnavailable)
 	}
 	last := s.audit.Count()
 	if before != 0 && before <= last {

@@ -28,32 +28,7 @@ import (
 // printed URL, CA file and token, and uses them from the CLI.
 func TestDevQuickStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
-	run := func() (map[string]string, *exec.Cmd, *syncBuf) {
-		cmd := exec.Command(cofferBin, "dev", "--data-dir", dir, "--listen", "127.0.0.1:0")
-		stdout, _ := cmd.StdoutPipe()
-		logs := &syncBuf{}
-		cmd.Stderr = logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]string{}
-		re := regexp.MustCompile(`export (COFFER_\w+)=(\S+)`)
-		sc := bufio.NewScanner(stdout)
-		deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
-		defer deadline.Stop()
-		for sc.Scan() && len(got) < 3 {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				got[m[1]] = m[2]
-			}
-		}
-		go io.Copy(io.Discard, stdout)
-		if len(got) < 3 {
-			t.Fatalf("dev did not print the three exports: %v\n%s", got, logs)
-		}
-		return got, cmd, logs
-	}
-	env, cmd, logs := run()
-	envList := []string{"COFFER_ADDR=" + env["COFFER_ADDR"], "COFFER_CACERT=" + env["COFFER_CACERT"], "COFFER_TOKEN=" + env["COFFER_TOKEN"]}
+	envList, cmd, logs := startDev(t, dir)
 	out, err := coffer(t, envList, "status")
 	if err != nil || !strings.Contains(out, "open") {
 		t.Fatalf("status with the printed environment: %v\n%s", err, out)
@@ -80,12 +55,11 @@ func TestDevQuickStart(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("dev exit: %v\n%s", err, logs)
 	}
-	env2, cmd2, _ := run()
-	defer func() { cmd2.Process.Signal(syscall.SIGINT); cmd2.Wait() }()
-	if env2["COFFER_TOKEN"] != env["COFFER_TOKEN"] {
+	envList2, _, _ := startDev(t, dir)
+	if envList2[2] != envList[2] {
 		t.Fatal("dev restart printed a different root token")
 	}
-	envList[0] = "COFFER_ADDR=" + env2["COFFER_ADDR"]
+	envList[0] = envList2[0]
 	if out, err := coffer(t, envList, "secret", "get", "demo"); err != nil || strings.TrimSpace(out) != "hello" {
 		t.Fatalf("get after dev restart: %v %q", err, out)
 	}
