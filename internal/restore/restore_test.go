@@ -438,6 +438,11 @@ func TestObjectRestore(t *testing.T) {
 	if _, err := e.s.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Time: before}); !errors.Is(err, service.ErrInvalid) {
 		t.Fatalf("no destination: %v", err)
 	}
+	// A time before the oldest full is the caller's mistake (400 with what
+	// to do), not an internal error.
+	if _, err := e.s.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before.Add(-time.Hour)}); !errors.Is(err, service.ErrInvalid) || !strings.Contains(err.Error(), "choose a time or index") {
+		t.Fatalf("a time before every backup: %v", err)
+	}
 	o, err := e.s.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before})
 	if err != nil {
 		t.Fatal(err)

@@ -108,8 +108,17 @@ func (s *Service) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectR
 			return nil
 		}})
 	if err != nil {
-		if errors.Is(err, state.ErrNotFound) {
+		switch {
+		case errors.Is(err, state.ErrNotFound):
 			return Object{}, fmt.Errorf("%w: %v", ErrNotFound, err)
+		case errors.Is(err, restore.ErrNoBackup), errors.Is(err, restore.ErrGap), errors.Is(err, restore.ErrNotOnTimeline):
+			// The operator's target is out of what the backups hold: a 4xx
+			// that says what to choose, wrapping the restore's reason.
+			return Object{}, fmt.Errorf("%w: the backups on %s cannot reach %s: %w; choose a time or index they cover (coffer backup list --destination %s), or run journal archive now for the newest records",
+				ErrInvalid, req.Destination, target, err, req.Destination)
+		case errors.Is(err, bundle.ErrWrongKey):
+			return Object{}, fmt.Errorf("%w: a backup on %s does not open with the current recovery passphrase (it was taken under an earlier one): restore the whole node offline with that passphrase (coffer restore --recovery-passphrase-file), then copy the object: %w",
+				ErrConflict, req.Destination, err)
 		}
 		return Object{}, fmt.Errorf("read the backups on %s as of %s: %w", req.Destination, target, err)
 	}
