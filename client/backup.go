@@ -2,6 +2,10 @@ package client
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/url"
 	"time"
 )
@@ -291,6 +295,63 @@ func (c *Client) VerifyBackups(ctx context.Context, destination, id string, all 
 		All bool   `json:"all,omitempty"`
 	}{id, all}, &r)
 	return r.Results, err
+}
+
+// VerifyProgress is one step of a verification: File is being verified
+// (Result empty) or was (Result set); Done of Total are finished.
+type VerifyProgress struct {
+	Done   int    `json:"done"`
+	Total  int    `json:"total"`
+	File   string `json:"file"`
+	Result string `json:"result,omitempty"`
+}
+
+// VerifyBackupsProgress is VerifyBackups that calls progress as each
+// backup starts and ends (the server streams the steps).
+func (c *Client) VerifyBackupsProgress(ctx context.Context, destination, id string, all bool, progress func(VerifyProgress)) ([]VerifyResult, error) {
+	s := &verifyStream{progress: progress}
+	err := c.Do(ctx, "POST", destinationPath(destination)+"/verify?progress=ndjson", struct {
+		ID  string `json:"id,omitempty"`
+		All bool   `json:"all,omitempty"`
+	}{id, all}, s)
+	return s.results, err
+}
+
+// verifyStream reads the lines of a streamed verification.
+type verifyStream struct {
+	progress func(VerifyProgress)
+	results  []VerifyResult
+}
+
+func (s *verifyStream) decodeStream(r io.Reader) error {
+	dec := json.NewDecoder(r)
+	for {
+		var line struct {
+			Progress *VerifyProgress `json:"progress"`
+			Results  []VerifyResult  `json:"results"`
+			Error    *struct {
+				Status        int
+				Code, Message string
+			} `json:"error"`
+		}
+		if err := dec.Decode(&line); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("verification answer: %w", err)
+		}
+		switch {
+		case line.Error != nil:
+			return &Error{Status: line.Error.Status, Code: line.Error.Code, Message: line.Error.Message}
+		case line.Progress != nil:
+			if s.progress != nil {
+				s.progress(*line.Progress)
+			}
+		default:
+			s.results = line.Results
+			return nil
+		}
+	}
 }
 
 // PauseArchive stops shipping journal segments to a destination; they pile

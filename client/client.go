@@ -362,6 +362,9 @@ func (c *Client) do(ctx context.Context, b base, method, path string, body []byt
 	return conn.Load(), err
 }
 
+// streamer is an answer read line by line as it comes (application/x-ndjson).
+type streamer interface{ decodeStream(r io.Reader) error }
+
 func (c *Client) send(ctx context.Context, b base, method, path string, body []byte, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -385,6 +388,12 @@ func (c *Client) send(ctx context.Context, b base, method, path string, body []b
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
+	if st, ok := out.(streamer); ok && resp.StatusCode < 300 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-ndjson") {
+		if err := st.decodeStream(resp.Body); err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		return nil
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return fmt.Errorf("%s %s: read response: %w", method, path, err)

@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path"
 	"strings"
 	"time"
 
@@ -604,7 +606,9 @@ count and state digest with those recorded when it was taken. An archived
 segment is decrypted and its journal checked, and it must continue an
 earlier backup without a gap. The result, OK or FAILED with the reason, is
 recorded in the destination's catalog (see coffer restore --list) and
-printed. Exit status 1 if any backup FAILED.
+printed. Exit status 1 if any backup FAILED. Progress goes to standard
+error as each backup starts and ends: a bar on a terminal, a line per
+backup otherwise, JSON lines ({"progress":{...}}) with --format json.
 
 A schedule runs it after each backup with --verify (coffer backup schedule
 add/edit). The server uses its current recovery passphrase: backups
@@ -624,8 +628,13 @@ those offline with coffer restore into a scratch directory.`,
 			if all == (id != "") {
 				return errors.New("give a backup ID or --all")
 			}
+			if !cmd.Flags().Changed("timeout") {
+				g.timeout = 24 * time.Hour // a verification takes as long as its backups
+			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				res, err := c.VerifyBackups(ctx, destination, id, all)
+				show := newVerifyProgress(cmd, g.format == "json")
+				res, err := c.VerifyBackupsProgress(ctx, destination, id, all, show.step)
+				show.finish()
 				if err != nil {
 					return err
 				}
@@ -650,4 +659,43 @@ those offline with coffer restore into a scratch directory.`,
 	cmd.Flags().StringVarP(&destination, "destination", "d", "", "the destination holding the backups")
 	cmd.Flags().BoolVar(&all, "all", false, "verify every backup and archived segment on the destination")
 	return cmd
+}
+
+// verifyProgress shows a verification as it goes, on standard error: a
+// progress bar on a terminal, a line per backup otherwise, and with
+// --format json one JSON object a line ({"progress":{...}}).
+type verifyProgress struct {
+	w    io.Writer
+	json bool
+	bar  *progressbar.ProgressBar
+}
+
+func newVerifyProgress(cmd *cobra.Command, asJSON bool) *verifyProgress {
+	p := &verifyProgress{w: cmd.ErrOrStderr(), json: asJSON}
+	if f, ok := p.w.(*os.File); ok && !asJSON && term.IsTerminal(int(f.Fd())) {
+		p.bar = progressbar.NewOptions(-1, progressbar.OptionSetWriter(p.w), progressbar.OptionShowCount(),
+			progressbar.OptionSetElapsedTime(true), progressbar.OptionClearOnFinish(), progressbar.OptionFullWidth(),
+			progressbar.OptionThrottle(65*time.Millisecond), progressbar.OptionSetRenderBlankState(true))
+	}
+	return p
+}
+
+func (p *verifyProgress) step(s client.VerifyProgress) {
+	switch {
+	case p.json:
+		b, _ := json.Marshal(map[string]client.VerifyProgress{"progress": s})
+		fmt.Fprintf(p.w, "%s\n", b)
+	case p.bar != nil:
+		p.bar.ChangeMax(s.Total)
+		p.bar.Describe("verify " + path.Base(s.File))
+		p.bar.Set(s.Done)
+	case s.Result == "":
+		fmt.Fprintf(p.w, "verifying %s (%d of %d)\n", s.File, s.Done+1, s.Total)
+	}
+}
+
+func (p *verifyProgress) finish() {
+	if p.bar != nil {
+		p.bar.Finish()
+	}
 }

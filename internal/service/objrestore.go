@@ -166,6 +166,17 @@ type VerifyResult struct {
 type VerifyRequest struct {
 	ID  string `json:"id,omitempty" doc:"a backup id (or an archived segment's file name)"`
 	All bool   `json:"all,omitempty" doc:"every backup and archived segment on the destination"`
+	// Progress, when set, is told when each backup starts and ends.
+	Progress func(VerifyProgress) `json:"-"`
+}
+
+// VerifyProgress is one step of a verification: File is being verified
+// (Result empty) or was (Result set); Done of Total are finished.
+type VerifyProgress struct {
+	Done   int    `json:"done"`
+	Total  int    `json:"total"`
+	File   string `json:"file"`
+	Result string `json:"result,omitempty"`
 }
 
 // VerifyBackups proves backups on a destination restorable (see
@@ -214,10 +225,15 @@ func (s *Service) VerifyBackups(ctx context.Context, destination string, req Ver
 	w := cat.WriterTimeline()
 	record := s.heldErr(destination) == nil && (w == 0 || w == s.st.Timeline().ID)
 	var out []VerifyResult
-	for _, e := range todo {
+	progress := req.Progress
+	if progress == nil {
+		progress = func(VerifyProgress) {}
+	}
+	for i, e := range todo {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
+		progress(VerifyProgress{Done: i, Total: len(todo), File: e.File})
 		v := backup.Verification{Time: time.Now().UTC(), Result: "OK"}
 		if err := restore.Verify(ctx, t.Dest, cat, e, keys, work); errors.Is(err, bundle.ErrWrongKey) {
 			// Not a damaged backup: one taken under an earlier recovery
@@ -235,6 +251,7 @@ func (s *Service) VerifyBackups(ctx context.Context, destination string, req Ver
 		}
 		s.log.Info("backup verified", "destination", destination, "file", e.File, "result", v.Result, "reason", v.Reason)
 		out = append(out, VerifyResult{ID: e.ID, Kind: e.Kind, File: e.File, Result: v.Result, Reason: v.Reason, Time: v.Time})
+		progress(VerifyProgress{Done: i + 1, Total: len(todo), File: e.File, Result: v.Result})
 	}
 	return out, nil
 }

@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -122,8 +123,49 @@ func (a *api) verifyBackups(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	if r.URL.Query().Get("progress") != "ndjson" {
+		res, err := a.svc.VerifyBackups(r.Context(), r.PathValue("name"), req)
+		a.reply(w, r, http.StatusOK, VerifyResults{Results: res}, err)
+		return
+	}
+	// Progress as it happens, one JSON object a line: {"progress":{...}}
+	// for each backup started and finished, then {"results":[...]} or
+	// {"error":{...}}. The answer starts with the first progress line: a
+	// request refused before any backup is verified gets the usual error.
+	enc := json.NewEncoder(w)
+	rc := http.NewResponseController(w)
+	started := false
+	req.Progress = func(p service.VerifyProgress) {
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusOK)
+		}
+		enc.Encode(map[string]service.VerifyProgress{"progress": p})
+		rc.Flush()
+	}
 	res, err := a.svc.VerifyBackups(r.Context(), r.PathValue("name"), req)
-	a.reply(w, r, http.StatusOK, VerifyResults{Results: res}, err)
+	switch {
+	case !started:
+		a.reply(w, r, http.StatusOK, VerifyResults{Results: res}, err)
+	case err != nil:
+		status, code, msg := a.classify(r, err)
+		if n, ok := w.(errNoter); ok {
+			n.noteError(code, msg)
+		}
+		var line struct {
+			Error struct {
+				Status  int    `json:"status"`
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		line.Error.Status, line.Error.Code, line.Error.Message = status, code, msg
+		enc.Encode(line)
+	default:
+		enc.Encode(VerifyResults{Results: res})
+	}
 }
 
 func (a *api) archivePause(paused bool) http.HandlerFunc {

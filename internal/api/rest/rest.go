@@ -205,17 +205,23 @@ var errorTable = []struct {
 }
 
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, msg := a.classify(r, err)
+	writeErr(w, status, code, msg)
+}
+
+// classify maps err through the error table to a status, code and the
+// message the client gets. An unexpected error's text may name files,
+// peers or internals: the client gets an id to quote, the log gets the
+// detail.
+func (a *api) classify(r *http.Request, err error) (status int, code, msg string) {
 	for _, e := range errorTable {
 		if errors.Is(err, e.err) {
-			writeErr(w, e.status, e.code, err.Error())
-			return
+			return e.status, e.code, err.Error()
 		}
 	}
-	// An unexpected error's text may name files, peers or internals: the
-	// client gets an id to quote, the log gets the detail.
 	id := newErrorID()
 	a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error_id", id, "error", err)
-	writeErr(w, http.StatusInternalServerError, "internal", InternalMessage(id))
+	return http.StatusInternalServerError, "internal", InternalMessage(id)
 }
 
 // InternalMessage is what a client is told of an unexpected error.
