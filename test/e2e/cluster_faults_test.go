@@ -446,13 +446,21 @@ func TestClusterBackupCutByLeaderChange(t *testing.T) {
 		}
 		return false
 	}, "the cut backup marked FAILED by the new leader")
-	scheds, err := all.ListSchedules(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, sc := range scheds {
-		if sc.Name == "hourly" && (sc.State != "ACTIVE" || !strings.Contains(sc.LastResult, "interrupted") || sc.Next == nil) {
-			t.Fatalf("schedule after the leader change: %+v", sc)
+	// The new leader resets the schedule in a command of its own, after the
+	// record (and the node asked may apply it a moment later): wait for it.
+	var last client.Schedule
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		scheds, _ := all.ListSchedules(ctx)
+		for _, sc := range scheds {
+			if sc.Name == "hourly" {
+				last = sc
+			}
+		}
+		if last.State == "ACTIVE" && strings.Contains(last.LastResult, "interrupted") && last.Next != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("schedule 30 s after the leader change: %+v", last)
 		}
 	}
 }
