@@ -210,6 +210,13 @@ func (c *Client) GetEndpoint(ctx context.Context, name string) (Endpoint, error)
 	return e, c.Do(ctx, "GET", "/api/v1/endpoints/"+url.PathEscape(name), nil, &e)
 }
 
+// RenewEndpoint issues an endpoint a new client certificate for csr (PEM),
+// keeping its token and grants; the old certificate is refused from then on.
+func (c *Client) RenewEndpoint(ctx context.Context, name, csr string) (Enrollment, error) {
+	var e Enrollment
+	return e, c.Do(ctx, "POST", "/api/v1/endpoints/"+url.PathEscape(name)+"/renew", map[string]string{"csr": csr}, &e)
+}
+
 // RevokeEndpoint revokes an endpoint's token, certificate and grants.
 func (c *Client) RevokeEndpoint(ctx context.Context, name string) (Endpoint, error) {
 	var e Endpoint

@@ -222,9 +222,12 @@ func newClusterRemoveCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "remove NODE",
 		Short: "Remove a node from the cluster (unpair)",
-		Long: `Takes NODE out of the raft configuration and forgets it. Replacing a failed
-node is removing it and joining a fresh one. The leader cannot remove
-itself: switch over first.`,
+		Long: `Takes NODE out of the raft configuration and forgets it, with the key its
+node certificate was bound to: every member refuses that certificate from
+then on (raft, forwarding, node calls). Replacing a failed node is removing
+it and joining a fresh one. The leader cannot remove itself: switch over
+first. The removed machine's disk still holds the CA key and the master
+keys: wipe it.`,
 		Example: "  coffer cluster remove node-9a0b",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -35,14 +35,14 @@ const (
 func newEndpointCmd(g *globals) *cobra.Command {
 	e := &cobra.Command{
 		Use:   "endpoint",
-		Short: "Enrol, list, grant and revoke endpoints (the clients that use keys)",
+		Short: "Enrol, list, grant, renew and revoke endpoints (the clients that use keys)",
 		Long: `An endpoint is a client (a database, an application host) enrolled with
 Coffer. Enrolling gives it a bearer token and a client certificate for mutual
 TLS, written to a directory it then uses with --client-dir DIR (or
 COFFER_CLIENT_DIR=DIR). An endpoint sees only the wallets it is granted:
 read, read_modify or manage. Endpoints are managed by key administrators.`,
 	}
-	e.AddCommand(newEndpointEnrollCmd(g), newEndpointListCmd(g), newEndpointShowCmd(g), newEndpointRevokeCmd(g), newEndpointGrantCmd(g))
+	e.AddCommand(newEndpointEnrollCmd(g), newEndpointListCmd(g), newEndpointShowCmd(g), newEndpointRevokeCmd(g), newEndpointRenewCmd(g), newEndpointGrantCmd(g))
 	return e
 }
 
@@ -380,7 +380,8 @@ func newEndpointRevokeCmd(g *globals) *cobra.Command {
 		Use:   "revoke NAME",
 		Short: "Revoke an endpoint: its token and certificate stop working, its grants go",
 		Long: `Revoke an endpoint. Its token and client certificate are refused from now
-on and its wallet grants are removed. The name can be enrolled again later
+on (the certificate at the TLS handshake, on every node) and its wallet
+grants are removed. The name can be enrolled again later
 (with new credentials).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

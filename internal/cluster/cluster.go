@@ -61,6 +61,11 @@ type Config struct {
 	// TLS between nodes).
 	Bind, Advertise string
 	TLS             *tls.Config
+	// PeerKey, when set, is asked about every node that connects on the
+	// raft transport (either side) after its certificate chain and
+	// membership are checked: whether keySHA256 (tlsutil.KeyFingerprint of
+	// its certificate) is the key the membership records for id.
+	PeerKey func(id, keySHA256 string) bool
 }
 
 // Node is one raft member.
@@ -427,7 +432,7 @@ func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 		if adv == "" {
 			adv = n.cfg.Bind
 		}
-		stream, err := newTLSStream(n.cfg.Bind, adv, n.cfg.TLS, n.admitsPeer)
+		stream, err := newTLSStream(n.cfg.Bind, adv, n.cfg.TLS, n.admitsPeer, n.cfg.PeerKey)
 		if err != nil {
 			return err
 		}

@@ -33,7 +33,7 @@ type tlsStream struct {
 	local     *net.TCPAddr
 }
 
-func newTLSStream(bind, advertise string, conf *tls.Config, member func(id string) bool) (*tlsStream, error) {
+func newTLSStream(bind, advertise string, conf *tls.Config, member func(id string) bool, key func(id, keySHA256 string) bool) (*tlsStream, error) {
 	if conf == nil || len(conf.Certificates) == 0 && conf.GetCertificate == nil {
 		return nil, errors.New("cluster transport: no node certificate")
 	}
@@ -49,12 +49,16 @@ func newTLSStream(bind, advertise string, conf *tls.Config, member func(id strin
 	// verifies the chain itself instead of matching a host name.
 	c.InsecureSkipVerify = true
 	c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
-		id, err := verifyNode(raw, chains, c.RootCAs)
+		leaf, err := verifyNode(raw, chains, c.RootCAs)
 		if err != nil {
 			return err
 		}
+		id := leaf.Subject.CommonName
 		if member != nil && !member(id) {
 			return fmt.Errorf("node %s is not a member of this cluster (removed?)", id)
+		}
+		if key != nil && !key(id, tlsutil.KeyFingerprint(leaf)) {
+			return fmt.Errorf("node %s presented a certificate whose key is not the one the cluster recorded for it", id)
 		}
 		return nil
 	}
@@ -92,19 +96,19 @@ func VerifyNode(raw [][]byte, chains [][]*x509.Certificate, roots *x509.CertPool
 	return err
 }
 
-func verifyNode(raw [][]byte, chains [][]*x509.Certificate, roots *x509.CertPool) (string, error) {
+func verifyNode(raw [][]byte, chains [][]*x509.Certificate, roots *x509.CertPool) (*x509.Certificate, error) {
 	var leaf *x509.Certificate
 	if len(chains) > 0 {
 		leaf = chains[0][0]
 	} else {
 		if len(raw) == 0 {
-			return "", errors.New("no peer certificate")
+			return nil, errors.New("no peer certificate")
 		}
 		certs := make([]*x509.Certificate, len(raw))
 		for i, r := range raw {
 			c, err := x509.ParseCertificate(r)
 			if err != nil {
-				return "", fmt.Errorf("peer certificate: %w", err)
+				return nil, fmt.Errorf("peer certificate: %w", err)
 			}
 			certs[i] = c
 		}
@@ -113,12 +117,12 @@ func verifyNode(raw [][]byte, chains [][]*x509.Certificate, roots *x509.CertPool
 			inter.AddCert(c)
 		}
 		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-			return "", fmt.Errorf("peer certificate is not a node certificate from the cluster CA: %w", err)
+			return nil, fmt.Errorf("peer certificate is not a node certificate from the cluster CA: %w", err)
 		}
 		leaf = certs[0]
 	}
 	if !IsNodeCert(leaf) {
-		return "", fmt.Errorf("peer certificate %q is not a Coffer node certificate", leaf.Subject.CommonName)
+		return nil, fmt.Errorf("peer certificate %q is not a Coffer node certificate", leaf.Subject.CommonName)
 	}
-	return leaf.Subject.CommonName, nil
+	return leaf, nil
 }

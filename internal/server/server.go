@@ -176,6 +176,9 @@ func Start(opts Options) (_ *Server, err error) {
 		// The CA a full backup carries, so that endpoints keep working
 		// after a restore on a new machine.
 		caCertFile, caKeyFile string
+		// denied is set once the service exists (before any listener): the deny-list of revoked
+		// and replaced endpoint certificates, checked at every handshake.
+		denied atomic.Pointer[func(der []byte) bool]
 	)
 	if !cfg.TLS.Disable {
 		certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
@@ -218,6 +221,14 @@ func Start(opts Options) (_ *Server, err error) {
 			}
 			tlsConf.ClientAuth = tls.VerifyClientCertIfGiven
 			tlsConf.ClientCAs = pool
+		}
+		// Revoked and renewed endpoint certificates end at the handshake,
+		// on HTTPS and KMIP alike (KMIP derives its configuration from this).
+		tlsConf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if f := denied.Load(); f != nil && len(raw) > 0 && (*f)(raw[0]) {
+				return errors.New("client certificate revoked or replaced (coffer endpoint revoke/renew)")
+			}
+			return nil
 		}
 	}
 	var auditSyslog io.Writer
@@ -298,6 +309,8 @@ func Start(opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	deny := svc.ClientCertDenied
+	denied.Store(&deny)
 	defer func() {
 		if err != nil {
 			svc.Close()

@@ -167,7 +167,8 @@ func (s *Service) afterOpenClustered(ctx context.Context) {
 				}
 			}
 		}
-		if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL}); err != nil {
+		key, _ := tlsutil.NodeKeyFingerprint(s.cfg.TLSDir)
+		if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL, KeySHA256: key}); err != nil {
 			s.log.Warn("record this node in the cluster", "error", err)
 		}
 	}
@@ -316,12 +317,20 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	if err != nil {
 		return JoinResponse{}, err
 	}
+	// The record, with the key the node certificate binds, goes first:
+	// peers accept the node on raft and the API only with that key.
+	leaf, err := x509.ParseCertificate(cert)
+	if err != nil {
+		clear(meks)
+		return JoinResponse{}, fmt.Errorf("parse the new node certificate: %w", err)
+	}
+	if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: req.NodeID, RaftAddr: req.RaftAddr, APIURL: req.APIURL, KeySHA256: tlsutil.KeyFingerprint(leaf)}); err != nil {
+		clear(meks)
+		return JoinResponse{}, fmt.Errorf("record the new node %s: %w", req.NodeID, err)
+	}
 	if err := s.node.AddNonvoter(ctx, req.NodeID, req.RaftAddr); err != nil {
 		clear(meks)
 		return JoinResponse{}, fmt.Errorf("add %s to the raft configuration: %w", req.NodeID, err)
-	}
-	if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: req.NodeID, RaftAddr: req.RaftAddr, APIURL: req.APIURL}); err != nil {
-		s.log.Warn("record the new node", "node", req.NodeID, "error", err)
 	}
 	s.joins.succeed(source)
 	s.log.Info("node admitted to the cluster (non-voter until it has caught up)", "node", req.NodeID, "raft_address", req.RaftAddr)
@@ -814,6 +823,7 @@ func (s *Service) syncKeysLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		s.recordSelfIfLeader()
+		s.bindNodeKeys()
 		s.mu.RLock()
 		ring, open := s.ring, s.state == StateOpen
 		if open && !time.Now().Before(mirrorRetry) {
@@ -927,7 +937,8 @@ func (s *Service) recordSelfIfLeader() {
 	defer unlock()
 	ctx, cancel := context.WithTimeout(WithIdentity(context.Background(), LocalRoot()), 5*time.Second)
 	defer cancel()
-	if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL}); err != nil {
+	key, _ := tlsutil.NodeKeyFingerprint(s.cfg.TLSDir)
+	if _, err := s.applyResult(ctx, state.TypeNodePut, state.Node{ID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL, KeySHA256: key}); err != nil {
 		s.log.Warn("record this node's addresses", "error", err)
 	} else {
 		s.log.Info("this node's addresses recorded for the cluster", "api_url", s.cfg.APIURL, "raft_address", adv)
@@ -993,7 +1004,3 @@ func (s *Service) syncPassphraseLocked() {
 	}
 	s.log.Info("keystore re-sealed under the passphrase changed on the leader", "version", rec.Version)
 }
-
-// IsMember reports whether a node id is in the raft configuration (node
-// certificates of removed nodes are refused).
-func (s *Service) IsMember(id string) bool { return s.Clustered() && s.node.IsMember(id) }

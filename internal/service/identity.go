@@ -268,8 +268,10 @@ func rolesOf(names []string) []Role {
 type Presented struct {
 	Token      string
 	ClientCert []byte // DER of a verified client certificate (or one a node forwarded)
-	// Peer is a node certificate's id when another node is the TLS peer.
-	Peer string
+	// Peer is a node certificate's id when another node is the TLS peer,
+	// and PeerKey its key's fingerprint (tlsutil.KeyFingerprint).
+	Peer    string
+	PeerKey string
 	// Node: that node calls on its own behalf (no client behind it).
 	Node bool
 	// Local: that node received the request on its control socket.
@@ -284,8 +286,8 @@ type Presented struct {
 // sent they must name the same endpoint (a certificate never lends its
 // trust to another identity's token).
 func (s *Service) Identify(p Presented) (Identity, error) {
-	if p.Peer != "" && !s.IsMember(p.Peer) {
-		return Identity{}, fmt.Errorf("%w: node %s is not a member of this cluster", ErrUnauthenticated, p.Peer)
+	if p.Peer != "" && !s.IsMember(p.Peer, p.PeerKey) {
+		return Identity{}, fmt.Errorf("%w: node %s is not a member of this cluster, or its certificate's key is not the one recorded for it", ErrUnauthenticated, p.Peer)
 	}
 	if p.Local && p.Peer != "" {
 		return LocalRoot(), nil

@@ -119,6 +119,7 @@ type Service struct {
 	ks   *keystore.Store
 	st   *state.Store
 	node *cluster.Node
+	keys *nodeKeys
 	bar  *barrier.Barrier
 
 	// Locks, in the order they are taken: a backup's run lock
@@ -283,6 +284,8 @@ func New(cfg Config) (*Service, error) {
 		ccfg.Bind, ccfg.Advertise = cfg.ClusterBind, cfg.ClusterAdvertise
 		ccfg.HeartbeatTimeout, ccfg.ElectionTimeout = raftTimeouts(cfg.FailoverThreshold)
 	}
+	keys := &nodeKeys{st: st}
+	ccfg.PeerKey = keys.ok
 	node, err := cluster.Open(ccfg)
 	if err != nil {
 		st.Close()
@@ -300,6 +303,7 @@ func New(cfg Config) (*Service, error) {
 		nodeID:  nodeID,
 		pwSlots: make(chan struct{}, max(2, runtime.NumCPU())),
 	}
+	s.keys = keys
 	s.audit, err = s.openAudit()
 	if err != nil {
 		s.Close()

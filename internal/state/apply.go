@@ -118,6 +118,8 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		return decodeApply(cmd, func(c EndpointEnroll) (any, error) { return s.applyEndpointEnroll(tx, cmd.Time, c) })
 	case TypeEndpointRevoke:
 		return decodeApply(cmd, func(c EndpointRevoke) (any, error) { return s.applyEndpointRevoke(tx, cmd.Time, c) })
+	case TypeEndpointRenew:
+		return decodeApply(cmd, func(c EndpointRenew) (any, error) { return s.applyEndpointRenew(tx, cmd.Time, c) })
 	case TypeUserCreate:
 		return decodeApply(cmd, func(c User) (any, error) { return s.applyUserCreate(tx, cmd.Time, c) })
 	case TypeUserUpdate:

@@ -492,6 +492,9 @@ func (s *Store) applyEndpointRevoke(tx *bolt.Tx, now time.Time, c EndpointRevoke
 		if err := tx.Bucket(bucketCerts).Delete([]byte(e.CertFingerprint)); err != nil {
 			return nil, err
 		}
+		if err := denyCert(tx, e.CertFingerprint, e.Name, "revoked", now); err != nil {
+			return nil, err
+		}
 	}
 	// Grants go with the credentials: a re-enrolled endpoint starts with none.
 	wb := tx.Bucket(bucketWallets)

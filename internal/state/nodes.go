@@ -44,6 +44,11 @@ type Node struct {
 	RaftAddr string    `json:"raft_address"`
 	APIURL   string    `json:"api_url"`
 	Joined   time.Time `json:"joined"`
+	// KeySHA256 is the hex SHA-256 of the public key of the node's
+	// certificate: peers are accepted as this node only with that key.
+	// Empty on records written before it existed (recorded when the node
+	// next reaches the leader).
+	KeySHA256 string `json:"key_sha256,omitempty"`
 }
 
 // NodeDelete removes a node's record.
@@ -87,7 +92,7 @@ func (s *Store) applyCluster(tx *bolt.Tx, cmd Command) (res any, err error, ok b
 	switch cmd.Type {
 	case TypeNodePut:
 		res, err = decodeApply(cmd, func(n Node) (any, error) {
-			for _, e := range []error{checkLen("node id", n.ID, 1, 64), checkLen("raft address", n.RaftAddr, 1, 255), checkLen("API URL", n.APIURL, 0, 1024)} {
+			for _, e := range []error{checkLen("node id", n.ID, 1, 64), checkLen("raft address", n.RaftAddr, 1, 255), checkLen("API URL", n.APIURL, 0, 1024), checkLen("node key fingerprint", n.KeySHA256, 0, 64)} {
 				if e != nil {
 					return e, nil
 				}
@@ -95,8 +100,15 @@ func (s *Store) applyCluster(tx *bolt.Tx, cmd Command) (res any, err error, ok b
 			b := tx.Bucket(bucketNodes)
 			if old, ok, err := getJSON[Node](b, []byte(n.ID)); err != nil {
 				return nil, err
-			} else if ok && n.Joined.IsZero() {
-				n.Joined = old.Joined
+			} else if ok {
+				if n.Joined.IsZero() {
+					n.Joined = old.Joined
+				}
+				// An update that does not name the key keeps the bound one
+				// (only removing the node unbinds it).
+				if n.KeySHA256 == "" {
+					n.KeySHA256 = old.KeySHA256
+				}
 			}
 			if n.Joined.IsZero() {
 				n.Joined = cmd.Time
@@ -184,6 +196,11 @@ func (s *Store) MEKGens() ([]keystore.WrappedGen, error) {
 
 // Nodes lists the registered nodes.
 func (s *Store) Nodes() ([]Node, error) { return listJSON[Node](s, bucketNodes) }
+
+// Node returns a registered node's record.
+func (s *Store) Node(id string) (Node, error) {
+	return viewJSON[Node](s, bucketNodes, []byte(id), "node "+id)
+}
 
 // JoinToken returns a stored join token by its hash.
 func (s *Store) JoinToken(hash string) (JoinToken, error) {

@@ -328,6 +328,35 @@ func (c *CA) Fingerprint() string {
 	return hex.EncodeToString(sum[:])
 }
 
+// KeyFingerprint is the hex SHA-256 of a certificate's public key
+// (SubjectPublicKeyInfo): the replicated membership binds each node to it,
+// so that a certificate minted with a member's name but another key, by
+// anyone holding the CA key, is not that member.
+func KeyFingerprint(c *x509.Certificate) string {
+	if c == nil {
+		return ""
+	}
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
+}
+
+// NodeKeyFingerprint is KeyFingerprint of the node certificate in dir.
+func NodeKeyFingerprint(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, NodeCertFile))
+	if err != nil {
+		return "", fmt.Errorf("node certificate: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return "", fmt.Errorf("node certificate %s: no PEM block", filepath.Join(dir, NodeCertFile))
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("node certificate %s: %w", filepath.Join(dir, NodeCertFile), err)
+	}
+	return KeyFingerprint(c), nil
+}
+
 // EnsureNodeCert makes dir/node.crt and node.key for nodeID with the CA in
 // dir, unless a certificate for nodeID is there.
 func EnsureNodeCert(dir, nodeID string) error {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
 
 // Headers a forwarding node sets (trusted only from a node certificate).
@@ -294,8 +295,10 @@ type From struct {
 	// Local: a forwarding node received the request on its control socket.
 	Local bool
 	// Peer is the node certificate's id when the peer is a node (forwarding
-	// or calling for itself): the transport checks it is a member.
-	Peer string
+	// or calling for itself), and PeerKey its certificate's key fingerprint
+	// (tlsutil.KeyFingerprint): the transport checks both name a member.
+	Peer    string
+	PeerKey string
 	// ClientAddr is the forwarded client's IP (X-Forwarded-For as the
 	// forwarding node set it; never a client's own); "" if not forwarded.
 	ClientAddr string
@@ -311,14 +314,14 @@ func Caller(r *http.Request) From {
 	if !cluster.IsNodeCert(peer) {
 		return From{ClientCert: peer.Raw}
 	}
-	cn := peer.Subject.CommonName
+	cn, key := peer.Subject.CommonName, tlsutil.KeyFingerprint(peer)
 	if r.Header.Get(HeaderNodeCall) == "1" && r.Header.Get(HeaderBy) == "" {
-		return From{Node: cn, Peer: cn}
+		return From{Node: cn, Peer: cn, PeerKey: key}
 	}
 	if r.Header.Get(HeaderBy) == "" {
-		return From{Peer: cn} // a node with neither marker: no identity from it
+		return From{Peer: cn, PeerKey: key} // a node with neither marker: no identity from it
 	}
-	f := From{Local: r.Header.Get(HeaderLocal) == "1", Peer: cn}
+	f := From{Local: r.Header.Get(HeaderLocal) == "1", Peer: cn, PeerKey: key}
 	// The forwarding proxy drops what the client sent and sets the
 	// client's IP alone (httputil.ProxyRequest.SetXForwarded).
 	if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {

@@ -551,8 +551,8 @@ func (s *Server) RelayHandler() http.Handler {
 			http.Error(w, "KMIP relay: only a cluster node forwarding a KMIP client's certificate may call this", http.StatusForbidden)
 			return
 		}
-		if !s.svc.IsMember(from.Peer) {
-			http.Error(w, fmt.Sprintf("KMIP relay: node %s is not a member of this cluster", from.Peer), http.StatusForbidden)
+		if !s.svc.IsMember(from.Peer, from.PeerKey) {
+			http.Error(w, fmt.Sprintf("KMIP relay: node %s is not a member of this cluster, or its certificate's key is not the one recorded for it", from.Peer), http.StatusForbidden)
 			return
 		}
 		b, err := io.ReadAll(io.LimitReader(r.Body, int64(s.opts.MaxMessageSize)+1))

@@ -45,6 +45,7 @@ var allowed = map[string]string{
 	"enrollEndpoint": "keyadmin root", "listEndpoints": "keyadmin root",
 	"getEndpoint":    "ep-read keyadmin root", // ep-read reads itself
 	"revokeEndpoint": "keyadmin root",
+	"renewEndpoint":  "keyadmin root",
 	"readAudit":      "auditor root", "verifyAudit": "auditor root",
 	"createRestorePoint": "sysadmin root", "listRestorePoints": "admins",
 	"recoveryStatus": "admins", "setRecoveryPassphrase": "sysadmin root",
@@ -149,6 +150,7 @@ func (f *matrixFixture) request(rt route, caller string) (method, path, body str
 		"rotateObject":          ``,
 		"setAttributes":         `{"set":{"owner":"dba"}}`,
 		"enrollEndpoint":        `{"name":"new-` + caller + `"}`,
+		"renewEndpoint":         `{"csr":""}`,
 		"setRecoveryPassphrase": `{"new_passphrase":"recovery-passphrase-1"}`,
 		"addDestination":        `{"name":"d-` + caller + `","kind":"dir","path":"/nonexistent/coffer-matrix"}`,
 		"editDestination":       `{"kind":"dir","path":"/nonexistent/coffer-matrix"}`,

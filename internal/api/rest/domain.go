@@ -65,6 +65,10 @@ type (
 		Description string `json:"description,omitempty"`
 		CSR         string `json:"csr,omitempty" doc:"PEM certificate request; the endpoint keeps its private key"`
 	}
+	// RenewRequest carries an endpoint's new certificate request.
+	RenewRequest struct {
+		CSR string `json:"csr" doc:"PEM certificate request for the new key"`
+	}
 	// AuditPage is a run of audit records.
 	AuditPage struct {
 		Records    []service.AuditRecord `json:"records"`
@@ -397,6 +401,16 @@ func (a *api) listEndpoints(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) getEndpoint(w http.ResponseWriter, r *http.Request) {
 	e, err := a.svc.GetEndpoint(r.Context(), r.PathValue("name"))
+	a.reply(w, r, http.StatusOK, e, err)
+}
+
+func (a *api) renewEndpoint(w http.ResponseWriter, r *http.Request) {
+	var req RenewRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	e, err := a.svc.RenewEndpoint(r.Context(), r.PathValue("name"), []byte(req.CSR))
 	a.reply(w, r, http.StatusOK, e, err)
 }
 

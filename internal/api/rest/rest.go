@@ -111,7 +111,7 @@ func (a *api) wrap(rt route) http.Handler {
 		call := &service.Call{Source: r.RemoteAddr, Transport: "rest", Start: start}
 		if isLocal(r) {
 			call.Transport, call.Source = "socket", "local"
-		} else if f := forward.Caller(r); f.ClientAddr != "" && a.svc.IsMember(f.Peer) {
+		} else if f := forward.Caller(r); f.ClientAddr != "" && a.svc.IsMember(f.Peer, f.PeerKey) {
 			// Forwarded by a member: the client is who it forwarded for
 			// (audit, login throttling and join limiting count the client).
 			call.Source = net.JoinHostPort(f.ClientAddr, "0") + " via " + f.Peer
@@ -168,7 +168,7 @@ func (a *api) identify(r *http.Request) (service.Identity, error) {
 		return service.LocalRoot(), nil
 	}
 	from := forward.Caller(r)
-	return a.svc.Identify(service.Presented{Token: bearer(r), ClientCert: from.ClientCert, Peer: from.Peer,
+	return a.svc.Identify(service.Presented{Token: bearer(r), ClientCert: from.ClientCert, Peer: from.Peer, PeerKey: from.PeerKey,
 		Node: from.Node != "", Local: from.Local, Hint: "a token (Authorization: Bearer ...)"})
 }
 

@@ -126,6 +126,7 @@ func (a *api) routes() []route {
 		status(r("POST", "/api/v1/endpoints", "enrollEndpoint", "Enrol an endpoint: a token, and a client certificate when a CSR is sent", true, EnrollRequest{}, service.Enrollment{}, []int{400, 401, 403, 409, 503}, a.enroll, "endpoints"), 201),
 		withQuery(r("GET", "/api/v1/endpoints", "listEndpoints", "List endpoints", true, nil, service.Page[service.Endpoint]{}, e400, a.listEndpoints, "endpoints"), pageParams...),
 		r("GET", "/api/v1/endpoints/{name}", "getEndpoint", "Get an endpoint", true, nil, service.Endpoint{}, []int{401, 403, 404}, a.getEndpoint, "endpoints"),
+		r("POST", "/api/v1/endpoints/{name}/renew", "renewEndpoint", "Issue an endpoint a new client certificate, keeping its token and grants; the old certificate is refused at every TLS handshake", true, RenewRequest{}, service.Enrollment{}, eObj, a.renewEndpoint, "endpoints"),
 		r("POST", "/api/v1/endpoints/{name}/revoke", "revokeEndpoint", "Revoke an endpoint's token, certificate and grants", true, nil, service.Endpoint{}, eObj, a.revokeEndpoint, "endpoints"),
 
 		// Backups
