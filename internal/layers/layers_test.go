@@ -37,7 +37,7 @@ var allowed = map[string][]string{
 	"internal/api/rest":    {"internal/api/forward", "internal/api/openapi", "internal/service", "internal/journal", "internal/state"},
 	"internal/api/vault":   {"internal/api/forward", "internal/service"},
 	"internal/api/kmip":    {"internal/api/forward", "internal/service", "internal/tlsutil"},
-	"internal/api/forward": {"internal/cluster"},
+	"internal/api/forward": {"internal/cluster", "internal/tlsutil"},
 	"internal/api/openapi": {},
 	"internal/metrics":     {"internal/connlimit", "internal/service"},
 
