@@ -338,8 +338,8 @@ func TestPermissions(t *testing.T) {
 		}
 	}
 	none := f.client("ep-none")
-	if r := reason(t, none, &payloads.GetRequestPayload{UniqueIdentifier: cr.UniqueIdentifier}); r != kmip.ResultReasonPermissionDenied {
-		t.Fatalf("endpoint without grant Get: %s", ttlv.EnumStr(r))
+	if r := reason(t, none, &payloads.GetRequestPayload{UniqueIdentifier: cr.UniqueIdentifier}); r != kmip.ResultReasonItemNotFound {
+		t.Fatalf("endpoint without grant Get: %s, want Item Not Found (as for an id that names nothing)", ttlv.EnumStr(r))
 	}
 	if ids := must[*payloads.LocateResponsePayload](t, none, &payloads.LocateRequestPayload{}).UniqueIdentifier; len(ids) != 0 {
 		t.Fatalf("endpoint without grant locates %v", ids)
@@ -365,6 +365,56 @@ func TestPermissions(t *testing.T) {
 		t.Fatalf("objects after refusals: %d, want 2", len(page.Items))
 	}
 	if o, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); o.State != "active" || o.Latest != 1 || len(o.Attributes) != 0 {
+		t.Fatalf("refusals changed the object: %+v", o)
+	}
+}
+
+// TestForeignObjectLooksMissing: an endpoint without a grant on an object's
+// wallet gets, for every operation on it by id, the answer it gets for an id
+// that names nothing (reason and message, the id aside).
+func TestForeignObjectLooksMissing(t *testing.T) {
+	f := newFixture(t, Options{})
+	cr := must[*payloads.CreateResponsePayload](t, f.client("ep-rm"), aesCreate("k"))
+	id := cr.UniqueIdentifier
+	missing := id[:len(id)-1] + "0"
+	if missing == id {
+		missing = id[:len(id)-1] + "1"
+	}
+	none := f.client("ep-none")
+	ops := map[string]func(id string) kmip.OperationPayload{
+		"Get":           func(id string) kmip.OperationPayload { return &payloads.GetRequestPayload{UniqueIdentifier: id} },
+		"GetAttributes": func(id string) kmip.OperationPayload { return &payloads.GetAttributesRequestPayload{UniqueIdentifier: id} },
+		"Activate":      func(id string) kmip.OperationPayload { return &payloads.ActivateRequestPayload{UniqueIdentifier: id} },
+		"Rekey":         func(id string) kmip.OperationPayload { return &payloads.RekeyRequestPayload{UniqueIdentifier: id} },
+		"Destroy":       func(id string) kmip.OperationPayload { return &payloads.DestroyRequestPayload{UniqueIdentifier: id} },
+		"AddAttribute": func(id string) kmip.OperationPayload {
+			return &payloads.AddAttributeRequestPayload{UniqueIdentifier: id, Attribute: attr("x-a", "b")}
+		},
+		"Revoke": func(id string) kmip.OperationPayload {
+			return &payloads.RevokeRequestPayload{UniqueIdentifier: id,
+				RevocationReason: kmip.RevocationReason{RevocationReasonCode: kmip.RevocationReasonCodeUnspecified}}
+		},
+	}
+	for name, op := range ops {
+		got, err := none.Batch(context.Background(), op(id))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want, err := none.Batch(context.Background(), op(missing))
+		if err != nil {
+			t.Fatalf("%s (missing id): %v", name, err)
+		}
+		g, w := got[0], want[0]
+		if w.ResultReason != kmip.ResultReasonItemNotFound {
+			t.Errorf("%s on a missing id: %s, want Item Not Found", name, ttlv.EnumStr(w.ResultReason))
+		}
+		gm, wm := strings.ReplaceAll(g.ResultMessage, id, "ID"), strings.ReplaceAll(w.ResultMessage, missing, "ID")
+		if g.ResultStatus != w.ResultStatus || g.ResultReason != w.ResultReason || gm != wm {
+			t.Errorf("%s on another wallet's object: %s %q; on a missing id: %s %q", name,
+				ttlv.EnumStr(g.ResultReason), gm, ttlv.EnumStr(w.ResultReason), wm)
+		}
+	}
+	if o, _ := f.svc.DescribeObject(f.root, service.Ref{ID: id}); o.State != "pre-active" || len(o.Attributes) != 0 || o.Latest != 1 {
 		t.Fatalf("refusals changed the object: %+v", o)
 	}
 }
