@@ -382,11 +382,13 @@ func TestForeignObjectLooksMissing(t *testing.T) {
 	}
 	none := f.client("ep-none")
 	ops := map[string]func(id string) kmip.OperationPayload{
-		"Get":           func(id string) kmip.OperationPayload { return &payloads.GetRequestPayload{UniqueIdentifier: id} },
-		"GetAttributes": func(id string) kmip.OperationPayload { return &payloads.GetAttributesRequestPayload{UniqueIdentifier: id} },
-		"Activate":      func(id string) kmip.OperationPayload { return &payloads.ActivateRequestPayload{UniqueIdentifier: id} },
-		"Rekey":         func(id string) kmip.OperationPayload { return &payloads.RekeyRequestPayload{UniqueIdentifier: id} },
-		"Destroy":       func(id string) kmip.OperationPayload { return &payloads.DestroyRequestPayload{UniqueIdentifier: id} },
+		"Get": func(id string) kmip.OperationPayload { return &payloads.GetRequestPayload{UniqueIdentifier: id} },
+		"GetAttributes": func(id string) kmip.OperationPayload {
+			return &payloads.GetAttributesRequestPayload{UniqueIdentifier: id}
+		},
+		"Activate": func(id string) kmip.OperationPayload { return &payloads.ActivateRequestPayload{UniqueIdentifier: id} },
+		"Rekey":    func(id string) kmip.OperationPayload { return &payloads.RekeyRequestPayload{UniqueIdentifier: id} },
+		"Destroy":  func(id string) kmip.OperationPayload { return &payloads.DestroyRequestPayload{UniqueIdentifier: id} },
 		"AddAttribute": func(id string) kmip.OperationPayload {
 			return &payloads.AddAttributeRequestPayload{UniqueIdentifier: id, Attribute: attr("x-a", "b")}
 		},
