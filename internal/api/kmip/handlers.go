@@ -54,6 +54,7 @@ func newExecutor(s *Server) *kmipserver.BatchExecutor {
 	e := kmipserver.NewBatchExecutor()
 	// The library's default list is Versions (1.4 down to 1.0); its setter
 	// would sort it ascending, so it is left as is.
+	e.Use(s.auditMessage)
 	e.BatchItemUse(s.auditItem)
 	route(e, kmip.OperationDiscoverVersions, s, h.discover)
 	route(e, kmip.OperationQuery, s, h.query)
@@ -72,6 +73,22 @@ func newExecutor(s *Server) *kmipserver.BatchExecutor {
 	route(e, kmip.OperationDestroy, s, h.destroy)
 	route(e, kmip.OperationReKey, s, h.rekey)
 	return e
+}
+
+// auditMessage audits a message the executor refuses as a whole (an
+// unsupported protocol version, a batch count that does not match, the Undo
+// continuation option): no batch item runs, so auditItem writes nothing.
+func (s *Server) auditMessage(next kmipserver.Next, ctx context.Context, msg *kmip.RequestMessage) (*kmip.ResponseMessage, error) {
+	start := time.Now()
+	resp, err := next(ctx, msg)
+	if err != nil {
+		p, _ := ctx.Value(peerKey{}).(peer)
+		call := &service.Call{Identity: p.id, Source: p.source, Transport: "kmip", Start: start}
+		v := msg.Header.ProtocolVersion
+		s.svc.Audit(call, "kmipMessage", 400, "invalid_message",
+			clip(fmt.Sprintf("%v (protocol version %d.%d, %d batch items)", err, v.ProtocolVersionMajor, v.ProtocolVersionMinor, len(msg.BatchItem)), 256))
+	}
+	return resp, err
 }
 
 // auditItem gives every batch item its own service call (the caller from

@@ -719,3 +719,58 @@ func TestRelayHandlerRefusesNonNodes(t *testing.T) {
 		t.Fatalf("a refused relay created an object: %v", err)
 	}
 }
+
+// TestRefusedMessagesAreAudited: a message refused as a whole (too large,
+// an unsupported protocol version, a batch count that does not match, no
+// batch item) gets an audit record with its reason, as served ones do.
+func TestRefusedMessagesAreAudited(t *testing.T) {
+	f := newFixture(t, Options{MaxMessageSize: 4096})
+	query := func(v kmip.ProtocolVersion) kmip.RequestMessage {
+		return kmip.NewRequestMessage(v, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations}})
+	}
+	badCount := query(kmip.V1_4)
+	badCount.Header.BatchCount = 3
+	noItem := query(kmip.V1_4)
+	noItem.BatchItem, noItem.Header.BatchCount = nil, 0
+	cases := []struct {
+		name    string
+		msg     []byte
+		op      string
+		status  int
+		result  string
+		mention string
+	}{
+		{"too large", []byte{0x42, 0x00, 0x78, 0x01, 0x01, 0, 0, 0}, "kmipMessageTooLarge", 413, "message_too_large", "16777224 bytes"},
+		{"protocol 3.0", ttlv.MarshalTTLV(query(kmip.ProtocolVersion{ProtocolVersionMajor: 3})), "kmipMessage", 400, "invalid_message", "protocol version 3.0"},
+		{"batch count", ttlv.MarshalTTLV(badCount), "kmipMessage", 400, "invalid_message", "Batch Count Mismatch"},
+		{"no batch item", ttlv.MarshalTTLV(noItem), "kmipMalformed", 400, "invalid_message", "no batch item"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := f.svc.AuditCount()
+			c := f.rawConn("ep-read")
+			if _, err := c.Write(tc.msg); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := readResponse(c)
+			if err != nil || resp.BatchItem[0].ResultStatus != kmip.ResultStatusOperationFailed {
+				t.Fatalf("response: %v %+v", err, resp)
+			}
+			recs, err := f.svc.AuditRecords(f.root, before+1, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) != 1 {
+				t.Fatalf("%d audit records for one refused message: %+v", len(recs), recs)
+			}
+			r := recs[0]
+			if r.Operation != tc.op || r.Status != tc.status || r.Result != tc.result || r.Transport != "kmip" ||
+				!strings.Contains(r.Error, tc.mention) || r.Source == "" {
+				t.Fatalf("audit record %+v, want %s %d %s mentioning %q", r, tc.op, tc.status, tc.result, tc.mention)
+			}
+			if tc.op != "kmipMalformed" && r.Actor != "endpoint:ep-read" {
+				t.Fatalf("audit record actor %q, want the certificate's endpoint", r.Actor)
+			}
+		})
+	}
+}
