@@ -318,7 +318,12 @@ func Start(opts Options) (_ *Server, err error) {
 		ropts.Metrics = m
 		// Unauthenticated, as Prometheus scrapes: it carries no secrets,
 		// object names or tokens (labels are route patterns).
-		mux.Handle("GET /metrics", m.Handler())
+		// Scraped often, like health: not audited.
+		mh := m.Handler()
+		mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			service.MarkAudited(r.Context())
+			mh.ServeHTTP(w, r)
+		}))
 	}
 	mux.Handle("/", rest.Handler(svc, ropts))
 	// Vault-compatible subset (KV v2, Transit, sys/health): docs/vault.md.
@@ -328,7 +333,9 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	mux.Handle("/v1/", vault.Handler(svc, vopts))
 	// Writes reaching a follower go to the leader (issue 6).
-	handler := forward.Handler(mux, svc, forward.Options{Logger: log, IsLocal: rest.IsLocal})
+	// Every request gets an audit record: those no transport audits
+	// (redirects to a clean path, unknown paths) are audited as "unrouted".
+	handler := forward.Handler(rest.AuditEvery(svc, mux), svc, forward.Options{Logger: log, IsLocal: rest.IsLocal})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)

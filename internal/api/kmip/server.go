@@ -587,6 +587,7 @@ func (s *Server) RelayHandler() http.Handler {
 		if source == "" {
 			source = r.RemoteAddr
 		}
+		service.MarkAudited(r.Context()) // handle audits the message
 		resp, raw, _ := s.handle(r.Context(), from.ClientCert, source+" via "+from.Peer, b, true)
 		if raw == nil {
 			raw = ttlv.MarshalTTLV(resp)
