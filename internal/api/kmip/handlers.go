@@ -208,6 +208,7 @@ func (h *handler) create(ctx context.Context, req *payloads.CreateRequestPayload
 		return nil, invalidf("Create makes symmetric keys only (got %s): use CreateKeyPair or Register", ttlv.EnumStr(req.ObjectType))
 	}
 	var t template
+	//lint:ignore SA1019 KMIP 1.0 to 1.2 clients, which Coffer serves, name the object in the template attribute
 	if err := parseTemplate(&t, req.TemplateAttribute.Name, req.TemplateAttribute.Attribute); err != nil {
 		return nil, err
 	}
@@ -234,6 +235,7 @@ func (h *handler) createKeyPair(ctx context.Context, req *payloads.CreateKeyPair
 		tpl *kmip.TemplateAttribute
 	}{{&common, req.CommonTemplateAttribute}, {&priv, req.PrivateKeyTemplateAttribute}, {&pub, req.PublicKeyTemplateAttribute}} {
 		if x.tpl != nil {
+			//lint:ignore SA1019 KMIP 1.0 to 1.2 clients, which Coffer serves, name the object in the template attribute
 			if err := parseTemplate(x.t, x.tpl.Name, x.tpl.Attribute); err != nil {
 				return nil, err
 			}
@@ -313,6 +315,7 @@ func (h *handler) createKeyPair(ctx context.Context, req *payloads.CreateKeyPair
 
 func (h *handler) register(ctx context.Context, req *payloads.RegisterRequestPayload) (*payloads.RegisterResponsePayload, error) {
 	var t template
+	//lint:ignore SA1019 KMIP 1.0 to 1.2 clients, which Coffer serves, name the object in the template attribute
 	if err := parseTemplate(&t, req.TemplateAttribute.Name, req.TemplateAttribute.Attribute); err != nil {
 		return nil, err
 	}
@@ -744,6 +747,7 @@ func (h *handler) rekey(ctx context.Context, req *payloads.RekeyRequestPayload) 
 	if req.Offset != nil {
 		return nil, kerr(kmip.ResultReasonFeatureNotSupported, "ReKey with an Offset: Coffer does not schedule activation")
 	}
+	//lint:ignore SA1019 KMIP 1.0 to 1.2 clients, which Coffer serves, name the object in the template attribute
 	if req.TemplateAttribute != nil && (len(req.TemplateAttribute.Attribute) > 0 || len(req.TemplateAttribute.Name) > 0) {
 		return nil, kerr(kmip.ResultReasonFeatureNotSupported, "ReKey with attributes: Coffer re-keys in place and keeps the object's attributes")
 	}

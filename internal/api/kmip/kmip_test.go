@@ -663,7 +663,8 @@ func TestShutdownBeforeHandshakeStarts(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	f.srv.mu.Lock()
-	f.srv.mu.Unlock() //nolint:staticcheck // an empty critical section: waits for Shutdown's wake loop
+	//lint:ignore SA2001 an empty critical section on purpose: it waits for Shutdown's wake loop to release the lock
+	f.srv.mu.Unlock()
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown waited for a connection that had not started its handshake: %v", err)
