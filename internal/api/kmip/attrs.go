@@ -24,7 +24,7 @@ const (
 	reservedPrefix       = "kmip."
 	attrUsageMask        = "kmip.usage_mask"
 	attrPublicUsageMask  = "kmip.public_usage_mask"
-	attrSecretDataType   = "kmip.secret_data_type"
+	attrSecretDataType   = "kmip.secret_data_type" // #nosec G101 -- the name of a stored attribute, not a credential
 	customPrefix         = "x-"
 	activationDateWindow = time.Minute
 )
