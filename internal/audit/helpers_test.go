@@ -105,9 +105,7 @@ func readLog(t testing.TB, dir string) []logFile {
 		}
 		lf := logFile{name: fe.name}
 		if len(b) > 0 {
-			for _, ln := range bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) {
-				lf.lines = append(lf.lines, ln)
-			}
+			lf.lines = append(lf.lines, bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))...)
 		}
 		out = append(out, lf)
 	}

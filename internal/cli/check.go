@@ -46,7 +46,7 @@ failing one, and exits with status 1 when any check fails.`,
 			if dir == "" {
 				return errors.New("coffer check needs --data-dir DIR")
 			}
-			if _, err := os.Stat(filepath.Join(dir, "state.db")); err != nil {
+			if _, err := os.Stat(filepath.Join(dir, "state.db")); err != nil { // #nosec G703 -- the data dir the operator named with --data-dir
 				return fmt.Errorf("%s is not a Coffer data dir: %w", dir, err)
 			}
 			lock, err := server.LockDataDir(dir)

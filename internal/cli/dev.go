@@ -29,7 +29,7 @@ type devOptions struct {
 // operator, never next to the data.
 const (
 	devPassphraseFile = "dev-passphrase"
-	devTokenFile      = "dev-root-token"
+	devTokenFile      = "dev-root-token" // #nosec G101 -- a file name, not a credential
 	devRecoveryFile   = "dev-recovery-passphrase"
 )
 

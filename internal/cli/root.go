@@ -243,7 +243,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 const (
 	envDataDir   = "COFFER_DATA_DIR"
 	envClientDir = "COFFER_CLIENT_DIR"
-	envTokenFile = "COFFER_TOKEN_FILE"
+	envTokenFile = "COFFER_TOKEN_FILE" // #nosec G101 -- the name of an environment variable, not a credential
 	tokenFile    = ".coffer-token"
 )
 

@@ -47,9 +47,15 @@ func newTLSStream(bind, advertise string, conf *tls.Config, member func(id strin
 	// Nodes are identified by their certificate, not by the address they
 	// are reached at (a proxy or NAT may sit in between): the client side
 	// verifies the chain itself instead of matching a host name.
-	c.InsecureSkipVerify = true
-	c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
-		leaf, err := verifyNode(raw, chains, c.RootCAs)
+	c.InsecureSkipVerify = true // #nosec G402 -- the chain and the node identity are verified in VerifyConnection
+	// VerifyConnection, not VerifyPeerCertificate: it also runs on resumed
+	// sessions, so a node removed since it got a session ticket is refused.
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		raw := make([][]byte, len(cs.PeerCertificates))
+		for i, pc := range cs.PeerCertificates {
+			raw[i] = pc.Raw
+		}
+		leaf, err := verifyNode(raw, cs.VerifiedChains, c.RootCAs)
 		if err != nil {
 			return err
 		}

@@ -24,7 +24,7 @@ func EnsureDir(dir string) error {
 	if err := os.MkdirAll(dir, DirMode); err != nil {
 		return fmt.Errorf("create directory %s: %w", dir, err)
 	}
-	if err := os.Chmod(dir, DirMode); err != nil {
+	if err := os.Chmod(dir, DirMode); err != nil { // #nosec G302 -- a directory: DirMode is 0700 (owner only; x is needed to enter it)
 		return fmt.Errorf("set permissions on %s: %w", dir, err)
 	}
 	return nil

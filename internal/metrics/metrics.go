@@ -120,6 +120,9 @@ var (
 		"Records in this node's audit log.", nil, nil)
 	descAuditFail = prometheus.NewDesc("coffer_audit_write_failures_total",
 		"Audit records that could not be written.", nil, nil)
+	descAuditMirror = prometheus.NewDesc("coffer_audit_syslog_lines_total",
+		"Audit lines handed to the syslog mirror (audit.syslog), by outcome: sent, failed (the write returned an error) or dropped (the mirror did not keep up). Records are in the audit log either way. Absent without a mirror.",
+		[]string{"outcome"}, nil)
 	descDestUsed = prometheus.NewDesc("coffer_backup_destination_used_ratio",
 		"Used fraction of a LOCAL or dir backup destination's filesystem (an alert is raised above 0.8).", []string{"destination"}, nil)
 	descPending = prometheus.NewDesc("coffer_backup_archive_pending_segments",
@@ -144,7 +147,7 @@ type stateCollector struct{ svc *service.Service }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descState, descWritable, descAlerts, descGeneration, descJournalIndex, descJournalSegments,
-		descApplied, descRaftState, descRaftTerm, descRaftLast, descRaftCommit, descAudit, descAuditFail,
+		descApplied, descRaftState, descRaftTerm, descRaftLast, descRaftCommit, descAudit, descAuditFail, descAuditMirror,
 		descDestUsed, descPending, descLastSuccess, descBackupRunning, descFrozen, descWarnings} {
 		ch <- d
 	}
@@ -177,6 +180,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRaftCommit, prometheus.GaugeValue, float64(st.Raft.CommitIndex))
 	ch <- prometheus.MustNewConstMetric(descAudit, prometheus.GaugeValue, float64(c.svc.AuditCount()))
 	ch <- prometheus.MustNewConstMetric(descAuditFail, prometheus.CounterValue, float64(c.svc.AuditFailures()))
+	if ms, ok := c.svc.AuditMirrorStats(); ok {
+		ch <- prometheus.MustNewConstMetric(descAuditMirror, prometheus.CounterValue, float64(ms.Sent), "sent")
+		ch <- prometheus.MustNewConstMetric(descAuditMirror, prometheus.CounterValue, float64(ms.Failed), "failed")
+		ch <- prometheus.MustNewConstMetric(descAuditMirror, prometheus.CounterValue, float64(ms.Dropped), "dropped")
+	}
 	for _, d := range st.Backup.Destinations {
 		if d.Kind == "local" || d.Kind == "dir" {
 			ch <- prometheus.MustNewConstMetric(descDestUsed, prometheus.GaugeValue, d.UsedPercent/100, d.Name)

@@ -3,11 +3,13 @@ package metrics
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,5 +100,80 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	}
 	if strings.TrimSpace(out.String()) != "" {
 		t.Fatalf("promtool warnings:\n%s", out.String())
+	}
+}
+
+// flakyWriter fails every other write and blocks writes while gate is
+// closed (a stuck syslog daemon).
+type flakyWriter struct {
+	mu   sync.Mutex
+	n    int
+	gate chan struct{}
+}
+
+func (w *flakyWriter) Write(p []byte) (int, error) {
+	<-w.gate
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n++
+	if w.n%2 == 0 {
+		return 0, errors.New("syslog daemon gone")
+	}
+	return len(p), nil
+}
+
+// TestAuditMirrorCounters: the syslog mirror's sent, failed and dropped
+// lines are exported; without a mirror the series are absent.
+func TestAuditMirrorCounters(t *testing.T) {
+	if out := scrape(t); strings.Contains(out, "coffer_audit_syslog_lines_total") {
+		t.Fatal("mirror counters exported without a mirror")
+	}
+	w := &flakyWriter{gate: make(chan struct{})}
+	svc, err := service.New(service.Config{DataDir: t.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, AuditSyslog: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	m := New(svc)
+	get := func(outcome string) float64 {
+		t.Helper()
+		fams, err := m.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			if f.GetName() != "coffer_audit_syslog_lines_total" {
+				continue
+			}
+			for _, mt := range f.GetMetric() {
+				if mt.GetLabel()[0].GetValue() == outcome {
+					return mt.GetCounter().GetValue()
+				}
+			}
+		}
+		t.Fatalf("no coffer_audit_syslog_lines_total{outcome=%q}", outcome)
+		return 0
+	}
+	// The writer is stuck: past the mirror's queue, lines are dropped.
+	call := &service.Call{Identity: service.LocalRoot(), Transport: "internal", Start: time.Now()}
+	const records = 5000
+	for range records {
+		svc.Audit(call, "test", 200, "ok", "")
+	}
+	dropped := get("dropped")
+	if dropped == 0 {
+		t.Fatalf("no line dropped after %d records to a stuck mirror", records)
+	}
+	close(w.gate)
+	deadline := time.Now().Add(time.Minute)
+	for get("sent")+get("failed")+dropped < records {
+		if time.Now().After(deadline) {
+			t.Fatalf("mirror counters sent %v failed %v dropped %v, want %d in all", get("sent"), get("failed"), dropped, records)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if get("sent") == 0 || get("failed") == 0 || get("dropped") != dropped {
+		t.Fatalf("sent %v failed %v dropped %v", get("sent"), get("failed"), get("dropped"))
 	}
 }

@@ -333,7 +333,7 @@ func (r *run) prepareDir() error {
 	if err := fsutil.EnsureDir(dir); err != nil {
 		return err
 	}
-	return os.Chmod(dir, 0o700)
+	return os.Chmod(dir, 0o700) // #nosec G302 -- a directory: 0700 (owner only; x is needed to enter it)
 }
 
 // undo removes what a failed restore wrote and puts a moved-aside dir back.

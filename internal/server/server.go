@@ -224,8 +224,10 @@ func Start(opts Options) (_ *Server, err error) {
 		}
 		// Revoked and renewed endpoint certificates end at the handshake,
 		// on HTTPS and KMIP alike (KMIP derives its configuration from this).
-		tlsConf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if f := denied.Load(); f != nil && len(raw) > 0 && (*f)(raw[0]) {
+		// VerifyConnection, not VerifyPeerCertificate: it also runs when a
+		// client resumes a TLS session it got before the revocation.
+		tlsConf.VerifyConnection = func(cs tls.ConnectionState) error {
+			if f := denied.Load(); f != nil && len(cs.PeerCertificates) > 0 && (*f)(cs.PeerCertificates[0].Raw) {
 				return errors.New("client certificate revoked or replaced (coffer endpoint revoke/renew)")
 			}
 			return nil
@@ -331,7 +333,12 @@ func Start(opts Options) (_ *Server, err error) {
 		ropts.Metrics = m
 		// Unauthenticated, as Prometheus scrapes: it carries no secrets,
 		// object names or tokens (labels are route patterns).
-		mux.Handle("GET /metrics", m.Handler())
+		// Scraped often, like health: not audited.
+		mh := m.Handler()
+		mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			service.MarkAudited(r.Context())
+			mh.ServeHTTP(w, r)
+		}))
 	}
 	mux.Handle("/", rest.Handler(svc, ropts))
 	// Vault-compatible subset (KV v2, Transit, sys/health): docs/vault.md.
@@ -341,7 +348,9 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	mux.Handle("/v1/", vault.Handler(svc, vopts))
 	// Writes reaching a follower go to the leader (issue 6).
-	handler := forward.Handler(mux, svc, forward.Options{Logger: log, IsLocal: rest.IsLocal})
+	// Every request gets an audit record: those no transport audits
+	// (redirects to a clean path, unknown paths) are audited as "unrouted".
+	handler := forward.Handler(rest.AuditEvery(svc, mux), svc, forward.Options{Logger: log, IsLocal: rest.IsLocal})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)

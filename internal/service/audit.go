@@ -135,6 +135,16 @@ func (s *Service) AuditCount() uint64 {
 // AuditFailures counts audit records that could not be written.
 func (s *Service) AuditFailures() uint64 { return s.auditFailures.Load() }
 
+// AuditMirrorStats reports what the syslog mirror did with audit lines
+// (sent, failed, dropped because it did not keep up); ok is false when no
+// mirror is configured.
+func (s *Service) AuditMirrorStats() (stats audit.MirrorStats, ok bool) {
+	if s.cfg.AuditSyslog == nil || s.audit == nil {
+		return audit.MirrorStats{}, false
+	}
+	return s.audit.MirrorStats(), true
+}
+
 // clip bounds a caller-influenced string in an audit record, so that no
 // request can make its own record too large to write.
 func clip(s string, n int) string {

@@ -987,9 +987,9 @@ func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
 			case "FAILED":
 				i = 1
 			}
-			if i >= 0 && (l[i] == nil || r.Finished.After(*l[i])) {
+			if i >= 0 && (l[i] == nil || r.Finished.After(*l[i])) { // #nosec G602 -- l is a [2]*time.Time array and i is 0 or 1 here
 				t := *r.Finished
-				l[i] = &t
+				l[i] = &t // #nosec G602 -- l is a [2]*time.Time array and i is 0 or 1 here
 			}
 			last[r.Destination] = l
 		}

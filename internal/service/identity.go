@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/state"
@@ -125,6 +126,24 @@ func WithCall(ctx context.Context, c *Call) context.Context {
 
 // CallFrom returns the call attached to ctx, or nil.
 func CallFrom(ctx context.Context) *Call { c, _ := ctx.Value(callKey{}).(*Call); return c }
+
+type auditMarkKey struct{}
+
+// WithAuditMark returns a context whose requests can be marked as accounted
+// for in the audit log (MarkAudited), and the mark: the outermost HTTP
+// handler audits any request that no transport marked.
+func WithAuditMark(ctx context.Context) (context.Context, *atomic.Bool) {
+	m := new(atomic.Bool)
+	return context.WithValue(ctx, auditMarkKey{}, m), m
+}
+
+// MarkAudited notes, on a context from WithAuditMark, that the request is
+// audited by its transport (or deliberately not: health, metrics).
+func MarkAudited(ctx context.Context) {
+	if m, ok := ctx.Value(auditMarkKey{}).(*atomic.Bool); ok {
+		m.Store(true)
+	}
+}
 
 // WithIdentity is WithCall for a caller without transport details (tests, in-process use).
 func WithIdentity(ctx context.Context, id Identity) context.Context {

@@ -278,6 +278,32 @@ func (s *Service) authorizeWallet(ctx context.Context, wallet string, need Permi
 	return id, nil
 }
 
+// authorizeObject checks that the caller may act on o, found by ref, with
+// permission need. An endpoint with no grant at all on o's wallet is told
+// exactly what it is told of an id that does not exist: 403 here and 404
+// there would confirm that the id names an object in a wallet it cannot see.
+// (By name the wallet is named by the caller, and both cases answer 403.)
+func (s *Service) authorizeObject(ctx context.Context, ref Ref, o state.Object, need Permission, what string) (Identity, error) {
+	id, err := s.authorizeWallet(ctx, o.Wallet, need, what)
+	if err == nil || ref.ID == "" || id.Kind != KindEndpoint {
+		return id, err
+	}
+	w, werr := s.st.Wallet(o.Wallet)
+	if werr != nil && !errors.Is(werr, state.ErrNotFound) {
+		return id, werr
+	}
+	if Permission(w.Grants[id.Name]) == "" {
+		return id, missingObject(ref.ID)
+	}
+	return id, err
+}
+
+// missingObject is the error of a lookup of an id that names no object,
+// word for word (see authorizeObject).
+func missingObject(id string) error {
+	return mapStateErr(fmt.Errorf("object %s: %w", id, state.ErrNotFound))
+}
+
 // checkOpen refuses early (without locks) while uninitialised or sealed, so
 // that such a refusal is not masked by a lookup error.
 func (s *Service) checkOpen() error {
@@ -406,7 +432,10 @@ func (s *Service) readable(ctx context.Context, ref Ref, what string) (state.Obj
 		}
 		return o, err
 	}
-	if _, err := s.authorizeWallet(ctx, o.Wallet, PermRead, what); err != nil {
+	if _, err := s.authorizeObject(ctx, ref, o, PermRead, what); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			note(ctx, ref.String())
+		}
 		return o, err
 	}
 	note(ctx, o.ID)
@@ -472,6 +501,7 @@ func (s *Service) rotateLocked(ctx context.Context, ref Ref, value []byte) (Obje
 	if err != nil {
 		return Object{}, err
 	}
+	asked := ref
 	// Rotations of one object take turns on this node (a slot per object),
 	// so concurrent rotations do not race for the same version number; the
 	// state machine still refuses a stale one (another node's), retried here.
@@ -484,7 +514,7 @@ func (s *Service) rotateLocked(ctx context.Context, ref Ref, value []byte) (Obje
 		if err != nil {
 			return Object{}, err
 		}
-		if _, err := s.authorizeWallet(ctx, o.Wallet, PermReadModify, "rotating an object"); err != nil {
+		if _, err := s.authorizeObject(ctx, asked, o, PermReadModify, "rotating an object"); err != nil {
 			return Object{}, err
 		}
 		if o.State != lifecycle.PreActive && o.State != lifecycle.Active {
@@ -612,7 +642,7 @@ func (s *Service) ChangeState(ctx context.Context, ref Ref, t Transition, reason
 	if err != nil {
 		return Object{}, err
 	}
-	if _, err := s.authorizeWallet(ctx, o.Wallet, tt.need, string(t)+" of an object"); err != nil {
+	if _, err := s.authorizeObject(ctx, ref, o, tt.need, string(t)+" of an object"); err != nil {
 		return Object{}, err
 	}
 	if err := lifecycle.Check(o.State, tt.to); err != nil {
@@ -649,7 +679,7 @@ func (s *Service) SetAttributes(ctx context.Context, ref Ref, set map[string]str
 	if err != nil {
 		return Object{}, err
 	}
-	if _, err := s.authorizeWallet(ctx, o.Wallet, PermReadModify, "changing attributes"); err != nil {
+	if _, err := s.authorizeObject(ctx, ref, o, PermReadModify, "changing attributes"); err != nil {
 		return Object{}, err
 	}
 	res, err := s.applyResult(ctx, state.TypeObjectAttrs, state.ObjectAttrs{ID: o.ID, Set: set, Delete: del})

@@ -50,7 +50,7 @@ func (s *Service) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectR
 	if err != nil {
 		return Object{}, err
 	}
-	if _, err := s.authorizeWallet(ctx, live.Wallet, PermManage, "restoring an object from a backup"); err != nil {
+	if _, err := s.authorizeObject(ctx, ref, live, PermManage, "restoring an object from a backup"); err != nil {
 		return Object{}, err
 	}
 	t, err := backupHost{s}.OpenTarget(ctx, req.Destination)

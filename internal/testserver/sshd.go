@@ -70,7 +70,7 @@ func StartSSHD(t testing.TB) *SSHD {
 	}
 	// sshd's privilege separation directory; the package creates it only
 	// when its service starts.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // #nosec G301 -- sshd requires its privilege separation directory to be 0755
 		t.Fatal(err)
 	}
 
@@ -79,7 +79,7 @@ func StartSSHD(t testing.TB) *SSHD {
 		Host: "127.0.0.1", User: TestUser, Password: password, UID: uid, GID: gid,
 		Dir: filepath.Join(base, "sftp"), etc: filepath.Join(base, "etc"), t: t, logPath: filepath.Join(base, "sshd.log"),
 	}
-	if err := os.Mkdir(s.etc, 0o755); err != nil {
+	if err := os.Mkdir(s.etc, 0o755); err != nil { // #nosec G301 -- sshd (StrictModes) requires its config directory readable, not group/world writable
 		t.Fatal(err)
 	}
 	if err := os.Mkdir(s.Dir, 0o700); err != nil {
@@ -92,7 +92,7 @@ func StartSSHD(t testing.TB) *SSHD {
 		t.Fatal(err)
 	}
 	// Read by sshd as the user: world-readable, in traversable directories.
-	if err := os.WriteFile(filepath.Join(s.etc, "authorized_keys"), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(s.etc, "authorized_keys"), nil, 0o644); err != nil { // #nosec G306 -- sshd (StrictModes) reads authorized_keys as the test user; it holds public keys only
 		t.Fatal(err)
 	}
 	if err := makeTraversable(s.etc); err != nil {
@@ -164,7 +164,7 @@ func (s *SSHD) config() string {
 
 func (s *SSHD) start() error {
 	cfg := filepath.Join(s.etc, "sshd_config")
-	if err := os.WriteFile(cfg, []byte(s.config()), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(s.config()), 0o644); err != nil { // #nosec G306 -- the test sshd's config: no secrets, sshd must read it
 		return err
 	}
 	p, err := startProc(sshdPath, []string{"-D", "-e", "-f", cfg, "-p", strconv.Itoa(s.Port)}, s.logPath)
@@ -253,7 +253,7 @@ func (s *SSHD) Chown(path string) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(p, s.UID, s.GID)
+		return os.Lchown(p, s.UID, s.GID) // #nosec G122 -- test server setup in its own temporary directory, which no other user writes
 	})
 	if err != nil {
 		return err
@@ -291,7 +291,7 @@ func ensureTestUser() (uid, gid int, password string, err error) {
 	password = strings.TrimSpace(string(b))
 	if err != nil || password == "" {
 		password = "pw-" + randomHex(12)
-		if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil { // #nosec G703 -- the test server's own temporary directory
 			return 0, 0, "", err
 		}
 	}
@@ -309,7 +309,7 @@ func ensureTestUser() (uid, gid int, password string, err error) {
 func ensureUser(name string) (uid, gid int, err error) {
 	u, err := user.Lookup(name)
 	if errors.As(err, new(user.UnknownUserError)) {
-		out, addErr := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
+		out, addErr := exec.Command("useradd", "--system", "--user-group", "--no-create-home", // #nosec G204 -- test server setup: a fixed command, arguments from the test
 			"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
 		if addErr != nil {
 			return 0, 0, fmt.Errorf("useradd %s: %v: %s", name, addErr, out)

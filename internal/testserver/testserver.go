@@ -85,7 +85,7 @@ func startProc(name string, args []string, logPath string) (*proc, error) {
 		return nil, err
 	}
 	defer log.Close()
-	cmd := exec.Command(name, args...)
+	cmd := exec.Command(name, args...) // #nosec G204 -- test servers: the binary and arguments come from the test harness
 	cmd.Stdout, cmd.Stderr = log, log
 	// Own process group: a Ctrl-C of go test does not reach it first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -16,15 +16,15 @@ func SmallTmpfs(t testing.TB, sizeBytes int64) string {
 		unavailable(t, "SmallTmpfs needs root to mount a tmpfs")
 	}
 	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(sizeBytes, 10)+",mode=0700",
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(sizeBytes, 10)+",mode=0700", // #nosec G204 -- test setup: a fixed command; the size and directory come from the test
 		"coffer-test", dir).CombinedOutput()
 	if err != nil {
 		unavailable(t, "SmallTmpfs: mount -t tmpfs failed (no CAP_SYS_ADMIN?): %v: %s", err, out)
 	}
 	// Runs before t.TempDir's removal (cleanups run last first).
 	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			exec.Command("umount", "-l", dir).Run()
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil { // #nosec G204 -- test setup: a fixed command on the test's own directory
+			exec.Command("umount", "-l", dir).Run() // #nosec G204 -- test setup: a fixed command on the test's own directory
 			t.Logf("umount %s: %v: %s", dir, err, out)
 		}
 	})

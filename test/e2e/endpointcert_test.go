@@ -36,8 +36,16 @@ func TestEndpointCertRenewAndDeny(t *testing.T) {
 	roots.AppendCertsFromPEM(caPEM)
 	// readWallet: the status of reading wallet default with cert alone
 	// (mutual TLS, no token), or -1 when the connection failed.
+	// A session cache lets a later connection resume the TLS session of an
+	// earlier one with the same certificate (no certificate is sent then).
+	sessions := map[string]tls.ClientSessionCache{}
 	readWallet := func(cert tls.Certificate) (int, error) {
-		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}}}
+		cache := sessions[string(cert.Certificate[0])]
+		if cache == nil {
+			cache = tls.NewLRUClientSessionCache(8)
+			sessions[string(cert.Certificate[0])] = cache
+		}
+		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, ClientSessionCache: cache}}}
 		defer hc.CloseIdleConnections()
 		resp, err := hc.Get(n.url + "/api/v1/wallets/default")
 		if err != nil {
@@ -77,8 +85,9 @@ func TestEndpointCertRenewAndDeny(t *testing.T) {
 	if code, err := readWallet(renewed); code != http.StatusOK {
 		t.Fatalf("the renewed certificate reading the wallet granted before the renewal: %d %v", code, err)
 	}
+	// Also when the client resumes the session it had before the renewal.
 	if code, err := readWallet(old); err == nil || !strings.Contains(err.Error(), "tls") {
-		t.Fatalf("the replaced certificate: status %d, error %v; want the TLS handshake refused", code, err)
+		t.Fatalf("the replaced certificate (resuming its session): status %d, error %v; want the TLS handshake refused", code, err)
 	}
 	if !kmipRefuses(old, 30*time.Second) {
 		t.Fatal("KMIP kept a connection with the replaced certificate")

@@ -24,7 +24,7 @@ const (
 	reservedPrefix       = "kmip."
 	attrUsageMask        = "kmip.usage_mask"
 	attrPublicUsageMask  = "kmip.public_usage_mask"
-	attrSecretDataType   = "kmip.secret_data_type"
+	attrSecretDataType   = "kmip.secret_data_type" // #nosec G101 -- the name of a stored attribute, not a credential
 	customPrefix         = "x-"
 	activationDateWindow = time.Minute
 )
@@ -91,6 +91,7 @@ func parseTemplate(t *template, names []kmip.Name, attrs []kmip.Attribute) error
 				return invalidf("attribute Object Group: must be a wallet name")
 			}
 			t.group = v
+		//lint:ignore SA1019 KMIP 1.0 to 1.2 clients, which Coffer serves, still send it
 		case kmip.AttributeNameOperationPolicyName, kmip.AttributeNameObjectType:
 			// Operation policies are Coffer's wallet grants; the object type
 			// comes from the operation. Accepted and not stored.

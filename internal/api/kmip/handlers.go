@@ -54,6 +54,7 @@ func newExecutor(s *Server) *kmipserver.BatchExecutor {
 	e := kmipserver.NewBatchExecutor()
 	// The library's default list is Versions (1.4 down to 1.0); its setter
 	// would sort it ascending, so it is left as is.
+	e.Use(s.auditMessage)
 	e.BatchItemUse(s.auditItem)
 	route(e, kmip.OperationDiscoverVersions, s, h.discover)
 	route(e, kmip.OperationQuery, s, h.query)
@@ -72,6 +73,22 @@ func newExecutor(s *Server) *kmipserver.BatchExecutor {
 	route(e, kmip.OperationDestroy, s, h.destroy)
 	route(e, kmip.OperationReKey, s, h.rekey)
 	return e
+}
+
+// auditMessage audits a message the executor refuses as a whole (an
+// unsupported protocol version, a batch count that does not match, the Undo
+// continuation option): no batch item runs, so auditItem writes nothing.
+func (s *Server) auditMessage(next kmipserver.Next, ctx context.Context, msg *kmip.RequestMessage) (*kmip.ResponseMessage, error) {
+	start := time.Now()
+	resp, err := next(ctx, msg)
+	if err != nil {
+		p, _ := ctx.Value(peerKey{}).(peer)
+		call := &service.Call{Identity: p.id, Source: p.source, Transport: "kmip", Start: start}
+		v := msg.Header.ProtocolVersion
+		s.svc.Audit(call, "kmipMessage", 400, "invalid_message",
+			clip(fmt.Sprintf("%v (protocol version %d.%d, %d batch items)", err, v.ProtocolVersionMajor, v.ProtocolVersionMinor, len(msg.BatchItem)), 256))
+	}
+	return resp, err
 }
 
 // auditItem gives every batch item its own service call (the caller from
@@ -191,6 +208,7 @@ func (h *handler) create(ctx context.Context, req *payloads.CreateRequestPayload
 		return nil, invalidf("Create makes symmetric keys only (got %s): use CreateKeyPair or Register", ttlv.EnumStr(req.ObjectType))
 	}
 	var t template
+	//lint:ignore SA1019 KMIP 1.0 to 1.2 clients, which Coffer serves, name the object in the template attribute
 	if err := parseTemplate(&t, req.TemplateAttribute.Name, req.TemplateAttribute.Attribute); err != nil {
 		return nil, err
 	}
@@ -217,6 +235,7 @@ func (h *handler) createKeyPair(ctx context.Context, req *payloads.CreateKeyPair
 		tpl *kmip.TemplateAttribute
 	}{{&common, req.CommonTemplateAttribute}, {&priv, req.PrivateKeyTemplateAttribute}, {&pub, req.PublicKeyTemplateAttribute}} {
 		if x.tpl != nil {
+			//lint:ignore SA1019 KMIP 1.0 to 1.2 clients, which Coffer serves, name the object in the template attribute
 			if err := parseTemplate(x.t, x.tpl.Name, x.tpl.Attribute); err != nil {
 				return nil, err
 			}
@@ -296,6 +315,7 @@ func (h *handler) createKeyPair(ctx context.Context, req *payloads.CreateKeyPair
 
 func (h *handler) register(ctx context.Context, req *payloads.RegisterRequestPayload) (*payloads.RegisterResponsePayload, error) {
 	var t template
+	//lint:ignore SA1019 KMIP 1.0 to 1.2 clients, which Coffer serves, name the object in the template attribute
 	if err := parseTemplate(&t, req.TemplateAttribute.Name, req.TemplateAttribute.Attribute); err != nil {
 		return nil, err
 	}
@@ -727,6 +747,7 @@ func (h *handler) rekey(ctx context.Context, req *payloads.RekeyRequestPayload) 
 	if req.Offset != nil {
 		return nil, kerr(kmip.ResultReasonFeatureNotSupported, "ReKey with an Offset: Coffer does not schedule activation")
 	}
+	//lint:ignore SA1019 KMIP 1.0 to 1.2 clients, which Coffer serves, name the object in the template attribute
 	if req.TemplateAttribute != nil && (len(req.TemplateAttribute.Attribute) > 0 || len(req.TemplateAttribute.Name) > 0) {
 		return nil, kerr(kmip.ResultReasonFeatureNotSupported, "ReKey with attributes: Coffer re-keys in place and keeps the object's attributes")
 	}

@@ -338,8 +338,8 @@ func TestPermissions(t *testing.T) {
 		}
 	}
 	none := f.client("ep-none")
-	if r := reason(t, none, &payloads.GetRequestPayload{UniqueIdentifier: cr.UniqueIdentifier}); r != kmip.ResultReasonPermissionDenied {
-		t.Fatalf("endpoint without grant Get: %s", ttlv.EnumStr(r))
+	if r := reason(t, none, &payloads.GetRequestPayload{UniqueIdentifier: cr.UniqueIdentifier}); r != kmip.ResultReasonItemNotFound {
+		t.Fatalf("endpoint without grant Get: %s, want Item Not Found (as for an id that names nothing)", ttlv.EnumStr(r))
 	}
 	if ids := must[*payloads.LocateResponsePayload](t, none, &payloads.LocateRequestPayload{}).UniqueIdentifier; len(ids) != 0 {
 		t.Fatalf("endpoint without grant locates %v", ids)
@@ -365,6 +365,58 @@ func TestPermissions(t *testing.T) {
 		t.Fatalf("objects after refusals: %d, want 2", len(page.Items))
 	}
 	if o, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); o.State != "active" || o.Latest != 1 || len(o.Attributes) != 0 {
+		t.Fatalf("refusals changed the object: %+v", o)
+	}
+}
+
+// TestForeignObjectLooksMissing: an endpoint without a grant on an object's
+// wallet gets, for every operation on it by id, the answer it gets for an id
+// that names nothing (reason and message, the id aside).
+func TestForeignObjectLooksMissing(t *testing.T) {
+	f := newFixture(t, Options{})
+	cr := must[*payloads.CreateResponsePayload](t, f.client("ep-rm"), aesCreate("k"))
+	id := cr.UniqueIdentifier
+	missing := id[:len(id)-1] + "0"
+	if missing == id {
+		missing = id[:len(id)-1] + "1"
+	}
+	none := f.client("ep-none")
+	ops := map[string]func(id string) kmip.OperationPayload{
+		"Get": func(id string) kmip.OperationPayload { return &payloads.GetRequestPayload{UniqueIdentifier: id} },
+		"GetAttributes": func(id string) kmip.OperationPayload {
+			return &payloads.GetAttributesRequestPayload{UniqueIdentifier: id}
+		},
+		"Activate": func(id string) kmip.OperationPayload { return &payloads.ActivateRequestPayload{UniqueIdentifier: id} },
+		"Rekey":    func(id string) kmip.OperationPayload { return &payloads.RekeyRequestPayload{UniqueIdentifier: id} },
+		"Destroy":  func(id string) kmip.OperationPayload { return &payloads.DestroyRequestPayload{UniqueIdentifier: id} },
+		"AddAttribute": func(id string) kmip.OperationPayload {
+			return &payloads.AddAttributeRequestPayload{UniqueIdentifier: id, Attribute: attr("x-a", "b")}
+		},
+		"Revoke": func(id string) kmip.OperationPayload {
+			return &payloads.RevokeRequestPayload{UniqueIdentifier: id,
+				RevocationReason: kmip.RevocationReason{RevocationReasonCode: kmip.RevocationReasonCodeUnspecified}}
+		},
+	}
+	for name, op := range ops {
+		got, err := none.Batch(context.Background(), op(id))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want, err := none.Batch(context.Background(), op(missing))
+		if err != nil {
+			t.Fatalf("%s (missing id): %v", name, err)
+		}
+		g, w := got[0], want[0]
+		if w.ResultReason != kmip.ResultReasonItemNotFound {
+			t.Errorf("%s on a missing id: %s, want Item Not Found", name, ttlv.EnumStr(w.ResultReason))
+		}
+		gm, wm := strings.ReplaceAll(g.ResultMessage, id, "ID"), strings.ReplaceAll(w.ResultMessage, missing, "ID")
+		if g.ResultStatus != w.ResultStatus || g.ResultReason != w.ResultReason || gm != wm {
+			t.Errorf("%s on another wallet's object: %s %q; on a missing id: %s %q", name,
+				ttlv.EnumStr(g.ResultReason), gm, ttlv.EnumStr(w.ResultReason), wm)
+		}
+	}
+	if o, _ := f.svc.DescribeObject(f.root, service.Ref{ID: id}); o.State != "pre-active" || len(o.Attributes) != 0 || o.Latest != 1 {
 		t.Fatalf("refusals changed the object: %+v", o)
 	}
 }
@@ -611,7 +663,8 @@ func TestShutdownBeforeHandshakeStarts(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	f.srv.mu.Lock()
-	f.srv.mu.Unlock() //nolint:staticcheck // an empty critical section: waits for Shutdown's wake loop
+	//lint:ignore SA2001 an empty critical section on purpose: it waits for Shutdown's wake loop to release the lock
+	f.srv.mu.Unlock()
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown waited for a connection that had not started its handshake: %v", err)
@@ -665,5 +718,60 @@ func TestRelayHandlerRefusesNonNodes(t *testing.T) {
 	}
 	if _, err := f.svc.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "relayed"}); !errors.Is(err, service.ErrNotFound) {
 		t.Fatalf("a refused relay created an object: %v", err)
+	}
+}
+
+// TestRefusedMessagesAreAudited: a message refused as a whole (too large,
+// an unsupported protocol version, a batch count that does not match, no
+// batch item) gets an audit record with its reason, as served ones do.
+func TestRefusedMessagesAreAudited(t *testing.T) {
+	f := newFixture(t, Options{MaxMessageSize: 4096})
+	query := func(v kmip.ProtocolVersion) kmip.RequestMessage {
+		return kmip.NewRequestMessage(v, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations}})
+	}
+	badCount := query(kmip.V1_4)
+	badCount.Header.BatchCount = 3
+	noItem := query(kmip.V1_4)
+	noItem.BatchItem, noItem.Header.BatchCount = nil, 0
+	cases := []struct {
+		name    string
+		msg     []byte
+		op      string
+		status  int
+		result  string
+		mention string
+	}{
+		{"too large", []byte{0x42, 0x00, 0x78, 0x01, 0x01, 0, 0, 0}, "kmipMessageTooLarge", 413, "message_too_large", "16777224 bytes"},
+		{"protocol 3.0", ttlv.MarshalTTLV(query(kmip.ProtocolVersion{ProtocolVersionMajor: 3})), "kmipMessage", 400, "invalid_message", "protocol version 3.0"},
+		{"batch count", ttlv.MarshalTTLV(badCount), "kmipMessage", 400, "invalid_message", "Batch Count Mismatch"},
+		{"no batch item", ttlv.MarshalTTLV(noItem), "kmipMalformed", 400, "invalid_message", "no batch item"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := f.svc.AuditCount()
+			c := f.rawConn("ep-read")
+			if _, err := c.Write(tc.msg); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := readResponse(c)
+			if err != nil || resp.BatchItem[0].ResultStatus != kmip.ResultStatusOperationFailed {
+				t.Fatalf("response: %v %+v", err, resp)
+			}
+			recs, err := f.svc.AuditRecords(f.root, before+1, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) != 1 {
+				t.Fatalf("%d audit records for one refused message: %+v", len(recs), recs)
+			}
+			r := recs[0]
+			if r.Operation != tc.op || r.Status != tc.status || r.Result != tc.result || r.Transport != "kmip" ||
+				!strings.Contains(r.Error, tc.mention) || r.Source == "" {
+				t.Fatalf("audit record %+v, want %s %d %s mentioning %q", r, tc.op, tc.status, tc.result, tc.mention)
+			}
+			if tc.op != "kmipMalformed" && r.Actor != "endpoint:ep-read" {
+				t.Fatalf("audit record actor %q, want the certificate's endpoint", r.Actor)
+			}
+		})
 	}
 }

@@ -337,6 +337,14 @@ func (c *conn) serve() {
 			switch {
 			case errors.As(err, &tooBig):
 				s.log.Warn("kmip: message too large; connection closed", "source", source, "size", tooBig.size, "max", s.opts.MaxMessageSize)
+				// The body is never read: the record names the size and the
+				// certificate's endpoint when it is still enrolled.
+				call := &service.Call{Source: source, Transport: "kmip", Start: time.Now()}
+				if id, aerr := s.svc.AuthenticateCert(certDER); aerr == nil {
+					call.Identity = id
+				}
+				s.svc.Audit(call, "kmipMessageTooLarge", 413, "message_too_large",
+					fmt.Sprintf("%v (limit %d bytes); connection closed", err, s.opts.MaxMessageSize))
 				c.writeResponse(errorResponse(nil, kmip.ResultReasonInvalidMessage, err.Error()))
 			case errors.Is(err, io.EOF), s.isClosing():
 			default:
@@ -461,6 +469,8 @@ func (s *Server) handle(ctx context.Context, certDER []byte, source string, b []
 	if len(msg.BatchItem) == 0 {
 		// KMIP requires at least one batch item: nothing to answer item by
 		// item, so the whole message is invalid (found by the fuzzer).
+		call := &service.Call{Source: source, Transport: "kmip", Start: time.Now()}
+		s.svc.Audit(call, "kmipMalformed", 400, "invalid_message", "request message has no batch item")
 		return errorResponse(msg, kmip.ResultReasonInvalidMessage, "request message has no batch item"), nil, false
 	}
 	// Authenticate on every message: a revoked endpoint is refused from its
@@ -473,12 +483,20 @@ func (s *Server) handle(ctx context.Context, certDER []byte, source string, b []
 	}
 	// Leader forwarding is the service's decision, as for REST and Vault.
 	url, fwd, err := s.svc.ForwardTo(writes(msg))
+	// notServed audits a message answered here without being executed.
+	notServed := func(status int, result, why string) {
+		call := &service.Call{Identity: id, Source: source, Transport: "kmip", Start: time.Now()}
+		s.svc.Audit(call, "kmipMessage", status, result, why)
+	}
 	switch {
 	case err != nil:
+		notServed(503, "unavailable", err.Error())
 		return errorResponse(msg, kmip.ResultReasonGeneralFailure, err.Error()), nil, true
 	case fwd && relayed:
 		// Relayed here by a node that took this one for the leader.
-		return errorResponse(msg, kmip.ResultReasonGeneralFailure, "this node is not the leader any more: not applied, send it again"), nil, true
+		const why = "this node is not the leader any more: not applied, send it again"
+		notServed(503, "not_leader", why)
+		return errorResponse(msg, kmip.ResultReasonGeneralFailure, why), nil, true
 	case fwd:
 		rctx, cancel := context.WithTimeout(ctx, relayTimeout)
 		defer cancel()
@@ -488,6 +506,7 @@ func (s *Server) handle(ctx context.Context, certDER []byte, source string, b []
 		}
 		if err != nil {
 			s.log.Warn("kmip: relaying to the leader failed", "source", source, "leader", url, "error", err)
+			notServed(502, "relay_failed", "relaying to the leader failed: "+err.Error())
 			return errorResponse(msg, kmip.ResultReasonGeneralFailure, err.Error()), nil, true
 		}
 		// Read your writes: the client's next Get here sees what the
@@ -568,13 +587,14 @@ func (s *Server) RelayHandler() http.Handler {
 		if source == "" {
 			source = r.RemoteAddr
 		}
+		service.MarkAudited(r.Context()) // handle audits the message
 		resp, raw, _ := s.handle(r.Context(), from.ClientCert, source+" via "+from.Peer, b, true)
 		if raw == nil {
 			raw = ttlv.MarshalTTLV(resp)
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set(forward.HeaderCommitIndex, strconv.FormatUint(s.svc.CatchUpStatus().LeaderCommit, 10))
-		w.Write(raw)
+		w.Write(raw) // #nosec G705 -- a binary KMIP response (Content-Type application/octet-stream), never HTML
 	})
 }
 

@@ -210,6 +210,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 				method, path, body := f.request(rt, c)
 				status, eb, raw := do(t, f.srv, f.tokens[c], method, path, body)
 				got := status != 401 && status != 403
+				if c == "ep-none" && strings.HasPrefix(rt.Pattern, "/api/v1/objects/{id}") && status == 404 {
+					// Refused as if the id named nothing
+					// (TestForeignObjectIDLooksMissing checks the answer).
+					got, status = false, 403
+				}
 				switch want := slices.Contains(ok, c); {
 				case want && !got:
 					t.Errorf("%s %s as %s: %d %s, want it allowed", method, path, c, status, raw)
@@ -220,5 +225,41 @@ func TestAuthorizationMatrix(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestForeignObjectIDLooksMissing: an endpoint with no grant on an object's
+// wallet gets, for every route that names an object by id, the same answer
+// (status, code and message, the id aside) as for an id that names nothing:
+// a 403 there would confirm that the id exists.
+func TestForeignObjectIDLooksMissing(t *testing.T) {
+	f := newMatrixFixture(t)
+	last := f.objID[len(f.objID)-1]
+	other := byte('0')
+	if last == '0' {
+		other = '1'
+	}
+	missing := f.objID[:len(f.objID)-1] + string(other)
+	n := 0
+	for _, rt := range (&api{}).routes() {
+		if !strings.HasPrefix(rt.Pattern, "/api/v1/objects/{id}") {
+			continue
+		}
+		n++
+		method, path, body := f.request(rt, "ep-none")
+		gotStatus, gotBody, gotRaw := do(t, f.srv, f.tokens["ep-none"], method, path, body)
+		wantStatus, wantBody, _ := do(t, f.srv, f.tokens["ep-none"], method, strings.ReplaceAll(path, f.objID, missing), body)
+		if wantStatus != 404 {
+			t.Errorf("%s (missing id): %d, want 404", rt.OperationID, wantStatus)
+		}
+		got := strings.ReplaceAll(gotBody.Error.Message, f.objID, "ID")
+		want := strings.ReplaceAll(wantBody.Error.Message, missing, "ID")
+		if gotStatus != wantStatus || gotBody.Error.Code != wantBody.Error.Code || got != want {
+			t.Errorf("%s on another wallet's object: %d %s %q; on a missing id: %d %s %q (raw %s)",
+				rt.OperationID, gotStatus, gotBody.Error.Code, got, wantStatus, wantBody.Error.Code, want, gotRaw)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("only %d routes name an object by id: the route patterns changed", n)
 	}
 }

@@ -108,14 +108,10 @@ func (a *api) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		call := &service.Call{Source: r.RemoteAddr, Transport: "rest", Start: start}
-		if isLocal(r) {
-			call.Transport, call.Source = "socket", "local"
-		} else if f := forward.Caller(r); f.ClientAddr != "" && a.svc.IsMember(f.Peer, f.PeerKey) {
-			// Forwarded by a member: the client is who it forwarded for
-			// (audit, login throttling and join limiting count the client).
-			call.Source = net.JoinHostPort(f.ClientAddr, "0") + " via " + f.Peer
-		}
+		call := a.newCall(r, start)
+		// Audited below, or deliberately not (NoAudit): AuditEvery adds
+		// nothing for this request.
+		service.MarkAudited(r.Context())
 		ctx := service.WithCall(r.Context(), call)
 		r = r.WithContext(ctx)
 		switch id, err := a.identify(r); {
@@ -146,6 +142,65 @@ func (a *api) wrap(rt route) http.Handler {
 			code = sw.code
 		}
 		a.svc.Audit(call, rt.OperationID, status, code, sw.msg)
+	})
+}
+
+// newCall is the service call of a request: its transport and source.
+func (a *api) newCall(r *http.Request, start time.Time) *service.Call {
+	call := &service.Call{Source: r.RemoteAddr, Transport: "rest", Start: start}
+	if isLocal(r) {
+		call.Transport, call.Source = "socket", "local"
+	} else if f := forward.Caller(r); f.ClientAddr != "" && a.svc.IsMember(f.Peer, f.PeerKey) {
+		// Forwarded by a member: the client is who it forwarded for
+		// (audit, login throttling and join limiting count the client).
+		call.Source = net.JoinHostPort(f.ClientAddr, "0") + " via " + f.Peer
+	}
+	return call
+}
+
+// AuditEvery wraps the server's whole HTTP handler (inside leader
+// forwarding, which the leader audits): a request that no transport
+// accounted for with service.MarkAudited (the mux redirected a path with
+// ".." or "//" to its clean form, no route matched outside /api/v1 and /v1,
+// a node-only route refused its caller) gets an audit record "unrouted"
+// with its status and the reason, never the body or the query string.
+func AuditEvery(svc *service.Service, next http.Handler) http.Handler {
+	a := &api{svc: svc}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ctx, seen := service.WithAuditMark(r.Context())
+		r = r.WithContext(ctx)
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if seen.Load() {
+			return
+		}
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		call := a.newCall(r, start)
+		if id, err := a.identify(r); err == nil {
+			call.Identity = id
+		}
+		method := metricMethod(r.Method)
+		var result, reason string
+		switch {
+		case status >= 300 && status < 400:
+			result = "redirected"
+			reason = fmt.Sprintf("%s %q is not a clean path (\".\", \"..\", \"//\" or a missing slash): redirected to its clean form, nothing served", method, r.URL.Path)
+		case status == http.StatusNotFound:
+			result, reason = "not_found", fmt.Sprintf("no route %s %q", method, r.URL.Path)
+		case status < 300:
+			result, reason = "ok", ""
+		default:
+			result = sw.code
+			if result == "" {
+				result = strings.ToLower(strings.ReplaceAll(http.StatusText(status), " ", "_"))
+			}
+			reason = fmt.Sprintf("%s %q refused: %s", method, r.URL.Path, http.StatusText(status))
+		}
+		svc.Audit(call, "unrouted", status, result, reason)
 	})
 }
 

@@ -99,6 +99,7 @@ type route struct {
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
+	service.MarkAudited(r.Context()) // audited below, or deliberately not (noAudit)
 	call := &service.Call{Source: r.RemoteAddr, Transport: "vault", Start: start}
 	r = r.WithContext(service.WithCall(r.Context(), call))
 	q := &request{a: a, w: rec, r: r, call: call, reqID: newRequestID()}
