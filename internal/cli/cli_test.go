@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"regexp"
 	"os"
 	"path/filepath"
 	"strings"
@@ -350,4 +351,35 @@ func TestWriteValue(t *testing.T) {
 	if b, _ := os.ReadFile(p); !bytes.Equal(b, []byte{0, 1, 2}) {
 		t.Fatalf("existing file changed: %x", b)
 	}
+}
+
+// TestHelpNamesRealCommands: a "coffer ..." command quoted in any help text
+// exists (restore's help once sent operators to "coffer keystore auto-open
+// enable", which does not).
+func TestHelpNamesRealCommands(t *testing.T) {
+	root := NewRootCommand()
+	var walk func(c *cobra.Command)
+	quoted := regexp.MustCompile(`coffer((?:\s+[a-z][a-z0-9-]*)+)`)
+	walk = func(c *cobra.Command) {
+		for _, m := range quoted.FindAllStringSubmatch(strings.Join(strings.Fields(c.Long+" "+c.Short), " "), -1) {
+			words := strings.Fields(m[1])
+			cur, used := root, 0
+			for _, w := range words {
+				next, _, err := cur.Find([]string{w})
+				if err != nil || next == cur {
+					break
+				}
+				cur, used = next, used+1
+			}
+			// A quote that stops at a command group with a word left over
+			// names a subcommand that does not exist.
+			if used < len(words) && cur.Annotations[groupAnnotation] != "" {
+				t.Errorf("%s's help quotes %q: %s has no command %q", c.CommandPath(), "coffer"+m[1], cur.CommandPath(), words[used])
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
 }

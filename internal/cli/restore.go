@@ -211,8 +211,8 @@ Backups open with the recovery passphrase that was valid when each was taken:
 $COFFER_RECOVERY_PASSPHRASE, or a prompt; --identity for age recipients. The
 master key generations come from the backups; the restored node's keystore is
 sealed under a new passphrase (--passphrase-file, or prompted twice).
-Auto-open is never restored: enable it again with coffer keystore auto-open
-enable.
+Auto-open is never restored: enable it again with coffer keystore
+enable-auto-open.
 
 The data dir must be new or empty; --force moves a non-empty one aside
 (DIR.before-restore-<time>). A dir with a running server is always refused.
