@@ -2,9 +2,9 @@ package cli
 
 import (
 	"bytes"
-	"regexp"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
