@@ -2,11 +2,9 @@ package service
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -214,34 +212,13 @@ func (s *Service) EnrollEndpoint(ctx context.Context, name, description string, 
 	e := state.Endpoint{Name: name, Description: description, CreatedBy: id.Actor()}
 	var out Enrollment
 	if len(csr) > 0 {
-		if b, _ := pem.Decode(csr); b != nil {
-			if b.Type != "CERTIFICATE REQUEST" {
-				return Enrollment{}, fmt.Errorf("%w: csr: PEM block is %q, want CERTIFICATE REQUEST", ErrInvalid, b.Type)
-			}
-			csr = b.Bytes
-		}
-		req, err := x509.ParseCertificateRequest(csr)
+		c, err := s.signEndpointCSR(name, csr)
 		if err != nil {
-			return Enrollment{}, fmt.Errorf("%w: csr: %v", ErrInvalid, err)
+			return Enrollment{}, err
 		}
-		if err := req.CheckSignature(); err != nil {
-			return Enrollment{}, fmt.Errorf("%w: csr signature: %v", ErrInvalid, err)
-		}
-		if s.cfg.CertIssuer == nil {
-			return Enrollment{}, fmt.Errorf("%w: this server has no certificate authority to sign client certificates", ErrUnavailable)
-		}
-		der, ca, err := s.cfg.CertIssuer.IssueClientCert(req, name)
-		if err != nil {
-			return Enrollment{}, fmt.Errorf("sign client certificate for %q: %w", name, err)
-		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return Enrollment{}, fmt.Errorf("sign client certificate for %q: %w", name, err)
-		}
-		fp := sha256.Sum256(der)
-		e.CertFingerprint, e.CertSerial, e.CertNotAfter = hex.EncodeToString(fp[:]), cert.SerialNumber.Text(16), cert.NotAfter.UTC()
-		out.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-		out.CA = string(ca)
+		e.CertFingerprint, e.CertSerial, e.CertNotAfter = c.fingerprint, c.serial, c.notAfter
+		out.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.der}))
+		out.CA = string(c.ca)
 	}
 	tok, h := newToken()
 	res, err := s.applyOpen(ctx, state.TypeEndpointEnroll, state.EndpointEnroll{Endpoint: e, TokenHash: h})

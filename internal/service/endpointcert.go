@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"time"
 
 	"github.com/coffer-kms/coffer/internal/state"
 )
@@ -24,38 +25,17 @@ func (s *Service) RenewEndpoint(ctx context.Context, name string, csr []byte) (E
 	if len(csr) == 0 {
 		return Enrollment{}, fmt.Errorf("%w: csr: a certificate request is required", ErrInvalid)
 	}
-	if b, _ := pem.Decode(csr); b != nil {
-		if b.Type != "CERTIFICATE REQUEST" {
-			return Enrollment{}, fmt.Errorf("%w: csr: PEM block is %q, want CERTIFICATE REQUEST", ErrInvalid, b.Type)
-		}
-		csr = b.Bytes
-	}
-	req, err := x509.ParseCertificateRequest(csr)
-	if err != nil {
-		return Enrollment{}, fmt.Errorf("%w: csr: %v", ErrInvalid, err)
-	}
-	if err := req.CheckSignature(); err != nil {
-		return Enrollment{}, fmt.Errorf("%w: csr signature: %v", ErrInvalid, err)
-	}
 	if old, err := s.st.Endpoint(name); err != nil {
 		return Enrollment{}, mapStateErr(err)
 	} else if old.State != "active" {
 		return Enrollment{}, fmt.Errorf("%w: endpoint %q is revoked: enrol it again", ErrConflict, name)
 	}
-	if s.cfg.CertIssuer == nil {
-		return Enrollment{}, fmt.Errorf("%w: this server has no certificate authority to sign client certificates", ErrUnavailable)
-	}
-	der, ca, err := s.cfg.CertIssuer.IssueClientCert(req, name)
+	c, err := s.signEndpointCSR(name, csr)
 	if err != nil {
-		return Enrollment{}, fmt.Errorf("sign client certificate for %q: %w", name, err)
+		return Enrollment{}, err
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return Enrollment{}, fmt.Errorf("sign client certificate for %q: %w", name, err)
-	}
-	fp := sha256.Sum256(der)
-	res, err := s.applyOpen(ctx, state.TypeEndpointRenew, state.EndpointRenew{Name: name, CertFingerprint: hex.EncodeToString(fp[:]),
-		CertSerial: cert.SerialNumber.Text(16), CertNotAfter: cert.NotAfter.UTC()})
+	res, err := s.applyOpen(ctx, state.TypeEndpointRenew, state.EndpointRenew{Name: name, CertFingerprint: c.fingerprint,
+		CertSerial: c.serial, CertNotAfter: c.notAfter})
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("renew endpoint %q: %w", name, err)
 	}
@@ -64,7 +44,45 @@ func (s *Service) RenewEndpoint(ctx context.Context, name string, csr []byte) (E
 		return Enrollment{}, fmt.Errorf("renew endpoint %q: the state machine did not confirm the write", name)
 	}
 	s.log.Info("endpoint certificate renewed; the previous one is denied", "endpoint", name, "by", id.Actor())
-	return Enrollment{Endpoint: endpointOf(got), Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), CA: string(ca)}, nil
+	return Enrollment{Endpoint: endpointOf(got), Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.der})), CA: string(c.ca)}, nil
+}
+
+// issuedCert is a client certificate signed for an endpoint.
+type issuedCert struct {
+	der, ca             []byte
+	fingerprint, serial string // SHA-256 of the DER (hex), serial (hex)
+	notAfter            time.Time
+}
+
+// signEndpointCSR checks a certificate request (PEM or DER) and signs a
+// client certificate for the endpoint name with the CA.
+func (s *Service) signEndpointCSR(name string, csr []byte) (issuedCert, error) {
+	if b, _ := pem.Decode(csr); b != nil {
+		if b.Type != "CERTIFICATE REQUEST" {
+			return issuedCert{}, fmt.Errorf("%w: csr: PEM block is %q, want CERTIFICATE REQUEST", ErrInvalid, b.Type)
+		}
+		csr = b.Bytes
+	}
+	req, err := x509.ParseCertificateRequest(csr)
+	if err != nil {
+		return issuedCert{}, fmt.Errorf("%w: csr: %v", ErrInvalid, err)
+	}
+	if err := req.CheckSignature(); err != nil {
+		return issuedCert{}, fmt.Errorf("%w: csr signature: %v", ErrInvalid, err)
+	}
+	if s.cfg.CertIssuer == nil {
+		return issuedCert{}, fmt.Errorf("%w: this server has no certificate authority to sign client certificates", ErrUnavailable)
+	}
+	der, ca, err := s.cfg.CertIssuer.IssueClientCert(req, name)
+	if err != nil {
+		return issuedCert{}, fmt.Errorf("sign client certificate for %q: %w", name, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return issuedCert{}, fmt.Errorf("sign client certificate for %q: %w", name, err)
+	}
+	fp := sha256.Sum256(der)
+	return issuedCert{der: der, ca: ca, fingerprint: hex.EncodeToString(fp[:]), serial: cert.SerialNumber.Text(16), notAfter: cert.NotAfter.UTC()}, nil
 }
 
 // ClientCertDenied reports whether a client certificate (its DER) was
