@@ -51,6 +51,10 @@ func (s *Service) passphraseAttempt(ctx context.Context, what string) (done func
 	}, nil
 }
 
+// errNotChecked is the outcome of an attempt that ended before its
+// passphrase was checked (it is taken back).
+var errNotChecked = errors.New("passphrase not checked")
+
 // takeBack uncounts one attempt from each key (it was not a failure).
 func (t *throttle) takeBack(keys ...string) {
 	t.mu.Lock()

@@ -91,3 +91,57 @@ func TestPassphraseGuessingIsThrottled(t *testing.T) {
 		}
 	}
 }
+
+// TestPassphraseDelayHoldsNoLock: a throttled passphrase change waits
+// before it takes the lifecycle lock, so writes go on meanwhile.
+func TestPassphraseDelayHoldsNoLock(t *testing.T) {
+	sleeping := make(chan struct{}, 1)
+	release := make(chan struct{})
+	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil },
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			select {
+			case sleeping <- struct{}{}:
+			default:
+			}
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	admin := WithCall(context.Background(), &Call{Transport: "rest", Source: "192.0.2.8:1", Identity: Identity{Kind: KindUser, Name: "sam", Roles: []Role{RoleSystemAdmin}}, Start: time.Now()})
+	for i := 0; i < 3; i++ { // free attempts
+		if err := s.ChangePassphrase(admin, []byte("wrong-old-passphrase"), []byte("new-passphrase-1")); !errors.Is(err, ErrWrongPassphrase) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.ChangePassphrase(admin, []byte("wrong-old-passphrase"), []byte("new-passphrase-1")) }()
+	<-sleeping // the fourth attempt waits its delay
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := s.PutSecret(rootCtx(), DefaultWallet, "during-delay", []byte("v"))
+		wrote <- err
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		close(release)
+		t.Fatal("a write waited for a throttled passphrase change")
+	}
+	close(release)
+	if err := <-done; !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("the delayed attempt: %v", err)
+	}
+}

@@ -36,6 +36,13 @@ func (s *Service) SetRecoveryPassphrase(ctx context.Context, old, new []byte) (R
 	if len(new) < 8 || len(new) > 200 {
 		return RecoveryStatus{}, fmt.Errorf("%w: %w: the recovery passphrase must be 8 to 200 bytes", ErrInvalid, ErrPassphraseLength)
 	}
+	// Throttled before the lifecycle lock: a delay never holds it.
+	done, err := s.passphraseAttempt(ctx, "recovery")
+	if err != nil {
+		return RecoveryStatus{}, err
+	}
+	checked := errNotChecked
+	defer func() { done(checked) }()
 	unlock, err := s.openForRead()
 	if err != nil {
 		return RecoveryStatus{}, err
@@ -46,16 +53,11 @@ func (s *Service) SetRecoveryPassphrase(ctx context.Context, old, new []byte) (R
 	switch {
 	case err == nil:
 		defer clear(cur)
-		done, err := s.passphraseAttempt(ctx, "recovery")
-		if err != nil {
-			return RecoveryStatus{}, err
-		}
 		if subtle.ConstantTimeCompare(cur, old) != 1 {
-			err := fmt.Errorf("%w: %w: the current recovery passphrase does not match", ErrInvalid, ErrWrongPassphrase)
-			done(err)
-			return RecoveryStatus{}, err
+			checked = fmt.Errorf("%w: %w: the current recovery passphrase does not match", ErrInvalid, ErrWrongPassphrase)
+			return RecoveryStatus{}, checked
 		}
-		done(nil)
+		checked = nil
 		r, _ := s.st.Recovery()
 		gen = r.Generation + 1
 	case errors.Is(err, ErrNotFound):

@@ -885,6 +885,13 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "changing the passphrase"); err != nil {
 		return err
 	}
+	// Throttled before the lifecycle lock: a delay never holds it.
+	done, err := s.passphraseAttempt(ctx, "change-passphrase")
+	if err != nil {
+		return err
+	}
+	checked := errNotChecked
+	defer func() { done(checked) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state == StateUninitialized {
@@ -893,12 +900,8 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	if s.Clustered() && (s.state != StateOpen || !s.node.IsLeader()) {
 		return fmt.Errorf("%w: in a cluster the keystore passphrase is changed on the open leader, and reaches every node from there (coffer cluster status names the leader)", ErrConflict)
 	}
-	done, err := s.passphraseAttempt(ctx, "change-passphrase")
-	if err != nil {
-		return err
-	}
 	ring, err := s.ks.ChangePassphrase(old, new)
-	done(err)
+	checked = err
 	if err != nil {
 		return mapKeystoreErr(err)
 	}
