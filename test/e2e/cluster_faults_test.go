@@ -347,7 +347,10 @@ func TestClusterBackupsFollowTheLeader(t *testing.T) {
 		return false
 	}, "the scheduled full backup on the leader")
 	putMany(t, all, "before", 20)
-	if err := all.ArchiveJournal(ctx); err != nil {
+	// Shipping segments encrypts each to the recovery passphrase (scrypt):
+	// on a loaded machine that takes longer than the 5 s requests do.
+	slow := longClient(t, nodes)
+	if err := slow.ArchiveJournal(ctx); err != nil {
 		t.Fatal(err)
 	}
 	lst0, err := withToken(t, leader, leader.token).Status(ctx)
@@ -376,7 +379,7 @@ func TestClusterBackupsFollowTheLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := all.ArchiveJournal(ctx); err != nil {
+	if err := slow.ArchiveJournal(ctx); err != nil {
 		t.Fatalf("archive on the new leader: %v", err)
 	}
 	newID, _ := nodeIDOf(t, nl)

@@ -136,6 +136,21 @@ func startCluster(t testing.TB, n int, extra ...string) ([]*node, *client.Client
 	return nodes, all
 }
 
+// longClient reaches every node with a request timeout fit for slow
+// operations (archiving, backups) on a loaded machine.
+func longClient(t testing.TB, nodes []*node) *client.Client {
+	t.Helper()
+	var urls []string
+	for _, nd := range nodes {
+		urls = append(urls, nd.url)
+	}
+	c, err := client.New(client.Config{Addresses: urls, CACert: nodes[0].caFile, Token: nodes[0].token, Timeout: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func leaderOf(t *testing.T, nodes []*node) (int, *node) {
 	t.Helper()
 	for i, n := range nodes {
