@@ -37,6 +37,18 @@ func putMany(t *testing.T, s *Service, prefix string, n int) {
 	}
 }
 
+// withHistory is an initialised service on dir holding n secrets ("a0"…)
+// whose raft log was never snapshotted.
+func withHistory(t *testing.T, dir string, n int) *Service {
+	t.Helper()
+	s := svcWith(t, dir, 1<<40, nil, nil)
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	putMany(t, s, "a", n)
+	return s
+}
+
 func svcWith(t *testing.T, dir string, snapEvery uint64, logs *bytes.Buffer, mu *sync.Mutex) *Service {
 	t.Helper()
 	cfg := Config{DataDir: dir, KDF: cheapKDF, SnapshotEvery: snapEvery,
@@ -58,11 +70,7 @@ func svcWith(t *testing.T, dir string, snapEvery uint64, logs *bytes.Buffer, mu 
 func TestSnapshotAtStartup(t *testing.T) {
 	dir := t.TempDir()
 	ctx := rootCtx()
-	s := svcWith(t, dir, 1<<40, nil, nil)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
-	putMany(t, s, "a", 120)
+	s := withHistory(t, dir, 120)
 	applied := s.st.AppliedIndex()
 	s.crashClose()
 
@@ -109,11 +117,7 @@ func TestSnapshotAtStartup(t *testing.T) {
 func TestSnapshotAtStartupWithoutRecordedConfiguration(t *testing.T) {
 	dir := t.TempDir()
 	ctx := rootCtx()
-	s := svcWith(t, dir, 1<<40, nil, nil)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
-	putMany(t, s, "a", 120)
+	s := withHistory(t, dir, 120)
 	applied := s.st.AppliedIndex()
 	if _, _, ok := s.st.RaftConfiguration(); !ok {
 		t.Fatal("the raft configuration was not recorded")
@@ -148,11 +152,7 @@ func TestSnapshotAtCleanStop(t *testing.T) {
 	ctx := rootCtx()
 	build := func() (string, *Service) {
 		dir := t.TempDir()
-		s := svcWith(t, dir, 1<<40, nil, nil)
-		if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-			t.Fatal(err)
-		}
-		putMany(t, s, "a", stopSnapshotMin+10)
+		s := withHistory(t, dir, stopSnapshotMin+10)
 		return dir, s
 	}
 	snapshotOf := func(dir string) uint64 {
@@ -202,11 +202,7 @@ func TestSnapshotAtCleanStop(t *testing.T) {
 func TestSnapshotAtStartupIsComplete(t *testing.T) {
 	dir := t.TempDir()
 	ctx := rootCtx()
-	s := svcWith(t, dir, 1<<40, nil, nil)
-	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
-	putMany(t, s, "a", 120)
+	s := withHistory(t, dir, 120)
 	s.crashClose()
 
 	s = svcWith(t, dir, 100, nil, nil)

@@ -91,20 +91,7 @@ func TestClusterNodeTrust(t *testing.T) {
 	roots.AppendCertsFromPEM(caPEM)
 	// asLocal is the leader's answer to GET /api/v1/cluster sent with cert
 	// and the headers of a node forwarding from its control socket.
-	asLocal := func(cert tls.Certificate) int {
-		t.Helper()
-		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}}}
-		defer hc.CloseIdleConnections()
-		req, _ := http.NewRequest("GET", leader.url+"/api/v1/cluster", nil)
-		req.Header.Set("X-Coffer-Forwarded-By", fid)
-		req.Header.Set("X-Coffer-Forwarded-Local", "1")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return -1
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	asLocal := func(cert tls.Certificate) int { return forwardedLocalStatus(leader.url, roots, cert, fid) }
 	// raftRefuses reports whether the leader's raft transport refuses a
 	// connection with cert (an alert), rather than keeping it open for RPCs.
 	raftRefuses := func(cert tls.Certificate, wait time.Duration) bool {
@@ -243,19 +230,7 @@ func TestClusterNodeKeyUpgrade(t *testing.T) {
 		roots := x509.NewCertPool()
 		caPEM, _ := os.ReadFile(target.caFile)
 		roots.AppendCertsFromPEM(caPEM)
-		status := func(cert tls.Certificate) int {
-			hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}}}
-			defer hc.CloseIdleConnections()
-			req, _ := http.NewRequest("GET", target.url+"/api/v1/cluster", nil)
-			req.Header.Set("X-Coffer-Forwarded-By", fid)
-			req.Header.Set("X-Coffer-Forwarded-Local", "1")
-			resp, err := hc.Do(req)
-			if err != nil {
-				return -1
-			}
-			resp.Body.Close()
-			return resp.StatusCode
-		}
+		status := func(cert tls.Certificate) int { return forwardedLocalStatus(target.url, roots, cert, fid) }
 		if got := status(genuine); got != http.StatusOK {
 			t.Fatalf("the member's own certificate after the upgrade: status %d, want 200", got)
 		}
@@ -294,4 +269,21 @@ func TestClusterNodeKeyUpgrade(t *testing.T) {
 			t.Fatalf("the follower's record in %s holds key %q, want its certificate's %q", n.dataDir, got, want)
 		}
 	}
+}
+
+// forwardedLocalStatus is the status of GET /api/v1/cluster at url, sent
+// with cert as node fid calling for itself (X-Coffer-Forwarded-Local), or -1
+// when the connection failed.
+func forwardedLocalStatus(url string, roots *x509.CertPool, cert tls.Certificate, fid string) int {
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}}}
+	defer hc.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", url+"/api/v1/cluster", nil)
+	req.Header.Set("X-Coffer-Forwarded-By", fid)
+	req.Header.Set("X-Coffer-Forwarded-Local", "1")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return -1
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
