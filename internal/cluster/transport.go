@@ -7,20 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
-
-// IsNodeCert reports whether a verified certificate is a cluster node's
-// (as opposed to an endpoint's client certificate from the same CA): only
-// nodes may speak raft, or forward requests on a client's behalf.
-func IsNodeCert(c *x509.Certificate) bool {
-	return c != nil && slices.Contains(c.Subject.OrganizationalUnit, tlsutil.NodeOU)
-}
 
 // tlsStream is raft's stream layer over mutual TLS: both sides present node
 // certificates from the cluster CA. Outgoing connections leave from the bind
@@ -127,7 +119,7 @@ func verifyNode(raw [][]byte, chains [][]*x509.Certificate, roots *x509.CertPool
 		}
 		leaf = certs[0]
 	}
-	if !IsNodeCert(leaf) {
+	if !tlsutil.IsNodeCert(leaf) {
 		return nil, fmt.Errorf("peer certificate %q is not a Coffer node certificate", leaf.Subject.CommonName)
 	}
 	return leaf, nil

@@ -37,7 +37,7 @@ var allowed = map[string][]string{
 	"internal/api/rest":    {"internal/api/forward", "internal/api/openapi", "internal/service", "internal/journal", "internal/state"},
 	"internal/api/vault":   {"internal/api/forward", "internal/service"},
 	"internal/api/kmip":    {"internal/api/forward", "internal/service", "internal/tlsutil"},
-	"internal/api/forward": {"internal/cluster", "internal/tlsutil"},
+	"internal/api/forward": {"internal/tlsutil"},
 	"internal/api/openapi": {},
 	"internal/metrics":     {"internal/connlimit", "internal/service"},
 
@@ -79,7 +79,6 @@ var allowed = map[string][]string{
 var knownViolations = map[string]string{
 	"internal/api/rest -> internal/state":      "REST answers with stored types (backup records, restore points); transports should own their JSON types",
 	"internal/api/rest -> internal/journal":    "REST answers with journal.SegmentInfo; transports should own their JSON types",
-	"internal/api/forward -> internal/cluster": "forward asks cluster.IsNodeCert; it belongs in tlsutil",
 }
 
 type pkg struct {

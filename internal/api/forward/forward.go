@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coffer-kms/coffer/internal/cluster"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
 
@@ -164,7 +163,7 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 			w.WriteHeader(http.StatusTemporaryRedirect)
 			return
 		}
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && cluster.IsNodeCert(r.TLS.PeerCertificates[0]) {
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && tlsutil.IsNodeCert(r.TLS.PeerCertificates[0]) {
 			// Another node forwarded this here, believing this node leads:
 			// forwarding again could lose the caller or loop.
 			refuseCode(w, r, "not_leader", "this node is not the leader any more: not applied, send it again")
@@ -311,7 +310,7 @@ func Caller(r *http.Request) From {
 		return From{}
 	}
 	peer := r.TLS.PeerCertificates[0]
-	if !cluster.IsNodeCert(peer) {
+	if !tlsutil.IsNodeCert(peer) {
 		return From{ClientCert: peer.Raw}
 	}
 	cn, key := peer.Subject.CommonName, tlsutil.KeyFingerprint(peer)
