@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/service"
-	"github.com/coffer-kms/coffer/internal/state"
 )
 
 // Bodies of the backup routes.
@@ -23,7 +22,7 @@ type (
 	}
 	// BackupList lists backup records, newest first.
 	BackupList struct {
-		Backups []state.BackupRecord `json:"backups"`
+		Backups []BackupRecord `json:"backups"`
 	}
 	// ScheduleList lists schedules.
 	ScheduleList struct {
@@ -44,7 +43,7 @@ type (
 	}
 	// BackupProgress is a running backup and the bytes written so far.
 	BackupProgress struct {
-		state.BackupRecord
+		BackupRecord
 		BytesWritten int64 `json:"bytes_written"`
 	}
 )
@@ -186,7 +185,7 @@ func (a *api) runBackup(w http.ResponseWriter, r *http.Request) {
 	if req.Wait {
 		status = http.StatusOK
 	}
-	a.reply(w, r, status, rec, err)
+	a.reply(w, r, status, backupRecordOf(rec), err)
 }
 
 // ResumeAfterRestoreRequest ends a restored node's backup hold; the body is optional.
@@ -208,14 +207,14 @@ func (a *api) currentBackup(w http.ResponseWriter, r *http.Request) {
 	p, err := a.svc.CurrentBackup(r.Context())
 	var out CurrentBackup
 	if p != nil {
-		out.Running = &BackupProgress{BackupRecord: p.BackupRecord, BytesWritten: p.BytesWritten}
+		out.Running = &BackupProgress{BackupRecord: backupRecordOf(p.BackupRecord), BytesWritten: p.BytesWritten}
 	}
 	a.reply(w, r, http.StatusOK, out, err)
 }
 
 func (a *api) listBackups(w http.ResponseWriter, r *http.Request) {
 	bs, err := a.svc.ListBackups(r.Context(), r.URL.Query().Get("destination"))
-	a.reply(w, r, http.StatusOK, BackupList{Backups: bs}, err)
+	a.reply(w, r, http.StatusOK, BackupList{Backups: backupRecordsOf(bs)}, err)
 }
 
 func (a *api) putSchedule(edit bool) http.HandlerFunc {
@@ -288,7 +287,7 @@ type RestorePointRequest struct {
 
 // RestorePointList lists restore points, oldest first.
 type RestorePointList struct {
-	RestorePoints []state.RestorePoint `json:"restore_points"`
+	RestorePoints []RestorePoint `json:"restore_points"`
 }
 
 func (a *api) createRestorePoint(w http.ResponseWriter, r *http.Request) {
@@ -298,10 +297,10 @@ func (a *api) createRestorePoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rp, err := a.svc.CreateRestorePoint(r.Context(), req.Name)
-	a.reply(w, r, http.StatusCreated, rp, err)
+	a.reply(w, r, http.StatusCreated, restorePointOf(rp), err)
 }
 
 func (a *api) listRestorePoints(w http.ResponseWriter, r *http.Request) {
 	rps, err := a.svc.ListRestorePoints(r.Context())
-	a.reply(w, r, http.StatusOK, RestorePointList{RestorePoints: rps}, err)
+	a.reply(w, r, http.StatusOK, RestorePointList{RestorePoints: restorePointsOf(rps)}, err)
 }

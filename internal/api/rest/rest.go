@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/openapi"
-	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/service"
 )
 
@@ -634,21 +633,6 @@ func (a *api) journalList(w http.ResponseWriter, r *http.Request) {
 		out = append(out, segmentOf(sg))
 	}
 	writeJSON(w, http.StatusOK, JournalList{Segments: out})
-}
-
-// Segment is a journal segment as the API shows it.
-type Segment struct {
-	Name       string    `json:"name"`
-	FirstIndex uint64    `json:"first_index"`
-	LastIndex  uint64    `json:"last_index"`
-	Records    int       `json:"records"`
-	Size       int64     `json:"size"`
-	Created    time.Time `json:"created"`
-	Closed     bool      `json:"closed"`
-}
-
-func segmentOf(s journal.SegmentInfo) Segment {
-	return Segment{Name: s.Name, FirstIndex: s.FirstIndex, LastIndex: s.LastIndex, Records: s.Records, Size: s.Size, Created: s.Created, Closed: s.Closed}
 }
 
 // JournalArchived answers an archive-now request.

@@ -6,7 +6,6 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/api/openapi"
 	"github.com/coffer-kms/coffer/internal/service"
-	"github.com/coffer-kms/coffer/internal/state"
 )
 
 // OpenAPIDocument is the checked-in description of every route (openapi.json).
@@ -142,8 +141,8 @@ func (a *api) routes() []route {
 		r("POST", "/api/v1/backup/destinations/{name}/catalog/rebuild", "rebuildCatalog", "Rewrite the destination's catalog from the backup files' manifests", true, nil, RebuildResult{}, eObj, a.rebuildCatalog, "backup"),
 		r("POST", "/api/v1/backup/destinations/{name}/archive/pause", "pauseArchive", "Pause shipping journal segments to the destination", true, nil, service.DestinationView{}, eObj, a.archivePause(true), "backup"),
 		r("POST", "/api/v1/backup/destinations/{name}/archive/resume", "resumeArchive", "Resume shipping journal segments", true, nil, service.DestinationView{}, eObj, a.archivePause(false), "backup"),
-		status(r("POST", "/api/v1/backup/run", "runBackup", "Take a backup now (one at a time); 202 when started, 200 with wait", true, service.BackupRequest{}, state.BackupRecord{}, eObj, a.runBackup, "backup"), 202),
-		r("POST", "/api/v1/backup/resume-after-restore", "resumeAfterRestore", "End the hold on a restored node's backups; take_over claims every destination for its timeline and starts a full backup to each (409 when not held)", true, ResumeAfterRestoreRequest{}, state.Timeline{}, eObj, a.resumeAfterRestore, "backup"),
+		status(r("POST", "/api/v1/backup/run", "runBackup", "Take a backup now (one at a time); 202 when started, 200 with wait", true, service.BackupRequest{}, BackupRecord{}, eObj, a.runBackup, "backup"), 202),
+		r("POST", "/api/v1/backup/resume-after-restore", "resumeAfterRestore", "End the hold on a restored node's backups; take_over claims every destination for its timeline and starts a full backup to each (409 when not held)", true, ResumeAfterRestoreRequest{}, service.Timeline{}, eObj, a.resumeAfterRestore, "backup"),
 		r("GET", "/api/v1/backup/current", "currentBackup", "The running backup and its progress", true, nil, CurrentBackup{}, e400, a.currentBackup, "backup"),
 		withQuery(r("GET", "/api/v1/backup/backups", "listBackups", "Backups, newest first", true, nil, BackupList{}, e400, a.listBackups, "backup"),
 			openapi.Param{Name: "destination", In: "query", Type: "string", Description: "only this destination"}),
@@ -153,7 +152,7 @@ func (a *api) routes() []route {
 		status(r("DELETE", "/api/v1/backup/schedules/{name}", "deleteSchedule", "Delete a schedule", true, nil, nil, eObj, a.deleteSchedule, "backup"), 204),
 		r("POST", "/api/v1/backup/schedules/{name}/pause", "pauseSchedule", "ACTIVE to PAUSED", true, nil, service.ScheduleView{}, eObj, a.schedulePause(true), "backup"),
 		r("POST", "/api/v1/backup/schedules/{name}/resume", "resumeSchedule", "PAUSED to ACTIVE", true, nil, service.ScheduleView{}, eObj, a.schedulePause(false), "backup"),
-		status(r("POST", "/api/v1/restore-points", "createRestorePoint", "Write a named restore point into the history", true, RestorePointRequest{}, state.RestorePoint{}, eObj, a.createRestorePoint, "backup"), 201),
+		status(r("POST", "/api/v1/restore-points", "createRestorePoint", "Write a named restore point into the history", true, RestorePointRequest{}, RestorePoint{}, eObj, a.createRestorePoint, "backup"), 201),
 		r("GET", "/api/v1/restore-points", "listRestorePoints", "Restore points: name, index and time", true, nil, RestorePointList{}, e400, a.listRestorePoints, "backup"),
 		r("POST", "/api/v1/sys/freeze", "freeze", "Write a full dump under <data-dir>/dump, then refuse writes until thaw or the timeout", true, FreezeRequest{}, service.FreezeStatus{}, eObj, a.freeze, "sys"),
 		r("POST", "/api/v1/sys/thaw", "thaw", "End a freeze", true, nil, service.FreezeStatus{}, eObj, a.thaw, "sys"),
