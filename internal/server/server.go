@@ -325,7 +325,9 @@ func Start(opts Options) (_ *Server, err error) {
 	s.tlsCerts, s.CAFile = tlsCerts, caFile
 
 	ropts := rest.Options{Logger: log, Stop: s.Stop}
-	mux := http.NewServeMux()
+	// Every route carries its facts (forward.WithFacts): forwarding asks
+	// the route a request matches where it is served.
+	mux := forward.NewServeMux()
 	if !cfg.Metrics.Disable {
 		m := metrics.New(svc)
 		m.AddConnectionLimits("https", &s.rejected.https)
@@ -335,10 +337,10 @@ func Start(opts Options) (_ *Server, err error) {
 		// object names or tokens (labels are route patterns).
 		// Scraped often, like health: not audited.
 		mh := m.Handler()
-		mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.Handle("GET /metrics", forward.WithFacts(forward.Facts{Placement: forward.NodeLocal}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			service.MarkAudited(r.Context())
 			mh.ServeHTTP(w, r)
-		}))
+		})))
 	}
 	mux.Handle("/", rest.Handler(svc, ropts))
 	// Vault-compatible subset (KV v2, Transit, sys/health): docs/vault.md.
@@ -347,10 +349,10 @@ func Start(opts Options) (_ *Server, err error) {
 		vopts.Metrics = ropts.Metrics
 	}
 	mux.Handle("/v1/", vault.Handler(svc, vopts))
-	// Writes reaching a follower go to the leader (issue 6).
+	// Writes reaching a follower go to the leader, as their routes' facts say.
 	// Every request gets an audit record: those no transport audits
 	// (redirects to a clean path, unknown paths) are audited as "unrouted".
-	handler := forward.Handler(rest.AuditEvery(svc, mux), svc, forward.Options{Logger: log, IsLocal: rest.IsLocal})
+	handler := forward.Handler(rest.AuditEvery(svc, mux), svc, forward.Options{Logger: log, IsLocal: rest.IsLocal, Routes: mux})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -403,7 +405,7 @@ func Start(opts Options) (_ *Server, err error) {
 				// KMIP messages a follower relays to this node when it leads
 				// (node certificates only; node-local, never forwarded on).
 				// The HTTP server does not serve yet.
-				mux.Handle("POST "+kmipapi.RelayPath, s.kmipSrv.RelayHandler())
+				mux.Handle("POST "+kmipapi.RelayPath, forward.WithFacts(forward.Facts{Placement: forward.NodeLocal}, s.kmipSrv.RelayHandler()))
 				s.KMIPAddr = kln.Addr().String()
 				go func() {
 					if err := s.kmipSrv.Serve(kln, kconf); err != nil && err != kmipapi.ErrServerClosed {

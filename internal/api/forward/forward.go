@@ -59,33 +59,9 @@ type Options struct {
 	Logger *slog.Logger
 	// IsLocal reports whether a request came through the control socket.
 	IsLocal func(*http.Request) bool
-}
-
-// nodeLocal are requests about this node itself: never forwarded.
-func nodeLocal(r *http.Request) bool {
-	p := r.URL.Path
-	for _, pre := range []string{
-		"/api/v1/sys/init", "/api/v1/sys/open", "/api/v1/sys/seal", "/api/v1/sys/stop", "/api/v1/sys/root-token",
-		"/api/v1/sys/keystore/change-passphrase", "/api/v1/sys/keystore/enable-auto-open", "/api/v1/sys/keystore/disable-auto-open",
-		"/api/v1/sys/keystore/reset-passphrase", "/api/v1/sys/freeze", "/api/v1/sys/thaw", "/api/v1/sys/journal/rotate",
-		"/api/v1/sys/journal/prune",
-		"/api/v1/sys/cluster/", "/api/v1/audit/verify", "/api/v1/sys/health", "/v1/sys/health", "/v1/sys/seal-status",
-		"/api/v1/cluster/ca", "/metrics",
-	} {
-		if p == pre || strings.HasPrefix(p, pre) && strings.HasSuffix(pre, "/") {
-			return true
-		}
-	}
-	return false
-}
-
-// nodeView are reads about this node, its logs or its files (status,
-// journal, audit log, the backup it is running): served where they arrive
-// even while the node catches up.
-func nodeView(r *http.Request) bool {
-	p := r.URL.Path
-	return p == "/api/v1/cluster" || p == "/api/v1/openapi.json" || p == "/api/v1/backup/current" ||
-		strings.HasPrefix(p, "/api/v1/sys/") || p == "/api/v1/audit" || strings.HasPrefix(p, "/api/v1/audit/")
+	// Routes tells the facts of the route a request is for; a request no
+	// route matches (or every request, when nil) is placed Leader.
+	Routes Router
 }
 
 func isWrite(r *http.Request) bool {
@@ -108,7 +84,8 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 		proxyOnce sync.Once
 	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !c.Clustered() || nodeLocal(r) {
+		place := placement(o.Routes, r)
+		if !c.Clustered() || place == NodeLocal {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -119,7 +96,7 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 		linear := strings.EqualFold(r.Header.Get(HeaderConsistency), "linearizable")
 		// A follower still catching up since it opened would answer reads
 		// with stale data: they go to the leader like writes.
-		behind := !isWrite(r) && !linear && !nodeView(r) && !c.CaughtUp()
+		behind := !isWrite(r) && !linear && place != NodeView && !c.CaughtUp()
 		if !isWrite(r) && !linear && !behind {
 			next.ServeHTTP(w, r)
 			return

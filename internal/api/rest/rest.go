@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/coffer-kms/coffer/internal/api/forward"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/api/forward"
 	"github.com/coffer-kms/coffer/internal/api/openapi"
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -61,19 +61,23 @@ type Observer interface {
 	ObserveRequest(transport, route, method string, code int, d time.Duration)
 }
 
-// Handler returns the /api/v1 routes.
-func Handler(svc *service.Service, opts Options) http.Handler {
+// Handler returns the /api/v1 routes, which tell their facts.
+func Handler(svc *service.Service, opts Options) forward.RoutedHandler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &api{svc: svc, log: opts.Logger, stop: opts.Stop, metrics: opts.Metrics, doc: OpenAPIDocument}
-	mux := http.NewServeMux()
+	mux := forward.NewServeMux()
 	for _, rt := range a.routes() {
-		mux.Handle(rt.Method+" "+rt.Pattern, a.wrap(rt))
+		mux.Handle(rt.Method+" "+rt.Pattern, forward.WithFacts(rt.facts, a.wrap(rt)))
 	}
-	mux.Handle("/api/v1/", a.wrap(route{Route: openapi.Route{Pattern: "/api/v1/", OperationID: "notFound"}, h: func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
-	}}))
+	// No route: answered here, or by the leader for what would be a write.
+	notFound := route{Route: openapi.Route{Pattern: "/api/v1/", OperationID: "notFound"},
+		facts: forward.Facts{Placement: forward.Leader, Audit: "notFound"},
+		h: func(w http.ResponseWriter, r *http.Request) {
+			writeErr(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+		}}
+	mux.Handle("/api/v1/", forward.WithFacts(notFound.facts, a.wrap(notFound)))
 	return mux
 }
 
@@ -108,7 +112,7 @@ func (a *api) wrap(rt route) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		call := a.newCall(r, start)
-		// Audited below, or deliberately not (NoAudit): AuditEvery adds
+		// Audited below, or deliberately not (no audit action): AuditEvery adds
 		// nothing for this request.
 		service.MarkAudited(r.Context())
 		ctx := service.WithCall(r.Context(), call)
@@ -117,7 +121,7 @@ func (a *api) wrap(rt route) http.Handler {
 		case err == nil:
 			call.Identity = id
 			rt.h(sw, r)
-		case rt.Auth:
+		case rt.facts.Auth:
 			a.fail(sw, r, err)
 		default:
 			rt.h(sw, r)
@@ -133,14 +137,14 @@ func (a *api) wrap(rt route) http.Handler {
 		if a.metrics != nil {
 			a.metrics.ObserveRequest(call.Transport, rt.Pattern, method, status, d)
 		}
-		if rt.NoAudit {
+		if rt.facts.Audit == "" {
 			return
 		}
 		code := "ok"
 		if status >= 400 {
 			code = sw.code
 		}
-		a.svc.Audit(call, rt.OperationID, status, code, sw.msg)
+		a.svc.Audit(call, rt.facts.Audit, status, code, sw.msg)
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"net/http"
 
+	"github.com/coffer-kms/coffer/internal/api/forward"
 	"github.com/coffer-kms/coffer/internal/api/openapi"
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -16,12 +17,25 @@ import (
 //go:embed openapi.json
 var OpenAPIDocument []byte
 
-// route is one API route: its documentation and its handler.
+// route is one API route: its documentation, its facts and its handler.
 type route struct {
 	openapi.Route
-	h       http.HandlerFunc
-	NoAudit bool // health and the document itself: polled often, touch nothing
+	facts forward.Facts
+	h     http.HandlerFunc
 }
+
+// The facts a route can have: whether the caller must authenticate, and
+// where it is served in a cluster (the leader, or this node: its own view,
+// or an operation on the node itself). The audit action is the operation
+// id, unless noAudit.
+var (
+	leader     = forward.Facts{Auth: true, Placement: forward.Leader}
+	view       = forward.Facts{Auth: true, Placement: forward.NodeView}
+	local      = forward.Facts{Auth: true, Placement: forward.NodeLocal}
+	openLeader = forward.Facts{Auth: false, Placement: forward.Leader}
+	openView   = forward.Facts{Auth: false, Placement: forward.NodeView}
+	openLocal  = forward.Facts{Auth: false, Placement: forward.NodeLocal}
+)
 
 var (
 	e400 = []int{400, 401, 403, 503}
@@ -36,73 +50,75 @@ var pageParams = []openapi.Param{
 
 // routes is the whole API. The OpenAPI document is generated from it.
 func (a *api) routes() []route {
-	r := func(method, pattern, op, summary string, auth bool, req, resp any, errs []int, h http.HandlerFunc, tags ...string) route {
-		return route{Route: openapi.Route{Method: method, Pattern: pattern, OperationID: op, Summary: summary, Auth: auth,
-			Request: req, Response: resp, Errors: errs, Tags: tags}, h: h}
+	r := func(method, pattern, op, summary string, f forward.Facts, req, resp any, errs []int, h http.HandlerFunc, tags ...string) route {
+		f.Audit = op
+		return route{Route: openapi.Route{Method: method, Pattern: pattern, OperationID: op, Summary: summary, Auth: f.Auth,
+			Request: req, Response: resp, Errors: errs, Tags: tags}, facts: f, h: h}
 	}
 	withQuery := func(rt route, q ...openapi.Param) route { rt.Query = append(rt.Query, q...); return rt }
 	status := func(rt route, code int) route { rt.Status = code; return rt }
-	noAudit := func(rt route) route { rt.NoAudit = true; return rt }
+	// Polled often (health, the CA, the document itself): touch nothing.
+	noAudit := func(rt route) route { rt.facts.Audit = ""; return rt }
 	version := openapi.Param{Name: "version", In: "query", Type: "integer", Description: "version number (default: latest)"}
 	return []route{
 		// System
-		noAudit(r("GET", "/api/v1/sys/health", "health", "Health: 200 open, 503 sealed, 501 uninitialised", false, nil, Health{}, nil, a.health, "sys")),
-		// Cluster (issue 6)
-		noAudit(r("GET", "/api/v1/cluster/ca", "clusterCA", "The cluster CA certificate (PEM; a joining node checks it against its token)", false, nil, nil, nil, a.clusterCA, "cluster")),
-		r("POST", "/api/v1/cluster/join", "clusterJoin", "Admit a node presenting a one-time join token (node to leader)", false, service.JoinRequest{}, service.JoinResponse{}, e400, a.clusterJoin, "cluster"),
-		r("POST", "/api/v1/sys/cluster/join", "clusterJoinLocal", "Join this uninitialised node to a cluster (local control socket only)", false, JoinLocalRequest{}, service.Status{}, []int{400, 403, 409, 503}, a.clusterJoinLocal, "cluster"),
-		r("POST", "/api/v1/cluster/init", "clusterInit", "Make this node the first of a cluster (idempotent): records its addresses", true, nil, service.ClusterStatus{}, e400, a.clusterInit, "cluster"),
-		r("POST", "/api/v1/cluster/tokens", "clusterToken", "Create a one-time join token", true, TokenRequest{}, service.JoinToken{}, e400, a.clusterToken, "cluster"),
-		r("POST", "/api/v1/cluster/promote", "clusterPromote", "Make a caught-up node a voter (the node itself, or a system administrator)", true, PromoteRequest{}, nil, eObj, a.clusterPromote, "cluster"),
-		r("GET", "/api/v1/cluster", "clusterStatus", "Members, roles, last contact, applied index and lag", true, nil, service.ClusterStatus{}, e400, a.clusterStatus, "cluster"),
-		r("POST", "/api/v1/cluster/switchover", "clusterSwitchover", "Hand leadership to another voter", true, SwitchoverRequest{}, SwitchoverResult{}, eObj, a.clusterSwitchover, "cluster"),
-		r("DELETE", "/api/v1/cluster/nodes/{id}", "clusterRemove", "Remove a node from the cluster", true, nil, nil, eObj, a.clusterRemove, "cluster"),
-		noAudit(r("GET", "/api/v1/openapi.json", "openapi", "This API's OpenAPI 3 document", false, nil, nil, nil, a.openapi, "sys")),
-		r("POST", "/api/v1/sys/init", "init", "Initialise the keystore (local control socket only)", false, PassphraseRequest{}, InitResponse{}, []int{400, 403, 409}, a.init, "sys"),
-		r("POST", "/api/v1/sys/open", "open", "Open the keystore with the passphrase or auto-open", false, PassphraseRequest{}, service.Status{}, []int{400, 409, 501}, a.open, "sys"),
-		r("POST", "/api/v1/sys/seal", "seal", "Seal the keystore", true, nil, service.Status{}, e400, a.seal, "sys"),
-		r("GET", "/api/v1/sys/status", "status", "Node status", true, nil, service.Status{}, e400, a.status, "sys"),
-		status(r("POST", "/api/v1/sys/stop", "stop", "Stop the server (smart, fast or immediate)", true, StopRequest{}, nil, e400, a.stopServer, "sys"), 202),
-		r("POST", "/api/v1/sys/root-token", "createRootToken", "Create a root token (local control socket only); ttl: it expires after that (e.g. 1h)", true, RootTokenRequest{}, InitResponse{}, e400, a.rootToken, "sys"),
-		r("GET", "/api/v1/sys/root-tokens", "listRootTokens", "List root tokens by accessor (never the tokens)", true, nil, RootTokenList{}, e400, a.listRootTokens, "sys"),
-		r("DELETE", "/api/v1/sys/root-tokens/{accessor}", "revokeRootToken", "Revoke the root token whose accessor starts with the given (at least 8) hex digits", true, nil, nil, eObj, a.revokeRootToken, "sys"),
-		r("POST", "/api/v1/sys/keystore/rotate-master-key", "rotateMasterKey", "Add a master key generation and re-wrap the data keys", true, nil, GenerationResponse{}, e400, a.rotateMasterKey, "sys"),
-		r("POST", "/api/v1/sys/keystore/rotate-data-key", "rotateDataKey", "Start a new data key", true, nil, GenerationResponse{}, e400, a.rotateDataKey, "sys"),
-		r("POST", "/api/v1/sys/keystore/change-passphrase", "changePassphrase", "Change the keystore passphrase", true, ChangePassphraseRequest{}, nil, e400, a.changePassphrase, "sys"),
-		r("POST", "/api/v1/sys/keystore/reset-passphrase", "resetPassphrase", "Set a new passphrase without the old one (local control socket only)", true, ResetPassphraseRequest{}, nil, e400, a.resetPassphrase, "sys"),
-		r("POST", "/api/v1/sys/keystore/enable-auto-open", "enableAutoOpen", "Write keystore.aks so the server opens without a passphrase", true, nil, nil, e400, a.enableAutoOpen, "sys"),
-		r("POST", "/api/v1/sys/keystore/disable-auto-open", "disableAutoOpen", "Remove keystore.aks", true, nil, nil, e400, a.disableAutoOpen, "sys"),
-		r("GET", "/api/v1/sys/journal", "listJournal", "Journal segments", true, nil, JournalList{}, e400, a.journalList, "sys"),
-		r("POST", "/api/v1/sys/journal/rotate", "rotateJournal", "Close the current journal segment", true, nil, JournalRotated{}, e400, a.journalRotate, "sys"),
-		r("POST", "/api/v1/sys/journal/prune", "pruneJournal", "Remove this node's closed journal segments that no destination needs any more (dry_run: only list them)", true, JournalPruneRequest{}, JournalPruned{}, e400, a.journalPrune, "sys"),
-		r("POST", "/api/v1/sys/journal/archive", "archiveJournal", "Close the current segment and ship every closed segment to the archiving destinations now (409 when a backup holds them for more than 15 s)", true, nil, JournalArchived{}, []int{400, 401, 403, 409, 503}, a.journalArchive, "sys"),
+		noAudit(r("GET", "/api/v1/sys/health", "health", "Health: 200 open, 503 sealed, 501 uninitialised", openLocal, nil, Health{}, nil, a.health, "sys")),
+		// Cluster
+		noAudit(r("GET", "/api/v1/cluster/ca", "clusterCA", "The cluster CA certificate (PEM; a joining node checks it against its token)", openLocal, nil, nil, nil, a.clusterCA, "cluster")),
+		r("POST", "/api/v1/cluster/join", "clusterJoin", "Admit a node presenting a one-time join token (node to leader)", openLeader, service.JoinRequest{}, service.JoinResponse{}, e400, a.clusterJoin, "cluster"),
+		r("POST", "/api/v1/sys/cluster/join", "clusterJoinLocal", "Join this uninitialised node to a cluster (local control socket only)", openLocal, JoinLocalRequest{}, service.Status{}, []int{400, 403, 409, 503}, a.clusterJoinLocal, "cluster"),
+		r("POST", "/api/v1/cluster/init", "clusterInit", "Make this node the first of a cluster (idempotent): records its addresses", leader, nil, service.ClusterStatus{}, e400, a.clusterInit, "cluster"),
+		r("POST", "/api/v1/cluster/tokens", "clusterToken", "Create a one-time join token", leader, TokenRequest{}, service.JoinToken{}, e400, a.clusterToken, "cluster"),
+		r("POST", "/api/v1/cluster/promote", "clusterPromote", "Make a caught-up node a voter (the node itself, or a system administrator)", leader, PromoteRequest{}, nil, eObj, a.clusterPromote, "cluster"),
+		r("GET", "/api/v1/cluster", "clusterStatus", "Members, roles, last contact, applied index and lag", view, nil, service.ClusterStatus{}, e400, a.clusterStatus, "cluster"),
+		r("POST", "/api/v1/cluster/switchover", "clusterSwitchover", "Hand leadership to another voter", leader, SwitchoverRequest{}, SwitchoverResult{}, eObj, a.clusterSwitchover, "cluster"),
+		r("DELETE", "/api/v1/cluster/nodes/{id}", "clusterRemove", "Remove a node from the cluster", leader, nil, nil, eObj, a.clusterRemove, "cluster"),
+		noAudit(r("GET", "/api/v1/openapi.json", "openapi", "This API's OpenAPI 3 document", openView, nil, nil, nil, a.openapi, "sys")),
+		r("POST", "/api/v1/sys/init", "init", "Initialise the keystore (local control socket only)", openLocal, PassphraseRequest{}, InitResponse{}, []int{400, 403, 409}, a.init, "sys"),
+		r("POST", "/api/v1/sys/open", "open", "Open the keystore with the passphrase or auto-open", openLocal, PassphraseRequest{}, service.Status{}, []int{400, 409, 501}, a.open, "sys"),
+		r("POST", "/api/v1/sys/seal", "seal", "Seal the keystore", local, nil, service.Status{}, e400, a.seal, "sys"),
+		r("GET", "/api/v1/sys/status", "status", "Node status", view, nil, service.Status{}, e400, a.status, "sys"),
+		status(r("POST", "/api/v1/sys/stop", "stop", "Stop the server (smart, fast or immediate)", local, StopRequest{}, nil, e400, a.stopServer, "sys"), 202),
+		r("POST", "/api/v1/sys/root-token", "createRootToken", "Create a root token (local control socket only); ttl: it expires after that (e.g. 1h)", local, RootTokenRequest{}, InitResponse{}, e400, a.rootToken, "sys"),
+		r("GET", "/api/v1/sys/root-tokens", "listRootTokens", "List root tokens by accessor (never the tokens)", view, nil, RootTokenList{}, e400, a.listRootTokens, "sys"),
+		r("DELETE", "/api/v1/sys/root-tokens/{accessor}", "revokeRootToken", "Revoke the root token whose accessor starts with the given (at least 8) hex digits", leader, nil, nil, eObj, a.revokeRootToken, "sys"),
+		r("POST", "/api/v1/sys/keystore/rotate-master-key", "rotateMasterKey", "Add a master key generation and re-wrap the data keys", leader, nil, GenerationResponse{}, e400, a.rotateMasterKey, "sys"),
+		r("POST", "/api/v1/sys/keystore/rotate-data-key", "rotateDataKey", "Start a new data key", leader, nil, GenerationResponse{}, e400, a.rotateDataKey, "sys"),
+		r("POST", "/api/v1/sys/keystore/change-passphrase", "changePassphrase", "Change the keystore passphrase", local, ChangePassphraseRequest{}, nil, e400, a.changePassphrase, "sys"),
+		r("POST", "/api/v1/sys/keystore/reset-passphrase", "resetPassphrase", "Set a new passphrase without the old one (local control socket only)", local, ResetPassphraseRequest{}, nil, e400, a.resetPassphrase, "sys"),
+		r("POST", "/api/v1/sys/keystore/enable-auto-open", "enableAutoOpen", "Write keystore.aks so the server opens without a passphrase", local, nil, nil, e400, a.enableAutoOpen, "sys"),
+		r("POST", "/api/v1/sys/keystore/disable-auto-open", "disableAutoOpen", "Remove keystore.aks", local, nil, nil, e400, a.disableAutoOpen, "sys"),
+		r("GET", "/api/v1/sys/journal", "listJournal", "Journal segments", view, nil, JournalList{}, e400, a.journalList, "sys"),
+		r("POST", "/api/v1/sys/journal/rotate", "rotateJournal", "Close the current journal segment", local, nil, JournalRotated{}, e400, a.journalRotate, "sys"),
+		r("POST", "/api/v1/sys/journal/prune", "pruneJournal", "Remove this node's closed journal segments that no destination needs any more (dry_run: only list them)", local, JournalPruneRequest{}, JournalPruned{}, e400, a.journalPrune, "sys"),
+		r("POST", "/api/v1/sys/journal/archive", "archiveJournal", "Close the current segment and ship every closed segment to the archiving destinations now (409 when a backup holds them for more than 15 s)", leader, nil, JournalArchived{}, []int{400, 401, 403, 409, 503}, a.journalArchive, "sys"),
 
 		// Sessions
-		r("POST", "/api/v1/auth/login", "login", "Log in with a user name and password; returns an expiring session token", false, LoginRequest{}, service.Session{}, []int{400, 401, 429, 503}, a.login, "auth"),
-		r("POST", "/api/v1/auth/logout", "logout", "End the caller's session", true, nil, nil, e400, a.logout, "auth"),
-		r("GET", "/api/v1/auth/whoami", "whoami", "The caller's identity", true, nil, service.Whoami{}, e400, a.whoami, "auth"),
+		r("POST", "/api/v1/auth/login", "login", "Log in with a user name and password; returns an expiring session token", openLeader, LoginRequest{}, service.Session{}, []int{400, 401, 429, 503}, a.login, "auth"),
+		r("POST", "/api/v1/auth/logout", "logout", "End the caller's session", leader, nil, nil, e400, a.logout, "auth"),
+		r("GET", "/api/v1/auth/whoami", "whoami", "The caller's identity", leader, nil, service.Whoami{}, e400, a.whoami, "auth"),
 
 		// Users
-		status(r("POST", "/api/v1/users", "createUser", "Create an administrator", true, CreateUserRequest{}, service.User{}, []int{400, 401, 403, 409, 503}, a.createUser, "users"), 201),
-		withQuery(r("GET", "/api/v1/users", "listUsers", "List administrators", true, nil, service.Page[service.User]{}, e400, a.listUsers, "users"), pageParams...),
-		r("GET", "/api/v1/users/{name}", "getUser", "Get an administrator", true, nil, service.User{}, []int{401, 403, 404}, a.getUser, "users"),
-		r("PATCH", "/api/v1/users/{name}", "updateUser", "Change an administrator's password, roles or disabled flag", true, service.UserChange{}, service.User{}, eObj, a.updateUser, "users"),
-		status(r("DELETE", "/api/v1/users/{name}", "deleteUser", "Delete an administrator and end its sessions", true, nil, nil, eObj, a.deleteUser, "users"), 204),
+		status(r("POST", "/api/v1/users", "createUser", "Create an administrator", leader, CreateUserRequest{}, service.User{}, []int{400, 401, 403, 409, 503}, a.createUser, "users"), 201),
+		withQuery(r("GET", "/api/v1/users", "listUsers", "List administrators", leader, nil, service.Page[service.User]{}, e400, a.listUsers, "users"), pageParams...),
+		r("GET", "/api/v1/users/{name}", "getUser", "Get an administrator", leader, nil, service.User{}, []int{401, 403, 404}, a.getUser, "users"),
+		r("PATCH", "/api/v1/users/{name}", "updateUser", "Change an administrator's password, roles or disabled flag", leader, service.UserChange{}, service.User{}, eObj, a.updateUser, "users"),
+		status(r("DELETE", "/api/v1/users/{name}", "deleteUser", "Delete an administrator and end its sessions", leader, nil, nil, eObj, a.deleteUser, "users"), 204),
 
 		// Wallets
-		status(r("POST", "/api/v1/wallets", "createWallet", "Create a wallet", true, CreateWalletRequest{}, service.Wallet{}, []int{400, 401, 403, 409, 503}, a.createWallet, "wallets"), 201),
-		withQuery(r("GET", "/api/v1/wallets", "listWallets", "List wallets (endpoints see those granted to them)", true, nil, service.Page[service.Wallet]{}, e400, a.listWallets, "wallets"), pageParams...),
-		r("GET", "/api/v1/wallets/{wallet}", "getWallet", "Get a wallet and its grants", true, nil, service.Wallet{}, []int{401, 403, 404}, a.getWallet, "wallets"),
-		status(r("DELETE", "/api/v1/wallets/{wallet}", "deleteWallet", "Delete an empty wallet", true, nil, nil, eObj, a.deleteWallet, "wallets"), 204),
-		r("PUT", "/api/v1/wallets/{wallet}/grants/{endpoint}", "grant", "Give an endpoint read, read_modify or manage on a wallet", true, GrantRequest{}, service.Wallet{}, eObj, a.grant, "wallets"),
-		r("DELETE", "/api/v1/wallets/{wallet}/grants/{endpoint}", "revokeGrant", "Take an endpoint's permission on a wallet away", true, nil, service.Wallet{}, eObj, a.revokeGrant, "wallets"),
-		withQuery(r("GET", "/api/v1/wallets/{wallet}/objects/{name...}", "getObjectByName", "Get an object by wallet and name, with its material unless metadata_only", true, nil, ObjectWithMaterial{}, []int{400, 401, 403, 404, 410, 503}, a.getByName, "objects"),
+		status(r("POST", "/api/v1/wallets", "createWallet", "Create a wallet", leader, CreateWalletRequest{}, service.Wallet{}, []int{400, 401, 403, 409, 503}, a.createWallet, "wallets"), 201),
+		withQuery(r("GET", "/api/v1/wallets", "listWallets", "List wallets (endpoints see those granted to them)", leader, nil, service.Page[service.Wallet]{}, e400, a.listWallets, "wallets"), pageParams...),
+		r("GET", "/api/v1/wallets/{wallet}", "getWallet", "Get a wallet and its grants", leader, nil, service.Wallet{}, []int{401, 403, 404}, a.getWallet, "wallets"),
+		status(r("DELETE", "/api/v1/wallets/{wallet}", "deleteWallet", "Delete an empty wallet", leader, nil, nil, eObj, a.deleteWallet, "wallets"), 204),
+		r("PUT", "/api/v1/wallets/{wallet}/grants/{endpoint}", "grant", "Give an endpoint read, read_modify or manage on a wallet", leader, GrantRequest{}, service.Wallet{}, eObj, a.grant, "wallets"),
+		r("DELETE", "/api/v1/wallets/{wallet}/grants/{endpoint}", "revokeGrant", "Take an endpoint's permission on a wallet away", leader, nil, service.Wallet{}, eObj, a.revokeGrant, "wallets"),
+		withQuery(r("GET", "/api/v1/wallets/{wallet}/objects/{name...}", "getObjectByName", "Get an object by wallet and name, with its material unless metadata_only", leader, nil, ObjectWithMaterial{}, []int{400, 401, 403, 404, 410, 503}, a.getByName, "objects"),
 			version, openapi.Param{Name: "metadata_only", In: "query", Type: "boolean", Description: "omit the material"}),
-		r("PUT", "/api/v1/wallets/{wallet}/secrets/{name...}", "putSecret", "Write a secret: create the secret-data object, or add a version", true, PutSecretRequest{}, service.Object{}, eObj, a.putSecret, "objects"),
+		r("PUT", "/api/v1/wallets/{wallet}/secrets/{name...}", "putSecret", "Write a secret: create the secret-data object, or add a version", leader, PutSecretRequest{}, service.Object{}, eObj, a.putSecret, "objects"),
 
 		// Objects
-		status(r("POST", "/api/v1/objects", "createObject", "Create a symmetric key, secret data or key pair", true, service.CreateObject{}, service.Object{}, eObj, a.createObject, "objects"), 201),
-		withQuery(r("GET", "/api/v1/objects", "locateObjects", "List and search objects", true, nil, service.Page[service.Object]{}, e400, a.listObjects, "objects"),
+		status(r("POST", "/api/v1/objects", "createObject", "Create a symmetric key, secret data or key pair", leader, service.CreateObject{}, service.Object{}, eObj, a.createObject, "objects"), 201),
+		withQuery(r("GET", "/api/v1/objects", "locateObjects", "List and search objects", leader, nil, service.Page[service.Object]{}, e400, a.listObjects, "objects"),
 			append([]openapi.Param{
 				{Name: "wallet", In: "query", Type: "string", Description: "only this wallet"},
 				{Name: "name", In: "query", Type: "string", Description: "exact name, or a prefix ending in *"},
@@ -110,60 +126,60 @@ func (a *api) routes() []route {
 				{Name: "state", In: "query", Type: "string", Description: "pre-active, active, deactivated, compromised or destroyed"},
 				{Name: "attr", In: "query", Type: "string", Description: "key=value; repeat for several (all must match)"},
 			}, pageParams...)...),
-		r("GET", "/api/v1/objects/{id}", "getObject", "Get an object's metadata", true, nil, service.Object{}, []int{401, 403, 404}, a.getObject, "objects"),
-		withQuery(r("GET", "/api/v1/objects/{id}/material", "getMaterial", "Get an object's metadata and the material of a version", true, nil, ObjectWithMaterial{}, []int{400, 401, 403, 404, 410, 503}, a.getMaterial, "objects"), version),
-		r("GET", "/api/v1/objects/{id}/versions", "listVersions", "List an object's versions", true, nil, VersionList{}, []int{401, 403, 404}, a.listVersions, "objects"),
-		r("POST", "/api/v1/objects/{id}/rotate", "rotateObject", "Add a new version (fresh material, or the given value)", true, RotateRequest{}, service.Object{}, eObj, a.rotateObject, "objects"),
-		r("POST", "/api/v1/objects/{id}/activate", "activateObject", "pre-active to active", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Activate), "objects"),
-		r("POST", "/api/v1/objects/{id}/deactivate", "deactivateObject", "to deactivated (no longer used to protect data)", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Deactivate), "objects"),
-		r("POST", "/api/v1/objects/{id}/revoke", "revokeObject", "to compromised", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Revoke), "objects"),
-		r("POST", "/api/v1/objects/{id}/restore", "restoreObject", "Put the object's versions back as they were at a past time, from a backup destination (in place, or as a new object)", true, service.RestoreObjectRequest{}, service.Object{}, eObj, a.restoreObject, "objects"),
-		r("POST", "/api/v1/objects/{id}/destroy", "destroyObject", "Erase the material (deactivated or compromised objects only); metadata stays", true, StateRequest{}, service.Object{}, eObj, a.transition(service.Destroy), "objects"),
-		r("PATCH", "/api/v1/objects/{id}/attributes", "setAttributes", "Set and delete custom attributes", true, AttributesRequest{}, service.Object{}, eObj, a.setAttributes, "objects"),
+		r("GET", "/api/v1/objects/{id}", "getObject", "Get an object's metadata", leader, nil, service.Object{}, []int{401, 403, 404}, a.getObject, "objects"),
+		withQuery(r("GET", "/api/v1/objects/{id}/material", "getMaterial", "Get an object's metadata and the material of a version", leader, nil, ObjectWithMaterial{}, []int{400, 401, 403, 404, 410, 503}, a.getMaterial, "objects"), version),
+		r("GET", "/api/v1/objects/{id}/versions", "listVersions", "List an object's versions", leader, nil, VersionList{}, []int{401, 403, 404}, a.listVersions, "objects"),
+		r("POST", "/api/v1/objects/{id}/rotate", "rotateObject", "Add a new version (fresh material, or the given value)", leader, RotateRequest{}, service.Object{}, eObj, a.rotateObject, "objects"),
+		r("POST", "/api/v1/objects/{id}/activate", "activateObject", "pre-active to active", leader, StateRequest{}, service.Object{}, eObj, a.transition(service.Activate), "objects"),
+		r("POST", "/api/v1/objects/{id}/deactivate", "deactivateObject", "to deactivated (no longer used to protect data)", leader, StateRequest{}, service.Object{}, eObj, a.transition(service.Deactivate), "objects"),
+		r("POST", "/api/v1/objects/{id}/revoke", "revokeObject", "to compromised", leader, StateRequest{}, service.Object{}, eObj, a.transition(service.Revoke), "objects"),
+		r("POST", "/api/v1/objects/{id}/restore", "restoreObject", "Put the object's versions back as they were at a past time, from a backup destination (in place, or as a new object)", leader, service.RestoreObjectRequest{}, service.Object{}, eObj, a.restoreObject, "objects"),
+		r("POST", "/api/v1/objects/{id}/destroy", "destroyObject", "Erase the material (deactivated or compromised objects only); metadata stays", leader, StateRequest{}, service.Object{}, eObj, a.transition(service.Destroy), "objects"),
+		r("PATCH", "/api/v1/objects/{id}/attributes", "setAttributes", "Set and delete custom attributes", leader, AttributesRequest{}, service.Object{}, eObj, a.setAttributes, "objects"),
 
 		// Endpoints
-		status(r("POST", "/api/v1/endpoints", "enrollEndpoint", "Enrol an endpoint: a token, and a client certificate when a CSR is sent", true, EnrollRequest{}, service.Enrollment{}, []int{400, 401, 403, 409, 503}, a.enroll, "endpoints"), 201),
-		withQuery(r("GET", "/api/v1/endpoints", "listEndpoints", "List endpoints", true, nil, service.Page[service.Endpoint]{}, e400, a.listEndpoints, "endpoints"), pageParams...),
-		r("GET", "/api/v1/endpoints/{name}", "getEndpoint", "Get an endpoint", true, nil, service.Endpoint{}, []int{401, 403, 404}, a.getEndpoint, "endpoints"),
-		r("POST", "/api/v1/endpoints/{name}/renew", "renewEndpoint", "Issue an endpoint a new client certificate, keeping its token and grants; the old certificate is refused at every TLS handshake", true, RenewRequest{}, service.Enrollment{}, eObj, a.renewEndpoint, "endpoints"),
-		r("POST", "/api/v1/endpoints/{name}/revoke", "revokeEndpoint", "Revoke an endpoint's token, certificate and grants", true, nil, service.Endpoint{}, eObj, a.revokeEndpoint, "endpoints"),
+		status(r("POST", "/api/v1/endpoints", "enrollEndpoint", "Enrol an endpoint: a token, and a client certificate when a CSR is sent", leader, EnrollRequest{}, service.Enrollment{}, []int{400, 401, 403, 409, 503}, a.enroll, "endpoints"), 201),
+		withQuery(r("GET", "/api/v1/endpoints", "listEndpoints", "List endpoints", leader, nil, service.Page[service.Endpoint]{}, e400, a.listEndpoints, "endpoints"), pageParams...),
+		r("GET", "/api/v1/endpoints/{name}", "getEndpoint", "Get an endpoint", leader, nil, service.Endpoint{}, []int{401, 403, 404}, a.getEndpoint, "endpoints"),
+		r("POST", "/api/v1/endpoints/{name}/renew", "renewEndpoint", "Issue an endpoint a new client certificate, keeping its token and grants; the old certificate is refused at every TLS handshake", leader, RenewRequest{}, service.Enrollment{}, eObj, a.renewEndpoint, "endpoints"),
+		r("POST", "/api/v1/endpoints/{name}/revoke", "revokeEndpoint", "Revoke an endpoint's token, certificate and grants", leader, nil, service.Endpoint{}, eObj, a.revokeEndpoint, "endpoints"),
 
 		// Backups
-		r("GET", "/api/v1/backup/recovery-passphrase", "recoveryStatus", "Whether a recovery passphrase is set (never the passphrase)", true, nil, service.RecoveryStatus{}, e400, a.recoveryStatus, "backup"),
-		r("POST", "/api/v1/backup/recovery-passphrase", "setRecoveryPassphrase", "Set or change the recovery passphrase that encrypts backups", true, RecoveryRequest{}, service.RecoveryStatus{}, e400, a.setRecovery, "backup"),
-		status(r("POST", "/api/v1/backup/destinations", "addDestination", "Add a destination after writing, reading back and deleting a probe file", true, service.DestinationConfig{}, service.DestinationView{}, []int{400, 401, 403, 409, 503}, a.addDestination, "backup"), 201),
-		r("GET", "/api/v1/backup/destinations", "listDestinations", "Destinations, their archive state and disk use", true, nil, DestinationList{}, e400, a.listDestinations, "backup"),
-		r("PATCH", "/api/v1/backup/destinations/{name}", "editDestination", "Change a destination (empty secrets keep the old ones); validated like add", true, service.DestinationConfig{}, service.DestinationView{}, eObj, a.editDestination, "backup"),
-		status(r("DELETE", "/api/v1/backup/destinations/{name}", "deleteDestination", "Remove a destination's configuration; its backups stay where they are", true, nil, nil, eObj, a.deleteDestination, "backup"), 204),
-		r("POST", "/api/v1/backup/destinations/{name}/test", "testDestination", "Write, read back and delete a probe file", true, nil, nil, eObj, a.testDestination, "backup"),
-		withQuery(r("POST", "/api/v1/backup/destinations/{name}/verify", "verifyBackups", "Verify backups: decrypt, check, replay into a temporary directory, integrity check, compare with the manifest; the result goes into the catalog", true, service.VerifyRequest{}, VerifyResults{}, eObj, a.verifyBackups, "backup"),
+		r("GET", "/api/v1/backup/recovery-passphrase", "recoveryStatus", "Whether a recovery passphrase is set (never the passphrase)", leader, nil, service.RecoveryStatus{}, e400, a.recoveryStatus, "backup"),
+		r("POST", "/api/v1/backup/recovery-passphrase", "setRecoveryPassphrase", "Set or change the recovery passphrase that encrypts backups", leader, RecoveryRequest{}, service.RecoveryStatus{}, e400, a.setRecovery, "backup"),
+		status(r("POST", "/api/v1/backup/destinations", "addDestination", "Add a destination after writing, reading back and deleting a probe file", leader, service.DestinationConfig{}, service.DestinationView{}, []int{400, 401, 403, 409, 503}, a.addDestination, "backup"), 201),
+		r("GET", "/api/v1/backup/destinations", "listDestinations", "Destinations, their archive state and disk use", leader, nil, DestinationList{}, e400, a.listDestinations, "backup"),
+		r("PATCH", "/api/v1/backup/destinations/{name}", "editDestination", "Change a destination (empty secrets keep the old ones); validated like add", leader, service.DestinationConfig{}, service.DestinationView{}, eObj, a.editDestination, "backup"),
+		status(r("DELETE", "/api/v1/backup/destinations/{name}", "deleteDestination", "Remove a destination's configuration; its backups stay where they are", leader, nil, nil, eObj, a.deleteDestination, "backup"), 204),
+		r("POST", "/api/v1/backup/destinations/{name}/test", "testDestination", "Write, read back and delete a probe file", leader, nil, nil, eObj, a.testDestination, "backup"),
+		withQuery(r("POST", "/api/v1/backup/destinations/{name}/verify", "verifyBackups", "Verify backups: decrypt, check, replay into a temporary directory, integrity check, compare with the manifest; the result goes into the catalog", leader, service.VerifyRequest{}, VerifyResults{}, eObj, a.verifyBackups, "backup"),
 			openapi.Param{Name: "progress", In: "query", Type: "string", Description: `ndjson: answer application/x-ndjson, one line {"progress":{done,total,file,result}} as each backup starts and ends, then {"results":[...]} or {"error":{status,code,message}}`}),
-		r("POST", "/api/v1/backup/destinations/{name}/catalog/rebuild", "rebuildCatalog", "Rewrite the destination's catalog from the backup files' manifests", true, nil, RebuildResult{}, eObj, a.rebuildCatalog, "backup"),
-		r("POST", "/api/v1/backup/destinations/{name}/archive/pause", "pauseArchive", "Pause shipping journal segments to the destination", true, nil, service.DestinationView{}, eObj, a.archivePause(true), "backup"),
-		r("POST", "/api/v1/backup/destinations/{name}/archive/resume", "resumeArchive", "Resume shipping journal segments", true, nil, service.DestinationView{}, eObj, a.archivePause(false), "backup"),
-		status(r("POST", "/api/v1/backup/run", "runBackup", "Take a backup now (one at a time); 202 when started, 200 with wait", true, service.BackupRequest{}, BackupRecord{}, eObj, a.runBackup, "backup"), 202),
-		r("POST", "/api/v1/backup/resume-after-restore", "resumeAfterRestore", "End the hold on a restored node's backups; take_over claims every destination for its timeline and starts a full backup to each (409 when not held)", true, ResumeAfterRestoreRequest{}, service.Timeline{}, eObj, a.resumeAfterRestore, "backup"),
-		r("GET", "/api/v1/backup/current", "currentBackup", "The running backup and its progress", true, nil, CurrentBackup{}, e400, a.currentBackup, "backup"),
-		withQuery(r("GET", "/api/v1/backup/backups", "listBackups", "Backups, newest first", true, nil, BackupList{}, e400, a.listBackups, "backup"),
+		r("POST", "/api/v1/backup/destinations/{name}/catalog/rebuild", "rebuildCatalog", "Rewrite the destination's catalog from the backup files' manifests", leader, nil, RebuildResult{}, eObj, a.rebuildCatalog, "backup"),
+		r("POST", "/api/v1/backup/destinations/{name}/archive/pause", "pauseArchive", "Pause shipping journal segments to the destination", leader, nil, service.DestinationView{}, eObj, a.archivePause(true), "backup"),
+		r("POST", "/api/v1/backup/destinations/{name}/archive/resume", "resumeArchive", "Resume shipping journal segments", leader, nil, service.DestinationView{}, eObj, a.archivePause(false), "backup"),
+		status(r("POST", "/api/v1/backup/run", "runBackup", "Take a backup now (one at a time); 202 when started, 200 with wait", leader, service.BackupRequest{}, BackupRecord{}, eObj, a.runBackup, "backup"), 202),
+		r("POST", "/api/v1/backup/resume-after-restore", "resumeAfterRestore", "End the hold on a restored node's backups; take_over claims every destination for its timeline and starts a full backup to each (409 when not held)", leader, ResumeAfterRestoreRequest{}, service.Timeline{}, eObj, a.resumeAfterRestore, "backup"),
+		r("GET", "/api/v1/backup/current", "currentBackup", "The running backup and its progress", view, nil, CurrentBackup{}, e400, a.currentBackup, "backup"),
+		withQuery(r("GET", "/api/v1/backup/backups", "listBackups", "Backups, newest first", leader, nil, BackupList{}, e400, a.listBackups, "backup"),
 			openapi.Param{Name: "destination", In: "query", Type: "string", Description: "only this destination"}),
-		status(r("POST", "/api/v1/backup/schedules", "addSchedule", "Add a schedule: once, periodic or cron", true, service.ScheduleConfig{}, service.ScheduleView{}, eObj, a.putSchedule(false), "backup"), 201),
-		r("GET", "/api/v1/backup/schedules", "listSchedules", "Schedules with their state and next run", true, nil, ScheduleList{}, e400, a.listSchedules, "backup"),
-		r("PATCH", "/api/v1/backup/schedules/{name}", "editSchedule", "Change a schedule", true, service.ScheduleConfig{}, service.ScheduleView{}, eObj, a.putSchedule(true), "backup"),
-		status(r("DELETE", "/api/v1/backup/schedules/{name}", "deleteSchedule", "Delete a schedule", true, nil, nil, eObj, a.deleteSchedule, "backup"), 204),
-		r("POST", "/api/v1/backup/schedules/{name}/pause", "pauseSchedule", "ACTIVE to PAUSED", true, nil, service.ScheduleView{}, eObj, a.schedulePause(true), "backup"),
-		r("POST", "/api/v1/backup/schedules/{name}/resume", "resumeSchedule", "PAUSED to ACTIVE", true, nil, service.ScheduleView{}, eObj, a.schedulePause(false), "backup"),
-		status(r("POST", "/api/v1/restore-points", "createRestorePoint", "Write a named restore point into the history", true, RestorePointRequest{}, RestorePoint{}, eObj, a.createRestorePoint, "backup"), 201),
-		r("GET", "/api/v1/restore-points", "listRestorePoints", "Restore points: name, index and time", true, nil, RestorePointList{}, e400, a.listRestorePoints, "backup"),
-		r("POST", "/api/v1/sys/freeze", "freeze", "Write a full dump under <data-dir>/dump, then refuse writes until thaw or the timeout", true, FreezeRequest{}, service.FreezeStatus{}, eObj, a.freeze, "sys"),
-		r("POST", "/api/v1/sys/thaw", "thaw", "End a freeze", true, nil, service.FreezeStatus{}, eObj, a.thaw, "sys"),
+		status(r("POST", "/api/v1/backup/schedules", "addSchedule", "Add a schedule: once, periodic or cron", leader, service.ScheduleConfig{}, service.ScheduleView{}, eObj, a.putSchedule(false), "backup"), 201),
+		r("GET", "/api/v1/backup/schedules", "listSchedules", "Schedules with their state and next run", leader, nil, ScheduleList{}, e400, a.listSchedules, "backup"),
+		r("PATCH", "/api/v1/backup/schedules/{name}", "editSchedule", "Change a schedule", leader, service.ScheduleConfig{}, service.ScheduleView{}, eObj, a.putSchedule(true), "backup"),
+		status(r("DELETE", "/api/v1/backup/schedules/{name}", "deleteSchedule", "Delete a schedule", leader, nil, nil, eObj, a.deleteSchedule, "backup"), 204),
+		r("POST", "/api/v1/backup/schedules/{name}/pause", "pauseSchedule", "ACTIVE to PAUSED", leader, nil, service.ScheduleView{}, eObj, a.schedulePause(true), "backup"),
+		r("POST", "/api/v1/backup/schedules/{name}/resume", "resumeSchedule", "PAUSED to ACTIVE", leader, nil, service.ScheduleView{}, eObj, a.schedulePause(false), "backup"),
+		status(r("POST", "/api/v1/restore-points", "createRestorePoint", "Write a named restore point into the history", leader, RestorePointRequest{}, RestorePoint{}, eObj, a.createRestorePoint, "backup"), 201),
+		r("GET", "/api/v1/restore-points", "listRestorePoints", "Restore points: name, index and time", leader, nil, RestorePointList{}, e400, a.listRestorePoints, "backup"),
+		r("POST", "/api/v1/sys/freeze", "freeze", "Write a full dump under <data-dir>/dump, then refuse writes until thaw or the timeout", local, FreezeRequest{}, service.FreezeStatus{}, eObj, a.freeze, "sys"),
+		r("POST", "/api/v1/sys/thaw", "thaw", "End a freeze", local, nil, service.FreezeStatus{}, eObj, a.thaw, "sys"),
 
 		// Audit
-		withQuery(r("GET", "/api/v1/audit", "readAudit", "Read audit records", true, nil, AuditPage{}, e400, a.readAudit, "audit"),
+		withQuery(r("GET", "/api/v1/audit", "readAudit", "Read audit records", view, nil, AuditPage{}, e400, a.readAudit, "audit"),
 			openapi.Param{Name: "order", In: "query", Type: "string", Description: "oldest (default: oldest first, from `from`) or newest (newest first, below `before`)"},
 			openapi.Param{Name: "from", In: "query", Type: "integer", Description: "order=oldest: first sequence number (default 1)"},
 			openapi.Param{Name: "before", In: "query", Type: "integer", Description: "order=newest: records with a lower sequence number (default: from the end)"},
 			openapi.Param{Name: "limit", In: "query", Type: "integer", Description: "1 to 1000 (default 100)"}),
-		r("POST", "/api/v1/audit/verify", "verifyAudit", "Verify this node's audit hash chain", true, nil, service.AuditReport{}, []int{401, 403, 409}, a.verifyAudit, "audit"),
+		r("POST", "/api/v1/audit/verify", "verifyAudit", "Verify this node's audit hash chain", local, nil, service.AuditReport{}, []int{401, 403, 409}, a.verifyAudit, "audit"),
 	}
 }
 

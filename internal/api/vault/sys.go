@@ -12,12 +12,14 @@ import (
 	"github.com/coffer-kms/coffer/internal/service"
 )
 
-// route resolves a request to its operation. Every path under /v1/ that is
-// not sys/health or sys/seal-status needs a token.
+// route resolves a request to its operation and the facts of its route
+// (the one place they are written for the Vault API). Every path under
+// /v1/ that is not sys/health or sys/seal-status needs a token and is
+// served by the leader; those two are about this node and not audited.
 func (a *api) route(r *http.Request) route {
 	p := strings.TrimPrefix(r.URL.Path, "/v1/")
 	if p == r.URL.Path {
-		return route{op: "unsupported", auth: true, h: unsupportedPath}
+		return mk("unsupported", leader, unsupportedPath)
 	}
 	method := r.Method
 	if method == http.MethodGet && isListQuery(r) {
@@ -25,35 +27,35 @@ func (a *api) route(r *http.Request) route {
 	}
 	switch {
 	case p == "sys/health":
-		return route{op: "sys.health", noAudit: true, h: onlyMethods(method, a.health, http.MethodGet, http.MethodHead)}
+		return quiet(mk("sys.health", nodeLocal, onlyMethods(method, a.health, http.MethodGet, http.MethodHead)))
 	case p == "sys/seal-status":
-		return route{op: "sys.seal-status", noAudit: true, h: onlyMethods(method, a.sealStatus, http.MethodGet)}
+		return quiet(mk("sys.seal-status", nodeLocal, onlyMethods(method, a.sealStatus, http.MethodGet)))
 	case p == "sys/mounts":
-		return route{op: "sys.mounts.list", auth: true, h: onlyMethods(method, a.listMounts, http.MethodGet)}
+		return mk("sys.mounts.list", leader, onlyMethods(method, a.listMounts, http.MethodGet))
 	case strings.HasPrefix(p, "sys/mounts/"):
 		rest := strings.TrimPrefix(p, "sys/mounts/")
 		if mount, ok := strings.CutSuffix(rest, "/tune"); ok {
-			return route{op: "sys.mounts.tune", auth: true, h: onlyMethods(method, func(q *request) { a.tune(q, mount) }, http.MethodGet)}
+			return mk("sys.mounts.tune", leader, onlyMethods(method, func(q *request) { a.tune(q, mount) }, http.MethodGet))
 		}
 		rest = strings.TrimSuffix(rest, "/")
 		switch method {
 		case http.MethodPost, http.MethodPut:
-			return route{op: "sys.mounts.enable", auth: true, h: func(q *request) { a.enableMount(q, rest) }}
+			return mk("sys.mounts.enable", leader, func(q *request) { a.enableMount(q, rest) })
 		case http.MethodDelete:
-			return route{op: "sys.mounts.disable", auth: true, h: func(q *request) { a.disableMount(q, rest) }}
+			return mk("sys.mounts.disable", leader, func(q *request) { a.disableMount(q, rest) })
 		case http.MethodGet:
-			return route{op: "sys.mounts.read", auth: true, h: func(q *request) { a.tune(q, rest) }}
+			return mk("sys.mounts.read", leader, func(q *request) { a.tune(q, rest) })
 		}
-		return route{op: "sys.mounts", auth: true, h: unsupportedOperation}
+		return mk("sys.mounts", leader, unsupportedOperation)
 	case p == "auth/token/lookup-self":
-		return route{op: "auth.token.lookup-self", auth: true, h: onlyMethods(method, a.lookupSelf, http.MethodGet, http.MethodPost)}
+		return mk("auth.token.lookup-self", leader, onlyMethods(method, a.lookupSelf, http.MethodGet, http.MethodPost))
 	case strings.HasPrefix(p, "sys/"), strings.HasPrefix(p, "auth/"):
-		return route{op: "unsupported", auth: true, h: unsupportedPath}
+		return mk("unsupported", leader, unsupportedPath)
 	}
 	mount, rest, _ := strings.Cut(p, "/")
 	// The mount is resolved after authentication: an anonymous caller learns
 	// nothing about which mounts exist.
-	return route{op: "mount", auth: true, h: func(q *request) { a.serveMount(q, mount, rest, method) }}
+	return mk("mount", leader, func(q *request) { a.serveMount(q, mount, rest, method) })
 }
 
 func isListQuery(r *http.Request) bool {

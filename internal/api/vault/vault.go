@@ -17,13 +17,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/coffer-kms/coffer/internal/api/forward"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/api/forward"
 	"github.com/coffer-kms/coffer/internal/service"
 )
 
@@ -49,8 +49,8 @@ type api struct {
 	metrics Observer
 }
 
-// Handler serves /v1/.
-func Handler(svc *service.Service, opts Options) http.Handler {
+// Handler serves /v1/ and tells its routes' facts.
+func Handler(svc *service.Service, opts Options) forward.RoutedHandler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -90,16 +90,35 @@ type handler func(q *request)
 
 // route is what a path and method resolve to.
 type route struct {
-	op      string
-	auth    bool
-	noAudit bool
-	h       handler
+	op    string
+	facts forward.Facts
+	h     handler
 }
+
+// The facts of Vault routes: a token needed and served by the leader, or
+// about this node and served where it arrives.
+var (
+	leader    = forward.Facts{Auth: true, Placement: forward.Leader}
+	nodeLocal = forward.Facts{Auth: false, Placement: forward.NodeLocal}
+)
+
+// mk is a route whose audit action is "vault." and its operation (a mount's
+// handler names the operation once the mount's type is known).
+func mk(op string, f forward.Facts, h handler) route {
+	f.Audit = "vault." + op
+	return route{op: op, facts: f, h: h}
+}
+
+// quiet is rt without audit records (polled often: health, seal status).
+func quiet(rt route) route { rt.facts.Audit = ""; return rt }
+
+// RouteFacts is the facts of the route r is for (forward.Router).
+func (a *api) RouteFacts(r *http.Request) (forward.Facts, bool) { return a.route(r).facts, true }
 
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
-	service.MarkAudited(r.Context()) // audited below, or deliberately not (noAudit)
+	service.MarkAudited(r.Context()) // audited below, or deliberately not (no audit action)
 	call := &service.Call{Source: r.RemoteAddr, Transport: "vault", Start: start}
 	r = r.WithContext(service.WithCall(r.Context(), call))
 	q := &request{a: a, w: rec, r: r, call: call, reqID: newRequestID()}
@@ -109,7 +128,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		call.Identity = id
 		rt.h(q)
-	case rt.auth:
+	case rt.facts.Auth:
 		q.fail(err)
 	default:
 		rt.h(q)
@@ -125,15 +144,19 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if a.metrics != nil {
 		a.metrics.ObserveRequest("vault", q.op, method, status, d)
 	}
-	if rt.noAudit {
+	if rt.facts.Audit == "" {
 		return
 	}
 	code := "ok"
 	if status >= 400 {
 		code = rec.code
 	}
-	// q.op: the handler names the operation once the mount's type is known.
-	a.svc.Audit(call, "vault."+q.op, status, code, rec.msg)
+	action := rt.facts.Audit
+	if q.op != rt.op {
+		// A mount's handler names the operation once the mount's type is known.
+		action = "vault." + q.op
+	}
+	a.svc.Audit(call, action, status, code, rec.msg)
 }
 
 func metricMethod(m string) string {
