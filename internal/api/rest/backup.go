@@ -26,7 +26,7 @@ type (
 	}
 	// ScheduleList lists schedules.
 	ScheduleList struct {
-		Schedules []service.ScheduleView `json:"schedules"`
+		Schedules []ScheduleView `json:"schedules"`
 	}
 	// RebuildResult reports a catalog rebuild.
 	RebuildResult struct {
@@ -233,19 +233,19 @@ func (a *api) putSchedule(edit bool) http.HandlerFunc {
 			req.Name, status = r.PathValue("name"), http.StatusOK
 		}
 		v, err := a.svc.PutSchedule(r.Context(), req, edit)
-		a.reply(w, r, status, v, err)
+		a.reply(w, r, status, scheduleViewOf(v), err)
 	}
 }
 
 func (a *api) listSchedules(w http.ResponseWriter, r *http.Request) {
 	ss, err := a.svc.ListSchedules(r.Context())
-	a.reply(w, r, http.StatusOK, ScheduleList{Schedules: ss}, err)
+	a.reply(w, r, http.StatusOK, ScheduleList{Schedules: scheduleViewsOf(ss)}, err)
 }
 
 func (a *api) schedulePause(paused bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v, err := a.svc.SetSchedulePaused(r.Context(), r.PathValue("name"), paused)
-		a.reply(w, r, http.StatusOK, v, err)
+		a.reply(w, r, http.StatusOK, scheduleViewOf(v), err)
 	}
 }
 

@@ -84,3 +84,38 @@ type Segment struct {
 func segmentOf(s service.SegmentInfo) Segment {
 	return Segment{Name: s.Name, FirstIndex: s.FirstIndex, LastIndex: s.LastIndex, Records: s.Records, Size: s.Size, Created: s.Created, Closed: s.Closed}
 }
+
+// ScheduleView is a schedule with its state and next run.
+type ScheduleView struct {
+	Name        string     `json:"name"`
+	Destination string     `json:"destination"`
+	Type        string     `json:"type"`
+	At          *time.Time `json:"at,omitempty"`
+	Every       string     `json:"every,omitempty"`
+	Cron        string     `json:"cron,omitempty"`
+	Mode        string     `json:"mode"`
+	Verify      bool       `json:"verify,omitempty"`
+	State       string     `json:"state"`
+	LastRun     *time.Time `json:"last_run,omitempty"`
+	LastResult  string     `json:"last_result,omitempty"`
+	Created     time.Time  `json:"created"`
+	Updated     time.Time  `json:"updated"`
+	Next        *time.Time `json:"next,omitempty"`
+}
+
+func scheduleViewOf(v service.ScheduleView) ScheduleView {
+	return ScheduleView{Name: v.Name, Destination: v.Destination, Type: v.Type, At: v.At, Every: v.Every, Cron: v.Cron,
+		Mode: v.Mode, Verify: v.Verify, State: v.State, LastRun: v.LastRun, LastResult: v.LastResult,
+		Created: v.Created, Updated: v.Updated, Next: v.Next}
+}
+
+func scheduleViewsOf(vs []service.ScheduleView) []ScheduleView {
+	if vs == nil {
+		return nil
+	}
+	out := make([]ScheduleView, len(vs))
+	for i, v := range vs {
+		out[i] = scheduleViewOf(v)
+	}
+	return out
+}
