@@ -3,7 +3,10 @@
 // when the client asks for one, and tells transports who a forwarded
 // request really comes from. Reads are served where they arrive, except on
 // a follower that has not caught up with the leader since it opened: its
-// reads go to the leader too (it would answer with stale data).
+// reads go to the leader too (it would answer with stale data). Where a
+// request is served is a fact of its route (Facts.Placement), which the
+// transports' route tables carry; requests about the node itself are never
+// forwarded.
 package forward
 
 import (
@@ -73,8 +76,9 @@ func isWrite(r *http.Request) bool {
 }
 
 // Handler wraps next: on a follower, writes (and reads asking for
-// linearizability) go to the leader; without quorum they are refused, and
-// with allow_read_only_restricted_mode false everything is.
+// linearizability) go to the leader, unless their route is NodeLocal;
+// without quorum they are refused, and with allow_read_only_restricted_mode
+// false everything is.
 func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -84,8 +88,12 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 		proxyOnce sync.Once
 	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !c.Clustered() {
+			next.ServeHTTP(w, r)
+			return
+		}
 		place := placement(o.Routes, r)
-		if !c.Clustered() || place == NodeLocal {
+		if place == NodeLocal {
 			next.ServeHTTP(w, r)
 			return
 		}
