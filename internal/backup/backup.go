@@ -318,12 +318,18 @@ func writeKeysAndCA(tw *tar.Writer, src Source) error {
 	return writeCA(tw, cert, key)
 }
 
+// writeCA adds the CA certificate and, when key names a file, its private
+// key. Coffer's own CA key is not a file once the keystore has opened: it
+// is in the state, sealed.
 func writeCA(tw *tar.Writer, cert, key string) error {
-	if cert == "" || key == "" {
+	if cert == "" {
 		return nil
 	}
 	if err := writeFileEntry(tw, EntryCACert, cert); err != nil {
 		return err
+	}
+	if key == "" {
+		return nil
 	}
 	return writeFileEntry(tw, EntryCAKey, key)
 }

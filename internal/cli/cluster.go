@@ -28,10 +28,11 @@ join it:
   on the new node:   coffer server --config new.yaml        (uninitialised)
                      coffer cluster join https://LEADER:8200 --token T --data-dir DIR
 
-The new node receives the CA, its node certificate and the master keys over
-TLS (checked against the CA fingerprint in the token), seals them under its
-own keystore passphrase, catches up from a raft snapshot, and becomes a
-voter. Writes reaching a follower are forwarded to the leader; reads are
+The new node receives the CA certificate, its node and server certificates
+and the master keys over TLS (checked against the CA fingerprint in the
+token), seals the keys under its own keystore passphrase, catches up from a
+raft snapshot, and becomes a voter. The CA's private key reaches it sealed
+in the replicated state, usable only while its keystore is open. Writes reaching a follower are forwarded to the leader; reads are
 served locally. A node without quorum (the survivor of a two-node pair, or a
 partitioned minority) goes into read-only restricted mode: it serves reads
 and refuses writes (HTTP 503, code read_only_restricted) until quorum
@@ -226,8 +227,8 @@ func newClusterRemoveCmd(g *globals) *cobra.Command {
 node certificate was bound to: every member refuses that certificate from
 then on (raft, forwarding, node calls). Replacing a failed node is removing
 it and joining a fresh one. The leader cannot remove itself: switch over
-first. The removed machine's disk still holds the CA key and the master
-keys: wipe it.`,
+first. The removed machine's disk still holds the master keys and the CA
+key, sealed under its keystore passphrase: wipe it.`,
 		Example: "  coffer cluster remove node-9a0b",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -434,7 +434,11 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 	r.rings = append(r.rings, p.keys)
 	r.keysRead = append(r.keysRead, full.File)
 	p.keys = nil
-	if len(p.caCert) > 0 && len(p.caKey) > 0 {
+	// The CA certificate; its key only from a backup that carries it as
+	// a file (older ones, or a configured CA): otherwise it is in the
+	// restored state, sealed, and the server certificate is signed with
+	// it when the keystore first opens.
+	if len(p.caCert) > 0 {
 		dir := filepath.Join(r.opts.DataDir, TLSDir)
 		if err := fsutil.EnsureDir(dir); err != nil {
 			return err
@@ -442,8 +446,10 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 		if err := fsutil.WriteFile(filepath.Join(dir, tlsutil.CAFile), p.caCert); err != nil {
 			return err
 		}
-		if err := fsutil.WriteFile(filepath.Join(dir, tlsutil.CAKey), p.caKey); err != nil {
-			return err
+		if len(p.caKey) > 0 {
+			if err := fsutil.WriteFile(filepath.Join(dir, tlsutil.CAKey), p.caKey); err != nil {
+				return err
+			}
 		}
 	}
 	r.term = max(ci.Point.Term, 1)

@@ -176,6 +176,9 @@ func Start(opts Options) (_ *Server, err error) {
 		// The CA a full backup carries, so that endpoints keep working
 		// after a restore on a new machine.
 		caCertFile, caKeyFile string
+		// ownCA: the CA in <data-dir>/tls is Coffer's own; the service
+		// keeps its key sealed in the replicated state and signs with it.
+		ownCA bool
 		// denied is set once the service exists (before any listener): the deny-list of revoked
 		// and replaced endpoint certificates, checked at every handshake.
 		denied atomic.Pointer[func(der []byte) bool]
@@ -189,14 +192,17 @@ func Start(opts Options) (_ *Server, err error) {
 				return nil, fmt.Errorf("generate TLS certificates: %w", err)
 			}
 			if created {
-				log.Info("generated a server certificate (and a CA, unless one was there, e.g. restored)", "dir", dir)
+				log.Info("generated a server certificate (and a CA, unless one was there, e.g. restored; self-signed until the keystore opens if the CA key is sealed in the state)", "dir", dir)
 			}
 			certFile, keyFile = filepath.Join(dir, tlsutil.CertFile), filepath.Join(dir, tlsutil.KeyFile)
 			caFile = filepath.Join(dir, tlsutil.CAFile)
 			caCertFile, caKeyFile = caFile, filepath.Join(dir, tlsutil.CAKey)
-			if issuer, err = tlsutil.LoadCA(dir); err != nil {
+			// The certificate only: the key, sealed in the replicated
+			// state, is the service's to use while the keystore is open.
+			if issuer, err = tlsutil.LoadCACert(dir); err != nil {
 				return nil, err
 			}
+			ownCA = true
 		} else if cfg.TLS.ClientCAFile != "" && cfg.TLS.ClientCAKeyFile != "" {
 			if issuer, err = tlsutil.LoadCAFiles(cfg.TLS.ClientCAFile, cfg.TLS.ClientCAKeyFile); err != nil {
 				return nil, err
@@ -243,7 +249,9 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	var certIssuer service.CertIssuer
 	if issuer != nil {
-		certIssuer = caNow
+		if !ownCA {
+			certIssuer = caNow
+		}
 		// The CA can change at run time (a node joining a cluster takes the
 		// cluster's): client certificates are checked against the current one.
 		base := tlsConf
@@ -285,19 +293,18 @@ func Start(opts Options) (_ *Server, err error) {
 		NoReadOnlyMode:      cfg.Cluster.AllowReadOnlyRestrictedMode != nil && !*cfg.Cluster.AllowReadOnlyRestrictedMode,
 		APIURL:              cfg.Cluster.APIURL,
 		TLSDir:              tlsDir,
+		OwnCA:               ownCA,
+		ClientCertValid:     time.Duration(cfg.Auth.ClientCertDays) * 24 * time.Hour,
 		OnCAChanged: func() error {
-			// A join brought the cluster's CA: a server certificate from it,
-			// and client certificates checked against it.
-			ca, err := tlsutil.LoadCA(tlsDir)
+			// A join brought the cluster's CA and a server certificate
+			// from it, or the service signed a server certificate once the
+			// CA key became usable: serve it, and check client
+			// certificates against the CA.
+			ca, err := tlsutil.LoadCACert(tlsDir)
 			if err != nil {
 				return err
 			}
 			ca.Valid = time.Duration(cfg.Auth.ClientCertDays) * 24 * time.Hour
-			os.Remove(filepath.Join(tlsDir, tlsutil.CertFile))
-			os.Remove(filepath.Join(tlsDir, tlsutil.KeyFile))
-			if _, err := tlsutil.EnsureGenerated(tlsDir, append(cfg.TLS.Hosts, hostOf(cfg.Listen))); err != nil {
-				return err
-			}
 			caNow.Store(ca)
 			if tlsCerts != nil {
 				return tlsCerts.Reload()

@@ -618,7 +618,7 @@ func (h backupHost) ExportKeys() ([]byte, error) {
 	}
 	return h.s.ring.ExportMEKs()
 }
-func (h backupHost) CAFiles() (string, string) { return h.s.cfg.CACert, h.s.cfg.CAKey }
+func (h backupHost) CAFiles() (string, string) { return h.s.caFiles() }
 func (h backupHost) RotateJournal() (uint64, error) {
 	h.s.mu.RLock()
 	defer h.s.mu.RUnlock()

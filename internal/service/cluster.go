@@ -118,7 +118,7 @@ func raftTimeouts(threshold time.Duration) (hb, el time.Duration) {
 
 // nodeTLSLocked prepares the node certificate for the raft transport.
 func (s *Service) nodeTLSLocked() (*tls.Config, error) {
-	if err := tlsutil.EnsureNodeCert(s.cfg.TLSDir, s.nodeID); err != nil {
+	if err := tlsutil.EnsureNodeCertWith(s.cfg.TLSDir, s.nodeID, s.clusterCA); err != nil {
 		return nil, fmt.Errorf("node certificate: %w", err)
 	}
 	return tlsutil.NodeTLS(s.cfg.TLSDir)
@@ -197,7 +197,7 @@ func (s *Service) CreateJoinToken(ctx context.Context, ttl time.Duration) (JoinT
 	if ttl > 7*24*time.Hour {
 		return JoinToken{}, fmt.Errorf("%w: a join token lives at most 7 days", ErrInvalid)
 	}
-	ca, err := tlsutil.LoadCA(s.cfg.TLSDir)
+	ca, err := tlsutil.LoadCACert(s.cfg.TLSDir)
 	if err != nil {
 		return JoinToken{}, fmt.Errorf("%w: the cluster CA is needed to admit nodes: %v", ErrConflict, err)
 	}
@@ -217,17 +217,21 @@ type JoinRequest struct {
 	RaftAddr string `json:"raft_address"`
 	APIURL   string `json:"api_url"`
 	CSR      []byte `json:"csr" doc:"PKCS#10 DER, base64"`
+	// ServerCSR asks for the node's HTTPS server certificate, for the
+	// names it carries (PKCS#10 DER).
+	ServerCSR []byte `json:"server_csr,omitempty" doc:"PKCS#10 DER, base64"`
 }
 
-// JoinResponse gives the new node what it needs to open: the CA (with its
-// key, so that it can sign endpoint certificates when it leads), its node
-// certificate, and every master key generation. Sent only over TLS to a
-// holder of a valid one-time token.
+// JoinResponse gives the new node what it needs to open: the CA
+// certificate, its node and server certificates, and every master key
+// generation. The CA's private key is not sent: it reaches the node sealed
+// in the replicated state, usable only while its keystore is open. Sent
+// only over TLS to a holder of a valid one-time token.
 type JoinResponse struct {
 	ClusterID    string `json:"cluster_id"`
 	CACert       []byte `json:"ca_cert"`
-	CAKey        []byte `json:"ca_key"`
 	NodeCert     []byte `json:"node_cert"`
+	ServerCert   []byte `json:"server_cert,omitempty"`
 	MasterKeys   []byte `json:"master_keys"`
 	AppliedIndex uint64 `json:"applied_index"`
 }
@@ -263,6 +267,16 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	if err != nil {
 		return JoinResponse{}, fmt.Errorf("%w: certificate request: %v", ErrInvalid, err)
 	}
+	var serverCSR *x509.CertificateRequest
+	if len(req.ServerCSR) > 0 {
+		serverCSR, err = x509.ParseCertificateRequest(req.ServerCSR)
+		if err == nil {
+			err = serverCSR.CheckSignature()
+		}
+		if err != nil {
+			return JoinResponse{}, fmt.Errorf("%w: server certificate request: %v", ErrInvalid, err)
+		}
+	}
 	if !s.node.IsLeader() {
 		// A follower forwards joins to the leader; it gets here only when
 		// it does not know the leader's address yet (it is catching up).
@@ -292,24 +306,28 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 			return JoinResponse{}, fmt.Errorf("%w: node %s or raft address %s is already a member (a copied data dir? remove the old node first)", ErrConflict, req.NodeID, req.RaftAddr)
 		}
 	}
-	ca, err := tlsutil.LoadCA(s.cfg.TLSDir)
-	if err != nil {
-		return JoinResponse{}, err
-	}
 	unlock, err := s.openForRead()
 	if err != nil {
 		return JoinResponse{}, err
 	}
 	defer unlock()
+	ca, err := s.clusterCA()
+	if err != nil {
+		return JoinResponse{}, err
+	}
+	var serverCert []byte
+	if serverCSR != nil {
+		der, err := ca.IssueServerCert(serverCSR.PublicKey, serverCSR.DNSNames, serverCSR.IPAddresses)
+		if err != nil {
+			return JoinResponse{}, fmt.Errorf("%w: server certificate: %v", ErrInvalid, err)
+		}
+		serverCert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	}
 	ctx = WithIdentity(ctx, Identity{Kind: KindRoot, Name: "join:" + req.NodeID, Roles: AllRoles})
 	if _, err := s.applyResult(ctx, state.TypeJoinTokenUse, state.JoinTokenUse{Hash: hash, Node: req.NodeID}); err != nil {
 		return JoinResponse{}, fmt.Errorf("%w: join token refused: %v", ErrUnauthenticated, err)
 	}
 	cert, err := ca.IssueNodeCert(csr.PublicKey, req.NodeID)
-	if err != nil {
-		return JoinResponse{}, err
-	}
-	caKey, err := os.ReadFile(filepath.Join(s.cfg.TLSDir, tlsutil.CAKey))
 	if err != nil {
 		return JoinResponse{}, err
 	}
@@ -334,8 +352,8 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	}
 	s.joins.succeed(source)
 	s.log.Info("node admitted to the cluster (non-voter until it has caught up)", "node", req.NodeID, "raft_address", req.RaftAddr)
-	return JoinResponse{ClusterID: s.st.ClusterID(), CACert: ca.CertPEM(), CAKey: caKey, NodeCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}),
-		MasterKeys: meks, AppliedIndex: s.st.AppliedIndex()}, nil
+	return JoinResponse{ClusterID: s.st.ClusterID(), CACert: ca.CertPEM(), NodeCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}),
+		ServerCert: serverCert, MasterKeys: meks, AppliedIndex: s.st.AppliedIndex()}, nil
 }
 
 // Promote makes a caught-up non-voter a voter (called by the node itself,
@@ -395,11 +413,21 @@ func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token strin
 	if err != nil {
 		return err
 	}
+	// The server certificate, for the names of the one this node has, is
+	// signed by the cluster's CA too: no node holds its key while sealed.
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	srvCSR, err := tlsutil.ServerCSR(s.cfg.TLSDir, srvKey)
+	if err != nil {
+		return fmt.Errorf("server certificate request: %w", err)
+	}
 	adv := s.cfg.ClusterAdvertise
 	if adv == "" {
 		adv = s.cfg.ClusterBind
 	}
-	body, _ := json.Marshal(JoinRequest{Token: token, NodeID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL, CSR: csr})
+	body, _ := json.Marshal(JoinRequest{Token: token, NodeID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL, CSR: csr, ServerCSR: srvCSR})
 	// The token names the CA's fingerprint: fetch the CA, check it, and
 	// trust only it for the join itself.
 	roots, err := fetchPinnedCA(ctx, url, parts[2])
@@ -435,23 +463,33 @@ func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token strin
 		return fmt.Errorf("join answer: %w", err)
 	}
 	defer clear(jr.MasterKeys)
-	defer clear(jr.CAKey)
 	ring, err := keystore.ImportMEKs(jr.MasterKeys)
 	if err != nil {
 		return err
 	}
 	defer ring.Wipe()
 	kder, _ := x509.MarshalECPrivateKey(key)
+	defer clear(kder)
 	dir := s.cfg.TLSDir
+	// The key of the CA this node made for itself before it joined goes:
+	// from now on the cluster's CA is the one.
+	if err := removeSecretFile(filepath.Join(dir, tlsutil.CAKey)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove this node's own CA key: %w", err)
+	}
 	for _, f := range []struct {
 		name string
 		b    []byte
 	}{
-		{tlsutil.CAKey, jr.CAKey}, {tlsutil.CAFile, jr.CACert},
+		{tlsutil.CAFile, jr.CACert},
 		{tlsutil.NodeKeyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})}, {tlsutil.NodeCertFile, jr.NodeCert},
 	} {
 		if err := fsutil.WriteFile(filepath.Join(dir, f.name), f.b); err != nil {
 			return err
+		}
+	}
+	if blk, _ := pem.Decode(jr.ServerCert); blk != nil && blk.Type == "CERTIFICATE" {
+		if err := tlsutil.WriteServerPair(dir, srvKey, blk.Bytes); err != nil {
+			return fmt.Errorf("store the server certificate: %w", err)
 		}
 	}
 	if s.cfg.OnCAChanged != nil {
@@ -824,6 +862,7 @@ func (s *Service) syncKeysLoop(ctx context.Context) {
 		}
 		s.recordSelfIfLeader()
 		s.bindNodeKeys()
+		s.tendCAKey()
 		s.mu.RLock()
 		ring, open := s.ring, s.state == StateOpen
 		if open && !time.Now().Before(mirrorRetry) {

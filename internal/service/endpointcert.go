@@ -70,10 +70,11 @@ func (s *Service) signEndpointCSR(name string, csr []byte) (issuedCert, error) {
 	if err := req.CheckSignature(); err != nil {
 		return issuedCert{}, fmt.Errorf("%w: csr signature: %v", ErrInvalid, err)
 	}
-	if s.cfg.CertIssuer == nil {
-		return issuedCert{}, fmt.Errorf("%w: this server has no certificate authority to sign client certificates", ErrUnavailable)
+	issuer, err := s.endpointIssuer()
+	if err != nil {
+		return issuedCert{}, err
 	}
-	der, ca, err := s.cfg.CertIssuer.IssueClientCert(req, name)
+	der, ca, err := issuer.IssueClientCert(req, name)
 	if err != nil {
 		return issuedCert{}, fmt.Errorf("sign client certificate for %q: %w", name, err)
 	}

@@ -97,9 +97,17 @@ type Config struct {
 	APIURL string
 	// TLSDir holds the CA and the node certificate.
 	TLSDir string
-	// OnCAChanged is called after a join installed the cluster CA (the
-	// server makes a new server certificate and reloads it).
+	// OnCAChanged is called after the CA certificate or the server
+	// certificate in TLSDir changed (a join installed the cluster's, or the
+	// server certificate was signed once the CA key became usable): the
+	// server reloads both.
 	OnCAChanged func() error
+	// OwnCA: the CA in TLSDir is Coffer's own. Its private key is kept
+	// sealed in the replicated state (a plain TLSDir/ca.key is moved there
+	// when the keystore opens) and signs endpoint certificates, valid for
+	// ClientCertValid, instead of CertIssuer.
+	OwnCA           bool
+	ClientCertValid time.Duration
 }
 
 // Lifecycle states.
@@ -572,6 +580,7 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		// re-wraps and records; its entries arrive through raft.
 		s.attachMirrorLocked()
 		s.startBackups()
+		s.tendCAKeyLocked(ctx)
 		s.log.Info("keystore open (cluster member)", "role", s.Role(), "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
 		return nil
 	}
@@ -595,6 +604,7 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	}
 	s.startBackups()
 	s.afterOpenClustered(ctx)
+	s.tendCAKeyLocked(ctx)
 	s.log.Info("keystore open", "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
 	return nil
 }

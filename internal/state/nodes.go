@@ -177,6 +177,8 @@ func (s *Store) applyCluster(tx *bolt.Tx, cmd Command) (res any, err error, ok b
 			}
 			return p, putJSON(tx.Bucket(bucketMeta), keyKeystorePassphrase, p)
 		})
+	case TypeClusterCA:
+		res, err = decodeApply(cmd, func(c ClusterCA) (any, error) { return s.applyClusterCA(tx, c) })
 	default:
 		return nil, nil, false
 	}

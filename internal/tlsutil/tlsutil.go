@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -57,6 +56,12 @@ func EnsureGenerated(dir string, hosts []string) (created bool, err error) {
 	if old, err := LoadCA(dir); err == nil {
 		ca, caSign = old.cert, old.key
 	} else if _, serr := os.Stat(filepath.Join(dir, CAFile)); serr == nil {
+		if _, kerr := os.Stat(filepath.Join(dir, CAKey)); errors.Is(kerr, os.ErrNotExist) {
+			// The CA key is held sealed in the replicated state: until the
+			// keystore opens and a certificate is signed with it, the server
+			// presents a self-signed one (the local control socket needs none).
+			return true, writeInterimServerCert(dir, hosts)
+		}
 		return false, fmt.Errorf("TLS: %s exists but cannot be used: %w", filepath.Join(dir, CAFile), err)
 	}
 	if ca == nil {
@@ -85,30 +90,8 @@ func EnsureGenerated(dir string, hosts []string) (created bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "coffer server", Organization: []string{"Coffer"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(2, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	all := append([]string{"localhost", "127.0.0.1", "::1"}, hosts...)
-	if hn, err := os.Hostname(); err == nil && hn != "" {
-		all = append(all, hn)
-	}
-	seen := map[string]bool{}
-	for _, h := range all {
-		if h == "" || seen[h] {
-			continue
-		}
-		seen[h] = true
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
+	tmpl := serverTemplate(now)
+	tmpl.DNSNames, tmpl.IPAddresses = serverNames(hosts)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &srvKey.PublicKey, caSign)
 	if err != nil {
 		return false, fmt.Errorf("create server certificate: %w", err)
@@ -229,31 +212,12 @@ func LoadCAFiles(certFile, keyFile string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read CA key: %w", err)
 	}
-	cb, _ := pem.Decode(certPEM)
-	if cb == nil || cb.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("CA certificate %s: no PEM certificate", certFile)
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
+	defer clear(keyPEM)
+	ca, err := ParseCA(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("CA certificate: %w", err)
+		return nil, fmt.Errorf("CA %s, %s: %w", certFile, keyFile, err)
 	}
-	kb, _ := pem.Decode(keyPEM)
-	if kb == nil {
-		return nil, fmt.Errorf("CA key %s: no PEM block", keyFile)
-	}
-	var key crypto.Signer
-	if k, err := x509.ParseECPrivateKey(kb.Bytes); err == nil {
-		key = k
-	} else if k, err2 := x509.ParsePKCS8PrivateKey(kb.Bytes); err2 == nil {
-		s, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("CA key %s: not a signing key", keyFile)
-		}
-		key = s
-	} else {
-		return nil, fmt.Errorf("CA key %s: %w", keyFile, err)
-	}
-	return &CA{cert: cert, key: key, pem: certPEM, Valid: 2 * 365 * 24 * time.Hour}, nil
+	return ca, nil
 }
 
 // Pool is a cert pool holding the CA (to verify client certificates).
@@ -271,6 +235,9 @@ func (c *CA) IssueClientCert(csr *x509.CertificateRequest, commonName string) ([
 	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
 	default:
 		return nil, nil, fmt.Errorf("unsupported CSR public key type %T", csr.PublicKey)
+	}
+	if c.key == nil {
+		return nil, nil, ErrNoCAKey
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -301,6 +268,9 @@ const (
 // IssueNodeCert signs a node certificate for nodeID (server and client
 // authentication, OU NodeOU).
 func (c *CA) IssueNodeCert(pub crypto.PublicKey, nodeID string) ([]byte, error) {
+	if c.key == nil {
+		return nil, ErrNoCAKey
+	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -360,30 +330,7 @@ func NodeKeyFingerprint(dir string) (string, error) {
 // EnsureNodeCert makes dir/node.crt and node.key for nodeID with the CA in
 // dir, unless a certificate for nodeID is there.
 func EnsureNodeCert(dir, nodeID string) error {
-	if b, err := os.ReadFile(filepath.Join(dir, NodeCertFile)); err == nil {
-		if blk, _ := pem.Decode(b); blk != nil {
-			if c, err := x509.ParseCertificate(blk.Bytes); err == nil && c.Subject.CommonName == nodeID {
-				return nil
-			}
-		}
-	}
-	ca, err := LoadCA(dir)
-	if err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	der, err := ca.IssueNodeCert(&key.PublicKey, nodeID)
-	if err != nil {
-		return err
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	if err := fsutil.WriteFile(filepath.Join(dir, NodeKeyFile), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})); err != nil {
-		return err
-	}
-	return fsutil.WriteFile(filepath.Join(dir, NodeCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return EnsureNodeCertWith(dir, nodeID, func() (*CA, error) { return LoadCA(dir) })
 }
 
 // NodeTLS is the mutual-TLS configuration of a node: its node certificate,

@@ -96,11 +96,21 @@ func waitVoters(t testing.TB, c *client.Client, want int) client.ClusterStatus {
 // YAML goes into every node's configuration.
 func startCluster(t testing.TB, n int, extra ...string) ([]*node, *client.Client) {
 	t.Helper()
+	return startClusterWith(t, n, nil, extra...)
+}
+
+// startClusterWith is startCluster; beforeInit, if set, sees the first
+// node started and not yet initialised.
+func startClusterWith(t testing.TB, n int, beforeInit func(*node), extra ...string) ([]*node, *client.Client) {
+	t.Helper()
 	base := t.TempDir()
 	x := strings.Join(extra, "")
 	nodes := []*node{clusterNode(t, base, 1, x)}
 	nodes[0].start()
 	t.Cleanup(nodes[0].stop)
+	if beforeInit != nil {
+		beforeInit(nodes[0])
+	}
 	nodes[0].initialise()
 	if out, err := coffer(t, nil, "cluster", "init", "--data-dir", nodes[0].dataDir); err != nil || !strings.Contains(out, "leads, raft at ") {
 		t.Fatalf("cluster init: %v\n%s", err, out)

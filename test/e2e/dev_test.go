@@ -45,11 +45,13 @@ func TestDevQuickStart(t *testing.T) {
 			t.Fatalf("%s: mode %v %v", p, st.Mode().Perm(), err)
 		}
 	}
-	for _, p := range []string{"keystore/keystore.ks", "keystore/keystore.aks", "state.db", "raft/raft.db", "tls/ca.key", "tls/server.key", "dev-passphrase", "dev-root-token"} {
+	for _, p := range []string{"keystore/keystore.ks", "keystore/keystore.aks", "state.db", "raft/raft.db", "tls/server.key", "dev-passphrase", "dev-root-token"} {
 		if st, err := os.Stat(filepath.Join(dir, p)); err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: mode %v %v", p, st.Mode().Perm(), err)
 		}
 	}
+	// The CA key is sealed in the state once the keystore is open.
+	noCAKeyFile(t, dir)
 	// Ctrl-C stops it; a second run reuses the data and auto-opens.
 	cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {

@@ -33,7 +33,8 @@ import (
 // endpoint's certificate give no identity, and removing a node revokes its
 // own certificate on both.
 func TestClusterNodeTrust(t *testing.T) {
-	nodes, _ := startCluster(t, 2)
+	var caKeyHolder *tlsutil.CA
+	nodes, _ := startClusterWith(t, 2, func(n *node) { caKeyHolder = caBeforeInit(t, n) })
 	ctx := context.Background()
 	li, leader := leaderOf(t, nodes)
 	follower := nodes[1-li]
@@ -57,12 +58,10 @@ func TestClusterNodeTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The follower's disk holds the CA key: mint the follower's name with
+	// Someone who got the CA key (from the first node's disk before its
+	// keystore first opened, an old backup): mint the follower's name with
 	// another key.
-	ca, err := tlsutil.LoadCA(ftls)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := caKeyHolder
 	fkey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	fder, err := ca.IssueNodeCert(&fkey.PublicKey, fid)
 	if err != nil {
@@ -139,7 +138,8 @@ func TestClusterNodeTrust(t *testing.T) {
 // the leader records each member's key as first presented, and from then
 // on a certificate with that member's name but another key is refused.
 func TestClusterNodeKeyUpgrade(t *testing.T) {
-	nodes, _ := startCluster(t, 2)
+	var ca *tlsutil.CA
+	nodes, _ := startClusterWith(t, 2, func(n *node) { ca = caBeforeInit(t, n) })
 	_, leader := leaderOf(t, nodes)
 	var follower *node
 	for _, n := range nodes {
@@ -209,10 +209,6 @@ func TestClusterNodeKeyUpgrade(t *testing.T) {
 	waitVoters(t, withToken(t, nodes[0], nodes[0].token), 2)
 
 	ftls := filepath.Join(follower.dataDir, "tls")
-	ca, err := tlsutil.LoadCA(ftls)
-	if err != nil {
-		t.Fatal(err)
-	}
 	fkey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	fder, err := ca.IssueNodeCert(&fkey.PublicKey, fid)
 	if err != nil {
@@ -286,4 +282,16 @@ func forwardedLocalStatus(url string, roots *x509.CertPool, cert tls.Certificate
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// caBeforeInit is the CA of n, started and not yet initialised, with its
+// key: a plain file until the keystore first opens and seals it into the
+// replicated state.
+func caBeforeInit(t *testing.T, n *node) *tlsutil.CA {
+	t.Helper()
+	ca, err := tlsutil.LoadCA(filepath.Join(n.dataDir, "tls"))
+	if err != nil {
+		t.Fatalf("the CA key before init: %v", err)
+	}
+	return ca
 }

@@ -1,0 +1,105 @@
+package tlsutil
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func TestParseCARefusesAnotherKey(t *testing.T) {
+	a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	for _, d := range []string{a, b} {
+		if _, err := EnsureGenerated(d, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, _ := os.ReadFile(filepath.Join(a, CAFile))
+	key, _ := os.ReadFile(filepath.Join(b, CAKey))
+	if _, err := ParseCA(cert, key); err == nil {
+		t.Fatal("a CA with another CA's key")
+	}
+	ca, err := ParseCA(cert, nil)
+	if err != nil || ca.HasKey() {
+		t.Fatalf("certificate only: %v %v", ca, err)
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if _, err := ca.IssueNodeCert(&k.PublicKey, "n1"); !errors.Is(err, ErrNoCAKey) {
+		t.Fatalf("signed without a key: %v", err)
+	}
+	full, err := LoadCA(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey, err := full.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ParseCA(cert, pemKey)
+	if err != nil || !again.HasKey() || !again.SameCert(full) {
+		t.Fatalf("round trip of the key: %v", err)
+	}
+}
+
+// TestServerCertWithoutCAKey: a CA certificate without its key gives a
+// self-signed server certificate; signing it anew with the CA keeps its
+// names.
+func TestServerCertWithoutCAKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tls")
+	if _, err := EnsureGenerated(dir, []string{"kms.example", "10.0.0.7"}); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{CAKey, CertFile, KeyFile} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	if created, err := EnsureGenerated(dir, []string{"kms.example", "10.0.0.7"}); err != nil || !created {
+		t.Fatalf("without the CA key: %v %v", created, err)
+	}
+	interim, err := ServerCert(dir)
+	if err != nil || ca.Signs(interim) {
+		t.Fatalf("interim certificate: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, CAKey)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a CA key file appeared")
+	}
+	if err := ca.ReissueServerCert(dir); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ServerCert(dir)
+	if err != nil || !ca.Signs(c) {
+		t.Fatalf("reissued certificate: %v", err)
+	}
+	if !slices.Contains(c.DNSNames, "kms.example") || !slices.ContainsFunc(c.IPAddresses, func(ip net.IP) bool { return ip.Equal(net.ParseIP("10.0.0.7")) }) {
+		t.Fatalf("names lost: %v %v", c.DNSNames, c.IPAddresses)
+	}
+	if _, err := NewReloader(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)); err != nil {
+		t.Fatalf("the reissued pair does not load: %v", err)
+	}
+	// A joining node's request names the same hosts.
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := ServerCSR(dir, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := x509.ParseCertificateRequest(der)
+	if !slices.Equal(csr.DNSNames, c.DNSNames) || len(csr.IPAddresses) != len(c.IPAddresses) {
+		t.Fatalf("request names %v %v, certificate %v %v", csr.DNSNames, csr.IPAddresses, c.DNSNames, c.IPAddresses)
+	}
+	many := make([]string, maxServerNames+1)
+	for i := range many {
+		many[i] = "h" + string(rune('a'+i%26))
+	}
+	if _, err := ca.IssueServerCert(&k.PublicKey, many, nil); err == nil {
+		t.Fatal("a server certificate for too many names")
+	}
+}
