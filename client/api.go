@@ -131,9 +131,14 @@ type DestinationHealth struct {
 
 // Alert is a condition the operator must see.
 type Alert struct {
+	// Code names the kind of alert (disk_full, archive_pending, ...).
+	Code      string    `json:"code,omitempty"`
 	Component string    `json:"component"`
 	Message   string    `json:"message"`
 	Since     time.Time `json:"since"`
+	// Runbook is the path of what to do, from the repository root
+	// (docs/runbooks/NAME.md).
+	Runbook string `json:"runbook,omitempty"`
 }
 
 // Status fetches the server status.

@@ -788,11 +788,12 @@ func (s *Service) heldAlert() *Alert {
 	if !tl.Restored.Holding() {
 		return nil
 	}
-	return &Alert{Component: "backup", Since: tl.Restored.At, Message: fmt.Sprintf(
+	a := newAlert(AlertBackupsHeld, "backup", fmt.Sprintf(
 		"backups, schedules, archiving and the journal mirror are HELD after a restore (timeline %d, from %s to %s): nothing is written to any destination but LOCAL. "+
 			"A rehearsal or copy: coffer backup resume-after-restore (it then writes only to destinations no other timeline writes to). "+
 			"The real recovery: coffer backup resume-after-restore --take-over (claims every destination, a full to each now)",
-		tl.ID, tl.Restored.From, tl.Restored.Target)}
+		tl.ID, tl.Restored.From, tl.Restored.Target), tl.Restored.At)
+	return &a
 }
 
 // ErrNotHeld: resume-after-restore on a node whose backups are not held.
@@ -1009,14 +1010,14 @@ func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
 			if err := syscall.Statfs(path, &fs); err == nil && fs.Blocks > 0 {
 				h.UsedPercent = 100 * float64(fs.Blocks-fs.Bavail) / float64(fs.Blocks)
 				if h.UsedPercent > DiskAlertPercent {
-					alerts = append(alerts, Alert{Component: "backup", Since: now,
-						Message: fmt.Sprintf("destination %s (%s) is %.0f%% full: free space or set retention before backups fail", d.Name, path, h.UsedPercent)})
+					alerts = append(alerts, newAlert(AlertDestinationFull, "backup",
+						fmt.Sprintf("destination %s (%s) is %.0f%% full: free space or set retention before backups fail", d.Name, path, h.UsedPercent), now))
 				}
 			}
 		}
 		if h.Pending > 0 && h.ArchiveError != "" {
-			alerts = append(alerts, Alert{Component: "backup", Since: now,
-				Message: fmt.Sprintf("%d journal segments wait on this node for destination %s: %s", h.Pending, d.Name, h.ArchiveError)})
+			alerts = append(alerts, newAlert(AlertArchivePending, "backup",
+				fmt.Sprintf("%d journal segments wait on this node for destination %s: %s", h.Pending, d.Name, h.ArchiveError), now))
 		}
 		out = append(out, h)
 	}
@@ -1050,11 +1051,11 @@ func (s *Service) attachMirrorLocked() (err error) {
 			s.mirrorAttachErr.Store(nil)
 			return
 		}
-		a := &Alert{Component: "mirror", Message: "journal mirror not attached (writes go on without it; journal segments are kept for it): " + err.Error(), Since: time.Now().UTC()}
+		a := newAlert(AlertMirrorNotAttached, "mirror", "journal mirror not attached (writes go on without it; journal segments are kept for it): "+err.Error(), time.Now().UTC())
 		if old := s.mirrorAttachErr.Load(); old != nil {
 			a.Since = old.Since
 		}
-		s.mirrorAttachErr.Store(a)
+		s.mirrorAttachErr.Store(&a)
 	}()
 	if s.jr == nil {
 		return nil
