@@ -935,10 +935,16 @@ func (s *Service) CurrentBackup(ctx context.Context) (*backup.Progress, error) {
 	s.mu.RLock()
 	m := s.backups
 	s.mu.RUnlock()
-	if m == nil {
-		return nil, nil
+	var cur *backup.Progress
+	if m != nil {
+		cur = m.Current()
 	}
-	return m.Current(), nil
+	id := ""
+	if cur != nil {
+		id = cur.ID
+	}
+	s.backupPolls.observe(CallFrom(ctx), id)
+	return cur, nil
 }
 
 func bundleEncryption(pw []byte, label string, workFactor int) bundle.Encryption {

@@ -113,6 +113,8 @@ const (
 type Service struct {
 	cfg Config
 	log *slog.Logger
+	// backupPolls keeps backup progress polls to one audit record per change.
+	backupPolls pollAudit
 	// noStopSnapshot (tests) leaves the raft log as a kill -9 would.
 	noStopSnapshot bool
 
