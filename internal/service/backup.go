@@ -1151,10 +1151,19 @@ func (s *Service) detachMirror() {
 	s.mirrorAt = ""
 }
 
+// ArchiveProgress is one step of ArchiveNowProgress.
+type ArchiveProgress = backup.ArchiveProgress
+
 // ArchiveNow closes the open journal segment and ships every closed segment
 // to the archiving destinations now, instead of at the next check (system
 // administrators). It returns the first destination's error, if any.
 func (s *Service) ArchiveNow(ctx context.Context) error {
+	return s.ArchiveNowProgress(ctx, nil)
+}
+
+// ArchiveNowProgress is ArchiveNow that calls progress (when not nil) as
+// each destination starts and after each segment shipped.
+func (s *Service) ArchiveNowProgress(ctx context.Context, progress func(ArchiveProgress)) error {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "archiving the journal"); err != nil {
 		return err
 	}
@@ -1172,7 +1181,7 @@ func (s *Service) ArchiveNow(ctx context.Context) error {
 		return nil
 	}
 	// Not under the lifecycle lock: shipping records progress through raft.
-	err = m.ArchiveWait(ctx)
+	err = m.ArchiveWait(ctx, progress)
 	if errors.Is(err, backup.ErrBusy) || errors.Is(err, backup.ErrOtherWriter) {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
