@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/url"
 	"time"
 )
@@ -131,9 +133,14 @@ type DestinationHealth struct {
 
 // Alert is a condition the operator must see.
 type Alert struct {
+	// Code names the kind of alert (disk_full, archive_pending, ...).
+	Code      string    `json:"code,omitempty"`
 	Component string    `json:"component"`
 	Message   string    `json:"message"`
 	Since     time.Time `json:"since"`
+	// Runbook is the path of what to do, from the repository root
+	// (docs/runbooks/NAME.md).
+	Runbook string `json:"runbook,omitempty"`
 }
 
 // Status fetches the server status.
@@ -309,6 +316,60 @@ func (c *Client) PruneJournal(ctx context.Context, dryRun bool) (JournalPrune, e
 // the archiving destinations now.
 func (c *Client) ArchiveJournal(ctx context.Context) error {
 	return c.Do(ctx, "POST", "/api/v1/sys/journal/archive", nil, nil)
+}
+
+// ArchiveProgress is one step of ArchiveJournalProgress: Done of Total
+// segments are on Destination; Segment is the one just shipped (empty at
+// the start of a destination).
+type ArchiveProgress struct {
+	Destination string `json:"destination"`
+	Segment     string `json:"segment,omitempty"`
+	Done        int    `json:"done"`
+	Total       int    `json:"total"`
+}
+
+// ArchiveJournalProgress is ArchiveJournal that calls progress as each
+// destination starts and after each segment shipped (the server streams
+// the steps).
+func (c *Client) ArchiveJournalProgress(ctx context.Context, progress func(ArchiveProgress)) error {
+	return c.Do(ctx, "POST", "/api/v1/sys/journal/archive?progress=ndjson", nil, &archiveStream{progress: progress})
+}
+
+// archiveStream reads the lines of a streamed archive-now.
+type archiveStream struct {
+	progress func(ArchiveProgress)
+}
+
+func (s *archiveStream) decodeStream(r io.Reader) error {
+	dec := json.NewDecoder(r)
+	for {
+		var line struct {
+			Progress *ArchiveProgress `json:"progress"`
+			Archived bool             `json:"archived"`
+			Error    *struct {
+				Status        int
+				Code, Message string
+			} `json:"error"`
+		}
+		if err := dec.Decode(&line); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("archive answer: %w", err)
+		}
+		switch {
+		case line.Error != nil:
+			return &Error{Status: line.Error.Status, Code: line.Error.Code, Message: line.Error.Message}
+		case line.Progress != nil:
+			if s.progress != nil {
+				s.progress(*line.Progress)
+			}
+		case line.Archived:
+			return nil
+		default:
+			return errors.New("archive answer: a line with neither progress, result nor error")
+		}
+	}
 }
 
 // OpenAPI returns the server's OpenAPI 3 document.

@@ -351,12 +351,24 @@ func (m *Manager) ArchiveOnce(ctx context.Context) error {
 		return nil // a backup or a prune is running; archiving resumes after it
 	}
 	defer m.run.Unlock()
-	return m.archiveLocked(ctx)
+	return m.archiveLocked(ctx, nil)
+}
+
+// ArchiveProgress is one step of shipping segments to a destination: Done
+// of Total segments are on it; Segment is the one just shipped (empty at
+// the start, Done 0).
+type ArchiveProgress struct {
+	Destination string `json:"destination"`
+	Segment     string `json:"segment,omitempty"`
+	Done        int    `json:"done"`
+	Total       int    `json:"total"`
 }
 
 // ArchiveWait is ArchiveOnce for an operator's request: it waits up to
 // BusyWait for whatever holds the backup lock (a backup too), then ErrBusy.
-func (m *Manager) ArchiveWait(ctx context.Context) error {
+// progress, when not nil, is called as each destination starts and after
+// each segment shipped.
+func (m *Manager) ArchiveWait(ctx context.Context, progress func(ArchiveProgress)) error {
 	if !m.run.TryLock() && !m.lockWithin(ctx, BusyWait, false) {
 		if cur := m.Current(); cur != nil {
 			return fmt.Errorf("%w: %s backup %s to %s; segments are shipped after it", ErrBusy, cur.Kind, cur.ID, cur.Destination)
@@ -364,10 +376,10 @@ func (m *Manager) ArchiveWait(ctx context.Context) error {
 		return errBusyTask
 	}
 	defer m.run.Unlock()
-	return m.archiveLocked(ctx)
+	return m.archiveLocked(ctx, progress)
 }
 
-func (m *Manager) archiveLocked(ctx context.Context) error {
+func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgress)) error {
 	dests, err := m.host.Destinations()
 	if err != nil {
 		return err
@@ -393,7 +405,7 @@ func (m *Manager) archiveLocked(ctx context.Context) error {
 		if d.ArchivePaused || len(todo) == 0 || m.host.Held(d.Name) != nil {
 			continue
 		}
-		if err := m.ship(ctx, d.Name, todo); err != nil {
+		if err := m.ship(ctx, d.Name, todo, progress); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -401,10 +413,16 @@ func (m *Manager) archiveLocked(ctx context.Context) error {
 }
 
 // ship runs with the backup lock held (ArchiveOnce).
-func (m *Manager) ship(ctx context.Context, name string, todo []journal.SegmentInfo) error {
+func (m *Manager) ship(ctx context.Context, name string, todo []journal.SegmentInfo, progress func(ArchiveProgress)) error {
 	if m.host.Frozen() != nil {
 		return nil // resumes after the thaw
 	}
+	step := func(seg string, done int) {
+		if progress != nil {
+			progress(ArchiveProgress{Destination: name, Segment: seg, Done: done, Total: len(todo)})
+		}
+	}
+	step("", 0)
 	t, err := m.host.OpenTarget(ctx, name)
 	if err != nil {
 		m.setErr(name, err)
@@ -424,6 +442,7 @@ func (m *Manager) ship(ctx context.Context, name string, todo []journal.SegmentI
 		m.pending[name] = len(todo) - i - 1
 		delete(m.lastErr, name)
 		m.mu.Unlock()
+		step(seg.Name, i+1)
 	}
 	return nil
 }

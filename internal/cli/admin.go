@@ -270,6 +270,7 @@ func printStatus(out io.Writer, st client.Status) {
 	w.Flush()
 	for _, a := range st.Alerts {
 		fmt.Fprintf(out, "ALERT [%s] since %s: %s\n", a.Component, a.Since.Format(time.RFC3339), a.Message)
+		printRunbook(out, a)
 	}
 	for _, a := range st.Warnings {
 		since := ""
@@ -277,8 +278,16 @@ func printStatus(out io.Writer, st client.Status) {
 			since = " since " + a.Since.Format(time.RFC3339)
 		}
 		fmt.Fprintf(out, "WARNING [%s]%s: %s\n", a.Component, since, a.Message)
+		printRunbook(out, a)
 	}
 	printBackupStatus(out, st.Backup)
+}
+
+// printRunbook names the runbook of an alert, under its line.
+func printRunbook(out io.Writer, a client.Alert) {
+	if a.Runbook != "" {
+		fmt.Fprintf(out, "  runbook: %s\n", a.Runbook)
+	}
 }
 
 // printBackupStatus writes the running backup, the freeze and a line per

@@ -699,3 +699,45 @@ func (p *verifyProgress) finish() {
 		p.bar.Finish()
 	}
 }
+
+// archiveProgress shows "journal archive now" as it goes, on standard
+// error: a progress bar on a terminal, a line per shipped segment
+// otherwise, and with --format json one JSON object a line
+// ({"progress":{...}}).
+type archiveProgress struct {
+	w    io.Writer
+	json bool
+	bar  *progressbar.ProgressBar
+}
+
+func newArchiveProgress(cmd *cobra.Command, asJSON bool) *archiveProgress {
+	p := &archiveProgress{w: cmd.ErrOrStderr(), json: asJSON}
+	if f, ok := p.w.(*os.File); ok && !asJSON && term.IsTerminal(int(f.Fd())) {
+		p.bar = progressbar.NewOptions(-1, progressbar.OptionSetWriter(p.w), progressbar.OptionShowCount(),
+			progressbar.OptionSetElapsedTime(true), progressbar.OptionClearOnFinish(), progressbar.OptionFullWidth(),
+			progressbar.OptionThrottle(65*time.Millisecond), progressbar.OptionSetRenderBlankState(true))
+	}
+	return p
+}
+
+func (p *archiveProgress) step(s client.ArchiveProgress) {
+	switch {
+	case p.json:
+		b, _ := json.Marshal(map[string]client.ArchiveProgress{"progress": s})
+		fmt.Fprintf(p.w, "%s\n", b)
+	case p.bar != nil:
+		p.bar.ChangeMax(s.Total)
+		p.bar.Describe("archive to " + s.Destination)
+		p.bar.Set(s.Done)
+	case s.Segment == "":
+		fmt.Fprintf(p.w, "archiving %d segments to %s\n", s.Total, s.Destination)
+	default:
+		fmt.Fprintf(p.w, "archived %s to %s (%d of %d)\n", s.Segment, s.Destination, s.Done, s.Total)
+	}
+}
+
+func (p *archiveProgress) finish() {
+	if p.bar != nil {
+		p.bar.Finish()
+	}
+}

@@ -263,3 +263,62 @@ func TestBackupRunFailedExitsNonZero(t *testing.T) {
 		t.Fatalf("json: %s", out)
 	}
 }
+
+// fakeArchiveServer streams the given lines as the answer to archive now.
+func fakeArchiveServer(t *testing.T, lines ...string) (*httptest.Server, *[]string) {
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path+" "+r.URL.RawQuery)
+		mu.Unlock()
+		if r.URL.Path != "/api/v1/sys/journal/archive" {
+			w.WriteHeader(404)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		for _, l := range lines {
+			io.WriteString(w, l+"\n")
+			w.(http.Flusher).Flush()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &seen
+}
+
+// TestJournalArchiveNowProgress: archive now asks for streamed progress and
+// shows it on standard error: a line per segment, JSON lines with
+// --format json; a failure streamed at the end fails the command.
+func TestJournalArchiveNowProgress(t *testing.T) {
+	steps := []string{
+		`{"progress":{"destination":"nas","done":0,"total":2}}`,
+		`{"progress":{"destination":"nas","segment":"coffer-1.recovery","done":1,"total":2}}`,
+		`{"progress":{"destination":"nas","segment":"coffer-2.recovery","done":2,"total":2}}`,
+	}
+	srv, seen := fakeArchiveServer(t, append(steps, `{"archived":true}`)...)
+	code, out, stderr := run("journal", "archive", "now", "--address", srv.URL)
+	if code != 0 || strings.TrimSpace(out) != "journal archived" {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	want := "archiving 2 segments to nas\narchived coffer-1.recovery to nas (1 of 2)\narchived coffer-2.recovery to nas (2 of 2)\n"
+	if stderr != want {
+		t.Errorf("stderr %q, want %q", stderr, want)
+	}
+	if (*seen)[0] != "POST /api/v1/sys/journal/archive progress=ndjson" {
+		t.Errorf("requests %q", *seen)
+	}
+
+	code, out, stderr = run("journal", "archive", "now", "--address", srv.URL, "--format", "json")
+	if code != 0 || !strings.Contains(out, `"archived": true`) {
+		t.Fatalf("json: code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	if got := strings.Split(strings.TrimSpace(stderr), "\n"); len(got) != 3 || got[1] != steps[1] {
+		t.Errorf("json progress lines %q, want %q", got, steps)
+	}
+
+	srv, _ = fakeArchiveServer(t, steps[0], `{"error":{"status":409,"code":"conflict","message":"archive coffer-1.recovery to nas: no space left"}}`)
+	code, _, stderr = run("journal", "archive", "now", "--address", srv.URL)
+	if code == 0 || !strings.Contains(stderr, "no space left") {
+		t.Fatalf("a streamed failure: code %d, stderr %q", code, stderr)
+	}
+}

@@ -198,16 +198,24 @@ paused, and the last archive error.`,
 		Long: `Archiving ships closed segments at every backup check (backup.check_interval)
 and closes the open segment after backup.archive_timeout. "now" does both at
 once, e.g. right before a planned maintenance or a restore test, so that the
-archive reaches the latest write.`,
-		Example: "  coffer journal archive now",
-		Args:    cobra.NoArgs,
+archive reaches the latest write.
+
+Progress goes to standard error as each destination starts and each
+segment is shipped: a bar on a terminal, a line per segment otherwise, JSON
+lines ({"progress":{"destination":...,"segment":...,"done":N,"total":M}})
+with --format json.`,
+		Example: `  coffer journal archive now
+  coffer journal archive now --format json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				if err := c.ArchiveJournal(ctx); err != nil {
+				show := newArchiveProgress(cmd, g.format == "json")
+				err := c.ArchiveJournalProgress(ctx, show.step)
+				show.finish()
+				if err != nil {
 					return err
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), "journal archived")
-				return nil
+				return g.printResult(cmd, map[string]bool{"archived": true}, "journal archived")
 			})
 		},
 	}

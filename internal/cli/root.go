@@ -117,6 +117,7 @@ Shell completion: see "coffer completion --help".`,
 		newAuditCmd(g),
 		newBenchCmd(g),
 		newVersionCmd(),
+		newGenDocsCmd(),
 	)
 	root.RegisterFlagCompletionFunc("format", fixedCompletion("table", "json"))
 	addCompletionCmd(root)

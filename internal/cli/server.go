@@ -19,7 +19,7 @@ func newServerCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a Coffer server from a configuration file",
-		Long: `Run a Coffer server. The configuration reference is docs/config.md.
+		Long: `Run a Coffer server. The configuration reference is docs/reference/config.md.
 
 On first start with an empty data dir the server generates a CA and a server
 certificate (unless tls.cert_file is set) and waits uninitialised: run
@@ -32,7 +32,7 @@ reload TLS certificate and log level, SIGUSR2 rotate the journal.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.configPath == "" {
-				return fmt.Errorf("--config is required (see docs/config.md)")
+				return fmt.Errorf("--config is required (see docs/reference/config.md)")
 			}
 			cfg, err := config.Load(o.configPath)
 			if err != nil {

@@ -204,3 +204,34 @@ func TestClusterStatusReadOnlyNode(t *testing.T) {
 		t.Fatalf("a read-only node calls a member a follower:\n%s", out)
 	}
 }
+
+// TestStatusAlertRunbook: an alert's code and runbook survive the wire, and
+// coffer status prints the runbook under the alert (and a warning's too).
+func TestStatusAlertRunbook(t *testing.T) {
+	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := service.Status{State: "open",
+		Alerts:   []service.Alert{{Code: service.AlertDiskFull, Component: "disk", Message: "no space", Since: t0, Runbook: "docs/runbooks/disk-full.md"}},
+		Warnings: []service.Alert{{Code: service.AlertArchivePending, Component: "backup", Message: "3 segments wait", Since: t0, Runbook: "docs/runbooks/journal-segments-piling-up.md"}},
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got client.Status
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if a := got.Alerts[0]; a.Code != "disk_full" || a.Runbook != "docs/runbooks/disk-full.md" {
+		t.Fatalf("alert decodes to %+v", a)
+	}
+	var out strings.Builder
+	printStatus(&out, got)
+	for _, want := range []string{
+		"ALERT [disk] since 2025-01-02T03:04:05Z: no space\n  runbook: docs/runbooks/disk-full.md\n",
+		"WARNING [backup] since 2025-01-02T03:04:05Z: 3 segments wait\n  runbook: docs/runbooks/journal-segments-piling-up.md\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

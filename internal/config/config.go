@@ -1,5 +1,5 @@
 // Package config reads Coffer's server configuration file (YAML). Every
-// setting is documented in docs/config.md; unknown keys are refused.
+// setting is documented in docs/reference/config.md; unknown keys are refused.
 package config
 
 import (

@@ -350,7 +350,7 @@ func Start(opts Options) (_ *Server, err error) {
 		})))
 	}
 	mux.Handle("/", rest.Handler(svc, ropts))
-	// Vault-compatible subset (KV v2, Transit, sys/health): docs/vault.md.
+	// Vault-compatible subset (KV v2, Transit, sys/health): docs/reference/vault.md.
 	vopts := vault.Options{Logger: log}
 	if ropts.Metrics != nil {
 		vopts.Metrics = ropts.Metrics

@@ -24,9 +24,10 @@ type AuditReport = audit.Report
 
 // Audit appends one record for a finished request. Transports call it for
 // every request they serve; the message is the error text (which never
-// carries key material), the object ids are those the service noted.
+// carries key material), the object ids are those the service noted. A
+// repeated backup progress poll that succeeds is not recorded (pollAudit).
 func (s *Service) Audit(c *Call, operation string, status int, result, message string) {
-	if s.audit == nil || c == nil {
+	if s.audit == nil || c == nil || (status < 400 && c.isQuiet()) {
 		return
 	}
 	rec := audit.Record{

@@ -788,11 +788,12 @@ func (s *Service) heldAlert() *Alert {
 	if !tl.Restored.Holding() {
 		return nil
 	}
-	return &Alert{Component: "backup", Since: tl.Restored.At, Message: fmt.Sprintf(
+	a := newAlert(AlertBackupsHeld, "backup", fmt.Sprintf(
 		"backups, schedules, archiving and the journal mirror are HELD after a restore (timeline %d, from %s to %s): nothing is written to any destination but LOCAL. "+
 			"A rehearsal or copy: coffer backup resume-after-restore (it then writes only to destinations no other timeline writes to). "+
 			"The real recovery: coffer backup resume-after-restore --take-over (claims every destination, a full to each now)",
-		tl.ID, tl.Restored.From, tl.Restored.Target)}
+		tl.ID, tl.Restored.From, tl.Restored.Target), tl.Restored.At)
+	return &a
 }
 
 // ErrNotHeld: resume-after-restore on a node whose backups are not held.
@@ -934,10 +935,16 @@ func (s *Service) CurrentBackup(ctx context.Context) (*backup.Progress, error) {
 	s.mu.RLock()
 	m := s.backups
 	s.mu.RUnlock()
-	if m == nil {
-		return nil, nil
+	var cur *backup.Progress
+	if m != nil {
+		cur = m.Current()
 	}
-	return m.Current(), nil
+	id := ""
+	if cur != nil {
+		id = cur.ID
+	}
+	s.backupPolls.observe(CallFrom(ctx), id)
+	return cur, nil
 }
 
 func bundleEncryption(pw []byte, label string, workFactor int) bundle.Encryption {
@@ -1009,14 +1016,14 @@ func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
 			if err := syscall.Statfs(path, &fs); err == nil && fs.Blocks > 0 {
 				h.UsedPercent = 100 * float64(fs.Blocks-fs.Bavail) / float64(fs.Blocks)
 				if h.UsedPercent > DiskAlertPercent {
-					alerts = append(alerts, Alert{Component: "backup", Since: now,
-						Message: fmt.Sprintf("destination %s (%s) is %.0f%% full: free space or set retention before backups fail", d.Name, path, h.UsedPercent)})
+					alerts = append(alerts, newAlert(AlertDestinationFull, "backup",
+						fmt.Sprintf("destination %s (%s) is %.0f%% full: free space or set retention before backups fail", d.Name, path, h.UsedPercent), now))
 				}
 			}
 		}
 		if h.Pending > 0 && h.ArchiveError != "" {
-			alerts = append(alerts, Alert{Component: "backup", Since: now,
-				Message: fmt.Sprintf("%d journal segments wait on this node for destination %s: %s", h.Pending, d.Name, h.ArchiveError)})
+			alerts = append(alerts, newAlert(AlertArchivePending, "backup",
+				fmt.Sprintf("%d journal segments wait on this node for destination %s: %s", h.Pending, d.Name, h.ArchiveError), now))
 		}
 		out = append(out, h)
 	}
@@ -1050,11 +1057,11 @@ func (s *Service) attachMirrorLocked() (err error) {
 			s.mirrorAttachErr.Store(nil)
 			return
 		}
-		a := &Alert{Component: "mirror", Message: "journal mirror not attached (writes go on without it; journal segments are kept for it): " + err.Error(), Since: time.Now().UTC()}
+		a := newAlert(AlertMirrorNotAttached, "mirror", "journal mirror not attached (writes go on without it; journal segments are kept for it): "+err.Error(), time.Now().UTC())
 		if old := s.mirrorAttachErr.Load(); old != nil {
 			a.Since = old.Since
 		}
-		s.mirrorAttachErr.Store(a)
+		s.mirrorAttachErr.Store(&a)
 	}()
 	if s.jr == nil {
 		return nil
@@ -1144,10 +1151,19 @@ func (s *Service) detachMirror() {
 	s.mirrorAt = ""
 }
 
+// ArchiveProgress is one step of ArchiveNowProgress.
+type ArchiveProgress = backup.ArchiveProgress
+
 // ArchiveNow closes the open journal segment and ships every closed segment
 // to the archiving destinations now, instead of at the next check (system
 // administrators). It returns the first destination's error, if any.
 func (s *Service) ArchiveNow(ctx context.Context) error {
+	return s.ArchiveNowProgress(ctx, nil)
+}
+
+// ArchiveNowProgress is ArchiveNow that calls progress (when not nil) as
+// each destination starts and after each segment shipped.
+func (s *Service) ArchiveNowProgress(ctx context.Context, progress func(ArchiveProgress)) error {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "archiving the journal"); err != nil {
 		return err
 	}
@@ -1165,7 +1181,7 @@ func (s *Service) ArchiveNow(ctx context.Context) error {
 		return nil
 	}
 	// Not under the lifecycle lock: shipping records progress through raft.
-	err = m.ArchiveWait(ctx)
+	err = m.ArchiveWait(ctx, progress)
 	if errors.Is(err, backup.ErrBusy) || errors.Is(err, backup.ErrOtherWriter) {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}

@@ -653,3 +653,41 @@ func TestRebuildCatalogDuringBackup(t *testing.T) {
 		t.Fatalf("rebuild: %v", err)
 	}
 }
+
+// TestArchiveNowProgress: archive-now reports each destination's start and
+// every segment it shipped, ending with all of them on the destination.
+func TestArchiveNowProgress(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	target := filepath.Join(t.TempDir(), "arch")
+	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "arch", Kind: "dir", Path: target, Archiving: true}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("p%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RotateJournal(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var steps []ArchiveProgress
+	if err := s.ArchiveNowProgress(ctx, func(p ArchiveProgress) { steps = append(steps, p) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(steps) < 4 {
+		t.Fatalf("steps %+v: want a start and at least 3 segments", steps)
+	}
+	total := steps[0].Total
+	if steps[0] != (ArchiveProgress{Destination: "arch", Total: total}) || total != len(steps)-1 {
+		t.Fatalf("first step %+v of %d", steps[0], len(steps))
+	}
+	for i, p := range steps[1:] {
+		if p.Destination != "arch" || p.Done != i+1 || p.Total != total || !strings.HasSuffix(p.Segment, ".recovery") {
+			t.Fatalf("step %d: %+v", i+1, p)
+		}
+	}
+	if got := s.backups.Pending()["arch"]; got != 0 {
+		t.Fatalf("pending after archive now: %d", got)
+	}
+}

@@ -114,6 +114,8 @@ type Call struct {
 
 	mu      sync.Mutex
 	objects []string
+	// quiet: a repeated poll whose success is not audited (pollAudit).
+	quiet bool
 }
 
 type callKey struct{}

@@ -121,6 +121,8 @@ const (
 type Service struct {
 	cfg Config
 	log *slog.Logger
+	// backupPolls keeps backup progress polls to one audit record per change.
+	backupPolls pollAudit
 	// noStopSnapshot (tests) leaves the raft log as a kill -9 would.
 	noStopSnapshot bool
 
@@ -229,16 +231,19 @@ const maxAuditTailRepair = 1 << 20
 func (s *Service) auditWarnings(dir string) {
 	kept, _ := filepath.Glob(filepath.Join(dir, audit.HeadFile+".lost-tail-*"))
 	for _, k := range kept {
-		s.warnings = append(s.warnings, Alert{Component: "audit", Since: time.Now().UTC(),
-			Message: fmt.Sprintf("audit records were lost at the end of the log (see %s and the auditTailLost record; compare with the syslog mirror); remove that file once investigated to clear this warning", k)})
+		s.warnings = append(s.warnings, newAlert(AlertAuditTailLost, "audit",
+			fmt.Sprintf("audit records were lost at the end of the log (see %s and the auditTailLost record; compare with the syslog mirror); remove that file once investigated to clear this warning", k), time.Now().UTC()))
 	}
 }
 
 // Alert is a condition an operator must see.
 type Alert struct {
+	Code      AlertCode `json:"code"`
 	Component string    `json:"component"`
 	Message   string    `json:"message"`
 	Since     time.Time `json:"since"`
+	// Runbook is the path, from the repository root, of what to do.
+	Runbook string `json:"runbook,omitempty"`
 }
 
 // Paths inside the data dir.
@@ -1163,7 +1168,7 @@ func (s *Service) checkDisk() error {
 	free := fs.Bavail * uint64(fs.Bsize)
 	if free < s.cfg.MinFreeBytes {
 		msg := fmt.Sprintf("data directory %s has %d bytes free, below min_free_bytes %d: writes paused until space is freed", s.cfg.DataDir, free, s.cfg.MinFreeBytes)
-		s.raise("disk", msg)
+		s.raise(AlertDiskFull, "disk", msg)
 		return fmt.Errorf("%w: %s", ErrWriteUnavailable, msg)
 	}
 	if a := s.writeErr.Load(); a != nil && a.Component == "disk" {
@@ -1173,13 +1178,13 @@ func (s *Service) checkDisk() error {
 	return nil
 }
 
-func (s *Service) raise(component, msg string) {
+func (s *Service) raise(code AlertCode, component, msg string) {
 	old := s.writeErr.Load()
 	if old != nil && old.Component == component && old.Message == msg {
 		return
 	}
-	a := &Alert{Component: component, Message: msg, Since: time.Now().UTC()}
-	if s.writeErr.CompareAndSwap(old, a) {
+	a := newAlert(code, component, msg, time.Now().UTC())
+	if s.writeErr.CompareAndSwap(old, &a) {
 		s.log.Error("writes refused", "component", component, "reason", msg)
 	}
 }
@@ -1218,7 +1223,7 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 			// Not confirmed in time (raft busy or stuck); not a storage error by itself.
 			return nil, fmt.Errorf("%w: the write was not confirmed within %s (%v); check before sending it again", ErrOutcomeUnknown, s.cfg.ApplyTimeout, err)
 		}
-		s.raise("raft", "raft log write failed: "+err.Error())
+		s.raise(AlertRaftWriteFailed, "raft", "raft log write failed: "+err.Error())
 		return nil, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
 	}
 	if e, ok := res.(error); ok {

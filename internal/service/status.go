@@ -129,7 +129,7 @@ func (s *Service) statusCore() Status {
 		}
 	}
 	for _, h := range s.st.Health() {
-		st.Alerts = append(st.Alerts, Alert{Component: h.Component, Message: h.Error, Since: h.Since})
+		st.Alerts = append(st.Alerts, newAlert(storageAlertCodes[h.Component], h.Component, h.Error, h.Since))
 	}
 	if a := s.writeErr.Load(); a != nil {
 		st.Alerts = append(st.Alerts, *a)
@@ -140,8 +140,8 @@ func (s *Service) statusCore() Status {
 		if ms := s.st.Mirror(); ms.Attached {
 			st.Journal.Mirror = &ms
 			if h := s.st.MirrorHealth(); h != nil {
-				st.Warnings = append(st.Warnings, Alert{Component: "mirror", Since: h.Since,
-					Message: fmt.Sprintf("journal mirror behind by %d records, at index %d (writes continue without waiting for it; it catches up in the background): %s", ms.Behind, ms.LastIndex, h.Error)})
+				st.Warnings = append(st.Warnings, newAlert(AlertMirrorBehind, "mirror",
+					fmt.Sprintf("journal mirror behind by %d records, at index %d (writes continue without waiting for it; it catches up in the background): %s", ms.Behind, ms.LastIndex, h.Error), h.Since))
 			}
 		}
 		if a := s.mirrorAttachErr.Load(); a != nil {
@@ -159,7 +159,7 @@ func (s *Service) statusCore() Status {
 			if st.CatchUp.LeaderCommit > 0 {
 				msg += fmt.Sprintf(" (applied %d of %d)", st.CatchUp.RaftApplied, st.CatchUp.LeaderCommit)
 			}
-			st.Warnings = append(st.Warnings, Alert{Component: "cluster", Message: msg, Since: s.started.UTC()})
+			st.Warnings = append(st.Warnings, newAlert(AlertCatchingUp, "cluster", msg, s.started.UTC()))
 		}
 	}
 	st.Backup.Frozen = s.frozenErr() != nil

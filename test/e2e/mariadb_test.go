@@ -25,7 +25,7 @@ import (
 
 // MariaDB with its hashicorp_key_management plugin pointed at Coffer's
 // Vault-compatible API: transparent encryption of InnoDB tables with keys
-// kept in Coffer (docs/vault.md, "MariaDB TDE with Coffer").
+// kept in Coffer (docs/runbooks/mariadb-tde.md).
 
 const mariadbPlugin = "/usr/lib/mysql/plugin/hashicorp_key_management.so"
 

@@ -5,7 +5,7 @@
 // come from github.com/ovh/kmip-go; this package owns the connection loop
 // (deadlines, size limit, connection limit, shutdown), authentication,
 // auditing and the mapping of KMIP operations onto the service. It holds no
-// domain logic. docs/kmip.md describes the protocol surface.
+// domain logic. docs/reference/kmip.md describes the protocol surface.
 package kmip
 
 import (

@@ -91,7 +91,8 @@ func (a *api) routes() []route {
 		r("GET", "/api/v1/sys/journal", "listJournal", "Journal segments", view, nil, JournalList{}, e400, a.journalList, "sys"),
 		r("POST", "/api/v1/sys/journal/rotate", "rotateJournal", "Close the current journal segment", local, nil, JournalRotated{}, e400, a.journalRotate, "sys"),
 		r("POST", "/api/v1/sys/journal/prune", "pruneJournal", "Remove this node's closed journal segments that no destination needs any more (dry_run: only list them)", local, JournalPruneRequest{}, JournalPruned{}, e400, a.journalPrune, "sys"),
-		r("POST", "/api/v1/sys/journal/archive", "archiveJournal", "Close the current segment and ship every closed segment to the archiving destinations now (409 when a backup holds them for more than 15 s)", leader, nil, JournalArchived{}, []int{400, 401, 403, 409, 503}, a.journalArchive, "sys"),
+		withQuery(r("POST", "/api/v1/sys/journal/archive", "archiveJournal", "Close the current segment and ship every closed segment to the archiving destinations now (409 when a backup holds them for more than 15 s)", leader, nil, JournalArchived{}, []int{400, 401, 403, 409, 503}, a.journalArchive, "sys"),
+			openapi.Param{Name: "progress", In: "query", Type: "string", Description: `ndjson: answer application/x-ndjson, one line {"progress":{destination,segment,done,total}} as each destination starts and after each segment shipped, then {"archived":true} or {"error":{status,code,message}}`}),
 
 		// Sessions
 		r("POST", "/api/v1/auth/login", "login", "Log in with a user name and password; returns an expiring session token", openLeader, LoginRequest{}, service.Session{}, []int{400, 401, 429, 503}, a.login, "auth"),

@@ -7,7 +7,7 @@
 // permission check and every cryptographic operation is in the service.
 //
 // A mount is declared with POST /v1/sys/mounts/<path> (Vault's "secrets
-// enable") and names the wallet it serves; see docs/vault.md.
+// enable") and names the wallet it serves; see docs/reference/vault.md.
 package vault
 
 import (

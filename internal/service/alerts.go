@@ -1,0 +1,50 @@
+package service
+
+import "time"
+
+// AlertCode names the kind of an alert or warning, stable across messages.
+type AlertCode string
+
+// Every alert and warning the service raises. Each has a runbook in
+// alertRunbooks (TestAlertRunbooksExist checks the files exist).
+const (
+	AlertDiskFull          AlertCode = "disk_full"            // data dir below storage.min_free_bytes
+	AlertRaftWriteFailed   AlertCode = "raft_write_failed"    // the raft log could not be written
+	AlertStateWriteFailed  AlertCode = "state_write_failed"   // state.db write failing, retried
+	AlertJournalWriteFail  AlertCode = "journal_write_failed" // journal write failing, retried
+	AlertMirrorBehind      AlertCode = "mirror_behind"        // the journal mirror lags
+	AlertMirrorNotAttached AlertCode = "mirror_not_attached"  // the journal mirror could not be attached
+	AlertBackupsHeld       AlertCode = "backups_held"         // a restored node writes to no destination
+	AlertDestinationFull   AlertCode = "destination_full"     // a LOCAL or dir destination above DiskAlertPercent
+	AlertArchivePending    AlertCode = "archive_pending"      // segments wait on the node for a destination
+	AlertCatchingUp        AlertCode = "catching_up"          // a node behind the leader's commit index
+	AlertAuditTailLost     AlertCode = "audit_tail_lost"      // records lost at the end of the audit log
+)
+
+// alertRunbooks maps every alert code to its runbook, relative to the
+// repository root.
+var alertRunbooks = map[AlertCode]string{
+	AlertDiskFull:          "docs/runbooks/disk-full.md",
+	AlertRaftWriteFailed:   "docs/runbooks/disk-full.md",
+	AlertStateWriteFailed:  "docs/runbooks/disk-full.md",
+	AlertJournalWriteFail:  "docs/runbooks/disk-full.md",
+	AlertMirrorBehind:      "docs/runbooks/journal-mirror-behind.md",
+	AlertMirrorNotAttached: "docs/runbooks/journal-mirror-behind.md",
+	AlertBackupsHeld:       "docs/runbooks/restored-server-backups-held.md",
+	AlertDestinationFull:   "docs/runbooks/backup-destination-full.md",
+	AlertArchivePending:    "docs/runbooks/journal-segments-piling-up.md",
+	AlertCatchingUp:        "docs/runbooks/node-catching-up.md",
+	AlertAuditTailLost:     "docs/runbooks/audit-log-damaged.md",
+}
+
+// storageAlertCodes: the codes of the state machine's failing writes, by
+// component.
+var storageAlertCodes = map[string]AlertCode{
+	"state":   AlertStateWriteFailed,
+	"journal": AlertJournalWriteFail,
+}
+
+// newAlert is an alert of a kind, with the path of its runbook.
+func newAlert(code AlertCode, component, msg string, since time.Time) Alert {
+	return Alert{Code: code, Component: component, Message: msg, Since: since, Runbook: alertRunbooks[code]}
+}
