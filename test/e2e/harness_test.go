@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 var cofferBin string
@@ -249,8 +250,5 @@ func requireRoot(t *testing.T, why string) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this test needs root (%s); run the test suite as root", why)
-	}
-	t.Skipf("needs root (%s)", why)
+	testutil.Unavailable(t, "this test needs root (%s); run the test suite as root", why)
 }
