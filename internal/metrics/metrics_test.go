@@ -13,19 +13,14 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/rest"
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 func scrape(t *testing.T) string {
 	t.Helper()
-	svc, err := service.New(service.Config{DataDir: t.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(t)
 	tok, err := svc.Init(context.Background(), service.LocalRoot(), []byte("metrics-test-passphrase"))
 	if err != nil {
 		t.Fatal(err)
@@ -126,12 +121,7 @@ func TestAuditMirrorCounters(t *testing.T) {
 		t.Fatal("mirror counters exported without a mirror")
 	}
 	w := &flakyWriter{gate: make(chan struct{})}
-	svc, err := service.New(service.Config{DataDir: t.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, AuditSyslog: w})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(t, func(c *service.Config) { c.AuditSyslog = w })
 	m := New(svc)
 	get := func(outcome string) float64 {
 		t.Helper()

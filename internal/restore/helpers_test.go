@@ -13,6 +13,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 )
 
 const (
@@ -33,13 +34,9 @@ type env struct {
 
 func newService(t testing.TB, dir string, mod ...func(*service.Config)) *service.Service {
 	t.Helper()
-	cfg := service.Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond,
-		PasswordKDF:     service.PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil },
-		BackupTick:      time.Hour, NoAutoBackup: true, BackupScryptWorkFactor: 10}
-	for _, m := range mod {
-		m(&cfg)
-	}
+	cfg := servicetest.Config(t, append([]servicetest.Option{servicetest.DataDir(dir), func(c *service.Config) {
+		c.KDF, c.BackupTick, c.NoAutoBackup, c.BackupScryptWorkFactor = cheapKDF, time.Hour, true, 10
+	}}, mod...)...)
 	s, err := service.New(cfg)
 	if err != nil {
 		t.Fatal(err)

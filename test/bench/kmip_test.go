@@ -30,8 +30,8 @@ import (
 	"github.com/ovh/kmip-go/payloads"
 
 	kmipapi "github.com/coffer-kms/coffer/internal/api/kmip"
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 	"github.com/coffer-kms/coffer/internal/testutil"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
@@ -117,12 +117,7 @@ func startCofferKMIP(b *testing.B) (addr string, caPEM, certPEM, keyPEM []byte) 
 		b.Fatal(err)
 	}
 	ca.Valid = 24 * time.Hour
-	svc, err := service.New(service.Config{DataDir: filepath.Join(dir, "data"), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, CertIssuer: ca, NoAutoBackup: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(b, servicetest.DataDir(filepath.Join(dir, "data")), func(c *service.Config) { c.CertIssuer, c.NoAutoBackup = ca, true })
 	ctx := context.Background()
 	if _, err := svc.Init(ctx, service.Identity{Local: true}, []byte("bench-passphrase")); err != nil {
 		b.Fatal(err)

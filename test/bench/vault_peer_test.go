@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/vault"
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 )
 
 // vaultReadConcurrency is the number of concurrent clients in both benchmarks.
@@ -32,13 +32,7 @@ const kvPath = "/v1/kv/data/1"
 // TLS, and the token of an endpoint with read on it.
 func cofferVault(b *testing.B) (*httptest.Server, string) {
 	b.Helper()
-	svc, err := service.New(service.Config{DataDir: b.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		PasswordKDF:     service.PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("bench"), nil }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(b)
 	if _, err := svc.Init(context.Background(), service.Identity{Local: true}, []byte("bench-passphrase")); err != nil {
 		b.Fatal(err)
 	}
