@@ -87,3 +87,16 @@ func (r *recorder) Skip(args ...any) {
 	r.how, r.msg = "skip", fmt.Sprint(args...)
 	runtime.Goexit()
 }
+
+func TestClockAdvancesWithoutSleeping(t *testing.T) {
+	var c Clock
+	t0 := c.Now()
+	c.Advance(time.Hour)
+	t1 := c.Now()
+	if d := t1.Sub(t0); d < time.Hour || d > time.Hour+time.Minute {
+		t.Fatalf("after Advance(1h) the clock moved %v", d)
+	}
+	if t2 := c.Now(); t2.Before(t1) {
+		t.Fatalf("the clock went back: %v after %v", t2, t1)
+	}
+}
