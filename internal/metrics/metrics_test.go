@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -153,13 +154,12 @@ func TestAuditMirrorCounters(t *testing.T) {
 		t.Fatalf("no line dropped after %d records to a stuck mirror", records)
 	}
 	close(w.gate)
-	deadline := time.Now().Add(time.Minute)
-	for get("sent")+get("failed")+dropped < records {
-		if time.Now().After(deadline) {
-			t.Fatalf("mirror counters sent %v failed %v dropped %v, want %d in all", get("sent"), get("failed"), dropped, records)
+	testutil.WaitFor(t, time.Minute, "every record to be counted", func() error {
+		if n := get("sent") + get("failed") + dropped; n < records {
+			return fmt.Errorf("mirror counters sent %v failed %v dropped %v, want %d in all", get("sent"), get("failed"), dropped, records)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if get("sent") == 0 || get("failed") == 0 || get("dropped") != dropped {
 		t.Fatalf("sent %v failed %v dropped %v", get("sent"), get("failed"), get("dropped"))
 	}

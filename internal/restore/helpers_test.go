@@ -14,6 +14,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/service/servicetest"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 const (
@@ -161,11 +162,10 @@ func openTakenOver(t testing.TB, dir string) (*service.Service, context.Context)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.WaitFor(t, 60*time.Second, "the restored node to take its destinations over", func() error {
 		recs, err := s.ListBackups(ctx, "")
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		done := map[string]bool{}
 		for _, r := range recs {
@@ -180,11 +180,9 @@ func openTakenOver(t testing.TB, dir string) (*service.Service, context.Context)
 		// The last full is recorded DONE a moment before the backup ends
 		// (retention runs after): wait until none runs.
 		if cur, err := s.CurrentBackup(ctx); all && err == nil && cur == nil {
-			return s, ctx
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the restored node did not take its destinations over: %+v", recs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("backups %+v", recs)
+	})
+	return s, ctx
 }

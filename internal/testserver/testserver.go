@@ -23,7 +23,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // CacheDir is where testservers.sh keeps built binaries: $COFFER_TEST_BIN,

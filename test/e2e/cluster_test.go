@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 const failoverThreshold = 1500 * time.Millisecond
@@ -307,13 +308,12 @@ func withToken(t *testing.T, n *node, tok string) *client.Client {
 
 func waitUntil(t *testing.T, d time.Duration, ok func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testutil.WaitFor(t, d, what, func() error {
+		if !ok() {
+			return testutil.ErrNotYet
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func httpStatus(t *testing.T, n *node, path string) int {

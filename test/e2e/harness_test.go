@@ -188,16 +188,14 @@ func putMany(t *testing.T, c *client.Client, prefix string, count int) map[strin
 // waitState polls health until the server reports state.
 func (n *node) waitState(state string) {
 	n.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if err := testutil.Poll(30*time.Second, func() error {
 		h, err := n.local().Health(context.Background())
 		if err == nil && h.State == state {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("server not %s after 30s (last %+v, %v)\n%s", state, h, err, n.logs)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return fmt.Errorf("health %+v, %v", h, err)
+	}); err != nil {
+		n.t.Fatalf("server not %s: %v\n%s", state, err, n.logs)
 	}
 }
 
