@@ -44,16 +44,17 @@ var kmipAddrRE = regexp.MustCompile(`"msg":"kmip listening","addr":"([^"]+)"`)
 // kmipAddr is the KMIP listener's address from the server's log.
 func (n *node) kmipAddr() string {
 	n.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var addr string
+	if err := testutil.Poll(10*time.Second, func() error {
 		if m := kmipAddrRE.FindStringSubmatch(n.logs.String()); m != nil {
-			return m[1]
+			addr = m[1]
+			return nil
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("no \"kmip listening\" line in the server log\n%s", n.logs)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return testutil.ErrNotYet
+	}); err != nil {
+		n.t.Fatalf("no \"kmip listening\" line in the server log\n%s", n.logs)
 	}
+	return addr
 }
 
 // enrollKMIP enrols endpoint name with permission on wallet through the

@@ -343,16 +343,13 @@ func checkRows(t *testing.T, m *mariadb, rows int) {
 // test.<table> with key version want (rotate_key_age 1).
 func waitKeyVersion(t *testing.T, m *mariadb, table, want string) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		got := m.keyVersion(table)
-		if got == want {
-			return
+	if err := testutil.Poll(90*time.Second, func() error {
+		if got := m.keyVersion(table); got != want {
+			return fmt.Errorf("table %s at key version %q, want %s", table, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("table %s still at key version %q, want %s\n%s", table, got, want, m.log())
-		}
-		time.Sleep(200 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, m.log())
 	}
 }
 
