@@ -236,18 +236,15 @@ database_path=%s
 		out.Close()
 	})
 	addr = fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if err := testutil.Poll(30*time.Second, func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "stdout.log"))
-			b.Fatalf("pykmip-server did not start: %v\n%s", err, log)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err
+	}); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "stdout.log"))
+		b.Fatalf("pykmip-server did not start: %v\n%s", err, log)
 	}
 	return addr, caPEM, certPEM, keyPEM
 }

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/vault"
 	"github.com/coffer-kms/coffer/internal/service"
@@ -141,6 +140,5 @@ func BenchmarkPeerTLSFixed(b *testing.B) {
 		w.Write(body)
 	}))
 	defer peer.Close()
-	time.Sleep(10 * time.Millisecond)
 	readLoop(b, tlsClient(peer), peer.URL+kvPath, tok, len(body))
 }

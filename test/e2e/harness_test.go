@@ -104,14 +104,13 @@ func (n *node) start() {
 	}
 	n.exited = make(chan error, 1)
 	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(n.cmd, n.exited)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if err := testutil.Poll(30*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(n.dataDir, "coffer.pid"))
 		if err == nil {
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 			if len(lines) >= 2 && lines[0] == fmt.Sprint(n.cmd.Process.Pid) {
 				n.url = lines[1]
-				break
+				return nil
 			}
 		}
 		select {
@@ -119,10 +118,9 @@ func (n *node) start() {
 			n.t.Fatalf("server exited during start: %v\n%s", err, n.logs)
 		default:
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("server did not start in 30s\n%s", n.logs)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return fmt.Errorf("no pid file of pid %d: %v", n.cmd.Process.Pid, err)
+	}); err != nil {
+		n.t.Fatalf("server did not start: %v\n%s", err, n.logs)
 	}
 	n.caFile = filepath.Join(n.dataDir, "tls", "ca.crt")
 }

@@ -156,22 +156,27 @@ func (m *mariadb) tryStart() error {
 	}
 	m.exited = make(chan error, 1)
 	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(m.cmd, m.exited)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := m.query("SELECT 1"); err == nil {
+	var exited error
+	err := testutil.Poll(60*time.Second, func() error {
+		_, err := m.query("SELECT 1")
+		if err == nil {
 			return nil
 		}
 		select {
-		case err := <-m.exited:
+		case exited = <-m.exited:
 			m.cmd = nil
-			return fmt.Errorf("mariadbd exited during start: %v\n%s\n%s", err, out.String(), m.log())
+			return nil
 		default:
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("mariadbd did not start in 60s\n%s", m.log())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err
+	})
+	switch {
+	case m.cmd == nil:
+		return fmt.Errorf("mariadbd exited during start: %v\n%s\n%s", exited, out.String(), m.log())
+	case err != nil:
+		return fmt.Errorf("mariadbd did not start: %w\n%s", err, m.log())
 	}
+	return nil
 }
 
 func (m *mariadb) log() string {

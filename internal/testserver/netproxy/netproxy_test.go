@@ -498,7 +498,7 @@ func TestConcurrentUse(t *testing.T) {
 				p.SetDelay(0)
 			}
 			p.Stats()
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // the pace of the storm
 		}
 	}()
 	time.Sleep(500 * time.Millisecond) // the length of the storm of rule changes
