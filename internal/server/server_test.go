@@ -388,3 +388,56 @@ func TestRejectLoggerLogsOncePerMinute(t *testing.T) {
 		t.Fatalf("log line %q", buf.String())
 	}
 }
+
+// TestReloadTakesNewCertificateAndLevel: Reload (SIGHUP) serves a server
+// certificate replaced on disk and sets the log level from the config file;
+// a config file that does not load changes nothing.
+func TestReloadTakesNewCertificateAndLevel(t *testing.T) {
+	cfg := testConfig(t)
+	confPath := filepath.Join(t.TempDir(), "coffer.yaml")
+	s, err := Start(Options{Config: cfg, ConfigPath: confPath, LogOutput: io.Discard,
+		MachineIdentity: func() ([]byte, error) { return []byte("server-test"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop(StopFast)
+		s.Wait()
+	})
+	served := func() []byte {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", hostPort(t, s), clientTLS(t, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	before := served()
+	tlsDir := filepath.Join(cfg.DataDir, "tls")
+	os.Remove(filepath.Join(tlsDir, tlsutil.CertFile))
+	os.Remove(filepath.Join(tlsDir, tlsutil.KeyFile))
+	if _, err := tlsutil.EnsureGenerated(tlsDir, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(confPath, []byte("data_dir: "+cfg.DataDir+"\nmemory:\n  lock: false\nlog:\n  level: debug\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(served(), before) {
+		t.Fatal("the new certificate is served before the reload")
+	}
+	s.Reload()
+	if bytes.Equal(served(), before) {
+		t.Fatal("the old certificate is still served after the reload")
+	}
+	if got := s.level.Level(); got != slog.LevelDebug {
+		t.Fatalf("log level after the reload: %v, want debug", got)
+	}
+	if err := os.WriteFile(confPath, []byte("log:\n  level: loud\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.Reload()
+	if got := s.level.Level(); got != slog.LevelDebug {
+		t.Fatalf("an invalid config file changed the log level to %v", got)
+	}
+}
