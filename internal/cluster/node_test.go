@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -242,18 +241,6 @@ func TestJoiningNodeAdmitsItsFirstContact(t *testing.T) {
 	}
 }
 
-// freeAddr is a free 127.0.0.1 port; another process could take it before
-// the node binds it, which the kernel makes unlikely within a test.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // testCA is a cluster CA in a temp dir.
 func testCA(t *testing.T) *tlsutil.CA {
 	t.Helper()
@@ -292,7 +279,7 @@ func nodeTLS(t *testing.T, ca *tlsutil.CA, id string) (*tls.Config, string) {
 func tlsNode(t *testing.T, ca *tlsutil.CA, id string) (*Node, *listFSM) {
 	t.Helper()
 	conf, _ := nodeTLS(t, ca, id)
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	return openNode(t, Config{Dir: t.TempDir(), NodeID: id, Bind: addr, Advertise: addr, TLS: conf}), &listFSM{}
 }
 

@@ -6,6 +6,7 @@ package testutil
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -60,3 +61,16 @@ func Poll(timeout time.Duration, cond func() error) error {
 
 // ErrNotYet is a plain "not yet" for conditions with nothing more to say.
 var ErrNotYet = errors.New("not yet")
+
+// FreeAddr is a 127.0.0.1 address with a port the kernel had free; another
+// process could take it before the caller binds it, which is unlikely
+// within a test.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

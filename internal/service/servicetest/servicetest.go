@@ -7,11 +7,13 @@ package servicetest
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
 
 // KDF is a keystore KDF cheap enough for tests and far too cheap for keys
@@ -40,14 +42,17 @@ func DataDir(dir string) Option {
 	return func(c *service.Config) { c.DataDir = dir }
 }
 
-// ClusterBind makes the node listen for raft on addr (host:port) and
-// advertise the same address, instead of an in-memory transport.
+// ClusterBind makes the node listen for raft on addr (host:port, e.g.
+// testutil.FreeAddr) and advertise the same address, instead of an
+// in-memory transport. Without a TLSDir, Config gives the node a CA in
+// <data dir>/tls, as the server does.
 func ClusterBind(addr string) Option {
 	return func(c *service.Config) { c.ClusterBind, c.ClusterAdvertise = addr, addr }
 }
 
 // Config is the fixture's configuration: a fresh data dir, the cheap KDFs,
-// Machine, writes retried after 100ms; then opts in order.
+// Machine, writes retried after 100ms; then opts in order (and a CA for a
+// clustered node, see ClusterBind).
 func Config(t testing.TB, opts ...Option) service.Config {
 	t.Helper()
 	cfg := service.Config{
@@ -59,6 +64,12 @@ func Config(t testing.TB, opts ...Option) service.Config {
 	}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if cfg.ClusterBind != "" && cfg.TLSDir == "" {
+		cfg.TLSDir = filepath.Join(cfg.DataDir, "tls")
+		if _, err := tlsutil.EnsureGenerated(cfg.TLSDir, []string{"127.0.0.1"}); err != nil {
+			t.Fatalf("servicetest: cluster CA: %v", err)
+		}
 	}
 	return cfg
 }

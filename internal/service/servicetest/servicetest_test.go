@@ -8,6 +8,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/service/servicetest"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 func TestNewOpenIsOpenWithARootToken(t *testing.T) {
@@ -49,5 +50,22 @@ func TestKeystoreOpensWithTheFixedIdentity(t *testing.T) {
 	ks := keystore.New(service.KeystoreDir(dir), keystore.Options{KDF: servicetest.KDF, MachineIdentity: servicetest.MachineIdentity})
 	if _, err := ks.Open([]byte(servicetest.Passphrase)); err != nil {
 		t.Fatalf("open the fixture's keystore: %v", err)
+	}
+}
+
+// TestClusterBindStartsARaftNode: with ClusterBind the fixture is a
+// clustered single node on a real raft transport, with the CA it needs.
+func TestClusterBindStartsARaftNode(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	svc, _ := servicetest.NewOpen(t, servicetest.ClusterBind(addr))
+	if !svc.Clustered() {
+		t.Fatal("not clustered")
+	}
+	if _, err := svc.PutSecret(servicetest.Root(), service.DefaultWallet, "k", []byte("v")); err != nil {
+		t.Fatalf("write on the clustered node: %v", err)
+	}
+	st, err := svc.ClusterStatus(servicetest.Root())
+	if err != nil || st.Role != "leader" || len(st.Nodes) != 1 || st.Nodes[0].RaftAddress != addr || !st.Nodes[0].Voter {
+		t.Fatalf("cluster status %+v, %v: want this node the only voter at %s", st, err, addr)
 	}
 }
