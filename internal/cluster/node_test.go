@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -514,5 +516,104 @@ func TestVerifyNode(t *testing.T) {
 	leaf, _ := x509.ParseCertificate(endpoint)
 	if err := VerifyNode([][]byte{endpoint}, [][]*x509.Certificate{{leaf}}, ca.Pool()); err == nil {
 		t.Fatal("an endpoint certificate passed for a node's")
+	}
+}
+
+// TestSeedStartsAfterTheSeededIndex: a raft dir seeded for a restored state
+// starts as a standalone node whose log goes on after the seeded index, in
+// a term no lower than the seeded one, without replaying anything into the
+// FSM. Seeding refuses a dir that holds raft data and a zero index or term.
+func TestSeedStartsAfterTheSeededIndex(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "raft")
+	state := "the restored state"
+	if err := Seed(dir, "n1", 0, 3, strings.NewReader(state), int64(len(state))); err == nil {
+		t.Fatal("Seed at index 0 succeeded")
+	}
+	if err := Seed(dir, "n1", 100, 3, strings.NewReader(state), int64(len(state))); err != nil {
+		t.Fatal(err)
+	}
+	if err := Seed(dir, "n1", 100, 3, strings.NewReader(state), int64(len(state))); err == nil {
+		t.Fatal("Seed over raft data succeeded")
+	}
+	n := openNode(t, Config{Dir: dir, NodeID: "n1"})
+	if idx, err := n.SnapshotIndex(); err != nil || idx != 100 {
+		t.Fatalf("snapshot index %d, %v; want 100", idx, err)
+	}
+	if term, ok := n.TermAt(100); !ok || term != 3 {
+		t.Fatalf("term at 100: %d %v; want 3", term, ok)
+	}
+	if confIndex, data, ok := n.ConfigurationAt(100); !ok || confIndex != 100 || !strings.Contains(string(data), "n1") {
+		t.Fatalf("configuration at 100: %d %q %v", confIndex, data, ok)
+	}
+	fsm := &listFSM{}
+	if err := n.Start(fsm, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitLeader(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, n, "a")
+	if got := fsm.list(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("FSM holds %q, want only the new entry", got)
+	}
+	if last, err := n.LastIndex(); err != nil || last <= 100 {
+		t.Fatalf("last index %d, %v: the log does not go on after the seed", last, err)
+	}
+	if st := n.Status(); st.Term < 3 {
+		t.Fatalf("term %d after the seed at term 3", st.Term)
+	}
+}
+
+// TestSnapshotBeforeStart: a snapshot made while raft is stopped becomes
+// the node's latest; raft starts from it and replays only the entries
+// after it. It is refused while raft runs and with incomplete arguments.
+func TestSnapshotBeforeStart(t *testing.T) {
+	dir := t.TempDir()
+	n := openNode(t, Config{Dir: dir, NodeID: "n1"})
+	if err := n.Start(&listFSM{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitLeader(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, n, "a")
+	apply(t, n, "b")
+	if err := n.SnapshotBeforeStart(&listFSM{}, 1, 1, 1, nil); err == nil {
+		t.Fatal("SnapshotBeforeStart while raft runs succeeded")
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	last, err := n.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	term, ok := n.TermAt(last)
+	confIndex, confData, cok := n.ConfigurationAt(last)
+	if !ok || !cok {
+		t.Fatalf("term at %d: %v, configuration: %v", last, ok, cok)
+	}
+	if err := n.SnapshotBeforeStart(&listFSM{}, last, term, last+1, confData); err == nil {
+		t.Fatal("a snapshot whose configuration entry is after it was accepted")
+	}
+	if err := n.SnapshotBeforeStart(&listFSM{}, last, term, confIndex, confData); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitSnapshot(); err != nil {
+		t.Fatalf("the snapshot's data: %v", err)
+	}
+	if idx, err := n.SnapshotIndex(); err != nil || idx != last {
+		t.Fatalf("snapshot index %d, %v; want %d", idx, err, last)
+	}
+	fsm := &listFSM{}
+	if err := n.Start(fsm, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitLeader(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, n, "c")
+	if got := fsm.list(); !slices.Equal(got, []string{"c"}) {
+		t.Fatalf("after a start from the snapshot the FSM got %q, want only the new entry", got)
 	}
 }
