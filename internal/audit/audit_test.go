@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 func sameRecord(a, b Record) bool {
@@ -721,10 +723,12 @@ func TestSyslogMirror(t *testing.T) {
 			t.Fatalf("Append with a dead mirror: %v", err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for (l.MirrorStats().Failed == 0 || !strings.Contains(logs.String(), "syslog mirror write failed")) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Poll(5*time.Second, func() error { // the checks below say what is missing
+		if l.MirrorStats().Failed == 0 || !strings.Contains(logs.String(), "syslog mirror write failed") {
+			return testutil.ErrNotYet
+		}
+		return nil
+	})
 	st := l.MirrorStats()
 	if st.Sent < 1 || st.Failed == 0 {
 		t.Fatalf("mirror stats %+v", st)

@@ -19,6 +19,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/backup/dest"
 	"github.com/coffer-kms/coffer/internal/state"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // benchSource is a Source over a real state database (no journal, no CA).
@@ -138,7 +139,7 @@ func BenchmarkFullBackup(b *testing.B) {
 	// The peer: tar | zstd | age of the same data dir, same machine, same run.
 	age, err := exec.LookPath("age")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if testutil.CI() {
 			b.Fatal("age not installed: apt-get install age (scripts/bench.sh does)")
 		}
 		b.Log("age not installed: no peer comparison (apt-get install age)")

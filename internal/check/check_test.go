@@ -14,6 +14,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 	"github.com/coffer-kms/coffer/internal/state"
 )
 
@@ -23,11 +24,7 @@ const pass = "check-test-passphrase"
 func dataDir(t *testing.T) (string, *keystore.Keyring) {
 	t.Helper()
 	dir := t.TempDir()
-	kdf := keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
-	svc, err := service.New(service.Config{DataDir: dir, KDF: kdf, MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := servicetest.New(t, servicetest.DataDir(dir))
 	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
 	if _, err := svc.Init(ctx, service.LocalRoot(), []byte(pass)); err != nil {
 		t.Fatal(err)
@@ -42,7 +39,7 @@ func dataDir(t *testing.T) (string, *keystore.Keyring) {
 	if err := svc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ring, err := keystore.New(service.KeystoreDir(dir), keystore.Options{KDF: kdf, MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }}).Open([]byte(pass))
+	ring, err := keystore.New(service.KeystoreDir(dir), keystore.Options{KDF: servicetest.KDF, MachineIdentity: servicetest.MachineIdentity}).Open([]byte(pass))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 	"github.com/coffer-kms/coffer/internal/state"
 )
 
@@ -38,11 +39,7 @@ func threeSegmentDir(t *testing.T) (string, *keystore.Keyring, []journal.Segment
 
 func openSvc(t *testing.T, dir string) *service.Service {
 	t.Helper()
-	svc, err := service.New(service.Config{DataDir: dir, KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := servicetest.New(t, servicetest.DataDir(dir))
 	if err := svc.Open(service.WithIdentity(context.Background(), service.LocalRoot()), []byte(pass)); err != nil {
 		svc.Close()
 		t.Fatalf("open: %v", err)
@@ -92,13 +89,9 @@ func TestMovedSegmentPredictsRefusal(t *testing.T) {
 	if r.OK || rep.OK || !strings.Contains(r.Detail, "cannot be rebuilt") || !strings.Contains(r.Detail, "move aside the") {
 		t.Fatalf("check: %+v", rep)
 	}
-	svc, err := service.New(service.Config{DataDir: dir, KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := servicetest.New(t, servicetest.DataDir(dir))
 	defer svc.Close()
-	err = svc.Open(service.WithIdentity(context.Background(), service.LocalRoot()), []byte(pass))
+	err := svc.Open(service.WithIdentity(context.Background(), service.LocalRoot()), []byte(pass))
 	if err == nil || !errors.Is(err, service.ErrUnavailable) {
 		t.Fatalf("open: %v", err)
 	}
@@ -149,11 +142,7 @@ func TestDamageCheckPredictsOpen(t *testing.T) {
 		os.WriteFile(path, b, 0o600)
 	}
 	opens := func(t *testing.T, dir string) error {
-		svc, err := service.New(service.Config{DataDir: dir, KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-			MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
-		if err != nil {
-			t.Fatal(err)
-		}
+		svc := servicetest.New(t, servicetest.DataDir(dir))
 		defer svc.Close()
 		return svc.Open(service.WithIdentity(context.Background(), service.LocalRoot()), []byte(pass))
 	}

@@ -206,7 +206,7 @@ func runAndKill(t *testing.T, mode, dir string, delay time.Duration) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(delay)
+	time.Sleep(delay) // the kill at a chosen moment of the child's writes is what is tested
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	err := cmd.Wait()
 	var ee *exec.ExitError

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -14,18 +14,14 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/rest"
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 func scrape(t *testing.T) string {
 	t.Helper()
-	svc, err := service.New(service.Config{DataDir: t.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(t)
 	tok, err := svc.Init(context.Background(), service.LocalRoot(), []byte("metrics-test-passphrase"))
 	if err != nil {
 		t.Fatal(err)
@@ -78,10 +74,7 @@ func TestMetricsContent(t *testing.T) {
 func TestPromtoolCheckMetrics(t *testing.T) {
 	path, err := exec.LookPath("promtool")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool not found: apt-get install prometheus (scripts/test.sh does)")
-		}
-		t.Skip("promtool not installed (apt-get install prometheus)")
+		testutil.Unavailable(t, "promtool not found: apt-get install prometheus (scripts/test.sh does)")
 	}
 	cmd := exec.Command(path, "check", "metrics")
 	cmd.Stdin = strings.NewReader(scrape(t))
@@ -129,12 +122,7 @@ func TestAuditMirrorCounters(t *testing.T) {
 		t.Fatal("mirror counters exported without a mirror")
 	}
 	w := &flakyWriter{gate: make(chan struct{})}
-	svc, err := service.New(service.Config{DataDir: t.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, AuditSyslog: w})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(t, func(c *service.Config) { c.AuditSyslog = w })
 	m := New(svc)
 	get := func(outcome string) float64 {
 		t.Helper()
@@ -166,13 +154,12 @@ func TestAuditMirrorCounters(t *testing.T) {
 		t.Fatalf("no line dropped after %d records to a stuck mirror", records)
 	}
 	close(w.gate)
-	deadline := time.Now().Add(time.Minute)
-	for get("sent")+get("failed")+dropped < records {
-		if time.Now().After(deadline) {
-			t.Fatalf("mirror counters sent %v failed %v dropped %v, want %d in all", get("sent"), get("failed"), dropped, records)
+	testutil.WaitFor(t, time.Minute, "every record to be counted", func() error {
+		if n := get("sent") + get("failed") + dropped; n < records {
+			return fmt.Errorf("mirror counters sent %v failed %v dropped %v, want %d in all", get("sent"), get("failed"), dropped, records)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if get("sent") == 0 || get("failed") == 0 || get("dropped") != dropped {
 		t.Fatalf("sent %v failed %v dropped %v", get("sent"), get("failed"), get("dropped"))
 	}

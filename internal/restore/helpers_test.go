@@ -13,6 +13,8 @@ import (
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 const (
@@ -33,13 +35,9 @@ type env struct {
 
 func newService(t testing.TB, dir string, mod ...func(*service.Config)) *service.Service {
 	t.Helper()
-	cfg := service.Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond,
-		PasswordKDF:     service.PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil },
-		BackupTick:      time.Hour, NoAutoBackup: true, BackupScryptWorkFactor: 10}
-	for _, m := range mod {
-		m(&cfg)
-	}
+	cfg := servicetest.Config(t, append([]servicetest.Option{servicetest.DataDir(dir), func(c *service.Config) {
+		c.KDF, c.BackupTick, c.NoAutoBackup, c.BackupScryptWorkFactor = cheapKDF, time.Hour, true, 10
+	}}, mod...)...)
 	s, err := service.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -164,11 +162,10 @@ func openTakenOver(t testing.TB, dir string) (*service.Service, context.Context)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.WaitFor(t, 60*time.Second, "the restored node to take its destinations over", func() error {
 		recs, err := s.ListBackups(ctx, "")
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		done := map[string]bool{}
 		for _, r := range recs {
@@ -183,11 +180,9 @@ func openTakenOver(t testing.TB, dir string) (*service.Service, context.Context)
 		// The last full is recorded DONE a moment before the backup ends
 		// (retention runs after): wait until none runs.
 		if cur, err := s.CurrentBackup(ctx); all && err == nil && cur == nil {
-			return s, ctx
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the restored node did not take its destinations over: %+v", recs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("backups %+v", recs)
+	})
+	return s, ctx
 }

@@ -54,6 +54,8 @@ func TestPropertyRestoreMatchesHistory(t *testing.T) {
 		idx, d := e.digest()
 		history = append(history, point{index: idx, digest: d, at: time.Now(), op: op})
 		// Distinct command times on either side of the recorded instant.
+		// Real time must pass: backups and their manifests take the wall
+		// clock, not the service's Config.Now.
 		time.Sleep(2 * time.Millisecond)
 	}
 	e.backup("full")

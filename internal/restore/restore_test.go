@@ -17,6 +17,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/state"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // TestRestoreLatestAndOpen: full + writes + archived segments restore to the
@@ -403,7 +404,8 @@ func TestRestoreAcrossKeyChanges(t *testing.T) {
 // every version's material as it was before the destroy, through the live
 // service; and once more as a new object under another name.
 func TestObjectRestore(t *testing.T) {
-	e := newEnv(t, true)
+	var clock testutil.Clock
+	e := newEnv(t, true, func(c *service.Config) { c.Now = clock.Now })
 	k, err := e.s.CreateObject(e.ctx, service.CreateObject{Wallet: service.DefaultWallet, Name: "tde-master", Type: service.TypeSymmetricKey})
 	if err != nil {
 		t.Fatal(err)
@@ -420,9 +422,10 @@ func TestObjectRestore(t *testing.T) {
 		orig[v] = string(m.Value)
 	}
 	e.backup("full")
-	time.Sleep(5 * time.Millisecond)
-	before := time.Now()
-	time.Sleep(5 * time.Millisecond)
+	// Command times on either side of the target differ from it.
+	clock.Advance(5 * time.Millisecond)
+	before := clock.Now()
+	clock.Advance(5 * time.Millisecond)
 	if _, err := e.s.ChangeState(e.ctx, service.Ref{ID: k.ID}, service.Deactivate, "mistake"); err != nil {
 		t.Fatal(err)
 	}
@@ -536,7 +539,8 @@ func TestVerify(t *testing.T) {
 // paused) is no proof of the time it was shipped at: if the segment after
 // it is missing, or was never shipped, the restore refuses.
 func TestTimeTargetNeedsTheRecordsBeforeIt(t *testing.T) {
-	e := newEnv(t, true)
+	var clock testutil.Clock
+	e := newEnv(t, true, func(c *service.Config) { c.Now = clock.Now })
 	e.put("a", "a1")
 	e.backup("full")
 	if _, err := e.s.SetArchivePaused(e.ctx, "nas", true); err != nil {
@@ -547,9 +551,9 @@ func TestTimeTargetNeedsTheRecordsBeforeIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.put("a", "a3") // in S2
-	time.Sleep(5 * time.Millisecond)
-	target := time.Now()
-	time.Sleep(5 * time.Millisecond)
+	clock.Advance(5 * time.Millisecond)
+	target := clock.Now()
+	clock.Advance(5 * time.Millisecond)
 	if _, err := e.s.SetArchivePaused(e.ctx, "nas", false); err != nil {
 		t.Fatal(err)
 	}
@@ -863,22 +867,18 @@ func hasWarning(ws []service.Alert, parts ...string) bool {
 // waitFull waits for a DONE full of timeline tl to destination d.
 func waitFull(t *testing.T, s *service.Service, ctx context.Context, d string, tl uint32) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("a full of timeline %d to %s", tl, d), func() error {
 		recs, err := s.ListBackups(ctx, d)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, r := range recs {
 			if cur, err := s.CurrentBackup(ctx); r.Kind == "full" && r.Status == "DONE" && r.Timeline == tl && err == nil && cur == nil {
-				return // and ended: DONE is recorded a moment before
+				return nil // and ended: DONE is recorded a moment before
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no full of timeline %d to %s: %+v", tl, d, recs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("backups %+v", recs)
+	})
 }
 
 func countFulls(recs []state.BackupRecord, tl uint32) int {

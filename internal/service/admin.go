@@ -685,12 +685,12 @@ func (s *Service) Login(ctx context.Context, name, password, source string) (Ses
 	}
 	s.throttle.succeed(ukey, skey)
 	tok, h := newToken()
-	exp := time.Now().Add(s.cfg.SessionTTL).UTC()
+	exp := s.now().Add(s.cfg.SessionTTL).UTC()
 	// The session names the credential generation it was granted for: the
 	// state machine refuses it if the password changed or the account was
 	// disabled meanwhile (a login racing a password change gets nothing).
 	if _, err := s.applyOpen(ctx, state.TypeTokenCreate, state.Token{Hash: h, Kind: state.TokenSession, Subject: name, Name: "session " + name,
-		Created: time.Now().UTC(), Expires: &exp, CredGen: u.CredGen}); err != nil {
+		Created: s.now().UTC(), Expires: &exp, CredGen: u.CredGen}); err != nil {
 		if errors.Is(err, ErrConflict) {
 			return Session{}, fmt.Errorf("%w: the account changed during the login; log in again", ErrUnauthenticated)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/testserver"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // cycle runs full, incremental and archiving against one destination and
@@ -268,13 +269,12 @@ func TestJournalMirror(t *testing.T) {
 		}
 	}
 	os.Remove(filler)
-	deadline := time.Now().Add(10 * time.Second)
-	for lastIn(mdir) != s.st.AppliedIndex() {
-		if time.Now().After(deadline) {
-			t.Fatalf("mirror did not catch up: %d of %d", lastIn(mdir), s.st.AppliedIndex())
+	testutil.WaitFor(t, 10*time.Second, "the mirror to catch up", func() error {
+		if got, want := lastIn(mdir), s.st.AppliedIndex(); got != want {
+			return fmt.Errorf("mirror at %d of %d", got, want)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if s.st.MirrorHealth() != nil {
 		t.Fatal("mirror still marked failing after catching up")
 	}

@@ -203,7 +203,7 @@ func (s *Service) CreateJoinToken(ctx context.Context, ttl time.Duration) (JoinT
 	}
 	secret := randHex(32)
 	sum := sha256.Sum256([]byte(secret))
-	exp := time.Now().Add(ttl).UTC()
+	exp := s.now().Add(ttl).UTC()
 	if _, err := s.applyOpen(ctx, state.TypeJoinToken, state.JoinToken{Hash: hex.EncodeToString(sum[:]), Expires: exp, CreatedBy: id.Actor()}); err != nil {
 		return JoinToken{}, err
 	}
@@ -287,7 +287,7 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	// raft write.
 	sum := sha256.Sum256([]byte(parts[1]))
 	hash := hex.EncodeToString(sum[:])
-	if t, err := s.st.JoinToken(hash); err != nil || t.UsedBy != "" || !t.Expires.After(time.Now()) {
+	if t, err := s.st.JoinToken(hash); err != nil || t.UsedBy != "" || !t.Expires.After(s.now()) {
 		why := "unknown"
 		switch {
 		case err == nil && t.UsedBy != "":

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/lifecycle"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 func TestObjectTypesAndVersions(t *testing.T) {
@@ -314,9 +315,8 @@ func TestEndpointPermissions(t *testing.T) {
 func TestUsersSessionsAndThrottle(t *testing.T) {
 	dir := t.TempDir()
 	var slept []time.Duration
-	s, err := New(Config{DataDir: dir, KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, SessionTTL: time.Hour,
-		Sleep: func(_ context.Context, d time.Duration) error { slept = append(slept, d); return nil }})
+	s, err := New(testConfig(Config{DataDir: dir, SessionTTL: time.Hour,
+		Sleep: func(_ context.Context, d time.Duration) error { slept = append(slept, d); return nil }}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,16 +421,23 @@ func TestUsersSessionsAndThrottle(t *testing.T) {
 }
 
 func TestSessionExpires(t *testing.T) {
-	s := initSvc(t, t.TempDir())
+	var clock testutil.Clock
+	s := newSvcWith(t, testConfig(Config{DataDir: t.TempDir(), SessionTTL: time.Hour, Now: clock.Now}))
 	defer s.Close()
-	s.cfg.SessionTTL = 50 * time.Millisecond
 	ctx := rootCtx()
+	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
 	s.CreateUser(ctx, "bob", "bobs password", []Role{RoleSystemAdmin})
 	sess, err := s.Login(context.Background(), "bob", "bobs password", "x:1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(60 * time.Millisecond)
+	clock.Advance(59 * time.Minute)
+	if _, err := s.Authenticate(sess.Token); err != nil {
+		t.Fatalf("session before its expiry: %v", err)
+	}
+	clock.Advance(time.Minute)
 	if _, err := s.Authenticate(sess.Token); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("expired session: %v", err)
 	}
@@ -525,7 +532,7 @@ func TestAuditLogDeletedRefusesStart(t *testing.T) {
 	for _, f := range files {
 		os.Remove(f)
 	}
-	if _, err := New(Config{DataDir: dir, KDF: cheapKDF}); err == nil || !strings.Contains(err.Error(), "audit") {
+	if _, err := New(testConfig(Config{DataDir: dir})); err == nil || !strings.Contains(err.Error(), "audit") {
 		t.Fatalf("start with the audit log deleted: %v", err)
 	}
 }
@@ -648,9 +655,7 @@ func TestConcurrentRotations(t *testing.T) {
 func TestThrottleSerialisesParallelGuesses(t *testing.T) {
 	var mu sync.Mutex
 	var total time.Duration
-	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil },
-		Sleep:           func(_ context.Context, d time.Duration) error { mu.Lock(); total += d; mu.Unlock(); return nil }})
+	s, err := New(testConfig(Config{DataDir: t.TempDir(), Sleep: func(_ context.Context, d time.Duration) error { mu.Lock(); total += d; mu.Unlock(); return nil }}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -221,7 +221,7 @@ func newToken() (tok, hash string) {
 
 func (s *Service) createTokenLocked(ctx context.Context, name, policy string) (string, error) {
 	tok, h := newToken()
-	err := s.applyLocked(ctx, state.TypeTokenCreate, state.Token{Hash: h, Kind: state.TokenRoot, Policy: policy, Name: name, Created: time.Now().UTC()})
+	err := s.applyLocked(ctx, state.TypeTokenCreate, state.Token{Hash: h, Kind: state.TokenRoot, Policy: policy, Name: name, Created: s.now().UTC()})
 	if err != nil {
 		return "", fmt.Errorf("store %s token: %w", name, err)
 	}
@@ -239,7 +239,7 @@ func (s *Service) Authenticate(tok string) (Identity, error) {
 	if err != nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(h)) != 1 {
 		return Identity{}, ErrUnauthenticated
 	}
-	if t.Expires != nil && !time.Now().Before(*t.Expires) {
+	if t.Expires != nil && !s.now().Before(*t.Expires) {
 		if t.Kind == state.TokenSession {
 			return Identity{}, fmt.Errorf("%w: session expired at %s; log in again", ErrUnauthenticated, t.Expires.Format(time.RFC3339))
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/state"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // heldJournal is a mirror journal whose writes can be held (a hung mount).
@@ -37,9 +38,8 @@ func (h *heldJournal) Sync() error { h.wait(); return h.Journal.Sync() }
 // coffer status shows the mirror behind (a warning, not an alert: the node
 // stays writable), and after the release it catches up and is in sync again.
 func TestMirrorBehindInStatus(t *testing.T) {
-	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, BackupTick: time.Hour,
-		WriteRetryDelay: 100 * time.Millisecond, MirrorTimeout: 500 * time.Millisecond})
+	s, err := New(testConfig(Config{DataDir: t.TempDir(), BackupTick: time.Hour,
+		WriteRetryDelay: 100 * time.Millisecond, MirrorTimeout: 500 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,15 +113,11 @@ func TestMirrorBehindInStatus(t *testing.T) {
 	close(held.gate)
 	held.gate = nil
 	held.mu.Unlock()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.WaitFor(t, 60*time.Second, "the mirror to catch up", func() error {
 		st = s.Status()
 		if m := st.Journal.Mirror; m != nil && m.InSync && m.LastIndex == st.Journal.LastIndex && mirrorWarning(st) == "" {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the mirror did not catch up: %+v, warning %q", st.Journal.Mirror, mirrorWarning(st))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("mirror %+v, warning %q", st.Journal.Mirror, mirrorWarning(st))
+	})
 }

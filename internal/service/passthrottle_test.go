@@ -17,14 +17,12 @@ func TestPassphraseGuessingIsThrottled(t *testing.T) {
 	dir := t.TempDir()
 	var mu sync.Mutex
 	var slept []time.Duration
-	s, err := New(Config{DataDir: dir, KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil },
-		Sleep: func(_ context.Context, d time.Duration) error {
-			mu.Lock()
-			slept = append(slept, d)
-			mu.Unlock()
-			return nil
-		}})
+	s, err := New(testConfig(Config{DataDir: dir, Sleep: func(_ context.Context, d time.Duration) error {
+		mu.Lock()
+		slept = append(slept, d)
+		mu.Unlock()
+		return nil
+	}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,19 +95,17 @@ func TestPassphraseGuessingIsThrottled(t *testing.T) {
 func TestPassphraseDelayHoldsNoLock(t *testing.T) {
 	sleeping := make(chan struct{}, 1)
 	release := make(chan struct{})
-	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil },
-		Sleep: func(ctx context.Context, d time.Duration) error {
-			select {
-			case sleeping <- struct{}{}:
-			default:
-			}
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
-			return nil
-		}})
+	s, err := New(testConfig(Config{DataDir: t.TempDir(), Sleep: func(ctx context.Context, d time.Duration) error {
+		select {
+		case sleeping <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}}))
 	if err != nil {
 		t.Fatal(err)
 	}

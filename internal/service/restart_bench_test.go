@@ -39,8 +39,7 @@ func BenchmarkRestart(b *testing.B) {
 	n := benchObjects(b)
 	ctx := rootCtx()
 	cfg := func(dir string, snapEvery uint64) Config {
-		return Config{DataDir: dir, KDF: cheapKDF, SnapshotEvery: snapEvery,
-			MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }}
+		return testConfig(Config{DataDir: dir, SnapshotEvery: snapEvery})
 	}
 	var total time.Duration
 	for i := 0; i < b.N; i++ {

@@ -39,7 +39,7 @@ func (s *Service) ListRootTokens(ctx context.Context) ([]RootTokenInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	now := s.now()
 	out := make([]RootTokenInfo, 0, len(toks))
 	for _, t := range toks {
 		out = append(out, RootTokenInfo{Accessor: accessorOf(t.Hash), Created: t.Created, Expires: t.Expires,

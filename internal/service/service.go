@@ -108,6 +108,9 @@ type Config struct {
 	// ClientCertValid, instead of CertIssuer.
 	OwnCA           bool
 	ClientCertValid time.Duration
+	// Now is the clock of command times and of session, root token and
+	// join token expiry (nil: the wall clock; tests set their own).
+	Now func() time.Time
 }
 
 // Lifecycle states.
@@ -1199,7 +1202,7 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 	if err := s.writableLocked(); err != nil {
 		return nil, err
 	}
-	cmd, err := state.NewCommand(t, time.Now(), body)
+	cmd, err := state.NewCommand(t, s.now(), body)
 	if err != nil {
 		return nil, err
 	}

@@ -14,33 +14,9 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/journal"
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/state"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
-
-var cheapKDF = keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
-
-const pass = "service-test-pass"
-
-func newSvc(t testing.TB, dir string) *Service {
-	t.Helper()
-	s, err := New(Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// initSvc is a new, initialised and open service on dir.
-func initSvc(t testing.TB, dir string) *Service {
-	t.Helper()
-	s := newSvc(t, dir)
-	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 func TestInitPutGetReopen(t *testing.T) {
 	dir := t.TempDir()
@@ -461,8 +437,7 @@ func TestNoNeedlessSnapshotRestore(t *testing.T) {
 	var logs bytes.Buffer
 	var mu sync.Mutex
 	newLogged := func() *Service {
-		s, err := New(Config{DataDir: dir, KDF: cheapKDF, Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)),
-			MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
+		s, err := New(testConfig(Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -511,8 +486,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // JournalMaxAge is closed by the service, not only before the next write.
 func TestJournalRotatesByAgeWithoutWrites(t *testing.T) {
 	ctx := rootCtx()
-	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, JournalMaxAge: 300 * time.Millisecond,
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
+	s, err := New(testConfig(Config{DataDir: t.TempDir(), JournalMaxAge: 300 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,17 +496,13 @@ func TestJournalRotatesByAgeWithoutWrites(t *testing.T) {
 	}
 	s.PutSecret(ctx, "default", "k", []byte("v"))
 	before, _ := s.JournalSegments(rootCtx())
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.WaitFor(t, 5*time.Second, "a rotation by age", func() error {
 		segs, _ := s.JournalSegments(rootCtx())
 		if len(segs) > len(before) && segs[len(segs)-2].Closed {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no rotation by age: %d segments before, %d after", len(before), len(segs))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("%d segments before, %d now", len(before), len(segs))
+	})
 }
 
 func rootCtx() context.Context { return WithIdentity(context.Background(), LocalRoot()) }

@@ -51,8 +51,7 @@ func withHistory(t *testing.T, dir string, n int) *Service {
 
 func svcWith(t *testing.T, dir string, snapEvery uint64, logs *bytes.Buffer, mu *sync.Mutex) *Service {
 	t.Helper()
-	cfg := Config{DataDir: dir, KDF: cheapKDF, SnapshotEvery: snapEvery,
-		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil }}
+	cfg := testConfig(Config{DataDir: dir, SnapshotEvery: snapEvery})
 	if logs != nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(lockedWriter{mu, logs}, nil))
 	}

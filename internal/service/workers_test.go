@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // openGoroutines are the functions of the goroutines an open starts (and
@@ -72,9 +74,8 @@ func TestSealWaitsForGoroutines(t *testing.T) {
 	for _, g := range runningOpenGoroutines(nil) {
 		others[goroutineID(g)] = true
 	}
-	s, err := New(Config{DataDir: t.TempDir(), KDF: cheapKDF, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, BackupScryptWorkFactor: 10,
-		BackupTick: 20 * time.Millisecond, JournalPruneEvery: 20 * time.Millisecond, WriteRetryDelay: 100 * time.Millisecond})
+	s, err := New(testConfig(Config{DataDir: t.TempDir(), BackupScryptWorkFactor: 10,
+		BackupTick: 20 * time.Millisecond, JournalPruneEvery: 20 * time.Millisecond, WriteRetryDelay: 100 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,13 +144,12 @@ func TestSealWaitsForGoroutines(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		// Let the load reach the open node.
 		w0, b0 := writes.Load(), backups.Load()
-		deadline := time.Now().Add(60 * time.Second)
-		for writes.Load() < w0+5 || i%10 == 0 && backups.Load() == b0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: no progress of the load (writes %d, backups %d)", i, writes.Load(), backups.Load())
+		testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("round %d: progress of the load", i), func() error {
+			if writes.Load() < w0+5 || i%10 == 0 && backups.Load() == b0 {
+				return fmt.Errorf("writes %d (%d before), backups %d (%d before)", writes.Load(), w0, backups.Load(), b0)
 			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return nil
+		})
 		if err := s.Seal(ctx); err != nil {
 			t.Fatalf("round %d: seal: %v", i, err)
 		}
@@ -168,13 +168,14 @@ func TestSealWaitsForGoroutines(t *testing.T) {
 	if err := s.Seal(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, %d before the rounds:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+	if err := testutil.Poll(60*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > base {
+			return fmt.Errorf("%d goroutines, %d before the rounds", n, base)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	}); err != nil {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%v:\n%s", err, buf[:runtime.Stack(buf, true)])
 	}
 }
 

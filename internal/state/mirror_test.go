@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/coffer-kms/coffer/internal/journal"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // heldMirror is a mirror journal whose writes can be held, as on a hung NFS
@@ -50,13 +51,12 @@ func (h *heldMirror) Sync() error { h.wait(); return h.Journal.Sync() }
 // pollUntil polls cond until it holds or a generous deadline passes.
 func pollUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testutil.WaitFor(t, 60*time.Second, what, func() error {
+		if !cond() {
+			return testutil.ErrNotYet
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestMirrorHeldDoesNotStallWrites: a mirror whose writes hang (a hung NFS

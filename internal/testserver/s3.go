@@ -21,6 +21,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // VersitygwVersion is the versitygw scripts/testservers.sh builds.
@@ -69,7 +71,7 @@ func startS3(t testing.TB, dir string, useTLS bool) *S3 {
 	bin := filepath.Join(CacheDir(), "versitygw")
 	if _, err := os.Stat(bin); err != nil {
 		if bin, err = exec.LookPath("versitygw"); err != nil {
-			unavailable(t, "versitygw not found in %s or $PATH: run scripts/testservers.sh (builds it with go install, about a minute)", CacheDir())
+			testutil.Unavailable(t, "versitygw not found in %s or $PATH: run scripts/testservers.sh (builds it with go install, about a minute)", CacheDir())
 		}
 	}
 	s := &S3{AccessKey: "coffer-test", SecretKey: "sk-" + randomHex(16), Bucket: "coffer-test", Dir: dir}

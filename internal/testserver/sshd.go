@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 const (
@@ -59,10 +61,10 @@ type SSHD struct {
 func StartSSHD(t testing.TB) *SSHD {
 	t.Helper()
 	if _, err := os.Stat(sshdPath); err != nil {
-		unavailable(t, sshdMissing)
+		testutil.Unavailable(t, sshdMissing)
 	}
 	if os.Geteuid() != 0 {
-		unavailable(t, "StartSSHD needs root: it runs sshd and logs in as the system user %s", TestUser)
+		testutil.Unavailable(t, "StartSSHD needs root: it runs sshd and logs in as the system user %s", TestUser)
 	}
 	uid, gid, password, err := ensureTestUser()
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"os/user"
 	"strconv"
 	"testing"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // TestEnsureUserCreates: the first call creates the user and returns its ids
@@ -13,10 +15,10 @@ import (
 // although useradd had succeeded); a second call finds it.
 func TestEnsureUserCreates(t *testing.T) {
 	if os.Geteuid() != 0 {
-		unavailable(t, "creating a system user needs root")
+		testutil.Unavailable(t, "creating a system user needs root")
 	}
 	if _, err := exec.LookPath("useradd"); err != nil {
-		unavailable(t, "useradd missing: apt-get install passwd")
+		testutil.Unavailable(t, "useradd missing: apt-get install passwd")
 	}
 	name := "coffer-t" + randomHex(4)
 	if _, err := user.Lookup(name); err == nil {

@@ -25,16 +25,6 @@ import (
 	"time"
 )
 
-// unavailable skips t, or fails it under CI=true.
-func unavailable(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
 // CacheDir is where testservers.sh keeps built binaries: $COFFER_TEST_BIN,
 // else ${XDG_CACHE_HOME:-$HOME/.cache}/coffer-test/bin.
 func CacheDir() string {

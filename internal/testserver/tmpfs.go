@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strconv"
 	"testing"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // SmallTmpfs mounts a tmpfs of sizeBytes (rounded up to pages) on a new temp
@@ -13,13 +15,13 @@ import (
 func SmallTmpfs(t testing.TB, sizeBytes int64) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		unavailable(t, "SmallTmpfs needs root to mount a tmpfs")
+		testutil.Unavailable(t, "SmallTmpfs needs root to mount a tmpfs")
 	}
 	dir := t.TempDir()
 	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(sizeBytes, 10)+",mode=0700", // #nosec G204 -- test setup: a fixed command; the size and directory come from the test
 		"coffer-test", dir).CombinedOutput()
 	if err != nil {
-		unavailable(t, "SmallTmpfs: mount -t tmpfs failed (no CAP_SYS_ADMIN?): %v: %s", err, out)
+		testutil.Unavailable(t, "SmallTmpfs: mount -t tmpfs failed (no CAP_SYS_ADMIN?): %v: %s", err, out)
 	}
 	// Runs before t.TempDir's removal (cleanups run last first).
 	t.Cleanup(func() {

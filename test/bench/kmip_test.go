@@ -30,8 +30,9 @@ import (
 	"github.com/ovh/kmip-go/payloads"
 
 	kmipapi "github.com/coffer-kms/coffer/internal/api/kmip"
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
+	"github.com/coffer-kms/coffer/internal/testutil"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
 
@@ -116,12 +117,7 @@ func startCofferKMIP(b *testing.B) (addr string, caPEM, certPEM, keyPEM []byte) 
 		b.Fatal(err)
 	}
 	ca.Valid = 24 * time.Hour
-	svc, err := service.New(service.Config{DataDir: filepath.Join(dir, "data"), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, CertIssuer: ca, NoAutoBackup: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(b, servicetest.DataDir(filepath.Join(dir, "data")), func(c *service.Config) { c.CertIssuer, c.NoAutoBackup = ca, true })
 	ctx := context.Background()
 	if _, err := svc.Init(ctx, service.Identity{Local: true}, []byte("bench-passphrase")); err != nil {
 		b.Fatal(err)
@@ -171,11 +167,7 @@ func startCofferKMIP(b *testing.B) (addr string, caPEM, certPEM, keyPEM []byte) 
 func startPyKMIPServer(b *testing.B) (addr string, caPEM, certPEM, keyPEM []byte) {
 	bin, err := exec.LookPath("pykmip-server")
 	if err != nil {
-		msg := "pykmip-server not found: apt-get install -y python3-pykmip"
-		if os.Getenv("CI") == "true" {
-			b.Fatal(msg)
-		}
-		b.Skip(msg)
+		testutil.Unavailable(b, "pykmip-server not found: apt-get install -y python3-pykmip")
 	}
 	dir := b.TempDir()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -244,18 +236,15 @@ database_path=%s
 		out.Close()
 	})
 	addr = fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if err := testutil.Poll(30*time.Second, func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "stdout.log"))
-			b.Fatalf("pykmip-server did not start: %v\n%s", err, log)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err
+	}); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "stdout.log"))
+		b.Fatalf("pykmip-server did not start: %v\n%s", err, log)
 	}
 	return addr, caPEM, certPEM, keyPEM
 }

@@ -15,11 +15,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/vault"
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 )
 
 // vaultReadConcurrency is the number of concurrent clients in both benchmarks.
@@ -32,13 +31,7 @@ const kvPath = "/v1/kv/data/1"
 // TLS, and the token of an endpoint with read on it.
 func cofferVault(b *testing.B) (*httptest.Server, string) {
 	b.Helper()
-	svc, err := service.New(service.Config{DataDir: b.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		PasswordKDF:     service.PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("bench"), nil }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(b)
 	if _, err := svc.Init(context.Background(), service.Identity{Local: true}, []byte("bench-passphrase")); err != nil {
 		b.Fatal(err)
 	}
@@ -147,6 +140,5 @@ func BenchmarkPeerTLSFixed(b *testing.B) {
 		w.Write(body)
 	}))
 	defer peer.Close()
-	time.Sleep(10 * time.Millisecond)
 	readLoop(b, tlsClient(peer), peer.URL+kvPath, tok, len(body))
 }

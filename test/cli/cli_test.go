@@ -17,6 +17,7 @@ import (
 
 	"github.com/coffer-kms/coffer/client"
 	"github.com/coffer-kms/coffer/internal/cli"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -38,21 +39,18 @@ func TestScripts(t *testing.T) {
 				dir := ts.MkAbs(args[0])
 				c, err := client.New(client.Config{Addresses: []string{"unix://" + filepath.Join(dir, "coffer.sock")}, Timeout: time.Second})
 				ts.Check(err)
-				deadline := time.Now().Add(30 * time.Second)
-				var last string
-				for time.Now().Before(deadline) {
+				if err := testutil.Poll(30*time.Second, func() error {
 					h, err := c.Health(context.Background())
-					if err == nil {
-						last = h.State
-						if h.State == args[1] {
-							return
-						}
-					} else {
-						last = err.Error()
+					if err != nil {
+						return err
 					}
-					time.Sleep(20 * time.Millisecond)
+					if h.State != args[1] {
+						return fmt.Errorf("state %s", h.State)
+					}
+					return nil
+				}); err != nil {
+					ts.Fatalf("server in %s not %s: %v", dir, args[1], err)
 				}
-				ts.Fatalf("server in %s not %s after 30s (last: %s)", dir, args[1], last)
 			},
 			// serverurl DATADIR: set $URL to the HTTPS address of the server
 			// running on DATADIR (from its coffer.pid) and $CACERT to its
@@ -81,16 +79,16 @@ func TestScripts(t *testing.T) {
 				}
 				re, err := regexp.Compile(args[0])
 				ts.Check(err)
-				deadline := time.Now().Add(30 * time.Second)
-				for {
-					err := ts.Exec(args[1], args[2:]...)
-					if err == nil && re.MatchString(ts.ReadFile("stdout")) {
-						return
+				if err := testutil.Poll(30*time.Second, func() error {
+					if err := ts.Exec(args[1], args[2:]...); err != nil {
+						return err
 					}
-					if time.Now().After(deadline) {
-						ts.Fatalf("no stdout matching %s after 30s (last error: %v)", args[0], err)
+					if !re.MatchString(ts.ReadFile("stdout")) {
+						return fmt.Errorf("stdout does not match %s", args[0])
 					}
-					time.Sleep(200 * time.Millisecond)
+					return nil
+				}); err != nil {
+					ts.Fatalf("eventually %s: %v", args[0], err)
 				}
 			},
 			// grab VAR REGEXP: set $VAR to the first submatch of REGEXP in the

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // TestKillDuringBackup: kill -9 while a backup is being written leaves the
@@ -37,38 +39,31 @@ func TestKillDuringBackup(t *testing.T) {
 		t.Fatalf("start: %+v %v", rec, err)
 	}
 	// Wait until the bundle is staged (the pause holds it before the save).
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.WaitFor(t, 20*time.Second, "the backup to reach its staged state", func() error {
 		staged, _ := filepath.Glob(filepath.Join(dir, "backup", "staging", "staging-*"))
-		if p, _ := c.CurrentBackup(ctx); p != nil && p.BytesWritten > 0 && len(staged) == 1 {
-			break
+		p, err := c.CurrentBackup(ctx)
+		if p != nil && p.BytesWritten > 0 && len(staged) == 1 {
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the backup did not reach its staged state")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("current backup %+v (%v), staged %q", p, err, staged)
+	})
 	n.kill9()
 
 	n.env = nil
 	n.start()
 	n.waitState("open")
 	c = n.https()
-	deadline = time.Now().Add(20 * time.Second)
 	var got client.BackupRecord
-	for {
+	testutil.WaitFor(t, 20*time.Second, "the interrupted backup to be marked FAILED", func() error {
 		list, err := c.ListBackups(ctx, "nas")
 		if err == nil && len(list) == 1 {
 			got = list[0]
 			if got.Status == "FAILED" {
-				break
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("interrupted backup not marked FAILED: %+v", got)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("backups %+v, %v", list, err)
+	})
 	if got.ID != rec.ID || !strings.Contains(got.Reason, "interrupted") {
 		t.Fatalf("record %+v", got)
 	}
@@ -104,17 +99,13 @@ func TestSIGUSR1FreezesAndSIGCONTThaws(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.signal(syscall.SIGUSR1)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.WaitFor(t, 20*time.Second, "writes to be frozen after SIGUSR1", func() error {
 		_, err := c.PutSecret(ctx, "default", "probe", []byte("x"))
 		if client.IsCode(err, "writes_unavailable") && strings.Contains(err.Error(), "frozen") {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("writes not frozen after SIGUSR1: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("write: %v", err)
+	})
 	dumps, _ := filepath.Glob(filepath.Join(dir, "dump", "backups", "*-dump.cbk"))
 	if len(dumps) != 1 {
 		t.Fatalf("dump files: %v", dumps)
@@ -123,15 +114,10 @@ func TestSIGUSR1FreezesAndSIGCONTThaws(t *testing.T) {
 		t.Fatalf("read while frozen: %v", err)
 	}
 	n.signal(syscall.SIGCONT)
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		if _, err := c.PutSecret(ctx, "default", "k", []byte("v2")); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("writes still refused after SIGCONT: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "writes after SIGCONT", func() error {
+		_, err := c.PutSecret(ctx, "default", "k", []byte("v2"))
+		return err
+	})
 	if !strings.Contains(n.logs.String(), "frozen on SIGUSR1") {
 		t.Fatal("the freeze is not logged")
 	}

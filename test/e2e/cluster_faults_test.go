@@ -18,6 +18,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/testserver/linearize"
 	"github.com/coffer-kms/coffer/internal/testserver/netproxy"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // proxiedCluster is a cluster whose nodes reach each other only through
@@ -165,7 +166,7 @@ func TestClusterPartitionLinearizable(t *testing.T) {
 			}
 		}(cl)
 	}
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // load in the history before the first fault
 	li, leader := leaderOf(t, pc.nodes)
 	rec.Note("fault", "isolate the leader "+leader.dataDir)
 	pc.isolate(li)
@@ -192,7 +193,7 @@ func TestClusterPartitionLinearizable(t *testing.T) {
 	}, "writes on the majority during the partition")
 	rec.Note("fault", "heal")
 	pc.heal()
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load in the history after the heal
 	// kill -9 a follower and bring it back.
 	fi := (li + 1) % 3
 	if i, _ := leaderOf(t, pc.nodes); i == fi {
@@ -200,10 +201,10 @@ func TestClusterPartitionLinearizable(t *testing.T) {
 	}
 	rec.Note("fault", "kill -9 "+pc.nodes[fi].dataDir)
 	pc.nodes[fi].kill9()
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load while the follower is down
 	pc.nodes[fi].start()
 	pc.nodes[fi].waitState("open")
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load after it is back
 	close(stop)
 	wg.Wait()
 
@@ -276,12 +277,12 @@ func TestClusterSwitchoverUnderLoad(t *testing.T) {
 			}
 		}(w)
 	}
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // load before the switchover
 	out, err := coffer(t, nil, "cluster", "switchover", "--to", targetID, "--data-dir", leader.dataDir)
 	if err != nil {
 		t.Fatalf("switchover: %v\n%s", err, out)
 	}
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // load after the switchover
 	close(stop)
 	wg.Wait()
 	close(errs)
@@ -372,7 +373,7 @@ func TestClusterBackupsFollowTheLeader(t *testing.T) {
 	}, "three per-node mirror directories, each a whole journal")
 
 	leader.kill9()
-	time.Sleep(failoverThreshold + time.Second)
+	time.Sleep(failoverThreshold + time.Second) // past the failover threshold of real processes (no injectable clock)
 	after := putMany(t, all, "after", 20)
 	_, nl := leaderOf(t, nodes)
 	lst, err := withToken(t, nl, nl.token).Status(ctx)
@@ -451,8 +452,8 @@ func TestClusterBackupCutByLeaderChange(t *testing.T) {
 	}, "the cut backup marked FAILED by the new leader")
 	// The new leader resets the schedule in a command of its own, after the
 	// record (and the node asked may apply it a moment later): wait for it.
-	var last client.Schedule
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	testutil.WaitFor(t, 30*time.Second, "the schedule reset by the new leader", func() error {
+		var last client.Schedule
 		scheds, _ := all.ListSchedules(ctx)
 		for _, sc := range scheds {
 			if sc.Name == "hourly" {
@@ -460,10 +461,8 @@ func TestClusterBackupCutByLeaderChange(t *testing.T) {
 			}
 		}
 		if last.State == "ACTIVE" && strings.Contains(last.LastResult, "interrupted") && last.Next != nil {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("schedule 30 s after the leader change: %+v", last)
-		}
-	}
+		return fmt.Errorf("schedule %+v", last)
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 const failoverThreshold = 1500 * time.Millisecond
@@ -73,9 +74,10 @@ func joinNode(t testing.TB, n *node, url, token string) {
 // waitVoters waits until c reports want voters and a leader.
 func waitVoters(t testing.TB, c *client.Client, want int) client.ClusterStatus {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		st, err := c.ClusterStatus(context.Background())
+	var st client.ClusterStatus
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("%d voters and a leader", want), func() error {
+		var err error
+		st, err = c.ClusterStatus(context.Background())
 		voters := 0
 		for _, n := range st.Nodes {
 			if n.Voter {
@@ -83,13 +85,11 @@ func waitVoters(t testing.TB, c *client.Client, want int) client.ClusterStatus {
 			}
 		}
 		if err == nil && voters == want && st.Leader != "" {
-			return st
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster did not reach %d voters: %+v %v", want, st, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("status %+v, %v", st, err)
+	})
+	return st
 }
 
 // startCluster makes an initialised first node and joins n-1 more; extra
@@ -289,13 +289,17 @@ func TestClusterJoinForwardHealth(t *testing.T) {
 	}
 	// A master key rotation on the leader reaches every node's keystore:
 	// a follower restarted afterwards opens (auto-open) and serves.
-	if _, err := fc.RotateMasterKey(ctx); err != nil {
+	gen, err := fc.RotateMasterKey(ctx)
+	if err != nil {
 		t.Fatalf("rotate the master key through a follower: %v", err)
 	}
 	if _, err := fc.PutSecret(ctx, "default", "after-rotation", []byte("v2")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
+	waitUntil(t, 30*time.Second, func() bool {
+		st, err := follower.local().Status(ctx)
+		return err == nil && st.KeystoreGeneration == gen
+	}, "the follower's keystore to take the new master key generation")
 	follower.kill9()
 	follower.start()
 	follower.waitState("open")
@@ -317,13 +321,12 @@ func withToken(t *testing.T, n *node, tok string) *client.Client {
 
 func waitUntil(t *testing.T, d time.Duration, ok func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testutil.WaitFor(t, d, what, func() error {
+		if !ok() {
+			return testutil.ErrNotYet
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func httpStatus(t *testing.T, n *node, path string) int {
@@ -378,14 +381,14 @@ func TestClusterLeaderKill(t *testing.T) {
 			}
 			mu.Unlock()
 			if err != nil {
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond) // a pause before retrying a refused write
 			}
 		}
 	}()
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // load before the kill (real processes: no injectable clock)
 	li, leader := leaderOf(t, nodes)
 	leader.kill9()
-	time.Sleep(failoverThreshold + 3*time.Second)
+	time.Sleep(failoverThreshold + 3*time.Second) // load through the failover, whose gap is measured
 	close(stop)
 	<-done
 	mu.Lock()

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // TestDevQuickStart runs the README's first command (coffer dev), reads the
@@ -134,13 +136,12 @@ func issueServerCert(t *testing.T, dir string) *big.Int {
 
 func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", d)
+	testutil.WaitFor(t, d, "the condition", func() error {
+		if !cond() {
+			return testutil.ErrNotYet
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestSmartStopUnderLoad: SIGTERM while clients write: the server exits 0,
@@ -170,7 +171,14 @@ func TestSmartStopUnderLoad(t *testing.T) {
 			}
 		}(w)
 	}
-	time.Sleep(300 * time.Millisecond)
+	testutil.WaitFor(t, 30*time.Second, "writes under way", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(acked) < 20 {
+			return fmt.Errorf("%d writes acknowledged", len(acked))
+		}
+		return nil
+	})
 	n.signal(syscall.SIGTERM)
 	code := n.waitExit(30 * time.Second)
 	cancel()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // mountTmpfs mounts a small tmpfs and unmounts it at the end of the test.
@@ -114,18 +115,17 @@ func diskFullScenario(t *testing.T, minFree int64, onTmpfs ...string) {
 
 	// Free the space: writes resume after the retry delay.
 	os.Remove(filepath.Join(mnt, "filler"))
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; ; i++ {
+	i := 0
+	if err := testutil.Poll(30*time.Second, func() error {
 		name := fmt.Sprintf("after-%d", i)
-		_, err := c.PutSecret(ctx, "default", name, []byte("v-"+name))
-		if err == nil {
-			acked[name] = "v-" + name
-			break
+		i++
+		if _, err := c.PutSecret(ctx, "default", name, []byte("v-"+name)); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("writes did not resume after freeing space: %v\n%s", err, n.logs)
-		}
-		time.Sleep(100 * time.Millisecond)
+		acked[name] = "v-" + name
+		return nil
+	}); err != nil {
+		t.Fatalf("writes did not resume after freeing space: %v\n%s", err, n.logs)
 	}
 	verifyAll(t, n, acked)
 	t.Logf("writes resumed; %d acknowledged writes intact", len(acked))

@@ -56,7 +56,7 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 				}
 			}(w)
 		}
-		time.Sleep(time.Duration(rng.IntN(600)+20) * time.Millisecond)
+		time.Sleep(time.Duration(rng.IntN(600)+20) * time.Millisecond) // the kill at a random moment of the load is what is tested
 		n.kill9()
 		cancel()
 		wg.Wait()

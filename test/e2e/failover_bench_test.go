@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // BenchmarkFailover measures how long writes stop when the leader of a
@@ -42,7 +44,7 @@ func BenchmarkFailover(b *testing.B) {
 				if err == nil {
 					acks.add(start, time.Now())
 				} else {
-					time.Sleep(10 * time.Millisecond)
+					time.Sleep(10 * time.Millisecond) // a pause before retrying a refused write, as a client would
 				}
 			}
 		}(w)
@@ -136,16 +138,15 @@ func (l *ackLog) firstAfter(t time.Time) (time.Duration, bool) {
 
 // waitAfter waits up to d for firstAfter(t).
 func (l *ackLog) waitAfter(t time.Time, d time.Duration) (time.Duration, bool) {
-	deadline := time.Now().Add(d)
-	for {
-		if dur, ok := l.firstAfter(t); ok {
-			return dur, true
+	var dur time.Duration
+	err := testutil.Poll(d, func() error {
+		var ok bool
+		if dur, ok = l.firstAfter(t); !ok {
+			return testutil.ErrNotYet
 		}
-		if time.Now().After(deadline) {
-			return 0, false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return dur, err == nil
 }
 
 // durStats returns the nearest-rank median, 90th percentile and maximum.
@@ -195,21 +196,20 @@ func (bc *benchCluster) client(tb testing.TB) *client.Client {
 // waitLeader waits until a running node reports itself leader.
 func (bc *benchCluster) waitLeader(tb testing.TB, d time.Duration) (int, *node) {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	li := -1
+	testutil.WaitFor(tb, d, "a leader", func() error {
 		for i, n := range bc.nodes {
 			if !n.running() {
 				continue
 			}
 			if h, err := n.local().Health(context.Background()); err == nil && h.Role == "leader" {
-				return i, n
+				li = i
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("no leader within %s", d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return errors.New("no node is leader")
+	})
+	return li, bc.nodes[li]
 }
 
 // waitCaughtUp waits until node i follows a leader and has applied what
@@ -221,15 +221,11 @@ func (bc *benchCluster) waitCaughtUp(tb testing.TB, i int, d time.Duration) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	deadline := time.Now().Add(d)
-	for {
+	testutil.WaitFor(tb, d, fmt.Sprintf("node %d to catch up", i+1), func() error {
 		h, err := bc.nodes[i].local().Health(context.Background())
 		if err == nil && (h.Role == "follower" || h.Role == "leader") && h.AppliedIndex >= lh.AppliedIndex {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("node %d did not catch up within %s (last %+v, %v; leader applied %d)", i+1, d, h, err, lh.AppliedIndex)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("health %+v, %v; leader applied %d", h, err, lh.AppliedIndex)
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 var cofferBin string
@@ -103,14 +104,13 @@ func (n *node) start() {
 	}
 	n.exited = make(chan error, 1)
 	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(n.cmd, n.exited)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if err := testutil.Poll(30*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(n.dataDir, "coffer.pid"))
 		if err == nil {
 			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 			if len(lines) >= 2 && lines[0] == fmt.Sprint(n.cmd.Process.Pid) {
 				n.url = lines[1]
-				break
+				return nil
 			}
 		}
 		select {
@@ -118,10 +118,9 @@ func (n *node) start() {
 			n.t.Fatalf("server exited during start: %v\n%s", err, n.logs)
 		default:
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("server did not start in 30s\n%s", n.logs)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return fmt.Errorf("no pid file of pid %d: %v", n.cmd.Process.Pid, err)
+	}); err != nil {
+		n.t.Fatalf("server did not start: %v\n%s", err, n.logs)
 	}
 	n.caFile = filepath.Join(n.dataDir, "tls", "ca.crt")
 }
@@ -187,16 +186,14 @@ func putMany(t *testing.T, c *client.Client, prefix string, count int) map[strin
 // waitState polls health until the server reports state.
 func (n *node) waitState(state string) {
 	n.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if err := testutil.Poll(30*time.Second, func() error {
 		h, err := n.local().Health(context.Background())
 		if err == nil && h.State == state {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("server not %s after 30s (last %+v, %v)\n%s", state, h, err, n.logs)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return fmt.Errorf("health %+v, %v", h, err)
+	}); err != nil {
+		n.t.Fatalf("server not %s: %v\n%s", state, err, n.logs)
 	}
 }
 
@@ -249,8 +246,5 @@ func requireRoot(t *testing.T, why string) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this test needs root (%s); run the test suite as root", why)
-	}
-	t.Skipf("needs root (%s)", why)
+	testutil.Unavailable(t, "this test needs root (%s); run the test suite as root", why)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // healthCode fetches /api/v1/sys/health over TLS and returns the status code.
@@ -173,20 +175,16 @@ func TestSIGUSR2RotatesJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.signal(syscall.SIGUSR2)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(t, 10*time.Second, "a new segment after SIGUSR2", func() error {
 		after, _ := n.local().JournalSegments(ctx)
 		if len(after) == len(before)+1 {
 			if !after[len(after)-2].Closed || after[len(after)-1].Closed {
 				t.Fatalf("after SIGUSR2: %+v", after)
 			}
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no new segment after SIGUSR2: before %d, after %d\n%s", len(before), len(after), n.logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("%d segments before, %d now", len(before), len(after))
+	})
 	// A write goes into the new segment; the journal verifies across both.
 	if _, err := n.https().PutSecret(ctx, "default", "b", []byte("2")); err != nil {
 		t.Fatal(err)

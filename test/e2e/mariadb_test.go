@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // MariaDB with its hashicorp_key_management plugin pointed at Coffer's
@@ -47,11 +48,7 @@ func requireMariaDB(t *testing.T) {
 	if len(missing) == 0 {
 		return
 	}
-	msg := fmt.Sprintf("MariaDB end-to-end test needs %v: apt-get install -y mariadb-server mariadb-plugin-hashicorp-key-management", missing)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testutil.Unavailable(t, "MariaDB end-to-end test needs %v: apt-get install -y mariadb-server mariadb-plugin-hashicorp-key-management", missing)
 }
 
 func mariadbBin(name string) string {
@@ -159,22 +156,27 @@ func (m *mariadb) tryStart() error {
 	}
 	m.exited = make(chan error, 1)
 	go func(c *exec.Cmd, ch chan error) { ch <- c.Wait() }(m.cmd, m.exited)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := m.query("SELECT 1"); err == nil {
+	var exited error
+	err := testutil.Poll(60*time.Second, func() error {
+		_, err := m.query("SELECT 1")
+		if err == nil {
 			return nil
 		}
 		select {
-		case err := <-m.exited:
+		case exited = <-m.exited:
 			m.cmd = nil
-			return fmt.Errorf("mariadbd exited during start: %v\n%s\n%s", err, out.String(), m.log())
+			return nil
 		default:
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("mariadbd did not start in 60s\n%s", m.log())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err
+	})
+	switch {
+	case m.cmd == nil:
+		return fmt.Errorf("mariadbd exited during start: %v\n%s\n%s", exited, out.String(), m.log())
+	case err != nil:
+		return fmt.Errorf("mariadbd did not start: %w\n%s", err, m.log())
 	}
+	return nil
 }
 
 func (m *mariadb) log() string {
@@ -346,16 +348,13 @@ func checkRows(t *testing.T, m *mariadb, rows int) {
 // test.<table> with key version want (rotate_key_age 1).
 func waitKeyVersion(t *testing.T, m *mariadb, table, want string) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		got := m.keyVersion(table)
-		if got == want {
-			return
+	if err := testutil.Poll(90*time.Second, func() error {
+		if got := m.keyVersion(table); got != want {
+			return fmt.Errorf("table %s at key version %q, want %s", table, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("table %s still at key version %q, want %s\n%s", table, got, want, m.log())
-		}
-		time.Sleep(200 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, m.log())
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/coffer-kms/coffer/client"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/testutil"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
 
@@ -199,12 +200,13 @@ func TestClusterNodeKeyUpgrade(t *testing.T) {
 	recorded := func() bool {
 		return strings.Contains(leader.logs.String()+follower.logs.String(), "node certificate key recorded")
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for !recorded() {
-		if time.Now().After(deadline) {
-			t.Fatalf("the leader did not record the follower's certificate key:\n%s\n%s", leader.logs, follower.logs)
+	if testutil.Poll(60*time.Second, func() error {
+		if !recorded() {
+			return testutil.ErrNotYet
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	}) != nil {
+		t.Fatalf("the leader did not record the follower's certificate key:\n%s\n%s", leader.logs, follower.logs)
 	}
 	waitVoters(t, withToken(t, nodes[0], nodes[0].token), 2)
 

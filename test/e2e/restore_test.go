@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // TestRestoreCLI is the data-disk-failure runbook with the real binary:
@@ -133,23 +134,15 @@ func TestRestoreCLI(t *testing.T) {
 		t.Fatal("auto-open came back with the restore")
 	}
 	// The first start takes the destination over with a full backup.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testutil.WaitFor(t, 30*time.Second, "a full backup after the restore", func() error {
 		recs, _ := c.ListBackups(ctx, "nas")
-		done := false
 		for _, r := range recs {
 			if r.Kind == "full" && r.Status == "DONE" && r.Started.After(st.Timeline.Restored.At) {
-				done = true
+				return nil
 			}
 		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no full backup after the restore: %+v\n%s", recs, n.logs)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("backups %+v", recs)
+	})
 	if out, err := coffer(t, nil, "restore", "--list", "--from", nas); err != nil || !regexp.MustCompile(`(?m)^2\s+full\s`).MatchString(out) {
 		t.Fatalf("restore --list shows no timeline 2: %v\n%s", err, out)
 	}

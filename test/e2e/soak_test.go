@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/testserver/linearize"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // soakResult is what one randomized fault schedule found.
@@ -169,7 +170,7 @@ func soakRun(t *testing.T, seed uint64) (res soakResult) {
 				} else {
 					recordGet(ctx, rec, cl, c, key)
 				}
-				time.Sleep(time.Duration(2+crng.IntN(8)) * time.Millisecond)
+				time.Sleep(time.Duration(2+crng.IntN(8)) * time.Millisecond) // a client's random pace
 			}
 		}(cl)
 	}
@@ -198,6 +199,8 @@ func soakRun(t *testing.T, seed uint64) (res soakResult) {
 		res.failovers = append(res.failovers, d)
 		t.Logf("%s: first acknowledged write after %s", what, d.Round(time.Millisecond))
 	}
+	// Faults last and follow each other at random moments: the timing is
+	// what the soak varies.
 	sleep := func(lo, hi time.Duration) { time.Sleep(lo + time.Duration(rng.Int64N(int64(hi-lo)+1))) }
 
 	faults := 2 + rng.IntN(3)
@@ -258,7 +261,7 @@ func soakRun(t *testing.T, seed uint64) (res soakResult) {
 	// Let the cluster settle: every node running and following a leader.
 	pc.heal()
 	soakLeader(t, pc, 30*time.Second)
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // load on the settled cluster
 	stopLoad()
 
 	mu.Lock()
@@ -289,21 +292,20 @@ func soakRun(t *testing.T, seed uint64) (res soakResult) {
 // soakLeader waits until every node runs and one of them leads.
 func soakLeader(t *testing.T, pc *proxiedCluster, d time.Duration) (int, *node) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	li := -1
+	testutil.WaitFor(t, d, "a leader", func() error {
 		for i, n := range pc.nodes {
 			if n.cmd.ProcessState != nil {
 				t.Fatalf("node %d is not running", i+1)
 			}
 			if h, err := n.local().Health(context.Background()); err == nil && h.Role == "leader" {
-				return i, n
+				li = i
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no leader within %s", d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return errors.New("no node is leader")
+	})
+	return li, pc.nodes[li]
 }
 
 // soakLostWrites checks every acknowledged write on every node (plain
@@ -316,8 +318,7 @@ func soakLostWrites(t *testing.T, pc *proxiedCluster, writes []soakWrite) int {
 	for ni, nd := range pc.nodes {
 		c := withToken(t, nd, pc.token)
 		missing := writes
-		deadline := time.Now().Add(60 * time.Second)
-		for len(missing) > 0 {
+		testutil.Poll(60*time.Second, func() error { // what is still missing after the minute is counted below
 			var still []soakWrite
 			for _, w := range missing {
 				s, err := c.GetSecret(ctx, "default", w.key, w.version)
@@ -325,12 +326,11 @@ func soakLostWrites(t *testing.T, pc *proxiedCluster, writes []soakWrite) int {
 					still = append(still, w)
 				}
 			}
-			missing = still
-			if len(missing) == 0 || time.Now().After(deadline) {
-				break
+			if missing = still; len(missing) > 0 {
+				return fmt.Errorf("%d writes missing", len(missing))
 			}
-			time.Sleep(500 * time.Millisecond)
-		}
+			return nil
+		})
 		for i, w := range missing {
 			lost[w] = true
 			if i < 5 {

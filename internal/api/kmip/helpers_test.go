@@ -22,8 +22,8 @@ import (
 	"github.com/ovh/kmip-go/kmipclient"
 	"github.com/ovh/kmip-go/ttlv"
 
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
 
@@ -54,14 +54,7 @@ func newFixture(t testing.TB, opts Options) *fixture {
 		t.Fatal(err)
 	}
 	ca.Valid = 24 * time.Hour
-	svc, err := service.New(service.Config{DataDir: filepath.Join(dir, "data"), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		PasswordKDF:     service.PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, WriteRetryDelay: 100 * time.Millisecond,
-		CertIssuer: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(t, servicetest.DataDir(filepath.Join(dir, "data")), func(c *service.Config) { c.CertIssuer = ca })
 	if _, err := svc.Init(context.Background(), service.Identity{Local: true}, []byte("kmip-test-passphrase")); err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/api/forward"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 func attr(name kmip.AttributeName, v any) kmip.Attribute {
@@ -609,6 +610,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 				}
 			}()
 		}
+		// The moment of the shutdown under load is what varies per round.
 		time.Sleep(time.Duration(20+round*15) * time.Millisecond)
 		done := make(chan error, 1)
 		go func() {
@@ -659,9 +661,12 @@ func TestShutdownBeforeHandshakeStarts(t *testing.T) {
 	}()
 	// Shutdown marks closing and wakes the connections under the server's
 	// lock: once closing is set and the lock is free again, the wake is done.
-	for !f.srv.isClosing() {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(t, time.Minute, "Shutdown to mark the server closing", func() error {
+		if !f.srv.isClosing() {
+			return testutil.ErrNotYet
+		}
+		return nil
+	})
 	f.srv.mu.Lock()
 	//lint:ignore SA2001 an empty critical section on purpose: it waits for Shutdown's wake loop to release the lock
 	f.srv.mu.Unlock()

@@ -8,11 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coffer-kms/coffer/internal/journal"
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 )
 
 // TestOpenWithDamagedJournal: opening with the passphrase over a journal the
@@ -21,13 +20,7 @@ import (
 // aside, as the answer says, the open rebuilds its records and succeeds.
 func TestOpenWithDamagedJournal(t *testing.T) {
 	dir := t.TempDir()
-	svc, err := service.New(service.Config{DataDir: dir, KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		PasswordKDF:     service.PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, WriteRetryDelay: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(t, servicetest.DataDir(dir))
 	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
 	if _, err := svc.Init(ctx, service.Identity{Local: true}, []byte("rest-test-passphrase")); err != nil {
 		t.Fatal(err)

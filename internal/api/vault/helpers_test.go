@@ -8,10 +8,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/service/servicetest"
 )
 
 // fixture is a service behind the Vault handler on an httptest TLS server,
@@ -25,13 +24,7 @@ type fixture struct {
 
 func newService(t testing.TB) (*service.Service, string) {
 	t.Helper()
-	svc, err := service.New(service.Config{DataDir: t.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		PasswordKDF:     service.PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }, WriteRetryDelay: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
+	svc := servicetest.New(t)
 	tok, err := svc.Init(context.Background(), service.Identity{Local: true}, []byte("vault-test-passphrase"))
 	if err != nil {
 		t.Fatal(err)
@@ -123,13 +116,7 @@ func (r resp) data(t testing.TB) map[string]any {
 
 func newUninitialised(t testing.TB) *service.Service {
 	t.Helper()
-	svc, err := service.New(service.Config{DataDir: t.TempDir(), KDF: keystore.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
-		MachineIdentity: func() ([]byte, error) { return []byte("m"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Close() })
-	return svc
+	return servicetest.New(t)
 }
 
 func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }

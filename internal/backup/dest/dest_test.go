@@ -25,6 +25,7 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/backup/dest"
 	"github.com/coffer-kms/coffer/internal/testserver"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // backend opens fresh, empty destinations of one kind.
@@ -544,7 +545,7 @@ func noSecrets(t *testing.T, err error, secrets ...string) {
 // (a save may be running in another process), and neither is ever listed.
 func TestCleanup(t *testing.T) {
 	backends := map[string]backend{"dir": dirBackend()}
-	if os.Geteuid() == 0 || os.Getenv("CI") == "true" {
+	if os.Geteuid() == 0 || testutil.CI() {
 		backends["sftp"] = sftpBackend(t, testserver.StartSSHD(t), false)
 	}
 	for name, b := range backends {

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // prompt is how soon both ends of a cut connection must notice. The goal is
@@ -390,7 +393,7 @@ func TestDelay(t *testing.T) {
 	if _, err := io.WriteString(c, "stuck"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond) // the bytes reach the delay; the proxy does not expose them
 	p.Block("127.0.0.2")
 	expectCut(t, c)
 	echo.waitEnded(t)
@@ -495,10 +498,10 @@ func TestConcurrentUse(t *testing.T) {
 				p.SetDelay(0)
 			}
 			p.Stats()
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // the pace of the storm
 		}
 	}()
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // the length of the storm of rule changes
 	close(stop)
 	wg.Wait()
 	p.UnblockAll()
@@ -549,9 +552,9 @@ func TestNoGoroutineLeak(t *testing.T) {
 				}
 			}()
 		}
-		time.Sleep(50 * time.Millisecond)
-		p.Block("127.0.0.2") // mid-stream
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // streams under way
+		p.Block("127.0.0.2")              // mid-stream
+		time.Sleep(50 * time.Millisecond) // blocked for a while
 		p.Unblock("127.0.0.2")
 		for range 5 {
 			c, err := net.Dial("tcp", p.Addr())
@@ -565,17 +568,13 @@ func TestNoGoroutineLeak(t *testing.T) {
 		wg.Wait()
 	}()
 
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= before {
-			return
+	if err := testutil.Poll(5*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			return fmt.Errorf("%d goroutines before, %d after", before, n)
 		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%d goroutines before, %d after:\n%s", before, n, buf)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	}); err != nil {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%v:\n%s", err, buf[:runtime.Stack(buf, true)])
 	}
 }
