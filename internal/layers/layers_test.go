@@ -19,7 +19,7 @@ import (
 const module = "github.com/coffer-kms/coffer/"
 
 // allowed lists, for every package of the module, the module packages it
-// may import. Leaves (fsutil, config, lifecycle, bundle, openapi, procsec)
+// may import. Leaves (fsutil, datadir, config, lifecycle, bundle, openapi, procsec)
 // import none.
 var allowed = map[string][]string{
 	"cmd/coffer": {"internal/cli"},
@@ -27,10 +27,10 @@ var allowed = map[string][]string{
 
 	// The CLI and the server wiring sit on top.
 	"internal/cli": {"client", "internal/audit", "internal/backup", "internal/backup/bundle", "internal/backup/dest",
-		"internal/check", "internal/config", "internal/fsutil", "internal/journal", "internal/keystore",
+		"internal/check", "internal/config", "internal/datadir", "internal/fsutil", "internal/journal", "internal/keystore",
 		"internal/restore", "internal/server", "internal/service", "internal/tlsutil"},
 	"internal/server": {"internal/api/forward", "internal/api/kmip", "internal/api/rest", "internal/api/vault",
-		"internal/audit", "internal/config", "internal/connlimit", "internal/fsutil", "internal/keystore", "internal/metrics",
+		"internal/audit", "internal/config", "internal/connlimit", "internal/datadir", "internal/fsutil", "internal/keystore", "internal/metrics",
 		"internal/procsec", "internal/service", "internal/tlsutil"},
 
 	// Transports: decode, authorise through the service, encode.
@@ -43,12 +43,12 @@ var allowed = map[string][]string{
 
 	// The domain.
 	"internal/service": {"internal/audit", "internal/backup", "internal/backup/bundle", "internal/backup/dest",
-		"internal/barrier", "internal/cluster", "internal/fsutil", "internal/journal", "internal/keystore",
+		"internal/barrier", "internal/cluster", "internal/datadir", "internal/fsutil", "internal/journal", "internal/keystore",
 		"internal/lifecycle", "internal/restore", "internal/state", "internal/tlsutil"},
 
 	// Offline tools on a data dir, beside the service.
 	"internal/restore": {"internal/backup", "internal/backup/bundle", "internal/backup/dest", "internal/barrier",
-		"internal/cluster", "internal/fsutil", "internal/journal", "internal/keystore", "internal/state", "internal/tlsutil"},
+		"internal/cluster", "internal/datadir", "internal/fsutil", "internal/journal", "internal/keystore", "internal/state", "internal/tlsutil"},
 	"internal/check": {"internal/barrier", "internal/cluster", "internal/journal", "internal/keystore", "internal/state"},
 
 	// Backups beside the command path.
@@ -67,6 +67,7 @@ var allowed = map[string][]string{
 
 	// Leaves.
 	"internal/fsutil":    {},
+	"internal/datadir":   {},
 	"internal/config":    {},
 	"internal/lifecycle": {},
 	"internal/procsec":   {},

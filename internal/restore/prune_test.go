@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -16,7 +17,7 @@ import (
 func TestJournalPruneKeepsWhatBackupsNeed(t *testing.T) {
 	keepOne := func(c *service.Config) { c.JournalKeepSegments = 1; c.JournalNoPrune = true }
 	e := newEnv(t, true, keepOne)
-	jdir := service.JournalDir(e.dir)
+	jdir := datadir.JournalDir(e.dir)
 	segments := func() []journal.SegmentInfo {
 		t.Helper()
 		segs, err := journal.ListSegments(jdir)

@@ -30,19 +30,13 @@ import (
 	"github.com/coffer-kms/coffer/internal/audit"
 	"github.com/coffer-kms/coffer/internal/config"
 	"github.com/coffer-kms/coffer/internal/connlimit"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/metrics"
 	"github.com/coffer-kms/coffer/internal/procsec"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
-)
-
-// Files in the data dir owned by the server process.
-const (
-	LockFile   = "LOCK"
-	PIDFile    = "coffer.pid"
-	SocketFile = "coffer.sock"
 )
 
 // Stop modes.
@@ -183,7 +177,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if !cfg.TLS.Disable {
 		certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
 		if certFile == "" {
-			dir := filepath.Join(dataDir, "tls")
+			dir := datadir.TLSDir(dataDir)
 			created, err := tlsutil.EnsureGenerated(dir, append(cfg.TLS.Hosts, hostOf(cfg.Listen)))
 			if err != nil {
 				return nil, fmt.Errorf("generate TLS certificates: %w", err)
@@ -254,7 +248,7 @@ func Start(opts Options) (_ *Server, err error) {
 			return c, nil
 		}
 	}
-	tlsDir := filepath.Join(dataDir, "tls")
+	tlsDir := datadir.TLSDir(dataDir)
 	if cfg.Cluster.Listen != "" && (cfg.TLS.CertFile != "" || issuer == nil) {
 		return nil, errors.New("cluster.listen needs Coffer's own CA in <data-dir>/tls (tls.cert_file must be unset): node certificates are issued by it")
 	}
@@ -365,7 +359,7 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	s.URL = scheme + "://" + ln.Addr().String()
 	svc.SetAPIURL(s.URL)
-	s.Socket = filepath.Join(dataDir, SocketFile)
+	s.Socket = datadir.SocketPath(dataDir)
 	os.Remove(s.Socket)
 	sln, err := net.Listen("unix", s.Socket)
 	if err != nil {
@@ -565,7 +559,7 @@ func (s *Server) shutdown(mode string) {
 			s.Log.Error("close service", "error", err)
 		}
 		os.Remove(s.Socket)
-		os.Remove(filepath.Join(s.cfg.DataDir, PIDFile))
+		os.Remove(datadir.PIDPath(s.cfg.DataDir))
 		s.lock.Close()
 		s.Log.Info("stopped", "mode", mode)
 	})
@@ -638,7 +632,7 @@ func (s *Server) Reload() {
 
 // LockDataDir takes an exclusive lock so two servers never share a data dir.
 func LockDataDir(dir string) (*os.File, error) {
-	p := filepath.Join(dir, LockFile)
+	p := datadir.LockPath(dir)
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, fsutil.FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", p, err)
@@ -653,7 +647,7 @@ func LockDataDir(dir string) (*os.File, error) {
 
 // Locked reports whether a server holds the data dir's lock.
 func Locked(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, LockFile))
+	f, err := os.Open(datadir.LockPath(dir))
 	if err != nil {
 		return false
 	}
@@ -666,19 +660,19 @@ func Locked(dir string) bool {
 }
 
 func writePID(dir, url, sock string) error {
-	return fsutil.WriteFile(filepath.Join(dir, PIDFile), []byte(fmt.Sprintf("%d\n%s\n%s\n", os.Getpid(), url, sock)))
+	return fsutil.WriteFile(datadir.PIDPath(dir), []byte(fmt.Sprintf("%d\n%s\n%s\n", os.Getpid(), url, sock)))
 }
 
 // ReadPID returns the pid and URL written by a running server.
 func ReadPID(dir string) (pid int, url string, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
+	b, err := os.ReadFile(datadir.PIDPath(dir))
 	if err != nil {
 		return 0, "", err
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	pid, err = strconv.Atoi(strings.TrimSpace(lines[0]))
 	if err != nil {
-		return 0, "", fmt.Errorf("malformed %s: %w", PIDFile, err)
+		return 0, "", fmt.Errorf("malformed %s: %w", datadir.PIDFile, err)
 	}
 	if len(lines) > 1 {
 		url = lines[1]

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"errors"
-	"filippo.io/age"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -13,9 +12,12 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -23,12 +25,6 @@ import (
 
 // LocalDestination is the built-in destination under the data dir.
 const LocalDestination = "LOCAL"
-
-// LocalBackupDir is where LOCAL keeps its backups.
-func LocalBackupDir(dataDir string) string { return filepath.Join(dataDir, "backup", "local") }
-
-// StagingDir is where backup files are assembled before they are saved.
-func StagingDir(dataDir string) string { return filepath.Join(dataDir, "backup", "staging") }
 
 // DestinationConfig is a destination as callers create, edit and see it.
 // Secrets are write-only: reads show whether one is set, never its value.
@@ -207,7 +203,7 @@ func (s *Service) openDest(ctx context.Context, d state.Destination, onHostKey f
 	}
 	switch d.Kind {
 	case "local":
-		return dest.NewDir(LocalBackupDir(s.cfg.DataDir))
+		return dest.NewDir(datadir.LocalBackupDir(s.cfg.DataDir))
 	case "dir":
 		return dest.NewDir(d.Path)
 	case "sftp":
@@ -371,7 +367,7 @@ func (s *Service) viewDestination(ctx context.Context, d state.Destination, with
 		SecretSet: len(d.SealedSecret) > 0, PublicKey: d.PublicKey, HostKey: d.HostKey, ArchivePaused: d.ArchivePaused,
 		ArchivedTo: d.ArchivedTo, Created: d.Created, Updated: d.Updated}
 	if d.Kind == "local" {
-		v.Path = LocalBackupDir(s.cfg.DataDir)
+		v.Path = datadir.LocalBackupDir(s.cfg.DataDir)
 		v.KeepFulls = 1
 	}
 	if m := s.backups; m != nil {
@@ -605,7 +601,7 @@ func (h backupHost) Timeline() state.Timeline               { return h.s.st.Time
 func (h backupHost) Backups() ([]state.BackupRecord, error) { return h.s.st.Backups() }
 func (h backupHost) IsLeader() bool                         { return !h.s.Clustered() || h.s.node.IsLeader() }
 func (h backupHost) JournalDir() string {
-	return JournalDir(h.s.cfg.DataDir)
+	return datadir.JournalDir(h.s.cfg.DataDir)
 }
 func (h backupHost) WriteState(open func(p state.BackupPoint, size int64) (io.Writer, error)) (state.BackupPoint, error) {
 	return h.s.st.WriteBackup(open)
@@ -702,7 +698,7 @@ func (h backupHost) Lookup(id string) (state.BackupRecord, bool) {
 // goroutines (lifecycle write-locked).
 func (s *Service) startBackups() {
 	if s.backups == nil {
-		s.backups = backup.NewManager(backupHost{s}, StagingDir(s.cfg.DataDir), s.log)
+		s.backups = backup.NewManager(backupHost{s}, datadir.StagingDir(s.cfg.DataDir), s.log)
 		s.backups.VerifyAfter = s.verifyAfter
 	}
 	w := s.workers
@@ -1002,7 +998,7 @@ func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
 			LastSuccess: last[d.Name][0], LastFailure: last[d.Name][1]}
 		path := d.Path
 		if d.Kind == "local" {
-			path = LocalBackupDir(s.cfg.DataDir)
+			path = datadir.LocalBackupDir(s.cfg.DataDir)
 		}
 		if d.Kind == "local" || d.Kind == "dir" {
 			var fs syscall.Statfs_t
@@ -1115,7 +1111,7 @@ func (s *Service) attachMirrorLocked() (err error) {
 	if err != nil {
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}
-	if err := s.st.AttachMirror(m, JournalDir(s.cfg.DataDir)); err != nil {
+	if err := s.st.AttachMirror(m, datadir.JournalDir(s.cfg.DataDir)); err != nil {
 		m.Close()
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/testserver"
 )
@@ -324,7 +325,7 @@ func TestMirrorNeverGetsAHole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.st.AttachMirror(m, JournalDir(data))
+	err = s.st.AttachMirror(m, datadir.JournalDir(data))
 	if err == nil || !strings.Contains(err.Error(), "no longer holds records") {
 		t.Fatalf("a mirror with a hole was continued: %v", err)
 	}

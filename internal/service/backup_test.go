@@ -17,6 +17,7 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -254,8 +255,8 @@ func TestOneBackupAtATimeAndInterrupted(t *testing.T) {
 	if _, err := s.applyOpen(ctx, state.TypeSchedulePut, state.Schedule{Name: "stuck", Destination: LocalDestination, Type: "periodic", Every: "24h", Mode: "auto", State: "ONGOING"}); err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(StagingDir(s.cfg.DataDir), 0o700)
-	leftover := filepath.Join(StagingDir(s.cfg.DataDir), "staging-123"+backup.FileSuffix)
+	os.MkdirAll(datadir.StagingDir(s.cfg.DataDir), 0o700)
+	leftover := filepath.Join(datadir.StagingDir(s.cfg.DataDir), "staging-123"+backup.FileSuffix)
 	os.WriteFile(leftover, []byte("partial"), 0o600)
 	if err := s.Seal(ctx); err != nil {
 		t.Fatal(err)
@@ -288,7 +289,7 @@ func TestFreezeRefusesWritesAndDumps(t *testing.T) {
 	if err != nil || !st.Frozen || st.Dump == "" {
 		t.Fatalf("freeze: %+v %v", st, err)
 	}
-	if _, err := os.Stat(st.Dump); err != nil || !strings.HasPrefix(st.Dump, DumpDir(dir)) {
+	if _, err := os.Stat(st.Dump); err != nil || !strings.HasPrefix(st.Dump, datadir.DumpDir(dir)) {
 		t.Fatalf("dump %s: %v", st.Dump, err)
 	}
 	before := s.st.AppliedIndex()
@@ -389,7 +390,7 @@ func TestArchivingShipsClosedSegments(t *testing.T) {
 	}
 	d, _ := s.st.Destination("arch")
 	files, _ := filepath.Glob(filepath.Join(target, backup.ArchiveDir, "*"+backup.FileSuffix))
-	segs, _ := journal.ListSegments(JournalDir(s.cfg.DataDir))
+	segs, _ := journal.ListSegments(datadir.JournalDir(s.cfg.DataDir))
 	var lastClosed uint64
 	for _, sg := range segs {
 		if sg.Closed && sg.LastIndex > lastClosed {
@@ -503,7 +504,7 @@ func TestRestorePoints(t *testing.T) {
 	}
 	// The marker is in the journal at its index, so a restore can stop there.
 	found := false
-	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		if r.Index == rp.Index && r.Type == uint16(state.TypeRestorePoint) {
 			found = true
 		}
@@ -595,7 +596,7 @@ func TestJournalPrunedByItself(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		var n int
 		for time.Now().Before(deadline) {
-			segs, _ := journal.ListSegments(JournalDir(dir))
+			segs, _ := journal.ListSegments(datadir.JournalDir(dir))
 			if n = len(segs); n == 3 && !off {
 				break
 			}

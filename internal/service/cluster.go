@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -754,11 +755,11 @@ func (s *Service) NodeID() string { return s.nodeID }
 // the other members are gone for good: if they come back they form a
 // second cluster with the same history — split brain.
 func RecoverStandalone(dataDir string) error {
-	id, err := os.ReadFile(filepath.Join(dataDir, "node-id"))
+	id, err := os.ReadFile(datadir.NodeIDPath(dataDir))
 	if err != nil {
 		return err
 	}
-	return cluster.RecoverStandalone(cluster.Config{Dir: RaftDir(dataDir), NodeID: strings.TrimSpace(string(id))})
+	return cluster.RecoverStandalone(cluster.Config{Dir: datadir.RaftDir(dataDir), NodeID: strings.TrimSpace(string(id))})
 }
 
 // AppliedIndex is the last raft index applied to this node's state.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/lifecycle"
 )
 
@@ -183,7 +184,7 @@ func TestLifecycleThroughService(t *testing.T) {
 		t.Fatalf("name of a destroyed object reused: %v", err)
 	}
 	s.Close()
-	b, _ := os.ReadFile(StatePath(s.cfg.DataDir))
+	b, _ := os.ReadFile(datadir.StatePath(s.cfg.DataDir))
 	if bytes.Contains(b, []byte("destroy-me")) {
 		t.Fatal("plaintext in state.db")
 	}
@@ -459,7 +460,7 @@ func TestAuditRecordsRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	files, _ := filepath.Glob(filepath.Join(AuditDir(dir), "*"))
+	files, _ := filepath.Glob(filepath.Join(datadir.AuditDir(dir), "*"))
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		if bytes.Contains(b, []byte("never-in-audit-42")) {
@@ -478,7 +479,7 @@ func TestAuditTailLostAtOpen(t *testing.T) {
 		s.Audit(&Call{Identity: LocalRoot(), Start: time.Now()}, fmt.Sprintf("op%d", i), 200, "ok", "")
 	}
 	s.Close()
-	files, _ := filepath.Glob(filepath.Join(AuditDir(dir), "audit-*.log"))
+	files, _ := filepath.Glob(filepath.Join(datadir.AuditDir(dir), "audit-*.log"))
 	b, _ := os.ReadFile(files[len(files)-1])
 	lines := bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
 	os.WriteFile(files[len(files)-1], bytes.Join(lines[:len(lines)-2], nil), 0o600) // the last two records are gone
@@ -488,7 +489,7 @@ func TestAuditTailLostAtOpen(t *testing.T) {
 	if len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0].Message, "lost at the end") {
 		t.Fatalf("warnings %+v", st.Warnings)
 	}
-	kept, _ := filepath.Glob(filepath.Join(AuditDir(dir), "audit.head.lost-tail-*"))
+	kept, _ := filepath.Glob(filepath.Join(datadir.AuditDir(dir), "audit.head.lost-tail-*"))
 	if len(kept) != 1 {
 		t.Fatalf("old head not kept: %v", kept)
 	}
@@ -521,7 +522,7 @@ func TestAuditLogDeletedRefusesStart(t *testing.T) {
 	s := initSvc(t, dir)
 	s.Audit(&Call{Identity: LocalRoot(), Start: time.Now()}, "op", 200, "ok", "")
 	s.Close()
-	files, _ := filepath.Glob(filepath.Join(AuditDir(dir), "audit-*.log"))
+	files, _ := filepath.Glob(filepath.Join(datadir.AuditDir(dir), "audit-*.log"))
 	for _, f := range files {
 		os.Remove(f)
 	}

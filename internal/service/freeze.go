@@ -10,10 +10,8 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/datadir"
 )
-
-// DumpDir is where a freeze writes its consistent full dump.
-func DumpDir(dataDir string) string { return filepath.Join(dataDir, "dump") }
 
 // DefaultFreezeTimeout ends a freeze nobody thawed.
 const DefaultFreezeTimeout = 5 * time.Minute
@@ -64,7 +62,7 @@ func (s *Service) Freeze(ctx context.Context, timeout time.Duration) (FreezeStat
 			st.Note = "no dump written: " + err.Error()
 			s.log.Warn("freeze without a dump", "reason", err)
 		} else {
-			st.Dump = filepath.Join(DumpDir(s.cfg.DataDir), e.File)
+			st.Dump = filepath.Join(datadir.DumpDir(s.cfg.DataDir), e.File)
 		}
 		s.freezeMu.Lock()
 		defer s.freezeMu.Unlock()
@@ -146,13 +144,13 @@ func (s *Service) dump(ctx context.Context) (backup.Entry, error) {
 		return backup.Entry{}, err
 	}
 	defer clear(pw)
-	d, err := dest.NewDir(DumpDir(s.cfg.DataDir))
+	d, err := dest.NewDir(datadir.DumpDir(s.cfg.DataDir))
 	if err != nil {
 		return backup.Entry{}, err
 	}
 	defer d.Close()
 	enc := bundleEncryption(pw, RecoveryLabel(r.Generation), s.cfg.BackupScryptWorkFactor)
-	e, err := backup.Run(ctx, h, d, backup.KindDump, backup.Options{ID: backup.NewID(time.Now(), randHex(4)), Encryption: enc, StagingDir: StagingDir(s.cfg.DataDir)})
+	e, err := backup.Run(ctx, h, d, backup.KindDump, backup.Options{ID: backup.NewID(time.Now(), randHex(4)), Encryption: enc, StagingDir: datadir.StagingDir(s.cfg.DataDir)})
 	if err != nil {
 		return e, err
 	}

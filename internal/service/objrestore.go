@@ -12,6 +12,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/barrier"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -64,7 +65,7 @@ func (s *Service) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectR
 	} else {
 		return Object{}, fmt.Errorf("%w: backups on %s are encrypted to age recipients; the server has no identity to read them: restore the whole node offline (coffer restore --identity)", ErrConflict, req.Destination)
 	}
-	tmp := filepath.Join(s.cfg.DataDir, "restore-tmp", randHex(6))
+	tmp := filepath.Join(datadir.RestoreTmpDir(s.cfg.DataDir), randHex(6))
 	if err := fsutil.EnsureDir(tmp); err != nil {
 		return Object{}, err
 	}
@@ -215,7 +216,7 @@ func (s *Service) VerifyBackups(ctx context.Context, destination string, req Ver
 	if len(todo) == 0 {
 		return nil, fmt.Errorf("%w: backup %q is not in the catalog of %s", ErrNotFound, req.ID, destination)
 	}
-	work := filepath.Join(s.cfg.DataDir, "restore-tmp")
+	work := datadir.RestoreTmpDir(s.cfg.DataDir)
 	if err := fsutil.EnsureDir(work); err != nil {
 		return nil, err
 	}

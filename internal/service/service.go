@@ -25,6 +25,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/barrier"
 	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
@@ -179,7 +180,7 @@ type Service struct {
 // logged as an error and shown in status, and the chain continues from the
 // last record on disk. Any other damage refuses the start.
 func (s *Service) openAudit() (*audit.Log, error) {
-	dir := AuditDir(s.cfg.DataDir)
+	dir := datadir.AuditDir(s.cfg.DataDir)
 	opts := audit.Options{MaxFileBytes: s.cfg.AuditMaxFileBytes, Syslog: s.cfg.AuditSyslog, Logger: s.cfg.Logger}
 	defer s.auditWarnings(dir)
 	l, err := audit.Open(dir, opts)
@@ -233,12 +234,6 @@ type Alert struct {
 	Since     time.Time `json:"since"`
 }
 
-// Paths inside the data dir.
-func KeystoreDir(dataDir string) string { return filepath.Join(dataDir, "keystore") }
-func JournalDir(dataDir string) string  { return filepath.Join(dataDir, "journal") }
-func StatePath(dataDir string) string   { return filepath.Join(dataDir, "state.db") }
-func RaftDir(dataDir string) string     { return filepath.Join(dataDir, "raft") }
-
 // New opens the data dir (state, raft log) without opening the keystore.
 func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
@@ -269,16 +264,16 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	// Scratch space of object restores and verifications a crash cut short.
-	os.RemoveAll(filepath.Join(cfg.DataDir, "restore-tmp"))
+	os.RemoveAll(datadir.RestoreTmpDir(cfg.DataDir))
 	nodeID, err := loadNodeID(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	st, err := state.Open(StatePath(cfg.DataDir), state.Options{Logger: cfg.Logger, RetryDelay: cfg.WriteRetryDelay, MirrorTimeout: cfg.MirrorTimeout})
+	st, err := state.Open(datadir.StatePath(cfg.DataDir), state.Options{Logger: cfg.Logger, RetryDelay: cfg.WriteRetryDelay, MirrorTimeout: cfg.MirrorTimeout})
 	if err != nil {
 		return nil, err
 	}
-	ccfg := cluster.Config{Dir: RaftDir(cfg.DataDir), NodeID: nodeID, Logger: cfg.Logger,
+	ccfg := cluster.Config{Dir: datadir.RaftDir(cfg.DataDir), NodeID: nodeID, Logger: cfg.Logger,
 		SnapshotThreshold: cfg.SnapshotEvery, StableRetryDelay: cfg.WriteRetryDelay}
 	if cfg.ClusterBind != "" {
 		ccfg.Bind, ccfg.Advertise = cfg.ClusterBind, cfg.ClusterAdvertise
@@ -294,7 +289,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg,
 		log: cfg.Logger,
-		ks: keystore.New(KeystoreDir(cfg.DataDir), keystore.Options{KDF: cfg.KDF, MachineIdentity: cfg.MachineIdentity,
+		ks: keystore.New(datadir.KeystoreDir(cfg.DataDir), keystore.Options{KDF: cfg.KDF, MachineIdentity: cfg.MachineIdentity,
 			Warn: func(err error) { cfg.Logger.Warn("keystore", "warning", err) }}),
 		st:      st,
 		node:    node,
@@ -320,7 +315,7 @@ func New(cfg Config) (*Service, error) {
 }
 
 func loadNodeID(dir string) (string, error) {
-	p := filepath.Join(dir, "node-id")
+	p := datadir.NodeIDPath(dir)
 	b, err := os.ReadFile(p)
 	if err == nil {
 		return strings.TrimSpace(string(b)), nil
@@ -491,7 +486,7 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		s.bar.Drop()
 		return err
 	}
-	if err := state.WriteTimelineFile(JournalDir(s.cfg.DataDir), s.st.Timeline()); err != nil {
+	if err := state.WriteTimelineFile(datadir.JournalDir(s.cfg.DataDir), s.st.Timeline()); err != nil {
 		jr.Close()
 		s.bar.Drop()
 		return fmt.Errorf("journal: %w", err)
@@ -506,7 +501,7 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 			return err
 		}
 		return fmt.Errorf("%w: the journal in %s ends at index %d, beyond the raft log (%d) and the state (%d): state.db and raft/ were lost or replaced while the journal was kept; refusing to start, as new records would collide with old ones (restore from a backup, or move the journal aside to start a new history)",
-			ErrUnavailable, JournalDir(s.cfg.DataDir), jr.LastIndex(), last, s.st.AppliedIndex())
+			ErrUnavailable, datadir.JournalDir(s.cfg.DataDir), jr.LastIndex(), last, s.st.AppliedIndex())
 	}
 	w := newWorkers()
 	defer func() {
@@ -610,7 +605,7 @@ const maxGapRebuilds = 1000
 // opening with the passphrase fails the same way until the journal is fixed.
 // The barrier must be unsealed.
 func (s *Service) openJournalLocked() (*journal.Journal, error) {
-	dir := JournalDir(s.cfg.DataDir)
+	dir := datadir.JournalDir(s.cfg.DataDir)
 	opts := journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge}
 	for rebuilt := 0; ; rebuilt++ {
 		jr, err := journal.Open(opts)
@@ -670,7 +665,7 @@ func (s *Service) reconcileLocked() error {
 		return err
 	}
 	if applied > last {
-		return fmt.Errorf("%w: state.db has applied index %d but the raft log in %s ends at %d: the raft directory was lost or replaced; refusing to start, as new writes would be silently dropped (restore from a backup)", ErrUnavailable, applied, RaftDir(s.cfg.DataDir), last)
+		return fmt.Errorf("%w: state.db has applied index %d but the raft log in %s ends at %d: the raft directory was lost or replaced; refusing to start, as new writes would be silently dropped (restore from a backup)", ErrUnavailable, applied, datadir.RaftDir(s.cfg.DataDir), last)
 	}
 	// Raft replays from its snapshot (or from 1); the log must still hold the
 	// entries after what the state has.
@@ -1041,7 +1036,7 @@ func (s *Service) JournalSegments(ctx context.Context) ([]journal.SegmentInfo, e
 	if s.jr != nil {
 		return s.jr.Segments(), nil
 	}
-	segs, err := journal.ListSegments(JournalDir(s.cfg.DataDir))
+	segs, err := journal.ListSegments(datadir.JournalDir(s.cfg.DataDir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil // never opened: no journal yet
 	}

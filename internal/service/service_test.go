@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -164,7 +165,7 @@ func TestJournalHasEveryCommand(t *testing.T) {
 	s.PutSecret(ctx, "default", "last", secret)
 	applied := s.st.AppliedIndex()
 	n, puts := 0, 0
-	err := journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	err := journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		n++
 		if r.Index != uint64(n) {
 			return fmt.Errorf("journal indexes not contiguous: record %d has index %d", n, r.Index)
@@ -219,14 +220,14 @@ func TestJournalRebuiltFromRaftLog(t *testing.T) {
 		s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
 	}
 	keyOf := map[uint64]uint32{}
-	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		keyOf[r.Index] = r.KeyID
 		return nil
 	})
 	applied := s.st.AppliedIndex()
 	s.Close()
 	// Drop the journal entirely: every record must come back from the raft log.
-	os.RemoveAll(JournalDir(dir))
+	os.RemoveAll(datadir.JournalDir(dir))
 	s = newSvc(t, dir)
 	defer s.Close()
 	if err := s.Open(ctx, []byte(pass)); err != nil {
@@ -235,11 +236,11 @@ func TestJournalRebuiltFromRaftLog(t *testing.T) {
 	if got := s.jr.LastIndex(); got < applied {
 		t.Fatalf("journal rebuilt to %d, applied %d", got, applied)
 	}
-	if _, err := journal.Verify(JournalDir(dir), s.bar); err != nil {
+	if _, err := journal.Verify(datadir.JournalDir(dir), s.bar); err != nil {
 		t.Fatal(err)
 	}
 	used := map[uint32]bool{}
-	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		if want, ok := keyOf[r.Index]; ok && r.KeyID != want {
 			t.Errorf("rebuilt record %d under data key %d, originally %d", r.Index, r.KeyID, want)
 		}
@@ -259,7 +260,7 @@ func TestRaftDirLostRefusesToOpen(t *testing.T) {
 	s := initSvc(t, dir)
 	s.PutSecret(ctx, "default", "k", []byte("v"))
 	s.Close()
-	os.RemoveAll(RaftDir(dir))
+	os.RemoveAll(datadir.RaftDir(dir))
 	s = newSvc(t, dir)
 	defer s.Close()
 	err := s.Open(ctx, []byte(pass))
@@ -287,7 +288,7 @@ func TestStateLostIsRebuiltFromSnapshotAndLog(t *testing.T) {
 		s.PutSecret(ctx, "default", fmt.Sprintf("b%d", i), []byte(fmt.Sprint(i)))
 	}
 	s.Close()
-	if err := os.Remove(StatePath(dir)); err != nil {
+	if err := os.Remove(datadir.StatePath(dir)); err != nil {
 		t.Fatal(err)
 	}
 	s = newSvc(t, dir)
@@ -443,8 +444,8 @@ func TestJournalAheadOfRaftRefusesToOpen(t *testing.T) {
 		s.PutSecret(ctx, "default", fmt.Sprintf("k%d", i), []byte("v"))
 	}
 	s.Close()
-	os.Remove(StatePath(dir))
-	os.RemoveAll(RaftDir(dir))
+	os.Remove(datadir.StatePath(dir))
+	os.RemoveAll(datadir.RaftDir(dir))
 	s = newSvc(t, dir)
 	defer s.Close()
 	err := s.Open(ctx, []byte(pass))

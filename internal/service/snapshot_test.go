@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -123,7 +124,7 @@ func TestSnapshotAtStartupWithoutRecordedConfiguration(t *testing.T) {
 		t.Fatal("the raft configuration was not recorded")
 	}
 	s.crashClose()
-	db, err := bolt.Open(StatePath(dir), 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := bolt.Open(datadir.StatePath(dir), 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func TestSnapshotAtStartupIsComplete(t *testing.T) {
 	}
 	snap, _ := s.node.SnapshotIndex()
 	s.crashClose()
-	if err := os.Remove(StatePath(dir)); err != nil {
+	if err := os.Remove(datadir.StatePath(dir)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -246,7 +247,7 @@ func TestUnfinishedSnapshotRemoved(t *testing.T) {
 	ctx := rootCtx()
 	s := initSvc(t, dir)
 	s.crashClose()
-	tmp := filepath.Join(RaftDir(dir), "snapshots", "2-99-1796620730656.tmp")
+	tmp := filepath.Join(datadir.RaftDir(dir), "snapshots", "2-99-1796620730656.tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
@@ -45,7 +46,7 @@ func TestOpenWithDamagedJournal(t *testing.T) {
 	if err := svc.Seal(ctx); err != nil {
 		t.Fatal(err)
 	}
-	segs, err := journal.ListSegments(service.JournalDir(dir))
+	segs, err := journal.ListSegments(datadir.JournalDir(dir))
 	if err != nil || len(segs) != 3 {
 		t.Fatalf("segments %+v: %v", segs, err)
 	}
@@ -68,7 +69,7 @@ func TestOpenWithDamagedJournal(t *testing.T) {
 	if status, _, raw := do(t, srv, "", "POST", "/api/v1/sys/open", `{"passphrase":"rest-test-passphrase"}`); status != http.StatusOK {
 		t.Fatalf("open after moving the segment aside: %d %s", status, raw)
 	}
-	if _, err := journal.Verify(service.JournalDir(dir), nil); err != nil {
+	if _, err := journal.Verify(datadir.JournalDir(dir), nil); err != nil {
 		t.Fatalf("journal after the open: %v", err)
 	}
 }
