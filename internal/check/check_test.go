@@ -34,12 +34,12 @@ func dataDir(t *testing.T) (string, *keystore.Keyring) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"a", "b", "c"} {
-		if _, err := svc.PutSecret(ctx, service.DefaultWallet, n, []byte("value-"+n)); err != nil {
+		if _, err := svc.Objects.PutSecret(ctx, service.DefaultWallet, n, []byte("value-"+n)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	svc.RotateJournal(ctx)
-	svc.PutSecret(ctx, service.DefaultWallet, "a", []byte("second"))
+	svc.Objects.PutSecret(ctx, service.DefaultWallet, "a", []byte("second"))
 	if err := svc.Close(); err != nil {
 		t.Fatal(err)
 	}

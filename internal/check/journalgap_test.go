@@ -24,7 +24,7 @@ func threeSegmentDir(t *testing.T) (string, *keystore.Keyring, []journal.Segment
 	svc := openSvc(t, dir)
 	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
 	svc.RotateJournal(ctx)
-	if _, err := svc.PutSecret(ctx, service.DefaultWallet, "d", []byte("value-d")); err != nil {
+	if _, err := svc.Objects.PutSecret(ctx, service.DefaultWallet, "d", []byte("value-d")); err != nil {
 		t.Fatal(err)
 	}
 	if err := svc.Close(); err != nil {

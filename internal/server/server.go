@@ -305,7 +305,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	deny := svc.ClientCertDenied
+	deny := svc.Access.ClientCertDenied
 	denied.Store(&deny)
 	defer func() {
 		if err != nil {
@@ -344,7 +344,7 @@ func Start(opts Options) (_ *Server, err error) {
 	// Writes reaching a follower go to the leader (issue 6).
 	// Every request gets an audit record: those no transport audits
 	// (redirects to a clean path, unknown paths) are audited as "unrouted".
-	handler := forward.Handler(rest.AuditEvery(svc, mux), svc, forward.Options{Logger: log, IsLocal: rest.IsLocal})
+	handler := forward.Handler(rest.AuditEvery(svc, mux), svc.Cluster, forward.Options{Logger: log, IsLocal: rest.IsLocal})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -358,7 +358,7 @@ func Start(opts Options) (_ *Server, err error) {
 		scheme = "https"
 	}
 	s.URL = scheme + "://" + ln.Addr().String()
-	svc.SetAPIURL(s.URL)
+	svc.Cluster.SetAPIURL(s.URL)
 	s.Socket = datadir.SocketPath(dataDir)
 	os.Remove(s.Socket)
 	sln, err := net.Listen("unix", s.Socket)
@@ -593,7 +593,7 @@ func (s *Server) signals() {
 				// The dump can take a while: do not hold up other signals.
 				go func() {
 					ctx := service.WithIdentity(context.Background(), service.LocalRoot())
-					if st, err := s.Service.Freeze(ctx, s.cfg.Backup.FreezeTimeout.Duration); err != nil {
+					if st, err := s.Service.Backups.Freeze(ctx, s.cfg.Backup.FreezeTimeout.Duration); err != nil {
 						s.Log.Error("freeze on SIGUSR1 failed", "error", err)
 					} else {
 						s.Log.Warn("frozen on SIGUSR1: copy the data dir now, then send SIGCONT", "until", st.Until, "dump", st.Dump, "note", st.Note)
@@ -601,7 +601,7 @@ func (s *Server) signals() {
 				}()
 			case syscall.SIGCONT:
 				ctx := service.WithIdentity(context.Background(), service.LocalRoot())
-				if st, err := s.Service.Thaw(ctx); err != nil {
+				if st, err := s.Service.Backups.Thaw(ctx); err != nil {
 					s.Log.Warn("SIGCONT: nothing to thaw", "reason", err)
 				} else {
 					s.Log.Info("thawed on SIGCONT", "note", st.Note)

@@ -63,7 +63,7 @@ func (s *Service) AuditRecords(ctx context.Context, from uint64, limit int) ([]A
 }
 
 // auditReadable checks that the caller may read limit records of the log.
-func (s *Service) auditReadable(ctx context.Context, limit int) error {
+func (s *core) auditReadable(ctx context.Context, limit int) error {
 	if _, err := requireRole(ctx, RoleAuditManager, "reading the audit log"); err != nil {
 		return err
 	}

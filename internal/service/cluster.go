@@ -45,11 +45,11 @@ const joinFile = "cluster-join.json"
 
 // Clustered reports whether this node runs the network raft transport
 // (cluster.listen is set).
-func (s *Service) Clustered() bool { return s.cfg.ClusterBind != "" }
+func (s *Cluster) Clustered() bool { return s.cfg.ClusterBind != "" }
 
 // Role is this node's place in the cluster: standalone (no cluster
 // transport), leader, follower, or read-only (no leader known: no quorum).
-func (s *Service) Role() string {
+func (s *Cluster) Role() string {
 	switch {
 	case !s.Clustered():
 		return "standalone"
@@ -63,17 +63,17 @@ func (s *Service) Role() string {
 }
 
 // ReadOnlyRestricted reports whether the node is open but without quorum.
-func (s *Service) ReadOnlyRestricted() bool {
-	return s.Clustered() && s.State() == StateOpen && s.Role() == "read-only"
+func (s *Cluster) ReadOnlyRestricted() bool {
+	return s.Clustered() && s.svc.State() == StateOpen && s.Role() == "read-only"
 }
 
 // AllowReadOnly is cluster.allow_read_only_restricted_mode: false means a
 // node without quorum refuses every request, reads too.
-func (s *Service) AllowReadOnly() bool { return !s.cfg.NoReadOnlyMode }
+func (s *Cluster) AllowReadOnly() bool { return !s.cfg.NoReadOnlyMode }
 
 // LeaderAPI returns the leader's API URL for forwarding: self is true when
 // this node leads; ok is false when no leader is known or it has no URL.
-func (s *Service) LeaderAPI() (url string, self, ok bool) {
+func (s *Cluster) LeaderAPI() (url string, self, ok bool) {
 	if !s.Clustered() {
 		return "", true, true
 	}
@@ -95,7 +95,7 @@ func (s *Service) LeaderAPI() (url string, self, ok bool) {
 
 // NodeTLS is the node certificate configuration (forwarding uses it as a
 // client to the leader). Nil when not clustered.
-func (s *Service) NodeTLS() *tls.Config {
+func (s *Cluster) NodeTLS() *tls.Config {
 	if !s.Clustered() {
 		return nil
 	}
@@ -118,7 +118,7 @@ func raftTimeouts(threshold time.Duration) (hb, el time.Duration) {
 }
 
 // nodeTLSLocked prepares the node certificate for the raft transport.
-func (s *Service) nodeTLSLocked() (*tls.Config, error) {
+func (s *Cluster) nodeTLSLocked() (*tls.Config, error) {
 	if err := tlsutil.EnsureNodeCert(s.cfg.TLSDir, s.nodeID); err != nil {
 		return nil, fmt.Errorf("node certificate: %w", err)
 	}
@@ -128,7 +128,7 @@ func (s *Service) nodeTLSLocked() (*tls.Config, error) {
 // clusterID is the cluster's id: the state's, or, on a node that has just
 // joined and not yet received the cluster's first entries, the one the
 // leader named in its answer to the join.
-func (s *Service) clusterID() string {
+func (s *Cluster) clusterID() string {
 	if id := s.st.ClusterID(); id != "" {
 		return id
 	}
@@ -143,7 +143,7 @@ func (s *Service) clusterID() string {
 	return m.ClusterID
 }
 
-func (s *Service) joining() bool {
+func (s *Cluster) joining() bool {
 	_, err := os.Stat(filepath.Join(s.cfg.DataDir, joinFile))
 	return err == nil
 }
@@ -151,7 +151,7 @@ func (s *Service) joining() bool {
 // afterOpenClustered runs once the keystore is open on a clustered node:
 // the leader records its own addresses (and fixes raft's, if it started
 // standalone); a node that joined asks to become a voter once caught up.
-func (s *Service) afterOpenClustered(ctx context.Context) {
+func (s *Cluster) afterOpenClustered(ctx context.Context) {
 	if !s.Clustered() {
 		return
 	}
@@ -184,7 +184,7 @@ type JoinToken struct {
 // CreateJoinToken makes a one-time token a new node presents to join
 // (system administrators). It carries the CA's fingerprint, so the new node
 // can trust the node it contacts.
-func (s *Service) CreateJoinToken(ctx context.Context, ttl time.Duration) (JoinToken, error) {
+func (s *Cluster) CreateJoinToken(ctx context.Context, ttl time.Duration) (JoinToken, error) {
 	id, err := requireRole(ctx, RoleSystemAdmin, "creating a join token")
 	if err != nil {
 		return JoinToken{}, err
@@ -236,7 +236,7 @@ type JoinResponse struct {
 // AdmitNode handles a join request on the leader: it consumes the token,
 // signs the node certificate, adds the node as a non-voter (it is promoted
 // once it has caught up) and records it.
-func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse, error) {
+func (s *Cluster) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse, error) {
 	if !s.Clustered() {
 		return JoinResponse{}, fmt.Errorf("%w: this node has no cluster transport", ErrConflict)
 	}
@@ -341,7 +341,7 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 
 // Promote makes a caught-up non-voter a voter (called by the node itself,
 // authenticated by its node certificate, or by a system administrator).
-func (s *Service) Promote(ctx context.Context, nodeID string) error {
+func (s *Cluster) Promote(ctx context.Context, nodeID string) error {
 	id, err := caller(ctx)
 	if err != nil {
 		return err
@@ -368,7 +368,7 @@ func (s *Service) Promote(ctx context.Context, nodeID string) error {
 // JoinCluster joins this uninitialised node to the cluster whose leader
 // (or any member) is at url, with a join token from coffer cluster token
 // create. The node keystore is sealed under passphrase. Local only.
-func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token string, passphrase []byte) error {
+func (s *Cluster) JoinCluster(ctx context.Context, id Identity, url, token string, passphrase []byte) error {
 	if !id.Local {
 		return fmt.Errorf("%w: join through the local control socket: coffer cluster join --data-dir DIR", ErrForbidden)
 	}
@@ -481,7 +481,7 @@ func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token strin
 // applied what the leader had when it admitted it.
 // It gives up when ctx ends (seal), or after ten minutes of catching up
 // and then 50 attempts.
-func (s *Service) promoteWhenCaughtUp(ctx context.Context, url string, index uint64) {
+func (s *Cluster) promoteWhenCaughtUp(ctx context.Context, url string, index uint64) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	for s.st.AppliedIndex() < index {
@@ -506,7 +506,7 @@ func (s *Service) promoteWhenCaughtUp(ctx context.Context, url string, index uin
 }
 
 // callLeader POSTs to another node's API with this node's certificate.
-func (s *Service) callLeader(ctx context.Context, url, path string, body any) error {
+func (s *Cluster) callLeader(ctx context.Context, url, path string, body any) error {
 	conf := s.NodeTLS()
 	if conf == nil {
 		return errors.New("no node certificate")
@@ -569,7 +569,7 @@ func fetchPinnedCA(ctx context.Context, url, fp string) (*x509.CertPool, error) 
 }
 
 // CACertPEM is the cluster CA certificate (public), for joining nodes.
-func (s *Service) CACertPEM() ([]byte, error) {
+func (s *Cluster) CACertPEM() ([]byte, error) {
 	return os.ReadFile(filepath.Join(s.cfg.TLSDir, tlsutil.CAFile))
 }
 
@@ -621,7 +621,7 @@ type ClusterStatus struct {
 // lag: how far each node's applied index is behind the leader's commit
 // index (asking every member's health for its applied index, and the
 // leader's for its commit index).
-func (s *Service) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
+func (s *Cluster) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 	if _, err := requireAdmin(ctx, "reading the cluster status"); err != nil {
 		return ClusterStatus{}, err
 	}
@@ -679,7 +679,7 @@ func (s *Service) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 
 // Switchover hands leadership to another voter (Oracle Key Vault's
 // "switch roles"); to "" picks the most up-to-date one. Leader only.
-func (s *Service) Switchover(ctx context.Context, to string) (string, error) {
+func (s *Cluster) Switchover(ctx context.Context, to string) (string, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "switching the leader"); err != nil {
 		return "", err
 	}
@@ -722,7 +722,7 @@ func (s *Service) Switchover(ctx context.Context, to string) (string, error) {
 // RemoveNode takes a member out of the cluster (Oracle Key Vault's
 // "unpair"): replacing a failed node is removing it and joining a fresh
 // one. The leader cannot remove itself: switch over first.
-func (s *Service) RemoveNode(ctx context.Context, id string) error {
+func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "removing a node"); err != nil {
 		return err
 	}
@@ -748,7 +748,7 @@ func (s *Service) RemoveNode(ctx context.Context, id string) error {
 }
 
 // NodeID is this node's id.
-func (s *Service) NodeID() string { return s.nodeID }
+func (s *Cluster) NodeID() string { return s.nodeID }
 
 // RecoverStandalone makes a stopped node the only voter of its cluster
 // (offline; the data dir must not be in use). The operator confirms that
@@ -763,10 +763,10 @@ func RecoverStandalone(dataDir string) error {
 }
 
 // AppliedIndex is the last raft index applied to this node's state.
-func (s *Service) AppliedIndex() uint64 { return s.st.AppliedIndex() }
+func (s *Cluster) AppliedIndex() uint64 { return s.st.AppliedIndex() }
 
 // SetAPIURL sets this node's https address (known once the listener is up).
-func (s *Service) SetAPIURL(u string) {
+func (s *Cluster) SetAPIURL(u string) {
 	if s.cfg.APIURL == "" {
 		s.cfg.APIURL = u
 	}
@@ -774,7 +774,7 @@ func (s *Service) SetAPIURL(u string) {
 
 // VerifyLeader confirms with a quorum that this node leads and that every
 // committed entry is applied (linearizable reads).
-func (s *Service) VerifyLeader(ctx context.Context) error {
+func (s *Cluster) VerifyLeader(ctx context.Context) error {
 	if !s.Clustered() {
 		return nil
 	}
@@ -783,7 +783,7 @@ func (s *Service) VerifyLeader(ctx context.Context) error {
 
 // syncGenerations adds to this node's keystore the master key generations
 // another node created (replicated wrapped under an earlier generation).
-func (s *Service) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, error) {
+func (s *Cluster) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, error) {
 	gens, err := s.st.MEKGens()
 	if err != nil || len(gens) == 0 {
 		return ring, err
@@ -812,7 +812,7 @@ func (s *Service) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, er
 // syncKeysLoop keeps a follower's keystore up to date with the leader's
 // master key rotations while it runs (it needs them at its next open), and
 // its journal mirror attached as the replicated destinations say.
-func (s *Service) syncKeysLoop(ctx context.Context) {
+func (s *Cluster) syncKeysLoop(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	var mirrorErr string
@@ -831,7 +831,7 @@ func (s *Service) syncKeysLoop(ctx context.Context) {
 			// A mirror destination added, changed or removed through
 			// another node reaches this one in the replicated state.
 			msg := ""
-			if err := s.attachMirrorLocked(); err != nil {
+			if err := s.svc.Backups.attachMirrorLocked(); err != nil {
 				msg = err.Error()
 				mirrorRetry = time.Now().Add(30 * time.Second) // a hung mount: do not pile up
 			}
@@ -867,7 +867,7 @@ func (s *Service) syncKeysLoop(ctx context.Context) {
 
 // lacksGenerations reports whether the state carries a master key
 // generation ring does not hold.
-func (s *Service) lacksGenerations(ring *keystore.Keyring) bool {
+func (s *Cluster) lacksGenerations(ring *keystore.Keyring) bool {
 	gens, err := s.st.MEKGens()
 	if err != nil {
 		return false
@@ -889,7 +889,7 @@ func (s *Service) lacksGenerations(ring *keystore.Keyring) bool {
 // addresses (again, if they changed), and returns the status. A node with
 // cluster.listen set is a cluster of one from its first start; init makes
 // that explicit and is safe to repeat.
-func (s *Service) InitCluster(ctx context.Context) (ClusterStatus, error) {
+func (s *Cluster) InitCluster(ctx context.Context) (ClusterStatus, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "initialising the cluster"); err != nil {
 		return ClusterStatus{}, err
 	}
@@ -914,7 +914,7 @@ func (s *Service) InitCluster(ctx context.Context) (ClusterStatus, error) {
 // recordSelfIfLeader keeps the leader's own addresses current in the node
 // registry (followers forward to the API address found there): a node that
 // restarted on another address and then won an election corrects it.
-func (s *Service) recordSelfIfLeader() {
+func (s *Cluster) recordSelfIfLeader() {
 	if !s.node.IsLeader() {
 		return
 	}
@@ -950,7 +950,7 @@ func (s *Service) recordSelfIfLeader() {
 // node's keystore is sealed under.
 const passphraseVersionFile = "keystore-passphrase-version"
 
-func (s *Service) localPassphraseVersion() uint64 {
+func (s *Cluster) localPassphraseVersion() uint64 {
 	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, passphraseVersionFile))
 	if err != nil {
 		return 0
@@ -960,14 +960,14 @@ func (s *Service) localPassphraseVersion() uint64 {
 	return v
 }
 
-func (s *Service) setLocalPassphraseVersion(v uint64) error {
+func (s *Cluster) setLocalPassphraseVersion(v uint64) error {
 	return fsutil.WriteFile(filepath.Join(s.cfg.DataDir, passphraseVersionFile), fmt.Appendf(nil, "%d\n", v))
 }
 
 // replicatePassphraseLocked sends a passphrase change made on the leader to
 // the other nodes, sealed under the current data key (the same protection
 // as every secret in the state). Lifecycle lock held.
-func (s *Service) replicatePassphraseLocked(ctx context.Context, p []byte) error {
+func (s *Cluster) replicatePassphraseLocked(ctx context.Context, p []byte) error {
 	cur, _ := s.st.KeystorePassphrase()
 	v := cur.Version + 1
 	sealed, err := s.bar.EncryptValue("keystore-passphrase", v, p)
@@ -982,7 +982,7 @@ func (s *Service) replicatePassphraseLocked(ctx context.Context, p []byte) error
 
 // syncPassphrase re-seals this node's keystore under a passphrase the
 // leader changed to. Lifecycle lock held for writing.
-func (s *Service) syncPassphraseLocked() {
+func (s *Cluster) syncPassphraseLocked() {
 	rec, ok := s.st.KeystorePassphrase()
 	if !ok || rec.Version <= s.localPassphraseVersion() || s.ring == nil {
 		return

@@ -34,7 +34,7 @@ type freezeState struct {
 // Thaw or the timeout, so that a storage-level snapshot tool can copy the
 // data dir (OpenKeyServer's SIGUSR1). Without a recovery passphrase the dump
 // is skipped and the freeze still happens (the note says so).
-func (s *Service) Freeze(ctx context.Context, timeout time.Duration) (FreezeStatus, error) {
+func (s *Backups) Freeze(ctx context.Context, timeout time.Duration) (FreezeStatus, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "freezing writes"); err != nil {
 		return FreezeStatus{}, err
 	}
@@ -103,7 +103,7 @@ func (s *Service) Freeze(ctx context.Context, timeout time.Duration) (FreezeStat
 }
 
 // Thaw ends a freeze.
-func (s *Service) Thaw(ctx context.Context) (FreezeStatus, error) {
+func (s *Backups) Thaw(ctx context.Context) (FreezeStatus, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "thawing writes"); err != nil {
 		return FreezeStatus{}, err
 	}
@@ -124,7 +124,7 @@ func (s *Service) Thaw(ctx context.Context) (FreezeStatus, error) {
 }
 
 // frozenErr is non-nil while writes are frozen.
-func (s *Service) frozenErr() error {
+func (s *Backups) frozenErr() error {
 	s.freezeMu.Lock()
 	defer s.freezeMu.Unlock()
 	if s.frozen == nil {
@@ -134,7 +134,7 @@ func (s *Service) frozenErr() error {
 }
 
 // dump writes one full dump to DumpDir, keeping only the newest.
-func (s *Service) dump(ctx context.Context) (backup.Entry, error) {
+func (s *Backups) dump(ctx context.Context) (backup.Entry, error) {
 	h := backupHost{s}
 	s.mu.RLock()
 	pw, err := s.recoveryLocked()

@@ -22,7 +22,7 @@ func journalWithMiddleSegment(t *testing.T, s *Service) ([]journal.SegmentInfo, 
 	ctx := rootCtx()
 	put := func(from, to int) {
 		for i := from; i < to; i++ {
-			if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v")); err != nil {
+			if _, err := s.Objects.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v")); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -87,7 +87,7 @@ func TestJournalMiddleSegmentRebuilt(t *testing.T) {
 			t.Fatalf("record %d rebuilt as %+v, was %+v", i, g, w)
 		}
 	}
-	if _, err := s.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -50,7 +50,7 @@ func TestInitPutGetReopen(t *testing.T) {
 	if s.State() != StateUninitialized {
 		t.Fatalf("state %s", s.State())
 	}
-	if _, err := s.PutSecret(ctx, "default", "a", []byte("x")); !errors.Is(err, ErrUninitialized) {
+	if _, err := s.Objects.PutSecret(ctx, "default", "a", []byte("x")); !errors.Is(err, ErrUninitialized) {
 		t.Fatalf("put before init: %v", err)
 	}
 	tok, err := s.Init(ctx, local, []byte(pass))
@@ -60,11 +60,11 @@ func TestInitPutGetReopen(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); !errors.Is(err, ErrAlreadyInit) {
 		t.Fatalf("init twice: %v", err)
 	}
-	if id, err := s.Authenticate(tok); err != nil || id.Kind != KindRoot || !id.Has(RoleKeyAdmin) {
+	if id, err := s.Access.Authenticate(tok); err != nil || id.Kind != KindRoot || !id.Has(RoleKeyAdmin) {
 		t.Fatalf("root token: %v %+v", err, id)
 	}
 	for i := 1; i <= 3; i++ {
-		v, err := s.PutSecret(ctx, "default", "db/tde", []byte(fmt.Sprintf("key-%d", i)))
+		v, err := s.Objects.PutSecret(ctx, "default", "db/tde", []byte(fmt.Sprintf("key-%d", i)))
 		if err != nil || v.Latest != uint64(i) {
 			t.Fatalf("put %d: v=%d err=%v", i, v.Latest, err)
 		}
@@ -98,7 +98,7 @@ func TestInitPutGetReopen(t *testing.T) {
 	if _, err := s.GetSecret(ctx, "db/tde", 9); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing version: %v", err)
 	}
-	if _, err := s.Authenticate("cof_nope"); !errors.Is(err, ErrUnauthenticated) {
+	if _, err := s.Access.Authenticate("cof_nope"); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("bad token: %v", err)
 	}
 }
@@ -107,7 +107,7 @@ func TestRotationsKeepDataReadable(t *testing.T) {
 	dir := t.TempDir()
 	ctx := rootCtx()
 	s := initSvc(t, dir)
-	s.PutSecret(ctx, "default", "k", []byte("before"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("before"))
 	gen, err := s.RotateMasterKey(ctx)
 	if err != nil || gen != 2 {
 		t.Fatalf("rotate: %d %v", gen, err)
@@ -123,7 +123,7 @@ func TestRotationsKeepDataReadable(t *testing.T) {
 	if err != nil || dek != 2 {
 		t.Fatalf("rotate data key: %d %v", dek, err)
 	}
-	s.PutSecret(ctx, "default", "k", []byte("after"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("after"))
 	if err := s.ChangePassphrase(ctx, []byte(pass), []byte(pass+"2")); err != nil {
 		t.Fatal(err)
 	}
@@ -155,14 +155,14 @@ func TestJournalHasEveryCommand(t *testing.T) {
 	s := initSvc(t, dir)
 	secret := []byte("very-secret-value-123456")
 	for i := 0; i < 10; i++ {
-		if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), secret); err != nil {
+		if _, err := s.Objects.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), secret); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := s.RotateJournal(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, "default", "last", secret)
+	s.Objects.PutSecret(ctx, "default", "last", secret)
 	applied := s.st.AppliedIndex()
 	n, puts := 0, 0
 	err := journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
@@ -211,13 +211,13 @@ func TestJournalRebuiltFromRaftLog(t *testing.T) {
 	ctx := rootCtx()
 	s := initSvc(t, dir)
 	for i := 0; i < 5; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
 	}
 	if _, err := s.RotateDataKey(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i := 5; i < 10; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
 	}
 	keyOf := map[uint64]uint32{}
 	journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
@@ -258,7 +258,7 @@ func TestRaftDirLostRefusesToOpen(t *testing.T) {
 	dir := t.TempDir()
 	ctx := rootCtx()
 	s := initSvc(t, dir)
-	s.PutSecret(ctx, "default", "k", []byte("v"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("v"))
 	s.Close()
 	os.RemoveAll(datadir.RaftDir(dir))
 	s = newSvc(t, dir)
@@ -279,13 +279,13 @@ func TestStateLostIsRebuiltFromSnapshotAndLog(t *testing.T) {
 	ctx := rootCtx()
 	s := initSvc(t, dir)
 	for i := 0; i < 20; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("a%d", i), []byte(fmt.Sprint(i)))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("a%d", i), []byte(fmt.Sprint(i)))
 	}
 	if err := s.node.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 20; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("b%d", i), []byte(fmt.Sprint(i)))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("b%d", i), []byte(fmt.Sprint(i)))
 	}
 	s.Close()
 	if err := os.Remove(datadir.StatePath(dir)); err != nil {
@@ -321,11 +321,11 @@ func TestValidation(t *testing.T) {
 	}
 	for _, name := range []string{"", "../x", "a b", "-x", string(bytes.Repeat([]byte("a"), 300)),
 		"x/../y", "a//b", "a/./b", "a/", "a/.."} {
-		if _, err := s.PutSecret(ctx, "default", name, []byte("v")); !errors.Is(err, ErrInvalid) {
+		if _, err := s.Objects.PutSecret(ctx, "default", name, []byte("v")); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("name %q: %v", name, err)
 		}
 	}
-	if _, err := s.PutSecret(ctx, "default", "big", make([]byte, MaxSecretBytes+1)); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Objects.PutSecret(ctx, "default", "big", make([]byte, MaxSecretBytes+1)); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("oversized: %v", err)
 	}
 }
@@ -349,7 +349,7 @@ func benchWrites(b *testing.B, writers int) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; i < per; i++ {
-				if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("w%d-%d", w, i), val); err != nil {
+				if _, err := s.Objects.PutSecret(ctx, "default", fmt.Sprintf("w%d-%d", w, i), val); err != nil {
 					b.Error(err)
 					return
 				}
@@ -372,7 +372,7 @@ func BenchmarkRead(b *testing.B) {
 		b.Fatal(err)
 	}
 	for i := 0; i < 1000; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("r%d", i), []byte("value-of-32-bytes-for-the-bench!"))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("r%d", i), []byte("value-of-32-bytes-for-the-bench!"))
 	}
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -400,12 +400,12 @@ func TestCancelledRequestRaisesNoAlert(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		cctx, cancel := context.WithCancel(ctx)
 		go cancel()
-		s.PutSecret(cctx, "default", fmt.Sprintf("c%d", i), []byte("v"))
+		s.Objects.PutSecret(cctx, "default", fmt.Sprintf("c%d", i), []byte("v"))
 	}
 	if st := s.Status(); len(st.Alerts) != 0 || !st.Writable {
 		t.Fatalf("alerts after cancelled requests: %+v", st.Alerts)
 	}
-	if _, err := s.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
 		t.Fatalf("write after cancelled requests: %v", err)
 	}
 }
@@ -414,7 +414,7 @@ func TestResetPassphraseLocalOnly(t *testing.T) {
 	dir := t.TempDir()
 	ctx := rootCtx()
 	s := initSvc(t, dir)
-	s.PutSecret(ctx, "default", "k", []byte("v"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("v"))
 	if err := s.ResetPassphrase(ctx, Identity{Kind: KindRoot, Name: "root", Roles: AllRoles}, []byte("new-passphrase")); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("remote reset: %v", err)
 	}
@@ -441,7 +441,7 @@ func TestJournalAheadOfRaftRefusesToOpen(t *testing.T) {
 	ctx := rootCtx()
 	s := initSvc(t, dir)
 	for i := 0; i < 5; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("k%d", i), []byte("v"))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("k%d", i), []byte("v"))
 	}
 	s.Close()
 	os.Remove(datadir.StatePath(dir))
@@ -473,7 +473,7 @@ func TestNoNeedlessSnapshotRestore(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, "default", "k", []byte("v"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("v"))
 	s.Close()
 	for i := 0; i < 2; i++ { // each open appends a barrier; then snapshot
 		s = newLogged()
@@ -521,7 +521,7 @@ func TestJournalRotatesByAgeWithoutWrites(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, "default", "k", []byte("v"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("v"))
 	before, _ := s.JournalSegments(rootCtx())
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -545,6 +545,6 @@ type secretView struct {
 
 // GetSecret reads secret data from the default wallet (tests only).
 func (s *Service) GetSecret(ctx context.Context, name string, version uint64) (secretView, error) {
-	_, m, err := s.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: name}, version)
+	_, m, err := s.Objects.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: name}, version)
 	return secretView{Version: m.Version, Value: m.Value}, err
 }

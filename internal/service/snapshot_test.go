@@ -25,7 +25,7 @@ func putMany(t *testing.T, s *Service, prefix string, n int) {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < n; i += 16 {
-				if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("%s%d", prefix, i), []byte("v")); err != nil {
+				if _, err := s.Objects.PutSecret(ctx, "default", fmt.Sprintf("%s%d", prefix, i), []byte("v")); err != nil {
 					t.Error(err)
 					return
 				}
@@ -90,7 +90,7 @@ func TestSnapshotAtStartup(t *testing.T) {
 		t.Errorf("not logged:\n%s", logs.String())
 	}
 	mu.Unlock()
-	if _, err := s.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 	s.crashClose()
@@ -141,7 +141,7 @@ func TestSnapshotAtStartupWithoutRecordedConfiguration(t *testing.T) {
 	if snap, _ := s.node.SnapshotIndex(); snap != applied {
 		t.Fatalf("raft snapshot at %d, want %d", snap, applied)
 	}
-	if _, err := s.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -86,10 +86,10 @@ func TestSealWaitsForGoroutines(t *testing.T) {
 	if _, err := s.SetRecoveryPassphrase(ctx, nil, []byte("recovery-passphrase")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: filepath.Join(t.TempDir(), "nas"), Mirror: true}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: filepath.Join(t.TempDir(), "nas"), Mirror: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutSchedule(ctx, ScheduleConfig{Name: "often", Destination: "nas", Type: "periodic", Every: "1m"}, false); err != nil {
+	if _, err := s.Backups.PutSchedule(ctx, ScheduleConfig{Name: "often", Destination: "nas", Type: "periodic", Every: "1m"}, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Seal(ctx); err != nil {
@@ -113,7 +113,7 @@ func TestSealWaitsForGoroutines(t *testing.T) {
 					return
 				default:
 				}
-				if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("w%d-%d", i, n), []byte("v")); err == nil {
+				if _, err := s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("w%d-%d", i, n), []byte("v")); err == nil {
 					writes.Add(1)
 				} else if !errors.Is(err, ErrSealed) && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrWriteUnavailable) && !errors.Is(err, ErrStopping) {
 					t.Errorf("write: %v", err)
@@ -131,7 +131,7 @@ func TestSealWaitsForGoroutines(t *testing.T) {
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
-			if _, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full"}); err == nil {
+			if _, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full"}); err == nil {
 				backups.Add(1)
 			}
 			if n%20 == 0 {
@@ -184,7 +184,7 @@ func TestSealWaitsForGoroutines(t *testing.T) {
 func TestAwaitWorkersNamesThoseStillRunning(t *testing.T) {
 	defer func(d time.Duration) { SealWait = d }(SealWait)
 	SealWait = 100 * time.Millisecond
-	s := &Service{log: slog.New(slog.DiscardHandler)}
+	s := &core{log: slog.New(slog.DiscardHandler)}
 	w := newWorkers()
 	release := make(chan struct{})
 	w.Go("stuck task", func(context.Context) { <-release })

@@ -34,7 +34,7 @@ func TestOpenWithDamagedJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, name := range []string{"a", "b", "c"} {
-		if _, err := svc.PutSecret(ctx, service.DefaultWallet, name, []byte("v")); err != nil {
+		if _, err := svc.Objects.PutSecret(ctx, service.DefaultWallet, name, []byte("v")); err != nil {
 			t.Fatal(err)
 		}
 		if i < 2 {
