@@ -753,14 +753,3 @@ func validText(what, s string) error {
 	}
 	return nil
 }
-
-// applyOpen proposes a command with the lifecycle read-locked, requiring an
-// open keystore (every write goes through the journal, which needs the data key).
-func (s *core) applyOpen(ctx context.Context, t state.Type, body any) (any, error) {
-	unlock, err := s.openForRead()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	return s.applyResult(ctx, t, body)
-}

@@ -599,7 +599,7 @@ func (h backupHost) NodeID() string                         { return h.s.nodeID 
 func (h backupHost) Software() string                       { return "coffer " + Version }
 func (h backupHost) Timeline() state.Timeline               { return h.s.st.Timeline() }
 func (h backupHost) Backups() ([]state.BackupRecord, error) { return h.s.st.Backups() }
-func (h backupHost) IsLeader() bool                         { return !h.s.svc.Cluster.Clustered() || h.s.node.IsLeader() }
+func (h backupHost) IsLeader() bool                         { return !h.s.clustered() || h.s.node.IsLeader() }
 func (h backupHost) JournalDir() string {
 	return datadir.JournalDir(h.s.cfg.DataDir)
 }
@@ -1070,7 +1070,7 @@ func (s *Backups) attachMirrorLocked() (err error) {
 	dir := ""
 	if want != nil {
 		node := ""
-		if s.svc.Cluster.Clustered() {
+		if s.clustered() {
 			node = s.nodeID
 		}
 		dir = MirrorDir(*want, s.st.ClusterID(), node, s.st.Timeline().ID)

@@ -45,7 +45,7 @@ const joinFile = "cluster-join.json"
 
 // Clustered reports whether this node runs the network raft transport
 // (cluster.listen is set).
-func (s *Cluster) Clustered() bool { return s.cfg.ClusterBind != "" }
+func (s *Cluster) Clustered() bool { return s.clustered() }
 
 // Role is this node's place in the cluster: standalone (no cluster
 // transport), leader, follower, or read-only (no leader known: no quorum).

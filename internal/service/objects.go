@@ -251,33 +251,6 @@ func generate(typ, alg string, length int, value []byte) (material, public []byt
 	return nil, nil, "", 0, fmt.Errorf("%w: object type %q: use symmetric_key, secret_data or key_pair", ErrInvalid, typ)
 }
 
-// authorizeWallet checks that the caller may act on objects of wallet with
-// permission need: key administrators may everywhere, endpoints where granted.
-func (s *core) authorizeWallet(ctx context.Context, wallet string, need Permission, what string) (Identity, error) {
-	id, err := caller(ctx)
-	if err != nil {
-		return id, err
-	}
-	if id.Kind == KindEndpoint {
-		w, err := s.st.Wallet(wallet)
-		if err != nil && !errors.Is(err, state.ErrNotFound) {
-			return id, err
-		}
-		if have := Permission(w.Grants[id.Name]); !have.Includes(need) {
-			if have == "" {
-				// Do not tell an endpoint which wallets exist or hold what.
-				return id, fmt.Errorf("%w: %s needs %s permission; endpoint %q has no grant on that wallet", ErrForbidden, what, need, id.Name)
-			}
-			return id, fmt.Errorf("%w: %s needs %s permission on wallet %q; endpoint %q has %s", ErrForbidden, what, need, wallet, id.Name, have)
-		}
-		return id, nil
-	}
-	if !id.Has(RoleKeyAdmin) {
-		return id, fmt.Errorf("%w: %s needs the %s role or an endpoint grant (caller %s)", ErrForbidden, what, RoleKeyAdmin, id.Actor())
-	}
-	return id, nil
-}
-
 // authorizeObject checks that the caller may act on o, found by ref, with
 // permission need. An endpoint with no grant at all on o's wallet is told
 // exactly what it is told of an id that does not exist: 403 here and 404
@@ -302,28 +275,6 @@ func (s *Objects) authorizeObject(ctx context.Context, ref Ref, o state.Object, 
 // word for word (see authorizeObject).
 func missingObject(id string) error {
 	return mapStateErr(fmt.Errorf("object %s: %w", id, state.ErrNotFound))
-}
-
-// checkOpen refuses early (without locks) while uninitialised or sealed, so
-// that such a refusal is not masked by a lookup error.
-func (s *core) checkOpen() error {
-	switch s.svc.State() {
-	case StateUninitialized:
-		return ErrUninitialized
-	case StateSealed:
-		return ErrSealed
-	}
-	return nil
-}
-
-// openForRead takes the lifecycle read lock and checks the keystore is open.
-func (s *core) openForRead() (func(), error) {
-	s.mu.RLock()
-	if err := s.requireOpenLocked(); err != nil {
-		s.mu.RUnlock()
-		return nil, err
-	}
-	return s.mu.RUnlock, nil
 }
 
 // lookup loads an object by ref.

@@ -612,7 +612,7 @@ func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err erro
 		return fmt.Errorf("%w: complete the journal from the raft log: %w", ErrUnavailable, err)
 	}
 	s.snapshotAtStartLocked()
-	if s.svc.Cluster.Clustered() {
+	if s.clustered() {
 		conf, err := s.svc.Cluster.nodeTLSLocked()
 		if err != nil {
 			return err
@@ -622,7 +622,7 @@ func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err erro
 	if err := s.node.Start(s.st, s.svc.Cluster.joining()); err != nil {
 		return err
 	}
-	if s.svc.Cluster.Clustered() {
+	if s.clustered() {
 		// A member waits a little for a leader, but opens without one: a
 		// node without quorum serves reads (read-only restricted mode).
 		hb, _ := raftTimeouts(s.cfg.FailoverThreshold)
@@ -642,13 +642,13 @@ func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err erro
 	s.ring, s.jr, s.workers = ring, jr, w
 	s.setStateLocked(StateOpen)
 	w.Go("journal maintenance", func(ctx context.Context) { s.maintenance(ctx, jr) })
-	if s.svc.Cluster.Clustered() {
+	if s.clustered() {
 		w.Go("key sync", s.svc.Cluster.syncKeysLoop)
 		s.svc.Cluster.caughtUp.Store(false)
 		s.svc.Cluster.leaderCommit.Store(0)
 		w.Go("catch-up with the leader", s.svc.Cluster.catchUpLoop)
 	}
-	if s.svc.Cluster.Clustered() && !s.node.IsLeader() {
+	if s.clustered() && !s.node.IsLeader() {
 		// Followers change nothing at open: the leader initialises,
 		// re-wraps and records; its entries arrive through raft.
 		s.svc.Backups.attachMirrorLocked()
@@ -925,7 +925,7 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 		return 0, err
 	}
 	var ring *keystore.Keyring
-	if s.Cluster.Clustered() {
+	if s.clustered() {
 		// In a cluster the new generation is committed through raft first
 		// (wrapped under the current one, which every node holds); only
 		// then does any keystore, this one included, take it. A rotation
@@ -978,7 +978,7 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	if s.state == StateUninitialized {
 		return ErrUninitialized
 	}
-	if s.Cluster.Clustered() && (s.state != StateOpen || !s.node.IsLeader()) {
+	if s.clustered() && (s.state != StateOpen || !s.node.IsLeader()) {
 		return fmt.Errorf("%w: in a cluster the keystore passphrase is changed on the open leader, and reaches every node from there (coffer cluster status names the leader)", ErrConflict)
 	}
 	ring, err := s.ks.ChangePassphrase(old, new)
@@ -992,7 +992,7 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	} else {
 		ring.Wipe() // sealed: nothing may keep keys in memory
 	}
-	if s.Cluster.Clustered() {
+	if s.clustered() {
 		if err := s.Cluster.replicatePassphraseLocked(ctx, new); err != nil {
 			s.log.Error("the new keystore passphrase did not reach the other nodes; change it again", "error", err)
 		}
@@ -1255,6 +1255,10 @@ func (s *core) raise(component, msg string) {
 	}
 }
 
+// clustered: this node runs a cluster transport (ClusterBind is set);
+// otherwise it is a standalone node on an in-memory raft transport.
+func (s *core) clustered() bool { return s.cfg.ClusterBind != "" }
+
 // apply proposes one command (lifecycle read-locked by the caller).
 func (s *core) applyLocked(ctx context.Context, t state.Type, body any) error {
 	_, err := s.applyResult(ctx, t, body)
@@ -1274,11 +1278,11 @@ func (s *core) applyResult(ctx context.Context, t state.Type, body any) (any, er
 	res, err := s.node.Apply(actx, cmd.Marshal())
 	if err != nil {
 		leaderKnown := false
-		if s.svc.Cluster.Clustered() {
+		if s.clustered() {
 			id, _ := s.node.Leader()
 			leaderKnown = id != "" || s.node.IsLeader()
 		}
-		if e := applyError(err, ctx.Err() != nil, s.svc.Cluster.Clustered(), leaderKnown); e != nil {
+		if e := applyError(err, ctx.Err() != nil, s.clustered(), leaderKnown); e != nil {
 			return nil, e
 		}
 		if hs := s.st.Health(); len(hs) > 0 {

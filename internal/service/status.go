@@ -92,7 +92,7 @@ func (s *Service) Status() Status {
 	return st
 }
 
-func (s *core) statusCore() Status {
+func (s *Service) statusCore() Status {
 	s.checkDisk()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -104,9 +104,9 @@ func (s *core) statusCore() Status {
 		PID:          os.Getpid(),
 		DataDir:      s.cfg.DataDir,
 		StartedAt:    s.started.UTC(),
-		ClusterID:    s.svc.Cluster.clusterID(),
+		ClusterID:    s.Cluster.clusterID(),
 		Timeline:     s.st.Timeline(),
-		AutoOpen:     s.svc.AutoOpenEnabled(),
+		AutoOpen:     s.AutoOpenEnabled(),
 		AppliedIndex: s.st.AppliedIndex(),
 		Raft:         s.node.Status(),
 		Alerts:       []Alert{},
@@ -124,7 +124,7 @@ func (s *core) statusCore() Status {
 		}
 		st.Journal.LastIndex = s.jr.LastIndex()
 		st.Journal.Segments = segs
-		if p := s.svc.Backups.lastPrune.Load(); p != nil {
+		if p := s.Backups.lastPrune.Load(); p != nil {
 			st.Journal.PruneFloor, st.Journal.PruneHeldBy = p.Floor, p.Holder
 		}
 	}
@@ -144,16 +144,16 @@ func (s *core) statusCore() Status {
 					Message: fmt.Sprintf("journal mirror behind by %d records, at index %d (writes continue without waiting for it; it catches up in the background): %s", ms.Behind, ms.LastIndex, h.Error)})
 			}
 		}
-		if a := s.svc.Backups.mirrorAttachErr.Load(); a != nil {
+		if a := s.Backups.mirrorAttachErr.Load(); a != nil {
 			st.Warnings = append(st.Warnings, *a)
 		}
-		if a := s.svc.Backups.heldAlert(); a != nil {
+		if a := s.Backups.heldAlert(); a != nil {
 			st.Warnings = append(st.Warnings, *a)
 			st.Backup.Held = true
 		}
 	}
 	if s.state == StateOpen {
-		st.CatchUp = s.svc.Cluster.CatchUpStatus()
+		st.CatchUp = s.Cluster.CatchUpStatus()
 		if !st.CatchUp.CaughtUp {
 			msg := "catching up with the leader since this node opened: its default reads are sent to the leader until it has applied what the leader had committed"
 			if st.CatchUp.LeaderCommit > 0 {
@@ -162,7 +162,7 @@ func (s *core) statusCore() Status {
 			st.Warnings = append(st.Warnings, Alert{Component: "cluster", Message: msg, Since: s.started.UTC()})
 		}
 	}
-	st.Backup.Frozen = s.svc.Backups.frozenErr() != nil
+	st.Backup.Frozen = s.Backups.frozenErr() != nil
 	if st.Backup.Frozen {
 		st.Writable = false
 	}
