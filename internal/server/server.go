@@ -25,6 +25,7 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/api/forward"
 	kmipapi "github.com/coffer-kms/coffer/internal/api/kmip"
+	"github.com/coffer-kms/coffer/internal/api/peer"
 	"github.com/coffer-kms/coffer/internal/api/rest"
 	"github.com/coffer-kms/coffer/internal/api/vault"
 	"github.com/coffer-kms/coffer/internal/audit"
@@ -279,6 +280,7 @@ func Start(opts Options) (_ *Server, err error) {
 		NoReadOnlyMode:      cfg.Cluster.AllowReadOnlyRestrictedMode != nil && !*cfg.Cluster.AllowReadOnlyRestrictedMode,
 		APIURL:              cfg.Cluster.APIURL,
 		TLSDir:              tlsDir,
+		Peers:               peer.New(),
 		OnCAChanged: func() error {
 			// A join brought the cluster's CA: a server certificate from it,
 			// and client certificates checked against it.

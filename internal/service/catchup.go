@@ -2,13 +2,7 @@ package service
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
 	"time"
 )
 
@@ -119,41 +113,6 @@ func (s *Cluster) appliedThrough(idx uint64) bool {
 		return false
 	}
 	return !s.node.HasFSMEntries(sa+1, idx)
-}
-
-// peerHealthInfo is what this node reads from another node's health.
-type peerHealthInfo struct {
-	Role         string `json:"role"`
-	AppliedIndex uint64 `json:"applied_index"`
-	CatchUp
-}
-
-// peerHealth reads another node's health over the node-to-node channel
-// (the peer is verified against the cluster CA).
-func (s *Cluster) peerHealth(ctx context.Context, url string) (peerHealthInfo, error) {
-	conf := s.NodeTLS()
-	if conf == nil {
-		return peerHealthInfo{}, errors.New("no node certificate")
-	}
-	conf.InsecureSkipVerify = true // #nosec G402 -- verified against the cluster CA in VerifyPeerCertificate, whatever name the URL uses
-	roots := conf.RootCAs
-	conf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error { return verifyChain(raw, roots) } // #nosec G123 -- a client config without a ClientSessionCache: sessions are never resumed, the callback runs on every handshake
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(url, "/")+"/api/v1/sys/health", nil)
-	if err != nil {
-		return peerHealthInfo{}, err
-	}
-	tr := &http.Transport{TLSClientConfig: conf}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return peerHealthInfo{}, err
-	}
-	defer resp.Body.Close()
-	var h peerHealthInfo
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h); err != nil {
-		return peerHealthInfo{}, fmt.Errorf("health of %s: %w", url, err)
-	}
-	return h, nil
 }
 
 // ForwardTo is the leader-forwarding decision for transports that do not

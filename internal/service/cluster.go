@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,8 +14,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -400,40 +397,9 @@ func (s *Cluster) JoinCluster(ctx context.Context, id Identity, url, token strin
 	if adv == "" {
 		adv = s.cfg.ClusterBind
 	}
-	body, _ := json.Marshal(JoinRequest{Token: token, NodeID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL, CSR: csr})
-	// The token names the CA's fingerprint: fetch the CA, check it, and
-	// trust only it for the join itself.
-	roots, err := fetchPinnedCA(ctx, url, parts[2])
+	jr, err := s.joinAt(ctx, url, parts[2], JoinRequest{Token: token, NodeID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL, CSR: csr})
 	if err != nil {
 		return err
-	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		InsecureSkipVerify: true, // #nosec G402 -- verified against the pinned CA in VerifyPeerCertificate, whatever name the URL uses
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error { // #nosec G123 -- a client config without a ClientSessionCache: sessions are never resumed, the callback runs on every handshake
-			return verifyChain(raw, roots)
-		}}}}
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(url, "/")+"/api/v1/cluster/join", bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: contact %s: %v", ErrUnavailable, url, err)
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode == http.StatusServiceUnavailable {
-		// Not refused: the cluster could not take it now (no leader, or
-		// one this member cannot reach yet). Nothing was done.
-		return fmt.Errorf("%w: %s could not admit the join now (503): %s", ErrUnavailable, url, strings.TrimSpace(string(rb)))
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%w: %s refused the join (%d): %s", ErrConflict, url, resp.StatusCode, strings.TrimSpace(string(rb)))
-	}
-	var jr JoinResponse
-	if err := json.Unmarshal(rb, &jr); err != nil {
-		return fmt.Errorf("join answer: %w", err)
 	}
 	defer clear(jr.MasterKeys)
 	defer clear(jr.CAKey)
@@ -494,7 +460,7 @@ func (s *Cluster) promoteWhenCaughtUp(ctx context.Context, url string, index uin
 		if u, self, ok := s.LeaderAPI(); ok && !self {
 			target = u
 		}
-		if err := s.callLeader(ctx, target, "/api/v1/cluster/promote", map[string]string{"node_id": s.nodeID}); err == nil {
+		if err := s.promoteAt(ctx, target); err == nil {
 			return
 		} else {
 			s.log.Warn("promotion to voter not done yet; retrying", "error", err)
@@ -503,69 +469,6 @@ func (s *Cluster) promoteWhenCaughtUp(ctx context.Context, url string, index uin
 			return
 		}
 	}
-}
-
-// callLeader POSTs to another node's API with this node's certificate.
-func (s *Cluster) callLeader(ctx context.Context, url, path string, body any) error {
-	conf := s.NodeTLS()
-	if conf == nil {
-		return errors.New("no node certificate")
-	}
-	conf.InsecureSkipVerify = true // #nosec G402 -- verified against the cluster CA in VerifyPeerCertificate, whatever name the URL uses
-	roots := conf.RootCAs
-	conf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error { // #nosec G123 -- a client config without a ClientSessionCache: sessions are never resumed, the callback runs on every handshake
-		return verifyChain(raw, roots)
-	}
-	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(url, "/")+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Coffer-Node-Call", "1") // on its own behalf (forward.HeaderNodeCall)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("%s%s: %d %s", url, path, resp.StatusCode, strings.TrimSpace(string(rb)))
-	}
-	return nil
-}
-
-// fetchPinnedCA reads the CA certificate a node serves and checks it
-// against the fingerprint from the join token.
-func fetchPinnedCA(ctx context.Context, url, fp string) (*x509.CertPool, error) {
-	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		InsecureSkipVerify: true}}} // #nosec G402 -- the CA certificate is public data, checked against the join token's fingerprint before any use
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(url, "/")+"/api/v1/cluster/ca", nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: contact %s: %v", ErrUnavailable, url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	blk, _ := pem.Decode(b)
-	if resp.StatusCode != http.StatusOK || blk == nil {
-		return nil, fmt.Errorf("%w: %s did not serve its CA (%d)", ErrConflict, url, resp.StatusCode)
-	}
-	sum := sha256.Sum256(blk.Bytes)
-	if hex.EncodeToString(sum[:]) != fp {
-		return nil, fmt.Errorf("%w: the CA of %s is not the one named in the join token: refusing to join", ErrUnauthenticated, url)
-	}
-	ca, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool, nil
 }
 
 // CACertPEM is the cluster CA certificate (public), for joining nodes.

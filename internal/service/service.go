@@ -101,6 +101,9 @@ type Config struct {
 	// OnCAChanged is called after a join installed the cluster CA (the
 	// server makes a new server certificate and reloads it).
 	OnCAChanged func() error
+	// Peers calls the other nodes' APIs (joining, promotion, health);
+	// needed by a cluster member only (internal/api/peer implements it).
+	Peers Peers
 }
 
 // Lifecycle states.
