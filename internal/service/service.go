@@ -146,18 +146,22 @@ type Service struct {
 // lifecycle lock and, under it, the keyring, the journal and the lifecycle
 // state; the state store, the raft node and the audit log.
 //
-// Locks, in the order they are taken:
+// Locks, in the order they are taken (a goroutine holding one takes only
+// those listed after it):
 //
-//  1. a backup's run lock (backup.Manager, in Backups);
-//  2. mu, the lifecycle lock (below);
-//  3. Backups.mirrorMu (the attached journal mirror);
-//  4. workersMu (retired workers) or Backups.freezeMu (the freeze state);
-//  5. the locks inside state.Store, the journal and the raft node.
+//  1. a backup's run lock (backup.Manager, in Backups), or
+//     Objects.nameLocks (one write by wallet and name, PutSecret / KVPut);
+//  2. mu, the lifecycle lock (below); commands and reads hold its read side;
+//  3. Objects.objLocks (the rotations of one object), under mu's read side;
+//  4. Backups.mirrorMu (the attached journal mirror);
+//  5. workersMu (retired workers) or Backups.freezeMu (the freeze state);
+//  6. the locks inside state.Store, the journal and the raft node.
 //
-// Objects.nameLocks and Objects.objLocks serialise writes to one name or one
-// object; they are taken with mu's read side held and before the state's
-// locks. No goroutine of workers is waited for while mu is held (they take
-// its read side): seal retires them under mu and waits after releasing it.
+// Leaf locks, under which nothing else is taken: the throttle's, each
+// Call's (the objects it touched), Cluster.joins' and Cluster.keys', and each
+// worker group's. No goroutine of workers is waited for while mu is held
+// (they take its read side): seal retires them under mu and waits for them
+// after releasing it.
 type core struct {
 	cfg Config
 	log *slog.Logger
@@ -206,8 +210,9 @@ type core struct {
 // transit keys, read and written through the core.
 type Objects struct {
 	*core
-	// nameLocks and objLocks serialise the writes to one name or one object
-	// (by hash); taken with the lifecycle lock's read side held.
+	// nameLocks serialise the writes to one wallet/name (taken before the
+	// lifecycle lock), objLocks the rotations of one object (taken under its
+	// read side); a slot per hash, see the lock order on core.
 	nameLocks [64]sync.Mutex
 	objLocks  [64]sync.Mutex
 }
