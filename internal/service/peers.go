@@ -13,7 +13,8 @@ import (
 // Peers is how this node calls another node's API. The service says what it
 // asks for and whom it trusts (a *tls.Config it builds); the implementation
 // (internal/api/peer, injected through Config.Peers) knows the routes, the
-// headers and HTTP. Each call is bounded by ctx and by the implementation's
+// headers and HTTP. A cluster member must have one (New refuses a
+// ClusterBind without it). Each call is bounded by ctx and by the implementation's
 // own timeout. Errors are the service's sentinels where the answer says
 // something (ErrUnavailable: the node could not be reached or could not do
 // it now; ErrConflict: it refused).
@@ -39,18 +40,6 @@ type PeerHealth struct {
 	CatchUp
 }
 
-// errNoPeers: the service was built without a peer client (Config.Peers),
-// which only a cluster member needs.
-var errNoPeers = errors.New("no peer client configured (Config.Peers)")
-
-// peers is the peer client, or an error when none is configured.
-func (s *Cluster) peers() (Peers, error) {
-	if s.cfg.Peers == nil {
-		return nil, errNoPeers
-	}
-	return s.cfg.Peers, nil
-}
-
 // peerTLS is the client side of a node-to-node call: this node's
 // certificate, and the peer verified against the cluster CA whatever name
 // its URL uses.
@@ -69,40 +58,28 @@ func (s *Cluster) peerTLS() (*tls.Config, error) {
 
 // promoteAt asks the leader at url to make this node a voter.
 func (s *Cluster) promoteAt(ctx context.Context, url string) error {
-	p, err := s.peers()
-	if err != nil {
-		return err
-	}
 	conf, err := s.peerTLS()
 	if err != nil {
 		return err
 	}
-	return p.Promote(ctx, url, conf, s.nodeID)
+	return s.cfg.Peers.Promote(ctx, url, conf, s.nodeID)
 }
 
 // peerHealth reads another node's health over the node-to-node channel
 // (the peer is verified against the cluster CA).
 func (s *Cluster) peerHealth(ctx context.Context, url string) (PeerHealth, error) {
-	p, err := s.peers()
-	if err != nil {
-		return PeerHealth{}, err
-	}
 	conf, err := s.peerTLS()
 	if err != nil {
 		return PeerHealth{}, err
 	}
-	return p.Health(ctx, url, conf)
+	return s.cfg.Peers.Health(ctx, url, conf)
 }
 
 // joinAt sends the join request to the node at url. The token names the
 // CA's fingerprint (hex SHA-256 of its DER): the CA is fetched, checked
 // against it, and only it is trusted for the join itself.
 func (s *Cluster) joinAt(ctx context.Context, url, fingerprint string, req JoinRequest) (JoinResponse, error) {
-	p, err := s.peers()
-	if err != nil {
-		return JoinResponse{}, err
-	}
-	der, err := p.FetchCA(ctx, url)
+	der, err := s.cfg.Peers.FetchCA(ctx, url)
 	if err != nil {
 		return JoinResponse{}, err
 	}
@@ -121,5 +98,5 @@ func (s *Cluster) joinAt(ctx context.Context, url, fingerprint string, req JoinR
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error { // #nosec G123 -- a client config without a ClientSessionCache: sessions are never resumed, the callback runs on every handshake
 			return verifyChain(raw, roots)
 		}}
-	return p.Join(ctx, url, conf, req)
+	return s.cfg.Peers.Join(ctx, url, conf, req)
 }

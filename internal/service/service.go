@@ -349,6 +349,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.BackupTick <= 0 {
 		cfg.BackupTick = 30 * time.Second
 	}
+	if cfg.ClusterBind != "" && cfg.Peers == nil {
+		return nil, fmt.Errorf("%w: a cluster member needs a peer client (Config.Peers)", ErrInvalid)
+	}
 	if err := fsutil.EnsureDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
