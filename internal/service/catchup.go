@@ -115,6 +115,16 @@ func (s *Cluster) appliedThrough(idx uint64) bool {
 	return !s.node.HasFSMEntries(sa+1, idx)
 }
 
+// startLoops starts, in an open's worker group w, the loops of a cluster
+// member: the key sync and the catch-up with the leader (which starts
+// over: not caught up, no leader commit known).
+func (s *Cluster) startLoops(w *workers) {
+	w.Go("key sync", s.syncKeysLoop)
+	s.caughtUp.Store(false)
+	s.leaderCommit.Store(0)
+	w.Go("catch-up with the leader", s.catchUpLoop)
+}
+
 // ForwardTo is the leader-forwarding decision for transports that do not
 // go through the HTTP forwarding (KMIP): whether a request that arrived
 // here must be served by the leader instead, and the leader's API address.

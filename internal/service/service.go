@@ -654,10 +654,7 @@ func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err erro
 	s.setStateLocked(StateOpen)
 	w.Go("journal maintenance", func(ctx context.Context) { s.maintenance(ctx, jr) })
 	if s.clustered() {
-		w.Go("key sync", s.svc.Cluster.syncKeysLoop)
-		s.svc.Cluster.caughtUp.Store(false)
-		s.svc.Cluster.leaderCommit.Store(0)
-		w.Go("catch-up with the leader", s.svc.Cluster.catchUpLoop)
+		s.svc.Cluster.startLoops(w)
 	}
 	if s.clustered() && !s.node.IsLeader() {
 		// Followers change nothing at open: the leader initialises,
