@@ -132,8 +132,10 @@ const (
 //     facts the transports ask to forward requests.
 //
 // Each part holds the fields it owns and embeds the core it works on. The
-// core reaches the parts through svc only at lifecycle transitions (open
-// starts the backup host and the cluster's loops, seal stops them).
+// core reaches the parts (through svc) at lifecycle transitions (open starts
+// the backup host and the cluster's loops, seal stops them), for the
+// freeze that refuses writes, and for the journal maintenance's prune (the
+// backup host knows what its destinations still need).
 type Service struct {
 	*core
 	Objects *Objects
