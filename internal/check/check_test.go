@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
@@ -30,16 +31,16 @@ func dataDir(t *testing.T) (string, *keystore.Keyring) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"a", "b", "c"} {
-		if _, err := svc.PutSecret(ctx, service.DefaultWallet, n, []byte("value-"+n)); err != nil {
+		if _, err := svc.Objects.PutSecret(ctx, service.DefaultWallet, n, []byte("value-"+n)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	svc.RotateJournal(ctx)
-	svc.PutSecret(ctx, service.DefaultWallet, "a", []byte("second"))
+	svc.Objects.PutSecret(ctx, service.DefaultWallet, "a", []byte("second"))
 	if err := svc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ring, err := keystore.New(service.KeystoreDir(dir), keystore.Options{KDF: servicetest.KDF, MachineIdentity: servicetest.MachineIdentity}).Open([]byte(pass))
+	ring, err := keystore.New(datadir.KeystoreDir(dir), keystore.Options{KDF: servicetest.KDF, MachineIdentity: servicetest.MachineIdentity}).Open([]byte(pass))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func dataDir(t *testing.T) (string, *keystore.Keyring) {
 }
 
 func paths(dir string) Paths {
-	return Paths{State: service.StatePath(dir), Raft: service.RaftDir(dir), Journal: service.JournalDir(dir)}
+	return Paths{State: datadir.StatePath(dir), Raft: datadir.RaftDir(dir), Journal: datadir.JournalDir(dir)}
 }
 
 func failing(rep Report) string {
@@ -72,7 +73,7 @@ func TestHealthyDataDir(t *testing.T) {
 
 func TestTamperedMaterialIsNamed(t *testing.T) {
 	dir, ring := dataDir(t)
-	db, err := bolt.Open(service.StatePath(dir), 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := bolt.Open(datadir.StatePath(dir), 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestTamperedMaterialIsNamed(t *testing.T) {
 
 func TestDamagedJournalIsNamed(t *testing.T) {
 	dir, ring := dataDir(t)
-	segs, _ := filepath.Glob(filepath.Join(service.JournalDir(dir), "*.recovery"))
+	segs, _ := filepath.Glob(filepath.Join(datadir.JournalDir(dir), "*.recovery"))
 	b, _ := os.ReadFile(segs[0])
 	b[len(b)/2] ^= 0x40
 	os.WriteFile(segs[0], b, 0o600)
@@ -111,7 +112,7 @@ func TestWrongKeystoreAndLostRaft(t *testing.T) {
 		t.Fatalf("foreign keystore: %+v", rep)
 	}
 	dir2, ring2 := dataDir(t)
-	os.RemoveAll(service.RaftDir(dir2))
+	os.RemoveAll(datadir.RaftDir(dir2))
 	rep = Run(paths(dir2), ring2)
 	if rep.OK || !strings.Contains(failing(rep), "raft directory is older") {
 		t.Fatalf("lost raft dir: %+v", rep)
@@ -120,12 +121,12 @@ func TestWrongKeystoreAndLostRaft(t *testing.T) {
 
 func TestMissingStateIsNamed(t *testing.T) {
 	dir, ring := dataDir(t)
-	os.Remove(service.StatePath(dir))
+	os.Remove(datadir.StatePath(dir))
 	rep := Run(paths(dir), ring)
 	if rep.OK || !strings.Contains(failing(rep), "state database") || !strings.Contains(failing(rep), "no such file") {
 		t.Fatalf("missing state.db: %+v", rep)
 	}
-	if _, err := os.Stat(service.StatePath(dir)); err == nil {
+	if _, err := os.Stat(datadir.StatePath(dir)); err == nil {
 		t.Fatal("the check created a state.db")
 	}
 }
@@ -135,16 +136,16 @@ func TestMissingStateIsNamed(t *testing.T) {
 // 0, and neither lags the state nor needs the raft log before it.
 func TestEmptyJournalStartingLater(t *testing.T) {
 	dir, ring := dataDir(t)
-	st, err := state.Open(service.StatePath(dir), state.Options{})
+	st, err := state.Open(datadir.StatePath(dir), state.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	applied := st.AppliedIndex()
 	st.Close()
-	if err := os.RemoveAll(service.JournalDir(dir)); err != nil {
+	if err := os.RemoveAll(datadir.JournalDir(dir)); err != nil {
 		t.Fatal(err)
 	}
-	j, err := journal.Open(journal.Options{Dir: service.JournalDir(dir), Name: "coffer", StartAfter: applied})
+	j, err := journal.Open(journal.Options{Dir: datadir.JournalDir(dir), Name: "coffer", StartAfter: applied})
 	if err != nil {
 		t.Fatal(err)
 	}

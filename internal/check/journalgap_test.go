@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
@@ -24,13 +25,13 @@ func threeSegmentDir(t *testing.T) (string, *keystore.Keyring, []journal.Segment
 	svc := openSvc(t, dir)
 	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
 	svc.RotateJournal(ctx)
-	if _, err := svc.PutSecret(ctx, service.DefaultWallet, "d", []byte("value-d")); err != nil {
+	if _, err := svc.Objects.PutSecret(ctx, service.DefaultWallet, "d", []byte("value-d")); err != nil {
 		t.Fatal(err)
 	}
 	if err := svc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	segs, err := journal.ListSegments(service.JournalDir(dir))
+	segs, err := journal.ListSegments(datadir.JournalDir(dir))
 	if err != nil || len(segs) < 3 {
 		t.Fatalf("segments %+v: %v", segs, err)
 	}
@@ -106,12 +107,12 @@ func TestMovedSegmentPredictsRefusal(t *testing.T) {
 // drops the raft log through index through, as raft's compaction does.
 func snapshotAndCompact(t *testing.T, dir string, through uint64) {
 	t.Helper()
-	st, err := state.Open(service.StatePath(dir), state.Options{})
+	st, err := state.Open(datadir.StatePath(dir), state.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	n, err := cluster.Open(cluster.Config{Dir: service.RaftDir(dir), NodeID: "x"})
+	n, err := cluster.Open(cluster.Config{Dir: datadir.RaftDir(dir), NodeID: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}

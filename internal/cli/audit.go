@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-kms/coffer/client"
 	"github.com/coffer-kms/coffer/internal/audit"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/server"
 )
 
@@ -123,7 +123,7 @@ removed, reordered, truncated, head) and exits with status 1.`,
 					if dd == "" {
 						return errors.New("--offline needs --data-dir DIR (or --audit-dir DIR)")
 					}
-					d = filepath.Join(dd, "audit")
+					d = datadir.AuditDir(dd)
 				}
 				rep, err := audit.Verify(d)
 				if err != nil {

@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-kms/coffer/internal/check"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/server"
-	"github.com/coffer-kms/coffer/internal/service"
 )
 
 func newCheckCmd(g *globals) *cobra.Command {
@@ -46,7 +45,7 @@ failing one, and exits with status 1 when any check fails.`,
 			if dir == "" {
 				return errors.New("coffer check needs --data-dir DIR")
 			}
-			if _, err := os.Stat(filepath.Join(dir, "state.db")); err != nil { // #nosec G703 -- the data dir the operator named with --data-dir
+			if _, err := os.Stat(datadir.StatePath(dir)); err != nil { // #nosec G703 -- the data dir the operator named with --data-dir
 				return fmt.Errorf("%s is not a Coffer data dir: %w", dir, err)
 			}
 			lock, err := server.LockDataDir(dir)
@@ -54,7 +53,7 @@ failing one, and exits with status 1 when any check fails.`,
 				return fmt.Errorf("%w (stop the server first: coffer check works on a stopped data dir)", err)
 			}
 			defer lock.Close()
-			ks := keystore.New(service.KeystoreDir(dir), keystore.Options{})
+			ks := keystore.New(datadir.KeystoreDir(dir), keystore.Options{})
 			var ring *keystore.Keyring
 			if auto {
 				ring, err = ks.OpenAuto()
@@ -70,7 +69,7 @@ failing one, and exits with status 1 when any check fails.`,
 				return fmt.Errorf("open the keystore: %w", err)
 			}
 			defer ring.Wipe()
-			rep := check.Run(check.Paths{State: service.StatePath(dir), Raft: service.RaftDir(dir), Journal: service.JournalDir(dir)}, ring)
+			rep := check.Run(check.Paths{State: datadir.StatePath(dir), Raft: datadir.RaftDir(dir), Journal: datadir.JournalDir(dir)}, ring)
 			if g.format == "json" {
 				if err := g.printJSON(cmd, rep); err != nil {
 					return err

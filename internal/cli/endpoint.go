@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/server"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
@@ -292,7 +293,7 @@ func certExpiry(e client.Endpoint) string {
 func localCA(cn conn) []byte {
 	paths := []string{cn.cfg.CACert}
 	if cn.socketDir != "" {
-		paths = append(paths, filepath.Join(cn.socketDir, "tls", tlsutil.CAFile))
+		paths = append(paths, filepath.Join(datadir.TLSDir(cn.socketDir), tlsutil.CAFile))
 	}
 	for _, p := range paths {
 		if p == "" {

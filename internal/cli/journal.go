@@ -3,12 +3,12 @@ package cli
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 )
 
@@ -76,7 +76,7 @@ keys (payload decryption is checked by "coffer check", with the keystore).`,
 				if g.dataDir == "" {
 					return fmt.Errorf("give --data-dir DIR or --journal-dir DIR")
 				}
-				d = filepath.Join(g.dataDir, "journal")
+				d = datadir.JournalDir(g.dataDir)
 			}
 			rep, err := journal.Verify(d, nil)
 			if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coffer-kms/coffer/client"
+	"github.com/coffer-kms/coffer/internal/datadir"
 )
 
 // globals are the connection flags shared by admin commands.
@@ -342,7 +343,7 @@ func (g *globals) resolve() (conn, error) {
 			return c, err
 		}
 		c.socketDir = abs
-		c.cfg.Addresses = []string{"unix://" + filepath.Join(abs, "coffer.sock")}
+		c.cfg.Addresses = []string{"unix://" + datadir.SocketPath(abs)}
 	case len(c.cfg.Addresses) == 0:
 		c.cfg.Addresses = []string{"https://127.0.0.1:8200"}
 	}

@@ -19,7 +19,7 @@ import (
 const module = "github.com/coffer-kms/coffer/"
 
 // allowed lists, for every package of the module, the module packages it
-// may import. Leaves (fsutil, config, lifecycle, bundle, openapi, procsec)
+// may import. Leaves (fsutil, datadir, config, lifecycle, bundle, openapi, procsec)
 // import none.
 var allowed = map[string][]string{
 	"cmd/coffer": {"internal/cli"},
@@ -27,10 +27,10 @@ var allowed = map[string][]string{
 
 	// The CLI and the server wiring sit on top.
 	"internal/cli": {"client", "internal/audit", "internal/backup", "internal/backup/bundle", "internal/backup/dest",
-		"internal/check", "internal/config", "internal/fsutil", "internal/journal", "internal/keystore",
+		"internal/check", "internal/config", "internal/datadir", "internal/fsutil", "internal/journal", "internal/keystore",
 		"internal/restore", "internal/server", "internal/service", "internal/tlsutil"},
-	"internal/server": {"internal/api/forward", "internal/api/kmip", "internal/api/rest", "internal/api/vault",
-		"internal/audit", "internal/config", "internal/connlimit", "internal/fsutil", "internal/keystore", "internal/metrics",
+	"internal/server": {"internal/api/forward", "internal/api/kmip", "internal/api/peer", "internal/api/rest", "internal/api/vault",
+		"internal/audit", "internal/config", "internal/connlimit", "internal/datadir", "internal/fsutil", "internal/keystore", "internal/metrics",
 		"internal/procsec", "internal/service", "internal/tlsutil"},
 
 	// Transports: decode, authorise through the service, encode.
@@ -38,17 +38,18 @@ var allowed = map[string][]string{
 	"internal/api/vault":   {"internal/api/forward", "internal/service"},
 	"internal/api/kmip":    {"internal/api/forward", "internal/service", "internal/tlsutil"},
 	"internal/api/forward": {"internal/tlsutil"},
+	"internal/api/peer":    {"internal/api/forward", "internal/service"},
 	"internal/api/openapi": {},
 	"internal/metrics":     {"internal/connlimit", "internal/service"},
 
 	// The domain.
 	"internal/service": {"internal/audit", "internal/backup", "internal/backup/bundle", "internal/backup/dest",
-		"internal/barrier", "internal/cluster", "internal/fsutil", "internal/journal", "internal/keystore",
+		"internal/barrier", "internal/cluster", "internal/datadir", "internal/fsutil", "internal/journal", "internal/keystore",
 		"internal/lifecycle", "internal/restore", "internal/state", "internal/tlsutil"},
 
 	// Offline tools on a data dir, beside the service.
 	"internal/restore": {"internal/backup", "internal/backup/bundle", "internal/backup/dest", "internal/barrier",
-		"internal/cluster", "internal/fsutil", "internal/journal", "internal/keystore", "internal/state", "internal/tlsutil"},
+		"internal/cluster", "internal/datadir", "internal/fsutil", "internal/journal", "internal/keystore", "internal/state", "internal/tlsutil"},
 	"internal/check": {"internal/barrier", "internal/cluster", "internal/journal", "internal/keystore", "internal/state"},
 
 	// Backups beside the command path.
@@ -68,10 +69,11 @@ var allowed = map[string][]string{
 	// Test helpers, imported by _test.go files only: no package above
 	// lists them, so a non-test import of one fails here.
 	"internal/testutil":            {},
-	"internal/service/servicetest": {"internal/keystore", "internal/service", "internal/tlsutil"},
+	"internal/service/servicetest": {"internal/api/peer", "internal/keystore", "internal/service", "internal/tlsutil"},
 
 	// Leaves.
 	"internal/fsutil":    {},
+	"internal/datadir":   {},
 	"internal/config":    {},
 	"internal/lifecycle": {},
 	"internal/procsec":   {},

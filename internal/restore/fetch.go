@@ -16,6 +16,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
 )
@@ -137,14 +138,14 @@ func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundl
 				err = json.Unmarshal(b, p.digest)
 			}
 		case name == backup.EntryState:
-			p.state = filepath.Join(dir, "state.db")
+			p.state = datadir.StatePath(dir)
 			err = fsutil.WriteFileFrom(p.state, func(w io.Writer) error { _, err := io.Copy(w, tr); return err }) // #nosec G110 -- the bundle is the operator's own backup, decrypted and authenticated by age; its size is what was backed up
 		case strings.HasPrefix(name, strings.TrimSuffix(backup.JournalDir, "/")+"/"):
 			base := path.Base(name)
 			if base == "." || base == "/" || strings.Contains(base, "..") {
 				return nil, fmt.Errorf("backup %s: bad journal entry name %q", e.File, h.Name)
 			}
-			p.journal = filepath.Join(dir, "journal")
+			p.journal = datadir.JournalDir(dir)
 			if err = fsutil.EnsureDir(p.journal); err == nil {
 				err = fsutil.WriteFileFrom(filepath.Join(p.journal, base), func(w io.Writer) error { _, err := io.Copy(w, tr); return err }) // #nosec G110 -- the bundle is the operator's own backup, decrypted and authenticated by age; its size is what was backed up
 			}

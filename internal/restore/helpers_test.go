@@ -57,7 +57,7 @@ func newEnv(t testing.TB, archiving bool, mod ...func(*service.Config)) *env {
 	if _, err := e.s.SetRecoveryPassphrase(e.ctx, nil, []byte(rcPass)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.AddDestination(e.ctx, service.DestinationConfig{Name: "nas", Kind: "dir", Path: e.nas, Archiving: archiving}); err != nil {
+	if _, err := e.s.Backups.AddDestination(e.ctx, service.DestinationConfig{Name: "nas", Kind: "dir", Path: e.nas, Archiving: archiving}); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -72,7 +72,7 @@ func (e *env) must(_ any, err error) {
 
 func (e *env) backup(mode string) {
 	e.t.Helper()
-	rec, err := e.s.RunBackup(e.ctx, service.BackupRequest{Destination: "nas", Mode: mode, Wait: true})
+	rec, err := e.s.Backups.RunBackup(e.ctx, service.BackupRequest{Destination: "nas", Mode: mode, Wait: true})
 	if err != nil || rec.Status != "DONE" {
 		e.t.Fatalf("%s backup: %+v %v", mode, rec, err)
 	}
@@ -80,14 +80,14 @@ func (e *env) backup(mode string) {
 
 func (e *env) archive() {
 	e.t.Helper()
-	if err := e.s.ArchiveNow(e.ctx); err != nil {
+	if err := e.s.Backups.ArchiveNow(e.ctx); err != nil {
 		e.t.Fatal(err)
 	}
 }
 
 func (e *env) digest() (uint64, string) {
 	e.t.Helper()
-	idx, d, _, err := e.s.Digest(e.ctx)
+	idx, d, _, err := e.s.Backups.Digest(e.ctx)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func (e *env) digest() (uint64, string) {
 
 func (e *env) put(name, value string) service.Object {
 	e.t.Helper()
-	o, err := e.s.PutSecret(e.ctx, service.DefaultWallet, name, []byte(value))
+	o, err := e.s.Objects.PutSecret(e.ctx, service.DefaultWallet, name, []byte(value))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func openRestored(t testing.TB, dir string) (*service.Service, context.Context) 
 
 func secretValue(t testing.TB, s *service.Service, ctx context.Context, name string, version uint64) string {
 	t.Helper()
-	_, m, err := s.GetObject(ctx, service.Ref{Wallet: service.DefaultWallet, Name: name}, version)
+	_, m, err := s.Objects.GetObject(ctx, service.Ref{Wallet: service.DefaultWallet, Name: name}, version)
 	if err != nil {
 		t.Fatalf("get %s v%d: %v", name, version, err)
 	}
@@ -158,12 +158,12 @@ func openTakenOver(t testing.TB, dir string) (*service.Service, context.Context)
 	t.Helper()
 	s, ctx := openRestored(t, dir)
 	tl := s.Status().Timeline.ID
-	ds, err := s.ListDestinations(ctx)
+	ds, err := s.Backups.ListDestinations(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 60*time.Second, "the restored node to take its destinations over", func() error {
-		recs, err := s.ListBackups(ctx, "")
+		recs, err := s.Backups.ListBackups(ctx, "")
 		if err != nil {
 			return err
 		}
@@ -179,7 +179,7 @@ func openTakenOver(t testing.TB, dir string) (*service.Service, context.Context)
 		}
 		// The last full is recorded DONE a moment before the backup ends
 		// (retention runs after): wait until none runs.
-		if cur, err := s.CurrentBackup(ctx); all && err == nil && cur == nil {
+		if cur, err := s.Backups.CurrentBackup(ctx); all && err == nil && cur == nil {
 			return nil
 		}
 		return fmt.Errorf("backups %+v", recs)

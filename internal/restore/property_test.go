@@ -66,32 +66,32 @@ func TestPropertyRestoreMatchesHistory(t *testing.T) {
 		switch r := rng.IntN(100); {
 		case r < 30 || len(ids) == 0:
 			w := wallets[rng.IntN(len(wallets))]
-			o, err := e.s.CreateObject(ctx, service.CreateObject{Wallet: w, Name: fmt.Sprintf("k%d", i), Type: service.TypeSymmetricKey})
+			o, err := e.s.Objects.CreateObject(ctx, service.CreateObject{Wallet: w, Name: fmt.Sprintf("k%d", i), Type: service.TypeSymmetricKey})
 			e.must(o, err)
 			ids = append(ids, o.ID)
 			op = "create"
 		case r < 45:
 			id := ids[rng.IntN(len(ids))]
-			_, err := e.s.RotateObject(ctx, service.Ref{ID: id}, nil)
+			_, err := e.s.Objects.RotateObject(ctx, service.Ref{ID: id}, nil)
 			op = "rotate" // refused for deactivated or destroyed objects: also history
 			_ = err
 		case r < 52:
 			id := ids[rng.IntN(len(ids))]
 			tr := []service.Transition{service.Deactivate, service.Revoke, service.Destroy, service.Activate}[rng.IntN(4)]
-			e.s.ChangeState(ctx, service.Ref{ID: id}, tr, "property test")
+			e.s.Objects.ChangeState(ctx, service.Ref{ID: id}, tr, "property test")
 			op = "state " + string(tr)
 		case r < 56:
 			name := fmt.Sprintf("w%d", i)
-			_, err := e.s.CreateWallet(ctx, name, "")
+			_, err := e.s.Access.CreateWallet(ctx, name, "")
 			e.must(nil, err)
 			wallets = append(wallets, name)
 			op = "wallet"
 		case r < 59:
-			e.s.SetAttributes(ctx, service.Ref{ID: ids[rng.IntN(len(ids))]}, map[string]string{"owner": fmt.Sprint(i)}, nil)
+			e.s.Objects.SetAttributes(ctx, service.Ref{ID: ids[rng.IntN(len(ids))]}, map[string]string{"owner": fmt.Sprint(i)}, nil)
 			op = "attributes"
 		case r < 65:
 			name := fmt.Sprintf("rp%d", i)
-			_, err := e.s.CreateRestorePoint(ctx, name)
+			_, err := e.s.Backups.CreateRestorePoint(ctx, name)
 			e.must(nil, err)
 			points[name] = len(history)
 			op = "restore point"

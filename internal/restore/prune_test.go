@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -16,7 +17,7 @@ import (
 func TestJournalPruneKeepsWhatBackupsNeed(t *testing.T) {
 	keepOne := func(c *service.Config) { c.JournalKeepSegments = 1; c.JournalNoPrune = true }
 	e := newEnv(t, true, keepOne)
-	jdir := service.JournalDir(e.dir)
+	jdir := datadir.JournalDir(e.dir)
 	segments := func() []journal.SegmentInfo {
 		t.Helper()
 		segs, err := journal.ListSegments(jdir)
@@ -27,7 +28,7 @@ func TestJournalPruneKeepsWhatBackupsNeed(t *testing.T) {
 	}
 	prune := func(dry bool) service.JournalPrune {
 		t.Helper()
-		p, err := e.s.PruneJournal(e.ctx, dry)
+		p, err := e.s.Backups.PruneJournal(e.ctx, dry)
 		if err != nil {
 			t.Fatalf("prune: %v", err)
 		}
@@ -43,7 +44,7 @@ func TestJournalPruneKeepsWhatBackupsNeed(t *testing.T) {
 	}
 	e.backup("full")
 	var fullIdx uint64
-	recs, err := e.s.ListBackups(e.ctx, "nas")
+	recs, err := e.s.Backups.ListBackups(e.ctx, "nas")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestJournalPruneKeepsWhatBackupsNeed(t *testing.T) {
 	e.backup("incremental")
 
 	// A paused archive holds the floor even after a newer full.
-	dv, err := e.s.SetArchivePaused(e.ctx, "nas", true)
+	dv, err := e.s.Backups.SetArchivePaused(e.ctx, "nas", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +93,14 @@ func TestJournalPruneKeepsWhatBackupsNeed(t *testing.T) {
 	if !strings.Contains(p.Holder, "paused") {
 		t.Fatalf("holder while paused: %+v", p)
 	}
-	dv, err = e.s.SetArchivePaused(e.ctx, "nas", true) // still paused; returns the view
+	dv, err = e.s.Backups.SetArchivePaused(e.ctx, "nas", true) // still paused; returns the view
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first := segments()[0]; first.Prev > dv.ArchivedTo {
 		t.Fatalf("pruned unshipped records: journal starts after %d, archived to %d", first.Prev, dv.ArchivedTo)
 	}
-	if _, err := e.s.SetArchivePaused(e.ctx, "nas", false); err != nil {
+	if _, err := e.s.Backups.SetArchivePaused(e.ctx, "nas", false); err != nil {
 		t.Fatal(err)
 	}
 	e.archive()
@@ -125,7 +126,7 @@ func TestJournalPruneKeepsWhatBackupsNeed(t *testing.T) {
 	if err := s.Open(e.ctx, []byte(ksPass)); err != nil {
 		t.Fatalf("reopen after pruning: %v", err)
 	}
-	if _, err := s.PutSecret(e.ctx, service.DefaultWallet, "after", []byte("x")); err != nil {
+	if _, err := s.Objects.PutSecret(e.ctx, service.DefaultWallet, "after", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

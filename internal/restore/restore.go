@@ -22,22 +22,12 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup/dest"
 	"github.com/coffer-kms/coffer/internal/barrier"
 	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/state"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
-)
-
-// Paths inside a data dir (the service's layout; restore is below the
-// service and cannot import it, and a test checks they agree).
-const (
-	StateFile   = "state.db"
-	RaftDir     = "raft"
-	JournalDir  = "journal"
-	KeystoreDir = "keystore"
-	TLSDir      = "tls"
-	NodeIDFile  = "node-id"
 )
 
 // Options of one restore.
@@ -411,7 +401,7 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 	if ci.ClusterID != r.cat.ClusterID || ci.Point.Index != full.LastIndex {
 		return fmt.Errorf("backup %s: holds cluster %s at index %d, the catalog says cluster %s at %d", full.File, ci.ClusterID, ci.Point.Index, r.cat.ClusterID, full.LastIndex)
 	}
-	path := filepath.Join(r.opts.DataDir, StateFile)
+	path := datadir.StatePath(r.opts.DataDir)
 	if err := os.Rename(p.state, path); err != nil {
 		return err
 	}
@@ -439,7 +429,7 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 	// restored state, sealed, and the server certificate is signed with
 	// it when the keystore first opens.
 	if len(p.caCert) > 0 {
-		dir := filepath.Join(r.opts.DataDir, TLSDir)
+		dir := datadir.TLSDir(r.opts.DataDir)
 		if err := fsutil.EnsureDir(dir); err != nil {
 			return err
 		}
@@ -464,9 +454,9 @@ func (r *run) resetState() {
 	if r.st != nil {
 		r.st.Close()
 		r.st = nil
-		os.Remove(filepath.Join(r.opts.DataDir, StateFile))
+		os.Remove(datadir.StatePath(r.opts.DataDir))
 	}
-	os.RemoveAll(filepath.Join(r.opts.DataDir, TLSDir))
+	os.RemoveAll(datadir.TLSDir(r.opts.DataDir))
 	r.bar.Drop()
 	// Master keys of the full given up (possibly a later generation made
 	// after the target) must not end up current in the restored keystore.
@@ -585,20 +575,20 @@ func (r *run) finish(ctx context.Context) error {
 	r.st = nil
 	dir := r.opts.DataDir
 	nodeID := newID()
-	if err := fsutil.WriteFile(filepath.Join(dir, NodeIDFile), []byte(nodeID+"\n")); err != nil {
+	if err := fsutil.WriteFile(datadir.NodeIDPath(dir), []byte(nodeID+"\n")); err != nil {
 		return err
 	}
-	jr, err := journal.Open(journal.Options{Dir: filepath.Join(dir, JournalDir), Name: r.opts.JournalName, StartAfter: index})
+	jr, err := journal.Open(journal.Options{Dir: datadir.JournalDir(dir), Name: r.opts.JournalName, StartAfter: index})
 	if err != nil {
 		return fmt.Errorf("create the journal: %w", err)
 	}
 	if err := jr.Close(); err != nil {
 		return err
 	}
-	if err := state.WriteTimelineFile(filepath.Join(dir, JournalDir), tl); err != nil {
+	if err := state.WriteTimelineFile(datadir.JournalDir(dir), tl); err != nil {
 		return err
 	}
-	sf, err := os.Open(filepath.Join(dir, StateFile))
+	sf, err := os.Open(datadir.StatePath(dir))
 	if err != nil {
 		return err
 	}
@@ -607,12 +597,12 @@ func (r *run) finish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := cluster.Seed(filepath.Join(dir, RaftDir), nodeID, index, r.term, sf, fi.Size()); err != nil {
+	if err := cluster.Seed(datadir.RaftDir(dir), nodeID, index, r.term, sf, fi.Size()); err != nil {
 		return err
 	}
 	// The keystore last: without it no server starts on the data dir, so an
 	// interrupted restore is never mistaken for a usable one.
-	ks := keystore.New(filepath.Join(dir, KeystoreDir), keystore.Options{KDF: r.opts.KDF})
+	ks := keystore.New(datadir.KeystoreDir(dir), keystore.Options{KDF: r.opts.KDF})
 	k, err := ks.InitFrom(r.opts.Passphrase, r.ring)
 	if err != nil {
 		return fmt.Errorf("create the keystore: %w", err)

@@ -65,7 +65,7 @@ func TestRestoreLatestAndOpen(t *testing.T) {
 	if v := secretValue(t, s, ctx, "c", 0); v != "c1" {
 		t.Fatalf("c = %q", v)
 	}
-	if _, err := s.PutSecret(ctx, service.DefaultWallet, "after", []byte("x")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, service.DefaultWallet, "after", []byte("x")); err != nil {
 		t.Fatalf("write after restore: %v", err)
 	}
 	st := s.Status()
@@ -132,10 +132,10 @@ func TestTimelines(t *testing.T) {
 	e.put("a", "a1")
 	e.backup("full")
 	e.put("a", "a2")
-	e.must(e.s.CreateRestorePoint(e.ctx, "before"))
+	e.must(e.s.Backups.CreateRestorePoint(e.ctx, "before"))
 	branch, _ := e.digest()
 	e.put("a", "a3-abandoned")
-	e.must(e.s.CreateRestorePoint(e.ctx, "tl1-only"))
+	e.must(e.s.Backups.CreateRestorePoint(e.ctx, "tl1-only"))
 	e.archive()
 	e.s.Close()
 
@@ -150,14 +150,14 @@ func TestTimelines(t *testing.T) {
 	if v := secretValue(t, s2, ctx, "a", 0); v != "a2" {
 		t.Fatalf("a on timeline 2 = %q", v)
 	}
-	if _, err := s2.PutSecret(ctx, service.DefaultWallet, "a", []byte("b-on-tl2")); err != nil {
+	if _, err := s2.Objects.PutSecret(ctx, service.DefaultWallet, "a", []byte("b-on-tl2")); err != nil {
 		t.Fatal(err)
 	}
-	idx2, want2, _, err := s2.Digest(ctx)
+	idx2, want2, _, err := s2.Backups.Digest(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s2.ArchiveNow(ctx); err != nil {
+	if err := s2.Backups.ArchiveNow(ctx); err != nil {
 		t.Fatal(err)
 	}
 	s2.Close()
@@ -317,7 +317,7 @@ func TestDamage(t *testing.T) {
 func TestMirrorRestoresEveryAcknowledgedWrite(t *testing.T) {
 	e := newEnv(t, false)
 	mirror := t.TempDir()
-	if _, err := e.s.AddDestination(e.ctx, service.DestinationConfig{Name: "mirror", Kind: "dir", Path: mirror, Mirror: true}); err != nil {
+	if _, err := e.s.Backups.AddDestination(e.ctx, service.DestinationConfig{Name: "mirror", Kind: "dir", Path: mirror, Mirror: true}); err != nil {
 		t.Fatal(err)
 	}
 	e.put("a", "a1")
@@ -406,16 +406,16 @@ func TestRestoreAcrossKeyChanges(t *testing.T) {
 func TestObjectRestore(t *testing.T) {
 	var clock testutil.Clock
 	e := newEnv(t, true, func(c *service.Config) { c.Now = clock.Now })
-	k, err := e.s.CreateObject(e.ctx, service.CreateObject{Wallet: service.DefaultWallet, Name: "tde-master", Type: service.TypeSymmetricKey})
+	k, err := e.s.Objects.CreateObject(e.ctx, service.CreateObject{Wallet: service.DefaultWallet, Name: "tde-master", Type: service.TypeSymmetricKey})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.RotateObject(e.ctx, service.Ref{ID: k.ID}, nil); err != nil {
+	if _, err := e.s.Objects.RotateObject(e.ctx, service.Ref{ID: k.ID}, nil); err != nil {
 		t.Fatal(err)
 	}
 	orig := map[uint64]string{}
 	for v := uint64(1); v <= 2; v++ {
-		_, m, err := e.s.GetObject(e.ctx, service.Ref{ID: k.ID}, v)
+		_, m, err := e.s.Objects.GetObject(e.ctx, service.Ref{ID: k.ID}, v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,27 +426,27 @@ func TestObjectRestore(t *testing.T) {
 	clock.Advance(5 * time.Millisecond)
 	before := clock.Now()
 	clock.Advance(5 * time.Millisecond)
-	if _, err := e.s.ChangeState(e.ctx, service.Ref{ID: k.ID}, service.Deactivate, "mistake"); err != nil {
+	if _, err := e.s.Objects.ChangeState(e.ctx, service.Ref{ID: k.ID}, service.Deactivate, "mistake"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.ChangeState(e.ctx, service.Ref{ID: k.ID}, service.Destroy, "mistake"); err != nil {
+	if _, err := e.s.Objects.ChangeState(e.ctx, service.Ref{ID: k.ID}, service.Destroy, "mistake"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := e.s.GetObject(e.ctx, service.Ref{ID: k.ID}, 1); err == nil {
+	if _, _, err := e.s.Objects.GetObject(e.ctx, service.Ref{ID: k.ID}, 1); err == nil {
 		t.Fatal("destroyed key still readable")
 	}
 	e.archive()
 
 	// Without a destination, or both a time and an index: refused, nothing changes.
-	if _, err := e.s.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Time: before}); !errors.Is(err, service.ErrInvalid) {
+	if _, err := e.s.Backups.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Time: before}); !errors.Is(err, service.ErrInvalid) {
 		t.Fatalf("no destination: %v", err)
 	}
 	// A time before the oldest full is the caller's mistake (400 with what
 	// to do), not an internal error.
-	if _, err := e.s.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before.Add(-time.Hour)}); !errors.Is(err, service.ErrInvalid) || !strings.Contains(err.Error(), "choose a time or index") {
+	if _, err := e.s.Backups.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before.Add(-time.Hour)}); !errors.Is(err, service.ErrInvalid) || !strings.Contains(err.Error(), "choose a time or index") {
 		t.Fatalf("a time before every backup: %v", err)
 	}
-	o, err := e.s.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before})
+	o, err := e.s.Backups.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,27 +454,27 @@ func TestObjectRestore(t *testing.T) {
 		t.Fatalf("restored object %+v", o)
 	}
 	for v := uint64(1); v <= 2; v++ {
-		_, m, err := e.s.GetObject(e.ctx, service.Ref{ID: k.ID}, v)
+		_, m, err := e.s.Objects.GetObject(e.ctx, service.Ref{ID: k.ID}, v)
 		if err != nil || string(m.Value) != orig[v] {
 			t.Fatalf("version %d after the restore: %v", v, err)
 		}
 	}
 	// It is usable again: a new version can be made.
-	if _, err := e.s.RotateObject(e.ctx, service.Ref{ID: k.ID}, nil); err != nil {
+	if _, err := e.s.Objects.RotateObject(e.ctx, service.Ref{ID: k.ID}, nil); err != nil {
 		t.Fatalf("rotate the restored key: %v", err)
 	}
 	// Nothing lost any more: a second in-place restore has nothing to do.
-	if _, err := e.s.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before}); !errors.Is(err, service.ErrConflict) {
+	if _, err := e.s.Backups.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before}); !errors.Is(err, service.ErrConflict) {
 		t.Fatalf("second restore: %v", err)
 	}
-	c, err := e.s.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before, As: "tde-master-copy"})
+	c, err := e.s.Backups.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before, As: "tde-master-copy"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.ID == k.ID || c.Name != "tde-master-copy" {
 		t.Fatalf("copy %+v", c)
 	}
-	_, m, err := e.s.GetObject(e.ctx, service.Ref{ID: c.ID}, 2)
+	_, m, err := e.s.Objects.GetObject(e.ctx, service.Ref{ID: c.ID}, 2)
 	if err != nil || string(m.Value) != orig[2] {
 		t.Fatalf("copy's version 2: %v", err)
 	}
@@ -494,7 +494,7 @@ func TestVerify(t *testing.T) {
 	e.backup("incremental")
 	e.put("k1", "v2")
 	e.archive()
-	res, err := e.s.VerifyBackups(e.ctx, "nas", service.VerifyRequest{All: true})
+	res, err := e.s.Backups.VerifyBackups(e.ctx, "nas", service.VerifyRequest{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,7 +515,7 @@ func TestVerify(t *testing.T) {
 
 	segs := files(t, e.nas, "archive/*.cbk")
 	flip(t, segs[0], 300)
-	res, err = e.s.VerifyBackups(e.ctx, "nas", service.VerifyRequest{ID: filepath.Base(segs[0])})
+	res, err = e.s.Backups.VerifyBackups(e.ctx, "nas", service.VerifyRequest{ID: filepath.Base(segs[0])})
 	if err != nil || len(res) != 1 || res[0].Result != "FAILED" || !strings.Contains(res[0].Reason, "corrupt") {
 		t.Fatalf("damaged segment: %+v %v", res, err)
 	}
@@ -528,7 +528,7 @@ func TestVerify(t *testing.T) {
 	cat = []byte(strings.Replace(string(cat), `"objects": 5`, `"objects": 6`, 1))
 	os.WriteFile(filepath.Join(e.nas, "catalog.json"), cat, 0o600)
 	full := files(t, e.nas, "backups/*-full.cbk")[0]
-	res, err = e.s.VerifyBackups(e.ctx, "nas", service.VerifyRequest{ID: filepath.Base(full)})
+	res, err = e.s.Backups.VerifyBackups(e.ctx, "nas", service.VerifyRequest{ID: filepath.Base(full)})
 	if err != nil || len(res) != 1 || res[0].Result != "FAILED" || !strings.Contains(res[0].Reason, "5 objects, the backup recorded 6") {
 		t.Fatalf("object count: %+v %v", res, err)
 	}
@@ -543,7 +543,7 @@ func TestTimeTargetNeedsTheRecordsBeforeIt(t *testing.T) {
 	e := newEnv(t, true, func(c *service.Config) { c.Now = clock.Now })
 	e.put("a", "a1")
 	e.backup("full")
-	if _, err := e.s.SetArchivePaused(e.ctx, "nas", true); err != nil {
+	if _, err := e.s.Backups.SetArchivePaused(e.ctx, "nas", true); err != nil {
 		t.Fatal(err)
 	}
 	e.put("a", "a2")
@@ -554,7 +554,7 @@ func TestTimeTargetNeedsTheRecordsBeforeIt(t *testing.T) {
 	clock.Advance(5 * time.Millisecond)
 	target := clock.Now()
 	clock.Advance(5 * time.Millisecond)
-	if _, err := e.s.SetArchivePaused(e.ctx, "nas", false); err != nil {
+	if _, err := e.s.Backups.SetArchivePaused(e.ctx, "nas", false); err != nil {
 		t.Fatal(err)
 	}
 	e.archive() // S1 and S2 ship now, after the target
@@ -590,12 +590,12 @@ func TestTimeTargetNeedsTheRecordsBeforeIt(t *testing.T) {
 func TestMirrorOfAbandonedTimelineRefused(t *testing.T) {
 	e := newEnv(t, true)
 	mirror := t.TempDir()
-	if _, err := e.s.AddDestination(e.ctx, service.DestinationConfig{Name: "mirror", Kind: "dir", Path: mirror, Mirror: true}); err != nil {
+	if _, err := e.s.Backups.AddDestination(e.ctx, service.DestinationConfig{Name: "mirror", Kind: "dir", Path: mirror, Mirror: true}); err != nil {
 		t.Fatal(err)
 	}
 	e.put("a", "a1")
 	e.backup("full")
-	e.must(e.s.CreateRestorePoint(e.ctx, "good"))
+	e.must(e.s.Backups.CreateRestorePoint(e.ctx, "good"))
 	e.put("a", "a2-abandoned")
 	e.archive()
 	cluster := e.s.Status().ClusterID
@@ -606,13 +606,13 @@ func TestMirrorOfAbandonedTimelineRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2, ctx := openTakenOver(t, dir)
-	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil {
+	if _, err := s2.Backups.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s2.PutSecret(ctx, service.DefaultWallet, "a", []byte("b-on-tl2")); err != nil {
+	if _, err := s2.Objects.PutSecret(ctx, service.DefaultWallet, "a", []byte("b-on-tl2")); err != nil {
 		t.Fatal(err)
 	}
-	idx, want, _, _ := s2.Digest(ctx)
+	idx, want, _, _ := s2.Backups.Digest(ctx)
 	s2.Close()
 
 	// Timeline 1's mirror is used only up to where timeline 2 branched off:
@@ -652,7 +652,7 @@ func TestObjectRestoreFollowsTheNodesTimeline(t *testing.T) {
 	e := newEnv(t, true)
 	e.put("k", "A")
 	e.backup("full")
-	e.must(e.s.CreateRestorePoint(e.ctx, "good"))
+	e.must(e.s.Backups.CreateRestorePoint(e.ctx, "good"))
 	e.put("k", "A-abandoned")
 	e.archive()
 	e.s.Close()
@@ -661,19 +661,19 @@ func TestObjectRestoreFollowsTheNodesTimeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2, ctx := openTakenOver(t, dir)
-	o, err := s2.PutSecret(ctx, service.DefaultWallet, "k", []byte("B"))
+	o, err := s2.Objects.PutSecret(ctx, service.DefaultWallet, "k", []byte("B"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx, _, _, _ := s2.Digest(ctx)
+	idx, _, _, _ := s2.Backups.Digest(ctx)
 	// Nothing of timeline 2 is archived yet: the point cannot be reached.
-	if _, err := s2.RestoreObject(ctx, service.Ref{ID: o.ID}, service.RestoreObjectRequest{Destination: "nas", Index: idx, As: "k-restored"}); !errors.Is(err, restore.ErrGap) {
+	if _, err := s2.Backups.RestoreObject(ctx, service.Ref{ID: o.ID}, service.RestoreObjectRequest{Destination: "nas", Index: idx, As: "k-restored"}); !errors.Is(err, restore.ErrGap) {
 		t.Fatalf("before timeline 2 is archived: %v", err)
 	}
-	if err := s2.ArchiveNow(ctx); err != nil {
+	if err := s2.Backups.ArchiveNow(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s2.RestoreObject(ctx, service.Ref{ID: o.ID}, service.RestoreObjectRequest{Destination: "nas", Index: idx, As: "k-restored"})
+	c, err := s2.Backups.RestoreObject(ctx, service.Ref{ID: o.ID}, service.RestoreObjectRequest{Destination: "nas", Index: idx, As: "k-restored"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -693,7 +693,7 @@ func TestVerifyAfterRecoveryPassphraseChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.backup("full")
-	res, err := e.s.VerifyBackups(e.ctx, "nas", service.VerifyRequest{All: true})
+	res, err := e.s.Backups.VerifyBackups(e.ctx, "nas", service.VerifyRequest{All: true})
 	if err != nil || len(res) != 2 {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -737,23 +737,23 @@ func TestRehearsalIsHeld(t *testing.T) {
 	if !st.Backup.Held || !hasWarning(st.Warnings, "HELD", "resume-after-restore --take-over") {
 		t.Fatalf("status of a held copy: held %v, warnings %+v", st.Backup.Held, st.Warnings)
 	}
-	_, err = s2.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true})
+	_, err = s2.Backups.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true})
 	if !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "held after a restore") || !strings.Contains(err.Error(), "resume-after-restore") {
 		t.Fatalf("backup of a held copy to nas: %v", err)
 	}
-	if _, err := s2.PutSecret(ctx, service.DefaultWallet, "c", []byte("on the copy")); err != nil {
+	if _, err := s2.Objects.PutSecret(ctx, service.DefaultWallet, "c", []byte("on the copy")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s2.ArchiveNow(ctx); err == nil || !strings.Contains(err.Error(), "held") {
+	if err := s2.Backups.ArchiveNow(ctx); err == nil || !strings.Contains(err.Error(), "held") {
 		t.Fatalf("archive now on a held copy: %v", err)
 	}
-	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: service.LocalDestination, Mode: "full", Wait: true}); err != nil {
+	if _, err := s2.Backups.RunBackup(ctx, service.BackupRequest{Destination: service.LocalDestination, Mode: "full", Wait: true}); err != nil {
 		t.Fatalf("LOCAL (in the copy's own data dir) is not held: %v", err)
 	}
-	if _, _, err := s2.RebuildCatalog(ctx, "nas"); !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "held") {
+	if _, _, err := s2.Backups.RebuildCatalog(ctx, "nas"); !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "held") {
 		t.Fatalf("catalog rebuild on a held copy: %v", err)
 	}
-	if res, err := s2.VerifyBackups(ctx, "nas", service.VerifyRequest{All: true}); err != nil || len(res) == 0 || res[0].Result != "OK" {
+	if res, err := s2.Backups.VerifyBackups(ctx, "nas", service.VerifyRequest{All: true}); err != nil || len(res) == 0 || res[0].Result != "OK" {
 		t.Fatalf("the held copy verifies nas: %+v %v", res, err)
 	}
 	if after := listFiles(t, e.nas); !slices.Equal(before, after) {
@@ -767,16 +767,16 @@ func TestRehearsalIsHeld(t *testing.T) {
 	e.archive()
 
 	// Released as a copy: nas, written by timeline 1, refuses it.
-	if _, err := s2.ResumeAfterRestore(ctx, false); err != nil {
+	if _, err := s2.Backups.ResumeAfterRestore(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if s2.Status().Backup.Held {
 		t.Fatal("still held after resume")
 	}
-	if _, err := s2.ResumeAfterRestore(ctx, false); !errors.Is(err, service.ErrConflict) {
+	if _, err := s2.Backups.ResumeAfterRestore(ctx, false); !errors.Is(err, service.ErrConflict) {
 		t.Fatalf("a second resume: %v", err)
 	}
-	_, err = s2.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true})
+	_, err = s2.Backups.RunBackup(ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true})
 	if !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "written by timeline 1") || !strings.Contains(err.Error(), "on timeline 2") {
 		t.Fatalf("a resumed copy writing to the live timeline's destination: %v", err)
 	}
@@ -791,39 +791,39 @@ func TestRehearsalIsHeld(t *testing.T) {
 	}
 
 	// Taken over: a full of timeline 2 claims nas; timeline 1 is refused.
-	if _, err := s2.ResumeAfterRestore(ctx, true); err != nil {
+	if _, err := s2.Backups.ResumeAfterRestore(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	waitFull(t, s2, ctx, "nas", 2)
 	e.put("a", "a3-live-too-late")
-	_, err = e.s.RunBackup(e.ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true})
+	_, err = e.s.Backups.RunBackup(e.ctx, service.BackupRequest{Destination: "nas", Mode: "full", Wait: true})
 	if !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "written by timeline 2") || !strings.Contains(err.Error(), "on timeline 1") {
 		t.Fatalf("the old timeline after a take-over: %v", err)
 	}
-	if err := e.s.ArchiveNow(e.ctx); err == nil || !strings.Contains(err.Error(), "timeline 2") {
+	if err := e.s.Backups.ArchiveNow(e.ctx); err == nil || !strings.Contains(err.Error(), "timeline 2") {
 		t.Fatalf("archiving of the old timeline after a take-over: %v", err)
 	}
 	// A destination the old timeline writes to, added to the copy after
 	// the take-over, is refused until a repeated take-over claims it (and
 	// only it).
 	other := t.TempDir()
-	if _, err := e.s.AddDestination(e.ctx, service.DestinationConfig{Name: "other", Kind: "dir", Path: other}); err != nil {
+	if _, err := e.s.Backups.AddDestination(e.ctx, service.DestinationConfig{Name: "other", Kind: "dir", Path: other}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.RunBackup(e.ctx, service.BackupRequest{Destination: "other", Mode: "full", Wait: true}); err != nil {
+	if _, err := e.s.Backups.RunBackup(e.ctx, service.BackupRequest{Destination: "other", Mode: "full", Wait: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s2.AddDestination(ctx, service.DestinationConfig{Name: "other", Kind: "dir", Path: other}); err != nil {
+	if _, err := s2.Backups.AddDestination(ctx, service.DestinationConfig{Name: "other", Kind: "dir", Path: other}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s2.RunBackup(ctx, service.BackupRequest{Destination: "other", Mode: "full", Wait: true}); !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "written by timeline 1") {
+	if _, err := s2.Backups.RunBackup(ctx, service.BackupRequest{Destination: "other", Mode: "full", Wait: true}); !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "written by timeline 1") {
 		t.Fatalf("a destination of the old timeline added after the take-over: %v", err)
 	}
-	if _, err := s2.ResumeAfterRestore(ctx, true); err != nil {
+	if _, err := s2.Backups.ResumeAfterRestore(ctx, true); err != nil {
 		t.Fatalf("a repeated take-over: %v", err)
 	}
 	waitFull(t, s2, ctx, "other", 2)
-	if recs, _ := s2.ListBackups(ctx, "nas"); countFulls(recs, 2) != 1 {
+	if recs, _ := s2.Backups.ListBackups(ctx, "nas"); countFulls(recs, 2) != 1 {
 		t.Fatalf("the repeated take-over took nas again: %+v", recs)
 	}
 
@@ -868,12 +868,12 @@ func hasWarning(ws []service.Alert, parts ...string) bool {
 func waitFull(t *testing.T, s *service.Service, ctx context.Context, d string, tl uint32) {
 	t.Helper()
 	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("a full of timeline %d to %s", tl, d), func() error {
-		recs, err := s.ListBackups(ctx, d)
+		recs, err := s.Backups.ListBackups(ctx, d)
 		if err != nil {
 			return err
 		}
 		for _, r := range recs {
-			if cur, err := s.CurrentBackup(ctx); r.Kind == "full" && r.Status == "DONE" && r.Timeline == tl && err == nil && cur == nil {
+			if cur, err := s.Backups.CurrentBackup(ctx); r.Kind == "full" && r.Status == "DONE" && r.Timeline == tl && err == nil && cur == nil {
 				return nil // and ended: DONE is recorded a moment before
 			}
 		}

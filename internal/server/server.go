@@ -25,24 +25,19 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/api/forward"
 	kmipapi "github.com/coffer-kms/coffer/internal/api/kmip"
+	"github.com/coffer-kms/coffer/internal/api/peer"
 	"github.com/coffer-kms/coffer/internal/api/rest"
 	"github.com/coffer-kms/coffer/internal/api/vault"
 	"github.com/coffer-kms/coffer/internal/audit"
 	"github.com/coffer-kms/coffer/internal/config"
 	"github.com/coffer-kms/coffer/internal/connlimit"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/metrics"
 	"github.com/coffer-kms/coffer/internal/procsec"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
-)
-
-// Files in the data dir owned by the server process.
-const (
-	LockFile   = "LOCK"
-	PIDFile    = "coffer.pid"
-	SocketFile = "coffer.sock"
 )
 
 // Stop modes.
@@ -186,7 +181,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if !cfg.TLS.Disable {
 		certFile, keyFile := cfg.TLS.CertFile, cfg.TLS.KeyFile
 		if certFile == "" {
-			dir := filepath.Join(dataDir, "tls")
+			dir := datadir.TLSDir(dataDir)
 			created, err := tlsutil.EnsureGenerated(dir, append(cfg.TLS.Hosts, hostOf(cfg.Listen)))
 			if err != nil {
 				return nil, fmt.Errorf("generate TLS certificates: %w", err)
@@ -262,7 +257,7 @@ func Start(opts Options) (_ *Server, err error) {
 			return c, nil
 		}
 	}
-	tlsDir := filepath.Join(dataDir, "tls")
+	tlsDir := datadir.TLSDir(dataDir)
 	if cfg.Cluster.Listen != "" && (cfg.TLS.CertFile != "" || issuer == nil) {
 		return nil, errors.New("cluster.listen needs Coffer's own CA in <data-dir>/tls (tls.cert_file must be unset): node certificates are issued by it")
 	}
@@ -295,6 +290,7 @@ func Start(opts Options) (_ *Server, err error) {
 		TLSDir:              tlsDir,
 		OwnCA:               ownCA,
 		ClientCertValid:     time.Duration(cfg.Auth.ClientCertDays) * 24 * time.Hour,
+		Peers:               peer.New(),
 		OnCAChanged: func() error {
 			// A join brought the cluster's CA and a server certificate
 			// from it, or the service signed a server certificate once the
@@ -318,7 +314,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	deny := svc.ClientCertDenied
+	deny := svc.Access.ClientCertDenied
 	denied.Store(&deny)
 	defer func() {
 		if err != nil {
@@ -359,7 +355,7 @@ func Start(opts Options) (_ *Server, err error) {
 	// Writes reaching a follower go to the leader, as their routes' facts say.
 	// Every request gets an audit record: those no transport audits
 	// (redirects to a clean path, unknown paths) are audited as "unrouted".
-	handler := forward.Handler(rest.AuditEvery(svc, mux), svc, forward.Options{Logger: log, IsLocal: rest.IsLocal, Routes: mux})
+	handler := forward.Handler(rest.AuditEvery(svc, mux), svc.Cluster, forward.Options{Logger: log, IsLocal: rest.IsLocal, Routes: mux})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -373,8 +369,8 @@ func Start(opts Options) (_ *Server, err error) {
 		scheme = "https"
 	}
 	s.URL = scheme + "://" + ln.Addr().String()
-	svc.SetAPIURL(s.URL)
-	s.Socket = filepath.Join(dataDir, SocketFile)
+	svc.Cluster.SetAPIURL(s.URL)
+	s.Socket = datadir.SocketPath(dataDir)
 	os.Remove(s.Socket)
 	sln, err := net.Listen("unix", s.Socket)
 	if err != nil {
@@ -574,7 +570,7 @@ func (s *Server) shutdown(mode string) {
 			s.Log.Error("close service", "error", err)
 		}
 		os.Remove(s.Socket)
-		os.Remove(filepath.Join(s.cfg.DataDir, PIDFile))
+		os.Remove(datadir.PIDPath(s.cfg.DataDir))
 		s.lock.Close()
 		s.Log.Info("stopped", "mode", mode)
 	})
@@ -608,7 +604,7 @@ func (s *Server) signals() {
 				// The dump can take a while: do not hold up other signals.
 				go func() {
 					ctx := service.WithIdentity(context.Background(), service.LocalRoot())
-					if st, err := s.Service.Freeze(ctx, s.cfg.Backup.FreezeTimeout.Duration); err != nil {
+					if st, err := s.Service.Backups.Freeze(ctx, s.cfg.Backup.FreezeTimeout.Duration); err != nil {
 						s.Log.Error("freeze on SIGUSR1 failed", "error", err)
 					} else {
 						s.Log.Warn("frozen on SIGUSR1: copy the data dir now, then send SIGCONT", "until", st.Until, "dump", st.Dump, "note", st.Note)
@@ -616,7 +612,7 @@ func (s *Server) signals() {
 				}()
 			case syscall.SIGCONT:
 				ctx := service.WithIdentity(context.Background(), service.LocalRoot())
-				if st, err := s.Service.Thaw(ctx); err != nil {
+				if st, err := s.Service.Backups.Thaw(ctx); err != nil {
 					s.Log.Warn("SIGCONT: nothing to thaw", "reason", err)
 				} else {
 					s.Log.Info("thawed on SIGCONT", "note", st.Note)
@@ -647,7 +643,7 @@ func (s *Server) Reload() {
 
 // LockDataDir takes an exclusive lock so two servers never share a data dir.
 func LockDataDir(dir string) (*os.File, error) {
-	p := filepath.Join(dir, LockFile)
+	p := datadir.LockPath(dir)
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, fsutil.FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", p, err)
@@ -662,7 +658,7 @@ func LockDataDir(dir string) (*os.File, error) {
 
 // Locked reports whether a server holds the data dir's lock.
 func Locked(dir string) bool {
-	f, err := os.Open(filepath.Join(dir, LockFile))
+	f, err := os.Open(datadir.LockPath(dir))
 	if err != nil {
 		return false
 	}
@@ -675,19 +671,19 @@ func Locked(dir string) bool {
 }
 
 func writePID(dir, url, sock string) error {
-	return fsutil.WriteFile(filepath.Join(dir, PIDFile), []byte(fmt.Sprintf("%d\n%s\n%s\n", os.Getpid(), url, sock)))
+	return fsutil.WriteFile(datadir.PIDPath(dir), []byte(fmt.Sprintf("%d\n%s\n%s\n", os.Getpid(), url, sock)))
 }
 
 // ReadPID returns the pid and URL written by a running server.
 func ReadPID(dir string) (pid int, url string, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
+	b, err := os.ReadFile(datadir.PIDPath(dir))
 	if err != nil {
 		return 0, "", err
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	pid, err = strconv.Atoi(strings.TrimSpace(lines[0]))
 	if err != nil {
-		return 0, "", fmt.Errorf("malformed %s: %w", PIDFile, err)
+		return 0, "", fmt.Errorf("malformed %s: %w", datadir.PIDFile, err)
 	}
 	if len(lines) > 1 {
 		url = lines[1]

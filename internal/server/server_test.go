@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/config"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/testutil"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
@@ -152,7 +153,7 @@ func TestLockDataDir(t *testing.T) {
 	if want := fmt.Sprintf("in use by another coffer process (pid %d)", os.Getpid()); !strings.Contains(err.Error(), want) {
 		t.Fatalf("second lock: %q, want it to say %q", err, want)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, LockFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(datadir.LockPath(dir)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("lock file: %v, %v", fi, err)
 	}
 	f.Close()
@@ -178,7 +179,7 @@ func TestReadPID(t *testing.T) {
 	if err != nil || pid != os.Getpid() || url != "https://127.0.0.1:8200" {
 		t.Fatalf("ReadPID: %d %q %v", pid, url, err)
 	}
-	os.WriteFile(filepath.Join(dir, PIDFile), []byte("not a pid\n"), 0o600)
+	os.WriteFile(datadir.PIDPath(dir), []byte("not a pid\n"), 0o600)
 	if _, _, err := ReadPID(dir); err == nil || !strings.Contains(err.Error(), "malformed") {
 		t.Fatalf("malformed pid file: %v", err)
 	}
@@ -237,7 +238,7 @@ func TestServerListensAndStops(t *testing.T) {
 	if Locked(cfg.DataDir) {
 		t.Fatal("the data dir is still locked after the stop")
 	}
-	for _, p := range []string{s.Socket, filepath.Join(cfg.DataDir, PIDFile)} {
+	for _, p := range []string{s.Socket, datadir.PIDPath(cfg.DataDir)} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s after the stop: %v", p, err)
 		}

@@ -42,7 +42,7 @@ func walletOf(w state.Wallet) Wallet {
 }
 
 // CreateWallet adds a wallet (key administrators).
-func (s *Service) CreateWallet(ctx context.Context, name, description string) (Wallet, error) {
+func (s *Access) CreateWallet(ctx context.Context, name, description string) (Wallet, error) {
 	note(ctx, "wallet:"+name)
 	id, err := requireRole(ctx, RoleKeyAdmin, "creating a wallet")
 	if err != nil {
@@ -69,7 +69,7 @@ func (s *Service) CreateWallet(ctx context.Context, name, description string) (W
 }
 
 // DeleteWallet removes an empty wallet (key administrators).
-func (s *Service) DeleteWallet(ctx context.Context, name string) error {
+func (s *Access) DeleteWallet(ctx context.Context, name string) error {
 	note(ctx, "wallet:"+name)
 	if _, err := requireRole(ctx, RoleKeyAdmin, "deleting a wallet"); err != nil {
 		return err
@@ -81,7 +81,7 @@ func (s *Service) DeleteWallet(ctx context.Context, name string) error {
 }
 
 // GetWallet returns a wallet: key administrators see any, endpoints those they may read.
-func (s *Service) GetWallet(ctx context.Context, name string) (Wallet, error) {
+func (s *Access) GetWallet(ctx context.Context, name string) (Wallet, error) {
 	note(ctx, "wallet:"+name)
 	if _, err := s.authorizeWallet(ctx, name, PermRead, "reading a wallet"); err != nil {
 		return Wallet{}, err
@@ -94,7 +94,7 @@ func (s *Service) GetWallet(ctx context.Context, name string) (Wallet, error) {
 }
 
 // viewWallet hides other endpoints' grants from an endpoint without manage.
-func (s *Service) viewWallet(ctx context.Context, w state.Wallet) Wallet {
+func (s *Access) viewWallet(ctx context.Context, w state.Wallet) Wallet {
 	out := walletOf(w)
 	if id, _ := caller(ctx); id.Kind == KindEndpoint && !Permission(w.Grants[id.Name]).Includes(PermManage) {
 		out.Grants = map[string]Permission{id.Name: Permission(w.Grants[id.Name])}
@@ -103,7 +103,7 @@ func (s *Service) viewWallet(ctx context.Context, w state.Wallet) Wallet {
 }
 
 // ListWallets lists wallets: all for key administrators, granted ones for endpoints.
-func (s *Service) ListWallets(ctx context.Context, limit int, token string) (Page[Wallet], error) {
+func (s *Access) ListWallets(ctx context.Context, limit int, token string) (Page[Wallet], error) {
 	id, err := caller(ctx)
 	if err != nil {
 		return Page[Wallet]{}, err
@@ -127,7 +127,7 @@ func (s *Service) ListWallets(ctx context.Context, limit int, token string) (Pag
 
 // SetGrant gives endpoint a permission on wallet, or takes it away (perm "").
 // Key administrators may; so may an endpoint holding manage on the wallet.
-func (s *Service) SetGrant(ctx context.Context, wallet, endpoint string, perm Permission) (Wallet, error) {
+func (s *Access) SetGrant(ctx context.Context, wallet, endpoint string, perm Permission) (Wallet, error) {
 	note(ctx, "wallet:"+wallet, "endpoint:"+endpoint)
 	if perm != "" && perm.rank() < 0 {
 		return Wallet{}, fmt.Errorf("%w: permission %q: use read, read_modify or manage", ErrInvalid, perm)
@@ -194,7 +194,7 @@ type Enrollment struct {
 
 // EnrollEndpoint registers a client and issues its credentials: a bearer
 // token and, when csr (PEM or DER) is given, a client certificate.
-func (s *Service) EnrollEndpoint(ctx context.Context, name, description string, csr []byte) (Enrollment, error) {
+func (s *Access) EnrollEndpoint(ctx context.Context, name, description string, csr []byte) (Enrollment, error) {
 	note(ctx, "endpoint:"+name)
 	id, err := requireRole(ctx, RoleKeyAdmin, "enrolling an endpoint")
 	if err != nil {
@@ -235,7 +235,7 @@ func (s *Service) EnrollEndpoint(ctx context.Context, name, description string, 
 }
 
 // GetEndpoint returns an endpoint (key administrators, or the endpoint itself).
-func (s *Service) GetEndpoint(ctx context.Context, name string) (Endpoint, error) {
+func (s *Access) GetEndpoint(ctx context.Context, name string) (Endpoint, error) {
 	note(ctx, "endpoint:"+name)
 	id, err := caller(ctx)
 	if err != nil {
@@ -252,7 +252,7 @@ func (s *Service) GetEndpoint(ctx context.Context, name string) (Endpoint, error
 }
 
 // ListEndpoints lists endpoints (key administrators).
-func (s *Service) ListEndpoints(ctx context.Context, limit int, token string) (Page[Endpoint], error) {
+func (s *Access) ListEndpoints(ctx context.Context, limit int, token string) (Page[Endpoint], error) {
 	if _, err := requireRole(ctx, RoleKeyAdmin, "listing endpoints"); err != nil {
 		return Page[Endpoint]{}, err
 	}
@@ -268,7 +268,7 @@ func (s *Service) ListEndpoints(ctx context.Context, limit int, token string) (P
 }
 
 // RevokeEndpoint disables an endpoint's token and certificate and drops its grants.
-func (s *Service) RevokeEndpoint(ctx context.Context, name string) (Endpoint, error) {
+func (s *Access) RevokeEndpoint(ctx context.Context, name string) (Endpoint, error) {
 	note(ctx, "endpoint:"+name)
 	id, err := requireRole(ctx, RoleKeyAdmin, "revoking an endpoint")
 	if err != nil {
@@ -339,7 +339,7 @@ type PasswordKDF struct {
 // DefaultPasswordKDF: Argon2id t=2, 64 MiB, 2 lanes (about 100 ms here).
 var DefaultPasswordKDF = PasswordKDF{Time: 2, MemoryKiB: 64 * 1024, Threads: 2}
 
-func (s *Service) hashPassword(p string) string {
+func (s *Access) hashPassword(p string) string {
 	k := s.cfg.PasswordKDF
 	salt := make([]byte, 16)
 	randRead(salt)
@@ -369,7 +369,7 @@ func checkPassword(p, phc string) bool {
 }
 
 // CreateUser adds an administrator (system administrators).
-func (s *Service) CreateUser(ctx context.Context, name, password string, roles []Role) (User, error) {
+func (s *Access) CreateUser(ctx context.Context, name, password string, roles []Role) (User, error) {
 	note(ctx, "user:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "creating a user"); err != nil {
 		return User{}, err
@@ -395,7 +395,7 @@ func (s *Service) CreateUser(ctx context.Context, name, password string, roles [
 }
 
 // GetUser returns a user (system administrators, or the user itself).
-func (s *Service) GetUser(ctx context.Context, name string) (User, error) {
+func (s *Access) GetUser(ctx context.Context, name string) (User, error) {
 	note(ctx, "user:"+name)
 	id, err := caller(ctx)
 	if err != nil {
@@ -412,7 +412,7 @@ func (s *Service) GetUser(ctx context.Context, name string) (User, error) {
 }
 
 // ListUsers lists administrators (system administrators).
-func (s *Service) ListUsers(ctx context.Context, limit int, token string) (Page[User], error) {
+func (s *Access) ListUsers(ctx context.Context, limit int, token string) (Page[User], error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "listing users"); err != nil {
 		return Page[User]{}, err
 	}
@@ -437,7 +437,7 @@ type UserChange struct {
 
 // UpdateUser changes a user. System administrators may change anything;
 // users may change their own password, giving the old one.
-func (s *Service) UpdateUser(ctx context.Context, name string, c UserChange) (User, error) {
+func (s *Access) UpdateUser(ctx context.Context, name string, c UserChange) (User, error) {
 	note(ctx, "user:"+name)
 	id, err := caller(ctx)
 	if err != nil {
@@ -498,7 +498,7 @@ func (s *Service) UpdateUser(ctx context.Context, name string, c UserChange) (Us
 }
 
 // DeleteUser removes a user and ends its sessions (system administrators).
-func (s *Service) DeleteUser(ctx context.Context, name string) error {
+func (s *Access) DeleteUser(ctx context.Context, name string) error {
 	note(ctx, "user:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "deleting a user"); err != nil {
 		return err
@@ -643,7 +643,7 @@ var dummyHash = "$argon2id$v=19$m=65536,t=2,p=2$c2FsdHNhbHRzYWx0c2FsdA$ZHVtbXlkd
 
 // Login checks a user's password and issues a session token that expires
 // after the configured session TTL. Failed logins are slowed down.
-func (s *Service) Login(ctx context.Context, name, password, source string) (Session, error) {
+func (s *Access) Login(ctx context.Context, name, password, source string) (Session, error) {
 	if ValidLabel("user", name) == nil {
 		note(ctx, "user:"+name)
 	} else {
@@ -702,7 +702,7 @@ func (s *Service) Login(ctx context.Context, name, password, source string) (Ses
 // checkPasswordBounded runs Argon2id with at most a few checks at once: each
 // takes the KDF's memory, and an unbounded number of concurrent logins would
 // exhaust it. A login that cannot get a slot within 10 s is refused (429).
-func (s *Service) checkPasswordBounded(ctx context.Context, password, hash string) (bool, error) {
+func (s *Access) checkPasswordBounded(ctx context.Context, password, hash string) (bool, error) {
 	t := time.NewTimer(10 * time.Second)
 	defer t.Stop()
 	select {
@@ -718,7 +718,7 @@ func (s *Service) checkPasswordBounded(ctx context.Context, password, hash strin
 
 // Logout ends the caller's session (root and endpoint tokens are revoked
 // with their own commands).
-func (s *Service) Logout(ctx context.Context) error {
+func (s *Access) Logout(ctx context.Context) error {
 	id, err := caller(ctx)
 	if err != nil {
 		return err
@@ -739,7 +739,7 @@ type Whoami struct {
 }
 
 // WhoAmI returns the caller's identity.
-func (s *Service) WhoAmI(ctx context.Context) (Whoami, error) {
+func (s *Access) WhoAmI(ctx context.Context) (Whoami, error) {
 	id, err := caller(ctx)
 	if err != nil {
 		return Whoami{}, err
@@ -752,15 +752,4 @@ func validText(what, s string) error {
 		return fmt.Errorf("%w: %s must be at most 1024 bytes of printable text", ErrInvalid, what)
 	}
 	return nil
-}
-
-// applyOpen proposes a command with the lifecycle read-locked, requiring an
-// open keystore (every write goes through the journal, which needs the data key).
-func (s *Service) applyOpen(ctx context.Context, t state.Type, body any) (any, error) {
-	unlock, err := s.openForRead()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	return s.applyResult(ctx, t, body)
 }

@@ -5,16 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 	"slices"
 	"time"
 	"unicode/utf8"
 
 	"github.com/coffer-kms/coffer/internal/audit"
+	"github.com/coffer-kms/coffer/internal/datadir"
 )
-
-// AuditDir is where a node keeps its hash-chained audit log.
-func AuditDir(dataDir string) string { return filepath.Join(dataDir, "audit") }
 
 // AuditRecord is one audited request.
 type AuditRecord = audit.Record
@@ -67,7 +64,7 @@ func (s *Service) AuditRecords(ctx context.Context, from uint64, limit int) ([]A
 }
 
 // auditReadable checks that the caller may read limit records of the log.
-func (s *Service) auditReadable(ctx context.Context, limit int) error {
+func (s *core) auditReadable(ctx context.Context, limit int) error {
 	if _, err := requireRole(ctx, RoleAuditManager, "reading the audit log"); err != nil {
 		return err
 	}
@@ -114,7 +111,7 @@ func (s *Service) VerifyAudit(ctx context.Context) (AuditReport, error) {
 	if s.audit != nil {
 		s.audit.Sync()
 	}
-	rep, err := audit.Verify(AuditDir(s.cfg.DataDir))
+	rep, err := audit.Verify(datadir.AuditDir(s.cfg.DataDir))
 	var te *audit.TamperError
 	if errors.As(err, &te) {
 		return rep, fmt.Errorf("%w: %v", ErrTampered, err)

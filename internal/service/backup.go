@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"errors"
-	"filippo.io/age"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -13,9 +12,12 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -23,12 +25,6 @@ import (
 
 // LocalDestination is the built-in destination under the data dir.
 const LocalDestination = "LOCAL"
-
-// LocalBackupDir is where LOCAL keeps its backups.
-func LocalBackupDir(dataDir string) string { return filepath.Join(dataDir, "backup", "local") }
-
-// StagingDir is where backup files are assembled before they are saved.
-func StagingDir(dataDir string) string { return filepath.Join(dataDir, "backup", "staging") }
 
 // DestinationConfig is a destination as callers create, edit and see it.
 // Secrets are write-only: reads show whether one is set, never its value.
@@ -83,10 +79,10 @@ type Usage struct {
 	UsedPercent float64 `json:"used_percent"`
 }
 
-func (s *Service) secretID(name, what string) string { return "destination/" + name + "/" + what }
+func (s *Backups) secretID(name, what string) string { return "destination/" + name + "/" + what }
 
 // destinationRecord turns a request into the stored form, sealing secrets.
-func (s *Service) destinationRecord(c DestinationConfig, old *state.Destination) (state.Destination, error) {
+func (s *Backups) destinationRecord(c DestinationConfig, old *state.Destination) (state.Destination, error) {
 	if err := ValidLabel("destination", c.Name); err != nil {
 		return state.Destination{}, err
 	}
@@ -198,7 +194,7 @@ func (s *Service) destinationRecord(c DestinationConfig, old *state.Destination)
 
 // openDest opens a stored destination (lifecycle read-locked by the caller).
 // onHostKey is called with an SFTP server key seen for the first time.
-func (s *Service) openDest(ctx context.Context, d state.Destination, onHostKey func(string)) (dest.Destination, error) {
+func (s *Backups) openDest(ctx context.Context, d state.Destination, onHostKey func(string)) (dest.Destination, error) {
 	unseal := func(what string, sealed []byte) ([]byte, error) {
 		if len(sealed) == 0 {
 			return nil, nil
@@ -207,7 +203,7 @@ func (s *Service) openDest(ctx context.Context, d state.Destination, onHostKey f
 	}
 	switch d.Kind {
 	case "local":
-		return dest.NewDir(LocalBackupDir(s.cfg.DataDir))
+		return dest.NewDir(datadir.LocalBackupDir(s.cfg.DataDir))
 	case "dir":
 		return dest.NewDir(d.Path)
 	case "sftp":
@@ -234,7 +230,7 @@ func (s *Service) openDest(ctx context.Context, d state.Destination, onHostKey f
 }
 
 // ensureLocal creates the LOCAL destination record once.
-func (s *Service) ensureLocal(ctx context.Context) error {
+func (s *Backups) ensureLocal(ctx context.Context) error {
 	if _, err := s.st.Destination(LocalDestination); err == nil {
 		return nil
 	}
@@ -245,16 +241,16 @@ func (s *Service) ensureLocal(ctx context.Context) error {
 // AddDestination validates and stores a destination (system administrators).
 // Validation writes, reads back and deletes a probe file and claims (or
 // checks) the destination's catalog for this cluster.
-func (s *Service) AddDestination(ctx context.Context, c DestinationConfig) (DestinationView, error) {
+func (s *Backups) AddDestination(ctx context.Context, c DestinationConfig) (DestinationView, error) {
 	return s.putDestination(ctx, c, false)
 }
 
 // EditDestination changes a destination; empty secrets keep the old ones.
-func (s *Service) EditDestination(ctx context.Context, c DestinationConfig) (DestinationView, error) {
+func (s *Backups) EditDestination(ctx context.Context, c DestinationConfig) (DestinationView, error) {
 	return s.putDestination(ctx, c, true)
 }
 
-func (s *Service) putDestination(ctx context.Context, c DestinationConfig, edit bool) (DestinationView, error) {
+func (s *Backups) putDestination(ctx context.Context, c DestinationConfig, edit bool) (DestinationView, error) {
 	note(ctx, "destination:"+c.Name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "configuring backup destinations"); err != nil {
 		return DestinationView{}, err
@@ -308,11 +304,11 @@ func (s *Service) putDestination(ctx context.Context, c DestinationConfig, edit 
 
 // probe validates a destination: reachable, writable, and not another
 // cluster's. An SFTP host key seen for the first time is pinned into d.
-func (s *Service) probe(ctx context.Context, d *state.Destination) error {
+func (s *Backups) probe(ctx context.Context, d *state.Destination) error {
 	return probeErr(s.probeRaw(ctx, d))
 }
 
-func (s *Service) probeRaw(ctx context.Context, d *state.Destination) error {
+func (s *Backups) probeRaw(ctx context.Context, d *state.Destination) error {
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	dd, err := s.openDest(pctx, *d, func(k string) { d.HostKey = k })
@@ -364,14 +360,14 @@ func destErr(err error) error {
 	return err
 }
 
-func (s *Service) viewDestination(ctx context.Context, d state.Destination, withUsage bool) DestinationView {
+func (s *Backups) viewDestination(ctx context.Context, d state.Destination, withUsage bool) DestinationView {
 	v := DestinationView{DestinationConfig: DestinationConfig{Name: d.Name, Kind: d.Kind, Path: d.Path, Host: d.Host, Port: d.Port, User: d.User,
 		Endpoint: d.Endpoint, Bucket: d.Bucket, Prefix: d.Prefix, Region: d.Region, AccessKey: d.AccessKey, PathStyle: d.PathStyle,
 		Insecure: d.Insecure, CACert: d.CACert, Recipients: d.Recipients, Archiving: d.Archiving, Mirror: d.Mirror, KeepFulls: d.KeepFulls, KeepDays: d.KeepDays},
 		SecretSet: len(d.SealedSecret) > 0, PublicKey: d.PublicKey, HostKey: d.HostKey, ArchivePaused: d.ArchivePaused,
 		ArchivedTo: d.ArchivedTo, Created: d.Created, Updated: d.Updated}
 	if d.Kind == "local" {
-		v.Path = LocalBackupDir(s.cfg.DataDir)
+		v.Path = datadir.LocalBackupDir(s.cfg.DataDir)
 		v.KeepFulls = 1
 	}
 	if m := s.backups; m != nil {
@@ -391,7 +387,7 @@ func (s *Service) viewDestination(ctx context.Context, d state.Destination, with
 }
 
 // ListDestinations lists destinations with their archive state and disk use.
-func (s *Service) ListDestinations(ctx context.Context) ([]DestinationView, error) {
+func (s *Backups) ListDestinations(ctx context.Context) ([]DestinationView, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "listing backup destinations"); err != nil {
 		return nil, err
 	}
@@ -414,7 +410,7 @@ func (s *Service) ListDestinations(ctx context.Context) ([]DestinationView, erro
 }
 
 // DeleteDestination removes a destination's configuration; its backups stay.
-func (s *Service) DeleteDestination(ctx context.Context, name string) error {
+func (s *Backups) DeleteDestination(ctx context.Context, name string) error {
 	note(ctx, "destination:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "deleting a backup destination"); err != nil {
 		return err
@@ -431,7 +427,7 @@ func (s *Service) DeleteDestination(ctx context.Context, name string) error {
 }
 
 // TestDestination runs the probe again on a stored destination.
-func (s *Service) TestDestination(ctx context.Context, name string) error {
+func (s *Backups) TestDestination(ctx context.Context, name string) error {
 	note(ctx, "destination:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "testing a backup destination"); err != nil {
 		return err
@@ -457,7 +453,7 @@ func (s *Service) TestDestination(ctx context.Context, name string) error {
 
 // pinHostKeyLocked records an SFTP server key seen for the first time
 // (trust on first use); later connections refuse any other key.
-func (s *Service) pinHostKeyLocked(ctx context.Context, name, key string) error {
+func (s *Backups) pinHostKeyLocked(ctx context.Context, name, key string) error {
 	d, err := s.st.Destination(name)
 	if err != nil {
 		return mapStateErr(err)
@@ -483,7 +479,7 @@ type BackupRequest struct {
 // RunBackup takes a backup now (system administrators). Only one runs at a
 // time; a second request gets ErrConflict "backup in progress". Without
 // Wait it returns the RUNNING record as soon as the backup started.
-func (s *Service) RunBackup(ctx context.Context, req BackupRequest) (state.BackupRecord, error) {
+func (s *Backups) RunBackup(ctx context.Context, req BackupRequest) (state.BackupRecord, error) {
 	note(ctx, "destination:"+req.Destination)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "running a backup"); err != nil {
 		return state.BackupRecord{}, err
@@ -533,7 +529,7 @@ func (s *Service) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 }
 
 // ListBackups lists the cluster's backup records, newest first.
-func (s *Service) ListBackups(ctx context.Context, destination string) ([]state.BackupRecord, error) {
+func (s *Backups) ListBackups(ctx context.Context, destination string) ([]state.BackupRecord, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "listing backups"); err != nil {
 		return nil, err
 	}
@@ -553,7 +549,7 @@ func (s *Service) ListBackups(ctx context.Context, destination string) ([]state.
 }
 
 // RebuildCatalog rewrites a destination's catalog from the manifests.
-func (s *Service) RebuildCatalog(ctx context.Context, name string) (int, []string, error) {
+func (s *Backups) RebuildCatalog(ctx context.Context, name string) (int, []string, error) {
 	note(ctx, "destination:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "rebuilding a catalog"); err != nil {
 		return 0, nil, err
@@ -596,16 +592,16 @@ func (s *Service) RebuildCatalog(ctx context.Context, name string) (int, []strin
 
 // --- backup.Host, for the manager -----------------------------------------
 
-type backupHost struct{ s *Service }
+type backupHost struct{ s *Backups }
 
 func (h backupHost) ClusterID() string                      { return h.s.st.ClusterID() }
 func (h backupHost) NodeID() string                         { return h.s.nodeID }
 func (h backupHost) Software() string                       { return "coffer " + Version }
 func (h backupHost) Timeline() state.Timeline               { return h.s.st.Timeline() }
 func (h backupHost) Backups() ([]state.BackupRecord, error) { return h.s.st.Backups() }
-func (h backupHost) IsLeader() bool                         { return !h.s.Clustered() || h.s.node.IsLeader() }
+func (h backupHost) IsLeader() bool                         { return !h.s.clustered() || h.s.node.IsLeader() }
 func (h backupHost) JournalDir() string {
-	return JournalDir(h.s.cfg.DataDir)
+	return datadir.JournalDir(h.s.cfg.DataDir)
 }
 func (h backupHost) WriteState(open func(p state.BackupPoint, size int64) (io.Writer, error)) (state.BackupPoint, error) {
 	return h.s.st.WriteBackup(open)
@@ -700,9 +696,9 @@ func (h backupHost) Lookup(id string) (state.BackupRecord, bool) {
 
 // startBackups starts the backup manager's loop as one of the open's
 // goroutines (lifecycle write-locked).
-func (s *Service) startBackups() {
+func (s *Backups) startBackups() {
 	if s.backups == nil {
-		s.backups = backup.NewManager(backupHost{s}, StagingDir(s.cfg.DataDir), s.log)
+		s.backups = backup.NewManager(backupHost{s}, datadir.StagingDir(s.cfg.DataDir), s.log)
 		s.backups.VerifyAfter = s.verifyAfter
 	}
 	w := s.workers
@@ -747,7 +743,7 @@ func (s *Service) startBackups() {
 
 // needsFullAfterRestore: this node was restored and no full backup has
 // completed since the restore (or since its hold was released).
-func (s *Service) needsFullAfterRestore() bool {
+func (s *Backups) needsFullAfterRestore() bool {
 	tl := s.st.Timeline()
 	if tl.Restored == nil {
 		return false
@@ -771,7 +767,7 @@ func (s *Service) needsFullAfterRestore() bool {
 // heldErr is non-nil while the node's backups to the destination are held
 // after a restore. LOCAL is never held: it lives in this node's own data
 // dir, where no other server writes.
-func (s *Service) heldErr(destination string) error {
+func (s *Backups) heldErr(destination string) error {
 	tl := s.st.Timeline()
 	if !tl.Restored.Holding() || destination == LocalDestination {
 		return nil
@@ -783,7 +779,7 @@ func (s *Service) heldErr(destination string) error {
 }
 
 // heldAlert is the status warning of a held node (nil when not held).
-func (s *Service) heldAlert() *Alert {
+func (s *Backups) heldAlert() *Alert {
 	tl := s.st.Timeline()
 	if !tl.Restored.Holding() {
 		return nil
@@ -806,7 +802,7 @@ var ErrNotHeld = state.ErrNotHeld
 // timeline claims every destination and a full backup to each starts now
 // (older archives cannot continue the new timeline); repeated, it claims
 // the destinations that got no such full yet.
-func (s *Service) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.Timeline, error) {
+func (s *Backups) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.Timeline, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "resuming backups after a restore"); err != nil {
 		return state.Timeline{}, err
 	}
@@ -843,7 +839,7 @@ func (s *Service) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.
 // timeline, to every destination that has none of this timeline since the
 // take-over. A running backup delays one; it gives up on a destination
 // after ten minutes.
-func (s *Service) takeOver(ctx context.Context, why string) {
+func (s *Backups) takeOver(ctx context.Context, why string) {
 	ds, err := s.st.Destinations()
 	if err != nil {
 		s.log.Error("taking over the destinations: read them", "error", err)
@@ -887,7 +883,7 @@ func (s *Service) takeOver(ctx context.Context, why string) {
 // stopBackups cancels running backups and the loops (lifecycle write-locked;
 // it does not wait: the manager needs the read lock to finish; the seal's
 // awaitWorkers waits, after releasing the lock).
-func (s *Service) stopBackups() {
+func (s *Backups) stopBackups() {
 	if s.backupCancel != nil {
 		s.backupCancel()
 		s.backupCancel, s.backupCtx = nil, nil
@@ -898,7 +894,7 @@ func (s *Service) stopBackups() {
 // autoBackup takes a full backup to every destination that has an active
 // schedule, after a key change (the backups must carry the new keys). A
 // running backup delays it; it gives up after ten minutes.
-func (s *Service) autoBackup(ctx context.Context, why string) {
+func (s *Backups) autoBackup(ctx context.Context, why string) {
 	scheds, err := s.st.Schedules()
 	if err != nil {
 		return
@@ -928,7 +924,7 @@ func (s *Service) autoBackup(ctx context.Context, why string) {
 }
 
 // CurrentBackup returns the running backup and its progress, or nil.
-func (s *Service) CurrentBackup(ctx context.Context) (*backup.Progress, error) {
+func (s *Backups) CurrentBackup(ctx context.Context) (*backup.Progress, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "following a backup"); err != nil {
 		return nil, err
 	}
@@ -970,7 +966,7 @@ const DiskAlertPercent = 80
 // backupHealth reports every destination (disk use for local and dir) and
 // the warnings an operator must see: a destination above 80% full, segments
 // that could not be shipped.
-func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
+func (s *Backups) backupHealth() ([]DestinationHealth, []Alert) {
 	ds, err := s.st.Destinations()
 	if err != nil {
 		return nil, nil
@@ -1009,7 +1005,7 @@ func (s *Service) backupHealth() ([]DestinationHealth, []Alert) {
 			LastSuccess: last[d.Name][0], LastFailure: last[d.Name][1]}
 		path := d.Path
 		if d.Kind == "local" {
-			path = LocalBackupDir(s.cfg.DataDir)
+			path = datadir.LocalBackupDir(s.cfg.DataDir)
 		}
 		if d.Kind == "local" || d.Kind == "dir" {
 			var fs syscall.Statfs_t
@@ -1049,7 +1045,7 @@ func MirrorDir(d state.Destination, clusterID, node string, timeline uint32) str
 
 // attachMirrorLocked attaches (or detaches) the journal mirror to match the
 // configured destinations. Lifecycle lock held (read or write).
-func (s *Service) attachMirrorLocked() (err error) {
+func (s *Backups) attachMirrorLocked() (err error) {
 	defer func() {
 		// A mirror that cannot be attached is a warning in status (and
 		// holds journal pruning: it will need what it missed).
@@ -1081,7 +1077,7 @@ func (s *Service) attachMirrorLocked() (err error) {
 	dir := ""
 	if want != nil {
 		node := ""
-		if s.Clustered() {
+		if s.clustered() {
 			node = s.nodeID
 		}
 		dir = MirrorDir(*want, s.st.ClusterID(), node, s.st.Timeline().ID)
@@ -1122,7 +1118,7 @@ func (s *Service) attachMirrorLocked() (err error) {
 	if err != nil {
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}
-	if err := s.st.AttachMirror(m, JournalDir(s.cfg.DataDir)); err != nil {
+	if err := s.st.AttachMirror(m, datadir.JournalDir(s.cfg.DataDir)); err != nil {
 		m.Close()
 		return fmt.Errorf("journal mirror %s: %w", dir, err)
 	}
@@ -1142,7 +1138,7 @@ func (s *Service) attachMirrorLocked() (err error) {
 const mirrorStopWait = 5 * time.Second
 
 // detachMirror stops mirroring (at seal).
-func (s *Service) detachMirror() {
+func (s *Backups) detachMirror() {
 	s.mirrorMu.Lock()
 	defer s.mirrorMu.Unlock()
 	if _, err := s.st.DetachMirror(mirrorStopWait); err != nil {
@@ -1157,13 +1153,13 @@ type ArchiveProgress = backup.ArchiveProgress
 // ArchiveNow closes the open journal segment and ships every closed segment
 // to the archiving destinations now, instead of at the next check (system
 // administrators). It returns the first destination's error, if any.
-func (s *Service) ArchiveNow(ctx context.Context) error {
+func (s *Backups) ArchiveNow(ctx context.Context) error {
 	return s.ArchiveNowProgress(ctx, nil)
 }
 
 // ArchiveNowProgress is ArchiveNow that calls progress (when not nil) as
 // each destination starts and after each segment shipped.
-func (s *Service) ArchiveNowProgress(ctx context.Context, progress func(ArchiveProgress)) error {
+func (s *Backups) ArchiveNowProgress(ctx context.Context, progress func(ArchiveProgress)) error {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "archiving the journal"); err != nil {
 		return err
 	}
@@ -1202,7 +1198,7 @@ func (s *Service) ArchiveNowProgress(ctx context.Context, progress func(ArchiveP
 // Digest is the state's digest at its applied index (see state.Store.Digest):
 // two nodes, or a node and a restore, with the same digest hold the same
 // history.
-func (s *Service) Digest(ctx context.Context) (index uint64, digest string, objects int, err error) {
+func (s *Backups) Digest(ctx context.Context) (index uint64, digest string, objects int, err error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "reading the state digest"); err != nil {
 		return 0, "", 0, err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/testserver"
 	"github.com/coffer-kms/coffer/internal/testutil"
@@ -21,26 +22,26 @@ import (
 func cycle(t *testing.T, s *Service, name string) {
 	t.Helper()
 	ctx := rootCtx()
-	s.PutSecret(ctx, DefaultWallet, "c1", []byte("v"))
-	full, err := s.RunBackup(ctx, BackupRequest{Destination: name, Mode: "full", Wait: true})
+	s.Objects.PutSecret(ctx, DefaultWallet, "c1", []byte("v"))
+	full, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: name, Mode: "full", Wait: true})
 	if err != nil || full.Status != "DONE" {
 		t.Fatalf("%s full: %+v %v", name, full, err)
 	}
-	s.PutSecret(ctx, DefaultWallet, "c2", []byte("v"))
-	inc, err := s.RunBackup(ctx, BackupRequest{Destination: name, Mode: "incremental", Wait: true})
+	s.Objects.PutSecret(ctx, DefaultWallet, "c2", []byte("v"))
+	inc, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: name, Mode: "incremental", Wait: true})
 	if err != nil || inc.BaseFullID != full.ID {
 		t.Fatalf("%s incremental: %+v %v", name, inc, err)
 	}
-	s.PutSecret(ctx, DefaultWallet, "c3", []byte("v"))
+	s.Objects.PutSecret(ctx, DefaultWallet, "c3", []byte("v"))
 	s.RotateJournal(ctx)
-	if err := s.backups.ArchiveOnce(ctx); err != nil {
+	if err := s.Backups.backups.ArchiveOnce(ctx); err != nil {
 		t.Fatalf("%s archive: %v", name, err)
 	}
 	d, _ := s.st.Destination(name)
 	if d.ArchivedTo < inc.LastIndex {
 		t.Fatalf("%s archived to %d, the incremental reached %d", name, d.ArchivedTo, inc.LastIndex)
 	}
-	dd, err := s.openDest(ctx, d, nil)
+	dd, err := s.Backups.openDest(ctx, d, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func cycle(t *testing.T, s *Service, name string) {
 		t.Fatalf("%s catalog: %v", name, kinds)
 	}
 	// The catalog agrees with a rebuild from the manifests.
-	if n, skipped, err := s.RebuildCatalog(ctx, name); err != nil || n != len(cat.Entries) || len(skipped) > 0 {
+	if n, skipped, err := s.Backups.RebuildCatalog(ctx, name); err != nil || n != len(cat.Entries) || len(skipped) > 0 {
 		t.Fatalf("%s rebuild: %d of %d, skipped %v, %v", name, n, len(cat.Entries), skipped, err)
 	}
 }
@@ -67,7 +68,7 @@ func TestBackupToSFTP(t *testing.T) {
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
 	// Wrong password: refused with the reason, nothing stored.
-	_, err := s.AddDestination(ctx, DestinationConfig{Name: "bad", Kind: "sftp", Host: srv.Host, Port: srv.Port, User: srv.User, Password: "wrong-password", Path: "/b"})
+	_, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "bad", Kind: "sftp", Host: srv.Host, Port: srv.Port, User: srv.User, Password: "wrong-password", Path: "/b"})
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "authenticat") || strings.Contains(err.Error(), "wrong-password") {
 		t.Fatalf("wrong password: %v", err)
 	}
@@ -75,7 +76,7 @@ func TestBackupToSFTP(t *testing.T) {
 		t.Fatal("a refused destination was stored")
 	}
 	// Password authentication, host key pinned on first use.
-	v, err := s.AddDestination(ctx, DestinationConfig{Name: "sftp-pw", Kind: "sftp", Host: srv.Host, Port: srv.Port, User: srv.User,
+	v, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "sftp-pw", Kind: "sftp", Host: srv.Host, Port: srv.Port, User: srv.User,
 		Password: srv.Password, Path: filepath.Join(srv.Dir, "pw"), Archiving: true})
 	if err != nil || v.HostKey == "" || !v.SecretSet {
 		t.Fatalf("add sftp: %+v %v", v, err)
@@ -83,27 +84,27 @@ func TestBackupToSFTP(t *testing.T) {
 	cycle(t, s, "sftp-pw")
 	// Key authentication: Coffer generates the key; the destination is
 	// usable once the public key is installed.
-	v, err = s.AddDestination(ctx, DestinationConfig{Name: "sftp-key", Kind: "sftp", Host: srv.Host, Port: srv.Port, User: srv.User, Path: filepath.Join(srv.Dir, "key")})
+	v, err = s.Backups.AddDestination(ctx, DestinationConfig{Name: "sftp-key", Kind: "sftp", Host: srv.Host, Port: srv.Port, User: srv.User, Path: filepath.Join(srv.Dir, "key")})
 	if err != nil || !strings.HasPrefix(v.PublicKey, "ssh-ed25519 ") || !strings.Contains(v.Note, "authorized_keys") {
 		t.Fatalf("add sftp with a new key: %+v %v", v, err)
 	}
-	if err := s.TestDestination(ctx, "sftp-key"); err == nil {
+	if err := s.Backups.TestDestination(ctx, "sftp-key"); err == nil {
 		t.Fatal("test passed before the key was installed")
 	}
 	srv.AddAuthorizedKey(v.PublicKey)
-	if err := s.TestDestination(ctx, "sftp-key"); err != nil {
+	if err := s.Backups.TestDestination(ctx, "sftp-key"); err != nil {
 		t.Fatalf("test after installing the key: %v", err)
 	}
-	if _, err := s.RunBackup(ctx, BackupRequest{Destination: "sftp-key", Wait: true}); err != nil {
+	if _, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "sftp-key", Wait: true}); err != nil {
 		t.Fatal(err)
 	}
 	// A changed host key is refused, naming both fingerprints.
 	srv.Restart(true)
-	_, err = s.RunBackup(ctx, BackupRequest{Destination: "sftp-key", Wait: true})
+	_, err = s.Backups.RunBackup(ctx, BackupRequest{Destination: "sftp-key", Wait: true})
 	if err == nil || !strings.Contains(err.Error(), "host key") {
 		t.Fatalf("changed host key: %v", err)
 	}
-	recs, _ := s.ListBackups(ctx, "sftp-key")
+	recs, _ := s.Backups.ListBackups(ctx, "sftp-key")
 	if recs[0].Status != "FAILED" || !strings.Contains(recs[0].Reason, "host key") {
 		t.Fatalf("the failed backup is not recorded as FAILED with its reason: %+v", recs[0])
 	}
@@ -126,20 +127,20 @@ func TestBackupToS3(t *testing.T) {
 		d := base
 		d.Name = "bad"
 		c.edit(&d)
-		_, err := s.AddDestination(ctx, d)
+		_, err := s.Backups.AddDestination(ctx, d)
 		if err == nil || !strings.Contains(strings.ToLower(err.Error()), c.want) || strings.Contains(err.Error(), d.SecretKey) {
 			t.Errorf("%s: %v", c.name, err)
 		}
 	}
 	d := base
 	d.Name, d.Prefix, d.Archiving = "s3", "coffer/prod", true
-	if _, err := s.AddDestination(ctx, d); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	cycle(t, s, "s3")
 	// A second cluster is refused on the same bucket and prefix.
 	other, _ := backupSvc(t)
-	if _, err := other.AddDestination(rootCtx(), d); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "another cluster") {
+	if _, err := other.Backups.AddDestination(rootCtx(), d); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "another cluster") {
 		t.Fatalf("second cluster on the same prefix: %v", err)
 	}
 	// Age recipients instead of the passphrase.
@@ -148,10 +149,10 @@ func TestBackupToS3(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Name, d.Prefix, d.Recipients, d.Archiving = "s3-age", "coffer/age", []string{rcpt}, false
-	if _, err := s.AddDestination(ctx, d); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	rec, err := s.RunBackup(ctx, BackupRequest{Destination: "s3-age", Wait: true})
+	rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "s3-age", Wait: true})
 	if err != nil || len(rec.Recipients) != 1 || rec.Recipients[0] != rcpt {
 		t.Fatalf("age backup: %+v %v", rec, err)
 	}
@@ -162,7 +163,7 @@ func TestBackupToFullDisk(t *testing.T) {
 	dir := testserver.SmallTmpfs(t, 256<<10)
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "small", Kind: "dir", Path: dir}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "small", Kind: "dir", Path: dir}); err != nil {
 		t.Fatal(err)
 	}
 	// Fill the state so that a full does not fit.
@@ -172,15 +173,15 @@ func TestBackupToFullDisk(t *testing.T) {
 	}
 	for i := 0; i < 8; i++ {
 		randRead(big)
-		if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("big%d", i), big); err != nil {
+		if _, err := s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("big%d", i), big); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := s.RunBackup(ctx, BackupRequest{Destination: "small", Mode: "full", Wait: true})
+	_, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "small", Mode: "full", Wait: true})
 	if err == nil || !strings.Contains(err.Error(), "space") {
 		t.Fatalf("backup onto a full disk: %v", err)
 	}
-	dd, _ := s.openDest(ctx, mustDest(t, s, "small"), nil)
+	dd, _ := s.Backups.openDest(ctx, mustDest(t, s, "small"), nil)
 	cat, err := backup.LoadCatalog(ctx, dd)
 	if err != nil || len(cat.Entries) != 0 {
 		t.Fatalf("catalog after the failed backup: %+v %v", cat, err)
@@ -189,7 +190,7 @@ func TestBackupToFullDisk(t *testing.T) {
 	if len(files) != 0 {
 		t.Fatalf("partial files left: %v", files)
 	}
-	recs, _ := s.ListBackups(ctx, "small")
+	recs, _ := s.Backups.ListBackups(ctx, "small")
 	if len(recs) != 1 || recs[0].Status != "FAILED" {
 		t.Fatalf("records %+v", recs)
 	}
@@ -203,7 +204,7 @@ func TestBackupToFullDisk(t *testing.T) {
 	if !found {
 		t.Fatalf("no warning for a destination above 80%%: %+v", s.Status().Warnings)
 	}
-	views, _ := s.ListDestinations(ctx)
+	views, _ := s.Backups.ListDestinations(ctx)
 	for _, v := range views {
 		if v.Name == "small" && (v.Usage == nil || v.Usage.Total == 0) {
 			t.Fatalf("no disk usage for a dir destination: %+v", v)
@@ -218,7 +219,7 @@ func TestJournalMirror(t *testing.T) {
 	dir := testserver.SmallTmpfs(t, 1<<20)
 	s, data := backupSvc(t)
 	ctx := rootCtx()
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "mirror", Kind: "dir", Path: dir, Mirror: true}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "mirror", Kind: "dir", Path: dir, Mirror: true}); err != nil {
 		t.Fatal(err)
 	}
 	mdir := MirrorDir(mustDest(t, s, "mirror"), s.st.ClusterID(), "", 1)
@@ -230,7 +231,7 @@ func TestJournalMirror(t *testing.T) {
 		return last
 	}
 	for i := 0; i < 5; i++ {
-		if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("m%d", i), []byte("v")); err != nil {
+		if _, err := s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("m%d", i), []byte("v")); err != nil {
 			t.Fatal(err)
 		}
 		if got, want := lastIn(mdir), s.st.AppliedIndex(); got != want {
@@ -241,7 +242,7 @@ func TestJournalMirror(t *testing.T) {
 	filler := filepath.Join(dir, "filler")
 	os.WriteFile(filler, make([]byte, 1<<20), 0o600)
 	for i := 0; i < 20; i++ {
-		if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("full%d", i), make([]byte, 4000)); err != nil {
+		if _, err := s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("full%d", i), make([]byte, 4000)); err != nil {
 			t.Fatalf("a failing mirror stopped writes: %v", err)
 		}
 	}
@@ -255,11 +256,11 @@ func TestJournalMirror(t *testing.T) {
 	// Pruning keeps what the failing mirror still has to copy.
 	s.cfg.JournalKeepSegments = 1
 	for i := 0; i < 3; i++ {
-		s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("r%d", i), []byte("v"))
+		s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("r%d", i), []byte("v"))
 		s.RotateJournal(ctx)
 	}
 	behind := lastIn(mdir)
-	p, err := s.PruneJournal(ctx, false)
+	p, err := s.Backups.PruneJournal(ctx, false)
 	if err != nil || !strings.Contains(p.Holder, "journal mirror") || p.Floor != behind+1 {
 		t.Fatalf("prune with the mirror behind at %d: %+v %v", behind, p, err)
 	}
@@ -289,13 +290,13 @@ func TestMirrorNeverGetsAHole(t *testing.T) {
 	s, data := backupSvc(t)
 	ctx := rootCtx()
 	s.cfg.JournalKeepSegments = 1
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "disk2", Kind: "dir", Path: t.TempDir(), Mirror: true}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "disk2", Kind: "dir", Path: t.TempDir(), Mirror: true}); err != nil {
 		t.Fatal(err)
 	}
 	mdir := MirrorDir(mustDest(t, s, "disk2"), s.st.ClusterID(), "", 1)
 	turn := func(n int) {
 		for i := 0; i < n; i++ {
-			if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("k%d", time.Now().UnixNano()), []byte("v")); err != nil {
+			if _, err := s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("k%d", time.Now().UnixNano()), []byte("v")); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := s.RotateJournal(ctx); err != nil {
@@ -304,7 +305,7 @@ func TestMirrorNeverGetsAHole(t *testing.T) {
 		}
 	}
 	turn(3)
-	if p, err := s.PruneJournal(ctx, false); err != nil || len(p.Removed) == 0 {
+	if p, err := s.Backups.PruneJournal(ctx, false); err != nil || len(p.Removed) == 0 {
 		t.Fatalf("prune with the mirror in sync: %+v %v", p, err)
 	}
 	// The mirror is not attached (its disk was not mounted at open, say).
@@ -312,7 +313,7 @@ func TestMirrorNeverGetsAHole(t *testing.T) {
 		t.Fatalf("detach: %v %v", ok, err)
 	}
 	turn(3)
-	p, err := s.PruneJournal(ctx, false)
+	p, err := s.Backups.PruneJournal(ctx, false)
 	if err != nil || len(p.Removed) != 0 || !strings.Contains(p.Holder, "not attached") {
 		t.Fatalf("prune with the mirror not attached: %+v %v", p, err)
 	}
@@ -324,7 +325,7 @@ func TestMirrorNeverGetsAHole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.st.AttachMirror(m, JournalDir(data))
+	err = s.st.AttachMirror(m, datadir.JournalDir(data))
 	if err == nil || !strings.Contains(err.Error(), "no longer holds records") {
 		t.Fatalf("a mirror with a hole was continued: %v", err)
 	}
@@ -347,19 +348,19 @@ func TestNoPruneDuringFreeze(t *testing.T) {
 	ctx := rootCtx()
 	s.cfg.JournalKeepSegments = 1
 	for i := 0; i < 3; i++ {
-		s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("f%d", i), []byte("v"))
+		s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("f%d", i), []byte("v"))
 		s.RotateJournal(ctx)
 	}
-	if _, err := s.Freeze(ctx, time.Minute); err != nil {
+	if _, err := s.Backups.Freeze(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PruneJournal(ctx, false); !errors.Is(err, ErrConflict) {
+	if _, err := s.Backups.PruneJournal(ctx, false); !errors.Is(err, ErrConflict) {
 		t.Fatalf("prune while frozen: %v", err)
 	}
-	if _, err := s.Thaw(ctx); err != nil {
+	if _, err := s.Backups.Thaw(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := s.PruneJournal(ctx, false); err != nil || len(p.Removed) == 0 {
+	if p, err := s.Backups.PruneJournal(ctx, false); err != nil || len(p.Removed) == 0 {
 		t.Fatalf("prune after the thaw: %+v %v", p, err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -79,20 +80,20 @@ func TestFullIncrementalAndCatalog(t *testing.T) {
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
 	target := filepath.Join(t.TempDir(), "nas")
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target, KeepFulls: 2}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target, KeepFulls: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "incremental", Wait: true}); !errors.Is(err, ErrConflict) {
+	if _, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "incremental", Wait: true}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("incremental before any full: %v", err)
 	}
-	s.PutSecret(ctx, DefaultWallet, "before-full", []byte("value-in-full-0123"))
-	full, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true})
+	s.Objects.PutSecret(ctx, DefaultWallet, "before-full", []byte("value-in-full-0123"))
+	full, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true})
 	if err != nil || full.Status != "DONE" || full.Kind != "full" {
 		t.Fatalf("full: %+v %v", full, err)
 	}
-	s.PutSecret(ctx, DefaultWallet, "after-full", []byte("value-in-incremental"))
+	s.Objects.PutSecret(ctx, DefaultWallet, "after-full", []byte("value-in-incremental"))
 	s.RotateMasterKey(ctx)
-	inc, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true})
+	inc, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true})
 	if err != nil || inc.Kind != "incremental" || inc.BaseFullID != full.ID || inc.FirstIndex != full.LastIndex+1 || inc.LastIndex <= inc.FirstIndex {
 		t.Fatalf("auto mode after a fresh full should give an incremental: %+v (full %+v) %v", inc, full, err)
 	}
@@ -151,22 +152,22 @@ func TestFullIncrementalAndCatalog(t *testing.T) {
 	f.Close()
 
 	// The catalog lists both; a rebuild from the manifests gives the same.
-	dd, _ := s.openDest(ctx, state.Destination{Name: "nas", Kind: "dir", Path: target}, nil)
+	dd, _ := s.Backups.openDest(ctx, state.Destination{Name: "nas", Kind: "dir", Path: target}, nil)
 	cat, err := backup.LoadCatalog(ctx, dd)
 	if err != nil || len(cat.Entries) != 2 || cat.ClusterID != s.st.ClusterID() {
 		t.Fatalf("catalog %+v %v", cat, err)
 	}
 	os.WriteFile(filepath.Join(target, backup.CatalogFile), []byte("{garbage"), 0o600)
-	if _, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "rebuild") {
+	if _, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "rebuild") {
 		t.Fatalf("backup onto a corrupt catalog: %v", err)
 	}
-	n, skipped, err := s.RebuildCatalog(ctx, "nas")
+	n, skipped, err := s.Backups.RebuildCatalog(ctx, "nas")
 	if err != nil || n != 2 || len(skipped) != 0 {
 		t.Fatalf("rebuild: %d %v %v", n, skipped, err)
 	}
 	// Retention keeps 2 fulls: after three more fulls, the first full and its incremental are gone.
 	for i := 0; i < 3; i++ {
-		if _, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil {
+		if _, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -179,7 +180,7 @@ func TestFullIncrementalAndCatalog(t *testing.T) {
 	if r, _ := s.st.Backup(full.ID); r.Status != "DELETED" || !strings.Contains(r.Reason, "retention") {
 		t.Fatalf("record of the removed full: %+v", r)
 	}
-	if h, _ := s.backupHealth(); len(h) == 0 {
+	if h, _ := s.Backups.backupHealth(); len(h) == 0 {
 		t.Fatal("no destination health")
 	}
 	for _, h := range s.Status().Backup.Destinations {
@@ -187,7 +188,7 @@ func TestFullIncrementalAndCatalog(t *testing.T) {
 			t.Fatalf("last success/failure of nas: %+v", h)
 		}
 	}
-	list, _ := s.ListBackups(ctx, "nas")
+	list, _ := s.Backups.ListBackups(ctx, "nas")
 	if len(list) != 6 || list[0].Kind != "full" { // full, incremental, the FAILED one on the corrupt catalog, three fulls
 		t.Fatalf("records %d", len(list))
 	}
@@ -197,16 +198,16 @@ func TestDestinationOfAnotherClusterRefused(t *testing.T) {
 	a, _ := backupSvc(t)
 	b, _ := backupSvc(t)
 	target := filepath.Join(t.TempDir(), "shared")
-	if _, err := a.AddDestination(rootCtx(), DestinationConfig{Name: "shared", Kind: "dir", Path: target}); err != nil {
+	if _, err := a.Backups.AddDestination(rootCtx(), DestinationConfig{Name: "shared", Kind: "dir", Path: target}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.RunBackup(rootCtx(), BackupRequest{Destination: "shared", Wait: true}); err != nil {
+	if _, err := a.Backups.RunBackup(rootCtx(), BackupRequest{Destination: "shared", Wait: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.AddDestination(rootCtx(), DestinationConfig{Name: "bad-age", Kind: "dir", Path: t.TempDir(), Recipients: []string{"age1notakey"}}); !errors.Is(err, ErrInvalid) {
+	if _, err := a.Backups.AddDestination(rootCtx(), DestinationConfig{Name: "bad-age", Kind: "dir", Path: t.TempDir(), Recipients: []string{"age1notakey"}}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("malformed age recipient: %v", err)
 	}
-	_, err := b.AddDestination(rootCtx(), DestinationConfig{Name: "shared", Kind: "dir", Path: target})
+	_, err := b.Backups.AddDestination(rootCtx(), DestinationConfig{Name: "shared", Kind: "dir", Path: target})
 	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "another cluster") {
 		t.Fatalf("second cluster on the same destination: %v", err)
 	}
@@ -219,32 +220,32 @@ func TestOneBackupAtATimeAndInterrupted(t *testing.T) {
 	// journal prune, archiving): a backup waits up to BusyWait for it.
 	defer func(d time.Duration) { backup.BusyWait = d }(backup.BusyWait)
 	backup.BusyWait = 300 * time.Millisecond
-	s.backups.TestHold(func() {
-		if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "another backup task") {
+	s.Backups.backups.TestHold(func() {
+		if _, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "another backup task") {
 			t.Fatalf("backup behind a long task: %v", err)
 		}
 	})
 	backup.BusyWait = 2 * time.Minute
 	// Behind a running backup: refused at once, naming it.
 	t.Setenv("COFFER_TEST_BACKUP_PAUSE", "2s")
-	first, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination})
+	first, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination})
 	if err != nil || first.Status != "RUNNING" {
 		t.Fatalf("first backup: %+v %v", first, err)
 	}
 	start := time.Now()
-	if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "in progress") || !strings.Contains(err.Error(), first.ID) {
+	if _, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "in progress") || !strings.Contains(err.Error(), first.ID) {
 		t.Fatalf("second backup: %v", err)
 	}
 	if d := time.Since(start); d > time.Minute { // BusyWait is 2 minutes: it did not wait for the backup
 		t.Fatalf("a backup behind a running backup waited %s", d)
 	}
 	t.Setenv("COFFER_TEST_BACKUP_PAUSE", "")
-	s.backups.Exclusive(func() error { return nil }) // the first one is done
+	s.Backups.backups.Exclusive(func() error { return nil }) // the first one is done
 	held := make(chan struct{})
 	// The slow task is what is tested: a backup waits behind it.
-	go s.backups.TestHold(func() { close(held); time.Sleep(300 * time.Millisecond) })
+	go s.Backups.backups.TestHold(func() { close(held); time.Sleep(300 * time.Millisecond) })
 	<-held
-	if rec, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); err != nil || rec.Status != "DONE" {
+	if rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); err != nil || rec.Status != "DONE" {
 		t.Fatalf("a backup behind a short task: %+v %v", rec, err)
 	}
 	// A RUNNING record left by a crash is marked FAILED at the next open.
@@ -255,8 +256,8 @@ func TestOneBackupAtATimeAndInterrupted(t *testing.T) {
 	if _, err := s.applyOpen(ctx, state.TypeSchedulePut, state.Schedule{Name: "stuck", Destination: LocalDestination, Type: "periodic", Every: "24h", Mode: "auto", State: "ONGOING"}); err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(StagingDir(s.cfg.DataDir), 0o700)
-	leftover := filepath.Join(StagingDir(s.cfg.DataDir), "staging-123"+backup.FileSuffix)
+	os.MkdirAll(datadir.StagingDir(s.cfg.DataDir), 0o700)
+	leftover := filepath.Join(datadir.StagingDir(s.cfg.DataDir), "staging-123"+backup.FileSuffix)
 	os.WriteFile(leftover, []byte("partial"), 0o600)
 	if err := s.Seal(ctx); err != nil {
 		t.Fatal(err)
@@ -280,53 +281,53 @@ func TestOneBackupAtATimeAndInterrupted(t *testing.T) {
 func TestFreezeRefusesWritesAndDumps(t *testing.T) {
 	s, dir := backupSvc(t)
 	ctx := rootCtx()
-	s.PutSecret(ctx, DefaultWallet, "k", []byte("v"))
-	st, err := s.Freeze(ctx, time.Hour)
+	s.Objects.PutSecret(ctx, DefaultWallet, "k", []byte("v"))
+	st, err := s.Backups.Freeze(ctx, time.Hour)
 	if err != nil || !st.Frozen || st.Dump == "" {
 		t.Fatalf("freeze: %+v %v", st, err)
 	}
-	if _, err := os.Stat(st.Dump); err != nil || !strings.HasPrefix(st.Dump, DumpDir(dir)) {
+	if _, err := os.Stat(st.Dump); err != nil || !strings.HasPrefix(st.Dump, datadir.DumpDir(dir)) {
 		t.Fatalf("dump %s: %v", st.Dump, err)
 	}
 	before := s.st.AppliedIndex()
 	if st := s.Status(); st.Writable || !st.Backup.Frozen {
 		t.Fatalf("status while frozen: writable %v frozen %v", st.Writable, st.Backup.Frozen)
 	}
-	if _, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
+	if _, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Wait: true}); !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
 		t.Fatalf("backup while frozen: %v", err)
 	}
-	if _, err := s.PutSecret(ctx, DefaultWallet, "k", []byte("v2")); !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
+	if _, err := s.Objects.PutSecret(ctx, DefaultWallet, "k", []byte("v2")); !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
 		t.Fatalf("write while frozen: %v", err)
 	}
-	if _, _, err := s.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: "k"}, 0); err != nil {
+	if _, _, err := s.Objects.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: "k"}, 0); err != nil {
 		t.Fatalf("read while frozen: %v", err)
 	}
 	if s.st.AppliedIndex() != before {
 		t.Fatal("state changed while frozen")
 	}
-	if _, err := s.Thaw(ctx); err != nil {
+	if _, err := s.Backups.Thaw(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutSecret(ctx, DefaultWallet, "k", []byte("v2")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, DefaultWallet, "k", []byte("v2")); err != nil {
 		t.Fatalf("write after thaw: %v", err)
 	}
 	// The timeout thaws by itself.
-	s.Freeze(ctx, 50*time.Millisecond)
-	testutil.WaitFor(t, 30*time.Second, "the freeze to time out", s.frozenErr)
+	s.Backups.Freeze(ctx, 50*time.Millisecond)
+	testutil.WaitFor(t, 30*time.Second, "the freeze to time out", s.Backups.frozenErr)
 }
 
 func TestScheduleRunsAndAutoBackupAfterRotation(t *testing.T) {
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
 	target := filepath.Join(t.TempDir(), "nas")
-	s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target})
-	if _, err := s.PutSchedule(ctx, ScheduleConfig{Name: "bad", Destination: "nas", Type: "cron", Cron: "not cron"}, false); !errors.Is(err, ErrInvalid) {
+	s.Backups.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target})
+	if _, err := s.Backups.PutSchedule(ctx, ScheduleConfig{Name: "bad", Destination: "nas", Type: "cron", Cron: "not cron"}, false); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad cron: %v", err)
 	}
-	if _, err := s.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: "nas", Type: "periodic", Every: "24h"}, false); err != nil {
+	if _, err := s.Backups.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: "nas", Type: "periodic", Every: "24h"}, false); err != nil {
 		t.Fatal(err)
 	}
-	s.backups.RunSchedules(ctx, time.Now())
+	s.Backups.backups.RunSchedules(ctx, time.Now())
 	sc, _ := s.st.Schedule("nightly")
 	if sc.LastRun == nil || !strings.HasPrefix(sc.LastResult, "DONE") || sc.State != "ACTIVE" {
 		t.Fatalf("schedule after its run: %+v", sc)
@@ -334,18 +335,18 @@ func TestScheduleRunsAndAutoBackupAfterRotation(t *testing.T) {
 	if due, next := backup.Due(sc, time.Now()); due || next.Sub(*sc.LastRun) != 24*time.Hour {
 		t.Fatalf("next run %v due %v", next, due)
 	}
-	if _, err := s.SetSchedulePaused(ctx, "nightly", true); err != nil {
+	if _, err := s.Backups.SetSchedulePaused(ctx, "nightly", true); err != nil {
 		t.Fatal(err)
 	}
 	if due, _ := backup.Due(mustSchedule(t, s, "nightly"), time.Now().Add(48*time.Hour)); due {
 		t.Fatal("a paused schedule is due")
 	}
-	s.SetSchedulePaused(ctx, "nightly", false)
+	s.Backups.SetSchedulePaused(ctx, "nightly", false)
 	// A master-key rotation triggers a full backup to scheduled destinations.
-	before, _ := s.ListBackups(ctx, "nas")
+	before, _ := s.Backups.ListBackups(ctx, "nas")
 	s.RotateMasterKey(ctx)
 	testutil.WaitFor(t, 20*time.Second, "an automatic full after the rotation", func() error {
-		after, _ := s.ListBackups(ctx, "nas")
+		after, _ := s.Backups.ListBackups(ctx, "nas")
 		if len(after) > len(before) && after[0].Status == "DONE" && strings.Contains(after[0].Reason, "master key rotated") {
 			return nil
 		}
@@ -365,21 +366,21 @@ func TestArchivingShipsClosedSegments(t *testing.T) {
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
 	target := filepath.Join(t.TempDir(), "arch")
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "arch", Kind: "dir", Path: target, Archiving: true}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "arch", Kind: "dir", Path: target, Archiving: true}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("a%d", i), []byte("v"))
+		s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("a%d", i), []byte("v"))
 		if _, err := s.RotateJournal(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.backups.ArchiveOnce(ctx); err != nil {
+	if err := s.Backups.backups.ArchiveOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := s.st.Destination("arch")
 	files, _ := filepath.Glob(filepath.Join(target, backup.ArchiveDir, "*"+backup.FileSuffix))
-	segs, _ := journal.ListSegments(JournalDir(s.cfg.DataDir))
+	segs, _ := journal.ListSegments(datadir.JournalDir(s.cfg.DataDir))
 	var lastClosed uint64
 	for _, sg := range segs {
 		if sg.Closed && sg.LastIndex > lastClosed {
@@ -389,20 +390,20 @@ func TestArchivingShipsClosedSegments(t *testing.T) {
 	if d.ArchivedTo != lastClosed {
 		t.Fatalf("archived to %d, the last closed segment ends at %d", d.ArchivedTo, lastClosed)
 	}
-	if len(files) < 3 || d.ArchivedTo == 0 || s.backups.Pending()["arch"] != 0 {
-		t.Fatalf("archived %d files up to %d, pending %d", len(files), d.ArchivedTo, s.backups.Pending()["arch"])
+	if len(files) < 3 || d.ArchivedTo == 0 || s.Backups.backups.Pending()["arch"] != 0 {
+		t.Fatalf("archived %d files up to %d, pending %d", len(files), d.ArchivedTo, s.Backups.backups.Pending()["arch"])
 	}
 	// Paused: new segments pile up on the node and show as pending.
-	s.SetArchivePaused(ctx, "arch", true)
-	s.PutSecret(ctx, DefaultWallet, "p", []byte("v"))
+	s.Backups.SetArchivePaused(ctx, "arch", true)
+	s.Objects.PutSecret(ctx, DefaultWallet, "p", []byte("v"))
 	s.RotateJournal(ctx)
-	s.backups.ArchiveOnce(ctx)
-	if got := s.backups.Pending()["arch"]; got != 1 {
+	s.Backups.backups.ArchiveOnce(ctx)
+	if got := s.Backups.backups.Pending()["arch"]; got != 1 {
 		t.Fatalf("pending while paused: %d", got)
 	}
-	s.SetArchivePaused(ctx, "arch", false)
-	s.backups.ArchiveOnce(ctx)
-	if got := s.backups.Pending()["arch"]; got != 0 {
+	s.Backups.SetArchivePaused(ctx, "arch", false)
+	s.Backups.backups.ArchiveOnce(ctx)
+	if got := s.Backups.backups.Pending()["arch"]; got != 0 {
 		t.Fatalf("pending after resume: %d", got)
 	}
 	_ = context.Background
@@ -435,7 +436,7 @@ func TestBackupsUnderWrites(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("w%d", i%50), make([]byte, 500)); err == nil {
+			if _, err := s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("w%d", i%50), make([]byte, 500)); err == nil {
 				ok.Add(1)
 			} else if !errors.Is(err, ErrWriteUnavailable) { // refused while frozen
 				failed.Add(1)
@@ -449,13 +450,13 @@ func TestBackupsUnderWrites(t *testing.T) {
 		}
 		return nil
 	})
-	full, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "full", Wait: true})
+	full, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "full", Wait: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	prev := full.LastIndex
 	for i := 0; i < 15; i++ {
-		inc, err := s.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "incremental", Wait: true})
+		inc, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "incremental", Wait: true})
 		if err != nil {
 			t.Fatalf("incremental %d under writes: %v", i, err)
 		}
@@ -464,10 +465,10 @@ func TestBackupsUnderWrites(t *testing.T) {
 		}
 		prev = inc.LastIndex
 	}
-	if _, err := s.Freeze(ctx, time.Minute); err != nil {
+	if _, err := s.Backups.Freeze(ctx, time.Minute); err != nil {
 		t.Fatalf("freeze under writes: %v", err)
 	}
-	s.Thaw(ctx)
+	s.Backups.Thaw(ctx)
 	before := ok.Load()
 	testutil.WaitFor(t, 30*time.Second, "writes after the thaw", func() error {
 		if ok.Load() < before+10 {
@@ -485,25 +486,25 @@ func TestBackupsUnderWrites(t *testing.T) {
 func TestRestorePoints(t *testing.T) {
 	s, dir := backupSvc(t)
 	ctx := rootCtx()
-	s.PutSecret(ctx, DefaultWallet, "k", []byte("v"))
-	rp, err := s.CreateRestorePoint(ctx, "before-migration")
+	s.Objects.PutSecret(ctx, DefaultWallet, "k", []byte("v"))
+	rp, err := s.Backups.CreateRestorePoint(ctx, "before-migration")
 	if err != nil || rp.Index != s.st.AppliedIndex() || rp.Time.IsZero() || rp.CreatedBy != "local" {
 		t.Fatalf("create: %+v %v (applied %d)", rp, err, s.st.AppliedIndex())
 	}
-	if _, err := s.CreateRestorePoint(ctx, "before-migration"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "already exists") {
+	if _, err := s.Backups.CreateRestorePoint(ctx, "before-migration"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("duplicate: %v", err)
 	}
-	if _, err := s.CreateRestorePoint(ctx, "bad name"); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Backups.CreateRestorePoint(ctx, "bad name"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("odd name: %v", err)
 	}
-	s.CreateRestorePoint(ctx, "after")
-	rps, _ := s.ListRestorePoints(ctx)
+	s.Backups.CreateRestorePoint(ctx, "after")
+	rps, _ := s.Backups.ListRestorePoints(ctx)
 	if len(rps) != 2 || rps[0].Name != "before-migration" || rps[1].Index <= rps[0].Index {
 		t.Fatalf("list %+v", rps)
 	}
 	// The marker is in the journal at its index, so a restore can stop there.
 	found := false
-	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		if r.Index == rp.Index && r.Type == uint16(state.TypeRestorePoint) {
 			found = true
 		}
@@ -520,12 +521,12 @@ func TestScheduleVerifies(t *testing.T) {
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
 	target := filepath.Join(t.TempDir(), "nas")
-	s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target})
-	s.PutSecret(ctx, DefaultWallet, "k", []byte("v"))
-	if _, err := s.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: "nas", Type: "periodic", Every: "24h", Verify: true}, false); err != nil {
+	s.Backups.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target})
+	s.Objects.PutSecret(ctx, DefaultWallet, "k", []byte("v"))
+	if _, err := s.Backups.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: "nas", Type: "periodic", Every: "24h", Verify: true}, false); err != nil {
 		t.Fatal(err)
 	}
-	s.backups.RunSchedules(ctx, time.Now())
+	s.Backups.backups.RunSchedules(ctx, time.Now())
 	sc, _ := s.st.Schedule("nightly")
 	if !strings.HasPrefix(sc.LastResult, "DONE") || !strings.HasSuffix(sc.LastResult, "verified OK") {
 		t.Fatalf("schedule result %q", sc.LastResult)
@@ -543,27 +544,27 @@ func TestScheduleVerifies(t *testing.T) {
 func TestAutoBackupFallsBackToFullWithoutJournal(t *testing.T) {
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: t.TempDir()}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, DefaultWallet, "a", []byte("v"))
-	if rec, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil || rec.Status != "DONE" {
+	s.Objects.PutSecret(ctx, DefaultWallet, "a", []byte("v"))
+	if rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil || rec.Status != "DONE" {
 		t.Fatalf("full: %+v %v", rec, err)
 	}
-	s.PutSecret(ctx, DefaultWallet, "b", []byte("v"))
-	if rec, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true}); err != nil || rec.Kind != "incremental" {
+	s.Objects.PutSecret(ctx, DefaultWallet, "b", []byte("v"))
+	if rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true}); err != nil || rec.Kind != "incremental" {
 		t.Fatalf("auto with the journal whole: %+v %v", rec, err)
 	}
 	// Lose the oldest segments, as on a node whose journal starts later.
-	s.PutSecret(ctx, DefaultWallet, "c", []byte("v"))
+	s.Objects.PutSecret(ctx, DefaultWallet, "c", []byte("v"))
 	s.RotateJournal(ctx)
 	if _, _, err := s.st.PruneJournal(math.MaxUint64, 0, 0, false); err != nil {
 		t.Fatal(err)
 	}
-	if rec, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "incremental", Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "not in the journal any more") {
+	if rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "incremental", Wait: true}); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "not in the journal any more") {
 		t.Fatalf("explicit incremental without the journal: %+v %v", rec, err)
 	}
-	rec, err := s.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true})
+	rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Wait: true})
 	if err != nil || rec.Kind != "full" || rec.Status != "DONE" {
 		t.Fatalf("auto without the journal: %+v %v", rec, err)
 	}
@@ -584,7 +585,7 @@ func TestJournalPrunedByItself(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := 0; i < 6; i++ {
-			s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("k%d", i), []byte("v"))
+			s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("k%d", i), []byte("v"))
 			if _, err := s.RotateJournal(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -594,7 +595,7 @@ func TestJournalPrunedByItself(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		var n int
 		for time.Now().Before(deadline) {
-			segs, _ := journal.ListSegments(JournalDir(dir))
+			segs, _ := journal.ListSegments(datadir.JournalDir(dir))
 			if n = len(segs); n == 3 && !off {
 				break
 			}
@@ -624,21 +625,21 @@ func TestJournalPrunedByItself(t *testing.T) {
 func TestRebuildCatalogDuringBackup(t *testing.T) {
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: t.TempDir()}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
 	rebuilt := make(chan error, 1)
 	sealed := make(chan error, 1)
 	var stepDone bool
-	s.backups.TestHold(func() { // as a running backup
-		go func() { _, _, err := s.RebuildCatalog(ctx, "nas"); rebuilt <- err }()
+	s.Backups.backups.TestHold(func() { // as a running backup
+		go func() { _, _, err := s.Backups.RebuildCatalog(ctx, "nas"); rebuilt <- err }()
 		// Goroutines blocked on a lock cannot be observed: time for each
 		// to reach its lock.
 		time.Sleep(200 * time.Millisecond) // the rebuild waits for the backup
 		go func() { sealed <- s.Seal(ctx) }()
 		time.Sleep(200 * time.Millisecond) // the seal waits for the lifecycle lock
 		step := make(chan struct{})
-		go func() { backupHost{s}.ExportKeys(); close(step) }() // the backup's next step
+		go func() { backupHost{s.Backups}.ExportKeys(); close(step) }() // the backup's next step
 		select {
 		case <-step:
 			stepDone = true
@@ -662,11 +663,11 @@ func TestArchiveNowProgress(t *testing.T) {
 	s, _ := backupSvc(t)
 	ctx := rootCtx()
 	target := filepath.Join(t.TempDir(), "arch")
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "arch", Kind: "dir", Path: target, Archiving: true}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "arch", Kind: "dir", Path: target, Archiving: true}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("p%d", i), []byte("v")); err != nil {
+		if _, err := s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("p%d", i), []byte("v")); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.RotateJournal(ctx); err != nil {
@@ -674,7 +675,7 @@ func TestArchiveNowProgress(t *testing.T) {
 		}
 	}
 	var steps []ArchiveProgress
-	if err := s.ArchiveNowProgress(ctx, func(p ArchiveProgress) { steps = append(steps, p) }); err != nil {
+	if err := s.Backups.ArchiveNowProgress(ctx, func(p ArchiveProgress) { steps = append(steps, p) }); err != nil {
 		t.Fatal(err)
 	}
 	if len(steps) < 4 {
@@ -689,7 +690,7 @@ func TestArchiveNowProgress(t *testing.T) {
 			t.Fatalf("step %d: %+v", i+1, p)
 		}
 	}
-	if got := s.backups.Pending()["arch"]; got != 0 {
+	if got := s.Backups.backups.Pending()["arch"]; got != 0 {
 		t.Fatalf("pending after archive now: %d", got)
 	}
 }

@@ -25,7 +25,7 @@ const caKeyObject = "cluster-ca-key"
 // replicated state, or read from the plain TLSDir/ca.key where it has not
 // moved into the state yet. The barrier must be unsealed (lifecycle lock
 // held by the caller, the keystore open or opening).
-func (s *Service) clusterCA() (*tlsutil.CA, error) {
+func (s *core) clusterCA() (*tlsutil.CA, error) {
 	if rec, ok := s.st.ClusterCA(); ok {
 		key, err := s.bar.DecryptValue(caKeyObject, rec.Version, rec.Sealed)
 		if err != nil {
@@ -47,7 +47,7 @@ func (s *Service) clusterCA() (*tlsutil.CA, error) {
 
 // endpointIssuer is what signs endpoint client certificates: the cluster
 // CA (the keystore must be open) or the configured CertIssuer.
-func (s *Service) endpointIssuer() (CertIssuer, error) {
+func (s *core) endpointIssuer() (CertIssuer, error) {
 	if !s.cfg.OwnCA {
 		if s.cfg.CertIssuer == nil {
 			return nil, fmt.Errorf("%w: this server has no certificate authority to sign client certificates", ErrUnavailable)
@@ -72,7 +72,7 @@ func (s *Service) endpointIssuer() (CertIssuer, error) {
 // caFiles are the CA files a full backup carries. With Coffer's own CA the
 // key goes only while it is a plain file: once in the state, the backup's
 // copy of the state holds it, sealed.
-func (s *Service) caFiles() (cert, key string) {
+func (s *core) caFiles() (cert, key string) {
 	cert, key = s.cfg.CACert, s.cfg.CAKey
 	if s.cfg.OwnCA && key != "" {
 		if _, ok := s.st.ClusterCA(); ok {
@@ -88,7 +88,7 @@ func (s *Service) caFiles() (cert, key string) {
 // (tendCAKey), and a server certificate not signed by the cluster CA (the
 // interim one a node makes when it starts without the key, e.g. after a
 // restore) is replaced by one that is. Lifecycle lock held, keystore open.
-func (s *Service) tendCAKeyLocked(ctx context.Context) {
+func (s *core) tendCAKeyLocked(ctx context.Context) {
 	if !s.cfg.OwnCA {
 		return
 	}
@@ -100,7 +100,7 @@ func (s *Service) tendCAKeyLocked(ctx context.Context) {
 // leader) or removes it once the state holds it (every node). Run
 // periodically: followers of a cluster made before the key moved into the
 // state keep a plain copy until the leader's record reaches them.
-func (s *Service) tendCAKey() {
+func (s *core) tendCAKey() {
 	if !s.cfg.OwnCA {
 		return
 	}
@@ -121,7 +121,7 @@ func (s *Service) tendCAKey() {
 // when this node leads and the state holds no CA key yet, then removes the
 // plain file once the state holds the key of the CA in ca.crt. warn reports
 // what keeps the file in place. Lifecycle lock held, keystore open.
-func (s *Service) moveCAKeyLocked(ctx context.Context, warn func(string, ...any)) {
+func (s *core) moveCAKeyLocked(ctx context.Context, warn func(string, ...any)) {
 	file := filepath.Join(s.cfg.TLSDir, tlsutil.CAKey)
 	keyPEM, ok, err := tlsutil.LoadCAKeyPEM(s.cfg.TLSDir)
 	if err != nil {
@@ -174,7 +174,7 @@ func (s *Service) moveCAKeyLocked(ctx context.Context, warn func(string, ...any)
 // signServerCertLocked replaces a server certificate the cluster CA did not
 // sign with one it signs, for the same names, and has the server reload
 // it. Lifecycle lock held, keystore open.
-func (s *Service) signServerCertLocked() {
+func (s *core) signServerCertLocked() {
 	dir := s.cfg.TLSDir
 	cur, err := tlsutil.LoadCACert(dir)
 	if err != nil {

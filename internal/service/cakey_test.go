@@ -134,7 +134,7 @@ func TestCAKeyMovesIntoTheState(t *testing.T) {
 	if _, key := s.caFiles(); key != "" {
 		t.Fatalf("a backup would carry the CA key file %q", key)
 	}
-	e, err := s.EnrollEndpoint(rootCtx(), "db1", "", testCSR(t, "db1"))
+	e, err := s.Access.EnrollEndpoint(rootCtx(), "db1", "", testCSR(t, "db1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestCAKeyMovesIntoTheState(t *testing.T) {
 	}
 	s = newSvcOwnCA(t, dir, &reloads)
 	defer s.Close()
-	if _, err := s.EnrollEndpoint(rootCtx(), "db2", "", testCSR(t, "db2")); !errors.Is(err, ErrSealed) {
+	if _, err := s.Access.EnrollEndpoint(rootCtx(), "db2", "", testCSR(t, "db2")); !errors.Is(err, ErrSealed) {
 		t.Fatalf("enrolment while sealed: %v", err)
 	}
 	if err := s.Open(rootCtx(), []byte(pass)); err != nil {
@@ -167,12 +167,12 @@ func TestCAKeyMovesIntoTheState(t *testing.T) {
 	if reloads.Load() == 0 {
 		t.Fatal("the server was not told to reload its certificate")
 	}
-	e, err = s.EnrollEndpoint(rootCtx(), "db2", "", testCSR(t, "db2"))
+	e, err = s.Access.EnrollEndpoint(rootCtx(), "db2", "", testCSR(t, "db2"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	verifiesAgainst(t, e.Certificate, ca)
-	r, err := s.RenewEndpoint(rootCtx(), "db2", testCSR(t, "db2"))
+	r, err := s.Access.RenewEndpoint(rootCtx(), "db2", testCSR(t, "db2"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,7 @@ package service
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
 	"time"
 )
 
@@ -24,7 +18,7 @@ import (
 // node and the leader always do; a follower once it has, since its
 // keystore was opened, applied everything the leader had committed when
 // the follower asked.
-func (s *Service) CaughtUp() bool {
+func (s *Cluster) CaughtUp() bool {
 	if !s.Clustered() || s.node.IsLeader() {
 		return true
 	}
@@ -43,7 +37,7 @@ type CatchUp struct {
 }
 
 // CatchUpStatus reports CaughtUp with the indexes behind it.
-func (s *Service) CatchUpStatus() CatchUp {
+func (s *Cluster) CatchUpStatus() CatchUp {
 	st := s.node.Status()
 	// raft counts from its log again after a restart while the state
 	// keeps its applied index: the larger is what this node has applied.
@@ -57,7 +51,7 @@ func (s *Service) CatchUpStatus() CatchUp {
 // catchUpLoop runs on a follower from open until it has caught up (or the
 // keystore is sealed): it asks the leader for its commit index and waits
 // until this node has applied up to it.
-func (s *Service) catchUpLoop(ctx context.Context) {
+func (s *Cluster) catchUpLoop(ctx context.Context) {
 	wait := func(d time.Duration) bool {
 		select {
 		case <-ctx.Done():
@@ -110,7 +104,7 @@ func (s *Service) catchUpLoop(ctx context.Context) {
 // appliedThrough reports whether the state has applied every entry up to
 // idx that the state machine applies (raft's own entries, such as a new
 // leader's barrier, never reach the state's applied index).
-func (s *Service) appliedThrough(idx uint64) bool {
+func (s *Cluster) appliedThrough(idx uint64) bool {
 	sa := s.st.AppliedIndex()
 	if sa >= idx {
 		return true
@@ -121,39 +115,14 @@ func (s *Service) appliedThrough(idx uint64) bool {
 	return !s.node.HasFSMEntries(sa+1, idx)
 }
 
-// peerHealthInfo is what this node reads from another node's health.
-type peerHealthInfo struct {
-	Role         string `json:"role"`
-	AppliedIndex uint64 `json:"applied_index"`
-	CatchUp
-}
-
-// peerHealth reads another node's health over the node-to-node channel
-// (the peer is verified against the cluster CA).
-func (s *Service) peerHealth(ctx context.Context, url string) (peerHealthInfo, error) {
-	conf := s.NodeTLS()
-	if conf == nil {
-		return peerHealthInfo{}, errors.New("no node certificate")
-	}
-	conf.InsecureSkipVerify = true // #nosec G402 -- verified against the cluster CA in VerifyPeerCertificate, whatever name the URL uses
-	roots := conf.RootCAs
-	conf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error { return verifyChain(raw, roots) } // #nosec G123 -- a client config without a ClientSessionCache: sessions are never resumed, the callback runs on every handshake
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(url, "/")+"/api/v1/sys/health", nil)
-	if err != nil {
-		return peerHealthInfo{}, err
-	}
-	tr := &http.Transport{TLSClientConfig: conf}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return peerHealthInfo{}, err
-	}
-	defer resp.Body.Close()
-	var h peerHealthInfo
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h); err != nil {
-		return peerHealthInfo{}, fmt.Errorf("health of %s: %w", url, err)
-	}
-	return h, nil
+// startLoops starts, in an open's worker group w, the loops of a cluster
+// member: the key sync and the catch-up with the leader (which starts
+// over: not caught up, no leader commit known).
+func (s *Cluster) startLoops(w *workers) {
+	w.Go("key sync", s.syncKeysLoop)
+	s.caughtUp.Store(false)
+	s.leaderCommit.Store(0)
+	w.Go("catch-up with the leader", s.catchUpLoop)
 }
 
 // ForwardTo is the leader-forwarding decision for transports that do not
@@ -164,7 +133,7 @@ func (s *Service) peerHealth(ctx context.Context, url string) (peerHealthInfo, e
 // nothing goes anywhere: reads are served here and the service refuses
 // writes. A read on a follower still catching up whose leader's address is
 // not known yet is refused (ErrUnavailable) rather than answered stale.
-func (s *Service) ForwardTo(write bool) (url string, forward bool, err error) {
+func (s *Cluster) ForwardTo(write bool) (url string, forward bool, err error) {
 	if !s.Clustered() || s.node.IsLeader() || !write && s.CaughtUp() {
 		return "", false, nil
 	}
@@ -183,7 +152,7 @@ func (s *Service) ForwardTo(write bool) (url string, forward bool, err error) {
 // WaitApplied waits until this node has applied everything up to idx (a
 // commit index the leader reported for a write it did on this node's
 // behalf), so that a client reads its own writes here next; ctx bounds it.
-func (s *Service) WaitApplied(ctx context.Context, idx uint64) error {
+func (s *Cluster) WaitApplied(ctx context.Context, idx uint64) error {
 	for !s.appliedThrough(idx) {
 		select {
 		case <-ctx.Done():

@@ -1,7 +1,6 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,14 +14,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -44,11 +42,11 @@ const joinFile = "cluster-join.json"
 
 // Clustered reports whether this node runs the network raft transport
 // (cluster.listen is set).
-func (s *Service) Clustered() bool { return s.cfg.ClusterBind != "" }
+func (s *Cluster) Clustered() bool { return s.clustered() }
 
 // Role is this node's place in the cluster: standalone (no cluster
 // transport), leader, follower, or read-only (no leader known: no quorum).
-func (s *Service) Role() string {
+func (s *Cluster) Role() string {
 	switch {
 	case !s.Clustered():
 		return "standalone"
@@ -62,17 +60,17 @@ func (s *Service) Role() string {
 }
 
 // ReadOnlyRestricted reports whether the node is open but without quorum.
-func (s *Service) ReadOnlyRestricted() bool {
-	return s.Clustered() && s.State() == StateOpen && s.Role() == "read-only"
+func (s *Cluster) ReadOnlyRestricted() bool {
+	return s.Clustered() && s.svc.State() == StateOpen && s.Role() == "read-only"
 }
 
 // AllowReadOnly is cluster.allow_read_only_restricted_mode: false means a
 // node without quorum refuses every request, reads too.
-func (s *Service) AllowReadOnly() bool { return !s.cfg.NoReadOnlyMode }
+func (s *Cluster) AllowReadOnly() bool { return !s.cfg.NoReadOnlyMode }
 
 // LeaderAPI returns the leader's API URL for forwarding: self is true when
 // this node leads; ok is false when no leader is known or it has no URL.
-func (s *Service) LeaderAPI() (url string, self, ok bool) {
+func (s *Cluster) LeaderAPI() (url string, self, ok bool) {
 	if !s.Clustered() {
 		return "", true, true
 	}
@@ -94,7 +92,7 @@ func (s *Service) LeaderAPI() (url string, self, ok bool) {
 
 // NodeTLS is the node certificate configuration (forwarding uses it as a
 // client to the leader). Nil when not clustered.
-func (s *Service) NodeTLS() *tls.Config {
+func (s *Cluster) NodeTLS() *tls.Config {
 	if !s.Clustered() {
 		return nil
 	}
@@ -117,7 +115,7 @@ func raftTimeouts(threshold time.Duration) (hb, el time.Duration) {
 }
 
 // nodeTLSLocked prepares the node certificate for the raft transport.
-func (s *Service) nodeTLSLocked() (*tls.Config, error) {
+func (s *Cluster) nodeTLSLocked() (*tls.Config, error) {
 	if err := tlsutil.EnsureNodeCertWith(s.cfg.TLSDir, s.nodeID, s.clusterCA); err != nil {
 		return nil, fmt.Errorf("node certificate: %w", err)
 	}
@@ -127,7 +125,7 @@ func (s *Service) nodeTLSLocked() (*tls.Config, error) {
 // clusterID is the cluster's id: the state's, or, on a node that has just
 // joined and not yet received the cluster's first entries, the one the
 // leader named in its answer to the join.
-func (s *Service) clusterID() string {
+func (s *Cluster) clusterID() string {
 	if id := s.st.ClusterID(); id != "" {
 		return id
 	}
@@ -142,7 +140,7 @@ func (s *Service) clusterID() string {
 	return m.ClusterID
 }
 
-func (s *Service) joining() bool {
+func (s *Cluster) joining() bool {
 	_, err := os.Stat(filepath.Join(s.cfg.DataDir, joinFile))
 	return err == nil
 }
@@ -150,7 +148,7 @@ func (s *Service) joining() bool {
 // afterOpenClustered runs once the keystore is open on a clustered node:
 // the leader records its own addresses (and fixes raft's, if it started
 // standalone); a node that joined asks to become a voter once caught up.
-func (s *Service) afterOpenClustered(ctx context.Context) {
+func (s *Cluster) afterOpenClustered(ctx context.Context) {
 	if !s.Clustered() {
 		return
 	}
@@ -183,7 +181,7 @@ type JoinToken struct {
 // CreateJoinToken makes a one-time token a new node presents to join
 // (system administrators). It carries the CA's fingerprint, so the new node
 // can trust the node it contacts.
-func (s *Service) CreateJoinToken(ctx context.Context, ttl time.Duration) (JoinToken, error) {
+func (s *Cluster) CreateJoinToken(ctx context.Context, ttl time.Duration) (JoinToken, error) {
 	id, err := requireRole(ctx, RoleSystemAdmin, "creating a join token")
 	if err != nil {
 		return JoinToken{}, err
@@ -239,7 +237,7 @@ type JoinResponse struct {
 // AdmitNode handles a join request on the leader: it consumes the token,
 // signs the node certificate, adds the node as a non-voter (it is promoted
 // once it has caught up) and records it.
-func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse, error) {
+func (s *Cluster) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse, error) {
 	if !s.Clustered() {
 		return JoinResponse{}, fmt.Errorf("%w: this node has no cluster transport", ErrConflict)
 	}
@@ -358,7 +356,7 @@ func (s *Service) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 
 // Promote makes a caught-up non-voter a voter (called by the node itself,
 // authenticated by its node certificate, or by a system administrator).
-func (s *Service) Promote(ctx context.Context, nodeID string) error {
+func (s *Cluster) Promote(ctx context.Context, nodeID string) error {
 	id, err := caller(ctx)
 	if err != nil {
 		return err
@@ -385,7 +383,7 @@ func (s *Service) Promote(ctx context.Context, nodeID string) error {
 // JoinCluster joins this uninitialised node to the cluster whose leader
 // (or any member) is at url, with a join token from coffer cluster token
 // create. The node keystore is sealed under passphrase. Local only.
-func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token string, passphrase []byte) error {
+func (s *Cluster) JoinCluster(ctx context.Context, id Identity, url, token string, passphrase []byte) error {
 	if !id.Local {
 		return fmt.Errorf("%w: join through the local control socket: coffer cluster join --data-dir DIR", ErrForbidden)
 	}
@@ -427,40 +425,9 @@ func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token strin
 	if adv == "" {
 		adv = s.cfg.ClusterBind
 	}
-	body, _ := json.Marshal(JoinRequest{Token: token, NodeID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL, CSR: csr, ServerCSR: srvCSR})
-	// The token names the CA's fingerprint: fetch the CA, check it, and
-	// trust only it for the join itself.
-	roots, err := fetchPinnedCA(ctx, url, parts[2])
+	jr, err := s.joinAt(ctx, url, parts[2], JoinRequest{Token: token, NodeID: s.nodeID, RaftAddr: adv, APIURL: s.cfg.APIURL, CSR: csr, ServerCSR: srvCSR})
 	if err != nil {
 		return err
-	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		InsecureSkipVerify: true, // #nosec G402 -- verified against the pinned CA in VerifyPeerCertificate, whatever name the URL uses
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error { // #nosec G123 -- a client config without a ClientSessionCache: sessions are never resumed, the callback runs on every handshake
-			return verifyChain(raw, roots)
-		}}}}
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(url, "/")+"/api/v1/cluster/join", bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: contact %s: %v", ErrUnavailable, url, err)
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode == http.StatusServiceUnavailable {
-		// Not refused: the cluster could not take it now (no leader, or
-		// one this member cannot reach yet). Nothing was done.
-		return fmt.Errorf("%w: %s could not admit the join now (503): %s", ErrUnavailable, url, strings.TrimSpace(string(rb)))
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%w: %s refused the join (%d): %s", ErrConflict, url, resp.StatusCode, strings.TrimSpace(string(rb)))
-	}
-	var jr JoinResponse
-	if err := json.Unmarshal(rb, &jr); err != nil {
-		return fmt.Errorf("join answer: %w", err)
 	}
 	defer clear(jr.MasterKeys)
 	ring, err := keystore.ImportMEKs(jr.MasterKeys)
@@ -518,7 +485,7 @@ func (s *Service) JoinCluster(ctx context.Context, id Identity, url, token strin
 // applied what the leader had when it admitted it.
 // It gives up when ctx ends (seal), or after ten minutes of catching up
 // and then 50 attempts.
-func (s *Service) promoteWhenCaughtUp(ctx context.Context, url string, index uint64) {
+func (s *Cluster) promoteWhenCaughtUp(ctx context.Context, url string, index uint64) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	for s.st.AppliedIndex() < index {
@@ -531,7 +498,7 @@ func (s *Service) promoteWhenCaughtUp(ctx context.Context, url string, index uin
 		if u, self, ok := s.LeaderAPI(); ok && !self {
 			target = u
 		}
-		if err := s.callLeader(ctx, target, "/api/v1/cluster/promote", map[string]string{"node_id": s.nodeID}); err == nil {
+		if err := s.promoteAt(ctx, target); err == nil {
 			return
 		} else {
 			s.log.Warn("promotion to voter not done yet; retrying", "error", err)
@@ -542,71 +509,8 @@ func (s *Service) promoteWhenCaughtUp(ctx context.Context, url string, index uin
 	}
 }
 
-// callLeader POSTs to another node's API with this node's certificate.
-func (s *Service) callLeader(ctx context.Context, url, path string, body any) error {
-	conf := s.NodeTLS()
-	if conf == nil {
-		return errors.New("no node certificate")
-	}
-	conf.InsecureSkipVerify = true // #nosec G402 -- verified against the cluster CA in VerifyPeerCertificate, whatever name the URL uses
-	roots := conf.RootCAs
-	conf.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error { // #nosec G123 -- a client config without a ClientSessionCache: sessions are never resumed, the callback runs on every handshake
-		return verifyChain(raw, roots)
-	}
-	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(url, "/")+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Coffer-Node-Call", "1") // on its own behalf (forward.HeaderNodeCall)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("%s%s: %d %s", url, path, resp.StatusCode, strings.TrimSpace(string(rb)))
-	}
-	return nil
-}
-
-// fetchPinnedCA reads the CA certificate a node serves and checks it
-// against the fingerprint from the join token.
-func fetchPinnedCA(ctx context.Context, url, fp string) (*x509.CertPool, error) {
-	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		InsecureSkipVerify: true}}} // #nosec G402 -- the CA certificate is public data, checked against the join token's fingerprint before any use
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(url, "/")+"/api/v1/cluster/ca", nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: contact %s: %v", ErrUnavailable, url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	blk, _ := pem.Decode(b)
-	if resp.StatusCode != http.StatusOK || blk == nil {
-		return nil, fmt.Errorf("%w: %s did not serve its CA (%d)", ErrConflict, url, resp.StatusCode)
-	}
-	sum := sha256.Sum256(blk.Bytes)
-	if hex.EncodeToString(sum[:]) != fp {
-		return nil, fmt.Errorf("%w: the CA of %s is not the one named in the join token: refusing to join", ErrUnauthenticated, url)
-	}
-	ca, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool, nil
-}
-
 // CACertPEM is the cluster CA certificate (public), for joining nodes.
-func (s *Service) CACertPEM() ([]byte, error) {
+func (s *Cluster) CACertPEM() ([]byte, error) {
 	return os.ReadFile(filepath.Join(s.cfg.TLSDir, tlsutil.CAFile))
 }
 
@@ -658,7 +562,7 @@ type ClusterStatus struct {
 // lag: how far each node's applied index is behind the leader's commit
 // index (asking every member's health for its applied index, and the
 // leader's for its commit index).
-func (s *Service) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
+func (s *Cluster) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 	if _, err := requireAdmin(ctx, "reading the cluster status"); err != nil {
 		return ClusterStatus{}, err
 	}
@@ -716,7 +620,7 @@ func (s *Service) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 
 // Switchover hands leadership to another voter (Oracle Key Vault's
 // "switch roles"); to "" picks the most up-to-date one. Leader only.
-func (s *Service) Switchover(ctx context.Context, to string) (string, error) {
+func (s *Cluster) Switchover(ctx context.Context, to string) (string, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "switching the leader"); err != nil {
 		return "", err
 	}
@@ -759,7 +663,7 @@ func (s *Service) Switchover(ctx context.Context, to string) (string, error) {
 // RemoveNode takes a member out of the cluster (Oracle Key Vault's
 // "unpair"): replacing a failed node is removing it and joining a fresh
 // one. The leader cannot remove itself: switch over first.
-func (s *Service) RemoveNode(ctx context.Context, id string) error {
+func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "removing a node"); err != nil {
 		return err
 	}
@@ -785,25 +689,25 @@ func (s *Service) RemoveNode(ctx context.Context, id string) error {
 }
 
 // NodeID is this node's id.
-func (s *Service) NodeID() string { return s.nodeID }
+func (s *Cluster) NodeID() string { return s.nodeID }
 
 // RecoverStandalone makes a stopped node the only voter of its cluster
 // (offline; the data dir must not be in use). The operator confirms that
 // the other members are gone for good: if they come back they form a
 // second cluster with the same history — split brain.
 func RecoverStandalone(dataDir string) error {
-	id, err := os.ReadFile(filepath.Join(dataDir, "node-id"))
+	id, err := os.ReadFile(datadir.NodeIDPath(dataDir))
 	if err != nil {
 		return err
 	}
-	return cluster.RecoverStandalone(cluster.Config{Dir: RaftDir(dataDir), NodeID: strings.TrimSpace(string(id))})
+	return cluster.RecoverStandalone(cluster.Config{Dir: datadir.RaftDir(dataDir), NodeID: strings.TrimSpace(string(id))})
 }
 
 // AppliedIndex is the last raft index applied to this node's state.
-func (s *Service) AppliedIndex() uint64 { return s.st.AppliedIndex() }
+func (s *Cluster) AppliedIndex() uint64 { return s.st.AppliedIndex() }
 
 // SetAPIURL sets this node's https address (known once the listener is up).
-func (s *Service) SetAPIURL(u string) {
+func (s *Cluster) SetAPIURL(u string) {
 	if s.cfg.APIURL == "" {
 		s.cfg.APIURL = u
 	}
@@ -811,7 +715,7 @@ func (s *Service) SetAPIURL(u string) {
 
 // VerifyLeader confirms with a quorum that this node leads and that every
 // committed entry is applied (linearizable reads).
-func (s *Service) VerifyLeader(ctx context.Context) error {
+func (s *Cluster) VerifyLeader(ctx context.Context) error {
 	if !s.Clustered() {
 		return nil
 	}
@@ -820,7 +724,7 @@ func (s *Service) VerifyLeader(ctx context.Context) error {
 
 // syncGenerations adds to this node's keystore the master key generations
 // another node created (replicated wrapped under an earlier generation).
-func (s *Service) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, error) {
+func (s *Cluster) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, error) {
 	gens, err := s.st.MEKGens()
 	if err != nil || len(gens) == 0 {
 		return ring, err
@@ -849,7 +753,7 @@ func (s *Service) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, er
 // syncKeysLoop keeps a follower's keystore up to date with the leader's
 // master key rotations while it runs (it needs them at its next open), and
 // its journal mirror attached as the replicated destinations say.
-func (s *Service) syncKeysLoop(ctx context.Context) {
+func (s *Cluster) syncKeysLoop(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	var mirrorErr string
@@ -869,7 +773,7 @@ func (s *Service) syncKeysLoop(ctx context.Context) {
 			// A mirror destination added, changed or removed through
 			// another node reaches this one in the replicated state.
 			msg := ""
-			if err := s.attachMirrorLocked(); err != nil {
+			if err := s.svc.Backups.attachMirrorLocked(); err != nil {
 				msg = err.Error()
 				mirrorRetry = time.Now().Add(30 * time.Second) // a hung mount: do not pile up
 			}
@@ -905,7 +809,7 @@ func (s *Service) syncKeysLoop(ctx context.Context) {
 
 // lacksGenerations reports whether the state carries a master key
 // generation ring does not hold.
-func (s *Service) lacksGenerations(ring *keystore.Keyring) bool {
+func (s *Cluster) lacksGenerations(ring *keystore.Keyring) bool {
 	gens, err := s.st.MEKGens()
 	if err != nil {
 		return false
@@ -927,7 +831,7 @@ func (s *Service) lacksGenerations(ring *keystore.Keyring) bool {
 // addresses (again, if they changed), and returns the status. A node with
 // cluster.listen set is a cluster of one from its first start; init makes
 // that explicit and is safe to repeat.
-func (s *Service) InitCluster(ctx context.Context) (ClusterStatus, error) {
+func (s *Cluster) InitCluster(ctx context.Context) (ClusterStatus, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "initialising the cluster"); err != nil {
 		return ClusterStatus{}, err
 	}
@@ -952,7 +856,7 @@ func (s *Service) InitCluster(ctx context.Context) (ClusterStatus, error) {
 // recordSelfIfLeader keeps the leader's own addresses current in the node
 // registry (followers forward to the API address found there): a node that
 // restarted on another address and then won an election corrects it.
-func (s *Service) recordSelfIfLeader() {
+func (s *Cluster) recordSelfIfLeader() {
 	if !s.node.IsLeader() {
 		return
 	}
@@ -988,7 +892,7 @@ func (s *Service) recordSelfIfLeader() {
 // node's keystore is sealed under.
 const passphraseVersionFile = "keystore-passphrase-version"
 
-func (s *Service) localPassphraseVersion() uint64 {
+func (s *Cluster) localPassphraseVersion() uint64 {
 	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, passphraseVersionFile))
 	if err != nil {
 		return 0
@@ -998,14 +902,14 @@ func (s *Service) localPassphraseVersion() uint64 {
 	return v
 }
 
-func (s *Service) setLocalPassphraseVersion(v uint64) error {
+func (s *Cluster) setLocalPassphraseVersion(v uint64) error {
 	return fsutil.WriteFile(filepath.Join(s.cfg.DataDir, passphraseVersionFile), fmt.Appendf(nil, "%d\n", v))
 }
 
 // replicatePassphraseLocked sends a passphrase change made on the leader to
 // the other nodes, sealed under the current data key (the same protection
 // as every secret in the state). Lifecycle lock held.
-func (s *Service) replicatePassphraseLocked(ctx context.Context, p []byte) error {
+func (s *Cluster) replicatePassphraseLocked(ctx context.Context, p []byte) error {
 	cur, _ := s.st.KeystorePassphrase()
 	v := cur.Version + 1
 	sealed, err := s.bar.EncryptValue("keystore-passphrase", v, p)
@@ -1020,7 +924,7 @@ func (s *Service) replicatePassphraseLocked(ctx context.Context, p []byte) error
 
 // syncPassphrase re-seals this node's keystore under a passphrase the
 // leader changed to. Lifecycle lock held for writing.
-func (s *Service) syncPassphraseLocked() {
+func (s *Cluster) syncPassphraseLocked() {
 	rec, ok := s.st.KeystorePassphrase()
 	if !ok || rec.Version <= s.localPassphraseVersion() || s.ring == nil {
 		return

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/lifecycle"
 	"github.com/coffer-kms/coffer/internal/testutil"
 )
@@ -62,14 +63,14 @@ func TestObjectTypesAndVersions(t *testing.T) {
 	} {
 		c.req.Wallet, c.req.Name = DefaultWallet, fmt.Sprintf("%s-%s-%d", c.req.Type, c.alg, c.length)
 		c.req.Attrs = map[string]string{"owner": "dba"}
-		o, err := s.CreateObject(ctx, c.req)
+		o, err := s.Objects.CreateObject(ctx, c.req)
 		if err != nil {
 			t.Fatalf("%s: %v", c.req.Name, err)
 		}
 		if o.Algorithm != c.alg || o.Length != c.length || o.State != "active" || o.Latest != 1 || o.Attributes["owner"] != "dba" || len(o.ID) != 36 {
 			t.Fatalf("%s: %+v", c.req.Name, o)
 		}
-		_, m1, err := s.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: c.req.Name}, 0)
+		_, m1, err := s.Objects.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: c.req.Name}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,30 +81,30 @@ func TestObjectTypesAndVersions(t *testing.T) {
 		if c.req.Type == TypeSecretData {
 			newVal = []byte("second")
 		}
-		r, err := s.RotateObject(ctx, Ref{ID: o.ID}, newVal)
+		r, err := s.Objects.RotateObject(ctx, Ref{ID: o.ID}, newVal)
 		if err != nil || r.Latest != 2 || len(r.Versions) != 2 {
 			t.Fatalf("%s rotate: %+v %v", c.req.Name, r, err)
 		}
-		_, m2, err := s.GetObject(ctx, Ref{ID: o.ID}, 0)
+		_, m2, err := s.Objects.GetObject(ctx, Ref{ID: o.ID}, 0)
 		if err != nil || m2.Version != 2 || bytes.Equal(m1.Value, m2.Value) {
 			t.Fatalf("%s: latest after rotate: v%d %v (same material: %v)", c.req.Name, m2.Version, err, bytes.Equal(m1.Value, m2.Value))
 		}
-		_, old, err := s.GetObject(ctx, Ref{ID: o.ID}, 1)
+		_, old, err := s.Objects.GetObject(ctx, Ref{ID: o.ID}, 1)
 		if err != nil || !bytes.Equal(old.Value, m1.Value) {
 			t.Fatalf("%s: old version not retrievable: %v", c.req.Name, err)
 		}
-		if _, _, err := s.GetObject(ctx, Ref{ID: o.ID}, 3); !errors.Is(err, ErrNotFound) {
+		if _, _, err := s.Objects.GetObject(ctx, Ref{ID: o.ID}, 3); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("%s: version 3: %v", c.req.Name, err)
 		}
 	}
 	// Names are unique within a wallet, not across wallets.
-	if _, err := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "symmetric_key-AES-256", Type: TypeSymmetricKey}); !errors.Is(err, ErrConflict) {
+	if _, err := s.Objects.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "symmetric_key-AES-256", Type: TypeSymmetricKey}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("duplicate name: %v", err)
 	}
-	if _, err := s.CreateWallet(ctx, "other", ""); err != nil {
+	if _, err := s.Access.CreateWallet(ctx, "other", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateObject(ctx, CreateObject{Wallet: "other", Name: "symmetric_key-AES-256", Type: TypeSymmetricKey}); err != nil {
+	if _, err := s.Objects.CreateObject(ctx, CreateObject{Wallet: "other", Name: "symmetric_key-AES-256", Type: TypeSymmetricKey}); err != nil {
 		t.Fatalf("same name in another wallet: %v", err)
 	}
 }
@@ -135,16 +136,16 @@ func TestLifecycleThroughService(t *testing.T) {
 	for _, from := range lifecycle.All {
 		for _, tr := range []Transition{Activate, Deactivate, Revoke, Destroy} {
 			n++
-			o, err := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: fmt.Sprintf("lc-%d", n), Type: TypeSymmetricKey, PreActive: true})
+			o, err := s.Objects.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: fmt.Sprintf("lc-%d", n), Type: TypeSymmetricKey, PreActive: true})
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, step := range path[from] {
-				if _, err := s.ChangeState(ctx, Ref{ID: o.ID}, step, "setup"); err != nil {
+				if _, err := s.Objects.ChangeState(ctx, Ref{ID: o.ID}, step, "setup"); err != nil {
 					t.Fatalf("reach %s: %s: %v", from, step, err)
 				}
 			}
-			got, err := s.ChangeState(ctx, Ref{ID: o.ID}, tr, "test")
+			got, err := s.Objects.ChangeState(ctx, Ref{ID: o.ID}, tr, "test")
 			legal := lifecycle.Allowed(from, target[tr])
 			switch {
 			case legal && err != nil:
@@ -154,37 +155,37 @@ func TestLifecycleThroughService(t *testing.T) {
 			case !legal && !errors.Is(err, ErrState):
 				t.Errorf("%s --%s--> %v, want ErrState", from, tr, err)
 			}
-			after, _ := s.DescribeObject(ctx, Ref{ID: o.ID})
+			after, _ := s.Objects.DescribeObject(ctx, Ref{ID: o.ID})
 			if !legal && after.State != string(from) {
 				t.Errorf("refused %s --%s--> still changed the state to %s", from, tr, after.State)
 			}
 		}
 	}
 	// Destroy: material gone, metadata kept, name still taken.
-	o, _ := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "doomed", Type: TypeSecretData, Value: []byte("destroy-me-123")})
-	s.RotateObject(ctx, Ref{ID: o.ID}, []byte("destroy-me-456"))
-	if _, err := s.ChangeState(ctx, Ref{ID: o.ID}, Destroy, ""); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "deactivate it") {
+	o, _ := s.Objects.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "doomed", Type: TypeSecretData, Value: []byte("destroy-me-123")})
+	s.Objects.RotateObject(ctx, Ref{ID: o.ID}, []byte("destroy-me-456"))
+	if _, err := s.Objects.ChangeState(ctx, Ref{ID: o.ID}, Destroy, ""); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "deactivate it") {
 		t.Fatalf("destroy of an active object: %v", err)
 	}
-	s.ChangeState(ctx, Ref{ID: o.ID}, Deactivate, "retired")
-	d, err := s.ChangeState(ctx, Ref{ID: o.ID}, Destroy, "")
+	s.Objects.ChangeState(ctx, Ref{ID: o.ID}, Deactivate, "retired")
+	d, err := s.Objects.ChangeState(ctx, Ref{ID: o.ID}, Destroy, "")
 	if err != nil || d.Destroyed == nil || d.Reason != "retired" || !d.Versions[0].Destroyed || !d.Versions[1].Destroyed {
 		t.Fatalf("destroy: %+v %v", d, err)
 	}
-	if _, _, err := s.GetObject(ctx, Ref{ID: o.ID}, 1); !errors.Is(err, ErrGone) {
+	if _, _, err := s.Objects.GetObject(ctx, Ref{ID: o.ID}, 1); !errors.Is(err, ErrGone) {
 		t.Fatalf("get destroyed: %v", err)
 	}
 	if _, err := s.st.Material(o.ID, 1); err == nil {
 		t.Fatal("destroyed material still in the state")
 	}
-	if _, err := s.RotateObject(ctx, Ref{ID: o.ID}, []byte("x")); !errors.Is(err, ErrState) {
+	if _, err := s.Objects.RotateObject(ctx, Ref{ID: o.ID}, []byte("x")); !errors.Is(err, ErrState) {
 		t.Fatalf("rotate destroyed: %v", err)
 	}
-	if _, err := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "doomed", Type: TypeSecretData, Value: []byte("x")}); !errors.Is(err, ErrConflict) {
+	if _, err := s.Objects.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "doomed", Type: TypeSecretData, Value: []byte("x")}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("name of a destroyed object reused: %v", err)
 	}
 	s.Close()
-	b, _ := os.ReadFile(StatePath(s.cfg.DataDir))
+	b, _ := os.ReadFile(datadir.StatePath(s.cfg.DataDir))
 	if bytes.Contains(b, []byte("destroy-me")) {
 		t.Fatal("plaintext in state.db")
 	}
@@ -194,7 +195,7 @@ func TestLocateAndPagination(t *testing.T) {
 	s := initSvc(t, t.TempDir())
 	defer s.Close()
 	ctx := rootCtx()
-	s.CreateWallet(ctx, "db", "")
+	s.Access.CreateWallet(ctx, "db", "")
 	for i := 0; i < 25; i++ {
 		w := DefaultWallet
 		if i%5 == 0 {
@@ -204,7 +205,7 @@ func TestLocateAndPagination(t *testing.T) {
 		if i%2 == 1 {
 			typ, val = TypeSecretData, []byte("v")
 		}
-		if _, err := s.CreateObject(ctx, CreateObject{Wallet: w, Name: fmt.Sprintf("app/key-%02d", i), Type: typ, Value: val,
+		if _, err := s.Objects.CreateObject(ctx, CreateObject{Wallet: w, Name: fmt.Sprintf("app/key-%02d", i), Type: typ, Value: val,
 			Attrs: map[string]string{"tier": fmt.Sprint(i % 3)}, PreActive: i >= 20}); err != nil {
 			t.Fatal(err)
 		}
@@ -213,7 +214,7 @@ func TestLocateAndPagination(t *testing.T) {
 		t.Helper()
 		n, pages := 0, 0
 		for {
-			p, err := s.ListObjects(ctx, q)
+			p, err := s.Objects.ListObjects(ctx, q)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -249,64 +250,64 @@ func TestEndpointPermissions(t *testing.T) {
 	s := initSvc(t, t.TempDir())
 	defer s.Close()
 	ctx := rootCtx()
-	s.CreateWallet(ctx, "db", "")
-	o, _ := s.CreateObject(ctx, CreateObject{Wallet: "db", Name: "tde", Type: TypeSymmetricKey})
-	other, _ := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "x", Type: TypeSymmetricKey})
-	e, err := s.EnrollEndpoint(ctx, "db1", "primary", nil)
+	s.Access.CreateWallet(ctx, "db", "")
+	o, _ := s.Objects.CreateObject(ctx, CreateObject{Wallet: "db", Name: "tde", Type: TypeSymmetricKey})
+	other, _ := s.Objects.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "x", Type: TypeSymmetricKey})
+	e, err := s.Access.EnrollEndpoint(ctx, "db1", "primary", nil)
 	if err != nil || !strings.HasPrefix(e.Token, TokenPrefix) {
 		t.Fatalf("enroll: %v", err)
 	}
-	id, err := s.Authenticate(e.Token)
+	id, err := s.Access.Authenticate(e.Token)
 	if err != nil || id.Kind != KindEndpoint || id.Name != "db1" {
 		t.Fatalf("endpoint token: %+v %v", id, err)
 	}
 	ep := WithIdentity(context.Background(), id)
 	// By id, an object in a wallet without grant looks missing.
-	if _, _, err := s.GetObject(ep, Ref{ID: o.ID}, 0); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Objects.GetObject(ep, Ref{ID: o.ID}, 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("read without grant: %v", err)
 	}
-	if _, _, err := s.GetObject(ep, Ref{Wallet: "db", Name: "tde"}, 0); !errors.Is(err, ErrForbidden) {
+	if _, _, err := s.Objects.GetObject(ep, Ref{Wallet: "db", Name: "tde"}, 0); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("read by name without grant: %v", err)
 	}
-	s.SetGrant(ctx, "db", "db1", PermRead)
-	if _, _, err := s.GetObject(ep, Ref{Wallet: "db", Name: "tde"}, 0); err != nil {
+	s.Access.SetGrant(ctx, "db", "db1", PermRead)
+	if _, _, err := s.Objects.GetObject(ep, Ref{Wallet: "db", Name: "tde"}, 0); err != nil {
 		t.Fatalf("read with grant: %v", err)
 	}
-	if _, _, err := s.GetObject(ep, Ref{ID: other.ID}, 0); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Objects.GetObject(ep, Ref{ID: other.ID}, 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("read in another wallet: %v", err)
 	}
-	if _, _, err := s.GetObject(ep, Ref{Wallet: DefaultWallet, Name: "nope"}, 0); !errors.Is(err, ErrForbidden) {
+	if _, _, err := s.Objects.GetObject(ep, Ref{Wallet: DefaultWallet, Name: "nope"}, 0); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("probing a wallet without grant must not say what exists: %v", err)
 	}
-	if _, err := s.RotateObject(ep, Ref{ID: o.ID}, nil); !errors.Is(err, ErrForbidden) {
+	if _, err := s.Objects.RotateObject(ep, Ref{ID: o.ID}, nil); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("rotate with read: %v", err)
 	}
-	p, _ := s.ListObjects(ep, Query{})
+	p, _ := s.Objects.ListObjects(ep, Query{})
 	if len(p.Items) != 1 || p.Items[0].ID != o.ID {
 		t.Fatalf("endpoint list sees %d objects", len(p.Items))
 	}
-	s.SetGrant(ctx, "db", "db1", PermReadModify)
-	if _, err := s.RotateObject(ep, Ref{ID: o.ID}, nil); err != nil {
+	s.Access.SetGrant(ctx, "db", "db1", PermReadModify)
+	if _, err := s.Objects.RotateObject(ep, Ref{ID: o.ID}, nil); err != nil {
 		t.Fatalf("rotate with read_modify: %v", err)
 	}
-	if _, err := s.ChangeState(ep, Ref{ID: o.ID}, Deactivate, ""); !errors.Is(err, ErrForbidden) {
+	if _, err := s.Objects.ChangeState(ep, Ref{ID: o.ID}, Deactivate, ""); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("deactivate with read_modify: %v", err)
 	}
-	if _, err := s.SetGrant(ep, "db", "db1", PermManage); !errors.Is(err, ErrForbidden) {
+	if _, err := s.Access.SetGrant(ep, "db", "db1", PermManage); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("endpoint raised its own permission: %v", err)
 	}
-	if _, err := s.RevokeEndpoint(ctx, "db1"); err != nil {
+	if _, err := s.Access.RevokeEndpoint(ctx, "db1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Authenticate(e.Token); !errors.Is(err, ErrUnauthenticated) {
+	if _, err := s.Access.Authenticate(e.Token); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("revoked endpoint token still works: %v", err)
 	}
-	w, _ := s.GetWallet(ctx, "db")
+	w, _ := s.Access.GetWallet(ctx, "db")
 	if _, ok := w.Grants["db1"]; ok {
 		t.Fatal("revoked endpoint keeps its grant")
 	}
 	// Re-enrolment issues new credentials and starts with no grant.
-	e2, err := s.EnrollEndpoint(ctx, "db1", "", nil)
+	e2, err := s.Access.EnrollEndpoint(ctx, "db1", "", nil)
 	if err != nil || e2.Token == e.Token {
 		t.Fatalf("re-enrol: %v", err)
 	}
@@ -325,10 +326,10 @@ func TestUsersSessionsAndThrottle(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := rootCtx()
-	if _, err := s.CreateUser(ctx, "alice", "correct horse battery", []Role{RoleKeyAdmin, RoleKeyAdmin}); err != nil {
+	if _, err := s.Access.CreateUser(ctx, "alice", "correct horse battery", []Role{RoleKeyAdmin, RoleKeyAdmin}); err != nil {
 		t.Fatal(err)
 	}
-	u, _ := s.GetUser(ctx, "alice")
+	u, _ := s.Access.GetUser(ctx, "alice")
 	if len(u.Roles) != 1 {
 		t.Fatalf("roles not deduplicated: %v", u.Roles)
 	}
@@ -336,22 +337,22 @@ func TestUsersSessionsAndThrottle(t *testing.T) {
 	if !strings.HasPrefix(raw.PasswordHash, "$argon2id$v=19$") || strings.Contains(raw.PasswordHash, "correct horse") {
 		t.Fatalf("password stored as %q", raw.PasswordHash)
 	}
-	sess, err := s.Login(context.Background(), "alice", "correct horse battery", "10.0.0.1:5555")
+	sess, err := s.Access.Login(context.Background(), "alice", "correct horse battery", "10.0.0.1:5555")
 	if err != nil || sess.Expires.Before(time.Now().Add(59*time.Minute)) {
 		t.Fatalf("login: %+v %v", sess, err)
 	}
-	id, err := s.Authenticate(sess.Token)
+	id, err := s.Access.Authenticate(sess.Token)
 	if err != nil || id.Kind != KindUser || !id.Has(RoleKeyAdmin) || id.Has(RoleSystemAdmin) {
 		t.Fatalf("session identity: %+v %v", id, err)
 	}
 	// Roles are read at each request: a change applies at once.
-	s.UpdateUser(ctx, "alice", UserChange{Roles: &[]Role{RoleAuditManager}})
-	if id, _ := s.Authenticate(sess.Token); id.Has(RoleKeyAdmin) || !id.Has(RoleAuditManager) {
+	s.Access.UpdateUser(ctx, "alice", UserChange{Roles: &[]Role{RoleAuditManager}})
+	if id, _ := s.Access.Authenticate(sess.Token); id.Has(RoleKeyAdmin) || !id.Has(RoleAuditManager) {
 		t.Fatalf("roles after change: %v", id.Roles)
 	}
 	// Failed logins: the first three are free, then each waits longer.
 	for i := 0; i < 6; i++ {
-		if _, err := s.Login(context.Background(), "alice", "wrong password!", "10.0.0.1:5555"); !errors.Is(err, ErrUnauthenticated) {
+		if _, err := s.Access.Login(context.Background(), "alice", "wrong password!", "10.0.0.1:5555"); !errors.Is(err, ErrUnauthenticated) {
 			t.Fatalf("wrong password: %v", err)
 		}
 	}
@@ -361,61 +362,61 @@ func TestUsersSessionsAndThrottle(t *testing.T) {
 	}
 	// Guesses from one address do not slow the user down at another.
 	slept = nil
-	if _, err := s.Login(context.Background(), "alice", "correct horse battery", "10.0.0.7:1"); err != nil || len(slept) != 0 {
+	if _, err := s.Access.Login(context.Background(), "alice", "correct horse battery", "10.0.0.7:1"); err != nil || len(slept) != 0 {
 		t.Fatalf("login from another address after guesses elsewhere: %v, delays %v", err, slept)
 	}
 	// The guessing address still waits, also for another user...
-	if _, err := s.Login(context.Background(), "bob", "wrong password!", "10.0.0.1:5556"); !errors.Is(err, ErrUnauthenticated) || len(slept) != 1 {
+	if _, err := s.Access.Login(context.Background(), "bob", "wrong password!", "10.0.0.1:5556"); !errors.Is(err, ErrUnauthenticated) || len(slept) != 1 {
 		t.Fatalf("another user from the guessing address: %v, delays %v", err, slept)
 	}
 	// ...and a success there clears alice's count at that address.
 	slept = nil
-	if _, err := s.Login(context.Background(), "alice", "correct horse battery", "10.0.0.1:5557"); err != nil || len(slept) != 1 {
+	if _, err := s.Access.Login(context.Background(), "alice", "correct horse battery", "10.0.0.1:5557"); err != nil || len(slept) != 1 {
 		t.Fatalf("login at the guessing address: %v, delays %v", err, slept)
 	}
 	slept = nil
-	if _, err := s.Login(context.Background(), "alice", "wrong password!", "10.0.0.1:5558"); !errors.Is(err, ErrUnauthenticated) || len(slept) != 1 || slept[0] >= 8*time.Second {
+	if _, err := s.Access.Login(context.Background(), "alice", "wrong password!", "10.0.0.1:5558"); !errors.Is(err, ErrUnauthenticated) || len(slept) != 1 || slept[0] >= 8*time.Second {
 		t.Fatalf("after a success: %v, delays %v (the address's count remains, alice's is cleared)", err, slept)
 	}
 	// Unknown users are throttled too and get the same answer.
-	_, err = s.Login(context.Background(), "mallory", "whatever-pw", "10.0.0.9:1")
+	_, err = s.Access.Login(context.Background(), "mallory", "whatever-pw", "10.0.0.9:1")
 	if !errors.Is(err, ErrUnauthenticated) || strings.Contains(err.Error(), "mallory") {
 		t.Fatalf("unknown user: %v", err)
 	}
 	// A password change ends existing sessions; so does disabling.
-	if _, err := s.Login(context.Background(), "alice", "correct horse battery", "10.0.0.2:1"); err != nil {
+	if _, err := s.Access.Login(context.Background(), "alice", "correct horse battery", "10.0.0.2:1"); err != nil {
 		t.Fatal(err)
 	}
 	np := "another long password"
-	s.UpdateUser(ctx, "alice", UserChange{Password: &np})
-	if _, err := s.Authenticate(sess.Token); !errors.Is(err, ErrUnauthenticated) {
+	s.Access.UpdateUser(ctx, "alice", UserChange{Password: &np})
+	if _, err := s.Access.Authenticate(sess.Token); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("session survived a password change: %v", err)
 	}
 	// A user changes its own password only with the old one.
-	sess2, _ := s.Login(context.Background(), "alice", np, "10.0.0.2:1")
-	id2, _ := s.Authenticate(sess2.Token)
+	sess2, _ := s.Access.Login(context.Background(), "alice", np, "10.0.0.2:1")
+	id2, _ := s.Access.Authenticate(sess2.Token)
 	self := WithIdentity(context.Background(), id2)
 	bad, good := "not it at all", np
 	np2 := "yet another password"
-	if _, err := s.UpdateUser(self, "alice", UserChange{Password: &np2, OldPassword: &bad}); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Access.UpdateUser(self, "alice", UserChange{Password: &np2, OldPassword: &bad}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("self change with a wrong old password: %v", err)
 	}
-	if _, err := s.UpdateUser(self, "alice", UserChange{Password: &np2, OldPassword: &good}); err != nil {
+	if _, err := s.Access.UpdateUser(self, "alice", UserChange{Password: &np2, OldPassword: &good}); err != nil {
 		t.Fatalf("self change: %v", err)
 	}
-	if _, err := s.UpdateUser(self, "alice", UserChange{Roles: &[]Role{RoleSystemAdmin}}); !errors.Is(err, ErrForbidden) {
+	if _, err := s.Access.UpdateUser(self, "alice", UserChange{Roles: &[]Role{RoleSystemAdmin}}); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("self promotion: %v", err)
 	}
 	// Logout ends the session.
-	sess3, _ := s.Login(context.Background(), "alice", np2, "10.0.0.2:1")
-	id3, _ := s.Authenticate(sess3.Token)
-	if err := s.Logout(WithIdentity(context.Background(), id3)); err != nil {
+	sess3, _ := s.Access.Login(context.Background(), "alice", np2, "10.0.0.2:1")
+	id3, _ := s.Access.Authenticate(sess3.Token)
+	if err := s.Access.Logout(WithIdentity(context.Background(), id3)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Authenticate(sess3.Token); !errors.Is(err, ErrUnauthenticated) {
+	if _, err := s.Access.Authenticate(sess3.Token); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatal("session survived logout")
 	}
-	if err := s.DeleteUser(ctx, "alice"); err != nil {
+	if err := s.Access.DeleteUser(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -428,17 +429,17 @@ func TestSessionExpires(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
-	s.CreateUser(ctx, "bob", "bobs password", []Role{RoleSystemAdmin})
-	sess, err := s.Login(context.Background(), "bob", "bobs password", "x:1")
+	s.Access.CreateUser(ctx, "bob", "bobs password", []Role{RoleSystemAdmin})
+	sess, err := s.Access.Login(context.Background(), "bob", "bobs password", "x:1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(59 * time.Minute)
-	if _, err := s.Authenticate(sess.Token); err != nil {
+	if _, err := s.Access.Authenticate(sess.Token); err != nil {
 		t.Fatalf("session before its expiry: %v", err)
 	}
 	clock.Advance(time.Minute)
-	if _, err := s.Authenticate(sess.Token); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+	if _, err := s.Access.Authenticate(sess.Token); !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("expired session: %v", err)
 	}
 }
@@ -449,7 +450,7 @@ func TestAuditRecordsRequests(t *testing.T) {
 	defer s.Close()
 	c := &Call{Identity: LocalRoot(), Transport: "rest", Source: "127.0.0.1:9", Start: time.Now()}
 	ctx := WithCall(context.Background(), c)
-	o, err := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "audited", Type: TypeSecretData, Value: []byte("never-in-audit-42")})
+	o, err := s.Objects.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "audited", Type: TypeSecretData, Value: []byte("never-in-audit-42")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +467,7 @@ func TestAuditRecordsRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	files, _ := filepath.Glob(filepath.Join(AuditDir(dir), "*"))
+	files, _ := filepath.Glob(filepath.Join(datadir.AuditDir(dir), "*"))
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
 		if bytes.Contains(b, []byte("never-in-audit-42")) {
@@ -485,7 +486,7 @@ func TestAuditTailLostAtOpen(t *testing.T) {
 		s.Audit(&Call{Identity: LocalRoot(), Start: time.Now()}, fmt.Sprintf("op%d", i), 200, "ok", "")
 	}
 	s.Close()
-	files, _ := filepath.Glob(filepath.Join(AuditDir(dir), "audit-*.log"))
+	files, _ := filepath.Glob(filepath.Join(datadir.AuditDir(dir), "audit-*.log"))
 	b, _ := os.ReadFile(files[len(files)-1])
 	lines := bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
 	os.WriteFile(files[len(files)-1], bytes.Join(lines[:len(lines)-2], nil), 0o600) // the last two records are gone
@@ -495,7 +496,7 @@ func TestAuditTailLostAtOpen(t *testing.T) {
 	if len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0].Message, "lost at the end") {
 		t.Fatalf("warnings %+v", st.Warnings)
 	}
-	kept, _ := filepath.Glob(filepath.Join(AuditDir(dir), "audit.head.lost-tail-*"))
+	kept, _ := filepath.Glob(filepath.Join(datadir.AuditDir(dir), "audit.head.lost-tail-*"))
 	if len(kept) != 1 {
 		t.Fatalf("old head not kept: %v", kept)
 	}
@@ -528,7 +529,7 @@ func TestAuditLogDeletedRefusesStart(t *testing.T) {
 	s := initSvc(t, dir)
 	s.Audit(&Call{Identity: LocalRoot(), Start: time.Now()}, "op", 200, "ok", "")
 	s.Close()
-	files, _ := filepath.Glob(filepath.Join(AuditDir(dir), "audit-*.log"))
+	files, _ := filepath.Glob(filepath.Join(datadir.AuditDir(dir), "audit-*.log"))
 	for _, f := range files {
 		os.Remove(f)
 	}
@@ -582,7 +583,7 @@ func TestLoginRacingPasswordChange(t *testing.T) {
 	defer s.Close()
 	s.cfg.Sleep = func(context.Context, time.Duration) error { return nil } // failures after the change are throttled
 	ctx := rootCtx()
-	s.CreateUser(ctx, "carol", "old password!", []Role{RoleKeyAdmin})
+	s.Access.CreateUser(ctx, "carol", "old password!", []Role{RoleKeyAdmin})
 	var tokens []string
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -590,7 +591,7 @@ func TestLoginRacingPasswordChange(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			sess, err := s.Login(context.Background(), "carol", "old password!", fmt.Sprintf("10.1.0.%d:1", i))
+			sess, err := s.Access.Login(context.Background(), "carol", "old password!", fmt.Sprintf("10.1.0.%d:1", i))
 			if err == nil {
 				mu.Lock()
 				tokens = append(tokens, sess.Token)
@@ -599,23 +600,23 @@ func TestLoginRacingPasswordChange(t *testing.T) {
 		}(i)
 	}
 	np := "new password!!"
-	if _, err := s.UpdateUser(ctx, "carol", UserChange{Password: &np}); err != nil {
+	if _, err := s.Access.UpdateUser(ctx, "carol", UserChange{Password: &np}); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
 	for _, tok := range tokens {
-		if _, err := s.Authenticate(tok); err == nil {
+		if _, err := s.Access.Authenticate(tok); err == nil {
 			t.Fatal("a session granted on the old password survived the change")
 		}
 	}
 	// Disabling ends a live session too.
-	sess, err := s.Login(context.Background(), "carol", np, "10.2.0.1:1")
+	sess, err := s.Access.Login(context.Background(), "carol", np, "10.2.0.1:1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	yes := true
-	s.UpdateUser(ctx, "carol", UserChange{Disabled: &yes})
-	if _, err := s.Authenticate(sess.Token); err == nil {
+	s.Access.UpdateUser(ctx, "carol", UserChange{Disabled: &yes})
+	if _, err := s.Access.Authenticate(sess.Token); err == nil {
 		t.Fatal("session survived disabling the account")
 	}
 }
@@ -626,14 +627,14 @@ func TestConcurrentRotations(t *testing.T) {
 	s := initSvc(t, t.TempDir())
 	defer s.Close()
 	ctx := rootCtx()
-	o, _ := s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "hot", Type: TypeSymmetricKey})
+	o, _ := s.Objects.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: "hot", Type: TypeSymmetricKey})
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)
 	for i := 0; i < 32; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := s.RotateObject(ctx, Ref{ID: o.ID}, nil); err != nil {
+			if _, err := s.Objects.RotateObject(ctx, Ref{ID: o.ID}, nil); err != nil {
 				errs <- err
 			}
 		}()
@@ -643,7 +644,7 @@ func TestConcurrentRotations(t *testing.T) {
 	for err := range errs {
 		t.Errorf("rotation failed: %v", err)
 	}
-	got, _ := s.DescribeObject(ctx, Ref{ID: o.ID})
+	got, _ := s.Objects.DescribeObject(ctx, Ref{ID: o.ID})
 	if got.Latest != 33 || len(got.Versions) != 33 {
 		t.Fatalf("latest %d with %d versions, want 33", got.Latest, len(got.Versions))
 	}
@@ -661,13 +662,13 @@ func TestThrottleSerialisesParallelGuesses(t *testing.T) {
 	}
 	defer s.Close()
 	s.Init(rootCtx(), local, []byte(pass))
-	s.CreateUser(rootCtx(), "dave", "daves password", []Role{RoleKeyAdmin})
+	s.Access.CreateUser(rootCtx(), "dave", "daves password", []Role{RoleKeyAdmin})
 	var wg sync.WaitGroup
 	for i := 0; i < 12; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			s.Login(context.Background(), "dave", fmt.Sprintf("guess %d!!", i), fmt.Sprintf("10.3.0.1:%d", 1000+i))
+			s.Access.Login(context.Background(), "dave", fmt.Sprintf("guess %d!!", i), fmt.Sprintf("10.3.0.1:%d", 1000+i))
 		}(i)
 	}
 	wg.Wait()
@@ -682,14 +683,14 @@ func TestPaginationVisitsEachObjectOnce(t *testing.T) {
 	defer s.Close()
 	ctx := rootCtx()
 	for i := 0; i < 12; i++ {
-		s.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: fmt.Sprintf("p%02d", i), Type: TypeSymmetricKey})
+		s.Objects.CreateObject(ctx, CreateObject{Wallet: DefaultWallet, Name: fmt.Sprintf("p%02d", i), Type: TypeSymmetricKey})
 	}
 	for _, limit := range []int{1, 4, 5, 12, 13} {
 		seen := map[string]bool{}
 		q := Query{Limit: limit}
 		pages := 0
 		for {
-			p, err := s.ListObjects(ctx, q)
+			p, err := s.Objects.ListObjects(ctx, q)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -718,7 +719,7 @@ func TestAuditRecordStaysBounded(t *testing.T) {
 	defer s.Close()
 	c := &Call{Identity: LocalRoot(), Start: time.Now(), Source: strings.Repeat("<", 100000)}
 	ctx := WithCall(context.Background(), c)
-	s.Login(ctx, strings.Repeat("<", 900000), "x", "1.2.3.4:5")
+	s.Access.Login(ctx, strings.Repeat("<", 900000), "x", "1.2.3.4:5")
 	for i := 0; i < 100; i++ {
 		c.Note(strings.Repeat("<", 10000))
 	}

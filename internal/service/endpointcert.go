@@ -16,7 +16,7 @@ import (
 // (PEM or DER) and keeps its token and grants; the old certificate is put
 // on the deny-list, refused at every TLS handshake from then on (key
 // administrators).
-func (s *Service) RenewEndpoint(ctx context.Context, name string, csr []byte) (Enrollment, error) {
+func (s *Access) RenewEndpoint(ctx context.Context, name string, csr []byte) (Enrollment, error) {
 	note(ctx, "endpoint:"+name)
 	id, err := requireRole(ctx, RoleKeyAdmin, "renewing an endpoint's certificate")
 	if err != nil {
@@ -56,7 +56,7 @@ type issuedCert struct {
 
 // signEndpointCSR checks a certificate request (PEM or DER) and signs a
 // client certificate for the endpoint name with the CA.
-func (s *Service) signEndpointCSR(name string, csr []byte) (issuedCert, error) {
+func (s *Access) signEndpointCSR(name string, csr []byte) (issuedCert, error) {
 	if b, _ := pem.Decode(csr); b != nil {
 		if b.Type != "CERTIFICATE REQUEST" {
 			return issuedCert{}, fmt.Errorf("%w: csr: PEM block is %q, want CERTIFICATE REQUEST", ErrInvalid, b.Type)
@@ -88,7 +88,7 @@ func (s *Service) signEndpointCSR(name string, csr []byte) (issuedCert, error) {
 
 // ClientCertDenied reports whether a client certificate (its DER) was
 // revoked or replaced: the TLS listeners refuse it at the handshake.
-func (s *Service) ClientCertDenied(der []byte) bool {
+func (s *Access) ClientCertDenied(der []byte) bool {
 	fp := sha256.Sum256(der)
 	return s.st.CertDenied(hex.EncodeToString(fp[:]))
 }

@@ -10,10 +10,8 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/dest"
+	"github.com/coffer-kms/coffer/internal/datadir"
 )
-
-// DumpDir is where a freeze writes its consistent full dump.
-func DumpDir(dataDir string) string { return filepath.Join(dataDir, "dump") }
 
 // DefaultFreezeTimeout ends a freeze nobody thawed.
 const DefaultFreezeTimeout = 5 * time.Minute
@@ -36,7 +34,7 @@ type freezeState struct {
 // Thaw or the timeout, so that a storage-level snapshot tool can copy the
 // data dir (OpenKeyServer's SIGUSR1). Without a recovery passphrase the dump
 // is skipped and the freeze still happens (the note says so).
-func (s *Service) Freeze(ctx context.Context, timeout time.Duration) (FreezeStatus, error) {
+func (s *Backups) Freeze(ctx context.Context, timeout time.Duration) (FreezeStatus, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "freezing writes"); err != nil {
 		return FreezeStatus{}, err
 	}
@@ -64,7 +62,7 @@ func (s *Service) Freeze(ctx context.Context, timeout time.Duration) (FreezeStat
 			st.Note = "no dump written: " + err.Error()
 			s.log.Warn("freeze without a dump", "reason", err)
 		} else {
-			st.Dump = filepath.Join(DumpDir(s.cfg.DataDir), e.File)
+			st.Dump = filepath.Join(datadir.DumpDir(s.cfg.DataDir), e.File)
 		}
 		s.freezeMu.Lock()
 		defer s.freezeMu.Unlock()
@@ -105,7 +103,7 @@ func (s *Service) Freeze(ctx context.Context, timeout time.Duration) (FreezeStat
 }
 
 // Thaw ends a freeze.
-func (s *Service) Thaw(ctx context.Context) (FreezeStatus, error) {
+func (s *Backups) Thaw(ctx context.Context) (FreezeStatus, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "thawing writes"); err != nil {
 		return FreezeStatus{}, err
 	}
@@ -126,7 +124,7 @@ func (s *Service) Thaw(ctx context.Context) (FreezeStatus, error) {
 }
 
 // frozenErr is non-nil while writes are frozen.
-func (s *Service) frozenErr() error {
+func (s *Backups) frozenErr() error {
 	s.freezeMu.Lock()
 	defer s.freezeMu.Unlock()
 	if s.frozen == nil {
@@ -136,7 +134,7 @@ func (s *Service) frozenErr() error {
 }
 
 // dump writes one full dump to DumpDir, keeping only the newest.
-func (s *Service) dump(ctx context.Context) (backup.Entry, error) {
+func (s *Backups) dump(ctx context.Context) (backup.Entry, error) {
 	h := backupHost{s}
 	s.mu.RLock()
 	pw, err := s.recoveryLocked()
@@ -146,13 +144,13 @@ func (s *Service) dump(ctx context.Context) (backup.Entry, error) {
 		return backup.Entry{}, err
 	}
 	defer clear(pw)
-	d, err := dest.NewDir(DumpDir(s.cfg.DataDir))
+	d, err := dest.NewDir(datadir.DumpDir(s.cfg.DataDir))
 	if err != nil {
 		return backup.Entry{}, err
 	}
 	defer d.Close()
 	enc := bundleEncryption(pw, RecoveryLabel(r.Generation), s.cfg.BackupScryptWorkFactor)
-	e, err := backup.Run(ctx, h, d, backup.KindDump, backup.Options{ID: backup.NewID(time.Now(), randHex(4)), Encryption: enc, StagingDir: StagingDir(s.cfg.DataDir)})
+	e, err := backup.Run(ctx, h, d, backup.KindDump, backup.Options{ID: backup.NewID(time.Now(), randHex(4)), Encryption: enc, StagingDir: datadir.StagingDir(s.cfg.DataDir)})
 	if err != nil {
 		return e, err
 	}

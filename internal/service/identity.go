@@ -219,7 +219,7 @@ func newToken() (tok, hash string) {
 	return tok, hashToken(tok)
 }
 
-func (s *Service) createTokenLocked(ctx context.Context, name, policy string) (string, error) {
+func (s *Access) createTokenLocked(ctx context.Context, name, policy string) (string, error) {
 	tok, h := newToken()
 	err := s.applyLocked(ctx, state.TypeTokenCreate, state.Token{Hash: h, Kind: state.TokenRoot, Policy: policy, Name: name, Created: s.now().UTC()})
 	if err != nil {
@@ -230,7 +230,7 @@ func (s *Service) createTokenLocked(ctx context.Context, name, policy string) (s
 
 // Authenticate resolves a bearer token. It works while sealed (token hashes
 // are not secret), so an operator can check status, seal and stop.
-func (s *Service) Authenticate(tok string) (Identity, error) {
+func (s *Access) Authenticate(tok string) (Identity, error) {
 	if tok == "" {
 		return Identity{}, ErrUnauthenticated
 	}
@@ -266,7 +266,7 @@ func (s *Service) Authenticate(tok string) (Identity, error) {
 
 // AuthenticateCert resolves a client certificate (its DER bytes, already
 // verified against Coffer's CA by the TLS layer) to an enrolled endpoint.
-func (s *Service) AuthenticateCert(der []byte) (Identity, error) {
+func (s *Access) AuthenticateCert(der []byte) (Identity, error) {
 	fp := sha256.Sum256(der)
 	e, err := s.st.EndpointByCert(hex.EncodeToString(fp[:]))
 	if err != nil || e.State != "active" {
@@ -306,8 +306,8 @@ type Presented struct {
 // token and/or an enrolled client certificate otherwise, and when both are
 // sent they must name the same endpoint (a certificate never lends its
 // trust to another identity's token).
-func (s *Service) Identify(p Presented) (Identity, error) {
-	if p.Peer != "" && !s.IsMember(p.Peer, p.PeerKey) {
+func (s *Access) Identify(p Presented) (Identity, error) {
+	if p.Peer != "" && !s.svc.Cluster.IsMember(p.Peer, p.PeerKey) {
 		return Identity{}, fmt.Errorf("%w: node %s is not a member of this cluster, or its certificate's key is not the one recorded for it", ErrUnauthenticated, p.Peer)
 	}
 	if p.Local && p.Peer != "" {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 )
 
@@ -21,7 +22,7 @@ func journalWithMiddleSegment(t *testing.T, s *Service) ([]journal.SegmentInfo, 
 	ctx := rootCtx()
 	put := func(from, to int) {
 		for i := from; i < to; i++ {
-			if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v")); err != nil {
+			if _, err := s.Objects.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v")); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -40,13 +41,13 @@ func journalWithMiddleSegment(t *testing.T, s *Service) ([]journal.SegmentInfo, 
 	}
 	put(10, 15)
 	recs := map[uint64]journal.Record{}
-	if err := journal.Read(JournalDir(s.cfg.DataDir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	if err := journal.Read(datadir.JournalDir(s.cfg.DataDir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		recs[r.Index] = r
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	segs, err := journal.ListSegments(JournalDir(s.cfg.DataDir))
+	segs, err := journal.ListSegments(datadir.JournalDir(s.cfg.DataDir))
 	if err != nil || len(segs) != 3 {
 		t.Fatalf("segments %v: %v", segs, err)
 	}
@@ -72,11 +73,11 @@ func TestJournalMiddleSegmentRebuilt(t *testing.T) {
 	if err := s.Open(ctx, []byte(pass)); err != nil {
 		t.Fatalf("open with the middle segment moved aside: %v", err)
 	}
-	if _, err := journal.Verify(JournalDir(dir), s.bar); err != nil {
+	if _, err := journal.Verify(datadir.JournalDir(dir), s.bar); err != nil {
 		t.Fatalf("journal after the rebuild: %v", err)
 	}
 	got := map[uint64]journal.Record{}
-	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		got[r.Index] = r
 		return nil
 	})
@@ -86,7 +87,7 @@ func TestJournalMiddleSegmentRebuilt(t *testing.T) {
 			t.Fatalf("record %d rebuilt as %+v, was %+v", i, g, w)
 		}
 	}
-	if _, err := s.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -132,7 +133,7 @@ func TestJournalMiddleSegmentGone(t *testing.T) {
 	if err := s.Open(ctx, []byte(pass)); err != nil {
 		t.Fatalf("open after moving the older segment: %v", err)
 	}
-	if _, err := journal.Verify(JournalDir(dir), s.bar); err != nil {
+	if _, err := journal.Verify(datadir.JournalDir(dir), s.bar); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -141,7 +142,7 @@ func TestJournalMiddleSegmentGone(t *testing.T) {
 // snapshot covers them), as raft's compaction does.
 func dropRaftLogThrough(t *testing.T, dir string, through uint64) {
 	t.Helper()
-	n, err := cluster.Open(cluster.Config{Dir: RaftDir(dir), NodeID: "x"})
+	n, err := cluster.Open(cluster.Config{Dir: datadir.RaftDir(dir), NodeID: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func mountOf(m state.VaultMount) Mount {
 }
 
 // CreateMount declares a mount (key administrators). The wallet must exist.
-func (s *Service) CreateMount(ctx context.Context, m Mount) (Mount, error) {
+func (s *Objects) CreateMount(ctx context.Context, m Mount) (Mount, error) {
 	if !state.ValidMountPath(m.Path) {
 		return Mount{}, fmt.Errorf("%w: mount path %q: use 1-64 characters from A-Z a-z 0-9 _ . -, not sys, auth, identity or cubbyhole", ErrInvalid, m.Path)
 	}
@@ -83,7 +83,7 @@ func (s *Service) CreateMount(ctx context.Context, m Mount) (Mount, error) {
 
 // DeleteMount removes a mount declaration (key administrators). The wallet
 // and its objects stay.
-func (s *Service) DeleteMount(ctx context.Context, path string) error {
+func (s *Objects) DeleteMount(ctx context.Context, path string) error {
 	if _, err := requireRole(ctx, RoleKeyAdmin, "removing a mount"); err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func (s *Service) DeleteMount(ctx context.Context, path string) error {
 }
 
 // Mounts lists the declared mounts (key administrators).
-func (s *Service) Mounts(ctx context.Context) ([]Mount, error) {
+func (s *Objects) Mounts(ctx context.Context) ([]Mount, error) {
 	if _, err := requireRole(ctx, RoleKeyAdmin, "listing mounts"); err != nil {
 		return nil, err
 	}
@@ -116,7 +116,7 @@ func (s *Service) Mounts(ctx context.Context) ([]Mount, error) {
 
 // ResolveMount finds the mount a /v1/<path> request names, for routing.
 // It checks no permission: every operation on the mount's wallet does.
-func (s *Service) ResolveMount(path string) (Mount, error) {
+func (s *Objects) ResolveMount(path string) (Mount, error) {
 	m, err := s.st.VaultMount(path)
 	if err != nil {
 		return Mount{}, mapStateErr(err)
@@ -126,7 +126,7 @@ func (s *Service) ResolveMount(path string) (Mount, error) {
 
 // DescribeMount returns a mount to a caller that may read its wallet (what
 // Vault's sys/mounts/<path>/tune answers).
-func (s *Service) DescribeMount(ctx context.Context, path string) (Mount, error) {
+func (s *Objects) DescribeMount(ctx context.Context, path string) (Mount, error) {
 	if _, err := caller(ctx); err != nil {
 		return Mount{}, err
 	}
@@ -175,7 +175,7 @@ type KVMetadata struct {
 
 // kvObject loads a KV path with its KV state, checking permission need on
 // the wallet. A path hidden by a metadata delete is not found.
-func (s *Service) kvObject(ctx context.Context, wallet, path string, need Permission, what string) (state.Object, state.KVMeta, error) {
+func (s *Objects) kvObject(ctx context.Context, wallet, path string, need Permission, what string) (state.Object, state.KVMeta, error) {
 	if err := ValidName(path); err != nil {
 		return state.Object{}, state.KVMeta{}, err
 	}
@@ -215,7 +215,7 @@ func kvVersionOf(v state.Version, m state.KVMeta) KVVersion {
 // KVGet reads version (0 = latest) of a KV path. For a soft-deleted or
 // destroyed version it returns the version's metadata with an ErrNotFound
 // (Vault answers 404 with the metadata).
-func (s *Service) KVGet(ctx context.Context, wallet, path string, version uint64) (KVSecret, error) {
+func (s *Objects) KVGet(ctx context.Context, wallet, path string, version uint64) (KVSecret, error) {
 	unlock, err := s.openForRead()
 	if err != nil {
 		return KVSecret{}, err
@@ -269,7 +269,7 @@ func isJSONObject(b []byte) bool {
 // creating the secret-data object if needed. cas, when set, is Vault's
 // check-and-set: 0 = only if the path does not exist, N = only if the
 // current version is N.
-func (s *Service) KVPut(ctx context.Context, wallet, path string, data []byte, cas *uint64) (KVVersion, error) {
+func (s *Objects) KVPut(ctx context.Context, wallet, path string, data []byte, cas *uint64) (KVVersion, error) {
 	if err := ValidLabel("wallet", wallet); err != nil {
 		return KVVersion{}, err
 	}
@@ -320,7 +320,7 @@ func casMismatch(want, have uint64) error {
 }
 
 // kvRotate adds the next version of an existing KV secret, honouring cas.
-func (s *Service) kvRotate(ctx context.Context, id, wallet, path string, value []byte, cas *uint64) (KVVersion, error) {
+func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value []byte, cas *uint64) (KVVersion, error) {
 	unlock, err := s.openForRead()
 	if err != nil {
 		return KVVersion{}, err
@@ -389,7 +389,7 @@ const (
 // KVVersions soft-deletes (read_modify), undeletes (read_modify) or destroys
 // (manage; only versions soft-deleted before) versions of a KV path. No
 // versions with delete means the latest.
-func (s *Service) KVVersions(ctx context.Context, wallet, path, op string, versions []uint64) error {
+func (s *Objects) KVVersions(ctx context.Context, wallet, path, op string, versions []uint64) error {
 	need := PermReadModify
 	switch op {
 	case KVDelete:
@@ -436,7 +436,7 @@ func (s *Service) KVVersions(ctx context.Context, wallet, path, op string, versi
 // already be soft-deleted or destroyed; their material is erased and the
 // path disappears from KV reads and lists. Unlike Vault, the object and its
 // name stay, and a new write continues the version numbers.
-func (s *Service) KVDeleteMetadata(ctx context.Context, wallet, path string) error {
+func (s *Objects) KVDeleteMetadata(ctx context.Context, wallet, path string) error {
 	unlock, err := s.openForRead()
 	if err != nil {
 		return err
@@ -457,7 +457,7 @@ func (s *Service) KVDeleteMetadata(ctx context.Context, wallet, path string) err
 }
 
 // KVMetadataOf returns a KV path's metadata.
-func (s *Service) KVMetadataOf(ctx context.Context, wallet, path string) (KVMetadata, error) {
+func (s *Objects) KVMetadataOf(ctx context.Context, wallet, path string) (KVMetadata, error) {
 	o, m, err := s.kvObject(ctx, wallet, path, PermRead, "reading KV metadata")
 	if err != nil {
 		return KVMetadata{}, err
@@ -485,7 +485,7 @@ func (s *Service) KVMetadataOf(ctx context.Context, wallet, path string) (KVMeta
 
 // KVPutMetadata sets a KV path's settings (read_modify). Coffer keeps every
 // version: maxVersions must be 0. The path must exist (write data first).
-func (s *Service) KVPutMetadata(ctx context.Context, wallet, path string, casRequired bool, custom map[string]string, maxVersions int) error {
+func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, casRequired bool, custom map[string]string, maxVersions int) error {
 	if maxVersions != 0 {
 		return fmt.Errorf("%w: max_versions %d: Coffer keeps every version of a secret (a database needs every key version that encrypted its data); use 0", ErrInvalid, maxVersions)
 	}
@@ -513,7 +513,7 @@ func (s *Service) KVPutMetadata(ctx context.Context, wallet, path string, casReq
 // KVList lists the keys directly under prefix ("" or ending in "/") of a KV
 // mount's wallet, Vault style: "name" for a secret, "dir/" for a folder.
 // An empty result is ErrNotFound (Vault answers 404).
-func (s *Service) KVList(ctx context.Context, wallet, prefix string) ([]string, error) {
+func (s *Objects) KVList(ctx context.Context, wallet, prefix string) ([]string, error) {
 	if prefix != "" && (!strings.HasSuffix(prefix, "/") || ValidName(strings.TrimSuffix(prefix, "/")) != nil) {
 		return nil, fmt.Errorf("%w: list prefix %q: a valid path ending in /", ErrInvalid, prefix)
 	}

@@ -11,7 +11,7 @@ func kvSvc(t *testing.T) *Service {
 	t.Helper()
 	s := initSvc(t, t.TempDir())
 	t.Cleanup(func() { s.Close() })
-	if _, err := s.CreateWallet(rootCtx(), "kvw", ""); err != nil {
+	if _, err := s.Access.CreateWallet(rootCtx(), "kvw", ""); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -22,7 +22,7 @@ func kvSvc(t *testing.T) *Service {
 func TestKVPutCASConcurrent(t *testing.T) {
 	s := kvSvc(t)
 	ctx := rootCtx()
-	if _, err := s.KVPut(ctx, "kvw", "k", []byte(`{"v":"0"}`), nil); err != nil {
+	if _, err := s.Objects.KVPut(ctx, "kvw", "k", []byte(`{"v":"0"}`), nil); err != nil {
 		t.Fatal(err)
 	}
 	one := uint64(1)
@@ -33,7 +33,7 @@ func TestKVPutCASConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := s.KVPut(ctx, "kvw", "k", []byte(`{"v":"1"}`), &one)
+			_, err := s.Objects.KVPut(ctx, "kvw", "k", []byte(`{"v":"1"}`), &one)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -50,7 +50,7 @@ func TestKVPutCASConcurrent(t *testing.T) {
 	if wins != 1 || mismatches != 7 {
 		t.Fatalf("wins %d, mismatches %d", wins, mismatches)
 	}
-	md, err := s.KVMetadataOf(ctx, "kvw", "k")
+	md, err := s.Objects.KVMetadataOf(ctx, "kvw", "k")
 	if err != nil || md.Current != 2 || len(md.Versions) != 2 {
 		t.Fatalf("metadata %+v %v", md, err)
 	}
@@ -62,17 +62,17 @@ func TestKVValuesAreJSONObjects(t *testing.T) {
 	s := kvSvc(t)
 	ctx := rootCtx()
 	for _, v := range []string{``, `[]`, `"x"`, `{"a":`, `{} {}`} {
-		if _, err := s.KVPut(ctx, "kvw", "k", []byte(v), nil); !errors.Is(err, ErrInvalid) {
+		if _, err := s.Objects.KVPut(ctx, "kvw", "k", []byte(v), nil); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("value %q: %v", v, err)
 		}
 	}
-	if _, err := s.KVGet(ctx, "kvw", "k", 0); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Objects.KVGet(ctx, "kvw", "k", 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a refused value was stored: %v", err)
 	}
-	if _, err := s.PutSecret(ctx, "kvw", "raw", []byte{0xff, 0x00}); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, "kvw", "raw", []byte{0xff, 0x00}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.KVGet(ctx, "kvw", "raw", 0); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "not a JSON object") {
+	if _, err := s.Objects.KVGet(ctx, "kvw", "raw", 0); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "not a JSON object") {
 		t.Fatalf("raw value through KV: %v", err)
 	}
 }

@@ -52,7 +52,7 @@ func TestMirrorBehindInStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	held := &heldJournal{}
-	s.openMirror = func(o journal.Options) (state.MirrorJournal, error) {
+	s.Backups.openMirror = func(o journal.Options) (state.MirrorJournal, error) {
 		j, err := journal.Open(o)
 		if err != nil {
 			return nil, err
@@ -60,7 +60,7 @@ func TestMirrorBehindInStatus(t *testing.T) {
 		held.Journal = j
 		return held, nil
 	}
-	if _, err := s.AddDestination(ctx, DestinationConfig{Name: "disk2", Kind: "dir", Path: filepath.Join(t.TempDir(), "d2"), Mirror: true}); err != nil {
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "disk2", Kind: "dir", Path: filepath.Join(t.TempDir(), "d2"), Mirror: true}); err != nil {
 		t.Fatal(err)
 	}
 	mirrorWarning := func(st Status) string {
@@ -72,7 +72,7 @@ func TestMirrorBehindInStatus(t *testing.T) {
 		return ""
 	}
 	for i := 0; i < 3; i++ {
-		if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("a%d", i), []byte("v")); err != nil {
+		if _, err := s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("a%d", i), []byte("v")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -88,7 +88,7 @@ func TestMirrorBehindInStatus(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		for i := 0; i < n; i++ {
-			if _, err := s.PutSecret(ctx, DefaultWallet, fmt.Sprintf("b%d", i), []byte("v")); err != nil {
+			if _, err := s.Objects.PutSecret(ctx, DefaultWallet, fmt.Sprintf("b%d", i), []byte("v")); err != nil {
 				done <- err
 				return
 			}

@@ -58,7 +58,7 @@ func (k *nodeKeys) ok(id, key string) bool {
 // bindNodeKeys, on the leader, records the key of every member whose
 // record has none: this node's own from its certificate file, the others'
 // as first presented to this node.
-func (s *Service) bindNodeKeys() {
+func (s *Cluster) bindNodeKeys() {
 	if !s.Clustered() || !s.node.IsLeader() {
 		return
 	}
@@ -106,6 +106,6 @@ func (s *Service) bindNodeKeys() {
 // configuration and keySHA256 (tlsutil.KeyFingerprint of the certificate
 // it presented) is the key recorded for it. Removed nodes, and
 // certificates minted with a member's name but another key, are refused.
-func (s *Service) IsMember(id, keySHA256 string) bool {
+func (s *Cluster) IsMember(id, keySHA256 string) bool {
 	return s.Clustered() && s.node.IsMember(id) && s.keys.ok(id, keySHA256)
 }

@@ -251,39 +251,12 @@ func generate(typ, alg string, length int, value []byte) (material, public []byt
 	return nil, nil, "", 0, fmt.Errorf("%w: object type %q: use symmetric_key, secret_data or key_pair", ErrInvalid, typ)
 }
 
-// authorizeWallet checks that the caller may act on objects of wallet with
-// permission need: key administrators may everywhere, endpoints where granted.
-func (s *Service) authorizeWallet(ctx context.Context, wallet string, need Permission, what string) (Identity, error) {
-	id, err := caller(ctx)
-	if err != nil {
-		return id, err
-	}
-	if id.Kind == KindEndpoint {
-		w, err := s.st.Wallet(wallet)
-		if err != nil && !errors.Is(err, state.ErrNotFound) {
-			return id, err
-		}
-		if have := Permission(w.Grants[id.Name]); !have.Includes(need) {
-			if have == "" {
-				// Do not tell an endpoint which wallets exist or hold what.
-				return id, fmt.Errorf("%w: %s needs %s permission; endpoint %q has no grant on that wallet", ErrForbidden, what, need, id.Name)
-			}
-			return id, fmt.Errorf("%w: %s needs %s permission on wallet %q; endpoint %q has %s", ErrForbidden, what, need, wallet, id.Name, have)
-		}
-		return id, nil
-	}
-	if !id.Has(RoleKeyAdmin) {
-		return id, fmt.Errorf("%w: %s needs the %s role or an endpoint grant (caller %s)", ErrForbidden, what, RoleKeyAdmin, id.Actor())
-	}
-	return id, nil
-}
-
 // authorizeObject checks that the caller may act on o, found by ref, with
 // permission need. An endpoint with no grant at all on o's wallet is told
 // exactly what it is told of an id that does not exist: 403 here and 404
 // there would confirm that the id names an object in a wallet it cannot see.
 // (By name the wallet is named by the caller, and both cases answer 403.)
-func (s *Service) authorizeObject(ctx context.Context, ref Ref, o state.Object, need Permission, what string) (Identity, error) {
+func (s *Objects) authorizeObject(ctx context.Context, ref Ref, o state.Object, need Permission, what string) (Identity, error) {
 	id, err := s.authorizeWallet(ctx, o.Wallet, need, what)
 	if err == nil || ref.ID == "" || id.Kind != KindEndpoint {
 		return id, err
@@ -304,30 +277,8 @@ func missingObject(id string) error {
 	return mapStateErr(fmt.Errorf("object %s: %w", id, state.ErrNotFound))
 }
 
-// checkOpen refuses early (without locks) while uninitialised or sealed, so
-// that such a refusal is not masked by a lookup error.
-func (s *Service) checkOpen() error {
-	switch s.State() {
-	case StateUninitialized:
-		return ErrUninitialized
-	case StateSealed:
-		return ErrSealed
-	}
-	return nil
-}
-
-// openForRead takes the lifecycle read lock and checks the keystore is open.
-func (s *Service) openForRead() (func(), error) {
-	s.mu.RLock()
-	if err := s.requireOpenLocked(); err != nil {
-		s.mu.RUnlock()
-		return nil, err
-	}
-	return s.mu.RUnlock, nil
-}
-
 // lookup loads an object by ref.
-func (s *Service) lookup(ref Ref) (state.Object, error) {
+func (s *Objects) lookup(ref Ref) (state.Object, error) {
 	var (
 		o   state.Object
 		err error
@@ -344,7 +295,7 @@ func (s *Service) lookup(ref Ref) (state.Object, error) {
 }
 
 // CreateObject creates a security object with its first version.
-func (s *Service) CreateObject(ctx context.Context, req CreateObject) (Object, error) {
+func (s *Objects) CreateObject(ctx context.Context, req CreateObject) (Object, error) {
 	if err := ValidLabel("wallet", req.Wallet); err != nil {
 		return Object{}, err
 	}
@@ -408,7 +359,7 @@ func confirmObject(res any) (Object, error) {
 }
 
 // DescribeObject returns an object's metadata (no material).
-func (s *Service) DescribeObject(ctx context.Context, ref Ref) (Object, error) {
+func (s *Objects) DescribeObject(ctx context.Context, ref Ref) (Object, error) {
 	o, err := s.readable(ctx, ref, "reading object metadata")
 	if err != nil {
 		return Object{}, err
@@ -417,7 +368,7 @@ func (s *Service) DescribeObject(ctx context.Context, ref Ref) (Object, error) {
 }
 
 // readable loads ref and checks read permission on its wallet.
-func (s *Service) readable(ctx context.Context, ref Ref, what string) (state.Object, error) {
+func (s *Objects) readable(ctx context.Context, ref Ref, what string) (state.Object, error) {
 	if _, err := caller(ctx); err != nil {
 		return state.Object{}, err
 	}
@@ -443,7 +394,7 @@ func (s *Service) readable(ctx context.Context, ref Ref, what string) (state.Obj
 }
 
 // GetObject returns an object's metadata and the material of version (0 = latest).
-func (s *Service) GetObject(ctx context.Context, ref Ref, version uint64) (Object, Material, error) {
+func (s *Objects) GetObject(ctx context.Context, ref Ref, version uint64) (Object, Material, error) {
 	unlock, err := s.openForRead()
 	if err != nil {
 		return Object{}, Material{}, err
@@ -484,7 +435,7 @@ func fmtTime(t *time.Time) string {
 
 // RotateObject adds a new version: fresh material of the same kind, or value
 // for secret data (required) and imported symmetric keys.
-func (s *Service) RotateObject(ctx context.Context, ref Ref, value []byte) (Object, error) {
+func (s *Objects) RotateObject(ctx context.Context, ref Ref, value []byte) (Object, error) {
 	unlock, err := s.openForRead()
 	if err != nil {
 		return Object{}, err
@@ -493,7 +444,7 @@ func (s *Service) RotateObject(ctx context.Context, ref Ref, value []byte) (Obje
 	return s.rotateLocked(ctx, ref, value)
 }
 
-func (s *Service) rotateLocked(ctx context.Context, ref Ref, value []byte) (Object, error) {
+func (s *Objects) rotateLocked(ctx context.Context, ref Ref, value []byte) (Object, error) {
 	if _, err := caller(ctx); err != nil {
 		return Object{}, err
 	}
@@ -555,7 +506,7 @@ func (s *Service) rotateLocked(ctx context.Context, ref Ref, value []byte) (Obje
 // PutSecret stores value as the next version of the secret-data object
 // wallet/name, creating it (active) if it does not exist. It is the write of
 // a key/value store: what Vault's KV write does.
-func (s *Service) PutSecret(ctx context.Context, wallet, name string, value []byte) (Object, error) {
+func (s *Objects) PutSecret(ctx context.Context, wallet, name string, value []byte) (Object, error) {
 	if err := ValidLabel("wallet", wallet); err != nil {
 		return Object{}, err
 	}
@@ -622,7 +573,7 @@ var transitionTarget = map[Transition]struct {
 
 // ChangeState applies a lifecycle transition. Destroying erases the material
 // of every version from the live state and keeps the metadata.
-func (s *Service) ChangeState(ctx context.Context, ref Ref, t Transition, reason string) (Object, error) {
+func (s *Objects) ChangeState(ctx context.Context, ref Ref, t Transition, reason string) (Object, error) {
 	tt, ok := transitionTarget[t]
 	if !ok {
 		return Object{}, fmt.Errorf("%w: transition %q: use activate, deactivate, revoke or destroy", ErrInvalid, t)
@@ -660,7 +611,7 @@ func (s *Service) ChangeState(ctx context.Context, ref Ref, t Transition, reason
 }
 
 // SetAttributes sets and deletes custom attributes.
-func (s *Service) SetAttributes(ctx context.Context, ref Ref, set map[string]string, del []string) (Object, error) {
+func (s *Objects) SetAttributes(ctx context.Context, ref Ref, set map[string]string, del []string) (Object, error) {
 	if err := validAttrs(set); err != nil {
 		return Object{}, err
 	}
@@ -709,7 +660,7 @@ type Page[T any] struct {
 
 // ListObjects returns objects matching q, in id order, one page at a time.
 // Endpoints see only wallets they may read.
-func (s *Service) ListObjects(ctx context.Context, q Query) (Page[Object], error) {
+func (s *Objects) ListObjects(ctx context.Context, q Query) (Page[Object], error) {
 	id, err := caller(ctx)
 	if err != nil {
 		return Page[Object]{}, err

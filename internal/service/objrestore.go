@@ -12,6 +12,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
 	"github.com/coffer-kms/coffer/internal/barrier"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -31,7 +32,7 @@ type RestoreObjectRequest struct {
 // (no As) the object regains the material of the versions it has lost and,
 // if destroyed, the state it had; with As a new object is created in the
 // same wallet. Key administrators and endpoints with manage on the wallet.
-func (s *Service) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectRequest) (Object, error) {
+func (s *Backups) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectRequest) (Object, error) {
 	if req.Destination == "" {
 		return Object{}, fmt.Errorf("%w: destination is required", ErrInvalid)
 	}
@@ -46,11 +47,11 @@ func (s *Service) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectR
 	if err := s.checkOpen(); err != nil {
 		return Object{}, err
 	}
-	live, err := s.lookup(ref)
+	live, err := s.svc.Objects.lookup(ref)
 	if err != nil {
 		return Object{}, err
 	}
-	if _, err := s.authorizeObject(ctx, ref, live, PermManage, "restoring an object from a backup"); err != nil {
+	if _, err := s.svc.Objects.authorizeObject(ctx, ref, live, PermManage, "restoring an object from a backup"); err != nil {
 		return Object{}, err
 	}
 	t, err := backupHost{s}.OpenTarget(ctx, req.Destination)
@@ -64,7 +65,7 @@ func (s *Service) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectR
 	} else {
 		return Object{}, fmt.Errorf("%w: backups on %s are encrypted to age recipients; the server has no identity to read them: restore the whole node offline (coffer restore --identity)", ErrConflict, req.Destination)
 	}
-	tmp := filepath.Join(s.cfg.DataDir, "restore-tmp", randHex(6))
+	tmp := filepath.Join(datadir.RestoreTmpDir(s.cfg.DataDir), randHex(6))
 	if err := fsutil.EnsureDir(tmp); err != nil {
 		return Object{}, err
 	}
@@ -183,7 +184,7 @@ type VerifyProgress struct {
 // restore.Verify) and records OK or FAILED with the reason in the
 // destination's catalog (when this node's timeline is the one that writes
 // there). System administrators.
-func (s *Service) VerifyBackups(ctx context.Context, destination string, req VerifyRequest) ([]VerifyResult, error) {
+func (s *Backups) VerifyBackups(ctx context.Context, destination string, req VerifyRequest) ([]VerifyResult, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "verifying backups"); err != nil {
 		return nil, err
 	}
@@ -215,7 +216,7 @@ func (s *Service) VerifyBackups(ctx context.Context, destination string, req Ver
 	if len(todo) == 0 {
 		return nil, fmt.Errorf("%w: backup %q is not in the catalog of %s", ErrNotFound, req.ID, destination)
 	}
-	work := filepath.Join(s.cfg.DataDir, "restore-tmp")
+	work := datadir.RestoreTmpDir(s.cfg.DataDir)
 	if err := fsutil.EnsureDir(work); err != nil {
 		return nil, err
 	}
@@ -258,7 +259,7 @@ func (s *Service) VerifyBackups(ctx context.Context, destination string, req Ver
 
 // recordVerification writes a result into the catalog while no backup
 // writes it.
-func (s *Service) recordVerification(ctx context.Context, t *backup.Target, file string, v backup.Verification) error {
+func (s *Backups) recordVerification(ctx context.Context, t *backup.Target, file string, v backup.Verification) error {
 	s.mu.RLock()
 	m := s.backups
 	s.mu.RUnlock()
@@ -270,7 +271,7 @@ func (s *Service) recordVerification(ctx context.Context, t *backup.Target, file
 }
 
 // verifyAfter verifies a backup a schedule just took (Schedule.Verify).
-func (s *Service) verifyAfter(ctx context.Context, destination, file string) error {
+func (s *Backups) verifyAfter(ctx context.Context, destination, file string) error {
 	res, err := s.VerifyBackups(WithIdentity(ctx, LocalRoot()), destination, VerifyRequest{ID: file})
 	if err != nil {
 		return err

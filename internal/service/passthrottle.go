@@ -18,7 +18,7 @@ import (
 // done reports the outcome: wrong (the passphrase was checked and was
 // wrong) keeps the attempt counted; nil clears the source's count; any
 // other error takes the attempt back (nothing was checked).
-func (s *Service) passphraseAttempt(ctx context.Context, what string) (done func(err error), err error) {
+func (s *core) passphraseAttempt(ctx context.Context, what string) (done func(err error), err error) {
 	c := CallFrom(ctx)
 	if c == nil || c.Transport == "" || c.Transport == "socket" || c.Identity.Local {
 		return func(error) {}, nil

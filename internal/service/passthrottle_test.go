@@ -124,7 +124,7 @@ func TestPassphraseDelayHoldsNoLock(t *testing.T) {
 	<-sleeping // the fourth attempt waits its delay
 	wrote := make(chan error, 1)
 	go func() {
-		_, err := s.PutSecret(rootCtx(), DefaultWallet, "during-delay", []byte("v"))
+		_, err := s.Objects.PutSecret(rootCtx(), DefaultWallet, "during-delay", []byte("v"))
 		wrote <- err
 	}()
 	select {

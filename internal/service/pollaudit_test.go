@@ -15,7 +15,7 @@ func TestBackupPollsAuditedOnce(t *testing.T) {
 	poll := func(source string) {
 		t.Helper()
 		c := &Call{Identity: LocalRoot(), Transport: "rest", Source: source, Start: time.Now()}
-		if _, err := s.CurrentBackup(WithCall(context.Background(), c)); err != nil {
+		if _, err := s.Backups.CurrentBackup(WithCall(context.Background(), c)); err != nil {
 			t.Fatal(err)
 		}
 		s.Audit(c, "currentBackup", 200, "ok", "")
@@ -46,7 +46,7 @@ func TestBackupPollsAuditedOnce(t *testing.T) {
 		t.Fatalf("a poll from another host: %d records, want 2", n)
 	}
 	refused := &Call{Identity: LocalRoot(), Transport: "rest", Source: "127.0.0.1:4000", Start: time.Now()}
-	s.CurrentBackup(WithCall(context.Background(), refused))
+	s.Backups.CurrentBackup(WithCall(context.Background(), refused))
 	s.Audit(refused, "currentBackup", 403, "forbidden", "refused")
 	if n := count(); n != 3 {
 		t.Fatalf("a refused poll: %d records, want 3", n)

@@ -32,7 +32,7 @@ type JournalPrune struct {
 	Kept int `json:"kept"`
 }
 
-func (s *Service) journalKeep() int {
+func (s *Backups) journalKeep() int {
 	if s.cfg.JournalKeepSegments > 0 {
 		return s.cfg.JournalKeepSegments
 	}
@@ -45,14 +45,14 @@ func (s *Service) journalKeep() int {
 // the journal.keep_segments newest closed ones. An attached journal mirror
 // keeps what it has not copied yet. dry lists without removing. The server
 // also runs this by itself unless journal.prune is false.
-func (s *Service) PruneJournal(ctx context.Context, dry bool) (JournalPrune, error) {
+func (s *Backups) PruneJournal(ctx context.Context, dry bool) (JournalPrune, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "pruning the journal"); err != nil {
 		return JournalPrune{}, err
 	}
 	return s.pruneJournal(dry)
 }
 
-func (s *Service) pruneJournal(dry bool) (JournalPrune, error) {
+func (s *Backups) pruneJournal(dry bool) (JournalPrune, error) {
 	out := JournalPrune{Keep: s.journalKeep(), DryRun: dry}
 	// Lock order as a backup's: the backup lock, then the lifecycle lock.
 	run := func() error {

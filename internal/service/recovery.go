@@ -94,7 +94,7 @@ func (s *Service) Recovery(ctx context.Context) (RecoveryStatus, error) {
 
 // recoveryLocked returns the current recovery passphrase (caller clears it)
 // or ErrNotFound. The lifecycle lock is held by the caller.
-func (s *Service) recoveryLocked() ([]byte, error) {
+func (s *core) recoveryLocked() ([]byte, error) {
 	r, err := s.st.Recovery()
 	if errors.Is(err, state.ErrNotFound) {
 		return nil, fmt.Errorf("%w: no recovery passphrase is set: coffer backup recovery-passphrase set", ErrNotFound)
@@ -112,7 +112,7 @@ func (s *Service) recoveryLocked() ([]byte, error) {
 // afterKeyChange is called after a master-key rotation and after keystore or
 // recovery passphrase changes: backups must follow them (set by the backup
 // manager; nil until backups are configured).
-func (s *Service) afterKeyChange(ctx context.Context, why string) {
+func (s *core) afterKeyChange(ctx context.Context, why string) {
 	if h := s.keyChangeHook.Load(); h != nil {
 		(*h)(why)
 	}

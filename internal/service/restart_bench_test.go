@@ -71,7 +71,7 @@ func BenchmarkRestart(b *testing.B) {
 			go func(w int) {
 				defer wg.Done()
 				for k := w; k < n; k += writers {
-					if _, err := s.PutSecret(ctx, "default", "o"+strconv.Itoa(k), val); err != nil {
+					if _, err := s.Objects.PutSecret(ctx, "default", "o"+strconv.Itoa(k), val); err != nil {
 						b.Error(err)
 						return
 					}

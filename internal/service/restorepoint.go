@@ -16,7 +16,7 @@ type RestorePoint = state.RestorePoint
 // administrators). Names are unique; a duplicate is a conflict naming the
 // existing point. Take one before a risky change: a restore can then return
 // exactly to it.
-func (s *Service) CreateRestorePoint(ctx context.Context, name string) (RestorePoint, error) {
+func (s *Backups) CreateRestorePoint(ctx context.Context, name string) (RestorePoint, error) {
 	note(ctx, "restore-point:"+name)
 	id, err := requireRole(ctx, RoleSystemAdmin, "creating a restore point")
 	if err != nil {
@@ -38,7 +38,7 @@ func (s *Service) CreateRestorePoint(ctx context.Context, name string) (RestoreP
 }
 
 // ListRestorePoints lists restore points, oldest first.
-func (s *Service) ListRestorePoints(ctx context.Context) ([]RestorePoint, error) {
+func (s *Backups) ListRestorePoints(ctx context.Context) ([]RestorePoint, error) {
 	if _, err := requireAdmin(ctx, "listing restore points"); err != nil {
 		return nil, err
 	}

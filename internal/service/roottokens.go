@@ -30,7 +30,7 @@ type RootTokenInfo struct {
 
 // ListRootTokens lists the root tokens by accessor (system administrators):
 // the one printed at init and every one created since that was not revoked.
-func (s *Service) ListRootTokens(ctx context.Context) ([]RootTokenInfo, error) {
+func (s *Access) ListRootTokens(ctx context.Context) ([]RootTokenInfo, error) {
 	id, err := requireRole(ctx, RoleSystemAdmin, "listing root tokens")
 	if err != nil {
 		return nil, err
@@ -53,7 +53,7 @@ func (s *Service) ListRootTokens(ctx context.Context) ([]RootTokenInfo, error) {
 // (at least 8 hex digits, matching one token) (system administrators). A
 // lost or leaked root token is revoked this way; a new one is created with
 // coffer token create-root on the server host.
-func (s *Service) RevokeRootToken(ctx context.Context, prefix string) (string, error) {
+func (s *Access) RevokeRootToken(ctx context.Context, prefix string) (string, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "revoking a root token"); err != nil {
 		return "", err
 	}

@@ -65,7 +65,7 @@ func (c ScheduleConfig) validate() error {
 }
 
 // PutSchedule creates (edit=false) or changes a schedule (system administrators).
-func (s *Service) PutSchedule(ctx context.Context, c ScheduleConfig, edit bool) (ScheduleView, error) {
+func (s *Backups) PutSchedule(ctx context.Context, c ScheduleConfig, edit bool) (ScheduleView, error) {
 	note(ctx, "schedule:"+c.Name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "configuring backup schedules"); err != nil {
 		return ScheduleView{}, err
@@ -106,7 +106,7 @@ func (s *Service) PutSchedule(ctx context.Context, c ScheduleConfig, edit bool) 
 }
 
 // SetSchedulePaused pauses or resumes a schedule.
-func (s *Service) SetSchedulePaused(ctx context.Context, name string, paused bool) (ScheduleView, error) {
+func (s *Backups) SetSchedulePaused(ctx context.Context, name string, paused bool) (ScheduleView, error) {
 	note(ctx, "schedule:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "pausing or resuming a schedule"); err != nil {
 		return ScheduleView{}, err
@@ -132,7 +132,7 @@ func (s *Service) SetSchedulePaused(ctx context.Context, name string, paused boo
 }
 
 // ListSchedules lists schedules with their next run.
-func (s *Service) ListSchedules(ctx context.Context) ([]ScheduleView, error) {
+func (s *Backups) ListSchedules(ctx context.Context) ([]ScheduleView, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "listing backup schedules"); err != nil {
 		return nil, err
 	}
@@ -148,7 +148,7 @@ func (s *Service) ListSchedules(ctx context.Context) ([]ScheduleView, error) {
 }
 
 // DeleteSchedule removes a schedule.
-func (s *Service) DeleteSchedule(ctx context.Context, name string) error {
+func (s *Backups) DeleteSchedule(ctx context.Context, name string) error {
 	note(ctx, "schedule:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "deleting a backup schedule"); err != nil {
 		return err
@@ -160,7 +160,7 @@ func (s *Service) DeleteSchedule(ctx context.Context, name string) error {
 // SetArchivePaused pauses or resumes archiving to a destination (the
 // guide's pause/resume of log shipping); segments pile up on the node
 // meanwhile and show in the destination's pending count.
-func (s *Service) SetArchivePaused(ctx context.Context, name string, paused bool) (DestinationView, error) {
+func (s *Backups) SetArchivePaused(ctx context.Context, name string, paused bool) (DestinationView, error) {
 	note(ctx, "destination:"+name)
 	if _, err := requireRole(ctx, RoleSystemAdmin, "pausing or resuming archiving"); err != nil {
 		return DestinationView{}, err

@@ -25,6 +25,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/backup"
 	"github.com/coffer-kms/coffer/internal/barrier"
 	"github.com/coffer-kms/coffer/internal/cluster"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/fsutil"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/keystore"
@@ -111,6 +112,9 @@ type Config struct {
 	// Now is the clock of command times and of session, root token and
 	// join token expiry (nil: the wall clock; tests set their own).
 	Now func() time.Time
+	// Peers calls the other nodes' APIs (joining, promotion, health);
+	// needed by a cluster member only (internal/api/peer implements it).
+	Peers Peers
 }
 
 // Lifecycle states.
@@ -120,26 +124,78 @@ const (
 	StateOpen          = "open"
 )
 
-// Service is one Coffer node's domain core.
+// Service is one Coffer node's domain layer. It is the composition of a
+// core and four parts, each with its own type and file set:
+//
+//   - the core (core, and the lifecycle methods on Service: service.go,
+//     status.go, recovery.go, passthrottle.go, workers.go, audit.go): init,
+//     open, seal, key and passphrase changes, the command path (applyLocked)
+//     and the local reads of the state, the journal and the audit log;
+//   - Objects (objects.go, kv.go, transit.go): managed objects, KV mounts and
+//     secrets, transit keys;
+//   - Access (admin.go, identity.go, roottokens.go, endpointcert.go):
+//     wallets and grants, endpoints, users, sessions and tokens;
+//   - Backups (backup.go, schedule.go, prune.go, freeze.go, objrestore.go,
+//     restorepoint.go): destinations, schedules, backups and archiving,
+//     journal pruning, the journal mirror, freeze, restores of objects;
+//   - Cluster (cluster.go, nodetrust.go, joinguard.go, catchup.go):
+//     membership, joins, node keys, catching up with the leader, and the
+//     facts the transports ask to forward requests.
+//
+// Each part holds the fields it owns and embeds the core it works on. The
+// core reaches the parts (through svc) at lifecycle transitions (open starts
+// the backup host and the cluster's loops, seal stops them), for the
+// freeze that refuses writes, and for the journal maintenance's prune (the
+// backup host knows what its destinations still need).
 type Service struct {
+	*core
+	Objects *Objects
+	Access  *Access
+	Backups *Backups
+	Cluster *Cluster
+}
+
+// core is the keystore lifecycle and the command path: it owns the
+// lifecycle lock and, under it, the keyring, the journal and the lifecycle
+// state; the state store, the raft node and the audit log.
+//
+// Locks, in the order they are taken (a goroutine holding one takes only
+// those listed after it):
+//
+//  1. a backup's run lock (backup.Manager, in Backups), or
+//     Objects.nameLocks (one write by wallet and name, PutSecret / KVPut);
+//  2. mu, the lifecycle lock (below); commands and reads hold its read side;
+//  3. Objects.objLocks (the rotations of one object), under mu's read side;
+//  4. Backups.mirrorMu (the attached journal mirror);
+//  5. workersMu (retired workers) or Backups.freezeMu (the freeze state);
+//  6. the locks inside state.Store, the journal and the raft node.
+//
+// Leaf locks, under which nothing else is taken: the throttle's, each
+// Call's (the objects it touched), Cluster.joins' and Cluster.keys', and each
+// worker group's. No goroutine of workers is waited for while mu is held
+// (they take its read side): seal retires them under mu and waits for them
+// after releasing it.
+type core struct {
 	cfg Config
 	log *slog.Logger
 	// backupPolls keeps backup progress polls to one audit record per change.
 	backupPolls pollAudit
+	// svc is the composition this core belongs to, for the lifecycle's calls
+	// into the parts.
+	svc *Service
 	// noStopSnapshot (tests) leaves the raft log as a kill -9 would.
 	noStopSnapshot bool
 
 	ks   *keystore.Store
 	st   *state.Store
 	node *cluster.Node
-	keys *nodeKeys
 	bar  *barrier.Barrier
 
-	// Locks, in the order they are taken: a backup's run lock
-	// (backup.Manager), then mu, then mirrorMu, then workersMu or
-	// freezeMu; state.Store's locks come after all of them. No goroutine
-	// of workers is waited for while mu is held (they take its read side).
-	mu    sync.RWMutex // lifecycle: held for writing while opening/sealing; guards ring, jr, state, workers, backups, backupCtx/Cancel
+	// mu is the lifecycle lock: held for writing while opening, sealing or
+	// changing the keyring; its read side is held by every command and read
+	// that needs the keystore open. It guards ring, jr, state and workers
+	// here, and Backups.backups, backupCtx and backupCancel.
+	mu    sync.RWMutex
 	ring  *keystore.Keyring
 	jr    *journal.Journal
 	state string
@@ -150,34 +206,70 @@ type Service struct {
 	workersMu sync.Mutex
 	retired   []*workers
 
-	stateV          atomic.Value          // mirror of state for lock-free reads
-	writeErr        atomic.Pointer[Alert] // raft log / disk guard
-	nameLocks       [64]sync.Mutex
-	objLocks        [64]sync.Mutex
-	throttle        throttle
-	joins           joinGuard                    // failed cluster join attempts per source
-	lastPrune       atomic.Pointer[JournalPrune] // the last automatic or manual prune round
-	mirrorAttachErr atomic.Pointer[Alert]        // the last mirror attach failed
-	pwSlots         chan struct{}                // bounds concurrent Argon2id password checks
+	stateV   atomic.Value          // mirror of state for lock-free reads
+	writeErr atomic.Pointer[Alert] // raft log / disk guard
+	throttle throttle              // failed logins and passphrase attempts per source
 
 	nodeID        string
 	audit         *audit.Log
+	auditFailures atomic.Uint64
 	warnings      []Alert // set in New only: conditions that do not stop writes
+	// keyChangeHook is called after a key or passphrase change (set by the
+	// backup host: full backups must follow).
 	keyChangeHook atomic.Pointer[func(why string)]
-	backups       *backup.Manager
-	backupCancel  context.CancelFunc
-	backupCtx     context.Context
-	mirrorMu      sync.Mutex
-	mirrorAt      string // dir of the attached journal mirror; guarded by mirrorMu
+	started       time.Time
+	closed        atomic.Bool
+}
+
+// Objects are the managed objects (KMIP keys, secrets), KV mounts and
+// transit keys, read and written through the core.
+type Objects struct {
+	*core
+	// nameLocks serialise the writes to one wallet/name (taken before the
+	// lifecycle lock), objLocks the rotations of one object (taken under its
+	// read side); a slot per hash, see the lock order on core.
+	nameLocks [64]sync.Mutex
+	objLocks  [64]sync.Mutex
+}
+
+// Access is who may do what: wallets and their grants, endpoints and their
+// certificates, users and sessions, tokens.
+type Access struct {
+	*core
+	pwSlots chan struct{} // bounds concurrent Argon2id password checks
+}
+
+// Backups is the backup host: destinations, schedules, the backup manager
+// and the archiver, journal pruning, the journal mirror, freeze and the
+// restore of single objects.
+type Backups struct {
+	*core
+	// backups runs backups and archiving while the keystore is open;
+	// backupCtx ends when it stops. Guarded by the lifecycle lock.
+	backups      *backup.Manager
+	backupCancel context.CancelFunc
+	backupCtx    context.Context
+	lastPrune    atomic.Pointer[JournalPrune] // the last automatic or manual prune round
+
+	mirrorMu        sync.Mutex
+	mirrorAt        string                // dir of the attached journal mirror; guarded by mirrorMu
+	mirrorAttachErr atomic.Pointer[Alert] // the last mirror attach failed
 	// openMirror opens the mirror journal (nil: journal.Open; tests hold its writes).
-	openMirror    func(journal.Options) (state.MirrorJournal, error)
-	freezeMu      sync.Mutex
+	openMirror func(journal.Options) (state.MirrorJournal, error)
+
+	freezeMu      sync.Mutex // guards frozen, freezing and thawRequested
 	frozen        *freezeState
 	freezing      bool // a freeze is writing its dump
 	thawRequested bool // a thaw arrived during that dump
-	auditFailures atomic.Uint64
-	started       time.Time
-	closed        atomic.Bool
+}
+
+// Cluster is this node's membership: joins and admissions, node keys,
+// passphrase and key replication, catching up with the leader, and the
+// facts the transports ask to forward a request.
+type Cluster struct {
+	*core
+	keys  *nodeKeys
+	joins joinGuard // failed cluster join attempts per source
 	// caughtUp: since its keystore was last opened, this follower has
 	// applied everything the leader had committed when it asked
 	// (catchup.go); leaderCommit is that leader commit index.
@@ -191,8 +283,8 @@ type Service struct {
 // not fsynced one by one. The head is kept aside as evidence, the loss is
 // logged as an error and shown in status, and the chain continues from the
 // last record on disk. Any other damage refuses the start.
-func (s *Service) openAudit() (*audit.Log, error) {
-	dir := AuditDir(s.cfg.DataDir)
+func (s *core) openAudit() (*audit.Log, error) {
+	dir := datadir.AuditDir(s.cfg.DataDir)
 	opts := audit.Options{MaxFileBytes: s.cfg.AuditMaxFileBytes, Syslog: s.cfg.AuditSyslog, Logger: s.cfg.Logger}
 	defer s.auditWarnings(dir)
 	l, err := audit.Open(dir, opts)
@@ -231,7 +323,7 @@ const maxAuditTailRepair = 1 << 20
 
 // auditWarnings shows kept lost-tail heads in status until an operator
 // removes them after the investigation.
-func (s *Service) auditWarnings(dir string) {
+func (s *core) auditWarnings(dir string) {
 	kept, _ := filepath.Glob(filepath.Join(dir, audit.HeadFile+".lost-tail-*"))
 	for _, k := range kept {
 		s.warnings = append(s.warnings, newAlert(AlertAuditTailLost, "audit",
@@ -248,12 +340,6 @@ type Alert struct {
 	// Runbook is the path, from the repository root, of what to do.
 	Runbook string `json:"runbook,omitempty"`
 }
-
-// Paths inside the data dir.
-func KeystoreDir(dataDir string) string { return filepath.Join(dataDir, "keystore") }
-func JournalDir(dataDir string) string  { return filepath.Join(dataDir, "journal") }
-func StatePath(dataDir string) string   { return filepath.Join(dataDir, "state.db") }
-func RaftDir(dataDir string) string     { return filepath.Join(dataDir, "raft") }
 
 // New opens the data dir (state, raft log) without opening the keystore.
 func New(cfg Config) (*Service, error) {
@@ -281,20 +367,23 @@ func New(cfg Config) (*Service, error) {
 	if cfg.BackupTick <= 0 {
 		cfg.BackupTick = 30 * time.Second
 	}
+	if cfg.ClusterBind != "" && cfg.Peers == nil {
+		return nil, fmt.Errorf("%w: a cluster member needs a peer client (Config.Peers)", ErrInvalid)
+	}
 	if err := fsutil.EnsureDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	// Scratch space of object restores and verifications a crash cut short.
-	os.RemoveAll(filepath.Join(cfg.DataDir, "restore-tmp"))
+	os.RemoveAll(datadir.RestoreTmpDir(cfg.DataDir))
 	nodeID, err := loadNodeID(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	st, err := state.Open(StatePath(cfg.DataDir), state.Options{Logger: cfg.Logger, RetryDelay: cfg.WriteRetryDelay, MirrorTimeout: cfg.MirrorTimeout})
+	st, err := state.Open(datadir.StatePath(cfg.DataDir), state.Options{Logger: cfg.Logger, RetryDelay: cfg.WriteRetryDelay, MirrorTimeout: cfg.MirrorTimeout})
 	if err != nil {
 		return nil, err
 	}
-	ccfg := cluster.Config{Dir: RaftDir(cfg.DataDir), NodeID: nodeID, Logger: cfg.Logger,
+	ccfg := cluster.Config{Dir: datadir.RaftDir(cfg.DataDir), NodeID: nodeID, Logger: cfg.Logger,
 		SnapshotThreshold: cfg.SnapshotEvery, StableRetryDelay: cfg.WriteRetryDelay}
 	if cfg.ClusterBind != "" {
 		ccfg.Bind, ccfg.Advertise = cfg.ClusterBind, cfg.ClusterAdvertise
@@ -307,19 +396,24 @@ func New(cfg Config) (*Service, error) {
 		st.Close()
 		return nil, err
 	}
-	s := &Service{
+	c := &core{
 		cfg: cfg,
 		log: cfg.Logger,
-		ks: keystore.New(KeystoreDir(cfg.DataDir), keystore.Options{KDF: cfg.KDF, MachineIdentity: cfg.MachineIdentity,
+		ks: keystore.New(datadir.KeystoreDir(cfg.DataDir), keystore.Options{KDF: cfg.KDF, MachineIdentity: cfg.MachineIdentity,
 			Warn: func(err error) { cfg.Logger.Warn("keystore", "warning", err) }}),
 		st:      st,
 		node:    node,
 		bar:     barrier.New(),
 		started: time.Now(),
 		nodeID:  nodeID,
-		pwSlots: make(chan struct{}, max(2, runtime.NumCPU())),
 	}
-	s.keys = keys
+	s := &Service{core: c,
+		Objects: &Objects{core: c},
+		Access:  &Access{core: c, pwSlots: make(chan struct{}, max(2, runtime.NumCPU()))},
+		Backups: &Backups{core: c},
+		Cluster: &Cluster{core: c, keys: keys},
+	}
+	c.svc = s
 	s.audit, err = s.openAudit()
 	if err != nil {
 		s.Close()
@@ -336,7 +430,7 @@ func New(cfg Config) (*Service, error) {
 }
 
 func loadNodeID(dir string) (string, error) {
-	p := filepath.Join(dir, "node-id")
+	p := datadir.NodeIDPath(dir)
 	b, err := os.ReadFile(p)
 	if err == nil {
 		return strings.TrimSpace(string(b)), nil
@@ -366,7 +460,7 @@ func (s *Service) State() string {
 	return StateUninitialized
 }
 
-func (s *Service) setStateLocked(st string) {
+func (s *core) setStateLocked(st string) {
 	s.state = st
 	s.stateV.Store(st)
 }
@@ -395,7 +489,7 @@ func (s *Service) Init(ctx context.Context, id Identity, passphrase []byte) (roo
 	if err := s.openLocked(ctx, ring); err != nil {
 		return "", fmt.Errorf("keystore created, but opening it failed (fix the cause, then coffer keystore open and coffer token create-root): %w", err)
 	}
-	tok, err := s.createTokenLocked(ctx, "root", "root")
+	tok, err := s.Access.createTokenLocked(ctx, "root", "root")
 	if err != nil {
 		return "", fmt.Errorf("keystore created and open, but the root token was not stored (retry with coffer token create-root --data-dir DIR): %w", err)
 	}
@@ -453,7 +547,7 @@ func (s *Service) OpenAuto(ctx context.Context) error {
 	return s.open(ctx, s.ks.OpenAuto)
 }
 
-func (s *Service) open(ctx context.Context, get func() (*keystore.Keyring, error)) (err error) {
+func (s *core) open(ctx context.Context, get func() (*keystore.Keyring, error)) (err error) {
 	// The goroutines of the last open end first (and those of this one if
 	// it fails), so those of two opens never run side by side.
 	s.awaitWorkers()
@@ -484,11 +578,11 @@ func (s *Service) open(ctx context.Context, get func() (*keystore.Keyring, error
 // the data keys, repairs and completes the journal from the raft log, starts
 // raft, and finishes an interrupted init or MEK rotation. On any error it
 // undoes everything: the node stays sealed.
-func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err error) {
+func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err error) {
 	if err := s.reconcileLocked(); err != nil {
 		return err
 	}
-	if nr, err := s.syncGenerations(ring); err != nil {
+	if nr, err := s.svc.Cluster.syncGenerations(ring); err != nil {
 		// Open with what this keystore holds; a data key it cannot unwrap
 		// is refused below with its generation named.
 		s.log.Error("master key generations of the cluster not added", "error", err)
@@ -507,7 +601,7 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		s.bar.Drop()
 		return err
 	}
-	if err := state.WriteTimelineFile(JournalDir(s.cfg.DataDir), s.st.Timeline()); err != nil {
+	if err := state.WriteTimelineFile(datadir.JournalDir(s.cfg.DataDir), s.st.Timeline()); err != nil {
 		jr.Close()
 		s.bar.Drop()
 		return fmt.Errorf("journal: %w", err)
@@ -522,13 +616,13 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 			return err
 		}
 		return fmt.Errorf("%w: the journal in %s ends at index %d, beyond the raft log (%d) and the state (%d): state.db and raft/ were lost or replaced while the journal was kept; refusing to start, as new records would collide with old ones (restore from a backup, or move the journal aside to start a new history)",
-			ErrUnavailable, JournalDir(s.cfg.DataDir), jr.LastIndex(), last, s.st.AppliedIndex())
+			ErrUnavailable, datadir.JournalDir(s.cfg.DataDir), jr.LastIndex(), last, s.st.AppliedIndex())
 	}
 	w := newWorkers()
 	defer func() {
 		if err != nil {
-			s.stopBackups()
-			s.detachMirror()
+			s.svc.Backups.stopBackups()
+			s.svc.Backups.detachMirror()
 			if s.workers != w {
 				w.stop() // failed before it started anything
 			}
@@ -547,17 +641,17 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 		return fmt.Errorf("%w: complete the journal from the raft log: %w", ErrUnavailable, err)
 	}
 	s.snapshotAtStartLocked()
-	if s.Clustered() {
-		conf, err := s.nodeTLSLocked()
+	if s.clustered() {
+		conf, err := s.svc.Cluster.nodeTLSLocked()
 		if err != nil {
 			return err
 		}
 		s.node.SetTLS(conf)
 	}
-	if err := s.node.Start(s.st, s.joining()); err != nil {
+	if err := s.node.Start(s.st, s.svc.Cluster.joining()); err != nil {
 		return err
 	}
-	if s.Clustered() {
+	if s.clustered() {
 		// A member waits a little for a leader, but opens without one: a
 		// node without quorum serves reads (read-only restricted mode).
 		hb, _ := raftTimeouts(s.cfg.FailoverThreshold)
@@ -577,19 +671,16 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	s.ring, s.jr, s.workers = ring, jr, w
 	s.setStateLocked(StateOpen)
 	w.Go("journal maintenance", func(ctx context.Context) { s.maintenance(ctx, jr) })
-	if s.Clustered() {
-		w.Go("key sync", s.syncKeysLoop)
-		s.caughtUp.Store(false)
-		s.leaderCommit.Store(0)
-		w.Go("catch-up with the leader", s.catchUpLoop)
+	if s.clustered() {
+		s.svc.Cluster.startLoops(w)
 	}
-	if s.Clustered() && !s.node.IsLeader() {
+	if s.clustered() && !s.node.IsLeader() {
 		// Followers change nothing at open: the leader initialises,
 		// re-wraps and records; its entries arrive through raft.
-		s.attachMirrorLocked()
-		s.startBackups()
+		s.svc.Backups.attachMirrorLocked()
+		s.svc.Backups.startBackups()
 		s.tendCAKeyLocked(ctx)
-		s.log.Info("keystore open (cluster member)", "role", s.Role(), "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
+		s.log.Info("keystore open (cluster member)", "role", s.svc.Cluster.Role(), "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
 		return nil
 	}
 	if s.st.ClusterID() == "" {
@@ -604,14 +695,14 @@ func (s *Service) openLocked(ctx context.Context, ring *keystore.Keyring) (err e
 	if err := s.rewrapLocked(ctx); err != nil {
 		return err
 	}
-	if err := s.ensureLocal(ctx); err != nil {
+	if err := s.svc.Backups.ensureLocal(ctx); err != nil {
 		s.log.Warn("the LOCAL backup destination was not recorded; backups to it will retry", "error", err)
 	}
-	if err := s.attachMirrorLocked(); err != nil {
+	if err := s.svc.Backups.attachMirrorLocked(); err != nil {
 		s.log.Error("journal mirror not attached", "error", err)
 	}
-	s.startBackups()
-	s.afterOpenClustered(ctx)
+	s.svc.Backups.startBackups()
+	s.svc.Cluster.afterOpenClustered(ctx)
 	s.tendCAKeyLocked(ctx)
 	s.log.Info("keystore open", "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
 	return nil
@@ -627,8 +718,8 @@ const maxGapRebuilds = 1000
 // with what to do. These are unavailable errors, never about the keystore:
 // opening with the passphrase fails the same way until the journal is fixed.
 // The barrier must be unsealed.
-func (s *Service) openJournalLocked() (*journal.Journal, error) {
-	dir := JournalDir(s.cfg.DataDir)
+func (s *core) openJournalLocked() (*journal.Journal, error) {
+	dir := datadir.JournalDir(s.cfg.DataDir)
 	opts := journal.Options{Dir: dir, Name: s.cfg.Name, MaxSegmentBytes: s.cfg.JournalMaxBytes, MaxSegmentAge: s.cfg.JournalMaxAge}
 	for rebuilt := 0; ; rebuilt++ {
 		jr, err := journal.Open(opts)
@@ -668,7 +759,7 @@ func (s *Service) openJournalLocked() (*journal.Journal, error) {
 // snapshot; if the raft log ends before the state (raft dir lost or replaced)
 // or disagrees on the term of the last applied entry, opening is refused:
 // starting anyway would silently drop or overwrite acknowledged writes.
-func (s *Service) reconcileLocked() error {
+func (s *core) reconcileLocked() error {
 	applied, appliedTerm := s.st.AppliedIndex(), s.st.AppliedTerm()
 	snapIdx, err := s.node.SnapshotIndex()
 	if err != nil {
@@ -688,7 +779,7 @@ func (s *Service) reconcileLocked() error {
 		return err
 	}
 	if applied > last {
-		return fmt.Errorf("%w: state.db has applied index %d but the raft log in %s ends at %d: the raft directory was lost or replaced; refusing to start, as new writes would be silently dropped (restore from a backup)", ErrUnavailable, applied, RaftDir(s.cfg.DataDir), last)
+		return fmt.Errorf("%w: state.db has applied index %d but the raft log in %s ends at %d: the raft directory was lost or replaced; refusing to start, as new writes would be silently dropped (restore from a backup)", ErrUnavailable, applied, datadir.RaftDir(s.cfg.DataDir), last)
 	}
 	// Raft replays from its snapshot (or from 1); the log must still hold the
 	// entries after what the state has.
@@ -709,7 +800,7 @@ func (s *Service) reconcileLocked() error {
 
 // rewrapLocked re-wraps every data key not wrapped by the current MEK
 // generation (completes a rotation that was interrupted, or was just done).
-func (s *Service) rewrapLocked(ctx context.Context) error {
+func (s *core) rewrapLocked(ctx context.Context) error {
 	keys, _, err := s.st.DEKs()
 	if err != nil {
 		return err
@@ -759,9 +850,9 @@ func (s *Service) Seal(ctx context.Context) error {
 
 // sealLocked seals; the caller waits for the open's goroutines with
 // awaitWorkers once it has released the lifecycle lock.
-func (s *Service) sealLocked() error {
-	s.stopBackups()
-	s.detachMirror()
+func (s *core) sealLocked() error {
+	s.svc.Backups.stopBackups()
+	s.svc.Backups.detachMirror()
 	s.retireWorkersLocked()
 	if s.state == StateOpen && !s.noStopSnapshot {
 		s.snapshotAtStopLocked()
@@ -796,7 +887,7 @@ const stopSnapshotMin = 1024
 // (cluster.SnapshotBeforeStart). The journal is complete up to the applied
 // index here (FillJournal), which the state's snapshot requires. A failure
 // only costs time: it is logged.
-func (s *Service) snapshotAtStartLocked() {
+func (s *core) snapshotAtStartLocked() {
 	applied := s.st.AppliedIndex()
 	snapIdx, err := s.node.SnapshotIndex()
 	if err != nil || applied <= snapIdx || applied-snapIdx < s.node.SnapshotThreshold() {
@@ -826,7 +917,7 @@ func (s *Service) snapshotAtStartLocked() {
 // at least stopSnapshotMin entries were logged since the last one, so the
 // next start reads only what comes after it, unless writes are failing. A
 // failure is logged.
-func (s *Service) snapshotAtStopLocked() {
+func (s *core) snapshotAtStopLocked() {
 	if len(s.st.Health()) > 0 {
 		// A state or journal write is failing and being retried: raft's
 		// snapshot would wait for the FSM, which waits for the disk.
@@ -862,7 +953,7 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 		return 0, err
 	}
 	var ring *keystore.Keyring
-	if s.Clustered() {
+	if s.clustered() {
 		// In a cluster the new generation is committed through raft first
 		// (wrapped under the current one, which every node holds); only
 		// then does any keystore, this one included, take it. A rotation
@@ -915,7 +1006,7 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	if s.state == StateUninitialized {
 		return ErrUninitialized
 	}
-	if s.Clustered() && (s.state != StateOpen || !s.node.IsLeader()) {
+	if s.clustered() && (s.state != StateOpen || !s.node.IsLeader()) {
 		return fmt.Errorf("%w: in a cluster the keystore passphrase is changed on the open leader, and reaches every node from there (coffer cluster status names the leader)", ErrConflict)
 	}
 	ring, err := s.ks.ChangePassphrase(old, new)
@@ -929,8 +1020,8 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	} else {
 		ring.Wipe() // sealed: nothing may keep keys in memory
 	}
-	if s.Clustered() {
-		if err := s.replicatePassphraseLocked(ctx, new); err != nil {
+	if s.clustered() {
+		if err := s.Cluster.replicatePassphraseLocked(ctx, new); err != nil {
 			s.log.Error("the new keystore passphrase did not reach the other nodes; change it again", "error", err)
 		}
 	}
@@ -1059,14 +1150,14 @@ func (s *Service) JournalSegments(ctx context.Context) ([]journal.SegmentInfo, e
 	if s.jr != nil {
 		return s.jr.Segments(), nil
 	}
-	segs, err := journal.ListSegments(JournalDir(s.cfg.DataDir))
+	segs, err := journal.ListSegments(datadir.JournalDir(s.cfg.DataDir))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil // never opened: no journal yet
 	}
 	return segs, err
 }
 
-func (s *Service) requireOpenLocked() error {
+func (s *core) requireOpenLocked() error {
 	switch s.state {
 	case StateUninitialized:
 		return ErrUninitialized
@@ -1078,11 +1169,11 @@ func (s *Service) requireOpenLocked() error {
 
 // writableLocked refuses writes while storage is failing or the disk is
 // nearly full, so that nothing is half-written and reads keep working.
-func (s *Service) writableLocked() error {
+func (s *core) writableLocked() error {
 	if s.closed.Load() {
 		return ErrStopping
 	}
-	if err := s.frozenErr(); err != nil {
+	if err := s.svc.Backups.frozenErr(); err != nil {
 		return err
 	}
 	if hs := s.st.Health(); len(hs) > 0 {
@@ -1108,7 +1199,7 @@ func (s *Service) writableLocked() error {
 // even with no new writes), re-checks free space, and closes a journal
 // segment that has outlived JournalMaxAge even when no write comes to
 // trigger the rotation.
-func (s *Service) maintenance(ctx context.Context, jr *journal.Journal) {
+func (s *core) maintenance(ctx context.Context, jr *journal.Journal) {
 	retry := time.NewTicker(s.cfg.WriteRetryDelay)
 	defer retry.Stop()
 	ageEvery := time.Hour
@@ -1131,7 +1222,7 @@ func (s *Service) maintenance(ctx context.Context, jr *journal.Journal) {
 			if s.cfg.JournalNoPrune {
 				continue
 			}
-			if _, err := s.pruneJournal(false); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrSealed) {
+			if _, err := s.svc.Backups.pruneJournal(false); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrSealed) {
 				s.log.Warn("journal prune failed; the next round retries", "error", err)
 			}
 		case <-retry.C:
@@ -1160,7 +1251,7 @@ func (s *Service) maintenance(ctx context.Context, jr *journal.Journal) {
 
 // checkDisk refuses writes while the data dir's filesystem is below
 // MinFreeBytes, and clears the alert once space is back.
-func (s *Service) checkDisk() error {
+func (s *core) checkDisk() error {
 	if s.cfg.MinFreeBytes == 0 {
 		return nil
 	}
@@ -1181,7 +1272,7 @@ func (s *Service) checkDisk() error {
 	return nil
 }
 
-func (s *Service) raise(code AlertCode, component, msg string) {
+func (s *core) raise(code AlertCode, component, msg string) {
 	old := s.writeErr.Load()
 	if old != nil && old.Component == component && old.Message == msg {
 		return
@@ -1192,13 +1283,17 @@ func (s *Service) raise(code AlertCode, component, msg string) {
 	}
 }
 
+// clustered: this node runs a cluster transport (ClusterBind is set);
+// otherwise it is a standalone node on an in-memory raft transport.
+func (s *core) clustered() bool { return s.cfg.ClusterBind != "" }
+
 // apply proposes one command (lifecycle read-locked by the caller).
-func (s *Service) applyLocked(ctx context.Context, t state.Type, body any) error {
+func (s *core) applyLocked(ctx context.Context, t state.Type, body any) error {
 	_, err := s.applyResult(ctx, t, body)
 	return err
 }
 
-func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any, error) {
+func (s *core) applyResult(ctx context.Context, t state.Type, body any) (any, error) {
 	if err := s.writableLocked(); err != nil {
 		return nil, err
 	}
@@ -1211,11 +1306,11 @@ func (s *Service) applyResult(ctx context.Context, t state.Type, body any) (any,
 	res, err := s.node.Apply(actx, cmd.Marshal())
 	if err != nil {
 		leaderKnown := false
-		if s.Clustered() {
+		if s.clustered() {
 			id, _ := s.node.Leader()
 			leaderKnown = id != "" || s.node.IsLeader()
 		}
-		if e := applyError(err, ctx.Err() != nil, s.Clustered(), leaderKnown); e != nil {
+		if e := applyError(err, ctx.Err() != nil, s.clustered(), leaderKnown); e != nil {
 			return nil, e
 		}
 		if hs := s.st.Health(); len(hs) > 0 {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/state"
 	"github.com/coffer-kms/coffer/internal/testutil"
@@ -25,7 +26,7 @@ func TestInitPutGetReopen(t *testing.T) {
 	if s.State() != StateUninitialized {
 		t.Fatalf("state %s", s.State())
 	}
-	if _, err := s.PutSecret(ctx, "default", "a", []byte("x")); !errors.Is(err, ErrUninitialized) {
+	if _, err := s.Objects.PutSecret(ctx, "default", "a", []byte("x")); !errors.Is(err, ErrUninitialized) {
 		t.Fatalf("put before init: %v", err)
 	}
 	tok, err := s.Init(ctx, local, []byte(pass))
@@ -35,11 +36,11 @@ func TestInitPutGetReopen(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); !errors.Is(err, ErrAlreadyInit) {
 		t.Fatalf("init twice: %v", err)
 	}
-	if id, err := s.Authenticate(tok); err != nil || id.Kind != KindRoot || !id.Has(RoleKeyAdmin) {
+	if id, err := s.Access.Authenticate(tok); err != nil || id.Kind != KindRoot || !id.Has(RoleKeyAdmin) {
 		t.Fatalf("root token: %v %+v", err, id)
 	}
 	for i := 1; i <= 3; i++ {
-		v, err := s.PutSecret(ctx, "default", "db/tde", []byte(fmt.Sprintf("key-%d", i)))
+		v, err := s.Objects.PutSecret(ctx, "default", "db/tde", []byte(fmt.Sprintf("key-%d", i)))
 		if err != nil || v.Latest != uint64(i) {
 			t.Fatalf("put %d: v=%d err=%v", i, v.Latest, err)
 		}
@@ -73,7 +74,7 @@ func TestInitPutGetReopen(t *testing.T) {
 	if _, err := s.GetSecret(ctx, "db/tde", 9); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing version: %v", err)
 	}
-	if _, err := s.Authenticate("cof_nope"); !errors.Is(err, ErrUnauthenticated) {
+	if _, err := s.Access.Authenticate("cof_nope"); !errors.Is(err, ErrUnauthenticated) {
 		t.Fatalf("bad token: %v", err)
 	}
 }
@@ -82,7 +83,7 @@ func TestRotationsKeepDataReadable(t *testing.T) {
 	dir := t.TempDir()
 	ctx := rootCtx()
 	s := initSvc(t, dir)
-	s.PutSecret(ctx, "default", "k", []byte("before"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("before"))
 	gen, err := s.RotateMasterKey(ctx)
 	if err != nil || gen != 2 {
 		t.Fatalf("rotate: %d %v", gen, err)
@@ -98,7 +99,7 @@ func TestRotationsKeepDataReadable(t *testing.T) {
 	if err != nil || dek != 2 {
 		t.Fatalf("rotate data key: %d %v", dek, err)
 	}
-	s.PutSecret(ctx, "default", "k", []byte("after"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("after"))
 	if err := s.ChangePassphrase(ctx, []byte(pass), []byte(pass+"2")); err != nil {
 		t.Fatal(err)
 	}
@@ -130,17 +131,17 @@ func TestJournalHasEveryCommand(t *testing.T) {
 	s := initSvc(t, dir)
 	secret := []byte("very-secret-value-123456")
 	for i := 0; i < 10; i++ {
-		if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), secret); err != nil {
+		if _, err := s.Objects.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), secret); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := s.RotateJournal(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, "default", "last", secret)
+	s.Objects.PutSecret(ctx, "default", "last", secret)
 	applied := s.st.AppliedIndex()
 	n, puts := 0, 0
-	err := journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	err := journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		n++
 		if r.Index != uint64(n) {
 			return fmt.Errorf("journal indexes not contiguous: record %d has index %d", n, r.Index)
@@ -186,23 +187,23 @@ func TestJournalRebuiltFromRaftLog(t *testing.T) {
 	ctx := rootCtx()
 	s := initSvc(t, dir)
 	for i := 0; i < 5; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
 	}
 	if _, err := s.RotateDataKey(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i := 5; i < 10; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("s%d", i), []byte("v"))
 	}
 	keyOf := map[uint64]uint32{}
-	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		keyOf[r.Index] = r.KeyID
 		return nil
 	})
 	applied := s.st.AppliedIndex()
 	s.Close()
 	// Drop the journal entirely: every record must come back from the raft log.
-	os.RemoveAll(JournalDir(dir))
+	os.RemoveAll(datadir.JournalDir(dir))
 	s = newSvc(t, dir)
 	defer s.Close()
 	if err := s.Open(ctx, []byte(pass)); err != nil {
@@ -211,11 +212,11 @@ func TestJournalRebuiltFromRaftLog(t *testing.T) {
 	if got := s.jr.LastIndex(); got < applied {
 		t.Fatalf("journal rebuilt to %d, applied %d", got, applied)
 	}
-	if _, err := journal.Verify(JournalDir(dir), s.bar); err != nil {
+	if _, err := journal.Verify(datadir.JournalDir(dir), s.bar); err != nil {
 		t.Fatal(err)
 	}
 	used := map[uint32]bool{}
-	journal.Read(JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
+	journal.Read(datadir.JournalDir(dir), s.bar, func(_ journal.SegmentInfo, r journal.Record) error {
 		if want, ok := keyOf[r.Index]; ok && r.KeyID != want {
 			t.Errorf("rebuilt record %d under data key %d, originally %d", r.Index, r.KeyID, want)
 		}
@@ -233,9 +234,9 @@ func TestRaftDirLostRefusesToOpen(t *testing.T) {
 	dir := t.TempDir()
 	ctx := rootCtx()
 	s := initSvc(t, dir)
-	s.PutSecret(ctx, "default", "k", []byte("v"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("v"))
 	s.Close()
-	os.RemoveAll(RaftDir(dir))
+	os.RemoveAll(datadir.RaftDir(dir))
 	s = newSvc(t, dir)
 	defer s.Close()
 	err := s.Open(ctx, []byte(pass))
@@ -254,16 +255,16 @@ func TestStateLostIsRebuiltFromSnapshotAndLog(t *testing.T) {
 	ctx := rootCtx()
 	s := initSvc(t, dir)
 	for i := 0; i < 20; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("a%d", i), []byte(fmt.Sprint(i)))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("a%d", i), []byte(fmt.Sprint(i)))
 	}
 	if err := s.node.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 20; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("b%d", i), []byte(fmt.Sprint(i)))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("b%d", i), []byte(fmt.Sprint(i)))
 	}
 	s.Close()
-	if err := os.Remove(StatePath(dir)); err != nil {
+	if err := os.Remove(datadir.StatePath(dir)); err != nil {
 		t.Fatal(err)
 	}
 	s = newSvc(t, dir)
@@ -296,11 +297,11 @@ func TestValidation(t *testing.T) {
 	}
 	for _, name := range []string{"", "../x", "a b", "-x", string(bytes.Repeat([]byte("a"), 300)),
 		"x/../y", "a//b", "a/./b", "a/", "a/.."} {
-		if _, err := s.PutSecret(ctx, "default", name, []byte("v")); !errors.Is(err, ErrInvalid) {
+		if _, err := s.Objects.PutSecret(ctx, "default", name, []byte("v")); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("name %q: %v", name, err)
 		}
 	}
-	if _, err := s.PutSecret(ctx, "default", "big", make([]byte, MaxSecretBytes+1)); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Objects.PutSecret(ctx, "default", "big", make([]byte, MaxSecretBytes+1)); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("oversized: %v", err)
 	}
 }
@@ -324,7 +325,7 @@ func benchWrites(b *testing.B, writers int) {
 		go func(w int) {
 			defer wg.Done()
 			for i := 0; i < per; i++ {
-				if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("w%d-%d", w, i), val); err != nil {
+				if _, err := s.Objects.PutSecret(ctx, "default", fmt.Sprintf("w%d-%d", w, i), val); err != nil {
 					b.Error(err)
 					return
 				}
@@ -347,7 +348,7 @@ func BenchmarkRead(b *testing.B) {
 		b.Fatal(err)
 	}
 	for i := 0; i < 1000; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("r%d", i), []byte("value-of-32-bytes-for-the-bench!"))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("r%d", i), []byte("value-of-32-bytes-for-the-bench!"))
 	}
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -375,12 +376,12 @@ func TestCancelledRequestRaisesNoAlert(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		cctx, cancel := context.WithCancel(ctx)
 		go cancel()
-		s.PutSecret(cctx, "default", fmt.Sprintf("c%d", i), []byte("v"))
+		s.Objects.PutSecret(cctx, "default", fmt.Sprintf("c%d", i), []byte("v"))
 	}
 	if st := s.Status(); len(st.Alerts) != 0 || !st.Writable {
 		t.Fatalf("alerts after cancelled requests: %+v", st.Alerts)
 	}
-	if _, err := s.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
 		t.Fatalf("write after cancelled requests: %v", err)
 	}
 }
@@ -389,7 +390,7 @@ func TestResetPassphraseLocalOnly(t *testing.T) {
 	dir := t.TempDir()
 	ctx := rootCtx()
 	s := initSvc(t, dir)
-	s.PutSecret(ctx, "default", "k", []byte("v"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("v"))
 	if err := s.ResetPassphrase(ctx, Identity{Kind: KindRoot, Name: "root", Roles: AllRoles}, []byte("new-passphrase")); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("remote reset: %v", err)
 	}
@@ -416,11 +417,11 @@ func TestJournalAheadOfRaftRefusesToOpen(t *testing.T) {
 	ctx := rootCtx()
 	s := initSvc(t, dir)
 	for i := 0; i < 5; i++ {
-		s.PutSecret(ctx, "default", fmt.Sprintf("k%d", i), []byte("v"))
+		s.Objects.PutSecret(ctx, "default", fmt.Sprintf("k%d", i), []byte("v"))
 	}
 	s.Close()
-	os.Remove(StatePath(dir))
-	os.RemoveAll(RaftDir(dir))
+	os.Remove(datadir.StatePath(dir))
+	os.RemoveAll(datadir.RaftDir(dir))
 	s = newSvc(t, dir)
 	defer s.Close()
 	err := s.Open(ctx, []byte(pass))
@@ -447,7 +448,7 @@ func TestNoNeedlessSnapshotRestore(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, "default", "k", []byte("v"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("v"))
 	s.Close()
 	for i := 0; i < 2; i++ { // each open appends a barrier; then snapshot
 		s = newLogged()
@@ -494,7 +495,7 @@ func TestJournalRotatesByAgeWithoutWrites(t *testing.T) {
 	if _, err := s.Init(ctx, local, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
-	s.PutSecret(ctx, "default", "k", []byte("v"))
+	s.Objects.PutSecret(ctx, "default", "k", []byte("v"))
 	before, _ := s.JournalSegments(rootCtx())
 	testutil.WaitFor(t, 5*time.Second, "a rotation by age", func() error {
 		segs, _ := s.JournalSegments(rootCtx())
@@ -514,6 +515,6 @@ type secretView struct {
 
 // GetSecret reads secret data from the default wallet (tests only).
 func (s *Service) GetSecret(ctx context.Context, name string, version uint64) (secretView, error) {
-	_, m, err := s.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: name}, version)
+	_, m, err := s.Objects.GetObject(ctx, Ref{Wallet: DefaultWallet, Name: name}, version)
 	return secretView{Version: m.Version, Value: m.Value}, err
 }

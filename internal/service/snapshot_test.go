@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -24,7 +25,7 @@ func putMany(t *testing.T, s *Service, prefix string, n int) {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < n; i += 16 {
-				if _, err := s.PutSecret(ctx, "default", fmt.Sprintf("%s%d", prefix, i), []byte("v")); err != nil {
+				if _, err := s.Objects.PutSecret(ctx, "default", fmt.Sprintf("%s%d", prefix, i), []byte("v")); err != nil {
 					t.Error(err)
 					return
 				}
@@ -88,7 +89,7 @@ func TestSnapshotAtStartup(t *testing.T) {
 		t.Errorf("not logged:\n%s", logs.String())
 	}
 	mu.Unlock()
-	if _, err := s.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 	s.crashClose()
@@ -122,7 +123,7 @@ func TestSnapshotAtStartupWithoutRecordedConfiguration(t *testing.T) {
 		t.Fatal("the raft configuration was not recorded")
 	}
 	s.crashClose()
-	db, err := bolt.Open(StatePath(dir), 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := bolt.Open(datadir.StatePath(dir), 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ func TestSnapshotAtStartupWithoutRecordedConfiguration(t *testing.T) {
 	if snap, _ := s.node.SnapshotIndex(); snap != applied {
 		t.Fatalf("raft snapshot at %d, want %d", snap, applied)
 	}
-	if _, err := s.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
+	if _, err := s.Objects.PutSecret(ctx, "default", "after", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -213,7 +214,7 @@ func TestSnapshotAtStartupIsComplete(t *testing.T) {
 	}
 	snap, _ := s.node.SnapshotIndex()
 	s.crashClose()
-	if err := os.Remove(StatePath(dir)); err != nil {
+	if err := os.Remove(datadir.StatePath(dir)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -245,7 +246,7 @@ func TestUnfinishedSnapshotRemoved(t *testing.T) {
 	ctx := rootCtx()
 	s := initSvc(t, dir)
 	s.crashClose()
-	tmp := filepath.Join(RaftDir(dir), "snapshots", "2-99-1796620730656.tmp")
+	tmp := filepath.Join(datadir.RaftDir(dir), "snapshots", "2-99-1796620730656.tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -81,10 +81,10 @@ func (s *Service) Status() Status {
 		// Outside the lifecycle lock: statfs of a hung NFS destination must
 		// not hold up seal and stop (and, behind them, every request).
 		var bw []Alert
-		st.Backup.Destinations, bw = s.backupHealth()
+		st.Backup.Destinations, bw = s.Backups.backupHealth()
 		st.Warnings = append(st.Warnings, bw...)
-		if s.backups != nil {
-			if p := s.backups.Current(); p != nil {
+		if s.Backups.backups != nil {
+			if p := s.Backups.backups.Current(); p != nil {
 				st.Backup.Running = &BackupRunning{ID: p.ID, Destination: p.Destination, Kind: p.Kind, Started: p.Started, BytesWritten: p.BytesWritten}
 			}
 		}
@@ -104,7 +104,7 @@ func (s *Service) statusCore() Status {
 		PID:          os.Getpid(),
 		DataDir:      s.cfg.DataDir,
 		StartedAt:    s.started.UTC(),
-		ClusterID:    s.clusterID(),
+		ClusterID:    s.Cluster.clusterID(),
 		Timeline:     s.st.Timeline(),
 		AutoOpen:     s.AutoOpenEnabled(),
 		AppliedIndex: s.st.AppliedIndex(),
@@ -124,7 +124,7 @@ func (s *Service) statusCore() Status {
 		}
 		st.Journal.LastIndex = s.jr.LastIndex()
 		st.Journal.Segments = segs
-		if p := s.lastPrune.Load(); p != nil {
+		if p := s.Backups.lastPrune.Load(); p != nil {
 			st.Journal.PruneFloor, st.Journal.PruneHeldBy = p.Floor, p.Holder
 		}
 	}
@@ -144,16 +144,16 @@ func (s *Service) statusCore() Status {
 					fmt.Sprintf("journal mirror behind by %d records, at index %d (writes continue without waiting for it; it catches up in the background): %s", ms.Behind, ms.LastIndex, h.Error), h.Since))
 			}
 		}
-		if a := s.mirrorAttachErr.Load(); a != nil {
+		if a := s.Backups.mirrorAttachErr.Load(); a != nil {
 			st.Warnings = append(st.Warnings, *a)
 		}
-		if a := s.heldAlert(); a != nil {
+		if a := s.Backups.heldAlert(); a != nil {
 			st.Warnings = append(st.Warnings, *a)
 			st.Backup.Held = true
 		}
 	}
 	if s.state == StateOpen {
-		st.CatchUp = s.CatchUpStatus()
+		st.CatchUp = s.Cluster.CatchUpStatus()
 		if !st.CatchUp.CaughtUp {
 			msg := "catching up with the leader since this node opened: its default reads are sent to the leader until it has applied what the leader had committed"
 			if st.CatchUp.LeaderCommit > 0 {
@@ -162,7 +162,7 @@ func (s *Service) statusCore() Status {
 			st.Warnings = append(st.Warnings, newAlert(AlertCatchingUp, "cluster", msg, s.started.UTC()))
 		}
 	}
-	st.Backup.Frozen = s.frozenErr() != nil
+	st.Backup.Frozen = s.Backups.frozenErr() != nil
 	if st.Backup.Frozen {
 		st.Writable = false
 	}

@@ -69,7 +69,7 @@ func transitType(o state.Object) (string, error) {
 
 // CreateTransitKey creates a Transit key (read_modify). Creating a key that
 // exists with the same type returns it unchanged, as Vault does.
-func (s *Service) CreateTransitKey(ctx context.Context, wallet, name, typ string) (TransitKey, error) {
+func (s *Objects) CreateTransitKey(ctx context.Context, wallet, name, typ string) (TransitKey, error) {
 	length := 256
 	switch typ {
 	case "", TransitAES256:
@@ -112,7 +112,7 @@ func (s *Service) CreateTransitKey(ctx context.Context, wallet, name, typ string
 }
 
 // TransitKeyInfo describes a Transit key (read).
-func (s *Service) TransitKeyInfo(ctx context.Context, wallet, name string) (TransitKey, error) {
+func (s *Objects) TransitKeyInfo(ctx context.Context, wallet, name string) (TransitKey, error) {
 	o, err := s.readable(ctx, Ref{Wallet: wallet, Name: name}, "reading a Transit key")
 	if err != nil {
 		return TransitKey{}, err
@@ -121,7 +121,7 @@ func (s *Service) TransitKeyInfo(ctx context.Context, wallet, name string) (Tran
 }
 
 // TransitKeys lists the Transit keys of a wallet by name (read).
-func (s *Service) TransitKeys(ctx context.Context, wallet string) ([]string, error) {
+func (s *Objects) TransitKeys(ctx context.Context, wallet string) ([]string, error) {
 	if _, err := s.authorizeWallet(ctx, wallet, PermRead, "listing Transit keys"); err != nil {
 		return nil, err
 	}
@@ -146,7 +146,7 @@ func (s *Service) TransitKeys(ctx context.Context, wallet string) ([]string, err
 }
 
 // RotateTransitKey adds a key version (read_modify).
-func (s *Service) RotateTransitKey(ctx context.Context, wallet, name string) (TransitKey, error) {
+func (s *Objects) RotateTransitKey(ctx context.Context, wallet, name string) (TransitKey, error) {
 	o, err := s.readable(ctx, Ref{Wallet: wallet, Name: name}, "rotating a Transit key")
 	if err != nil {
 		return TransitKey{}, err
@@ -184,7 +184,7 @@ type TransitResult struct {
 
 // transitKeyring holds the unsealed versions of one Transit key for one request.
 type transitKeyring struct {
-	s     *Service
+	s     *Objects
 	o     state.Object
 	aeads map[uint64]cipher.AEAD
 }
@@ -272,7 +272,7 @@ func (kr *transitKeyring) open(ciphertext string, aad []byte) ([]byte, uint64, e
 }
 
 // transitKeyring loads a Transit key for use with permission need.
-func (s *Service) transitKeyring(ctx context.Context, wallet, name string, need Permission, what string) (*transitKeyring, error) {
+func (s *Objects) transitKeyring(ctx context.Context, wallet, name string, need Permission, what string) (*transitKeyring, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
@@ -304,7 +304,7 @@ func checkBatch(n int) error {
 // TransitEncrypt encrypts each item with the key (read). With upsert, a
 // missing key is created first (aes256-gcm96; needs read_modify), as Vault's
 // encrypt does.
-func (s *Service) TransitEncrypt(ctx context.Context, wallet, name string, items []TransitItem, upsert bool) ([]TransitResult, error) {
+func (s *Objects) TransitEncrypt(ctx context.Context, wallet, name string, items []TransitItem, upsert bool) ([]TransitResult, error) {
 	if err := checkBatch(len(items)); err != nil {
 		return nil, err
 	}
@@ -336,7 +336,7 @@ func (s *Service) TransitEncrypt(ctx context.Context, wallet, name string, items
 }
 
 // TransitDecrypt decrypts each item's ciphertext (read).
-func (s *Service) TransitDecrypt(ctx context.Context, wallet, name string, items []TransitItem) ([]TransitResult, error) {
+func (s *Objects) TransitDecrypt(ctx context.Context, wallet, name string, items []TransitItem) ([]TransitResult, error) {
 	return s.transitEach(ctx, wallet, name, items, "decrypting with a Transit key", func(kr *transitKeyring, it TransitItem) (r TransitResult) {
 		r.Plaintext, r.KeyVersion, r.Err = kr.open(it.Ciphertext, it.AssociatedData)
 		return r
@@ -345,7 +345,7 @@ func (s *Service) TransitDecrypt(ctx context.Context, wallet, name string, items
 
 // TransitRewrap decrypts each ciphertext and encrypts it again with the
 // latest (or the given) key version, without returning the plaintext (read).
-func (s *Service) TransitRewrap(ctx context.Context, wallet, name string, items []TransitItem) ([]TransitResult, error) {
+func (s *Objects) TransitRewrap(ctx context.Context, wallet, name string, items []TransitItem) ([]TransitResult, error) {
 	return s.transitEach(ctx, wallet, name, items, "rewrapping with a Transit key", func(kr *transitKeyring, it TransitItem) (r TransitResult) {
 		pt, _, err := kr.open(it.Ciphertext, it.AssociatedData)
 		if err != nil {
@@ -360,7 +360,7 @@ func (s *Service) TransitRewrap(ctx context.Context, wallet, name string, items 
 
 // transitEach runs fn on every item of a batch with the key's versions
 // (read permission), keeping each item's reference.
-func (s *Service) transitEach(ctx context.Context, wallet, name string, items []TransitItem, what string, fn func(*transitKeyring, TransitItem) TransitResult) ([]TransitResult, error) {
+func (s *Objects) transitEach(ctx context.Context, wallet, name string, items []TransitItem, what string, fn func(*transitKeyring, TransitItem) TransitResult) ([]TransitResult, error) {
 	if err := checkBatch(len(items)); err != nil {
 		return nil, err
 	}
@@ -391,7 +391,7 @@ type DataKey struct {
 
 // TransitDataKey generates a random data key of bits (128, 256 or 512) and
 // returns it encrypted under the Transit key, and in plaintext when asked (read).
-func (s *Service) TransitDataKey(ctx context.Context, wallet, name string, bits int, withPlaintext bool, aad []byte) (DataKey, error) {
+func (s *Objects) TransitDataKey(ctx context.Context, wallet, name string, bits int, withPlaintext bool, aad []byte) (DataKey, error) {
 	if bits == 0 {
 		bits = 256
 	}

@@ -91,7 +91,7 @@ func (w *workers) still() string {
 
 // retireWorkersLocked stops the current open's goroutines and leaves them
 // for awaitWorkers (lifecycle write-locked).
-func (s *Service) retireWorkersLocked() {
+func (s *core) retireWorkersLocked() {
 	w := s.workers
 	if w == nil {
 		return
@@ -107,7 +107,7 @@ func (s *Service) retireWorkersLocked() {
 // to end. Called without the lifecycle lock. It logs and returns an error
 // naming those still running (they have been told to stop; the next call
 // waits for them again).
-func (s *Service) awaitWorkers() error {
+func (s *core) awaitWorkers() error {
 	s.workersMu.Lock()
 	ws := append([]*workers(nil), s.retired...)
 	s.workersMu.Unlock()

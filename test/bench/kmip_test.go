@@ -125,11 +125,11 @@ func startCofferKMIP(b *testing.B) (addr string, caPEM, certPEM, keyPEM []byte) 
 	root := service.WithIdentity(ctx, service.LocalRoot())
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "bench"}}, key)
-	enr, err := svc.EnrollEndpoint(root, "bench", "", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))
+	enr, err := svc.Access.EnrollEndpoint(root, "bench", "", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := svc.SetGrant(root, "default", "bench", service.PermManage); err != nil {
+	if _, err := svc.Access.SetGrant(root, "default", "bench", service.PermManage); err != nil {
 		b.Fatal(err)
 	}
 	kder, _ := x509.MarshalPKCS8PrivateKey(key)

@@ -36,20 +36,20 @@ func cofferVault(b *testing.B) (*httptest.Server, string) {
 		b.Fatal(err)
 	}
 	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
-	if _, err := svc.CreateWallet(ctx, "db", ""); err != nil {
+	if _, err := svc.Access.CreateWallet(ctx, "db", ""); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := svc.CreateMount(ctx, service.Mount{Path: "kv", Type: service.MountKV, Wallet: "db"}); err != nil {
+	if _, err := svc.Objects.CreateMount(ctx, service.Mount{Path: "kv", Type: service.MountKV, Wallet: "db"}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := svc.KVPut(ctx, "db", "1", []byte(`{"data":"`+strings.Repeat("5a", 32)+`"}`), nil); err != nil {
+	if _, err := svc.Objects.KVPut(ctx, "db", "1", []byte(`{"data":"`+strings.Repeat("5a", 32)+`"}`), nil); err != nil {
 		b.Fatal(err)
 	}
-	e, err := svc.EnrollEndpoint(ctx, "mariadb", "", nil)
+	e, err := svc.Access.EnrollEndpoint(ctx, "mariadb", "", nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := svc.SetGrant(ctx, "db", "mariadb", service.PermRead); err != nil {
+	if _, err := svc.Access.SetGrant(ctx, "db", "mariadb", service.PermRead); err != nil {
 		b.Fatal(err)
 	}
 	srv := httptest.NewTLSServer(vault.Handler(svc, vault.Options{}))

@@ -21,7 +21,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/coffer-kms/coffer/client"
-	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
 
@@ -204,7 +204,7 @@ func TestClusterCAKeyMigration(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(n.dataDir, "tls", tlsutil.CAKey), keyPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		db, err := bolt.Open(service.StatePath(n.dataDir), 0o600, &bolt.Options{Timeout: 10 * time.Second})
+		db, err := bolt.Open(datadir.StatePath(n.dataDir), 0o600, &bolt.Options{Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,7 +22,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/coffer-kms/coffer/client"
-	"github.com/coffer-kms/coffer/internal/service"
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/testutil"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
@@ -154,7 +154,7 @@ func TestClusterNodeKeyUpgrade(t *testing.T) {
 	}
 	// What an older build wrote: no key in any member record.
 	for _, n := range nodes {
-		db, err := bolt.Open(service.StatePath(n.dataDir), 0o600, &bolt.Options{Timeout: 10 * time.Second})
+		db, err := bolt.Open(datadir.StatePath(n.dataDir), 0o600, &bolt.Options{Timeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -247,7 +247,7 @@ func TestClusterNodeKeyUpgrade(t *testing.T) {
 		n.stop()
 	}
 	for _, n := range nodes {
-		db, err := bolt.Open(service.StatePath(n.dataDir), 0o600, &bolt.Options{Timeout: 10 * time.Second, ReadOnly: true})
+		db, err := bolt.Open(datadir.StatePath(n.dataDir), 0o600, &bolt.Options{Timeout: 10 * time.Second, ReadOnly: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -135,7 +135,7 @@ func (h *handler) describe(ctx context.Context, id string) (target, service.Obje
 	if err != nil {
 		return t, service.Object{}, err
 	}
-	o, err := h.svc.DescribeObject(ctx, t.ref)
+	o, err := h.svc.Objects.DescribeObject(ctx, t.ref)
 	if err != nil {
 		return t, o, err
 	}
@@ -181,7 +181,7 @@ func (h *handler) wallet(ctx context.Context, group string) (string, error) {
 	var can []string
 	token := ""
 	for {
-		page, err := h.svc.ListWallets(ctx, service.MaxListLimit, token)
+		page, err := h.svc.Access.ListWallets(ctx, service.MaxListLimit, token)
 		if err != nil {
 			return "", err
 		}
@@ -219,7 +219,7 @@ func (h *handler) create(ctx context.Context, req *payloads.CreateRequestPayload
 	if err != nil {
 		return nil, err
 	}
-	o, err := h.svc.CreateObject(ctx, service.CreateObject{Wallet: w, Name: t.objectName(), Type: service.TypeSymmetricKey,
+	o, err := h.svc.Objects.CreateObject(ctx, service.CreateObject{Wallet: w, Name: t.objectName(), Type: service.TypeSymmetricKey,
 		Algorithm: "AES", Length: int(t.length), Attrs: t.attrs(attrUsageMask), PreActive: !t.active})
 	if err != nil {
 		return nil, err
@@ -304,7 +304,7 @@ func (h *handler) createKeyPair(ctx context.Context, req *payloads.CreateKeyPair
 		}
 		attrs[attrPublicUsageMask] = strconv.FormatInt(int64(*pub.usage), 10)
 	}
-	o, err := h.svc.CreateObject(ctx, service.CreateObject{Wallet: w, Name: t.objectName(), Type: service.TypeKeyPair,
+	o, err := h.svc.Objects.CreateObject(ctx, service.CreateObject{Wallet: w, Name: t.objectName(), Type: service.TypeKeyPair,
 		Algorithm: alg, Length: int(t.length), Attrs: attrs, PreActive: !t.active})
 	if err != nil {
 		return nil, err
@@ -373,7 +373,7 @@ func (h *handler) register(ctx context.Context, req *payloads.RegisterRequestPay
 	if err != nil {
 		return nil, err
 	}
-	o, err := h.svc.CreateObject(ctx, service.CreateObject{Wallet: w, Name: t.objectName(), Type: typ, Algorithm: alg,
+	o, err := h.svc.Objects.CreateObject(ctx, service.CreateObject{Wallet: w, Name: t.objectName(), Type: typ, Algorithm: alg,
 		Value: value, Attrs: attrs, PreActive: !t.active})
 	if err != nil {
 		return nil, err
@@ -412,7 +412,7 @@ func (h *handler) get(ctx context.Context, req *payloads.GetRequestPayload) (*pa
 		}
 	} else {
 		var m service.Material
-		o, m, err = h.svc.GetObject(ctx, t.ref, 0)
+		o, m, err = h.svc.Objects.GetObject(ctx, t.ref, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -521,7 +521,7 @@ func (h *handler) addAttribute(ctx context.Context, req *payloads.AddAttributeRe
 	if _, ok := o.Attributes[k]; ok {
 		return nil, invalidf("object %s already has attribute %q: Coffer keeps one value per custom attribute (use ModifyAttribute)", o.ID, req.Attribute.AttributeName)
 	}
-	if _, err := h.svc.SetAttributes(ctx, t.ref, map[string]string{k: v}, nil); err != nil {
+	if _, err := h.svc.Objects.SetAttributes(ctx, t.ref, map[string]string{k: v}, nil); err != nil {
 		return nil, err
 	}
 	return &payloads.AddAttributeResponsePayload{UniqueIdentifier: uid(o, t.public), Attribute: kmip.Attribute{AttributeName: req.Attribute.AttributeName, AttributeValue: v}}, nil
@@ -542,7 +542,7 @@ func (h *handler) modifyAttribute(ctx context.Context, req *payloads.ModifyAttri
 	if _, ok := o.Attributes[k]; !ok {
 		return nil, kerr(kmip.ResultReasonItemNotFound, "object %s has no attribute %q (use AddAttribute)", o.ID, req.Attribute.AttributeName)
 	}
-	if _, err := h.svc.SetAttributes(ctx, t.ref, map[string]string{k: v}, nil); err != nil {
+	if _, err := h.svc.Objects.SetAttributes(ctx, t.ref, map[string]string{k: v}, nil); err != nil {
 		return nil, err
 	}
 	return &payloads.ModifyAttributeResponsePayload{UniqueIdentifier: uid(o, t.public), Attribute: kmip.Attribute{AttributeName: req.Attribute.AttributeName, AttributeValue: v}}, nil
@@ -567,7 +567,7 @@ func (h *handler) deleteAttribute(ctx context.Context, req *payloads.DeleteAttri
 	if !ok {
 		return nil, kerr(kmip.ResultReasonItemNotFound, "object %s has no attribute %q", o.ID, req.AttributeName)
 	}
-	if _, err := h.svc.SetAttributes(ctx, t.ref, nil, []string{k}); err != nil {
+	if _, err := h.svc.Objects.SetAttributes(ctx, t.ref, nil, []string{k}); err != nil {
 		return nil, err
 	}
 	return &payloads.DeleteAttributeResponsePayload{UniqueIdentifier: uid(o, t.public), Attribute: kmip.Attribute{AttributeName: req.AttributeName, AttributeValue: old}}, nil
@@ -655,7 +655,7 @@ func (h *handler) locate(ctx context.Context, req *payloads.LocateRequestPayload
 		}
 	}
 	for {
-		page, err := h.svc.ListObjects(ctx, q)
+		page, err := h.svc.Objects.ListObjects(ctx, q)
 		if err != nil {
 			return nil, err
 		}
@@ -692,7 +692,7 @@ func (h *handler) activate(ctx context.Context, req *payloads.ActivateRequestPay
 	if err != nil {
 		return nil, err
 	}
-	o, err := h.svc.ChangeState(ctx, t.ref, service.Activate, "KMIP Activate")
+	o, err := h.svc.Objects.ChangeState(ctx, t.ref, service.Activate, "KMIP Activate")
 	if err != nil {
 		return nil, err
 	}
@@ -718,7 +718,7 @@ func (h *handler) revoke(ctx context.Context, req *payloads.RevokeRequestPayload
 	if m := req.RevocationReason.RevocationMessage; m != "" {
 		reason += ": " + clip(m, 900)
 	}
-	o, err := h.svc.ChangeState(ctx, t.ref, tr, reason)
+	o, err := h.svc.Objects.ChangeState(ctx, t.ref, tr, reason)
 	if err != nil {
 		return nil, err
 	}
@@ -732,7 +732,7 @@ func (h *handler) destroy(ctx context.Context, req *payloads.DestroyRequestPaylo
 	if err != nil {
 		return nil, err
 	}
-	o, err := h.svc.ChangeState(ctx, t.ref, service.Destroy, "KMIP Destroy")
+	o, err := h.svc.Objects.ChangeState(ctx, t.ref, service.Destroy, "KMIP Destroy")
 	if err != nil {
 		if errors.Is(err, service.ErrState) {
 			// Say what KMIP clients do about it.
@@ -758,7 +758,7 @@ func (h *handler) rekey(ctx context.Context, req *payloads.RekeyRequestPayload) 
 	if t.public || o.Type != service.TypeSymmetricKey {
 		return nil, kerr(kmip.ResultReasonIllegalOperation, "ReKey applies to symmetric keys; object %s is a %s", o.ID, ttlv.EnumStr(objectType(o, t.public)))
 	}
-	o, err = h.svc.RotateObject(ctx, t.ref, nil)
+	o, err = h.svc.Objects.RotateObject(ctx, t.ref, nil)
 	if err != nil {
 		return nil, err
 	}

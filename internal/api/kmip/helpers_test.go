@@ -61,7 +61,7 @@ func newFixture(t testing.TB, opts Options) *fixture {
 	f := &fixture{t: t, svc: svc, root: service.WithIdentity(context.Background(), service.LocalRoot()),
 		creds: map[string]tls.Certificate{}, pems: map[string][2][]byte{}}
 	for _, w := range []string{"w", "w2"} {
-		if _, err := svc.CreateWallet(f.root, w, ""); err != nil {
+		if _, err := svc.Access.CreateWallet(f.root, w, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -71,7 +71,7 @@ func newFixture(t testing.TB, opts Options) *fixture {
 	} {
 		f.enroll(name)
 		for w, p := range grants {
-			if _, err := svc.SetGrant(f.root, w, name, p); err != nil {
+			if _, err := svc.Access.SetGrant(f.root, w, name, p); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -114,7 +114,7 @@ func (f *fixture) enroll(name string) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	enr, err := f.svc.EnrollEndpoint(f.root, name, "", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))
+	enr, err := f.svc.Access.EnrollEndpoint(f.root, name, "", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -93,14 +93,14 @@ func TestOperations(t *testing.T) {
 
 	// Create: pre-active, in the endpoint's one writable wallet.
 	cr := must[*payloads.CreateResponsePayload](t, c, aesCreate("db1/tde", attr("x-owner", "dba")))
-	obj, err := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier})
+	obj, err := f.svc.Objects.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier})
 	if err != nil || obj.Wallet != "w" || obj.Name != "db1/tde" || obj.State != "pre-active" || obj.Length != 256 || obj.Attributes["owner"] != "dba" {
 		t.Fatalf("created object %+v (%v)", obj, err)
 	}
 	// Get: the material REST returns.
 	g := must[*payloads.GetResponsePayload](t, c, &payloads.GetRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
 	key, err := g.Object.(*kmip.SymmetricKey).KeyMaterial()
-	_, mat, _ := f.svc.GetObject(f.root, service.Ref{ID: cr.UniqueIdentifier}, 0)
+	_, mat, _ := f.svc.Objects.GetObject(f.root, service.Ref{ID: cr.UniqueIdentifier}, 0)
 	if err != nil || len(key) != 32 || !bytes.Equal(key, mat.Value) {
 		t.Fatalf("Get material %d bytes (%v), differs from the service's: %v", len(key), err, !bytes.Equal(key, mat.Value))
 	}
@@ -138,7 +138,7 @@ func TestOperations(t *testing.T) {
 		t.Fatalf("AddAttribute of an existing attribute: %v", ttlv.EnumStr(r))
 	}
 	must[*payloads.ModifyAttributeResponsePayload](t, c, &payloads.ModifyAttributeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier, Attribute: attr("x-env", "staging")})
-	if obj, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); obj.Attributes["env"] != "staging" {
+	if obj, _ := f.svc.Objects.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); obj.Attributes["env"] != "staging" {
 		t.Fatalf("after ModifyAttribute: %v", obj.Attributes)
 	}
 	if r := reason(t, c, &payloads.ModifyAttributeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier, Attribute: attr("x-missing", "v")}); r != kmip.ResultReasonItemNotFound {
@@ -151,14 +151,14 @@ func TestOperations(t *testing.T) {
 	if v, _ := findAttr([]kmip.Attribute{del.Attribute}, "x-env"); v != "staging" {
 		t.Fatalf("DeleteAttribute returned %v", del.Attribute.AttributeValue)
 	}
-	if obj, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); obj.Attributes["env"] != "" || obj.Attributes["owner"] != "dba" {
+	if obj, _ := f.svc.Objects.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); obj.Attributes["env"] != "" || obj.Attributes["owner"] != "dba" {
 		t.Fatalf("after DeleteAttribute: %v", obj.Attributes)
 	}
 	// ReKey: a new version of the same object.
 	rk := must[*payloads.RekeyResponsePayload](t, c, &payloads.RekeyRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
 	g2 := must[*payloads.GetResponsePayload](t, c, &payloads.GetRequestPayload{UniqueIdentifier: rk.UniqueIdentifier})
 	key2, _ := g2.Object.(*kmip.SymmetricKey).KeyMaterial()
-	if obj, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); rk.UniqueIdentifier != cr.UniqueIdentifier || obj.Latest != 2 || bytes.Equal(key, key2) {
+	if obj, _ := f.svc.Objects.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); rk.UniqueIdentifier != cr.UniqueIdentifier || obj.Latest != 2 || bytes.Equal(key, key2) {
 		t.Fatalf("ReKey: id %s latest %d same material %v", rk.UniqueIdentifier, obj.Latest, bytes.Equal(key, key2))
 	}
 
@@ -168,7 +168,7 @@ func TestOperations(t *testing.T) {
 		TemplateAttribute: kmip.TemplateAttribute{Attribute: []kmip.Attribute{nameAttr("imported")}},
 		Object: &kmip.SymmetricKey{KeyBlock: kmip.KeyBlock{KeyFormatType: kmip.KeyFormatTypeRaw, CryptographicAlgorithm: kmip.CryptographicAlgorithmAES,
 			CryptographicLength: 128, KeyValue: &kmip.KeyValue{Plain: &kmip.PlainKeyValue{KeyMaterial: kmip.KeyMaterial{Bytes: &aes}}}}}})
-	if _, m, err := f.svc.GetObject(f.root, service.Ref{ID: reg.UniqueIdentifier}, 0); err != nil || !bytes.Equal(m.Value, aes) {
+	if _, m, err := f.svc.Objects.GetObject(f.root, service.Ref{ID: reg.UniqueIdentifier}, 0); err != nil || !bytes.Equal(m.Value, aes) {
 		t.Fatalf("registered key: %v", err)
 	}
 	secret := []byte("s3cret-value")
@@ -180,7 +180,7 @@ func TestOperations(t *testing.T) {
 	if d, err := gs.Object.(*kmip.SecretData).Data(); err != nil || !bytes.Equal(d, secret) {
 		t.Fatalf("secret data round trip: %q %v", d, err)
 	}
-	if obj, _ := f.svc.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "app/password"}); obj.Type != service.TypeSecretData || obj.ID != regS.UniqueIdentifier {
+	if obj, _ := f.svc.Objects.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "app/password"}); obj.Type != service.TypeSecretData || obj.ID != regS.UniqueIdentifier {
 		t.Fatalf("REST view of the registered secret: %+v", obj)
 	}
 
@@ -357,15 +357,15 @@ func TestPermissions(t *testing.T) {
 		t.Fatalf("ambiguous wallet: %s", ttlv.EnumStr(r))
 	}
 	c4 := must[*payloads.CreateResponsePayload](t, two, aesCreate("k4", attr(kmip.AttributeNameObjectGroup, "w2")))
-	if o, _ := f.svc.DescribeObject(f.root, service.Ref{ID: c4.UniqueIdentifier}); o.Wallet != "w2" {
+	if o, _ := f.svc.Objects.DescribeObject(f.root, service.Ref{ID: c4.UniqueIdentifier}); o.Wallet != "w2" {
 		t.Fatalf("Object Group w2 created in %q", o.Wallet)
 	}
 	// Nothing was created or changed by the refusals.
-	page, _ := f.svc.ListObjects(f.root, service.Query{})
+	page, _ := f.svc.Objects.ListObjects(f.root, service.Query{})
 	if len(page.Items) != 2 {
 		t.Fatalf("objects after refusals: %d, want 2", len(page.Items))
 	}
-	if o, _ := f.svc.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); o.State != "active" || o.Latest != 1 || len(o.Attributes) != 0 {
+	if o, _ := f.svc.Objects.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier}); o.State != "active" || o.Latest != 1 || len(o.Attributes) != 0 {
 		t.Fatalf("refusals changed the object: %+v", o)
 	}
 }
@@ -417,7 +417,7 @@ func TestForeignObjectLooksMissing(t *testing.T) {
 				ttlv.EnumStr(g.ResultReason), gm, ttlv.EnumStr(w.ResultReason), wm)
 		}
 	}
-	if o, _ := f.svc.DescribeObject(f.root, service.Ref{ID: id}); o.State != "pre-active" || len(o.Attributes) != 0 || o.Latest != 1 {
+	if o, _ := f.svc.Objects.DescribeObject(f.root, service.Ref{ID: id}); o.State != "pre-active" || len(o.Attributes) != 0 || o.Latest != 1 {
 		t.Fatalf("refusals changed the object: %+v", o)
 	}
 }
@@ -428,7 +428,7 @@ func TestRevokedEndpoint(t *testing.T) {
 	f := newFixture(t, Options{})
 	c := f.client("ep-read")
 	must[*payloads.LocateResponsePayload](t, c, &payloads.LocateRequestPayload{})
-	if _, err := f.svc.RevokeEndpoint(f.root, "ep-read"); err != nil {
+	if _, err := f.svc.Access.RevokeEndpoint(f.root, "ep-read"); err != nil {
 		t.Fatal(err)
 	}
 	res, err := c.Batch(context.Background(), &payloads.LocateRequestPayload{})
@@ -523,7 +523,7 @@ func TestOversizedMessage(t *testing.T) {
 	if err == nil {
 		t.Fatal("oversized Register succeeded")
 	}
-	if page, _ := f.svc.ListObjects(f.root, service.Query{}); len(page.Items) != 0 {
+	if page, _ := f.svc.Objects.ListObjects(f.root, service.Query{}); len(page.Items) != 0 {
 		t.Fatalf("oversized Register stored %d objects", len(page.Items))
 	}
 }
@@ -721,7 +721,7 @@ func TestRelayHandlerRefusesNonNodes(t *testing.T) {
 			t.Fatalf("%s: %d %s, want 403", name, rec.Code, rec.Body)
 		}
 	}
-	if _, err := f.svc.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "relayed"}); !errors.Is(err, service.ErrNotFound) {
+	if _, err := f.svc.Objects.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "relayed"}); !errors.Is(err, service.ErrNotFound) {
 		t.Fatalf("a refused relay created an object: %v", err)
 	}
 }

@@ -105,7 +105,7 @@ func New(svc *service.Service, opts Options) *Server {
 	}
 	s := &Server{svc: svc, log: opts.Logger, opts: opts, sem: make(chan struct{}, opts.MaxConns),
 		lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, shutdown: make(chan struct{}),
-		relay: forward.NewRelay(svc)}
+		relay: forward.NewRelay(svc.Cluster)}
 	s.exec = newExecutor(s)
 	return s
 }
@@ -340,7 +340,7 @@ func (c *conn) serve() {
 				// The body is never read: the record names the size and the
 				// certificate's endpoint when it is still enrolled.
 				call := &service.Call{Source: source, Transport: "kmip", Start: time.Now()}
-				if id, aerr := s.svc.AuthenticateCert(certDER); aerr == nil {
+				if id, aerr := s.svc.Access.AuthenticateCert(certDER); aerr == nil {
 					call.Identity = id
 				}
 				s.svc.Audit(call, "kmipMessageTooLarge", 413, "message_too_large",
@@ -475,14 +475,14 @@ func (s *Server) handle(ctx context.Context, certDER []byte, source string, b []
 	}
 	// Authenticate on every message: a revoked endpoint is refused from its
 	// next request on, even on a connection opened before.
-	id, err := s.svc.AuthenticateCert(certDER)
+	id, err := s.svc.Access.AuthenticateCert(certDER)
 	if err != nil {
 		call := &service.Call{Source: source, Transport: "kmip", Start: time.Now()}
 		s.svc.Audit(call, "kmipAuthenticate", 401, "unauthenticated", err.Error())
 		return errorResponse(msg, kmip.ResultReasonAuthenticationNotSuccessful, err.Error()), nil, false
 	}
 	// Leader forwarding is the service's decision, as for REST and Vault.
-	url, fwd, err := s.svc.ForwardTo(writes(msg))
+	url, fwd, err := s.svc.Cluster.ForwardTo(writes(msg))
 	// notServed audits a message answered here without being executed.
 	notServed := func(status int, result, why string) {
 		call := &service.Call{Identity: id, Source: source, Transport: "kmip", Start: time.Now()}
@@ -512,7 +512,7 @@ func (s *Server) handle(ctx context.Context, certDER []byte, source string, b []
 		// Read your writes: the client's next Get here sees what the
 		// leader just did (bounded; the answer is right either way).
 		wctx, wcancel := context.WithTimeout(ctx, readYourWritesWait)
-		if err := s.svc.WaitApplied(wctx, commit); err != nil {
+		if err := s.svc.Cluster.WaitApplied(wctx, commit); err != nil {
 			s.log.Warn("kmip: this node has not applied a relayed write yet; answering anyway", "index", commit, "error", err)
 		}
 		wcancel()
@@ -570,7 +570,7 @@ func (s *Server) RelayHandler() http.Handler {
 			http.Error(w, "KMIP relay: only a cluster node forwarding a KMIP client's certificate may call this", http.StatusForbidden)
 			return
 		}
-		if !s.svc.IsMember(from.Peer, from.PeerKey) {
+		if !s.svc.Cluster.IsMember(from.Peer, from.PeerKey) {
 			http.Error(w, fmt.Sprintf("KMIP relay: node %s is not a member of this cluster, or its certificate's key is not the one recorded for it", from.Peer), http.StatusForbidden)
 			return
 		}
@@ -593,7 +593,7 @@ func (s *Server) RelayHandler() http.Handler {
 			raw = ttlv.MarshalTTLV(resp)
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set(forward.HeaderCommitIndex, strconv.FormatUint(s.svc.CatchUpStatus().LeaderCommit, 10))
+		w.Header().Set(forward.HeaderCommitIndex, strconv.FormatUint(s.svc.Cluster.CatchUpStatus().LeaderCommit, 10))
 		w.Write(raw) // #nosec G705 -- a binary KMIP response (Content-Type application/octet-stream), never HTML
 	})
 }

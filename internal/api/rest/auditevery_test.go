@@ -79,7 +79,7 @@ func TestEveryRequestIsAudited(t *testing.T) {
 		})
 	}
 	// The redirect served nothing: no wallet was created.
-	if _, err := svc.GetWallet(admin, "w"); err == nil {
+	if _, err := svc.Access.GetWallet(admin, "w"); err == nil {
 		t.Fatal("a redirected POST created a wallet")
 	}
 }

@@ -102,28 +102,28 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 		}
 	}
 	f := &matrixFixture{srv: srv, tokens: map[string]string{"root": root}}
-	_, err := svc.CreateWallet(ctx, "w", "")
+	_, err := svc.Access.CreateWallet(ctx, "w", "")
 	must(err)
-	_, err = svc.CreateWallet(ctx, "w2", "")
+	_, err = svc.Access.CreateWallet(ctx, "w2", "")
 	must(err)
-	o, err := svc.CreateObject(ctx, service.CreateObject{Wallet: "w", Name: "k", Type: service.TypeSymmetricKey})
+	o, err := svc.Objects.CreateObject(ctx, service.CreateObject{Wallet: "w", Name: "k", Type: service.TypeSymmetricKey})
 	must(err)
 	f.objID = o.ID
 	for name, role := range map[string]service.Role{"auditor": service.RoleAuditManager, "keyadmin": service.RoleKeyAdmin,
 		"sysadmin": service.RoleSystemAdmin, "u-target": service.RoleKeyAdmin} {
-		_, err := svc.CreateUser(ctx, name, "password-of-"+name, []service.Role{role})
+		_, err := svc.Access.CreateUser(ctx, name, "password-of-"+name, []service.Role{role})
 		must(err)
-		sess, err := svc.Login(ctx, name, "password-of-"+name, "127.0.0.1:1")
+		sess, err := svc.Access.Login(ctx, name, "password-of-"+name, "127.0.0.1:1")
 		must(err)
 		f.tokens[name] = sess.Token
 	}
 	for name, perm := range map[string]service.Permission{"ep-none": "", "ep-read": service.PermRead, "ep-rm": service.PermReadModify,
 		"ep-manage": service.PermManage, "ep-target": service.PermRead} {
-		e, err := svc.EnrollEndpoint(ctx, name, "", nil)
+		e, err := svc.Access.EnrollEndpoint(ctx, name, "", nil)
 		must(err)
 		f.tokens[name] = e.Token
 		if perm != "" {
-			_, err = svc.SetGrant(ctx, "w", name, perm)
+			_, err = svc.Access.SetGrant(ctx, "w", name, perm)
 			must(err)
 		}
 	}

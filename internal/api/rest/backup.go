@@ -69,7 +69,7 @@ func (a *api) addDestination(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	v, err := a.svc.AddDestination(r.Context(), req)
+	v, err := a.svc.Backups.AddDestination(r.Context(), req)
 	a.reply(w, r, http.StatusCreated, v, err)
 }
 
@@ -84,17 +84,17 @@ func (a *api) editDestination(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Name = r.PathValue("name")
-	v, err := a.svc.EditDestination(r.Context(), req)
+	v, err := a.svc.Backups.EditDestination(r.Context(), req)
 	a.reply(w, r, http.StatusOK, v, err)
 }
 
 func (a *api) listDestinations(w http.ResponseWriter, r *http.Request) {
-	ds, err := a.svc.ListDestinations(r.Context())
+	ds, err := a.svc.Backups.ListDestinations(r.Context())
 	a.reply(w, r, http.StatusOK, DestinationList{Destinations: ds}, err)
 }
 
 func (a *api) deleteDestination(w http.ResponseWriter, r *http.Request) {
-	if err := a.svc.DeleteDestination(r.Context(), r.PathValue("name")); err != nil {
+	if err := a.svc.Backups.DeleteDestination(r.Context(), r.PathValue("name")); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -102,12 +102,12 @@ func (a *api) deleteDestination(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) testDestination(w http.ResponseWriter, r *http.Request) {
-	err := a.svc.TestDestination(r.Context(), r.PathValue("name"))
+	err := a.svc.Backups.TestDestination(r.Context(), r.PathValue("name"))
 	a.reply(w, r, http.StatusOK, map[string]bool{"ok": true}, err)
 }
 
 func (a *api) rebuildCatalog(w http.ResponseWriter, r *http.Request) {
-	n, skipped, err := a.svc.RebuildCatalog(r.Context(), r.PathValue("name"))
+	n, skipped, err := a.svc.Backups.RebuildCatalog(r.Context(), r.PathValue("name"))
 	a.reply(w, r, http.StatusOK, RebuildResult{Backups: n, Skipped: skipped}, err)
 }
 
@@ -123,7 +123,7 @@ func (a *api) verifyBackups(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Query().Get("progress") != "ndjson" {
-		res, err := a.svc.VerifyBackups(r.Context(), r.PathValue("name"), req)
+		res, err := a.svc.Backups.VerifyBackups(r.Context(), r.PathValue("name"), req)
 		a.reply(w, r, http.StatusOK, VerifyResults{Results: res}, err)
 		return
 	}
@@ -144,7 +144,7 @@ func (a *api) verifyBackups(w http.ResponseWriter, r *http.Request) {
 		enc.Encode(map[string]service.VerifyProgress{"progress": p})
 		rc.Flush()
 	}
-	res, err := a.svc.VerifyBackups(r.Context(), r.PathValue("name"), req)
+	res, err := a.svc.Backups.VerifyBackups(r.Context(), r.PathValue("name"), req)
 	switch {
 	case !started:
 		a.reply(w, r, http.StatusOK, VerifyResults{Results: res}, err)
@@ -169,7 +169,7 @@ func (a *api) verifyBackups(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) archivePause(paused bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		v, err := a.svc.SetArchivePaused(r.Context(), r.PathValue("name"), paused)
+		v, err := a.svc.Backups.SetArchivePaused(r.Context(), r.PathValue("name"), paused)
 		a.reply(w, r, http.StatusOK, v, err)
 	}
 }
@@ -180,7 +180,7 @@ func (a *api) runBackup(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	rec, err := a.svc.RunBackup(r.Context(), req)
+	rec, err := a.svc.Backups.RunBackup(r.Context(), req)
 	status := http.StatusAccepted
 	if req.Wait {
 		status = http.StatusOK
@@ -199,12 +199,12 @@ func (a *api) resumeAfterRestore(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	tl, err := a.svc.ResumeAfterRestore(r.Context(), req.TakeOver)
+	tl, err := a.svc.Backups.ResumeAfterRestore(r.Context(), req.TakeOver)
 	a.reply(w, r, http.StatusOK, tl, err)
 }
 
 func (a *api) currentBackup(w http.ResponseWriter, r *http.Request) {
-	p, err := a.svc.CurrentBackup(r.Context())
+	p, err := a.svc.Backups.CurrentBackup(r.Context())
 	var out CurrentBackup
 	if p != nil {
 		out.Running = &BackupProgress{BackupRecord: backupRecordOf(p.BackupRecord), BytesWritten: p.BytesWritten}
@@ -213,7 +213,7 @@ func (a *api) currentBackup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) listBackups(w http.ResponseWriter, r *http.Request) {
-	bs, err := a.svc.ListBackups(r.Context(), r.URL.Query().Get("destination"))
+	bs, err := a.svc.Backups.ListBackups(r.Context(), r.URL.Query().Get("destination"))
 	a.reply(w, r, http.StatusOK, BackupList{Backups: backupRecordsOf(bs)}, err)
 }
 
@@ -232,25 +232,25 @@ func (a *api) putSchedule(edit bool) http.HandlerFunc {
 			}
 			req.Name, status = r.PathValue("name"), http.StatusOK
 		}
-		v, err := a.svc.PutSchedule(r.Context(), req, edit)
+		v, err := a.svc.Backups.PutSchedule(r.Context(), req, edit)
 		a.reply(w, r, status, scheduleViewOf(v), err)
 	}
 }
 
 func (a *api) listSchedules(w http.ResponseWriter, r *http.Request) {
-	ss, err := a.svc.ListSchedules(r.Context())
+	ss, err := a.svc.Backups.ListSchedules(r.Context())
 	a.reply(w, r, http.StatusOK, ScheduleList{Schedules: scheduleViewsOf(ss)}, err)
 }
 
 func (a *api) schedulePause(paused bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		v, err := a.svc.SetSchedulePaused(r.Context(), r.PathValue("name"), paused)
+		v, err := a.svc.Backups.SetSchedulePaused(r.Context(), r.PathValue("name"), paused)
 		a.reply(w, r, http.StatusOK, scheduleViewOf(v), err)
 	}
 }
 
 func (a *api) deleteSchedule(w http.ResponseWriter, r *http.Request) {
-	if err := a.svc.DeleteSchedule(r.Context(), r.PathValue("name")); err != nil {
+	if err := a.svc.Backups.DeleteSchedule(r.Context(), r.PathValue("name")); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -271,12 +271,12 @@ func (a *api) freeze(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st, err := a.svc.Freeze(r.Context(), d)
+	st, err := a.svc.Backups.Freeze(r.Context(), d)
 	a.reply(w, r, http.StatusOK, st, err)
 }
 
 func (a *api) thaw(w http.ResponseWriter, r *http.Request) {
-	st, err := a.svc.Thaw(r.Context())
+	st, err := a.svc.Backups.Thaw(r.Context())
 	a.reply(w, r, http.StatusOK, st, err)
 }
 
@@ -296,11 +296,11 @@ func (a *api) createRestorePoint(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	rp, err := a.svc.CreateRestorePoint(r.Context(), req.Name)
+	rp, err := a.svc.Backups.CreateRestorePoint(r.Context(), req.Name)
 	a.reply(w, r, http.StatusCreated, restorePointOf(rp), err)
 }
 
 func (a *api) listRestorePoints(w http.ResponseWriter, r *http.Request) {
-	rps, err := a.svc.ListRestorePoints(r.Context())
+	rps, err := a.svc.Backups.ListRestorePoints(r.Context())
 	a.reply(w, r, http.StatusOK, RestorePointList{RestorePoints: restorePointsOf(rps)}, err)
 }

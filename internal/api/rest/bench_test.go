@@ -67,7 +67,7 @@ func BenchmarkHTTPSGetByName(b *testing.B) {
 	srv, tok, svc := benchServer(b)
 	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
 	for i := 0; i < 100; i++ {
-		if _, err := svc.CreateObject(ctx, service.CreateObject{Wallet: "default", Name: fmt.Sprintf("k%d", i), Type: service.TypeSymmetricKey}); err != nil {
+		if _, err := svc.Objects.CreateObject(ctx, service.CreateObject{Wallet: "default", Name: fmt.Sprintf("k%d", i), Type: service.TypeSymmetricKey}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -34,7 +34,7 @@ type SwitchoverResult struct {
 }
 
 func (a *api) clusterCA(w http.ResponseWriter, r *http.Request) {
-	b, err := a.svc.CACertPEM()
+	b, err := a.svc.Cluster.CACertPEM()
 	if err != nil {
 		a.fail(w, r, service.ErrNotFound)
 		return
@@ -49,7 +49,7 @@ func (a *api) clusterJoin(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	resp, err := a.svc.AdmitNode(r.Context(), req)
+	resp, err := a.svc.Cluster.AdmitNode(r.Context(), req)
 	a.reply(w, r, http.StatusOK, resp, err)
 }
 
@@ -63,7 +63,7 @@ func (a *api) clusterJoinLocal(w http.ResponseWriter, r *http.Request) {
 	if isLocal(r) {
 		id = service.LocalRoot()
 	}
-	err := a.svc.JoinCluster(r.Context(), id, req.URL, req.Token, []byte(req.Passphrase))
+	err := a.svc.Cluster.JoinCluster(r.Context(), id, req.URL, req.Token, []byte(req.Passphrase))
 	a.reply(w, r, http.StatusOK, a.svc.Status(), err)
 }
 
@@ -78,7 +78,7 @@ func (a *api) clusterToken(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	t, err := a.svc.CreateJoinToken(r.Context(), ttl)
+	t, err := a.svc.Cluster.CreateJoinToken(r.Context(), ttl)
 	a.reply(w, r, http.StatusOK, t, err)
 }
 
@@ -88,16 +88,16 @@ func (a *api) clusterPromote(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	a.reply(w, r, http.StatusOK, map[string]string{"promoted": req.NodeID}, a.svc.Promote(r.Context(), req.NodeID))
+	a.reply(w, r, http.StatusOK, map[string]string{"promoted": req.NodeID}, a.svc.Cluster.Promote(r.Context(), req.NodeID))
 }
 
 func (a *api) clusterInit(w http.ResponseWriter, r *http.Request) {
-	st, err := a.svc.InitCluster(r.Context())
+	st, err := a.svc.Cluster.InitCluster(r.Context())
 	a.reply(w, r, http.StatusOK, st, err)
 }
 
 func (a *api) clusterStatus(w http.ResponseWriter, r *http.Request) {
-	st, err := a.svc.ClusterStatus(r.Context())
+	st, err := a.svc.Cluster.ClusterStatus(r.Context())
 	a.reply(w, r, http.StatusOK, st, err)
 }
 
@@ -107,10 +107,10 @@ func (a *api) clusterSwitchover(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	to, err := a.svc.Switchover(r.Context(), req.To)
+	to, err := a.svc.Cluster.Switchover(r.Context(), req.To)
 	a.reply(w, r, http.StatusOK, SwitchoverResult{Leader: to}, err)
 }
 
 func (a *api) clusterRemove(w http.ResponseWriter, r *http.Request) {
-	a.reply(w, r, http.StatusOK, map[string]string{"removed": r.PathValue("id")}, a.svc.RemoveNode(r.Context(), r.PathValue("id")))
+	a.reply(w, r, http.StatusOK, map[string]string{"removed": r.PathValue("id")}, a.svc.Cluster.RemoveNode(r.Context(), r.PathValue("id")))
 }

@@ -141,7 +141,7 @@ func (a *api) login(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	sess, err := a.svc.Login(r.Context(), req.Username, req.Password, r.RemoteAddr)
+	sess, err := a.svc.Access.Login(r.Context(), req.Username, req.Password, r.RemoteAddr)
 	if err == nil {
 		service.CallFrom(r.Context()).Identity = service.Identity{Kind: service.KindUser, Name: sess.User, Roles: sess.Roles}
 	}
@@ -149,11 +149,11 @@ func (a *api) login(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) logout(w http.ResponseWriter, r *http.Request) {
-	a.reply(w, r, http.StatusOK, map[string]bool{"logged_out": true}, a.svc.Logout(r.Context()))
+	a.reply(w, r, http.StatusOK, map[string]bool{"logged_out": true}, a.svc.Access.Logout(r.Context()))
 }
 
 func (a *api) whoami(w http.ResponseWriter, r *http.Request) {
-	v, err := a.svc.WhoAmI(r.Context())
+	v, err := a.svc.Access.WhoAmI(r.Context())
 	a.reply(w, r, http.StatusOK, v, err)
 }
 
@@ -163,7 +163,7 @@ func (a *api) createUser(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	u, err := a.svc.CreateUser(r.Context(), req.Name, req.Password, req.Roles)
+	u, err := a.svc.Access.CreateUser(r.Context(), req.Name, req.Password, req.Roles)
 	a.reply(w, r, http.StatusCreated, u, err)
 }
 
@@ -173,12 +173,12 @@ func (a *api) listUsers(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	p, err := a.svc.ListUsers(r.Context(), n, tok)
+	p, err := a.svc.Access.ListUsers(r.Context(), n, tok)
 	a.reply(w, r, http.StatusOK, p, err)
 }
 
 func (a *api) getUser(w http.ResponseWriter, r *http.Request) {
-	u, err := a.svc.GetUser(r.Context(), r.PathValue("name"))
+	u, err := a.svc.Access.GetUser(r.Context(), r.PathValue("name"))
 	a.reply(w, r, http.StatusOK, u, err)
 }
 
@@ -188,12 +188,12 @@ func (a *api) updateUser(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	u, err := a.svc.UpdateUser(r.Context(), r.PathValue("name"), req)
+	u, err := a.svc.Access.UpdateUser(r.Context(), r.PathValue("name"), req)
 	a.reply(w, r, http.StatusOK, u, err)
 }
 
 func (a *api) deleteUser(w http.ResponseWriter, r *http.Request) {
-	if err := a.svc.DeleteUser(r.Context(), r.PathValue("name")); err != nil {
+	if err := a.svc.Access.DeleteUser(r.Context(), r.PathValue("name")); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -206,7 +206,7 @@ func (a *api) createWallet(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	wl, err := a.svc.CreateWallet(r.Context(), req.Name, req.Description)
+	wl, err := a.svc.Access.CreateWallet(r.Context(), req.Name, req.Description)
 	a.reply(w, r, http.StatusCreated, wl, err)
 }
 
@@ -216,17 +216,17 @@ func (a *api) listWallets(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	p, err := a.svc.ListWallets(r.Context(), n, tok)
+	p, err := a.svc.Access.ListWallets(r.Context(), n, tok)
 	a.reply(w, r, http.StatusOK, p, err)
 }
 
 func (a *api) getWallet(w http.ResponseWriter, r *http.Request) {
-	wl, err := a.svc.GetWallet(r.Context(), r.PathValue("wallet"))
+	wl, err := a.svc.Access.GetWallet(r.Context(), r.PathValue("wallet"))
 	a.reply(w, r, http.StatusOK, wl, err)
 }
 
 func (a *api) deleteWallet(w http.ResponseWriter, r *http.Request) {
-	if err := a.svc.DeleteWallet(r.Context(), r.PathValue("wallet")); err != nil {
+	if err := a.svc.Access.DeleteWallet(r.Context(), r.PathValue("wallet")); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -243,12 +243,12 @@ func (a *api) grant(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("%w: permission is required (read, read_modify or manage); DELETE the grant to remove it", service.ErrInvalid))
 		return
 	}
-	wl, err := a.svc.SetGrant(r.Context(), r.PathValue("wallet"), r.PathValue("endpoint"), req.Permission)
+	wl, err := a.svc.Access.SetGrant(r.Context(), r.PathValue("wallet"), r.PathValue("endpoint"), req.Permission)
 	a.reply(w, r, http.StatusOK, wl, err)
 }
 
 func (a *api) revokeGrant(w http.ResponseWriter, r *http.Request) {
-	wl, err := a.svc.SetGrant(r.Context(), r.PathValue("wallet"), r.PathValue("endpoint"), "")
+	wl, err := a.svc.Access.SetGrant(r.Context(), r.PathValue("wallet"), r.PathValue("endpoint"), "")
 	a.reply(w, r, http.StatusOK, wl, err)
 }
 
@@ -276,11 +276,11 @@ func (a *api) material(w http.ResponseWriter, r *http.Request, ref service.Ref) 
 			a.fail(w, r, fmt.Errorf("%w: version and metadata_only together make no sense", service.ErrInvalid))
 			return
 		}
-		o, err := a.svc.DescribeObject(r.Context(), ref)
+		o, err := a.svc.Objects.DescribeObject(r.Context(), ref)
 		a.reply(w, r, http.StatusOK, ObjectWithMaterial{Object: o}, err)
 		return
 	}
-	o, m, err := a.svc.GetObject(r.Context(), ref, version)
+	o, m, err := a.svc.Objects.GetObject(r.Context(), ref, version)
 	a.reply(w, r, http.StatusOK, ObjectWithMaterial{Object: o, Material: &m}, err)
 }
 
@@ -290,7 +290,7 @@ func (a *api) putSecret(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	o, err := a.svc.PutSecret(r.Context(), r.PathValue("wallet"), r.PathValue("name"), req.Value)
+	o, err := a.svc.Objects.PutSecret(r.Context(), r.PathValue("wallet"), r.PathValue("name"), req.Value)
 	a.reply(w, r, http.StatusOK, o, err)
 }
 
@@ -300,7 +300,7 @@ func (a *api) createObject(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	o, err := a.svc.CreateObject(r.Context(), req)
+	o, err := a.svc.Objects.CreateObject(r.Context(), req)
 	a.reply(w, r, http.StatusCreated, o, err)
 }
 
@@ -323,17 +323,17 @@ func (a *api) listObjects(w http.ResponseWriter, r *http.Request) {
 		}
 		query.Attributes[k] = v
 	}
-	p, err := a.svc.ListObjects(r.Context(), query)
+	p, err := a.svc.Objects.ListObjects(r.Context(), query)
 	a.reply(w, r, http.StatusOK, p, err)
 }
 
 func (a *api) getObject(w http.ResponseWriter, r *http.Request) {
-	o, err := a.svc.DescribeObject(r.Context(), service.Ref{ID: r.PathValue("id")})
+	o, err := a.svc.Objects.DescribeObject(r.Context(), service.Ref{ID: r.PathValue("id")})
 	a.reply(w, r, http.StatusOK, o, err)
 }
 
 func (a *api) listVersions(w http.ResponseWriter, r *http.Request) {
-	o, err := a.svc.DescribeObject(r.Context(), service.Ref{ID: r.PathValue("id")})
+	o, err := a.svc.Objects.DescribeObject(r.Context(), service.Ref{ID: r.PathValue("id")})
 	a.reply(w, r, http.StatusOK, VersionList{ID: o.ID, Latest: o.Latest, Versions: o.Versions}, err)
 }
 
@@ -343,7 +343,7 @@ func (a *api) rotateObject(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	o, err := a.svc.RotateObject(r.Context(), service.Ref{ID: r.PathValue("id")}, req.Value)
+	o, err := a.svc.Objects.RotateObject(r.Context(), service.Ref{ID: r.PathValue("id")}, req.Value)
 	a.reply(w, r, http.StatusOK, o, err)
 }
 
@@ -353,7 +353,7 @@ func (a *api) restoreObject(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	o, err := a.svc.RestoreObject(r.Context(), service.Ref{ID: r.PathValue("id")}, req)
+	o, err := a.svc.Backups.RestoreObject(r.Context(), service.Ref{ID: r.PathValue("id")}, req)
 	a.reply(w, r, http.StatusOK, o, err)
 }
 
@@ -364,7 +364,7 @@ func (a *api) transition(t service.Transition) http.HandlerFunc {
 			a.fail(w, r, err)
 			return
 		}
-		o, err := a.svc.ChangeState(r.Context(), service.Ref{ID: r.PathValue("id")}, t, req.Reason)
+		o, err := a.svc.Objects.ChangeState(r.Context(), service.Ref{ID: r.PathValue("id")}, t, req.Reason)
 		a.reply(w, r, http.StatusOK, o, err)
 	}
 }
@@ -375,7 +375,7 @@ func (a *api) setAttributes(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	o, err := a.svc.SetAttributes(r.Context(), service.Ref{ID: r.PathValue("id")}, req.Set, req.Delete)
+	o, err := a.svc.Objects.SetAttributes(r.Context(), service.Ref{ID: r.PathValue("id")}, req.Set, req.Delete)
 	a.reply(w, r, http.StatusOK, o, err)
 }
 
@@ -385,7 +385,7 @@ func (a *api) enroll(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	e, err := a.svc.EnrollEndpoint(r.Context(), req.Name, req.Description, []byte(req.CSR))
+	e, err := a.svc.Access.EnrollEndpoint(r.Context(), req.Name, req.Description, []byte(req.CSR))
 	a.reply(w, r, http.StatusCreated, e, err)
 }
 
@@ -395,12 +395,12 @@ func (a *api) listEndpoints(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	p, err := a.svc.ListEndpoints(r.Context(), n, tok)
+	p, err := a.svc.Access.ListEndpoints(r.Context(), n, tok)
 	a.reply(w, r, http.StatusOK, p, err)
 }
 
 func (a *api) getEndpoint(w http.ResponseWriter, r *http.Request) {
-	e, err := a.svc.GetEndpoint(r.Context(), r.PathValue("name"))
+	e, err := a.svc.Access.GetEndpoint(r.Context(), r.PathValue("name"))
 	a.reply(w, r, http.StatusOK, e, err)
 }
 
@@ -410,12 +410,12 @@ func (a *api) renewEndpoint(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	e, err := a.svc.RenewEndpoint(r.Context(), r.PathValue("name"), []byte(req.CSR))
+	e, err := a.svc.Access.RenewEndpoint(r.Context(), r.PathValue("name"), []byte(req.CSR))
 	a.reply(w, r, http.StatusOK, e, err)
 }
 
 func (a *api) revokeEndpoint(w http.ResponseWriter, r *http.Request) {
-	e, err := a.svc.RevokeEndpoint(r.Context(), r.PathValue("name"))
+	e, err := a.svc.Access.RevokeEndpoint(r.Context(), r.PathValue("name"))
 	a.reply(w, r, http.StatusOK, e, err)
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/service/servicetest"
@@ -26,7 +27,7 @@ func TestOpenWithDamagedJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, name := range []string{"a", "b", "c"} {
-		if _, err := svc.PutSecret(ctx, service.DefaultWallet, name, []byte("v")); err != nil {
+		if _, err := svc.Objects.PutSecret(ctx, service.DefaultWallet, name, []byte("v")); err != nil {
 			t.Fatal(err)
 		}
 		if i < 2 {
@@ -38,7 +39,7 @@ func TestOpenWithDamagedJournal(t *testing.T) {
 	if err := svc.Seal(ctx); err != nil {
 		t.Fatal(err)
 	}
-	segs, err := journal.ListSegments(service.JournalDir(dir))
+	segs, err := journal.ListSegments(datadir.JournalDir(dir))
 	if err != nil || len(segs) != 3 {
 		t.Fatalf("segments %+v: %v", segs, err)
 	}
@@ -61,7 +62,7 @@ func TestOpenWithDamagedJournal(t *testing.T) {
 	if status, _, raw := do(t, srv, "", "POST", "/api/v1/sys/open", `{"passphrase":"rest-test-passphrase"}`); status != http.StatusOK {
 		t.Fatalf("open after moving the segment aside: %d %s", status, raw)
 	}
-	if _, err := journal.Verify(service.JournalDir(dir), nil); err != nil {
+	if _, err := journal.Verify(datadir.JournalDir(dir), nil); err != nil {
 		t.Fatalf("journal after the open: %v", err)
 	}
 }

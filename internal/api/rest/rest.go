@@ -153,7 +153,7 @@ func (a *api) newCall(r *http.Request, start time.Time) *service.Call {
 	call := &service.Call{Source: r.RemoteAddr, Transport: "rest", Start: start}
 	if isLocal(r) {
 		call.Transport, call.Source = "socket", "local"
-	} else if f := forward.Caller(r); f.ClientAddr != "" && a.svc.IsMember(f.Peer, f.PeerKey) {
+	} else if f := forward.Caller(r); f.ClientAddr != "" && a.svc.Cluster.IsMember(f.Peer, f.PeerKey) {
 		// Forwarded by a member: the client is who it forwarded for
 		// (audit, login throttling and join limiting count the client).
 		call.Source = net.JoinHostPort(f.ClientAddr, "0") + " via " + f.Peer
@@ -226,7 +226,7 @@ func (a *api) identify(r *http.Request) (service.Identity, error) {
 		return service.LocalRoot(), nil
 	}
 	from := forward.Caller(r)
-	return a.svc.Identify(service.Presented{Token: bearer(r), ClientCert: from.ClientCert, Peer: from.Peer, PeerKey: from.PeerKey,
+	return a.svc.Access.Identify(service.Presented{Token: bearer(r), ClientCert: from.ClientCert, Peer: from.Peer, PeerKey: from.PeerKey,
 		Node: from.Node != "", Local: from.Local, Hint: "a token (Authorization: Bearer ...)"})
 }
 
@@ -387,8 +387,8 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) {
 	case service.StateSealed:
 		code = http.StatusServiceUnavailable
 	default:
-		h.Role, h.AppliedIndex = a.svc.Role(), a.svc.AppliedIndex()
-		cu := a.svc.CatchUpStatus()
+		h.Role, h.AppliedIndex = a.svc.Cluster.Role(), a.svc.Cluster.AppliedIndex()
+		cu := a.svc.Cluster.CatchUpStatus()
 		h.CaughtUp, h.LeaderCommit, h.RaftApplied = &cu.CaughtUp, cu.LeaderCommit, cu.RaftApplied
 		switch h.Role {
 		case "follower":
@@ -453,12 +453,12 @@ type RootTokenList struct {
 }
 
 func (a *api) listRootTokens(w http.ResponseWriter, r *http.Request) {
-	toks, err := a.svc.ListRootTokens(r.Context())
+	toks, err := a.svc.Access.ListRootTokens(r.Context())
 	a.reply(w, r, http.StatusOK, RootTokenList{Tokens: toks}, err)
 }
 
 func (a *api) revokeRootToken(w http.ResponseWriter, r *http.Request) {
-	acc, err := a.svc.RevokeRootToken(r.Context(), r.PathValue("accessor"))
+	acc, err := a.svc.Access.RevokeRootToken(r.Context(), r.PathValue("accessor"))
 	a.reply(w, r, http.StatusOK, map[string]string{"revoked": acc}, err)
 }
 
@@ -646,7 +646,7 @@ type JournalArchived struct {
 
 func (a *api) journalArchive(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("progress") != "ndjson" {
-		a.reply(w, r, http.StatusOK, JournalArchived{Archived: true}, a.svc.ArchiveNow(r.Context()))
+		a.reply(w, r, http.StatusOK, JournalArchived{Archived: true}, a.svc.Backups.ArchiveNow(r.Context()))
 		return
 	}
 	// Progress as it happens, one JSON object a line: {"progress":{...}} as
@@ -656,7 +656,7 @@ func (a *api) journalArchive(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	rc := http.NewResponseController(w)
 	started := false
-	err := a.svc.ArchiveNowProgress(r.Context(), func(p service.ArchiveProgress) {
+	err := a.svc.Backups.ArchiveNowProgress(r.Context(), func(p service.ArchiveProgress) {
 		if !started {
 			started = true
 			w.Header().Set("Content-Type", "application/x-ndjson")
@@ -710,7 +710,7 @@ func (a *api) journalPrune(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	p, err := a.svc.PruneJournal(r.Context(), req.DryRun)
+	p, err := a.svc.Backups.PruneJournal(r.Context(), req.DryRun)
 	if err != nil {
 		a.fail(w, r, err)
 		return

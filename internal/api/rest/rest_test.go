@@ -143,7 +143,7 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 	if after := svc.Status().AppliedIndex; after != before {
 		t.Fatalf("bad requests changed the state: applied index %d -> %d", before, after)
 	}
-	if _, err := svc.DescribeObject(service.WithIdentity(context.Background(), service.LocalRoot()), service.Ref{Wallet: "default", Name: "a"}); err == nil {
+	if _, err := svc.Objects.DescribeObject(service.WithIdentity(context.Background(), service.LocalRoot()), service.Ref{Wallet: "default", Name: "a"}); err == nil {
 		t.Fatal("a secret was written by a bad request")
 	}
 	// Authentication: missing and wrong tokens.

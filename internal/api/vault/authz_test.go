@@ -64,7 +64,7 @@ func TestVaultAuthorizationMatrix(t *testing.T) {
 			f.do(t, root, "POST", "/v1/kv/delete/d", `{"versions":[1]}`)
 			f.do(t, root, "POST", "/v1/transit/keys/k", `{}`)
 			ct := f.do(t, root, "POST", "/v1/transit/encrypt/k", `{"plaintext":"`+pt+`"}`).data(t)["ciphertext"].(string)
-			if _, err := f.svc.CreateWallet(rootCtx(), "x", ""); err != nil {
+			if _, err := f.svc.Access.CreateWallet(rootCtx(), "x", ""); err != nil {
 				t.Fatal(err)
 			}
 

@@ -50,21 +50,21 @@ func newFixture(t testing.TB) *fixture {
 		}
 	}
 	for _, w := range []string{"kvw", "tw"} {
-		_, err := svc.CreateWallet(ctx, w, "")
+		_, err := svc.Access.CreateWallet(ctx, w, "")
 		must(err)
 	}
-	_, err := svc.CreateMount(ctx, service.Mount{Path: "kv", Type: service.MountKV, Wallet: "kvw"})
+	_, err := svc.Objects.CreateMount(ctx, service.Mount{Path: "kv", Type: service.MountKV, Wallet: "kvw"})
 	must(err)
-	_, err = svc.CreateMount(ctx, service.Mount{Path: "transit", Type: service.MountTransit, Wallet: "tw"})
+	_, err = svc.Objects.CreateMount(ctx, service.Mount{Path: "transit", Type: service.MountTransit, Wallet: "tw"})
 	must(err)
 	for name, perm := range map[string]service.Permission{"ep-none": "", "ep-read": service.PermRead,
 		"ep-rm": service.PermReadModify, "ep-manage": service.PermManage} {
-		e, err := svc.EnrollEndpoint(ctx, name, "", nil)
+		e, err := svc.Access.EnrollEndpoint(ctx, name, "", nil)
 		must(err)
 		f.tokens[name] = e.Token
 		if perm != "" {
 			for _, w := range []string{"kvw", "tw"} {
-				_, err = svc.SetGrant(ctx, w, name, perm)
+				_, err = svc.Access.SetGrant(ctx, w, name, perm)
 				must(err)
 			}
 		}

@@ -96,7 +96,7 @@ func (a *api) kvRead(q *request, m service.Mount, path string) {
 		}
 		version = n
 	}
-	sec, err := a.svc.KVGet(q.r.Context(), m.Wallet, path, version)
+	sec, err := a.svc.Objects.KVGet(q.r.Context(), m.Wallet, path, version)
 	if err != nil {
 		if errors.Is(err, service.ErrNotFound) && sec.Version.Version != 0 {
 			// A deleted or destroyed version: 404 with its metadata, as Vault answers.
@@ -142,7 +142,7 @@ func (a *api) kvWrite(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	v, err := a.svc.KVPut(q.r.Context(), m.Wallet, path, data, cas)
+	v, err := a.svc.Objects.KVPut(q.r.Context(), m.Wallet, path, data, cas)
 	if err != nil {
 		q.fail(err)
 		return
@@ -170,7 +170,7 @@ func (a *api) kvVersions(q *request, m service.Mount, path, op string, withBody 
 			return
 		}
 	}
-	if err := a.svc.KVVersions(q.r.Context(), m.Wallet, path, op, versions); err != nil {
+	if err := a.svc.Objects.KVVersions(q.r.Context(), m.Wallet, path, op, versions); err != nil {
 		q.fail(err)
 		return
 	}
@@ -178,7 +178,7 @@ func (a *api) kvVersions(q *request, m service.Mount, path, op string, withBody 
 }
 
 func (a *api) kvMetadata(q *request, m service.Mount, path string) {
-	md, err := a.svc.KVMetadataOf(q.r.Context(), m.Wallet, path)
+	md, err := a.svc.Objects.KVMetadataOf(q.r.Context(), m.Wallet, path)
 	if err != nil {
 		q.fail(err)
 		return
@@ -219,7 +219,7 @@ func (a *api) kvPutMetadata(q *request, m service.Mount, path string) {
 		return
 	}
 	// Fields not sent keep their values, as in Vault.
-	md, err := a.svc.KVMetadataOf(q.r.Context(), m.Wallet, path)
+	md, err := a.svc.Objects.KVMetadataOf(q.r.Context(), m.Wallet, path)
 	if err != nil {
 		q.fail(err)
 		return
@@ -234,7 +234,7 @@ func (a *api) kvPutMetadata(q *request, m service.Mount, path string) {
 	if !customSet {
 		custom = md.CustomMetadata
 	}
-	if err := a.svc.KVPutMetadata(q.r.Context(), m.Wallet, path, casRequired, custom, maxVersions); err != nil {
+	if err := a.svc.Objects.KVPutMetadata(q.r.Context(), m.Wallet, path, casRequired, custom, maxVersions); err != nil {
 		q.fail(err)
 		return
 	}
@@ -242,7 +242,7 @@ func (a *api) kvPutMetadata(q *request, m service.Mount, path string) {
 }
 
 func (a *api) kvDeleteMetadata(q *request, m service.Mount, path string) {
-	if err := a.svc.KVDeleteMetadata(q.r.Context(), m.Wallet, path); err != nil {
+	if err := a.svc.Objects.KVDeleteMetadata(q.r.Context(), m.Wallet, path); err != nil {
 		q.fail(err)
 		return
 	}
@@ -253,7 +253,7 @@ func (a *api) kvList(q *request, m service.Mount, prefix string) {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	keys, err := a.svc.KVList(q.r.Context(), m.Wallet, prefix)
+	keys, err := a.svc.Objects.KVList(q.r.Context(), m.Wallet, prefix)
 	if err != nil {
 		q.fail(err)
 		return

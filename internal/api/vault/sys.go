@@ -83,7 +83,7 @@ func unsupportedOperation(q *request) {
 
 // serveMount dispatches a request under a declared mount.
 func (a *api) serveMount(q *request, mountPath, rest, method string) {
-	m, err := a.svc.ResolveMount(mountPath)
+	m, err := a.svc.Objects.ResolveMount(mountPath)
 	if err != nil {
 		if errors.Is(err, service.ErrNotFound) {
 			q.op = "unsupported"
@@ -129,10 +129,10 @@ func (a *api) health(q *request) {
 		code, param = http.StatusNotImplemented, "uninitcode"
 	case b.Sealed:
 		code, param = http.StatusServiceUnavailable, "sealedcode"
-	case a.svc.Role() == "follower":
+	case a.svc.Cluster.Role() == "follower":
 		b.Standby = true
 		code, param = http.StatusTooManyRequests, "standbycode"
-	case a.svc.Role() == "read-only":
+	case a.svc.Cluster.Role() == "read-only":
 		code, param = http.StatusServiceUnavailable, "sealedcode"
 	}
 	if v := q.r.URL.Query().Get(param); v != "" {
@@ -178,7 +178,7 @@ func mountInfo(m service.Mount) map[string]any {
 // start-up (a top-level "options":{"version":"2"}). Vault puts the fields
 // at the top level and under data; so does Coffer.
 func (a *api) tune(q *request, path string) {
-	m, err := a.svc.DescribeMount(q.r.Context(), path)
+	m, err := a.svc.Objects.DescribeMount(q.r.Context(), path)
 	if err != nil {
 		q.fail(err)
 		return
@@ -195,7 +195,7 @@ func (a *api) tune(q *request, path string) {
 }
 
 func (a *api) listMounts(q *request) {
-	ms, err := a.svc.Mounts(q.r.Context())
+	ms, err := a.svc.Objects.Mounts(q.r.Context())
 	if err != nil {
 		q.fail(err)
 		return
@@ -248,7 +248,7 @@ func (a *api) enableMount(q *request, path string) {
 		q.fail(fmt.Errorf("%w: mount type %q: use kv (options.version \"2\"), kv-v2 or transit", service.ErrInvalid, typ))
 		return
 	}
-	if _, err := a.svc.CreateMount(q.r.Context(), service.Mount{Path: path, Type: typ, Wallet: opts["wallet"], Description: desc}); err != nil {
+	if _, err := a.svc.Objects.CreateMount(q.r.Context(), service.Mount{Path: path, Type: typ, Wallet: opts["wallet"], Description: desc}); err != nil {
 		q.fail(err)
 		return
 	}
@@ -256,7 +256,7 @@ func (a *api) enableMount(q *request, path string) {
 }
 
 func (a *api) disableMount(q *request, path string) {
-	if err := a.svc.DeleteMount(q.r.Context(), path); err != nil {
+	if err := a.svc.Objects.DeleteMount(q.r.Context(), path); err != nil {
 		q.fail(err)
 		return
 	}
@@ -265,7 +265,7 @@ func (a *api) disableMount(q *request, path string) {
 
 // lookupSelf describes the caller's token (never the token itself).
 func (a *api) lookupSelf(q *request) {
-	who, err := a.svc.WhoAmI(q.r.Context())
+	who, err := a.svc.Access.WhoAmI(q.r.Context())
 	if err != nil {
 		q.fail(err)
 		return

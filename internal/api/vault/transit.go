@@ -76,7 +76,7 @@ func keyInfo(k service.TransitKey) map[string]any {
 }
 
 func (a *api) transitList(q *request, m service.Mount) {
-	keys, err := a.svc.TransitKeys(q.r.Context(), m.Wallet)
+	keys, err := a.svc.Objects.TransitKeys(q.r.Context(), m.Wallet)
 	if err != nil {
 		q.fail(err)
 		return
@@ -85,7 +85,7 @@ func (a *api) transitList(q *request, m service.Mount) {
 }
 
 func (a *api) transitRead(q *request, m service.Mount, name string) {
-	k, err := a.svc.TransitKeyInfo(q.r.Context(), m.Wallet, name)
+	k, err := a.svc.Objects.TransitKeyInfo(q.r.Context(), m.Wallet, name)
 	if err != nil {
 		q.fail(err)
 		return
@@ -129,7 +129,7 @@ func (a *api) transitCreate(q *request, m service.Mount, name string) {
 		q.fail(err)
 		return
 	}
-	k, err := a.svc.CreateTransitKey(q.r.Context(), m.Wallet, name, typ)
+	k, err := a.svc.Objects.CreateTransitKey(q.r.Context(), m.Wallet, name, typ)
 	if err != nil {
 		q.fail(err)
 		return
@@ -138,7 +138,7 @@ func (a *api) transitCreate(q *request, m service.Mount, name string) {
 }
 
 func (a *api) transitRotate(q *request, m service.Mount, name string) {
-	k, err := a.svc.RotateTransitKey(q.r.Context(), m.Wallet, name)
+	k, err := a.svc.Objects.RotateTransitKey(q.r.Context(), m.Wallet, name)
 	if err != nil {
 		q.fail(err)
 		return
@@ -257,11 +257,11 @@ func (a *api) transitCrypt(q *request, m service.Mount, op, name string) {
 		ctx := q.r.Context()
 		switch op {
 		case "encrypt":
-			got, err = a.svc.TransitEncrypt(ctx, m.Wallet, name, send, true)
+			got, err = a.svc.Objects.TransitEncrypt(ctx, m.Wallet, name, send, true)
 		case "decrypt":
-			got, err = a.svc.TransitDecrypt(ctx, m.Wallet, name, send)
+			got, err = a.svc.Objects.TransitDecrypt(ctx, m.Wallet, name, send)
 		default:
-			got, err = a.svc.TransitRewrap(ctx, m.Wallet, name, send)
+			got, err = a.svc.Objects.TransitRewrap(ctx, m.Wallet, name, send)
 		}
 		if err != nil {
 			q.fail(err)
@@ -339,7 +339,7 @@ func (a *api) transitDataKey(q *request, m service.Mount, plaintext bool, name s
 		q.fail(err)
 		return
 	}
-	dk, err := a.svc.TransitDataKey(q.r.Context(), m.Wallet, name, bits, plaintext, aad)
+	dk, err := a.svc.Objects.TransitDataKey(q.r.Context(), m.Wallet, name, bits, plaintext, aad)
 	if err != nil {
 		q.fail(err)
 		return

@@ -193,7 +193,7 @@ func (a *api) identify(r *http.Request) (service.Identity, error) {
 	from := forward.Caller(r)
 	// Vault's API has no control-socket root and no node identity: a node
 	// peer only forwards a client's token or certificate.
-	return a.svc.Identify(service.Presented{Token: token(r), ClientCert: from.ClientCert, Peer: from.Peer, PeerKey: from.PeerKey,
+	return a.svc.Access.Identify(service.Presented{Token: token(r), ClientCert: from.ClientCert, Peer: from.Peer, PeerKey: from.PeerKey,
 		Hint: "a token in X-Vault-Token (or Authorization: Bearer)"})
 }
 

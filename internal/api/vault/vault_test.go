@@ -277,15 +277,15 @@ func TestKVMetadataSettings(t *testing.T) {
 func TestKVServesSymmetricKeysAsHex(t *testing.T) {
 	f := newFixture(t)
 	ctx := rootCtx()
-	o, err := f.svc.CreateObject(ctx, service.CreateObject{Wallet: "kvw", Name: "7", Type: service.TypeSymmetricKey})
+	o, err := f.svc.Objects.CreateObject(ctx, service.CreateObject{Wallet: "kvw", Name: "7", Type: service.TypeSymmetricKey})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.RotateObject(ctx, service.Ref{ID: o.ID}, nil); err != nil {
+	if _, err := f.svc.Objects.RotateObject(ctx, service.Ref{ID: o.ID}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for v := uint64(1); v <= 2; v++ {
-		_, mat, err := f.svc.GetObject(ctx, service.Ref{ID: o.ID}, v)
+		_, mat, err := f.svc.Objects.GetObject(ctx, service.Ref{ID: o.ID}, v)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -408,11 +408,11 @@ func TestTransitKeyStateRules(t *testing.T) {
 	f.do(t, root, "POST", "/v1/transit/keys/k", `{}`)
 	pt := base64.StdEncoding.EncodeToString([]byte("x"))
 	ct := f.do(t, root, "POST", "/v1/transit/encrypt/k", `{"plaintext":"`+pt+`"}`).data(t)["ciphertext"].(string)
-	o, err := f.svc.DescribeObject(rootCtx(), service.Ref{Wallet: "tw", Name: "k"})
+	o, err := f.svc.Objects.DescribeObject(rootCtx(), service.Ref{Wallet: "tw", Name: "k"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.ChangeState(rootCtx(), service.Ref{ID: o.ID}, service.Deactivate, "retired"); err != nil {
+	if _, err := f.svc.Objects.ChangeState(rootCtx(), service.Ref{ID: o.ID}, service.Deactivate, "retired"); err != nil {
 		t.Fatal(err)
 	}
 	// A deactivated key decrypts but no longer encrypts.
@@ -422,7 +422,7 @@ func TestTransitKeyStateRules(t *testing.T) {
 	if r := f.do(t, root, "POST", "/v1/transit/encrypt/k", `{"plaintext":"`+pt+`"}`); r.status != 400 || !strings.Contains(r.raw, "only an active key") {
 		t.Fatalf("encrypt with a deactivated key: %d %s", r.status, r.raw)
 	}
-	if _, err := f.svc.ChangeState(rootCtx(), service.Ref{ID: o.ID}, service.Destroy, ""); err != nil {
+	if _, err := f.svc.Objects.ChangeState(rootCtx(), service.Ref{ID: o.ID}, service.Destroy, ""); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.do(t, root, "POST", "/v1/transit/decrypt/k", `{"ciphertext":"`+ct+`"}`); r.status != 400 || !strings.Contains(r.raw, "destroyed") {
@@ -433,7 +433,7 @@ func TestTransitKeyStateRules(t *testing.T) {
 func TestMountsAPI(t *testing.T) {
 	f := newFixture(t)
 	root := f.tokens["root"]
-	if _, err := f.svc.CreateWallet(rootCtx(), "db", ""); err != nil {
+	if _, err := f.svc.Access.CreateWallet(rootCtx(), "db", ""); err != nil {
 		t.Fatal(err)
 	}
 	if r := f.do(t, root, "POST", "/v1/sys/mounts/mariadb", `{"type":"kv","options":{"version":"2","wallet":"db"}}`); r.status != 204 {
@@ -465,7 +465,7 @@ func TestMountsAPI(t *testing.T) {
 		t.Fatalf("read after unmount: %d %s", r.status, r.raw)
 	}
 	// The data stays in the wallet.
-	if _, err := f.svc.DescribeObject(rootCtx(), service.Ref{Wallet: "db", Name: "1"}); err != nil {
+	if _, err := f.svc.Objects.DescribeObject(rootCtx(), service.Ref{Wallet: "db", Name: "1"}); err != nil {
 		t.Fatalf("unmount removed data: %v", err)
 	}
 	if r := f.do(t, root, "GET", "/v1/kv/nothing/x", ""); r.status != 404 {
@@ -484,7 +484,7 @@ func TestVaultRequestsAreAudited(t *testing.T) {
 	f.do(t, f.tokens["ep-read"], "GET", "/v1/kv/data/a", "")
 	f.do(t, f.tokens["ep-none"], "GET", "/v1/kv/data/a", "")
 	f.do(t, "", "GET", "/v1/sys/health", "")
-	o, err := f.svc.DescribeObject(rootCtx(), service.Ref{Wallet: "kvw", Name: "a"})
+	o, err := f.svc.Objects.DescribeObject(rootCtx(), service.Ref{Wallet: "kvw", Name: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/api/peer"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
@@ -47,7 +48,7 @@ func DataDir(dir string) Option {
 // in-memory transport. Without a TLSDir, Config gives the node a CA in
 // <data dir>/tls, as the server does.
 func ClusterBind(addr string) Option {
-	return func(c *service.Config) { c.ClusterBind, c.ClusterAdvertise = addr, addr }
+	return func(c *service.Config) { c.ClusterBind, c.ClusterAdvertise, c.Peers = addr, addr, peer.New() }
 }
 
 // Config is the fixture's configuration: a fresh data dir, the cheap KDFs,

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/service/servicetest"
@@ -16,10 +17,10 @@ func TestNewOpenIsOpenWithARootToken(t *testing.T) {
 	if got := svc.State(); got != service.StateOpen {
 		t.Fatalf("state %q, want %q", got, service.StateOpen)
 	}
-	if _, err := svc.Authenticate(tok); err != nil {
+	if _, err := svc.Access.Authenticate(tok); err != nil {
 		t.Fatalf("root token: %v", err)
 	}
-	if _, err := svc.PutSecret(servicetest.Root(), service.DefaultWallet, "k", []byte("v")); err != nil {
+	if _, err := svc.Objects.PutSecret(servicetest.Root(), service.DefaultWallet, "k", []byte("v")); err != nil {
 		t.Fatalf("write through Root(): %v", err)
 	}
 }
@@ -44,10 +45,10 @@ func TestKeystoreOpensWithTheFixedIdentity(t *testing.T) {
 	if err := svc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(service.KeystoreDir(dir)); err != nil {
+	if _, err := os.Stat(datadir.KeystoreDir(dir)); err != nil {
 		t.Fatal(err)
 	}
-	ks := keystore.New(service.KeystoreDir(dir), keystore.Options{KDF: servicetest.KDF, MachineIdentity: servicetest.MachineIdentity})
+	ks := keystore.New(datadir.KeystoreDir(dir), keystore.Options{KDF: servicetest.KDF, MachineIdentity: servicetest.MachineIdentity})
 	if _, err := ks.Open([]byte(servicetest.Passphrase)); err != nil {
 		t.Fatalf("open the fixture's keystore: %v", err)
 	}
@@ -58,13 +59,13 @@ func TestKeystoreOpensWithTheFixedIdentity(t *testing.T) {
 func TestClusterBindStartsARaftNode(t *testing.T) {
 	addr := testutil.FreeAddr(t)
 	svc, _ := servicetest.NewOpen(t, servicetest.ClusterBind(addr))
-	if !svc.Clustered() {
+	if !svc.Cluster.Clustered() {
 		t.Fatal("not clustered")
 	}
-	if _, err := svc.PutSecret(servicetest.Root(), service.DefaultWallet, "k", []byte("v")); err != nil {
+	if _, err := svc.Objects.PutSecret(servicetest.Root(), service.DefaultWallet, "k", []byte("v")); err != nil {
 		t.Fatalf("write on the clustered node: %v", err)
 	}
-	st, err := svc.ClusterStatus(servicetest.Root())
+	st, err := svc.Cluster.ClusterStatus(servicetest.Root())
 	if err != nil || st.Role != "leader" || len(st.Nodes) != 1 || st.Nodes[0].RaftAddress != addr || !st.Nodes[0].Voter {
 		t.Fatalf("cluster status %+v, %v: want this node the only voter at %s", st, err, addr)
 	}

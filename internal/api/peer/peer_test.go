@@ -1,0 +1,100 @@
+package peer
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/coffer-kms/coffer/internal/api/forward"
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+// trustAll is the client TLS of these tests: the service decides the trust
+// of real calls; here only the requests and answers matter.
+func trustAll() *tls.Config { return &tls.Config{InsecureSkipVerify: true} } // #nosec G402 -- test server with a throwaway certificate
+
+func TestPromoteIsTheNodesOwnCall(t *testing.T) {
+	var got struct {
+		path, header, nodeID string
+	}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b map[string]string
+		json.NewDecoder(r.Body).Decode(&b)
+		got.path, got.header, got.nodeID = r.URL.Path, r.Header.Get(forward.HeaderNodeCall), b["node_id"]
+	}))
+	defer srv.Close()
+	if err := New().Promote(context.Background(), srv.URL+"/", trustAll(), "node-1"); err != nil {
+		t.Fatal(err)
+	}
+	if got.path != "/api/v1/cluster/promote" || got.header != "1" || got.nodeID != "node-1" {
+		t.Fatalf("promotion request: %+v", got)
+	}
+}
+
+func TestPromoteRefusedNamesTheAnswer(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "not the leader", http.StatusConflict)
+	}))
+	defer srv.Close()
+	err := New().Promote(context.Background(), srv.URL, trustAll(), "node-1")
+	if err == nil || !strings.Contains(err.Error(), "409") || !strings.Contains(err.Error(), "not the leader") {
+		t.Fatalf("refused promotion: %v", err)
+	}
+}
+
+func TestJoinMapsTheAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		want   error
+	}{{http.StatusServiceUnavailable, service.ErrUnavailable}, {http.StatusForbidden, service.ErrConflict}, {http.StatusOK, nil}} {
+		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var req service.JoinRequest
+			if r.URL.Path != "/api/v1/cluster/join" || json.NewDecoder(r.Body).Decode(&req) != nil || req.NodeID != "node-2" {
+				http.Error(w, "bad request", http.StatusBadRequest)
+				return
+			}
+			w.WriteHeader(tc.status)
+			json.NewEncoder(w).Encode(service.JoinResponse{ClusterID: "cl-1"})
+		}))
+		jr, err := New().Join(context.Background(), srv.URL, trustAll(), service.JoinRequest{NodeID: "node-2"})
+		srv.Close()
+		if tc.want == nil {
+			if err != nil || jr.ClusterID != "cl-1" {
+				t.Fatalf("join answered %d: %+v, %v", tc.status, jr, err)
+			}
+		} else if !errors.Is(err, tc.want) {
+			t.Fatalf("join answered %d: got %v, want %v", tc.status, err, tc.want)
+		}
+	}
+}
+
+func TestFetchCAAndHealth(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/api/v1/cluster/ca":
+			w.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("der")}))
+		case "/api/v1/sys/health":
+			w.Write([]byte(`{"role":"leader","applied_index":7,"leader_commit_index":9}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	der, err := New().FetchCA(context.Background(), srv.URL)
+	if err != nil || string(der) != "der" {
+		t.Fatalf("CA: %q, %v", der, err)
+	}
+	h, err := New().Health(context.Background(), srv.URL, trustAll())
+	if err != nil || h.Role != "leader" || h.AppliedIndex != 7 || h.LeaderCommit != 9 {
+		t.Fatalf("health: %+v, %v", h, err)
+	}
+	if _, err := New().FetchCA(context.Background(), srv.URL+"/nothing"); !errors.Is(err, service.ErrConflict) {
+		t.Fatalf("no CA served: %v", err)
+	}
+}
