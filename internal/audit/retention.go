@@ -275,3 +275,6 @@ func checkFile(dir string, fe fileEnt, c *checker) error {
 	}
 	return err
 }
+
+// FileName is the name of log file num (audit-NNNNNNNN.log).
+func FileName(num uint64) string { return fileName(num) }
