@@ -97,8 +97,8 @@ type Report struct {
 }
 
 // Verify checks the whole log in dir offline: every file in order, every
-// line's place in the hash chain, and the end of the log against
-// audit.head. It returns the first problem as a *TamperError (other errors
+// line's place in the hash chain (from audit.anchor once old files were
+// pruned, else from seq 1), and the end of the log against audit.head. It returns the first problem as a *TamperError (other errors
 // are I/O errors). It reads audit.head before the log, so it may be run
 // while a Log appends to dir (a line being written at that moment is retried).
 func Verify(dir string) (Report, error) {

@@ -278,3 +278,74 @@ func checkFile(dir string, fe fileEnt, c *checker) error {
 
 // FileName is the name of log file num (audit-NNNNNNNN.log).
 func FileName(num uint64) string { return fileName(num) }
+
+// VerifyFiles checks the chain through log files copied without audit.head
+// or audit.anchor (for example fetched from a backup destination): every
+// line of every file in dir, in number order, with no gap between files.
+// The chain starts at the first record of the first file: at seq 1 its prev
+// must be 64 zeros, a later first record's prev is taken as given (compare
+// it with what precedes it elsewhere). Nothing says where such a copy ends:
+// compare Report.LastSeq and LastHash with the node's audit.anchor or with
+// the next record's prev.
+func VerifyFiles(dir string) (Report, error) {
+	rep := Report{LastHash: zeroHash}
+	files, err := listFiles(dir)
+	if err != nil {
+		return rep, fmt.Errorf("audit: verify: %w", err)
+	}
+	rep.Files = len(files)
+	c := &checker{last: link{hash: zeroHash}}
+	started := false
+	prevNum := uint64(0)
+	for _, fe := range files {
+		if started {
+			c.gapHint = missingFiles(prevNum, fe.num)
+		}
+		prevNum = fe.num
+		p := filepath.Join(dir, fe.name)
+		if !started {
+			if raw, ok, _ := firstLine(p); ok {
+				seq, prev, perr := parseLine(raw)
+				if perr != nil {
+					return rep, &TamperError{File: fe.name, Line: 1, Kind: KindEdited, Msg: "not a valid record: " + perr.Error()}
+				}
+				if seq > 1 {
+					c.last = link{seq: seq - 1, hash: prev, at: loc{file: "(before " + fe.name + ")"}}
+				}
+				rep.FirstSeq = seq
+				started = true
+			}
+		}
+		before := c.last.seq
+		if err := checkFile(dir, fe, c); err != nil {
+			return rep, err
+		}
+		rep.Records += c.last.seq - before
+	}
+	rep.LastSeq, rep.LastHash = c.last.seq, c.last.hash
+	if rep.Records == 0 {
+		rep.FirstSeq, rep.LastSeq, rep.LastHash = 0, 0, zeroHash
+	}
+	return rep, nil
+}
+
+// firstLine returns the first line of path (without its newline).
+func firstLine(path string) ([]byte, bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	var out []byte
+	stop := errors.New("stop")
+	err = scanLines(f, func(_ int, _ int64, raw []byte, partial bool) error {
+		if !partial {
+			out = append([]byte(nil), raw...)
+		}
+		return stop
+	})
+	if err != nil && err != stop {
+		return nil, false, err
+	}
+	return out, out != nil, nil
+}

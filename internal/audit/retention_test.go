@@ -2,6 +2,7 @@ package audit
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -241,9 +242,51 @@ func TestAnchorEncoding(t *testing.T) {
 	if got, err := parseAnchor(b); err != nil || got != a {
 		t.Fatalf("round trip: %+v %v", got, err)
 	}
+	// The example in FORMAT.md.
+	doc, err := os.ReadFile("FORMAT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := Anchor{File: 1, Seq: 2, Hash: "f731695fd1115a9b8d9f065bbc9dd93e87651b6f16d2080f372a8702a2997028"}
+	if !strings.Contains(string(doc), "\n"+string(ex.encode())) || !strings.Contains(string(doc), fmt.Sprintf("(%d byte)", anchorLen)) {
+		t.Fatalf("FORMAT.md does not show %q (%d bytes)", ex.encode(), anchorLen)
+	}
 	for _, bad := range []Anchor{{File: 0, Seq: 1, Hash: a.Hash}, {File: 1, Seq: 0, Hash: a.Hash}, {File: 1, Seq: 1, Hash: zeroHash}} {
 		if _, err := parseAnchor(bad.encode()); err == nil {
 			t.Fatalf("accepted %+v", bad)
 		}
 	}
+}
+
+func TestVerifyFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "audit")
+	l := openT(t, dir, Options{MaxFileBytes: 1})
+	recs := appendN(t, l, 1, 6)
+	l.Close()
+	copyFiles := func(t *testing.T, nums ...uint64) string {
+		out := t.TempDir()
+		for _, n := range nums {
+			b, err := os.ReadFile(filepath.Join(dir, fileName(n)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(out, fileName(n)), b, 0o600)
+		}
+		return out
+	}
+	if rep, err := VerifyFiles(copyFiles(t, 1, 2)); err != nil || rep.FirstSeq != 1 || rep.LastSeq != 2 || rep.Records != 2 {
+		t.Fatalf("files 1-2: %+v %v", rep, err)
+	}
+	rep, err := VerifyFiles(copyFiles(t, 3, 4, 5))
+	if err != nil || rep.FirstSeq != 3 || rep.LastSeq != 5 || rep.Records != 3 || rep.LastHash != hashHex(encoded(t, recs[4])) {
+		t.Fatalf("files 3-5: %+v %v", rep, err)
+	}
+	_, err = VerifyFiles(copyFiles(t, 3, 5))
+	wantTamper(t, err, KindRemoved, fileName(5), 1, 4)
+	edited := copyFiles(t, 3, 4, 5)
+	files := readLog(t, edited)
+	files[1].lines[0] = []byte(string(files[1].lines[0][:len(files[1].lines[0])-1]) + `,"x":1}`)
+	writeFileLines(t, edited, files[1])
+	_, err = VerifyFiles(edited)
+	wantTamper(t, err, KindEdited, fileName(4), 1, 4)
 }

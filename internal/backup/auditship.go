@@ -3,10 +3,12 @@ package backup
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -127,4 +129,96 @@ func ShipAudit(ctx context.Context, src Source, d dest.Destination, enc bundle.E
 		return "", fmt.Errorf("save %s to %s: %w", name, d.Location(), err)
 	}
 	return name, nil
+}
+
+// ListAudit lists the shipped audit files on d by directory (a node id,
+// with .tl<N> for a restored timeline), each list sorted by name.
+func ListAudit(ctx context.Context, d dest.Destination) (map[string][]string, error) {
+	out := map[string][]string{}
+	err := d.List(ctx, AuditDir+"/", func(fi dest.FileInfo) error {
+		rest := strings.TrimPrefix(fi.Name, AuditDir+"/")
+		node, file, ok := strings.Cut(rest, "/")
+		if !ok || strings.Contains(file, "/") || !strings.HasSuffix(file, FileSuffix) {
+			return nil
+		}
+		out[node] = append(out[node], fi.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s/ on %s: %w", AuditDir, d.Location(), err)
+	}
+	for _, l := range out {
+		slices.Sort(l)
+	}
+	return out, nil
+}
+
+// FetchAudit downloads the shipped audit file name from d (into a temp file
+// in tmpDir), opens it with the first of keys that fits, checks that it is
+// an audit file, and writes the audit file's bytes to w. The whole payload
+// is authenticated before FetchAudit returns without error.
+func FetchAudit(ctx context.Context, d dest.Destination, name string, keys []bundle.Decryption, tmpDir string, w io.Writer) (bundle.Manifest, error) {
+	if len(keys) == 0 {
+		return bundle.Manifest{}, errors.New("no recovery passphrase or age identity given")
+	}
+	rc, err := d.Open(ctx, name, 0, 0)
+	if err != nil {
+		return bundle.Manifest{}, fmt.Errorf("download %s from %s: %w", name, d.Location(), err)
+	}
+	tmp, err := os.CreateTemp(tmpDir, ".fetch-*"+FileSuffix)
+	if err != nil {
+		rc.Close()
+		return bundle.Manifest{}, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	size, err := io.Copy(tmp, rc)
+	rc.Close()
+	if err != nil {
+		return bundle.Manifest{}, fmt.Errorf("download %s from %s: %w", name, d.Location(), err)
+	}
+	var (
+		r io.ReadCloser
+		m bundle.Manifest
+	)
+	for _, k := range keys {
+		r, m, err = bundle.Open(tmp, size, k)
+		if !errors.Is(err, bundle.ErrWrongKey) {
+			break
+		}
+	}
+	if err != nil {
+		return m, fmt.Errorf("%s: %w", name, err)
+	}
+	defer r.Close()
+	if m.Kind != KindAudit || m.Extra[ExtraAuditFile] == "" {
+		return m, fmt.Errorf("%s: a %s backup file, not an audit file", name, m.Kind)
+	}
+	want := EntryAudit + m.Extra[ExtraAuditFile]
+	tr := tar.NewReader(r)
+	found := false
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return m, fmt.Errorf("%s: read payload: %w", name, err)
+		}
+		if h.Name != want || found {
+			return m, fmt.Errorf("%s: unexpected entry %q", name, h.Name)
+		}
+		found = true
+		if _, err := io.Copy(w, tr); err != nil {
+			return m, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if !found {
+		return m, fmt.Errorf("%s: no %s entry", name, want)
+	}
+	// The rest of the payload (tar padding) is read to its authenticated end.
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return m, fmt.Errorf("%s: %w", name, err)
+	}
+	return m, nil
 }

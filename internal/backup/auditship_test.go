@@ -100,4 +100,18 @@ func TestShipAudit(t *testing.T) {
 	if _, err := ShipAudit(ctx, auditSource{cluster: "cl-a", tl: 1}, d, enc, staging, f); !errors.Is(err, ErrOtherWriter) {
 		t.Fatalf("other timeline: %v", err)
 	}
+
+	// Read back.
+	list, err := ListAudit(ctx, d)
+	if err != nil || len(list) != 2 || len(list["node-bench"]) != 1 || list["node-bench.tl2"][0] != "audit/node-bench.tl2/audit-00000003.log.cbk" {
+		t.Fatalf("list %v %v", list, err)
+	}
+	var out bytes.Buffer
+	keys := []bundle.Decryption{{Passphrase: []byte("wrong")}, {Passphrase: []byte("pw")}}
+	if m, err := FetchAudit(ctx, d, list["node-bench"][0], keys, t.TempDir(), &out); err != nil || !bytes.Equal(out.Bytes(), content) || m.Extra[ExtraAuditFile] != f.Name {
+		t.Fatalf("fetch: %q %v", out.Bytes(), err)
+	}
+	if _, err := FetchAudit(ctx, d, list["node-bench"][0], keys[:1], t.TempDir(), io.Discard); !errors.Is(err, bundle.ErrWrongKey) {
+		t.Fatalf("fetch with a wrong passphrase: %v", err)
+	}
 }

@@ -154,7 +154,7 @@ removed, reordered, truncated, head, anchor) and exits with status 1.`,
 	}
 	verify.Flags().BoolVar(&offline, "offline", false, "verify the files directly, without a server")
 	verify.Flags().StringVar(&dir, "audit-dir", "", "with --offline: the audit directory (default <data-dir>/audit)")
-	a.AddCommand(list, verify)
+	a.AddCommand(list, verify, newAuditFetchCmd(g))
 	return a
 }
 
