@@ -177,6 +177,7 @@ func (s *Service) shipAudit(ctx context.Context, now time.Time) error {
 	if err != nil {
 		s.log.Warn("audit shipping", "error", err)
 	}
+	before, _ := json.Marshal(shipped)
 	tl := s.st.Timeline().ID
 	status := &AuditFilesStatus{ClosedFiles: len(files)}
 	if s.cfg.AuditRetention > 0 {
@@ -243,8 +244,10 @@ func (s *Service) shipAudit(ctx context.Context, now time.Time) error {
 			delete(shipped.Destinations, name)
 		}
 	}
-	if err := saveAuditShipped(path, shipped); err != nil {
-		s.log.Warn("audit shipping: recording what was shipped", "error", err)
+	if after, _ := json.Marshal(shipped); string(after) != string(before) {
+		if err := saveAuditShipped(path, shipped); err != nil {
+			s.log.Warn("audit shipping: recording what was shipped", "error", err)
+		}
 	}
 	var perr error
 	alerts, perr = s.pruneAuditFiles(now, files, targets, shipped, alerts)
