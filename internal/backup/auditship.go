@@ -209,7 +209,9 @@ func FetchAudit(ctx context.Context, d dest.Destination, name string, keys []bun
 			return m, fmt.Errorf("%s: unexpected entry %q", name, h.Name)
 		}
 		found = true
-		if _, err := io.Copy(w, tr); err != nil {
+		// As many bytes as the authenticated tar header says (the reader
+		// stops there in any case).
+		if _, err := io.CopyN(w, tr, h.Size); err != nil {
 			return m, fmt.Errorf("%s: %w", name, err)
 		}
 	}
