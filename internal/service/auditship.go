@@ -229,13 +229,12 @@ func (s *Service) shipAudit(ctx context.Context, now time.Time) error {
 		if mark.Through > 0 {
 			v.ShippedThrough = audit.FileName(mark.Through)
 		}
-		if v.Pending > 0 && (v.Error != "" || v.Held != "") {
-			why := v.Error
-			if why == "" {
-				why = v.Held
-			}
+		// A paused or held destination is the operator's choice: it shows
+		// in the status, and in a warning once it holds files past the
+		// retention (below).
+		if v.Pending > 0 && v.Error != "" {
 			alerts = append(alerts, Alert{Component: "audit", Since: now.UTC(),
-				Message: fmt.Sprintf("%d closed audit files are not shipped to destination %s: %s", v.Pending, d.Name, why)})
+				Message: fmt.Sprintf("%d closed audit files are not shipped to destination %s: %s", v.Pending, d.Name, v.Error)})
 		}
 		status.Destinations = append(status.Destinations, v)
 	}

@@ -151,6 +151,9 @@ func TestAuditRetentionWaitsForEveryDestination(t *testing.T) {
 	if badView.Error == "" || badView.Pending != 3 {
 		t.Fatalf("failing destination in status: %+v", st.Backup.Audit)
 	}
+	if !hasWarning(st, "3 closed audit files are not shipped to destination bad: open destination bad") {
+		t.Fatalf("no warning about the failing destination: %+v", st.Warnings)
+	}
 	if !hasWarning(st, "2 audit files older than audit.retention (1d) stay on this node until destination bad holds them") {
 		t.Fatalf("no warning about the held files: %+v", st.Warnings)
 	}
