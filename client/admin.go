@@ -129,6 +129,9 @@ type AuditReport struct {
 	LastSeq  uint64 `json:"last_seq"`
 	LastHash string `json:"last_hash"`
 	HeadSeq  uint64 `json:"head_seq"`
+	// PrunedThrough: records up to this seq were pruned (0: none); the
+	// chain was verified from there.
+	PrunedThrough uint64 `json:"pruned_through,omitempty"`
 }
 
 func pageQuery(limit int, tok string) string {

@@ -88,6 +88,9 @@ type Log struct {
 
 	seq    atomic.Uint64 // last seq; written under mu
 	mirror *mirror
+
+	pruneMu  sync.Mutex    // one Prune at a time
+	prunedTo atomic.Uint64 // number of the newest pruned file (0: none)
 }
 
 // Open opens (creating it 0700) the audit log in dir and resumes its chain.
@@ -157,29 +160,37 @@ func (l *Log) open() error {
 		return err
 	}
 
-	files, err := listFiles(l.dir)
+	files, anc, haveAnc, err := liveFiles(l.dir)
 	if err != nil {
-		return fmt.Errorf("audit: list %s: %w", l.dir, err)
+		return err
+	}
+	// The chain starts at the anchor when older files were pruned.
+	start := link{hash: zeroHash}
+	if haveAnc {
+		start = anc.link()
+		l.prunedTo.Store(anc.File)
 	}
 	if len(files) == 0 {
-		if haveHead && hd.seq > 0 {
-			return &TamperError{Kind: KindTruncated, Seq: 1,
+		if haveHead && hd.seq > start.seq {
+			return &TamperError{Kind: KindTruncated, Seq: start.seq + 1,
 				Msg: fmt.Sprintf("no log files in %s but %s records seq %d", l.dir, HeadFile, hd.seq)}
 		}
-		if err := l.createFile(1); err != nil {
+		if err := l.createFile(anc.File + 1); err != nil {
 			return err
 		}
-		return l.writeHeadAtOpen(0, zeroHash)
+		l.hash = start.hash
+		l.seq.Store(start.seq)
+		return l.writeHeadAtOpen(start.seq, start.hash)
 	}
 	for i := range files[:len(files)-1] {
 		files[i].first = readFirstSeq(filepath.Join(l.dir, files[i].name))
 	}
 
 	// Where the chain stands before the last file: the last line of the
-	// nearest non-empty file before it.
-	c := &checker{last: link{hash: zeroHash}}
+	// nearest non-empty file before it (or the anchor).
+	c := &checker{last: start}
 	lastEnt := &files[len(files)-1]
-	prevNum := uint64(0)
+	prevNum := anc.File
 	for i := len(files) - 2; i >= 0; i-- {
 		p := filepath.Join(l.dir, files[i].name)
 		raw, ok, err := tailLine(p)
@@ -204,7 +215,7 @@ func (l *Log) open() error {
 	if hint := missingFiles(prevNum, lastEnt.num); hint != "" {
 		c.gapHint = hint
 	}
-	start := c.last
+	start = c.last
 
 	// Check the last file, through the descriptor Append will use.
 	p := filepath.Join(l.dir, lastEnt.name)

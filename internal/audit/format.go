@@ -322,6 +322,10 @@ func (c *checker) feed(at loc, raw []byte) *TamperError {
 	switch {
 	case seq == want:
 		if prev != c.last.hash {
+			if c.last.at.file == AnchorFile {
+				return &TamperError{File: AnchorFile, Seq: c.last.seq, Kind: KindAnchor,
+					Msg: fmt.Sprintf("hash for seq %d does not match the prev of seq %d (%s line %d): the anchor or that record was modified", c.last.seq, seq, at.file, at.line)}
+			}
 			if c.last.seq == 0 {
 				return &TamperError{File: at.file, Line: at.line, Seq: seq, Kind: KindEdited,
 					Msg: "first record's prev is not 64 zeros"}
@@ -343,15 +347,21 @@ func (c *checker) feed(at loc, raw []byte) *TamperError {
 		default:
 			msg = fmt.Sprintf("seq %d-%d are missing", want, seq-1)
 		}
-		if c.last.seq == 0 {
+		switch {
+		case c.last.at.file == AnchorFile:
+			msg += fmt.Sprintf(" (%s ends the pruned records at seq %d; the log continues at seq %d)", AnchorFile, c.last.seq, seq)
+		case c.last.seq == 0:
 			msg += fmt.Sprintf(" (the log starts at seq %d)", seq)
-		} else {
+		default:
 			msg += fmt.Sprintf(" (seq %d is followed by seq %d)", c.last.seq, seq)
 		}
 		if c.gapHint != "" {
 			msg += "; " + c.gapHint
 		}
 		return &TamperError{File: at.file, Line: at.line, Seq: want, Kind: KindRemoved, Msg: msg}
+	case c.last.at.file == AnchorFile:
+		return &TamperError{File: AnchorFile, Seq: c.last.seq, Kind: KindAnchor,
+			Msg: fmt.Sprintf("the pruned records end at seq %d but the log continues at seq %d (%s line %d)", c.last.seq, seq, at.file, at.line)}
 	default:
 		msg := fmt.Sprintf("seq %d follows seq %d", seq, c.last.seq)
 		if seq == c.last.seq {

@@ -42,6 +42,9 @@ func (l *Log) Read(fromSeq uint64, limit int) ([]Record, error) {
 	for i := start; i < len(files); i++ {
 		name := files[i].name
 		f, err := os.Open(filepath.Join(l.dir, name))
+		if errors.Is(err, os.ErrNotExist) && files[i].num <= l.prunedTo.Load() {
+			continue // pruned since the listing
+		}
 		if err != nil {
 			return out, fmt.Errorf("audit: read: %w", err)
 		}
@@ -88,11 +91,14 @@ type Report struct {
 	LastSeq  uint64 `json:"last_seq"`
 	LastHash string `json:"last_hash"` // hex SHA-256 of the last line; 64 zeros if empty
 	HeadSeq  uint64 `json:"head_seq"`  // seq in audit.head: LastSeq, or lower after a crash between writing a record and the head
+	// PrunedThrough is the seq of the last pruned record (audit.anchor);
+	// the chain was verified from there. 0: nothing was pruned.
+	PrunedThrough uint64 `json:"pruned_through,omitempty"`
 }
 
 // Verify checks the whole log in dir offline: every file in order, every
-// line's place in the hash chain, and the end of the log against
-// audit.head. It returns the first problem as a *TamperError (other errors
+// line's place in the hash chain (from audit.anchor once old files were
+// pruned, else from seq 1), and the end of the log against audit.head. It returns the first problem as a *TamperError (other errors
 // are I/O errors). It reads audit.head before the log, so it may be run
 // while a Log appends to dir (a line being written at that moment is retried).
 func Verify(dir string) (Report, error) {
@@ -114,12 +120,18 @@ func verify(dir string) (rep Report, err error) {
 	// A Log appending meanwhile (its head changes) can make what we read
 	// inconsistent: a directory listing may miss a file created during it,
 	// a read may see half a line. Such errors are retried.
+	// A Prune meanwhile (the anchor changes) can remove a file we listed.
 	headBefore, _ := os.ReadFile(filepath.Join(dir, HeadFile))
+	anchorBefore, _ := os.ReadFile(filepath.Join(dir, AnchorFile))
+	anchorChanged := func() bool {
+		anchorAfter, _ := os.ReadFile(filepath.Join(dir, AnchorFile))
+		return !bytes.Equal(anchorBefore, anchorAfter)
+	}
 	defer func() {
 		var te *TamperError
 		if errors.As(err, &te) && !te.transient {
 			headAfter, _ := os.ReadFile(filepath.Join(dir, HeadFile))
-			te.transient = !bytes.Equal(headBefore, headAfter)
+			te.transient = !bytes.Equal(headBefore, headAfter) || anchorChanged()
 		}
 	}()
 	hd, haveHead, err := func() (head, bool, error) {
@@ -140,23 +152,35 @@ func verify(dir string) (rep Report, err error) {
 		}
 		return rep, err
 	}
-	files, err := listFiles(dir)
+	files, anc, haveAnc, err := liveFiles(dir)
 	if err != nil {
+		var te *TamperError
+		if errors.As(err, &te) {
+			te.transient = anchorChanged() // a read racing a Prune's rename
+			return rep, err
+		}
 		return rep, fmt.Errorf("audit: verify: %w", err)
 	}
 	rep.Files = len(files)
 
 	c := &checker{last: link{hash: zeroHash}}
+	if haveAnc {
+		c.last = anc.link()
+		rep.PrunedThrough = anc.Seq
+	}
 	headHash, headSeen := "", false
-	if haveHead && hd.seq == 0 {
-		headHash, headSeen = zeroHash, true
+	if haveHead && hd.seq == c.last.seq {
+		headHash, headSeen = c.last.hash, true
 	}
 	lastLines := 0
-	prevNum := uint64(0)
+	prevNum := anc.File
 	for i, fe := range files {
 		c.gapHint = missingFiles(prevNum, fe.num)
 		prevNum = fe.num
 		f, err := os.Open(filepath.Join(dir, fe.name))
+		if errors.Is(err, os.ErrNotExist) && anchorChanged() {
+			return rep, &TamperError{File: fe.name, Kind: KindRemoved, Msg: "removed while verifying (pruned)", transient: true}
+		}
 		if err != nil {
 			return rep, fmt.Errorf("audit: verify: %w", err)
 		}

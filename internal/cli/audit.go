@@ -98,8 +98,12 @@ log against audit.head. Through the API this checks the node you talk to
 node, on a copy, or on an archived log. --data-dir DIR without a server
 running on DIR verifies offline too.
 
+After audit.retention pruned old files, the chain is verified from the
+anchor (audit.anchor: the seq and hash of the last pruned record); the
+pruned files are on the backup destinations under audit/<node>/.
+
 On damage it names the file, line and sequence number and the kind (edited,
-removed, reordered, truncated, head) and exits with status 1.`,
+removed, reordered, truncated, head, anchor) and exits with status 1.`,
 		Example: `  coffer audit verify
   coffer audit verify --offline --data-dir /var/lib/coffer`,
 		Args: cobra.NoArgs,
@@ -134,7 +138,7 @@ removed, reordered, truncated, head) and exits with status 1.`,
 					return err
 				}
 				return printAuditReport(g, cmd, client.AuditReport{Files: rep.Files, Records: rep.Records, FirstSeq: rep.FirstSeq,
-					LastSeq: rep.LastSeq, LastHash: rep.LastHash, HeadSeq: rep.HeadSeq}, d)
+					LastSeq: rep.LastSeq, LastHash: rep.LastHash, HeadSeq: rep.HeadSeq, PrunedThrough: rep.PrunedThrough}, d)
 			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				rep, err := c.VerifyAudit(ctx)
@@ -150,7 +154,7 @@ removed, reordered, truncated, head) and exits with status 1.`,
 	}
 	verify.Flags().BoolVar(&offline, "offline", false, "verify the files directly, without a server")
 	verify.Flags().StringVar(&dir, "audit-dir", "", "with --offline: the audit directory (default <data-dir>/audit)")
-	a.AddCommand(list, verify)
+	a.AddCommand(list, verify, newAuditFetchCmd(g))
 	return a
 }
 
@@ -164,6 +168,9 @@ func printAuditReport(g *globals, cmd *cobra.Command, rep client.AuditReport, di
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "audit log OK%s: %d records in %d files, seq %d-%d, last hash %s\n",
 		where, rep.Records, rep.Files, rep.FirstSeq, rep.LastSeq, rep.LastHash)
+	if rep.PrunedThrough > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "records 1-%d were pruned after shipping (audit.retention); verified from the anchor in audit.anchor\n", rep.PrunedThrough)
+	}
 	if rep.HeadSeq != rep.LastSeq {
 		fmt.Fprintf(cmd.OutOrStdout(), "note: audit.head is at seq %d (one record behind after a crash is normal)\n", rep.HeadSeq)
 	}

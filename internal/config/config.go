@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -34,6 +36,39 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes the string form.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Days is a Duration that also takes whole days: "90d", or "2160h".
+type Days struct{ time.Duration }
+
+// UnmarshalYAML parses "<N>d" or a Go duration string.
+func (d *Days) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: duration must be a string like \"90d\" or \"12h\"", n.Line)
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		v, err := strconv.ParseUint(days, 10, 32)
+		if err != nil || v > 36500 {
+			return fmt.Errorf("line %d: %q: use whole days up to 36500, like \"90d\"", n.Line, s)
+		}
+		d.Duration = time.Duration(v) * 24 * time.Hour
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %v", n.Line, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes whole days as "<N>d", other values as Go durations.
+func (d Days) MarshalYAML() (any, error) {
+	if d.Duration != 0 && d.Duration%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d.Duration/(24*time.Hour)), 10) + "d", nil
+	}
+	return d.String(), nil
+}
 
 // Config is the server configuration.
 type Config struct {
@@ -78,6 +113,9 @@ type Config struct {
 		Syslog       bool   `yaml:"syslog"`
 		SyslogTag    string `yaml:"syslog_tag"`
 		MaxFileBytes int64  `yaml:"max_file_bytes"`
+		// Retention: closed audit files older than this are removed once
+		// every backup destination (LOCAL aside) holds a copy; 0 keeps them.
+		Retention Days `yaml:"retention"`
 	} `yaml:"audit"`
 	Metrics struct {
 		Disable bool `yaml:"disable"`
@@ -269,6 +307,9 @@ func (c Config) Validate() error {
 		if c.TLS.CertFile != "" && c.TLS.ClientCAFile == "" {
 			return errors.New("config: kmip.listen with tls.cert_file needs tls.client_ca_file (the CA of endpoint certificates)")
 		}
+	}
+	if c.Audit.Retention.Duration < 0 {
+		return errors.New("config: audit.retention must not be negative (0 keeps audit files for ever)")
 	}
 	if c.Audit.MaxFileBytes < 1<<20 {
 		return fmt.Errorf("config: audit.max_file_bytes %d: at least 1 MiB", c.Audit.MaxFileBytes)

@@ -79,3 +79,24 @@ func TestKMIPListen(t *testing.T) {
 		}
 	}
 }
+
+func TestAuditRetention(t *testing.T) {
+	c, err := Load(write(t, "data_dir: d\n"))
+	if err != nil || c.Audit.Retention.Duration != 0 {
+		t.Fatalf("default: %v %v", c.Audit.Retention, err)
+	}
+	for body, want := range map[string]time.Duration{
+		"data_dir: d\naudit:\n  retention: 90d\n": 90 * 24 * time.Hour,
+		"data_dir: d\naudit:\n  retention: 36h\n": 36 * time.Hour,
+	} {
+		c, err := Load(write(t, body))
+		if err != nil || c.Audit.Retention.Duration != want {
+			t.Errorf("%q: %v %v, want %v", body, c.Audit.Retention, err, want)
+		}
+	}
+	for _, bad := range []string{"90", "1.5d", "-1d", "-1h", "x"} {
+		if _, err := Load(write(t, "data_dir: d\naudit:\n  retention: \""+bad+"\"\n")); err == nil || !strings.Contains(err.Error(), "retention") && !strings.Contains(err.Error(), "line") {
+			t.Errorf("retention %q accepted or unclear: %v", bad, err)
+		}
+	}
+}

@@ -280,6 +280,7 @@ func Start(opts Options) (_ *Server, err error) {
 		CertIssuer:          certIssuer,
 		AuditSyslog:         auditSyslog,
 		AuditMaxFileBytes:   cfg.Audit.MaxFileBytes,
+		AuditRetention:      cfg.Audit.Retention.Duration,
 		CACert:              caCertFile,
 		CAKey:               caKeyFile,
 		ClusterBind:         cfg.Cluster.Listen,

@@ -19,6 +19,9 @@ const (
 	AlertArchivePending    AlertCode = "archive_pending"      // segments wait on the node for a destination
 	AlertCatchingUp        AlertCode = "catching_up"          // a node behind the leader's commit index
 	AlertAuditTailLost     AlertCode = "audit_tail_lost"      // records lost at the end of the audit log
+	AlertAuditNotShipped   AlertCode = "audit_not_shipped"    // closed audit files fail to reach a destination
+	AlertAuditHeld         AlertCode = "audit_held"           // audit files past audit.retention wait for a destination
+	AlertAuditNoDest       AlertCode = "audit_no_destination" // audit.retention set, but no destination to ship to
 )
 
 // alertRunbooks maps every alert code to its runbook, relative to the
@@ -35,6 +38,9 @@ var alertRunbooks = map[AlertCode]string{
 	AlertArchivePending:    "docs/runbooks/journal-segments-piling-up.md",
 	AlertCatchingUp:        "docs/runbooks/node-catching-up.md",
 	AlertAuditTailLost:     "docs/runbooks/audit-log-damaged.md",
+	AlertAuditNotShipped:   "docs/runbooks/audit-retention.md",
+	AlertAuditHeld:         "docs/runbooks/audit-retention.md",
+	AlertAuditNoDest:       "docs/runbooks/audit-retention.md",
 }
 
 // storageAlertCodes: the codes of the state machine's failing writes, by

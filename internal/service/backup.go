@@ -706,6 +706,7 @@ func (s *Backups) startBackups() {
 	ctx = WithIdentity(ctx, LocalRoot())
 	s.backupCancel, s.backupCtx = cancel, ctx
 	m := s.backups
+	s.startAuditShipping(ctx, w)
 	w.Go("backup loop", func(context.Context) {
 		if !(backupHost{s}).IsLeader() {
 			// A follower runs no backups; if it becomes the leader, the

@@ -74,6 +74,9 @@ type Config struct {
 	AuditSyslog io.Writer
 	// AuditMaxFileBytes rotates audit files past this size (0: default).
 	AuditMaxFileBytes int64
+	// AuditRetention: closed audit files older than this are removed once
+	// every backup destination holds a copy (0: kept for ever).
+	AuditRetention time.Duration
 	// CACert and CAKey are the CA files a full backup carries (empty: none).
 	CACert, CAKey string
 	// BackupScryptWorkFactor is age's scrypt cost for passphrase-encrypted
@@ -261,6 +264,7 @@ type Backups struct {
 	frozen        *freezeState
 	freezing      bool // a freeze is writing its dump
 	thawRequested bool // a thaw arrived during that dump
+	auditShip     auditShipper // audit files shipped to destinations and pruned (auditship.go)
 }
 
 // Cluster is this node's membership: joins and admissions, node keys,

@@ -48,6 +48,9 @@ type BackupStatus struct {
 	// Held: a restored node writes to no destination but LOCAL until an
 	// operator resumes or takes over its backups (a warning says how).
 	Held bool `json:"held_after_restore,omitempty"`
+	// Audit: closed audit files shipped to the destinations and pruned
+	// (nil until the first shipping round).
+	Audit *AuditFilesStatus `json:"audit,omitempty"`
 }
 
 // BackupRunning is the backup in progress.
@@ -83,6 +86,9 @@ func (s *Service) Status() Status {
 		var bw []Alert
 		st.Backup.Destinations, bw = s.Backups.backupHealth()
 		st.Warnings = append(st.Warnings, bw...)
+		var aw []Alert
+		st.Backup.Audit, aw = s.Backups.auditShip.view()
+		st.Warnings = append(st.Warnings, aw...)
 		if s.Backups.backups != nil {
 			if p := s.Backups.backups.Current(); p != nil {
 				st.Backup.Running = &BackupRunning{ID: p.ID, Destination: p.Destination, Kind: p.Kind, Started: p.Started, BytesWritten: p.BytesWritten}

@@ -34,6 +34,7 @@ const (
 	KindIncremental = "incremental"
 	KindSegment     = "segment"
 	KindDump        = "dump"
+	KindAudit       = "audit" // one closed audit log file of a node
 )
 
 // Manifest describes a backup. It is stored in clear in the file's trailer
@@ -46,7 +47,7 @@ const (
 type Manifest struct {
 	Format        int               `json:"format"` // FormatVersion
 	ID            string            `json:"id"`     // set by the caller
-	Kind          string            `json:"kind"`   // KindFull, KindIncremental, KindSegment, KindDump
+	Kind          string            `json:"kind"`   // KindFull, KindIncremental, KindSegment, KindDump, KindAudit
 	ClusterID     string            `json:"cluster_id"`
 	Node          string            `json:"node"`
 	BaseFullID    string            `json:"base_full_id,omitempty"`

@@ -137,7 +137,7 @@ func ageEncrypt(dst *sink, rs []age.Recipient) (io.WriteCloser, error) {
 	return aw, nil
 }
 
-var kinds = []string{KindFull, KindIncremental, KindSegment, KindDump}
+var kinds = []string{KindFull, KindIncremental, KindSegment, KindDump, KindAudit}
 
 func validate(m *Manifest) error {
 	switch {
