@@ -262,8 +262,8 @@ type Backups struct {
 
 	freezeMu      sync.Mutex // guards frozen, freezing and thawRequested
 	frozen        *freezeState
-	freezing      bool // a freeze is writing its dump
-	thawRequested bool // a thaw arrived during that dump
+	freezing      bool         // a freeze is writing its dump
+	thawRequested bool         // a thaw arrived during that dump
 	auditShip     auditShipper // audit files shipped to destinations and pruned (auditship.go)
 }
 
