@@ -133,7 +133,7 @@ type Config struct {
 		// data at risk between archives is bounded in time (0: journal.max_segment_age).
 		ArchiveTimeout Duration `yaml:"archive_timeout"`
 	} `yaml:"backup"`
-	// Cluster: high availability on Raft (issue 6). Empty listen: a
+	// Cluster: high availability on Raft. Empty listen: a
 	// standalone node.
 	Cluster struct {
 		// Listen is host:port of the raft transport (mutual TLS between
@@ -150,7 +150,7 @@ type Config struct {
 		// and refuses writes (true, the default), or refuses everything.
 		AllowReadOnlyRestrictedMode *bool `yaml:"allow_read_only_restricted_mode"`
 	} `yaml:"cluster"`
-	// KMIP: the KMIP listener (issue 7). Empty listen: no KMIP listener.
+	// KMIP: the KMIP listener. Empty listen: no KMIP listener.
 	KMIP struct {
 		// Listen is host:port for KMIP over mutual TLS (5696 is KMIP's port).
 		Listen string `yaml:"listen"`
@@ -296,7 +296,7 @@ func (c Config) Validate() error {
 	if k := c.Journal.KeepSegments; k < 1 || k > 1000000 {
 		return fmt.Errorf("config: journal.keep_segments %d: use 1 to 1000000 (journal.prune: false turns automatic pruning off)", k)
 	}
-	// KMIP (issue 7): mutual TLS only.
+	// KMIP: mutual TLS only.
 	if c.KMIP.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.KMIP.Listen); err != nil {
 			return fmt.Errorf("config: kmip.listen %q: use host:port, e.g. 0.0.0.0:5696", c.KMIP.Listen)

@@ -56,7 +56,7 @@ func TestEmptyFileUsesDefaults(t *testing.T) {
 	}
 }
 
-// TestKMIPListen (issue 7): off by default; a host:port turns it on; it
+// TestKMIPListen: off by default; a host:port turns it on; it
 // needs TLS with a client CA.
 func TestKMIPListen(t *testing.T) {
 	c, err := Load(write(t, "data_dir: d\n"))

@@ -76,7 +76,7 @@ type Server struct {
 	cancelBase context.CancelFunc
 	httpSrv    *http.Server
 	sockSrv    *http.Server
-	kmipSrv    *kmipapi.Server // nil: no KMIP listener (issue 7)
+	kmipSrv    *kmipapi.Server // nil: no KMIP listener
 	stopOnce   sync.Once
 	stopMode   chan string
 	done       chan struct{}
@@ -398,7 +398,7 @@ func Start(opts Options) (_ *Server, err error) {
 			log.Warn("control socket connection from another user: treated as remote (token required)")
 			return ctx
 		}}
-	// KMIP listener (issue 7): mutual TLS with endpoint certificates.
+	// KMIP listener: mutual TLS with endpoint certificates.
 	if cfg.KMIP.Listen != "" {
 		kconf, err := kmipapi.TLSConfig(tlsConf)
 		if err == nil {
@@ -431,7 +431,7 @@ func Start(opts Options) (_ *Server, err error) {
 	if err := writePID(dataDir, s.URL, s.Socket); err != nil {
 		s.httpSrv.Close()
 		s.sockSrv.Close()
-		s.stopKMIP(StopFast) // issue 7
+		s.stopKMIP(StopFast)
 		return nil, err
 	}
 	log.Info("coffer listening", "url", s.URL, "socket", s.Socket, "data_dir", dataDir, "state", svc.State(), "version", service.Version, "pid", os.Getpid())
@@ -504,13 +504,13 @@ func (s *Server) Stop(mode string) error {
 			s.cancelBase()
 			s.httpSrv.Close()
 			s.sockSrv.Close()
-			go s.stopKMIP(StopFast) // issue 7
+			go s.stopKMIP(StopFast)
 		}
 	}
 	return nil
 }
 
-// stopKMIP stops the KMIP listener (issue 7): fast closes its connections
+// stopKMIP stops the KMIP listener: fast closes its connections
 // at once; smart lets requests in progress finish, bounded by
 // shutdown.smart_timeout.
 func (s *Server) stopKMIP(mode string) {
@@ -546,7 +546,7 @@ func (s *Server) shutdown(mode string) {
 	s.stopOnce.Do(func() {
 		defer close(s.done)
 		s.Log.Info("stopping", "mode", mode)
-		s.stopKMIP(mode) // issue 7
+		s.stopKMIP(mode)
 		switch mode {
 		case StopFast:
 			s.cancelBase()

@@ -27,10 +27,6 @@ import (
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
 
-// ErrReadOnly: the node has no quorum (read-only restricted mode): reads
-// are served, every write is refused until quorum returns.
-var ErrReadOnly = errors.New("read-only restricted mode")
-
 // DefaultFailoverThreshold is how long followers wait without hearing from
 // the leader before electing another (Oracle Key Vault's "fast start
 // failover threshold"); raft's timeouts are derived from it.

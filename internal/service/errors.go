@@ -40,6 +40,10 @@ var (
 	// checks first. ErrNotLeaderNow and ErrReadOnly are its opposite: not
 	// applied, safe to send again.
 	ErrOutcomeUnknown = errors.New("outcome unknown: the write may or may not have been applied")
+
+	// ErrReadOnly: the node has no quorum (read-only restricted mode):
+	// reads are served, every write is refused until quorum returns.
+	ErrReadOnly = errors.New("read-only restricted mode")
 )
 
 // Keystore errors a transport may want to name precisely (they arrive wrapped

@@ -157,8 +157,8 @@ func (s *Backups) DeleteSchedule(ctx context.Context, name string) error {
 	return err
 }
 
-// SetArchivePaused pauses or resumes archiving to a destination (the
-// guide's pause/resume of log shipping); segments pile up on the node
+// SetArchivePaused pauses or resumes archiving to a destination (pausing
+// log shipping, as a database pauses WAL archiving); segments pile up on the node
 // meanwhile and show in the destination's pending count.
 func (s *Backups) SetArchivePaused(ctx context.Context, name string, paused bool) (DestinationView, error) {
 	note(ctx, "destination:"+name)

@@ -89,7 +89,7 @@ type Config struct {
 	// FreezeTimeout ends a freeze nobody thawed (0: DefaultFreezeTimeout).
 	FreezeTimeout time.Duration
 
-	// Cluster (issue 6). ClusterBind empty: a standalone node on an
+	// Cluster. ClusterBind empty: a standalone node on an
 	// in-memory raft transport.
 	ClusterBind, ClusterAdvertise string
 	// FailoverThreshold: how long without the leader before another is

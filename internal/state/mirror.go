@@ -12,7 +12,7 @@ import (
 	"github.com/coffer-kms/coffer/internal/journal"
 )
 
-// The journal mirror (the guide's "WAL multiplexing"): a second journal,
+// The journal mirror (like a database's multiplexed WAL): a second journal,
 // usually on the backup disk, that receives every record the primary
 // journal receives. One goroutine, the mirror writer, does all of its I/O;
 // the apply path only hands it the records it appended.

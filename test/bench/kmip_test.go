@@ -1,6 +1,6 @@
 package bench
 
-// KMIP Get throughput (issue 7): Coffer's KMIP server against Debian's
+// KMIP Get throughput: Coffer's KMIP server against Debian's
 // pykmip-server (python3-pykmip 0.10), with the same client (kmip-go's
 // kmipclient, KMIP 1.4, one TLS connection per worker), the same number of
 // concurrent workers and the same operation: Get of one AES-256 key created
