@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -491,7 +492,7 @@ func listBackups(ctx context.Context, cmd *cobra.Command, g *globals, d dest.Des
 			return int(a.TimelineID()) - int(b.TimelineID())
 		}
 		if a.FirstIndex != b.FirstIndex {
-			return int(min(max(int64(a.FirstIndex)-int64(b.FirstIndex), -1), 1))
+			return cmp.Compare(a.FirstIndex, b.FirstIndex)
 		}
 		return a.Created.Compare(b.Created)
 	})

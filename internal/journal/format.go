@@ -83,9 +83,9 @@ func encodeHeader(name string, created time.Time, prev uint64) []byte {
 	b := make([]byte, 0, headerFixedLen+len(name)+headerCRCLen)
 	b = append(b, Magic...)
 	b = binary.BigEndian.AppendUint16(b, FormatVersion)
-	b = binary.BigEndian.AppendUint64(b, uint64(toNanos(created)))
+	b = binary.BigEndian.AppendUint64(b, uint64(toNanos(created))) // #nosec G115 -- an int64 of Unix nanoseconds stored as its bits (read back with int64())
 	b = binary.BigEndian.AppendUint64(b, prev)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(name))) // #nosec G115 -- a segment name is opts.Name (at most maxOptionName bytes, checked at Open) and a timestamp
 	b = append(b, name...)
 	return binary.BigEndian.AppendUint32(b, crc(b))
 }
@@ -98,7 +98,7 @@ func appendFrame(dst []byte, index, prev uint64, t time.Time, typ uint16, keyID 
 	body := len(dst)
 	dst = binary.BigEndian.AppendUint64(dst, index)
 	dst = binary.BigEndian.AppendUint64(dst, prev)
-	dst = binary.BigEndian.AppendUint64(dst, uint64(toNanos(t)))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(toNanos(t))) // #nosec G115 -- an int64 of Unix nanoseconds stored as its bits (read back with int64())
 	dst = binary.BigEndian.AppendUint16(dst, typ)
 	dst = binary.BigEndian.AppendUint32(dst, keyID)
 	if keyID == 0 {
@@ -119,7 +119,7 @@ func appendFrame(dst []byte, index, prev uint64, t time.Time, typ uint16, keyID 
 	if n > MaxBodyBytes {
 		return dst[:start], fmt.Errorf("record body of %d bytes exceeds the limit of %d", n, MaxBodyBytes)
 	}
-	binary.BigEndian.PutUint32(dst[start:], uint32(n))
+	binary.BigEndian.PutUint32(dst[start:], uint32(n)) // #nosec G115 -- n <= MaxBodyBytes, checked just above
 	binary.BigEndian.PutUint32(dst[start+4:], crc(dst[body:]))
 	return dst, nil
 }
@@ -147,7 +147,7 @@ func parseBody(b []byte) body {
 	return body{
 		index:   be.Uint64(b[0:]),
 		prev:    be.Uint64(b[8:]),
-		time:    int64(be.Uint64(b[16:])),
+		time:    int64(be.Uint64(b[16:])), // #nosec G115 -- Unix nanoseconds stored as the bits of an int64: the conversion restores them
 		typ:     be.Uint16(b[24:]),
 		keyID:   be.Uint32(b[26:]),
 		payload: b[bodyFixedLen:],

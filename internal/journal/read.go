@@ -126,7 +126,7 @@ func scanSegment(dir, name string, chained bool, prevLast uint64, o *scanOpts) (
 	if hn := string(rest[:nl]); hn != name {
 		return s, bad(0, 0, "segment header names file %q", hn)
 	}
-	s.info.Created = fromNanos(int64(binary.BigEndian.Uint64(hdr[10:])))
+	s.info.Created = fromNanos(int64(binary.BigEndian.Uint64(hdr[10:]))) // #nosec G115 -- Unix nanoseconds stored as the bits of an int64: the conversion restores them
 	s.info.Prev = binary.BigEndian.Uint64(hdr[18:])
 	if chained && s.info.Prev != prevLast {
 		if s.info.Prev > prevLast {

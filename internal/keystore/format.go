@@ -181,7 +181,7 @@ func (f frame) check(path string, data []byte) error {
 // finish fills in length and CRC of hdr (already holding the other fields)
 // for a file of total length total.
 func (f frame) finish(hdr []byte, total int) {
-	binary.BigEndian.PutUint32(hdr[f.offLength:], uint32(total))
+	binary.BigEndian.PutUint32(hdr[f.offLength:], uint32(total)) // #nosec G115 -- a keystore file is at most maxFileSize (16 MiB)
 	crcOff := f.headerSize - 4
 	binary.BigEndian.PutUint32(hdr[crcOff:], crc32.Checksum(hdr[:crcOff], castagnoli))
 }
@@ -324,7 +324,7 @@ func encodeMEKs(gens []mek, current uint32) []byte {
 
 func appendMEKs(b []byte, gens []mek, current uint32) []byte {
 	b = binary.BigEndian.AppendUint32(b, current)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(gens)))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(gens))) // #nosec G115 -- master key generations are numbered by a uint32 already
 	for _, g := range gens {
 		b = binary.BigEndian.AppendUint32(b, g.number)
 		b = binary.BigEndian.AppendUint64(b, uint64(g.created.UnixNano()))
@@ -354,7 +354,7 @@ func decodeMEKs(b []byte) ([]mek, uint32, error) {
 		r := rest[i*mekRecordSize : (i+1)*mekRecordSize]
 		g := mek{
 			number:  binary.BigEndian.Uint32(r),
-			created: time.Unix(0, int64(binary.BigEndian.Uint64(r[4:]))).UTC(),
+			created: time.Unix(0, int64(binary.BigEndian.Uint64(r[4:]))).UTC(), // #nosec G115 -- Unix nanoseconds stored as the bits of an int64: the conversion restores them
 			key:     append([]byte(nil), r[12:]...),
 		}
 		if g.number == 0 || (i > 0 && g.number <= gens[i-1].number) {

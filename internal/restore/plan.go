@@ -12,6 +12,7 @@
 package restore
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -297,7 +298,7 @@ func chooseFull(cat backup.Catalog, l lineage, t Target, id string) (backup.Entr
 	}
 	slices.SortFunc(fulls, func(a, b backup.Entry) int {
 		if a.LastIndex != b.LastIndex {
-			return int(min(max(int64(b.LastIndex)-int64(a.LastIndex), -1), 1))
+			return cmp.Compare(b.LastIndex, a.LastIndex)
 		}
 		return b.Created.Compare(a.Created)
 	})

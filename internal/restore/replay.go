@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -66,7 +67,7 @@ func (r *run) replay(ctx context.Context, full backup.Entry, t Target) error {
 				}
 			}
 			if len(after) > 0 {
-				slices.SortFunc(after, func(a, b source) int { return int(min(max(int64(a.lo)-int64(b.lo), -1), 1)) })
+				slices.SortFunc(after, func(a, b source) int { return cmp.Compare(a.lo, b.lo) })
 				return r.gap(next, after[0].lo-1, after[0].name(), t)
 			}
 			if len(r.missing) > 0 {

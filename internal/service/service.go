@@ -1263,7 +1263,7 @@ func (s *core) checkDisk() error {
 	if err := syscall.Statfs(s.cfg.DataDir, &fs); err != nil {
 		return nil
 	}
-	free := fs.Bavail * uint64(fs.Bsize)
+	free := fs.Bavail * uint64(fs.Bsize) // #nosec G115 -- the block size statfs reports is positive
 	if free < s.cfg.MinFreeBytes {
 		msg := fmt.Sprintf("data directory %s has %d bytes free, below min_free_bytes %d: writes paused until space is freed", s.cfg.DataDir, free, s.cfg.MinFreeBytes)
 		s.raise(AlertDiskFull, "disk", msg)

@@ -171,7 +171,7 @@ func UnmarshalCommand(b []byte) (Command, error) {
 	}
 	return Command{
 		Type: Type(binary.BigEndian.Uint16(b[0:2])),
-		Time: time.Unix(0, int64(binary.BigEndian.Uint64(b[2:10]))).UTC(),
+		Time: time.Unix(0, int64(binary.BigEndian.Uint64(b[2:10]))).UTC(), // #nosec G115 -- Unix nanoseconds stored as the bits of an int64: the conversion restores them
 		Body: b[cmdHeader:],
 	}, nil
 }

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -103,7 +104,7 @@ func (s *Store) applyObjectRestore(tx *bolt.Tx, now time.Time, c ObjectRestore) 
 	if restored == 0 {
 		return fmt.Errorf("object %s has every version it had then: nothing to restore: %w", o.ID, ErrConflict), nil
 	}
-	slices.SortFunc(live.Versions, func(a, b Version) int { return int(a.Version) - int(b.Version) })
+	slices.SortFunc(live.Versions, func(a, b Version) int { return cmp.Compare(a.Version, b.Version) })
 	live.Latest = max(live.Latest, o.Latest)
 	if live.State == lifecycle.Destroyed {
 		live.State, live.Reason = o.State, "restored from a backup"

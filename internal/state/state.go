@@ -282,7 +282,7 @@ func (s *Store) DEKs() (keys []barrier.WrappedKey, current uint32, err error) {
 
 func (s *Store) dekLocked() (keys []barrier.WrappedKey, current uint32, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
-		current = uint32(getU64(tx.Bucket(bucketMeta), keyCurrentDEK))
+		current = uint32(getU64(tx.Bucket(bucketMeta), keyCurrentDEK)) // #nosec G115 -- the DEK id is a uint32 stored widened to 8 bytes; only this package writes it
 		return tx.Bucket(bucketDEKs).ForEach(func(k, v []byte) error {
 			var wk barrier.WrappedKey
 			if err := decodeJSON(v, &wk); err != nil {

@@ -238,7 +238,7 @@ func attributes(o service.Object, public bool) []kmip.Attribute {
 		at(kmip.AttributeNameObjectType, objectType(o, public)),
 	}
 	if alg, ok := algorithm(o); ok {
-		out = append(out, at(kmip.AttributeNameCryptographicAlgorithm, alg), at(kmip.AttributeNameCryptographicLength, int32(o.Length)))
+		out = append(out, at(kmip.AttributeNameCryptographicAlgorithm, alg), at(kmip.AttributeNameCryptographicLength, int32(o.Length))) // #nosec G115 -- key lengths in bits are validated at creation (at most 4096)
 	}
 	key := attrUsageMask
 	if public {

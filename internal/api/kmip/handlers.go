@@ -446,7 +446,7 @@ func (h *handler) get(ctx context.Context, req *payloads.GetRequestPayload) (*pa
 		kb.KeyValue.Plain.KeyMaterial.Bytes = &bytes
 	}
 	if alg, ok := algorithm(o); ok {
-		kb.CryptographicAlgorithm, kb.CryptographicLength = alg, int32(o.Length)
+		kb.CryptographicAlgorithm, kb.CryptographicLength = alg, int32(o.Length) // #nosec G115 -- key lengths in bits are validated at creation (at most 4096)
 	}
 	var obj kmip.Object
 	switch otype {
@@ -663,7 +663,7 @@ func (h *handler) locate(ctx context.Context, req *payloads.LocateRequestPayload
 			if a, ok := algorithm(o); alg != 0 && (!ok || (a != alg && !(alg == kmip.CryptographicAlgorithmECDSA && a == kmip.CryptographicAlgorithmEC))) {
 				continue
 			}
-			if length != 0 && int32(o.Length) != length {
+			if length != 0 && int32(o.Length) != length { // #nosec G115 -- key lengths in bits are validated at creation (at most 4096)
 				continue
 			}
 			if destroyedCompro != nil && (o.Compromised != nil) != *destroyedCompro {

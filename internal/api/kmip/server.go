@@ -397,7 +397,7 @@ func (c *conn) readMessage() ([]byte, error) {
 	n := uint64(binary.BigEndian.Uint32(hdr[4:]))
 	// Values are padded to 8 bytes.
 	padded := (n + 7) / 8 * 8
-	if 8+padded > uint64(s.opts.MaxMessageSize) {
+	if 8+padded > uint64(s.opts.MaxMessageSize) { // #nosec G115 -- MaxMessageSize is a positive configured size
 		return nil, &tooLargeError{size: 8 + padded}
 	}
 	buf := make([]byte, 8+padded)

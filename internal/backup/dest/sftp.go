@@ -317,7 +317,7 @@ func (d *sftpDest) saveFail(ctx context.Context, c *sftp.Client, name, dir strin
 	var se *sftp.StatusError
 	if errors.As(err, &se) && se.FxCode() == sftp.ErrSSHFxFailure {
 		if _, ok := c.HasExtension("statvfs@openssh.com"); ok {
-			if st, serr := c.StatVFS(dir); serr == nil && st.Bavail*st.Frsize < uint64(size) {
+			if st, serr := c.StatVFS(dir); serr == nil && st.Bavail*st.Frsize < uint64(size) { // #nosec G115 -- size is the length of a file being written, never negative
 				return newError("save", name, d.loc, ErrNoSpace,
 					fmt.Errorf("%w (%d bytes free)", err, st.Bavail*st.Frsize), d.cfg.Password)
 			}
