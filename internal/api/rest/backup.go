@@ -59,7 +59,10 @@ func (a *api) setRecovery(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	st, err := a.svc.SetRecoveryPassphrase(r.Context(), []byte(req.Old), []byte(req.New))
+	old, nw := secret(req.Old), secret(req.New)
+	defer clear(old)
+	defer clear(nw)
+	st, err := a.svc.SetRecoveryPassphrase(r.Context(), old, nw)
 	a.reply(w, r, http.StatusOK, st, err)
 }
 

@@ -50,6 +50,7 @@ func (a *api) clusterJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, err := a.svc.Cluster.AdmitNode(r.Context(), req)
+	defer clear(resp.MasterKeys)
 	a.reply(w, r, http.StatusOK, resp, err)
 }
 
@@ -63,7 +64,9 @@ func (a *api) clusterJoinLocal(w http.ResponseWriter, r *http.Request) {
 	if isLocal(r) {
 		id = service.LocalRoot()
 	}
-	err := a.svc.Cluster.JoinCluster(r.Context(), id, req.URL, req.Token, []byte(req.Passphrase))
+	pass := secret(req.Passphrase)
+	defer clear(pass)
+	err := a.svc.Cluster.JoinCluster(r.Context(), id, req.URL, req.Token, pass)
 	a.reply(w, r, http.StatusOK, a.svc.Status(), err)
 }
 

@@ -400,6 +400,11 @@ func (a *api) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, h)
 }
 
+// secret copies a passphrase from its decoded JSON string into a byte
+// slice the handler clears when done (defer clear). The string itself
+// cannot be cleared: Go strings are immutable (docs/security.md, "Memory").
+func secret(s string) []byte { return []byte(s) }
+
 // PassphraseRequest is the body of init and open.
 type PassphraseRequest struct {
 	Passphrase string `json:"passphrase"`
@@ -421,7 +426,9 @@ func (a *api) init(w http.ResponseWriter, r *http.Request) {
 	if isLocal(r) {
 		id = service.LocalRoot()
 	}
-	tok, err := a.svc.Init(r.Context(), id, []byte(req.Passphrase))
+	pass := secret(req.Passphrase)
+	defer clear(pass)
+	tok, err := a.svc.Init(r.Context(), id, pass)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -492,7 +499,9 @@ func (a *api) open(w http.ResponseWriter, r *http.Request) {
 	if req.Auto {
 		err = a.svc.OpenAuto(r.Context())
 	} else {
-		err = a.svc.Open(r.Context(), []byte(req.Passphrase))
+		pass := secret(req.Passphrase)
+		defer clear(pass)
+		err = a.svc.Open(r.Context(), pass)
 	}
 	if err != nil {
 		a.fail(w, r, err)
@@ -584,7 +593,10 @@ func (a *api) changePassphrase(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.svc.ChangePassphrase(r.Context(), []byte(req.Old), []byte(req.New)); err != nil {
+	old, nw := secret(req.Old), secret(req.New)
+	defer clear(old)
+	defer clear(nw)
+	if err := a.svc.ChangePassphrase(r.Context(), old, nw); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -603,7 +615,9 @@ func (a *api) resetPassphrase(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if err := a.svc.ResetPassphrase(r.Context(), id, []byte(req.New)); err != nil {
+	nw := secret(req.New)
+	defer clear(nw)
+	if err := a.svc.ResetPassphrase(r.Context(), id, nw); err != nil {
 		a.fail(w, r, err)
 		return
 	}
