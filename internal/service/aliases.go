@@ -11,5 +11,4 @@ import (
 type (
 	BackupRecord = state.BackupRecord
 	SegmentInfo  = journal.SegmentInfo
-	Timeline     = state.Timeline
 )

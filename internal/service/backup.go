@@ -803,13 +803,13 @@ var ErrNotHeld = state.ErrNotHeld
 // timeline claims every destination and a full backup to each starts now
 // (older archives cannot continue the new timeline); repeated, it claims
 // the destinations that got no such full yet.
-func (s *Backups) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.Timeline, error) {
+func (s *Backups) ResumeAfterRestore(ctx context.Context, takeOver bool) (Timeline, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "resuming backups after a restore"); err != nil {
-		return state.Timeline{}, err
+		return Timeline{}, err
 	}
 	unlock, err := s.openForRead()
 	if err != nil {
-		return state.Timeline{}, err
+		return Timeline{}, err
 	}
 	var res any
 	if cur := s.st.Timeline(); takeOver && cur.Restored != nil && cur.Restored.TakeOver {
@@ -818,7 +818,7 @@ func (s *Backups) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.
 		res = cur
 	} else if res, err = s.applyResult(ctx, state.TypeRestoreRelease, state.RestoreRelease{TakeOver: takeOver}); err != nil {
 		unlock()
-		return state.Timeline{}, err
+		return Timeline{}, err
 	}
 	if err := s.attachMirrorLocked(); err != nil {
 		s.log.Warn("journal mirror not attached after the hold ended", "error", err)
@@ -833,7 +833,7 @@ func (s *Backups) ResumeAfterRestore(ctx context.Context, takeOver bool) (state.
 			s.log.Warn("the take-over backups did not start: the keystore is being sealed; they start at the next open", "timeline", tl.ID)
 		}
 	}
-	return tl, nil
+	return timelineView(tl), nil
 }
 
 // takeOver takes a full backup, claiming the destination for this node's

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/cluster"
-	"github.com/coffer-kms/coffer/internal/state"
 )
 
 func randRead(b []byte) {
@@ -26,7 +25,7 @@ type Status struct {
 	DataDir            string         `json:"data_dir"`
 	StartedAt          time.Time      `json:"started_at"`
 	ClusterID          string         `json:"cluster_id,omitempty"`
-	Timeline           state.Timeline `json:"timeline"`
+	Timeline           Timeline       `json:"timeline"`
 	KeystoreGeneration uint32         `json:"keystore_generation,omitempty"`
 	AutoOpen           bool           `json:"auto_open"`
 	DataKey            uint32         `json:"current_data_key,omitempty"`
@@ -74,7 +73,7 @@ type JournalStatus struct {
 	// Mirror is the attached journal mirror (nil: none): in_sync means
 	// writes are fsynced to it before they are acknowledged; otherwise it
 	// is behind by that many records, which a lost data disk would lose.
-	Mirror *state.MirrorState `json:"mirror,omitempty"`
+	Mirror *MirrorState `json:"mirror,omitempty"`
 }
 
 // Status reports the node's state.
@@ -111,7 +110,7 @@ func (s *Service) statusCore() Status {
 		DataDir:      s.cfg.DataDir,
 		StartedAt:    s.started.UTC(),
 		ClusterID:    s.Cluster.clusterID(),
-		Timeline:     s.st.Timeline(),
+		Timeline:     timelineView(s.st.Timeline()),
 		AutoOpen:     s.AutoOpenEnabled(),
 		AppliedIndex: s.st.AppliedIndex(),
 		Raft:         s.node.Status(),
@@ -144,7 +143,7 @@ func (s *Service) statusCore() Status {
 	st.Warnings = append([]Alert(nil), s.warnings...)
 	if s.state == StateOpen {
 		if ms := s.st.Mirror(); ms.Attached {
-			st.Journal.Mirror = &ms
+			st.Journal.Mirror = mirrorView(ms)
 			if h := s.st.MirrorHealth(); h != nil {
 				st.Warnings = append(st.Warnings, newAlert(AlertMirrorBehind, "mirror",
 					fmt.Sprintf("journal mirror behind by %d records, at index %d (writes continue without waiting for it; it catches up in the background): %s", ms.Behind, ms.LastIndex, h.Error), h.Since))

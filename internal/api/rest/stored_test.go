@@ -107,11 +107,6 @@ func TestStoredTypesJSON(t *testing.T) {
 // service type (the node status, the timeline after a restore); the list
 // only shrinks.
 var storedThroughService = map[string]bool{
-	"clusterJoinLocal.Timeline": true, "clusterJoinLocal.Journal.Mirror": true,
-	"open.Timeline": true, "open.Journal.Mirror": true,
-	"seal.Timeline": true, "seal.Journal.Mirror": true,
-	"status.Timeline": true, "status.Journal.Mirror": true,
-	"resumeAfterRestore": true,
 }
 
 // TestNoStoredTypesOnTheWire walks every route's request and response
