@@ -1,4 +1,5 @@
-// Package cluster runs hashicorp/raft for Coffer: one voter by default. Every
+// Package cluster runs hashicorp/raft for Coffer: a standalone node is one
+// voter, a cluster three (or a two-node pair). Every
 // mutation is a raft log entry; Apply returns only after the entry is
 // committed (fsynced in the raft log) and applied by the FSM.
 package cluster

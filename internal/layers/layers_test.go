@@ -69,7 +69,7 @@ var allowed = map[string][]string{
 	// Test helpers, imported by _test.go files only: no package above
 	// lists them, so a non-test import of one fails here.
 	"internal/testutil":            {},
-	"internal/service/servicetest": {"internal/api/peer", "internal/keystore", "internal/service", "internal/tlsutil"},
+	"internal/service/servicetest": {"internal/keystore", "internal/service", "internal/tlsutil"},
 
 	// Leaves.
 	"internal/fsutil":    {},

@@ -7,11 +7,12 @@ package servicetest
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/coffer-kms/coffer/internal/api/peer"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
@@ -48,7 +49,7 @@ func DataDir(dir string) Option {
 // in-memory transport. Without a TLSDir, Config gives the node a CA in
 // <data dir>/tls, as the server does.
 func ClusterBind(addr string) Option {
-	return func(c *service.Config) { c.ClusterBind, c.ClusterAdvertise, c.Peers = addr, addr, peer.New() }
+	return func(c *service.Config) { c.ClusterBind, c.ClusterAdvertise, c.Peers = addr, addr, noPeers{} }
 }
 
 // Config is the fixture's configuration: a fresh data dir, the cheap KDFs,
@@ -102,4 +103,20 @@ func NewOpen(t testing.TB, opts ...Option) (*service.Service, string) {
 // Root is a context whose caller is the local root (service.LocalRoot).
 func Root() context.Context {
 	return service.WithIdentity(context.Background(), service.LocalRoot())
+}
+
+// noPeers is the fixture's service.Peers: one in-process node has no other
+// node to call (joins and promotions are tested against real servers in
+// test/e2e), so every call says so.
+type noPeers struct{}
+
+var errNoPeers = errors.New("servicetest: no other node to call")
+
+func (noPeers) FetchCA(context.Context, string) ([]byte, error) { return nil, errNoPeers }
+func (noPeers) Join(context.Context, string, *tls.Config, service.JoinRequest) (service.JoinResponse, error) {
+	return service.JoinResponse{}, errNoPeers
+}
+func (noPeers) Promote(context.Context, string, *tls.Config, string) error { return errNoPeers }
+func (noPeers) Health(context.Context, string, *tls.Config) (service.PeerHealth, error) {
+	return service.PeerHealth{}, errNoPeers
 }
