@@ -125,10 +125,10 @@ func Open(dir string, opts Options) (*Log, error) {
 	l := &Log{dir: dir, opts: opts, log: lg, hash: zeroHash}
 	if err := l.open(); err != nil {
 		if l.f != nil {
-			l.f.Close()
+			l.f.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		}
 		if l.headF != nil {
-			l.headF.Close()
+			l.headF.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		}
 		return nil, err
 	}
@@ -342,15 +342,17 @@ func (l *Log) createFile(num uint64) error {
 		return fmt.Errorf("audit: create %s: %w", p, err)
 	}
 	if err := fsutil.SyncDir(l.dir); err != nil {
-		f.Close()
-		os.Remove(p)
+		f.Close() // #nosec G104 -- a new, empty file closed after an earlier error, which is the one returned
+		if rerr := os.Remove(p); rerr != nil {
+			l.log.Warn("audit: remove unused new file", "file", name, "err", rerr)
+		}
 		return fmt.Errorf("audit: create %s: %w", p, err)
 	}
 	if l.f != nil {
 		if err := l.f.Sync(); err != nil {
 			l.log.Error("audit: fsync of finished file failed", "file", fileName(l.num), "err", err)
 		}
-		l.f.Close()
+		l.f.Close() // #nosec G104 -- after the Sync above (its failure logged): Close cannot lose more
 	}
 	l.f, l.num, l.size, l.dirty = f, num, 0, false
 	l.files = append(l.files, fileEnt{num: num, name: name})

@@ -265,7 +265,7 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	if err := SaveCatalog(ctx, d, cat); err != nil {
 		// The file is there but not listed: remove it so that catalog and
 		// files agree (a rebuild would list it again).
-		d.Remove(context.WithoutCancel(ctx), name)
+		d.Remove(context.WithoutCancel(ctx), name) // #nosec G104 -- removing after the failed catalog save, which is the error returned; a file left unlisted is listed again by a catalog rebuild
 		return Entry{}, err
 	}
 	return e, nil

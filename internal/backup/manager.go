@@ -311,7 +311,7 @@ func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRec
 		}
 		m.log.Warn("backup interrupted by a restart marked FAILED", "id", r.ID, "destination", r.Destination)
 	}
-	removeStaging(m.staging)
+	removeStaging(m.staging, m.log)
 	// A schedule whose run was interrupted stays ONGOING otherwise.
 	if scheds, err := m.host.Schedules(); err == nil {
 		for _, sc := range scheds {

@@ -1,14 +1,18 @@
 package backup
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 )
 
-// removeStaging deletes staging files a crash left behind.
-func removeStaging(dir string) {
+// removeStaging deletes staging files a crash left behind; one that cannot
+// be removed is logged (it takes space until the next start tries again).
+func removeStaging(dir string, log *slog.Logger) {
 	files, _ := filepath.Glob(filepath.Join(dir, "staging-*"+FileSuffix))
 	for _, f := range files {
-		os.Remove(f)
+		if err := os.Remove(f); err != nil {
+			log.Warn("remove a staging file left by a crash", "error", err)
+		}
 	}
 }

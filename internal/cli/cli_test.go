@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -382,4 +384,30 @@ func TestHelpNamesRealCommands(t *testing.T) {
 		}
 	}
 	walk(root)
+}
+
+// A secret file that cannot be removed after a failure is named in the
+// error: silently left, it would keep the secret (or part of it) on disk.
+func TestRemoveAfterReportsAFileLeftBehind(t *testing.T) {
+	dir := t.TempDir()
+	gone := filepath.Join(dir, "gone")
+	if err := os.WriteFile(gone, []byte("s"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cause := errors.New("write failed")
+	if err := removeAfter(gone, "partial file", cause); err != cause {
+		t.Fatalf("removed file: error %v, want the cause alone", err)
+	}
+	if _, err := os.Stat(gone); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("file not removed: %v", err)
+	}
+	// A non-empty directory cannot be removed, even by root.
+	stuck := filepath.Join(dir, "stuck")
+	if err := os.MkdirAll(filepath.Join(stuck, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := removeAfter(stuck, "new private key", cause)
+	if !errors.Is(err, cause) || !strings.Contains(err.Error(), stuck) || !strings.Contains(err.Error(), "could not be removed") {
+		t.Fatalf("file left behind: error %v does not name it", err)
+	}
 }

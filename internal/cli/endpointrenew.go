@@ -80,8 +80,7 @@ the old key may have leaked. Copies of DIR elsewhere must be replaced.`,
 				return err
 			})
 			if err != nil {
-				os.Remove(newKey)
-				return err
+				return removeAfter(newKey, "new private key", err)
 			}
 			failed := func(err error) error {
 				return fmt.Errorf("endpoint %s was renewed but its files could not be replaced in %s: %w (the new key is %s; the certificate is below)\n%s", name, dir, err, newKey, enr.Certificate)

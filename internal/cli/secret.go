@@ -135,18 +135,25 @@ func writeNewPrivateFile(path string, data []byte) error {
 		return fmt.Errorf("--out: %w", err)
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("--out %s: %w", path, err)
+		f.Close() // #nosec G104 -- closing after the failed write, which is the one returned
+		return removeAfter(path, "partial file", fmt.Errorf("--out %s: %w", path, err))
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("--out %s: %w", path, err)
+		f.Close() // #nosec G104 -- closing after the failed fsync, which is the one returned
+		return removeAfter(path, "partial file", fmt.Errorf("--out %s: %w", path, err))
 	}
 	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return fmt.Errorf("--out %s: %w", path, err)
+		return removeAfter(path, "partial file", fmt.Errorf("--out %s: %w", path, err))
 	}
 	return nil
+}
+
+// removeAfter removes the file at path (a secret, or part of one) that the
+// failure err left unused. A file that stays is named in the returned
+// error, for the user to remove.
+func removeAfter(path, what string, err error) error {
+	if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		return fmt.Errorf("%w (the %s %s could not be removed: remove it: %v)", err, what, path, rerr)
+	}
+	return err
 }

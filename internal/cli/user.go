@@ -202,7 +202,9 @@ password ends every session of the user: log in again afterwards.`,
 			// A new password ends the user's sessions, this one too.
 			self := me.Kind == "user" && me.Name == name
 			if self && cn.tokenFromFile != "" {
-				os.Remove(cn.tokenFromFile)
+				if err := os.Remove(cn.tokenFromFile); err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: the ended session's token file could not be removed: %v\n", err)
+				}
 			}
 			if g.format == "json" {
 				return g.printJSON(cmd, usr)

@@ -45,7 +45,7 @@ func readValue(cmd *cobra.Command, value, file string, required bool) ([]byte, e
 			var f *os.File
 			if f, err = os.Open(file); err == nil {
 				v, err = io.ReadAll(io.LimitReader(f, maxValueBytes+1))
-				f.Close()
+				f.Close() // #nosec G104 -- read-only file: Close cannot lose data
 			}
 		}
 		if err != nil {

@@ -66,7 +66,7 @@ func newTLSStream(bind, advertise string, conf *tls.Config, member func(id strin
 	}
 	adv, err := net.ResolveTCPAddr("tcp", advertise)
 	if err != nil || adv.IP == nil || adv.IP.IsUnspecified() {
-		ln.Close()
+		ln.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		return nil, fmt.Errorf("cluster transport: advertise address %q must be a reachable host:port (%v)", advertise, err)
 	}
 	s := &tlsStream{Listener: tls.NewListener(ln, c), advertise: adv, conf: c}

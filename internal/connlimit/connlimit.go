@@ -73,7 +73,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		src := sourceKey(c.RemoteAddr())
 		if reason := l.admit(src); reason != "" {
-			c.Close()
+			c.Close() // #nosec G104 -- refusing a connection over the limit: nothing was read or written on it
 			if reason == "per_source" {
 				l.rejected.PerSource.Add(1)
 			} else {

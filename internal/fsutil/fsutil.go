@@ -49,8 +49,10 @@ func WriteFileFrom(path string, fill func(io.Writer) error) (err error) {
 	tmpName := tmp.Name()
 	defer func() {
 		if err != nil {
-			tmp.Close()
-			os.Remove(tmpName)
+			tmp.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
+			if rerr := os.Remove(tmpName); rerr != nil {
+				err = fmt.Errorf("%w (and the temp file could not be removed: %v)", err, rerr)
+			}
 		}
 	}()
 	if err = tmp.Chmod(FileMode); err != nil {

@@ -133,11 +133,11 @@ func openWith(opts Options, wrap func(segFile) segFile) (*Journal, error) {
 			return nil, fmt.Errorf("journal: repair torn tail: %w", err)
 		}
 		if err := f.Truncate(s.goodEnd); err != nil {
-			f.Close()
+			f.Close() // #nosec G104 -- closing after the failed truncate, which is the one returned
 			return nil, fmt.Errorf("journal %s: repair torn tail: truncate to %d: %w", s.info.Name, s.goodEnd, err)
 		}
 		if err := f.Sync(); err != nil {
-			f.Close()
+			f.Close() // #nosec G104 -- closing after the failed fsync, which is the one returned
 			return nil, fmt.Errorf("journal %s: repair torn tail: fsync: %w", s.info.Name, err)
 		}
 		if err := f.Close(); err != nil {
@@ -175,11 +175,11 @@ func (j *Journal) openWriter(path string, size int64) error {
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
+		f.Close() // #nosec G104 -- closing after an earlier error, which is the one returned; nothing was written through this handle
 		return fmt.Errorf("journal: %w", err)
 	}
 	if st.Size() != size {
-		f.Close()
+		f.Close() // #nosec G104 -- closing after an earlier error, which is the one returned; nothing was written through this handle
 		return fmt.Errorf("journal %s: size changed while opening (%d, expected %d)", filepath.Base(path), st.Size(), size)
 	}
 	var sf segFile = f
@@ -222,7 +222,9 @@ func (j *Journal) createSegment(now time.Time) error {
 		// Remove the empty segment so that a retry does not leave an
 		// unclosed segment followed by another.
 		j.segs = j.segs[:len(j.segs)-1]
-		fsutil.Remove(path)
+		if rerr := fsutil.Remove(path); rerr != nil {
+			return errors.Join(err, fmt.Errorf("journal: remove unused segment: %w", rerr))
+		}
 		return err
 	}
 	return nil

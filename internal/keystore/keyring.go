@@ -208,7 +208,7 @@ func (k Keyring) String() string {
 func (k Keyring) GoString() string { return k.String() }
 
 // Format prints String for every verb and flag.
-func (k Keyring) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
+func (k Keyring) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) } // #nosec G104 -- fmt.State writes go to fmt's own buffer and never fail
 
 // MarshalText returns String, for encoders other than encoding/json.
 func (k Keyring) MarshalText() ([]byte, error) { return []byte(k.String()), nil }

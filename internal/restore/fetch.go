@@ -59,7 +59,7 @@ func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundl
 		_, err := io.Copy(w, &countReader{r: rc, fn: progress})
 		return err
 	})
-	rc.Close()
+	rc.Close() // #nosec G104 -- a reader, after the copy: Close cannot lose data (a short read fails the copy or the bundle's checks)
 	if err != nil {
 		return nil, fmt.Errorf("download %s from %s: %w", e.File, d.Location(), err)
 	}

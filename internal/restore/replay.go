@@ -365,7 +365,7 @@ func (r *run) scanForPoint(e backup.Entry, name string) (uint64, bool) {
 	}
 	p.wipe()
 	var idx uint64
-	journal.Read(p.journal, nil, func(_ journal.SegmentInfo, rec journal.Record) error {
+	journal.Read(p.journal, nil, func(_ journal.SegmentInfo, rec journal.Record) error { // #nosec G104 -- only explains an error already being returned: a journal that cannot be read leaves that message less specific
 		if state.Type(rec.Type) == state.TypeRestorePoint && rec.KeyID == 0 && pointName(rec.Payload) == name {
 			idx = rec.Index
 			return errStop

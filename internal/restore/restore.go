@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -218,7 +219,9 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 		if err != nil {
 			return r.sum, fmt.Errorf("restore point %q is at index %d, inside full backup %s; no earlier full backup to replay to it from: %w", target.Point, rp.Index, full.ID, err)
 		}
-		r.resetState()
+		if err := r.resetState(); err != nil {
+			return r.sum, err
+		}
 		full = earlier
 		target = Target{Index: rp.Index, Point: target.Point}
 	}
@@ -256,7 +259,7 @@ func (r *run) event(e Event) {
 
 func (r *run) cleanup() {
 	if r.st != nil {
-		r.st.Close()
+		r.st.Close() // #nosec G104 -- reached only when the restore did not finish (finish closes it, checked): the state is given up
 	}
 	r.bar.Drop()
 	for _, k := range r.rings {
@@ -266,7 +269,16 @@ func (r *run) cleanup() {
 		r.ring.Wipe()
 	}
 	if r.staging != "" {
-		os.RemoveAll(r.staging)
+		r.removeAll(r.staging)
+	}
+}
+
+// removeAll removes dir, scratch space or what a failed restore wrote; one
+// that stays is reported (it holds copies of backup contents, or a half
+// restored data dir).
+func (r *run) removeAll(dir string) {
+	if err := os.RemoveAll(dir); err != nil {
+		r.event(Event{Phase: "cleanup", Note: fmt.Sprintf("remove it by hand: %v", err)})
 	}
 }
 
@@ -294,7 +306,7 @@ func (r *run) checkDir() error {
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrTargetDir, err)
 		}
-		l.Close()
+		l.Close() // #nosec G104 -- a probe of the lock: the lock file holds no data
 	}
 	if !r.opts.Force {
 		return fmt.Errorf("%w: %s is not empty; restore into a new directory, or add --force to move it aside first", ErrTargetDir, dir)
@@ -329,15 +341,15 @@ func (r *run) prepareDir() error {
 // undo removes what a failed restore wrote and puts a moved-aside dir back.
 func (r *run) undo() {
 	if r.st != nil {
-		r.st.Close()
+		r.st.Close() // #nosec G104 -- a failed restore's state, removed below
 		r.st = nil
 	}
 	dir := r.opts.DataDir
 	if r.created {
-		os.RemoveAll(dir)
+		r.removeAll(dir)
 	} else if ents, err := os.ReadDir(dir); err == nil {
 		for _, e := range ents {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
+			r.removeAll(filepath.Join(dir, e.Name()))
 		}
 	}
 	if r.sum.MovedAside != "" {
@@ -388,7 +400,9 @@ func (r *run) dl(file string, total int64) func(int64) {
 
 // loadFull stages the full's state as the restored state.
 func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
-	r.resetState()
+	if err := r.resetState(); err != nil {
+		return err
+	}
 	p, err := fetch(ctx, r.opts.From, full, r.opts.Keys, filepath.Join(r.staging, "full"), r.dl(full.File, full.Size))
 	if err != nil {
 		return err
@@ -450,13 +464,18 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 	return r.unseal()
 }
 
-func (r *run) resetState() {
+func (r *run) resetState() error {
+	var errs []error
 	if r.st != nil {
-		r.st.Close()
+		r.st.Close() // #nosec G104 -- the staged state is given up and removed below
 		r.st = nil
-		os.Remove(datadir.StatePath(r.opts.DataDir))
+		if err := os.Remove(datadir.StatePath(r.opts.DataDir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
-	os.RemoveAll(datadir.TLSDir(r.opts.DataDir))
+	if err := os.RemoveAll(datadir.TLSDir(r.opts.DataDir)); err != nil {
+		errs = append(errs, err)
+	}
 	r.bar.Drop()
 	// Master keys of the full given up (possibly a later generation made
 	// after the target) must not end up current in the restored keystore.
@@ -465,6 +484,10 @@ func (r *run) resetState() {
 	}
 	r.rings, r.keysRead = nil, nil
 	r.sum.Files, r.sum.Records = nil, 0
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("give up the staged full backup: %w", err)
+	}
+	return nil
 }
 
 // unseal (re)loads the data keys of the state into the barrier, with every
@@ -608,7 +631,7 @@ func (r *run) finish(ctx context.Context) error {
 		return fmt.Errorf("create the keystore: %w", err)
 	}
 	k.Wipe()
-	os.RemoveAll(r.staging)
+	r.removeAll(r.staging)
 	return fsutil.SyncDir(dir)
 }
 
@@ -647,7 +670,7 @@ func (r *run) findKeys(keys []barrier.WrappedKey) error {
 		r.keysRead = append(r.keysRead, e.File)
 		dir := filepath.Join(r.staging, "keys")
 		p, err := fetch(r.ctx, r.opts.From, e, r.opts.Keys, dir, r.dl(e.File, e.Size))
-		os.RemoveAll(dir)
+		r.removeAll(dir)
 		if err != nil {
 			r.event(Event{Phase: "keys", Note: fmt.Sprintf("%s: %v", e.File, err)})
 			continue
@@ -676,13 +699,16 @@ func (r *run) newTimelineID(ctx context.Context) uint32 {
 	for _, e := range r.cat.Entries {
 		newest = max(newest, e.TimelineID())
 	}
-	r.opts.From.List(ctx, TimelinesDir+"/", func(fi dest.FileInfo) error {
+	err := r.opts.From.List(ctx, TimelinesDir+"/", func(fi dest.FileInfo) error {
 		base := strings.TrimSuffix(path.Base(fi.Name), ".json")
 		if n, err := strconv.ParseUint(base, 10, 32); err == nil {
 			newest = max(newest, uint32(n))
 		}
 		return nil
 	})
+	if err != nil {
+		r.event(Event{Phase: "finish", Note: fmt.Sprintf("could not list the timelines other restores recorded on %s (%v): timeline %d may repeat one of theirs; restore again from these backups only into one node", r.opts.From.Location(), err, newest+1)})
+	}
 	return newest + 1
 }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -157,7 +158,7 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	defer func() {
 		if err != nil {
-			lock.Close()
+			lock.Close() // #nosec G104 -- closing after an earlier error, which is the one returned; closing releases the lock
 		}
 	}()
 
@@ -319,7 +320,7 @@ func Start(opts Options) (_ *Server, err error) {
 	denied.Store(&deny)
 	defer func() {
 		if err != nil {
-			svc.Close()
+			svc.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		}
 	}()
 
@@ -372,15 +373,15 @@ func Start(opts Options) (_ *Server, err error) {
 	s.URL = scheme + "://" + ln.Addr().String()
 	svc.Cluster.SetAPIURL(s.URL)
 	s.Socket = datadir.SocketPath(dataDir)
-	os.Remove(s.Socket)
+	os.Remove(s.Socket) // #nosec G104 -- a socket left by an earlier run; one that stays makes the Listen below fail with its own error
 	sln, err := net.Listen("unix", s.Socket)
 	if err != nil {
-		ln.Close()
+		ln.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		return nil, fmt.Errorf("listen on control socket %s: %w", s.Socket, err)
 	}
 	if err := os.Chmod(s.Socket, fsutil.FileMode); err != nil {
-		ln.Close()
-		sln.Close()
+		ln.Close()  // #nosec G104 -- closing after an earlier error, which is the one returned
+		sln.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		return nil, fmt.Errorf("restrict control socket %s: %w", s.Socket, err)
 	}
 
@@ -420,8 +421,8 @@ func Start(opts Options) (_ *Server, err error) {
 			}
 		}
 		if err != nil {
-			ln.Close()
-			sln.Close()
+			ln.Close()  // #nosec G104 -- closing after an earlier error, which is the one returned
+			sln.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 			return nil, fmt.Errorf("kmip.listen %s: %w", cfg.KMIP.Listen, err)
 		}
 	}
@@ -429,8 +430,8 @@ func Start(opts Options) (_ *Server, err error) {
 	go s.sockSrv.Serve(sln)
 
 	if err := writePID(dataDir, s.URL, s.Socket); err != nil {
-		s.httpSrv.Close()
-		s.sockSrv.Close()
+		s.httpSrv.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
+		s.sockSrv.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		s.stopKMIP(StopFast)
 		return nil, err
 	}
@@ -502,8 +503,8 @@ func (s *Server) Stop(mode string) error {
 		// A stop is already under way; a fast request may upgrade a smart one.
 		if mode == StopFast {
 			s.cancelBase()
-			s.httpSrv.Close()
-			s.sockSrv.Close()
+			s.httpSrv.Close() // #nosec G104 -- the server is stopping: the error would only be a listener's close error, with nothing left to do about it
+			s.sockSrv.Close() // #nosec G104 -- the server is stopping: the error would only be a listener's close error, with nothing left to do about it
 			go s.stopKMIP(StopFast)
 		}
 	}
@@ -550,8 +551,8 @@ func (s *Server) shutdown(mode string) {
 		switch mode {
 		case StopFast:
 			s.cancelBase()
-			s.httpSrv.Close()
-			s.sockSrv.Close()
+			s.httpSrv.Close() // #nosec G104 -- the server is stopping: the error would only be a listener's close error, with nothing left to do about it
+			s.sockSrv.Close() // #nosec G104 -- the server is stopping: the error would only be a listener's close error, with nothing left to do about it
 		default:
 			ctx := context.Background()
 			if d := s.cfg.Shutdown.SmartTimeout.Duration; d > 0 {
@@ -562,17 +563,20 @@ func (s *Server) shutdown(mode string) {
 			if err := s.httpSrv.Shutdown(ctx); err != nil {
 				s.Log.Warn("smart stop timed out; cancelling remaining requests", "error", err)
 				s.cancelBase()
-				s.httpSrv.Close()
+				s.httpSrv.Close() // #nosec G104 -- the server is stopping: the error would only be a listener's close error, with nothing left to do about it
 			}
-			s.sockSrv.Shutdown(ctx)
-			s.sockSrv.Close()
+			s.sockSrv.Shutdown(ctx) // #nosec G104 -- a timeout here is followed by the Close below
+			s.sockSrv.Close()       // #nosec G104 -- the server is stopping: the error would only be a listener's close error, with nothing left to do about it
 		}
 		if err := s.Service.Close(); err != nil {
 			s.Log.Error("close service", "error", err)
 		}
-		os.Remove(s.Socket)
-		os.Remove(datadir.PIDPath(s.cfg.DataDir))
-		s.lock.Close()
+		for _, p := range []string{s.Socket, datadir.PIDPath(s.cfg.DataDir)} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.Log.Warn("remove at stop", "error", err)
+			}
+		}
+		s.lock.Close() // #nosec G104 -- the lock file holds no data, and the lock goes with the process at the latest
 		s.Log.Info("stopped", "mode", mode)
 	})
 }
@@ -588,11 +592,11 @@ func (s *Server) signals() {
 		case sig := <-ch:
 			switch sig {
 			case syscall.SIGTERM:
-				s.Stop(StopSmart)
+				s.Stop(StopSmart) // #nosec G104 -- Stop fails only for an unknown mode, and this is a constant
 			case syscall.SIGINT:
-				s.Stop(StopFast)
+				s.Stop(StopFast) // #nosec G104 -- Stop fails only for an unknown mode, and this is a constant
 			case syscall.SIGQUIT:
-				s.Stop(StopImmediate)
+				s.Stop(StopImmediate) // #nosec G104 -- Stop fails only for an unknown mode, and this is a constant
 			case syscall.SIGHUP:
 				s.Reload()
 			case syscall.SIGUSR2:
@@ -650,7 +654,7 @@ func LockDataDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("open %s: %w", p, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
+		f.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		pid, _, _ := ReadPID(dir)
 		return nil, fmt.Errorf("data dir %s is in use by another coffer process (pid %d): %w", dir, pid, err)
 	}
@@ -667,7 +671,7 @@ func Locked(dir string) bool {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return true
 	}
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN) // #nosec G104 -- the probe's lock is released by the deferred Close anyway
 	return false
 }
 

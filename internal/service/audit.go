@@ -109,7 +109,9 @@ func (s *Service) VerifyAudit(ctx context.Context) (AuditReport, error) {
 		return AuditReport{}, err
 	}
 	if s.audit != nil {
-		s.audit.Sync()
+		if err := s.audit.Sync(); err != nil && !errors.Is(err, audit.ErrClosed) {
+			return AuditReport{}, fmt.Errorf("verify the audit log: %w", err)
+		}
 	}
 	rep, err := audit.Verify(datadir.AuditDir(s.cfg.DataDir))
 	var te *audit.TamperError

@@ -132,7 +132,9 @@ func (s *Cluster) clusterID() string {
 	var m struct {
 		ClusterID string `json:"cluster_id"`
 	}
-	json.Unmarshal(b, &m)
+	if err := json.Unmarshal(b, &m); err != nil {
+		s.log.Warn("the join marker does not decode; the cluster id shows once the state has it", "file", joinFile, "error", err)
+	}
 	return m.ClusterID
 }
 
@@ -894,7 +896,10 @@ func (s *Cluster) localPassphraseVersion() uint64 {
 		return 0
 	}
 	var v uint64
-	fmt.Sscan(strings.TrimSpace(string(b)), &v)
+	if _, err := fmt.Sscan(strings.TrimSpace(string(b)), &v); err != nil {
+		s.log.Warn("the keystore passphrase version file does not parse; taken as 0", "file", passphraseVersionFile, "error", err)
+		return 0
+	}
 	return v
 }
 

@@ -315,7 +315,7 @@ func (s *core) openAudit() (*audit.Log, error) {
 	s.log.Error("audit log tail lost; the chain continues from the last record on disk", "detail", msg)
 	// The loss is itself recorded in the chain.
 	if _, aerr := l.Append(audit.Record{Node: s.nodeID, Actor: "coffer", Transport: "internal", Operation: "auditTailLost", Result: "repaired", Error: msg}); aerr != nil {
-		l.Close()
+		l.Close() // #nosec G104 -- closing after the failed append, which is the one returned
 		return nil, aerr
 	}
 	return l, nil
@@ -378,7 +378,9 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	// Scratch space of object restores and verifications a crash cut short.
-	os.RemoveAll(datadir.RestoreTmpDir(cfg.DataDir))
+	if err := os.RemoveAll(datadir.RestoreTmpDir(cfg.DataDir)); err != nil {
+		cfg.Logger.Warn("remove the scratch space of interrupted object restores", "error", err)
+	}
 	nodeID, err := loadNodeID(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -397,7 +399,7 @@ func New(cfg Config) (*Service, error) {
 	ccfg.PeerKey = keys.ok
 	node, err := cluster.Open(ccfg)
 	if err != nil {
-		st.Close()
+		st.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		return nil, err
 	}
 	c := &core{
@@ -420,12 +422,12 @@ func New(cfg Config) (*Service, error) {
 	c.svc = s
 	s.audit, err = s.openAudit()
 	if err != nil {
-		s.Close()
+		s.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		return nil, fmt.Errorf("open the audit log (check it with coffer audit verify --data-dir; see the runbook \"audit log damaged\"): %w", err)
 	}
 	s.setStateLocked(StateSealed)
 	if ok, err := s.ks.Exists(); err != nil {
-		s.Close()
+		s.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		return nil, err
 	} else if !ok {
 		s.setStateLocked(StateUninitialized)
@@ -554,10 +556,10 @@ func (s *Service) OpenAuto(ctx context.Context) error {
 func (s *core) open(ctx context.Context, get func() (*keystore.Keyring, error)) (err error) {
 	// The goroutines of the last open end first (and those of this one if
 	// it fails), so those of two opens never run side by side.
-	s.awaitWorkers()
+	s.awaitWorkers() // #nosec G104 -- awaitWorkers logs the tasks of the last open still running; this open goes on regardless (they were told to stop)
 	defer func() {
 		if err != nil {
-			s.awaitWorkers()
+			s.awaitWorkers() // #nosec G104 -- awaitWorkers logs the tasks still running itself; the seal stands either way
 		}
 	}()
 	if s.closed.Load() {
@@ -606,7 +608,7 @@ func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err erro
 		return err
 	}
 	if err := state.WriteTimelineFile(datadir.JournalDir(s.cfg.DataDir), s.st.Timeline()); err != nil {
-		jr.Close()
+		jr.Close() // #nosec G104 -- closing after an earlier error, which is the one returned; nothing was appended since it opened
 		s.bar.Drop()
 		return fmt.Errorf("journal: %w", err)
 	}
@@ -614,7 +616,7 @@ func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err erro
 		s.log.Warn("journal torn tail repaired", "file", r.File, "offset", r.Offset, "dropped_bytes", r.DroppedBytes, "reason", r.Reason)
 	}
 	if last, err := s.node.LastIndex(); err != nil || jr.LastIndex() > max(last, s.st.AppliedIndex()) {
-		jr.Close()
+		jr.Close() // #nosec G104 -- closing after an earlier error, which is the one returned; nothing was appended since it opened
 		s.bar.Drop()
 		if err != nil {
 			return err
@@ -632,9 +634,13 @@ func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err erro
 			}
 			s.retireWorkersLocked() // the caller waits for them, without the lock
 			s.st.Interrupt()
-			s.node.Stop()
+			if err := s.node.Stop(); err != nil {
+				s.log.Error("stop raft after a failed open", "error", err)
+			}
 			s.st.Detach()
-			jr.Close()
+			if err := jr.Close(); err != nil {
+				s.log.Error("close the journal after a failed open (the next open rebuilds it from the raft log)", "error", err)
+			}
 			s.bar.Drop()
 			s.ring, s.jr = nil, nil
 			s.setStateLocked(StateSealed)
@@ -681,7 +687,7 @@ func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err erro
 	if s.clustered() && !s.node.IsLeader() {
 		// Followers change nothing at open: the leader initialises,
 		// re-wraps and records; its entries arrive through raft.
-		s.svc.Backups.attachMirrorLocked()
+		s.svc.Backups.attachMirrorLocked() // #nosec G104 -- attachMirrorLocked records its failure as a status alert, and the loop retries
 		s.svc.Backups.startBackups()
 		s.tendCAKeyLocked(ctx)
 		s.log.Info("keystore open (cluster member)", "role", s.svc.Cluster.Role(), "generation", ring.Current(), "applied_index", s.st.AppliedIndex())
@@ -848,7 +854,7 @@ func (s *Service) Seal(ctx context.Context) error {
 	s.mu.Unlock()
 	// Sealed either way: goroutines that outlive SealWait are logged (and
 	// the next open waits for them again before it starts its own).
-	s.awaitWorkers()
+	s.awaitWorkers() // #nosec G104 -- awaitWorkers logs the tasks still running itself; the seal stands either way
 	return err
 }
 
@@ -1232,11 +1238,11 @@ func (s *core) maintenance(ctx context.Context, jr *journal.Journal) {
 		case <-retry.C:
 			for _, h := range s.st.Health() {
 				if h.Component == "journal" {
-					s.st.FillJournal()
+					s.st.FillJournal() // #nosec G104 -- FillJournal records its failure in Health (logged, shown in status) and the next tick retries
 				}
 			}
 			s.st.ResyncMirror()
-			s.checkDisk()
+			s.checkDisk() // #nosec G104 -- checkDisk raises the disk-full alert itself; its error is for write paths to refuse with
 		case <-age.C:
 			if s.cfg.JournalMaxAge <= 0 {
 				continue
@@ -1435,7 +1441,7 @@ func (s *Service) Close() error {
 		err = s.sealLocked()
 	}
 	s.mu.Unlock()
-	s.awaitWorkers() // logs those that outlive SealWait
+	s.awaitWorkers() // #nosec G104 -- awaitWorkers logs the tasks still running itself; the seal stands either way
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cerr := s.node.Close(); err == nil {

@@ -164,7 +164,7 @@ func (s *Store) applyDestinationDelete(tx *bolt.Tx, c DestinationDelete) (any, e
 		return fmt.Errorf("the built-in LOCAL destination cannot be deleted: %w", ErrConflict), nil
 	}
 	var using []string
-	tx.Bucket(bucketSchedules).ForEach(func(k, v []byte) error {
+	tx.Bucket(bucketSchedules).ForEach(func(k, v []byte) error { // #nosec G104 -- the function returns nil, and ForEach fails only with its error
 		var sc Schedule
 		if decodeJSON(v, &sc) == nil && sc.Destination == c.Name {
 			using = append(using, sc.Name)

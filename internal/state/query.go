@@ -162,7 +162,7 @@ func (s *Store) Users() ([]User, error) { return listJSON[User](s, bucketUsers) 
 // returns the problems it finds (at most max).
 func (s *Store) CheckConsistency(max int) []error {
 	var out []error
-	s.View(func(tx *bolt.Tx) error {
+	err := s.View(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
 			if len(out) < max {
 				out = append(out, err)
@@ -170,6 +170,9 @@ func (s *Store) CheckConsistency(max int) []error {
 		}
 		return nil
 	})
+	if err != nil {
+		out = append(out, fmt.Errorf("consistency check: %w", err))
+	}
 	return out
 }
 

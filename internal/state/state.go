@@ -125,6 +125,10 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	db.NoSync = opts.NoSync
 	s := &Store{path: path, log: opts.Logger, opts: opts, db: db, stop: make(chan struct{}), interrupt: make(chan struct{})}
+	if _, err := s.readTimeline(); err != nil {
+		db.Close() // #nosec G104 -- closing after an earlier error, which is the one returned; nothing was written
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
 	s.applied.Store(readApplied(db))
 	return s, nil
 }
@@ -150,7 +154,7 @@ func openDB(path string) (*bolt.DB, error) {
 		return m.Put(keySchema, u64(SchemaVersion))
 	})
 	if err != nil {
-		db.Close()
+		db.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	return db, nil
@@ -158,7 +162,7 @@ func openDB(path string) (*bolt.DB, error) {
 
 func readApplied(db *bolt.DB) uint64 {
 	var v uint64
-	db.View(func(tx *bolt.Tx) error {
+	db.View(func(tx *bolt.Tx) error { // #nosec G104 -- the function returns nil; View fails only on a closed database, and this one was just opened
 		v = getU64(tx.Bucket(bucketMeta), keyAppliedIndex)
 		return nil
 	})
@@ -217,7 +221,7 @@ func (s *Store) slot(component string) *atomic.Pointer[WriteHealth] {
 func (s *Store) RaftConfiguration() (index uint64, data []byte, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	s.db.View(func(tx *bolt.Tx) error {
+	s.db.View(func(tx *bolt.Tx) error { // #nosec G104 -- the function returns nil; View fails only on a closed database, where there is nothing to read
 		v := tx.Bucket(bucketMeta).Get(keyRaftConfig)
 		if len(v) > 8 {
 			index, data, ok = binary.BigEndian.Uint64(v), append([]byte(nil), v[8:]...), true
@@ -230,7 +234,7 @@ func (s *Store) RaftConfiguration() (index uint64, data []byte, ok bool) {
 // AppliedTerm is the raft term of the last applied entry.
 func (s *Store) AppliedTerm() uint64 {
 	var t uint64
-	s.View(func(tx *bolt.Tx) error {
+	s.View(func(tx *bolt.Tx) error { // #nosec G104 -- the function returns nil; View fails only on a closed database, where there is nothing to read
 		t = getU64(tx.Bucket(bucketMeta), keyAppliedTerm)
 		return nil
 	})
@@ -298,7 +302,7 @@ func (s *Store) dekLocked() (keys []barrier.WrappedKey, current uint32, err erro
 // ClusterID is set by the first command after init ("" before).
 func (s *Store) ClusterID() string {
 	var id string
-	s.View(func(tx *bolt.Tx) error {
+	s.View(func(tx *bolt.Tx) error { // #nosec G104 -- the function returns nil; View fails only on a closed database, where there is nothing to read
 		id = string(tx.Bucket(bucketMeta).Get(keyClusterID))
 		return nil
 	})
@@ -614,13 +618,22 @@ type snapshot struct{ tx *bolt.Tx }
 
 func (p *snapshot) Persist(sink raft.SnapshotSink) error {
 	if _, err := p.tx.WriteTo(sink); err != nil {
-		sink.Cancel()
+		sink.Cancel() // #nosec G104 -- cancelling after an earlier error, which is the one returned
 		return fmt.Errorf("write state snapshot: %w", err)
 	}
 	return sink.Close()
 }
 
-func (p *snapshot) Release() { p.tx.Rollback() }
+// removeRestoreTmp removes a snapshot copy Restore does not use; one left
+// behind is reported (it holds sealed state, and the next snapshot
+// overwrites it).
+func (s *Store) removeRestoreTmp(tmp string) {
+	if err := os.Remove(tmp); err != nil {
+		s.log.Warn("remove unused snapshot copy", "error", err)
+	}
+}
+
+func (p *snapshot) Release() { p.tx.Rollback() } // #nosec G104 -- a read-only transaction: rollback only releases it and cannot lose data
 
 // Restore implements raft.FSM. The snapshot is a whole bbolt file. If this
 // store has already applied at least as far as the snapshot (it is a prefix
@@ -634,13 +647,13 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 	}
 	ndb, err := openDB(tmp)
 	if err != nil {
-		os.Remove(tmp)
+		s.removeRestoreTmp(tmp)
 		return fmt.Errorf("restore: snapshot is not a valid state: %w", err)
 	}
 	idx := readApplied(ndb)
-	ndb.Close()
+	ndb.Close() // #nosec G104 -- opened to read the applied index: its writes (the buckets) are committed, and Close cannot lose them
 	if idx <= s.applied.Load() {
-		os.Remove(tmp)
+		s.removeRestoreTmp(tmp)
 		s.log.Info("snapshot restore skipped: state already at or past it", "snapshot_index", idx, "applied", s.applied.Load())
 		return nil
 	}
@@ -761,7 +774,7 @@ func (s *Store) WriteBackup(open func(p BackupPoint, size int64) (io.Writer, err
 	var tx2 *bolt.Tx
 	if err == nil {
 		if tx2, err = s.db.Begin(false); err != nil {
-			tx.Rollback()
+			tx.Rollback() // #nosec G104 -- a read-only transaction, rolled back after an earlier error, which is the one returned
 		}
 	}
 	s.mu.Unlock()

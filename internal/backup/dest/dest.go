@@ -280,7 +280,7 @@ func Test(ctx context.Context, d Destination) error {
 		err = ErrProbeMismatch
 	}
 	if err != nil {
-		d.Remove(ctx, name)
+		d.Remove(ctx, name) // #nosec G104 -- removing the probe after the failed read-back, which is the error returned; a probe left behind holds only a timestamp and random text
 		return &ProbeError{"read probe back", err}
 	}
 	if err := d.Remove(ctx, name); err != nil {

@@ -161,11 +161,15 @@ func (d *s3Dest) Open(ctx context.Context, name string, offset, length int64) (i
 		return nil, newError("open", name, d.loc, ErrInvalid, err)
 	}
 	var opts minio.GetObjectOptions
+	var err error
 	switch {
 	case length > 0:
-		opts.SetRange(offset, offset+length-1)
+		err = opts.SetRange(offset, offset+length-1)
 	case offset > 0:
-		opts.SetRange(offset, 0)
+		err = opts.SetRange(offset, 0)
+	}
+	if err != nil {
+		return nil, newError("open", name, d.loc, ErrInvalid, err)
 	}
 	rc, _, _, err := minio.Core{Client: d.c}.GetObject(ctx, d.bucket, d.key(name), opts)
 	if err != nil {

@@ -84,7 +84,7 @@ func New(t testing.TB, opts ...Option) *service.Service {
 	if err != nil {
 		t.Fatalf("servicetest: new service: %v", err)
 	}
-	t.Cleanup(func() { svc.Close() })
+	t.Cleanup(func() { svc.Close() }) // #nosec G104 -- cleanup only: Close is idempotent, and a test that checks its result calls it itself
 	return svc
 }
 
