@@ -1,7 +1,6 @@
 package rest
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -130,44 +129,11 @@ func (a *api) verifyBackups(w http.ResponseWriter, r *http.Request) {
 		a.reply(w, r, http.StatusOK, VerifyResults{Results: res}, err)
 		return
 	}
-	// Progress as it happens, one JSON object a line: {"progress":{...}}
-	// for each backup started and finished, then {"results":[...]} or
-	// {"error":{...}}. The answer starts with the first progress line: a
-	// request refused before any backup is verified gets the usual error.
-	enc := json.NewEncoder(w)
-	rc := http.NewResponseController(w)
-	started := false
-	req.Progress = func(p service.VerifyProgress) {
-		if !started {
-			started = true
-			w.Header().Set("Content-Type", "application/x-ndjson")
-			w.Header().Set("Cache-Control", "no-store")
-			w.WriteHeader(http.StatusOK)
-		}
-		enc.Encode(map[string]service.VerifyProgress{"progress": p}) // #nosec G104 -- these types always encode, so an error is a failed write: the client has gone; nothing to tell it
-		rc.Flush()                                                   // #nosec G104 -- a failed flush is a client that has gone (the next write fails the same way); nothing to tell it
-	}
+	// Progress for each backup started and finished, then {"results":[...]}.
+	st := a.ndjson(w, r)
+	req.Progress = func(p service.VerifyProgress) { st.progress(p) }
 	res, err := a.svc.Backups.VerifyBackups(r.Context(), r.PathValue("name"), req)
-	switch {
-	case !started:
-		a.reply(w, r, http.StatusOK, VerifyResults{Results: res}, err)
-	case err != nil:
-		status, code, msg := a.classify(r, err)
-		if n, ok := w.(errNoter); ok {
-			n.noteError(code, msg)
-		}
-		var line struct {
-			Error struct {
-				Status  int    `json:"status"`
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		line.Error.Status, line.Error.Code, line.Error.Message = status, code, msg
-		enc.Encode(line) // #nosec G104 -- these types always encode, so an error is a failed write: the client has gone; nothing to tell it
-	default:
-		enc.Encode(VerifyResults{Results: res}) // #nosec G104 -- these types always encode, so an error is a failed write: the client has gone; nothing to tell it
-	}
+	st.finish(VerifyResults{Results: res}, err)
 }
 
 func (a *api) archivePause(paused bool) http.HandlerFunc {

@@ -663,43 +663,11 @@ func (a *api) journalArchive(w http.ResponseWriter, r *http.Request) {
 		a.reply(w, r, http.StatusOK, JournalArchived{Archived: true}, a.svc.Backups.ArchiveNow(r.Context()))
 		return
 	}
-	// Progress as it happens, one JSON object a line: {"progress":{...}} as
-	// each destination starts and after each segment shipped, then
-	// {"archived":true} or {"error":{...}}. A request refused before any
-	// destination starts gets the usual answer.
-	enc := json.NewEncoder(w)
-	rc := http.NewResponseController(w)
-	started := false
-	err := a.svc.Backups.ArchiveNowProgress(r.Context(), func(p service.ArchiveProgress) {
-		if !started {
-			started = true
-			w.Header().Set("Content-Type", "application/x-ndjson")
-			w.Header().Set("Cache-Control", "no-store")
-			w.WriteHeader(http.StatusOK)
-		}
-		enc.Encode(map[string]service.ArchiveProgress{"progress": p}) // #nosec G104 -- these types always encode, so an error is a failed write: the client has gone; nothing to tell it
-		rc.Flush()                                                    // #nosec G104 -- a failed flush is a client that has gone (the next write fails the same way); nothing to tell it
-	})
-	switch {
-	case !started:
-		a.reply(w, r, http.StatusOK, JournalArchived{Archived: true}, err)
-	case err != nil:
-		status, code, msg := a.classify(r, err)
-		if n, ok := w.(errNoter); ok {
-			n.noteError(code, msg)
-		}
-		var line struct {
-			Error struct {
-				Status  int    `json:"status"`
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		line.Error.Status, line.Error.Code, line.Error.Message = status, code, msg
-		enc.Encode(line) // #nosec G104 -- these types always encode, so an error is a failed write: the client has gone; nothing to tell it
-	default:
-		enc.Encode(JournalArchived{Archived: true}) // #nosec G104 -- these types always encode, so an error is a failed write: the client has gone; nothing to tell it
-	}
+	// Progress as each destination starts and after each segment shipped,
+	// then {"archived":true}.
+	st := a.ndjson(w, r)
+	err := a.svc.Backups.ArchiveNowProgress(r.Context(), func(p service.ArchiveProgress) { st.progress(p) })
+	st.finish(JournalArchived{Archived: true}, err)
 }
 
 // JournalPruneRequest asks for a journal prune; the body is optional.
