@@ -341,34 +341,52 @@ type archiveStream struct {
 }
 
 func (s *archiveStream) decodeStream(r io.Reader) error {
+	var done struct {
+		Archived bool `json:"archived"`
+	}
+	return readProgress(r, "archive answer", s.progress, &done, func() bool { return done.Archived })
+}
+
+// readProgress reads a streamed answer: {"progress":...} lines, each
+// handed to progress (when not nil), until an {"error":...} line (returned
+// as an *Error) or the final line, decoded into final and accepted when
+// isFinal says so after decoding.
+func readProgress[P any](r io.Reader, what string, progress func(P), final any, isFinal func() bool) error {
 	dec := json.NewDecoder(r)
 	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("%s: %w", what, err)
+		}
 		var line struct {
-			Progress *ArchiveProgress `json:"progress"`
-			Archived bool             `json:"archived"`
+			Progress *P `json:"progress"`
 			Error    *struct {
 				Status        int
 				Code, Message string
 			} `json:"error"`
 		}
-		if err := dec.Decode(&line); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return fmt.Errorf("archive answer: %w", err)
+		if err := json.Unmarshal(raw, &line); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		switch {
 		case line.Error != nil:
 			return &Error{Status: line.Error.Status, Code: line.Error.Code, Message: line.Error.Message}
 		case line.Progress != nil:
-			if s.progress != nil {
-				s.progress(*line.Progress)
+			if progress != nil {
+				progress(*line.Progress)
 			}
-		case line.Archived:
-			return nil
-		default:
-			return errors.New("archive answer: a line with neither progress, result nor error")
+			continue
 		}
+		if err := json.Unmarshal(raw, final); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if !isFinal() {
+			return fmt.Errorf("%s: a line with neither progress, result nor error", what)
+		}
+		return nil
 	}
 }
 

@@ -2,9 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net/url"
 	"time"
@@ -324,34 +321,14 @@ type verifyStream struct {
 }
 
 func (s *verifyStream) decodeStream(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	for {
-		var line struct {
-			Progress *VerifyProgress `json:"progress"`
-			Results  []VerifyResult  `json:"results"`
-			Error    *struct {
-				Status        int
-				Code, Message string
-			} `json:"error"`
-		}
-		if err := dec.Decode(&line); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return fmt.Errorf("verification answer: %w", err)
-		}
-		switch {
-		case line.Error != nil:
-			return &Error{Status: line.Error.Status, Code: line.Error.Code, Message: line.Error.Message}
-		case line.Progress != nil:
-			if s.progress != nil {
-				s.progress(*line.Progress)
-			}
-		default:
-			s.results = line.Results
-			return nil
-		}
+	var done struct {
+		Results *[]VerifyResult `json:"results"`
 	}
+	err := readProgress(r, "verification answer", s.progress, &done, func() bool { return done.Results != nil })
+	if done.Results != nil {
+		s.results = *done.Results
+	}
+	return err
 }
 
 // PauseArchive stops shipping journal segments to a destination; they pile
