@@ -51,7 +51,7 @@ only.`,
   coffer backup schedule add nightly --destination nas --cron '0 2 * * *'
   coffer backup list`,
 	}
-	b.AddCommand(newRecoveryCmd(g), newDestinationCmd(g), newCatalogCmd(g), newBackupRunCmd(g), newBackupListCmd(g), newScheduleCmd(g), newBackupVerifyCmd(g),
+	b.AddCommand(newRecoveryCmd(g), newDestinationCmd(g), newCatalogCmd(g), newBackupRunCmd(g), newBackupListCmd(g), newScheduleCmd(g), newBackupVerifyCmd(g), newBackupDrillCmd(g),
 		newResumeAfterRestoreCmd(g))
 	return b
 }
