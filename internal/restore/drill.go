@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
@@ -76,11 +77,8 @@ func Drill(ctx context.Context, d dest.Destination, opts DrillOptions) (backup.D
 	if err != nil {
 		return fail(fmt.Errorf("scratch directory: %w", err))
 	}
-	defer os.RemoveAll(tmp)
-	if err := os.Chmod(tmp, 0o700); err != nil {
-		return fail(err)
-	}
-	dir := tmp + "/data"
+	defer os.RemoveAll(tmp) // os.MkdirTemp made it 0700
+	dir := filepath.Join(tmp, "data")
 	want := backup.Reach(chain)
 	sum, err := Run(ctx, Options{From: d, Keys: []bundle.Decryption{{Passphrase: opts.Passphrase}}, DataDir: dir,
 		Timeline: full.TimelineID(), BackupID: full.ID, Passphrase: opts.Passphrase, KDF: opts.KDF, JournalName: "coffer", Now: now})
