@@ -20,7 +20,7 @@ func newBackupDrillCmd(g *globals) *cobra.Command {
 fast. The server takes the destination's newest backup chain (its newest
 full, the incrementals on it and the archived journal segments after it),
 restores it offline into a scratch directory under its data dir
-(backup/staging, mode 0700, removed after), opens the result as a server
+(restore-tmp, mode 0700, removed after), opens the result as a server
 would (a keystore under the recovery passphrase, the data keys, the state),
 checks that it replayed to the newest archived record and that the state
 digest read back from disk is the one the restore computed (a full's own

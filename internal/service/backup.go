@@ -338,7 +338,7 @@ func (s *Backups) probeRaw(ctx context.Context, d *state.Destination) error {
 }
 
 func probeErr(err error) error {
-	if errors.Is(err, backup.ErrForeign) || errors.Is(err, backup.ErrCatalogCorrupt) {
+	if errors.Is(err, backup.ErrForeign) || errors.Is(err, backup.ErrCatalogCorrupt) || errors.Is(err, backup.ErrCatalogNewer) {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
 	return destErr(err)
@@ -523,7 +523,7 @@ func (s *Backups) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 		return rec, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
 	case errors.Is(err, backup.ErrBusy):
 		return rec, fmt.Errorf("%w: %v", ErrConflict, err)
-	case errors.Is(err, backup.ErrNoBase), errors.Is(err, backup.ErrForeign), errors.Is(err, backup.ErrCatalogCorrupt), errors.Is(err, backup.ErrNoJournal),
+	case errors.Is(err, backup.ErrNoBase), errors.Is(err, backup.ErrForeign), errors.Is(err, backup.ErrCatalogCorrupt), errors.Is(err, backup.ErrCatalogNewer), errors.Is(err, backup.ErrNoJournal),
 		errors.Is(err, backup.ErrHeld), errors.Is(err, backup.ErrOtherWriter):
 		return rec, fmt.Errorf("%w: %v", ErrConflict, err)
 	case err != nil:

@@ -60,7 +60,7 @@ func (c *drillCache) get(name string) (DrillView, bool) {
 
 // Drill runs a restore drill on a destination (see restore.Drill): its
 // newest backup chain is restored into a scratch directory under the data
-// dir's backup staging directory, opened with the recovery passphrase,
+// dir's restore-tmp, opened with the recovery passphrase,
 // checked and removed. The result goes into the destination's catalog (when
 // this node's timeline writes there) and into status and metrics. A failed
 // drill is a result (Result FAILED), not an error. System administrators.
@@ -80,7 +80,7 @@ func (s *Backups) Drill(ctx context.Context, destination string) (backup.Drill, 
 	if len(t.Encryption.Passphrase) == 0 {
 		return backup.Drill{}, fmt.Errorf("%w: backups on %s are encrypted to age recipients; the server has no identity to read them (drill offline: coffer restore into a scratch dir)", ErrConflict, destination)
 	}
-	work := datadir.StagingDir(s.cfg.DataDir)
+	work := datadir.RestoreTmpDir(s.cfg.DataDir) // what a crash leaves there goes at the next start
 	if err := fsutil.EnsureDir(work); err != nil {
 		return backup.Drill{}, err
 	}
@@ -149,13 +149,13 @@ func (s *Backups) loadDrills(ctx context.Context) {
 		}
 		t, err := backupHost{s}.OpenTarget(ctx, d.Name)
 		if err != nil {
-			s.log.Warn("read drill results", "destination", d.Name, "error", err)
+			s.log.Debug("read drill results", "destination", d.Name, "error", err)
 			continue
 		}
 		cat, err := backup.LoadCatalog(ctx, t.Dest)
 		t.Dest.Close()
 		if err != nil {
-			s.log.Warn("read drill results", "destination", d.Name, "error", err)
+			s.log.Debug("read drill results", "destination", d.Name, "error", err)
 			continue
 		}
 		s.drills.set(d.Name, cat)

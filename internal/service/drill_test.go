@@ -92,7 +92,7 @@ func TestDrillRecordsResultAndSpeed(t *testing.T) {
 	if g := c.LastGoodDrill(); g == nil || g.BytesPerSecond != res.BytesPerSecond || c.Format != 2 {
 		t.Fatalf("catalog (format %d) drills %+v", c.Format, c.Drills)
 	}
-	staging, _ := os.ReadDir(filepath.Join(s.cfg.DataDir, "backup", "staging"))
+	staging, _ := os.ReadDir(filepath.Join(s.cfg.DataDir, "restore-tmp"))
 	for _, e := range staging {
 		if strings.HasPrefix(e.Name(), "drill-") {
 			t.Fatalf("scratch dir %s left behind", e.Name())
