@@ -129,6 +129,7 @@ type DestinationHealth struct {
 	ArchiveError string     `json:"archive_error,omitempty"`
 	LastSuccess  *time.Time `json:"last_success,omitempty"`
 	LastFailure  *time.Time `json:"last_failure,omitempty"`
+	Drills       *DrillView `json:"drills,omitempty"` // restore drills, on the leader
 }
 
 // Alert is a condition the operator must see.

@@ -93,18 +93,19 @@ type DestinationConfig struct {
 // (without secrets), where it points, its archive state and its disk use.
 type Destination struct {
 	DestinationConfig
-	Location      string    `json:"location"`
-	SecretSet     bool      `json:"secret_set"`
-	PublicKey     string    `json:"public_key,omitempty"` // sftp key authentication: the authorized_keys line
-	HostKey       string    `json:"host_key,omitempty"`   // sftp: the pinned server key
-	ArchivePaused bool      `json:"archive_paused,omitempty"`
-	ArchivedTo    uint64    `json:"archived_to,omitempty"` // last journal index shipped
-	Pending       int       `json:"pending_segments,omitempty"`
-	ArchiveError  string    `json:"archive_error,omitempty"`
-	Usage         *Usage    `json:"usage,omitempty"` // dir and LOCAL only
-	Note          string    `json:"note,omitempty"`  // what the operator must do next, e.g. install an SFTP public key, then test
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
+	Location      string     `json:"location"`
+	SecretSet     bool       `json:"secret_set"`
+	PublicKey     string     `json:"public_key,omitempty"` // sftp key authentication: the authorized_keys line
+	HostKey       string     `json:"host_key,omitempty"`   // sftp: the pinned server key
+	ArchivePaused bool       `json:"archive_paused,omitempty"`
+	ArchivedTo    uint64     `json:"archived_to,omitempty"` // last journal index shipped
+	Pending       int        `json:"pending_segments,omitempty"`
+	ArchiveError  string     `json:"archive_error,omitempty"`
+	Usage         *Usage     `json:"usage,omitempty"`  // dir and LOCAL only
+	Drills        *DrillView `json:"drills,omitempty"` // restore drills, as far as the server knows
+	Note          string     `json:"note,omitempty"`   // what the operator must do next, e.g. install an SFTP public key, then test
+	Created       time.Time  `json:"created"`
+	Updated       time.Time  `json:"updated"`
 }
 
 // Usage is a destination filesystem's size and free space.
@@ -146,6 +147,7 @@ type BackupProgress struct {
 type ScheduleConfig struct {
 	Name        string     `json:"name"`
 	Destination string     `json:"destination"`
+	Kind        string     `json:"kind,omitempty"` // backup (default) or verify (a restore drill)
 	Type        string     `json:"type"`
 	At          *time.Time `json:"at,omitempty"`
 	Every       string     `json:"every,omitempty"`
@@ -158,6 +160,7 @@ type ScheduleConfig struct {
 type Schedule struct {
 	Name        string     `json:"name"`
 	Destination string     `json:"destination"`
+	Kind        string     `json:"kind,omitempty"` // "" (a backup) or verify (a restore drill)
 	Type        string     `json:"type"`
 	At          *time.Time `json:"at,omitempty"`
 	Every       string     `json:"every,omitempty"`
@@ -174,7 +177,7 @@ type Schedule struct {
 
 // Config returns the schedule as a ScheduleConfig, to edit it.
 func (s Schedule) Config() ScheduleConfig {
-	return ScheduleConfig{Name: s.Name, Destination: s.Destination, Type: s.Type, At: s.At, Every: s.Every, Cron: s.Cron, Mode: s.Mode, Verify: s.Verify}
+	return ScheduleConfig{Name: s.Name, Destination: s.Destination, Kind: s.Kind, Type: s.Type, At: s.At, Every: s.Every, Cron: s.Cron, Mode: s.Mode, Verify: s.Verify}
 }
 
 // RebuildResult reports a catalog rebuild: the backups found and the files
@@ -493,4 +496,37 @@ func (c *Client) RestorePoints(ctx context.Context) ([]RestorePoint, error) {
 	}
 	err := c.Do(ctx, "GET", "/api/v1/restore-points", nil, &r)
 	return r.RestorePoints, err
+}
+
+// Drill is the result of one restore drill (coffer backup drill).
+type Drill struct {
+	Time             time.Time `json:"time"`
+	Result           string    `json:"result"` // OK or FAILED
+	Reason           string    `json:"reason,omitempty"`
+	Node             string    `json:"node,omitempty"`
+	Full             string    `json:"full_backup,omitempty"`
+	Files            int       `json:"files,omitempty"`
+	Index            uint64    `json:"index,omitempty"`
+	Records          int       `json:"records,omitempty"`
+	Bytes            int64     `json:"bytes,omitempty"`
+	Duration         float64   `json:"duration_seconds"`
+	RecordsPerSecond float64   `json:"records_per_second,omitempty"`
+	BytesPerSecond   float64   `json:"bytes_per_second,omitempty"`
+}
+
+// DrillView is a destination's drills: the newest, the newest successful,
+// and the restore time the latter's speed predicts for the newest chain.
+type DrillView struct {
+	Last             *Drill  `json:"last,omitempty"`
+	LastGood         *Drill  `json:"last_success,omitempty"`
+	ChainSize        int64   `json:"chain_bytes,omitempty"`
+	EstimatedRestore float64 `json:"estimated_restore_seconds,omitempty"`
+}
+
+// RunDrill runs a restore drill on a destination and records the result in
+// its catalog. A drill that FAILED is a result, not an error.
+func (c *Client) RunDrill(ctx context.Context, destination string) (Drill, error) {
+	var r Drill
+	err := c.Do(ctx, "POST", destinationPath(destination)+"/drill", nil, &r)
+	return r, err
 }

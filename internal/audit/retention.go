@@ -40,7 +40,18 @@ func (a Anchor) encode() []byte {
 	return fmt.Appendf(nil, "%s%020d seq=%020d%s%s\n", anchorPrefix, a.File, a.Seq, headMid, a.Hash)
 }
 
+// FormatVersion is the version of the audit log's files (record lines,
+// audit.head and audit.anchor) this build writes and reads.
+const FormatVersion = 1
+
 func parseAnchor(b []byte) (Anchor, error) {
+	if v, ok := bytes.CutPrefix(b, []byte("coffer-audit-anchor v")); ok {
+		if n, _, _ := bytes.Cut(v, []byte(" ")); string(n) != strconv.Itoa(FormatVersion) {
+			if x, err := strconv.Atoi(string(n)); err == nil && x > FormatVersion {
+				return Anchor{}, fmt.Errorf("%s format version %d, this build reads version %d", AnchorFile, x, FormatVersion)
+			}
+		}
+	}
 	if len(b) != anchorLen || !bytes.HasPrefix(b, []byte(anchorPrefix)) || b[anchorLen-1] != '\n' {
 		return Anchor{}, fmt.Errorf("not a %d-byte %q line", anchorLen, strings.TrimSpace(anchorPrefix))
 	}

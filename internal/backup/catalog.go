@@ -79,7 +79,18 @@ type Catalog struct {
 	Writer  uint32    `json:"writer_timeline,omitempty"`
 	Updated time.Time `json:"updated"`
 	Entries []Entry   `json:"backups"`
+	// Drills are the newest restore drills, oldest first (at most
+	// MaxDrills); a catalog with drills is written as format 2.
+	Drills []Drill `json:"drills,omitempty"`
 }
+
+// CatalogFormat is the newest catalog format this build reads and writes:
+// 1 (no drills) or 2 (with drills). A catalog without drills is written as
+// format 1, so that builds that know only format 1 keep reading it.
+const CatalogFormat = 2
+
+// ErrCatalogNewer: the catalog was written by a newer build.
+var ErrCatalogNewer = errors.New("catalog written by a newer build")
 
 // WriterTimeline is the timeline that writes to the destination: the one
 // recorded, or (a catalog written before it was recorded, or rebuilt) the
@@ -142,9 +153,15 @@ func LoadCatalog(ctx context.Context, d dest.Destination) (Catalog, error) {
 		return Catalog{}, fmt.Errorf("read catalog at %s: %w", d.Location(), err)
 	}
 	var c Catalog
+	var head struct {
+		Format int `json:"format"`
+	}
+	if json.Unmarshal(b, &head) == nil && head.Format > CatalogFormat {
+		return Catalog{}, fmt.Errorf("%w: %s/%s is catalog format version %d, this build reads versions 1 to %d: use a newer build", ErrCatalogNewer, d.Location(), CatalogFile, head.Format, CatalogFormat)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil || c.Format != 1 || c.ClusterID == "" {
+	if err := dec.Decode(&c); err != nil || c.Format < 1 || c.Format > CatalogFormat || c.ClusterID == "" {
 		if err == nil {
 			err = fmt.Errorf("format %d, cluster id %q", c.Format, c.ClusterID)
 		}
@@ -168,6 +185,9 @@ func (c *Catalog) Claim(clusterID, location string) error {
 // SaveCatalog writes the catalog atomically (the destination's Save is).
 func SaveCatalog(ctx context.Context, d dest.Destination, c Catalog) error {
 	c.Format = 1
+	if len(c.Drills) > 0 {
+		c.Format = CatalogFormat
+	}
 	c.Updated = time.Now().UTC()
 	slices.SortFunc(c.Entries, func(a, b Entry) int { return strings.Compare(a.File, b.File) })
 	b, err := json.MarshalIndent(c, "", "  ")
@@ -189,7 +209,7 @@ func Rebuild(ctx context.Context, d dest.Destination, clusterID string) (Catalog
 		return Catalog{}, skipped, err
 	}
 	if old, err := LoadCatalog(ctx, d); err == nil && old.ClusterID == clusterID {
-		c.Writer = old.Writer // the manifests do not say which timeline writes here now
+		c.Writer, c.Drills = old.Writer, old.Drills // the manifests do not say which timeline writes here now, nor what drills found
 	}
 	return c, skipped, SaveCatalog(ctx, d, c)
 }

@@ -93,6 +93,9 @@ type Manager struct {
 	// VerifyAfter, if set, verifies a backup file just taken by a schedule
 	// with Verify on, records the result in the catalog and returns it.
 	VerifyAfter func(ctx context.Context, destination, file string) error
+	// Drill, if set, runs a restore drill on a destination (a schedule of
+	// kind verify) and records its result.
+	Drill func(ctx context.Context, destination string) (Drill, error)
 }
 
 // NewManager returns a manager; Start runs its loops.
@@ -537,6 +540,10 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 			m.log.Error("schedule state", "schedule", s.Name, "error", err)
 			continue
 		}
+		if s.Kind == ScheduleVerify {
+			m.runDrillSchedule(ctx, s)
+			continue
+		}
 		rec, err := m.Backup(ctx, Request{Destination: s.Destination, Mode: s.Mode, Reason: "schedule " + s.Name})
 		t := time.Now().UTC()
 		s.LastRun = &t
@@ -564,6 +571,42 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 		if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
 			m.log.Error("schedule state", "schedule", s.Name, "error", err)
 		}
+	}
+}
+
+// Kinds of schedule: a backup (the default) or a restore drill.
+const (
+	ScheduleBackup = "backup"
+	ScheduleVerify = "verify"
+)
+
+// runDrillSchedule runs a due schedule of kind verify and records its
+// result in the schedule.
+func (m *Manager) runDrillSchedule(ctx context.Context, s state.Schedule) {
+	var res Drill
+	err := errors.New("restore drills are not available on this node")
+	if m.Drill != nil {
+		res, err = m.Drill(ctx, s.Destination)
+	}
+	t := time.Now().UTC()
+	s.LastRun = &t
+	switch {
+	case err != nil:
+		s.LastResult = "FAILED: " + err.Error()
+	case res.OK():
+		s.LastResult = fmt.Sprintf("DRILL OK to index %d in %.1fs", res.Index, res.Duration)
+	default:
+		s.LastResult = "DRILL FAILED: " + res.Reason
+	}
+	if len(s.LastResult) > 900 {
+		s.LastResult = s.LastResult[:900]
+	}
+	s.State = "ACTIVE"
+	if s.Type == "once" {
+		s.State = "DONE"
+	}
+	if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
+		m.log.Error("schedule state", "schedule", s.Name, "error", err)
 	}
 }
 

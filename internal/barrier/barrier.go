@@ -33,6 +33,9 @@ var (
 	ErrFormat     = errors.New("malformed ciphertext")
 )
 
+// ValueVersion is the format version of a sealed value (FORMAT.md).
+const ValueVersion = valueVersion
+
 const (
 	valueVersion = 1
 	nonceSize    = 12
@@ -245,6 +248,9 @@ func (b *Barrier) EncryptValue(objectID string, version uint64, plaintext []byte
 
 // DecryptValue opens a value sealed by EncryptValue for the same (objectID, version).
 func (b *Barrier) DecryptValue(objectID string, version uint64, sealed []byte) ([]byte, error) {
+	if len(sealed) >= valueHeader+16 && sealed[0] > valueVersion {
+		return nil, fmt.Errorf("%w: sealed value format version %d, this build reads version %d", ErrFormat, sealed[0], valueVersion)
+	}
 	if len(sealed) < valueHeader+16 || sealed[0] != valueVersion {
 		return nil, ErrFormat
 	}

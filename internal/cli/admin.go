@@ -311,14 +311,14 @@ func printBackupStatus(out io.Writer, b client.BackupStatus) {
 		return
 	}
 	t := newTableTo(out)
-	fmt.Fprintln(t, "DESTINATION\tTYPE\tUSED\tPENDING\tLAST SUCCESS\tLAST FAILURE\tARCHIVE ERROR")
+	fmt.Fprintln(t, "DESTINATION\tTYPE\tUSED\tPENDING\tLAST SUCCESS\tLAST FAILURE\tLAST DRILL OK\tARCHIVE ERROR")
 	for _, d := range b.Destinations {
 		used := "-"
 		if d.Kind == "local" || d.Kind == client.DestinationDir {
 			used = fmt.Sprintf("%.0f%%", d.UsedPercent)
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.Name, d.Kind, used, d.Pending,
-			fmtTimePtr(d.LastSuccess), fmtTimePtr(d.LastFailure), orDash(shorten(d.ArchiveError, 60)))
+		fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, used, d.Pending,
+			fmtTimePtr(d.LastSuccess), fmtTimePtr(d.LastFailure), lastDrillOK(d.Drills), orDash(shorten(d.ArchiveError, 60)))
 	}
 	t.Flush()
 }

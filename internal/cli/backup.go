@@ -51,7 +51,7 @@ only.`,
   coffer backup schedule add nightly --destination nas --cron '0 2 * * *'
   coffer backup list`,
 	}
-	b.AddCommand(newRecoveryCmd(g), newDestinationCmd(g), newCatalogCmd(g), newBackupRunCmd(g), newBackupListCmd(g), newScheduleCmd(g), newBackupVerifyCmd(g),
+	b.AddCommand(newRecoveryCmd(g), newDestinationCmd(g), newCatalogCmd(g), newBackupRunCmd(g), newBackupListCmd(g), newScheduleCmd(g), newBackupVerifyCmd(g), newBackupDrillCmd(g),
 		newResumeAfterRestoreCmd(g))
 	return b
 }
@@ -551,6 +551,24 @@ func shorten(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
+// printRestoreEstimates prints, under a backup listing, how long restoring
+// each destination's newest chain takes at the speed its last successful
+// restore drill measured (destinations without one are left out).
+func printRestoreEstimates(ctx context.Context, cmd *cobra.Command, c *client.Client, only string) error {
+	ds, err := c.ListDestinations(ctx)
+	if err != nil {
+		return nil // the listing itself was printed; the estimates are extra
+	}
+	for _, d := range ds {
+		if (only != "" && d.Name != only) || d.Drills == nil || d.Drills.LastGood == nil || d.Drills.EstimatedRestore <= 0 {
+			continue
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Estimated restore of the newest chain on %s (%s): %s at %s/s, measured by the drill of %s\n", d.Name,
+			humanBytes(d.Drills.ChainSize), estimatedRestore(d.Drills), humanBytes(int64(d.Drills.LastGood.BytesPerSecond)), fmtTime(d.Drills.LastGood.Time))
+	}
+	return nil
+}
+
 func newBackupListCmd(g *globals) *cobra.Command {
 	var dest string
 	cmd := &cobra.Command{
@@ -565,7 +583,10 @@ its destination and id. Archived journal segments are not listed here (see
   DONE      completed
   FAILED    did not complete (the reason says why)
   DELETED   retention removed the backup's file (--keep-fulls, --keep-days)
-The table shortens why a backup FAILED; --format json has the whole reason.`,
+The table shortens why a backup FAILED; --format json has the whole reason.
+Under the table, each destination with a successful restore drill shows the
+estimated restore time of its newest chain at the speed that drill measured
+(coffer backup drill).`,
 		Example: `  coffer backup list
   coffer backup list --destination nas --format json`,
 		Args: cobra.NoArgs,
@@ -575,7 +596,7 @@ The table shortens why a backup FAILED; --format json has the whole reason.`,
 				if err != nil {
 					return err
 				}
-				return printList(g, cmd, bs, "STARTED\tTIMELINE\tKIND\tSTATUS\tSIZE\tINDEXES\tDESTINATION\tID\tREASON", func(b client.BackupRecord) string {
+				if err := printList(g, cmd, bs, "STARTED\tTIMELINE\tKIND\tSTATUS\tSIZE\tINDEXES\tDESTINATION\tID\tREASON", func(b client.BackupRecord) string {
 					size, reason := "-", ""
 					if b.Size > 0 {
 						size = humanBytes(b.Size)
@@ -584,7 +605,10 @@ The table shortens why a backup FAILED; --format json has the whole reason.`,
 						reason = shorten(b.Reason, 50)
 					}
 					return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s", fmtTime(b.Started), max(b.Timeline, 1), b.Kind, b.Status, size, indexRange(b), b.Destination, b.ID, reason)
-				})
+				}); err != nil || g.format == "json" {
+					return err
+				}
+				return printRestoreEstimates(ctx, cmd, c, dest)
 			})
 		},
 	}

@@ -407,8 +407,10 @@ func newDestinationListCmd(g *globals) *cobra.Command {
 		Long: `List destinations: type (dir+mirror for the destination that mirrors the
 journal), location, retention (the newest N fulls and what builds on them,
 backups younger than N days, or all), archiving (on, paused or off), the closed journal
-segments not archived yet, the disk use of dir and LOCAL destinations, and
-the last archive error.`,
+segments not archived yet, the disk use of dir and LOCAL destinations, when
+a restore drill last succeeded and the restore time its measured speed
+predicts for the newest backup chain (coffer backup drill), and the last
+archive error.`,
 		Example: "  coffer backup destination list --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -417,7 +419,7 @@ the last archive error.`,
 				if err != nil {
 					return err
 				}
-				return printList(g, cmd, ds, "NAME\tTYPE\tLOCATION\tRETENTION\tARCHIVING\tPENDING\tUSED\tARCHIVE ERROR", func(d client.Destination) string {
+				return printList(g, cmd, ds, "NAME\tTYPE\tLOCATION\tRETENTION\tARCHIVING\tPENDING\tUSED\tLAST DRILL OK\tEST. RESTORE\tARCHIVE ERROR", func(d client.Destination) string {
 					pending, used := "-", "-"
 					if d.Archiving {
 						pending = fmt.Sprint(d.Pending)
@@ -429,7 +431,8 @@ the last archive error.`,
 					if d.Mirror {
 						kind += "+mirror"
 					}
-					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.Name, kind, destinationLocation(d), retention(d), archivingState(d), pending, used, orDash(shorten(d.ArchiveError, 60)))
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", d.Name, kind, destinationLocation(d), retention(d), archivingState(d), pending, used,
+						lastDrillOK(d.Drills), estimatedRestore(d.Drills), orDash(shorten(d.ArchiveError, 60)))
 				})
 			})
 		},

@@ -23,7 +23,11 @@ What (--mode):
   auto             a full when the last full is 7 days old or missing, else
                    an incremental on it (default)
   full             always a full
-  incremental      always an incremental (fails without a full)`
+  incremental      always an incremental (fails without a full)
+Kind (--kind):
+  backup           take a backup (default)
+  verify           run a restore drill on the destination's newest backup
+                   chain instead (coffer backup drill); no --mode or --verify`
 
 // scheduleOptions are the flags of schedule add and edit.
 type scheduleOptions struct {
@@ -33,6 +37,7 @@ type scheduleOptions struct {
 	every, cron string
 	mode        string
 	verify      bool
+	kind        string
 }
 
 func (o *scheduleOptions) addFlags(cmd *cobra.Command) {
@@ -43,6 +48,8 @@ func (o *scheduleOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.every, "every", "", "periodically, every DURATION (e.g. 24h, at least 1m)")
 	f.StringVar(&o.cron, "cron", "", "cron expression (five fields, or @daily style)")
 	f.StringVar(&o.mode, "mode", "", "auto (default), full or incremental")
+	f.StringVar(&o.kind, "kind", "", "backup (default) or verify (a restore drill, see coffer backup drill)")
+	cmd.RegisterFlagCompletionFunc("kind", fixedCompletion("backup", "verify"))
 	f.BoolVar(&o.verify, "verify", false, "verify each backup after it is taken (decrypt, replay, integrity check; result in the catalog)")
 	cmd.RegisterFlagCompletionFunc("mode", fixedCompletion(client.BackupModeAuto, client.BackupModeFull, client.BackupModeIncremental))
 }
@@ -143,7 +150,11 @@ func printScheduleDone(g *globals, cmd *cobra.Command, s client.Schedule, verb s
 	if g.format == "json" {
 		return g.printJSON(cmd, s)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "schedule %s %s: %s backups to %s, %s; %s", s.Name, verb, s.Mode, s.Destination, scheduleSpec(s), s.State)
+	if s.Kind == "verify" {
+		fmt.Fprintf(cmd.OutOrStdout(), "schedule %s %s: restore drills of %s, %s; %s", s.Name, verb, s.Destination, scheduleSpec(s), s.State)
+	} else {
+		fmt.Fprintf(cmd.OutOrStdout(), "schedule %s %s: %s backups to %s, %s; %s", s.Name, verb, s.Mode, s.Destination, scheduleSpec(s), s.State)
+	}
 	if s.Verify {
 		fmt.Fprint(cmd.OutOrStdout(), "; each backup verified")
 	}
@@ -187,12 +198,13 @@ with an active schedule.
 func newScheduleAddCmd(g *globals) *cobra.Command {
 	o := &scheduleOptions{}
 	cmd := &cobra.Command{
-		Use:   "add NAME --destination D (--at TIME|--now|--every DURATION|--cron EXPR) [--mode auto|full|incremental]",
-		Short: "Add a backup schedule",
-		Long:  "Add the schedule NAME taking backups to destination D.\n\n" + scheduleHelp,
+		Use:   "add NAME --destination D (--at TIME|--now|--every DURATION|--cron EXPR) [--mode auto|full|incremental] [--kind backup|verify]",
+		Short: "Add a backup schedule (or a restore drill schedule with --kind verify)",
+		Long:  "Add the schedule NAME taking backups to destination D (or, with --kind verify,\nrunning restore drills on it).\n\n" + scheduleHelp,
 		Example: `  coffer backup schedule add nightly --destination nas --cron '0 2 * * *'
   coffer backup schedule add hourly --destination LOCAL --every 1h --mode incremental
-  coffer backup schedule add before-upgrade --destination nas --at 22:00 --mode full`,
+  coffer backup schedule add before-upgrade --destination nas --at 22:00 --mode full
+  coffer backup schedule add weekly-drill --destination nas --cron '0 4 * * 0' --kind verify`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := requireFlag(o.destination, "--destination D"); err != nil {
@@ -201,7 +213,7 @@ func newScheduleAddCmd(g *globals) *cobra.Command {
 			if err := o.checkMode(); err != nil {
 				return err
 			}
-			cfg := client.ScheduleConfig{Name: args[0], Destination: o.destination, Mode: o.mode, Verify: o.verify}
+			cfg := client.ScheduleConfig{Name: args[0], Destination: o.destination, Kind: o.kind, Mode: o.mode, Verify: o.verify}
 			if err := o.when(cmd, &cfg, true, time.Now()); err != nil {
 				return err
 			}
@@ -233,8 +245,8 @@ paused schedule stays paused.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
-			if !f.Changed("destination") && !f.Changed("at") && !f.Changed("now") && !f.Changed("every") && !f.Changed("cron") && !f.Changed("mode") && !f.Changed("verify") {
-				return errors.New("nothing to change: give --destination, --at, --now, --every, --cron, --mode or --verify")
+			if !f.Changed("destination") && !f.Changed("at") && !f.Changed("now") && !f.Changed("every") && !f.Changed("cron") && !f.Changed("mode") && !f.Changed("verify") && !f.Changed("kind") {
+				return errors.New("nothing to change: give --destination, --at, --now, --every, --cron, --mode, --verify or --kind")
 			}
 			if err := o.checkMode(); err != nil {
 				return err
@@ -267,6 +279,12 @@ paused schedule stays paused.
 				if f.Changed("verify") {
 					cfg.Verify = o.verify
 				}
+				if f.Changed("kind") {
+					cfg.Kind = o.kind
+					if o.kind == "verify" && !f.Changed("mode") {
+						cfg.Mode, cfg.Verify = "", false
+					}
+				}
 				if err := o.when(cmd, cfg, false, time.Now()); err != nil {
 					return err
 				}
@@ -297,7 +315,11 @@ last ran and how that ended, and when it runs next.`,
 					return err
 				}
 				return printList(g, cmd, ss, "NAME\tDESTINATION\tTYPE\tSPEC\tMODE\tSTATE\tLAST RUN\tLAST RESULT\tNEXT", func(s client.Schedule) string {
-					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", s.Name, s.Destination, s.Type, scheduleSpec(s), s.Mode, s.State,
+					mode := s.Mode
+					if s.Kind == "verify" {
+						mode = "drill"
+					}
+					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", s.Name, s.Destination, s.Type, scheduleSpec(s), mode, s.State,
 						fmtTimePtr(s.LastRun), orDash(shorten(s.LastResult, 40)), fmtTimePtr(s.Next))
 				})
 			})

@@ -132,6 +132,9 @@ type Config struct {
 		// ArchiveTimeout closes the journal segment at least this often, so the
 		// data at risk between archives is bounded in time (0: journal.max_segment_age).
 		ArchiveTimeout Duration `yaml:"archive_timeout"`
+		// DrillMaxAge: an alert is raised for a destination holding backups
+		// whose last successful restore drill is older (0: no alert).
+		DrillMaxAge Days `yaml:"drill_max_age"`
 	} `yaml:"backup"`
 	// Cluster: high availability on Raft. Empty listen: a
 	// standalone node.
@@ -216,6 +219,7 @@ func Default() Config {
 	c.Backup.CheckInterval = Duration{30 * time.Second}
 	c.Backup.AutoFullAfterKeyChange = true
 	c.Backup.FreezeTimeout = Duration{5 * time.Minute}
+	c.Backup.DrillMaxAge = Days{7 * 24 * time.Hour}
 	c.Memory.Lock = true
 	c.Connections.PerSource = 64
 	c.Connections.Max = 1024
@@ -286,6 +290,9 @@ func (c Config) Validate() error {
 	}
 	if c.Backup.FreezeTimeout.Duration < time.Second || c.Backup.FreezeTimeout.Duration > 24*time.Hour {
 		return fmt.Errorf("config: backup.freeze_timeout %s: use 1s to 24h", c.Backup.FreezeTimeout.Duration)
+	}
+	if c.Backup.DrillMaxAge.Duration < 0 {
+		return errors.New("config: backup.drill_max_age must not be negative (0 raises no drill alert)")
 	}
 	if c.Backup.ArchiveTimeout.Duration < 0 {
 		return errors.New("config: backup.archive_timeout must not be negative")

@@ -106,7 +106,7 @@ func scanSegment(dir, name string, chained bool, prevLast uint64, o *scanOpts) (
 		return s, bad(0, 0, "not a journal segment (bad magic)")
 	}
 	if v := binary.BigEndian.Uint16(hdr[8:]); v != FormatVersion {
-		return s, bad(0, 0, "unsupported format version %d", v)
+		return s, bad(0, 0, "unsupported format version %d, this build reads version %d", v, FormatVersion)
 	}
 	nl := int(binary.BigEndian.Uint16(hdr[26:]))
 	if nl > maxHeaderName {

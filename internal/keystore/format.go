@@ -18,6 +18,13 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
+// FormatVersion and AutoOpenVersion are the versions of keystore.ks and
+// keystore.aks this build writes and reads.
+const (
+	FormatVersion   = formatVersion
+	AutoOpenVersion = aksVersion
+)
+
 // Layout constants; see FORMAT.md.
 const (
 	ksMagic       = "COFFERKS"

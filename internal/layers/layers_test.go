@@ -19,7 +19,7 @@ import (
 const module = "github.com/coffer-kms/coffer/"
 
 // allowed lists, for every package of the module, the module packages it
-// may import. Leaves (fsutil, datadir, config, lifecycle, bundle, openapi, procsec)
+// may import. Leaves (fsutil, datadir, formats, config, lifecycle, bundle, openapi, procsec)
 // import none.
 var allowed = map[string][]string{
 	"cmd/coffer": {"internal/cli"},
@@ -74,6 +74,7 @@ var allowed = map[string][]string{
 	// Leaves.
 	"internal/fsutil":    {},
 	"internal/datadir":   {},
+	"internal/formats":   {},
 	"internal/config":    {},
 	"internal/lifecycle": {},
 	"internal/procsec":   {},

@@ -129,6 +129,10 @@ var (
 		"Closed journal segments not yet shipped to an archiving destination.", []string{"destination"}, nil)
 	descLastSuccess = prometheus.NewDesc("coffer_backup_last_success_timestamp_seconds",
 		"When the newest successful backup to a destination finished (alert when it grows old).", []string{"destination"}, nil)
+	descLastDrill = prometheus.NewDesc("coffer_backup_last_drill_success_timestamp_seconds",
+		"When the newest successful restore drill of a destination started (alert when it grows older than backup.drill_max_age).", []string{"destination"}, nil)
+	descDrillSpeed = prometheus.NewDesc("coffer_backup_drill_restore_bytes_per_second",
+		"Restore speed the newest successful restore drill of a destination measured.", []string{"destination"}, nil)
 	descBackupRunning = prometheus.NewDesc("coffer_backup_running",
 		"1 while a backup runs.", nil, nil)
 	descFrozen = prometheus.NewDesc("coffer_writes_frozen",
@@ -148,7 +152,7 @@ type stateCollector struct{ svc *service.Service }
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descState, descWritable, descAlerts, descGeneration, descJournalIndex, descJournalSegments,
 		descApplied, descRaftState, descRaftTerm, descRaftLast, descRaftCommit, descAudit, descAuditFail, descAuditMirror,
-		descDestUsed, descPending, descLastSuccess, descBackupRunning, descFrozen, descWarnings} {
+		descDestUsed, descPending, descLastSuccess, descLastDrill, descDrillSpeed, descBackupRunning, descFrozen, descWarnings} {
 		ch <- d
 	}
 }
@@ -192,6 +196,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(d.Pending), d.Name)
 		if d.LastSuccess != nil {
 			ch <- prometheus.MustNewConstMetric(descLastSuccess, prometheus.GaugeValue, float64(d.LastSuccess.UnixNano())/1e9, d.Name)
+		}
+		if d.Drills != nil && d.Drills.LastGood != nil {
+			ch <- prometheus.MustNewConstMetric(descLastDrill, prometheus.GaugeValue, float64(d.Drills.LastGood.Time.UnixNano())/1e9, d.Name)
+			ch <- prometheus.MustNewConstMetric(descDrillSpeed, prometheus.GaugeValue, d.Drills.LastGood.BytesPerSecond, d.Name)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descBackupRunning, prometheus.GaugeValue, b2f(st.Backup.Running != nil))

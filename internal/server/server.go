@@ -282,6 +282,7 @@ func Start(opts Options) (_ *Server, err error) {
 		AuditSyslog:         auditSyslog,
 		AuditMaxFileBytes:   cfg.Audit.MaxFileBytes,
 		AuditRetention:      cfg.Audit.Retention.Duration,
+		DrillMaxAge:         cfg.Backup.DrillMaxAge.Duration,
 		CACert:              caCertFile,
 		CAKey:               caKeyFile,
 		ClusterBind:         cfg.Cluster.Listen,

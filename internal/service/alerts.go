@@ -22,6 +22,7 @@ const (
 	AlertAuditNotShipped   AlertCode = "audit_not_shipped"    // closed audit files fail to reach a destination
 	AlertAuditHeld         AlertCode = "audit_held"           // audit files past audit.retention wait for a destination
 	AlertAuditNoDest       AlertCode = "audit_no_destination" // audit.retention set, but no destination to ship to
+	AlertDrillStale        AlertCode = "restore_drill_stale"  // no restore drill succeeded within backup.drill_max_age
 )
 
 // alertRunbooks maps every alert code to its runbook, relative to the
@@ -41,6 +42,7 @@ var alertRunbooks = map[AlertCode]string{
 	AlertAuditNotShipped:   "docs/runbooks/audit-retention.md",
 	AlertAuditHeld:         "docs/runbooks/audit-retention.md",
 	AlertAuditNoDest:       "docs/runbooks/audit-retention.md",
+	AlertDrillStale:        "docs/runbooks/restore-drill-failed.md",
 }
 
 // storageAlertCodes: the codes of the state machine's failing writes, by

@@ -58,18 +58,19 @@ type DestinationConfig struct {
 // DestinationView is what reads return.
 type DestinationView struct {
 	DestinationConfig
-	Location      string    `json:"location"`
-	SecretSet     bool      `json:"secret_set"`
-	PublicKey     string    `json:"public_key,omitempty" doc:"sftp: paste into the server's authorized_keys"`
-	HostKey       string    `json:"host_key,omitempty" doc:"sftp: pinned server key"`
-	ArchivePaused bool      `json:"archive_paused,omitempty"`
-	ArchivedTo    uint64    `json:"archived_to,omitempty"`
-	Pending       int       `json:"pending_segments,omitempty"`
-	ArchiveError  string    `json:"archive_error,omitempty"`
-	Usage         *Usage    `json:"usage,omitempty"`
-	Note          string    `json:"note,omitempty"`
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
+	Location      string     `json:"location"`
+	SecretSet     bool       `json:"secret_set"`
+	PublicKey     string     `json:"public_key,omitempty" doc:"sftp: paste into the server's authorized_keys"`
+	HostKey       string     `json:"host_key,omitempty" doc:"sftp: pinned server key"`
+	ArchivePaused bool       `json:"archive_paused,omitempty"`
+	ArchivedTo    uint64     `json:"archived_to,omitempty"`
+	Pending       int        `json:"pending_segments,omitempty"`
+	ArchiveError  string     `json:"archive_error,omitempty"`
+	Usage         *Usage     `json:"usage,omitempty"`
+	Drills        *DrillView `json:"drills,omitempty"`
+	Note          string     `json:"note,omitempty"`
+	Created       time.Time  `json:"created"`
+	Updated       time.Time  `json:"updated"`
 }
 
 // Usage of a destination's filesystem.
@@ -337,7 +338,7 @@ func (s *Backups) probeRaw(ctx context.Context, d *state.Destination) error {
 }
 
 func probeErr(err error) error {
-	if errors.Is(err, backup.ErrForeign) || errors.Is(err, backup.ErrCatalogCorrupt) {
+	if errors.Is(err, backup.ErrForeign) || errors.Is(err, backup.ErrCatalogCorrupt) || errors.Is(err, backup.ErrCatalogNewer) {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
 	return destErr(err)
@@ -369,6 +370,9 @@ func (s *Backups) viewDestination(ctx context.Context, d state.Destination, with
 	if d.Kind == "local" {
 		v.Path = datadir.LocalBackupDir(s.cfg.DataDir)
 		v.KeepFulls = 1
+	}
+	if dv, ok := s.drills.get(d.Name); ok {
+		v.Drills = &dv
 	}
 	if m := s.backups; m != nil {
 		v.Pending = m.Pending()[d.Name]
@@ -519,7 +523,7 @@ func (s *Backups) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 		return rec, fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
 	case errors.Is(err, backup.ErrBusy):
 		return rec, fmt.Errorf("%w: %v", ErrConflict, err)
-	case errors.Is(err, backup.ErrNoBase), errors.Is(err, backup.ErrForeign), errors.Is(err, backup.ErrCatalogCorrupt), errors.Is(err, backup.ErrNoJournal),
+	case errors.Is(err, backup.ErrNoBase), errors.Is(err, backup.ErrForeign), errors.Is(err, backup.ErrCatalogCorrupt), errors.Is(err, backup.ErrCatalogNewer), errors.Is(err, backup.ErrNoJournal),
 		errors.Is(err, backup.ErrHeld), errors.Is(err, backup.ErrOtherWriter):
 		return rec, fmt.Errorf("%w: %v", ErrConflict, err)
 	case err != nil:
@@ -700,6 +704,7 @@ func (s *Backups) startBackups() {
 	if s.backups == nil {
 		s.backups = backup.NewManager(backupHost{s}, datadir.StagingDir(s.cfg.DataDir), s.log)
 		s.backups.VerifyAfter = s.verifyAfter
+		s.backups.Drill = s.drillSchedule
 	}
 	w := s.workers
 	ctx, cancel := context.WithCancel(w.ctx)
@@ -717,6 +722,7 @@ func (s *Backups) startBackups() {
 		if recs, err := s.st.Backups(); err == nil {
 			m.MarkInterrupted(ctx, recs)
 		}
+		w.Go("drill results", func(context.Context) { s.loadDrills(ctx) })
 		switch tl := s.st.Timeline(); {
 		case tl.Restored.Holding():
 			// A restored copy writes into no destination until an
@@ -902,7 +908,7 @@ func (s *Backups) autoBackup(ctx context.Context, why string) {
 	}
 	seen := map[string]bool{}
 	for _, sc := range scheds {
-		if sc.State == "PAUSED" || sc.State == "DONE" || seen[sc.Destination] || s.heldErr(sc.Destination) != nil {
+		if sc.State == "PAUSED" || sc.State == "DONE" || sc.Kind == backup.ScheduleVerify || seen[sc.Destination] || s.heldErr(sc.Destination) != nil {
 			continue
 		}
 		seen[sc.Destination] = true
@@ -959,6 +965,10 @@ type DestinationHealth struct {
 	// FAILED backups (alert on a LastSuccess that grows old).
 	LastSuccess *time.Time `json:"last_success,omitempty"`
 	LastFailure *time.Time `json:"last_failure,omitempty"`
+	// Drills: the last restore drill and the last successful one, as far
+	// as this node knows (the leader reads every catalog when it starts
+	// to lead); alert when none succeeded within backup.drill_max_age.
+	Drills *DrillView `json:"drills,omitempty"`
 }
 
 // DiskAlertPercent: a LOCAL or dir destination fuller than this raises an alert.
@@ -978,10 +988,15 @@ func (s *Backups) backupHealth() ([]DestinationHealth, []Alert) {
 		pend, errs = s.backups.Pending(), s.backups.ArchiveErrors()
 	}
 	last := map[string][2]*time.Time{}
+	first := map[string]*time.Time{} // the oldest DONE backup per destination
 	if recs, err := s.st.Backups(); err == nil {
 		for _, r := range recs {
 			if r.Finished == nil {
 				continue
+			}
+			if f := first[r.Destination]; r.Status == "DONE" && (f == nil || r.Finished.Before(*f)) {
+				t := *r.Finished
+				first[r.Destination] = &t
 			}
 			l := last[r.Destination]
 			i := -1
@@ -1001,6 +1016,7 @@ func (s *Backups) backupHealth() ([]DestinationHealth, []Alert) {
 	var out []DestinationHealth
 	var alerts []Alert
 	now := time.Now().UTC()
+	leader := backupHost{s}.IsLeader()
 	for _, d := range ds {
 		h := DestinationHealth{Name: d.Name, Kind: d.Kind, Pending: pend[d.Name], ArchiveError: errs[d.Name],
 			LastSuccess: last[d.Name][0], LastFailure: last[d.Name][1]}
@@ -1016,6 +1032,15 @@ func (s *Backups) backupHealth() ([]DestinationHealth, []Alert) {
 					alerts = append(alerts, newAlert(AlertDestinationFull, "backup",
 						fmt.Sprintf("destination %s (%s) is %.0f%% full: free space or set retention before backups fail", d.Name, path, h.UsedPercent), now))
 				}
+			}
+		}
+		dv, known := s.drills.get(d.Name)
+		if known {
+			h.Drills = &dv
+		}
+		if leader && d.Kind != "local" {
+			if a := drillAlert(d.Name, dv, known, first[d.Name], s.cfg.DrillMaxAge, s.now().UTC()); a != nil {
+				alerts = append(alerts, *a)
 			}
 		}
 		if h.Pending > 0 && h.ArchiveError != "" {

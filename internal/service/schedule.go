@@ -13,6 +13,7 @@ import (
 type ScheduleConfig struct {
 	Name        string     `json:"name"`
 	Destination string     `json:"destination"`
+	Kind        string     `json:"kind,omitempty" doc:"backup (default) or verify: a restore drill of the destination's newest backup chain (coffer backup drill)"`
 	Type        string     `json:"type" doc:"once, periodic or cron"`
 	At          *time.Time `json:"at,omitempty" doc:"once: when (omit for now)"`
 	Every       string     `json:"every,omitempty" doc:"periodic: a duration such as 24h or 30m (at least 1m)"`
@@ -38,6 +39,15 @@ func viewSchedule(sc state.Schedule) ScheduleView {
 func (c ScheduleConfig) validate() error {
 	if err := ValidLabel("schedule", c.Name); err != nil {
 		return err
+	}
+	switch c.Kind {
+	case "", backup.ScheduleBackup:
+	case backup.ScheduleVerify:
+		if (c.Mode != "" && c.Mode != backup.ModeAuto) || c.Verify {
+			return fmt.Errorf("%w: a schedule of kind verify runs a restore drill: it takes no mode and no verify", ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("%w: schedule kind %q: use backup or verify", ErrInvalid, c.Kind)
 	}
 	switch c.Mode {
 	case "", backup.ModeAuto, backup.ModeFull, backup.ModeIncremental:
@@ -83,9 +93,15 @@ func (s *Backups) PutSchedule(ctx context.Context, c ScheduleConfig, edit bool) 
 	if _, err := s.st.Destination(c.Destination); err != nil {
 		return ScheduleView{}, mapStateErr(err)
 	}
-	sc := state.Schedule{Name: c.Name, Destination: c.Destination, Type: c.Type, At: c.At, Every: c.Every, Cron: c.Cron, Mode: c.Mode, Verify: c.Verify, State: "ACTIVE"}
-	if sc.Mode == "" {
+	sc := state.Schedule{Name: c.Name, Destination: c.Destination, Kind: c.Kind, Type: c.Type, At: c.At, Every: c.Every, Cron: c.Cron, Mode: c.Mode, Verify: c.Verify, State: "ACTIVE"}
+	switch {
+	case sc.Kind == backup.ScheduleVerify:
+		sc.Mode = ""
+	case sc.Mode == "":
 		sc.Mode = backup.ModeAuto
+	}
+	if sc.Kind == backup.ScheduleBackup {
+		sc.Kind = "" // the default, stored as older builds store it
 	}
 	if sc.Type == "once" && sc.At == nil {
 		now := time.Now().UTC()

@@ -86,6 +86,9 @@ type Config struct {
 	BackupTick time.Duration
 	// NoAutoBackup turns off the full backups taken after key changes.
 	NoAutoBackup bool
+	// DrillMaxAge: a destination holding backups with no successful restore
+	// drill this recent raises an alert (0: no alert).
+	DrillMaxAge time.Duration
 	// FreezeTimeout ends a freeze nobody thawed (0: DefaultFreezeTimeout).
 	FreezeTimeout time.Duration
 
@@ -265,6 +268,7 @@ type Backups struct {
 	freezing      bool         // a freeze is writing its dump
 	thawRequested bool         // a thaw arrived during that dump
 	auditShip     auditShipper // audit files shipped to destinations and pruned (auditship.go)
+	drills        drillCache   // restore drill results per destination (drill.go)
 }
 
 // Cluster is this node's membership: joins and admissions, node keys,

@@ -89,6 +89,7 @@ type BackupRecord struct {
 type Schedule struct {
 	Name        string     `json:"name"`
 	Destination string     `json:"destination"`
+	Kind        string     `json:"kind,omitempty"`  // backup ("": backup) or verify (a restore drill)
 	Type        string     `json:"type"`            // once, periodic, cron
 	At          *time.Time `json:"at,omitempty"`    // once
 	Every       string     `json:"every,omitempty"` // periodic: Go duration, at least 1m

@@ -146,10 +146,7 @@ func openDB(path string) (*bolt.DB, error) {
 		}
 		m := tx.Bucket(bucketMeta)
 		if v := m.Get(keySchema); v != nil {
-			if got := binary.BigEndian.Uint64(v); got != SchemaVersion {
-				return fmt.Errorf("schema version %d, this build reads %d", got, SchemaVersion)
-			}
-			return nil
+			return migrate(tx, binary.BigEndian.Uint64(v), OldestSchema, SchemaVersion, migrations)
 		}
 		return m.Put(keySchema, u64(SchemaVersion))
 	})

@@ -50,7 +50,7 @@ var allowed = map[string]string{
 	"createRestorePoint": "sysadmin root", "listRestorePoints": "admins",
 	"recoveryStatus": "admins", "setRecoveryPassphrase": "sysadmin root",
 	"addDestination": "sysadmin root", "listDestinations": "sysadmin root", "editDestination": "sysadmin root",
-	"deleteDestination": "sysadmin root", "testDestination": "sysadmin root", "rebuildCatalog": "sysadmin root", "verifyBackups": "sysadmin root",
+	"deleteDestination": "sysadmin root", "testDestination": "sysadmin root", "rebuildCatalog": "sysadmin root", "verifyBackups": "sysadmin root", "runDrill": "sysadmin root",
 	"pauseArchive": "sysadmin root", "resumeArchive": "sysadmin root", "runBackup": "sysadmin root",
 	"resumeAfterRestore": "sysadmin root",
 	"currentBackup":      "sysadmin root", "listBackups": "sysadmin root", "addSchedule": "sysadmin root",

@@ -108,6 +108,11 @@ func (a *api) testDestination(w http.ResponseWriter, r *http.Request) {
 	a.reply(w, r, http.StatusOK, map[string]bool{"ok": true}, err)
 }
 
+func (a *api) runDrill(w http.ResponseWriter, r *http.Request) {
+	res, err := a.svc.Backups.Drill(r.Context(), r.PathValue("name"))
+	a.reply(w, r, http.StatusOK, res, err)
+}
+
 func (a *api) rebuildCatalog(w http.ResponseWriter, r *http.Request) {
 	n, skipped, err := a.svc.Backups.RebuildCatalog(r.Context(), r.PathValue("name"))
 	a.reply(w, r, http.StatusOK, RebuildResult{Backups: n, Skipped: skipped}, err)

@@ -89,6 +89,7 @@ func segmentOf(s service.SegmentInfo) Segment {
 type ScheduleView struct {
 	Name        string     `json:"name"`
 	Destination string     `json:"destination"`
+	Kind        string     `json:"kind,omitempty" doc:"\"\" (a backup) or verify (a restore drill)"`
 	Type        string     `json:"type"`
 	At          *time.Time `json:"at,omitempty"`
 	Every       string     `json:"every,omitempty"`
@@ -104,7 +105,7 @@ type ScheduleView struct {
 }
 
 func scheduleViewOf(v service.ScheduleView) ScheduleView {
-	return ScheduleView{Name: v.Name, Destination: v.Destination, Type: v.Type, At: v.At, Every: v.Every, Cron: v.Cron,
+	return ScheduleView{Name: v.Name, Destination: v.Destination, Kind: v.Kind, Type: v.Type, At: v.At, Every: v.Every, Cron: v.Cron,
 		Mode: v.Mode, Verify: v.Verify, State: v.State, LastRun: v.LastRun, LastResult: v.LastResult,
 		Created: v.Created, Updated: v.Updated, Next: v.Next}
 }

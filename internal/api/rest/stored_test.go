@@ -74,7 +74,7 @@ func TestStoredTypesJSON(t *testing.T) {
 		FirstIndex: 1, LastIndex: 9, Size: 42, SHA256: "ab", Recipients: []string{"age1x"}, Timeline: 2, Reason: "why",
 		Started: now, Finished: &later}
 	rp := state.RestorePoint{Name: "before", Index: 7, Time: now, CreatedBy: "root"}
-	sv := service.ScheduleView{Schedule: state.Schedule{Name: "nightly", Destination: "d", Type: "once", At: &now, Every: "1h", Cron: "0 1 * * *",
+	sv := service.ScheduleView{Schedule: state.Schedule{Name: "nightly", Destination: "d", Kind: "verify", Type: "once", At: &now, Every: "1h", Cron: "0 1 * * *",
 		Mode: "auto", Verify: true, State: "ACTIVE", LastRun: &now, LastResult: "ok", Created: now, Updated: later}, Next: &later}
 	seg := journal.SegmentInfo{Name: "n1-1", Path: "/not/on/the/wire", FirstIndex: 1, LastIndex: 3, Prev: 0, Records: 3, Size: 99,
 		Created: now, Closed: true, ClosedAt: later}
@@ -86,7 +86,7 @@ func TestStoredTypesJSON(t *testing.T) {
 	}{
 		{"BackupRecord", rec, backupRecordOf(rec), 16},
 		{"RestorePoint", rp, restorePointOf(rp), 4},
-		{"ScheduleView", sv, scheduleViewOf(sv), 14},
+		{"ScheduleView", sv, scheduleViewOf(sv), 15},
 	} {
 		if n := flatFields(reflect.TypeOf(tc.stored)); n != tc.storedLen {
 			t.Errorf("%s: the stored type has %d fields, the API form was written for %d: convert the new field (or leave it out on purpose here)", tc.name, n, tc.storedLen)
