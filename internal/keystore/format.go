@@ -23,6 +23,8 @@ const (
 	ksMagic       = "COFFERKS"
 	aksMagic      = "COFFERAK"
 	formatVersion = 1
+	// FormatVersion is the keystore file format this build reads and writes.
+	FormatVersion = formatVersion
 	aksVersion    = 1
 	kdfArgon2id   = 1
 
