@@ -120,6 +120,7 @@ Shell completion: see "coffer completion --help".`,
 		newVersionCmd(g),
 		newGenDocsCmd(),
 		newGenManCmd(),
+		newDebugCmd(g),
 	)
 	root.RegisterFlagCompletionFunc("format", fixedCompletion("table", "json"))
 	addCompletionCmd(root)
