@@ -28,7 +28,12 @@ open", unless auto-open is enabled.
 
 Signals: SIGTERM smart stop (wait for requests), SIGINT fast stop (cancel
 them), SIGQUIT immediate stop (exit now; the next start recovers), SIGHUP
-reload TLS certificate and log level, SIGUSR2 rotate the journal.`,
+reload TLS certificate and log level, SIGUSR2 rotate the journal.
+
+Under systemd (Type=notify, the unit of the Debian package) the server sends
+READY=1 once it listens and the keystore state is known, STOPPING=1 when it
+stops, and WATCHDOG=1 when the unit sets WatchdogSec
+(docs/operations/systemd.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.configPath == "" {
