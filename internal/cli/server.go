@@ -7,10 +7,7 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/config"
 	"github.com/coffer-kms/coffer/internal/server"
-	"github.com/coffer-kms/coffer/internal/service"
 )
-
-func version() string { return service.Version }
 
 type serverOptions struct{ configPath string }
 
