@@ -83,6 +83,9 @@ command uses is removed from every file. Read it before sending it.`,
 			}
 			b := &supportBundle{since: since, now: time.Now().UTC(), dataDir: dir, configPath: configPath}
 			if dir != "" && !server.Locked(dir) {
+				if _, err := os.Stat(datadir.StatePath(dir)); err != nil { // #nosec G703 -- the data dir the operator named with --data-dir
+					return fmt.Errorf("%s is not a Coffer data dir and no server runs on it: %w", dir, err)
+				}
 				b.offline = true
 			}
 			if configPath == "" {

@@ -65,3 +65,10 @@ func TestVersionPrintsBuildAndFormats(t *testing.T) {
 		t.Fatalf("version --format json: %d %q %s", code, out, errOut)
 	}
 }
+
+func TestBundleRefusesADirThatIsNoDataDir(t *testing.T) {
+	code, _, errOut := run("debug", "bundle", "--data-dir", t.TempDir(), "--out", t.TempDir()+"/b.tar.gz")
+	if code == 0 || !strings.Contains(errOut, "not a Coffer data dir") {
+		t.Fatalf("bundle of an empty dir: %d %s", code, errOut)
+	}
+}
