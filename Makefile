@@ -4,13 +4,21 @@
 
 GO ?= go
 
-.PHONY: test unit e2e bench build vet fmt
+.PHONY: test unit e2e bench build vet fmt deb
+
+# The version stamp: git describe (with -dirty for uncommitted changes).
+DESCRIBE := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/coffer-kms/coffer/internal/cli.buildCommit=$(DESCRIBE)
 
 test:
 	./scripts/test.sh
 
 build:
-	$(GO) build -o bin/coffer ./cmd/coffer
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/coffer ./cmd/coffer
+
+# dist/coffer_<version>_amd64.deb (nfpm, pinned in the script).
+deb:
+	./scripts/deb.sh
 
 vet:
 	$(GO) vet ./...

@@ -413,6 +413,10 @@ func (c *Client) send(ctx context.Context, b base, method, path string, body []b
 	if out == nil || len(data) == 0 {
 		return nil
 	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = data
+		return nil
+	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
 	}

@@ -39,6 +39,8 @@ command -v zstd >/dev/null || need_pkgs+=(zstd)
 command -v pykmip-server >/dev/null || need_pkgs+=(python3-pykmip) # KMIP e2e client (PyKMIP) and benchmark peer
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server) # MariaDB TDE via the Vault API
 [ -e /usr/lib/mysql/plugin/hashicorp_key_management.so ] || need_pkgs+=(mariadb-plugin-hashicorp-key-management)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd) # the package test: systemd-analyze verify|security on the unit
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)       # the package test runs the server as the coffer user
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_pkgs[*]}"

@@ -64,7 +64,7 @@ func TestCommandTree(t *testing.T) {
 		"login", "logout", "whoami",
 		"audit list", "audit verify",
 		"completion bash", "completion zsh", "completion fish",
-		"bench", "status", "init", "keystore open", "journal verify", "token create-root",
+		"bench", "status", "init", "keystore open", "journal verify", "token create-root", "version", "debug bundle",
 		"backup recovery-passphrase set", "backup recovery-passphrase status",
 		"backup destination add", "backup destination edit", "backup destination list", "backup destination rm", "backup destination test",
 		"backup catalog rebuild", "backup run", "backup list",

@@ -117,8 +117,10 @@ Shell completion: see "coffer completion --help".`,
 		newWhoamiCmd(g),
 		newAuditCmd(g),
 		newBenchCmd(g),
-		newVersionCmd(),
+		newVersionCmd(g),
 		newGenDocsCmd(),
+		newGenManCmd(),
+		newDebugCmd(g),
 	)
 	root.RegisterFlagCompletionFunc("format", fixedCompletion("table", "json"))
 	addCompletionCmd(root)
@@ -477,16 +479,4 @@ func printList[T any](g *globals, cmd *cobra.Command, items []T, header string, 
 // deletedJSON is what a delete command prints with --format json.
 func deletedJSON(name string) map[string]any {
 	return map[string]any{"deleted": name}
-}
-
-func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintln(cmd.OutOrStdout(), "coffer", version())
-			return nil
-		},
-	}
 }

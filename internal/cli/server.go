@@ -7,10 +7,7 @@ import (
 
 	"github.com/coffer-kms/coffer/internal/config"
 	"github.com/coffer-kms/coffer/internal/server"
-	"github.com/coffer-kms/coffer/internal/service"
 )
-
-func version() string { return service.Version }
 
 type serverOptions struct{ configPath string }
 
@@ -28,7 +25,12 @@ open", unless auto-open is enabled.
 
 Signals: SIGTERM smart stop (wait for requests), SIGINT fast stop (cancel
 them), SIGQUIT immediate stop (exit now; the next start recovers), SIGHUP
-reload TLS certificate and log level, SIGUSR2 rotate the journal.`,
+reload TLS certificate and log level, SIGUSR2 rotate the journal.
+
+Under systemd (Type=notify, the unit of the Debian package) the server sends
+READY=1 once it listens and the keystore state is known, STOPPING=1 when it
+stops, and WATCHDOG=1 when the unit sets WatchdogSec
+(docs/operations/systemd.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.configPath == "" {

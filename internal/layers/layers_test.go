@@ -27,7 +27,7 @@ var allowed = map[string][]string{
 
 	// The CLI and the server wiring sit on top.
 	"internal/cli": {"client", "internal/audit", "internal/backup", "internal/backup/bundle", "internal/backup/dest",
-		"internal/check", "internal/config", "internal/datadir", "internal/fsutil", "internal/journal", "internal/keystore",
+		"internal/check", "internal/config", "internal/datadir", "internal/formats", "internal/fsutil", "internal/journal", "internal/keystore",
 		"internal/restore", "internal/server", "internal/service", "internal/tlsutil"},
 	"internal/server": {"internal/api/forward", "internal/api/kmip", "internal/api/peer", "internal/api/rest", "internal/api/vault",
 		"internal/audit", "internal/config", "internal/connlimit", "internal/datadir", "internal/fsutil", "internal/keystore", "internal/metrics",

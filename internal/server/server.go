@@ -451,6 +451,10 @@ func Start(opts Options) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	// The listeners are up and the keystore state is known (auto-open
+	// tried): a Type=notify unit counts the service as started now.
+	s.notify(fmt.Sprintf("READY=1\nSTATUS=listening on %s, keystore %s\nMAINPID=%d", s.URL, svc.State(), os.Getpid()))
+	go s.watchdog()
 	go s.signals()
 	go s.run()
 	return s, nil
@@ -548,6 +552,7 @@ func (s *Server) shutdown(mode string) {
 	s.stopOnce.Do(func() {
 		defer close(s.done)
 		s.Log.Info("stopping", "mode", mode)
+		s.notify("STOPPING=1\nSTATUS=stopping (" + mode + ")")
 		s.stopKMIP(mode)
 		switch mode {
 		case StopFast:
@@ -630,6 +635,8 @@ func (s *Server) signals() {
 
 // Reload re-reads the TLS certificate and the log level (SIGHUP).
 func (s *Server) Reload() {
+	s.notify("RELOADING=1")
+	defer s.notify("READY=1")
 	if s.opts.ConfigPath != "" {
 		if c, err := config.Load(s.opts.ConfigPath); err != nil {
 			s.Log.Error("reload: config not reloaded", "error", err)

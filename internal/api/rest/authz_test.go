@@ -26,7 +26,7 @@ var allowed = map[string]string{
 	"clusterToken": "sysadmin root", "clusterInit": "sysadmin root", "clusterPromote": "sysadmin root", "clusterStatus": "admins",
 	"clusterSwitchover": "sysadmin root", "clusterRemove": "sysadmin root",
 	"init": "", "createRootToken": "", "resetPassphrase": "", // local control socket only
-	"seal": "sysadmin root", "status": "admins", "stop": "sysadmin root",
+	"seal": "sysadmin root", "status": "admins", "stop": "sysadmin root", "debugGoroutines": "sysadmin root",
 	"rotateMasterKey": "sysadmin root", "rotateDataKey": "sysadmin root", "changePassphrase": "sysadmin root",
 	"enableAutoOpen": "sysadmin root", "disableAutoOpen": "sysadmin root",
 	"listJournal": "sysadmin root", "rotateJournal": "sysadmin root", "archiveJournal": "sysadmin root",

@@ -62,6 +62,7 @@ func (a *api) routes() []route {
 	version := openapi.Param{Name: "version", In: "query", Type: "integer", Description: "version number (default: latest)"}
 	return []route{
 		// System
+		r("GET", "/api/v1/sys/debug/goroutines", "debugGoroutines", "Stacks of this node's goroutines (text, for support bundles; system administrators)", local, nil, nil, []int{401, 403}, a.debugGoroutines, "sys"),
 		noAudit(r("GET", "/api/v1/sys/health", "health", "Health: 200 open, 503 sealed, 501 uninitialised", openLocal, nil, Health{}, nil, a.health, "sys")),
 		// Cluster
 		noAudit(r("GET", "/api/v1/cluster/ca", "clusterCA", "The cluster CA certificate (PEM; a joining node checks it against its token)", openLocal, nil, nil, nil, a.clusterCA, "cluster")),

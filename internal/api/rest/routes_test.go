@@ -22,7 +22,7 @@ var (
 		"POST /api/v1/sys/keystore/change-passphrase", "POST /api/v1/sys/keystore/reset-passphrase",
 		"POST /api/v1/sys/keystore/enable-auto-open", "POST /api/v1/sys/keystore/disable-auto-open",
 		"POST /api/v1/sys/freeze", "POST /api/v1/sys/thaw", "POST /api/v1/sys/journal/rotate", "POST /api/v1/sys/journal/prune",
-		"POST /api/v1/audit/verify",
+		"POST /api/v1/audit/verify", "GET /api/v1/sys/debug/goroutines",
 	}
 	nodeViewRoutes = []string{
 		"GET /api/v1/cluster", "GET /api/v1/openapi.json", "GET /api/v1/backup/current", "GET /api/v1/sys/status",
