@@ -628,6 +628,19 @@ func (s *Store) applyTokenCreate(tx *bolt.Tx, now time.Time, t Token) (any, erro
 		if u.Disabled || u.CredGen != t.CredGen {
 			return fmt.Errorf("user %q changed (password or disabled) since the login was checked: %w", t.Subject, ErrConflict), nil
 		}
+	case TokenEndpoint:
+		// An endpoint's login token (Vault's cert login) expires and dies
+		// with the endpoint; its enrollment credential is created by the enroll.
+		if t.Expires == nil {
+			return bad("an endpoint login token needs an expiry"), nil
+		}
+		e, err := load[Endpoint](tx.Bucket(bucketEndpoints), t.Subject, fmt.Sprintf("endpoint %q", t.Subject))
+		if err != nil {
+			return resultOrIO(err)
+		}
+		if e.State != "active" {
+			return fmt.Errorf("endpoint %q is %s: %w", t.Subject, e.State, ErrConflict), nil
+		}
 	default:
 		return bad("token kind %q cannot be created directly", t.Kind), nil
 	}

@@ -41,6 +41,35 @@ func (a *api) serveTransit(q *request, m service.Mount, rest, method string) {
 	case len(parts) == 3 && parts[0] == "datakey" && (parts[1] == "plaintext" || parts[1] == "wrapped") && parts[2] != "":
 		q.op = "transit.datakey"
 		onlyPost(post, q, func(q *request) { a.transitDataKey(q, m, parts[1] == "plaintext", parts[2]) })
+	case len(parts) == 3 && parts[0] == "keys" && parts[1] != "" && parts[2] == "config":
+		q.op = "transit.keys.config"
+		onlyPost(post, q, func(q *request) { a.transitKeyConfig(q, m, parts[1]) })
+	case (len(parts) == 2 || len(parts) == 3) && parts[1] != "" && (parts[0] == "hmac" || parts[0] == "verify"):
+		q.op = "transit." + parts[0]
+		alg := ""
+		if len(parts) == 3 {
+			alg = parts[2]
+		}
+		if parts[0] == "hmac" {
+			onlyPost(post, q, func(q *request) { a.transitHMAC(q, m, parts[1], alg) })
+		} else {
+			onlyPost(post, q, func(q *request) { a.transitVerify(q, m, parts[1], alg) })
+		}
+	case (len(parts) == 2 || len(parts) == 3) && parts[1] != "" && parts[0] == "sign":
+		q.op = "transit.sign"
+		onlyPost(post, q, func(q *request) {
+			q.fail(fmt.Errorf("%w: signing needs a key pair; Coffer's Transit keys are %s and %s (use hmac)", service.ErrInvalid, service.TransitAES256, service.TransitAES128))
+		})
+	case parts[0] == "random" && len(parts) <= 4:
+		q.op = "transit.random"
+		onlyPost(post, q, func(q *request) { a.transitRandom(q, parts[1:]) })
+	case parts[0] == "hash" && len(parts) <= 2:
+		q.op = "transit.hash"
+		alg := ""
+		if len(parts) == 2 {
+			alg = parts[1]
+		}
+		onlyPost(post, q, func(q *request) { a.transitHash(q, alg) })
 	default:
 		q.op = "unsupported"
 		unsupportedPath(q)

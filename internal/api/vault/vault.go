@@ -334,6 +334,9 @@ func parseBody(b []byte, into map[string]json.RawMessage) error {
 	if len(bytes.TrimSpace(b[dec.InputOffset():])) > 0 {
 		return fmt.Errorf("%w: trailing data after the JSON object", service.ErrInvalid)
 	}
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		return nil // Vault's clients send null for "no data" (vault write -f)
+	}
 	if into == nil {
 		return fmt.Errorf("%w: the body must be a JSON object", service.ErrInvalid)
 	}
