@@ -11,8 +11,8 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
