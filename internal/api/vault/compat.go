@@ -496,7 +496,7 @@ func (a *api) transitHMAC(q *request, m service.Mount, name, alg string) {
 		q.fail(err)
 		return
 	}
-	q.take("input", "algorithm", "key_version")
+	q.take("input", "algorithm", "hash_algorithm", "key_version", "name")
 	alg, version, in, err := macRequest(q.body, alg)
 	if err != nil {
 		q.fail(err)
@@ -511,9 +511,13 @@ func (a *api) transitHMAC(q *request, m service.Mount, name, alg string) {
 }
 
 func macRequest(body map[string]json.RawMessage, alg string) (string, uint64, []byte, error) {
-	if alg == "" {
+	// hash_algorithm is Vault's name for it; algorithm its older alias.
+	for _, f := range []string{"hash_algorithm", "algorithm"} {
+		if alg != "" {
+			break
+		}
 		var err error
-		if alg, err = stringField(body, "algorithm"); err != nil {
+		if alg, err = stringField(body, f); err != nil {
 			return "", 0, nil, err
 		}
 	}
@@ -535,7 +539,7 @@ func (a *api) transitVerify(q *request, m service.Mount, name, alg string) {
 		q.fail(err)
 		return
 	}
-	q.take("input", "algorithm", "hmac", "signature", "hash_algorithm", "signature_algorithm", "prehashed", "marshaling_algorithm")
+	q.take("input", "algorithm", "hmac", "signature", "hash_algorithm", "signature_algorithm", "prehashed", "marshaling_algorithm", "name", "context")
 	if _, ok := q.body["signature"]; ok {
 		q.fail(fmt.Errorf("%w: signature verification needs a signing key; Coffer's Transit keys are %s and %s (verify an hmac instead)", service.ErrInvalid, service.TransitAES256, service.TransitAES128))
 		return
