@@ -485,6 +485,9 @@ func (s *Store) applyEndpointRevoke(tx *bolt.Tx, now time.Time, c EndpointRevoke
 	if e.State != "active" {
 		return fmt.Errorf("endpoint %q is already revoked: %w", c.Name, ErrConflict), nil
 	}
+	if err := deleteTokens(tx, TokenAppRole, e.Name); err != nil {
+		return nil, err
+	}
 	if err := deleteTokens(tx, TokenEndpoint, e.Name); err != nil {
 		return nil, err
 	}
@@ -640,6 +643,10 @@ func (s *Store) applyTokenCreate(tx *bolt.Tx, now time.Time, t Token) (any, erro
 		}
 		if e.State != "active" {
 			return fmt.Errorf("endpoint %q is %s: %w", t.Subject, e.State, ErrConflict), nil
+		}
+	case TokenAppRole:
+		if res, err := checkAppRoleSecret(tx, t); res != nil || err != nil {
+			return res, err
 		}
 	default:
 		return bad("token kind %q cannot be created directly", t.Kind), nil

@@ -210,3 +210,75 @@ func TestGoClientCompat(t *testing.T) {
 		t.Fatalf("ui mounts: %+v %v", mounts, err)
 	}
 }
+
+// TestGoClientAppRole: a secret_id issued for an endpoint logs in through
+// auth/approle/login with the endpoint's name as role_id, within its use
+// limit, until it is revoked or its endpoint is; the token has the
+// endpoint's grants.
+func TestGoClientAppRole(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	sec, err := f.svc.Access.IssueAppRoleSecret(rootCtx(), "ep-read", 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec.RoleID != "ep-read" || sec.SecretID == "" || sec.Uses != 2 {
+		t.Fatalf("issued: %+v", sec)
+	}
+	c := newVaultClient(t, f, "")
+	login := func(role, secret string) (*vaultapi.Secret, error) {
+		return c.Logical().WriteWithContext(ctx, "auth/approle/login", map[string]any{"role_id": role, "secret_id": secret})
+	}
+	if _, err := login("ep-rm", sec.SecretID); err == nil {
+		t.Fatal("secret_id accepted with another endpoint's role_id")
+	}
+	if _, err := login("ep-read", sec.SecretID+"x"); err == nil {
+		t.Fatal("wrong secret_id accepted")
+	}
+	s, err := login("ep-read", sec.SecretID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Auth == nil || strings.Join(s.Auth.Policies, ",") != "kvw:read,tw:read" || s.Auth.LeaseDuration <= 0 {
+		t.Fatalf("auth: %+v", s.Auth)
+	}
+	app := newVaultClient(t, f, s.Auth.ClientToken)
+	if _, err := app.KVv2("kv").Put(ctx, "x", map[string]any{"a": "b"}); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("read-only login token wrote: %v", err)
+	}
+	if _, err := login("ep-read", sec.SecretID); err != nil {
+		t.Fatalf("second use: %v", err)
+	}
+	if _, err := login("ep-read", sec.SecretID); err == nil {
+		t.Fatal("a third login with a two-use secret_id succeeded")
+	}
+	// Revoking the secret ids keeps the endpoint and its login tokens.
+	sec2, err := f.svc.Access.IssueAppRoleSecret(rootCtx(), "ep-read", time.Hour, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.svc.Access.RevokeAppRoleSecrets(rootCtx(), "ep-read"); err != nil || n != 1 {
+		t.Fatalf("revoke: %d %v", n, err)
+	}
+	if _, err := login("ep-read", sec2.SecretID); err == nil {
+		t.Fatal("revoked secret_id accepted")
+	}
+	// Revoking the endpoint revokes its secret ids.
+	sec3, err := f.svc.Access.IssueAppRoleSecret(rootCtx(), "ep-read", time.Hour, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Access.RevokeEndpoint(rootCtx(), "ep-read"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := login("ep-read", sec3.SecretID); err == nil {
+		t.Fatal("secret_id of a revoked endpoint accepted")
+	}
+	if _, err := f.svc.Access.IssueAppRoleSecret(rootCtx(), "ep-read", time.Hour, 0); err == nil {
+		t.Error("secret_id issued for a revoked endpoint")
+	}
+	// Only key administrators issue secret ids.
+	if _, err := f.svc.Access.IssueAppRoleSecret(service.WithIdentity(ctx, service.Identity{Kind: service.KindEndpoint, Name: "ep-manage"}), "ep-manage", time.Hour, 0); err == nil {
+		t.Error("an endpoint issued itself a secret_id")
+	}
+}

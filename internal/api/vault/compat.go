@@ -258,12 +258,43 @@ func (a *api) certLogin(q *request) {
 		q.fail(err)
 		return
 	}
-	ttl := int(time.Until(lt.Expires).Seconds())
+	q.loginReply(lt)
+}
+
+// approleLogin is auth/approle/login: an endpoint's role_id (its name) and
+// a secret_id issued with "coffer endpoint approle" get a login token.
+func (a *api) approleLogin(q *request) {
+	if err := q.readBody(); err != nil {
+		q.fail(err)
+		return
+	}
+	q.take("role_id", "secret_id")
+	roleID, err := stringField(q.body, "role_id")
+	if err != nil {
+		q.fail(err)
+		return
+	}
+	secretID, err := stringField(q.body, "secret_id")
+	if err != nil {
+		q.fail(err)
+		return
+	}
+	lt, err := a.svc.Access.AppRoleLogin(q.r.Context(), roleID, secretID)
+	if err != nil {
+		q.fail(err)
+		return
+	}
+	q.loginReply(lt)
+}
+
+// loginReply answers a login with Vault's auth block.
+func (q *request) loginReply(lt service.LoginToken) {
 	pol := lt.Grants
 	if pol == nil {
 		pol = []string{}
 	}
-	who = service.Whoami{Kind: service.KindEndpoint, Name: lt.Endpoint}
+	who := service.Whoami{Kind: service.KindEndpoint, Name: lt.Endpoint}
+	ttl := int(time.Until(lt.Expires).Seconds())
 	writeJSON(q.w, http.StatusOK, envelope{RequestID: q.reqID, Warnings: q.warningsOrNil(), Auth: authBlock(lt.Token, lt.Accessor, pol, ttl, who)})
 }
 

@@ -28,6 +28,7 @@ func TestRouteFacts(t *testing.T) {
 		{"POST", "/v1/sys/capabilities-self", forward.Facts{Auth: true, Placement: forward.Leader, Audit: "vault.sys.capabilities-self"}},
 		{"POST", "/v1/auth/token/renew-self", forward.Facts{Auth: true, Placement: forward.Leader, Audit: "vault.auth.token.renew-self"}},
 		{"POST", "/v1/auth/token/revoke-self", forward.Facts{Auth: true, Placement: forward.Leader, Audit: "vault.auth.token.revoke-self"}},
+		{"POST", "/v1/auth/approle/login", forward.Facts{Placement: forward.Leader, Audit: "vault.auth.approle.login"}},
 		{"PUT", "/v1/auth/cert/login", forward.Facts{Auth: true, Placement: forward.Leader, Audit: "vault.auth.cert.login"}},
 		{"GET", "/v1/sys/unknown", forward.Facts{Auth: true, Placement: forward.Leader, Audit: "vault.unsupported"}},
 		{"PUT", "/v1/kv/data/a", forward.Facts{Auth: true, Placement: forward.Leader, Audit: "vault.mount"}},

@@ -53,6 +53,9 @@ func (a *api) route(r *http.Request) route {
 		return mk("auth.token.renew-self", leader, onlyMethods(method, a.renewSelf, http.MethodPost, http.MethodPut))
 	case p == "auth/token/revoke-self":
 		return mk("auth.token.revoke-self", leader, onlyMethods(method, a.revokeSelf, http.MethodPost, http.MethodPut))
+	case p == "auth/approle/login":
+		// The role_id / secret_id pair is the credential: no token needed.
+		return mk("auth.approle.login", leaderNoToken, onlyMethods(method, a.approleLogin, http.MethodPost, http.MethodPut))
 	case p == "auth/cert/login":
 		return mk("auth.cert.login", leader, onlyMethods(method, a.certLogin, http.MethodPost, http.MethodPut))
 	case p == "sys/leader":

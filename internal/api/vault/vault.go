@@ -100,6 +100,8 @@ type route struct {
 var (
 	leader    = forward.Facts{Auth: true, Placement: forward.Leader}
 	nodeLocal = forward.Facts{Auth: false, Placement: forward.NodeLocal}
+	// leaderNoToken: a login, whose body is the credential.
+	leaderNoToken = forward.Facts{Auth: false, Placement: forward.Leader}
 )
 
 // mk is a route whose audit action is "vault." and its operation (a mount's
