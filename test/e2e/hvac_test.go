@@ -32,13 +32,25 @@ func hvacPython(t *testing.T) string {
 // version, list, patch, metadata, delete, undelete, destroy, CAS conflict),
 // Transit (create, encrypt, decrypt, rewrap, rotate, datakey, hmac, verify,
 // random, hash; sign refused) after an auth.cert.login with an enrolled
-// endpoint's certificate.
+// endpoint's certificate, then auth.approle.login with a one-use secret_id
+// from "coffer endpoint approle".
 func TestHvac(t *testing.T) {
 	py := hvacPython(t)
 	n := initialisedNode(t, filepath.Join(t.TempDir(), "data"), "")
 	creds := n.enrollKMIP("hvac", "default", "manage")
+	out, err := coffer(t, nil, "endpoint", "approle", "hvac", "--uses", "1", "--ttl", "1h", "--format", "json", "--data-dir", n.dataDir)
+	if err != nil {
+		t.Fatalf("endpoint approle: %v\n%s", err, out)
+	}
+	var ar struct {
+		RoleID   string `json:"role_id"`
+		SecretID string `json:"secret_id"`
+	}
+	if err := json.Unmarshal([]byte(out), &ar); err != nil || ar.RoleID != "hvac" || ar.SecretID == "" {
+		t.Fatalf("endpoint approle output: %v", err)
+	}
 	script, _ := filepath.Abs("testdata/hvac_ops.py")
-	cmd := exec.Command(py, script, n.url, n.caFile, n.token, filepath.Join(creds, "client.crt"), filepath.Join(creds, "client.key"))
+	cmd := exec.Command(py, script, n.url, n.caFile, n.token, filepath.Join(creds, "client.crt"), filepath.Join(creds, "client.key"), ar.RoleID, ar.SecretID)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
@@ -76,6 +88,9 @@ func TestHvac(t *testing.T) {
 		"transit_sign":              "refused: key pair",
 		"transit_random_len":        24.0,
 		"transit_hash":              "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+		"approle_login":             map[string]any{"has_token": true, "policies": []any{"default:manage"}},
+		"approle_read":              "p3",
+		"approle_second_use":        "refused",
 	}
 	for k, w := range want {
 		if !reflect.DeepEqual(got[k], w) {
@@ -84,5 +99,8 @@ func TestHvac(t *testing.T) {
 	}
 	if strings.Contains(n.logs.String(), "p3") && strings.Contains(n.logs.String(), `"pass"`) {
 		t.Error("a KV value reached the server log")
+	}
+	if strings.Contains(n.logs.String(), ar.SecretID) {
+		t.Error("the AppRole secret_id reached the server log")
 	}
 }
