@@ -205,8 +205,8 @@ func TestTransitExtras(t *testing.T) {
 	if r := f.do(t, tok, "POST", "/v1/transit/hash/md5", `{"input":"aGVsbG8="}`); r.status != 400 {
 		t.Errorf("hash md5: %d", r.status)
 	}
-	if r := f.do(t, tok, "POST", "/v1/transit/sign/m1", `{"input":"aGVsbG8="}`); r.status != 400 || !strings.Contains(r.raw, "key pair") {
-		t.Errorf("sign: %d %s", r.status, r.raw)
+	if r := f.do(t, tok, "POST", "/v1/transit/sign/m1", `{"input":"aGVsbG8="}`); r.status != 400 || !strings.Contains(r.raw, "not a signing key") {
+		t.Errorf("sign with an AES key: %d %s", r.status, r.raw)
 	}
 	if r := f.do(t, tok, "POST", "/v1/transit/keys/m1/config", `{"deletion_allowed":false,"min_decryption_version":1}`); r.status != 200 || jsonAt(r.body, "data", "name") != "m1" {
 		t.Errorf("config no-op: %d %s", r.status, r.raw)
@@ -215,6 +215,80 @@ func TestTransitExtras(t *testing.T) {
 		if r := f.do(t, tok, "POST", "/v1/transit/keys/m1/config", body); r.status != 400 {
 			t.Errorf("config %s: %d %s", body, r.status, r.raw)
 		}
+	}
+}
+
+// TestTransitSign: ECDSA P-256 and P-384 keys sign (ASN.1 or JWS
+// marshaling, hashed here or prehashed) and verify; a changed input, another
+// key or another version's signature does not verify; signing keys do not
+// encrypt; key reads show public keys.
+func TestTransitSign(t *testing.T) {
+	f := newFixture(t)
+	tok := f.tokens["ep-rm"]
+	if r := f.do(t, tok, "POST", "/v1/transit/keys/m-other", `{"type":"ecdsa-p256"}`); r.status != 200 {
+		t.Fatalf("create: %d", r.status)
+	}
+	for _, typ := range []string{"ecdsa-p256", "ecdsa-p384"} {
+		name := "s-" + typ
+		r := f.do(t, tok, "POST", "/v1/transit/keys/"+name, `{"type":"`+typ+`"}`)
+		if r.status != 200 || jsonAt(r.body, "data", "supports_signing") != true || jsonAt(r.body, "data", "supports_encryption") != false {
+			t.Fatalf("create %s: %d %s", typ, r.status, r.raw)
+		}
+		if pk, _ := jsonAt(r.body, "data", "keys", "1", "public_key").(string); !strings.HasPrefix(pk, "-----BEGIN PUBLIC KEY-----") {
+			t.Errorf("%s public key: %s", typ, r.raw)
+		}
+		for _, c := range []struct{ path, extra string }{
+			{"/v1/transit/sign/" + name, ``},
+			{"/v1/transit/sign/" + name + "/sha2-512", ``},
+			{"/v1/transit/sign/" + name, `,"marshaling_algorithm":"jws"`},
+		} {
+			r := f.do(t, tok, "POST", c.path, `{"input":"aGVsbG8="`+c.extra+`}`)
+			sig, _ := jsonAt(r.body, "data", "signature").(string)
+			if r.status != 200 || !strings.HasPrefix(sig, "vault:v1:") {
+				t.Fatalf("sign %s%s: %d %s", c.path, c.extra, r.status, r.raw)
+			}
+			vpath := strings.Replace(c.path, "/sign/", "/verify/", 1)
+			for input, want := range map[string]bool{"aGVsbG8=": true, "aGVsbG9v": false} {
+				r := f.do(t, tok, "POST", vpath, `{"input":"`+input+`","signature":"`+sig+`"`+c.extra+`}`)
+				if r.status != 200 || jsonAt(r.body, "data", "valid") != want {
+					t.Errorf("verify %s %s%s: %d %s, want %v", vpath, input, c.extra, r.status, r.raw, want)
+				}
+			}
+			if r := f.do(t, tok, "POST", "/v1/transit/verify/m-other", `{"input":"aGVsbG8=","signature":"`+sig+`"`+c.extra+`}`); r.status != 200 || jsonAt(r.body, "data", "valid") != false {
+				t.Errorf("another key verified %s", sig)
+			}
+		}
+		// prehashed: the input is the SHA-256 digest of "hello".
+		r = f.do(t, tok, "POST", "/v1/transit/sign/"+name, `{"input":"LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=","prehashed":true}`)
+		sig, _ := jsonAt(r.body, "data", "signature").(string)
+		if r := f.do(t, tok, "POST", "/v1/transit/verify/"+name, `{"input":"aGVsbG8=","signature":"`+sig+`"}`); jsonAt(r.body, "data", "valid") != true {
+			t.Errorf("prehashed signature does not verify over the input: %s", r.raw)
+		}
+		// A rotation signs with version 2; version 1's signatures still verify.
+		if r := f.do(t, tok, "POST", "/v1/transit/keys/"+name+"/rotate", ""); r.status != 200 {
+			t.Fatalf("rotate: %d", r.status)
+		}
+		r = f.do(t, tok, "POST", "/v1/transit/sign/"+name, `{"input":"aGVsbG8="}`)
+		sig2, _ := jsonAt(r.body, "data", "signature").(string)
+		if !strings.HasPrefix(sig2, "vault:v2:") {
+			t.Errorf("after rotation: %s", r.raw)
+		}
+		if r := f.do(t, tok, "POST", "/v1/transit/verify/"+name, `{"input":"aGVsbG8=","signature":"`+sig+`"}`); jsonAt(r.body, "data", "valid") != true {
+			t.Errorf("v1 signature after rotation: %s", r.raw)
+		}
+		forged := "vault:v2:" + strings.TrimPrefix(sig, "vault:v1:")
+		if r := f.do(t, tok, "POST", "/v1/transit/verify/"+name, `{"input":"aGVsbG8=","signature":"`+forged+`"}`); jsonAt(r.body, "data", "valid") != false {
+			t.Errorf("v1 signature relabelled v2 verified: %s", r.raw)
+		}
+		if r := f.do(t, tok, "POST", "/v1/transit/encrypt/"+name, `{"plaintext":"aGVsbG8="}`); r.status != 400 {
+			t.Errorf("encrypt with a signing key: %d %s", r.status, r.raw)
+		}
+	}
+	if r := f.do(t, f.tokens["ep-none"], "POST", "/v1/transit/sign/s-ecdsa-p256", `{"input":"aGVsbG8="}`); r.status != 403 {
+		t.Errorf("sign without a grant: %d", r.status)
+	}
+	if r := f.do(t, tok, "POST", "/v1/transit/keys/s-rsa", `{"type":"rsa-2048"}`); r.status != 400 {
+		t.Errorf("rsa-2048: %d", r.status)
 	}
 }
 

@@ -563,36 +563,108 @@ func macRequest(body map[string]json.RawMessage, alg string) (string, uint64, []
 	return alg, version, in, err
 }
 
-// transitVerify is <mount>/verify/<name>[/<algorithm>] for an HMAC.
-// Signatures need key pairs, which Coffer's Transit does not have.
+// signRequest decodes a sign or verify body (hash algorithm from the URL
+// or hash_algorithm/algorithm, prehashed, marshaling_algorithm asn1 or jws).
+func signRequest(body map[string]json.RawMessage, alg string) (service.SignRequest, error) {
+	var r service.SignRequest
+	var err error
+	if r.HashAlgorithm, r.KeyVersion, r.Input, err = macRequest(body, alg); err != nil {
+		return r, err
+	}
+	if r.Prehashed, err = boolField(body, "prehashed"); err != nil {
+		return r, err
+	}
+	switch m, err := stringField(body, "marshaling_algorithm"); {
+	case err != nil:
+		return r, err
+	case m == "jws":
+		r.JWS = true
+	case m != "" && m != "asn1":
+		return r, invalid("marshaling_algorithm", "%q: use asn1 or jws", m)
+	}
+	if sa, err := stringField(body, "signature_algorithm"); err != nil || (sa != "" && sa != "pss" && sa != "pkcs1v15") {
+		if err == nil {
+			err = invalid("signature_algorithm", "%q: use pss or pkcs1v15 (RSA only; ignored for ECDSA)", sa)
+		}
+		return r, err
+	}
+	if err := refuseTrue(body, "batch_input"); err != nil {
+		return r, err
+	}
+	if ctx, err := stringField(body, "context"); err != nil || ctx != "" {
+		if err == nil {
+			err = fmt.Errorf("%w: context is for derived keys, which Coffer's Transit does not support", service.ErrInvalid)
+		}
+		return r, err
+	}
+	return r, nil
+}
+
+// transitSign is <mount>/sign/<name>[/<hash_algorithm>].
+func (a *api) transitSign(q *request, m service.Mount, name, alg string) {
+	if err := q.readBody(); err != nil {
+		q.fail(err)
+		return
+	}
+	q.take("input", "algorithm", "hash_algorithm", "key_version", "prehashed", "marshaling_algorithm", "signature_algorithm", "name", "context")
+	r, err := signRequest(q.body, alg)
+	if err != nil {
+		q.fail(err)
+		return
+	}
+	sig, v, err := a.svc.Objects.TransitSign(q.r.Context(), m.Wallet, name, r)
+	if err != nil {
+		q.fail(err)
+		return
+	}
+	q.reply(http.StatusOK, "transit", map[string]any{"signature": sig, "key_version": v})
+}
+
+// transitVerify is <mount>/verify/<name>[/<hash_algorithm>], for an hmac or
+// a signature.
 func (a *api) transitVerify(q *request, m service.Mount, name, alg string) {
 	if err := q.readBody(); err != nil {
 		q.fail(err)
 		return
 	}
 	q.take("input", "algorithm", "hmac", "signature", "hash_algorithm", "signature_algorithm", "prehashed", "marshaling_algorithm", "name", "context")
-	if _, ok := q.body["signature"]; ok {
-		q.fail(fmt.Errorf("%w: signature verification needs a signing key; Coffer's Transit keys are %s and %s (verify an hmac instead)", service.ErrInvalid, service.TransitAES256, service.TransitAES128))
-		return
-	}
 	mac, err := stringField(q.body, "hmac")
 	if err != nil {
 		q.fail(err)
 		return
 	}
-	if mac == "" {
-		q.fail(fmt.Errorf("%w: missing hmac to verify", service.ErrInvalid))
-		return
-	}
-	alg, _, in, err := macRequest(q.body, alg)
+	sig, err := stringField(q.body, "signature")
 	if err != nil {
 		q.fail(err)
 		return
 	}
-	ok, err := a.svc.Objects.TransitVerifyHMAC(q.r.Context(), m.Wallet, name, alg, mac, in)
-	if err != nil {
-		q.fail(err)
+	if (mac == "") == (sig == "") {
+		q.fail(fmt.Errorf("%w: send either hmac or signature to verify", service.ErrInvalid))
 		return
+	}
+	var ok bool
+	if sig != "" {
+		r, err := signRequest(q.body, alg)
+		if err != nil {
+			q.fail(err)
+			return
+		}
+		r.Signature = sig
+		ok, err = a.svc.Objects.TransitVerifySignature(q.r.Context(), m.Wallet, name, r)
+		if err != nil {
+			q.fail(err)
+			return
+		}
+	} else {
+		alg, _, in, err := macRequest(q.body, alg)
+		if err != nil {
+			q.fail(err)
+			return
+		}
+		if ok, err = a.svc.Objects.TransitVerifyHMAC(q.r.Context(), m.Wallet, name, alg, mac, in); err != nil {
+			q.fail(err)
+			return
+		}
 	}
 	q.reply(http.StatusOK, "transit", map[string]any{"valid": ok})
 }

@@ -100,9 +100,14 @@ out["transit_verify_hmac"] = tr.verify_signed_data("orders", b64("msg"), hmac=ma
 out["transit_verify_hmac_other"] = tr.verify_signed_data("orders", b64("other"), hmac=mac, hash_algorithm="sha2-256", mount_point="transit")["data"]["valid"]
 try:
     tr.sign_data("orders", b64("msg"), mount_point="transit")
-    out["transit_sign"] = "signed"
+    out["transit_sign_aes"] = "signed"
 except hvac.exceptions.InvalidRequest as e:
-    out["transit_sign"] = "refused: key pair" if "key pair" in str(e) else str(e)
+    out["transit_sign_aes"] = "refused" if "not a signing key" in str(e) else str(e)
+tr.create_key("signer", key_type="ecdsa-p256", mount_point="transit")
+sig = tr.sign_data("signer", b64("msg"), hash_algorithm="sha2-256", mount_point="transit")["data"]["signature"]
+out["transit_sign_prefix"] = sig[:9]
+out["transit_verify_signature"] = tr.verify_signed_data("signer", b64("msg"), signature=sig, hash_algorithm="sha2-256", mount_point="transit")["data"]["valid"]
+out["transit_verify_signature_other"] = tr.verify_signed_data("signer", b64("other"), signature=sig, hash_algorithm="sha2-256", mount_point="transit")["data"]["valid"]
 out["transit_random_len"] = len(base64.b64decode(tr.generate_random_bytes(n_bytes=24, mount_point="transit")["data"]["random_bytes"]))
 out["transit_hash"] = tr.hash_data(b64("hello"), algorithm="sha2-256", output_format="hex", mount_point="transit")["data"]["sum"]
 
