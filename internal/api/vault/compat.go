@@ -588,8 +588,8 @@ func signRequest(body map[string]json.RawMessage, alg string) (service.SignReque
 		}
 		return r, err
 	}
-	if err := refuseTrue(body, "batch_input"); err != nil {
-		return r, err
+	if _, ok := body["batch_input"]; ok {
+		return r, fmt.Errorf("%w: batch_input is not supported by Coffer's sign and verify", service.ErrInvalid)
 	}
 	if ctx, err := stringField(body, "context"); err != nil || ctx != "" {
 		if err == nil {
