@@ -137,8 +137,8 @@ func TestGoClientCertLogin(t *testing.T) {
 }
 
 // TestGoClientCompat drives the newer paths through the Go client: KVv2
-// patch, metadata, delete/undelete/destroy, sys/leader, capabilities and
-// Transit HMAC.
+// patch, metadata, delete/undelete/destroy, sys/leader, capabilities,
+// Transit HMAC and ECDSA signatures, and the UI mount lookup.
 func TestGoClientCompat(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -204,6 +204,17 @@ func TestGoClientCompat(t *testing.T) {
 	v, err := l.WriteWithContext(ctx, "transit/verify/h", map[string]any{"input": "aGk=", "hmac": s.Data["hmac"]})
 	if err != nil || v.Data["valid"] != true {
 		t.Fatalf("verify: %+v %v", v, err)
+	}
+	if _, err := l.WriteWithContext(ctx, "transit/keys/signer", map[string]any{"type": "ecdsa-p256"}); err != nil {
+		t.Fatal(err)
+	}
+	sg, err := l.WriteWithContext(ctx, "transit/sign/signer/sha2-256", map[string]any{"input": "aGk="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err = l.WriteWithContext(ctx, "transit/verify/signer/sha2-256", map[string]any{"input": "aGk=", "signature": sg.Data["signature"]})
+	if err != nil || v.Data["valid"] != true {
+		t.Fatalf("verify signature: %+v %v", v, err)
 	}
 	mounts, err := l.ReadWithContext(ctx, "sys/internal/ui/mounts/kv/p")
 	if err != nil || mounts.Data["path"] != "kv/" {
