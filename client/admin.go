@@ -220,6 +220,36 @@ func (c *Client) RenewEndpoint(ctx context.Context, name, csr string) (Enrollmen
 	return e, c.Do(ctx, "POST", "/api/v1/endpoints/"+url.PathEscape(name)+"/renew", map[string]string{"csr": csr}, &e)
 }
 
+// AppRoleSecret is an AppRole secret id, shown once: log in with
+// role_id and secret_id at the Vault API's auth/approle/login.
+type AppRoleSecret struct {
+	RoleID   string    `json:"role_id"`
+	SecretID string    `json:"secret_id"`
+	Accessor string    `json:"secret_id_accessor"`
+	Expires  time.Time `json:"expires"`
+	Uses     int       `json:"uses,omitempty"`
+}
+
+// IssueAppRole issues endpoint name an AppRole secret id valid for ttl
+// (0: the server's default) and uses logins (0: unlimited).
+func (c *Client) IssueAppRole(ctx context.Context, name string, ttl time.Duration, uses int) (AppRoleSecret, error) {
+	var s AppRoleSecret
+	body := map[string]any{"uses": uses}
+	if ttl > 0 {
+		body["ttl"] = ttl.String()
+	}
+	return s, c.Do(ctx, "POST", "/api/v1/endpoints/"+url.PathEscape(name)+"/approle", body, &s)
+}
+
+// RevokeAppRole revokes every AppRole secret id of endpoint name and
+// returns how many there were.
+func (c *Client) RevokeAppRole(ctx context.Context, name string) (int, error) {
+	var r struct {
+		Revoked int `json:"revoked"`
+	}
+	return r.Revoked, c.Do(ctx, "DELETE", "/api/v1/endpoints/"+url.PathEscape(name)+"/approle", nil, &r)
+}
+
 // RevokeEndpoint revokes an endpoint's token, certificate and grants.
 func (c *Client) RevokeEndpoint(ctx context.Context, name string) (Endpoint, error) {
 	var e Endpoint

@@ -37,6 +37,7 @@ command -v age >/dev/null || need_pkgs+=(age)               # the backup benchma
 command -v zstd >/dev/null || need_pkgs+=(zstd)
 [ -z "${COFFER_TEST_LOAD:-}" ] || command -v stress >/dev/null || need_pkgs+=(stress)
 command -v pykmip-server >/dev/null || need_pkgs+=(python3-pykmip) # KMIP e2e client (PyKMIP) and benchmark peer
+[ -d /usr/lib/python3/dist-packages/hvac ] || need_pkgs+=(python3-hvac) # Vault API e2e client (hvac 0.11.2; PyPI is not reachable)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server) # MariaDB TDE via the Vault API
 [ -e /usr/lib/mysql/plugin/hashicorp_key_management.so ] || need_pkgs+=(mariadb-plugin-hashicorp-key-management)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd) # the package test: systemd-analyze verify|security on the unit

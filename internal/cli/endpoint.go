@@ -43,7 +43,7 @@ TLS, written to a directory it then uses with --client-dir DIR (or
 COFFER_CLIENT_DIR=DIR). An endpoint sees only the wallets it is granted:
 read, read_modify or manage. Endpoints are managed by key administrators.`,
 	}
-	e.AddCommand(newEndpointEnrollCmd(g), newEndpointListCmd(g), newEndpointShowCmd(g), newEndpointRevokeCmd(g), newEndpointRenewCmd(g), newEndpointGrantCmd(g))
+	e.AddCommand(newEndpointEnrollCmd(g), newEndpointListCmd(g), newEndpointShowCmd(g), newEndpointRevokeCmd(g), newEndpointRenewCmd(g), newEndpointAppRoleCmd(g), newEndpointGrantCmd(g))
 	return e
 }
 

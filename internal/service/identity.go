@@ -259,7 +259,7 @@ func (s *Access) Authenticate(tok string) (Identity, error) {
 		if err != nil || e.State != "active" {
 			return Identity{}, ErrUnauthenticated
 		}
-		return Identity{Kind: KindEndpoint, Name: e.Name, tokenHash: h}, nil
+		return Identity{Kind: KindEndpoint, Name: e.Name, tokenHash: h, Expires: t.Expires}, nil
 	}
 	return Identity{}, ErrUnauthenticated
 }

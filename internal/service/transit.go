@@ -39,6 +39,8 @@ type TransitKey struct {
 	Latest   uint64               `json:"latest_version"`
 	Created  time.Time            `json:"created"`
 	Versions map[uint64]time.Time `json:"versions"`
+	// PublicKeys: a signing key's public key per version (PKIX DER).
+	PublicKeys map[uint64][]byte `json:"public_keys,omitempty"`
 }
 
 func transitKeyOf(o state.Object) (TransitKey, error) {
@@ -50,6 +52,12 @@ func transitKeyOf(o state.Object) (TransitKey, error) {
 	for _, v := range o.Versions {
 		if !v.Destroyed {
 			k.Versions[v.Version] = v.Created
+			if len(v.Public) > 0 {
+				if k.PublicKeys == nil {
+					k.PublicKeys = map[uint64][]byte{}
+				}
+				k.PublicKeys[v.Version] = v.Public
+			}
 		}
 	}
 	return k, nil
@@ -64,19 +72,26 @@ func transitType(o state.Object) (string, error) {
 			return TransitAES256, nil
 		}
 	}
+	if t := transitSigningType(o); t != "" {
+		return t, nil
+	}
 	return "", fmt.Errorf("%w: %s/%s is a %d-bit %s %s, not a Transit key (AES-128 or AES-256)", ErrConflict, o.Wallet, o.Name, o.Length, o.Algorithm, o.Type)
 }
 
 // CreateTransitKey creates a Transit key (read_modify). Creating a key that
 // exists with the same type returns it unchanged, as Vault does.
 func (s *Objects) CreateTransitKey(ctx context.Context, wallet, name, typ string) (TransitKey, error) {
-	length := 256
+	length, objType, alg := 256, TypeSymmetricKey, "AES"
 	switch typ {
 	case "", TransitAES256:
 	case TransitAES128:
 		length = 128
+	case TransitECDSAP256:
+		objType, alg = TypeKeyPair, "EC"
+	case TransitECDSAP384:
+		objType, alg, length = TypeKeyPair, "EC", 384
 	default:
-		return TransitKey{}, fmt.Errorf("%w: Transit key type %q: use %s or %s", ErrInvalid, typ, TransitAES256, TransitAES128)
+		return TransitKey{}, fmt.Errorf("%w: Transit key type %q: use %s, %s, %s or %s", ErrInvalid, typ, TransitAES256, TransitAES128, TransitECDSAP256, TransitECDSAP384)
 	}
 	if err := ValidName(name); err != nil {
 		return TransitKey{}, err
@@ -95,7 +110,7 @@ func (s *Objects) CreateTransitKey(ctx context.Context, wallet, name, typ string
 		}
 		return k, nil
 	}
-	obj, err := s.CreateObject(ctx, CreateObject{Wallet: wallet, Name: name, Type: TypeSymmetricKey, Algorithm: "AES", Length: length})
+	obj, err := s.CreateObject(ctx, CreateObject{Wallet: wallet, Name: name, Type: objType, Algorithm: alg, Length: length})
 	if errors.Is(err, ErrConflict) {
 		if o, lerr := s.st.ObjectByName(wallet, name); lerr == nil {
 			return transitKeyOf(o) // created concurrently
@@ -204,6 +219,9 @@ func (kr *transitKeyring) aead(version uint64) (cipher.AEAD, error) {
 	}
 	if v.Destroyed || !lifecycle.Usable(kr.o.State) {
 		return nil, fmt.Errorf("%w: key %s version %d is destroyed", ErrInvalid, kr.o.Name, version)
+	}
+	if kr.o.Type != TypeSymmetricKey {
+		return nil, fmt.Errorf("%w: key %s is a signing key (%s): it signs and verifies, and does not encrypt", ErrInvalid, kr.o.Name, transitSigningType(kr.o))
 	}
 	sealed, err := kr.s.st.Material(kr.o.ID, version)
 	if err != nil {

@@ -35,6 +35,8 @@ type Token struct {
 	Created time.Time  `json:"created"`
 	Expires *time.Time `json:"expires,omitempty"`
 	CredGen uint64     `json:"cred_gen,omitempty"` // session: the user's credential generation it was granted for
+	// UsesLeft: an AppRole secret id's remaining logins (0: unlimited).
+	UsesLeft int `json:"uses_left,omitempty"`
 }
 
 // apply mutates tx for one command. The returned error is an I/O failure that
@@ -118,6 +120,8 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 		return decodeApply(cmd, func(c EndpointEnroll) (any, error) { return s.applyEndpointEnroll(tx, cmd.Time, c) })
 	case TypeEndpointRevoke:
 		return decodeApply(cmd, func(c EndpointRevoke) (any, error) { return s.applyEndpointRevoke(tx, cmd.Time, c) })
+	case TypeAppRoleLogin:
+		return decodeApply(cmd, func(c AppRoleLogin) (any, error) { return s.applyAppRoleLogin(tx, cmd.Time, c) })
 	case TypeEndpointRenew:
 		return decodeApply(cmd, func(c EndpointRenew) (any, error) { return s.applyEndpointRenew(tx, cmd.Time, c) })
 	case TypeUserCreate:

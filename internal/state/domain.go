@@ -485,6 +485,9 @@ func (s *Store) applyEndpointRevoke(tx *bolt.Tx, now time.Time, c EndpointRevoke
 	if e.State != "active" {
 		return fmt.Errorf("endpoint %q is already revoked: %w", c.Name, ErrConflict), nil
 	}
+	if err := deleteTokens(tx, TokenAppRole, e.Name); err != nil {
+		return nil, err
+	}
 	if err := deleteTokens(tx, TokenEndpoint, e.Name); err != nil {
 		return nil, err
 	}
@@ -627,6 +630,23 @@ func (s *Store) applyTokenCreate(tx *bolt.Tx, now time.Time, t Token) (any, erro
 		}
 		if u.Disabled || u.CredGen != t.CredGen {
 			return fmt.Errorf("user %q changed (password or disabled) since the login was checked: %w", t.Subject, ErrConflict), nil
+		}
+	case TokenEndpoint:
+		// An endpoint's login token (Vault's cert login) expires and dies
+		// with the endpoint; its enrollment credential is created by the enroll.
+		if t.Expires == nil {
+			return bad("an endpoint login token needs an expiry"), nil
+		}
+		e, err := load[Endpoint](tx.Bucket(bucketEndpoints), t.Subject, fmt.Sprintf("endpoint %q", t.Subject))
+		if err != nil {
+			return resultOrIO(err)
+		}
+		if e.State != "active" {
+			return fmt.Errorf("endpoint %q is %s: %w", t.Subject, e.State, ErrConflict), nil
+		}
+	case TokenAppRole:
+		if res, err := checkAppRoleSecret(tx, t); res != nil || err != nil {
+			return res, err
 		}
 	default:
 		return bad("token kind %q cannot be created directly", t.Kind), nil

@@ -46,6 +46,8 @@ var allowed = map[string]string{
 	"getEndpoint":    "ep-read keyadmin root", // ep-read reads itself
 	"revokeEndpoint": "keyadmin root",
 	"renewEndpoint":  "keyadmin root",
+	"issueAppRole":   "keyadmin root",
+	"revokeAppRole":  "keyadmin root",
 	"readAudit":      "auditor root", "verifyAudit": "auditor root",
 	"createRestorePoint": "sysadmin root", "listRestorePoints": "admins",
 	"recoveryStatus": "admins", "setRecoveryPassphrase": "sysadmin root",
@@ -151,6 +153,7 @@ func (f *matrixFixture) request(rt route, caller string) (method, path, body str
 		"setAttributes":         `{"set":{"owner":"dba"}}`,
 		"enrollEndpoint":        `{"name":"new-` + caller + `"}`,
 		"renewEndpoint":         `{"csr":""}`,
+		"issueAppRole":          `{"ttl":"1h","uses":1}`,
 		"setRecoveryPassphrase": `{"new_passphrase":"recovery-passphrase-1"}`,
 		"addDestination":        `{"name":"d-` + caller + `","kind":"dir","path":"/nonexistent/coffer-matrix"}`,
 		"editDestination":       `{"kind":"dir","path":"/nonexistent/coffer-matrix"}`,

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -68,6 +69,15 @@ type (
 	// RenewRequest carries an endpoint's new certificate request.
 	RenewRequest struct {
 		CSR string `json:"csr" doc:"PEM certificate request for the new key"`
+	}
+	// AppRoleRequest asks for an AppRole secret id.
+	AppRoleRequest struct {
+		TTL  string `json:"ttl,omitempty" doc:"how long the secret id is valid (Go duration, 1m to 8784h; default 24h)"`
+		Uses int    `json:"uses,omitempty" doc:"logins allowed (0: unlimited)"`
+	}
+	// AppRoleRevoked tells how many secret ids were revoked.
+	AppRoleRevoked struct {
+		Revoked int `json:"revoked"`
 	}
 	// AuditPage is a run of audit records.
 	AuditPage struct {
@@ -412,6 +422,30 @@ func (a *api) renewEndpoint(w http.ResponseWriter, r *http.Request) {
 	}
 	e, err := a.svc.Access.RenewEndpoint(r.Context(), r.PathValue("name"), []byte(req.CSR))
 	a.reply(w, r, http.StatusOK, e, err)
+}
+
+func (a *api) issueAppRole(w http.ResponseWriter, r *http.Request) {
+	var req AppRoleRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			a.fail(w, r, fmt.Errorf("%w: ttl %q: want a duration like 24h", service.ErrInvalid, req.TTL))
+			return
+		}
+		ttl = d
+	}
+	sec, err := a.svc.Access.IssueAppRoleSecret(r.Context(), r.PathValue("name"), ttl, req.Uses)
+	a.reply(w, r, http.StatusOK, sec, err)
+}
+
+func (a *api) revokeAppRole(w http.ResponseWriter, r *http.Request) {
+	n, err := a.svc.Access.RevokeAppRoleSecrets(r.Context(), r.PathValue("name"))
+	a.reply(w, r, http.StatusOK, AppRoleRevoked{Revoked: n}, err)
 }
 
 func (a *api) revokeEndpoint(w http.ResponseWriter, r *http.Request) {

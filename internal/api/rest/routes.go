@@ -144,6 +144,8 @@ func (a *api) routes() []route {
 		withQuery(r("GET", "/api/v1/endpoints", "listEndpoints", "List endpoints", leader, nil, service.Page[service.Endpoint]{}, e400, a.listEndpoints, "endpoints"), pageParams...),
 		r("GET", "/api/v1/endpoints/{name}", "getEndpoint", "Get an endpoint", leader, nil, service.Endpoint{}, []int{401, 403, 404}, a.getEndpoint, "endpoints"),
 		r("POST", "/api/v1/endpoints/{name}/renew", "renewEndpoint", "Issue an endpoint a new client certificate, keeping its token and grants; the old certificate is refused at every TLS handshake", leader, RenewRequest{}, service.Enrollment{}, eObj, a.renewEndpoint, "endpoints"),
+		r("POST", "/api/v1/endpoints/{name}/approle", "issueAppRole", "Issue an endpoint an AppRole secret id for the Vault API's auth/approle/login (role_id is the endpoint's name; the secret id is shown once)", leader, AppRoleRequest{}, service.AppRoleSecret{}, eObj, a.issueAppRole, "endpoints"),
+		r("DELETE", "/api/v1/endpoints/{name}/approle", "revokeAppRole", "Revoke every AppRole secret id of an endpoint", leader, nil, AppRoleRevoked{}, eObj, a.revokeAppRole, "endpoints"),
 		r("POST", "/api/v1/endpoints/{name}/revoke", "revokeEndpoint", "Revoke an endpoint's token, certificate and grants", leader, nil, service.Endpoint{}, eObj, a.revokeEndpoint, "endpoints"),
 
 		// Backups

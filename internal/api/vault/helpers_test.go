@@ -22,9 +22,9 @@ type fixture struct {
 	tokens map[string]string // root, ep-none, ep-read, ep-rm, ep-manage
 }
 
-func newService(t testing.TB) (*service.Service, string) {
+func newService(t testing.TB, opts ...servicetest.Option) (*service.Service, string) {
 	t.Helper()
-	svc := servicetest.New(t)
+	svc := servicetest.New(t, opts...)
 	tok, err := svc.Init(context.Background(), service.Identity{Local: true}, []byte("vault-test-passphrase"))
 	if err != nil {
 		t.Fatal(err)
@@ -36,9 +36,9 @@ func rootCtx() context.Context {
 	return service.WithIdentity(context.Background(), service.LocalRoot())
 }
 
-func newFixture(t testing.TB) *fixture {
+func newFixture(t testing.TB, opts ...servicetest.Option) *fixture {
 	t.Helper()
-	svc, root := newService(t)
+	svc, root := newService(t, opts...)
 	srv := httptest.NewTLSServer(Handler(svc, Options{}))
 	t.Cleanup(srv.Close)
 	f := &fixture{svc: svc, srv: srv, tokens: map[string]string{"root": root}}

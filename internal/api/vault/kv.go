@@ -33,6 +33,9 @@ func (a *api) serveKV(q *request, m service.Mount, rest, method string) {
 		case http.MethodPost, http.MethodPut:
 			q.op = "kv.write"
 			a.kvWrite(q, m, path)
+		case http.MethodPatch:
+			q.op = "kv.patch"
+			a.kvPatch(q, m, path)
 		case http.MethodDelete:
 			q.op = "kv.delete-latest"
 			a.kvVersions(q, m, path, service.KVDelete, false)
@@ -59,6 +62,10 @@ func (a *api) serveKV(q *request, m service.Mount, rest, method string) {
 			q.op = "kv.metadata"
 			unsupportedOperation(q)
 		}
+		return
+	case "subkeys":
+		q.op = "kv.subkeys"
+		onlyMethods(method, func(q *request) { a.kvSubkeys(q, m, path) }, http.MethodGet)(q)
 		return
 	case "delete", "undelete", "destroy":
 		q.op = "kv." + section

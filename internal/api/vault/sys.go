@@ -49,6 +49,24 @@ func (a *api) route(r *http.Request) route {
 		return mk("sys.mounts", leader, unsupportedOperation)
 	case p == "auth/token/lookup-self":
 		return mk("auth.token.lookup-self", leader, onlyMethods(method, a.lookupSelf, http.MethodGet, http.MethodPost))
+	case p == "auth/token/renew-self":
+		return mk("auth.token.renew-self", leader, onlyMethods(method, a.renewSelf, http.MethodPost, http.MethodPut))
+	case p == "auth/token/revoke-self":
+		return mk("auth.token.revoke-self", leader, onlyMethods(method, a.revokeSelf, http.MethodPost, http.MethodPut))
+	case p == "auth/approle/login":
+		// The role_id / secret_id pair is the credential: no token needed.
+		return mk("auth.approle.login", leaderNoToken, onlyMethods(method, a.approleLogin, http.MethodPost, http.MethodPut))
+	case p == "auth/cert/login":
+		return mk("auth.cert.login", leader, onlyMethods(method, a.certLogin, http.MethodPost, http.MethodPut))
+	case p == "sys/leader":
+		return quiet(mk("sys.leader", nodeLocal, onlyMethods(method, a.leader, http.MethodGet)))
+	case p == "sys/internal/ui/mounts":
+		return mk("sys.internal.ui.mounts", leader, onlyMethods(method, a.uiMounts, http.MethodGet))
+	case strings.HasPrefix(p, "sys/internal/ui/mounts/"):
+		rest := strings.TrimPrefix(p, "sys/internal/ui/mounts/")
+		return mk("sys.internal.ui.mounts.read", leader, onlyMethods(method, func(q *request) { a.uiMount(q, rest) }, http.MethodGet))
+	case p == "sys/capabilities-self":
+		return mk("sys.capabilities-self", leader, onlyMethods(method, a.capabilitiesSelf, http.MethodPost, http.MethodPut))
 	case strings.HasPrefix(p, "sys/"), strings.HasPrefix(p, "auth/"):
 		return mk("unsupported", leader, unsupportedPath)
 	}
@@ -270,16 +288,10 @@ func (a *api) lookupSelf(q *request) {
 		q.fail(err)
 		return
 	}
-	policies := []string{}
-	switch who.Kind {
-	case service.KindRoot:
-		policies = append(policies, "root")
-	case service.KindEndpoint:
-		policies = append(policies, "endpoint")
-	default:
-		for _, r := range who.Roles {
-			policies = append(policies, string(r))
-		}
+	policies, err := a.policies(q, who)
+	if err != nil {
+		q.fail(err)
+		return
 	}
 	var expire any
 	ttl := 0
@@ -291,7 +303,7 @@ func (a *api) lookupSelf(q *request) {
 	if who.Name != "" {
 		display += "-" + who.Name
 	}
-	q.reply(http.StatusOK, "token", map[string]any{"accessor": "", "creation_ttl": 0, "display_name": display, "entity_id": "",
+	q.reply(http.StatusOK, "token", map[string]any{"accessor": a.svc.Access.CallerAccessor(q.r.Context()), "creation_ttl": 0, "display_name": display, "entity_id": "",
 		"expire_time": expire, "explicit_max_ttl": 0, "meta": map[string]string{"kind": who.Kind, "name": who.Name},
 		"num_uses": 0, "orphan": true, "path": "auth/token/create", "policies": policies, "renewable": false, "ttl": ttl, "type": "service"})
 }

@@ -3,10 +3,12 @@ package vault
 import (
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -41,6 +43,37 @@ func (a *api) serveTransit(q *request, m service.Mount, rest, method string) {
 	case len(parts) == 3 && parts[0] == "datakey" && (parts[1] == "plaintext" || parts[1] == "wrapped") && parts[2] != "":
 		q.op = "transit.datakey"
 		onlyPost(post, q, func(q *request) { a.transitDataKey(q, m, parts[1] == "plaintext", parts[2]) })
+	case len(parts) == 3 && parts[0] == "keys" && parts[1] != "" && parts[2] == "config":
+		q.op = "transit.keys.config"
+		onlyPost(post, q, func(q *request) { a.transitKeyConfig(q, m, parts[1]) })
+	case (len(parts) == 2 || len(parts) == 3) && parts[1] != "" && (parts[0] == "hmac" || parts[0] == "verify"):
+		q.op = "transit." + parts[0]
+		alg := ""
+		if len(parts) == 3 {
+			alg = parts[2]
+		}
+		if parts[0] == "hmac" {
+			onlyPost(post, q, func(q *request) { a.transitHMAC(q, m, parts[1], alg) })
+		} else {
+			onlyPost(post, q, func(q *request) { a.transitVerify(q, m, parts[1], alg) })
+		}
+	case (len(parts) == 2 || len(parts) == 3) && parts[1] != "" && parts[0] == "sign":
+		q.op = "transit.sign"
+		alg := ""
+		if len(parts) == 3 {
+			alg = parts[2]
+		}
+		onlyPost(post, q, func(q *request) { a.transitSign(q, m, parts[1], alg) })
+	case parts[0] == "random" && len(parts) <= 4:
+		q.op = "transit.random"
+		onlyPost(post, q, func(q *request) { a.transitRandom(q, parts[1:]) })
+	case parts[0] == "hash" && len(parts) <= 2:
+		q.op = "transit.hash"
+		alg := ""
+		if len(parts) == 2 {
+			alg = parts[1]
+		}
+		onlyPost(post, q, func(q *request) { a.transitHash(q, alg) })
 	default:
 		q.op = "unsupported"
 		unsupportedPath(q)
@@ -68,10 +101,22 @@ func keyInfo(k service.TransitKey) map[string]any {
 	if minDec == 0 {
 		minDec = 1
 	}
-	return map[string]any{"name": k.Name, "type": k.Type, "keys": keys, "latest_version": k.Latest,
+	signing := len(k.PublicKeys) > 0 || k.Type == service.TransitECDSAP256 || k.Type == service.TransitECDSAP384
+	var keyMap any = keys
+	if signing {
+		// Vault shows a signing key's versions with their public keys.
+		pk := map[string]any{}
+		for v, t := range k.Versions {
+			pk[strconv.FormatUint(v, 10)] = map[string]any{"name": strings.ToUpper(strings.TrimPrefix(k.Type, "ecdsa-")),
+				"creation_time": t.UTC().Format(time.RFC3339Nano),
+				"public_key":    string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: k.PublicKeys[v]}))}
+		}
+		keyMap = pk
+	}
+	return map[string]any{"name": k.Name, "type": k.Type, "keys": keyMap, "latest_version": k.Latest,
 		"min_available_version": 0, "min_decryption_version": minDec, "min_encryption_version": 0,
 		"deletion_allowed": false, "derived": false, "exportable": false, "allow_plaintext_backup": false,
-		"supports_encryption": true, "supports_decryption": true, "supports_derivation": false, "supports_signing": false,
+		"supports_encryption": !signing, "supports_decryption": !signing, "supports_derivation": false, "supports_signing": signing,
 		"imported_key": false, "auto_rotate_period": 0, "state": k.State}
 }
 

@@ -100,6 +100,8 @@ type route struct {
 var (
 	leader    = forward.Facts{Auth: true, Placement: forward.Leader}
 	nodeLocal = forward.Facts{Auth: false, Placement: forward.NodeLocal}
+	// leaderNoToken: a login, whose body is the credential.
+	leaderNoToken = forward.Facts{Auth: false, Placement: forward.Leader}
 )
 
 // mk is a route whose audit action is "vault." and its operation (a mount's
@@ -333,6 +335,9 @@ func parseBody(b []byte, into map[string]json.RawMessage) error {
 	// dec.More is not enough: it is false for a stray "}" or "]".
 	if len(bytes.TrimSpace(b[dec.InputOffset():])) > 0 {
 		return fmt.Errorf("%w: trailing data after the JSON object", service.ErrInvalid)
+	}
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		return nil // Vault's clients send null for "no data" (vault write -f)
 	}
 	if into == nil {
 		return fmt.Errorf("%w: the body must be a JSON object", service.ErrInvalid)

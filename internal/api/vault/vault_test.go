@@ -471,8 +471,11 @@ func TestMountsAPI(t *testing.T) {
 	if r := f.do(t, root, "GET", "/v1/kv/nothing/x", ""); r.status != 404 {
 		t.Fatalf("unknown KV section: %d", r.status)
 	}
-	if r := f.do(t, root, "PATCH", "/v1/kv/data/x", `{}`); r.status != http.StatusMethodNotAllowed {
-		t.Fatalf("PATCH: %d", r.status)
+	if r := f.do(t, root, "PATCH", "/v1/kv/data/x", `{}`); r.status != http.StatusUnsupportedMediaType {
+		t.Fatalf("PATCH without a merge-patch content type: %d", r.status)
+	}
+	if r := f.do(t, root, "OPTIONS", "/v1/kv/data/x", `{}`); r.status != http.StatusMethodNotAllowed {
+		t.Fatalf("OPTIONS: %d", r.status)
 	}
 }
 
