@@ -8,6 +8,9 @@
 #
 # COFFER_TEST_LOAD=N runs the whole script beside a CPU hog (`stress --cpu N`,
 # stopped by its process id at exit): the suite must pass on a busy machine.
+#
+# COFFER_TEST_OUT=DIR: where tests keep files to look at afterwards (the web
+# console tests' screenshots, DIR/console/*.png); default test/e2e/out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +42,7 @@ command -v zstd >/dev/null || need_pkgs+=(zstd)
 command -v pykmip-server >/dev/null || need_pkgs+=(python3-pykmip) # KMIP e2e client (PyKMIP) and benchmark peer
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server) # MariaDB TDE via the Vault API
 [ -e /usr/lib/mysql/plugin/hashicorp_key_management.so ] || need_pkgs+=(mariadb-plugin-hashicorp-key-management)
+command -v chromium >/dev/null || need_pkgs+=(chromium) # the web console's browser tests (chromedp; screenshots in $COFFER_TEST_OUT)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_pkgs[*]}"

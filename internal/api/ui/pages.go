@@ -76,7 +76,7 @@ func (p *page) monitor() {
 			for _, b := range bl {
 				m, _ := b.(map[string]any)
 				d := fmt.Sprint(m["destination"])
-				if _, seen := last[d]; !seen && m["status"] == "done" {
+				if _, seen := last[d]; !seen && strings.EqualFold(fmt.Sprint(m["status"]), "done") {
 					last[d] = m
 				}
 			}
@@ -325,7 +325,7 @@ func (p *page) progress() {
 		for _, b := range bl {
 			if m, _ := b.(map[string]any); fmt.Sprint(m["id"]) == id {
 				p.Data["record"] = m
-				if m["status"] != "done" && m["status"] != "failed" {
+				if st := strings.ToLower(fmt.Sprint(m["status"])); st != "done" && st != "failed" {
 					p.Refresh = 1
 				}
 			}
