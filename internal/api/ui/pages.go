@@ -2,6 +2,7 @@ package ui
 
 import (
 	"crypto/hmac"
+	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -9,8 +10,19 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
+
+// usedPercent is the disk use of the file system holding path (this
+// node's data dir: the console runs on the node).
+func usedPercent(path string) (float64, bool) {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(path, &fs); err != nil || fs.Blocks == 0 {
+		return 0, false
+	}
+	return 100 * float64(fs.Blocks-fs.Bfree) / float64(fs.Blocks-fs.Bfree+fs.Bavail), true
+}
 
 // login: GET shows the form, POST signs in through the API's login (its
 // throttling and audit); the session token becomes an HttpOnly cookie.
@@ -67,7 +79,13 @@ func (p *page) monitor() {
 	if p.post() && p.form("action") == "recheck" {
 		p.Flash = "Rechecked at " + time.Now().UTC().Format(time.RFC3339)
 	}
-	p.Data["status"] = p.get("/api/v1/sys/status")
+	st := p.get("/api/v1/sys/status")
+	p.Data["status"] = st
+	if dir, ok := st["data_dir"].(string); ok && dir != "" {
+		if pct, ok := usedPercent(dir); ok {
+			p.Data["datadisk"] = json.Number(strconv.FormatFloat(pct, 'f', 1, 64))
+		}
+	}
 	p.Data["cluster"] = p.get("/api/v1/cluster")
 	if p.s.Sys {
 		p.Data["destinations"] = p.get("/api/v1/backup/destinations")["destinations"]

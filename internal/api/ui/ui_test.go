@@ -53,7 +53,7 @@ func TestTemplatesRenderEmptyAndFull(t *testing.T) {
 	 "points":[{"name":"`+h+`","index":5,"time":"2026-01-01T00:00:00Z"}], "command":"`+h+`", "from":"`+h+`",
 	 "token":{"token":"`+h+`"}, "records":[{"seq":1,"actor":"`+h+`","operation":"`+h+`","objects":["`+h+`"],"result":"ok"}],
 	 "report":{"records":1}, "next":3,
-	 "actions":["rotate","destroy"]}`)
+	 "actions":["rotate","destroy"], "datadisk":96.5}`)
 	full["query"] = url.Values{"wallet": {hostile}}
 	for name := range u.tmpl {
 		for _, data := range []map[string]any{{}, full} {
@@ -227,7 +227,11 @@ func TestFormsNeedCSRFAndRoles(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("no CSRF token: %d", resp.StatusCode)
 	}
-	resp, _ = c.post(cl, "/ui/keys", url.Values{"csrf": {"0" + csrf[1:]}, "action": {"create-wallet"}, "name": {"w1"}})
+	wrong := "0" + csrf[1:]
+	if wrong == csrf {
+		wrong = "1" + csrf[1:]
+	}
+	resp, _ = c.post(cl, "/ui/keys", url.Values{"csrf": {wrong}, "action": {"create-wallet"}, "name": {"w1"}})
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("wrong CSRF token: %d", resp.StatusCode)
 	}
