@@ -2,9 +2,9 @@ package ui
 
 import (
 	"crypto/hmac"
-	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
