@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -447,4 +449,39 @@ func (h *consoleClient) login(user, pass string) string {
 		h.t.Fatal("not signed in")
 	}
 	return m[1]
+}
+
+// TestConsoleDev: coffer dev prints the console's URL and a first
+// administrator's credentials, which sign in.
+func TestConsoleDev(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	cmd := exec.Command(cofferBin, "dev", "--data-dir", dir, "--listen", "127.0.0.1:0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuf{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() })
+	re := regexp.MustCompile(`Console: +(https://\S+)/ui/ \(user (\S+), password (\S+)\)`)
+	var m []string
+	sc := bufio.NewScanner(stdout)
+	kill := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	for m == nil && sc.Scan() {
+		m = re.FindStringSubmatch(sc.Text())
+	}
+	kill.Stop()
+	go io.Copy(io.Discard, stdout)
+	if m == nil {
+		t.Fatalf("coffer dev printed no console line\n%s", logs)
+	}
+	n := &node{t: t, url: m[1], caFile: filepath.Join(dir, "tls", "ca.crt")}
+	h := consoleHTTP(t, n)
+	h.login(m[2], m[3])
+	if body := h.page("/ui/users"); !strings.Contains(body, "system_admin") {
+		t.Fatal("the dev administrator does not see the users page")
+	}
 }

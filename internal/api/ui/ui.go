@@ -177,7 +177,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !hmac.Equal([]byte(r.PostFormValue(csrfField)), []byte(s.CSRF)) {
-			u.svc.Audit(&service.Call{Identity: s.id, Source: r.RemoteAddr, Transport: "ui", Start: time.Now()}, "uiCSRF", http.StatusForbidden, "csrf", "form without a valid CSRF token")
+			u.audit(r, s.id, "uiCSRF", http.StatusForbidden, "csrf", "form without a valid CSRF token")
 			http.Error(w, "missing or wrong CSRF token", http.StatusForbidden)
 			return
 		}
@@ -362,10 +362,17 @@ func (p *page) form(k string) string { return strings.TrimSpace(p.r.PostFormValu
 func (p *page) q(k string) string    { return strings.TrimSpace(p.r.URL.Query().Get(k)) }
 func (p *page) post() bool           { return p.r.Method == http.MethodPost }
 
-// refuse answers a form the user's roles do not offer: the API would
-// refuse it too, so the console does not call it.
+// forbidden answers a form the user's roles do not offer (posted
+// anyway): the API would refuse it too, so the console does not call it,
+// and audits the refusal as the API would.
 func (p *page) forbidden(what string) {
 	p.Error, p.status = "forbidden: "+what, http.StatusForbidden
+	p.u.audit(p.r, p.s.id, "uiForbidden", http.StatusForbidden, "forbidden", what)
+}
+
+// audit records a refusal of the console itself.
+func (u *UI) audit(r *http.Request, id service.Identity, op string, status int, code, msg string) {
+	u.svc.Audit(&service.Call{Identity: id, Source: r.RemoteAddr, Transport: "ui", Start: time.Now()}, op, status, code, msg)
 }
 
 func (p *page) render(name string) {

@@ -238,6 +238,9 @@ func TestFormsNeedCSRFAndRoles(t *testing.T) {
 	if _, err := c.svc.Access.GetWallet(servicetest.Root(), "w1"); err == nil {
 		t.Fatal("wallet created without a CSRF token")
 	}
+	if !audited(t, c.svc, "uiCSRF", "user:alice") {
+		t.Fatal("the refused form is not audited")
+	}
 	resp, body := c.post(cl, "/ui/keys", url.Values{"csrf": {csrf}, "action": {"create-wallet"}, "name": {"w1"}})
 	if resp.StatusCode != 200 || !strings.Contains(body, "Wallet w1 created") {
 		t.Fatalf("create wallet: %d\n%s", resp.StatusCode, body)
@@ -261,6 +264,9 @@ func TestFormsNeedCSRFAndRoles(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("bob forcing a backup: %d", resp.StatusCode)
 	}
+	if !audited(t, c.svc, "uiForbidden", "user:bob") {
+		t.Fatal("the refused backup form is not audited")
+	}
 	resp, _ = c.post(bob, "/ui/users", url.Values{"csrf": {bcsrf}, "action": {"create"}, "name": {"eve"}, "password": {"password-eve"}})
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("bob creating a user: %d", resp.StatusCode)
@@ -274,4 +280,19 @@ func TestFormsNeedCSRFAndRoles(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("after logout: %d", resp.StatusCode)
 	}
+}
+
+// audited reports whether the audit log has a record of op by actor.
+func audited(t *testing.T, svc *service.Service, op, actor string) bool {
+	t.Helper()
+	recs, err := svc.AuditRecords(servicetest.Root(), 1, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Operation == op && r.Actor == actor {
+			return true
+		}
+	}
+	return false
 }
