@@ -263,6 +263,18 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("catalog: %s", b.text("#catalog"))
 	}
 	b.shot("backups")
+	b.clickAndLoad(`#destinations form:has(input[value=nas]) button[value=verify]`)
+	testutil.WaitFor(t, 2*time.Minute, "the verification done on its progress page", func() error {
+		s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS("#verify-state")))
+		if err != nil || s != "done" {
+			return fmt.Errorf("verify %q %v", s, err)
+		}
+		return nil
+	})
+	if got := b.text("#verified"); !strings.Contains(got, "OK") {
+		t.Fatalf("verify results: %s", got)
+	}
+	b.shot("verify")
 
 	// A restore point, then an incremental backup that holds it.
 	b.open("/ui/restore")

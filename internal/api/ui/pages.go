@@ -294,11 +294,9 @@ func (p *page) backups() {
 		case p.form("action") == "resume":
 			p.do("POST", d+"/archive/resume", nil, "Archiving to "+name+" resumed")
 		case p.form("action") == "verify":
-			res := p.do("POST", d+"/verify", map[string]any{"all": true}, "Verified the backups of "+name)
-			if res.ok() {
-				p.Data["verified"] = res.Body["results"]
-			}
-		case p.form("action") == "add-schedule":
+			http.Redirect(p.w, p.r, "/ui/backups/verify?job="+p.u.startVerify(p.r, p.s, name), http.StatusSeeOther)
+			return
+		case p.form("action") == "add-schedule" || p.form("action") == "edit-schedule":
 			sc := map[string]any{"name": name, "destination": p.form("destination"), "type": p.form("type"), "mode": p.form("mode")}
 			switch p.form("type") {
 			case "once":
@@ -308,7 +306,11 @@ func (p *page) backups() {
 			case "cron":
 				sc["cron"] = p.form("cron")
 			}
-			p.do("POST", "/api/v1/backup/schedules", sc, "Schedule "+name+" added")
+			if p.form("action") == "add-schedule" {
+				p.do("POST", "/api/v1/backup/schedules", sc, "Schedule "+name+" added")
+			} else {
+				p.do("PATCH", "/api/v1/backup/schedules/"+esc(name), sc, "Schedule "+name+" changed")
+			}
 		case p.form("action") == "schedule-pause":
 			p.do("POST", "/api/v1/backup/schedules/"+esc(name)+"/pause", nil, "Schedule "+name+" paused")
 		case p.form("action") == "schedule-resume":

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/service"
@@ -64,6 +65,9 @@ type UI struct {
 	opts Options
 	key  []byte // HMAC key of the CSRF tokens, per process
 	tmpl map[string]*template.Template
+
+	mu   sync.Mutex
+	jobs map[string]*job // running and recent verifications
 }
 
 // New builds the console. Set Options.API (SetAPI) before serving.
@@ -75,7 +79,7 @@ func New(svc *service.Service, opts Options) *UI {
 	if _, err := rand.Read(key); err != nil {
 		panic(fmt.Sprintf("ui: random CSRF key: %v", err))
 	}
-	return &UI{svc: svc, opts: opts, key: key, tmpl: parseTemplates()}
+	return &UI{svc: svc, opts: opts, key: key, tmpl: parseTemplates(), jobs: map[string]*job{}}
 }
 
 // SetAPI sets the handler the console calls (built after the console is
@@ -201,6 +205,8 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.backups()
 	case "/backups/progress":
 		p.progress()
+	case "/backups/verify":
+		p.verifyProgress()
 	case "/restore":
 		p.restore()
 	case "/cluster":
@@ -259,6 +265,10 @@ type recorder struct {
 	h      http.Header
 	status int
 	buf    bytes.Buffer
+	// line, if set, receives each line of an application/x-ndjson answer
+	// (progress) as it is written; read is how far the buffer was read.
+	line func(map[string]any)
+	read int
 }
 
 func (r *recorder) Header() http.Header { return r.h }
@@ -271,12 +281,38 @@ func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
-	return r.buf.Write(b)
+	n, err := r.buf.Write(b)
+	if r.line != nil && strings.HasPrefix(r.h.Get("Content-Type"), "application/x-ndjson") {
+		for {
+			i := bytes.IndexByte(r.buf.Bytes()[r.read:], '\n')
+			if i < 0 {
+				break
+			}
+			d := json.NewDecoder(bytes.NewReader(r.buf.Bytes()[r.read : r.read+i]))
+			d.UseNumber()
+			var m map[string]any
+			if d.Decode(&m) == nil {
+				r.line(m)
+			}
+			r.read += i + 1
+		}
+	}
+	return n, err
 }
+
+// Flush: the lines are handed over as they are written.
+func (r *recorder) Flush() {}
 
 // call makes an API request as the signed-in user (tok) from the browser's
 // address, through the server's handler.
 func (u *UI) call(r *http.Request, tok, method, path string, body any) apiResult {
+	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
+	defer cancel()
+	return u.callWith(ctx, r, tok, method, path, body, &recorder{h: http.Header{}})
+}
+
+// callWith is call with the request's context and the response writer given.
+func (u *UI) callWith(ctx context.Context, r *http.Request, tok, method, path string, body any, rec *recorder) apiResult {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -285,8 +321,6 @@ func (u *UI) call(r *http.Request, tok, method, path string, body any) apiResult
 		}
 		rd = bytes.NewReader(b)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), apiTimeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, path, rd)
 	if err != nil {
 		return apiResult{Status: 500, Err: err.Error()}
@@ -297,7 +331,6 @@ func (u *UI) call(r *http.Request, tok, method, path string, body any) apiResult
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	rec := &recorder{h: http.Header{}}
 	u.opts.API.ServeHTTP(rec, req)
 	if rec.status == 0 {
 		rec.status = http.StatusOK

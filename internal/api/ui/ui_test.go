@@ -55,6 +55,7 @@ func TestTemplatesRenderEmptyAndFull(t *testing.T) {
 	 "report":{"records":1}, "next":3,
 	 "actions":["rotate","destroy"], "datadisk":96.5}`)
 	full["query"] = url.Values{"wallet": {hostile}}
+	full["job"] = job{Dest: hostile, File: hostile, Err: hostile, Finished: true, Results: []any{map[string]any{"id": hostile, "result": "OK"}}}
 	for name := range u.tmpl {
 		for _, data := range []map[string]any{{}, full} {
 			for _, s := range []*sess{{}, {Token: "t", CSRF: hostile, User: hostile, Sys: true, Key: true, Aud: true}} {
