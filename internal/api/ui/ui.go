@@ -151,7 +151,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	if u.opts.IsLocal != nil && u.opts.IsLocal(r) {
-		http.Error(w, "the console is served on the HTTPS listener", http.StatusNotFound)
+		u.refuse(w, r, service.Identity{}, http.StatusNotFound, "not_found", "the console is served on the HTTPS listener")
 		return
 	}
 	path := strings.TrimPrefix(r.URL.Path, "/ui")
@@ -172,7 +172,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 			return
 		}
-		http.Error(w, "not signed in", http.StatusUnauthorized)
+		u.refuse(w, r, service.Identity{}, http.StatusUnauthorized, "unauthenticated", "not signed in")
 		return
 	}
 	if r.Method == http.MethodPost {
@@ -181,12 +181,11 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !hmac.Equal([]byte(r.PostFormValue(csrfField)), []byte(s.CSRF)) {
-			u.audit(r, s.id, "uiCSRF", http.StatusForbidden, "csrf", "form without a valid CSRF token")
-			http.Error(w, "missing or wrong CSRF token", http.StatusForbidden)
+			u.refuse(w, r, s.id, http.StatusForbidden, "csrf", "missing or wrong CSRF token")
 			return
 		}
 	} else if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		u.refuse(w, r, s.id, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 		return
 	}
 	p := &page{u: u, w: w, r: r, s: s, Data: map[string]any{}}
@@ -216,7 +215,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/users":
 		p.users()
 	default:
-		http.NotFound(w, r)
+		u.refuse(w, r, s.id, http.StatusNotFound, "not_found", fmt.Sprintf("no console page %q", r.URL.Path))
 	}
 }
 
@@ -401,6 +400,22 @@ func (p *page) post() bool           { return p.r.Method == http.MethodPost }
 func (p *page) forbidden(what string) {
 	p.Error, p.status = "forbidden: "+what, http.StatusForbidden
 	p.u.audit(p.r, p.s.id, "uiForbidden", http.StatusForbidden, "forbidden", what)
+}
+
+// refuse answers a request the console itself refuses, and audits it
+// ("ui" and the code: uiCSRF, uiNotFound...). Pages are audited by the API
+// calls they make; the sign-in page, the stylesheet and the redirect to
+// sign in carry nothing and are not, like the API's health.
+func (u *UI) refuse(w http.ResponseWriter, r *http.Request, id service.Identity, status int, code, msg string) {
+	op := "ui"
+	for _, part := range strings.Split(code, "_") {
+		op += strings.ToUpper(part[:1]) + part[1:]
+	}
+	if code == "csrf" {
+		op = "uiCSRF"
+	}
+	u.audit(r, id, op, status, code, msg)
+	http.Error(w, msg, status)
 }
 
 // audit records a refusal of the console itself.

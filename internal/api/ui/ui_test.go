@@ -242,6 +242,9 @@ func TestFormsNeedCSRFAndRoles(t *testing.T) {
 	if !audited(t, c.svc, "uiCSRF", "user:alice") {
 		t.Fatal("the refused form is not audited")
 	}
+	if resp, _ := c.get(cl, "/ui/no-such-page"); resp.StatusCode != http.StatusNotFound || !audited(t, c.svc, "uiNotFound", "user:alice") {
+		t.Fatalf("an unknown page: %d, or not audited", resp.StatusCode)
+	}
 	resp, body := c.post(cl, "/ui/keys", url.Values{"csrf": {csrf}, "action": {"create-wallet"}, "name": {"w1"}})
 	if resp.StatusCode != 200 || !strings.Contains(body, "Wallet w1 created") {
 		t.Fatalf("create wallet: %d\n%s", resp.StatusCode, body)
