@@ -31,9 +31,9 @@ func jsonData(t *testing.T, s string) map[string]any {
 	return m
 }
 
-// TestTemplatesRenderEmptyAndFull renders every page with no data and with
+// TestConsoleTemplatesRenderEmptyAndFull renders every page with no data and with
 // every field filled by a hostile name, which must come out escaped.
-func TestTemplatesRenderEmptyAndFull(t *testing.T) {
+func TestConsoleTemplatesRenderEmptyAndFull(t *testing.T) {
 	u := &UI{opts: Options{Runbooks: "https://example.invalid/"}, tmpl: parseTemplates()}
 	h := strings.ReplaceAll(hostile, `"`, `\"`)
 	obj := `{"id":"` + h + `","wallet":"` + h + `","name":"` + h + `","type":"symmetric_key","state":"active","attributes":{"` + h + `":"` + h + `"},"versions":[{"version":1,"created":"2026-01-01T00:00:00Z"}],"latest_version":1,"grants":{"` + h + `":"read"},"roles":["` + h + `"],"description":"` + h + `"}`
@@ -182,7 +182,7 @@ func (c *console) login(cl *http.Client, user, pass string) (*http.Response, str
 	return resp, m[1]
 }
 
-func TestSignInHeadersAndCookie(t *testing.T) {
+func TestConsoleSignInHeadersAndCookie(t *testing.T) {
 	c := newConsole(t)
 	cl := c.browser()
 	resp, _ := c.get(cl, "/ui/keys")
@@ -219,7 +219,7 @@ func TestSignInHeadersAndCookie(t *testing.T) {
 	}
 }
 
-func TestFormsNeedCSRFAndRoles(t *testing.T) {
+func TestConsoleFormsNeedCSRFAndRoles(t *testing.T) {
 	c := newConsole(t)
 	cl := c.browser()
 	_, csrf := c.login(cl, "alice", "password-alice")
