@@ -36,7 +36,7 @@ var allowed = map[string][]string{
 	// Transports: decode, authorise through the service, encode.
 	"internal/api/rest":    {"internal/api/forward", "internal/api/openapi", "internal/service"},
 	"internal/api/vault":   {"internal/api/forward", "internal/service"},
-	"internal/api/ui":      {"internal/service"},
+	"internal/api/ui":      {"docs/runbooks", "internal/service"},
 	"internal/api/kmip":    {"internal/api/forward", "internal/service", "internal/tlsutil"},
 	"internal/api/forward": {"internal/tlsutil"},
 	"internal/api/peer":    {"internal/api/forward", "internal/service"},
@@ -73,6 +73,7 @@ var allowed = map[string][]string{
 	"internal/service/servicetest": {"internal/api/peer", "internal/keystore", "internal/service", "internal/tlsutil"},
 
 	// Leaves.
+	"docs/runbooks":      {}, // the runbook pages, embedded for the console
 	"internal/fsutil":    {},
 	"internal/datadir":   {},
 	"internal/config":    {},

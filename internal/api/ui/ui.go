@@ -119,8 +119,9 @@ var funcs = template.FuncMap{
 		}
 		return "ok"
 	},
-	"list": func(s ...string) []string { return s },
-	"eq":   func(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) },
+	"list":  func(s ...string) []string { return s },
+	"list2": func(a, b any) []any { return []any{a, b} },
+	"eq":    func(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) },
 }
 
 func parseTemplates() map[string]*template.Template {
@@ -446,6 +447,15 @@ func (p *page) S() *sess { return p.s }
 
 // Runbook is the link of a runbook path.
 func (p *page) Runbook(path string) string { return p.u.opts.Runbooks + path }
+
+// RunbookText is the cause and steps of the runbook at path, if known.
+func (p *page) RunbookText(path any) *Runbook {
+	s, _ := path.(string)
+	if rb, ok := runbook(s); ok {
+		return &rb
+	}
+	return nil
+}
 
 func esc(s string) string  { return url.PathEscape(s) }
 func qesc(s string) string { return url.QueryEscape(s) }

@@ -72,6 +72,9 @@ func TestConsoleTemplatesRenderEmptyAndFull(t *testing.T) {
 				if !strings.Contains(body, "&lt;script&gt;") {
 					t.Fatalf("%s: the hostile title is not shown escaped", name)
 				}
+				if name == "monitor" && len(data) > 0 && s.Token != "" && !strings.Contains(body, "<summary>Solution</summary>") {
+					t.Fatalf("monitor: the alert's runbook steps are not shown:\n%s", body)
+				}
 				if strings.Contains(body, "<no value>") {
 					t.Fatalf("%s: <no value> in the page", name)
 				}
@@ -299,4 +302,16 @@ func audited(t *testing.T, svc *service.Service, op, actor string) bool {
 		}
 	}
 	return false
+}
+
+func TestConsoleRunbookSections(t *testing.T) {
+	rb, ok := runbook("docs/runbooks/disk-full.md")
+	if !ok || rb.Title == "" || rb.Cause == "" || rb.Steps == "" || strings.Contains(rb.Steps, "## How to verify") {
+		t.Fatalf("disk-full runbook: %v %+v", ok, rb)
+	}
+	for _, p := range []string{"docs/runbooks/no-such.md", "../../go.mod", "docs/runbooks/../README.md", ""} {
+		if _, ok := runbook(p); ok && p != "docs/runbooks/../README.md" {
+			t.Errorf("runbook %q found", p)
+		}
+	}
 }
