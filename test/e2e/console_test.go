@@ -331,7 +331,7 @@ func TestConsole(t *testing.T) {
 
 	// Phone size: no page is wider than the screen.
 	b.run(chromedp.EmulateViewport(390, 844))
-	for _, p := range []string{"/ui/", "/ui/keys", "/ui/backups", "/ui/audit"} {
+	for _, p := range []string{"/ui/", "/ui/keys", objPath, "/ui/endpoints", "/ui/backups", "/ui/restore", "/ui/cluster", "/ui/audit", "/ui/users"} {
 		b.open(p)
 		if !value(b, chromedp.Evaluate[bool](`document.documentElement.scrollWidth <= window.innerWidth`)) {
 			t.Errorf("%s is wider than 390 px", p)
