@@ -8,6 +8,9 @@
 #
 # COFFER_TEST_LOAD=N runs the whole script beside a CPU hog (`stress --cpu N`,
 # stopped by its process id at exit): the suite must pass on a busy machine.
+#
+# COFFER_TEST_OUT=DIR: where tests keep files to look at afterwards (the web
+# console tests' screenshots, DIR/console/*.png); default test/e2e/out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +45,7 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(maria
 [ -e /usr/lib/mysql/plugin/hashicorp_key_management.so ] || need_pkgs+=(mariadb-plugin-hashicorp-key-management)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd) # the package test: systemd-analyze verify|security on the unit
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)       # the package test runs the server as the coffer user
+command -v chromium >/dev/null || need_pkgs+=(chromium) # the web console's browser tests (chromedp; screenshots in $COFFER_TEST_OUT)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing ${need_pkgs[*]}"

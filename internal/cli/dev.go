@@ -31,6 +31,8 @@ const (
 	devPassphraseFile = "dev-passphrase"
 	devTokenFile      = "dev-root-token" // #nosec G101 -- a file name, not a credential
 	devRecoveryFile   = "dev-recovery-passphrase"
+	devAdminFile      = "dev-admin-password" // #nosec G101 -- a file name, not a credential
+	devAdminUser      = "admin"
 )
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -41,7 +43,9 @@ func newDevCmd(g *globals) *cobra.Command {
 		Long: `Run a development server: single node, data in a local directory
 (./coffer-dev unless --data-dir is given; kept between runs), keystore created with a random
 passphrase and opened automatically on this machine, TLS with a generated CA.
-It prints the URL, the CA file, the root token and the environment to export.
+It prints the URL, the web console's URL with a first administrator's user
+name and password (kept in the data dir), the CA file, the root token and
+the environment to export.
 A recovery passphrase for backups is generated too (kept in the data dir
 next to the keystore passphrase), so "coffer backup run --destination LOCAL"
 works at once.
@@ -89,10 +93,17 @@ Not for production: the passphrases and root token are kept in the data dir.`,
 				} else if p != "" {
 					recovery = "in " + p
 				}
+				console := "no administrator"
+				if pw, err := devAdmin(s); err != nil {
+					console += ": " + err.Error()
+				} else {
+					console = "user " + devAdminUser + ", password " + pw
+				}
 				fmt.Fprintf(out, `
 Coffer dev server is running: single node, NOT for production.
 
   URL:             %s
+  Console:         %s/ui/ (%s)
   CA certificate:  %s
   Root token:      %s
   Data dir:        %s
@@ -108,7 +119,7 @@ Try: coffer status; coffer secret put demo --value hello; coffer secret get demo
      coffer key create demo-key --type symmetric_key; coffer key list; coffer whoami
      coffer backup run --destination LOCAL; coffer backup list
 Stop with Ctrl-C (fast stop) or: coffer stop --data-dir %s
-`, s.URL, s.CAFile, tok, abs, filepath.Join(abs, devPassphraseFile), recovery, s.Socket, s.URL, s.CAFile, tok, abs)
+`, s.URL, s.URL, console, s.CAFile, tok, abs, filepath.Join(abs, devPassphraseFile), recovery, s.Socket, s.URL, s.CAFile, tok, abs)
 				return nil
 			}})
 		},
@@ -180,6 +191,22 @@ func devPrepare(s *server.Server, pass []byte) (string, error) {
 		return "", fmt.Errorf("read dev root token: %w", err)
 	}
 	return strings.TrimSpace(string(tok)), nil
+}
+
+// devAdmin creates the first administrator of the console (every role) on
+// first run and keeps its password (0600) in the data dir; later runs find
+// the file.
+func devAdmin(s *server.Server) (string, error) {
+	path := filepath.Join(s.Service.Status().DataDir, devAdminFile)
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	ctx := service.WithIdentity(context.Background(), service.LocalRoot())
+	pass := devSecret()
+	if _, err := s.Service.Access.CreateUser(ctx, devAdminUser, pass, service.AllRoles); err != nil {
+		return "", fmt.Errorf("create the console administrator: %w", err)
+	}
+	return pass, fsutil.WriteFile(path, []byte(pass+"\n"))
 }
 
 // devSecret is a random passphrase for dev mode.

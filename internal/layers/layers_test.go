@@ -29,13 +29,14 @@ var allowed = map[string][]string{
 	"internal/cli": {"client", "internal/audit", "internal/backup", "internal/backup/bundle", "internal/backup/dest",
 		"internal/check", "internal/config", "internal/datadir", "internal/formats", "internal/fsutil", "internal/journal", "internal/keystore",
 		"internal/restore", "internal/server", "internal/service", "internal/tlsutil"},
-	"internal/server": {"internal/api/forward", "internal/api/kmip", "internal/api/peer", "internal/api/rest", "internal/api/vault",
+	"internal/server": {"internal/api/forward", "internal/api/kmip", "internal/api/peer", "internal/api/rest", "internal/api/ui", "internal/api/vault",
 		"internal/audit", "internal/config", "internal/connlimit", "internal/datadir", "internal/fsutil", "internal/keystore", "internal/metrics",
 		"internal/procsec", "internal/service", "internal/tlsutil"},
 
 	// Transports: decode, authorise through the service, encode.
 	"internal/api/rest":    {"internal/api/forward", "internal/api/openapi", "internal/service"},
 	"internal/api/vault":   {"internal/api/forward", "internal/service"},
+	"internal/api/ui":      {"docs/runbooks", "internal/service"},
 	"internal/api/kmip":    {"internal/api/forward", "internal/service", "internal/tlsutil"},
 	"internal/api/forward": {"internal/tlsutil"},
 	"internal/api/peer":    {"internal/api/forward", "internal/service"},
@@ -72,6 +73,7 @@ var allowed = map[string][]string{
 	"internal/service/servicetest": {"internal/keystore", "internal/service", "internal/tlsutil"},
 
 	// Leaves.
+	"docs/runbooks":      {}, // the runbook pages, embedded for the console
 	"internal/fsutil":    {},
 	"internal/datadir":   {},
 	"internal/formats":   {},

@@ -28,6 +28,7 @@ import (
 	kmipapi "github.com/coffer-kms/coffer/internal/api/kmip"
 	"github.com/coffer-kms/coffer/internal/api/peer"
 	"github.com/coffer-kms/coffer/internal/api/rest"
+	"github.com/coffer-kms/coffer/internal/api/ui"
 	"github.com/coffer-kms/coffer/internal/api/vault"
 	"github.com/coffer-kms/coffer/internal/audit"
 	"github.com/coffer-kms/coffer/internal/config"
@@ -355,10 +356,15 @@ func Start(opts Options) (_ *Server, err error) {
 		vopts.Metrics = ropts.Metrics
 	}
 	mux.Handle("/v1/", vault.Handler(svc, vopts))
+	// The web console: served by this node, its API calls go through the
+	// whole handler below like a REST client's.
+	console := ui.New(svc, ui.Options{IsLocal: rest.IsLocal})
+	mux.Handle(ui.Prefix, forward.WithFacts(forward.Facts{Placement: forward.NodeLocal}, console))
 	// Writes reaching a follower go to the leader, as their routes' facts say.
 	// Every request gets an audit record: those no transport audits
 	// (redirects to a clean path, unknown paths) are audited as "unrouted".
 	handler := forward.Handler(rest.AuditEvery(svc, mux), svc.Cluster, forward.Options{Logger: log, IsLocal: rest.IsLocal, Routes: mux})
+	console.SetAPI(handler)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
