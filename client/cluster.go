@@ -28,8 +28,11 @@ type ClusterStatus struct {
 	Leader    string `json:"leader,omitempty"`
 	// LeaderCommit is the leader's commit index lag is counted from (nil
 	// when the leader cannot be reached).
-	LeaderCommit *uint64       `json:"leader_commit_index,omitempty"`
-	Nodes        []ClusterNode `json:"nodes"`
+	LeaderCommit *uint64 `json:"leader_commit_index,omitempty"`
+	// FailoverThreshold is how long followers wait without the leader
+	// before they elect another (a Go duration; empty when standalone).
+	FailoverThreshold string        `json:"failover_threshold,omitempty"`
+	Nodes             []ClusterNode `json:"nodes"`
 }
 
 // ClusterStatus lists members, roles, last contact, applied index and lag.

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -549,11 +550,14 @@ type ClusterNode struct {
 
 // ClusterStatus is the cluster as this node sees it.
 type ClusterStatus struct {
-	ClusterID    string        `json:"cluster_id"`
-	Role         string        `json:"role" doc:"standalone, leader, follower or read-only"`
-	Leader       string        `json:"leader,omitempty"`
-	LeaderCommit *uint64       `json:"leader_commit_index,omitempty" doc:"the leader's commit index, which lag is counted from (unknown if the leader cannot be reached)"`
-	Nodes        []ClusterNode `json:"nodes"`
+	ClusterID    string  `json:"cluster_id"`
+	Role         string  `json:"role" doc:"standalone, leader, follower or read-only"`
+	Leader       string  `json:"leader,omitempty"`
+	LeaderCommit *uint64 `json:"leader_commit_index,omitempty" doc:"the leader's commit index, which lag is counted from (unknown if the leader cannot be reached)"`
+	// FailoverThreshold is how long followers wait without hearing from the
+	// leader before they elect another (cluster.failover_threshold).
+	FailoverThreshold string        `json:"failover_threshold,omitempty" doc:"how long followers wait without the leader before electing another (a Go duration)"`
+	Nodes             []ClusterNode `json:"nodes"`
 }
 
 // ClusterStatus reports members, roles, last contact, applied index and
@@ -565,6 +569,9 @@ func (s *Cluster) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 		return ClusterStatus{}, err
 	}
 	st := ClusterStatus{ClusterID: s.clusterID(), Role: s.Role()}
+	if s.clustered() {
+		st.FailoverThreshold = cmp.Or(s.cfg.FailoverThreshold, DefaultFailoverThreshold).String()
+	}
 	leaderID, _ := s.node.Leader()
 	st.Leader = leaderID
 	servers, err := s.node.Servers()

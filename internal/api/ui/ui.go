@@ -119,6 +119,18 @@ var funcs = template.FuncMap{
 		}
 		return "ok"
 	},
+	// seconds shows a number of seconds as a duration ("1m30s").
+	"seconds": func(v any) string {
+		n, ok := v.(json.Number)
+		if !ok {
+			return ""
+		}
+		f, err := n.Float64()
+		if err != nil {
+			return ""
+		}
+		return time.Duration(f * float64(time.Second)).Round(time.Second).String()
+	},
 	"list":  func(s ...string) []string { return s },
 	"list2": func(a, b any) []any { return []any{a, b} },
 	"eq":    func(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) },

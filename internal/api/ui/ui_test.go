@@ -39,8 +39,8 @@ func TestConsoleTemplatesRenderEmptyAndFull(t *testing.T) {
 	obj := `{"id":"` + h + `","wallet":"` + h + `","name":"` + h + `","type":"symmetric_key","state":"active","attributes":{"` + h + `":"` + h + `"},"versions":[{"version":1,"created":"2026-01-01T00:00:00Z"}],"latest_version":1,"grants":{"` + h + `":"read"},"roles":["` + h + `"],"description":"` + h + `"}`
 	full := jsonData(t, `{
 	 "status":{"state":"`+h+`","keystore_generation":2,"auto_open":true,"alerts":[{"code":"`+h+`","component":"`+h+`","message":"`+h+`","runbook":"docs/runbooks/disk-full.md"}],"warnings":[{"code":"W","message":"`+h+`"}],"journal":{"mirror":{"in_sync":false}}},
-	 "cluster":{"role":"read-only","leader":"`+h+`","nodes":[{"id":"`+h+`","voter":true,"leader":true,"reachable":true,"lag":3},{"id":"n2","voter":true,"reachable":false}]},
-	 "destinations":[{"name":"`+h+`","location":"`+h+`","archiving":true,"archive_paused":true,"pending_segments":4,"archive_error":"`+h+`","usage":{"used_percent":96.5}},{"name":"b","usage":{"used_percent":81}}],
+	 "cluster":{"role":"read-only","leader":"`+h+`","failover_threshold":"3s","nodes":[{"id":"`+h+`","voter":true,"leader":true,"reachable":true,"lag":3},{"id":"n2","voter":true,"reachable":false}]},
+	 "destinations":[{"name":"`+h+`","location":"`+h+`","archiving":true,"archive_paused":true,"pending_segments":4,"archive_error":"`+h+`","usage":{"used_percent":96.5}},{"name":"b","usage":{"used_percent":81},"drills":{"last_success":{"time":"2026-01-01T00:00:00Z","result":"OK"},"estimated_restore_seconds":90.4}}],
 	 "last":{"`+h+`":{"id":"`+h+`","kind":"full","finished":"2026-01-01T00:00:00Z"}},
 	 "wallets":[`+obj+`], "objects":[`+obj+`], "object":`+obj+`, "endpoints":[{"name":"`+h+`","state":"active"}],
 	 "users":[{"name":"`+h+`","roles":["key_admin"]}], "roles":["system_admin","key_admin"],
@@ -74,6 +74,9 @@ func TestConsoleTemplatesRenderEmptyAndFull(t *testing.T) {
 				}
 				if name == "monitor" && len(data) > 0 && s.Token != "" && !strings.Contains(body, "<summary>Solution</summary>") {
 					t.Fatalf("monitor: the alert's runbook steps are not shown:\n%s", body)
+				}
+				if name == "backups" && len(data) > 0 && s.Token != "" && (!strings.Contains(body, "1m30s") || !strings.Contains(body, "unknown (no drill)")) {
+					t.Fatalf("backups: the estimated restore time of a drilled destination and of one never drilled are not shown:\n%s", body)
 				}
 				if strings.Contains(body, "<no value>") {
 					t.Fatalf("%s: <no value> in the page", name)

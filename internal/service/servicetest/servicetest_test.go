@@ -69,4 +69,7 @@ func TestClusterBindStartsARaftNode(t *testing.T) {
 	if err != nil || st.Role != "leader" || len(st.Nodes) != 1 || st.Nodes[0].RaftAddress != addr || !st.Nodes[0].Voter {
 		t.Fatalf("cluster status %+v, %v: want this node the only voter at %s", st, err, addr)
 	}
+	if st.FailoverThreshold != service.DefaultFailoverThreshold.String() {
+		t.Fatalf("cluster status shows failover threshold %q, want the default %s", st.FailoverThreshold, service.DefaultFailoverThreshold)
+	}
 }
