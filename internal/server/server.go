@@ -71,12 +71,15 @@ type Server struct {
 	Socket   string
 	// KMIPAddr is the KMIP listener's address (empty: kmip.listen is off).
 	KMIPAddr string
+	// PProfAddr is the pprof listener's address (empty: debug.pprof is off).
+	PProfAddr string
 
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 	httpSrv    *http.Server
 	sockSrv    *http.Server
 	kmipSrv    *kmipapi.Server // nil: no KMIP listener (issue 7)
+	pprofSrv   *http.Server    // nil: debug.pprof is off
 	stopOnce   sync.Once
 	stopMode   chan string
 	done       chan struct{}
@@ -425,6 +428,14 @@ func Start(opts Options) (_ *Server, err error) {
 			return nil, fmt.Errorf("kmip.listen %s: %w", cfg.KMIP.Listen, err)
 		}
 	}
+	if cfg.Debug.PProf {
+		if err := s.startPProf(cfg.Debug.PProfListen); err != nil {
+			ln.Close()
+			sln.Close()
+			s.stopKMIP(StopFast)
+			return nil, err
+		}
+	}
 	go s.httpSrv.Serve(ln)
 	go s.sockSrv.Serve(sln)
 
@@ -432,6 +443,9 @@ func Start(opts Options) (_ *Server, err error) {
 		s.httpSrv.Close()
 		s.sockSrv.Close()
 		s.stopKMIP(StopFast) // issue 7
+		if s.pprofSrv != nil {
+			s.pprofSrv.Close()
+		}
 		return nil, err
 	}
 	log.Info("coffer listening", "url", s.URL, "socket", s.Socket, "data_dir", dataDir, "state", svc.State(), "version", service.Version, "pid", os.Getpid())
@@ -547,6 +561,9 @@ func (s *Server) shutdown(mode string) {
 		defer close(s.done)
 		s.Log.Info("stopping", "mode", mode)
 		s.stopKMIP(mode) // issue 7
+		if s.pprofSrv != nil {
+			s.pprofSrv.Close()
+		}
 		switch mode {
 		case StopFast:
 			s.cancelBase()
