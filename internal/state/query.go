@@ -115,7 +115,7 @@ func (s *Store) Objects(after string, fn func(Object) bool) error {
 
 // Wallet returns a wallet by name.
 func (s *Store) Wallet(name string) (Wallet, error) {
-	return viewJSON[Wallet](s, bucketWallets, []byte(name), fmt.Sprintf("wallet %q", name))
+	return viewCached(s, walletCache, bucketWallets, []byte(name), fmt.Sprintf("wallet %q", name))
 }
 
 // Wallets lists every wallet in name order.
@@ -123,7 +123,7 @@ func (s *Store) Wallets() ([]Wallet, error) { return listJSON[Wallet](s, bucketW
 
 // Endpoint returns an endpoint by name.
 func (s *Store) Endpoint(name string) (Endpoint, error) {
-	return viewJSON[Endpoint](s, bucketEndpoints, []byte(name), fmt.Sprintf("endpoint %q", name))
+	return viewCached(s, endpointCache, bucketEndpoints, []byte(name), fmt.Sprintf("endpoint %q", name))
 }
 
 // Endpoints lists every endpoint in name order.

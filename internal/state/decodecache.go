@@ -1,0 +1,74 @@
+package state
+
+import (
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// decodeCacheMax bounds each decode cache; a full cache starts over.
+const decodeCacheMax = 1024
+
+// decodeCache keeps decoded records by their encoded bytes. It needs no
+// invalidation: a record that changes has other bytes, and the same bytes
+// always decode to the same value. It serves the small records every
+// request reads (tokens, wallets, endpoints, mounts); copyOut gives each
+// caller its own copy of what the value shares (maps, pointers).
+type decodeCache[T any] struct {
+	mu      sync.RWMutex
+	m       map[string]T
+	copyOut func(T) T
+}
+
+func (c *decodeCache[T]) decode(raw []byte, v *T) error {
+	c.mu.RLock()
+	got, ok := c.m[string(raw)]
+	c.mu.RUnlock()
+	if ok {
+		*v = c.copyOut(got)
+		return nil
+	}
+	var fresh T
+	if err := decodeJSON(raw, &fresh); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= decodeCacheMax {
+		c.m = make(map[string]T)
+	}
+	c.m[string(raw)] = fresh
+	c.mu.Unlock()
+	*v = c.copyOut(fresh)
+	return nil
+}
+
+func copyTime(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	c := *t
+	return &c
+}
+
+var (
+	tokenCache    = &decodeCache[Token]{copyOut: func(t Token) Token { t.Expires = copyTime(t.Expires); return t }}
+	walletCache   = &decodeCache[Wallet]{copyOut: func(w Wallet) Wallet { w.Grants = maps.Clone(w.Grants); return w }}
+	endpointCache = &decodeCache[Endpoint]{copyOut: func(e Endpoint) Endpoint { e.Revoked = copyTime(e.Revoked); return e }}
+	mountCache    = &decodeCache[VaultMount]{copyOut: func(m VaultMount) VaultMount { return m }}
+)
+
+// viewCached is viewJSON through a decode cache.
+func viewCached[T any](s *Store, c *decodeCache[T], bucket, key []byte, what string) (T, error) {
+	var v T
+	err := s.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucket).Get(key)
+		if raw == nil {
+			return fmt.Errorf("%s: %w", what, ErrNotFound)
+		}
+		return c.decode(raw, &v)
+	})
+	return v, err
+}
