@@ -73,3 +73,10 @@ for _ in $(seq 100); do grep -q 'export COFFER_TOKEN' "$dir/dev.out" && break; s
 eval "$(grep '^  export' "$dir/dev.out")"
 for w in 1 8 64; do "$dir/coffer" bench --op put --concurrency $w --duration 5s; done
 "$dir/coffer" bench --op get --concurrency 8 --duration 5s
+
+echo
+echo "Vault-compatible API over HTTPS against the same dev server, each beside a bare TLS server answering the same bytes (--peer-fixed, same client, same run):"
+for args in "vault-read 32" "vault-read 1" "vault-write 32" "transit-encrypt 32"; do
+  set -- $args
+  "$dir/coffer" bench --op "$1" --concurrency "$2" --duration 5s --keys 100 --peer-fixed
+done
