@@ -2,6 +2,7 @@ package state
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -56,5 +57,42 @@ func TestDecodeCacheIsBounded(t *testing.T) {
 		if len(c.m) > decodeCacheMax {
 			t.Fatalf("%d entries", len(c.m))
 		}
+	}
+}
+
+// TestDecodeCacheObjectCopies: attributes, versions, their public keys and
+// time pointers of a cached object are the caller's own.
+func TestDecodeCacheObjectCopies(t *testing.T) {
+	c := &decodeCache[Object]{copyOut: copyObject}
+	raw := []byte(`{"id":"o1","wallet":"w","name":"n","type":"symmetric_key","algorithm":"AES","length":256,"state":"active",` +
+		`"attributes":{"a":"1"},"created":"2026-01-02T03:04:05Z","updated":"2026-01-02T03:04:05Z","activated":"2026-01-02T03:04:05Z",` +
+		`"latest":1,"versions":[{"version":1,"created":"2026-01-02T03:04:05Z","public":"AQID"}]}`)
+	var a, b Object
+	if err := c.decode(raw, &a); err != nil {
+		t.Fatal(err)
+	}
+	a.Attributes["a"] = "changed"
+	a.Versions[0].Version = 9
+	a.Versions[0].Public[0] = 0xff
+	*a.Activated = time.Time{}
+	if err := c.decode(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Attributes["a"] != "1" || b.Versions[0].Version != 1 || b.Versions[0].Public[0] != 1 || b.Activated.IsZero() {
+		t.Fatalf("cached object changed by an earlier caller: %+v", b)
+	}
+}
+
+// TestDecodeCacheSkipsLargeRecords: a record over decodeCacheMaxRaw bytes
+// is decoded but not kept.
+func TestDecodeCacheSkipsLargeRecords(t *testing.T) {
+	c := &decodeCache[Wallet]{copyOut: walletCache.copyOut}
+	big := []byte(`{"name":"w","description":"` + strings.Repeat("x", decodeCacheMaxRaw) + `","created":"2026-01-02T03:04:05Z"}`)
+	var w Wallet
+	if err := c.decode(big, &w); err != nil || w.Name != "w" {
+		t.Fatalf("%+v %v", w, err)
+	}
+	if len(c.m) != 0 {
+		t.Fatalf("a %d-byte record was cached", len(big))
 	}
 }

@@ -48,7 +48,7 @@ func listJSON[T any](s *Store, bucket []byte) ([]T, error) {
 
 // Object returns an object's metadata by id.
 func (s *Store) Object(id string) (Object, error) {
-	return viewJSON[Object](s, bucketObjects, []byte(id), fmt.Sprintf("object %s", id))
+	return viewCached(s, objectCache, bucketObjects, []byte(id), fmt.Sprintf("object %s", id))
 }
 
 // ObjectByName returns an object's metadata by wallet and name.
@@ -59,15 +59,11 @@ func (s *Store) ObjectByName(wallet, name string) (Object, error) {
 		if id == nil {
 			return fmt.Errorf("object %q in wallet %q: %w", name, wallet, ErrNotFound)
 		}
-		got, ok, err := getJSON[Object](tx.Bucket(bucketObjects), id)
-		if err != nil {
-			return err
-		}
-		if !ok {
+		raw := tx.Bucket(bucketObjects).Get(id)
+		if raw == nil {
 			return fmt.Errorf("object %s (name index of %q): %w", id, name, ErrNotFound)
 		}
-		o = got
-		return nil
+		return objectCache.decode(raw, &o)
 	})
 	return o, err
 }
