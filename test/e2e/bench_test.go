@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -40,7 +42,10 @@ func TestBenchPeerFixed(t *testing.T) {
 		{kmipEnv, []string{"--op", "kmip-get", "--kmip-address", kmipAddr}},
 	} {
 		t.Run(c.args[1], func(t *testing.T) {
-			args := append([]string{"bench", "--concurrency", "2", "--duration", "500ms", "--peer-fixed", "--format", "json"}, c.args...)
+			// COFFER_BENCH_DURATION and COFFER_BENCH_CONCURRENCY make it a
+			// measurement (the log lines carry the figures).
+			dur, conc := cmp.Or(os.Getenv("COFFER_BENCH_DURATION"), "500ms"), cmp.Or(os.Getenv("COFFER_BENCH_CONCURRENCY"), "2")
+			args := append([]string{"bench", "--concurrency", conc, "--duration", dur, "--peer-fixed", "--format", "json"}, c.args...)
 			out, err := coffer(t, c.env, args...)
 			if err != nil {
 				t.Fatalf("coffer %v: %v\n%s\nserver log:\n%s", args, err, out, n.logs)
@@ -52,7 +57,7 @@ func TestBenchPeerFixed(t *testing.T) {
 			if r.Peer == nil {
 				t.Fatalf("no peer result: %s", out)
 			}
-			t.Logf("%s: coffer %d ops, peer %d ops, ratio %.2f", r.Op, r.Ops, r.Peer.Ops, r.Ratio)
+			t.Logf("%s x%s: coffer %d ops, peer %d ops, ratio %.2f, p50 %.2f ms, p99.9 %.2f ms", r.Op, conc, r.Ops, r.Peer.Ops, r.Ratio, r.P50, r.P999)
 			if r.Op != c.args[1] || r.Ops == 0 || r.Errors != 0 || r.P50 <= 0 || r.P999 < r.P50 || r.Peer == nil || r.Peer.Ops == 0 || r.Peer.Errors != 0 || r.Ratio <= 0 {
 				t.Fatalf("bench result %+v (first error %q)", r, r.FirstErr)
 			}
