@@ -133,15 +133,11 @@ func (s *Store) EndpointByCert(fingerprint string) (Endpoint, error) {
 		if name == nil {
 			return ErrNotFound
 		}
-		got, ok, err := getJSON[Endpoint](tx.Bucket(bucketEndpoints), name)
-		if err != nil {
-			return err
-		}
-		if !ok {
+		raw := tx.Bucket(bucketEndpoints).Get(name)
+		if raw == nil {
 			return ErrNotFound
 		}
-		e = got
-		return nil
+		return endpointCache.decode(raw, &e)
 	})
 	return e, err
 }
