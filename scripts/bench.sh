@@ -43,6 +43,14 @@ vout=$(go test -run '^$' -bench 'Benchmark(VaultKVRead|PeerTLSFixed)$' -benchtim
 vc=$(awk '$1 ~ /^BenchmarkVaultKVRead-/ {for (i=1;i<=NF;i++) if ($(i+1)=="reads/s") print $i}' <<<"$vout")
 vp=$(awk '$1 ~ /^BenchmarkPeerTLSFixed-/ {for (i=1;i<=NF;i++) if ($(i+1)=="reads/s") print $i}' <<<"$vout")
 printf '%-28s %12.0f %12.0f %8.2f\n' "VaultKVRead (reads/s)" "$vc" "$vp" "$(awk -v c="$vc" -v p="$vp" 'BEGIN{print c/p}')"
+# Vault KV read, transit encrypt, KV write and KMIP Get through `coffer bench
+# --peer-fixed` against a server built and started by the e2e harness (its
+# own process), 8 clients, each figure beside a bare TLS server answering
+# the same bytes in the same run.
+echo
+echo "coffer bench --peer-fixed against a real server (8 clients, 5 s each; ratio = coffer/peer):"
+COFFER_BENCH_DURATION=5s COFFER_BENCH_CONCURRENCY=8 go test -count=1 -v -run '^TestBenchPeerFixed$' ./test/e2e/ \
+  | sed -n 's/^ *bench_test.go:[0-9]*: /  /p'
 # --- end Vault section ---
 
 echo
@@ -73,3 +81,10 @@ for _ in $(seq 100); do grep -q 'export COFFER_TOKEN' "$dir/dev.out" && break; s
 eval "$(grep '^  export' "$dir/dev.out")"
 for w in 1 8 64; do "$dir/coffer" bench --op put --concurrency $w --duration 5s; done
 "$dir/coffer" bench --op get --concurrency 8 --duration 5s
+
+echo
+echo "Vault-compatible API over HTTPS against the same dev server, each beside a bare TLS server answering the same bytes (--peer-fixed, same client, same run):"
+for args in "vault-read 32" "vault-read 1" "vault-write 32" "transit-encrypt 32"; do
+  set -- $args
+  "$dir/coffer" bench --op "$1" --concurrency "$2" --duration 5s --keys 100 --peer-fixed
+done

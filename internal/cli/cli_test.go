@@ -111,7 +111,7 @@ func TestCommandTree(t *testing.T) {
 		{"login", "username password-file"},
 		{"audit list", "from limit"},
 		{"audit verify", "offline audit-dir"},
-		{"bench", "op concurrency duration wallet keys"},
+		{"bench", "op concurrency duration wallet keys mount peer-fixed kmip-address"},
 		{"init", "passphrase-file recovery-passphrase-file no-recovery-passphrase"},
 		{"backup recovery-passphrase set", "passphrase-file old-passphrase-file"},
 		{"backup destination add", "type path host port user password-file endpoint bucket prefix region access-key secret-key-file path-style insecure s3-ca-cert recipient archiving keep-fulls keep-days"},
@@ -162,7 +162,8 @@ func TestLocalValidation(t *testing.T) {
 		{[]string{"user", "create", "bob", "--address", dead}, "--role"},
 		{[]string{"audit", "verify", "--offline"}, "--offline needs --data-dir"},
 		{[]string{"status", "--format", "yaml"}, "use table or json"},
-		{[]string{"bench", "--op", "delete", "--address", dead}, "use put, get, create or get-by-name"},
+		{[]string{"bench", "--op", "delete", "--address", dead}, "use put, get, create, get-by-name, vault-read"},
+		{[]string{"bench", "--op", "get", "--peer-fixed", "--address", dead}, "--peer-fixed goes with --op vault-read"},
 		{[]string{"--client-dir", "/nonexistent", "whoami"}, "/nonexistent/config.json"},
 	} {
 		code, _, stderr := run(tc.args...)

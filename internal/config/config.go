@@ -175,6 +175,11 @@ type Config struct {
 		// CoreDumps keeps the process dumpable with its inherited core
 		// limit. A core file holds every key in memory: debugging only.
 		CoreDumps bool `yaml:"core_dumps"`
+		// PProf serves net/http/pprof (CPU, heap, goroutine profiles) on
+		// PProfListen, a loopback address only. Profiles show no key
+		// material, but goroutine dumps show request paths: debugging only.
+		PProf       bool   `yaml:"pprof"`
+		PProfListen string `yaml:"pprof_listen"`
 	} `yaml:"debug"`
 }
 
@@ -216,6 +221,7 @@ func Default() Config {
 	c.Auth.ClientCertDays = 730
 	c.Audit.SyslogTag = "coffer-audit"
 	c.Audit.MaxFileBytes = 64 << 20
+	c.Debug.PProfListen = "127.0.0.1:6060"
 	c.Backup.CheckInterval = Duration{30 * time.Second}
 	c.Backup.AutoFullAfterKeyChange = true
 	c.Backup.FreezeTimeout = Duration{5 * time.Minute}
@@ -320,6 +326,12 @@ func (c Config) Validate() error {
 	}
 	if c.Audit.MaxFileBytes < 1<<20 {
 		return fmt.Errorf("config: audit.max_file_bytes %d: at least 1 MiB", c.Audit.MaxFileBytes)
+	}
+	if c.Debug.PProf {
+		host, _, err := net.SplitHostPort(c.Debug.PProfListen)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			return fmt.Errorf("config: debug.pprof_listen %q: use a loopback host:port, e.g. 127.0.0.1:6060 (pprof has no authentication)", c.Debug.PProfListen)
+		}
 	}
 	return nil
 }

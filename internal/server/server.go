@@ -73,12 +73,15 @@ type Server struct {
 	Socket   string
 	// KMIPAddr is the KMIP listener's address (empty: kmip.listen is off).
 	KMIPAddr string
+	// PProfAddr is the pprof listener's address (empty: debug.pprof is off).
+	PProfAddr string
 
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 	httpSrv    *http.Server
 	sockSrv    *http.Server
 	kmipSrv    *kmipapi.Server // nil: no KMIP listener
+	pprofSrv   *http.Server    // nil: debug.pprof is off
 	stopOnce   sync.Once
 	stopMode   chan string
 	done       chan struct{}
@@ -433,6 +436,14 @@ func Start(opts Options) (_ *Server, err error) {
 			return nil, fmt.Errorf("kmip.listen %s: %w", cfg.KMIP.Listen, err)
 		}
 	}
+	if cfg.Debug.PProf {
+		if err := s.startPProf(cfg.Debug.PProfListen); err != nil {
+			ln.Close()  // #nosec G104 -- closing after an earlier error, which is the one returned
+			sln.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
+			s.stopKMIP(StopFast)
+			return nil, err
+		}
+	}
 	go s.httpSrv.Serve(ln)
 	go s.sockSrv.Serve(sln)
 
@@ -440,6 +451,9 @@ func Start(opts Options) (_ *Server, err error) {
 		s.httpSrv.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		s.sockSrv.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		s.stopKMIP(StopFast)
+		if s.pprofSrv != nil {
+			s.pprofSrv.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
+		}
 		return nil, err
 	}
 	log.Info("coffer listening", "url", s.URL, "socket", s.Socket, "data_dir", dataDir, "state", svc.State(), "version", service.Version, "pid", os.Getpid())
@@ -560,6 +574,9 @@ func (s *Server) shutdown(mode string) {
 		s.Log.Info("stopping", "mode", mode)
 		s.notify("STOPPING=1\nSTATUS=stopping (" + mode + ")")
 		s.stopKMIP(mode)
+		if s.pprofSrv != nil {
+			s.pprofSrv.Close() // #nosec G104 -- the profiling listener serves nothing a stop must finish
+		}
 		switch mode {
 		case StopFast:
 			s.cancelBase()

@@ -99,6 +99,7 @@ func TestStartRefusesAnInvalidConfig(t *testing.T) {
 		"session ttl":        {func(c *config.Config) { c.Auth.SessionTTL.Duration = time.Second }, "auth.session_ttl"},
 		"freeze timeout":     {func(c *config.Config) { c.Backup.FreezeTimeout.Duration = 0 }, "backup.freeze_timeout"},
 		"keep segments zero": {func(c *config.Config) { c.Journal.KeepSegments = 0 }, "journal.keep_segments"},
+		"pprof not loopback": {func(c *config.Config) { c.Debug.PProf = true; c.Debug.PProfListen = "0.0.0.0:0" }, "debug.pprof_listen"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := testConfig(t)
@@ -246,6 +247,41 @@ func TestServerListensAndStops(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", hostPort(t, s), 5*time.Second); err == nil {
 		c.Close()
 		t.Fatal("the HTTPS port still accepts connections after the stop")
+	}
+}
+
+// TestPProfOnlyWhenAskedAndOnItsOwnListener: debug.pprof serves profiles on
+// its loopback listener, never on the API listener; off by default.
+func TestPProfOnlyWhenAskedAndOnItsOwnListener(t *testing.T) {
+	off := startServer(t, testConfig(t))
+	if off.PProfAddr != "" {
+		t.Fatalf("pprof listener %q without debug.pprof", off.PProfAddr)
+	}
+	cfg := testConfig(t)
+	cfg.Debug.PProf = true
+	cfg.Debug.PProfListen = "127.0.0.1:0"
+	s := startServer(t, cfg)
+	if s.PProfAddr == "" {
+		t.Fatal("no pprof listener with debug.pprof on")
+	}
+	plain := &http.Client{Timeout: 30 * time.Second}
+	resp, err := plain.Get("http://" + s.PProfAddr + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine profile") {
+		t.Fatalf("goroutine profile: %d %.100s", resp.StatusCode, body)
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: clientTLS(t, s)}}
+	resp, err = client.Get(s.URL + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Fatal("the API listener serves pprof")
 	}
 }
 

@@ -205,7 +205,7 @@ func (s *Store) TokenByHash(hash string) (Token, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		return decodeJSON(v, &t)
+		return tokenCache.decode(v, &t)
 	})
 	return t, err
 }

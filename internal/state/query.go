@@ -48,7 +48,7 @@ func listJSON[T any](s *Store, bucket []byte) ([]T, error) {
 
 // Object returns an object's metadata by id.
 func (s *Store) Object(id string) (Object, error) {
-	return viewJSON[Object](s, bucketObjects, []byte(id), fmt.Sprintf("object %s", id))
+	return viewCached(s, objectCache, bucketObjects, []byte(id), fmt.Sprintf("object %s", id))
 }
 
 // ObjectByName returns an object's metadata by wallet and name.
@@ -59,15 +59,11 @@ func (s *Store) ObjectByName(wallet, name string) (Object, error) {
 		if id == nil {
 			return fmt.Errorf("object %q in wallet %q: %w", name, wallet, ErrNotFound)
 		}
-		got, ok, err := getJSON[Object](tx.Bucket(bucketObjects), id)
-		if err != nil {
-			return err
-		}
-		if !ok {
+		raw := tx.Bucket(bucketObjects).Get(id)
+		if raw == nil {
 			return fmt.Errorf("object %s (name index of %q): %w", id, name, ErrNotFound)
 		}
-		o = got
-		return nil
+		return objectCache.decode(raw, &o)
 	})
 	return o, err
 }
@@ -115,7 +111,7 @@ func (s *Store) Objects(after string, fn func(Object) bool) error {
 
 // Wallet returns a wallet by name.
 func (s *Store) Wallet(name string) (Wallet, error) {
-	return viewJSON[Wallet](s, bucketWallets, []byte(name), fmt.Sprintf("wallet %q", name))
+	return viewCached(s, walletCache, bucketWallets, []byte(name), fmt.Sprintf("wallet %q", name))
 }
 
 // Wallets lists every wallet in name order.
@@ -123,7 +119,7 @@ func (s *Store) Wallets() ([]Wallet, error) { return listJSON[Wallet](s, bucketW
 
 // Endpoint returns an endpoint by name.
 func (s *Store) Endpoint(name string) (Endpoint, error) {
-	return viewJSON[Endpoint](s, bucketEndpoints, []byte(name), fmt.Sprintf("endpoint %q", name))
+	return viewCached(s, endpointCache, bucketEndpoints, []byte(name), fmt.Sprintf("endpoint %q", name))
 }
 
 // Endpoints lists every endpoint in name order.
@@ -137,15 +133,11 @@ func (s *Store) EndpointByCert(fingerprint string) (Endpoint, error) {
 		if name == nil {
 			return ErrNotFound
 		}
-		got, ok, err := getJSON[Endpoint](tx.Bucket(bucketEndpoints), name)
-		if err != nil {
-			return err
-		}
-		if !ok {
+		raw := tx.Bucket(bucketEndpoints).Get(name)
+		if raw == nil {
 			return ErrNotFound
 		}
-		e = got
-		return nil
+		return endpointCache.decode(raw, &e)
 	})
 	return e, err
 }

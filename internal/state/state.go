@@ -87,6 +87,10 @@ type Store struct {
 	stateH    atomic.Pointer[WriteHealth]
 	journalH  atomic.Pointer[WriteHealth]
 
+	// batches and batchEntries count the committed ApplyBatch transactions
+	// and the raft entries in them: the group commit's batch size.
+	batches, batchEntries atomic.Uint64
+
 	mw      *mirrorWriter // the attached journal mirror; guarded by jmu
 	mwOld   *mirrorWriter // the last detached one, until its goroutine has ended; guarded by jmu
 	mirrorH atomic.Pointer[WriteHealth]
@@ -183,6 +187,13 @@ func (s *Store) Close() error {
 
 // Path of the database file.
 func (s *Store) Path() string { return s.path }
+
+// BatchStats returns how many batches of raft entries were committed to the
+// state since it was opened, and how many entries they held: their ratio is
+// the batch size the group commit reaches (one state fsync per batch).
+func (s *Store) BatchStats() (batches, entries uint64) {
+	return s.batches.Load(), s.batchEntries.Load()
+}
 
 // Sync fsyncs the database (after writes made with Options.NoSync).
 func (s *Store) Sync() error {
@@ -359,6 +370,8 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 			if n := len(logs); n > 0 && logs[n-1].Index > applied {
 				s.applied.Store(logs[n-1].Index)
 			}
+			s.batches.Add(1)
+			s.batchEntries.Add(uint64(len(logs)))
 			if h := s.stateH.Swap(nil); h != nil {
 				s.log.Info("state writes recovered", "after_attempts", h.Attempts)
 			}

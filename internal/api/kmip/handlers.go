@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,7 +108,10 @@ func (s *Server) auditItem(next kmipserver.BatchItemNext, ctx context.Context, b
 	}
 	op := "kmip" + strings.ReplaceAll(ttlv.EnumStr(bi.Operation), " ", "")
 	s.svc.Audit(call, clip(op, 64), status, code, msg)
-	s.log.Debug("kmip request", "operation", op, "result", code, "actor", call.Identity.Actor(), "source", p.source, "latency", time.Since(call.Start))
+	// Checked first: the arguments cost allocations even when debug logging is off.
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("kmip request", "operation", op, "result", code, "actor", call.Identity.Actor(), "source", p.source, "latency", time.Since(call.Start))
+	}
 	return resp, err
 }
 

@@ -132,8 +132,12 @@ func (a *api) wrap(rt route) http.Handler {
 		}
 		d := time.Since(start)
 		method := metricMethod(r.Method)
-		a.log.Debug("request", "transport", call.Transport, "method", method, "route", rt.Pattern, "path", r.URL.Path,
-			"status", status, "actor", call.Identity.Actor(), "source", call.Source, "latency", d)
+		// Checked first: the arguments (boxed values, the actor string)
+		// cost allocations on every request even when debug logging is off.
+		if a.log.Enabled(r.Context(), slog.LevelDebug) {
+			a.log.Debug("request", "transport", call.Transport, "method", method, "route", rt.Pattern, "path", r.URL.Path,
+				"status", status, "actor", call.Identity.Actor(), "source", call.Source, "latency", d)
+		}
 		if a.metrics != nil {
 			a.metrics.ObserveRequest(call.Transport, rt.Pattern, method, status, d)
 		}

@@ -141,8 +141,12 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d := time.Since(start)
 	method := metricMethod(r.Method)
-	a.log.Debug("request", "transport", "vault", "method", method, "route", q.op, "path", r.URL.Path,
-		"status", status, "actor", call.Identity.Actor(), "source", call.Source, "latency", d)
+	// Checked first: the arguments (boxed values, the actor string) cost
+	// allocations on every request even when debug logging is off.
+	if a.log.Enabled(r.Context(), slog.LevelDebug) {
+		a.log.Debug("request", "transport", "vault", "method", method, "route", q.op, "path", r.URL.Path,
+			"status", status, "actor", call.Identity.Actor(), "source", call.Source, "latency", d)
+	}
 	if a.metrics != nil {
 		a.metrics.ObserveRequest("vault", q.op, method, status, d)
 	}
