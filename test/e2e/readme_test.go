@@ -31,7 +31,7 @@ func TestREADMEQuickStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	work := t.TempDir()
-	for _, name := range []string{"go.mod", "go.sum", "cmd", "internal", "client"} {
+	for _, name := range []string{"go.mod", "go.sum", "cmd", "internal", "client", "docs"} {
 		if err := os.Symlink(filepath.Join(root, name), filepath.Join(work, name)); err != nil {
 			t.Fatal(err)
 		}
