@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -204,10 +205,10 @@ type transitKeyring struct {
 	aeads map[uint64]cipher.AEAD
 }
 
-func (kr *transitKeyring) aead(version uint64) (cipher.AEAD, error) {
-	if a, ok := kr.aeads[version]; ok {
-		return a, nil
-	}
+// material unseals one version of the key; the caller clears it. A version
+// the key does not have, a destroyed one, or any version of a key that is
+// not usable (deactivated, revoked, destroyed) is refused.
+func (kr *transitKeyring) material(version uint64) ([]byte, error) {
 	var v *state.Version
 	for i := range kr.o.Versions {
 		if kr.o.Versions[i].Version == version {
@@ -220,9 +221,6 @@ func (kr *transitKeyring) aead(version uint64) (cipher.AEAD, error) {
 	if v.Destroyed || !lifecycle.Usable(kr.o.State) {
 		return nil, fmt.Errorf("%w: key %s version %d is destroyed", ErrInvalid, kr.o.Name, version)
 	}
-	if kr.o.Type != TypeSymmetricKey {
-		return nil, fmt.Errorf("%w: key %s is a signing key (%s): it signs and verifies, and does not encrypt", ErrInvalid, kr.o.Name, transitSigningType(kr.o))
-	}
 	sealed, err := kr.s.st.Material(kr.o.ID, version)
 	if err != nil {
 		return nil, mapStateErr(err)
@@ -230,6 +228,23 @@ func (kr *transitKeyring) aead(version uint64) (cipher.AEAD, error) {
 	key, err := kr.s.bar.DecryptValue(kr.o.ID, version, sealed)
 	if err != nil {
 		return nil, fmt.Errorf("key %s version %d: %w", kr.o.ID, version, err)
+	}
+	return key, nil
+}
+
+func (kr *transitKeyring) aead(version uint64) (cipher.AEAD, error) {
+	if a, ok := kr.aeads[version]; ok {
+		return a, nil
+	}
+	if kr.o.Type != TypeSymmetricKey {
+		if !slices.ContainsFunc(kr.o.Versions, func(v state.Version) bool { return v.Version == version }) {
+			return nil, fmt.Errorf("%w: key %s has no version %d (latest %d)", ErrInvalid, kr.o.Name, version, kr.o.Latest)
+		}
+		return nil, fmt.Errorf("%w: key %s is a signing key (%s): it signs and verifies, and does not encrypt", ErrInvalid, kr.o.Name, transitSigningType(kr.o))
+	}
+	key, err := kr.material(version)
+	if err != nil {
+		return nil, err
 	}
 	defer clear(key)
 	block, err := aes.NewCipher(key)

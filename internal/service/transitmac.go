@@ -75,25 +75,9 @@ func (s *Objects) TransitRandom(ctx context.Context, n int) ([]byte, error) {
 
 // macKey derives the HMAC key of a Transit key version.
 func (kr *transitKeyring) macKey(version uint64) ([]byte, error) {
-	var found bool
-	for _, v := range kr.o.Versions {
-		if v.Version == version {
-			found = true
-			if v.Destroyed || !lifecycle.Usable(kr.o.State) {
-				return nil, fmt.Errorf("%w: key %s version %d is destroyed", ErrInvalid, kr.o.Name, version)
-			}
-		}
-	}
-	if !found {
-		return nil, fmt.Errorf("%w: key %s has no version %d (latest %d)", ErrInvalid, kr.o.Name, version, kr.o.Latest)
-	}
-	sealed, err := kr.s.st.Material(kr.o.ID, version)
+	key, err := kr.material(version)
 	if err != nil {
-		return nil, mapStateErr(err)
-	}
-	key, err := kr.s.bar.DecryptValue(kr.o.ID, version, sealed)
-	if err != nil {
-		return nil, fmt.Errorf("key %s version %d: %w", kr.o.ID, version, err)
+		return nil, err
 	}
 	defer clear(key)
 	mk, err := hkdf.Key(sha256.New, key, nil, "coffer transit hmac", 32)

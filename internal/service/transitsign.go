@@ -69,25 +69,9 @@ func (kr *transitKeyring) signer(version uint64) (*ecdsa.PrivateKey, error) {
 	if transitSigningType(kr.o) == "" {
 		return nil, fmt.Errorf("%w: key %s is not a signing key; create one with type %s or %s", ErrInvalid, kr.o.Name, TransitECDSAP256, TransitECDSAP384)
 	}
-	var found bool
-	for _, v := range kr.o.Versions {
-		if v.Version == version {
-			found = true
-			if v.Destroyed || !lifecycle.Usable(kr.o.State) {
-				return nil, fmt.Errorf("%w: key %s version %d is destroyed", ErrInvalid, kr.o.Name, version)
-			}
-		}
-	}
-	if !found {
-		return nil, fmt.Errorf("%w: key %s has no version %d (latest %d)", ErrInvalid, kr.o.Name, version, kr.o.Latest)
-	}
-	sealed, err := kr.s.st.Material(kr.o.ID, version)
+	der, err := kr.material(version)
 	if err != nil {
-		return nil, mapStateErr(err)
-	}
-	der, err := kr.s.bar.DecryptValue(kr.o.ID, version, sealed)
-	if err != nil {
-		return nil, fmt.Errorf("key %s version %d: %w", kr.o.ID, version, err)
+		return nil, err
 	}
 	defer clear(der)
 	k, err := x509.ParsePKCS8PrivateKey(der)
