@@ -73,7 +73,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		src := sourceKey(c.RemoteAddr())
 		if reason := l.admit(src); reason != "" {
-			c.Close() // #nosec G104 -- refusing a connection over the limit: nothing was read or written on it
+			// Counted and reported before the close: whoever sees the
+			// refusal finds it in the counters.
 			if reason == "per_source" {
 				l.rejected.PerSource.Add(1)
 			} else {
@@ -82,6 +83,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			if l.onClose != nil {
 				l.onClose(reason, src)
 			}
+			c.Close() // #nosec G104 -- refusing a connection over the limit: nothing was read or written on it
 			continue
 		}
 		return &conn{Conn: c, l: l, src: src}, nil

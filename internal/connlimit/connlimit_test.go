@@ -132,3 +132,47 @@ func TestSourceKey(t *testing.T) {
 		}
 	}
 }
+
+// fakeListener hands out conns from one source; each records, when it is
+// closed, how many refusals had been counted by then.
+type fakeListener struct {
+	net.Listener
+	rej    *Rejections
+	closed chan uint64
+}
+
+type fakeConn struct {
+	net.Conn
+	l *fakeListener
+}
+
+func (f *fakeListener) Accept() (net.Conn, error) {
+	return fakeConn{l: f}, nil
+}
+
+func (c fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.ParseIP("127.0.0.9"), Port: 1} }
+func (c fakeConn) Close() error {
+	c.l.closed <- c.l.rej.PerSource.Load() + c.l.rej.Total.Load()
+	return nil
+}
+
+// TestRefusalCountedBeforeTheClose: a client that sees its connection
+// refused (closed) finds the refusal already counted, so a metric read
+// after the refusal always shows it.
+func TestRefusalCountedBeforeTheClose(t *testing.T) {
+	var rej Rejections
+	f := &fakeListener{rej: &rej, closed: make(chan uint64, 1)}
+	l := Wrap(f, Limits{PerSource: 1, Total: 10, Reserve: 2}, &rej, nil)
+	if _, err := l.Accept(); err != nil { // the source's one slot
+		t.Fatal(err)
+	}
+	go l.Accept() // #nosec G104 -- the next connection is refused; this Accept then blocks on the test's channel
+	select {
+	case n := <-f.closed:
+		if n != 1 {
+			t.Fatalf("the refused connection was closed with %d refusals counted, want 1", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection over the limit was not closed")
+	}
+}
