@@ -226,6 +226,21 @@ func (c *Client) RestoreObject(ctx context.Context, id string, req RestoreObject
 	return o, c.Do(ctx, "POST", "/api/v1/objects/"+url.PathEscape(id)+"/restore", req, &o)
 }
 
+// RestorePreview is what an object restore would do: the object as it
+// would leave it and the versions whose material comes back.
+type RestorePreview struct {
+	Object   Object   `json:"object"`
+	Restored []uint64 `json:"restored_versions"`
+	From     string   `json:"from"`
+}
+
+// PreviewObjectRestore is RestoreObject without the write: what the same
+// request would bring back. Nothing changes.
+func (c *Client) PreviewObjectRestore(ctx context.Context, id string, req RestoreObjectRequest) (RestorePreview, error) {
+	var p RestorePreview
+	return p, c.Do(ctx, "POST", "/api/v1/objects/"+url.PathEscape(id)+"/restore/preview", req, &p)
+}
+
 // SetAttributes sets and deletes custom attributes.
 func (c *Client) SetAttributes(ctx context.Context, id string, set map[string]string, del []string) (Object, error) {
 	var o Object

@@ -541,6 +541,7 @@ func listBackups(ctx context.Context, cmd *cobra.Command, g *globals, d dest.Des
 func newRestoreObjectCmd(g *globals) *cobra.Command {
 	var wallet, dest, toTime, as string
 	var toIndex uint64
+	var dry bool
 	cmd := &cobra.Command{
 		Use:   "object ID|NAME --from DESTINATION --to-time T",
 		Short: "Put one object back into the running server as it was at a past time",
@@ -555,10 +556,15 @@ through the normal, audited command path:
   --as NAME      as a new object NAME in the same wallet, with the versions
                  it had then
 
+--dry-run reads the same backups and shows the object as the restore would
+leave it, marking the versions whose material would come back; nothing
+changes (the preview is audited as previewObjectRestore).
+
 The server needs the recovery passphrase the backups were encrypted with (its
 current one); backups encrypted to age recipients are restored offline only.
 Key administrators and endpoints with manage on the wallet.`,
-		Example: `  coffer restore object tde/master --wallet db-prod --from nas --to-time 2026-11-21T09:00:00Z
+		Example: `  coffer restore object tde/master --wallet db-prod --from nas --to-time 2026-11-21T09:00:00Z --dry-run
+  coffer restore object tde/master --wallet db-prod --from nas --to-time 2026-11-21T09:00:00Z
   coffer restore object 0c3f... --from nas --to-time 2026-11-21T09:00:00Z --as tde/master-recovered`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -581,6 +587,17 @@ Key administrators and endpoints with manage on the wallet.`,
 				if err != nil {
 					return err
 				}
+				if dry {
+					p, err := c.PreviewObjectRestore(ctx, id, req)
+					if err != nil {
+						return err
+					}
+					if g.format == "json" {
+						return g.printJSON(cmd, p)
+					}
+					printPreview(cmd.OutOrStdout(), p)
+					return nil
+				}
 				o, err := c.RestoreObject(ctx, id, req)
 				if err != nil {
 					return err
@@ -599,5 +616,27 @@ Key administrators and endpoints with manage on the wallet.`,
 	f.StringVar(&toTime, "to-time", "", "the object as it was at this time (RFC 3339)")
 	f.Uint64Var(&toIndex, "to-index", 0, "or as it was at this raft index")
 	f.StringVar(&as, "as", "", "restore as a new object with this name instead of into the object itself")
+	f.BoolVar(&dry, "dry-run", false, "show what the restore would bring back, change nothing")
 	return cmd
+}
+
+// printPreview shows an object restore's preview: the object as it would
+// be left and, per version, whether its material comes back.
+func printPreview(w io.Writer, p client.RestorePreview) {
+	fmt.Fprintf(w, "Dry run: nothing was changed. From %s the restore would leave:\n", p.From)
+	printObject(w, p.Object)
+	fmt.Fprintln(w)
+	tw := newTableTo(w)
+	fmt.Fprintln(tw, "VERSION\tCREATED\tAFTER THE RESTORE")
+	for _, v := range p.Object.Versions {
+		st := "kept as it is"
+		switch {
+		case slices.Contains(p.Restored, v.Version):
+			st = "comes back"
+		case v.Destroyed:
+			st = "stays destroyed"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", v.Version, fmtTime(v.Created), st)
+	}
+	tw.Flush() // #nosec G104 -- a terminal write; nothing to do on failure
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -446,12 +447,34 @@ func TestObjectRestore(t *testing.T) {
 	if _, err := e.s.Backups.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before.Add(-time.Hour)}); !errors.Is(err, service.ErrInvalid) || !strings.Contains(err.Error(), "choose a time or index") {
 		t.Fatalf("a time before every backup: %v", err)
 	}
-	o, err := e.s.Backups.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before})
+	// The preview reads the same backups and plans the same command: it
+	// names the versions that come back, and changes nothing.
+	applied := e.s.Status().AppliedIndex
+	req := service.RestoreObjectRequest{Destination: "nas", Time: before}
+	p, err := e.s.Backups.PreviewObjectRestore(e.ctx, service.Ref{ID: k.ID}, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(p.Restored, []uint64{1, 2}) || p.Object.State != "active" || !strings.Contains(p.From, "nas as of") {
+		t.Fatalf("preview %+v", p)
+	}
+	if got := e.s.Status().AppliedIndex; got != applied {
+		t.Fatalf("the preview moved the applied index from %d to %d", applied, got)
+	}
+	if still, err := e.s.Objects.DescribeObject(e.ctx, service.Ref{ID: k.ID}); err != nil || still.State != "destroyed" {
+		t.Fatalf("after the preview the object is %+v (%v), want it still destroyed", still, err)
+	}
+	o, err := e.s.Backups.RestoreObject(e.ctx, service.Ref{ID: k.ID}, req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.ID != k.ID || o.State != "active" || o.Latest != 2 {
 		t.Fatalf("restored object %+v", o)
+	}
+	// What the preview showed is what came back (the update time aside).
+	p.Object.Updated = o.Updated
+	if !reflect.DeepEqual(p.Object, o) {
+		t.Fatalf("preview %+v\nrestore %+v", p.Object, o)
 	}
 	for v := uint64(1); v <= 2; v++ {
 		_, m, err := e.s.Objects.GetObject(e.ctx, service.Ref{ID: k.ID}, v)
@@ -463,7 +486,11 @@ func TestObjectRestore(t *testing.T) {
 	if _, err := e.s.Objects.RotateObject(e.ctx, service.Ref{ID: k.ID}, nil); err != nil {
 		t.Fatalf("rotate the restored key: %v", err)
 	}
-	// Nothing lost any more: a second in-place restore has nothing to do.
+	// Nothing lost any more: a second in-place restore has nothing to do,
+	// and its preview says so the same way.
+	if _, err := e.s.Backups.PreviewObjectRestore(e.ctx, service.Ref{ID: k.ID}, req); !errors.Is(err, service.ErrConflict) {
+		t.Fatalf("second preview: %v", err)
+	}
 	if _, err := e.s.Backups.RestoreObject(e.ctx, service.Ref{ID: k.ID}, service.RestoreObjectRequest{Destination: "nas", Time: before}); !errors.Is(err, service.ErrConflict) {
 		t.Fatalf("second restore: %v", err)
 	}

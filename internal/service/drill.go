@@ -28,11 +28,14 @@ type DrillView struct {
 	EstimatedRestore float64 `json:"estimated_restore_seconds,omitempty"`
 }
 
-// drillCache holds what this node knows of each destination's drills: the
-// results of drills it ran and of catalogs it read (at becoming leader).
+// drillCache holds what this node knows of each destination's catalog:
+// its drills and the verifications of its backups (by file), from the
+// drills and verifications it ran and the catalogs it read (at becoming
+// leader).
 type drillCache struct {
-	mu sync.Mutex
-	m  map[string]DrillView
+	mu  sync.Mutex
+	m   map[string]DrillView
+	ver map[string]map[string]backup.Verification
 }
 
 func (c *drillCache) set(name string, cat backup.Catalog) {
@@ -43,12 +46,39 @@ func (c *drillCache) set(name string, cat backup.Catalog) {
 		}
 	}
 	v.EstimatedRestore = cat.EstimateRestore(v.ChainSize).Seconds()
+	ver := map[string]backup.Verification{}
+	for _, e := range cat.Entries {
+		if e.Verified != nil {
+			ver[e.File] = *e.Verified
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]DrillView{}
+		c.m, c.ver = map[string]DrillView{}, map[string]map[string]backup.Verification{}
 	}
-	c.m[name] = v
+	c.m[name], c.ver[name] = v, ver
+}
+
+// verified records the verification of one backup file.
+func (c *drillCache) verified(name, file string, v backup.Verification) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ver == nil {
+		c.m, c.ver = map[string]DrillView{}, map[string]map[string]backup.Verification{}
+	}
+	if c.ver[name] == nil {
+		c.ver[name] = map[string]backup.Verification{}
+	}
+	c.ver[name][file] = v
+}
+
+// verification is the last verification of a backup file known here.
+func (c *drillCache) verification(name, file string) (backup.Verification, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.ver[name][file]
+	return v, ok
 }
 
 func (c *drillCache) get(name string) (DrillView, bool) {

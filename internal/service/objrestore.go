@@ -33,41 +33,88 @@ type RestoreObjectRequest struct {
 // if destroyed, the state it had; with As a new object is created in the
 // same wallet. Key administrators and endpoints with manage on the wallet.
 func (s *Backups) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectRequest) (Object, error) {
+	var out Object
+	err := s.objectRestore(ctx, ref, req, func(live state.Object, c state.ObjectRestore) error {
+		res, err := s.applyResult(ctx, state.TypeObjectRestore, c)
+		if err != nil {
+			return fmt.Errorf("restore object %s: %w", live.ID, err)
+		}
+		note(ctx, c.Object.ID)
+		s.log.Info("object restored from a backup", "object", live.ID, "as", c.Object.ID, "from", c.From, "versions", len(c.Materials))
+		out, err = confirmObject(res)
+		return err
+	})
+	return out, err
+}
+
+// RestorePreview is what an object restore would do: the object as it
+// would leave it, and which of its versions get their material back.
+type RestorePreview struct {
+	Object   Object   `json:"object" doc:"the object as the restore would leave it"`
+	Restored []uint64 `json:"restored_versions" doc:"the versions whose material comes back"`
+	From     string   `json:"from" doc:"the destination and point read"`
+}
+
+// PreviewObjectRestore is RestoreObject without the write: it reads the
+// same backups, builds the same command and plans it against the current
+// state as the state machine would apply it, and changes nothing. Same
+// permission as the restore.
+func (s *Backups) PreviewObjectRestore(ctx context.Context, ref Ref, req RestoreObjectRequest) (RestorePreview, error) {
+	var out RestorePreview
+	err := s.objectRestore(ctx, ref, req, func(live state.Object, c state.ObjectRestore) error {
+		o, restored, refused, err := s.st.PreviewObjectRestore(s.now(), c)
+		switch {
+		case err != nil:
+			return fmt.Errorf("preview the restore of object %s: %w", live.ID, err)
+		case refused != nil:
+			return fmt.Errorf("restore object %s: %w", live.ID, mapStateErr(refused))
+		}
+		note(ctx, c.Object.ID)
+		out = RestorePreview{Object: objectOf(o), Restored: restored, From: c.From}
+		return nil
+	})
+	return out, err
+}
+
+// objectRestore reads the object from the backups and builds the restore
+// command, then hands it to apply (under the read lock of the open
+// keystore).
+func (s *Backups) objectRestore(ctx context.Context, ref Ref, req RestoreObjectRequest, apply func(live state.Object, c state.ObjectRestore) error) error {
 	if req.Destination == "" {
-		return Object{}, fmt.Errorf("%w: destination is required", ErrInvalid)
+		return fmt.Errorf("%w: destination is required", ErrInvalid)
 	}
 	if req.Time.IsZero() == (req.Index == 0) {
-		return Object{}, fmt.Errorf("%w: give exactly one of time and index", ErrInvalid)
+		return fmt.Errorf("%w: give exactly one of time and index", ErrInvalid)
 	}
 	if req.As != "" {
 		if err := ValidName(req.As); err != nil {
-			return Object{}, err
+			return err
 		}
 	}
 	if err := s.checkOpen(); err != nil {
-		return Object{}, err
+		return err
 	}
 	live, err := s.svc.Objects.lookup(ref)
 	if err != nil {
-		return Object{}, err
+		return err
 	}
 	if _, err := s.svc.Objects.authorizeObject(ctx, ref, live, PermManage, "restoring an object from a backup"); err != nil {
-		return Object{}, err
+		return err
 	}
 	t, err := backupHost{s}.OpenTarget(ctx, req.Destination)
 	if err != nil {
-		return Object{}, err
+		return err
 	}
 	defer t.Dest.Close()
 	var keys []bundle.Decryption
 	if len(t.Encryption.Passphrase) > 0 {
 		keys = append(keys, bundle.Decryption{Passphrase: t.Encryption.Passphrase})
 	} else {
-		return Object{}, fmt.Errorf("%w: backups on %s are encrypted to age recipients; the server has no identity to read them: restore the whole node offline (coffer restore --identity)", ErrConflict, req.Destination)
+		return fmt.Errorf("%w: backups on %s are encrypted to age recipients; the server has no identity to read them: restore the whole node offline (coffer restore --identity)", ErrConflict, req.Destination)
 	}
 	tmp := filepath.Join(datadir.RestoreTmpDir(s.cfg.DataDir), randHex(6))
 	if err := fsutil.EnsureDir(tmp); err != nil {
-		return Object{}, err
+		return err
 	}
 	defer os.RemoveAll(tmp)
 
@@ -111,25 +158,25 @@ func (s *Backups) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectR
 	if err != nil {
 		switch {
 		case errors.Is(err, state.ErrNotFound):
-			return Object{}, fmt.Errorf("%w: %v", ErrNotFound, err)
+			return fmt.Errorf("%w: %v", ErrNotFound, err)
 		case errors.Is(err, restore.ErrNoBackup), errors.Is(err, restore.ErrGap), errors.Is(err, restore.ErrNotOnTimeline):
 			// The operator's target is out of what the backups hold: a 4xx
 			// that says what to choose, wrapping the restore's reason.
-			return Object{}, fmt.Errorf("%w: the backups on %s cannot reach %s: %w; choose a time or index they cover (coffer backup list --destination %s), or run journal archive now for the newest records",
+			return fmt.Errorf("%w: the backups on %s cannot reach %s: %w; choose a time or index they cover (coffer backup list --destination %s), or run journal archive now for the newest records",
 				ErrInvalid, req.Destination, target, err, req.Destination)
 		case errors.Is(err, bundle.ErrWrongKey):
-			return Object{}, fmt.Errorf("%w: a backup on %s does not open with the current recovery passphrase (it was taken under an earlier one): restore the whole node offline with that passphrase (coffer restore --recovery-passphrase-file), then copy the object: %w",
+			return fmt.Errorf("%w: a backup on %s does not open with the current recovery passphrase (it was taken under an earlier one): restore the whole node offline with that passphrase (coffer restore --recovery-passphrase-file), then copy the object: %w",
 				ErrConflict, req.Destination, err)
 		}
-		return Object{}, fmt.Errorf("read the backups on %s as of %s: %w", req.Destination, target, err)
+		return fmt.Errorf("read the backups on %s as of %s: %w", req.Destination, target, err)
 	}
 	if len(plain) == 0 {
-		return Object{}, fmt.Errorf("%w: object %s had no version with material at %s (it was destroyed then)", ErrConflict, live.ID, target)
+		return fmt.Errorf("%w: object %s had no version with material at %s (it was destroyed then)", ErrConflict, live.ID, target)
 	}
 
 	unlock, err := s.openForRead()
 	if err != nil {
-		return Object{}, err
+		return err
 	}
 	defer unlock()
 	c := state.ObjectRestore{Object: then, InPlace: req.As == "", Materials: map[uint64][]byte{},
@@ -140,17 +187,11 @@ func (s *Backups) RestoreObject(ctx context.Context, ref Ref, req RestoreObjectR
 	for v, p := range plain {
 		sealed, err := s.bar.EncryptValue(c.Object.ID, v, p)
 		if err != nil {
-			return Object{}, err
+			return err
 		}
 		c.Materials[v] = sealed
 	}
-	res, err := s.applyResult(ctx, state.TypeObjectRestore, c)
-	if err != nil {
-		return Object{}, fmt.Errorf("restore object %s: %w", live.ID, err)
-	}
-	note(ctx, c.Object.ID)
-	s.log.Info("object restored from a backup", "object", live.ID, "as", c.Object.ID, "destination", req.Destination, "target", target.String(), "versions", len(plain))
-	return confirmObject(res)
+	return apply(live, c)
 }
 
 // VerifyResult is the outcome of verifying one backup.
@@ -250,6 +291,7 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 				return out, err
 			}
 		}
+		s.drills.verified(destination, e.File, v)
 		s.log.Info("backup verified", "destination", destination, "file", e.File, "result", v.Result, "reason", v.Reason)
 		out = append(out, VerifyResult{ID: e.ID, Kind: e.Kind, File: e.File, Result: v.Result, Reason: v.Reason, Time: v.Time})
 		progress(VerifyProgress{Done: i + 1, Total: len(todo), File: e.File, Result: v.Result})

@@ -41,7 +41,7 @@ var allowed = map[string]string{
 	"createObject": "rm+", "locateObjects": "ep-none ep-read ep-rm ep-manage keyadmin root",
 	"getObject": "read+", "getMaterial": "read+", "listVersions": "read+",
 	"rotateObject": "rm+", "activateObject": "rm+", "setAttributes": "rm+",
-	"deactivateObject": "manage+", "revokeObject": "manage+", "destroyObject": "manage+", "restoreObject": "manage+",
+	"deactivateObject": "manage+", "revokeObject": "manage+", "destroyObject": "manage+", "restoreObject": "manage+", "previewObjectRestore": "manage+",
 	"enrollEndpoint": "keyadmin root", "listEndpoints": "keyadmin root",
 	"getEndpoint":    "ep-read keyadmin root", // ep-read reads itself
 	"revokeEndpoint": "keyadmin root",
@@ -159,6 +159,7 @@ func (f *matrixFixture) request(rt route, caller string) (method, path, body str
 		"editDestination":       `{"kind":"dir","path":"/nonexistent/coffer-matrix"}`,
 		"createRestorePoint":    `{"name":"rp-` + caller + `"}`,
 		"restoreObject":         `{"destination":"LOCAL","index":1}`,
+		"previewObjectRestore":  `{"destination":"LOCAL","index":1}`,
 		"clusterJoin":           `{"token":"cjt1.x.y","node_id":"n2","raft_address":"127.0.0.2:7001","api_url":"https://127.0.0.2:8200","csr":""}`,
 		"clusterJoinLocal":      `{"url":"https://127.0.0.1:1","token":"cjt1.x.` + strings.Repeat("a", 64) + `","passphrase":"long-enough-passphrase"}`,
 		"clusterPromote":        `{"node_id":"n2"}`,

@@ -187,8 +187,8 @@ func (a *api) currentBackup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) listBackups(w http.ResponseWriter, r *http.Request) {
-	bs, err := a.svc.Backups.ListBackups(r.Context(), r.URL.Query().Get("destination"))
-	a.reply(w, r, http.StatusOK, BackupList{Backups: backupRecordsOf(bs)}, err)
+	bs, err := a.svc.Backups.ListCatalog(r.Context(), r.URL.Query().Get("destination"))
+	a.reply(w, r, http.StatusOK, BackupList{Backups: backupListingsOf(bs)}, err)
 }
 
 func (a *api) putSchedule(edit bool) http.HandlerFunc {

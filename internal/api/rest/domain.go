@@ -367,6 +367,16 @@ func (a *api) restoreObject(w http.ResponseWriter, r *http.Request) {
 	a.reply(w, r, http.StatusOK, o, err)
 }
 
+func (a *api) previewObjectRestore(w http.ResponseWriter, r *http.Request) {
+	var req service.RestoreObjectRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	p, err := a.svc.Backups.PreviewObjectRestore(r.Context(), service.Ref{ID: r.PathValue("id")}, req)
+	a.reply(w, r, http.StatusOK, p, err)
+}
+
 func (a *api) transition(t service.Transition) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req StateRequest

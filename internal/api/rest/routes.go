@@ -136,6 +136,7 @@ func (a *api) routes() []route {
 		r("POST", "/api/v1/objects/{id}/deactivate", "deactivateObject", "to deactivated (no longer used to protect data)", leader, StateRequest{}, service.Object{}, eObj, a.transition(service.Deactivate), "objects"),
 		r("POST", "/api/v1/objects/{id}/revoke", "revokeObject", "to compromised", leader, StateRequest{}, service.Object{}, eObj, a.transition(service.Revoke), "objects"),
 		r("POST", "/api/v1/objects/{id}/restore", "restoreObject", "Put the object's versions back as they were at a past time, from a backup destination (in place, or as a new object)", leader, service.RestoreObjectRequest{}, service.Object{}, eObj, a.restoreObject, "objects"),
+		r("POST", "/api/v1/objects/{id}/restore/preview", "previewObjectRestore", "What restoreObject with the same body would do, without doing it: the object as it would be left and the versions whose material comes back (reads the same backups; changes nothing)", leader, service.RestoreObjectRequest{}, service.RestorePreview{}, eObj, a.previewObjectRestore, "objects"),
 		r("POST", "/api/v1/objects/{id}/destroy", "destroyObject", "Erase the material (deactivated or compromised objects only); metadata stays", leader, StateRequest{}, service.Object{}, eObj, a.transition(service.Destroy), "objects"),
 		r("PATCH", "/api/v1/objects/{id}/attributes", "setAttributes", "Set and delete custom attributes", leader, AttributesRequest{}, service.Object{}, eObj, a.setAttributes, "objects"),
 

@@ -28,23 +28,38 @@ type BackupRecord struct {
 	Reason      string     `json:"reason,omitempty"`
 	Started     time.Time  `json:"started"`
 	Finished    *time.Time `json:"finished,omitempty"`
+	// Verified and EstimatedRestore are set in listings (from the
+	// destination's catalog as the leader knows it).
+	Verified         *BackupVerification `json:"verified,omitempty" doc:"the backup's last verification (coffer backup verify); absent: never verified"`
+	EstimatedRestore float64             `json:"estimated_restore_seconds,omitempty" doc:"the files a restore to this backup reads at the speed of the destination's last successful restore drill; absent: no drill yet"`
+}
+
+// BackupVerification is a backup's last verification.
+type BackupVerification struct {
+	Time   time.Time `json:"time"`
+	Result string    `json:"result" doc:"OK, FAILED, or SKIPPED (taken under an earlier recovery passphrase)"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+func backupListingsOf(bs []service.BackupListing) []BackupRecord {
+	if bs == nil {
+		return nil
+	}
+	out := make([]BackupRecord, len(bs))
+	for i, b := range bs {
+		out[i] = backupRecordOf(b.BackupRecord)
+		if v := b.Verified; v != nil {
+			out[i].Verified = &BackupVerification{Time: v.Time, Result: v.Result, Reason: v.Reason}
+		}
+		out[i].EstimatedRestore = b.EstimatedRestore
+	}
+	return out
 }
 
 func backupRecordOf(b service.BackupRecord) BackupRecord {
 	return BackupRecord{ID: b.ID, Destination: b.Destination, Kind: b.Kind, Status: b.Status, Node: b.Node, File: b.File,
 		BaseFullID: b.BaseFullID, FirstIndex: b.FirstIndex, LastIndex: b.LastIndex, Size: b.Size, SHA256: b.SHA256,
 		Recipients: b.Recipients, Timeline: b.Timeline, Reason: b.Reason, Started: b.Started, Finished: b.Finished}
-}
-
-func backupRecordsOf(bs []service.BackupRecord) []BackupRecord {
-	if bs == nil {
-		return nil
-	}
-	out := make([]BackupRecord, len(bs))
-	for i, b := range bs {
-		out[i] = backupRecordOf(b)
-	}
-	return out
 }
 
 // RestorePoint is a named point in the history a restore can stop at.

@@ -53,14 +53,15 @@ func TestStoredTypesJSON(t *testing.T) {
 	pinned := map[reflect.Type][]string{
 		reflect.TypeFor[BackupRecord](): {"id", "destination", "kind", "status", "node", "file,omitempty", "base_full_id,omitempty",
 			"first_index,omitempty", "last_index,omitempty", "size,omitempty", "sha256,omitempty", "recipients,omitempty",
-			"timeline,omitempty", "reason,omitempty", "started", "finished,omitempty"},
-		reflect.TypeFor[BackupProgress]():   {"untagged:BackupRecord", "bytes_written"},
-		reflect.TypeFor[BackupList]():       {"backups"},
-		reflect.TypeFor[RestorePoint]():     {"name", "index", "time", "created_by,omitempty"},
-		reflect.TypeFor[RestorePointList](): {"restore_points"},
-		reflect.TypeFor[Segment]():          {"name", "first_index", "last_index", "records", "size", "created", "closed"},
-		reflect.TypeFor[JournalList]():      {"segments"},
-		reflect.TypeFor[JournalRotated]():   {"closed"},
+			"timeline,omitempty", "reason,omitempty", "started", "finished,omitempty", "verified,omitempty", "estimated_restore_seconds,omitempty"},
+		reflect.TypeFor[BackupVerification](): {"time", "result", "reason,omitempty"},
+		reflect.TypeFor[BackupProgress]():     {"untagged:BackupRecord", "bytes_written"},
+		reflect.TypeFor[BackupList]():         {"backups"},
+		reflect.TypeFor[RestorePoint]():       {"name", "index", "time", "created_by,omitempty"},
+		reflect.TypeFor[RestorePointList]():   {"restore_points"},
+		reflect.TypeFor[Segment]():            {"name", "first_index", "last_index", "records", "size", "created", "closed"},
+		reflect.TypeFor[JournalList]():        {"segments"},
+		reflect.TypeFor[JournalRotated]():     {"closed"},
 	}
 	for ty, want := range pinned {
 		if got := jsonNames(ty); !slices.Equal(got, want) {
