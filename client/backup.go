@@ -115,6 +115,13 @@ type Usage struct {
 	UsedPercent float64 `json:"used_percent"`
 }
 
+// BackupVerification is a backup's last verification.
+type BackupVerification struct {
+	Time   time.Time `json:"time"`
+	Result string    `json:"result"` // OK, FAILED, or SKIPPED (taken under an earlier recovery passphrase)
+	Reason string    `json:"reason,omitempty"`
+}
+
 // BackupRecord is the cluster's record of one backup.
 type BackupRecord struct {
 	ID          string     `json:"id"`
@@ -133,6 +140,12 @@ type BackupRecord struct {
 	Reason      string     `json:"reason,omitempty"` // why it FAILED, or what started it
 	Started     time.Time  `json:"started"`
 	Finished    *time.Time `json:"finished,omitempty"`
+	// Verified is the backup's last verification (coffer backup verify);
+	// nil: never verified. Set in listings.
+	Verified *BackupVerification `json:"verified,omitempty"`
+	// EstimatedRestore: seconds a restore to this backup takes at the speed
+	// of the destination's last successful restore drill (0: no drill yet).
+	EstimatedRestore float64 `json:"estimated_restore_seconds,omitempty"`
 }
 
 // BackupProgress is the running backup and the bytes written so far.

@@ -583,7 +583,9 @@ its destination and id. Archived journal segments are not listed here (see
   DONE      completed
   FAILED    did not complete (the reason says why)
   DELETED   retention removed the backup's file (--keep-fulls, --keep-days)
-The table shortens why a backup FAILED; --format json has the whole reason.
+VERIFIED is the result and time of the backup's last verification (coffer
+backup verify; "-": never verified). The table shortens why a backup FAILED;
+--format json has the whole reason and the verification's.
 Under the table, each destination with a successful restore drill shows the
 estimated restore time of its newest chain at the speed that drill measured
 (coffer backup drill).`,
@@ -596,15 +598,18 @@ estimated restore time of its newest chain at the speed that drill measured
 				if err != nil {
 					return err
 				}
-				if err := printList(g, cmd, bs, "STARTED\tTIMELINE\tKIND\tSTATUS\tSIZE\tINDEXES\tDESTINATION\tID\tREASON", func(b client.BackupRecord) string {
-					size, reason := "-", ""
+				if err := printList(g, cmd, bs, "STARTED\tTIMELINE\tKIND\tSTATUS\tSIZE\tINDEXES\tDESTINATION\tID\tVERIFIED\tREASON", func(b client.BackupRecord) string {
+					size, reason, verified := "-", "", "-"
 					if b.Size > 0 {
 						size = humanBytes(b.Size)
 					}
 					if b.Status == client.BackupFailed {
 						reason = shorten(b.Reason, 50)
 					}
-					return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s", fmtTime(b.Started), max(b.Timeline, 1), b.Kind, b.Status, size, indexRange(b), b.Destination, b.ID, reason)
+					if v := b.Verified; v != nil {
+						verified = v.Result + " " + fmtTime(v.Time)
+					}
+					return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", fmtTime(b.Started), max(b.Timeline, 1), b.Kind, b.Status, size, indexRange(b), b.Destination, b.ID, verified, reason)
 				}); err != nil || g.format == "json" {
 					return err
 				}
