@@ -96,6 +96,21 @@ type Status struct {
 	// mirror, a destination filling up, segments that could not be archived.
 	Warnings []Alert      `json:"warnings,omitempty"`
 	Backup   BackupStatus `json:"backup"`
+	// Disks: the data dir, journal dir and (open) the journal mirror and
+	// LOCAL or dir destinations, each with its filesystem's use.
+	Disks []DiskUse `json:"disks,omitempty"`
+}
+
+// DiskUse is the use of the filesystem holding one directory a node
+// writes (two directories on one filesystem show the same figures).
+type DiskUse struct {
+	What        string  `json:"what"` // data, journal, mirror, destination:NAME
+	Path        string  `json:"path"`
+	Total       uint64  `json:"total_bytes,omitempty"`
+	Free        uint64  `json:"free_bytes,omitempty"`
+	UsedPercent float64 `json:"used_percent"`
+	Level       string  `json:"level"` // ok, warning (80 % used), error (95 %), unknown (see Error)
+	Error       string  `json:"error,omitempty"`
 }
 
 // BackupStatus is the backup side of the status: the running backup, the

@@ -113,6 +113,7 @@ type Usage struct {
 	Total       uint64  `json:"total_bytes"`
 	Free        uint64  `json:"free_bytes"`
 	UsedPercent float64 `json:"used_percent"`
+	Level       string  `json:"level,omitempty"` // ok, warning (80 % used) or error (95 %)
 }
 
 // BackupVerification is a backup's last verification.

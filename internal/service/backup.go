@@ -78,6 +78,7 @@ type Usage struct {
 	Total       uint64  `json:"total_bytes"`
 	Free        uint64  `json:"free_bytes"`
 	UsedPercent float64 `json:"used_percent"`
+	Level       string  `json:"level" doc:"ok, warning (at or above 80 % used) or error (at or above 95 %)"`
 }
 
 func (s *Backups) secretID(name, what string) string { return "destination/" + name + "/" + what }
@@ -382,7 +383,8 @@ func (s *Backups) viewDestination(ctx context.Context, d state.Destination, with
 		if dd, err := s.openDest(ctx, d, nil); err == nil {
 			v.Location = dd.Location()
 			if u, ok, err := dd.Usage(ctx); err == nil && ok && u.Total > 0 {
-				v.Usage = &Usage{Total: u.Total, Free: u.Free, UsedPercent: 100 * float64(u.Total-u.Free) / float64(u.Total)}
+				pct := 100 * float64(u.Total-u.Free) / float64(u.Total)
+				v.Usage = &Usage{Total: u.Total, Free: u.Free, UsedPercent: pct, Level: DiskLevel(pct)}
 			}
 			dd.Close() // #nosec G104 -- opened only to read its location and usage: nothing was written to it
 		}

@@ -58,7 +58,11 @@ type Config struct {
 	// and how long writes stay refused after a raft log write error.
 	WriteRetryDelay time.Duration
 	// MinFreeBytes: writes are refused while the data dir's filesystem has less free.
-	MinFreeBytes  uint64
+	MinFreeBytes uint64
+	// Statfs reports the size and free space of the filesystem holding a
+	// path (nil: the operating system's statfs); status shows disk use
+	// through it.
+	Statfs        func(path string) (total, free uint64, err error)
 	ApplyTimeout  time.Duration
 	SnapshotEvery uint64 // raft snapshot threshold (entries); 0 = default
 	Logger        *slog.Logger

@@ -37,6 +37,9 @@ type Status struct {
 	Alerts             []Alert        `json:"alerts"`
 	Warnings           []Alert        `json:"warnings,omitempty"`
 	Backup             BackupStatus   `json:"backup"`
+	// Disks: the data dir, journal dir and (open) the journal mirror and
+	// LOCAL or dir destinations.
+	Disks []DiskUse `json:"disks,omitempty"`
 }
 
 // BackupStatus is the backup side of the status.
@@ -79,6 +82,8 @@ type JournalStatus struct {
 // Status reports the node's state.
 func (s *Service) Status() Status {
 	st := s.statusCore()
+	// Outside the lifecycle lock too: statfs can hang on a dead mount.
+	st.Disks = s.disks(st.State == StateOpen)
 	if st.State == StateOpen {
 		// Outside the lifecycle lock: statfs of a hung NFS destination must
 		// not hold up seal and stop (and, behind them, every request).
