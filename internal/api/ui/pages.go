@@ -4,25 +4,13 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
-
-// usedPercent is the disk use of the file system holding path (this
-// node's data dir: the console runs on the node).
-func usedPercent(path string) (float64, bool) {
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(path, &fs); err != nil || fs.Blocks == 0 {
-		return 0, false
-	}
-	return 100 * float64(fs.Blocks-fs.Bfree) / float64(fs.Blocks-fs.Bfree+fs.Bavail), true
-}
 
 // login: GET shows the form, POST signs in through the API's login (its
 // throttling and audit); the session token becomes an HttpOnly cookie.
@@ -79,13 +67,7 @@ func (p *page) monitor() {
 	if p.post() && p.form("action") == "recheck" {
 		p.Flash = "Rechecked at " + time.Now().UTC().Format(time.RFC3339)
 	}
-	st := p.get("/api/v1/sys/status")
-	p.Data["status"] = st
-	if dir, ok := st["data_dir"].(string); ok && dir != "" {
-		if pct, ok := usedPercent(dir); ok {
-			p.Data["datadisk"] = json.Number(strconv.FormatFloat(pct, 'f', 1, 64))
-		}
-	}
+	p.Data["status"] = p.get("/api/v1/sys/status")
 	p.Data["cluster"] = p.get("/api/v1/cluster")
 	if p.s.Sys {
 		p.Data["destinations"] = p.get("/api/v1/backup/destinations")["destinations"]
@@ -174,7 +156,7 @@ func (p *page) object() {
 			if res.ok() {
 				p.Data["material"] = res.Body["material"]
 			}
-		case act == "restore":
+		case act == "restore" || act == "preview":
 			req := map[string]any{"destination": p.form("destination")}
 			if rp := p.form("restore_point"); rp != "" {
 				idx, _ := strconv.ParseUint(rp, 10, 64)
@@ -185,7 +167,18 @@ func (p *page) object() {
 			if as := p.form("as"); as != "" {
 				req["as"] = as
 			}
-			p.do("POST", base+"/restore", req, "Restored "+name)
+			if act == "restore" {
+				p.do("POST", base+"/restore", req, "Restored "+name)
+				break
+			}
+			// The preview runs the restore's own planning and writes
+			// nothing; the confirmation form carries the same choice.
+			res := p.do("POST", base+"/restore/preview", req, "")
+			if res.ok() {
+				p.Data["preview"] = res.Body
+				p.Data["choice"] = map[string]string{"destination": p.form("destination"), "restore_point": p.form("restore_point"),
+					"time": p.form("time"), "as": p.form("as")}
+			}
 		case slices.Contains([]string{"rotate", "activate", "deactivate", "revoke", "destroy"}, act):
 			if p.form("confirm") != id {
 				p.Error, p.status = "tick the box confirming "+act+" of "+name, http.StatusBadRequest
@@ -326,6 +319,7 @@ func (p *page) backups() {
 		cat := "/api/v1/backup/backups"
 		if d := p.q("destination"); d != "" {
 			cat += "?destination=" + qesc(d)
+			p.Data["catalogFor"] = d
 		}
 		p.Data["catalog"] = p.get(cat)["backups"]
 		p.Data["current"] = p.get("/api/v1/backup/current")["running"]

@@ -104,20 +104,47 @@ var funcs = template.FuncMap{
 		}
 		return ""
 	},
-	// level is the disk-use class: ok, warn (80 %) or err (95 %).
+	// level is the CSS class of a disk-use level the API reports: ok,
+	// warn (warning: 80 %), err (error: 95 %), or "" (unknown).
 	"level": func(v any) string {
+		switch fmt.Sprint(v) {
+		case "ok":
+			return "ok"
+		case "warning":
+			return "warn"
+		case "error":
+			return "err"
+		}
+		return ""
+	},
+	// bytes shows a byte count ("1.5 GiB").
+	"bytes": func(v any) string {
 		n, ok := v.(json.Number)
 		if !ok {
-			return "ok"
+			return ""
 		}
-		f, _ := n.Float64()
-		switch {
-		case f >= 95:
-			return "err"
-		case f >= 80:
-			return "warn"
+		f, err := n.Float64()
+		if err != nil {
+			return ""
 		}
-		return "ok"
+		units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+		i := 0
+		for ; f >= 1024 && i < len(units)-1; i++ {
+			f /= 1024
+		}
+		if i == 0 {
+			return fmt.Sprintf("%.0f B", f)
+		}
+		return fmt.Sprintf("%.1f %s", f, units[i])
+	},
+	"has": func(list any, v any) bool {
+		l, _ := list.([]any)
+		for _, x := range l {
+			if fmt.Sprint(x) == fmt.Sprint(v) {
+				return true
+			}
+		}
+		return false
 	},
 	// seconds shows a number of seconds as a duration ("1m30s").
 	"seconds": func(v any) string {

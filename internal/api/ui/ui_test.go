@@ -38,22 +38,25 @@ func TestConsoleTemplatesRenderEmptyAndFull(t *testing.T) {
 	h := strings.ReplaceAll(hostile, `"`, `\"`)
 	obj := `{"id":"` + h + `","wallet":"` + h + `","name":"` + h + `","type":"symmetric_key","state":"active","attributes":{"` + h + `":"` + h + `"},"versions":[{"version":1,"created":"2026-01-01T00:00:00Z"}],"latest_version":1,"grants":{"` + h + `":"read"},"roles":["` + h + `"],"description":"` + h + `"}`
 	full := jsonData(t, `{
-	 "status":{"state":"`+h+`","keystore_generation":2,"auto_open":true,"alerts":[{"code":"`+h+`","component":"`+h+`","message":"`+h+`","runbook":"docs/runbooks/disk-full.md"}],"warnings":[{"code":"W","message":"`+h+`"}],"journal":{"mirror":{"in_sync":false}}},
+	 "status":{"state":"`+h+`","keystore_generation":2,"auto_open":true,"alerts":[{"code":"`+h+`","component":"`+h+`","message":"`+h+`","runbook":"docs/runbooks/disk-full.md"}],"warnings":[{"code":"W","message":"`+h+`"}],"journal":{"mirror":{"in_sync":false,"behind":3}},
+	   "disks":[{"what":"data","path":"`+h+`","total_bytes":1000,"free_bytes":500,"used_percent":50,"level":"ok"},{"what":"journal","path":"/j","total_bytes":1000,"free_bytes":150,"used_percent":85,"level":"warning"},{"what":"mirror","path":"/m","total_bytes":1000,"free_bytes":10,"used_percent":99,"level":"error"},{"what":"destination:`+h+`","path":"/d","level":"unknown","error":"`+h+`"}]},
 	 "cluster":{"role":"read-only","leader":"`+h+`","failover_threshold":"3s","nodes":[{"id":"`+h+`","voter":true,"leader":true,"reachable":true,"lag":3},{"id":"n2","voter":true,"reachable":false}]},
-	 "destinations":[{"name":"`+h+`","location":"`+h+`","archiving":true,"archive_paused":true,"pending_segments":4,"archive_error":"`+h+`","usage":{"used_percent":96.5}},{"name":"b","usage":{"used_percent":81},"drills":{"last_success":{"time":"2026-01-01T00:00:00Z","result":"OK"},"estimated_restore_seconds":90.4}}],
+	 "destinations":[{"name":"`+h+`","location":"`+h+`","archiving":true,"archive_paused":true,"pending_segments":4,"archive_error":"`+h+`","usage":{"used_percent":96.5,"level":"error"}},{"name":"b","usage":{"used_percent":81,"level":"warning"},"drills":{"last_success":{"time":"2026-01-01T00:00:00Z","result":"OK"},"estimated_restore_seconds":90.4}}],
 	 "last":{"`+h+`":{"id":"`+h+`","kind":"full","finished":"2026-01-01T00:00:00Z"}},
 	 "wallets":[`+obj+`], "objects":[`+obj+`], "object":`+obj+`, "endpoints":[{"name":"`+h+`","state":"active"}],
 	 "users":[{"name":"`+h+`","roles":["key_admin"]}], "roles":["system_admin","key_admin"],
 	 "material":{"`+h+`":"`+h+`"},
 	 "schedules":[{"name":"`+h+`","destination":"`+h+`","type":"cron","cron":"`+h+`","state":"ACTIVE"}],
-	 "catalog":[{"id":"`+h+`","destination":"`+h+`","kind":"full","status":"done","size":1234567,"first_index":1,"last_index":9}],
+	 "catalog":[{"id":"`+h+`","destination":"`+h+`","kind":"full","status":"done","size":1234567,"first_index":1,"last_index":9,"verified":{"time":"2026-01-02T00:00:00Z","result":"FAILED","reason":"`+h+`"},"estimated_restore_seconds":61},{"id":"b2","kind":"incremental","status":"done"}],
+	 "catalogFor":"`+h+`",
+	 "preview":{"from":"`+h+`","object":`+obj+`,"restored_versions":[1]}, "choice":{"destination":"`+h+`","time":"`+h+`"},
 	 "verified":[{"id":"`+h+`","result":"OK","reason":"`+h+`"}],
 	 "recovery":{"set":true,"generation":1}, "current":{"id":"`+h+`","destination":"`+h+`"},
 	 "running":{"id":"`+h+`","kind":"full","destination":"`+h+`","bytes_written":10}, "id":"`+h+`",
 	 "points":[{"name":"`+h+`","index":5,"time":"2026-01-01T00:00:00Z"}], "command":"`+h+`", "from":"`+h+`",
 	 "token":{"token":"`+h+`"}, "records":[{"seq":1,"actor":"`+h+`","operation":"`+h+`","objects":["`+h+`"],"result":"ok"}],
 	 "report":{"records":1}, "next":3,
-	 "actions":["rotate","destroy"], "datadisk":96.5}`)
+	 "actions":["rotate","destroy"]}`)
 	full["query"] = url.Values{"wallet": {hostile}}
 	full["job"] = job{Dest: hostile, File: hostile, Err: hostile, Finished: true, Results: []any{map[string]any{"id": hostile, "result": "OK"}}}
 	for name := range u.tmpl {
@@ -77,6 +80,20 @@ func TestConsoleTemplatesRenderEmptyAndFull(t *testing.T) {
 				}
 				if name == "backups" && len(data) > 0 && s.Token != "" && (!strings.Contains(body, "1m30s") || !strings.Contains(body, "unknown (no drill)")) {
 					t.Fatalf("backups: the estimated restore time of a drilled destination and of one never drilled are not shown:\n%s", body)
+				}
+				if name == "backups" && len(data) > 0 && s.Token != "" && (!strings.Contains(body, `<span class="err">FAILED</span> 2026-01-02T00:00:00Z`) ||
+					!strings.Contains(body, "not verified") || !strings.Contains(body, "1m1s") || !strings.Contains(body, "1.2 MiB")) {
+					t.Fatalf("backups: the catalog does not show verification, estimated restore time and size:\n%s", body)
+				}
+				if name == "monitor" && len(data) > 0 && s.Token != "" {
+					for _, want := range []string{`<span class="ok">50.0 %</span>`, `<span class="warn">85.0 %</span>`, `<span class="err">99.0 %</span>`, `data-what="mirror"`, "500 B of 1000 B", "unknown</span> (&lt;script&gt;"} {
+						if !strings.Contains(body, want) {
+							t.Fatalf("monitor: disk use lacks %q:\n%s", want, body)
+						}
+					}
+				}
+				if name == "object" && len(data) > 0 && s.Sys && (!strings.Contains(body, `id="restore-confirm"`) || !strings.Contains(body, `<span class="ok">comes back</span>`)) {
+					t.Fatalf("object: the restore preview is not shown with its confirmation:\n%s", body)
 				}
 				if strings.Contains(body, "<no value>") {
 					t.Fatalf("%s: <no value> in the page", name)
