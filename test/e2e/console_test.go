@@ -259,10 +259,9 @@ func TestConsole(t *testing.T) {
 	t.Logf("progress seen: %q", states)
 	b.shot("backup-progress")
 	b.open("/ui/backups")
-	if !strings.Contains(b.text("#catalog"), "DONE") {
+	if !strings.Contains(b.text("#catalog"), "DONE") || !strings.Contains(b.text("#catalog"), "not verified") {
 		t.Fatalf("catalog: %s", b.text("#catalog"))
 	}
-	b.shot("backups")
 	b.clickAndLoad(`#destinations form:has(input[value=nas]) button[value=verify]`)
 	testutil.WaitFor(t, 2*time.Minute, "the verification done on its progress page", func() error {
 		s, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS("#verify-state")))
@@ -275,6 +274,50 @@ func TestConsole(t *testing.T) {
 		t.Fatalf("verify results: %s", got)
 	}
 	b.shot("verify")
+	// A restore drill measures the restore speed; the catalog then shows
+	// each backup's verification (result and time) and its estimated
+	// restore time.
+	b.open("/ui/backups")
+	b.clickAndLoad(`#destinations form:has(input[value=nas]) button[value=drill]`)
+	b.flash("Restore drill of nas: OK")
+	b.open("/ui/backups?destination=nas")
+	if got := b.text("#catalog tbody tr:first-child td.verified"); !strings.HasPrefix(got, "OK 20") {
+		t.Fatalf("catalog's verified column: %q", got)
+	}
+	if got := b.text("#catalog tbody tr:first-child td.estimate"); got == "" || strings.HasPrefix(got, "unknown") {
+		t.Fatalf("catalog's estimated restore time after a drill: %q", got)
+	}
+	// A periodic schedule, paused and resumed: its state follows.
+	b.run(chromedp.SetValue(chromedp.CSS(`#add-schedule select[name=destination]`), "nas"))
+	b.submit(`#add-schedule button[value=add-schedule]`, `#add-schedule input[name=name]`, "nightly", `#add-schedule input[name=every]`, "24h")
+	b.flash("Schedule nightly added")
+	scheduleState := func() string {
+		return b.text(`#schedules tr[data-name="nightly"] td.state`)
+	}
+	if got := scheduleState(); got != "ACTIVE" {
+		t.Fatalf("new schedule's state %q", got)
+	}
+	b.clickAndLoad(`#schedules tr[data-name="nightly"] button[value=schedule-pause]`)
+	b.flash("Schedule nightly paused")
+	if got := scheduleState(); got != "PAUSED" {
+		t.Fatalf("paused schedule's state %q", got)
+	}
+	b.shot("backups")
+	b.clickAndLoad(`#schedules tr[data-name="nightly"] button[value=schedule-resume]`)
+	b.flash("Schedule nightly resumed")
+	if got := scheduleState(); got != "ACTIVE" {
+		t.Fatalf("resumed schedule's state %q", got)
+	}
+
+	// The monitor: disk use of the data dir, the journal dir and the
+	// destination, each with its level.
+	b.open("/ui/")
+	for _, what := range []string{"data", "journal", "destination:nas"} {
+		if got := b.text(`#disks tr[data-what="` + what + `"] td.level`); got != "ok" && got != "warning" && got != "error" {
+			t.Fatalf("monitor: disk %s level %q", what, got)
+		}
+	}
+	b.shot("monitor")
 
 	// A restore point, then an incremental backup that holds it.
 	b.open("/ui/restore")
@@ -301,8 +344,21 @@ func TestConsole(t *testing.T) {
 	if got := b.text("#object-state"); got != "destroyed" {
 		t.Fatalf("state %q after destroy", got)
 	}
+	// The preview lists the versions that would come back, and changes
+	// nothing; then the confirmation restores them.
 	value(b, chromedp.Evaluate[int](`document.querySelector("#restore-point").selectedIndex = 1`))
-	b.submit("#restore-object button", "#restore-destination", "nas")
+	b.submit("#restore-preview-button", "#restore-destination", "nas")
+	if b.count("#error") > 0 {
+		t.Fatalf("preview: %s", b.text("#error"))
+	}
+	if got := b.text("#preview-versions tbody"); strings.Count(got, "comes back") != 2 {
+		t.Fatalf("preview versions: %q", got)
+	}
+	if got := b.text("#object-state"); got != "destroyed" {
+		t.Fatalf("state %q after the preview", got)
+	}
+	b.shot("object-restore-preview")
+	b.clickAndLoad("#restore-confirm-button")
 	b.flash("Restored tde-master")
 	b.open(objPath)
 	if got := b.text("#object-state"); got == "destroyed" {

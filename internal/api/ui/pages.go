@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -280,6 +281,17 @@ func (p *page) backups() {
 			} else {
 				p.do("PATCH", d, cfg, "Destination "+name+" changed")
 			}
+		case p.form("action") == "drill":
+			res := p.do("POST", d+"/drill", nil, "")
+			if res.ok() {
+				if fmt.Sprint(res.Body["result"]) == "OK" {
+					n, _ := res.Body["duration_seconds"].(json.Number)
+					secs, _ := n.Float64()
+					p.Flash = fmt.Sprintf("Restore drill of %s: OK, restored to index %v in %.1f s", name, res.Body["index"], secs)
+				} else {
+					p.Error, p.status = fmt.Sprintf("Restore drill of %s FAILED: %v", name, res.Body["reason"]), http.StatusOK
+				}
+			}
 		case p.form("action") == "test":
 			p.do("POST", d+"/test", nil, "Destination "+name+": probe written, read back and deleted")
 		case p.form("action") == "pause":
@@ -290,7 +302,12 @@ func (p *page) backups() {
 			http.Redirect(p.w, p.r, "/ui/backups/verify?job="+p.u.startVerify(p.r, p.s, name), http.StatusSeeOther)
 			return
 		case p.form("action") == "add-schedule" || p.form("action") == "edit-schedule":
-			sc := map[string]any{"name": name, "destination": p.form("destination"), "type": p.form("type"), "mode": p.form("mode")}
+			sc := map[string]any{"name": name, "destination": p.form("destination"), "type": p.form("type")}
+			if p.form("kind") == "verify" {
+				sc["kind"] = "verify" // a restore drill: no mode, no verify
+			} else {
+				sc["mode"], sc["verify"] = p.form("mode"), p.form("verify") == "on"
+			}
 			switch p.form("type") {
 			case "once":
 				sc["at"] = p.form("at")

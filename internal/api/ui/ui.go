@@ -156,6 +156,9 @@ var funcs = template.FuncMap{
 		if err != nil {
 			return ""
 		}
+		if f > 0 && f < 1 {
+			return "under 1s"
+		}
 		return time.Duration(f * float64(time.Second)).Round(time.Second).String()
 	},
 	"list":  func(s ...string) []string { return s },

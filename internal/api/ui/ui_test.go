@@ -38,7 +38,7 @@ func TestConsoleTemplatesRenderEmptyAndFull(t *testing.T) {
 	h := strings.ReplaceAll(hostile, `"`, `\"`)
 	obj := `{"id":"` + h + `","wallet":"` + h + `","name":"` + h + `","type":"symmetric_key","state":"active","attributes":{"` + h + `":"` + h + `"},"versions":[{"version":1,"created":"2026-01-01T00:00:00Z"}],"latest_version":1,"grants":{"` + h + `":"read"},"roles":["` + h + `"],"description":"` + h + `"}`
 	full := jsonData(t, `{
-	 "status":{"state":"`+h+`","keystore_generation":2,"auto_open":true,"alerts":[{"code":"`+h+`","component":"`+h+`","message":"`+h+`","runbook":"docs/runbooks/disk-full.md"}],"warnings":[{"code":"W","message":"`+h+`"}],"journal":{"mirror":{"in_sync":false,"behind":3}},
+	 "status":{"state":"`+h+`","backup":{"frozen":true},"keystore_generation":2,"auto_open":true,"alerts":[{"code":"`+h+`","component":"`+h+`","message":"`+h+`","runbook":"docs/runbooks/disk-full.md"}],"warnings":[{"code":"W","message":"`+h+`"}],"journal":{"mirror":{"in_sync":false,"behind":3}},
 	   "disks":[{"what":"data","path":"`+h+`","total_bytes":1000,"free_bytes":500,"used_percent":50,"level":"ok"},{"what":"journal","path":"/j","total_bytes":1000,"free_bytes":150,"used_percent":85,"level":"warning"},{"what":"mirror","path":"/m","total_bytes":1000,"free_bytes":10,"used_percent":99,"level":"error"},{"what":"destination:`+h+`","path":"/d","level":"unknown","error":"`+h+`"}]},
 	 "cluster":{"role":"read-only","leader":"`+h+`","failover_threshold":"3s","nodes":[{"id":"`+h+`","voter":true,"leader":true,"reachable":true,"lag":3},{"id":"n2","voter":true,"reachable":false}]},
 	 "destinations":[{"name":"`+h+`","location":"`+h+`","archiving":true,"archive_paused":true,"pending_segments":4,"archive_error":"`+h+`","usage":{"used_percent":96.5,"level":"error"}},{"name":"b","usage":{"used_percent":81,"level":"warning"},"drills":{"last_success":{"time":"2026-01-01T00:00:00Z","result":"OK"},"estimated_restore_seconds":90.4}}],
@@ -46,7 +46,7 @@ func TestConsoleTemplatesRenderEmptyAndFull(t *testing.T) {
 	 "wallets":[`+obj+`], "objects":[`+obj+`], "object":`+obj+`, "endpoints":[{"name":"`+h+`","state":"active"}],
 	 "users":[{"name":"`+h+`","roles":["key_admin"]}], "roles":["system_admin","key_admin"],
 	 "material":{"`+h+`":"`+h+`"},
-	 "schedules":[{"name":"`+h+`","destination":"`+h+`","type":"cron","cron":"`+h+`","state":"ACTIVE"}],
+	 "schedules":[{"name":"`+h+`","destination":"`+h+`","type":"cron","cron":"`+h+`","state":"ACTIVE","verify":true,"mode":"auto"},{"name":"p","kind":"verify","type":"once","state":"PAUSED","last_run":"2026-01-01T00:00:00Z","last_result":"`+h+`"},{"name":"d","type":"once","state":"DONE"}],
 	 "catalog":[{"id":"`+h+`","destination":"`+h+`","kind":"full","status":"done","size":1234567,"first_index":1,"last_index":9,"verified":{"time":"2026-01-02T00:00:00Z","result":"FAILED","reason":"`+h+`"},"estimated_restore_seconds":61},{"id":"b2","kind":"incremental","status":"done"}],
 	 "catalogFor":"`+h+`",
 	 "preview":{"from":"`+h+`","object":`+obj+`,"restored_versions":[1]}, "choice":{"destination":"`+h+`","time":"`+h+`"},
