@@ -34,6 +34,12 @@ func (s *Backups) ListCatalog(ctx context.Context, destination string) ([]Backup
 	if err != nil {
 		return nil, err
 	}
+	done := map[string]state.BackupRecord{} // DONE records by destination and id
+	for _, r := range recs {
+		if r.Status == "DONE" {
+			done[r.Destination+"/"+r.ID] = r
+		}
+	}
 	out := make([]BackupListing, len(recs))
 	for i, r := range recs {
 		out[i].BackupRecord = r
@@ -41,7 +47,7 @@ func (s *Backups) ListCatalog(ctx context.Context, destination string) ([]Backup
 			out[i].Verified = &v
 		}
 		if dv, ok := s.drills.get(r.Destination); ok && dv.LastGood != nil && dv.LastGood.BytesPerSecond > 0 {
-			if n := restoreBytes(recs, r); n > 0 {
+			if n := restoreBytes(done, r); n > 0 {
 				out[i].EstimatedRestore = float64(n) / dv.LastGood.BytesPerSecond
 			}
 		}
@@ -51,8 +57,9 @@ func (s *Backups) ListCatalog(ctx context.Context, destination string) ([]Backup
 
 // restoreBytes is the size of the backup files a restore to r reads: a
 // full (or dump) alone, an incremental with its full; 0 when not known
-// (not done, or its full is not among recs).
-func restoreBytes(recs []state.BackupRecord, r state.BackupRecord) int64 {
+// (not done, or its full is not among done, the DONE records by
+// destination/id).
+func restoreBytes(done map[string]state.BackupRecord, r state.BackupRecord) int64 {
 	if r.Status != "DONE" {
 		return 0
 	}
@@ -60,10 +67,8 @@ func restoreBytes(recs []state.BackupRecord, r state.BackupRecord) int64 {
 	case backup.KindFull, backup.KindDump:
 		return r.Size
 	case backup.KindIncremental:
-		for _, f := range recs {
-			if f.ID == r.BaseFullID && f.Destination == r.Destination && f.Status == "DONE" {
-				return f.Size + r.Size
-			}
+		if f, ok := done[r.Destination+"/"+r.BaseFullID]; ok {
+			return f.Size + r.Size
 		}
 	}
 	return 0
