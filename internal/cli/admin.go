@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"syscall"
 	"time"
@@ -280,7 +281,29 @@ func printStatus(out io.Writer, st client.Status) {
 		fmt.Fprintf(out, "WARNING [%s]%s: %s\n", a.Component, since, a.Message)
 		printRunbook(out, a)
 	}
+	printDisks(out, st.Disks)
 	printBackupStatus(out, st.Backup)
+}
+
+// printDisks writes the disk use of the node's directories, a line each,
+// with its level (warning from 80 % used, error from 95 %).
+func printDisks(out io.Writer, disks []client.DiskUse) {
+	if len(disks) == 0 {
+		return
+	}
+	fmt.Fprintln(out)
+	t := newTableTo(out)
+	fmt.Fprintln(t, "DISK\tPATH\tUSED\tFREE\tLEVEL")
+	for _, d := range disks {
+		used, free, level := "-", "-", d.Level
+		if d.Error == "" {
+			used, free = fmt.Sprintf("%.0f%%", d.UsedPercent), humanBytes(int64(min(d.Free, math.MaxInt64))) // #nosec G115 -- clamped to MaxInt64
+		} else {
+			level += " (" + shorten(d.Error, 60) + ")"
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\n", d.What, d.Path, used, free, level)
+	}
+	t.Flush()
 }
 
 // printRunbook names the runbook of an alert, under its line.

@@ -638,5 +638,5 @@ func printPreview(w io.Writer, p client.RestorePreview) {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\n", v.Version, fmtTime(v.Created), st)
 	}
-	tw.Flush() // #nosec G104 -- a terminal write; nothing to do on failure
+	tw.Flush()
 }
