@@ -23,6 +23,7 @@ const (
 	AlertAuditHeld         AlertCode = "audit_held"           // audit files past audit.retention wait for a destination
 	AlertAuditNoDest       AlertCode = "audit_no_destination" // audit.retention set, but no destination to ship to
 	AlertDrillStale        AlertCode = "restore_drill_stale"  // no restore drill succeeded within backup.drill_max_age
+	AlertDiskFilling       AlertCode = "disk_filling"         // the data, journal or mirror filesystem at or above DiskWarnPercent
 )
 
 // alertRunbooks maps every alert code to its runbook, relative to the
@@ -43,6 +44,7 @@ var alertRunbooks = map[AlertCode]string{
 	AlertAuditHeld:         "docs/runbooks/audit-retention.md",
 	AlertAuditNoDest:       "docs/runbooks/audit-retention.md",
 	AlertDrillStale:        "docs/runbooks/restore-drill-failed.md",
+	AlertDiskFilling:       "docs/runbooks/disk-full.md",
 }
 
 // storageAlertCodes: the codes of the state machine's failing writes, by

@@ -2,6 +2,7 @@ package service
 
 import (
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -108,6 +109,25 @@ func (s *Service) disks(open bool) []DiskUse {
 		case "dir":
 			out = append(out, s.diskUse(fmt.Sprintf("destination:%s", d.Name), d.Path))
 		}
+	}
+	return out
+}
+
+// diskWarnings is a disk_filling warning for each of the node's own
+// directories (data, journal, mirror) at or above DiskWarnPercent: the
+// early notice before storage.min_free_bytes pauses writes. Destinations
+// have their own warning (destination_full).
+func diskWarnings(disks []DiskUse, now time.Time) []Alert {
+	var out []Alert
+	for _, d := range disks {
+		if d.What != "data" && d.What != "journal" && d.What != "mirror" {
+			continue
+		}
+		if d.Level != DiskWarning && d.Level != DiskError {
+			continue
+		}
+		out = append(out, newAlert(AlertDiskFilling, "disk",
+			fmt.Sprintf("the %s directory's filesystem (%s) is %.0f%% full, %d bytes free: free space or grow it before writes pause", d.What, d.Path, d.UsedPercent, d.Free), now))
 	}
 	return out
 }

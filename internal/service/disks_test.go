@@ -91,4 +91,20 @@ func TestStatusDisks(t *testing.T) {
 	if d := got["data"]; d.Total != 1000 || d.Free != 500 {
 		t.Errorf("data: %+v", d)
 	}
+	filling := map[string]bool{}
+	for _, w := range s.Status().Warnings {
+		if w.Code == service.AlertDiskFilling {
+			if w.Runbook == "" {
+				t.Errorf("disk_filling without a runbook: %+v", w)
+			}
+			for _, what := range []string{"data", "journal", "mirror"} {
+				if strings.HasPrefix(w.Message, "the "+what+" directory") {
+					filling[what] = true
+				}
+			}
+		}
+	}
+	if !filling["journal"] || !filling["mirror"] || filling["data"] {
+		t.Errorf("disk_filling warnings for %v, want journal (80 %%) and mirror (95 %%), not data (50 %%)", filling)
+	}
 }
