@@ -493,6 +493,7 @@ func TestAuditTailLostAtOpen(t *testing.T) {
 	s = newSvc(t, dir)
 	defer s.Close()
 	st := s.Status()
+	st.Warnings = notDisk(st.Warnings)
 	if len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0].Message, "lost at the end") {
 		t.Fatalf("warnings %+v", st.Warnings)
 	}
@@ -511,13 +512,13 @@ func TestAuditTailLostAtOpen(t *testing.T) {
 	// The warning stays across restarts until the kept head is removed.
 	s.Close()
 	s = newSvc(t, dir)
-	if len(s.Status().Warnings) != 1 {
+	if len(notDisk(s.Status().Warnings)) != 1 {
 		t.Fatal("warning gone after a restart")
 	}
 	s.Close()
 	os.Remove(kept[0])
 	s = newSvc(t, dir)
-	if len(s.Status().Warnings) != 0 {
+	if len(notDisk(s.Status().Warnings)) != 0 {
 		t.Fatal("warning still there after the kept head was removed")
 	}
 }
@@ -731,4 +732,16 @@ func TestAuditRecordStaysBounded(t *testing.T) {
 	if len(recs) != 1 || len(recs[0].Objects) != 32 || recs[0].Objects[0] != "user:(invalid name)" {
 		t.Fatalf("record %+v", recs)
 	}
+}
+
+// notDisk leaves out the warnings about how full this machine's disks are,
+// which depend on the machine running the test, not on the test.
+func notDisk(ws []Alert) []Alert {
+	var out []Alert
+	for _, w := range ws {
+		if w.Code != AlertDiskFilling && w.Code != AlertDestinationFull {
+			out = append(out, w)
+		}
+	}
+	return out
 }
