@@ -35,7 +35,7 @@ func (s source) name() string {
 // errStop ends a journal walk once the target is met.
 var errStop = errors.New("target reached")
 
-const replayBatch = 1024
+const replayBatch = 8192
 
 // replay applies records after the full up to the target, choosing at each
 // point the source that reaches furthest.
@@ -194,7 +194,7 @@ func (r *run) apply(ctx context.Context, s source, t Target) error {
 		r.sum.Files = append(r.sum.Files, s.entry.File)
 	}
 	err := journal.Read(dir, r.bar, func(seg journal.SegmentInfo, rec journal.Record) error {
-		next := r.st.AppliedIndex() + uint64(len(r.pending)) + 1
+		next := r.nextIndex()
 		if rec.Index < next {
 			return nil
 		}
@@ -217,14 +217,16 @@ func (r *run) apply(ctx context.Context, s source, t Target) error {
 		}
 		typ := state.Type(rec.Type)
 		keyChange := typ == state.TypeDEKCreate || typ == state.TypeDEKRewrap || typ == state.TypeClusterInit
-		if keyChange || len(r.pending) >= replayBatch {
+		if keyChange {
 			if err := r.flush(); err != nil {
 				return err
 			}
-			if keyChange {
-				if err := r.unseal(); err != nil {
-					return fmt.Errorf("record %d changed the data keys: %w", rec.Index, err)
-				}
+			if err := r.unseal(); err != nil {
+				return fmt.Errorf("record %d changed the data keys: %w", rec.Index, err)
+			}
+		} else if len(r.pending) >= replayBatch {
+			if err := r.queue(); err != nil {
+				return err
 			}
 		}
 		if t.Point != "" && typ == state.TypeRestorePoint && pointName(rec.Payload) == t.Point {
@@ -262,18 +264,66 @@ func (r *run) apply(ctx context.Context, s source, t Target) error {
 
 var errLimit = errors.New("end of the usable range")
 
-func (r *run) flush() error {
+// inflight is a batch the store applies while the next one is read,
+// decrypted and decoded.
+type inflight struct {
+	done chan error
+	n    int
+	last uint64 // index of its last record
+}
+
+// nextIndex is the index the next record read must have.
+func (r *run) nextIndex() uint64 {
+	last := r.st.AppliedIndex()
+	if r.inflight != nil {
+		last = r.inflight.last
+	}
+	return last + uint64(len(r.pending)) + 1
+}
+
+// queue prepares the pending records and hands them to the store, which
+// applies them in the background once the batch before them is applied.
+// After an error nothing is left in flight.
+func (r *run) queue() error {
 	if len(r.pending) == 0 {
 		return nil
 	}
-	recs := r.pending
-	r.pending = nil
-	if err := r.st.Replay(recs, r.term); err != nil {
+	b, err := state.PrepareReplay(r.pending, r.term)
+	if werr := r.wait(); err == nil {
+		err = werr
+	}
+	if err != nil {
 		return err
 	}
-	r.sum.Records += len(recs)
+	last := r.pending[len(r.pending)-1].Index
+	r.pending = nil
+	done := make(chan error, 1)
+	go func() { done <- r.st.ApplyReplay(b) }()
+	r.inflight = &inflight{done: done, n: b.Len(), last: last}
+	return nil
+}
+
+// wait waits for the batch in flight, if any, to be applied.
+func (r *run) wait() error {
+	f := r.inflight
+	if f == nil {
+		return nil
+	}
+	r.inflight = nil
+	if err := <-f.done; err != nil {
+		return err
+	}
+	r.sum.Records += f.n
 	r.event(Event{Phase: "replay", Index: r.st.AppliedIndex()})
 	return nil
+}
+
+// flush applies every record read so far before it returns.
+func (r *run) flush() error {
+	if err := r.queue(); err != nil {
+		return err
+	}
+	return r.wait()
 }
 
 // pointName reads the name out of a restore-point record's command.
