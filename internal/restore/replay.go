@@ -35,7 +35,7 @@ func (s source) name() string {
 // errStop ends a journal walk once the target is met.
 var errStop = errors.New("target reached")
 
-const replayBatch = 8192
+const replayBatch = 1024
 
 // replay applies records after the full up to the target, choosing at each
 // point the source that reaches furthest.

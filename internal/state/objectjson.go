@@ -1,11 +1,14 @@
 package state
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/coffer-kms/coffer/internal/lifecycle"
 )
 
 // appendObjectJSON appends o as json.Marshal encodes it, byte for byte,
@@ -133,4 +136,248 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
+}
+
+// appendObjectCreateJSON appends c as json.Marshal encodes it (see
+// appendObjectJSON).
+func appendObjectCreateJSON(dst []byte, c *ObjectCreate) ([]byte, bool) {
+	n0 := len(dst)
+	b, ok := appendObjectJSON(append(dst, `{"object":`...), &c.Object)
+	if !ok {
+		return dst[:n0], false
+	}
+	b = append(b, `,"material":`...)
+	if c.Material == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, c.Material)
+		b = append(b, '"')
+	}
+	if len(c.Public) > 0 {
+		b = append(b, `,"public":"`...)
+		b = base64.StdEncoding.AppendEncode(b, c.Public)
+		b = append(b, '"')
+	}
+	if c.Length != 0 {
+		b = append(b, `,"length":`...)
+		b = strconv.AppendInt(b, int64(c.Length), 10)
+	}
+	return append(b, '}'), true
+}
+
+// decodeObjectCreate decodes an object creation's body. Bodies are what
+// json.Marshal wrote, so it reads that form directly, then encodes what it
+// read and compares: only a body that is exactly the encoding of the value
+// read is taken, and that value is the one json.Unmarshal gives. Any other
+// body (escapes in strings, other spacing or field order) goes through
+// json.Unmarshal.
+func decodeObjectCreate(body []byte) (ObjectCreate, error) {
+	if c, ok := scanObjectCreate(body); ok {
+		if enc, ok := appendObjectCreateJSON(make([]byte, 0, len(body)), &c); ok && bytes.Equal(enc, body) {
+			return c, nil
+		}
+	}
+	var c ObjectCreate
+	err := decodeJSON(body, &c)
+	return c, err
+}
+
+// jsonScan reads the form json.Marshal writes; any surprise sets bad.
+type jsonScan struct {
+	b   []byte
+	bad bool
+}
+
+func (s *jsonScan) lit(l string) {
+	if !s.bad && bytes.HasPrefix(s.b, []byte(l)) {
+		s.b = s.b[len(l):]
+		return
+	}
+	s.bad = true
+}
+
+// opt consumes l if the input continues with it.
+func (s *jsonScan) opt(l string) bool {
+	if !s.bad && bytes.HasPrefix(s.b, []byte(l)) {
+		s.b = s.b[len(l):]
+		return true
+	}
+	return false
+}
+
+// raw reads a string without escapes, returning its bytes (unquoted).
+func (s *jsonScan) raw() []byte {
+	if s.bad || len(s.b) == 0 || s.b[0] != '"' {
+		s.bad = true
+		return nil
+	}
+	for i := 1; i < len(s.b); i++ {
+		switch c := s.b[i]; {
+		case c == '"':
+			v := s.b[1:i]
+			s.b = s.b[i+1:]
+			return v
+		case c == '\\' || c < 0x20:
+			s.bad = true
+			return nil
+		}
+	}
+	s.bad = true
+	return nil
+}
+
+func (s *jsonScan) str() string { return string(s.raw()) }
+
+func (s *jsonScan) bytes64() []byte {
+	r := s.raw()
+	if s.bad {
+		return nil
+	}
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(r)))
+	n, err := base64.StdEncoding.Decode(out, r)
+	if err != nil {
+		s.bad = true
+	}
+	return out[:n]
+}
+
+func (s *jsonScan) number() []byte {
+	i := 0
+	for i < len(s.b) && (s.b[i] == '-' || s.b[i] >= '0' && s.b[i] <= '9') {
+		i++
+	}
+	v := s.b[:i]
+	s.b = s.b[i:]
+	return v
+}
+
+func (s *jsonScan) int() int {
+	if s.bad {
+		return 0
+	}
+	v, err := strconv.ParseInt(string(s.number()), 10, 0)
+	if err != nil {
+		s.bad = true
+	}
+	return int(v)
+}
+
+func (s *jsonScan) uint() uint64 {
+	if s.bad {
+		return 0
+	}
+	v, err := strconv.ParseUint(string(s.number()), 10, 64)
+	if err != nil {
+		s.bad = true
+	}
+	return v
+}
+
+func (s *jsonScan) time() time.Time {
+	var t time.Time
+	if s.bad || len(s.b) == 0 || s.b[0] != '"' {
+		s.bad = true
+		return t
+	}
+	whole := s.b
+	r := s.raw()
+	if s.bad || t.UnmarshalJSON(whole[:len(r)+2]) != nil {
+		s.bad = true
+	}
+	return t
+}
+
+func (s *jsonScan) optTime(l string) *time.Time {
+	if !s.opt(l) {
+		return nil
+	}
+	t := s.time()
+	return &t
+}
+
+// scanObjectCreate reads an ObjectCreate in the form appendObjectCreateJSON
+// writes; ok is false for anything else.
+func scanObjectCreate(body []byte) (c ObjectCreate, ok bool) {
+	s := &jsonScan{b: body}
+	o := &c.Object
+	s.lit(`{"object":{"id":`)
+	o.ID = s.str()
+	s.lit(`,"wallet":`)
+	o.Wallet = s.str()
+	s.lit(`,"name":`)
+	o.Name = s.str()
+	s.lit(`,"type":`)
+	o.Type = s.str()
+	s.lit(`,"algorithm":`)
+	o.Algorithm = s.str()
+	s.lit(`,"length":`)
+	o.Length = s.int()
+	s.lit(`,"state":`)
+	o.State = lifecycle.State(s.str())
+	if s.opt(`,"reason":`) {
+		o.Reason = s.str()
+	}
+	if s.opt(`,"attributes":{`) {
+		o.Attributes = map[string]string{}
+		for first := true; !s.bad && !s.opt("}"); first = false {
+			if !first {
+				s.lit(",")
+			}
+			k := s.str()
+			s.lit(":")
+			o.Attributes[k] = s.str()
+		}
+	}
+	if s.opt(`,"created_by":`) {
+		o.CreatedBy = s.str()
+	}
+	s.lit(`,"created":`)
+	o.Created = s.time()
+	s.lit(`,"updated":`)
+	o.Updated = s.time()
+	o.Activated = s.optTime(`,"activated":`)
+	o.Deactivate = s.optTime(`,"deactivated":`)
+	o.Compromise = s.optTime(`,"compromised":`)
+	o.Destroyed = s.optTime(`,"destroyed":`)
+	s.lit(`,"latest":`)
+	o.Latest = s.uint()
+	s.lit(`,"versions":`)
+	if !s.opt("null") {
+		s.lit("[")
+		o.Versions = []Version{}
+		for first := true; !s.bad && !s.opt("]"); first = false {
+			if !first {
+				s.lit(",")
+			}
+			var v Version
+			s.lit(`{"version":`)
+			v.Version = s.uint()
+			s.lit(`,"created":`)
+			v.Created = s.time()
+			if s.opt(`,"length":`) {
+				v.Length = s.int()
+			}
+			if s.opt(`,"public":`) {
+				v.Public = s.bytes64()
+			}
+			if s.opt(`,"destroyed":true`) {
+				v.Destroyed = true
+			}
+			s.lit("}")
+			o.Versions = append(o.Versions, v)
+		}
+	}
+	s.lit(`},"material":`)
+	if !s.opt("null") {
+		c.Material = s.bytes64()
+	}
+	if s.opt(`,"public":`) {
+		c.Public = s.bytes64()
+	}
+	if s.opt(`,"length":`) {
+		c.Length = s.int()
+	}
+	s.lit("}")
+	return c, !s.bad && len(s.b) == 0
 }

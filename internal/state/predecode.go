@@ -21,7 +21,7 @@ import (
 var predecoders = map[Type]func(body []byte) (any, bool){
 	TypeTokenCreate:    predecodeAs[Token],
 	TypeTokenRevoke:    predecodeAs[TokenRevoke],
-	TypeObjectCreate:   predecodeAs[ObjectCreate],
+	TypeObjectCreate:   predecodeObjectCreate,
 	TypeObjectRotate:   predecodeAs[ObjectRotate],
 	TypeObjectState:    predecodeAs[ObjectState],
 	TypeObjectAttrs:    predecodeAs[ObjectAttrs],
@@ -41,6 +41,13 @@ func predecodeAs[T any](body []byte) (any, bool) {
 		return nil, false // decoded again in apply, which returns the error
 	}
 	return v, true
+}
+
+// predecodeObjectCreate: object creations are most of a history, and
+// their bodies decode without reflection (decodeObjectCreate).
+func predecodeObjectCreate(body []byte) (any, bool) {
+	c, err := decodeObjectCreate(body)
+	return c, err == nil
 }
 
 // prepared is a log entry's command decoded ahead of the transaction.
@@ -84,7 +91,9 @@ func prepareRange(logs []*raft.Log, out []prepared) {
 		cmd, err := UnmarshalCommand(l.Data)
 		if err == nil {
 			if dec := predecoders[cmd.Type]; dec != nil {
-				cmd.pre, _ = dec(cmd.Body)
+				if v, ok := dec(cmd.Body); ok {
+					cmd.pre = v
+				}
 			}
 		}
 		out[i] = prepared{cmd: cmd, err: err, ok: true}

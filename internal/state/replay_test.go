@@ -63,7 +63,7 @@ func mixedHistory(t *testing.T, seed uint64, n int) []journal.Record {
 				st = lifecycle.PreActive
 			}
 			add(TypeObjectCreate, ObjectCreate{Object: Object{ID: fmt.Sprintf("id-%d", objects), Wallet: "w", Name: name,
-				Type: TypeSymmetricKey, Algorithm: "AES", Length: 256, State: st, CreatedBy: "user:<admin>",
+				Type: TypeSymmetricKey, Algorithm: "AES", Length: 256, State: st, CreatedBy: []string{"user:admin", "user:<admin>"}[rng.IntN(2)],
 				Attributes: map[string]string{"owner": "dba", "ünïcode": "é"}}, Material: []byte(fmt.Sprintf("sealed-%d", objects))})
 			latest[objects] = 1
 			objects++
