@@ -127,25 +127,25 @@ type prefetch struct {
 }
 
 func (r *run) startPrefetch(ctx context.Context, e *backup.Entry) {
-	r.parts++
+	r.pipe.parts++
 	ctx, cancel := context.WithCancel(ctx)
-	f := &prefetch{entry: e, dir: filepath.Join(r.staging, fmt.Sprintf("part-%d", r.parts)), cancel: cancel, done: make(chan struct{})}
+	f := &prefetch{entry: e, dir: filepath.Join(r.staging, fmt.Sprintf("part-%d", r.pipe.parts)), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
 		// No progress events: they are reported from the restore's own
 		// goroutine when the file is used.
 		f.p, f.err = fetch(ctx, r.opts.From, *e, r.opts.Keys, f.dir, nil)
 	}()
-	r.prefetched = f
+	r.pipe.prefetched = f
 }
 
 // takePrefetch returns the fetch of e if it was started, once it is done.
 func (r *run) takePrefetch(e *backup.Entry) *prefetch {
-	f := r.prefetched
+	f := r.pipe.prefetched
 	if f == nil || f.entry != e {
 		return nil
 	}
-	r.prefetched = nil
+	r.pipe.prefetched = nil
 	<-f.done
 	f.cancel()
 	return f
@@ -153,11 +153,11 @@ func (r *run) takePrefetch(e *backup.Entry) *prefetch {
 
 // dropPrefetch stops and discards a fetch that was not used.
 func (r *run) dropPrefetch() {
-	f := r.prefetched
+	f := r.pipe.prefetched
 	if f == nil {
 		return
 	}
-	r.prefetched = nil
+	r.pipe.prefetched = nil
 	f.cancel()
 	<-f.done
 	if f.p != nil {
@@ -340,6 +340,13 @@ func (r *run) apply(ctx context.Context, s source, t Target) error {
 
 var errLimit = errors.New("end of the usable range")
 
+// replayPipe is what a replay has in flight besides the record it reads.
+type replayPipe struct {
+	inflight   *inflight // a batch being applied
+	prefetched *prefetch // the next backup file, being fetched
+	parts      int       // prefetch directories made
+}
+
 // inflight is a batch the store applies while the next one is read,
 // decrypted and decoded.
 type inflight struct {
@@ -351,8 +358,8 @@ type inflight struct {
 // nextIndex is the index the next record read must have.
 func (r *run) nextIndex() uint64 {
 	last := r.st.AppliedIndex()
-	if r.inflight != nil {
-		last = r.inflight.last
+	if r.pipe.inflight != nil {
+		last = r.pipe.inflight.last
 	}
 	return last + uint64(len(r.pending)) + 1
 }
@@ -375,17 +382,17 @@ func (r *run) queue() error {
 	r.pending = nil
 	done := make(chan error, 1)
 	go func() { done <- r.st.ApplyReplay(b) }()
-	r.inflight = &inflight{done: done, n: b.Len(), last: last}
+	r.pipe.inflight = &inflight{done: done, n: b.Len(), last: last}
 	return nil
 }
 
 // wait waits for the batch in flight, if any, to be applied.
 func (r *run) wait() error {
-	f := r.inflight
+	f := r.pipe.inflight
 	if f == nil {
 		return nil
 	}
-	r.inflight = nil
+	r.pipe.inflight = nil
 	if err := <-f.done; err != nil {
 		return err
 	}

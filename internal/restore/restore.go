@@ -115,26 +115,24 @@ type Summary struct {
 
 // run is one restore's working state.
 type run struct {
-	ctx        context.Context
-	opts       Options
-	cat        backup.Catalog
-	lin        lineage
-	staging    string
-	st         *state.Store
-	bar        *barrier.Barrier
-	rings      []*keystore.Keyring
-	ring       *keystore.Keyring
-	term       uint64
-	sum        Summary
-	created    bool      // the restore made the data dir (or moved the old one aside)
-	keysRead   []string  // backup files whose master keys were read
-	missing    []string  // files the catalog lists that are gone
-	lastT      time.Time // time of the last record applied (or of the full)
-	stopped    bool      // the target was met exactly
-	pending    []journal.Record
-	inflight   *inflight // a batch being applied (replay.go)
-	prefetched *prefetch // the next backup file, being fetched (replay.go)
-	parts      int       // prefetch directories made
+	ctx      context.Context
+	opts     Options
+	cat      backup.Catalog
+	lin      lineage
+	staging  string
+	st       *state.Store
+	bar      *barrier.Barrier
+	rings    []*keystore.Keyring
+	ring     *keystore.Keyring
+	term     uint64
+	sum      Summary
+	created  bool      // the restore made the data dir (or moved the old one aside)
+	keysRead []string  // backup files whose master keys were read
+	missing  []string  // files the catalog lists that are gone
+	lastT    time.Time // time of the last record applied (or of the full)
+	stopped  bool      // the target was met exactly
+	pending  []journal.Record
+	pipe     replayPipe // replay.go
 }
 
 // Run restores into opts.DataDir and returns what it reached. On error the
