@@ -18,10 +18,10 @@ import (
 	"github.com/coffer-kms/coffer/internal/lifecycle"
 )
 
-// mixedHistory is a journal of n records after a cluster init: wallets,
-// creations, rotations, state changes up to destruction, attributes, tokens,
-// data keys, raft configuration and marker records, restore points, and
-// commands that fail (duplicates, wrong versions, unknown objects, bodies
+// mixedHistory is a journal of n records after a cluster init: wallets
+// created and deleted, creations, rotations, state changes up to
+// destruction, attributes, tokens created and revoked, data keys, raft
+// configuration and marker records, restore points, and commands that fail (duplicates, wrong versions, unknown objects, bodies
 // that do not decode, entries that are not commands).
 func mixedHistory(t *testing.T, seed uint64, n int) []journal.Record {
 	t.Helper()
@@ -103,8 +103,12 @@ func mixedHistory(t *testing.T, seed uint64, n int) []journal.Record {
 			} else {
 				add(TypeRestorePoint, RestorePoint{Name: fmt.Sprintf("rp-%d", len(recs))})
 			}
-		default:
-			add(TypeWalletCreate, Wallet{Name: fmt.Sprintf("w%d", rng.IntN(5))})
+		default: // wallets come and go (deleting one with objects fails)
+			if w := fmt.Sprintf("w%d", rng.IntN(5)); rng.IntN(2) == 0 {
+				add(TypeWalletCreate, Wallet{Name: w})
+			} else {
+				add(TypeWalletDelete, WalletDelete{Name: []string{w, "w"}[rng.IntN(2)]})
+			}
 		}
 	}
 	return recs
