@@ -1,12 +1,21 @@
 package restore_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/backup/dest"
 	"github.com/coffer-kms/coffer/internal/restore"
+	"github.com/coffer-kms/coffer/internal/testutil"
 )
 
 // TestReplayPipelineMatchesHistory: with batches of three records, so that
@@ -81,5 +90,84 @@ func TestReplayPipelineMatchesHistory(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, ".restore")); !os.IsNotExist(err) {
 			t.Fatalf("%v: staging left behind: %v", m.target, err)
 		}
+	}
+}
+
+// openCounter counts the opens of each archived segment file.
+type openCounter struct {
+	dest.Destination
+	mu    sync.Mutex
+	opens map[string]int
+}
+
+func (o *openCounter) Open(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
+	if strings.HasPrefix(name, backup.ArchiveDir+"/") {
+		o.mu.Lock()
+		o.opens[name]++
+		o.mu.Unlock()
+	}
+	return o.Destination.Open(ctx, name, offset, length)
+}
+
+func (o *openCounter) counts() map[string]int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.opens)
+}
+
+// TestReplayFetchesTheNextFileAhead: the next archived segment is opened
+// while the one before it is still being applied (the restore waits, in
+// its progress callback at the end of the first segment, for the second
+// to be opened: a fetch only started after the first segment would never
+// come), and every file is fetched once.
+func TestReplayFetchesTheNextFileAhead(t *testing.T) {
+	defer restore.SetReplayBatch(2)()
+	e := newEnv(t, true)
+	e.put("a", "a1")
+	e.backup("full")
+	var segEnd []uint64
+	for seg := range 3 {
+		for i := range 5 {
+			e.put(fmt.Sprintf("k%d", i), fmt.Sprintf("v%d", seg))
+		}
+		idx, _ := e.digest()
+		segEnd = append(segEnd, idx)
+		e.archive()
+	}
+	idx, want := e.digest()
+	e.archive()
+	e.s.Close()
+
+	var oc *openCounter
+	waited := false
+	sum, _, err := e.restoreTo(Target{}, func(o *restore.Options) {
+		oc = &openCounter{Destination: o.From, opens: map[string]int{}}
+		o.From = oc
+		o.Progress = func(ev restore.Event) {
+			if ev.Phase != "replay" || ev.Index < segEnd[0] || waited {
+				return
+			}
+			waited = true
+			testutil.WaitFor(t, 10*time.Second, "the second archived segment opened while the first is applied", func() error {
+				if n := len(oc.counts()); n < 2 {
+					return fmt.Errorf("%d archived segments opened", n)
+				}
+				return nil
+			})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Index != idx || sum.Digest != want || !waited {
+		t.Fatalf("restored %d %.12s (waited %v), want %d %.12s", sum.Index, sum.Digest, waited, idx, want)
+	}
+	for name, n := range oc.counts() {
+		if n != 1 {
+			t.Errorf("%s opened %d times", name, n)
+		}
+	}
+	if len(sum.Files) < 3 {
+		t.Fatalf("replayed %v: want at least 3 archived segments", sum.Files)
 	}
 }

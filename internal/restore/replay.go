@@ -76,13 +76,14 @@ func (r *run) replay(ctx context.Context, full backup.Entry, t Target) error {
 		}
 		s := srcs[best]
 		srcs = slices.Delete(srcs, best, best+1)
-		// The file that continues this one is fetched while this one is
-		// applied.
+		// This file may have been fetched while the one before it was
+		// applied; the file that continues it is fetched while it is.
+		f := r.takePrefetch(s.entry)
 		r.dropPrefetch()
 		if n := pick(srcs, s.hi+1); n >= 0 && srcs[n].entry != nil && s.hi < targetIndex(t) {
 			r.startPrefetch(ctx, srcs[n].entry)
 		}
-		if err := r.apply(ctx, s, t); err != nil {
+		if err := r.apply(ctx, s, t, f); err != nil {
 			if errors.Is(err, dest.ErrNotFound) && r.st.AppliedIndex()+1 == next {
 				// Listed but gone: another source may cover the range.
 				r.missing = append(r.missing, s.name())
@@ -139,16 +140,21 @@ func (r *run) startPrefetch(ctx context.Context, e *backup.Entry) {
 	r.pipe.prefetched = f
 }
 
-// takePrefetch returns the fetch of e if it was started, once it is done.
+// takePrefetch hands over the fetch of e, if one was started.
 func (r *run) takePrefetch(e *backup.Entry) *prefetch {
 	f := r.pipe.prefetched
 	if f == nil || f.entry != e {
 		return nil
 	}
 	r.pipe.prefetched = nil
+	return f
+}
+
+// result waits for the fetch to end.
+func (f *prefetch) result() (*payload, error) {
 	<-f.done
 	f.cancel()
-	return f
+	return f.p, f.err
 }
 
 // dropPrefetch stops and discards a fetch that was not used.
@@ -236,15 +242,17 @@ func (r *run) sources(full backup.Entry) ([]source, error) {
 	return out, nil
 }
 
-// apply replays one source's records from the applied index on.
-func (r *run) apply(ctx context.Context, s source, t Target) error {
+// apply replays one source's records from the applied index on; f, if not
+// nil, is the fetch of its file started earlier.
+func (r *run) apply(ctx context.Context, s source, t Target, f *prefetch) error {
 	dir, raw := s.dir, s.dir != ""
 	if !raw {
 		part := filepath.Join(r.staging, "part")
 		var p *payload
 		var err error
-		if f := r.takePrefetch(s.entry); f != nil {
-			p, err, part = f.p, f.err, f.dir
+		if f != nil {
+			p, err = f.result()
+			part = f.dir
 			if err == nil {
 				r.event(Event{Phase: "download", File: s.entry.File, Bytes: s.entry.Size, Total: s.entry.Size})
 			}
