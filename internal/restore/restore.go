@@ -132,6 +132,7 @@ type run struct {
 	lastT    time.Time // time of the last record applied (or of the full)
 	stopped  bool      // the target was met exactly
 	pending  []journal.Record
+	pipe     replayPipe // replay.go
 }
 
 // Run restores into opts.DataDir and returns what it reached. On error the

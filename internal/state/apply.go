@@ -218,8 +218,12 @@ func valueKey(id string, version uint64) []byte {
 }
 
 // decodeApply decodes the command body into T and applies it; a body that
-// does not decode is the command's result, never an I/O failure.
+// does not decode is the command's result, never an I/O failure. A body
+// decoded ahead into a T (prepare) is taken as it is.
 func decodeApply[T any](cmd Command, fn func(T) (any, error)) (any, error) {
+	if v, ok := cmd.pre.(T); ok {
+		return fn(v)
+	}
 	var v T
 	if err := cmd.decode(&v); err != nil {
 		return err, nil
@@ -230,6 +234,11 @@ func decodeApply[T any](cmd Command, fn func(T) (any, error)) (any, error) {
 func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 
 func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	if o, ok := v.(Object); ok {
+		if enc, ok := appendObjectJSON(make([]byte, 0, 512), &o); ok {
+			return b.Put(k, enc)
+		}
+	}
 	enc, err := json.Marshal(v)
 	if err != nil {
 		return err

@@ -140,6 +140,9 @@ type Command struct {
 	Type Type
 	Time time.Time // leader's clock when proposed: the FSM never reads the local clock
 	Body []byte
+	// pre is Body decoded ahead of the write transaction (see prepare), or
+	// nil. It is never encoded.
+	pre any
 }
 
 const cmdHeader = 2 + 8

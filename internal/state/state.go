@@ -323,6 +323,13 @@ func (s *Store) ClusterID() string {
 // it succeeds or the store is closed: raft has the entries, so nothing
 // acknowledged is lost and nothing is half-applied.
 func (s *Store) ApplyBatch(logs []*raft.Log) []any {
+	// Decoded outside the lock and the transaction.
+	return s.applyBatch(logs, prepare(logs))
+}
+
+// applyBatch is ApplyBatch with the commands decoded ahead (pre, one per
+// entry; nil decodes them in the transaction).
+func (s *Store) applyBatch(logs []*raft.Log, pre []prepared) []any {
 	resp := make([]any, len(logs))
 	if s.abandoned.Load() {
 		// An earlier batch was given up; applying later ones would move the
@@ -336,6 +343,9 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 	var recs []journal.Record
 	for attempt := 1; ; attempt++ {
 		recs = recs[:0]
+		if attempt > 1 {
+			pre = nil // decoded again: a handler may have changed what it was given
+		}
 		var applied uint64
 		s.mu.RLock()
 		err := s.db.Update(func(tx *bolt.Tx) error {
@@ -347,7 +357,11 @@ func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 					resp[i] = nil
 					continue
 				}
-				rec, res, err := s.applyOne(tx, l)
+				var p *prepared
+				if pre != nil {
+					p = &pre[i]
+				}
+				rec, res, err := s.applyOne(tx, l, p)
 				if err != nil {
 					return err
 				}
@@ -409,9 +423,10 @@ func (s *Store) failing(component string, err error, attempt int) {
 	s.log.Error("write failed; writes paused, retrying", "component", component, "error", err, "attempt", attempt, "retry_in", s.opts.RetryDelay)
 }
 
-// applyOne applies one entry inside tx. A non-nil error aborts the batch (an
-// I/O failure); domain errors are returned as the result instead.
-func (s *Store) applyOne(tx *bolt.Tx, l *raft.Log) (*journal.Record, any, error) {
+// applyOne applies one entry inside tx, decoded ahead as p if p is not nil.
+// A non-nil error aborts the batch (an I/O failure); domain errors are
+// returned as the result instead.
+func (s *Store) applyOne(tx *bolt.Tx, l *raft.Log, p *prepared) (*journal.Record, any, error) {
 	switch l.Type {
 	case raft.LogConfiguration:
 		if err := tx.Bucket(bucketMeta).Put(keyRaftConfig, append(u64(l.Index), l.Data...)); err != nil {
@@ -422,7 +437,13 @@ func (s *Store) applyOne(tx *bolt.Tx, l *raft.Log) (*journal.Record, any, error)
 	default:
 		return nil, nil, nil
 	}
-	cmd, err := UnmarshalCommand(l.Data)
+	var cmd Command
+	var err error
+	if p != nil && p.ok {
+		cmd, err = p.cmd, p.err
+	} else {
+		cmd, err = UnmarshalCommand(l.Data)
+	}
 	if err != nil {
 		// Journal it anyway so the journal never falls behind the state.
 		return &journal.Record{Index: l.Index, Time: l.AppendedAt, Type: uint16(TypeInvalid), KeyID: s.currentKey(), Payload: l.Data}, err, nil

@@ -199,20 +199,41 @@ func (s *Store) Rebase(term uint64, tl Timeline) error {
 // an I/O failure; a command's own domain error is part of the history and
 // is not an error here.
 func (s *Store) Replay(recs []journal.Record, term uint64) error {
-	if len(recs) == 0 {
-		return nil
+	b, err := PrepareReplay(recs, term)
+	if err != nil {
+		return err
 	}
-	if s.journal != nil {
-		return errors.New("replay: the store is attached to a running node")
+	return s.ApplyReplay(b)
+}
+
+// ReplayBatch is a run of journal records turned into raft log entries with
+// their commands decoded (PrepareReplay), ready for ApplyReplay. Preparing
+// touches no store, so a restore prepares the next batch while the store
+// applies the current one.
+type ReplayBatch struct {
+	logs []*raft.Log
+	pre  []prepared
+}
+
+// Len is the number of records in the batch.
+func (b *ReplayBatch) Len() int {
+	if b == nil {
+		return 0
 	}
-	next := s.applied.Load() + 1
-	logs := make([]*raft.Log, 0, len(recs))
-	for _, r := range recs {
-		if r.Index != next {
-			return fmt.Errorf("replay: record %d does not follow the applied index %d: records %d-%d are missing", r.Index, next-1, next, r.Index-1)
+	return len(b.logs)
+}
+
+// PrepareReplay checks that recs are consecutive and decrypted, and decodes
+// their commands (in parallel for a large batch).
+func PrepareReplay(recs []journal.Record, term uint64) (*ReplayBatch, error) {
+	logs := make([]*raft.Log, len(recs))
+	entries := make([]raft.Log, len(recs))
+	for i, r := range recs {
+		if i > 0 && r.Index != recs[i-1].Index+1 {
+			return nil, fmt.Errorf("replay: record %d does not follow record %d: records %d-%d are missing", r.Index, recs[i-1].Index, recs[i-1].Index+1, r.Index-1)
 		}
-		next++
-		l := &raft.Log{Index: r.Index, Term: term, AppendedAt: r.Time}
+		l := &entries[i]
+		l.Index, l.Term, l.AppendedAt = r.Index, term, r.Time
 		switch Type(r.Type) {
 		case TypeRaftMarker:
 			l.Type = raft.LogNoop
@@ -220,19 +241,35 @@ func (s *Store) Replay(recs []journal.Record, term uint64) error {
 			l.Type, l.Data = raft.LogConfiguration, r.Payload
 		default:
 			if r.Payload == nil {
-				return fmt.Errorf("replay: record %d has no payload (not decrypted)", r.Index)
+				return nil, fmt.Errorf("replay: record %d has no payload (not decrypted)", r.Index)
 			}
 			l.Type, l.Data = raft.LogCommand, r.Payload
 		}
-		logs = append(logs, l)
+		logs[i] = l
 	}
-	for _, res := range s.ApplyBatch(logs) {
+	return &ReplayBatch{logs: logs, pre: prepare(logs)}, nil
+}
+
+// ApplyReplay applies a prepared batch offline in one transaction; its
+// first record must follow the applied index (see Replay).
+func (s *Store) ApplyReplay(b *ReplayBatch) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	if s.journal != nil {
+		return errors.New("replay: the store is attached to a running node")
+	}
+	first, last := b.logs[0].Index, b.logs[len(b.logs)-1].Index
+	if next := s.applied.Load() + 1; first != next {
+		return fmt.Errorf("replay: record %d does not follow the applied index %d: records %d-%d are missing", first, next-1, next, first-1)
+	}
+	for _, res := range s.applyBatch(b.logs, b.pre) {
 		if errors.Is(asErr(res), ErrAbandoned) {
 			return fmt.Errorf("replay: %v", res)
 		}
 	}
-	if got := s.applied.Load(); got != recs[len(recs)-1].Index {
-		return fmt.Errorf("replay: state stands at %d after applying up to %d", got, recs[len(recs)-1].Index)
+	if got := s.applied.Load(); got != last {
+		return fmt.Errorf("replay: state stands at %d after applying up to %d", got, last)
 	}
 	return nil
 }
