@@ -24,6 +24,7 @@ const (
 	AlertAuditNoDest       AlertCode = "audit_no_destination" // audit.retention set, but no destination to ship to
 	AlertDrillStale        AlertCode = "restore_drill_stale"  // no restore drill succeeded within backup.drill_max_age
 	AlertDiskFilling       AlertCode = "disk_filling"         // the data, journal or mirror filesystem at or above DiskWarnPercent
+	AlertUpgradeRequired   AlertCode = "upgrade_required"     // a committed command of a newer build: this node applies nothing until upgraded
 )
 
 // alertRunbooks maps every alert code to its runbook, relative to the
@@ -45,6 +46,7 @@ var alertRunbooks = map[AlertCode]string{
 	AlertAuditNoDest:       "docs/runbooks/audit-retention.md",
 	AlertDrillStale:        "docs/runbooks/restore-drill-failed.md",
 	AlertDiskFilling:       "docs/runbooks/disk-full.md",
+	AlertUpgradeRequired:   "docs/runbooks/node-needs-upgrade.md",
 }
 
 // storageAlertCodes: the codes of the state machine's failing writes, by
@@ -52,6 +54,7 @@ var alertRunbooks = map[AlertCode]string{
 var storageAlertCodes = map[string]AlertCode{
 	"state":   AlertStateWriteFailed,
 	"journal": AlertJournalWriteFail,
+	"upgrade": AlertUpgradeRequired,
 }
 
 // newAlert is an alert of a kind, with the path of its runbook.

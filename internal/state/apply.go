@@ -159,7 +159,10 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 	if res, err, ok := s.applyCluster(tx, cmd); ok {
 		return res, err
 	}
-	return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, cmd.Type), nil
+	if cmd.Type == typeRetired {
+		return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, cmd.Type), nil
+	}
+	return nil, fmt.Errorf("%w: entry %d holds command type %d, written by a newer build", ErrUnknownCommand, index, cmd.Type)
 }
 
 // checkDEK validates a wrapped data key before anything is written: id 1 or

@@ -167,6 +167,18 @@ func (c Command) Marshal() []byte {
 // ErrBadCommand is returned for undecodable log entries.
 var ErrBadCommand = errors.New("malformed command")
 
+// ErrUnknownCommand: a committed entry holds a command type this build does
+// not know, written by a newer build. Applying it as a failed command would
+// leave this node's state without what the command recorded while the
+// other nodes have it, so the store applies nothing from that entry on: a
+// running node keeps retrying (its status shows an upgrade_required alert)
+// until its binary is upgraded; an offline replay stops with this error.
+var ErrUnknownCommand = errors.New("command type unknown to this build")
+
+// typeRetired is the unreleased "secret-put" stand-in (see the list above);
+// an entry of it is a failed command, as it always was.
+const typeRetired Type = 100
+
 // UnmarshalCommand decodes a raft log entry.
 func UnmarshalCommand(b []byte) (Command, error) {
 	if len(b) < cmdHeader {

@@ -171,7 +171,7 @@ func FuzzUnmarshalCommand(f *testing.F) {
 			done <- s.ApplyBatch([]*raft.Log{{Index: index, Term: 2, Type: raft.LogCommand, Data: data}})
 		}()
 		var res []any
-		var stuck string
+		var stuck, unknown string
 		deadline := time.After(10 * time.Second)
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
@@ -181,10 +181,16 @@ func FuzzUnmarshalCommand(f *testing.F) {
 			case res = <-done:
 				break wait
 			case <-tick.C:
-				if h := s.Health(); len(h) > 0 && stuck == "" {
-					// The batch failed as if the disk did: ApplyBatch now
-					// retries it until the store is closed.
-					stuck = fmt.Sprintf("%s write failing: %s", h[0].Component, h[0].Error)
+				if h := s.Health(); len(h) > 0 && stuck == "" && unknown == "" {
+					if h[0].Component == "upgrade" {
+						// A command type of a newer build: the store
+						// applies nothing until it is upgraded (or closed).
+						unknown = h[0].Error
+					} else {
+						// The batch failed as if the disk did: ApplyBatch
+						// now retries it until the store is closed.
+						stuck = fmt.Sprintf("%s write failing: %s", h[0].Component, h[0].Error)
+					}
 					s.Interrupt()
 				}
 			case <-deadline:
@@ -199,6 +205,22 @@ func FuzzUnmarshalCommand(f *testing.F) {
 		}
 		if len(res) != 1 {
 			t.Fatalf("ApplyBatch returned %d results for 1 entry", len(res))
+		}
+		if unknown != "" {
+			if !strings.HasPrefix(cmd.Type.String(), "type-") || !strings.Contains(unknown, ErrUnknownCommand.Error()) ||
+				!errors.Is(asErr(res[0]), ErrAbandoned) || s.AppliedIndex() != index-1 {
+				t.Fatalf("command %q (type %s) waits for an upgrade: %s; result %v, applied index %d", data, cmd.Type, unknown, res[0], s.AppliedIndex())
+			}
+			after := fuzzDump(t, s)
+			for k, v := range after {
+				if before[k] != v {
+					t.Fatalf("command %q of an unknown type wrote %q", data, k)
+				}
+			}
+			if len(after) != len(before) {
+				t.Fatalf("command %q of an unknown type deleted records", data)
+			}
+			return
 		}
 		if got := s.AppliedIndex(); got != index {
 			t.Fatalf("applied index %d after applying entry %d", got, index)

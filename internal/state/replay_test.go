@@ -148,7 +148,7 @@ func TestPreparedReplayMatchesOneByOne(t *testing.T) {
 	}
 	var want []any
 	for _, l := range b.logs {
-		want = append(want, oneByOne.applyBatch([]*raft.Log{l}, nil)[0])
+		want = append(want, oneByOne.applyBatch([]*raft.Log{l}, nil, false)[0])
 	}
 	failed := 0
 	for _, r := range want {

@@ -324,12 +324,14 @@ func (s *Store) ClusterID() string {
 // acknowledged is lost and nothing is half-applied.
 func (s *Store) ApplyBatch(logs []*raft.Log) []any {
 	// Decoded outside the lock and the transaction.
-	return s.applyBatch(logs, prepare(logs))
+	return s.applyBatch(logs, prepare(logs), false)
 }
 
 // applyBatch is ApplyBatch with the commands decoded ahead (pre, one per
-// entry; nil decodes them in the transaction).
-func (s *Store) applyBatch(logs []*raft.Log, pre []prepared) []any {
+// entry; nil decodes them in the transaction). offline (a replay, nobody
+// else writing): a command type this build does not know ends the batch
+// with ErrUnknownCommand in every result instead of waiting for an upgrade.
+func (s *Store) applyBatch(logs []*raft.Log, pre []prepared, offline bool) []any {
 	resp := make([]any, len(logs))
 	if s.abandoned.Load() {
 		// An earlier batch was given up; applying later ones would move the
@@ -391,7 +393,18 @@ func (s *Store) applyBatch(logs []*raft.Log, pre []prepared) []any {
 			}
 			break
 		}
-		s.failing("state", err, attempt)
+		component := "state"
+		if errors.Is(err, ErrUnknownCommand) {
+			if offline {
+				for i := range resp {
+					resp[i] = err
+				}
+				return resp
+			}
+			component = "upgrade"
+			err = fmt.Errorf("%w; upgrade this node's binary: it applies nothing from that entry on until then", err)
+		}
+		s.failing(component, err, attempt)
 		s.jmu.Lock()
 		interrupt := s.interrupt
 		s.jmu.Unlock()

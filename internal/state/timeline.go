@@ -263,7 +263,10 @@ func (s *Store) ApplyReplay(b *ReplayBatch) error {
 	if next := s.applied.Load() + 1; first != next {
 		return fmt.Errorf("replay: record %d does not follow the applied index %d: records %d-%d are missing", first, next-1, next, first-1)
 	}
-	for _, res := range s.applyBatch(b.logs, b.pre) {
+	for _, res := range s.applyBatch(b.logs, b.pre, true) {
+		if err := asErr(res); errors.Is(err, ErrUnknownCommand) {
+			return fmt.Errorf("replay: %w; replay with that build or a newer one, or stop before the entry", err)
+		}
 		if errors.Is(asErr(res), ErrAbandoned) {
 			return fmt.Errorf("replay: %v", res)
 		}
