@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -63,7 +62,6 @@ type Options struct {
 type UI struct {
 	svc  *service.Service
 	opts Options
-	key  []byte // HMAC key of the CSRF tokens, per process
 	tmpl map[string]*template.Template
 
 	mu   sync.Mutex
@@ -75,11 +73,7 @@ func New(svc *service.Service, opts Options) *UI {
 	if opts.Runbooks == "" {
 		opts.Runbooks = "https://github.com/coffer-kms/coffer/blob/main/"
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		panic(fmt.Sprintf("ui: random CSRF key: %v", err))
-	}
-	return &UI{svc: svc, opts: opts, key: key, tmpl: parseTemplates(), jobs: map[string]*job{}}
+	return &UI{svc: svc, opts: opts, tmpl: parseTemplates(), jobs: map[string]*job{}}
 }
 
 // SetAPI sets the handler the console calls (built after the console is
@@ -273,9 +267,14 @@ type sess struct {
 	Aud   bool // audit_manager
 }
 
-func (u *UI) csrf(tok string) string {
-	m := hmac.New(sha256.New, u.key)
-	m.Write([]byte(tok))
+// csrf is the CSRF token of a session: an HMAC keyed by the session token
+// itself. Only a holder of the session token can compute it, the token
+// cannot be recovered from it, and every node of a cluster computes the
+// same one before and after a restart (sessions are replicated), so a page
+// loaded before a restart or from another node still posts.
+func csrf(tok string) string {
+	m := hmac.New(sha256.New, []byte(tok))
+	m.Write([]byte("coffer console csrf v1")) // #nosec G104 -- hash writes never fail
 	return hex.EncodeToString(m.Sum(nil))
 }
 
@@ -288,7 +287,7 @@ func (u *UI) session(r *http.Request) (*sess, bool) {
 	if err != nil || id.Kind == service.KindEndpoint {
 		return nil, false
 	}
-	return &sess{Token: c.Value, CSRF: u.csrf(c.Value), User: id.Name, id: id,
+	return &sess{Token: c.Value, CSRF: csrf(c.Value), User: id.Name, id: id,
 		Sys: id.Has(service.RoleSystemAdmin), Key: id.Has(service.RoleKeyAdmin), Aud: id.Has(service.RoleAuditManager)}, true
 }
 

@@ -335,3 +335,34 @@ func TestConsoleRunbookSections(t *testing.T) {
 		}
 	}
 }
+
+// A form's CSRF token depends only on the session: a page loaded before a
+// restart of the server (a new console) or from another node still posts,
+// and another session's token is refused.
+func TestConsoleCSRFSurvivesARestart(t *testing.T) {
+	c := newConsole(t)
+	cl := c.browser()
+	_, token := c.login(cl, "alice", "password-alice")
+	bob := c.browser()
+	_, bobToken := c.login(bob, "bob", "password-bob")
+
+	// The same service behind a second console (what a restarted process
+	// or another node builds); cookies are per host, so the browser sends
+	// its session to it too.
+	u := New(c.svc, Options{})
+	mux := http.NewServeMux()
+	mux.Handle(Prefix, u)
+	mux.Handle("/", rest.Handler(c.svc, rest.Options{}))
+	u.SetAPI(mux)
+	srv := httptest.NewTLSServer(mux)
+	defer srv.Close()
+	restarted := &console{t: t, srv: srv, svc: c.svc}
+
+	if resp, _ := restarted.post(cl, "/ui/keys", url.Values{"csrf": {bobToken}, "action": {"create-wallet"}, "name": {"w-other"}}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("another session's CSRF token: %d", resp.StatusCode)
+	}
+	resp, body := restarted.post(cl, "/ui/keys", url.Values{"csrf": {token}, "action": {"create-wallet"}, "name": {"w-after"}})
+	if resp.StatusCode != 200 || !strings.Contains(body, "Wallet w-after created") {
+		t.Fatalf("a form from before the restart: %d\n%s", resp.StatusCode, body)
+	}
+}
