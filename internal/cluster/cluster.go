@@ -81,7 +81,6 @@ type Node struct {
 	transport raft.Transport
 	addr      raft.ServerAddress // this node's address in the configuration
 	readyTerm atomic.Uint64      // the term in which this leader committed a barrier
-	co        *coalescer         // between raft and the FSM while raft runs
 }
 
 // Open opens the raft log store (without starting raft), so the caller can
@@ -461,16 +460,14 @@ func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 		}
 	}
 	n.stable.arm()
-	co := newCoalescer(fsm)
-	r, err := raft.NewRaft(c, co, n.store, n.stable, n.snaps, trans)
+	r, err := raft.NewRaft(c, fsm, n.store, n.stable, n.snaps, trans)
 	if err != nil {
-		co.close()
 		if c, ok := trans.(io.Closer); ok {
 			c.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		}
 		return fmt.Errorf("start raft: %w", err)
 	}
-	n.raft, n.transport, n.addr, n.co = r, trans, addr, co
+	n.raft, n.transport, n.addr = r, trans, addr
 	return nil
 }
 
@@ -490,22 +487,7 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 		}
 	}
 	// Make sure every committed entry is applied before serving.
-	return n.barrier(ctx, r)
-}
-
-// barrier commits a barrier entry and waits until the FSM has applied every
-// entry before it.
-func (n *Node) barrier(ctx context.Context, r *raft.Raft) error {
-	if err := waitFuture(ctx, r.Barrier(timeoutOf(ctx))); err != nil {
-		return err
-	}
-	n.mu.RLock()
-	co := n.co
-	n.mu.RUnlock()
-	if co == nil {
-		return ErrStopped
-	}
-	return co.drain(ctx)
+	return waitFuture(ctx, r.Barrier(timeoutOf(ctx)))
 }
 
 func (n *Node) get() *raft.Raft {
@@ -524,7 +506,7 @@ func (n *Node) Apply(ctx context.Context, data []byte) (any, error) {
 	if err := waitFuture(ctx, f); err != nil {
 		return nil, err
 	}
-	return result(ctx, f.Response())
+	return f.Response(), nil
 }
 
 func waitFuture(ctx context.Context, f raft.Future) error {
@@ -607,15 +589,12 @@ func (n *Node) Snapshot() error {
 func (n *Node) Stop() error {
 	n.snaps.wait() // #nosec G104 -- the background snapshot's failure was logged when it happened, and raft's next snapshot replaces it
 	n.mu.Lock()
-	r, co := n.raft, n.co
-	n.raft, n.co = nil, nil
+	r := n.raft
+	n.raft = nil
 	n.mu.Unlock()
 	if r == nil {
 		return nil
 	}
-	// raft hands nothing more to the FSM once it has shut down; what it
-	// handed over is applied before Stop returns.
-	defer co.close()
 	// A term write retrying on a full disk would block the shutdown forever;
 	// end the retry (raft then gives up on that write).
 	n.stable.interrupt()
@@ -783,7 +762,7 @@ func (n *Node) WaitReady(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if r.State() == raft.Leader {
-			return n.barrier(ctx, r)
+			return waitFuture(ctx, r.Barrier(timeoutOf(ctx)))
 		}
 		if addr, _ := r.LeaderWithID(); addr != "" {
 			return nil
@@ -984,7 +963,7 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	// A new leader's commit index may lag what the old one committed until
 	// it commits an entry of its own term: once per term, a barrier.
 	if term := r.CurrentTerm(); n.readyTerm.Load() != term {
-		if err := n.barrier(ctx, r); err != nil {
+		if err := waitFuture(ctx, r.Barrier(timeoutOf(ctx))); err != nil {
 			return err
 		}
 		n.readyTerm.Store(term)
@@ -993,12 +972,11 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	if err := waitFuture(ctx, r.VerifyLeader()); err != nil {
 		return err
 	}
-	// raft's AppliedIndex moves when entries are handed to the FSM (the
-	// coalescer), a little before the FSM has applied them. That is enough:
-	// the barrier above waited until the FSM had applied everything before
-	// it (everything of earlier terms is in the state), and in this term a
-	// write is acknowledged only after the FSM applied it, so every
-	// acknowledged write is visible; an entry handed
+	// raft's AppliedIndex moves when entries are handed to the FSM, a little
+	// before the FSM has applied them. That is enough: the barrier above
+	// was applied by the FSM itself (everything of earlier terms is in the
+	// state), and in this term a write is acknowledged only after the FSM
+	// applied it, so every acknowledged write is visible; an entry handed
 	// over but not yet applied belongs to a write still in flight, which a
 	// read may or may not see. (The state's own applied index cannot be
 	// used: barriers and configuration entries never reach it.)
