@@ -236,8 +236,8 @@ type Objects struct {
 	// read side); a slot per hash, see the lock order on core. Each is held
 	// for a whole replicated write (raft's log fsync and the state's
 	// commit), so there are enough slots that concurrent writers of
-	// different names rarely share one (with 64 slots, about a quarter of 32
-	// concurrent writers would wait for another's write).
+	// different names rarely share one (with 64 slots, about one in five of
+	// 32 concurrent writers would wait for another's write).
 	nameLocks [lockSlots]sync.Mutex
 	objLocks  [lockSlots]sync.Mutex
 }
