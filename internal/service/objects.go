@@ -776,10 +776,13 @@ func paginate[T any](items []T, key func(T) string, limit int, token string) (Pa
 	return p, nil
 }
 
+// lockSlots is the number of name and object lock slots.
+const lockSlots = 4096
+
 func lockSlot(name string) int {
 	h := fnv.New32a()
 	h.Write([]byte(name)) // #nosec G104 -- hash.Hash writes never fail
-	return int(h.Sum32() % 64)
+	return int(h.Sum32() % lockSlots)
 }
 
 func newUUID() string {
