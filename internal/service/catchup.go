@@ -162,3 +162,7 @@ func (s *Cluster) WaitApplied(ctx context.Context, idx uint64) error {
 	}
 	return nil
 }
+
+// CommitIndex is raft's commit index as this node knows it: on the leader,
+// everything it has acknowledged; on a follower, the leader's last report.
+func (s *Cluster) CommitIndex() uint64 { return s.CatchUpStatus().LeaderCommit }

@@ -192,6 +192,17 @@ func TestClusterJoinForwardHealth(t *testing.T) {
 	if _, err := fc.PutSecret(ctx, "default", "via-follower", []byte("v1")); err != nil {
 		t.Fatalf("write on a follower: %v", err)
 	}
+	// Read your writes: a write answered through a follower is already
+	// applied there, so the next read on it sees the write (no waiting).
+	for i := range 20 {
+		name, val := fmt.Sprintf("ryw-%d", i), fmt.Sprintf("value-%d", i)
+		if _, err := fc.PutSecret(ctx, "default", name, []byte(val)); err != nil {
+			t.Fatalf("write %d on a follower: %v", i, err)
+		}
+		if s, err := fc.GetSecret(ctx, "default", name, 0); err != nil || string(s.Value) != val {
+			t.Fatalf("read on the follower right after its write %d: %v (value %q)", i, err, s.Value)
+		}
+	}
 	for _, n := range nodes {
 		c := withToken(t, n, nodes[0].token)
 		waitUntil(t, 10*time.Second, func() bool {

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -55,7 +56,16 @@ type Cluster interface {
 	CaughtUp() bool
 	// VerifyLeader confirms with a quorum that this node still leads.
 	VerifyLeader(ctx context.Context) error
+	// CommitIndex is raft's commit index as this node knows it (on the
+	// leader: everything it has acknowledged).
+	CommitIndex() uint64
+	// WaitApplied waits until this node has applied everything up to idx.
+	WaitApplied(ctx context.Context, idx uint64) error
 }
+
+// readYourWritesWait bounds how long a follower holds the leader's answer
+// to a forwarded write until it has applied that write itself.
+const readYourWritesWait = 2 * time.Second
 
 // Options of the middleware.
 type Options struct {
@@ -121,6 +131,12 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 			return
 		}
 		if self {
+			if isWrite(r) && fromNode(r) {
+				// A write another node forwarded: tell it how far to
+				// apply before it answers, so that its client reads its
+				// own write there next.
+				w = &commitWriter{ResponseWriter: w, c: c}
+			}
 			if linear && !isWrite(r) {
 				// Still the leader (a quorum says so), with everything
 				// committed applied: the local read is linearizable.
@@ -148,7 +164,7 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 			w.WriteHeader(http.StatusTemporaryRedirect)
 			return
 		}
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && tlsutil.IsNodeCert(r.TLS.PeerCertificates[0]) {
+		if fromNode(r) {
 			// Another node forwarded this here, believing this node leads:
 			// forwarding again could lose the caller or loop.
 			refuseCode(w, r, "not_leader", "this node is not the leader any more: not applied, send it again")
@@ -209,9 +225,78 @@ func leaderTransport(c Cluster) *http.Transport {
 		MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 60 * time.Second}
 }
 
+// fromNode reports whether another cluster node sent r (its verified
+// client certificate is a node certificate).
+func fromNode(r *http.Request) bool {
+	return r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && tlsutil.IsNodeCert(r.TLS.PeerCertificates[0])
+}
+
+// commitWriter puts the leader's commit index on the answer to a write
+// another node forwarded, when the answer's header is written: by then
+// the write is applied here (a write is acknowledged after it is applied).
+type commitWriter struct {
+	http.ResponseWriter
+	c    Cluster
+	done bool
+}
+
+func (w *commitWriter) WriteHeader(code int) {
+	if !w.done {
+		w.done = true
+		w.Header().Set(HeaderCommitIndex, strconv.FormatUint(w.c.CommitIndex(), 10))
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *commitWriter) Write(b []byte) (int, error) {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes of a
+// streamed answer).
+func (w *commitWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush passes on a flush of a streamed answer.
+func (w *commitWriter) Flush() {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// readYourWrites, on the forwarding node, holds the leader's answer to a
+// write until this node has applied what the leader had committed when it
+// answered (at most readYourWritesWait; the answer is right either way),
+// so that the client's next read here sees its write.
+func readYourWrites(c Cluster, log *slog.Logger) func(*http.Response) error {
+	return func(resp *http.Response) error {
+		v := resp.Header.Get(HeaderCommitIndex)
+		resp.Header.Del(HeaderCommitIndex)
+		if v == "" || !isWrite(resp.Request) {
+			return nil
+		}
+		idx, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(resp.Request.Context(), readYourWritesWait)
+		defer cancel()
+		if err := c.WaitApplied(ctx, idx); err != nil {
+			log.Warn("a forwarded write is not applied here yet; answering anyway", "index", idx, "error", err)
+		}
+		return nil
+	}
+}
+
 func newProxy(c Cluster, o Options) *httputil.ReverseProxy {
 	tr := leaderTransport(c)
 	return &httputil.ReverseProxy{
+		ModifyResponse: readYourWrites(c, o.Logger),
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL, pr.Out.Host = pr.In.URL, pr.In.Host
 			pr.SetXForwarded()

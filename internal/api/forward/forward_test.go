@@ -25,6 +25,19 @@ type fakeCluster struct {
 	standalone, self, caughtUp, readOnly, noReadOnly bool
 	leaderURL                                        string
 	verifyErr                                        error
+	commit                                           uint64
+	waits                                            *waitLog // WaitApplied's indexes (nil: not recorded)
+}
+
+type waitLog struct {
+	mu  sync.Mutex
+	idx []uint64
+}
+
+func (l *waitLog) get() []uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]uint64(nil), l.idx...)
 }
 
 func (f *fakeCluster) Clustered() bool { return !f.standalone }
@@ -37,6 +50,15 @@ func (f *fakeCluster) AllowReadOnly() bool                { return !f.noReadOnly
 func (f *fakeCluster) ReadOnlyRestricted() bool           { return f.readOnly }
 func (f *fakeCluster) CaughtUp() bool                     { return f.caughtUp }
 func (f *fakeCluster) VerifyLeader(context.Context) error { return f.verifyErr }
+func (f *fakeCluster) CommitIndex() uint64                { return f.commit }
+func (f *fakeCluster) WaitApplied(_ context.Context, idx uint64) error {
+	if f.waits != nil {
+		f.waits.mu.Lock()
+		defer f.waits.mu.Unlock()
+		f.waits.idx = append(f.waits.idx, idx)
+	}
+	return nil
+}
 
 // testRoutes is a route table with one route of each placement, as a
 // transport registers them.
@@ -352,5 +374,55 @@ func TestCaller(t *testing.T) {
 	}
 	if f := Caller(httptest.NewRequest("GET", "/", nil)); f.ClientCert != nil || f.Peer != "" || f.Node != "" {
 		t.Errorf("no TLS: %+v", f)
+	}
+}
+
+// TestReadYourWritesThroughAFollower: the leader puts its commit index on
+// its answer to a write a node forwarded; the follower waits until it has
+// applied that much before it answers, and the client never sees the
+// header. Reads, and writes from clients, carry none.
+func TestReadYourWritesThroughAFollower(t *testing.T) {
+	node := &x509.Certificate{Raw: []byte("node-der"), Subject: pkix.Name{CommonName: "n2", OrganizationalUnit: []string{tlsutil.NodeOU}}}
+	leaderC := &fakeCluster{caughtUp: true, self: true, commit: 42}
+	var leaderH http.Handler = Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "done")
+	}), leaderC, Options{Routes: testRoutes()})
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{node}} // as the node-to-node listener verified it
+		leaderH.ServeHTTP(w, r)
+	}))
+	defer leader.Close()
+
+	// On the leader: a forwarded write is answered with the index, a
+	// client's own write and a forwarded read without.
+	req := httptest.NewRequest("POST", "/api/v1/objects", strings.NewReader(`{}`))
+	req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{node}}
+	if rec, _ := served(t, leaderC, Options{Routes: testRoutes()}, req); rec.Header().Get(HeaderCommitIndex) != "42" {
+		t.Errorf("a forwarded write on the leader: %s = %q, want 42", HeaderCommitIndex, rec.Header().Get(HeaderCommitIndex))
+	}
+	if rec, _ := served(t, leaderC, Options{Routes: testRoutes()}, httptest.NewRequest("POST", "/api/v1/objects", strings.NewReader(`{}`))); rec.Header().Get(HeaderCommitIndex) != "" {
+		t.Errorf("a client's write on the leader carries %s", HeaderCommitIndex)
+	}
+
+	// On the follower.
+	c := &fakeCluster{caughtUp: true, leaderURL: leader.URL, waits: &waitLog{}}
+	rec, local := served(t, c, Options{Routes: testRoutes()}, httptest.NewRequest("POST", "/api/v1/objects", strings.NewReader(`{}`)))
+	if local || rec.Code != http.StatusCreated || rec.Body.String() != "done" {
+		t.Fatalf("write through the follower: %d %q", rec.Code, rec.Body)
+	}
+	if rec.Header().Get(HeaderCommitIndex) != "" {
+		t.Errorf("the client sees %s", HeaderCommitIndex)
+	}
+	if waited := c.waits.get(); len(waited) != 1 || waited[0] != 42 {
+		t.Fatalf("the follower waited for %v before answering, want [42]", waited)
+	}
+	req = httptest.NewRequest("GET", "/api/v1/objects", nil)
+	req.Header.Set(HeaderConsistency, "linearizable")
+	if rec, local := served(t, c, Options{Routes: testRoutes()}, req); local || rec.Code != http.StatusCreated {
+		t.Fatalf("linearizable read through the follower: %d", rec.Code)
+	}
+	if waited := c.waits.get(); len(waited) != 1 {
+		t.Errorf("a read waited too: %v", waited)
 	}
 }

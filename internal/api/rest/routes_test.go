@@ -89,6 +89,10 @@ func (f follower) AllowReadOnly() bool                { return true }
 func (f follower) ReadOnlyRestricted() bool           { return false }
 func (f follower) CaughtUp() bool                     { return f.caughtUp }
 func (f follower) VerifyLeader(context.Context) error { return nil }
+func (f follower) CommitIndex() uint64                { return 0 }
+func (f follower) WaitApplied(context.Context, uint64) error {
+	return nil
+}
 
 // TestRoutesForwarding sends a request for every route of the table to a
 // follower whose forwarding reads the facts from the REST handler: a
