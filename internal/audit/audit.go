@@ -12,7 +12,7 @@
 package audit
 
 import (
-	"encoding/json"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -83,6 +83,7 @@ type Log struct {
 	files   []fileEnt
 	headF   *os.File
 	headBuf []byte
+	line    []byte // the buffer of the line being appended
 	headErr bool // last head write failed (logged once per failure streak)
 	closed  bool
 
@@ -364,6 +365,20 @@ func (l *Log) createFile(num uint64) error {
 // fsync: a process crash loses nothing, a machine crash may lose the last
 // records (Sync, Close and rotation fsync).
 func (l *Log) Append(r Record) (Record, error) {
+	// Everything after the chain fields depends on r alone: encoded before
+	// the lock, so that appends from many requests overlap there.
+	tp := tailPool.Get().(*[]byte)
+	defer func() {
+		if cap(*tp) <= maxPooledLine {
+			tailPool.Put(tp)
+		}
+	}()
+	tail, err := appendTail((*tp)[:0], &r)
+	*tp = tail
+	if err != nil {
+		return Record{}, fmt.Errorf("audit: append: encode: %w", err)
+	}
+
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -381,9 +396,13 @@ func (l *Log) Append(r Record) (Record, error) {
 		r.Time = time.Now()
 	}
 	r.Time = r.Time.UTC()
-	line, err := json.Marshal(r)
+	line, err := appendChain(l.line[:0], seq, r.Time, r.Prev)
 	if err != nil {
 		return Record{}, fmt.Errorf("audit: append seq %d: encode: %w", seq, err)
+	}
+	line = append(line, tail...)
+	if cap(line) <= maxPooledLine {
+		l.line = line
 	}
 	if len(line) > maxLineBytes {
 		return Record{}, fmt.Errorf("audit: append seq %d: record is %d bytes, more than %d", seq, len(line), maxLineBytes)
@@ -430,10 +449,16 @@ func (l *Log) Append(r Record) (Record, error) {
 	}
 
 	if l.mirror != nil {
-		l.mirror.send(line)
+		l.mirror.send(bytes.Clone(line)) // line's buffer is the next append's
 	}
 	return r, nil
 }
+
+// maxPooledLine is the largest line buffer kept for the next append.
+const maxPooledLine = 16 << 10
+
+// tailPool holds buffers for the part of a line encoded before the lock.
+var tailPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // Count returns the seq of the last record (the number of records appended,
 // over the life of the log).

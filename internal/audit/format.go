@@ -135,10 +135,20 @@ const (
 
 func appendHead(b []byte, seq uint64, hash string) []byte {
 	b = append(b, headPrefix...)
-	b = fmt.Appendf(b, "%020d", seq)
+	b = appendPadded(b, seq)
 	b = append(b, headMid...)
 	b = append(b, hash...)
 	return append(b, '\n')
+}
+
+// appendPadded appends seq in decimal, zero-padded to 20 digits.
+func appendPadded(b []byte, seq uint64) []byte {
+	var d [20]byte
+	for i := len(d) - 1; i >= 0; i-- {
+		d[i] = byte('0' + seq%10)
+		seq /= 10
+	}
+	return append(b, d[:]...)
 }
 
 type head struct {
