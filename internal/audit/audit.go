@@ -84,7 +84,7 @@ type Log struct {
 	headF   *os.File
 	headBuf []byte
 	line    []byte // the buffer of the line being appended
-	headErr bool // last head write failed (logged once per failure streak)
+	headErr bool   // last head write failed (logged once per failure streak)
 	closed  bool
 
 	seq    atomic.Uint64 // last seq; written under mu
