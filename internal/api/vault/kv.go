@@ -114,7 +114,7 @@ func (a *api) kvRead(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	q.reply(http.StatusOK, "kv", map[string]any{"data": sec.Data, "metadata": versionMeta(sec.Version, sec.CustomMetadata)})
+	q.kvReadReply(sec)
 }
 
 // kvWriteRequest decodes a KV write body: {"data":{...},"options":{"cas":N}}.
