@@ -88,13 +88,15 @@ func copyObject(o Object) Object {
 	return o
 }
 
-// viewCached is viewJSON through a decode cache.
-func viewCached[T any](s *Store, c *decodeCache[T], bucket, key []byte, what string) (T, error) {
+// viewCached is viewJSON through a decode cache. A missing record is an
+// ErrNotFound naming it as format does with key (formatted only then: this
+// runs several times for every request).
+func viewCached[T any](s *Store, c *decodeCache[T], bucket []byte, key, format string) (T, error) {
 	var v T
 	err := s.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucket).Get(key)
+		raw := tx.Bucket(bucket).Get([]byte(key))
 		if raw == nil {
-			return fmt.Errorf("%s: %w", what, ErrNotFound)
+			return fmt.Errorf(format+": %w", key, ErrNotFound)
 		}
 		return c.decode(raw, &v)
 	})

@@ -280,7 +280,7 @@ type KVState struct {
 
 // VaultMount returns a mount declaration.
 func (s *Store) VaultMount(path string) (VaultMount, error) {
-	return viewCached(s, mountCache, bucketVaultMounts, []byte(path), fmt.Sprintf("mount %q", path))
+	return viewCached(s, mountCache, bucketVaultMounts, path, "mount %q")
 }
 
 // VaultMounts lists the mount declarations by path.

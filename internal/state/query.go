@@ -48,7 +48,7 @@ func listJSON[T any](s *Store, bucket []byte) ([]T, error) {
 
 // Object returns an object's metadata by id.
 func (s *Store) Object(id string) (Object, error) {
-	return viewCached(s, objectCache, bucketObjects, []byte(id), fmt.Sprintf("object %s", id))
+	return viewCached(s, objectCache, bucketObjects, id, "object %s")
 }
 
 // ObjectByName returns an object's metadata by wallet and name.
@@ -111,7 +111,7 @@ func (s *Store) Objects(after string, fn func(Object) bool) error {
 
 // Wallet returns a wallet by name.
 func (s *Store) Wallet(name string) (Wallet, error) {
-	return viewCached(s, walletCache, bucketWallets, []byte(name), fmt.Sprintf("wallet %q", name))
+	return viewCached(s, walletCache, bucketWallets, name, "wallet %q")
 }
 
 // Wallets lists every wallet in name order.
@@ -119,7 +119,7 @@ func (s *Store) Wallets() ([]Wallet, error) { return listJSON[Wallet](s, bucketW
 
 // Endpoint returns an endpoint by name.
 func (s *Store) Endpoint(name string) (Endpoint, error) {
-	return viewCached(s, endpointCache, bucketEndpoints, []byte(name), fmt.Sprintf("endpoint %q", name))
+	return viewCached(s, endpointCache, bucketEndpoints, name, "endpoint %q")
 }
 
 // Endpoints lists every endpoint in name order.
