@@ -122,7 +122,9 @@ func missingFiles(a, b uint64) string {
 
 func hashHex(line []byte) string {
 	s := sha256.Sum256(line)
-	return hex.EncodeToString(s[:])
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], s[:])
+	return string(x[:])
 }
 
 // The head file: one fixed-length line, so that rewriting it in place with a

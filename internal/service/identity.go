@@ -209,7 +209,9 @@ const TokenPrefix = "cof_"
 
 func hashToken(tok string) string {
 	h := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(h[:])
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], h[:])
+	return string(x[:])
 }
 
 func newToken() (tok, hash string) {
@@ -235,7 +237,7 @@ func (s *Access) Authenticate(tok string) (Identity, error) {
 		return Identity{}, ErrUnauthenticated
 	}
 	h := hashToken(tok)
-	t, err := s.st.TokenByHash(h)
+	t, e, haveEndpoint, err := s.st.TokenAndEndpoint(h)
 	if err != nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(h)) != 1 {
 		return Identity{}, ErrUnauthenticated
 	}
@@ -255,8 +257,7 @@ func (s *Access) Authenticate(tok string) (Identity, error) {
 		}
 		return Identity{Kind: KindUser, Name: u.Name, Roles: rolesOf(u.Roles), tokenHash: h, Expires: t.Expires}, nil
 	case state.TokenEndpoint:
-		e, err := s.st.Endpoint(t.Subject)
-		if err != nil || e.State != "active" {
+		if !haveEndpoint || e.State != "active" {
 			return Identity{}, ErrUnauthenticated
 		}
 		return Identity{Kind: KindEndpoint, Name: e.Name, tokenHash: h, Expires: t.Expires}, nil
