@@ -3,7 +3,11 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"math"
+	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -97,5 +101,58 @@ func TestAppendWritesMarshalledLine(t *testing.T) {
 	}
 	if want := encoded(t, got); !bytes.Equal(files[0].lines[0], want) {
 		t.Fatalf("stored line\n %s\nwant\n %s", files[0].lines[0], want)
+	}
+}
+
+// TestHeadCurrentAfterConcurrentAppends: once appends from many goroutines
+// have returned, audit.head names the last record (its seq and hash), and
+// the log reopens without a warning.
+func TestHeadCurrentAfterConcurrentAppends(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				if _, err := l.Append(mkRec(i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	checkHead := func() {
+		t.Helper()
+		f, err := os.Open(filepath.Join(dir, HeadFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		hd, ok, err := readHead(f)
+		files := readLog(t, dir)
+		lines := files[len(files)-1].lines
+		if err != nil || !ok || hd.seq != 1600 || hd.hash != hashHex(lines[len(lines)-1]) {
+			t.Fatalf("head %+v (%v, %v), want seq 1600 and the last line's hash", hd, ok, err)
+		}
+	}
+	checkHead()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkHead()
+	var logged bytes.Buffer
+	l2, err := Open(dir, Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if logged.Len() != 0 || l2.Count() != 1600 {
+		t.Fatalf("reopened at %d, logged %q", l2.Count(), logged.String())
 	}
 }
