@@ -135,8 +135,22 @@ type auditMarkKey struct{}
 // for in the audit log (MarkAudited), and the mark: the outermost HTTP
 // handler audits any request that no transport marked.
 func WithAuditMark(ctx context.Context) (context.Context, *atomic.Bool) {
-	m := new(atomic.Bool)
-	return context.WithValue(ctx, auditMarkKey{}, m), m
+	m := &markCtx{Context: ctx}
+	return m, &m.seen
+}
+
+// markCtx is ctx carrying an audit mark: one allocation where
+// context.WithValue and the mark would take two (every request has one).
+type markCtx struct {
+	context.Context
+	seen atomic.Bool
+}
+
+func (c *markCtx) Value(key any) any {
+	if key == (auditMarkKey{}) {
+		return &c.seen
+	}
+	return c.Context.Value(key)
 }
 
 // MarkAudited notes, on a context from WithAuditMark, that the request is
