@@ -57,6 +57,25 @@ func (c *decodeCache[T]) decode(raw []byte, v *T) error {
 	return nil
 }
 
+// read calls fn with the decoded record, the cache's own value when it is
+// cached: fn must not change it or keep what it shares (maps, slices,
+// pointers). For callers that need one field, without copyOut's copies.
+func (c *decodeCache[T]) read(raw []byte, fn func(T)) error {
+	c.mu.RLock()
+	got, ok := c.m[string(raw)]
+	c.mu.RUnlock()
+	if ok {
+		fn(got)
+		return nil
+	}
+	var v T
+	if err := c.decode(raw, &v); err != nil {
+		return err
+	}
+	fn(v)
+	return nil
+}
+
 func copyTime(t *time.Time) *time.Time {
 	if t == nil {
 		return nil

@@ -67,3 +67,29 @@ func TestTokenAndEndpoint(t *testing.T) {
 		t.Fatalf("missing token: %v", err)
 	}
 }
+
+// TestWalletGrant: an endpoint's grant on a wallet, "" without one, and
+// ErrNotFound for a wallet that does not exist.
+func TestWalletGrant(t *testing.T) {
+	s := openWithWallet(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	res := s.ApplyBatch([]*raft.Log{
+		cmdLog(t, 2, TypeEndpointEnroll, EndpointEnroll{Endpoint: Endpoint{Name: "app"}, TokenHash: strings.Repeat("a", 64)}),
+		cmdLog(t, 3, TypeGrant, Grant{Wallet: "w", Endpoint: "app", Permission: "read"}),
+	})
+	for i, r := range res {
+		if e, ok := r.(error); ok {
+			t.Fatalf("entry %d: %v", i, e)
+		}
+	}
+	for _, c := range []struct{ endpoint, want string }{{"app", "read"}, {"other", ""}} {
+		for range 2 { // the second read is served from the decode cache
+			if g, err := s.WalletGrant("w", c.endpoint); err != nil || g != c.want {
+				t.Fatalf("grant of %s: %q, %v; want %q", c.endpoint, g, err, c.want)
+			}
+		}
+	}
+	if _, err := s.WalletGrant("nope", "app"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing wallet: %v", err)
+	}
+}

@@ -114,6 +114,22 @@ func (s *Store) Wallet(name string) (Wallet, error) {
 	return viewCached(s, walletCache, bucketWallets, name, "wallet %q")
 }
 
+// WalletGrant is the permission wallet's grants give endpoint ("" if
+// none); a missing wallet is an ErrNotFound. It reads the grant alone,
+// without copying the wallet's grants (the authorisation of every
+// endpoint request).
+func (s *Store) WalletGrant(wallet, endpoint string) (string, error) {
+	var grant string
+	err := s.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketWallets).Get([]byte(wallet))
+		if raw == nil {
+			return fmt.Errorf("wallet %q: %w", wallet, ErrNotFound)
+		}
+		return walletCache.read(raw, func(w Wallet) { grant = w.Grants[endpoint] })
+	})
+	return grant, err
+}
+
 // Wallets lists every wallet in name order.
 func (s *Store) Wallets() ([]Wallet, error) { return listJSON[Wallet](s, bucketWallets) }
 
