@@ -93,3 +93,29 @@ func TestWalletGrant(t *testing.T) {
 		t.Fatalf("missing wallet: %v", err)
 	}
 }
+
+// TestObjectWithMaterial: an object by id and the sealed material of the
+// version asked for (the latest for 0), nil for a version without.
+func TestObjectWithMaterial(t *testing.T) {
+	s := openWithWallet(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	res := s.ApplyBatch([]*raft.Log{put(t, 2, "a", 1),
+		cmdLog(t, 3, TypeObjectRotate, ObjectRotate{ID: "id-a", Version: 2, Material: []byte("sealed-2")})})
+	for i, r := range res {
+		if e, ok := r.(error); ok {
+			t.Fatalf("entry %d: %v", i, e)
+		}
+	}
+	for _, c := range []struct {
+		version uint64
+		want    string
+	}{{0, "sealed-2"}, {1, "sealed"}, {3, ""}} {
+		o, sealed, err := s.ObjectWithMaterial("id-a", c.version)
+		if err != nil || o.Name != "a" || string(sealed) != c.want || (c.want == "") != (sealed == nil) {
+			t.Errorf("version %d: object %q, sealed %q, %v; want %q", c.version, o.Name, sealed, err, c.want)
+		}
+	}
+	if _, _, err := s.ObjectWithMaterial("id-none", 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing object: %v", err)
+	}
+}

@@ -68,6 +68,33 @@ func (s *Store) ObjectByName(wallet, name string) (Object, error) {
 	return o, err
 }
 
+// ObjectWithMaterial is Object(id) and the sealed material of version
+// (the latest when 0; nil if the object has none for it), read in one
+// transaction.
+func (s *Store) ObjectWithMaterial(id string, version uint64) (Object, []byte, error) {
+	var (
+		o      Object
+		sealed []byte
+	)
+	err := s.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketObjects).Get([]byte(id))
+		if raw == nil {
+			return fmt.Errorf("object %s: %w", id, ErrNotFound)
+		}
+		if err := objectCache.decode(raw, &o); err != nil {
+			return err
+		}
+		if version == 0 {
+			version = o.Latest
+		}
+		if v := tx.Bucket(bucketValues).Get(valueKey(o.ID, version)); v != nil {
+			sealed = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return o, sealed, err
+}
+
 // Material returns the sealed material of one version.
 func (s *Store) Material(id string, version uint64) ([]byte, error) {
 	var out []byte
