@@ -12,7 +12,7 @@
 package audit
 
 import (
-	"encoding/json"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -83,8 +83,14 @@ type Log struct {
 	files   []fileEnt
 	headF   *os.File
 	headBuf []byte
-	headErr bool // last head write failed (logged once per failure streak)
-	closed  bool
+	line    []byte                  // the buffer of the line being appended
+	latest  atomic.Pointer[headRec] // the chain's end, for writeHead
+
+	headMu     sync.Mutex // writes of audit.head after open (headBuf, headErr, headSeq, headClosed)
+	headSeq    uint64     // the seq audit.head was last written with
+	headClosed bool       // Close has closed audit.head
+	headErr    bool       // last head write failed (logged once per failure streak)
+	closed     bool
 
 	seq    atomic.Uint64 // last seq; written under mu
 	mirror *mirror
@@ -330,6 +336,8 @@ func (l *Log) writeHeadAtOpen(seq uint64, hash string) error {
 	if err := l.headF.Sync(); err != nil {
 		return fmt.Errorf("audit: write %s: fsync: %w", HeadFile, err)
 	}
+	l.headSeq = seq
+	l.latest.Store(&headRec{seq: seq, hash: hash})
 	return nil
 }
 
@@ -364,14 +372,45 @@ func (l *Log) createFile(num uint64) error {
 // fsync: a process crash loses nothing, a machine crash may lose the last
 // records (Sync, Close and rotation fsync).
 func (l *Log) Append(r Record) (Record, error) {
+	// Everything after the chain fields depends on r alone: encoded before
+	// the lock, so that appends from many requests overlap there.
+	tp := tailPool.Get().(*[]byte)
+	defer func() {
+		if cap(*tp) <= maxPooledLine {
+			tailPool.Put(tp)
+		}
+	}()
+	tail, err := appendTail((*tp)[:0], &r)
+	*tp = tail
+	if err != nil {
+		return Record{}, fmt.Errorf("audit: append: encode: %w", err)
+	}
+
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	r, line, err := l.appendLocked(r, tail)
+	if err != nil {
+		l.mu.Unlock()
+		return Record{}, err
+	}
+	seq := r.Seq
+	l.latest.Store(&headRec{seq: seq, hash: l.hash})
+	if l.mirror != nil {
+		l.mirror.send(bytes.Clone(line)) // line's buffer is the next append's
+	}
+	l.mu.Unlock()
+	l.writeHead(seq)
+	return r, nil
+}
+
+// appendLocked writes r's line (its chain fields, then tail) to the
+// current file and advances the chain; l.mu is held.
+func (l *Log) appendLocked(r Record, tail []byte) (Record, []byte, error) {
 	if l.closed {
-		return Record{}, ErrClosed
+		return Record{}, nil, ErrClosed
 	}
 	if l.dirty {
 		if err := l.f.Truncate(l.size); err != nil {
-			return Record{}, fmt.Errorf("audit: append: remove failed write from %s: %w", fileName(l.num), err)
+			return Record{}, nil, fmt.Errorf("audit: append: remove failed write from %s: %w", fileName(l.num), err)
 		}
 		l.dirty = false
 	}
@@ -381,19 +420,23 @@ func (l *Log) Append(r Record) (Record, error) {
 		r.Time = time.Now()
 	}
 	r.Time = r.Time.UTC()
-	line, err := json.Marshal(r)
+	line, err := appendChain(l.line[:0], seq, r.Time, r.Prev)
 	if err != nil {
-		return Record{}, fmt.Errorf("audit: append seq %d: encode: %w", seq, err)
+		return Record{}, nil, fmt.Errorf("audit: append seq %d: encode: %w", seq, err)
+	}
+	line = append(line, tail...)
+	if cap(line) <= maxPooledLine {
+		l.line = line
 	}
 	if len(line) > maxLineBytes {
-		return Record{}, fmt.Errorf("audit: append seq %d: record is %d bytes, more than %d", seq, len(line), maxLineBytes)
+		return Record{}, nil, fmt.Errorf("audit: append seq %d: record is %d bytes, more than %d", seq, len(line), maxLineBytes)
 	}
 	hash := hashHex(line)
 	line = append(line, '\n')
 
 	if l.size > 0 && l.size+int64(len(line)) > l.opts.MaxFileBytes {
 		if err := l.createFile(l.num + 1); err != nil {
-			return Record{}, fmt.Errorf("audit: append seq %d: rotate: %w", seq, err)
+			return Record{}, nil, fmt.Errorf("audit: append seq %d: rotate: %w", seq, err)
 		}
 	}
 	n, err := l.f.WriteAt(line, l.size)
@@ -403,7 +446,7 @@ func (l *Log) Append(r Record) (Record, error) {
 				l.dirty = true
 			}
 		}
-		return Record{}, fmt.Errorf("audit: append seq %d to %s: %w", seq, fileName(l.num), err)
+		return Record{}, nil, fmt.Errorf("audit: append seq %d to %s: %w", seq, fileName(l.num), err)
 	}
 	l.size += int64(n)
 	l.hash = hash
@@ -412,28 +455,56 @@ func (l *Log) Append(r Record) (Record, error) {
 		e.first = seq
 	}
 
-	// The head is rewritten in place after every record: one pwrite of a
-	// fixed-length line, no fsync. Written after the record, it is never
-	// ahead of the log when the process dies (at worst one record behind,
-	// which Open and Verify accept), and it is always current, so cutting
-	// even the last record is detected. An atomic replace every N records
-	// would cost an fsync and a rename and leave the last N records open to
-	// undetected truncation.
-	l.headBuf = appendHead(l.headBuf[:0], seq, hash)
+	return r, line, nil
+}
+
+// headRec is the chain's end as audit.head records it.
+type headRec struct {
+	seq  uint64
+	hash string
+}
+
+// writeHead brings audit.head to at least seq, the record just appended.
+//
+// The head is rewritten in place after every record: one pwrite of a
+// fixed-length line, no fsync. Written after the record, it is never ahead
+// of the log when the process dies (at worst behind by the records whose
+// appends had not returned, which Open and Verify accept), and it is
+// current when Append returns, so cutting even the last acknowledged
+// record is detected. An atomic replace every N records would cost an
+// fsync and a rename and leave the last N records open to undetected
+// truncation. It is written outside the log's lock, under its own: the
+// next record's write overlaps with it, and one pwrite of the latest head
+// covers every append that waited for it.
+func (l *Log) writeHead(seq uint64) {
+	l.headMu.Lock()
+	defer l.headMu.Unlock()
+	if l.headSeq >= seq || l.headClosed {
+		return
+	}
+	l.writeHeadLocked()
+}
+
+// writeHeadLocked writes the latest head; headMu is held.
+func (l *Log) writeHeadLocked() {
+	h := l.latest.Load()
+	l.headBuf = appendHead(l.headBuf[:0], h.seq, h.hash)
 	if _, err := l.headF.WriteAt(l.headBuf, 0); err != nil {
 		if !l.headErr {
 			l.log.Error("audit: cannot update audit.head; truncation of the log end would go unnoticed", "err", err)
 		}
 		l.headErr = true
-	} else {
-		l.headErr = false
+		return
 	}
-
-	if l.mirror != nil {
-		l.mirror.send(line)
-	}
-	return r, nil
+	l.headErr = false
+	l.headSeq = h.seq
 }
+
+// maxPooledLine is the largest line buffer kept for the next append.
+const maxPooledLine = 16 << 10
+
+// tailPool holds buffers for the part of a line encoded before the lock.
+var tailPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // Count returns the seq of the last record (the number of records appended,
 // over the life of the log).
@@ -468,7 +539,15 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
+	// The head brought to the last record (an append may have written it
+	// and not its head yet), then fsynced; no head write after that.
+	l.headMu.Lock()
+	if h := l.latest.Load(); l.headSeq < h.seq {
+		l.writeHeadLocked()
+	}
+	l.headClosed = true
 	err := l.sync()
+	l.headMu.Unlock()
 	if cerr := l.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("audit: close %s: %w", fileName(l.num), cerr)
 	}

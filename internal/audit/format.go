@@ -122,7 +122,9 @@ func missingFiles(a, b uint64) string {
 
 func hashHex(line []byte) string {
 	s := sha256.Sum256(line)
-	return hex.EncodeToString(s[:])
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], s[:])
+	return string(x[:])
 }
 
 // The head file: one fixed-length line, so that rewriting it in place with a
@@ -135,10 +137,20 @@ const (
 
 func appendHead(b []byte, seq uint64, hash string) []byte {
 	b = append(b, headPrefix...)
-	b = fmt.Appendf(b, "%020d", seq)
+	b = appendPadded(b, seq)
 	b = append(b, headMid...)
 	b = append(b, hash...)
 	return append(b, '\n')
+}
+
+// appendPadded appends seq in decimal, zero-padded to 20 digits.
+func appendPadded(b []byte, seq uint64) []byte {
+	var d [20]byte
+	for i := len(d) - 1; i >= 0; i-- {
+		d[i] = byte('0' + seq%10)
+		seq /= 10
+	}
+	return append(b, d[:]...)
 }
 
 type head struct {

@@ -53,11 +53,11 @@ func (s *core) authorizeWallet(ctx context.Context, wallet string, need Permissi
 		return id, err
 	}
 	if id.Kind == KindEndpoint {
-		w, err := s.st.Wallet(wallet)
+		grant, err := s.st.WalletGrant(wallet, id.Name)
 		if err != nil && !errors.Is(err, state.ErrNotFound) {
 			return id, err
 		}
-		if have := Permission(w.Grants[id.Name]); !have.Includes(need) {
+		if have := Permission(grant); !have.Includes(need) {
 			if have == "" {
 				// Do not tell an endpoint which wallets exist or hold what.
 				return id, fmt.Errorf("%w: %s needs %s permission; endpoint %q has no grant on that wallet", ErrForbidden, what, need, id.Name)

@@ -135,8 +135,22 @@ type auditMarkKey struct{}
 // for in the audit log (MarkAudited), and the mark: the outermost HTTP
 // handler audits any request that no transport marked.
 func WithAuditMark(ctx context.Context) (context.Context, *atomic.Bool) {
-	m := new(atomic.Bool)
-	return context.WithValue(ctx, auditMarkKey{}, m), m
+	m := &markCtx{Context: ctx}
+	return m, &m.seen
+}
+
+// markCtx is ctx carrying an audit mark: one allocation where
+// context.WithValue and the mark would take two (every request has one).
+type markCtx struct {
+	context.Context
+	seen atomic.Bool
+}
+
+func (c *markCtx) Value(key any) any {
+	if key == (auditMarkKey{}) {
+		return &c.seen
+	}
+	return c.Context.Value(key)
 }
 
 // MarkAudited notes, on a context from WithAuditMark, that the request is
@@ -209,7 +223,9 @@ const TokenPrefix = "cof_"
 
 func hashToken(tok string) string {
 	h := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(h[:])
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], h[:])
+	return string(x[:])
 }
 
 func newToken() (tok, hash string) {
@@ -235,7 +251,7 @@ func (s *Access) Authenticate(tok string) (Identity, error) {
 		return Identity{}, ErrUnauthenticated
 	}
 	h := hashToken(tok)
-	t, err := s.st.TokenByHash(h)
+	t, e, haveEndpoint, err := s.st.TokenAndEndpoint(h)
 	if err != nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(h)) != 1 {
 		return Identity{}, ErrUnauthenticated
 	}
@@ -255,8 +271,7 @@ func (s *Access) Authenticate(tok string) (Identity, error) {
 		}
 		return Identity{Kind: KindUser, Name: u.Name, Roles: rolesOf(u.Roles), tokenHash: h, Expires: t.Expires}, nil
 	case state.TokenEndpoint:
-		e, err := s.st.Endpoint(t.Subject)
-		if err != nil || e.State != "active" {
+		if !haveEndpoint || e.State != "active" {
 			return Identity{}, ErrUnauthenticated
 		}
 		return Identity{Kind: KindEndpoint, Name: e.Name, tokenHash: h, Expires: t.Expires}, nil

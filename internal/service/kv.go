@@ -176,32 +176,38 @@ type KVMetadata struct {
 // kvObject loads a KV path with its KV state, checking permission need on
 // the wallet. A path hidden by a metadata delete is not found.
 func (s *Objects) kvObject(ctx context.Context, wallet, path string, need Permission, what string) (state.Object, state.KVMeta, error) {
+	o, m, _, err := s.kvEntry(ctx, wallet, path, need, what, false, 0)
+	return o, m, err
+}
+
+// kvEntry is kvObject and, when material is true, the sealed material of
+// version (0: the latest; nil if there is none), read in one transaction.
+func (s *Objects) kvEntry(ctx context.Context, wallet, path string, need Permission, what string, material bool, version uint64) (state.Object, state.KVMeta, []byte, error) {
 	if err := ValidName(path); err != nil {
-		return state.Object{}, state.KVMeta{}, err
+		return state.Object{}, state.KVMeta{}, nil, err
 	}
 	if _, err := caller(ctx); err != nil {
-		return state.Object{}, state.KVMeta{}, err
+		return state.Object{}, state.KVMeta{}, nil, err
 	}
 	if _, err := s.authorizeWallet(ctx, wallet, need, what); err != nil {
-		return state.Object{}, state.KVMeta{}, err
+		return state.Object{}, state.KVMeta{}, nil, err
 	}
-	o, err := s.st.ObjectByName(wallet, path)
-	if err != nil {
+	o, m, sealed, err := s.st.KVEntry(wallet, path, material, version)
+	if err != nil && o.ID == "" {
 		note(ctx, wallet+"/"+path)
-		return o, state.KVMeta{}, mapStateErr(err)
+		return o, state.KVMeta{}, nil, mapStateErr(err)
 	}
 	note(ctx, o.ID)
 	if o.Type != TypeSecretData && o.Type != TypeSymmetricKey {
-		return o, state.KVMeta{}, fmt.Errorf("%w: %s/%s is a %s; KV serves secret data and symmetric keys", ErrNotFound, wallet, path, o.Type)
+		return o, state.KVMeta{}, nil, fmt.Errorf("%w: %s/%s is a %s; KV serves secret data and symmetric keys", ErrNotFound, wallet, path, o.Type)
 	}
-	m, err := s.st.KVMetaOf(o.ID)
 	if err != nil {
-		return o, m, err
+		return o, m, nil, err
 	}
 	if o.Latest <= m.HiddenThrough {
-		return o, m, fmt.Errorf("%w: %s/%s: its KV metadata was deleted", ErrNotFound, wallet, path)
+		return o, m, nil, fmt.Errorf("%w: %s/%s: its KV metadata was deleted", ErrNotFound, wallet, path)
 	}
-	return o, m, nil
+	return o, m, sealed, nil
 }
 
 func kvVersionOf(v state.Version, m state.KVMeta) KVVersion {
@@ -221,7 +227,7 @@ func (s *Objects) KVGet(ctx context.Context, wallet, path string, version uint64
 		return KVSecret{}, err
 	}
 	defer unlock()
-	o, m, err := s.kvObject(ctx, wallet, path, PermRead, "reading a KV secret")
+	o, m, sealed, err := s.kvEntry(ctx, wallet, path, PermRead, "reading a KV secret", true, version)
 	if err != nil {
 		return KVSecret{}, err
 	}
@@ -240,9 +246,8 @@ func (s *Objects) KVGet(ctx context.Context, wallet, path string, version uint64
 	case sec.Version.Deleted != nil:
 		return sec, fmt.Errorf("%w: %s/%s version %d is deleted", ErrNotFound, wallet, path, version)
 	}
-	sealed, err := s.st.Material(o.ID, version)
-	if err != nil {
-		return KVSecret{}, mapStateErr(err)
+	if sealed == nil {
+		return KVSecret{}, mapStateErr(fmt.Errorf("object %s version %d material: %w", o.ID, version, state.ErrNotFound))
 	}
 	pt, err := s.bar.DecryptValue(o.ID, version, sealed)
 	if err != nil {

@@ -369,28 +369,46 @@ func (s *Objects) DescribeObject(ctx context.Context, ref Ref) (Object, error) {
 
 // readable loads ref and checks read permission on its wallet.
 func (s *Objects) readable(ctx context.Context, ref Ref, what string) (state.Object, error) {
+	o, _, err := s.readableWith(ctx, ref, what, false, 0)
+	return o, err
+}
+
+// readableWith is readable and, when material is true and ref is by id,
+// the sealed material of version (the latest when 0; nil if none) read
+// with the object in one transaction.
+func (s *Objects) readableWith(ctx context.Context, ref Ref, what string, material bool, version uint64) (state.Object, []byte, error) {
 	if _, err := caller(ctx); err != nil {
-		return state.Object{}, err
+		return state.Object{}, nil, err
 	}
-	o, err := s.lookup(ref)
+	var (
+		o      state.Object
+		sealed []byte
+		err    error
+	)
+	if material && ref.ID != "" {
+		o, sealed, err = s.st.ObjectWithMaterial(ref.ID, version)
+		err = mapStateErr(err)
+	} else {
+		o, err = s.lookup(ref)
+	}
 	if err != nil {
 		note(ctx, ref.String())
 		if ref.Wallet != "" {
 			// Do not tell an endpoint what exists in a wallet it cannot read.
 			if _, aerr := s.authorizeWallet(ctx, ref.Wallet, PermRead, what); aerr != nil {
-				return o, aerr
+				return o, nil, aerr
 			}
 		}
-		return o, err
+		return o, nil, err
 	}
 	if _, err := s.authorizeObject(ctx, ref, o, PermRead, what); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			note(ctx, ref.String())
 		}
-		return o, err
+		return o, nil, err
 	}
 	note(ctx, o.ID)
-	return o, nil
+	return o, sealed, nil
 }
 
 // GetObject returns an object's metadata and the material of version (0 = latest).
@@ -400,7 +418,7 @@ func (s *Objects) GetObject(ctx context.Context, ref Ref, version uint64) (Objec
 		return Object{}, Material{}, err
 	}
 	defer unlock()
-	o, err := s.readable(ctx, ref, "getting object material")
+	o, sealed, err := s.readableWith(ctx, ref, "getting object material", true, version)
 	if err != nil {
 		return Object{}, Material{}, err
 	}
@@ -415,9 +433,12 @@ func (s *Objects) GetObject(ctx context.Context, ref Ref, version uint64) (Objec
 		return objectOf(o), Material{}, fmt.Errorf("%w: object %s version %d was destroyed on %s; its material is erased from the live state (it remains in backups taken before, within their retention)",
 			ErrGone, o.ID, version, fmtTime(o.Destroyed))
 	}
-	sealed, err := s.st.Material(o.ID, version)
-	if err != nil {
-		return Object{}, Material{}, mapStateErr(err)
+	if sealed == nil {
+		// Not read with the object (a ref by name), or missing: read
+		// here, or its not-found error.
+		if sealed, err = s.st.Material(o.ID, version); err != nil {
+			return Object{}, Material{}, mapStateErr(err)
+		}
 	}
 	pt, err := s.bar.DecryptValue(o.ID, version, sealed)
 	if err != nil {

@@ -213,6 +213,27 @@ func (s *Store) TokenByHash(hash string) (Token, error) {
 	return t, err
 }
 
+// TokenAndEndpoint is TokenByHash and, for an endpoint's token, that
+// endpoint (ok false if it does not exist), read in one transaction.
+func (s *Store) TokenAndEndpoint(hash string) (t Token, e Endpoint, ok bool, err error) {
+	err = s.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketTokens).Get([]byte(hash))
+		if v == nil {
+			return ErrNotFound
+		}
+		if err := tokenCache.decode(v, &t); err != nil || t.Kind != TokenEndpoint {
+			return err
+		}
+		raw := tx.Bucket(bucketEndpoints).Get([]byte(t.Subject))
+		if raw == nil {
+			return nil
+		}
+		ok = true
+		return endpointCache.decode(raw, &e)
+	})
+	return t, e, ok, err
+}
+
 func valueKey(id string, version uint64) []byte {
 	k := make([]byte, 0, len(id)+9)
 	k = append(k, id...)

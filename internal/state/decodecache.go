@@ -57,6 +57,25 @@ func (c *decodeCache[T]) decode(raw []byte, v *T) error {
 	return nil
 }
 
+// read calls fn with the decoded record, the cache's own value when it is
+// cached: fn must not change it or keep what it shares (maps, slices,
+// pointers). For callers that need one field, without copyOut's copies.
+func (c *decodeCache[T]) read(raw []byte, fn func(T)) error {
+	c.mu.RLock()
+	got, ok := c.m[string(raw)]
+	c.mu.RUnlock()
+	if ok {
+		fn(got)
+		return nil
+	}
+	var v T
+	if err := c.decode(raw, &v); err != nil {
+		return err
+	}
+	fn(v)
+	return nil
+}
+
 func copyTime(t *time.Time) *time.Time {
 	if t == nil {
 		return nil
@@ -88,13 +107,15 @@ func copyObject(o Object) Object {
 	return o
 }
 
-// viewCached is viewJSON through a decode cache.
-func viewCached[T any](s *Store, c *decodeCache[T], bucket, key []byte, what string) (T, error) {
+// viewCached is viewJSON through a decode cache. A missing record is an
+// ErrNotFound naming it as format does with key (formatted only then: this
+// runs several times for every request).
+func viewCached[T any](s *Store, c *decodeCache[T], bucket []byte, key, format string) (T, error) {
 	var v T
 	err := s.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucket).Get(key)
+		raw := tx.Bucket(bucket).Get([]byte(key))
 		if raw == nil {
-			return fmt.Errorf("%s: %w", what, ErrNotFound)
+			return fmt.Errorf(format+": %w", key, ErrNotFound)
 		}
 		return c.decode(raw, &v)
 	})

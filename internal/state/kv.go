@@ -280,7 +280,7 @@ type KVState struct {
 
 // VaultMount returns a mount declaration.
 func (s *Store) VaultMount(path string) (VaultMount, error) {
-	return viewCached(s, mountCache, bucketVaultMounts, []byte(path), fmt.Sprintf("mount %q", path))
+	return viewCached(s, mountCache, bucketVaultMounts, path, "mount %q")
 }
 
 // VaultMounts lists the mount declarations by path.
@@ -297,6 +297,40 @@ func (s *Store) KVMetaOf(id string) (KVMeta, error) {
 		return err
 	})
 	return m, err
+}
+
+// KVEntry reads, in one transaction, the object named name in wallet, its
+// KV metadata and, when material is true, the sealed material of version
+// (the latest when 0), nil if the object has no material for it. A missing
+// name is ObjectByName's error; o is zero when the object could not be
+// read.
+func (s *Store) KVEntry(wallet, name string, material bool, version uint64) (o Object, m KVMeta, sealed []byte, err error) {
+	err = s.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket(bucketNames).Get(nameKey(wallet, name))
+		if id == nil {
+			return fmt.Errorf("object %q in wallet %q: %w", name, wallet, ErrNotFound)
+		}
+		raw := tx.Bucket(bucketObjects).Get(id)
+		if raw == nil {
+			return fmt.Errorf("object %s (name index of %q): %w", id, name, ErrNotFound)
+		}
+		if err := objectCache.decode(raw, &o); err != nil {
+			o = Object{}
+			return err
+		}
+		var err error
+		if m, err = s.loadKVMeta(tx, o.ID); err != nil || !material {
+			return err
+		}
+		if version == 0 {
+			version = o.Latest
+		}
+		if v := tx.Bucket(bucketValues).Get(valueKey(o.ID, version)); v != nil {
+			sealed = bytes.Clone(v)
+		}
+		return nil
+	})
+	return o, m, sealed, err
 }
 
 // ObjectNames calls fn with the name and id of every object of wallet whose

@@ -48,7 +48,7 @@ func listJSON[T any](s *Store, bucket []byte) ([]T, error) {
 
 // Object returns an object's metadata by id.
 func (s *Store) Object(id string) (Object, error) {
-	return viewCached(s, objectCache, bucketObjects, []byte(id), fmt.Sprintf("object %s", id))
+	return viewCached(s, objectCache, bucketObjects, id, "object %s")
 }
 
 // ObjectByName returns an object's metadata by wallet and name.
@@ -66,6 +66,33 @@ func (s *Store) ObjectByName(wallet, name string) (Object, error) {
 		return objectCache.decode(raw, &o)
 	})
 	return o, err
+}
+
+// ObjectWithMaterial is Object(id) and the sealed material of version
+// (the latest when 0; nil if the object has none for it), read in one
+// transaction.
+func (s *Store) ObjectWithMaterial(id string, version uint64) (Object, []byte, error) {
+	var (
+		o      Object
+		sealed []byte
+	)
+	err := s.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketObjects).Get([]byte(id))
+		if raw == nil {
+			return fmt.Errorf("object %s: %w", id, ErrNotFound)
+		}
+		if err := objectCache.decode(raw, &o); err != nil {
+			return err
+		}
+		if version == 0 {
+			version = o.Latest
+		}
+		if v := tx.Bucket(bucketValues).Get(valueKey(o.ID, version)); v != nil {
+			sealed = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return o, sealed, err
 }
 
 // Material returns the sealed material of one version.
@@ -111,7 +138,23 @@ func (s *Store) Objects(after string, fn func(Object) bool) error {
 
 // Wallet returns a wallet by name.
 func (s *Store) Wallet(name string) (Wallet, error) {
-	return viewCached(s, walletCache, bucketWallets, []byte(name), fmt.Sprintf("wallet %q", name))
+	return viewCached(s, walletCache, bucketWallets, name, "wallet %q")
+}
+
+// WalletGrant is the permission wallet's grants give endpoint ("" if
+// none); a missing wallet is an ErrNotFound. It reads the grant alone,
+// without copying the wallet's grants (the authorisation of every
+// endpoint request).
+func (s *Store) WalletGrant(wallet, endpoint string) (string, error) {
+	var grant string
+	err := s.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketWallets).Get([]byte(wallet))
+		if raw == nil {
+			return fmt.Errorf("wallet %q: %w", wallet, ErrNotFound)
+		}
+		return walletCache.read(raw, func(w Wallet) { grant = w.Grants[endpoint] })
+	})
+	return grant, err
 }
 
 // Wallets lists every wallet in name order.
@@ -119,7 +162,7 @@ func (s *Store) Wallets() ([]Wallet, error) { return listJSON[Wallet](s, bucketW
 
 // Endpoint returns an endpoint by name.
 func (s *Store) Endpoint(name string) (Endpoint, error) {
-	return viewCached(s, endpointCache, bucketEndpoints, []byte(name), fmt.Sprintf("endpoint %q", name))
+	return viewCached(s, endpointCache, bucketEndpoints, name, "endpoint %q")
 }
 
 // Endpoints lists every endpoint in name order.

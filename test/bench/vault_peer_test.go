@@ -31,6 +31,15 @@ const kvPath = "/v1/kv/data/1"
 // TLS, and the token of an endpoint with read on it.
 func cofferVault(b *testing.B) (*httptest.Server, string) {
 	b.Helper()
+	svc, tok := cofferVaultService(b)
+	srv := httptest.NewTLSServer(vault.Handler(svc, vault.Options{}))
+	b.Cleanup(srv.Close)
+	return srv, tok
+}
+
+// cofferVaultService is the service behind cofferVault and the token.
+func cofferVaultService(b *testing.B) (*service.Service, string) {
+	b.Helper()
 	svc := servicetest.New(b)
 	if _, err := svc.Init(context.Background(), service.Identity{Local: true}, []byte("bench-passphrase")); err != nil {
 		b.Fatal(err)
@@ -52,9 +61,7 @@ func cofferVault(b *testing.B) (*httptest.Server, string) {
 	if _, err := svc.Access.SetGrant(ctx, "db", "mariadb", service.PermRead); err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewTLSServer(vault.Handler(svc, vault.Options{}))
-	b.Cleanup(srv.Close)
-	return srv, e.Token
+	return svc, e.Token
 }
 
 // tlsClient is the client both benchmarks use: keep-alive, one idle

@@ -24,3 +24,21 @@ func TestOutcomeUnknownReachesTheClient(t *testing.T) {
 		t.Fatalf("got %#v, want a general failure saying outcome unknown", err)
 	}
 }
+
+// TestOperationAction: an item's audit action is "kmip" and its
+// operation's name without spaces, the same on every call.
+func TestOperationAction(t *testing.T) {
+	for _, c := range []struct {
+		op   kmip.Operation
+		want string
+	}{
+		{kmip.OperationGet, "kmipGet"},
+		{kmip.OperationGetAttributes, "kmipGetAttributes"},
+		{kmip.OperationGetAttributes, "kmipGetAttributes"},
+		{kmip.OperationDiscoverVersions, "kmipDiscoverVersions"},
+	} {
+		if got := operationAction(c.op); got != c.want {
+			t.Errorf("operation %v: %q, want %q", c.op, got, c.want)
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ovh/kmip-go"
@@ -106,13 +108,37 @@ func (s *Server) auditItem(next kmipserver.BatchItemNext, ctx context.Context, b
 	} else if resp != nil {
 		msg = resp.ResultMessage
 	}
-	op := "kmip" + strings.ReplaceAll(ttlv.EnumStr(bi.Operation), " ", "")
-	s.svc.Audit(call, clip(op, 64), status, code, msg)
+	op := operationAction(bi.Operation)
+	s.svc.Audit(call, op, status, code, msg)
 	// Checked first: the arguments cost allocations even when debug logging is off.
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("kmip request", "operation", op, "result", code, "actor", call.Identity.Actor(), "source", p.source, "latency", time.Since(call.Start))
 	}
 	return resp, err
+}
+
+// operationActions maps KMIP operations to their audit actions ("kmip"
+// and the operation's name without spaces), so that auditing an item
+// builds no string. Operations outside the standard's are client-chosen
+// numbers: the cache stops growing at maxOperationActions.
+var (
+	operationActions    sync.Map
+	operationActionsLen atomic.Int32
+)
+
+const maxOperationActions = 256
+
+func operationAction(op kmip.Operation) string {
+	if a, ok := operationActions.Load(op); ok {
+		return a.(string)
+	}
+	a := clip("kmip"+strings.ReplaceAll(ttlv.EnumStr(op), " ", ""), 64)
+	if operationActionsLen.Load() < maxOperationActions {
+		if _, loaded := operationActions.LoadOrStore(op, a); !loaded {
+			operationActionsLen.Add(1)
+		}
+	}
+	return a
 }
 
 // target is the object a request names.

@@ -95,7 +95,7 @@ func versionMeta(v service.KVVersion, custom map[string]string) map[string]any {
 
 func (a *api) kvRead(q *request, m service.Mount, path string) {
 	var version uint64
-	if v := q.r.URL.Query().Get("version"); v != "" {
+	if v := queryValue(q.r, "version"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
 			q.fail(invalid("version", "want a non-negative integer"))
@@ -114,7 +114,7 @@ func (a *api) kvRead(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	q.reply(http.StatusOK, "kv", map[string]any{"data": sec.Data, "metadata": versionMeta(sec.Version, sec.CustomMetadata)})
+	q.kvReadReply(sec)
 }
 
 // kvWriteRequest decodes a KV write body: {"data":{...},"options":{"cas":N}}.

@@ -77,9 +77,21 @@ func (a *api) route(r *http.Request) route {
 }
 
 func isListQuery(r *http.Request) bool {
-	v := r.URL.Query().Get("list")
+	v := queryValue(r, "list")
+	if v == "" {
+		return false
+	}
 	b, _ := strconv.ParseBool(v)
 	return b
+}
+
+// queryValue is r's query parameter name ("" if none), without parsing an
+// empty query.
+func queryValue(r *http.Request, name string) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return r.URL.Query().Get(name)
 }
 
 func onlyMethods(method string, h handler, allowed ...string) handler {

@@ -21,6 +21,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/forward"
@@ -107,8 +109,31 @@ var (
 // mk is a route whose audit action is "vault." and its operation (a mount's
 // handler names the operation once the mount's type is known).
 func mk(op string, f forward.Facts, h handler) route {
-	f.Audit = "vault." + op
+	f.Audit = auditAction(op)
 	return route{op: op, facts: f, h: h}
+}
+
+// actions maps operation names to their audit actions ("vault." + op),
+// so that routing a request builds no string. The operations are a small
+// fixed set; the cache stops growing at maxActions all the same.
+var (
+	actions    sync.Map
+	actionsLen atomic.Int32
+)
+
+const maxActions = 256
+
+func auditAction(op string) string {
+	if a, ok := actions.Load(op); ok {
+		return a.(string)
+	}
+	a := "vault." + op
+	if actionsLen.Load() < maxActions {
+		if _, loaded := actions.LoadOrStore(op, a); !loaded {
+			actionsLen.Add(1)
+		}
+	}
+	return a
 }
 
 // quiet is rt without audit records (polled often: health, seal status).
@@ -160,7 +185,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	action := rt.facts.Audit
 	if q.op != rt.op {
 		// A mount's handler names the operation once the mount's type is known.
-		action = "vault." + q.op
+		action = auditAction(q.op)
 	}
 	a.svc.Audit(call, action, status, code, rec.msg)
 }
@@ -174,10 +199,16 @@ func metricMethod(m string) string {
 }
 
 func newRequestID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	var b [16]byte
+	rand.Read(b[:])
+	var h [36]byte
+	hex.Encode(h[0:8], b[0:4])
+	hex.Encode(h[9:13], b[4:6])
+	hex.Encode(h[14:18], b[6:8])
+	hex.Encode(h[19:23], b[8:10])
+	hex.Encode(h[24:], b[10:])
+	h[8], h[13], h[18], h[23] = '-', '-', '-', '-'
+	return string(h[:])
 }
 
 // token returns the Vault token of a request: X-Vault-Token, else
