@@ -735,12 +735,7 @@ func Seed(dir, nodeID string, index, term uint64, r io.Reader, size int64) error
 	if err != nil {
 		return fmt.Errorf("seed raft: create snapshot: %w", err)
 	}
-	// Large reads and writes: the state can be gigabytes.
-	copied, err := io.CopyBuffer(sink, io.LimitReader(r, size), make([]byte, 1<<20))
-	if err == nil && copied < size {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil {
+	if _, err := io.CopyN(sink, r, size); err != nil {
 		sink.Cancel() // #nosec G104 -- cancelling after the failed write, which is the error returned
 		return fmt.Errorf("seed raft: write snapshot: %w", err)
 	}

@@ -199,7 +199,7 @@ func writeScratch(path string, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.CopyBuffer(struct{ io.Writer }{f}, r, make([]byte, 1<<20)) // #nosec G110 -- the bundle is the operator's own backup, decrypted and authenticated by age; its size is what was backed up
+	_, err = io.CopyBuffer(struct{ io.Writer }{f}, r, make([]byte, 256<<10)) // #nosec G110 -- the bundle is the operator's own backup, decrypted and authenticated by age; its size is what was backed up
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -264,7 +264,7 @@ func writeFlushed(path string, r io.Reader) (*flusher, error) {
 		return nil, err
 	}
 	fl := newFlusher(f)
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, 256<<10)
 	var since int64
 	for err == nil {
 		n := 0
