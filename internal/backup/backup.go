@@ -367,7 +367,7 @@ func writeFull(begin beginFunc, src Source) (state.BackupPoint, error) {
 		if err := writeCA(tw, cert, key); err != nil {
 			return nil, err
 		}
-		return tw, tw.WriteHeader(&tar.Header{Name: EntryState, Mode: 0o600, Size: size, ModTime: time.Unix(0, 0)})
+		return bigReads{tw}, tw.WriteHeader(&tar.Header{Name: EntryState, Mode: 0o600, Size: size, ModTime: time.Unix(0, 0)})
 	})
 	if err != nil {
 		return state.BackupPoint{}, err
@@ -379,6 +379,21 @@ func writeFull(begin beginFunc, src Source) (state.BackupPoint, error) {
 		return state.BackupPoint{}, err
 	}
 	return p, tw.Close()
+}
+
+// copyBuf is the read size of the state copy: bbolt copies the database
+// file with io.Copy, whose default 32 KiB reads make a system call per two
+// zstd blocks.
+const copyBuf = 1 << 20
+
+// bigReads gives a writer the ReadFrom io.Copy prefers, reading copyBuf
+// bytes at a time.
+type bigReads struct{ w io.Writer }
+
+func (b bigReads) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+func (b bigReads) ReadFrom(r io.Reader) (int64, error) {
+	return io.CopyBuffer(struct{ io.Writer }{b.w}, r, make([]byte, copyBuf))
 }
 
 // StateDigest is the digest.json entry of a full backup.

@@ -29,12 +29,14 @@ type payload struct {
 	keys     *keystore.Keyring // master keys (nil for a segment)
 	caCert   []byte
 	caKey    []byte
-	state    string // staged state.db (full), else ""
+	state    string   // staged state.db (full), else ""
+	flushed  *flusher // writes state back to disk in the background
 	digest   *backup.StateDigest
 	journal  string // dir of the staged journal segments, else ""
 }
 
 func (p *payload) wipe() {
+	p.flushed.wait() // #nosec G104 -- a payload given up: its state file is removed with the staging dir
 	if p.keys != nil {
 		p.keys.Wipe()
 	}
@@ -47,7 +49,6 @@ func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundl
 	if err := fsutil.EnsureDir(dir); err != nil {
 		return nil, err
 	}
-	local := filepath.Join(dir, "bundle"+backup.FileSuffix)
 	rc, err := d.Open(ctx, e.File, 0, 0)
 	if err != nil {
 		if errors.Is(err, dest.ErrNotFound) {
@@ -55,23 +56,31 @@ func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundl
 		}
 		return nil, fmt.Errorf("read %s from %s: %w", e.File, d.Location(), err)
 	}
-	err = fsutil.WriteFileFrom(local, func(w io.Writer) error {
-		_, err := io.Copy(w, &countReader{r: rc, fn: progress})
-		return err
-	})
-	rc.Close() // #nosec G104 -- a reader, after the copy: Close cannot lose data (a short read fails the copy or the bundle's checks)
-	if err != nil {
-		return nil, fmt.Errorf("download %s from %s: %w", e.File, d.Location(), err)
+	f, isLocal := rc.(*os.File)
+	if !isLocal {
+		// A remote file is downloaded first: the bundle is read from its
+		// end and its start.
+		local := filepath.Join(dir, "bundle"+backup.FileSuffix)
+		err = writeScratch(local, &countReader{r: rc, fn: progress})
+		rc.Close() // #nosec G104 -- a reader, after the copy: Close cannot lose data (a short read fails the copy or the bundle's checks)
+		if err != nil {
+			return nil, fmt.Errorf("download %s from %s: %w", e.File, d.Location(), err)
+		}
+		defer os.Remove(local)
+		if f, err = os.Open(local); err != nil {
+			return nil, err
+		}
 	}
-	defer os.Remove(local)
-	f, err := os.Open(local)
-	if err != nil {
-		return nil, err
-	}
+	// A local file (a dir destination) is read where it is: the bundle
+	// authenticates whatever is read, and a file replaced or removed
+	// meanwhile stays readable through f.
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
+	}
+	if isLocal && progress != nil {
+		progress(st.Size())
 	}
 	if len(keys) == 0 {
 		return nil, errors.New("no recovery passphrase or age identity given")
@@ -139,7 +148,7 @@ func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundl
 			}
 		case name == backup.EntryState:
 			p.state = datadir.StatePath(dir)
-			err = fsutil.WriteFileFrom(p.state, func(w io.Writer) error { _, err := io.Copy(w, tr); return err }) // #nosec G110 -- the bundle is the operator's own backup, decrypted and authenticated by age; its size is what was backed up
+			p.flushed, err = writeFlushed(p.state, tr)
 		case strings.HasPrefix(name, strings.TrimSuffix(backup.JournalDir, "/")+"/"):
 			base := path.Base(name)
 			if base == "." || base == "/" || strings.Contains(base, "..") {
@@ -180,6 +189,111 @@ func fetch(ctx context.Context, d dest.Destination, e backup.Entry, keys []bundl
 	}
 	ok = true
 	return p, nil
+}
+
+// writeScratch writes r to a new file at path (0600) in large writes,
+// without fsync: staging that a restore either makes durable later or
+// removes.
+func writeScratch(path string, r io.Reader) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fsutil.FileMode)
+	if err != nil {
+		return err
+	}
+	_, err = io.CopyBuffer(struct{ io.Writer }{f}, r, make([]byte, 256<<10)) // #nosec G110 -- the bundle is the operator's own backup, decrypted and authenticated by age; its size is what was backed up
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path) // #nosec G104 -- removing the partial file after the error returned
+	}
+	return err
+}
+
+// flushSpan is how much of a staged state is written between two fsyncs
+// in the background.
+const flushSpan = 64 << 20
+
+// flusher fsyncs a file in a goroutine while it is being written, so that
+// the disk writes it back while the restore decompresses the rest and
+// checks it, instead of all at once at the end.
+type flusher struct {
+	f    *os.File
+	kick chan struct{}
+	done chan struct{}
+	err  error // the first fsync error, set before done is closed
+}
+
+func newFlusher(f *os.File) *flusher {
+	fl := &flusher{f: f, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(fl.done)
+		for range fl.kick {
+			if err := f.Sync(); err != nil && fl.err == nil {
+				fl.err = err
+			}
+		}
+		if err := f.Sync(); err != nil && fl.err == nil {
+			fl.err = err
+		}
+		if err := f.Close(); err != nil && fl.err == nil {
+			fl.err = err
+		}
+	}()
+	return fl
+}
+
+// wait returns once the whole file is on disk (or the fsync failed). A nil
+// flusher has nothing to wait for.
+func (fl *flusher) wait() error {
+	if fl == nil {
+		return nil
+	}
+	<-fl.done
+	if fl.err != nil {
+		return fmt.Errorf("fsync %s: %w", fl.f.Name(), fl.err)
+	}
+	return nil
+}
+
+// writeFlushed writes r to a new file at path (0600) in large writes, with
+// a flusher fsyncing it behind the writes; the caller waits for it before
+// relying on the file being on disk.
+func writeFlushed(path string, r io.Reader) (*flusher, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fsutil.FileMode)
+	if err != nil {
+		return nil, err
+	}
+	fl := newFlusher(f)
+	buf := make([]byte, 256<<10)
+	var since int64
+	for err == nil {
+		n := 0
+		for n < len(buf) && err == nil {
+			var m int
+			m, err = r.Read(buf[n:])
+			n += m
+		}
+		if n > 0 {
+			if _, werr := f.Write(buf[:n]); werr != nil {
+				err = werr
+				break
+			}
+			if since += int64(n); since >= flushSpan {
+				since = 0
+				select {
+				case fl.kick <- struct{}{}:
+				default: // an fsync is still running; the next one takes this span too
+				}
+			}
+		}
+	}
+	close(fl.kick)
+	if err == io.EOF {
+		return fl, nil
+	}
+	fl.wait()       // #nosec G104 -- the write error is the one returned
+	os.Remove(path) // #nosec G104 -- removing the partial file after the error returned
+	return nil, err
 }
 
 func readSmall(r io.Reader, max int64) ([]byte, error) {

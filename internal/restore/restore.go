@@ -133,6 +133,65 @@ type run struct {
 	stopped  bool      // the target was met exactly
 	pending  []journal.Record
 	pipe     replayPipe // replay.go
+	digest   *digestJob // the digest of the state, running or done
+	flushed  *flusher   // the state file loaded from the full, on its way to disk
+	check    *fullCheck // what the loaded full's digest must match, until checked
+}
+
+// digestJob computes the digest of the restored state in the background:
+// reading and hashing the whole state overlaps with the work that follows
+// (the raft snapshot copy above all). Only digest-neutral writes (Rebase)
+// may happen to the state while it runs.
+type digestJob struct {
+	index   uint64 // the applied index the digest is of
+	done    chan struct{}
+	digest  string
+	objects int
+	err     error
+}
+
+func (r *run) startDigest() *digestJob {
+	st := r.st
+	j := &digestJob{index: st.AppliedIndex(), done: make(chan struct{})}
+	go func() {
+		defer close(j.done)
+		_, j.digest, j.objects, j.err = st.Digest()
+	}()
+	return j
+}
+
+func (j *digestJob) wait() {
+	if j != nil {
+		<-j.done
+	}
+}
+
+// fullCheck is what the state loaded from a full backup must hold.
+type fullCheck struct {
+	file string
+	want *backup.StateDigest // nil: the backup carries no digest
+}
+
+// verifyFull waits for the digest of the state loaded from the full backup
+// and compares it with the one the backup recorded. It runs before records
+// are replayed onto the state and before the data dir is finished.
+func (r *run) verifyFull() error {
+	c := r.check
+	if c == nil {
+		return nil
+	}
+	j := r.digest
+	j.wait()
+	if j.err != nil {
+		return fmt.Errorf("backup %s: read state: %w", c.file, j.err)
+	}
+	if d := c.want; d != nil && (d.Digest != j.digest || d.Objects != j.objects || d.Index != j.index) {
+		return fmt.Errorf("backup %s: the state holds %d objects at index %d with digest %s; the backup recorded %d objects at %d with digest %s",
+			c.file, j.objects, j.index, j.digest, d.Objects, d.Index, d.Digest)
+	}
+	r.check = nil
+	r.sum.Objects = j.objects
+	return nil
 }
 
 // Run restores into opts.DataDir and returns what it reached. On error the
@@ -228,6 +287,9 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 	}
 	r.sum.Full = full.ID
 	if !r.stopped && !(target.Index != 0 && r.st.AppliedIndex() >= target.Index) {
+		if err := r.verifyFull(); err != nil {
+			return r.sum, err
+		}
 		if err := r.replay(ctx, full, target); err != nil {
 			return r.sum, err
 		}
@@ -236,6 +298,9 @@ func Run(ctx context.Context, opts Options) (sum Summary, err error) {
 		return r.sum, err
 	}
 	if opts.Inspect != nil {
+		if err := r.verifyFull(); err != nil {
+			return r.sum, err
+		}
 		if err := r.flush(); err != nil {
 			return r.sum, err
 		}
@@ -259,6 +324,8 @@ func (r *run) event(e Event) {
 }
 
 func (r *run) cleanup() {
+	r.digest.wait()
+	r.flushed.wait() // #nosec G104 -- waited for only to stop it: the restore did not finish
 	if r.st != nil {
 		r.st.Close() // #nosec G104 -- reached only when the restore did not finish (finish closes it, checked): the state is given up
 	}
@@ -341,6 +408,8 @@ func (r *run) prepareDir() error {
 
 // undo removes what a failed restore wrote and puts a moved-aside dir back.
 func (r *run) undo() {
+	r.digest.wait()
+	r.flushed.wait() // #nosec G104 -- waited for only to stop it: what it wrote is removed below
 	if r.st != nil {
 		r.st.Close() // #nosec G104 -- a failed restore's state, removed below
 		r.st = nil
@@ -420,22 +489,21 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 	if err := os.Rename(p.state, path); err != nil {
 		return err
 	}
+	r.flushed, p.flushed = p.flushed, nil
 	st, err := state.Open(path, state.Options{NoSync: true}) // fsynced once, in finish
 	if err != nil {
 		return fmt.Errorf("backup %s: state: %w", full.File, err)
 	}
 	r.st = st
-	idx, digest, objects, err := st.Digest()
-	if err != nil {
-		return fmt.Errorf("backup %s: read state: %w", full.File, err)
-	}
+	idx := st.AppliedIndex()
 	if idx != full.LastIndex {
 		return fmt.Errorf("backup %s: state is at index %d, its manifest says %d", full.File, idx, full.LastIndex)
 	}
-	if d := p.digest; d != nil && (d.Digest != digest || d.Objects != objects || d.Index != idx) {
-		return fmt.Errorf("backup %s: the state holds %d objects at index %d with digest %s; the backup recorded %d objects at %d with digest %s",
-			full.File, objects, idx, digest, d.Objects, d.Index, d.Digest)
-	}
+	// The digest is compared in the background (verifyFull): before any
+	// record is replayed onto the state, and before the data dir is
+	// finished.
+	r.digest = r.startDigest()
+	r.check = &fullCheck{file: full.File, want: p.digest}
 	r.rings = append(r.rings, p.keys)
 	r.keysRead = append(r.keysRead, full.File)
 	p.keys = nil
@@ -460,13 +528,15 @@ func (r *run) loadFull(ctx context.Context, full backup.Entry) error {
 	r.term = max(ci.Point.Term, 1)
 	r.lastT = lastTime(full)
 	r.sum.Files = append(r.sum.Files, full.File)
-	r.sum.Objects = objects
 	r.event(Event{Phase: "replay", Index: idx, Note: "full backup " + full.ID + " loaded"})
 	return r.unseal()
 }
 
 func (r *run) resetState() error {
 	var errs []error
+	r.digest.wait()
+	r.flushed.wait() // #nosec G104 -- waited for only to stop it: the state is removed below
+	r.digest, r.check, r.flushed = nil, nil, nil
 	if r.st != nil {
 		r.st.Close() // #nosec G104 -- the staged state is given up and removed below
 		r.st = nil
@@ -577,26 +647,61 @@ func (r *run) finish(ctx context.Context) error {
 		info.Released, info.TakeOver = &at, true
 	}
 	tl := state.Timeline{ID: r.newTimelineID(ctx), History: r.lin.history(index), Restored: info}
-	r.reserveTimeline(ctx, tl)
+	// Rebase writes only what the digest leaves out (the term and the
+	// timeline): a digest of the loaded full, still running or done, is
+	// the digest of the restored state if no record was replayed since.
 	if err := r.st.Rebase(r.term, tl); err != nil {
 		return fmt.Errorf("record the new timeline: %w", err)
 	}
-	_, digest, objects, err := r.st.Digest()
-	if err != nil {
-		return err
-	}
-	r.sum.Index, r.sum.Time, r.sum.Digest, r.sum.Objects, r.sum.Timeline = index, r.lastT, digest, objects, tl
-	for _, g := range r.ring.Generations() {
-		r.sum.Generations = append(r.sum.Generations, g.Number)
+	if r.digest == nil || r.digest.index != index {
+		r.digest.wait()
+		r.digest = r.startDigest()
 	}
 	r.event(Event{Phase: "finish", Index: index, Note: "writing keystore, journal and raft directory"})
+	// The raft directory is seeded (a copy of the whole state) while the
+	// digest is computed and the state is written back to disk; the state
+	// is not written any more.
+	if err := r.seed(index, tl); err != nil {
+		return err
+	}
+	if err := r.verifyFull(); err != nil {
+		return err
+	}
+	j := r.digest
+	j.wait()
+	if j.err != nil {
+		return fmt.Errorf("digest of the restored state: %w", j.err)
+	}
+	if err := r.flushed.wait(); err != nil {
+		return fmt.Errorf("write the restored state to disk: %w", err)
+	}
 	if err := r.st.Sync(); err != nil {
 		return fmt.Errorf("fsync the restored state: %w", err)
+	}
+	r.reserveTimeline(ctx, tl)
+	r.sum.Index, r.sum.Time, r.sum.Digest, r.sum.Objects, r.sum.Timeline = index, r.lastT, j.digest, j.objects, tl
+	for _, g := range r.ring.Generations() {
+		r.sum.Generations = append(r.sum.Generations, g.Number)
 	}
 	if err := r.st.Close(); err != nil {
 		return err
 	}
 	r.st = nil
+	// The keystore last: without it no server starts on the data dir, so an
+	// interrupted restore is never mistaken for a usable one.
+	ks := keystore.New(datadir.KeystoreDir(r.opts.DataDir), keystore.Options{KDF: r.opts.KDF})
+	k, err := ks.InitFrom(r.opts.Passphrase, r.ring)
+	if err != nil {
+		return fmt.Errorf("create the keystore: %w", err)
+	}
+	k.Wipe()
+	r.removeAll(r.staging)
+	return fsutil.SyncDir(r.opts.DataDir)
+}
+
+// seed writes the node id, the new journal and its timeline, and the raft
+// directory holding the state as its snapshot.
+func (r *run) seed(index uint64, tl state.Timeline) error {
 	dir := r.opts.DataDir
 	nodeID := newID()
 	if err := fsutil.WriteFile(datadir.NodeIDPath(dir), []byte(nodeID+"\n")); err != nil {
@@ -624,16 +729,7 @@ func (r *run) finish(ctx context.Context) error {
 	if err := cluster.Seed(datadir.RaftDir(dir), nodeID, index, r.term, sf, fi.Size()); err != nil {
 		return err
 	}
-	// The keystore last: without it no server starts on the data dir, so an
-	// interrupted restore is never mistaken for a usable one.
-	ks := keystore.New(datadir.KeystoreDir(dir), keystore.Options{KDF: r.opts.KDF})
-	k, err := ks.InitFrom(r.opts.Passphrase, r.ring)
-	if err != nil {
-		return fmt.Errorf("create the keystore: %w", err)
-	}
-	k.Wipe()
-	r.removeAll(r.staging)
-	return fsutil.SyncDir(dir)
+	return nil
 }
 
 // missingGens lists master key generations keys need that no backup read

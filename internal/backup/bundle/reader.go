@@ -167,7 +167,10 @@ func Open(r io.ReaderAt, size int64, dec Decryption) (io.ReadCloser, Manifest, e
 		return nil, t.m, err
 	}
 	pr.z, err = zstd.NewReader(pr.age,
-		zstd.WithDecoderConcurrency(1),
+		// Two: block decoding runs in goroutines ahead of the caller's
+		// reads (a bounded pipeline), so decryption, decompression and
+		// whatever the caller does with the plaintext overlap.
+		zstd.WithDecoderConcurrency(2),
 		zstd.WithDecoderLowmem(true),
 		zstd.WithDecoderMaxWindow(maxWindow))
 	if err != nil {

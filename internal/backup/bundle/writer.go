@@ -20,10 +20,16 @@ import (
 
 // zstd parameters. The window bounds the memory of writer and reader; a
 // reader refuses frames whose window exceeds maxWindow (FORMAT.md).
+//
+// Two threads pipeline one stream (klauspost/compress): the caller's Write
+// only fills a block, the match search of the previous block and the
+// entropy coding, encryption and writing of the one before run in
+// goroutines. Memory stays bounded (three blocks and the window), and the
+// frame is an ordinary single zstd frame, read by any reader.
 const (
 	zstdWindow  = 4 << 20
 	maxWindow   = 8 << 20
-	zstdThreads = 1
+	zstdThreads = 2
 )
 
 // Writer writes one bundle: plaintext in, one file out. It is not safe for
