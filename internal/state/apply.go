@@ -159,8 +159,10 @@ func (s *Store) apply(tx *bolt.Tx, index uint64, cmd Command) (any, error) {
 	if res, err, ok := s.applyCluster(tx, cmd); ok {
 		return res, err
 	}
-	if cmd.Type == typeRetired {
-		return fmt.Errorf("%w: unknown command type %d", ErrBadCommand, cmd.Type), nil
+	if _, named := typeNames[cmd.Type]; named || cmd.Type == typeRetired {
+		// A type this build knows that is not a command (a journal-only
+		// record type) or one retired: a malformed entry, not a newer one.
+		return fmt.Errorf("%w: command type %d (%s) is not applied as a command", ErrBadCommand, cmd.Type, cmd.Type), nil
 	}
 	return nil, fmt.Errorf("%w: entry %d holds command type %d, written by a newer build", ErrUnknownCommand, index, cmd.Type)
 }
