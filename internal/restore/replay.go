@@ -338,6 +338,9 @@ func (r *run) apply(ctx context.Context, s source, t Target, f *prefetch) error 
 		err = nil
 	}
 	if err != nil && !errors.Is(err, errStop) {
+		// Nothing may stay in flight: the caller closes the store next.
+		r.pending = nil
+		r.wait() // #nosec G104 -- the batch's own error is second to err, which ends the restore
 		return fmt.Errorf("replay %s: %w", s.name(), err)
 	}
 	if ferr := r.flush(); ferr != nil {
@@ -389,7 +392,8 @@ func (r *run) queue() error {
 	last := r.pending[len(r.pending)-1].Index
 	r.pending = nil
 	done := make(chan error, 1)
-	go func() { done <- r.st.ApplyReplay(b) }()
+	st := r.st // the goroutine must not read r.st, which undo clears
+	go func() { done <- st.ApplyReplay(b) }()
 	r.pipe.inflight = &inflight{done: done, n: b.Len(), last: last}
 	return nil
 }

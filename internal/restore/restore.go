@@ -324,6 +324,8 @@ func (r *run) event(e Event) {
 }
 
 func (r *run) cleanup() {
+	r.pending = nil
+	r.wait() // #nosec G104 -- a batch still in flight is waited for only to stop it before the store closes
 	r.digest.wait()
 	r.flushed.wait() // #nosec G104 -- waited for only to stop it: the restore did not finish
 	if r.st != nil {
@@ -408,6 +410,8 @@ func (r *run) prepareDir() error {
 
 // undo removes what a failed restore wrote and puts a moved-aside dir back.
 func (r *run) undo() {
+	r.pending = nil
+	r.wait() // #nosec G104 -- a batch still in flight is waited for only to stop it before the store closes
 	r.digest.wait()
 	r.flushed.wait() // #nosec G104 -- waited for only to stop it: what it wrote is removed below
 	if r.st != nil {
