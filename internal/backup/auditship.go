@@ -105,10 +105,12 @@ func ShipAudit(ctx context.Context, src Source, d dest.Destination, enc bundle.E
 		return "", err
 	}
 	tw := tar.NewWriter(bw)
-	if err := writeFileEntry(tw, EntryAudit+f.Name, f.Path); err != nil {
-		return "", err
+	err = writeFileEntry(tw, EntryAudit+f.Name, f.Path)
+	if err == nil {
+		err = tw.Close()
 	}
-	if err := tw.Close(); err != nil {
+	if err != nil {
+		bw.Close() // #nosec G104 -- stops the encoder's writes into a copy given up; err is what failed
 		return "", err
 	}
 	if _, err := bw.Close(); err != nil {

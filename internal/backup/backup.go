@@ -215,6 +215,11 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 		err = fmt.Errorf("unknown backup kind %q", kind)
 	}
 	if err != nil {
+		if bw != nil {
+			// The encoder runs goroutines that write into f: stopped
+			// before the caller closes and removes it.
+			bw.Close() // #nosec G104 -- a failed backup's file, removed by the caller; err is what failed
+		}
 		return Entry{}, err
 	}
 	done, err := bw.Close()

@@ -135,7 +135,13 @@ func Handler(next http.Handler, c Cluster, o Options) http.Handler {
 				// A write another node forwarded: tell it how far to
 				// apply before it answers, so that its client reads its
 				// own write there next.
-				w = &commitWriter{ResponseWriter: w, c: c}
+				cw := &commitWriter{ResponseWriter: w, c: c}
+				defer func() {
+					if !cw.done {
+						cw.WriteHeader(http.StatusOK) // what net/http answers for a handler that wrote nothing
+					}
+				}()
+				w = cw
 			}
 			if linear && !isWrite(r) {
 				// Still the leader (a quorum says so), with everything
@@ -231,9 +237,10 @@ func fromNode(r *http.Request) bool {
 	return r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && tlsutil.IsNodeCert(r.TLS.PeerCertificates[0])
 }
 
-// commitWriter puts the leader's commit index on the answer to a write
-// another node forwarded, when the answer's header is written: by then
-// the write is applied here (a write is acknowledged after it is applied).
+// commitWriter puts the leader's commit index on a successful answer to a
+// write another node forwarded, when the answer's header is written: by
+// then the write is applied here (a write is acknowledged after it is
+// applied).
 type commitWriter struct {
 	http.ResponseWriter
 	c    Cluster
@@ -243,7 +250,10 @@ type commitWriter struct {
 func (w *commitWriter) WriteHeader(code int) {
 	if !w.done {
 		w.done = true
-		w.Header().Set(HeaderCommitIndex, strconv.FormatUint(w.c.CommitIndex(), 10))
+		if code < 400 {
+			// A refused write committed nothing to wait for.
+			w.Header().Set(HeaderCommitIndex, strconv.FormatUint(w.c.CommitIndex(), 10))
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

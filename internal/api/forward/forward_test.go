@@ -396,13 +396,24 @@ func TestReadYourWritesThroughAFollower(t *testing.T) {
 
 	// On the leader: a forwarded write is answered with the index, a
 	// client's own write and a forwarded read without.
-	req := httptest.NewRequest("POST", "/api/v1/objects", strings.NewReader(`{}`))
-	req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{node}}
-	if rec, _ := served(t, leaderC, Options{Routes: testRoutes()}, req); rec.Header().Get(HeaderCommitIndex) != "42" {
-		t.Errorf("a forwarded write on the leader: %s = %q, want 42", HeaderCommitIndex, rec.Header().Get(HeaderCommitIndex))
-	}
 	if rec, _ := served(t, leaderC, Options{Routes: testRoutes()}, httptest.NewRequest("POST", "/api/v1/objects", strings.NewReader(`{}`))); rec.Header().Get(HeaderCommitIndex) != "" {
 		t.Errorf("a client's write on the leader carries %s", HeaderCommitIndex)
+	}
+	// A handler that writes nothing (net/http's 200) still tells; a
+	// refused write does not.
+	for code, want := range map[int]string{http.StatusCreated: "42", 0: "42", http.StatusBadRequest: ""} {
+		h := Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if code != 0 {
+				w.WriteHeader(code)
+			}
+		}), leaderC, Options{Routes: testRoutes()})
+		req := httptest.NewRequest("POST", "/api/v1/objects", strings.NewReader(`{}`))
+		req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{node}}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if got := rec.Header().Get(HeaderCommitIndex); got != want {
+			t.Errorf("a forwarded write answered %d: %s = %q, want %q", code, HeaderCommitIndex, got, want)
+		}
 	}
 
 	// On the follower.
@@ -417,7 +428,7 @@ func TestReadYourWritesThroughAFollower(t *testing.T) {
 	if waited := c.waits.get(); len(waited) != 1 || waited[0] != 42 {
 		t.Fatalf("the follower waited for %v before answering, want [42]", waited)
 	}
-	req = httptest.NewRequest("GET", "/api/v1/objects", nil)
+	req := httptest.NewRequest("GET", "/api/v1/objects", nil)
 	req.Header.Set(HeaderConsistency, "linearizable")
 	if rec, local := served(t, c, Options{Routes: testRoutes()}, req); local || rec.Code != http.StatusCreated {
 		t.Fatalf("linearizable read through the follower: %d", rec.Code)

@@ -31,6 +31,7 @@ func (q *request) kvReadReply(sec service.KVSecret) {
 	if err != nil {
 		// Not valid JSON to copy as it is: the reflective path reports it
 		// as writeJSON does.
+		clear(b)
 		q.reply(http.StatusOK, "kv", kvReadData(sec))
 		return
 	}
@@ -39,6 +40,7 @@ func (q *request) kvReadReply(sec service.KVSecret) {
 	h.Set("Cache-Control", "no-store")
 	q.w.WriteHeader(http.StatusOK)
 	q.w.Write(b) // #nosec G705 G104 -- JSON (Content-Type application/json) with every string HTML-escaped as encoding/json escapes it, never HTML; a failed write is a client that has gone, with nothing to tell it
+	clear(b)     // it holds the secret's plaintext
 	if cap(b) <= maxPooledReply {
 		*bp = b
 		replyPool.Put(bp)

@@ -211,6 +211,12 @@ func (r *reader) payloadOff() int64 { return int64(headLen) + r.t.hdrLen }
 // cause: the file (I/O, truncation), age (a chunk fails authentication), or
 // else what is inside the ciphertext (zstd, sealed manifest).
 func (r *reader) fail(err error) error {
+	if r.z != nil {
+		// The decoder reads ahead on its own goroutine: stopped before
+		// the counters it advances are read.
+		r.z.Close()
+		r.z = nil
+	}
 	chunk := r.age.n / ageChunk
 	at := r.payloadOff() + chunk*ageEncChunk
 	switch {
