@@ -296,6 +296,16 @@ func (n *Node) removeTempSnapshots() {
 	}
 }
 
+// SnapshotConfiguration is the configuration entry of the latest snapshot:
+// its index and data (raft's encoding). ok is false without a snapshot.
+func (n *Node) SnapshotConfiguration() (index uint64, data []byte, ok bool) {
+	metas, err := n.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return 0, nil, false
+	}
+	return metas[0].ConfigurationIndex, raft.EncodeConfiguration(metas[0].Configuration), true
+}
+
 // WaitSnapshot waits until a snapshot made by SnapshotBeforeStart is
 // written, and returns its error.
 func (n *Node) WaitSnapshot() error { return n.snaps.wait() }

@@ -1,12 +1,17 @@
 package restore_test
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/coffer-kms/coffer/internal/check"
+	"github.com/coffer-kms/coffer/internal/cluster"
 	"github.com/coffer-kms/coffer/internal/datadir"
 	"github.com/coffer-kms/coffer/internal/keystore"
 	"github.com/coffer-kms/coffer/internal/service"
@@ -140,5 +145,45 @@ func copyTree(t *testing.T, src, dst string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRestoredStateRecordingAnotherConfiguration: a restored state that
+// still records the raft configuration of the cluster its backup came from
+// (as a restore by an earlier version left it) is older than the snapshot
+// the restore seeded: the snapshot made at start takes the seeded
+// configuration, and the node leads and serves again after a restart.
+func TestRestoredStateRecordingAnotherConfiguration(t *testing.T) {
+	e := newEnv(t, true)
+	e.put("a", "a1")
+	e.backup("full")
+	e.s.Close()
+	_, dir, err := e.restoreTo(Target{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(datadir.StatePath(dir), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := binary.BigEndian.AppendUint64(nil, 1)
+	old = append(old, cluster.SeedConfiguration("node-of-the-backup")...)
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("raft_configuration"), old) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		s, ctx := openRestored(t, dir)
+		if v := secretValue(t, s, ctx, "a", 0); v != "a1" {
+			t.Fatalf("a = %q", v)
+		}
+		if _, err := s.Objects.PutSecret(ctx, service.DefaultWallet, "b", []byte("b")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

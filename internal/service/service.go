@@ -927,6 +927,11 @@ func (s *core) snapshotAtStartLocked() {
 	ci, cd, ok := s.st.RaftConfiguration()
 	if !ok {
 		ci, cd, ok = s.node.ConfigurationAt(applied)
+	} else if si, sd, sok := s.node.SnapshotConfiguration(); sok && si > ci {
+		// The state did not apply the snapshot's configuration entry: a
+		// restored state records that of the cluster its backup came
+		// from, while the restore's snapshot names the new node.
+		ci, cd = si, sd
 	}
 	if !ok {
 		s.log.Warn("no raft snapshot at startup: the raft configuration is not known; raft reads its log since the last snapshot", "applied_index", applied, "snapshot_index", snapIdx)
