@@ -7,6 +7,7 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -111,7 +112,12 @@ func Open(cfg Config) (*Node, error) {
 		store.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		return nil, fmt.Errorf("open raft snapshots %s: %w", cfg.Dir, err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: &snapStore{SnapshotStore: snaps}}
+	seed, err := readSeed(store)
+	if err != nil {
+		store.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
+		return nil, fmt.Errorf("open raft log %s: %w", cfg.Dir, err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: &snapStore{SnapshotStore: snaps, seed: seed}}
 	n.stable = &retryingStable{inner: store, delay: cfg.StableRetryDelay, log: cfg.Logger, stop: make(chan struct{})}
 	close(n.stable.stop) // armed by Start
 	return n, nil
@@ -290,15 +296,29 @@ func (n *Node) removeTempSnapshots() {
 	}
 }
 
+// SnapshotConfiguration is the configuration entry of the latest snapshot:
+// its index and data (raft's encoding). ok is false without a snapshot.
+func (n *Node) SnapshotConfiguration() (index uint64, data []byte, ok bool) {
+	metas, err := n.snaps.List()
+	if err != nil || len(metas) == 0 {
+		return 0, nil, false
+	}
+	return metas[0].ConfigurationIndex, raft.EncodeConfiguration(metas[0].Configuration), true
+}
+
 // WaitSnapshot waits until a snapshot made by SnapshotBeforeStart is
 // written, and returns its error.
 func (n *Node) WaitSnapshot() error { return n.snaps.wait() }
 
 // snapStore is raft's file snapshot store plus at most one snapshot whose
 // data is still being written (SnapshotBeforeStart): it is listed first
-// while it is the newest, and opening it waits for its data.
+// while it is the newest, and opening it waits for its data. A restored
+// node's raft dir also has the seeded snapshot (Seed), which has no data:
+// it is listed while no other snapshot reaches its index, and opening it
+// fails.
 type snapStore struct {
 	raft.SnapshotStore
+	seed    *raft.SnapshotMeta // set at Open, never changed
 	mu      sync.Mutex
 	pending *pendingSnap
 }
@@ -347,7 +367,14 @@ func (s *snapStore) List() ([]*raft.SnapshotMeta, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p := s.inflight(); p != nil && (len(metas) == 0 || metas[0].Index < p.meta.Index) {
+	if s.seed != nil && (len(metas) == 0 || metas[0].Index < s.seed.Index) {
+		m := *s.seed
+		metas = append([]*raft.SnapshotMeta{&m}, metas...)
+	}
+	// At the seed's index the snapshot being written is the newer: it has
+	// data.
+	if p := s.inflight(); p != nil && (len(metas) == 0 || metas[0].Index < p.meta.Index ||
+		s.seed != nil && metas[0].ID == s.seed.ID && p.meta.Index >= s.seed.Index) {
 		m := p.meta
 		metas = append([]*raft.SnapshotMeta{&m}, metas...)
 	}
@@ -363,6 +390,9 @@ func (s *snapStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 		if p.err != nil {
 			return nil, nil, fmt.Errorf("raft snapshot %s was not written: %w", id, p.err)
 		}
+	}
+	if s.seed != nil && id == s.seed.ID {
+		return nil, nil, fmt.Errorf("raft snapshot %s: seeded by a restore at index %d; its data is written at the node's next start", id, s.seed.Index)
 	}
 	return s.SnapshotStore.Open(id)
 }
@@ -705,13 +735,30 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Seed prepares an empty raft directory for a restored state: a raft
-// snapshot at index/term holding the state file (size bytes from r) and a
-// configuration with this node as the only voter, and the current term. The
-// node then starts as a standalone single-node cluster whose log begins
-// after index, agreeing with the state's applied index and term. dir must
-// not hold raft data.
-func Seed(dir, nodeID string, index, term uint64, r io.Reader, size int64) error {
+// seedKey holds, in the raft log store's stable keys, the description of
+// the snapshot a restore seeded (Seed): its index, term and configuration.
+var seedKey = []byte("CofferSeed")
+
+// SeedConfiguration is the raft configuration Seed gives a restored node:
+// nodeID as the only voter (raft's encoding, as in a configuration entry).
+func SeedConfiguration(nodeID string) []byte {
+	addr, trans := raft.NewInmemTransport(raft.ServerAddress(nodeID))
+	defer trans.Close()
+	return raft.EncodeConfiguration(raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(nodeID), Address: addr}}})
+}
+
+// Seed prepares an empty raft directory for a restored state at index and
+// term: the current term, and the description of a snapshot at index whose
+// configuration (at index) is SeedConfiguration(nodeID). The node then starts
+// as a standalone single-node cluster whose log begins after index, agreeing
+// with the state's applied index and term. dir must not hold raft data.
+//
+// The snapshot's data, a copy of the state, is not written here: until a
+// snapshot at or after index is written the seeded one is listed, and
+// opening it fails. The node writes one at its first start
+// (SnapshotBeforeStart, at every start until one is written; SeedUnwritten
+// says when).
+func Seed(dir, nodeID string, index, term uint64) error {
 	if index == 0 || term == 0 {
 		return fmt.Errorf("seed raft: index %d, term %d: both must be positive", index, term)
 	}
@@ -728,24 +775,46 @@ func Seed(dir, nodeID string, index, term uint64, r io.Reader, size int64) error
 		return err
 	}
 	defer n.store.Close()
-	addr, trans := raft.NewInmemTransport(raft.ServerAddress(nodeID))
-	defer trans.Close()
-	conf := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(nodeID), Address: addr}}}
-	sink, err := n.snaps.Create(raft.SnapshotVersionMax, index, term, conf, index, trans)
-	if err != nil {
-		return fmt.Errorf("seed raft: create snapshot: %w", err)
-	}
-	if _, err := io.CopyN(sink, r, size); err != nil {
-		sink.Cancel() // #nosec G104 -- cancelling after the failed write, which is the error returned
-		return fmt.Errorf("seed raft: write snapshot: %w", err)
-	}
-	if err := sink.Close(); err != nil {
-		return fmt.Errorf("seed raft: finish snapshot: %w", err)
+	v := binary.BigEndian.AppendUint64(nil, index)
+	v = binary.BigEndian.AppendUint64(v, term)
+	v = append(v, SeedConfiguration(nodeID)...)
+	if err := n.store.Set(seedKey, v); err != nil {
+		return fmt.Errorf("seed raft: store the snapshot description: %w", err)
 	}
 	if err := n.store.SetUint64([]byte("CurrentTerm"), term); err != nil {
 		return fmt.Errorf("seed raft: store term: %w", err)
 	}
 	return fsutil.SyncDir(dir)
+}
+
+// readSeed is the seeded snapshot's description in store, if any.
+func readSeed(store *raftboltdb.BoltStore) (*raft.SnapshotMeta, error) {
+	v, err := store.Get(seedKey)
+	if errors.Is(err, raftboltdb.ErrKeyNotFound) {
+		return nil, nil // a dir no restore seeded
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the seeded raft snapshot: %w", err)
+	}
+	if len(v) < 16 {
+		return nil, fmt.Errorf("seeded raft snapshot: %d bytes: truncated", len(v))
+	}
+	index, term := binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
+	conf, err := decodeConfiguration(v[16:])
+	if err != nil {
+		return nil, fmt.Errorf("seeded raft snapshot at index %d: %w", index, err)
+	}
+	return &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, ID: fmt.Sprintf("seed-%d-%d", term, index), Index: index, Term: term,
+		Configuration: conf, ConfigurationIndex: index}, nil
+}
+
+// SeedUnwritten reports whether the latest snapshot is the one a restore
+// seeded, whose data no snapshot holds yet (and none is being written): a
+// node that must be joined needs one, so it is written before raft starts
+// (SnapshotBeforeStart).
+func (n *Node) SeedUnwritten() bool {
+	metas, err := n.snaps.List()
+	return err == nil && len(metas) > 0 && n.snaps.seed != nil && metas[0].ID == n.snaps.seed.ID
 }
 
 // ErrNoQuorum: no leader is known (this node is alone or in a minority).

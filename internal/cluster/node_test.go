@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -522,17 +523,17 @@ func TestVerifyNode(t *testing.T) {
 // TestSeedStartsAfterTheSeededIndex: a raft dir seeded for a restored state
 // starts as a standalone node whose log goes on after the seeded index, in
 // a term no lower than the seeded one, without replaying anything into the
-// FSM. Seeding refuses a dir that holds raft data and a zero index or term.
+// FSM. The seeded snapshot is listed but has no data until one is written.
+// Seeding refuses a dir that holds raft data and a zero index or term.
 func TestSeedStartsAfterTheSeededIndex(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "raft")
-	state := "the restored state"
-	if err := Seed(dir, "n1", 0, 3, strings.NewReader(state), int64(len(state))); err == nil {
+	if err := Seed(dir, "n1", 0, 3); err == nil {
 		t.Fatal("Seed at index 0 succeeded")
 	}
-	if err := Seed(dir, "n1", 100, 3, strings.NewReader(state), int64(len(state))); err != nil {
+	if err := Seed(dir, "n1", 100, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := Seed(dir, "n1", 100, 3, strings.NewReader(state), int64(len(state))); err == nil {
+	if err := Seed(dir, "n1", 100, 3); err == nil {
 		t.Fatal("Seed over raft data succeeded")
 	}
 	n := openNode(t, Config{Dir: dir, NodeID: "n1"})
@@ -544,6 +545,12 @@ func TestSeedStartsAfterTheSeededIndex(t *testing.T) {
 	}
 	if confIndex, data, ok := n.ConfigurationAt(100); !ok || confIndex != 100 || !strings.Contains(string(data), "n1") {
 		t.Fatalf("configuration at 100: %d %q %v", confIndex, data, ok)
+	}
+	if !n.SeedUnwritten() {
+		t.Fatal("the seeded snapshot is not reported unwritten")
+	}
+	if err := n.RestoreLatestSnapshot(&listFSM{}); err == nil {
+		t.Fatal("the seeded snapshot, which has no data, was restored")
 	}
 	fsm := &listFSM{}
 	if err := n.Start(fsm, false); err != nil {
@@ -562,6 +569,164 @@ func TestSeedStartsAfterTheSeededIndex(t *testing.T) {
 	if st := n.Status(); st.Term < 3 {
 		t.Fatalf("term %d after the seed at term 3", st.Term)
 	}
+}
+
+// stateFSM is a listFSM whose snapshot is data; Persist waits for block
+// (when set) before writing it. Restore records what it read.
+type stateFSM struct {
+	listFSM
+	data     string
+	block    chan struct{}
+	restored chan string
+}
+
+func (f *stateFSM) Snapshot() (raft.FSMSnapshot, error) { return stateSnap{f.data, f.block}, nil }
+func (f *stateFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return err
+	}
+	f.restored <- string(b)
+	return nil
+}
+
+type stateSnap struct {
+	data  string
+	block chan struct{}
+}
+
+func (s stateSnap) Persist(sink raft.SnapshotSink) error {
+	if s.block != nil {
+		<-s.block
+	}
+	if _, err := io.WriteString(sink, s.data); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+func (stateSnap) Release() {}
+
+// copyDir copies the files of src into dst: the image a kill -9 leaves on
+// disk when nothing is being written.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		if fi.IsDir() {
+			return os.MkdirAll(to, 0o700)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(to, b, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSeededNodeKilledBeforeItsSnapshotIsWritten: a restored node is killed
+// after its first start, while the data of the snapshot made at that start
+// is still being written. It starts again from what the kill left (the
+// seeded snapshot, its log after it), writes its snapshot at that start,
+// and a node joining it receives that snapshot and the entries after it.
+func TestSeededNodeKilledBeforeItsSnapshotIsWritten(t *testing.T) {
+	ca := testCA(t)
+	dir := filepath.Join(t.TempDir(), "raft")
+	if err := Seed(dir, "n1", 100, 3); err != nil {
+		t.Fatal(err)
+	}
+	conf, _ := nodeTLS(t, ca, "n1")
+	addr := testutil.FreeAddr(t)
+	n1 := openNode(t, Config{Dir: dir, NodeID: "n1", Bind: addr, Advertise: addr, TLS: conf})
+	_, cd, _ := n1.ConfigurationAt(100)
+	block := make(chan struct{})
+	fsm := &stateFSM{data: "state at 100", block: block}
+	if err := n1.SnapshotBeforeStart(fsm, 100, 3, 100, cd); err != nil {
+		t.Fatal(err)
+	}
+	if n1.SeedUnwritten() {
+		t.Fatal("the seed is reported unwritten while its snapshot is being written")
+	}
+	if err := n1.Start(fsm, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.WaitLeader(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, n1, "a")
+	// The kill: the files as they are while the snapshot's data is not
+	// written.
+	image := filepath.Join(t.TempDir(), "raft")
+	copyDir(t, dir, image)
+	close(block)
+	if err := n1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	conf, _ = nodeTLS(t, ca, "n1")
+	addr = testutil.FreeAddr(t)
+	n1 = openNode(t, Config{Dir: image, NodeID: "n1", Bind: addr, Advertise: addr, TLS: conf})
+	if idx, err := n1.SnapshotIndex(); err != nil || idx != 100 || !n1.SeedUnwritten() {
+		t.Fatalf("after the kill: snapshot %d, %v, seed unwritten %v; want the seed at 100", idx, err, n1.SeedUnwritten())
+	}
+	last, err := n1.LastIndex()
+	if err != nil || last <= 100 {
+		t.Fatalf("after the kill: last index %d, %v", last, err)
+	}
+	term, _ := n1.TermAt(last)
+	ci, cd, ok := n1.ConfigurationAt(last)
+	if !ok || ci != 100 {
+		t.Fatalf("configuration after the kill: %d %v", ci, ok)
+	}
+	fsm = &stateFSM{data: "state after a"}
+	if err := n1.SnapshotBeforeStart(fsm, last, term, ci, cd); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Start(fsm, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.WaitLeader(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, n1, "b")
+	if err := n1.WaitSnapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if idx, _ := n1.SnapshotIndex(); idx != last || n1.SeedUnwritten() {
+		t.Fatalf("snapshot at %d (seed unwritten %v), want %d", idx, n1.SeedUnwritten(), last)
+	}
+
+	n2, _ := tlsNode(t, ca, "n2")
+	fsm2 := &stateFSM{restored: make(chan string, 4)}
+	if err := n2.Start(fsm2, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.AddVoter(ctxFor(t, 30*time.Second), "n2", n2.Address()); err != nil {
+		t.Fatalf("add n2: %v", err)
+	}
+	select {
+	case got := <-fsm2.restored:
+		if got != "state after a" {
+			t.Fatalf("n2 restored %q", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("n2 was not sent the snapshot")
+	}
+	apply(t, n1, "c")
+	testutil.WaitFor(t, 30*time.Second, "n2 to apply the entries after the snapshot", func() error {
+		if got := fsm2.list(); !slices.Contains(got, "c") {
+			return fmt.Errorf("n2 applied %q", got)
+		}
+		return nil
+	})
 }
 
 // TestSnapshotBeforeStart: a snapshot made while raft is stopped becomes

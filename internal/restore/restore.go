@@ -651,10 +651,13 @@ func (r *run) finish(ctx context.Context) error {
 		info.Released, info.TakeOver = &at, true
 	}
 	tl := state.Timeline{ID: r.newTimelineID(ctx), History: r.lin.history(index), Restored: info}
-	// Rebase writes only what the digest leaves out (the term and the
-	// timeline): a digest of the loaded full, still running or done, is
-	// the digest of the restored state if no record was replayed since.
-	if err := r.st.Rebase(r.term, tl); err != nil {
+	nodeID := newID()
+	// Rebase writes only what the digest leaves out (the term, the
+	// timeline, the raft configuration): a digest of the loaded full, still
+	// running or done, is the digest of the restored state if no record was
+	// replayed since. The configuration is the one raft is seeded with: the
+	// node's first start writes its raft snapshot with it.
+	if err := r.st.Rebase(r.term, tl, index, cluster.SeedConfiguration(nodeID)); err != nil {
 		return fmt.Errorf("record the new timeline: %w", err)
 	}
 	if r.digest == nil || r.digest.index != index {
@@ -662,10 +665,9 @@ func (r *run) finish(ctx context.Context) error {
 		r.digest = r.startDigest()
 	}
 	r.event(Event{Phase: "finish", Index: index, Note: "writing keystore, journal and raft directory"})
-	// The raft directory is seeded (a copy of the whole state) while the
-	// digest is computed and the state is written back to disk; the state
-	// is not written any more.
-	if err := r.seed(index, tl); err != nil {
+	// The raft directory is seeded while the digest is computed and the
+	// state is written back to disk; the state is not written any more.
+	if err := r.seed(nodeID, index, tl); err != nil {
 		return err
 	}
 	if err := r.verifyFull(); err != nil {
@@ -704,10 +706,10 @@ func (r *run) finish(ctx context.Context) error {
 }
 
 // seed writes the node id, the new journal and its timeline, and the raft
-// directory holding the state as its snapshot.
-func (r *run) seed(index uint64, tl state.Timeline) error {
+// directory starting at index. Raft's snapshot of the state is not copied
+// here: the node writes it at its first start (cluster.Seed).
+func (r *run) seed(nodeID string, index uint64, tl state.Timeline) error {
 	dir := r.opts.DataDir
-	nodeID := newID()
 	if err := fsutil.WriteFile(datadir.NodeIDPath(dir), []byte(nodeID+"\n")); err != nil {
 		return err
 	}
@@ -721,19 +723,7 @@ func (r *run) seed(index uint64, tl state.Timeline) error {
 	if err := state.WriteTimelineFile(datadir.JournalDir(dir), tl); err != nil {
 		return err
 	}
-	sf, err := os.Open(datadir.StatePath(dir))
-	if err != nil {
-		return err
-	}
-	defer sf.Close()
-	fi, err := sf.Stat()
-	if err != nil {
-		return err
-	}
-	if err := cluster.Seed(datadir.RaftDir(dir), nodeID, index, r.term, sf, fi.Size()); err != nil {
-		return err
-	}
-	return nil
+	return cluster.Seed(datadir.RaftDir(dir), nodeID, index, r.term)
 }
 
 // missingGens lists master key generations keys need that no backup read

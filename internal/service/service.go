@@ -909,10 +909,15 @@ const stopSnapshotMin = 1024
 // (cluster.SnapshotBeforeStart). The journal is complete up to the applied
 // index here (FillJournal), which the state's snapshot requires. A failure
 // only costs time: it is logged.
+//
+// A restored node's raft dir holds only the description of its snapshot
+// (cluster.Seed): it is written at every start until one is written, since
+// a node joining this one needs its data.
 func (s *core) snapshotAtStartLocked() {
 	applied := s.st.AppliedIndex()
 	snapIdx, err := s.node.SnapshotIndex()
-	if err != nil || applied <= snapIdx || applied-snapIdx < s.node.SnapshotThreshold() {
+	seeded := err == nil && s.node.SeedUnwritten() && applied >= snapIdx
+	if !seeded && (err != nil || applied <= snapIdx || applied-snapIdx < s.node.SnapshotThreshold()) {
 		return
 	}
 	term := s.st.AppliedTerm()
@@ -922,6 +927,11 @@ func (s *core) snapshotAtStartLocked() {
 	ci, cd, ok := s.st.RaftConfiguration()
 	if !ok {
 		ci, cd, ok = s.node.ConfigurationAt(applied)
+	} else if si, sd, sok := s.node.SnapshotConfiguration(); sok && si > ci {
+		// The state did not apply the snapshot's configuration entry: a
+		// restored state records that of the cluster its backup came
+		// from, while the restore's snapshot names the new node.
+		ci, cd = si, sd
 	}
 	if !ok {
 		s.log.Warn("no raft snapshot at startup: the raft configuration is not known; raft reads its log since the last snapshot", "applied_index", applied, "snapshot_index", snapIdx)
@@ -929,6 +939,10 @@ func (s *core) snapshotAtStartLocked() {
 	}
 	t0 := time.Now()
 	if err := s.node.SnapshotBeforeStart(s.st, applied, term, ci, cd); err != nil {
+		if seeded {
+			s.log.Error("raft snapshot of the restored state not made at startup: a node joining this one cannot be sent it until raft takes one; the next start tries again", "error", err)
+			return
+		}
 		s.log.Warn("raft snapshot at startup failed; raft reads its log since the last snapshot", "error", err)
 		return
 	}

@@ -175,8 +175,10 @@ func ParseHistory(s string) ([]TimelineBranch, error) {
 
 // Rebase is for the offline restore only, on a store no raft node uses: it
 // sets the applied term (the journal does not carry raft terms; the restored
-// raft snapshot gets this one) and the new timeline.
-func (s *Store) Rebase(term uint64, tl Timeline) error {
+// raft snapshot gets this one), the new timeline, and the raft configuration
+// the restored node starts with (conf, raft's encoding, at confIndex), which
+// replaces that of the cluster the backup came from.
+func (s *Store) Rebase(term uint64, tl Timeline, confIndex uint64, conf []byte) error {
 	b, err := json.Marshal(tl)
 	if err != nil {
 		return err
@@ -186,6 +188,9 @@ func (s *Store) Rebase(term uint64, tl Timeline) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
 		if err := m.Put(keyAppliedTerm, u64(term)); err != nil {
+			return err
+		}
+		if err := m.Put(keyRaftConfig, append(u64(confIndex), conf...)); err != nil {
 			return err
 		}
 		return m.Put(keyTimeline, b)

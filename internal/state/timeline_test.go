@@ -17,11 +17,14 @@ func TestOpenRefusesDamagedTimeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Rebase(3, Timeline{ID: 2}); err != nil {
+	if err := s.Rebase(3, Timeline{ID: 2}, 7, []byte("conf")); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Timeline().ID; got != 2 {
 		t.Fatalf("timeline %d, want 2", got)
+	}
+	if ci, cd, ok := s.RaftConfiguration(); !ok || ci != 7 || string(cd) != "conf" {
+		t.Fatalf("raft configuration after Rebase: %d %q %v, want 7 \"conf\"", ci, cd, ok)
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keyTimeline, []byte(`{"id":2,`))

@@ -323,3 +323,87 @@ func waitArchived(t *testing.T, c *client.Client) uint64 {
 	}
 	return idx
 }
+
+// TestRestoredNodeKilledAtFirstStartIsJoined: the restore writes no raft
+// snapshot; the restored node writes it at its first start, in the
+// background. Killed right after that start, the node starts again from
+// what the kill left, serves every write, becomes a cluster and is joined
+// by a new node, which is sent the snapshot and the writes after it.
+func TestRestoredNodeKilledAtFirstStartIsJoined(t *testing.T) {
+	base := t.TempDir()
+	n := clusterNode(t, base, 1, "")
+	n.start()
+	t.Cleanup(n.stop)
+	n.initialise()
+	ctx := context.Background()
+	c := n.https()
+	nas := filepath.Join(base, "nas")
+	if _, err := c.SetRecoveryPassphrase(ctx, "", "e2e-recovery-passphrase"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddDestination(ctx, client.DestinationConfig{Name: "nas", Kind: "dir", Path: nas, Archiving: true}); err != nil {
+		t.Fatal(err)
+	}
+	acked := putMany(t, c, "before", 20)
+	if rec, err := c.RunBackup(ctx, "nas", "full", true); err != nil || rec.Status != "DONE" {
+		t.Fatalf("full: %+v %v", rec, err)
+	}
+	for k, v := range putMany(t, c, "after", 10) {
+		acked[k] = v
+	}
+	if err := c.ArchiveJournal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n.stop()
+	if err := os.RemoveAll(n.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	rp := filepath.Join(base, "rp.txt")
+	ks := filepath.Join(base, "ks.txt")
+	os.WriteFile(rp, []byte("e2e-recovery-passphrase\n"), 0o600)
+	os.WriteFile(ks, []byte(testPassphrase+"\n"), 0o600)
+	if out, err := coffer(t, nil, "restore", "--from", nas, "--data-dir", n.dataDir, "--recovery-passphrase-file", rp,
+		"--passphrase-file", ks, "--config", n.config, "--take-over"); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	if snaps, _ := filepath.Glob(filepath.Join(n.dataDir, "raft", "snapshots", "*")); len(snaps) > 0 {
+		t.Fatalf("the restore wrote raft snapshots %q", snaps)
+	}
+	if out, err := coffer(t, nil, "check", "--data-dir", n.dataDir, "--passphrase-file", ks); err != nil {
+		t.Fatalf("check of the restored dir: %v\n%s", err, out)
+	}
+
+	n.start()
+	n.waitState("sealed")
+	if err := n.local().Open(ctx, testPassphrase); err != nil {
+		t.Fatalf("open the restored keystore: %v", err)
+	}
+	n.kill9()
+	n.start()
+	n.waitState("sealed")
+	if err := n.local().Open(ctx, testPassphrase); err != nil {
+		t.Fatalf("open after the kill: %v\n%s", err, n.logs)
+	}
+	c = n.https()
+	for k, v := range putMany(t, c, "restarted", 5) {
+		acked[k] = v
+	}
+	if out, err := coffer(t, nil, "cluster", "init", "--data-dir", n.dataDir); err != nil || !strings.Contains(out, "leads, raft at ") {
+		t.Fatalf("cluster init: %v\n%s", err, out)
+	}
+	tok, err := c.CreateJoinToken(ctx, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2 := clusterNode(t, base, 2, "")
+	n2.token = n.token
+	joinNode(t, n2, n.url, tok.Token)
+	waitVoters(t, c, 2)
+	c2 := n2.https()
+	for k, v := range acked {
+		s, err := c2.GetSecret(ctx, "default", k, 0)
+		if err != nil || string(s.Value) != v {
+			t.Fatalf("%s on the joined node: %v", k, err)
+		}
+	}
+}
