@@ -266,7 +266,15 @@ type conn struct {
 
 	mu   sync.Mutex
 	busy bool // a request is being handled: shutdown waits for it
+
+	// wbuf holds the encoded response being written (reused from one
+	// message to the next; tls.Conn.Write copies it into its record).
+	wbuf []byte
 }
+
+// maxKeptWriteBuf bounds the response buffer a connection keeps between
+// messages (a large Locate answer is not held by an idle connection).
+const maxKeptWriteBuf = 64 << 10
 
 // wake makes an idle connection's read return so it sees the shutdown.
 func (c *conn) wake() {
@@ -416,7 +424,12 @@ func unexpected(err error) error {
 }
 
 func (c *conn) writeResponse(resp *kmip.ResponseMessage) bool {
-	return c.writeRaw(ttlv.MarshalTTLV(resp))
+	c.wbuf = appendResponse(c.wbuf[:0], resp)
+	ok := c.writeRaw(c.wbuf)
+	if cap(c.wbuf) > maxKeptWriteBuf {
+		c.wbuf = nil
+	}
+	return ok
 }
 
 func (c *conn) writeRaw(b []byte) bool {
@@ -590,7 +603,7 @@ func (s *Server) RelayHandler() http.Handler {
 		service.MarkAudited(r.Context()) // handle audits the message
 		resp, raw, _ := s.handle(r.Context(), from.ClientCert, source+" via "+from.Peer, b, true)
 		if raw == nil {
-			raw = ttlv.MarshalTTLV(resp)
+			raw = appendResponse(nil, resp)
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set(forward.HeaderCommitIndex, strconv.FormatUint(s.svc.Cluster.CatchUpStatus().LeaderCommit, 10))
