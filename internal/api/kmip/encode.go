@@ -1,7 +1,9 @@
 package kmip
 
 import (
+	"bytes"
 	"encoding/binary"
+	"time"
 
 	"github.com/ovh/kmip-go"
 	"github.com/ovh/kmip-go/payloads"
@@ -178,4 +180,122 @@ func appendString(b []byte, tag int, v string) []byte {
 	b = appendHeader(b, tag, ttlvTextString, len(v))
 	b = append(b, v...)
 	return append(b, make([]byte, (8-len(v)%8)%8)...)
+}
+
+// ttlvItem is one decoded item header: its value is b[val:val+n], the next
+// item starts at next.
+type ttlvItem struct {
+	tag       int
+	typ       byte
+	val, n    int
+	next, end int
+}
+
+// item reads the item header at off of b, which must lie before end with
+// its padded value.
+func item(b []byte, off, end int) (ttlvItem, bool) {
+	if off+8 > end {
+		return ttlvItem{}, false
+	}
+	n := int(binary.BigEndian.Uint32(b[off+4 : off+8]))
+	val := off + 8
+	next := val + n + (8-n%8)%8
+	if n < 0 || next > end || next < val {
+		return ttlvItem{}, false
+	}
+	return ttlvItem{tag: int(b[off])<<16 | int(b[off+1])<<8 | int(b[off+2]), typ: b[off+3], val: val, n: n, next: next, end: val + n}, true
+}
+
+func (it ttlvItem) is(tag int, typ byte, n int) bool {
+	return it.tag == tag && it.typ == typ && (n < 0 || it.n == n)
+}
+
+func (it ttlvItem) uint32(b []byte) uint32 { return binary.BigEndian.Uint32(b[it.val:]) }
+
+// decodeGetRequest decodes b when it is a one-item Get request of the
+// plain shape clients send (a 1.x header with at most a maximum response
+// size and a time stamp besides the version and batch count; a batch item
+// id; a payload with at most a unique identifier and a key format type),
+// giving what kmip-go's reflective decoder gives for the same bytes
+// (encode_test.go holds the two to it). ok is false for any other message,
+// which is then left to kmip-go.
+func decodeGetRequest(b []byte) (msg *kmip.RequestMessage, ok bool) {
+	top, ok := item(b, 0, len(b))
+	if !ok || !top.is(kmip.TagRequestMessage, ttlvStructure, -1) || top.next != len(b) || top.end != len(b) {
+		return nil, false
+	}
+	msg = new(kmip.RequestMessage)
+	h := &msg.Header
+	hdr, ok := item(b, top.val, top.end)
+	if !ok || !hdr.is(kmip.TagRequestHeader, ttlvStructure, -1) {
+		return nil, false
+	}
+	pv, ok := item(b, hdr.val, hdr.end)
+	if !ok || !pv.is(kmip.TagProtocolVersion, ttlvStructure, 32) {
+		return nil, false
+	}
+	major, ok1 := item(b, pv.val, pv.end)
+	minor, ok2 := item(b, major.next, pv.end)
+	if !ok1 || !ok2 || !major.is(kmip.TagProtocolVersionMajor, ttlvInteger, 4) || !minor.is(kmip.TagProtocolVersionMinor, ttlvInteger, 4) {
+		return nil, false
+	}
+	h.ProtocolVersion.ProtocolVersionMajor = int32(major.uint32(b)) // #nosec G115 -- two's complement, as TTLV encodes integers
+	h.ProtocolVersion.ProtocolVersionMinor = int32(minor.uint32(b)) // #nosec G115 -- as above
+	if h.ProtocolVersion.ProtocolVersionMajor != 1 {
+		return nil, false
+	}
+	f, ok := item(b, pv.next, hdr.end)
+	if ok && f.is(kmip.TagMaximumResponseSize, ttlvInteger, 4) {
+		h.MaximumResponseSize = int32(f.uint32(b)) // #nosec G115 -- as above
+		f, ok = item(b, f.next, hdr.end)
+	}
+	if ok && f.is(kmip.TagTimeStamp, ttlvDateTime, 8) {
+		ts := time.Unix(int64(binary.BigEndian.Uint64(b[f.val:])), 0) // #nosec G115 -- as kmip-go reads a date-time
+		h.TimeStamp = &ts
+		f, ok = item(b, f.next, hdr.end)
+	}
+	if !ok || !f.is(kmip.TagBatchCount, ttlvInteger, 4) || f.next != hdr.end || hdr.end != hdr.next {
+		return nil, false
+	}
+	h.BatchCount = int32(f.uint32(b)) // #nosec G115 -- as above
+
+	bi, ok := item(b, hdr.next, top.end)
+	if !ok || !bi.is(kmip.TagBatchItem, ttlvStructure, -1) || bi.next != top.end || bi.end != bi.next {
+		return nil, false
+	}
+	op, ok := item(b, bi.val, bi.end)
+	if !ok || !op.is(kmip.TagOperation, ttlvEnumeration, 4) || kmip.Operation(op.uint32(b)) != kmip.OperationGet {
+		return nil, false
+	}
+	msg.BatchItem = make([]kmip.RequestBatchItem, 1)
+	it := &msg.BatchItem[0]
+	it.Operation = kmip.OperationGet
+	f, ok = item(b, op.next, bi.end)
+	if ok && f.is(kmip.TagUniqueBatchItemID, ttlvByteString, -1) && f.n > 0 {
+		it.UniqueBatchItemID = bytes.Clone(b[f.val:f.end])
+		f, ok = item(b, f.next, bi.end)
+	}
+	if !ok || !f.is(kmip.TagRequestPayload, ttlvStructure, -1) || f.next != bi.end || f.end != f.next {
+		return nil, false
+	}
+	pl := new(payloads.GetRequestPayload)
+	it.RequestPayload = pl
+	end := f.end
+	off := f.val
+	if off < end {
+		if f, ok = item(b, off, end); ok && f.is(kmip.TagUniqueIdentifier, ttlvTextString, -1) {
+			pl.UniqueIdentifier = string(b[f.val:f.end])
+			off = f.next
+		}
+	}
+	if off < end {
+		if f, ok = item(b, off, end); ok && f.is(kmip.TagKeyFormatType, ttlvEnumeration, 4) {
+			pl.KeyFormatType = kmip.KeyFormatType(f.uint32(b))
+			off = f.next
+		}
+	}
+	if off != end {
+		return nil, false
+	}
+	return msg, true
 }

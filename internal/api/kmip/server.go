@@ -446,6 +446,9 @@ func decodeRequest(b []byte) (msg *kmip.RequestMessage, err error) {
 			msg, err = nil, fmt.Errorf("malformed TTLV: %v", r)
 		}
 	}()
+	if msg, ok := decodeGetRequest(b); ok {
+		return msg, nil
+	}
 	msg = new(kmip.RequestMessage)
 	if err := ttlv.UnmarshalTTLV(b, msg); err != nil {
 		return nil, fmt.Errorf("malformed TTLV request: %w", err)
