@@ -143,8 +143,8 @@ func appendGetResponse(dst []byte, resp *kmip.ResponseMessage) (b []byte, ok boo
 }
 
 func appendHeader(b []byte, tag int, typ byte, n int) []byte {
-	b = append(b, byte(tag>>16), byte(tag>>8), byte(tag), typ)
-	return binary.BigEndian.AppendUint32(b, uint32(n)) // #nosec G115 -- lengths of values in a message bounded far below 4 GiB
+	b = append(b, byte(tag>>16), byte(tag>>8), byte(tag), typ) // #nosec G115 -- the three bytes of a 24-bit TTLV tag, taken apart on purpose
+	return binary.BigEndian.AppendUint32(b, uint32(n))         // #nosec G115 -- lengths of values in a message bounded far below 4 GiB
 }
 
 // beginStruct appends a structure's header with a zero length and returns

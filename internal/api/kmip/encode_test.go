@@ -145,7 +145,11 @@ func TestAppendGetResponseFallsBack(t *testing.T) {
 		"ec public": func(r *kmip.ResponseMessage) {
 			obj(r).KeyBlock.KeyValue.Plain.KeyMaterial.TransparentECPublicKey = &kmip.TransparentECPublicKey{}
 		},
+		"ec private": func(r *kmip.ResponseMessage) {
+			obj(r).KeyBlock.KeyValue.Plain.KeyMaterial.TransparentECPrivateKey = &kmip.TransparentECPrivateKey{}
+		},
 		"ecdsa private": func(r *kmip.ResponseMessage) {
+			//lint:ignore SA1019 the encoder must leave this (KMIP 1.0-1.2) material form to kmip-go too
 			obj(r).KeyBlock.KeyValue.Plain.KeyMaterial.TransparentECDSAPrivateKey = &kmip.TransparentECDSAPrivateKey{}
 		},
 		"typed nil": func(r *kmip.ResponseMessage) {
