@@ -273,6 +273,9 @@ func TestEndpointPermissions(t *testing.T) {
 	if _, _, err := s.Objects.GetObject(ep, Ref{Wallet: "db", Name: "tde"}, 0); err != nil {
 		t.Fatalf("read with grant: %v", err)
 	}
+	if got, m, err := s.Objects.GetObject(ep, Ref{ID: o.ID}, 0); err != nil || got.ID != o.ID || len(m.Value) != 32 {
+		t.Fatalf("read by id with grant: %+v, %d bytes, %v", got, len(m.Value), err)
+	}
 	if _, _, err := s.Objects.GetObject(ep, Ref{ID: other.ID}, 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("read in another wallet: %v", err)
 	}

@@ -54,20 +54,26 @@ func (s *core) authorizeWallet(ctx context.Context, wallet string, need Permissi
 	}
 	if id.Kind == KindEndpoint {
 		grant, err := s.st.WalletGrant(wallet, id.Name)
-		if err != nil && !errors.Is(err, state.ErrNotFound) {
-			return id, err
-		}
-		if have := Permission(grant); !have.Includes(need) {
-			if have == "" {
-				// Do not tell an endpoint which wallets exist or hold what.
-				return id, fmt.Errorf("%w: %s needs %s permission; endpoint %q has no grant on that wallet", ErrForbidden, what, need, id.Name)
-			}
-			return id, fmt.Errorf("%w: %s needs %s permission on wallet %q; endpoint %q has %s", ErrForbidden, what, need, wallet, id.Name, have)
-		}
-		return id, nil
+		return id, endpointGranted(id, wallet, grant, err, need, what)
 	}
 	if !id.Has(RoleKeyAdmin) {
 		return id, fmt.Errorf("%w: %s needs the %s role or an endpoint grant (caller %s)", ErrForbidden, what, RoleKeyAdmin, id.Actor())
 	}
 	return id, nil
+}
+
+// endpointGranted checks an endpoint's grant on wallet (as
+// state.WalletGrant read it, with its error) against need.
+func endpointGranted(id Identity, wallet, grant string, err error, need Permission, what string) error {
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	if have := Permission(grant); !have.Includes(need) {
+		if have == "" {
+			// Do not tell an endpoint which wallets exist or hold what.
+			return fmt.Errorf("%w: %s needs %s permission; endpoint %q has no grant on that wallet", ErrForbidden, what, need, id.Name)
+		}
+		return fmt.Errorf("%w: %s needs %s permission on wallet %q; endpoint %q has %s", ErrForbidden, what, need, wallet, id.Name, have)
+	}
+	return nil
 }

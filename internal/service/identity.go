@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -288,6 +289,35 @@ func (s *Access) AuthenticateCert(der []byte) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: client certificate is not enrolled or its endpoint is revoked", ErrUnauthenticated)
 	}
 	return Identity{Kind: KindEndpoint, Name: e.Name}, nil
+}
+
+// CertAuth is what AuthenticateCertWith remembers for one connection: the
+// identity its client certificate resolved to and the state it was read
+// from. The zero value remembers nothing.
+type CertAuth struct {
+	st  *state.Store
+	at  uint64
+	der []byte
+	id  Identity
+}
+
+// AuthenticateCertWith is AuthenticateCert answered from c when the state
+// has applied no command since c was filled with the same certificate: an
+// endpoint, its certificates and its state change only by applied
+// commands, so a revocation still refuses the next request. A successful
+// lookup is remembered in c (nil: none).
+func (s *Access) AuthenticateCertWith(c *CertAuth, der []byte) (Identity, error) {
+	at := s.st.AppliedIndex()
+	if c != nil && c.st == s.st && c.at == at && c.der != nil && bytes.Equal(c.der, der) {
+		return c.id, nil
+	}
+	id, err := s.AuthenticateCert(der)
+	if err == nil && c != nil {
+		// at was read before the lookup: a command applied in between
+		// makes the next call look again.
+		*c = CertAuth{st: s.st, at: at, der: der, id: id}
+	}
+	return id, err
 }
 
 func rolesOf(names []string) []Role {

@@ -257,7 +257,33 @@ func generate(typ, alg string, length int, value []byte) (material, public []byt
 // there would confirm that the id names an object in a wallet it cannot see.
 // (By name the wallet is named by the caller, and both cases answer 403.)
 func (s *Objects) authorizeObject(ctx context.Context, ref Ref, o state.Object, need Permission, what string) (Identity, error) {
-	id, err := s.authorizeWallet(ctx, o.Wallet, need, what)
+	return s.authorizeObjectWith(ctx, ref, o, need, what, nil)
+}
+
+// readGrant is an endpoint's grant on a wallet read with the object it
+// holds (state.ObjectMaterialGrant).
+type readGrant struct {
+	grant string
+	err   error
+}
+
+// authorizeObjectWith is authorizeObject with the endpoint caller's grant
+// on o's wallet already read (pre; nil reads it here).
+func (s *Objects) authorizeObjectWith(ctx context.Context, ref Ref, o state.Object, need Permission, what string, pre *readGrant) (Identity, error) {
+	var (
+		id  Identity
+		err error
+	)
+	if pre != nil {
+		if id, err = caller(ctx); err == nil {
+			if id.Kind != KindEndpoint {
+				return s.authorizeObjectWith(ctx, ref, o, need, what, nil)
+			}
+			err = endpointGranted(id, o.Wallet, pre.grant, pre.err, need, what)
+		}
+	} else {
+		id, err = s.authorizeWallet(ctx, o.Wallet, need, what)
+	}
 	if err == nil || ref.ID == "" || id.Kind != KindEndpoint {
 		return id, err
 	}
@@ -377,18 +403,25 @@ func (s *Objects) readable(ctx context.Context, ref Ref, what string) (state.Obj
 // the sealed material of version (the latest when 0; nil if none) read
 // with the object in one transaction.
 func (s *Objects) readableWith(ctx context.Context, ref Ref, what string, material bool, version uint64) (state.Object, []byte, error) {
-	if _, err := caller(ctx); err != nil {
+	id, err := caller(ctx)
+	if err != nil {
 		return state.Object{}, nil, err
 	}
 	var (
 		o      state.Object
 		sealed []byte
-		err    error
+		pre    *readGrant
 	)
-	if material && ref.ID != "" {
+	switch {
+	case material && ref.ID != "" && id.Kind == KindEndpoint:
+		// An endpoint's grant is read with the object, in one transaction.
+		pre = new(readGrant)
+		o, sealed, pre.grant, pre.err, err = s.st.ObjectMaterialGrant(ref.ID, version, id.Name)
+		err = mapStateErr(err)
+	case material && ref.ID != "":
 		o, sealed, err = s.st.ObjectWithMaterial(ref.ID, version)
 		err = mapStateErr(err)
-	} else {
+	default:
 		o, err = s.lookup(ref)
 	}
 	if err != nil {
@@ -401,7 +434,7 @@ func (s *Objects) readableWith(ctx context.Context, ref Ref, what string, materi
 		}
 		return o, nil, err
 	}
-	if _, err := s.authorizeObject(ctx, ref, o, PermRead, what); err != nil {
+	if _, err := s.authorizeObjectWith(ctx, ref, o, PermRead, what, pre); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			note(ctx, ref.String())
 		}

@@ -119,3 +119,34 @@ func TestObjectWithMaterial(t *testing.T) {
 		t.Fatalf("missing object: %v", err)
 	}
 }
+
+// TestObjectMaterialGrant: the object, its sealed material and an
+// endpoint's grant on its wallet, as ObjectWithMaterial and WalletGrant
+// give them apart.
+func TestObjectMaterialGrant(t *testing.T) {
+	s := openWithWallet(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	res := s.ApplyBatch([]*raft.Log{put(t, 2, "a", 1),
+		cmdLog(t, 3, TypeObjectRotate, ObjectRotate{ID: "id-a", Version: 2, Material: []byte("sealed-2")}),
+		cmdLog(t, 4, TypeEndpointEnroll, EndpointEnroll{Endpoint: Endpoint{Name: "app"}, TokenHash: strings.Repeat("a", 64)}),
+		cmdLog(t, 5, TypeGrant, Grant{Wallet: "w", Endpoint: "app", Permission: "read"}),
+	})
+	for i, r := range res {
+		if e, ok := r.(error); ok {
+			t.Fatalf("entry %d: %v", i, e)
+		}
+	}
+	for _, c := range []struct {
+		version       uint64
+		endpoint      string
+		sealed, grant string
+	}{{0, "app", "sealed-2", "read"}, {1, "app", "sealed", "read"}, {3, "other", "", ""}} {
+		o, sealed, grant, gerr, err := s.ObjectMaterialGrant("id-a", c.version, c.endpoint)
+		if err != nil || gerr != nil || o.Name != "a" || string(sealed) != c.sealed || (c.sealed == "") != (sealed == nil) || grant != c.grant {
+			t.Errorf("version %d, %s: object %q, sealed %q, grant %q, %v, %v; want %q, %q", c.version, c.endpoint, o.Name, sealed, grant, gerr, err, c.sealed, c.grant)
+		}
+	}
+	if _, _, _, _, err := s.ObjectMaterialGrant("id-none", 0, "app"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing object: %v", err)
+	}
+}

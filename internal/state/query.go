@@ -95,6 +95,36 @@ func (s *Store) ObjectWithMaterial(id string, version uint64) (Object, []byte, e
 	return o, sealed, err
 }
 
+// ObjectMaterialGrant is ObjectWithMaterial and, in the same transaction,
+// endpoint's grant on the object's wallet (WalletGrant: "" when it has
+// none; grantErr wraps ErrNotFound when the wallet does not exist). A
+// missing object is err; the grant is then not read.
+func (s *Store) ObjectMaterialGrant(id string, version uint64, endpoint string) (o Object, sealed []byte, grant string, grantErr, err error) {
+	err = s.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketObjects).Get([]byte(id))
+		if raw == nil {
+			return fmt.Errorf("object %s: %w", id, ErrNotFound)
+		}
+		if err := objectCache.decode(raw, &o); err != nil {
+			return err
+		}
+		if version == 0 {
+			version = o.Latest
+		}
+		if v := tx.Bucket(bucketValues).Get(valueKey(o.ID, version)); v != nil {
+			sealed = append([]byte(nil), v...)
+		}
+		wraw := tx.Bucket(bucketWallets).Get([]byte(o.Wallet))
+		if wraw == nil {
+			grantErr = fmt.Errorf("wallet %q: %w", o.Wallet, ErrNotFound)
+			return nil
+		}
+		grantErr = walletCache.read(wraw, func(w Wallet) { grant = w.Grants[endpoint] })
+		return nil
+	})
+	return o, sealed, grant, grantErr, err
+}
+
 // Material returns the sealed material of one version.
 func (s *Store) Material(id string, version uint64) ([]byte, error) {
 	var out []byte

@@ -266,7 +266,18 @@ type conn struct {
 
 	mu   sync.Mutex
 	busy bool // a request is being handled: shutdown waits for it
+
+	// auth remembers the endpoint the client certificate resolved to.
+	auth service.CertAuth
+
+	// wbuf holds the encoded response being written (reused from one
+	// message to the next; tls.Conn.Write copies it into its record).
+	wbuf []byte
 }
+
+// maxKeptWriteBuf bounds the response buffer a connection keeps between
+// messages (a large Locate answer is not held by an idle connection).
+const maxKeptWriteBuf = 64 << 10
 
 // wake makes an idle connection's read return so it sees the shutdown.
 func (c *conn) wake() {
@@ -358,7 +369,7 @@ func (c *conn) serve() {
 		if !c.setBusy(true) {
 			return
 		}
-		resp, raw, keep := s.handle(context.Background(), certDER, source, msg, false)
+		resp, raw, keep := s.handle(context.Background(), &c.auth, certDER, source, msg, false)
 		if raw != nil {
 			if !c.writeRaw(raw) || !keep {
 				return
@@ -416,7 +427,12 @@ func unexpected(err error) error {
 }
 
 func (c *conn) writeResponse(resp *kmip.ResponseMessage) bool {
-	return c.writeRaw(ttlv.MarshalTTLV(resp))
+	c.wbuf = appendResponse(c.wbuf[:0], resp)
+	ok := c.writeRaw(c.wbuf)
+	if cap(c.wbuf) > maxKeptWriteBuf {
+		c.wbuf = nil
+	}
+	return ok
 }
 
 func (c *conn) writeRaw(b []byte) bool {
@@ -433,6 +449,9 @@ func decodeRequest(b []byte) (msg *kmip.RequestMessage, err error) {
 			msg, err = nil, fmt.Errorf("malformed TTLV: %v", r)
 		}
 	}()
+	if msg, ok := decodeGetRequest(b); ok {
+		return msg, nil
+	}
 	msg = new(kmip.RequestMessage)
 	if err := ttlv.UnmarshalTTLV(b, msg); err != nil {
 		return nil, fmt.Errorf("malformed TTLV request: %w", err)
@@ -443,7 +462,7 @@ func decodeRequest(b []byte) (msg *kmip.RequestMessage, err error) {
 // handleMessage decodes, authenticates and executes one request here.
 // keep is false when the connection must be closed after the response.
 func (s *Server) handleMessage(ctx context.Context, certDER []byte, source string, b []byte) (resp *kmip.ResponseMessage, keep bool) {
-	resp, raw, keep := s.handle(ctx, certDER, source, b, false)
+	resp, raw, keep := s.handle(ctx, nil, certDER, source, b, false)
 	if raw != nil {
 		resp = new(kmip.ResponseMessage)
 		if err := ttlv.UnmarshalTTLV(raw, resp); err != nil {
@@ -457,8 +476,9 @@ func (s *Server) handleMessage(ctx context.Context, certDER []byte, source strin
 // when it must be served by the leader (a write on a follower, or any
 // request on a follower still catching up), relays it there and returns
 // the leader's encoded answer in raw. relayed: the message came from
-// another node's relay (never relayed again).
-func (s *Server) handle(ctx context.Context, certDER []byte, source string, b []byte, relayed bool) (resp *kmip.ResponseMessage, raw []byte, keep bool) {
+// another node's relay (never relayed again). auth is the connection's
+// memory of its certificate's endpoint (nil: none).
+func (s *Server) handle(ctx context.Context, auth *service.CertAuth, certDER []byte, source string, b []byte, relayed bool) (resp *kmip.ResponseMessage, raw []byte, keep bool) {
 	msg, err := decodeRequest(b)
 	if err != nil {
 		s.log.Info("kmip: malformed request; connection closed", "source", source, "error", err)
@@ -474,8 +494,9 @@ func (s *Server) handle(ctx context.Context, certDER []byte, source string, b []
 		return errorResponse(msg, kmip.ResultReasonInvalidMessage, "request message has no batch item"), nil, false
 	}
 	// Authenticate on every message: a revoked endpoint is refused from its
-	// next request on, even on a connection opened before.
-	id, err := s.svc.Access.AuthenticateCert(certDER)
+	// next request on, even on a connection opened before (auth, the
+	// connection's, answers only while no command was applied).
+	id, err := s.svc.Access.AuthenticateCertWith(auth, certDER)
 	if err != nil {
 		call := &service.Call{Source: source, Transport: "kmip", Start: time.Now()}
 		s.svc.Audit(call, "kmipAuthenticate", 401, "unauthenticated", err.Error())
@@ -588,9 +609,9 @@ func (s *Server) RelayHandler() http.Handler {
 			source = r.RemoteAddr
 		}
 		service.MarkAudited(r.Context()) // handle audits the message
-		resp, raw, _ := s.handle(r.Context(), from.ClientCert, source+" via "+from.Peer, b, true)
+		resp, raw, _ := s.handle(r.Context(), nil, from.ClientCert, source+" via "+from.Peer, b, true)
 		if raw == nil {
-			raw = ttlv.MarshalTTLV(resp)
+			raw = appendResponse(nil, resp)
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set(forward.HeaderCommitIndex, strconv.FormatUint(s.svc.Cluster.CatchUpStatus().LeaderCommit, 10))
