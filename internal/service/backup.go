@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"filippo.io/age"
@@ -1027,9 +1026,8 @@ func (s *Backups) backupHealth() ([]DestinationHealth, []Alert) {
 			path = datadir.LocalBackupDir(s.cfg.DataDir)
 		}
 		if d.Kind == "local" || d.Kind == "dir" {
-			var fs syscall.Statfs_t
-			if err := syscall.Statfs(path, &fs); err == nil && fs.Blocks > 0 {
-				h.UsedPercent = 100 * float64(fs.Blocks-fs.Bavail) / float64(fs.Blocks)
+			if total, free, err := s.statfs(path); err == nil && total > 0 {
+				h.UsedPercent = 100 * float64(total-min(free, total)) / float64(total)
 				if h.UsedPercent > DiskAlertPercent {
 					alerts = append(alerts, newAlert(AlertDestinationFull, "backup",
 						fmt.Sprintf("destination %s (%s) is %.0f%% full: free space or set retention before backups fail", d.Name, path, h.UsedPercent), now))

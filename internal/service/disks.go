@@ -2,6 +2,7 @@ package service
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -57,11 +58,64 @@ func osStatfs(path string) (total, free uint64, err error) {
 	return st.Blocks * bs, st.Bavail * bs, nil
 }
 
-func (s *core) statfs(path string) (total, free uint64, err error) {
+func (s *core) statfsNow(path string) (total, free uint64, err error) {
 	if s.cfg.Statfs != nil {
 		return s.cfg.Statfs(path)
 	}
 	return osStatfs(path)
+}
+
+// statfsWait is how long a status waits for one statfs: a hung network
+// mount (an NFS mirror or destination whose server is gone) blocks statfs
+// for as long as the mount hangs, and status, metrics and the console must
+// go on answering.
+const statfsWait = 2 * time.Second
+
+// statfsProbe is one statfs in flight.
+type statfsProbe struct {
+	done        chan struct{}
+	started     time.Time
+	total, free uint64
+	err         error
+}
+
+// statfsGate keeps one statfs in flight per path: while a hung one has not
+// returned, later calls wait for the same one (at most statfsWait) instead
+// of starting another that would hang too.
+type statfsGate struct {
+	mu       sync.Mutex
+	inflight map[string]*statfsProbe
+}
+
+// statfs measures the filesystem of path, giving up after statfsWait with
+// an error that says the filesystem does not answer.
+func (s *core) statfs(path string) (total, free uint64, err error) {
+	g := &s.statfsGate
+	g.mu.Lock()
+	p := g.inflight[path]
+	if p == nil {
+		if g.inflight == nil {
+			g.inflight = map[string]*statfsProbe{}
+		}
+		p = &statfsProbe{done: make(chan struct{}), started: time.Now()}
+		g.inflight[path] = p
+		go func() {
+			p.total, p.free, p.err = s.statfsNow(path)
+			g.mu.Lock()
+			delete(g.inflight, path)
+			g.mu.Unlock()
+			close(p.done)
+		}()
+	}
+	g.mu.Unlock()
+	t := time.NewTimer(statfsWait)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return p.total, p.free, p.err
+	case <-t.C:
+		return 0, 0, fmt.Errorf("statfs of %s has not answered for %s (a hung mount?)", path, time.Since(p.started).Round(time.Second))
+	}
 }
 
 // diskUse measures one directory.

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/service/servicetest"
@@ -106,5 +108,43 @@ func TestStatusDisks(t *testing.T) {
 	}
 	if !filling["journal"] || !filling["mirror"] || filling["data"] {
 		t.Errorf("disk_filling warnings for %v, want journal (80 %%) and mirror (95 %%), not data (50 %%)", filling)
+	}
+}
+
+// A filesystem whose statfs hangs (a network mount whose server is gone)
+// does not hang status: the directory is shown as unknown, saying so, and
+// one statfs stays in flight however often status is asked.
+func TestStatusDiskOfAHungMount(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	var journalDir string
+	s := servicetest.New(t, func(c *service.Config) {
+		journalDir = filepath.Join(c.DataDir, "journal")
+		c.Statfs = func(path string) (uint64, uint64, error) {
+			if path == journalDir {
+				calls.Add(1)
+				<-release
+			}
+			return 1000, 900, nil
+		}
+	})
+	defer close(release)
+	for range 2 {
+		start := time.Now()
+		var j service.DiskUse
+		for _, d := range s.Status().Disks {
+			if d.What == "journal" {
+				j = d
+			}
+		}
+		if j.Level != "unknown" || !strings.Contains(j.Error, "has not answered") {
+			t.Fatalf("journal on a hung mount: %+v", j)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Fatalf("status took %s with a hung mount", took)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d statfs calls in flight on the hung mount, want 1", n)
 	}
 }

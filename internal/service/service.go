@@ -188,6 +188,8 @@ type Service struct {
 type core struct {
 	cfg Config
 	log *slog.Logger
+	// statfsGate bounds status's disk measurements (disks.go).
+	statfsGate statfsGate
 	// backupPolls keeps backup progress polls to one audit record per change.
 	backupPolls pollAudit
 	// svc is the composition this core belongs to, for the lifecycle's calls
