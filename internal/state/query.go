@@ -76,23 +76,29 @@ func (s *Store) ObjectWithMaterial(id string, version uint64) (Object, []byte, e
 		o      Object
 		sealed []byte
 	)
-	err := s.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketObjects).Get([]byte(id))
-		if raw == nil {
-			return fmt.Errorf("object %s: %w", id, ErrNotFound)
-		}
-		if err := objectCache.decode(raw, &o); err != nil {
-			return err
-		}
-		if version == 0 {
-			version = o.Latest
-		}
-		if v := tx.Bucket(bucketValues).Get(valueKey(o.ID, version)); v != nil {
-			sealed = append([]byte(nil), v...)
-		}
-		return nil
+	err := s.View(func(tx *bolt.Tx) (err error) {
+		o, sealed, err = objectWithMaterialTx(tx, id, version)
+		return err
 	})
 	return o, sealed, err
+}
+
+// objectWithMaterialTx is ObjectWithMaterial inside tx.
+func objectWithMaterialTx(tx *bolt.Tx, id string, version uint64) (o Object, sealed []byte, err error) {
+	raw := tx.Bucket(bucketObjects).Get([]byte(id))
+	if raw == nil {
+		return o, nil, fmt.Errorf("object %s: %w", id, ErrNotFound)
+	}
+	if err := objectCache.decode(raw, &o); err != nil {
+		return o, nil, err
+	}
+	if version == 0 {
+		version = o.Latest
+	}
+	if v := tx.Bucket(bucketValues).Get(valueKey(o.ID, version)); v != nil {
+		sealed = append([]byte(nil), v...)
+	}
+	return o, sealed, nil
 }
 
 // ObjectMaterialGrant is ObjectWithMaterial and, in the same transaction,
@@ -101,18 +107,9 @@ func (s *Store) ObjectWithMaterial(id string, version uint64) (Object, []byte, e
 // missing object is err; the grant is then not read.
 func (s *Store) ObjectMaterialGrant(id string, version uint64, endpoint string) (o Object, sealed []byte, grant string, grantErr, err error) {
 	err = s.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketObjects).Get([]byte(id))
-		if raw == nil {
-			return fmt.Errorf("object %s: %w", id, ErrNotFound)
-		}
-		if err := objectCache.decode(raw, &o); err != nil {
+		var err error
+		if o, sealed, err = objectWithMaterialTx(tx, id, version); err != nil {
 			return err
-		}
-		if version == 0 {
-			version = o.Latest
-		}
-		if v := tx.Bucket(bucketValues).Get(valueKey(o.ID, version)); v != nil {
-			sealed = append([]byte(nil), v...)
 		}
 		wraw := tx.Bucket(bucketWallets).Get([]byte(o.Wallet))
 		if wraw == nil {
