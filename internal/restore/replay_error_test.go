@@ -2,7 +2,6 @@ package restore_test
 
 import (
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/coffer-kms/coffer/internal/restore"
-	"github.com/coffer-kms/coffer/internal/service"
 )
 
 // A raw journal damaged in its middle fails the replay while a batch is
@@ -18,16 +16,7 @@ import (
 // before it closes the store.
 func TestReplayErrorWaitsForTheBatchInFlight(t *testing.T) {
 	defer restore.SetReplayBatch(2)()
-	e := newEnv(t, false)
-	mirror := t.TempDir()
-	if _, err := e.s.Backups.AddDestination(e.ctx, service.DestinationConfig{Name: "mirror", Kind: "dir", Path: mirror, Mirror: true}); err != nil {
-		t.Fatal(err)
-	}
-	e.put("a", "a1")
-	e.backup("full")
-	for i := range 60 {
-		e.put(fmt.Sprint("k", i%7), fmt.Sprint(i))
-	}
+	e, mirror := mirroredEnv(t, 60)
 	cluster := e.s.Status().ClusterID
 	e.s.Close()
 	jdir := filepath.Join(mirror, "mirror", cluster)

@@ -316,16 +316,7 @@ func TestDamage(t *testing.T) {
 // mirror, losing the data dir loses no acknowledged write: the last full
 // plus the mirror restore the state exactly as it was.
 func TestMirrorRestoresEveryAcknowledgedWrite(t *testing.T) {
-	e := newEnv(t, false)
-	mirror := t.TempDir()
-	if _, err := e.s.Backups.AddDestination(e.ctx, service.DestinationConfig{Name: "mirror", Kind: "dir", Path: mirror, Mirror: true}); err != nil {
-		t.Fatal(err)
-	}
-	e.put("a", "a1")
-	e.backup("full")
-	for i := range 50 {
-		e.put(fmt.Sprint("k", i%7), fmt.Sprint(i))
-	}
+	e, mirror := mirroredEnv(t, 50)
 	idx, want := e.digest()
 	cluster := e.s.Status().ClusterID
 	// The data disk dies: nothing of the data dir is used.
@@ -916,4 +907,22 @@ func countFulls(recs []state.BackupRecord, tl uint32) int {
 		}
 	}
 	return n
+}
+
+// mirroredEnv is an env with a synchronous journal mirror in the returned
+// dir, a full backup after one write, then n more writes that only the
+// journal (and its mirror) hold.
+func mirroredEnv(t *testing.T, n int) (*env, string) {
+	t.Helper()
+	e := newEnv(t, false)
+	mirror := t.TempDir()
+	if _, err := e.s.Backups.AddDestination(e.ctx, service.DestinationConfig{Name: "mirror", Kind: "dir", Path: mirror, Mirror: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.put("a", "a1")
+	e.backup("full")
+	for i := range n {
+		e.put(fmt.Sprint("k", i%7), fmt.Sprint(i))
+	}
+	return e, mirror
 }
