@@ -54,6 +54,10 @@ type Config struct {
 	SnapshotThreshold uint64
 	// TrailingLogs kept after a snapshot (0: 10240).
 	TrailingLogs uint64
+	// SnapshotRetryDelay: how long a restored node whose snapshot made at
+	// start failed to write waits before writing one through raft (0: 30 s;
+	// doubling after each failure, at most 10 minutes).
+	SnapshotRetryDelay time.Duration
 	// StableRetryDelay: how long to wait between retries when persisting raft's
 	// term or vote fails (disk full). raft panics on such failures; we pause instead.
 	StableRetryDelay time.Duration
@@ -82,6 +86,8 @@ type Node struct {
 	transport raft.Transport
 	addr      raft.ServerAddress // this node's address in the configuration
 	readyTerm atomic.Uint64      // the term in which this leader committed a barrier
+	closed    chan struct{}      // closed by Close
+	closeOnce sync.Once
 }
 
 // Open opens the raft log store (without starting raft), so the caller can
@@ -92,6 +98,9 @@ func Open(cfg Config) (*Node, error) {
 	}
 	if cfg.StableRetryDelay <= 0 {
 		cfg.StableRetryDelay = time.Second
+	}
+	if cfg.SnapshotRetryDelay <= 0 {
+		cfg.SnapshotRetryDelay = 30 * time.Second
 	}
 	if err := fsutil.EnsureDir(cfg.Dir); err != nil {
 		return nil, err
@@ -117,7 +126,7 @@ func Open(cfg Config) (*Node, error) {
 		store.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
 		return nil, fmt.Errorf("open raft log %s: %w", cfg.Dir, err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: &snapStore{SnapshotStore: snaps, seed: seed}}
+	n := &Node{cfg: cfg, log: cfg.Logger, store: store, snaps: &snapStore{SnapshotStore: snaps, seed: seed}, closed: make(chan struct{})}
 	n.stable = &retryingStable{inner: store, delay: cfg.StableRetryDelay, log: cfg.Logger, stop: make(chan struct{})}
 	close(n.stable.stop) // armed by Start
 	return n, nil
@@ -232,7 +241,9 @@ func (n *Node) ConfigurationAt(upTo uint64) (confIndex uint64, data []byte, ok b
 // now, so the start does not wait for it. Until it is written the snapshot
 // is listed, and opening it (a follower that needs it, a restore) waits for
 // it; if writing fails it is dropped and logged (raft's next snapshot
-// replaces it; a start before that reads the log as before). Stop and Close
+// replaces it; a start before that reads the log as before). On a restored
+// node, whose only other snapshot is the seed without data, the node then
+// writes one through raft as soon as it can (replaceSeed). Stop and Close
 // wait for it. The log is not compacted here: raft does that at its next
 // snapshot.
 func (n *Node) SnapshotBeforeStart(fsm raft.FSM, index, term, confIndex uint64, confData []byte) (err error) {
@@ -273,12 +284,51 @@ func (n *Node) SnapshotBeforeStart(fsm raft.FSM, index, term, confIndex uint64, 
 		if err := snap.Persist(sink); err != nil {
 			sink.Cancel() // #nosec G104 -- cancelling after the failed write, which is the error kept and logged
 			p.err = err
-			n.log.Error("raft snapshot made at start not written; raft's next snapshot replaces it", "index", index, "error", err)
+			if n.snaps.seed == nil {
+				n.log.Error("raft snapshot made at start not written; raft's next snapshot replaces it", "index", index, "error", err)
+				return
+			}
+			n.log.Error("raft snapshot made at start not written; a node joining this one is refused until one is: retrying through raft", "index", index, "error", err)
+			go n.replaceSeed()
 			return
 		}
 		n.log.Info("raft snapshot made at start written", "index", index, "took", time.Since(t0).Round(time.Millisecond))
 	}()
 	return nil
+}
+
+// replaceSeed writes a snapshot through raft while the latest is still
+// the seed of a restore, which has no data (the one made at start failed):
+// a node joining this one would be sent it and refused. It tries after
+// cfg.SnapshotRetryDelay, then at doubling intervals (at most 10 minutes),
+// while raft runs, until a snapshot replaces the seed or the node closes.
+func (n *Node) replaceSeed() {
+	delay := n.cfg.SnapshotRetryDelay
+	for {
+		t := time.NewTimer(delay)
+		select {
+		case <-n.closed:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, 10*time.Minute)
+		if !n.SeedUnwritten() {
+			return // written: by raft at its threshold, or a later start
+		}
+		r := n.get()
+		if r == nil {
+			continue // not started yet, or stopped (sealed)
+		}
+		err := r.Snapshot().Error()
+		if err == nil {
+			n.log.Info("raft snapshot written in place of the restore's seed")
+			return
+		}
+		if !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			n.log.Error("raft snapshot in place of the restore's seed not written; retrying", "error", err, "retry_in", delay)
+		}
+	}
 }
 
 // removeTempSnapshots removes the snapshot directories a stop in the middle
@@ -639,6 +689,7 @@ func (n *Node) Stop() error {
 
 // Close stops raft and closes the log store.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { close(n.closed) })
 	err := n.Stop()
 	if cerr := n.store.Close(); err == nil {
 		err = cerr

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -780,5 +781,70 @@ func TestSnapshotBeforeStart(t *testing.T) {
 	apply(t, n, "c")
 	if got := fsm.list(); !slices.Equal(got, []string{"c"}) {
 		t.Fatalf("after a start from the snapshot the FSM got %q, want only the new entry", got)
+	}
+}
+
+// failOnceFSM is a stateFSM whose first snapshot fails to persist (a full
+// or failing disk at the restored node's first start).
+type failOnceFSM struct {
+	stateFSM
+	failed atomic.Bool
+}
+
+func (f *failOnceFSM) Snapshot() (raft.FSMSnapshot, error) {
+	if f.failed.CompareAndSwap(false, true) {
+		return failSnap{}, nil
+	}
+	return f.stateFSM.Snapshot()
+}
+
+type failSnap struct{}
+
+func (failSnap) Persist(sink raft.SnapshotSink) error {
+	sink.Cancel()
+	return errors.New("disk full (test)")
+}
+func (failSnap) Release() {}
+
+// TestSeededNodeRewritesAFailedStartSnapshot: the snapshot a restored node
+// writes at its first start fails. The node keeps trying through raft's own
+// snapshot while it runs, so a node joining it does not go on being refused
+// the seeded snapshot, which has no data, until raft's threshold is reached.
+func TestSeededNodeRewritesAFailedStartSnapshot(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "raft")
+	if err := Seed(dir, "n1", 100, 3); err != nil {
+		t.Fatal(err)
+	}
+	n := openNode(t, Config{Dir: dir, NodeID: "n1", SnapshotRetryDelay: 20 * time.Millisecond})
+	_, cd, _ := n.ConfigurationAt(100)
+	fsm := &failOnceFSM{stateFSM: stateFSM{data: "restored state"}}
+	if err := n.SnapshotBeforeStart(fsm, 100, 3, 100, cd); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitSnapshot(); err == nil {
+		t.Fatal("the failing snapshot was written")
+	}
+	if !n.SeedUnwritten() {
+		t.Fatal("after the failed write the seed is not the latest snapshot")
+	}
+	if err := n.Start(fsm, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitLeader(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, n, "a")
+	testutil.WaitFor(t, 20*time.Second, "a snapshot with data to replace the seed", func() error {
+		if n.SeedUnwritten() {
+			return errors.New("the seed is still the latest snapshot")
+		}
+		return nil
+	})
+	got := &stateFSM{restored: make(chan string, 1)}
+	if err := n.RestoreLatestSnapshot(got); err != nil {
+		t.Fatalf("open the latest snapshot: %v", err)
+	}
+	if s := <-got.restored; s != "restored state" {
+		t.Fatalf("latest snapshot holds %q", s)
 	}
 }
