@@ -592,6 +592,11 @@ func (s *Backups) RebuildCatalog(ctx context.Context, name string) (int, []strin
 	if errors.Is(err, backup.ErrForeign) {
 		return 0, skipped, fmt.Errorf("%w: %v", ErrConflict, err)
 	}
+	if err == nil {
+		// The rebuilt catalog has no drills or verifications (manifests
+		// do not carry them): listings and status say what it says.
+		s.drills.set(name, c)
+	}
 	return len(c.Entries), skipped, err
 }
 

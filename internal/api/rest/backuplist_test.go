@@ -45,7 +45,7 @@ func backupFixture(t *testing.T) (*httptest.Server, *service.Service, string, se
 // without "verified"; after a verification the listing carries its time
 // and result.
 func TestBackupListShowsVerification(t *testing.T) {
-	srv, _, tok, _, _ := backupFixture(t)
+	srv, svc, tok, _, _ := backupFixture(t)
 	list := func() BackupRecord {
 		t.Helper()
 		st, _, raw := do(t, srv, tok, "GET", "/api/v1/backup/backups?destination=nas", "")
@@ -65,6 +65,14 @@ func TestBackupListShowsVerification(t *testing.T) {
 	b := list()
 	if b.Verified == nil || b.Verified.Result != "OK" || b.Verified.Time.IsZero() {
 		t.Fatalf("after verify the listing shows %+v", b.Verified)
+	}
+	// A catalog rebuilt from the manifests has no verifications: the
+	// listing says what the catalog says (as another node would).
+	if _, _, err := svc.Backups.RebuildCatalog(service.WithIdentity(context.Background(), service.LocalRoot()), "nas"); err != nil {
+		t.Fatal(err)
+	}
+	if b := list(); b.Verified != nil {
+		t.Fatalf("after a catalog rebuild the listing still shows %+v", b.Verified)
 	}
 }
 
