@@ -32,6 +32,15 @@ const (
 	zstdThreads = 2
 )
 
+// zstdLevel is the compression level. A backup is mostly bbolt pages: runs
+// of zeros (the unused part of each page) and sealed key material, which
+// does not compress; the fastest level finds about the same matches in
+// them as SpeedDefault for less CPU (docs/performance.md, "Backups").
+// Readers do not depend on the level: bundles written at SpeedDefault read
+// the same (TestOpenOtherLevels). A variable only so that the tests can
+// write what other levels write.
+var zstdLevel = zstd.SpeedFastest
+
 // Writer writes one bundle: plaintext in, one file out. It is not safe for
 // concurrent use.
 type Writer struct {
@@ -120,7 +129,7 @@ func NewWriter(w io.Writer, m Manifest, enc Encryption) (*Writer, error) {
 		return nil, err
 	}
 	bw.z, err = zstd.NewWriter(bw.age,
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderLevel(zstdLevel),
 		zstd.WithEncoderConcurrency(zstdThreads),
 		zstd.WithWindowSize(zstdWindow),
 		zstd.WithLowerEncoderMem(false),
