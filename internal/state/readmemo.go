@@ -59,3 +59,17 @@ type kvEntryRead struct {
 	m      KVMeta
 	sealed []byte
 }
+
+// omgKey and omgRead are an ObjectMaterialGrant read and what it returned.
+type omgKey struct {
+	id       string
+	version  uint64
+	endpoint string
+}
+
+type omgRead struct {
+	o        Object
+	sealed   []byte
+	grant    string
+	grantErr error
+}
