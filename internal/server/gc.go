@@ -21,22 +21,22 @@ type gcSettings struct {
 // limit (memory.gc_soft_limit_bytes) unless GOGC or GOMEMLIMIT is set in
 // the environment: the runtime has then applied it already, and it wins,
 // so an operator can always go back to Go's defaults (GOGC=100).
-func applyGC(m config.Config, lookupEnv func(string) (string, bool)) gcSettings {
+func applyGC(cfg config.Config, lookupEnv func(string) (string, bool)) gcSettings {
 	var g gcSettings
 	if v, ok := lookupEnv("GOGC"); ok && v != "" {
 		g.Percent = debug.SetGCPercent(100)
 		debug.SetGCPercent(g.Percent)
 		g.PercentFrom = "GOGC"
 	} else {
-		debug.SetGCPercent(m.Memory.GCPercent)
-		g.Percent, g.PercentFrom = m.Memory.GCPercent, "memory.gc_percent"
+		debug.SetGCPercent(cfg.Memory.GCPercent)
+		g.Percent, g.PercentFrom = cfg.Memory.GCPercent, "memory.gc_percent"
 	}
 	if v, ok := lookupEnv("GOMEMLIMIT"); ok && v != "" {
 		g.LimitFrom = "GOMEMLIMIT"
 	} else {
 		g.LimitFrom = "memory.gc_soft_limit_bytes"
-		if m.Memory.GCSoftLimitBytes > 0 {
-			debug.SetMemoryLimit(m.Memory.GCSoftLimitBytes)
+		if cfg.Memory.GCSoftLimitBytes > 0 {
+			debug.SetMemoryLimit(cfg.Memory.GCSoftLimitBytes)
 		} else {
 			debug.SetMemoryLimit(math.MaxInt64)
 		}
