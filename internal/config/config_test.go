@@ -33,11 +33,14 @@ func TestLoadOverridesDefaults(t *testing.T) {
 
 func TestLoadRefusesMistakes(t *testing.T) {
 	for body, want := range map[string]string{
-		"data_dir: d\nlisten_addr: x\n":                 "listen_addr",
-		"data_dir: d\nlog:\n  level: loud\n":            "log.level",
-		"data_dir: d\njournal:\n  max_segment_age: 5\n": "duration",
-		"data_dir: d\ntls:\n  cert_file: a\n":           "go together",
-		"data_dir: [\n":                                 "config",
+		"data_dir: d\nlisten_addr: x\n":                       "listen_addr",
+		"data_dir: d\nlog:\n  level: loud\n":                  "log.level",
+		"data_dir: d\njournal:\n  max_segment_age: 5\n":       "duration",
+		"data_dir: d\ntls:\n  cert_file: a\n":                 "go together",
+		"data_dir: [\n":                                       "config",
+		"data_dir: d\nmemory:\n  gc_percent: 10\n":            "memory.gc_percent",
+		"data_dir: d\nmemory:\n  gc_percent: 5000\n":          "memory.gc_percent",
+		"data_dir: d\nmemory:\n  gc_soft_limit_bytes: 1000\n": "memory.gc_soft_limit_bytes",
 	} {
 		_, err := Load(write(t, body))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -51,8 +54,12 @@ func TestEmptyFileUsesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "127.0.0.1:8200" {
+	if c.Listen != "127.0.0.1:8200" || c.Memory.GCPercent != DefaultGCPercent || c.Memory.GCSoftLimitBytes != 0 {
 		t.Fatalf("%+v", c)
+	}
+	c, err = Load(write(t, "memory:\n  gc_percent: 100\n  gc_soft_limit_bytes: 1073741824\n"))
+	if err != nil || c.Memory.GCPercent != 100 || c.Memory.GCSoftLimitBytes != 1<<30 {
+		t.Fatalf("%+v %v", c.Memory, err)
 	}
 }
 

@@ -31,7 +31,10 @@ func (s *core) openForRead() (func(), error) {
 		s.mu.RUnlock()
 		return nil, err
 	}
-	return s.mu.RUnlock, nil
+	if s.runlock == nil { // a core not made by New (tests)
+		return s.mu.RUnlock, nil
+	}
+	return s.runlock, nil
 }
 
 // applyOpen proposes a command with the lifecycle read-locked, requiring an
@@ -53,7 +56,7 @@ func (s *core) authorizeWallet(ctx context.Context, wallet string, need Permissi
 		return id, err
 	}
 	if id.Kind == KindEndpoint {
-		grant, err := s.st.WalletGrant(wallet, id.Name)
+		grant, err := s.walletGrant(wallet, id.Name)
 		return id, endpointGranted(id, wallet, grant, err, need, what)
 	}
 	if !id.Has(RoleKeyAdmin) {

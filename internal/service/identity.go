@@ -115,6 +115,7 @@ type Call struct {
 
 	mu      sync.Mutex
 	objects []string
+	objBuf  [2]string // objects' first array: most requests touch one or two
 	// quiet: a repeated poll whose success is not audited (pollAudit).
 	quiet bool
 }
@@ -173,6 +174,9 @@ func (c *Call) Note(ids ...string) {
 		return
 	}
 	c.mu.Lock()
+	if c.objects == nil {
+		c.objects = c.objBuf[:0]
+	}
 	c.objects = append(c.objects, ids...)
 	c.mu.Unlock()
 }
@@ -252,7 +256,8 @@ func (s *Access) Authenticate(tok string) (Identity, error) {
 		return Identity{}, ErrUnauthenticated
 	}
 	h := hashToken(tok)
-	t, e, haveEndpoint, err := s.st.TokenAndEndpoint(h)
+	r, err := s.readToken(h)
+	t := r.t
 	if err != nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(h)) != 1 {
 		return Identity{}, ErrUnauthenticated
 	}
@@ -272,10 +277,10 @@ func (s *Access) Authenticate(tok string) (Identity, error) {
 		}
 		return Identity{Kind: KindUser, Name: u.Name, Roles: rolesOf(u.Roles), tokenHash: h, Expires: t.Expires}, nil
 	case state.TokenEndpoint:
-		if !haveEndpoint || e.State != "active" {
+		if !r.haveEndpoint || r.endpointState != "active" {
 			return Identity{}, ErrUnauthenticated
 		}
-		return Identity{Kind: KindEndpoint, Name: e.Name, tokenHash: h, Expires: t.Expires}, nil
+		return Identity{Kind: KindEndpoint, Name: r.endpointName, tokenHash: h, Expires: t.Expires}, nil
 	}
 	return Identity{}, ErrUnauthenticated
 }

@@ -117,7 +117,7 @@ func (s *Objects) Mounts(ctx context.Context) ([]Mount, error) {
 // ResolveMount finds the mount a /v1/<path> request names, for routing.
 // It checks no permission: every operation on the mount's wallet does.
 func (s *Objects) ResolveMount(path string) (Mount, error) {
-	m, err := s.st.VaultMount(path)
+	m, err := s.vaultMount(path)
 	if err != nil {
 		return Mount{}, mapStateErr(err)
 	}
@@ -213,7 +213,8 @@ func (s *Objects) kvEntry(ctx context.Context, wallet, path string, need Permiss
 func kvVersionOf(v state.Version, m state.KVMeta) KVVersion {
 	out := KVVersion{Version: v.Version, Created: v.Created, Destroyed: v.Destroyed}
 	if t, ok := m.Deleted[v.Version]; ok {
-		out.Deleted = &t
+		d := t // allocated only for a deleted version
+		out.Deleted = &d
 	}
 	return out
 }

@@ -50,16 +50,35 @@ var (
 
 // ValidName checks an object name: 1-255 characters from A-Z a-z 0-9 _ . - /,
 // starting with a letter or digit, with no empty, "." or ".." path segment.
+// It is checked on every object read by name, so by a loop over the bytes
+// rather than nameRE (which says the same; a test holds them together).
 func ValidName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !nameChars(name) {
 		return fmt.Errorf("%w: name %q: use 1-255 characters from A-Z a-z 0-9 _ . - /, starting with a letter or digit", ErrInvalid, name)
 	}
-	for _, seg := range strings.Split(name, "/") {
+	for seg := range strings.SplitSeq(name, "/") {
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Errorf("%w: name %q: empty, \".\" and \"..\" path segments are not allowed", ErrInvalid, name)
 		}
 	}
 	return nil
+}
+
+// nameChars is nameRE.MatchString(name).
+func nameChars(name string) bool {
+	if len(name) == 0 || len(name) > 255 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '_' || c == '.' || c == '-' || c == '/'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // ValidLabel checks a wallet, endpoint or user name: 1-64 characters from

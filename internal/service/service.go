@@ -198,19 +198,27 @@ type core struct {
 	// noStopSnapshot (tests) leaves the raft log as a kill -9 would.
 	noStopSnapshot bool
 
-	ks   *keystore.Store
-	st   *state.Store
-	node *cluster.Node
-	bar  *barrier.Barrier
+	ks *keystore.Store
+	st *state.Store
+	// Records the read path looks up on every request, remembered at the
+	// state's applied index (readmemo.go).
+	tokens appliedMemo[string, tokenRead]
+	mounts appliedMemo[string, state.VaultMount]
+	grants appliedMemo[grantKey, string]
+	node   *cluster.Node
+	bar    *barrier.Barrier
 
 	// mu is the lifecycle lock: held for writing while opening, sealing or
 	// changing the keyring; its read side is held by every command and read
 	// that needs the keystore open. It guards ring, jr, state and workers
 	// here, and Backups.backups, backupCtx and backupCancel.
-	mu    sync.RWMutex
-	ring  *keystore.Keyring
-	jr    *journal.Journal
-	state string
+	mu sync.RWMutex
+	// runlock is mu.RUnlock, made once (openForRead returns it; a method
+	// value made per call is an allocation per request).
+	runlock func()
+	ring    *keystore.Keyring
+	jr      *journal.Journal
+	state   string
 	// workers are the goroutines of the current open (nil while sealed);
 	// retired are those of earlier opens that seal has stopped but not yet
 	// seen end (guarded by workersMu).
@@ -427,6 +435,7 @@ func New(cfg Config) (*Service, error) {
 		started: time.Now(),
 		nodeID:  nodeID,
 	}
+	c.runlock = c.mu.RUnlock
 	s := &Service{core: c,
 		Objects: &Objects{core: c},
 		Access:  &Access{core: c, pwSlots: make(chan struct{}, max(2, runtime.NumCPU()))},

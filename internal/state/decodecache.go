@@ -90,6 +90,10 @@ var (
 	endpointCache = &decodeCache[Endpoint]{copyOut: func(e Endpoint) Endpoint { e.Revoked = copyTime(e.Revoked); return e }}
 	mountCache    = &decodeCache[VaultMount]{copyOut: func(m VaultMount) VaultMount { return m }}
 	objectCache   = &decodeCache[Object]{copyOut: copyObject}
+	kvMetaCache   = &decodeCache[KVMeta]{copyOut: func(m KVMeta) KVMeta {
+		m.CustomMetadata, m.Deleted = maps.Clone(m.CustomMetadata), maps.Clone(m.Deleted)
+		return m
+	}}
 )
 
 // copyObject copies what an Object shares: attributes, time pointers,

@@ -164,6 +164,16 @@ func (s *Store) loadKVMeta(tx *bolt.Tx, id string) (KVMeta, error) {
 	return m, err
 }
 
+// kvMetaCached is loadKVMeta through the decode cache (the KV read).
+func kvMetaCached(tx *bolt.Tx, id string, m *KVMeta) error {
+	raw := tx.Bucket(bucketKVMeta).Get([]byte(id))
+	if raw == nil {
+		*m = KVMeta{}
+		return nil
+	}
+	return kvMetaCache.decode(raw, m)
+}
+
 func (s *Store) applyKVVersions(tx *bolt.Tx, now time.Time, c KVVersions) (any, error) {
 	if len(c.Versions) > 1000 {
 		return bad("at most 1000 versions per request"), nil
@@ -305,6 +315,19 @@ func (s *Store) KVMetaOf(id string) (KVMeta, error) {
 // name is ObjectByName's error; o is zero when the object could not be
 // read.
 func (s *Store) KVEntry(wallet, name string, material bool, version uint64) (o Object, m KVMeta, sealed []byte, err error) {
+	k := kvEntryKey{wallet, name, material, version}
+	if r, ok := s.kvMemo.get(s, k); ok {
+		return copyObject(r.o), kvMetaCache.copyOut(r.m), bytes.Clone(r.sealed), nil
+	}
+	at := s.applied.Load()
+	if o, m, sealed, err = s.kvEntry(wallet, name, material, version); err == nil && len(sealed) <= memoMaxMaterial {
+		s.kvMemo.put(at, k, kvEntryRead{o: copyObject(o), m: kvMetaCache.copyOut(m), sealed: bytes.Clone(sealed)})
+	}
+	return o, m, sealed, err
+}
+
+// kvEntry is KVEntry's read of the state.
+func (s *Store) kvEntry(wallet, name string, material bool, version uint64) (o Object, m KVMeta, sealed []byte, err error) {
 	err = s.View(func(tx *bolt.Tx) error {
 		id := tx.Bucket(bucketNames).Get(nameKey(wallet, name))
 		if id == nil {
@@ -318,8 +341,7 @@ func (s *Store) KVEntry(wallet, name string, material bool, version uint64) (o O
 			o = Object{}
 			return err
 		}
-		var err error
-		if m, err = s.loadKVMeta(tx, o.ID); err != nil || !material {
+		if err := kvMetaCached(tx, o.ID, &m); err != nil || !material {
 			return err
 		}
 		if version == 0 {

@@ -106,6 +106,19 @@ func objectWithMaterialTx(tx *bolt.Tx, id string, version uint64) (o Object, sea
 // none; grantErr wraps ErrNotFound when the wallet does not exist). A
 // missing object is err; the grant is then not read.
 func (s *Store) ObjectMaterialGrant(id string, version uint64, endpoint string) (o Object, sealed []byte, grant string, grantErr, err error) {
+	k := omgKey{id, version, endpoint}
+	if r, ok := s.omgMemo.get(s, k); ok {
+		return copyObject(r.o), bytes.Clone(r.sealed), r.grant, r.grantErr, nil
+	}
+	at := s.applied.Load()
+	if o, sealed, grant, grantErr, err = s.objectMaterialGrant(id, version, endpoint); err == nil && len(sealed) <= memoMaxMaterial {
+		s.omgMemo.put(at, k, omgRead{o: copyObject(o), sealed: bytes.Clone(sealed), grant: grant, grantErr: grantErr})
+	}
+	return o, sealed, grant, grantErr, err
+}
+
+// objectMaterialGrant is ObjectMaterialGrant's read of the state.
+func (s *Store) objectMaterialGrant(id string, version uint64, endpoint string) (o Object, sealed []byte, grant string, grantErr, err error) {
 	err = s.View(func(tx *bolt.Tx) error {
 		var err error
 		if o, sealed, err = objectWithMaterialTx(tx, id, version); err != nil {

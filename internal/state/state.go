@@ -94,6 +94,11 @@ type Store struct {
 	mw      *mirrorWriter // the attached journal mirror; guarded by jmu
 	mwOld   *mirrorWriter // the last detached one, until its goroutine has ended; guarded by jmu
 	mirrorH atomic.Pointer[WriteHealth]
+
+	// The entries the read path reads for every request, remembered at the
+	// applied index (readmemo.go).
+	kvMemo  appliedMemo[kvEntryKey, kvEntryRead]
+	omgMemo appliedMemo[omgKey, omgRead]
 }
 
 // ErrAbandoned is the result of entries whose state write was given up because

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -62,7 +63,7 @@ func appendKVRead(b []byte, reqID string, sec service.KVSecret, warnings []strin
 		return b, err
 	}
 	b = append(b, `,"metadata":{"created_time":`...)
-	b = appendJSONString(b, vaultTime(sec.Version.Created))
+	b = appendVaultTime(b, sec.Version.Created)
 	b = append(b, `,"custom_metadata":`...)
 	if sec.CustomMetadata == nil {
 		b = append(b, "null"...)
@@ -71,7 +72,7 @@ func appendKVRead(b []byte, reqID string, sec service.KVSecret, warnings []strin
 	}
 	b = append(b, `,"deletion_time":`...)
 	if sec.Version.Deleted != nil {
-		b = appendJSONString(b, vaultTime(*sec.Version.Deleted))
+		b = appendVaultTime(b, *sec.Version.Deleted)
 	} else {
 		b = append(b, `""`...)
 	}
@@ -159,3 +160,11 @@ type errString string
 func (e errString) Error() string { return string(e) }
 
 const errInvalidRaw = errString("the secret's data is not valid JSON")
+
+// appendVaultTime appends vaultTime(t) as a JSON string: RFC 3339 has no
+// character JSON escapes.
+func appendVaultTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
