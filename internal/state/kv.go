@@ -320,7 +320,7 @@ func (s *Store) KVEntry(wallet, name string, material bool, version uint64) (o O
 		return copyObject(r.o), kvMetaCache.copyOut(r.m), bytes.Clone(r.sealed), nil
 	}
 	at := s.applied.Load()
-	if o, m, sealed, err = s.kvEntry(wallet, name, material, version); err == nil && len(sealed) <= memoMaxMaterial {
+	if o, m, sealed, err = s.kvEntry(wallet, name, material, version); err == nil && len(sealed) <= memoMaxMaterial && memoWorth(objectFootprint(o)+kvMetaFootprint(m)) {
 		s.kvMemo.put(at, k, kvEntryRead{o: copyObject(o), m: kvMetaCache.copyOut(m), sealed: bytes.Clone(sealed)})
 	}
 	return o, m, sealed, err

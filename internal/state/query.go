@@ -111,7 +111,7 @@ func (s *Store) ObjectMaterialGrant(id string, version uint64, endpoint string) 
 		return copyObject(r.o), bytes.Clone(r.sealed), r.grant, r.grantErr, nil
 	}
 	at := s.applied.Load()
-	if o, sealed, grant, grantErr, err = s.objectMaterialGrant(id, version, endpoint); err == nil && len(sealed) <= memoMaxMaterial {
+	if o, sealed, grant, grantErr, err = s.objectMaterialGrant(id, version, endpoint); err == nil && len(sealed) <= memoMaxMaterial && memoWorth(objectFootprint(o)) {
 		s.omgMemo.put(at, k, omgRead{o: copyObject(o), sealed: bytes.Clone(sealed), grant: grant, grantErr: grantErr})
 	}
 	return o, sealed, grant, grantErr, err

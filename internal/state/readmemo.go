@@ -3,13 +3,17 @@ package state
 import "sync"
 
 // memoMax bounds the entries of one appliedMemo (a full memo starts over);
-// material over memoMaxMaterial bytes is not remembered.
+// material over memoMaxMaterial bytes, and entries whose decoded records
+// come to more than about memoMaxBytes (an object with thousands of
+// versions or attributes), are not remembered: at most about 12 MiB per
+// memo.
 const (
 	memoMax         = 1024
 	memoMaxMaterial = 4096
+	memoMaxBytes    = 8192
 )
 
-// appliedMemo remembers what a read returned, valid while the store has
+// appliedMemo remembers what reads returned, valid while the store has
 // applied no command since: every change to the state is an applied
 // command, and the applied index moves after its transaction committed.
 // The index is read before the read, so a command applied in between
@@ -17,34 +21,63 @@ const (
 // key read again and again) then takes no read transaction; a store that
 // applies commands between two reads reads again. Only successful reads
 // are remembered, and callers get their own copies of what a value shares.
+// The memo holds the reads of one applied index: the first read at a newer
+// one drops the others (what they hold, sealed material of a version
+// destroyed since included, is not kept past the next command).
 type appliedMemo[K comparable, V any] struct {
 	mu sync.RWMutex
-	m  map[K]memoAt[V]
-}
-
-type memoAt[V any] struct {
-	at uint64
-	v  V
+	at uint64 // the applied index every entry of m was read at
+	m  map[K]V
 }
 
 func (m *appliedMemo[K, V]) get(s *Store, k K) (V, bool) {
+	at := s.applied.Load()
 	m.mu.RLock()
-	e, ok := m.m[k]
-	m.mu.RUnlock()
-	if ok && e.at == s.applied.Load() {
-		return e.v, true
+	defer m.mu.RUnlock()
+	if m.m != nil && m.at == at {
+		v, ok := m.m[k]
+		return v, ok
 	}
 	var zero V
 	return zero, false
 }
 
+// put remembers v, read at applied index at.
 func (m *appliedMemo[K, V]) put(at uint64, k K, v V) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.m == nil || len(m.m) >= memoMax {
-		m.m = make(map[K]memoAt[V])
+	switch {
+	case m.m != nil && at < m.at:
+		return // a newer read is already remembered: this one is stale
+	case m.m == nil || at > m.at || len(m.m) >= memoMax:
+		m.m, m.at = make(map[K]V), at
 	}
-	m.m[k] = memoAt[V]{at: at, v: v}
+	m.m[k] = v
+}
+
+// memoWorth reports whether an entry of about footprint bytes is
+// remembered.
+func memoWorth(footprint int) bool { return footprint <= memoMaxBytes }
+
+// objectFootprint is about how many bytes a decoded object holds.
+func objectFootprint(o Object) int {
+	n := 256 + len(o.ID) + len(o.Wallet) + len(o.Name) + len(o.Type) + len(o.Algorithm) + len(o.Reason) + len(o.CreatedBy)
+	for k, v := range o.Attributes {
+		n += 32 + len(k) + len(v)
+	}
+	for _, v := range o.Versions {
+		n += 64 + len(v.Public)
+	}
+	return n
+}
+
+// kvMetaFootprint is about how many bytes decoded KV metadata holds.
+func kvMetaFootprint(m KVMeta) int {
+	n := 64 + 48*len(m.Deleted)
+	for k, v := range m.CustomMetadata {
+		n += 32 + len(k) + len(v)
+	}
+	return n
 }
 
 // kvEntryKey and kvEntryRead are a KVEntry read and what it returned.

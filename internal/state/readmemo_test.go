@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -53,4 +54,45 @@ func TestReadMemo(t *testing.T) {
 	omg("sealed-2", "read")
 	apply(cmdLog(t, 6, TypeGrant, Grant{Wallet: "w", Endpoint: "app", Permission: ""}))
 	omg("sealed-2", "")
+}
+
+// TestReadMemoBounds: the memo holds only entries of the current applied
+// index (a newer read drops the older ones, and with them sealed material
+// of versions destroyed since), a read that started before a newer one
+// stored is not kept, and an object too large to be worth remembering
+// (thousands of versions) is read again instead of being kept.
+func TestReadMemoBounds(t *testing.T) {
+	var m appliedMemo[string, int]
+	m.put(5, "a", 1)
+	m.put(5, "b", 2)
+	if len(m.m) != 2 || m.at != 5 {
+		t.Fatalf("memo at %d holds %v", m.at, m.m)
+	}
+	m.put(7, "c", 3)
+	if len(m.m) != 1 || m.at != 7 {
+		t.Fatalf("after a read at a newer index the memo at %d holds %v; want only c", m.at, m.m)
+	}
+	m.put(6, "d", 4) // read before the read at 7 stored: stale already
+	if _, ok := m.m["d"]; ok || m.at != 7 {
+		t.Fatalf("a read at an older index was kept: at %d, %v", m.at, m.m)
+	}
+
+	small := Object{ID: "x", Versions: make([]Version, 3)}
+	big := Object{ID: "y", Versions: make([]Version, 5000)}
+	if !memoWorth(objectFootprint(small)) {
+		t.Fatal("an object of three versions is not remembered")
+	}
+	if memoWorth(objectFootprint(big)) {
+		t.Fatal("an object of 5000 versions is remembered")
+	}
+	attrs := map[string]string{}
+	for i := range 200 {
+		attrs[strings.Repeat("k", 40)+string(rune('a'+i%26))+strings.Repeat("v", i)] = strings.Repeat("v", 100)
+	}
+	if memoWorth(objectFootprint(Object{ID: "z", Attributes: attrs})) {
+		t.Fatal("an object with 200 long attributes is remembered")
+	}
+	if memoWorth(kvMetaFootprint(KVMeta{Deleted: make(map[uint64]time.Time, 0)}) + objectFootprint(small) + 10000) {
+		t.Fatal("an entry over the limit is remembered")
+	}
 }
