@@ -88,6 +88,8 @@ type Node struct {
 	readyTerm atomic.Uint64      // the term in which this leader committed a barrier
 	closed    chan struct{}      // closed by Close
 	closeOnce sync.Once
+	seedRetry atomic.Bool    // replaceSeed is running
+	bg        sync.WaitGroup // replaceSeed, waited for by Close
 }
 
 // Open opens the raft log store (without starting raft), so the caller can
@@ -289,7 +291,14 @@ func (n *Node) SnapshotBeforeStart(fsm raft.FSM, index, term, confIndex uint64, 
 				return
 			}
 			n.log.Error("raft snapshot made at start not written; a node joining this one is refused until one is: retrying through raft", "index", index, "error", err)
-			go n.replaceSeed()
+			if n.seedRetry.CompareAndSwap(false, true) { // one at a time, however many starts fail
+				n.bg.Add(1)
+				go func() {
+					defer n.bg.Done()
+					defer n.seedRetry.Store(false)
+					n.replaceSeed()
+				}()
+			}
 			return
 		}
 		n.log.Info("raft snapshot made at start written", "index", index, "took", time.Since(t0).Round(time.Millisecond))
@@ -691,6 +700,7 @@ func (n *Node) Stop() error {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() { close(n.closed) })
 	err := n.Stop()
+	n.bg.Wait()
 	if cerr := n.store.Close(); err == nil {
 		err = cerr
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -846,5 +848,52 @@ func TestSeededNodeRewritesAFailedStartSnapshot(t *testing.T) {
 	}
 	if s := <-got.restored; s != "restored state" {
 		t.Fatalf("latest snapshot holds %q", s)
+	}
+}
+
+type alwaysFailFSM struct{ stateFSM }
+
+func (f *alwaysFailFSM) Snapshot() (raft.FSMSnapshot, error) { return failSnap{}, nil }
+
+// TestSeedRetryIsOneGoroutineOwnedByTheNode: starts of a restored node whose
+// snapshot at start fails again and again leave one retry running, not one
+// per start, and Close ends it and waits for it.
+func TestSeedRetryIsOneGoroutineOwnedByTheNode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "raft")
+	if err := Seed(dir, "n1", 100, 3); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Open(Config{Dir: dir, NodeID: "n1", SnapshotRetryDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cd, _ := n.ConfigurationAt(100)
+	fsm := &alwaysFailFSM{stateFSM: stateFSM{data: "restored state"}}
+	retries := func() int {
+		buf := make([]byte, 1<<20)
+		return bytes.Count(buf[:runtime.Stack(buf, true)], []byte("cluster.(*Node).replaceSeed("))
+	}
+	for range 3 {
+		if err := n.SnapshotBeforeStart(fsm, 100, 3, 100, cd); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.WaitSnapshot(); err == nil {
+			t.Fatal("the failing snapshot was written")
+		}
+		if err := n.Start(fsm, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := retries(); got != 1 {
+		t.Fatalf("%d seed retries running after three failed starts; want 1", got)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := retries(); got != 0 {
+		t.Fatalf("%d seed retries running after Close", got)
 	}
 }

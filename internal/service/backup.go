@@ -584,18 +584,23 @@ func (s *Backups) RebuildCatalog(ctx context.Context, name string) (int, []strin
 	defer dd.Close()
 	var c backup.Catalog
 	var skipped []string
-	if bm != nil {
-		err = bm.Exclusive(func() error { c, skipped, err = backup.Rebuild(ctx, dd, clusterID); return err })
-	} else {
+	rebuild := func() error {
 		c, skipped, err = backup.Rebuild(ctx, dd, clusterID)
+		if err == nil {
+			// The rebuilt catalog has no drills or verifications (manifests
+			// do not carry them): listings and status say what it says. Under
+			// the catalog's lock, as drills and verifications record theirs.
+			s.drills.set(name, c)
+		}
+		return err
+	}
+	if bm != nil {
+		err = bm.Exclusive(rebuild)
+	} else {
+		err = rebuild()
 	}
 	if errors.Is(err, backup.ErrForeign) {
 		return 0, skipped, fmt.Errorf("%w: %v", ErrConflict, err)
-	}
-	if err == nil {
-		// The rebuilt catalog has no drills or verifications (manifests
-		// do not carry them): listings and status say what it says.
-		s.drills.set(name, c)
 	}
 	return len(c.Entries), skipped, err
 }

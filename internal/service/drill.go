@@ -137,8 +137,11 @@ func (s *Backups) Drill(ctx context.Context, destination string) (backup.Drill, 
 				return err
 			}
 			c.AddDrill(res)
-			cat = c
-			return backup.SaveCatalog(ctx, t.Dest, c)
+			if err := backup.SaveCatalog(ctx, t.Dest, c); err != nil {
+				return err
+			}
+			s.drills.set(destination, c) // under the catalog's lock, as a rebuild sets it
+			return nil
 		}
 		s.mu.RLock()
 		m := s.backups
@@ -153,8 +156,8 @@ func (s *Backups) Drill(ctx context.Context, destination string) (backup.Drill, 
 		}
 	} else {
 		cat.AddDrill(res)
+		s.drills.set(destination, cat)
 	}
-	s.drills.set(destination, cat)
 	return res, nil
 }
 

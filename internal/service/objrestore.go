@@ -287,11 +287,12 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 			v.Result, v.Reason = "FAILED", err.Error()
 		}
 		if record {
-			if err := s.recordVerification(ctx, t, e.File, v); err != nil {
+			if err := s.recordVerification(ctx, t, destination, e.File, v); err != nil {
 				return out, err
 			}
+		} else {
+			s.drills.verified(destination, e.File, v)
 		}
-		s.drills.verified(destination, e.File, v)
 		s.log.Info("backup verified", "destination", destination, "file", e.File, "result", v.Result, "reason", v.Reason)
 		out = append(out, VerifyResult{ID: e.ID, Kind: e.Kind, File: e.File, Result: v.Result, Reason: v.Reason, Time: v.Time})
 		progress(VerifyProgress{Done: i + 1, Total: len(todo), File: e.File, Result: v.Result})
@@ -301,11 +302,19 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 
 // recordVerification writes a result into the catalog while no backup
 // writes it.
-func (s *Backups) recordVerification(ctx context.Context, t *backup.Target, file string, v backup.Verification) error {
+func (s *Backups) recordVerification(ctx context.Context, t *backup.Target, destination, file string, v backup.Verification) error {
 	s.mu.RLock()
 	m := s.backups
 	s.mu.RUnlock()
-	rec := func() error { return restore.Record(ctx, t.Dest, file, v) }
+	rec := func() error {
+		if err := restore.Record(ctx, t.Dest, file, v); err != nil {
+			return err
+		}
+		// Under the same lock as the catalog's write: a rebuild of the
+		// catalog does not come between the two.
+		s.drills.verified(destination, file, v)
+		return nil
+	}
 	if m == nil {
 		return rec()
 	}
