@@ -839,11 +839,31 @@ func lockSlot(name string) int {
 	return int(h.Sum32() % lockSlots)
 }
 
-func newUUID() string {
-	b := make([]byte, 16)
-	randRead(b)
-	b[6] = b[6]&0x0f | 0x40
+// newUUID is a new object id: a UUIDv7 (RFC 9562) of the current time.
+func newUUID() string { return newUUIDAt(time.Now()) }
+
+// newUUIDAt is a UUIDv7 for time t: the Unix time in milliseconds in the
+// first 48 bits (big-endian), version 7, variant 10, and 74 random bits
+// from crypto/rand, which keep ids unique within a millisecond. Ids of
+// later milliseconds sort after earlier ones, as strings too, so new
+// objects are appended at the end of the buckets keyed by id.
+func newUUIDAt(t time.Time) string {
+	var b [16]byte
+	randRead(b[6:])
+	ms := uint64(t.UnixMilli()) // #nosec G115 -- times before 1970 do not occur on a running server; the id stays a valid UUID either way
+	b[0], b[1], b[2] = byte(ms>>40), byte(ms>>32), byte(ms>>24)
+	b[3], b[4], b[5] = byte(ms>>16), byte(ms>>8), byte(ms)
+	b[6] = b[6]&0x0f | 0x70
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
 }
