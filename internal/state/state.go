@@ -351,6 +351,7 @@ func (s *Store) applyBatch(logs []*raft.Log, pre []prepared, offline bool) []any
 		var applied uint64
 		s.mu.RLock()
 		err := s.db.Update(func(tx *bolt.Tx) error {
+			fillAppendBuckets(tx)
 			meta := tx.Bucket(bucketMeta)
 			applied = getU64(meta, keyAppliedIndex)
 			last, lastTerm := applied, uint64(0)
