@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -42,30 +41,56 @@ const (
 	DefaultListLimit = 100
 )
 
-var (
-	nameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,254}$`)
-	labelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$`)
-	attrRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$`)
+// plainChars reports whether s has 1 to max bytes, the first an ASCII
+// letter or digit and the rest letters, digits or bytes of extra: the
+// regexp ^[A-Za-z0-9][A-Za-z0-9<extra>]{0,max-1}$ without the regexp
+// machine (names are checked on every write; a test holds the two to the
+// same answers).
+func plainChars(s string, max int, extra string) bool {
+	if len(s) == 0 || len(s) > max || !alnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !alnum(c) && strings.IndexByte(extra, c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func alnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// Characters allowed after the first in names, labels and attribute names.
+const (
+	nameExtra  = "_.-/"
+	labelExtra = "_.-"
+	attrExtra  = "_.:-"
 )
 
 // ValidName checks an object name: 1-255 characters from A-Z a-z 0-9 _ . - /,
 // starting with a letter or digit, with no empty, "." or ".." path segment.
 func ValidName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !plainChars(name, 255, nameExtra) {
 		return fmt.Errorf("%w: name %q: use 1-255 characters from A-Z a-z 0-9 _ . - /, starting with a letter or digit", ErrInvalid, name)
 	}
-	for _, seg := range strings.Split(name, "/") {
+	for rest := name; ; {
+		seg, after, more := strings.Cut(rest, "/")
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Errorf("%w: name %q: empty, \".\" and \"..\" path segments are not allowed", ErrInvalid, name)
 		}
+		if !more {
+			return nil
+		}
+		rest = after
 	}
-	return nil
 }
 
 // ValidLabel checks a wallet, endpoint or user name: 1-64 characters from
 // A-Z a-z 0-9 _ . -, starting with a letter or digit.
 func ValidLabel(what, name string) error {
-	if !labelRE.MatchString(name) {
+	if !plainChars(name, 64, labelExtra) {
 		return fmt.Errorf("%w: %s name %q: use 1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit", ErrInvalid, what, name)
 	}
 	return nil
@@ -76,7 +101,7 @@ func validAttrs(set map[string]string) error {
 		return fmt.Errorf("%w: at most %d attributes, got %d", ErrInvalid, MaxAttributes, len(set))
 	}
 	for k, v := range set {
-		if !attrRE.MatchString(k) {
+		if !plainChars(k, 128, attrExtra) {
 			return fmt.Errorf("%w: attribute name %q: use 1-128 characters from A-Z a-z 0-9 _ . : -, starting with a letter or digit", ErrInvalid, k)
 		}
 		if len(v) > 1024 || !utf8.ValidString(v) || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
