@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -874,10 +875,10 @@ func newUUID() string { return newUUIDAt(time.Now()) }
 // objects are appended at the end of the buckets keyed by id.
 func newUUIDAt(t time.Time) string {
 	var b [16]byte
+	// The low 48 bits of the millisecond count, big-endian, then 10 random bytes.
+	binary.BigEndian.PutUint64(b[:8], uint64(t.UnixMilli())) // #nosec G115 -- times before 1970 do not occur on a running server; the id stays a valid UUID either way
+	copy(b[:6], b[2:8])
 	randRead(b[6:])
-	ms := uint64(t.UnixMilli()) // #nosec G115 -- times before 1970 do not occur on a running server; the id stays a valid UUID either way
-	b[0], b[1], b[2] = byte(ms>>40), byte(ms>>32), byte(ms>>24)
-	b[3], b[4], b[5] = byte(ms>>16), byte(ms>>8), byte(ms)
 	b[6] = b[6]&0x0f | 0x70
 	b[8] = b[8]&0x3f | 0x80
 	var out [36]byte
