@@ -233,7 +233,8 @@ func newKeyListCmd(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List and search objects by wallet, name, type, state and attributes",
 		Long: `List the objects the caller may read (an endpoint: those in wallets it
-has a grant on), in id order, following the server's pages. Filters combine:
+has a grant on), in id order, following the server's pages (object ids are
+time-ordered UUIDv7: an object created later lists later). Filters combine:
 --name takes an exact name or a prefix ending in *; --attr k=v may repeat and
 all must match. --limit N stops after N objects (default: all).`,
 		Example: `  coffer key list

@@ -9,11 +9,11 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -42,49 +42,56 @@ const (
 	DefaultListLimit = 100
 )
 
-var (
-	nameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,254}$`)
-	labelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$`)
-	attrRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$`)
-)
-
-// ValidName checks an object name: 1-255 characters from A-Z a-z 0-9 _ . - /,
-// starting with a letter or digit, with no empty, "." or ".." path segment.
-// It is checked on every object read by name, so by a loop over the bytes
-// rather than nameRE (which says the same; a test holds them together).
-func ValidName(name string) error {
-	if !nameChars(name) {
-		return fmt.Errorf("%w: name %q: use 1-255 characters from A-Z a-z 0-9 _ . - /, starting with a letter or digit", ErrInvalid, name)
-	}
-	for seg := range strings.SplitSeq(name, "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return fmt.Errorf("%w: name %q: empty, \".\" and \"..\" path segments are not allowed", ErrInvalid, name)
-		}
-	}
-	return nil
-}
-
-// nameChars is nameRE.MatchString(name).
-func nameChars(name string) bool {
-	if len(name) == 0 || len(name) > 255 {
+// plainChars reports whether s has 1 to max bytes, the first an ASCII
+// letter or digit and the rest letters, digits or bytes of extra: the
+// regexp ^[A-Za-z0-9][A-Za-z0-9<extra>]{0,max-1}$ without the regexp
+// machine (names are checked on every write; a test holds the two to the
+// same answers).
+func plainChars(s string, max int, extra string) bool {
+	if len(s) == 0 || len(s) > max || !alnum(s[0]) {
 		return false
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case i > 0 && (c == '_' || c == '.' || c == '-' || c == '/'):
-		default:
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !alnum(c) && strings.IndexByte(extra, c) < 0 {
 			return false
 		}
 	}
 	return true
 }
 
+func alnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// Characters allowed after the first in names, labels and attribute names.
+const (
+	nameExtra  = "_.-/"
+	labelExtra = "_.-"
+	attrExtra  = "_.:-"
+)
+
+// ValidName checks an object name: 1-255 characters from A-Z a-z 0-9 _ . - /,
+// starting with a letter or digit, with no empty, "." or ".." path segment.
+func ValidName(name string) error {
+	if !plainChars(name, 255, nameExtra) {
+		return fmt.Errorf("%w: name %q: use 1-255 characters from A-Z a-z 0-9 _ . - /, starting with a letter or digit", ErrInvalid, name)
+	}
+	for rest := name; ; {
+		seg, after, more := strings.Cut(rest, "/")
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: name %q: empty, \".\" and \"..\" path segments are not allowed", ErrInvalid, name)
+		}
+		if !more {
+			return nil
+		}
+		rest = after
+	}
+}
+
 // ValidLabel checks a wallet, endpoint or user name: 1-64 characters from
 // A-Z a-z 0-9 _ . -, starting with a letter or digit.
 func ValidLabel(what, name string) error {
-	if !labelRE.MatchString(name) {
+	if !plainChars(name, 64, labelExtra) {
 		return fmt.Errorf("%w: %s name %q: use 1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit", ErrInvalid, what, name)
 	}
 	return nil
@@ -95,7 +102,7 @@ func validAttrs(set map[string]string) error {
 		return fmt.Errorf("%w: at most %d attributes, got %d", ErrInvalid, MaxAttributes, len(set))
 	}
 	for k, v := range set {
-		if !attrRE.MatchString(k) {
+		if !plainChars(k, 128, attrExtra) {
 			return fmt.Errorf("%w: attribute name %q: use 1-128 characters from A-Z a-z 0-9 _ . : -, starting with a letter or digit", ErrInvalid, k)
 		}
 		if len(v) > 1024 || !utf8.ValidString(v) || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
@@ -858,11 +865,31 @@ func lockSlot(name string) int {
 	return int(h.Sum32() % lockSlots)
 }
 
-func newUUID() string {
-	b := make([]byte, 16)
-	randRead(b)
-	b[6] = b[6]&0x0f | 0x40
+// newUUID is a new object id: a UUIDv7 (RFC 9562) of the current time.
+func newUUID() string { return newUUIDAt(time.Now()) }
+
+// newUUIDAt is a UUIDv7 for time t: the Unix time in milliseconds in the
+// first 48 bits (big-endian), version 7, variant 10, and 74 random bits
+// from crypto/rand, which keep ids unique within a millisecond. Ids of
+// later milliseconds sort after earlier ones, as strings too, so new
+// objects are appended at the end of the buckets keyed by id.
+func newUUIDAt(t time.Time) string {
+	var b [16]byte
+	// The low 48 bits of the millisecond count, big-endian, then 10 random bytes.
+	binary.BigEndian.PutUint64(b[:8], uint64(t.UnixMilli())) // #nosec G115 -- times before 1970 do not occur on a running server; the id stays a valid UUID either way
+	copy(b[:6], b[2:8])
+	randRead(b[6:])
+	b[6] = b[6]&0x0f | 0x70
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
 }

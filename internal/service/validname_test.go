@@ -5,13 +5,13 @@ import (
 	"testing"
 )
 
-// TestNameCharsIsNameRE: the byte loop ValidName uses accepts exactly what
+// TestPlainCharsIsNameRE: the byte loop ValidName uses (plainChars) accepts exactly what
 // nameRE accepts: every string of one and two bytes, and longer ones at and
 // around the length limit.
-func TestNameCharsIsNameRE(t *testing.T) {
+func TestPlainCharsIsNameRE(t *testing.T) {
 	check := func(s string) {
-		if got, want := nameChars(s), nameRE.MatchString(s); got != want {
-			t.Fatalf("%q: nameChars %v, nameRE %v", s, got, want)
+		if got, want := plainChars(s, 255, nameExtra), nameRE.MatchString(s); got != want {
+			t.Fatalf("%q: plainChars %v, nameRE %v", s, got, want)
 		}
 	}
 	check("")

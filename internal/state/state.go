@@ -359,6 +359,7 @@ func (s *Store) applyBatch(logs []*raft.Log, pre []prepared, offline bool) []any
 			meta := tx.Bucket(bucketMeta)
 			applied = getU64(meta, keyAppliedIndex)
 			last, lastTerm := applied, uint64(0)
+			creates := true // every command of the batch creates an object
 			for i, l := range logs {
 				if l.Index <= applied {
 					resp[i] = nil
@@ -375,11 +376,15 @@ func (s *Store) applyBatch(logs []*raft.Log, pre []prepared, offline bool) []any
 				resp[i] = res
 				if rec != nil {
 					recs = append(recs, *rec)
+					creates = creates && rec.Type == uint16(TypeObjectCreate)
 				}
 				last, lastTerm = l.Index, l.Term
 			}
 			if last == applied {
 				return nil
+			}
+			if creates {
+				fillAppendBuckets(tx)
 			}
 			if err := meta.Put(keyAppliedIndex, u64(last)); err != nil {
 				return err
