@@ -247,6 +247,10 @@ func TestDevAfterRestore(t *testing.T) {
 		}
 	}
 	rp, _ := os.ReadFile(filepath.Join(dir, "dev-recovery-passphrase"))
+	adminPass, err := os.ReadFile(filepath.Join(dir, "dev-admin-password"))
+	if err != nil {
+		t.Fatalf("dev admin password: %v", err)
+	}
 	rpFile, ksFile := filepath.Join(base, "rp"), filepath.Join(base, "ks")
 	os.WriteFile(rpFile, rp, 0o600)
 	os.WriteFile(ksFile, []byte("restored dev passphrase\n"), 0o600)
@@ -263,6 +267,11 @@ func TestDevAfterRestore(t *testing.T) {
 	}
 	if out, err := coffer(t, nil, "check", "--data-dir", dir, "--passphrase-file", ksFile); err != nil {
 		t.Fatalf("check after the restore: %v\n%s", err, out)
+	}
+	// The console administrator is in the restored state: its password file
+	// comes along, so coffer dev prints it again.
+	if b, err := os.ReadFile(filepath.Join(dir, "dev-admin-password")); err != nil || string(b) != string(adminPass) {
+		t.Fatalf("dev admin password after the restore: %v (kept the same: %v)", err, string(b) == string(adminPass))
 	}
 	// coffer dev works again, on the restored state.
 	env, _, _ = startDev(t, dir)
