@@ -94,10 +94,16 @@ Not for production: the passphrases and root token are kept in the data dir.`,
 					recovery = "in " + p
 				}
 				console := "no administrator"
-				if pw, err := devAdmin(s); err != nil {
+				if pw, err := devAdmin(s); errors.Is(err, service.ErrConflict) {
+					console = "user " + devAdminUser + " from the restored state, with the password it had then"
+				} else if err != nil {
 					console += ": " + err.Error()
 				} else {
 					console = "user " + devAdminUser + ", password " + pw
+				}
+				keystore := "auto-opens on this machine"
+				if !s.Service.AutoOpenEnabled() {
+					keystore = "auto-open off (not restored); coffer dev opens it"
 				}
 				fmt.Fprintf(out, `
 Coffer dev server is running: single node, NOT for production.
@@ -107,7 +113,7 @@ Coffer dev server is running: single node, NOT for production.
   CA certificate:  %s
   Root token:      %s
   Data dir:        %s
-  Keystore:        open; auto-opens on this machine (passphrase in %s)
+  Keystore:        open; %s (passphrase in %s)
   Recovery:        passphrase for backups %s
   Control socket:  %s
 
@@ -119,7 +125,7 @@ Try: coffer status; coffer secret put demo --value hello; coffer secret get demo
      coffer key create demo-key --type symmetric_key; coffer key list; coffer whoami
      coffer backup run --destination LOCAL; coffer backup list
 Stop with Ctrl-C (fast stop) or: coffer stop --data-dir %s
-`, s.URL, s.URL, console, s.CAFile, tok, abs, filepath.Join(abs, devPassphraseFile), recovery, s.Socket, s.URL, s.CAFile, tok, abs)
+`, s.URL, s.URL, console, s.CAFile, tok, abs, keystore, filepath.Join(abs, devPassphraseFile), recovery, s.Socket, s.URL, s.CAFile, tok, abs)
 				return nil
 			}})
 		},

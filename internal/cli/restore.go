@@ -392,9 +392,9 @@ forked, it refuses and lists them: choose with --timeline N.
 
 // keepDevFiles: a restore over a coffer dev data dir (moved aside to old)
 // keeps it usable by coffer dev: the new keystore passphrase goes where dev
-// mode keeps its passphrase, and the root token and recovery passphrase
-// files come along (the restored state has both). Dev mode only: a data
-// dir without dev files gets nothing.
+// mode keeps its passphrase, and the root token, recovery passphrase and
+// console administrator's password files come along (the restored state
+// has all three). Dev mode only: a data dir without dev files gets nothing.
 func keepDevFiles(old, dir string, pass []byte) (string, error) {
 	if old == "" {
 		return "", nil
@@ -405,7 +405,7 @@ func keepDevFiles(old, dir string, pass []byte) (string, error) {
 	if err := fsutil.WriteFile(filepath.Join(dir, devPassphraseFile), append(append([]byte(nil), pass...), '\n')); err != nil {
 		return "", err
 	}
-	for _, f := range []string{devTokenFile, devRecoveryFile} {
+	for _, f := range []string{devTokenFile, devRecoveryFile, devAdminFile} {
 		b, err := os.ReadFile(filepath.Join(old, f))
 		if errors.Is(err, os.ErrNotExist) {
 			continue

@@ -214,6 +214,7 @@ func startDev(t *testing.T, dir string, args ...string) ([]string, *exec.Cmd, *s
 	deadline := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
 	defer deadline.Stop()
 	for sc.Scan() && len(got) < 3 {
+		fmt.Fprintln(logs, sc.Text()) // what dev printed, with its log
 		if m := re.FindStringSubmatch(sc.Text()); m != nil {
 			got[m[1]] = m[2]
 		}
@@ -247,6 +248,10 @@ func TestDevAfterRestore(t *testing.T) {
 		}
 	}
 	rp, _ := os.ReadFile(filepath.Join(dir, "dev-recovery-passphrase"))
+	adminPass, err := os.ReadFile(filepath.Join(dir, "dev-admin-password"))
+	if err != nil {
+		t.Fatalf("dev admin password: %v", err)
+	}
 	rpFile, ksFile := filepath.Join(base, "rp"), filepath.Join(base, "ks")
 	os.WriteFile(rpFile, rp, 0o600)
 	os.WriteFile(ksFile, []byte("restored dev passphrase\n"), 0o600)
@@ -263,6 +268,11 @@ func TestDevAfterRestore(t *testing.T) {
 	}
 	if out, err := coffer(t, nil, "check", "--data-dir", dir, "--passphrase-file", ksFile); err != nil {
 		t.Fatalf("check after the restore: %v\n%s", err, out)
+	}
+	// The console administrator is in the restored state: its password file
+	// comes along, so coffer dev prints it again.
+	if b, err := os.ReadFile(filepath.Join(dir, "dev-admin-password")); err != nil || string(b) != string(adminPass) {
+		t.Fatalf("dev admin password after the restore: %v (kept the same: %v)", err, string(b) == string(adminPass))
 	}
 	// coffer dev works again, on the restored state.
 	env, _, _ = startDev(t, dir)
@@ -284,7 +294,16 @@ func TestDevAfterRestore(t *testing.T) {
 	if out, err := c.CombinedOutput(); err == nil || !strings.Contains(string(out), "--passphrase-file") {
 		t.Fatalf("dev on a restored dir without its passphrase: %v\n%s", err, out)
 	}
-	env, _, _ = startDev(t, fresh, "--passphrase-file", ksFile)
+	env, _, logs = startDev(t, fresh, "--passphrase-file", ksFile)
+	// A restore brings the console administrator (its password is the one
+	// it had then) but not auto-open: dev says both as they are.
+	printed := logs.String()
+	if strings.Contains(printed, "no administrator") || !strings.Contains(printed, "user admin") {
+		t.Fatalf("dev on a restored dir, console line:\n%s", printed)
+	}
+	if strings.Contains(printed, "auto-opens on this machine") || !strings.Contains(printed, "auto-open off") {
+		t.Fatalf("dev on a restored dir, keystore line:\n%s", printed)
+	}
 	if out, err := coffer(t, env, "secret", "get", "demo"); err != nil || strings.TrimSpace(out) != "changed" {
 		t.Fatalf("get on the second restore: %v %q", err, out)
 	}
