@@ -321,14 +321,15 @@ func (n *Node) replaceSeed() {
 			return
 		case <-t.C:
 		}
-		delay = min(2*delay, 10*time.Minute)
 		if !n.SeedUnwritten() {
 			return // written: by raft at its threshold, or a later start
 		}
 		r := n.get()
 		if r == nil {
-			continue // not started yet, or stopped (sealed)
+			delay = n.cfg.SnapshotRetryDelay // not started yet, or stopped (sealed): try soon after the next start
+			continue
 		}
+		delay = min(2*delay, 10*time.Minute)
 		err := r.Snapshot().Error()
 		if err == nil {
 			n.log.Info("raft snapshot written in place of the restore's seed")

@@ -38,7 +38,14 @@ type drillCache struct {
 	ver map[string]map[string]backup.Verification
 }
 
-func (c *drillCache) set(name string, cat backup.Catalog) {
+func (c *drillCache) set(name string, cat backup.Catalog) { c.put(name, cat, true) }
+
+// setIfAbsent is set unless name is already known: a catalog read without
+// the catalog's lock must not overwrite what a drill, verification or
+// rebuild set meanwhile.
+func (c *drillCache) setIfAbsent(name string, cat backup.Catalog) { c.put(name, cat, false) }
+
+func (c *drillCache) put(name string, cat backup.Catalog, replace bool) {
 	v := DrillView{Last: cat.LastDrill(), LastGood: cat.LastGoodDrill()}
 	if _, chain, ok := cat.NewestChain(0); ok {
 		for _, e := range chain {
@@ -56,6 +63,9 @@ func (c *drillCache) set(name string, cat backup.Catalog) {
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m, c.ver = map[string]DrillView{}, map[string]map[string]backup.Verification{}
+	}
+	if _, known := c.m[name]; known && !replace {
+		return
 	}
 	c.m[name], c.ver[name] = v, ver
 }
@@ -191,7 +201,7 @@ func (s *Backups) loadDrills(ctx context.Context) {
 			s.log.Debug("read drill results", "destination", d.Name, "error", err)
 			continue
 		}
-		s.drills.set(d.Name, cat)
+		s.drills.setIfAbsent(d.Name, cat)
 	}
 }
 

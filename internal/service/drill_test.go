@@ -183,3 +183,25 @@ func TestScheduleKindVerifyRunsDrill(t *testing.T) {
 		t.Fatal("the scheduled drill is not in the catalog")
 	}
 }
+
+// TestDrillCacheReadAtLeadershipDoesNotOverwrite: the catalogs read when a
+// node becomes leader (without the catalog's lock) fill only destinations
+// not known yet; a drill recorded meanwhile stays.
+func TestDrillCacheReadAtLeadershipDoesNotOverwrite(t *testing.T) {
+	var c drillCache
+	var fresh backup.Catalog
+	fresh.AddDrill(backup.Drill{Time: time.Now(), Result: "OK"})
+	c.set("nas", fresh)
+	c.setIfAbsent("nas", backup.Catalog{}) // read before the drill was recorded
+	if v, ok := c.get("nas"); !ok || v.Last == nil || v.Last.Result != "OK" {
+		t.Fatalf("the drill recorded meanwhile was overwritten: %+v", v)
+	}
+	c.setIfAbsent("s3", fresh)
+	if v, ok := c.get("s3"); !ok || v.Last == nil {
+		t.Fatalf("an unknown destination was not filled: %+v %v", v, ok)
+	}
+	c.set("nas", backup.Catalog{}) // a rebuild replaces
+	if v, _ := c.get("nas"); v.Last != nil {
+		t.Fatalf("set did not replace: %+v", v)
+	}
+}

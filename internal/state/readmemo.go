@@ -4,9 +4,9 @@ import "sync"
 
 // memoMax bounds the entries of one appliedMemo (a full memo starts over);
 // material over memoMaxMaterial bytes, and entries whose decoded records
-// come to more than about memoMaxBytes (an object with thousands of
-// versions or attributes), are not remembered: at most about 12 MiB per
-// memo.
+// come to more than about memoMaxBytes (an object with more than about a
+// hundred versions, or many attributes), are not remembered: roughly
+// 12 MiB per memo at most, keys and map overhead aside.
 const (
 	memoMax         = 1024
 	memoMaxMaterial = 4096
@@ -21,9 +21,10 @@ const (
 // key read again and again) then takes no read transaction; a store that
 // applies commands between two reads reads again. Only successful reads
 // are remembered, and callers get their own copies of what a value shares.
-// The memo holds the reads of one applied index: the first read at a newer
-// one drops the others (what they hold, sealed material of a version
-// destroyed since included, is not kept past the next command).
+// The memo holds the reads of one applied index, and the store drops every
+// memo when it applies a batch (dropMemos): what an entry holds, sealed
+// material of a version destroyed since included, is not kept past the
+// next command.
 type appliedMemo[K comparable, V any] struct {
 	mu sync.RWMutex
 	at uint64 // the applied index every entry of m was read at
@@ -55,6 +56,20 @@ func (m *appliedMemo[K, V]) put(at uint64, k K, v V) {
 	m.m[k] = v
 }
 
+// drop forgets every entry.
+func (m *appliedMemo[K, V]) drop() {
+	m.mu.Lock()
+	m.m = nil
+	m.mu.Unlock()
+}
+
+// dropMemos forgets what the read memos hold: called once the applied
+// index has moved.
+func (s *Store) dropMemos() {
+	s.kvMemo.drop()
+	s.omgMemo.drop()
+}
+
 // memoWorth reports whether an entry of about footprint bytes is
 // remembered.
 func memoWorth(footprint int) bool { return footprint <= memoMaxBytes }
@@ -66,7 +81,7 @@ func objectFootprint(o Object) int {
 		n += 32 + len(k) + len(v)
 	}
 	for _, v := range o.Versions {
-		n += 64 + len(v.Public)
+		n += 72 + len(v.Public)
 	}
 	return n
 }

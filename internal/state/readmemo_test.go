@@ -96,3 +96,36 @@ func TestReadMemoBounds(t *testing.T) {
 		t.Fatal("an entry over the limit is remembered")
 	}
 }
+
+// TestReadMemoDroppedByACommand: once a command is applied, the memos hold
+// nothing read before it (the sealed material of a version destroyed by
+// that command included), whichever memo the next read goes through.
+func TestReadMemoDroppedByACommand(t *testing.T) {
+	s := openWithWallet(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	for i, r := range s.ApplyBatch([]*raft.Log{put(t, 2, "a", 1),
+		cmdLog(t, 3, TypeEndpointEnroll, EndpointEnroll{Endpoint: Endpoint{Name: "app"}, TokenHash: strings.Repeat("a", 64)}),
+		cmdLog(t, 4, TypeGrant, Grant{Wallet: "w", Endpoint: "app", Permission: "read"})}) {
+		if e, ok := r.(error); ok {
+			t.Fatalf("entry %d: %v", i, e)
+		}
+	}
+	o, _, _, err := s.KVEntry("w", "a", true, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, _, err := s.ObjectMaterialGrant(o.ID, 1, "app"); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.kvMemo.m) != 1 || len(s.omgMemo.m) != 1 {
+		t.Fatalf("memos hold %d and %d entries after a read each", len(s.kvMemo.m), len(s.omgMemo.m))
+	}
+	if r := s.ApplyBatch([]*raft.Log{put(t, 5, "a", 2)}); r[0] != nil {
+		if e, ok := r[0].(error); ok {
+			t.Fatal(e)
+		}
+	}
+	if len(s.kvMemo.m) != 0 || len(s.omgMemo.m) != 0 {
+		t.Fatalf("after a command the memos hold %d and %d entries", len(s.kvMemo.m), len(s.omgMemo.m))
+	}
+}

@@ -395,6 +395,7 @@ func (s *Store) applyBatch(logs []*raft.Log, pre []prepared, offline bool) []any
 		if err == nil {
 			if n := len(logs); n > 0 && logs[n-1].Index > applied {
 				s.applied.Store(logs[n-1].Index)
+				s.dropMemos()
 			}
 			s.batches.Add(1)
 			s.batchEntries.Add(uint64(len(logs)))
@@ -730,6 +731,7 @@ func (s *Store) Restore(rc io.ReadCloser) error {
 	}
 	s.db = db
 	s.applied.Store(idx)
+	s.dropMemos()
 	s.log.Warn("state replaced from raft snapshot", "index", idx)
 	if s.bar != nil && !s.bar.Sealed() {
 		keys, current, err := s.dekLocked()
