@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,8 +23,16 @@ import (
 	"github.com/coffer-kms/coffer/internal/service/servicetest"
 )
 
-// vaultReadConcurrency is the number of concurrent clients in both benchmarks.
-const vaultReadConcurrency = 8
+// vaultReadConcurrency is the number of concurrent clients of the Vault
+// read benchmarks: 8, or COFFER_BENCH_CLIENTS.
+var vaultReadConcurrency = benchClients()
+
+func benchClients() int {
+	if n, err := strconv.Atoi(os.Getenv("COFFER_BENCH_CLIENTS")); err == nil && n > 0 {
+		return n
+	}
+	return 8
+}
 
 const kvPath = "/v1/kv/data/1"
 
@@ -136,16 +146,7 @@ func BenchmarkPeerTLSFixed(b *testing.B) {
 	if res.StatusCode != 200 || !strings.Contains(string(body), `"version":1`) {
 		b.Fatalf("reference response: %d %s", res.StatusCode, body)
 	}
-	peer := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-Vault-Token") == "" {
-			w.WriteHeader(http.StatusForbidden)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusOK)
-		w.Write(body)
-	}))
+	peer := httptest.NewTLSServer(fixedAnswer(body))
 	defer peer.Close()
 	readLoop(b, tlsClient(peer), peer.URL+kvPath, tok, len(body))
 }
