@@ -134,10 +134,18 @@ func BenchmarkVaultKVRead(b *testing.B) {
 // same bytes and headers Coffer answers for the same request.
 func BenchmarkPeerTLSFixed(b *testing.B) {
 	srv, tok := cofferVault(b)
-	c := tlsClient(srv)
+	body := referenceAnswer(b, srv, tok)
+	peer := httptest.NewTLSServer(fixedAnswer(body))
+	defer peer.Close()
+	readLoop(b, tlsClient(peer), peer.URL+kvPath, tok, len(body))
+}
+
+// referenceAnswer is Coffer's answer to the KV read both peers repeat.
+func referenceAnswer(b *testing.B, srv *httptest.Server, tok string) []byte {
+	b.Helper()
 	req, _ := http.NewRequest("GET", srv.URL+kvPath, nil)
 	req.Header.Set("X-Vault-Token", tok)
-	res, err := c.Do(req)
+	res, err := tlsClient(srv).Do(req)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -146,7 +154,5 @@ func BenchmarkPeerTLSFixed(b *testing.B) {
 	if res.StatusCode != 200 || !strings.Contains(string(body), `"version":1`) {
 		b.Fatalf("reference response: %d %s", res.StatusCode, body)
 	}
-	peer := httptest.NewTLSServer(fixedAnswer(body))
-	defer peer.Close()
-	readLoop(b, tlsClient(peer), peer.URL+kvPath, tok, len(body))
+	return body
 }
