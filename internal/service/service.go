@@ -202,9 +202,9 @@ type core struct {
 	st *state.Store
 	// Records the read path looks up on every request, remembered at the
 	// state's applied index (readmemo.go).
-	tokens appliedMemo[string, tokenRead]
-	mounts appliedMemo[string, state.VaultMount]
-	grants appliedMemo[grantKey, string]
+	tokens state.AppliedMemo[string, tokenRead]
+	mounts state.AppliedMemo[string, state.VaultMount]
+	grants state.AppliedMemo[grantKey, string]
 	node   *cluster.Node
 	bar    *barrier.Barrier
 

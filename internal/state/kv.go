@@ -316,12 +316,12 @@ func (s *Store) KVMetaOf(id string) (KVMeta, error) {
 // read.
 func (s *Store) KVEntry(wallet, name string, material bool, version uint64) (o Object, m KVMeta, sealed []byte, err error) {
 	k := kvEntryKey{wallet, name, material, version}
-	if r, ok := s.kvMemo.get(s, k); ok {
+	if r, ok := s.kvMemo.Get(s, k); ok {
 		return copyObject(r.o), kvMetaCache.copyOut(r.m), bytes.Clone(r.sealed), nil
 	}
 	at := s.applied.Load()
 	if o, m, sealed, err = s.kvEntry(wallet, name, material, version); err == nil && len(sealed) <= memoMaxMaterial && memoWorth(objectFootprint(o)+kvMetaFootprint(m)) {
-		s.kvMemo.put(at, k, kvEntryRead{o: copyObject(o), m: kvMetaCache.copyOut(m), sealed: bytes.Clone(sealed)})
+		s.kvMemo.Put(s, at, k, kvEntryRead{o: copyObject(o), m: kvMetaCache.copyOut(m), sealed: bytes.Clone(sealed)})
 	}
 	return o, m, sealed, err
 }

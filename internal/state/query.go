@@ -107,12 +107,12 @@ func objectWithMaterialTx(tx *bolt.Tx, id string, version uint64) (o Object, sea
 // missing object is err; the grant is then not read.
 func (s *Store) ObjectMaterialGrant(id string, version uint64, endpoint string) (o Object, sealed []byte, grant string, grantErr, err error) {
 	k := omgKey{id, version, endpoint}
-	if r, ok := s.omgMemo.get(s, k); ok {
+	if r, ok := s.omgMemo.Get(s, k); ok {
 		return copyObject(r.o), bytes.Clone(r.sealed), r.grant, r.grantErr, nil
 	}
 	at := s.applied.Load()
 	if o, sealed, grant, grantErr, err = s.objectMaterialGrant(id, version, endpoint); err == nil && len(sealed) <= memoMaxMaterial && memoWorth(objectFootprint(o)) {
-		s.omgMemo.put(at, k, omgRead{o: copyObject(o), sealed: bytes.Clone(sealed), grant: grant, grantErr: grantErr})
+		s.omgMemo.Put(s, at, k, omgRead{o: copyObject(o), sealed: bytes.Clone(sealed), grant: grant, grantErr: grantErr})
 	}
 	return o, sealed, grant, grantErr, err
 }

@@ -2,7 +2,7 @@ package state
 
 import "sync"
 
-// memoMax bounds the entries of one appliedMemo (a full memo starts over);
+// memoMax bounds the entries of one AppliedMemo (a full memo starts over);
 // material over memoMaxMaterial bytes, and entries whose decoded records
 // come to more than about memoMaxBytes (an object with more than about a
 // hundred versions, or many attributes), are not remembered: roughly
@@ -13,29 +13,34 @@ const (
 	memoMaxBytes    = 8192
 )
 
-// appliedMemo remembers what reads returned, valid while the store has
-// applied no command since: every change to the state is an applied
-// command, and the applied index moves after its transaction committed.
-// The index is read before the read, so a command applied in between
-// makes the entry stale, never wrong. A read-mostly load (a KV secret or a
-// key read again and again) then takes no read transaction; a store that
-// applies commands between two reads reads again. Only successful reads
-// are remembered, and callers get their own copies of what a value shares.
-// The memo holds the reads of one applied index, and the store drops every
-// memo when it applies a batch (dropMemos): what an entry holds, sealed
-// material of a version destroyed since included, is not kept past the
-// next command.
-type appliedMemo[K comparable, V any] struct {
+// AppliedMemo remembers what reads of a Store returned, valid while the
+// store has applied no command since: every change to the state is an
+// applied command, and the applied index moves after its transaction
+// committed. The caller reads the index (AppliedIndex) before the read,
+// so a command applied in between makes the entry stale, never wrong. A
+// read-mostly load (a KV secret, a key, a token read again and again)
+// then takes no read transaction; a store that applies commands between
+// two reads reads again. Remember only successful reads, and give callers
+// their own copies of what a value shares. The memo holds the reads of one
+// store at one applied index: the first read at a newer index drops the
+// others, and the store drops its own memos when it applies a batch
+// (dropMemos), so what an entry holds, sealed material of a version
+// destroyed since included, is not kept past the next command. At most
+// memoMax entries (a full memo starts over).
+type AppliedMemo[K comparable, V any] struct {
 	mu sync.RWMutex
+	st *Store // the store every entry of m was read from
 	at uint64 // the applied index every entry of m was read at
 	m  map[K]V
 }
 
-func (m *appliedMemo[K, V]) get(s *Store, k K) (V, bool) {
+// Get returns what was remembered for k when it was read from s at s's
+// current applied index.
+func (m *AppliedMemo[K, V]) Get(s *Store, k K) (V, bool) {
 	at := s.applied.Load()
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if m.m != nil && m.at == at {
+	if m.m != nil && m.st == s && m.at == at {
 		v, ok := m.m[k]
 		return v, ok
 	}
@@ -43,21 +48,21 @@ func (m *appliedMemo[K, V]) get(s *Store, k K) (V, bool) {
 	return zero, false
 }
 
-// put remembers v, read at applied index at.
-func (m *appliedMemo[K, V]) put(at uint64, k K, v V) {
+// Put remembers v for k, read from s after its applied index was at.
+func (m *AppliedMemo[K, V]) Put(s *Store, at uint64, k K, v V) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
-	case m.m != nil && at < m.at:
+	case m.m != nil && m.st == s && at < m.at:
 		return // a newer read is already remembered: this one is stale
-	case m.m == nil || at > m.at || len(m.m) >= memoMax:
-		m.m, m.at = make(map[K]V), at
+	case m.m == nil || m.st != s || at > m.at || len(m.m) >= memoMax:
+		m.m, m.st, m.at = make(map[K]V), s, at
 	}
 	m.m[k] = v
 }
 
 // drop forgets every entry.
-func (m *appliedMemo[K, V]) drop() {
+func (m *AppliedMemo[K, V]) drop() {
 	m.mu.Lock()
 	m.m = nil
 	m.mu.Unlock()

@@ -62,19 +62,24 @@ func TestReadMemo(t *testing.T) {
 // stored is not kept, and an object too large to be worth remembering
 // (thousands of versions) is read again instead of being kept.
 func TestReadMemoBounds(t *testing.T) {
-	var m appliedMemo[string, int]
-	m.put(5, "a", 1)
-	m.put(5, "b", 2)
+	var m AppliedMemo[string, int]
+	st := &Store{}
+	m.Put(st, 5, "a", 1)
+	m.Put(st, 5, "b", 2)
 	if len(m.m) != 2 || m.at != 5 {
 		t.Fatalf("memo at %d holds %v", m.at, m.m)
 	}
-	m.put(7, "c", 3)
+	m.Put(st, 7, "c", 3)
 	if len(m.m) != 1 || m.at != 7 {
 		t.Fatalf("after a read at a newer index the memo at %d holds %v; want only c", m.at, m.m)
 	}
-	m.put(6, "d", 4) // read before the read at 7 stored: stale already
+	m.Put(st, 6, "d", 4) // read before the read at 7 stored: stale already
 	if _, ok := m.m["d"]; ok || m.at != 7 {
 		t.Fatalf("a read at an older index was kept: at %d, %v", m.at, m.m)
+	}
+	m.Put(&Store{}, 3, "e", 5) // another store (the state replaced): its reads replace the others
+	if len(m.m) != 1 || m.at != 3 {
+		t.Fatalf("after a read of another store the memo at %d holds %v; want only e", m.at, m.m)
 	}
 
 	small := Object{ID: "x", Versions: make([]Version, 3)}

@@ -97,8 +97,8 @@ type Store struct {
 
 	// The entries the read path reads for every request, remembered at the
 	// applied index (readmemo.go).
-	kvMemo  appliedMemo[kvEntryKey, kvEntryRead]
-	omgMemo appliedMemo[omgKey, omgRead]
+	kvMemo  AppliedMemo[kvEntryKey, kvEntryRead]
+	omgMemo AppliedMemo[omgKey, omgRead]
 }
 
 // ErrAbandoned is the result of entries whose state write was given up because
