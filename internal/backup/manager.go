@@ -89,6 +89,7 @@ type Manager struct {
 	written int64
 	pending map[string]int // destination -> closed segments not yet archived
 	lastErr map[string]string
+	counted bool // pending was counted since the node became the leader
 
 	// VerifyAfter, if set, verifies a backup file just taken by a schedule
 	// with Verify on, records the result in the catalog and returns it.
@@ -333,7 +334,27 @@ func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRec
 	}
 }
 
-// Pending reports, per archiving destination, closed segments not yet shipped.
+// forgetArchiving drops the pending counts and archive errors (the node
+// stopped leading; it no longer archives).
+func (m *Manager) forgetArchiving() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.pending)
+	clear(m.lastErr)
+	m.counted = false
+}
+
+// archiveCounted reports whether the archiver counted the pending segments
+// since the node last became the leader.
+func (m *Manager) archiveCounted() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.counted
+}
+
+// Pending reports, per archiving destination, closed segments not yet
+// shipped; a destination the archiver has not counted yet (since the node
+// started or became the leader) is absent.
 func (m *Manager) Pending() map[string]int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -391,6 +412,9 @@ func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgre
 	if err != nil {
 		return fmt.Errorf("list journal segments: %w", err)
 	}
+	m.mu.Lock()
+	m.counted = true
+	m.mu.Unlock()
 	var errs []error
 	for _, d := range dests {
 		if !d.Archiving {
@@ -653,32 +677,70 @@ func journalFrom(dir string, from uint64) bool {
 	return segs[0].Prev < from
 }
 
-// Loop runs schedules and archiving until ctx ends.
+// Loop runs schedules and archiving until ctx ends: every interval, on the
+// leader. It looks at the leadership every second (at most every
+// interval): the archiver counts the pending segments as soon as the node
+// leads, so that status shows a count soon after a start or a change of
+// leader rather than nothing for a whole interval, and a node that stops
+// leading drops its counts at once.
 func (m *Manager) Loop(ctx context.Context, every time.Duration) {
-	led := m.host.IsLeader()
-	t := time.NewTicker(every)
+	l := loopState{every: every} // the first pass as the leader counts as gaining leadership
+	t := time.NewTicker(min(every, time.Second))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if !m.host.IsLeader() {
-				led = false
-				continue
-			}
-			if !led {
-				// Leadership gained: backups the previous leader was
-				// running died with its leadership.
-				led = true
-				if recs, err := m.host.Backups(); err == nil {
-					m.markInterrupted(ctx, recs, true)
-				}
-			}
-			m.RunSchedules(ctx, now)
-			if err := m.ArchiveOnce(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("archiving", "error", err)
-			}
+			m.tick(ctx, now, &l)
+		}
+	}
+}
+
+// loopState is what Loop remembers between passes.
+type loopState struct {
+	every                time.Duration
+	led, taken           bool
+	schedules, archiving time.Time // the last passes
+}
+
+// tick is one pass of Loop.
+func (m *Manager) tick(ctx context.Context, now time.Time, l *loopState) {
+	if !m.host.IsLeader() {
+		if l.led {
+			// A follower ships nothing: counts and errors of its time as
+			// the leader would only go stale in status and metrics.
+			m.forgetArchiving()
+		}
+		l.led, l.taken = false, false
+		return
+	}
+	if !l.led {
+		l.led = true
+		l.schedules, l.archiving = time.Time{}, time.Time{} // both at once on gaining leadership
+	}
+	if !l.taken {
+		// Leadership gained: backups the previous leader was running died
+		// with its leadership. Not while a backup runs here: it started
+		// after this node became the leader, and its record and staging
+		// file are its own. A later pass marks the others.
+		if !m.run.TryLock() {
+			return
+		}
+		if recs, err := m.host.Backups(); err == nil {
+			m.markInterrupted(ctx, recs, true)
+			l.taken = true
+		}
+		m.run.Unlock()
+	}
+	if now.Sub(l.schedules) >= l.every {
+		l.schedules = now
+		m.RunSchedules(ctx, now)
+	}
+	if now.Sub(l.archiving) >= l.every || !m.archiveCounted() {
+		l.archiving = now
+		if err := m.ArchiveOnce(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("archiving", "error", err)
 		}
 	}
 }

@@ -163,7 +163,9 @@ destination during its maintenance; resuming ships what piled up.`,
 		Short: "Show how far each archiving destination got",
 		Long: `For every destination with archiving on: the last journal index archived
 there, the closed segments still pending on this node, whether archiving is
-paused, and the last archive error.`,
+paused, and the last archive error. The leader archives: it counts the
+pending segments within a second of its start or election; a follower
+shows 0.`,
 		Example: "  coffer journal archive status --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -1,0 +1,161 @@
+package backup
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/journal"
+	"github.com/coffer-kms/coffer/internal/state"
+)
+
+// loopHost is the part of a node the manager's loop uses: leadership,
+// records, schedules and one archiving destination over a journal dir.
+// Anything else the loop would call panics on the nil Host.
+type loopHost struct {
+	Host
+	leader  atomic.Bool
+	journal string
+
+	mu      sync.Mutex
+	records map[string]state.BackupRecord
+}
+
+func (h *loopHost) IsLeader() bool                       { return h.leader.Load() }
+func (h *loopHost) NodeID() string                       { return "node-b" }
+func (h *loopHost) JournalDir() string                   { return h.journal }
+func (h *loopHost) Frozen() error                        { return nil }
+func (h *loopHost) Held(string) error                    { return nil }
+func (h *loopHost) Schedules() ([]state.Schedule, error) { return nil, nil }
+func (h *loopHost) Destinations() ([]state.Destination, error) {
+	// Archiving paused: counted, nothing shipped (shipping needs a target).
+	return []state.Destination{{Name: "nas", Kind: "dir", Archiving: true, ArchivePaused: true}}, nil
+}
+func (h *loopHost) Backups() ([]state.BackupRecord, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []state.BackupRecord
+	for _, r := range h.records {
+		out = append(out, r)
+	}
+	return out, nil
+}
+func (h *loopHost) Record(_ context.Context, r state.BackupRecord) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records[r.ID] = r
+	return nil
+}
+func (h *loopHost) record(id string) state.BackupRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.records[id]
+}
+
+// closedSegments writes a journal of n closed segments (and an open one).
+func closedSegments(t *testing.T, dir string, n int) {
+	t.Helper()
+	j, err := journal.Open(journal.Options{Dir: dir, Name: "node"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for i := 1; i <= n; i++ {
+		if err := j.Append([]journal.Record{{Index: uint64(i), Type: 1, Payload: []byte("x")}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := j.Rotate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func startLoop(t *testing.T, m *Manager, every time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Loop(ctx, every) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A node that becomes the leader marks the backups the old leader left
+// RUNNING as FAILED. A backup this node started after it became the leader
+// is not one of them: it is neither marked nor robbed of its staging file.
+func TestLeadershipGainSparesABackupStartedSince(t *testing.T) {
+	staging := t.TempDir()
+	h := &loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}}
+	h.records["old"] = state.BackupRecord{ID: "old", Node: "node-a", Status: "RUNNING"}
+	m := NewManager(h, staging, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	startLoop(t, m, 10*time.Millisecond)
+
+	// This node leads and starts a backup before its loop notices the
+	// leadership: the backup holds the run lock, as Backup does.
+	m.run.Lock()
+	h.records["new"] = state.BackupRecord{ID: "new", Node: "node-b", Status: "RUNNING"}
+	stagingFile := filepath.Join(staging, "staging-new"+FileSuffix)
+	if err := os.WriteFile(stagingFile, []byte("part"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.leader.Store(true)
+	time.Sleep(100 * time.Millisecond) // ten ticks of the loop while the backup runs
+
+	if r := h.record("new"); r.Status != "RUNNING" {
+		t.Errorf("the new leader's own running backup was marked %s (%s)", r.Status, r.Reason)
+	}
+	if _, err := os.Stat(stagingFile); err != nil {
+		t.Errorf("the running backup's staging file was removed: %v", err)
+	}
+	r := h.record("new")
+	r.Status = "DONE"
+	h.Record(context.Background(), r) // #nosec G104 -- the fake's Record cannot fail
+	os.Remove(stagingFile)            // #nosec G104 -- the backup's own cleanup
+	m.run.Unlock()
+
+	// Once nothing runs, the old leader's record is taken over.
+	waitFor(t, "the old leader's backup marked FAILED", func() bool { return h.record("old").Status == "FAILED" })
+	if r := h.record("new"); r.Status != "DONE" {
+		t.Errorf("the finished backup became %s", r.Status)
+	}
+}
+
+// The pending count of an archiving destination is there soon after the
+// node leads, not only after the first full check interval, and a node
+// that stops leading forgets it (it ships nothing; its counts would go
+// stale). A node that already leads when the loop starts takes over the
+// backups another node left running too.
+func TestPendingCountedSoonAndForgottenByAFollower(t *testing.T) {
+	h := &loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}}
+	h.records["old"] = state.BackupRecord{ID: "old", Node: "node-a", Status: "RUNNING"}
+	closedSegments(t, h.journal, 3)
+	h.leader.Store(true)
+	m := NewManager(h, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m.lastErr["nas"] = "connection refused"
+	startLoop(t, m, time.Hour)
+
+	waitFor(t, "the first count", func() bool { _, ok := m.Pending()["nas"]; return ok })
+	if got := m.Pending()["nas"]; got != 3 {
+		t.Errorf("pending = %d, want 3 closed segments", got)
+	}
+	if r := h.record("old"); r.Status != "FAILED" {
+		t.Errorf("another node's backup left running is %s after the first pass as the leader", r.Status)
+	}
+	h.leader.Store(false)
+	waitFor(t, "the count forgotten after leadership is lost", func() bool { return len(m.Pending()) == 0 && len(m.ArchiveErrors()) == 0 })
+}
