@@ -345,7 +345,7 @@ func (m *Manager) forgetArchiving() {
 }
 
 // archiveCounted reports whether the archiver counted the pending segments
-// since the node last became the leader.
+// (or tried to) since the node last became the leader.
 func (m *Manager) archiveCounted() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -404,6 +404,11 @@ func (m *Manager) ArchiveWait(ctx context.Context, progress func(ArchiveProgress
 }
 
 func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgress)) error {
+	// Counted, or tried to: a journal that cannot be listed is not listed
+	// again every second (the loop's next pass is an interval away).
+	m.mu.Lock()
+	m.counted = true
+	m.mu.Unlock()
 	dests, err := m.host.Destinations()
 	if err != nil {
 		return err
@@ -412,9 +417,6 @@ func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgre
 	if err != nil {
 		return fmt.Errorf("list journal segments: %w", err)
 	}
-	m.mu.Lock()
-	m.counted = true
-	m.mu.Unlock()
 	var errs []error
 	for _, d := range dests {
 		if !d.Archiving {
