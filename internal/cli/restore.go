@@ -609,8 +609,9 @@ Key administrators and endpoints with manage on the wallet.`,
 				if g.format == "json" {
 					return g.printJSON(cmd, o)
 				}
-				printObject(cmd.OutOrStdout(), o)
-				return nil
+				w := newTable(cmd)
+				printObject(w, o)
+				return w.Flush()
 			})
 		},
 	}
@@ -628,9 +629,11 @@ Key administrators and endpoints with manage on the wallet.`,
 // be left and, per version, whether its material comes back.
 func printPreview(w io.Writer, p client.RestorePreview) {
 	fmt.Fprintf(w, "Dry run: nothing was changed. From %s the restore would leave:\n", p.From)
-	printObject(w, p.Object)
-	fmt.Fprintln(w)
 	tw := newTableTo(w)
+	printObject(tw, p.Object)
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = newTableTo(w)
 	fmt.Fprintln(tw, "VERSION\tCREATED\tAFTER THE RESTORE")
 	for _, v := range p.Object.Versions {
 		st := "kept as it is"
