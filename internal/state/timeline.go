@@ -318,12 +318,13 @@ func DigestTx(tx *bolt.Tx) (string, int, error) {
 	err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 		put(name)
 		meta := string(name) == string(bucketMeta)
-		if string(name) == string(bucketObjects) {
-			objects = b.Stats().KeyN
-		}
+		isObjects := string(name) == string(bucketObjects)
 		return b.ForEach(func(k, v []byte) error {
 			if meta && (string(k) == string(keyAppliedTerm) || string(k) == string(keyTimeline) || string(k) == string(keyRaftConfig)) {
 				return nil
+			}
+			if isObjects {
+				objects++ // counted here: Stats would walk the bucket's pages a second time
 			}
 			put(k)
 			put(v)
