@@ -235,13 +235,13 @@ func (s *Store) applyObjectCreate(tx *bolt.Tx, now time.Time, c ObjectCreate) (a
 	if o.State != lifecycle.PreActive && o.State != lifecycle.Active {
 		return bad("a new object is pre-active or active, not %q", o.State), nil
 	}
-	if tx.Bucket(bucketWallets).Get([]byte(o.Wallet)) == nil {
+	if !s.wc.has(tx, bucketWallets, []byte(o.Wallet)) {
 		return fmt.Errorf("wallet %q: %w", o.Wallet, ErrNotFound), nil
 	}
-	if tx.Bucket(bucketObjects).Get([]byte(o.ID)) != nil {
+	if s.wc.has(tx, bucketObjects, []byte(o.ID)) {
 		return fmt.Errorf("object id %s: %w", o.ID, ErrExists), nil
 	}
-	if tx.Bucket(bucketNames).Get(nameKey(o.Wallet, o.Name)) != nil {
+	if s.wc.has(tx, bucketNames, nameKey(o.Wallet, o.Name)) {
 		return fmt.Errorf("object %q in wallet %q: %w", o.Name, o.Wallet, ErrExists), nil
 	}
 	o.Created, o.Updated, o.Latest, o.Reason = now, now, 1, ""

@@ -99,6 +99,10 @@ type Store struct {
 	// applied index (readmemo.go).
 	kvMemo  AppliedMemo[kvEntryKey, kvEntryRead]
 	omgMemo AppliedMemo[omgKey, omgRead]
+
+	// wc: the cursors of the batch's write transaction (cursors.go); used
+	// only inside write transactions, which bbolt runs one at a time.
+	wc writeCursors
 }
 
 // ErrAbandoned is the result of entries whose state write was given up because
@@ -391,6 +395,7 @@ func (s *Store) applyBatch(logs []*raft.Log, pre []prepared, offline bool) []any
 			}
 			return meta.Put(keyAppliedTerm, u64(lastTerm))
 		})
+		s.wc.reset()
 		s.mu.RUnlock()
 		if err == nil {
 			if n := len(logs); n > 0 && logs[n-1].Index > applied {
