@@ -195,3 +195,40 @@ func TestWriteBackupIsConsistent(t *testing.T) {
 		t.Fatalf("copy: latest %d applied %d %v", o.Latest, c.AppliedIndex(), err)
 	}
 }
+
+// The existence checks of a create see what earlier entries of the same
+// batch wrote (they seek with cursors kept for the transaction, after the
+// Puts of those entries), and a wallet created in the batch.
+func TestCreateChecksSeeTheirOwnBatch(t *testing.T) {
+	s := openWithWallet(t, filepath.Join(t.TempDir(), "state.db"))
+	defer s.Close()
+	create := func(idx uint64, id, wallet, name string) *raft.Log {
+		return cmdLog(t, idx, TypeObjectCreate, ObjectCreate{Object: Object{ID: id, Wallet: wallet, Name: name,
+			Type: TypeSecretData, Algorithm: "OPAQUE", State: "active"}, Material: []byte("sealed")})
+	}
+	res := s.ApplyBatch([]*raft.Log{
+		create(2, "id-1", "w", "a"),
+		create(3, "id-2", "w", "a"),  // the name entry 2 wrote
+		create(4, "id-1", "w", "b"),  // the id entry 2 wrote
+		create(5, "id-3", "w2", "c"), // no such wallet yet
+		cmdLog(t, 6, TypeWalletCreate, Wallet{Name: "w2"}),
+		create(7, "id-3", "w2", "c"), // the wallet entry 6 wrote
+		create(8, "id-4", "w", "d"),
+	})
+	if _, ok := res[0].(Object); !ok {
+		t.Fatalf("first create: %v", res[0])
+	}
+	for i, want := range map[int]error{1: ErrExists, 2: ErrExists, 3: ErrNotFound} {
+		if e, ok := res[i].(error); !ok || !errors.Is(e, want) {
+			t.Errorf("entry %d: %v, want %v", i+2, res[i], want)
+		}
+	}
+	for _, i := range []int{5, 6} {
+		if _, ok := res[i].(Object); !ok {
+			t.Errorf("entry %d: %v, want a created object", i+2, res[i])
+		}
+	}
+	if o, err := s.ObjectByName("w", "a"); err != nil || o.ID != "id-1" {
+		t.Errorf("w/a: %+v %v", o, err)
+	}
+}
