@@ -34,8 +34,9 @@ func (h *loopHost) Frozen() error                        { return nil }
 func (h *loopHost) Held(string) error                    { return nil }
 func (h *loopHost) Schedules() ([]state.Schedule, error) { return nil, nil }
 func (h *loopHost) Destinations() ([]state.Destination, error) {
-	// Archiving paused: counted, nothing shipped (shipping needs a target).
-	return []state.Destination{{Name: "nas", Kind: "dir", Archiving: true, ArchivePaused: true}}, nil
+	// Shipping would open the target, which this host does not have: a
+	// test that ships nothing proves it by not panicking.
+	return []state.Destination{{Name: "nas", Kind: "dir", Archiving: true}}, nil
 }
 func (h *loopHost) Backups() ([]state.BackupRecord, error) {
 	h.mu.Lock()
@@ -136,10 +137,11 @@ func TestLeadershipGainSparesABackupStartedSince(t *testing.T) {
 }
 
 // The pending count of an archiving destination is there soon after the
-// node leads, not only after the first full check interval, and a node
-// that stops leading forgets it (it ships nothing; its counts would go
-// stale). A node that already leads when the loop starts takes over the
-// backups another node left running too.
+// node leads, not only after the first full check interval (and nothing is
+// shipped before the interval is up), and a node that stops leading
+// forgets it (it ships nothing; its counts would go stale). A node that
+// already leads when the loop starts takes over the backups another node
+// left running too.
 func TestPendingCountedSoonAndForgottenByAFollower(t *testing.T) {
 	h := &loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}}
 	h.records["old"] = state.BackupRecord{ID: "old", Node: "node-a", Status: "RUNNING"}

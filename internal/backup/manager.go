@@ -375,7 +375,7 @@ func (m *Manager) ArchiveOnce(ctx context.Context) error {
 		return nil // a backup or a prune is running; archiving resumes after it
 	}
 	defer m.run.Unlock()
-	return m.archiveLocked(ctx, nil)
+	return m.archiveLocked(ctx, nil, true)
 }
 
 // ArchiveProgress is one step of shipping segments to a destination: Done
@@ -400,10 +400,12 @@ func (m *Manager) ArchiveWait(ctx context.Context, progress func(ArchiveProgress
 		return errBusyTask
 	}
 	defer m.run.Unlock()
-	return m.archiveLocked(ctx, progress)
+	return m.archiveLocked(ctx, progress, true)
 }
 
-func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgress)) error {
+// archiveLocked counts each archiving destination's pending segments and,
+// with ship, ships them.
+func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgress), ship bool) error {
 	// Counted, or tried to: a journal that cannot be listed is not listed
 	// again every second (the loop's next pass is an interval away).
 	m.mu.Lock()
@@ -431,7 +433,7 @@ func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgre
 		m.mu.Lock()
 		m.pending[d.Name] = len(todo)
 		m.mu.Unlock()
-		if d.ArchivePaused || len(todo) == 0 || m.host.Held(d.Name) != nil {
+		if !ship || d.ArchivePaused || len(todo) == 0 || m.host.Held(d.Name) != nil {
 			continue
 		}
 		if err := m.ship(ctx, d.Name, todo, progress); err != nil {
@@ -681,12 +683,16 @@ func journalFrom(dir string, from uint64) bool {
 
 // Loop runs schedules and archiving until ctx ends: every interval, on the
 // leader. It looks at the leadership every second (at most every
-// interval): the archiver counts the pending segments as soon as the node
-// leads, so that status shows a count soon after a start or a change of
-// leader rather than nothing for a whole interval, and a node that stops
-// leading drops its counts at once.
+// interval): a node that becomes the leader counts the pending segments at
+// once (without shipping them before the interval is up), so that status
+// shows a count soon after a start or a change of leader rather than
+// nothing for a whole interval, and a node that stops leading drops its
+// counts at once.
 func (m *Manager) Loop(ctx context.Context, every time.Duration) {
-	l := loopState{every: every} // the first pass as the leader counts as gaining leadership
+	start := time.Now()
+	// The first pass as the leader counts as gaining leadership; schedules
+	// and shipping run an interval after the start, as they always did.
+	l := loopState{every: every, schedules: start, archiving: start}
 	t := time.NewTicker(min(every, time.Second))
 	defer t.Stop()
 	for {
@@ -717,10 +723,7 @@ func (m *Manager) tick(ctx context.Context, now time.Time, l *loopState) {
 		l.led, l.taken = false, false
 		return
 	}
-	if !l.led {
-		l.led = true
-		l.schedules, l.archiving = time.Time{}, time.Time{} // both at once on gaining leadership
-	}
+	l.led = true
 	if !l.taken {
 		// Leadership gained: backups the previous leader was running died
 		// with its leadership. Not while a backup runs here: it started
@@ -739,12 +742,27 @@ func (m *Manager) tick(ctx context.Context, now time.Time, l *loopState) {
 		l.schedules = now
 		m.RunSchedules(ctx, now)
 	}
-	if now.Sub(l.archiving) >= l.every || !m.archiveCounted() {
+	switch {
+	case now.Sub(l.archiving) >= l.every:
 		l.archiving = now
 		if err := m.ArchiveOnce(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("archiving", "error", err)
 		}
+	case !m.archiveCounted():
+		if err := m.countPending(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("counting the segments to archive", "error", err)
+		}
 	}
+}
+
+// countPending counts every archiving destination's pending segments and
+// ships nothing (the archiver's pass does, every interval).
+func (m *Manager) countPending(ctx context.Context) error {
+	if !m.run.TryLock() {
+		return nil // a backup or a prune is running; counted at a later pass
+	}
+	defer m.run.Unlock()
+	return m.archiveLocked(ctx, nil, false)
 }
 
 // Exclusive runs fn while no backup or archiving runs (and none starts):
