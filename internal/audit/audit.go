@@ -79,22 +79,12 @@ type Log struct {
 	num     uint64   // its number
 	size    int64    // end of its last good line
 	dirty   bool     // a failed write could not be truncated away yet
-	hash    string   // hex hash of the last line written (zeroHash if none)
+	hash    string   // hex hash of the last line (zeroHash if none)
 	files   []fileEnt
 	headF   *os.File
 	headBuf []byte
-
-	// The chain's end: the last record appended, written or pending (the
-	// last written one is seq and hash).
-	tailSeq  uint64
-	tailHash string
-	pending  *group    // lines appended while a write is in progress
-	spare    *group    // a written group nobody waited for, for reuse
-	writing  bool      // an appender is writing the pending groups
-	idle     sync.Cond // on mu: signalled when a writer stops while closed
-	// writeAt writes the log's lines and audit.head after open: (*os.File).WriteAt,
-	// replaced by tests to hold or fail a write.
-	writeAt func(f *os.File, b []byte, off int64) (int, error)
+	line    []byte                  // the buffer of the line being appended
+	latest  atomic.Pointer[headRec] // the chain's end, for writeHead
 
 	headMu     sync.Mutex // writes of audit.head after open (headBuf, headErr, headSeq, headClosed)
 	headSeq    uint64     // the seq audit.head was last written with
@@ -102,7 +92,7 @@ type Log struct {
 	headErr    bool       // last head write failed (logged once per failure streak)
 	closed     bool
 
-	seq    atomic.Uint64 // last seq written; written under mu
+	seq    atomic.Uint64 // last seq; written under mu
 	mirror *mirror
 
 	pruneMu  sync.Mutex    // one Prune at a time
@@ -139,8 +129,6 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	l := &Log{dir: dir, opts: opts, log: lg, hash: zeroHash}
-	l.idle.L = &l.mu
-	l.writeAt = (*os.File).WriteAt
 	if err := l.open(); err != nil {
 		if l.f != nil {
 			l.f.Close() // #nosec G104 -- closing after an earlier error, which is the one returned
@@ -196,9 +184,8 @@ func (l *Log) open() error {
 		if err := l.createFile(anc.File + 1); err != nil {
 			return err
 		}
-		l.hash, l.tailHash = start.hash, start.hash
+		l.hash = start.hash
 		l.seq.Store(start.seq)
-		l.tailSeq = start.seq
 		return l.writeHeadAtOpen(start.seq, start.hash)
 	}
 	for i := range files[:len(files)-1] {
@@ -332,9 +319,8 @@ func (l *Log) open() error {
 
 	l.size = size
 	l.files = files
-	l.hash, l.tailHash = last.hash, last.hash
+	l.hash = last.hash
 	l.seq.Store(last.seq)
-	l.tailSeq = last.seq
 	return l.writeHeadAtOpen(last.seq, last.hash)
 }
 
@@ -351,6 +337,7 @@ func (l *Log) writeHeadAtOpen(seq uint64, hash string) error {
 		return fmt.Errorf("audit: write %s: fsync: %w", HeadFile, err)
 	}
 	l.headSeq = seq
+	l.latest.Store(&headRec{seq: seq, hash: hash})
 	return nil
 }
 
@@ -381,19 +368,9 @@ func (l *Log) createFile(num uint64) error {
 }
 
 // Append assigns r its Seq, Prev and (if zero) Time, writes it as one JSON
-// line, and returns the stored record once the line is written and
-// audit.head covers it. It does not fsync: a process crash loses nothing
-// Append returned, a machine crash may lose the last records (Sync, Close
-// and rotation fsync).
-//
-// Appends that arrive while another append's write is in progress are
-// written together: each appender chains and encodes its line under the
-// log's lock into the pending group; the appender that finds no write in
-// progress becomes the writer and writes every pending line with one
-// pwrite (one per file when the group crosses a rotation), then audit.head
-// once, and wakes the appenders whose lines it wrote; it goes on with the
-// lines that arrived meanwhile until none are pending. No goroutine is
-// started: an append without company writes its own line at once.
+// line with a single write, and returns the stored record. It does not
+// fsync: a process crash loses nothing, a machine crash may lose the last
+// records (Sync, Close and rotation fsync).
 func (l *Log) Append(r Record) (Record, error) {
 	// Everything after the chain fields depends on r alone: encoded before
 	// the lock, so that appends from many requests overlap there.
@@ -410,210 +387,75 @@ func (l *Log) Append(r Record) (Record, error) {
 	}
 
 	l.mu.Lock()
-	r, g, err := l.enqueueLocked(r, tail)
+	r, line, err := l.appendLocked(r, tail)
 	if err != nil {
 		l.mu.Unlock()
 		return Record{}, err
 	}
-	if l.writing {
-		// A writer is at work: it writes this line with the group after
-		// the one it is writing, then closes g.done.
-		if g.done == nil {
-			g.done = make(chan struct{})
-		}
-		done := g.done
-		l.mu.Unlock()
-		<-done
-		if r.Seq > g.ok {
-			return Record{}, g.errFor(r.Seq)
-		}
-		return r, nil
-	}
-	l.writing = true
-	err = l.writePending(r.Seq)
-	l.writing = false
-	if l.closed {
-		l.idle.Broadcast() // Close waits for the writer
+	seq := r.Seq
+	l.latest.Store(&headRec{seq: seq, hash: l.hash})
+	if l.mirror != nil {
+		l.mirror.send(bytes.Clone(line)) // line's buffer is the next append's
 	}
 	l.mu.Unlock()
-	if err != nil {
-		return Record{}, err
-	}
+	l.writeHead(seq)
 	return r, nil
 }
 
-// group is the lines appended while a write was in progress, in seq order,
-// written together by one writer.
-type group struct {
-	buf   []byte   // the lines, each with its newline
-	lens  []int    // each line's length (with its newline)
-	hash  []string // each line's hash (hex)
-	first uint64   // seq of the first line
-	// Set by the writer before done is closed:
-	ok   uint64 // the last seq written (first-1 if none)
-	err  error  // why the lines after ok were not written
-	file string // the file the failed write was for
-	done chan struct{}
-}
-
-// errFor is the error an appender of seq gets when its line was not written.
-func (g *group) errFor(seq uint64) error {
-	return fmt.Errorf("audit: append seq %d to %s: %w", seq, g.file, g.err)
-}
-
-// enqueueLocked assigns r its chain fields and adds its line to the pending
-// group; l.mu is held. The chain's end (l.tailSeq, l.tailHash) advances
-// here, before the write; a failed write rolls it back.
-func (l *Log) enqueueLocked(r Record, tail []byte) (Record, *group, error) {
+// appendLocked writes r's line (its chain fields, then tail) to the
+// current file and advances the chain; l.mu is held.
+func (l *Log) appendLocked(r Record, tail []byte) (Record, []byte, error) {
 	if l.closed {
 		return Record{}, nil, ErrClosed
 	}
-	seq := l.tailSeq + 1
-	r.Seq, r.Prev = seq, l.tailHash
+	if l.dirty {
+		if err := l.f.Truncate(l.size); err != nil {
+			return Record{}, nil, fmt.Errorf("audit: append: remove failed write from %s: %w", fileName(l.num), err)
+		}
+		l.dirty = false
+	}
+	seq := l.seq.Load() + 1
+	r.Seq, r.Prev = seq, l.hash
 	if r.Time.IsZero() {
 		r.Time = time.Now()
 	}
 	r.Time = r.Time.UTC()
-	g := l.pending
-	if g == nil {
-		g = l.spare
-		l.spare = nil
-		if g == nil {
-			g = &group{}
-		}
-		g.first = seq
-		l.pending = g
-	}
-	start := len(g.buf)
-	line, err := appendChain(g.buf, seq, r.Time, r.Prev)
+	line, err := appendChain(l.line[:0], seq, r.Time, r.Prev)
 	if err != nil {
-		g.buf = line[:start]
 		return Record{}, nil, fmt.Errorf("audit: append seq %d: encode: %w", seq, err)
 	}
 	line = append(line, tail...)
-	if n := len(line) - start; n > maxLineBytes {
-		g.buf = line[:start]
-		return Record{}, nil, fmt.Errorf("audit: append seq %d: record is %d bytes, more than %d", seq, n, maxLineBytes)
+	if cap(line) <= maxPooledLine {
+		l.line = line
 	}
-	hash := hashHex(line[start:])
-	g.buf = append(line, '\n')
-	g.lens = append(g.lens, len(g.buf)-start)
-	g.hash = append(g.hash, hash)
-	l.tailSeq, l.tailHash = seq, hash
-	return r, g, nil
-}
+	if len(line) > maxLineBytes {
+		return Record{}, nil, fmt.Errorf("audit: append seq %d: record is %d bytes, more than %d", seq, len(line), maxLineBytes)
+	}
+	hash := hashHex(line)
+	line = append(line, '\n')
 
-// writePending writes the pending groups until none is left and returns
-// the error for the writer's own record, seq, of the first group; l.mu is
-// held (and released during each write) and l.writing is set.
-func (l *Log) writePending(seq uint64) error {
-	var own error
-	for first := true; l.pending != nil; first = false {
-		g := l.pending
-		l.pending = nil
-		l.writeGroup(g)
-		if first && seq > g.ok {
-			own = g.errFor(seq)
+	if l.size > 0 && l.size+int64(len(line)) > l.opts.MaxFileBytes {
+		if err := l.createFile(l.num + 1); err != nil {
+			return Record{}, nil, fmt.Errorf("audit: append seq %d: rotate: %w", seq, err)
 		}
-		if g.ok >= g.first && l.mirror != nil {
-			b := g.buf
-			for _, n := range g.lens[:g.ok-g.first+1] {
-				l.mirror.send(bytes.Clone(b[:n]))
-				b = b[n:]
-			}
-		}
-		if g.ok < g.first+uint64(len(g.lens))-1 {
-			// Every line appended after a failed one is chained onto it:
-			// the whole pending group fails with it, and the chain's end
-			// goes back to the last line written.
-			if p := l.pending; p != nil {
-				l.pending = nil
-				p.ok, p.err, p.file = p.first-1, g.err, g.file
-				p.release(l)
-			}
-			l.tailSeq, l.tailHash = l.seq.Load(), l.hash
-		}
-		if g.ok >= g.first {
-			h := headRec{seq: g.ok, hash: g.hash[g.ok-g.first]}
-			l.mu.Unlock()
-			l.writeHead(h)
-			l.mu.Lock()
-		}
-		g.release(l)
 	}
-	return own
-}
+	n, err := l.f.WriteAt(line, l.size)
+	if err != nil {
+		if n > 0 {
+			if terr := l.f.Truncate(l.size); terr != nil {
+				l.dirty = true
+			}
+		}
+		return Record{}, nil, fmt.Errorf("audit: append seq %d to %s: %w", seq, fileName(l.num), err)
+	}
+	l.size += int64(n)
+	l.hash = hash
+	l.seq.Store(seq)
+	if e := &l.files[len(l.files)-1]; e.first == 0 {
+		e.first = seq
+	}
 
-// release wakes g's waiting appenders, or keeps g for the next group if
-// none waits; l.mu is held.
-func (g *group) release(l *Log) {
-	if g.done != nil {
-		close(g.done)
-		return
-	}
-	if cap(g.buf) <= maxPooledLine {
-		*g = group{buf: g.buf[:0], lens: g.lens[:0], hash: g.hash[:0]}
-		l.spare = g
-	}
-}
-
-// writeGroup writes g's lines to the log, rotating where a line would take
-// the current file past MaxFileBytes, and sets g.ok (and g.err if a write
-// failed); l.mu is held and released during each pwrite. A failed write
-// is truncated away (or, if that fails too, before the next write).
-func (l *Log) writeGroup(g *group) {
-	g.ok = g.first - 1
-	fail := func(err error) {
-		g.err, g.file = err, fileName(l.num)
-	}
-	if l.dirty {
-		if err := l.f.Truncate(l.size); err != nil {
-			fail(fmt.Errorf("remove failed write: %w", err))
-			return
-		}
-		l.dirty = false
-	}
-	buf, i := g.buf, 0
-	for i < len(g.lens) {
-		// The lines from i that fit into the current file (at least one).
-		n, k := 0, i
-		for k < len(g.lens) {
-			if l.size+int64(n)+int64(g.lens[k]) > l.opts.MaxFileBytes && (l.size > 0 || n > 0) {
-				break
-			}
-			n += g.lens[k]
-			k++
-		}
-		if n == 0 {
-			if err := l.createFile(l.num + 1); err != nil {
-				fail(fmt.Errorf("rotate: %w", err))
-				return
-			}
-			continue
-		}
-		f, off := l.f, l.size
-		l.mu.Unlock()
-		w, err := l.writeAt(f, buf[:n], off)
-		l.mu.Lock()
-		if err != nil {
-			if w > 0 {
-				if terr := f.Truncate(off); terr != nil {
-					l.dirty = true
-				}
-			}
-			fail(err)
-			return
-		}
-		seq := g.first + uint64(k) - 1
-		l.size += int64(n)
-		l.hash = g.hash[k-1]
-		l.seq.Store(seq)
-		if e := &l.files[len(l.files)-1]; e.first == 0 {
-			e.first = g.first + uint64(i)
-		}
-		g.ok = seq
-		buf, i = buf[n:], k
-	}
+	return r, line, nil
 }
 
 // headRec is the chain's end as audit.head records it.
@@ -622,31 +464,32 @@ type headRec struct {
 	hash string
 }
 
-// writeHead brings audit.head to h, the last record written.
+// writeHead brings audit.head to at least seq, the record just appended.
 //
-// The head is rewritten in place after every group of records: one pwrite
-// of a fixed-length line, no fsync. Written after the records, it is never
-// ahead of the log when the process dies (at worst behind by the records
-// whose appends had not returned, which Open and Verify accept), and it is
+// The head is rewritten in place after every record: one pwrite of a
+// fixed-length line, no fsync. Written after the record, it is never ahead
+// of the log when the process dies (at worst behind by the records whose
+// appends had not returned, which Open and Verify accept), and it is
 // current when Append returns, so cutting even the last acknowledged
 // record is detected. An atomic replace every N records would cost an
 // fsync and a rename and leave the last N records open to undetected
-// truncation. It is written outside the log's lock, under its own, by the
-// writer of the group (one at a time), before the group's appenders are
-// woken.
-func (l *Log) writeHead(h headRec) {
+// truncation. It is written outside the log's lock, under its own: the
+// next record's write overlaps with it, and one pwrite of the latest head
+// covers every append that waited for it.
+func (l *Log) writeHead(seq uint64) {
 	l.headMu.Lock()
 	defer l.headMu.Unlock()
-	if l.headSeq >= h.seq || l.headClosed {
+	if l.headSeq >= seq || l.headClosed {
 		return
 	}
-	l.writeHeadLocked(h)
+	l.writeHeadLocked()
 }
 
-// writeHeadLocked writes h to audit.head; headMu is held.
-func (l *Log) writeHeadLocked(h headRec) {
+// writeHeadLocked writes the latest head; headMu is held.
+func (l *Log) writeHeadLocked() {
+	h := l.latest.Load()
 	l.headBuf = appendHead(l.headBuf[:0], h.seq, h.hash)
-	if _, err := l.writeAt(l.headF, l.headBuf, 0); err != nil {
+	if _, err := l.headF.WriteAt(l.headBuf, 0); err != nil {
 		if !l.headErr {
 			l.log.Error("audit: cannot update audit.head; truncation of the log end would go unnoticed", "err", err)
 		}
@@ -696,15 +539,11 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
-	// A writer finishes the groups pending (their appenders were accepted
-	// before Close); the head is then brought to the last record written
-	// and fsynced, and not written after that.
-	for l.writing {
-		l.idle.Wait()
-	}
+	// The head brought to the last record (an append may have written it
+	// and not its head yet), then fsynced; no head write after that.
 	l.headMu.Lock()
-	if l.headSeq < l.seq.Load() {
-		l.writeHeadLocked(headRec{seq: l.seq.Load(), hash: l.hash})
+	if h := l.latest.Load(); l.headSeq < h.seq {
+		l.writeHeadLocked()
 	}
 	l.headClosed = true
 	err := l.sync()
