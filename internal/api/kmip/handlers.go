@@ -54,6 +54,7 @@ func route[Req, Resp kmip.OperationPayload](e *kmipserver.BatchExecutor, op kmip
 
 func newExecutor(s *Server) *kmipserver.BatchExecutor {
 	h := &handler{s: s, svc: s.svc}
+	s.h = h
 	e := kmipserver.NewBatchExecutor()
 	// The library's default list is Versions (1.4 down to 1.0); its setter
 	// would sort it ascending, so it is left as is.
@@ -115,6 +116,83 @@ func (s *Server) auditItem(next kmipserver.BatchItemNext, ctx context.Context, b
 		s.log.Debug("kmip request", "operation", op, "result", code, "actor", call.Identity.Actor(), "source", p.source, "latency", time.Since(call.Start))
 	}
 	return resp, err
+}
+
+// executorVersions are the protocol versions kmip-go's executor serves
+// (its default list, which newExecutor keeps); TestServeGetMatchesExecutor
+// holds serveGet to it.
+var executorVersions = [...]kmip.ProtocolVersion{kmip.V1_4, kmip.V1_3, kmip.V1_2, kmip.V1_1, kmip.V1_0}
+
+// serveGet executes a one-item Get request of the plain shape (a protocol
+// version the executor serves; a header with no correlation values,
+// asynchronous, attestation, authentication, batch order or continuation
+// fields; no message extension; a unique identifier named) without
+// kmip-go's executor and its middleware chain, answering and auditing it
+// exactly as they do (TestServeGetMatchesExecutor compares the two), with
+// none of the executor's closures, contexts and per-item copies (11 of a
+// Get's allocations). ok is false for any other message, which the
+// executor then handles.
+func (s *Server) serveGet(ctx context.Context, id service.Identity, source string, msg *kmip.RequestMessage) (resp *kmip.ResponseMessage, ok bool) {
+	hdr := &msg.Header
+	if len(msg.BatchItem) != 1 || hdr.BatchCount != 1 || hdr.BatchErrorContinuationOption != 0 ||
+		hdr.ClientCorrelationValue != "" || hdr.ServerCorrelationValue != "" || hdr.AsynchronousIndicator != nil ||
+		hdr.AttestationCapableIndicator != nil || len(hdr.AttestationType) > 0 || hdr.Authentication != nil ||
+		hdr.BatchOrderOption != nil {
+		return nil, false
+	}
+	bi := &msg.BatchItem[0]
+	req, isGet := bi.RequestPayload.(*payloads.GetRequestPayload)
+	if bi.Operation != kmip.OperationGet || !isGet || req.UniqueIdentifier == "" || bi.MessageExtension != nil {
+		return nil, false
+	}
+	supported := false
+	for _, v := range executorVersions {
+		supported = supported || hdr.ProtocolVersion == v
+	}
+	if !supported {
+		return nil, false
+	}
+	call := &service.Call{Identity: id, Source: source, Transport: "kmip", Start: time.Now()}
+	item := s.getItem(service.WithCall(ctx, call), bi, req)
+	// As auditItem records an item the executor answered.
+	code, status := auditOutcome(&item, nil)
+	op := operationAction(bi.Operation)
+	s.svc.Audit(call, op, status, code, item.ResultMessage)
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("kmip request", "operation", op, "result", code, "actor", call.Identity.Actor(), "source", source, "latency", time.Since(call.Start))
+	}
+	return &kmip.ResponseMessage{
+		Header:    kmip.ResponseHeader{ProtocolVersion: hdr.ProtocolVersion, TimeStamp: time.Now(), BatchCount: 1},
+		BatchItem: []kmip.ResponseBatchItem{item},
+	}, true
+}
+
+// getItem runs the Get handler as the executor runs a route: errors mapped
+// by mapErr become a failed item with their reason and text, a panic a
+// general failure (logged).
+func (s *Server) getItem(ctx context.Context, bi *kmip.RequestBatchItem, req *payloads.GetRequestPayload) (item kmip.ResponseBatchItem) {
+	item = kmip.ResponseBatchItem{Operation: bi.Operation, UniqueBatchItemID: bi.UniqueBatchItemID}
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("kmip: Get handler panicked", "panic", fmt.Sprint(r))
+			item.ResponsePayload = nil
+			item.ResultStatus, item.ResultReason = kmip.ResultStatusOperationFailed, kmip.ResultReasonGeneralFailure
+			item.ResultMessage = fmt.Sprintf("Internal Server Error: %v", r)
+		}
+	}()
+	payload, err := s.h.get(ctx, req)
+	if err != nil {
+		err = s.mapErr(err)
+		item.ResponsePayload = (*payloads.GetResponsePayload)(nil)
+		item.ResultStatus, item.ResultReason = kmip.ResultStatusOperationFailed, kmip.ResultReasonGeneralFailure
+		if ke := (kmipserver.Error{}); errors.As(err, &ke) {
+			item.ResultReason = ke.Reason
+		}
+		item.ResultMessage = err.Error()
+		return item
+	}
+	item.ResponsePayload = payload
+	return item
 }
 
 // operationActions maps KMIP operations to their audit actions ("kmip"

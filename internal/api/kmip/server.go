@@ -68,6 +68,7 @@ type Server struct {
 	log  *slog.Logger
 	opts Options
 	exec *kmipserver.BatchExecutor
+	h    *handler // the executor's handlers, for the direct Get (serveGet)
 	sem  chan struct{}
 	// relay sends messages that must be served by the leader there.
 	relay *forward.Relay
@@ -538,6 +539,9 @@ func (s *Server) handle(ctx context.Context, auth *service.CertAuth, certDER []b
 		}
 		wcancel()
 		return nil, out, true
+	}
+	if resp, ok := s.serveGet(ctx, id, source, msg); ok {
+		return resp, nil, true
 	}
 	ctx = context.WithValue(ctx, peerKey{}, peer{id: id, source: source})
 	return s.exec.HandleRequest(ctx, msg), nil, true
