@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -160,4 +161,61 @@ func TestPendingCountedSoonAndForgottenByAFollower(t *testing.T) {
 	}
 	h.leader.Store(false)
 	waitFor(t, "the count forgotten after leadership is lost", func() bool { return len(m.Pending()) == 0 && len(m.ArchiveErrors()) == 0 })
+}
+
+// failingHost is a loopHost whose replicated writes fail while failing is
+// set (writes frozen for a storage snapshot, a nearly full disk, no quorum),
+// with one schedule.
+type failingHost struct {
+	loopHost
+	failing atomic.Bool
+	tries   atomic.Int32
+	sched   state.Schedule // guarded by loopHost.mu
+}
+
+var errWritesRefused = errors.New("writes are frozen for a storage snapshot")
+
+func (h *failingHost) Record(ctx context.Context, r state.BackupRecord) error {
+	h.tries.Add(1)
+	if h.failing.Load() {
+		return errWritesRefused
+	}
+	return h.loopHost.Record(ctx, r)
+}
+func (h *failingHost) Schedules() ([]state.Schedule, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return []state.Schedule{h.sched}, nil
+}
+func (h *failingHost) PutSchedule(_ context.Context, s state.Schedule) error {
+	if h.failing.Load() {
+		return errWritesRefused
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sched = s
+	return nil
+}
+func (h *failingHost) schedule() state.Schedule {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sched
+}
+
+// A take-over whose writes fail is tried again once writes work: otherwise
+// the old leader's backup stays RUNNING and the schedule it ran stays
+// ONGOING, which no later pass runs again.
+func TestLeadershipTakeOverRetriedAfterFailedWrites(t *testing.T) {
+	h := &failingHost{loopHost: loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}}}
+	h.records["old"] = state.BackupRecord{ID: "old", Node: "node-a", Status: "RUNNING"}
+	h.sched = state.Schedule{Name: "nightly", Destination: "nas", Type: "periodic", Every: "24h", State: "ONGOING"}
+	h.failing.Store(true)
+	h.leader.Store(true)
+	m := NewManager(h, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	startLoop(t, m, 10*time.Millisecond)
+
+	waitFor(t, "a take-over while writes fail", func() bool { return h.tries.Load() > 0 })
+	h.failing.Store(false)
+	waitFor(t, "the old leader's backup marked FAILED", func() bool { return h.record("old").Status == "FAILED" })
+	waitFor(t, "the interrupted schedule ACTIVE again", func() bool { return h.schedule().State == "ACTIVE" })
 }

@@ -301,8 +301,10 @@ func (m *Manager) MarkInterrupted(ctx context.Context, records []state.BackupRec
 }
 
 // markInterrupted: anyNode also takes other nodes' RUNNING records (a new
-// leader takes over from one that lost its leadership mid-backup).
-func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRecord, anyNode bool) {
+// leader takes over from one that lost its leadership mid-backup). It
+// reports whether every record and schedule it had to change was written.
+func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRecord, anyNode bool) bool {
+	ok := true
 	for _, r := range records {
 		if r.Status != "RUNNING" || !anyNode && r.Node != m.host.NodeID() {
 			continue
@@ -311,27 +313,33 @@ func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRec
 		r.Status, r.Reason, r.Finished = "FAILED", "interrupted: the server stopped or crashed while the backup ran; nothing of it was kept", &now
 		if err := m.host.Record(ctx, r); err != nil {
 			m.log.Error("could not mark an interrupted backup FAILED", "id", r.ID, "error", err)
+			ok = false
 			continue
 		}
 		m.log.Warn("backup interrupted by a restart marked FAILED", "id", r.ID, "destination", r.Destination)
 	}
 	removeStaging(m.staging, m.log)
 	// A schedule whose run was interrupted stays ONGOING otherwise.
-	if scheds, err := m.host.Schedules(); err == nil {
-		for _, sc := range scheds {
-			if sc.State != "ONGOING" {
-				continue
-			}
-			now := time.Now().UTC()
-			sc.State, sc.LastRun, sc.LastResult = "ACTIVE", &now, "FAILED: interrupted by a restart"
-			if sc.Type == "once" {
-				sc.State = "DONE"
-			}
-			if err := m.host.PutSchedule(ctx, sc); err != nil {
-				m.log.Error("could not reset an interrupted schedule", "schedule", sc.Name, "error", err)
-			}
+	scheds, err := m.host.Schedules()
+	if err != nil {
+		m.log.Error("could not read the schedules to reset the interrupted ones", "error", err)
+		return false
+	}
+	for _, sc := range scheds {
+		if sc.State != "ONGOING" {
+			continue
+		}
+		now := time.Now().UTC()
+		sc.State, sc.LastRun, sc.LastResult = "ACTIVE", &now, "FAILED: interrupted by a restart"
+		if sc.Type == "once" {
+			sc.State = "DONE"
+		}
+		if err := m.host.PutSchedule(ctx, sc); err != nil {
+			m.log.Error("could not reset an interrupted schedule", "schedule", sc.Name, "error", err)
+			ok = false
 		}
 	}
+	return ok
 }
 
 // forgetArchiving drops the pending counts and archive errors (the node
@@ -710,6 +718,7 @@ type loopState struct {
 	every                time.Duration
 	led, taken           bool
 	schedules, archiving time.Time // the last passes
+	retake               time.Time // a failed take-over is tried again from then
 }
 
 // tick is one pass of Loop.
@@ -720,11 +729,11 @@ func (m *Manager) tick(ctx context.Context, now time.Time, l *loopState) {
 			// the leader would only go stale in status and metrics.
 			m.forgetArchiving()
 		}
-		l.led, l.taken = false, false
+		l.led, l.taken, l.retake = false, false, time.Time{}
 		return
 	}
 	l.led = true
-	if !l.taken {
+	if !l.taken && !now.Before(l.retake) {
 		// Leadership gained: backups the previous leader was running died
 		// with its leadership. Not while a backup runs here: it started
 		// after this node became the leader, and its record and staging
@@ -732,11 +741,15 @@ func (m *Manager) tick(ctx context.Context, now time.Time, l *loopState) {
 		if !m.run.TryLock() {
 			return
 		}
-		if recs, err := m.host.Backups(); err == nil {
-			m.markInterrupted(ctx, recs, true)
-			l.taken = true
-		}
+		recs, err := m.host.Backups()
+		l.taken = err == nil && m.markInterrupted(ctx, recs, true)
 		m.run.Unlock()
+		if !l.taken {
+			// A write failed (writes frozen, a full disk, no quorum): the
+			// old leader's records would stay RUNNING and its schedule
+			// ONGOING, never due again. Tried again an interval later.
+			l.retake = now.Add(l.every)
+		}
 	}
 	if now.Sub(l.schedules) >= l.every {
 		l.schedules = now
