@@ -164,8 +164,8 @@ destination during its maintenance; resuming ships what piled up.`,
 		Long: `For every destination with archiving on: the last journal index archived
 there, the closed segments still pending on this node, whether archiving is
 paused, and the last archive error. The leader archives: it counts the
-pending segments within a second of its start or election; a follower
-shows 0.`,
+pending segments within a second of its start or election (or once a
+backup running then ends: 0 until counted); a follower shows 0.`,
 		Example: "  coffer journal archive status --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -310,7 +310,7 @@ forked, it refuses and lists them: choose with --timeline N.
 					return server.LockDataDir(dir)
 				},
 				Target: t, Timeline: timeline, BackupID: backup_, Passphrase: pass, TakeOver: takeOver}
-			gcPercent := config.DefaultGCPercent
+			gcPercent, gcLimit := config.DefaultGCPercent, int64(0)
 			if configPath != "" {
 				cfg, err := config.Load(configPath)
 				if err != nil {
@@ -318,9 +318,9 @@ forked, it refuses and lists them: choose with --timeline N.
 				}
 				opts.KDF = keystore.KDFParams{Time: cfg.Keystore.KDF.Time, MemoryKiB: cfg.Keystore.KDF.MemoryKiB, Threads: cfg.Keystore.KDF.Threads}
 				opts.JournalName = cfg.Name
-				gcPercent = cfg.Memory.GCPercent
+				gcPercent, gcLimit = cfg.Memory.GCPercent, cfg.Memory.GCSoftLimitBytes
 			}
-			restoreGC(gcPercent)
+			restoreGC(gcPercent, gcLimit)
 			opts.Progress = progressPrinter(cmd)
 			sum, err := restore.Run(ctx, opts)
 			opts.Progress(restore.Event{Phase: "done"})
@@ -648,15 +648,19 @@ func printPreview(w io.Writer, p client.RestorePreview) {
 	tw.Flush()
 }
 
-// restoreGC gives a restore the collector's target the server runs with
-// (memory.gc_percent: 400 unless the --config file says otherwise), unless
-// GOGC is set, which wins as it does for the server. A restore's heap is
-// small (the state is written through bbolt's memory map) and turns over
-// one batch of decoded records after another: at Go's default of 100 a
-// journal replay spent a fifth of its CPU collecting.
-func restoreGC(percent int) {
-	if v, ok := os.LookupEnv("GOGC"); ok && v != "" {
-		return
+// restoreGC gives a restore the collector's settings the server runs with:
+// its target (memory.gc_percent: 400 unless the --config file says
+// otherwise) and soft limit (memory.gc_soft_limit_bytes of that file, if
+// set), unless GOGC or GOMEMLIMIT is set, which wins as it does for the
+// server. A restore's heap is small (the state is written through bbolt's
+// memory map) and turns over one batch of decoded records after another:
+// at Go's default of 100 a journal replay spent a fifth of its CPU
+// collecting.
+func restoreGC(percent int, limit int64) {
+	if v, ok := os.LookupEnv("GOGC"); !ok || v == "" {
+		debug.SetGCPercent(percent)
 	}
-	debug.SetGCPercent(percent)
+	if v, ok := os.LookupEnv("GOMEMLIMIT"); (!ok || v == "") && limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
 }

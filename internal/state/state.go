@@ -360,6 +360,7 @@ func (s *Store) applyBatch(logs []*raft.Log, pre []prepared, offline bool) []any
 		var applied uint64
 		s.mu.RLock()
 		err := s.db.Update(func(tx *bolt.Tx) error {
+			defer s.wc.reset() // the cursors end with the transaction
 			meta := tx.Bucket(bucketMeta)
 			applied = getU64(meta, keyAppliedIndex)
 			last, lastTerm := applied, uint64(0)
@@ -395,7 +396,6 @@ func (s *Store) applyBatch(logs []*raft.Log, pre []prepared, offline bool) []any
 			}
 			return meta.Put(keyAppliedTerm, u64(lastTerm))
 		})
-		s.wc.reset()
 		s.mu.RUnlock()
 		if err == nil {
 			if n := len(logs); n > 0 && logs[n-1].Index > applied {
