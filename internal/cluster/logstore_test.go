@@ -313,3 +313,39 @@ func processCPU(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// Readers (raft's replication, Node.TermAt) run while raft appends.
+func TestLogStoreConcurrentReadsAndAppends(t *testing.T) {
+	s, err := openLogStore(filepath.Join(t.TempDir(), "raft.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.StoreLogs(testLogs(1, 10, 20)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 4)
+	for r := 0; r < 4; r++ {
+		go func() {
+			for i := 0; i < 200; i++ {
+				var l raft.Log
+				idx := uint64(1 + i%10)
+				if err := s.GetLog(idx, &l); err != nil || l.Index != idx {
+					done <- fmt.Errorf("GetLog(%d) = %d, %v", idx, l.Index, err)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for i := uint64(0); i < 20; i++ {
+		if err := s.StoreLogs(testLogs(11+5*i, 5, 20)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for r := 0; r < 4; r++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
