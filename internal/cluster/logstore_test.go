@@ -125,6 +125,8 @@ func TestLogStoreFormatIsRaftBoltDB(t *testing.T) {
 func TestLogStoreBytesAreRaftBoltDBs(t *testing.T) {
 	dir := t.TempDir()
 	logs := testLogs(1, 20, 50)
+	logs[0].AppendedAt = time.Time{} // entries of raft versions before AppendedAt
+	logs[1].Data, logs[1].Extensions = nil, nil
 	old, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "old.db")})
 	if err != nil {
 		t.Fatal(err)
