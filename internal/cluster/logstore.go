@@ -34,7 +34,11 @@ var (
 	errKeyNotFound = errors.New("not found")
 	// encodeHandle encodes raft.Log as raft-boltdb v2 does with its
 	// default options (the older time format, which every decoder reads).
-	encodeHandle = &codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: true}}
+	encodeHandle = func() *codec.MsgpackHandle {
+		h := &codec.MsgpackHandle{}
+		h.TimeNotBuiltin = true
+		return h
+	}()
 	decodeHandle = &codec.MsgpackHandle{}
 )
 

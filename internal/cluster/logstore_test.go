@@ -42,7 +42,9 @@ func sameLog(t *testing.T, got, want *raft.Log) {
 // The log store reads what raft-boltdb v2 wrote and raft-boltdb v2 reads
 // what it writes: data dirs stay compatible both ways.
 func TestLogStoreFormatIsRaftBoltDB(t *testing.T) {
-	opts := func() *bolt.Options { return &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType} }
+	opts := func() *bolt.Options {
+		return &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType}
+	}
 	logs := testLogs(1, 40, 100)
 
 	t.Run("raft-boltdb writes, logStore reads", func(t *testing.T) {
