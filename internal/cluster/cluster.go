@@ -20,7 +20,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/coffer-kms/coffer/internal/fsutil"
@@ -78,7 +77,7 @@ type Config struct {
 type Node struct {
 	cfg       Config
 	log       *slog.Logger
-	store     *raftboltdb.BoltStore
+	store     *logStore
 	stable    *retryingStable
 	snaps     *snapStore
 	mu        sync.RWMutex
@@ -107,10 +106,8 @@ func Open(cfg Config) (*Node, error) {
 	if err := fsutil.EnsureDir(cfg.Dir); err != nil {
 		return nil, err
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(cfg.Dir, "raft.db"),
-		BoltOptions: &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
-	})
+	store, err := openLogStore(filepath.Join(cfg.Dir, "raft.db"),
+		&bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", cfg.Dir, err)
 	}
@@ -850,9 +847,9 @@ func Seed(dir, nodeID string, index, term uint64) error {
 }
 
 // readSeed is the seeded snapshot's description in store, if any.
-func readSeed(store *raftboltdb.BoltStore) (*raft.SnapshotMeta, error) {
+func readSeed(store *logStore) (*raft.SnapshotMeta, error) {
 	v, err := store.Get(seedKey)
-	if errors.Is(err, raftboltdb.ErrKeyNotFound) {
+	if errors.Is(err, errKeyNotFound) {
 		return nil, nil // a dir no restore seeded
 	}
 	if err != nil {
