@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -168,31 +169,52 @@ func (s *Server) serveGet(ctx context.Context, id service.Identity, source strin
 }
 
 // getItem runs the Get handler as the executor runs a route: errors mapped
-// by mapErr become a failed item with their reason and text, a panic a
-// general failure (logged).
+// by mapErr become a failed item with their reason and text, and so does a
+// panic, turned into an error as the executor turns it (logged with its
+// stack).
 func (s *Server) getItem(ctx context.Context, bi *kmip.RequestBatchItem, req *payloads.GetRequestPayload) (item kmip.ResponseBatchItem) {
 	item = kmip.ResponseBatchItem{Operation: bi.Operation, UniqueBatchItemID: bi.UniqueBatchItemID}
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("kmip: Get handler panicked", "panic", fmt.Sprint(r))
+			s.log.Error("kmip: Get handler panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 			item.ResponsePayload = nil
-			item.ResultStatus, item.ResultReason = kmip.ResultStatusOperationFailed, kmip.ResultReasonGeneralFailure
-			item.ResultMessage = fmt.Sprintf("Internal Server Error: %v", r)
+			failItem(&item, panicError(r))
 		}
 	}()
 	payload, err := s.h.get(ctx, req)
 	if err != nil {
-		err = s.mapErr(err)
 		item.ResponsePayload = (*payloads.GetResponsePayload)(nil)
-		item.ResultStatus, item.ResultReason = kmip.ResultStatusOperationFailed, kmip.ResultReasonGeneralFailure
-		if ke := (kmipserver.Error{}); errors.As(err, &ke) {
-			item.ResultReason = ke.Reason
-		}
-		item.ResultMessage = err.Error()
+		failItem(&item, s.mapErr(err))
 		return item
 	}
 	item.ResponsePayload = payload
 	return item
+}
+
+// failItem marks item failed by err as kmip-go's executor does: the reason
+// of a kmipserver.Error (else a general failure) and the error's text.
+func failItem(item *kmip.ResponseBatchItem, err error) {
+	item.ResultStatus, item.ResultReason = kmip.ResultStatusOperationFailed, kmip.ResultReasonGeneralFailure
+	if ke := (kmipserver.Error{}); errors.As(err, &ke) {
+		item.ResultReason = ke.Reason
+	}
+	item.ResultMessage = err.Error()
+}
+
+// panicError is the error kmip-go's executor makes of a handler's panic
+// value r.
+func panicError(r any) error {
+	switch v := r.(type) {
+	case error:
+		return v
+	case string:
+		return errors.New(v)
+	case fmt.Stringer:
+		return errors.New(v.String())
+	default:
+		//lint:ignore ST1005 the executor's text, kept so that both paths answer alike
+		return fmt.Errorf("Internal Server Error: %s", v)
+	}
 }
 
 // operationActions maps KMIP operations to their audit actions ("kmip"
