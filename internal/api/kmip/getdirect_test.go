@@ -51,6 +51,9 @@ func TestServeGetMatchesExecutor(t *testing.T) {
 		}
 		return id
 	}
+	// lastAudit is the newest record, which must be the only one written
+	// since the previous call.
+	var seq uint64
 	lastAudit := func() service.AuditRecord {
 		t.Helper()
 		rs, err := f.svc.AuditRecordsNewest(f.root, 0, 1)
@@ -58,9 +61,14 @@ func TestServeGetMatchesExecutor(t *testing.T) {
 			t.Fatalf("audit records: %v %v", rs, err)
 		}
 		r := rs[0]
+		if seq != 0 && r.Seq != seq+1 {
+			t.Fatalf("%d audit records written for one Get, want 1", r.Seq-seq)
+		}
+		seq = r.Seq
 		r.Seq, r.Time, r.Prev, r.LatencyMS = 0, time.Time{}, "", 0
 		return r
 	}
+	lastAudit()
 	encode := func(r *kmip.ResponseMessage) []byte {
 		r.Header.TimeStamp = time.Time{}
 		return ttlv.MarshalTTLV(r)
