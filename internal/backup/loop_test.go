@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/backup/dest"
 	"github.com/coffer-kms/coffer/internal/journal"
 	"github.com/coffer-kms/coffer/internal/state"
 )
@@ -23,6 +24,7 @@ type loopHost struct {
 	Host
 	leader  atomic.Bool
 	journal string
+	opened  atomic.Int32 // OpenTarget calls for "nas"
 
 	mu      sync.Mutex
 	records map[string]state.BackupRecord
@@ -34,9 +36,16 @@ func (h *loopHost) JournalDir() string                   { return h.journal }
 func (h *loopHost) Frozen() error                        { return nil }
 func (h *loopHost) Held(string) error                    { return nil }
 func (h *loopHost) Schedules() ([]state.Schedule, error) { return nil, nil }
+
+// OpenTarget: this host has no destination to open (shipping to "nas"
+// would open it: counted).
+func (h *loopHost) OpenTarget(_ context.Context, name string) (*Target, error) {
+	if name == "nas" {
+		h.opened.Add(1)
+	}
+	return nil, errors.New("no destinations here")
+}
 func (h *loopHost) Destinations() ([]state.Destination, error) {
-	// Shipping would open the target, which this host does not have: a
-	// test that ships nothing proves it by not panicking.
 	return []state.Destination{{Name: "nas", Kind: "dir", Archiving: true}}, nil
 }
 func (h *loopHost) Backups() ([]state.BackupRecord, error) {
@@ -159,6 +168,9 @@ func TestPendingCountedSoonAndForgottenByAFollower(t *testing.T) {
 	if r := h.record("old"); r.Status != "FAILED" {
 		t.Errorf("another node's backup left running is %s after the first pass as the leader", r.Status)
 	}
+	if n := h.opened.Load(); n != 0 {
+		t.Errorf("the destination was opened %d times before the interval was up: something was shipped", n)
+	}
 	h.leader.Store(false)
 	waitFor(t, "the count forgotten after leadership is lost", func() bool { return len(m.Pending()) == 0 && len(m.ArchiveErrors()) == 0 })
 }
@@ -218,4 +230,59 @@ func TestLeadershipTakeOverRetriedAfterFailedWrites(t *testing.T) {
 	h.failing.Store(false)
 	waitFor(t, "the old leader's backup marked FAILED", func() bool { return h.record("old").Status == "FAILED" })
 	waitFor(t, "the interrupted schedule ACTIVE again", func() bool { return h.schedule().State == "ACTIVE" })
+}
+
+// catalogHost is a loopHost whose destination "nas" is a directory.
+type catalogHost struct {
+	*loopHost
+	nas string
+}
+
+func (h catalogHost) OpenTarget(_ context.Context, name string) (*Target, error) {
+	if name != "nas" {
+		return nil, errors.New("no such destination")
+	}
+	d, err := dest.NewDir(h.nas)
+	if err != nil {
+		return nil, err
+	}
+	return &Target{Dest: d}, nil
+}
+
+// A backup left RUNNING whose destination's catalog lists it was complete
+// there (its node stopped between writing the catalog and recording DONE,
+// or a node was restored from a copy of the state taken while it ran): the
+// take-over records it DONE with what the catalog says, not FAILED. One the
+// catalog does not list, or on a destination that cannot be read, is
+// marked FAILED as before.
+func TestTakeOverRecordsABackupCompleteOnItsDestinationDone(t *testing.T) {
+	lh := &loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}}
+	h := catalogHost{loopHost: lh, nas: t.TempDir()}
+	d, err := dest.NewDir(h.nas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	if err := SaveCatalog(context.Background(), d, Catalog{Format: 1, ClusterID: "cl", Entries: []Entry{{ID: "complete", Kind: KindFull,
+		File: "backups/complete-full.cbk", FirstIndex: 1, LastIndex: 42, Created: created, Size: 1234, SHA256: "ab12", Recipients: []string{"age1x"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	lh.records["complete"] = state.BackupRecord{ID: "complete", Destination: "nas", Kind: KindFull, Node: "node-a", Status: "RUNNING", Reason: "schedule nightly"}
+	lh.records["cut"] = state.BackupRecord{ID: "cut", Destination: "nas", Kind: KindFull, Node: "node-a", Status: "RUNNING"}
+	lh.records["gone"] = state.BackupRecord{ID: "gone", Destination: "unreachable", Kind: KindFull, Node: "node-a", Status: "RUNNING"}
+	lh.leader.Store(true)
+	m := NewManager(h, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	startLoop(t, m, time.Hour)
+
+	waitFor(t, "the take-over", func() bool { return lh.record("gone").Status != "RUNNING" })
+	r := lh.record("complete")
+	if r.Status != "DONE" || r.File != "backups/complete-full.cbk" || r.LastIndex != 42 || r.Size != 1234 || r.SHA256 != "ab12" ||
+		r.Finished == nil || !r.Finished.Equal(created) || r.Reason != "schedule nightly" {
+		t.Errorf("a backup the catalog lists: %+v", r)
+	}
+	for _, id := range []string{"cut", "gone"} {
+		if r := lh.record(id); r.Status != "FAILED" {
+			t.Errorf("%s: %s, want FAILED", id, r.Status)
+		}
+	}
 }

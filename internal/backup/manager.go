@@ -305,8 +305,21 @@ func (m *Manager) MarkInterrupted(ctx context.Context, records []state.BackupRec
 // reports whether every record and schedule it had to change was written.
 func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRecord, anyNode bool) bool {
 	ok := true
+	catalogs := map[string]*Catalog{}
 	for _, r := range records {
 		if r.Status != "RUNNING" || !anyNode && r.Node != m.host.NodeID() {
+			continue
+		}
+		if e, found := m.finishedOnDestination(ctx, r, catalogs); found {
+			finished := e.Created.UTC()
+			r.Status, r.Finished = "DONE", &finished
+			r.File, r.FirstIndex, r.LastIndex, r.Size, r.SHA256, r.Recipients = e.File, e.FirstIndex, e.LastIndex, e.Size, e.SHA256, e.Recipients
+			if err := m.host.Record(ctx, r); err != nil {
+				m.log.Error("could not mark a backup found complete on its destination DONE", "id", r.ID, "error", err)
+				ok = false
+				continue
+			}
+			m.log.Warn("a backup left RUNNING is complete on its destination: marked DONE", "id", r.ID, "destination", r.Destination, "file", e.File)
 			continue
 		}
 		now := time.Now().UTC()
@@ -340,6 +353,52 @@ func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRec
 		}
 	}
 	return ok
+}
+
+// catalogLookupTimeout bounds reading one destination's catalog when
+// taking over backups left RUNNING.
+const catalogLookupTimeout = 30 * time.Second
+
+// finishedOnDestination reports the catalog entry of a backup whose record
+// was left RUNNING, if its destination's catalog lists it: the backup was
+// complete there (the catalog is written last) before its node stopped
+// recording, or before the state copy a node was restored from was taken
+// (that copy holds its own backup's RUNNING record). catalogs caches each
+// destination's catalog for one pass (nil: it could not be read, and the
+// record is marked as interrupted).
+func (m *Manager) finishedOnDestination(ctx context.Context, r state.BackupRecord, catalogs map[string]*Catalog) (Entry, bool) {
+	c, seen := catalogs[r.Destination]
+	if !seen {
+		c = m.readCatalog(ctx, r.Destination)
+		catalogs[r.Destination] = c
+	}
+	if c == nil {
+		return Entry{}, false
+	}
+	for _, e := range c.Entries {
+		if e.ID == r.ID {
+			return e, true
+		}
+	}
+	return Entry{}, false
+}
+
+// readCatalog reads a destination's catalog (nil, logged, if it cannot).
+func (m *Manager) readCatalog(ctx context.Context, name string) *Catalog {
+	ctx, cancel := context.WithTimeout(ctx, catalogLookupTimeout)
+	defer cancel()
+	t, err := m.host.OpenTarget(ctx, name)
+	if err != nil {
+		m.log.Warn("could not open a destination to look for backups left RUNNING", "destination", name, "error", err)
+		return nil
+	}
+	defer t.Dest.Close() // #nosec G104 -- opened only to read its catalog: nothing was written to it
+	c, err := LoadCatalog(ctx, t.Dest)
+	if err != nil {
+		m.log.Warn("could not read a destination's catalog to look for backups left RUNNING", "destination", name, "error", err)
+		return nil
+	}
+	return &c
 }
 
 // forgetArchiving drops the pending counts and archive errors (the node
