@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -310,7 +309,7 @@ forked, it refuses and lists them: choose with --timeline N.
 					return server.LockDataDir(dir)
 				},
 				Target: t, Timeline: timeline, BackupID: backup_, Passphrase: pass, TakeOver: takeOver}
-			gcPercent, gcLimit := config.DefaultGCPercent, int64(0)
+			gcCfg := config.Default()
 			if configPath != "" {
 				cfg, err := config.Load(configPath)
 				if err != nil {
@@ -318,9 +317,13 @@ forked, it refuses and lists them: choose with --timeline N.
 				}
 				opts.KDF = keystore.KDFParams{Time: cfg.Keystore.KDF.Time, MemoryKiB: cfg.Keystore.KDF.MemoryKiB, Threads: cfg.Keystore.KDF.Threads}
 				opts.JournalName = cfg.Name
-				gcPercent, gcLimit = cfg.Memory.GCPercent, cfg.Memory.GCSoftLimitBytes
+				gcCfg = cfg
 			}
-			restoreGC(gcPercent, gcLimit)
+			// The server's collector settings: a restore's heap is small
+			// (the state is written through bbolt's memory map) and turns
+			// over batch after batch of decoded records; at Go's default
+			// target a journal replay spent a fifth of its CPU collecting.
+			server.ApplyGC(gcCfg, os.LookupEnv)
 			opts.Progress = progressPrinter(cmd)
 			sum, err := restore.Run(ctx, opts)
 			opts.Progress(restore.Event{Phase: "done"})
@@ -646,21 +649,4 @@ func printPreview(w io.Writer, p client.RestorePreview) {
 		fmt.Fprintf(tw, "%d\t%s\t%s\n", v.Version, fmtTime(v.Created), st)
 	}
 	tw.Flush()
-}
-
-// restoreGC gives a restore the collector's settings the server runs with:
-// its target (memory.gc_percent: 400 unless the --config file says
-// otherwise) and soft limit (memory.gc_soft_limit_bytes of that file, if
-// set), unless GOGC or GOMEMLIMIT is set, which wins as it does for the
-// server. A restore's heap is small (the state is written through bbolt's
-// memory map) and turns over one batch of decoded records after another:
-// at Go's default of 100 a journal replay spent a fifth of its CPU
-// collecting.
-func restoreGC(percent int, limit int64) {
-	if v, ok := os.LookupEnv("GOGC"); !ok || v == "" {
-		debug.SetGCPercent(percent)
-	}
-	if v, ok := os.LookupEnv("GOMEMLIMIT"); (!ok || v == "") && limit > 0 {
-		debug.SetMemoryLimit(limit)
-	}
 }

@@ -67,22 +67,16 @@ func openLogStore(path string, opts *bolt.Options) (*logStore, error) {
 func (s *logStore) Close() error { return s.db.Close() }
 
 // FirstIndex implements raft.LogStore (0: empty log).
-func (s *logStore) FirstIndex() (uint64, error) {
-	var idx uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bucketLogs).Cursor().First(); k != nil {
-			idx = binary.BigEndian.Uint64(k)
-		}
-		return nil
-	})
-	return idx, err
-}
+func (s *logStore) FirstIndex() (uint64, error) { return s.endIndex((*bolt.Cursor).First) }
 
 // LastIndex implements raft.LogStore (0: empty log).
-func (s *logStore) LastIndex() (uint64, error) {
+func (s *logStore) LastIndex() (uint64, error) { return s.endIndex((*bolt.Cursor).Last) }
+
+// endIndex is the index of the log entry a cursor's First or Last finds.
+func (s *logStore) endIndex(end func(*bolt.Cursor) ([]byte, []byte)) (uint64, error) {
 	var idx uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bucketLogs).Cursor().Last(); k != nil {
+		if k, _ := end(tx.Bucket(bucketLogs).Cursor()); k != nil {
 			idx = binary.BigEndian.Uint64(k)
 		}
 		return nil

@@ -17,11 +17,12 @@ type gcSettings struct {
 	LimitFrom   string
 }
 
-// applyGC sets the collector's target (memory.gc_percent) and soft memory
+// ApplyGC sets the collector's target (memory.gc_percent) and soft memory
 // limit (memory.gc_soft_limit_bytes) unless GOGC or GOMEMLIMIT is set in
 // the environment: the runtime has then applied it already, and it wins,
-// so an operator can always go back to Go's defaults (GOGC=100).
-func applyGC(cfg config.Config, lookupEnv func(string) (string, bool)) gcSettings {
+// so an operator can always go back to Go's defaults (GOGC=100). The
+// server applies it at start, coffer restore before a restore.
+func ApplyGC(cfg config.Config, lookupEnv func(string) (string, bool)) gcSettings {
 	var g gcSettings
 	if v, ok := lookupEnv("GOGC"); ok && v != "" {
 		g.Percent = debug.SetGCPercent(100)

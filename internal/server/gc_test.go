@@ -20,7 +20,7 @@ func TestApplyGC(t *testing.T) {
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	readPercent := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
 
-	g := applyGC(cfg, lookup)
+	g := ApplyGC(cfg, lookup)
 	if g.Percent != config.DefaultGCPercent || g.PercentFrom != "memory.gc_percent" || readPercent() != config.DefaultGCPercent {
 		t.Fatalf("default: %+v, runtime %d", g, readPercent())
 	}
@@ -29,7 +29,7 @@ func TestApplyGC(t *testing.T) {
 	}
 
 	cfg.Memory.GCPercent, cfg.Memory.GCSoftLimitBytes = 150, 1<<30
-	g = applyGC(cfg, lookup)
+	g = ApplyGC(cfg, lookup)
 	if g.Percent != 150 || readPercent() != 150 || g.Limit != 1<<30 || debug.SetMemoryLimit(-1) != 1<<30 {
 		t.Fatalf("configured: %+v", g)
 	}
@@ -38,7 +38,7 @@ func TestApplyGC(t *testing.T) {
 	debug.SetGCPercent(100)
 	debug.SetMemoryLimit(2 << 30)
 	env["GOGC"], env["GOMEMLIMIT"] = "100", "2GiB"
-	g = applyGC(cfg, lookup)
+	g = ApplyGC(cfg, lookup)
 	if g.Percent != 100 || g.PercentFrom != "GOGC" || readPercent() != 100 {
 		t.Fatalf("GOGC: %+v, runtime %d", g, readPercent())
 	}

@@ -144,7 +144,7 @@ func Start(opts Options) (_ *Server, err error) {
 			"dumpable", prot.Dumpable, "core_limit", prot.CoreLimit)
 	}
 	log.Info("process protections", "dumpable", prot.Dumpable, "core_limit", prot.CoreLimit, "memory_locked", prot.MemoryLocked)
-	logGC(log, applyGC(cfg, os.LookupEnv))
+	logGC(log, ApplyGC(cfg, os.LookupEnv))
 
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
