@@ -55,13 +55,14 @@ func AuditFileName(node string, timeline uint32, file string) string {
 	return AuditDir + "/" + dir + "/" + file + FileSuffix
 }
 
-// ShipAudit writes one closed audit file to d as a backup file encrypted
-// with enc (staged in stagingDir, saved atomically) and returns its name on
-// d. It checks d's catalog as a backup does (the destination belongs to this
+// ShipAudit writes one closed audit file to t's destination d as a backup
+// file encrypted with t's encryption (staged in stagingDir, saved
+// atomically) and returns its name on d. It checks d's catalog as a backup does (the destination belongs to this
 // cluster and this timeline writes to it) but does not list the file there:
 // a restore never reads audit files. Shipping a file again replaces the
 // copy with identical content.
-func ShipAudit(ctx context.Context, src Source, d dest.Destination, enc bundle.Encryption, stagingDir string, f AuditFile) (string, error) {
+func ShipAudit(ctx context.Context, src Source, t *Target, stagingDir string, f AuditFile) (string, error) {
+	d, enc := t.Dest, t.Encryption
 	node := src.NodeID()
 	if node == "" {
 		node = src.ClusterID()
@@ -69,7 +70,7 @@ func ShipAudit(ctx context.Context, src Source, d dest.Destination, enc bundle.E
 	if node == "" || strings.ContainsAny(node, `/\`) || node == "." || node == ".." || path.Base(f.Name) != f.Name {
 		return "", fmt.Errorf("ship audit file %q of node %q: not a valid name", f.Name, node)
 	}
-	cat, err := LoadCatalog(ctx, d)
+	cat, err := t.LoadCatalog(ctx)
 	if err != nil {
 		return "", err
 	}

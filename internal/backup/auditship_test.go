@@ -43,7 +43,7 @@ func TestShipAudit(t *testing.T) {
 	f := AuditFile{Name: "audit-00000003.log", Path: p, FirstSeq: 1, LastSeq: 2, LastTime: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	enc := bundle.Encryption{Passphrase: []byte("pw"), ScryptWorkFactor: 10}
 	staging := filepath.Join(t.TempDir(), "staging")
-	name, err := ShipAudit(ctx, auditSource{cluster: "cl-a", tl: 1}, d, enc, staging, f)
+	name, err := ShipAudit(ctx, auditSource{cluster: "cl-a", tl: 1}, &Target{Dest: d, Encryption: enc}, staging, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,14 +90,14 @@ func TestShipAudit(t *testing.T) {
 	if err := SaveCatalog(ctx, d, Catalog{ClusterID: "cl-a", Writer: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if name, err := ShipAudit(ctx, auditSource{cluster: "cl-a", tl: 2}, d, enc, staging, f); err != nil || name != "audit/node-bench.tl2/audit-00000003.log.cbk" {
+	if name, err := ShipAudit(ctx, auditSource{cluster: "cl-a", tl: 2}, &Target{Dest: d, Encryption: enc}, staging, f); err != nil || name != "audit/node-bench.tl2/audit-00000003.log.cbk" {
 		t.Fatalf("timeline 2: %q %v", name, err)
 	}
 	// Refused: another cluster's destination, another timeline's destination.
-	if _, err := ShipAudit(ctx, auditSource{cluster: "cl-b", tl: 2}, d, enc, staging, f); !errors.Is(err, ErrForeign) {
+	if _, err := ShipAudit(ctx, auditSource{cluster: "cl-b", tl: 2}, &Target{Dest: d, Encryption: enc}, staging, f); !errors.Is(err, ErrForeign) {
 		t.Fatalf("foreign cluster: %v", err)
 	}
-	if _, err := ShipAudit(ctx, auditSource{cluster: "cl-a", tl: 1}, d, enc, staging, f); !errors.Is(err, ErrOtherWriter) {
+	if _, err := ShipAudit(ctx, auditSource{cluster: "cl-a", tl: 1}, &Target{Dest: d, Encryption: enc}, staging, f); !errors.Is(err, ErrOtherWriter) {
 		t.Fatalf("other timeline: %v", err)
 	}
 

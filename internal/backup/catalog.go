@@ -139,7 +139,21 @@ var (
 )
 
 // LoadCatalog reads the catalog (an empty one if the destination is new).
+// A catalog that cannot be read is ErrCatalogCorrupt; use LoadNamedCatalog
+// where the destination's configured name is known, so that the error gives
+// the rebuild command ready to run.
 func LoadCatalog(ctx context.Context, d dest.Destination) (Catalog, error) {
+	return LoadNamedCatalog(ctx, d, "")
+}
+
+// LoadCatalog reads the catalog of the destination configured as name.
+func (t *Target) LoadCatalog(ctx context.Context) (Catalog, error) {
+	return LoadNamedCatalog(ctx, t.Dest, t.Config.Name)
+}
+
+// LoadNamedCatalog is LoadCatalog for the destination configured as name
+// ("" when it is not known, as for a location given to coffer restore).
+func LoadNamedCatalog(ctx context.Context, d dest.Destination, name string) (Catalog, error) {
 	rc, err := d.Open(ctx, CatalogFile, 0, 0)
 	if errors.Is(err, dest.ErrNotFound) {
 		return Catalog{Format: 1}, nil
@@ -165,7 +179,11 @@ func LoadCatalog(ctx context.Context, d dest.Destination) (Catalog, error) {
 		if err == nil {
 			err = fmt.Errorf("format %d, cluster id %q", c.Format, c.ClusterID)
 		}
-		return Catalog{}, fmt.Errorf("%w: %s/%s: %v (rebuild it: coffer backup catalog rebuild --destination NAME)", ErrCatalogCorrupt, d.Location(), CatalogFile, err)
+		hint := "coffer backup catalog rebuild --destination " + name
+		if name == "" {
+			hint = "coffer backup catalog rebuild on the server, with --destination naming this destination"
+		}
+		return Catalog{}, fmt.Errorf("%w: %s/%s: %v (rebuild it: %s)", ErrCatalogCorrupt, d.Location(), CatalogFile, err, hint)
 	}
 	return c, nil
 }

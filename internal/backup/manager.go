@@ -190,7 +190,7 @@ func (m *Manager) Backup(ctx context.Context, req Request) (state.BackupRecord, 
 		return failEarly(err)
 	}
 	defer t.Dest.Close()
-	cat, err := LoadCatalog(ctx, t.Dest)
+	cat, err := t.LoadCatalog(ctx)
 	if err != nil {
 		return failEarly(err)
 	}
@@ -393,7 +393,7 @@ func (m *Manager) readCatalog(ctx context.Context, name string) *Catalog {
 		return nil
 	}
 	defer t.Dest.Close() // #nosec G104 -- opened only to read its catalog: nothing was written to it
-	c, err := LoadCatalog(ctx, t.Dest)
+	c, err := t.LoadCatalog(ctx)
 	if err != nil {
 		m.log.Warn("could not read a destination's catalog to look for backups left RUNNING", "destination", name, "error", err)
 		return nil

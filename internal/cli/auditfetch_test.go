@@ -57,7 +57,7 @@ func TestAuditFetch(t *testing.T) {
 	ctx := context.Background()
 	enc := bundle.Encryption{Passphrase: []byte("recovery words"), ScryptWorkFactor: 10}
 	for _, f := range closed {
-		if _, err := backup.ShipAudit(ctx, shipSource{}, d, enc, t.TempDir(), backup.AuditFile{Name: f.Name, Path: f.Path, FirstSeq: f.FirstSeq, LastSeq: f.LastSeq, LastTime: f.LastTime}); err != nil {
+		if _, err := backup.ShipAudit(ctx, shipSource{}, &backup.Target{Dest: d, Encryption: enc}, t.TempDir(), backup.AuditFile{Name: f.Name, Path: f.Path, FirstSeq: f.FirstSeq, LastSeq: f.LastSeq, LastTime: f.LastTime}); err != nil {
 			t.Fatal(err)
 		}
 	}

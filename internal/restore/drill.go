@@ -31,6 +31,8 @@ type DrillOptions struct {
 	KDF keystore.KDFParams
 	// Node names the node that ran the drill, for the record.
 	Node string
+	// Destination is d's configured name, for the messages ("" if unknown).
+	Destination string
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -54,7 +56,7 @@ func Drill(ctx context.Context, d dest.Destination, opts DrillOptions) (backup.D
 	if now == nil {
 		now = time.Now
 	}
-	cat, err := backup.LoadCatalog(ctx, d)
+	cat, err := backup.LoadNamedCatalog(ctx, d, opts.Destination)
 	if err != nil {
 		return backup.Drill{}, err
 	}

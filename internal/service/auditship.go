@@ -276,7 +276,7 @@ func (s *Backups) shipAuditTo(ctx context.Context, name string, todo []audit.Clo
 	defer t.Dest.Close()
 	for _, f := range todo {
 		af := backup.AuditFile{Name: f.Name, Path: f.Path, FirstSeq: f.FirstSeq, LastSeq: f.LastSeq, LastTime: f.LastTime}
-		if _, err := backup.ShipAudit(ctx, h, t.Dest, t.Encryption, datadir.StagingDir(s.cfg.DataDir), af); err != nil {
+		if _, err := backup.ShipAudit(ctx, h, t, datadir.StagingDir(s.cfg.DataDir), af); err != nil {
 			return fmt.Errorf("ship %s: %w", f.Name, err)
 		}
 		mark.Through, mark.At = f.Num, now.UTC()

@@ -320,7 +320,7 @@ func (s *Backups) probeRaw(ctx context.Context, d *state.Destination) error {
 	if err := dest.Test(pctx, dd); err != nil {
 		return err
 	}
-	cat, err := backup.LoadCatalog(pctx, dd)
+	cat, err := backup.LoadNamedCatalog(pctx, dd, d.Name)
 	if err != nil {
 		return err
 	}

@@ -694,3 +694,33 @@ func TestArchiveNowProgress(t *testing.T) {
 		t.Fatalf("pending after archive now: %d", got)
 	}
 }
+
+// TestCorruptCatalogNamesTheDestination: the error of a destination whose
+// catalog cannot be read gives the rebuild command with the destination's
+// own name, ready to paste.
+func TestCorruptCatalogNamesTheDestination(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	target := t.TempDir()
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "nas", Kind: "dir", Path: target}); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full", Wait: true}); err != nil || rec.Status != "DONE" {
+		t.Fatalf("full: %+v %v", rec, err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "catalog.json"), []byte(`{"format": 1, "cluster`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := "coffer backup catalog rebuild --destination nas)"
+	err := s.Backups.TestDestination(ctx, "nas")
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("destination test: %v, want ErrConflict with %q", err, want)
+	}
+	_, err = s.Backups.RunBackup(ctx, BackupRequest{Destination: "nas", Mode: "full", Wait: true})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("backup: %v, want ErrConflict with %q", err, want)
+	}
+	if _, err = s.Backups.Drill(ctx, "nas"); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("drill: %v, want %q", err, want)
+	}
+}

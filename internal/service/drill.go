@@ -124,7 +124,7 @@ func (s *Backups) Drill(ctx context.Context, destination string) (backup.Drill, 
 	if err := fsutil.EnsureDir(work); err != nil {
 		return backup.Drill{}, err
 	}
-	res, err := restore.Drill(ctx, t.Dest, restore.DrillOptions{Passphrase: t.Encryption.Passphrase, Work: work, KDF: s.cfg.KDF, Node: s.nodeID, Now: s.now})
+	res, err := restore.Drill(ctx, t.Dest, restore.DrillOptions{Passphrase: t.Encryption.Passphrase, Work: work, KDF: s.cfg.KDF, Node: s.nodeID, Now: s.now, Destination: destination})
 	switch {
 	case errors.Is(err, restore.ErrNoChain):
 		return backup.Drill{}, fmt.Errorf("%w: %v", ErrNotFound, err)
@@ -133,7 +133,7 @@ func (s *Backups) Drill(ctx context.Context, destination string) (backup.Drill, 
 	}
 	s.log.Info("restore drill", "destination", destination, "result", res.Result, "reason", res.Reason, "full", res.Full,
 		"index", res.Index, "seconds", res.Duration, "records_per_second", res.RecordsPerSecond, "bytes_per_second", res.BytesPerSecond)
-	cat, err := backup.LoadCatalog(ctx, t.Dest)
+	cat, err := t.LoadCatalog(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -142,7 +142,7 @@ func (s *Backups) Drill(ctx context.Context, destination string) (backup.Drill, 
 	w := cat.WriterTimeline()
 	if s.heldErr(destination) == nil && (w == 0 || w == s.st.Timeline().ID) {
 		save := func() error {
-			c, err := backup.LoadCatalog(ctx, t.Dest)
+			c, err := t.LoadCatalog(ctx)
 			if err != nil {
 				return err
 			}
@@ -195,7 +195,7 @@ func (s *Backups) loadDrills(ctx context.Context) {
 			s.log.Debug("read drill results", "destination", d.Name, "error", err)
 			continue
 		}
-		cat, err := backup.LoadCatalog(ctx, t.Dest)
+		cat, err := t.LoadCatalog(ctx)
 		t.Dest.Close() // #nosec G104 -- the catalog was only read: closing the destination cannot lose anything
 		if err != nil {
 			s.log.Debug("read drill results", "destination", d.Name, "error", err)

@@ -244,7 +244,7 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 		return nil, fmt.Errorf("%w: backups on %s are encrypted to age recipients; the server has no identity to read them", ErrConflict, destination)
 	}
 	keys := []bundle.Decryption{{Passphrase: t.Encryption.Passphrase}}
-	cat, err := backup.LoadCatalog(ctx, t.Dest)
+	cat, err := t.LoadCatalog(ctx)
 	if err != nil {
 		return nil, err
 	}
