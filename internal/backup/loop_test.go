@@ -286,3 +286,55 @@ func TestTakeOverRecordsABackupCompleteOnItsDestinationDone(t *testing.T) {
 		}
 	}
 }
+
+// slowListHost is a loopHost whose first listing of destinations waits
+// until released: an operator's archive-now still counting when the node
+// stops leading.
+type slowListHost struct {
+	loopHost
+	listing, release chan struct{}
+	once             sync.Once
+}
+
+func (h *slowListHost) Destinations() ([]state.Destination, error) {
+	h.once.Do(func() { close(h.listing); <-h.release })
+	return h.loopHost.Destinations()
+}
+
+// Counts an archive pass made while the node led, written after it stopped
+// leading and forgot them, would stay in a follower's status and metrics
+// for good: nothing forgets them again. They are dropped.
+func TestCountsOfAPassOutlivingLeadershipAreDropped(t *testing.T) {
+	h := &slowListHost{loopHost: loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}},
+		listing: make(chan struct{}), release: make(chan struct{})}
+	closedSegments(t, h.journal, 3)
+	h.leader.Store(true)
+	m := NewManager(h, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	done := make(chan error, 1)
+	go func() { done <- m.ArchiveWait(context.Background(), nil) }()
+	<-h.listing
+
+	// Leadership lost: the loop's next pass as a follower forgets.
+	h.leader.Store(false)
+	l := &loopState{every: time.Hour, led: true}
+	m.tick(context.Background(), time.Now(), l)
+	close(h.release)
+	if err := <-done; err != nil {
+		t.Logf("archive pass: %v", err)
+	}
+	if p := m.Pending(); len(p) != 0 {
+		t.Fatalf("pending on a follower after its pass as the leader ended: %v", p)
+	}
+	if e := m.ArchiveErrors(); len(e) != 0 {
+		t.Fatalf("archive errors on a follower after its pass as the leader ended: %v", e)
+	}
+
+	// A pass that starts on a follower (a request that reached it as it
+	// stopped leading) counts nothing either.
+	if err := m.ArchiveWait(context.Background(), nil); err != nil {
+		t.Logf("archive pass on the follower: %v", err)
+	}
+	if p := m.Pending(); len(p) != 0 {
+		t.Fatalf("pending counted by a follower: %v", p)
+	}
+}

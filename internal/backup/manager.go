@@ -90,6 +90,7 @@ type Manager struct {
 	pending map[string]int // destination -> closed segments not yet archived
 	lastErr map[string]string
 	counted bool // pending was counted since the node became the leader
+	epoch   uint64 // moved on by forgetArchiving
 
 	// VerifyAfter, if set, verifies a backup file just taken by a schedule
 	// with Verify on, records the result in the catalog and returns it.
@@ -409,7 +410,34 @@ func (m *Manager) forgetArchiving() {
 	clear(m.pending)
 	clear(m.lastErr)
 	m.counted = false
+	m.epoch++
 }
+
+// archivePass ties what an archive pass reports (pending counts, errors) to
+// the leadership it started under: a pass that started on a follower, or
+// that ends after forgetArchiving, reports nothing, so that no count of a
+// former leader stays in a follower's status for good.
+type archivePass struct {
+	epoch   uint64
+	leading bool
+}
+
+// startPass begins an archive pass.
+func (m *Manager) startPass() archivePass {
+	leading := m.host.IsLeader()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if leading {
+		// Counted, or tried to: a journal that cannot be listed is not
+		// listed again every second (the loop's next pass is an interval
+		// away).
+		m.counted = true
+	}
+	return archivePass{epoch: m.epoch, leading: leading}
+}
+
+// reports says whether pass p still reports. m.mu held.
+func (m *Manager) reports(p archivePass) bool { return p.leading && p.epoch == m.epoch }
 
 // archiveCounted reports whether the archiver counted the pending segments
 // (or tried to) since the node last became the leader.
@@ -473,11 +501,7 @@ func (m *Manager) ArchiveWait(ctx context.Context, progress func(ArchiveProgress
 // archiveLocked counts each archiving destination's pending segments and,
 // with ship, ships them.
 func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgress), ship bool) error {
-	// Counted, or tried to: a journal that cannot be listed is not listed
-	// again every second (the loop's next pass is an interval away).
-	m.mu.Lock()
-	m.counted = true
-	m.mu.Unlock()
+	pass := m.startPass()
 	dests, err := m.host.Destinations()
 	if err != nil {
 		return err
@@ -498,12 +522,14 @@ func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgre
 			}
 		}
 		m.mu.Lock()
-		m.pending[d.Name] = len(todo)
+		if m.reports(pass) {
+			m.pending[d.Name] = len(todo)
+		}
 		m.mu.Unlock()
 		if !ship || d.ArchivePaused || len(todo) == 0 || m.host.Held(d.Name) != nil {
 			continue
 		}
-		if err := m.ship(ctx, d.Name, todo, progress); err != nil {
+		if err := m.ship(ctx, pass, d.Name, todo, progress); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -511,7 +537,7 @@ func (m *Manager) archiveLocked(ctx context.Context, progress func(ArchiveProgre
 }
 
 // ship runs with the backup lock held (ArchiveOnce).
-func (m *Manager) ship(ctx context.Context, name string, todo []journal.SegmentInfo, progress func(ArchiveProgress)) error {
+func (m *Manager) ship(ctx context.Context, pass archivePass, name string, todo []journal.SegmentInfo, progress func(ArchiveProgress)) error {
 	if m.host.Frozen() != nil {
 		return nil // resumes after the thaw
 	}
@@ -523,22 +549,24 @@ func (m *Manager) ship(ctx context.Context, name string, todo []journal.SegmentI
 	step("", 0)
 	t, err := m.host.OpenTarget(ctx, name)
 	if err != nil {
-		m.setErr(name, err)
+		m.setErr(pass, name, err)
 		return err
 	}
 	defer t.Dest.Close()
 	for i, s := range todo {
 		seg := s
 		if _, err := Run(ctx, m.host, t.Dest, KindSegment, Options{ID: NewID(time.Now(), m.host.NewID()), Encryption: t.Encryption, StagingDir: m.staging, Segment: &seg}); err != nil {
-			m.setErr(name, err)
+			m.setErr(pass, name, err)
 			return fmt.Errorf("archive %s to %s: %w", seg.Name, name, err)
 		}
 		if err := m.host.Archived(ctx, name, seg.LastIndex); err != nil {
 			return err
 		}
 		m.mu.Lock()
-		m.pending[name] = len(todo) - i - 1
-		delete(m.lastErr, name)
+		if m.reports(pass) {
+			m.pending[name] = len(todo) - i - 1
+			delete(m.lastErr, name)
+		}
 		m.mu.Unlock()
 		step(seg.Name, i+1)
 	}
@@ -556,9 +584,11 @@ func cleanup(ctx context.Context, d dest.Destination, log *slog.Logger) {
 	}
 }
 
-func (m *Manager) setErr(name string, err error) {
+func (m *Manager) setErr(pass archivePass, name string, err error) {
 	m.mu.Lock()
-	m.lastErr[name] = err.Error()
+	if m.reports(pass) {
+		m.lastErr[name] = err.Error()
+	}
 	m.mu.Unlock()
 	m.log.Error("archiving failed; segments stay on the node", "destination", name, "error", err)
 }
