@@ -89,7 +89,7 @@ type Manager struct {
 	written int64
 	pending map[string]int // destination -> closed segments not yet archived
 	lastErr map[string]string
-	counted bool // pending was counted since the node became the leader
+	counted bool   // pending was counted since the node became the leader
 	epoch   uint64 // moved on by forgetArchiving
 
 	// VerifyAfter, if set, verifies a backup file just taken by a schedule
