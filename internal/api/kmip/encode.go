@@ -224,7 +224,9 @@ func decodeGetRequest(b []byte) (msg *kmip.RequestMessage, ok bool) {
 	if !ok || !top.is(kmip.TagRequestMessage, ttlvStructure, -1) || top.next != len(b) || top.end != len(b) {
 		return nil, false
 	}
-	msg = new(kmip.RequestMessage)
+	// The message, its item, payload and time stamp in one allocation.
+	d := new(decodedGet)
+	msg = &d.msg
 	h := &msg.Header
 	hdr, ok := item(b, top.val, top.end)
 	if !ok || !hdr.is(kmip.TagRequestHeader, ttlvStructure, -1) {
@@ -250,8 +252,8 @@ func decodeGetRequest(b []byte) (msg *kmip.RequestMessage, ok bool) {
 		f, ok = item(b, f.next, hdr.end)
 	}
 	if ok && f.is(kmip.TagTimeStamp, ttlvDateTime, 8) {
-		ts := time.Unix(int64(binary.BigEndian.Uint64(b[f.val:])), 0) // #nosec G115 -- as kmip-go reads a date-time
-		h.TimeStamp = &ts
+		d.ts = time.Unix(int64(binary.BigEndian.Uint64(b[f.val:])), 0) // #nosec G115 -- as kmip-go reads a date-time
+		h.TimeStamp = &d.ts
 		f, ok = item(b, f.next, hdr.end)
 	}
 	if !ok || !f.is(kmip.TagBatchCount, ttlvInteger, 4) || f.next != hdr.end || hdr.end != hdr.next {
@@ -267,7 +269,7 @@ func decodeGetRequest(b []byte) (msg *kmip.RequestMessage, ok bool) {
 	if !ok || !op.is(kmip.TagOperation, ttlvEnumeration, 4) || kmip.Operation(op.uint32(b)) != kmip.OperationGet {
 		return nil, false
 	}
-	msg.BatchItem = make([]kmip.RequestBatchItem, 1)
+	msg.BatchItem = d.items[:]
 	it := &msg.BatchItem[0]
 	it.Operation = kmip.OperationGet
 	f, ok = item(b, op.next, bi.end)
@@ -278,7 +280,7 @@ func decodeGetRequest(b []byte) (msg *kmip.RequestMessage, ok bool) {
 	if !ok || !f.is(kmip.TagRequestPayload, ttlvStructure, -1) || f.next != bi.end || f.end != f.next {
 		return nil, false
 	}
-	pl := new(payloads.GetRequestPayload)
+	pl := &d.payload
 	it.RequestPayload = pl
 	end := f.end
 	off := f.val
@@ -298,4 +300,12 @@ func decodeGetRequest(b []byte) (msg *kmip.RequestMessage, ok bool) {
 		return nil, false
 	}
 	return msg, true
+}
+
+// decodedGet is what decodeGetRequest allocates for one request.
+type decodedGet struct {
+	msg     kmip.RequestMessage
+	items   [1]kmip.RequestBatchItem
+	payload payloads.GetRequestPayload
+	ts      time.Time
 }

@@ -153,19 +153,30 @@ func (s *Server) serveGet(ctx context.Context, id service.Identity, source strin
 	if !supported {
 		return nil, false
 	}
-	call := &service.Call{Identity: id, Source: source, Transport: "kmip", Start: time.Now()}
-	item := s.getItem(service.WithCall(ctx, call), bi, req)
+	// The call, the answer and its item in one allocation.
+	g := &servedGet{call: service.Call{Identity: id, Source: source, Transport: "kmip", Start: time.Now()}}
+	call := &g.call
+	item := &g.items[0]
+	*item = s.getItem(service.WithCall(ctx, call), bi, req)
 	// As auditItem records an item the executor answered.
-	code, status := auditOutcome(&item, nil)
+	code, status := auditOutcome(item, nil)
 	op := operationAction(bi.Operation)
 	s.svc.Audit(call, op, status, code, item.ResultMessage)
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("kmip request", "operation", op, "result", code, "actor", call.Identity.Actor(), "source", source, "latency", time.Since(call.Start))
 	}
-	return &kmip.ResponseMessage{
+	g.resp = kmip.ResponseMessage{
 		Header:    kmip.ResponseHeader{ProtocolVersion: hdr.ProtocolVersion, TimeStamp: time.Now(), BatchCount: 1},
-		BatchItem: []kmip.ResponseBatchItem{item},
-	}, true
+		BatchItem: g.items[:],
+	}
+	return &g.resp, true
+}
+
+// servedGet is what serveGet allocates for one Get.
+type servedGet struct {
+	call  service.Call
+	resp  kmip.ResponseMessage
+	items [1]kmip.ResponseBatchItem
 }
 
 // getItem runs the Get handler as the executor runs a route: errors mapped
@@ -569,11 +580,16 @@ func (h *handler) get(ctx context.Context, req *payloads.GetRequestPayload) (*pa
 	if req.KeyFormatType != 0 && req.KeyFormatType != format {
 		return nil, kerr(kmip.ResultReasonKeyFormatTypeNotSupported, "%s is served as %s only", ttlv.EnumStr(otype), ttlv.EnumStr(format))
 	}
-	kb := kmip.KeyBlock{KeyFormatType: format, KeyValue: &kmip.KeyValue{Plain: &kmip.PlainKeyValue{}}}
+	// The answer's parts in one allocation (the payload points into it).
+	a := new(getAnswer)
+	a.material = bytes
+	a.value.Plain = &a.plain
+	kb := kmip.KeyBlock{KeyFormatType: format, KeyValue: &a.value}
 	if format == kmip.KeyFormatTypeTransparentSymmetricKey {
-		kb.KeyValue.Plain.KeyMaterial.TransparentSymmetricKey = &kmip.TransparentSymmetricKey{Key: bytes}
+		a.transparent.Key = bytes
+		a.plain.KeyMaterial.TransparentSymmetricKey = &a.transparent
 	} else {
-		kb.KeyValue.Plain.KeyMaterial.Bytes = &bytes
+		a.plain.KeyMaterial.Bytes = &a.material
 	}
 	if alg, ok := algorithm(o); ok {
 		kb.CryptographicAlgorithm, kb.CryptographicLength = alg, int32(o.Length) // #nosec G115 -- key lengths in bits are validated at creation (at most 4096)
@@ -581,7 +597,8 @@ func (h *handler) get(ctx context.Context, req *payloads.GetRequestPayload) (*pa
 	var obj kmip.Object
 	switch otype {
 	case kmip.ObjectTypeSymmetricKey:
-		obj = &kmip.SymmetricKey{KeyBlock: kb}
+		a.symmetric.KeyBlock = kb
+		obj = &a.symmetric
 	case kmip.ObjectTypeSecretData:
 		sdt := kmip.SecretDataTypePassword
 		if v, err := strconv.ParseUint(o.Attributes[attrSecretDataType], 10, 32); err == nil {
@@ -593,7 +610,19 @@ func (h *handler) get(ctx context.Context, req *payloads.GetRequestPayload) (*pa
 	default:
 		obj = &kmip.PublicKey{KeyBlock: kb}
 	}
-	return &payloads.GetResponsePayload{ObjectType: otype, UniqueIdentifier: uid(o, t.public), Object: obj}, nil
+	a.payload = payloads.GetResponsePayload{ObjectType: otype, UniqueIdentifier: uid(o, t.public), Object: obj}
+	return &a.payload, nil
+}
+
+// getAnswer holds the parts of a Get's answer that are allocated for
+// every Get (a symmetric key's object too: the most common Get).
+type getAnswer struct {
+	payload     payloads.GetResponsePayload
+	value       kmip.KeyValue
+	plain       kmip.PlainKeyValue
+	material    []byte
+	transparent kmip.TransparentSymmetricKey
+	symmetric   kmip.SymmetricKey
 }
 
 func (h *handler) getAttributes(ctx context.Context, req *payloads.GetAttributesRequestPayload) (*payloads.GetAttributesResponsePayload, error) {

@@ -550,6 +550,46 @@ func TestSlowAndIdleClients(t *testing.T) {
 	expectClosed(t, raw, 5*time.Second)
 }
 
+// TestDeadlinesOnABusyConnection: a connection that keeps sending
+// messages for several idle timeouts stays open (the idle deadline moves
+// with it, though it is not set again for every message), is closed once
+// it idles, and a message stalled after many answered ones is cut off at
+// the message timeout, not the idle timeout.
+func TestDeadlinesOnABusyConnection(t *testing.T) {
+	query := ttlv.MarshalTTLV(kmip.NewRequestMessage(kmip.V1_4, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations}}))
+	roundTrip := func(t *testing.T, c net.Conn) {
+		t.Helper()
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(query); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		if _, err := readResponse(c); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+	}
+
+	const idle = 400 * time.Millisecond
+	f := newFixture(t, Options{IdleTimeout: idle, MessageTimeout: time.Hour})
+	c := f.rawConn("ep-read")
+	for start := time.Now(); time.Since(start) < 4*idle; {
+		roundTrip(t, c)
+		time.Sleep(idle / 40)
+	}
+	start := time.Now()
+	expectClosed(t, c, 5*time.Second)
+	if d := time.Since(start); d < idle-deadlineSlack(idle) {
+		t.Fatalf("connection closed %s after its last message (idle timeout %s)", d, idle)
+	}
+
+	g := newFixture(t, Options{IdleTimeout: time.Hour, MessageTimeout: 300 * time.Millisecond})
+	c = g.rawConn("ep-read")
+	for range 50 {
+		roundTrip(t, c)
+	}
+	c.Write(query[:12]) // the header and part of the first field, then nothing
+	expectClosed(t, c, 5*time.Second)
+}
+
 // TestShutdown: Shutdown closes idle connections at once, stops Serve and
 // refuses new connections.
 func TestShutdown(t *testing.T) {

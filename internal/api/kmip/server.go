@@ -189,7 +189,8 @@ func (s *Server) Serve(ln net.Listener, tlsConf *tls.Config) error {
 			raw.Close() // #nosec G104 -- refusing a connection over the limit: nothing was read or written on it
 			continue
 		}
-		c := &conn{srv: s, raw: raw, tc: tls.Server(raw, tlsConf)}
+		c := &conn{srv: s, raw: raw}
+		c.tc = tls.Server(&deadlineConn{Conn: raw, c: c}, tlsConf)
 		if !s.track(c) {
 			<-s.sem
 			raw.Close() // #nosec G104 -- refusing a connection while stopping: nothing was read or written on it
@@ -274,6 +275,45 @@ type conn struct {
 	// wbuf holds the encoded response being written (reused from one
 	// message to the next; tls.Conn.Write copies it into its record).
 	wbuf []byte
+
+	// Deadlines armed on raw by the connection's own goroutine (zero: none
+	// armed; wake and startHandshake set raw's deadlines without them). A
+	// deadline is set again only when the armed one is off from the one
+	// wanted by more than deadlineSlack: each setting takes the runtime
+	// timer's lock, which costs more than the rest of a small Get.
+	readDL, writeDL time.Time
+	// inMessage: the first byte of a message was read, the rest must come
+	// within MessageTimeout.
+	inMessage bool
+}
+
+// deadlineSlack is how much earlier than wanted an armed deadline may be
+// and still be kept (d is the timeout): at most a second, and at most an
+// eighth of short timeouts.
+func deadlineSlack(d time.Duration) time.Duration {
+	return min(time.Second, d/8)
+}
+
+// deadlineConn is the connection under the TLS layer: a read of the socket
+// in the middle of a message (the rest of it was not in the TLS record
+// already read) arms the message deadline first. Reads by the connection's
+// goroutine only (the TLS handshake's and readMessage's).
+type deadlineConn struct {
+	net.Conn
+	c *conn
+}
+
+func (d *deadlineConn) Read(b []byte) (int, error) {
+	c := d.c
+	if c.inMessage {
+		// Only ever brought closer: the message's time counts from its
+		// first read of the socket that had to wait.
+		if want := time.Now().Add(c.srv.opts.MessageTimeout); c.readDL.IsZero() || c.readDL.After(want) {
+			c.raw.SetReadDeadline(want) // #nosec G104 -- SetDeadline fails only on a closed connection, which the read reports
+			c.readDL = want
+		}
+	}
+	return d.Conn.Read(b)
 }
 
 // maxKeptWriteBuf bounds the response buffer a connection keeps between
@@ -333,6 +373,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.raw.SetDeadline(time.Time{}) // #nosec G104 -- SetDeadline fails only on a closed connection, which the next read or write reports
+	c.readDL, c.writeDL = time.Time{}, time.Time{}
 	peer := c.tc.ConnectionState().PeerCertificates
 	if len(peer) == 0 {
 		// RequireAndVerifyClientCert makes this unreachable; keep it explicit.
@@ -390,19 +431,28 @@ func (e *tooLargeError) Error() string {
 }
 
 // readMessage reads one TTLV message: the 8-byte header waits up to the idle
-// timeout, the rest must arrive within the message timeout.
+// timeout, the rest must arrive within the message timeout (armed by
+// deadlineConn when a read of the socket must wait for it).
 func (c *conn) readMessage() ([]byte, error) {
 	s := c.srv
-	c.raw.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout)) // #nosec G104 -- SetDeadline fails only on a closed connection, which the next read or write reports
+	c.inMessage = false
+	// The idle deadline is set again only when the armed one is more than
+	// deadlineSlack early (or is the message deadline, which is shorter).
+	if want := time.Now().Add(s.opts.IdleTimeout); c.readDL.Before(want.Add(-deadlineSlack(s.opts.IdleTimeout))) {
+		c.raw.SetReadDeadline(want) // #nosec G104 -- SetDeadline fails only on a closed connection, which the next read or write reports
+		c.readDL = want
+	}
 	if s.isClosing() {
-		// Checked after setting the deadline: a shutdown from now on wakes the read.
+		// Checked after setting the deadline: a shutdown from now on wakes
+		// the read (wake sets a deadline in the past, which no skipped
+		// setting above can have undone).
 		return nil, io.EOF
 	}
 	var hdr [8]byte
 	if _, err := io.ReadFull(c.tc, hdr[:1]); err != nil {
 		return nil, err
 	}
-	c.raw.SetReadDeadline(time.Now().Add(s.opts.MessageTimeout)) // #nosec G104 -- SetDeadline fails only on a closed connection, which the next read or write reports
+	c.inMessage = true
 	if _, err := io.ReadFull(c.tc, hdr[1:]); err != nil {
 		return nil, unexpected(err)
 	}
@@ -437,7 +487,11 @@ func (c *conn) writeResponse(resp *kmip.ResponseMessage) bool {
 }
 
 func (c *conn) writeRaw(b []byte) bool {
-	c.raw.SetWriteDeadline(time.Now().Add(c.srv.opts.MessageTimeout)) // #nosec G104 -- SetDeadline fails only on a closed connection, which the next read or write reports
+	d := c.srv.opts.MessageTimeout
+	if want := time.Now().Add(d); c.writeDL.Before(want.Add(-deadlineSlack(d))) {
+		c.raw.SetWriteDeadline(want) // #nosec G104 -- SetDeadline fails only on a closed connection, which the next read or write reports
+		c.writeDL = want
+	}
 	_, err := c.tc.Write(b)
 	return err == nil
 }
