@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,9 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	rejects  rejectCollector
+	// series: requestKey → requestSeries.
+	series    sync.Map
+	seriesLen atomic.Int32
 }
 
 // New registers Coffer's metrics for svc.
@@ -47,9 +51,44 @@ func New(svc *service.Service) *Metrics {
 
 // ObserveRequest counts one finished request.
 func (m *Metrics) ObserveRequest(transport, route, method string, code int, d time.Duration) {
-	m.requests.WithLabelValues(transport, route, method, strconv.Itoa(code)).Inc()
-	m.latency.WithLabelValues(transport, route, method).Observe(d.Seconds())
+	k := requestKey{transport: transport, route: route, method: method, code: code}
+	if s, ok := m.series.Load(k); ok {
+		s := s.(requestSeries)
+		s.count.Inc()
+		s.latency.Observe(d.Seconds())
+		return
+	}
+	s := requestSeries{
+		count:   m.requests.WithLabelValues(transport, route, method, strconv.Itoa(code)),
+		latency: m.latency.WithLabelValues(transport, route, method),
+	}
+	if m.seriesLen.Load() < maxSeries {
+		if _, loaded := m.series.LoadOrStore(k, s); !loaded {
+			m.seriesLen.Add(1)
+		}
+	}
+	s.count.Inc()
+	s.latency.Observe(d.Seconds())
 }
+
+// requestKey is the labels of one request series.
+type requestKey struct {
+	transport, route, method string
+	code                     int
+}
+
+// requestSeries is a request series' counter and histogram, found once:
+// finding them by label values hashes and checks every label on every
+// request. The series are never deleted, so a kept one stays the
+// registry's.
+type requestSeries struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
+// maxSeries bounds the series kept found (routes, methods and codes are
+// bounded sets; past it requests look their series up as before).
+const maxSeries = 4096
 
 // AddConnectionLimits exports the connections a listener refused at once,
 // by reason (per_source: the source held its limit; total: the listener

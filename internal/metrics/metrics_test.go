@@ -164,3 +164,28 @@ func TestAuditMirrorCounters(t *testing.T) {
 		t.Fatalf("sent %v failed %v dropped %v", get("sent"), get("failed"), get("dropped"))
 	}
 }
+
+// TestObserveRequestCounts: repeated requests of one series add to it (the
+// series found once and kept), other codes make their own.
+func TestObserveRequestCounts(t *testing.T) {
+	m := New(servicetest.New(t))
+	for range 3 {
+		m.ObserveRequest("vault", "kv.read", "GET", 200, time.Millisecond)
+	}
+	m.ObserveRequest("vault", "kv.read", "GET", 404, 2*time.Second)
+	m.ObserveRequest("vault", "kv.write", "PUT", 200, time.Millisecond)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	out := rec.Body.String()
+	for _, want := range []string{
+		`coffer_requests_total{code="200",method="GET",route="kv.read",transport="vault"} 3`,
+		`coffer_requests_total{code="404",method="GET",route="kv.read",transport="vault"} 1`,
+		`coffer_requests_total{code="200",method="PUT",route="kv.write",transport="vault"} 1`,
+		`coffer_request_duration_seconds_count{method="GET",route="kv.read",transport="vault"} 4`,
+		`coffer_request_duration_seconds_bucket{method="GET",route="kv.read",transport="vault",le="0.001"} 3`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

@@ -359,7 +359,10 @@ func Start(opts Options) (_ *Server, err error) {
 	if ropts.Metrics != nil {
 		vopts.Metrics = ropts.Metrics
 	}
-	mux.Handle("/v1/", vault.Handler(svc, vopts))
+	vh := vault.Handler(svc, vopts)
+	// No other pattern under /v1/: prefixFirst serves its clean paths
+	// without the mux's matching.
+	mux.Handle("/v1/", vh)
 	// The web console: served by this node, its API calls go through the
 	// whole handler below like a REST client's.
 	console := ui.New(svc, ui.Options{IsLocal: rest.IsLocal})
@@ -367,7 +370,7 @@ func Start(opts Options) (_ *Server, err error) {
 	// Writes reaching a follower go to the leader, as their routes' facts say.
 	// Every request gets an audit record: those no transport audits
 	// (redirects to a clean path, unknown paths) are audited as "unrouted".
-	handler := forward.Handler(rest.AuditEvery(svc, mux), svc.Cluster, forward.Options{Logger: log, IsLocal: rest.IsLocal, Routes: mux})
+	handler := forward.Handler(rest.AuditEvery(svc, prefixFirst{prefix: "/v1/", h: vh, mux: mux}), svc.Cluster, forward.Options{Logger: log, IsLocal: rest.IsLocal, Routes: mux})
 	console.SetAPI(handler)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -146,13 +146,38 @@ func WithAuditMark(ctx context.Context) (context.Context, *atomic.Bool) {
 type markCtx struct {
 	context.Context
 	seen atomic.Bool
+	call atomic.Pointer[Call] // AttachCall's
 }
 
+// markCtxKey finds the markCtx itself (AttachCall).
+type markCtxKey struct{}
+
 func (c *markCtx) Value(key any) any {
-	if key == (auditMarkKey{}) {
+	switch key {
+	case auditMarkKey{}:
 		return &c.seen
+	case markCtxKey{}:
+		return c
+	case callKey{}:
+		if call := c.call.Load(); call != nil {
+			return call
+		}
 	}
 	return c.Context.Value(key)
+}
+
+// AttachCall is WithCall without a new context, for a transport served
+// under WithAuditMark: when ctx carries an audit mark and no call yet, c
+// becomes the call of ctx (and of every context made from it) and
+// AttachCall reports true; otherwise nothing changes and the transport
+// uses WithCall. Attaching happens before the request's work starts, in
+// its own goroutine.
+func AttachCall(ctx context.Context, c *Call) bool {
+	m, ok := ctx.Value(markCtxKey{}).(*markCtx)
+	if !ok || ctx.Value(callKey{}) != nil {
+		return false
+	}
+	return m.call.CompareAndSwap(nil, c)
 }
 
 // MarkAudited notes, on a context from WithAuditMark, that the request is

@@ -219,7 +219,8 @@ func kvVersionOf(v state.Version, m state.KVMeta) KVVersion {
 	return out
 }
 
-// KVGet reads version (0 = latest) of a KV path. For a soft-deleted or
+// KVGet reads version (0 = latest) of a KV path. The secret's Data is a
+// buffer of the caller's own, which it may clear after use. For a soft-deleted or
 // destroyed version it returns the version's metadata with an ErrNotFound
 // (Vault answers 404 with the metadata).
 func (s *Objects) KVGet(ctx context.Context, wallet, path string, version uint64) (KVSecret, error) {
@@ -254,15 +255,18 @@ func (s *Objects) KVGet(ctx context.Context, wallet, path string, version uint64
 	if err != nil {
 		return KVSecret{}, fmt.Errorf("object %s version %d: %w", o.ID, version, err)
 	}
-	defer clear(pt)
 	if o.Type == TypeSymmetricKey {
+		defer clear(pt)
 		sec.Data, err = json.Marshal(map[string]string{"data": hex.EncodeToString(pt)})
 		return sec, err
 	}
 	if !isJSONObject(pt) {
+		clear(pt)
 		return KVSecret{}, fmt.Errorf("%w: %s/%s version %d holds a value that is not a JSON object (written outside the KV API); read it with the native API", ErrConflict, wallet, path, version)
 	}
-	sec.Data = bytes.Clone(pt)
+	// pt is the caller's own (decrypted into a new buffer): it clears it
+	// when done.
+	sec.Data = pt
 	return sec, nil
 }
 

@@ -1,7 +1,10 @@
 package service
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -74,5 +77,58 @@ func TestKVValuesAreJSONObjects(t *testing.T) {
 	}
 	if _, err := s.Objects.KVGet(ctx, "kvw", "raw", 0); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "not a JSON object") {
 		t.Fatalf("raw value through KV: %v", err)
+	}
+	// The Vault API copies the data KVGet answers into its reply without
+	// checking it again: a value written by another API that is not one
+	// JSON object is never answered.
+	for i, v := range []string{`[]`, `"x"`, `{"a":`, `{} {}`, `{"a":1}x`, `{"a":"\xff"}`, " \t"} {
+		name := fmt.Sprintf("raw%d", i)
+		if _, err := s.Objects.PutSecret(ctx, "kvw", name, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		if sec, err := s.Objects.KVGet(ctx, "kvw", name, 0); !errors.Is(err, ErrConflict) {
+			t.Fatalf("raw value %q through KV: %q, %v", v, sec.Data, err)
+		}
+	}
+	for i, v := range []string{`{}`, ` {"a" : [1, "<b>"]} `, "{\"\u2028\":null}"} {
+		name := fmt.Sprintf("obj%d", i)
+		if _, err := s.Objects.PutSecret(ctx, "kvw", name, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		if sec, err := s.Objects.KVGet(ctx, "kvw", name, 0); err != nil || !json.Valid(sec.Data) {
+			t.Fatalf("object %q through KV: %q, %v", v, sec.Data, err)
+		}
+	}
+}
+
+// TestAttachCall: a call attached to a context with an audit mark is the
+// call of that context and of contexts made from it; where there is no
+// mark, or already a call, nothing is attached.
+func TestAttachCall(t *testing.T) {
+	ctx, seen := WithAuditMark(context.Background())
+	child := context.WithValue(ctx, struct{ k int }{1}, "v")
+	c := &Call{Transport: "vault"}
+	if !AttachCall(child, c) || CallFrom(child) != c || CallFrom(ctx) != c {
+		t.Fatalf("attached call not found: %p %p", CallFrom(child), CallFrom(ctx))
+	}
+	if AttachCall(child, &Call{}) || CallFrom(child) != c {
+		t.Fatal("a second call replaced the first")
+	}
+	MarkAudited(child)
+	if !seen.Load() {
+		t.Fatal("the mark is not reached through the context")
+	}
+	if AttachCall(context.Background(), c) || CallFrom(context.Background()) != nil {
+		t.Fatal("attached without an audit mark")
+	}
+	outer := &Call{}
+	marked, _ := WithAuditMark(WithCall(context.Background(), outer))
+	if AttachCall(marked, c) || CallFrom(marked) != outer {
+		t.Fatal("attached over an existing call")
+	}
+	inner, _ := WithAuditMark(context.Background())
+	withCall := WithCall(inner, outer)
+	if AttachCall(withCall, c) || CallFrom(withCall) != outer {
+		t.Fatal("attached under a nearer call")
 	}
 }

@@ -115,6 +115,7 @@ func (a *api) kvRead(q *request, m service.Mount, path string) {
 		return
 	}
 	q.kvReadReply(sec)
+	clear(sec.Data) // the plaintext, the handler's own
 }
 
 // kvWriteRequest decodes a KV write body: {"data":{...},"options":{"cas":N}}.

@@ -3,7 +3,12 @@ package vault
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +31,9 @@ func TestKVReadReplyMatchesWriteJSON(t *testing.T) {
 			CustomMetadata: map[string]string{"z": "last", "a": "<first>", "m": "\"quoted\"\n"}},
 			warnings: []string{"Endpoint ignored these unrecognized parameters: [x <y>]"}},
 		{sec: service.KVSecret{Data: nil, Version: service.KVVersion{Version: 2, Created: created.In(time.FixedZone("x", 3600))}, CustomMetadata: map[string]string{}}},
-		{sec: service.KVSecret{Data: json.RawMessage(`{"unterminated":`), Version: service.KVVersion{Version: 3, Created: created}}},
+		// Invalid JSON never comes from KVGet (TestKVValuesAreJSONObjects);
+		// where it needs rewriting it is refused all the same.
+		{sec: service.KVSecret{Data: json.RawMessage(`{"unterminated": `), Version: service.KVVersion{Version: 3, Created: created}}},
 		{sec: service.KVSecret{Data: json.RawMessage(`{"a":1} {"b":2}`), Version: service.KVVersion{Version: 3, Created: created}}},
 	} {
 		reqID := newRequestID()
@@ -47,7 +54,8 @@ func TestKVReadReplyMatchesWriteJSON(t *testing.T) {
 		q := &request{w: &recorder{ResponseWriter: rec}, reqID: reqID, warnings: c.warnings}
 		q.kvReadReply(c.sec)
 		if rec.Code != 200 || !bytes.Equal(rec.Body.Bytes(), want.Body.Bytes()) ||
-			rec.Header().Get("Content-Type") != "application/json" || rec.Header().Get("Cache-Control") != "no-store" {
+			rec.Header().Get("Content-Type") != "application/json" || rec.Header().Get("Cache-Control") != "no-store" ||
+			rec.Header().Get("Date") == "" {
 			t.Errorf("kvReadReply: %d %v %s", rec.Code, rec.Header(), rec.Body.Bytes())
 		}
 	}
@@ -58,5 +66,103 @@ func TestRequestIDShape(t *testing.T) {
 	a, b := newRequestID(), newRequestID()
 	if len(a) != 36 || a == b || a[8] != '-' || a[13] != '-' || a[18] != '-' || a[23] != '-' {
 		t.Fatalf("request ids %q %q", a, b)
+	}
+}
+
+// FuzzKVReadReply: for any data KVGet can answer (a JSON object: it checks
+// or encodes every value it returns), custom metadata and warning, the
+// hand-written KV read answer is the reflective encoder's bytes.
+func FuzzKVReadReply(f *testing.F) {
+	f.Add([]byte(`{"data":"5a5a"}`), "k", "v", "", uint64(1), int64(1796638272123456789), false, false)
+	f.Add([]byte("{ \"a\" : [1, 2,\n3],\t\"b\":\"x <y> & \u2028\" }"), "<a>", "\"q\"\n", "w <x>", uint64(18446744073709551615), int64(0), true, true)
+	f.Add([]byte(`{"e":"é✓","n":null,"f":1.5e-7,"o":{"x":[{}]}}`), "", "", "", uint64(0), int64(-62135596800000000), false, true)
+	f.Fuzz(func(t *testing.T, data []byte, mk, mv, warning string, version uint64, nanos int64, deleted, destroyed bool) {
+		if !json.Valid(data) {
+			t.Skip("KVGet answers only valid JSON")
+		}
+		created := time.Unix(0, nanos)
+		sec := service.KVSecret{Data: json.RawMessage(data), Version: service.KVVersion{Version: version, Created: created, Destroyed: destroyed}}
+		if deleted {
+			d := created.Add(time.Minute)
+			sec.Version.Deleted = &d
+		}
+		if mk != "" {
+			sec.CustomMetadata = map[string]string{mk: mv}
+		}
+		var warnings []string
+		if warning != "" {
+			warnings = []string{warning}
+		}
+		reqID := newRequestID()
+		want := httptest.NewRecorder()
+		writeJSON(want, 200, envelope{RequestID: reqID, Data: kvReadData(sec), Warnings: warnings, MountType: "kv"})
+		got, err := appendKVRead(nil, reqID, sec, warnings)
+		if err != nil || !bytes.Equal(got, want.Body.Bytes()) {
+			t.Fatalf("data %q: error %v\n got %s\nwant %s", data, err, got, want.Body.Bytes())
+		}
+	})
+}
+
+// TestJSONHeadersOnTheWire: the header block net/http writes for an answer
+// whose headers setJSONHeaders set is the one it writes for
+// Header().Set of Content-Type and Cache-Control (net/http adding Date),
+// the Date's value aside, which is the current second's in both.
+func TestJSONHeadersOnTheWire(t *testing.T) {
+	body := []byte(`{"a":1}` + "\n")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/shared" {
+			setJSONHeaders(w.Header())
+		} else {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+		}
+		w.WriteHeader(http.StatusOK)
+		w.Write(body)
+	}))
+	defer srv.Close()
+	raw := func(path string) (head string, date time.Time) {
+		t.Helper()
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path); err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, _, ok := strings.Cut(string(b), "\r\n\r\n")
+		if !ok {
+			t.Fatalf("no header block in %q", b)
+		}
+		lines := strings.Split(head, "\r\n")
+		for i, l := range lines {
+			if v, ok := strings.CutPrefix(l, "Date: "); ok {
+				if date, err = time.Parse(http.TimeFormat, v); err != nil {
+					t.Fatalf("Date %q: %v", v, err)
+				}
+				lines[i] = "Date: (the time)"
+			}
+		}
+		return strings.Join(lines, "\r\n"), date
+	}
+	before := time.Now().Truncate(time.Second)
+	wantHead, _ := raw("/set")
+	gotHead, gotDate := raw("/shared")
+	if gotHead != wantHead {
+		t.Errorf("header block\n got %q\nwant %q", gotHead, wantHead)
+	}
+	if gotDate.Before(before) || gotDate.After(time.Now()) {
+		t.Errorf("Date %v, want a time between %v and now", gotDate, before)
+	}
+	// The value shared between answers is never written to.
+	h := http.Header{}
+	setJSONHeaders(h)
+	h.Add("Cache-Control", "private")
+	if headerNoStore[0] != "no-store" || len(headerNoStore) != 1 {
+		t.Fatalf("shared value changed: %q", headerNoStore)
 	}
 }
