@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-kms/coffer/internal/api/forward"
 	kmipapi "github.com/coffer-kms/coffer/internal/api/kmip"
 	"github.com/coffer-kms/coffer/internal/api/ui"
 )
@@ -18,13 +19,17 @@ func TestPrefixFirstAgreesWithMux(t *testing.T) {
 	name := func(n string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header().Set("X-Handler", n) })
 	}
-	mux := http.NewServeMux()
+	mux := forward.NewServeMux()
 	mux.Handle("GET /metrics", name("metrics"))
 	mux.Handle("/", name("rest"))
 	mux.Handle("/v1/", name("vault"))
 	mux.Handle(ui.Prefix, name("ui"))
 	mux.Handle("POST "+kmipapi.RelayPath, name("relay"))
-	pf := prefixFirst{prefix: "/v1/", h: name("vault"), mux: mux}
+	pf := &prefixFirst{prefix: "/v1/", h: name("vault"), mux: mux}
+	pf.check(mux.Patterns())
+	if !pf.on {
+		t.Fatalf("the shortcut is off with the patterns %q", mux.Patterns())
+	}
 	paths := []string{
 		"/v1/", "/v1/kv/data/a", "/v1/kv/data/a/b", "/v1/sys/health", "/v1//kv/data/a", "/v1/kv/../x",
 		"/v1/./kv", "/v1/kv/.", "/v1/kv/..", "/v1/kv/.hidden", "/v1/kv/data/a%20b", "/v1%2Fkv/data/a",
@@ -59,5 +64,34 @@ func TestPrefixFirstAgreesWithMux(t *testing.T) {
 	}
 	if direct == 0 {
 		t.Fatal("no request was served directly")
+	}
+}
+
+// TestPrefixFirstOffBesideAnotherPattern: a pattern that could match a path
+// under the prefix (more specific, with wildcards, or naming a host) turns
+// the shortcut off, so that the mux serves that path as registered.
+func TestPrefixFirstOffBesideAnotherPattern(t *testing.T) {
+	base := []string{"GET /metrics", "/", "/v1/", "/ui/", "POST /api/v1/sys/cluster/kmip", "/v1"}
+	if !onlyPatternUnder(base, "/v1/") {
+		t.Fatalf("off with %q", base)
+	}
+	if onlyPatternUnder(base[:2], "/v1/") {
+		t.Fatal("on without the prefix's own pattern")
+	}
+	for _, extra := range []string{"/v1/sys/other", "GET /v1/kv/data/x", "/{any}/x", "GET coffer.example/v1/", "example.org/"} {
+		if onlyPatternUnder(append(base[:len(base):len(base)], extra), "/v1/") {
+			t.Errorf("on beside %q", extra)
+		}
+	}
+	// And served by the mux when off.
+	mux := forward.NewServeMux()
+	mux.Handle("/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header().Set("X-Handler", "vault") }))
+	mux.Handle("/v1/sys/other", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header().Set("X-Handler", "other") }))
+	pf := &prefixFirst{prefix: "/v1/", h: http.NotFoundHandler(), mux: mux}
+	pf.check(mux.Patterns())
+	rec := httptest.NewRecorder()
+	pf.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://coffer/v1/sys/other", nil))
+	if got := rec.Header().Get("X-Handler"); got != "other" {
+		t.Fatalf("GET /v1/sys/other went to %q, want the mux's other handler", got)
 	}
 }

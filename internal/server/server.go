@@ -82,6 +82,7 @@ type Server struct {
 	sockSrv    *http.Server
 	kmipSrv    *kmipapi.Server // nil: no KMIP listener
 	pprofSrv   *http.Server    // nil: debug.pprof is off
+	vfirst     *prefixFirst    // the Vault API's shortcut past the mux
 	stopOnce   sync.Once
 	stopMode   chan string
 	done       chan struct{}
@@ -360,8 +361,8 @@ func Start(opts Options) (_ *Server, err error) {
 		vopts.Metrics = ropts.Metrics
 	}
 	vh := vault.Handler(svc, vopts)
-	// No other pattern under /v1/: prefixFirst serves its clean paths
-	// without the mux's matching.
+	// prefixFirst serves its clean paths without the mux's matching while
+	// no other pattern is under /v1/ (vfirst.check below).
 	mux.Handle("/v1/", vh)
 	// The web console: served by this node, its API calls go through the
 	// whole handler below like a REST client's.
@@ -370,7 +371,9 @@ func Start(opts Options) (_ *Server, err error) {
 	// Writes reaching a follower go to the leader, as their routes' facts say.
 	// Every request gets an audit record: those no transport audits
 	// (redirects to a clean path, unknown paths) are audited as "unrouted".
-	handler := forward.Handler(rest.AuditEvery(svc, prefixFirst{prefix: "/v1/", h: vh, mux: mux}), svc.Cluster, forward.Options{Logger: log, IsLocal: rest.IsLocal, Routes: mux})
+	vfirst := &prefixFirst{prefix: "/v1/", h: vh, mux: mux}
+	s.vfirst = vfirst
+	handler := forward.Handler(rest.AuditEvery(svc, vfirst), svc.Cluster, forward.Options{Logger: log, IsLocal: rest.IsLocal, Routes: mux})
 	console.SetAPI(handler)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -448,6 +451,7 @@ func Start(opts Options) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	vfirst.check(mux.Patterns()) // every pattern is registered
 	go s.httpSrv.Serve(ln)
 	go s.sockSrv.Serve(sln)
 

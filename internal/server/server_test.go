@@ -229,6 +229,9 @@ func TestServerListensAndStops(t *testing.T) {
 	if s.Service.State() != service.StateUninitialized {
 		t.Fatalf("state %q", s.Service.State())
 	}
+	if !s.vfirst.on {
+		t.Fatal("the Vault API's clean paths go through the mux: a pattern registered under /v1/ turned the shortcut off (see prefixFirst)")
+	}
 	if err := s.Stop("sideways"); err == nil {
 		t.Fatal("an unknown stop mode was accepted")
 	}

@@ -1,6 +1,9 @@
 package forward
 
-import "net/http"
+import (
+	"net/http"
+	"slices"
+)
 
 // Placement is where a route is served in a cluster.
 type Placement int
@@ -79,10 +82,29 @@ func (h routed) RouteFacts(*http.Request) (Facts, bool) { return h.facts, true }
 // ServeMux is an http.ServeMux whose handlers carry their route's facts
 // (WithFacts, or another Router such as a nested ServeMux): the Router of
 // the route a request matches.
-type ServeMux struct{ *http.ServeMux }
+type ServeMux struct {
+	*http.ServeMux
+	patterns *[]string
+}
 
 // NewServeMux returns an empty ServeMux.
-func NewServeMux() ServeMux { return ServeMux{http.NewServeMux()} }
+func NewServeMux() ServeMux { return ServeMux{http.NewServeMux(), new([]string)} }
+
+// Handle registers h for pattern, as http.ServeMux does, and remembers the
+// pattern (Patterns).
+func (m ServeMux) Handle(pattern string, h http.Handler) {
+	m.ServeMux.Handle(pattern, h)
+	*m.patterns = append(*m.patterns, pattern)
+}
+
+// HandleFunc is Handle for a function.
+func (m ServeMux) HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(f))
+}
+
+// Patterns returns the patterns registered so far, in order. Not safe
+// beside a registration.
+func (m ServeMux) Patterns() []string { return slices.Clone(*m.patterns) }
 
 // RouteFacts asks the handler r matches, without serving it.
 func (m ServeMux) RouteFacts(r *http.Request) (Facts, bool) {
