@@ -724,3 +724,30 @@ func TestCorruptCatalogNamesTheDestination(t *testing.T) {
 		t.Fatalf("drill: %v, want %q", err, want)
 	}
 }
+
+// A client that stops waiting for a backup run with Wait (an interrupted
+// "coffer backup run --wait", its --timeout) stops following it, not the
+// backup: it still ends DONE.
+func TestWaitedBackupOutlivesItsRequest(t *testing.T) {
+	s, _ := backupSvc(t)
+	t.Setenv("COFFER_TEST_BACKUP_PAUSE", "1s") // the backup holds before saving
+	ctx, cancel := context.WithTimeout(rootCtx(), 200*time.Millisecond)
+	defer cancel()
+	rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "full", Wait: true})
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a waited backup whose request ended: %+v %v", rec, err)
+	}
+	if rec.ID == "" || !strings.Contains(err.Error(), rec.ID) {
+		t.Fatalf("the error does not name the backup that goes on: %+v %v", rec, err)
+	}
+	testutil.WaitFor(t, time.Minute, "the backup to end", func() error {
+		got, err := s.st.Backup(rec.ID)
+		if err != nil || got.Status == "RUNNING" {
+			return fmt.Errorf("backup %s: %s %v", rec.ID, got.Status, err)
+		}
+		if got.Status != "DONE" {
+			t.Fatalf("the backup was stopped with its request: %s %s", got.Status, got.Reason)
+		}
+		return nil
+	})
+}
