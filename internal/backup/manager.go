@@ -495,6 +495,11 @@ func (m *Manager) ArchiveWait(ctx context.Context, progress func(ArchiveProgress
 		return errBusyTask
 	}
 	defer m.run.Unlock()
+	// The archiver's pass skips its turn while writes are frozen (the
+	// archive mark could not be recorded); an operator is told.
+	if err := m.host.Frozen(); err != nil {
+		return fmt.Errorf("%w: no segment is shipped while writes are frozen (%v)", ErrFrozen, err)
+	}
 	return m.archiveLocked(ctx, progress, true)
 }
 

@@ -1236,6 +1236,9 @@ func (s *Backups) ArchiveNowProgress(ctx context.Context, progress func(ArchiveP
 	}
 	// Not under the lifecycle lock: shipping records progress through raft.
 	err = m.ArchiveWait(ctx, progress)
+	if errors.Is(err, backup.ErrFrozen) {
+		return fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
+	}
 	if errors.Is(err, backup.ErrBusy) || errors.Is(err, backup.ErrOtherWriter) {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}

@@ -751,3 +751,37 @@ func TestWaitedBackupOutlivesItsRequest(t *testing.T) {
 		return nil
 	})
 }
+
+// "coffer journal archive now" while writes are frozen ships nothing (the
+// archive mark could not be recorded): it says so instead of reporting the
+// journal archived.
+func TestArchiveNowWhileFrozenSaysSo(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	target := filepath.Join(t.TempDir(), "arch")
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "arch", Kind: "dir", Path: target, Archiving: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Objects.PutSecret(ctx, DefaultWallet, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backups.Freeze(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Backups.ArchiveNow(ctx)
+	if !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
+		t.Fatalf("archive now while frozen: %v", err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(target, backup.ArchiveDir, "*"+backup.FileSuffix)); len(files) != 0 {
+		t.Fatalf("shipped while frozen: %v", files)
+	}
+	if _, err := s.Backups.Thaw(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Backups.ArchiveNow(ctx); err != nil {
+		t.Fatalf("archive now after the thaw: %v", err)
+	}
+	if d := mustDest(t, s, "arch"); d.ArchivedTo == 0 {
+		t.Fatal("nothing archived after the thaw")
+	}
+}
