@@ -565,6 +565,8 @@ func (m *Manager) ship(ctx context.Context, pass archivePass, name string, todo 
 			return fmt.Errorf("archive %s to %s: %w", seg.Name, name, err)
 		}
 		if err := m.host.Archived(ctx, name, seg.LastIndex); err != nil {
+			err = fmt.Errorf("archive %s to %s: shipped, but recording the archive mark failed (it is shipped again at the next pass): %w", seg.Name, name, err)
+			m.setErr(pass, name, err)
 			return err
 		}
 		m.mu.Lock()
