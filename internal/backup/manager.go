@@ -332,7 +332,7 @@ func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRec
 		}
 		m.log.Warn("backup interrupted by a restart marked FAILED", "id", r.ID, "destination", r.Destination)
 	}
-	removeStaging(m.staging, m.log)
+	RemoveStaging(m.staging, m.log)
 	// A schedule whose run was interrupted stays ONGOING otherwise.
 	scheds, err := m.host.Schedules()
 	if err != nil {

@@ -785,3 +785,24 @@ func TestArchiveNowWhileFrozenSaysSo(t *testing.T) {
 		t.Fatal("nothing archived after the thaw")
 	}
 }
+
+// A staging file a crash left is removed when the server starts, whatever
+// the node's role: a node that opens as a follower never marks interrupted
+// backups (the new leader does), and its staging file, the size of a full
+// backup, stayed on its data disk until it led again.
+func TestStagingLeftoverRemovedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	staging := datadir.StagingDir(dir)
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(staging, "staging-123"+backup.FileSuffix)
+	if err := os.WriteFile(leftover, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newSvc(t, dir)
+	t.Cleanup(func() { s.Close() })
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatalf("staging leftover after the start: %v", err)
+	}
+}
