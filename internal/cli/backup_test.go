@@ -322,3 +322,22 @@ func TestJournalArchiveNowProgress(t *testing.T) {
 		t.Fatalf("a streamed failure: code %d, stderr %q", code, stderr)
 	}
 }
+
+// A freeze a thaw cancelled while its dump was written froze nothing: the
+// command says so and fails (a snapshot hook "coffer freeze && snapshot"
+// must not go on), rather than "writes frozen until 0001-01-01".
+func TestFreezeCancelledByAThawFails(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/sys/freeze" {
+			w.WriteHeader(404)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"frozen":false,"dump":"/var/lib/coffer/dump/backups/x-dump.cbk","note":"thaw requested during the dump: writes were not frozen"}`)
+	}))
+	t.Cleanup(srv.Close)
+	code, out, stderr := run("freeze", "--address", srv.URL)
+	if code == 0 || strings.Contains(out, "writes frozen until") || !strings.Contains(stderr, "not frozen") {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
