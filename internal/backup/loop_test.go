@@ -338,3 +338,29 @@ func TestCountsOfAPassOutlivingLeadershipAreDropped(t *testing.T) {
 		t.Fatalf("pending counted by a follower: %v", p)
 	}
 }
+
+// A node that becomes the leader, at its start or later (a failover), is
+// told once per leadership: the service reads the destinations' catalogs
+// then (drill results, verifications), so that status and the drill alert
+// survive a failover. A follower is not told.
+func TestLeadershipGainIsAnnounced(t *testing.T) {
+	h := &loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}}
+	m := NewManager(h, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var gained atomic.Int32
+	m.OnLeader = func(context.Context) { gained.Add(1) }
+	startLoop(t, m, 10*time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // five ticks as a follower
+	if n := gained.Load(); n != 0 {
+		t.Fatalf("a follower was told %d times that it leads", n)
+	}
+	h.leader.Store(true)
+	waitFor(t, "the gain of leadership announced", func() bool { return gained.Load() == 1 })
+	h.leader.Store(false)
+	time.Sleep(50 * time.Millisecond)
+	h.leader.Store(true)
+	waitFor(t, "the second gain announced", func() bool { return gained.Load() == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if n := gained.Load(); n != 2 {
+		t.Fatalf("announced %d times for two gains", n)
+	}
+}

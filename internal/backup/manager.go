@@ -98,6 +98,10 @@ type Manager struct {
 	// Drill, if set, runs a restore drill on a destination (a schedule of
 	// kind verify) and records its result.
 	Drill func(ctx context.Context, destination string) (Drill, error)
+	// OnLeader, if set, is called by the loop each time the node becomes
+	// the leader (its first pass as the leader included), before anything
+	// else of that pass. It must not block: the loop waits for it.
+	OnLeader func(ctx context.Context)
 }
 
 // NewManager returns a manager; Start runs its loops.
@@ -827,6 +831,9 @@ func (m *Manager) tick(ctx context.Context, now time.Time, l *loopState) {
 		}
 		l.led, l.taken, l.retake = false, false, time.Time{}
 		return
+	}
+	if !l.led && m.OnLeader != nil {
+		m.OnLeader(ctx)
 	}
 	l.led = true
 	if !l.taken && !now.Before(l.retake) {

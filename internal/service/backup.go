@@ -744,6 +744,11 @@ func (s *Backups) startBackups() {
 	ctx = WithIdentity(ctx, LocalRoot())
 	s.backupCancel, s.backupCtx = cancel, ctx
 	m := s.backups
+	// A node that becomes the leader after its open (a failover) reads
+	// the catalogs too, as one that leads at its open does below.
+	m.OnLeader = func(ctx context.Context) {
+		w.Go("drill results", func(context.Context) { s.loadDrills(ctx) })
+	}
 	s.startAuditShipping(ctx, w)
 	w.Go("backup loop", func(context.Context) {
 		if !(backupHost{s}).IsLeader() {
