@@ -341,3 +341,51 @@ func TestFreezeCancelledByAThawFails(t *testing.T) {
 		t.Fatalf("code %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
+
+// "backup drill" without --destination drills every destination in turn:
+// one that cannot be drilled (its catalog corrupt, unreachable) is a row
+// with its error and the others are still drilled and shown; one whose
+// backups are encrypted to age recipients (the server cannot read them) is
+// skipped with a note. The exit status is 1.
+func TestDrillEveryDestinationGoesOnPastAnError(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch r.Method + " " + r.URL.Path {
+		case "GET /api/v1/backup/destinations":
+			io.WriteString(w, `{"destinations":[{"name":"LOCAL","kind":"local"},{"name":"nas","kind":"dir","path":"/mnt/nas"},{"name":"offsite","kind":"s3","recipients":["age1qqq"]},{"name":"zz","kind":"dir","path":"/mnt/zz"}]}`)
+		case "POST /api/v1/backup/destinations/nas/drill":
+			w.WriteHeader(409)
+			io.WriteString(w, `{"error":{"code":"conflict","message":"catalog is corrupt: dir:/mnt/nas/catalog.json"}}`)
+		case "POST /api/v1/backup/destinations/LOCAL/drill", "POST /api/v1/backup/destinations/zz/drill":
+			io.WriteString(w, `{"time":"2025-01-02T03:04:05Z","result":"OK","full_backup":"f1","index":9,"files":1,"duration_seconds":1.5}`)
+		default:
+			w.WriteHeader(404)
+			io.WriteString(w, `{"error":{"code":"not_found","message":"no"}}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	code, out, stderr := run("backup", "drill", "--address", srv.URL)
+	if code == 0 {
+		t.Fatalf("exit status 0 with a destination that could not be drilled: %s", out)
+	}
+	for _, want := range []string{"LOCAL", "zz", "nas", "catalog is corrupt"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range seen {
+		if strings.Contains(r, "offsite") {
+			t.Errorf("the age-encrypted destination was drilled: %q", seen)
+		}
+	}
+	if !strings.Contains(stderr, "offsite") {
+		t.Errorf("no note on the skipped age-encrypted destination: %q", stderr)
+	}
+}
