@@ -389,3 +389,35 @@ func TestDrillEveryDestinationGoesOnPastAnError(t *testing.T) {
 		t.Errorf("no note on the skipped age-encrypted destination: %q", stderr)
 	}
 }
+
+// "restore object" (and its dry run) reads a backup chain on the server, as
+// long as a drill does: without --timeout it waits as long as a drill, not
+// the default request timeout (which cancelled the restore on the server).
+func TestRestoreObjectWaitsForTheRestore(t *testing.T) {
+	defer func(d time.Duration) { defaultTimeout = d }(defaultTimeout)
+	defaultTimeout = 100 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/api/v1/objects/0c3f2a4e-1111-4222-8333-444455556666/restore") {
+			w.WriteHeader(404)
+			return
+		}
+		select { // the chain takes a while to read
+		case <-time.After(500 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/preview") {
+			io.WriteString(w, `{"object":{"id":"0c3f2a4e-1111-4222-8333-444455556666","name":"k","wallet":"default"},"restored_versions":[1],"from":"nas as of index 9"}`)
+			return
+		}
+		io.WriteString(w, `{"id":"0c3f2a4e-1111-4222-8333-444455556666","name":"k","wallet":"default"}`)
+	}))
+	t.Cleanup(srv.Close)
+	for _, extra := range [][]string{nil, {"--dry-run"}} {
+		args := append([]string{"restore", "object", "0c3f2a4e-1111-4222-8333-444455556666", "--from", "nas", "--to-index", "9", "--address", srv.URL}, extra...)
+		if code, _, stderr := run(args...); code != 0 {
+			t.Fatalf("%v: code %d: %s", extra, code, stderr)
+		}
+	}
+}
