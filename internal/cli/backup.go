@@ -238,12 +238,16 @@ it was lost or damaged, or after backup files were copied there by hand.`,
 		Short: "Rewrite a destination's catalog from its backup files' manifests",
 		Long: `Read the manifest of every backup file on the destination and write the
 catalog anew. Files that are not this cluster's backups, or cannot be read,
-are skipped and listed.`,
+are skipped and listed. A running backup is waited for; without --timeout
+the command waits up to 24h.`,
 		Example: "  coffer backup catalog rebuild --destination nas",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireFlag(dest, "--destination D"); err != nil {
 				return err
+			}
+			if !cmd.Flags().Changed("timeout") {
+				g.timeout = 24 * time.Hour // every manifest is read, after a running backup ends
 			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				r, err := c.RebuildCatalog(ctx, dest)

@@ -421,3 +421,35 @@ func TestRestoreObjectWaitsForTheRestore(t *testing.T) {
 		}
 	}
 }
+
+// "journal archive now" ships every pending segment and "backup catalog
+// rebuild" reads every manifest (after a running backup ends): without
+// --timeout they wait for the server as long as it takes, not the default
+// request timeout, which cut them off midway.
+func TestLongBackupTasksOutwaitTheDefaultTimeout(t *testing.T) {
+	defer func(d time.Duration) { defaultTimeout = d }(defaultTimeout)
+	defaultTimeout = 100 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // many segments to ship, many manifests to read
+		case <-time.After(500 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		switch r.URL.Path {
+		case "/api/v1/sys/journal/archive":
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			io.WriteString(w, `{"archived":true}`+"\n")
+		case "/api/v1/backup/destinations/nas/catalog/rebuild":
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"backups":3}`)
+		default:
+			w.WriteHeader(404)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	for _, args := range [][]string{{"journal", "archive", "now"}, {"backup", "catalog", "rebuild", "--destination", "nas"}} {
+		if code, _, stderr := run(append(args, "--address", srv.URL)...); code != 0 {
+			t.Errorf("%v: code %d: %s", args, code, stderr)
+		}
+	}
+}
