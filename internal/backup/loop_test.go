@@ -364,3 +364,41 @@ func TestLeadershipGainIsAnnounced(t *testing.T) {
 		t.Fatalf("announced %d times for two gains", n)
 	}
 }
+
+// The marking at open waits for a backup started since the open (an
+// operator's backup run as soon as the server answers): its RUNNING record
+// and staging file are its own, not a crash's leftovers.
+func TestMarkInterruptedSparesABackupStartedSinceTheOpen(t *testing.T) {
+	staging := t.TempDir()
+	h := &loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}}
+	h.records["crashed"] = state.BackupRecord{ID: "crashed", Node: "node-b", Status: "RUNNING"}
+	m := NewManager(h, staging, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	m.run.Lock() // the new backup runs, as Backup does
+	h.records["new"] = state.BackupRecord{ID: "new", Node: "node-b", Status: "RUNNING"}
+	stagingFile := filepath.Join(staging, "staging-new"+FileSuffix)
+	if err := os.WriteFile(stagingFile, []byte("part"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); m.MarkInterrupted(context.Background()) }()
+	time.Sleep(50 * time.Millisecond) // the marking would be done by now
+	if r := h.record("new"); r.Status != "RUNNING" {
+		t.Errorf("the backup started since the open was marked %s (%s)", r.Status, r.Reason)
+	}
+	if _, err := os.Stat(stagingFile); err != nil {
+		t.Errorf("the running backup's staging file was removed: %v", err)
+	}
+	r := h.record("new")
+	r.Status = "DONE"
+	h.Record(context.Background(), r) // #nosec G104 -- the fake's Record cannot fail
+	os.Remove(stagingFile)            // #nosec G104 -- the backup's own cleanup
+	m.run.Unlock()
+	<-done
+	if r := h.record("crashed"); r.Status != "FAILED" {
+		t.Errorf("the crashed backup is %s", r.Status)
+	}
+	if r := h.record("new"); r.Status != "DONE" {
+		t.Errorf("the finished backup became %s", r.Status)
+	}
+}

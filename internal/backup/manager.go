@@ -300,8 +300,16 @@ func chooseKind(cat Catalog, timeline uint32, mode string, now time.Time) (strin
 
 // MarkInterrupted turns this node's RUNNING records into FAILED (a restart
 // or crash interrupted them) and removes leftover staging files. Called at
-// open, before any new backup.
-func (m *Manager) MarkInterrupted(ctx context.Context, records []state.BackupRecord) {
+// open. It runs under the backup lock and reads the records there: a
+// backup started since the open (it waits for it) is not one of them.
+func (m *Manager) MarkInterrupted(ctx context.Context) {
+	m.run.Lock()
+	defer m.run.Unlock()
+	records, err := m.host.Backups()
+	if err != nil {
+		m.log.Error("could not read the backup records to mark the interrupted ones", "error", err)
+		return
+	}
 	m.markInterrupted(ctx, records, false)
 }
 

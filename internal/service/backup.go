@@ -757,9 +757,7 @@ func (s *Backups) startBackups() {
 			m.Loop(ctx, s.cfg.BackupTick)
 			return
 		}
-		if recs, err := s.st.Backups(); err == nil {
-			m.MarkInterrupted(ctx, recs)
-		}
+		m.MarkInterrupted(ctx)
 		w.Go("drill results", func(context.Context) { s.loadDrills(ctx) })
 		switch tl := s.st.Timeline(); {
 		case tl.Restored.Holding():
