@@ -675,6 +675,12 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 		return
 	}
 	for _, s := range scheds {
+		// The list was read before the runs of the schedules before this
+		// one: an operator may have changed, paused or removed it since.
+		s, ok := m.schedule(s)
+		if !ok {
+			continue
+		}
 		due, _ := Due(s, now)
 		if !due || m.host.Held(s.Destination) != nil {
 			continue // a held destination's schedule runs once released
@@ -690,31 +696,60 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 		}
 		rec, err := m.Backup(ctx, Request{Destination: s.Destination, Mode: s.Mode, Reason: "schedule " + s.Name})
 		t := time.Now().UTC()
-		s.LastRun = &t
-		s.LastResult = "DONE " + rec.ID
+		result := "DONE " + rec.ID
 		if err != nil {
-			s.LastResult = "FAILED: " + err.Error()
-			if len(s.LastResult) > 900 {
-				s.LastResult = s.LastResult[:900]
+			result = "FAILED: " + err.Error()
+			if len(result) > 900 {
+				result = result[:900]
 			}
 		}
 		if err == nil && s.Verify && m.VerifyAfter != nil {
 			if verr := m.VerifyAfter(ctx, s.Destination, rec.File); verr != nil {
-				s.LastResult += "; verification FAILED: " + verr.Error()
-				if len(s.LastResult) > 900 {
-					s.LastResult = s.LastResult[:900]
+				result += "; verification FAILED: " + verr.Error()
+				if len(result) > 900 {
+					result = result[:900]
 				}
 			} else {
-				s.LastResult += "; verified OK"
+				result += "; verified OK"
 			}
 		}
+		m.finishSchedule(ctx, s, t, result)
+	}
+}
+
+// schedule reads s again as it is stored now (false: removed). A schedule
+// that cannot be read again is taken as it was.
+func (m *Manager) schedule(s state.Schedule) (state.Schedule, bool) {
+	all, err := m.host.Schedules()
+	if err != nil {
+		return s, true
+	}
+	for _, x := range all {
+		if x.Name == s.Name {
+			return x, true
+		}
+	}
+	return state.Schedule{}, false
+}
+
+// finishSchedule records the result of a schedule's run in the schedule as
+// it is stored now: an operator's edit made while it ran stays, and a
+// schedule removed meanwhile is not written back.
+func (m *Manager) finishSchedule(ctx context.Context, ran state.Schedule, at time.Time, result string) {
+	s, ok := m.schedule(ran)
+	if !ok {
+		m.log.Info("a schedule removed while it ran is not written back", "schedule", ran.Name, "result", result)
+		return
+	}
+	s.LastRun, s.LastResult = &at, result
+	if s.State == "ONGOING" || s.State == "ACTIVE" { // ACTIVE: edited while it ran
 		s.State = "ACTIVE"
 		if s.Type == "once" {
 			s.State = "DONE"
 		}
-		if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
-			m.log.Error("schedule state", "schedule", s.Name, "error", err)
-		}
+	}
+	if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
+		m.log.Error("schedule state", "schedule", s.Name, "error", err)
 	}
 }
 
@@ -733,25 +768,19 @@ func (m *Manager) runDrillSchedule(ctx context.Context, s state.Schedule) {
 		res, err = m.Drill(ctx, s.Destination)
 	}
 	t := time.Now().UTC()
-	s.LastRun = &t
+	var result string
 	switch {
 	case err != nil:
-		s.LastResult = "FAILED: " + err.Error()
+		result = "FAILED: " + err.Error()
 	case res.OK():
-		s.LastResult = fmt.Sprintf("DRILL OK to index %d in %.1fs", res.Index, res.Duration)
+		result = fmt.Sprintf("DRILL OK to index %d in %.1fs", res.Index, res.Duration)
 	default:
-		s.LastResult = "DRILL FAILED: " + res.Reason
+		result = "DRILL FAILED: " + res.Reason
 	}
-	if len(s.LastResult) > 900 {
-		s.LastResult = s.LastResult[:900]
+	if len(result) > 900 {
+		result = result[:900]
 	}
-	s.State = "ACTIVE"
-	if s.Type == "once" {
-		s.State = "DONE"
-	}
-	if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
-		m.log.Error("schedule state", "schedule", s.Name, "error", err)
-	}
+	m.finishSchedule(ctx, s, t, result)
 }
 
 // errBusyTask is ErrBusy for a task other than a backup holding the lock.
