@@ -453,3 +453,24 @@ func TestLongBackupTasksOutwaitTheDefaultTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A backup the server cannot verify because it was taken under an earlier
+// recovery passphrase is SKIPPED, not FAILED: "backup verify" does not
+// count it as a failed verification (exit status 0 when nothing FAILED)
+// and says how to verify it.
+func TestVerifySkippedIsNotFailed(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/backup/destinations/nas/verify" {
+			w.WriteHeader(404)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		io.WriteString(w, `{"results":[{"id":"a","kind":"full","file":"backups/a-full.cbk","result":"OK","time":"2025-01-02T03:04:05Z"},`+
+			`{"id":"b","kind":"full","file":"backups/b-full.cbk","result":"SKIPPED","reason":"encrypted to [passphrase:recovery-1]; the server holds passphrase:recovery-2 only: verify it offline","time":"2025-01-02T03:04:05Z"}]}`+"\n")
+	}))
+	t.Cleanup(srv.Close)
+	code, out, stderr := run("backup", "verify", "--all", "--destination", "nas", "--address", srv.URL)
+	if code != 0 || strings.Contains(stderr, "FAILED") || !strings.Contains(out, "SKIPPED") || !strings.Contains(stderr, "offline") {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
