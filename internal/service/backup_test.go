@@ -806,3 +806,25 @@ func TestStagingLeftoverRemovedAtStart(t *testing.T) {
 		t.Fatalf("staging leftover after the start: %v", err)
 	}
 }
+
+// A schedule edited while its backup runs stays ONGOING (status and
+// schedule list say it runs) until the run records its result.
+func TestScheduleEditedWhileItRunsStaysOngoing(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	if _, err := s.Backups.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: LocalDestination, Type: "periodic", Every: "24h"}, false); err != nil {
+		t.Fatal(err)
+	}
+	sc := mustSchedule(t, s, "nightly")
+	sc.State = "ONGOING" // as RunSchedules marks it while its backup runs
+	if _, err := s.applyOpen(ctx, state.TypeSchedulePut, sc); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Backups.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: LocalDestination, Type: "periodic", Every: "12h"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.State != "ONGOING" || v.Every != "12h" {
+		t.Fatalf("edited while it runs: state %s, every %s", v.State, v.Every)
+	}
+}
