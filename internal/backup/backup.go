@@ -263,6 +263,13 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	e := entryOf(name, done)
 	e.Size = size
 	e.Digest, e.Objects = point.Digest, point.Objects
+	// Listed in the catalog as it is now, not as read at the start: another
+	// node may have written it while this backup was taken (a new leader
+	// archiving after this node lost its leadership, a drill's result).
+	if cat, err = reloadCatalog(ctx, d, src, opts.TakeOver && kind == KindFull); err != nil {
+		d.Remove(context.WithoutCancel(ctx), name) // #nosec G104 -- removing after the failed catalog read, which is the error returned; a file left unlisted is listed again by a catalog rebuild
+		return Entry{}, err
+	}
 	// A file saved again (a segment re-shipped after its mark was not
 	// recorded) replaces its entry rather than listing it twice.
 	cat.Entries = slices.DeleteFunc(cat.Entries, func(x Entry) bool { return x.File == name })
@@ -274,6 +281,22 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 		return Entry{}, err
 	}
 	return e, nil
+}
+
+// reloadCatalog reads the catalog again before a backup lists itself in
+// it, with the claims Run checked at the start.
+func reloadCatalog(ctx context.Context, d dest.Destination, src Source, takeOver bool) (Catalog, error) {
+	cat, err := LoadCatalog(ctx, d)
+	if err != nil {
+		return Catalog{}, err
+	}
+	if err := cat.Claim(src.ClusterID(), d.Location()); err != nil {
+		return Catalog{}, err
+	}
+	if err := cat.ClaimWriter(src.Timeline().ID, takeOver, d.Location()); err != nil {
+		return Catalog{}, err
+	}
+	return cat, nil
 }
 
 func writeJSONEntry(tw *tar.Writer, name string, v any) error {

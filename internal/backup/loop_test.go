@@ -338,3 +338,67 @@ func TestCountsOfAPassOutlivingLeadershipAreDropped(t *testing.T) {
 		t.Fatalf("pending counted by a follower: %v", p)
 	}
 }
+
+// A node that becomes the leader, at its start or later (a failover), is
+// told once per leadership: the service reads the destinations' catalogs
+// then (drill results, verifications), so that status and the drill alert
+// survive a failover. A follower is not told.
+func TestLeadershipGainIsAnnounced(t *testing.T) {
+	h := &loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}}
+	m := NewManager(h, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var gained atomic.Int32
+	m.OnLeader = func(context.Context) { gained.Add(1) }
+	startLoop(t, m, 10*time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // five ticks as a follower
+	if n := gained.Load(); n != 0 {
+		t.Fatalf("a follower was told %d times that it leads", n)
+	}
+	h.leader.Store(true)
+	waitFor(t, "the gain of leadership announced", func() bool { return gained.Load() == 1 })
+	h.leader.Store(false)
+	time.Sleep(50 * time.Millisecond)
+	h.leader.Store(true)
+	waitFor(t, "the second gain announced", func() bool { return gained.Load() == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if n := gained.Load(); n != 2 {
+		t.Fatalf("announced %d times for two gains", n)
+	}
+}
+
+// The marking at open waits for a backup started since the open (an
+// operator's backup run as soon as the server answers): its RUNNING record
+// and staging file are its own, not a crash's leftovers.
+func TestMarkInterruptedSparesABackupStartedSinceTheOpen(t *testing.T) {
+	staging := t.TempDir()
+	h := &loopHost{journal: t.TempDir(), records: map[string]state.BackupRecord{}}
+	h.records["crashed"] = state.BackupRecord{ID: "crashed", Node: "node-b", Status: "RUNNING"}
+	m := NewManager(h, staging, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	m.run.Lock() // the new backup runs, as Backup does
+	h.records["new"] = state.BackupRecord{ID: "new", Node: "node-b", Status: "RUNNING"}
+	stagingFile := filepath.Join(staging, "staging-new"+FileSuffix)
+	if err := os.WriteFile(stagingFile, []byte("part"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); m.MarkInterrupted(context.Background()) }()
+	time.Sleep(50 * time.Millisecond) // the marking would be done by now
+	if r := h.record("new"); r.Status != "RUNNING" {
+		t.Errorf("the backup started since the open was marked %s (%s)", r.Status, r.Reason)
+	}
+	if _, err := os.Stat(stagingFile); err != nil {
+		t.Errorf("the running backup's staging file was removed: %v", err)
+	}
+	r := h.record("new")
+	r.Status = "DONE"
+	h.Record(context.Background(), r) // #nosec G104 -- the fake's Record cannot fail
+	os.Remove(stagingFile)            // #nosec G104 -- the backup's own cleanup
+	m.run.Unlock()
+	<-done
+	if r := h.record("crashed"); r.Status != "FAILED" {
+		t.Errorf("the crashed backup is %s", r.Status)
+	}
+	if r := h.record("new"); r.Status != "DONE" {
+		t.Errorf("the finished backup became %s", r.Status)
+	}
+}

@@ -98,6 +98,10 @@ type Manager struct {
 	// Drill, if set, runs a restore drill on a destination (a schedule of
 	// kind verify) and records its result.
 	Drill func(ctx context.Context, destination string) (Drill, error)
+	// OnLeader, if set, is called by the loop each time the node becomes
+	// the leader (its first pass as the leader included), before anything
+	// else of that pass. It must not block: the loop waits for it.
+	OnLeader func(ctx context.Context)
 }
 
 // NewManager returns a manager; Start runs its loops.
@@ -296,8 +300,16 @@ func chooseKind(cat Catalog, timeline uint32, mode string, now time.Time) (strin
 
 // MarkInterrupted turns this node's RUNNING records into FAILED (a restart
 // or crash interrupted them) and removes leftover staging files. Called at
-// open, before any new backup.
-func (m *Manager) MarkInterrupted(ctx context.Context, records []state.BackupRecord) {
+// open. It runs under the backup lock and reads the records there: a
+// backup started since the open (it waits for it) is not one of them.
+func (m *Manager) MarkInterrupted(ctx context.Context) {
+	m.run.Lock()
+	defer m.run.Unlock()
+	records, err := m.host.Backups()
+	if err != nil {
+		m.log.Error("could not read the backup records to mark the interrupted ones", "error", err)
+		return
+	}
 	m.markInterrupted(ctx, records, false)
 }
 
@@ -332,7 +344,7 @@ func (m *Manager) markInterrupted(ctx context.Context, records []state.BackupRec
 		}
 		m.log.Warn("backup interrupted by a restart marked FAILED", "id", r.ID, "destination", r.Destination)
 	}
-	removeStaging(m.staging, m.log)
+	RemoveStaging(m.staging, m.log)
 	// A schedule whose run was interrupted stays ONGOING otherwise.
 	scheds, err := m.host.Schedules()
 	if err != nil {
@@ -495,6 +507,11 @@ func (m *Manager) ArchiveWait(ctx context.Context, progress func(ArchiveProgress
 		return errBusyTask
 	}
 	defer m.run.Unlock()
+	// The archiver's pass skips its turn while writes are frozen (the
+	// archive mark could not be recorded); an operator is told.
+	if err := m.host.Frozen(); err != nil {
+		return fmt.Errorf("%w: no segment is shipped while writes are frozen (%v)", ErrFrozen, err)
+	}
 	return m.archiveLocked(ctx, progress, true)
 }
 
@@ -560,6 +577,8 @@ func (m *Manager) ship(ctx context.Context, pass archivePass, name string, todo 
 			return fmt.Errorf("archive %s to %s: %w", seg.Name, name, err)
 		}
 		if err := m.host.Archived(ctx, name, seg.LastIndex); err != nil {
+			err = fmt.Errorf("archive %s to %s: shipped, but recording the archive mark failed (it is shipped again at the next pass): %w", seg.Name, name, err)
+			m.setErr(pass, name, err)
 			return err
 		}
 		m.mu.Lock()
@@ -656,6 +675,12 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 		return
 	}
 	for _, s := range scheds {
+		// The list was read before the runs of the schedules before this
+		// one: an operator may have changed, paused or removed it since.
+		s, ok := m.schedule(s)
+		if !ok {
+			continue
+		}
 		due, _ := Due(s, now)
 		if !due || m.host.Held(s.Destination) != nil {
 			continue // a held destination's schedule runs once released
@@ -671,31 +696,60 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 		}
 		rec, err := m.Backup(ctx, Request{Destination: s.Destination, Mode: s.Mode, Reason: "schedule " + s.Name})
 		t := time.Now().UTC()
-		s.LastRun = &t
-		s.LastResult = "DONE " + rec.ID
+		result := "DONE " + rec.ID
 		if err != nil {
-			s.LastResult = "FAILED: " + err.Error()
-			if len(s.LastResult) > 900 {
-				s.LastResult = s.LastResult[:900]
+			result = "FAILED: " + err.Error()
+			if len(result) > 900 {
+				result = result[:900]
 			}
 		}
 		if err == nil && s.Verify && m.VerifyAfter != nil {
 			if verr := m.VerifyAfter(ctx, s.Destination, rec.File); verr != nil {
-				s.LastResult += "; verification FAILED: " + verr.Error()
-				if len(s.LastResult) > 900 {
-					s.LastResult = s.LastResult[:900]
+				result += "; verification FAILED: " + verr.Error()
+				if len(result) > 900 {
+					result = result[:900]
 				}
 			} else {
-				s.LastResult += "; verified OK"
+				result += "; verified OK"
 			}
 		}
+		m.finishSchedule(ctx, s, t, result)
+	}
+}
+
+// schedule reads s again as it is stored now (false: removed). A schedule
+// that cannot be read again is taken as it was.
+func (m *Manager) schedule(s state.Schedule) (state.Schedule, bool) {
+	all, err := m.host.Schedules()
+	if err != nil {
+		return s, true
+	}
+	for _, x := range all {
+		if x.Name == s.Name {
+			return x, true
+		}
+	}
+	return state.Schedule{}, false
+}
+
+// finishSchedule records the result of a schedule's run in the schedule as
+// it is stored now: an operator's edit made while it ran stays, and a
+// schedule removed meanwhile is not written back.
+func (m *Manager) finishSchedule(ctx context.Context, ran state.Schedule, at time.Time, result string) {
+	s, ok := m.schedule(ran)
+	if !ok {
+		m.log.Info("a schedule removed while it ran is not written back", "schedule", ran.Name, "result", result)
+		return
+	}
+	s.LastRun, s.LastResult = &at, result
+	if s.State == "ONGOING" || s.State == "ACTIVE" { // ACTIVE: edited while it ran
 		s.State = "ACTIVE"
 		if s.Type == "once" {
 			s.State = "DONE"
 		}
-		if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
-			m.log.Error("schedule state", "schedule", s.Name, "error", err)
-		}
+	}
+	if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
+		m.log.Error("schedule state", "schedule", s.Name, "error", err)
 	}
 }
 
@@ -714,25 +768,19 @@ func (m *Manager) runDrillSchedule(ctx context.Context, s state.Schedule) {
 		res, err = m.Drill(ctx, s.Destination)
 	}
 	t := time.Now().UTC()
-	s.LastRun = &t
+	var result string
 	switch {
 	case err != nil:
-		s.LastResult = "FAILED: " + err.Error()
+		result = "FAILED: " + err.Error()
 	case res.OK():
-		s.LastResult = fmt.Sprintf("DRILL OK to index %d in %.1fs", res.Index, res.Duration)
+		result = fmt.Sprintf("DRILL OK to index %d in %.1fs", res.Index, res.Duration)
 	default:
-		s.LastResult = "DRILL FAILED: " + res.Reason
+		result = "DRILL FAILED: " + res.Reason
 	}
-	if len(s.LastResult) > 900 {
-		s.LastResult = s.LastResult[:900]
+	if len(result) > 900 {
+		result = result[:900]
 	}
-	s.State = "ACTIVE"
-	if s.Type == "once" {
-		s.State = "DONE"
-	}
-	if err := m.host.PutSchedule(context.WithoutCancel(ctx), s); err != nil {
-		m.log.Error("schedule state", "schedule", s.Name, "error", err)
-	}
+	m.finishSchedule(ctx, s, t, result)
 }
 
 // errBusyTask is ErrBusy for a task other than a backup holding the lock.
@@ -820,6 +868,9 @@ func (m *Manager) tick(ctx context.Context, now time.Time, l *loopState) {
 		}
 		l.led, l.taken, l.retake = false, false, time.Time{}
 		return
+	}
+	if !l.led && m.OnLeader != nil {
+		m.OnLeader(ctx)
 	}
 	l.led = true
 	if !l.taken && !now.Before(l.retake) {

@@ -238,12 +238,16 @@ it was lost or damaged, or after backup files were copied there by hand.`,
 		Short: "Rewrite a destination's catalog from its backup files' manifests",
 		Long: `Read the manifest of every backup file on the destination and write the
 catalog anew. Files that are not this cluster's backups, or cannot be read,
-are skipped and listed.`,
+are skipped and listed. A running backup is waited for; without --timeout
+the command waits up to 24h.`,
 		Example: "  coffer backup catalog rebuild --destination nas",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireFlag(dest, "--destination D"); err != nil {
 				return err
+			}
+			if !cmd.Flags().Changed("timeout") {
+				g.timeout = 24 * time.Hour // every manifest is read, after a running backup ends
 			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				r, err := c.RebuildCatalog(ctx, dest)
@@ -641,8 +645,8 @@ backup otherwise, JSON lines ({"progress":{...}}) with --format json.
 
 A schedule runs it after each backup with --verify (coffer backup schedule
 add/edit). The server uses its current recovery passphrase: backups
-encrypted with an older one are reported FAILED (wrong passphrase); verify
-those offline with coffer restore into a scratch directory.`,
+encrypted with an older one are reported SKIPPED (they do not count as
+failed); verify those offline with coffer restore into a scratch directory.`,
 		Example: `  coffer backup verify 20261121T020000Z-1a2b3c4d --destination nas
   coffer backup verify --all --destination nas --format json`,
 		Args: cobra.MaximumNArgs(1),
@@ -667,9 +671,13 @@ those offline with coffer restore into a scratch directory.`,
 				if err != nil {
 					return err
 				}
-				failed := 0
+				failed, skipped := 0, 0
 				for _, r := range res {
-					if r.Result != "OK" {
+					switch r.Result {
+					case "OK":
+					case "SKIPPED":
+						skipped++ // not damaged: taken under an earlier recovery passphrase
+					default:
 						failed++
 					}
 				}
@@ -677,6 +685,9 @@ those offline with coffer restore into a scratch directory.`,
 					return fmt.Sprintf("%s\t%s\t%s\t%s\t%s", r.Kind, r.ID, r.File, r.Result, orDash(r.Reason))
 				}); err != nil {
 					return err
+				}
+				if skipped > 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "%d of %d backups SKIPPED: taken under an earlier recovery passphrase, which the server no longer holds; verify them offline (coffer restore with that passphrase into a scratch dir)\n", skipped, len(res))
 				}
 				if failed > 0 {
 					return fmt.Errorf("%d of %d backups FAILED verification", failed, len(res))

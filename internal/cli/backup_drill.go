@@ -36,8 +36,10 @@ no drill of a destination holding backups succeeded within
 backup.drill_max_age (default 7d). A schedule of kind verify runs drills
 regularly (coffer backup schedule add NAME --kind verify ...).
 
-Without --destination every destination holding backups is drilled in turn.
-Exit status 1 if any drill FAILED.`,
+Without --destination every destination holding backups is drilled in turn
+(one that cannot be drilled shows as ERROR with the reason, and the others
+are still drilled; one encrypted to age recipients is skipped: drill it
+offline). Exit status 1 if any drill FAILED or could not run.`,
 		Example: `  coffer backup drill --destination nas
   coffer backup drill --format json`,
 		Args: cobra.NoArgs,
@@ -54,6 +56,11 @@ Exit status 1 if any drill FAILED.`,
 					}
 					names = names[:0]
 					for _, d := range ds {
+						if len(d.Recipients) > 0 {
+							// The server holds no age identity to read them.
+							fmt.Fprintf(cmd.ErrOrStderr(), "%s skipped: its backups are encrypted to age recipients; drill them offline (coffer restore --identity into a scratch dir)\n", d.Name)
+							continue
+						}
 						names = append(names, d.Name)
 					}
 				}
@@ -69,8 +76,13 @@ Exit status 1 if any drill FAILED.`,
 					if destination == "" && errors.As(err, &ae) && ae.Status == 404 {
 						continue // no full backup there to drill on
 					}
-					if err != nil {
+					if err != nil && (destination != "" || ctx.Err() != nil) {
 						return fmt.Errorf("drill of %s: %w", n, err)
+					}
+					if err != nil {
+						// One destination that cannot be drilled does not
+						// keep the others from it: its row says why.
+						res = client.Drill{Result: "ERROR", Reason: err.Error()}
 					}
 					if res.Result != "OK" {
 						failed++
@@ -84,7 +96,7 @@ Exit status 1 if any drill FAILED.`,
 					return err
 				}
 				if failed > 0 {
-					return fmt.Errorf("%d of %d restore drills FAILED", failed, len(rows))
+					return fmt.Errorf("%d of %d restore drills FAILED or could not run", failed, len(rows))
 				}
 				return nil
 			})

@@ -322,3 +322,155 @@ func TestJournalArchiveNowProgress(t *testing.T) {
 		t.Fatalf("a streamed failure: code %d, stderr %q", code, stderr)
 	}
 }
+
+// A freeze a thaw cancelled while its dump was written froze nothing: the
+// command says so and fails (a snapshot hook "coffer freeze && snapshot"
+// must not go on), rather than "writes frozen until 0001-01-01".
+func TestFreezeCancelledByAThawFails(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/sys/freeze" {
+			w.WriteHeader(404)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"frozen":false,"dump":"/var/lib/coffer/dump/backups/x-dump.cbk","note":"thaw requested during the dump: writes were not frozen"}`)
+	}))
+	t.Cleanup(srv.Close)
+	code, out, stderr := run("freeze", "--address", srv.URL)
+	if code == 0 || strings.Contains(out, "writes frozen until") || !strings.Contains(stderr, "not frozen") {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
+
+// "backup drill" without --destination drills every destination in turn:
+// one that cannot be drilled (its catalog corrupt, unreachable) is a row
+// with its error and the others are still drilled and shown; one whose
+// backups are encrypted to age recipients (the server cannot read them) is
+// skipped with a note. The exit status is 1.
+func TestDrillEveryDestinationGoesOnPastAnError(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch r.Method + " " + r.URL.Path {
+		case "GET /api/v1/backup/destinations":
+			io.WriteString(w, `{"destinations":[{"name":"LOCAL","kind":"local"},{"name":"nas","kind":"dir","path":"/mnt/nas"},{"name":"offsite","kind":"s3","recipients":["age1qqq"]},{"name":"zz","kind":"dir","path":"/mnt/zz"}]}`)
+		case "POST /api/v1/backup/destinations/nas/drill":
+			w.WriteHeader(409)
+			io.WriteString(w, `{"error":{"code":"conflict","message":"catalog is corrupt: dir:/mnt/nas/catalog.json"}}`)
+		case "POST /api/v1/backup/destinations/LOCAL/drill", "POST /api/v1/backup/destinations/zz/drill":
+			io.WriteString(w, `{"time":"2025-01-02T03:04:05Z","result":"OK","full_backup":"f1","index":9,"files":1,"duration_seconds":1.5}`)
+		default:
+			w.WriteHeader(404)
+			io.WriteString(w, `{"error":{"code":"not_found","message":"no"}}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	code, out, stderr := run("backup", "drill", "--address", srv.URL)
+	if code == 0 {
+		t.Fatalf("exit status 0 with a destination that could not be drilled: %s", out)
+	}
+	for _, want := range []string{"LOCAL", "zz", "nas", "catalog is corrupt"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range seen {
+		if strings.Contains(r, "offsite") {
+			t.Errorf("the age-encrypted destination was drilled: %q", seen)
+		}
+	}
+	if !strings.Contains(stderr, "offsite") {
+		t.Errorf("no note on the skipped age-encrypted destination: %q", stderr)
+	}
+}
+
+// "restore object" (and its dry run) reads a backup chain on the server, as
+// long as a drill does: without --timeout it waits as long as a drill, not
+// the default request timeout (which cancelled the restore on the server).
+func TestRestoreObjectWaitsForTheRestore(t *testing.T) {
+	defer func(d time.Duration) { defaultTimeout = d }(defaultTimeout)
+	defaultTimeout = 100 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/api/v1/objects/0c3f2a4e-1111-4222-8333-444455556666/restore") {
+			w.WriteHeader(404)
+			return
+		}
+		select { // the chain takes a while to read
+		case <-time.After(500 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/preview") {
+			io.WriteString(w, `{"object":{"id":"0c3f2a4e-1111-4222-8333-444455556666","name":"k","wallet":"default"},"restored_versions":[1],"from":"nas as of index 9"}`)
+			return
+		}
+		io.WriteString(w, `{"id":"0c3f2a4e-1111-4222-8333-444455556666","name":"k","wallet":"default"}`)
+	}))
+	t.Cleanup(srv.Close)
+	for _, extra := range [][]string{nil, {"--dry-run"}} {
+		args := append([]string{"restore", "object", "0c3f2a4e-1111-4222-8333-444455556666", "--from", "nas", "--to-index", "9", "--address", srv.URL}, extra...)
+		if code, _, stderr := run(args...); code != 0 {
+			t.Fatalf("%v: code %d: %s", extra, code, stderr)
+		}
+	}
+}
+
+// "journal archive now" ships every pending segment and "backup catalog
+// rebuild" reads every manifest (after a running backup ends): without
+// --timeout they wait for the server as long as it takes, not the default
+// request timeout, which cut them off midway.
+func TestLongBackupTasksOutwaitTheDefaultTimeout(t *testing.T) {
+	defer func(d time.Duration) { defaultTimeout = d }(defaultTimeout)
+	defaultTimeout = 100 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // many segments to ship, many manifests to read
+		case <-time.After(500 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		switch r.URL.Path {
+		case "/api/v1/sys/journal/archive":
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			io.WriteString(w, `{"archived":true}`+"\n")
+		case "/api/v1/backup/destinations/nas/catalog/rebuild":
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"backups":3}`)
+		default:
+			w.WriteHeader(404)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	for _, args := range [][]string{{"journal", "archive", "now"}, {"backup", "catalog", "rebuild", "--destination", "nas"}} {
+		if code, _, stderr := run(append(args, "--address", srv.URL)...); code != 0 {
+			t.Errorf("%v: code %d: %s", args, code, stderr)
+		}
+	}
+}
+
+// A backup the server cannot verify because it was taken under an earlier
+// recovery passphrase is SKIPPED, not FAILED: "backup verify" does not
+// count it as a failed verification (exit status 0 when nothing FAILED)
+// and says how to verify it.
+func TestVerifySkippedIsNotFailed(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/backup/destinations/nas/verify" {
+			w.WriteHeader(404)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		io.WriteString(w, `{"results":[{"id":"a","kind":"full","file":"backups/a-full.cbk","result":"OK","time":"2025-01-02T03:04:05Z"},`+
+			`{"id":"b","kind":"full","file":"backups/b-full.cbk","result":"SKIPPED","reason":"encrypted to [passphrase:recovery-1]; the server holds passphrase:recovery-2 only: verify it offline","time":"2025-01-02T03:04:05Z"}]}`+"\n")
+	}))
+	t.Cleanup(srv.Close)
+	code, out, stderr := run("backup", "verify", "--all", "--destination", "nas", "--address", srv.URL)
+	if code != 0 || strings.Contains(stderr, "FAILED") || !strings.Contains(out, "SKIPPED") || !strings.Contains(stderr, "offline") {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}

@@ -53,10 +53,20 @@ setting (default 5m).`,
 					return err
 				}
 				if g.format == "json" {
-					return g.printJSON(cmd, st)
+					err = g.printJSON(cmd, st)
+				} else if st.Frozen {
+					printFreeze(cmd, st)
 				}
-				printFreeze(cmd, st)
-				return nil
+				if err == nil && !st.Frozen {
+					// A thaw arrived while the dump was written: nothing
+					// is frozen, and a snapshot now would not be of a
+					// frozen data dir.
+					err = fmt.Errorf("writes were not frozen: %s", st.Note)
+					if st.Dump != "" {
+						err = fmt.Errorf("%w (the full dump was written: %s)", err, st.Dump)
+					}
+				}
+				return err
 			})
 		},
 	}

@@ -205,11 +205,14 @@ archive reaches the latest write.
 Progress goes to standard error as each destination starts and each
 segment is shipped: a bar on a terminal, a line per segment otherwise, JSON
 lines ({"progress":{"destination":...,"segment":...,"done":N,"total":M}})
-with --format json.`,
+with --format json. Without --timeout the command waits up to 24h.`,
 		Example: `  coffer journal archive now
   coffer journal archive now --format json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("timeout") {
+				g.timeout = 24 * time.Hour // every pending segment is shipped
+			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				show := newArchiveProgress(cmd, g.format == "json")
 				err := c.ArchiveJournalProgress(ctx, show.step)

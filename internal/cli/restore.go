@@ -567,6 +567,9 @@ through the normal, audited command path:
 leave it, marking the versions whose material would come back; nothing
 changes (the preview is audited as previewObjectRestore).
 
+Reading the backups takes as long as a restore of them: without --timeout
+the command waits up to 24h.
+
 The server needs the recovery passphrase the backups were encrypted with (its
 current one); backups encrypted to age recipients are restored offline only.
 Key administrators and endpoints with manage on the wallet.`,
@@ -588,6 +591,9 @@ Key administrators and endpoints with manage on the wallet.`,
 			}
 			if req.Time.IsZero() == (toIndex == 0) {
 				return errors.New("give one of --to-time and --to-index")
+			}
+			if !cmd.Flags().Changed("timeout") {
+				g.timeout = 24 * time.Hour // the server restores the chain first, as a drill does
 			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				id, err := resolveRef(ctx, c, wallet, args[0])

@@ -88,7 +88,7 @@ Shell completion: see "coffer completion --help".`,
 	pf.StringVar(&g.dataDir, "data-dir", "", "use the local control socket of the server on this data dir (default $COFFER_DATA_DIR)")
 	pf.StringVar(&g.clientDir, "client-dir", "", "talk as the endpoint enrolled in this directory (default $COFFER_CLIENT_DIR)")
 	pf.StringVar(&g.format, "format", "table", "output format: table or json")
-	pf.DurationVar(&g.timeout, "timeout", 60*time.Second, "request timeout")
+	pf.DurationVar(&g.timeout, "timeout", defaultTimeout, "request timeout")
 	pf.DurationVar(&g.retryTimeout, "retry-timeout", 0, "how long a request keeps trying the addresses while none can take it, e.g. during a leader election (default $COFFER_RETRY_TIMEOUT, else 10s)")
 
 	root.AddCommand(
@@ -130,6 +130,11 @@ Shell completion: see "coffer completion --help".`,
 
 // groupAnnotation marks a command that only holds subcommands.
 const groupAnnotation = "coffer-group"
+
+// defaultTimeout is --timeout's default: the longest a request may take
+// (commands that wait for a restore or a backup raise it when --timeout is
+// not given).
+var defaultTimeout = 60 * time.Second
 
 // refuseUnknownSubcommands makes every command group (a command that only
 // holds subcommands) fail on an argument that names no subcommand, as the

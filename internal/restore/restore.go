@@ -381,7 +381,33 @@ func (r *run) checkDir() error {
 	if !r.opts.Force {
 		return fmt.Errorf("%w: %s is not empty; restore into a new directory, or add --force to move it aside first", ErrTargetDir, dir)
 	}
+	// What the restore reads must not move aside with the dir: it would
+	// vanish from under the restore, which then reports it missing.
+	if p, ok := strings.CutPrefix(r.opts.From.Location(), "dir:"); ok && within(p, dir) {
+		return fmt.Errorf("%w: the backups at %s are inside %s, which --force moves aside before reading them: copy them out of it first and restore from the copy", ErrTargetDir, p, dir)
+	}
+	for _, j := range r.opts.Journals {
+		if within(j, dir) {
+			return fmt.Errorf("%w: the journal %s is inside %s, which --force moves aside before reading it: copy it out of it first and give the copy to --journal", ErrTargetDir, j, dir)
+		}
+	}
 	return nil
+}
+
+// within reports whether path is dir or inside it (symbolic links
+// resolved where they can be).
+func within(path, dir string) bool {
+	resolve := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			p = a
+		}
+		if e, err := filepath.EvalSymlinks(p); err == nil {
+			p = e
+		}
+		return p
+	}
+	rel, err := filepath.Rel(resolve(dir), resolve(path))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // prepareDir moves a non-empty data dir aside (checkDir allowed it) and

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup/bundle"
+	"github.com/coffer-kms/coffer/internal/backup/dest"
 	"github.com/coffer-kms/coffer/internal/restore"
 	"github.com/coffer-kms/coffer/internal/service"
 	"github.com/coffer-kms/coffer/internal/state"
@@ -925,4 +926,39 @@ func mirroredEnv(t *testing.T, n int) (*env, string) {
 		e.put(fmt.Sprint("k", i%7), fmt.Sprint(i))
 	}
 	return e, mirror
+}
+
+// TestRestoreFromInsideTheDirItReplaces: backups (the LOCAL destination, a
+// journal) inside the data dir that --force would move aside are refused
+// before anything moves, with an error naming them, instead of vanishing
+// from under the restore once the dir is moved.
+func TestRestoreFromInsideTheDirItReplaces(t *testing.T) {
+	e := newEnv(t, false)
+	e.put("a", "a1")
+	e.backup("full")
+	dir := filepath.Join(t.TempDir(), "data")
+	local := filepath.Join(dir, "backup", "local")
+	if err := os.CopyFS(local, os.DirFS(e.nas)); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dest.NewDir(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, _, err = e.restoreTo(Target{}, func(o *restore.Options) { o.From, o.DataDir, o.Force = d, dir, true })
+	if !errors.Is(err, restore.ErrTargetDir) || !strings.Contains(err.Error(), local) || !strings.Contains(err.Error(), "copy") {
+		t.Fatalf("a restore from inside the dir it replaces: %v", err)
+	}
+	jr := filepath.Join(dir, "journal")
+	_, _, err = e.restoreTo(Target{}, func(o *restore.Options) { o.DataDir, o.Force, o.Journals = dir, true, []string{jr} })
+	if !errors.Is(err, restore.ErrTargetDir) || !strings.Contains(err.Error(), jr) {
+		t.Fatalf("a journal inside the dir the restore replaces: %v", err)
+	}
+	if m, _ := filepath.Glob(dir + ".before-restore-*"); len(m) != 0 {
+		t.Fatalf("moved aside: %v", m)
+	}
+	if _, err := os.Stat(filepath.Join(local, "catalog.json")); err != nil {
+		t.Fatalf("the backups inside the dir: %v", err)
+	}
 }

@@ -500,22 +500,44 @@ func (s *Backups) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 	}
 	var rec state.BackupRecord
 	var err error
+	type result struct {
+		rec state.BackupRecord
+		err error
+	}
+	started := make(chan state.BackupRecord, 1)
+	done := make(chan result, 1)
+	// The backup goes on after the request, waited for or not (a client
+	// that stops waiting stops following it): the open owns it, and a
+	// seal stops it and waits for it.
+	if !w.Go("backup on request", func(context.Context) {
+		r, err := m.Backup(bctx, backup.Request{Destination: req.Destination, Mode: req.Mode, Reason: "on request",
+			OnStart: func(r state.BackupRecord) { started <- r }})
+		done <- result{r, err}
+	}) {
+		return state.BackupRecord{}, ErrSealed
+	}
 	if req.Wait {
-		rec, err = m.Backup(ctx, backup.Request{Destination: req.Destination, Mode: req.Mode, Reason: "on request"})
-	} else {
-		started := make(chan state.BackupRecord, 1)
-		done := make(chan error, 1)
-		// The backup goes on after the request: the open owns it.
-		if !w.Go("backup on request", func(context.Context) {
-			_, err := m.Backup(bctx, backup.Request{Destination: req.Destination, Mode: req.Mode, Reason: "on request",
-				OnStart: func(r state.BackupRecord) { started <- r }})
-			done <- err
-		}) {
-			return state.BackupRecord{}, ErrSealed
+	wait:
+		for {
+			select {
+			case rec = <-started:
+			case r := <-done:
+				rec, err = r.rec, r.err
+				break wait
+			case <-ctx.Done():
+				if rec.ID == "" {
+					err = fmt.Errorf("stopped waiting for the backup to %s, which goes on (coffer backup list shows it): %w", req.Destination, ctx.Err())
+				} else {
+					err = fmt.Errorf("stopped waiting for backup %s to %s, which goes on (coffer backup list shows it): %w", rec.ID, req.Destination, ctx.Err())
+				}
+				break wait
+			}
 		}
+	} else {
 		select {
 		case rec = <-started:
-		case err = <-done:
+		case r := <-done:
+			err = r.err
 		}
 	}
 	note(ctx, "backup:"+rec.ID)
@@ -722,6 +744,11 @@ func (s *Backups) startBackups() {
 	ctx = WithIdentity(ctx, LocalRoot())
 	s.backupCancel, s.backupCtx = cancel, ctx
 	m := s.backups
+	// A node that becomes the leader after its open (a failover) reads
+	// the catalogs too, as one that leads at its open does below.
+	m.OnLeader = func(ctx context.Context) {
+		w.Go("drill results", func(context.Context) { s.loadDrills(ctx) })
+	}
 	s.startAuditShipping(ctx, w)
 	w.Go("backup loop", func(context.Context) {
 		if !(backupHost{s}).IsLeader() {
@@ -730,9 +757,7 @@ func (s *Backups) startBackups() {
 			m.Loop(ctx, s.cfg.BackupTick)
 			return
 		}
-		if recs, err := s.st.Backups(); err == nil {
-			m.MarkInterrupted(ctx, recs)
-		}
+		m.MarkInterrupted(ctx)
 		w.Go("drill results", func(context.Context) { s.loadDrills(ctx) })
 		switch tl := s.st.Timeline(); {
 		case tl.Restored.Holding():
@@ -1214,6 +1239,9 @@ func (s *Backups) ArchiveNowProgress(ctx context.Context, progress func(ArchiveP
 	}
 	// Not under the lifecycle lock: shipping records progress through raft.
 	err = m.ArchiveWait(ctx, progress)
+	if errors.Is(err, backup.ErrFrozen) {
+		return fmt.Errorf("%w: %v", ErrWriteUnavailable, err)
+	}
 	if errors.Is(err, backup.ErrBusy) || errors.Is(err, backup.ErrOtherWriter) {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}

@@ -724,3 +724,107 @@ func TestCorruptCatalogNamesTheDestination(t *testing.T) {
 		t.Fatalf("drill: %v, want %q", err, want)
 	}
 }
+
+// A client that stops waiting for a backup run with Wait (an interrupted
+// "coffer backup run --wait", its --timeout) stops following it, not the
+// backup: it still ends DONE.
+func TestWaitedBackupOutlivesItsRequest(t *testing.T) {
+	s, _ := backupSvc(t)
+	t.Setenv("COFFER_TEST_BACKUP_PAUSE", "1s") // the backup holds before saving
+	ctx, cancel := context.WithTimeout(rootCtx(), 200*time.Millisecond)
+	defer cancel()
+	rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "full", Wait: true})
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a waited backup whose request ended: %+v %v", rec, err)
+	}
+	if rec.ID == "" || !strings.Contains(err.Error(), rec.ID) {
+		t.Fatalf("the error does not name the backup that goes on: %+v %v", rec, err)
+	}
+	testutil.WaitFor(t, time.Minute, "the backup to end", func() error {
+		got, err := s.st.Backup(rec.ID)
+		if err != nil || got.Status == "RUNNING" {
+			return fmt.Errorf("backup %s: %s %v", rec.ID, got.Status, err)
+		}
+		if got.Status != "DONE" {
+			t.Fatalf("the backup was stopped with its request: %s %s", got.Status, got.Reason)
+		}
+		return nil
+	})
+}
+
+// "coffer journal archive now" while writes are frozen ships nothing (the
+// archive mark could not be recorded): it says so instead of reporting the
+// journal archived.
+func TestArchiveNowWhileFrozenSaysSo(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	target := filepath.Join(t.TempDir(), "arch")
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "arch", Kind: "dir", Path: target, Archiving: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Objects.PutSecret(ctx, DefaultWallet, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backups.Freeze(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Backups.ArchiveNow(ctx)
+	if !errors.Is(err, ErrWriteUnavailable) || !strings.Contains(err.Error(), "frozen") {
+		t.Fatalf("archive now while frozen: %v", err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(target, backup.ArchiveDir, "*"+backup.FileSuffix)); len(files) != 0 {
+		t.Fatalf("shipped while frozen: %v", files)
+	}
+	if _, err := s.Backups.Thaw(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Backups.ArchiveNow(ctx); err != nil {
+		t.Fatalf("archive now after the thaw: %v", err)
+	}
+	if d := mustDest(t, s, "arch"); d.ArchivedTo == 0 {
+		t.Fatal("nothing archived after the thaw")
+	}
+}
+
+// A staging file a crash left is removed when the server starts, whatever
+// the node's role: a node that opens as a follower never marks interrupted
+// backups (the new leader does), and its staging file, the size of a full
+// backup, stayed on its data disk until it led again.
+func TestStagingLeftoverRemovedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	staging := datadir.StagingDir(dir)
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(staging, "staging-123"+backup.FileSuffix)
+	if err := os.WriteFile(leftover, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newSvc(t, dir)
+	t.Cleanup(func() { s.Close() })
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatalf("staging leftover after the start: %v", err)
+	}
+}
+
+// A schedule edited while its backup runs stays ONGOING (status and
+// schedule list say it runs) until the run records its result.
+func TestScheduleEditedWhileItRunsStaysOngoing(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	if _, err := s.Backups.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: LocalDestination, Type: "periodic", Every: "24h"}, false); err != nil {
+		t.Fatal(err)
+	}
+	sc := mustSchedule(t, s, "nightly")
+	sc.State = "ONGOING" // as RunSchedules marks it while its backup runs
+	if _, err := s.applyOpen(ctx, state.TypeSchedulePut, sc); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Backups.PutSchedule(ctx, ScheduleConfig{Name: "nightly", Destination: LocalDestination, Type: "periodic", Every: "12h"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.State != "ONGOING" || v.Every != "12h" {
+		t.Fatalf("edited while it runs: state %s, every %s", v.State, v.Every)
+	}
+}

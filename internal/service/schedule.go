@@ -109,8 +109,10 @@ func (s *Backups) PutSchedule(ctx context.Context, c ScheduleConfig, edit bool) 
 	}
 	if edit {
 		sc.LastRun, sc.LastResult = old.LastRun, old.LastResult
-		if old.State == "PAUSED" {
-			sc.State = "PAUSED"
+		if old.State == "PAUSED" || old.State == "ONGOING" {
+			// Paused stays paused; a run in progress records its result
+			// into the edited schedule (and makes it ACTIVE) when it ends.
+			sc.State = old.State
 		}
 	}
 	res, err := s.applyOpen(ctx, state.TypeSchedulePut, sc)

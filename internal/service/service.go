@@ -403,6 +403,10 @@ func New(cfg Config) (*Service, error) {
 	if err := os.RemoveAll(datadir.RestoreTmpDir(cfg.DataDir)); err != nil {
 		cfg.Logger.Warn("remove the scratch space of interrupted object restores", "error", err)
 	}
+	// Staging files of backups a crash cut short: no backup runs yet. A
+	// node that opens as a follower never marks its interrupted backups
+	// itself (the leader does), so this is the only removal it gets.
+	backup.RemoveStaging(datadir.StagingDir(cfg.DataDir), cfg.Logger)
 	nodeID, err := loadNodeID(cfg.DataDir)
 	if err != nil {
 		return nil, err
