@@ -270,9 +270,12 @@ func (s *Objects) KVGet(ctx context.Context, wallet, path string, version uint64
 	return sec, nil
 }
 
+// isJSONObject: b, as it is, is one valid JSON object. Only JSON's white
+// space may surround it (bytes.TrimSpace would pass "\v{}" or U+00A0
+// before it, which json.Valid on the trimmed bytes cannot see).
 func isJSONObject(b []byte) bool {
-	b = bytes.TrimSpace(b)
-	return len(b) > 0 && b[0] == '{' && json.Valid(b)
+	t := bytes.TrimLeft(b, " \t\r\n")
+	return len(t) > 0 && t[0] == '{' && json.Valid(b)
 }
 
 // KVPut writes data (a JSON object) as the next version of a KV path,

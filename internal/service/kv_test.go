@@ -81,7 +81,9 @@ func TestKVValuesAreJSONObjects(t *testing.T) {
 	// The Vault API copies the data KVGet answers into its reply without
 	// checking it again: a value written by another API that is not one
 	// JSON object is never answered.
-	for i, v := range []string{`[]`, `"x"`, `{"a":`, `{} {}`, `{"a":1}x`, `{"a":"\xff"}`, " \t"} {
+	// White space JSON does not have ("\v", "\f", U+0085, U+00A0) around
+	// an object makes it invalid JSON too.
+	for i, v := range []string{`[]`, `"x"`, `{"a":`, `{} {}`, `{"a":1}x`, `{"a":"\xff"}`, " \t", "\v{}", "{}\f", "\u00a0{\"a\":1}", "{}\u0085"} {
 		name := fmt.Sprintf("raw%d", i)
 		if _, err := s.Objects.PutSecret(ctx, "kvw", name, []byte(v)); err != nil {
 			t.Fatal(err)

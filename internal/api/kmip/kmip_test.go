@@ -590,6 +590,32 @@ func TestDeadlinesOnABusyConnection(t *testing.T) {
 	expectClosed(t, c, 5*time.Second)
 }
 
+// TestMessageStartedLateInTheIdleTime: a message whose first bytes come
+// shortly before the idle timeout has the whole message timeout for the
+// rest (the idle deadline does not cut it off), and the idle timeout
+// after it is the idle timeout again.
+func TestMessageStartedLateInTheIdleTime(t *testing.T) {
+	query := ttlv.MarshalTTLV(kmip.NewRequestMessage(kmip.V1_4, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations}}))
+	const idle = time.Second
+	f := newFixture(t, Options{IdleTimeout: idle, MessageTimeout: time.Minute})
+	c := f.rawConn("ep-read")
+	time.Sleep(idle * 7 / 10) // idle, but less than the idle timeout
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(query[:12]); err != nil { // the header and part of the first field
+		t.Fatalf("write: %v", err)
+	}
+	time.Sleep(idle * 8 / 10) // past the idle timeout, well within the message timeout
+	if _, err := c.Write(query[12:]); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if _, err := readResponse(c); err != nil {
+		t.Fatalf("the message's rest came within the message timeout, and the answer: %v", err)
+	}
+	// Idle again: closed at the idle timeout, not at the message
+	// deadline armed for the rest of the message.
+	expectClosed(t, c, 5*idle)
+}
+
 // TestShutdown: Shutdown closes idle connections at once, stops Serve and
 // refuses new connections.
 func TestShutdown(t *testing.T) {

@@ -282,8 +282,9 @@ type conn struct {
 	// wanted by more than deadlineSlack: each setting takes the runtime
 	// timer's lock, which costs more than the rest of a small Get.
 	readDL, writeDL time.Time
-	// inMessage: the first byte of a message was read, the rest must come
-	// within MessageTimeout.
+	// inMessage: the first byte of a message was read and the message
+	// deadline is not armed yet: the rest must come within MessageTimeout
+	// of the first read of the socket that waits for it.
 	inMessage bool
 }
 
@@ -306,12 +307,14 @@ type deadlineConn struct {
 func (d *deadlineConn) Read(b []byte) (int, error) {
 	c := d.c
 	if c.inMessage {
-		// Only ever brought closer: the message's time counts from its
-		// first read of the socket that had to wait.
-		if want := time.Now().Add(c.srv.opts.MessageTimeout); c.readDL.IsZero() || c.readDL.After(want) {
-			c.raw.SetReadDeadline(want) // #nosec G104 -- SetDeadline fails only on a closed connection, which the read reports
-			c.readDL = want
-		}
+		// Armed once a message: its time counts from its first read of the
+		// socket that had to wait, and replaces the idle deadline (which
+		// may be due sooner: a message started late in the idle time has
+		// the whole message timeout all the same).
+		c.inMessage = false
+		want := time.Now().Add(c.srv.opts.MessageTimeout)
+		c.raw.SetReadDeadline(want) // #nosec G104 -- SetDeadline fails only on a closed connection, which the read reports
+		c.readDL = want
 	}
 	return d.Conn.Read(b)
 }
@@ -437,8 +440,9 @@ func (c *conn) readMessage() ([]byte, error) {
 	s := c.srv
 	c.inMessage = false
 	// The idle deadline is set again only when the armed one is more than
-	// deadlineSlack early (or is the message deadline, which is shorter).
-	if want := time.Now().Add(s.opts.IdleTimeout); c.readDL.Before(want.Add(-deadlineSlack(s.opts.IdleTimeout))) {
+	// deadlineSlack early, or later than wanted (a message deadline longer
+	// than the idle timeout).
+	if want := time.Now().Add(s.opts.IdleTimeout); c.readDL.Before(want.Add(-deadlineSlack(s.opts.IdleTimeout))) || c.readDL.After(want) {
 		c.raw.SetReadDeadline(want) // #nosec G104 -- SetDeadline fails only on a closed connection, which the next read or write reports
 		c.readDL = want
 	}
