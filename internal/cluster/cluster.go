@@ -558,6 +558,13 @@ func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 	return nil
 }
 
+// waitErr is the error of a wait for something that ctx ended first:
+// ErrTimeout, and the context's own error, so that a wait cancelled (the
+// caller went away, the server stops) says so and is context.Canceled.
+func waitErr(ctx context.Context, what string) error {
+	return fmt.Errorf("%s: %w (%w)", what, ErrTimeout, context.Cause(ctx))
+}
+
 // WaitLeader blocks until this node is leader or ctx ends.
 func (n *Node) WaitLeader(ctx context.Context) error {
 	r := n.get()
@@ -569,7 +576,7 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 	for r.State() != raft.Leader {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for leadership: %w", ErrTimeout)
+			return waitErr(ctx, "wait for leadership")
 		case <-t.C:
 		}
 	}
@@ -897,7 +904,7 @@ func (n *Node) WaitReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for a leader: %w", ErrTimeout)
+			return waitErr(ctx, "wait for a leader")
 		case <-t.C:
 		}
 	}
@@ -1111,7 +1118,7 @@ func (n *Node) ReadIndex(ctx context.Context) error {
 	for r.AppliedIndex() < ci {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for index %d to be applied: %w", ci, ErrTimeout)
+			return waitErr(ctx, fmt.Sprintf("wait for index %d to be applied", ci))
 		case <-time.After(time.Millisecond):
 		}
 	}

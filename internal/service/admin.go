@@ -581,6 +581,9 @@ func (t *throttle) entry(k string, now time.Time) *failCount {
 // begin waits for the keys' turns, counts the attempt and returns how long
 // it must wait before checking the password, and a release function.
 func (t *throttle) begin(ctx context.Context, keys ...string) (time.Duration, func(), error) {
+	if err := ctx.Err(); err != nil {
+		return 0, nil, err // a request already cancelled takes no turn
+	}
 	now := time.Now()
 	t.mu.Lock()
 	var held []*failCount
@@ -661,6 +664,9 @@ func (s *Access) Login(ctx context.Context, name, password, source string) (Sess
 	// down, and a success clears the user's count at that address.
 	ukey, skey := "user:"+name+"@"+host, "source:"+host
 	d, release, err := s.throttle.begin(ctx, ukey, skey)
+	if errors.Is(err, context.Canceled) {
+		return Session{}, fmt.Errorf("login waiting for earlier attempts: %w", err) // the request ended: not the throttle's doing
+	}
 	if err != nil {
 		return Session{}, fmt.Errorf("%w: login waited for earlier attempts: %v", ErrThrottled, err)
 	}

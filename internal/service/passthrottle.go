@@ -29,6 +29,11 @@ func (s *core) passphraseAttempt(ctx context.Context, what string) (done func(er
 	}
 	keys := []string{what + ":source:" + host, what + ":all"}
 	d, release, err := s.throttle.begin(ctx, keys...)
+	if errors.Is(err, context.Canceled) {
+		// The request ended (the server stops, the client went away):
+		// not the throttle's doing.
+		return nil, fmt.Errorf("waiting for earlier passphrase attempts: %w", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: waited for earlier passphrase attempts: %v", ErrThrottled, err)
 	}

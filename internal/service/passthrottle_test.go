@@ -141,3 +141,34 @@ func TestPassphraseDelayHoldsNoLock(t *testing.T) {
 		t.Fatalf("the delayed attempt: %v", err)
 	}
 }
+
+// TestCancelledAttemptIsNotThrottled: a passphrase attempt or login whose
+// request is cancelled (the server stopping, the client gone) before its
+// turn is not "too many failed attempts": the error says it was cancelled,
+// and nothing was counted.
+func TestCancelledAttemptIsNotThrottled(t *testing.T) {
+	s, err := New(testConfig(Config{DataDir: t.TempDir()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(WithCall(context.Background(), &Call{Transport: "rest", Source: "192.0.2.7:4000", Start: time.Now()}))
+	cancel()
+	// The turn is free and the context is done: whichever the wait sees
+	// first, the answer is the same. Tried a few times for that reason.
+	for i := 0; i < 20; i++ {
+		err := s.Open(ctx, []byte(pass))
+		if err == nil || errors.Is(err, ErrThrottled) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("open %d with a cancelled request: %v, want context.Canceled and not ErrThrottled", i, err)
+		}
+	}
+	if err := s.Open(WithCall(context.Background(), &Call{Transport: "rest", Source: "192.0.2.7:4001", Start: time.Now()}), []byte(pass)); err != nil {
+		t.Fatalf("open after the cancelled attempts: %v", err)
+	}
+}

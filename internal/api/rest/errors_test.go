@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -33,5 +34,30 @@ func TestNotAppliedAndOutcomeUnknownCodes(t *testing.T) {
 		if rec.Code != http.StatusServiceUnavailable || b.Error.Code != tc.code || b.Error.Message != tc.err.Error() {
 			t.Errorf("%v: got %d %q %q, want 503 %q with the message", tc.err, rec.Code, b.Error.Code, b.Error.Message, tc.code)
 		}
+	}
+}
+
+// TestCancelledRequestIsNotInternal: a request whose context ended (a fast
+// stop cancels every request in progress) and whose service call gave up for
+// that reason answers 503 "canceled", not an internal error with an id to
+// quote; an error that merely wraps context.Canceled while the request is
+// still live stays internal.
+func TestCancelledRequestIsNotInternal(t *testing.T) {
+	a := &api{log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rec := httptest.NewRecorder()
+	a.fail(rec, httptest.NewRequest("POST", "/api/v1/sys/open", nil).WithContext(ctx), fmt.Errorf("wait for leadership: %w", context.Canceled))
+	var b ErrorBody
+	if err := json.Unmarshal(rec.Body.Bytes(), &b); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != http.StatusServiceUnavailable || b.Error.Code != "canceled" {
+		t.Fatalf("cancelled request: %d %+v, want 503 canceled", rec.Code, b)
+	}
+	rec = httptest.NewRecorder()
+	a.fail(rec, httptest.NewRequest("POST", "/api/v1/sys/open", nil), fmt.Errorf("inner: %w", context.Canceled))
+	if rec.Code != http.StatusInternalServerError {
+		t.Fatalf("a live request's cancelled inner call: %d, want 500", rec.Code)
 	}
 }

@@ -281,6 +281,11 @@ func (a *api) classify(r *http.Request, err error) (status int, code, msg string
 			return e.status, e.code, err.Error()
 		}
 	}
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		// The request was cancelled (a fast stop cancels those in
+		// progress) and the call gave up for that reason.
+		return http.StatusServiceUnavailable, "canceled", "the request was cancelled before it finished: the server is stopping, or the client went away"
+	}
 	id := newErrorID()
 	a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error_id", id, "error", err)
 	return http.StatusInternalServerError, "internal", InternalMessage(id)
