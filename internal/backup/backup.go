@@ -257,6 +257,15 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	if err := testPause(ctx); err != nil {
 		return Entry{}, err
 	}
+	// A file the catalog lists already (a segment shipped again after its
+	// archive mark was not recorded) stays if the catalog then fails: the
+	// catalog still lists it.
+	listed := slices.ContainsFunc(cat.Entries, func(x Entry) bool { return x.File == name })
+	unlist := func() {
+		if !listed {
+			d.Remove(context.WithoutCancel(ctx), name) // #nosec G104 -- removing after the failed catalog read or save, which is the error returned; a file left unlisted is listed again by a catalog rebuild
+		}
+	}
 	if err := d.Save(ctx, name, f, size); err != nil {
 		return Entry{}, fmt.Errorf("save %s to %s: %w", name, d.Location(), err)
 	}
@@ -267,7 +276,7 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	// node may have written it while this backup was taken (a new leader
 	// archiving after this node lost its leadership, a drill's result).
 	if cat, err = reloadCatalog(ctx, d, src, opts.TakeOver && kind == KindFull); err != nil {
-		d.Remove(context.WithoutCancel(ctx), name) // #nosec G104 -- removing after the failed catalog read, which is the error returned; a file left unlisted is listed again by a catalog rebuild
+		unlist()
 		return Entry{}, err
 	}
 	// A file saved again (a segment re-shipped after its mark was not
@@ -277,7 +286,7 @@ func Run(ctx context.Context, src Source, d dest.Destination, kind string, opts 
 	if err := SaveCatalog(ctx, d, cat); err != nil {
 		// The file is there but not listed: remove it so that catalog and
 		// files agree (a rebuild would list it again).
-		d.Remove(context.WithoutCancel(ctx), name) // #nosec G104 -- removing after the failed catalog save, which is the error returned; a file left unlisted is listed again by a catalog rebuild
+		unlist()
 		return Entry{}, err
 	}
 	return e, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,5 +72,45 @@ func TestBackupKeepsCatalogEntriesAddedMeanwhile(t *testing.T) {
 	}
 	if !files[e.File] || !files[seg.File] || c.LastDrill() == nil {
 		t.Fatalf("catalog after the backup lists %v, drills %d: want %s and %s and the drill", files, len(c.Drills), e.File, seg.File)
+	}
+}
+
+// A file saved again under a name the catalog lists (a segment shipped
+// again after its archive mark was not recorded) is not removed when the
+// catalog cannot be read or written afterwards: the catalog still lists it.
+func TestListedFileSavedAgainStaysWhenTheCatalogFails(t *testing.T) {
+	dir := t.TempDir()
+	st := buildState(t, filepath.Join(dir, "state.db"), 10)
+	defer st.Close()
+	d, err := dest.NewDir(filepath.Join(dir, "dest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	id := NewID(time.Now(), "00000001")
+	name := FileName(KindFull, id)
+	if err := d.Save(ctx, name, strings.NewReader("listed"), 6); err != nil {
+		t.Fatal(err)
+	}
+	listed := Catalog{ClusterID: "cl-bench", Entries: []Entry{{ID: id, Kind: KindFull, File: name, Created: time.Now().UTC()}}}
+	if err := SaveCatalog(ctx, d, listed); err != nil {
+		t.Fatal(err)
+	}
+	src := racingSource{benchSource: benchSource{st: st, dir: dir}, during: func() {
+		// The catalog turns unreadable while the backup is taken.
+		if err := d.Save(ctx, CatalogFile, strings.NewReader("{"), 1); err != nil {
+			t.Error(err)
+		}
+	}}
+	_, rcpt, err := bundle.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(ctx, src, d, KindFull, Options{ID: id, Encryption: bundle.Encryption{Recipients: []string{rcpt}}, StagingDir: t.TempDir()}); err == nil {
+		t.Fatal("a backup whose catalog turned unreadable succeeded")
+	}
+	if _, err := d.Stat(ctx, name); err != nil {
+		t.Fatalf("the file the catalog lists was removed: %v", err)
 	}
 }

@@ -744,8 +744,8 @@ func (s *Backups) startBackups() {
 	ctx = WithIdentity(ctx, LocalRoot())
 	s.backupCancel, s.backupCtx = cancel, ctx
 	m := s.backups
-	// A node that becomes the leader after its open (a failover) reads
-	// the catalogs too, as one that leads at its open does below.
+	// A node reads the catalogs each time it becomes the leader, at its
+	// open (the loop's first pass) or later (a failover).
 	m.OnLeader = func(ctx context.Context) {
 		w.Go("drill results", func(context.Context) { s.loadDrills(ctx) })
 	}
@@ -758,7 +758,6 @@ func (s *Backups) startBackups() {
 			return
 		}
 		m.MarkInterrupted(ctx)
-		w.Go("drill results", func(context.Context) { s.loadDrills(ctx) })
 		switch tl := s.st.Timeline(); {
 		case tl.Restored.Holding():
 			// A restored copy writes into no destination until an

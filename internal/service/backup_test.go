@@ -828,3 +828,36 @@ func TestScheduleEditedWhileItRunsStaysOngoing(t *testing.T) {
 		t.Fatalf("edited while it runs: state %s, every %s", v.State, v.Every)
 	}
 }
+
+// A node that leads again after a time as a follower reads the catalogs
+// anew: a drill another leader recorded meanwhile replaces what it knew
+// from its earlier leadership (status, LAST DRILL OK, the drill alert).
+func TestLeadershipRegainedRereadsDrills(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	if _, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "full", Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+	s.Backups.loadDrills(ctx) // its first leadership
+	if v, ok := s.Backups.drills.get(LocalDestination); !ok || v.LastGood != nil {
+		t.Fatalf("before any drill: %+v %v", v, ok)
+	}
+	// Another leader drills while this node follows.
+	tg, err := backupHost{s.Backups}.OpenTarget(ctx, LocalDestination)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Dest.Close()
+	cat, err := tg.LoadCatalog(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat.AddDrill(backup.Drill{Time: time.Now().UTC(), Result: "OK", Node: "node-b", Index: 1, Duration: 1})
+	if err := backup.SaveCatalog(ctx, tg.Dest, cat); err != nil {
+		t.Fatal(err)
+	}
+	s.Backups.loadDrills(ctx) // leadership regained (Manager.OnLeader)
+	if v, _ := s.Backups.drills.get(LocalDestination); v.LastGood == nil || v.LastGood.Node != "node-b" {
+		t.Fatalf("the drill recorded meanwhile is not known after leadership is regained: %+v", v)
+	}
+}

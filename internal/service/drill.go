@@ -36,16 +36,32 @@ type drillCache struct {
 	mu  sync.Mutex
 	m   map[string]DrillView
 	ver map[string]map[string]backup.Verification
+	gen map[string]uint64 // counts the changes of each destination's entry
 }
 
-func (c *drillCache) set(name string, cat backup.Catalog) { c.put(name, cat, true) }
+func (c *drillCache) set(name string, cat backup.Catalog) { c.put(name, cat, nil) }
 
-// setIfAbsent is set unless name is already known: a catalog read without
-// the catalog's lock must not overwrite what a drill, verification or
-// rebuild set meanwhile.
-func (c *drillCache) setIfAbsent(name string, cat backup.Catalog) { c.put(name, cat, false) }
+// setSince is set unless name's entry changed since version returned
+// since: a catalog read without the catalog's lock must not overwrite what
+// a drill, verification or rebuild set meanwhile.
+func (c *drillCache) setSince(name string, cat backup.Catalog, since uint64) {
+	c.put(name, cat, &since)
+}
 
-func (c *drillCache) put(name string, cat backup.Catalog, replace bool) {
+// version is what setSince compares with.
+func (c *drillCache) version(name string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen[name]
+}
+
+func (c *drillCache) init() {
+	if c.m == nil {
+		c.m, c.ver, c.gen = map[string]DrillView{}, map[string]map[string]backup.Verification{}, map[string]uint64{}
+	}
+}
+
+func (c *drillCache) put(name string, cat backup.Catalog, since *uint64) {
 	v := DrillView{Last: cat.LastDrill(), LastGood: cat.LastGoodDrill()}
 	if _, chain, ok := cat.NewestChain(0); ok {
 		for _, e := range chain {
@@ -61,26 +77,24 @@ func (c *drillCache) put(name string, cat backup.Catalog, replace bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m, c.ver = map[string]DrillView{}, map[string]map[string]backup.Verification{}
-	}
-	if _, known := c.m[name]; known && !replace {
+	c.init()
+	if since != nil && c.gen[name] != *since {
 		return
 	}
 	c.m[name], c.ver[name] = v, ver
+	c.gen[name]++
 }
 
 // verified records the verification of one backup file.
 func (c *drillCache) verified(name, file string, v backup.Verification) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ver == nil {
-		c.m, c.ver = map[string]DrillView{}, map[string]map[string]backup.Verification{}
-	}
+	c.init()
 	if c.ver[name] == nil {
 		c.ver[name] = map[string]backup.Verification{}
 	}
 	c.ver[name][file] = v
+	c.gen[name]++
 }
 
 // verification is the last verification of a backup file known here.
@@ -176,8 +190,10 @@ func (s *Backups) drillSchedule(ctx context.Context, destination string) (backup
 	return s.Drill(WithIdentity(ctx, LocalRoot()), destination)
 }
 
-// loadDrills reads every destination's catalog once, so that status,
-// metrics and the drill alert know the drills run before this node led.
+// loadDrills reads every destination's catalog, so that status, metrics
+// and the drill alert know the drills run before this node led. It runs at
+// each gain of leadership: what this node knew from an earlier one is
+// replaced (another leader may have drilled or verified since).
 func (s *Backups) loadDrills(ctx context.Context) {
 	ds, err := s.st.Destinations()
 	if err != nil {
@@ -187,9 +203,7 @@ func (s *Backups) loadDrills(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if _, ok := s.drills.get(d.Name); ok {
-			continue
-		}
+		since := s.drills.version(d.Name)
 		t, err := backupHost{s}.OpenTarget(ctx, d.Name)
 		if err != nil {
 			s.log.Debug("read drill results", "destination", d.Name, "error", err)
@@ -201,7 +215,7 @@ func (s *Backups) loadDrills(ctx context.Context) {
 			s.log.Debug("read drill results", "destination", d.Name, "error", err)
 			continue
 		}
-		s.drills.setIfAbsent(d.Name, cat)
+		s.drills.setSince(d.Name, cat, since)
 	}
 }
 

@@ -184,21 +184,33 @@ func TestScheduleKindVerifyRunsDrill(t *testing.T) {
 	}
 }
 
-// TestDrillCacheReadAtLeadershipDoesNotOverwrite: the catalogs read when a
-// node becomes leader (without the catalog's lock) fill only destinations
-// not known yet; a drill recorded meanwhile stays.
+// TestDrillCacheReadAtLeadershipDoesNotOverwrite: a catalog read when a
+// node becomes leader (without the catalog's lock) does not overwrite a
+// drill recorded while it was read; it fills a destination not known yet
+// and replaces what an earlier leadership left.
 func TestDrillCacheReadAtLeadershipDoesNotOverwrite(t *testing.T) {
 	var c drillCache
 	var fresh backup.Catalog
 	fresh.AddDrill(backup.Drill{Time: time.Now(), Result: "OK"})
+	since := c.version("nas") // the read starts
 	c.set("nas", fresh)
-	c.setIfAbsent("nas", backup.Catalog{}) // read before the drill was recorded
+	c.setSince("nas", backup.Catalog{}, since) // read before the drill was recorded
 	if v, ok := c.get("nas"); !ok || v.Last == nil || v.Last.Result != "OK" {
 		t.Fatalf("the drill recorded meanwhile was overwritten: %+v", v)
 	}
-	c.setIfAbsent("s3", fresh)
+	since = c.version("nas")
+	c.verified("nas", "f", backup.Verification{Result: "OK"})
+	c.setSince("nas", backup.Catalog{}, since) // read before the verification was recorded
+	if v, _ := c.get("nas"); v.Last == nil {
+		t.Fatalf("overwritten although a verification was recorded meanwhile: %+v", v)
+	}
+	c.setSince("s3", fresh, c.version("s3"))
 	if v, ok := c.get("s3"); !ok || v.Last == nil {
 		t.Fatalf("an unknown destination was not filled: %+v %v", v, ok)
+	}
+	c.setSince("s3", backup.Catalog{}, c.version("s3")) // read at a later leadership
+	if v, _ := c.get("s3"); v.Last != nil {
+		t.Fatalf("an entry of an earlier leadership was not replaced: %+v", v)
 	}
 	c.set("nas", backup.Catalog{}) // a rebuild replaces
 	if v, _ := c.get("nas"); v.Last != nil {
