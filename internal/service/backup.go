@@ -526,6 +526,17 @@ func (s *Backups) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 				break wait
 			case <-ctx.Done():
 				if rec.ID == "" {
+					// Started by now, or about to be: the error names the
+					// backup that goes on when its record comes soon.
+					select {
+					case rec = <-started:
+					case r := <-done:
+						rec, err = r.rec, r.err
+						break wait
+					case <-time.After(startNameWait):
+					}
+				}
+				if rec.ID == "" {
 					err = fmt.Errorf("stopped waiting for the backup to %s, which goes on (coffer backup list shows it): %w", req.Destination, ctx.Err())
 				} else {
 					err = fmt.Errorf("stopped waiting for backup %s to %s, which goes on (coffer backup list shows it): %w", rec.ID, req.Destination, ctx.Err())
@@ -554,6 +565,10 @@ func (s *Backups) RunBackup(ctx context.Context, req BackupRequest) (state.Backu
 	}
 	return rec, nil
 }
+
+// startNameWait bounds how long a backup request that ended before its
+// backup started waits for the backup's record, to name it in its error.
+const startNameWait = 5 * time.Second
 
 // ListBackups lists the cluster's backup records, newest first.
 func (s *Backups) ListBackups(ctx context.Context, destination string) ([]state.BackupRecord, error) {

@@ -730,11 +730,21 @@ func TestCorruptCatalogNamesTheDestination(t *testing.T) {
 // backup: it still ends DONE.
 func TestWaitedBackupOutlivesItsRequest(t *testing.T) {
 	s, _ := backupSvc(t)
-	t.Setenv("COFFER_TEST_BACKUP_PAUSE", "1s") // the backup holds before saving
-	ctx, cancel := context.WithTimeout(rootCtx(), 200*time.Millisecond)
+	t.Setenv("COFFER_TEST_BACKUP_PAUSE", "2s") // the backup holds before saving
+	ctx, cancel := context.WithCancel(rootCtx())
 	defer cancel()
+	go func() {
+		// The request ends once the backup runs (the client interrupted).
+		for ctx.Err() == nil {
+			if cur, err := s.Backups.CurrentBackup(rootCtx()); err == nil && cur != nil {
+				cancel()
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
 	rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: LocalDestination, Mode: "full", Wait: true})
-	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || !errors.Is(err, context.Canceled) {
 		t.Fatalf("a waited backup whose request ended: %+v %v", rec, err)
 	}
 	if rec.ID == "" || !strings.Contains(err.Error(), rec.ID) {
