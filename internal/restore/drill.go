@@ -124,7 +124,7 @@ func drillChain(ctx context.Context, d dest.Destination, opts DrillOptions, now 
 	dir := filepath.Join(tmp, "data")
 	want := backup.Reach(chain)
 	sum, err := Run(ctx, Options{From: d, Keys: []bundle.Decryption{{Passphrase: opts.Passphrase}}, DataDir: dir,
-		Timeline: full.TimelineID(), BackupID: full.ID, Passphrase: opts.Passphrase, KDF: opts.KDF, JournalName: "coffer", Now: now})
+		Timeline: full.TimelineID(), BackupID: full.ID, Passphrase: opts.Passphrase, KDF: opts.KDF, JournalName: "coffer", Now: now, Scratch: true})
 	if err != nil {
 		return fail(fmt.Errorf("restore: %w", err))
 	}

@@ -136,3 +136,28 @@ func TestDrillOfAChainPrunedMeanwhileRunsOnTheNewChain(t *testing.T) {
 		t.Fatalf("drill of a chain pruned meanwhile: %+v (new full %s)", res, second)
 	}
 }
+
+// A drill writes nothing to the destination but its result: it reserves
+// no timeline there (a real recovery after many drills still takes the
+// next timeline).
+func TestDrillReservesNoTimeline(t *testing.T) {
+	e := newEnv(t, true)
+	e.put("a", "a1")
+	e.backup("full")
+	e.archive()
+	for i := 0; i < 2; i++ {
+		if res := e.drill(); !res.OK() {
+			t.Fatalf("drill failed: %s", res.Reason)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(e.nas, restore.TimelinesDir, "*")); len(left) != 0 {
+		t.Fatalf("drills wrote %v", left)
+	}
+	sum, _, err := e.restoreTo(Target{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Timeline.ID != 2 {
+		t.Fatalf("a restore after two drills is timeline %d, want 2", sum.Timeline.ID)
+	}
+}
