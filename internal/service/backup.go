@@ -309,9 +309,22 @@ func (s *Backups) probe(ctx context.Context, d *state.Destination) error {
 	return probeErr(s.probeRaw(ctx, d))
 }
 
+// ProbeTimeout bounds the check of a destination when it is added, edited
+// or tested: well within the CLI's default request timeout (60s), so that
+// the operator sees the probe's error rather than an unknown outcome.
+var ProbeTimeout = 30 * time.Second
+
 func (s *Backups) probeRaw(ctx context.Context, d *state.Destination) error {
-	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
 	defer cancel()
+	err := s.probeWithin(pctx, d)
+	if err != nil && pctx.Err() != nil && ctx.Err() == nil {
+		return fmt.Errorf("%w: destination %s gave no answer within %s: %v", dest.ErrUnreachable, d.Name, ProbeTimeout, err)
+	}
+	return err
+}
+
+func (s *Backups) probeWithin(pctx context.Context, d *state.Destination) error {
 	dd, err := s.openDest(pctx, *d, func(k string) { d.HostKey = k })
 	if err != nil {
 		return err
