@@ -1272,6 +1272,33 @@ func (s *Backups) ArchiveNowProgress(ctx context.Context, progress func(ArchiveP
 	return nil
 }
 
+// ArchiveNowNote is ArchiveNowProgress that also says which archiving
+// destinations got nothing because their archiving is paused ("" when
+// none is): pausing is deliberate, so it is a note, not an error.
+func (s *Backups) ArchiveNowNote(ctx context.Context, progress func(ArchiveProgress)) (string, error) {
+	if err := s.ArchiveNowProgress(ctx, progress); err != nil {
+		return "", err
+	}
+	ds, err := s.st.Destinations()
+	if err != nil {
+		return "", nil // shipped; the note is only lost
+	}
+	s.mu.RLock()
+	m := s.backups
+	s.mu.RUnlock()
+	var pending map[string]int
+	if m != nil {
+		pending = m.Pending()
+	}
+	var notes []string
+	for _, d := range ds {
+		if d.Archiving && d.ArchivePaused {
+			notes = append(notes, fmt.Sprintf("archiving to %s is paused: %d segments not shipped there (coffer journal archive resume --destination %s)", d.Name, pending[d.Name], d.Name))
+		}
+	}
+	return strings.Join(notes, "; "), nil
+}
+
 // Digest is the state's digest at its applied index (see state.Store.Digest):
 // two nodes, or a node and a restore, with the same digest hold the same
 // history.
