@@ -348,19 +348,33 @@ type ArchiveProgress struct {
 // destination starts and after each segment shipped (the server streams
 // the steps).
 func (c *Client) ArchiveJournalProgress(ctx context.Context, progress func(ArchiveProgress)) error {
-	return c.Do(ctx, "POST", "/api/v1/sys/journal/archive?progress=ndjson", nil, &archiveStream{progress: progress})
+	_, err := c.ArchiveJournalNote(ctx, progress)
+	return err
+}
+
+// ArchiveJournalNote is ArchiveJournalProgress that also returns the
+// server's note: the archiving destinations it skipped because their
+// archiving is paused ("" if none).
+func (c *Client) ArchiveJournalNote(ctx context.Context, progress func(ArchiveProgress)) (string, error) {
+	s := &archiveStream{progress: progress}
+	err := c.Do(ctx, "POST", "/api/v1/sys/journal/archive?progress=ndjson", nil, s)
+	return s.note, err
 }
 
 // archiveStream reads the lines of a streamed archive-now.
 type archiveStream struct {
 	progress func(ArchiveProgress)
+	note     string
 }
 
 func (s *archiveStream) decodeStream(r io.Reader) error {
 	var done struct {
-		Archived bool `json:"archived"`
+		Archived bool   `json:"archived"`
+		Note     string `json:"note"`
 	}
-	return readProgress(r, "archive answer", s.progress, &done, func() bool { return done.Archived })
+	err := readProgress(r, "archive answer", s.progress, &done, func() bool { return done.Archived })
+	s.note = done.Note
+	return err
 }
 
 // readProgress reads a streamed answer: {"progress":...} lines, each

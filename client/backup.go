@@ -119,7 +119,7 @@ type Usage struct {
 // BackupVerification is a backup's last verification.
 type BackupVerification struct {
 	Time   time.Time `json:"time"`
-	Result string    `json:"result"` // OK, FAILED, or SKIPPED (taken under an earlier recovery passphrase)
+	Result string    `json:"result"` // OK, FAILED, SKIPPED (taken under an earlier recovery passphrase) or PRUNED (removed by retention meanwhile)
 	Reason string    `json:"reason,omitempty"`
 }
 

@@ -631,7 +631,10 @@ func ParseCron(expr string) error {
 	return err
 }
 
-// Due reports whether schedule s should run at now, and the next time it will.
+// Due reports whether schedule s should run at now, and the next time it
+// will. A periodic schedule runs at its creation and then at every whole
+// period after it (the first one after its last run ended); a cron
+// schedule at the first cron time after its last run.
 func Due(s state.Schedule, now time.Time) (bool, time.Time) {
 	if s.State != "ACTIVE" {
 		return false, time.Time{}
@@ -652,10 +655,18 @@ func Due(s state.Schedule, now time.Time) (bool, time.Time) {
 		if err != nil || every < time.Minute {
 			return false, time.Time{}
 		}
-		if s.LastRun == nil {
-			next = s.Created
-		} else {
-			next = last.Add(every)
+		// Runs keep to whole periods counted from the schedule's creation
+		// (from its last run if it has no creation time): the next is the
+		// first period boundary after the last run ended, so the time a run
+		// takes does not push the cadence later, and a late run skips the
+		// periods it missed instead of catching up on them.
+		anchor := s.Created
+		if anchor.IsZero() {
+			anchor = last
+		}
+		next = anchor
+		if s.LastRun != nil && !last.Before(anchor) {
+			next = anchor.Add((last.Sub(anchor)/every + 1) * every)
 		}
 	case "cron":
 		sch, err := cronParser.Parse(s.Cron)

@@ -646,7 +646,10 @@ backup otherwise, JSON lines ({"progress":{...}}) with --format json.
 A schedule runs it after each backup with --verify (coffer backup schedule
 add/edit). The server uses its current recovery passphrase: backups
 encrypted with an older one are reported SKIPPED (they do not count as
-failed); verify those offline with coffer restore into a scratch directory.`,
+failed); verify those offline with coffer restore into a scratch directory.
+A backup that retention removes while it is verified (a newer full
+finished meanwhile) is reported PRUNED, not FAILED, and nothing is
+recorded for it.`,
 		Example: `  coffer backup verify 20261121T020000Z-1a2b3c4d --destination nas
   coffer backup verify --all --destination nas --format json`,
 		Args: cobra.MaximumNArgs(1),
@@ -671,12 +674,14 @@ failed); verify those offline with coffer restore into a scratch directory.`,
 				if err != nil {
 					return err
 				}
-				failed, skipped := 0, 0
+				failed, skipped, pruned := 0, 0, 0
 				for _, r := range res {
 					switch r.Result {
 					case "OK":
 					case "SKIPPED":
 						skipped++ // not damaged: taken under an earlier recovery passphrase
+					case "PRUNED":
+						pruned++ // retention removed it meanwhile: nothing left to verify
 					default:
 						failed++
 					}
@@ -688,6 +693,9 @@ failed); verify those offline with coffer restore into a scratch directory.`,
 				}
 				if skipped > 0 {
 					fmt.Fprintf(cmd.ErrOrStderr(), "%d of %d backups SKIPPED: taken under an earlier recovery passphrase, which the server no longer holds; verify them offline (coffer restore with that passphrase into a scratch dir)\n", skipped, len(res))
+				}
+				if pruned > 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "%d of %d backups PRUNED: retention removed them from the destination while they were verified; they are no longer part of any restore\n", pruned, len(res))
 				}
 				if failed > 0 {
 					return fmt.Errorf("%d of %d backups FAILED verification", failed, len(res))

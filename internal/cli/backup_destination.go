@@ -502,7 +502,7 @@ func newDestinationTestCmd(g *globals) *cobra.Command {
 		Long: `Connect to the destination NAME, write a probe file, read it back, delete
 it, and check that its catalog is this cluster's. Fails with the reason
 (unreachable, authentication, permission, missing bucket, changed host key,
-no space).`,
+no space); the server gives up after 30s without an answer.`,
 		Example: "  coffer backup destination test nas",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

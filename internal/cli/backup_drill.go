@@ -29,12 +29,16 @@ object and secret.
 
 The result (OK or FAILED with the reason), its duration and the measured
 restore speed (records/s, bytes/s) are recorded in the destination's catalog
-and shown by coffer status, coffer backup destination list (with the
+(the only thing a drill writes there: it reserves no timeline, unlike
+coffer restore) and shown by coffer status, coffer backup destination list (with the
 restore time that speed predicts for the newest chain) and the metric
 coffer_backup_last_drill_success_timestamp_seconds. An alert is raised when
 no drill of a destination holding backups succeeded within
 backup.drill_max_age (default 7d). A schedule of kind verify runs drills
-regularly (coffer backup schedule add NAME --kind verify ...).
+regularly (coffer backup schedule add NAME --kind verify ...). A chain that
+retention removes while it is drilled (a newer full finished meanwhile) is
+no failure: the drill runs again on the newest chain, or ends "drill not
+run" with nothing recorded.
 
 Without --destination every destination holding backups is drilled in turn
 (one that cannot be drilled shows as ERROR with the reason, and the others

@@ -16,7 +16,9 @@ const scheduleHelp = `When (exactly one):
   --at TIME        once, at TIME: 2025-06-01T02:00:00Z (RFC 3339),
                    "2025-06-01 02:00" (local time) or 02:00 (the next one)
   --now            once, now
-  --every 24h      periodically (a duration of at least 1m)
+  --every 24h      periodically (a duration of at least 1m): now, then at
+                   every whole period after, whatever a run takes (a late
+                   run is followed by the next whole period, no catch-up)
   --cron 'EXPR'    cron: five fields (minute hour day month weekday) or
                    @hourly, @daily, @weekly, @monthly
 What (--mode):

@@ -474,3 +474,13 @@ func TestVerifySkippedIsNotFailed(t *testing.T) {
 		t.Fatalf("code %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
+
+// archive now names the destinations skipped because their archiving is
+// paused, on standard error, and still succeeds.
+func TestJournalArchiveNowNotesPausedDestinations(t *testing.T) {
+	srv, _ := fakeArchiveServer(t, `{"archived":true,"note":"archiving to off is paused: 2 segments not shipped there (coffer journal archive resume --destination off)"}`)
+	code, out, stderr := run("journal", "archive", "now", "--address", srv.URL)
+	if code != 0 || strings.TrimSpace(out) != "journal archived" || !strings.Contains(stderr, "note: archiving to off is paused") {
+		t.Fatalf("code %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}

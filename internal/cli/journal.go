@@ -205,7 +205,10 @@ archive reaches the latest write.
 Progress goes to standard error as each destination starts and each
 segment is shipped: a bar on a terminal, a line per segment otherwise, JSON
 lines ({"progress":{"destination":...,"segment":...,"done":N,"total":M}})
-with --format json. Without --timeout the command waits up to 24h.`,
+with --format json. Without --timeout the command waits up to 24h.
+Destinations whose archiving is paused (coffer journal archive pause) get
+nothing: a note on standard error names them (and "note" in the JSON
+answer); the exit status stays 0. A held destination fails the command.`,
 		Example: `  coffer journal archive now
   coffer journal archive now --format json`,
 		Args: cobra.NoArgs,
@@ -215,10 +218,15 @@ with --format json. Without --timeout the command waits up to 24h.`,
 			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				show := newArchiveProgress(cmd, g.format == "json")
-				err := c.ArchiveJournalProgress(ctx, show.step)
+				note, err := c.ArchiveJournalNote(ctx, show.step)
 				show.finish()
 				if err != nil {
 					return err
+				}
+				if note != "" {
+					// Paused on purpose: a note, not a failure.
+					fmt.Fprintln(cmd.ErrOrStderr(), "note: "+note)
+					return g.printResult(cmd, map[string]any{"archived": true, "note": note}, "journal archived")
 				}
 				return g.printResult(cmd, map[string]bool{"archived": true}, "journal archived")
 			})

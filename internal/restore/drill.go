@@ -49,27 +49,68 @@ var ErrNoChain = errors.New("no full backup to drill on")
 // checked when it was loaded), the integrity of every object and secret,
 // and the new journal. The scratch dir is removed after. The result
 // (OK or FAILED with the reason) carries the duration and measured speed;
-// the error is non-nil only when there was nothing to drill on or the
-// catalog could not be read.
+// the error is non-nil only when there was nothing to drill on, the
+// catalog could not be read, or retention removed the chain twice while it
+// was drilled (ErrChainPruned: once, the drill runs again on the newest
+// chain).
 func Drill(ctx context.Context, d dest.Destination, opts DrillOptions) (backup.Drill, error) {
 	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
-	cat, err := backup.LoadNamedCatalog(ctx, d, opts.Destination)
-	if err != nil {
-		return backup.Drill{}, err
+	for try := 0; ; try++ {
+		cat, err := backup.LoadNamedCatalog(ctx, d, opts.Destination)
+		if err != nil {
+			return backup.Drill{}, err
+		}
+		full, chain, ok := cat.NewestChain(0)
+		if !ok {
+			return backup.Drill{}, fmt.Errorf("%w on %s", ErrNoChain, d.Location())
+		}
+		res := drillChain(ctx, d, opts, now, cat, full, chain)
+		if res.OK() || ctx.Err() != nil {
+			return res, nil
+		}
+		// Retention may have removed the chain while it was restored (a
+		// full finished meanwhile): that is no failure of the backups. The
+		// drill runs once more on the newest chain.
+		after, err := backup.LoadNamedCatalog(ctx, d, opts.Destination)
+		if err != nil || !pruned(append([]backup.Entry{full}, chain...), after) {
+			return res, nil
+		}
+		if try > 0 {
+			return backup.Drill{}, fmt.Errorf("%w: retention removed the backup chain of %s twice while it was drilled (%s)", ErrChainPruned, full.ID, res.Reason)
+		}
 	}
-	full, chain, ok := cat.NewestChain(0)
-	if !ok {
-		return backup.Drill{}, fmt.Errorf("%w on %s", ErrNoChain, d.Location())
+}
+
+// ErrChainPruned: the chain a drill restored was removed from the
+// destination (by retention) while the drill ran; the drill was not run to
+// its end and no result is recorded.
+var ErrChainPruned = errors.New("drill not run")
+
+// pruned reports whether a file of chain is no longer in the catalog.
+func pruned(chain []backup.Entry, cat backup.Catalog) bool {
+	listed := map[string]bool{}
+	for _, e := range cat.Entries {
+		listed[e.File] = true
 	}
+	for _, e := range chain {
+		if !listed[e.File] {
+			return true
+		}
+	}
+	return false
+}
+
+// drillChain restores and checks one chain (its full first).
+func drillChain(ctx context.Context, d dest.Destination, opts DrillOptions, now func() time.Time, cat backup.Catalog, full backup.Entry, chain []backup.Entry) backup.Drill {
 	start := now()
 	res := backup.Drill{Time: start.UTC(), Node: opts.Node, Full: full.ID}
-	fail := func(err error) (backup.Drill, error) {
+	fail := func(err error) backup.Drill {
 		res.Result, res.Reason = "FAILED", err.Error()
 		res.Duration = now().Sub(start).Seconds()
-		return res, nil
+		return res
 	}
 	work := opts.Work
 	if work == "" {
@@ -83,7 +124,7 @@ func Drill(ctx context.Context, d dest.Destination, opts DrillOptions) (backup.D
 	dir := filepath.Join(tmp, "data")
 	want := backup.Reach(chain)
 	sum, err := Run(ctx, Options{From: d, Keys: []bundle.Decryption{{Passphrase: opts.Passphrase}}, DataDir: dir,
-		Timeline: full.TimelineID(), BackupID: full.ID, Passphrase: opts.Passphrase, KDF: opts.KDF, JournalName: "coffer", Now: now})
+		Timeline: full.TimelineID(), BackupID: full.ID, Passphrase: opts.Passphrase, KDF: opts.KDF, JournalName: "coffer", Now: now, Scratch: true})
 	if err != nil {
 		return fail(fmt.Errorf("restore: %w", err))
 	}
@@ -108,7 +149,7 @@ func Drill(ctx context.Context, d dest.Destination, opts DrillOptions) (backup.D
 		res.RecordsPerSecond = float64(res.Records) / s
 		res.BytesPerSecond = float64(res.Bytes) / s
 	}
-	return res, nil
+	return res
 }
 
 // openRestored opens a restored data dir as a server would and checks it

@@ -72,6 +72,11 @@ type Options struct {
 	// the backup chain of the server it copies) until an operator
 	// releases them.
 	TakeOver bool
+	// Scratch: the restored data dir is a scratch copy that is checked and
+	// removed (a drill). Its timeline (one more than any the destination
+	// knows of) is not recorded on the destination, which the restore
+	// then only reads.
+	Scratch bool
 	// Progress, if set, is told what happens.
 	Progress func(Event)
 	// Now is the clock (nil: time.Now).
@@ -710,7 +715,9 @@ func (r *run) finish(ctx context.Context) error {
 	if err := r.st.Sync(); err != nil {
 		return fmt.Errorf("fsync the restored state: %w", err)
 	}
-	r.reserveTimeline(ctx, tl)
+	if !r.opts.Scratch {
+		r.reserveTimeline(ctx, tl)
+	}
 	r.sum.Index, r.sum.Time, r.sum.Digest, r.sum.Objects, r.sum.Timeline = index, r.lastT, j.digest, j.objects, tl
 	for _, g := range r.ring.Generations() {
 		r.sum.Generations = append(r.sum.Generations, g.Number)

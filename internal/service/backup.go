@@ -309,9 +309,22 @@ func (s *Backups) probe(ctx context.Context, d *state.Destination) error {
 	return probeErr(s.probeRaw(ctx, d))
 }
 
+// ProbeTimeout bounds the check of a destination when it is added, edited
+// or tested: well within the CLI's default request timeout (60s), so that
+// the operator sees the probe's error rather than an unknown outcome.
+var ProbeTimeout = 30 * time.Second
+
 func (s *Backups) probeRaw(ctx context.Context, d *state.Destination) error {
-	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
 	defer cancel()
+	err := s.probeWithin(pctx, d)
+	if err != nil && pctx.Err() != nil && ctx.Err() == nil {
+		return fmt.Errorf("%w: destination %s gave no answer within %s: %v", dest.ErrUnreachable, d.Name, ProbeTimeout, err)
+	}
+	return err
+}
+
+func (s *Backups) probeWithin(pctx context.Context, d *state.Destination) error {
 	dd, err := s.openDest(pctx, *d, func(k string) { d.HostKey = k })
 	if err != nil {
 		return err
@@ -1271,6 +1284,33 @@ func (s *Backups) ArchiveNowProgress(ctx context.Context, progress func(ArchiveP
 		}
 	}
 	return nil
+}
+
+// ArchiveNowNote is ArchiveNowProgress that also says which archiving
+// destinations got nothing because their archiving is paused ("" when
+// none is): pausing is deliberate, so it is a note, not an error.
+func (s *Backups) ArchiveNowNote(ctx context.Context, progress func(ArchiveProgress)) (string, error) {
+	if err := s.ArchiveNowProgress(ctx, progress); err != nil {
+		return "", err
+	}
+	ds, err := s.st.Destinations()
+	if err != nil {
+		return "", nil // shipped; the note is only lost
+	}
+	s.mu.RLock()
+	m := s.backups
+	s.mu.RUnlock()
+	var pending map[string]int
+	if m != nil {
+		pending = m.Pending()
+	}
+	var notes []string
+	for _, d := range ds {
+		if d.Archiving && d.ArchivePaused {
+			notes = append(notes, fmt.Sprintf("archiving to %s is paused: %d segments not shipped there (coffer journal archive resume --destination %s)", d.Name, pending[d.Name], d.Name))
+		}
+	}
+	return strings.Join(notes, "; "), nil
 }
 
 // Digest is the state's digest at its applied index (see state.Store.Digest):

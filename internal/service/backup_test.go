@@ -332,8 +332,11 @@ func TestScheduleRunsAndAutoBackupAfterRotation(t *testing.T) {
 	if sc.LastRun == nil || !strings.HasPrefix(sc.LastResult, "DONE") || sc.State != "ACTIVE" {
 		t.Fatalf("schedule after its run: %+v", sc)
 	}
-	if due, next := backup.Due(sc, time.Now()); due || next.Sub(*sc.LastRun) != 24*time.Hour {
-		t.Fatalf("next run %v due %v", next, due)
+	// The next run is one period after the start of the period the last
+	// run belonged to (its first, at the schedule's creation), whatever
+	// the run took.
+	if due, next := backup.Due(sc, time.Now()); due || next.Sub(sc.Created) != 24*time.Hour || !next.After(*sc.LastRun) {
+		t.Fatalf("next run %v due %v (created %v, last run %v)", next, due, sc.Created, *sc.LastRun)
 	}
 	if _, err := s.Backups.SetSchedulePaused(ctx, "nightly", true); err != nil {
 		t.Fatal(err)

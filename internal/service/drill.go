@@ -142,6 +142,9 @@ func (s *Backups) Drill(ctx context.Context, destination string) (backup.Drill, 
 	switch {
 	case errors.Is(err, restore.ErrNoChain):
 		return backup.Drill{}, fmt.Errorf("%w: %v", ErrNotFound, err)
+	case errors.Is(err, restore.ErrChainPruned):
+		s.log.Warn("restore drill not run", "destination", destination, "reason", err)
+		return backup.Drill{}, fmt.Errorf("%w: %v; run the drill again", ErrConflict, err)
 	case err != nil:
 		return backup.Drill{}, destErr(err)
 	}

@@ -33,7 +33,10 @@ type freezeState struct {
 // the recovery passphrase), then refuses writes — reads keep working — until
 // Thaw or the timeout, so that a storage-level snapshot tool can copy the
 // data dir (OpenKeyServer's SIGUSR1). Without a recovery passphrase the dump
-// is skipped and the freeze still happens (the note says so).
+// is skipped and the freeze still happens (the note says so). If ctx ends
+// before writes are frozen (the requester went away during the dump), the
+// freeze does not happen; a caller that cannot deliver the answer ends the
+// freeze with CancelFreeze.
 func (s *Backups) Freeze(ctx context.Context, timeout time.Duration) (FreezeStatus, error) {
 	if _, err := requireRole(ctx, RoleSystemAdmin, "freezing writes"); err != nil {
 		return FreezeStatus{}, err
@@ -66,6 +69,12 @@ func (s *Backups) Freeze(ctx context.Context, timeout time.Duration) (FreezeStat
 		}
 		s.freezeMu.Lock()
 		defer s.freezeMu.Unlock()
+		if err := ctx.Err(); err != nil {
+			// The requester went away during the dump: nobody would get
+			// the answer to take the snapshot and thaw.
+			s.log.Warn("freeze not put in place: its requester went away during the dump", "reason", err)
+			return fmt.Errorf("freeze cancelled before writes were frozen: %w", err)
+		}
 		if s.thawRequested {
 			// A thaw (SIGCONT) arrived while the dump was written.
 			st.Frozen, st.Note = false, strings.TrimSpace(st.Note+" thaw requested during the dump: writes were not frozen")
@@ -100,6 +109,21 @@ func (s *Backups) Freeze(ctx context.Context, timeout time.Duration) (FreezeStat
 		return FreezeStatus{}, fmt.Errorf("%w: %v; freeze after it ends (it could not record its result while frozen)", ErrConflict, err)
 	}
 	return st, err
+}
+
+// CancelFreeze ends the freeze st reports if it is still the one in
+// place (false otherwise): its requester could not be given the answer, so
+// nobody would take the snapshot and thaw it.
+func (s *Backups) CancelFreeze(st FreezeStatus, reason string) bool {
+	s.freezeMu.Lock()
+	defer s.freezeMu.Unlock()
+	if s.frozen == nil || !st.Frozen || !s.frozen.until.Equal(st.Until) {
+		return false
+	}
+	s.frozen.timer.Stop()
+	s.frozen = nil
+	s.log.Warn("writes thawed at once: the freeze's requester did not get its answer", "reason", reason)
+	return true
 }
 
 // Thaw ends a freeze.

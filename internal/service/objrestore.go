@@ -199,7 +199,7 @@ type VerifyResult struct {
 	ID     string    `json:"id"`
 	Kind   string    `json:"kind"`
 	File   string    `json:"file"`
-	Result string    `json:"result" doc:"OK, FAILED, or SKIPPED (taken under an earlier recovery passphrase)"`
+	Result string    `json:"result" doc:"OK, FAILED, SKIPPED (taken under an earlier recovery passphrase) or PRUNED (removed by retention while it was verified)"`
 	Reason string    `json:"reason,omitempty"`
 	Time   time.Time `json:"time"`
 }
@@ -285,12 +285,17 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 				e.Recipients, "passphrase:"+t.Encryption.Label)
 		} else if err != nil {
 			v.Result, v.Reason = "FAILED", err.Error()
+			if prunedMeanwhile(ctx, t, e) {
+				v.Result, v.Reason = "PRUNED", "removed from the destination (retention) while it was verified: not a damaged backup"
+			}
 		}
-		if record {
+		switch {
+		case v.Result == "PRUNED": // no longer in the catalog: nothing to record
+		case record:
 			if err := s.recordVerification(ctx, t, destination, e.File, v); err != nil {
 				return out, err
 			}
-		} else {
+		default:
 			s.drills.verified(destination, e.File, v)
 		}
 		s.log.Info("backup verified", "destination", destination, "file", e.File, "result", v.Result, "reason", v.Reason)
@@ -298,6 +303,22 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 		progress(VerifyProgress{Done: i + 1, Total: len(todo), File: e.File, Result: v.Result})
 	}
 	return out, nil
+}
+
+// prunedMeanwhile reports whether e, or the full an incremental e builds
+// on, is no longer in the destination's catalog (retention removed it
+// while it was verified).
+func prunedMeanwhile(ctx context.Context, t *backup.Target, e backup.Entry) bool {
+	cat, err := t.LoadCatalog(ctx)
+	if err != nil {
+		return false
+	}
+	file, full := false, e.Kind != backup.KindIncremental
+	for _, x := range cat.Entries {
+		file = file || x.File == e.File
+		full = full || (x.ID == e.BaseFullID && (x.Kind == backup.KindFull || x.Kind == backup.KindDump))
+	}
+	return !file || !full
 }
 
 // recordVerification writes a result into the catalog while no backup

@@ -1,6 +1,8 @@
 package rest
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -246,7 +248,28 @@ func (a *api) freeze(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st, err := a.svc.Backups.Freeze(r.Context(), d)
-	a.reply(w, r, http.StatusOK, st, err)
+	if err != nil || !st.Frozen {
+		a.reply(w, r, http.StatusOK, st, err)
+		return
+	}
+	// The freeze stays only if its answer reaches the client: one that
+	// went away would never take the snapshot and thaw.
+	b, _ := json.Marshal(st) // a FreezeStatus always encodes
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, werr := w.Write(append(b, '\n'))
+	if werr == nil {
+		if werr = http.NewResponseController(w).Flush(); errors.Is(werr, http.ErrNotSupported) {
+			werr = nil
+		}
+	}
+	if werr == nil {
+		werr = r.Context().Err()
+	}
+	if werr != nil {
+		a.svc.Backups.CancelFreeze(st, "the answer could not be sent: "+werr.Error())
+	}
 }
 
 func (a *api) thaw(w http.ResponseWriter, r *http.Request) {

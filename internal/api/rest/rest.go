@@ -96,6 +96,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
@@ -664,19 +667,21 @@ func (a *api) journalList(w http.ResponseWriter, r *http.Request) {
 
 // JournalArchived answers an archive-now request.
 type JournalArchived struct {
-	Archived bool `json:"archived"`
+	Archived bool   `json:"archived"`
+	Note     string `json:"note,omitempty" doc:"archiving destinations skipped because their archiving is paused"`
 }
 
 func (a *api) journalArchive(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("progress") != "ndjson" {
-		a.reply(w, r, http.StatusOK, JournalArchived{Archived: true}, a.svc.Backups.ArchiveNow(r.Context()))
+		note, err := a.svc.Backups.ArchiveNowNote(r.Context(), nil)
+		a.reply(w, r, http.StatusOK, JournalArchived{Archived: true, Note: note}, err)
 		return
 	}
 	// Progress as each destination starts and after each segment shipped,
 	// then {"archived":true}.
 	st := a.ndjson(w, r)
-	err := a.svc.Backups.ArchiveNowProgress(r.Context(), func(p service.ArchiveProgress) { st.progress(p) })
-	st.finish(JournalArchived{Archived: true}, err)
+	note, err := a.svc.Backups.ArchiveNowNote(r.Context(), func(p service.ArchiveProgress) { st.progress(p) })
+	st.finish(JournalArchived{Archived: true, Note: note}, err)
 }
 
 // JournalPruneRequest asks for a journal prune; the body is optional.
