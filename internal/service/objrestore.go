@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
@@ -285,7 +286,7 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 				e.Recipients, "passphrase:"+t.Encryption.Label)
 		} else if err != nil {
 			v.Result, v.Reason = "FAILED", err.Error()
-			if prunedMeanwhile(ctx, t, e) {
+			if prunedMeanwhile(ctx, t, cat, e) {
 				v.Result, v.Reason = "PRUNED", "removed from the destination (retention) while it was verified: not a damaged backup"
 			}
 		}
@@ -306,19 +307,22 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 }
 
 // prunedMeanwhile reports whether e, or the full an incremental e builds
-// on, is no longer in the destination's catalog (retention removed it
-// while it was verified).
-func prunedMeanwhile(ctx context.Context, t *backup.Target, e backup.Entry) bool {
-	cat, err := t.LoadCatalog(ctx)
+// on, was in the catalog before (cat, read when the verification began)
+// and is no longer in the destination's catalog (retention removed it
+// while it was verified). A full already missing from before is a broken
+// chain, not one pruned meanwhile.
+func prunedMeanwhile(ctx context.Context, t *backup.Target, before backup.Catalog, e backup.Entry) bool {
+	after, err := t.LoadCatalog(ctx)
 	if err != nil {
 		return false
 	}
-	file, full := false, e.Kind != backup.KindIncremental
-	for _, x := range cat.Entries {
-		file = file || x.File == e.File
-		full = full || (x.ID == e.BaseFullID && (x.Kind == backup.KindFull || x.Kind == backup.KindDump))
+	isFull := func(x backup.Entry) bool {
+		return x.ID == e.BaseFullID && (x.Kind == backup.KindFull || x.Kind == backup.KindDump)
 	}
-	return !file || !full
+	if e.Kind == backup.KindIncremental && slices.ContainsFunc(before.Entries, isFull) && !slices.ContainsFunc(after.Entries, isFull) {
+		return true
+	}
+	return !slices.ContainsFunc(after.Entries, func(x backup.Entry) bool { return x.File == e.File })
 }
 
 // recordVerification writes a result into the catalog while no backup

@@ -2,7 +2,10 @@ package service
 
 import (
 	"path/filepath"
+	"slices"
 	"testing"
+
+	"github.com/coffer-kms/coffer/internal/backup"
 )
 
 // A backup that retention removes while it is verified (a full finished
@@ -33,5 +36,53 @@ func TestVerifyOfABackupPrunedMeanwhileIsPruned(t *testing.T) {
 	}
 	if !ran || len(res) != 1 || res[0].Result != "PRUNED" {
 		t.Fatalf("verification of a backup pruned meanwhile: %+v", res)
+	}
+}
+
+// An incremental whose full was already missing from the catalog when the
+// verification began (deleted by hand, the catalog rebuilt) is a broken
+// chain: FAILED, not PRUNED, although its full is not in the catalog read
+// after the verification either.
+func TestVerifyOfAnIncrementalWithoutItsFullIsFailed(t *testing.T) {
+	s, _ := backupSvc(t)
+	ctx := rootCtx()
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "d", Kind: "dir", Path: filepath.Join(t.TempDir(), "d")}); err != nil {
+		t.Fatal(err)
+	}
+	run := func(mode string) BackupRecord {
+		rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "d", Mode: mode, Wait: true})
+		if err != nil || rec.Status != "DONE" {
+			t.Fatalf("%s backup: %+v %v", mode, rec, err)
+		}
+		return rec
+	}
+	full := run("full")
+	if _, err := s.Objects.PutSecret(ctx, DefaultWallet, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	inc := run("incremental")
+	tg, err := backupHost{s.Backups}.OpenTarget(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Dest.Close()
+	cat, err := tg.LoadCatalog(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(cat.Entries)
+	cat.Entries = slices.DeleteFunc(cat.Entries, func(e backup.Entry) bool { return e.ID == full.ID })
+	if len(cat.Entries) != n-1 {
+		t.Fatalf("full %s not in the catalog", full.ID)
+	}
+	if err := backup.SaveCatalog(ctx, tg.Dest, cat); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Backups.VerifyBackups(ctx, "d", VerifyRequest{ID: inc.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Result != "FAILED" {
+		t.Fatalf("verification of an incremental without its full: %+v", res)
 	}
 }
