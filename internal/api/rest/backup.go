@@ -253,7 +253,15 @@ func (a *api) freeze(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The freeze stays only if its answer reaches the client: one that
-	// went away would never take the snapshot and thaw.
+	// went away would never take the snapshot and thaw. Once the answer is
+	// written and flushed, a request context that ends is a client that
+	// read it and closed its connection (coffer freeze && lvcreate ...),
+	// which takes the snapshot now: the freeze stays.
+	if err := r.Context().Err(); err != nil {
+		a.svc.Backups.CancelFreeze(st, "the client went away before the answer was sent: "+err.Error())
+		a.fail(w, r, fmt.Errorf("freeze ended, its client went away: %w", err))
+		return
+	}
 	b, _ := json.Marshal(st) // a FreezeStatus always encodes
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -263,9 +271,6 @@ func (a *api) freeze(w http.ResponseWriter, r *http.Request) {
 		if werr = http.NewResponseController(w).Flush(); errors.Is(werr, http.ErrNotSupported) {
 			werr = nil
 		}
-	}
-	if werr == nil {
-		werr = r.Context().Err()
 	}
 	if werr != nil {
 		a.svc.Backups.CancelFreeze(st, "the answer could not be sent: "+werr.Error())

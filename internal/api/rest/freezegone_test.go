@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -38,5 +39,34 @@ func TestFreezeWhoseAnswerIsNotSentThaws(t *testing.T) {
 	}
 	if _, err := svc.Objects.PutSecret(ctx, service.DefaultWallet, "k", []byte("v2")); err == nil {
 		t.Fatal("writes not frozen")
+	}
+}
+
+// readAndLeaveWriter is the answer to a client that reads it and closes
+// its connection at once (coffer freeze && lvcreate ...): the request's
+// context ends as soon as the answer is flushed.
+type readAndLeaveWriter struct {
+	*httptest.ResponseRecorder
+	leave context.CancelFunc
+}
+
+func (w readAndLeaveWriter) Flush() { w.ResponseRecorder.Flush(); w.leave() }
+
+// A freeze whose answer was sent stays, even when the client closes its
+// connection before the handler returns: it got the answer and takes the
+// snapshot now.
+func TestFreezeWhoseAnswerWasSentStaysWhenTheClientLeaves(t *testing.T) {
+	_, svc, _ := newServiceWith(t)
+	a := &api{svc: svc, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(service.WithIdentity(t.Context(), service.LocalRoot()))
+	defer cancel()
+	w := readAndLeaveWriter{httptest.NewRecorder(), cancel}
+	a.freeze(w, httptest.NewRequest("POST", "/api/v1/sys/freeze", strings.NewReader(`{"timeout":"1h"}`)).WithContext(ctx))
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"frozen":true`) {
+		t.Fatalf("freeze: %d %s", w.Code, w.Body)
+	}
+	wctx := service.WithIdentity(t.Context(), service.LocalRoot())
+	if _, err := svc.Objects.PutSecret(wctx, service.DefaultWallet, "k", []byte("v")); err == nil {
+		t.Fatal("writes not frozen after the client got the answer of its freeze")
 	}
 }
