@@ -105,6 +105,12 @@ func (w *statusWriter) Flush() {
 	}
 }
 
+// FlushError flushes and reports the error of the writer beneath
+// (http.ResponseController takes it before Flush, which has none to give).
+func (w *statusWriter) FlushError() error {
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
 type errNoter interface{ noteError(code, msg string) }
 
 func (w *statusWriter) noteError(code, msg string) { w.code, w.msg = code, msg }
