@@ -208,7 +208,10 @@ lines ({"progress":{"destination":...,"segment":...,"done":N,"total":M}})
 with --format json. Without --timeout the command waits up to 24h.
 Destinations whose archiving is paused (coffer journal archive pause) get
 nothing: a note on standard error names them (and "note" in the JSON
-answer); the exit status stays 0. A held destination fails the command.`,
+answer); the exit status stays 0. A held destination fails the command.
+While writes are frozen (coffer freeze) nothing is shipped: the command
+fails (the server answers 503: shipping records its progress as a write);
+run it again after coffer thaw.`,
 		Example: `  coffer journal archive now
   coffer journal archive now --format json`,
 		Args: cobra.NoArgs,
