@@ -294,7 +294,12 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 		case v.Result == "PRUNED": // no longer in the catalog: nothing to record
 		case record:
 			if err := s.recordVerification(ctx, t, destination, e.File, v); err != nil {
-				return out, err
+				if !prunedMeanwhile(ctx, t, cat, e) {
+					return out, err
+				}
+				// Verified, then removed by retention (the record waited
+				// for the backup that pruned it): nothing to record.
+				v.Result, v.Reason = "PRUNED", "removed from the destination (retention) while it was verified: not a damaged backup"
 			}
 		default:
 			s.drills.verified(destination, e.File, v)

@@ -4,8 +4,10 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/coffer-kms/coffer/internal/backup"
+	"github.com/coffer-kms/coffer/internal/datadir"
 )
 
 // A backup that retention removes while it is verified (a full finished
@@ -84,5 +86,60 @@ func TestVerifyOfAnIncrementalWithoutItsFullIsFailed(t *testing.T) {
 	}
 	if len(res) != 1 || res[0].Result != "FAILED" {
 		t.Fatalf("verification of an incremental without its full: %+v", res)
+	}
+}
+
+// A backup that verifies OK but that retention removes from the catalog
+// before the result is recorded (the record waits for the backup that
+// prunes it) is PRUNED too, with no error: a verification of all goes on.
+func TestVerifyOfABackupPrunedBeforeItsRecordIsPruned(t *testing.T) {
+	s, dir := backupSvc(t)
+	ctx := rootCtx()
+	if _, err := s.Backups.AddDestination(ctx, DestinationConfig{Name: "d", Kind: "dir", Path: filepath.Join(t.TempDir(), "d")}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Backups.RunBackup(ctx, BackupRequest{Destination: "d", Mode: "full", Wait: true})
+	if err != nil || rec.Status != "DONE" {
+		t.Fatalf("full backup: %+v %v", rec, err)
+	}
+	tg, err := backupHost{s.Backups}.OpenTarget(ctx, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Dest.Close()
+	// verifying reports whether a verification's scratch dir is there.
+	verifying := func() bool {
+		m, _ := filepath.Glob(filepath.Join(datadir.RestoreTmpDir(dir), "verify-*"))
+		return len(m) > 0
+	}
+	held, pruned := make(chan struct{}), make(chan error, 1)
+	res, err := s.Backups.VerifyBackups(ctx, "d", VerifyRequest{ID: rec.ID, Progress: func(p VerifyProgress) {
+		if p.Result != "" {
+			return
+		}
+		// A backup runs while the backup is verified, and prunes it after
+		// its verification ended, before its result is recorded.
+		go s.Backups.backups.TestHold(func() {
+			close(held)
+			for !verifying() {
+				time.Sleep(time.Millisecond)
+			}
+			for verifying() {
+				time.Sleep(time.Millisecond)
+			}
+			cat, err := tg.LoadCatalog(ctx)
+			if err == nil {
+				cat.Entries = slices.DeleteFunc(cat.Entries, func(e backup.Entry) bool { return e.ID == rec.ID })
+				err = backup.SaveCatalog(ctx, tg.Dest, cat)
+			}
+			pruned <- err
+		})
+		<-held
+	}})
+	if perr := <-pruned; perr != nil {
+		t.Fatal(perr)
+	}
+	if err != nil || len(res) != 1 || res[0].Result != "PRUNED" {
+		t.Fatalf("verification of a backup pruned before its result was recorded: %+v %v", res, err)
 	}
 }
