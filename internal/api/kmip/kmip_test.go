@@ -571,14 +571,19 @@ func TestDeadlinesOnABusyConnection(t *testing.T) {
 	const idle = 400 * time.Millisecond
 	f := newFixture(t, Options{IdleTimeout: idle, MessageTimeout: time.Hour})
 	c := f.rawConn("ep-read")
+	// last is taken before the last message is sent: the server arms the
+	// idle deadline after it received that message (and answered it), at
+	// most deadlineSlack early, so the close comes at least idle minus the
+	// slack after last, however late this goroutine sees the answer.
+	var last time.Time
 	for start := time.Now(); time.Since(start) < 4*idle; {
+		last = time.Now()
 		roundTrip(t, c)
 		time.Sleep(idle / 40)
 	}
-	start := time.Now()
 	expectClosed(t, c, 5*time.Second)
-	if d := time.Since(start); d < idle-deadlineSlack(idle) {
-		t.Fatalf("connection closed %s after its last message (idle timeout %s)", d, idle)
+	if d := time.Since(last); d < idle-deadlineSlack(idle) {
+		t.Fatalf("connection closed %s after its last message was sent (idle timeout %s)", d, idle)
 	}
 
 	g := newFixture(t, Options{IdleTimeout: time.Hour, MessageTimeout: 300 * time.Millisecond})
@@ -596,10 +601,10 @@ func TestDeadlinesOnABusyConnection(t *testing.T) {
 // after it is the idle timeout again.
 func TestMessageStartedLateInTheIdleTime(t *testing.T) {
 	query := ttlv.MarshalTTLV(kmip.NewRequestMessage(kmip.V1_4, &payloads.QueryRequestPayload{QueryFunction: []kmip.QueryFunction{kmip.QueryFunctionOperations}}))
-	const idle = time.Second
+	const idle = 2 * time.Second
 	f := newFixture(t, Options{IdleTimeout: idle, MessageTimeout: time.Minute})
 	c := f.rawConn("ep-read")
-	time.Sleep(idle * 7 / 10) // idle, but less than the idle timeout
+	time.Sleep(idle * 6 / 10) // idle, but less than the idle timeout (0.8 s to spare for a busy machine)
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write(query[:12]); err != nil { // the header and part of the first field
 		t.Fatalf("write: %v", err)
