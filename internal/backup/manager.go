@@ -710,16 +710,10 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 		result := "DONE " + rec.ID
 		if err != nil {
 			result = "FAILED: " + err.Error()
-			if len(result) > 900 {
-				result = result[:900]
-			}
 		}
 		if err == nil && s.Verify && m.VerifyAfter != nil {
 			if verr := m.VerifyAfter(ctx, s.Destination, rec.File); verr != nil {
 				result += "; verification FAILED: " + verr.Error()
-				if len(result) > 900 {
-					result = result[:900]
-				}
 			} else {
 				result += "; verified OK"
 			}
@@ -727,6 +721,9 @@ func (m *Manager) RunSchedules(ctx context.Context, now time.Time) {
 		m.finishSchedule(ctx, s, t, result)
 	}
 }
+
+// maxScheduleResult bounds the result a schedule keeps of its last run.
+const maxScheduleResult = 900
 
 // schedule reads s again as it is stored now (false: removed). A schedule
 // that cannot be read again is taken as it was.
@@ -743,14 +740,18 @@ func (m *Manager) schedule(s state.Schedule) (state.Schedule, bool) {
 	return state.Schedule{}, false
 }
 
-// finishSchedule records the result of a schedule's run in the schedule as
-// it is stored now: an operator's edit made while it ran stays, and a
-// schedule removed meanwhile is not written back.
+// finishSchedule records the result of a schedule's run (its first
+// maxScheduleResult bytes) in the schedule as it is stored now: an
+// operator's edit made while it ran stays, and a schedule removed meanwhile
+// is not written back.
 func (m *Manager) finishSchedule(ctx context.Context, ran state.Schedule, at time.Time, result string) {
 	s, ok := m.schedule(ran)
 	if !ok {
 		m.log.Info("a schedule removed while it ran is not written back", "schedule", ran.Name, "result", result)
 		return
+	}
+	if len(result) > maxScheduleResult {
+		result = result[:maxScheduleResult]
 	}
 	s.LastRun, s.LastResult = &at, result
 	if s.State == "ONGOING" || s.State == "ACTIVE" { // ACTIVE: edited while it ran
@@ -787,9 +788,6 @@ func (m *Manager) runDrillSchedule(ctx context.Context, s state.Schedule) {
 		result = fmt.Sprintf("DRILL OK to index %d in %.1fs", res.Index, res.Duration)
 	default:
 		result = "DRILL FAILED: " + res.Reason
-	}
-	if len(result) > 900 {
-		result = result[:900]
 	}
 	m.finishSchedule(ctx, s, t, result)
 }

@@ -246,9 +246,7 @@ the command waits up to 24h.`,
 			if err := requireFlag(dest, "--destination D"); err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("timeout") {
-				g.timeout = 24 * time.Hour // every manifest is read, after a running backup ends
-			}
+			waitLong(cmd, g) // every manifest is read, after a running backup ends
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				r, err := c.RebuildCatalog(ctx, dest)
 				if err != nil {
@@ -321,8 +319,8 @@ for scripts; --timeout then bounds the wait (default for this command: 24h).`,
 			if err != nil {
 				return err
 			}
-			if o.wait && !cmd.Flags().Changed("timeout") {
-				g.timeout = 24 * time.Hour
+			if o.wait {
+				waitLong(cmd, g)
 			}
 			c, err := g.client()
 			if err != nil {
@@ -664,9 +662,7 @@ recorded for it.`,
 			if all == (id != "") {
 				return errors.New("give a backup ID or --all")
 			}
-			if !cmd.Flags().Changed("timeout") {
-				g.timeout = 24 * time.Hour // a verification takes as long as its backups
-			}
+			waitLong(cmd, g) // a verification takes as long as its backups
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				show := newVerifyProgress(cmd, g.format == "json")
 				res, err := c.VerifyBackupsProgress(ctx, destination, id, all, show.step)

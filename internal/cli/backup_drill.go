@@ -48,9 +48,7 @@ offline). Exit status 1 if any drill FAILED or could not run.`,
   coffer backup drill --format json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("timeout") {
-				g.timeout = 24 * time.Hour // a drill takes as long as a restore
-			}
+			waitLong(cmd, g) // a drill takes as long as a restore
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				names := []string{destination}
 				if destination == "" {

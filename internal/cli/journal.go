@@ -216,9 +216,7 @@ run it again after coffer thaw.`,
   coffer journal archive now --format json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("timeout") {
-				g.timeout = 24 * time.Hour // every pending segment is shipped
-			}
+			waitLong(cmd, g) // every pending segment is shipped
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				show := newArchiveProgress(cmd, g.format == "json")
 				note, err := c.ArchiveJournalNote(ctx, show.step)

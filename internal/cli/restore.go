@@ -592,9 +592,7 @@ Key administrators and endpoints with manage on the wallet.`,
 			if req.Time.IsZero() == (toIndex == 0) {
 				return errors.New("give one of --to-time and --to-index")
 			}
-			if !cmd.Flags().Changed("timeout") {
-				g.timeout = 24 * time.Hour // the server restores the chain first, as a drill does
-			}
+			waitLong(cmd, g) // the server restores the chain first, as a drill does
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				id, err := resolveRef(ctx, c, wallet, args[0])
 				if err != nil {

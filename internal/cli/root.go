@@ -136,6 +136,19 @@ const groupAnnotation = "coffer-group"
 // not given).
 var defaultTimeout = 60 * time.Second
 
+// longTaskTimeout is the request timeout of a command that waits for work
+// lasting as long as the data (a backup, a restore, a drill, shipping
+// segments), unless --timeout is given.
+const longTaskTimeout = 24 * time.Hour
+
+// waitLong raises the request timeout to longTaskTimeout when --timeout
+// was not given.
+func waitLong(cmd *cobra.Command, g *globals) {
+	if !cmd.Flags().Changed("timeout") {
+		g.timeout = longTaskTimeout
+	}
+}
+
 // refuseUnknownSubcommands makes every command group (a command that only
 // holds subcommands) fail on an argument that names no subcommand, as the
 // root does: "coffer key bogus" exits non-zero with "unknown command"

@@ -287,7 +287,7 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 		} else if err != nil {
 			v.Result, v.Reason = "FAILED", err.Error()
 			if prunedMeanwhile(ctx, t, cat, e) {
-				v.Result, v.Reason = "PRUNED", "removed from the destination (retention) while it was verified: not a damaged backup"
+				v.Result, v.Reason = "PRUNED", prunedReason
 			}
 		}
 		switch {
@@ -299,7 +299,7 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 				}
 				// Verified, then removed by retention (the record waited
 				// for the backup that pruned it): nothing to record.
-				v.Result, v.Reason = "PRUNED", "removed from the destination (retention) while it was verified: not a damaged backup"
+				v.Result, v.Reason = "PRUNED", prunedReason
 			}
 		default:
 			s.drills.verified(destination, e.File, v)
@@ -310,6 +310,9 @@ func (s *Backups) VerifyBackups(ctx context.Context, destination string, req Ver
 	}
 	return out, nil
 }
+
+// prunedReason is the reason of a PRUNED verification.
+const prunedReason = "removed from the destination (retention) while it was verified: not a damaged backup"
 
 // prunedMeanwhile reports whether e, or the full an incremental e builds
 // on, was in the catalog before (cat, read when the verification began)

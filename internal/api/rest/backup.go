@@ -1,7 +1,6 @@
 package rest
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -262,11 +261,7 @@ func (a *api) freeze(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, fmt.Errorf("freeze ended, its client went away: %w", err))
 		return
 	}
-	b, _ := json.Marshal(st) // a FreezeStatus always encodes
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	_, werr := w.Write(append(b, '\n'))
+	werr := sendJSON(w, http.StatusOK, st)
 	if werr == nil {
 		if werr = http.NewResponseController(w).Flush(); errors.Is(werr, http.ErrNotSupported) {
 			werr = nil

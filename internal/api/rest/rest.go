@@ -339,10 +339,16 @@ func writeErr(w http.ResponseWriter, status int, code, msg string) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	sendJSON(w, status, v) // #nosec G104 -- the API's response types always encode, so an error is a failed write: the client has gone; nothing to tell it
+}
+
+// sendJSON is writeJSON for a handler that must know whether the answer
+// was written.
+func sendJSON(w http.ResponseWriter, status int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v) // #nosec G104 -- the API's response types always encode, so an error is a failed write: the client has gone; nothing to tell it
+	return json.NewEncoder(w).Encode(v)
 }
 
 // decode reads a JSON body strictly: size-limited, unknown fields refused,
