@@ -575,8 +575,16 @@ func (s *Service) Open(ctx context.Context, passphrase []byte) error {
 	return err
 }
 
-// OpenAuto opens the keystore with keystore.aks.
+// OpenAuto opens the keystore with keystore.aks. It takes no passphrase,
+// so a request that came over a transport needs a system administrator
+// (the control socket is one): otherwise anyone reaching the port could
+// undo an administrator's seal. The server itself (no transport) may.
 func (s *Service) OpenAuto(ctx context.Context) error {
+	if c := CallFrom(ctx); c != nil && c.Transport != "" {
+		if _, err := requireRole(ctx, RoleSystemAdmin, "opening the keystore with auto-open"); err != nil {
+			return err
+		}
+	}
 	return s.open(ctx, s.ks.OpenAuto)
 }
 

@@ -432,7 +432,7 @@ func secret(s string) []byte { return []byte(s) }
 // PassphraseRequest is the body of init and open.
 type PassphraseRequest struct {
 	Passphrase string `json:"passphrase"`
-	Auto       bool   `json:"auto,omitempty"` // open only: use keystore.aks
+	Auto       bool   `json:"auto,omitempty"` // open only: use keystore.aks (needs a system administrator)
 }
 
 // InitResponse carries the root token, shown once.
