@@ -93,9 +93,25 @@ func (s *Access) AppRoleLogin(ctx context.Context, roleID, secretID string) (Log
 	if roleID == "" || secretID == "" {
 		return LoginToken{}, fmt.Errorf("%w: missing role_id or secret_id", ErrUnauthenticated)
 	}
+	if err := s.checkOpen(); err != nil {
+		return LoginToken{}, err
+	}
+	// Refused here, without a command, when the secret id names nothing
+	// usable: anyone may send logins, and a refused one must not cost a
+	// raft entry and a journal record. The state machine checks again.
+	secretHash := hashToken(secretID)
+	sec, err := s.st.TokenByHash(secretHash)
+	if errors.Is(err, state.ErrNotFound) || err == nil && (sec.Kind != state.TokenAppRole || sec.Subject != roleID ||
+		sec.Expires != nil && !sec.Expires.After(s.now())) {
+		s.log.Warn("approle login refused", "role_id", roleID)
+		return LoginToken{}, refused
+	}
+	if err != nil {
+		return LoginToken{}, fmt.Errorf("approle login of endpoint %q: read the secret id: %w", roleID, mapStateErr(err))
+	}
 	tok, h := newToken()
 	exp := s.now().Add(LoginTokenTTL).UTC()
-	_, err := s.applyOpen(ctx, state.TypeAppRoleLogin, state.AppRoleLogin{SecretHash: hashToken(secretID), Endpoint: roleID,
+	_, err = s.applyOpen(ctx, state.TypeAppRoleLogin, state.AppRoleLogin{SecretHash: secretHash, Endpoint: roleID,
 		Token: state.Token{Hash: h, Kind: state.TokenEndpoint, Subject: roleID, Name: "approle login " + roleID, Created: s.now().UTC(), Expires: &exp}})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) {
