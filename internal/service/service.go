@@ -620,6 +620,11 @@ func (s *core) open(ctx context.Context, get func() (*keystore.Keyring, error)) 
 // raft, and finishes an interrupted init or MEK rotation. On any error it
 // undoes everything: the node stays sealed.
 func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err error) {
+	defer func() {
+		if err != nil {
+			ring.Wipe() // sealed: nothing may keep keys in memory
+		}
+	}()
 	if err := s.reconcileLocked(); err != nil {
 		return err
 	}
@@ -628,7 +633,7 @@ func (s *core) openLocked(ctx context.Context, ring *keystore.Keyring) (err erro
 		// is refused below with its generation named.
 		s.log.Error("master key generations of the cluster not added", "error", err)
 	} else {
-		ring = nr
+		ring = replaceRing(ring, nr)
 	}
 	keys, current, err := s.st.DEKs()
 	if err != nil {
@@ -911,6 +916,7 @@ func (s *core) sealLocked() error {
 		}
 	}
 	s.bar.Drop()
+	s.ring.Wipe()
 	s.ring, s.jr = nil, nil
 	s.setStateLocked(StateSealed)
 	s.log.Info("keystore sealed")
@@ -1037,8 +1043,8 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 		}
 		ring = r
 	}
-	s.ring = ring
 	s.bar.SetKeyring(ring)
+	s.ring = replaceRing(s.ring, ring)
 	if err := s.rewrapLocked(ctx); err != nil {
 		// The keystore has the new generation; the next open finishes the re-wrap.
 		return ring.Current(), err
@@ -1074,8 +1080,8 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 		return mapKeystoreErr(err)
 	}
 	if s.state == StateOpen {
-		s.ring = ring
 		s.bar.SetKeyring(ring)
+		s.ring = replaceRing(s.ring, ring)
 	} else {
 		ring.Wipe() // sealed: nothing may keep keys in memory
 	}
@@ -1105,8 +1111,8 @@ func (s *Service) ResetPassphrase(ctx context.Context, id Identity, new []byte) 
 	if err != nil {
 		return mapKeystoreErr(err)
 	}
-	s.ring = ring
 	s.bar.SetKeyring(ring)
+	s.ring = replaceRing(s.ring, ring)
 	s.log.Warn("keystore passphrase reset through the local control socket")
 	s.afterKeyChange(ctx, "keystore passphrase reset")
 	return nil
@@ -1437,6 +1443,18 @@ func mapStateErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return err
+}
+
+// replaceRing returns nr, the keyring that takes old's place, after wiping
+// old when it is another keyring: its master keys (and the KEK of the
+// passphrase it was opened with) must not stay in memory. Whoever held it
+// under the lifecycle lock is done with it; it fails with
+// keystore.ErrKeyringWiped if used after.
+func replaceRing(old, nr *keystore.Keyring) *keystore.Keyring {
+	if old != nr {
+		old.Wipe()
+	}
+	return nr
 }
 
 func mapKeystoreErr(err error) error {
