@@ -55,3 +55,7 @@ var (
 	ErrAutoOpenDisabled = keystore.ErrAutoOpenDisabled
 	ErrAutoOpenStale    = keystore.ErrAutoOpenStale
 )
+
+// ErrKeystoreDamaged: keystore.ks or keystore.aks is corrupt or truncated
+// on disk (the keystore's own error, naming the file, is wrapped with it).
+var ErrKeystoreDamaged = errors.New("keystore file damaged")

@@ -1467,6 +1467,10 @@ func mapKeystoreErr(err error) error {
 		errors.Is(err, keystore.ErrAutoOpenDisabled), errors.Is(err, keystore.ErrMachineMismatch),
 		errors.Is(err, keystore.ErrAutoOpenStale):
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	case errors.Is(err, keystore.ErrCorrupt), errors.Is(err, keystore.ErrTruncated):
+		return fmt.Errorf("%w: %w", ErrKeystoreDamaged, err)
+	case errors.Is(err, keystore.ErrUnsupportedVersion):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
 }

@@ -254,6 +254,7 @@ var errorTable = []struct {
 	{service.ErrMachineMismatch, http.StatusConflict, "auto_open_wrong_machine"},
 	{service.ErrAutoOpenDisabled, http.StatusConflict, "auto_open_disabled"},
 	{service.ErrAutoOpenStale, http.StatusConflict, "auto_open_stale"},
+	{service.ErrKeystoreDamaged, http.StatusServiceUnavailable, "keystore_damaged"},
 	{service.ErrReadOnly, http.StatusServiceUnavailable, "read_only_restricted"},
 	{service.ErrNotLeaderNow, http.StatusServiceUnavailable, "not_leader"},
 	{service.ErrOutcomeUnknown, http.StatusServiceUnavailable, "outcome_unknown"},

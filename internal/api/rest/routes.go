@@ -76,7 +76,7 @@ func (a *api) routes() []route {
 		r("DELETE", "/api/v1/cluster/nodes/{id}", "clusterRemove", "Remove a node from the cluster", leader, nil, nil, eObj, a.clusterRemove, "cluster"),
 		noAudit(r("GET", "/api/v1/openapi.json", "openapi", "This API's OpenAPI 3 document", openView, nil, nil, nil, a.openapi, "sys")),
 		r("POST", "/api/v1/sys/init", "init", "Initialise the keystore (local control socket only)", openLocal, PassphraseRequest{}, InitResponse{}, []int{400, 403, 409}, a.init, "sys"),
-		r("POST", "/api/v1/sys/open", "open", "Open the keystore with the passphrase, or with auto-open (auto: a system administrator's token)", openLocal, PassphraseRequest{}, service.Status{}, []int{400, 401, 403, 409, 501}, a.open, "sys"),
+		r("POST", "/api/v1/sys/open", "open", "Open the keystore with the passphrase, or with auto-open (auto: a system administrator's token)", openLocal, PassphraseRequest{}, service.Status{}, []int{400, 401, 403, 409, 501, 503}, a.open, "sys"),
 		r("POST", "/api/v1/sys/seal", "seal", "Seal the keystore", local, nil, service.Status{}, e400, a.seal, "sys"),
 		r("GET", "/api/v1/sys/status", "status", "Node status", view, nil, service.Status{}, e400, a.status, "sys"),
 		status(r("POST", "/api/v1/sys/stop", "stop", "Stop the server (smart, fast or immediate)", local, StopRequest{}, nil, e400, a.stopServer, "sys"), 202),
