@@ -86,6 +86,10 @@ var (
 	ErrAutoOpenDisabled   = errors.New("auto-open is not enabled (no keystore.aks)")
 	ErrMachineMismatch    = errors.New("keystore.aks was made on another machine or for a keystore directory at another path")
 	ErrAutoOpenStale      = errors.New("keystore.aks is older than keystore.ks, probably an interrupted rotation or passphrase change: open with the passphrase; auto-open is rebuilt then")
+	// ErrAutoOpenDamaged wraps ErrCorrupt, ErrTruncated or
+	// ErrUnsupportedVersion from OpenAuto when it is keystore.aks (not
+	// keystore.ks) that is damaged: the passphrase still opens the keystore.
+	ErrAutoOpenDamaged = errors.New("keystore.aks is damaged: open with the passphrase, then enable auto-open again")
 
 	// ErrStaleKeyring is returned by Rotate and EnableAutoOpen when the
 	// Keyring passed in was not opened from (or produced by writing) the
@@ -345,6 +349,9 @@ func (s *Store) OpenAuto() (*Keyring, error) {
 		return nil, fmt.Errorf("%w: %s does not exist", ErrAutoOpenDisabled, s.aksPath())
 	}
 	a, err := s.readAKS()
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTruncated) || errors.Is(err, ErrUnsupportedVersion) {
+		return nil, fmt.Errorf("%w: %w", ErrAutoOpenDamaged, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -528,8 +528,17 @@ func TestCorruptAutoOpen(t *testing.T) {
 	if err := s.EnableAutoOpen(k); err != nil {
 		t.Fatal(err)
 	}
-	flipAndTruncate(t, filepath.Join(s.Dir(), AutoOpenFileName), func() error { _, err := s.OpenAuto(); return err })
-	// A damaged keystore.ks is reported as such by OpenAuto, not as stale.
+	// A damaged keystore.aks is also ErrAutoOpenDamaged: the passphrase
+	// still opens the keystore.
+	flipAndTruncate(t, filepath.Join(s.Dir(), AutoOpenFileName), func() error {
+		_, err := s.OpenAuto()
+		if err != nil && !errors.Is(err, ErrAutoOpenDamaged) {
+			return fmt.Errorf("not ErrAutoOpenDamaged: %v", err) // unwrapped: fails flipAndTruncate's check
+		}
+		return err
+	})
+	// A damaged keystore.ks is reported as such by OpenAuto, not as stale
+	// nor as a damaged keystore.aks.
 	ksPath := filepath.Join(s.Dir(), FileName)
 	orig := readFile(t, ksPath)
 	v := bytes.Clone(orig)
@@ -537,6 +546,9 @@ func TestCorruptAutoOpen(t *testing.T) {
 	writeFile(t, ksPath, v)
 	_, err := s.OpenAuto()
 	wantErr(t, err, ErrCorrupt, "OpenAuto with corrupt keystore.ks")
+	if errors.Is(err, ErrAutoOpenDamaged) {
+		t.Fatalf("a damaged keystore.ks reported as a damaged keystore.aks: %v", err)
+	}
 	writeFile(t, ksPath, orig[:40])
 	_, err = s.OpenAuto()
 	wantErr(t, err, ErrTruncated, "OpenAuto with truncated keystore.ks")

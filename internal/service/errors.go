@@ -54,6 +54,7 @@ var (
 	ErrMachineMismatch  = keystore.ErrMachineMismatch
 	ErrAutoOpenDisabled = keystore.ErrAutoOpenDisabled
 	ErrAutoOpenStale    = keystore.ErrAutoOpenStale
+	ErrAutoOpenDamaged  = keystore.ErrAutoOpenDamaged
 )
 
 // ErrKeystoreDamaged: keystore.ks or keystore.aks is corrupt or truncated
