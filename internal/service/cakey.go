@@ -171,16 +171,21 @@ func (s *core) moveCAKeyLocked(ctx context.Context, warn func(string, ...any)) {
 	s.log.Info("the CA private key is held sealed in the replicated state; its plain file was removed", "file", file)
 }
 
+// serverCertRenewBefore: a server certificate the cluster CA signed is
+// signed again when it expires within this long.
+const serverCertRenewBefore = 30 * 24 * time.Hour
+
 // signServerCertLocked replaces a server certificate the cluster CA did not
-// sign with one it signs, for the same names, and has the server reload
-// it. Lifecycle lock held, keystore open.
+// sign, or that expires within serverCertRenewBefore, with one it signs,
+// for the same names, and has the server reload it. Lifecycle lock held,
+// keystore open.
 func (s *core) signServerCertLocked() {
 	dir := s.cfg.TLSDir
 	cur, err := tlsutil.LoadCACert(dir)
 	if err != nil {
 		return
 	}
-	if c, err := tlsutil.ServerCert(dir); err == nil && cur.Signs(c) {
+	if c, err := tlsutil.ServerCert(dir); err == nil && cur.Signs(c) && c.NotAfter.Sub(s.now()) > serverCertRenewBefore {
 		return
 	}
 	ca, err := s.clusterCA()
@@ -203,6 +208,21 @@ func (s *core) signServerCertLocked() {
 		}
 	}
 	s.log.Info("server certificate signed by the cluster CA", "dir", dir)
+}
+
+// tendServerCert is signServerCertLocked for the hourly round of an open
+// node: a server that stays open for the two years its certificate lasts
+// gets a new one before clients refuse it.
+func (s *core) tendServerCert() {
+	if !s.cfg.OwnCA {
+		return
+	}
+	unlock, err := s.openForRead()
+	if err != nil {
+		return
+	}
+	defer unlock()
+	s.signServerCertLocked()
 }
 
 // removeSecretFile overwrites a key file with zeros, syncs it and removes

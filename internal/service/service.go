@@ -1279,10 +1279,14 @@ func (s *core) maintenance(ctx context.Context, jr *journal.Journal) {
 	}
 	prune := time.NewTicker(pruneEvery)
 	defer prune.Stop()
+	certs := time.NewTicker(time.Hour)
+	defer certs.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-certs.C:
+			s.tendServerCert()
 		case <-prune.C:
 			if s.cfg.JournalNoPrune {
 				continue
