@@ -509,14 +509,26 @@ func (s *Store) copyRingLocked(k *Keyring) ([]mek, sealing, error) {
 	return k.r.meks(), sl, nil
 }
 
-// rebuildAKSIfEnabled rewrites keystore.aks from k when it exists. A failure
-// leaves a stale aks (detected by OpenAuto) and is reported to Options.Warn.
+// rebuildAKSIfEnabled rewrites keystore.aks from k when it exists, unless
+// it does not open here (another machine, or the directory at another
+// path): like Open, it leaves that one alone, so that a rotation never
+// switches auto-open on where nobody enabled it; that is reported to
+// Options.Warn. A failure leaves a stale aks (detected by OpenAuto) and is
+// reported to Options.Warn.
 func (s *Store) rebuildAKSIfEnabled(k *Keyring) {
-	ok, err := fileExists(s.aksPath())
-	if err == nil && ok {
-		err = s.writeAKS(k)
+	a, err := s.readAKS()
+	switch {
+	case errors.Is(err, ErrAutoOpenDisabled):
+		return
+	case errors.Is(err, ErrMachineMismatch):
+		s.warn(fmt.Errorf("%s left as it is, not rebuilt: it does not open here, and auto-open is switched on here only by enabling it: %w", s.aksPath(), err))
+		return
+	case err == nil:
+		a.wipe()
 	}
-	if err != nil {
+	// Intact, or damaged (rebuilt as before: a damaged file says nothing
+	// of where it was made).
+	if err := s.writeAKS(k); err != nil {
 		s.warn(fmt.Errorf("rebuild %s: %w", s.aksPath(), err))
 	}
 }

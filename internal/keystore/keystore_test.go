@@ -956,3 +956,50 @@ func TestAddGenerations(t *testing.T) {
 		t.Fatalf("damaged wrap: %v", err)
 	}
 }
+
+// TestRotateLeavesAnAKSOfAnotherMachine: a keystore.aks that does not open
+// here (made on another machine, or for the directory at another path) is
+// left alone by Rotate, ChangePassphrase and ResetPassphrase as by Open: a
+// rotation must not switch auto-open on where nobody enabled it (a data dir
+// restored onto new hardware, a copy made for a drill). Each says so to
+// Options.Warn; EnableAutoOpen is how it is switched on here.
+func TestRotateLeavesAnAKSOfAnotherMachine(t *testing.T) {
+	s, k := initStore(t)
+	if err := s.EnableAutoOpen(k); err != nil {
+		t.Fatal(err)
+	}
+	aksPath := filepath.Join(s.Dir(), AutoOpenFileName)
+	aks := readFile(t, aksPath)
+	var warned []error
+	other := New(s.Dir(), Options{KDF: tinyKDF, Warn: func(err error) { warned = append(warned, err) },
+		MachineIdentity: func() ([]byte, error) { return []byte("test-machine-2"), nil }})
+	k2 := mustOpen(t, other, passA)
+	k3, err := other.Rotate(k2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k4, err := other.ChangePassphrase(passA, passB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ResetPassphrase(k4, passA); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(aks, readFile(t, aksPath)) {
+		t.Fatal("the keystore.aks of another machine was rewritten for this one")
+	}
+	_, err = other.OpenAuto()
+	wantErr(t, err, ErrMachineMismatch, "OpenAuto on the machine that never enabled auto-open")
+	// Open, Rotate, ChangePassphrase, ResetPassphrase.
+	if len(warned) != 4 {
+		t.Fatalf("warnings = %v, want 4", warned)
+	}
+	for _, w := range warned {
+		if !errors.Is(w, ErrMachineMismatch) {
+			t.Fatalf("warning %v, want one naming the machine mismatch", w)
+		}
+	}
+	if k3.Current() != 2 {
+		t.Fatalf("rotated keyring current = %d", k3.Current())
+	}
+}
