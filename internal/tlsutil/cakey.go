@@ -222,10 +222,22 @@ func (c *CA) IssueServerCert(pub crypto.PublicKey, dns []string, ips []net.IP) (
 // ReissueServerCert writes a new server key and certificate in dir signed
 // by c, for the names of the server certificate there (the default names
 // if there is none).
+//
+// The key in dir is kept when it is readable: only the certificate is
+// written, in one atomic write, so a crash leaves the old certificate or
+// the new one beside the key, never a new key beside the old certificate
+// (a pair the server would refuse to load at its next start).
 func (c *CA) ReissueServerCert(dir string) error {
 	dns, ips := serverNames(nil)
 	if old, err := ServerCert(dir); err == nil {
 		dns, ips = old.DNSNames, old.IPAddresses
+	}
+	if pub, ok := serverPublicKey(dir); ok {
+		der, err := c.IssueServerCert(pub, dns, ips)
+		if err != nil {
+			return err
+		}
+		return fsutil.WriteFile(filepath.Join(dir, CertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -236,6 +248,30 @@ func (c *CA) ReissueServerCert(dir string) error {
 		return err
 	}
 	return writeServerPair(dir, key, der)
+}
+
+// serverPublicKey returns the public key of the server key in dir, if it
+// is there and readable (SEC 1 EC or PKCS #8).
+func serverPublicKey(dir string) (crypto.PublicKey, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, KeyFile))
+	if err != nil {
+		return nil, false
+	}
+	defer clear(b)
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, false
+	}
+	defer clear(blk.Bytes)
+	if k, err := x509.ParseECPrivateKey(blk.Bytes); err == nil {
+		return k.Public(), true
+	}
+	if k, err := x509.ParsePKCS8PrivateKey(blk.Bytes); err == nil {
+		if s, ok := k.(crypto.Signer); ok {
+			return s.Public(), true
+		}
+	}
+	return nil, false
 }
 
 // ServerCSR is a certificate request for key naming the hosts of the

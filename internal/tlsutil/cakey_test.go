@@ -103,3 +103,49 @@ func TestServerCertWithoutCAKey(t *testing.T) {
 		t.Fatal("a server certificate for too many names")
 	}
 }
+
+// TestReissueServerCertKeepsTheKey: re-signing the server certificate (at
+// open, or before it expires) keeps server.key and replaces only
+// server.crt, in one atomic write: a crash cannot leave a new key beside the
+// old certificate, a pair the server would refuse to load at its next
+// start. Without a usable key file a new pair is made, key first.
+func TestReissueServerCertKeepsTheKey(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := EnsureGenerated(dir, []string{"kms.example"}); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, KeyFile)
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := ServerCert(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.ReissueServerCert(dir); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := os.ReadFile(keyFile); !slices.Equal(now, key) {
+		t.Fatal("re-signing the server certificate replaced server.key")
+	}
+	c, err := ServerCert(dir)
+	if err != nil || c.Equal(old) || !ca.Signs(c) || !slices.Contains(c.DNSNames, "kms.example") {
+		t.Fatalf("re-signed certificate: %v", err)
+	}
+	if _, err := NewReloader(filepath.Join(dir, CertFile), keyFile); err != nil {
+		t.Fatalf("the re-signed pair does not load: %v", err)
+	}
+	// No key file: a new pair.
+	os.Remove(keyFile)
+	if err := ca.ReissueServerCert(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewReloader(filepath.Join(dir, CertFile), keyFile); err != nil {
+		t.Fatalf("the new pair does not load: %v", err)
+	}
+}
