@@ -185,8 +185,15 @@ func (s *core) signServerCertLocked() {
 	if err != nil {
 		return
 	}
-	if c, err := tlsutil.ServerCert(dir); err == nil && cur.Signs(c) && c.NotAfter.Sub(s.now()) > serverCertRenewBefore {
-		return
+	if c, err := tlsutil.ServerCert(dir); err == nil && cur.Signs(c) {
+		if c.NotAfter.Sub(s.now()) > serverCertRenewBefore {
+			return
+		}
+		if !c.NotAfter.Before(cur.NotAfter()) {
+			// Ends with the CA: a new one would end there too.
+			s.log.Warn("the cluster CA certificate expires soon; no certificate it signs verifies after that", "ca_not_after", cur.NotAfter(), "dir", dir)
+			return
+		}
 	}
 	ca, err := s.clusterCA()
 	if err != nil {

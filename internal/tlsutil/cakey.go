@@ -211,6 +211,7 @@ func (c *CA) IssueServerCert(pub crypto.PublicKey, dns []string, ips []net.IP) (
 		return nil, fmt.Errorf("a server certificate names 1 to %d hosts, not %d", maxServerNames, len(dns)+len(ips))
 	}
 	tmpl := serverTemplate(time.Now())
+	tmpl.NotAfter = c.notAfter(tmpl.NotAfter)
 	tmpl.DNSNames, tmpl.IPAddresses = dns, ips
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.key)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestParseCARefusesAnotherKey(t *testing.T) {
@@ -147,5 +148,42 @@ func TestReissueServerCertKeepsTheKey(t *testing.T) {
 	}
 	if _, err := NewReloader(filepath.Join(dir, CertFile), keyFile); err != nil {
 		t.Fatalf("the new pair does not load: %v", err)
+	}
+}
+
+// TestIssuedCertsEndWithTheCA: no certificate the CA signs outlives the CA
+// certificate: past its end nothing verifies against the CA, so a later
+// NotAfter (what coffer endpoint show reports) would promise days that
+// cannot be.
+func TestIssuedCertsEndWithTheCA(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := EnsureGenerated(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caEnd := ca.cert.NotAfter
+	ca.Valid = 20 * 365 * 24 * time.Hour // longer than the CA's ten years
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := x509.ParseCertificateRequest(csrDER)
+	client, _, err := ca.IssueClientCert(csr, "db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NotAfter.After(caEnd) {
+		t.Fatalf("client certificate until %s, after the CA's end %s", c.NotAfter, caEnd)
+	}
+	if _, err := c.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, CurrentTime: c.NotAfter.Add(-time.Minute)}); err != nil {
+		t.Fatalf("the client certificate does not verify on its last day: %v", err)
 	}
 }

@@ -244,7 +244,7 @@ func (c *CA) IssueClientCert(csr *x509.CertificateRequest, commonName string) ([
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"Coffer endpoint"}},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(c.Valid),
+		NotAfter:     c.notAfter(now.Add(c.Valid)),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
@@ -276,7 +276,7 @@ func (c *CA) IssueNodeCert(pub crypto.PublicKey, nodeID string) ([]byte, error) 
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: nodeID, Organization: []string{"Coffer"}, OrganizationalUnit: []string{NodeOU}},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(5, 0, 0),
+		NotAfter:     c.notAfter(now.AddDate(5, 0, 0)),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{nodeID},
@@ -287,6 +287,18 @@ func (c *CA) IssueNodeCert(pub crypto.PublicKey, nodeID string) ([]byte, error) 
 	}
 	return der, nil
 }
+
+// notAfter is t, or the end of the CA certificate if that comes first: past
+// it nothing the CA signed verifies.
+func (c *CA) notAfter(t time.Time) time.Time {
+	if end := c.cert.NotAfter; end.Before(t) {
+		return end
+	}
+	return t
+}
+
+// NotAfter is the end of the CA certificate.
+func (c *CA) NotAfter() time.Time { return c.cert.NotAfter }
 
 // CertPEM is the CA certificate (PEM).
 func (c *CA) CertPEM() []byte { return c.pem }
