@@ -556,15 +556,7 @@ func (t *throttle) entry(k string, now time.Time) *failCount {
 				delete(t.fails, key)
 			}
 		}
-		// Still full under a flood: evict idle entries, never refuse to count.
-		for key, f := range t.fails {
-			if len(t.fails) < throttleMaxKeys {
-				break
-			}
-			if f.inUse == 0 {
-				delete(t.fails, key)
-			}
-		}
+		t.evict(throttleMaxKeys * 9 / 10)
 	}
 	f := t.fails[k]
 	if f == nil {
@@ -576,6 +568,30 @@ func (t *throttle) entry(k string, now time.Time) *failCount {
 		f.n = 0
 	}
 	return f
+}
+
+// evict makes room under a flood (the throttle full of idle keys that
+// have not expired): it never refuses to count, so idle keys go until at
+// most keep remain, a tenth at once so that a flood does not scan the whole
+// map for every new key. Keys that do not slow anybody down yet (fewer
+// failures than the free attempts) go first; a key past them, such as a
+// user under attack, goes only if that is not enough; the counters across
+// every source ("…:all") never go, so a flood of new sources cannot reset
+// them.
+func (t *throttle) evict(keep int) {
+	if len(t.fails) < throttleMaxKeys {
+		return
+	}
+	for _, throttling := range []bool{false, true} {
+		for key, f := range t.fails {
+			if len(t.fails) <= keep {
+				return
+			}
+			if f.inUse == 0 && (f.n >= throttleFree) == throttling && !strings.HasSuffix(key, ":all") {
+				delete(t.fails, key)
+			}
+		}
+	}
 }
 
 // begin waits for the keys' turns, counts the attempt and returns how long
