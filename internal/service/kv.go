@@ -114,6 +114,30 @@ func (s *Objects) Mounts(ctx context.Context) ([]Mount, error) {
 	return out, nil
 }
 
+// ReadableMounts lists the declared mounts whose wallet the caller may
+// read (what Vault's sys/internal/ui/mounts shows a token): every mount for
+// a key administrator, the mounts of its granted wallets for an endpoint.
+func (s *Objects) ReadableMounts(ctx context.Context) ([]Mount, error) {
+	if _, err := caller(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := s.st.VaultMounts()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Mount, 0, len(ms))
+	for _, m := range ms {
+		if _, err := s.authorizeWallet(ctx, m.Wallet, PermRead, "reading a mount"); err != nil {
+			if errors.Is(err, ErrForbidden) {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, mountOf(m))
+	}
+	return out, nil
+}
+
 // ResolveMount finds the mount a /v1/<path> request names, for routing.
 // It checks no permission: every operation on the mount's wallet does.
 func (s *Objects) ResolveMount(path string) (Mount, error) {

@@ -42,16 +42,13 @@ func authMounts() map[string]any {
 
 // uiMounts is sys/internal/ui/mounts: the mounts the caller can see.
 func (a *api) uiMounts(q *request) {
-	ms, err := a.svc.Objects.Mounts(q.r.Context())
+	ms, err := a.svc.Objects.ReadableMounts(q.r.Context())
 	if err != nil {
 		q.fail(err)
 		return
 	}
 	secret := map[string]any{}
 	for _, m := range ms {
-		if _, err := a.svc.Objects.DescribeMount(q.r.Context(), m.Path); err != nil {
-			continue // not visible to this caller
-		}
 		secret[m.Path+"/"] = mountInfo(m)
 	}
 	q.reply(http.StatusOK, "", map[string]any{"secret": secret, "auth": authMounts()})
