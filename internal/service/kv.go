@@ -70,6 +70,11 @@ func (s *Objects) CreateMount(ctx context.Context, m Mount) (Mount, error) {
 	defer unlock()
 	res, err := s.applyResult(ctx, state.TypeVaultMount, state.VaultMount{Path: m.Path, Type: m.Type, Wallet: m.Wallet,
 		Description: m.Description, CreatedBy: id.Actor()})
+	if errors.Is(err, ErrNotFound) {
+		// The only thing the command looks up is the wallet: bad input,
+		// not a missing route (a Vault client shows a 404's empty list).
+		return Mount{}, fmt.Errorf("%w: mount %q: wallet %q does not exist; create it first, or name another with options.wallet", ErrInvalid, m.Path, m.Wallet)
+	}
 	if err != nil {
 		return Mount{}, fmt.Errorf("mount %q: %w", m.Path, err)
 	}

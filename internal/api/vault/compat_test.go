@@ -1,6 +1,9 @@
 package vault
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestUIMountsListsWhatTheCallerMayRead: sys/internal/ui/mounts answers
 // every valid token with the mounts whose wallet it may read (Vault's UI
@@ -35,5 +38,28 @@ func TestUIMountsListsWhatTheCallerMayRead(t *testing.T) {
 	}
 	if r := f.do(t, "", "GET", "/v1/sys/internal/ui/mounts", ""); r.status != 403 {
 		t.Errorf("without a token: status %d, want 403", r.status)
+	}
+}
+
+// TestEnableMountOfAMissingWalletSaysSo: "secrets enable" naming a wallet
+// that does not exist (by default the mount path) is bad input, answered
+// 400 with the reason, not 404 {"errors":[]} (Vault never answers a mount
+// enable 404, and an empty error list told the operator nothing).
+func TestEnableMountOfAMissingWalletSaysSo(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	for _, body := range []string{`{"type":"kv","options":{"version":"2"}}`, `{"type":"transit","options":{"wallet":"nowallet"}}`} {
+		r := f.do(t, root, "POST", "/v1/sys/mounts/mariadb", body)
+		errs, _ := r.body["errors"].([]any)
+		if r.status != 400 || len(errs) != 1 || !strings.Contains(errs[0].(string), "does not exist") {
+			t.Errorf("enable %s: %d %s, want 400 naming the missing wallet", body, r.status, r.raw)
+		}
+	}
+	if r := f.do(t, root, "GET", "/v1/sys/mounts/mariadb", ""); r.status != 404 {
+		t.Errorf("a refused enable left a mount: %d %s", r.status, r.raw)
+	}
+	r := f.do(t, root, "POST", "/v1/sys/mounts/kv", `{"type":"kv","options":{"version":"2","wallet":"kvw"}}`)
+	if errs, _ := r.body["errors"].([]any); r.status != 400 || len(errs) != 1 {
+		t.Errorf("enable of a mount in use: %d %s, want 400 with a reason", r.status, r.raw)
 	}
 }
