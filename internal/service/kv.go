@@ -552,8 +552,12 @@ func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, casReq
 	return nil
 }
 
+// maxKVListKeys bounds the keys one KV list answers.
+const maxKVListKeys = 100000
+
 // KVList lists the keys directly under prefix ("" or ending in "/") of a KV
-// mount's wallet, Vault style: "name" for a secret, "dir/" for a folder.
+// mount's wallet, Vault style: "name" for a secret, "dir/" for a folder
+// holding at least one secret KV serves.
 // An empty result is ErrNotFound (Vault answers 404).
 func (s *Objects) KVList(ctx context.Context, wallet, prefix string) ([]string, error) {
 	if prefix != "" && (!strings.HasSuffix(prefix, "/") || ValidName(strings.TrimSuffix(prefix, "/")) != nil) {
@@ -562,43 +566,10 @@ func (s *Objects) KVList(ctx context.Context, wallet, prefix string) ([]string, 
 	if _, err := s.authorizeWallet(ctx, wallet, PermRead, "listing KV secrets"); err != nil {
 		return nil, err
 	}
-	var keys []string
-	var ids []string
-	err := s.st.ObjectNames(wallet, prefix, func(name, id string) bool {
-		rest := name[len(prefix):]
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			dir := rest[:i+1]
-			if len(keys) == 0 || keys[len(keys)-1] != dir {
-				keys, ids = append(keys, dir), append(ids, "")
-			}
-			return len(keys) <= 100000
-		}
-		keys, ids = append(keys, rest), append(ids, id)
-		return len(keys) <= 100000
-	})
+	// Vault's list has no paging: the answer stops at maxKVListKeys keys.
+	out, _, err := s.st.KVKeys(wallet, prefix, maxKVListKeys)
 	if err != nil {
 		return nil, err
-	}
-	out := keys[:0]
-	for i, k := range keys {
-		if ids[i] != "" {
-			o, err := s.st.Object(ids[i])
-			if err != nil {
-				return nil, err
-			}
-			if o.Type != TypeSecretData && o.Type != TypeSymmetricKey {
-				continue
-			}
-			if m, err := s.st.KVMetaOf(o.ID); err != nil {
-				return nil, err
-			} else if o.Latest <= m.HiddenThrough {
-				continue
-			}
-		}
-		if len(out) > 0 && out[len(out)-1] == k {
-			continue
-		}
-		out = append(out, k)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%w: nothing under %q in wallet %q", ErrNotFound, prefix, wallet)

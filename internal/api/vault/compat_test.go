@@ -1,8 +1,11 @@
 package vault
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/coffer-kms/coffer/internal/service"
 )
 
 // TestUIMountsListsWhatTheCallerMayRead: sys/internal/ui/mounts answers
@@ -61,5 +64,48 @@ func TestEnableMountOfAMissingWalletSaysSo(t *testing.T) {
 	r := f.do(t, root, "POST", "/v1/sys/mounts/kv", `{"type":"kv","options":{"version":"2","wallet":"kvw"}}`)
 	if errs, _ := r.body["errors"].([]any); r.status != 400 || len(errs) != 1 {
 		t.Errorf("enable of a mount in use: %d %s, want 400 with a reason", r.status, r.raw)
+	}
+}
+
+// TestKVListShowsOnlyFoldersWithSecrets: a folder is listed only while it
+// holds something KV shows. After the metadata delete of its last secret,
+// or when it holds only objects KV does not serve (a key pair), Vault
+// lists no such folder; Coffer listed it, and listing it then answered 404.
+func TestKVListShowsOnlyFoldersWithSecrets(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	for _, p := range []string{"app/db/creds", "app/web/tls", "app/web/z", "app.x", "app0", "top"} {
+		if r := f.do(t, root, "POST", "/v1/kv/data/"+p, `{"data":{"a":"b"}}`); r.status != 200 {
+			t.Fatalf("write %s: %d %s", p, r.status, r.raw)
+		}
+	}
+	if _, err := f.svc.Objects.CreateObject(rootCtx(), service.CreateObject{Wallet: "kvw", Name: "pairs/ec", Type: service.TypeKeyPair, Algorithm: "EC", Length: 256}); err != nil {
+		t.Fatal(err)
+	}
+	f.do(t, root, "POST", "/v1/kv/delete/app/db/creds", `{"versions":[1]}`)
+	if r := f.do(t, root, "DELETE", "/v1/kv/metadata/app/db/creds", ""); r.status != 204 {
+		t.Fatalf("metadata delete: %d %s", r.status, r.raw)
+	}
+	list := func(p string) []any {
+		r := f.do(t, root, "LIST", "/v1/kv/metadata/"+p, "")
+		if r.status == 404 {
+			return nil
+		}
+		if r.status != 200 {
+			t.Fatalf("list %q: %d %s", p, r.status, r.raw)
+		}
+		return r.data(t)["keys"].([]any)
+	}
+	if got := fmt.Sprint(list("")); got != "[app.x app/ app0 top]" {
+		t.Errorf("list of the mount: %s, want [app.x app/ app0 top]", got)
+	}
+	if got := fmt.Sprint(list("app/")); got != "[web/]" {
+		t.Errorf("list of app/: %s, want [web/]", got)
+	}
+	if got := fmt.Sprint(list("app/web/")); got != "[tls z]" {
+		t.Errorf("list of app/web/: %s, want [tls z]", got)
+	}
+	if got := list("app/db/"); got != nil {
+		t.Errorf("list of app/db/: %v, want 404", got)
 	}
 }
