@@ -60,6 +60,7 @@ func newExecutor(s *Server) *kmipserver.BatchExecutor {
 	// The library's default list is Versions (1.4 down to 1.0); its setter
 	// would sort it ascending, so it is left as is.
 	e.Use(s.auditMessage)
+	e.Use(stopByDefault)
 	e.BatchItemUse(s.auditItem)
 	route(e, kmip.OperationDiscoverVersions, s, h.discover)
 	route(e, kmip.OperationQuery, s, h.query)
@@ -94,6 +95,16 @@ func (s *Server) auditMessage(next kmipserver.Next, ctx context.Context, msg *km
 			clip(fmt.Sprintf("%v (protocol version %d.%d, %d batch items)", err, v.ProtocolVersionMajor, v.ProtocolVersionMinor, len(msg.BatchItem)), 256))
 	}
 	return resp, err
+}
+
+// stopByDefault gives a request without a Batch Error Continuation Option
+// the KMIP default, Stop: after a failed item the next ones are not run
+// (kmip-go's executor would go on with them, as for Continue).
+func stopByDefault(next kmipserver.Next, ctx context.Context, msg *kmip.RequestMessage) (*kmip.ResponseMessage, error) {
+	if msg.Header.BatchErrorContinuationOption == 0 {
+		msg.Header.BatchErrorContinuationOption = kmip.BatchErrorContinuationOptionStop
+	}
+	return next(ctx, msg)
 }
 
 // auditItem gives every batch item its own service call (the caller from

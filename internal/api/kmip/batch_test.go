@@ -1,0 +1,46 @@
+package kmip
+
+import (
+	"context"
+	"testing"
+
+	"github.com/ovh/kmip-go"
+	"github.com/ovh/kmip-go/kmipclient"
+	"github.com/ovh/kmip-go/payloads"
+	"github.com/ovh/kmip-go/ttlv"
+
+	"github.com/coffer-kms/coffer/internal/service"
+)
+
+// TestBatchStopsAtTheFirstFailureByDefault: KMIP 1.x says a request
+// without a Batch Error Continuation Option is handled as Stop. A batch
+// whose first item fails must not go on to run (and apply) the next ones;
+// with Continue asked for, it does.
+func TestBatchStopsAtTheFirstFailureByDefault(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client("ep-manage")
+	must[*payloads.CreateResponsePayload](t, c, aesCreate("taken"))
+
+	res, err := c.Batch(context.Background(), aesCreate("taken"), aesCreate("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].ResultReason != kmip.ResultReasonObjectAlreadyExists || res[1].ResultStatus != kmip.ResultStatusOperationFailed {
+		t.Fatalf("batch without a continuation option: %+v", res)
+	}
+	if r := res[1].ResultReason; r != kmip.ResultReasonOperationCanceledByRequester {
+		t.Errorf("the item after the failure: reason %s, want Operation Canceled By Requester (not run)", ttlv.EnumStr(r))
+	}
+	if _, err := f.svc.Objects.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "second"}); err == nil {
+		t.Errorf("the item after the failure was applied: object \"second\" exists")
+	}
+
+	res, err = c.BatchOpt(context.Background(), []kmip.OperationPayload{aesCreate("taken"), aesCreate("third")},
+		kmipclient.OnBatchErr(kmip.BatchErrorContinuationOptionContinue))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || res[0].ResultReason != kmip.ResultReasonObjectAlreadyExists || res[1].Err() != nil {
+		t.Fatalf("batch with Continue: %+v", res)
+	}
+}
