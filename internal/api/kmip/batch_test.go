@@ -44,3 +44,26 @@ func TestBatchStopsAtTheFirstFailureByDefault(t *testing.T) {
 		t.Fatalf("batch with Continue: %+v", res)
 	}
 }
+
+// TestRegisterRefusesAKeyBlockLengthThatIsNotTheKeys: the Key Block's
+// Cryptographic Length describes the key; a 128-bit key sent as 256 bits
+// is refused (Invalid Field), not stored as a 128-bit key the client
+// believes is a 256-bit one.
+func TestRegisterRefusesAKeyBlockLengthThatIsNotTheKeys(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client("ep-manage")
+	key := make([]byte, 16)
+	reg := func(bits int32) *payloads.RegisterRequestPayload {
+		return &payloads.RegisterRequestPayload{ObjectType: kmip.ObjectTypeSymmetricKey,
+			TemplateAttribute: kmip.TemplateAttribute{Attribute: []kmip.Attribute{nameAttr("imported")}},
+			Object: &kmip.SymmetricKey{KeyBlock: kmip.KeyBlock{KeyFormatType: kmip.KeyFormatTypeRaw, CryptographicAlgorithm: kmip.CryptographicAlgorithmAES,
+				CryptographicLength: bits, KeyValue: &kmip.KeyValue{Plain: &kmip.PlainKeyValue{KeyMaterial: kmip.KeyMaterial{Bytes: &key}}}}}}
+	}
+	if r := reason(t, c, reg(256)); r != kmip.ResultReasonInvalidField {
+		t.Errorf("a 128-bit key sent as 256 bits: reason %s, want Invalid Field", ttlv.EnumStr(r))
+	}
+	if _, err := f.svc.Objects.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "imported"}); err == nil {
+		t.Errorf("the refused key was stored")
+	}
+	must[*payloads.RegisterResponsePayload](t, c, reg(128))
+}

@@ -521,6 +521,9 @@ func (h *handler) register(ctx context.Context, req *payloads.RegisterRequestPay
 	if t.length != 0 && typ == service.TypeSymmetricKey && int(t.length) != len(value)*8 {
 		return nil, invalidf("Cryptographic Length %d does not match the %d-bit key", t.length, len(value)*8)
 	}
+	if sk, ok := req.Object.(*kmip.SymmetricKey); ok && sk.KeyBlock.CryptographicLength != 0 && int(sk.KeyBlock.CryptographicLength) != len(value)*8 {
+		return nil, invalidf("the Key Block's Cryptographic Length %d does not match the %d-bit key", sk.KeyBlock.CryptographicLength, len(value)*8)
+	}
 	w, err := h.wallet(ctx, t.group)
 	if err != nil {
 		return nil, err
