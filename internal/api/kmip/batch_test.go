@@ -2,6 +2,7 @@ package kmip
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/ovh/kmip-go"
@@ -66,4 +67,23 @@ func TestRegisterRefusesAKeyBlockLengthThatIsNotTheKeys(t *testing.T) {
 		t.Errorf("the refused key was stored")
 	}
 	must[*payloads.RegisterResponsePayload](t, c, reg(128))
+}
+
+// TestDestroyTwiceDoesNotSayRevokeFirst: destroying a destroyed object is
+// Illegal Operation saying it is destroyed, without the hint to Revoke it
+// first (which would only send the operator round in a circle).
+func TestDestroyTwiceDoesNotSayRevokeFirst(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client("ep-manage")
+	cr := must[*payloads.CreateResponsePayload](t, c, aesCreate("gone"))
+	must[*payloads.RevokeResponsePayload](t, c, &payloads.RevokeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier,
+		RevocationReason: kmip.RevocationReason{RevocationReasonCode: kmip.RevocationReasonCodeCessationOfOperation}})
+	must[*payloads.DestroyResponsePayload](t, c, &payloads.DestroyRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+	res, err := c.Batch(context.Background(), &payloads.DestroyRequestPayload{UniqueIdentifier: cr.UniqueIdentifier})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, msg := res[0].ResultReason, res[0].ResultMessage; r != kmip.ResultReasonIllegalOperation || !strings.Contains(msg, "destroyed") || strings.Contains(msg, "Revoke") {
+		t.Errorf("second Destroy: %s %q, want Illegal Operation saying it is destroyed, with no Revoke hint", ttlv.EnumStr(r), msg)
+	}
 }

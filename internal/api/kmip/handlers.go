@@ -901,13 +901,13 @@ func (h *handler) revoke(ctx context.Context, req *payloads.RevokeRequestPayload
 func (h *handler) destroy(ctx context.Context, req *payloads.DestroyRequestPayload) (*payloads.DestroyResponsePayload, error) {
 	// describe resolves the target and checks the object exists and is
 	// visible to the caller.
-	t, _, err := h.describe(ctx, req.UniqueIdentifier)
+	t, cur, err := h.describe(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
 	}
 	o, err := h.svc.Objects.ChangeState(ctx, t.ref, service.Destroy, "KMIP Destroy")
 	if err != nil {
-		if errors.Is(err, service.ErrState) {
+		if errors.Is(err, service.ErrState) && cur.State != "destroyed" {
 			// Say what KMIP clients do about it.
 			return nil, kerr(kmip.ResultReasonIllegalOperation, "%v (with KMIP: Revoke the object first; any reason but Key Compromise deactivates it)", err)
 		}
