@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/coffer-kms/coffer/internal/service"
@@ -59,5 +60,20 @@ func TestCancelledRequestIsNotInternal(t *testing.T) {
 	a.fail(rec, httptest.NewRequest("POST", "/api/v1/sys/open", nil), fmt.Errorf("inner: %w", context.Canceled))
 	if rec.Code != http.StatusInternalServerError {
 		t.Fatalf("a live request's cancelled inner call: %d, want 500", rec.Code)
+	}
+}
+
+// TestBadBase64SaysWhichFieldAndWhatItWants: a "value" that is not base64
+// is refused with a message naming the field and the encoding, not only
+// encoding/json's "illegal base64 data at input byte 0".
+func TestBadBase64SaysWhichFieldAndWhatItWants(t *testing.T) {
+	srv, _, tok := setup(t)
+	do(t, srv, tok, "POST", "/api/v1/wallets", `{"name":"w"}`)
+	for _, body := range []string{`{"value":"not base64!"}`, `{"value":"eA"}`} {
+		st, eb, raw := do(t, srv, tok, "PUT", "/api/v1/wallets/w/secrets/s", body)
+		if st != http.StatusBadRequest || eb.Error.Code != "invalid_request" || !strings.Contains(eb.Error.Message, `"value"`) ||
+			!strings.Contains(eb.Error.Message, "base64") {
+			t.Errorf("%s: %d %s, want 400 naming \"value\" and base64", body, st, raw)
+		}
 	}
 }

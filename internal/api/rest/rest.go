@@ -5,6 +5,7 @@ package rest
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -364,6 +365,11 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("%w: empty body, expected a JSON object", service.ErrInvalid)
+		}
+		var b64 base64.CorruptInputError
+		if errors.As(err, &b64) {
+			// encoding/json names neither the field nor the encoding.
+			return fmt.Errorf("%w: malformed JSON body: a binary field (such as \"value\") is not standard base64 with padding: %v", service.ErrInvalid, err)
 		}
 		return fmt.Errorf("%w: malformed JSON body: %v", service.ErrInvalid, err)
 	}
