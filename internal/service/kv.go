@@ -310,27 +310,28 @@ func isJSONObject(b []byte) bool {
 // KVPut writes data (a JSON object) as the next version of a KV path,
 // creating the secret-data object if needed. cas, when set, is Vault's
 // check-and-set: 0 = only if the path does not exist, N = only if the
-// current version is N.
-func (s *Objects) KVPut(ctx context.Context, wallet, path string, data []byte, cas *uint64) (KVVersion, error) {
+// current version is N. It answers the version written and the path's
+// custom metadata (no Data).
+func (s *Objects) KVPut(ctx context.Context, wallet, path string, data []byte, cas *uint64) (KVSecret, error) {
 	if err := ValidLabel("wallet", wallet); err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	if err := ValidName(path); err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	var buf bytes.Buffer
 	if !isJSONObject(data) || json.Compact(&buf, data) != nil {
-		return KVVersion{}, fmt.Errorf("%w: KV data must be a JSON object", ErrInvalid)
+		return KVSecret{}, fmt.Errorf("%w: KV data must be a JSON object", ErrInvalid)
 	}
 	value := buf.Bytes()
 	if len(value) > MaxSecretBytes {
-		return KVVersion{}, fmt.Errorf("%w: KV data is %d bytes as JSON; at most %d", ErrInvalid, len(value), MaxSecretBytes)
+		return KVSecret{}, fmt.Errorf("%w: KV data is %d bytes as JSON; at most %d", ErrInvalid, len(value), MaxSecretBytes)
 	}
 	if err := s.checkOpen(); err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	if _, err := s.authorizeWallet(ctx, wallet, PermReadModify, "writing a KV secret"); err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	l := &s.nameLocks[lockSlot(wallet+"/"+path)]
 	l.Lock()
@@ -339,19 +340,19 @@ func (s *Objects) KVPut(ctx context.Context, wallet, path string, data []byte, c
 		o, err := s.st.ObjectByName(wallet, path)
 		if errors.Is(err, state.ErrNotFound) {
 			if cas != nil && *cas != 0 {
-				return KVVersion{}, casMismatch(*cas, 0)
+				return KVSecret{}, casMismatch(*cas, 0)
 			}
 			obj, err := s.CreateObject(ctx, CreateObject{Wallet: wallet, Name: path, Type: TypeSecretData, Value: value})
 			if errors.Is(err, ErrConflict) && attempt < 3 {
 				continue // created concurrently by another node's request
 			}
 			if err != nil {
-				return KVVersion{}, err
+				return KVSecret{}, err
 			}
-			return KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}, nil
+			return KVSecret{Version: KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}}, nil
 		}
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
 		return s.kvRotate(ctx, o.ID, wallet, path, value, cas)
 	}
@@ -362,10 +363,10 @@ func casMismatch(want, have uint64) error {
 }
 
 // kvRotate adds the next version of an existing KV secret, honouring cas.
-func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value []byte, cas *uint64) (KVVersion, error) {
+func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value []byte, cas *uint64) (KVSecret, error) {
 	unlock, err := s.openForRead()
 	if err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	defer unlock()
 	l := &s.objLocks[lockSlot(id)]
@@ -374,17 +375,17 @@ func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value [
 	for attempt := 0; ; attempt++ {
 		o, err := s.lookup(Ref{ID: id})
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
 		if o.Type != TypeSecretData {
-			return KVVersion{}, fmt.Errorf("%w: %s/%s is a %s; KV writes only secret data (rotate keys with the native API)", ErrConflict, wallet, path, o.Type)
+			return KVSecret{}, fmt.Errorf("%w: %s/%s is a %s; KV writes only secret data (rotate keys with the native API)", ErrConflict, wallet, path, o.Type)
 		}
 		if o.State != lifecycle.PreActive && o.State != lifecycle.Active {
-			return KVVersion{}, fmt.Errorf("%w: %s/%s is %s; only a pre-active or active secret takes new versions", ErrState, wallet, path, o.State)
+			return KVSecret{}, fmt.Errorf("%w: %s/%s is %s; only a pre-active or active secret takes new versions", ErrState, wallet, path, o.State)
 		}
 		m, err := s.st.KVMetaOf(o.ID)
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
 		current := o.Latest
 		if current <= m.HiddenThrough {
@@ -392,14 +393,14 @@ func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value [
 		}
 		switch {
 		case cas == nil && m.CASRequired:
-			return KVVersion{}, fmt.Errorf("%w: check-and-set parameter required for this call (cas_required is set on %s/%s)", ErrInvalid, wallet, path)
+			return KVSecret{}, fmt.Errorf("%w: check-and-set parameter required for this call (cas_required is set on %s/%s)", ErrInvalid, wallet, path)
 		case cas != nil && *cas != current:
-			return KVVersion{}, casMismatch(*cas, current)
+			return KVSecret{}, casMismatch(*cas, current)
 		}
 		version := o.Latest + 1
 		sealed, err := s.bar.EncryptValue(o.ID, version, value)
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
 		res, err := s.applyResult(ctx, state.TypeObjectRotate, state.ObjectRotate{ID: o.ID, Version: version, Material: sealed, Length: len(value) * 8})
 		if errors.Is(err, ErrConflict) && cas == nil && attempt < 10 {
@@ -407,17 +408,17 @@ func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value [
 			continue
 		}
 		if errors.Is(err, ErrConflict) && cas != nil {
-			return KVVersion{}, casMismatch(*cas, current+1)
+			return KVSecret{}, casMismatch(*cas, current+1)
 		}
 		if err != nil {
-			return KVVersion{}, fmt.Errorf("write %s/%s: %w", wallet, path, err)
+			return KVSecret{}, fmt.Errorf("write %s/%s: %w", wallet, path, err)
 		}
 		note(ctx, o.ID)
 		obj, err := confirmObject(res)
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
-		return KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}, nil
+		return KVSecret{Version: KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}, CustomMetadata: m.CustomMetadata}, nil
 	}
 }
 

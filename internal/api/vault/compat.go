@@ -362,7 +362,7 @@ func (a *api) kvPatch(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	q.reply(http.StatusOK, "kv", versionMeta(v, nil))
+	q.reply(http.StatusOK, "kv", versionMeta(v.Version, v.CustomMetadata))
 }
 
 // subkeysOf replaces every leaf of a JSON document with null, down to depth

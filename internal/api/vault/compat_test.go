@@ -1,7 +1,9 @@
 package vault
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -107,5 +109,43 @@ func TestKVListShowsOnlyFoldersWithSecrets(t *testing.T) {
 	}
 	if got := list("app/db/"); got != nil {
 		t.Errorf("list of app/db/: %v, want 404", got)
+	}
+}
+
+// TestKVWriteAnswersTheCustomMetadata: a KV write's (and patch's) answer
+// carries the path's custom_metadata, as Vault's does, not null.
+func TestKVWriteAnswersTheCustomMetadata(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	f.do(t, root, "POST", "/v1/kv/data/c", `{"data":{"a":"1"}}`)
+	if r := f.do(t, root, "POST", "/v1/kv/metadata/c", `{"custom_metadata":{"owner":"dba"}}`); r.status != 204 {
+		t.Fatalf("metadata write: %d %s", r.status, r.raw)
+	}
+	check := func(what string, r resp) {
+		t.Helper()
+		cm, _ := r.data(t)["custom_metadata"].(map[string]any)
+		if r.status != 200 || cm["owner"] != "dba" {
+			t.Errorf("%s: %d %s, want custom_metadata {owner: dba}", what, r.status, r.raw)
+		}
+	}
+	check("write", f.do(t, root, "POST", "/v1/kv/data/c", `{"data":{"a":"2"}}`))
+	req, err := http.NewRequest("PATCH", f.srv.URL+"/v1/kv/data/c", strings.NewReader(`{"data":{"b":"3"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Vault-Token", root)
+	req.Header.Set("Content-Type", "application/merge-patch+json")
+	res, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	check("patch", resp{status: res.StatusCode, body: body, raw: fmt.Sprint(body)})
+	if r := f.do(t, root, "POST", "/v1/kv/data/fresh", `{"data":{"a":"1"}}`); r.status != 200 || r.data(t)["custom_metadata"] != nil {
+		t.Errorf("first write of a path: %d %s, want custom_metadata null", r.status, r.raw)
 	}
 }

@@ -155,7 +155,7 @@ func (a *api) kvWrite(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	q.reply(http.StatusOK, "kv", versionMeta(v, nil))
+	q.reply(http.StatusOK, "kv", versionMeta(v.Version, v.CustomMetadata))
 }
 
 // kvVersions serves delete/undelete/destroy (with a body naming versions)
