@@ -149,3 +149,33 @@ func TestKVWriteAnswersTheCustomMetadata(t *testing.T) {
 		t.Errorf("first write of a path: %d %s, want custom_metadata null", r.status, r.raw)
 	}
 }
+
+// TestHMACNeedsAnActiveKey: making an HMAC protects data, as signing and
+// encrypting do, so only an active key makes one (a deactivated or
+// compromised key went on issuing tags); verifying stays possible.
+func TestHMACNeedsAnActiveKey(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	f.do(t, root, "POST", "/v1/transit/keys/m", `{}`)
+	r := f.do(t, root, "POST", "/v1/transit/hmac/m", `{"input":"aGVsbG8="}`)
+	mac, _ := r.data(t)["hmac"].(string)
+	if r.status != 200 || mac == "" {
+		t.Fatalf("hmac with an active key: %d %s", r.status, r.raw)
+	}
+	o, err := f.svc.Objects.DescribeObject(rootCtx(), service.Ref{Wallet: "tw", Name: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []service.Transition{service.Deactivate, service.Revoke} {
+		if _, err := f.svc.Objects.ChangeState(rootCtx(), service.Ref{ID: o.ID}, tr, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if r := f.do(t, root, "POST", "/v1/transit/hmac/m", `{"input":"aGVsbG8="}`); r.status != 400 || !strings.Contains(r.raw, "active") {
+			t.Errorf("hmac after %s: %d %s, want 400 (only an active key)", tr, r.status, r.raw)
+		}
+		r := f.do(t, root, "POST", "/v1/transit/verify/m", `{"input":"aGVsbG8=","hmac":"`+mac+`"}`)
+		if r.status != 200 || r.data(t)["valid"] != true {
+			t.Errorf("verify after %s: %d %s, want valid", tr, r.status, r.raw)
+		}
+	}
+}
