@@ -518,6 +518,16 @@ func (a *api) transitHash(q *request, alg string) {
 	q.reply(http.StatusOK, "transit", map[string]any{"sum": out})
 }
 
+// noBatch refuses a batch_input on a route that takes one input, naming
+// it (it would otherwise be ignored and the request fail on the missing
+// single input).
+func noBatch(body map[string]json.RawMessage, route string) error {
+	if raw, ok := body["batch_input"]; ok && !isNull(raw) {
+		return invalid("batch_input", "Coffer's Transit %s takes one input per request; send the items one by one", route)
+	}
+	return nil
+}
+
 // transitHMAC is <mount>/hmac/<name>[/<algorithm>].
 func (a *api) transitHMAC(q *request, m service.Mount, name, alg string) {
 	if err := q.readBody(); err != nil {
@@ -525,6 +535,10 @@ func (a *api) transitHMAC(q *request, m service.Mount, name, alg string) {
 		return
 	}
 	q.take("input", "algorithm", "hash_algorithm", "key_version", "name")
+	if err := noBatch(q.body, "hmac"); err != nil {
+		q.fail(err)
+		return
+	}
 	alg, version, in, err := macRequest(q.body, alg)
 	if err != nil {
 		q.fail(err)
@@ -604,6 +618,10 @@ func (a *api) transitSign(q *request, m service.Mount, name, alg string) {
 		return
 	}
 	q.take("input", "algorithm", "hash_algorithm", "key_version", "prehashed", "marshaling_algorithm", "signature_algorithm", "name", "context")
+	if err := noBatch(q.body, "sign"); err != nil {
+		q.fail(err)
+		return
+	}
 	r, err := signRequest(q.body, alg)
 	if err != nil {
 		q.fail(err)
@@ -625,6 +643,10 @@ func (a *api) transitVerify(q *request, m service.Mount, name, alg string) {
 		return
 	}
 	q.take("input", "algorithm", "hmac", "signature", "hash_algorithm", "signature_algorithm", "prehashed", "marshaling_algorithm", "name", "context")
+	if err := noBatch(q.body, "verify"); err != nil {
+		q.fail(err)
+		return
+	}
 	mac, err := stringField(q.body, "hmac")
 	if err != nil {
 		q.fail(err)

@@ -179,3 +179,19 @@ func TestHMACNeedsAnActiveKey(t *testing.T) {
 		}
 	}
 }
+
+// TestUnbatchedTransitRoutesNameBatchInput: hmac, sign and verify take one
+// input; a batch_input is refused with a 400 naming it (as the reference
+// says of refused features), not "missing input".
+func TestUnbatchedTransitRoutesNameBatchInput(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	f.do(t, root, "POST", "/v1/transit/keys/m", `{}`)
+	f.do(t, root, "POST", "/v1/transit/keys/s", `{"type":"ecdsa-p256"}`)
+	for _, p := range []string{"/v1/transit/hmac/m", "/v1/transit/sign/s", "/v1/transit/verify/m"} {
+		r := f.do(t, root, "POST", p, `{"batch_input":[{"input":"aGVsbG8=","hmac":"vault:v1:AAAA"}]}`)
+		if r.status != 400 || !strings.Contains(r.raw, "batch_input") {
+			t.Errorf("%s with batch_input: %d %s, want 400 naming batch_input", p, r.status, r.raw)
+		}
+	}
+}
