@@ -195,3 +195,22 @@ func TestUnbatchedTransitRoutesNameBatchInput(t *testing.T) {
 		}
 	}
 }
+
+// TestSubkeysOfADeletedVersionAnswersItsMetadata: as a read, subkeys of a
+// soft-deleted version answers 404 with the version's metadata (Vault's
+// shape: subkeys null), so a client can tell "deleted" from "missing".
+func TestSubkeysOfADeletedVersionAnswersItsMetadata(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	f.do(t, root, "POST", "/v1/kv/data/d", `{"data":{"a":"1"}}`)
+	f.do(t, root, "DELETE", "/v1/kv/data/d", "")
+	r := f.do(t, root, "GET", "/v1/kv/subkeys/d", "")
+	md, _ := r.body["data"].(map[string]any)
+	meta, _ := md["metadata"].(map[string]any)
+	if r.status != 404 || md == nil || md["subkeys"] != nil || meta["deletion_time"] == "" || meta["version"] != 1.0 {
+		t.Errorf("subkeys of a deleted version: %d %s, want 404 with subkeys null and the version's metadata", r.status, r.raw)
+	}
+	if r := f.do(t, root, "GET", "/v1/kv/subkeys/none", ""); r.status != 404 || r.raw != "{\"errors\":[]}\n" {
+		t.Errorf("subkeys of a missing path: %d %q, want 404 {\"errors\":[]}", r.status, r.raw)
+	}
+}
