@@ -214,3 +214,24 @@ func TestSubkeysOfADeletedVersionAnswersItsMetadata(t *testing.T) {
 		t.Errorf("subkeys of a missing path: %d %q, want 404 {\"errors\":[]}", r.status, r.raw)
 	}
 }
+
+// TestDeleteVersionAfterTakesVaultsZeroForms: delete_version_after is a
+// Vault duration: a number of seconds (Terraform sends 0) or a duration
+// string ("0s", "0h", "0m0s"). Every zero is accepted; anything else is
+// refused with Coffer's reason.
+func TestDeleteVersionAfterTakesVaultsZeroForms(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	f.do(t, root, "POST", "/v1/kv/data/z", `{"data":{"a":"1"}}`)
+	for _, v := range []string{`0`, `"0"`, `"0s"`, `"0h"`, `"0m0s"`, `""`, `null`} {
+		if r := f.do(t, root, "POST", "/v1/kv/metadata/z", `{"delete_version_after":`+v+`}`); r.status != 204 {
+			t.Errorf("delete_version_after %s: %d %s, want 204", v, r.status, r.raw)
+		}
+	}
+	for _, v := range []string{`30`, `"30"`, `"1h"`, `"soon"`, `true`} {
+		r := f.do(t, root, "POST", "/v1/kv/metadata/z", `{"delete_version_after":`+v+`}`)
+		if r.status != 400 || !strings.Contains(r.raw, "delete_version_after") {
+			t.Errorf("delete_version_after %s: %d %s, want 400 naming the field", v, r.status, r.raw)
+		}
+	}
+}

@@ -214,11 +214,11 @@ func (a *api) kvPutMetadata(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	if d, err := stringField(q.body, "delete_version_after"); err != nil {
+	if d, err := durationField(q.body, "delete_version_after"); err != nil {
 		q.fail(err)
 		return
-	} else if d != "" && d != "0s" && d != "0" {
-		q.fail(fmt.Errorf("%w: delete_version_after %q: Coffer never deletes versions by age; use 0s", service.ErrInvalid, d))
+	} else if d != 0 {
+		q.fail(fmt.Errorf("%w: delete_version_after %s: Coffer never deletes versions by age; use 0s", service.ErrInvalid, d))
 		return
 	}
 	custom, customSet, err := stringMapField(q.body, "custom_metadata")
