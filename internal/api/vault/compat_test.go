@@ -3,6 +3,7 @@ package vault
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -232,6 +233,47 @@ func TestDeleteVersionAfterTakesVaultsZeroForms(t *testing.T) {
 		r := f.do(t, root, "POST", "/v1/kv/metadata/z", `{"delete_version_after":`+v+`}`)
 		if r.status != 400 || !strings.Contains(r.raw, "delete_version_after") {
 			t.Errorf("delete_version_after %s: %d %s, want 400 naming the field", v, r.status, r.raw)
+		}
+	}
+}
+
+// TestResponseWrappingAndNamespacesAreRefused: a client that asks for a
+// wrapped answer (X-Vault-Wrap-TTL) expects a one-time wrapping token in
+// place of the secret, and one that names a namespace expects its own
+// mounts; Coffer has neither, so both are refused with a 400 saying so,
+// instead of answering the secret itself in the clear to a caller that
+// may print or pass on what it gets.
+func TestResponseWrappingAndNamespacesAreRefused(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	f.do(t, root, "POST", "/v1/kv/data/w", `{"data":{"password":"hunter2"}}`)
+	send := func(h, v string) (int, string) {
+		req, err := http.NewRequest("GET", f.srv.URL+"/v1/kv/data/w", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Vault-Token", root)
+		req.Header.Set(h, v)
+		res, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var b strings.Builder
+		if _, err := io.Copy(&b, res.Body); err != nil {
+			t.Fatal(err)
+		}
+		return res.StatusCode, b.String()
+	}
+	for _, h := range [][2]string{{"X-Vault-Wrap-TTL", "5m"}, {"X-Vault-Namespace", "team-a"}} {
+		st, body := send(h[0], h[1])
+		if st != 400 || strings.Contains(body, "hunter2") || !strings.Contains(body, h[0]) {
+			t.Errorf("%s: %d %s, want 400 naming the header, without the secret", h[0], st, body)
+		}
+	}
+	for _, ns := range []string{"", "root", "root/"} {
+		if st, body := send("X-Vault-Namespace", ns); st != 200 {
+			t.Errorf("X-Vault-Namespace %q: %d %s, want 200 (the root namespace)", ns, st, body)
 		}
 	}
 }
