@@ -77,3 +77,21 @@ func TestBadBase64SaysWhichFieldAndWhatItWants(t *testing.T) {
 		}
 	}
 }
+
+// TestWrongJSONTypeNamesTheFieldAndWhatItWants: a field of the wrong JSON
+// type is refused naming the field and the type it takes, in JSON's words,
+// not Go's ("Go struct field PutSecretRequest.value of type []uint8").
+func TestWrongJSONTypeNamesTheFieldAndWhatItWants(t *testing.T) {
+	srv, _, tok := setup(t)
+	do(t, srv, tok, "POST", "/api/v1/wallets", `{"name":"w"}`)
+	for _, c := range []struct{ method, path, body, want string }{
+		{"PUT", "/api/v1/wallets/w/secrets/s", `{"value":123}`, `"value": got a number, want a base64 string`},
+		{"POST", "/api/v1/objects", `{"wallet":"w","name":"k","type":"symmetric_key","length":"256"}`, `"length": got a string, want an integer`},
+		{"POST", "/api/v1/wallets", `{"name":["x"]}`, `"name": got an array, want a string`},
+	} {
+		st, eb, raw := do(t, srv, tok, c.method, c.path, c.body)
+		if st != http.StatusBadRequest || !strings.Contains(eb.Error.Message, c.want) || strings.Contains(eb.Error.Message, "Go struct") {
+			t.Errorf("%s %s %s: %d %s, want 400 saying %s", c.method, c.path, c.body, st, raw, c.want)
+		}
+	}
+}
