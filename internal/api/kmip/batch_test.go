@@ -87,3 +87,20 @@ func TestDestroyTwiceDoesNotSayRevokeFirst(t *testing.T) {
 		t.Errorf("second Destroy: %s %q, want Illegal Operation saying it is destroyed, with no Revoke hint", ttlv.EnumStr(r), msg)
 	}
 }
+
+// TestRevokeWithALongNonASCIIMessage: a Revocation Message longer than the
+// reason Coffer keeps is cut at a character boundary; cut inside a
+// multi-byte character it was no longer UTF-8, and the Revoke was refused
+// as Invalid Field for a message the client sent correctly.
+func TestRevokeWithALongNonASCIIMessage(t *testing.T) {
+	f := newFixture(t, Options{})
+	c := f.client("ep-manage")
+	cr := must[*payloads.CreateResponsePayload](t, c, aesCreate("long-reason"))
+	msg := "x" + strings.Repeat("鍵", 400)
+	must[*payloads.RevokeResponsePayload](t, c, &payloads.RevokeRequestPayload{UniqueIdentifier: cr.UniqueIdentifier,
+		RevocationReason: kmip.RevocationReason{RevocationReasonCode: kmip.RevocationReasonCodeCessationOfOperation, RevocationMessage: msg}})
+	o, err := f.svc.Objects.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier})
+	if err != nil || o.State != "deactivated" {
+		t.Fatalf("after Revoke: %+v %v", o, err)
+	}
+}
