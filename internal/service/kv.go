@@ -553,27 +553,30 @@ func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, casReq
 	return nil
 }
 
-// maxKVListKeys bounds the keys one KV list answers.
-const maxKVListKeys = 100000
+// maxKVListKeys bounds the keys one KV list answers (a variable for tests).
+var maxKVListKeys = 100000
 
 // KVList lists the keys directly under prefix ("" or ending in "/") of a KV
 // mount's wallet, Vault style: "name" for a secret, "dir/" for a folder
 // holding at least one secret KV serves.
-// An empty result is ErrNotFound (Vault answers 404).
-func (s *Objects) KVList(ctx context.Context, wallet, prefix string) ([]string, error) {
+// An empty result is ErrNotFound (Vault answers 404). Vault's list has no
+// paging: the answer stops at maxKVListKeys keys, and more says it did.
+func (s *Objects) KVList(ctx context.Context, wallet, prefix string) (keys []string, more bool, err error) {
 	if prefix != "" && (!strings.HasSuffix(prefix, "/") || ValidName(strings.TrimSuffix(prefix, "/")) != nil) {
-		return nil, fmt.Errorf("%w: list prefix %q: a valid path ending in /", ErrInvalid, prefix)
+		return nil, false, fmt.Errorf("%w: list prefix %q: a valid path ending in /", ErrInvalid, prefix)
 	}
 	if _, err := s.authorizeWallet(ctx, wallet, PermRead, "listing KV secrets"); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	// Vault's list has no paging: the answer stops at maxKVListKeys keys.
-	out, _, err := s.st.KVKeys(wallet, prefix, maxKVListKeys)
+	keys, more, err = s.st.KVKeys(wallet, prefix, maxKVListKeys)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: nothing under %q in wallet %q", ErrNotFound, prefix, wallet)
+	if len(keys) == 0 {
+		return nil, false, fmt.Errorf("%w: nothing under %q in wallet %q", ErrNotFound, prefix, wallet)
 	}
-	return out, nil
+	return keys, more, nil
 }
+
+// MaxKVListKeys is the most keys one KV list answers.
+func MaxKVListKeys() int { return maxKVListKeys }

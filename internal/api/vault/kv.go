@@ -261,10 +261,13 @@ func (a *api) kvList(q *request, m service.Mount, prefix string) {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	keys, err := a.svc.Objects.KVList(q.r.Context(), m.Wallet, prefix)
+	keys, more, err := a.svc.Objects.KVList(q.r.Context(), m.Wallet, prefix)
 	if err != nil {
 		q.fail(err)
 		return
+	}
+	if more {
+		q.warnings = append(q.warnings, fmt.Sprintf("the list stops at %d keys: list a deeper prefix to see the others", service.MaxKVListKeys()))
 	}
 	q.reply(http.StatusOK, "kv", map[string]any{"keys": keys})
 }
