@@ -70,6 +70,11 @@ func (s *Objects) CreateMount(ctx context.Context, m Mount) (Mount, error) {
 	defer unlock()
 	res, err := s.applyResult(ctx, state.TypeVaultMount, state.VaultMount{Path: m.Path, Type: m.Type, Wallet: m.Wallet,
 		Description: m.Description, CreatedBy: id.Actor()})
+	if errors.Is(err, ErrNotFound) {
+		// The only thing the command looks up is the wallet: bad input,
+		// not a missing route (a Vault client shows a 404's empty list).
+		return Mount{}, fmt.Errorf("%w: mount %q: wallet %q does not exist; create it first, or name another with options.wallet", ErrInvalid, m.Path, m.Wallet)
+	}
 	if err != nil {
 		return Mount{}, fmt.Errorf("mount %q: %w", m.Path, err)
 	}
@@ -109,6 +114,30 @@ func (s *Objects) Mounts(ctx context.Context) ([]Mount, error) {
 	}
 	out := make([]Mount, 0, len(ms))
 	for _, m := range ms {
+		out = append(out, mountOf(m))
+	}
+	return out, nil
+}
+
+// ReadableMounts lists the declared mounts whose wallet the caller may
+// read (what Vault's sys/internal/ui/mounts shows a token): every mount for
+// a key administrator, the mounts of its granted wallets for an endpoint.
+func (s *Objects) ReadableMounts(ctx context.Context) ([]Mount, error) {
+	if _, err := caller(ctx); err != nil {
+		return nil, err
+	}
+	ms, err := s.st.VaultMounts()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Mount, 0, len(ms))
+	for _, m := range ms {
+		if _, err := s.authorizeWallet(ctx, m.Wallet, PermRead, "reading a mount"); err != nil {
+			if errors.Is(err, ErrForbidden) {
+				continue
+			}
+			return nil, err
+		}
 		out = append(out, mountOf(m))
 	}
 	return out, nil
@@ -281,27 +310,28 @@ func isJSONObject(b []byte) bool {
 // KVPut writes data (a JSON object) as the next version of a KV path,
 // creating the secret-data object if needed. cas, when set, is Vault's
 // check-and-set: 0 = only if the path does not exist, N = only if the
-// current version is N.
-func (s *Objects) KVPut(ctx context.Context, wallet, path string, data []byte, cas *uint64) (KVVersion, error) {
+// current version is N. It answers the version written and the path's
+// custom metadata (no Data).
+func (s *Objects) KVPut(ctx context.Context, wallet, path string, data []byte, cas *uint64) (KVSecret, error) {
 	if err := ValidLabel("wallet", wallet); err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	if err := ValidName(path); err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	var buf bytes.Buffer
 	if !isJSONObject(data) || json.Compact(&buf, data) != nil {
-		return KVVersion{}, fmt.Errorf("%w: KV data must be a JSON object", ErrInvalid)
+		return KVSecret{}, fmt.Errorf("%w: KV data must be a JSON object", ErrInvalid)
 	}
 	value := buf.Bytes()
 	if len(value) > MaxSecretBytes {
-		return KVVersion{}, fmt.Errorf("%w: KV data is %d bytes as JSON; at most %d", ErrInvalid, len(value), MaxSecretBytes)
+		return KVSecret{}, fmt.Errorf("%w: KV data is %d bytes as JSON; at most %d", ErrInvalid, len(value), MaxSecretBytes)
 	}
 	if err := s.checkOpen(); err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	if _, err := s.authorizeWallet(ctx, wallet, PermReadModify, "writing a KV secret"); err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	l := &s.nameLocks[lockSlot(wallet+"/"+path)]
 	l.Lock()
@@ -310,19 +340,19 @@ func (s *Objects) KVPut(ctx context.Context, wallet, path string, data []byte, c
 		o, err := s.st.ObjectByName(wallet, path)
 		if errors.Is(err, state.ErrNotFound) {
 			if cas != nil && *cas != 0 {
-				return KVVersion{}, casMismatch(*cas, 0)
+				return KVSecret{}, casMismatch(*cas, 0)
 			}
 			obj, err := s.CreateObject(ctx, CreateObject{Wallet: wallet, Name: path, Type: TypeSecretData, Value: value})
 			if errors.Is(err, ErrConflict) && attempt < 3 {
 				continue // created concurrently by another node's request
 			}
 			if err != nil {
-				return KVVersion{}, err
+				return KVSecret{}, err
 			}
-			return KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}, nil
+			return KVSecret{Version: KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}}, nil
 		}
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
 		return s.kvRotate(ctx, o.ID, wallet, path, value, cas)
 	}
@@ -333,10 +363,10 @@ func casMismatch(want, have uint64) error {
 }
 
 // kvRotate adds the next version of an existing KV secret, honouring cas.
-func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value []byte, cas *uint64) (KVVersion, error) {
+func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value []byte, cas *uint64) (KVSecret, error) {
 	unlock, err := s.openForRead()
 	if err != nil {
-		return KVVersion{}, err
+		return KVSecret{}, err
 	}
 	defer unlock()
 	l := &s.objLocks[lockSlot(id)]
@@ -345,17 +375,17 @@ func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value [
 	for attempt := 0; ; attempt++ {
 		o, err := s.lookup(Ref{ID: id})
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
 		if o.Type != TypeSecretData {
-			return KVVersion{}, fmt.Errorf("%w: %s/%s is a %s; KV writes only secret data (rotate keys with the native API)", ErrConflict, wallet, path, o.Type)
+			return KVSecret{}, fmt.Errorf("%w: %s/%s is a %s; KV writes only secret data (rotate keys with the native API)", ErrConflict, wallet, path, o.Type)
 		}
 		if o.State != lifecycle.PreActive && o.State != lifecycle.Active {
-			return KVVersion{}, fmt.Errorf("%w: %s/%s is %s; only a pre-active or active secret takes new versions", ErrState, wallet, path, o.State)
+			return KVSecret{}, fmt.Errorf("%w: %s/%s is %s; only a pre-active or active secret takes new versions", ErrState, wallet, path, o.State)
 		}
 		m, err := s.st.KVMetaOf(o.ID)
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
 		current := o.Latest
 		if current <= m.HiddenThrough {
@@ -363,14 +393,14 @@ func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value [
 		}
 		switch {
 		case cas == nil && m.CASRequired:
-			return KVVersion{}, fmt.Errorf("%w: check-and-set parameter required for this call (cas_required is set on %s/%s)", ErrInvalid, wallet, path)
+			return KVSecret{}, fmt.Errorf("%w: check-and-set parameter required for this call (cas_required is set on %s/%s)", ErrInvalid, wallet, path)
 		case cas != nil && *cas != current:
-			return KVVersion{}, casMismatch(*cas, current)
+			return KVSecret{}, casMismatch(*cas, current)
 		}
 		version := o.Latest + 1
 		sealed, err := s.bar.EncryptValue(o.ID, version, value)
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
 		res, err := s.applyResult(ctx, state.TypeObjectRotate, state.ObjectRotate{ID: o.ID, Version: version, Material: sealed, Length: len(value) * 8})
 		if errors.Is(err, ErrConflict) && cas == nil && attempt < 10 {
@@ -378,17 +408,17 @@ func (s *Objects) kvRotate(ctx context.Context, id, wallet, path string, value [
 			continue
 		}
 		if errors.Is(err, ErrConflict) && cas != nil {
-			return KVVersion{}, casMismatch(*cas, current+1)
+			return KVSecret{}, casMismatch(*cas, current+1)
 		}
 		if err != nil {
-			return KVVersion{}, fmt.Errorf("write %s/%s: %w", wallet, path, err)
+			return KVSecret{}, fmt.Errorf("write %s/%s: %w", wallet, path, err)
 		}
 		note(ctx, o.ID)
 		obj, err := confirmObject(res)
 		if err != nil {
-			return KVVersion{}, err
+			return KVSecret{}, err
 		}
-		return KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}, nil
+		return KVSecret{Version: KVVersion{Version: obj.Latest, Created: obj.Versions[len(obj.Versions)-1].Created}, CustomMetadata: m.CustomMetadata}, nil
 	}
 }
 
@@ -523,56 +553,30 @@ func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, casReq
 	return nil
 }
 
+// maxKVListKeys bounds the keys one KV list answers (a variable for tests).
+var maxKVListKeys = 100000
+
 // KVList lists the keys directly under prefix ("" or ending in "/") of a KV
-// mount's wallet, Vault style: "name" for a secret, "dir/" for a folder.
-// An empty result is ErrNotFound (Vault answers 404).
-func (s *Objects) KVList(ctx context.Context, wallet, prefix string) ([]string, error) {
+// mount's wallet, Vault style: "name" for a secret, "dir/" for a folder
+// holding at least one secret KV serves.
+// An empty result is ErrNotFound (Vault answers 404). Vault's list has no
+// paging: the answer stops at maxKVListKeys keys, and more says it did.
+func (s *Objects) KVList(ctx context.Context, wallet, prefix string) (keys []string, more bool, err error) {
 	if prefix != "" && (!strings.HasSuffix(prefix, "/") || ValidName(strings.TrimSuffix(prefix, "/")) != nil) {
-		return nil, fmt.Errorf("%w: list prefix %q: a valid path ending in /", ErrInvalid, prefix)
+		return nil, false, fmt.Errorf("%w: list prefix %q: a valid path ending in /", ErrInvalid, prefix)
 	}
 	if _, err := s.authorizeWallet(ctx, wallet, PermRead, "listing KV secrets"); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	var keys []string
-	var ids []string
-	err := s.st.ObjectNames(wallet, prefix, func(name, id string) bool {
-		rest := name[len(prefix):]
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			dir := rest[:i+1]
-			if len(keys) == 0 || keys[len(keys)-1] != dir {
-				keys, ids = append(keys, dir), append(ids, "")
-			}
-			return len(keys) <= 100000
-		}
-		keys, ids = append(keys, rest), append(ids, id)
-		return len(keys) <= 100000
-	})
+	keys, more, err = s.st.KVKeys(wallet, prefix, maxKVListKeys)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	out := keys[:0]
-	for i, k := range keys {
-		if ids[i] != "" {
-			o, err := s.st.Object(ids[i])
-			if err != nil {
-				return nil, err
-			}
-			if o.Type != TypeSecretData && o.Type != TypeSymmetricKey {
-				continue
-			}
-			if m, err := s.st.KVMetaOf(o.ID); err != nil {
-				return nil, err
-			} else if o.Latest <= m.HiddenThrough {
-				continue
-			}
-		}
-		if len(out) > 0 && out[len(out)-1] == k {
-			continue
-		}
-		out = append(out, k)
+	if len(keys) == 0 {
+		return nil, false, fmt.Errorf("%w: nothing under %q in wallet %q", ErrNotFound, prefix, wallet)
 	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: nothing under %q in wallet %q", ErrNotFound, prefix, wallet)
-	}
-	return out, nil
+	return keys, more, nil
 }
+
+// MaxKVListKeys is the most keys one KV list answers.
+func MaxKVListKeys() int { return maxKVListKeys }

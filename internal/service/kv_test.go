@@ -134,3 +134,26 @@ func TestAttachCall(t *testing.T) {
 		t.Fatal("attached under a nearer call")
 	}
 }
+
+// TestKVListSaysWhenItStops: a KV list answers at most maxKVListKeys keys
+// (Vault's list has no paging) and says when it stopped there, instead of
+// answering a silently shortened list.
+func TestKVListSaysWhenItStops(t *testing.T) {
+	s := kvSvc(t)
+	ctx := rootCtx()
+	for _, p := range []string{"a", "b/x", "c"} {
+		if _, err := s.Objects.KVPut(ctx, "kvw", p, []byte(`{"v":"1"}`), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func(n int) { maxKVListKeys = n }(maxKVListKeys)
+	maxKVListKeys = 2
+	keys, more, err := s.Objects.KVList(ctx, "kvw", "")
+	if err != nil || fmt.Sprint(keys) != "[a b/]" || !more {
+		t.Fatalf("list with a bound of 2: %v more=%v %v, want [a b/] more=true", keys, more, err)
+	}
+	maxKVListKeys = 3
+	if keys, more, err := s.Objects.KVList(ctx, "kvw", ""); err != nil || len(keys) != 3 || more {
+		t.Fatalf("list with a bound of 3: %v more=%v %v, want 3 keys, more=false", keys, more, err)
+	}
+}

@@ -106,7 +106,7 @@ func (kr *transitKeyring) mac(alg string, version uint64, input []byte) ([]byte,
 }
 
 // TransitHMAC computes the HMAC of input with a Transit key version (0:
-// the latest) and hash algorithm alg (read).
+// the latest) and hash algorithm alg (read; an active key).
 func (s *Objects) TransitHMAC(ctx context.Context, wallet, name, alg string, version uint64, input []byte) (string, uint64, error) {
 	unlock, err := s.openForRead()
 	if err != nil {
@@ -117,8 +117,10 @@ func (s *Objects) TransitHMAC(ctx context.Context, wallet, name, alg string, ver
 	if err != nil {
 		return "", 0, err
 	}
-	if kr.o.State == lifecycle.PreActive {
-		return "", 0, fmt.Errorf("%w: key %s is pre-active", ErrState, kr.o.Name)
+	// A MAC protects data, as a signature does: only an active key makes
+	// one (a deactivated or compromised key still verifies).
+	if !lifecycle.CanProtect(kr.o.State) {
+		return "", 0, fmt.Errorf("%w: key %s is %s; only an active key makes an HMAC", ErrState, kr.o.Name, kr.o.State)
 	}
 	sum, v, err := kr.mac(alg, version, input)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -353,6 +354,68 @@ func (s *Store) kvEntry(wallet, name string, material bool, version uint64) (o O
 		return nil
 	})
 	return o, m, sealed, err
+}
+
+// KVKeys lists the keys directly under prefix ("" or ending in "/") of
+// wallet as a KV v2 list shows them, in name order: the rest of the name of
+// each object KV serves (secret data or a symmetric key whose versions a
+// metadata delete has not hidden), and "dir/" for each folder that holds at
+// least one such object at any depth. At most max keys; more is true when
+// the list stopped there.
+func (s *Store) KVKeys(wallet, prefix string, max int) (keys []string, more bool, err error) {
+	err = s.View(func(tx *bolt.Tx) error {
+		keys, more = nil, false
+		objects := tx.Bucket(bucketObjects)
+		visible := func(id []byte) (bool, error) {
+			raw := objects.Get(id)
+			if raw == nil {
+				return false, nil
+			}
+			var o Object
+			if err := objectCache.decode(raw, &o); err != nil {
+				return false, err
+			}
+			if o.Type != TypeSecretData && o.Type != TypeSymmetricKey {
+				return false, nil
+			}
+			var m KVMeta
+			if err := kvMetaCached(tx, o.ID, &m); err != nil {
+				return false, err
+			}
+			return o.Latest > m.HiddenThrough, nil
+		}
+		start := nameKey(wallet, prefix)
+		c := tx.Bucket(bucketNames).Cursor()
+		k, v := c.Seek(start)
+		for k != nil && bytes.HasPrefix(k, start) {
+			rest := string(k[len(start):])
+			ok, err := visible(v)
+			if err != nil {
+				return err
+			}
+			i := strings.IndexByte(rest, '/')
+			if !ok || i < 0 {
+				if ok {
+					if len(keys) == max {
+						more = true
+						return nil
+					}
+					keys = append(keys, rest)
+				}
+				k, v = c.Next()
+				continue
+			}
+			if len(keys) == max {
+				more = true
+				return nil
+			}
+			keys = append(keys, rest[:i+1])
+			// Past the folder: '0' is the byte after '/'.
+			k, v = c.Seek(nameKey(wallet, prefix+rest[:i]+"0"))
+		}
+		return nil
+	})
+	return keys, more, err
 }
 
 // ObjectNames calls fn with the name and id of every object of wallet whose

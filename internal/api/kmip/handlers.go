@@ -60,6 +60,7 @@ func newExecutor(s *Server) *kmipserver.BatchExecutor {
 	// The library's default list is Versions (1.4 down to 1.0); its setter
 	// would sort it ascending, so it is left as is.
 	e.Use(s.auditMessage)
+	e.Use(stopByDefault)
 	e.BatchItemUse(s.auditItem)
 	route(e, kmip.OperationDiscoverVersions, s, h.discover)
 	route(e, kmip.OperationQuery, s, h.query)
@@ -94,6 +95,16 @@ func (s *Server) auditMessage(next kmipserver.Next, ctx context.Context, msg *km
 			clip(fmt.Sprintf("%v (protocol version %d.%d, %d batch items)", err, v.ProtocolVersionMajor, v.ProtocolVersionMinor, len(msg.BatchItem)), 256))
 	}
 	return resp, err
+}
+
+// stopByDefault gives a request without a Batch Error Continuation Option
+// the KMIP default, Stop: after a failed item the next ones are not run
+// (kmip-go's executor would go on with them, as for Continue).
+func stopByDefault(next kmipserver.Next, ctx context.Context, msg *kmip.RequestMessage) (*kmip.ResponseMessage, error) {
+	if msg.Header.BatchErrorContinuationOption == 0 {
+		msg.Header.BatchErrorContinuationOption = kmip.BatchErrorContinuationOptionStop
+	}
+	return next(ctx, msg)
 }
 
 // auditItem gives every batch item its own service call (the caller from
@@ -510,6 +521,9 @@ func (h *handler) register(ctx context.Context, req *payloads.RegisterRequestPay
 	if t.length != 0 && typ == service.TypeSymmetricKey && int(t.length) != len(value)*8 {
 		return nil, invalidf("Cryptographic Length %d does not match the %d-bit key", t.length, len(value)*8)
 	}
+	if sk, ok := req.Object.(*kmip.SymmetricKey); ok && sk.KeyBlock.CryptographicLength != 0 && int(sk.KeyBlock.CryptographicLength) != len(value)*8 {
+		return nil, invalidf("the Key Block's Cryptographic Length %d does not match the %d-bit key", sk.KeyBlock.CryptographicLength, len(value)*8)
+	}
 	w, err := h.wallet(ctx, t.group)
 	if err != nil {
 		return nil, err
@@ -887,13 +901,13 @@ func (h *handler) revoke(ctx context.Context, req *payloads.RevokeRequestPayload
 func (h *handler) destroy(ctx context.Context, req *payloads.DestroyRequestPayload) (*payloads.DestroyResponsePayload, error) {
 	// describe resolves the target and checks the object exists and is
 	// visible to the caller.
-	t, _, err := h.describe(ctx, req.UniqueIdentifier)
+	t, cur, err := h.describe(ctx, req.UniqueIdentifier)
 	if err != nil {
 		return nil, err
 	}
 	o, err := h.svc.Objects.ChangeState(ctx, t.ref, service.Destroy, "KMIP Destroy")
 	if err != nil {
-		if errors.Is(err, service.ErrState) {
+		if errors.Is(err, service.ErrState) && cur.State != "destroyed" {
 			// Say what KMIP clients do about it.
 			return nil, kerr(kmip.ResultReasonIllegalOperation, "%v (with KMIP: Revoke the object first; any reason but Key Compromise deactivates it)", err)
 		}

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ovh/kmip-go"
 	"github.com/ovh/kmip-go/kmipserver"
@@ -706,9 +707,15 @@ func errorResponse(req *kmip.RequestMessage, reason kmip.ResultReason, message s
 	return &kmip.ResponseMessage{Header: hdr, BatchItem: []kmip.ResponseBatchItem{bi}}
 }
 
+// clip shortens s to at most n bytes and an ellipsis, cut at a character
+// boundary (a cut inside a multi-byte character would leave text that is
+// not UTF-8).
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }

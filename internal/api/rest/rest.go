@@ -5,6 +5,7 @@ package rest
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -366,6 +368,15 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("%w: empty body, expected a JSON object", service.ErrInvalid)
 		}
+		var b64 base64.CorruptInputError
+		if errors.As(err, &b64) {
+			// encoding/json names neither the field nor the encoding.
+			return fmt.Errorf("%w: malformed JSON body: a binary field (such as \"value\") is not standard base64 with padding: %v", service.ErrInvalid, err)
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return fmt.Errorf("%w: malformed JSON body: %q: got %s, want %s", service.ErrInvalid, te.Field, article(te.Value), jsonKind(te.Type))
+		}
 		return fmt.Errorf("%w: malformed JSON body: %v", service.ErrInvalid, err)
 	}
 	// dec.More is false for a stray "}" or "]": look at what follows.
@@ -373,6 +384,47 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return fmt.Errorf("%w: trailing data after the JSON object", service.ErrInvalid)
 	}
 	return nil
+}
+
+// article is a JSON kind as encoding/json names it ("number", "array")
+// with its article.
+func article(kind string) string {
+	if kind == "array" || kind == "object" {
+		return "an " + kind
+	}
+	return "a " + kind
+}
+
+// jsonKind names, in JSON's words, what a field of Go type t takes.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeFor[time.Time]() {
+		return "an RFC 3339 time string"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "another type"
 }
 
 func bearer(r *http.Request) string {

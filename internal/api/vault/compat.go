@@ -42,16 +42,13 @@ func authMounts() map[string]any {
 
 // uiMounts is sys/internal/ui/mounts: the mounts the caller can see.
 func (a *api) uiMounts(q *request) {
-	ms, err := a.svc.Objects.Mounts(q.r.Context())
+	ms, err := a.svc.Objects.ReadableMounts(q.r.Context())
 	if err != nil {
 		q.fail(err)
 		return
 	}
 	secret := map[string]any{}
 	for _, m := range ms {
-		if _, err := a.svc.Objects.DescribeMount(q.r.Context(), m.Path); err != nil {
-			continue // not visible to this caller
-		}
 		secret[m.Path+"/"] = mountInfo(m)
 	}
 	q.reply(http.StatusOK, "", map[string]any{"secret": secret, "auth": authMounts()})
@@ -365,7 +362,7 @@ func (a *api) kvPatch(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	q.reply(http.StatusOK, "kv", versionMeta(v, nil))
+	q.reply(http.StatusOK, "kv", versionMeta(v.Version, v.CustomMetadata))
 }
 
 // subkeysOf replaces every leaf of a JSON document with null, down to depth
@@ -409,6 +406,12 @@ func (a *api) kvSubkeys(q *request, m service.Mount, path string) {
 	}
 	sec, err := a.svc.Objects.KVGet(q.r.Context(), m.Wallet, path, version)
 	if err != nil {
+		if errors.Is(err, service.ErrNotFound) && sec.Version.Version != 0 {
+			// A deleted or destroyed version: 404 with its metadata, as a read.
+			q.w.code, q.w.msg = "not_found", err.Error()
+			q.reply(http.StatusNotFound, "kv", map[string]any{"subkeys": nil, "metadata": versionMeta(sec.Version, sec.CustomMetadata)})
+			return
+		}
 		q.fail(err)
 		return
 	}
@@ -521,6 +524,16 @@ func (a *api) transitHash(q *request, alg string) {
 	q.reply(http.StatusOK, "transit", map[string]any{"sum": out})
 }
 
+// noBatch refuses a batch_input on a route that takes one input, naming
+// it (it would otherwise be ignored and the request fail on the missing
+// single input).
+func noBatch(body map[string]json.RawMessage, route string) error {
+	if raw, ok := body["batch_input"]; ok && !isNull(raw) {
+		return invalid("batch_input", "Coffer's Transit %s takes one input per request; send the items one by one", route)
+	}
+	return nil
+}
+
 // transitHMAC is <mount>/hmac/<name>[/<algorithm>].
 func (a *api) transitHMAC(q *request, m service.Mount, name, alg string) {
 	if err := q.readBody(); err != nil {
@@ -528,6 +541,10 @@ func (a *api) transitHMAC(q *request, m service.Mount, name, alg string) {
 		return
 	}
 	q.take("input", "algorithm", "hash_algorithm", "key_version", "name")
+	if err := noBatch(q.body, "hmac"); err != nil {
+		q.fail(err)
+		return
+	}
 	alg, version, in, err := macRequest(q.body, alg)
 	if err != nil {
 		q.fail(err)
@@ -607,6 +624,10 @@ func (a *api) transitSign(q *request, m service.Mount, name, alg string) {
 		return
 	}
 	q.take("input", "algorithm", "hash_algorithm", "key_version", "prehashed", "marshaling_algorithm", "signature_algorithm", "name", "context")
+	if err := noBatch(q.body, "sign"); err != nil {
+		q.fail(err)
+		return
+	}
 	r, err := signRequest(q.body, alg)
 	if err != nil {
 		q.fail(err)
@@ -628,6 +649,10 @@ func (a *api) transitVerify(q *request, m service.Mount, name, alg string) {
 		return
 	}
 	q.take("input", "algorithm", "hmac", "signature", "hash_algorithm", "signature_algorithm", "prehashed", "marshaling_algorithm", "name", "context")
+	if err := noBatch(q.body, "verify"); err != nil {
+		q.fail(err)
+		return
+	}
 	mac, err := stringField(q.body, "hmac")
 	if err != nil {
 		q.fail(err)

@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coffer-kms/coffer/internal/service"
 )
@@ -91,6 +93,41 @@ func stringField(m map[string]json.RawMessage, name string) (string, error) {
 		return "", invalid(name, "want a string")
 	}
 	return s, nil
+}
+
+// durationField parses a Vault duration field (0 when absent): a number of
+// seconds, as a JSON number or a string of digits, or a duration string
+// ("90s", "1h30m", "2d").
+func durationField(m map[string]json.RawMessage, name string) (time.Duration, error) {
+	raw, present := m[name]
+	if !present || isNull(raw) {
+		return 0, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		var n json.Number
+		if err := json.Unmarshal(raw, &n); err != nil {
+			return 0, invalid(name, "want a number of seconds or a duration such as \"0s\"")
+		}
+		s = n.String()
+	}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	if secs, err := strconv.ParseInt(s, 10, 64); err == nil && secs >= 0 && secs <= int64(math.MaxInt64/time.Second) {
+		return time.Duration(secs) * time.Second, nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.ParseInt(days, 10, 64); err == nil && n >= 0 && n <= int64(math.MaxInt64/(24*time.Hour)) {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, invalid(name, "want a number of seconds or a duration such as \"0s\"")
+	}
+	return d, nil
 }
 
 // base64Field parses a base64 (standard encoding) field (nil when absent).

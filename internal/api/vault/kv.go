@@ -155,7 +155,7 @@ func (a *api) kvWrite(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	q.reply(http.StatusOK, "kv", versionMeta(v, nil))
+	q.reply(http.StatusOK, "kv", versionMeta(v.Version, v.CustomMetadata))
 }
 
 // kvVersions serves delete/undelete/destroy (with a body naming versions)
@@ -214,11 +214,11 @@ func (a *api) kvPutMetadata(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	if d, err := stringField(q.body, "delete_version_after"); err != nil {
+	if d, err := durationField(q.body, "delete_version_after"); err != nil {
 		q.fail(err)
 		return
-	} else if d != "" && d != "0s" && d != "0" {
-		q.fail(fmt.Errorf("%w: delete_version_after %q: Coffer never deletes versions by age; use 0s", service.ErrInvalid, d))
+	} else if d != 0 {
+		q.fail(fmt.Errorf("%w: delete_version_after %s: Coffer never deletes versions by age; use 0s", service.ErrInvalid, d))
 		return
 	}
 	custom, customSet, err := stringMapField(q.body, "custom_metadata")
@@ -261,10 +261,13 @@ func (a *api) kvList(q *request, m service.Mount, prefix string) {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	keys, err := a.svc.Objects.KVList(q.r.Context(), m.Wallet, prefix)
+	keys, more, err := a.svc.Objects.KVList(q.r.Context(), m.Wallet, prefix)
 	if err != nil {
 		q.fail(err)
 		return
+	}
+	if more {
+		q.warnings = append(q.warnings, fmt.Sprintf("the list stops at %d keys: list a deeper prefix to see the others", service.MaxKVListKeys()))
 	}
 	q.reply(http.StatusOK, "kv", map[string]any{"keys": keys})
 }

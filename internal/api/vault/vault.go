@@ -161,7 +161,13 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	*q = request{a: a, w: rec, r: r, call: call, reqID: newRequestID()}
 	rt := a.route(r)
 	q.op = rt.op
+	refused := refusedHeaders(r)
 	switch id, err := a.identify(r); {
+	case refused != nil:
+		if err == nil {
+			call.Identity = id
+		}
+		q.fail(refused)
 	case err == nil:
 		call.Identity = id
 		rt.h(q)
@@ -219,6 +225,24 @@ func newRequestID() string {
 	hex.Encode(h[24:], b[10:])
 	h[8], h[13], h[18], h[23] = '-', '-', '-', '-'
 	return string(h[:])
+}
+
+// refusedHeaders refuses what a Vault client asks for and Coffer does not
+// have: response wrapping (the client expects a one-time wrapping token in
+// place of the answer, and may print or pass on what it gets) and a
+// namespace other than the root one (the client expects that namespace's
+// own mounts).
+// The headers are looked up by their canonical keys (no allocation).
+func refusedHeaders(r *http.Request) error {
+	if v := r.Header["X-Vault-Wrap-Ttl"]; len(v) > 0 && v[0] != "" {
+		return fmt.Errorf("%w: X-Vault-Wrap-TTL: Coffer does not wrap responses; send the request without it", service.ErrInvalid)
+	}
+	if v := r.Header["X-Vault-Namespace"]; len(v) > 0 {
+		if ns := strings.Trim(v[0], "/ "); ns != "" && ns != "root" {
+			return fmt.Errorf("%w: X-Vault-Namespace %q: Coffer has no namespaces; send the request without it", service.ErrInvalid, ns)
+		}
+	}
+	return nil
 }
 
 // token returns the Vault token of a request: X-Vault-Token, else
