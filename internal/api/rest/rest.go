@@ -346,6 +346,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // sendJSON is writeJSON for a handler that must know whether the answer
 // was written.
 func sendJSON(w http.ResponseWriter, status int, v any) error {
+	if o, ok := v.(service.Object); ok {
+		bp := objectBufs.Get().(*[]byte)
+		defer func() {
+			if cap(*bp) <= maxPooledObjectBuf {
+				objectBufs.Put(bp)
+			}
+		}()
+		if b, ok := appendObjectJSON((*bp)[:0], &o); ok {
+			*bp = append(b, '\n')
+			setJSONHeaders(w.Header())
+			w.WriteHeader(status)
+			_, err := w.Write(*bp)
+			return err
+		}
+	}
 	setJSONHeaders(w.Header())
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(v)
