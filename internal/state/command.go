@@ -149,6 +149,14 @@ const cmdHeader = 2 + 8
 
 // NewCommand encodes body as JSON.
 func NewCommand(t Type, now time.Time, body any) (Command, error) {
+	// An object creation, the most frequent write, is encoded without
+	// reflection: the same bytes json.Marshal gives (objectjson.go). A time
+	// json.Marshal refuses goes to json.Marshal for its error.
+	if c, ok := body.(ObjectCreate); ok {
+		if b, ok := appendObjectCreateJSON(make([]byte, 0, 512), &c); ok {
+			return Command{Type: t, Time: now.UTC(), Body: b}, nil
+		}
+	}
 	b, err := json.Marshal(body)
 	if err != nil {
 		return Command{}, fmt.Errorf("encode %s command: %w", t, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,4 +169,44 @@ func TestObjectCreateDecodeMatchesUnmarshal(t *testing.T) {
 		t.Fatalf("a usual object is not read directly (%v): %+v", ok, got)
 	}
 	t.Logf("%d bodies, %d read directly", total, direct)
+}
+
+// TestNewCommandObjectCreateMatchesMarshal: the body NewCommand gives an
+// object creation is json.Marshal's, and a body json.Marshal refuses (a
+// time outside its range) is refused with its error.
+func TestNewCommandObjectCreateMatchesMarshal(t *testing.T) {
+	next := randomObjects(8)
+	rng := rand.New(rand.NewPCG(9, 10))
+	now := time.Unix(1_700_000_000, 5).In(time.FixedZone("x", 3600))
+	refused := 0
+	for i := range 3000 {
+		c := ObjectCreate{Object: next(), Length: rng.IntN(3) * 128}
+		if rng.IntN(10) > 0 {
+			c.Material = []byte(fmt.Sprintf("sealed-%d", rng.IntN(1000)))
+		}
+		if rng.IntN(3) == 0 {
+			c.Public = []byte{byte(rng.IntN(256)), 0, 0xff}
+		}
+		want, werr := json.Marshal(c)
+		cmd, err := NewCommand(TypeObjectCreate, now, c)
+		if werr != nil {
+			refused++
+			if err == nil || !strings.Contains(err.Error(), werr.Error()) {
+				t.Fatalf("object %d: error %v, json.Marshal %v", i, err, werr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("object %d: %v", i, err)
+		}
+		if !bytes.Equal(cmd.Body, want) {
+			t.Fatalf("object %d: body %s, json.Marshal %s", i, cmd.Body, want)
+		}
+		if cmd.Type != TypeObjectCreate || !cmd.Time.Equal(now) || cmd.Time.Location() != time.UTC {
+			t.Fatalf("object %d: type %v time %v", i, cmd.Type, cmd.Time)
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no object with a time json.Marshal refuses was tried")
+	}
 }
