@@ -678,7 +678,21 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 	if id == s.nodeID {
 		return fmt.Errorf("%w: the leader cannot remove itself: coffer cluster switchover first", ErrConflict)
 	}
-	if err := s.node.Remove(ctx, id); err != nil {
+	servers, err := s.node.Servers()
+	if err != nil {
+		return fmt.Errorf("%w: read the raft configuration: %v", ErrUnavailable, err)
+	}
+	inRaft := false
+	for _, sv := range servers {
+		inRaft = inRaft || sv.ID == id
+	}
+	if !inRaft {
+		// Raft removes an unknown id without a word; a record left by a
+		// removal cut short after the raft step is still forgotten below.
+		if _, err := s.st.Node(id); err != nil {
+			return fmt.Errorf("%w: node %s is not a member of the cluster (coffer cluster status lists them)", ErrNotFound, id)
+		}
+	} else if err := s.node.Remove(ctx, id); err != nil {
 		return fmt.Errorf("%w: remove %s: %v", ErrUnavailable, id, err)
 	}
 	unlock, err := s.openForRead()
