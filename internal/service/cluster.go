@@ -61,6 +61,20 @@ func (s *Cluster) ReadOnlyRestricted() bool {
 	return s.Clustered() && s.svc.State() == StateOpen && s.Role() == "read-only"
 }
 
+// noQuorumAlert is the alert of a node in read-only restricted mode,
+// since it last heard from a leader (or since it started, if never).
+func (s *Cluster) noQuorumAlert() Alert {
+	msg := "no quorum: this node knows no leader (a majority of the voters cannot be reached, or an election is in progress): read-only restricted mode, reads are served from this node's copy and every write is refused until a majority is back"
+	if !s.AllowReadOnly() {
+		msg = "no quorum: this node knows no leader (a majority of the voters cannot be reached, or an election is in progress): every request is refused, reads too (cluster.allow_read_only_restricted_mode: false), until a majority is back"
+	}
+	since := s.node.LastContact()
+	if since.IsZero() {
+		since = s.started
+	}
+	return newAlert(AlertNoQuorum, "cluster", msg, since.UTC())
+}
+
 // AllowReadOnly is cluster.allow_read_only_restricted_mode: false means a
 // node without quorum refuses every request, reads too.
 func (s *Cluster) AllowReadOnly() bool { return !s.cfg.NoReadOnlyMode }

@@ -145,6 +145,9 @@ func (s *Service) statusCore() Status {
 	if a := s.writeErr.Load(); a != nil {
 		st.Alerts = append(st.Alerts, *a)
 	}
+	if s.state == StateOpen && s.Cluster.ReadOnlyRestricted() {
+		st.Alerts = append(st.Alerts, s.Cluster.noQuorumAlert())
+	}
 	st.Writable = s.state == StateOpen && len(st.Alerts) == 0
 	st.Warnings = append([]Alert(nil), s.warnings...)
 	if s.state == StateOpen {

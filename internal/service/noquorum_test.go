@@ -1,0 +1,95 @@
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
+	"github.com/coffer-kms/coffer/internal/tlsutil"
+)
+
+// unreachablePeers is a Peers whose every node is unreachable.
+type unreachablePeers struct{}
+
+var errUnreachable = errors.New("unreachable (test)")
+
+func (unreachablePeers) FetchCA(context.Context, string) ([]byte, error) { return nil, errUnreachable }
+func (unreachablePeers) Join(context.Context, string, *tls.Config, JoinRequest) (JoinResponse, error) {
+	return JoinResponse{}, errUnreachable
+}
+func (unreachablePeers) Promote(context.Context, string, *tls.Config, string) error {
+	return errUnreachable
+}
+func (unreachablePeers) Health(context.Context, string, *tls.Config) (PeerHealth, error) {
+	return PeerHealth{}, errUnreachable
+}
+
+// clusteredSvc is an open clustered node, the only voter of its cluster,
+// on a real raft transport.
+func clusteredSvc(t *testing.T, opts ...func(*Config)) *Service {
+	t.Helper()
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if _, err := tlsutil.EnsureGenerated(tlsDir, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	addr := testutil.FreeAddr(t)
+	cfg := Config{DataDir: dir, TLSDir: tlsDir, ClusterBind: addr, ClusterAdvertise: addr,
+		Peers: unreachablePeers{}, FailoverThreshold: 300 * time.Millisecond, WriteRetryDelay: 100 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s := newSvcWith(t, testConfig(cfg))
+	t.Cleanup(func() { s.Close() }) // #nosec G104 -- cleanup only
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestStatusNotWritableWithoutQuorum: a node in read-only restricted mode
+// (one voter of two, the other gone) refuses every write, and its status
+// says so: not writable, with an alert naming the lost quorum and its
+// runbook, as the metrics (coffer_writable, coffer_alerts) read it.
+func TestStatusNotWritableWithoutQuorum(t *testing.T) {
+	s := clusteredSvc(t)
+	if st := s.Status(); !st.Writable || len(st.Alerts) != 0 {
+		t.Fatalf("status of the leader alone: writable %v, alerts %+v", st.Writable, st.Alerts)
+	}
+	loseQuorum(t, s)
+	if _, err := s.Objects.PutSecret(rootCtx(), DefaultWallet, "k", []byte("v")); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("write without quorum: %v, want read-only restricted", err)
+	}
+	st := s.Status()
+	var found *Alert
+	for i, a := range st.Alerts {
+		if a.Code == AlertNoQuorum {
+			found = &st.Alerts[i]
+		}
+	}
+	if st.Writable || found == nil {
+		t.Fatalf("status without quorum: writable %v, alerts %+v; want not writable and a %s alert", st.Writable, st.Alerts, AlertNoQuorum)
+	}
+	if found.Component != "cluster" || found.Runbook == "" || found.Since.IsZero() {
+		t.Fatalf("no-quorum alert %+v: want component cluster, a runbook and a time", *found)
+	}
+}
+
+// loseQuorum gives s a second voter that never answers (one node of two
+// is no majority) and waits for read-only restricted mode.
+func loseQuorum(t *testing.T, s *Service) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.node.AddVoter(ctx, "node-gone", "127.0.0.1:1") // #nosec G104 -- it may or may not be confirmed before the leader steps down
+	testutil.WaitFor(t, 10*time.Second, "read-only restricted mode", func() error {
+		if !s.Cluster.ReadOnlyRestricted() {
+			return errors.New("role " + s.Cluster.Role())
+		}
+		return nil
+	})
+}
