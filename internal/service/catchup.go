@@ -133,7 +133,12 @@ func (s *Cluster) startLoops(w *workers) {
 // nothing goes anywhere: reads are served here and the service refuses
 // writes. A read on a follower still catching up whose leader's address is
 // not known yet is refused (ErrUnavailable) rather than answered stale.
+// With cluster.allow_read_only_restricted_mode false a node without quorum
+// refuses everything, reads too (ErrReadOnly), as the HTTP forwarding does.
 func (s *Cluster) ForwardTo(write bool) (url string, forward bool, err error) {
+	if !s.AllowReadOnly() && s.ReadOnlyRestricted() {
+		return "", false, fmt.Errorf("%w is off (cluster.allow_read_only_restricted_mode: false) and this node has no quorum: every request is refused until it returns", ErrReadOnly)
+	}
 	if !s.Clustered() || s.node.IsLeader() || !write && s.CaughtUp() {
 		return "", false, nil
 	}

@@ -93,3 +93,27 @@ func loseQuorum(t *testing.T, s *Service) {
 		return nil
 	})
 }
+
+// TestForwardToRefusesReadsWithoutQuorumWhenNotAllowed: with
+// cluster.allow_read_only_restricted_mode false, a node without quorum
+// refuses reads on the transports that ask ForwardTo (KMIP) as the HTTP
+// forwarding refuses them, instead of serving them from its copy; with the
+// mode allowed, the read is served here.
+func TestForwardToRefusesReadsWithoutQuorumWhenNotAllowed(t *testing.T) {
+	for _, allow := range []bool{true, false} {
+		s := clusteredSvc(t, func(c *Config) { c.NoReadOnlyMode = !allow })
+		loseQuorum(t, s)
+		for _, write := range []bool{false, true} {
+			url, fwd, err := s.Cluster.ForwardTo(write)
+			if fwd || url != "" {
+				t.Fatalf("allowed %v, write %v: forwarded to %q without a leader", allow, write, url)
+			}
+			switch {
+			case !allow && !errors.Is(err, ErrReadOnly):
+				t.Errorf("read-only mode not allowed, write %v: ForwardTo %v, want read-only restricted", write, err)
+			case allow && err != nil:
+				t.Errorf("read-only mode allowed, write %v: ForwardTo %v, want served here (the service refuses writes)", write, err)
+			}
+		}
+	}
+}
