@@ -336,7 +336,13 @@ func (s *Cluster) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	}
 	ctx = WithIdentity(ctx, Identity{Kind: KindRoot, Name: "join:" + req.NodeID, Roles: AllRoles})
 	if _, err := s.applyResult(ctx, state.TypeJoinTokenUse, state.JoinTokenUse{Hash: hash, Node: req.NodeID}); err != nil {
-		return JoinResponse{}, fmt.Errorf("%w: join token refused: %v", ErrUnauthenticated, err)
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) {
+			// The state refused it: unknown, used or expired meanwhile.
+			return JoinResponse{}, fmt.Errorf("%w: join token refused: %v", ErrUnauthenticated, err)
+		}
+		// Not refused: the write failed or its outcome is unknown (the
+		// leadership was lost), and the error says which.
+		return JoinResponse{}, fmt.Errorf("use the join token (nothing else was done for the join): %w", err)
 	}
 	cert, err := ca.IssueNodeCert(csr.PublicKey, req.NodeID)
 	if err != nil {

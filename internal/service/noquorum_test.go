@@ -2,7 +2,12 @@ package service
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -115,5 +120,51 @@ func TestForwardToRefusesReadsWithoutQuorumWhenNotAllowed(t *testing.T) {
 				t.Errorf("read-only mode allowed, write %v: ForwardTo %v, want served here (the service refuses writes)", write, err)
 			}
 		}
+	}
+}
+
+// TestJoinCutByLostLeadershipIsNotATokenRefusal: a join whose token use is
+// cut by the leader losing its quorum is not answered as a refused token
+// (unauthenticated, which a joining node does not retry and which sends
+// the operator for a new token): the answer says what happened.
+func TestJoinCutByLostLeadershipIsNotATokenRefusal(t *testing.T) {
+	s := clusteredSvc(t, func(c *Config) { c.FailoverThreshold = 3 * time.Second })
+	testutil.WaitFor(t, 10*time.Second, "leadership", func() error {
+		if !s.node.IsLeader() {
+			return errors.New("not the leader yet")
+		}
+		return nil
+	})
+	tok, err := s.Cluster.CreateJoinToken(rootCtx(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "node-new"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second voter that never answers: the leader can commit nothing
+	// more and steps down within its lease.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.node.AddVoter(ctx, "node-gone", "127.0.0.1:1") // #nosec G104 -- never confirmed: the leader steps down
+	}()
+	testutil.WaitFor(t, 5*time.Second, "the second voter in the configuration", func() error {
+		if sv, _ := s.node.Servers(); len(sv) != 2 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	_, err = s.Cluster.AdmitNode(rootCtx(), JoinRequest{Token: tok.Token, NodeID: "node-new", RaftAddr: "127.0.0.1:2", APIURL: "https://127.0.0.1:3", CSR: csr})
+	if err == nil {
+		t.Fatal("join admitted by a leader without quorum")
+	}
+	if errors.Is(err, ErrUnauthenticated) || !(errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrReadOnly) || errors.Is(err, ErrNotLeaderNow) || errors.Is(err, ErrUnavailable)) {
+		t.Fatalf("join cut by the lost leadership: %v; want outcome unknown or unavailable, not a refused token", err)
 	}
 }
