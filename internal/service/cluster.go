@@ -386,6 +386,21 @@ func (s *Cluster) Promote(ctx context.Context, nodeID string) error {
 	if id.Kind == KindNode && id.Name != nodeID {
 		return fmt.Errorf("%w: node %s may promote only itself", ErrForbidden, id.Name)
 	}
+	// Only a member that replicates (a non-voter that joined) is promoted:
+	// a record without a raft member behind it is a join that failed or a
+	// removal cut short, and a voter that never answers would take the
+	// majority away.
+	servers, err := s.node.Servers()
+	if err != nil {
+		return fmt.Errorf("%w: read the raft configuration: %v", ErrUnavailable, err)
+	}
+	inRaft := false
+	for _, sv := range servers {
+		inRaft = inRaft || sv.ID == nodeID
+	}
+	if !inRaft {
+		return fmt.Errorf("%w: node %s is not in the cluster's raft configuration: a node is added by coffer cluster join, then promoted", ErrNotFound, nodeID)
+	}
 	nodes, _ := s.st.Nodes()
 	for _, n := range nodes {
 		if n.ID == nodeID {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/state"
 	"github.com/coffer-kms/coffer/internal/testutil"
 	"github.com/coffer-kms/coffer/internal/tlsutil"
 )
@@ -166,5 +167,30 @@ func TestJoinCutByLostLeadershipIsNotATokenRefusal(t *testing.T) {
 	}
 	if errors.Is(err, ErrUnauthenticated) || !(errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrReadOnly) || errors.Is(err, ErrNotLeaderNow) || errors.Is(err, ErrUnavailable)) {
 		t.Fatalf("join cut by the lost leadership: %v; want outcome unknown or unavailable, not a refused token", err)
+	}
+}
+
+// TestPromoteNeedsARaftMember: promoting a node that has a record but is
+// not in the raft configuration (a join that failed after its record was
+// written, or a removal cut short) is refused and adds no voter: a voter
+// that never runs would take the majority away.
+func TestPromoteNeedsARaftMember(t *testing.T) {
+	s := clusteredSvc(t)
+	testutil.WaitFor(t, 10*time.Second, "leadership", func() error {
+		if !s.node.IsLeader() {
+			return errors.New("not the leader yet")
+		}
+		return nil
+	})
+	if _, err := s.applyOpen(rootCtx(), state.TypeNodePut, state.Node{ID: "node-stale", RaftAddr: "127.0.0.1:1", APIURL: "https://127.0.0.1:2"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(rootCtx(), 3*time.Second)
+	defer cancel()
+	if err := s.Cluster.Promote(ctx, "node-stale"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("promote of a node outside the raft configuration: %v, want not found", err)
+	}
+	if sv, err := s.node.Servers(); err != nil || len(sv) != 1 {
+		t.Fatalf("raft configuration after the refused promotion: %+v, %v", sv, err)
 	}
 }
