@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +68,15 @@ func (s *Cluster) noQuorumAlert() Alert {
 	msg := "no quorum: this node knows no leader (a majority of the voters cannot be reached, or an election is in progress): read-only restricted mode, reads are served from this node's copy and every write is refused until a majority is back"
 	if !s.AllowReadOnly() {
 		msg = "no quorum: this node knows no leader (a majority of the voters cannot be reached, or an election is in progress): every request is refused, reads too (cluster.allow_read_only_restricted_mode: false), until a majority is back"
+	}
+	if servers, err := s.node.Servers(); err == nil && len(servers) > 0 && !slices.ContainsFunc(servers, func(sv cluster.Server) bool { return sv.ID == s.nodeID }) {
+		// The cluster took this node out: no majority will come back here.
+		serves := "it refuses writes and serves reads from its stale copy"
+		if !s.AllowReadOnly() {
+			serves = "it refuses every request (cluster.allow_read_only_restricted_mode: false)"
+		}
+		msg = "this node is not in its own raft configuration: it was removed from the cluster (coffer cluster remove) and no longer follows it; " +
+			serves + ": stop it and wipe its data dir (then it may join again as a new node)"
 	}
 	since := s.node.LastContact()
 	if since.IsZero() {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,4 +194,42 @@ func TestPromoteNeedsARaftMember(t *testing.T) {
 	if sv, err := s.node.Servers(); err != nil || len(sv) != 1 {
 		t.Fatalf("raft configuration after the refused promotion: %+v, %v", sv, err)
 	}
+}
+
+// TestRemovedNodeStatusSaysRemoved: a node that knows it was removed from
+// the cluster (its raft configuration no longer names it) is not told to
+// wait for a majority: its no-quorum alert says it was removed.
+func TestRemovedNodeStatusSaysRemoved(t *testing.T) {
+	s := clusteredSvc(t)
+	testutil.WaitFor(t, 10*time.Second, "leadership", func() error {
+		if !s.node.IsLeader() {
+			return errors.New("not the leader yet")
+		}
+		return nil
+	})
+	if _, err := s.applyOpen(rootCtx(), state.TypeNodePut, state.Node{ID: "node-other", RaftAddr: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	// The configuration as the cluster leaves it for a removed node: the
+	// others, without this one.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = s.node.AddVoter(ctx, "node-other", "127.0.0.1:1") // #nosec G104 -- the configuration is what matters
+	_ = s.node.Remove(ctx, s.nodeID)                         // #nosec G104 -- the leader steps down as it removes itself
+	testutil.WaitFor(t, 10*time.Second, "read-only restricted mode", func() error {
+		if !s.Cluster.ReadOnlyRestricted() {
+			return errors.New("role " + s.Cluster.Role())
+		}
+		return nil
+	})
+	st := s.Status()
+	for _, a := range st.Alerts {
+		if a.Code == AlertNoQuorum {
+			if !strings.Contains(a.Message, "removed") {
+				t.Fatalf("no-quorum alert of a removed node: %q; want it to say the node was removed", a.Message)
+			}
+			return
+		}
+	}
+	t.Fatalf("no no-quorum alert on the removed node: %+v", st.Alerts)
 }
