@@ -215,7 +215,7 @@ func TestRemovedNodeStatusSaysRemoved(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	_ = s.node.AddVoter(ctx, "node-other", "127.0.0.1:1") // #nosec G104 -- the configuration is what matters
-	_ = s.node.Remove(ctx, s.nodeID)                         // #nosec G104 -- the leader steps down as it removes itself
+	_ = s.node.Remove(ctx, s.nodeID)                      // #nosec G104 -- the leader steps down as it removes itself
 	testutil.WaitFor(t, 10*time.Second, "read-only restricted mode", func() error {
 		if !s.Cluster.ReadOnlyRestricted() {
 			return errors.New("role " + s.Cluster.Role())
