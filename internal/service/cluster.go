@@ -621,6 +621,10 @@ func (s *Cluster) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 	st.Leader = leaderID
 	servers, err := s.node.Servers()
 	if err != nil {
+		if oerr := s.checkOpen(); oerr != nil {
+			// Raft runs only while the keystore is open.
+			return st, fmt.Errorf("%w: this node takes part in the cluster only while its keystore is open (coffer keystore open); ask another node for the cluster status", oerr)
+		}
 		return st, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	reg := map[string]state.Node{}

@@ -24,3 +24,16 @@ func TestRemoveUnknownNodeIsNotFound(t *testing.T) {
 		t.Fatalf("membership after the refused remove: %+v, %v", st, err)
 	}
 }
+
+// TestClusterStatusOfASealedNodeSaysSealed: raft runs only while the
+// keystore is open; the cluster status of a sealed node says that, not
+// that the cluster is not running.
+func TestClusterStatusOfASealedNodeSaysSealed(t *testing.T) {
+	svc, _ := servicetest.NewOpen(t, servicetest.ClusterBind(testutil.FreeAddr(t)))
+	if err := svc.Seal(servicetest.Root()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Cluster.ClusterStatus(servicetest.Root()); !errors.Is(err, service.ErrSealed) {
+		t.Fatalf("cluster status of a sealed node: %v, want sealed", err)
+	}
+}
