@@ -85,6 +85,8 @@ func newClusterStatusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show the members, the leader, voters, last contact, applied index and lag",
 		Long: `Lists every member of the raft configuration as the answering node sees it:
+its role (a member that answers sealed shows as sealed: it takes no part
+until coffer keystore open there; one that does not answer as unreachable),
 whether it votes, whether it leads, its applied raft index (asked from the
 node itself; "-" if it cannot be reached), its lag (how far that is behind
 the leader's commit index; "-" if the node or the leader cannot be
@@ -310,12 +312,19 @@ nodes (coffer cluster join) instead of restarting them.`,
 
 // nodeRole is a member's role as the answering node sees it: its own role
 // as it reports it (a node without quorum is read-only, not a follower),
-// the leader, and the other members as followers while a leader is known.
+// a member that answered sealed (or uninitialized), one that did not
+// answer, the leader, and the other members as followers while a leader
+// is known.
 func nodeRole(st client.ClusterStatus, n client.ClusterNode) string {
 	role := "follower"
 	switch {
 	case n.Self && st.Role != "":
 		role = st.Role
+	case n.State != "" && n.State != "open":
+		// Reachable, but takes no part in raft until it is opened.
+		role = n.State
+	case !n.Reachable && n.APIURL != "":
+		role = "unreachable"
 	case n.Leader:
 		role = "leader"
 	case st.Leader == "":

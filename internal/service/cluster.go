@@ -590,7 +590,8 @@ type ClusterNode struct {
 	Lag         *uint64    `json:"lag,omitempty" doc:"entries behind the leader's commit index (unknown if the node or the leader cannot be reached)"`
 	CaughtUp    *bool      `json:"caught_up,omitempty" doc:"the node has applied, since it opened, what the leader had committed; until then its reads go to the leader"`
 	LastContact *time.Time `json:"last_contact,omitempty" doc:"this node: when it last heard from the leader"`
-	Reachable   bool       `json:"reachable"`
+	Reachable   bool       `json:"reachable" doc:"the node answered its health"`
+	State       string     `json:"state,omitempty" doc:"the node's keystore state as it answered (open, sealed, uninitialized); a node not open takes no part in raft"`
 }
 
 // ClusterStatus is the cluster as this node sees it.
@@ -641,6 +642,7 @@ func (s *Cluster) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 		ok := false
 		if cn.Self {
 			cu, ok = s.CatchUpStatus(), true
+			cn.State, cn.Reachable = s.svc.State(), true
 			if lc := s.node.LastContact(); !lc.IsZero() && !cn.Leader {
 				cn.LastContact = &lc
 			}
@@ -648,9 +650,13 @@ func (s *Cluster) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			h, err := s.peerHealth(pctx, cn.APIURL)
 			cancel()
+			// A node that answers sealed is reachable, but has no raft
+			// position to show: it takes no part until it is opened.
 			cu, ok = h.CatchUp, err == nil && h.Role != ""
+			if err == nil {
+				cn.State, cn.Reachable = h.State, h.State != "" || ok
+			}
 		}
-		cn.Reachable = ok
 		if ok {
 			a, c := cu.RaftApplied, cu.CaughtUp
 			cn.Applied, cn.CaughtUp = &a, &c

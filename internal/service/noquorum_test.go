@@ -233,3 +233,45 @@ func TestRemovedNodeStatusSaysRemoved(t *testing.T) {
 	}
 	t.Fatalf("no no-quorum alert on the removed node: %+v", st.Alerts)
 }
+
+// healthPeers answers every health read with h.
+type healthPeers struct {
+	unreachablePeers
+	h PeerHealth
+}
+
+func (p healthPeers) Health(context.Context, string, *tls.Config) (PeerHealth, error) { return p.h, nil }
+
+// TestClusterStatusShowsASealedMember: a member that answers its health
+// sealed (restarted without auto-open) is shown reachable and sealed, not
+// as unreachable: the runbooks send an unreachable node to be replaced,
+// while a sealed one only needs coffer keystore open.
+func TestClusterStatusShowsASealedMember(t *testing.T) {
+	s := clusteredSvc(t, func(c *Config) { c.Peers = healthPeers{h: PeerHealth{State: StateSealed}} })
+	testutil.WaitFor(t, 10*time.Second, "leadership", func() error {
+		if !s.node.IsLeader() {
+			return errors.New("not the leader yet")
+		}
+		return nil
+	})
+	if _, err := s.applyOpen(rootCtx(), state.TypeNodePut, state.Node{ID: "node-sealed", RaftAddr: "127.0.0.1:1", APIURL: "https://127.0.0.1:2"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := s.node.AddNonvoter(ctx, "node-sealed", "127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Cluster.ClusterStatus(rootCtx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Nodes {
+		switch {
+		case n.ID == "node-sealed" && (!n.Reachable || n.State != StateSealed || n.Applied != nil):
+			t.Fatalf("sealed member: %+v; want reachable, state sealed, no applied index", n)
+		case n.Self && n.State != StateOpen:
+			t.Fatalf("this node: %+v; want state open", n)
+		}
+	}
+}
