@@ -240,7 +240,9 @@ type healthPeers struct {
 	h PeerHealth
 }
 
-func (p healthPeers) Health(context.Context, string, *tls.Config) (PeerHealth, error) { return p.h, nil }
+func (p healthPeers) Health(context.Context, string, *tls.Config) (PeerHealth, error) {
+	return p.h, nil
+}
 
 // TestClusterStatusShowsASealedMember: a member that answers its health
 // sealed (restarted without auto-open) is shown reachable and sealed, not
