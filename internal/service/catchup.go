@@ -116,13 +116,15 @@ func (s *Cluster) appliedThrough(idx uint64) bool {
 }
 
 // startLoops starts, in an open's worker group w, the loops of a cluster
-// member: the key sync and the catch-up with the leader (which starts
-// over: not caught up, no leader commit known).
+// member: the key sync, the catch-up with the leader (which starts over:
+// not caught up, no leader commit known) and, on a node that joined and
+// is not a voter yet, its promotion.
 func (s *Cluster) startLoops(w *workers) {
 	w.Go("key sync", s.syncKeysLoop)
 	s.caughtUp.Store(false)
 	s.leaderCommit.Store(0)
 	w.Go("catch-up with the leader", s.catchUpLoop)
+	w.Go("promotion to voter", s.promoteLoop)
 }
 
 // ForwardTo is the leader-forwarding decision for transports that do not

@@ -520,37 +520,83 @@ func (s *Cluster) JoinCluster(ctx context.Context, id Identity, url, token strin
 	if err := s.openLocked(ctx, k); err != nil {
 		return fmt.Errorf("joined, but opening failed (coffer keystore open retries): %w", err)
 	}
-	s.workers.Go("promotion to voter", func(ctx context.Context) { s.promoteWhenCaughtUp(ctx, url, jr.AppliedIndex) })
+	// The open started the promotion to voter (promoteLoop).
 	s.log.Info("joined the cluster", "cluster_id", jr.ClusterID, "via", url)
 	return nil
 }
 
-// promoteWhenCaughtUp asks the leader to make this node a voter once it has
-// applied what the leader had when it admitted it.
-// It gives up when ctx ends (seal), or after ten minutes of catching up
-// and then 50 attempts.
-func (s *Cluster) promoteWhenCaughtUp(ctx context.Context, url string, index uint64) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	for s.st.AppliedIndex() < index {
-		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+// promoteLoop runs, from every open of a node that joined a cluster, until
+// the node is a voter (or the keystore is sealed): once this node is a
+// non-voter in the raft configuration and has caught up with the leader, it
+// asks the leader (or, while it does not know the leader's address, the
+// member it joined through) to make it a voter, again after a failure. A
+// promotion cut by a seal or a restart is so asked for at the next open.
+func (s *Cluster) promoteLoop(ctx context.Context) {
+	if !s.joining() {
+		return
+	}
+	wait, failures := time.Second, 0
+	for !s.closed.Load() {
+		isVoter, member := s.selfInConfiguration()
+		if isVoter {
+			return
+		}
+		if member && s.CaughtUp() {
+			target := s.joinedVia()
+			if u, self, ok := s.LeaderAPI(); ok && !self {
+				target = u
+			}
+			if target != "" {
+				err := s.promoteAt(ctx, target)
+				if err == nil {
+					s.log.Info("promoted to voter", "via", target)
+					return
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				failures++
+				if failures == 1 || failures%20 == 0 {
+					s.log.Warn("promotion to voter not done yet; retrying", "attempts", failures, "error", err)
+				}
+				wait = min(2*wait, 30*time.Second)
+			}
+		}
+		if sleepCtx(ctx, wait) != nil {
 			return
 		}
 	}
-	for attempt := 0; attempt < 50; attempt++ {
-		target := url
-		if u, self, ok := s.LeaderAPI(); ok && !self {
-			target = u
-		}
-		if err := s.promoteAt(ctx, target); err == nil {
-			return
-		} else {
-			s.log.Warn("promotion to voter not done yet; retrying", "error", err)
-		}
-		if sleepCtx(ctx, time.Second) != nil {
-			return
+}
+
+// selfInConfiguration reports whether this node is in its latest raft
+// configuration (member) and whether as a voter.
+func (s *Cluster) selfInConfiguration() (voter, member bool) {
+	servers, err := s.node.Servers()
+	if err != nil {
+		return false, false
+	}
+	for _, sv := range servers {
+		if sv.ID == s.nodeID {
+			return sv.Voter, true
 		}
 	}
+	return false, false
+}
+
+// joinedVia is the URL of the member this node joined through, from the
+// join marker ("" if it cannot be read).
+func (s *Cluster) joinedVia() string {
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, joinFile))
+	if err != nil {
+		return ""
+	}
+	var m struct {
+		URL string `json:"url"`
+	}
+	if json.Unmarshal(b, &m) != nil {
+		return ""
+	}
+	return m.URL
 }
 
 // CACertPEM is the cluster CA certificate (public), for joining nodes.

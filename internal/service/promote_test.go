@@ -1,0 +1,171 @@
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coffer-kms/coffer/internal/testutil"
+	"github.com/coffer-kms/coffer/internal/tlsutil"
+)
+
+// localPeers is Peers between services in this process: each call goes to
+// the service registered under the URL, as internal/api/peer would over
+// HTTPS. refusePromote makes promotions fail (the leader cannot be
+// reached just then); promoteCalls counts them.
+type localPeers struct {
+	mu            sync.Mutex
+	svcs          map[string]*Service
+	refusePromote atomic.Bool
+	promoteCalls  atomic.Int64
+}
+
+func (p *localPeers) get(url string) (*Service, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s := p.svcs[url]; s != nil {
+		return s, nil
+	}
+	return nil, errors.New("no node at " + url)
+}
+
+func (p *localPeers) add(url string, s *Service) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.svcs == nil {
+		p.svcs = map[string]*Service{}
+	}
+	p.svcs[url] = s
+}
+
+func (p *localPeers) FetchCA(_ context.Context, url string) ([]byte, error) {
+	s, err := p.get(url)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(s.cfg.TLSDir, tlsutil.CAFile))
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("no CA certificate")
+	}
+	return blk.Bytes, nil
+}
+
+func (p *localPeers) Join(ctx context.Context, url string, _ *tls.Config, req JoinRequest) (JoinResponse, error) {
+	s, err := p.get(url)
+	if err != nil {
+		return JoinResponse{}, err
+	}
+	return s.Cluster.AdmitNode(ctx, req)
+}
+
+func (p *localPeers) Promote(ctx context.Context, url string, _ *tls.Config, nodeID string) error {
+	p.promoteCalls.Add(1)
+	if p.refusePromote.Load() {
+		return errors.New("the leader cannot be reached (test)")
+	}
+	s, err := p.get(url)
+	if err != nil {
+		return err
+	}
+	return s.Cluster.Promote(WithIdentity(ctx, Identity{Kind: KindNode, Name: nodeID}), nodeID)
+}
+
+func (p *localPeers) Health(_ context.Context, url string, _ *tls.Config) (PeerHealth, error) {
+	s, err := p.get(url)
+	if err != nil {
+		return PeerHealth{}, err
+	}
+	h := PeerHealth{State: s.State()}
+	if h.State == StateOpen {
+		h.Role, h.AppliedIndex, h.CatchUp = s.Cluster.Role(), s.Cluster.AppliedIndex(), s.Cluster.CatchUpStatus()
+	}
+	return h, nil
+}
+
+// memberSvc is a clustered service at api (registered in p), not yet
+// initialised.
+func memberSvc(t *testing.T, p *localPeers, api string) *Service {
+	t.Helper()
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if _, err := tlsutil.EnsureGenerated(tlsDir, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	addr := testutil.FreeAddr(t)
+	s := newSvcWith(t, testConfig(Config{DataDir: dir, TLSDir: tlsDir, ClusterBind: addr, ClusterAdvertise: addr, APIURL: api,
+		Peers: p, FailoverThreshold: 300 * time.Millisecond, WriteRetryDelay: 100 * time.Millisecond}))
+	t.Cleanup(func() { s.Close() }) // #nosec G104 -- cleanup only
+	p.add(api, s)
+	return s
+}
+
+// voter reports whether id is a voter in s's raft configuration.
+func voter(s *Service, id string) error {
+	servers, err := s.node.Servers()
+	if err != nil {
+		return err
+	}
+	for _, sv := range servers {
+		if sv.ID == id {
+			if sv.Voter {
+				return nil
+			}
+			return errors.New(id + " is a non-voter")
+		}
+	}
+	return errors.New(id + " is not in the configuration")
+}
+
+// TestJoinedNodePromotesItselfAfterARestart: a node that joined and was
+// sealed (or restarted) before its promotion to voter went through asks
+// for it again once it is open and caught up, instead of staying a
+// non-voter for good (a third node that never votes leaves a cluster that
+// survives no failure).
+func TestJoinedNodePromotesItselfAfterARestart(t *testing.T) {
+	p := &localPeers{}
+	a := memberSvc(t, p, "https://a.test")
+	if _, err := a.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "a leader", func() error {
+		if !a.node.IsLeader() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	a.Cluster.afterOpenClustered(rootCtx()) // records its API URL
+	tok, err := a.Cluster.CreateJoinToken(rootCtx(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := memberSvc(t, p, "https://b.test")
+	p.refusePromote.Store(true)
+	if err := b.Cluster.JoinCluster(rootCtx(), local, "https://a.test", tok.Token, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "a refused promotion", func() error {
+		if p.promoteCalls.Load() == 0 {
+			return errors.New("no promotion asked yet")
+		}
+		return nil
+	})
+	if err := b.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	p.refusePromote.Store(false)
+	if err := b.Open(rootCtx(), []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "the joined node a voter", func() error { return voter(a, b.nodeID) })
+}
