@@ -69,7 +69,14 @@ func (s *Cluster) noQuorumAlert() Alert {
 	if !s.AllowReadOnly() {
 		msg = "no quorum: this node knows no leader (a majority of the voters cannot be reached, or an election is in progress): every request is refused, reads too (cluster.allow_read_only_restricted_mode: false), until a majority is back"
 	}
-	if servers, err := s.node.Servers(); err == nil && len(servers) > 0 && !slices.ContainsFunc(servers, func(sv cluster.Server) bool { return sv.ID == s.nodeID }) {
+	servers, err := s.node.Servers()
+	if err != nil {
+		servers = nil
+	}
+	i := slices.IndexFunc(servers, func(sv cluster.Server) bool { return sv.ID == s.nodeID })
+	adv := cmp.Or(s.cfg.ClusterAdvertise, s.cfg.ClusterBind)
+	switch {
+	case len(servers) > 0 && i < 0:
 		// The cluster took this node out: no majority will come back here.
 		serves := "it refuses writes and serves reads from its stale copy"
 		if !s.AllowReadOnly() {
@@ -77,6 +84,11 @@ func (s *Cluster) noQuorumAlert() Alert {
 		}
 		msg = "this node is not in its own raft configuration: it was removed from the cluster (coffer cluster remove) and no longer follows it; " +
 			serves + ": stop it and wipe its data dir (then it may join again as a new node)"
+	case i >= 0 && servers[i].Address != adv:
+		// Restarted with another raft address: the leader dials the one in
+		// the configuration, and while the others keep a leader this node
+		// never wins an election to correct it.
+		msg += fmt.Sprintf("; this node's raft address is %s but the cluster has it at %s, where the leader cannot reach it: if the other members have a leader, start this node again with cluster.advertise %s (and a cluster.listen that takes it), or remove it on the leader (coffer cluster remove %s), wipe its data dir and join it again as a new node", adv, servers[i].Address, servers[i].Address, s.nodeID)
 	}
 	since := s.node.LastContact()
 	if since.IsZero() {

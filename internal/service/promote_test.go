@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -168,4 +170,87 @@ func TestJoinedNodePromotesItselfAfterARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 20*time.Second, "the joined node a voter", func() error { return voter(a, b.nodeID) })
+}
+
+// trioForTest is three services in one process (a initialised, b and c
+// joined), every one a voter; it returns them and the leader.
+func trioForTest(t *testing.T) (nodes []*Service, p *localPeers, leader func() *Service) {
+	t.Helper()
+	p = &localPeers{}
+	a := memberSvc(t, p, "https://a.test")
+	if _, err := a.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	nodes = []*Service{a}
+	leader = func() *Service {
+		for _, s := range nodes {
+			if s.State() == StateOpen && s.node.IsLeader() {
+				return s
+			}
+		}
+		return nil
+	}
+	testutil.WaitFor(t, 10*time.Second, "a leader", func() error {
+		if !a.node.IsLeader() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	a.Cluster.afterOpenClustered(rootCtx()) // records its API URL
+	for _, api := range []string{"https://b.test", "https://c.test"} {
+		var l *Service
+		testutil.WaitFor(t, 10*time.Second, "a leader", func() error {
+			if l = leader(); l == nil {
+				return errors.New("none")
+			}
+			return nil
+		})
+		tok, err := l.Cluster.CreateJoinToken(rootCtx(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := memberSvc(t, p, api)
+		if err := n.Cluster.JoinCluster(rootCtx(), local, l.cfg.APIURL, tok.Token, []byte(pass)); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, 20*time.Second, api+" a voter", func() error { return voter(l, n.nodeID) })
+		nodes = append(nodes, n)
+	}
+	return nodes, p, leader
+}
+
+// TestFollowerWithAChangedRaftAddressSaysSo: a follower restarted with
+// another raft address, in a cluster whose other two keep their leader,
+// is never dialled at its new address and stays without a leader; its
+// alert names the two addresses and what to do instead of sending the
+// operator to look for a lost majority.
+func TestFollowerWithAChangedRaftAddressSaysSo(t *testing.T) {
+	nodes, p, leader := trioForTest(t)
+	var f *Service
+	for _, n := range nodes {
+		if n != leader() {
+			f = n
+		}
+	}
+	cfg := f.cfg
+	old := cfg.ClusterAdvertise
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ClusterBind = testutil.FreeAddr(t)
+	cfg.ClusterAdvertise = cfg.ClusterBind
+	f2 := newSvcWith(t, cfg)
+	t.Cleanup(func() { f2.Close() }) // #nosec G104 -- cleanup only
+	p.add(cfg.APIURL, f2)
+	if err := f2.Open(rootCtx(), []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "an alert naming both raft addresses", func() error {
+		for _, a := range f2.Status().Alerts {
+			if a.Code == AlertNoQuorum && strings.Contains(a.Message, old) && strings.Contains(a.Message, cfg.ClusterAdvertise) {
+				return nil
+			}
+		}
+		return fmt.Errorf("alerts %+v", f2.Status().Alerts)
+	})
 }
