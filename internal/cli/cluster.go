@@ -229,7 +229,9 @@ func newClusterRemoveCmd(g *globals) *cobra.Command {
 node certificate was bound to: every member refuses that certificate from
 then on (raft, forwarding, node calls). Replacing a failed node is removing
 it and joining a fresh one. The leader cannot remove itself: switch over
-first. The removed machine's disk still holds the master keys and the CA
+first. A removal that would leave voters of which the leader reaches no
+majority (the other node of three is down, say) is refused, naming the
+unreachable ones: it would stop every write. The removed machine's disk still holds the master keys and the CA
 key, sealed under its keystore passphrase: wipe it.`,
 		Example: "  coffer cluster remove node-9a0b",
 		Args:    cobra.ExactArgs(1),

@@ -805,8 +805,13 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 		if _, err := s.st.Node(id); err != nil {
 			return fmt.Errorf("%w: node %s is not a member of the cluster (coffer cluster status lists them)", ErrNotFound, id)
 		}
-	} else if err := s.node.Remove(ctx, id); err != nil {
-		return fmt.Errorf("%w: remove %s: %v", ErrUnavailable, id, err)
+	} else {
+		if err := s.removalKeepsMajority(servers, id); err != nil {
+			return err
+		}
+		if err := s.node.Remove(ctx, id); err != nil {
+			return fmt.Errorf("%w: remove %s: %v", ErrUnavailable, id, err)
+		}
 	}
 	unlock, err := s.openForRead()
 	if err != nil {
@@ -818,6 +823,31 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 	}
 	s.log.Warn("node removed from the cluster", "node", id)
 	return nil
+}
+
+// removalKeepsMajority refuses to remove id when the voters left would
+// not have a majority this leader reaches: the configuration change would
+// commit nowhere, the leader would step down and every write would stop
+// until the unreachable voters return. A voter is unreachable while the
+// leader's heartbeats to it fail.
+func (s *Cluster) removalKeepsMajority(servers []cluster.Server, id string) error {
+	var left, reached int
+	var down []string
+	for _, sv := range servers {
+		if !sv.Voter || sv.ID == id {
+			continue
+		}
+		left++
+		if since, unreachable := s.node.Unreachable(sv.ID); unreachable && sv.ID != s.nodeID {
+			down = append(down, fmt.Sprintf("%s (unreachable since %s)", sv.ID, since.UTC().Format(time.RFC3339)))
+			continue
+		}
+		reached++
+	}
+	if left == 0 || 2*reached > left {
+		return nil
+	}
+	return fmt.Errorf("%w: removing %s would leave %d voters of which only %d can be reached (%s): no majority, every write would stop until they return; bring them back first, or remove the unreachable ones instead", ErrConflict, id, left, reached, strings.Join(down, ", "))
 }
 
 // NodeID is this node's id.

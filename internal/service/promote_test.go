@@ -254,3 +254,42 @@ func TestFollowerWithAChangedRaftAddressSaysSo(t *testing.T) {
 		return fmt.Errorf("alerts %+v", f2.Status().Alerts)
 	})
 }
+
+// TestRemoveRefusedWhenItWouldLeaveNoMajority: with one follower down,
+// removing the other (a wrong id picked at 3 a.m.) would leave two voters
+// of which one answers: no majority, and every write stops until the dead
+// node returns. The leader refuses it, names the unreachable node, and
+// keeps leading; removing the dead one goes through.
+func TestRemoveRefusedWhenItWouldLeaveNoMajority(t *testing.T) {
+	nodes, _, leader := trioForTest(t)
+	l := leader()
+	var others []*Service
+	for _, n := range nodes {
+		if n != l {
+			others = append(others, n)
+		}
+	}
+	dead, healthy := others[0], others[1]
+	if err := dead.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the leader's heartbeats to the sealed node failing", func() error {
+		if _, down := l.node.Unreachable(dead.nodeID); !down {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	err := l.Cluster.RemoveNode(rootCtx(), healthy.nodeID)
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), dead.nodeID) {
+		t.Fatalf("remove of the healthy follower with the other one down: %v; want a conflict naming %s", err, dead.nodeID)
+	}
+	if err := voter(l, healthy.nodeID); err != nil || !l.node.IsLeader() {
+		t.Fatalf("after the refused removal: %v, leader %v", err, l.node.IsLeader())
+	}
+	if _, err := l.Objects.PutSecret(rootCtx(), DefaultWallet, "k", []byte("v")); err != nil {
+		t.Fatalf("write after the refused removal: %v", err)
+	}
+	if err := l.Cluster.RemoveNode(rootCtx(), dead.nodeID); err != nil {
+		t.Fatalf("remove of the dead follower: %v", err)
+	}
+}
