@@ -253,7 +253,8 @@ func newClusterPromoteCmd(g *globals) *cobra.Command {
 		Short: "Make a caught-up non-voter a voter (a joined node does it by itself)",
 		Long: `A node that joined replicates as a non-voter until it has caught up, then
 asks the leader to make it a voter. Use this only if that did not happen
-(see coffer cluster status).`,
+(see coffer cluster status). A node the leader cannot reach is not
+promoted when the voters would then have no majority it reaches.`,
 		Example: "  coffer cluster promote node-2f1c",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

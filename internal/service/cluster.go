@@ -423,6 +423,9 @@ func (s *Cluster) Promote(ctx context.Context, nodeID string) error {
 	if !inRaft {
 		return fmt.Errorf("%w: node %s is not in the cluster's raft configuration: a node is added by coffer cluster join, then promoted", ErrNotFound, nodeID)
 	}
+	if err := s.keepsMajority(servers, nodeID, true, "promoting "+nodeID); err != nil {
+		return err
+	}
 	nodes, _ := s.st.Nodes()
 	for _, n := range nodes {
 		if n.ID == nodeID {
@@ -806,7 +809,7 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 			return fmt.Errorf("%w: node %s is not a member of the cluster (coffer cluster status lists them)", ErrNotFound, id)
 		}
 	} else {
-		if err := s.removalKeepsMajority(servers, id); err != nil {
+		if err := s.keepsMajority(servers, id, false, "removing "+id); err != nil {
 			return err
 		}
 		if err := s.node.Remove(ctx, id); err != nil {
@@ -825,16 +828,21 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 	return nil
 }
 
-// removalKeepsMajority refuses to remove id when the voters left would
-// not have a majority this leader reaches: the configuration change would
-// commit nowhere, the leader would step down and every write would stop
-// until the unreachable voters return. A voter is unreachable while the
-// leader's heartbeats to it fail.
-func (s *Cluster) removalKeepsMajority(servers []cluster.Server, id string) error {
+// keepsMajority refuses a configuration change that makes id a voter
+// (becomesVoter) or takes it out, when the voters after it would not have
+// a majority this leader reaches: the change would commit nowhere, the
+// leader would step down and every write would stop until the unreachable
+// voters return. A member is unreachable while the leader's heartbeats to
+// it fail; what names the change for the error.
+func (s *Cluster) keepsMajority(servers []cluster.Server, id string, becomesVoter bool, what string) error {
 	var left, reached int
 	var down []string
 	for _, sv := range servers {
-		if !sv.Voter || sv.ID == id {
+		voter := sv.Voter
+		if sv.ID == id {
+			voter = becomesVoter
+		}
+		if !voter {
 			continue
 		}
 		left++
@@ -847,7 +855,7 @@ func (s *Cluster) removalKeepsMajority(servers []cluster.Server, id string) erro
 	if left == 0 || 2*reached > left {
 		return nil
 	}
-	return fmt.Errorf("%w: removing %s would leave %d voters of which only %d can be reached (%s): no majority, every write would stop until they return; bring them back first, or remove the unreachable ones instead", ErrConflict, id, left, reached, strings.Join(down, ", "))
+	return fmt.Errorf("%w: %s would leave %d voters of which only %d can be reached (%s): no majority, every write would stop until they return; bring them back first", ErrConflict, what, left, reached, strings.Join(down, ", "))
 }
 
 // NodeID is this node's id.

@@ -293,3 +293,47 @@ func TestRemoveRefusedWhenItWouldLeaveNoMajority(t *testing.T) {
 		t.Fatalf("remove of the dead follower: %v", err)
 	}
 }
+
+// TestPromoteRefusedWhenItWouldLeaveNoMajority: promoting a non-voter that
+// is down would add a voter that does not answer: with a leader alone, two
+// voters of which one answers, and every write stops. The leader refuses.
+func TestPromoteRefusedWhenItWouldLeaveNoMajority(t *testing.T) {
+	p := &localPeers{}
+	a := memberSvc(t, p, "https://a.test")
+	if _, err := a.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "a leader", func() error {
+		if !a.node.IsLeader() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	a.Cluster.afterOpenClustered(rootCtx())
+	tok, err := a.Cluster.CreateJoinToken(rootCtx(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := memberSvc(t, p, "https://b.test")
+	p.refusePromote.Store(true) // b stays a non-voter
+	if err := b.Cluster.JoinCluster(rootCtx(), local, "https://a.test", tok.Token, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the leader's heartbeats to the sealed node failing", func() error {
+		if _, down := a.node.Unreachable(b.nodeID); !down {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(rootCtx(), 5*time.Second)
+	defer cancel()
+	if err := a.Cluster.Promote(ctx, b.nodeID); !errors.Is(err, ErrConflict) {
+		t.Fatalf("promotion of a non-voter that is down: %v, want a conflict", err)
+	}
+	if err := voter(a, b.nodeID); err == nil || !a.node.IsLeader() {
+		t.Fatalf("after the refused promotion: b a voter, or a no longer leads (%v)", a.Cluster.Role())
+	}
+}
