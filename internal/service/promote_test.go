@@ -337,3 +337,52 @@ func TestPromoteRefusedWhenItWouldLeaveNoMajority(t *testing.T) {
 		t.Fatalf("after the refused promotion: b a voter, or a no longer leads (%v)", a.Cluster.Role())
 	}
 }
+
+// TestCatchingUpWarningWithoutQuorum: a node that opened without a leader
+// (its peer down) has not caught up, but in read-only restricted mode it
+// serves reads from its own copy: its warning says so, not that its reads
+// go to the leader.
+func TestCatchingUpWarningWithoutQuorum(t *testing.T) {
+	p := &localPeers{}
+	a := memberSvc(t, p, "https://a.test")
+	if _, err := a.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "a leader", func() error {
+		if !a.node.IsLeader() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	a.Cluster.afterOpenClustered(rootCtx())
+	tok, err := a.Cluster.CreateJoinToken(rootCtx(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := memberSvc(t, p, "https://b.test")
+	if err := b.Cluster.JoinCluster(rootCtx(), local, "https://a.test", tok.Token, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "b a voter", func() error { return voter(a, b.nodeID) })
+	if err := b.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Open(rootCtx(), []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Cluster.ReadOnlyRestricted() || b.Cluster.CaughtUp() {
+		t.Fatalf("b alone: role %s, caught up %v", b.Cluster.Role(), b.Cluster.CaughtUp())
+	}
+	for _, w := range b.Status().Warnings {
+		if w.Code == AlertCatchingUp {
+			if strings.Contains(w.Message, "sent to the leader") || !strings.Contains(w.Message, "read-only restricted") {
+				t.Fatalf("catching-up warning without a leader: %q", w.Message)
+			}
+			return
+		}
+	}
+	t.Fatal("no catching-up warning")
+}
