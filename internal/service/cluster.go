@@ -310,6 +310,10 @@ func (s *Cluster) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 			return JoinResponse{}, fmt.Errorf("%w: server certificate request: %v", ErrInvalid, err)
 		}
 	}
+	if err := s.checkOpen(); err != nil {
+		// Raft runs only while the keystore is open.
+		return JoinResponse{}, fmt.Errorf("%w: this node takes part in the cluster only while its keystore is open: nothing was done; send the join to another member", err)
+	}
 	if !s.node.IsLeader() {
 		// A follower forwards joins to the leader; it gets here only when
 		// it does not know the leader's address yet (it is catching up).

@@ -277,3 +277,29 @@ func TestClusterStatusShowsASealedMember(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinSentToASealedNodeSaysSealed: a join sent to a member whose
+// keystore is sealed is refused as sealed (it takes no part in the
+// cluster), not as a node that does not know the leader yet.
+func TestJoinSentToASealedNodeSaysSealed(t *testing.T) {
+	s := clusteredSvc(t)
+	tok, err := s.Cluster.CreateJoinToken(rootCtx(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "node-new"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Cluster.AdmitNode(rootCtx(), JoinRequest{Token: tok.Token, NodeID: "node-new", RaftAddr: "127.0.0.1:2", APIURL: "https://127.0.0.1:3", CSR: csr})
+	if !errors.Is(err, ErrSealed) {
+		t.Fatalf("join sent to a sealed node: %v, want sealed", err)
+	}
+}
