@@ -97,6 +97,48 @@ func (s *Cluster) noQuorumAlert() Alert {
 	return newAlert(AlertNoQuorum, "cluster", msg, since.UTC())
 }
 
+// unreachableWarnings, on the leader, are a warning per member its
+// heartbeats do not reach: the cluster still works, but survives fewer
+// failures (one of three down: none more).
+func (s *Cluster) unreachableWarnings() []Alert {
+	if !s.Clustered() || !s.node.IsLeader() {
+		return nil
+	}
+	servers, err := s.node.Servers()
+	if err != nil {
+		return nil
+	}
+	voters, reached := 0, 0
+	type down struct {
+		sv    cluster.Server
+		since time.Time
+	}
+	var gone []down
+	for _, sv := range servers {
+		since, unreachable := s.node.Unreachable(sv.ID)
+		unreachable = unreachable && sv.ID != s.nodeID
+		if sv.Voter {
+			voters++
+			if !unreachable {
+				reached++
+			}
+		}
+		if unreachable {
+			gone = append(gone, down{sv, since})
+		}
+	}
+	spare := reached - (voters/2 + 1)
+	var out []Alert
+	for _, g := range gone {
+		kind := "non-voter"
+		if g.sv.Voter {
+			kind = "voter"
+		}
+		out = append(out, newAlert(AlertMemberUnreachable, "cluster", fmt.Sprintf("member %s (%s, raft address %s) does not answer this leader's heartbeats: %d of %d voters reachable, the cluster survives %d more voter failure(s); bring it back or replace it", g.sv.ID, kind, g.sv.Address, reached, voters, max(spare, 0)), g.since.UTC()))
+	}
+	return out
+}
+
 // AllowReadOnly is cluster.allow_read_only_restricted_mode: false means a
 // node without quorum refuses every request, reads too.
 func (s *Cluster) AllowReadOnly() bool { return !s.cfg.NoReadOnlyMode }

@@ -386,3 +386,47 @@ func TestCatchingUpWarningWithoutQuorum(t *testing.T) {
 	}
 	t.Fatal("no catching-up warning")
 }
+
+// TestLeaderWarnsOfAnUnreachableMember: with one node of three down the
+// cluster survives no further failure; the leader's status carries a
+// warning naming the member (so coffer_warnings and coffer status show a
+// degraded cluster), and it goes once the member is back.
+func TestLeaderWarnsOfAnUnreachableMember(t *testing.T) {
+	nodes, _, leader := trioForTest(t)
+	l := leader()
+	var f *Service
+	for _, n := range nodes {
+		if n != l {
+			f = n
+		}
+	}
+	warned := func() bool {
+		for _, w := range l.Status().Warnings {
+			if w.Code == AlertMemberUnreachable && strings.Contains(w.Message, f.nodeID) {
+				return true
+			}
+		}
+		return false
+	}
+	if warned() {
+		t.Fatal("warning with every member up")
+	}
+	if err := f.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "a warning naming the sealed member", func() error {
+		if !warned() {
+			return fmt.Errorf("warnings %+v", l.Status().Warnings)
+		}
+		return nil
+	})
+	if err := f.Open(rootCtx(), []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the warning gone", func() error {
+		if warned() {
+			return errors.New("still warned")
+		}
+		return nil
+	})
+}
