@@ -168,8 +168,6 @@ func (s *Service) statusCore() Status {
 	}
 	if s.state == StateOpen {
 		st.Warnings = append(st.Warnings, s.Cluster.unreachableWarnings()...)
-	}
-	if s.state == StateOpen {
 		st.CatchUp = s.Cluster.CatchUpStatus()
 		if !st.CatchUp.CaughtUp {
 			msg := "catching up with the leader since this node opened: its default reads are sent to the leader until it has applied what the leader had committed"
