@@ -802,6 +802,9 @@ func (s *Cluster) Switchover(ctx context.Context, to string) (string, error) {
 				if !sv.Voter {
 					return "", fmt.Errorf("%w: %s is not a voter yet", ErrConflict, to)
 				}
+				if since, down := s.node.Unreachable(to); down {
+					return "", fmt.Errorf("%w: %s does not answer this leader's heartbeats (since %s): it cannot take over; bring it back, or switch over to another voter", ErrConflict, to, since.UTC().Format(time.RFC3339))
+				}
 				addr = sv.Address
 			}
 		}

@@ -430,3 +430,34 @@ func TestLeaderWarnsOfAnUnreachableMember(t *testing.T) {
 		return nil
 	})
 }
+
+// TestSwitchoverToAnUnreachableNodeIsRefused: a switchover to a voter the
+// leader cannot reach is refused at once as a conflict naming it, instead
+// of pausing writes for a transfer that times out and answering
+// "unavailable", which the runbook says to retry.
+func TestSwitchoverToAnUnreachableNodeIsRefused(t *testing.T) {
+	nodes, _, leader := trioForTest(t)
+	l := leader()
+	var f *Service
+	for _, n := range nodes {
+		if n != l {
+			f = n
+		}
+	}
+	if err := f.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the leader's heartbeats to the sealed node failing", func() error {
+		if _, down := l.node.Unreachable(f.nodeID); !down {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	_, err := l.Cluster.Switchover(rootCtx(), f.nodeID)
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), f.nodeID) {
+		t.Fatalf("switchover to a sealed voter: %v; want a conflict naming it", err)
+	}
+	if !l.node.IsLeader() {
+		t.Fatal("the leader lost its leadership")
+	}
+}
