@@ -18,7 +18,11 @@ type ClusterNode struct {
 	Lag         *uint64    `json:"lag,omitempty"` // behind the leader's commit index
 	CaughtUp    *bool      `json:"caught_up,omitempty"`
 	LastContact *time.Time `json:"last_contact,omitempty"`
-	Reachable   bool       `json:"reachable"`
+	Reachable   bool       `json:"reachable"` // it answered its health
+	// State is the node's keystore state as it answered (open, sealed,
+	// uninitialized; empty if it did not): a node not open takes no part
+	// in raft until it is opened.
+	State string `json:"state,omitempty"`
 }
 
 // ClusterStatus is the cluster as the answering node sees it.

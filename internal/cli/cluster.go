@@ -85,6 +85,8 @@ func newClusterStatusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show the members, the leader, voters, last contact, applied index and lag",
 		Long: `Lists every member of the raft configuration as the answering node sees it:
+its role (a member that answers sealed shows as sealed: it takes no part
+until coffer keystore open there; one that does not answer as unreachable),
 whether it votes, whether it leads, its applied raft index (asked from the
 node itself; "-" if it cannot be reached), its lag (how far that is behind
 the leader's commit index; "-" if the node or the leader cannot be
@@ -227,7 +229,9 @@ func newClusterRemoveCmd(g *globals) *cobra.Command {
 node certificate was bound to: every member refuses that certificate from
 then on (raft, forwarding, node calls). Replacing a failed node is removing
 it and joining a fresh one. The leader cannot remove itself: switch over
-first. The removed machine's disk still holds the master keys and the CA
+first. A removal that would leave voters of which the leader reaches no
+majority (the other node of three is down, say) is refused, naming the
+unreachable ones: it would stop every write. The removed machine's disk still holds the master keys and the CA
 key, sealed under its keystore passphrase: wipe it.`,
 		Example: "  coffer cluster remove node-9a0b",
 		Args:    cobra.ExactArgs(1),
@@ -249,7 +253,8 @@ func newClusterPromoteCmd(g *globals) *cobra.Command {
 		Short: "Make a caught-up non-voter a voter (a joined node does it by itself)",
 		Long: `A node that joined replicates as a non-voter until it has caught up, then
 asks the leader to make it a voter. Use this only if that did not happen
-(see coffer cluster status).`,
+(see coffer cluster status). A node the leader cannot reach is not
+promoted when the voters would then have no majority it reaches.`,
 		Example: "  coffer cluster promote node-2f1c",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -310,12 +315,19 @@ nodes (coffer cluster join) instead of restarting them.`,
 
 // nodeRole is a member's role as the answering node sees it: its own role
 // as it reports it (a node without quorum is read-only, not a follower),
-// the leader, and the other members as followers while a leader is known.
+// a member that answered sealed (or uninitialized), one that did not
+// answer, the leader, and the other members as followers while a leader
+// is known.
 func nodeRole(st client.ClusterStatus, n client.ClusterNode) string {
 	role := "follower"
 	switch {
 	case n.Self && st.Role != "":
 		role = st.Role
+	case n.State != "" && n.State != "open":
+		// Reachable, but takes no part in raft until it is opened.
+		role = n.State
+	case !n.Reachable && n.APIURL != "":
+		role = "unreachable"
 	case n.Leader:
 		role = "leader"
 	case st.Leader == "":

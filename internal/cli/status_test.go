@@ -235,3 +235,26 @@ func TestStatusAlertRunbook(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterStatusSealedMember: a member that answers sealed is shown as
+// sealed, not as a follower with unknown positions (which reads as an
+// unreachable node, one the runbooks send to be replaced).
+func TestClusterStatusSealedMember(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"cluster_id":"c1","role":"leader","leader":"n1","nodes":[
+			{"id":"n1","voter":true,"leader":true,"self":true,"raft_address":"10.0.0.1:8201","reachable":true,"state":"open","applied_index":7,"lag":0,"caught_up":true},
+			{"id":"n2","voter":true,"raft_address":"10.0.0.2:8201","reachable":true,"state":"sealed"},
+			{"id":"n3","voter":true,"raft_address":"10.0.0.3:8201","api_url":"https://10.0.0.3:8200"}]}`)
+	}))
+	defer srv.Close()
+	code, out, stderr := run("cluster", "status", "--address", srv.URL)
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	if !regexp.MustCompile(`n2 +sealed`).MatchString(out) {
+		t.Fatalf("the sealed member's role:\n%s", out)
+	}
+	if !regexp.MustCompile(`n3 +unreachable`).MatchString(out) {
+		t.Fatalf("the unreachable member's role:\n%s", out)
+	}
+}

@@ -89,6 +89,10 @@ type Node struct {
 	closeOnce sync.Once
 	seedRetry atomic.Bool    // replaceSeed is running
 	bg        sync.WaitGroup // replaceSeed, waited for by Close
+	// downMu guards down: the peers this node's heartbeats fail to reach
+	// while it leads, since when (raft's heartbeat observations).
+	downMu sync.Mutex
+	down   map[raft.ServerID]time.Time
 }
 
 // Open opens the raft log store (without starting raft), so the caller can
@@ -554,8 +558,53 @@ func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 		}
 		return fmt.Errorf("start raft: %w", err)
 	}
+	n.clearDown()
+	r.RegisterObserver(raft.NewObserver(nil, false, n.observeHeartbeats))
 	n.raft, n.transport, n.addr = r, trans, addr
 	return nil
+}
+
+// observeHeartbeats records, from raft's observations, which peers this
+// leader's heartbeats fail to reach; a change of leadership starts over.
+// It sends nothing on (it is the observer's filter, called in raft's
+// goroutines).
+func (n *Node) observeHeartbeats(o *raft.Observation) bool {
+	switch d := o.Data.(type) {
+	case raft.FailedHeartbeatObservation:
+		n.downMu.Lock()
+		if n.down == nil {
+			n.down = map[raft.ServerID]time.Time{}
+		}
+		if _, seen := n.down[d.PeerID]; !seen {
+			n.down[d.PeerID] = time.Now()
+		}
+		n.downMu.Unlock()
+	case raft.ResumedHeartbeatObservation:
+		n.downMu.Lock()
+		delete(n.down, d.PeerID)
+		n.downMu.Unlock()
+	case raft.LeaderObservation:
+		n.clearDown()
+	}
+	return false
+}
+
+func (n *Node) clearDown() {
+	n.downMu.Lock()
+	n.down = nil
+	n.downMu.Unlock()
+}
+
+// Unreachable reports whether this node leads and its heartbeats to
+// member id have been failing (since then), as raft last observed.
+func (n *Node) Unreachable(id string) (since time.Time, down bool) {
+	if !n.IsLeader() {
+		return time.Time{}, false
+	}
+	n.downMu.Lock()
+	defer n.downMu.Unlock()
+	since, down = n.down[raft.ServerID(id)]
+	return since, down
 }
 
 // waitErr is the error of a wait for something that ctx ended first:

@@ -136,7 +136,7 @@ var (
 	descState = prometheus.NewDesc("coffer_keystore_state",
 		"1 for the keystore's current state (uninitialized, sealed, open), 0 for the others.", []string{"state"}, nil)
 	descWritable = prometheus.NewDesc("coffer_writable",
-		"1 while writes are accepted; 0 when sealed or refused (disk full, failing storage).", nil, nil)
+		"1 while writes are accepted; 0 when sealed or refused (disk full, failing storage, no quorum).", nil, nil)
 	descAlerts = prometheus.NewDesc("coffer_alerts",
 		"Conditions an operator must see (see coffer status).", nil, nil)
 	descGeneration = prometheus.NewDesc("coffer_keystore_generation",

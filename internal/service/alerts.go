@@ -25,6 +25,8 @@ const (
 	AlertDrillStale        AlertCode = "restore_drill_stale"  // no restore drill succeeded within backup.drill_max_age
 	AlertDiskFilling       AlertCode = "disk_filling"         // the data, journal or mirror filesystem at or above DiskWarnPercent
 	AlertUpgradeRequired   AlertCode = "upgrade_required"     // a committed command of a newer build: this node applies nothing until upgraded
+	AlertNoQuorum          AlertCode = "no_quorum"            // a cluster member with no leader known: read-only restricted mode
+	AlertMemberUnreachable AlertCode = "member_unreachable"   // on the leader: a member its heartbeats do not reach
 )
 
 // alertRunbooks maps every alert code to its runbook, relative to the
@@ -47,6 +49,8 @@ var alertRunbooks = map[AlertCode]string{
 	AlertDrillStale:        "docs/runbooks/restore-drill-failed.md",
 	AlertDiskFilling:       "docs/runbooks/disk-full.md",
 	AlertUpgradeRequired:   "docs/runbooks/node-needs-upgrade.md",
+	AlertNoQuorum:          "docs/runbooks/ha-network-partition.md",
+	AlertMemberUnreachable: "docs/runbooks/ha-replace-failed-node.md",
 }
 
 // storageAlertCodes: the codes of the state machine's failing writes, by

@@ -116,13 +116,15 @@ func (s *Cluster) appliedThrough(idx uint64) bool {
 }
 
 // startLoops starts, in an open's worker group w, the loops of a cluster
-// member: the key sync and the catch-up with the leader (which starts
-// over: not caught up, no leader commit known).
+// member: the key sync, the catch-up with the leader (which starts over:
+// not caught up, no leader commit known) and, on a node that joined and
+// is not a voter yet, its promotion.
 func (s *Cluster) startLoops(w *workers) {
 	w.Go("key sync", s.syncKeysLoop)
 	s.caughtUp.Store(false)
 	s.leaderCommit.Store(0)
 	w.Go("catch-up with the leader", s.catchUpLoop)
+	w.Go("promotion to voter", s.promoteLoop)
 }
 
 // ForwardTo is the leader-forwarding decision for transports that do not
@@ -133,7 +135,12 @@ func (s *Cluster) startLoops(w *workers) {
 // nothing goes anywhere: reads are served here and the service refuses
 // writes. A read on a follower still catching up whose leader's address is
 // not known yet is refused (ErrUnavailable) rather than answered stale.
+// With cluster.allow_read_only_restricted_mode false a node without quorum
+// refuses everything, reads too (ErrReadOnly), as the HTTP forwarding does.
 func (s *Cluster) ForwardTo(write bool) (url string, forward bool, err error) {
+	if !s.AllowReadOnly() && s.ReadOnlyRestricted() {
+		return "", false, fmt.Errorf("%w is off (cluster.allow_read_only_restricted_mode: false) and this node has no quorum: every request is refused until it returns", ErrReadOnly)
+	}
 	if !s.Clustered() || s.node.IsLeader() || !write && s.CaughtUp() {
 		return "", false, nil
 	}

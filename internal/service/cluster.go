@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,6 +60,83 @@ func (s *Cluster) Role() string {
 // ReadOnlyRestricted reports whether the node is open but without quorum.
 func (s *Cluster) ReadOnlyRestricted() bool {
 	return s.Clustered() && s.svc.State() == StateOpen && s.Role() == "read-only"
+}
+
+// noQuorumAlert is the alert of a node in read-only restricted mode,
+// since it last heard from a leader (or since it started, if never).
+func (s *Cluster) noQuorumAlert() Alert {
+	msg := "no quorum: this node knows no leader (a majority of the voters cannot be reached, or an election is in progress): read-only restricted mode, reads are served from this node's copy and every write is refused until a majority is back"
+	if !s.AllowReadOnly() {
+		msg = "no quorum: this node knows no leader (a majority of the voters cannot be reached, or an election is in progress): every request is refused, reads too (cluster.allow_read_only_restricted_mode: false), until a majority is back"
+	}
+	servers, err := s.node.Servers()
+	if err != nil {
+		servers = nil
+	}
+	i := slices.IndexFunc(servers, func(sv cluster.Server) bool { return sv.ID == s.nodeID })
+	adv := cmp.Or(s.cfg.ClusterAdvertise, s.cfg.ClusterBind)
+	switch {
+	case len(servers) > 0 && i < 0:
+		// The cluster took this node out: no majority will come back here.
+		serves := "it refuses writes and serves reads from its stale copy"
+		if !s.AllowReadOnly() {
+			serves = "it refuses every request (cluster.allow_read_only_restricted_mode: false)"
+		}
+		msg = "this node is not in its own raft configuration: it was removed from the cluster (coffer cluster remove) and no longer follows it; " +
+			serves + ": stop it and wipe its data dir (then it may join again as a new node)"
+	case i >= 0 && servers[i].Address != adv:
+		// Restarted with another raft address: the leader dials the one in
+		// the configuration, and while the others keep a leader this node
+		// never wins an election to correct it.
+		msg += fmt.Sprintf("; this node's raft address is %s but the cluster has it at %s, where the leader cannot reach it: if the other members have a leader, start this node again with cluster.advertise %s (and a cluster.listen that takes it), or remove it on the leader (coffer cluster remove %s), wipe its data dir and join it again as a new node", adv, servers[i].Address, servers[i].Address, s.nodeID)
+	}
+	since := s.node.LastContact()
+	if since.IsZero() {
+		since = s.started
+	}
+	return newAlert(AlertNoQuorum, "cluster", msg, since.UTC())
+}
+
+// unreachableWarnings, on the leader, are a warning per member its
+// heartbeats do not reach: the cluster still works, but survives fewer
+// failures (one of three down: none more).
+func (s *Cluster) unreachableWarnings() []Alert {
+	if !s.Clustered() || !s.node.IsLeader() {
+		return nil
+	}
+	servers, err := s.node.Servers()
+	if err != nil {
+		return nil
+	}
+	voters, reached := 0, 0
+	type down struct {
+		sv    cluster.Server
+		since time.Time
+	}
+	var gone []down
+	for _, sv := range servers {
+		since, unreachable := s.node.Unreachable(sv.ID)
+		unreachable = unreachable && sv.ID != s.nodeID
+		if sv.Voter {
+			voters++
+			if !unreachable {
+				reached++
+			}
+		}
+		if unreachable {
+			gone = append(gone, down{sv, since})
+		}
+	}
+	spare := reached - (voters/2 + 1)
+	var out []Alert
+	for _, g := range gone {
+		kind := "non-voter"
+		if g.sv.Voter {
+			kind = "voter"
+		}
+		out = append(out, newAlert(AlertMemberUnreachable, "cluster", fmt.Sprintf("member %s (%s, raft address %s) does not answer this leader's heartbeats: %d of %d voters reachable, the cluster survives %d more voter failure(s); bring it back or replace it", g.sv.ID, kind, g.sv.Address, reached, voters, max(spare, 0)), g.since.UTC()))
+	}
+	return out
 }
 
 // AllowReadOnly is cluster.allow_read_only_restricted_mode: false means a
@@ -274,6 +352,10 @@ func (s *Cluster) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 			return JoinResponse{}, fmt.Errorf("%w: server certificate request: %v", ErrInvalid, err)
 		}
 	}
+	if err := s.checkOpen(); err != nil {
+		// Raft runs only while the keystore is open.
+		return JoinResponse{}, fmt.Errorf("%w: this node takes part in the cluster only while its keystore is open: nothing was done; send the join to another member", err)
+	}
 	if !s.node.IsLeader() {
 		// A follower forwards joins to the leader; it gets here only when
 		// it does not know the leader's address yet (it is catching up).
@@ -322,7 +404,13 @@ func (s *Cluster) AdmitNode(ctx context.Context, req JoinRequest) (JoinResponse,
 	}
 	ctx = WithIdentity(ctx, Identity{Kind: KindRoot, Name: "join:" + req.NodeID, Roles: AllRoles})
 	if _, err := s.applyResult(ctx, state.TypeJoinTokenUse, state.JoinTokenUse{Hash: hash, Node: req.NodeID}); err != nil {
-		return JoinResponse{}, fmt.Errorf("%w: join token refused: %v", ErrUnauthenticated, err)
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) {
+			// The state refused it: unknown, used or expired meanwhile.
+			return JoinResponse{}, fmt.Errorf("%w: join token refused: %v", ErrUnauthenticated, err)
+		}
+		// Not refused: the write failed or its outcome is unknown (the
+		// leadership was lost), and the error says which.
+		return JoinResponse{}, fmt.Errorf("use the join token (nothing else was done for the join): %w", err)
 	}
 	cert, err := ca.IssueNodeCert(csr.PublicKey, req.NodeID)
 	if err != nil {
@@ -365,6 +453,24 @@ func (s *Cluster) Promote(ctx context.Context, nodeID string) error {
 	}
 	if id.Kind == KindNode && id.Name != nodeID {
 		return fmt.Errorf("%w: node %s may promote only itself", ErrForbidden, id.Name)
+	}
+	// Only a member that replicates (a non-voter that joined) is promoted:
+	// a record without a raft member behind it is a join that failed or a
+	// removal cut short, and a voter that never answers would take the
+	// majority away.
+	servers, err := s.node.Servers()
+	if err != nil {
+		return fmt.Errorf("%w: read the raft configuration: %v", ErrUnavailable, err)
+	}
+	inRaft := false
+	for _, sv := range servers {
+		inRaft = inRaft || sv.ID == nodeID
+	}
+	if !inRaft {
+		return fmt.Errorf("%w: node %s is not in the cluster's raft configuration: a node is added by coffer cluster join, then promoted", ErrNotFound, nodeID)
+	}
+	if err := s.keepsMajority(servers, nodeID, true, "promoting "+nodeID); err != nil {
+		return err
 	}
 	nodes, _ := s.st.Nodes()
 	for _, n := range nodes {
@@ -475,37 +581,83 @@ func (s *Cluster) JoinCluster(ctx context.Context, id Identity, url, token strin
 	if err := s.openLocked(ctx, k); err != nil {
 		return fmt.Errorf("joined, but opening failed (coffer keystore open retries): %w", err)
 	}
-	s.workers.Go("promotion to voter", func(ctx context.Context) { s.promoteWhenCaughtUp(ctx, url, jr.AppliedIndex) })
+	// The open started the promotion to voter (promoteLoop).
 	s.log.Info("joined the cluster", "cluster_id", jr.ClusterID, "via", url)
 	return nil
 }
 
-// promoteWhenCaughtUp asks the leader to make this node a voter once it has
-// applied what the leader had when it admitted it.
-// It gives up when ctx ends (seal), or after ten minutes of catching up
-// and then 50 attempts.
-func (s *Cluster) promoteWhenCaughtUp(ctx context.Context, url string, index uint64) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	for s.st.AppliedIndex() < index {
-		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+// promoteLoop runs, from every open of a node that joined a cluster, until
+// the node is a voter (or the keystore is sealed): once this node is a
+// non-voter in the raft configuration and has caught up with the leader, it
+// asks the leader (or, while it does not know the leader's address, the
+// member it joined through) to make it a voter, again after a failure. A
+// promotion cut by a seal or a restart is so asked for at the next open.
+func (s *Cluster) promoteLoop(ctx context.Context) {
+	if !s.joining() {
+		return
+	}
+	wait, failures := time.Second, 0
+	for !s.closed.Load() {
+		isVoter, member := s.selfInConfiguration()
+		if isVoter {
+			return
+		}
+		if member && s.CaughtUp() {
+			target := s.joinedVia()
+			if u, self, ok := s.LeaderAPI(); ok && !self {
+				target = u
+			}
+			if target != "" {
+				err := s.promoteAt(ctx, target)
+				if err == nil {
+					s.log.Info("promoted to voter", "via", target)
+					return
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				failures++
+				if failures == 1 || failures%20 == 0 {
+					s.log.Warn("promotion to voter not done yet; retrying", "attempts", failures, "error", err)
+				}
+				wait = min(2*wait, 30*time.Second)
+			}
+		}
+		if sleepCtx(ctx, wait) != nil {
 			return
 		}
 	}
-	for attempt := 0; attempt < 50; attempt++ {
-		target := url
-		if u, self, ok := s.LeaderAPI(); ok && !self {
-			target = u
-		}
-		if err := s.promoteAt(ctx, target); err == nil {
-			return
-		} else {
-			s.log.Warn("promotion to voter not done yet; retrying", "error", err)
-		}
-		if sleepCtx(ctx, time.Second) != nil {
-			return
+}
+
+// selfInConfiguration reports whether this node is in its latest raft
+// configuration (member) and whether as a voter.
+func (s *Cluster) selfInConfiguration() (voter, member bool) {
+	servers, err := s.node.Servers()
+	if err != nil {
+		return false, false
+	}
+	for _, sv := range servers {
+		if sv.ID == s.nodeID {
+			return sv.Voter, true
 		}
 	}
+	return false, false
+}
+
+// joinedVia is the URL of the member this node joined through, from the
+// join marker ("" if it cannot be read).
+func (s *Cluster) joinedVia() string {
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, joinFile))
+	if err != nil {
+		return ""
+	}
+	var m struct {
+		URL string `json:"url"`
+	}
+	if json.Unmarshal(b, &m) != nil {
+		return ""
+	}
+	return m.URL
 }
 
 // CACertPEM is the cluster CA certificate (public), for joining nodes.
@@ -545,7 +697,8 @@ type ClusterNode struct {
 	Lag         *uint64    `json:"lag,omitempty" doc:"entries behind the leader's commit index (unknown if the node or the leader cannot be reached)"`
 	CaughtUp    *bool      `json:"caught_up,omitempty" doc:"the node has applied, since it opened, what the leader had committed; until then its reads go to the leader"`
 	LastContact *time.Time `json:"last_contact,omitempty" doc:"this node: when it last heard from the leader"`
-	Reachable   bool       `json:"reachable"`
+	Reachable   bool       `json:"reachable" doc:"the node answered its health"`
+	State       string     `json:"state,omitempty" doc:"the node's keystore state as it answered (open, sealed, uninitialized); a node not open takes no part in raft"`
 }
 
 // ClusterStatus is the cluster as this node sees it.
@@ -576,6 +729,10 @@ func (s *Cluster) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 	st.Leader = leaderID
 	servers, err := s.node.Servers()
 	if err != nil {
+		if oerr := s.checkOpen(); oerr != nil {
+			// Raft runs only while the keystore is open.
+			return st, fmt.Errorf("%w: this node takes part in the cluster only while its keystore is open (coffer keystore open); ask another node for the cluster status", oerr)
+		}
 		return st, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	reg := map[string]state.Node{}
@@ -592,6 +749,7 @@ func (s *Cluster) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 		ok := false
 		if cn.Self {
 			cu, ok = s.CatchUpStatus(), true
+			cn.State, cn.Reachable = s.svc.State(), true
 			if lc := s.node.LastContact(); !lc.IsZero() && !cn.Leader {
 				cn.LastContact = &lc
 			}
@@ -599,9 +757,13 @@ func (s *Cluster) ClusterStatus(ctx context.Context) (ClusterStatus, error) {
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			h, err := s.peerHealth(pctx, cn.APIURL)
 			cancel()
+			// A node that answers sealed is reachable, but has no raft
+			// position to show: it takes no part until it is opened.
 			cu, ok = h.CatchUp, err == nil && h.Role != ""
+			if err == nil {
+				cn.State, cn.Reachable = h.State, h.State != "" || ok
+			}
 		}
-		cn.Reachable = ok
 		if ok {
 			a, c := cu.RaftApplied, cu.CaughtUp
 			cn.Applied, cn.CaughtUp = &a, &c
@@ -639,6 +801,9 @@ func (s *Cluster) Switchover(ctx context.Context, to string) (string, error) {
 			if sv.ID == to {
 				if !sv.Voter {
 					return "", fmt.Errorf("%w: %s is not a voter yet", ErrConflict, to)
+				}
+				if since, down := s.node.Unreachable(to); down {
+					return "", fmt.Errorf("%w: %s does not answer this leader's heartbeats (since %s): it cannot take over; bring it back, or switch over to another voter", ErrConflict, to, since.UTC().Format(time.RFC3339))
 				}
 				addr = sv.Address
 			}
@@ -678,8 +843,27 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 	if id == s.nodeID {
 		return fmt.Errorf("%w: the leader cannot remove itself: coffer cluster switchover first", ErrConflict)
 	}
-	if err := s.node.Remove(ctx, id); err != nil {
-		return fmt.Errorf("%w: remove %s: %v", ErrUnavailable, id, err)
+	servers, err := s.node.Servers()
+	if err != nil {
+		return fmt.Errorf("%w: read the raft configuration: %v", ErrUnavailable, err)
+	}
+	inRaft := false
+	for _, sv := range servers {
+		inRaft = inRaft || sv.ID == id
+	}
+	if !inRaft {
+		// Raft removes an unknown id without a word; a record left by a
+		// removal cut short after the raft step is still forgotten below.
+		if _, err := s.st.Node(id); err != nil {
+			return fmt.Errorf("%w: node %s is not a member of the cluster (coffer cluster status lists them)", ErrNotFound, id)
+		}
+	} else {
+		if err := s.keepsMajority(servers, id, false, "removing "+id); err != nil {
+			return err
+		}
+		if err := s.node.Remove(ctx, id); err != nil {
+			return fmt.Errorf("%w: remove %s: %v", ErrUnavailable, id, err)
+		}
 	}
 	unlock, err := s.openForRead()
 	if err != nil {
@@ -691,6 +875,36 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 	}
 	s.log.Warn("node removed from the cluster", "node", id)
 	return nil
+}
+
+// keepsMajority refuses a configuration change that makes id a voter
+// (becomesVoter) or takes it out, when the voters after it would not have
+// a majority this leader reaches: the change would commit nowhere, the
+// leader would step down and every write would stop until the unreachable
+// voters return. A member is unreachable while the leader's heartbeats to
+// it fail; what names the change for the error.
+func (s *Cluster) keepsMajority(servers []cluster.Server, id string, becomesVoter bool, what string) error {
+	var left, reached int
+	var down []string
+	for _, sv := range servers {
+		voter := sv.Voter
+		if sv.ID == id {
+			voter = becomesVoter
+		}
+		if !voter {
+			continue
+		}
+		left++
+		if since, unreachable := s.node.Unreachable(sv.ID); unreachable && sv.ID != s.nodeID {
+			down = append(down, fmt.Sprintf("%s (unreachable since %s)", sv.ID, since.UTC().Format(time.RFC3339)))
+			continue
+		}
+		reached++
+	}
+	if left == 0 || 2*reached > left {
+		return nil
+	}
+	return fmt.Errorf("%w: %s would leave %d voters of which only %d can be reached (%s): no majority, every write would stop until they return; bring them back first", ErrConflict, what, left, reached, strings.Join(down, ", "))
 }
 
 // NodeID is this node's id.

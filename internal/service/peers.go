@@ -35,6 +35,7 @@ type Peers interface {
 
 // PeerHealth is what this node reads from another node's health.
 type PeerHealth struct {
+	State        string `json:"state"`
 	Role         string `json:"role"`
 	AppliedIndex uint64 `json:"applied_index"`
 	CatchUp

@@ -26,7 +26,7 @@ var openGoroutines = []string{
 	funcName((*core).maintenance),
 	funcName((*Cluster).syncKeysLoop),
 	funcName((*Backups).autoBackup),
-	funcName((*Cluster).promoteWhenCaughtUp),
+	funcName((*Cluster).promoteLoop),
 	"backup.(*Manager).Loop",
 	"backup.(*Manager).Backup",
 	"state.(*mirrorWriter).loop",

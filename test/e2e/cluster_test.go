@@ -478,6 +478,10 @@ func TestTwoNodePairReadOnly(t *testing.T) {
 	if st, err := survivor.local().Status(ctx); err != nil || st.KeystoreGeneration != 1 {
 		t.Fatalf("keystore generation after a refused rotation: %d %v", st.KeystoreGeneration, err)
 	}
+	// Its status says so: not writable, with the no-quorum alert.
+	if st, err := survivor.local().Status(ctx); err != nil || st.Writable || !hasAlert(st, "no_quorum") {
+		t.Fatalf("survivor status without quorum: writable %v, alerts %+v, %v", st.Writable, st.Alerts, err)
+	}
 	// The peer returns: the pair has quorum again.
 	leader.start()
 	leader.waitState("open")
@@ -485,6 +489,9 @@ func TestTwoNodePairReadOnly(t *testing.T) {
 		_, err := sc.PutSecret(ctx, "default", "k", []byte("after"))
 		return err == nil
 	}, "writes after the peer returned")
+	if st, err := survivor.local().Status(ctx); err != nil || !st.Writable || hasAlert(st, "no_quorum") {
+		t.Fatalf("survivor status with quorum back: writable %v, alerts %+v, %v", st.Writable, st.Alerts, err)
+	}
 	// The peer is gone for good: the operator makes the survivor standalone.
 	leader.kill9()
 	survivor.stop()
@@ -592,4 +599,14 @@ func TestClusterPassphraseChange(t *testing.T) {
 	follower.kill9()
 	follower.start()
 	follower.waitState("open")
+}
+
+// hasAlert reports whether the status carries an alert with code.
+func hasAlert(st client.Status, code string) bool {
+	for _, a := range st.Alerts {
+		if a.Code == code {
+			return true
+		}
+	}
+	return false
 }

@@ -87,6 +87,16 @@ func (*Client) Join(ctx context.Context, url string, conf *tls.Config, jreq serv
 	defer resp.Body.Close()
 	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode == http.StatusServiceUnavailable {
+		var e struct {
+			Error struct {
+				Code string `json:"code"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(rb, &e) == nil && e.Error.Code == "outcome_unknown" {
+			// The leader lost its leadership while it admitted the node:
+			// the token may be used and the node in the configuration.
+			return service.JoinResponse{}, fmt.Errorf("%w: the join sent to %s may or may not have been admitted (503): %s; see coffer cluster status on the cluster: if this node is listed, remove it there, then join again with a new token", service.ErrOutcomeUnknown, url, strings.TrimSpace(string(rb)))
+		}
 		// Not refused: the cluster could not take it now (no leader, or
 		// one this member cannot reach yet). Nothing was done.
 		return service.JoinResponse{}, fmt.Errorf("%w: %s could not admit the join now (503): %s", service.ErrUnavailable, url, strings.TrimSpace(string(rb)))

@@ -98,3 +98,20 @@ func TestFetchCAAndHealth(t *testing.T) {
 		t.Fatalf("no CA served: %v", err)
 	}
 }
+
+// TestJoinOutcomeUnknownIsNotNothingDone: a join the leader answers 503
+// outcome_unknown (its leadership was lost while it used the token) is not
+// reported as a join nothing was done for: the token may be used and the
+// node admitted.
+func TestJoinOutcomeUnknownIsNotNothingDone(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":{"code":"outcome_unknown","message":"outcome unknown: the leadership was lost while this write was being committed"}}`))
+	}))
+	defer srv.Close()
+	_, err := New().Join(context.Background(), srv.URL, trustAll(), service.JoinRequest{NodeID: "node-2"})
+	if !errors.Is(err, service.ErrOutcomeUnknown) || errors.Is(err, service.ErrUnavailable) {
+		t.Fatalf("join answered 503 outcome_unknown: %v; want outcome unknown", err)
+	}
+}
