@@ -1018,8 +1018,8 @@ func (s *Cluster) syncKeysLoop(ctx context.Context) {
 			if nr, err := s.syncGenerations(s.ring); err != nil {
 				s.log.Error("master key generations not synchronised", "error", err)
 			} else if nr != s.ring {
-				s.ring = nr
 				s.bar.SetKeyring(nr)
+				s.ring = replaceRing(s.ring, nr)
 			}
 		}
 		s.mu.Unlock()
@@ -1162,8 +1162,8 @@ func (s *Cluster) syncPassphraseLocked() {
 		s.log.Error("re-seal this node's keystore under the cluster's new passphrase", "error", err)
 		return
 	}
-	s.ring = nr
 	s.bar.SetKeyring(nr)
+	s.ring = replaceRing(s.ring, nr)
 	if err := s.setLocalPassphraseVersion(rec.Version); err != nil {
 		s.log.Error("record the keystore passphrase version", "error", err)
 	}
