@@ -18,7 +18,7 @@ import (
 func TestObjectJSONMatchesEncoder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	strs := []string{"", "plain", "db/tde/key-0001", "<script>&amp;", `quote " and \ back`, "ctl\x00\n\t\x1f",
-		"ünïcödé", "line\u2028sep\u2029", "bad utf8 \xff\xfe", "emoji 🔑", "\x7f del"}
+		"ünïcödé", "line\u2028sep\u2029", "bad utf8 \xff\xfe", "emoji 🔑", "\x7f del", "R&D", "a>b", "a<b"}
 	zones := []*time.Location{time.UTC, time.FixedZone("ist", 5*3600+1800), time.FixedZone("w", -8*3600), time.FixedZone("far", 24*3600)}
 	times := func() time.Time {
 		years := []int{0, 9999, 10000, -1, 1970}

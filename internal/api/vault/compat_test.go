@@ -277,3 +277,32 @@ func TestResponseWrappingAndNamespacesAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroWrapTTLIsNoWrapping: Vault wraps an answer only for a wrap TTL
+// other than zero, so X-Vault-Wrap-TTL: 0 (or "0s") asks for the plain
+// answer, which Coffer gives; a TTL that would wrap is still refused.
+func TestZeroWrapTTLIsNoWrapping(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	f.do(t, root, "POST", "/v1/kv/data/z", `{"data":{"a":"b"}}`)
+	for ttl, want := range map[string]int{"0": 200, "0s": 200, " 0m ": 200, "1": 400, "30s": 400, "-1": 400, "soon": 400} {
+		req, err := http.NewRequest("GET", f.srv.URL+"/v1/kv/data/z", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Vault-Token", root)
+		req.Header.Set("X-Vault-Wrap-TTL", ttl)
+		res, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != want {
+			t.Errorf("X-Vault-Wrap-TTL %q: %d %s, want %d", ttl, res.StatusCode, b, want)
+		}
+	}
+}

@@ -111,23 +111,34 @@ func durationField(m map[string]json.RawMessage, name string) (time.Duration, er
 		}
 		s = n.String()
 	}
+	d, ok := parseDuration(s)
+	if !ok {
+		return 0, invalid(name, "want a number of seconds or a duration such as \"0s\"")
+	}
+	return d, nil
+}
+
+// parseDuration parses a Vault duration ("" is 0): a number of seconds, or
+// a duration string ("90s", "1h30m", "2d"). ok is false for anything else,
+// a negative duration included.
+func parseDuration(s string) (d time.Duration, ok bool) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return 0, nil
+		return 0, true
 	}
 	if secs, err := strconv.ParseInt(s, 10, 64); err == nil && secs >= 0 && secs <= int64(math.MaxInt64/time.Second) {
-		return time.Duration(secs) * time.Second, nil
+		return time.Duration(secs) * time.Second, true
 	}
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		if n, err := strconv.ParseInt(days, 10, 64); err == nil && n >= 0 && n <= int64(math.MaxInt64/(24*time.Hour)) {
-			return time.Duration(n) * 24 * time.Hour, nil
+			return time.Duration(n) * 24 * time.Hour, true
 		}
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, invalid(name, "want a number of seconds or a duration such as \"0s\"")
+		return 0, false
 	}
-	return d, nil
+	return d, true
 }
 
 // base64Field parses a base64 (standard encoding) field (nil when absent).

@@ -231,11 +231,14 @@ func newRequestID() string {
 // have: response wrapping (the client expects a one-time wrapping token in
 // place of the answer, and may print or pass on what it gets) and a
 // namespace other than the root one (the client expects that namespace's
-// own mounts).
+// own mounts). A wrap TTL of zero asks for no wrapping (Vault wraps only
+// for a TTL other than zero) and is served.
 // The headers are looked up by their canonical keys (no allocation).
 func refusedHeaders(r *http.Request) error {
-	if v := r.Header["X-Vault-Wrap-Ttl"]; len(v) > 0 && v[0] != "" {
-		return fmt.Errorf("%w: X-Vault-Wrap-TTL: Coffer does not wrap responses; send the request without it", service.ErrInvalid)
+	if v := r.Header["X-Vault-Wrap-Ttl"]; len(v) > 0 {
+		if d, ok := parseDuration(v[0]); !ok || d != 0 {
+			return fmt.Errorf("%w: X-Vault-Wrap-TTL: Coffer does not wrap responses; send the request without it", service.ErrInvalid)
+		}
 	}
 	if v := r.Header["X-Vault-Namespace"]; len(v) > 0 {
 		if ns := strings.Trim(v[0], "/ "); ns != "" && ns != "root" {
