@@ -574,13 +574,26 @@ func (s *Objects) KVMetadataOf(ctx context.Context, wallet, path string) (KVMeta
 	return md, nil
 }
 
-// KVPutMetadata sets a KV path's settings (read_modify). Coffer keeps every
-// version: maxVersions must be 0. The path must exist (write data first).
-func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, casRequired bool, custom map[string]string, maxVersions int) error {
-	if maxVersions != 0 {
-		return fmt.Errorf("%w: max_versions %d: Coffer keeps every version of a secret (a database needs every key version that encrypted its data); use 0", ErrInvalid, maxVersions)
+// KVMetadataChange names the KV settings a metadata write changes; the
+// others keep their values. CASRequired: nil keeps it. CustomMetadata is
+// set (nil or empty clears it) only when SetCustomMetadata. MaxVersions
+// must be 0: Coffer keeps every version.
+type KVMetadataChange struct {
+	CASRequired       *bool
+	SetCustomMetadata bool
+	CustomMetadata    map[string]string
+	MaxVersions       int
+}
+
+// KVPutMetadata changes a KV path's settings (read_modify): only those ch
+// names, in one state command, so writers changing different settings at
+// the same time do not undo each other. The path must exist (write data
+// first).
+func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, ch KVMetadataChange) error {
+	if ch.MaxVersions != 0 {
+		return fmt.Errorf("%w: max_versions %d: Coffer keeps every version of a secret (a database needs every key version that encrypted its data); use 0", ErrInvalid, ch.MaxVersions)
 	}
-	if err := validAttrs(custom); err != nil {
+	if err := validAttrs(ch.CustomMetadata); err != nil {
 		return err
 	}
 	unlock, err := s.openForRead()
@@ -595,7 +608,8 @@ func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, casReq
 	if o.Type != TypeSecretData {
 		return fmt.Errorf("%w: %s/%s is a %s; KV metadata applies to secret data", ErrConflict, wallet, path, o.Type)
 	}
-	if _, err := s.applyResult(ctx, state.TypeKVMetadata, state.KVMetadataPut{ID: o.ID, CASRequired: casRequired, CustomMetadata: custom}); err != nil {
+	cmd := state.KVMetadataMerge{ID: o.ID, CASRequired: ch.CASRequired, SetCustomMetadata: ch.SetCustomMetadata, CustomMetadata: ch.CustomMetadata}
+	if _, err := s.applyResult(ctx, state.TypeKVMetadataMerge, cmd); err != nil {
 		return fmt.Errorf("set metadata of %s/%s: %w", wallet, path, err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/coffer-kms/coffer/internal/service"
@@ -570,5 +571,48 @@ func TestVaultRequestsAreAudited(t *testing.T) {
 		if strings.Contains(r.Error, `"k":"v"`) {
 			t.Fatal("a secret value is in the audit log")
 		}
+	}
+}
+
+// TestKVMetadataWritesOfDifferentFieldsDoNotLoseEachOther: two writers
+// setting different metadata fields at once both take effect (a write
+// changes only the fields it names, in one state command), and
+// custom_metadata null clears it while an absent one keeps it, as Vault.
+func TestKVMetadataWritesOfDifferentFieldsDoNotLoseEachOther(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	f.do(t, root, "POST", "/v1/kv/data/race", `{"data":{"a":"1"}}`)
+	for round := 0; round < 40; round++ {
+		if r := f.do(t, root, "POST", "/v1/kv/metadata/race", `{"cas_required":false,"custom_metadata":null}`); r.status != 204 {
+			t.Fatalf("reset: %d %s", r.status, r.raw)
+		}
+		want := fmt.Sprintf("r%d", round)
+		var wg sync.WaitGroup
+		for _, body := range []string{`{"cas_required":true}`, `{"custom_metadata":{"round":"` + want + `"}}`} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if r := f.do(t, root, "POST", "/v1/kv/metadata/race", body); r.status != 204 {
+					t.Errorf("write %s: %d %s", body, r.status, r.raw)
+				}
+			}()
+		}
+		wg.Wait()
+		r := f.do(t, root, "GET", "/v1/kv/metadata/race", "")
+		custom, _ := r.data(t)["custom_metadata"].(map[string]any)
+		if r.data(t)["cas_required"] != true || custom["round"] != want {
+			t.Fatalf("round %d: an update was lost: %s", round, r.raw)
+		}
+	}
+	// Absent keeps; null clears (Vault sets what is sent, and null is an empty map).
+	f.do(t, root, "POST", "/v1/kv/metadata/race", `{"cas_required":false}`)
+	r := f.do(t, root, "GET", "/v1/kv/metadata/race", "")
+	if custom, _ := r.data(t)["custom_metadata"].(map[string]any); custom["round"] == nil {
+		t.Fatalf("custom_metadata not sent was changed: %s", r.raw)
+	}
+	f.do(t, root, "POST", "/v1/kv/metadata/race", `{"custom_metadata":null}`)
+	r = f.do(t, root, "GET", "/v1/kv/metadata/race", "")
+	if custom, _ := r.data(t)["custom_metadata"].(map[string]any); len(custom) != 0 {
+		t.Fatalf("custom_metadata null kept the map: %s", r.raw)
 	}
 }
