@@ -97,7 +97,13 @@ func (s *Objects) DeleteMount(ctx context.Context, path string) error {
 		return err
 	}
 	defer unlock()
-	if err := s.applyLocked(ctx, state.TypeVaultUnmount, state.VaultUnmount{Path: path}); err != nil {
+	err = s.applyLocked(ctx, state.TypeVaultUnmount, state.VaultUnmount{Path: path})
+	if errors.Is(err, ErrNotFound) {
+		// Not mounted: nothing to remove, and Vault answers success.
+		s.log.Info("unmount: nothing to do, the path is not mounted", "path", path, "by", CallFrom(ctx).Identity.Actor())
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("unmount %q: %w", path, err)
 	}
 	return nil
@@ -456,23 +462,60 @@ func (s *Objects) KVVersions(ctx context.Context, wallet, path, op string, versi
 		return err
 	}
 	defer unlock()
-	o, _, err := s.kvObject(ctx, wallet, path, need, op+" of KV versions")
-	if err != nil {
-		return err
+	// A path or version KV does not show is skipped, as Vault does: a delete
+	// of what is already gone succeeds and changes nothing. The versions
+	// that exist are acted on in one command (all or none). A metadata
+	// delete between the read and the command hides every version read;
+	// reading again then finds nothing to do.
+	for attempt := 0; ; attempt++ {
+		o, m, err := s.kvObject(ctx, wallet, path, need, op+" of KV versions")
+		if errors.Is(err, ErrNotFound) {
+			s.log.Info("KV "+op+": nothing to do, the path does not exist", "wallet", wallet, "name", path, "by", CallFrom(ctx).Identity.Actor())
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if o.Type != TypeSecretData {
+			return fmt.Errorf("%w: %s/%s is a %s; use the native API's lifecycle (deactivate, destroy) for keys", ErrConflict, wallet, path, o.Type)
+		}
+		todo := existingKVVersions(o, m, versions)
+		if len(todo) == 0 {
+			s.log.Info("KV "+op+": nothing to do, no version named exists", "id", o.ID, "wallet", wallet, "name", path, "versions", versions, "by", CallFrom(ctx).Identity.Actor())
+			return nil
+		}
+		_, err = s.applyResult(ctx, state.TypeKVVersions, state.KVVersions{ID: o.ID, Op: op, Versions: todo})
+		if errors.Is(err, ErrNotFound) && attempt < 2 {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s/%s versions %v: %w", op, wallet, path, todo, err)
+		}
+		if op == KVDestroy {
+			s.log.Warn("KV versions destroyed", "id", o.ID, "wallet", wallet, "name", path, "versions", todo, "by", CallFrom(ctx).Identity.Actor())
+		}
+		return nil
 	}
-	if o.Type != TypeSecretData {
-		return fmt.Errorf("%w: %s/%s is a %s; use the native API's lifecycle (deactivate, destroy) for keys", ErrConflict, wallet, path, o.Type)
+}
+
+// existingKVVersions returns the versions of want (the latest when want is
+// empty) that o has and KV shows, once each, in the order given.
+func existingKVVersions(o state.Object, m state.KVMeta, want []uint64) []uint64 {
+	if len(want) == 0 {
+		want = []uint64{o.Latest}
 	}
-	if len(versions) == 0 {
-		versions = []uint64{o.Latest}
+	have := make(map[uint64]bool, len(o.Versions))
+	for _, v := range o.Versions {
+		have[v.Version] = v.Version > m.HiddenThrough
 	}
-	if _, err := s.applyResult(ctx, state.TypeKVVersions, state.KVVersions{ID: o.ID, Op: op, Versions: versions}); err != nil {
-		return fmt.Errorf("%s %s/%s versions %v: %w", op, wallet, path, versions, err)
+	out := make([]uint64, 0, len(want))
+	for _, v := range want {
+		if have[v] {
+			out = append(out, v)
+			have[v] = false
+		}
 	}
-	if op == KVDestroy {
-		s.log.Warn("KV versions destroyed", "id", o.ID, "wallet", wallet, "name", path, "versions", versions, "by", CallFrom(ctx).Identity.Actor())
-	}
-	return nil
+	return out
 }
 
 // KVDeleteMetadata is Vault's metadata delete (manage): every version must
@@ -486,6 +529,11 @@ func (s *Objects) KVDeleteMetadata(ctx context.Context, wallet, path string) err
 	}
 	defer unlock()
 	o, _, err := s.kvObject(ctx, wallet, path, PermManage, "deleting KV metadata")
+	if errors.Is(err, ErrNotFound) {
+		// Already gone (or never there): Vault answers success.
+		s.log.Info("KV metadata delete: nothing to do, the path does not exist", "wallet", wallet, "name", path, "by", CallFrom(ctx).Identity.Actor())
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -526,13 +574,26 @@ func (s *Objects) KVMetadataOf(ctx context.Context, wallet, path string) (KVMeta
 	return md, nil
 }
 
-// KVPutMetadata sets a KV path's settings (read_modify). Coffer keeps every
-// version: maxVersions must be 0. The path must exist (write data first).
-func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, casRequired bool, custom map[string]string, maxVersions int) error {
-	if maxVersions != 0 {
-		return fmt.Errorf("%w: max_versions %d: Coffer keeps every version of a secret (a database needs every key version that encrypted its data); use 0", ErrInvalid, maxVersions)
+// KVMetadataChange names the KV settings a metadata write changes; the
+// others keep their values. CASRequired: nil keeps it. CustomMetadata is
+// set (nil or empty clears it) only when SetCustomMetadata. MaxVersions
+// must be 0: Coffer keeps every version.
+type KVMetadataChange struct {
+	CASRequired       *bool
+	SetCustomMetadata bool
+	CustomMetadata    map[string]string
+	MaxVersions       int
+}
+
+// KVPutMetadata changes a KV path's settings (read_modify): only those ch
+// names, in one state command, so writers changing different settings at
+// the same time do not undo each other. The path must exist (write data
+// first).
+func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, ch KVMetadataChange) error {
+	if ch.MaxVersions != 0 {
+		return fmt.Errorf("%w: max_versions %d: Coffer keeps every version of a secret (a database needs every key version that encrypted its data); use 0", ErrInvalid, ch.MaxVersions)
 	}
-	if err := validAttrs(custom); err != nil {
+	if err := validAttrs(ch.CustomMetadata); err != nil {
 		return err
 	}
 	unlock, err := s.openForRead()
@@ -547,7 +608,8 @@ func (s *Objects) KVPutMetadata(ctx context.Context, wallet, path string, casReq
 	if o.Type != TypeSecretData {
 		return fmt.Errorf("%w: %s/%s is a %s; KV metadata applies to secret data", ErrConflict, wallet, path, o.Type)
 	}
-	if _, err := s.applyResult(ctx, state.TypeKVMetadata, state.KVMetadataPut{ID: o.ID, CASRequired: casRequired, CustomMetadata: custom}); err != nil {
+	cmd := state.KVMetadataMerge{ID: o.ID, CASRequired: ch.CASRequired, SetCustomMetadata: ch.SetCustomMetadata, CustomMetadata: ch.CustomMetadata}
+	if _, err := s.applyResult(ctx, state.TypeKVMetadataMerge, cmd); err != nil {
 		return fmt.Errorf("set metadata of %s/%s: %w", wallet, path, err)
 	}
 	return nil

@@ -82,6 +82,8 @@ func FuzzUnmarshalCommand(f *testing.F) {
 		fuzzCmd(f, TypeObjectState, ObjectState{ID: "id-a", To: "deactivated"}),
 		fuzzCmd(f, TypeObjectState, ObjectState{ID: "id-a", To: "destroyed"}),
 		fuzzCmd(f, TypeObjectAttrs, ObjectAttrs{ID: "id-a", Set: map[string]string{"owner": "dba"}, Delete: []string{"x"}}),
+		fuzzCmd(f, TypeKVMetadata, KVMetadataPut{ID: "id-a", CASRequired: true, CustomMetadata: map[string]string{"o": "d"}}),
+		fuzzCmd(f, TypeKVMetadataMerge, KVMetadataMerge{ID: "id-a", SetCustomMetadata: true, CustomMetadata: map[string]string{"o": "d"}}),
 		fuzzCmd(f, TypeWalletCreate, Wallet{Name: "w"}),
 		fuzzCmd(f, TypeWalletDelete, WalletDelete{Name: "w"}),
 		fuzzCmd(f, TypeGrant, Grant{Wallet: "w", Endpoint: "db1", Permission: "read"}),

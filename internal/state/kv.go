@@ -72,6 +72,17 @@ type KVMetadataPut struct {
 	CustomMetadata map[string]string `json:"custom_metadata,omitempty"`
 }
 
+// KVMetadataMerge changes the KV settings of object ID that it names and
+// keeps the others: CASRequired when not nil, CustomMetadata (nil or empty
+// clears it) when SetCustomMetadata. Two writers naming different fields
+// both take effect.
+type KVMetadataMerge struct {
+	ID                string            `json:"id"`
+	CASRequired       *bool             `json:"cas_required,omitempty"`
+	SetCustomMetadata bool              `json:"set_custom_metadata,omitempty"`
+	CustomMetadata    map[string]string `json:"custom_metadata,omitempty"`
+}
+
 // KVMeta is the KV view's own state for one secret-data object.
 type KVMeta struct {
 	CASRequired    bool                 `json:"cas_required,omitempty"`
@@ -91,8 +102,13 @@ const (
 	TypeVaultUnmount Type = 171
 	// TypeKVVersions soft-deletes, undeletes or destroys KV versions (body: KVVersions).
 	TypeKVVersions Type = 172
-	// TypeKVMetadata sets a KV path's settings (body: KVMetadataPut).
+	// TypeKVMetadata sets a KV path's settings (body: KVMetadataPut). The
+	// service sends TypeKVMetadataMerge; this type stays for the entries of
+	// older builds in logs and journals.
 	TypeKVMetadata Type = 173
+	// TypeKVMetadataMerge changes the KV settings a write names (body:
+	// KVMetadataMerge).
+	TypeKVMetadataMerge Type = 174
 )
 
 func init() {
@@ -100,6 +116,7 @@ func init() {
 	typeNames[TypeVaultUnmount] = "vault-unmount"
 	typeNames[TypeKVVersions] = "kv-versions"
 	typeNames[TypeKVMetadata] = "kv-metadata"
+	typeNames[TypeKVMetadataMerge] = "kv-metadata-merge"
 }
 
 // applyKV dispatches the Vault-compatible API's commands; ok is false for
@@ -114,6 +131,8 @@ func (s *Store) applyKV(tx *bolt.Tx, cmd Command) (res any, err error, ok bool) 
 		res, err = decodeApply(cmd, func(c KVVersions) (any, error) { return s.applyKVVersions(tx, cmd.Time, c) })
 	case TypeKVMetadata:
 		res, err = decodeApply(cmd, func(c KVMetadataPut) (any, error) { return s.applyKVMetadata(tx, cmd.Time, c) })
+	case TypeKVMetadataMerge:
+		res, err = decodeApply(cmd, func(c KVMetadataMerge) (any, error) { return s.applyKVMetadataMerge(tx, cmd.Time, c) })
 	default:
 		return nil, nil, false
 	}
@@ -280,6 +299,34 @@ func (s *Store) applyKVMetadata(tx *bolt.Tx, now time.Time, c KVMetadataPut) (an
 	if len(m.CustomMetadata) == 0 {
 		m.CustomMetadata = nil
 	}
+	return KVState{Object: o, Meta: m}, putJSON(tx.Bucket(bucketKVMeta), []byte(o.ID), m)
+}
+
+func (s *Store) applyKVMetadataMerge(tx *bolt.Tx, now time.Time, c KVMetadataMerge) (any, error) {
+	if err := checkAttrs(c.CustomMetadata); err != nil {
+		return err, nil
+	}
+	o, err := s.loadObject(tx, c.ID)
+	if err != nil {
+		return resultOrIO(err)
+	}
+	if o.Type != TypeSecretData {
+		return bad("object %s is a %s; KV metadata applies to secret data", o.ID, o.Type), nil
+	}
+	m, err := s.loadKVMeta(tx, o.ID)
+	if err != nil {
+		return nil, err
+	}
+	if c.CASRequired != nil {
+		m.CASRequired = *c.CASRequired
+	}
+	if c.SetCustomMetadata {
+		m.CustomMetadata = maps.Clone(c.CustomMetadata)
+		if len(m.CustomMetadata) == 0 {
+			m.CustomMetadata = nil
+		}
+	}
+	m.Updated = now
 	return KVState{Object: o, Meta: m}, putJSON(tx.Bucket(bucketKVMeta), []byte(o.ID), m)
 }
 

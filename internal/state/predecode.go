@@ -19,20 +19,21 @@ import (
 // with another body type than its handler's, is decoded in the transaction
 // as before (TestPredecodersMatchHandlers checks the list).
 var predecoders = map[Type]func(body []byte) (any, bool){
-	TypeTokenCreate:    predecodeAs[Token],
-	TypeTokenRevoke:    predecodeAs[TokenRevoke],
-	TypeObjectCreate:   predecodeObjectCreate,
-	TypeObjectRotate:   predecodeAs[ObjectRotate],
-	TypeObjectState:    predecodeAs[ObjectState],
-	TypeObjectAttrs:    predecodeAs[ObjectAttrs],
-	TypeObjectRestore:  predecodeAs[ObjectRestore],
-	TypeWalletCreate:   predecodeAs[Wallet],
-	TypeGrant:          predecodeAs[Grant],
-	TypeEndpointEnroll: predecodeAs[EndpointEnroll],
-	TypeEndpointRenew:  predecodeAs[EndpointRenew],
-	TypeAppRoleLogin:   predecodeAs[AppRoleLogin],
-	TypeKVVersions:     predecodeAs[KVVersions],
-	TypeKVMetadata:     predecodeAs[KVMetadataPut],
+	TypeTokenCreate:     predecodeAs[Token],
+	TypeTokenRevoke:     predecodeAs[TokenRevoke],
+	TypeObjectCreate:    predecodeObjectCreate,
+	TypeObjectRotate:    predecodeAs[ObjectRotate],
+	TypeObjectState:     predecodeAs[ObjectState],
+	TypeObjectAttrs:     predecodeAs[ObjectAttrs],
+	TypeObjectRestore:   predecodeAs[ObjectRestore],
+	TypeWalletCreate:    predecodeAs[Wallet],
+	TypeGrant:           predecodeAs[Grant],
+	TypeEndpointEnroll:  predecodeAs[EndpointEnroll],
+	TypeEndpointRenew:   predecodeAs[EndpointRenew],
+	TypeAppRoleLogin:    predecodeAs[AppRoleLogin],
+	TypeKVVersions:      predecodeAs[KVVersions],
+	TypeKVMetadata:      predecodeAs[KVMetadataPut],
+	TypeKVMetadataMerge: predecodeAs[KVMetadataMerge],
 }
 
 func predecodeAs[T any](body []byte) (any, bool) {

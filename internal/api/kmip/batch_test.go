@@ -2,6 +2,8 @@ package kmip
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -102,5 +104,58 @@ func TestRevokeWithALongNonASCIIMessage(t *testing.T) {
 	o, err := f.svc.Objects.DescribeObject(f.root, service.Ref{ID: cr.UniqueIdentifier})
 	if err != nil || o.State != "deactivated" {
 		t.Fatalf("after Revoke: %+v %v", o, err)
+	}
+}
+
+// TestBatchItemsPerMessageAreBounded: a message holding more batch items
+// than the limit (DefaultMaxBatchItems unless configured) is refused as a
+// whole with Invalid Message naming the limit, and none of its items runs;
+// a message at the limit is served.
+func TestBatchItemsPerMessageAreBounded(t *testing.T) {
+	var c net.Conn
+	send := func(t *testing.T, f *fixture, items ...kmip.OperationPayload) *kmip.ResponseMessage {
+		t.Helper()
+		if c == nil {
+			c = f.rawConn("ep-manage")
+		}
+		if _, err := c.Write(ttlv.MarshalTTLV(kmip.NewRequestMessage(kmip.V1_4, items...))); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := readResponse(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	locates := func(n int) []kmip.OperationPayload {
+		out := make([]kmip.OperationPayload, n)
+		for i := range out {
+			out[i] = &payloads.LocateRequestPayload{}
+		}
+		return out
+	}
+	refused := func(t *testing.T, resp *kmip.ResponseMessage, limit int) {
+		t.Helper()
+		if len(resp.BatchItem) != 1 || resp.BatchItem[0].ResultReason != kmip.ResultReasonInvalidMessage ||
+			!strings.Contains(resp.BatchItem[0].ResultMessage, fmt.Sprintf("at most %d batch items", limit)) {
+			t.Fatalf("refusal: %d items, first %+v; want one Invalid Message naming the limit", len(resp.BatchItem), resp.BatchItem[0])
+		}
+	}
+	f := newFixture(t, Options{})
+	resp := send(t, f, locates(DefaultMaxBatchItems)...)
+	if len(resp.BatchItem) != DefaultMaxBatchItems || resp.BatchItem[0].ResultStatus != kmip.ResultStatusSuccess {
+		t.Fatalf("a message of %d items: %d results, first %+v", DefaultMaxBatchItems, len(resp.BatchItem), resp.BatchItem[0])
+	}
+	refused(t, send(t, f, locates(DefaultMaxBatchItems+1)...), DefaultMaxBatchItems)
+
+	// Configured lower: the creates of a refused message never run, and the
+	// connection serves the next message.
+	f, c = newFixture(t, Options{MaxBatchItems: 2}), nil
+	refused(t, send(t, f, aesCreate("b1"), aesCreate("b2"), aesCreate("b3")), 2)
+	if _, err := f.svc.Objects.DescribeObject(f.root, service.Ref{Wallet: "w", Name: "b1"}); err == nil {
+		t.Errorf("an item of a refused message ran: object \"b1\" exists")
+	}
+	if resp := send(t, f, aesCreate("b1"), aesCreate("b2")); len(resp.BatchItem) != 2 || resp.BatchItem[1].ResultStatus != kmip.ResultStatusSuccess {
+		t.Fatalf("2 items with a limit of 2: %+v", resp.BatchItem)
 	}
 }

@@ -60,6 +60,7 @@ func newExecutor(s *Server) *kmipserver.BatchExecutor {
 	// The library's default list is Versions (1.4 down to 1.0); its setter
 	// would sort it ascending, so it is left as is.
 	e.Use(s.auditMessage)
+	e.Use(s.limitBatch)
 	e.Use(stopByDefault)
 	e.BatchItemUse(s.auditItem)
 	route(e, kmip.OperationDiscoverVersions, s, h.discover)
@@ -95,6 +96,15 @@ func (s *Server) auditMessage(next kmipserver.Next, ctx context.Context, msg *km
 			clip(fmt.Sprintf("%v (protocol version %d.%d, %d batch items)", err, v.ProtocolVersionMajor, v.ProtocolVersionMinor, len(msg.BatchItem)), 256))
 	}
 	return resp, err
+}
+
+// limitBatch refuses, as a whole and before any item runs, a message with
+// more batch items than MaxBatchItems (auditMessage records it).
+func (s *Server) limitBatch(next kmipserver.Next, ctx context.Context, msg *kmip.RequestMessage) (*kmip.ResponseMessage, error) {
+	if n := max(len(msg.BatchItem), int(msg.Header.BatchCount)); n > s.opts.MaxBatchItems {
+		return nil, kmipserver.Errorf(kmip.ResultReasonInvalidMessage, "%d batch items: at most %d batch items per message; send the rest in further messages", n, s.opts.MaxBatchItems)
+	}
+	return next(ctx, msg)
 }
 
 // stopByDefault gives a request without a Batch Error Continuation Option

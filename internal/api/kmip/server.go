@@ -48,6 +48,11 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	// DefaultMaxConns bounds concurrent connections; more are closed at once.
 	DefaultMaxConns = 1024
+	// DefaultMaxBatchItems bounds the batch items of one request message.
+	// KMIP sets no limit; every item is a service call (a Locate scans
+	// every object), so one message of many items would make one request
+	// cost as much as that many requests.
+	DefaultMaxBatchItems = 1000
 )
 
 // Options of a Server. Zero values take the defaults above.
@@ -61,6 +66,9 @@ type Options struct {
 	// holds a slot no longer than this.
 	HandshakeTimeout time.Duration
 	MaxConns         int
+	// MaxBatchItems bounds the batch items of one message (default
+	// DefaultMaxBatchItems); a message with more is refused whole.
+	MaxBatchItems int
 }
 
 // Server serves KMIP on listeners handed to Serve.
@@ -104,6 +112,9 @@ func New(svc *service.Service, opts Options) *Server {
 	}
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = DefaultMaxConns
+	}
+	if opts.MaxBatchItems <= 0 {
+		opts.MaxBatchItems = DefaultMaxBatchItems
 	}
 	s := &Server{svc: svc, log: opts.Logger, opts: opts, sem: make(chan struct{}, opts.MaxConns),
 		lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, shutdown: make(chan struct{}),

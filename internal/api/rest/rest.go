@@ -14,7 +14,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -132,11 +134,11 @@ func (a *api) wrap(rt route) http.Handler {
 		switch id, err := a.identify(r); {
 		case err == nil:
 			call.Identity = id
-			rt.h(sw, r)
+			a.serve(rt, sw, r)
 		case rt.facts.Auth:
 			a.fail(sw, r, err)
 		default:
-			rt.h(sw, r)
+			a.serve(rt, sw, r)
 		}
 		status := sw.status
 		if status == 0 {
@@ -162,6 +164,48 @@ func (a *api) wrap(rt route) http.Handler {
 		}
 		a.svc.Audit(call, rt.facts.Audit, status, code, sw.msg)
 	})
+}
+
+// serve runs the route's handler, unless the request carries a query
+// parameter the route does not declare (rt.Query, the OpenAPI document's
+// list): a typo such as ?wallets= on a list would otherwise be ignored and
+// list everything. No route (Method "") answers 404 whatever its query.
+func (a *api) serve(rt route, w http.ResponseWriter, r *http.Request) {
+	if r.URL.RawQuery != "" && rt.Method != "" {
+		if name, ok := unknownQueryParam(r.URL.Query(), rt.Query); !ok {
+			a.fail(w, r, fmt.Errorf("%w: unknown query parameter %q; %s", service.ErrInvalid, name, takesParams(rt.Query)))
+			return
+		}
+	}
+	rt.h(w, r)
+}
+
+// unknownQueryParam returns the first (in name order) parameter of q that
+// declared does not list, and false; or true when there is none.
+func unknownQueryParam(q url.Values, declared []openapi.Param) (string, bool) {
+	var unknown []string
+	for name := range q {
+		if !slices.ContainsFunc(declared, func(p openapi.Param) bool { return p.Name == name }) {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) == 0 {
+		return "", true
+	}
+	slices.Sort(unknown)
+	return unknown[0], false
+}
+
+// takesParams names the query parameters a route takes.
+func takesParams(declared []openapi.Param) string {
+	if len(declared) == 0 {
+		return "this route takes no query parameters"
+	}
+	names := make([]string, len(declared))
+	for i, p := range declared {
+		names[i] = p.Name
+	}
+	return "this route takes " + strings.Join(names, ", ")
 }
 
 // newCall is the service call of a request: its transport and source.

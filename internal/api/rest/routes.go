@@ -3,6 +3,7 @@ package rest
 import (
 	_ "embed"
 	"net/http"
+	"slices"
 
 	"github.com/coffer-kms/coffer/internal/api/forward"
 	"github.com/coffer-kms/coffer/internal/api/openapi"
@@ -52,6 +53,10 @@ var pageParams = []openapi.Param{
 func (a *api) routes() []route {
 	r := func(method, pattern, op, summary string, f forward.Facts, req, resp any, errs []int, h http.HandlerFunc, tags ...string) route {
 		f.Audit = op
+		if !slices.Contains(errs, http.StatusBadRequest) {
+			// Every route refuses a query parameter it does not declare.
+			errs = append(slices.Clone(errs), http.StatusBadRequest)
+		}
 		return route{Route: openapi.Route{Method: method, Pattern: pattern, OperationID: op, Summary: summary, Auth: f.Auth,
 			Request: req, Response: resp, Errors: errs, Tags: tags}, facts: f, h: h}
 	}

@@ -226,23 +226,18 @@ func (a *api) kvPutMetadata(q *request, m service.Mount, path string) {
 		q.fail(err)
 		return
 	}
-	// Fields not sent keep their values, as in Vault.
-	md, err := a.svc.Objects.KVMetadataOf(q.r.Context(), m.Wallet, path)
-	if err != nil {
-		q.fail(err)
-		return
-	}
-	casRequired := md.CASRequired
+	// Fields not sent keep their values, as in Vault; the service changes
+	// only those named, atomically.
+	ch := service.KVMetadataChange{MaxVersions: maxVersions, SetCustomMetadata: customSet, CustomMetadata: custom}
 	if _, ok := q.body["cas_required"]; ok {
-		if casRequired, err = boolField(q.body, "cas_required"); err != nil {
+		b, err := boolField(q.body, "cas_required")
+		if err != nil {
 			q.fail(err)
 			return
 		}
+		ch.CASRequired = &b
 	}
-	if !customSet {
-		custom = md.CustomMetadata
-	}
-	if err := a.svc.Objects.KVPutMetadata(q.r.Context(), m.Wallet, path, casRequired, custom, maxVersions); err != nil {
+	if err := a.svc.Objects.KVPutMetadata(q.r.Context(), m.Wallet, path, ch); err != nil {
 		q.fail(err)
 		return
 	}

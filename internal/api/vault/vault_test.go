@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/coffer-kms/coffer/internal/service"
@@ -217,12 +218,61 @@ func TestKVDeleteUndeleteDestroy(t *testing.T) {
 	if r.data(t)["current_version"] != 3.0 || r.data(t)["oldest_version"] != 1.0 || vs["1"].(map[string]any)["destroyed"] != true || vs["2"].(map[string]any)["destroyed"] != false {
 		t.Fatalf("metadata: %s", r.raw)
 	}
-	// Missing versions: clear error, nothing changes.
-	if r := f.do(t, root, "POST", "/v1/kv/delete/s", `{"versions":[2,99]}`); r.status != 404 {
-		t.Fatalf("delete missing version: %d %s", r.status, r.raw)
+	// Missing versions are skipped and the rest acted on, as Vault does (a
+	// version above the current one included): 204.
+	if r := f.do(t, root, "POST", "/v1/kv/delete/s", `{"versions":[2,99]}`); r.status != 204 {
+		t.Fatalf("delete with a missing version: %d %s", r.status, r.raw)
+	}
+	if r := f.do(t, root, "GET", "/v1/kv/data/s?version=2", ""); r.status != 404 {
+		t.Fatalf("version 2 not deleted along a missing version: %d %s", r.status, r.raw)
+	}
+	if r := f.do(t, root, "POST", "/v1/kv/undelete/s", `{"versions":[99,2]}`); r.status != 204 {
+		t.Fatalf("undelete with a missing version: %d %s", r.status, r.raw)
 	}
 	if r := f.do(t, root, "GET", "/v1/kv/data/s?version=2", ""); r.status != 200 {
-		t.Fatalf("a refused delete changed version 2: %d %s", r.status, r.raw)
+		t.Fatalf("version 2 not undeleted along a missing version: %d %s", r.status, r.raw)
+	}
+	if r := f.do(t, root, "PUT", "/v1/kv/destroy/s", `{"versions":[98,99]}`); r.status != 204 {
+		t.Fatalf("destroy of missing versions only: %d %s", r.status, r.raw)
+	}
+	// Nothing is half-applied: a destroy refused for a live version (2)
+	// destroys nothing else it names (3, soft-deleted first).
+	f.do(t, root, "POST", "/v1/kv/delete/s", `{"versions":[3]}`)
+	if r := f.do(t, root, "PUT", "/v1/kv/destroy/s", `{"versions":[3,2,99]}`); r.status != 400 {
+		t.Fatalf("destroy of a live version with others: %d %s", r.status, r.raw)
+	}
+	if r := f.do(t, root, "GET", "/v1/kv/data/s?version=3", ""); r.data(t)["metadata"].(map[string]any)["destroyed"] != false {
+		t.Fatalf("a refused destroy destroyed version 3: %d %s", r.status, r.raw)
+	}
+	f.do(t, root, "POST", "/v1/kv/undelete/s", `{"versions":[3]}`)
+	// A path that does not exist: every delete answers 204, as Vault does.
+	for _, c := range []struct{ method, path, body string }{
+		{"DELETE", "/v1/kv/data/nothing", ""},
+		{"POST", "/v1/kv/delete/nothing", `{"versions":[1]}`},
+		{"POST", "/v1/kv/undelete/nothing", `{"versions":[1]}`},
+		{"PUT", "/v1/kv/destroy/nothing", `{"versions":[1]}`},
+		{"DELETE", "/v1/kv/metadata/nothing", ""},
+		{"DELETE", "/v1/sys/mounts/notmounted", ""},
+	} {
+		if r := f.do(t, root, c.method, c.path, c.body); r.status != 204 {
+			t.Errorf("%s %s of nothing: %d %s, want 204", c.method, c.path, r.status, r.raw)
+		}
+	}
+	if r := f.do(t, root, "GET", "/v1/kv/metadata/nothing", ""); r.status != 404 {
+		t.Fatalf("a delete of nothing made something: %d %s", r.status, r.raw)
+	}
+	// Without the permission it is still 403, existing or not.
+	for _, c := range []struct{ token, method, path, body string }{
+		{"ep-read", "DELETE", "/v1/kv/data/nothing", ""},
+		{"ep-read", "POST", "/v1/kv/delete/nothing", `{"versions":[1]}`},
+		{"ep-rm", "PUT", "/v1/kv/destroy/nothing", `{"versions":[1]}`},
+		{"ep-rm", "DELETE", "/v1/kv/metadata/nothing", ""},
+		{"ep-manage", "DELETE", "/v1/sys/mounts/notmounted", ""},
+		{"ep-read", "DELETE", "/v1/kv/data/s", ""},
+	} {
+		if r := f.do(t, f.tokens[c.token], c.method, c.path, c.body); r.status != 403 {
+			t.Errorf("%s %s %s: %d %s, want 403", c.token, c.method, c.path, r.status, r.raw)
+		}
 	}
 	if r := f.do(t, root, "POST", "/v1/kv/delete/s", `{}`); r.status != 400 {
 		t.Fatalf("delete without versions: %d %s", r.status, r.raw)
@@ -237,6 +287,13 @@ func TestKVDeleteUndeleteDestroy(t *testing.T) {
 	}
 	if r := f.do(t, root, "GET", "/v1/kv/metadata/s", ""); r.status != 404 {
 		t.Fatalf("metadata after delete: %d %s", r.status, r.raw)
+	}
+	// Deleting again (a clean-up run twice) answers 204 and changes nothing.
+	if r := f.do(t, root, "DELETE", "/v1/kv/metadata/s", ""); r.status != 204 {
+		t.Fatalf("metadata delete again: %d %s", r.status, r.raw)
+	}
+	if r := f.do(t, root, "DELETE", "/v1/kv/data/s", ""); r.status != 204 {
+		t.Fatalf("data delete after metadata delete: %d %s", r.status, r.raw)
 	}
 	// A new write brings the path back with the next version number.
 	if r := f.do(t, root, "POST", "/v1/kv/data/s", `{"data":{"n":"d"},"options":{"cas":0}}`); r.status != 200 || r.data(t)["version"] != 4.0 {
@@ -514,5 +571,48 @@ func TestVaultRequestsAreAudited(t *testing.T) {
 		if strings.Contains(r.Error, `"k":"v"`) {
 			t.Fatal("a secret value is in the audit log")
 		}
+	}
+}
+
+// TestKVMetadataWritesOfDifferentFieldsDoNotLoseEachOther: two writers
+// setting different metadata fields at once both take effect (a write
+// changes only the fields it names, in one state command), and
+// custom_metadata null clears it while an absent one keeps it, as Vault.
+func TestKVMetadataWritesOfDifferentFieldsDoNotLoseEachOther(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	f.do(t, root, "POST", "/v1/kv/data/race", `{"data":{"a":"1"}}`)
+	for round := 0; round < 40; round++ {
+		if r := f.do(t, root, "POST", "/v1/kv/metadata/race", `{"cas_required":false,"custom_metadata":null}`); r.status != 204 {
+			t.Fatalf("reset: %d %s", r.status, r.raw)
+		}
+		want := fmt.Sprintf("r%d", round)
+		var wg sync.WaitGroup
+		for _, body := range []string{`{"cas_required":true}`, `{"custom_metadata":{"round":"` + want + `"}}`} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if r := f.do(t, root, "POST", "/v1/kv/metadata/race", body); r.status != 204 {
+					t.Errorf("write %s: %d %s", body, r.status, r.raw)
+				}
+			}()
+		}
+		wg.Wait()
+		r := f.do(t, root, "GET", "/v1/kv/metadata/race", "")
+		custom, _ := r.data(t)["custom_metadata"].(map[string]any)
+		if r.data(t)["cas_required"] != true || custom["round"] != want {
+			t.Fatalf("round %d: an update was lost: %s", round, r.raw)
+		}
+	}
+	// Absent keeps; null clears (Vault sets what is sent, and null is an empty map).
+	f.do(t, root, "POST", "/v1/kv/metadata/race", `{"cas_required":false}`)
+	r := f.do(t, root, "GET", "/v1/kv/metadata/race", "")
+	if custom, _ := r.data(t)["custom_metadata"].(map[string]any); custom["round"] == nil {
+		t.Fatalf("custom_metadata not sent was changed: %s", r.raw)
+	}
+	f.do(t, root, "POST", "/v1/kv/metadata/race", `{"custom_metadata":null}`)
+	r = f.do(t, root, "GET", "/v1/kv/metadata/race", "")
+	if custom, _ := r.data(t)["custom_metadata"].(map[string]any); len(custom) != 0 {
+		t.Fatalf("custom_metadata null kept the map: %s", r.raw)
 	}
 }
