@@ -40,3 +40,16 @@ func TestUnknownQueryParametersAreRefused(t *testing.T) {
 		t.Errorf("no route with a parameter: %d %s, want 404", status, raw)
 	}
 }
+
+// TestProbesTakeAnyQuery: the health check, the cluster CA and the OpenAPI
+// document (the unaudited, read-only routes) answer whatever query a
+// load balancer's probe or a monitoring tool adds (a cache-buster, Vault's
+// ?standbyok=true): a 400 there would mark a working node down.
+func TestProbesTakeAnyQuery(t *testing.T) {
+	srv, _, tok := setup(t)
+	for _, path := range []string{"/api/v1/sys/health?standbyok=true&_=1733600000", "/api/v1/cluster/ca?x=1", "/api/v1/openapi.json?v=2"} {
+		if status, _, raw := do(t, srv, tok, "GET", path, ""); status == http.StatusBadRequest {
+			t.Errorf("GET %s: %d %s, want the route's answer", path, status, raw)
+		}
+	}
+}

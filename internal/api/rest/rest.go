@@ -170,8 +170,12 @@ func (a *api) wrap(rt route) http.Handler {
 // parameter the route does not declare (rt.Query, the OpenAPI document's
 // list): a typo such as ?wallets= on a list would otherwise be ignored and
 // list everything. No route (Method "") answers 404 whatever its query.
+// The unaudited routes (health, the cluster CA, the OpenAPI document) are
+// read-only probes and documents: they answer whatever query a load
+// balancer's or a monitoring tool's probe adds (a cache-buster, Vault's
+// ?standbyok=true), since a 400 there would mark a working node down.
 func (a *api) serve(rt route, w http.ResponseWriter, r *http.Request) {
-	if r.URL.RawQuery != "" && rt.Method != "" {
+	if r.URL.RawQuery != "" && rt.Method != "" && rt.facts.Audit != "" {
 		if name, ok := unknownQueryParam(r.URL.Query(), rt.Query); !ok {
 			a.fail(w, r, fmt.Errorf("%w: unknown query parameter %q; %s", service.ErrInvalid, name, takesParams(rt.Query)))
 			return
