@@ -28,14 +28,14 @@ func downSet(n *Node) map[raft.ServerID]bool {
 // removed peer is forgotten.
 func TestLateHeartbeatFailureOfAnEarlierLeadershipIsIgnored(t *testing.T) {
 	n := &Node{}
-	before := time.Now() // the old heartbeat's last contact
+	before := time.Now().Add(-time.Second) // the old heartbeat's last contact
 	n.observeHeartbeats(&raft.Observation{Data: raft.LeaderObservation{LeaderID: "self", LeaderAddr: "127.0.0.1:1"}})
 	n.observeHeartbeats(&raft.Observation{Data: raft.FailedHeartbeatObservation{PeerID: "b", LastContact: before}})
 	if downSet(n)["b"] {
 		t.Fatal("a heartbeat failure of an earlier leadership recorded as one of this leadership")
 	}
 	// A failure of this leadership's heartbeats is recorded.
-	n.observeHeartbeats(&raft.Observation{Data: raft.FailedHeartbeatObservation{PeerID: "c", LastContact: time.Now()}})
+	n.observeHeartbeats(&raft.Observation{Data: raft.FailedHeartbeatObservation{PeerID: "c", LastContact: time.Now().Add(time.Millisecond)}})
 	if !downSet(n)["c"] {
 		t.Fatal("a failing heartbeat of this leadership not recorded")
 	}
