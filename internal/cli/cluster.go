@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -328,6 +329,11 @@ func nodeRole(st client.ClusterStatus, n client.ClusterNode) string {
 		role = n.State
 	case !n.Reachable && n.APIURL != "":
 		role = "unreachable"
+		if !slices.ContainsFunc(st.Nodes, func(m client.ClusterNode) bool { return m.State != "" }) {
+			// A server of an earlier build reports no states: its
+			// "reachable" is false for a member that answered sealed too.
+			role = "unreachable or sealed"
+		}
 	case n.Leader:
 		role = "leader"
 	case st.Leader == "":

@@ -258,3 +258,24 @@ func TestClusterStatusSealedMember(t *testing.T) {
 		t.Fatalf("the unreachable member's role:\n%s", out)
 	}
 }
+
+// TestClusterStatusOfAnOlderServer: a server of an earlier build reports
+// no member states, and its "reachable" is false for a member that
+// answered sealed as for one that did not answer: in a rolling upgrade
+// (this command upgraded, the server not yet restarted) such a member is
+// not shown as plainly unreachable, which the runbooks send to be replaced.
+func TestClusterStatusOfAnOlderServer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"cluster_id":"c1","role":"leader","leader":"n1","nodes":[
+			{"id":"n1","voter":true,"leader":true,"self":true,"raft_address":"10.0.0.1:8201","reachable":true,"applied_index":7,"lag":0,"caught_up":true},
+			{"id":"n2","voter":true,"raft_address":"10.0.0.2:8201","api_url":"https://10.0.0.2:8200","reachable":false}]}`)
+	}))
+	defer srv.Close()
+	code, out, stderr := run("cluster", "status", "--address", srv.URL)
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	if !regexp.MustCompile(`n2 +unreachable or sealed`).MatchString(out) {
+		t.Fatalf("a member an older server could not read:\n%s", out)
+	}
+}

@@ -90,9 +90,11 @@ type Node struct {
 	seedRetry atomic.Bool    // replaceSeed is running
 	bg        sync.WaitGroup // replaceSeed, waited for by Close
 	// downMu guards down: the peers this node's heartbeats fail to reach
-	// while it leads, since when (raft's heartbeat observations).
-	downMu sync.Mutex
-	down   map[raft.ServerID]time.Time
+	// while it leads, since when (raft's heartbeat observations), and
+	// leaderChange, when raft last reported a change of leader.
+	downMu       sync.Mutex
+	down         map[raft.ServerID]time.Time
+	leaderChange time.Time
 }
 
 // Open opens the raft log store (without starting raft), so the caller can
@@ -565,13 +567,22 @@ func (n *Node) Start(fsm raft.BatchingFSM, join bool) error {
 }
 
 // observeHeartbeats records, from raft's observations, which peers this
-// leader's heartbeats fail to reach; a change of leadership starts over.
-// It sends nothing on (it is the observer's filter, called in raft's
-// goroutines).
+// leader's heartbeats fail to reach; a change of leadership starts over,
+// and a peer taken out of the configuration is forgotten (its heartbeats
+// stop without resuming). It sends nothing on (it is the observer's
+// filter, called in raft's goroutines).
 func (n *Node) observeHeartbeats(o *raft.Observation) bool {
 	switch d := o.Data.(type) {
 	case raft.FailedHeartbeatObservation:
 		n.downMu.Lock()
+		if d.LastContact.Before(n.leaderChange) {
+			// A heartbeat of an earlier leadership whose RPC failed only
+			// now: this leadership's heartbeats to the peer are new (their
+			// last contact starts when they do) and report no resumption
+			// if they succeed from the first.
+			n.downMu.Unlock()
+			return false
+		}
 		if n.down == nil {
 			n.down = map[raft.ServerID]time.Time{}
 		}
@@ -583,8 +594,16 @@ func (n *Node) observeHeartbeats(o *raft.Observation) bool {
 		n.downMu.Lock()
 		delete(n.down, d.PeerID)
 		n.downMu.Unlock()
+	case raft.PeerObservation:
+		if d.Removed {
+			n.downMu.Lock()
+			delete(n.down, d.Peer.ID)
+			n.downMu.Unlock()
+		}
 	case raft.LeaderObservation:
-		n.clearDown()
+		n.downMu.Lock()
+		n.down, n.leaderChange = nil, time.Now()
+		n.downMu.Unlock()
 	}
 	return false
 }

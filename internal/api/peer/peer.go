@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/forward"
@@ -80,7 +82,17 @@ func (*Client) Join(ctx context.Context, url string, conf *tls.Config, jreq serv
 		return service.JoinResponse{}, fmt.Errorf("%w: %v", service.ErrInvalid, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	var sent atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { sent.Store(i.Err == nil) },
+	}))
 	resp, err := hc.Do(req)
+	if err != nil && sent.Load() {
+		// The node had the whole request: it (or the leader it forwarded
+		// to) may have used the token and added this node before the
+		// answer was lost.
+		return service.JoinResponse{}, fmt.Errorf("%w: the join sent to %s may or may not have been admitted (no answer: %v); see coffer cluster status on the cluster: if this node is listed, remove it there, then join again with a new token", service.ErrOutcomeUnknown, url, err)
+	}
 	if err != nil {
 		return service.JoinResponse{}, fmt.Errorf("%w: contact %s: %v", service.ErrUnavailable, url, err)
 	}

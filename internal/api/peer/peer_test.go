@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -113,5 +114,33 @@ func TestJoinOutcomeUnknownIsNotNothingDone(t *testing.T) {
 	_, err := New().Join(context.Background(), srv.URL, trustAll(), service.JoinRequest{NodeID: "node-2"})
 	if !errors.Is(err, service.ErrOutcomeUnknown) || errors.Is(err, service.ErrUnavailable) {
 		t.Fatalf("join answered 503 outcome_unknown: %v; want outcome unknown", err)
+	}
+}
+
+// TestJoinCutAfterItWasSentIsOutcomeUnknown: a join whose connection
+// breaks after the request was sent (the leader died, or was cut off,
+// while admitting the node) may have used the token and added the node:
+// it is not reported as a contact failure to run again. A join that never
+// reached the node is.
+func TestJoinCutAfterItWasSentIsOutcomeUnknown(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // #nosec G104 -- the request is read in full, then the connection is cut
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		conn.Close()
+	}))
+	defer srv.Close()
+	_, err := New().Join(context.Background(), srv.URL, trustAll(), service.JoinRequest{NodeID: "node-2"})
+	if !errors.Is(err, service.ErrOutcomeUnknown) || errors.Is(err, service.ErrUnavailable) {
+		t.Fatalf("join cut after it was sent: %v; want outcome unknown", err)
+	}
+	url := srv.URL
+	srv.Close()
+	_, err = New().Join(context.Background(), url, trustAll(), service.JoinRequest{NodeID: "node-2"})
+	if !errors.Is(err, service.ErrUnavailable) || errors.Is(err, service.ErrOutcomeUnknown) {
+		t.Fatalf("join to a node that is gone: %v; want unavailable (nothing was sent)", err)
 	}
 }
