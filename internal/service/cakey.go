@@ -2,7 +2,9 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -175,9 +177,12 @@ func (s *core) moveCAKeyLocked(ctx context.Context, warn func(string, ...any)) {
 // signed again when it expires within this long.
 const serverCertRenewBefore = 30 * 24 * time.Hour
 
-// signServerCertLocked replaces a server certificate the cluster CA did not
-// sign, or that expires within serverCertRenewBefore, with one it signs,
-// for the same names, and has the server reload it. Lifecycle lock held,
+// signServerCertLocked replaces the interim server certificate (or a
+// missing one), or one the cluster CA signed that expires within
+// serverCertRenewBefore, with one the CA signs, for the same names, and has
+// the server reload it. A certificate from another CA is the operator's
+// own (docs/reference/config.md): it is never replaced, only warned about
+// once it expires within serverCertRenewBefore. Lifecycle lock held,
 // keystore open.
 func (s *core) signServerCertLocked() {
 	dir := s.cfg.TLSDir
@@ -185,7 +190,19 @@ func (s *core) signServerCertLocked() {
 	if err != nil {
 		return
 	}
-	if c, err := tlsutil.ServerCert(dir); err == nil && cur.Signs(c) {
+	c, err := tlsutil.ServerCert(dir)
+	switch {
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		s.log.Warn("the server certificate is not readable; it is left as it is", "file", filepath.Join(dir, tlsutil.CertFile), "error", err)
+		return
+	case err == nil && !cur.Signs(c) && !tlsutil.IsInterimServerCert(c):
+		// The operator's own certificate: never replaced.
+		if c.NotAfter.Sub(s.now()) <= serverCertRenewBefore {
+			s.log.Warn("the server certificate is not signed by Coffer's CA and is not renewed by Coffer; it expires soon: replace server.crt and server.key and send SIGHUP",
+				"file", filepath.Join(dir, tlsutil.CertFile), "not_after", c.NotAfter)
+		}
+		return
+	case err == nil && cur.Signs(c):
 		if c.NotAfter.Sub(s.now()) > serverCertRenewBefore {
 			return
 		}

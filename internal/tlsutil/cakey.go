@@ -149,6 +149,17 @@ func serverNames(hosts []string) (dns []string, ips []net.IP) {
 	return dns, ips
 }
 
+// interimCN is the common name of the interim server certificate.
+const interimCN = "coffer server (interim, until the keystore opens)"
+
+// IsInterimServerCert reports whether c is the self-signed server
+// certificate Coffer writes while the CA key is sealed away, which is
+// replaced once the keystore opens; any other certificate not signed by
+// Coffer's CA is the operator's own.
+func IsInterimServerCert(c *x509.Certificate) bool {
+	return c != nil && c.Subject.CommonName == interimCN && c.CheckSignatureFrom(c) == nil
+}
+
 // writeInterimServerCert writes a self-signed server certificate for hosts.
 func writeInterimServerCert(dir string, hosts []string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -156,7 +167,7 @@ func writeInterimServerCert(dir string, hosts []string) error {
 		return err
 	}
 	tmpl := serverTemplate(time.Now())
-	tmpl.Subject.CommonName = "coffer server (interim, until the keystore opens)"
+	tmpl.Subject.CommonName = interimCN
 	tmpl.DNSNames, tmpl.IPAddresses = serverNames(hosts)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
