@@ -55,14 +55,14 @@ func readSecret(cmd *cobra.Command, file, prompt string, confirm bool, what, fla
 	if !term.IsTerminal(fd) {
 		return nil, fmt.Errorf("no terminal to prompt for the %s: use %s FILE (or - for stdin)", what, flag)
 	}
-	fmt.Fprint(cmd.ErrOrStderr(), prompt+": ")
+	fmt.Fprint(cmd.ErrOrStderr(), promptText(prompt))
 	p, err := term.ReadPassword(fd)
 	fmt.Fprintln(cmd.ErrOrStderr())
 	if err != nil {
 		return nil, err
 	}
 	if confirm {
-		fmt.Fprint(cmd.ErrOrStderr(), "Repeat "+strings.ToLower(prompt[:1])+prompt[1:]+": ")
+		fmt.Fprint(cmd.ErrOrStderr(), promptText("Repeat "+strings.ToLower(prompt[:1])+prompt[1:]))
 		q, err := term.ReadPassword(fd)
 		fmt.Fprintln(cmd.ErrOrStderr())
 		if err != nil {
@@ -73,6 +73,12 @@ func readSecret(cmd *cobra.Command, file, prompt string, confirm bool, what, fla
 		}
 	}
 	return p, nil
+}
+
+// promptText is prompt followed by one ": ", whether or not prompt ends in
+// a colon already.
+func promptText(prompt string) string {
+	return strings.TrimSuffix(strings.TrimSpace(prompt), ":") + ": "
 }
 
 // stdinIsTerminal reports whether the CLI can prompt.
