@@ -86,10 +86,14 @@ var (
 	ErrAutoOpenDisabled   = errors.New("auto-open is not enabled (no keystore.aks)")
 	ErrMachineMismatch    = errors.New("keystore.aks was made on another machine or for a keystore directory at another path")
 	ErrAutoOpenStale      = errors.New("keystore.aks is older than keystore.ks, probably an interrupted rotation or passphrase change: open with the passphrase; auto-open is rebuilt then")
-	// ErrAutoOpenDamaged wraps ErrCorrupt, ErrTruncated or
-	// ErrUnsupportedVersion from OpenAuto when it is keystore.aks (not
-	// keystore.ks) that is damaged: the passphrase still opens the keystore.
+	// ErrAutoOpenDamaged wraps ErrCorrupt or ErrTruncated from OpenAuto
+	// when it is keystore.aks (not keystore.ks) that is damaged: the
+	// passphrase still opens the keystore.
 	ErrAutoOpenDamaged = errors.New("keystore.aks is damaged: open with the passphrase, then enable auto-open again")
+	// ErrAutoOpenNewer wraps ErrUnsupportedVersion from OpenAuto when
+	// keystore.aks names a format version newer than this build's (written
+	// by a newer Coffer, then downgraded).
+	ErrAutoOpenNewer = errors.New("keystore.aks was written by a newer version of Coffer: open with the passphrase, then enable auto-open again to rewrite it for this version")
 
 	// ErrStaleKeyring is returned by Rotate and EnableAutoOpen when the
 	// Keyring passed in was not opened from (or produced by writing) the
@@ -349,7 +353,17 @@ func (s *Store) OpenAuto() (*Keyring, error) {
 		return nil, fmt.Errorf("%w: %s does not exist", ErrAutoOpenDisabled, s.aksPath())
 	}
 	a, err := s.readAKS()
-	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTruncated) || errors.Is(err, ErrUnsupportedVersion) {
+	damaged := errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTruncated)
+	if errors.Is(err, ErrUnsupportedVersion) && damaged {
+		// A newer version field over a frame this build cannot check: a
+		// newer layout, or damage (the version bytes themselves).
+		return nil, &tagged{msg: "keystore.aks was written by a newer version of Coffer, or is damaged: open with the passphrase, then enable auto-open again: " + err.Error(),
+			errs: []error{ErrAutoOpenNewer, ErrAutoOpenDamaged, err}}
+	}
+	if errors.Is(err, ErrUnsupportedVersion) {
+		return nil, fmt.Errorf("%w: %w", ErrAutoOpenNewer, err)
+	}
+	if damaged {
 		return nil, fmt.Errorf("%w: %w", ErrAutoOpenDamaged, err)
 	}
 	if err != nil {
@@ -361,6 +375,16 @@ func (s *Store) OpenAuto() (*Keyring, error) {
 	}
 	return newKeyring(a.gens, a.current, a.seal, a.ksHash)
 }
+
+// tagged is an error with its own message that is also each of errs
+// (errors.Is).
+type tagged struct {
+	msg  string
+	errs []error
+}
+
+func (e *tagged) Error() string   { return e.msg }
+func (e *tagged) Unwrap() []error { return e.errs }
 
 // readAKS reads, verifies and decrypts keystore.aks. A missing file is
 // ErrAutoOpenDisabled. Caller holds s.mu.
