@@ -95,6 +95,12 @@ var (
 	// by a newer Coffer, then downgraded).
 	ErrAutoOpenNewer = errors.New("keystore.aks was written by a newer version of Coffer: open with the passphrase, then enable auto-open again to rewrite it for this version")
 
+	// ErrNotDurable: keystore.ks was replaced by the new file, but
+	// syncing its directory failed, so a power loss could bring back the
+	// previous file. Rotate returns it with the keyring of the new file,
+	// which is the one to use from then on.
+	ErrNotDurable = errors.New("keystore.ks was replaced, but its directory could not be synced to disk (a power loss could bring back the previous file)")
+
 	// ErrStaleKeyring is returned by Rotate and EnableAutoOpen when the
 	// Keyring passed in was not opened from (or produced by writing) the
 	// keystore.ks now on disk, e.g. because it was rotated or re-sealed since.
@@ -250,11 +256,19 @@ func (s *Store) create(passphrase []byte, kdf KDFParams, gens []mek, current uin
 	}
 	kek := deriveKEK(passphrase, salt[:], kdf)
 	defer clear(kek)
-	return s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
+	k, err := s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
+	if err != nil && k != nil {
+		k.Wipe()
+		return nil, err
+	}
+	return k, err
 }
 
 // writeKS seals gens under sl, writes keystore.ks and returns the keyring for
 // the written file. Caller holds s.mu. The keyring copies gens and sl.kek.
+// When the file was renamed into place but its directory not synced, the
+// keyring comes back with an error wrapping ErrNotDurable: the caller uses
+// it or wipes it.
 func (s *Store) writeKS(gens []mek, current uint32, sl sealing) (*Keyring, error) {
 	payload := encodeMEKs(gens, current)
 	defer clear(payload)
@@ -266,12 +280,20 @@ func (s *Store) writeKS(gens []mek, current uint32, sl sealing) (*Keyring, error
 	if err != nil {
 		return nil, err
 	}
-	if err := fsutil.WriteFile(s.ksPath(), file); err != nil {
+	if err := writeKSFile(s.ksPath(), file); err != nil {
+		if on, rerr := s.readKS(); rerr == nil && bytes.Equal(on, file) {
+			// Renamed into place; only the directory sync failed.
+			return k, fmt.Errorf("%w: %w", ErrNotDurable, err)
+		}
 		k.Wipe()
 		return nil, err
 	}
 	return k, nil
 }
+
+// writeKSFile writes keystore.ks atomically (a variable for tests that make
+// a step of the write fail).
+var writeKSFile = fsutil.WriteFile
 
 // Open opens keystore.ks with the passphrase. If keystore.aks exists, opens
 // on this machine and is stale (built from an older keystore.ks), it is
@@ -487,7 +509,8 @@ func (s *Store) checkCurrent(k *Keyring) error {
 // keystore.ks sealed with the KEK held in k (no passphrase needed); then it
 // rebuilds keystore.aks if it exists. It returns the new Keyring; k stays
 // valid and unchanged (but can no longer be passed to Rotate or
-// EnableAutoOpen: ErrStaleKeyring).
+// EnableAutoOpen: ErrStaleKeyring). With an error wrapping ErrNotDurable
+// the new Keyring comes back too: keystore.ks on disk is the rotated one.
 func (s *Store) Rotate(k *Keyring) (*Keyring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -509,11 +532,11 @@ func (s *Store) Rotate(k *Keyring) (*Keyring, error) {
 	defer clear(key)
 	gens = append(gens, mek{number: last + 1, created: now(), key: key})
 	nk, err := s.writeKS(gens, last+1, sl)
-	if err != nil {
+	if nk == nil {
 		return nil, err
 	}
 	s.rebuildAKSIfEnabled(nk)
-	return nk, nil
+	return nk, err
 }
 
 // copyRingLocked returns copies of k's generations and sealing (the
@@ -611,6 +634,9 @@ func (s *Store) resealLocked(k *Keyring, passphrase []byte, kdf KDFParams) (*Key
 	defer clear(kek)
 	nk, err := s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
 	if err != nil {
+		if nk != nil {
+			nk.Wipe()
+		}
 		return nil, err
 	}
 	s.rebuildAKSIfEnabled(nk)
@@ -874,6 +900,9 @@ func (s *Store) AddGenerations(k *Keyring, ws []WrappedGen) (*Keyring, error) {
 	slices.SortFunc(gens, func(a, b mek) int { return cmp.Compare(a.number, b.number) })
 	nk, err := s.writeKS(gens, gens[len(gens)-1].number, sl)
 	if err != nil {
+		if nk != nil {
+			nk.Wipe()
+		}
 		return nil, err
 	}
 	s.rebuildAKSIfEnabled(nk)
