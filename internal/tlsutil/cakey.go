@@ -157,7 +157,9 @@ const interimCN = "coffer server (interim, until the keystore opens)"
 // replaced once the keystore opens; any other certificate not signed by
 // Coffer's CA is the operator's own.
 func IsInterimServerCert(c *x509.Certificate) bool {
-	return c != nil && c.Subject.CommonName == interimCN && c.CheckSignatureFrom(c) == nil
+	// Self-signed, though not a CA: CheckSignatureFrom would refuse it as
+	// a parent.
+	return c != nil && c.Subject.CommonName == interimCN && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // writeInterimServerCert writes a self-signed server certificate for hosts.
