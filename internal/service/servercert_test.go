@@ -161,3 +161,71 @@ func TestOwnServerCertIsNeverReplaced(t *testing.T) {
 		t.Fatalf("no warning that the operator's certificate expires soon:\n%s", logs.String())
 	}
 }
+
+// TestNodeCertRenewedAndCAExpiryWarned: the node certificate (five years)
+// is signed again, with the same key (the cluster binds each member to
+// it), once it expires within nodeCertRenewBefore; the CA certificate (ten
+// years), which nothing renews, is warned about in the log from
+// caWarnBefore before its end.
+func TestNodeCertRenewedAndCAExpiryWarned(t *testing.T) {
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if _, err := tlsutil.EnsureGenerated(tlsDir, []string{"kms.example.net"}); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tlsutil.LoadCA(tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlsutil.EnsureNodeCertWith(tlsDir, "n1", func() (*tlsutil.CA, error) { return ca, nil }); err != nil {
+		t.Fatal(err)
+	}
+	first, err := tlsutil.NodeCert(tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &testutil.Clock{}
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	s, err := New(Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil }, Now: clock.Now,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)),
+		TLSDir: tlsDir, OwnCA: true, CACert: filepath.Join(tlsDir, tlsutil.CAFile), CAKey: filepath.Join(tlsDir, tlsutil.CAKey),
+		OnCAChanged: func() error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	logged := func(text string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), text)
+	}
+	s.tendServerCert()
+	if c, _ := tlsutil.NodeCert(tlsDir); !c.Equal(first) {
+		t.Fatal("a node certificate far from its expiry was replaced")
+	}
+	if logged("expires") {
+		t.Fatal("an expiry warning years before any expiry")
+	}
+	clock.Advance(time.Until(first.NotAfter) - nodeCertRenewBefore + time.Hour)
+	s.tendServerCert()
+	second, err := tlsutil.NodeCert(tlsDir)
+	if err != nil || second.Equal(first) {
+		t.Fatalf("a node certificate expiring within %s was not renewed: %v", nodeCertRenewBefore, err)
+	}
+	if !ca.Signs(second) || second.Subject.CommonName != "n1" || tlsutil.KeyFingerprint(second) != tlsutil.KeyFingerprint(first) {
+		t.Fatal("the renewed node certificate is not the same node's, with the same key, signed by the CA")
+	}
+	if !logged("node certificate renewed") {
+		t.Fatal("the node certificate's renewal was not logged")
+	}
+	clock.Advance(ca.NotAfter().Sub(clock.Now()) - caWarnBefore + time.Hour)
+	s.tendServerCert()
+	if !logged("the cluster CA certificate expires") {
+		t.Fatalf("no warning %s before the CA certificate expires:\n%s", caWarnBefore, logs.String())
+	}
+}
