@@ -62,6 +62,7 @@ until one is set with "coffer backup recovery-passphrase set".`,
 			var recovery []byte
 			if !o.noRecovery {
 				if recovery, err = readRecoveryPassphrase(cmd, o.recoveryFile, "--recovery-passphrase-file"); err != nil {
+					clear(pass)
 					if o.recoveryFile == "" && !stdinIsTerminal() {
 						return fmt.Errorf("%w, or --no-recovery-passphrase to set none now", err)
 					}
@@ -71,36 +72,38 @@ until one is set with "coffer backup recovery-passphrase set".`,
 					fmt.Fprintln(cmd.ErrOrStderr(), "Warning: the recovery passphrase is the keystore passphrase; whoever has a backup and this passphrase has the keys")
 				}
 			}
-			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				tok, err := c.Init(ctx, string(pass))
-				if err != nil {
-					return err
-				}
-				// The same connection (the control socket) sets the recovery
-				// passphrase; the root token is shown whatever happens next.
-				var st client.RecoveryStatus
-				var recErr error
-				if recovery != nil {
-					st, recErr = c.SetRecoveryPassphrase(ctx, "", string(recovery))
-				}
-				if g.format == "json" {
-					if err := g.printJSON(cmd, map[string]any{"root_token": tok, "recovery_passphrase": st}); err != nil {
+			return useSecrets(func() error {
+				return g.withClient(func(ctx context.Context, c *client.Client) error {
+					tok, err := c.Init(ctx, string(pass))
+					if err != nil {
 						return err
 					}
-				} else {
-					fmt.Fprintf(cmd.OutOrStdout(), "Keystore initialised and open.\nRoot token (shown once): %s\n", tok)
-					if recErr == nil && st.Set {
-						fmt.Fprintf(cmd.OutOrStdout(), "Recovery passphrase set (%s).\n", st.Label)
+					// The same connection (the control socket) sets the recovery
+					// passphrase; the root token is shown whatever happens next.
+					var st client.RecoveryStatus
+					var recErr error
+					if recovery != nil {
+						st, recErr = c.SetRecoveryPassphrase(ctx, "", string(recovery))
 					}
-				}
-				switch {
-				case recErr != nil:
-					return fmt.Errorf("the keystore is initialised, but the recovery passphrase was not set: %w\n(set it with \"coffer backup recovery-passphrase set\")", recErr)
-				case o.noRecovery:
-					fmt.Fprintln(cmd.ErrOrStderr(), `Warning: no recovery passphrase: backups encrypted to it are refused until one is set with "coffer backup recovery-passphrase set"`)
-				}
-				return nil
-			})
+					if g.format == "json" {
+						if err := g.printJSON(cmd, map[string]any{"root_token": tok, "recovery_passphrase": st}); err != nil {
+							return err
+						}
+					} else {
+						fmt.Fprintf(cmd.OutOrStdout(), "Keystore initialised and open.\nRoot token (shown once): %s\n", tok)
+						if recErr == nil && st.Set {
+							fmt.Fprintf(cmd.OutOrStdout(), "Recovery passphrase set (%s).\n", st.Label)
+						}
+					}
+					switch {
+					case recErr != nil:
+						return fmt.Errorf("the keystore is initialised, but the recovery passphrase was not set: %w\n(set it with \"coffer backup recovery-passphrase set\")", recErr)
+					case o.noRecovery:
+						fmt.Fprintln(cmd.ErrOrStderr(), `Warning: no recovery passphrase: backups encrypted to it are refused until one is set with "coffer backup recovery-passphrase set"`)
+					}
+					return nil
+				})
+			}, pass, recovery)
 		},
 	}
 	cmd.Flags().StringVar(&o.passFile, "passphrase-file", "", "read the passphrase from this file (- for stdin)")
@@ -419,7 +422,7 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 					if pass, err = readPassphrase(cmd, passFile, "Keystore passphrase", false); err != nil {
 						return err
 					}
-					err = c.Open(ctx, string(pass))
+					err = useSecrets(func() error { return c.Open(ctx, string(pass)) }, pass)
 				}
 				if err != nil {
 					return err
@@ -481,15 +484,18 @@ func newKeystoreCmd(g *globals) *cobra.Command {
 			}
 			nw, err := readPassphrase(cmd, newFile, "New keystore passphrase", true)
 			if err != nil {
+				clear(old)
 				return err
 			}
-			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				if err := c.ChangePassphrase(ctx, string(old), string(nw)); err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase changed")
-				return nil
-			})
+			return useSecrets(func() error {
+				return g.withClient(func(ctx context.Context, c *client.Client) error {
+					if err := c.ChangePassphrase(ctx, string(old), string(nw)); err != nil {
+						return err
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase changed")
+					return nil
+				})
+			}, old, nw)
 		},
 	}
 	change.Flags().StringVar(&oldFile, "old-passphrase-file", "", "file with the current passphrase (- for stdin)")
@@ -511,13 +517,15 @@ directory on the server host can do it. Keys are unchanged.`,
 			if err != nil {
 				return err
 			}
-			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				if err := c.ResetPassphrase(ctx, string(nw)); err != nil {
-					return err
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase reset")
-				return nil
-			})
+			return useSecrets(func() error {
+				return g.withClient(func(ctx context.Context, c *client.Client) error {
+					if err := c.ResetPassphrase(ctx, string(nw)); err != nil {
+						return err
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), "keystore passphrase reset")
+					return nil
+				})
+			}, nw)
 		},
 	}
 	reset.Flags().StringVar(&resetFile, "new-passphrase-file", "", "file with the new passphrase (- for stdin)")

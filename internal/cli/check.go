@@ -59,7 +59,7 @@ failing one, and exits with status 1 when any check fails.`,
 				ring, err = ks.OpenAuto()
 			} else {
 				var pass []byte
-				if pass, err = readPassphrase(cmd, passFile, "Keystore passphrase: ", false); err != nil {
+				if pass, err = readPassphrase(cmd, passFile, "Keystore passphrase", false); err != nil {
 					return err
 				}
 				ring, err = ks.Open(pass)

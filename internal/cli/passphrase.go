@@ -55,24 +55,46 @@ func readSecret(cmd *cobra.Command, file, prompt string, confirm bool, what, fla
 	if !term.IsTerminal(fd) {
 		return nil, fmt.Errorf("no terminal to prompt for the %s: use %s FILE (or - for stdin)", what, flag)
 	}
-	fmt.Fprint(cmd.ErrOrStderr(), prompt+": ")
+	fmt.Fprint(cmd.ErrOrStderr(), promptText(prompt))
 	p, err := term.ReadPassword(fd)
 	fmt.Fprintln(cmd.ErrOrStderr())
 	if err != nil {
 		return nil, err
 	}
 	if confirm {
-		fmt.Fprint(cmd.ErrOrStderr(), "Repeat "+strings.ToLower(prompt[:1])+prompt[1:]+": ")
+		fmt.Fprint(cmd.ErrOrStderr(), promptText("Repeat "+strings.ToLower(prompt[:1])+prompt[1:]))
 		q, err := term.ReadPassword(fd)
 		fmt.Fprintln(cmd.ErrOrStderr())
+		same := err == nil && bytes.Equal(p, q)
+		clear(q)
 		if err != nil {
+			clear(p)
 			return nil, err
 		}
-		if !bytes.Equal(p, q) {
+		if !same {
+			clear(p)
 			return nil, fmt.Errorf("the %ss do not match", what)
 		}
 	}
 	return p, nil
+}
+
+// useSecrets runs fn, the request that needs secrets read by the CLI, then
+// clears every one of them, whatever fn returned. The string copies fn
+// hands to the client cannot be cleared (docs/security.md).
+func useSecrets(fn func() error, secrets ...[]byte) error {
+	defer func() {
+		for _, b := range secrets {
+			clear(b)
+		}
+	}()
+	return fn()
+}
+
+// promptText is prompt followed by one ": ", whether or not prompt ends in
+// a colon already.
+func promptText(prompt string) string {
+	return strings.TrimSuffix(strings.TrimSpace(prompt), ":") + ": "
 }
 
 // stdinIsTerminal reports whether the CLI can prompt.

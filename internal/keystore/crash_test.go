@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coffer-kms/coffer/internal/fsutil"
 )
 
 // The crash tests re-execute the test binary (os.Args[0]) in a child mode
@@ -215,5 +217,55 @@ func runAndKill(t *testing.T, mode, dir string, delay time.Duration) {
 	}
 	if ws, ok := ee.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("child %s exited by itself: %v; stderr: %s", mode, err, stderr.String())
+	}
+}
+
+// TestRotateWhoseDirectorySyncFails: keystore.ks renamed into place, then
+// the directory fsync fails. The rotation is on disk: Rotate says it is done
+// but not durable (ErrNotDurable) and hands back the keyring of the file on
+// disk, so the next rotation works (it failed with ErrStaleKeyring, the
+// keyring still being the one of the replaced file).
+func TestRotateWhoseDirectorySyncFails(t *testing.T) {
+	s, k := initStore(t)
+	defer func(w func(string, []byte) error) { writeKSFile = w }(writeKSFile)
+	writeKSFile = func(path string, data []byte) error {
+		if err := fsutil.WriteFile(path, data); err != nil {
+			return err
+		}
+		return fmt.Errorf("write %s: fsync directory %s: input/output error", path, filepath.Dir(path))
+	}
+	nk, err := s.Rotate(k)
+	if !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("Rotate with a failing directory fsync: %v, want ErrNotDurable", err)
+	}
+	if nk == nil || nk.Current() != 2 {
+		t.Fatal("Rotate did not hand back the keyring of the keystore.ks it wrote")
+	}
+	writeKSFile = fsutil.WriteFile
+	nk2, err := s.Rotate(nk)
+	if err != nil {
+		t.Fatalf("the next rotation: %v", err)
+	}
+	if nk2.Current() != 3 {
+		t.Fatalf("current generation %d after two rotations, want 3", nk2.Current())
+	}
+	if got := mustOpen(t, s, passA); got.Current() != 3 {
+		t.Fatalf("keystore.ks opens at generation %d, want 3", got.Current())
+	}
+}
+
+// TestRotateWhoseWriteFails: a write that fails before the rename leaves
+// keystore.ks as it was: an error that is not ErrNotDurable, no keyring.
+func TestRotateWhoseWriteFails(t *testing.T) {
+	s, k := initStore(t)
+	defer func(w func(string, []byte) error) { writeKSFile = w }(writeKSFile)
+	writeKSFile = func(path string, _ []byte) error { return fmt.Errorf("write %s: no space left on device", path) }
+	nk, err := s.Rotate(k)
+	if err == nil || errors.Is(err, ErrNotDurable) || nk != nil {
+		t.Fatalf("Rotate whose write failed: %v (keyring %v)", err, nk != nil)
+	}
+	writeKSFile = fsutil.WriteFile
+	if nk, err := s.Rotate(k); err != nil || nk.Current() != 2 {
+		t.Fatalf("the next rotation: %v", err)
 	}
 }

@@ -288,7 +288,15 @@ type aksHeader struct {
 }
 
 func parseAKS(path string, data []byte) (*aksHeader, error) {
+	// The version is read before the frame is checked: a newer format may
+	// frame the file differently, and is to be named as newer, not damaged.
+	newer := len(data) >= aksOffVersion+2 && string(data[:len(aksMagic)]) == aksMagic &&
+		binary.BigEndian.Uint16(data[aksOffVersion:]) > aksVersion
 	if err := aksFrame.check(path, data); err != nil {
+		if newer {
+			return nil, fmt.Errorf("%w: %s: format version %d, this build reads version %d; the rest does not check in this build's layout (%w)",
+				ErrUnsupportedVersion, path, binary.BigEndian.Uint16(data[aksOffVersion:]), aksVersion, err)
+		}
 		return nil, err
 	}
 	switch v := binary.BigEndian.Uint16(data[aksOffVersion:]); {

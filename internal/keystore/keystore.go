@@ -86,10 +86,20 @@ var (
 	ErrAutoOpenDisabled   = errors.New("auto-open is not enabled (no keystore.aks)")
 	ErrMachineMismatch    = errors.New("keystore.aks was made on another machine or for a keystore directory at another path")
 	ErrAutoOpenStale      = errors.New("keystore.aks is older than keystore.ks, probably an interrupted rotation or passphrase change: open with the passphrase; auto-open is rebuilt then")
-	// ErrAutoOpenDamaged wraps ErrCorrupt, ErrTruncated or
-	// ErrUnsupportedVersion from OpenAuto when it is keystore.aks (not
-	// keystore.ks) that is damaged: the passphrase still opens the keystore.
+	// ErrAutoOpenDamaged wraps ErrCorrupt or ErrTruncated from OpenAuto
+	// when it is keystore.aks (not keystore.ks) that is damaged: the
+	// passphrase still opens the keystore.
 	ErrAutoOpenDamaged = errors.New("keystore.aks is damaged: open with the passphrase, then enable auto-open again")
+	// ErrAutoOpenNewer wraps ErrUnsupportedVersion from OpenAuto when
+	// keystore.aks names a format version newer than this build's (written
+	// by a newer Coffer, then downgraded).
+	ErrAutoOpenNewer = errors.New("keystore.aks was written by a newer version of Coffer: open with the passphrase, then enable auto-open again to rewrite it for this version")
+
+	// ErrNotDurable: keystore.ks was replaced by the new file, but
+	// syncing its directory failed, so a power loss could bring back the
+	// previous file. Rotate returns it with the keyring of the new file,
+	// which is the one to use from then on.
+	ErrNotDurable = errors.New("keystore.ks was replaced, but its directory could not be synced to disk (a power loss could bring back the previous file)")
 
 	// ErrStaleKeyring is returned by Rotate and EnableAutoOpen when the
 	// Keyring passed in was not opened from (or produced by writing) the
@@ -246,11 +256,19 @@ func (s *Store) create(passphrase []byte, kdf KDFParams, gens []mek, current uin
 	}
 	kek := deriveKEK(passphrase, salt[:], kdf)
 	defer clear(kek)
-	return s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
+	k, err := s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
+	if err != nil && k != nil {
+		k.Wipe()
+		return nil, err
+	}
+	return k, err
 }
 
 // writeKS seals gens under sl, writes keystore.ks and returns the keyring for
 // the written file. Caller holds s.mu. The keyring copies gens and sl.kek.
+// When the file was renamed into place but its directory not synced, the
+// keyring comes back with an error wrapping ErrNotDurable: the caller uses
+// it or wipes it.
 func (s *Store) writeKS(gens []mek, current uint32, sl sealing) (*Keyring, error) {
 	payload := encodeMEKs(gens, current)
 	defer clear(payload)
@@ -262,12 +280,20 @@ func (s *Store) writeKS(gens []mek, current uint32, sl sealing) (*Keyring, error
 	if err != nil {
 		return nil, err
 	}
-	if err := fsutil.WriteFile(s.ksPath(), file); err != nil {
+	if err := writeKSFile(s.ksPath(), file); err != nil {
+		if on, rerr := s.readKS(); rerr == nil && bytes.Equal(on, file) {
+			// Renamed into place; only the directory sync failed.
+			return k, fmt.Errorf("%w: %w", ErrNotDurable, err)
+		}
 		k.Wipe()
 		return nil, err
 	}
 	return k, nil
 }
+
+// writeKSFile writes keystore.ks atomically (a variable for tests that make
+// a step of the write fail).
+var writeKSFile = fsutil.WriteFile
 
 // Open opens keystore.ks with the passphrase. If keystore.aks exists, opens
 // on this machine and is stale (built from an older keystore.ks), it is
@@ -349,7 +375,17 @@ func (s *Store) OpenAuto() (*Keyring, error) {
 		return nil, fmt.Errorf("%w: %s does not exist", ErrAutoOpenDisabled, s.aksPath())
 	}
 	a, err := s.readAKS()
-	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTruncated) || errors.Is(err, ErrUnsupportedVersion) {
+	damaged := errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTruncated)
+	if errors.Is(err, ErrUnsupportedVersion) && damaged {
+		// A newer version field over a frame this build cannot check: a
+		// newer layout, or damage (the version bytes themselves).
+		return nil, &tagged{msg: "keystore.aks was written by a newer version of Coffer, or is damaged: open with the passphrase, then enable auto-open again: " + err.Error(),
+			errs: []error{ErrAutoOpenNewer, ErrAutoOpenDamaged, err}}
+	}
+	if errors.Is(err, ErrUnsupportedVersion) {
+		return nil, fmt.Errorf("%w: %w", ErrAutoOpenNewer, err)
+	}
+	if damaged {
 		return nil, fmt.Errorf("%w: %w", ErrAutoOpenDamaged, err)
 	}
 	if err != nil {
@@ -361,6 +397,16 @@ func (s *Store) OpenAuto() (*Keyring, error) {
 	}
 	return newKeyring(a.gens, a.current, a.seal, a.ksHash)
 }
+
+// tagged is an error with its own message that is also each of errs
+// (errors.Is).
+type tagged struct {
+	msg  string
+	errs []error
+}
+
+func (e *tagged) Error() string   { return e.msg }
+func (e *tagged) Unwrap() []error { return e.errs }
 
 // readAKS reads, verifies and decrypts keystore.aks. A missing file is
 // ErrAutoOpenDisabled. Caller holds s.mu.
@@ -463,7 +509,8 @@ func (s *Store) checkCurrent(k *Keyring) error {
 // keystore.ks sealed with the KEK held in k (no passphrase needed); then it
 // rebuilds keystore.aks if it exists. It returns the new Keyring; k stays
 // valid and unchanged (but can no longer be passed to Rotate or
-// EnableAutoOpen: ErrStaleKeyring).
+// EnableAutoOpen: ErrStaleKeyring). With an error wrapping ErrNotDurable
+// the new Keyring comes back too: keystore.ks on disk is the rotated one.
 func (s *Store) Rotate(k *Keyring) (*Keyring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -485,11 +532,11 @@ func (s *Store) Rotate(k *Keyring) (*Keyring, error) {
 	defer clear(key)
 	gens = append(gens, mek{number: last + 1, created: now(), key: key})
 	nk, err := s.writeKS(gens, last+1, sl)
-	if err != nil {
+	if nk == nil {
 		return nil, err
 	}
 	s.rebuildAKSIfEnabled(nk)
-	return nk, nil
+	return nk, err
 }
 
 // copyRingLocked returns copies of k's generations and sealing (the
@@ -587,6 +634,9 @@ func (s *Store) resealLocked(k *Keyring, passphrase []byte, kdf KDFParams) (*Key
 	defer clear(kek)
 	nk, err := s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
 	if err != nil {
+		if nk != nil {
+			nk.Wipe()
+		}
 		return nil, err
 	}
 	s.rebuildAKSIfEnabled(nk)
@@ -850,6 +900,9 @@ func (s *Store) AddGenerations(k *Keyring, ws []WrappedGen) (*Keyring, error) {
 	slices.SortFunc(gens, func(a, b mek) int { return cmp.Compare(a.number, b.number) })
 	nk, err := s.writeKS(gens, gens[len(gens)-1].number, sl)
 	if err != nil {
+		if nk != nil {
+			nk.Wipe()
+		}
 		return nil, err
 	}
 	s.rebuildAKSIfEnabled(nk)

@@ -1003,3 +1003,45 @@ func TestRotateLeavesAnAKSOfAnotherMachine(t *testing.T) {
 		t.Fatalf("rotated keyring current = %d", k3.Current())
 	}
 }
+
+// TestAutoOpenFromANewerVersion: a keystore.aks written by a newer version
+// of Coffer (found after a downgrade) is said to be that, not "damaged",
+// and, where its header is not in this version's layout (which damage to
+// the version bytes also gives), as newer or damaged.
+func TestAutoOpenFromANewerVersion(t *testing.T) {
+	s, k := initStore(t)
+	if err := s.EnableAutoOpen(k); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(s.Dir(), AutoOpenFileName)
+	orig := readFile(t, path)
+	same := bytes.Clone(orig)
+	binary.BigEndian.PutUint16(same[aksOffVersion:], aksVersion+1)
+	binary.BigEndian.PutUint32(same[aksOffCRC:], crc32.Checksum(same[:aksOffCRC], crc32.MakeTable(crc32.Castagnoli)))
+	sum := sha256.Sum256(same[:len(same)-32])
+	copy(same[len(same)-32:], sum[:])
+	other := bytes.Clone(same)
+	other = append(other[:aksHeaderSize:aksHeaderSize], append([]byte{0, 0, 0, 0}, other[aksHeaderSize:]...)...) // a longer header
+	for name, b := range map[string][]byte{"same layout": same, "another layout": other} {
+		writeFile(t, path, b)
+		_, err := s.OpenAuto()
+		if !errors.Is(err, ErrAutoOpenNewer) || !errors.Is(err, ErrUnsupportedVersion) {
+			t.Fatalf("%s: OpenAuto: %v, want ErrAutoOpenNewer", name, err)
+		}
+		if !strings.Contains(err.Error(), "newer version") {
+			t.Fatalf("%s: the error does not say keystore.aks is from a newer version: %v", name, err)
+		}
+		if name == "same layout" && (errors.Is(err, ErrAutoOpenDamaged) || strings.Contains(err.Error(), "damaged")) {
+			t.Fatalf("%s: a keystore.aks of a newer version reported as damaged: %v", name, err)
+		}
+	}
+	// Enabling auto-open again rewrites it for this version.
+	if err := s.EnableAutoOpen(k); err != nil {
+		t.Fatal(err)
+	}
+	if k2, err := s.OpenAuto(); err != nil {
+		t.Fatalf("OpenAuto after enabling auto-open again: %v", err)
+	} else {
+		k2.Wipe()
+	}
+}

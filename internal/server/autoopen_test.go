@@ -26,6 +26,7 @@ func TestAutoOpenFailedMessage(t *testing.T) {
 		{fmt.Errorf("%w: %w", service.ErrInvalid, service.ErrMachineMismatch), true},
 		{fmt.Errorf("%w: %w", service.ErrInvalid, service.ErrAutoOpenStale), true},
 		{fmt.Errorf("%w: %w", service.ErrInvalid, service.ErrAutoOpenDisabled), true},
+		{fmt.Errorf("%w: %w: %w", service.ErrUnavailable, service.ErrAutoOpenNewer, keystore.ErrUnsupportedVersion), true},
 		{fmt.Errorf("%w: the journal in /d/journal: records 13-19 are missing", service.ErrUnavailable), false},
 		{errors.New("open journal: permission denied"), false},
 	} {

@@ -494,7 +494,7 @@ func Start(opts Options) (_ *Server, err error) {
 // with the passphrase fails the same way.
 func autoOpenFailed(err error) string {
 	if errors.Is(err, service.ErrAutoOpenDisabled) || errors.Is(err, service.ErrMachineMismatch) || errors.Is(err, service.ErrAutoOpenStale) ||
-		errors.Is(err, service.ErrAutoOpenDamaged) {
+		errors.Is(err, service.ErrAutoOpenDamaged) || errors.Is(err, service.ErrAutoOpenNewer) {
 		return "auto-open failed; open the keystore with its passphrase"
 	}
 	return "auto-open failed; the node stays sealed until the error is fixed (opening with the passphrase fails the same way)"

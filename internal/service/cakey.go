@@ -2,7 +2,9 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -93,7 +95,7 @@ func (s *core) tendCAKeyLocked(ctx context.Context) {
 		return
 	}
 	s.moveCAKeyLocked(ctx, s.log.Warn)
-	s.signServerCertLocked()
+	s.tendCertsLocked()
 }
 
 // tendCAKey moves a plain CA key left on this node into the state (the
@@ -175,9 +177,12 @@ func (s *core) moveCAKeyLocked(ctx context.Context, warn func(string, ...any)) {
 // signed again when it expires within this long.
 const serverCertRenewBefore = 30 * 24 * time.Hour
 
-// signServerCertLocked replaces a server certificate the cluster CA did not
-// sign, or that expires within serverCertRenewBefore, with one it signs,
-// for the same names, and has the server reload it. Lifecycle lock held,
+// signServerCertLocked replaces the interim server certificate (or a
+// missing one), or one the cluster CA signed that expires within
+// serverCertRenewBefore, with one the CA signs, for the same names, and has
+// the server reload it. A certificate from another CA is the operator's
+// own (docs/reference/config.md): it is never replaced, only warned about
+// once it expires within serverCertRenewBefore. Lifecycle lock held,
 // keystore open.
 func (s *core) signServerCertLocked() {
 	dir := s.cfg.TLSDir
@@ -185,7 +190,19 @@ func (s *core) signServerCertLocked() {
 	if err != nil {
 		return
 	}
-	if c, err := tlsutil.ServerCert(dir); err == nil && cur.Signs(c) {
+	c, err := tlsutil.ServerCert(dir)
+	switch {
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		s.log.Warn("the server certificate is not readable; it is left as it is", "file", filepath.Join(dir, tlsutil.CertFile), "error", err)
+		return
+	case err == nil && !cur.Signs(c) && !tlsutil.IsInterimServerCert(c):
+		// The operator's own certificate: never replaced.
+		if c.NotAfter.Sub(s.now()) <= serverCertRenewBefore {
+			s.log.Warn("the server certificate is not signed by Coffer's CA and is not renewed by Coffer; it expires soon: replace server.crt and server.key and send SIGHUP",
+				"file", filepath.Join(dir, tlsutil.CertFile), "not_after", c.NotAfter)
+		}
+		return
+	case err == nil && cur.Signs(c):
 		if c.NotAfter.Sub(s.now()) > serverCertRenewBefore {
 			return
 		}
@@ -217,9 +234,9 @@ func (s *core) signServerCertLocked() {
 	s.log.Info("server certificate signed by the cluster CA", "dir", dir)
 }
 
-// tendServerCert is signServerCertLocked for the hourly round of an open
-// node: a server that stays open for the two years its certificate lasts
-// gets a new one before clients refuse it.
+// tendServerCert is tendCertsLocked for the hourly round of an open node:
+// a server that stays open for the years its certificates last gets new
+// ones before clients and peers refuse them.
 func (s *core) tendServerCert() {
 	if !s.cfg.OwnCA {
 		return
@@ -229,7 +246,80 @@ func (s *core) tendServerCert() {
 		return
 	}
 	defer unlock()
+	s.tendCertsLocked()
+}
+
+// tendCertsLocked renews the server and node certificates the cluster CA
+// signed before they expire, and warns of the CA certificate's end, which
+// nothing renews. Lifecycle lock held, keystore open.
+func (s *core) tendCertsLocked() {
 	s.signServerCertLocked()
+	s.renewNodeCertLocked()
+	s.warnCAExpiry()
+}
+
+// nodeCertRenewBefore: a node certificate (five years) is signed again,
+// with the same key, when it expires within this long. caWarnBefore: the
+// CA certificate (ten years), which nothing renews, is warned about from
+// this long before its end (replacing it means giving every client and
+// endpoint the new ca.crt).
+const (
+	nodeCertRenewBefore = 60 * 24 * time.Hour
+	caWarnBefore        = 180 * 24 * time.Hour
+)
+
+// renewNodeCertLocked signs this node's certificate again, for the same
+// node id and key (members are bound to their key), once it expires within
+// nodeCertRenewBefore; the node's TLS configuration presents the new one
+// from its next handshake. A node certificate that ends with the CA is left
+// (warnCAExpiry speaks of it). Lifecycle lock held, keystore open.
+func (s *core) renewNodeCertLocked() {
+	dir := s.cfg.TLSDir
+	c, err := tlsutil.NodeCert(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return // not a cluster node
+	}
+	if err != nil {
+		s.log.Warn("the node certificate is not readable", "file", filepath.Join(dir, tlsutil.NodeCertFile), "error", err)
+		return
+	}
+	cur, err := tlsutil.LoadCACert(dir)
+	if err != nil || c.NotAfter.Sub(s.now()) > nodeCertRenewBefore {
+		return
+	}
+	warn := func(msg string, args ...any) {
+		s.log.Warn(msg, append([]any{"file", filepath.Join(dir, tlsutil.NodeCertFile), "not_after", c.NotAfter}, args...)...)
+	}
+	if !cur.Signs(c) {
+		warn("the node certificate expires soon and is not signed by the CA in ca.crt; it is not renewed (docs/runbooks/certificates-expiring.md)")
+		return
+	}
+	if !c.NotAfter.Before(cur.NotAfter()) {
+		return // ends with the CA: a new one would end there too
+	}
+	ca, err := s.clusterCA()
+	if err == nil && !ca.SameCert(cur) {
+		err = errors.New("the CA certificate in the data dir is not the cluster's")
+	}
+	if err == nil {
+		err = ca.ReissueNodeCert(dir)
+	}
+	if err != nil {
+		warn("the node certificate expires soon and could not be renewed (docs/runbooks/certificates-expiring.md)", "error", err)
+		return
+	}
+	s.log.Info("node certificate renewed with the same key", "file", filepath.Join(dir, tlsutil.NodeCertFile), "previous_not_after", c.NotAfter)
+}
+
+// warnCAExpiry logs a warning, from caWarnBefore before the end of the CA
+// certificate in the data dir, that nothing it signed verifies after that.
+func (s *core) warnCAExpiry() {
+	cur, err := tlsutil.LoadCACert(s.cfg.TLSDir)
+	if err != nil || cur.NotAfter().Sub(s.now()) > caWarnBefore {
+		return
+	}
+	s.log.Warn("the cluster CA certificate expires soon: after that no server, node or endpoint certificate it signed verifies, and the cluster stops; replace it as docs/runbooks/certificates-expiring.md says",
+		"ca_not_after", cur.NotAfter(), "file", filepath.Join(s.cfg.TLSDir, tlsutil.CAFile))
 }
 
 // removeSecretFile overwrites a key file with zeros, syncs it and removes

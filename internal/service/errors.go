@@ -55,6 +55,7 @@ var (
 	ErrAutoOpenDisabled = keystore.ErrAutoOpenDisabled
 	ErrAutoOpenStale    = keystore.ErrAutoOpenStale
 	ErrAutoOpenDamaged  = keystore.ErrAutoOpenDamaged
+	ErrAutoOpenNewer    = keystore.ErrAutoOpenNewer
 )
 
 // ErrKeystoreDamaged: keystore.ks or keystore.aks is corrupt or truncated

@@ -1,7 +1,17 @@
 package service
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"log/slog"
+	"math/big"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,7 +62,7 @@ func TestServerCertRenewedBeforeItExpires(t *testing.T) {
 	if err != nil || second.Equal(first) {
 		t.Fatalf("a server certificate expiring in %s was not renewed by the round: %v", serverCertRenewBefore-time.Hour, err)
 	}
-	if !ca.Signs(second) || !second.NotAfter.After(first.NotAfter) || second.VerifyHostname("kms.example.net") != nil {
+	if !ca.Signs(second) || second.NotAfter.Before(first.NotAfter) || second.VerifyHostname("kms.example.net") != nil {
 		t.Fatalf("renewed server certificate: until %s, names %v", second.NotAfter, second.DNSNames)
 	}
 	if reloads.Load() != 1 {
@@ -68,5 +78,154 @@ func TestServerCertRenewedBeforeItExpires(t *testing.T) {
 	}
 	if third, err := tlsutil.ServerCert(tlsDir); err != nil || third.Equal(second) || !ca.Signs(third) {
 		t.Fatalf("an expired server certificate was not renewed at open: %v", err)
+	}
+}
+
+// TestOwnServerCertIsNeverReplaced: an operator may put their own
+// certificate in server.crt/server.key (docs/reference/config.md). Neither
+// open nor the hourly round replaces it, even near its expiry: the server
+// warns instead. The interim certificate Coffer writes itself is still
+// replaced at open (TestCAKeyMovesIntoTheState).
+func TestOwnServerCertIsNeverReplaced(t *testing.T) {
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if _, err := tlsutil.EnsureGenerated(tlsDir, []string{"kms.example.net"}); err != nil {
+		t.Fatal(err)
+	}
+	clock := &testutil.Clock{}
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	var reloads atomic.Int32
+	s, err := New(Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil }, Now: clock.Now,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)),
+		TLSDir: tlsDir, OwnCA: true, CACert: filepath.Join(tlsDir, tlsutil.CAFile), CAKey: filepath.Join(tlsDir, tlsutil.CAKey),
+		OnCAChanged: func() error { reloads.Add(1); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	// The operator's own certificate, from another CA (self-signed here).
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "kms.example.net"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour),
+		DNSNames: []string{"kms.example.net"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlsutil.WriteServerPair(tlsDir, key, der); err != nil {
+		t.Fatal(err)
+	}
+	own, err := tlsutil.ServerCert(tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unchanged := func(when string) {
+		t.Helper()
+		c, err := tlsutil.ServerCert(tlsDir)
+		if err != nil || !c.Equal(own) {
+			t.Fatalf("%s: the operator's own server certificate was replaced (%v)", when, err)
+		}
+		if reloads.Load() != 0 {
+			t.Fatalf("%s: the server was told to reload %d times", when, reloads.Load())
+		}
+	}
+	s.tendServerCert()
+	unchanged("hourly round")
+	if err := s.Seal(rootCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(rootCtx(), []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	unchanged("open")
+	mu.Lock()
+	warned := strings.Contains(logs.String(), "not signed by Coffer's CA")
+	mu.Unlock()
+	if warned {
+		t.Fatal("a warning about the operator's certificate far from its expiry")
+	}
+	clock.Advance(time.Until(own.NotAfter) - serverCertRenewBefore + time.Hour)
+	s.tendServerCert()
+	unchanged("hourly round near its expiry")
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "not signed by Coffer's CA") || !strings.Contains(logs.String(), "level=WARN") {
+		t.Fatalf("no warning that the operator's certificate expires soon:\n%s", logs.String())
+	}
+}
+
+// TestNodeCertRenewedAndCAExpiryWarned: the node certificate (five years)
+// is signed again, with the same key (the cluster binds each member to
+// it), once it expires within nodeCertRenewBefore; the CA certificate (ten
+// years), which nothing renews, is warned about in the log from
+// caWarnBefore before its end.
+func TestNodeCertRenewedAndCAExpiryWarned(t *testing.T) {
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if _, err := tlsutil.EnsureGenerated(tlsDir, []string{"kms.example.net"}); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tlsutil.LoadCA(tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlsutil.EnsureNodeCertWith(tlsDir, "n1", func() (*tlsutil.CA, error) { return ca, nil }); err != nil {
+		t.Fatal(err)
+	}
+	first, err := tlsutil.NodeCert(tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &testutil.Clock{}
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	s, err := New(Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil }, Now: clock.Now,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)),
+		TLSDir: tlsDir, OwnCA: true, CACert: filepath.Join(tlsDir, tlsutil.CAFile), CAKey: filepath.Join(tlsDir, tlsutil.CAKey),
+		OnCAChanged: func() error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	logged := func(text string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), text)
+	}
+	s.tendServerCert()
+	if c, _ := tlsutil.NodeCert(tlsDir); !c.Equal(first) {
+		t.Fatal("a node certificate far from its expiry was replaced")
+	}
+	if logged("expires") {
+		t.Fatal("an expiry warning years before any expiry")
+	}
+	clock.Advance(time.Until(first.NotAfter) - nodeCertRenewBefore + time.Hour)
+	s.tendServerCert()
+	second, err := tlsutil.NodeCert(tlsDir)
+	if err != nil || second.Equal(first) {
+		t.Fatalf("a node certificate expiring within %s was not renewed: %v", nodeCertRenewBefore, err)
+	}
+	if !ca.Signs(second) || second.Subject.CommonName != "n1" || tlsutil.KeyFingerprint(second) != tlsutil.KeyFingerprint(first) {
+		t.Fatal("the renewed node certificate is not the same node's, with the same key, signed by the CA")
+	}
+	if !logged("node certificate renewed") {
+		t.Fatal("the node certificate's renewal was not logged")
+	}
+	clock.Advance(ca.NotAfter().Sub(clock.Now()) - caWarnBefore + time.Hour)
+	s.tendServerCert()
+	if !logged("the cluster CA certificate expires") {
+		t.Fatalf("no warning %s before the CA certificate expires:\n%s", caWarnBefore, logs.String())
 	}
 }

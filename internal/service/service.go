@@ -1018,6 +1018,7 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 		return 0, err
 	}
 	var ring *keystore.Keyring
+	var notDurable error
 	if s.clustered() {
 		// In a cluster the new generation is committed through raft first
 		// (wrapped under the current one, which every node holds); only
@@ -1037,11 +1038,13 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 			return 0, fmt.Errorf("the new master key generation %d is committed, but this node's keystore did not take it (it retries): %w", w.Gen, err)
 		}
 	} else {
+		// With ErrNotDurable the rotated keystore.ks is in place (only its
+		// directory sync failed): its keyring is the one to hold.
 		r, err := s.ks.Rotate(s.ring)
-		if err != nil {
+		if r == nil {
 			return 0, mapKeystoreErr(err)
 		}
-		ring = r
+		ring, notDurable = r, err
 	}
 	s.bar.SetKeyring(ring)
 	s.ring = replaceRing(s.ring, ring)
@@ -1051,6 +1054,10 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 	}
 	s.log.Info("master key rotated", "generation", ring.Current())
 	s.afterKeyChange(ctx, "master key rotated")
+	if notDurable != nil {
+		s.log.Error("the master key rotation is done and in use, but keystore.ks may not survive a power loss; check the data dir's disk", "generation", ring.Current(), "error", notDurable)
+		return ring.Current(), fmt.Errorf("master key rotated to generation %d and in use, but: %w", ring.Current(), mapKeystoreErr(notDurable))
+	}
 	return ring.Current(), nil
 }
 
@@ -1475,6 +1482,10 @@ func mapKeystoreErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrKeystoreDamaged, err)
 	case errors.Is(err, keystore.ErrUnsupportedVersion):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case errors.Is(err, keystore.ErrNotDurable):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case errors.Is(err, keystore.ErrStaleKeyring):
+		return fmt.Errorf("%w: %w", ErrConflict, err)
 	}
 	return err
 }

@@ -149,6 +149,19 @@ func serverNames(hosts []string) (dns []string, ips []net.IP) {
 	return dns, ips
 }
 
+// interimCN is the common name of the interim server certificate.
+const interimCN = "coffer server (interim, until the keystore opens)"
+
+// IsInterimServerCert reports whether c is the self-signed server
+// certificate Coffer writes while the CA key is sealed away, which is
+// replaced once the keystore opens; any other certificate not signed by
+// Coffer's CA is the operator's own.
+func IsInterimServerCert(c *x509.Certificate) bool {
+	// Self-signed, though not a CA: CheckSignatureFrom would refuse it as
+	// a parent.
+	return c != nil && c.Subject.CommonName == interimCN && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
 // writeInterimServerCert writes a self-signed server certificate for hosts.
 func writeInterimServerCert(dir string, hosts []string) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -156,7 +169,7 @@ func writeInterimServerCert(dir string, hosts []string) error {
 		return err
 	}
 	tmpl := serverTemplate(time.Now())
-	tmpl.Subject.CommonName = "coffer server (interim, until the keystore opens)"
+	tmpl.Subject.CommonName = interimCN
 	tmpl.DNSNames, tmpl.IPAddresses = serverNames(hosts)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -251,10 +264,36 @@ func (c *CA) ReissueServerCert(dir string) error {
 	return writeServerPair(dir, key, der)
 }
 
+// ReissueNodeCert signs the node certificate in dir again, for the same
+// node and the same key (node.key is not touched: the cluster binds each
+// member to its key), with a new validity. Only node.crt is written, in one
+// atomic write.
+func (c *CA) ReissueNodeCert(dir string) error {
+	old, err := NodeCert(dir)
+	if err != nil {
+		return fmt.Errorf("node certificate: %w", err)
+	}
+	pub, ok := publicKeyOf(filepath.Join(dir, NodeKeyFile))
+	if !ok || !publicKeysEqual(pub, old.PublicKey) {
+		return fmt.Errorf("%s is missing, unreadable or not the key of %s", filepath.Join(dir, NodeKeyFile), filepath.Join(dir, NodeCertFile))
+	}
+	der, err := c.IssueNodeCert(pub, old.Subject.CommonName)
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFile(filepath.Join(dir, NodeCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
 // serverPublicKey returns the public key of the server key in dir, if it
 // is there and readable (SEC 1 EC or PKCS #8).
 func serverPublicKey(dir string) (crypto.PublicKey, bool) {
-	b, err := os.ReadFile(filepath.Join(dir, KeyFile))
+	return publicKeyOf(filepath.Join(dir, KeyFile))
+}
+
+// publicKeyOf returns the public key of the private key in file, if it is
+// there and readable (SEC 1 EC or PKCS #8).
+func publicKeyOf(file string) (crypto.PublicKey, bool) {
+	b, err := os.ReadFile(file) // #nosec G304 -- a key file of the data dir's tls directory
 	if err != nil {
 		return nil, false
 	}

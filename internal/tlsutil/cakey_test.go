@@ -187,3 +187,26 @@ func TestIssuedCertsEndWithTheCA(t *testing.T) {
 		t.Fatalf("the client certificate does not verify on its last day: %v", err)
 	}
 }
+
+// TestInterimServerCertIsKnown: the self-signed server certificate written
+// while the CA key is sealed away is told apart from any other.
+func TestInterimServerCertIsKnown(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeInterimServerCert(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ServerCert(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !IsInterimServerCert(c) {
+		t.Fatal("the interim server certificate is not recognised")
+	}
+	gen := t.TempDir()
+	if _, err := EnsureGenerated(gen, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := ServerCert(gen); err != nil || IsInterimServerCert(c) {
+		t.Fatalf("a CA-signed server certificate taken for the interim one: %v", err)
+	}
+}

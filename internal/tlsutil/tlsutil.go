@@ -20,6 +20,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -347,14 +348,54 @@ func EnsureNodeCert(dir, nodeID string) error {
 
 // NodeTLS is the mutual-TLS configuration of a node: its node certificate,
 // and the CA in dir as the only root for peers.
+//
+// The certificate is read again when node.crt is replaced (ReissueNodeCert),
+// so a renewed one is presented without a restart.
 func NodeTLS(dir string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, NodeCertFile), filepath.Join(dir, NodeKeyFile))
-	if err != nil {
+	src := &pairSource{certFile: filepath.Join(dir, NodeCertFile), keyFile: filepath.Join(dir, NodeKeyFile)}
+	if _, err := src.get(); err != nil {
 		return nil, fmt.Errorf("node certificate: %w", err)
 	}
 	pool, err := LoadPool(filepath.Join(dir, CAFile))
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool, MinVersion: tls.VersionTLS12, CipherSuites: AEADSuites()}, nil
+	return &tls.Config{
+		GetCertificate:       func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return src.get() },
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.get() },
+		RootCAs:              pool, ClientCAs: pool, MinVersion: tls.VersionTLS12, CipherSuites: AEADSuites(),
+	}, nil
+}
+
+// pairSource is a key pair read from files, read again when the
+// certificate file is replaced (another file, or another modification
+// time). A pair that does not load leaves the previous one in use.
+type pairSource struct {
+	certFile, keyFile string
+	mu                sync.Mutex
+	seen              os.FileInfo
+	cur               *tls.Certificate
+}
+
+func (p *pairSource) get() (*tls.Certificate, error) {
+	st, serr := os.Stat(p.certFile)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur != nil && (serr != nil || (os.SameFile(st, p.seen) && st.ModTime().Equal(p.seen.ModTime()))) {
+		return p.cur, nil
+	}
+	c, err := tls.LoadX509KeyPair(p.certFile, p.keyFile)
+	if err != nil {
+		if p.cur != nil {
+			return p.cur, nil
+		}
+		return nil, err
+	}
+	p.cur, p.seen = &c, st
+	return p.cur, nil
+}
+
+// NodeCert reads the node certificate in dir.
+func NodeCert(dir string) (*x509.Certificate, error) {
+	return readCert(filepath.Join(dir, NodeCertFile))
 }
