@@ -479,7 +479,7 @@ func (s *Objects) KVVersions(ctx context.Context, wallet, path, op string, versi
 		if o.Type != TypeSecretData {
 			return fmt.Errorf("%w: %s/%s is a %s; use the native API's lifecycle (deactivate, destroy) for keys", ErrConflict, wallet, path, o.Type)
 		}
-		todo := existingKVVersions(o, m, versions)
+		todo := existingKVVersions(o, m, op, versions)
 		if len(todo) == 0 {
 			s.log.Info("KV "+op+": nothing to do, no version named exists", "id", o.ID, "wallet", wallet, "name", path, "versions", versions, "by", CallFrom(ctx).Identity.Actor())
 			return nil
@@ -499,14 +499,16 @@ func (s *Objects) KVVersions(ctx context.Context, wallet, path, op string, versi
 }
 
 // existingKVVersions returns the versions of want (the latest when want is
-// empty) that o has and KV shows, once each, in the order given.
-func existingKVVersions(o state.Object, m state.KVMeta, want []uint64) []uint64 {
+// empty) that o has and KV shows, once each, in the order given. For an
+// undelete a destroyed version is left out too, as Vault skips it: it keeps
+// its deletion time.
+func existingKVVersions(o state.Object, m state.KVMeta, op string, want []uint64) []uint64 {
 	if len(want) == 0 {
 		want = []uint64{o.Latest}
 	}
 	have := make(map[uint64]bool, len(o.Versions))
 	for _, v := range o.Versions {
-		have[v.Version] = v.Version > m.HiddenThrough
+		have[v.Version] = v.Version > m.HiddenThrough && (op != KVUndelete || !v.Destroyed)
 	}
 	out := make([]uint64, 0, len(want))
 	for _, v := range want {

@@ -2,6 +2,7 @@ package rest
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -50,6 +51,18 @@ func TestProbesTakeAnyQuery(t *testing.T) {
 	for _, path := range []string{"/api/v1/sys/health?standbyok=true&_=1733600000", "/api/v1/cluster/ca?x=1", "/api/v1/openapi.json?v=2"} {
 		if status, _, raw := do(t, srv, tok, "GET", path, ""); status == http.StatusBadRequest {
 			t.Errorf("GET %s: %d %s, want the route's answer", path, status, raw)
+		}
+	}
+}
+
+// TestProbesDocumentNoRefusedQuery: the OpenAPI document does not list 400
+// for the probes (health, the cluster CA, the document itself): they take
+// any query and refuse nothing else with 400. Every other route lists it.
+func TestProbesDocumentNoRefusedQuery(t *testing.T) {
+	for _, rt := range (&api{}).routes() {
+		key := rt.Method + " " + rt.Pattern
+		if lists := slices.Contains(rt.Errors, http.StatusBadRequest); lists == slices.Contains(unauditedRoutes, key) {
+			t.Errorf("%s: 400 listed %v, want %v", key, lists, !lists)
 		}
 	}
 }

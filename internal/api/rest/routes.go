@@ -63,7 +63,12 @@ func (a *api) routes() []route {
 	withQuery := func(rt route, q ...openapi.Param) route { rt.Query = append(rt.Query, q...); return rt }
 	status := func(rt route, code int) route { rt.Status = code; return rt }
 	// Polled often (health, the CA, the document itself): touch nothing.
-	noAudit := func(rt route) route { rt.facts.Audit = ""; return rt }
+	// They take any query (serve) and refuse nothing else with 400.
+	noAudit := func(rt route) route {
+		rt.facts.Audit = ""
+		rt.Errors = slices.DeleteFunc(slices.Clone(rt.Errors), func(code int) bool { return code == http.StatusBadRequest })
+		return rt
+	}
 	version := openapi.Param{Name: "version", In: "query", Type: "integer", Description: "version number (default: latest)"}
 	return []route{
 		// System

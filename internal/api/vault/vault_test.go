@@ -616,3 +616,40 @@ func TestKVMetadataWritesOfDifferentFieldsDoNotLoseEachOther(t *testing.T) {
 		t.Fatalf("custom_metadata null kept the map: %s", r.raw)
 	}
 }
+
+// TestKVUndeleteSkipsDestroyedVersions: undelete of a destroyed version
+// changes nothing, as Vault (which skips a version that does not exist or
+// is destroyed): the version keeps its deletion_time, and the live ones
+// named with it are undeleted.
+func TestKVUndeleteSkipsDestroyedVersions(t *testing.T) {
+	f := newFixture(t)
+	root := f.tokens["root"]
+	for i := 0; i < 2; i++ {
+		if r := f.do(t, root, "POST", "/v1/kv/data/u", `{"data":{"n":"x"}}`); r.status != 200 {
+			t.Fatal(r.raw)
+		}
+	}
+	if r := f.do(t, root, "POST", "/v1/kv/delete/u", `{"versions":[1,2]}`); r.status != 204 {
+		t.Fatalf("delete: %d %s", r.status, r.raw)
+	}
+	if r := f.do(t, root, "PUT", "/v1/kv/destroy/u", `{"versions":[1]}`); r.status != 204 {
+		t.Fatalf("destroy: %d %s", r.status, r.raw)
+	}
+	version := func(n string) map[string]any {
+		r := f.do(t, root, "GET", "/v1/kv/metadata/u", "")
+		return r.data(t)["versions"].(map[string]any)[n].(map[string]any)
+	}
+	deleted := version("1")["deletion_time"]
+	if deleted == "" {
+		t.Fatalf("destroyed version 1 has no deletion_time: %v", version("1"))
+	}
+	if r := f.do(t, root, "POST", "/v1/kv/undelete/u", `{"versions":[1,2]}`); r.status != 204 {
+		t.Fatalf("undelete: %d %s", r.status, r.raw)
+	}
+	if v := version("1"); v["destroyed"] != true || v["deletion_time"] != deleted {
+		t.Fatalf("undelete changed destroyed version 1: %v, want deletion_time %v kept", v, deleted)
+	}
+	if v := version("2"); v["deletion_time"] != "" {
+		t.Fatalf("version 2 not undeleted: %v", v)
+	}
+}
