@@ -179,7 +179,8 @@ const serverCertRenewBefore = 30 * 24 * time.Hour
 
 // signServerCertLocked replaces the interim server certificate (or a
 // missing one), or one the cluster CA signed that expires within
-// serverCertRenewBefore, with one the CA signs, for the same names, and has
+// serverCertRenewBefore, or one another Coffer CA signed (a node's own
+// before it joined), with one the CA signs, for the same names, and has
 // the server reload it. A certificate from another CA is the operator's
 // own (docs/reference/config.md): it is never replaced, only warned about
 // once it expires within serverCertRenewBefore. Lifecycle lock held,
@@ -195,7 +196,7 @@ func (s *core) signServerCertLocked() {
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		s.log.Warn("the server certificate is not readable; it is left as it is", "file", filepath.Join(dir, tlsutil.CertFile), "error", err)
 		return
-	case err == nil && !cur.Signs(c) && !tlsutil.IsInterimServerCert(c):
+	case err == nil && !cur.Signs(c) && !tlsutil.IsInterimServerCert(c) && !tlsutil.IsCofferServerCert(c):
 		// The operator's own certificate: never replaced.
 		if c.NotAfter.Sub(s.now()) <= serverCertRenewBefore {
 			s.log.Warn("the server certificate is not signed by Coffer's CA and is not renewed by Coffer; it expires soon: replace server.crt and server.key and send SIGHUP",

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"log/slog"
 	"math/big"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -227,5 +228,57 @@ func TestNodeCertRenewedAndCAExpiryWarned(t *testing.T) {
 	s.tendServerCert()
 	if !logged("the cluster CA certificate expires") {
 		t.Fatalf("no warning %s before the CA certificate expires:\n%s", caWarnBefore, logs.String())
+	}
+}
+
+// TestServerCertOfAnotherCofferCAIsReplaced: a node that joined a cluster
+// with a build that sent the CA key kept the server certificate its own
+// pre-join CA (removed since) had signed. That certificate is Coffer's,
+// not the operator's: open replaces it with one the cluster CA signs.
+func TestServerCertOfAnotherCofferCAIsReplaced(t *testing.T) {
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if _, err := tlsutil.EnsureGenerated(tlsDir, []string{"kms.example.net"}); err != nil {
+		t.Fatal(err)
+	}
+	cluster := t.TempDir()
+	if _, err := tlsutil.EnsureGenerated(cluster, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The join wrote the cluster's CA over this node's own.
+	for _, f := range []string{tlsutil.CAFile, tlsutil.CAKey} {
+		b, err := os.ReadFile(filepath.Join(cluster, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tlsDir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca, err := tlsutil.LoadCA(tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := tlsutil.ServerCert(tlsDir); err != nil || ca.Signs(c) {
+		t.Fatalf("set-up: the server certificate is not the pre-join CA's: %v", err)
+	}
+	var reloads atomic.Int32
+	s, err := New(Config{DataDir: dir, KDF: cheapKDF, WriteRetryDelay: 100 * time.Millisecond, PasswordKDF: PasswordKDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		MachineIdentity: func() ([]byte, error) { return []byte("test-machine"), nil },
+		TLSDir:          tlsDir, OwnCA: true, CACert: filepath.Join(tlsDir, tlsutil.CAFile), CAKey: filepath.Join(tlsDir, tlsutil.CAKey),
+		OnCAChanged: func() error { reloads.Add(1); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Init(rootCtx(), local, []byte(pass)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tlsutil.ServerCert(tlsDir)
+	if err != nil || !ca.Signs(c) || c.VerifyHostname("kms.example.net") != nil {
+		t.Fatalf("the server certificate of the pre-join CA was not replaced by one the cluster CA signs, for the same names: %v", err)
+	}
+	if reloads.Load() == 0 {
+		t.Fatal("the server was not told to reload its certificate")
 	}
 }

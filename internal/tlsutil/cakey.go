@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/fsutil"
@@ -160,6 +161,16 @@ func IsInterimServerCert(c *x509.Certificate) bool {
 	// Self-signed, though not a CA: CheckSignatureFrom would refuse it as
 	// a parent.
 	return c != nil && c.Subject.CommonName == interimCN && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
+}
+
+// IsCofferServerCert reports whether c is a server certificate a Coffer CA
+// issued, though not necessarily the one in ca.crt now: the server
+// certificate a node kept from the CA it made for itself before it joined
+// a cluster (a join by a build that did not sign a server certificate) is
+// Coffer's, not the operator's, and is replaced once the keystore opens.
+func IsCofferServerCert(c *x509.Certificate) bool {
+	return c != nil && c.Subject.CommonName == "coffer server" && slices.Equal(c.Subject.Organization, []string{"Coffer"}) &&
+		c.Issuer.CommonName == "Coffer CA" && slices.Equal(c.Issuer.Organization, []string{"Coffer"})
 }
 
 // writeInterimServerCert writes a self-signed server certificate for hosts.
