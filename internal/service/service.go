@@ -190,6 +190,9 @@ type core struct {
 	log *slog.Logger
 	// statfsGate bounds status's disk measurements (disks.go).
 	statfsGate statfsGate
+	// certs: the TLS directory's certificates as status last read them
+	// (certexpiry.go).
+	certs certWatch
 	// backupPolls keeps backup progress polls to one audit record per change.
 	backupPolls pollAudit
 	// svc is the composition this core belongs to, for the lifecycle's calls
