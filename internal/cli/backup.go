@@ -121,7 +121,11 @@ func readRecoveryPassphrase(cmd *cobra.Command, file, flag string) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
-	return p, checkRecoveryLength(p)
+	if err := checkRecoveryLength(p); err != nil {
+		clear(p)
+		return nil, err
+	}
+	return p, nil
 }
 
 func recoveryLine(st client.RecoveryStatus) string {
@@ -183,22 +187,25 @@ current one is needed too: --old-passphrase-file, or asked on the terminal.`,
 			}
 			nw, err := readRecoveryPassphrase(cmd, newFile, "--passphrase-file")
 			if err != nil {
+				clear(old)
 				return err
 			}
-			ctx, cancel := g.ctx()
-			defer cancel()
-			st, err := c.SetRecoveryPassphrase(ctx, string(old), string(nw))
-			if err != nil {
-				return err
-			}
-			if g.format == "json" {
-				return g.printJSON(cmd, st)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "recovery passphrase set: generation %d (%s)\n", st.Generation, st.Label)
-			if st.Generation > 1 {
-				fmt.Fprintln(cmd.OutOrStdout(), "Backups taken before need the previous passphrase: keep it as long as they are kept.")
-			}
-			return nil
+			return useSecrets(func() error {
+				ctx, cancel := g.ctx()
+				defer cancel()
+				st, err := c.SetRecoveryPassphrase(ctx, string(old), string(nw))
+				if err != nil {
+					return err
+				}
+				if g.format == "json" {
+					return g.printJSON(cmd, st)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "recovery passphrase set: generation %d (%s)\n", st.Generation, st.Label)
+				if st.Generation > 1 {
+					fmt.Fprintln(cmd.OutOrStdout(), "Backups taken before need the previous passphrase: keep it as long as they are kept.")
+				}
+				return nil
+			}, old, nw)
 		},
 	}
 	set.Flags().StringVar(&newFile, "passphrase-file", "", "read the new recovery passphrase from this file (- for stdin)")

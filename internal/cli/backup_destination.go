@@ -187,6 +187,7 @@ func (o *destinationOptions) apply(cmd *cobra.Command, cfg *client.DestinationCo
 			return err
 		}
 		cfg.Password = string(pw)
+		clear(pw)
 	}
 	if o.secretKeyFile != "" {
 		sk, err := readSecret(cmd, o.secretKeyFile, "", false, "secret key", "--secret-key-file")
@@ -194,6 +195,7 @@ func (o *destinationOptions) apply(cmd *cobra.Command, cfg *client.DestinationCo
 			return err
 		}
 		cfg.SecretKey = string(sk)
+		clear(sk)
 	}
 	return nil
 }
@@ -314,6 +316,7 @@ recovery passphrase (which must be set) unless --recipient keys are given.
 					return err
 				}
 				cfg.SecretKey = string(sk)
+				clear(sk)
 			}
 			return g.withClient(func(ctx context.Context, c *client.Client) error {
 				v, err := c.AddDestination(ctx, cfg)

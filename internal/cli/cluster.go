@@ -181,15 +181,16 @@ twice); auto-open is enabled on each node separately.`,
 			if err != nil {
 				return err
 			}
-			defer clear(pass)
-			return g.withClient(func(ctx context.Context, c *client.Client) error {
-				st, err := c.JoinCluster(ctx, args[0], token, string(pass))
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "joined cluster %s; this node is %s (it becomes a voter once it has caught up)\n", st.ClusterID, st.State)
-				return nil
-			})
+			return useSecrets(func() error {
+				return g.withClient(func(ctx context.Context, c *client.Client) error {
+					st, err := c.JoinCluster(ctx, args[0], token, string(pass))
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "joined cluster %s; this node is %s (it becomes a voter once it has caught up)\n", st.ClusterID, st.State)
+					return nil
+				})
+			}, pass)
 		},
 	}
 	cmd.Flags().StringVar(&token, "token", "", "one-time join token")

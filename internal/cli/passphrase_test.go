@@ -3,7 +3,10 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"os"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // TestPromptHasOneColon: every prompt ends in exactly one ": ", whether
@@ -43,5 +46,22 @@ func TestUseSecretsClearsThem(t *testing.T) {
 	// A nil secret (none read) is fine.
 	if err := useSecrets(func() error { return nil }, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRefusedRecoveryPassphraseIsNotHandedBack: a recovery passphrase read
+// but refused for its length is cleared and not returned, so no caller is
+// left holding a secret it has no request for.
+func TestRefusedRecoveryPassphraseIsNotHandedBack(t *testing.T) {
+	f := t.TempDir() + "/short"
+	if err := os.WriteFile(f, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := readRecoveryPassphrase(&cobra.Command{}, f, "--passphrase-file")
+	if err == nil {
+		t.Fatal("a 5-byte recovery passphrase was taken")
+	}
+	if p != nil {
+		t.Fatalf("the refused passphrase was handed back (%d bytes)", len(p))
 	}
 }

@@ -86,6 +86,7 @@ func (o *fromOptions) open(ctx context.Context, cmd *cobra.Command) (dest.Destin
 				return nil, err
 			}
 			cfg.Password = string(pw)
+			clear(pw)
 		}
 		if o.sftpKey != "" {
 			if cfg.PrivateKeyPEM, err = os.ReadFile(o.sftpKey); err != nil {
@@ -116,6 +117,7 @@ func (o *fromOptions) open(ctx context.Context, cmd *cobra.Command) (dest.Destin
 				return nil, err
 			}
 			cfg.SecretKey = string(sk)
+			clear(sk)
 		}
 		if o.s3CACert != "" {
 			b, err := os.ReadFile(o.s3CACert)
@@ -138,8 +140,15 @@ func (o *fromOptions) open(ctx context.Context, cmd *cobra.Command) (dest.Destin
 
 // keys gathers the recovery passphrases and age identities; with none
 // given it prompts for one passphrase.
-func (o *fromOptions) keys(cmd *cobra.Command) ([]bundle.Decryption, error) {
+func (o *fromOptions) keys(cmd *cobra.Command) (keys []bundle.Decryption, err error) {
 	var out []bundle.Decryption
+	defer func() {
+		if err != nil {
+			for _, k := range out {
+				clear(k.Passphrase)
+			}
+		}
+	}()
 	for _, f := range o.recoveryFiles {
 		p, err := readSecret(cmd, f, "", false, "recovery passphrase", "--recovery-passphrase-file")
 		if err != nil {

@@ -269,3 +269,70 @@ func TestRotateWhoseWriteFails(t *testing.T) {
 		t.Fatalf("the next rotation: %v", err)
 	}
 }
+
+// TestKeyChangesWhoseDirectorySyncFails: a passphrase change or reset, the
+// generations a cluster node adds and a keystore made from another node's
+// keyring, each renamed into place before the directory fsync fails, hand
+// back the keyring of the file on disk with ErrNotDurable, as Rotate does:
+// the caller holds it (the next change works) instead of a stale one.
+func TestKeyChangesWhoseDirectorySyncFails(t *testing.T) {
+	failSync := func(t *testing.T) {
+		w := writeKSFile
+		t.Cleanup(func() { writeKSFile = w })
+		writeKSFile = func(path string, data []byte) error {
+			if err := fsutil.WriteFile(path, data); err != nil {
+				return err
+			}
+			return fmt.Errorf("write %s: fsync directory %s: input/output error", path, filepath.Dir(path))
+		}
+	}
+	check := func(t *testing.T, s *Store, nk *Keyring, err error, wantGen uint32, pass []byte) {
+		t.Helper()
+		if !errors.Is(err, ErrNotDurable) {
+			t.Fatalf("with a failing directory fsync: %v, want ErrNotDurable", err)
+		}
+		if nk == nil || nk.Current() != wantGen {
+			t.Fatal("no keyring of the keystore.ks written was handed back")
+		}
+		writeKSFile = fsutil.WriteFile
+		nk2, err := s.Rotate(nk)
+		if err != nil {
+			t.Fatalf("the next rotation with the keyring handed back: %v", err)
+		}
+		if got := mustOpen(t, s, pass); got.Current() != nk2.Current() {
+			t.Fatalf("keystore.ks opens at generation %d, want %d", got.Current(), nk2.Current())
+		}
+	}
+	t.Run("ChangePassphrase", func(t *testing.T) {
+		s, _ := initStore(t)
+		failSync(t)
+		nk, err := s.ChangePassphrase(passA, passB)
+		check(t, s, nk, err, 1, passB)
+	})
+	t.Run("ResetPassphrase", func(t *testing.T) {
+		s, k := initStore(t)
+		failSync(t)
+		nk, err := s.ResetPassphrase(k, passB)
+		check(t, s, nk, err, 1, passB)
+	})
+	t.Run("AddGenerations", func(t *testing.T) {
+		s, k := initStore(t)
+		w, err := k.NewGeneration()
+		if err != nil {
+			t.Fatal(err)
+		}
+		failSync(t)
+		nk, err := s.AddGenerations(k, []WrappedGen{w})
+		check(t, s, nk, err, 2, passA)
+	})
+	t.Run("InitFrom", func(t *testing.T) {
+		_, k := initStore(t)
+		s2, _ := initStore(t)
+		if err := os.Remove(s2.ksPath()); err != nil {
+			t.Fatal(err)
+		}
+		failSync(t)
+		nk, err := s2.InitFrom(passB, k)
+		check(t, s2, nk, err, 1, passB)
+	})
+}

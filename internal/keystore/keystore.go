@@ -227,12 +227,18 @@ func (s *Store) Init(passphrase []byte) (*Keyring, error) {
 		return nil, fmt.Errorf("generate master key: %w", err)
 	}
 	defer clear(key)
-	return s.create(passphrase, kdf, []mek{{number: 1, created: now(), key: key}}, 1)
+	k, err := s.create(passphrase, kdf, []mek{{number: 1, created: now(), key: key}}, 1)
+	if err != nil && k != nil {
+		k.Wipe()
+		return nil, err
+	}
+	return k, err
 }
 
 // create writes a new keystore.ks holding gens (current the one in use),
 // sealed under passphrase with a fresh salt. It refuses an existing
 // keystore.ks and removes a leftover keystore.aks that belongs to none.
+// With ErrNotDurable the keyring of the file written comes back too.
 func (s *Store) create(passphrase []byte, kdf KDFParams, gens []mek, current uint32) (*Keyring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -256,12 +262,7 @@ func (s *Store) create(passphrase []byte, kdf KDFParams, gens []mek, current uin
 	}
 	kek := deriveKEK(passphrase, salt[:], kdf)
 	defer clear(kek)
-	k, err := s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
-	if err != nil && k != nil {
-		k.Wipe()
-		return nil, err
-	}
-	return k, err
+	return s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
 }
 
 // writeKS seals gens under sl, writes keystore.ks and returns the keyring for
@@ -582,7 +583,8 @@ func (s *Store) rebuildAKSIfEnabled(k *Keyring) {
 
 // ChangePassphrase verifies old against keystore.ks (ErrWrongPassphrase),
 // re-seals it under new with a fresh salt and the configured KDF parameters,
-// and rebuilds keystore.aks if it exists. MEKs are unchanged.
+// and rebuilds keystore.aks if it exists. MEKs are unchanged. With an error
+// wrapping ErrNotDurable the new Keyring comes back too, as from Rotate.
 func (s *Store) ChangePassphrase(old, new []byte) (*Keyring, error) {
 	if err := checkPassphrase(old); err != nil {
 		return nil, fmt.Errorf("old passphrase: %w", err)
@@ -633,14 +635,11 @@ func (s *Store) resealLocked(k *Keyring, passphrase []byte, kdf KDFParams) (*Key
 	kek := deriveKEK(passphrase, salt[:], kdf)
 	defer clear(kek)
 	nk, err := s.writeKS(gens, current, sealing{kdf: kdf, salt: salt, kek: kek})
-	if err != nil {
-		if nk != nil {
-			nk.Wipe()
-		}
+	if nk == nil {
 		return nil, err
 	}
 	s.rebuildAKSIfEnabled(nk)
-	return nk, nil
+	return nk, err
 }
 
 // EnableAutoOpen writes keystore.aks for this machine and directory from k,
@@ -703,7 +702,8 @@ func now() time.Time { return time.Unix(0, time.Now().UnixNano()).UTC() }
 // keyring k instead of the old passphrase. It is for an operator who lost the
 // passphrase while the keystore is still open (or still auto-opens on this
 // machine): whoever holds k can already read every MEK, so this grants
-// nothing new. Callers must restrict who may invoke it.
+// nothing new. Callers must restrict who may invoke it. With an error
+// wrapping ErrNotDurable the new Keyring comes back too, as from Rotate.
 func (s *Store) ResetPassphrase(k *Keyring, new []byte) (*Keyring, error) {
 	kdf, err := s.newPassphraseKDF(new)
 	if err != nil {
@@ -782,7 +782,8 @@ func mergeGens(rings []*Keyring) ([]mek, uint32, error) {
 // master key generation of rings (imported from backups with ImportMEKs),
 // the newest one current. It is how a restore gives the restored node its
 // own keystore: the generations come from the backups, the passphrase from
-// the operator; no auto-open file is made.
+// the operator; no auto-open file is made. With an error wrapping
+// ErrNotDurable the new Keyring comes back too (keystore.ks is in place).
 func (s *Store) InitFrom(passphrase []byte, rings ...*Keyring) (*Keyring, error) {
 	if err := checkPassphrase(passphrase); err != nil {
 		return nil, err
@@ -863,7 +864,8 @@ func (k *Keyring) NewGeneration() (WrappedGen, error) {
 // AddGenerations adds to the keystore the generations of ws it lacks
 // (each unwrapped with an earlier generation it has, in order), re-seals
 // keystore.ks under its current passphrase and rebuilds keystore.aks if
-// it exists. It returns the new Keyring, or k itself if nothing was added.
+// it exists. It returns the new Keyring, or k itself if nothing was added;
+// with an error wrapping ErrNotDurable it returns the new Keyring too.
 func (s *Store) AddGenerations(k *Keyring, ws []WrappedGen) (*Keyring, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -899,12 +901,9 @@ func (s *Store) AddGenerations(k *Keyring, ws []WrappedGen) (*Keyring, error) {
 	}
 	slices.SortFunc(gens, func(a, b mek) int { return cmp.Compare(a.number, b.number) })
 	nk, err := s.writeKS(gens, gens[len(gens)-1].number, sl)
-	if err != nil {
-		if nk != nil {
-			nk.Wipe()
-		}
+	if nk == nil {
 		return nil, err
 	}
 	s.rebuildAKSIfEnabled(nk)
-	return nk, nil
+	return nk, err
 }

@@ -730,10 +730,12 @@ func (r *run) finish(ctx context.Context) error {
 	// interrupted restore is never mistaken for a usable one.
 	ks := keystore.New(datadir.KeystoreDir(r.opts.DataDir), keystore.Options{KDF: r.opts.KDF})
 	k, err := ks.InitFrom(r.opts.Passphrase, r.ring)
+	if k != nil {
+		k.Wipe() // also with ErrNotDurable, which is reported as a failure
+	}
 	if err != nil {
 		return fmt.Errorf("create the keystore: %w", err)
 	}
-	k.Wipe()
 	r.removeAll(r.staging)
 	return fsutil.SyncDir(r.opts.DataDir)
 }

@@ -27,6 +27,7 @@ const (
 	AlertUpgradeRequired   AlertCode = "upgrade_required"     // a committed command of a newer build: this node applies nothing until upgraded
 	AlertNoQuorum          AlertCode = "no_quorum"            // a cluster member with no leader known: read-only restricted mode
 	AlertMemberUnreachable AlertCode = "member_unreachable"   // on the leader: a member its heartbeats do not reach
+	AlertCertExpiring      AlertCode = "certificate_expiring" // ca.crt, node.crt or the operator's server.crt near its end (certexpiry.go)
 )
 
 // alertRunbooks maps every alert code to its runbook, relative to the
@@ -51,6 +52,7 @@ var alertRunbooks = map[AlertCode]string{
 	AlertUpgradeRequired:   "docs/runbooks/node-needs-upgrade.md",
 	AlertNoQuorum:          "docs/runbooks/ha-network-partition.md",
 	AlertMemberUnreachable: "docs/runbooks/ha-replace-failed-node.md",
+	AlertCertExpiring:      "docs/runbooks/certificates-expiring.md",
 }
 
 // storageAlertCodes: the codes of the state machine's failing writes, by

@@ -198,7 +198,7 @@ func (s *core) signServerCertLocked() {
 		return
 	case err == nil && !cur.Signs(c) && !tlsutil.IsInterimServerCert(c) && !tlsutil.IsCofferServerCert(c):
 		// The operator's own certificate: never replaced.
-		if c.NotAfter.Sub(s.now()) <= serverCertRenewBefore {
+		if c.NotAfter.Sub(s.now()) <= serverCertRenewBefore && s.certs.logDue("own server cert", s.now()) {
 			s.log.Warn("the server certificate is not signed by Coffer's CA and is not renewed by Coffer; it expires soon: replace server.crt and server.key and send SIGHUP",
 				"file", filepath.Join(dir, tlsutil.CertFile), "not_after", c.NotAfter)
 		}
@@ -209,7 +209,9 @@ func (s *core) signServerCertLocked() {
 		}
 		if !c.NotAfter.Before(cur.NotAfter()) {
 			// Ends with the CA: a new one would end there too.
-			s.log.Warn("the cluster CA certificate expires soon; no certificate it signs verifies after that", "ca_not_after", cur.NotAfter(), "dir", dir)
+			if s.certs.logDue("server cert ends with the CA", s.now()) {
+				s.log.Warn("the cluster CA certificate expires soon; no certificate it signs verifies after that", "ca_not_after", cur.NotAfter(), "dir", dir)
+			}
 			return
 		}
 	}
@@ -289,7 +291,10 @@ func (s *core) renewNodeCertLocked() {
 		return
 	}
 	warn := func(msg string, args ...any) {
-		s.log.Warn(msg, append([]any{"file", filepath.Join(dir, tlsutil.NodeCertFile), "not_after", c.NotAfter}, args...)...)
+		s.certs.setNodeRenewFailed(true)
+		if s.certs.logDue("node cert", s.now()) {
+			s.log.Warn(msg, append([]any{"file", filepath.Join(dir, tlsutil.NodeCertFile), "not_after", c.NotAfter}, args...)...)
+		}
 	}
 	if !cur.Signs(c) {
 		warn("the node certificate expires soon and is not signed by the CA in ca.crt; it is not renewed (docs/runbooks/certificates-expiring.md)")
@@ -309,6 +314,7 @@ func (s *core) renewNodeCertLocked() {
 		warn("the node certificate expires soon and could not be renewed (docs/runbooks/certificates-expiring.md)", "error", err)
 		return
 	}
+	s.certs.setNodeRenewFailed(false)
 	s.log.Info("node certificate renewed with the same key", "file", filepath.Join(dir, tlsutil.NodeCertFile), "previous_not_after", c.NotAfter)
 }
 
@@ -316,7 +322,7 @@ func (s *core) renewNodeCertLocked() {
 // certificate in the data dir, that nothing it signed verifies after that.
 func (s *core) warnCAExpiry() {
 	cur, err := tlsutil.LoadCACert(s.cfg.TLSDir)
-	if err != nil || cur.NotAfter().Sub(s.now()) > caWarnBefore {
+	if err != nil || cur.NotAfter().Sub(s.now()) > caWarnBefore || !s.certs.logDue("CA cert", s.now()) {
 		return
 	}
 	s.log.Warn("the cluster CA certificate expires soon: after that no server, node or endpoint certificate it signed verifies, and the cluster stops; replace it as docs/runbooks/certificates-expiring.md says",

@@ -573,8 +573,10 @@ func (s *Cluster) JoinCluster(ctx context.Context, id Identity, url, token strin
 	if err := fsutil.WriteFile(filepath.Join(s.cfg.DataDir, joinFile), marker); err != nil {
 		return err
 	}
+	// With ErrNotDurable keystore.ks is in place (only its directory sync
+	// failed): the node opens with the keyring handed back.
 	k, err := s.ks.InitFrom(passphrase, ring)
-	if err != nil {
+	if k == nil {
 		return mapKeystoreErr(err)
 	}
 	s.setStateLocked(StateSealed)
@@ -583,7 +585,7 @@ func (s *Cluster) JoinCluster(ctx context.Context, id Identity, url, token strin
 	}
 	// The open started the promotion to voter (promoteLoop).
 	s.log.Info("joined the cluster", "cluster_id", jr.ClusterID, "via", url)
-	return nil
+	return notDurableErr(s.log, "joined the cluster and open", err)
 }
 
 // promoteLoop runs, from every open of a node that joined a cluster, until
@@ -962,8 +964,13 @@ func (s *Cluster) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, er
 		return ring, nil
 	}
 	nr, err := s.ks.AddGenerations(ring, missing)
-	if err != nil {
+	if nr == nil {
 		return nil, fmt.Errorf("add the cluster's master key generations to this node's keystore: %w", err)
+	}
+	if err != nil {
+		// keystore.ks holds them (only its directory sync failed): the
+		// keyring handed back is the one to hold.
+		s.log.Error("master key generations from the cluster added to this node's keystore, but keystore.ks may not survive a power loss; check the data dir's disk", "error", err)
 	}
 	s.log.Info("master key generations from the cluster added to this node's keystore", "current", nr.Current())
 	return nr, nil
@@ -1158,9 +1165,13 @@ func (s *Cluster) syncPassphraseLocked() {
 	}
 	defer clear(p)
 	nr, err := s.ks.ResetPassphrase(s.ring, p)
-	if err != nil {
+	if nr == nil {
 		s.log.Error("re-seal this node's keystore under the cluster's new passphrase", "error", err)
 		return
+	}
+	if err != nil {
+		// Re-sealed (only the directory sync failed): hold the new keyring.
+		s.log.Error("keystore re-sealed under the cluster's new passphrase, but keystore.ks may not survive a power loss; check the data dir's disk", "error", err)
 	}
 	s.bar.SetKeyring(nr)
 	s.ring = replaceRing(s.ring, nr)

@@ -190,6 +190,9 @@ type core struct {
 	log *slog.Logger
 	// statfsGate bounds status's disk measurements (disks.go).
 	statfsGate statfsGate
+	// certs: the TLS directory's certificates as status last read them
+	// (certexpiry.go).
+	certs certWatch
 	// backupPolls keeps backup progress polls to one audit record per change.
 	backupPolls pollAudit
 	// svc is the composition this core belongs to, for the lifecycle's calls
@@ -1034,9 +1037,12 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 		if err := s.applyLocked(ctx, state.TypeMEKGen, w); err != nil {
 			return 0, err
 		}
-		if ring, err = s.ks.AddGenerations(s.ring, []keystore.WrappedGen{w}); err != nil {
+		// With ErrNotDurable keystore.ks holds the new generation (only
+		// its directory sync failed): its keyring is the one to hold.
+		if ring, err = s.ks.AddGenerations(s.ring, []keystore.WrappedGen{w}); ring == nil {
 			return 0, fmt.Errorf("the new master key generation %d is committed, but this node's keystore did not take it (it retries): %w", w.Gen, err)
 		}
+		notDurable = err
 	} else {
 		// With ErrNotDurable the rotated keystore.ks is in place (only its
 		// directory sync failed): its keyring is the one to hold.
@@ -1081,11 +1087,16 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	if s.clustered() && (s.state != StateOpen || !s.node.IsLeader()) {
 		return fmt.Errorf("%w: in a cluster the keystore passphrase is changed on the open leader, and reaches every node from there (coffer cluster status names the leader)", ErrConflict)
 	}
+	// With ErrNotDurable keystore.ks is re-sealed (only its directory sync
+	// failed): the passphrase was right and the keyring handed back is the
+	// one to hold.
 	ring, err := s.ks.ChangePassphrase(old, new)
-	checked = err
-	if err != nil {
+	if ring == nil {
+		checked = err
 		return mapKeystoreErr(err)
 	}
+	checked = nil
+	notDurable := err
 	if s.state == StateOpen {
 		s.bar.SetKeyring(ring)
 		s.ring = replaceRing(s.ring, ring)
@@ -1099,7 +1110,18 @@ func (s *Service) ChangePassphrase(ctx context.Context, old, new []byte) error {
 	}
 	s.log.Info("keystore passphrase changed")
 	s.afterKeyChange(ctx, "keystore passphrase changed")
-	return nil
+	return notDurableErr(s.log, "keystore passphrase changed and in use", notDurable)
+}
+
+// notDurableErr is nil for a nil err; else, for a keystore write that
+// ErrNotDurable reports in place but not synced, it logs the fact and
+// answers 503 saying that done is done.
+func notDurableErr(log *slog.Logger, done string, err error) error {
+	if err == nil {
+		return nil
+	}
+	log.Error(done+", but keystore.ks may not survive a power loss; check the data dir's disk", "error", err)
+	return fmt.Errorf("%s, but: %w", done, mapKeystoreErr(err))
 }
 
 // ResetPassphrase re-seals the open keystore under a new passphrase without
@@ -1115,14 +1137,14 @@ func (s *Service) ResetPassphrase(ctx context.Context, id Identity, new []byte) 
 		return err
 	}
 	ring, err := s.ks.ResetPassphrase(s.ring, new)
-	if err != nil {
+	if ring == nil {
 		return mapKeystoreErr(err)
 	}
 	s.bar.SetKeyring(ring)
 	s.ring = replaceRing(s.ring, ring)
 	s.log.Warn("keystore passphrase reset through the local control socket")
 	s.afterKeyChange(ctx, "keystore passphrase reset")
-	return nil
+	return notDurableErr(s.log, "keystore passphrase reset and in use", err)
 }
 
 // EnableAutoOpen writes keystore.aks for this machine.

@@ -85,6 +85,7 @@ func (s *Service) Status() Status {
 	// Outside the lifecycle lock too: statfs can hang on a dead mount.
 	st.Disks = s.disks(st.State == StateOpen)
 	st.Warnings = append(st.Warnings, diskWarnings(st.Disks, time.Now().UTC())...)
+	st.Warnings = append(st.Warnings, s.certWarnings()...)
 	if st.State == StateOpen {
 		// Outside the lifecycle lock: statfs of a hung NFS destination must
 		// not hold up seal and stop (and, behind them, every request).
