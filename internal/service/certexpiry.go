@@ -128,8 +128,13 @@ func (s *core) certWarnings() []Alert {
 	nodeFile := filepath.Join(dir, tlsutil.NodeCertFile)
 	if c, err := s.certs.cert(nodeFile); err == nil {
 		left := c.NotAfter.Sub(now)
-		if left <= nodeCertAlertBefore || (left <= nodeCertRenewBefore && s.certs.nodeRenewFailed()) {
+		switch {
+		case left <= nodeCertAlertBefore:
 			warn(nodeFile, c, nodeCertAlertBefore, "the node certificate")
+		case left <= nodeCertRenewBefore && s.certs.nodeRenewFailed():
+			// Warned of since the renewal window opened, not from a
+			// time still to come.
+			warn(nodeFile, c, nodeCertRenewBefore, "the node certificate")
 		}
 	}
 	srvFile := filepath.Join(dir, tlsutil.CertFile)

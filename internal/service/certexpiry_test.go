@@ -205,3 +205,22 @@ func TestCertWatchRereadsOnlyChangedFiles(t *testing.T) {
 		t.Fatalf("the replaced certificate file was not read again (%v)", err)
 	}
 }
+
+// TestNodeCertExpiringAfterFailedRenewalIsNotFromTheFuture: once the node
+// certificate's renewal failed, status warns of it in its last 60 days;
+// the warning's since is then not a time still to come.
+func TestNodeCertExpiringAfterFailedRenewalIsNotFromTheFuture(t *testing.T) {
+	s, tlsDir, clock, _ := certTestService(t, true)
+	c, err := tlsutil.NodeCert(tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.certs.setNodeRenewFailed(true)
+	clock.Advance(time.Until(c.NotAfter) - 45*24*time.Hour)
+	wantCertExpiring(t, s, filepath.Join(tlsDir, tlsutil.NodeCertFile), c.NotAfter)
+	for _, a := range certExpiring(s) {
+		if a.Since.After(clock.Now()) {
+			t.Fatalf("certificate_expiring since %s, after now (%s): %+v", a.Since, clock.Now(), a)
+		}
+	}
+}
