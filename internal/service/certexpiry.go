@@ -106,7 +106,8 @@ func (w *certWatch) logDue(key string, now time.Time) bool {
 // CA in use: the CA certificate within caWarnBefore of its end (nothing
 // renews it); the node certificate within nodeCertAlertBefore of its end,
 // or within nodeCertRenewBefore once its renewal failed; an operator's own
-// server certificate (not the CA's, not the interim one) within
+// server certificate (not the CA's, not the interim one, not another
+// Coffer CA's, which signServerCertLocked replaces) within
 // serverCertRenewBefore (Coffer never renews it).
 func (s *core) certWarnings() []Alert {
 	if !s.cfg.OwnCA || s.cfg.TLSDir == "" {
@@ -139,7 +140,7 @@ func (s *core) certWarnings() []Alert {
 	}
 	srvFile := filepath.Join(dir, tlsutil.CertFile)
 	if c, err := s.certs.cert(srvFile); err == nil && caErr == nil && c.CheckSignatureFrom(ca) != nil &&
-		!tlsutil.IsInterimServerCert(c) && c.NotAfter.Sub(now) <= serverCertRenewBefore {
+		!tlsutil.IsInterimServerCert(c) && !tlsutil.IsCofferServerCert(c) && c.NotAfter.Sub(now) <= serverCertRenewBefore {
 		warn(srvFile, c, serverCertRenewBefore, "the server certificate")
 	}
 	return out
