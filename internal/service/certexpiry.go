@@ -106,7 +106,8 @@ func (w *certWatch) logDue(key string, now time.Time) bool {
 // CA in use: the CA certificate within caWarnBefore of its end (nothing
 // renews it); the node certificate within nodeCertAlertBefore of its end,
 // or within nodeCertRenewBefore once its renewal failed; an operator's own
-// server certificate (not the CA's, not the interim one) within
+// server certificate (not the CA's, not the interim one, not another
+// Coffer CA's, which signServerCertLocked replaces) within
 // serverCertRenewBefore (Coffer never renews it).
 func (s *core) certWarnings() []Alert {
 	if !s.cfg.OwnCA || s.cfg.TLSDir == "" {
@@ -128,13 +129,18 @@ func (s *core) certWarnings() []Alert {
 	nodeFile := filepath.Join(dir, tlsutil.NodeCertFile)
 	if c, err := s.certs.cert(nodeFile); err == nil {
 		left := c.NotAfter.Sub(now)
-		if left <= nodeCertAlertBefore || (left <= nodeCertRenewBefore && s.certs.nodeRenewFailed()) {
+		switch {
+		case left <= nodeCertAlertBefore:
 			warn(nodeFile, c, nodeCertAlertBefore, "the node certificate")
+		case left <= nodeCertRenewBefore && s.certs.nodeRenewFailed():
+			// Warned of since the renewal window opened, not from a
+			// time still to come.
+			warn(nodeFile, c, nodeCertRenewBefore, "the node certificate")
 		}
 	}
 	srvFile := filepath.Join(dir, tlsutil.CertFile)
 	if c, err := s.certs.cert(srvFile); err == nil && caErr == nil && c.CheckSignatureFrom(ca) != nil &&
-		!tlsutil.IsInterimServerCert(c) && c.NotAfter.Sub(now) <= serverCertRenewBefore {
+		!tlsutil.IsInterimServerCert(c) && !tlsutil.IsCofferServerCert(c) && c.NotAfter.Sub(now) <= serverCertRenewBefore {
 		warn(srvFile, c, serverCertRenewBefore, "the server certificate")
 	}
 	return out

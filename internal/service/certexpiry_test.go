@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"log/slog"
 	"math/big"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -203,5 +204,54 @@ func TestCertWatchRereadsOnlyChangedFiles(t *testing.T) {
 	b, err := w.cert(file)
 	if err != nil || b == a || !b.NotAfter.After(a.NotAfter) {
 		t.Fatalf("the replaced certificate file was not read again (%v)", err)
+	}
+}
+
+// TestNodeCertExpiringAfterFailedRenewalIsNotFromTheFuture: once the node
+// certificate's renewal failed, status warns of it in its last 60 days;
+// the warning's since is then not a time still to come.
+func TestNodeCertExpiringAfterFailedRenewalIsNotFromTheFuture(t *testing.T) {
+	s, tlsDir, clock, _ := certTestService(t, true)
+	c, err := tlsutil.NodeCert(tlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.certs.setNodeRenewFailed(true)
+	clock.Advance(time.Until(c.NotAfter) - 45*24*time.Hour)
+	wantCertExpiring(t, s, filepath.Join(tlsDir, tlsutil.NodeCertFile), c.NotAfter)
+	for _, a := range certExpiring(s) {
+		if a.Since.After(clock.Now()) {
+			t.Fatalf("certificate_expiring since %s, after now (%s): %+v", a.Since, clock.Now(), a)
+		}
+	}
+}
+
+// TestOtherCofferServerCertIsNotTheOperators: a server.crt another Coffer
+// CA signed (a node's own from before it joined) is replaced by Coffer once
+// the keystore opens, so status does not tell the operator to replace it.
+func TestOtherCofferServerCertIsNotTheOperators(t *testing.T) {
+	s, tlsDir, clock, _ := certTestService(t, false)
+	other := filepath.Join(t.TempDir(), "tls")
+	if _, err := tlsutil.EnsureGenerated(other, []string{"kms.example.net"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tlsutil.ServerCert(other)
+	if err != nil || !tlsutil.IsCofferServerCert(c) {
+		t.Fatalf("no Coffer server certificate from another CA: %v", err)
+	}
+	for _, f := range []string{tlsutil.CertFile, tlsutil.KeyFile} {
+		b, err := os.ReadFile(filepath.Join(other, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fsutil.WriteFile(filepath.Join(tlsDir, f), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Until(c.NotAfter) - 10*24*time.Hour)
+	for _, a := range certExpiring(s) {
+		if strings.Contains(a.Message, tlsutil.CertFile+" ") {
+			t.Fatalf("status calls another Coffer CA's server certificate the operator's own: %+v", a)
+		}
 	}
 }
