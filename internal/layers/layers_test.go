@@ -19,7 +19,7 @@ import (
 const module = "github.com/coffer-kms/coffer/"
 
 // allowed lists, for every package of the module, the module packages it
-// may import. Leaves (fsutil, datadir, formats, config, lifecycle, bundle, openapi, procsec)
+// may import. Leaves (fsutil, datadir, formats, jsonwire, config, lifecycle, bundle, openapi, procsec)
 // import none.
 var allowed = map[string][]string{
 	"cmd/coffer": {"internal/cli"},
@@ -34,8 +34,8 @@ var allowed = map[string][]string{
 		"internal/procsec", "internal/service", "internal/tlsutil"},
 
 	// Transports: decode, authorise through the service, encode.
-	"internal/api/rest":    {"internal/api/forward", "internal/api/openapi", "internal/service"},
-	"internal/api/vault":   {"internal/api/forward", "internal/service"},
+	"internal/api/rest":    {"internal/api/forward", "internal/api/openapi", "internal/jsonwire", "internal/service"},
+	"internal/api/vault":   {"internal/api/forward", "internal/jsonwire", "internal/service"},
 	"internal/api/ui":      {"docs/runbooks", "internal/service"},
 	"internal/api/kmip":    {"internal/api/forward", "internal/service", "internal/tlsutil"},
 	"internal/api/forward": {"internal/tlsutil"},
@@ -60,7 +60,7 @@ var allowed = map[string][]string{
 
 	// Raft, the state machine, the journal, the keystore.
 	"internal/cluster":  {"internal/fsutil", "internal/tlsutil"},
-	"internal/state":    {"internal/barrier", "internal/fsutil", "internal/journal", "internal/keystore", "internal/lifecycle"},
+	"internal/state":    {"internal/barrier", "internal/fsutil", "internal/journal", "internal/jsonwire", "internal/keystore", "internal/lifecycle"},
 	"internal/journal":  {"internal/fsutil"},
 	"internal/barrier":  {"internal/keystore"},
 	"internal/keystore": {"internal/fsutil"},
@@ -77,6 +77,7 @@ var allowed = map[string][]string{
 	"internal/fsutil":    {},
 	"internal/datadir":   {},
 	"internal/formats":   {},
+	"internal/jsonwire":  {},
 	"internal/config":    {},
 	"internal/lifecycle": {},
 	"internal/procsec":   {},

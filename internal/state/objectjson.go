@@ -3,11 +3,11 @@ package state
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/jsonwire"
 	"github.com/coffer-kms/coffer/internal/lifecycle"
 )
 
@@ -21,22 +21,22 @@ func appendObjectJSON(dst []byte, o *Object) ([]byte, bool) {
 	n0 := len(dst)
 	ok := true
 	b := append(dst, `{"id":`...)
-	b = appendJSONString(b, o.ID)
+	b = jsonwire.AppendString(b, o.ID)
 	b = append(b, `,"wallet":`...)
-	b = appendJSONString(b, o.Wallet)
+	b = jsonwire.AppendString(b, o.Wallet)
 	b = append(b, `,"name":`...)
-	b = appendJSONString(b, o.Name)
+	b = jsonwire.AppendString(b, o.Name)
 	b = append(b, `,"type":`...)
-	b = appendJSONString(b, o.Type)
+	b = jsonwire.AppendString(b, o.Type)
 	b = append(b, `,"algorithm":`...)
-	b = appendJSONString(b, o.Algorithm)
+	b = jsonwire.AppendString(b, o.Algorithm)
 	b = append(b, `,"length":`...)
 	b = strconv.AppendInt(b, int64(o.Length), 10)
 	b = append(b, `,"state":`...)
-	b = appendJSONString(b, string(o.State))
+	b = jsonwire.AppendString(b, string(o.State))
 	if o.Reason != "" {
 		b = append(b, `,"reason":`...)
-		b = appendJSONString(b, o.Reason)
+		b = jsonwire.AppendString(b, o.Reason)
 	}
 	if len(o.Attributes) > 0 {
 		b = append(b, `,"attributes":{`...)
@@ -49,27 +49,27 @@ func appendObjectJSON(dst []byte, o *Object) ([]byte, bool) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			b = jsonwire.AppendString(b, k)
 			b = append(b, ':')
-			b = appendJSONString(b, o.Attributes[k])
+			b = jsonwire.AppendString(b, o.Attributes[k])
 		}
 		b = append(b, '}')
 	}
 	if o.CreatedBy != "" {
 		b = append(b, `,"created_by":`...)
-		b = appendJSONString(b, o.CreatedBy)
+		b = jsonwire.AppendString(b, o.CreatedBy)
 	}
 	b = append(b, `,"created":`...)
-	b, ok = appendJSONTime(b, o.Created, ok)
+	b, ok = jsonwire.AppendTime(b, o.Created, ok)
 	b = append(b, `,"updated":`...)
-	b, ok = appendJSONTime(b, o.Updated, ok)
+	b, ok = jsonwire.AppendTime(b, o.Updated, ok)
 	for _, f := range []struct {
 		name string
 		t    *time.Time
 	}{{`,"activated":`, o.Activated}, {`,"deactivated":`, o.Deactivate}, {`,"compromised":`, o.Compromise}, {`,"destroyed":`, o.Destroyed}} {
 		if f.t != nil {
 			b = append(b, f.name...)
-			b, ok = appendJSONTime(b, *f.t, ok)
+			b, ok = jsonwire.AppendTime(b, *f.t, ok)
 		}
 	}
 	b = append(b, `,"latest":`...)
@@ -87,7 +87,7 @@ func appendObjectJSON(dst []byte, o *Object) ([]byte, bool) {
 			b = append(b, `{"version":`...)
 			b = strconv.AppendUint(b, v.Version, 10)
 			b = append(b, `,"created":`...)
-			b, ok = appendJSONTime(b, v.Created, ok)
+			b, ok = jsonwire.AppendTime(b, v.Created, ok)
 			if v.Length != 0 {
 				b = append(b, `,"length":`...)
 				b = strconv.AppendInt(b, int64(v.Length), 10)
@@ -109,33 +109,6 @@ func appendObjectJSON(dst []byte, o *Object) ([]byte, bool) {
 		return b[:n0], false
 	}
 	return b, true
-}
-
-// appendJSONTime appends t as time.Time's MarshalJSON does; ok turns false
-// for a time it refuses.
-func appendJSONTime(b []byte, t time.Time, ok bool) ([]byte, bool) {
-	b = append(b, '"')
-	enc, err := t.AppendText(b)
-	if err != nil { // AppendText returns nil then
-		return append(b, '"'), false
-	}
-	return append(enc, '"'), ok
-}
-
-// appendJSONString appends s as json.Marshal encodes a string (HTML
-// characters escaped). Strings of plain printable ASCII, which is nearly
-// all of them, are copied as they are.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			enc, _ := json.Marshal(s) // a string always encodes
-			return append(b, enc...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // appendObjectCreateJSON appends c as json.Marshal encodes it (see

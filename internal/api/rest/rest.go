@@ -19,11 +19,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/forward"
 	"github.com/coffer-kms/coffer/internal/api/openapi"
+	"github.com/coffer-kms/coffer/internal/jsonwire"
 	"github.com/coffer-kms/coffer/internal/service"
 )
 
@@ -406,53 +406,15 @@ func sendJSON(w http.ResponseWriter, status int, v any) error {
 		}()
 		if b, ok := appendObjectJSON((*bp)[:0], &o); ok {
 			*bp = append(b, '\n')
-			setJSONHeaders(w.Header())
+			jsonwire.SetHeaders(w.Header())
 			w.WriteHeader(status)
 			_, err := w.Write(*bp)
 			return err
 		}
 	}
-	setJSONHeaders(w.Header())
+	jsonwire.SetHeaders(w.Header())
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(v)
-}
-
-// The values of the headers every JSON answer carries, shared by all
-// answers: net/http copies a handler's header values before it writes
-// them, and a slice of capacity 1 is copied by any append to it.
-var (
-	headerJSON    = []string{"application/json"}[:1:1]
-	headerNoStore = []string{"no-store"}[:1:1]
-)
-
-// setJSONHeaders sets Content-Type, Cache-Control and Date as
-// Header().Set would, without allocating: the values are shared, and Date
-// is the one net/http would add (http.TimeFormat, of the current second),
-// formatted once a second instead of once an answer. The header block
-// net/http writes is the same (TestJSONHeadersOnTheWire).
-func setJSONHeaders(h http.Header) {
-	h["Content-Type"] = headerJSON
-	h["Cache-Control"] = headerNoStore
-	h["Date"] = httpDate(time.Now())
-}
-
-// dateValue is a Date header's value and the second it names.
-type dateValue struct {
-	unix int64
-	v    []string
-}
-
-var lastDate atomic.Pointer[dateValue]
-
-// httpDate is the Date header value of now, formatted once per second.
-func httpDate(now time.Time) []string {
-	sec := now.Unix()
-	if d := lastDate.Load(); d != nil && d.unix == sec {
-		return d.v
-	}
-	d := &dateValue{unix: sec, v: []string{now.UTC().Format(http.TimeFormat)}[:1:1]}
-	lastDate.Store(d)
-	return d.v
 }
 
 // decode reads a JSON body strictly: size-limited, unknown fields refused,

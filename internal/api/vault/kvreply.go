@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coffer-kms/coffer/internal/jsonwire"
 	"github.com/coffer-kms/coffer/internal/service"
 )
 
@@ -36,7 +37,7 @@ func (q *request) kvReadReply(sec service.KVSecret) {
 		q.reply(http.StatusOK, "kv", kvReadData(sec))
 		return
 	}
-	setJSONHeaders(q.w.Header())
+	jsonwire.SetHeaders(q.w.Header())
 	q.w.WriteHeader(http.StatusOK)
 	q.w.Write(b) // #nosec G705 G104 -- JSON (Content-Type application/json) with every string HTML-escaped as encoding/json escapes it, never HTML; a failed write is a client that has gone, with nothing to tell it
 	clear(b)     // it holds the secret's plaintext

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/coffer-kms/coffer/internal/api/forward"
+	"github.com/coffer-kms/coffer/internal/jsonwire"
 	"github.com/coffer-kms/coffer/internal/service"
 )
 
@@ -374,47 +375,9 @@ func (q *request) warningsOrNil() []string {
 func (q *request) noContent() { q.w.WriteHeader(http.StatusNoContent) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	setJSONHeaders(w.Header())
+	jsonwire.SetHeaders(w.Header())
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v) // #nosec G104 -- the API's response types always encode, so an error is a failed write: the client has gone; nothing to tell it
-}
-
-// The values of the headers every JSON answer carries, shared by all
-// answers: net/http copies a handler's header values before it writes
-// them, and a slice of capacity 1 is copied by any append to it.
-var (
-	headerJSON    = []string{"application/json"}[:1:1]
-	headerNoStore = []string{"no-store"}[:1:1]
-)
-
-// setJSONHeaders sets Content-Type, Cache-Control and Date as
-// Header().Set would, without allocating: the values are shared, and Date
-// is the one net/http would add (http.TimeFormat, of the current second),
-// formatted once a second instead of once an answer. The header block
-// net/http writes is the same (TestJSONHeadersOnTheWire).
-func setJSONHeaders(h http.Header) {
-	h["Content-Type"] = headerJSON
-	h["Cache-Control"] = headerNoStore
-	h["Date"] = httpDate(time.Now())
-}
-
-// dateValue is a Date header's value and the second it names.
-type dateValue struct {
-	unix int64
-	v    []string
-}
-
-var lastDate atomic.Pointer[dateValue]
-
-// httpDate is the Date header value of now, formatted once per second.
-func httpDate(now time.Time) []string {
-	sec := now.Unix()
-	if d := lastDate.Load(); d != nil && d.unix == sec {
-		return d.v
-	}
-	d := &dateValue{unix: sec, v: []string{now.UTC().Format(http.TimeFormat)}[:1:1]}
-	lastDate.Store(d)
-	return d.v
 }
 
 // readBody reads the JSON object body (empty is an empty object). Fields a

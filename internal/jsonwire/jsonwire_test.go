@@ -1,6 +1,7 @@
-package rest
+package jsonwire
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,14 +12,14 @@ import (
 	"time"
 )
 
-// TestJSONHeadersOnTheWire: an answer whose headers setJSONHeaders set
+// TestHeadersOnTheWire: an answer whose headers SetHeaders set
 // carries the header block Header().Set gives (Date aside, which must be
 // the current second), and the values it shares are never written to.
-func TestJSONHeadersOnTheWire(t *testing.T) {
+func TestHeadersOnTheWire(t *testing.T) {
 	body := []byte(`{"a":1}` + "\n")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/shared" {
-			setJSONHeaders(w.Header())
+			SetHeaders(w.Header())
 		} else {
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Cache-Control", "no-store")
@@ -66,10 +67,37 @@ func TestJSONHeadersOnTheWire(t *testing.T) {
 		t.Errorf("Date %v, want a time between %v and now", gotDate, before)
 	}
 	h := http.Header{}
-	setJSONHeaders(h)
+	SetHeaders(h)
 	h.Add("Cache-Control", "private")
 	h.Add("Content-Type", "text/plain")
 	if len(headerNoStore) != 1 || headerNoStore[0] != "no-store" || len(headerJSON) != 1 || headerJSON[0] != "application/json" {
 		t.Fatalf("shared values changed: %q %q", headerNoStore, headerJSON)
+	}
+}
+
+// TestAppendMatchesMarshal: strings and times come out as json.Marshal
+// writes them, the escapes of every kind of string included, and a time
+// MarshalJSON refuses turns ok false.
+func TestAppendMatchesMarshal(t *testing.T) {
+	for _, s := range []string{"", "plain", `q"uote`, `back\slash`, "a&b", "a<b", "a>b", "tab\there", "nl\n", "\x00", "é", "\u2028\u2029", "bad \xff utf-8", "😀"} {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Errorf("%q: got %s, want %s", s, got[1:], want)
+		}
+	}
+	for _, tm := range []time.Time{time.Date(2026, 12, 7, 23, 0, 0, 123456789, time.UTC), time.Date(1, 1, 1, 0, 0, 0, 0, time.FixedZone("x", 3600)), {}} {
+		want, err := json.Marshal(tm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := AppendTime(nil, tm, true); !ok || string(got) != string(want) {
+			t.Errorf("%v: got %s %v, want %s", tm, got, ok, want)
+		}
+	}
+	if _, ok := AppendTime(nil, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), true); ok {
+		t.Error("a year MarshalJSON refuses was taken")
 	}
 }
