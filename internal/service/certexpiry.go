@@ -2,7 +2,6 @@ package service
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -49,28 +48,12 @@ func (w *certWatch) cert(file string) (*x509.Certificate, error) {
 	if c, ok := w.files[file]; ok && os.SameFile(c.info, fi) && c.info.ModTime().Equal(fi.ModTime()) && c.info.Size() == fi.Size() {
 		return c.cert, c.err
 	}
-	c, err := parseCertFile(file)
+	c, err := tlsutil.ReadCert(file)
 	if w.files == nil {
 		w.files = map[string]watchedCert{}
 	}
 	w.files[file] = watchedCert{info: fi, cert: c, err: err}
 	return c, err
-}
-
-func parseCertFile(file string) (*x509.Certificate, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s: no PEM certificate", file)
-	}
-	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	return c, nil
 }
 
 // setNodeRenewFailed records the outcome of the node certificate's last

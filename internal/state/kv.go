@@ -280,26 +280,11 @@ func (s *Store) applyKVVersions(tx *bolt.Tx, now time.Time, c KVVersions) (any, 
 	return KVState{Object: o, Meta: m}, putJSON(tx.Bucket(bucketObjects), []byte(o.ID), o)
 }
 
+// applyKVMetadata (type 173, before the merge) sets both settings: the
+// merge that names both.
 func (s *Store) applyKVMetadata(tx *bolt.Tx, now time.Time, c KVMetadataPut) (any, error) {
-	if err := checkAttrs(c.CustomMetadata); err != nil {
-		return err, nil
-	}
-	o, err := s.loadObject(tx, c.ID)
-	if err != nil {
-		return resultOrIO(err)
-	}
-	if o.Type != TypeSecretData {
-		return bad("object %s is a %s; KV metadata applies to secret data", o.ID, o.Type), nil
-	}
-	m, err := s.loadKVMeta(tx, o.ID)
-	if err != nil {
-		return nil, err
-	}
-	m.CASRequired, m.CustomMetadata, m.Updated = c.CASRequired, maps.Clone(c.CustomMetadata), now
-	if len(m.CustomMetadata) == 0 {
-		m.CustomMetadata = nil
-	}
-	return KVState{Object: o, Meta: m}, putJSON(tx.Bucket(bucketKVMeta), []byte(o.ID), m)
+	cas := c.CASRequired
+	return s.applyKVMetadataMerge(tx, now, KVMetadataMerge{ID: c.ID, CASRequired: &cas, SetCustomMetadata: true, CustomMetadata: c.CustomMetadata})
 }
 
 func (s *Store) applyKVMetadataMerge(tx *bolt.Tx, now time.Time, c KVMetadataMerge) (any, error) {

@@ -204,10 +204,11 @@ func writeServerPair(dir string, key *ecdsa.PrivateKey, der []byte) error {
 
 // ServerCert reads the server certificate in dir.
 func ServerCert(dir string) (*x509.Certificate, error) {
-	return readCert(filepath.Join(dir, CertFile))
+	return ReadCert(filepath.Join(dir, CertFile))
 }
 
-func readCert(file string) (*x509.Certificate, error) {
+// ReadCert reads the first PEM certificate of file.
+func ReadCert(file string) (*x509.Certificate, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
@@ -345,7 +346,7 @@ func WriteServerPair(dir string, key *ecdsa.PrivateKey, certDER []byte) error {
 // EnsureNodeCertWith is EnsureNodeCert with the CA from ca, asked only
 // when a certificate must be made.
 func EnsureNodeCertWith(dir, nodeID string, ca func() (*CA, error)) error {
-	if c, err := readCert(filepath.Join(dir, NodeCertFile)); err == nil && c.Subject.CommonName == nodeID {
+	if c, err := ReadCert(filepath.Join(dir, NodeCertFile)); err == nil && c.Subject.CommonName == nodeID {
 		return nil
 	}
 	signer, err := ca()

@@ -397,5 +397,5 @@ func (p *pairSource) get() (*tls.Certificate, error) {
 
 // NodeCert reads the node certificate in dir.
 func NodeCert(dir string) (*x509.Certificate, error) {
-	return readCert(filepath.Join(dir, NodeCertFile))
+	return ReadCert(filepath.Join(dir, NodeCertFile))
 }
