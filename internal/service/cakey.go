@@ -196,7 +196,7 @@ func (s *core) signServerCertLocked() {
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		s.log.Warn("the server certificate is not readable; it is left as it is", "file", filepath.Join(dir, tlsutil.CertFile), "error", err)
 		return
-	case err == nil && !cur.Signs(c) && !tlsutil.IsInterimServerCert(c) && !tlsutil.IsCofferServerCert(c):
+	case err == nil && ownServerCert(cur.Signs, c):
 		// The operator's own certificate: never replaced.
 		if c.NotAfter.Sub(s.now()) <= serverCertRenewBefore && s.certs.logDue("own server cert", s.now()) {
 			s.log.Warn("the server certificate is not signed by Coffer's CA and is not renewed by Coffer; it expires soon: replace server.crt and server.key and send SIGHUP",

@@ -122,11 +122,22 @@ func (s *core) certWarnings() []Alert {
 		}
 	}
 	srvFile := filepath.Join(dir, tlsutil.CertFile)
-	if c, err := s.certs.cert(srvFile); err == nil && caErr == nil && c.CheckSignatureFrom(ca) != nil &&
-		!tlsutil.IsInterimServerCert(c) && !tlsutil.IsCofferServerCert(c) && c.NotAfter.Sub(now) <= serverCertRenewBefore {
+	// The date first: the signature check is left out of every status
+	// call but those of the certificate's last days.
+	if c, err := s.certs.cert(srvFile); err == nil && caErr == nil && c.NotAfter.Sub(now) <= serverCertRenewBefore &&
+		ownServerCert(func(c *x509.Certificate) bool { return c.CheckSignatureFrom(ca) == nil }, c) {
 		warn(srvFile, c, serverCertRenewBefore, "the server certificate")
 	}
 	return out
+}
+
+// ownServerCert reports whether c is the operator's own server
+// certificate, which Coffer never replaces: not signed by Coffer's CA (ca
+// says whether it signed c), not Coffer's interim one, not one another
+// Coffer CA issued (a node's own before it joined). Renewal and status
+// decide it the same way.
+func ownServerCert(ca func(*x509.Certificate) bool, c *x509.Certificate) bool {
+	return !ca(c) && !tlsutil.IsInterimServerCert(c) && !tlsutil.IsCofferServerCert(c)
 }
 
 // certAdvice is what each certificate_expiring message says to do.

@@ -970,7 +970,7 @@ func (s *Cluster) syncGenerations(ring *keystore.Keyring) (*keystore.Keyring, er
 	if err != nil {
 		// keystore.ks holds them (only its directory sync failed): the
 		// keyring handed back is the one to hold.
-		s.log.Error("master key generations from the cluster added to this node's keystore, but keystore.ks may not survive a power loss; check the data dir's disk", "error", err)
+		logNotDurable(s.log, "master key generations from the cluster added to this node's keystore", err)
 	}
 	s.log.Info("master key generations from the cluster added to this node's keystore", "current", nr.Current())
 	return nr, nil
@@ -1171,7 +1171,7 @@ func (s *Cluster) syncPassphraseLocked() {
 	}
 	if err != nil {
 		// Re-sealed (only the directory sync failed): hold the new keyring.
-		s.log.Error("keystore re-sealed under the cluster's new passphrase, but keystore.ks may not survive a power loss; check the data dir's disk", "error", err)
+		logNotDurable(s.log, "keystore re-sealed under the cluster's new passphrase", err)
 	}
 	s.bar.SetKeyring(nr)
 	s.ring = replaceRing(s.ring, nr)

@@ -1060,11 +1060,7 @@ func (s *Service) RotateMasterKey(ctx context.Context) (uint32, error) {
 	}
 	s.log.Info("master key rotated", "generation", ring.Current())
 	s.afterKeyChange(ctx, "master key rotated")
-	if notDurable != nil {
-		s.log.Error("the master key rotation is done and in use, but keystore.ks may not survive a power loss; check the data dir's disk", "generation", ring.Current(), "error", notDurable)
-		return ring.Current(), fmt.Errorf("master key rotated to generation %d and in use, but: %w", ring.Current(), mapKeystoreErr(notDurable))
-	}
-	return ring.Current(), nil
+	return ring.Current(), notDurableErr(s.log, fmt.Sprintf("master key rotated to generation %d and in use", ring.Current()), notDurable)
 }
 
 // ChangePassphrase re-seals the keystore under a new passphrase.
@@ -1120,8 +1116,14 @@ func notDurableErr(log *slog.Logger, done string, err error) error {
 	if err == nil {
 		return nil
 	}
-	log.Error(done+", but keystore.ks may not survive a power loss; check the data dir's disk", "error", err)
+	logNotDurable(log, done, err)
 	return fmt.Errorf("%s, but: %w", done, mapKeystoreErr(err))
+}
+
+// logNotDurable logs that done is done but keystore.ks, written in place,
+// was not synced (err).
+func logNotDurable(log *slog.Logger, done string, err error) {
+	log.Error(done+", but keystore.ks may not survive a power loss; check the data dir's disk", "error", err)
 }
 
 // ResetPassphrase re-seals the open keystore under a new passphrase without

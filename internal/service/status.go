@@ -146,7 +146,9 @@ func (s *Service) statusCore() Status {
 	if a := s.writeErr.Load(); a != nil {
 		st.Alerts = append(st.Alerts, *a)
 	}
-	if s.state == StateOpen && s.Cluster.ReadOnlyRestricted() {
+	// Read once, so that the alert and the catch-up warning agree.
+	readOnly := s.state == StateOpen && s.Cluster.ReadOnlyRestricted()
+	if readOnly {
 		st.Alerts = append(st.Alerts, s.Cluster.noQuorumAlert())
 	}
 	st.Writable = s.state == StateOpen && len(st.Alerts) == 0
@@ -173,9 +175,9 @@ func (s *Service) statusCore() Status {
 		if !st.CatchUp.CaughtUp {
 			msg := "catching up with the leader since this node opened: its default reads are sent to the leader until it has applied what the leader had committed"
 			switch {
-			case s.Cluster.ReadOnlyRestricted() && !s.Cluster.AllowReadOnly():
+			case readOnly && !s.Cluster.AllowReadOnly():
 				msg = "not caught up with the leader since this node opened, and no leader is known: every request is refused (cluster.allow_read_only_restricted_mode: false) until a leader is back"
-			case s.Cluster.ReadOnlyRestricted():
+			case readOnly:
 				// No leader to send them to: the forwarding serves them here.
 				msg = "not caught up with the leader since this node opened, and no leader is known (read-only restricted mode): its reads are served from its own copy, which may be stale, until a leader is back and it has caught up"
 			}

@@ -41,6 +41,11 @@ const (
 type Client struct{}
 
 // New returns the HTTPS peer client.
+
+// joinUnknownAdvice is what a join whose outcome is unknown tells the
+// operator to do.
+const joinUnknownAdvice = "; see coffer cluster status on the cluster: if this node is listed, remove it there, then join again with a new token"
+
 func New() *Client { return &Client{} }
 
 var _ service.Peers = (*Client)(nil)
@@ -91,7 +96,7 @@ func (*Client) Join(ctx context.Context, url string, conf *tls.Config, jreq serv
 		// The node had the whole request: it (or the leader it forwarded
 		// to) may have used the token and added this node before the
 		// answer was lost.
-		return service.JoinResponse{}, fmt.Errorf("%w: the join sent to %s may or may not have been admitted (no answer: %v); see coffer cluster status on the cluster: if this node is listed, remove it there, then join again with a new token", service.ErrOutcomeUnknown, url, err)
+		return service.JoinResponse{}, fmt.Errorf("%w: the join sent to %s may or may not have been admitted (no answer: %v)%s", service.ErrOutcomeUnknown, url, err, joinUnknownAdvice)
 	}
 	if err != nil {
 		return service.JoinResponse{}, fmt.Errorf("%w: contact %s: %v", service.ErrUnavailable, url, err)
@@ -107,7 +112,7 @@ func (*Client) Join(ctx context.Context, url string, conf *tls.Config, jreq serv
 		if json.Unmarshal(rb, &e) == nil && e.Error.Code == "outcome_unknown" {
 			// The leader lost its leadership while it admitted the node:
 			// the token may be used and the node in the configuration.
-			return service.JoinResponse{}, fmt.Errorf("%w: the join sent to %s may or may not have been admitted (503): %s; see coffer cluster status on the cluster: if this node is listed, remove it there, then join again with a new token", service.ErrOutcomeUnknown, url, strings.TrimSpace(string(rb)))
+			return service.JoinResponse{}, fmt.Errorf("%w: the join sent to %s may or may not have been admitted (503): %s%s", service.ErrOutcomeUnknown, url, strings.TrimSpace(string(rb)), joinUnknownAdvice)
 		}
 		// Not refused: the cluster could not take it now (no leader, or
 		// one this member cannot reach yet). Nothing was done.

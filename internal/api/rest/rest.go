@@ -187,17 +187,13 @@ func (a *api) serve(rt route, w http.ResponseWriter, r *http.Request) {
 // unknownQueryParam returns the first (in name order) parameter of q that
 // declared does not list, and false; or true when there is none.
 func unknownQueryParam(q url.Values, declared []openapi.Param) (string, bool) {
-	var unknown []string
+	first := ""
 	for name := range q {
-		if !slices.ContainsFunc(declared, func(p openapi.Param) bool { return p.Name == name }) {
-			unknown = append(unknown, name)
+		if (first == "" || name < first) && !slices.ContainsFunc(declared, func(p openapi.Param) bool { return p.Name == name }) {
+			first = name
 		}
 	}
-	if len(unknown) == 0 {
-		return "", true
-	}
-	slices.Sort(unknown)
-	return unknown[0], false
+	return first, first == ""
 }
 
 // takesParams names the query parameters a route takes.

@@ -407,9 +407,7 @@ func (a *api) kvSubkeys(q *request, m service.Mount, path string) {
 	sec, err := a.svc.Objects.KVGet(q.r.Context(), m.Wallet, path, version)
 	if err != nil {
 		if errors.Is(err, service.ErrNotFound) && sec.Version.Version != 0 {
-			// A deleted or destroyed version: 404 with its metadata, as a read.
-			q.w.code, q.w.msg = "not_found", err.Error()
-			q.reply(http.StatusNotFound, "kv", map[string]any{"subkeys": nil, "metadata": versionMeta(sec.Version, sec.CustomMetadata)})
+			q.kvVersionGone(err, sec, "subkeys") // as a read
 			return
 		}
 		q.fail(err)

@@ -208,7 +208,8 @@ func TestSubkeysOfADeletedVersionAnswersItsMetadata(t *testing.T) {
 	r := f.do(t, root, "GET", "/v1/kv/subkeys/d", "")
 	md, _ := r.body["data"].(map[string]any)
 	meta, _ := md["metadata"].(map[string]any)
-	if r.status != 404 || md == nil || md["subkeys"] != nil || meta["deletion_time"] == "" || meta["version"] != 1.0 {
+	deleted, _ := meta["deletion_time"].(string)
+	if r.status != 404 || md == nil || md["subkeys"] != nil || deleted == "" || meta["version"] != 1.0 {
 		t.Errorf("subkeys of a deleted version: %d %s, want 404 with subkeys null and the version's metadata", r.status, r.raw)
 	}
 	if r := f.do(t, root, "GET", "/v1/kv/subkeys/none", ""); r.status != 404 || r.raw != "{\"errors\":[]}\n" {

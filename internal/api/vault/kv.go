@@ -106,9 +106,7 @@ func (a *api) kvRead(q *request, m service.Mount, path string) {
 	sec, err := a.svc.Objects.KVGet(q.r.Context(), m.Wallet, path, version)
 	if err != nil {
 		if errors.Is(err, service.ErrNotFound) && sec.Version.Version != 0 {
-			// A deleted or destroyed version: 404 with its metadata, as Vault answers.
-			q.w.code, q.w.msg = "not_found", err.Error()
-			q.reply(http.StatusNotFound, "kv", map[string]any{"data": nil, "metadata": versionMeta(sec.Version, sec.CustomMetadata)})
+			q.kvVersionGone(err, sec, "data")
 			return
 		}
 		q.fail(err)
@@ -265,4 +263,12 @@ func (a *api) kvList(q *request, m service.Mount, prefix string) {
 		q.warnings = append(q.warnings, fmt.Sprintf("the list stops at %d keys: list a deeper prefix to see the others", service.MaxKVListKeys()))
 	}
 	q.reply(http.StatusOK, "kv", map[string]any{"keys": keys})
+}
+
+// kvVersionGone answers a read of a deleted or destroyed version (err, and
+// sec with its metadata) as Vault does: 404 with the version's metadata
+// and dataKey ("data", "subkeys") null.
+func (q *request) kvVersionGone(err error, sec service.KVSecret, dataKey string) {
+	q.w.code, q.w.msg = "not_found", err.Error()
+	q.reply(http.StatusNotFound, "kv", map[string]any{dataKey: nil, "metadata": versionMeta(sec.Version, sec.CustomMetadata)})
 }
