@@ -108,25 +108,7 @@ func (s *Cluster) unreachableWarnings() []Alert {
 	if err != nil {
 		return nil
 	}
-	voters, reached := 0, 0
-	type down struct {
-		sv    cluster.Server
-		since time.Time
-	}
-	var gone []down
-	for _, sv := range servers {
-		since, unreachable := s.node.Unreachable(sv.ID)
-		unreachable = unreachable && sv.ID != s.nodeID
-		if sv.Voter {
-			voters++
-			if !unreachable {
-				reached++
-			}
-		}
-		if unreachable {
-			gone = append(gone, down{sv, since})
-		}
-	}
+	voters, reached, gone := s.reach(servers, func(sv cluster.Server) bool { return sv.Voter })
 	spare := reached - (voters/2 + 1)
 	var out []Alert
 	for _, g := range gone {
@@ -462,11 +444,7 @@ func (s *Cluster) Promote(ctx context.Context, nodeID string) error {
 	if err != nil {
 		return fmt.Errorf("%w: read the raft configuration: %v", ErrUnavailable, err)
 	}
-	inRaft := false
-	for _, sv := range servers {
-		inRaft = inRaft || sv.ID == nodeID
-	}
-	if !inRaft {
+	if !inConfiguration(servers, nodeID) {
 		return fmt.Errorf("%w: node %s is not in the cluster's raft configuration: a node is added by coffer cluster join, then promoted", ErrNotFound, nodeID)
 	}
 	if err := s.keepsMajority(servers, nodeID, true, "promoting "+nodeID); err != nil {
@@ -849,11 +827,7 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("%w: read the raft configuration: %v", ErrUnavailable, err)
 	}
-	inRaft := false
-	for _, sv := range servers {
-		inRaft = inRaft || sv.ID == id
-	}
-	if !inRaft {
+	if !inConfiguration(servers, id) {
 		// Raft removes an unknown id without a word; a record left by a
 		// removal cut short after the raft step is still forgotten below.
 		if _, err := s.st.Node(id); err != nil {
@@ -879,6 +853,38 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 	return nil
 }
 
+// inConfiguration reports whether id is a member of the raft
+// configuration servers.
+func inConfiguration(servers []cluster.Server, id string) bool {
+	return slices.ContainsFunc(servers, func(sv cluster.Server) bool { return sv.ID == id })
+}
+
+// downMember is a member this leader's heartbeats do not reach, and since
+// when.
+type downMember struct {
+	sv    cluster.Server
+	since time.Time
+}
+
+// reach counts the voters among servers (as voter says) and those this
+// leader's heartbeats reach, and lists every member they do not reach.
+func (s *Cluster) reach(servers []cluster.Server, voter func(cluster.Server) bool) (voters, reached int, down []downMember) {
+	for _, sv := range servers {
+		since, unreachable := s.node.Unreachable(sv.ID)
+		unreachable = unreachable && sv.ID != s.nodeID
+		if voter(sv) {
+			voters++
+			if !unreachable {
+				reached++
+			}
+		}
+		if unreachable {
+			down = append(down, downMember{sv, since})
+		}
+	}
+	return voters, reached, down
+}
+
 // keepsMajority refuses a configuration change that makes id a voter
 // (becomesVoter) or takes it out, when the voters after it would not have
 // a majority this leader reaches: the change would commit nowhere, the
@@ -886,22 +892,18 @@ func (s *Cluster) RemoveNode(ctx context.Context, id string) error {
 // voters return. A member is unreachable while the leader's heartbeats to
 // it fail; what names the change for the error.
 func (s *Cluster) keepsMajority(servers []cluster.Server, id string, becomesVoter bool, what string) error {
-	var left, reached int
-	var down []string
-	for _, sv := range servers {
-		voter := sv.Voter
+	voter := func(sv cluster.Server) bool {
 		if sv.ID == id {
-			voter = becomesVoter
+			return becomesVoter
 		}
-		if !voter {
-			continue
+		return sv.Voter
+	}
+	left, reached, gone := s.reach(servers, voter)
+	var down []string
+	for _, g := range gone {
+		if voter(g.sv) {
+			down = append(down, fmt.Sprintf("%s (unreachable since %s)", g.sv.ID, g.since.UTC().Format(time.RFC3339)))
 		}
-		left++
-		if since, unreachable := s.node.Unreachable(sv.ID); unreachable && sv.ID != s.nodeID {
-			down = append(down, fmt.Sprintf("%s (unreachable since %s)", sv.ID, since.UTC().Format(time.RFC3339)))
-			continue
-		}
-		reached++
 	}
 	if left == 0 || 2*reached > left {
 		return nil
