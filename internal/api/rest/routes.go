@@ -53,24 +53,16 @@ var pageParams = []openapi.Param{
 func (a *api) routes() []route {
 	r := func(method, pattern, op, summary string, f forward.Facts, req, resp any, errs []int, h http.HandlerFunc, tags ...string) route {
 		f.Audit = op
-		if !slices.Contains(errs, http.StatusBadRequest) {
-			// Every route refuses a query parameter it does not declare.
-			errs = append(slices.Clone(errs), http.StatusBadRequest)
-		}
 		return route{Route: openapi.Route{Method: method, Pattern: pattern, OperationID: op, Summary: summary, Auth: f.Auth,
 			Request: req, Response: resp, Errors: errs, Tags: tags}, facts: f, h: h}
 	}
 	withQuery := func(rt route, q ...openapi.Param) route { rt.Query = append(rt.Query, q...); return rt }
 	status := func(rt route, code int) route { rt.Status = code; return rt }
 	// Polled often (health, the CA, the document itself): touch nothing.
-	// They take any query (serve) and refuse nothing else with 400.
-	noAudit := func(rt route) route {
-		rt.facts.Audit = ""
-		rt.Errors = slices.DeleteFunc(slices.Clone(rt.Errors), func(code int) bool { return code == http.StatusBadRequest })
-		return rt
-	}
+	// They take any query (serve).
+	noAudit := func(rt route) route { rt.facts.Audit = ""; return rt }
 	version := openapi.Param{Name: "version", In: "query", Type: "integer", Description: "version number (default: latest)"}
-	return []route{
+	rts := []route{
 		// System
 		r("GET", "/api/v1/sys/debug/goroutines", "debugGoroutines", "Stacks of this node's goroutines (text, for support bundles; system administrators)", local, nil, nil, []int{401, 403}, a.debugGoroutines, "sys"),
 		noAudit(r("GET", "/api/v1/sys/health", "health", "Health: 200 open, 503 sealed, 501 uninitialised", openLocal, nil, Health{}, nil, a.health, "sys")),
@@ -197,6 +189,14 @@ func (a *api) routes() []route {
 			openapi.Param{Name: "limit", In: "query", Type: "integer", Description: "1 to 1000 (default 100)"}),
 		r("POST", "/api/v1/audit/verify", "verifyAudit", "Verify this node's audit hash chain", local, nil, service.AuditReport{}, []int{401, 403, 409}, a.verifyAudit, "audit"),
 	}
+	// Every audited route refuses a query parameter it does not declare
+	// (serve); the unaudited probes take any.
+	for i := range rts {
+		if rts[i].facts.Audit != "" && !slices.Contains(rts[i].Errors, http.StatusBadRequest) {
+			rts[i].Errors = append(slices.Clone(rts[i].Errors), http.StatusBadRequest)
+		}
+	}
+	return rts
 }
 
 // Routes returns the route table's documentation (for the OpenAPI generator and tests).
