@@ -425,21 +425,19 @@ func (s *Store) KVKeys(wallet, prefix string, max int) (keys []string, more bool
 			if err != nil {
 				return err
 			}
-			i := strings.IndexByte(rest, '/')
-			if !ok || i < 0 {
-				if ok {
-					if len(keys) == max {
-						more = true
-						return nil
-					}
-					keys = append(keys, rest)
-				}
+			if !ok {
 				k, v = c.Next()
 				continue
 			}
 			if len(keys) == max {
 				more = true
 				return nil
+			}
+			i := strings.IndexByte(rest, '/')
+			if i < 0 {
+				keys = append(keys, rest)
+				k, v = c.Next()
+				continue
 			}
 			keys = append(keys, rest[:i+1])
 			// Past the folder: '0' is the byte after '/'.
