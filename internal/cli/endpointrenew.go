@@ -100,13 +100,9 @@ puts them in place instead of renewing once more.`,
 			if err := fsutil.WriteFile(filepath.Join(dir, certFile+".new"), []byte(enr.Certificate)); err != nil {
 				return failed(err)
 			}
-			if err := os.Rename(newKey, filepath.Join(dir, keyFile)); err != nil {
-				return failed(err)
-			}
-			if err := os.Rename(filepath.Join(dir, certFile+".new"), filepath.Join(dir, certFile)); err != nil {
-				return failed(err)
-			}
-			if err := fsutil.SyncDir(dir); err != nil {
+			// The same steps as finishing an interrupted renewal: the key,
+			// then the certificate, checked to be a pair, then the directory.
+			if _, err := finishRenewal(dir, certFile, keyFile); err != nil {
 				return failed(err)
 			}
 			return g.printResult(cmd, enr.Endpoint, "endpoint %s renewed: new key and certificate in %s%s; the previous certificate is refused from now on\n", name, dir, certExpiry(enr.Endpoint))
