@@ -352,10 +352,13 @@ func EnsureNodeCert(dir, nodeID string) error {
 // The certificate is read again when node.crt is replaced (ReissueNodeCert),
 // so a renewed one is presented without a restart.
 func NodeTLS(dir string) (*tls.Config, error) {
-	src := &pairSource{certFile: filepath.Join(dir, NodeCertFile), keyFile: filepath.Join(dir, NodeKeyFile)}
-	if _, err := src.get(); err != nil {
+	certFile := filepath.Join(dir, NodeCertFile)
+	st, _ := os.Stat(certFile) // before the load: a file replaced in between is loaded again (nil: at the first handshake)
+	r, err := NewReloader(certFile, filepath.Join(dir, NodeKeyFile))
+	if err != nil {
 		return nil, fmt.Errorf("node certificate: %w", err)
 	}
+	src := &pairSource{r: r, certFile: certFile, seen: st}
 	pool, err := LoadPool(filepath.Join(dir, CAFile))
 	if err != nil {
 		return nil, err
@@ -367,32 +370,27 @@ func NodeTLS(dir string) (*tls.Config, error) {
 	}, nil
 }
 
-// pairSource is a key pair read from files, read again when the
-// certificate file is replaced (another file, or another modification
-// time). A pair that does not load leaves the previous one in use.
+// pairSource is a Reloader reloaded when the certificate file is replaced
+// (another file, or another modification time); a pair that does not load
+// leaves the previous one in use.
 type pairSource struct {
-	certFile, keyFile string
-	mu                sync.Mutex
-	seen              os.FileInfo
-	cur               *tls.Certificate
+	r        *Reloader
+	certFile string
+	mu       sync.Mutex
+	seen     os.FileInfo
 }
 
 func (p *pairSource) get() (*tls.Certificate, error) {
-	st, serr := os.Stat(p.certFile)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cur != nil && (serr != nil || (os.SameFile(st, p.seen) && st.ModTime().Equal(p.seen.ModTime()))) {
-		return p.cur, nil
-	}
-	c, err := tls.LoadX509KeyPair(p.certFile, p.keyFile)
-	if err != nil {
-		if p.cur != nil {
-			return p.cur, nil
+	if st, err := os.Stat(p.certFile); err == nil {
+		p.mu.Lock()
+		if p.seen == nil || !os.SameFile(st, p.seen) || !st.ModTime().Equal(p.seen.ModTime()) {
+			if p.r.Reload() == nil {
+				p.seen = st
+			}
 		}
-		return nil, err
+		p.mu.Unlock()
 	}
-	p.cur, p.seen = &c, st
-	return p.cur, nil
+	return p.r.GetCertificate(nil)
 }
 
 // NodeCert reads the node certificate in dir.
