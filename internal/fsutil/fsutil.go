@@ -84,15 +84,21 @@ func Remove(path string) error {
 	return SyncDir(filepath.Dir(path))
 }
 
+// ErrDirSync is what SyncDir's errors wrap. From WriteFile and
+// WriteFileFrom it means that the file was renamed into place and only its
+// directory was not synced: the new file is there, but a power loss may
+// take it back.
+var ErrDirSync = errors.New("fsync directory")
+
 // SyncDir fsyncs a directory so that renames and creations in it are durable.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
+		return fmt.Errorf("%w %s: %w", ErrDirSync, dir, err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
+		return fmt.Errorf("%w %s: %w", ErrDirSync, dir, err)
 	}
 	return nil
 }

@@ -232,7 +232,7 @@ func TestRotateWhoseDirectorySyncFails(t *testing.T) {
 		if err := fsutil.WriteFile(path, data); err != nil {
 			return err
 		}
-		return fmt.Errorf("write %s: fsync directory %s: input/output error", path, filepath.Dir(path))
+		return fmt.Errorf("write %s: %w %s: input/output error", path, fsutil.ErrDirSync, filepath.Dir(path))
 	}
 	nk, err := s.Rotate(k)
 	if !errors.Is(err, ErrNotDurable) {
@@ -283,7 +283,7 @@ func TestKeyChangesWhoseDirectorySyncFails(t *testing.T) {
 			if err := fsutil.WriteFile(path, data); err != nil {
 				return err
 			}
-			return fmt.Errorf("write %s: fsync directory %s: input/output error", path, filepath.Dir(path))
+			return fmt.Errorf("write %s: %w %s: input/output error", path, fsutil.ErrDirSync, filepath.Dir(path))
 		}
 	}
 	check := func(t *testing.T, s *Store, nk *Keyring, err error, wantGen uint32, pass []byte) {

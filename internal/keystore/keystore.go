@@ -282,7 +282,7 @@ func (s *Store) writeKS(gens []mek, current uint32, sl sealing) (*Keyring, error
 		return nil, err
 	}
 	if err := writeKSFile(s.ksPath(), file); err != nil {
-		if on, rerr := s.readKS(); rerr == nil && bytes.Equal(on, file) {
+		if errors.Is(err, fsutil.ErrDirSync) {
 			// Renamed into place; only the directory sync failed.
 			return k, fmt.Errorf("%w: %w", ErrNotDurable, err)
 		}
